@@ -1,0 +1,73 @@
+// matmul_forward / matmul_backward and add_forward: linear maps y = x·wᵀ + b.
+#include "reference.hpp"
+
+namespace llmtk::reference {
+
+void matmul_forward(TensorRef y, TensorRef x, TensorRef w, TensorRef b) {
+  const char* op = "matmul_forward";
+  expect_f32(op, "y", y), expect_f32(op, "x", x), expect_f32(op, "w", w);
+  const std::int64_t N = x.rows(), I = x.size(-1), O = w.size(0);
+  LLMTK_CHECK(w.rank == 2 && w.size(1) == I, op, "w ", w.shape_str(), " must be [O, I] with I = ",
+              I, " (x is ", x.shape_str(), ")");
+  LLMTK_CHECK(y.rows() == N && y.size(-1) == O, op, "y ", y.shape_str(), " must be [", N, ", ",
+              O, "]");
+  if (b) LLMTK_CHECK(b.numel() == O, op, "b has ", b.numel(), " elements, expected ", O);
+  const float *X = x.f32(), *W = w.f32(), *B = b ? b.f32() : nullptr;
+  float* Y = y.f32();
+  for (std::int64_t n = 0; n < N; ++n)
+    for (std::int64_t o = 0; o < O; ++o) {
+      double acc = B ? B[o] : 0.0;
+      for (std::int64_t i = 0; i < I; ++i) acc += double(X[n * I + i]) * W[o * I + i];
+      Y[n * O + o] = static_cast<float>(acc);
+    }
+}
+
+void matmul_backward(TensorRef dx, TensorRef dw, TensorRef db, TensorRef dy, TensorRef x,
+                     TensorRef w) {
+  const char* op = "matmul_backward";
+  expect_f32(op, "dy", dy), expect_f32(op, "x", x), expect_f32(op, "w", w);
+  const std::int64_t N = x.rows(), I = x.size(-1), O = w.size(0);
+  LLMTK_CHECK(dy.rows() == N && dy.size(-1) == O, op, "dy ", dy.shape_str(), " must be [", N,
+              ", ", O, "]");
+  const float *DY = dy.f32(), *X = x.f32(), *W = w.f32();
+  if (dx) {
+    expect_f32(op, "dx", dx);
+    float* DX = dx.f32();
+    for (std::int64_t n = 0; n < N; ++n)
+      for (std::int64_t i = 0; i < I; ++i) {
+        double acc = 0;
+        for (std::int64_t o = 0; o < O; ++o) acc += double(DY[n * O + o]) * W[o * I + i];
+        DX[n * I + i] = static_cast<float>(acc);
+      }
+  }
+  if (dw) {
+    expect_f32(op, "dw", dw);
+    float* DW = dw.f32();
+    for (std::int64_t o = 0; o < O; ++o)
+      for (std::int64_t i = 0; i < I; ++i) {
+        double acc = 0;
+        for (std::int64_t n = 0; n < N; ++n) acc += double(DY[n * O + o]) * X[n * I + i];
+        DW[o * I + i] += static_cast<float>(acc);
+      }
+  }
+  if (db) {
+    expect_f32(op, "db", db);
+    float* DB = db.f32();
+    for (std::int64_t o = 0; o < O; ++o) {
+      double acc = 0;
+      for (std::int64_t n = 0; n < N; ++n) acc += DY[n * O + o];
+      DB[o] += static_cast<float>(acc);
+    }
+  }
+}
+
+void add_forward(TensorRef y, TensorRef a, TensorRef b) {
+  const char* op = "add_forward";
+  expect_f32(op, "y", y), expect_f32(op, "a", a), expect_f32(op, "b", b);
+  expect_same(op, "a", a, "b", b), expect_same(op, "y", y, "a", a);
+  const float *A = a.f32(), *B = b.f32();
+  float* Y = y.f32();
+  for (std::int64_t i = 0, n = y.numel(); i < n; ++i) Y[i] = static_cast<float>(double(A[i]) + B[i]);
+}
+
+}  // namespace llmtk::reference

@@ -1,0 +1,14 @@
+// The reference backend's op table, generated from the op list: an op missing here is a
+// compile error naming it ("'foo_forward' is not a member of 'llmtk::reference'").
+#include "reference.hpp"
+
+namespace llmtk::reference {
+
+const ops::OpTable op_table = {
+    "reference",
+#define LLMTK_X(name, params, args) &reference::name,
+    LLMTK_OPS(LLMTK_X)
+#undef LLMTK_X
+};
+
+}  // namespace llmtk::reference

@@ -1,0 +1,83 @@
+#include "arena.hpp"
+
+#include <cstdlib>
+#include <cstring>
+
+namespace llmtk {
+
+namespace {
+constexpr std::size_t kAlign = 64;  // a cache line; AVX-512 loads stay aligned
+std::size_t round_up(std::size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
+}  // namespace
+
+void Arena::Free::operator()(std::byte* p) const { std::free(p); }
+
+int Arena::add(std::string name, std::vector<std::int64_t> shape, DType dtype, ParamKind kind) {
+  LLMTK_CHECK(!allocated(), name_, "cannot add '", name, "' after the arena is allocated");
+  LLMTK_CHECK(find(name) < 0, name_, "'", name, "' is planned twice");
+  LLMTK_CHECK(!shape.empty() && shape.size() <= TensorRef::kMaxRank, name_, "'", name,
+              "' must have 1 to 4 axes");
+  std::int64_t n = 1;
+  for (auto e : shape) {
+    LLMTK_CHECK(e > 0, name_, "'", name, "' has a non-positive extent");
+    n *= e;
+  }
+  Entry e{std::move(name), std::move(shape), dtype, bytes_, n, kind};
+  bytes_ += round_up(static_cast<std::size_t>(n) * size_of(dtype));
+  entries_.push_back(std::move(e));
+  return static_cast<int>(entries_.size()) - 1;
+}
+
+int Arena::find(std::string_view name) const {
+  for (std::size_t i = 0; i < entries_.size(); ++i)
+    if (entries_[i].name == name) return static_cast<int>(i);
+  return -1;
+}
+
+Arena Arena::like(std::string name) const {
+  Arena a(std::move(name));
+  a.entries_ = entries_;
+  a.bytes_ = bytes_;
+  return a;
+}
+
+void Arena::allocate() {
+  if (allocated()) return;
+  std::size_t n = bytes_ == 0 ? kAlign : bytes_;
+  auto* p = static_cast<std::byte*>(std::aligned_alloc(kAlign, n));
+  LLMTK_CHECK(p != nullptr, name_, "out of memory allocating ", n, " bytes");
+  base_.reset(p);
+  zero();
+}
+
+void Arena::zero() {
+  if (allocated()) std::memset(base_.get(), 0, bytes_);
+}
+
+void Arena::release() { base_.reset(); }
+
+TensorRef Arena::operator[](int id) const {
+  if (id < 0) return {};  // an absent optional tensor (a bias the model does not have)
+  LLMTK_CHECK(allocated(), name_, "'", entries_[id].name, "' read before allocate()");
+  const Entry& e = entries_[id];
+  TensorRef t;
+  t.data = base_.get() + e.offset;
+  t.dtype = e.dtype;
+  t.rank = static_cast<int>(e.shape.size());
+  for (int i = 0; i < t.rank; ++i) t.ext[i] = e.shape[i];
+  return t;
+}
+
+TensorRef Arena::operator[](std::string_view name) const {
+  int id = find(name);
+  LLMTK_CHECK(id >= 0, name_, "no tensor named '", name, "'");
+  return (*this)[id];
+}
+
+std::int64_t Arena::numel() const {
+  std::int64_t n = 0;
+  for (const auto& e : entries_) n += e.numel;
+  return n;
+}
+
+}  // namespace llmtk

@@ -1,0 +1,70 @@
+// Arena: one allocation holding a table of named tensors. Parameters, their gradients, optimizer
+// state and activations each live in one arena, planned once and allocated once, so a training
+// step allocates nothing.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "tensor.hpp"
+
+namespace llmtk {
+
+// What a parameter is, for initialisation and weight decay (activations use `none`).
+enum class ParamKind : std::uint8_t {
+  none,
+  matrix,           // a linear map's weight: normal(0, 0.02)
+  residual_matrix,  // a map into the residual stream: normal(0, 0.02 / sqrt(2 n_layers))
+  embedding,        // token or position table: normal(0, 0.02)
+  norm,             // a norm's gain: ones
+  bias,             // zeros
+};
+
+class Arena {
+ public:
+  struct Entry {
+    std::string name;
+    std::vector<std::int64_t> shape;
+    DType dtype = DType::f32;
+    std::size_t offset = 0;  // bytes from the start of the arena
+    std::int64_t numel = 0;
+    ParamKind kind = ParamKind::none;
+  };
+
+  explicit Arena(std::string name = "arena") : name_(std::move(name)) {}
+
+  // Plans a tensor; returns its index. Names are unique within an arena.
+  int add(std::string name, std::vector<std::int64_t> shape, DType dtype = DType::f32,
+          ParamKind kind = ParamKind::none);
+  // Index of `name`, or -1.
+  int find(std::string_view name) const;
+  // A new, unallocated arena with the same table (gradients and optimizer moments mirror params).
+  Arena like(std::string name) const;
+  // One zero-filled, 64-byte-aligned allocation for every planned tensor. Adding after this fails.
+  void allocate();
+  void zero();
+  void release();
+
+  bool allocated() const { return base_ != nullptr; }
+  TensorRef operator[](int id) const;
+  TensorRef operator[](std::string_view name) const;
+  const std::vector<Entry>& entries() const { return entries_; }
+  std::size_t bytes() const { return bytes_; }
+  std::int64_t numel() const;  // elements over all entries
+  const std::string& name() const { return name_; }
+  void* data() const { return base_.get(); }
+
+ private:
+  struct Free {
+    void operator()(std::byte* p) const;
+  };
+  std::string name_;
+  std::vector<Entry> entries_;
+  std::size_t bytes_ = 0;
+  std::unique_ptr<std::byte, Free> base_;
+};
+
+}  // namespace llmtk

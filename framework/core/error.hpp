@@ -1,0 +1,42 @@
+// Errors: every message starts with the name of what failed, "[rmsnorm_forward] x has ...".
+#pragma once
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+namespace llmtk {
+
+struct Error : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+namespace detail {
+inline void append(std::string& s, std::string_view v) { s += v; }
+inline void append(std::string& s, const char* v) { s += v; }
+inline void append(std::string& s, const std::string& v) { s += v; }
+inline void append(std::string& s, char v) { s += v; }
+template <class T>
+  requires std::is_arithmetic_v<T>
+inline void append(std::string& s, T v) { s += std::to_string(v); }
+}  // namespace detail
+
+// Concatenate strings and numbers; keeps <format>/<sstream> out of widely included headers.
+template <class... Parts>
+std::string cat(const Parts&... parts) {
+  std::string s;
+  (detail::append(s, parts), ...);
+  return s;
+}
+
+// `where` names the op or part ("rmsnorm_forward"); the message says what is wrong.
+template <class... Parts>
+[[noreturn]] void fail(std::string_view where, const Parts&... parts) {
+  throw Error(cat("[", where, "] ", parts...));
+}
+
+}  // namespace llmtk
+
+#define LLMTK_CHECK(cond, where, ...)                   \
+  do {                                                  \
+    if (!(cond)) ::llmtk::fail((where), __VA_ARGS__);   \
+  } while (0)

@@ -1,0 +1,87 @@
+// The concepts a part must satisfy, each split into named one-rule requirements so that a failed
+// check names the rule ("required for the satisfaction of 'IsNorm<N>'"), not a 40-line type.
+#pragma once
+#include <concepts>
+#include <cstdint>
+
+#include "../core/axes.hpp"
+#include "../core/tensor.hpp"
+#include "plan.hpp"
+
+namespace llmtk {
+
+// The role a part plays in a block. Structure alone cannot tell a norm from a feed-forward (both
+// map [Batch, Seq, Model] to itself), so each part says what it is.
+enum class Role { norm, mixer, feedforward, embedding, head, block, stack, model, other };
+
+// ---- one rule each ----
+template <class L>
+concept DeclaresAxes = requires {
+  typename L::In;
+  typename L::Out;
+};
+template <class L>
+concept DeclaresMemory = requires(L& l, Planner& p) { l.declare(p); };
+template <class L>
+concept HasForward = requires(L& l, Ctx& c, TensorRef t) { l.forward(c, t, t); };
+template <class L>
+concept HasBackward = requires(L& l, Ctx& c, TensorRef t) { l.backward(c, t, t, t); };
+template <class L>
+concept CountsFlops = requires(const Dims& d, std::int64_t T) {
+  { L::flops_per_token(d, T) } -> std::convertible_to<double>;
+};
+template <class L>
+concept HasRole = requires { { L::role } -> std::convertible_to<Role>; };
+template <class L>
+concept KeepsAxes = std::same_as<typename L::In, typename L::Out>;
+template <class L>
+concept TakesHidden = std::same_as<typename L::In, Hidden>;
+
+template <class L>
+concept IsNorm = L::role == Role::norm;
+template <class L>
+concept IsMixer = L::role == Role::mixer;
+template <class L>
+concept IsFeedForward = L::role == Role::feedforward;
+template <class L>
+concept IsEmbedding = L::role == Role::embedding;
+template <class L>
+concept IsHead = L::role == Role::head;
+
+// ---- the concepts ----
+template <class L>
+concept Layer = DeclaresAxes<L> && DeclaresMemory<L> && HasForward<L> && HasBackward<L> &&
+                CountsFlops<L> && HasRole<L>;
+template <class L>
+concept Norm = Layer<L> && IsNorm<L> && TakesHidden<L> && KeepsAxes<L>;
+template <class L>
+concept Mixer = Layer<L> && IsMixer<L> && TakesHidden<L> && KeepsAxes<L>;
+template <class L>
+concept FeedForward = Layer<L> && IsFeedForward<L> && TakesHidden<L> && KeepsAxes<L>;
+
+// Position schemes act where they belong: additive ones at the embedding, attention ones in
+// the mixer.
+enum class PositionKind { additive, attention };
+template <class P>
+concept DeclaresPositionKind = requires { { P::kind } -> std::convertible_to<PositionKind>; };
+template <class P>
+concept PositionScheme = DeclaresPositionKind<P>;
+template <class P>
+concept AdditivePositions = PositionScheme<P> && P::kind == PositionKind::additive;
+template <class P>
+concept AttentionPositions = PositionScheme<P> && P::kind == PositionKind::attention;
+
+// A placement says where a block's norms sit around each sublayer: it provides Wrap<Norm, F>.
+template <class P>
+concept IsPlacement = requires { { P::is_placement } -> std::convertible_to<bool>; } && P::is_placement;
+template <class P>
+concept Placement = IsPlacement<P>;
+
+// An activation function for MLP<Act>: names the forward and backward ops.
+template <class A>
+concept Activation = requires(TensorRef t) {
+  A::forward(t, t);
+  A::backward(t, t, t);
+};
+
+}  // namespace llmtk

@@ -1,0 +1,80 @@
+// DecoderLM<Embedding, Repeat<Block>, FinalNorm, LMHead>: a decoder-only language model,
+// token ids [B, T] to logits [B, T, V]. Checks at compile time that its parts connect and that
+// it uses one position scheme.
+#pragma once
+#include "../layers/common.hpp"
+#include "../layers/lm_head.hpp"
+
+namespace llmtk {
+
+template <class E>
+concept EmbeddingPart = Layer<E> && IsEmbedding<E>;
+template <class S>
+concept StackPart = Layer<S> && KeepsAxes<S>;
+template <class H>
+concept HeadPart = Layer<H> && IsHead<H>;
+
+template <EmbeddingPart E, StackPart S, Norm FinalNorm, HeadPart H>
+struct DecoderLM {
+  static constexpr Role role = Role::model;
+  using In = Tokens;
+  using Out = Logits;
+  using Composition = DecoderLM;
+  using EmbeddingT = E;
+  using StackT = S;
+  using FinalNormT = FinalNorm;
+  using HeadT = H;
+  static_assert(AxesConnect<S, typename S::In, typename E::Out>::value);
+  static_assert(AxesConnect<FinalNorm, typename FinalNorm::In, typename S::Out>::value);
+  static_assert(AxesConnect<H, typename H::In, typename FinalNorm::Out>::value);
+
+  static constexpr ArchTraits traits = [] {
+    ArchTraits t;
+    llmtk::add_traits<E>(t);
+    llmtk::add_traits<S>(t);
+    llmtk::add_traits<FinalNorm>(t);
+    llmtk::add_traits<H>(t);
+    return t;
+  }();
+  static_assert(rules::single_position_scheme(Dims{}, traits),
+                "single_position_scheme: an embedding that adds positions (LearnedPositions, "
+                "Sinusoidal) cannot be combined with RoPE or ALiBi in the mixer");
+
+  E embed;
+  S blocks;
+  FinalNorm final_norm;
+  H head;
+  ActSlot h0, hL, hn;       // embedding output, last block output, final norm output (saved)
+  ActSlot dh0, dhL, dhn;    // their gradients (scratch)
+
+  void declare(Planner& p) {
+    { auto s = p.scope("embed"); embed.declare(p); }
+    { auto s = p.scope("blocks"); blocks.declare(p); }
+    { auto s = p.scope("final_norm"); final_norm.declare(p); }
+    { auto s = p.scope("head"); head.declare(p); }
+    if constexpr (H::tied) head.tie(embed.tokens);
+    const std::vector<std::int64_t> h{p.B, p.T, p.dims.d_model};
+    h0 = p.act("h0", h), hL = p.act("hL", h), hn = p.act("hn", h);
+    dh0 = p.act("dh0", h), dhL = p.act("dhL", h), dhn = p.act("dhn", h);
+  }
+  // logits: [B, T, V]; ids: [B, T] i32
+  void forward(Ctx& c, TensorRef logits, TensorRef ids) {
+    embed.forward(c, c.a(h0), ids);
+    blocks.forward(c, c.a(hL), c.a(h0));
+    final_norm.forward(c, c.a(hn), c.a(hL));
+    head.forward(c, logits, c.a(hn));
+  }
+  // dlogits: [B, T, V]; token ids have no gradient
+  void backward(Ctx& c, TensorRef /*dids*/, TensorRef dlogits, TensorRef ids) {
+    head.backward(c, c.a(dhn), dlogits, c.a(hn));
+    final_norm.backward(c, c.a(dhL), c.a(dhn), c.a(hL));
+    blocks.backward(c, c.a(dh0), c.a(dhL), c.a(h0));
+    embed.backward(c, TensorRef{}, c.a(dh0), ids);
+  }
+  static double flops_per_token(const Dims& d, std::int64_t T) {
+    return E::flops_per_token(d, T) + S::flops_per_token(d, T) +
+           FinalNorm::flops_per_token(d, T) + H::flops_per_token(d, T);
+  }
+};
+
+}  // namespace llmtk

@@ -1,0 +1,62 @@
+// Repeat<B>: n_layers copies of one block, held in a std::vector. The count is a run-time size,
+// so the type stays shallow however deep the model is; only heterogeneity belongs in types.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "../layers/common.hpp"
+
+namespace llmtk {
+
+template <Layer B>
+struct Repeat {
+  static_assert(KeepsAxes<B>, "repeat_keeps_axes: Repeat<B> feeds each block's output to the "
+                              "next, so B must return the axes it takes");
+  static constexpr Role role = Role::stack;
+  using In = typename B::In;
+  using Out = typename B::Out;
+  using Item = B;
+  static constexpr void add_traits(ArchTraits& t) { llmtk::add_traits<B>(t); }
+
+  std::vector<B> blocks;
+  std::vector<ActSlot> outs;  // outputs of blocks 0 .. n-2 (saved); the last writes y
+  ActSlot grad[2];            // ping-pong gradient buffers (scratch)
+
+  void declare(Planner& p) {
+    const int n = p.dims.n_layers;
+    blocks.assign(static_cast<std::size_t>(n), B{});
+    outs.assign(static_cast<std::size_t>(n > 0 ? n - 1 : 0), ActSlot{});
+    for (int i = 0; i < n; ++i) {
+      auto s = p.scope(std::to_string(i));
+      blocks[i].declare(p);
+      if (i + 1 < n) outs[i] = p.act("out", {p.B, p.T, p.dims.d_model});
+    }
+    grad[0] = p.act("grad0", {p.B, p.T, p.dims.d_model});
+    grad[1] = p.act("grad1", {p.B, p.T, p.dims.d_model});
+  }
+  // y, x: [B, T, C]
+  void forward(Ctx& c, TensorRef y, TensorRef x) {
+    const std::size_t n = blocks.size();
+    TensorRef in = x;
+    for (std::size_t i = 0; i < n; ++i) {
+      TensorRef out = i + 1 == n ? y : c.a(outs[i]);
+      blocks[i].forward(c, out, in);
+      in = out;
+    }
+  }
+  void backward(Ctx& c, TensorRef dx, TensorRef dy, TensorRef x) {
+    const std::size_t n = blocks.size();
+    TensorRef g = dy;
+    for (std::size_t i = n; i-- > 0;) {
+      TensorRef in = i == 0 ? x : c.a(outs[i - 1]);
+      TensorRef dst = i == 0 ? dx : c.a(grad[i % 2]);
+      blocks[i].backward(c, dst, g, in);
+      g = dst;
+    }
+  }
+  static double flops_per_token(const Dims& d, std::int64_t T) {
+    return d.n_layers * B::flops_per_token(d, T);
+  }
+};
+
+}  // namespace llmtk

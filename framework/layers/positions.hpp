@@ -1,0 +1,63 @@
+// Position schemes. Additive ones (LearnedPositions, Sinusoidal) are an argument of Embedding<>
+// and add a vector per position to the token embeddings; attention ones (NoPE, RoPE, ALiBi) are
+// an argument of GQA<> and act on q, k or the scores.
+#pragma once
+#include "common.hpp"  // ops::positions_*, ops::sinusoidal_forward, ops::rope_*
+
+namespace llmtk {
+
+// No position information at all (for attention: the causal mask alone orders tokens).
+struct NoPE {
+  static constexpr PositionKind kind = PositionKind::attention;
+  static constexpr bool alibi = false;
+  static void rotate(Ctx&, TensorRef, TensorRef) {}
+  static void rotate_backward(Ctx&, TensorRef, TensorRef) {}
+};
+
+// Rotary embedding of q and k (half-split pairs), base = dims.rope_base.
+struct RoPE {
+  static constexpr PositionKind kind = PositionKind::attention;
+  static constexpr bool alibi = false;
+  static constexpr void add_traits(ArchTraits& t) { t.rope = true; }
+  // q: [B, T, H, D], k: [B, T, KV, D], rotated in place
+  static void rotate(Ctx& c, TensorRef q, TensorRef k) {
+    ops::rope_forward(q, q, float(c.dims.rope_base));
+    ops::rope_forward(k, k, float(c.dims.rope_base));
+  }
+  static void rotate_backward(Ctx& c, TensorRef dq, TensorRef dk) {
+    ops::rope_backward(dq, dq, float(c.dims.rope_base));
+    ops::rope_backward(dk, dk, float(c.dims.rope_base));
+  }
+};
+
+// ALiBi: a per-head linear penalty on distance, added to the attention scores.
+struct ALiBi {
+  static constexpr PositionKind kind = PositionKind::attention;
+  static constexpr bool alibi = true;
+  static constexpr void add_traits(ArchTraits& t) { t.alibi = true; }
+  static void rotate(Ctx&, TensorRef, TensorRef) {}
+  static void rotate_backward(Ctx&, TensorRef, TensorRef) {}
+};
+
+// A trained vector per position: table [max_seq, C].
+struct LearnedPositions {
+  static constexpr PositionKind kind = PositionKind::additive;
+  static constexpr void add_traits(ArchTraits& t) { t.learned_positions = true; }
+  ParamSlot table;  // [max_seq, C]
+  void declare(Planner& p) {
+    table = p.param("positions", {p.dims.max_seq, p.dims.d_model}, ParamKind::embedding);
+  }
+  void forward(Ctx& c, TensorRef y) { ops::positions_forward(y, y, c.p(table)); }  // y: [B, T, C]
+  void backward(Ctx& c, TensorRef dy) { ops::positions_backward(c.g(table), dy); }
+};
+
+// Fixed sin/cos vectors (Vaswani et al.), no parameters; the gradient passes through unchanged.
+struct Sinusoidal {
+  static constexpr PositionKind kind = PositionKind::additive;
+  static constexpr void add_traits(ArchTraits& t) { t.sinusoidal = true; }
+  void declare(Planner&) {}
+  void forward(Ctx&, TensorRef y) { ops::sinusoidal_forward(y, y); }
+  void backward(Ctx&, TensorRef) {}
+};
+
+}  // namespace llmtk

@@ -1,0 +1,30 @@
+// RMSNorm: y = x·rstd·w, rstd = 1/sqrt(mean(x²) + eps). No bias, no mean subtraction.
+#pragma once
+#include "common.hpp"  // ops::rmsnorm_forward, ops::rmsnorm_backward
+
+namespace llmtk {
+
+struct RMSNorm {
+  static constexpr Role role = Role::norm;
+  using In = Hidden;
+  using Out = Hidden;
+
+  ParamSlot w;   // [C]
+  ActSlot rstd;  // saved: [B·T]
+
+  void declare(Planner& p) {
+    w = p.param("weight", {p.dims.d_model}, ParamKind::norm);
+    rstd = p.act("rstd", {p.B * p.T});
+  }
+  // y, x: [B, T, C]
+  void forward(Ctx& c, TensorRef y, TensorRef x) {
+    ops::rmsnorm_forward(y, c.a(rstd), x, c.p(w), float(c.dims.norm_eps));
+  }
+  // dx, dy, x: [B, T, C]; dw +=
+  void backward(Ctx& c, TensorRef dx, TensorRef dy, TensorRef x) {
+    ops::rmsnorm_backward(dx, c.g(w), dy, x, c.p(w), c.a(rstd));
+  }
+  static double flops_per_token(const Dims& d, std::int64_t) { return 5.0 * d.d_model; }
+};
+
+}  // namespace llmtk

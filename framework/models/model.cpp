@@ -1,0 +1,111 @@
+#include "model.hpp"
+
+#include <cmath>
+
+#include "../core/rng.hpp"
+#include "../ops/ops.hpp"
+
+namespace llmtk {
+
+AnyModel::AnyModel(std::string name, const Dims& dims, const ArchTraits& traits)
+    : name_(std::move(name)), dims_(dims), traits_(traits) {
+  auto broken = check_dims(dims, traits);
+  if (!broken.empty()) {
+    std::string msg;
+    for (const auto& v : broken) msg += cat("\n  rule ", v.rule, ": ", v.message, " (", v.keys, ")");
+    fail(name_, "invalid dims:", msg);
+  }
+}
+
+void AnyModel::plan(std::int64_t B, std::int64_t T) {
+  LLMTK_CHECK(B > 0 && T > 0, name_, "batch and sequence length must be positive, got batch ", B,
+              ", seq ", T);
+  LLMTK_CHECK(T <= dims_.max_seq, name_, "sequence length ", T, " exceeds model.max_seq = ",
+              dims_.max_seq);
+  const bool had_memory = acts_.allocated();
+  acts_ = Arena("activations");
+  Planner p(dims_, B, T, params_, acts_, planned_);
+  declare(p);
+  logits_ = p.act("logits", {B, T, dims_.vocab});
+  dlogits_ = p.act("dlogits", {B, T, dims_.vocab});
+  losses_ = p.act("losses", {B * T});
+  if (!planned_) grads_ = params_.like("grads");
+  planned_ = true;
+  B_ = B, T_ = T;
+  if (had_memory) acts_.allocate();
+}
+
+void AnyModel::allocate() {
+  LLMTK_CHECK(planned_, name_, "allocate() before plan()");
+  params_.allocate();
+  grads_.allocate();
+  acts_.allocate();
+}
+
+void AnyModel::init(std::uint64_t seed) {
+  allocate();
+  Rng rng(seed);
+  const double residual_std = 0.02 / std::sqrt(2.0 * dims_.n_layers);
+  for (std::size_t i = 0; i < params_.entries().size(); ++i) {
+    const auto& e = params_.entries()[i];
+    float* w = params_[static_cast<int>(i)].f32();
+    for (std::int64_t j = 0; j < e.numel; ++j) {
+      switch (e.kind) {
+        case ParamKind::norm: w[j] = 1.0f; break;
+        case ParamKind::bias:
+        case ParamKind::none: w[j] = 0.0f; break;
+        case ParamKind::residual_matrix: w[j] = static_cast<float>(residual_std * rng.normal()); break;
+        case ParamKind::matrix:
+        case ParamKind::embedding: w[j] = static_cast<float>(0.02 * rng.normal()); break;
+      }
+    }
+  }
+  grads_.zero();
+}
+
+float AnyModel::forward(TensorRef ids, TensorRef targets) {
+  LLMTK_CHECK(acts_.allocated(), name_, "forward() before allocate()");
+  LLMTK_CHECK(ids.dtype == DType::i32 && ids.numel() == B_ * T_, name_, "ids must be [", B_, ", ",
+              T_, "] i32 (the planned batch and sequence), got ", ids.shape_str());
+  ids_ = ids.view({B_, T_});
+  targets_ = targets;
+  Ctx c = ctx();
+  run_forward(c, c.a(logits_), ids_);
+  if (!targets) return 0.0f;
+  LLMTK_CHECK(targets.dtype == DType::i32 && targets.numel() == B_ * T_, name_,
+              "targets must be [", B_, ", ", T_, "] i32, got ", targets.shape_str());
+  ops::cross_entropy_forward(c.a(losses_), c.a(logits_).view({B_ * T_, dims_.vocab}),
+                             targets.view({B_ * T_}), kIgnoreIndex);
+  double sum = 0;
+  counted_ = 0;
+  const float* l = c.a(losses_).f32();
+  for (std::int64_t i = 0; i < B_ * T_; ++i)
+    if (targets.i32()[i] != kIgnoreIndex) sum += l[i], ++counted_;
+  return counted_ ? static_cast<float>(sum / double(counted_)) : 0.0f;
+}
+
+void AnyModel::backward() {
+  LLMTK_CHECK(targets_, name_, "backward() needs a forward() with targets");
+  Ctx c = ctx();
+  const float dloss = counted_ ? 1.0f / static_cast<float>(counted_) : 0.0f;
+  ops::cross_entropy_backward(c.a(dlogits_).view({B_ * T_, dims_.vocab}),
+                              c.a(logits_).view({B_ * T_, dims_.vocab}),
+                              targets_.view({B_ * T_}), dloss, kIgnoreIndex);
+  run_backward(c, c.a(dlogits_), ids_);
+}
+
+TensorRef AnyModel::logits() const { return acts_[logits_.id]; }
+
+std::int64_t count_params(const Arena& params, std::string_view prefix) {
+  std::int64_t n = 0;
+  for (const auto& e : params.entries())
+    if (e.name.starts_with(prefix)) n += e.numel;
+  return n;
+}
+
+std::string tidy_type_name(std::string s) {
+  for (auto p = s.find("> >"); p != std::string::npos; p = s.find("> >")) s.erase(p + 1, 1);
+  return s;
+}
+
+}  // namespace llmtk

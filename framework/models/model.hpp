@@ -1,0 +1,152 @@
+// ModelOf<Arch>: a composed architecture with its arenas, behind a small virtual interface
+// (AnyModel) so the CLI, the trainer and tests pick an architecture by name at run time while
+// every layer stays a template resolved at compile time.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "../core/type_name.hpp"
+#include "../dsl/plan.hpp"
+
+namespace llmtk {
+
+inline constexpr int kIgnoreIndex = -100;  // targets equal to this are left out of the loss
+
+// One row of a model's parameter breakdown (llmtk arch show).
+struct PartInfo {
+  std::string path;   // "embed", "blocks", "blocks.*.attn", ...
+  std::string type;   // the part's type as the source spells it
+  std::int64_t params = 0;
+  int depth = 0;      // indentation level
+  std::string note;
+};
+
+// Sum of parameter counts whose names start with `prefix`, for the breakdown.
+std::int64_t count_params(const Arena& params, std::string_view prefix);
+// type_name<T>() with ">>" for "> >", as the source would spell it.
+std::string tidy_type_name(std::string s);
+template <class T>
+std::string pretty_type_name() {
+  return tidy_type_name(type_name<T>());
+}
+
+class AnyModel {
+ public:
+  AnyModel(std::string name, const Dims& dims, const ArchTraits& traits);
+  virtual ~AnyModel() = default;
+  AnyModel(const AnyModel&) = delete;
+  AnyModel& operator=(const AnyModel&) = delete;
+
+  const std::string& name() const { return name_; }
+  const Dims& dims() const { return dims_; }
+  const ArchTraits& traits() const { return traits_; }
+  std::int64_t batch() const { return B_; }
+  std::int64_t seq() const { return T_; }
+
+  // The structure as the types read, one "Name = Composition<...>" line per strong name.
+  virtual std::vector<std::string> structure() const = 0;
+  virtual std::vector<PartInfo> parts() const = 0;
+  // Forward FLOPs per token at sequence length T (a training step is about 3x this).
+  virtual double forward_flops_per_token(std::int64_t T) const = 0;
+
+  // Plans memory for batch B and sequence T (parameters once, activations every time). Cheap:
+  // nothing is allocated until allocate(), so the size of any model can be shown.
+  void plan(std::int64_t B, std::int64_t T);
+  void allocate();
+  // Initialises parameters from `seed` by their kind (see ParamKind); zeroes gradients.
+  void init(std::uint64_t seed);
+  void zero_grad() { grads_.zero(); }
+
+  // ids, targets: [B, T] i32 (targets may be null: logits only). Returns the mean cross-entropy
+  // over targets that are not kIgnoreIndex.
+  float forward(TensorRef ids, TensorRef targets = {});
+  // d(mean loss)/d(every parameter), accumulated (+=) into grads(). Needs forward with targets.
+  void backward();
+
+  TensorRef logits() const;  // [B, T, V] from the last forward
+  Arena& params() { return params_; }
+  Arena& grads() { return grads_; }
+  Arena& acts() { return acts_; }
+  const Arena& params() const { return params_; }
+  const Arena& acts() const { return acts_; }
+  std::int64_t param_count() const { return params_.numel(); }
+
+ protected:
+  virtual void declare(Planner& p) = 0;
+  virtual void run_forward(Ctx& c, TensorRef logits, TensorRef ids) = 0;
+  virtual void run_backward(Ctx& c, TensorRef dlogits, TensorRef ids) = 0;
+
+ private:
+  Ctx ctx() { return Ctx{params_, grads_, acts_, dims_, B_, T_}; }
+
+  std::string name_;
+  Dims dims_;
+  ArchTraits traits_;
+  Arena params_{"params"}, grads_{"grads"}, acts_{"activations"};
+  bool planned_ = false;
+  std::int64_t B_ = 0, T_ = 0;
+  ActSlot logits_, dlogits_, losses_;
+  TensorRef ids_, targets_;
+  std::int64_t counted_ = 0;  // targets in the last forward that count toward the loss
+};
+
+template <class Arch>
+class ModelOf final : public AnyModel {
+ public:
+  ModelOf(std::string name, const Dims& dims) : AnyModel(std::move(name), dims, Arch::traits) {}
+
+  std::vector<std::string> structure() const override {
+    std::vector<std::string> lines;
+    add_line<Arch>(lines);
+    add_line<typename Arch::StackT::Item>(lines);
+    return lines;
+  }
+  std::vector<PartInfo> parts() const override;
+  double forward_flops_per_token(std::int64_t T) const override {
+    return Arch::flops_per_token(dims(), T);
+  }
+
+ protected:
+  void declare(Planner& p) override { arch_.declare(p); }
+  void run_forward(Ctx& c, TensorRef logits, TensorRef ids) override { arch_.forward(c, logits, ids); }
+  void run_backward(Ctx& c, TensorRef dlogits, TensorRef ids) override {
+    arch_.backward(c, TensorRef{}, dlogits, ids);
+  }
+
+ private:
+  // "LlamaBlock = Block<RMSNorm, GQA<RoPE>, SwiGLU, PreNorm>" when T is a strong name.
+  template <class T>
+  static void add_line(std::vector<std::string>& lines) {
+    std::string name = pretty_type_name<T>();
+    if constexpr (requires { typename T::Composition; }) {
+      std::string comp = pretty_type_name<typename T::Composition>();
+      if (comp != name) name += " = " + comp;
+    }
+    lines.push_back(std::move(name));
+  }
+  Arch arch_;
+};
+
+template <class Arch>
+std::vector<PartInfo> ModelOf<Arch>::parts() const {
+  using Stack = typename Arch::StackT;
+  using BlockT = typename Stack::Item;
+  const Arena& p = params();
+  std::vector<PartInfo> rows;
+  rows.push_back({"embed", pretty_type_name<typename Arch::EmbeddingT>(), count_params(p, "embed."), 0, ""});
+  rows.push_back({"blocks", pretty_type_name<Stack>(), count_params(p, "blocks."), 0,
+                  std::to_string(dims().n_layers) + " x " + pretty_type_name<BlockT>()});
+  rows.push_back({"blocks.N", pretty_type_name<BlockT>(), count_params(p, "blocks.0."), 1, "each block"});
+  rows.push_back({"blocks.N.attn", pretty_type_name<typename BlockT::Attn>(),
+                  count_params(p, "blocks.0.attn."), 2, ""});
+  rows.push_back({"blocks.N.mlp", pretty_type_name<typename BlockT::Mlp>(),
+                  count_params(p, "blocks.0.mlp."), 2, ""});
+  rows.push_back({"final_norm", pretty_type_name<typename Arch::FinalNormT>(), count_params(p, "final_norm."), 0, ""});
+  rows.push_back({"head", pretty_type_name<typename Arch::HeadT>(), count_params(p, "head."), 0,
+                  Arch::HeadT::tied ? "shares embed.tokens" : ""});
+  return rows;
+}
+
+}  // namespace llmtk

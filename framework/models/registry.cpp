@@ -1,0 +1,136 @@
+// The registered presets, and the model.* keys of Dims.
+#include "registry.hpp"
+
+#include <charconv>
+
+#include "gpt2.hpp"
+#include "llama.hpp"
+
+namespace llmtk {
+
+const std::vector<ArchInfo>& architectures() {
+  static const std::vector<ArchInfo> list = {
+      preset_entry<Gpt2Small>(),
+      preset_entry<Gpt2Tiny>(),
+      preset_entry<LlamaTiny>(),
+      preset_entry<Llama3_1B>(),
+  };
+  return list;
+}
+
+const ArchInfo& find_arch(std::string_view name) {
+  std::string known;
+  for (const auto& a : architectures()) {
+    if (a.name == name) return a;
+    known += (known.empty() ? "" : ", ") + a.name;
+  }
+  fail("model.arch", "unknown architecture '", name, "'; registered: ", known);
+}
+
+std::unique_ptr<AnyModel> make_model(std::string_view arch, const Dims& dims) {
+  return find_arch(arch).make(dims);
+}
+
+namespace {
+
+struct DimKey {
+  const char* name;
+  enum { integer, real, boolean } type;
+  int Dims::*i = nullptr;
+  double Dims::*d = nullptr;
+  bool Dims::*b = nullptr;
+  const char* help;
+};
+
+// clang-format off
+const DimKey kDimKeys[] = {
+    {"d_model", DimKey::integer, &Dims::d_model, nullptr, nullptr, "width of the residual stream"},
+    {"n_layers", DimKey::integer, &Dims::n_layers, nullptr, nullptr, "number of blocks"},
+    {"n_heads", DimKey::integer, &Dims::n_heads, nullptr, nullptr, "query heads"},
+    {"n_kv_heads", DimKey::integer, &Dims::n_kv_heads, nullptr, nullptr, "key/value heads"},
+    {"d_ff", DimKey::integer, &Dims::d_ff, nullptr, nullptr, "feed-forward hidden width"},
+    {"vocab", DimKey::integer, &Dims::vocab, nullptr, nullptr, "vocabulary size"},
+    {"max_seq", DimKey::integer, &Dims::max_seq, nullptr, nullptr, "longest sequence"},
+    {"rope_base", DimKey::real, nullptr, &Dims::rope_base, nullptr, "RoPE theta"},
+    {"window", DimKey::integer, &Dims::window, nullptr, nullptr, "sliding attention window, 0 = none"},
+    {"norm_eps", DimKey::real, nullptr, &Dims::norm_eps, nullptr, "norm epsilon"},
+    {"bias", DimKey::boolean, nullptr, nullptr, &Dims::bias, "biases in linear maps and LayerNorm"},
+};
+// clang-format on
+
+std::size_t edit_distance(std::string_view a, std::string_view b) {
+  std::vector<std::size_t> row(b.size() + 1);
+  for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    std::size_t diag = row[0];
+    row[0] = i;
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      std::size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] != b[j - 1])});
+      diag = up;
+    }
+  }
+  return row[b.size()];
+}
+
+}  // namespace
+
+void set_dim(Dims& dims, std::string_view key, std::string_view value) {
+  const std::string full(key);
+  if (key.starts_with("model.")) key.remove_prefix(6);
+  const DimKey* k = nullptr;
+  for (const auto& d : kDimKeys)
+    if (key == d.name) k = &d;
+  if (!k) {
+    std::string all, best;
+    std::size_t best_d = 99;
+    for (const auto& d : kDimKeys) {
+      all += cat(all.empty() ? "" : ", ", "model.", d.name);
+      if (auto e = edit_distance(key, d.name); e < best_d) best_d = e, best = d.name;
+    }
+    std::string hint = best_d <= 3 ? cat(" (did you mean model.", best, "?)") : std::string();
+    fail(full, "unknown key", hint, "; model keys are: ", all);
+  }
+  const char* first = value.data();
+  const char* last = value.data() + value.size();
+  if (k->type == DimKey::integer) {
+    int v = 0;
+    auto [p, ec] = std::from_chars(first, last, v);
+    LLMTK_CHECK(ec == std::errc() && p == last, full, "'", value, "' is not an integer (", k->help, ")");
+    dims.*(k->i) = v;
+  } else if (k->type == DimKey::real) {
+    // std::from_chars for double needs GCC 11+, which C++20 already requires here.
+    double v = 0;
+    auto [p, ec] = std::from_chars(first, last, v);
+    LLMTK_CHECK(ec == std::errc() && p == last, full, "'", value, "' is not a number (", k->help, ")");
+    dims.*(k->d) = v;
+  } else {
+    LLMTK_CHECK(value == "true" || value == "false", full, "'", value,
+                "' is not true or false (", k->help, ")");
+    dims.*(k->b) = value == "true";
+  }
+}
+
+std::vector<std::pair<std::string, std::string>> dims_as_keys(const Dims& dims) {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const auto& k : kDimKeys) {
+    std::string v;
+    if (k.type == DimKey::integer) v = std::to_string(dims.*(k.i));
+    else if (k.type == DimKey::boolean) v = dims.*(k.b) ? "true" : "false";
+    else {
+      char buf[32];
+      auto [p, ec] = std::to_chars(buf, buf + sizeof buf, dims.*(k.d));
+      v.assign(buf, p);
+    }
+    out.emplace_back(k.name, v);
+  }
+  return out;
+}
+
+void resolve_dims(Dims& dims, const ArchTraits& traits, bool kv_heads_set) {
+  if (kv_heads_set) return;
+  if (traits.mha) dims.n_kv_heads = dims.n_heads;
+  if (traits.mqa) dims.n_kv_heads = 1;
+}
+
+}  // namespace llmtk

@@ -1,0 +1,47 @@
+// The architecture registry: names (as recipes and the command line write them) to presets.
+#pragma once
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "model.hpp"
+
+namespace llmtk {
+
+struct ArchInfo {
+  std::string name;
+  std::string about;
+  Dims dims;            // the preset's sizes; recipes and --set change them by value
+  ArchTraits traits;
+  std::vector<std::string> structure;
+  std::function<std::unique_ptr<AnyModel>(const Dims&)> make;
+};
+
+const std::vector<ArchInfo>& architectures();
+// The entry for `name`; fails with the list of registered names.
+const ArchInfo& find_arch(std::string_view name);
+// A planned (not allocated) model; fails naming every size rule `dims` breaks.
+std::unique_ptr<AnyModel> make_model(std::string_view arch, const Dims& dims);
+
+// Recipe keys of Dims ("model.d_model" or "d_model"): set one from text, read all back.
+void set_dim(Dims& dims, std::string_view key, std::string_view value);
+std::vector<std::pair<std::string, std::string>> dims_as_keys(const Dims& dims);
+// MHA and MQA fix n_kv_heads: when the user did not set it, derive it from n_heads.
+void resolve_dims(Dims& dims, const ArchTraits& traits, bool kv_heads_set);
+
+// Registers a preset; its constexpr dims are checked rule by rule at compile time.
+template <class Preset>
+ArchInfo preset_entry() {
+  using Arch = typename Preset::Arch;
+  static_assert(dims_hold<Preset::dims, Arch::traits>());
+  ArchInfo info{Preset::name, Preset::about, Preset::dims, Arch::traits, {}, {}};
+  info.make = [name = std::string(Preset::name)](const Dims& d) -> std::unique_ptr<AnyModel> {
+    return std::make_unique<ModelOf<Arch>>(name, d);
+  };
+  info.structure = ModelOf<Arch>(Preset::name, Preset::dims).structure();
+  return info;
+}
+
+}  // namespace llmtk

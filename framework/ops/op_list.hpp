@@ -1,0 +1,52 @@
+// The op list: the single source of truth. Every backend's table and every test table is
+// generated from it, so an op added here that a backend or test forgets is a compile error.
+// X(name, (parameters), (arguments)); contracts are in ops.hpp.
+#pragma once
+
+// clang-format off
+#define LLMTK_OPS(X)                                                                              \
+  X(matmul_forward,  (TensorRef y, TensorRef x, TensorRef w, TensorRef b), (y, x, w, b))          \
+  X(matmul_backward, (TensorRef dx, TensorRef dw, TensorRef db, TensorRef dy, TensorRef x,       \
+                      TensorRef w), (dx, dw, db, dy, x, w))                                       \
+  X(add_forward,     (TensorRef y, TensorRef a, TensorRef b), (y, a, b))                          \
+  X(layernorm_forward,  (TensorRef y, TensorRef mean, TensorRef rstd, TensorRef x, TensorRef w,  \
+                         TensorRef b, float eps), (y, mean, rstd, x, w, b, eps))                  \
+  X(layernorm_backward, (TensorRef dx, TensorRef dw, TensorRef db, TensorRef dy, TensorRef x,    \
+                         TensorRef w, TensorRef mean, TensorRef rstd),                           \
+                        (dx, dw, db, dy, x, w, mean, rstd))                                       \
+  X(rmsnorm_forward,  (TensorRef y, TensorRef rstd, TensorRef x, TensorRef w, float eps),         \
+                      (y, rstd, x, w, eps))                                                       \
+  X(rmsnorm_backward, (TensorRef dx, TensorRef dw, TensorRef dy, TensorRef x, TensorRef w,        \
+                       TensorRef rstd), (dx, dw, dy, x, w, rstd))                                 \
+  X(rope_forward,  (TensorRef y, TensorRef x, float base), (y, x, base))                          \
+  X(rope_backward, (TensorRef dx, TensorRef dy, float base), (dx, dy, base))                      \
+  X(attention_forward,  (TensorRef out, TensorRef lse, TensorRef q, TensorRef k, TensorRef v,     \
+                         AttentionMask mask), (out, lse, q, k, v, mask))                          \
+  X(attention_backward, (TensorRef dq, TensorRef dk, TensorRef dv, TensorRef dout, TensorRef q,   \
+                         TensorRef k, TensorRef v, TensorRef out, TensorRef lse,                  \
+                         AttentionMask mask), (dq, dk, dv, dout, q, k, v, out, lse, mask))        \
+  X(gelu_forward,  (TensorRef y, TensorRef x), (y, x))                                            \
+  X(gelu_backward, (TensorRef dx, TensorRef dy, TensorRef x), (dx, dy, x))                        \
+  X(relu_forward,  (TensorRef y, TensorRef x), (y, x))                                            \
+  X(relu_backward, (TensorRef dx, TensorRef dy, TensorRef x), (dx, dy, x))                        \
+  X(silu_forward,  (TensorRef y, TensorRef x), (y, x))                                            \
+  X(silu_backward, (TensorRef dx, TensorRef dy, TensorRef x), (dx, dy, x))                        \
+  X(swiglu_forward,  (TensorRef y, TensorRef gate, TensorRef up), (y, gate, up))                  \
+  X(swiglu_backward, (TensorRef dgate, TensorRef dup, TensorRef dy, TensorRef gate,               \
+                      TensorRef up), (dgate, dup, dy, gate, up))                                  \
+  X(geglu_forward,   (TensorRef y, TensorRef gate, TensorRef up), (y, gate, up))                  \
+  X(geglu_backward,  (TensorRef dgate, TensorRef dup, TensorRef dy, TensorRef gate,               \
+                      TensorRef up), (dgate, dup, dy, gate, up))                                  \
+  X(embedding_forward,  (TensorRef y, TensorRef ids, TensorRef table), (y, ids, table))           \
+  X(embedding_backward, (TensorRef dtable, TensorRef dy, TensorRef ids), (dtable, dy, ids))       \
+  X(positions_forward,  (TensorRef y, TensorRef x, TensorRef table), (y, x, table))               \
+  X(positions_backward, (TensorRef dtable, TensorRef dy), (dtable, dy))                           \
+  X(sinusoidal_forward, (TensorRef y, TensorRef x), (y, x))                                       \
+  X(cross_entropy_forward,  (TensorRef losses, TensorRef logits, TensorRef targets,               \
+                             int ignore_index), (losses, logits, targets, ignore_index))          \
+  X(cross_entropy_backward, (TensorRef dlogits, TensorRef logits, TensorRef targets,              \
+                             float dloss, int ignore_index),                                      \
+                            (dlogits, logits, targets, dloss, ignore_index))                      \
+  X(adamw_step, (TensorRef param, TensorRef grad, TensorRef m, TensorRef v, AdamWArgs args),      \
+                (param, grad, m, v, args))
+// clang-format on

@@ -1,0 +1,123 @@
+// Ops: the contract between layers and backends. Each op takes non-owning TensorRefs (row-major,
+// the last axis contiguous) and dispatches to the active backend. Conventions:
+//   - outputs first, then inputs; gradients are prefixed d;
+//   - activation outputs and activation gradients are written (=);
+//   - parameter gradients (dw, db, dtable) are accumulated (+=);
+//   - an absent optional tensor (a bias the model does not have) is a null TensorRef;
+//   - y may alias x in element-wise ops (rope, positions, sinusoidal, add, activations).
+// The reference backend (backends/reference) is the executable form of these contracts.
+#pragma once
+#include <cstdint>
+#include <iterator>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "../core/tensor.hpp"
+
+namespace llmtk {
+
+// Which keys a query may see. causal: key j <= query i. window > 0: also i - j < window.
+// alibi: scores get -slope_h * (i - j) (ALiBi, slopes from the head count).
+struct AttentionMask {
+  bool causal = true;
+  int window = 0;
+  bool alibi = false;
+};
+
+// Hyper-parameters of one AdamW update (decoupled weight decay); step counts from 1.
+struct AdamWArgs {
+  float lr = 1e-3f, beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, weight_decay = 0.0f;
+  int step = 1;
+};
+
+#include "op_list.hpp"
+
+namespace ops {
+
+// ---- linear maps --------------------------------------------------------------------------
+// matmul_forward:  y[N, O] = x[N, I] · w[O, I]ᵀ + b[O]   (w is K-major: its I axis is contiguous)
+// matmul_backward: dx[N, I] = dy · w  (skipped when dx is null)
+//                  dw[O, I] += dyᵀ · x;  db[O] += Σ_n dy[n, :]  (db may be null)
+// add_forward:     y = a + b, all the same shape
+//
+// ---- norms (rows of x are the last axis C; N = all other axes) -----------------------------
+// layernorm_forward:  mean[N], rstd[N] = 1/sqrt(var + eps) (biased var) are saved for backward;
+//                     y[N, C] = (x - mean) · rstd · w + b   (b may be null)
+// layernorm_backward: dx written; dw += Σ_n dy · x̂; db += Σ_n dy
+// rmsnorm_forward:    rstd[N] = 1/sqrt(mean(x²) + eps); y = x · rstd · w
+// rmsnorm_backward:   dx written; dw += Σ_n dy · x · rstd
+//
+// ---- positions ----------------------------------------------------------------------------
+// rope_forward:  x, y: [B, T, heads, D], D even. Half-split pairs (i, i + D/2), angle
+//                t · base^(-2i/D): y_i = x_i cos − x_{i+D/2} sin, y_{i+D/2} = x_{i+D/2} cos + x_i sin
+// rope_backward: dx = the inverse rotation of dy (rope needs no saved input)
+// positions_forward:  y[B, T, C] = x + table[t, :], table: [P ≥ T, C]
+// positions_backward: dtable[t, :] += Σ_b dy[b, t, :]
+// sinusoidal_forward: y[B, T, C] = x + PE[t], PE[t, 2i] = sin(t / 10000^(2i/C)), PE[t, 2i+1] = cos(…);
+//                     its backward is the identity (no op)
+//
+// ---- attention ----------------------------------------------------------------------------
+// attention_forward: q, out: [B, T, H, D]; k, v: [B, T, KV, D], H % KV == 0; query head h reads
+//   kv head h / (H / KV). s_ij = q_i·k_j / sqrt(D) (+ ALiBi), masked by `mask`, p = softmax_j(s),
+//   out_i = Σ_j p_ij v_j. lse: [B, H, T] = log Σ_j exp(s_ij), saved for backward.
+// attention_backward: dq, dk, dv written (same shapes as q, k, v); recomputes p from q, k, lse.
+//
+// ---- element-wise -------------------------------------------------------------------------
+// gelu (tanh approximation, GPT-2's), relu, silu: y = f(x); backward dx = dy · f'(x).
+// swiglu_forward: y[N, F] = silu(gate) · up;  geglu_forward: y = gelu(gate) · up
+// swiglu/geglu_backward: dgate, dup written.
+//
+// ---- embeddings and loss ------------------------------------------------------------------
+// embedding_forward:  y[B, T, C] = table[ids[b, t], :]; ids: [B, T] i32 in [0, V); table [V, C]
+// embedding_backward: dtable[ids[b, t], :] += dy[b, t, :]
+// cross_entropy_forward:  losses[N] = logsumexp(logits[n, :]) − logits[n, targets[n]],
+//                         0 where targets[n] == ignore_index. logits [N, V], targets [N] i32
+// cross_entropy_backward: dlogits[N, V] = dloss · (softmax(logits[n]) − onehot(targets[n])),
+//                         0 rows where ignored. dloss is d(total loss)/d(losses[n]).
+//
+// ---- optimizer ----------------------------------------------------------------------------
+// adamw_step: m = β1 m + (1-β1) g; v = β2 v + (1-β2) g²; m̂ = m/(1-β1^t); v̂ = v/(1-β2^t);
+//             p -= lr · (m̂ / (sqrt(v̂) + eps) + wd · p). All f32, same shape.
+
+#define LLMTK_X(name, params, args) void name params;
+LLMTK_OPS(LLMTK_X)
+#undef LLMTK_X
+
+// The table a backend provides: one function pointer per op, in op-list order.
+struct OpTable {
+  const char* backend;
+#define LLMTK_X(name, params, args) void(*name) params;
+  LLMTK_OPS(LLMTK_X)
+#undef LLMTK_X
+};
+
+// The op names, in op-list order (tests iterate over them).
+inline constexpr std::string_view kOpNames[] = {
+#define LLMTK_X(name, params, args) #name,
+    LLMTK_OPS(LLMTK_X)
+#undef LLMTK_X
+};
+inline constexpr int kOpCount = static_cast<int>(std::size(kOpNames));
+
+// Select the backend every op dispatches to ("reference", "cpu", "cuda"). Unknown names fail
+// with the list of backends built into this binary.
+void use_backend(std::string_view name);
+const OpTable& active();
+std::vector<std::string> backends();  // names built into this binary
+const OpTable* find_backend(std::string_view name);
+
+// Sets a backend for one scope, then restores the previous one.
+class ScopedBackend {
+ public:
+  explicit ScopedBackend(std::string_view name);
+  ~ScopedBackend();
+  ScopedBackend(const ScopedBackend&) = delete;
+  ScopedBackend& operator=(const ScopedBackend&) = delete;
+
+ private:
+  const OpTable* previous_;
+};
+
+}  // namespace ops
+}  // namespace llmtk

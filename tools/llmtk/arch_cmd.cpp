@@ -1,0 +1,130 @@
+// llmtk arch list | arch show NAME [--set model.KEY=VALUE ...] [--batch B --seq T] [--json]
+#include <fmt/core.h>
+
+#include <nlohmann/json.hpp>
+
+#include "commands.hpp"
+#include "models/registry.hpp"
+
+namespace llmtk::cli {
+
+namespace {
+
+std::string grouped(std::int64_t n) {
+  std::string s = std::to_string(n < 0 ? -n : n), out;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (i && (s.size() - i) % 3 == 0) out += ',';
+    out += s[i];
+  }
+  return n < 0 ? "-" + out : out;
+}
+
+std::string human_bytes(double b) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  int u = 0;
+  while (b >= 1024 && u < 4) b /= 1024, ++u;
+  return fmt::format("{:.1f} {}", b, units[u]);
+}
+
+std::string human_flops(double f) {
+  const char* units[] = {"", "K", "M", "G", "T"};
+  int u = 0;
+  while (f >= 1000 && u < 4) f /= 1000, ++u;
+  return fmt::format("{:.2f} {}FLOP", f, units[u]);
+}
+
+struct ShowArgs {
+  std::string name;
+  std::vector<std::string> sets;
+  std::int64_t batch = 8, seq = 0;
+  bool json = false;
+};
+
+void show(const ShowArgs& a) {
+  const ArchInfo& info = find_arch(a.name);
+  Dims dims = info.dims;
+  bool kv_set = false;
+  for (const auto& s : a.sets) {
+    auto eq = s.find('=');
+    LLMTK_CHECK(eq != std::string::npos, "--set", "'", s, "' must be KEY=VALUE, e.g. model.n_layers=6");
+    std::string key = s.substr(0, eq);
+    LLMTK_CHECK(key.starts_with("model."), "--set", "'", key,
+                "': arch show takes model.* keys only, e.g. --set model.n_layers=6");
+    set_dim(dims, key, std::string_view(s).substr(eq + 1));
+    kv_set |= key == "model.n_kv_heads";
+  }
+  resolve_dims(dims, info.traits, kv_set);
+  const std::int64_t B = a.batch, T = a.seq > 0 ? a.seq : dims.max_seq;
+  auto model = info.make(dims);  // checks every size rule
+  model->plan(B, T);
+
+  const double fwd = model->forward_flops_per_token(T);
+  const double params = double(model->param_count());
+  const double param_bytes = params * 4, grad_bytes = param_bytes, optim_bytes = 2 * param_bytes;
+  const double act_bytes = double(model->acts().bytes());
+  const double total = param_bytes + grad_bytes + optim_bytes + act_bytes;
+
+  if (a.json) {
+    nlohmann::json j;
+    j["arch"] = info.name;
+    j["structure"] = model->structure();
+    for (const auto& [k, v] : dims_as_keys(dims)) j["dims"][k] = nlohmann::json::parse(v);
+    j["params"] = model->param_count();
+    nlohmann::json parts = nlohmann::json::array();
+    for (const auto& p : model->parts())
+      parts.push_back({{"path", p.path}, {"type", p.type}, {"params", p.params}, {"note", p.note}});
+    j["parts"] = parts;
+    j["batch"] = B, j["seq"] = T;
+    j["flops_per_token"] = {{"forward", fwd}, {"training", 3 * fwd}};
+    j["memory_bytes"] = {{"params", param_bytes}, {"grads", grad_bytes},
+                         {"optimizer", optim_bytes}, {"activations", act_bytes},
+                         {"total", total}};
+    fmt::print("{}\n", j.dump(2));
+    return;
+  }
+
+  fmt::print("{}: {}\n\nstructure\n", info.name, info.about);
+  for (const auto& line : model->structure()) fmt::print("  {}\n", line);
+  fmt::print("\ndims\n ");
+  for (const auto& [k, v] : dims_as_keys(dims)) fmt::print(" {}={}", k, v);
+  fmt::print("\n\nparameters\n");
+  for (const auto& p : model->parts()) {
+    std::string path = std::string(2 * p.depth, ' ') + p.path;
+    fmt::print("  {:<18} {:<42} {:>15}  {}\n", path, p.type, grouped(p.params), p.note);
+  }
+  fmt::print("  {:<18} {:<42} {:>15}\n", "total", "", grouped(model->param_count()));
+  fmt::print("\ncompute per token at seq {}\n  forward   {}\n  training  {} (forward + backward, 3x)\n",
+             T, human_flops(fwd), human_flops(3 * fwd));
+  fmt::print("\nmemory for one training step at batch {} x seq {} (fp32, AdamW)\n", B, T);
+  fmt::print("  parameters       {:>12}\n  gradients        {:>12}\n  optimizer state  {:>12}\n"
+             "  activations      {:>12}\n  total            {:>12}\n",
+             human_bytes(param_bytes), human_bytes(grad_bytes), human_bytes(optim_bytes),
+             human_bytes(act_bytes), human_bytes(total));
+}
+
+}  // namespace
+
+void add_arch_commands(CLI::App& app) {
+  auto* arch = app.add_subcommand("arch", "Inspect the registered model architectures");
+  arch->require_subcommand(1);
+
+  auto* list = arch->add_subcommand("list", "List registered architectures");
+  list->callback([] {
+    for (const auto& a : architectures()) {
+      auto m = a.make(a.dims);
+      m->plan(1, 1);
+      fmt::print("{:<14} {:>15} params  {}\n", a.name, grouped(m->param_count()), a.about);
+    }
+  });
+
+  auto args = std::make_shared<ShowArgs>();
+  auto* sh = arch->add_subcommand("show", "Structure, parameters, FLOPs and memory of one architecture");
+  sh->add_option("name", args->name, "Architecture name (llmtk arch list)")->required();
+  sh->add_option("--set", args->sets, "Override a size: --set model.n_layers=6 (repeatable)");
+  sh->add_option("--batch", args->batch, "Batch size for the memory estimate")->check(CLI::PositiveNumber);
+  sh->add_option("--seq", args->seq, "Sequence length (default: model.max_seq)")->check(CLI::PositiveNumber);
+  sh->add_flag("--json", args->json, "Print one JSON object");
+  sh->callback([args] { show(*args); });
+}
+
+}  // namespace llmtk::cli

@@ -1,0 +1,9 @@
+// The llmtk command line: each verb group registers its subcommands on the CLI11 app.
+#pragma once
+#include <CLI/CLI.hpp>
+
+namespace llmtk::cli {
+
+void add_arch_commands(CLI::App& app);
+
+}  // namespace llmtk::cli

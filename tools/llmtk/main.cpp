@@ -1,0 +1,20 @@
+// llmtk: the command line. `llmtk --help` lists the verbs.
+#include <fmt/core.h>
+
+#include "commands.hpp"
+#include "core/error.hpp"
+
+int main(int argc, char** argv) {
+  CLI::App app{"llmtk: the LLM Training Toolkit"};
+  app.require_subcommand(1);
+  llmtk::cli::add_arch_commands(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const llmtk::Error& e) {
+    fmt::print(stderr, "llmtk: error: {}\n", e.what());
+    return 2;
+  }
+  return 0;
+}
