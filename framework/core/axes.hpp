@@ -39,7 +39,7 @@ template <class Consumer, class Takes, class Got>
 struct AxesConnect {
   static_assert(std::is_same_v<Takes, Got>,
                 "axes_connect: a part's output axes must equal the next part's input axes; "
-                "the template arguments below read AxesConnect<Consumer, takes, got>");
+                "the instantiation note above reads AxesConnect<consumer, axes it takes, axes it got>");
   static constexpr bool value = true;
 };
 

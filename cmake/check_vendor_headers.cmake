@@ -1,0 +1,15 @@
+# Fails if any file under ROOT includes a oneDNN, CUDA, cuDNN, cuBLAS, NCCL or MPI header:
+# framework/ is backend-agnostic (DESIGN.md section 2).
+file(GLOB_RECURSE files ${ROOT}/*.hpp ${ROOT}/*.cpp ${ROOT}/*.h)
+set(bad "")
+foreach(f ${files})
+  file(STRINGS ${f} hits REGEX "^[ \t]*#[ \t]*include[ \t]*[<\"](dnnl|oneapi/dnnl|cuda|cudnn|cublas|nccl|mpi)")
+  if(hits)
+    list(APPEND bad "${f}: ${hits}")
+  endif()
+endforeach()
+list(LENGTH files n)
+if(bad)
+  message(FATAL_ERROR "framework/ includes backend vendor headers:\n${bad}")
+endif()
+message(STATUS "checked ${n} framework files: no vendor headers")

@@ -1,0 +1,354 @@
+// One check per op in the op list, on the active backend. Forward ops against values worked out
+// by hand (closed forms); backward ops against central differences of their forward. The table
+// is generated from the op list: an op without a check_<op> fails to link, naming it.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <functional>
+#include <vector>
+
+#include "core/rng.hpp"
+#include "gradcheck.hpp"
+#include "ops/ops.hpp"
+
+using namespace llmtk;
+
+namespace {
+
+// A host tensor that owns its storage, for op tests.
+struct Buf {
+  std::vector<float> v;
+  std::vector<std::int64_t> shape;
+  Buf(std::vector<std::int64_t> s, Rng* rng = nullptr, double scale = 1.0) : shape(std::move(s)) {
+    std::int64_t n = 1;
+    for (auto e : shape) n *= e;
+    v.assign(std::size_t(n), 0.0f);
+    if (rng) for (auto& x : v) x = float(scale * rng->normal());
+  }
+  Buf(std::vector<std::int64_t> s, std::vector<float> values) : v(std::move(values)), shape(std::move(s)) {}
+  TensorRef t() {
+    TensorRef r;
+    r.data = v.data(), r.dtype = DType::f32, r.rank = int(shape.size());
+    for (int i = 0; i < r.rank; ++i) r.ext[i] = shape[i];
+    return r;
+  }
+  float& operator[](std::size_t i) { return v[i]; }
+};
+struct Ids {
+  std::vector<std::int32_t> v;
+  std::vector<std::int64_t> shape;
+  TensorRef t() {
+    TensorRef r;
+    r.data = v.data(), r.dtype = DType::i32, r.rank = int(shape.size());
+    for (int i = 0; i < r.rank; ++i) r.ext[i] = shape[i];
+    return r;
+  }
+};
+
+double dot(const Buf& a, const Buf& b) {
+  double s = 0;
+  for (std::size_t i = 0; i < a.v.size(); ++i) s += double(a.v[i]) * b.v[i];
+  return s;
+}
+
+// Central differences of f = Σ r·forward(inputs) against the analytic gradients.
+void expect_gradient(const char* what, Buf& input, const Buf& analytic, const std::function<double()>& f,
+                     const Buf* prefill = nullptr, double h = 1e-2) {
+  test::GradTolerance tol;
+  tol.h = h;
+  Rng rng(99);
+  test::GradReport rep;
+  auto idx = test::probe_indices(std::int64_t(input.v.size()), 64, rng);
+  test::check_entries(rep, what, input.v.data(), analytic.v.data(), idx, f, tol,
+                      prefill ? prefill->v.data() : nullptr);
+  INFO(what << ": checked " << rep.checked << ", worst error/bound " << rep.worst << "; "
+            << rep.first_failure);
+  CHECK(rep.failed == 0);
+}
+
+#define LLMTK_X(name, params, args) void check_##name();
+LLMTK_OPS(LLMTK_X)
+#undef LLMTK_X
+
+// ---- matmul, add ----------------------------------------------------------------------------
+void check_matmul_forward() {
+  Buf x({2, 3}, {1, 2, 3, 4, 5, 6}), w({2, 3}, {1, 0, -1, 2, 1, 0}), b({2}, {0.5f, -1}), y({2, 2});
+  ops::matmul_forward(y.t(), x.t(), w.t(), b.t());
+  CHECK(y.v == std::vector<float>{1 - 3 + 0.5f, 2 + 2 - 1, 4 - 6 + 0.5f, 8 + 5 - 1});
+  ops::matmul_forward(y.t(), x.t(), w.t(), TensorRef{});
+  CHECK(y.v == std::vector<float>{-2, 4, -2, 13});
+}
+void check_matmul_backward() {
+  Rng rng(1);
+  Buf x({5, 7}, &rng), w({3, 7}, &rng), b({3}, &rng), r({5, 3}, &rng), y({5, 3});
+  Buf dx({5, 7}), dw({3, 7}, &rng), db({3}, &rng);
+  const Buf dw0 = dw, db0 = db;  // parameter gradients accumulate onto these
+  auto f = [&] { ops::matmul_forward(y.t(), x.t(), w.t(), b.t()); return dot(y, r); };
+  ops::matmul_backward(dx.t(), dw.t(), db.t(), r.t(), x.t(), w.t());
+  expect_gradient("dx", x, dx, f);
+  expect_gradient("dw", w, dw, f, &dw0);
+  expect_gradient("db", b, db, f, &db0);
+}
+void check_add_forward() {
+  Buf a({3}, {1, 2, 3}), b({3}, {10, 20, 30}), y({3});
+  ops::add_forward(y.t(), a.t(), b.t());
+  CHECK(y.v == std::vector<float>{11, 22, 33});
+  ops::add_forward(a.t(), a.t(), b.t());  // in place
+  CHECK(a.v == y.v);
+}
+
+// ---- norms ----------------------------------------------------------------------------------
+void check_layernorm_forward() {
+  Buf x({1, 4}, {1, 2, 3, 4}), w({4}, {1, 1, 2, 1}), b({4}, {0, 0, 0, 1}), y({1, 4}), mean({1}), rstd({1});
+  ops::layernorm_forward(y.t(), mean.t(), rstd.t(), x.t(), w.t(), b.t(), 0.0f);
+  const double r = 1 / std::sqrt(1.25);  // mean 2.5, biased variance 1.25
+  CHECK(mean[0] == Approx(2.5));
+  CHECK(rstd[0] == Approx(r));
+  CHECK(y[0] == Approx(-1.5 * r));
+  CHECK(y[2] == Approx(2 * 0.5 * r));
+  CHECK(y[3] == Approx(1.5 * r + 1));
+}
+void check_layernorm_backward() {
+  Rng rng(2);
+  Buf x({6, 9}, &rng), w({9}, &rng), b({9}, &rng), r({6, 9}, &rng), y({6, 9}), mean({6}), rstd({6});
+  Buf dx({6, 9}), dw({9}, &rng), db({9}, &rng);
+  const Buf dw0 = dw, db0 = db;
+  auto f = [&] { ops::layernorm_forward(y.t(), mean.t(), rstd.t(), x.t(), w.t(), b.t(), 1e-5f); return dot(y, r); };
+  f();
+  ops::layernorm_backward(dx.t(), dw.t(), db.t(), r.t(), x.t(), w.t(), mean.t(), rstd.t());
+  expect_gradient("dx", x, dx, f);
+  expect_gradient("dw", w, dw, f, &dw0);
+  expect_gradient("db", b, db, f, &db0);
+}
+void check_rmsnorm_forward() {
+  Buf x({1, 2}, {3, 4}), w({2}, {1, 2}), y({1, 2}), rstd({1});
+  ops::rmsnorm_forward(y.t(), rstd.t(), x.t(), w.t(), 0.0f);
+  CHECK(rstd[0] == Approx(1 / std::sqrt(12.5)));
+  CHECK(y[0] == Approx(3 / std::sqrt(12.5)));
+  CHECK(y[1] == Approx(8 / std::sqrt(12.5)));
+}
+void check_rmsnorm_backward() {
+  Rng rng(3);
+  Buf x({5, 7}, &rng), w({7}, &rng), r({5, 7}, &rng), y({5, 7}), rstd({5}), dx({5, 7}), dw({7}, &rng);
+  const Buf dw0 = dw;
+  auto f = [&] { ops::rmsnorm_forward(y.t(), rstd.t(), x.t(), w.t(), 1e-5f); return dot(y, r); };
+  f();
+  ops::rmsnorm_backward(dx.t(), dw.t(), r.t(), x.t(), w.t(), rstd.t());
+  expect_gradient("dx", x, dx, f);
+  expect_gradient("dw", w, dw, f, &dw0);
+}
+
+// ---- positions ------------------------------------------------------------------------------
+void check_rope_forward() {
+  // [B=1, T=2, heads=1, D=4]; pair (0, 2) turns by t·1, pair (1, 3) by t·base^(-1/2) = t/100.
+  Buf x({1, 2, 1, 4}, {1, 2, 3, 4, 1, 2, 3, 4}), y({1, 2, 1, 4});
+  ops::rope_forward(y.t(), x.t(), 10000.0f);
+  for (int i = 0; i < 4; ++i) CHECK(y[i] == x[i]);  // t = 0: no rotation
+  const double c1 = std::cos(1.0), s1 = std::sin(1.0), c2 = std::cos(0.01), s2 = std::sin(0.01);
+  CHECK(y[4] == Approx(1 * c1 - 3 * s1));
+  CHECK(y[6] == Approx(3 * c1 + 1 * s1));
+  CHECK(y[5] == Approx(2 * c2 - 4 * s2));
+  CHECK(y[7] == Approx(4 * c2 + 2 * s2));
+}
+void check_rope_backward() {
+  Rng rng(4);
+  Buf x({2, 5, 3, 6}, &rng), r({2, 5, 3, 6}, &rng), y({2, 5, 3, 6}), dx({2, 5, 3, 6});
+  auto f = [&] { ops::rope_forward(y.t(), x.t(), 100.0f); return dot(y, r); };
+  ops::rope_backward(dx.t(), r.t(), 100.0f);
+  expect_gradient("dx", x, dx, f);
+}
+void check_positions_forward() {
+  Buf x({2, 2, 2}, {1, 1, 1, 1, 2, 2, 2, 2}), table({3, 2}, {10, 20, 30, 40, 50, 60}), y({2, 2, 2});
+  ops::positions_forward(y.t(), x.t(), table.t());
+  CHECK(y.v == std::vector<float>{11, 21, 31, 41, 12, 22, 32, 42});
+}
+void check_positions_backward() {
+  Buf dy({2, 2, 2}, {1, 2, 3, 4, 5, 6, 7, 8}), dtable({3, 2}, {1, 1, 1, 1, 1, 1});
+  ops::positions_backward(dtable.t(), dy.t());
+  CHECK(dtable.v == std::vector<float>{7, 9, 11, 13, 1, 1});  // accumulated; row 2 unused
+}
+void check_sinusoidal_forward() {
+  Buf x({1, 2, 4}), y({1, 2, 4});
+  ops::sinusoidal_forward(y.t(), x.t());
+  CHECK(y.v[0] == 0.0f);
+  CHECK(y.v[1] == 1.0f);
+  CHECK(y[4] == Approx(std::sin(1.0)));
+  CHECK(y[5] == Approx(std::cos(1.0)));
+  CHECK(y[6] == Approx(std::sin(0.01)));  // 10000^(2/4) = 100
+  CHECK(y[7] == Approx(std::cos(0.01)));
+}
+
+// ---- attention ------------------------------------------------------------------------------
+void check_attention_forward() {
+  // B = 1, T = 2, one head, D = 1: the second query sees both keys.
+  Buf q({1, 2, 1, 1}, {1, 2}), k({1, 2, 1, 1}, {0.5f, -1}), v({1, 2, 1, 1}, {3, 5}), o({1, 2, 1, 1}), lse({2});
+  ops::attention_forward(o.t(), lse.t(), q.t(), k.t(), v.t(), AttentionMask{});
+  CHECK(o[0] == Approx(3));  // causal: the first query sees only the first key
+  const double s0 = 2 * 0.5, s1 = 2 * -1.0, p0 = std::exp(s0) / (std::exp(s0) + std::exp(s1));
+  CHECK(o[1] == Approx(p0 * 3 + (1 - p0) * 5));
+  CHECK(lse[1] == Approx(std::log(std::exp(s0) + std::exp(s1))));
+  // ALiBi, one head: slope 2^-8 lowers the score of the key one step back.
+  ops::attention_forward(o.t(), lse.t(), q.t(), k.t(), v.t(), AttentionMask{true, 0, true});
+  const double a0 = s0 - std::pow(2.0, -8), pa = std::exp(a0) / (std::exp(a0) + std::exp(s1));
+  CHECK(o[1] == Approx(pa * 3 + (1 - pa) * 5));
+  // A window of 1: each query sees only itself.
+  ops::attention_forward(o.t(), lse.t(), q.t(), k.t(), v.t(), AttentionMask{true, 1, false});
+  CHECK(o[1] == Approx(5));
+}
+void check_attention_backward() {
+  for (AttentionMask mask : {AttentionMask{}, AttentionMask{true, 3, false}, AttentionMask{true, 0, true}}) {
+    INFO("window " << mask.window << ", alibi " << mask.alibi);
+    Rng rng(5);
+    Buf q({2, 6, 4, 3}, &rng), k({2, 6, 2, 3}, &rng), v({2, 6, 2, 3}, &rng), r({2, 6, 4, 3}, &rng);
+    Buf o({2, 6, 4, 3}), lse({2 * 4 * 6}), dq({2, 6, 4, 3}), dk({2, 6, 2, 3}), dv({2, 6, 2, 3});
+    auto f = [&] { ops::attention_forward(o.t(), lse.t(), q.t(), k.t(), v.t(), mask); return dot(o, r); };
+    f();
+    ops::attention_backward(dq.t(), dk.t(), dv.t(), r.t(), q.t(), k.t(), v.t(), o.t(), lse.t(), mask);
+    expect_gradient("dq", q, dq, f);
+    expect_gradient("dk", k, dk, f);
+    expect_gradient("dv", v, dv, f);
+  }
+}
+
+// ---- element-wise ---------------------------------------------------------------------------
+void check_gelu_forward() {
+  Buf x({3}, {-1, 0, 1}), y({3});
+  ops::gelu_forward(y.t(), x.t());
+  CHECK(y[1] == 0.0f);
+  CHECK(y[2] == Approx(0.8411919906082768));  // 0.5·(1 + tanh(√(2/π)·1.044715))
+  CHECK(y[0] == Approx(0.8411919906082768 - 1));  // gelu(x) − gelu(−x) = x
+}
+template <class Fwd, class Bwd>
+void unary_gradient(Fwd fwd, Bwd bwd, std::uint64_t seed) {
+  Rng rng(seed);
+  Buf x({4, 9}, &rng), r({4, 9}, &rng), y({4, 9}), dx({4, 9});
+  auto f = [&] { fwd(y.t(), x.t()); return dot(y, r); };
+  bwd(dx.t(), r.t(), x.t());
+  expect_gradient("dx", x, dx, f, nullptr, 1e-3);
+}
+void check_gelu_backward() { unary_gradient(ops::gelu_forward, ops::gelu_backward, 6); }
+void check_relu_forward() {
+  Buf x({3}, {-2, 0.5f, 3}), y({3});
+  ops::relu_forward(y.t(), x.t());
+  CHECK(y.v == std::vector<float>{0, 0.5f, 3});
+}
+void check_relu_backward() { unary_gradient(ops::relu_forward, ops::relu_backward, 7); }
+void check_silu_forward() {
+  Buf x({2}, {1, -2}), y({2});
+  ops::silu_forward(y.t(), x.t());
+  CHECK(y[0] == Approx(1 / (1 + std::exp(-1.0))));
+  CHECK(y[1] == Approx(-2 / (1 + std::exp(2.0))));
+}
+void check_silu_backward() { unary_gradient(ops::silu_forward, ops::silu_backward, 8); }
+template <class Fwd, class Bwd>
+void gated_gradient(Fwd fwd, Bwd bwd, std::uint64_t seed) {
+  Rng rng(seed);
+  Buf g({3, 11}, &rng), u({3, 11}, &rng), r({3, 11}, &rng), y({3, 11}), dg({3, 11}), du({3, 11});
+  auto f = [&] { fwd(y.t(), g.t(), u.t()); return dot(y, r); };
+  bwd(dg.t(), du.t(), r.t(), g.t(), u.t());
+  expect_gradient("dgate", g, dg, f, nullptr, 1e-3);
+  expect_gradient("dup", u, du, f, nullptr, 1e-3);
+}
+void check_swiglu_forward() {
+  Buf g({2}, {1, -2}), u({2}, {3, 0.5f}), y({2});
+  ops::swiglu_forward(y.t(), g.t(), u.t());
+  CHECK(y[0] == Approx(3 / (1 + std::exp(-1.0))));
+  CHECK(y[1] == Approx(0.5 * -2 / (1 + std::exp(2.0))));
+}
+void check_swiglu_backward() { gated_gradient(ops::swiglu_forward, ops::swiglu_backward, 9); }
+void check_geglu_forward() {
+  Buf g({1}, {1}), u({1}, {2}), y({1});
+  ops::geglu_forward(y.t(), g.t(), u.t());
+  CHECK(y[0] == Approx(2 * 0.8411919906082768));
+}
+void check_geglu_backward() { gated_gradient(ops::geglu_forward, ops::geglu_backward, 10); }
+
+// ---- embeddings and loss --------------------------------------------------------------------
+void check_embedding_forward() {
+  Buf table({3, 2}, {1, 2, 3, 4, 5, 6}), y({1, 3, 2});
+  Ids ids{{2, 0, 2}, {1, 3}};
+  ops::embedding_forward(y.t(), ids.t(), table.t());
+  CHECK(y.v == std::vector<float>{5, 6, 1, 2, 5, 6});
+  Ids bad{{0, 3, 1}, {1, 3}};
+  CHECK_THROWS_WITH(ops::embedding_forward(y.t(), bad.t(), table.t()),
+                    Catch::Contains("token id 3 at position 1 is outside the vocabulary"));
+}
+void check_embedding_backward() {
+  Buf dtable({3, 2}, {1, 1, 1, 1, 1, 1}), dy({1, 3, 2}, {1, 2, 3, 4, 5, 6});
+  Ids ids{{2, 0, 2}, {1, 3}};
+  ops::embedding_backward(dtable.t(), dy.t(), ids.t());
+  CHECK(dtable.v == std::vector<float>{4, 5, 1, 1, 7, 9});  // a repeated id sums its rows
+}
+void check_cross_entropy_forward() {
+  Buf logits({3, 3}, {0, 0, 0, 1, 2, 3, 5, 5, 5}), losses({3});
+  Ids targets{{1, 2, -100}, {3}};
+  ops::cross_entropy_forward(losses.t(), logits.t(), targets.t(), -100);
+  CHECK(losses[0] == Approx(std::log(3.0)));
+  CHECK(losses[1] == Approx(std::log(std::exp(1.0) + std::exp(2.0) + std::exp(3.0)) - 3));
+  CHECK(losses[2] == 0.0f);  // ignored
+}
+void check_cross_entropy_backward() {
+  Rng rng(11);
+  Buf logits({4, 7}, &rng), losses({4}), dlogits({4, 7});
+  Ids targets{{3, -100, 0, 6}, {4}};
+  auto f = [&] {
+    ops::cross_entropy_forward(losses.t(), logits.t(), targets.t(), -100);
+    return 0.5 * (losses[0] + losses[1] + losses[2] + losses[3]);
+  };
+  ops::cross_entropy_backward(dlogits.t(), logits.t(), targets.t(), 0.5f, -100);
+  expect_gradient("dlogits", logits, dlogits, f);
+  for (int v = 0; v < 7; ++v) CHECK(dlogits[7 + std::size_t(v)] == 0.0f);  // the ignored row
+}
+
+// ---- optimizer ------------------------------------------------------------------------------
+void check_adamw_step() {
+  // Worked by hand: p = 1, g = 0.5, lr 0.1, betas (0.9, 0.999), wd 0.1.
+  Buf p({1}, {1}), g({1}, {0.5f}), m({1}), v({1});
+  AdamWArgs a{.lr = 0.1f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f, .weight_decay = 0.1f, .step = 1};
+  ops::adamw_step(p.t(), g.t(), m.t(), v.t(), a);
+  CHECK(m[0] == Approx(0.05));     // 0.1 · 0.5
+  CHECK(v[0] == Approx(0.00025).epsilon(1e-4));  // 0.001 · 0.25 (β2 = 0.999f is not exactly 0.999)
+  CHECK(p[0] == Approx(1 - 0.1 * (1.0 + 0.1)));  // m̂/√v̂ = 0.5/0.5 = 1, plus wd·p = 0.1
+  // Step 2 with g = -0.5: m = 0.045 − 0.05 = −0.005, v = 0.00024975 + 0.00025.
+  g[0] = -0.5f, a.step = 2;
+  const double p1 = p[0];
+  ops::adamw_step(p.t(), g.t(), m.t(), v.t(), a);
+  const double mh = -0.005 / (1 - 0.81), vh = (0.00024975 + 0.00025) / (1 - 0.998001);
+  CHECK(p[0] == Approx(p1 - 0.1 * (mh / (std::sqrt(vh) + 1e-8) + 0.1 * p1)));
+}
+
+struct OpCheck {
+  std::string_view name;
+  void (*run)();
+};
+constexpr OpCheck kChecks[] = {
+#define LLMTK_X(name, params, args) {#name, &check_##name},
+    LLMTK_OPS(LLMTK_X)
+#undef LLMTK_X
+};
+static_assert(std::size(kChecks) == ops::kOpCount);
+
+}  // namespace
+
+TEST_CASE("every op in the op list passes its check", "[ops]") {
+  ops::ScopedBackend backend(LLMTK_TEST_BACKEND);
+  for (const auto& c : kChecks) {
+    SECTION(std::string(c.name)) { c.run(); }
+  }
+}
+
+TEST_CASE("ops reject bad arguments with the op's name", "[ops]") {
+  Buf x({2, 3}), w({4, 5}), y({2, 4});
+  CHECK_THROWS_WITH(ops::matmul_forward(y.t(), x.t(), w.t(), TensorRef{}),
+                    Catch::StartsWith("[matmul_forward] w [4, 5] must be [O, I] with I = 3"));
+  Buf q({1, 2, 3, 4}), k({1, 2, 2, 4}), o({1, 2, 3, 4}), lse({6});
+  CHECK_THROWS_WITH(ops::attention_forward(o.t(), lse.t(), q.t(), k.t(), k.t(), AttentionMask{}),
+                    Catch::StartsWith("[attention_forward] KV = 2 kv heads must divide H = 3"));
+  CHECK_THROWS_WITH(ops::use_backend("tpu"), Catch::Contains("unknown backend 'tpu'"));
+}
+
+TEST_CASE("a build without CUDA names the op it cannot run", "[ops]") {
+  ops::ScopedBackend backend("cuda");
+  Buf x({1, 2}), y({1, 2});
+  CHECK_THROWS_WITH(ops::gelu_forward(y.t(), x.t()), Catch::Contains("gelu_forward"));
+}

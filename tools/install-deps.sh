@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs the Debian packages llmtk builds with; skips what is already installed (idempotent).
+# Used by ./setup.sh and ./test.sh, so a fresh machine and CI need nothing else.
+set -euo pipefail
+
+packages=(
+  g++ cmake ninja-build ccache   # toolchain (CMake >= 3.25, Ninja, compiler cache)
+  libfmt-dev                     # fmt 9: formatting in the CLI
+  libcli11-dev                   # CLI11: the command line
+  nlohmann-json3-dev             # JSON output and golden test data
+  catch2                         # Catch2 v2: the test suite
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]} == 0)); then
+  exit 0
+fi
+echo "llmtk: installing Debian packages: ${missing[*]}"
+sudo=()
+if [[ $(id -u) -ne 0 ]]; then
+  command -v sudo >/dev/null || { echo "llmtk: need root or sudo to install: ${missing[*]}" >&2; exit 1; }
+  sudo=(sudo)
+fi
+export DEBIAN_FRONTEND=noninteractive
+"${sudo[@]}" apt-get update -qq
+"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
