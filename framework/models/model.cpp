@@ -4,15 +4,34 @@
 
 #include "../core/rng.hpp"
 #include "../ops/ops.hpp"
+#include "registry.hpp"  // dims_as_keys
 
 namespace llmtk {
+
+namespace {
+// "model.n_kv_heads = 3, model.n_heads = 4" for the keys a rule names.
+std::string current_values(const Dims& dims, std::string_view keys) {
+  const auto values = dims_as_keys(dims);
+  std::string out;
+  while (!keys.empty()) {
+    auto comma = keys.find(", ");
+    std::string_view key = keys.substr(0, comma);
+    keys = comma == std::string_view::npos ? std::string_view() : keys.substr(comma + 2);
+    if (key.starts_with("model.")) key.remove_prefix(6);
+    for (const auto& [k, v] : values)
+      if (k == key) out += cat(out.empty() ? "" : ", ", "model.", k, " = ", v);
+    if (key == "arch") out += cat(out.empty() ? "" : ", ", "model.arch");
+  }
+  return out;
+}
+}  // namespace
 
 AnyModel::AnyModel(std::string name, const Dims& dims, const ArchTraits& traits)
     : name_(std::move(name)), dims_(dims), traits_(traits) {
   auto broken = check_dims(dims, traits);
   if (!broken.empty()) {
     std::string msg;
-    for (const auto& v : broken) msg += cat("\n  rule ", v.rule, ": ", v.message, " (", v.keys, ")");
+    for (const auto& v : broken) msg += cat("\n  rule ", v.rule, ": ", v.message, " (", current_values(dims, v.keys), ")");
     fail(name_, "invalid dims:", msg);
   }
 }

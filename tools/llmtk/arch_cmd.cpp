@@ -121,8 +121,8 @@ void add_arch_commands(CLI::App& app) {
   auto* sh = arch->add_subcommand("show", "Structure, parameters, FLOPs and memory of one architecture");
   sh->add_option("name", args->name, "Architecture name (llmtk arch list)")->required();
   sh->add_option("--set", args->sets, "Override a size: --set model.n_layers=6 (repeatable)");
-  sh->add_option("--batch", args->batch, "Batch size for the memory estimate")->check(CLI::PositiveNumber);
-  sh->add_option("--seq", args->seq, "Sequence length (default: model.max_seq)")->check(CLI::PositiveNumber);
+  sh->add_option("--batch", args->batch, "Batch size for the memory estimate")->check(CLI::Range(1, 1 << 20));
+  sh->add_option("--seq", args->seq, "Sequence length (default: model.max_seq)")->check(CLI::Range(1, 1 << 24));
   sh->add_flag("--json", args->json, "Print one JSON object");
   sh->callback([args] { show(*args); });
 }
