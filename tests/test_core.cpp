@@ -14,10 +14,14 @@
 using namespace llmtk;
 
 // ---- positive static tests: one per rule, and per concept ----
+// Traits that switch on the rules no preset exercises (MQA, sinusoidal positions).
+constexpr ArchTraits kMqaSinusoidal{.sinusoidal = true, .mqa = true};
+constexpr Dims kMqaDims = [] { Dims d = LlamaTiny::dims; d.n_kv_heads = 1; return d; }();
 #define LLMTK_X(rule, keys, msg)                                        \
   static_assert(rules::rule(Gpt2Small::dims, Gpt2::traits), #rule);     \
   static_assert(rules::rule(LlamaTiny::dims, Llama::traits), #rule);    \
-  static_assert(rules::rule(Llama3_1B::dims, Llama::traits), #rule);
+  static_assert(rules::rule(Llama3_1B::dims, Llama::traits), #rule);    \
+  static_assert(rules::rule(kMqaDims, kMqaSinusoidal), #rule);
 LLMTK_DIMS_RULES(LLMTK_X)
 #undef LLMTK_X
 static_assert(Norm<LayerNorm> && Norm<RMSNorm>);

@@ -1,5 +1,14 @@
 // Whole tiny models of both families: d(loss)/dθ for every parameter against finite differences.
 #include "gradcheck.hpp"
+#include "dsl/block.hpp"
+#include "dsl/decoder_lm.hpp"
+#include "dsl/repeat.hpp"
+#include "layers/attention.hpp"
+#include "layers/embedding.hpp"
+#include "layers/glu.hpp"
+#include "layers/layernorm.hpp"
+#include "layers/mlp.hpp"
+#include "layers/rmsnorm.hpp"
 #include "models/registry.hpp"
 
 using namespace llmtk;
@@ -35,4 +44,30 @@ TEST_CASE("Llama family with a sliding window", "[gradcheck][model]") {
   d.window = 3;
   auto m = make_model("llama-tiny", d);
   REQUIRE_GRADIENTS(llmtk::test::gradcheck_model(*m, 1, 8, 13, model_tolerance()));
+}
+
+// Compositions no preset uses yet: each whole model's loss gradient against finite differences.
+namespace {
+struct PostNormBlock final : Block<LayerNorm, MHA<ALiBi>, MLP<ReLU>, PostNorm> {};
+struct PostNormLM final : DecoderLM<TokenEmbedding, Repeat<PostNormBlock>, LayerNorm, LMHead<Tied>> {};
+struct SandwichBlock final : Block<RMSNorm, MQA<NoPE>, GeGLU, SandwichNorm> {};
+struct SinusoidalLM final : DecoderLM<Embedding<Sinusoidal>, Repeat<SandwichBlock>, RMSNorm, LMHead<Untied>> {};
+
+template <class Arch>
+void check_arch(Dims d, std::uint64_t seed) {
+  ModelOf<Arch> m("test", d);
+  REQUIRE_GRADIENTS(llmtk::test::gradcheck_model(m, 2, 6, seed, model_tolerance()));
+}
+}  // namespace
+
+TEST_CASE("PostNorm, ALiBi (3 heads), ReLU, tied head: every parameter gradient", "[gradcheck][model]") {
+  Dims d{.d_model = 12, .n_layers = 2, .n_heads = 3, .n_kv_heads = 3, .d_ff = 20, .vocab = 11,
+         .max_seq = 8, .bias = true};
+  check_arch<PostNormLM>(d, 21);
+}
+
+TEST_CASE("Sandwich norms, MQA, GeGLU, sinusoidal positions, untied head", "[gradcheck][model]") {
+  Dims d{.d_model = 16, .n_layers = 2, .n_heads = 4, .n_kv_heads = 1, .d_ff = 24, .vocab = 13,
+         .max_seq = 8};
+  check_arch<SinusoidalLM>(d, 22);
 }

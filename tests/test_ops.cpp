@@ -156,6 +156,9 @@ void check_rope_backward() {
   auto f = [&] { ops::rope_forward(y.t(), x.t(), 100.0f); return dot(y, r); };
   ops::rope_backward(dx.t(), r.t(), 100.0f);
   expect_gradient("dx", x, dx, f);
+  Buf inplace = r;  // dx may alias dy
+  ops::rope_backward(inplace.t(), inplace.t(), 100.0f);
+  CHECK(inplace.v == dx.v);
 }
 void check_positions_forward() {
   Buf x({2, 2, 2}, {1, 1, 1, 1, 2, 2, 2, 2}), table({3, 2}, {10, 20, 30, 40, 50, 60}), y({2, 2, 2});
@@ -191,6 +194,20 @@ void check_attention_forward() {
   ops::attention_forward(o.t(), lse.t(), q.t(), k.t(), v.t(), AttentionMask{true, 0, true});
   const double a0 = s0 - std::pow(2.0, -8), pa = std::exp(a0) / (std::exp(a0) + std::exp(s1));
   CHECK(o[1] == Approx(pa * 3 + (1 - pa) * 5));
+  // ALiBi slopes for H = 6 (not a power of two): 2^-2, 2^-4, 2^-6, 2^-8 from the 4-head set,
+  // then 2^-1, 2^-3 from every other slope of the 8-head set (Press et al.). With q = 0 the second
+  // query's scores are (−slope, 0), so out = σ(−slope)·v0 + (1 − σ(−slope))·v1 reveals each slope.
+  {
+    const int H = 6;
+    Buf q6({1, 2, H, 1}), k6({1, 2, H, 1}), v6({1, 2, H, 1}), o6({1, 2, H, 1}), lse6({2 * H});
+    for (int h = 0; h < H; ++h) v6[std::size_t(h)] = 1.0f;  // v0 = 1, v1 = 0
+    ops::attention_forward(o6.t(), lse6.t(), q6.t(), k6.t(), v6.t(), AttentionMask{true, 0, true});
+    const double want[H] = {0.25, 0.0625, 0.015625, 0.00390625, 0.5, 0.125};
+    for (int h = 0; h < H; ++h) {
+      const double p0 = o6[std::size_t(H + h)];
+      CHECK(-std::log(p0 / (1 - p0)) == Approx(want[h]).epsilon(1e-5));
+    }
+  }
   // A window of 1: each query sees only itself.
   ops::attention_forward(o.t(), lse.t(), q.t(), k.t(), v.t(), AttentionMask{true, 1, false});
   CHECK(o[1] == Approx(5));
@@ -225,6 +242,9 @@ void unary_gradient(Fwd fwd, Bwd bwd, std::uint64_t seed) {
   auto f = [&] { fwd(y.t(), x.t()); return dot(y, r); };
   bwd(dx.t(), r.t(), x.t());
   expect_gradient("dx", x, dx, f, nullptr, 1e-3);
+  Buf inplace = r;  // dx may alias dy
+  bwd(inplace.t(), inplace.t(), x.t());
+  CHECK(inplace.v == dx.v);
 }
 void check_gelu_backward() { unary_gradient(ops::gelu_forward, ops::gelu_backward, 6); }
 void check_relu_forward() {
@@ -248,6 +268,10 @@ void gated_gradient(Fwd fwd, Bwd bwd, std::uint64_t seed) {
   bwd(dg.t(), du.t(), r.t(), g.t(), u.t());
   expect_gradient("dgate", g, dg, f, nullptr, 1e-3);
   expect_gradient("dup", u, du, f, nullptr, 1e-3);
+  Buf inplace = r, du2({3, 11});  // dgate may alias dy
+  bwd(inplace.t(), du2.t(), inplace.t(), g.t(), u.t());
+  CHECK(inplace.v == dg.v);
+  CHECK(du2.v == du.v);
 }
 void check_swiglu_forward() {
   Buf g({2}, {1, -2}), u({2}, {3, 0.5f}), y({2});

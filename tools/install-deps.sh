@@ -4,11 +4,12 @@
 set -euo pipefail
 
 packages=(
-  g++ cmake ninja-build ccache   # toolchain (CMake >= 3.25, Ninja, compiler cache)
+  g++ cmake ninja-build ccache pkg-config  # toolchain (CMake >= 3.25, Ninja, compiler cache)
   libfmt-dev                     # fmt 9: formatting in the CLI
   libcli11-dev                   # CLI11: the command line
   nlohmann-json3-dev             # JSON output and golden test data
   catch2                         # Catch2 v2: the test suite
+  libpcre2-dev                   # PCRE2: the tokenizers' pre-tokenization regex (Unicode classes)
 )
 
 missing=()

@@ -98,6 +98,8 @@ void attention_backward(TensorRef dq, TensorRef dk, TensorRef dv, TensorRef dout
   const Shape S = check(op, out, lse, q, k, v);
   expect_f32(op, "dq", dq), expect_f32(op, "dk", dk), expect_f32(op, "dv", dv);
   expect_f32(op, "dout", dout);
+  expect_same(op, "dq", dq, "q", q), expect_same(op, "dout", dout, "q", q);
+  expect_same(op, "dk", dk, "k", k), expect_same(op, "dv", dv, "v", v);
   // dk and dv gather from several query heads, so sum in fp64 and write once at the end.
   std::vector<double> dK(static_cast<std::size_t>(k.numel()), 0.0), dV(dK.size(), 0.0);
   std::vector<double> p(S.T), dqrow(S.D);

@@ -39,6 +39,7 @@ void cross_entropy_backward(TensorRef dlogits, TensorRef logits, TensorRef targe
   expect_f32(op, "dlogits", dlogits), expect_f32(op, "logits", logits);
   expect_same(op, "dlogits", dlogits, "logits", logits);
   const std::int64_t N = logits.rows(), V = logits.size(-1);
+  LLMTK_CHECK(targets.dtype == DType::i32 && targets.numel() == N, op, "targets must be ", N, " i32 values");
   for (std::int64_t n = 0; n < N; ++n) {
     const std::int32_t t = targets.i32()[n];
     check_target(op, t, n, V, ignore_index);

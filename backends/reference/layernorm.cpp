@@ -37,6 +37,8 @@ void layernorm_backward(TensorRef dx, TensorRef dw, TensorRef db, TensorRef dy, 
   expect_f32(op, "w", w), expect_f32(op, "dw", dw);
   expect_same(op, "dx", dx, "x", x), expect_same(op, "dy", dy, "x", x);
   const std::int64_t N = x.rows(), C = x.size(-1);
+  LLMTK_CHECK(w.numel() == C && dw.numel() == C && (!db || db.numel() == C), op, "w, dw and db must have ", C, " elements");
+  LLMTK_CHECK(mean.numel() == N && rstd.numel() == N, op, "mean and rstd must have ", N, " elements");
   for (std::int64_t n = 0; n < N; ++n) {
     const float *X = x.f32() + n * C, *DY = dy.f32() + n * C;
     const double m = mean.f32()[n], r = rstd.f32()[n];

@@ -27,6 +27,8 @@ void rmsnorm_backward(TensorRef dx, TensorRef dw, TensorRef dy, TensorRef x, Ten
   expect_f32(op, "w", w), expect_f32(op, "dw", dw);
   expect_same(op, "dx", dx, "x", x), expect_same(op, "dy", dy, "x", x);
   const std::int64_t N = x.rows(), C = x.size(-1);
+  LLMTK_CHECK(w.numel() == C && dw.numel() == C, op, "w and dw must have ", C, " elements");
+  LLMTK_CHECK(rstd.numel() == N, op, "rstd must have ", N, " elements");
   for (std::int64_t n = 0; n < N; ++n) {
     const float *X = x.f32() + n * C, *DY = dy.f32() + n * C;
     const double r = rstd.f32()[n];

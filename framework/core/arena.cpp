@@ -20,23 +20,28 @@ int Arena::add(std::string name, std::vector<std::int64_t> shape, DType dtype, P
   std::int64_t n = 1;
   for (auto e : shape) {
     LLMTK_CHECK(e > 0, name_, "'", name, "' has a non-positive extent");
-    n *= e;
+    LLMTK_CHECK(!__builtin_mul_overflow(n, e, &n), name_, "'", name, "' has more elements than fit in 64 bits");
   }
+  std::size_t end = 0;
+  LLMTK_CHECK(n < (std::int64_t(1) << 56) &&
+                  !__builtin_add_overflow(bytes_, round_up(std::size_t(n) * size_of(dtype)), &end),
+              name_, "'", name, "' makes the arena larger than 2^56 bytes; are the sizes right?");
   Entry e{std::move(name), std::move(shape), dtype, bytes_, n, kind};
-  bytes_ += round_up(static_cast<std::size_t>(n) * size_of(dtype));
+  bytes_ = end;
+  index_.emplace(e.name, static_cast<int>(entries_.size()));
   entries_.push_back(std::move(e));
   return static_cast<int>(entries_.size()) - 1;
 }
 
 int Arena::find(std::string_view name) const {
-  for (std::size_t i = 0; i < entries_.size(); ++i)
-    if (entries_[i].name == name) return static_cast<int>(i);
-  return -1;
+  auto it = index_.find(std::string(name));
+  return it == index_.end() ? -1 : it->second;
 }
 
 Arena Arena::like(std::string name) const {
   Arena a(std::move(name));
   a.entries_ = entries_;
+  a.index_ = index_;
   a.bytes_ = bytes_;
   return a;
 }

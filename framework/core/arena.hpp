@@ -7,6 +7,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "tensor.hpp"
@@ -63,6 +64,7 @@ class Arena {
   };
   std::string name_;
   std::vector<Entry> entries_;
+  std::unordered_map<std::string, int> index_;  // name → entry, so planning stays linear
   std::size_t bytes_ = 0;
   std::unique_ptr<std::byte, Free> base_;
 };

@@ -41,7 +41,16 @@ namespace rules {
 // clang-format off
 constexpr bool positive_sizes(const Dims& d, const ArchTraits&) {
   return d.d_model > 0 && d.n_layers > 0 && d.n_heads > 0 && d.n_kv_heads > 0 && d.d_ff > 0 &&
-         d.vocab > 0 && d.max_seq > 0 && d.norm_eps > 0;
+         d.vocab > 0 && d.max_seq > 0;
+}
+// Bounds that keep every tensor's element count far from overflow and every value meaningful in f32.
+constexpr bool sizes_within_limits(const Dims& d, const ArchTraits&) {
+  constexpr int kMaxWidth = 1 << 20, kMaxLayers = 4096, kMaxVocab = 1 << 24, kMaxSeq = 1 << 24;
+  return d.d_model <= kMaxWidth && d.d_ff <= kMaxWidth && d.n_heads <= kMaxWidth &&
+         d.n_layers <= kMaxLayers && d.vocab <= kMaxVocab && d.max_seq <= kMaxSeq;
+}
+constexpr bool norm_eps_in_range(const Dims& d, const ArchTraits&) {
+  return d.norm_eps >= 1e-12 && d.norm_eps <= 1.0;  // also false for NaN
 }
 constexpr bool heads_tile_model(const Dims& d, const ArchTraits&) {
   return d.n_heads > 0 && d.d_model % d.n_heads == 0;
@@ -50,7 +59,10 @@ constexpr bool kv_heads_divide_heads(const Dims& d, const ArchTraits&) {
   return d.n_kv_heads > 0 && d.n_kv_heads <= d.n_heads && d.n_heads % d.n_kv_heads == 0;
 }
 constexpr bool rope_even_head_dim(const Dims& d, const ArchTraits& t) {
-  return !t.rope || (d.head_dim() % 2 == 0 && d.rope_base > 1.0);
+  return !t.rope || d.head_dim() % 2 == 0;
+}
+constexpr bool rope_base_above_one(const Dims& d, const ArchTraits& t) {
+  return !t.rope || (d.rope_base > 1.0 && d.rope_base < 1e12);  // also false for NaN
 }
 constexpr bool sinusoidal_even_model(const Dims& d, const ArchTraits& t) {
   return !t.sinusoidal || d.d_model % 2 == 0;
@@ -73,14 +85,19 @@ constexpr bool window_within_context(const Dims& d, const ArchTraits&) {
 // The rule list: name, the recipe keys involved, what must hold. One line per rule; both the
 // static and the run-time check expand it.
 #define LLMTK_DIMS_RULES(X)                                                                       \
-  X(positive_sizes, "model.d_model, n_layers, n_heads, n_kv_heads, d_ff, vocab, max_seq, norm_eps", \
+  X(positive_sizes, "model.d_model, n_layers, n_heads, n_kv_heads, d_ff, vocab, max_seq",         \
     "every size must be positive")                                                                \
+  X(sizes_within_limits, "model.d_model, d_ff, n_heads, n_layers, vocab, max_seq",                 \
+    "sizes must stay within d_model, d_ff, n_heads <= 2^20, n_layers <= 4096, vocab and "         \
+    "max_seq <= 2^24")                                                                            \
+  X(norm_eps_in_range, "model.norm_eps", "norm_eps must be between 1e-12 and 1")                  \
   X(heads_tile_model, "model.n_heads, model.d_model",                                             \
     "n_heads must divide d_model (head_dim = d_model / n_heads)")                                 \
   X(kv_heads_divide_heads, "model.n_kv_heads, model.n_heads",                                     \
     "n_kv_heads must divide n_heads (each kv head serves n_heads / n_kv_heads query heads)")      \
-  X(rope_even_head_dim, "model.d_model, model.n_heads, model.rope_base",                          \
-    "RoPE rotates pairs, so head_dim = d_model / n_heads must be even (and rope_base > 1)")       \
+  X(rope_even_head_dim, "model.d_model, model.n_heads",                                           \
+    "RoPE rotates pairs, so head_dim = d_model / n_heads must be even")                           \
+  X(rope_base_above_one, "model.rope_base", "RoPE's base must be above 1 (10000 is usual)")      \
   X(sinusoidal_even_model, "model.d_model",                                                       \
     "position vectors pair sin and cos, so d_model must be even")                                 \
   X(window_within_context, "model.window, model.max_seq",                                         \

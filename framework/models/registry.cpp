@@ -2,6 +2,7 @@
 #include "registry.hpp"
 
 #include <charconv>
+#include <cmath>
 
 #include "gpt2.hpp"
 #include "llama.hpp"
@@ -96,13 +97,15 @@ void set_dim(Dims& dims, std::string_view key, std::string_view value) {
   if (k->type == DimKey::integer) {
     int v = 0;
     auto [p, ec] = std::from_chars(first, last, v);
+    LLMTK_CHECK(ec != std::errc::result_out_of_range, full, "'", value, "' is out of range (", k->help, ")");
     LLMTK_CHECK(ec == std::errc() && p == last, full, "'", value, "' is not an integer (", k->help, ")");
     dims.*(k->i) = v;
   } else if (k->type == DimKey::real) {
     // std::from_chars for double needs GCC 11+, which C++20 already requires here.
     double v = 0;
     auto [p, ec] = std::from_chars(first, last, v);
-    LLMTK_CHECK(ec == std::errc() && p == last, full, "'", value, "' is not a number (", k->help, ")");
+    LLMTK_CHECK(ec == std::errc() && p == last && std::isfinite(v), full, "'", value,
+                "' is not a finite number (", k->help, ")");
     dims.*(k->d) = v;
   } else {
     LLMTK_CHECK(value == "true" || value == "false", full, "'", value,

@@ -4,7 +4,9 @@
 //   - activation outputs and activation gradients are written (=);
 //   - parameter gradients (dw, db, dtable) are accumulated (+=);
 //   - an absent optional tensor (a bias the model does not have) is a null TensorRef;
-//   - y may alias x in element-wise ops (rope, positions, sinusoidal, add, activations).
+//   - y may alias x in element-wise ops (rope, positions, sinusoidal, add, activations), and dx
+//     may alias dy in element-wise backward ops (rope, activations; swiglu/geglu: dgate may
+//     alias dy). Layers rely on this to work in place; tests/test_ops.cpp checks it.
 // The reference backend (backends/reference) is the executable form of these contracts.
 #pragma once
 #include <cstdint>

@@ -31,6 +31,31 @@ struct NoBackward {
   static double flops_per_token(const Dims&, std::int64_t) { return 0; }
 };
 
+// Parts that lack one requirement each: Partial<axes, memory, forward, flops, role>.
+struct WithAxes { using In = Hidden; using Out = Hidden; };
+struct WithRole { static constexpr Role role = Role::norm; };
+template <int> struct Nothing {};
+template <bool A, bool M, bool F, bool C, bool R>
+struct Partial : std::conditional_t<A, WithAxes, Nothing<0>>, std::conditional_t<R, WithRole, Nothing<1>> {
+  void declare(Planner&) requires M {}
+  void forward(Ctx&, TensorRef, TensorRef) requires F {}
+  void backward(Ctx&, TensorRef, TensorRef, TensorRef) {}
+  static double flops_per_token(const Dims&, std::int64_t) requires C { return 0; }
+};
+// A mixer that works on the wrong axes, and one that changes them.
+struct WideMixer {
+  static constexpr Role role = Role::mixer;
+  using In = Axes<Batch, Seq, Ffn>;
+  using Out = Axes<Batch, Seq, Ffn>;
+  void declare(Planner&) {}
+  void forward(Ctx&, TensorRef, TensorRef) {}
+  void backward(Ctx&, TensorRef, TensorRef, TensorRef) {}
+  static double flops_per_token(const Dims&, std::int64_t) { return 0; }
+};
+struct WideningMixer : WideMixer {
+  using In = Hidden;
+};
+
 struct SinusoidalLM final : DecoderLM<Embedding<Sinusoidal>, Repeat<Gpt2Block>, LayerNorm, LMHead<Tied>> {};
 struct MqaBlock final : Block<RMSNorm, MQA<RoPE>, SwiGLU, PreNorm> {};
 struct MqaLM final : DecoderLM<TokenEmbedding, Repeat<MqaBlock>, RMSNorm, LMHead<Tied>> {};
@@ -53,6 +78,12 @@ static_assert(Norm<RMSNorm> && Mixer<GQA<RoPE>> && FeedForward<SwiGLU>);
 static_assert(sizeof(int) == 0, "harness_sees_failure: this case exists to fail");
 
 // ---- size rules -------------------------------------------------------------------------------
+#elif defined(CASE_sizes_within_limits)
+static_assert(dims_hold<edit(Gpt2Tiny::dims, [](Dims& d) { d.n_layers = 5000; }), Gpt2::traits>());
+#elif defined(CASE_norm_eps_in_range)
+static_assert(dims_hold<edit(Gpt2Tiny::dims, [](Dims& d) { d.norm_eps = 0; }), Gpt2::traits>());
+#elif defined(CASE_rope_base_above_one)
+static_assert(dims_hold<edit(LlamaTiny::dims, [](Dims& d) { d.rope_base = 0.5; }), Llama::traits>());
 #elif defined(CASE_positive_sizes)
 static_assert(dims_hold<edit(Gpt2Tiny::dims, [](Dims& d) { d.d_ff = 0; }), Gpt2::traits>());
 #elif defined(CASE_heads_tile_model)
@@ -97,4 +128,22 @@ Block<RMSNorm, GQA<RoPE>, RMSNorm, PreNorm> b;
 Block<RMSNorm, GQA<RoPE>, SwiGLU, RMSNorm> b;
 #elif defined(CASE_layer_needs_backward)
 Block<NoBackward, GQA<RoPE>, SwiGLU, PreNorm> b;
+#elif defined(CASE_declares_axes)
+Block<Partial<false, true, true, true, true>, GQA<RoPE>, SwiGLU, PreNorm> b;
+#elif defined(CASE_declares_memory)
+Block<Partial<true, false, true, true, true>, GQA<RoPE>, SwiGLU, PreNorm> b;
+#elif defined(CASE_has_forward)
+Block<Partial<true, true, false, true, true>, GQA<RoPE>, SwiGLU, PreNorm> b;
+#elif defined(CASE_counts_flops)
+Block<Partial<true, true, true, false, true>, GQA<RoPE>, SwiGLU, PreNorm> b;
+#elif defined(CASE_has_role)
+Block<Partial<true, true, true, true, false>, GQA<RoPE>, SwiGLU, PreNorm> b;
+#elif defined(CASE_takes_hidden)
+Block<RMSNorm, WideMixer, SwiGLU, PreNorm> b;
+#elif defined(CASE_keeps_axes)
+Block<RMSNorm, WideningMixer, SwiGLU, PreNorm> b;
+#elif defined(CASE_embedding_role)
+DecoderLM<RMSNorm, Repeat<LlamaBlock>, RMSNorm, LMHead<Tied>> m;
+#elif defined(CASE_head_role)
+DecoderLM<TokenEmbedding, Repeat<LlamaBlock>, RMSNorm, RMSNorm> m;
 #endif

@@ -19,7 +19,8 @@ std::string grouped(std::int64_t n) {
   return n < 0 ? "-" + out : out;
 }
 
-std::string human_bytes(double b) {
+std::string human_bytes(std::int64_t bytes) {
+  double b = double(bytes);
   const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
   int u = 0;
   while (b >= 1024 && u < 4) b /= 1024, ++u;
@@ -59,16 +60,20 @@ void show(const ShowArgs& a) {
   model->plan(B, T);
 
   const double fwd = model->forward_flops_per_token(T);
-  const double params = double(model->param_count());
-  const double param_bytes = params * 4, grad_bytes = param_bytes, optim_bytes = 2 * param_bytes;
-  const double act_bytes = double(model->acts().bytes());
-  const double total = param_bytes + grad_bytes + optim_bytes + act_bytes;
+  // fp32 parameters and gradients; AdamW keeps two moments per parameter.
+  const std::int64_t param_bytes = model->param_count() * 4, grad_bytes = param_bytes,
+                     optim_bytes = 2 * param_bytes;
+  const std::int64_t act_bytes = std::int64_t(model->acts().bytes());
+  const std::int64_t total = param_bytes + grad_bytes + optim_bytes + act_bytes;
 
   if (a.json) {
     nlohmann::json j;
     j["arch"] = info.name;
     j["structure"] = model->structure();
-    for (const auto& [k, v] : dims_as_keys(dims)) j["dims"][k] = nlohmann::json::parse(v);
+    j["dims"] = {{"d_model", dims.d_model}, {"n_layers", dims.n_layers}, {"n_heads", dims.n_heads},
+                 {"n_kv_heads", dims.n_kv_heads}, {"d_ff", dims.d_ff}, {"vocab", dims.vocab},
+                 {"max_seq", dims.max_seq}, {"rope_base", dims.rope_base}, {"window", dims.window},
+                 {"norm_eps", dims.norm_eps}, {"bias", dims.bias}};
     j["params"] = model->param_count();
     nlohmann::json parts = nlohmann::json::array();
     for (const auto& p : model->parts())

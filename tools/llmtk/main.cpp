@@ -8,6 +8,7 @@ int main(int argc, char** argv) {
   CLI::App app{"llmtk: the LLM Training Toolkit"};
   app.require_subcommand(1);
   llmtk::cli::add_arch_commands(app);
+  llmtk::cli::add_tokenizer_commands(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -15,6 +16,12 @@ int main(int argc, char** argv) {
   } catch (const llmtk::Error& e) {
     fmt::print(stderr, "llmtk: error: {}\n", e.what());
     return 2;
+  } catch (const std::bad_alloc&) {
+    fmt::print(stderr, "llmtk: error: out of memory; are the sizes right?\n");
+    return 3;
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "llmtk: internal error: {}\n", e.what());
+    return 4;
   }
   return 0;
 }
