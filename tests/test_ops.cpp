@@ -204,8 +204,8 @@ void check_attention_forward() {
     ops::attention_forward(o6.t(), lse6.t(), q6.t(), k6.t(), v6.t(), AttentionMask{true, 0, true});
     const double want[H] = {0.25, 0.0625, 0.015625, 0.00390625, 0.5, 0.125};
     for (int h = 0; h < H; ++h) {
-      const double p0 = o6[std::size_t(H + h)];
-      CHECK(-std::log(p0 / (1 - p0)) == Approx(want[h]).epsilon(1e-5));
+      const double p_first = o6[std::size_t(H + h)];
+      CHECK(-std::log(p_first / (1 - p_first)) == Approx(want[h]).epsilon(1e-5));
     }
   }
   // A window of 1: each query sees only itself.
