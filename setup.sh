@@ -22,6 +22,20 @@ cmake --preset "$preset" > /dev/null
 cmake --build build -j2
 
 if ((run)); then
+  # The default corpus: the King James Bible from Debian's bible-kjv (public domain), one verse
+  # per line. Prepared once; later runs reuse data/kjv/ unless the corpus or its config changed.
+  if [[ ! -s data/corpus/kjv.txt ]]; then
+    mkdir -p data/corpus
+    bible -l 1000 Genesis1:1-Revelation22:21 > data/corpus/kjv.txt.tmp
+    mv data/corpus/kjv.txt.tmp data/corpus/kjv.txt
+  fi
+  echo
+  if [[ data/kjv/report.json -nt recipes/data/kjv.toml && data/kjv/report.json -nt data/corpus/kjv.txt ]]; then
+    echo "== corpus already prepared in data/kjv/ (report: data/kjv/report.html; delete data/kjv to redo)"
+  else
+    echo "== preparing the corpus: llmtk data prepare recipes/data/kjv.toml"
+    build/bin/llmtk data prepare recipes/data/kjv.toml
+  fi
   echo
   echo "== main job: llmtk arch show llama-tiny"
   build/bin/llmtk arch show llama-tiny

@@ -10,6 +10,9 @@ packages=(
   nlohmann-json3-dev             # JSON output and golden test data
   catch2                         # Catch2 v2: the test suite
   libpcre2-dev                   # PCRE2: the tokenizers' pre-tokenization regex (Unicode classes)
+  libutf8proc-dev                # utf8proc: Unicode NFC and character classes in corpus cleaning
+  libtomlplusplus-dev            # toml++: data prepare configs and training recipes
+  bible-kjv                      # the default corpus: the King James Bible (public domain)
 )
 
 missing=()

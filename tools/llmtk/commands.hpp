@@ -6,5 +6,6 @@ namespace llmtk::cli {
 
 void add_arch_commands(CLI::App& app);
 void add_tokenizer_commands(CLI::App& app);
+void add_data_commands(CLI::App& app);
 
 }  // namespace llmtk::cli

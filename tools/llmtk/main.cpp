@@ -9,6 +9,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   llmtk::cli::add_arch_commands(app);
   llmtk::cli::add_tokenizer_commands(app);
+  llmtk::cli::add_data_commands(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,0 +1,199 @@
+#include "config.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <set>
+#include <toml++/toml.h>
+
+#include "../core/error.hpp"
+
+namespace llmtk {
+
+struct ConfigFile::Impl {
+  toml::table root;
+  std::set<std::string> known;  // full dotted keys any read asked for
+};
+
+namespace {
+
+std::string where(const std::string& file, const toml::node* n) {
+  if (!n || !n->source().begin) return file;
+  return cat(file, ":", n->source().begin.line);
+}
+
+std::size_t edit_distance(std::string_view a, std::string_view b) {
+  std::vector<std::size_t> row(b.size() + 1);
+  for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    std::size_t diag = row[0];
+    row[0] = i;
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      std::size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] != b[j - 1])});
+      diag = up;
+    }
+  }
+  return row[b.size()];
+}
+
+std::string join(std::string_view path, std::string_view key) {
+  return path.empty() ? std::string(key) : cat(path, ".", key);
+}
+
+}  // namespace
+
+ConfigFile::ConfigFile(const std::string& path) : impl_(new Impl), name_(path) {
+  try {
+    impl_->root = toml::parse_file(path);
+  } catch (const toml::parse_error& e) {
+    const auto& b = e.source().begin;
+    if (std::string(e.description()).find("File could not be opened") != std::string::npos)
+      fail(path, "cannot open the file");
+    fail(cat(path, ":", b.line, ":", b.column), e.description());
+  }
+}
+
+ConfigFile ConfigFile::from_string(std::string_view text, std::string name) {
+  ConfigFile f;
+  f.impl_.reset(new Impl);
+  f.name_ = std::move(name);
+  try {
+    f.impl_->root = toml::parse(text, f.name_);
+  } catch (const toml::parse_error& e) {
+    fail(cat(f.name_, ":", e.source().begin.line, ":", e.source().begin.column), e.description());
+  }
+  return f;
+}
+
+ConfigFile::~ConfigFile() = default;
+ConfigFile::ConfigFile(ConfigFile&&) noexcept = default;
+
+ConfigFile::Table ConfigFile::root() { return Table(this, &impl_->root, ""); }
+
+std::string ConfigFile::Table::path() const { return path_; }
+
+const void* ConfigFile::Table::find(std::string_view key) {
+  file_->impl_->known.insert(join(path_, key));
+  if (!node_) return nullptr;
+  return static_cast<const toml::table*>(node_)->get(key);
+}
+
+bool ConfigFile::Table::has(std::string_view key) const {
+  return node_ && static_cast<const toml::table*>(node_)->contains(key);
+}
+
+void ConfigFile::Table::bad(std::string_view key, const void* node, std::string_view what) const {
+  fail(where(file_->name_, static_cast<const toml::node*>(node)), join(path_, key), " ", what);
+}
+
+std::int64_t ConfigFile::Table::integer(std::string_view key, std::int64_t fallback, std::int64_t min, std::int64_t max) {
+  auto* n = static_cast<const toml::node*>(find(key));
+  if (!n) return fallback;
+  auto v = n->value<std::int64_t>();
+  if (!n->is_integer() || !v) bad(key, n, "must be an integer");
+  if (*v < min || *v > max) bad(key, n, cat("is ", *v, "; it must be between ", min, " and ", max));
+  return *v;
+}
+
+double ConfigFile::Table::number(std::string_view key, double fallback, double min, double max) {
+  auto* n = static_cast<const toml::node*>(find(key));
+  if (!n) return fallback;
+  if (!n->is_number()) bad(key, n, "must be a number");
+  const double v = *n->value<double>();
+  if (!std::isfinite(v) || v < min || v > max)
+    bad(key, n, cat("is ", v, "; it must be between ", min, " and ", max));
+  return v;
+}
+
+bool ConfigFile::Table::boolean(std::string_view key, bool fallback) {
+  auto* n = static_cast<const toml::node*>(find(key));
+  if (!n) return fallback;
+  if (!n->is_boolean()) bad(key, n, "must be true or false");
+  return *n->value<bool>();
+}
+
+std::string ConfigFile::Table::string(std::string_view key, std::string fallback,
+                                      std::initializer_list<std::string_view> allowed) {
+  auto* n = static_cast<const toml::node*>(find(key));
+  if (!n) return fallback;
+  if (!n->is_string()) bad(key, n, "must be a string");
+  std::string v = *n->value<std::string>();
+  if (allowed.size() && std::find(allowed.begin(), allowed.end(), v) == allowed.end()) {
+    std::string list;
+    for (auto a : allowed) list += cat(list.empty() ? "" : ", ", "\"", a, "\"");
+    bad(key, n, cat("is \"", v, "\"; allowed: ", list));
+  }
+  return v;
+}
+
+std::vector<std::string> ConfigFile::Table::strings(std::string_view key, std::vector<std::string> fallback) {
+  auto* n = static_cast<const toml::node*>(find(key));
+  if (!n) return fallback;
+  if (n->is_string()) return {*n->value<std::string>()};
+  if (!n->is_array()) bad(key, n, "must be a string or an array of strings");
+  std::vector<std::string> out;
+  for (const auto& e : *n->as_array()) {
+    if (!e.is_string()) bad(key, &e, "must hold only strings");
+    out.push_back(*e.value<std::string>());
+  }
+  return out;
+}
+
+ConfigFile::Table ConfigFile::Table::table(std::string_view key) {
+  auto* n = static_cast<const toml::node*>(find(key));
+  if (n && !n->is_table()) bad(key, n, "must be a table ([" + join(path_, key) + "])");
+  return Table(file_, n ? n->as_table() : nullptr, join(path_, key));
+}
+
+void ConfigFile::reject_unknown_keys() {
+  const auto& known = impl_->known;
+  std::function<void(const toml::table&, const std::string&)> walk = [&](const toml::table& t, const std::string& path) {
+    for (const auto& [k, v] : t) {
+      const std::string full = join(path, k.str());
+      if (!known.count(full)) {
+        std::string best;
+        std::size_t best_d = 99;
+        std::string siblings;
+        for (const auto& kn : known) {
+          const auto dot = kn.rfind('.');
+          const std::string parent = dot == std::string::npos ? "" : kn.substr(0, dot);
+          if (parent != path) continue;
+          siblings += cat(siblings.empty() ? "" : ", ", kn);
+          if (auto d = edit_distance(full, kn); d < best_d) best_d = d, best = kn;
+        }
+        std::string hint = best_d <= 3 ? cat(" (did you mean ", best, "?)") : std::string();
+        fail(where(name_, &v), "unknown key ", full, hint, siblings.empty() ? "" : "; known keys here: ", siblings);
+      }
+      if (v.is_table()) walk(*v.as_table(), full);
+    }
+  };
+  walk(impl_->root, "");
+}
+
+void ConfigFile::set(std::string_view assignment) {
+  const auto eq = assignment.find('=');
+  LLMTK_CHECK(eq != std::string_view::npos && eq > 0, "--set", "'", assignment,
+              "' must be KEY=VALUE, e.g. optim.lr=3e-4");
+  const std::string key(assignment.substr(0, eq));
+  const std::string value(assignment.substr(eq + 1));
+  toml::table parsed;
+  try {
+    parsed = toml::parse("v = " + value);
+  } catch (const toml::parse_error&) {
+    parsed = toml::table{{"v", value}};  // a bare word: take it as a string
+  }
+  // Walk or create the tables on the way to the key.
+  toml::table* t = &impl_->root;
+  std::size_t start = 0;
+  for (auto dot = key.find('.'); dot != std::string::npos; start = dot + 1, dot = key.find('.', start)) {
+    const std::string part = key.substr(start, dot - start);
+    auto* node = t->get(part);
+    if (!node) node = t->insert(part, toml::table{}).first->second.as_table();
+    LLMTK_CHECK(node->is_table(), "--set", "'", key.substr(0, dot), "' is a value, not a table");
+    t = node->as_table();
+  }
+  t->insert_or_assign(key.substr(start), *parsed.get("v"));
+}
+
+}  // namespace llmtk

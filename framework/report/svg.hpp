@@ -1,0 +1,27 @@
+// Self-contained SVG charts for HTML reports (no script, no network): bar charts for histograms
+// and line charts for training curves. Plain string building; the numbers are the whole input.
+#pragma once
+#include <string>
+#include <vector>
+
+namespace llmtk::report {
+
+struct Bar {
+  std::string label;
+  double value = 0;
+};
+std::string bar_chart(const std::string& title, const std::vector<Bar>& bars, const std::string& unit = "");
+
+struct Series {
+  std::string name;
+  std::vector<double> x, y;
+};
+std::string line_chart(const std::string& title, const std::vector<Series>& series,
+                       const std::string& x_label, const std::string& y_label, bool log_y = false);
+
+// Escapes &, <, >, " for HTML text and attributes.
+std::string escape_html(const std::string& s);
+// A page with the report's shared style; `body` is HTML.
+std::string html_page(const std::string& title, const std::string& body);
+
+}  // namespace llmtk::report
