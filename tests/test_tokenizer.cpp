@@ -58,6 +58,17 @@ TEST_CASE("GPT-2 files encode exactly as the reference GPT-2 tokenizer", "[token
   CHECK(mismatches == 0);
 }
 
+TEST_CASE("long texts (which use the per-call piece cache) encode like their pieces", "[tokenizer][gpt2]") {
+  std::string text;
+  for (const auto& c : reference_cases()) text += c.at("text").get<std::string>() + "\n";
+  REQUIRE(text.size() > 4096);
+  const auto& bpe = dynamic_cast<const BpeTokenizer&>(gpt2());
+  std::vector<TokenId> want;
+  Pretokenizer("gpt2").split(text, [&](std::string_view piece) { bpe.encode_piece(piece, want); });
+  CHECK(gpt2().encode(text) == want);
+  CHECK(gpt2().decode(want) == text);
+}
+
 TEST_CASE("special tokens are text unless asked for", "[tokenizer]") {
   const std::string s = "a<|endoftext|>b";
   CHECK(gpt2().encode(s) == std::vector<TokenId>{64, 27, 91, 437, 1659, 5239, 91, 29, 65});

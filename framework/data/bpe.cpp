@@ -144,7 +144,24 @@ void BpeTokenizer::encode_piece(std::string_view piece, std::vector<TokenId>& ou
 }
 
 void BpeTokenizer::encode_plain(std::string_view text, std::vector<TokenId>& out) const {
-  pre_.split(text, [&](std::string_view piece) { encode_piece(piece, out); });
+  // Words repeat: remember each distinct piece's ids for this call (keys point into `text`, which
+  // outlives the map). Small texts skip the map.
+  if (text.size() < 4096) {
+    pre_.split(text, [&](std::string_view piece) { encode_piece(piece, out); });
+    return;
+  }
+  std::unordered_map<std::string_view, std::pair<std::size_t, std::size_t>> seen;  // piece → (start, count) in out
+  pre_.split(text, [&](std::string_view piece) {
+    auto [it, fresh] = seen.try_emplace(piece);
+    if (!fresh) {
+      const auto [start, count] = it->second;
+      for (std::size_t i = 0; i < count; ++i) out.push_back(out[start + i]);
+      return;
+    }
+    const std::size_t start = out.size();
+    encode_piece(piece, out);
+    it->second = {start, out.size() - start};
+  });
 }
 
 std::vector<TokenId> BpeTokenizer::encode(std::string_view text, bool allow_special) const {

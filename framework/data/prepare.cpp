@@ -230,6 +230,7 @@ std::string render_html(const ojson& r) {
     b += "<tr><td>" + escape_html(c["kind"].get<std::string>()) + "</td><td class=n>" + fmt_int(c["size"]) + "</td><td>" +
          escape_html(c["kept"].get<std::string>()) + "</td><td><pre>" + escape_html(c["example"].get<std::string>()) +
          "</pre></td></tr>";
+  if (r["duplicates"]["clusters"].empty()) b += "<tr><td colspan=4>no duplicates found</td></tr>";
   b += "</table><h2>Distributions</h2><div class=charts>";
   auto bars = [](const ojson& h) {
     std::vector<report::Bar> v;
