@@ -10,11 +10,14 @@ extern const ops::OpTable op_table;
 namespace cuda {
 extern const ops::OpTable op_table;
 }
+namespace cpu {
+extern const ops::OpTable op_table;
+}
 
 namespace ops {
 
 namespace {
-const OpTable* tables[] = {&reference::op_table, &cuda::op_table};
+const OpTable* tables[] = {&reference::op_table, &cpu::op_table, &cuda::op_table};
 const OpTable* current = &reference::op_table;
 }  // namespace
 

@@ -78,11 +78,9 @@ void run_golden(const std::string& file, const std::string& arch) {
 }  // namespace
 
 TEST_CASE("GPT-2 style model matches PyTorch", "[golden]") {
-  ops::ScopedBackend backend(LLMTK_TEST_BACKEND);
   run_golden("gpt2_tiny.json", "gpt2");
 }
 
 TEST_CASE("Llama style model matches PyTorch", "[golden]") {
-  ops::ScopedBackend backend(LLMTK_TEST_BACKEND);
   run_golden("llama_tiny.json", "llama-tiny");
 }

@@ -9,6 +9,7 @@ packages=(
   libcli11-dev                   # CLI11: the command line
   nlohmann-json3-dev             # JSON output and golden test data
   catch2                         # Catch2 v2: the test suite
+  libdnnl-dev ocl-icd-opencl-dev # oneDNN 2.6: the CPU backend (its CMake config needs OpenCL headers)
   libpcre2-dev                   # PCRE2: the tokenizers' pre-tokenization regex (Unicode classes)
   libutf8proc-dev                # utf8proc: Unicode NFC and character classes in corpus cleaning
   libtomlplusplus-dev            # toml++: data prepare configs and training recipes

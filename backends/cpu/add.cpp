@@ -1,0 +1,17 @@
+// add_forward: y = a + b element-wise (y may alias a or b).
+#include "cpu.hpp"
+
+namespace llmtk::cpu {
+
+void add_forward(TensorRef y, TensorRef a, TensorRef b) {
+  const char* op = "add_forward";
+  expect_f32(op, "y", y), expect_f32(op, "a", a), expect_f32(op, "b", b);
+  expect_same(op, "a", a, "b", b), expect_same(op, "y", y, "a", a);
+  const float *A = a.f32(), *B = b.f32();
+  float* Y = y.f32();
+  const std::int64_t n = y.numel();
+#pragma omp parallel for simd schedule(static)
+  for (std::int64_t i = 0; i < n; ++i) Y[i] = A[i] + B[i];
+}
+
+}  // namespace llmtk::cpu

@@ -1,0 +1,63 @@
+// cross_entropy_forward / cross_entropy_backward: one row of logits per iteration, in parallel.
+#include <limits>
+
+#include "cpu.hpp"
+
+namespace llmtk::cpu {
+
+namespace {
+float logsumexp(const float* z, std::int64_t V) {
+  float mx = -std::numeric_limits<float>::infinity();
+  for (std::int64_t v = 0; v < V; ++v) mx = std::max(mx, z[v]);
+  float s = 0;
+#pragma omp simd reduction(+ : s)
+  for (std::int64_t v = 0; v < V; ++v) s += std::exp(z[v] - mx);
+  return mx + std::log(s);
+}
+void check_targets(const char* op, TensorRef targets, std::int64_t N, std::int64_t V, int ignore) {
+  LLMTK_CHECK(targets.dtype == DType::i32 && targets.numel() == N, op, "targets must be ", N, " i32 values");
+  for (std::int64_t n = 0; n < N; ++n) {
+    const std::int32_t t = targets.i32()[n];
+    LLMTK_CHECK(t == ignore || (t >= 0 && t < V), op, "target ", t, " at row ", n, " is outside [0, ", V,
+                ") and is not ignore_index ", ignore);
+  }
+}
+}  // namespace
+
+void cross_entropy_forward(TensorRef losses, TensorRef logits, TensorRef targets, int ignore_index) {
+  const char* op = "cross_entropy_forward";
+  expect_f32(op, "losses", losses), expect_f32(op, "logits", logits);
+  const std::int64_t N = logits.rows(), V = logits.size(-1);
+  LLMTK_CHECK(losses.numel() == N, op, "losses needs ", N, " rows");
+  check_targets(op, targets, N, V, ignore_index);
+#pragma omp parallel for schedule(static)
+  for (std::int64_t n = 0; n < N; ++n) {
+    const std::int32_t t = targets.i32()[n];
+    const float* z = logits.f32() + n * V;
+    losses.f32()[n] = t == ignore_index ? 0.0f : logsumexp(z, V) - z[t];
+  }
+}
+
+void cross_entropy_backward(TensorRef dlogits, TensorRef logits, TensorRef targets, float dloss, int ignore_index) {
+  const char* op = "cross_entropy_backward";
+  expect_f32(op, "dlogits", dlogits), expect_f32(op, "logits", logits);
+  expect_same(op, "dlogits", dlogits, "logits", logits);
+  const std::int64_t N = logits.rows(), V = logits.size(-1);
+  check_targets(op, targets, N, V, ignore_index);
+#pragma omp parallel for schedule(static)
+  for (std::int64_t n = 0; n < N; ++n) {
+    const std::int32_t t = targets.i32()[n];
+    const float* z = logits.f32() + n * V;
+    float* dz = dlogits.f32() + n * V;
+    if (t == ignore_index) {
+      std::fill(dz, dz + V, 0.0f);
+      continue;
+    }
+    const float lse = logsumexp(z, V);
+#pragma omp simd
+    for (std::int64_t v = 0; v < V; ++v) dz[v] = dloss * std::exp(z[v] - lse);
+    dz[t] -= dloss;
+  }
+}
+
+}  // namespace llmtk::cpu

@@ -1,0 +1,67 @@
+// Shared by the CPU backend's element-wise ops: float versions of the scalar functions and
+// OpenMP loops that apply them (the compiler vectorises the loop bodies).
+#pragma once
+#include "cpu.hpp"
+
+namespace llmtk::cpu::elementwise {
+
+inline constexpr float kSqrt2OverPi = 0.7978845608028654f;
+
+inline float gelu(float x) { return 0.5f * x * (1.0f + std::tanh(kSqrt2OverPi * (x + 0.044715f * x * x * x))); }
+inline float gelu_grad(float x) {
+  const float t = std::tanh(kSqrt2OverPi * (x + 0.044715f * x * x * x));
+  return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * kSqrt2OverPi * (1.0f + 3.0f * 0.044715f * x * x);
+}
+inline float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
+inline float silu(float x) { return x * sigmoid(x); }
+inline float silu_grad(float x) {
+  const float s = sigmoid(x);
+  return s * (1.0f + x * (1.0f - s));
+}
+
+template <class F>
+void unary(const char* op, TensorRef y, TensorRef x, F f) {
+  expect_f32(op, "y", y), expect_f32(op, "x", x), expect_same(op, "y", y, "x", x);
+  const float* X = x.f32();
+  float* Y = y.f32();
+  const std::int64_t n = x.numel();
+#pragma omp parallel for simd schedule(static)
+  for (std::int64_t i = 0; i < n; ++i) Y[i] = f(X[i]);
+}
+template <class F>
+void unary_backward(const char* op, TensorRef dx, TensorRef dy, TensorRef x, F df) {
+  expect_f32(op, "dx", dx), expect_f32(op, "dy", dy), expect_f32(op, "x", x);
+  expect_same(op, "dx", dx, "x", x), expect_same(op, "dy", dy, "x", x);
+  const float *X = x.f32(), *DY = dy.f32();
+  float* DX = dx.f32();
+  const std::int64_t n = x.numel();
+#pragma omp parallel for simd schedule(static)
+  for (std::int64_t i = 0; i < n; ++i) DX[i] = DY[i] * df(X[i]);
+}
+template <class F>
+void gated(const char* op, TensorRef y, TensorRef gate, TensorRef up, F f) {
+  expect_f32(op, "y", y), expect_f32(op, "gate", gate), expect_f32(op, "up", up);
+  expect_same(op, "gate", gate, "up", up), expect_same(op, "y", y, "gate", gate);
+  const float *G = gate.f32(), *U = up.f32();
+  float* Y = y.f32();
+  const std::int64_t n = y.numel();
+#pragma omp parallel for simd schedule(static)
+  for (std::int64_t i = 0; i < n; ++i) Y[i] = f(G[i]) * U[i];
+}
+template <class F, class DF>
+void gated_backward(const char* op, TensorRef dgate, TensorRef dup, TensorRef dy, TensorRef gate, TensorRef up, F f,
+                    DF df) {
+  expect_f32(op, "dgate", dgate), expect_f32(op, "dup", dup), expect_f32(op, "dy", dy);
+  expect_same(op, "gate", gate, "up", up), expect_same(op, "dy", dy, "gate", gate);
+  const float *G = gate.f32(), *U = up.f32(), *DY = dy.f32();
+  float *DG = dgate.f32(), *DU = dup.f32();
+  const std::int64_t n = dy.numel();
+#pragma omp parallel for simd schedule(static)
+  for (std::int64_t i = 0; i < n; ++i) {
+    const float g = G[i], u = U[i], d = DY[i];
+    DG[i] = d * u * df(g);
+    DU[i] = d * f(g);
+  }
+}
+
+}  // namespace llmtk::cpu::elementwise

@@ -1,0 +1,77 @@
+// layernorm_forward / layernorm_backward, one row per iteration of an OpenMP loop. The backward's
+// dw and db sum over rows: each thread keeps its own partial sums, added in thread order after.
+#include <omp.h>
+
+#include <algorithm>
+
+#include "cpu.hpp"
+
+namespace llmtk::cpu {
+
+void layernorm_forward(TensorRef y, TensorRef mean, TensorRef rstd, TensorRef x, TensorRef w, TensorRef b, float eps) {
+  const char* op = "layernorm_forward";
+  expect_f32(op, "y", y), expect_f32(op, "x", x), expect_f32(op, "w", w);
+  expect_f32(op, "mean", mean), expect_f32(op, "rstd", rstd), expect_same(op, "y", y, "x", x);
+  const std::int64_t N = x.rows(), C = x.size(-1);
+  LLMTK_CHECK(w.numel() == C && (!b || b.numel() == C), op, "w and b must have ", C, " elements");
+  LLMTK_CHECK(mean.numel() == N && rstd.numel() == N, op, "mean and rstd must have ", N, " elements");
+  const float *W = w.f32(), *Bs = b ? b.f32() : nullptr;
+#pragma omp parallel for schedule(static)
+  for (std::int64_t n = 0; n < N; ++n) {
+    const float* X = x.f32() + n * C;
+    float* Y = y.f32() + n * C;
+    float m = 0;
+#pragma omp simd reduction(+ : m)
+    for (std::int64_t c = 0; c < C; ++c) m += X[c];
+    m /= float(C);
+    float v = 0;
+#pragma omp simd reduction(+ : v)
+    for (std::int64_t c = 0; c < C; ++c) v += (X[c] - m) * (X[c] - m);
+    const float r = 1.0f / std::sqrt(v / float(C) + eps);
+#pragma omp simd
+    for (std::int64_t c = 0; c < C; ++c) Y[c] = (X[c] - m) * r * W[c] + (Bs ? Bs[c] : 0.0f);
+    mean.f32()[n] = m, rstd.f32()[n] = r;
+  }
+}
+
+void layernorm_backward(TensorRef dx, TensorRef dw, TensorRef db, TensorRef dy, TensorRef x, TensorRef w,
+                        TensorRef mean, TensorRef rstd) {
+  const char* op = "layernorm_backward";
+  expect_f32(op, "dx", dx), expect_f32(op, "dy", dy), expect_f32(op, "x", x), expect_f32(op, "w", w);
+  expect_f32(op, "dw", dw), expect_same(op, "dx", dx, "x", x), expect_same(op, "dy", dy, "x", x);
+  const std::int64_t N = x.rows(), C = x.size(-1);
+  LLMTK_CHECK(w.numel() == C && dw.numel() == C && (!db || db.numel() == C), op, "w, dw and db must have ", C, " elements");
+  LLMTK_CHECK(mean.numel() == N && rstd.numel() == N, op, "mean and rstd must have ", N, " elements");
+  const float* W = w.f32();
+  const int threads = max_threads();
+  float* parts = scratch(std::size_t(2 * threads) * std::size_t(C));  // dw then db partials per thread
+  std::fill(parts, parts + 2 * threads * C, 0.0f);
+#pragma omp parallel num_threads(threads)
+  {
+    float* dw_part = parts + std::int64_t(omp_get_thread_num()) * C;
+    float* db_part = parts + std::int64_t(threads + omp_get_thread_num()) * C;
+#pragma omp for schedule(static)
+    for (std::int64_t n = 0; n < N; ++n) {
+      const float *X = x.f32() + n * C, *DY = dy.f32() + n * C;
+      float* DX = dx.f32() + n * C;
+      const float m = mean.f32()[n], r = rstd.f32()[n];
+      float mg = 0, mgx = 0;
+#pragma omp simd reduction(+ : mg, mgx)
+      for (std::int64_t c = 0; c < C; ++c) {
+        const float g = DY[c] * W[c];
+        mg += g, mgx += g * (X[c] - m) * r;
+      }
+      mg /= float(C), mgx /= float(C);
+      for (std::int64_t c = 0; c < C; ++c) {
+        const float xh = (X[c] - m) * r;
+        DX[c] = r * (DY[c] * W[c] - mg - xh * mgx);
+        dw_part[c] += DY[c] * xh;
+        db_part[c] += DY[c];
+      }
+    }
+  }
+  reduce_partials(dw.f32(), parts, threads, C);
+  if (db) reduce_partials(db.f32(), parts + std::int64_t(threads) * C, threads, C);
+}
+
+}  // namespace llmtk::cpu

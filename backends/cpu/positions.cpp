@@ -1,0 +1,37 @@
+// positions_forward / positions_backward: add a learned vector per position, in parallel over rows.
+#include "cpu.hpp"
+
+namespace llmtk::cpu {
+
+void positions_forward(TensorRef y, TensorRef x, TensorRef table) {
+  const char* op = "positions_forward";
+  expect_f32(op, "y", y), expect_f32(op, "x", x), expect_f32(op, "table", table);
+  expect_rank(op, "x", x, 3, "[B, T, C]"), expect_same(op, "y", y, "x", x);
+  const std::int64_t B = x.size(0), T = x.size(1), C = x.size(2);
+  LLMTK_CHECK(table.size(0) >= T && table.size(-1) == C, op, "table ", table.shape_str(), " must be [P >= ", T, ", ", C, "]");
+#pragma omp parallel for collapse(2) schedule(static)
+  for (std::int64_t b = 0; b < B; ++b)
+    for (std::int64_t t = 0; t < T; ++t) {
+      const float *X = x.f32() + (b * T + t) * C, *P = table.f32() + t * C;
+      float* Y = y.f32() + (b * T + t) * C;
+#pragma omp simd
+      for (std::int64_t c = 0; c < C; ++c) Y[c] = X[c] + P[c];
+    }
+}
+
+void positions_backward(TensorRef dtable, TensorRef dy) {
+  const char* op = "positions_backward";
+  expect_f32(op, "dtable", dtable), expect_f32(op, "dy", dy), expect_rank(op, "dy", dy, 3, "[B, T, C]");
+  const std::int64_t B = dy.size(0), T = dy.size(1), C = dy.size(2);
+  LLMTK_CHECK(dtable.size(0) >= T && dtable.size(-1) == C, op, "dtable ", dtable.shape_str(), " must be [P >= ", T, ", ", C, "]");
+#pragma omp parallel for schedule(static)
+  for (std::int64_t t = 0; t < T; ++t)  // each t owns its row of dtable: no races
+    for (std::int64_t b = 0; b < B; ++b) {
+      const float* DY = dy.f32() + (b * T + t) * C;
+      float* DP = dtable.f32() + t * C;
+#pragma omp simd
+      for (std::int64_t c = 0; c < C; ++c) DP[c] += DY[c];
+    }
+}
+
+}  // namespace llmtk::cpu

@@ -1,0 +1,65 @@
+// rmsnorm_forward / rmsnorm_backward, one row per iteration; dw summed per thread, then added.
+#include <omp.h>
+
+#include <algorithm>
+
+#include "cpu.hpp"
+
+namespace llmtk::cpu {
+
+void rmsnorm_forward(TensorRef y, TensorRef rstd, TensorRef x, TensorRef w, float eps) {
+  const char* op = "rmsnorm_forward";
+  expect_f32(op, "y", y), expect_f32(op, "x", x), expect_f32(op, "w", w), expect_f32(op, "rstd", rstd);
+  expect_same(op, "y", y, "x", x);
+  const std::int64_t N = x.rows(), C = x.size(-1);
+  LLMTK_CHECK(w.numel() == C, op, "w must have ", C, " elements");
+  LLMTK_CHECK(rstd.numel() == N, op, "rstd must have ", N, " elements");
+  const float* W = w.f32();
+#pragma omp parallel for schedule(static)
+  for (std::int64_t n = 0; n < N; ++n) {
+    const float* X = x.f32() + n * C;
+    float* Y = y.f32() + n * C;
+    float ms = 0;
+#pragma omp simd reduction(+ : ms)
+    for (std::int64_t c = 0; c < C; ++c) ms += X[c] * X[c];
+    const float r = 1.0f / std::sqrt(ms / float(C) + eps);
+#pragma omp simd
+    for (std::int64_t c = 0; c < C; ++c) Y[c] = X[c] * r * W[c];
+    rstd.f32()[n] = r;
+  }
+}
+
+void rmsnorm_backward(TensorRef dx, TensorRef dw, TensorRef dy, TensorRef x, TensorRef w, TensorRef rstd) {
+  const char* op = "rmsnorm_backward";
+  expect_f32(op, "dx", dx), expect_f32(op, "dy", dy), expect_f32(op, "x", x), expect_f32(op, "w", w);
+  expect_f32(op, "dw", dw), expect_same(op, "dx", dx, "x", x), expect_same(op, "dy", dy, "x", x);
+  const std::int64_t N = x.rows(), C = x.size(-1);
+  LLMTK_CHECK(w.numel() == C && dw.numel() == C, op, "w and dw must have ", C, " elements");
+  LLMTK_CHECK(rstd.numel() == N, op, "rstd must have ", N, " elements");
+  const float* W = w.f32();
+  const int threads = max_threads();
+  float* parts = scratch(std::size_t(threads) * std::size_t(C));
+  std::fill(parts, parts + threads * C, 0.0f);
+#pragma omp parallel num_threads(threads)
+  {
+    float* dw_part = parts + std::int64_t(omp_get_thread_num()) * C;
+#pragma omp for schedule(static)
+    for (std::int64_t n = 0; n < N; ++n) {
+      const float *X = x.f32() + n * C, *DY = dy.f32() + n * C;
+      float* DX = dx.f32() + n * C;
+      const float r = rstd.f32()[n];
+      float mgx = 0;
+#pragma omp simd reduction(+ : mgx)
+      for (std::int64_t c = 0; c < C; ++c) mgx += DY[c] * W[c] * X[c] * r;
+      mgx /= float(C);
+      for (std::int64_t c = 0; c < C; ++c) {
+        const float xh = X[c] * r;
+        DX[c] = r * (DY[c] * W[c] - xh * mgx);
+        dw_part[c] += DY[c] * xh;
+      }
+    }
+  }
+  reduce_partials(dw.f32(), parts, threads, C);
+}
+
+}  // namespace llmtk::cpu

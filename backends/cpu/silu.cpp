@@ -1,0 +1,13 @@
+// silu_forward / silu_backward: x · sigmoid(x).
+#include "elementwise.hpp"
+
+namespace llmtk::cpu {
+
+using namespace elementwise;
+
+void silu_forward(TensorRef y, TensorRef x) { unary("silu_forward", y, x, silu); }
+void silu_backward(TensorRef dx, TensorRef dy, TensorRef x) {
+  unary_backward("silu_backward", dx, dy, x, silu_grad);
+}
+
+}  // namespace llmtk::cpu

@@ -1,0 +1,13 @@
+// The CPU backend's op table, generated from the op list: an op missing here is a compile error.
+#include "cpu.hpp"
+
+namespace llmtk::cpu {
+
+const ops::OpTable op_table = {
+    "cpu",
+#define LLMTK_X(name, params, args) &cpu::name,
+    LLMTK_OPS(LLMTK_X)
+#undef LLMTK_X
+};
+
+}  // namespace llmtk::cpu
