@@ -37,6 +37,13 @@ if ((run)); then
     build/bin/llmtk data prepare recipes/data/kjv.toml
   fi
   echo
-  echo "== main job: llmtk arch show llama-tiny"
-  build/bin/llmtk arch show llama-tiny
+  if [[ -f runs/quickstart/checkpoints/best/state.json && -f runs/quickstart/report.html ]]; then
+    echo "== the quickstart is already trained in runs/quickstart/ (delete it to train again)"
+  else
+    echo "== main job: llmtk train recipes/quickstart.toml (about 6 minutes on 2 cores)"
+    build/bin/llmtk train recipes/quickstart.toml
+  fi
+  echo
+  echo "== a sample: llmtk generate runs/quickstart --prompt \"And God said\""
+  build/bin/llmtk generate runs/quickstart --prompt "And God said" --max-tokens 60 --seed 7
 fi

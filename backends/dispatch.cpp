@@ -1,5 +1,8 @@
 // Op dispatch: the active backend's table, and the list of backends built into this binary.
 #include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
 
 #include "ops/ops.hpp"
 
@@ -48,9 +51,55 @@ const OpTable& active() { return *current; }
 ScopedBackend::ScopedBackend(std::string_view name) : previous_(current) { use_backend(name); }
 ScopedBackend::~ScopedBackend() { current = previous_; }
 
+// LLMTK_PROFILE=1 in the environment: time every op (wall clock, by name) and print a table to
+// stderr at exit, slowest first. Off, the check is one branch per op call.
+namespace {
+struct Profile {
+  bool on = [] {
+    const char* e = std::getenv("LLMTK_PROFILE");
+    return e && *e && std::string_view(e) != "0";
+  }();
+  double seconds[kOpCount] = {};
+  long calls[kOpCount] = {};
+  ~Profile() {
+    if (!on) return;
+    std::vector<int> order(kOpCount);
+    for (int i = 0; i < kOpCount; ++i) order[std::size_t(i)] = i;
+    std::sort(order.begin(), order.end(), [&](int a, int b) { return seconds[a] > seconds[b]; });
+    double total = 0;
+    for (double s : seconds) total += s;
+    std::fprintf(stderr, "\nop profile (LLMTK_PROFILE), backend %s: %.3f s in ops\n", current->backend, total);
+    for (int i : order)
+      if (calls[i])
+        std::fprintf(stderr, "  %-24s %8.3f s  %5.1f%%  %8ld calls\n", std::string(kOpNames[i]).c_str(), seconds[i],
+                     100.0 * seconds[i] / total, calls[i]);
+  }
+} profile;
+
+struct OpTimer {
+  int op;
+  std::chrono::steady_clock::time_point t0;
+  explicit OpTimer(int o) : op(o), t0(profile.on ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{}) {}
+  ~OpTimer() {
+    if (!profile.on) return;
+    profile.seconds[op] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    ++profile.calls[op];
+  }
+};
+
+enum OpIndex {
+#define LLMTK_X(name, params, args) op_index_##name,
+  LLMTK_OPS(LLMTK_X)
+#undef LLMTK_X
+};
+}  // namespace
+
 // Every op forwards to the active table.
 #define LLMTK_X(name, params, args) \
-  void name params { current->name args; }
+  void name params {                \
+    OpTimer timer(op_index_##name); \
+    current->name args;             \
+  }
 LLMTK_OPS(LLMTK_X)
 #undef LLMTK_X
 

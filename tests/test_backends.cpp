@@ -211,6 +211,30 @@ void case_adamw_step(Case& c) {
   c.keep("param", p), c.keep("m", m), c.keep("v", v);
 }
 
+void case_sgd_step(Case& c) {
+  for (bool nesterov : {false, true}) {
+    auto p = c.make({1001}), g = c.make({1001}), buf = c.make({1001});
+    for (int step = 1; step <= 3; ++step)
+      ops::sgd_step(p, g, buf, SgdArgs{.lr = 1e-2f, .momentum = 0.9f, .weight_decay = 0.1f, .nesterov = nesterov, .step = step});
+    c.keep("param", p), c.keep("buf", buf);
+  }
+}
+void case_lion_step(Case& c) {
+  auto p = c.make({1001}), g = c.make({1001}), m = c.make({1001});
+  for (int step = 1; step <= 3; ++step) ops::lion_step(p, g, m, LionArgs{.lr = 1e-3f, .weight_decay = 0.1f});
+  c.keep("param", p), c.keep("m", m);
+}
+void case_sum_squares(Case& c) {
+  auto x = c.make({100003}), out = c.make({1});
+  ops::sum_squares(out, x);
+  c.keep("out", out);
+}
+void case_scale_forward(Case& c) {
+  auto x = c.make({1001}), y = c.make({1001});
+  ops::scale_forward(y, x, 0.37f);
+  c.keep("y", y);
+}
+
 struct OpCase {
   std::string_view name;
   void (*run)(Case&);

@@ -341,6 +341,45 @@ void check_adamw_step() {
   CHECK(p[0] == Approx(p1 - 0.1 * (mh / (std::sqrt(vh) + 1e-8) + 0.1 * p1)));
 }
 
+void check_sgd_step() {
+  // lr 0.1, momentum 0.9, wd 0.01. Step 1: buf = g = 1; p = 1 − 0.1·(1 + 0.01) = 0.899.
+  Buf p({1}, {1}), g({1}, {1}), buf({1}, {7});  // buf's old value is ignored at step 1
+  SgdArgs a{.lr = 0.1f, .momentum = 0.9f, .weight_decay = 0.01f, .nesterov = false, .step = 1};
+  ops::sgd_step(p.t(), g.t(), buf.t(), a);
+  CHECK(buf[0] == Approx(1));
+  CHECK(p[0] == Approx(0.899));
+  // Step 2, g = 0.5: buf = 0.9 + 0.5 = 1.4; p = 0.899 − 0.1·(1.4 + 0.00899).
+  g[0] = 0.5f, a.step = 2;
+  ops::sgd_step(p.t(), g.t(), buf.t(), a);
+  CHECK(buf[0] == Approx(1.4));
+  CHECK(p[0] == Approx(0.899 - 0.1 * (1.4 + 0.01 * 0.899)));
+  // Nesterov, step 2 from buf = 1: buf = 1.4, direction g + μ·buf = 0.5 + 1.26.
+  Buf q({1}, {1}), b2({1}, {1});
+  a.nesterov = true, a.weight_decay = 0;
+  ops::sgd_step(q.t(), g.t(), b2.t(), a);
+  CHECK(q[0] == Approx(1 - 0.1 * (0.5 + 0.9 * 1.4)));
+}
+void check_lion_step() {
+  // β1 0.9, β2 0.99, lr 0.01, wd 0.1; m = 1, g = −20: c = 0.9 − 2 = −1.1 → sign −1.
+  Buf p({2}, {1, 1}), g({2}, {-20, 0}), m({2}, {1, 0});
+  ops::lion_step(p.t(), g.t(), m.t(), LionArgs{.lr = 0.01f, .beta1 = 0.9f, .beta2 = 0.99f, .weight_decay = 0.1f});
+  CHECK(p[0] == Approx(1 - 0.01 * (-1 + 0.1)));
+  CHECK(m[0] == Approx(0.99 - 0.2));
+  CHECK(p[1] == Approx(1 - 0.01 * 0.1));  // sign(0) = 0: only the decay
+}
+void check_sum_squares() {
+  Buf x({2, 3}, {1, 2, 3, -4, 0, 1}), out({1}, {10});
+  ops::sum_squares(out.t(), x.t());
+  CHECK(out[0] == Approx(10 + 31));  // accumulates
+}
+void check_scale_forward() {
+  Buf x({3}, {1, -2, 4}), y({3});
+  ops::scale_forward(y.t(), x.t(), 0.5f);
+  CHECK(y.v == std::vector<float>{0.5f, -1, 2});
+  ops::scale_forward(x.t(), x.t(), 2.0f);  // in place
+  CHECK(x.v == std::vector<float>{2, -4, 8});
+}
+
 struct OpCheck {
   std::string_view name;
   void (*run)();

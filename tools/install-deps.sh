@@ -14,6 +14,7 @@ packages=(
   libutf8proc-dev                # utf8proc: Unicode NFC and character classes in corpus cleaning
   libtomlplusplus-dev            # toml++: data prepare configs and training recipes
   bible-kjv                      # the default corpus: the King James Bible (public domain)
+  chromium                       # headless browser: the test that renders the HTML reports
 )
 
 missing=()

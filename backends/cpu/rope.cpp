@@ -11,20 +11,26 @@ void rotate(const char* op, TensorRef y, TensorRef x, float base, float sign) {
   expect_same(op, "y", y, "x", x);
   const std::int64_t B = x.size(0), T = x.size(1), H = x.size(2), D = x.size(3), half = D / 2;
   LLMTK_CHECK(D % 2 == 0, op, "head dim ", D, " must be even");
-  float* inv_freq = scratch(std::size_t(half));
-  for (std::int64_t i = 0; i < half; ++i) inv_freq[i] = float(std::pow(double(base), -2.0 * double(i) / double(D)));
+  // cos and sin of every (position, pair) once per call, shared by all batches and heads. The
+  // angle is computed in double: t·freq reaches thousands of radians at long contexts.
+  float* cs = scratch(std::size_t(2 * T * half));
+#pragma omp parallel for schedule(static)
+  for (std::int64_t t = 0; t < T; ++t)
+    for (std::int64_t i = 0; i < half; ++i) {
+      const double a = double(t) * std::pow(double(base), -2.0 * double(i) / double(D));
+      cs[2 * (t * half + i)] = float(std::cos(a));
+      cs[2 * (t * half + i) + 1] = sign * float(std::sin(a));
+    }
 #pragma omp parallel for collapse(2) schedule(static)
   for (std::int64_t b = 0; b < B; ++b)
     for (std::int64_t t = 0; t < T; ++t)
       for (std::int64_t h = 0; h < H; ++h) {
         const std::int64_t off = ((b * T + t) * H + h) * D;
         const float* X = x.f32() + off;
+        const float* CS = cs + 2 * t * half;
         float* Y = y.f32() + off;
         for (std::int64_t i = 0; i < half; ++i) {
-          // The angle in double: t·freq reaches thousands of radians at long contexts.
-          const double a = double(t) * double(inv_freq[i]);
-          const float c = float(std::cos(a)), s = sign * float(std::sin(a));
-          const float x0 = X[i], x1 = X[i + half];
+          const float c = CS[2 * i], s = CS[2 * i + 1], x0 = X[i], x1 = X[i + half];
           Y[i] = x0 * c - x1 * s;
           Y[i + half] = x1 * c + x0 * s;
         }

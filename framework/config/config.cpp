@@ -162,7 +162,8 @@ void ConfigFile::reject_unknown_keys() {
           siblings += cat(siblings.empty() ? "" : ", ", kn);
           if (auto d = edit_distance(full, kn); d < best_d) best_d = d, best = kn;
         }
-        std::string hint = best_d <= 3 ? cat(" (did you mean ", best, "?)") : std::string();
+        // Close enough to be a typo: a few edits, more for long keys ("optim.lr_max" → "optim.lr").
+        std::string hint = best_d <= std::max<std::size_t>(3, full.size() / 3) ? cat(" (did you mean ", best, "?)") : std::string();
         fail(where(name_, &v), "unknown key ", full, hint, siblings.empty() ? "" : "; known keys here: ", siblings);
       }
       if (v.is_table()) walk(*v.as_table(), full);

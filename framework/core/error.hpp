@@ -1,5 +1,6 @@
 // Errors: every message starts with the name of what failed, "[rmsnorm_forward] x has ...".
 #pragma once
+#include <charconv>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -16,8 +17,16 @@ inline void append(std::string& s, const char* v) { s += v; }
 inline void append(std::string& s, const std::string& v) { s += v; }
 inline void append(std::string& s, char v) { s += v; }
 template <class T>
-  requires std::is_arithmetic_v<T>
+  requires std::is_integral_v<T>
 inline void append(std::string& s, T v) { s += std::to_string(v); }
+// Floating point in its shortest form that reads back exactly: 50, 0.001, 1e-12.
+template <class T>
+  requires std::is_floating_point_v<T>
+inline void append(std::string& s, T v) {
+  char buf[64];
+  auto r = std::to_chars(buf, buf + sizeof buf, v);
+  s.append(buf, r.ptr);
+}
 }  // namespace detail
 
 // Concatenate strings and numbers; keeps <format>/<sstream> out of widely included headers.

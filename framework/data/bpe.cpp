@@ -330,10 +330,12 @@ void BpeTokenizer::save(const std::string& path) const {
   for (const auto& [s, id] : specials_)
     added.push_back({{"id", id}, {"content", s}, {"single_word", false}, {"lstrip", false},
                      {"rstrip", false}, {"normalized", false}, {"special", true}});
+  // Special tokens go into the vocab too, under their ids (as Hugging Face's GPT-2 file does):
+  // the Rust loader ignores added_tokens' ids and would renumber specials missing from the vocab.
   ojson vocab = ojson::object();
   for (std::size_t i = 0; i < tokens_.size(); ++i) {
-    if (special(tokens_[i]) && *special(tokens_[i]) == TokenId(i)) continue;
-    vocab[to_vocab_string(tokens_[i])] = i;
+    const bool is_special = special(tokens_[i]) && *special(tokens_[i]) == TokenId(i);
+    vocab[is_special ? tokens_[i] : to_vocab_string(tokens_[i])] = i;
   }
   ojson merges = ojson::array();
   for (auto [a, b] : merges_) merges.push_back(to_vocab_string(tokens_[a]) + " " + to_vocab_string(tokens_[b]));

@@ -48,5 +48,10 @@
                              float dloss, int ignore_index),                                      \
                             (dlogits, logits, targets, dloss, ignore_index))                      \
   X(adamw_step, (TensorRef param, TensorRef grad, TensorRef m, TensorRef v, AdamWArgs args),      \
-                (param, grad, m, v, args))
+                (param, grad, m, v, args))                                                        \
+  X(sgd_step,   (TensorRef param, TensorRef grad, TensorRef buf, SgdArgs args),                   \
+                (param, grad, buf, args))                                                         \
+  X(lion_step,  (TensorRef param, TensorRef grad, TensorRef m, LionArgs args), (param, grad, m, args)) \
+  X(sum_squares, (TensorRef out, TensorRef x), (out, x))                                          \
+  X(scale_forward, (TensorRef y, TensorRef x, float s), (y, x, s))
 // clang-format on

@@ -33,6 +33,19 @@ struct AdamWArgs {
   int step = 1;
 };
 
+// SGD with momentum (PyTorch's form): buf = μ·buf + g (buf = g at step 1); the update direction
+// is buf, or g + μ·buf with Nesterov; p −= lr·(direction + wd·p).
+struct SgdArgs {
+  float lr = 1e-2f, momentum = 0.9f, weight_decay = 0.0f;
+  bool nesterov = false;
+  int step = 1;
+};
+
+// Lion (Chen et al. 2023): c = β1·m + (1−β1)·g; p −= lr·(sign(c) + wd·p); m = β2·m + (1−β2)·g.
+struct LionArgs {
+  float lr = 1e-4f, beta1 = 0.9f, beta2 = 0.99f, weight_decay = 0.0f;
+};
+
 #include "op_list.hpp"
 
 namespace ops {
@@ -81,6 +94,9 @@ namespace ops {
 // ---- optimizer ----------------------------------------------------------------------------
 // adamw_step: m = β1 m + (1-β1) g; v = β2 v + (1-β2) g²; m̂ = m/(1-β1^t); v̂ = v/(1-β2^t);
 //             p -= lr · (m̂ / (sqrt(v̂) + eps) + wd · p). All f32, same shape.
+// sgd_step, lion_step: see SgdArgs and LionArgs above; buf / m are the optimizer state.
+// sum_squares: out[0] += Σ x² (accumulates, so one output gathers a global gradient norm²).
+// scale_forward: y = s · x (y may alias x): gradient clipping.
 
 #define LLMTK_X(name, params, args) void name params;
 LLMTK_OPS(LLMTK_X)

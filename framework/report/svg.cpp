@@ -67,7 +67,7 @@ std::string bar_chart(const std::string& title, const std::vector<Bar>& bars, co
 
 std::string line_chart(const std::string& title, const std::vector<Series>& series, const std::string& x_label,
                        const std::string& y_label, bool log_y) {
-  const double W = 640, H = 300, left = 64, right = 130, top = 30, bottom = 44;
+  const double W = 660, H = 300, left = 78, right = 130, top = 30, bottom = 44;
   double x0 = INFINITY, x1 = -INFINITY, y0 = INFINITY, y1 = -INFINITY;
   auto ty = [&](double v) { return log_y ? std::log10(std::max(v, 1e-12)) : v; };
   for (const auto& se : series)
@@ -94,7 +94,7 @@ std::string line_chart(const std::string& title, const std::vector<Series>& seri
          short_num(x0 + (x1 - x0) * g / 4.0) + "</text>";
   }
   s += "<text x='" + num(left + pw / 2) + "' y='" + num(H - 6) + "' text-anchor='middle' class='a'>" + escape_html(x_label) + "</text>";
-  s += "<text transform='translate(14," + num(top + ph / 2) + ") rotate(-90)' text-anchor='middle' class='a'>" +
+  s += "<text transform='translate(12," + num(top + ph / 2) + ") rotate(-90)' text-anchor='middle' class='a'>" +
        escape_html(y_label) + "</text>";
   for (std::size_t k = 0; k < series.size(); ++k) {
     const auto& se = series[k];
@@ -111,7 +111,7 @@ std::string line_chart(const std::string& title, const std::vector<Series>& seri
 
 std::string html_page(const std::string& title, const std::string& body) {
   return "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>" + escape_html(title) +
-         "</title><style>body{font:14px system-ui,sans-serif;margin:24px;max-width:1100px;color:#222}"
+         "</title><style>body{font:14px system-ui,sans-serif;margin:24px;max-width:1400px;color:#222}"
          "h1{font-size:22px}h2{font-size:17px;margin-top:28px;border-bottom:1px solid #ddd}"
          "table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ddd;padding:3px 8px;text-align:left}"
          "td.n{text-align:right;font-variant-numeric:tabular-nums}pre{background:#f6f6f6;padding:6px;white-space:pre-wrap;"

@@ -1,11 +1,15 @@
 // Checks that a tokenizer.json written by llmtk loads in an independent Hugging Face tokenizer
-// implementation (JavaScript) and encodes/decodes like llmtk does.
+// implementation (Rust via its Node binding, or one of the JavaScript ones) and encodes/decodes
+// like llmtk does.
 //
 // For every test string: ids from the HF implementation (add_special_tokens: false) must equal
 // the ids of `llmtk tokenizer encode --input FILE --json [--special]`, and HF's decode of its ids
 // (skip_special_tokens: false, clean_up_tokenization_spaces: false) must give the string back.
 //
 // Implementations (--impl):
+//   rust          tokenizers (npm): the Node binding of Hugging Face's Rust `tokenizers` crate, the
+//                 reference implementation (Oniguruma regexes), prebuilt .node binaries inside the
+//                 npm package. Tokenizer.fromFile(path); no tokenizer_config.json involved.
 //   tokenizers    @huggingface/tokenizers (Tokenizers.js, pure JS; the default). Takes the parsed
 //                 tokenizer.json and a tokenizer_config object directly: {} is passed.
 //   transformers  @huggingface/transformers (v3/v4) AutoTokenizer.from_pretrained, offline from a
@@ -18,19 +22,24 @@
 //
 // Setup (once, outside the repository; network to the npm registry only at install time):
 //   npm install --prefix /tmp/hfjs @huggingface/tokenizers
-//   npm install --prefix /tmp/hfjs --ignore-scripts @huggingface/transformers @xenova/transformers  # optional
+//   npm install --prefix /tmp/hfrs tokenizers
+//   npm install --prefix /tmp/hfjs-tf --ignore-scripts @huggingface/transformers   # optional
+//   npm install --prefix /tmp/hfjs-xe --ignore-scripts @xenova/transformers        # optional
 // (--ignore-scripts: onnxruntime-node's install script downloads from api.nuget.org; the
-// tokenizers do not need it.)
+// tokenizers do not need it.) Point LLMTK_NODE_MODULES at the prefix holding the --impl's package.
 // Run from the repository root:
 //   LLMTK_NODE_MODULES=/tmp/hfjs node tests/golden/check_hf_tokenizer.mjs data/kjv/tokenizer.json
+//   LLMTK_NODE_MODULES=/tmp/hfrs node tests/golden/check_hf_tokenizer.mjs data/kjv/tokenizer.json --impl rust --extra
 // Options:
 //   --cases FILE   test strings: JSON ({"cases":[{"text":..}]}, [".."] or [{"text":..}]) or a text
 //                  file with one string per line (default: tests/data/gpt2_encodings.json)
-//   --impl NAME    tokenizers | transformers | xenova (default tokenizers)
+//   --impl NAME    tokenizers | rust | transformers | xenova (default tokenizers)
 //   --llmtk BIN    the llmtk binary (default: build/bin/llmtk)
 //   --plain        run llmtk without --special. HF always matches added tokens ("<|endoftext|>")
 //                  in the text, whatever add_special_tokens says, so --special (the default) is
 //                  the like-for-like comparison; --plain shows the cases where the two differ.
+//   --extra        also run the built-in edge cases below (Unicode whitespace/letter/number classes
+//                  the regex engines may disagree on, cl100k's case-insensitive contractions, ...)
 //   --show N       mismatches to print (default 5)
 // Exit status: 0 when every case agrees, 1 on a mismatch, 2 on a usage or setup error.
 import { createRequire } from 'node:module';
@@ -50,7 +59,8 @@ function die(msg) {
 // ---- arguments ----
 const args = process.argv.slice(2);
 const opt = { cases: path.join(repoRoot, 'tests/data/gpt2_encodings.json'), impl: 'tokenizers',
-              llmtk: path.join(repoRoot, 'build/bin/llmtk'), plain: false, show: 5, tokenizer: null };
+              llmtk: path.join(repoRoot, 'build/bin/llmtk'), plain: false, extra: false, show: 5,
+              tokenizer: null };
 for (let i = 0; i < args.length; ++i) {
   const a = args[i];
   const value = () => (i + 1 < args.length ? args[++i] : die(`${a} needs a value`));
@@ -58,17 +68,18 @@ for (let i = 0; i < args.length; ++i) {
   else if (a === '--impl') opt.impl = value();
   else if (a === '--llmtk') opt.llmtk = value();
   else if (a === '--plain') opt.plain = true;
+  else if (a === '--extra') opt.extra = true;
   else if (a === '--show') opt.show = Number(value());
   else if (a === '-h' || a === '--help') {
     console.log('usage: node tests/golden/check_hf_tokenizer.mjs TOKENIZER_JSON [--cases FILE] ' +
-                '[--impl tokenizers|transformers|xenova] [--llmtk BIN] [--plain] [--show N]');
+                '[--impl tokenizers|rust|transformers|xenova] [--llmtk BIN] [--plain] [--extra] [--show N]');
     process.exit(0);
   } else if (a.startsWith('--')) die(`unknown option ${a}`);
   else if (opt.tokenizer === null) opt.tokenizer = a;
   else die(`unexpected argument ${a}`);
 }
 if (!opt.tokenizer) die('give the tokenizer.json to check (--help for usage)');
-if (!['tokenizers', 'transformers', 'xenova'].includes(opt.impl)) die(`unknown --impl ${opt.impl}`);
+if (!['tokenizers', 'rust', 'transformers', 'xenova'].includes(opt.impl)) die(`unknown --impl ${opt.impl}`);
 const tokPath = path.resolve(opt.tokenizer);
 if (!fs.existsSync(tokPath) || !fs.statSync(tokPath).isFile()) die(`no file '${tokPath}'`);
 if (!fs.existsSync(opt.llmtk)) die(`no llmtk binary at '${opt.llmtk}' (--llmtk BIN)`);
@@ -117,8 +128,18 @@ function localModelCopy() {
 }
 
 const decodeOpts = { skip_special_tokens: false, clean_up_tokenization_spaces: false };
-let hf;  // { label, encode(text) -> ids, decode(ids) -> text, tokens(text) -> strings }
-if (opt.impl === 'tokenizers') {
+let hf;  // { label, encode(text) -> ids, decode(ids) -> text, tokens(text) -> strings } (maybe async)
+if (opt.impl === 'rust') {
+  const dir = packageDir('tokenizers');
+  const version = JSON.parse(fs.readFileSync(path.join(dir, 'package.json'), 'utf8')).version;
+  const { Tokenizer } = createRequire(import.meta.url)(dir);
+  const tok = Tokenizer.fromFile(tokPath);
+  hf = { label: `tokenizers ${version} (npm; Node binding of the Rust crate)`,
+         encode: async (t) => (await tok.encode(t, null, { addSpecialTokens: false })).getIds(),
+         tokens: async (t) => (await tok.encode(t, null, { addSpecialTokens: false })).getTokens(),
+         decode: (ids) => tok.decode(ids, false) };
+  configNote = 'not used (Tokenizer.fromFile)';
+} else if (opt.impl === 'tokenizers') {
   const entry = esmEntry(packageDir('@huggingface/tokenizers'));
   const { Tokenizer } = await importFile(entry.file);
   const tok = new Tokenizer(JSON.parse(fs.readFileSync(tokPath, 'utf8')), {});
@@ -161,7 +182,30 @@ function loadCases(file) {
   if (!Array.isArray(list)) die(`'${file}': expected {"cases": [...]} or an array`);
   return list.map((c) => (typeof c === 'string' ? c : c.text));
 }
-const texts = loadCases(opt.cases);
+// Edge cases for --extra: every Unicode White_Space character and the ones JS, Oniguruma and PCRE2
+// disagree on (U+0085, U+180E, U+200B, U+FEFF, U+001C..U+001F), between letters, before a letter,
+// alone, in runs and before a newline; letter/number classes (combining marks, Nl, No, other
+// scripts' digits); cl100k's (?i:'s|...) contractions, \p{N}{1,3} runs and \r\n handling.
+const EXTRA = (() => {
+  const spaces = [0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x1c, 0x1d, 0x1e, 0x1f, 0x20, 0x85, 0xa0, 0x1680, 0x180e,
+                  0x2000, 0x2001, 0x2002, 0x2003, 0x2004, 0x2005, 0x2006, 0x2007, 0x2008, 0x2009, 0x200a,
+                  0x200b, 0x2028, 0x2029, 0x202f, 0x205f, 0x3000, 0xfeff];
+  const out = [];
+  for (const cp of spaces) {
+    const c = String.fromCodePoint(cp);
+    out.push(`a${c}b`, `a ${c}b`, `a${c} b`, `${c}`, `${c}${c}${c}x`, `x${c}${c}`, `a${c}\nb`, `1${c}2`, `!${c}?`);
+  }
+  out.push("HE'S", "He'S here", "I'LL GO", "we'RE", "THEY'VE", "I'M", "'D", "x'Ll", "it\u2019s",
+           '1234567', 'a12345b', '12 345 6789', '\u0661\u0662\u0663\u0664', '\u2160\u2161\u2162 IV',
+           'x\u00b2\u00b3 \u00bd\u2153', 'e\u0301te\u0301', ' \u0301abc', '\u0915\u093f\u0924\u093e\u092c',
+           '\u05e9\u05c1\u05dc\u05d5\u05b9\u05dd', 'a\r\nb', 'a\r\n\r\nb', 'a \r\n b', 'a.\r\n\r\n',
+           '!!!\n\n', '  \n\n  x', '\n\n\n', ' \t \t', 'x\t\ty', '\u{1F600}\u{1F600} \u{1F44D}\u{1F3FD}',
+           '\u{1D400}\u{1D401}', '\u{10400}\u{10428}', '\u00dfSS\u0130i\u0131I', 'K\u212a\u017fs',
+           '<|endoftext|><|endoftext|>', ' <|endoftext|> ', '<|pad|>x<|endoftext|>', '<|endoftext');
+  return out;
+})();
+const fileTexts = loadCases(opt.cases);
+const texts = [...fileTexts, ...(opt.extra ? EXTRA : [])];
 
 // ---- llmtk: one process per string, the string in a file (exact bytes, no argv quoting) ----
 const inFile = path.join(work, 'case.txt');
@@ -170,7 +214,8 @@ function llmtkEncode(text) {
   const argv = ['tokenizer', 'encode', '--tokenizer', tokPath, '--json', '--input', inFile];
   if (!opt.plain) argv.push('--special');
   const r = spawnSync(opt.llmtk, argv, { encoding: 'utf8', maxBuffer: 1 << 26 });
-  if (r.status !== 0) throw new Error(`llmtk failed (${r.status}): ${r.stderr.trim()}`);
+  if (r.error) throw new Error(`cannot run llmtk: ${r.error.message}`);
+  if (r.status !== 0) throw new Error(`llmtk failed (${r.status ?? r.signal}): ${(r.stderr || '').trim()}`);
   return JSON.parse(r.stdout);
 }
 
@@ -186,8 +231,8 @@ for (const text of texts) {
   let mine, theirs, back;
   try {
     mine = llmtkEncode(text);
-    theirs = Array.from(hf.encode(text), Number);
-    back = theirs.length ? hf.decode(theirs) : '';
+    theirs = Array.from(await hf.encode(text), Number);
+    back = theirs.length ? await hf.decode(theirs) : '';
   } catch (e) {
     ++errors;
     if (shown.length < opt.show) shown.push(`ERROR ${short(text)}: ${e.message}`);
@@ -200,7 +245,7 @@ for (const text of texts) {
       let k = 0;
       while (k < Math.min(mine.length, theirs.length) && mine[k] === theirs[k]) ++k;
       shown.push(`ids differ: text ${short(text)}\n  llmtk ${list(mine)}\n  hf    ${list(theirs)}\n` +
-                 `  first difference at index ${k}; hf tokens ${short(hf.tokens(text).slice(0, 30), 400)}`);
+                 `  first difference at index ${k}; hf tokens ${short((await hf.tokens(text)).slice(0, 30), 400)}`);
     }
   }
   if (back !== text) {
@@ -212,7 +257,7 @@ for (const text of texts) {
 console.log(`tokenizer:      ${tokPath}`);
 console.log(`implementation: ${hf.label}; tokenizer_config: ${configNote}`);
 console.log(`llmtk:          ${opt.llmtk} tokenizer encode --json --input FILE${opt.plain ? '' : ' --special'}`);
-console.log(`cases:          ${texts.length} from ${opt.cases} (${withSpecial} contain an added token: ${JSON.stringify(specials)})`);
+console.log(`cases:          ${texts.length}: ${fileTexts.length} from ${opt.cases}${opt.extra ? ` + ${EXTRA.length} built-in (--extra)` : ''} (${withSpecial} contain an added token: ${JSON.stringify(specials)})`);
 console.log(`id mismatches:  ${idMismatch}`);
 console.log(`decode != text: ${decodeMismatch}`);
 console.log(`errors:         ${errors}`);

@@ -1,0 +1,69 @@
+#include "generate.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "../core/error.hpp"
+#include "../core/rng.hpp"
+
+namespace llmtk::train {
+
+std::vector<data::TokenId> generate(AnyModel& model, std::vector<data::TokenId> prompt, const GenerateOptions& o,
+                                    const std::function<void(data::TokenId)>& on_token) {
+  LLMTK_CHECK(!prompt.empty(), "generate", "the prompt is empty; give at least one token (or start from end-of-text)");
+  const std::int64_t max_seq = model.dims().max_seq, V = model.dims().vocab;
+  Rng rng(o.seed);
+  std::vector<data::TokenId> out;
+  std::vector<float> probs(static_cast<std::size_t>(V));
+  std::vector<int> order(static_cast<std::size_t>(V));
+  for (int n = 0; n < o.max_tokens; ++n) {
+    // The last max_seq tokens are the context; plan for exactly that length.
+    const std::size_t start = prompt.size() > std::size_t(max_seq) ? prompt.size() - std::size_t(max_seq) : 0;
+    std::vector<std::int32_t> ctx(prompt.begin() + std::ptrdiff_t(start), prompt.end());
+    const std::int64_t T = std::int64_t(ctx.size());
+    if (model.seq() != T || model.batch() != 1) model.plan(1, T);
+    model.forward(TensorRef(ctx.data(), DType::i32, {1, T}));
+    const float* logits = model.logits().f32() + (T - 1) * V;
+    data::TokenId next;
+    if (o.temperature <= 0) {
+      next = data::TokenId(std::max_element(logits, logits + V) - logits);
+    } else {
+      const float mx = *std::max_element(logits, logits + V);
+      for (std::int64_t v = 0; v < V; ++v) probs[std::size_t(v)] = float(std::exp((logits[v] - mx) / o.temperature));
+      std::iota(order.begin(), order.end(), 0);
+      std::sort(order.begin(), order.end(), [&](int a, int b) { return probs[std::size_t(a)] > probs[std::size_t(b)]; });
+      std::size_t keep = o.top_k > 0 ? std::min<std::size_t>(std::size_t(o.top_k), order.size()) : order.size();
+      double total = 0;
+      for (std::size_t i = 0; i < keep; ++i) total += probs[std::size_t(order[i])];
+      if (o.top_p < 1.0) {  // the smallest prefix whose mass reaches top_p
+        double acc = 0;
+        for (std::size_t i = 0; i < keep; ++i) {
+          acc += probs[std::size_t(order[i])] / total;
+          if (acc >= o.top_p) {
+            keep = i + 1;
+            break;
+          }
+        }
+        total = 0;
+        for (std::size_t i = 0; i < keep; ++i) total += probs[std::size_t(order[i])];
+      }
+      double u = rng.uniform() * total;
+      next = order[keep - 1];
+      for (std::size_t i = 0; i < keep; ++i) {
+        u -= probs[std::size_t(order[i])];
+        if (u <= 0) {
+          next = order[i];
+          break;
+        }
+      }
+    }
+    if (next == o.stop_token) break;
+    out.push_back(next);
+    prompt.push_back(next);
+    if (on_token) on_token(next);
+  }
+  return out;
+}
+
+}  // namespace llmtk::train

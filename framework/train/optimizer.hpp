@@ -1,0 +1,29 @@
+// Optimizers over a model's parameter arena: AdamW, SGD with momentum (Nesterov optional), Lion.
+// State (moments) lives in arenas that mirror the parameters, allocated once. Weight decay is
+// applied to matrices, never to norms and biases, and to embeddings only when asked.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "../core/arena.hpp"
+#include "recipe.hpp"
+
+namespace llmtk::train {
+
+class Optimizer {
+ public:
+  Optimizer(const Recipe::Optim& config, const Arena& params);
+
+  // One update of every parameter from its gradient at learning rate `lr`; `step` counts from 1.
+  void step(Arena& params, Arena& grads, double lr, std::int64_t step);
+  // Moment arenas, for checkpoints: "m" and "v" (AdamW), "buf" (SGD), "m" (Lion).
+  std::vector<Arena*> state();
+  bool decays(const Arena::Entry& e) const;
+  std::size_t state_bytes() const;
+
+ private:
+  Recipe::Optim c_;
+  Arena m_, v_;
+};
+
+}  // namespace llmtk::train

@@ -1,0 +1,147 @@
+#include "recipe.hpp"
+
+#include <algorithm>
+#include <charconv>
+#include <filesystem>
+#include <sstream>
+
+#include "../config/config.hpp"
+#include "../core/error.hpp"
+#include "../models/registry.hpp"
+
+namespace llmtk::train {
+
+std::int64_t Recipe::total_steps() const {
+  if (train.steps > 0) return train.steps;
+  const std::int64_t per_step = train.batch * train.seq * train.grad_accum;
+  return (train.tokens + per_step - 1) / per_step;
+}
+
+Recipe read_recipe(const std::string& path, const std::vector<std::string>& sets) {
+  ConfigFile file(path);
+  for (const auto& s : sets) file.set(s);
+  Recipe r;
+  r.file = path;
+  auto root = file.root();
+
+  auto m = root.table("model");
+  std::string known;
+  for (const auto& a : architectures()) known += (known.empty() ? "" : ", ") + a.name;
+  r.model.arch = m.string("arch", r.model.arch);
+  const ArchInfo* arch = nullptr;
+  for (const auto& a : architectures())
+    if (a.name == r.model.arch) arch = &a;
+  if (!arch) fail(path, "model.arch = \"", r.model.arch, "\" is not a registered architecture; registered: ", known);
+  r.model.dims = arch->dims;
+  for (const auto& [key, value] : dims_as_keys(arch->dims)) {
+    if (!m.has(key)) {
+      m.string(key, "");  // marks it known for the unknown-key check; absent, so nothing is read
+      continue;
+    }
+    // Read with the type the key has; set_dim validates and converts.
+    std::string text;
+    if (key == "rope_base" || key == "norm_eps") {
+      char buf[32];
+      auto res = std::to_chars(buf, buf + sizeof buf, m.number(key, 0, -1e300, 1e300));  // shortest round trip
+      text.assign(buf, res.ptr);
+    }
+    else if (key == "bias") text = m.boolean(key, false) ? "true" : "false";
+    else text = std::to_string(m.integer(key, 0, INT32_MIN, INT32_MAX));
+    set_dim(r.model.dims, key, text);
+    r.model.set_keys.push_back(key);
+  }
+  const bool kv_set = std::find(r.model.set_keys.begin(), r.model.set_keys.end(), "n_kv_heads") != r.model.set_keys.end();
+  resolve_dims(r.model.dims, arch->traits, kv_set);
+  auto broken = check_dims(r.model.dims, arch->traits);
+  if (!broken.empty())
+    fail(path, "[model] breaks rule ", broken[0].rule, ": ", broken[0].message, " (", broken[0].keys, ")");
+
+  auto d = root.table("data");
+  r.data.dir = d.string("dir", "");
+  r.data.order = d.string("order", r.data.order, {"shuffled", "sequential", "by_length", "random"});
+
+  auto t = root.table("train");
+  r.train.batch = t.integer("batch", r.train.batch, 1, 1 << 20);
+  r.train.seq = t.integer("seq", r.train.seq, 1, r.model.dims.max_seq);
+  r.train.steps = t.integer("steps", 0, 0, std::int64_t(1) << 40);
+  r.train.tokens = t.integer("tokens", 0, 0, std::int64_t(1) << 50);
+  r.train.grad_accum = t.integer("grad_accum", r.train.grad_accum, 1, 1 << 16);
+  r.train.precision = t.string("precision", r.train.precision, {"fp32", "bf16"});
+  r.train.seed = std::uint64_t(t.integer("seed", 1, 0, INT64_MAX));
+  r.train.device = t.string("device", r.train.device, {"cpu", "reference", "cuda"});
+  r.train.threads = int(t.integer("threads", 0, 0, 4096));
+  r.train.recompute = t.string("recompute", r.train.recompute, {"none", "blocks"});
+  r.train.max_bad_steps = int(t.integer("max_bad_steps", r.train.max_bad_steps, 1, 1000));
+
+  auto o = root.table("optim");
+  r.optim.name = o.string("name", r.optim.name, {"adamw", "sgd", "lion"});
+  r.optim.lr = o.number("lr", r.optim.lr, 0, 10);
+  r.optim.beta1 = o.number("beta1", r.optim.beta1, 0, 1);
+  r.optim.beta2 = o.number("beta2", r.optim.beta2, 0, 1);
+  r.optim.eps = o.number("eps", r.optim.eps, 0, 1);
+  r.optim.weight_decay = o.number("weight_decay", r.optim.weight_decay, 0, 10);
+  r.optim.momentum = o.number("momentum", r.optim.momentum, 0, 1);
+  r.optim.nesterov = o.boolean("nesterov", r.optim.nesterov);
+  r.optim.decay_embeddings = o.boolean("decay_embeddings", r.optim.decay_embeddings);
+  r.optim.grad_clip = o.number("grad_clip", r.optim.grad_clip, 0, 1e9);
+
+  auto s = root.table("schedule");
+  r.schedule.name = s.string("name", r.schedule.name, {"constant", "cosine", "linear", "wsd"});
+  r.schedule.warmup = s.integer("warmup", r.schedule.warmup, 0, std::int64_t(1) << 40);
+  r.schedule.min_lr = s.number("min_lr", r.schedule.min_lr, 0, 10);
+  r.schedule.decay_fraction = s.number("decay_fraction", r.schedule.decay_fraction, 0, 1);
+
+  auto e = root.table("eval");
+  r.eval.every = e.integer("every", r.eval.every, 0, std::int64_t(1) << 40);
+  r.eval.batches = e.integer("batches", r.eval.batches, 1, 1 << 20);
+  auto c = root.table("checkpoint");
+  r.checkpoint.every = c.integer("every", r.checkpoint.every, 0, std::int64_t(1) << 40);
+  r.checkpoint.keep = int(c.integer("keep", r.checkpoint.keep, 1, 1000));
+  r.checkpoint.keep_best = c.boolean("keep_best", r.checkpoint.keep_best);
+  auto l = root.table("log");
+  r.log.every = l.integer("every", r.log.every, 1, std::int64_t(1) << 40);
+  r.log.sample_prompt = l.string("sample_prompt", "");
+  r.log.sample_tokens = int(l.integer("sample_tokens", r.log.sample_tokens, 1, 1 << 16));
+
+  file.reject_unknown_keys();
+
+  // Rules across keys.
+  LLMTK_CHECK(!r.data.dir.empty(), path, "data.dir is required: the output directory of llmtk data prepare");
+  LLMTK_CHECK((r.train.steps > 0) != (r.train.tokens > 0), path,
+              "set exactly one of train.steps and train.tokens (the run length)");
+  LLMTK_CHECK(r.schedule.warmup < r.total_steps(), path, "schedule.warmup (", r.schedule.warmup,
+              ") must be shorter than the run (", r.total_steps(), " steps)");
+  LLMTK_CHECK(r.schedule.min_lr <= r.optim.lr, path, "schedule.min_lr (", r.schedule.min_lr,
+              ") must not exceed optim.lr (", r.optim.lr, ")");
+  LLMTK_CHECK(r.train.precision == "fp32", path, "train.precision = \"bf16\" needs mixed precision, "
+              "which this build does not have yet; use \"fp32\"");
+  LLMTK_CHECK(r.train.recompute == "none", path, "train.recompute = \"blocks\" is not available yet; use \"none\"");
+  return r;
+}
+
+std::string to_toml(const Recipe& r) {
+  std::ostringstream o;
+  o << "# resolved from " << r.file << "\n[model]\narch = \"" << r.model.arch << "\"\n";
+  for (const auto& [k, v] : dims_as_keys(r.model.dims)) o << k << " = " << v << "\n";
+  o << "\n[data]\ndir = \"" << r.data.dir << "\"\norder = \"" << r.data.order << "\"\n";
+  o << "\n[train]\nbatch = " << r.train.batch << "\nseq = " << r.train.seq << "\n";
+  if (r.train.steps) o << "steps = " << r.train.steps << "\n";
+  else o << "tokens = " << r.train.tokens << "\n";
+  o << "grad_accum = " << r.train.grad_accum << "\nprecision = \"" << r.train.precision << "\"\nseed = " << r.train.seed
+    << "\ndevice = \"" << r.train.device << "\"\nthreads = " << r.train.threads << "\nrecompute = \""
+    << r.train.recompute << "\"\nmax_bad_steps = " << r.train.max_bad_steps << "\n";
+  o << "\n[optim]\nname = \"" << r.optim.name << "\"\nlr = " << r.optim.lr << "\nbeta1 = " << r.optim.beta1
+    << "\nbeta2 = " << r.optim.beta2 << "\neps = " << r.optim.eps << "\nweight_decay = " << r.optim.weight_decay
+    << "\nmomentum = " << r.optim.momentum << "\nnesterov = " << (r.optim.nesterov ? "true" : "false")
+    << "\ndecay_embeddings = " << (r.optim.decay_embeddings ? "true" : "false") << "\ngrad_clip = " << r.optim.grad_clip << "\n";
+  o << "\n[schedule]\nname = \"" << r.schedule.name << "\"\nwarmup = " << r.schedule.warmup << "\nmin_lr = "
+    << r.schedule.min_lr << "\ndecay_fraction = " << r.schedule.decay_fraction << "\n";
+  o << "\n[eval]\nevery = " << r.eval.every << "\nbatches = " << r.eval.batches << "\n";
+  o << "\n[checkpoint]\nevery = " << r.checkpoint.every << "\nkeep = " << r.checkpoint.keep << "\nkeep_best = "
+    << (r.checkpoint.keep_best ? "true" : "false") << "\n";
+  o << "\n[log]\nevery = " << r.log.every << "\nsample_prompt = \"" << r.log.sample_prompt << "\"\nsample_tokens = "
+    << r.log.sample_tokens << "\n";
+  return o.str();
+}
+
+}  // namespace llmtk::train

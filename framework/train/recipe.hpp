@@ -1,0 +1,74 @@
+// A training recipe: TOML read into plain structs with defaults. Every key is checked (type,
+// range, allowed values) and unknown keys are errors naming FILE:LINE and the closest key.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "../core/dims.hpp"
+
+namespace llmtk {
+class ConfigFile;
+}
+
+namespace llmtk::train {
+
+struct Recipe {
+  std::string file;  // where it came from (messages, run directory name)
+  struct Model {
+    std::string arch = "llama-tiny";
+    Dims dims;                          // the preset's, with the recipe's keys applied
+    std::vector<std::string> set_keys;  // which model.* keys the recipe set
+  } model;
+  struct Data {
+    std::string dir;                    // output of `llmtk data prepare`: tokenizer.json, train_*.bin, val_*.bin
+    std::string order = "shuffled";     // shuffled | sequential | by_length | random
+  } data;
+  struct Train {
+    std::int64_t batch = 8, seq = 128;  // micro-batch
+    std::int64_t steps = 0, tokens = 0; // one of them: optimizer steps, or tokens to see
+    std::int64_t grad_accum = 1;        // micro-batches per optimizer step
+    std::string precision = "fp32";
+    std::uint64_t seed = 1;
+    std::string device = "cpu";         // cpu | reference | cuda
+    int threads = 0;                    // 0: OpenMP's default
+    std::string recompute = "none";
+    int max_bad_steps = 3;              // NaN/Inf steps in a row before stopping
+  } train;
+  struct Optim {
+    std::string name = "adamw";         // adamw | sgd | lion
+    double lr = 3e-4, beta1 = 0.9, beta2 = 0.95, eps = 1e-8, weight_decay = 0.1;
+    double momentum = 0.9;
+    bool nesterov = false;
+    bool decay_embeddings = false;      // weight decay on embeddings (never on norms and biases)
+    double grad_clip = 1.0;             // global-norm clipping; 0 turns it off
+  } optim;
+  struct Schedule {
+    std::string name = "cosine";        // constant | cosine | linear | wsd
+    std::int64_t warmup = 0;            // linear warmup steps
+    double min_lr = 0.0;
+    double decay_fraction = 0.2;        // wsd: the last fraction of steps decays
+  } schedule;
+  struct Eval {
+    std::int64_t every = 0, batches = 8;  // 0: only at the end
+  } eval;
+  struct Checkpoint {
+    std::int64_t every = 0;             // 0: only at the end
+    int keep = 2;
+    bool keep_best = true;
+  } checkpoint;
+  struct Log {
+    std::int64_t every = 10;
+    std::string sample_prompt;          // when set, a sample is written at every eval
+    int sample_tokens = 64;
+  } log;
+
+  std::int64_t total_steps() const;     // steps, or tokens / (batch · seq · grad_accum)
+};
+
+// Reads and validates a recipe; `sets` are --set KEY=VALUE overrides applied before validation.
+Recipe read_recipe(const std::string& path, const std::vector<std::string>& sets = {});
+// The fully resolved recipe as TOML (every key, defaults included).
+std::string to_toml(const Recipe& r);
+
+}  // namespace llmtk::train

@@ -1,0 +1,103 @@
+#include "run_report.hpp"
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "../core/error.hpp"
+#include "../report/svg.hpp"
+
+namespace llmtk::train {
+
+namespace fs = std::filesystem;
+
+namespace {
+struct Run {
+  std::string name;
+  report::Series loss, val, lr, grad, tps;
+  double final_loss = NAN, best_val = NAN, tokens_per_s = NAN, elapsed = NAN;
+  std::int64_t steps = 0;
+};
+
+std::string fmt(double v, const char* f = "%.4g") {
+  if (!std::isfinite(v)) return "–";
+  char b[64];
+  std::snprintf(b, sizeof b, f, v);
+  return b;
+}
+}  // namespace
+
+std::string write_run_report(const std::vector<std::string>& dirs, const std::string& out) {
+  LLMTK_CHECK(!dirs.empty(), "report", "give at least one run directory");
+  std::vector<Run> runs;
+  for (const auto& d : dirs) {
+    const fs::path m = fs::path(d) / "metrics.jsonl";
+    LLMTK_CHECK(fs::exists(m), "report", "'", d, "' has no metrics.jsonl; is it a run directory (runs/NAME)?");
+    Run r;
+    r.name = fs::path(d).filename().string();
+    if (r.name.empty()) r.name = fs::path(d).parent_path().filename().string();
+    r.loss.name = r.val.name = r.lr.name = r.grad.name = r.tps.name = r.name;
+    std::ifstream in(m);
+    std::string line;
+    int lineno = 0;
+    while (std::getline(in, line)) {
+      ++lineno;
+      if (line.empty()) continue;
+      nlohmann::json j;
+      try {
+        j = nlohmann::json::parse(line);
+      } catch (const nlohmann::json::exception&) {
+        fail("report", m.string(), ":", lineno, ": not a JSON line");
+      }
+      const double step = j.value("step", 0.0);
+      r.steps = std::max<std::int64_t>(r.steps, std::int64_t(step));
+      auto add = [&](report::Series& s, const char* key) {
+        if (j.contains(key) && j[key].is_number()) s.x.push_back(step), s.y.push_back(j[key].get<double>());
+      };
+      add(r.loss, "loss"), add(r.val, "val_loss"), add(r.lr, "lr"), add(r.grad, "grad_norm"), add(r.tps, "tokens_per_s");
+      if (j.contains("loss")) r.final_loss = j["loss"];
+      if (j.contains("val_loss") && j["val_loss"].is_number())
+        r.best_val = std::isfinite(r.best_val) ? std::min(r.best_val, j["val_loss"].get<double>()) : j["val_loss"].get<double>();
+      if (j.contains("elapsed_s")) r.elapsed = j["elapsed_s"];
+    }
+    if (!r.tps.y.empty()) {
+      double s = 0;
+      for (double v : r.tps.y) s += v;
+      r.tokens_per_s = s / double(r.tps.y.size());
+    }
+    runs.push_back(std::move(r));
+  }
+  auto collect = [&](report::Series Run::*member, const std::string& suffix = "") {
+    std::vector<report::Series> s;
+    for (const auto& r : runs) {
+      s.push_back(r.*member);
+      s.back().name += suffix;
+    }
+    return s;
+  };
+  std::vector<report::Series> losses = collect(&Run::loss, " train");
+  for (auto& v : collect(&Run::val, " val")) losses.push_back(v);
+  std::string body = "<h1>Training report</h1><p>" + std::to_string(runs.size()) + " run(s)</p><div class=charts>";
+  body += report::line_chart("loss", losses, "step", "cross-entropy");
+  body += report::line_chart("learning rate", collect(&Run::lr), "step", "lr");
+  body += report::line_chart("gradient norm (before clipping)", collect(&Run::grad), "step", "‖g‖", true);
+  body += report::line_chart("throughput", collect(&Run::tps), "step", "tokens/s");
+  body += "</div><h2>Final numbers</h2><table><tr><th>run</th><th>steps</th><th>last train loss</th><th>best val loss</th>"
+          "<th>best val perplexity</th><th>mean tokens/s</th><th>time</th></tr>";
+  for (const auto& r : runs)
+    body += "<tr><td>" + report::escape_html(r.name) + "</td><td class=n>" + std::to_string(r.steps) + "</td><td class=n>" +
+            fmt(r.final_loss) + "</td><td class=n>" + fmt(r.best_val) + "</td><td class=n>" + fmt(std::exp(r.best_val), "%.1f") +
+            "</td><td class=n>" + fmt(r.tokens_per_s, "%.0f") + "</td><td class=n>" + fmt(r.elapsed, "%.0f s") + "</td></tr>";
+  body += "</table>";
+  const std::string tmp = out + ".tmp";
+  {
+    std::ofstream f(tmp);
+    LLMTK_CHECK(f.good(), "report", "cannot write '", tmp, "'");
+    f << report::html_page("llmtk training report", body);
+  }
+  fs::rename(tmp, out);
+  return "report: " + out;
+}
+
+}  // namespace llmtk::train

@@ -1,0 +1,37 @@
+// The trainer: data → forward → loss → backward → clip → optimizer → schedule → metrics →
+// eval / checkpoint, driven by a recipe. Writes into a run directory:
+//   recipe.toml            the resolved recipe
+//   metrics.jsonl          one JSON object per logged step and per evaluation
+//   checkpoints/step_N/    model.safetensors, optimizer.safetensors, state.json
+//   checkpoints/best/      the checkpoint with the lowest validation loss
+//   samples.txt            text sampled at each evaluation (when log.sample_prompt is set)
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include "recipe.hpp"
+
+namespace llmtk::train {
+
+struct TrainOptions {
+  std::string run_dir;   // default: runs/<recipe name>/
+  std::string resume;    // a run directory or a checkpoint directory
+  std::function<void(const std::string&)> log;  // one line at a time; default: stdout
+  bool progress_bar = false;                    // redraw one line on a terminal
+  std::int64_t stop_after = 0;                  // stop (with a checkpoint) after this step; 0: run to the end
+};
+
+struct TrainResult {
+  std::int64_t steps = 0;
+  double loss = 0, val_loss = 0;
+  std::string run_dir, checkpoint;
+  bool interrupted = false;
+};
+
+TrainResult train(const Recipe& recipe, const TrainOptions& options);
+
+// The directory of the newest checkpoint under a run directory (or DIR itself if it is one).
+std::string find_checkpoint(const std::string& dir);
+
+}  // namespace llmtk::train

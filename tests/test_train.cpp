@@ -1,0 +1,240 @@
+// Training: recipes (every file in recipes/, and bad ones), schedules, determinism, exact resume,
+// checkpoints (round trip and corrupt files), the NaN guard, generation and the run report.
+#include <catch2/catch.hpp>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "data/prepare.hpp"
+#include "models/registry.hpp"
+#include "train/generate.hpp"
+#include "train/run_report.hpp"
+#include "train/safetensors.hpp"
+#include "train/schedule.hpp"
+#include "train/trainer.hpp"
+
+using namespace llmtk;
+using namespace llmtk::train;
+namespace fs = std::filesystem;
+
+namespace {
+
+fs::path tmp(const std::string& name) {
+  auto d = fs::temp_directory_path() / ("llmtk-train-" + std::to_string(::getpid())) / name;
+  fs::remove_all(d);
+  fs::create_directories(d);
+  return d;
+}
+
+// A small prepared corpus shared by the tests (prepared once).
+const std::string& corpus() {
+  static const std::string dir = [] {
+    const auto d = tmp("corpus");
+    std::string text;
+    const char* lines[] = {"In the beginning God created the heaven and the earth.",
+                           "And the earth was without form, and void; and darkness was upon the face of the deep.",
+                           "And God said, Let there be light: and there was light.",
+                           "And God saw the light, that it was good: and God divided the light from the darkness."};
+    for (int i = 0; i < 120; ++i) text += std::string(lines[i % 4]) + " Verse " + std::to_string(i) + ".\n\n";
+    std::ofstream(d / "text.txt") << text;
+    data::PrepareConfig c;
+    c.input.paths = {(d / "text.txt").string()};
+    c.dedup.near = false;
+    c.split.val_fraction = 0.1;
+    c.tokenizer.vocab_size = 300;
+    c.output.dir = (d / "out").string();
+    data::prepare(c, [](const std::string&) {});
+    return c.output.dir;
+  }();
+  return dir;
+}
+
+std::string write_recipe(const fs::path& dir, const std::string& extra = "") {
+  const auto path = dir / "tiny.toml";
+  std::ofstream(path) << "[model]\narch = \"llama-tiny\"\nd_model = 16\nn_layers = 1\nn_heads = 2\nn_kv_heads = 1\n"
+                         "d_ff = 32\nvocab = 300\nmax_seq = 16\n\n[data]\ndir = \"" + corpus() + "\"\n\n"
+                         "[train]\nbatch = 4\nseq = 16\nsteps = 8\ndevice = \"cpu\"\nthreads = 2\nseed = 3\n\n"
+                         "[optim]\nlr = 1e-2\n\n[schedule]\nwarmup = 2\nmin_lr = 1e-3\n\n[eval]\nevery = 4\nbatches = 2\n\n"
+                         "[checkpoint]\nevery = 4\n\n[log]\nevery = 1\n" + extra;
+  return path.string();
+}
+
+std::vector<double> losses(const std::string& run) {
+  std::vector<double> out;
+  std::ifstream in(fs::path(run) / "metrics.jsonl");
+  std::string line;
+  while (std::getline(in, line))
+    if (auto j = nlohmann::json::parse(line); j.contains("loss")) out.push_back(j["loss"]);
+  return out;
+}
+
+std::string file_bytes(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), {});
+}
+
+TrainOptions quiet(const fs::path& run) {
+  TrainOptions o;
+  o.run_dir = run.string();
+  o.log = [](const std::string&) {};
+  return o;
+}
+
+}  // namespace
+
+TEST_CASE("every recipe in recipes/ is valid", "[train][recipe]") {
+  int n = 0;
+  for (const auto& e : fs::directory_iterator(LLMTK_RECIPES_DIR))
+    if (e.path().extension() == ".toml") {
+      INFO(e.path());
+      CHECK_NOTHROW(read_recipe(e.path().string()));
+      ++n;
+    }
+  CHECK(n >= 1);
+}
+
+TEST_CASE("bad recipes stop before a run, naming file, line and key", "[train][recipe]") {
+  const auto d = tmp("bad");
+  auto check = [&](const std::string& text, const std::string& expect) {
+    std::ofstream(d / "r.toml") << text;
+    INFO(text);
+    CHECK_THROWS_WITH(read_recipe((d / "r.toml").string()), Catch::Contains(expect));
+  };
+  const std::string ok = "[data]\ndir = \"x\"\n[train]\nsteps = 10\n";
+  check(ok + "[optim]\nlr_max = 1e-3\n", "r.toml:6");
+  check(ok + "[optim]\nlr_max = 1e-3\n", "did you mean optim.lr?");
+  check(ok + "[optim]\nlr = \"fast\"\n", "optim.lr must be a number");
+  check(ok + "[optim]\nlr = 50\n", "optim.lr is 50; it must be between 0 and 10");
+  check(ok + "[optim]\nname = \"adam\"\n", "allowed: \"adamw\", \"sgd\", \"lion\"");
+  check("[model]\narch = \"gpt5\"\n" + ok, "registered: gpt2, gpt2-tiny, llama-tiny");
+  check("[model]\nn_kv_heads = 3\n" + ok, "rule kv_heads_divide_heads");
+  check("[data]\ndir = \"x\"\n[train]\nsteps = 10\ntokens = 1000\n", "exactly one of train.steps and train.tokens");
+  check("[train]\nsteps = 10\n", "data.dir is required");
+  check(ok + "[schedule]\nwarmup = 10\n", "schedule.warmup (10) must be shorter than the run");
+  check(ok + "[train\n", "r.toml:5");
+  // --set overrides go through the same checks.
+  std::ofstream(d / "r.toml") << ok;
+  CHECK_THROWS_WITH(read_recipe((d / "r.toml").string(), {"optim.lr=-1"}), Catch::Contains("optim.lr is -1"));
+  CHECK(read_recipe((d / "r.toml").string(), {"optim.lr=0.5", "train.batch=3"}).optim.lr == 0.5);
+}
+
+TEST_CASE("schedules: warmup, then constant, cosine, linear or warmup-stable-decay", "[train][schedule]") {
+  Schedule s{"cosine", 1.0, 0.1, 4, 104, 0.2};
+  CHECK(s.at(0) == Approx(0.2));   // linear warmup: (step + 1) / (warmup + 1)
+  CHECK(s.at(3) == Approx(0.8));
+  CHECK(s.at(4) == Approx(1.0));   // peak right after warmup
+  CHECK(s.at(103) == Approx(0.1)); // min_lr at the last step
+  CHECK(s.at(54) == Approx(0.1 + 0.9 * 0.5 * (1 + std::cos(3.141592653589793 * 50.0 / 99.0))));
+  s.name = "linear";
+  CHECK(s.at(103) == Approx(0.1));
+  CHECK(s.at(4 + 99 / 2) == Approx(1.0 - 0.9 * (49.0 / 99.0)));
+  s.name = "constant";
+  CHECK(s.at(90) == Approx(1.0));
+  s.name = "wsd";
+  CHECK(s.at(60) == Approx(1.0));  // stable for the first 80% after warmup
+  CHECK(s.at(103) == Approx(0.1));
+}
+
+TEST_CASE("training is deterministic and resumes exactly", "[train][resume]") {
+  const auto d = tmp("resume");
+  const auto recipe = read_recipe(write_recipe(d));
+  const auto a = train::train(recipe, quiet(d / "a"));
+  const auto b = train::train(recipe, quiet(d / "b"));
+  REQUIRE(losses(a.run_dir).size() == 8);
+  CHECK(losses(a.run_dir) == losses(b.run_dir));  // bit-identical
+  CHECK(losses(a.run_dir).back() < losses(a.run_dir).front());
+
+  // Half, then resume for the rest: the same losses and the same weights, byte for byte.
+  auto half = quiet(d / "c");
+  half.stop_after = 4;
+  const auto c1 = train::train(recipe, half);
+  CHECK(c1.interrupted);
+  CHECK(c1.steps == 4);
+  auto rest = quiet(d / "c");
+  rest.resume = (d / "c").string();
+  const auto c2 = train::train(recipe, rest);
+  CHECK(c2.steps == 8);
+  CHECK(losses(c2.run_dir) == losses(a.run_dir));
+  CHECK(file_bytes(fs::path(a.checkpoint) / "model.safetensors") == file_bytes(fs::path(c2.checkpoint) / "model.safetensors"));
+  CHECK(file_bytes(fs::path(a.checkpoint) / "optimizer.m.safetensors") == file_bytes(fs::path(c2.checkpoint) / "optimizer.m.safetensors"));
+}
+
+TEST_CASE("checkpoints round-trip and corrupt files are rejected naming the tensor", "[train][checkpoint]") {
+  const auto d = tmp("ckpt");
+  Arena a("params");
+  a.add("embed.tokens", {3, 4});
+  a.add("final_norm.weight", {4});
+  a.allocate();
+  for (int i = 0; i < 12; ++i) a[0].f32()[i] = float(i) * 0.5f;
+  a[1].f32()[2] = -7;
+  const auto path = (d / "m.safetensors").string();
+  save_safetensors(path, a, {{"arch", "test"}});
+  Arena b = a.like("copy");
+  b.allocate();
+  CHECK(load_safetensors(path, b).at("arch") == "test");
+  CHECK(std::memcmp(a.data(), b.data(), a.bytes()) == 0);
+
+  Arena other("params");
+  other.add("embed.tokens", {4, 4});
+  other.add("final_norm.weight", {4});
+  other.allocate();
+  CHECK_THROWS_WITH(load_safetensors(path, other), Catch::Contains("tensor 'embed.tokens'") && Catch::Contains("has shape [3,4]"));
+  Arena missing("params");
+  missing.add("head.weight", {3, 4});
+  missing.allocate();
+  CHECK_THROWS_WITH(load_safetensors(path, missing), Catch::Contains("has no tensor 'head.weight'"));
+  Arena fewer("params");
+  fewer.add("embed.tokens", {3, 4});
+  fewer.allocate();
+  CHECK_THROWS_WITH(load_safetensors(path, fewer), Catch::Contains("has a tensor 'final_norm.weight' the model does not have"));
+  const auto bytes = file_bytes(path);
+  std::ofstream(d / "cut.safetensors", std::ios::binary) << bytes.substr(0, bytes.size() - 8);
+  CHECK_THROWS_WITH(load_safetensors((d / "cut.safetensors").string(), b), Catch::Contains("truncated"));
+  std::string bad = bytes;
+  bad[8] = '!';  // break the JSON header's opening brace
+  std::ofstream(d / "bad.safetensors", std::ios::binary) << bad;
+  CHECK_THROWS_WITH(load_safetensors((d / "bad.safetensors").string(), b), Catch::Contains("not valid JSON"));
+  std::ofstream(d / "tiny.safetensors", std::ios::binary) << "abc";
+  CHECK_THROWS_WITH(load_safetensors((d / "tiny.safetensors").string(), b), Catch::Contains("too short"));
+}
+
+TEST_CASE("non-finite steps are skipped, then the run stops with the last good state", "[train][nan]") {
+  const auto d = tmp("nan");
+  // An absurd learning rate without clipping: SGD diverges to inf within a few steps.
+  const auto recipe = read_recipe(write_recipe(d), {"optim.name=sgd", "optim.lr=10", "optim.momentum=0.99",
+                                                   "optim.grad_clip=0", "train.steps=60", "schedule.warmup=0",
+                                                   "model.norm_eps=1e-12"});
+  std::vector<std::string> log;
+  auto o = quiet(d / "run");
+  o.log = [&](const std::string& s) { log.push_back(s); };
+  CHECK_THROWS_WITH(train::train(recipe, o), Catch::Contains("steps in a row had non-finite values") &&
+                                                 Catch::Contains("the last good state is saved in"));
+  bool warned = false;
+  for (const auto& l : log) warned |= l.find("skipped") != std::string::npos;
+  CHECK(warned);
+}
+
+TEST_CASE("generation continues a prompt and the report draws every run", "[train][generate]") {
+  const auto d = tmp("gen");
+  const auto recipe = read_recipe(write_recipe(d, "sample_prompt = \"And God\"\nsample_tokens = 8\n"));
+  const auto r = train::train(recipe, quiet(d / "run"));
+  CHECK(fs::file_size(fs::path(r.run_dir) / "samples.txt") > 0);
+  auto model = make_model("llama-tiny", recipe.model.dims);
+  model->plan(1, 1);
+  model->allocate();
+  load_safetensors((fs::path(r.checkpoint) / "model.safetensors").string(), model->params());
+  GenerateOptions g;
+  g.max_tokens = 20, g.temperature = 0;  // greedy: deterministic
+  const auto a = generate(*model, {1, 2, 3}, g), b = generate(*model, {1, 2, 3}, g);
+  CHECK(a.size() == 20);
+  CHECK(a == b);
+  g.temperature = 1.0, g.seed = 5;
+  CHECK(generate(*model, {1, 2, 3}, g).size() == 20);
+  const auto html = (d / "report.html").string();
+  write_run_report({r.run_dir}, html);
+  const auto page = file_bytes(html);
+  CHECK(page.find("<polyline") != std::string::npos);
+  CHECK(page.find("Final numbers") != std::string::npos);
+  CHECK_THROWS_WITH(write_run_report({d.string()}, html), Catch::Contains("has no metrics.jsonl"));
+}

@@ -1,0 +1,175 @@
+// llmtk train | recipe check | recipe show | generate | eval
+#include <fmt/core.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "commands.hpp"
+#include "core/error.hpp"
+#include "data/loader.hpp"
+#include "models/registry.hpp"
+#include "ops/ops.hpp"
+#include "train/generate.hpp"
+#include "train/run_report.hpp"
+#include "train/safetensors.hpp"
+#include "train/trainer.hpp"
+
+namespace llmtk::cli {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+struct TrainArgs {
+  std::string recipe, run_dir, resume;
+  std::vector<std::string> sets;
+};
+
+// A trained model and its tokenizer, from a run or checkpoint directory.
+struct Loaded {
+  std::unique_ptr<AnyModel> model;
+  std::unique_ptr<data::Tokenizer> tok;
+  std::string checkpoint;
+  nlohmann::json state;
+};
+
+Loaded load_run(const std::string& dir, const std::string& device) {
+  Loaded l;
+  // Prefer the best checkpoint by validation loss, else the newest.
+  const fs::path best = fs::path(dir) / "checkpoints" / "best";
+  l.checkpoint = fs::exists(best / "state.json") ? best.string() : train::find_checkpoint(dir);
+  std::ifstream in(fs::path(l.checkpoint) / "state.json");
+  l.state = nlohmann::json::parse(in);
+  Dims dims = find_arch(l.state.at("arch").get<std::string>()).dims;
+  for (auto& [k, v] : l.state.at("dims").items()) set_dim(dims, k, v.get<std::string>());
+  ops::use_backend(device);
+  l.model = make_model(l.state.at("arch").get<std::string>(), dims);
+  l.model->plan(1, 1);
+  l.model->allocate();
+  train::load_safetensors((fs::path(l.checkpoint) / "model.safetensors").string(), l.model->params());
+  l.tok = data::load_tokenizer(l.state.at("tokenizer").get<std::string>());
+  LLMTK_CHECK(std::to_string(l.tok->hash()) == l.state.at("tokenizer_hash").get<std::string>(), "generate",
+              "the tokenizer at ", l.state.at("tokenizer").get<std::string>(), " changed since the model was trained");
+  return l;
+}
+
+struct GenArgs {
+  std::string run, prompt, device = "cpu";
+  train::GenerateOptions o;
+};
+
+struct EvalArgs {
+  std::string run, device = "cpu";
+  std::vector<std::string> shards;
+  std::int64_t batch = 8, seq = 0, batches = 0;
+};
+
+}  // namespace
+
+void add_train_commands(CLI::App& app) {
+  auto ta = std::make_shared<TrainArgs>();
+  auto* tr = app.add_subcommand("train", "Train a model from a recipe");
+  tr->add_option("recipe", ta->recipe, "A recipe TOML file (see recipes/)")->required()->check(CLI::ExistingFile);
+  tr->add_option("--run-dir", ta->run_dir, "Where the run goes (default: runs/<recipe name>/)");
+  tr->add_option("--resume", ta->resume, "Continue exactly from a run or checkpoint directory");
+  tr->add_option("--set", ta->sets, "Override a recipe key: --set optim.lr=3e-4 (repeatable)");
+  tr->callback([ta] {
+    const auto recipe = train::read_recipe(ta->recipe, ta->sets);
+    train::TrainOptions o;
+    o.run_dir = ta->run_dir, o.resume = ta->resume;
+    o.progress_bar = ::isatty(STDOUT_FILENO);
+    const auto r = train::train(recipe, o);
+    const std::string report = (fs::path(r.run_dir) / "report.html").string();
+    train::write_run_report({r.run_dir}, report);
+    fmt::print("\nrun:        {}\ncheckpoint: {}\nmetrics:    {}/metrics.jsonl\nreport:     {}\n", r.run_dir, r.checkpoint,
+               r.run_dir, report);
+    if (fs::exists(fs::path(r.run_dir) / "samples.txt")) fmt::print("samples:    {}/samples.txt\n", r.run_dir);
+    fmt::print("try:        build/bin/llmtk generate {} --prompt \"And God said\"\n", r.run_dir);
+  });
+
+  auto* rc = app.add_subcommand("recipe", "Validate or print a recipe");
+  rc->require_subcommand(1);
+  auto rca = std::make_shared<TrainArgs>();
+  auto* check = rc->add_subcommand("check", "Validate a recipe without running it");
+  check->add_option("recipe", rca->recipe, "A recipe TOML file")->required()->check(CLI::ExistingFile);
+  check->add_option("--set", rca->sets, "Override a recipe key");
+  check->callback([rca] {
+    const auto r = train::read_recipe(rca->recipe, rca->sets);
+    fmt::print("{}: ok ({} {}, {} steps of {} tokens)\n", rca->recipe, r.model.arch, r.train.device, r.total_steps(),
+               r.train.batch * r.train.seq * r.train.grad_accum);
+  });
+  auto* show = rc->add_subcommand("show", "Print the fully resolved recipe");
+  show->add_option("recipe", rca->recipe, "A recipe TOML file")->required()->check(CLI::ExistingFile);
+  show->add_option("--set", rca->sets, "Override a recipe key");
+  show->callback([rca] { fmt::print("{}", train::to_toml(train::read_recipe(rca->recipe, rca->sets))); });
+
+  auto ga = std::make_shared<GenArgs>();
+  auto* gen = app.add_subcommand("generate", "Sample text from a trained run");
+  gen->add_option("run", ga->run, "A run directory (runs/NAME) or checkpoint directory")->required()->check(CLI::ExistingDirectory);
+  gen->add_option("--prompt", ga->prompt, "Text to continue (default: start of a document)");
+  gen->add_option("--max-tokens", ga->o.max_tokens, "Tokens to generate")->check(CLI::Range(1, 1 << 20));
+  gen->add_option("--temperature", ga->o.temperature, "0 is greedy")->check(CLI::Range(0.0, 100.0));
+  gen->add_option("--top-k", ga->o.top_k, "Keep the k most likely tokens (0: all)")->check(CLI::Range(0, 1 << 24));
+  gen->add_option("--top-p", ga->o.top_p, "Keep the smallest set with this much probability")->check(CLI::Range(0.0, 1.0));
+  gen->add_option("--seed", ga->o.seed, "Random seed");
+  gen->add_option("--device", ga->device, "cpu or reference")->check(CLI::IsMember({"cpu", "reference", "cuda"}));
+  gen->callback([ga] {
+    auto l = load_run(ga->run, ga->device);
+    std::vector<data::TokenId> prompt = ga->prompt.empty() ? std::vector<data::TokenId>{l.tok->eot()} : l.tok->encode(ga->prompt);
+    train::GenerateOptions o = ga->o;
+    o.stop_token = l.tok->eot();
+    fmt::print("{}", ga->prompt);
+    std::fflush(stdout);
+    // Print as tokens arrive; a token can end mid-character, so print whole UTF-8 sequences only.
+    std::string pending;
+    train::generate(*l.model, prompt, o, [&](data::TokenId id) {
+      pending += l.tok->token_bytes(id);
+      std::size_t cut = pending.size();
+      while (cut > 0 && (static_cast<unsigned char>(pending[cut - 1]) & 0xC0) == 0x80) --cut;
+      if (cut > 0 && static_cast<unsigned char>(pending[cut - 1]) >= 0xC0) --cut;
+      fmt::print("{}", pending.substr(0, cut));
+      std::fflush(stdout);
+      pending.erase(0, cut);
+    });
+    fmt::print("{}\n", pending);
+  });
+
+  auto ra = std::make_shared<std::pair<std::vector<std::string>, std::string>>();
+  auto* rep = app.add_subcommand("report", "One HTML page with plots of one or more runs");
+  rep->add_option("runs", ra->first, "Run directories (runs/NAME)")->required()->check(CLI::ExistingDirectory);
+  rep->add_option("--out", ra->second, "Output file (default: report.html in the first run directory)");
+  rep->callback([ra] {
+    const std::string out = ra->second.empty() ? (fs::path(ra->first.front()) / "report.html").string() : ra->second;
+    fmt::print("{}\n", train::write_run_report(ra->first, out));
+  });
+
+  auto ea = std::make_shared<EvalArgs>();
+  auto* ev = app.add_subcommand("eval", "Loss and perplexity of a trained run on shards");
+  ev->add_option("run", ea->run, "A run or checkpoint directory")->required()->check(CLI::ExistingDirectory);
+  ev->add_option("--data", ea->shards, "Shard files (.bin)")->required()->check(CLI::ExistingFile);
+  ev->add_option("--batch", ea->batch, "Batch size")->check(CLI::Range(1, 1 << 16));
+  ev->add_option("--seq", ea->seq, "Sequence length (default: the model's max_seq)")->check(CLI::Range(1, 1 << 24));
+  ev->add_option("--batches", ea->batches, "Batches to evaluate (default: all)")->check(CLI::Range(1, 1 << 30));
+  ev->add_option("--device", ea->device, "cpu or reference")->check(CLI::IsMember({"cpu", "reference", "cuda"}));
+  ev->callback([ea] {
+    auto l = load_run(ea->run, ea->device);
+    const std::int64_t T = ea->seq ? ea->seq : l.model->dims().max_seq;
+    data::DataLoader loader(ea->shards, l.tok->hash(), data::LoaderOptions{ea->batch, T, data::DataOrder::sequential, 0, 0, 1});
+    const std::int64_t n = ea->batches ? std::min<std::int64_t>(ea->batches, std::int64_t(loader.batches_per_epoch()))
+                                       : std::int64_t(loader.batches_per_epoch());
+    l.model->plan(ea->batch, T);
+    std::vector<std::int32_t> ids(std::size_t(ea->batch * T)), tg(ids.size());
+    double sum = 0;
+    for (std::int64_t i = 0; i < n; ++i) {
+      loader.next(ids, tg);
+      sum += l.model->forward(TensorRef(ids.data(), DType::i32, {ea->batch, T}), TensorRef(tg.data(), DType::i32, {ea->batch, T}));
+    }
+    const double loss = sum / double(n);
+    fmt::print("checkpoint {}\n{} tokens in {} batches\nloss {:.4f}\nperplexity {:.2f}\n", l.checkpoint, n * ea->batch * T, n,
+               loss, std::exp(loss));
+  });
+}
+
+}  // namespace llmtk::cli
