@@ -9,6 +9,7 @@
 #include "data/prepare.hpp"
 #include "models/registry.hpp"
 #include "train/generate.hpp"
+#include "train/hf.hpp"
 #include "train/run_report.hpp"
 #include "train/safetensors.hpp"
 #include "train/schedule.hpp"
@@ -237,4 +238,44 @@ TEST_CASE("generation continues a prompt and the report draws every run", "[trai
   CHECK(page.find("<polyline") != std::string::npos);
   CHECK(page.find("Final numbers") != std::string::npos);
   CHECK_THROWS_WITH(write_run_report({d.string()}, html), Catch::Contains("has no metrics.jsonl"));
+}
+
+TEST_CASE("Transformers export and import round-trip both families", "[train][hf]") {
+  for (const char* arch : {"gpt2-tiny", "llama-tiny"}) {
+    INFO(arch);
+    Dims d = find_arch(arch).dims;
+    d.d_model = 16, d.n_layers = 2, d.n_heads = 4, d.n_kv_heads = std::string(arch) == "gpt2-tiny" ? 4 : 2;
+    d.d_ff = 24, d.vocab = 29, d.max_seq = 8;
+    auto a = make_model(arch, d), b = make_model(arch, d);
+    a->plan(1, 8), b->plan(1, 8);
+    a->init(1), b->init(2);
+    const auto dir = tmp(std::string("hf-") + arch);
+    export_hf(*a, dir.string(), nullptr);
+    std::ifstream cfg(dir / "config.json");
+    const auto c = nlohmann::json::parse(cfg);
+    CHECK(c.at("model_type") == (std::string(arch) == "gpt2-tiny" ? "gpt2" : "llama"));
+    SafetensorsFile f((dir / "model.safetensors").string());
+    if (std::string(arch) == "gpt2-tiny") {
+      CHECK(f.shape("transformer.h.0.attn.c_attn.weight") == std::vector<std::int64_t>{16, 48});  // Conv1D: [in, out]
+      CHECK(f.shape("transformer.h.1.mlp.c_fc.weight") == std::vector<std::int64_t>{16, 24});
+    } else {
+      CHECK(f.shape("model.layers.0.self_attn.k_proj.weight") == std::vector<std::int64_t>{8, 16});  // Linear: [out, in]
+      CHECK(f.shape("model.layers.1.mlp.gate_proj.weight") == std::vector<std::int64_t>{24, 16});
+    }
+    import_hf(*b, dir.string());
+    CHECK(std::memcmp(a->params().data(), b->params().data(), a->params().bytes()) == 0);
+    // The layout is right, not just invertible: c_attn's first block is wqᵀ.
+    if (std::string(arch) == "gpt2-tiny") {
+      std::vector<float> cattn(16 * 48);
+      f.read("transformer.h.0.attn.c_attn.weight", cattn.data(), {16, 48});
+      const float* wq = a->params()["blocks.0.attn.wq"].f32();
+      CHECK(cattn[3 * 48 + 5] == wq[5 * 16 + 3]);  // c_attn[i=3, o=5] = wq[o=5, i=3]
+    }
+    // A checkpoint of other sizes is refused, naming the key.
+    Dims other = d;
+    other.d_ff = 32;
+    auto c2 = make_model(arch, other);
+    c2->plan(1, 8), c2->allocate();
+    CHECK_THROWS_WITH(import_hf(*c2, dir.string()), Catch::Contains("has d_ff = 24 but the model has 32"));
+  }
 }

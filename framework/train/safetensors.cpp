@@ -48,14 +48,15 @@ void save_safetensors(const std::string& path, const Arena& arena, const std::ma
   std::filesystem::rename(tmp, path);
 }
 
-std::map<std::string, std::string> load_safetensors(const std::string& path, Arena& arena, bool allow_extra) {
-  std::ifstream in(path, std::ios::binary | std::ios::ate);
-  LLMTK_CHECK(in.good(), "safetensors", "cannot open '", path, "'");
+SafetensorsFile::SafetensorsFile(std::string path) : path_(std::move(path)) {
+  std::ifstream in(path_, std::ios::binary | std::ios::ate);
+  LLMTK_CHECK(in.good(), "safetensors", "cannot open '", path_, "'");
   const std::uint64_t size = std::uint64_t(in.tellg());
   in.seekg(0);
   std::uint64_t len = 0;
-  LLMTK_CHECK(size >= 8 && in.read(reinterpret_cast<char*>(&len), 8), "safetensors", "'", path, "' is too short to be a safetensors file");
-  LLMTK_CHECK(len > 1 && len <= 100'000'000 && 8 + len <= size, "safetensors", "'", path,
+  LLMTK_CHECK(size >= 8 && in.read(reinterpret_cast<char*>(&len), 8), "safetensors", "'", path_,
+              "' is too short to be a safetensors file");
+  LLMTK_CHECK(len > 1 && len <= 100'000'000 && 8 + len <= size, "safetensors", "'", path_,
               "' has a bad header length (", len, " bytes in a ", size, "-byte file)");
   std::string header(len, '\0');
   in.read(header.data(), std::streamsize(len));
@@ -63,37 +64,74 @@ std::map<std::string, std::string> load_safetensors(const std::string& path, Are
   try {
     h = nlohmann::json::parse(header);
   } catch (const nlohmann::json::exception& e) {
-    fail("safetensors", "'", path, "' has a header that is not valid JSON: ", e.what());
+    fail("safetensors", "'", path_, "' has a header that is not valid JSON: ", e.what());
   }
-  LLMTK_CHECK(h.is_object(), "safetensors", "'", path, "' has a header that is not a JSON object");
-  const std::uint64_t data_size = size - 8 - len;
-  std::map<std::string, std::string> meta;
-  if (h.contains("__metadata__"))
-    for (auto& [k, v] : h["__metadata__"].items()) meta[k] = v.is_string() ? v.get<std::string>() : v.dump();
-  for (const auto& e : arena.entries()) {
-    LLMTK_CHECK(h.contains(e.name), "safetensors", "'", path, "' has no tensor '", e.name, "'");
-    const auto& t = h[e.name];
-    const auto dtype = t.value("dtype", "");
-    LLMTK_CHECK(dtype == dtype_name(e.dtype), "safetensors", "tensor '", e.name, "' in '", path, "' is ", dtype,
-                "; expected ", dtype_name(e.dtype));
-    const auto shape = t.at("shape").get<std::vector<std::int64_t>>();
-    LLMTK_CHECK(shape == e.shape, "safetensors", "tensor '", e.name, "' in '", path, "' has shape ",
-                nlohmann::json(shape).dump(), "; the model expects ", nlohmann::json(e.shape).dump());
-    const auto off = t.at("data_offsets").get<std::vector<std::uint64_t>>();
-    const std::uint64_t n = std::uint64_t(e.numel) * size_of(e.dtype);
-    LLMTK_CHECK(off.size() == 2 && off[1] >= off[0] && off[1] - off[0] == n, "safetensors", "tensor '", e.name,
-                "' in '", path, "' has data offsets that do not match its shape");
-    LLMTK_CHECK(off[1] <= data_size, "safetensors", "tensor '", e.name, "' in '", path,
+  LLMTK_CHECK(h.is_object(), "safetensors", "'", path_, "' has a header that is not a JSON object");
+  data_start_ = 8 + len, data_size_ = size - 8 - len;
+  for (auto& [k, v] : h.items()) {
+    if (k == "__metadata__") {
+      for (auto& [mk, mv] : v.items()) meta_[mk] = mv.is_string() ? mv.get<std::string>() : mv.dump();
+      continue;
+    }
+    Info info;
+    try {
+      info.dtype = v.at("dtype").get<std::string>();
+      info.shape = v.at("shape").get<std::vector<std::int64_t>>();
+      const auto off = v.at("data_offsets").get<std::vector<std::uint64_t>>();
+      LLMTK_CHECK(off.size() == 2 && off[1] >= off[0], "safetensors", "tensor '", k, "' in '", path_, "' has bad data offsets");
+      info.begin = off[0], info.end = off[1];
+    } catch (const nlohmann::json::exception& e) {
+      fail("safetensors", "tensor '", k, "' in '", path_, "' has a malformed entry: ", e.what());
+    }
+    LLMTK_CHECK(info.end <= data_size_, "safetensors", "tensor '", k, "' in '", path_,
                 "' lies past the end of the file: truncated?");
-    in.seekg(std::streamoff(8 + len + off[0]));
-    in.read(static_cast<char*>(arena[e.name].data), std::streamsize(n));
-    LLMTK_CHECK(in.good(), "safetensors", "reading tensor '", e.name, "' from '", path, "' failed");
+    tensors_.emplace(k, std::move(info));
+  }
+}
+
+bool SafetensorsFile::has(const std::string& name) const { return tensors_.count(name) > 0; }
+
+std::vector<std::string> SafetensorsFile::names() const {
+  std::vector<std::string> out;
+  for (const auto& [k, v] : tensors_) out.push_back(k);
+  return out;
+}
+
+std::vector<std::int64_t> SafetensorsFile::shape(const std::string& name) const {
+  auto it = tensors_.find(name);
+  LLMTK_CHECK(it != tensors_.end(), "safetensors", "'", path_, "' has no tensor '", name, "'");
+  return it->second.shape;
+}
+
+void SafetensorsFile::read(const std::string& name, float* dst, const std::vector<std::int64_t>& shape) const {
+  auto it = tensors_.find(name);
+  LLMTK_CHECK(it != tensors_.end(), "safetensors", "'", path_, "' has no tensor '", name, "'");
+  const Info& t = it->second;
+  LLMTK_CHECK(t.dtype == "F32", "safetensors", "tensor '", name, "' in '", path_, "' is ", t.dtype,
+              "; expected F32 (convert the checkpoint to float32)");
+  LLMTK_CHECK(t.shape == shape, "safetensors", "tensor '", name, "' in '", path_, "' has shape ",
+              nlohmann::json(t.shape).dump(), "; the model expects ", nlohmann::json(shape).dump());
+  std::uint64_t n = 4;
+  for (auto e : shape) n *= std::uint64_t(e);
+  LLMTK_CHECK(t.end - t.begin == n, "safetensors", "tensor '", name, "' in '", path_,
+              "' has data offsets that do not match its shape");
+  std::ifstream in(path_, std::ios::binary);
+  in.seekg(std::streamoff(data_start_ + t.begin));
+  in.read(reinterpret_cast<char*>(dst), std::streamsize(n));
+  LLMTK_CHECK(in.good(), "safetensors", "reading tensor '", name, "' from '", path_, "' failed");
+}
+
+std::map<std::string, std::string> load_safetensors(const std::string& path, Arena& arena, bool allow_extra) {
+  SafetensorsFile f(path);
+  for (const auto& e : arena.entries()) {
+    LLMTK_CHECK(e.dtype == DType::f32, "safetensors", "only f32 tensors are read; '", e.name, "' is not");
+    f.read(e.name, arena[e.name].f32(), e.shape);
   }
   if (!allow_extra)
-    for (auto& [k, v] : h.items())
-      LLMTK_CHECK(k == "__metadata__" || arena.find(k) >= 0, "safetensors", "'", path, "' has a tensor '", k,
+    for (const auto& k : f.names())
+      LLMTK_CHECK(arena.find(k) >= 0, "safetensors", "'", path, "' has a tensor '", k,
                   "' the model does not have: a checkpoint of another architecture?");
-  return meta;
+  return f.metadata();
 }
 
 }  // namespace llmtk::train

@@ -17,6 +17,7 @@
 #include "../models/registry.hpp"
 #include "../ops/ops.hpp"
 #include "generate.hpp"
+#include "hf.hpp"
 #include "optimizer.hpp"
 #include "safetensors.hpp"
 #include "schedule.hpp"
@@ -125,6 +126,10 @@ TrainResult train(const Recipe& r, const TrainOptions& opt) {
   auto model = make_model(r.model.arch, r.model.dims);
   model->plan(r.train.batch, r.train.seq);
   model->init(r.train.seed);
+  if (!opt.init_hf.empty()) {
+    import_hf(*model, opt.init_hf);
+    log("initialised from the Transformers checkpoint in " + opt.init_hf);
+  }
   Optimizer optimizer(r.optim, model->params());
   const std::int64_t total = r.total_steps();
   Schedule sched{r.schedule.name, r.optim.lr, r.schedule.min_lr, r.schedule.warmup, total, r.schedule.decay_fraction};

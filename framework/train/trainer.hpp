@@ -17,6 +17,7 @@ namespace llmtk::train {
 struct TrainOptions {
   std::string run_dir;   // default: runs/<recipe name>/
   std::string resume;    // a run directory or a checkpoint directory
+  std::string init_hf;   // start from a Hugging Face Transformers checkpoint directory
   std::function<void(const std::string&)> log;  // one line at a time; default: stdout
   bool progress_bar = false;                    // redraw one line on a terminal
   std::int64_t stop_after = 0;                  // stop (with a checkpoint) after this step; 0: run to the end

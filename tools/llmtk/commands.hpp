@@ -8,5 +8,6 @@ void add_arch_commands(CLI::App& app);
 void add_tokenizer_commands(CLI::App& app);
 void add_data_commands(CLI::App& app);
 void add_train_commands(CLI::App& app);
+void add_bench_commands(CLI::App& app);
 
 }  // namespace llmtk::cli

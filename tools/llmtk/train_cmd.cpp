@@ -12,6 +12,7 @@
 #include "models/registry.hpp"
 #include "ops/ops.hpp"
 #include "train/generate.hpp"
+#include "train/hf.hpp"
 #include "train/run_report.hpp"
 #include "train/safetensors.hpp"
 #include "train/trainer.hpp"
@@ -23,7 +24,7 @@ namespace fs = std::filesystem;
 namespace {
 
 struct TrainArgs {
-  std::string recipe, run_dir, resume;
+  std::string recipe, run_dir, resume, init;
   std::vector<std::string> sets;
 };
 
@@ -75,10 +76,11 @@ void add_train_commands(CLI::App& app) {
   tr->add_option("--run-dir", ta->run_dir, "Where the run goes (default: runs/<recipe name>/)");
   tr->add_option("--resume", ta->resume, "Continue exactly from a run or checkpoint directory");
   tr->add_option("--set", ta->sets, "Override a recipe key: --set optim.lr=3e-4 (repeatable)");
+  tr->add_option("--init", ta->init, "Start from a Hugging Face Transformers checkpoint directory")->check(CLI::ExistingDirectory);
   tr->callback([ta] {
     const auto recipe = train::read_recipe(ta->recipe, ta->sets);
     train::TrainOptions o;
-    o.run_dir = ta->run_dir, o.resume = ta->resume;
+    o.run_dir = ta->run_dir, o.resume = ta->resume, o.init_hf = ta->init;
     o.progress_bar = ::isatty(STDOUT_FILENO);
     const auto r = train::train(recipe, o);
     const std::string report = (fs::path(r.run_dir) / "report.html").string();
@@ -143,6 +145,17 @@ void add_train_commands(CLI::App& app) {
   rep->callback([ra] {
     const std::string out = ra->second.empty() ? (fs::path(ra->first.front()) / "report.html").string() : ra->second;
     fmt::print("{}\n", train::write_run_report(ra->first, out));
+  });
+
+  auto xa = std::make_shared<std::pair<std::string, std::string>>();
+  auto* ex = app.add_subcommand("export", "Write a trained run in another format");
+  ex->add_option("run", xa->first, "A run or checkpoint directory")->required()->check(CLI::ExistingDirectory);
+  ex->add_option("--hf", xa->second, "Directory for a Hugging Face Transformers checkpoint "
+                                     "(config.json, model.safetensors, tokenizer.json)")->required();
+  ex->callback([xa] {
+    auto l = load_run(xa->first, "cpu");
+    train::export_hf(*l.model, xa->second, l.tok.get());
+    fmt::print("exported {} ({} checkpoint {}) to {}\n", l.model->name(), train::hf_family(*l.model), l.checkpoint, xa->second);
   });
 
   auto ea = std::make_shared<EvalArgs>();

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# End-to-end training-step speed, llmtk next to PyTorch on the same CPU in the same run: the same
+# model sizes, batch, sequence and step (forward, backward, AdamW), median of timed steps after a
+# warm-up. Writes benchmarks/results/step.{md,json}.
+#   benchmarks/step/run.sh [quick]     (quick: skip GPT-2 124M at batch 8 x seq 256)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+# The peer: Debian's PyTorch, with OpenBLAS (without it PyTorch falls back to a reference BLAS).
+need=()
+for p in python3-torch libopenblas0-openmp; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
+done
+if ((${#need[@]})); then
+  sudo=(); [[ $(id -u) -ne 0 ]] && sudo=(sudo)
+  "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+cmake --build build -j2 --target llmtk > /dev/null
+threads=$(nproc)
+configs=("llama-tiny 16 128 5" "gpt2 4 64 3")
+[[ ${1:-} == quick ]] || configs+=("gpt2 8 256 2")
+rows=()
+for c in "${configs[@]}"; do
+  read -r arch batch seq steps <<< "$c"
+  ours=$(OMP_NUM_THREADS=$threads build/bin/llmtk bench step --arch "$arch" --batch "$batch" --seq "$seq" --steps "$steps" --json)
+  peer=$(/usr/bin/python3 benchmarks/step/torch_step.py --arch "$arch" --batch "$batch" --seq "$seq" --steps "$steps" --threads "$threads")
+  echo "$ours"; echo "$peer"
+  rows+=("$ours|$peer")
+done
+mkdir -p benchmarks/results
+cpu=$(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -1)
+printf '%s\n' "${rows[@]}" | python3 - "$cpu" "$threads" <<'PY'
+import json, sys
+cpu, threads = sys.argv[1], sys.argv[2]
+rows = []
+for line in sys.stdin:
+    ours, peer = (json.loads(x) for x in line.strip().split("|"))
+    rows.append({"llmtk": ours, "pytorch": peer, "ratio": ours["tokens_per_s"] / peer["tokens_per_s"]})
+json.dump({"cpu": cpu, "threads": threads, "rows": rows}, open("benchmarks/results/step.json", "w"), indent=2)
+md = [f"# Training step, llmtk vs PyTorch (CPU)\n\n{cpu}, {threads} threads, fp32, AdamW; median of timed steps after a warm-up.\n",
+      "| model | batch x seq | llmtk tokens/s | llmtk MFU | PyTorch tokens/s | llmtk / PyTorch |", "|---|---|---:|---:|---:|---:|"]
+for r in rows:
+    o, p = r["llmtk"], r["pytorch"]
+    md.append(f"| {o['arch']} ({o['params']/1e6:.1f}M) | {o['batch']} x {o['seq']} | {o['tokens_per_s']:.0f} | {100*o['mfu']:.0f}% | {p['tokens_per_s']:.0f} | {r['ratio']:.2f}x |")
+md.append(f"\nMFU is against this machine's measured f32 matmul peak ({rows[0]['llmtk']['matmul_peak_gflops']:.0f} GFLOP/s, oneDNN 1024³). PyTorch: {rows[0]['pytorch']['tool']}.")
+md.append("\nCommand: `benchmarks/step/run.sh`")
+open("benchmarks/results/step.md", "w").write("\n".join(md) + "\n")
+print("\n".join(md))
+PY

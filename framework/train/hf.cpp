@@ -1,0 +1,244 @@
+#include "hf.hpp"
+
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <nlohmann/json.hpp>
+
+#include "../core/error.hpp"
+#include "safetensors.hpp"
+
+namespace llmtk::train {
+
+namespace fs = std::filesystem;
+using json = nlohmann::ordered_json;
+
+std::string hf_family(const AnyModel& m) {
+  const auto& t = m.traits();
+  if (t.learned_positions && t.mha && !t.rope) return "gpt2";
+  if (t.rope && !t.learned_positions && !t.alibi) return "llama";
+  fail("export --hf", "model '", m.name(), "' is neither GPT-2 nor Llama shaped; Transformers interop covers those two families");
+}
+
+namespace {
+
+// One tensor in the Transformers file: its name, shape, and how it maps to llmtk's parameters.
+struct Mapping {
+  std::string hf;
+  std::vector<std::int64_t> shape;
+  std::function<void(const Arena&, float*)> to_hf;  // llmtk params → HF tensor
+  std::function<void(Arena&, const float*)> from_hf;
+};
+
+Mapping copy(const std::string& hf, const std::string& ours, const Arena& p) {
+  const auto& e = p.entries()[std::size_t(p.find(ours))];
+  const std::int64_t n = e.numel;
+  return {hf, e.shape, [=](const Arena& a, float* dst) { std::copy_n(a[ours].f32(), n, dst); },
+          [=](Arena& a, const float* src) { std::copy_n(src, n, a[ours].f32()); }};
+}
+
+// Conv1D weights: HF [in, out] ← llmtk [out, in].
+Mapping transposed(const std::string& hf, const std::string& ours, const Arena& p) {
+  const auto& e = p.entries()[std::size_t(p.find(ours))];
+  const std::int64_t O = e.shape[0], I = e.shape[1];
+  return {hf, {I, O},
+          [=](const Arena& a, float* dst) {
+            const float* w = a[ours].f32();
+            for (std::int64_t o = 0; o < O; ++o)
+              for (std::int64_t i = 0; i < I; ++i) dst[i * O + o] = w[o * I + i];
+          },
+          [=](Arena& a, const float* src) {
+            float* w = a[ours].f32();
+            for (std::int64_t o = 0; o < O; ++o)
+              for (std::int64_t i = 0; i < I; ++i) w[o * I + i] = src[i * O + o];
+          }};
+}
+
+// GPT-2's c_attn: [C, 3C] = [wqᵀ | wkᵀ | wvᵀ]; its bias [3C] = [bq | bk | bv].
+Mapping fused_qkv(const std::string& hf, const std::string& prefix, const Arena& p, bool bias) {
+  const std::int64_t C = p.entries()[std::size_t(p.find(prefix + "wq"))].shape[1];
+  const char* parts[] = {"q", "k", "v"};
+  if (bias)
+    return {hf, {3 * C},
+            [=](const Arena& a, float* dst) {
+              for (int k = 0; k < 3; ++k) std::copy_n(a[prefix + "b" + parts[k]].f32(), C, dst + k * C);
+            },
+            [=](Arena& a, const float* src) {
+              for (int k = 0; k < 3; ++k) std::copy_n(src + k * C, C, a[prefix + "b" + parts[k]].f32());
+            }};
+  return {hf, {C, 3 * C},
+          [=](const Arena& a, float* dst) {
+            for (int k = 0; k < 3; ++k) {
+              const float* w = a[prefix + "w" + parts[k]].f32();
+              for (std::int64_t o = 0; o < C; ++o)
+                for (std::int64_t i = 0; i < C; ++i) dst[i * 3 * C + k * C + o] = w[o * C + i];
+            }
+          },
+          [=](Arena& a, const float* src) {
+            for (int k = 0; k < 3; ++k) {
+              float* w = a[prefix + "w" + parts[k]].f32();
+              for (std::int64_t o = 0; o < C; ++o)
+                for (std::int64_t i = 0; i < C; ++i) w[o * C + i] = src[i * 3 * C + k * C + o];
+            }
+          }};
+}
+
+std::vector<Mapping> mappings(const AnyModel& m) {
+  const Arena& p = m.params();
+  const std::string fam = hf_family(m);
+  const Dims& d = m.dims();
+  std::vector<Mapping> out;
+  if (fam == "gpt2") {
+    LLMTK_CHECK(d.bias, "export --hf", "GPT-2 checkpoints have biases; this model has model.bias = false");
+    out.push_back(copy("transformer.wte.weight", "embed.tokens", p));
+    out.push_back(copy("transformer.wpe.weight", "embed.positions", p));
+    for (int l = 0; l < d.n_layers; ++l) {
+      const std::string h = "transformer.h." + std::to_string(l) + ".", b = "blocks." + std::to_string(l) + ".";
+      out.push_back(copy(h + "ln_1.weight", b + "attn.norm.weight", p));
+      out.push_back(copy(h + "ln_1.bias", b + "attn.norm.bias", p));
+      out.push_back(fused_qkv(h + "attn.c_attn.weight", b + "attn.", p, false));
+      out.push_back(fused_qkv(h + "attn.c_attn.bias", b + "attn.", p, true));
+      out.push_back(transposed(h + "attn.c_proj.weight", b + "attn.wo", p));
+      out.push_back(copy(h + "attn.c_proj.bias", b + "attn.bo", p));
+      out.push_back(copy(h + "ln_2.weight", b + "mlp.norm.weight", p));
+      out.push_back(copy(h + "ln_2.bias", b + "mlp.norm.bias", p));
+      out.push_back(transposed(h + "mlp.c_fc.weight", b + "mlp.w_fc", p));
+      out.push_back(copy(h + "mlp.c_fc.bias", b + "mlp.b_fc", p));
+      out.push_back(transposed(h + "mlp.c_proj.weight", b + "mlp.w_proj", p));
+      out.push_back(copy(h + "mlp.c_proj.bias", b + "mlp.b_proj", p));
+    }
+    out.push_back(copy("transformer.ln_f.weight", "final_norm.weight", p));
+    out.push_back(copy("transformer.ln_f.bias", "final_norm.bias", p));
+  } else {
+    LLMTK_CHECK(!d.bias, "export --hf", "this Llama-family model has biases, which LlamaForCausalLM's export here does not cover");
+    out.push_back(copy("model.embed_tokens.weight", "embed.tokens", p));
+    for (int l = 0; l < d.n_layers; ++l) {
+      const std::string h = "model.layers." + std::to_string(l) + ".", b = "blocks." + std::to_string(l) + ".";
+      out.push_back(copy(h + "input_layernorm.weight", b + "attn.norm.weight", p));
+      out.push_back(copy(h + "self_attn.q_proj.weight", b + "attn.wq", p));
+      out.push_back(copy(h + "self_attn.k_proj.weight", b + "attn.wk", p));
+      out.push_back(copy(h + "self_attn.v_proj.weight", b + "attn.wv", p));
+      out.push_back(copy(h + "self_attn.o_proj.weight", b + "attn.wo", p));
+      out.push_back(copy(h + "post_attention_layernorm.weight", b + "mlp.norm.weight", p));
+      out.push_back(copy(h + "mlp.gate_proj.weight", b + "mlp.w_gate", p));
+      out.push_back(copy(h + "mlp.up_proj.weight", b + "mlp.w_up", p));
+      out.push_back(copy(h + "mlp.down_proj.weight", b + "mlp.w_down", p));
+    }
+    out.push_back(copy("model.norm.weight", "final_norm.weight", p));
+    if (p.find("head.weight") >= 0) out.push_back(copy("lm_head.weight", "head.weight", p));
+  }
+  return out;
+}
+
+void write_json(const fs::path& path, const json& j) {
+  std::ofstream out(path);
+  LLMTK_CHECK(out.good(), "export --hf", "cannot write '", path.string(), "'");
+  out << j.dump(2) << "\n";
+}
+
+}  // namespace
+
+void export_hf(const AnyModel& m, const std::string& dir, const data::Tokenizer* tok) {
+  const std::string fam = hf_family(m);
+  const Dims& d = m.dims();
+  fs::create_directories(dir);
+  const bool tied = m.params().find("head.weight") < 0;
+  json cfg;
+  const int eot = tok ? int(tok->eot()) : d.vocab - 1;
+  if (fam == "gpt2") {
+    cfg = {{"architectures", {"GPT2LMHeadModel"}}, {"model_type", "gpt2"}, {"vocab_size", d.vocab},
+           {"n_positions", d.max_seq}, {"n_ctx", d.max_seq}, {"n_embd", d.d_model}, {"n_layer", d.n_layers},
+           {"n_head", d.n_heads}, {"n_inner", d.d_ff}, {"activation_function", "gelu_new"},
+           {"layer_norm_epsilon", d.norm_eps}, {"resid_pdrop", 0.0}, {"embd_pdrop", 0.0}, {"attn_pdrop", 0.0},
+           {"initializer_range", 0.02}, {"tie_word_embeddings", true}, {"bos_token_id", eot}, {"eos_token_id", eot},
+           {"torch_dtype", "float32"}};
+  } else {
+    cfg = {{"architectures", {"LlamaForCausalLM"}}, {"model_type", "llama"}, {"vocab_size", d.vocab},
+           {"hidden_size", d.d_model}, {"intermediate_size", d.d_ff}, {"num_hidden_layers", d.n_layers},
+           {"num_attention_heads", d.n_heads}, {"num_key_value_heads", d.n_kv_heads}, {"head_dim", d.head_dim()},
+           {"max_position_embeddings", d.max_seq}, {"rms_norm_eps", d.norm_eps}, {"rope_theta", d.rope_base},
+           {"hidden_act", "silu"}, {"attention_bias", false}, {"mlp_bias", false}, {"tie_word_embeddings", tied},
+           {"initializer_range", 0.02}, {"bos_token_id", eot}, {"eos_token_id", eot}, {"torch_dtype", "float32"}};
+  }
+  write_json(fs::path(dir) / "config.json", cfg);
+  Arena out("hf");
+  const auto maps = mappings(m);
+  for (const auto& mp : maps) out.add(mp.hf, mp.shape);
+  out.allocate();
+  for (const auto& mp : maps) mp.to_hf(m.params(), out[mp.hf].f32());
+  save_safetensors((fs::path(dir) / "model.safetensors").string(), out, {{"format", "pt"}});
+  if (tok) {
+    tok->save((fs::path(dir) / "tokenizer.json").string());
+    const std::string eos = tok->specials().empty() ? "" : tok->specials().front().first;
+    write_json(fs::path(dir) / "tokenizer_config.json",
+               {{"tokenizer_class", "PreTrainedTokenizerFast"}, {"clean_up_tokenization_spaces", false},
+                {"bos_token", eos}, {"eos_token", eos}, {"model_max_length", d.max_seq}});
+  }
+}
+
+Dims hf_dims(const std::string& dir, std::string& family) {
+  const fs::path cfg_path = fs::path(dir) / "config.json";
+  LLMTK_CHECK(fs::exists(cfg_path), "--init", "'", dir, "' has no config.json; expected a Transformers checkpoint directory");
+  std::ifstream in(cfg_path);
+  nlohmann::json c;
+  try {
+    c = nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    fail("--init", cfg_path.string(), " is not valid JSON: ", e.what());
+  }
+  family = c.value("model_type", "");
+  Dims d;
+  auto need = [&](const char* key) {
+    LLMTK_CHECK(c.contains(key) && c[key].is_number(), "--init", cfg_path.string(), " lacks the number '", key, "'");
+    return c[key];
+  };
+  if (family == "gpt2") {
+    d.d_model = need("n_embd"), d.n_layers = need("n_layer"), d.n_heads = need("n_head");
+    d.n_kv_heads = d.n_heads, d.vocab = need("vocab_size"), d.max_seq = need("n_positions");
+    d.d_ff = c.contains("n_inner") && c["n_inner"].is_number() ? c["n_inner"].get<int>() : 4 * d.d_model;
+    d.norm_eps = c.value("layer_norm_epsilon", 1e-5), d.bias = true;
+  } else if (family == "llama") {
+    d.d_model = need("hidden_size"), d.n_layers = need("num_hidden_layers"), d.n_heads = need("num_attention_heads");
+    d.n_kv_heads = c.value("num_key_value_heads", d.n_heads), d.d_ff = need("intermediate_size");
+    d.vocab = need("vocab_size"), d.max_seq = need("max_position_embeddings");
+    d.norm_eps = c.value("rms_norm_eps", 1e-5), d.rope_base = c.value("rope_theta", 10000.0);
+    LLMTK_CHECK(!c.contains("rope_scaling") || c["rope_scaling"].is_null(), "--init", cfg_path.string(),
+                " uses rope_scaling, which llmtk's RoPE does not model");
+    LLMTK_CHECK(!c.contains("head_dim") || c["head_dim"] == d.d_model / d.n_heads, "--init", cfg_path.string(),
+                " has head_dim != hidden_size / num_attention_heads, which llmtk does not support");
+  } else {
+    fail("--init", cfg_path.string(), " has model_type '", family, "'; supported: gpt2, llama");
+  }
+  return d;
+}
+
+void import_hf(AnyModel& m, const std::string& dir) {
+  std::string family;
+  const Dims d = hf_dims(dir, family);
+  LLMTK_CHECK(family == hf_family(m), "--init", "'", dir, "' holds a ", family, " checkpoint; the model is ", hf_family(m));
+  const Dims& ours = m.dims();
+  auto same = [&](const char* key, long a, long b) {
+    LLMTK_CHECK(a == b, "--init", "'", dir, "/config.json' has ", key, " = ", a, " but the model has ", b,
+                "; make the recipe's [model] match the checkpoint");
+  };
+  same("d_model", d.d_model, ours.d_model), same("n_layers", d.n_layers, ours.n_layers);
+  same("n_heads", d.n_heads, ours.n_heads), same("n_kv_heads", d.n_kv_heads, ours.n_kv_heads);
+  same("d_ff", d.d_ff, ours.d_ff), same("vocab", d.vocab, ours.vocab);
+  const fs::path file = fs::path(dir) / "model.safetensors";
+  LLMTK_CHECK(fs::exists(file), "--init", "'", dir, "' has no model.safetensors",
+              fs::exists(fs::path(dir) / "model.safetensors.index.json") ? " (sharded checkpoints are not supported yet)" : "");
+  SafetensorsFile f(file.string());
+  // Older GPT-2 files name tensors without the "transformer." prefix.
+  const bool bare = family == "gpt2" && !f.has("transformer.wte.weight") && f.has("wte.weight");
+  std::vector<float> buf;
+  for (const auto& mp : mappings(m)) {
+    const std::string name = bare ? mp.hf.substr(std::string("transformer.").size()) : mp.hf;
+    std::int64_t n = 1;
+    for (auto e : mp.shape) n *= e;
+    buf.resize(std::size_t(n));
+    f.read(name, buf.data(), mp.shape);
+    mp.from_hf(m.params(), buf.data());
+  }
+}
+
+}  // namespace llmtk::train

@@ -1,0 +1,26 @@
+// Interop with Hugging Face Transformers checkpoints: GPT-2 (GPT2LMHeadModel) and the Llama
+// family (LlamaForCausalLM). Export writes config.json, model.safetensors with Transformers'
+// tensor names and layouts, and the tokenizer; import reads such a directory into a model.
+//
+// Layouts: llmtk stores every linear map as [out, in]. Transformers' GPT-2 uses Conv1D, [in, out],
+// with q, k, v fused in c_attn ([C, 3C]); its Llama uses nn.Linear, [out, in], with RoPE's
+// half-split pairs, which is llmtk's convention too, so Llama weights copy unchanged.
+#pragma once
+#include <string>
+
+#include "../data/tokenizer.hpp"
+#include "../models/model.hpp"
+
+namespace llmtk::train {
+
+// "gpt2" or "llama": the Transformers family a model maps to; fails for other compositions.
+std::string hf_family(const AnyModel& model);
+
+void export_hf(const AnyModel& model, const std::string& dir, const data::Tokenizer* tokenizer);
+// Fills the model's parameters from a Transformers checkpoint directory (config.json +
+// model.safetensors). The config's sizes must equal the model's; the message names the key.
+void import_hf(AnyModel& model, const std::string& dir);
+// The Dims a Transformers config.json describes, for building the model to import into.
+Dims hf_dims(const std::string& dir, std::string& family);
+
+}  // namespace llmtk::train

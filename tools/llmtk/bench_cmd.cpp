@@ -1,0 +1,114 @@
+// llmtk bench step: time full training steps (forward, backward, optimizer) of an architecture
+// on random tokens, after a warm-up, and print tokens/s, the median ms per step and MFU.
+#include <fmt/core.h>
+
+#include <algorithm>
+#include <chrono>
+#include <nlohmann/json.hpp>
+
+#include "commands.hpp"
+#include "core/error.hpp"
+#include "core/rng.hpp"
+#include "models/registry.hpp"
+#include "ops/ops.hpp"
+#include "train/optimizer.hpp"
+
+namespace llmtk::cli {
+
+namespace {
+
+struct BenchArgs {
+  std::string arch, precision = "fp32", device = "cpu";
+  std::int64_t batch = 4, seq = 64;
+  int steps = 5, warmup = 1;
+  std::vector<std::string> sets;
+  bool json = false;
+};
+
+// Matmul throughput of the active backend at a large square shape: the MFU denominator.
+double matmul_peak() {
+  const std::int64_t n = 1024;
+  std::vector<float> a(std::size_t(n * n), 0.5f), b(a.size(), 0.25f), c(a.size());
+  double best = 1e30;
+  for (int i = 0; i < 5; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    ops::matmul_forward(TensorRef(c.data(), DType::f32, {n, n}), TensorRef(a.data(), DType::f32, {n, n}),
+                        TensorRef(b.data(), DType::f32, {n, n}), TensorRef{});
+    if (i) best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  return 2.0 * double(n * n * n) / best;
+}
+
+void bench(const BenchArgs& a) {
+  LLMTK_CHECK(a.precision == "fp32", "bench step", "--precision ", a.precision,
+              " is not available yet (mixed precision is not implemented); use fp32");
+  const ArchInfo& info = find_arch(a.arch);
+  Dims dims = info.dims;
+  bool kv_set = false;
+  for (const auto& s : a.sets) {
+    const auto eq = s.find('=');
+    LLMTK_CHECK(eq != std::string::npos && s.starts_with("model."), "--set", "'", s, "' must be model.KEY=VALUE");
+    set_dim(dims, s.substr(0, eq), std::string_view(s).substr(eq + 1));
+    kv_set |= s.starts_with("model.n_kv_heads=");
+  }
+  resolve_dims(dims, info.traits, kv_set);
+  ops::use_backend(a.device);
+  auto model = info.make(dims);
+  model->plan(a.batch, a.seq);
+  model->init(1);
+  train::Recipe::Optim oc;
+  train::Optimizer opt(oc, model->params());
+  Rng rng(7);
+  std::vector<std::int32_t> ids(std::size_t(a.batch * a.seq)), tg(ids.size());
+  for (auto& v : ids) v = std::int32_t(rng.next() % std::uint64_t(dims.vocab));
+  for (std::size_t i = 0; i < ids.size(); ++i) tg[i] = ids[(i + 1) % ids.size()];
+  TensorRef tid(ids.data(), DType::i32, {a.batch, a.seq}), ttg(tg.data(), DType::i32, {a.batch, a.seq});
+  std::vector<double> ms;
+  for (int s = 0; s < a.warmup + a.steps; ++s) {
+    const auto t0 = std::chrono::steady_clock::now();
+    model->zero_grad();
+    model->forward(tid, ttg);
+    model->backward();
+    opt.step(model->params(), model->grads(), 1e-4, s + 1);
+    const double dt = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    if (s >= a.warmup) ms.push_back(dt);
+  }
+  std::sort(ms.begin(), ms.end());
+  const double median = ms[ms.size() / 2];
+  const double tokens = double(a.batch * a.seq), tps = tokens / (median / 1000.0);
+  const double flops = 3.0 * model->forward_flops_per_token(a.seq), peak = matmul_peak();
+  nlohmann::ordered_json j = {{"tool", "llmtk"}, {"arch", a.arch}, {"device", a.device}, {"precision", a.precision},
+                              {"batch", a.batch}, {"seq", a.seq}, {"params", model->param_count()}, {"steps", a.steps},
+                              {"ms_per_step", median}, {"tokens_per_s", tps}, {"flops_per_token", flops},
+                              {"achieved_gflops", flops * tps / 1e9}, {"matmul_peak_gflops", peak / 1e9},
+                              {"mfu", flops * tps / peak}};
+  if (a.json) {
+    fmt::print("{}\n", j.dump());
+  } else {
+    fmt::print("{} on {} ({}), batch {} x seq {}: {:.1f} ms/step (median of {}), {:.0f} tokens/s, {:.1f} GFLOP/s, "
+               "MFU {:.1f}% of the measured {:.1f} GFLOP/s matmul peak\n",
+               a.arch, a.device, a.precision, a.batch, a.seq, median, a.steps, tps, flops * tps / 1e9,
+               100 * flops * tps / peak, peak / 1e9);
+  }
+}
+
+}  // namespace
+
+void add_bench_commands(CLI::App& app) {
+  auto* b = app.add_subcommand("bench", "Measure speed");
+  b->require_subcommand(1);
+  auto ba = std::make_shared<BenchArgs>();
+  auto* st = b->add_subcommand("step", "Time full training steps (forward, backward, AdamW) on random tokens");
+  st->add_option("--arch", ba->arch, "Architecture (llmtk arch list)")->required();
+  st->add_option("--batch", ba->batch, "Batch size")->check(CLI::Range(1, 1 << 16));
+  st->add_option("--seq", ba->seq, "Sequence length")->check(CLI::Range(1, 1 << 20));
+  st->add_option("--steps", ba->steps, "Timed steps")->check(CLI::Range(1, 100000));
+  st->add_option("--warmup", ba->warmup, "Untimed steps first")->check(CLI::Range(0, 1000));
+  st->add_option("--precision", ba->precision, "fp32 or bf16")->check(CLI::IsMember({"fp32", "bf16"}));
+  st->add_option("--device", ba->device, "cpu, reference or cuda")->check(CLI::IsMember({"cpu", "reference", "cuda"}));
+  st->add_option("--set", ba->sets, "Override a size: --set model.n_layers=2");
+  st->add_flag("--json", ba->json, "Print one JSON object");
+  st->callback([ba] { bench(*ba); });
+}
+
+}  // namespace llmtk::cli
