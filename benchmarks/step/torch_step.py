@@ -74,7 +74,10 @@ class Block(nn.Module):
             q, k = rope(q), rope(k)
         if KV != H:
             k, v = k.repeat_interleave(H // KV, 1), v.repeat_interleave(H // KV, 1)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        # torch 1.13 (Debian's) has no F.scaled_dot_product_attention: the textbook form.
+        s = (q @ k.transpose(-1, -2)) / math.sqrt(D)
+        s = s.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf"))
+        y = torch.softmax(s, -1) @ v
         x = x + self.o(y.transpose(1, 2).reshape(B, T, H * D))
         h = self.n2(x)
         if self.llama:

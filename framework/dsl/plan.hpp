@@ -41,8 +41,23 @@ class Planner {
     return {id};
   }
   ActSlot act(std::string_view name, std::vector<std::int64_t> shape, DType dtype = DType::f32) {
-    return {acts_.add(prefix_ + std::string(name), std::move(shape), dtype)};
+    std::string full = prefix_ + std::string(name);
+    if (!share_from_.empty() && full.starts_with(share_to_)) {
+      // Recomputation: this block reuses the first block's activation memory.
+      const std::string first = share_from_ + full.substr(share_to_.size());
+      const int id = acts_.find(first);
+      LLMTK_CHECK(id >= 0 && acts_.entries()[id].shape == shape, "plan", "'", full, "' has no twin '", first,
+                  "' to share memory with");
+      return {id};
+    }
+    return {acts_.add(std::move(full), std::move(shape), dtype)};
   }
+
+  // Activation recomputation: blocks keep only their inputs and recompute the rest in backward,
+  // so all blocks can share one block's activation memory.
+  bool recompute_blocks = false;
+  // While set, activations declared under `to` reuse the same-named ones under `from`.
+  void share_activations(std::string from, std::string to) { share_from_ = std::move(from), share_to_ = std::move(to); }
 
   // Names declared inside a scope get "name." in front: blocks.3.attn.wq.
   class Scope {
@@ -65,7 +80,7 @@ class Planner {
   Arena& params_;
   Arena& acts_;
   bool fixed_;
-  std::string prefix_;
+  std::string prefix_, share_from_, share_to_;
 };
 
 // What forward and backward see: the arenas, the sizes, this plan's batch and sequence length.

@@ -21,14 +21,19 @@ struct Repeat {
   std::vector<B> blocks;
   std::vector<ActSlot> outs;  // outputs of blocks 0 .. n-2 (saved); the last writes y
   ActSlot grad[2];            // ping-pong gradient buffers (scratch)
+  bool recompute = false;     // blocks share activation memory and re-run forward in backward
 
   void declare(Planner& p) {
     const int n = p.dims.n_layers;
     blocks.assign(static_cast<std::size_t>(n), B{});
     outs.assign(static_cast<std::size_t>(n > 0 ? n - 1 : 0), ActSlot{});
+    recompute = p.recompute_blocks;
+    const std::string first = p.prefix() + "0.";
     for (int i = 0; i < n; ++i) {
       auto s = p.scope(std::to_string(i));
+      if (recompute && i > 0) p.share_activations(first, p.prefix());
       blocks[i].declare(p);
+      p.share_activations("", "");
       if (i + 1 < n) outs[i] = p.act("out", {p.B, p.T, p.dims.d_model});
     }
     grad[0] = p.act("grad0", {p.B, p.T, p.dims.d_model});
@@ -50,6 +55,9 @@ struct Repeat {
     for (std::size_t i = n; i-- > 0;) {
       TensorRef in = i == 0 ? x : c.a(outs[i - 1]);
       TensorRef dst = i == 0 ? dx : c.a(grad[i % 2]);
+      // With shared memory the block's saved activations are another block's by now: recompute
+      // them from the block's input (its output, rewritten with the same values, is not read).
+      if (recompute && i + 1 < n) blocks[i].forward(c, c.a(outs[i]), in);
       blocks[i].backward(c, dst, g, in);
       g = dst;
     }

@@ -36,7 +36,7 @@ AnyModel::AnyModel(std::string name, const Dims& dims, const ArchTraits& traits)
   }
 }
 
-void AnyModel::plan(std::int64_t B, std::int64_t T) {
+void AnyModel::plan(std::int64_t B, std::int64_t T, bool recompute) {
   LLMTK_CHECK(B > 0 && T > 0, name_, "batch and sequence length must be positive, got batch ", B,
               ", seq ", T);
   LLMTK_CHECK(T <= dims_.max_seq, name_, "sequence length ", T, " exceeds model.max_seq = ",
@@ -44,6 +44,8 @@ void AnyModel::plan(std::int64_t B, std::int64_t T) {
   const bool had_memory = acts_.allocated();
   acts_ = Arena("activations");
   Planner p(dims_, B, T, params_, acts_, planned_);
+  p.recompute_blocks = recompute;
+  recompute_ = recompute;
   declare(p);
   logits_ = p.act("logits", {B, T, dims_.vocab});
   dlogits_ = p.act("dlogits", {B, T, dims_.vocab});

@@ -53,7 +53,9 @@ class AnyModel {
 
   // Plans memory for batch B and sequence T (parameters once, activations every time). Cheap:
   // nothing is allocated until allocate(), so the size of any model can be shown.
-  void plan(std::int64_t B, std::int64_t T);
+  // recompute: blocks keep only their inputs and recompute activations in backward (less memory,
+  // about one more forward pass of compute).
+  void plan(std::int64_t B, std::int64_t T, bool recompute = false);
   void allocate();
   // Initialises parameters from `seed` by their kind (see ParamKind); zeroes gradients.
   void init(std::uint64_t seed);
@@ -87,6 +89,7 @@ class AnyModel {
   Arena params_{"params"}, grads_{"grads"}, acts_{"activations"};
   bool planned_ = false;
   std::int64_t B_ = 0, T_ = 0;
+  bool recompute_ = false;
   ActSlot logits_, dlogits_, losses_;
   TensorRef ids_, targets_;
   std::int64_t counted_ = 0;  // targets in the last forward that count toward the loss

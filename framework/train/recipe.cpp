@@ -115,7 +115,6 @@ Recipe read_recipe(const std::string& path, const std::vector<std::string>& sets
               ") must not exceed optim.lr (", r.optim.lr, ")");
   LLMTK_CHECK(r.train.precision == "fp32", path, "train.precision = \"bf16\" needs mixed precision, "
               "which this build does not have yet; use \"fp32\"");
-  LLMTK_CHECK(r.train.recompute == "none", path, "train.recompute = \"blocks\" is not available yet; use \"none\"");
   return r;
 }
 

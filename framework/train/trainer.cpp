@@ -124,7 +124,7 @@ TrainResult train(const Recipe& r, const TrainOptions& opt) {
         val_shards, tok->hash(), data::LoaderOptions{r.train.batch, r.train.seq, data::DataOrder::sequential, 0, 0, 1});
 
   auto model = make_model(r.model.arch, r.model.dims);
-  model->plan(r.train.batch, r.train.seq);
+  model->plan(r.train.batch, r.train.seq, r.train.recompute == "blocks");
   model->init(r.train.seed);
   if (!opt.init_hf.empty()) {
     import_hf(*model, opt.init_hf);

@@ -65,6 +65,9 @@ void show(const ShowArgs& a) {
                      optim_bytes = 2 * param_bytes;
   const std::int64_t act_bytes = std::int64_t(model->acts().bytes());
   const std::int64_t total = param_bytes + grad_bytes + optim_bytes + act_bytes;
+  auto recomputed = info.make(dims);  // the same model with train.recompute = "blocks"
+  recomputed->plan(B, T, true);
+  const std::int64_t act_recompute = std::int64_t(recomputed->acts().bytes());
 
   if (a.json) {
     nlohmann::json j;
@@ -83,7 +86,7 @@ void show(const ShowArgs& a) {
     j["flops_per_token"] = {{"forward", fwd}, {"training", 3 * fwd}};
     j["memory_bytes"] = {{"params", param_bytes}, {"grads", grad_bytes},
                          {"optimizer", optim_bytes}, {"activations", act_bytes},
-                         {"total", total}};
+                         {"activations_recompute_blocks", act_recompute}, {"total", total}};
     fmt::print("{}\n", j.dump(2));
     return;
   }
@@ -102,9 +105,9 @@ void show(const ShowArgs& a) {
              T, human_flops(fwd), human_flops(3 * fwd));
   fmt::print("\nmemory for one training step at batch {} x seq {} (fp32, AdamW)\n", B, T);
   fmt::print("  parameters       {:>12}\n  gradients        {:>12}\n  optimizer state  {:>12}\n"
-             "  activations      {:>12}\n  total            {:>12}\n",
+             "  activations      {:>12}   ({} with train.recompute = \"blocks\")\n  total            {:>12}\n",
              human_bytes(param_bytes), human_bytes(grad_bytes), human_bytes(optim_bytes),
-             human_bytes(act_bytes), human_bytes(total));
+             human_bytes(act_bytes), human_bytes(act_recompute), human_bytes(total));
 }
 
 }  // namespace

@@ -1,0 +1,351 @@
+#!/usr/bin/python3
+"""Check that a checkpoint written by `llmtk export RUN --hf DIR` computes, under Hugging Face
+Transformers' model code, the same loss that `llmtk eval` computes from the run itself.
+
+Transformers is not installable here, so this script re-implements the forward pass of
+GPT2LMHeadModel and LlamaForCausalLM from Transformers' own naming, weight layout and formulas
+(not llmtk's), reading config.json and model.safetensors with plain Python. It imports no project code.
+
+  /usr/bin/python3 tests/golden/check_hf_export.py HF_DIR SHARD --run RUN [--llmtk build/bin/llmtk]
+      [--batch 4] [--seq 128] [--batches 4] [--dtype float64] [--tol 1e-4]
+
+It prints the reference loss, the loss `llmtk eval` prints for RUN (4 decimals), and their absolute
+difference, and exits 1 if the difference exceeds --tol (2 on a load/config problem).
+Needs Debian's python3-torch (1.13): run it with /usr/bin/python3.
+"""
+import argparse
+import json
+import math
+import os
+import re
+import struct
+import subprocess
+import sys
+
+import torch
+
+# ---------------------------------------------------------------------------------------------
+# Files
+
+
+def read_safetensors(path):
+    """name -> tensor, from the safetensors layout: u64 LE header length, JSON header, raw data."""
+    dtypes = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+              "I64": torch.int64, "I32": torch.int32}
+    sizes = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4}
+    with open(path, "rb") as f:
+        blob = f.read()
+    (n,) = struct.unpack("<Q", blob[:8])
+    header = json.loads(blob[8:8 + n].decode("utf-8"))
+    data = memoryview(blob)[8 + n:]
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        dt, shape, (a, b) = info["dtype"], info["shape"], info["data_offsets"]
+        if dt not in dtypes:
+            raise SystemExit(f"{path}: tensor {name} has unsupported dtype {dt}")
+        numel = math.prod(shape)
+        if b - a != numel * sizes[dt] or b > len(data):
+            raise SystemExit(f"{path}: tensor {name} {dt}{shape} has {b - a} bytes at [{a}, {b}) of {len(data)}")
+        t = torch.frombuffer(bytearray(data[a:b]), dtype=dtypes[dt]) if numel else torch.empty(0, dtype=dtypes[dt])
+        out[name] = t.reshape(shape)
+    return out
+
+
+def read_shard(path):
+    """llmtk token shard: 64-byte header (magic LLMTKTOK, u32 version, u32 token_bytes, u64 count, ...)."""
+    with open(path, "rb") as f:
+        blob = f.read()
+    if blob[:8] != b"LLMTKTOK":
+        raise SystemExit(f"{path}: not an llmtk token shard")
+    version, token_bytes, count = struct.unpack("<IIQ", blob[8:24])
+    if token_bytes not in (2, 4) or len(blob) != 64 + count * token_bytes:
+        raise SystemExit(f"{path}: version {version}, {token_bytes}-byte tokens, count {count}, "
+                         f"but the file has {len(blob)} bytes")
+    fmt = "<%d%s" % (count, "H" if token_bytes == 2 else "I")
+    return torch.tensor(struct.unpack(fmt, blob[64:]), dtype=torch.int64)
+
+
+# ---------------------------------------------------------------------------------------------
+# Configs, with the defaults of transformers' GPT2Config / LlamaConfig / PretrainedConfig for any
+# key the export leaves out (so that an omitted key is read the way Transformers would read it).
+
+
+def gpt2_config(c):
+    cfg = dict(vocab_size=50257, n_positions=1024, n_embd=768, n_layer=12, n_head=12, n_inner=None,
+               activation_function="gelu_new", layer_norm_epsilon=1e-5, scale_attn_weights=True,
+               scale_attn_by_inverse_layer_idx=False, reorder_and_upcast_attn=False, tie_word_embeddings=True)
+    cfg.update({k: v for k, v in c.items() if k in cfg})
+    if cfg["n_inner"] is None:
+        cfg["n_inner"] = 4 * cfg["n_embd"]
+    return cfg
+
+
+def llama_config(c):
+    cfg = dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+               num_attention_heads=32, num_key_value_heads=None, head_dim=None, hidden_act="silu",
+               max_position_embeddings=2048, rms_norm_eps=1e-6, rope_theta=10000.0, rope_scaling=None,
+               attention_bias=False, mlp_bias=False, tie_word_embeddings=False, pretraining_tp=1)
+    cfg.update({k: v for k, v in c.items() if k in cfg})
+    if cfg["num_key_value_heads"] is None:
+        cfg["num_key_value_heads"] = cfg["num_attention_heads"]
+    if cfg["head_dim"] is None:
+        cfg["head_dim"] = cfg["hidden_size"] // cfg["num_attention_heads"]
+    return cfg
+
+
+def check_keys(weights, expected, optional):
+    """What from_pretrained would report: missing keys are randomly initialised, unexpected ones dropped."""
+    missing = sorted(k for k in expected if k not in weights and k not in optional)
+    unexpected = sorted(k for k in weights if k not in expected and k not in optional)
+    return missing, unexpected
+
+
+def want_shape(weights, name, shape):
+    got = list(weights[name].shape)
+    if got != list(shape):
+        raise SystemExit(f"tensor {name}: shape {got}, but Transformers' module expects {list(shape)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# GPT2LMHeadModel (transformers/models/gpt2/modeling_gpt2.py)
+
+
+def conv1d(x, w, b):
+    # transformers.pytorch_utils.Conv1D: weight is [nx (in), nf (out)]; y = x @ W + b
+    return torch.addmm(b, x.reshape(-1, x.shape[-1]), w).reshape(*x.shape[:-1], w.shape[-1])
+
+
+def gelu_new(x):
+    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
+
+
+def gpt2_forward(cfg, W, ids, dt):
+    D, H, L, F = cfg["n_embd"], cfg["n_head"], cfg["n_layer"], cfg["n_inner"]
+    V, P, eps = cfg["vocab_size"], cfg["n_positions"], cfg["layer_norm_epsilon"]
+    if cfg["activation_function"] != "gelu_new":
+        raise SystemExit(f"activation_function {cfg['activation_function']!r}: only gelu_new is implemented")
+    if cfg["scale_attn_by_inverse_layer_idx"] or cfg["reorder_and_upcast_attn"]:
+        raise SystemExit("scale_attn_by_inverse_layer_idx / reorder_and_upcast_attn are not implemented")
+    hd = D // H
+    p = "transformer."
+    shapes = {p + "wte.weight": [V, D], p + "wpe.weight": [P, D], p + "ln_f.weight": [D], p + "ln_f.bias": [D]}
+    for i in range(L):
+        q = f"{p}h.{i}."
+        shapes.update({q + "ln_1.weight": [D], q + "ln_1.bias": [D], q + "ln_2.weight": [D], q + "ln_2.bias": [D],
+                       q + "attn.c_attn.weight": [D, 3 * D], q + "attn.c_attn.bias": [3 * D],
+                       q + "attn.c_proj.weight": [D, D], q + "attn.c_proj.bias": [D],
+                       q + "mlp.c_fc.weight": [D, F], q + "mlp.c_fc.bias": [F],
+                       q + "mlp.c_proj.weight": [F, D], q + "mlp.c_proj.bias": [D]})
+    optional = {"lm_head.weight"} | {f"{p}h.{i}.attn.{b}" for i in range(L) for b in ("bias", "masked_bias")}
+    missing, unexpected = check_keys(W, shapes, optional)
+    for k in shapes:
+        if k in W:
+            want_shape(W, k, shapes[k])
+    if missing:
+        raise SystemExit(f"missing tensors (Transformers would initialise them randomly): {missing}")
+    w = {k: v.to(dt) for k, v in W.items()}
+
+    B, T = ids.shape
+    if T > P:
+        raise SystemExit(f"seq {T} is longer than n_positions {P}")
+    pos = torch.arange(T)
+    h = w[p + "wte.weight"][ids] + w[p + "wpe.weight"][pos][None]
+    causal = torch.tril(torch.ones(T, T, dtype=torch.bool))
+    for i in range(L):
+        q_ = f"{p}h.{i}."
+        x = torch.nn.functional.layer_norm(h, (D,), w[q_ + "ln_1.weight"], w[q_ + "ln_1.bias"], eps)
+        qkv = conv1d(x, w[q_ + "attn.c_attn.weight"], w[q_ + "attn.c_attn.bias"])
+        q, k, v = qkv.split(D, dim=2)
+        q, k, v = (t.view(B, T, H, hd).permute(0, 2, 1, 3) for t in (q, k, v))
+        att = torch.matmul(q, k.transpose(-1, -2))
+        if cfg["scale_attn_weights"]:
+            att = att / torch.full([], v.size(-1) ** 0.5, dtype=att.dtype)
+        att = torch.where(causal, att, torch.full([], torch.finfo(att.dtype).min, dtype=att.dtype))
+        att = torch.softmax(att, dim=-1)
+        o = torch.matmul(att, v).permute(0, 2, 1, 3).contiguous().view(B, T, D)
+        h = h + conv1d(o, w[q_ + "attn.c_proj.weight"], w[q_ + "attn.c_proj.bias"])
+        x = torch.nn.functional.layer_norm(h, (D,), w[q_ + "ln_2.weight"], w[q_ + "ln_2.bias"], eps)
+        x = conv1d(gelu_new(conv1d(x, w[q_ + "mlp.c_fc.weight"], w[q_ + "mlp.c_fc.bias"])),
+                   w[q_ + "mlp.c_proj.weight"], w[q_ + "mlp.c_proj.bias"])
+        h = h + x
+    h = torch.nn.functional.layer_norm(h, (D,), w[p + "ln_f.weight"], w[p + "ln_f.bias"], eps)
+    head = w[p + "wte.weight"] if cfg["tie_word_embeddings"] or "lm_head.weight" not in w else w["lm_head.weight"]
+    return h @ head.T, unexpected
+
+
+# ---------------------------------------------------------------------------------------------
+# LlamaForCausalLM (transformers/models/llama/modeling_llama.py)
+
+
+def rms_norm(x, weight, eps):
+    # LlamaRMSNorm: variance in float32 (kept in float64 when computing in float64), then weight * x
+    in_dtype = x.dtype
+    xs = x.to(torch.promote_types(in_dtype, torch.float32))
+    var = xs.pow(2).mean(-1, keepdim=True)
+    xs = xs * torch.rsqrt(var + eps)
+    return weight * xs.to(in_dtype)
+
+
+def rotate_half(x):
+    x1, x2 = x[..., : x.shape[-1] // 2], x[..., x.shape[-1] // 2:]
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def repeat_kv(x, n_rep):
+    b, kv, t, d = x.shape
+    if n_rep == 1:
+        return x
+    return x[:, :, None, :, :].expand(b, kv, n_rep, t, d).reshape(b, kv * n_rep, t, d)
+
+
+def llama_forward(cfg, W, ids, dt):
+    D, L, F, V = cfg["hidden_size"], cfg["num_hidden_layers"], cfg["intermediate_size"], cfg["vocab_size"]
+    H, KV, hd, eps = cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["head_dim"], cfg["rms_norm_eps"]
+    if cfg["hidden_act"] != "silu":
+        raise SystemExit(f"hidden_act {cfg['hidden_act']!r}: only silu is implemented")
+    if cfg["rope_scaling"] not in (None, {}) or cfg["pretraining_tp"] != 1:
+        raise SystemExit("rope_scaling / pretraining_tp are not implemented")
+    if H % KV:
+        raise SystemExit(f"num_attention_heads {H} is not a multiple of num_key_value_heads {KV}")
+    ab, mb = cfg["attention_bias"], cfg["mlp_bias"]
+    shapes = {"model.embed_tokens.weight": [V, D], "model.norm.weight": [D]}
+    for i in range(L):
+        q = f"model.layers.{i}."
+        shapes.update({q + "input_layernorm.weight": [D], q + "post_attention_layernorm.weight": [D],
+                       q + "self_attn.q_proj.weight": [H * hd, D], q + "self_attn.k_proj.weight": [KV * hd, D],
+                       q + "self_attn.v_proj.weight": [KV * hd, D], q + "self_attn.o_proj.weight": [D, H * hd],
+                       q + "mlp.gate_proj.weight": [F, D], q + "mlp.up_proj.weight": [F, D],
+                       q + "mlp.down_proj.weight": [D, F]})
+        if ab:
+            shapes.update({q + "self_attn.q_proj.bias": [H * hd], q + "self_attn.k_proj.bias": [KV * hd],
+                           q + "self_attn.v_proj.bias": [KV * hd], q + "self_attn.o_proj.bias": [D]})
+        if mb:
+            shapes.update({q + "mlp.gate_proj.bias": [F], q + "mlp.up_proj.bias": [F], q + "mlp.down_proj.bias": [D]})
+    if not cfg["tie_word_embeddings"]:
+        shapes["lm_head.weight"] = [V, D]
+    optional = {"lm_head.weight"} | {f"model.layers.{i}.self_attn.rotary_emb.inv_freq" for i in range(L)}
+    missing, unexpected = check_keys(W, shapes, optional)
+    for k in shapes:
+        if k in W:
+            want_shape(W, k, shapes[k])
+    if missing:
+        raise SystemExit(f"missing tensors (Transformers would initialise them randomly): {missing}")
+    w = {k: v.to(dt) for k, v in W.items()}
+    lin = lambda x, name: torch.nn.functional.linear(x, w[name + ".weight"], w.get(name + ".bias"))  # [out, in]
+
+    B, T = ids.shape
+    # LlamaRotaryEmbedding (default rope): inv_freq over the full head_dim, cos/sin of cat(freqs, freqs)
+    inv_freq = 1.0 / (cfg["rope_theta"] ** (torch.arange(0, hd, 2, dtype=torch.int64).to(dt) / hd))
+    freqs = torch.arange(T, dtype=dt)[:, None] * inv_freq[None, :]
+    emb = torch.cat((freqs, freqs), dim=-1)
+    cos, sin = emb.cos()[None, None], emb.sin()[None, None]
+    causal = torch.tril(torch.ones(T, T, dtype=torch.bool))
+
+    h = w["model.embed_tokens.weight"][ids]
+    for i in range(L):
+        p = f"model.layers.{i}."
+        x = rms_norm(h, w[p + "input_layernorm.weight"], eps)
+        q = lin(x, p + "self_attn.q_proj").view(B, T, H, hd).transpose(1, 2)
+        k = lin(x, p + "self_attn.k_proj").view(B, T, KV, hd).transpose(1, 2)
+        v = lin(x, p + "self_attn.v_proj").view(B, T, KV, hd).transpose(1, 2)
+        q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
+        k, v = repeat_kv(k, H // KV), repeat_kv(v, H // KV)
+        att = torch.matmul(q, k.transpose(2, 3)) / math.sqrt(hd)
+        att = att.masked_fill(~causal, torch.finfo(att.dtype).min)
+        att = torch.softmax(att, dim=-1, dtype=torch.promote_types(att.dtype, torch.float32)).to(q.dtype)
+        o = torch.matmul(att, v).transpose(1, 2).reshape(B, T, H * hd)
+        h = h + lin(o, p + "self_attn.o_proj")
+        x = rms_norm(h, w[p + "post_attention_layernorm.weight"], eps)
+        x = lin(torch.nn.functional.silu(lin(x, p + "mlp.gate_proj")) * lin(x, p + "mlp.up_proj"), p + "mlp.down_proj")
+        h = h + x
+    h = rms_norm(h, w["model.norm.weight"], eps)
+    head = w["model.embed_tokens.weight"] if cfg["tie_word_embeddings"] else w["lm_head.weight"]
+    return h @ head.T, unexpected
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def llmtk_eval(llmtk, run, shard, B, T, N):
+    cmd = [llmtk, "eval", run, "--data", shard, "--batch", str(B), "--seq", str(T), "--batches", str(N)]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stdout}{r.stderr}")
+    loss = re.search(r"^loss (\S+)$", r.stdout, re.M)
+    ckpt = re.search(r"^checkpoint (.*)$", r.stdout, re.M)
+    toks = re.search(r"^(\d+) tokens in (\d+) batches$", r.stdout, re.M)
+    if not loss:
+        raise SystemExit(f"no loss line in the output of {' '.join(cmd)}:\n{r.stdout}")
+    return float(loss.group(1)), loss.group(1), ckpt.group(1) if ckpt else "?", toks.groups() if toks else None, cmd
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("hf_dir", help="directory written by llmtk export --hf")
+    ap.add_argument("shard", help="llmtk token shard (.bin)")
+    ap.add_argument("--run", required=True, help="the run (or checkpoint) directory that was exported")
+    ap.add_argument("--llmtk", default="build/bin/llmtk", help="llmtk binary (default: build/bin/llmtk)")
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--seq", type=int, default=None, help="default: the config's context length")
+    ap.add_argument("--batches", type=int, default=4)
+    ap.add_argument("--dtype", choices=["float64", "float32"], default="float64")
+    ap.add_argument("--tol", type=float, default=1e-4)
+    a = ap.parse_args()
+
+    cfg_raw = json.load(open(os.path.join(a.hf_dir, "config.json")))
+    W = read_safetensors(os.path.join(a.hf_dir, "model.safetensors"))
+    mt = cfg_raw.get("model_type")
+    if mt == "gpt2":
+        cfg, fwd, ctx = gpt2_config(cfg_raw), gpt2_forward, None
+        ctx = cfg["n_positions"]
+    elif mt == "llama":
+        cfg, fwd = llama_config(cfg_raw), llama_forward
+        ctx = cfg["max_position_embeddings"]
+    else:
+        raise SystemExit(f"model_type {mt!r}: only gpt2 and llama are implemented")
+    dt = getattr(torch, a.dtype)
+    B, T = a.batch, a.seq or ctx
+
+    toks = read_shard(a.shard)
+    if toks.numel() and int(toks.max()) >= cfg["vocab_size"]:
+        raise SystemExit(f"the shard holds token {int(toks.max())} >= vocab_size {cfg['vocab_size']}")
+    # llmtk eval's windows: window k = tokens [k*T, k*T+T]; batch i = windows i*B .. i*B+B-1
+    windows = (toks.numel() - 1) // T
+    N = min(a.batches, windows // B)
+    if N < 1:
+        raise SystemExit(f"the shard holds {windows} windows of {T}, fewer than one batch of {B}")
+
+    torch.set_grad_enabled(False)
+    per_batch = []
+    unexpected = []
+    for i in range(N):
+        starts = [(i * B + b) * T for b in range(B)]
+        ids = torch.stack([toks[s:s + T] for s in starts])
+        tg = torch.stack([toks[s + 1:s + T + 1] for s in starts])
+        logits, unexpected = fwd(cfg, W, ids, dt)
+        logp = torch.log_softmax(logits.to(torch.float64), dim=-1)
+        per_batch.append(float(-logp.gather(-1, tg[..., None]).mean()))
+    ref = sum(per_batch) / N
+
+    got, got_text, ckpt, ntok, cmd = llmtk_eval(a.llmtk, a.run, a.shard, B, T, N)
+    diff = abs(ref - got)
+    print(f"export      {a.hf_dir} ({cfg_raw.get('architectures', ['?'])[0]}, {len(W)} tensors, "
+          f"{sum(t.numel() for t in W.values()):,} params)")
+    if unexpected:
+        print(f"unexpected  {len(unexpected)} tensors Transformers would ignore: {unexpected}")
+    print(f"windows     {N} batches x {B} windows x {T} tokens = {N * B * T} tokens of {a.shard}")
+    print(f"hf-ref      loss {ref:.10f}  ({a.dtype} forward, float64 cross-entropy; "
+          f"per batch {', '.join(f'{x:.6f}' for x in per_batch)})")
+    print(f"llmtk eval  loss {got_text}  (checkpoint {ckpt}; {' '.join(cmd)})")
+    if ntok and (int(ntok[0]), int(ntok[1])) != (N * B * T, N):
+        print(f"WARNING: llmtk eval covered {ntok[0]} tokens in {ntok[1]} batches")
+    print(f"abs diff    {diff:.3e}  (tolerance {a.tol:g}; llmtk prints 4 decimals, so up to 5e-5 is rounding)")
+    ok = diff <= a.tol
+    print("OK" if ok else "MISMATCH")
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
