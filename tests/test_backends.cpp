@@ -102,14 +102,16 @@ void case_rmsnorm_backward(Case& c) {
 }
 void case_rope_forward(Case& c) {
   auto x = c.make({2, 33, 3, 16}), y = c.make({2, 33, 3, 16});
-  ops::rope_forward(y, x, 10000.0f);
+  ops::rope_forward(y, x, 10000.0f, 0);
   c.keep("y", y);
-  ops::rope_forward(x, x, 500000.0f);  // in place
+  ops::rope_forward(x, x, 500000.0f, 0);  // in place
   c.keep("y in place", x);
+  ops::rope_forward(y, x, 10000.0f, 97);  // decoding at position 97
+  c.keep("y at pos0 97", y);
 }
 void case_rope_backward(Case& c) {
   auto dy = c.make({2, 31, 2, 8}), dx = c.make({2, 31, 2, 8});
-  ops::rope_backward(dx, dy, 10000.0f);
+  ops::rope_backward(dx, dy, 10000.0f, 0);
   c.keep("dx", dx);
 }
 const AttentionMask kMasks[] = {{true, 0, false}, {true, 5, false}, {true, 0, true}, {true, 7, true}};
@@ -120,6 +122,12 @@ void case_attention_forward(Case& c) {
       auto o = c.make({2, 33, 4, 16}), lse = c.make({2 * 4 * 33});
       ops::attention_forward(o, lse, q, k, v, m);
       c.keep("out", o), c.keep("lse", lse);
+      // Decoding: 3 new queries at positions 30..32 against all 33 keys.
+      auto q3 = c.make({2, 3, 4, 16}), o3 = c.make({2, 3, 4, 16}), lse3 = c.make({2 * 4 * 3});
+      AttentionMask dm = m;
+      dm.q_offset = 30;
+      ops::attention_forward(o3, lse3, q3, k, v, dm);
+      c.keep("out (q_offset 30)", o3), c.keep("lse (q_offset 30)", lse3);
     }
   }
 }
@@ -181,7 +189,9 @@ void case_embedding_backward(Case& c) {
 }
 void case_positions_forward(Case& c) {
   auto x = c.make({3, 7, 33}), table = c.make({9, 33}), y = c.make({3, 7, 33});
-  ops::positions_forward(y, x, table);
+  ops::positions_forward(y, x, table, 0);
+  c.keep("y", y);
+  ops::positions_forward(y, x, table, 2);  // decoding: positions 2 .. 8
   c.keep("y", y);
 }
 void case_positions_backward(Case& c) {
@@ -191,7 +201,9 @@ void case_positions_backward(Case& c) {
 }
 void case_sinusoidal_forward(Case& c) {
   auto x = c.make({2, 65, 34}), y = c.make({2, 65, 34});
-  ops::sinusoidal_forward(y, x);
+  ops::sinusoidal_forward(y, x, 0);
+  c.keep("y", y);
+  ops::sinusoidal_forward(y, x, 7);
   c.keep("y", y);
 }
 void case_cross_entropy_forward(Case& c) {

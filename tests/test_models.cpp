@@ -87,3 +87,26 @@ TEST_CASE("activation recomputation gives the same gradients with less memory", 
   plain->backward(), saving->backward();
   CHECK(std::memcmp(plain->grads().data(), saving->grads().data(), plain->grads().bytes()) == 0);  // bit for bit
 }
+
+TEST_CASE("decoding with a KV cache gives the logits of a full forward pass", "[model][decode]") {
+  for (const char* arch : {"llama-tiny", "gpt2"}) {
+    for (int window : {0, 3}) {
+      INFO(arch << ", window " << window);
+      Dims d = tiny(arch);
+      d.window = window;
+      auto full = make_model(arch, d), step = make_model(arch, d);
+      full->plan(1, 7);
+      full->init(9);
+      step->plan_decode(7);
+      step->allocate();
+      std::memcpy(step->params().data(), full->params().data(), full->params().bytes());
+      std::vector<std::int32_t> ids = {3, 1, 4, 1, 5, 9, 2};
+      full->forward(TensorRef(ids.data(), DType::i32, {1, 7}));
+      for (int t = 0; t < 7; ++t) {
+        const float* got = step->decode(TensorRef(&ids[std::size_t(t)], DType::i32, {1, 1}), t);
+        const float* want = full->logits().f32() + t * d.vocab;
+        for (int v = 0; v < d.vocab; ++v) REQUIRE(got[v] == Approx(want[v]).margin(1e-5));
+      }
+    }
+  }
+}

@@ -142,27 +142,31 @@ void check_rmsnorm_backward() {
 void check_rope_forward() {
   // [B=1, T=2, heads=1, D=4]; pair (0, 2) turns by t·1, pair (1, 3) by t·base^(-1/2) = t/100.
   Buf x({1, 2, 1, 4}, {1, 2, 3, 4, 1, 2, 3, 4}), y({1, 2, 1, 4});
-  ops::rope_forward(y.t(), x.t(), 10000.0f);
+  ops::rope_forward(y.t(), x.t(), 10000.0f, 0);
   for (int i = 0; i < 4; ++i) CHECK(y[i] == x[i]);  // t = 0: no rotation
   const double c1 = std::cos(1.0), s1 = std::sin(1.0), c2 = std::cos(0.01), s2 = std::sin(0.01);
   CHECK(y[4] == Approx(1 * c1 - 3 * s1));
   CHECK(y[6] == Approx(3 * c1 + 1 * s1));
   CHECK(y[5] == Approx(2 * c2 - 4 * s2));
   CHECK(y[7] == Approx(4 * c2 + 2 * s2));
+  // pos0 shifts positions: row 0 at pos0 = 1 turns as row 1 did above (decoding with a cache).
+  Buf one({1, 1, 1, 4}, {1, 2, 3, 4}), shifted({1, 1, 1, 4});
+  ops::rope_forward(shifted.t(), one.t(), 10000.0f, 1);
+  for (int i = 0; i < 4; ++i) CHECK(shifted[std::size_t(i)] == y[std::size_t(4 + i)]);
 }
 void check_rope_backward() {
   Rng rng(4);
   Buf x({2, 5, 3, 6}, &rng), r({2, 5, 3, 6}, &rng), y({2, 5, 3, 6}), dx({2, 5, 3, 6});
-  auto f = [&] { ops::rope_forward(y.t(), x.t(), 100.0f); return dot(y, r); };
-  ops::rope_backward(dx.t(), r.t(), 100.0f);
+  auto f = [&] { ops::rope_forward(y.t(), x.t(), 100.0f, 0); return dot(y, r); };
+  ops::rope_backward(dx.t(), r.t(), 100.0f, 0);
   expect_gradient("dx", x, dx, f);
   Buf inplace = r;  // dx may alias dy
-  ops::rope_backward(inplace.t(), inplace.t(), 100.0f);
+  ops::rope_backward(inplace.t(), inplace.t(), 100.0f, 0);
   CHECK(inplace.v == dx.v);
 }
 void check_positions_forward() {
   Buf x({2, 2, 2}, {1, 1, 1, 1, 2, 2, 2, 2}), table({3, 2}, {10, 20, 30, 40, 50, 60}), y({2, 2, 2});
-  ops::positions_forward(y.t(), x.t(), table.t());
+  ops::positions_forward(y.t(), x.t(), table.t(), 0);
   CHECK(y.v == std::vector<float>{11, 21, 31, 41, 12, 22, 32, 42});
 }
 void check_positions_backward() {
@@ -172,7 +176,7 @@ void check_positions_backward() {
 }
 void check_sinusoidal_forward() {
   Buf x({1, 2, 4}), y({1, 2, 4});
-  ops::sinusoidal_forward(y.t(), x.t());
+  ops::sinusoidal_forward(y.t(), x.t(), 0);
   CHECK(y.v[0] == 0.0f);
   CHECK(y.v[1] == 1.0f);
   CHECK(y[4] == Approx(std::sin(1.0)));
@@ -207,6 +211,14 @@ void check_attention_forward() {
       const double p_first = o6[std::size_t(H + h)];
       CHECK(-std::log(p_first / (1 - p_first)) == Approx(want[h]).epsilon(1e-5));
     }
+  }
+  // q_offset: the second query alone, against both keys, gives the second row of the full result.
+  {
+    Buf q1({1, 1, 1, 1}, {2}), o1({1, 1, 1, 1}), lse1({1});
+    ops::attention_forward(o1.t(), lse1.t(), q1.t(), k.t(), v.t(), AttentionMask{true, 0, false, 1});
+    CHECK(o1[0] == Approx(p0 * 3 + (1 - p0) * 5));
+    CHECK_THROWS_WITH(ops::attention_forward(o1.t(), lse1.t(), q1.t(), k.t(), v.t(), AttentionMask{true, 0, false, 2}),
+                      Catch::Contains("fewer than q_offset"));
   }
   // A window of 1: each query sees only itself.
   ops::attention_forward(o.t(), lse.t(), q.t(), k.t(), v.t(), AttentionMask{true, 1, false});

@@ -3,16 +3,16 @@
 
 namespace llmtk::cpu {
 
-void positions_forward(TensorRef y, TensorRef x, TensorRef table) {
+void positions_forward(TensorRef y, TensorRef x, TensorRef table, int pos0) {
   const char* op = "positions_forward";
   expect_f32(op, "y", y), expect_f32(op, "x", x), expect_f32(op, "table", table);
   expect_rank(op, "x", x, 3, "[B, T, C]"), expect_same(op, "y", y, "x", x);
   const std::int64_t B = x.size(0), T = x.size(1), C = x.size(2);
-  LLMTK_CHECK(table.size(0) >= T && table.size(-1) == C, op, "table ", table.shape_str(), " must be [P >= ", T, ", ", C, "]");
+  LLMTK_CHECK(pos0 >= 0 && table.size(0) >= pos0 + T && table.size(-1) == C, op, "table ", table.shape_str(), " must be [P >= ", pos0 + T, ", ", C, "]");
 #pragma omp parallel for collapse(2) schedule(static)
   for (std::int64_t b = 0; b < B; ++b)
     for (std::int64_t t = 0; t < T; ++t) {
-      const float *X = x.f32() + (b * T + t) * C, *P = table.f32() + t * C;
+      const float *X = x.f32() + (b * T + t) * C, *P = table.f32() + (pos0 + t) * C;
       float* Y = y.f32() + (b * T + t) * C;
 #pragma omp simd
       for (std::int64_t c = 0; c < C; ++c) Y[c] = X[c] + P[c];

@@ -5,7 +5,7 @@
 namespace llmtk::cpu {
 
 namespace {
-void rotate(const char* op, TensorRef y, TensorRef x, float base, float sign) {
+void rotate(const char* op, TensorRef y, TensorRef x, float base, int pos0, float sign) {
   expect_f32(op, "y", y), expect_f32(op, "x", x);
   expect_rank(op, "x", x, 4, "[B, T, heads, D]");
   expect_same(op, "y", y, "x", x);
@@ -17,7 +17,7 @@ void rotate(const char* op, TensorRef y, TensorRef x, float base, float sign) {
 #pragma omp parallel for schedule(static)
   for (std::int64_t t = 0; t < T; ++t)
     for (std::int64_t i = 0; i < half; ++i) {
-      const double a = double(t) * std::pow(double(base), -2.0 * double(i) / double(D));
+      const double a = double(pos0 + t) * std::pow(double(base), -2.0 * double(i) / double(D));
       cs[2 * (t * half + i)] = float(std::cos(a));
       cs[2 * (t * half + i) + 1] = sign * float(std::sin(a));
     }
@@ -38,7 +38,7 @@ void rotate(const char* op, TensorRef y, TensorRef x, float base, float sign) {
 }
 }  // namespace
 
-void rope_forward(TensorRef y, TensorRef x, float base) { rotate("rope_forward", y, x, base, 1.0f); }
-void rope_backward(TensorRef dx, TensorRef dy, float base) { rotate("rope_backward", dx, dy, base, -1.0f); }
+void rope_forward(TensorRef y, TensorRef x, float base, int pos0) { rotate("rope_forward", y, x, base, pos0, 1.0f); }
+void rope_backward(TensorRef dx, TensorRef dy, float base, int pos0) { rotate("rope_backward", dx, dy, base, pos0, -1.0f); }
 
 }  // namespace llmtk::cpu

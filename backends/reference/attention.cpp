@@ -10,23 +10,25 @@ namespace llmtk::reference {
 namespace {
 
 struct Shape {
-  std::int64_t B, T, H, KV, D;
+  std::int64_t B, T, H, KV, D;  // T: query rows
+  std::int64_t Tk;              // key rows (T when training; the cache length when decoding)
 };
 
-Shape check(const char* op, TensorRef out, TensorRef lse, TensorRef q, TensorRef k, TensorRef v) {
+Shape check(const char* op, TensorRef out, TensorRef lse, TensorRef q, TensorRef k, TensorRef v, const AttentionMask& m) {
   expect_f32(op, "q", q), expect_f32(op, "k", k), expect_f32(op, "v", v);
   expect_f32(op, "out", out), expect_f32(op, "lse", lse);
   expect_rank(op, "q", q, 4, "[B, T, H, D]");
   expect_rank(op, "k", k, 4, "[B, T, KV, D]");
   expect_rank(op, "v", v, 4, "[B, T, KV, D]");
-  Shape s{q.size(0), q.size(1), q.size(2), k.size(2), q.size(3)};
-  LLMTK_CHECK(k.size(0) == s.B && k.size(1) == s.T && k.size(3) == s.D, op, "k ", k.shape_str(),
-              " does not match q ", q.shape_str());
+  Shape s{q.size(0), q.size(1), q.size(2), k.size(2), q.size(3), k.size(1)};
+  LLMTK_CHECK(k.size(0) == s.B && k.size(3) == s.D, op, "k ", k.shape_str(), " does not match q ", q.shape_str());
   LLMTK_CHECK(v.numel() == k.numel() && v.size(2) == s.KV, op, "v ", v.shape_str(),
               " must match k ", k.shape_str());
   LLMTK_CHECK(s.H % s.KV == 0, op, "KV = ", s.KV, " kv heads must divide H = ", s.H);
   LLMTK_CHECK(out.numel() == q.numel(), op, "out must have q's shape ", q.shape_str());
   LLMTK_CHECK(lse.numel() == s.B * s.H * s.T, op, "lse must be [B, H, T]");
+  LLMTK_CHECK(m.q_offset >= 0 && s.Tk >= m.q_offset + s.T, op, "k has ", s.Tk, " rows, fewer than q_offset ",
+              m.q_offset, " + ", s.T, " queries");
   return s;
 }
 
@@ -52,15 +54,16 @@ void scores(std::vector<double>& s, const Shape& S, TensorRef q, TensorRef k, At
   const double scale = 1.0 / std::sqrt(double(S.D));
   const double slope = mask.alibi ? alibi_slope(h, S.H) : 0.0;
   const float* Q = q.f32() + ((b * S.T + i) * S.H + h) * S.D;
-  for (std::int64_t j = 0; j < S.T; ++j) {
-    if (!visible(mask, i, j)) {
+  const std::int64_t at = mask.q_offset + i;  // the query's position among the keys
+  for (std::int64_t j = 0; j < S.Tk; ++j) {
+    if (!visible(mask, at, j)) {
       s[j] = -std::numeric_limits<double>::infinity();
       continue;
     }
-    const float* K = k.f32() + ((b * S.T + j) * S.KV + g) * S.D;
+    const float* K = k.f32() + ((b * S.Tk + j) * S.KV + g) * S.D;
     double dot = 0;
     for (std::int64_t d = 0; d < S.D; ++d) dot += double(Q[d]) * K[d];
-    s[j] = dot * scale - slope * double(i - j);
+    s[j] = dot * scale - slope * double(at - j);
   }
 }
 
@@ -68,8 +71,8 @@ void scores(std::vector<double>& s, const Shape& S, TensorRef q, TensorRef k, At
 
 void attention_forward(TensorRef out, TensorRef lse, TensorRef q, TensorRef k, TensorRef v,
                        AttentionMask mask) {
-  const Shape S = check("attention_forward", out, lse, q, k, v);
-  std::vector<double> s(S.T), acc(S.D);
+  const Shape S = check("attention_forward", out, lse, q, k, v, mask);
+  std::vector<double> s(S.Tk), acc(S.D);
   for (std::int64_t b = 0; b < S.B; ++b)
     for (std::int64_t h = 0; h < S.H; ++h)
       for (std::int64_t i = 0; i < S.T; ++i) {
@@ -80,9 +83,9 @@ void attention_forward(TensorRef out, TensorRef lse, TensorRef q, TensorRef k, T
         for (double& x : s) sum += (x = std::exp(x - mx));  // masked scores become 0
         std::fill(acc.begin(), acc.end(), 0.0);
         const std::int64_t g = h / (S.H / S.KV);
-        for (std::int64_t j = 0; j < S.T; ++j) {
+        for (std::int64_t j = 0; j < S.Tk; ++j) {
           if (s[j] == 0) continue;
-          const float* V = v.f32() + ((b * S.T + j) * S.KV + g) * S.D;
+          const float* V = v.f32() + ((b * S.Tk + j) * S.KV + g) * S.D;
           for (std::int64_t d = 0; d < S.D; ++d) acc[d] += s[j] / sum * V[d];
         }
         float* O = out.f32() + ((b * S.T + i) * S.H + h) * S.D;
@@ -95,7 +98,8 @@ void attention_backward(TensorRef dq, TensorRef dk, TensorRef dv, TensorRef dout
                         TensorRef k, TensorRef v, TensorRef out, TensorRef lse,
                         AttentionMask mask) {
   const char* op = "attention_backward";
-  const Shape S = check(op, out, lse, q, k, v);
+  const Shape S = check(op, out, lse, q, k, v, mask);
+  LLMTK_CHECK(mask.q_offset == 0 && S.Tk == S.T, op, "backward needs as many keys as queries and q_offset 0");
   expect_f32(op, "dq", dq), expect_f32(op, "dk", dk), expect_f32(op, "dv", dv);
   expect_f32(op, "dout", dout);
   expect_same(op, "dq", dq, "q", q), expect_same(op, "dout", dout, "q", q);

@@ -5,7 +5,7 @@ namespace llmtk::reference {
 
 namespace {
 // Rotates every (i, i + D/2) pair of x by angle t·base^(-2i/D), times `sign` (−1 inverts).
-void rotate(const char* op, TensorRef y, TensorRef x, float base, double sign) {
+void rotate(const char* op, TensorRef y, TensorRef x, float base, int pos0, double sign) {
   expect_f32(op, "y", y), expect_f32(op, "x", x);
   expect_rank(op, "x", x, 4, "[B, T, heads, D]");
   expect_same(op, "y", y, "x", x);
@@ -17,7 +17,7 @@ void rotate(const char* op, TensorRef y, TensorRef x, float base, double sign) {
         const std::int64_t off = ((b * T + t) * H + h) * D;
         for (std::int64_t i = 0; i < half; ++i) {
           const double inv_freq = std::pow(double(base), -2.0 * double(i) / double(D));
-          const double a = double(t) * inv_freq, c = std::cos(a), s = sign * std::sin(a);
+          const double a = double(pos0 + t) * inv_freq, c = std::cos(a), s = sign * std::sin(a);
           const double x0 = x.f32()[off + i], x1 = x.f32()[off + i + half];
           y.f32()[off + i] = static_cast<float>(x0 * c - x1 * s);
           y.f32()[off + i + half] = static_cast<float>(x1 * c + x0 * s);
@@ -26,11 +26,11 @@ void rotate(const char* op, TensorRef y, TensorRef x, float base, double sign) {
 }
 }  // namespace
 
-void rope_forward(TensorRef y, TensorRef x, float base) { rotate("rope_forward", y, x, base, 1.0); }
+void rope_forward(TensorRef y, TensorRef x, float base, int pos0) { rotate("rope_forward", y, x, base, pos0, 1.0); }
 
 // The rotation is orthogonal, so the gradient is the inverse rotation.
-void rope_backward(TensorRef dx, TensorRef dy, float base) {
-  rotate("rope_backward", dx, dy, base, -1.0);
+void rope_backward(TensorRef dx, TensorRef dy, float base, int pos0) {
+  rotate("rope_backward", dx, dy, base, pos0, -1.0);
 }
 
 }  // namespace llmtk::reference

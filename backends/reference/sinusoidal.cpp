@@ -3,7 +3,7 @@
 
 namespace llmtk::reference {
 
-void sinusoidal_forward(TensorRef y, TensorRef x) {
+void sinusoidal_forward(TensorRef y, TensorRef x, int pos0) {
   const char* op = "sinusoidal_forward";
   expect_f32(op, "y", y), expect_f32(op, "x", x);
   expect_rank(op, "x", x, 3, "[B, T, C]"), expect_same(op, "y", y, "x", x);
@@ -12,7 +12,7 @@ void sinusoidal_forward(TensorRef y, TensorRef x) {
   for (std::int64_t b = 0; b < B; ++b)
     for (std::int64_t t = 0; t < T; ++t)
       for (std::int64_t i = 0; i < C / 2; ++i) {
-        const double a = double(t) / std::pow(10000.0, 2.0 * double(i) / double(C));
+        const double a = double(pos0 + t) / std::pow(10000.0, 2.0 * double(i) / double(C));
         const std::int64_t o = (b * T + t) * C + 2 * i;
         y.f32()[o] = static_cast<float>(x.f32()[o] + std::sin(a));
         y.f32()[o + 1] = static_cast<float>(x.f32()[o + 1] + std::cos(a));

@@ -56,6 +56,8 @@ class Planner {
   // Activation recomputation: blocks keep only their inputs and recompute the rest in backward,
   // so all blocks can share one block's activation memory.
   bool recompute_blocks = false;
+  // Decoding: each attention layer keeps keys and values of up to this many positions (0: none).
+  std::int64_t kv_cache = 0;
   // While set, activations declared under `to` reuse the same-named ones under `from`.
   void share_activations(std::string from, std::string to) { share_from_ = std::move(from), share_to_ = std::move(to); }
 
@@ -90,6 +92,7 @@ struct Ctx {
   Arena& acts;
   const Dims& dims;
   std::int64_t B, T;
+  std::int64_t pos0 = 0;  // position of the first token (non-zero only when decoding with a KV cache)
 
   TensorRef p(ParamSlot s) const { return params[s.id]; }
   TensorRef g(ParamSlot s) const { return grads[s.id]; }

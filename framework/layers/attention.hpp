@@ -28,6 +28,7 @@ struct GQA {
   ParamSlot wq, bq, wk, bk, wv, bv, wo, bo;  // wq: [H·D, C], wk, wv: [KV·D, C], wo: [C, H·D]
   ActSlot q, k, v, o, lse;                   // saved: q, o [B, T, H, D]; k, v [B, T, KV, D]; lse [B, H, T]
   ActSlot dq, dk, dv, dout, dx_part;         // backward scratch
+  ActSlot kcache, vcache;                    // decoding only: [cache length, KV·D] keys and values so far
 
   void declare(Planner& p) {
     const auto& d = p.dims;
@@ -45,6 +46,10 @@ struct GQA {
     o = p.act("o", {N, QD}), lse = p.act("lse", {p.B * d.n_heads * p.T});
     dq = p.act("dq", {N, QD}), dk = p.act("dk", {N, KD}), dv = p.act("dv", {N, KD});
     dout = p.act("dout", {N, QD}), dx_part = p.act("dx_part", {N, C});
+    if (p.kv_cache > 0) {
+      LLMTK_CHECK(p.B == 1, "kv cache", "decoding with a KV cache takes batch 1");
+      kcache = p.act("kcache", {p.kv_cache, KD}), vcache = p.act("vcache", {p.kv_cache, KD});
+    }
   }
 
   // y, x: [B, T, C]
@@ -54,8 +59,23 @@ struct GQA {
     ops::matmul_forward(c.a(k), x2, c.p(wk), c.p(bk));
     ops::matmul_forward(c.a(v), x2, c.p(wv), c.p(bv));
     Pos::rotate(c, heads(c, q, c.dims.n_heads), heads(c, k, c.dims.n_kv_heads));
-    ops::attention_forward(heads(c, o, c.dims.n_heads), c.a(lse), heads(c, q, c.dims.n_heads),
-                           heads(c, k, c.dims.n_kv_heads), heads(c, v, c.dims.n_kv_heads), mask(c));
+    if (kcache.id >= 0) {
+      // Decoding: append this step's keys and values at rows [pos0, pos0 + T) of the cache and
+      // attend over every cached row so far.
+      const std::int64_t KD = c.dims.kv_dim(), rows_so_far = c.pos0 + c.T;
+      LLMTK_CHECK(rows_so_far <= c.a(kcache).size(0), "kv cache", "position ", rows_so_far, " is past the cache of ",
+                  c.a(kcache).size(0));
+      auto at = [&](ActSlot s, std::int64_t row, std::int64_t n) {
+        return TensorRef(c.a(s).f32() + row * KD, DType::f32, {1, n, c.dims.n_kv_heads, c.dims.head_dim()});
+      };
+      ops::scale_forward(at(kcache, c.pos0, c.T), heads(c, k, c.dims.n_kv_heads), 1.0f);
+      ops::scale_forward(at(vcache, c.pos0, c.T), heads(c, v, c.dims.n_kv_heads), 1.0f);
+      ops::attention_forward(heads(c, o, c.dims.n_heads), c.a(lse), heads(c, q, c.dims.n_heads),
+                             at(kcache, 0, rows_so_far), at(vcache, 0, rows_so_far), mask(c));
+    } else {
+      ops::attention_forward(heads(c, o, c.dims.n_heads), c.a(lse), heads(c, q, c.dims.n_heads),
+                             heads(c, k, c.dims.n_kv_heads), heads(c, v, c.dims.n_kv_heads), mask(c));
+    }
     ops::matmul_forward(rows(c, y, c.dims.d_model), c.a(o), c.p(wo), c.p(bo));
   }
 
@@ -84,7 +104,7 @@ struct GQA {
   }
 
  private:
-  static AttentionMask mask(const Ctx& c) { return {true, c.dims.window, Pos::alibi}; }
+  static AttentionMask mask(const Ctx& c) { return {true, c.dims.window, Pos::alibi, int(c.pos0)}; }
   static TensorRef rows(const Ctx& c, TensorRef t, std::int64_t width) {
     return t.view({c.B * c.T, width});
   }

@@ -21,12 +21,12 @@ struct RoPE {
   static constexpr void add_traits(ArchTraits& t) { t.rope = true; }
   // q: [B, T, H, D], k: [B, T, KV, D], rotated in place
   static void rotate(Ctx& c, TensorRef q, TensorRef k) {
-    ops::rope_forward(q, q, float(c.dims.rope_base));
-    ops::rope_forward(k, k, float(c.dims.rope_base));
+    ops::rope_forward(q, q, float(c.dims.rope_base), int(c.pos0));
+    ops::rope_forward(k, k, float(c.dims.rope_base), int(c.pos0));
   }
   static void rotate_backward(Ctx& c, TensorRef dq, TensorRef dk) {
-    ops::rope_backward(dq, dq, float(c.dims.rope_base));
-    ops::rope_backward(dk, dk, float(c.dims.rope_base));
+    ops::rope_backward(dq, dq, float(c.dims.rope_base), int(c.pos0));
+    ops::rope_backward(dk, dk, float(c.dims.rope_base), int(c.pos0));
   }
 };
 
@@ -47,7 +47,7 @@ struct LearnedPositions {
   void declare(Planner& p) {
     table = p.param("positions", {p.dims.max_seq, p.dims.d_model}, ParamKind::embedding);
   }
-  void forward(Ctx& c, TensorRef y) { ops::positions_forward(y, y, c.p(table)); }  // y: [B, T, C]
+  void forward(Ctx& c, TensorRef y) { ops::positions_forward(y, y, c.p(table), int(c.pos0)); }  // y: [B, T, C]
   void backward(Ctx& c, TensorRef dy) { ops::positions_backward(c.g(table), dy); }
 };
 
@@ -56,7 +56,7 @@ struct Sinusoidal {
   static constexpr PositionKind kind = PositionKind::additive;
   static constexpr void add_traits(ArchTraits& t) { t.sinusoidal = true; }
   void declare(Planner&) {}
-  void forward(Ctx&, TensorRef y) { ops::sinusoidal_forward(y, y); }
+  void forward(Ctx& c, TensorRef y) { ops::sinusoidal_forward(y, y, int(c.pos0)); }
   void backward(Ctx&, TensorRef) {}
 };
 

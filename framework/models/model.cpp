@@ -45,6 +45,8 @@ void AnyModel::plan(std::int64_t B, std::int64_t T, bool recompute) {
   acts_ = Arena("activations");
   Planner p(dims_, B, T, params_, acts_, planned_);
   p.recompute_blocks = recompute;
+  p.kv_cache = kv_cache_;
+  decoding_ = kv_cache_ > 0;
   recompute_ = recompute;
   declare(p);
   logits_ = p.act("logits", {B, T, dims_.vocab});
@@ -54,6 +56,23 @@ void AnyModel::plan(std::int64_t B, std::int64_t T, bool recompute) {
   planned_ = true;
   B_ = B, T_ = T;
   if (had_memory) acts_.allocate();
+}
+
+void AnyModel::plan_decode(std::int64_t cache_len) {
+  LLMTK_CHECK(cache_len > 0 && cache_len <= dims_.max_seq, name_, "a KV cache of ", cache_len,
+              " positions is outside [1, model.max_seq = ", dims_.max_seq, "]");
+  kv_cache_ = cache_len;
+  plan(1, 1);
+  kv_cache_ = 0;  // later plan() calls are for training unless asked again
+}
+
+const float* AnyModel::decode(TensorRef ids, std::int64_t pos0) {
+  LLMTK_CHECK(acts_.allocated() && decoding_, name_, "decode() needs plan_decode() and allocate()");
+  LLMTK_CHECK(ids.dtype == DType::i32 && ids.numel() == T_ && B_ == 1, name_, "decode takes [1, ", T_, "] i32 ids");
+  Ctx c = ctx();
+  c.pos0 = pos0;
+  run_forward(c, c.a(logits_), ids.view({1, T_}));
+  return c.a(logits_).f32() + (T_ - 1) * dims_.vocab;
 }
 
 void AnyModel::allocate() {

@@ -56,6 +56,11 @@ class AnyModel {
   // recompute: blocks keep only their inputs and recompute activations in backward (less memory,
   // about one more forward pass of compute).
   void plan(std::int64_t B, std::int64_t T, bool recompute = false);
+  // Plans for decoding one token at a time (batch 1) with a KV cache of `cache_len` positions.
+  void plan_decode(std::int64_t cache_len);
+  // Decoding: runs `ids` ([1, T] i32) at positions pos0 .. pos0 + T − 1 against the cache, which
+  // keeps their keys and values. Returns the logits of the last position ([vocab]).
+  const float* decode(TensorRef ids, std::int64_t pos0);
   void allocate();
   // Initialises parameters from `seed` by their kind (see ParamKind); zeroes gradients.
   void init(std::uint64_t seed);
@@ -81,7 +86,7 @@ class AnyModel {
   virtual void run_backward(Ctx& c, TensorRef dlogits, TensorRef ids) = 0;
 
  private:
-  Ctx ctx() { return Ctx{params_, grads_, acts_, dims_, B_, T_}; }
+  Ctx ctx() { return Ctx{params_, grads_, acts_, dims_, B_, T_, 0}; }
 
   std::string name_;
   Dims dims_;
@@ -90,6 +95,8 @@ class AnyModel {
   bool planned_ = false;
   std::int64_t B_ = 0, T_ = 0;
   bool recompute_ = false;
+  std::int64_t kv_cache_ = 0;
+  bool decoding_ = false;
   ActSlot logits_, dlogits_, losses_;
   TensorRef ids_, targets_;
   std::int64_t counted_ = 0;  // targets in the last forward that count toward the loss

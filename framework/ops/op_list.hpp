@@ -18,8 +18,8 @@
                       (y, rstd, x, w, eps))                                                       \
   X(rmsnorm_backward, (TensorRef dx, TensorRef dw, TensorRef dy, TensorRef x, TensorRef w,        \
                        TensorRef rstd), (dx, dw, dy, x, w, rstd))                                 \
-  X(rope_forward,  (TensorRef y, TensorRef x, float base), (y, x, base))                          \
-  X(rope_backward, (TensorRef dx, TensorRef dy, float base), (dx, dy, base))                      \
+  X(rope_forward,  (TensorRef y, TensorRef x, float base, int pos0), (y, x, base, pos0))          \
+  X(rope_backward, (TensorRef dx, TensorRef dy, float base, int pos0), (dx, dy, base, pos0))      \
   X(attention_forward,  (TensorRef out, TensorRef lse, TensorRef q, TensorRef k, TensorRef v,     \
                          AttentionMask mask), (out, lse, q, k, v, mask))                          \
   X(attention_backward, (TensorRef dq, TensorRef dk, TensorRef dv, TensorRef dout, TensorRef q,   \
@@ -39,9 +39,9 @@
                       TensorRef up), (dgate, dup, dy, gate, up))                                  \
   X(embedding_forward,  (TensorRef y, TensorRef ids, TensorRef table), (y, ids, table))           \
   X(embedding_backward, (TensorRef dtable, TensorRef dy, TensorRef ids), (dtable, dy, ids))       \
-  X(positions_forward,  (TensorRef y, TensorRef x, TensorRef table), (y, x, table))               \
+  X(positions_forward,  (TensorRef y, TensorRef x, TensorRef table, int pos0), (y, x, table, pos0)) \
   X(positions_backward, (TensorRef dtable, TensorRef dy), (dtable, dy))                           \
-  X(sinusoidal_forward, (TensorRef y, TensorRef x), (y, x))                                       \
+  X(sinusoidal_forward, (TensorRef y, TensorRef x, int pos0), (y, x, pos0))                       \
   X(cross_entropy_forward,  (TensorRef losses, TensorRef logits, TensorRef targets,               \
                              int ignore_index), (losses, logits, targets, ignore_index))          \
   X(cross_entropy_backward, (TensorRef dlogits, TensorRef logits, TensorRef targets,              \

@@ -21,10 +21,13 @@ namespace llmtk {
 
 // Which keys a query may see. causal: key j <= query i. window > 0: also i - j < window.
 // alibi: scores get -slope_h * (i - j) (ALiBi, slopes from the head count).
+// q_offset: query row i is at position q_offset + i among the keys (decoding with a KV cache:
+// one new query against every cached key). Backward needs q_offset = 0.
 struct AttentionMask {
   bool causal = true;
   int window = 0;
   bool alibi = false;
+  int q_offset = 0;
 };
 
 // Hyper-parameters of one AdamW update (decoupled weight decay); step counts from 1.
@@ -65,17 +68,18 @@ namespace ops {
 //
 // ---- positions ----------------------------------------------------------------------------
 // rope_forward:  x, y: [B, T, heads, D], D even. Half-split pairs (i, i + D/2), angle
-//                t · base^(-2i/D): y_i = x_i cos − x_{i+D/2} sin, y_{i+D/2} = x_{i+D/2} cos + x_i sin
+//                (pos0 + t) · base^(-2i/D): y_i = x_i cos − x_{i+D/2} sin, y_{i+D/2} = x_{i+D/2} cos + x_i sin
 // rope_backward: dx = the inverse rotation of dy (rope needs no saved input)
-// positions_forward:  y[B, T, C] = x + table[t, :], table: [P ≥ T, C]
+// positions_forward:  y[B, T, C] = x + table[pos0 + t, :], table: [P ≥ pos0 + T, C]
 // positions_backward: dtable[t, :] += Σ_b dy[b, t, :]
-// sinusoidal_forward: y[B, T, C] = x + PE[t], PE[t, 2i] = sin(t / 10000^(2i/C)), PE[t, 2i+1] = cos(…);
+// sinusoidal_forward: y[B, T, C] = x + PE[pos0 + t], PE[p, 2i] = sin(p / 10000^(2i/C)), PE[p, 2i+1] = cos(…);
 //                     its backward is the identity (no op)
 //
 // ---- attention ----------------------------------------------------------------------------
-// attention_forward: q, out: [B, T, H, D]; k, v: [B, T, KV, D], H % KV == 0; query head h reads
+// attention_forward: q, out: [B, Tq, H, D]; k, v: [B, Tk, KV, D], Tk ≥ q_offset + Tq (Tk = Tq when
+//   training), H % KV == 0; query head h reads
 //   kv head h / (H / KV). s_ij = q_i·k_j / sqrt(D) (+ ALiBi), masked by `mask`, p = softmax_j(s),
-//   out_i = Σ_j p_ij v_j. lse: [B, H, T] = log Σ_j exp(s_ij), saved for backward.
+//   out_i = Σ_j p_ij v_j. lse: [B, H, Tq] = log Σ_j exp(s_ij), saved for backward.
 // attention_backward: dq, dk, dv written (same shapes as q, k, v); recomputes p from q, k, lse.
 //
 // ---- element-wise -------------------------------------------------------------------------

@@ -17,14 +17,25 @@ std::vector<data::TokenId> generate(AnyModel& model, std::vector<data::TokenId> 
   std::vector<data::TokenId> out;
   std::vector<float> probs(static_cast<std::size_t>(V));
   std::vector<int> order(static_cast<std::size_t>(V));
+  model.plan_decode(max_seq);
+  model.allocate();
+  // Feeds tokens [from, to) of `prompt` at cache positions from `pos` on; returns the last logits.
+  std::int64_t pos = 0;
+  const float* logits = nullptr;
+  auto feed = [&](std::size_t from, std::size_t to) {
+    for (std::size_t i = from; i < to; ++i, ++pos) {
+      std::int32_t id = prompt[i];
+      logits = model.decode(TensorRef(&id, DType::i32, {1, 1}), pos);
+    }
+  };
+  auto refill = [&] {  // the context is full: restart the cache from the last half
+    const std::size_t keep = std::size_t(max_seq / 2);
+    pos = 0;
+    feed(prompt.size() - keep, prompt.size());
+  };
+  if (prompt.size() > std::size_t(max_seq)) refill();
+  else feed(0, prompt.size());
   for (int n = 0; n < o.max_tokens; ++n) {
-    // The last max_seq tokens are the context; plan for exactly that length.
-    const std::size_t start = prompt.size() > std::size_t(max_seq) ? prompt.size() - std::size_t(max_seq) : 0;
-    std::vector<std::int32_t> ctx(prompt.begin() + std::ptrdiff_t(start), prompt.end());
-    const std::int64_t T = std::int64_t(ctx.size());
-    if (model.seq() != T || model.batch() != 1) model.plan(1, T);
-    model.forward(TensorRef(ctx.data(), DType::i32, {1, T}));
-    const float* logits = model.logits().f32() + (T - 1) * V;
     data::TokenId next;
     if (o.temperature <= 0) {
       next = data::TokenId(std::max_element(logits, logits + V) - logits);
@@ -62,6 +73,9 @@ std::vector<data::TokenId> generate(AnyModel& model, std::vector<data::TokenId> 
     out.push_back(next);
     prompt.push_back(next);
     if (on_token) on_token(next);
+    if (n + 1 == o.max_tokens) break;
+    if (pos == max_seq) refill();
+    else feed(prompt.size() - 1, prompt.size());
   }
   return out;
 }

@@ -1,6 +1,7 @@
 // Sampling text from a model: temperature, top-k and top-p (nucleus) over the last position's
-// logits, one token at a time. Each step runs the model on the context so far (up to max_seq
-// tokens); there is no KV cache yet, so a step costs a forward pass over the whole context.
+// logits, one token at a time. Decoding keeps every layer's keys and values in a KV cache, so a
+// step runs the model on one token. When the context reaches max_seq, the last half is re-read
+// into a fresh cache (a sliding window).
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -21,7 +22,7 @@ struct GenerateOptions {
 };
 
 // Continues `prompt` with up to max_tokens tokens; on_token is called for each as it is sampled.
-// `model` must be allocated with batch 1; it is re-planned to the context length it needs.
+// `model` is re-planned for decoding (batch 1, a KV cache of max_seq positions) and allocated.
 std::vector<data::TokenId> generate(AnyModel& model, std::vector<data::TokenId> prompt, const GenerateOptions& o,
                                     const std::function<void(data::TokenId)>& on_token = {});
 

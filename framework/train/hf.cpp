@@ -15,6 +15,8 @@ using json = nlohmann::ordered_json;
 
 std::string hf_family(const AnyModel& m) {
   const auto& t = m.traits();
+  LLMTK_CHECK(m.dims().window == 0, "export --hf", "model '", m.name(), "' uses a sliding window (model.window = ",
+              m.dims().window, "), which GPT2LMHeadModel and LlamaForCausalLM do not have; their outputs would differ");
   if (t.learned_positions && t.mha && !t.rope) return "gpt2";
   if (t.rope && !t.learned_positions && !t.alibi) return "llama";
   fail("export --hf", "model '", m.name(), "' is neither GPT-2 nor Llama shaped; Transformers interop covers those two families");

@@ -298,7 +298,7 @@ def main():
     W = read_safetensors(os.path.join(a.hf_dir, "model.safetensors"))
     mt = cfg_raw.get("model_type")
     if mt == "gpt2":
-        cfg, fwd, ctx = gpt2_config(cfg_raw), gpt2_forward, None
+        cfg, fwd = gpt2_config(cfg_raw), gpt2_forward
         ctx = cfg["n_positions"]
     elif mt == "llama":
         cfg, fwd = llama_config(cfg_raw), llama_forward
