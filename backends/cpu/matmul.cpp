@@ -4,6 +4,9 @@
 //   dx        dx[N, I] = dy[N, O] · w[O, I]
 //   dw        dw[O, I] += dy[N, O]ᵀ · x[N, I]       a sum post-op accumulates into dw
 // db is a column sum of dy, an OpenMP loop.
+#include <omp.h>
+
+#include <algorithm>
 #include <map>
 #include <mutex>
 #include <oneapi/dnnl/dnnl.hpp>
@@ -86,15 +89,24 @@ void matmul_backward(TensorRef dx, TensorRef dw, TensorRef db, TensorRef dy, Ten
   if (dx) expect_f32(op, "dx", dx), gemm(dy.f32(), w.f32(), nullptr, dx.f32(), N, O, I, false, false, false);
   if (dw) expect_f32(op, "dw", dw), gemm(dy.f32(), x.f32(), nullptr, dw.f32(), O, N, I, true, false, true);
   if (db) {
+    // Column sums of dy, read row by row (contiguous): each thread sums a block of rows into its
+    // own partial vector; the partials are added in thread order (deterministic).
     expect_f32(op, "db", db);
     const float* DY = dy.f32();
-    float* DB = db.f32();
-#pragma omp parallel for schedule(static)
-    for (std::int64_t o = 0; o < O; ++o) {
-      float acc = 0;
-      for (std::int64_t n = 0; n < N; ++n) acc += DY[n * O + o];
-      DB[o] += acc;
+    const int threads = max_threads();
+    float* parts = scratch(std::size_t(threads) * std::size_t(O));
+    std::fill(parts, parts + std::int64_t(threads) * O, 0.0f);
+#pragma omp parallel num_threads(threads)
+    {
+      float* part = parts + std::int64_t(omp_get_thread_num()) * O;
+#pragma omp for schedule(static)
+      for (std::int64_t n = 0; n < N; ++n) {
+        const float* row = DY + n * O;
+#pragma omp simd
+        for (std::int64_t o = 0; o < O; ++o) part[o] += row[o];
+      }
     }
+    reduce_partials(db.f32(), parts, threads, O);
   }
 }
 
