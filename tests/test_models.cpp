@@ -10,6 +10,7 @@
 #include "layers/mlp.hpp"
 #include "layers/rmsnorm.hpp"
 #include "models/registry.hpp"
+#include "ops/ops.hpp"
 
 using namespace llmtk;
 
@@ -17,6 +18,9 @@ namespace {
 llmtk::test::GradTolerance model_tolerance() {
   llmtk::test::GradTolerance tol;
   tol.atol = 1e-4;  // the loss is a mean: its gradients are small, so is the bound
+  // Other backends accumulate in f32 and use fast exp/tanh (relative error ~2e-7, not smooth), so
+  // central differences of their loss are noisier; the reference backend keeps the tight bound.
+  if (std::string_view(ops::active().backend) != "reference") tol.atol = 3e-4;
   tol.rtol = 2e-2;
   tol.max_per_tensor = 24;
   return tol;

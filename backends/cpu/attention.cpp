@@ -9,6 +9,7 @@
 #include <limits>
 
 #include "cpu.hpp"
+#include "fast_math.hpp"
 
 namespace llmtk::cpu {
 
@@ -84,7 +85,8 @@ void attention_forward(TensorRef out, TensorRef lse, TensorRef q, TensorRef k, T
         visible(mask, at, S.Tk, lo, hi);
         const float mx = row_scores(s, Q, K, kstride, S.D, lo, hi, at, scale, mask.alibi ? alibi_slope(h, S.H) : 0.0f);
         float sum = 0;
-        for (std::int64_t j = lo; j < hi; ++j) sum += (s[j - lo] = std::exp(s[j - lo] - mx));
+#pragma omp simd reduction(+ : sum)
+        for (std::int64_t j = lo; j < hi; ++j) sum += (s[j - lo] = fast_exp(s[j - lo] - mx));
         const float inv = 1.0f / sum;
         std::fill(O, O + S.D, 0.0f);
         for (std::int64_t j = lo; j < hi; ++j) {
@@ -130,12 +132,14 @@ void attention_backward(TensorRef dq, TensorRef dk, TensorRef dv, TensorRef dout
           visible(mask, i, S.T, lo, hi);
           row_scores(p, Q, K, kstride, S.D, lo, hi, i, scale, slope);
           const float l = lse.f32()[(b * S.H + h) * S.T + i];
+#pragma omp simd
+          for (std::int64_t j = lo; j < hi; ++j) p[j - lo] = fast_exp(p[j - lo] - l);  // probabilities
           float delta = 0;  // Σ_j p_j dp_j = dO · out_i
 #pragma omp simd reduction(+ : delta)
           for (std::int64_t d = 0; d < S.D; ++d) delta += dO[d] * O[d];
           std::fill(dQ, dQ + S.D, 0.0f);
           for (std::int64_t j = lo; j < hi; ++j) {
-            const float pj = std::exp(p[j - lo] - l);
+            const float pj = p[j - lo];
             const float *Kj = K + j * kstride, *Vj = V + j * kstride;
             float* dKj = dK + j * kstride;
             float* dVj = dV + j * kstride;

@@ -2,6 +2,7 @@
 #include <limits>
 
 #include "cpu.hpp"
+#include "fast_math.hpp"
 
 namespace llmtk::cpu {
 
@@ -11,7 +12,7 @@ float logsumexp(const float* z, std::int64_t V) {
   for (std::int64_t v = 0; v < V; ++v) mx = std::max(mx, z[v]);
   float s = 0;
 #pragma omp simd reduction(+ : s)
-  for (std::int64_t v = 0; v < V; ++v) s += std::exp(z[v] - mx);
+  for (std::int64_t v = 0; v < V; ++v) s += fast_exp(z[v] - mx);
   return mx + std::log(s);
 }
 void check_targets(const char* op, TensorRef targets, std::int64_t N, std::int64_t V, int ignore) {
@@ -55,7 +56,7 @@ void cross_entropy_backward(TensorRef dlogits, TensorRef logits, TensorRef targe
     }
     const float lse = logsumexp(z, V);
 #pragma omp simd
-    for (std::int64_t v = 0; v < V; ++v) dz[v] = dloss * std::exp(z[v] - lse);
+    for (std::int64_t v = 0; v < V; ++v) dz[v] = dloss * fast_exp(z[v] - lse);
     dz[t] -= dloss;
   }
 }

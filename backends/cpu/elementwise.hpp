@@ -2,17 +2,18 @@
 // OpenMP loops that apply them (the compiler vectorises the loop bodies).
 #pragma once
 #include "cpu.hpp"
+#include "fast_math.hpp"
 
 namespace llmtk::cpu::elementwise {
 
 inline constexpr float kSqrt2OverPi = 0.7978845608028654f;
 
-inline float gelu(float x) { return 0.5f * x * (1.0f + std::tanh(kSqrt2OverPi * (x + 0.044715f * x * x * x))); }
+inline float gelu(float x) { return 0.5f * x * (1.0f + fast_tanh(kSqrt2OverPi * (x + 0.044715f * x * x * x))); }
 inline float gelu_grad(float x) {
-  const float t = std::tanh(kSqrt2OverPi * (x + 0.044715f * x * x * x));
+  const float t = fast_tanh(kSqrt2OverPi * (x + 0.044715f * x * x * x));
   return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * kSqrt2OverPi * (1.0f + 3.0f * 0.044715f * x * x);
 }
-inline float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
+inline float sigmoid(float x) { return 1.0f / (1.0f + fast_exp(-x)); }
 inline float silu(float x) { return x * sigmoid(x); }
 inline float silu_grad(float x) {
   const float s = sigmoid(x);

@@ -67,7 +67,7 @@ std::string bar_chart(const std::string& title, const std::vector<Bar>& bars, co
 
 std::string line_chart(const std::string& title, const std::vector<Series>& series, const std::string& x_label,
                        const std::string& y_label, bool log_y) {
-  const double W = 660, H = 300, left = 78, right = 130, top = 30, bottom = 44;
+  const double W = 600, H = 300, left = 78, right = 120, top = 30, bottom = 44;
   double x0 = INFINITY, x1 = -INFINITY, y0 = INFINITY, y1 = -INFINITY;
   auto ty = [&](double v) { return log_y ? std::log10(std::max(v, 1e-12)) : v; };
   for (const auto& se : series)

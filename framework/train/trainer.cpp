@@ -150,7 +150,8 @@ TrainResult train(const Recipe& r, const TrainOptions& opt) {
     for (std::size_t i = 0; i < state.size(); ++i)
       load_safetensors((fs::path(ck) / ("optimizer." + state[i]->name() + ".safetensors")).string(), *state[i]);
     step = st.at("step");
-    best_val = st.value("best_val_loss", INFINITY);
+    // null when no evaluation ran before the checkpoint
+    best_val = st.contains("best_val_loss") && st["best_val_loss"].is_number() ? st["best_val_loss"].get<double>() : INFINITY;
     loader.seek({st.at("data").at("epoch"), st.at("data").at("step")});
     log("resumed from " + ck + " at step " + std::to_string(step));
   }
