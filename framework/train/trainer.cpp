@@ -104,6 +104,16 @@ TrainResult train(const Recipe& r, const TrainOptions& opt) {
   auto log = opt.log ? opt.log : [](const std::string& s) { std::printf("%s\n", s.c_str()); std::fflush(stdout); };
   TrainResult res;
   res.run_dir = opt.run_dir.empty() ? (fs::path("runs") / fs::path(r.file).stem()).string() : opt.run_dir;
+  // Ctrl-C from here on stops after the current step with a checkpoint, even during set-up.
+  g_stop = 0;
+  std::signal(SIGINT, on_signal);
+  std::signal(SIGTERM, on_signal);
+  struct RestoreSignals {
+    ~RestoreSignals() {
+      std::signal(SIGINT, SIG_DFL);
+      std::signal(SIGTERM, SIG_DFL);
+    }
+  } restore_signals;
 
   // ---- setup: backend, threads, data, model, optimizer ----
   ops::use_backend(r.train.device);
@@ -257,9 +267,6 @@ TrainResult train(const Recipe& r, const TrainOptions& opt) {
   };
 
   // ---- the loop ----
-  std::signal(SIGINT, on_signal);
-  std::signal(SIGTERM, on_signal);
-  g_stop = 0;
   int bad_steps = 0;
   double val_loss = NAN;
   const auto t_start = clock_type::now();
@@ -348,8 +355,6 @@ TrainResult train(const Recipe& r, const TrainOptions& opt) {
     }
   }
   if (opt.progress_bar) std::printf("\n");
-  std::signal(SIGINT, SIG_DFL);
-  std::signal(SIGTERM, SIG_DFL);
   res.steps = step, res.loss = last_loss, res.val_loss = val_loss;
   if (res.checkpoint.empty()) res.checkpoint = find_checkpoint(res.run_dir);
   return res;

@@ -13,7 +13,7 @@ sets=(--set data.dir="$work/data" --set model.vocab=512 --set model.d_model=32 -
       --set train.steps=100000 --set schedule.warmup=0 --set eval.every=0 --set checkpoint.every=0 --set log.every=1 --set log.sample_prompt=)
 "$llmtk" train "$root/recipes/quickstart.toml" "${sets[@]}" --run-dir "$work/run" > "$work/log.txt" 2>&1 &
 pid=$!
-for _ in $(seq 100); do grep -q "step .* 5/" "$work/log.txt" 2>/dev/null && break; sleep 0.2; done
+for _ in $(seq 600); do grep -q "^step " "$work/log.txt" 2>/dev/null && break; sleep 0.2; done  # up to 2 minutes
 kill -INT "$pid"
 wait "$pid" || { echo "train exited with $? after SIGINT:"; cat "$work/log.txt"; exit 1; }
 grep -q "interrupted: checkpoint written to" "$work/log.txt" || { cat "$work/log.txt"; exit 1; }
