@@ -15,32 +15,8 @@ namespace llmtk::cpu {
 
 namespace {
 
-struct Shape {
-  std::int64_t B, T, H, KV, D;  // T: query rows
-  std::int64_t Tk;              // key rows (T when training; the cache length when decoding)
-};
-
-Shape check(const char* op, TensorRef out, TensorRef lse, TensorRef q, TensorRef k, TensorRef v, const AttentionMask& m) {
-  expect_f32(op, "q", q), expect_f32(op, "k", k), expect_f32(op, "v", v);
-  expect_f32(op, "out", out), expect_f32(op, "lse", lse);
-  LLMTK_CHECK(q.rank == 4 && k.rank == 4 && v.rank == 4, op, "q, k, v must be [B, T, heads, D]");
-  Shape s{q.size(0), q.size(1), q.size(2), k.size(2), q.size(3), k.size(1)};
-  LLMTK_CHECK(k.size(0) == s.B && k.size(3) == s.D, op, "k ", k.shape_str(), " does not match q ", q.shape_str());
-  LLMTK_CHECK(v.numel() == k.numel() && v.size(2) == s.KV, op, "v ", v.shape_str(), " must match k ", k.shape_str());
-  LLMTK_CHECK(s.H % s.KV == 0, op, "KV = ", s.KV, " kv heads must divide H = ", s.H);
-  LLMTK_CHECK(out.numel() == q.numel(), op, "out must have q's shape ", q.shape_str());
-  LLMTK_CHECK(lse.numel() == s.B * s.H * s.T, op, "lse must be [B, H, T]");
-  LLMTK_CHECK(m.q_offset >= 0 && s.Tk >= m.q_offset + s.T, op, "k has ", s.Tk, " rows, fewer than q_offset ",
-              m.q_offset, " + ", s.T, " queries");
-  return s;
-}
-
-float alibi_slope(std::int64_t h, std::int64_t H) {  // as in the reference backend
-  std::int64_t n = 1;
-  while (n * 2 <= H) n *= 2;
-  if (h < n) return float(std::pow(2.0, -8.0 * double(h + 1) / double(n)));
-  return float(std::pow(2.0, -4.0 * double(2 * (h - n) + 1) / double(n)));
-}
+using Shape = backend::AttentionShape;
+float alibi_slope(std::int64_t h, std::int64_t H) { return float(backend::alibi_slope(h, H)); }
 
 // The keys query i sees: [lo, hi).
 void visible(const AttentionMask& m, std::int64_t i, std::int64_t T, std::int64_t& lo, std::int64_t& hi) {
@@ -67,7 +43,7 @@ float row_scores(float* s, const float* Q, const float* K, std::int64_t kstride,
 }  // namespace
 
 void attention_forward(TensorRef out, TensorRef lse, TensorRef q, TensorRef k, TensorRef v, AttentionMask mask) {
-  const Shape S = check("attention_forward", out, lse, q, k, v, mask);
+  const Shape S = backend::check_attention("attention_forward", out, lse, q, k, v, mask);
   const float scale = 1.0f / std::sqrt(float(S.D));
   const std::int64_t qstride = S.H * S.D, kstride = S.KV * S.D, group = S.H / S.KV;
   float* rows = scratch(std::size_t(max_threads()) * std::size_t(S.Tk));
@@ -102,7 +78,7 @@ void attention_forward(TensorRef out, TensorRef lse, TensorRef q, TensorRef k, T
 void attention_backward(TensorRef dq, TensorRef dk, TensorRef dv, TensorRef dout, TensorRef q, TensorRef k,
                         TensorRef v, TensorRef out, TensorRef lse, AttentionMask mask) {
   const char* op = "attention_backward";
-  const Shape S = check(op, out, lse, q, k, v, mask);
+  const Shape S = backend::check_attention(op, out, lse, q, k, v, mask);
   LLMTK_CHECK(mask.q_offset == 0 && S.Tk == S.T, op, "backward needs as many keys as queries and q_offset 0");
   expect_f32(op, "dq", dq), expect_f32(op, "dk", dk), expect_f32(op, "dv", dv), expect_f32(op, "dout", dout);
   expect_same(op, "dq", dq, "q", q), expect_same(op, "dout", dout, "q", q);

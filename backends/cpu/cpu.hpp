@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "../common.hpp"
 #include "ops/ops.hpp"
 
 namespace llmtk::cpu {
@@ -15,19 +16,10 @@ LLMTK_OPS(LLMTK_X)
 
 extern const ops::OpTable op_table;
 
-// Argument checks shared by the ops; every message starts with the op's name.
-inline void expect_f32(const char* op, const char* what, const TensorRef& t) {
-  LLMTK_CHECK(t.data != nullptr, op, what, " is null");
-  LLMTK_CHECK(t.dtype == DType::f32, op, what, " is ", name_of(t.dtype), ", the CPU backend computes in f32");
-  LLMTK_CHECK(t.device == Device::host, op, what, " is not in host memory");
-}
-inline void expect_rank(const char* op, const char* what, const TensorRef& t, int rank, const char* axes) {
-  LLMTK_CHECK(t.rank == rank, op, what, " has ", t.rank, " axes ", t.shape_str(), ", expected ", axes);
-}
-inline void expect_same(const char* op, const char* a, const TensorRef& x, const char* b, const TensorRef& y) {
-  LLMTK_CHECK(x.numel() == y.numel() && x.size(-1) == y.size(-1), op, a, " ", x.shape_str(), " and ", b, " ",
-              y.shape_str(), " must have the same shape");
-}
+// Argument checks shared with the other backends.
+using backend::expect_f32;
+using backend::expect_rank;
+using backend::expect_same;
 
 // A buffer of at least n floats, reused across calls (grown, never shrunk): per-thread partial
 // sums live here so that a step allocates nothing once shapes are known. Not for nested use.

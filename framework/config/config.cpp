@@ -7,6 +7,7 @@
 #include <toml++/toml.h>
 
 #include "../core/error.hpp"
+#include "../core/text.hpp"
 
 namespace llmtk {
 
@@ -20,21 +21,6 @@ namespace {
 std::string where(const std::string& file, const toml::node* n) {
   if (!n || !n->source().begin) return file;
   return cat(file, ":", n->source().begin.line);
-}
-
-std::size_t edit_distance(std::string_view a, std::string_view b) {
-  std::vector<std::size_t> row(b.size() + 1);
-  for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
-  for (std::size_t i = 1; i <= a.size(); ++i) {
-    std::size_t diag = row[0];
-    row[0] = i;
-    for (std::size_t j = 1; j <= b.size(); ++j) {
-      std::size_t up = row[j];
-      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] != b[j - 1])});
-      diag = up;
-    }
-  }
-  return row[b.size()];
 }
 
 std::string join(std::string_view path, std::string_view key) {
@@ -152,18 +138,17 @@ void ConfigFile::reject_unknown_keys() {
     for (const auto& [k, v] : t) {
       const std::string full = join(path, k.str());
       if (!known.count(full)) {
-        std::string best;
-        std::size_t best_d = 99;
+        std::vector<std::string> here;
         std::string siblings;
         for (const auto& kn : known) {
           const auto dot = kn.rfind('.');
           const std::string parent = dot == std::string::npos ? "" : kn.substr(0, dot);
           if (parent != path) continue;
           siblings += cat(siblings.empty() ? "" : ", ", kn);
-          if (auto d = edit_distance(full, kn); d < best_d) best_d = d, best = kn;
+          here.push_back(kn);
         }
-        // Close enough to be a typo: a few edits, more for long keys ("optim.lr_max" → "optim.lr").
-        std::string hint = best_d <= std::max<std::size_t>(3, full.size() / 3) ? cat(" (did you mean ", best, "?)") : std::string();
+        const std::string best = closest(full, here);
+        std::string hint = best.empty() ? std::string() : cat(" (did you mean ", best, "?)");
         fail(where(name_, &v), "unknown key ", full, hint, siblings.empty() ? "" : "; known keys here: ", siblings);
       }
       if (v.is_table()) walk(*v.as_table(), full);

@@ -4,6 +4,7 @@
 #include <charconv>
 #include <cmath>
 
+#include "../core/text.hpp"
 #include "gpt2.hpp"
 #include "llama.hpp"
 
@@ -59,21 +60,6 @@ const DimKey kDimKeys[] = {
 };
 // clang-format on
 
-std::size_t edit_distance(std::string_view a, std::string_view b) {
-  std::vector<std::size_t> row(b.size() + 1);
-  for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
-  for (std::size_t i = 1; i <= a.size(); ++i) {
-    std::size_t diag = row[0];
-    row[0] = i;
-    for (std::size_t j = 1; j <= b.size(); ++j) {
-      std::size_t up = row[j];
-      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] != b[j - 1])});
-      diag = up;
-    }
-  }
-  return row[b.size()];
-}
-
 }  // namespace
 
 void set_dim(Dims& dims, std::string_view key, std::string_view value) {
@@ -83,13 +69,14 @@ void set_dim(Dims& dims, std::string_view key, std::string_view value) {
   for (const auto& d : kDimKeys)
     if (key == d.name) k = &d;
   if (!k) {
-    std::string all, best;
-    std::size_t best_d = 99;
+    std::string all;
+    std::vector<std::string> names;
     for (const auto& d : kDimKeys) {
       all += cat(all.empty() ? "" : ", ", "model.", d.name);
-      if (auto e = edit_distance(key, d.name); e < best_d) best_d = e, best = d.name;
+      names.emplace_back(d.name);
     }
-    std::string hint = best_d <= 3 ? cat(" (did you mean model.", best, "?)") : std::string();
+    const std::string best = closest(key, names);
+    std::string hint = best.empty() ? std::string() : cat(" (did you mean model.", best, "?)");
     fail(full, "unknown key", hint, "; model keys are: ", all);
   }
   const char* first = value.data();

@@ -1,0 +1,56 @@
+// Shared by every backend: argument checks (each message starts with the op's name) and the
+// attention shape rules and ALiBi slopes, so that backends cannot disagree on them.
+#pragma once
+#include <cmath>
+#include <cstdint>
+
+#include "ops/ops.hpp"
+
+namespace llmtk::backend {
+
+inline void expect_f32(const char* op, const char* what, const TensorRef& t) {
+  LLMTK_CHECK(t.data != nullptr, op, what, " is null");
+  LLMTK_CHECK(t.dtype == DType::f32, op, what, " is ", name_of(t.dtype), "; this backend computes in f32");
+  LLMTK_CHECK(t.device == Device::host, op, what, " is not in host memory");
+}
+inline void expect_rank(const char* op, const char* what, const TensorRef& t, int rank, const char* axes) {
+  LLMTK_CHECK(t.rank == rank, op, what, " has ", t.rank, " axes ", t.shape_str(), ", expected ", axes);
+}
+inline void expect_same(const char* op, const char* a, const TensorRef& x, const char* b, const TensorRef& y) {
+  LLMTK_CHECK(x.numel() == y.numel() && x.size(-1) == y.size(-1), op, a, " ", x.shape_str(), " and ", b, " ",
+              y.shape_str(), " must have the same shape");
+}
+
+struct AttentionShape {
+  std::int64_t B, T, H, KV, D;  // T: query rows
+  std::int64_t Tk;              // key rows (T when training; the cache length when decoding)
+};
+
+inline AttentionShape check_attention(const char* op, TensorRef out, TensorRef lse, TensorRef q, TensorRef k,
+                                      TensorRef v, const AttentionMask& m) {
+  expect_f32(op, "q", q), expect_f32(op, "k", k), expect_f32(op, "v", v);
+  expect_f32(op, "out", out), expect_f32(op, "lse", lse);
+  expect_rank(op, "q", q, 4, "[B, T, H, D]");
+  expect_rank(op, "k", k, 4, "[B, T, KV, D]");
+  expect_rank(op, "v", v, 4, "[B, T, KV, D]");
+  AttentionShape s{q.size(0), q.size(1), q.size(2), k.size(2), q.size(3), k.size(1)};
+  LLMTK_CHECK(k.size(0) == s.B && k.size(3) == s.D, op, "k ", k.shape_str(), " does not match q ", q.shape_str());
+  LLMTK_CHECK(v.numel() == k.numel() && v.size(2) == s.KV, op, "v ", v.shape_str(), " must match k ", k.shape_str());
+  LLMTK_CHECK(s.H % s.KV == 0, op, "KV = ", s.KV, " kv heads must divide H = ", s.H);
+  LLMTK_CHECK(out.numel() == q.numel(), op, "out must have q's shape ", q.shape_str());
+  LLMTK_CHECK(lse.numel() == s.B * s.H * s.T, op, "lse must be [B, H, T]");
+  LLMTK_CHECK(m.q_offset >= 0 && s.Tk >= m.q_offset + s.T, op, "k has ", s.Tk, " rows, fewer than q_offset ",
+              m.q_offset, " + ", s.T, " queries");
+  return s;
+}
+
+// ALiBi slopes: 2^(-8(h+1)/H) for H a power of two; otherwise the closest power of two n below H
+// gives the first n slopes and every other slope of 2n fills the rest (Press et al.'s code).
+inline double alibi_slope(std::int64_t h, std::int64_t H) {
+  std::int64_t n = 1;
+  while (n * 2 <= H) n *= 2;
+  if (h < n) return std::pow(2.0, -8.0 * double(h + 1) / double(n));
+  return std::pow(2.0, -4.0 * double(2 * (h - n) + 1) / double(n));
+}
+
+}  // namespace llmtk::backend
