@@ -47,6 +47,7 @@ void use_backend(std::string_view name) {
 }
 
 const OpTable& active() { return *current; }
+std::string backend_info() { return current->info(); }
 
 ScopedBackend::ScopedBackend(std::string_view name) : previous_(current) { use_backend(name); }
 ScopedBackend::~ScopedBackend() { current = previous_; }

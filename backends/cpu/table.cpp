@@ -3,8 +3,11 @@
 
 namespace llmtk::cpu {
 
+std::string info();  // scratch.cpp
+
 const ops::OpTable op_table = {
     "cpu",
+    &info,
 #define LLMTK_X(name, params, args) &cpu::name,
     LLMTK_OPS(LLMTK_X)
 #undef LLMTK_X

@@ -21,6 +21,7 @@ namespace {
 extern const ops::OpTable op_table;
 const ops::OpTable op_table = {
     "cuda",
+    [] { return std::string("not built (stub)"); },
 #define LLMTK_X(name, params, args) [] params { unavailable(#name); },
     LLMTK_OPS(LLMTK_X)
 #undef LLMTK_X

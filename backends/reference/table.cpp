@@ -6,6 +6,7 @@ namespace llmtk::reference {
 
 const ops::OpTable op_table = {
     "reference",
+    [] { return std::string("plain loops, fp64 accumulation, one thread"); },
 #define LLMTK_X(name, params, args) &reference::name,
     LLMTK_OPS(LLMTK_X)
 #undef LLMTK_X

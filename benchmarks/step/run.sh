@@ -45,7 +45,7 @@ for line in open(rows_file):
     ours, peer = (json.loads(x) for x in line.strip().split("|"))
     rows.append({"llmtk": ours, "pytorch": peer, "ratio": ours["tokens_per_s"] / peer["tokens_per_s"]})
 json.dump({"cpu": cpu, "threads": threads, "rows": rows}, open("benchmarks/results/step.json", "w"), indent=2)
-md = [f"# Training step, llmtk vs PyTorch (CPU)\n\n{cpu}, {threads} threads, fp32, AdamW; median of timed steps after a warm-up.\n",
+md = [f"# Training step, llmtk vs PyTorch (CPU)\n\n{cpu}, {threads} threads, fp32, AdamW; median of timed steps after a warm-up.\nllmtk: {rows[0]['llmtk'].get('backend_info', '')}.\n",
       "| model | batch x seq | llmtk tokens/s | llmtk MFU | PyTorch tokens/s | llmtk / PyTorch |", "|---|---|---:|---:|---:|---:|"]
 for r in rows:
     o, p = r["llmtk"], r["pytorch"]

@@ -109,6 +109,7 @@ LLMTK_OPS(LLMTK_X)
 // The table a backend provides: one function pointer per op, in op-list order.
 struct OpTable {
   const char* backend;
+  std::string (*info)();  // what the backend runs on, e.g. "oneDNN 2.6, ISA avx512_core_bf16, 2 threads"
 #define LLMTK_X(name, params, args) void(*name) params;
   LLMTK_OPS(LLMTK_X)
 #undef LLMTK_X
@@ -126,6 +127,7 @@ inline constexpr int kOpCount = static_cast<int>(std::size(kOpNames));
 // with the list of backends built into this binary.
 void use_backend(std::string_view name);
 const OpTable& active();
+std::string backend_info();  // active().info()
 std::vector<std::string> backends();  // names built into this binary
 const OpTable* find_backend(std::string_view name);
 

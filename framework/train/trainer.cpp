@@ -190,8 +190,8 @@ TrainResult train(const Recipe& r, const TrainOptions& opt) {
       << " MiB (parameters, gradients, optimizer state, activations), " << 3 * fwd_flops / 1e6
       << " MFLOP per token to train\n"
       << "data: " << loader.tokens() << " training tokens, " << loader.batches_per_epoch() << " batches per epoch; "
-      << total << " steps of " << tokens_per_step << " tokens on " << r.train.device << " with "
-      << omp_get_max_threads() << " threads; matmul peak here " << peak / 1e9 << " GFLOP/s";
+      << total << " steps of " << tokens_per_step << " tokens on " << r.train.device << " ("
+      << ops::backend_info() << "); matmul peak here " << peak / 1e9 << " GFLOP/s";
     log(s.str());
   }
 

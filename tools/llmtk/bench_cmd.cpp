@@ -81,7 +81,7 @@ void bench(const BenchArgs& a) {
                               {"batch", a.batch}, {"seq", a.seq}, {"params", model->param_count()}, {"steps", a.steps},
                               {"ms_per_step", median}, {"tokens_per_s", tps}, {"flops_per_token", flops},
                               {"achieved_gflops", flops * tps / 1e9}, {"matmul_peak_gflops", peak / 1e9},
-                              {"mfu", flops * tps / peak}};
+                              {"mfu", flops * tps / peak}, {"backend_info", ops::backend_info()}};
   if (a.json) {
     fmt::print("{}\n", j.dump());
   } else {
@@ -89,6 +89,7 @@ void bench(const BenchArgs& a) {
                "MFU {:.1f}% of the measured {:.1f} GFLOP/s matmul peak\n",
                a.arch, a.device, a.precision, a.batch, a.seq, median, a.steps, tps, flops * tps / 1e9,
                100 * flops * tps / peak, peak / 1e9);
+    fmt::print("backend: {}\n", ops::backend_info());
   }
 }
 
