@@ -49,6 +49,15 @@ void use_backend(std::string_view name) {
 const OpTable& active() { return *current; }
 std::string backend_info() { return current->info(); }
 
+namespace {
+DType matmul_dtype = DType::f32;
+}
+void set_matmul_precision(DType t) {
+  LLMTK_CHECK(t == DType::f32 || t == DType::bf16, "precision", "matmuls compute in f32 or bf16, not ", name_of(t));
+  matmul_dtype = t;
+}
+DType matmul_precision() { return matmul_dtype; }
+
 ScopedBackend::ScopedBackend(std::string_view name) : previous_(current) { use_backend(name); }
 ScopedBackend::~ScopedBackend() { current = previous_; }
 

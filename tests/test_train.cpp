@@ -8,6 +8,7 @@
 
 #include "data/prepare.hpp"
 #include "models/registry.hpp"
+#include "ops/ops.hpp"
 #include "train/generate.hpp"
 #include "train/hf.hpp"
 #include "train/run_report.hpp"
@@ -179,6 +180,18 @@ TEST_CASE("recomputation trains to the same losses", "[train][recompute]") {
   const auto a = train::train(read_recipe(write_recipe(d), {"train.steps=4", "model.n_layers=3"}), quiet(d / "a"));
   const auto b = train::train(read_recipe(write_recipe(d), {"train.steps=4", "model.n_layers=3", "train.recompute=blocks"}), quiet(d / "b"));
   CHECK(losses(a.run_dir) == losses(b.run_dir));
+}
+
+TEST_CASE("bf16 matmuls train like f32 within bf16 rounding", "[train][bf16]") {
+  const auto d = tmp("bf16");
+  const auto a = train::train(read_recipe(write_recipe(d), {"train.steps=6"}), quiet(d / "f32"));
+  const auto b = train::train(read_recipe(write_recipe(d), {"train.steps=6", "train.precision=bf16"}), quiet(d / "bf16"));
+  const auto la = losses(a.run_dir), lb = losses(b.run_dir);
+  REQUIRE(lb.size() == 6);
+  CHECK(lb.front() == Approx(la.front()).epsilon(1e-2));  // same initial weights and data
+  CHECK(lb.back() < lb.front());
+  CHECK(lb != la);  // the rounding is really there
+  ops::set_matmul_precision(DType::f32);
 }
 
 TEST_CASE("checkpoints round-trip and corrupt files are rejected naming the tensor", "[train][checkpoint]") {

@@ -3,11 +3,14 @@
 //   forward   y[N, O]  = x[N, I] · w[O, I]ᵀ (+ b)   weights read K-major ("ba" layout)
 //   dx        dx[N, I] = dy[N, O] · w[O, I]
 //   dw        dw[O, I] += dy[N, O]ᵀ · x[N, I]       a sum post-op accumulates into dw
-// db is a column sum of dy, an OpenMP loop.
+// db is a column sum of dy, an OpenMP loop. With ops::set_matmul_precision(bf16) the products
+// take bf16 inputs and accumulate in f32.
 #include <omp.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <map>
+#include <vector>
 #include <mutex>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <tuple>
@@ -24,43 +27,77 @@ using tag = dnnl::memory::format_tag;
 struct Context {
   dnnl::engine engine{dnnl::engine::kind::cpu, 0};
   dnnl::stream stream{engine};
-  // key: (M, K, N, a is transposed, b is transposed, bias, accumulate)
-  std::map<std::tuple<std::int64_t, std::int64_t, std::int64_t, bool, bool, bool, bool>, dnnl::matmul> cache;
+  // key: (M, K, N, a is transposed, b is transposed, bias, accumulate, bf16 inputs)
+  std::map<std::tuple<std::int64_t, std::int64_t, std::int64_t, bool, bool, bool, bool, bool>, dnnl::matmul> cache;
   std::mutex mutex;
+  bool bf16_unavailable = false;  // set once if this CPU cannot run bf16 matmuls
+  std::vector<std::uint16_t> a16, b16;  // bf16 copies of the inputs (grown, reused)
 };
 Context& context() {
   static Context c;
   return c;
 }
 
+dnnl::matmul make_matmul(Context& ctx, std::int64_t M, std::int64_t K, std::int64_t N, bool a_t, bool b_t, bool bias,
+                         bool accumulate, dt in_t) {
+  dnnl::memory::desc a_md({M, K}, in_t, a_t ? tag::ba : tag::ab);
+  dnnl::memory::desc b_md({K, N}, in_t, b_t ? tag::ba : tag::ab);
+  dnnl::memory::desc c_md({M, N}, dt::f32, tag::ab);
+  dnnl::primitive_attr attr;
+  if (accumulate) {
+    dnnl::post_ops po;
+    po.append_sum(1.0f);
+    attr.set_post_ops(po);
+  }
+  auto desc = bias ? dnnl::matmul::desc(a_md, b_md, dnnl::memory::desc({1, N}, dt::f32, tag::ab), c_md)
+                   : dnnl::matmul::desc(a_md, b_md, c_md);
+  return dnnl::matmul(dnnl::matmul::primitive_desc(desc, attr, ctx.engine));
+}
+
+// f32 → bf16, round to nearest even (as llmtk::bf16), into a reused buffer.
+const std::uint16_t* to_bf16(std::vector<std::uint16_t>& buf, const float* x, std::int64_t n) {
+  if (buf.size() < std::size_t(n)) buf.resize(std::size_t(n));
+  std::uint16_t* out = buf.data();
+#pragma omp parallel for simd schedule(static)
+  for (std::int64_t i = 0; i < n; ++i) out[i] = bf16(x[i]).bits;
+  return out;
+}
+
 // C[M, N] (+)= op(A)[M, K] · op(B)[K, N] (+ bias[N]). A is [M, K] row-major, or [K, M] when
-// a_t; B is [K, N] row-major, or [N, K] when b_t. All row-major in memory.
+// a_t; B is [K, N] row-major, or [N, K] when b_t. All row-major in memory. With bf16 matmul
+// precision, A and B are rounded to bf16 first and the product accumulates in f32.
 void gemm(const float* A, const float* B, const float* bias, float* C, std::int64_t M, std::int64_t K,
           std::int64_t N, bool a_t, bool b_t, bool accumulate) {
   Context& ctx = context();
-  const auto key = std::make_tuple(M, K, N, a_t, b_t, bias != nullptr, accumulate);
+  bool bf16_in = ops::matmul_precision() == DType::bf16 && !ctx.bf16_unavailable;
   dnnl::matmul prim;
   {
     std::lock_guard lock(ctx.mutex);
+    auto key = std::make_tuple(M, K, N, a_t, b_t, bias != nullptr, accumulate, bf16_in);
     auto it = ctx.cache.find(key);
-    if (it == ctx.cache.end()) {
-      dnnl::memory::desc a_md({M, K}, dt::f32, a_t ? tag::ba : tag::ab);
-      dnnl::memory::desc b_md({K, N}, dt::f32, b_t ? tag::ba : tag::ab);
-      dnnl::memory::desc c_md({M, N}, dt::f32, tag::ab);
-      dnnl::primitive_attr attr;
-      if (accumulate) {
-        dnnl::post_ops po;
-        po.append_sum(1.0f);
-        attr.set_post_ops(po);
+    if (it == ctx.cache.end() && bf16_in) {
+      try {
+        it = ctx.cache.emplace(key, make_matmul(ctx, M, K, N, a_t, b_t, bias, accumulate, dt::bf16)).first;
+      } catch (const dnnl::error&) {  // no bf16 implementation for this CPU (needs AVX-512): use f32
+        ctx.bf16_unavailable = true, bf16_in = false;
+        std::fprintf(stderr, "llmtk: oneDNN has no bf16 matmul for this CPU; computing in f32\n");
+        std::get<7>(key) = false;
+        it = ctx.cache.find(key);
       }
-      auto desc = bias ? dnnl::matmul::desc(a_md, b_md, dnnl::memory::desc({1, N}, dt::f32, tag::ab), c_md)
-                       : dnnl::matmul::desc(a_md, b_md, c_md);
-      it = ctx.cache.emplace(key, dnnl::matmul(dnnl::matmul::primitive_desc(desc, attr, ctx.engine))).first;
     }
+    if (it == ctx.cache.end())
+      it = ctx.cache.emplace(key, make_matmul(ctx, M, K, N, a_t, b_t, bias, accumulate, dt::f32)).first;
     prim = it->second;
   }
-  dnnl::memory a({{M, K}, dt::f32, a_t ? tag::ba : tag::ab}, ctx.engine, const_cast<float*>(A));
-  dnnl::memory b({{K, N}, dt::f32, b_t ? tag::ba : tag::ab}, ctx.engine, const_cast<float*>(B));
+  const dt in_t = bf16_in ? dt::bf16 : dt::f32;
+  void* a_ptr = const_cast<float*>(A);
+  void* b_ptr = const_cast<float*>(B);
+  if (bf16_in) {
+    a_ptr = const_cast<std::uint16_t*>(to_bf16(ctx.a16, A, M * K));
+    b_ptr = const_cast<std::uint16_t*>(to_bf16(ctx.b16, B, K * N));
+  }
+  dnnl::memory a({{M, K}, in_t, a_t ? tag::ba : tag::ab}, ctx.engine, a_ptr);
+  dnnl::memory b({{K, N}, in_t, b_t ? tag::ba : tag::ab}, ctx.engine, b_ptr);
   dnnl::memory c({{M, N}, dt::f32, tag::ab}, ctx.engine, C);
   std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, a}, {DNNL_ARG_WEIGHTS, b}, {DNNL_ARG_DST, c}};
   if (bias) args.emplace(DNNL_ARG_BIAS, dnnl::memory({{1, N}, dt::f32, tag::ab}, ctx.engine, const_cast<float*>(bias)));

@@ -23,13 +23,13 @@ if [[ -z ${OPENBLAS_CORETYPE:-} ]]; then
   if grep -qw avx512f /proc/cpuinfo; then export OPENBLAS_CORETYPE=SkylakeX
   elif grep -qw avx2 /proc/cpuinfo; then export OPENBLAS_CORETYPE=Haswell; fi
 fi
-configs=("llama-tiny 16 128 5" "gpt2 4 64 3")
-[[ ${1:-} == quick ]] || configs+=("gpt2 8 256 2")
+configs=("llama-tiny 16 128 5 fp32" "gpt2 4 64 3 fp32")
+[[ ${1:-} == quick ]] || configs+=("gpt2 8 256 2 fp32" "gpt2 8 256 2 bf16")
 rows=()
 for c in "${configs[@]}"; do
-  read -r arch batch seq steps <<< "$c"
-  ours=$(OMP_NUM_THREADS=$threads build/bin/llmtk bench step --arch "$arch" --batch "$batch" --seq "$seq" --steps "$steps" --json)
-  peer=$(/usr/bin/python3 benchmarks/step/torch_step.py --arch "$arch" --batch "$batch" --seq "$seq" --steps "$steps" --threads "$threads")
+  read -r arch batch seq steps precision <<< "$c"
+  ours=$(OMP_NUM_THREADS=$threads build/bin/llmtk bench step --arch "$arch" --batch "$batch" --seq "$seq" --steps "$steps" --precision "$precision" --json)
+  peer=$(/usr/bin/python3 benchmarks/step/torch_step.py --arch "$arch" --batch "$batch" --seq "$seq" --steps "$steps" --threads "$threads" --precision "$precision")
   echo "$ours"; echo "$peer"
   rows+=("$ours|$peer")
 done
@@ -45,12 +45,13 @@ for line in open(rows_file):
     ours, peer = (json.loads(x) for x in line.strip().split("|"))
     rows.append({"llmtk": ours, "pytorch": peer, "ratio": ours["tokens_per_s"] / peer["tokens_per_s"]})
 json.dump({"cpu": cpu, "threads": threads, "rows": rows}, open("benchmarks/results/step.json", "w"), indent=2)
-md = [f"# Training step, llmtk vs PyTorch (CPU)\n\n{cpu}, {threads} threads, fp32, AdamW; median of timed steps after a warm-up.\nllmtk: {rows[0]['llmtk'].get('backend_info', '')}.\n",
-      "| model | batch x seq | llmtk tokens/s | llmtk MFU | PyTorch tokens/s | llmtk / PyTorch |", "|---|---|---:|---:|---:|---:|"]
+md = [f"# Training step, llmtk vs PyTorch (CPU)\n\n{cpu}, {threads} threads, AdamW; median of timed steps after a warm-up.\nllmtk: {rows[0]['llmtk'].get('backend_info', '')}.\n",
+      "| model | batch x seq | precision | llmtk tokens/s | llmtk MFU | PyTorch tokens/s | llmtk / PyTorch |", "|---|---|---|---:|---:|---:|---:|"]
 for r in rows:
     o, p = r["llmtk"], r["pytorch"]
-    md.append(f"| {o['arch']} ({o['params']/1e6:.1f}M) | {o['batch']} x {o['seq']} | {o['tokens_per_s']:.0f} | {100*o['mfu']:.0f}% | {p['tokens_per_s']:.0f} | {r['ratio']:.2f}x |")
-md.append(f"\nMFU is against this machine's measured f32 matmul peak ({rows[0]['llmtk']['matmul_peak_gflops']:.0f} GFLOP/s, oneDNN 1024³). PyTorch: {rows[0]['pytorch']['tool']} on OpenBLAS (OPENBLAS_CORETYPE={coretype}); attention written out, as torch 1.13 has no fused SDPA.")
+    md.append(f"| {o['arch']} ({o['params']/1e6:.1f}M) | {o['batch']} x {o['seq']} | {o['precision']} | {o['tokens_per_s']:.0f} | {100*o['mfu']:.0f}% | {p['tokens_per_s']:.0f} | {r['ratio']:.2f}x |")
+md.append("\nbf16: llmtk rounds matmul inputs to bf16 on every call (fp32 weights, activations and optimizer state); PyTorch uses bf16 autocast.")
+md.append(f"\nMFU is against this machine's measured matmul peak in the same precision (the f32 peak is {rows[0]['llmtk']['matmul_peak_gflops']:.0f} GFLOP/s, oneDNN 1024³). PyTorch: {rows[0]['pytorch']['tool']} on OpenBLAS (OPENBLAS_CORETYPE={coretype}); attention written out, as torch 1.13 has no fused SDPA.")
 md.append("\nCommand: `benchmarks/step/run.sh`")
 open("benchmarks/results/step.md", "w").write("\n".join(md) + "\n")
 print("\n".join(md))

@@ -128,6 +128,12 @@ inline constexpr int kOpCount = static_cast<int>(std::size(kOpNames));
 void use_backend(std::string_view name);
 const OpTable& active();
 std::string backend_info();  // active().info()
+
+// Mixed precision: with DType::bf16, backends that support it round matmul inputs to bf16 and
+// accumulate in f32 (outputs, parameters and optimizer state stay f32). The reference backend
+// always computes in f32: it is the oracle. Default: f32.
+void set_matmul_precision(DType t);
+DType matmul_precision();
 std::vector<std::string> backends();  // names built into this binary
 const OpTable* find_backend(std::string_view name);
 

@@ -117,6 +117,9 @@ TrainResult train(const Recipe& r, const TrainOptions& opt) {
 
   // ---- setup: backend, threads, data, model, optimizer ----
   ops::use_backend(r.train.device);
+  // bf16: matmuls round their inputs to bf16 and accumulate in f32; weights, gradients and the
+  // optimizer state stay f32 (the reference backend ignores it).
+  ops::set_matmul_precision(r.train.precision == "bf16" ? DType::bf16 : DType::f32);
   if (r.train.threads > 0) omp_set_num_threads(r.train.threads);
   const auto train_shards = shards(r.data.dir, "train_"), val_shards = shards(r.data.dir, "val_");
   LLMTK_CHECK(!train_shards.empty(), r.file, "data.dir = \"", r.data.dir,

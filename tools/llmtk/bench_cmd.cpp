@@ -40,8 +40,6 @@ double matmul_peak() {
 }
 
 void bench(const BenchArgs& a) {
-  LLMTK_CHECK(a.precision == "fp32", "bench step", "--precision ", a.precision,
-              " is not available yet (mixed precision is not implemented); use fp32");
   const ArchInfo& info = find_arch(a.arch);
   Dims dims = info.dims;
   bool kv_set = false;
@@ -53,6 +51,7 @@ void bench(const BenchArgs& a) {
   }
   resolve_dims(dims, info.traits, kv_set);
   ops::use_backend(a.device);
+  ops::set_matmul_precision(a.precision == "bf16" ? DType::bf16 : DType::f32);
   auto model = info.make(dims);
   model->plan(a.batch, a.seq);
   model->init(1);
