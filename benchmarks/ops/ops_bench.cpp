@@ -1,0 +1,178 @@
+// Per-op speed of the CPU backend at the shapes of GPT-2 124M and llama-tiny (batch 8 × seq 256),
+// next to oneDNN's plain matmul primitive at the same matmul shapes (created once, memory
+// objects prepared: the practical ceiling). GFLOP/s for matmuls and attention, GB/s for the
+// memory-bound ops. Prints markdown; with --json FILE also writes JSON.
+#include <oneapi/dnnl/dnnl.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "core/rng.hpp"
+#include "ops/ops.hpp"
+
+using namespace llmtk;
+
+namespace {
+
+struct Buf {
+  std::vector<float> v;
+  std::vector<std::int64_t> shape;
+  Buf(std::vector<std::int64_t> s, Rng& rng, float scale = 1.0f) : shape(std::move(s)) {
+    std::int64_t n = 1;
+    for (auto e : shape) n *= e;
+    v.resize(std::size_t(n));
+    for (auto& x : v) x = float(scale * rng.normal());
+  }
+  TensorRef t() {
+    TensorRef r;
+    r.data = v.data(), r.dtype = DType::f32, r.rank = int(shape.size());
+    for (int i = 0; i < r.rank; ++i) r.ext[i] = shape[i];
+    return r;
+  }
+};
+
+// printf-style formatting into a std::string (GCC 12 reports a false -Wrestrict on long
+// chains of std::string + at -O3).
+template <class... Args>
+std::string format(const char* f, Args... args) {
+  char buf[256];
+  std::snprintf(buf, sizeof buf, f, args...);
+  return buf;
+}
+
+double median_seconds(const std::function<void()>& f, int reps = 5) {
+  f();  // warm-up (creates cached primitives)
+  std::vector<double> t;
+  for (int i = 0; i < reps; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    f();
+    t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+// oneDNN's matmul alone: y[N, O] = x[N, I] · w[O, I]ᵀ, primitive and memory made once.
+double plain_onednn(std::int64_t N, std::int64_t I, std::int64_t O) {
+  using dt = dnnl::memory::data_type;
+  using tag = dnnl::memory::format_tag;
+  dnnl::engine eng(dnnl::engine::kind::cpu, 0);
+  dnnl::stream s(eng);
+  std::vector<float> x(std::size_t(N * I), 0.5f), w(std::size_t(O * I), 0.25f), y(std::size_t(N * O));
+  dnnl::memory::desc a({N, I}, dt::f32, tag::ab), b({I, O}, dt::f32, tag::ba), c({N, O}, dt::f32, tag::ab);
+  dnnl::matmul prim(dnnl::matmul::primitive_desc(dnnl::matmul::desc(a, b, c), eng));
+  dnnl::memory ma(a, eng, x.data()), mb(b, eng, w.data()), mc(c, eng, y.data());
+  return median_seconds([&] {
+    prim.execute(s, {{DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, mb}, {DNNL_ARG_DST, mc}});
+    s.wait();
+  });
+}
+
+struct Row {
+  std::string model, op, shape, unit;
+  double rate, ceiling;
+};
+
+void bench_model(std::vector<Row>& rows, const std::string& model, std::int64_t B, std::int64_t T, std::int64_t C,
+                 std::int64_t F, std::int64_t V, std::int64_t H, std::int64_t KV, bool gated) {
+  Rng rng(1);
+  const std::int64_t N = B * T, D = C / H;
+  auto matmul = [&](const std::string& name, std::int64_t I, std::int64_t O) {
+    Buf x({N, I}, rng), w({O, I}, rng, 0.02f), y({N, O}, rng), dy({N, O}, rng), dx({N, I}, rng), dw({O, I}, rng);
+    const double flops = 2.0 * double(N * I * O);
+    const double f = median_seconds([&] { ops::matmul_forward(y.t(), x.t(), w.t(), TensorRef{}); });
+    const double b = median_seconds([&] { ops::matmul_backward(dx.t(), dw.t(), TensorRef{}, dy.t(), x.t(), w.t()); });
+    const double ceil = flops / plain_onednn(N, I, O) / 1e9;
+    const std::string shape = format("%lld×%lld→%lld", (long long)N, (long long)I, (long long)O);
+    rows.push_back({model, format("matmul_forward %s", name.c_str()), shape, "GFLOP/s", flops / f / 1e9, ceil});
+    rows.push_back({model, format("matmul_backward %s", name.c_str()), shape, "GFLOP/s", 2 * flops / b / 1e9, ceil});
+  };
+  matmul("q/o projection", C, C);
+  matmul(gated ? "gate/up" : "mlp up", C, F);
+  matmul(gated ? "down" : "mlp down", F, C);
+  matmul("lm head", C, V);
+  {
+    Buf q({B, T, H, D}, rng), k({B, T, KV, D}, rng), v({B, T, KV, D}, rng), o({B, T, H, D}, rng), lse({B * H * T}, rng);
+    Buf dout({B, T, H, D}, rng), dq({B, T, H, D}, rng), dk({B, T, KV, D}, rng), dv({B, T, KV, D}, rng);
+    const double flops = 4.0 * double(B * H) * double(T) * double(T + 1) / 2.0 * double(D);  // causal
+    const double f = median_seconds([&] { ops::attention_forward(o.t(), lse.t(), q.t(), k.t(), v.t(), AttentionMask{}); });
+    const double b = median_seconds(
+        [&] { ops::attention_backward(dq.t(), dk.t(), dv.t(), dout.t(), q.t(), k.t(), v.t(), o.t(), lse.t(), AttentionMask{}); });
+    const std::string shape = format("B%lld T%lld H%lld/%lld D%lld", (long long)B, (long long)T, (long long)H,
+                                     (long long)KV, (long long)D);
+    rows.push_back({model, "attention_forward", shape, "GFLOP/s", flops / f / 1e9, 0});
+    rows.push_back({model, "attention_backward", shape, "GFLOP/s", 2.5 * flops / b / 1e9, 0});
+  }
+  auto memory_op = [&](const std::string& name, double bytes, const std::function<void()>& f) {
+    rows.push_back({model, name, format("%lld rows", (long long)N), "GB/s", bytes / median_seconds(f) / 1e9, 0});
+  };
+  Buf x({N, C}, rng), y({N, C}, rng), dy({N, C}, rng), dx({N, C}, rng), w({C}, rng), bb({C}, rng), dw({C}, rng),
+      db({C}, rng), mean({N}, rng), rstd({N}, rng);
+  const double nc = double(N * C) * 4;
+  if (gated) {
+    memory_op("rmsnorm_forward", 2 * nc, [&] { ops::rmsnorm_forward(y.t(), rstd.t(), x.t(), w.t(), 1e-5f); });
+    memory_op("rmsnorm_backward", 3 * nc, [&] { ops::rmsnorm_backward(dx.t(), dw.t(), dy.t(), x.t(), w.t(), rstd.t()); });
+    Buf g({N, F}, rng), u({N, F}, rng), a({N, F}, rng), da({N, F}, rng), du({N, F}, rng);
+    const double nf = double(N * F) * 4;
+    memory_op("swiglu_forward", 3 * nf, [&] { ops::swiglu_forward(a.t(), g.t(), u.t()); });
+    memory_op("swiglu_backward", 5 * nf, [&] { ops::swiglu_backward(da.t(), du.t(), a.t(), g.t(), u.t()); });
+    Buf q({B, T, H, D}, rng);
+    memory_op("rope_forward", 2.0 * double(B * T * H * D) * 4, [&] { ops::rope_forward(q.t(), q.t(), 10000.0f, 0); });
+  } else {
+    memory_op("layernorm_forward", 2 * nc, [&] { ops::layernorm_forward(y.t(), mean.t(), rstd.t(), x.t(), w.t(), bb.t(), 1e-5f); });
+    memory_op("layernorm_backward", 3 * nc,
+              [&] { ops::layernorm_backward(dx.t(), dw.t(), db.t(), dy.t(), x.t(), w.t(), mean.t(), rstd.t()); });
+    Buf h({N, F}, rng), a({N, F}, rng), da({N, F}, rng);
+    const double nf = double(N * F) * 4;
+    memory_op("gelu_forward", 2 * nf, [&] { ops::gelu_forward(a.t(), h.t()); });
+    memory_op("gelu_backward", 3 * nf, [&] { ops::gelu_backward(da.t(), a.t(), h.t()); });
+  }
+  {
+    Buf logits({N, V}, rng, 2.0f), dlogits({N, V}, rng), losses({N}, rng);
+    std::vector<std::int32_t> tg(static_cast<std::size_t>(N));
+    for (std::size_t i = 0; i < tg.size(); ++i) tg[i] = std::int32_t(rng.next() % std::uint64_t(V));
+    TensorRef tt(tg.data(), DType::i32, {N});
+    const double nv = double(N * V) * 4;
+    memory_op("cross_entropy_forward", nv, [&] { ops::cross_entropy_forward(losses.t(), logits.t(), tt, -100); });
+    memory_op("cross_entropy_backward", 2 * nv,
+              [&] { ops::cross_entropy_backward(dlogits.t(), logits.t(), tt, 1.0f / float(N), -100); });
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string json_path;
+  for (int i = 1; i + 1 < argc; i += 2)
+    if (std::string(argv[i]) == "--json") json_path = argv[i + 1];
+  ops::use_backend("cpu");
+  std::vector<Row> rows;
+  bench_model(rows, "gpt2", 8, 256, 768, 3072, 50257, 12, 12, false);
+  bench_model(rows, "llama-tiny", 8, 256, 256, 688, 4096, 8, 4, true);
+  std::printf("# Per-op speed, CPU backend (fp32)\n\n%s; batch 8 x seq 256; median of 5 after a warm-up.\n\n",
+              ops::backend_info().c_str());
+  std::printf("| model | op | shape | llmtk | oneDNN matmul alone |\n|---|---|---|---:|---:|\n");
+  for (const auto& r : rows) {
+    const std::string ceiling = r.ceiling > 0 ? format("%.0f GFLOP/s", r.ceiling) : std::string();
+    std::printf("| %s | %s | %s | %.1f %s | %s |\n", r.model.c_str(), r.op.c_str(), r.shape.c_str(), r.rate, r.unit.c_str(),
+                ceiling.c_str());
+  }
+  std::printf("\nCommand: `benchmarks/ops/run.sh`\n");
+  if (!json_path.empty()) {
+    std::ofstream out(json_path);
+    out << "[\n";
+    for (std::size_t i = 0; i < rows.size(); ++i) {
+      const auto& r = rows[i];
+      out << "  {\"model\": \"" << r.model << "\", \"op\": \"" << r.op << "\", \"shape\": \"" << r.shape << "\", \"rate\": "
+          << r.rate << ", \"unit\": \"" << r.unit << "\", \"onednn_matmul_gflops\": " << r.ceiling << "}"
+          << (i + 1 < rows.size() ? ",\n" : "\n");
+    }
+    out << "]\n";
+  }
+  return 0;
+}
