@@ -12,7 +12,10 @@ namespace llmtk::train {
 std::vector<data::TokenId> generate(AnyModel& model, std::vector<data::TokenId> prompt, const GenerateOptions& o,
                                     const std::function<void(data::TokenId)>& on_token) {
   LLMTK_CHECK(!prompt.empty(), "generate", "the prompt is empty; give at least one token (or start from end-of-text)");
-  const std::int64_t max_seq = model.dims().max_seq, V = model.dims().vocab;
+  // The cache holds what this call can use: the prompt plus the new tokens, at most max_seq
+  // (a model with a 128k context would otherwise reserve gigabytes for a short sample).
+  const std::int64_t V = model.dims().vocab;
+  const std::int64_t max_seq = std::min<std::int64_t>(model.dims().max_seq, std::int64_t(prompt.size()) + o.max_tokens);
   Rng rng(o.seed);
   std::vector<data::TokenId> out;
   std::vector<float> probs(static_cast<std::size_t>(V));

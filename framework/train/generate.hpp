@@ -22,7 +22,8 @@ struct GenerateOptions {
 };
 
 // Continues `prompt` with up to max_tokens tokens; on_token is called for each as it is sampled.
-// `model` is re-planned for decoding (batch 1, a KV cache of max_seq positions) and allocated.
+// `model` is re-planned for decoding (batch 1, a KV cache of min(max_seq, prompt + max_tokens)
+// positions) and allocated.
 std::vector<data::TokenId> generate(AnyModel& model, std::vector<data::TokenId> prompt, const GenerateOptions& o,
                                     const std::function<void(data::TokenId)>& on_token = {});
 
