@@ -21,11 +21,11 @@ inline float fast_exp(float x) {
   p = p * r + 1.0f;
   p = p * r + 1.0f;
   const float scale = std::bit_cast<float>((static_cast<std::int32_t>(n) + 127) << 23);
-  const float y = p * scale;
-  if (x != x) return x;                                      // NaN
-  if (x > 88.0f) return std::bit_cast<float>(0x7f800000);    // +inf
-  if (x < -87.0f) return 0.0f;
-  return y;
+  // Selects, not branches, so that loops calling this vectorise.
+  float y = p * scale;
+  y = x > 88.0f ? std::bit_cast<float>(0x7f800000) : y;  // +inf
+  y = x < -87.0f ? 0.0f : y;
+  return x != x ? x : y;  // NaN stays NaN
 }
 
 // tanh(u) = 1 − 2/(exp(2u) + 1): exact limits ±1, NaN stays NaN.

@@ -6,10 +6,11 @@ namespace llmtk::cpu {
 using namespace elementwise;
 
 void swiglu_forward(TensorRef y, TensorRef gate, TensorRef up) {
-  gated("swiglu_forward", y, gate, up, silu);
+  gated("swiglu_forward", y, gate, up, [](float v) { return silu(v); });
 }
 void swiglu_backward(TensorRef dgate, TensorRef dup, TensorRef dy, TensorRef gate, TensorRef up) {
-  gated_backward("swiglu_backward", dgate, dup, dy, gate, up, silu, silu_grad);
+  gated_backward("swiglu_backward", dgate, dup, dy, gate, up, [](float v) { return silu(v); },
+                 [](float v) { return silu_grad(v); });
 }
 
 }  // namespace llmtk::cpu
