@@ -53,8 +53,9 @@ std::int64_t peak_rss_bytes() {
   return 0;
 }
 
-// The machine's matmul throughput on the active backend (1024³ f32, best of 3): the denominator of MFU.
-double measure_peak_flops() {
+}  // namespace
+
+double measure_matmul_peak_flops() {
   const std::int64_t n = 1024;
   std::vector<float> a(std::size_t(n * n), 0.5f), b(a.size(), 0.25f), c(a.size());
   TensorRef A(a.data(), DType::f32, {n, n}), Bm(b.data(), DType::f32, {n, n}), C(c.data(), DType::f32, {n, n});
@@ -66,6 +67,8 @@ double measure_peak_flops() {
   }
   return 2.0 * double(n * n * n) / best;
 }
+
+namespace {
 
 std::string step_dir(std::int64_t step) {
   char buf[32];
@@ -184,7 +187,7 @@ TrainResult train(const Recipe& r, const TrainOptions& opt) {
   std::ofstream metrics(metrics_path, std::ios::app);
 
   const double fwd_flops = model->forward_flops_per_token(r.train.seq);
-  const double peak = measure_peak_flops();
+  const double peak = measure_matmul_peak_flops();
   const std::int64_t tokens_per_step = r.train.batch * r.train.seq * r.train.grad_accum;
   {
     std::ostringstream s;

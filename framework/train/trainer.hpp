@@ -32,6 +32,10 @@ struct TrainResult {
 
 TrainResult train(const Recipe& recipe, const TrainOptions& options);
 
+// This machine's matmul throughput on the active backend and precision (1024³, best of 3), in
+// FLOP/s: the denominator of MFU for the trainer and `llmtk bench step`.
+double measure_matmul_peak_flops();
+
 // The directory of the newest checkpoint under a run directory (or DIR itself if it is one).
 std::string find_checkpoint(const std::string& dir);
 

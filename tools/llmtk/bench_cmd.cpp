@@ -12,6 +12,7 @@
 #include "models/registry.hpp"
 #include "ops/ops.hpp"
 #include "train/optimizer.hpp"
+#include "train/trainer.hpp"
 
 namespace llmtk::cli {
 
@@ -24,20 +25,6 @@ struct BenchArgs {
   std::vector<std::string> sets;
   bool json = false;
 };
-
-// Matmul throughput of the active backend at a large square shape: the MFU denominator.
-double matmul_peak() {
-  const std::int64_t n = 1024;
-  std::vector<float> a(std::size_t(n * n), 0.5f), b(a.size(), 0.25f), c(a.size());
-  double best = 1e30;
-  for (int i = 0; i < 5; ++i) {
-    const auto t0 = std::chrono::steady_clock::now();
-    ops::matmul_forward(TensorRef(c.data(), DType::f32, {n, n}), TensorRef(a.data(), DType::f32, {n, n}),
-                        TensorRef(b.data(), DType::f32, {n, n}), TensorRef{});
-    if (i) best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-  }
-  return 2.0 * double(n * n * n) / best;
-}
 
 void bench(const BenchArgs& a) {
   const ArchInfo& info = find_arch(a.arch);
@@ -75,7 +62,7 @@ void bench(const BenchArgs& a) {
   std::sort(ms.begin(), ms.end());
   const double median = ms[ms.size() / 2];
   const double tokens = double(a.batch * a.seq), tps = tokens / (median / 1000.0);
-  const double flops = 3.0 * model->forward_flops_per_token(a.seq), peak = matmul_peak();
+  const double flops = 3.0 * model->forward_flops_per_token(a.seq), peak = train::measure_matmul_peak_flops();
   nlohmann::ordered_json j = {{"tool", "llmtk"}, {"arch", a.arch}, {"device", a.device}, {"precision", a.precision},
                               {"batch", a.batch}, {"seq", a.seq}, {"params", model->param_count()}, {"steps", a.steps},
                               {"ms_per_step", median}, {"tokens_per_s", tps}, {"flops_per_token", flops},
