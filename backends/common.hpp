@@ -13,6 +13,14 @@ inline void expect_f32(const char* op, const char* what, const TensorRef& t) {
   LLMTK_CHECK(t.dtype == DType::f32, op, what, " is ", name_of(t.dtype), "; this backend computes in f32");
   LLMTK_CHECK(t.device == Device::host, op, what, " is not in host memory");
 }
+// Matmul inputs may be f32 or bf16 (a bf16 copy of the weights, or a bf16 matrix for the peak
+// measurement); everything else is f32.
+inline void expect_f32_or_bf16(const char* op, const char* what, const TensorRef& t) {
+  LLMTK_CHECK(t.data != nullptr, op, what, " is null");
+  LLMTK_CHECK(t.dtype == DType::f32 || t.dtype == DType::bf16, op, what, " is ", name_of(t.dtype),
+              "; matmul inputs are f32 or bf16");
+  LLMTK_CHECK(t.device == Device::host, op, what, " is not in host memory");
+}
 inline void expect_rank(const char* op, const char* what, const TensorRef& t, int rank, const char* axes) {
   LLMTK_CHECK(t.rank == rank, op, what, " has ", t.rank, " axes ", t.shape_str(), ", expected ", axes);
 }

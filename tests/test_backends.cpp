@@ -131,7 +131,29 @@ void case_attention_forward(Case& c) {
     }
   }
 }
+// Several 64-row tiles (the cpu backend's tile size), partial last tiles, a head size that is not
+// a multiple of 16, and windows that cross tiles.
+const AttentionMask kLongMasks[] = {{true, 0, false}, {false, 0, false}, {true, 70, true}, {true, 3, false}};
+void long_attention_case(Case& c) {
+  for (const auto& m : kLongMasks) {
+    auto q = c.make({1, 131, 4, 24}), k = c.make({1, 131, 2, 24}), v = c.make({1, 131, 2, 24});
+    auto o = c.make({1, 131, 4, 24}), lse = c.make({4 * 131});
+    ops::attention_forward(o, lse, q, k, v, m);
+    c.keep("out (T 131)", o), c.keep("lse (T 131)", lse);
+    auto dout = c.make({1, 131, 4, 24}), dq = c.make({1, 131, 4, 24}), dk = c.make({1, 131, 2, 24}),
+         dv = c.make({1, 131, 2, 24});
+    ops::attention_backward(dq, dk, dv, dout, q, k, v, o, lse, m);
+    c.keep("dq (T 131)", dq), c.keep("dk (T 131)", dk), c.keep("dv (T 131)", dv);
+    if (!m.causal) continue;
+    auto q5 = c.make({1, 5, 4, 24}), o5 = c.make({1, 5, 4, 24}), lse5 = c.make({4 * 5});
+    AttentionMask dm = m;
+    dm.q_offset = 126;
+    ops::attention_forward(o5, lse5, q5, k, v, dm);
+    c.keep("out (T 131, q_offset 126)", o5);
+  }
+}
 void case_attention_backward(Case& c) {
+  long_attention_case(c);
   for (int kv : {1, 2, 4}) {
     for (const auto& m : kMasks) {
       auto q = c.make({2, 31, 4, 8}), k = c.make({2, 31, kv, 8}), v = c.make({2, 31, kv, 8});
@@ -301,4 +323,42 @@ TEST_CASE("cpu backend with bf16 matmuls stays within bf16 tolerance of the refe
   ops::set_matmul_precision(DType::bf16);
   compare_backend("cpu", 2e-2, 1e-4, [](std::string_view op) { return op.starts_with("matmul"); });
   ops::set_matmul_precision(DType::f32);
+}
+
+TEST_CASE("cpu matmuls take bf16 inputs as they are", "[backend][cpu][bf16]") {
+  // Inputs already in bf16 are not rounded again: the reference widens them exactly, so the cpu
+  // backend's bf16 product (f32 accumulation) must agree with it to f32 accuracy.
+  const std::int64_t N = 37, I = 70, O = 33;
+  Rng rng(7);
+  std::vector<bf16> x(static_cast<std::size_t>(N * I)), w(static_cast<std::size_t>(O * I));
+  for (auto& e : x) e = bf16(float(rng.normal()));
+  for (auto& e : w) e = bf16(float(rng.normal()));
+  std::vector<float> b(static_cast<std::size_t>(O)), dy(static_cast<std::size_t>(N * O));
+  for (auto& e : b) e = float(rng.normal());
+  for (auto& e : dy) e = float(rng.normal());
+  const TensorRef X(x.data(), DType::bf16, {N, I}), W(w.data(), DType::bf16, {O, I});
+  const TensorRef B(b.data(), DType::f32, {O}), DY(dy.data(), DType::f32, {N, O});
+  auto run = [&](const char* backend) {
+    ops::ScopedBackend use(backend);
+    std::vector<float> y(std::size_t(N * O)), dx(std::size_t(N * I)), dw(std::size_t(O * I), 0.5f);
+    ops::matmul_forward(TensorRef(y.data(), DType::f32, {N, O}), X, W, B);
+    ops::matmul_backward(TensorRef(dx.data(), DType::f32, {N, I}), TensorRef(dw.data(), DType::f32, {O, I}),
+                         TensorRef{}, DY, X, W);
+    y.insert(y.end(), dx.begin(), dx.end());
+    y.insert(y.end(), dw.begin(), dw.end());
+    return y;
+  };
+  const auto want = run("reference"), got = run("cpu");
+  double max_err = 0, max_ref = 0;
+  for (std::size_t i = 0; i < want.size(); ++i) {
+    max_err = std::max(max_err, double(std::abs(want[i] - got[i])));
+    max_ref = std::max(max_ref, double(std::abs(want[i])));
+  }
+  INFO("max error " << max_err << ", max |ref| " << max_ref);
+  // dy is f32 and is rounded to bf16 for dx and dw (one rounding, 2^-9 relative); y is exact.
+  CHECK(max_err <= 1e-2 * max_ref);
+  // y alone: both inputs exact in bf16, so only f32 accumulation order differs.
+  double y_err = 0;
+  for (std::int64_t i = 0; i < N * O; ++i) y_err = std::max(y_err, double(std::abs(want[std::size_t(i)] - got[std::size_t(i)])));
+  CHECK(y_err <= 1e-5 * max_ref + 1e-5);
 }

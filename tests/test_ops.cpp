@@ -334,6 +334,9 @@ void check_cross_entropy_backward() {
   ops::cross_entropy_backward(dlogits.t(), logits.t(), targets.t(), 0.5f, -100);
   expect_gradient("dlogits", logits, dlogits, f);
   for (int v = 0; v < 7; ++v) CHECK(dlogits[7 + std::size_t(v)] == 0.0f);  // the ignored row
+  Buf inplace = logits;  // dlogits may alias logits
+  ops::cross_entropy_backward(inplace.t(), inplace.t(), targets.t(), 0.5f, -100);
+  CHECK(inplace.v == dlogits.v);
 }
 
 // ---- optimizer ------------------------------------------------------------------------------

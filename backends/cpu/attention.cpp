@@ -1,7 +1,22 @@
-// attention_forward / attention_backward: causal attention with grouped kv heads, sliding window
-// and ALiBi, computed one query row at a time so memory is linear in the sequence length (no T×T
-// matrix). Forward: parallel over (batch, head, query). Backward: parallel over (batch, kv group),
-// so each thread owns the dk, dv rows it accumulates into.
+// attention_forward / attention_backward: tiled attention, FlashAttention-2's schedule on a CPU.
+//
+// Queries and keys are cut into tiles of kBQ × kBK rows. A tile's scores S = Q·Kᵀ live in a
+// 64 × 64 buffer, never the T × T matrix: memory is a few tiles per thread, whatever T is.
+//   forward:  for each (batch, head, query tile), walk the key tiles the mask leaves visible
+//             (causal tiles above the diagonal and tiles outside the window are skipped), keep a
+//             running row max m and sum l (online softmax) and rescale the output accumulator
+//             when m grows; out = O / l, lse = m + log l.
+//   backward: for each (batch, kv head), walk the key tiles; for every query head of the group
+//             and every query tile that sees the key tile, recompute P = exp(S − lse) and
+//             accumulate dV += Pᵀ·dO, dS = P ∘ (dO·Vᵀ − δ), dQ += dS·K, dK += dSᵀ·Q, with
+//             δ_i = dO_i · out_i. One thread owns a kv head's dK, dV and its query heads' dQ, so
+//             nothing is shared and the result does not depend on scheduling.
+// GQA reads the kv head h / (H / KV) directly: K and V are never repeated per query head.
+//
+// Tiles are copied into per-thread buffers whose rows are padded with zeros to a multiple of 16
+// floats (one AVX-512 register), K and V also transposed, so the three small products below run
+// on whole registers with the accumulators held in registers. The padding adds zeros to dot
+// products, so results are exact for any head size D ≤ 256.
 #include <omp.h>
 
 #include <algorithm>
@@ -15,63 +30,200 @@ namespace llmtk::cpu {
 
 namespace {
 
+constexpr int kVec = 16;  // floats per vector register
+constexpr int kBQ = 64;   // query rows per tile
+constexpr int kBK = 64;   // key rows per tile: a multiple of kVec
+constexpr int kMaxD = 256;
+using vf = float __attribute__((vector_size(kVec * sizeof(float))));  // GCC/Clang vector type
+
+inline vf load(const float* p) {
+  vf v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+inline void store(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
+
 using Shape = backend::AttentionShape;
-float alibi_slope(std::int64_t h, std::int64_t H) { return float(backend::alibi_slope(h, H)); }
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
-// The keys query i sees: [lo, hi).
-void visible(const AttentionMask& m, std::int64_t i, std::int64_t T, std::int64_t& lo, std::int64_t& hi) {
-  hi = m.causal ? i + 1 : T;
-  lo = m.window > 0 ? std::max<std::int64_t>(0, i - m.window + 1) : 0;
-}
-
-// s[j - lo] = q·k_j · scale − slope·(i − j) for the visible keys; returns the max.
-float row_scores(float* s, const float* Q, const float* K, std::int64_t kstride, std::int64_t D, std::int64_t lo,
-                 std::int64_t hi, std::int64_t i, float scale, float slope) {
-  float mx = -std::numeric_limits<float>::infinity();
-  for (std::int64_t j = lo; j < hi; ++j) {
-    const float* Kj = K + j * kstride;
-    float dot = 0;
-#pragma omp simd reduction(+ : dot)
-    for (std::int64_t d = 0; d < D; ++d) dot += Q[d] * Kj[d];
-    const float v = dot * scale - slope * float(i - j);
-    s[j - lo] = v;
-    mx = std::max(mx, v);
+// S[r][0:kBK] = Σ_d A[r][d] · Bt[d][0:kBK] for r < rows (a multiple of 4). A: rows × Dp,
+// Bt: Dp × kBK. (S = Q·Kᵀ with Bt = Kᵀ; dP = dO·Vᵀ with Bt = Vᵀ.)
+void product_abt(float* S, const float* A, const float* Bt, int rows, int Dp) {
+  constexpr int NV = kBK / kVec;
+  for (int r0 = 0; r0 < rows; r0 += 4) {
+    vf acc[4][NV] = {};
+    for (int d = 0; d < Dp; ++d) {
+      vf b[NV];
+      for (int c = 0; c < NV; ++c) b[c] = load(Bt + d * kBK + c * kVec);
+      for (int r = 0; r < 4; ++r) {
+        const float a = A[(r0 + r) * Dp + d];
+        for (int c = 0; c < NV; ++c) acc[r][c] += a * b[c];
+      }
+    }
+    for (int r = 0; r < 4; ++r)
+      for (int c = 0; c < NV; ++c) store(S + (r0 + r) * kBK + c * kVec, acc[r][c]);
   }
-  return mx;
 }
+
+// C[r][0:Dp] += Σ_t M[r·rs + t·ts] · V[t][0:Dp] for r < nr, t < nt; Dp = NV · kVec, nr a
+// multiple of R. With (rs, ts) = (kBK, 1): C += M·V (out += P·V, dQ += dS·K); with (1, kBK):
+// C += Mᵀ·V (dV += Pᵀ·dO, dK += dSᵀ·Q).
+template <int NV>
+void accumulate_rows(float* C, const float* M, int rs, int ts, int nr, int nt, const float* V) {
+  constexpr int R = NV > 8 ? 1 : NV > 4 ? 2 : 4;  // R·NV accumulators stay within 16 registers
+  constexpr int Dp = NV * kVec;
+  for (int r0 = 0; r0 < nr; r0 += R) {
+    vf acc[R][NV];
+    for (int r = 0; r < R; ++r)
+      for (int c = 0; c < NV; ++c) acc[r][c] = load(C + (r0 + r) * Dp + c * kVec);
+    for (int t = 0; t < nt; ++t) {
+      vf v[NV];
+      for (int c = 0; c < NV; ++c) v[c] = load(V + t * Dp + c * kVec);
+      for (int r = 0; r < R; ++r) {
+        const float m = M[(r0 + r) * rs + t * ts];
+        for (int c = 0; c < NV; ++c) acc[r][c] += m * v[c];
+      }
+    }
+    for (int r = 0; r < R; ++r)
+      for (int c = 0; c < NV; ++c) store(C + (r0 + r) * Dp + c * kVec, acc[r][c]);
+  }
+}
+
+using AccumulateFn = void (*)(float*, const float*, int, int, int, int, const float*);
+AccumulateFn accumulate_for(int Dp) {
+  switch (Dp / kVec) {
+    case 1: return accumulate_rows<1>;
+    case 2: return accumulate_rows<2>;
+    case 3: return accumulate_rows<3>;
+    case 4: return accumulate_rows<4>;
+    case 5: return accumulate_rows<5>;
+    case 6: return accumulate_rows<6>;
+    case 7: return accumulate_rows<7>;
+    case 8: return accumulate_rows<8>;
+    case 9: return accumulate_rows<9>;
+    case 10: return accumulate_rows<10>;
+    case 11: return accumulate_rows<11>;
+    case 12: return accumulate_rows<12>;
+    case 13: return accumulate_rows<13>;
+    case 14: return accumulate_rows<14>;
+    case 15: return accumulate_rows<15>;
+    default: return accumulate_rows<16>;
+  }
+}
+
+// Copies `rows` rows of D floats (source row stride `stride`) into a rows_padded × Dp tile,
+// zeros elsewhere.
+void load_rows(float* tile, const float* src, std::int64_t stride, int rows, int rows_padded, int D, int Dp) {
+  std::memset(tile, 0, sizeof(float) * std::size_t(rows_padded) * std::size_t(Dp));
+  for (int r = 0; r < rows; ++r) std::memcpy(tile + r * Dp, src + r * stride, sizeof(float) * std::size_t(D));
+}
+// The transpose: tile[d][r] = src[r][d], a Dp × kBK tile, zeros elsewhere.
+void load_transposed(float* tile, const float* src, std::int64_t stride, int rows, int D, int Dp) {
+  std::memset(tile, 0, sizeof(float) * std::size_t(Dp) * kBK);
+  for (int r = 0; r < rows; ++r)
+    for (int d = 0; d < D; ++d) tile[d * kBK + r] = src[r * stride + d];
+}
+
+// The mask and ALiBi as one rule: score adjustment for query position i and key position j,
+// or -inf when j is not visible (or beyond the keys, j ≥ Tk).
+struct Visibility {
+  bool causal;
+  int window;
+  float slope;  // ALiBi slope of this head (0 without ALiBi)
+  std::int64_t Tk;
+  // Row r of a tile: scores s[j] (key j0 + j) scaled, shifted by ALiBi and masked in place.
+  void apply(float* s, std::int64_t i, std::int64_t j0, float scale) const {
+#pragma omp simd
+    for (int j = 0; j < kBK; ++j) {
+      const std::int64_t key = j0 + j;
+      const bool hidden = key >= Tk || (causal && key > i) || (window > 0 && i - key >= window);
+      const float v = s[j] * scale - slope * float(i - key);
+      s[j] = hidden ? kNegInf : v;
+    }
+  }
+};
+
+// The keys [lo, hi) that some query in positions [p0, p1] may see.
+void key_range(const AttentionMask& m, std::int64_t p0, std::int64_t p1, std::int64_t Tk, std::int64_t& lo,
+               std::int64_t& hi) {
+  hi = m.causal ? std::min(Tk, p1 + 1) : Tk;
+  lo = m.window > 0 ? std::max<std::int64_t>(0, p0 - m.window + 1) : 0;
+}
+
+int padded(std::int64_t D) { return int((D + kVec - 1) / kVec * kVec); }
 
 }  // namespace
 
 void attention_forward(TensorRef out, TensorRef lse, TensorRef q, TensorRef k, TensorRef v, AttentionMask mask) {
-  const Shape S = backend::check_attention("attention_forward", out, lse, q, k, v, mask);
+  const char* op = "attention_forward";
+  const Shape S = backend::check_attention(op, out, lse, q, k, v, mask);
+  LLMTK_CHECK(S.D <= kMaxD, op, "head size ", S.D, " is larger than ", kMaxD, ", the most the cpu backend's tiles hold");
   const float scale = 1.0f / std::sqrt(float(S.D));
   const std::int64_t qstride = S.H * S.D, kstride = S.KV * S.D, group = S.H / S.KV;
-  float* rows = scratch(std::size_t(max_threads()) * std::size_t(S.Tk));
-#pragma omp parallel for collapse(3) schedule(static)
+  const int D = int(S.D), Dp = padded(S.D);
+  const AccumulateFn accumulate = accumulate_for(Dp);
+  const std::int64_t qtiles = (S.T + kBQ - 1) / kBQ;
+  // Per thread: Q tile, O accumulator, K transposed, V tile, scores, row max and sum.
+  const std::size_t per_thread = std::size_t(2 * kBQ * Dp + kMaxD * kBK + kBK * Dp + kBQ * kBK + 2 * kBQ);
+  float* buffers = scratch(std::size_t(max_threads()) * per_thread);
+#pragma omp parallel for collapse(3) schedule(dynamic, 1)
   for (std::int64_t b = 0; b < S.B; ++b)
     for (std::int64_t h = 0; h < S.H; ++h)
-      for (std::int64_t i = 0; i < S.T; ++i) {
-        float* s = rows + std::int64_t(omp_get_thread_num()) * S.Tk;
-        const std::int64_t g = h / group, at = mask.q_offset + i;  // the query's position among the keys
-        const float* Q = q.f32() + (b * S.T + i) * qstride + h * S.D;
+      for (std::int64_t qt = 0; qt < qtiles; ++qt) {
+        float* Qs = buffers + std::size_t(omp_get_thread_num()) * per_thread;
+        float* O = Qs + kBQ * Dp;
+        float* Kt = O + kBQ * Dp;
+        float* Vs = Kt + kMaxD * kBK;
+        float* Ss = Vs + kBK * Dp;
+        float* mx = Ss + kBQ * kBK;
+        float* sum = mx + kBQ;
+        const std::int64_t g = h / group, i0 = qt * kBQ;
+        const int rows = int(std::min<std::int64_t>(kBQ, S.T - i0)), rows4 = (rows + 3) & ~3;
+        const std::int64_t p0 = mask.q_offset + i0;  // the first query's position among the keys
+        const float* Q = q.f32() + (b * S.T + i0) * qstride + h * S.D;
         const float* K = k.f32() + b * S.Tk * kstride + g * S.D;
         const float* V = v.f32() + b * S.Tk * kstride + g * S.D;
-        float* O = out.f32() + (b * S.T + i) * qstride + h * S.D;
+        const Visibility vis{mask.causal, mask.window, mask.alibi ? float(backend::alibi_slope(h, S.H)) : 0.0f, S.Tk};
+        load_rows(Qs, Q, qstride, rows, rows4, D, Dp);
+        std::memset(O, 0, sizeof(float) * std::size_t(rows4) * std::size_t(Dp));
+        std::fill(mx, mx + kBQ, kNegInf);
+        std::fill(sum, sum + kBQ, 0.0f);
         std::int64_t lo, hi;
-        visible(mask, at, S.Tk, lo, hi);
-        const float mx = row_scores(s, Q, K, kstride, S.D, lo, hi, at, scale, mask.alibi ? alibi_slope(h, S.H) : 0.0f);
-        float sum = 0;
-#pragma omp simd reduction(+ : sum)
-        for (std::int64_t j = lo; j < hi; ++j) sum += (s[j - lo] = fast_exp(s[j - lo] - mx));
-        const float inv = 1.0f / sum;
-        std::fill(O, O + S.D, 0.0f);
-        for (std::int64_t j = lo; j < hi; ++j) {
-          const float p = s[j - lo] * inv;
-          const float* Vj = V + j * kstride;
+        key_range(mask, p0, p0 + rows - 1, S.Tk, lo, hi);
+        for (std::int64_t j0 = lo / kBK * kBK; j0 < hi; j0 += kBK) {
+          const int keys = int(std::min<std::int64_t>(kBK, S.Tk - j0));
+          load_transposed(Kt, K + j0 * kstride, kstride, keys, D, Dp);
+          load_rows(Vs, V + j0 * kstride, kstride, keys, kBK, D, Dp);
+          product_abt(Ss, Qs, Kt, rows4, Dp);
+          for (int r = 0; r < rows; ++r) {
+            float* s = Ss + r * kBK;
+            vis.apply(s, p0 + r, j0, scale);
+            float m = mx[r];
+#pragma omp simd reduction(max : m)
+            for (int j = 0; j < kBK; ++j) m = std::max(m, s[j]);
+            if (m == kNegInf) {  // nothing visible in this tile for this row yet
+              std::fill(s, s + kBK, 0.0f);
+              continue;
+            }
+            const float correction = fast_exp(mx[r] - m), mr = m;  // exp(−inf) = 0 on the first tile
+            float l = 0;
+#pragma omp simd reduction(+ : l)
+            for (int j = 0; j < kBK; ++j) l += (s[j] = fast_exp(s[j] - mr));
+            sum[r] = sum[r] * correction + l;
+            mx[r] = m;
+            float* o = O + r * Dp;
 #pragma omp simd
-          for (std::int64_t d = 0; d < S.D; ++d) O[d] += p * Vj[d];
+            for (int d = 0; d < Dp; ++d) o[d] *= correction;
+          }
+          accumulate(O, Ss, kBK, 1, rows4, kBK, Vs);
         }
-        lse.f32()[(b * S.H + h) * S.T + i] = mx + std::log(sum);
+        float* dst = out.f32() + (b * S.T + i0) * qstride + h * S.D;
+        float* lse_row = lse.f32() + (b * S.H + h) * S.T + i0;
+        for (int r = 0; r < rows; ++r) {
+          const float inv = 1.0f / sum[r];
+          for (int d = 0; d < D; ++d) dst[r * qstride + d] = O[r * Dp + d] * inv;
+          lse_row[r] = mx[r] + std::log(sum[r]);
+        }
       }
 }
 
@@ -80,56 +232,100 @@ void attention_backward(TensorRef dq, TensorRef dk, TensorRef dv, TensorRef dout
   const char* op = "attention_backward";
   const Shape S = backend::check_attention(op, out, lse, q, k, v, mask);
   LLMTK_CHECK(mask.q_offset == 0 && S.Tk == S.T, op, "backward needs as many keys as queries and q_offset 0");
+  LLMTK_CHECK(S.D <= kMaxD, op, "head size ", S.D, " is larger than ", kMaxD, ", the most the cpu backend's tiles hold");
   expect_f32(op, "dq", dq), expect_f32(op, "dk", dk), expect_f32(op, "dv", dv), expect_f32(op, "dout", dout);
   expect_same(op, "dq", dq, "q", q), expect_same(op, "dout", dout, "q", q);
   expect_same(op, "dk", dk, "k", k), expect_same(op, "dv", dv, "v", v);
   const float scale = 1.0f / std::sqrt(float(S.D));
-  const std::int64_t qstride = S.H * S.D, kstride = S.KV * S.D, group = S.H / S.KV;
-  float* rows = scratch(std::size_t(max_threads()) * std::size_t(S.T));
-#pragma omp parallel for collapse(2) schedule(static)
+  const std::int64_t qstride = S.H * S.D, kstride = S.KV * S.D, group = S.H / S.KV, T = S.T;
+  const int D = int(S.D), Dp = padded(S.D);
+  const AccumulateFn accumulate = accumulate_for(Dp);
+  // Per thread: K, Kᵀ, Vᵀ, dK, dV tiles (key side); Q, dO, dQ tiles (query side); P and dS;
+  // δ for every query row of the group's heads (linear in T).
+  const std::size_t per_thread = std::size_t(3 * kBK * Dp + 2 * kMaxD * kBK + 3 * kBQ * Dp + 2 * kBQ * kBK) +
+                                 std::size_t(group * T);
+  float* buffers = scratch(std::size_t(max_threads()) * per_thread);
+#pragma omp parallel for collapse(2) schedule(dynamic, 1)
   for (std::int64_t b = 0; b < S.B; ++b)
     for (std::int64_t g = 0; g < S.KV; ++g) {
-      float* p = rows + std::int64_t(omp_get_thread_num()) * S.T;
-      const float* K = k.f32() + b * S.T * kstride + g * S.D;
-      const float* V = v.f32() + b * S.T * kstride + g * S.D;
-      float* dK = dk.f32() + b * S.T * kstride + g * S.D;
-      float* dV = dv.f32() + b * S.T * kstride + g * S.D;
-      for (std::int64_t j = 0; j < S.T; ++j) {
-        std::fill(dK + j * kstride, dK + j * kstride + S.D, 0.0f);
-        std::fill(dV + j * kstride, dV + j * kstride + S.D, 0.0f);
-      }
-      for (std::int64_t h = g * group; h < (g + 1) * group; ++h) {
-        const float slope = mask.alibi ? alibi_slope(h, S.H) : 0.0f;
-        for (std::int64_t i = 0; i < S.T; ++i) {
-          const std::int64_t row = (b * S.T + i) * qstride + h * S.D;
-          const float *Q = q.f32() + row, *dO = dout.f32() + row, *O = out.f32() + row;
-          float* dQ = dq.f32() + row;
-          std::int64_t lo, hi;
-          visible(mask, i, S.T, lo, hi);
-          row_scores(p, Q, K, kstride, S.D, lo, hi, i, scale, slope);
-          const float l = lse.f32()[(b * S.H + h) * S.T + i];
+      float* Ks = buffers + std::size_t(omp_get_thread_num()) * per_thread;
+      float* dKs = Ks + kBK * Dp;
+      float* dVs = dKs + kBK * Dp;
+      float* Kt = dVs + kBK * Dp;
+      float* Vt = Kt + kMaxD * kBK;
+      float* Qs = Vt + kMaxD * kBK;
+      float* dOs = Qs + kBQ * Dp;
+      float* dQs = dOs + kBQ * Dp;
+      float* P = dQs + kBQ * Dp;
+      float* dS = P + kBQ * kBK;
+      float* delta = dS + kBQ * kBK;
+      const std::int64_t h0 = g * group;
+      // δ_i = dO_i · out_i per query head of the group; dq rows of these heads start at zero.
+      for (std::int64_t hh = 0; hh < group; ++hh)
+        for (std::int64_t i = 0; i < T; ++i) {
+          const std::int64_t row = (b * T + i) * qstride + (h0 + hh) * S.D;
+          const float *dO = dout.f32() + row, *O = out.f32() + row;
+          float s = 0;
+#pragma omp simd reduction(+ : s)
+          for (int d = 0; d < D; ++d) s += dO[d] * O[d];
+          delta[hh * T + i] = s;
+          std::fill(dq.f32() + row, dq.f32() + row + D, 0.0f);
+        }
+      const float* K = k.f32() + b * T * kstride + g * S.D;
+      const float* V = v.f32() + b * T * kstride + g * S.D;
+      for (std::int64_t j0 = 0; j0 < T; j0 += kBK) {
+        const int keys = int(std::min<std::int64_t>(kBK, T - j0));
+        load_rows(Ks, K + j0 * kstride, kstride, keys, kBK, D, Dp);
+        load_transposed(Kt, K + j0 * kstride, kstride, keys, D, Dp);
+        load_transposed(Vt, V + j0 * kstride, kstride, keys, D, Dp);
+        std::memset(dKs, 0, sizeof(float) * std::size_t(kBK) * std::size_t(Dp));
+        std::memset(dVs, 0, sizeof(float) * std::size_t(kBK) * std::size_t(Dp));
+        // The queries that see some key of this tile: [qlo, qhi).
+        const std::int64_t last = j0 + keys - 1;
+        const std::int64_t qlo = mask.causal ? j0 : 0;
+        const std::int64_t qhi = mask.window > 0 ? std::min(T, last + mask.window) : T;
+        for (std::int64_t hh = 0; hh < group; ++hh) {
+          const std::int64_t h = h0 + hh;
+          const Visibility vis{mask.causal, mask.window, mask.alibi ? float(backend::alibi_slope(h, S.H)) : 0.0f, T};
+          for (std::int64_t i0 = qlo / kBQ * kBQ; i0 < qhi; i0 += kBQ) {
+            const int rows = int(std::min<std::int64_t>(kBQ, T - i0)), rows4 = (rows + 3) & ~3;
+            const std::int64_t row0 = (b * T + i0) * qstride + h * S.D;
+            load_rows(Qs, q.f32() + row0, qstride, rows, rows4, D, Dp);
+            load_rows(dOs, dout.f32() + row0, qstride, rows, rows4, D, Dp);
+            product_abt(P, Qs, Kt, rows4, Dp);
+            product_abt(dS, dOs, Vt, rows4, Dp);  // dP = dO·Vᵀ, turned into dS below
+            const float* lse_row = lse.f32() + (b * S.H + h) * T + i0;
+            for (int r = 0; r < rows4; ++r) {
+              float* p = P + r * kBK;
+              float* ds = dS + r * kBK;
+              if (r >= rows) {  // padding rows contribute nothing
+                std::fill(p, p + kBK, 0.0f), std::fill(ds, ds + kBK, 0.0f);
+                continue;
+              }
+              vis.apply(p, i0 + r, j0, scale);
+              const float l = lse_row[r], dl = delta[hh * T + i0 + r];
 #pragma omp simd
-          for (std::int64_t j = lo; j < hi; ++j) p[j - lo] = fast_exp(p[j - lo] - l);  // probabilities
-          float delta = 0;  // Σ_j p_j dp_j = dO · out_i
-#pragma omp simd reduction(+ : delta)
-          for (std::int64_t d = 0; d < S.D; ++d) delta += dO[d] * O[d];
-          std::fill(dQ, dQ + S.D, 0.0f);
-          for (std::int64_t j = lo; j < hi; ++j) {
-            const float pj = p[j - lo];
-            const float *Kj = K + j * kstride, *Vj = V + j * kstride;
-            float* dKj = dK + j * kstride;
-            float* dVj = dV + j * kstride;
-            float dp = 0;
-#pragma omp simd reduction(+ : dp)
-            for (std::int64_t d = 0; d < S.D; ++d) dp += dO[d] * Vj[d];
-            const float ds = pj * (dp - delta) * scale;
-#pragma omp simd
-            for (std::int64_t d = 0; d < S.D; ++d) {
-              dQ[d] += ds * Kj[d];
-              dKj[d] += ds * Q[d];
-              dVj[d] += pj * dO[d];
+              for (int j = 0; j < kBK; ++j) {
+                const float pj = fast_exp(p[j] - l);  // masked: exp(−inf) = 0
+                p[j] = pj;
+                ds[j] = pj * (ds[j] - dl) * scale;
+              }
             }
+            accumulate(dVs, P, 1, kBK, kBK, rows4, dOs);  // dV += Pᵀ·dO
+            accumulate(dKs, dS, 1, kBK, kBK, rows4, Qs);  // dK += dSᵀ·Q
+            std::memset(dQs, 0, sizeof(float) * std::size_t(rows4) * std::size_t(Dp));
+            accumulate(dQs, dS, kBK, 1, rows4, kBK, Ks);  // dQ = dS·K
+            float* dst = dq.f32() + row0;
+            for (int r = 0; r < rows; ++r)
+#pragma omp simd
+              for (int d = 0; d < D; ++d) dst[r * qstride + d] += dQs[r * Dp + d];
           }
+        }
+        float* dK = dk.f32() + (b * T + j0) * kstride + g * S.D;
+        float* dV = dv.f32() + (b * T + j0) * kstride + g * S.D;
+        for (int r = 0; r < keys; ++r) {
+          std::memcpy(dK + r * kstride, dKs + r * Dp, sizeof(float) * std::size_t(D));
+          std::memcpy(dV + r * kstride, dVs + r * Dp, sizeof(float) * std::size_t(D));
         }
       }
     }

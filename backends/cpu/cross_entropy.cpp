@@ -1,4 +1,7 @@
 // cross_entropy_forward / cross_entropy_backward: one row of logits per iteration, in parallel.
+// The softmax is never stored: backward recomputes log Σ exp and writes the gradient, in place
+// over the logits when the model asks (dlogits may alias logits).
+#include <algorithm>
 #include <limits>
 
 #include "cpu.hpp"
@@ -7,13 +10,24 @@
 namespace llmtk::cpu {
 
 namespace {
+// log Σ exp(z) over a row, reading the row from memory once: each chunk's max and sum of
+// exponentials are taken while the chunk is still in L1, then merged into the running pair.
 float logsumexp(const float* z, std::int64_t V) {
-  float mx = -std::numeric_limits<float>::infinity();
-  for (std::int64_t v = 0; v < V; ++v) mx = std::max(mx, z[v]);
-  float s = 0;
+  constexpr std::int64_t kChunk = 2048;  // 8 KB
+  float mx = -std::numeric_limits<float>::infinity(), sum = 0;
+  for (std::int64_t c0 = 0; c0 < V; c0 += kChunk) {
+    const std::int64_t n = std::min(kChunk, V - c0);
+    const float* zc = z + c0;
+    float cm = -std::numeric_limits<float>::infinity();
+#pragma omp simd reduction(max : cm)
+    for (std::int64_t v = 0; v < n; ++v) cm = std::max(cm, zc[v]);
+    if (cm > mx) sum *= fast_exp(mx - cm), mx = cm;
+    float s = 0;
 #pragma omp simd reduction(+ : s)
-  for (std::int64_t v = 0; v < V; ++v) s += fast_exp(z[v] - mx);
-  return mx + std::log(s);
+    for (std::int64_t v = 0; v < n; ++v) s += fast_exp(zc[v] - mx);
+    sum += s;
+  }
+  return mx + std::log(sum);
 }
 void check_targets(const char* op, TensorRef targets, std::int64_t N, std::int64_t V, int ignore) {
   LLMTK_CHECK(targets.dtype == DType::i32 && targets.numel() == N, op, "targets must be ", N, " i32 values");

@@ -31,7 +31,8 @@ struct Context {
   std::map<std::tuple<std::int64_t, std::int64_t, std::int64_t, bool, bool, bool, bool, bool>, dnnl::matmul> cache;
   std::mutex mutex;
   bool bf16_unavailable = false;  // set once if this CPU cannot run bf16 matmuls
-  std::vector<std::uint16_t> a16, b16;  // bf16 copies of the inputs (grown, reused)
+  std::vector<std::uint16_t> a16, b16;  // converted copies of the inputs (grown, reused)
+  std::vector<float> a32, b32;
 };
 Context& context() {
   static Context c;
@@ -54,22 +55,48 @@ dnnl::matmul make_matmul(Context& ctx, std::int64_t M, std::int64_t K, std::int6
   return dnnl::matmul(dnnl::matmul::primitive_desc(desc, attr, ctx.engine));
 }
 
-// f32 → bf16, round to nearest even (as llmtk::bf16), into a reused buffer.
+// f32 → bf16, round to nearest even (as llmtk::bf16, NaN stays NaN), into a reused buffer.
+// Written with selects so that it vectorises (one pass at memory speed).
 const std::uint16_t* to_bf16(std::vector<std::uint16_t>& buf, const float* x, std::int64_t n) {
   if (buf.size() < std::size_t(n)) buf.resize(std::size_t(n));
   std::uint16_t* out = buf.data();
+  const auto* u = reinterpret_cast<const std::uint32_t*>(x);
 #pragma omp parallel for simd schedule(static)
-  for (std::int64_t i = 0; i < n; ++i) out[i] = bf16(x[i]).bits;
+  for (std::int64_t i = 0; i < n; ++i) {
+    const std::uint32_t b = u[i];
+    const std::uint32_t rounded = (b + 0x7fffu + ((b >> 16) & 1u)) >> 16;
+    const bool nan = (b & 0x7fffffffu) > 0x7f800000u;
+    out[i] = static_cast<std::uint16_t>(nan ? ((b >> 16) | 0x40u) : rounded);
+  }
   return out;
 }
 
+// bf16 → f32 (exact), for a bf16 input on a CPU without bf16 matmuls.
+const float* to_f32(std::vector<float>& buf, const std::uint16_t* x, std::int64_t n) {
+  if (buf.size() < std::size_t(n)) buf.resize(std::size_t(n));
+  auto* out = reinterpret_cast<std::uint32_t*>(buf.data());
+#pragma omp parallel for simd schedule(static)
+  for (std::int64_t i = 0; i < n; ++i) out[i] = std::uint32_t(x[i]) << 16;
+  return buf.data();
+}
+
+// An input of a product as the kernel wants it: in bf16 (converted unless it already is) or in
+// f32 (widened if it is bf16).
+const void* prepare(const TensorRef& t, bool bf16_in, std::vector<std::uint16_t>& b16, std::vector<float>& b32) {
+  const bool is_bf16 = t.dtype == DType::bf16;
+  if (bf16_in) return is_bf16 ? t.data : to_bf16(b16, t.f32(), t.numel());
+  return is_bf16 ? to_f32(b32, static_cast<const std::uint16_t*>(t.data), t.numel()) : t.data;
+}
+
 // C[M, N] (+)= op(A)[M, K] · op(B)[K, N] (+ bias[N]). A is [M, K] row-major, or [K, M] when
-// a_t; B is [K, N] row-major, or [N, K] when b_t. All row-major in memory. With bf16 matmul
-// precision, A and B are rounded to bf16 first and the product accumulates in f32.
-void gemm(const float* A, const float* B, const float* bias, float* C, std::int64_t M, std::int64_t K,
+// a_t; B is [K, N] row-major, or [N, K] when b_t. All row-major in memory. The product runs
+// with bf16 inputs and f32 accumulation when the matmul precision is bf16 or an input is
+// already bf16 (and the CPU has bf16 kernels); otherwise in f32.
+void gemm(const TensorRef& A, const TensorRef& B, const float* bias, float* C, std::int64_t M, std::int64_t K,
           std::int64_t N, bool a_t, bool b_t, bool accumulate) {
   Context& ctx = context();
-  bool bf16_in = ops::matmul_precision() == DType::bf16 && !ctx.bf16_unavailable;
+  bool bf16_in = (ops::matmul_precision() == DType::bf16 || A.dtype == DType::bf16 || B.dtype == DType::bf16) &&
+                 !ctx.bf16_unavailable;
   dnnl::matmul prim;
   {
     std::lock_guard lock(ctx.mutex);
@@ -90,12 +117,8 @@ void gemm(const float* A, const float* B, const float* bias, float* C, std::int6
     prim = it->second;
   }
   const dt in_t = bf16_in ? dt::bf16 : dt::f32;
-  void* a_ptr = const_cast<float*>(A);
-  void* b_ptr = const_cast<float*>(B);
-  if (bf16_in) {
-    a_ptr = const_cast<std::uint16_t*>(to_bf16(ctx.a16, A, M * K));
-    b_ptr = const_cast<std::uint16_t*>(to_bf16(ctx.b16, B, K * N));
-  }
+  void* a_ptr = const_cast<void*>(prepare(A, bf16_in, ctx.a16, ctx.a32));
+  void* b_ptr = const_cast<void*>(prepare(B, bf16_in, ctx.b16, ctx.b32));
   dnnl::memory a({{M, K}, in_t, a_t ? tag::ba : tag::ab}, ctx.engine, a_ptr);
   dnnl::memory b({{K, N}, in_t, b_t ? tag::ba : tag::ab}, ctx.engine, b_ptr);
   dnnl::memory c({{M, N}, dt::f32, tag::ab}, ctx.engine, C);
@@ -109,22 +132,22 @@ void gemm(const float* A, const float* B, const float* bias, float* C, std::int6
 
 void matmul_forward(TensorRef y, TensorRef x, TensorRef w, TensorRef b) {
   const char* op = "matmul_forward";
-  expect_f32(op, "y", y), expect_f32(op, "x", x), expect_f32(op, "w", w);
+  expect_f32(op, "y", y), backend::expect_f32_or_bf16(op, "x", x), backend::expect_f32_or_bf16(op, "w", w);
   const std::int64_t N = x.rows(), I = x.size(-1), O = w.size(0);
   LLMTK_CHECK(w.rank == 2 && w.size(1) == I, op, "w ", w.shape_str(), " must be [O, I] with I = ", I,
               " (x is ", x.shape_str(), ")");
   LLMTK_CHECK(y.rows() == N && y.size(-1) == O, op, "y ", y.shape_str(), " must be [", N, ", ", O, "]");
   if (b) LLMTK_CHECK(b.numel() == O, op, "b has ", b.numel(), " elements, expected ", O);
-  gemm(x.f32(), w.f32(), b ? b.f32() : nullptr, y.f32(), N, I, O, false, true, false);
+  gemm(x, w, b ? b.f32() : nullptr, y.f32(), N, I, O, false, true, false);
 }
 
 void matmul_backward(TensorRef dx, TensorRef dw, TensorRef db, TensorRef dy, TensorRef x, TensorRef w) {
   const char* op = "matmul_backward";
-  expect_f32(op, "dy", dy), expect_f32(op, "x", x), expect_f32(op, "w", w);
+  expect_f32(op, "dy", dy), backend::expect_f32_or_bf16(op, "x", x), backend::expect_f32_or_bf16(op, "w", w);
   const std::int64_t N = x.rows(), I = x.size(-1), O = w.size(0);
   LLMTK_CHECK(dy.rows() == N && dy.size(-1) == O, op, "dy ", dy.shape_str(), " must be [", N, ", ", O, "]");
-  if (dx) expect_f32(op, "dx", dx), gemm(dy.f32(), w.f32(), nullptr, dx.f32(), N, O, I, false, false, false);
-  if (dw) expect_f32(op, "dw", dw), gemm(dy.f32(), x.f32(), nullptr, dw.f32(), O, N, I, true, false, true);
+  if (dx) expect_f32(op, "dx", dx), gemm(dy, w, nullptr, dx.f32(), N, O, I, false, false, false);
+  if (dw) expect_f32(op, "dw", dw), gemm(dy, x, nullptr, dw.f32(), O, N, I, true, false, true);
   if (db) {
     // Column sums of dy, read row by row (contiguous): each thread sums a block of rows into its
     // own partial vector; the partials are added in thread order (deterministic).

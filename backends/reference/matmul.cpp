@@ -1,18 +1,36 @@
 // matmul_forward / matmul_backward: linear maps y = x·wᵀ + b.
+#include <vector>
+
 #include "reference.hpp"
 
 namespace llmtk::reference {
 
+namespace {
+// An f32 view of a matmul input: the tensor itself, or a widened copy of a bf16 one (exact).
+struct AsF32 {
+  std::vector<float> copy;
+  const float* p;
+  explicit AsF32(const TensorRef& t) : p(t.f32()) {
+    if (t.dtype != DType::bf16) return;
+    const auto* h = static_cast<const bf16*>(t.data);
+    copy.resize(std::size_t(t.numel()));
+    for (std::size_t i = 0; i < copy.size(); ++i) copy[i] = float(h[i]);
+    p = copy.data();
+  }
+};
+}  // namespace
+
 void matmul_forward(TensorRef y, TensorRef x, TensorRef w, TensorRef b) {
   const char* op = "matmul_forward";
-  expect_f32(op, "y", y), expect_f32(op, "x", x), expect_f32(op, "w", w);
+  expect_f32(op, "y", y), backend::expect_f32_or_bf16(op, "x", x), backend::expect_f32_or_bf16(op, "w", w);
   const std::int64_t N = x.rows(), I = x.size(-1), O = w.size(0);
   LLMTK_CHECK(w.rank == 2 && w.size(1) == I, op, "w ", w.shape_str(), " must be [O, I] with I = ",
               I, " (x is ", x.shape_str(), ")");
   LLMTK_CHECK(y.rows() == N && y.size(-1) == O, op, "y ", y.shape_str(), " must be [", N, ", ",
               O, "]");
   if (b) LLMTK_CHECK(b.numel() == O, op, "b has ", b.numel(), " elements, expected ", O);
-  const float *X = x.f32(), *W = w.f32(), *B = b ? b.f32() : nullptr;
+  const AsF32 xs(x), ws(w);
+  const float *X = xs.p, *W = ws.p, *B = b ? b.f32() : nullptr;
   float* Y = y.f32();
   for (std::int64_t n = 0; n < N; ++n)
     for (std::int64_t o = 0; o < O; ++o) {
@@ -25,11 +43,12 @@ void matmul_forward(TensorRef y, TensorRef x, TensorRef w, TensorRef b) {
 void matmul_backward(TensorRef dx, TensorRef dw, TensorRef db, TensorRef dy, TensorRef x,
                      TensorRef w) {
   const char* op = "matmul_backward";
-  expect_f32(op, "dy", dy), expect_f32(op, "x", x), expect_f32(op, "w", w);
+  expect_f32(op, "dy", dy), backend::expect_f32_or_bf16(op, "x", x), backend::expect_f32_or_bf16(op, "w", w);
   const std::int64_t N = x.rows(), I = x.size(-1), O = w.size(0);
   LLMTK_CHECK(dy.rows() == N && dy.size(-1) == O, op, "dy ", dy.shape_str(), " must be [", N,
               ", ", O, "]");
-  const float *DY = dy.f32(), *X = x.f32(), *W = w.f32();
+  const AsF32 xs(x), ws(w);
+  const float *DY = dy.f32(), *X = xs.p, *W = ws.p;
   if (dx) {
     expect_f32(op, "dx", dx);
     float* DX = dx.f32();

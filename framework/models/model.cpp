@@ -50,7 +50,6 @@ void AnyModel::plan(std::int64_t B, std::int64_t T, bool recompute) {
   recompute_ = recompute;
   declare(p);
   logits_ = p.act("logits", {B, T, dims_.vocab});
-  dlogits_ = p.act("dlogits", {B, T, dims_.vocab});
   losses_ = p.act("losses", {B * T});
   if (!planned_) grads_ = params_.like("grads");
   planned_ = true;
@@ -128,10 +127,11 @@ void AnyModel::backward() {
   LLMTK_CHECK(targets_, name_, "backward() needs a forward() with targets");
   Ctx c = ctx();
   const float dloss = counted_ ? 1.0f / static_cast<float>(counted_) : 0.0f;
-  ops::cross_entropy_backward(c.a(dlogits_).view({B_ * T_, dims_.vocab}),
-                              c.a(logits_).view({B_ * T_, dims_.vocab}),
-                              targets_.view({B_ * T_}), dloss, kIgnoreIndex);
-  run_backward(c, c.a(dlogits_), ids_);
+  // The gradient overwrites the logits in place: nothing needs them after the loss, and a
+  // [B, T, vocab] buffer is the largest activation of a small model (412 MB for GPT-2 at 8 × 256).
+  const TensorRef logits = c.a(logits_).view({B_ * T_, dims_.vocab});
+  ops::cross_entropy_backward(logits, logits, targets_.view({B_ * T_}), dloss, kIgnoreIndex);
+  run_backward(c, c.a(logits_), ids_);
 }
 
 TensorRef AnyModel::logits() const { return acts_[logits_.id]; }

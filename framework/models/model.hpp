@@ -72,7 +72,7 @@ class AnyModel {
   // d(mean loss)/d(every parameter), accumulated (+=) into grads(). Needs forward with targets.
   void backward();
 
-  TensorRef logits() const;  // [B, T, V] from the last forward
+  TensorRef logits() const;  // [B, T, V] from the last forward (backward() overwrites them with their gradient)
   Arena& params() { return params_; }
   Arena& grads() { return grads_; }
   Arena& acts() { return acts_; }
@@ -97,7 +97,7 @@ class AnyModel {
   bool recompute_ = false;
   std::int64_t kv_cache_ = 0;
   bool decoding_ = false;
-  ActSlot logits_, dlogits_, losses_;
+  ActSlot logits_, losses_;
   TensorRef ids_, targets_;
   std::int64_t counted_ = 0;  // targets in the last forward that count toward the loss
 };

@@ -6,7 +6,8 @@
 //   - an absent optional tensor (a bias the model does not have) is a null TensorRef;
 //   - y may alias x in element-wise ops (rope, positions, sinusoidal, add, activations), and dx
 //     may alias dy in element-wise backward ops (rope, activations; swiglu/geglu: dgate may
-//     alias dy). Layers rely on this to work in place; tests/test_ops.cpp checks it.
+//     alias dy), and dlogits may alias logits in cross_entropy_backward (the model computes the
+//     loss gradient in place). Layers rely on this to work in place; tests/test_ops.cpp checks it.
 // The reference backend (backends/reference) is the executable form of these contracts.
 #pragma once
 #include <cstdint>
@@ -55,6 +56,7 @@ namespace ops {
 
 // ---- linear maps --------------------------------------------------------------------------
 // matmul_forward:  y[N, O] = x[N, I] · w[O, I]ᵀ + b[O]   (w is K-major: its I axis is contiguous)
+//                  x and w may be bf16 (then the product has bf16 inputs, f32 accumulation)
 // matmul_backward: dx[N, I] = dy · w  (skipped when dx is null)
 //                  dw[O, I] += dyᵀ · x;  db[O] += Σ_n dy[n, :]  (db may be null)
 // add_forward:     y = a + b, all the same shape

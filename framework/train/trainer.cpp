@@ -56,9 +56,15 @@ std::int64_t peak_rss_bytes() {
 }  // namespace
 
 double measure_matmul_peak_flops() {
+  // Inputs in the matmul precision, so that a bf16 peak is the bf16 product alone (no rounding of
+  // f32 inputs inside the timed call).
   const std::int64_t n = 1024;
+  const bool half = ops::matmul_precision() == DType::bf16;
   std::vector<float> a(std::size_t(n * n), 0.5f), b(a.size(), 0.25f), c(a.size());
-  TensorRef A(a.data(), DType::f32, {n, n}), Bm(b.data(), DType::f32, {n, n}), C(c.data(), DType::f32, {n, n});
+  std::vector<bf16> a16(half ? a.size() : 0, bf16(0.5f)), b16(half ? a.size() : 0, bf16(0.25f));
+  const TensorRef A = half ? TensorRef(a16.data(), DType::bf16, {n, n}) : TensorRef(a.data(), DType::f32, {n, n});
+  const TensorRef Bm = half ? TensorRef(b16.data(), DType::bf16, {n, n}) : TensorRef(b.data(), DType::f32, {n, n});
+  const TensorRef C(c.data(), DType::f32, {n, n});
   double best = 1e30;
   for (int i = 0; i < 4; ++i) {
     const auto t0 = clock_type::now();
