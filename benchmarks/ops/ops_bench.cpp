@@ -57,14 +57,18 @@ double median_seconds(const std::function<void()>& f, int reps = 5) {
   return t[t.size() / 2];
 }
 
-// oneDNN's matmul alone: y[N, O] = x[N, I] · w[O, I]ᵀ, primitive and memory made once.
-double plain_onednn(std::int64_t N, std::int64_t I, std::int64_t O) {
+// oneDNN's matmul alone: y[N, O] = x[N, I] · w[O, I]ᵀ, primitive and memory made once, inputs
+// already in the data type (f32, or bf16 with f32 output).
+double plain_onednn(std::int64_t N, std::int64_t I, std::int64_t O, bool bf16_inputs = false) {
   using dt = dnnl::memory::data_type;
   using tag = dnnl::memory::format_tag;
   dnnl::engine eng(dnnl::engine::kind::cpu, 0);
   dnnl::stream s(eng);
-  std::vector<float> x(std::size_t(N * I), 0.5f), w(std::size_t(O * I), 0.25f), y(std::size_t(N * O));
-  dnnl::memory::desc a({N, I}, dt::f32, tag::ab), b({I, O}, dt::f32, tag::ba), c({N, O}, dt::f32, tag::ab);
+  const dt in = bf16_inputs ? dt::bf16 : dt::f32;
+  // 0x3f003f00 is 0.5 as two bf16 values, or about 0.502 as one f32: either way finite data.
+  std::vector<std::uint32_t> x(std::size_t(N * I), 0x3f003f00u), w(std::size_t(O * I), 0x3e803e80u);
+  std::vector<float> y(std::size_t(N * O));
+  dnnl::memory::desc a({N, I}, in, tag::ab), b({I, O}, in, tag::ba), c({N, O}, dt::f32, tag::ab);
   dnnl::matmul prim(dnnl::matmul::primitive_desc(dnnl::matmul::desc(a, b, c), eng));
   dnnl::memory ma(a, eng, x.data()), mb(b, eng, w.data()), mc(c, eng, y.data());
   return median_seconds([&] {
@@ -76,6 +80,7 @@ double plain_onednn(std::int64_t N, std::int64_t I, std::int64_t O) {
 struct Row {
   std::string model, op, shape, unit;
   double rate, ceiling;
+  double rate_bf16 = 0, ceiling_bf16 = 0;  // matmuls: llmtk with bf16 matmul precision, oneDNN bf16 alone
 };
 
 void bench_model(std::vector<Row>& rows, const std::string& model, std::int64_t B, std::int64_t T, std::int64_t C,
@@ -88,9 +93,16 @@ void bench_model(std::vector<Row>& rows, const std::string& model, std::int64_t 
     const double f = median_seconds([&] { ops::matmul_forward(y.t(), x.t(), w.t(), TensorRef{}); });
     const double b = median_seconds([&] { ops::matmul_backward(dx.t(), dw.t(), TensorRef{}, dy.t(), x.t(), w.t()); });
     const double ceil = flops / plain_onednn(N, I, O) / 1e9;
+    ops::set_matmul_precision(DType::bf16);
+    const double f16 = median_seconds([&] { ops::matmul_forward(y.t(), x.t(), w.t(), TensorRef{}); });
+    const double b16 = median_seconds([&] { ops::matmul_backward(dx.t(), dw.t(), TensorRef{}, dy.t(), x.t(), w.t()); });
+    ops::set_matmul_precision(DType::f32);
+    const double ceil16 = flops / plain_onednn(N, I, O, true) / 1e9;
     const std::string shape = format("%lld×%lld→%lld", (long long)N, (long long)I, (long long)O);
-    rows.push_back({model, format("matmul_forward %s", name.c_str()), shape, "GFLOP/s", flops / f / 1e9, ceil});
-    rows.push_back({model, format("matmul_backward %s", name.c_str()), shape, "GFLOP/s", 2 * flops / b / 1e9, ceil});
+    rows.push_back({model, format("matmul_forward %s", name.c_str()), shape, "GFLOP/s", flops / f / 1e9, ceil,
+                    flops / f16 / 1e9, ceil16});
+    rows.push_back({model, format("matmul_backward %s", name.c_str()), shape, "GFLOP/s", 2 * flops / b / 1e9, ceil,
+                    2 * flops / b16 / 1e9, ceil16});
   };
   matmul("q/o projection", C, C);
   matmul(gated ? "gate/up" : "mlp up", C, F);
@@ -142,6 +154,13 @@ void bench_model(std::vector<Row>& rows, const std::string& model, std::int64_t 
     memory_op("cross_entropy_backward", 2 * nv,
               [&] { ops::cross_entropy_backward(dlogits.t(), logits.t(), tt, 1.0f / float(N), -100); });
   }
+  {
+    // One step over a tensor the size of the MLP's two matrices: reads p, g, m, v; writes p, m, v.
+    const std::int64_t P = 2 * C * F;
+    Buf p({P}, rng, 0.02f), g({P}, rng, 0.01f), m({P}, rng, 0.0f), v({P}, rng, 0.0f);
+    rows.push_back({model, "adamw_step", format("%lld params", (long long)P), "GB/s",
+                    7.0 * double(P) * 4 / median_seconds([&] { ops::adamw_step(p.t(), g.t(), m.t(), v.t(), AdamWArgs{}); }) / 1e9, 0});
+  }
 }
 
 }  // namespace
@@ -154,14 +173,16 @@ int main(int argc, char** argv) {
   std::vector<Row> rows;
   bench_model(rows, "gpt2", 8, 256, 768, 3072, 50257, 12, 12, false);
   bench_model(rows, "llama-tiny", 8, 256, 256, 688, 4096, 8, 4, true);
-  std::printf("# Per-op speed, CPU backend (fp32)\n\n%s; batch 8 x seq 256; median of 5 after a warm-up.\n\n",
+  std::printf("# Per-op speed, CPU backend\n\n%s; batch 8 x seq 256; median of 5 after a warm-up.\n\n",
               ops::backend_info().c_str());
-  std::printf("| model | op | shape | llmtk | oneDNN matmul alone |\n|---|---|---|---:|---:|\n");
-  for (const auto& r : rows) {
-    const std::string ceiling = r.ceiling > 0 ? format("%.0f GFLOP/s", r.ceiling) : std::string();
-    std::printf("| %s | %s | %s | %.1f %s | %s |\n", r.model.c_str(), r.op.c_str(), r.shape.c_str(), r.rate, r.unit.c_str(),
-                ceiling.c_str());
-  }
+  std::printf("| model | op | shape | llmtk fp32 | oneDNN matmul alone, f32 | llmtk bf16 | oneDNN matmul alone, bf16 |\n"
+              "|---|---|---|---:|---:|---:|---:|\n");
+  auto gf = [](double x) { return x > 0 ? format("%.0f GFLOP/s", x) : std::string(); };
+  for (const auto& r : rows)
+    std::printf("| %s | %s | %s | %.1f %s | %s | %s | %s |\n", r.model.c_str(), r.op.c_str(), r.shape.c_str(), r.rate,
+                r.unit.c_str(), gf(r.ceiling).c_str(), gf(r.rate_bf16).c_str(), gf(r.ceiling_bf16).c_str());
+  std::printf("\nbf16: llmtk rounds f32 inputs to bf16 inside the call (f32 accumulation); \"oneDNN alone, bf16\" "
+              "is the product on inputs already in bf16. Attention is computed in f32 in both precisions.\n");
   std::printf("\nCommand: `benchmarks/ops/run.sh`\n");
   if (!json_path.empty()) {
     std::ofstream out(json_path);
@@ -169,7 +190,8 @@ int main(int argc, char** argv) {
     for (std::size_t i = 0; i < rows.size(); ++i) {
       const auto& r = rows[i];
       out << "  {\"model\": \"" << r.model << "\", \"op\": \"" << r.op << "\", \"shape\": \"" << r.shape << "\", \"rate\": "
-          << r.rate << ", \"unit\": \"" << r.unit << "\", \"onednn_matmul_gflops\": " << r.ceiling << "}"
+          << r.rate << ", \"unit\": \"" << r.unit << "\", \"onednn_matmul_gflops\": " << r.ceiling
+          << ", \"bf16_gflops\": " << r.rate_bf16 << ", \"onednn_matmul_bf16_gflops\": " << r.ceiling_bf16 << "}"
           << (i + 1 < rows.size() ? ",\n" : "\n");
     }
     out << "]\n";
