@@ -32,7 +32,7 @@ struct Context {
   std::map<std::tuple<std::int64_t, std::int64_t, std::int64_t, bool, bool, bool, bool, bool>, dnnl::matmul> cache;
   std::mutex mutex;
   bool bf16_unavailable = false;  // set once if this CPU cannot run bf16 matmuls
-  std::vector<std::uint16_t> a16, b16;  // converted copies of the inputs (grown, reused)
+  std::vector<std::uint16_t> a16, b16, dy16;  // converted copies of the inputs (grown, reused)
   std::vector<float> a32, b32;
 };
 Context& context() {
@@ -159,8 +159,16 @@ void matmul_backward(TensorRef dx, TensorRef dw, TensorRef db, TensorRef dy, Ten
   expect_f32(op, "dy", dy), backend::expect_f32_or_bf16(op, "x", x), backend::expect_f32_or_bf16(op, "w", w);
   const std::int64_t N = x.rows(), I = x.size(-1), O = w.size(0);
   LLMTK_CHECK(dy.rows() == N && dy.size(-1) == O, op, "dy ", dy.shape_str(), " must be [", N, ", ", O, "]");
-  if (dx) expect_f32(op, "dx", dx), gemm(dy, w, nullptr, dx.f32(), N, O, I, false, false, false);
-  if (dw) expect_f32(op, "dw", dw), gemm(dy, x, nullptr, dw.f32(), O, N, I, true, false, true);
+  // With bf16 matmuls, dy is rounded once for both products (for the LM head it is the largest
+  // tensor of the step).
+  TensorRef dy_in = dy;
+  Context& ctx = context();
+  if (ops::matmul_precision() == DType::bf16 && !ctx.bf16_unavailable && dx && dw) {
+    dy_in.data = const_cast<std::uint16_t*>(to_bf16(ctx.dy16, dy.f32(), dy.numel()));
+    dy_in.dtype = DType::bf16;
+  }
+  if (dx) expect_f32(op, "dx", dx), gemm(dy_in, w, nullptr, dx.f32(), N, O, I, false, false, false);
+  if (dw) expect_f32(op, "dw", dw), gemm(dy_in, x, nullptr, dw.f32(), O, N, I, true, false, true);
   if (db) {
     // Column sums of dy, read row by row (contiguous): each thread sums a block of rows into its
     // own partial vector; the partials are added in thread order (deterministic).

@@ -46,12 +46,12 @@ for line in open(rows_file):
     rows.append({"llmtk": ours, "pytorch": peer, "ratio": ours["tokens_per_s"] / peer["tokens_per_s"]})
 json.dump({"cpu": cpu, "threads": threads, "rows": rows}, open("benchmarks/results/step.json", "w"), indent=2)
 md = [f"# Training step, llmtk vs PyTorch (CPU)\n\n{cpu}, {threads} threads, AdamW; median of timed steps after a warm-up.\nllmtk: {rows[0]['llmtk'].get('backend_info', '')}.\n",
-      "| model | batch x seq | precision | llmtk tokens/s | llmtk MFU | PyTorch tokens/s | llmtk / PyTorch |", "|---|---|---|---:|---:|---:|---:|"]
+      "| model | batch x seq | precision | llmtk tokens/s | llmtk GFLOP/s | matmul peak, GFLOP/s | llmtk MFU | PyTorch tokens/s | llmtk / PyTorch |", "|---|---|---|---:|---:|---:|---:|---:|---:|"]
 for r in rows:
     o, p = r["llmtk"], r["pytorch"]
-    md.append(f"| {o['arch']} ({o['params']/1e6:.1f}M) | {o['batch']} x {o['seq']} | {o['precision']} | {o['tokens_per_s']:.0f} | {100*o['mfu']:.0f}% | {p['tokens_per_s']:.0f} | {r['ratio']:.2f}x |")
-md.append("\nbf16: llmtk rounds matmul inputs to bf16 on every call (fp32 weights, activations and optimizer state); PyTorch uses bf16 autocast.")
-md.append(f"\nMFU is against this machine's measured matmul peak in the same precision (the f32 peak is {rows[0]['llmtk']['matmul_peak_gflops']:.0f} GFLOP/s, oneDNN 1024³). PyTorch: {rows[0]['pytorch']['tool']} on OpenBLAS (OPENBLAS_CORETYPE={coretype}); attention written out, as torch 1.13 has no fused SDPA.")
+    md.append(f"| {o['arch']} ({o['params']/1e6:.1f}M) | {o['batch']} x {o['seq']} | {o['precision']} | {o['tokens_per_s']:.0f} | {o['achieved_gflops']:.0f} | {o['matmul_peak_gflops']:.0f} | {100*o['mfu']:.0f}% | {p['tokens_per_s']:.0f} | {r['ratio']:.2f}x |")
+md.append("\nbf16: llmtk runs the matmuls with bf16 inputs (rounded inside each call) and f32 accumulation; weights, activations, attention and optimizer state stay f32. PyTorch uses bf16 autocast.")
+md.append(f"\nMFU: achieved FLOP/s (6 x parameters + attention, per token) over the matmul peak measured in the same process and precision (oneDNN, 1024³, bf16 peak on bf16 inputs). PyTorch: {rows[0]['pytorch']['tool']} on OpenBLAS (OPENBLAS_CORETYPE={coretype}); attention written out, as torch 1.13 has no fused SDPA.")
 md.append("\nCommand: `benchmarks/step/run.sh`")
 open("benchmarks/results/step.md", "w").write("\n".join(md) + "\n")
 print("\n".join(md))

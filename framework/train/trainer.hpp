@@ -32,7 +32,7 @@ struct TrainResult {
 
 TrainResult train(const Recipe& recipe, const TrainOptions& options);
 
-// This machine's matmul throughput on the active backend and precision (1024³, best of 3), in
+// This machine's matmul throughput on the active backend and precision (1024³, best of 12), in
 // FLOP/s: the denominator of MFU for the trainer and `llmtk bench step`.
 double measure_matmul_peak_flops();
 
