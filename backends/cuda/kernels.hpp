@@ -89,7 +89,7 @@ struct AttentionDims {
   float scale;  // 1/sqrt(D)
 };
 // Largest head dim the tiled kernel takes.
-inline constexpr int kAttentionMaxHeadDim = 256;
+inline constexpr int kAttentionMaxHeadDim = 128;
 void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v, const float* slopes,
                        const AttentionDims& d, cudaStream_t s);
 // delta: [B, H, T] scratch (rowsum(dout · out)); dq, dk, dv written.
