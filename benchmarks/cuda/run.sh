@@ -87,10 +87,22 @@ for arch in gpt2 llama-124m; do
   printf '%s\t%s\t%s\t%s\n' "$arch" "$ours" "$eager" "$compiled" >> "$rows_file"
 done
 
+# The largest batch that fits (GPT-2 124M, seq 1024), llmtk only: the first of these that runs.
+big='{"error": "none of batch 48, 32, 24 fit"}'
+for batch in 48 32 24; do
+  say "llmtk bench step gpt2 batch $batch"
+  if out=$(timeout 120 "$bin/llmtk" bench step --arch gpt2 --device cuda --precision bf16 --batch "$batch" --seq 1024 \
+           --steps 5 --warmup 1 --json 2> /dev/null); then
+    big=$out
+    break
+  fi
+done
+echo "$big"
+
 mkdir -p benchmarks/results
-$py - "$gpu" "$rows_file" <<'PY'
+$py - "$gpu" "$rows_file" "$big" <<'PY'
 import json, sys
-gpu, rows_file = sys.argv[1], sys.argv[2]
+gpu, rows_file, big = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 # Dense bf16 tensor-core peaks (datasheet) for MFU against the GPU, next to llmtk's measured one.
 PEAKS = {"H100 80GB HBM3": 989e12, "H100 SXM": 989e12, "H100 PCIe": 756e12, "H200": 989e12, "A100": 312e12}
 spec = next((v for k, v in PEAKS.items() if k in gpu), None)
@@ -106,7 +118,8 @@ for line in open(rows_file):
         if spec:
             row["mfu_vs_datasheet"] = ours["flops_per_token"] * ours["tokens_per_s"] / spec
     rows.append(row)
-json.dump({"gpu": gpu, "datasheet_bf16_flops": spec, "rows": rows}, open("benchmarks/results/cuda.json", "w"), indent=2)
+json.dump({"gpu": gpu, "datasheet_bf16_flops": spec, "rows": rows, "largest_batch": big},
+          open("benchmarks/results/cuda.json", "w"), indent=2)
 def tps(r):
     return f"{r['tokens_per_s']:.0f}" if "tokens_per_s" in r else r.get("error", "?")
 md = [f"# Training step on the GPU, llmtk vs PyTorch\n\n{gpu}; bf16, batch 16 x seq 1024, AdamW; median of 10 timed steps after warm-up.\n",
@@ -121,6 +134,11 @@ first = rows[0]["llmtk"] if rows else {}
 if "backend_info" in first:
     md.append(f"\nllmtk: {first['backend_info']}; measured matmul peak {first['matmul_peak_gflops'] / 1e3:.0f} TFLOP/s "
               f"(MFU against it: {100 * first['mfu']:.0f}% for {rows[0]['arch']}).")
+if "tokens_per_s" in big:
+    mfu = f", MFU {100 * big['flops_per_token'] * big['tokens_per_s'] / spec:.0f}% (datasheet)" if spec else ""
+    md.append(f"\nLargest batch tried that fits, GPT-2 124M x seq 1024: batch {big['batch']}, {big['tokens_per_s']:.0f} tokens/s{mfu}.")
+else:
+    md.append(f"\nLargest batch: {big.get('error', '?')}.")
 md.append("\nCommand: `benchmarks/cuda/run.sh`")
 open("benchmarks/results/cuda.md", "w").write("\n".join(md) + "\n")
 print("\n".join(md))
