@@ -8,18 +8,23 @@
 
 namespace llmtk::backend {
 
-inline void expect_f32(const char* op, const char* what, const TensorRef& t) {
+// `where`: the memory this backend computes on (host, or the GPU for the cuda backend).
+inline void expect_f32(const char* op, const char* what, const TensorRef& t, Device where = Device::host) {
   LLMTK_CHECK(t.data != nullptr, op, what, " is null");
   LLMTK_CHECK(t.dtype == DType::f32, op, what, " is ", name_of(t.dtype), "; this backend computes in f32");
-  LLMTK_CHECK(t.device == Device::host, op, what, " is not in host memory");
+  if (where == Device::host) LLMTK_CHECK(t.device == Device::host, op, what, " is not in host memory");
+  else LLMTK_CHECK(t.device == where, op, what, " is in host memory; the cuda backend needs device tensors "
+                   "(allocate arenas after use_backend(\"cuda\"))");
 }
 // Matmul inputs may be f32 or bf16 (a bf16 copy of the weights, or a bf16 matrix for the peak
 // measurement); everything else is f32.
-inline void expect_f32_or_bf16(const char* op, const char* what, const TensorRef& t) {
+inline void expect_f32_or_bf16(const char* op, const char* what, const TensorRef& t, Device where = Device::host) {
   LLMTK_CHECK(t.data != nullptr, op, what, " is null");
   LLMTK_CHECK(t.dtype == DType::f32 || t.dtype == DType::bf16, op, what, " is ", name_of(t.dtype),
               "; matmul inputs are f32 or bf16");
-  LLMTK_CHECK(t.device == Device::host, op, what, " is not in host memory");
+  if (where == Device::host) LLMTK_CHECK(t.device == Device::host, op, what, " is not in host memory");
+  else LLMTK_CHECK(t.device == where, op, what, " is in host memory; the cuda backend needs device tensors "
+                   "(allocate arenas after use_backend(\"cuda\"))");
 }
 inline void expect_rank(const char* op, const char* what, const TensorRef& t, int rank, const char* axes) {
   LLMTK_CHECK(t.rank == rank, op, what, " has ", t.rank, " axes ", t.shape_str(), ", expected ", axes);
@@ -35,9 +40,9 @@ struct AttentionShape {
 };
 
 inline AttentionShape check_attention(const char* op, TensorRef out, TensorRef lse, TensorRef q, TensorRef k,
-                                      TensorRef v, const AttentionMask& m) {
-  expect_f32(op, "q", q), expect_f32(op, "k", k), expect_f32(op, "v", v);
-  expect_f32(op, "out", out), expect_f32(op, "lse", lse);
+                                      TensorRef v, const AttentionMask& m, Device where = Device::host) {
+  expect_f32(op, "q", q, where), expect_f32(op, "k", k, where), expect_f32(op, "v", v, where);
+  expect_f32(op, "out", out, where), expect_f32(op, "lse", lse, where);
   expect_rank(op, "q", q, 4, "[B, T, H, D]");
   expect_rank(op, "k", k, 4, "[B, T, KV, D]");
   expect_rank(op, "v", v, 4, "[B, T, KV, D]");

@@ -12,6 +12,8 @@ extern const ops::OpTable op_table;
 }
 namespace cuda {
 extern const ops::OpTable op_table;
+const DeviceMemory& device_memory();  // context.cpp, or stub.cpp without CUDA
+std::string unavailable();            // "" when a device can be used
 }
 namespace cpu {
 extern const ops::OpTable op_table;
@@ -20,19 +22,38 @@ extern const ops::OpTable op_table;
 namespace ops {
 
 namespace {
-const OpTable* tables[] = {&reference::op_table, &cpu::op_table, &cuda::op_table};
+std::string runs_anywhere() { return {}; }
+// Each backend with the memory its ops compute on and its "can it run here?" check.
+struct Backend {
+  const OpTable* table;
+  const DeviceMemory& (*memory)();
+  std::string (*unavailable)();
+};
+const Backend all[] = {{&reference::op_table, &host_memory, &runs_anywhere},
+                       {&cpu::op_table, &host_memory, &runs_anywhere},
+                       {&cuda::op_table, &cuda::device_memory, &cuda::unavailable}};
 const OpTable* current = &reference::op_table;
+
+const Backend& backend_of(const OpTable* t) {
+  for (const Backend& b : all)
+    if (b.table == t) return b;
+  return all[0];
+}
+void activate(const OpTable* t) {
+  current = t;
+  set_current_memory(backend_of(t).memory());
+}
 }  // namespace
 
 std::vector<std::string> backends() {
   std::vector<std::string> names;
-  for (const OpTable* t : tables) names.emplace_back(t->backend);
+  for (const Backend& b : all) names.emplace_back(b.table->backend);
   return names;
 }
 
 const OpTable* find_backend(std::string_view name) {
-  for (const OpTable* t : tables)
-    if (name == t->backend) return t;
+  for (const Backend& b : all)
+    if (name == b.table->backend) return b.table;
   return nullptr;
 }
 
@@ -43,7 +64,22 @@ void use_backend(std::string_view name) {
     for (const auto& n : backends()) known += (known.empty() ? "" : ", ") + n;
     fail("backend", "unknown backend '", name, "'; this build has: ", known);
   }
-  current = t;
+  activate(t);
+}
+
+void require_backend(std::string_view name) {
+  const OpTable* t = find_backend(name);
+  if (t) {
+    const std::string why = backend_of(t).unavailable();
+    LLMTK_CHECK(why.empty(), "backend", why, "; use device = \"cpu\"");
+  }
+  use_backend(name);
+}
+
+std::string backend_unavailable(std::string_view name) {
+  const OpTable* t = find_backend(name);
+  if (!t) return cat("unknown backend '", name, "'");
+  return backend_of(t).unavailable();
 }
 
 const OpTable& active() { return *current; }
@@ -59,7 +95,7 @@ void set_matmul_precision(DType t) {
 DType matmul_precision() { return matmul_dtype; }
 
 ScopedBackend::ScopedBackend(std::string_view name) : previous_(current) { use_backend(name); }
-ScopedBackend::~ScopedBackend() { current = previous_; }
+ScopedBackend::~ScopedBackend() { activate(previous_); }
 
 // LLMTK_PROFILE=1 in the environment: time every op (wall clock, by name) and print a table to
 // stderr at exit, slowest first. Off, the check is one branch per op call.

@@ -1,5 +1,5 @@
-// The CUDA backend's table in a build without it: every op fails with a message naming itself,
-// so `device = "cuda"` on such a build stops at the first op instead of computing nothing.
+// The CUDA backend in a build without the CUDA toolkit: every op fails with a message naming
+// itself, and use_backend("cuda") fails at start-up saying how to get a CUDA build.
 #include "ops/ops.hpp"
 
 #pragma GCC diagnostic ignored "-Wunused-parameter"  // the stubs take every op's arguments
@@ -7,22 +7,27 @@
 namespace llmtk::cuda {
 
 namespace {
-[[noreturn]] void unavailable(const char* op) {
-#ifdef LLMTK_CUDA_TOOLKIT_FOUND
-  fail(op, "this llmtk has no CUDA backend yet (the CUDA toolkit was found, the backend is not "
-           "written); use device = \"reference\"");
-#else
-  fail(op, "llmtk was built without CUDA: op ", op,
-       "; install the CUDA toolkit and rebuild, or use device = \"reference\"");
-#endif
+constexpr const char* kWhy = "llmtk was built without CUDA (the CUDA toolkit was not found when it was configured); "
+                             "install the toolkit and rebuild";
+[[noreturn]] void unavailable_op(const char* op) {
+  fail(op, "llmtk was built without CUDA: op ", op, "; install the CUDA toolkit and rebuild, or use device = \"cpu\"");
 }
+[[noreturn]] void* no_allocate(std::size_t, const char* what) { fail(what, kWhy); }
+void no_release(void*) {}
+[[noreturn]] void no_zero(void*, std::size_t) { fail("memory", kWhy); }
+[[noreturn]] void no_copy(void*, Device, const void*, Device, std::size_t) { fail("memory", kWhy); }
+void no_synchronize() {}
+const DeviceMemory kMemory{Device::cuda, &no_allocate, &no_release, &no_zero, &no_copy, &no_synchronize};
 }  // namespace
+
+const DeviceMemory& device_memory() { return kMemory; }
+std::string unavailable() { return kWhy; }
 
 extern const ops::OpTable op_table;
 const ops::OpTable op_table = {
     "cuda",
     [] { return std::string("not built (stub)"); },
-#define LLMTK_X(name, params, args) [] params { unavailable(#name); },
+#define LLMTK_X(name, params, args) [] params { unavailable_op(#name); },
     LLMTK_OPS(LLMTK_X)
 #undef LLMTK_X
 };

@@ -1,7 +1,5 @@
 #include "arena.hpp"
 
-#include <cstdlib>
-#include <cstring>
 
 namespace llmtk {
 
@@ -10,7 +8,7 @@ constexpr std::size_t kAlign = 64;  // a cache line; AVX-512 loads stay aligned
 std::size_t round_up(std::size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
 }  // namespace
 
-void Arena::Free::operator()(std::byte* p) const { std::free(p); }
+void Arena::Free::operator()(std::byte* p) const { memory->release(p); }
 
 int Arena::add(std::string name, std::vector<std::int64_t> shape, DType dtype, ParamKind kind) {
   LLMTK_CHECK(!allocated(), name_, "cannot add '", name, "' after the arena is allocated");
@@ -46,17 +44,40 @@ Arena Arena::like(std::string name) const {
   return a;
 }
 
-void Arena::allocate() {
+void Arena::allocate(const DeviceMemory& memory) {
   if (allocated()) return;
   std::size_t n = bytes_ == 0 ? kAlign : bytes_;
-  auto* p = static_cast<std::byte*>(std::aligned_alloc(kAlign, n));
-  LLMTK_CHECK(p != nullptr, name_, "out of memory allocating ", n, " bytes");
-  base_.reset(p);
+  auto* p = static_cast<std::byte*>(memory.allocate(n, name_.c_str()));
+  base_ = std::unique_ptr<std::byte, Free>(p, Free{&memory});
   zero();
 }
 
 void Arena::zero() {
-  if (allocated()) std::memset(base_.get(), 0, bytes_);
+  if (allocated()) base_.get_deleter().memory->zero(base_.get(), bytes_);
+}
+
+void Arena::copy_from(const Arena& src) {
+  LLMTK_CHECK(allocated() && src.allocated(), name_, "copy_from needs both arenas allocated");
+  LLMTK_CHECK(src.bytes_ == bytes_ && src.entries_.size() == entries_.size(), name_, "cannot copy from '", src.name_,
+              "': the tables differ");
+  copy_bytes(base_.get(), device(), src.base_.get(), src.device(), bytes_);
+}
+
+Arena Arena::host_copy() const {
+  Arena a = like(name_);
+  a.allocate(host_memory());
+  if (allocated()) a.copy_from(*this);
+  return a;
+}
+
+void Arena::write(int id, const void* src) {
+  const TensorRef t = (*this)[id];
+  copy_bytes(t.data, t.device, src, Device::host, t.bytes());
+}
+
+void Arena::read(int id, void* dst) const {
+  const TensorRef t = (*this)[id];
+  copy_bytes(dst, Device::host, t.data, t.device, t.bytes());
 }
 
 void Arena::release() { base_.reset(); }
@@ -68,6 +89,7 @@ TensorRef Arena::operator[](int id) const {
   TensorRef t;
   t.data = base_.get() + e.offset;
   t.dtype = e.dtype;
+  t.device = device();
   t.rank = static_cast<int>(e.shape.size());
   for (int i = 0; i < t.rank; ++i) t.ext[i] = e.shape[i];
   return t;

@@ -10,6 +10,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "memory.hpp"
 #include "tensor.hpp"
 
 namespace llmtk {
@@ -44,12 +45,23 @@ class Arena {
   int find(std::string_view name) const;
   // A new, unallocated arena with the same table (gradients and optimizer moments mirror params).
   Arena like(std::string name) const;
-  // One zero-filled, 64-byte-aligned allocation for every planned tensor. Adding after this fails.
-  void allocate();
+  // One zero-filled, 64-byte-aligned allocation for every planned tensor, from `memory` (by
+  // default the active backend's: host, or the GPU for device = "cuda"). Adding after this fails.
+  void allocate(const DeviceMemory& memory = current_memory());
   void zero();
   void release();
 
   bool allocated() const { return base_ != nullptr; }
+  // Where the memory is (host until allocated); every TensorRef from operator[] carries it.
+  Device device() const { return base_ ? base_.get_deleter().memory->device : Device::host; }
+  // Copies every byte of `src`, which must have the same table, across devices if need be.
+  void copy_from(const Arena& src);
+  // A host arena with the same table and contents (checkpoints and exports read device arenas
+  // through it).
+  Arena host_copy() const;
+  // Entry `id` from or to host memory holding its elements (initialisation, tests).
+  void write(int id, const void* src);
+  void read(int id, void* dst) const;
   TensorRef operator[](int id) const;
   TensorRef operator[](std::string_view name) const;
   const std::vector<Entry>& entries() const { return entries_; }
@@ -60,6 +72,7 @@ class Arena {
 
  private:
   struct Free {
+    const DeviceMemory* memory;  // set whenever the pointer is
     void operator()(std::byte* p) const;
   };
   std::string name_;

@@ -66,7 +66,8 @@ struct GQA {
       LLMTK_CHECK(rows_so_far <= c.a(kcache).size(0), "kv cache", "position ", rows_so_far, " is past the cache of ",
                   c.a(kcache).size(0));
       auto at = [&](ActSlot s, std::int64_t row, std::int64_t n) {
-        return TensorRef(c.a(s).f32() + row * KD, DType::f32, {1, n, c.dims.n_kv_heads, c.dims.head_dim()});
+        return TensorRef(c.a(s).f32() + row * KD, DType::f32, {1, n, c.dims.n_kv_heads, c.dims.head_dim()},
+                         c.a(s).device);
       };
       ops::scale_forward(at(kcache, c.pos0, c.T), heads(c, k, c.dims.n_kv_heads), 1.0f);
       ops::scale_forward(at(vcache, c.pos0, c.T), heads(c, v, c.dims.n_kv_heads), 1.0f);

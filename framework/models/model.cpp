@@ -43,6 +43,8 @@ void AnyModel::plan(std::int64_t B, std::int64_t T, bool recompute) {
               dims_.max_seq);
   const bool had_memory = acts_.allocated();
   acts_ = Arena("activations");
+  io_ = Arena("io");
+  io_ids_ = io_.add("ids", {B, T}, DType::i32), io_targets_ = io_.add("targets", {B, T}, DType::i32);
   Planner p(dims_, B, T, params_, acts_, planned_);
   p.recompute_blocks = recompute;
   p.kv_cache = kv_cache_;
@@ -54,7 +56,19 @@ void AnyModel::plan(std::int64_t B, std::int64_t T, bool recompute) {
   if (!planned_) grads_ = params_.like("grads");
   planned_ = true;
   B_ = B, T_ = T;
-  if (had_memory) acts_.allocate();
+  if (had_memory) {
+    acts_.allocate();
+    if (acts_.device() != Device::host) io_.allocate(memory_of(acts_.device()));
+  }
+}
+
+// The ids or targets as the ops need them: on the activations' device (copied from the host
+// into the io arena when they differ).
+TensorRef AnyModel::on_device(TensorRef t, int io_slot) {
+  if (!t || t.device == acts_.device()) return t;
+  LLMTK_CHECK(t.device == Device::host, name_, "ids and targets must be in host memory or on the model's device");
+  io_.write(io_slot, t.data);
+  return io_[io_slot].view({B_, T_});
 }
 
 void AnyModel::plan_decode(std::int64_t cache_len) {
@@ -70,8 +84,13 @@ const float* AnyModel::decode(TensorRef ids, std::int64_t pos0) {
   LLMTK_CHECK(ids.dtype == DType::i32 && ids.numel() == T_ && B_ == 1, name_, "decode takes [1, ", T_, "] i32 ids");
   Ctx c = ctx();
   c.pos0 = pos0;
-  run_forward(c, c.a(logits_), ids.view({1, T_}));
-  return c.a(logits_).f32() + (T_ - 1) * dims_.vocab;
+  run_forward(c, c.a(logits_), on_device(ids, io_ids_).view({1, T_}));
+  const TensorRef logits = c.a(logits_);
+  if (logits.device == Device::host) return logits.f32() + (T_ - 1) * dims_.vocab;
+  host_logits_.resize(std::size_t(dims_.vocab));
+  copy_bytes(host_logits_.data(), Device::host, logits.f32() + (T_ - 1) * dims_.vocab, logits.device,
+             std::size_t(dims_.vocab) * sizeof(float));
+  return host_logits_.data();
 }
 
 void AnyModel::allocate() {
@@ -79,15 +98,20 @@ void AnyModel::allocate() {
   params_.allocate();
   grads_.allocate();
   acts_.allocate();
+  if (acts_.device() != Device::host) io_.allocate(memory_of(acts_.device()));
 }
 
 void AnyModel::init(std::uint64_t seed) {
   allocate();
   Rng rng(seed);
   const double residual_std = 0.02 / std::sqrt(2.0 * dims_.n_layers);
+  // Generated on the host in entry order, so every backend and device starts from the same weights.
+  std::vector<float> host;
   for (std::size_t i = 0; i < params_.entries().size(); ++i) {
     const auto& e = params_.entries()[i];
-    float* w = params_[static_cast<int>(i)].f32();
+    const bool direct = params_.device() == Device::host;
+    if (!direct) host.resize(std::size_t(e.numel));
+    float* w = direct ? params_[static_cast<int>(i)].f32() : host.data();
     for (std::int64_t j = 0; j < e.numel; ++j) {
       switch (e.kind) {
         case ParamKind::norm: w[j] = 1.0f; break;
@@ -98,6 +122,7 @@ void AnyModel::init(std::uint64_t seed) {
         case ParamKind::embedding: w[j] = static_cast<float>(0.02 * rng.normal()); break;
       }
     }
+    if (!direct) params_.write(static_cast<int>(i), host.data());
   }
   grads_.zero();
 }
@@ -106,20 +131,35 @@ float AnyModel::forward(TensorRef ids, TensorRef targets) {
   LLMTK_CHECK(acts_.allocated(), name_, "forward() before allocate()");
   LLMTK_CHECK(ids.dtype == DType::i32 && ids.numel() == B_ * T_, name_, "ids must be [", B_, ", ",
               T_, "] i32 (the planned batch and sequence), got ", ids.shape_str());
-  ids_ = ids.view({B_, T_});
+  LLMTK_CHECK(!targets || (targets.dtype == DType::i32 && targets.numel() == B_ * T_), name_,
+              "targets must be [", B_, ", ", T_, "] i32, got ", targets.shape_str());
+  const TensorRef host_targets = targets;
+  ids_ = on_device(ids, io_ids_).view({B_, T_});
+  targets = on_device(targets, io_targets_);
   targets_ = targets;
   Ctx c = ctx();
   run_forward(c, c.a(logits_), ids_);
   if (!targets) return 0.0f;
-  LLMTK_CHECK(targets.dtype == DType::i32 && targets.numel() == B_ * T_, name_,
-              "targets must be [", B_, ", ", T_, "] i32, got ", targets.shape_str());
   ops::cross_entropy_forward(c.a(losses_), c.a(logits_).view({B_ * T_, dims_.vocab}),
                              targets.view({B_ * T_}), kIgnoreIndex);
   double sum = 0;
   counted_ = 0;
   const float* l = c.a(losses_).f32();
+  const std::int32_t* tg = targets.i32();
+  if (c.a(losses_).device != Device::host) {  // the mean is taken on the host: B·T floats come back
+    host_losses_.resize(std::size_t(B_ * T_));
+    c.acts.read(losses_.id, host_losses_.data());
+    l = host_losses_.data();
+    if (host_targets.device != Device::host) {
+      host_targets_.resize(std::size_t(B_ * T_));
+      copy_bytes(host_targets_.data(), Device::host, host_targets.data, host_targets.device, host_targets.bytes());
+      tg = host_targets_.data();
+    } else {
+      tg = host_targets.i32();
+    }
+  }
   for (std::int64_t i = 0; i < B_ * T_; ++i)
-    if (targets.i32()[i] != kIgnoreIndex) sum += l[i], ++counted_;
+    if (tg[i] != kIgnoreIndex) sum += l[i], ++counted_;
   return counted_ ? static_cast<float>(sum / double(counted_)) : 0.0f;
 }
 

@@ -92,6 +92,13 @@ class AnyModel {
   Dims dims_;
   ArchTraits traits_;
   Arena params_{"params"}, grads_{"grads"}, acts_{"activations"};
+  // On a device: the step's ids and targets copied from the host, and host copies of what
+  // forward and decode hand back (planned with the activations, so a step allocates nothing).
+  Arena io_{"io"};
+  int io_ids_ = -1, io_targets_ = -1;
+  std::vector<float> host_losses_, host_logits_;
+  std::vector<std::int32_t> host_targets_;
+  TensorRef on_device(TensorRef t, int io_slot);
   bool planned_ = false;
   std::int64_t B_ = 0, T_ = 0;
   bool recompute_ = false;

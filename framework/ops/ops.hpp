@@ -16,6 +16,7 @@
 #include <string_view>
 #include <vector>
 
+#include "../core/memory.hpp"
 #include "../core/tensor.hpp"
 
 namespace llmtk {
@@ -126,8 +127,15 @@ inline constexpr std::string_view kOpNames[] = {
 inline constexpr int kOpCount = static_cast<int>(std::size(kOpNames));
 
 // Select the backend every op dispatches to ("reference", "cpu", "cuda"). Unknown names fail
-// with the list of backends built into this binary.
+// with the list of backends built into this binary. The backend's memory becomes
+// current_memory(), so arenas allocated afterwards live where its ops compute.
 void use_backend(std::string_view name);
+// use_backend for a run (train, bench, generate): a backend that cannot run on this machine
+// (cuda without a GPU, or a build without CUDA) fails here, at start-up, naming the problem
+// and the fix, instead of at the first op.
+void require_backend(std::string_view name);
+// Why `name` cannot run on this machine, or "" when it can (tests skip on it).
+std::string backend_unavailable(std::string_view name);
 const OpTable& active();
 std::string backend_info();  // active().info()
 

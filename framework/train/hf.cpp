@@ -167,7 +167,9 @@ void export_hf(const AnyModel& m, const std::string& dir, const data::Tokenizer*
   const auto maps = mappings(m);
   for (const auto& mp : maps) out.add(mp.hf, mp.shape);
   out.allocate();
-  for (const auto& mp : maps) mp.to_hf(m.params(), out[mp.hf].f32());
+  const Arena host = m.params().device() == Device::host ? Arena() : m.params().host_copy();  // GPU parameters
+  const Arena& params = m.params().device() == Device::host ? m.params() : host;
+  for (const auto& mp : maps) mp.to_hf(params, out[mp.hf].f32());
   save_safetensors((fs::path(dir) / "model.safetensors").string(), out, {{"format", "pt"}});
   if (tok) {
     tok->save((fs::path(dir) / "tokenizer.json").string());
@@ -233,14 +235,17 @@ void import_hf(AnyModel& m, const std::string& dir) {
   // Older GPT-2 files name tensors without the "transformer." prefix.
   const bool bare = family == "gpt2" && !f.has("transformer.wte.weight") && f.has("wte.weight");
   std::vector<float> buf;
+  Arena host = m.params().device() == Device::host ? Arena() : m.params().host_copy();  // GPU parameters
+  Arena& params = m.params().device() == Device::host ? m.params() : host;
   for (const auto& mp : mappings(m)) {
     const std::string name = bare ? mp.hf.substr(std::string("transformer.").size()) : mp.hf;
     std::int64_t n = 1;
     for (auto e : mp.shape) n *= e;
     buf.resize(std::size_t(n));
     f.read(name, buf.data(), mp.shape);
-    mp.from_hf(m.params(), buf.data());
+    mp.from_hf(params, buf.data());
   }
+  if (&params != &m.params()) m.params().copy_from(params);
 }
 
 }  // namespace llmtk::train

@@ -22,6 +22,7 @@ const char* dtype_name(DType t) {
 }  // namespace
 
 void save_safetensors(const std::string& path, const Arena& arena, const std::map<std::string, std::string>& metadata) {
+  if (arena.device() != Device::host) return save_safetensors(path, arena.host_copy(), metadata);  // GPU arenas
   nlohmann::ordered_json h;
   if (!metadata.empty()) h["__metadata__"] = metadata;
   std::size_t offset = 0;
@@ -122,6 +123,13 @@ void SafetensorsFile::read(const std::string& name, float* dst, const std::vecto
 }
 
 std::map<std::string, std::string> load_safetensors(const std::string& path, Arena& arena, bool allow_extra) {
+  if (arena.device() != Device::host) {  // a GPU arena: read into a host copy, then copy it over
+    Arena host = arena.like(arena.name());
+    host.allocate(host_memory());
+    auto meta = load_safetensors(path, host, allow_extra);
+    arena.copy_from(host);
+    return meta;
+  }
   SafetensorsFile f(path);
   for (const auto& e : arena.entries()) {
     LLMTK_CHECK(e.dtype == DType::f32, "safetensors", "only f32 tensors are read; '", e.name, "' is not");

@@ -56,20 +56,28 @@ std::int64_t peak_rss_bytes() {
 }  // namespace
 
 double measure_matmul_peak_flops() {
-  // Inputs in the matmul precision, so that a bf16 peak is the bf16 product alone (no rounding of
+  // In the active backend's memory (a GPU needs larger products than 1024³ to reach its peak)
+  // and in the matmul precision, so that a bf16 peak is the bf16 product alone (no rounding of
   // f32 inputs inside the timed call).
-  const std::int64_t n = 1024;
+  const DeviceMemory& mem = current_memory();
+  const std::int64_t n = mem.device == Device::host ? 1024 : 8192;
   const bool half = ops::matmul_precision() == DType::bf16;
-  std::vector<float> a(std::size_t(n * n), 0.5f), b(a.size(), 0.25f), c(a.size());
-  std::vector<bf16> a16(half ? a.size() : 0, bf16(0.5f)), b16(half ? a.size() : 0, bf16(0.25f));
-  const TensorRef A = half ? TensorRef(a16.data(), DType::bf16, {n, n}) : TensorRef(a.data(), DType::f32, {n, n});
-  const TensorRef Bm = half ? TensorRef(b16.data(), DType::bf16, {n, n}) : TensorRef(b.data(), DType::f32, {n, n});
-  const TensorRef C(c.data(), DType::f32, {n, n});
+  const DType in = half ? DType::bf16 : DType::f32;
+  const std::size_t count = static_cast<std::size_t>(n * n);
+  std::vector<float> a(half ? 0 : count, 0.5f), b(half ? 0 : count, 0.25f);
+  std::vector<bf16> a16(half ? count : 0, bf16(0.5f)), b16(half ? count : 0, bf16(0.25f));
+  Arena m("matmul peak");
+  const int ia = m.add("a", {n, n}, in), ib = m.add("b", {n, n}, in), ic = m.add("c", {n, n});
+  m.allocate(mem);
+  m.write(ia, half ? static_cast<const void*>(a16.data()) : a.data());
+  m.write(ib, half ? static_cast<const void*>(b16.data()) : b.data());
   // The best of 12 after 3 warm-ups: on a shared machine single runs vary by 2x.
   double best = 1e30;
   for (int i = 0; i < 15; ++i) {
+    mem.synchronize();
     const auto t0 = clock_type::now();
-    ops::matmul_forward(C, A, Bm, TensorRef{});
+    ops::matmul_forward(m[ic], m[ia], m[ib], TensorRef{});
+    mem.synchronize();
     if (i >= 3) best = std::min(best, std::chrono::duration<double>(clock_type::now() - t0).count());
   }
   return 2.0 * double(n * n * n) / best;
@@ -126,7 +134,7 @@ TrainResult train(const Recipe& r, const TrainOptions& opt) {
   } restore_signals;
 
   // ---- setup: backend, threads, data, model, optimizer ----
-  ops::use_backend(r.train.device);
+  ops::require_backend(r.train.device);
   // bf16: matmuls round their inputs to bf16 and accumulate in f32; weights, gradients and the
   // optimizer state stay f32 (the reference backend ignores it).
   ops::set_matmul_precision(r.train.precision == "bf16" ? DType::bf16 : DType::f32);
@@ -211,12 +219,16 @@ TrainResult train(const Recipe& r, const TrainOptions& opt) {
   // ---- helpers ----
   std::vector<std::int32_t> ids(std::size_t(r.train.batch * r.train.seq)), targets(ids.size());
   TensorRef tid(ids.data(), DType::i32, {r.train.batch, r.train.seq}), ttg(targets.data(), DType::i32, {r.train.batch, r.train.seq});
-  std::vector<float> norm_buf(1);
-  TensorRef norm_t(norm_buf.data(), DType::f32, {1});
+  // The gradient norm² accumulates where the gradients are; one float comes back to the host.
+  Arena scalars("scalars");
+  const int norm_id = scalars.add("grad_norm2", {1});
+  scalars.allocate();
   auto grad_norm = [&] {
-    norm_buf[0] = 0;
-    for (int i = 0; i < int(model->grads().entries().size()); ++i) ops::sum_squares(norm_t, model->grads()[i]);
-    return std::sqrt(double(norm_buf[0]));
+    scalars.zero();
+    for (int i = 0; i < int(model->grads().entries().size()); ++i) ops::sum_squares(scalars[norm_id], model->grads()[i]);
+    float norm2 = 0;
+    scalars.read(norm_id, &norm2);
+    return std::sqrt(double(norm2));
   };
   auto scale_grads = [&](float s) {
     for (int i = 0; i < int(model->grads().entries().size()); ++i) ops::scale_forward(model->grads()[i], model->grads()[i], s);
@@ -270,7 +282,7 @@ TrainResult train(const Recipe& r, const TrainOptions& opt) {
     auto gen = make_model(r.model.arch, r.model.dims);
     gen->plan(1, 1);
     gen->allocate();
-    std::memcpy(gen->params().data(), model->params().data(), model->params().bytes());
+    gen->params().copy_from(model->params());
     auto prompt = tok->encode(r.log.sample_prompt);
     GenerateOptions g;
     g.max_tokens = r.log.sample_tokens, g.seed = r.train.seed;

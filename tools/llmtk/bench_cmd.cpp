@@ -37,7 +37,7 @@ void bench(const BenchArgs& a) {
     kv_set |= s.starts_with("model.n_kv_heads=");
   }
   resolve_dims(dims, info.traits, kv_set);
-  ops::use_backend(a.device);
+  ops::require_backend(a.device);
   ops::set_matmul_precision(a.precision == "bf16" ? DType::bf16 : DType::f32);
   auto model = info.make(dims);
   model->plan(a.batch, a.seq);
@@ -56,6 +56,7 @@ void bench(const BenchArgs& a) {
     model->forward(tid, ttg);
     model->backward();
     opt.step(model->params(), model->grads(), 1e-4, s + 1);
+    current_memory().synchronize();  // a GPU runs the step asynchronously
     const double dt = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     if (s >= a.warmup) ms.push_back(dt);
   }

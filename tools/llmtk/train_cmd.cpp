@@ -45,7 +45,7 @@ Loaded load_run(const std::string& dir, const std::string& device) {
   l.state = nlohmann::json::parse(in);
   Dims dims = find_arch(l.state.at("arch").get<std::string>()).dims;
   for (auto& [k, v] : l.state.at("dims").items()) set_dim(dims, k, v.get<std::string>());
-  ops::use_backend(device);
+  ops::require_backend(device);
   l.model = make_model(l.state.at("arch").get<std::string>(), dims);
   l.model->plan(1, 1);
   l.model->allocate();
@@ -116,7 +116,7 @@ void add_train_commands(CLI::App& app) {
   gen->add_option("--top-k", ga->o.top_k, "Keep the k most likely tokens (0: all)")->check(CLI::Range(0, 1 << 24));
   gen->add_option("--top-p", ga->o.top_p, "Keep the smallest set with this much probability")->check(CLI::Range(0.0, 1.0));
   gen->add_option("--seed", ga->o.seed, "Random seed");
-  gen->add_option("--device", ga->device, "cpu or reference")->check(CLI::IsMember({"cpu", "reference", "cuda"}));
+  gen->add_option("--device", ga->device, "cpu, reference or cuda")->check(CLI::IsMember({"cpu", "reference", "cuda"}));
   gen->callback([ga] {
     auto l = load_run(ga->run, ga->device);
     std::vector<data::TokenId> prompt = ga->prompt.empty() ? std::vector<data::TokenId>{l.tok->eot()} : l.tok->encode(ga->prompt);
@@ -165,7 +165,7 @@ void add_train_commands(CLI::App& app) {
   ev->add_option("--batch", ea->batch, "Batch size")->check(CLI::Range(1, 1 << 16));
   ev->add_option("--seq", ea->seq, "Sequence length (default: the model's max_seq)")->check(CLI::Range(1, 1 << 24));
   ev->add_option("--batches", ea->batches, "Batches to evaluate (default: all)")->check(CLI::Range(1, 1 << 30));
-  ev->add_option("--device", ea->device, "cpu or reference")->check(CLI::IsMember({"cpu", "reference", "cuda"}));
+  ev->add_option("--device", ea->device, "cpu, reference or cuda")->check(CLI::IsMember({"cpu", "reference", "cuda"}));
   ev->callback([ea] {
     auto l = load_run(ea->run, ea->device);
     const std::int64_t T = ea->seq ? ea->seq : l.model->dims().max_seq;

@@ -1,0 +1,103 @@
+// attention_forward / attention_backward. Forward: cuDNN's fused SDPA (cudnn_attention.cpp) when
+// the precision is bf16 and the mask is one cuDNN expresses (causal, no window, no ALiBi), else
+// the tiled kernel (attention.cu), which implements every mask and is the reference the cuDNN
+// path is tested against. Backward: the tiled kernel, with the lse either forward saved (cuDNN's
+// softmax statistics are the same log-sum-exp).
+#include <cmath>
+#include <cstdlib>
+#include <cstdio>
+#include <string_view>
+
+#include "cudnn_attention.hpp"
+#include "cuda.hpp"
+
+namespace llmtk::cuda {
+
+namespace {
+
+using i64 = std::int64_t;
+
+kernels::AttentionDims dims_of(const backend::AttentionShape& s, const AttentionMask& m) {
+  return {s.B, s.T, s.Tk, s.H, s.KV, s.D, m.causal, m.window, m.q_offset, static_cast<float>(1.0 / std::sqrt(double(s.D)))};
+}
+
+void check_limits(const char* op, const kernels::AttentionDims& d) {
+  LLMTK_CHECK(d.D <= kernels::kAttentionMaxHeadDim, op, "head dim ", d.D, " is larger than the ",
+              kernels::kAttentionMaxHeadDim, " the tiled kernel takes");
+  LLMTK_CHECK(d.B * d.H <= 65535, op, "batch × heads = ", d.B * d.H, " exceeds 65535 (one grid axis)");
+}
+
+bool cudnn_enabled() {
+  static const bool on = [] {
+    const char* e = std::getenv("LLMTK_CUDNN_ATTENTION");
+    return !(e && std::string_view(e) == "0");
+  }();
+  return on;
+}
+
+// cuDNN runs bf16 with these masks only; everything else takes the tiled kernel.
+bool cudnn_applies(const kernels::AttentionDims& d, const AttentionMask& m) {
+  return cudnn_enabled() && ops::matmul_precision() == DType::bf16 && m.causal && m.window == 0 && !m.alibi &&
+         m.q_offset == 0 && d.T == d.Tk && d.D % 8 == 0 && d.D <= 128;
+}
+
+void note_fallback(const char* op, const std::string& why) {
+  static bool said = false;
+  if (said) return;
+  said = true;
+  std::fprintf(stderr, "[%s] cuDNN fused attention is not used (%s); running the tiled attention kernel\n", op,
+               why.c_str());
+}
+
+std::uint16_t* to_bf16(Scratch slot, const TensorRef& t) {
+  auto* out = scratch_as<std::uint16_t>(slot, std::size_t(t.numel()));
+  kernels::to_bf16(out, t.f32(), t.numel(), stream());
+  return out;
+}
+
+}  // namespace
+
+void attention_forward(TensorRef out, TensorRef lse, TensorRef q, TensorRef k, TensorRef v, AttentionMask mask) {
+  const char* op = "attention_forward";
+  const auto s = backend::check_attention(op, out, lse, q, k, v, mask, Device::cuda);
+  const auto d = dims_of(s, mask);
+  if (cudnn_applies(d, mask)) {
+    // cuDNN reads H heads of k and v: grouped kv heads are repeated while rounding to bf16.
+    auto heads = [&](Scratch slot, const TensorRef& t) {
+      if (s.KV == s.H) return to_bf16(slot, t);
+      auto* o = scratch_as<std::uint16_t>(slot, std::size_t(s.B * s.Tk * s.H * s.D));
+      kernels::to_bf16_heads(o, t.f32(), s.B * s.Tk, s.KV, s.H, s.D, stream());
+      return o;
+    };
+    const std::uint16_t *qb = to_bf16(Scratch::attn_q, q), *kb = heads(Scratch::attn_k, k), *vb = heads(Scratch::attn_v, v);
+    auto* ob = scratch_as<std::uint16_t>(Scratch::attn_o, std::size_t(out.numel()));
+    std::string why;
+    if (cudnn_sdpa_forward(d, qb, kb, vb, ob, lse.f32(), why)) {
+      kernels::from_bf16(out.f32(), ob, out.numel(), stream());
+      return finish_op(op);
+    }
+    note_fallback(op, why);
+  }
+  check_limits(op, d);
+  kernels::attention_forward(out.f32(), lse.f32(), q.f32(), k.f32(), v.f32(), mask.alibi ? alibi_slopes(s.H) : nullptr,
+                             d, stream());
+  finish_op(op);
+}
+
+void attention_backward(TensorRef dq, TensorRef dk, TensorRef dv, TensorRef dout, TensorRef q, TensorRef k,
+                        TensorRef v, TensorRef out, TensorRef lse, AttentionMask mask) {
+  const char* op = "attention_backward";
+  const auto s = backend::check_attention(op, out, lse, q, k, v, mask, Device::cuda);
+  expect_f32(op, "dq", dq), expect_f32(op, "dk", dk), expect_f32(op, "dv", dv), expect_f32(op, "dout", dout);
+  expect_same(op, "dq", dq, "q", q), expect_same(op, "dk", dk, "k", k), expect_same(op, "dv", dv, "v", v);
+  expect_same(op, "dout", dout, "q", q);
+  LLMTK_CHECK(mask.q_offset == 0, op, "backward needs q_offset = 0 (training), got ", mask.q_offset);
+  const auto d = dims_of(s, mask);
+  check_limits(op, d);
+  float* delta = scratch_as<float>(Scratch::attn_delta, std::size_t(s.B * s.H * s.T));
+  kernels::attention_backward(dq.f32(), dk.f32(), dv.f32(), dout.f32(), q.f32(), k.f32(), v.f32(), out.f32(),
+                              lse.f32(), mask.alibi ? alibi_slopes(s.H) : nullptr, delta, d, stream());
+  finish_op(op);
+}
+
+}  // namespace llmtk::cuda

@@ -1,0 +1,159 @@
+// The CUDA backend's context (device 0, one stream, cuBLASLt handle and workspace), its scratch
+// buffers, its DeviceMemory (one cudaMalloc per arena; copies on the stream) and the start-up
+// check that names a missing GPU.
+#include <array>
+#include <cstdlib>
+#include <string_view>
+#include <vector>
+
+#include "cuda.hpp"
+
+namespace llmtk::cuda {
+
+namespace {
+
+bool sync_after_ops() {
+  static const bool on = [] {
+    const char* e = std::getenv("LLMTK_CUDA_SYNC");
+    return e && *e && std::string_view(e) != "0";
+  }();
+  return on;
+}
+
+std::string gib(std::size_t bytes) { return cat(static_cast<double>(bytes >> 20) / 1024.0, " GiB"); }
+
+}  // namespace
+
+void fail_call(const char* op, const char* call, const char* status, const char* file, int line) {
+  std::string_view f(file);
+  if (auto p = f.find("backends/"); p != std::string_view::npos) f.remove_prefix(p);
+  fail(op, call, " failed: ", status, " (", f, ":", line, ")");
+}
+
+void check_launch(const char* op, const char* file, int line) {
+  check_cuda(cudaGetLastError(), op, "kernel launch", file, line);
+  if (sync_after_ops()) check_cuda(cudaStreamSynchronize(stream()), op, "running the kernel", file, line);
+}
+
+void check_cublas(cublasStatus_t s, const char* op, const char* call, const char* file, int line) {
+  if (s != CUBLAS_STATUS_SUCCESS) fail_call(op, call, cublasLtGetStatusName(s), file, line);
+}
+
+void finish_op(const char* op) {
+  if (sync_after_ops()) LLMTK_CUDA_CHECK(op, cudaStreamSynchronize(stream()));
+}
+
+Context& context() {
+  static Context* ctx = [] {
+    const char* op = "cuda";
+    auto* c = new Context;
+    LLMTK_CUDA_CHECK(op, cudaSetDevice(c->device));
+    LLMTK_CUDA_CHECK(op, cudaGetDeviceProperties(&c->prop, c->device));
+    LLMTK_CUDA_CHECK(op, cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
+    LLMTK_CUBLAS_CHECK(op, cublasLtCreate(&c->lt));
+    c->workspace_bytes = std::size_t(32) << 20;  // cuBLASLt's recommendation for Hopper
+    LLMTK_CUDA_CHECK(op, cudaMalloc(&c->workspace, c->workspace_bytes));
+    return c;
+  }();
+  return *ctx;
+}
+
+void* scratch(Scratch slot, std::size_t bytes) {
+  struct Buffer {
+    void* p = nullptr;
+    std::size_t bytes = 0;
+  };
+  static std::array<Buffer, std::size_t(Scratch::count)> buffers;
+  Buffer& b = buffers[std::size_t(slot)];
+  if (bytes > b.bytes) {
+    // Grows (first step only): queued kernels may still read the old buffer.
+    LLMTK_CUDA_CHECK("scratch", cudaStreamSynchronize(stream()));
+    if (b.p) LLMTK_CUDA_CHECK("scratch", cudaFree(b.p));
+    b.p = nullptr, b.bytes = 0;
+    const std::size_t n = (bytes + 255) / 256 * 256;
+    LLMTK_CUDA_CHECK("scratch", cudaMalloc(&b.p, n));
+    b.bytes = n;
+  }
+  return b.p;
+}
+
+const float* alibi_slopes(std::int64_t H) {
+  static std::int64_t cached = 0;
+  auto* d = scratch_as<float>(Scratch::slopes, std::size_t(H));
+  if (cached != H) {
+    std::vector<float> h(static_cast<std::size_t>(H));
+    for (std::int64_t i = 0; i < H; ++i) h[std::size_t(i)] = static_cast<float>(backend::alibi_slope(i, H));
+    LLMTK_CUDA_CHECK("attention", cudaMemcpyAsync(d, h.data(), h.size() * sizeof(float), cudaMemcpyHostToDevice, stream()));
+    LLMTK_CUDA_CHECK("attention", cudaStreamSynchronize(stream()));
+    cached = H;
+  }
+  return d;
+}
+
+// ---- DeviceMemory ---------------------------------------------------------------------------
+
+namespace {
+
+void* device_allocate(std::size_t bytes, const char* what) {
+  context();
+  void* p = nullptr;
+  const cudaError_t e = cudaMalloc(&p, bytes);
+  if (e != cudaSuccess) {
+    cudaGetLastError();  // clear the error so later calls report their own
+    if (e != cudaErrorMemoryAllocation) fail(what, "cannot allocate ", gib(bytes), " on the GPU: ", cudaGetErrorName(e));
+    std::size_t free = 0, total = 0;
+    cudaMemGetInfo(&free, &total);
+    fail(what, "out of GPU memory allocating ", gib(bytes), " (", gib(free), " free of ", gib(total),
+         "); lower train.batch or train.seq, or set train.recompute = \"blocks\"");
+  }
+  return p;
+}
+void device_release(void* p) { cudaFree(p); }  // from destructors: errors are not reported
+void device_zero(void* p, std::size_t bytes) { LLMTK_CUDA_CHECK("memory", cudaMemsetAsync(p, 0, bytes, stream())); }
+void device_copy(void* dst, Device dst_device, const void* src, Device src_device, std::size_t bytes) {
+  if (bytes == 0) return;
+  const cudaMemcpyKind kind = dst_device == Device::host   ? cudaMemcpyDeviceToHost
+                              : src_device == Device::host ? cudaMemcpyHostToDevice
+                                                           : cudaMemcpyDeviceToDevice;
+  LLMTK_CUDA_CHECK("memory", cudaMemcpyAsync(dst, src, bytes, kind, stream()));
+  // The host side may be read or reused as soon as this returns.
+  if (kind != cudaMemcpyDeviceToDevice) LLMTK_CUDA_CHECK("memory", cudaStreamSynchronize(stream()));
+}
+void device_synchronize() { LLMTK_CUDA_CHECK("memory", cudaStreamSynchronize(stream())); }
+
+const DeviceMemory kMemory{Device::cuda, &device_allocate, &device_release, &device_zero, &device_copy,
+                           &device_synchronize};
+
+}  // namespace
+
+const DeviceMemory& device_memory() { return kMemory; }
+
+std::string unavailable() {
+  int n = 0;
+  const cudaError_t e = cudaGetDeviceCount(&n);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    return cat("no CUDA device found (cudaGetDeviceCount: ", cudaGetErrorName(e), ": ", cudaGetErrorString(e), ")");
+  }
+  if (n == 0) return "no CUDA device found (cudaGetDeviceCount: 0 devices)";
+  cudaDeviceProp p{};
+  if (cudaGetDeviceProperties(&p, 0) != cudaSuccess) return "cannot read the properties of CUDA device 0";
+  if (p.major < 8)
+    return cat("CUDA device 0 (", p.name, ") has compute capability ", p.major, ".", p.minor,
+               "; the cuda backend needs 8.0 or newer (built for sm_80 and sm_90)");
+  return {};
+}
+
+std::string info() {
+  const Context& c = context();
+  int runtime = 0, driver = 0;
+  cudaRuntimeGetVersion(&runtime);
+  cudaDriverGetVersion(&driver);
+  const std::size_t lt = cublasLtGetVersion();
+  return cat(c.prop.name, ", sm_", c.prop.major, c.prop.minor, ", ", c.prop.multiProcessorCount, " SMs, ",
+             gib(c.prop.totalGlobalMem), "; CUDA runtime ", runtime / 1000, ".", (runtime % 1000) / 10, ", driver ",
+             driver / 1000, ".", (driver % 1000) / 10, "; cuBLASLt ", lt / 10000, ".", (lt / 100) % 100, ".", lt % 100,
+             "; cuDNN ", cudnn_version());
+}
+
+}  // namespace llmtk::cuda

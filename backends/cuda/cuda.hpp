@@ -1,0 +1,73 @@
+// Host side of the CUDA backend (C++20): the context every op runs in (device, stream, cuBLASLt
+// handle and workspace), grow-once scratch, argument checks for device tensors, and the op
+// entry points the table points at. Kernels are in the .cu files, behind kernels.hpp.
+#pragma once
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <string>
+
+#include "check.hpp"
+#include "../common.hpp"  // expect_f32, expect_rank, expect_same, check_attention, alibi_slope
+#include "kernels.hpp"
+
+namespace llmtk::cuda {
+
+struct Context {
+  int device = 0;
+  cudaDeviceProp prop{};
+  cudaStream_t stream = nullptr;
+  cublasLtHandle_t lt = nullptr;
+  void* workspace = nullptr;  // cuBLASLt's
+  std::size_t workspace_bytes = 0;
+};
+// The context, created on first use on device 0. Never destroyed: the driver releases it at exit.
+Context& context();
+inline cudaStream_t stream() { return context().stream; }
+
+// Backend-owned device buffers that grow to the largest size asked for (during the first step)
+// and are then reused, so a step allocates nothing.
+enum class Scratch : int {
+  matmul_a, matmul_b, partials, embedding, slopes,
+  attn_q, attn_k, attn_v, attn_o, attn_delta, cudnn_workspace,
+  count
+};
+void* scratch(Scratch slot, std::size_t bytes);
+template <class T>
+T* scratch_as(Scratch slot, std::size_t count) {
+  return static_cast<T*>(scratch(slot, count * sizeof(T)));
+}
+
+// ALiBi slopes for H heads in device memory (computed once per H).
+const float* alibi_slopes(std::int64_t H);
+
+// cuBLASLt status check naming the op, the call, the file and the line.
+void check_cublas(cublasStatus_t s, const char* op, const char* call, const char* file, int line);
+#define LLMTK_CUBLAS_CHECK(op, call) ::llmtk::cuda::check_cublas((call), (op), #call, __FILE__, __LINE__)
+
+// Argument checks: f32 tensors in device memory.
+inline void expect_f32(const char* op, const char* what, const TensorRef& t) {
+  backend::expect_f32(op, what, t, Device::cuda);
+}
+inline void expect_f32_or_bf16(const char* op, const char* what, const TensorRef& t) {
+  backend::expect_f32_or_bf16(op, what, t, Device::cuda);
+}
+inline void expect_i32(const char* op, const char* what, const TensorRef& t) {
+  LLMTK_CHECK(t.data != nullptr && t.dtype == DType::i32, op, what, " must be i32");
+  LLMTK_CHECK(t.device == Device::cuda, op, what, " is in host memory; the cuda backend needs device tensors");
+}
+using backend::expect_rank;
+using backend::expect_same;
+
+// After every op: with LLMTK_CUDA_SYNC=1, wait for it and report a fault under its name.
+void finish_op(const char* op);
+
+// cudnn_attention.cpp: "9.19.0", or why cuDNN is not usable.
+std::string cudnn_version();
+
+#define LLMTK_X(name, params, args) void name params;
+LLMTK_OPS(LLMTK_X)
+#undef LLMTK_X
+
+}  // namespace llmtk::cuda

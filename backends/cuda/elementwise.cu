@@ -1,0 +1,238 @@
+// Element-wise kernels: activations, gated units, add, scale, position schemes, RoPE, embedding
+// lookup, bf16 conversion. Grid-stride loops over 64-bit indices; every launch is checked.
+#include <cuda_bf16.h>
+
+#include "check.hpp"
+#include "kernels.hpp"
+
+namespace llmtk::cuda::kernels {
+
+namespace {
+
+constexpr int kThreads = 256;
+unsigned grid_for(i64 n) {
+  const i64 blocks = (n + kThreads - 1) / kThreads;
+  return static_cast<unsigned>(blocks < 1 ? 1 : (blocks > 65535 * 8 ? 65535 * 8 : blocks));
+}
+#define GRID_STRIDE(i, n) \
+  for (i64 i = i64(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); i += i64(gridDim.x) * blockDim.x)
+
+constexpr float kSqrt2OverPi = 0.7978845608028654f;
+__device__ float gelu(float x) { return 0.5f * x * (1.0f + tanhf(kSqrt2OverPi * (x + 0.044715f * x * x * x))); }
+__device__ float gelu_grad(float x) {
+  const float t = tanhf(kSqrt2OverPi * (x + 0.044715f * x * x * x));
+  return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * kSqrt2OverPi * (1.0f + 3.0f * 0.044715f * x * x);
+}
+__device__ float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+__device__ float silu(float x) { return x * sigmoid(x); }
+__device__ float silu_grad(float x) {
+  const float s = sigmoid(x);
+  return s * (1.0f + x * (1.0f - s));
+}
+
+template <Unary F>
+__device__ float apply(float x) {
+  if constexpr (F == Unary::gelu) return gelu(x);
+  else if constexpr (F == Unary::relu) return x > 0.0f ? x : 0.0f;
+  else return silu(x);
+}
+template <Unary F>
+__device__ float derivative(float x) {
+  if constexpr (F == Unary::gelu) return gelu_grad(x);
+  else if constexpr (F == Unary::relu) return x > 0.0f ? 1.0f : 0.0f;
+  else return silu_grad(x);
+}
+
+template <Unary F>
+__global__ void unary_forward_kernel(float* y, const float* x, i64 n) {
+  GRID_STRIDE(i, n) y[i] = apply<F>(x[i]);
+}
+template <Unary F>
+__global__ void unary_backward_kernel(float* dx, const float* dy, const float* x, i64 n) {
+  GRID_STRIDE(i, n) dx[i] = dy[i] * derivative<F>(x[i]);
+}
+
+template <Gate F>
+__global__ void gated_forward_kernel(float* y, const float* gate, const float* up, i64 n) {
+  GRID_STRIDE(i, n) {
+    const float g = gate[i];
+    y[i] = (F == Gate::silu ? silu(g) : gelu(g)) * up[i];
+  }
+}
+// dgate may alias dy: everything is read before anything is written.
+template <Gate F>
+__global__ void gated_backward_kernel(float* dgate, float* dup, const float* dy, const float* gate, const float* up,
+                                      i64 n) {
+  GRID_STRIDE(i, n) {
+    const float g = gate[i], u = up[i], d = dy[i];
+    const float a = F == Gate::silu ? silu(g) : gelu(g), da = F == Gate::silu ? silu_grad(g) : gelu_grad(g);
+    dgate[i] = d * u * da;
+    dup[i] = d * a;
+  }
+}
+
+__global__ void add_kernel(float* y, const float* a, const float* b, i64 n) { GRID_STRIDE(i, n) y[i] = a[i] + b[i]; }
+__global__ void scale_kernel(float* y, const float* x, float k, i64 n) { GRID_STRIDE(i, n) y[i] = k * x[i]; }
+
+__global__ void positions_forward_kernel(float* y, const float* x, const float* table, i64 B, i64 T, i64 C,
+                                         i64 pos0) {
+  GRID_STRIDE(i, B * T * C) {
+    const i64 t = (i / C) % T, c = i % C;
+    y[i] = x[i] + table[(pos0 + t) * C + c];
+  }
+}
+// One thread per (t, c): the batch is summed in order, no atomics.
+__global__ void positions_backward_kernel(float* dtable, const float* dy, i64 B, i64 T, i64 C) {
+  GRID_STRIDE(i, T * C) {
+    float acc = 0.0f;
+    for (i64 b = 0; b < B; ++b) acc += dy[b * T * C + i];
+    dtable[i] += acc;
+  }
+}
+// Angles in double: positions reach 10^5 and the reference computes them exactly.
+__global__ void sinusoidal_kernel(float* y, const float* x, i64 B, i64 T, i64 C, i64 pos0) {
+  const i64 half = C / 2;
+  GRID_STRIDE(i, B * T * half) {
+    const i64 pair = i % half, row = i / half, t = row % T;
+    const double a = double(pos0 + t) / pow(10000.0, 2.0 * double(pair) / double(C));
+    double sn, cs;
+    sincos(a, &sn, &cs);
+    const i64 o = row * C + 2 * pair;
+    y[o] = float(double(x[o]) + sn);
+    y[o + 1] = float(double(x[o + 1]) + cs);
+  }
+}
+// One thread per (b, t, h, pair i): rotates (x_i, x_{i + D/2}) by angle (pos0 + t)·base^(-2i/D).
+// y may alias x: each thread reads its pair before writing it.
+__global__ void rope_kernel(float* y, const float* x, i64 B, i64 T, i64 H, i64 D, float base, i64 pos0, float sign) {
+  const i64 half = D / 2;
+  GRID_STRIDE(i, B * T * H * half) {
+    const i64 pair = i % half, head_row = i / half, t = (head_row / H) % T;
+    const double a = double(pos0 + t) * pow(double(base), -2.0 * double(pair) / double(D));
+    double sn, cs;
+    sincos(a, &sn, &cs);
+    const float c = float(cs), s = sign * float(sn);
+    const i64 o = head_row * D + pair;
+    const float x0 = x[o], x1 = x[o + half];
+    y[o] = x0 * c - x1 * s;
+    y[o + half] = x1 * c + x0 * s;
+  }
+}
+
+__global__ void embedding_forward_kernel(float* y, const std::int32_t* ids, const float* table, i64 N, i64 C, i64 V) {
+  GRID_STRIDE(i, N * C) {
+    const std::int32_t id = ids[i / C];
+    y[i] = id >= 0 && id < V ? table[i64(id) * C + i % C] : 0.0f;
+  }
+}
+
+__global__ void to_bf16_kernel(std::uint16_t* out, const float* in, i64 n) {
+  GRID_STRIDE(i, n) {
+    out[i] = __bfloat16_as_ushort(__float2bfloat16_rn(in[i]));
+  }
+}
+__global__ void from_bf16_kernel(float* out, const std::uint16_t* in, i64 n) {
+  GRID_STRIDE(i, n) out[i] = __uint_as_float(static_cast<unsigned>(in[i]) << 16);
+}
+
+__global__ void round_to_bf16_kernel(float* out, const float* in, i64 n) {
+  GRID_STRIDE(i, n) out[i] = __bfloat162float(__float2bfloat16_rn(in[i]));
+}
+__global__ void to_bf16_heads_kernel(std::uint16_t* out, const float* in, i64 rows, i64 KV, i64 H, i64 D) {
+  GRID_STRIDE(i, rows * H * D) {
+    const i64 d = i % D, h = (i / D) % H, r = i / (D * H);
+    out[i] = __bfloat16_as_ushort(__float2bfloat16_rn(in[(r * KV + h / (H / KV)) * D + d]));
+  }
+}
+
+}  // namespace
+
+void unary_forward(Unary f, float* y, const float* x, i64 n, cudaStream_t s) {
+  if (n == 0) return;
+  switch (f) {
+    case Unary::gelu: unary_forward_kernel<Unary::gelu><<<grid_for(n), kThreads, 0, s>>>(y, x, n); break;
+    case Unary::relu: unary_forward_kernel<Unary::relu><<<grid_for(n), kThreads, 0, s>>>(y, x, n); break;
+    case Unary::silu: unary_forward_kernel<Unary::silu><<<grid_for(n), kThreads, 0, s>>>(y, x, n); break;
+  }
+  LLMTK_CUDA_LAUNCHED("unary_forward");
+}
+void unary_backward(Unary f, float* dx, const float* dy, const float* x, i64 n, cudaStream_t s) {
+  if (n == 0) return;
+  switch (f) {
+    case Unary::gelu: unary_backward_kernel<Unary::gelu><<<grid_for(n), kThreads, 0, s>>>(dx, dy, x, n); break;
+    case Unary::relu: unary_backward_kernel<Unary::relu><<<grid_for(n), kThreads, 0, s>>>(dx, dy, x, n); break;
+    case Unary::silu: unary_backward_kernel<Unary::silu><<<grid_for(n), kThreads, 0, s>>>(dx, dy, x, n); break;
+  }
+  LLMTK_CUDA_LAUNCHED("unary_backward");
+}
+void gated_forward(Gate f, float* y, const float* gate, const float* up, i64 n, cudaStream_t s) {
+  if (n == 0) return;
+  if (f == Gate::silu) gated_forward_kernel<Gate::silu><<<grid_for(n), kThreads, 0, s>>>(y, gate, up, n);
+  else gated_forward_kernel<Gate::gelu><<<grid_for(n), kThreads, 0, s>>>(y, gate, up, n);
+  LLMTK_CUDA_LAUNCHED("gated_forward");
+}
+void gated_backward(Gate f, float* dgate, float* dup, const float* dy, const float* gate, const float* up, i64 n,
+                    cudaStream_t s) {
+  if (n == 0) return;
+  if (f == Gate::silu) gated_backward_kernel<Gate::silu><<<grid_for(n), kThreads, 0, s>>>(dgate, dup, dy, gate, up, n);
+  else gated_backward_kernel<Gate::gelu><<<grid_for(n), kThreads, 0, s>>>(dgate, dup, dy, gate, up, n);
+  LLMTK_CUDA_LAUNCHED("gated_backward");
+}
+void add(float* y, const float* a, const float* b, i64 n, cudaStream_t s) {
+  if (n == 0) return;
+  add_kernel<<<grid_for(n), kThreads, 0, s>>>(y, a, b, n);
+  LLMTK_CUDA_LAUNCHED("add");
+}
+void scale(float* y, const float* x, float k, i64 n, cudaStream_t s) {
+  if (n == 0) return;
+  scale_kernel<<<grid_for(n), kThreads, 0, s>>>(y, x, k, n);
+  LLMTK_CUDA_LAUNCHED("scale");
+}
+void positions_forward(float* y, const float* x, const float* table, i64 B, i64 T, i64 C, i64 pos0, cudaStream_t s) {
+  if (B * T * C == 0) return;
+  positions_forward_kernel<<<grid_for(B * T * C), kThreads, 0, s>>>(y, x, table, B, T, C, pos0);
+  LLMTK_CUDA_LAUNCHED("positions_forward");
+}
+void positions_backward(float* dtable, const float* dy, i64 B, i64 T, i64 C, cudaStream_t s) {
+  if (T * C == 0) return;
+  positions_backward_kernel<<<grid_for(T * C), kThreads, 0, s>>>(dtable, dy, B, T, C);
+  LLMTK_CUDA_LAUNCHED("positions_backward");
+}
+void sinusoidal_forward(float* y, const float* x, i64 B, i64 T, i64 C, i64 pos0, cudaStream_t s) {
+  if (B * T * C == 0) return;
+  sinusoidal_kernel<<<grid_for(B * T * C / 2), kThreads, 0, s>>>(y, x, B, T, C, pos0);
+  LLMTK_CUDA_LAUNCHED("sinusoidal_forward");
+}
+void rope(float* y, const float* x, i64 B, i64 T, i64 H, i64 D, float base, i64 pos0, float sign, cudaStream_t s) {
+  if (B * T * H * D == 0) return;
+  rope_kernel<<<grid_for(B * T * H * D / 2), kThreads, 0, s>>>(y, x, B, T, H, D, base, pos0, sign);
+  LLMTK_CUDA_LAUNCHED("rope");
+}
+void embedding_forward(float* y, const std::int32_t* ids, const float* table, i64 N, i64 C, i64 V, cudaStream_t s) {
+  if (N * C == 0) return;
+  embedding_forward_kernel<<<grid_for(N * C), kThreads, 0, s>>>(y, ids, table, N, C, V);
+  LLMTK_CUDA_LAUNCHED("embedding_forward");
+}
+void to_bf16(std::uint16_t* out, const float* in, i64 n, cudaStream_t s) {
+  if (n == 0) return;
+  to_bf16_kernel<<<grid_for(n), kThreads, 0, s>>>(out, in, n);
+  LLMTK_CUDA_LAUNCHED("to_bf16");
+}
+void from_bf16(float* out, const std::uint16_t* in, i64 n, cudaStream_t s) {
+  if (n == 0) return;
+  from_bf16_kernel<<<grid_for(n), kThreads, 0, s>>>(out, in, n);
+  LLMTK_CUDA_LAUNCHED("from_bf16");
+}
+
+void round_to_bf16(float* out, const float* in, i64 n, cudaStream_t s) {
+  if (n == 0) return;
+  round_to_bf16_kernel<<<grid_for(n), kThreads, 0, s>>>(out, in, n);
+  LLMTK_CUDA_LAUNCHED("round_to_bf16");
+}
+void to_bf16_heads(std::uint16_t* out, const float* in, i64 rows, i64 KV, i64 H, i64 D, cudaStream_t s) {
+  if (rows * H * D == 0) return;
+  to_bf16_heads_kernel<<<grid_for(rows * H * D), kThreads, 0, s>>>(out, in, rows, KV, H, D);
+  LLMTK_CUDA_LAUNCHED("to_bf16_heads");
+}
+
+}  // namespace llmtk::cuda::kernels

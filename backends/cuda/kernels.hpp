@@ -1,0 +1,100 @@
+// The kernel launchers of the CUDA backend: raw device pointers, sizes and the stream. Defined
+// in the .cu files (C++17, no framework header); called by the host-side .cpp files after they
+// have checked the op's arguments. Every launcher checks its launch (LLMTK_CUDA_LAUNCHED).
+// Conventions as in ops.hpp: outputs first; parameter gradients accumulate (+=).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include <cuda_runtime.h>
+
+namespace llmtk::cuda::kernels {
+
+using i64 = std::int64_t;
+
+// ---- elementwise.cu -------------------------------------------------------------------------
+enum class Unary { gelu, relu, silu };
+void unary_forward(Unary f, float* y, const float* x, i64 n, cudaStream_t s);              // y = f(x)
+void unary_backward(Unary f, float* dx, const float* dy, const float* x, i64 n, cudaStream_t s);  // dx = dy·f'(x)
+enum class Gate { silu, gelu };
+void gated_forward(Gate f, float* y, const float* gate, const float* up, i64 n, cudaStream_t s);
+void gated_backward(Gate f, float* dgate, float* dup, const float* dy, const float* gate, const float* up, i64 n,
+                    cudaStream_t s);
+void add(float* y, const float* a, const float* b, i64 n, cudaStream_t s);
+void scale(float* y, const float* x, float k, i64 n, cudaStream_t s);
+// y[b, t, :] = x[b, t, :] + table[pos0 + t, :]; dtable[t, :] += Σ_b dy[b, t, :]
+void positions_forward(float* y, const float* x, const float* table, i64 B, i64 T, i64 C, i64 pos0, cudaStream_t s);
+void positions_backward(float* dtable, const float* dy, i64 B, i64 T, i64 C, cudaStream_t s);
+void sinusoidal_forward(float* y, const float* x, i64 B, i64 T, i64 C, i64 pos0, cudaStream_t s);
+// x, y: [B, T, H, D]; sign −1 rotates backwards (rope_backward)
+void rope(float* y, const float* x, i64 B, i64 T, i64 H, i64 D, float base, i64 pos0, float sign, cudaStream_t s);
+// y[n, :] = table[ids[n], :] (zeros for an id outside [0, V))
+void embedding_forward(float* y, const std::int32_t* ids, const float* table, i64 N, i64 C, i64 V, cudaStream_t s);
+// bf16 (as raw 16-bit words, round to nearest even) from f32 and back
+void to_bf16(std::uint16_t* out, const float* in, i64 n, cudaStream_t s);
+void from_bf16(float* out, const std::uint16_t* in, i64 n, cudaStream_t s);
+// out = in rounded to bf16 precision, kept as f32 (matmuls cuBLASLt cannot run in bf16 for a shape)
+void round_to_bf16(float* out, const float* in, i64 n, cudaStream_t s);
+// [rows, KV, D] f32 → [rows, H, D] bf16: kv head h / (H / KV) repeated for each query head h.
+void to_bf16_heads(std::uint16_t* out, const float* in, i64 rows, i64 KV, i64 H, i64 D, cudaStream_t s);
+
+// ---- embedding_backward.cu ------------------------------------------------------------------
+// Scratch bytes embedding_backward needs for N positions.
+std::size_t embedding_backward_scratch(i64 N);
+// dtable[ids[n], :] += dy[n, :], summed per token in position order (deterministic).
+void embedding_backward(float* dtable, const float* dy, const std::int32_t* ids, i64 N, i64 C, i64 V, void* scratch,
+                        std::size_t scratch_bytes, cudaStream_t s);
+
+// ---- norms.cu -------------------------------------------------------------------------------
+void layernorm_forward(float* y, float* mean, float* rstd, const float* x, const float* w, const float* b, i64 N,
+                       i64 C, float eps, cudaStream_t s);
+void layernorm_backward_dx(float* dx, const float* dy, const float* x, const float* w, const float* mean,
+                           const float* rstd, i64 N, i64 C, cudaStream_t s);
+void rmsnorm_forward(float* y, float* rstd, const float* x, const float* w, i64 N, i64 C, float eps, cudaStream_t s);
+void rmsnorm_backward_dx(float* dx, const float* dy, const float* x, const float* w, const float* rstd, i64 N, i64 C,
+                         cudaStream_t s);
+// Column sums over N rows of [N, C], added to out[C]; `partial` holds column_sum_scratch floats.
+// Deterministic: each block sums a fixed range of rows, then the partials are added in order.
+i64 column_sum_scratch(i64 N, i64 C);
+void column_sum(float* out, const float* a, i64 N, i64 C, float* partial, cudaStream_t s);  // Σ a
+// Σ dy · (x − mean) · rstd (LayerNorm dw); mean null: Σ dy · x · rstd (RMSNorm dw)
+void column_sum_normed(float* out, const float* dy, const float* x, const float* mean, const float* rstd, i64 N, i64 C,
+                       float* partial, cudaStream_t s);
+
+// ---- loss.cu --------------------------------------------------------------------------------
+// losses[n] = logsumexp(logits[n]) − logits[n, t] (0 when ignored, NaN for a target outside [0, V))
+void cross_entropy_forward(float* losses, const float* logits, const std::int32_t* targets, i64 N, i64 V,
+                           int ignore_index, cudaStream_t s);
+void cross_entropy_backward(float* dlogits, const float* logits, const std::int32_t* targets, i64 N, i64 V,
+                            float dloss, int ignore_index, cudaStream_t s);
+
+// ---- optimizer.cu ---------------------------------------------------------------------------
+void adamw(float* p, const float* g, float* m, float* v, i64 n, float lr, float beta1, float beta2, float eps,
+           float wd, float bias1, float bias2, cudaStream_t s);  // bias1 = 1 − β1^t, bias2 = 1 − β2^t
+void sgd(float* p, const float* g, float* buf, i64 n, float lr, float momentum, float wd, bool nesterov,
+         bool first_step, cudaStream_t s);
+void lion(float* p, const float* g, float* m, i64 n, float lr, float beta1, float beta2, float wd, cudaStream_t s);
+// out[0] += Σ x²; `partial` holds kSumPartials floats. Deterministic (two passes, fixed order).
+inline constexpr int kSumPartials = 1024;
+void sum_squares(float* out, const float* x, i64 n, float* partial, cudaStream_t s);
+
+// ---- attention.cu ---------------------------------------------------------------------------
+// q, out: [B, T, H, D]; k, v: [B, Tk, KV, D]; lse: [B, H, T]. window 0: none; q_offset: the
+// first query's position among the keys. slopes: H ALiBi slopes (device memory) or null.
+struct AttentionDims {
+  i64 B, T, Tk, H, KV, D;
+  bool causal;
+  int window;
+  int q_offset;
+  float scale;  // 1/sqrt(D)
+};
+// Largest head dim the tiled kernel takes.
+inline constexpr int kAttentionMaxHeadDim = 128;
+void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v, const float* slopes,
+                       const AttentionDims& d, cudaStream_t s);
+// delta: [B, H, T] scratch (rowsum(dout · out)); dq, dk, dv written.
+void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
+                        const float* v, const float* out, const float* lse, const float* slopes, float* delta,
+                        const AttentionDims& d, cudaStream_t s);
+
+}  // namespace llmtk::cuda::kernels

@@ -1,0 +1,186 @@
+// matmul_forward / matmul_backward on cuBLASLt. The row-major contract maps to column-major
+// cuBLASLt as D(m×n) = op(A)·op(B): a row-major [R, C] matrix is a column-major C×R one.
+//   y[N, O] = x·wᵀ + b   → D = yᵀ (O×N):  A = w (I×O, transposed), B = x (I×N);  bias epilogue
+//   dx[N, I] = dy·w      → D = dxᵀ (I×N): A = w (I×O),             B = dy (O×N)
+//   dw[O, I] += dyᵀ·x    → D = dwᵀ (I×O): A = x (I×N),             B = dy (O×N, transposed); beta 1
+// fp32: CUBLAS_COMPUTE_32F (no TF32). bf16 precision: the two inputs are rounded to bf16 in
+// scratch and multiplied with f32 accumulation into the f32 output, as on the CPU backend.
+// (A scratch slot holds either bf16 or f32 copies; each product converts before it runs.)
+// db is a deterministic column sum (cuBLASLt's BGRADB epilogue writes; the contract adds).
+#include <map>
+#include <tuple>
+
+#include "cuda.hpp"
+
+namespace llmtk::cuda {
+
+namespace {
+
+using i64 = std::int64_t;
+
+// Largest power of two (≤ 256) dividing the address: the alignment cuBLASLt may assume.
+std::uint32_t alignment_of(const void* p) {
+  const auto a = reinterpret_cast<std::uintptr_t>(p);
+  std::uint32_t al = 256;
+  while (al > 1 && a % al != 0) al /= 2;
+  return al;
+}
+
+struct Plan {
+  cublasLtMatmulDesc_t desc = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+  cublasLtMatmulAlgo_t algo{};
+  bool algo_found = false;
+};
+// m, n, k, transa, transb, bf16 inputs, bias, accumulate, alignments of A, B, C, bias
+using PlanKey = std::tuple<i64, i64, i64, bool, bool, bool, bool, bool, std::uint32_t, std::uint32_t, std::uint32_t,
+                           std::uint32_t>;
+
+// The plan for `key`, or null when cuBLASLt has no algorithm for it (remembered too).
+const Plan* plan_for(const char* op, const PlanKey& key) {
+  static std::map<PlanKey, Plan> plans;  // one per shape: a training step reuses a few dozen
+  if (auto it = plans.find(key); it != plans.end()) return it->second.algo_found ? &it->second : nullptr;
+  const auto [m, n, k, ta, tb, bf16, bias, accumulate, al_a, al_b, al_c, al_bias] = key;
+  (void)accumulate;
+  const cudaDataType ab = bf16 ? CUDA_R_16BF : CUDA_R_32F;
+  Plan p;
+  LLMTK_CUBLAS_CHECK(op, cublasLtMatmulDescCreate(&p.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  const cublasOperation_t opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
+  LLMTK_CUBLAS_CHECK(op, cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa));
+  LLMTK_CUBLAS_CHECK(op, cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb));
+  const cublasLtEpilogue_t epilogue = bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
+  LLMTK_CUBLAS_CHECK(op, cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof epilogue));
+  if (bias) {
+    const cudaDataType bias_type = CUDA_R_32F;
+    LLMTK_CUBLAS_CHECK(op, cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type,
+                                                          sizeof bias_type));
+  }
+  // Stored shapes (before op): A is m×k or k×m, B is k×n or n×k, C is m×n; leading dim = rows.
+  const std::uint64_t ar = ta ? std::uint64_t(k) : std::uint64_t(m), ac = ta ? std::uint64_t(m) : std::uint64_t(k);
+  const std::uint64_t br = tb ? std::uint64_t(n) : std::uint64_t(k), bc = tb ? std::uint64_t(k) : std::uint64_t(n);
+  LLMTK_CUBLAS_CHECK(op, cublasLtMatrixLayoutCreate(&p.a, ab, ar, ac, std::int64_t(ar)));
+  LLMTK_CUBLAS_CHECK(op, cublasLtMatrixLayoutCreate(&p.b, ab, br, bc, std::int64_t(br)));
+  LLMTK_CUBLAS_CHECK(op, cublasLtMatrixLayoutCreate(&p.c, CUDA_R_32F, std::uint64_t(m), std::uint64_t(n), m));
+
+  cublasLtMatmulPreference_t pref = nullptr;
+  LLMTK_CUBLAS_CHECK(op, cublasLtMatmulPreferenceCreate(&pref));
+  const std::uint64_t ws = context().workspace_bytes;
+  LLMTK_CUBLAS_CHECK(op, cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
+  LLMTK_CUBLAS_CHECK(op, cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al_a, sizeof al_a));
+  LLMTK_CUBLAS_CHECK(op, cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al_b, sizeof al_b));
+  LLMTK_CUBLAS_CHECK(op, cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_c, sizeof al_c));
+  LLMTK_CUBLAS_CHECK(op, cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_c, sizeof al_c));
+  (void)al_bias;
+  cublasLtMatmulHeuristicResult_t result{};
+  int found = 0;
+  LLMTK_CUBLAS_CHECK(op, cublasLtMatmulAlgoGetHeuristic(context().lt, p.desc, p.a, p.b, p.c, p.c, pref, 1, &result, &found));
+  cublasLtMatmulPreferenceDestroy(pref);
+  p.algo = result.algo;
+  p.algo_found = found > 0;
+  Plan& kept = plans.emplace(key, p).first->second;
+  return kept.algo_found ? &kept : nullptr;
+}
+
+void run(const char* op, const Plan& p, const void* A, const void* B, float* D, float beta, const float* bias) {
+  if (bias)
+    LLMTK_CUBLAS_CHECK(op, cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+  const float alpha = 1.0f;
+  const Context& c = context();
+  LLMTK_CUBLAS_CHECK(op, cublasLtMatmul(c.lt, p.desc, &alpha, A, p.a, B, p.b, &beta, D, p.c, D, p.c, &p.algo,
+                                        c.workspace, c.workspace_bytes, c.stream));
+}
+
+// A product's input: device memory holding f32 or bf16 values, n elements.
+struct Operand {
+  const void* p;
+  bool half;
+  i64 n;
+};
+Operand operand(const TensorRef& t) { return {t.data, t.dtype == DType::bf16, t.numel()}; }
+
+// D(m×n, f32, ld m) = op(A)·op(B) + beta·D (+ bias[m]). With bf16 precision, or when an input is
+// already bf16, the product has bf16 inputs (f32 ones are rounded into scratch first) and f32
+// accumulation; where cuBLASLt has no bf16 algorithm for the shape, the inputs are rounded to
+// bf16 values kept in f32 and multiplied in f32 (same result).
+void gemm(const char* op, bool ta, bool tb, i64 m, i64 n, i64 k, Operand A, Operand B, float* D, float beta,
+          const float* bias) {
+  if (m == 0 || n == 0) return;
+  auto key = [&](bool bf16, const void* a, const void* b) {
+    return PlanKey{m, n, k, ta, tb, bf16, bias != nullptr, beta != 0.0f, alignment_of(a), alignment_of(b),
+                   alignment_of(D), alignment_of(bias)};
+  };
+  if (ops::matmul_precision() == DType::bf16 || A.half || B.half) {
+    const auto* a16 = A.half ? static_cast<const std::uint16_t*>(A.p)
+                             : scratch_as<std::uint16_t>(Scratch::matmul_a, std::size_t(A.n));
+    const auto* b16 = B.half ? static_cast<const std::uint16_t*>(B.p)
+                             : scratch_as<std::uint16_t>(Scratch::matmul_b, std::size_t(B.n));
+    if (const Plan* p = plan_for(op, key(true, a16, b16))) {
+      if (!A.half) kernels::to_bf16(const_cast<std::uint16_t*>(a16), static_cast<const float*>(A.p), A.n, stream());
+      if (!B.half) kernels::to_bf16(const_cast<std::uint16_t*>(b16), static_cast<const float*>(B.p), B.n, stream());
+      return run(op, *p, a16, b16, D, beta, bias);
+    }
+    auto* a32 = scratch_as<float>(Scratch::matmul_a, std::size_t(A.n));
+    auto* b32 = scratch_as<float>(Scratch::matmul_b, std::size_t(B.n));
+    if (A.half) kernels::from_bf16(a32, static_cast<const std::uint16_t*>(A.p), A.n, stream());
+    else kernels::round_to_bf16(a32, static_cast<const float*>(A.p), A.n, stream());
+    if (B.half) kernels::from_bf16(b32, static_cast<const std::uint16_t*>(B.p), B.n, stream());
+    else kernels::round_to_bf16(b32, static_cast<const float*>(B.p), B.n, stream());
+    A = {a32, false, A.n}, B = {b32, false, B.n};
+  }
+  const Plan* p = plan_for(op, key(false, A.p, B.p));
+  LLMTK_CHECK(p != nullptr, op, "cuBLASLt has no f32 algorithm for m = ", m, ", n = ", n, ", k = ", k);
+  run(op, *p, A.p, B.p, D, beta, bias);
+}
+
+}  // namespace
+
+void matmul_forward(TensorRef y, TensorRef x, TensorRef w, TensorRef b) {
+  const char* op = "matmul_forward";
+  expect_f32(op, "y", y), expect_f32_or_bf16(op, "x", x), expect_f32_or_bf16(op, "w", w);
+  const i64 N = x.rows(), I = x.size(-1), O = w.size(0);
+  LLMTK_CHECK(w.rank == 2 && w.size(1) == I, op, "w ", w.shape_str(), " must be [O, I] with I = ", I, " (x is ",
+              x.shape_str(), ")");
+  LLMTK_CHECK(y.rows() == N && y.size(-1) == O, op, "y ", y.shape_str(), " must be [", N, ", ", O, "]");
+  if (b) {
+    expect_f32(op, "b", b);
+    LLMTK_CHECK(b.numel() == O, op, "b has ", b.numel(), " elements, expected ", O);
+  }
+  if (I == 0) {  // an empty sum: y = b (or 0)
+    kernels::scale(y.f32(), y.f32(), 0.0f, y.numel(), stream());
+    if (b) kernels::positions_forward(y.f32(), y.f32(), b.f32(), 1, N, O, 0, stream());
+    return finish_op(op);
+  }
+  gemm(op, true, false, O, N, I, operand(w), operand(x), y.f32(), 0.0f, b ? b.f32() : nullptr);
+  finish_op(op);
+}
+
+void matmul_backward(TensorRef dx, TensorRef dw, TensorRef db, TensorRef dy, TensorRef x, TensorRef w) {
+  const char* op = "matmul_backward";
+  expect_f32(op, "dy", dy), expect_f32_or_bf16(op, "x", x), expect_f32_or_bf16(op, "w", w);
+  const i64 N = x.rows(), I = x.size(-1), O = w.size(0);
+  LLMTK_CHECK(dy.rows() == N && dy.size(-1) == O, op, "dy ", dy.shape_str(), " must be [", N, ", ", O, "]");
+  if (dx) {
+    expect_f32(op, "dx", dx);
+    LLMTK_CHECK(dx.rows() == N && dx.size(-1) == I, op, "dx ", dx.shape_str(), " must be [", N, ", ", I, "]");
+  }
+  if (dw) {
+    expect_f32(op, "dw", dw);
+    LLMTK_CHECK(dw.numel() == O * I, op, "dw must be [", O, ", ", I, "]");
+  }
+  if (db) {
+    expect_f32(op, "db", db);
+    LLMTK_CHECK(db.numel() == O, op, "db must have ", O, " elements");
+  }
+  if (dx) {
+    if (O == 0) kernels::scale(dx.f32(), dx.f32(), 0.0f, dx.numel(), stream());
+    else gemm(op, false, false, I, N, O, operand(w), operand(dy), dx.f32(), 0.0f, nullptr);
+  }
+  if (dw && N > 0) gemm(op, false, true, I, O, N, operand(x), operand(dy), dw.f32(), 1.0f, nullptr);
+  if (db && N > 0) {
+    auto* partial = scratch_as<float>(Scratch::partials, std::size_t(kernels::column_sum_scratch(N, O)));
+    kernels::column_sum(db.f32(), dy.f32(), N, O, partial, stream());
+  }
+  finish_op(op);
+}
+
+}  // namespace llmtk::cuda

@@ -1,0 +1,183 @@
+// LayerNorm and RMSNorm, forward and backward, and the deterministic column sums that give
+// their dw/db (and the matmul bias gradient). One warp per row; statistics in f32 with a
+// two-pass variance. Parameter gradients accumulate (+=), dx is written.
+#include "check.hpp"
+#include "kernels.hpp"
+
+namespace llmtk::cuda::kernels {
+
+namespace {
+
+constexpr int kRowsPerBlock = 8;  // warps per block, one row each
+
+__device__ float warp_sum(float v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+unsigned row_blocks(i64 N) { return static_cast<unsigned>((N + kRowsPerBlock - 1) / kRowsPerBlock); }
+
+__global__ void layernorm_forward_kernel(float* y, float* mean, float* rstd, const float* x, const float* w,
+                                         const float* b, i64 N, i64 C, float eps) {
+  const i64 row = i64(blockIdx.x) * kRowsPerBlock + threadIdx.y;
+  if (row >= N) return;
+  const int lane = threadIdx.x;
+  const float* xr = x + row * C;
+  float s = 0.0f;
+  for (i64 c = lane; c < C; c += 32) s += xr[c];
+  const float m = warp_sum(s) / float(C);
+  float v = 0.0f;
+  for (i64 c = lane; c < C; c += 32) {
+    const float d = xr[c] - m;
+    v += d * d;
+  }
+  const float r = rsqrtf(warp_sum(v) / float(C) + eps);
+  float* yr = y + row * C;
+  for (i64 c = lane; c < C; c += 32) yr[c] = (xr[c] - m) * r * w[c] + (b ? b[c] : 0.0f);
+  if (lane == 0) mean[row] = m, rstd[row] = r;
+}
+
+// dx = rstd · (g − mean(g) − x̂ · mean(g · x̂)), g = dy · w, x̂ = (x − mean) · rstd
+__global__ void layernorm_backward_dx_kernel(float* dx, const float* dy, const float* x, const float* w,
+                                             const float* mean, const float* rstd, i64 N, i64 C) {
+  const i64 row = i64(blockIdx.x) * kRowsPerBlock + threadIdx.y;
+  if (row >= N) return;
+  const int lane = threadIdx.x;
+  const float* xr = x + row * C;
+  const float* dyr = dy + row * C;
+  const float m = mean[row], r = rstd[row];
+  float sg = 0.0f, sgx = 0.0f;
+  for (i64 c = lane; c < C; c += 32) {
+    const float g = dyr[c] * w[c];
+    sg += g, sgx += g * (xr[c] - m) * r;
+  }
+  const float mg = warp_sum(sg) / float(C), mgx = warp_sum(sgx) / float(C);
+  float* dxr = dx + row * C;
+  for (i64 c = lane; c < C; c += 32) {
+    const float g = dyr[c] * w[c];
+    dxr[c] = r * (g - mg - (xr[c] - m) * r * mgx);
+  }
+}
+
+__global__ void rmsnorm_forward_kernel(float* y, float* rstd, const float* x, const float* w, i64 N, i64 C,
+                                       float eps) {
+  const i64 row = i64(blockIdx.x) * kRowsPerBlock + threadIdx.y;
+  if (row >= N) return;
+  const int lane = threadIdx.x;
+  const float* xr = x + row * C;
+  float s = 0.0f;
+  for (i64 c = lane; c < C; c += 32) s += xr[c] * xr[c];
+  const float r = rsqrtf(warp_sum(s) / float(C) + eps);
+  float* yr = y + row * C;
+  for (i64 c = lane; c < C; c += 32) yr[c] = xr[c] * r * w[c];
+  if (lane == 0) rstd[row] = r;
+}
+
+// dx = rstd · (g − x · rstd² · mean(g · x)), g = dy · w
+__global__ void rmsnorm_backward_dx_kernel(float* dx, const float* dy, const float* x, const float* w,
+                                           const float* rstd, i64 N, i64 C) {
+  const i64 row = i64(blockIdx.x) * kRowsPerBlock + threadIdx.y;
+  if (row >= N) return;
+  const int lane = threadIdx.x;
+  const float* xr = x + row * C;
+  const float* dyr = dy + row * C;
+  const float r = rstd[row];
+  float sgx = 0.0f;
+  for (i64 c = lane; c < C; c += 32) sgx += dyr[c] * w[c] * xr[c];
+  const float k = r * r * warp_sum(sgx) / float(C);
+  float* dxr = dx + row * C;
+  for (i64 c = lane; c < C; c += 32) dxr[c] = r * (dyr[c] * w[c] - xr[c] * k);
+}
+
+// Column sums: block (column tile of 32, row group g) sums rows [g·R, (g+1)·R) of 32 columns
+// with 8 row lanes, reduces the lanes in a fixed order and writes partial[g, c]; a second kernel
+// adds the G partials of each column in order. No atomics: the result is the same every run.
+constexpr int kColLanes = 8;
+constexpr i64 kMaxGroups = 512;
+i64 groups_for(i64 N) {
+  const i64 g = (N + 63) / 64;
+  return g < 1 ? 1 : (g > kMaxGroups ? kMaxGroups : g);
+}
+
+enum class ColTerm { plain, layernorm, rmsnorm };
+
+template <ColTerm K>
+__global__ void column_partial_kernel(float* partial, const float* a, const float* x, const float* mean,
+                                      const float* rstd, i64 N, i64 C, i64 rows_per_group) {
+  __shared__ float acc[kColLanes][33];
+  const i64 c = i64(blockIdx.x) * 32 + threadIdx.x;
+  const i64 r0 = i64(blockIdx.y) * rows_per_group;
+  const i64 r1 = r0 + rows_per_group < N ? r0 + rows_per_group : N;
+  float s = 0.0f;
+  if (c < C)
+    for (i64 r = r0 + threadIdx.y; r < r1; r += kColLanes) {
+      const i64 i = r * C + c;
+      if constexpr (K == ColTerm::plain) s += a[i];
+      else if constexpr (K == ColTerm::layernorm) s += a[i] * (x[i] - mean[r]) * rstd[r];
+      else s += a[i] * x[i] * rstd[r];
+    }
+  acc[threadIdx.y][threadIdx.x] = s;
+  __syncthreads();
+  if (threadIdx.y == 0 && c < C) {
+    float t = 0.0f;
+    for (int l = 0; l < kColLanes; ++l) t += acc[l][threadIdx.x];
+    partial[i64(blockIdx.y) * C + c] = t;
+  }
+}
+
+__global__ void column_finish_kernel(float* out, const float* partial, i64 groups, i64 C) {
+  const i64 c = i64(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (c >= C) return;
+  float t = 0.0f;
+  for (i64 g = 0; g < groups; ++g) t += partial[g * C + c];
+  out[c] += t;
+}
+
+template <ColTerm K>
+void column_sum_any(float* out, const float* a, const float* x, const float* mean, const float* rstd, i64 N, i64 C,
+                    float* partial, cudaStream_t s) {
+  if (N == 0 || C == 0) return;
+  const i64 groups = groups_for(N), rows_per_group = (N + groups - 1) / groups;
+  const dim3 grid(static_cast<unsigned>((C + 31) / 32), static_cast<unsigned>(groups));
+  column_partial_kernel<K><<<grid, dim3(32, kColLanes), 0, s>>>(partial, a, x, mean, rstd, N, C, rows_per_group);
+  LLMTK_CUDA_LAUNCHED("column_sum");
+  column_finish_kernel<<<static_cast<unsigned>((C + 255) / 256), 256, 0, s>>>(out, partial, groups, C);
+  LLMTK_CUDA_LAUNCHED("column_sum");
+}
+
+}  // namespace
+
+void layernorm_forward(float* y, float* mean, float* rstd, const float* x, const float* w, const float* b, i64 N,
+                       i64 C, float eps, cudaStream_t s) {
+  if (N == 0) return;
+  layernorm_forward_kernel<<<row_blocks(N), dim3(32, kRowsPerBlock), 0, s>>>(y, mean, rstd, x, w, b, N, C, eps);
+  LLMTK_CUDA_LAUNCHED("layernorm_forward");
+}
+void layernorm_backward_dx(float* dx, const float* dy, const float* x, const float* w, const float* mean,
+                           const float* rstd, i64 N, i64 C, cudaStream_t s) {
+  if (N == 0) return;
+  layernorm_backward_dx_kernel<<<row_blocks(N), dim3(32, kRowsPerBlock), 0, s>>>(dx, dy, x, w, mean, rstd, N, C);
+  LLMTK_CUDA_LAUNCHED("layernorm_backward");
+}
+void rmsnorm_forward(float* y, float* rstd, const float* x, const float* w, i64 N, i64 C, float eps, cudaStream_t s) {
+  if (N == 0) return;
+  rmsnorm_forward_kernel<<<row_blocks(N), dim3(32, kRowsPerBlock), 0, s>>>(y, rstd, x, w, N, C, eps);
+  LLMTK_CUDA_LAUNCHED("rmsnorm_forward");
+}
+void rmsnorm_backward_dx(float* dx, const float* dy, const float* x, const float* w, const float* rstd, i64 N, i64 C,
+                         cudaStream_t s) {
+  if (N == 0) return;
+  rmsnorm_backward_dx_kernel<<<row_blocks(N), dim3(32, kRowsPerBlock), 0, s>>>(dx, dy, x, w, rstd, N, C);
+  LLMTK_CUDA_LAUNCHED("rmsnorm_backward");
+}
+
+i64 column_sum_scratch(i64 N, i64 C) { return groups_for(N) * C; }
+void column_sum(float* out, const float* a, i64 N, i64 C, float* partial, cudaStream_t s) {
+  column_sum_any<ColTerm::plain>(out, a, nullptr, nullptr, nullptr, N, C, partial, s);
+}
+void column_sum_normed(float* out, const float* dy, const float* x, const float* mean, const float* rstd, i64 N, i64 C,
+                       float* partial, cudaStream_t s) {
+  if (mean) column_sum_any<ColTerm::layernorm>(out, dy, x, mean, rstd, N, C, partial, s);
+  else column_sum_any<ColTerm::rmsnorm>(out, dy, x, nullptr, rstd, N, C, partial, s);
+}
+
+}  // namespace llmtk::cuda::kernels

@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# The CUDA backend on a GPU machine, in one run (must finish inside 8 minutes): build llmtk with
+# CUDA for this GPU, run the CUDA tests, then time training steps of GPT-2 124M and a Llama-style
+# model of similar size (bf16, batch 16 x seq 1024) next to PyTorch (eager with
+# F.scaled_dot_product_attention, then torch.compile) on the same GPU, and write
+# benchmarks/results/cuda.{md,json}.
+#   benchmarks/cuda/run.sh [--no-build] [--no-tests] [--no-compile]
+# LLMTK_PREFIX: a prefix holding the build dependencies this machine lacks (see docs/cuda.md).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+build=1 tests=1 compile=1
+for arg in "$@"; do
+  case $arg in
+    --no-build) build=0 ;;
+    --no-tests) tests=0 ;;
+    --no-compile) compile=0 ;;
+    *) echo "unknown argument $arg" >&2; exit 2 ;;
+  esac
+done
+t_start=$SECONDS
+say() { printf '[%4ds] %s\n' $((SECONDS - t_start)) "$*"; }
+
+# ---- what this needs, checked up front with names ---------------------------------------------
+command -v nvidia-smi > /dev/null || { echo "run.sh: nvidia-smi not found: this script is for a machine with an NVIDIA GPU" >&2; exit 1; }
+gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
+cc=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d .)
+say "GPU: $gpu (sm_$cc)"
+py=python3
+$py -c "import torch; assert torch.cuda.is_available()" 2> /dev/null ||
+  { echo "run.sh: python3 has no PyTorch with CUDA (the peer); set PATH so python3 is the one with torch" >&2; exit 1; }
+if ((build)); then
+  missing=()
+  for tool in cmake ninja nvcc; do command -v $tool > /dev/null || missing+=("$tool (program)"); done
+  # Headers and libraries the project builds against (Debian package in parentheses).
+  prefixes=(/usr/include /usr/local/include ${LLMTK_PREFIX:+$LLMTK_PREFIX/include} ${LLMTK_PREFIX:+$LLMTK_PREFIX/usr/include})
+  have_header() { for p in "${prefixes[@]}"; do [[ -e $p/$1 ]] && return 0; done; return 1; }
+  for pair in "fmt/core.h:libfmt-dev" "CLI/CLI.hpp:libcli11-dev" "nlohmann/json.hpp:nlohmann-json3-dev" \
+              "toml++/toml.hpp:libtomlplusplus-dev" "catch2/catch.hpp:catch2 (v2)" "oneapi/dnnl/dnnl.hpp:libdnnl-dev" \
+              "CL/cl.h:opencl-headers / ocl-icd-opencl-dev" "pcre2.h:libpcre2-dev" "utf8proc.h:libutf8proc-dev" \
+              "cudnn.h:cuDNN 9 headers" "cublasLt.h:cuBLAS headers"; do
+    have_header "${pair%%:*}" || [[ -e /usr/local/cuda/include/${pair%%:*} ]] || missing+=("${pair%%:*} (${pair#*:})")
+  done
+  command -v pkg-config > /dev/null || missing+=("pkg-config (program)")
+  if ((${#missing[@]})); then
+    echo "run.sh: cannot build here; missing:" >&2
+    printf '  %s\n' "${missing[@]}" >&2
+    echo "Carry them as a prefix (LLMTK_PREFIX=..., see docs/cuda.md) or carry a build made elsewhere and use --no-build." >&2
+    exit 1
+  fi
+  say "configure and build (sm_$cc)"
+  cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DLLMTK_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="$cc" \
+        -DLLMTK_BENCHMARKS=OFF ${LLMTK_PREFIX:+-DCMAKE_PREFIX_PATH=$LLMTK_PREFIX} > build-gpu.log 2>&1 ||
+    { tail -30 build-gpu.log >&2; exit 1; }
+  cmake --build build-gpu -j"$(nproc)" --target llmtk test_cuda >> build-gpu.log 2>&1 || { tail -40 build-gpu.log >&2; exit 1; }
+fi
+bin=build-gpu/bin
+[[ -x $bin/llmtk ]] || { echo "run.sh: $bin/llmtk is missing (build first, or drop --no-build)" >&2; exit 1; }
+
+# ---- tests -----------------------------------------------------------------------------------
+if ((tests)); then
+  for tag in ops models train; do
+    say "test_cuda [$tag]"
+    timeout 180 "$bin/test_cuda" "[$tag]" 2>&1 | tail -15 || echo "test_cuda [$tag] FAILED (continuing to the benchmark)"
+  done
+fi
+
+# ---- benchmark ---------------------------------------------------------------------------------
+llama_sets=(--set model.d_model=768 --set model.n_layers=12 --set model.n_heads=12 --set model.n_kv_heads=4
+            --set model.d_ff=2048 --set model.vocab=50257 --set model.max_seq=1024)
+rows_file=$(mktemp)
+for arch in gpt2 llama-124m; do
+  if [[ $arch == gpt2 ]]; then ours_args=(--arch gpt2); else ours_args=(--arch llama-tiny "${llama_sets[@]}"); fi
+  say "llmtk bench step $arch"
+  ours=$(timeout 240 "$bin/llmtk" bench step "${ours_args[@]}" --device cuda --precision bf16 --batch 16 --seq 1024 \
+         --steps 10 --warmup 2 --json || echo '{"error": "llmtk failed"}')
+  echo "$ours"
+  say "PyTorch eager $arch"
+  eager=$(timeout 180 $py benchmarks/cuda/torch_gpu_step.py --arch "$arch" || echo '{"error": "eager failed"}')
+  echo "$eager"
+  compiled='{"error": "skipped"}'
+  if ((compile)); then
+    say "PyTorch torch.compile $arch"
+    compiled=$(timeout 240 $py benchmarks/cuda/torch_gpu_step.py --arch "$arch" --compile 2> /dev/null | tail -1 ||
+               echo '{"error": "torch.compile failed or ran out of time"}')
+    echo "$compiled"
+  fi
+  printf '%s\t%s\t%s\t%s\n' "$arch" "$ours" "$eager" "$compiled" >> "$rows_file"
+done
+
+# The largest batch that fits (GPT-2 124M, seq 1024), llmtk only: the first of these that runs.
+big='{"error": "none of batch 48, 32, 24 fit"}'
+for batch in 48 32 24; do
+  say "llmtk bench step gpt2 batch $batch"
+  if out=$(timeout 120 "$bin/llmtk" bench step --arch gpt2 --device cuda --precision bf16 --batch "$batch" --seq 1024 \
+           --steps 5 --warmup 1 --json 2> /dev/null); then
+    big=$out
+    break
+  fi
+done
+echo "$big"
+
+mkdir -p benchmarks/results
+$py - "$gpu" "$rows_file" "$big" <<'PY'
+import json, sys
+gpu, rows_file, big = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+# Dense bf16 tensor-core peaks (datasheet) for MFU against the GPU, next to llmtk's measured one.
+PEAKS = {"H100 80GB HBM3": 989e12, "H100 SXM": 989e12, "H100 PCIe": 756e12, "H200": 989e12, "A100": 312e12}
+spec = next((v for k, v in PEAKS.items() if k in gpu), None)
+rows = []
+for line in open(rows_file):
+    arch, *parts = line.rstrip("\n").split("\t")
+    ours, eager, comp = (json.loads(p) for p in parts)
+    row = {"arch": arch, "llmtk": ours, "pytorch_eager": eager, "pytorch_compile": comp}
+    if "tokens_per_s" in ours:
+        for k, peer in (("vs_eager", eager), ("vs_compile", comp)):
+            if "tokens_per_s" in peer:
+                row[k] = ours["tokens_per_s"] / peer["tokens_per_s"]
+        if spec:
+            row["mfu_vs_datasheet"] = ours["flops_per_token"] * ours["tokens_per_s"] / spec
+    rows.append(row)
+json.dump({"gpu": gpu, "datasheet_bf16_flops": spec, "rows": rows, "largest_batch": big},
+          open("benchmarks/results/cuda.json", "w"), indent=2)
+def tps(r):
+    return f"{r['tokens_per_s']:.0f}" if "tokens_per_s" in r else r.get("error", "?")
+md = [f"# Training step on the GPU, llmtk vs PyTorch\n\n{gpu}; bf16, batch 16 x seq 1024, AdamW; median of 10 timed steps after warm-up.\n",
+      "| model | llmtk tokens/s | llmtk MFU (datasheet) | PyTorch eager tokens/s | torch.compile tokens/s | llmtk / eager | llmtk / compile |",
+      "|---|---:|---:|---:|---:|---:|---:|"]
+for r in rows:
+    mfu = f"{100 * r['mfu_vs_datasheet']:.0f}%" if "mfu_vs_datasheet" in r else "?"
+    ve = f"{r['vs_eager']:.2f}x" if "vs_eager" in r else "?"
+    vc = f"{r['vs_compile']:.2f}x" if "vs_compile" in r else "?"
+    md.append(f"| {r['arch']} | {tps(r['llmtk'])} | {mfu} | {tps(r['pytorch_eager'])} | {tps(r['pytorch_compile'])} | {ve} | {vc} |")
+first = rows[0]["llmtk"] if rows else {}
+if "backend_info" in first:
+    md.append(f"\nllmtk: {first['backend_info']}; measured matmul peak {first['matmul_peak_gflops'] / 1e3:.0f} TFLOP/s "
+              f"(MFU against it: {100 * first['mfu']:.0f}% for {rows[0]['arch']}).")
+if "tokens_per_s" in big:
+    mfu = f", MFU {100 * big['flops_per_token'] * big['tokens_per_s'] / spec:.0f}% (datasheet)" if spec else ""
+    md.append(f"\nLargest batch tried that fits, GPT-2 124M x seq 1024: batch {big['batch']}, {big['tokens_per_s']:.0f} tokens/s{mfu}.")
+else:
+    md.append(f"\nLargest batch: {big.get('error', '?')}.")
+md.append("\nCommand: `benchmarks/cuda/run.sh`")
+open("benchmarks/results/cuda.md", "w").write("\n".join(md) + "\n")
+print("\n".join(md))
+PY
+say "done"

@@ -1,0 +1,336 @@
+// The op-by-op comparison shared by tests/test_backends.cpp (cpu) and tests/test_cuda.cpp: every
+// op of a backend against the reference backend on the same seeded inputs, odd sizes, GQA group
+// sizes 1/2/4/full, causal, sliding-window and ALiBi masks. The case table is generated from the
+// op list, so an op without a case fails to compile.
+#pragma once
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "core/memory.hpp"
+#include "core/rng.hpp"
+#include "ops/ops.hpp"
+
+using namespace llmtk;
+
+namespace op_cases {
+
+// The buffers one case produced, in order.
+struct Outputs {
+  std::vector<std::vector<float>> f;
+  std::vector<std::string> names;
+};
+
+// Inputs of one case: seeded, made on the host and placed in the active backend's memory (host,
+// or the GPU for cuda), so the same cases run on every backend.
+struct Case {
+  Rng rng{2024};
+  Outputs* out;
+  const DeviceMemory& mem = current_memory();
+  std::vector<void*> device_buffers;
+
+  Case() = default;
+  Case(const Case&) = delete;
+  Case& operator=(const Case&) = delete;
+  ~Case() {
+    for (void* p : device_buffers) mem.release(p);
+  }
+
+  TensorRef place(const void* host, DType t, std::initializer_list<std::int64_t> shape, std::size_t bytes) {
+    auto* p = mem.allocate(bytes, "test case");
+    device_buffers.push_back(p);
+    copy_bytes(p, mem.device, host, Device::host, bytes);
+    return TensorRef(p, t, shape, mem.device);
+  }
+  TensorRef make(std::initializer_list<std::int64_t> shape, double scale = 1.0, double offset = 0.0) {
+    std::int64_t n = 1;
+    for (auto e : shape) n *= e;
+    std::vector<float> v(static_cast<std::size_t>(n));
+    for (auto& x : v) x = float(offset + scale * rng.normal());
+    return place(v.data(), DType::f32, shape, v.size() * sizeof(float));
+  }
+  TensorRef ids(std::initializer_list<std::int64_t> shape, int vocab, bool some_ignored = false) {
+    std::int64_t n = 1;
+    for (auto e : shape) n *= e;
+    std::vector<std::int32_t> v(static_cast<std::size_t>(n));
+    for (auto& x : v) x = std::int32_t(rng.next() % std::uint64_t(vocab));
+    if (some_ignored) v[1] = -100;
+    return place(v.data(), DType::i32, shape, v.size() * sizeof(std::int32_t));
+  }
+  void keep(const char* name, TensorRef t) {
+    std::vector<float> host(static_cast<std::size_t>(t.numel()));
+    copy_bytes(host.data(), Device::host, t.data, t.device, t.bytes());
+    out->f.push_back(std::move(host));
+    out->names.emplace_back(name);
+  }
+};
+
+#define LLMTK_X(name, params, args) void case_##name(Case& c);
+LLMTK_OPS(LLMTK_X)
+#undef LLMTK_X
+
+void case_matmul_forward(Case& c) {
+  for (auto [N, I, O] : {std::tuple{33, 31, 17}, std::tuple{1, 64, 127}, std::tuple{64, 1, 5}}) {
+    auto x = c.make({N, I}), w = c.make({O, I}), b = c.make({O}), y = c.make({N, O});
+    ops::matmul_forward(y, x, w, b);
+    c.keep("y", y);
+    ops::matmul_forward(y, x, w, TensorRef{});
+    c.keep("y (no bias)", y);
+  }
+}
+void case_matmul_backward(Case& c) {
+  for (auto [N, I, O] : {std::tuple{33, 31, 17}, std::tuple{127, 16, 1}}) {
+    auto x = c.make({N, I}), w = c.make({O, I}), dy = c.make({N, O});
+    auto dx = c.make({N, I}), dw = c.make({O, I}), db = c.make({O});  // dw, db start non-zero: +=
+    ops::matmul_backward(dx, dw, db, dy, x, w);
+    c.keep("dx", dx), c.keep("dw", dw), c.keep("db", db);
+  }
+}
+void case_add_forward(Case& c) {
+  auto a = c.make({3, 37}), b = c.make({3, 37}), y = c.make({3, 37});
+  ops::add_forward(y, a, b);
+  c.keep("y", y);
+}
+void case_layernorm_forward(Case& c) {
+  auto x = c.make({31, 33}, 2.0, 0.5), w = c.make({33}), b = c.make({33}), y = c.make({31, 33}), m = c.make({31}), r = c.make({31});
+  ops::layernorm_forward(y, m, r, x, w, b, 1e-5f);
+  c.keep("y", y), c.keep("mean", m), c.keep("rstd", r);
+  ops::layernorm_forward(y, m, r, x, w, TensorRef{}, 1e-5f);
+  c.keep("y (no bias)", y);
+}
+void case_layernorm_backward(Case& c) {
+  auto x = c.make({31, 33}), w = c.make({33}), b = c.make({33}), y = c.make({31, 33}), m = c.make({31}), r = c.make({31});
+  ops::layernorm_forward(y, m, r, x, w, b, 1e-5f);
+  auto dy = c.make({31, 33}), dx = c.make({31, 33}), dw = c.make({33}), db = c.make({33});
+  ops::layernorm_backward(dx, dw, db, dy, x, w, m, r);
+  c.keep("dx", dx), c.keep("dw", dw), c.keep("db", db);
+}
+void case_rmsnorm_forward(Case& c) {
+  auto x = c.make({33, 127}), w = c.make({127}), y = c.make({33, 127}), r = c.make({33});
+  ops::rmsnorm_forward(y, r, x, w, 1e-5f);
+  c.keep("y", y), c.keep("rstd", r);
+}
+void case_rmsnorm_backward(Case& c) {
+  auto x = c.make({33, 127}), w = c.make({127}), y = c.make({33, 127}), r = c.make({33});
+  ops::rmsnorm_forward(y, r, x, w, 1e-5f);
+  auto dy = c.make({33, 127}), dx = c.make({33, 127}), dw = c.make({127});
+  ops::rmsnorm_backward(dx, dw, dy, x, w, r);
+  c.keep("dx", dx), c.keep("dw", dw);
+}
+void case_rope_forward(Case& c) {
+  auto x = c.make({2, 33, 3, 16}), y = c.make({2, 33, 3, 16});
+  ops::rope_forward(y, x, 10000.0f, 0);
+  c.keep("y", y);
+  ops::rope_forward(x, x, 500000.0f, 0);  // in place
+  c.keep("y in place", x);
+  ops::rope_forward(y, x, 10000.0f, 97);  // decoding at position 97
+  c.keep("y at pos0 97", y);
+}
+void case_rope_backward(Case& c) {
+  auto dy = c.make({2, 31, 2, 8}), dx = c.make({2, 31, 2, 8});
+  ops::rope_backward(dx, dy, 10000.0f, 0);
+  c.keep("dx", dx);
+}
+const AttentionMask kMasks[] = {{true, 0, false}, {true, 5, false}, {true, 0, true}, {true, 7, true}};
+void case_attention_forward(Case& c) {
+  for (int kv : {1, 2, 4}) {  // group sizes 4, 2, 1 (full MHA) over 4 query heads
+    for (const auto& m : kMasks) {
+      auto q = c.make({2, 33, 4, 16}), k = c.make({2, 33, kv, 16}), v = c.make({2, 33, kv, 16});
+      auto o = c.make({2, 33, 4, 16}), lse = c.make({2 * 4 * 33});
+      ops::attention_forward(o, lse, q, k, v, m);
+      c.keep("out", o), c.keep("lse", lse);
+      // Decoding: 3 new queries at positions 30..32 against all 33 keys.
+      auto q3 = c.make({2, 3, 4, 16}), o3 = c.make({2, 3, 4, 16}), lse3 = c.make({2 * 4 * 3});
+      AttentionMask dm = m;
+      dm.q_offset = 30;
+      ops::attention_forward(o3, lse3, q3, k, v, dm);
+      c.keep("out (q_offset 30)", o3), c.keep("lse (q_offset 30)", lse3);
+    }
+  }
+}
+// Several 64-row tiles (the cpu backend's tile size), partial last tiles, a head size that is not
+// a multiple of 16, and windows that cross tiles.
+const AttentionMask kLongMasks[] = {{true, 0, false}, {false, 0, false}, {true, 70, true}, {true, 3, false}};
+inline void long_attention_case(Case& c) {
+  for (const auto& m : kLongMasks) {
+    auto q = c.make({1, 131, 4, 24}), k = c.make({1, 131, 2, 24}), v = c.make({1, 131, 2, 24});
+    auto o = c.make({1, 131, 4, 24}), lse = c.make({4 * 131});
+    ops::attention_forward(o, lse, q, k, v, m);
+    c.keep("out (T 131)", o), c.keep("lse (T 131)", lse);
+    auto dout = c.make({1, 131, 4, 24}), dq = c.make({1, 131, 4, 24}), dk = c.make({1, 131, 2, 24}),
+         dv = c.make({1, 131, 2, 24});
+    ops::attention_backward(dq, dk, dv, dout, q, k, v, o, lse, m);
+    c.keep("dq (T 131)", dq), c.keep("dk (T 131)", dk), c.keep("dv (T 131)", dv);
+    if (!m.causal) continue;
+    auto q5 = c.make({1, 5, 4, 24}), o5 = c.make({1, 5, 4, 24}), lse5 = c.make({4 * 5});
+    AttentionMask dm = m;
+    dm.q_offset = 126;
+    ops::attention_forward(o5, lse5, q5, k, v, dm);
+    c.keep("out (T 131, q_offset 126)", o5);
+  }
+}
+void case_attention_backward(Case& c) {
+  long_attention_case(c);
+  for (int kv : {1, 2, 4}) {
+    for (const auto& m : kMasks) {
+      auto q = c.make({2, 31, 4, 8}), k = c.make({2, 31, kv, 8}), v = c.make({2, 31, kv, 8});
+      auto o = c.make({2, 31, 4, 8}), lse = c.make({2 * 4 * 31});
+      ops::attention_forward(o, lse, q, k, v, m);
+      auto dout = c.make({2, 31, 4, 8}), dq = c.make({2, 31, 4, 8}), dk = c.make({2, 31, kv, 8}), dv = c.make({2, 31, kv, 8});
+      ops::attention_backward(dq, dk, dv, dout, q, k, v, o, lse, m);
+      c.keep("dq", dq), c.keep("dk", dk), c.keep("dv", dv);
+    }
+  }
+}
+template <class F>
+void unary_case(Case& c, F f) {
+  auto x = c.make({7, 33}, 2.0), y = c.make({7, 33});
+  f(y, x);
+  c.keep("y", y);
+}
+template <class F>
+void unary_backward_case(Case& c, F f) {
+  auto x = c.make({7, 33}, 2.0), dy = c.make({7, 33}), dx = c.make({7, 33});
+  f(dx, dy, x);
+  c.keep("dx", dx);
+}
+void case_gelu_forward(Case& c) { unary_case(c, ops::gelu_forward); }
+void case_gelu_backward(Case& c) { unary_backward_case(c, ops::gelu_backward); }
+void case_relu_forward(Case& c) { unary_case(c, ops::relu_forward); }
+void case_relu_backward(Case& c) { unary_backward_case(c, ops::relu_backward); }
+void case_silu_forward(Case& c) { unary_case(c, ops::silu_forward); }
+void case_silu_backward(Case& c) { unary_backward_case(c, ops::silu_backward); }
+template <class F>
+void gated_case(Case& c, F f) {
+  auto g = c.make({5, 31}, 2.0), u = c.make({5, 31}), y = c.make({5, 31});
+  f(y, g, u);
+  c.keep("y", y);
+}
+template <class F>
+void gated_backward_case(Case& c, F f) {
+  auto g = c.make({5, 31}, 2.0), u = c.make({5, 31}), dy = c.make({5, 31}), dg = c.make({5, 31}), du = c.make({5, 31});
+  f(dg, du, dy, g, u);
+  c.keep("dgate", dg), c.keep("dup", du);
+}
+void case_swiglu_forward(Case& c) { gated_case(c, ops::swiglu_forward); }
+void case_swiglu_backward(Case& c) { gated_backward_case(c, ops::swiglu_backward); }
+void case_geglu_forward(Case& c) { gated_case(c, ops::geglu_forward); }
+void case_geglu_backward(Case& c) { gated_backward_case(c, ops::geglu_backward); }
+void case_embedding_forward(Case& c) {
+  auto table = c.make({11, 33}), y = c.make({3, 7, 33});
+  ops::embedding_forward(y, c.ids({3, 7}, 11), table);
+  c.keep("y", y);
+}
+void case_embedding_backward(Case& c) {
+  auto dtable = c.make({11, 33}), dy = c.make({3, 7, 33});
+  ops::embedding_backward(dtable, dy, c.ids({3, 7}, 11));
+  c.keep("dtable", dtable);
+}
+void case_positions_forward(Case& c) {
+  auto x = c.make({3, 7, 33}), table = c.make({9, 33}), y = c.make({3, 7, 33});
+  ops::positions_forward(y, x, table, 0);
+  c.keep("y", y);
+  ops::positions_forward(y, x, table, 2);  // decoding: positions 2 .. 8
+  c.keep("y", y);
+}
+void case_positions_backward(Case& c) {
+  auto dy = c.make({3, 7, 33}), dtable = c.make({9, 33});
+  ops::positions_backward(dtable, dy);
+  c.keep("dtable", dtable);
+}
+void case_sinusoidal_forward(Case& c) {
+  auto x = c.make({2, 65, 34}), y = c.make({2, 65, 34});
+  ops::sinusoidal_forward(y, x, 0);
+  c.keep("y", y);
+  ops::sinusoidal_forward(y, x, 7);
+  c.keep("y", y);
+}
+void case_cross_entropy_forward(Case& c) {
+  auto logits = c.make({33, 127}, 3.0), losses = c.make({33});
+  ops::cross_entropy_forward(losses, logits, c.ids({33}, 127, true), -100);
+  c.keep("losses", losses);
+}
+void case_cross_entropy_backward(Case& c) {
+  auto logits = c.make({33, 127}, 3.0), dlogits = c.make({33, 127});
+  ops::cross_entropy_backward(dlogits, logits, c.ids({33}, 127, true), 1.0f / 32, -100);
+  c.keep("dlogits", dlogits);
+}
+void case_adamw_step(Case& c) {
+  auto p = c.make({1001}), g = c.make({1001}), m = c.make({1001}, 0.1), v = c.make({1001}, 0.01, 0.05);
+  for (int step = 1; step <= 3; ++step)
+    ops::adamw_step(p, g, m, v, AdamWArgs{.lr = 1e-2f, .weight_decay = 0.1f, .step = step});
+  c.keep("param", p), c.keep("m", m), c.keep("v", v);
+}
+
+void case_sgd_step(Case& c) {
+  for (bool nesterov : {false, true}) {
+    auto p = c.make({1001}), g = c.make({1001}), buf = c.make({1001});
+    for (int step = 1; step <= 3; ++step)
+      ops::sgd_step(p, g, buf, SgdArgs{.lr = 1e-2f, .momentum = 0.9f, .weight_decay = 0.1f, .nesterov = nesterov, .step = step});
+    c.keep("param", p), c.keep("buf", buf);
+  }
+}
+void case_lion_step(Case& c) {
+  auto p = c.make({1001}), g = c.make({1001}), m = c.make({1001});
+  for (int step = 1; step <= 3; ++step) ops::lion_step(p, g, m, LionArgs{.lr = 1e-3f, .weight_decay = 0.1f});
+  c.keep("param", p), c.keep("m", m);
+}
+void case_sum_squares(Case& c) {
+  auto x = c.make({100003}), out = c.make({1});
+  ops::sum_squares(out, x);
+  c.keep("out", out);
+}
+void case_scale_forward(Case& c) {
+  auto x = c.make({1001}), y = c.make({1001});
+  ops::scale_forward(y, x, 0.37f);
+  c.keep("y", y);
+}
+
+struct OpCase {
+  std::string_view name;
+  void (*run)(Case&);
+};
+constexpr OpCase kCases[] = {
+#define LLMTK_X(name, params, args) {#name, &case_##name},
+    LLMTK_OPS(LLMTK_X)
+#undef LLMTK_X
+};
+static_assert(std::size(kCases) == ops::kOpCount);
+
+Outputs run_on(const char* backend, const OpCase& oc) {
+  ops::ScopedBackend scope(backend);
+  Outputs out;
+  Case c;
+  c.out = &out;
+  oc.run(c);
+  return out;
+}
+
+void compare_backend(const char* backend, double rel = 1e-4, double nmse_max = 1e-9,
+                     bool (*only)(std::string_view) = nullptr) {
+  for (const auto& oc : kCases) {
+    if (only && !only(oc.name)) continue;
+    DYNAMIC_SECTION(oc.name) {
+      const Outputs want = run_on("reference", oc), got = run_on(backend, oc);
+      REQUIRE(want.f.size() == got.f.size());
+      for (std::size_t k = 0; k < want.f.size(); ++k) {
+        double max_ref = 0, max_err = 0, err2 = 0, ref2 = 0;
+        for (std::size_t i = 0; i < want.f[k].size(); ++i) {
+          const double a = want.f[k][i], b = got.f[k][i];
+          max_ref = std::max(max_ref, std::abs(a));
+          max_err = std::max(max_err, std::abs(a - b));
+          err2 += (a - b) * (a - b), ref2 += a * a;
+        }
+        const double nmse = ref2 > 0 ? err2 / ref2 : err2;
+        INFO(oc.name << " " << want.names[k] << ": max error " << max_err << " (max |ref| " << max_ref << "), NMSE " << nmse);
+        CHECK(max_err <= rel * max_ref + 1e-5);
+        CHECK(nmse <= nmse_max);
+      }
+    }
+  }
+}
+
+}  // namespace op_cases

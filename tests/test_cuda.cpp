@@ -1,0 +1,292 @@
+// The CUDA backend on a GPU: every op against the reference backend (fp32 and bf16 tolerances),
+// the golden models against PyTorch, whole-model gradients against the reference backend for
+// every composition, determinism, and 50 training steps against the cpu backend. Without a usable
+// GPU (or in a build without CUDA) the executable prints "SKIPPED: ..." and exits 77, which CTest
+// reports as skipped.
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <functional>
+#include <memory>
+#include <nlohmann/json.hpp>
+
+#include "dsl/block.hpp"
+#include "dsl/decoder_lm.hpp"
+#include "dsl/repeat.hpp"
+#include "layers/attention.hpp"
+#include "layers/embedding.hpp"
+#include "layers/glu.hpp"
+#include "layers/layernorm.hpp"
+#include "layers/mlp.hpp"
+#include "layers/rmsnorm.hpp"
+#include "models/registry.hpp"
+#include "op_cases.hpp"
+#include "train/optimizer.hpp"
+
+namespace {
+
+const bool skip_without_gpu = [] {
+  const std::string why = ops::backend_unavailable("cuda");
+  if (!why.empty()) {
+    std::printf("SKIPPED: %s; the CUDA tests need an NVIDIA GPU (sm_80 or newer)\n", why.c_str());
+    std::fflush(stdout);
+    std::exit(77);
+  }
+  return false;
+}();
+
+struct Precision {
+  explicit Precision(DType t) { ops::set_matmul_precision(t); }
+  ~Precision() { ops::set_matmul_precision(DType::f32); }
+};
+
+// max |a − b| ≤ atol + rtol · max |b|
+void expect_close(const std::string& what, const std::vector<float>& got, const std::vector<float>& want, double atol,
+                  double rtol) {
+  REQUIRE(got.size() == want.size());
+  double max_ref = 0, max_err = 0;
+  for (std::size_t i = 0; i < want.size(); ++i) {
+    max_ref = std::max(max_ref, std::abs(double(want[i])));
+    max_err = std::max(max_err, std::abs(double(got[i]) - double(want[i])));
+  }
+  INFO(what << ": max error " << max_err << " with max |reference| " << max_ref);
+  CHECK(max_err <= atol + rtol * max_ref);
+}
+
+std::vector<float> read_all(const Arena& a, int id) {
+  std::vector<float> v(std::size_t(a.entries()[std::size_t(id)].numel));
+  a.read(id, v.data());
+  return v;
+}
+
+}  // namespace
+
+// ---- ops -------------------------------------------------------------------------------------
+
+TEST_CASE("cuda backend matches the reference backend op by op (fp32)", "[ops]") {
+  std::printf("cuda backend: %s\n", ops::find_backend("cuda")->info().c_str());
+  op_cases::compare_backend("cuda", 1e-4, 1e-8);
+}
+
+TEST_CASE("cuda backend with bf16 matmuls stays within bf16 tolerance of the reference", "[ops][bf16]") {
+  Precision bf16(DType::bf16);
+  op_cases::compare_backend("cuda", 2e-2, 1e-4, [](std::string_view op) { return op.starts_with("matmul"); });
+}
+
+TEST_CASE("cuda attention with bf16 precision (cuDNN where it applies) stays within bf16 tolerance", "[ops][bf16]") {
+  Precision bf16(DType::bf16);
+  op_cases::compare_backend("cuda", 3e-2, 1e-3, [](std::string_view op) { return op.starts_with("attention"); });
+}
+
+TEST_CASE("cuda attention at model sizes: T = 127 and 256, D = 64, GQA, every mask", "[ops]") {
+  const AttentionMask masks[] = {{true, 0, false, 0}, {true, 50, false, 0}, {true, 0, true, 0}};
+  for (DType precision : {DType::f32, DType::bf16}) {
+    for (std::int64_t T : {127, 256}) {
+      for (const auto& m : masks) {
+        INFO("T " << T << ", window " << m.window << ", alibi " << m.alibi << ", " << name_of(precision));
+        Precision p(precision);
+        auto run = [&](const char* backend) {
+          ops::ScopedBackend scope(backend);
+          op_cases::Outputs out;
+          op_cases::Case c;
+          c.out = &out;
+          auto q = c.make({2, T, 8, 64}), k = c.make({2, T, 2, 64}), v = c.make({2, T, 2, 64});
+          auto o = c.make({2, T, 8, 64}), lse = c.make({2 * 8 * T});
+          ops::attention_forward(o, lse, q, k, v, m);
+          auto dout = c.make({2, T, 8, 64}), dq = c.make({2, T, 8, 64}), dk = c.make({2, T, 2, 64}),
+               dv = c.make({2, T, 2, 64});
+          ops::attention_backward(dq, dk, dv, dout, q, k, v, o, lse, m);
+          c.keep("out", o), c.keep("lse", lse), c.keep("dq", dq), c.keep("dk", dk), c.keep("dv", dv);
+          return out;
+        };
+        const auto want = run("reference"), got = run("cuda");
+        const double rtol = precision == DType::bf16 ? 3e-2 : 1e-4;
+        for (std::size_t i = 0; i < want.f.size(); ++i) expect_close(want.names[i], got.f[i], want.f[i], 1e-5, rtol);
+      }
+    }
+  }
+}
+
+// ---- models ----------------------------------------------------------------------------------
+
+namespace {
+
+// The golden test (tests/test_golden.cpp) on the GPU: weights from the file, logits, loss and
+// every gradient against PyTorch's float64 values. fp32 on a GPU sums in another order than the
+// reference backend, so the bounds are 10x the golden test's.
+void run_golden(const std::string& file, const std::string& arch) {
+  std::ifstream in(std::string(LLMTK_GOLDEN_DIR) + "/" + file);
+  REQUIRE(in.good());
+  const auto g = nlohmann::json::parse(in);
+  const auto& cfg = g.at("config");
+  Dims d = find_arch(arch).dims;
+  d.vocab = cfg.at("vocab"), d.d_model = cfg.at("d_model"), d.n_layers = cfg.at("n_layers");
+  d.n_heads = cfg.at("n_heads"), d.n_kv_heads = cfg.at("n_kv_heads"), d.d_ff = cfg.at("d_ff");
+  d.max_seq = cfg.at("max_seq"), d.bias = cfg.at("bias"), d.norm_eps = cfg.at("norm_eps");
+  d.rope_base = cfg.at("rope_base");
+  const std::int64_t B = g.at("batch"), T = g.at("seq");
+  ops::ScopedBackend scope("cuda");
+  auto m = make_model(arch, d);
+  m->plan(B, T);
+  m->allocate();
+  REQUIRE(m->params().device() == Device::cuda);
+  for (std::size_t i = 0; i < m->params().entries().size(); ++i) {
+    const auto& e = m->params().entries()[i];
+    const auto data = g.at("params").at(e.name).at("data").get<std::vector<float>>();
+    REQUIRE(std::int64_t(data.size()) == e.numel);
+    m->params().write(int(i), data.data());
+  }
+  auto ids = g.at("ids").get<std::vector<std::int32_t>>();
+  auto targets = g.at("targets").get<std::vector<std::int32_t>>();
+  const float loss = m->forward(TensorRef(ids.data(), DType::i32, {B, T}), TensorRef(targets.data(), DType::i32, {B, T}));
+  std::vector<float> logits(std::size_t(m->logits().numel()));
+  copy_bytes(logits.data(), Device::host, m->logits().data, Device::cuda, m->logits().bytes());
+  expect_close("logits", logits, g.at("logits").at("data").get<std::vector<float>>(), 1e-5, 1e-5);
+  m->backward();  // overwrites the logits with their gradient
+  const double ref_loss = g.at("loss");
+  INFO("loss " << loss << " vs PyTorch " << ref_loss);
+  CHECK(std::abs(loss - ref_loss) <= 1e-5 * std::abs(ref_loss));
+  for (std::size_t i = 0; i < m->params().entries().size(); ++i) {
+    const auto& e = m->params().entries()[i];
+    expect_close("grad " + e.name, read_all(m->grads(), int(i)), g.at("grads").at(e.name).at("data").get<std::vector<float>>(),
+                 1e-6, 2e-5);
+  }
+}
+
+struct PostNormBlock final : Block<LayerNorm, MHA<ALiBi>, MLP<ReLU>, PostNorm> {};
+struct PostNormLM final : DecoderLM<TokenEmbedding, Repeat<PostNormBlock>, LayerNorm, LMHead<Tied>> {};
+struct SandwichBlock final : Block<RMSNorm, MQA<NoPE>, GeGLU, SandwichNorm> {};
+struct SinusoidalLM final : DecoderLM<Embedding<Sinusoidal>, Repeat<SandwichBlock>, RMSNorm, LMHead<Untied>> {};
+
+// Loss and every parameter gradient of one step on `backend`, from the same seeded weights and tokens.
+struct StepResult {
+  float loss = 0;
+  std::vector<std::vector<float>> grads;
+};
+StepResult one_step(const char* backend, const std::function<std::unique_ptr<AnyModel>()>& make, std::int64_t B,
+                    std::int64_t T, std::uint64_t seed) {
+  ops::ScopedBackend scope(backend);
+  auto m = make();
+  m->plan(B, T);
+  m->init(seed);
+  Rng rng(seed + 1);
+  std::vector<std::int32_t> ids(std::size_t(B * T)), tg(ids.size());
+  for (auto& v : ids) v = std::int32_t(rng.next() % std::uint64_t(m->dims().vocab));
+  for (auto& v : tg) v = std::int32_t(rng.next() % std::uint64_t(m->dims().vocab));
+  tg[3] = kIgnoreIndex;
+  StepResult r;
+  r.loss = m->forward(TensorRef(ids.data(), DType::i32, {B, T}), TensorRef(tg.data(), DType::i32, {B, T}));
+  m->backward();
+  for (std::size_t i = 0; i < m->grads().entries().size(); ++i) r.grads.push_back(read_all(m->grads(), int(i)));
+  return r;
+}
+
+void compare_with_reference(const std::function<std::unique_ptr<AnyModel>()>& make, std::int64_t B, std::int64_t T) {
+  const StepResult want = one_step("reference", make, B, T, 31), got = one_step("cuda", make, B, T, 31);
+  CHECK(std::abs(got.loss - want.loss) <= 1e-5 * std::abs(want.loss));
+  REQUIRE(got.grads.size() == want.grads.size());
+  for (std::size_t i = 0; i < want.grads.size(); ++i)
+    expect_close("grad " + std::to_string(i), got.grads[i], want.grads[i], 1e-7, 1e-4);
+}
+
+Dims tiny(const std::string& arch) {
+  Dims d = find_arch(arch).dims;
+  d.d_model = 64, d.n_layers = 2, d.n_heads = 4, d.n_kv_heads = arch == "gpt2" ? 4 : 2;
+  d.d_ff = 96, d.vocab = 97, d.max_seq = 64;
+  return d;
+}
+
+}  // namespace
+
+TEST_CASE("GPT-2 style model on CUDA matches PyTorch", "[models][golden]") { run_golden("gpt2_tiny.json", "gpt2"); }
+TEST_CASE("Llama style model on CUDA matches PyTorch", "[models][golden]") { run_golden("llama_tiny.json", "llama-tiny"); }
+
+TEST_CASE("whole-model gradients on CUDA match the reference backend", "[models][gradients]") {
+  SECTION("gpt2") { compare_with_reference([] { return make_model("gpt2", tiny("gpt2")); }, 2, 33); }
+  SECTION("llama") { compare_with_reference([] { return make_model("llama-tiny", tiny("llama-tiny")); }, 2, 33); }
+  SECTION("llama with a sliding window") {
+    Dims d = tiny("llama-tiny");
+    d.window = 9;
+    compare_with_reference([d] { return make_model("llama-tiny", d); }, 1, 47);
+  }
+  SECTION("PostNorm, ALiBi (3 heads), ReLU") {
+    Dims d{.d_model = 24, .n_layers = 2, .n_heads = 3, .n_kv_heads = 3, .d_ff = 40, .vocab = 31, .max_seq = 40,
+           .bias = true};
+    compare_with_reference([d] { return std::make_unique<ModelOf<PostNormLM>>("postnorm", d); }, 2, 31);
+  }
+  SECTION("sandwich norms, MQA, GeGLU, sinusoidal positions, untied head") {
+    Dims d{.d_model = 32, .n_layers = 2, .n_heads = 4, .n_kv_heads = 1, .d_ff = 48, .vocab = 29, .max_seq = 40};
+    compare_with_reference([d] { return std::make_unique<ModelOf<SinusoidalLM>>("sandwich", d); }, 2, 33);
+  }
+}
+
+TEST_CASE("a CUDA training step is deterministic: the same gradients bit for bit", "[models][determinism]") {
+  auto make = [] { return make_model("llama-tiny", tiny("llama-tiny")); };
+  const StepResult a = one_step("cuda", make, 4, 64, 5), b = one_step("cuda", make, 4, 64, 5);
+  CHECK(a.loss == b.loss);
+  for (std::size_t i = 0; i < a.grads.size(); ++i) CHECK(a.grads[i] == b.grads[i]);
+}
+
+TEST_CASE("decoding with a KV cache on CUDA gives the logits of a full forward pass", "[models][decode]") {
+  ops::ScopedBackend scope("cuda");
+  const Dims d = tiny("llama-tiny");
+  auto full = make_model("llama-tiny", d), step = make_model("llama-tiny", d);
+  full->plan(1, 7);
+  full->init(9);
+  step->plan_decode(7);
+  step->allocate();
+  step->params().copy_from(full->params());
+  std::vector<std::int32_t> ids = {3, 1, 4, 1, 5, 9, 2};
+  full->forward(TensorRef(ids.data(), DType::i32, {1, 7}));
+  std::vector<float> logits(std::size_t(7 * d.vocab));
+  copy_bytes(logits.data(), Device::host, full->logits().data, Device::cuda, full->logits().bytes());
+  for (int t = 0; t < 7; ++t) {
+    const float* got = step->decode(TensorRef(&ids[std::size_t(t)], DType::i32, {1, 1}), t);
+    for (int v = 0; v < d.vocab; ++v) REQUIRE(got[v] == Approx(logits[std::size_t(t * d.vocab + v)]).margin(1e-5));
+  }
+}
+
+// ---- training --------------------------------------------------------------------------------
+
+namespace {
+std::vector<double> train_losses(const char* backend, const std::string& arch, int steps) {
+  ops::ScopedBackend scope(backend);
+  Precision bf16(DType::bf16);
+  Dims d = tiny(arch);
+  d.n_layers = 3, d.vocab = 257;
+  auto m = make_model(arch, d);
+  const std::int64_t B = 8, T = 64;
+  m->plan(B, T);
+  m->init(42);
+  train::Recipe::Optim oc;
+  oc.lr = 3e-3;
+  train::Optimizer opt(oc, m->params());
+  // A learnable stream: each token is a fixed function of the one before, plus a little noise.
+  Rng rng(11);
+  std::vector<double> losses;
+  std::vector<std::int32_t> ids(std::size_t(B * T)), tg(ids.size());
+  for (int s = 0; s < steps; ++s) {
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+      ids[i] = std::int32_t(rng.next() % 257);
+      tg[i] = rng.next() % 8 == 0 ? std::int32_t(rng.next() % 257) : (ids[i] * 7 + 3) % 257;
+    }
+    m->zero_grad();
+    losses.push_back(m->forward(TensorRef(ids.data(), DType::i32, {B, T}), TensorRef(tg.data(), DType::i32, {B, T})));
+    m->backward();
+    opt.step(m->params(), m->grads(), oc.lr, s + 1);
+  }
+  return losses;
+}
+}  // namespace
+
+TEST_CASE("50 bf16 training steps on CUDA follow the cpu backend's losses", "[train]") {
+  for (const char* arch : {"gpt2", "llama-tiny"}) {
+    const auto cpu = train_losses("cpu", arch, 50), gpu = train_losses("cuda", arch, 50);
+    for (std::size_t s = 0; s < cpu.size(); ++s) {
+      INFO(arch << " step " << s + 1 << ": cpu " << cpu[s] << ", cuda " << gpu[s]);
+      CHECK(std::abs(gpu[s] - cpu[s]) <= 2e-2 * std::abs(cpu[s]));
+    }
+    INFO(arch << ": loss " << gpu.front() << " -> " << gpu.back());
+    CHECK(gpu.back() < 0.9 * gpu.front());
+  }
+}
