@@ -1,8 +1,8 @@
-// attention_forward / attention_backward. Forward: cuDNN's fused SDPA (cudnn_attention.cpp) when
-// the precision is bf16 and the mask is one cuDNN expresses (causal, no window, no ALiBi), else
-// the tiled kernel (attention.cu), which implements every mask and is the reference the cuDNN
-// path is tested against. Backward: the tiled kernel, with the lse either forward saved (cuDNN's
-// softmax statistics are the same log-sum-exp).
+// attention_forward / attention_backward: cuDNN's fused SDPA (cudnn_attention.cpp) when the
+// precision is bf16 and the mask is one cuDNN expresses (causal, no window, no ALiBi), else the
+// tiled kernel (attention.cu), which implements every mask and is the reference the cuDNN path is
+// tested against. Either backward takes the lse either forward saved (cuDNN's softmax statistics
+// are the same log-sum-exp).
 #include <cmath>
 #include <cstdlib>
 #include <cstdio>
@@ -41,10 +41,12 @@ bool cudnn_applies(const kernels::AttentionDims& d, const AttentionMask& m) {
          m.q_offset == 0 && d.T == d.Tk && d.D % 8 == 0 && d.D <= 128;
 }
 
+// Once per op: the forward and the backward graphs can fail for different reasons.
 void note_fallback(const char* op, const std::string& why) {
-  static bool said = false;
-  if (said) return;
-  said = true;
+  static bool said[2] = {false, false};
+  bool& done = said[std::string_view(op) == "attention_backward" ? 1 : 0];
+  if (done) return;
+  done = true;
   std::fprintf(stderr, "[%s] cuDNN fused attention is not used (%s); running the tiled attention kernel\n", op,
                why.c_str());
 }
@@ -55,6 +57,20 @@ std::uint16_t* to_bf16(Scratch slot, const TensorRef& t) {
   return out;
 }
 
+// k or v [B, Tk, KV, D] f32 → [B, Tk, H, D] bf16 for cuDNN: grouped kv heads are repeated.
+std::uint16_t* to_bf16_heads(Scratch slot, const TensorRef& t, const backend::AttentionShape& s) {
+  if (s.KV == s.H) return to_bf16(slot, t);
+  auto* out = scratch_as<std::uint16_t>(slot, std::size_t(s.B * s.Tk * s.H * s.D));
+  kernels::to_bf16_heads(out, t.f32(), s.B * s.Tk, s.KV, s.H, s.D, stream());
+  return out;
+}
+
+// The gradient of to_bf16_heads: [B, Tk, H, D] bf16 → dk or dv [B, Tk, KV, D] f32, written.
+void from_bf16_heads(const TensorRef& grad, const std::uint16_t* in, const backend::AttentionShape& s) {
+  if (s.KV == s.H) return kernels::from_bf16(grad.f32(), in, grad.numel(), stream());
+  kernels::from_bf16_sum_heads(grad.f32(), in, s.B * s.Tk, s.KV, s.H, s.D, stream());
+}
+
 }  // namespace
 
 void attention_forward(TensorRef out, TensorRef lse, TensorRef q, TensorRef k, TensorRef v, AttentionMask mask) {
@@ -62,14 +78,8 @@ void attention_forward(TensorRef out, TensorRef lse, TensorRef q, TensorRef k, T
   const auto s = backend::check_attention(op, out, lse, q, k, v, mask, Device::cuda);
   const auto d = dims_of(s, mask);
   if (cudnn_applies(d, mask)) {
-    // cuDNN reads H heads of k and v: grouped kv heads are repeated while rounding to bf16.
-    auto heads = [&](Scratch slot, const TensorRef& t) {
-      if (s.KV == s.H) return to_bf16(slot, t);
-      auto* o = scratch_as<std::uint16_t>(slot, std::size_t(s.B * s.Tk * s.H * s.D));
-      kernels::to_bf16_heads(o, t.f32(), s.B * s.Tk, s.KV, s.H, s.D, stream());
-      return o;
-    };
-    const std::uint16_t *qb = to_bf16(Scratch::attn_q, q), *kb = heads(Scratch::attn_k, k), *vb = heads(Scratch::attn_v, v);
+    const std::uint16_t *qb = to_bf16(Scratch::attn_q, q), *kb = to_bf16_heads(Scratch::attn_k, k, s),
+                        *vb = to_bf16_heads(Scratch::attn_v, v, s);
     auto* ob = scratch_as<std::uint16_t>(Scratch::attn_o, std::size_t(out.numel()));
     std::string why;
     if (cudnn_sdpa_forward(d, qb, kb, vb, ob, lse.f32(), why)) {
@@ -93,6 +103,24 @@ void attention_backward(TensorRef dq, TensorRef dk, TensorRef dv, TensorRef dout
   expect_same(op, "dout", dout, "q", q);
   LLMTK_CHECK(mask.q_offset == 0, op, "backward needs q_offset = 0 (training), got ", mask.q_offset);
   const auto d = dims_of(s, mask);
+  if (cudnn_applies(d, mask)) {
+    const std::uint16_t *qb = to_bf16(Scratch::attn_q, q), *kb = to_bf16_heads(Scratch::attn_k, k, s),
+                        *vb = to_bf16_heads(Scratch::attn_v, v, s), *ob = to_bf16(Scratch::attn_o, out),
+                        *dob = to_bf16(Scratch::attn_do, dout);
+    // dk, dv have H heads here, like kb and vb: summed over each group into the kv heads below.
+    const auto n_q = std::size_t(dq.numel()), n_kv = std::size_t(s.B * s.Tk * s.H * s.D);
+    auto* dqb = scratch_as<std::uint16_t>(Scratch::attn_dq, n_q);
+    auto* dkb = scratch_as<std::uint16_t>(Scratch::attn_dk, n_kv);
+    auto* dvb = scratch_as<std::uint16_t>(Scratch::attn_dv, n_kv);
+    std::string why;
+    if (cudnn_sdpa_backward(d, dob, qb, kb, vb, ob, lse.f32(), dqb, dkb, dvb, why)) {
+      kernels::from_bf16(dq.f32(), dqb, dq.numel(), stream());
+      from_bf16_heads(dk, dkb, s);
+      from_bf16_heads(dv, dvb, s);
+      return finish_op(op);
+    }
+    note_fallback(op, why);
+  }
   check_limits(op, d);
   float* delta = scratch_as<float>(Scratch::attn_delta, std::size_t(s.B * s.H * s.T));
   kernels::attention_backward(dq.f32(), dk.f32(), dv.f32(), dout.f32(), q.f32(), k.f32(), v.f32(), out.f32(),

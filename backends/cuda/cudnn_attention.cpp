@@ -3,12 +3,14 @@
 //   S = Q·Kᵀ (f32) → S·scale → causal mask (row index ≥ column index, else −inf)
 //   → softmax with statistics: M = max_j S, E = exp(S − M), Z = Σ_j E, stats = M + log Z, P = E / Z
 //   → O = P·V (bf16)
-// q, out: [B, T, H, D] bf16; k, v are expanded to H heads by the caller. stats is the op's lse
-// ([B, H, T] f32), so the tiled backward kernel can use it. Plans are built once per shape; a
-// shape cuDNN cannot run is remembered and reported once, and the caller runs the tiled kernel.
-//
-// The backward pass is not expressed as a cuDNN graph yet: attention_backward runs the tiled
-// kernel (attention.cu) with this forward's lse. See docs/cuda.md.
+// The backward graph is the one the cuDNN frontend builds for sdpa_backward (no dropout, no bias):
+//   Δ = Σ_d dO∘O (per row)
+//   P = exp(causal(Q·Kᵀ·scale) − stats);  dV = Pᵀ·dO (P rounded to bf16 through a reshape to Pᵀ)
+//   dS = P∘(dO·Vᵀ − Δ)·scale;  dK = dSᵀ·Q;  dQ = dS·K (accumulated in f32 in dQ_accum, then written)
+// q, out, dout, dq, dk, dv: [B, T, H, D] bf16; k, v are expanded to H heads by the caller (which
+// sums dk, dv over each group). stats is the op's lse ([B, H, T] f32): the forward writes it, the
+// backward reads it, and the tiled kernels use the same values. Plans are built once per shape; a
+// shape cuDNN cannot build is remembered and reported once, and the caller runs the tiled kernel.
 #include "cudnn_attention.hpp"
 
 #include <cudnn.h>
@@ -158,6 +160,16 @@ class Builder {
     return op;
   }
 
+  // y = x seen through y's dims and strides (the backward's transposes of P, dS and Kᵀ).
+  Desc reshape(const Desc& x, const Desc& y) {
+    Desc op = make(CUDNN_BACKEND_OPERATION_RESHAPE_DESCRIPTOR, "reshape op");
+    const cudnnBackendDescriptor_t xd = x.get(), yd = y.get();
+    set(op, CUDNN_ATTR_OPERATION_RESHAPE_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &xd, "reshape x");
+    set(op, CUDNN_ATTR_OPERATION_RESHAPE_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &yd, "reshape y");
+    finalize(op, "reshape op");
+    return op;
+  }
+
  private:
   std::string why_;
 };
@@ -173,60 +185,18 @@ cudnnHandle_t handle() {
 }
 
 // Tensor ids in the variant pack.
-enum : i64 { kQ = 1, kK, kV, kO, kStats, kScale, kNegInf };
+enum : i64 { kQ = 1, kK, kV, kO, kStats, kScale, kNegInf, kDO, kDQ, kDK, kDV, kDQAccum, kOne };
 
-struct ForwardPlan {
+struct Plan {
   std::string why;  // empty: usable
   Desc plan;
   i64 workspace = 0;
 };
 
-// Builds the forward graph for (B, H, T, D) and picks the first engine configuration cuDNN's
-// heuristics offer that finalizes into an execution plan.
-std::unique_ptr<ForwardPlan> build_forward(i64 B, i64 H, i64 T, i64 D) {
-  auto out = std::make_unique<ForwardPlan>();
-  Builder g;
-  const cudnnDataType_t bf16 = CUDNN_DATA_BFLOAT16, f32 = CUDNN_DATA_FLOAT, boolean = CUDNN_DATA_BOOLEAN;
-  // [B, H, T, D] over memory laid out [B, T, H, D]
-  const std::array<i64, 4> bhtd{B, H, T, D}, bhtd_strides{T * H * D, D, H * D, 1};
-  const std::array<i64, 4> bhdt{B, H, D, T}, bhdt_strides{T * H * D, D, 1, H * D};  // Kᵀ: the same memory as K
-  const std::array<i64, 4> scores{B, H, T, T}, scores_strides{H * T * T, T * T, T, 1};
-  const std::array<i64, 4> rows{B, H, T, 1}, rows_strides{H * T, T, 1, 1};
-  const std::array<i64, 4> one{1, 1, 1, 1};
-
-  const Desc q = g.tensor(kQ, bf16, bhtd, bhtd_strides, false);
-  const Desc kt = g.tensor(kK, bf16, bhdt, bhdt_strides, false);
-  const Desc v = g.tensor(kV, bf16, bhtd, bhtd_strides, false);
-  const Desc o = g.tensor(kO, bf16, bhtd, bhtd_strides, false);
-  const Desc stats = g.tensor(kStats, f32, rows, rows_strides, false);
-  const Desc scale = g.tensor(kScale, f32, one, one, false, true);
-  const Desc neg_inf = g.tensor(kNegInf, f32, one, one, false, true);
-  i64 next = 100;
-  auto virt = [&](cudnnDataType_t t, const std::array<i64, 4>& dims, const std::array<i64, 4>& strides,
-                  bool reordered = false) { return g.tensor(next++, t, dims, strides, true, false, reordered); };
-  const Desc s = virt(f32, scores, scores_strides), s_scaled = virt(f32, scores, scores_strides);
-  const Desc row = virt(f32, scores, scores_strides), col = virt(f32, scores, scores_strides);
-  const Desc keep = virt(boolean, scores, scores_strides), s_masked = virt(f32, scores, scores_strides);
-  const Desc m = virt(f32, rows, rows_strides), shifted = virt(f32, scores, scores_strides);
-  const Desc e = virt(f32, scores, scores_strides), z = virt(f32, rows, rows_strides);
-  const Desc log_z = virt(f32, rows, rows_strides), p = virt(f32, scores, scores_strides, true);
-
-  std::vector<Desc> ops;
-  ops.push_back(g.matmul(q, kt, s));
-  ops.push_back(g.pointwise(CUDNN_POINTWISE_MUL, s, &scale, nullptr, s_scaled));
-  ops.push_back(g.pointwise(CUDNN_POINTWISE_GEN_INDEX, s_scaled, nullptr, nullptr, row, 2));
-  ops.push_back(g.pointwise(CUDNN_POINTWISE_GEN_INDEX, s_scaled, nullptr, nullptr, col, 3));
-  ops.push_back(g.pointwise(CUDNN_POINTWISE_CMP_GE, row, &col, nullptr, keep));
-  ops.push_back(g.pointwise(CUDNN_POINTWISE_BINARY_SELECT, s_scaled, &neg_inf, &keep, s_masked));
-  ops.push_back(g.reduction(CUDNN_REDUCE_TENSOR_MAX, s_masked, m));
-  ops.push_back(g.pointwise(CUDNN_POINTWISE_SUB, s_masked, &m, nullptr, shifted));
-  ops.push_back(g.pointwise(CUDNN_POINTWISE_EXP, shifted, nullptr, nullptr, e));
-  ops.push_back(g.reduction(CUDNN_REDUCE_TENSOR_ADD, e, z));
-  ops.push_back(g.pointwise(CUDNN_POINTWISE_LOG, z, nullptr, nullptr, log_z));
-  ops.push_back(g.pointwise(CUDNN_POINTWISE_ADD, m, &log_z, nullptr, stats));
-  ops.push_back(g.pointwise(CUDNN_POINTWISE_DIV, e, &z, nullptr, p));
-  ops.push_back(g.matmul(p, v, o));
-
+// Finalizes the operation graph of `ops` and picks the first engine configuration cuDNN's
+// heuristics offer that finalizes into an execution plan; a failure leaves the reason in `why`.
+std::unique_ptr<Plan> make_plan(Builder& g, const std::vector<Desc>& ops) {
+  auto out = std::make_unique<Plan>();
   const cudnnHandle_t h = handle();
   Desc graph = g.make(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR, "operation graph");
   std::vector<cudnnBackendDescriptor_t> raw;
@@ -286,44 +256,209 @@ std::unique_ptr<ForwardPlan> build_forward(i64 B, i64 H, i64 T, i64 D) {
   return out;
 }
 
+// The forward graph for (B, H, T, D).
+std::unique_ptr<Plan> build_forward(i64 B, i64 H, i64 T, i64 D) {
+  Builder g;
+  const cudnnDataType_t bf16 = CUDNN_DATA_BFLOAT16, f32 = CUDNN_DATA_FLOAT, boolean = CUDNN_DATA_BOOLEAN;
+  // [B, H, T, D] over memory laid out [B, T, H, D]
+  const std::array<i64, 4> bhtd{B, H, T, D}, bhtd_strides{T * H * D, D, H * D, 1};
+  const std::array<i64, 4> bhdt{B, H, D, T}, bhdt_strides{T * H * D, D, 1, H * D};  // Kᵀ: the same memory as K
+  const std::array<i64, 4> scores{B, H, T, T}, scores_strides{H * T * T, T * T, T, 1};
+  const std::array<i64, 4> rows{B, H, T, 1}, rows_strides{H * T, T, 1, 1};
+  const std::array<i64, 4> one{1, 1, 1, 1};
+
+  const Desc q = g.tensor(kQ, bf16, bhtd, bhtd_strides, false);
+  const Desc kt = g.tensor(kK, bf16, bhdt, bhdt_strides, false);
+  const Desc v = g.tensor(kV, bf16, bhtd, bhtd_strides, false);
+  const Desc o = g.tensor(kO, bf16, bhtd, bhtd_strides, false);
+  const Desc stats = g.tensor(kStats, f32, rows, rows_strides, false);
+  const Desc scale = g.tensor(kScale, f32, one, one, false, true);
+  const Desc neg_inf = g.tensor(kNegInf, f32, one, one, false, true);
+  i64 next = 100;
+  auto virt = [&](cudnnDataType_t t, const std::array<i64, 4>& dims, const std::array<i64, 4>& strides,
+                  bool reordered = false) { return g.tensor(next++, t, dims, strides, true, false, reordered); };
+  const Desc s = virt(f32, scores, scores_strides), s_scaled = virt(f32, scores, scores_strides);
+  const Desc row = virt(f32, scores, scores_strides), col = virt(f32, scores, scores_strides);
+  const Desc keep = virt(boolean, scores, scores_strides), s_masked = virt(f32, scores, scores_strides);
+  const Desc m = virt(f32, rows, rows_strides), shifted = virt(f32, scores, scores_strides);
+  const Desc e = virt(f32, scores, scores_strides), z = virt(f32, rows, rows_strides);
+  const Desc log_z = virt(f32, rows, rows_strides), p = virt(f32, scores, scores_strides, true);
+
+  std::vector<Desc> ops;
+  ops.push_back(g.matmul(q, kt, s));
+  ops.push_back(g.pointwise(CUDNN_POINTWISE_MUL, s, &scale, nullptr, s_scaled));
+  ops.push_back(g.pointwise(CUDNN_POINTWISE_GEN_INDEX, s_scaled, nullptr, nullptr, row, 2));
+  ops.push_back(g.pointwise(CUDNN_POINTWISE_GEN_INDEX, s_scaled, nullptr, nullptr, col, 3));
+  ops.push_back(g.pointwise(CUDNN_POINTWISE_CMP_GE, row, &col, nullptr, keep));
+  ops.push_back(g.pointwise(CUDNN_POINTWISE_BINARY_SELECT, s_scaled, &neg_inf, &keep, s_masked));
+  ops.push_back(g.reduction(CUDNN_REDUCE_TENSOR_MAX, s_masked, m));
+  ops.push_back(g.pointwise(CUDNN_POINTWISE_SUB, s_masked, &m, nullptr, shifted));
+  ops.push_back(g.pointwise(CUDNN_POINTWISE_EXP, shifted, nullptr, nullptr, e));
+  ops.push_back(g.reduction(CUDNN_REDUCE_TENSOR_ADD, e, z));
+  ops.push_back(g.pointwise(CUDNN_POINTWISE_LOG, z, nullptr, nullptr, log_z));
+  ops.push_back(g.pointwise(CUDNN_POINTWISE_ADD, m, &log_z, nullptr, stats));
+  ops.push_back(g.pointwise(CUDNN_POINTWISE_DIV, e, &z, nullptr, p));
+  ops.push_back(g.matmul(p, v, o));
+  return make_plan(g, ops);
+}
+
+// The backward graph for (B, H, T, D), node for node the frontend's sdpa_backward without dropout
+// or bias. As there, Kᵀ and Vᵀ are the graph's inputs (K for dQ is a reshape of Kᵀ), and a
+// non-virtual f32 dQ_accum (F16x16 reordered, zeroed before each run) tells cuDNN to accumulate dQ
+// in f32 rather than in the dP workspace.
+std::unique_ptr<Plan> build_backward(i64 B, i64 H, i64 T, i64 D) {
+  Builder g;
+  const cudnnDataType_t bf16 = CUDNN_DATA_BFLOAT16, f32 = CUDNN_DATA_FLOAT, boolean = CUDNN_DATA_BOOLEAN;
+  // [B, H, T, D] over memory laid out [B, T, H, D]
+  const std::array<i64, 4> bhtd{B, H, T, D}, bhtd_strides{T * H * D, D, H * D, 1};
+  const std::array<i64, 4> bhdt{B, H, D, T}, bhdt_strides{T * H * D, D, 1, H * D};  // Kᵀ, Vᵀ: K's, V's memory
+  const std::array<i64, 4> accum_strides{H * T * D, T * D, D, 1};                   // dQ_accum: [B, H, T, D]
+  const std::array<i64, 4> scores{B, H, T, T}, scores_strides{H * T * T, T * T, T, 1};
+  const std::array<i64, 4> scores_t_strides{H * T * T, T * T, 1, T};  // [B, H, Tk, T] over the scores
+  const std::array<i64, 4> rows{B, H, T, 1}, rows_strides{H * T, T, 1, 1};
+  const std::array<i64, 4> one{1, 1, 1, 1};
+
+  const Desc q = g.tensor(kQ, bf16, bhtd, bhtd_strides, false);
+  const Desc kt = g.tensor(kK, bf16, bhdt, bhdt_strides, false);
+  const Desc vt = g.tensor(kV, bf16, bhdt, bhdt_strides, false);
+  const Desc o = g.tensor(kO, bf16, bhtd, bhtd_strides, false);
+  const Desc d_o = g.tensor(kDO, bf16, bhtd, bhtd_strides, false);
+  const Desc stats = g.tensor(kStats, f32, rows, rows_strides, false);
+  const Desc dq = g.tensor(kDQ, bf16, bhtd, bhtd_strides, false);
+  const Desc dk = g.tensor(kDK, bf16, bhtd, bhtd_strides, false);
+  const Desc dv = g.tensor(kDV, bf16, bhtd, bhtd_strides, false);
+  const Desc dq_accum = g.tensor(kDQAccum, f32, bhtd, accum_strides, false, false, true);
+  const Desc scale = g.tensor(kScale, f32, one, one, false, true);
+  const Desc neg_inf = g.tensor(kNegInf, f32, one, one, false, true);
+  const Desc unit = g.tensor(kOne, f32, one, one, false, true);  // the frontend's dropout scales, here 1
+  i64 next = 100;
+  auto virt = [&](cudnnDataType_t t, const std::array<i64, 4>& dims, const std::array<i64, 4>& strides) {
+    return g.tensor(next++, t, dims, strides, true);
+  };
+  // Δ = Σ_d dO∘O
+  const Desc do_o = virt(f32, bhtd, bhtd_strides), delta_sum = virt(f32, rows, rows_strides);
+  const Desc delta = virt(f32, rows, rows_strides);
+  // P = exp(causal(S·scale) − stats), Pᵀ in bf16
+  const Desc s = virt(f32, scores, scores_strides), s_scaled = virt(f32, scores, scores_strides);
+  const Desc row = virt(f32, scores, scores_strides), col = virt(f32, scores, scores_strides);
+  const Desc keep = virt(boolean, scores, scores_strides), s_masked = virt(f32, scores, scores_strides);
+  const Desc shifted = virt(f32, scores, scores_strides), p = virt(f32, scores, scores_strides);
+  const Desc p_t = virt(bf16, scores, scores_t_strides);
+  // dS = P∘(dP − Δ)·scale, dSᵀ in bf16; K seen through Kᵀ
+  const Desc dp = virt(f32, scores, scores_strides), dp_kept = virt(f32, scores, scores_strides);
+  const Desc dp_centered = virt(f32, scores, scores_strides), ds_unscaled = virt(f32, scores, scores_strides);
+  const Desc ds = virt(f32, scores, scores_strides), ds_t = virt(bf16, scores, scores_t_strides);
+  const Desc k = virt(bf16, bhtd, bhtd_strides);
+
+  std::vector<Desc> ops;
+  ops.push_back(g.pointwise(CUDNN_POINTWISE_MUL, d_o, &o, nullptr, do_o));
+  ops.push_back(g.reduction(CUDNN_REDUCE_TENSOR_ADD, do_o, delta_sum));
+  ops.push_back(g.pointwise(CUDNN_POINTWISE_MUL, delta_sum, &unit, nullptr, delta));
+
+  ops.push_back(g.matmul(q, kt, s));
+  ops.push_back(g.pointwise(CUDNN_POINTWISE_MUL, s, &scale, nullptr, s_scaled));
+  ops.push_back(g.pointwise(CUDNN_POINTWISE_GEN_INDEX, s_scaled, nullptr, nullptr, row, 2));
+  ops.push_back(g.pointwise(CUDNN_POINTWISE_GEN_INDEX, s_scaled, nullptr, nullptr, col, 3));
+  ops.push_back(g.pointwise(CUDNN_POINTWISE_CMP_GE, row, &col, nullptr, keep));
+  ops.push_back(g.pointwise(CUDNN_POINTWISE_BINARY_SELECT, s_scaled, &neg_inf, &keep, s_masked));
+  ops.push_back(g.pointwise(CUDNN_POINTWISE_SUB, s_masked, &stats, nullptr, shifted));
+  ops.push_back(g.pointwise(CUDNN_POINTWISE_EXP, shifted, nullptr, nullptr, p));
+  ops.push_back(g.reshape(p, p_t));
+  ops.push_back(g.matmul(p_t, d_o, dv));
+
+  ops.push_back(g.matmul(d_o, vt, dp));
+  ops.push_back(g.pointwise(CUDNN_POINTWISE_MUL, dp, &unit, nullptr, dp_kept));
+  ops.push_back(g.pointwise(CUDNN_POINTWISE_SUB, dp_kept, &delta, nullptr, dp_centered));
+  ops.push_back(g.pointwise(CUDNN_POINTWISE_MUL, dp_centered, &p, nullptr, ds_unscaled));
+  ops.push_back(g.pointwise(CUDNN_POINTWISE_MUL, ds_unscaled, &scale, nullptr, ds));
+  ops.push_back(g.reshape(ds, ds_t));
+  ops.push_back(g.matmul(ds_t, q, dk));
+
+  ops.push_back(g.reshape(kt, k));
+  ops.push_back(g.matmul(ds, k, dq_accum));
+  ops.push_back(g.pointwise(CUDNN_POINTWISE_IDENTITY, dq_accum, nullptr, nullptr, dq));
+  return make_plan(g, ops);
+}
+
+// The plan for one shape, built on first use. Never destroyed: descriptors outlive every call,
+// and exit needs no cuDNN teardown order.
+using PlanCache = std::map<std::tuple<i64, i64, i64, i64>, std::unique_ptr<Plan>>;
+Plan& plan_for(PlanCache& plans, std::unique_ptr<Plan> (*build)(i64, i64, i64, i64), const kernels::AttentionDims& d) {
+  const auto key = std::make_tuple(d.B, d.H, d.T, d.D);
+  auto it = plans.find(key);
+  if (it == plans.end()) it = plans.emplace(key, build(d.B, d.H, d.T, d.D)).first;
+  return *it->second;
+}
+
+std::string cannot_build(const char* graph, const kernels::AttentionDims& d, const Plan& p) {
+  return cat("cuDNN ", cudnn_version(), " cannot build the SDPA ", graph, " graph for B ", d.B, ", H ", d.H, ", T ", d.T,
+             ", D ", d.D, ": ", p.why);
+}
+
+// Runs `plan` on the backend's stream with the tensors `uids` → `ptrs` (by-value tensors: the host
+// address of the value; none may be null). Returns why it failed, or "".
+template <std::size_t N>
+std::string execute(const char* op, const Plan& plan, const std::array<i64, N>& uids, const std::array<void*, N>& ptrs) {
+  const cudnnHandle_t h = handle();
+  const cudnnStatus_t ss = cudnnSetStream(h, stream());
+  if (ss != CUDNN_STATUS_SUCCESS) fail(op, "cudnnSetStream failed: ", cudnnGetErrorString(ss));
+  void* workspace = plan.workspace > 0 ? scratch(Scratch::cudnn_workspace, std::size_t(plan.workspace)) : nullptr;
+  Builder g;
+  Desc pack = g.make(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, "variant pack");
+  g.set(pack, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, i64(N), uids.data(), "variant pack ids");
+  g.set(pack, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, i64(N), ptrs.data(), "variant pack pointers");
+  g.set(pack, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &workspace, "variant pack workspace");
+  g.finalize(pack, "variant pack");
+  if (g.ok()) g.check(cudnnBackendExecute(h, plan.plan.get(), pack.get()), "cudnnBackendExecute");
+  return g.why();
+}
+
 }  // namespace
 
 bool cudnn_sdpa_forward(const kernels::AttentionDims& d, const std::uint16_t* q, const std::uint16_t* k,
                         const std::uint16_t* v, std::uint16_t* out, float* lse, std::string& why) {
-  // Never destroyed: descriptors outlive every call, and exit needs no cuDNN teardown order.
-  static auto* plans = new std::map<std::tuple<i64, i64, i64, i64>, std::unique_ptr<ForwardPlan>>;
-  const auto key = std::make_tuple(d.B, d.H, d.T, d.D);
-  auto it = plans->find(key);
-  if (it == plans->end()) it = plans->emplace(key, build_forward(d.B, d.H, d.T, d.D)).first;
-  ForwardPlan& fp = *it->second;
+  static auto* plans = new PlanCache;
+  Plan& fp = plan_for(*plans, build_forward, d);
   if (!fp.why.empty()) {
-    why = cat("cuDNN ", cudnn_version(), " cannot build the SDPA graph for B ", d.B, ", H ", d.H, ", T ", d.T, ", D ",
-              d.D, ": ", fp.why);
+    why = cannot_build("forward", d, fp);
     return false;
   }
   const char* op = "attention_forward";
-  const cudnnHandle_t h = handle();
-  const cudnnStatus_t ss = cudnnSetStream(h, stream());
-  if (ss != CUDNN_STATUS_SUCCESS) fail(op, "cudnnSetStream failed: ", cudnnGetErrorString(ss));
-  void* workspace = fp.workspace > 0 ? scratch(Scratch::cudnn_workspace, std::size_t(fp.workspace)) : nullptr;
   float scale = d.scale, neg_inf = -INFINITY;
-  // Must all be non-null: a by-value tensor's pointer is the host address of its value.
-  i64 uids[] = {kQ, kK, kV, kO, kStats, kScale, kNegInf};
-  void* ptrs[] = {const_cast<std::uint16_t*>(q), const_cast<std::uint16_t*>(k), const_cast<std::uint16_t*>(v), out, lse,
-                  &scale, &neg_inf};
-  Builder g;
-  Desc pack = g.make(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, "variant pack");
-  g.set(pack, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, 7, uids, "variant pack ids");
-  g.set(pack, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, 7, ptrs, "variant pack pointers");
-  g.set(pack, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &workspace, "variant pack workspace");
-  g.finalize(pack, "variant pack");
-  if (g.ok()) g.check(cudnnBackendExecute(h, fp.plan.get(), pack.get()), "cudnnBackendExecute");
-  if (!g.ok()) {
+  const std::array<i64, 7> uids{kQ, kK, kV, kO, kStats, kScale, kNegInf};
+  const std::array<void*, 7> ptrs{const_cast<std::uint16_t*>(q), const_cast<std::uint16_t*>(k),
+                                  const_cast<std::uint16_t*>(v), out, lse, &scale, &neg_inf};
+  if (const std::string failed = execute(op, fp, uids, ptrs); !failed.empty()) {
     // Remember the failure: later calls go straight to the tiled kernel.
-    fp.why = g.why();
+    fp.why = failed;
     why = cat("cuDNN ", cudnn_version(), " SDPA failed to run: ", fp.why);
     return false;
   }
+  finish_op(op);
+  return true;
+}
+
+bool cudnn_sdpa_backward(const kernels::AttentionDims& d, const std::uint16_t* dout, const std::uint16_t* q,
+                         const std::uint16_t* k, const std::uint16_t* v, const std::uint16_t* out, const float* lse,
+                         std::uint16_t* dq, std::uint16_t* dk, std::uint16_t* dv, std::string& why) {
+  static auto* plans = new PlanCache;
+  const Plan& bp = plan_for(*plans, build_backward, d);
+  if (!bp.why.empty()) {
+    why = cannot_build("backward", d, bp);
+    return false;
+  }
+  const char* op = "attention_backward";
+  const std::size_t accum_bytes = std::size_t(d.B * d.H * d.T * d.D) * sizeof(float);
+  void* dq_accum = scratch(Scratch::cudnn_dq_accum, accum_bytes);
+  LLMTK_CUDA_CHECK(op, cudaMemsetAsync(dq_accum, 0, accum_bytes, stream()));
+  float scale = d.scale, neg_inf = -INFINITY, unit = 1.0f;
+  auto in = [](const void* p) { return const_cast<void*>(p); };
+  const std::array<i64, 13> uids{kQ, kK, kV, kO, kDO, kStats, kDQ, kDK, kDV, kDQAccum, kScale, kNegInf, kOne};
+  const std::array<void*, 13> ptrs{in(q), in(k), in(v), in(out), in(dout), in(lse), dq, dk, dv, dq_accum,
+                                   &scale, &neg_inf, &unit};
+  if (const std::string failed = execute(op, bp, uids, ptrs); !failed.empty())
+    fail(op, "cuDNN ", cudnn_version(), " SDPA backward failed to run (B ", d.B, ", H ", d.H, ", T ", d.T, ", D ", d.D,
+         "): ", failed, "; LLMTK_CUDNN_ATTENTION=0 runs the tiled kernel instead");
   finish_op(op);
   return true;
 }

@@ -144,6 +144,16 @@ __global__ void to_bf16_heads_kernel(std::uint16_t* out, const float* in, i64 ro
     out[i] = __bfloat16_as_ushort(__float2bfloat16_rn(in[(r * KV + h / (H / KV)) * D + d]));
   }
 }
+__global__ void from_bf16_sum_heads_kernel(float* out, const std::uint16_t* in, i64 rows, i64 KV, i64 H, i64 D) {
+  const i64 group = H / KV;
+  GRID_STRIDE(i, rows * KV * D) {
+    const i64 d = i % D, g = (i / D) % KV, r = i / (D * KV);
+    const std::uint16_t* src = in + (r * H + g * group) * D + d;
+    float sum = 0.0f;
+    for (i64 j = 0; j < group; ++j) sum += __uint_as_float(static_cast<unsigned>(src[j * D]) << 16);
+    out[i] = sum;
+  }
+}
 
 }  // namespace
 
@@ -233,6 +243,11 @@ void to_bf16_heads(std::uint16_t* out, const float* in, i64 rows, i64 KV, i64 H,
   if (rows * H * D == 0) return;
   to_bf16_heads_kernel<<<grid_for(rows * H * D), kThreads, 0, s>>>(out, in, rows, KV, H, D);
   LLMTK_CUDA_LAUNCHED("to_bf16_heads");
+}
+void from_bf16_sum_heads(float* out, const std::uint16_t* in, i64 rows, i64 KV, i64 H, i64 D, cudaStream_t s) {
+  if (rows * KV * D == 0) return;
+  from_bf16_sum_heads_kernel<<<grid_for(rows * KV * D), kThreads, 0, s>>>(out, in, rows, KV, H, D);
+  LLMTK_CUDA_LAUNCHED("from_bf16_sum_heads");
 }
 
 }  // namespace llmtk::cuda::kernels

@@ -37,6 +37,9 @@ void from_bf16(float* out, const std::uint16_t* in, i64 n, cudaStream_t s);
 void round_to_bf16(float* out, const float* in, i64 n, cudaStream_t s);
 // [rows, KV, D] f32 → [rows, H, D] bf16: kv head h / (H / KV) repeated for each query head h.
 void to_bf16_heads(std::uint16_t* out, const float* in, i64 rows, i64 KV, i64 H, i64 D, cudaStream_t s);
+// [rows, H, D] bf16 → [rows, KV, D] f32 written: kv head g is the sum of query heads
+// g·(H / KV) … (g + 1)·(H / KV) − 1 in order (the gradient of to_bf16_heads).
+void from_bf16_sum_heads(float* out, const std::uint16_t* in, i64 rows, i64 KV, i64 H, i64 D, cudaStream_t s);
 
 // ---- embedding_backward.cu ------------------------------------------------------------------
 // Scratch bytes embedding_backward needs for N positions.
