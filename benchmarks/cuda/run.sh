@@ -54,7 +54,19 @@ if ((build)); then
   cmake --build build-gpu -j"$(nproc)" --target llmtk test_cuda >> build-gpu.log 2>&1 || { tail -40 build-gpu.log >&2; exit 1; }
 fi
 bin=build-gpu/bin
-[[ -x $bin/llmtk ]] || { echo "run.sh: $bin/llmtk is missing (build first, or drop --no-build)" >&2; exit 1; }
+[[ -x $bin/llmtk ]] || { echo "run.sh: $bin/llmtk is missing (build first, or drop --no-build, or carry the output of benchmarks/cuda/bundle.sh)" >&2; exit 1; }
+# A bundle built elsewhere (benchmarks/cuda/bundle.sh) brings its libraries in build-gpu/shlib.tar.xz;
+# cuDNN and cuBLAS may live only in PyTorch's wheels here.
+[[ -f build-gpu/shlib.tar.xz && ! -d build-gpu/shlib ]] && tar -C build-gpu -xJf build-gpu/shlib.tar.xz
+libs=$PWD/build-gpu/shlib
+for pkg in cudnn cublas cuda_runtime; do
+  d=$($py -c "import nvidia.$pkg as m, os; print(os.path.join(list(m.__path__)[0], 'lib'))" 2> /dev/null || true)
+  [[ -n $d && -d $d ]] && libs+=":$d"
+done
+export LD_LIBRARY_PATH=$libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+export LLMTK_GOLDEN_DIR=$PWD/tests/golden
+missing=$(ldd "$bin/llmtk" "$bin/test_cuda" 2>&1 | grep "not found" || true)
+[[ -z $missing ]] || { echo "run.sh: libraries not found (LD_LIBRARY_PATH=$LD_LIBRARY_PATH):" >&2; echo "$missing" >&2; exit 1; }
 
 # ---- tests -----------------------------------------------------------------------------------
 if ((tests)); then
