@@ -248,15 +248,34 @@ void case_sinusoidal_forward(Case& c) {
   ops::sinusoidal_forward(y, x, 7);
   c.keep("y", y);
 }
+// Logits whose first `masked` columns are −inf in every row (banned tokens): log Σ exp must skip
+// them whatever chunking a backend uses (the cpu backend works in 2048-column chunks).
+inline TensorRef masked_logits(Case& c, std::int64_t N, std::int64_t V, std::int64_t masked) {
+  std::vector<float> v(static_cast<std::size_t>(N * V));
+  for (std::int64_t i = 0; i < N * V; ++i)
+    v[static_cast<std::size_t>(i)] = i % V < masked ? -INFINITY : float(2.0 * c.rng.normal());
+  return c.place(v.data(), DType::f32, {N, V}, v.size() * sizeof(float));
+}
+inline TensorRef late_targets(Case& c, std::int64_t N, int V, int masked) {  // targets among the unmasked columns
+  std::vector<std::int32_t> v(static_cast<std::size_t>(N));
+  for (auto& t : v) t = masked + std::int32_t(c.rng.next() % std::uint64_t(V - masked));
+  return c.place(v.data(), DType::i32, {N}, v.size() * sizeof(std::int32_t));
+}
 void case_cross_entropy_forward(Case& c) {
   auto logits = c.make({33, 127}, 3.0), losses = c.make({33});
   ops::cross_entropy_forward(losses, logits, c.ids({33}, 127, true), -100);
   c.keep("losses", losses);
+  auto masked = masked_logits(c, 3, 4200, 4100), losses3 = c.make({3});
+  ops::cross_entropy_forward(losses3, masked, late_targets(c, 3, 4200, 4100), -100);
+  c.keep("losses (first 4100 logits -inf)", losses3);
 }
 void case_cross_entropy_backward(Case& c) {
   auto logits = c.make({33, 127}, 3.0), dlogits = c.make({33, 127});
   ops::cross_entropy_backward(dlogits, logits, c.ids({33}, 127, true), 1.0f / 32, -100);
   c.keep("dlogits", dlogits);
+  auto masked = masked_logits(c, 3, 4200, 4100), dmasked = c.make({3, 4200});
+  ops::cross_entropy_backward(dmasked, masked, late_targets(c, 3, 4200, 4100), 1.0f / 3, -100);
+  c.keep("dlogits (first 4100 logits -inf)", dmasked);
 }
 void case_adamw_step(Case& c) {
   auto p = c.make({1001}), g = c.make({1001}), m = c.make({1001}, 0.1), v = c.make({1001}, 0.01, 0.05);

@@ -21,6 +21,7 @@ float logsumexp(const float* z, std::int64_t V) {
     float cm = -std::numeric_limits<float>::infinity();
 #pragma omp simd reduction(max : cm)
     for (std::int64_t v = 0; v < n; ++v) cm = std::max(cm, zc[v]);
+    if (cm == -std::numeric_limits<float>::infinity()) continue;  // every logit masked: adds exp(−inf) = 0
     if (cm > mx) sum *= fast_exp(mx - cm), mx = cm;
     float s = 0;
 #pragma omp simd reduction(+ : s)

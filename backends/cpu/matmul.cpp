@@ -32,7 +32,9 @@ struct Context {
   std::map<std::tuple<std::int64_t, std::int64_t, std::int64_t, bool, bool, bool, bool, bool>, dnnl::matmul> cache;
   std::mutex mutex;
   bool bf16_unavailable = false;  // set once if this CPU cannot run bf16 matmuls
-  std::vector<std::uint16_t> a16, b16, dy16;  // converted copies of the inputs (grown, reused)
+  // Converted copies of the inputs (grown, reused). Not guarded by the mutex: ops run one at a
+  // time (each op is parallel inside); concurrent matmul calls would need per-call buffers.
+  std::vector<std::uint16_t> a16, b16, dy16;
   std::vector<float> a32, b32;
 };
 Context& context() {
@@ -54,6 +56,23 @@ dnnl::matmul make_matmul(Context& ctx, std::int64_t M, std::int64_t K, std::int6
   auto desc = bias ? dnnl::matmul::desc(a_md, b_md, dnnl::memory::desc({1, N}, dt::f32, tag::ab), c_md)
                    : dnnl::matmul::desc(a_md, b_md, c_md);
   return dnnl::matmul(dnnl::matmul::primitive_desc(desc, attr, ctx.engine));
+}
+
+// Whether this CPU has oneDNN bf16 matmuls, found out once by creating a small bf16 primitive
+// (sets bf16_unavailable, with the same one-time message as gemm()).
+bool bf16_available(Context& ctx) {
+  static const bool available = [&ctx] {
+    try {
+      make_matmul(ctx, 16, 16, 16, false, false, false, false, dt::bf16);
+      return true;
+    } catch (const dnnl::error&) {
+      std::lock_guard lock(ctx.mutex);
+      if (!ctx.bf16_unavailable) std::fprintf(stderr, "llmtk: oneDNN has no bf16 matmul for this CPU; computing in f32\n");
+      ctx.bf16_unavailable = true;
+      return false;
+    }
+  }();
+  return available;
 }
 
 // f32 → bf16, round to nearest even (as llmtk::bf16, NaN stays NaN), into a reused buffer.
@@ -163,7 +182,7 @@ void matmul_backward(TensorRef dx, TensorRef dw, TensorRef db, TensorRef dy, Ten
   // tensor of the step).
   TensorRef dy_in = dy;
   Context& ctx = context();
-  if (ops::matmul_precision() == DType::bf16 && !ctx.bf16_unavailable && dx && dw) {
+  if (ops::matmul_precision() == DType::bf16 && dx && dw && bf16_available(ctx)) {
     dy_in.data = const_cast<std::uint16_t*>(to_bf16(ctx.dy16, dy.f32(), dy.numel()));
     dy_in.dtype = DType::bf16;
   }
