@@ -11,4 +11,12 @@ preset=default
 # the ci preset's settings (warnings as errors).
 cmake --preset "$preset" > /dev/null
 cmake --build build -j2
-ctest --test-dir build -j2 --output-on-failure "$@"
+status=0
+ctest --test-dir build -j2 --output-on-failure "$@" || status=$?
+# CTest lists skipped tests but hides why; print each one's own SKIPPED line.
+log=build/Testing/Temporary/LastTest.log
+if [[ -f $log ]] && grep -q "^SKIPPED" "$log"; then
+  echo "Why the skipped tests skipped:"
+  grep "^SKIPPED" "$log" | sort | uniq -c | sed 's/^/ /'
+fi
+exit "$status"
