@@ -77,7 +77,9 @@ void attention_forward(TensorRef out, TensorRef lse, TensorRef q, TensorRef k, T
   const char* op = "attention_forward";
   const auto s = backend::check_attention(op, out, lse, q, k, v, mask, Device::cuda);
   const auto d = dims_of(s, mask);
-  if (cudnn_applies(d, mask)) {
+  std::string unusable;
+  if (cudnn_applies(d, mask) && !cudnn_sdpa_usable(false, d, unusable)) note_fallback(op, unusable);
+  else if (cudnn_applies(d, mask)) {
     const std::uint16_t *qb = to_bf16(Scratch::attn_q, q), *kb = to_bf16_heads(Scratch::attn_k, k, s),
                         *vb = to_bf16_heads(Scratch::attn_v, v, s);
     auto* ob = scratch_as<std::uint16_t>(Scratch::attn_o, std::size_t(out.numel()));
@@ -101,9 +103,11 @@ void attention_backward(TensorRef dq, TensorRef dk, TensorRef dv, TensorRef dout
   expect_f32(op, "dq", dq), expect_f32(op, "dk", dk), expect_f32(op, "dv", dv), expect_f32(op, "dout", dout);
   expect_same(op, "dq", dq, "q", q), expect_same(op, "dk", dk, "k", k), expect_same(op, "dv", dv, "v", v);
   expect_same(op, "dout", dout, "q", q);
-  LLMTK_CHECK(mask.q_offset == 0, op, "backward needs q_offset = 0 (training), got ", mask.q_offset);
+  LLMTK_CHECK(mask.q_offset == 0 && s.Tk == s.T, op, "backward needs as many keys as queries and q_offset 0");
   const auto d = dims_of(s, mask);
-  if (cudnn_applies(d, mask)) {
+  std::string unusable;
+  if (cudnn_applies(d, mask) && !cudnn_sdpa_usable(true, d, unusable)) note_fallback(op, unusable);
+  else if (cudnn_applies(d, mask)) {
     const std::uint16_t *qb = to_bf16(Scratch::attn_q, q), *kb = to_bf16_heads(Scratch::attn_k, k, s),
                         *vb = to_bf16_heads(Scratch::attn_v, v, s), *ob = to_bf16(Scratch::attn_o, out),
                         *dob = to_bf16(Scratch::attn_do, dout);

@@ -174,12 +174,17 @@ class Builder {
   std::string why_;
 };
 
+// The cuDNN handle, created once; null when cuDNN cannot start here (create_status() says why),
+// which makes every graph build fail and attention fall back to the tiled kernel.
+cudnnStatus_t& create_status() {
+  static cudnnStatus_t s = CUDNN_STATUS_SUCCESS;
+  return s;
+}
 cudnnHandle_t handle() {
   static cudnnHandle_t h = [] {
     cudnnHandle_t created = nullptr;
-    const cudnnStatus_t s = cudnnCreate(&created);
-    if (s != CUDNN_STATUS_SUCCESS) fail("attention", "cudnnCreate failed: ", cudnnGetErrorString(s));
-    return created;
+    create_status() = cudnnCreate(&created);
+    return create_status() == CUDNN_STATUS_SUCCESS ? created : nullptr;
   }();
   return h;
 }
@@ -198,6 +203,10 @@ struct Plan {
 std::unique_ptr<Plan> make_plan(Builder& g, const std::vector<Desc>& ops) {
   auto out = std::make_unique<Plan>();
   const cudnnHandle_t h = handle();
+  if (!h) {
+    out->why = cat("cudnnCreate failed: ", cudnnGetErrorString(create_status()));
+    return out;
+  }
   Desc graph = g.make(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR, "operation graph");
   std::vector<cudnnBackendDescriptor_t> raw;
   for (const Desc& d : ops) raw.push_back(d.get());
@@ -390,6 +399,15 @@ Plan& plan_for(PlanCache& plans, std::unique_ptr<Plan> (*build)(i64, i64, i64, i
   return *it->second;
 }
 
+PlanCache& forward_plans() {
+  static auto* plans = new PlanCache;
+  return *plans;
+}
+PlanCache& backward_plans() {
+  static auto* plans = new PlanCache;
+  return *plans;
+}
+
 std::string cannot_build(const char* graph, const kernels::AttentionDims& d, const Plan& p) {
   return cat("cuDNN ", cudnn_version(), " cannot build the SDPA ", graph, " graph for B ", d.B, ", H ", d.H, ", T ", d.T,
              ", D ", d.D, ": ", p.why);
@@ -400,8 +418,9 @@ std::string cannot_build(const char* graph, const kernels::AttentionDims& d, con
 template <std::size_t N>
 std::string execute(const char* op, const Plan& plan, const std::array<i64, N>& uids, const std::array<void*, N>& ptrs) {
   const cudnnHandle_t h = handle();
+  (void)op;
   const cudnnStatus_t ss = cudnnSetStream(h, stream());
-  if (ss != CUDNN_STATUS_SUCCESS) fail(op, "cudnnSetStream failed: ", cudnnGetErrorString(ss));
+  if (ss != CUDNN_STATUS_SUCCESS) return cat("cudnnSetStream: ", cudnnGetErrorString(ss));
   void* workspace = plan.workspace > 0 ? scratch(Scratch::cudnn_workspace, std::size_t(plan.workspace)) : nullptr;
   Builder g;
   Desc pack = g.make(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, "variant pack");
@@ -415,10 +434,16 @@ std::string execute(const char* op, const Plan& plan, const std::array<i64, N>& 
 
 }  // namespace
 
+bool cudnn_sdpa_usable(bool backward, const kernels::AttentionDims& d, std::string& why) {
+  const Plan& p = backward ? plan_for(backward_plans(), build_backward, d) : plan_for(forward_plans(), build_forward, d);
+  if (p.why.empty()) return true;
+  why = cannot_build(backward ? "backward" : "forward", d, p);
+  return false;
+}
+
 bool cudnn_sdpa_forward(const kernels::AttentionDims& d, const std::uint16_t* q, const std::uint16_t* k,
                         const std::uint16_t* v, std::uint16_t* out, float* lse, std::string& why) {
-  static auto* plans = new PlanCache;
-  Plan& fp = plan_for(*plans, build_forward, d);
+  Plan& fp = plan_for(forward_plans(), build_forward, d);
   if (!fp.why.empty()) {
     why = cannot_build("forward", d, fp);
     return false;
@@ -430,6 +455,7 @@ bool cudnn_sdpa_forward(const kernels::AttentionDims& d, const std::uint16_t* q,
                                   const_cast<std::uint16_t*>(v), out, lse, &scale, &neg_inf};
   if (const std::string failed = execute(op, fp, uids, ptrs); !failed.empty()) {
     // Remember the failure: later calls go straight to the tiled kernel.
+    (void)cudaGetLastError();  // an error cuDNN left behind must not be blamed on the next kernel
     fp.why = failed;
     why = cat("cuDNN ", cudnn_version(), " SDPA failed to run: ", fp.why);
     return false;
@@ -441,8 +467,7 @@ bool cudnn_sdpa_forward(const kernels::AttentionDims& d, const std::uint16_t* q,
 bool cudnn_sdpa_backward(const kernels::AttentionDims& d, const std::uint16_t* dout, const std::uint16_t* q,
                          const std::uint16_t* k, const std::uint16_t* v, const std::uint16_t* out, const float* lse,
                          std::uint16_t* dq, std::uint16_t* dk, std::uint16_t* dv, std::string& why) {
-  static auto* plans = new PlanCache;
-  const Plan& bp = plan_for(*plans, build_backward, d);
+  Plan& bp = plan_for(backward_plans(), build_backward, d);
   if (!bp.why.empty()) {
     why = cannot_build("backward", d, bp);
     return false;
@@ -456,9 +481,13 @@ bool cudnn_sdpa_backward(const kernels::AttentionDims& d, const std::uint16_t* d
   const std::array<i64, 13> uids{kQ, kK, kV, kO, kDO, kStats, kDQ, kDK, kDV, kDQAccum, kScale, kNegInf, kOne};
   const std::array<void*, 13> ptrs{in(q), in(k), in(v), in(out), in(dout), in(lse), dq, dk, dv, dq_accum,
                                    &scale, &neg_inf, &unit};
-  if (const std::string failed = execute(op, bp, uids, ptrs); !failed.empty())
-    fail(op, "cuDNN ", cudnn_version(), " SDPA backward failed to run (B ", d.B, ", H ", d.H, ", T ", d.T, ", D ", d.D,
-         "): ", failed, "; LLMTK_CUDNN_ATTENTION=0 runs the tiled kernel instead");
+  if (const std::string failed = execute(op, bp, uids, ptrs); !failed.empty()) {
+    // As in the forward: remember it and let the tiled kernel (which writes dq, dk, dv whole) run.
+    (void)cudaGetLastError();
+    bp.why = failed;
+    why = cat("cuDNN ", cudnn_version(), " SDPA backward failed to run: ", bp.why);
+    return false;
+  }
   finish_op(op);
   return true;
 }

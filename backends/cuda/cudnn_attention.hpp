@@ -3,9 +3,10 @@
 // in the [B, T, heads, D] layout of the op contract; the softmax statistics (lse) stay f32.
 // Causal masking only (attention.cpp routes other masks to the tiled kernel); k and v have H
 // heads (grouped kv heads repeated by the caller, which also sums dk and dv over each group).
-// Both return false, with the reason in `why`, when cuDNN cannot build the graph for these sizes;
-// the caller then runs the tiled kernel. A forward that fails to run also returns false; a
-// backward that fails to run throws, naming attention_backward.
+// Both return false, with the reason in `why`, when cuDNN cannot build the graph for these sizes
+// or a built plan fails to run (the failure is remembered); the caller then runs the tiled
+// kernel. cudnn_sdpa_usable says beforehand whether the graph for these sizes was built (building
+// it on first use), so a caller converts its inputs to bf16 only when cuDNN will use them.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -14,6 +15,7 @@
 
 namespace llmtk::cuda {
 
+bool cudnn_sdpa_usable(bool backward, const kernels::AttentionDims& d, std::string& why);
 bool cudnn_sdpa_forward(const kernels::AttentionDims& d, const std::uint16_t* q, const std::uint16_t* k,
                         const std::uint16_t* v, std::uint16_t* out, float* lse, std::string& why);
 // dq, dk, dv written (bf16, [B, T, H, D]) from dout, q, k, v, out and the forward's lse.

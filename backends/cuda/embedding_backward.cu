@@ -16,9 +16,11 @@ constexpr int kThreads = 256;
 std::size_t align256(std::size_t n) { return (n + 255) / 256 * 256; }
 std::size_t cub_bytes(i64 N) {
   std::size_t bytes = 0;
-  cub::DeviceRadixSort::SortPairs(nullptr, bytes, static_cast<const std::int32_t*>(nullptr),
-                                  static_cast<std::int32_t*>(nullptr), static_cast<const std::int32_t*>(nullptr),
-                                  static_cast<std::int32_t*>(nullptr), static_cast<int>(N));
+  LLMTK_CUDA_CHECK("embedding_backward",
+                   cub::DeviceRadixSort::SortPairs(nullptr, bytes, static_cast<const std::int32_t*>(nullptr),
+                                                   static_cast<std::int32_t*>(nullptr),
+                                                   static_cast<const std::int32_t*>(nullptr),
+                                                   static_cast<std::int32_t*>(nullptr), static_cast<int>(N)));
   return bytes;
 }
 

@@ -27,6 +27,7 @@ __device__ float row_logsumexp(const float* z, long long V) {
   MaxSum t{-CUDART_INF_F, 0.0f};
   for (long long v = threadIdx.x; v < V; v += blockDim.x) {
     const float x = z[v];
+    if (x == -CUDART_INF_F) continue;  // a masked logit adds exp(−inf) = 0 (and −inf − −inf would be NaN)
     if (x > t.m) {
       t.s = t.s * expf(t.m - x) + 1.0f;  // exp(−inf) = 0 on the first element
       t.m = x;

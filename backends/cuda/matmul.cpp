@@ -73,8 +73,12 @@ const Plan* plan_for(const char* op, const PlanKey& key) {
   (void)al_bias;
   cublasLtMatmulHeuristicResult_t result{};
   int found = 0;
-  LLMTK_CUBLAS_CHECK(op, cublasLtMatmulAlgoGetHeuristic(context().lt, p.desc, p.a, p.b, p.c, p.c, pref, 1, &result, &found));
-  cublasLtMatmulPreferenceDestroy(pref);
+  // NOT_SUPPORTED means "no algorithm for this shape" too: cache that, so the caller falls back.
+  const cublasStatus_t heuristic =
+      cublasLtMatmulAlgoGetHeuristic(context().lt, p.desc, p.a, p.b, p.c, p.c, pref, 1, &result, &found);
+  LLMTK_CUBLAS_CHECK(op, cublasLtMatmulPreferenceDestroy(pref));
+  if (heuristic == CUBLAS_STATUS_NOT_SUPPORTED) found = 0;
+  else LLMTK_CUBLAS_CHECK(op, heuristic);
   p.algo = result.algo;
   p.algo_found = found > 0;
   Plan& kept = plans.emplace(key, p).first->second;
@@ -146,8 +150,8 @@ void matmul_forward(TensorRef y, TensorRef x, TensorRef w, TensorRef b) {
     LLMTK_CHECK(b.numel() == O, op, "b has ", b.numel(), " elements, expected ", O);
   }
   if (I == 0) {  // an empty sum: y = b (or 0)
-    kernels::scale(y.f32(), y.f32(), 0.0f, y.numel(), stream());
-    if (b) kernels::positions_forward(y.f32(), y.f32(), b.f32(), 1, N, O, 0, stream());
+    LLMTK_CUDA_CHECK(op, cudaMemsetAsync(y.data, 0, y.bytes(), stream()));  // not 0·y: y may hold NaN
+    if (b) kernels::positions_forward(y.f32(), y.f32(), b.f32(), N, 1, O, 0, stream());  // b added to each of N rows
     return finish_op(op);
   }
   gemm(op, true, false, O, N, I, operand(w), operand(x), y.f32(), 0.0f, b ? b.f32() : nullptr);
@@ -172,7 +176,7 @@ void matmul_backward(TensorRef dx, TensorRef dw, TensorRef db, TensorRef dy, Ten
     LLMTK_CHECK(db.numel() == O, op, "db must have ", O, " elements");
   }
   if (dx) {
-    if (O == 0) kernels::scale(dx.f32(), dx.f32(), 0.0f, dx.numel(), stream());
+    if (O == 0) LLMTK_CUDA_CHECK(op, cudaMemsetAsync(dx.data, 0, dx.bytes(), stream()));
     else gemm(op, false, false, I, N, O, operand(w), operand(dy), dx.f32(), 0.0f, nullptr);
   }
   if (dw && N > 0) gemm(op, false, true, I, O, N, operand(x), operand(dy), dw.f32(), 1.0f, nullptr);
