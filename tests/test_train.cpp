@@ -6,11 +6,13 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "core/rng.hpp"
 #include "data/prepare.hpp"
 #include "models/registry.hpp"
 #include "ops/ops.hpp"
 #include "train/generate.hpp"
 #include "train/hf.hpp"
+#include "train/optimizer.hpp"
 #include "train/run_report.hpp"
 #include "train/safetensors.hpp"
 #include "train/schedule.hpp"
@@ -119,6 +121,55 @@ TEST_CASE("bad recipes stop before a run, naming file, line and key", "[train][r
   std::ofstream(d / "r.toml") << ok;
   CHECK_THROWS_WITH(read_recipe((d / "r.toml").string(), {"optim.lr=-1"}), Catch::Contains("optim.lr is -1"));
   CHECK(read_recipe((d / "r.toml").string(), {"optim.lr=0.5", "train.batch=3"}).optim.lr == 0.5);
+}
+
+TEST_CASE("the optimizer updates runs of tensors exactly as it would each tensor", "[train][optim]") {
+  // Mixed kinds (so runs with and without weight decay alternate) and odd sizes (so there is
+  // alignment padding between tensors, which must stay zero).
+  Arena params("params");
+  params.add("w1", {7, 5}, DType::f32, ParamKind::matrix);
+  params.add("w2", {3, 11}, DType::f32, ParamKind::residual_matrix);
+  params.add("g", {13}, DType::f32, ParamKind::norm);
+  params.add("b", {9}, DType::f32, ParamKind::bias);
+  params.add("emb", {6, 5}, DType::f32, ParamKind::embedding);
+  params.add("w3", {5, 5}, DType::f32, ParamKind::matrix);
+  for (const char* name : {"adamw", "sgd", "lion"}) {
+    INFO(name);
+    Recipe::Optim cfg;
+    cfg.name = name, cfg.weight_decay = 0.3;
+    Arena p = params.like("p"), g = params.like("g"), ref_p = params.like("ref p");
+    p.allocate(), g.allocate(), ref_p.allocate();
+    Rng rng(5);
+    for (int i = 0; i < int(params.entries().size()); ++i)
+      for (std::int64_t k = 0; k < p[i].numel(); ++k) {
+        p[i].f32()[k] = ref_p[i].f32()[k] = float(rng.normal());
+        g[i].f32()[k] = float(rng.normal());
+      }
+    Optimizer fused(cfg, params);
+    Arena m = params.like("m"), v = params.like("v");
+    m.allocate(), v.allocate();
+    for (int step = 1; step <= 3; ++step) {
+      fused.step(p, g, 0.01, step);
+      for (int i = 0; i < int(params.entries().size()); ++i) {  // one op per tensor
+        const float wd = fused.decays(params.entries()[std::size_t(i)]) ? 0.3f : 0.0f;
+        if (cfg.name == "adamw")
+          ops::adamw_step(ref_p[i], g[i], m[i], v[i], AdamWArgs{0.01f, 0.9f, 0.95f, 1e-8f, wd, step});
+        else if (cfg.name == "sgd")
+          ops::sgd_step(ref_p[i], g[i], m[i], SgdArgs{0.01f, 0.9f, wd, false, step});
+        else
+          ops::lion_step(ref_p[i], g[i], m[i], LionArgs{0.01f, 0.9f, 0.95f, wd});
+      }
+    }
+    for (int i = 0; i < int(params.entries().size()); ++i)
+      for (std::int64_t k = 0; k < p[i].numel(); ++k) REQUIRE(p[i].f32()[k] == ref_p[i].f32()[k]);
+    // The padding between tensors is still zero.
+    const auto* bytes = static_cast<const unsigned char*>(p.data());
+    std::size_t covered = 0;
+    for (const auto& e : p.entries()) {
+      for (std::size_t b = covered; b < e.offset; ++b) REQUIRE(bytes[b] == 0);
+      covered = e.offset + std::size_t(e.numel) * sizeof(float);
+    }
+  }
 }
 
 TEST_CASE("schedules: warmup, then constant, cosine, linear or warmup-stable-decay", "[train][schedule]") {
