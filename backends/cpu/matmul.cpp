@@ -31,7 +31,6 @@ struct Context {
   // key: (M, K, N, a is transposed, b is transposed, bias, accumulate, bf16 inputs)
   std::map<std::tuple<std::int64_t, std::int64_t, std::int64_t, bool, bool, bool, bool, bool>, dnnl::matmul> cache;
   std::mutex mutex;
-  bool bf16_unavailable = false;  // set once if this CPU cannot run bf16 matmuls
   // Converted copies of the inputs (grown, reused). Not guarded by the mutex: ops run one at a
   // time (each op is parallel inside); concurrent matmul calls would need per-call buffers.
   std::vector<std::uint16_t> a16, b16, dy16;
@@ -58,17 +57,15 @@ dnnl::matmul make_matmul(Context& ctx, std::int64_t M, std::int64_t K, std::int6
   return dnnl::matmul(dnnl::matmul::primitive_desc(desc, attr, ctx.engine));
 }
 
-// Whether this CPU has oneDNN bf16 matmuls, found out once by creating a small bf16 primitive
-// (sets bf16_unavailable, with the same one-time message as gemm()).
+// Whether this CPU has oneDNN bf16 matmuls (they need AVX-512), found out once by creating a
+// small bf16 primitive; where it has none, bf16 requests compute in f32 and say so once.
 bool bf16_available(Context& ctx) {
   static const bool available = [&ctx] {
     try {
       make_matmul(ctx, 16, 16, 16, false, false, false, false, dt::bf16);
       return true;
     } catch (const dnnl::error&) {
-      std::lock_guard lock(ctx.mutex);
-      if (!ctx.bf16_unavailable) std::fprintf(stderr, "llmtk: oneDNN has no bf16 matmul for this CPU; computing in f32\n");
-      ctx.bf16_unavailable = true;
+      std::fprintf(stderr, "llmtk: oneDNN has no bf16 matmul for this CPU; computing in f32\n");
       return false;
     }
   }();
@@ -115,8 +112,8 @@ const void* prepare(const TensorRef& t, bool bf16_in, std::vector<std::uint16_t>
 void gemm(const TensorRef& A, const TensorRef& B, const float* bias, float* C, std::int64_t M, std::int64_t K,
           std::int64_t N, bool a_t, bool b_t, bool accumulate) {
   Context& ctx = context();
-  bool bf16_in = (ops::matmul_precision() == DType::bf16 || A.dtype == DType::bf16 || B.dtype == DType::bf16) &&
-                 !ctx.bf16_unavailable;
+  const bool bf16_in =
+      (ops::matmul_precision() == DType::bf16 || A.dtype == DType::bf16 || B.dtype == DType::bf16) && bf16_available(ctx);
   // The f32 backward products (dx = dy·w, dw += dyᵀ·x) go to oneDNN's packed sgemm: it takes a
   // transposed or non-K-major operand at full speed, where the matmul primitive reorders it on
   // every call (measured here at GPT-2 shapes: 210-250 GFLOP/s against 40-200).
@@ -124,21 +121,11 @@ void gemm(const TensorRef& A, const TensorRef& B, const float* bias, float* C, s
   dnnl::matmul prim;
   if (bf16_in || !backward_product) {
     std::lock_guard lock(ctx.mutex);
-    auto key = std::make_tuple(M, K, N, a_t, b_t, bias != nullptr, accumulate, bf16_in);
+    const auto key = std::make_tuple(M, K, N, a_t, b_t, bias != nullptr, accumulate, bf16_in);
     auto it = ctx.cache.find(key);
-    if (it == ctx.cache.end() && bf16_in) {
-      try {
-        it = ctx.cache.emplace(key, make_matmul(ctx, M, K, N, a_t, b_t, bias, accumulate, dt::bf16)).first;
-      } catch (const dnnl::error&) {  // no bf16 implementation for this CPU (needs AVX-512): use f32
-        ctx.bf16_unavailable = true, bf16_in = false;
-        std::fprintf(stderr, "llmtk: oneDNN has no bf16 matmul for this CPU; computing in f32\n");
-        std::get<7>(key) = false;
-        it = ctx.cache.find(key);
-      }
-    }
-    if (it == ctx.cache.end() && (bf16_in || !backward_product))
-      it = ctx.cache.emplace(key, make_matmul(ctx, M, K, N, a_t, b_t, bias, accumulate, dt::f32)).first;
-    if (it != ctx.cache.end()) prim = it->second;
+    if (it == ctx.cache.end())
+      it = ctx.cache.emplace(key, make_matmul(ctx, M, K, N, a_t, b_t, bias, accumulate, bf16_in ? dt::bf16 : dt::f32)).first;
+    prim = it->second;
   }
   const dt in_t = bf16_in ? dt::bf16 : dt::f32;
   void* a_ptr = const_cast<void*>(prepare(A, bf16_in, ctx.a16, ctx.a32));

@@ -3,19 +3,14 @@
 #include <cuda_bf16.h>
 
 #include "check.hpp"
+#include "grid_stride.cuh"
 #include "kernels.hpp"
 
 namespace llmtk::cuda::kernels {
 
 namespace {
 
-constexpr int kThreads = 256;
-unsigned grid_for(i64 n) {
-  const i64 blocks = (n + kThreads - 1) / kThreads;
-  return static_cast<unsigned>(blocks < 1 ? 1 : (blocks > 65535 * 8 ? 65535 * 8 : blocks));
-}
-#define GRID_STRIDE(i, n) \
-  for (i64 i = i64(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); i += i64(gridDim.x) * blockDim.x)
+constexpr int kThreads = kGridThreads;
 
 constexpr float kSqrt2OverPi = 0.7978845608028654f;
 __device__ float gelu(float x) { return 0.5f * x * (1.0f + tanhf(kSqrt2OverPi * (x + 0.044715f * x * x * x))); }

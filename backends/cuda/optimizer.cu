@@ -1,19 +1,14 @@
 // Optimizer updates (AdamW, SGD, Lion), element-wise over one parameter tensor, and sum_squares
 // (the gradient norm) as a two-pass deterministic reduction.
 #include "check.hpp"
+#include "grid_stride.cuh"
 #include "kernels.hpp"
 
 namespace llmtk::cuda::kernels {
 
 namespace {
 
-constexpr int kThreads = 256;
-unsigned grid_for(i64 n) {
-  const i64 blocks = (n + kThreads - 1) / kThreads;
-  return static_cast<unsigned>(blocks < 1 ? 1 : (blocks > 65535 * 8 ? 65535 * 8 : blocks));
-}
-#define GRID_STRIDE(i, n) \
-  for (i64 i = i64(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); i += i64(gridDim.x) * blockDim.x)
+constexpr int kThreads = kGridThreads;
 
 __global__ void adamw_kernel(float* p, const float* g, float* m, float* v, i64 n, float lr, float b1, float b2,
                              float eps, float wd, float bias1, float bias2) {
