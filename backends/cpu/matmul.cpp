@@ -116,7 +116,7 @@ void gemm(const TensorRef& A, const TensorRef& B, const float* bias, float* C, s
       (ops::matmul_precision() == DType::bf16 || A.dtype == DType::bf16 || B.dtype == DType::bf16) && bf16_available(ctx);
   // The f32 backward products (dx = dy·w, dw += dyᵀ·x) go to oneDNN's packed sgemm: it takes a
   // transposed or non-K-major operand at full speed, where the matmul primitive reorders it on
-  // every call (measured here at GPT-2 shapes: 210-250 GFLOP/s against 40-200).
+  // every call (benchmarks/results/ops.md: the backward products run as fast as the plain forward).
   const bool backward_product = a_t || !b_t;
   dnnl::matmul prim;
   if (bf16_in || !backward_product) {
