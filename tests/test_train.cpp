@@ -123,9 +123,9 @@ TEST_CASE("bad recipes stop before a run, naming file, line and key", "[train][r
   CHECK(read_recipe((d / "r.toml").string(), {"optim.lr=0.5", "train.batch=3"}).optim.lr == 0.5);
 }
 
-TEST_CASE("the optimizer updates runs of tensors exactly as it would each tensor", "[train][optim]") {
-  // Mixed kinds (so runs with and without weight decay alternate) and odd sizes (so there is
-  // alignment padding between tensors, which must stay zero).
+TEST_CASE("the optimizer updates each weight-decay group with one op, exactly as it would each tensor", "[train][optim]") {
+  // Mixed kinds in planning order (decayed and undecayed tensors alternate; the arena groups
+  // them) and odd sizes (so there is alignment padding between tensors, which must stay zero).
   Arena params("params");
   params.add("w1", {7, 5}, DType::f32, ParamKind::matrix);
   params.add("w2", {3, 11}, DType::f32, ParamKind::residual_matrix);
@@ -146,6 +146,13 @@ TEST_CASE("the optimizer updates runs of tensors exactly as it would each tensor
         g[i].f32()[k] = float(rng.normal());
       }
     Optimizer fused(cfg, params);
+    // Matrices, then the embedding, then the norm and bias: one range decayed, one not.
+    const auto ranges = fused.ranges(p);
+    REQUIRE(ranges.size() == 2);
+    CHECK(ranges[0].weight_decay == 0.3f);
+    CHECK(ranges[1].weight_decay == 0.0f);
+    CHECK(ranges[0].begin == 0);
+    CHECK(ranges[1].end == p.bytes() - 64 + 9 * 4);  // ends with the bias (9 floats, then padding)
     Arena m = params.like("m"), v = params.like("v");
     m.allocate(), v.allocate();
     for (int step = 1; step <= 3; ++step) {
@@ -164,12 +171,34 @@ TEST_CASE("the optimizer updates runs of tensors exactly as it would each tensor
       for (std::int64_t k = 0; k < p[i].numel(); ++k) REQUIRE(p[i].f32()[k] == ref_p[i].f32()[k]);
     // The padding between tensors is still zero.
     const auto* bytes = static_cast<const unsigned char*>(p.data());
+    std::vector<Arena::Entry> in_memory = p.entries();
+    std::sort(in_memory.begin(), in_memory.end(), [](const auto& a, const auto& b) { return a.offset < b.offset; });
     std::size_t covered = 0;
-    for (const auto& e : p.entries()) {
+    for (const auto& e : in_memory) {
+      REQUIRE(e.offset >= covered);
       for (std::size_t b = covered; b < e.offset; ++b) REQUIRE(bytes[b] == 0);
       covered = e.offset + std::size_t(e.numel) * sizeof(float);
     }
   }
+}
+
+TEST_CASE("a whole model's parameters update in two ops, whichever way embeddings decay", "[train][optim]") {
+  for (const char* arch : {"gpt2-tiny", "llama-tiny"})
+    for (bool decay_embeddings : {false, true}) {
+      INFO(arch << ", decay_embeddings " << decay_embeddings);
+      auto m = make_model(arch, find_arch(arch).dims);
+      m->plan(1, 8);
+      m->allocate();
+      Recipe::Optim cfg;
+      cfg.weight_decay = 0.1, cfg.decay_embeddings = decay_embeddings;
+      const auto ranges = Optimizer(cfg, m->params()).ranges(m->params());
+      REQUIRE(ranges.size() == 2);
+      // The ranges cover every parameter and nothing else but padding.
+      std::int64_t covered = 0;
+      for (const auto& r : ranges) covered += std::int64_t(r.end - r.begin) / 4;
+      CHECK(covered >= m->params().numel());
+      CHECK(covered < m->params().numel() + 16 * std::int64_t(m->params().entries().size()));
+    }
 }
 
 TEST_CASE("schedules: warmup, then constant, cosine, linear or warmup-stable-decay", "[train][schedule]") {

@@ -44,8 +44,39 @@ Arena Arena::like(std::string name) const {
   return a;
 }
 
+// Parameters lie in memory by how the optimizer treats them: matrices (always decayed), then
+// embeddings (decayed when the recipe asks), then norms and biases (never decayed). Whichever way
+// the embeddings go, each weight-decay group is one contiguous range, so the optimizer updates
+// every parameter with one op per group (train/optimizer.cpp). Within a group, and in arenas
+// without parameter kinds (activations), tensors keep their planning order. The layout is a
+// function of the table alone, so arenas made with like() lay out identically.
+namespace {
+int layout_group(ParamKind k) {
+  switch (k) {
+    case ParamKind::none:
+    case ParamKind::matrix:
+    case ParamKind::residual_matrix: return 0;
+    case ParamKind::embedding: return 1;
+    case ParamKind::norm:
+    case ParamKind::bias: return 2;
+  }
+  return 2;
+}
+}  // namespace
+
+void Arena::lay_out() {
+  std::size_t offset = 0;
+  for (int group = 0; group < 3; ++group)
+    for (auto& e : entries_)
+      if (layout_group(e.kind) == group) {
+        e.offset = offset;
+        offset += round_up(std::size_t(e.numel) * size_of(e.dtype));
+      }
+}
+
 void Arena::allocate(const DeviceMemory& memory) {
   if (allocated()) return;
+  lay_out();
   std::size_t n = bytes_ == 0 ? kAlign : bytes_;
   auto* p = static_cast<std::byte*>(memory.allocate(n, name_.c_str()));
   base_ = std::unique_ptr<std::byte, Free>(p, Free{&memory});

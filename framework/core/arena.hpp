@@ -31,7 +31,7 @@ class Arena {
     std::string name;
     std::vector<std::int64_t> shape;
     DType dtype = DType::f32;
-    std::size_t offset = 0;  // bytes from the start of the arena
+    std::size_t offset = 0;  // bytes from the start of the arena; final once allocated
     std::int64_t numel = 0;
     ParamKind kind = ParamKind::none;
   };
@@ -47,6 +47,8 @@ class Arena {
   Arena like(std::string name) const;
   // One zero-filled, 64-byte-aligned allocation for every planned tensor, from `memory` (by
   // default the active backend's: host, or the GPU for device = "cuda"). Adding after this fails.
+  // Parameters are grouped by weight-decay treatment (matrices, embeddings, norms and biases),
+  // so each group is contiguous; other tensors lie in planning order.
   void allocate(const DeviceMemory& memory = current_memory());
   void zero();
   void release();
@@ -71,6 +73,7 @@ class Arena {
   void* data() const { return base_.get(); }
 
  private:
+  void lay_out();  // assigns every entry's offset
   struct Free {
     const DeviceMemory* memory;  // set whenever the pointer is
     void operator()(std::byte* p) const;

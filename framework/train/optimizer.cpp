@@ -1,5 +1,8 @@
 #include "optimizer.hpp"
 
+#include <algorithm>
+#include <numeric>
+
 #include "../ops/ops.hpp"
 
 namespace llmtk::train {
@@ -19,25 +22,35 @@ bool Optimizer::decays(const Arena::Entry& e) const {
   }
 }
 
-// Consecutive parameters with the same weight decay are updated by one op over the memory that
-// holds them (the gradient and moment arenas mirror the parameters' layout, see Arena::like):
-// fewer, larger calls, which on a GPU means fewer kernel launches (a Llama block's attention
-// matrices are one call; GPT-2's tensors alternate with biases, so it gains little). The
-// alignment padding between tensors is zero in every arena and stays zero under each update
-// rule (zero parameter, gradient and state give a zero update), and each element's update
-// depends only on that element, so the result is bit for bit the per-tensor one.
-void Optimizer::step(Arena& params, Arena& grads, double lr, std::int64_t step) {
+// The parameter arena keeps each weight-decay group contiguous (Arena::allocate), and the gradient
+// and moment arenas mirror its layout (Arena::like), so the update is one op per group: two ops
+// for every model, whatever its size (one when nothing or everything decays). The alignment padding
+// between tensors is zero in every arena and stays zero under each update rule (zero parameter,
+// gradient and state give a zero update), and each element's update depends only on that
+// element, so the result is bit for bit the per-tensor one.
+std::vector<Optimizer::Range> Optimizer::ranges(const Arena& params) const {
   const auto& entries = params.entries();
-  auto decay = [&](std::size_t i) { return decays(entries[i]) ? float(c_.weight_decay) : 0.0f; };
-  for (std::size_t i = 0; i < entries.size();) {
-    const float wd = decay(i);
-    std::size_t j = i + 1;
-    while (j < entries.size() && decay(j) == wd) ++j;
-    const std::size_t begin = entries[i].offset;
-    const std::size_t end = entries[j - 1].offset + std::size_t(entries[j - 1].numel) * sizeof(float);
-    const std::int64_t n = std::int64_t((end - begin) / sizeof(float));
-    const Device device = params[static_cast<int>(i)].device;
-    auto span = [&](const Arena& a) { return TensorRef(static_cast<std::byte*>(a.data()) + begin, DType::f32, {n}, device); };
+  std::vector<std::size_t> order(entries.size());
+  std::iota(order.begin(), order.end(), std::size_t(0));
+  std::sort(order.begin(), order.end(), [&](auto a, auto b) { return entries[a].offset < entries[b].offset; });
+  std::vector<Range> out;
+  for (std::size_t i : order) {
+    const auto& e = entries[i];
+    const float wd = decays(e) ? float(c_.weight_decay) : 0.0f;
+    const std::size_t end = e.offset + std::size_t(e.numel) * sizeof(float);
+    if (!out.empty() && out.back().weight_decay == wd) out.back().end = end;
+    else out.push_back({e.offset, end, wd});
+  }
+  return out;
+}
+
+void Optimizer::step(Arena& params, Arena& grads, double lr, std::int64_t step) {
+  for (const Range& r : ranges(params)) {
+    const auto n = std::int64_t((r.end - r.begin) / sizeof(float));
+    auto span = [&](const Arena& a) {
+      return TensorRef(static_cast<std::byte*>(a.data()) + r.begin, DType::f32, {n}, a.device());
+    };
+    const float wd = r.weight_decay;
     if (c_.name == "adamw") {
       ops::adamw_step(span(params), span(grads), span(m_), span(v_),
                       AdamWArgs{float(lr), float(c_.beta1), float(c_.beta2), float(c_.eps), wd, int(step)});
@@ -46,7 +59,6 @@ void Optimizer::step(Arena& params, Arena& grads, double lr, std::int64_t step) 
     } else {
       ops::lion_step(span(params), span(grads), span(m_), LionArgs{float(lr), float(c_.beta1), float(c_.beta2), wd});
     }
-    i = j;
   }
 }
 

@@ -19,6 +19,13 @@ class Optimizer {
   // Moment arenas, for checkpoints: "m" and "v" (AdamW), "buf" (SGD), "m" (Lion).
   std::vector<Arena*> state();
   bool decays(const Arena::Entry& e) const;
+  // The contiguous byte ranges of an allocated parameter arena that one update op each covers:
+  // consecutive tensors (in memory) with the same weight decay. Two for any model.
+  struct Range {
+    std::size_t begin = 0, end = 0;
+    float weight_decay = 0;
+  };
+  std::vector<Range> ranges(const Arena& params) const;
   std::size_t state_bytes() const;
 
  private:
