@@ -1,10 +1,11 @@
 // cuDNN fused SDPA through the backend (graph) C API (cudnn-frontend is not used). The forward
 // graph is the flash-attention pattern cuDNN's runtime fusion engine recognises:
-//   S = Q·Kᵀ (f32) → S·scale → causal mask (row index ≥ column index, else −inf)
+//   S = Q·Kᵀ (f32) → S·scale → causal mask (row index ≥ column index, else −inf; the lowest
+//   finite float before cuDNN 9.10)
 //   → softmax with statistics: M = max_j S, E = exp(S − M), Z = Σ_j E, stats = M + log Z, P = E / Z
 //   → O = P·V (bf16)
 // The backward graph is the one the cuDNN frontend builds for sdpa_backward (no dropout, no bias):
-//   Δ = Σ_d dO∘O (per row)
+//   Δ = Σ_d dO∘O (per row; a real f32 tensor, as cudnn-frontend makes it)
 //   P = exp(causal(Q·Kᵀ·scale) − stats);  dV = Pᵀ·dO (P rounded to bf16 through a reshape to Pᵀ)
 //   dS = P∘(dO·Vᵀ − Δ)·scale;  dK = dSᵀ·Q;  dQ = dS·K (accumulated in f32 in dQ_accum, then written)
 // q, out, dout, dq, dk, dv: [B, T, H, D] bf16; k, v are expanded to H heads by the caller (which
@@ -16,6 +17,7 @@
 #include <cudnn.h>
 
 #include <array>
+#include <cfloat>
 #include <cmath>
 #include <map>
 #include <memory>
@@ -35,11 +37,11 @@ std::string cudnn_version() {
 namespace {
 
 using i64 = std::int64_t;
+using Ref = cudnnBackendDescriptor_t;
 
 // One backend descriptor, destroyed with its owner.
 class Desc {
  public:
-  Desc() = default;
   explicit Desc(cudnnBackendDescriptorType_t type) { status_ = cudnnBackendCreateDescriptor(type, &d_); }
   Desc(Desc&& o) noexcept : d_(std::exchange(o.d_, nullptr)), status_(o.status_) {}
   Desc& operator=(Desc&& o) noexcept {
@@ -51,42 +53,45 @@ class Desc {
   ~Desc() {
     if (d_) cudnnBackendDestroyDescriptor(d_);
   }
-  cudnnBackendDescriptor_t get() const { return d_; }
+  Ref get() const { return d_; }
   cudnnStatus_t created() const { return status_; }
 
  private:
-  cudnnBackendDescriptor_t d_ = nullptr;
+  Ref d_ = nullptr;
   cudnnStatus_t status_ = CUDNN_STATUS_SUCCESS;
 };
 
 // Builds a graph; the first failing call is kept (with what it was doing) and the rest skipped,
-// so a graph cuDNN cannot build ends in one readable reason instead of an exception.
+// so a graph cuDNN cannot build ends in one readable reason instead of an exception. The builder
+// owns every descriptor it makes (handed on to the plan, so nothing a finalized plan might refer
+// to is destroyed while the plan lives; cudnn-frontend keeps them alive in the same way).
 class Builder {
  public:
   bool ok() const { return why_.empty(); }
   const std::string& why() const { return why_; }
+  std::vector<Desc> release() { return std::move(owned_); }
 
   void check(cudnnStatus_t s, const char* what) {
     if (ok() && s != CUDNN_STATUS_SUCCESS) why_ = cat(what, ": ", cudnnGetErrorString(s));
   }
-  Desc make(cudnnBackendDescriptorType_t type, const char* what) {
-    Desc d(type);
-    check(d.created(), what);
-    return d;
+  Ref make(cudnnBackendDescriptorType_t type, const char* what) {
+    owned_.emplace_back(type);
+    check(owned_.back().created(), what);
+    return owned_.back().get();
   }
   template <class T>
-  void set(const Desc& d, cudnnBackendAttributeName_t name, cudnnBackendAttributeType_t type, i64 count, const T* values,
+  void set(Ref d, cudnnBackendAttributeName_t name, cudnnBackendAttributeType_t type, i64 count, const T* values,
            const char* what) {
-    if (ok()) check(cudnnBackendSetAttribute(d.get(), name, type, count, values), what);
+    if (ok()) check(cudnnBackendSetAttribute(d, name, type, count, values), what);
   }
-  void finalize(const Desc& d, const char* what) {
-    if (ok()) check(cudnnBackendFinalize(d.get()), what);
+  void finalize(Ref d, const char* what) {
+    if (ok()) check(cudnnBackendFinalize(d), what);
   }
 
   // A tensor: 4 dims and strides, a unique id, virtual (inside the graph) or not.
-  Desc tensor(i64 uid, cudnnDataType_t type, const std::array<i64, 4>& dims, const std::array<i64, 4>& strides,
-              bool is_virtual, bool by_value = false, bool reordered = false) {
-    Desc t = make(CUDNN_BACKEND_TENSOR_DESCRIPTOR, "tensor");
+  Ref tensor(i64 uid, cudnnDataType_t type, const std::array<i64, 4>& dims, const std::array<i64, 4>& strides,
+           bool is_virtual, bool by_value = false) {
+    const Ref t = make(CUDNN_BACKEND_TENSOR_DESCRIPTOR, "tensor");
     const i64 alignment = 16;
     set(t, CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &type, "tensor type");
     set(t, CUDNN_ATTR_TENSOR_DIMENSIONS, CUDNN_TYPE_INT64, 4, dims.data(), "tensor dims");
@@ -95,83 +100,82 @@ class Builder {
     set(t, CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, CUDNN_TYPE_INT64, 1, &alignment, "tensor alignment");
     set(t, CUDNN_ATTR_TENSOR_IS_VIRTUAL, CUDNN_TYPE_BOOLEAN, 1, &is_virtual, "tensor virtual");
     set(t, CUDNN_ATTR_TENSOR_IS_BY_VALUE, CUDNN_TYPE_BOOLEAN, 1, &by_value, "tensor by value");
-    if (reordered) {
-      const cudnnBackendTensorReordering_t mode = CUDNN_TENSOR_REORDERING_F16x16;
-      set(t, CUDNN_ATTR_TENSOR_REORDERING_MODE, CUDNN_TYPE_TENSOR_REORDERING_MODE, 1, &mode, "tensor reordering");
-    }
     finalize(t, "tensor");
     return t;
   }
 
-  // y = f(x [, b [, t]]) element-wise; `axis` for GEN_INDEX.
-  Desc pointwise(cudnnPointwiseMode_t mode, const Desc& x, const Desc* b, const Desc* t, const Desc& y,
-                 i64 axis = -1) {
-    Desc pw = make(CUDNN_BACKEND_POINTWISE_DESCRIPTOR, "pointwise");
-    const cudnnDataType_t prec = CUDNN_DATA_FLOAT;
+  // y = f(x [, b [, t]]) element-wise, computed in `prec` (f32 for arithmetic; the causal mask's
+  // index generation is INT32 and its comparison BOOLEAN, as cudnn-frontend builds them); `axis`
+  // for GEN_INDEX. b and t may be null.
+  Ref pointwise(cudnnPointwiseMode_t mode, Ref x, Ref b, Ref t, Ref y, cudnnDataType_t prec = CUDNN_DATA_FLOAT, i64 axis = -1) {
+    const Ref pw = make(CUDNN_BACKEND_POINTWISE_DESCRIPTOR, "pointwise");
     set(pw, CUDNN_ATTR_POINTWISE_MODE, CUDNN_TYPE_POINTWISE_MODE, 1, &mode, "pointwise mode");
     set(pw, CUDNN_ATTR_POINTWISE_MATH_PREC, CUDNN_TYPE_DATA_TYPE, 1, &prec, "pointwise precision");
     if (axis >= 0) set(pw, CUDNN_ATTR_POINTWISE_AXIS, CUDNN_TYPE_INT64, 1, &axis, "pointwise axis");
     finalize(pw, "pointwise");
-    Desc op = make(CUDNN_BACKEND_OPERATION_POINTWISE_DESCRIPTOR, "pointwise op");
-    auto raw = [](const Desc& d) { return d.get(); };
-    const cudnnBackendDescriptor_t pwd = pw.get(), xd = raw(x), yd = raw(y);
-    set(op, CUDNN_ATTR_OPERATION_POINTWISE_PW_DESCRIPTOR, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &pwd, "pointwise op");
-    set(op, CUDNN_ATTR_OPERATION_POINTWISE_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &xd, "pointwise x");
-    if (b) {
-      const cudnnBackendDescriptor_t bd = raw(*b);
-      set(op, CUDNN_ATTR_OPERATION_POINTWISE_BDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &bd, "pointwise b");
-    }
-    if (t) {
-      const cudnnBackendDescriptor_t td = raw(*t);
-      set(op, CUDNN_ATTR_OPERATION_POINTWISE_TDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &td, "pointwise t");
-    }
-    set(op, CUDNN_ATTR_OPERATION_POINTWISE_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &yd, "pointwise y");
+    const Ref op = make(CUDNN_BACKEND_OPERATION_POINTWISE_DESCRIPTOR, "pointwise op");
+    set(op, CUDNN_ATTR_OPERATION_POINTWISE_PW_DESCRIPTOR, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &pw, "pointwise op");
+    set(op, CUDNN_ATTR_OPERATION_POINTWISE_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &x, "pointwise x");
+    if (b) set(op, CUDNN_ATTR_OPERATION_POINTWISE_BDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &b, "pointwise b");
+    if (t) set(op, CUDNN_ATTR_OPERATION_POINTWISE_TDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &t, "pointwise t");
+    set(op, CUDNN_ATTR_OPERATION_POINTWISE_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &y, "pointwise y");
     finalize(op, "pointwise op");
     return op;
   }
 
-  Desc reduction(cudnnReduceTensorOp_t how, const Desc& x, const Desc& y) {
-    Desc r = make(CUDNN_BACKEND_REDUCTION_DESCRIPTOR, "reduction");
+  Ref reduction(cudnnReduceTensorOp_t how, Ref x, Ref y) {
+    const Ref r = make(CUDNN_BACKEND_REDUCTION_DESCRIPTOR, "reduction");
     const cudnnDataType_t prec = CUDNN_DATA_FLOAT;
     set(r, CUDNN_ATTR_REDUCTION_OPERATOR, CUDNN_TYPE_REDUCTION_OPERATOR_TYPE, 1, &how, "reduction operator");
     set(r, CUDNN_ATTR_REDUCTION_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &prec, "reduction precision");
     finalize(r, "reduction");
-    Desc op = make(CUDNN_BACKEND_OPERATION_REDUCTION_DESCRIPTOR, "reduction op");
-    const cudnnBackendDescriptor_t rd = r.get(), xd = x.get(), yd = y.get();
-    set(op, CUDNN_ATTR_OPERATION_REDUCTION_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &rd, "reduction op");
-    set(op, CUDNN_ATTR_OPERATION_REDUCTION_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &xd, "reduction x");
-    set(op, CUDNN_ATTR_OPERATION_REDUCTION_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &yd, "reduction y");
+    const Ref op = make(CUDNN_BACKEND_OPERATION_REDUCTION_DESCRIPTOR, "reduction op");
+    set(op, CUDNN_ATTR_OPERATION_REDUCTION_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &r, "reduction op");
+    set(op, CUDNN_ATTR_OPERATION_REDUCTION_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &x, "reduction x");
+    set(op, CUDNN_ATTR_OPERATION_REDUCTION_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &y, "reduction y");
     finalize(op, "reduction op");
     return op;
   }
 
-  Desc matmul(const Desc& a, const Desc& b, const Desc& c) {
-    Desc mm = make(CUDNN_BACKEND_MATMUL_DESCRIPTOR, "matmul");
+  Ref matmul(Ref a, Ref b, Ref c) {
+    const Ref mm = make(CUDNN_BACKEND_MATMUL_DESCRIPTOR, "matmul");
     const cudnnDataType_t prec = CUDNN_DATA_FLOAT;
     set(mm, CUDNN_ATTR_MATMUL_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &prec, "matmul precision");
     finalize(mm, "matmul");
-    Desc op = make(CUDNN_BACKEND_OPERATION_MATMUL_DESCRIPTOR, "matmul op");
-    const cudnnBackendDescriptor_t md = mm.get(), ad = a.get(), bd = b.get(), cd = c.get();
-    set(op, CUDNN_ATTR_OPERATION_MATMUL_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &md, "matmul op");
-    set(op, CUDNN_ATTR_OPERATION_MATMUL_ADESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &ad, "matmul a");
-    set(op, CUDNN_ATTR_OPERATION_MATMUL_BDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &bd, "matmul b");
-    set(op, CUDNN_ATTR_OPERATION_MATMUL_CDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &cd, "matmul c");
+    const Ref op = make(CUDNN_BACKEND_OPERATION_MATMUL_DESCRIPTOR, "matmul op");
+    set(op, CUDNN_ATTR_OPERATION_MATMUL_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &mm, "matmul op");
+    set(op, CUDNN_ATTR_OPERATION_MATMUL_ADESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &a, "matmul a");
+    set(op, CUDNN_ATTR_OPERATION_MATMUL_BDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &b, "matmul b");
+    set(op, CUDNN_ATTR_OPERATION_MATMUL_CDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &c, "matmul c");
     finalize(op, "matmul op");
     return op;
   }
 
   // y = x seen through y's dims and strides (the backward's transposes of P, dS and Kᵀ).
-  Desc reshape(const Desc& x, const Desc& y) {
-    Desc op = make(CUDNN_BACKEND_OPERATION_RESHAPE_DESCRIPTOR, "reshape op");
-    const cudnnBackendDescriptor_t xd = x.get(), yd = y.get();
-    set(op, CUDNN_ATTR_OPERATION_RESHAPE_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &xd, "reshape x");
-    set(op, CUDNN_ATTR_OPERATION_RESHAPE_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &yd, "reshape y");
+  Ref reshape(Ref x, Ref y) {
+    const Ref op = make(CUDNN_BACKEND_OPERATION_RESHAPE_DESCRIPTOR, "reshape op");
+    set(op, CUDNN_ATTR_OPERATION_RESHAPE_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &x, "reshape x");
+    set(op, CUDNN_ATTR_OPERATION_RESHAPE_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &y, "reshape y");
     finalize(op, "reshape op");
     return op;
   }
 
+  // The causal mask: y = row ≥ col ? x : fill, with INT32 row/column indices over x's shape and a
+  // BOOLEAN comparison (cudnn-frontend's types for these nodes). Appends its 4 ops.
+  void causal_mask(std::vector<Ref>& ops, Ref x, Ref fill, Ref y, const std::array<i64, 4>& dims,
+                   const std::array<i64, 4>& strides, i64& next_uid) {
+    const Ref row = tensor(next_uid++, CUDNN_DATA_INT32, dims, strides, true);
+    const Ref col = tensor(next_uid++, CUDNN_DATA_INT32, dims, strides, true);
+    const Ref keep = tensor(next_uid++, CUDNN_DATA_BOOLEAN, dims, strides, true);
+    ops.push_back(pointwise(CUDNN_POINTWISE_GEN_INDEX, x, nullptr, nullptr, row, CUDNN_DATA_INT32, 2));
+    ops.push_back(pointwise(CUDNN_POINTWISE_GEN_INDEX, x, nullptr, nullptr, col, CUDNN_DATA_INT32, 3));
+    ops.push_back(pointwise(CUDNN_POINTWISE_CMP_GE, row, col, nullptr, keep, CUDNN_DATA_BOOLEAN));
+    ops.push_back(pointwise(CUDNN_POINTWISE_BINARY_SELECT, x, fill, keep, y));
+  }
+
  private:
   std::string why_;
+  std::vector<Desc> owned_;
 };
 
 // The cuDNN handle, created once; null when cuDNN cannot start here (create_status() says why),
@@ -189,59 +193,71 @@ cudnnHandle_t handle() {
   return h;
 }
 
+// The value masked scores take: −inf from cuDNN 9.10 on; before that cuDNN's softmax wants the
+// lowest finite float (what cudnn-frontend passes for those versions).
+float mask_fill() { return cudnnGetVersion() < 91000 ? -FLT_MAX : -INFINITY; }
+
+// Shapes and versions cuDNN's SDPA is known to get wrong, refused up front (cudnn-frontend's
+// support surface refuses the same): 9.10.0 and 9.10.1 (bf16 SDPA bugs); one query and one key
+// (T = 1); and, for the backward before 9.15.1, a sequence length that is not a multiple of 128
+// (an invalid memory access the frontend works around with a padding mask). Returns the reason,
+// or "".
+std::string known_unsupported(bool backward, i64 T) {
+  const std::size_t v = cudnnGetVersion();
+  if (v == 91000 || v == 91001) return cat("cuDNN ", cudnn_version(), " has known SDPA bugs (use 9.10.2 or newer)");
+  if (T == 1) return "T = 1 (cuDNN's SDPA needs more than one query)";
+  if (backward && v < 91501 && T % 128 != 0)
+    return cat("before cuDNN 9.15.1 the SDPA backward needs T a multiple of 128, T is ", T);
+  return "";
+}
+
 // Tensor ids in the variant pack.
-enum : i64 { kQ = 1, kK, kV, kO, kStats, kScale, kNegInf, kDO, kDQ, kDK, kDV, kDQAccum, kOne };
+enum : i64 { kQ = 1, kK, kV, kO, kStats, kScale, kFill, kDO, kDQ, kDK, kDV, kDQAccum, kSoftmaxSum, kOne };
 
 struct Plan {
   std::string why;  // empty: usable
-  Desc plan;
+  std::vector<Desc> descriptors;  // the graph's, kept alive with the plan
+  Ref plan = nullptr;
   i64 workspace = 0;
 };
 
 // Finalizes the operation graph of `ops` and picks the first engine configuration cuDNN's
 // heuristics offer that finalizes into an execution plan; a failure leaves the reason in `why`.
-std::unique_ptr<Plan> make_plan(Builder& g, const std::vector<Desc>& ops) {
+std::unique_ptr<Plan> make_plan(Builder& g, const std::vector<Ref>& ops) {
   auto out = std::make_unique<Plan>();
   const cudnnHandle_t h = handle();
   if (!h) {
     out->why = cat("cudnnCreate failed: ", cudnnGetErrorString(create_status()));
     return out;
   }
-  Desc graph = g.make(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR, "operation graph");
-  std::vector<cudnnBackendDescriptor_t> raw;
-  for (const Desc& d : ops) raw.push_back(d.get());
-  g.set(graph, CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, i64(raw.size()), raw.data(), "graph ops");
+  const Ref graph = g.make(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR, "operation graph");
+  g.set(graph, CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, i64(ops.size()), ops.data(), "graph ops");
   g.set(graph, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &h, "graph handle");
   g.finalize(graph, "operation graph");
 
-  Desc heur = g.make(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR, "heuristics");
-  const cudnnBackendDescriptor_t graph_raw = graph.get();
+  const Ref heur = g.make(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR, "heuristics");
   const cudnnBackendHeurMode_t mode = CUDNN_HEUR_MODE_A;
-  g.set(heur, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &graph_raw, "heuristics graph");
+  g.set(heur, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &graph, "heuristics graph");
   g.set(heur, CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &mode, "heuristics mode");
   g.finalize(heur, "heuristics");
   i64 count = 0;
   if (g.ok())
-    g.check(cudnnBackendGetAttribute(heur.get(), CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR, 0, &count,
+    g.check(cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR, 0, &count,
                                      nullptr),
             "heuristics count");
   if (g.ok() && count == 0) g.check(CUDNN_STATUS_NOT_SUPPORTED, "no engine for this graph");
-  std::vector<Desc> configs;
-  std::vector<cudnnBackendDescriptor_t> config_raw;
-  for (i64 i = 0; g.ok() && i < count; ++i) {
-    configs.push_back(g.make(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR, "engine config"));
-    config_raw.push_back(configs.back().get());
-  }
+  std::vector<Ref> configs;
+  for (i64 i = 0; g.ok() && i < count; ++i) configs.push_back(g.make(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR, "engine config"));
   i64 got = 0;
   if (g.ok())
-    g.check(cudnnBackendGetAttribute(heur.get(), CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR, count, &got,
-                                     config_raw.data()),
+    g.check(cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR, count, &got,
+                                     configs.data()),
             "heuristics results");
   std::string last;
   for (i64 i = 0; g.ok() && i < got; ++i) {
     Desc plan(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR);
     if (plan.created() != CUDNN_STATUS_SUCCESS) continue;
-    const cudnnBackendDescriptor_t cfg = config_raw[std::size_t(i)];
+    const Ref cfg = configs[std::size_t(i)];
     cudnnStatus_t st = cudnnBackendSetAttribute(plan.get(), CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &h);
     if (st == CUDNN_STATUS_SUCCESS)
       st = cudnnBackendSetAttribute(plan.get(), CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
@@ -255,8 +271,10 @@ std::unique_ptr<Plan> make_plan(Builder& g, const std::vector<Desc>& ops) {
     if (cudnnBackendGetAttribute(plan.get(), CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1, &n, &ws) !=
         CUDNN_STATUS_SUCCESS)
       continue;
-    out->plan = std::move(plan);
+    out->plan = plan.get();
     out->workspace = ws;
+    out->descriptors = g.release();
+    out->descriptors.push_back(std::move(plan));
     return out;
   }
   out->why = g.ok() ? cat("no engine configuration finalizes (", count, " offered", last.empty() ? "" : "; last: ",
@@ -265,10 +283,17 @@ std::unique_ptr<Plan> make_plan(Builder& g, const std::vector<Desc>& ops) {
   return out;
 }
 
+std::unique_ptr<Plan> refused(std::string why) {
+  auto out = std::make_unique<Plan>();
+  out->why = std::move(why);
+  return out;
+}
+
 // The forward graph for (B, H, T, D).
 std::unique_ptr<Plan> build_forward(i64 B, i64 H, i64 T, i64 D) {
+  if (std::string why = known_unsupported(false, T); !why.empty()) return refused(why);
   Builder g;
-  const cudnnDataType_t bf16 = CUDNN_DATA_BFLOAT16, f32 = CUDNN_DATA_FLOAT, boolean = CUDNN_DATA_BOOLEAN;
+  const cudnnDataType_t bf16 = CUDNN_DATA_BFLOAT16, f32 = CUDNN_DATA_FLOAT;
   // [B, H, T, D] over memory laid out [B, T, H, D]
   const std::array<i64, 4> bhtd{B, H, T, D}, bhtd_strides{T * H * D, D, H * D, 1};
   const std::array<i64, 4> bhdt{B, H, D, T}, bhdt_strides{T * H * D, D, 1, H * D};  // Kᵀ: the same memory as K
@@ -276,110 +301,105 @@ std::unique_ptr<Plan> build_forward(i64 B, i64 H, i64 T, i64 D) {
   const std::array<i64, 4> rows{B, H, T, 1}, rows_strides{H * T, T, 1, 1};
   const std::array<i64, 4> one{1, 1, 1, 1};
 
-  const Desc q = g.tensor(kQ, bf16, bhtd, bhtd_strides, false);
-  const Desc kt = g.tensor(kK, bf16, bhdt, bhdt_strides, false);
-  const Desc v = g.tensor(kV, bf16, bhtd, bhtd_strides, false);
-  const Desc o = g.tensor(kO, bf16, bhtd, bhtd_strides, false);
-  const Desc stats = g.tensor(kStats, f32, rows, rows_strides, false);
-  const Desc scale = g.tensor(kScale, f32, one, one, false, true);
-  const Desc neg_inf = g.tensor(kNegInf, f32, one, one, false, true);
+  const Ref q = g.tensor(kQ, bf16, bhtd, bhtd_strides, false);
+  const Ref kt = g.tensor(kK, bf16, bhdt, bhdt_strides, false);
+  const Ref v = g.tensor(kV, bf16, bhtd, bhtd_strides, false);
+  const Ref o = g.tensor(kO, bf16, bhtd, bhtd_strides, false);
+  const Ref stats = g.tensor(kStats, f32, rows, rows_strides, false);
+  const Ref scale = g.tensor(kScale, f32, one, one, false, true);
+  const Ref fill = g.tensor(kFill, f32, one, one, false, true);
   i64 next = 100;
-  auto virt = [&](cudnnDataType_t t, const std::array<i64, 4>& dims, const std::array<i64, 4>& strides,
-                  bool reordered = false) { return g.tensor(next++, t, dims, strides, true, false, reordered); };
-  const Desc s = virt(f32, scores, scores_strides), s_scaled = virt(f32, scores, scores_strides);
-  const Desc row = virt(f32, scores, scores_strides), col = virt(f32, scores, scores_strides);
-  const Desc keep = virt(boolean, scores, scores_strides), s_masked = virt(f32, scores, scores_strides);
-  const Desc m = virt(f32, rows, rows_strides), shifted = virt(f32, scores, scores_strides);
-  const Desc e = virt(f32, scores, scores_strides), z = virt(f32, rows, rows_strides);
-  const Desc log_z = virt(f32, rows, rows_strides), p = virt(f32, scores, scores_strides, true);
+  auto virt = [&](cudnnDataType_t t, const std::array<i64, 4>& dims, const std::array<i64, 4>& strides) {
+    return g.tensor(next++, t, dims, strides, true);
+  };
+  const Ref s = virt(f32, scores, scores_strides), s_scaled = virt(f32, scores, scores_strides);
+  const Ref s_masked = virt(f32, scores, scores_strides);
+  const Ref m = virt(f32, rows, rows_strides), shifted = virt(f32, scores, scores_strides);
+  const Ref e = virt(f32, scores, scores_strides), z = virt(f32, rows, rows_strides);
+  // P in the inputs' type: the P·V matmul takes its A operand in the I/O type (cudnn-frontend
+  // sets the softmax output to Q's type for the same reason).
+  const Ref log_z = virt(f32, rows, rows_strides), p = virt(bf16, scores, scores_strides);
 
-  std::vector<Desc> ops;
+  std::vector<Ref> ops;
   ops.push_back(g.matmul(q, kt, s));
-  ops.push_back(g.pointwise(CUDNN_POINTWISE_MUL, s, &scale, nullptr, s_scaled));
-  ops.push_back(g.pointwise(CUDNN_POINTWISE_GEN_INDEX, s_scaled, nullptr, nullptr, row, 2));
-  ops.push_back(g.pointwise(CUDNN_POINTWISE_GEN_INDEX, s_scaled, nullptr, nullptr, col, 3));
-  ops.push_back(g.pointwise(CUDNN_POINTWISE_CMP_GE, row, &col, nullptr, keep));
-  ops.push_back(g.pointwise(CUDNN_POINTWISE_BINARY_SELECT, s_scaled, &neg_inf, &keep, s_masked));
+  ops.push_back(g.pointwise(CUDNN_POINTWISE_MUL, s, scale, nullptr, s_scaled));
+  g.causal_mask(ops, s_scaled, fill, s_masked, scores, scores_strides, next);
   ops.push_back(g.reduction(CUDNN_REDUCE_TENSOR_MAX, s_masked, m));
-  ops.push_back(g.pointwise(CUDNN_POINTWISE_SUB, s_masked, &m, nullptr, shifted));
+  ops.push_back(g.pointwise(CUDNN_POINTWISE_SUB, s_masked, m, nullptr, shifted));
   ops.push_back(g.pointwise(CUDNN_POINTWISE_EXP, shifted, nullptr, nullptr, e));
   ops.push_back(g.reduction(CUDNN_REDUCE_TENSOR_ADD, e, z));
   ops.push_back(g.pointwise(CUDNN_POINTWISE_LOG, z, nullptr, nullptr, log_z));
-  ops.push_back(g.pointwise(CUDNN_POINTWISE_ADD, m, &log_z, nullptr, stats));
-  ops.push_back(g.pointwise(CUDNN_POINTWISE_DIV, e, &z, nullptr, p));
+  ops.push_back(g.pointwise(CUDNN_POINTWISE_ADD, m, log_z, nullptr, stats));
+  ops.push_back(g.pointwise(CUDNN_POINTWISE_DIV, e, z, nullptr, p));
   ops.push_back(g.matmul(p, v, o));
   return make_plan(g, ops);
 }
 
-// The backward graph for (B, H, T, D), node for node the frontend's sdpa_backward without dropout
-// or bias. As there, Kᵀ and Vᵀ are the graph's inputs (K for dQ is a reshape of Kᵀ), and a
-// non-virtual f32 dQ_accum (F16x16 reordered, zeroed before each run) tells cuDNN to accumulate dQ
-// in f32 rather than in the dP workspace.
+// The backward graph for (B, H, T, D), node for node cudnn-frontend's sdpa_backward without
+// dropout or bias. As there, Kᵀ and Vᵀ are the graph's inputs (K for dQ is a reshape of Kᵀ); Δ
+// (the frontend's softmax_sum, [B, H, T, 1] f32) and dQ_accum ([B, H, T, D] f32, zeroed before
+// each run) are real tensors in scratch memory, dense, not reordered: dQ accumulates in f32.
 std::unique_ptr<Plan> build_backward(i64 B, i64 H, i64 T, i64 D) {
+  if (std::string why = known_unsupported(true, T); !why.empty()) return refused(why);
   Builder g;
-  const cudnnDataType_t bf16 = CUDNN_DATA_BFLOAT16, f32 = CUDNN_DATA_FLOAT, boolean = CUDNN_DATA_BOOLEAN;
+  const cudnnDataType_t bf16 = CUDNN_DATA_BFLOAT16, f32 = CUDNN_DATA_FLOAT;
   // [B, H, T, D] over memory laid out [B, T, H, D]
   const std::array<i64, 4> bhtd{B, H, T, D}, bhtd_strides{T * H * D, D, H * D, 1};
   const std::array<i64, 4> bhdt{B, H, D, T}, bhdt_strides{T * H * D, D, 1, H * D};  // Kᵀ, Vᵀ: K's, V's memory
-  const std::array<i64, 4> accum_strides{H * T * D, T * D, D, 1};                   // dQ_accum: [B, H, T, D]
+  const std::array<i64, 4> accum_strides{H * T * D, T * D, D, 1};                    // dQ_accum: [B, H, T, D]
   const std::array<i64, 4> scores{B, H, T, T}, scores_strides{H * T * T, T * T, T, 1};
   const std::array<i64, 4> scores_t_strides{H * T * T, T * T, 1, T};  // [B, H, Tk, T] over the scores
   const std::array<i64, 4> rows{B, H, T, 1}, rows_strides{H * T, T, 1, 1};
   const std::array<i64, 4> one{1, 1, 1, 1};
 
-  const Desc q = g.tensor(kQ, bf16, bhtd, bhtd_strides, false);
-  const Desc kt = g.tensor(kK, bf16, bhdt, bhdt_strides, false);
-  const Desc vt = g.tensor(kV, bf16, bhdt, bhdt_strides, false);
-  const Desc o = g.tensor(kO, bf16, bhtd, bhtd_strides, false);
-  const Desc d_o = g.tensor(kDO, bf16, bhtd, bhtd_strides, false);
-  const Desc stats = g.tensor(kStats, f32, rows, rows_strides, false);
-  const Desc dq = g.tensor(kDQ, bf16, bhtd, bhtd_strides, false);
-  const Desc dk = g.tensor(kDK, bf16, bhtd, bhtd_strides, false);
-  const Desc dv = g.tensor(kDV, bf16, bhtd, bhtd_strides, false);
-  const Desc dq_accum = g.tensor(kDQAccum, f32, bhtd, accum_strides, false, false, true);
-  const Desc scale = g.tensor(kScale, f32, one, one, false, true);
-  const Desc neg_inf = g.tensor(kNegInf, f32, one, one, false, true);
-  const Desc unit = g.tensor(kOne, f32, one, one, false, true);  // the frontend's dropout scales, here 1
+  const Ref q = g.tensor(kQ, bf16, bhtd, bhtd_strides, false);
+  const Ref kt = g.tensor(kK, bf16, bhdt, bhdt_strides, false);
+  const Ref vt = g.tensor(kV, bf16, bhdt, bhdt_strides, false);
+  const Ref o = g.tensor(kO, bf16, bhtd, bhtd_strides, false);
+  const Ref d_o = g.tensor(kDO, bf16, bhtd, bhtd_strides, false);
+  const Ref stats = g.tensor(kStats, f32, rows, rows_strides, false);
+  const Ref dq = g.tensor(kDQ, bf16, bhtd, bhtd_strides, false);
+  const Ref dk = g.tensor(kDK, bf16, bhtd, bhtd_strides, false);
+  const Ref dv = g.tensor(kDV, bf16, bhtd, bhtd_strides, false);
+  const Ref dq_accum = g.tensor(kDQAccum, f32, bhtd, accum_strides, false);
+  const Ref delta = g.tensor(kSoftmaxSum, f32, rows, rows_strides, false);
+  const Ref scale = g.tensor(kScale, f32, one, one, false, true);
+  const Ref fill = g.tensor(kFill, f32, one, one, false, true);
+  const Ref unit = g.tensor(kOne, f32, one, one, false, true);  // the frontend's dropout scale, here 1
   i64 next = 100;
   auto virt = [&](cudnnDataType_t t, const std::array<i64, 4>& dims, const std::array<i64, 4>& strides) {
     return g.tensor(next++, t, dims, strides, true);
   };
   // Δ = Σ_d dO∘O
-  const Desc do_o = virt(f32, bhtd, bhtd_strides), delta_sum = virt(f32, rows, rows_strides);
-  const Desc delta = virt(f32, rows, rows_strides);
+  const Ref do_o = virt(f32, bhtd, bhtd_strides), delta_sum = virt(f32, rows, rows_strides);
   // P = exp(causal(S·scale) − stats), Pᵀ in bf16
-  const Desc s = virt(f32, scores, scores_strides), s_scaled = virt(f32, scores, scores_strides);
-  const Desc row = virt(f32, scores, scores_strides), col = virt(f32, scores, scores_strides);
-  const Desc keep = virt(boolean, scores, scores_strides), s_masked = virt(f32, scores, scores_strides);
-  const Desc shifted = virt(f32, scores, scores_strides), p = virt(f32, scores, scores_strides);
-  const Desc p_t = virt(bf16, scores, scores_t_strides);
+  const Ref s = virt(f32, scores, scores_strides), s_scaled = virt(f32, scores, scores_strides);
+  const Ref s_masked = virt(f32, scores, scores_strides);
+  const Ref shifted = virt(f32, scores, scores_strides), p = virt(f32, scores, scores_strides);
+  const Ref p_t = virt(bf16, scores, scores_t_strides);
   // dS = P∘(dP − Δ)·scale, dSᵀ in bf16; K seen through Kᵀ
-  const Desc dp = virt(f32, scores, scores_strides), dp_kept = virt(f32, scores, scores_strides);
-  const Desc dp_centered = virt(f32, scores, scores_strides), ds_unscaled = virt(f32, scores, scores_strides);
-  const Desc ds = virt(f32, scores, scores_strides), ds_t = virt(bf16, scores, scores_t_strides);
-  const Desc k = virt(bf16, bhtd, bhtd_strides);
+  const Ref dp = virt(f32, scores, scores_strides), dp_centered = virt(f32, scores, scores_strides);
+  const Ref ds_unscaled = virt(f32, scores, scores_strides);
+  const Ref ds = virt(f32, scores, scores_strides), ds_t = virt(bf16, scores, scores_t_strides);
+  const Ref k = virt(bf16, bhtd, bhtd_strides);
 
-  std::vector<Desc> ops;
-  ops.push_back(g.pointwise(CUDNN_POINTWISE_MUL, d_o, &o, nullptr, do_o));
+  std::vector<Ref> ops;
+  ops.push_back(g.pointwise(CUDNN_POINTWISE_MUL, d_o, o, nullptr, do_o));
   ops.push_back(g.reduction(CUDNN_REDUCE_TENSOR_ADD, do_o, delta_sum));
-  ops.push_back(g.pointwise(CUDNN_POINTWISE_MUL, delta_sum, &unit, nullptr, delta));
+  ops.push_back(g.pointwise(CUDNN_POINTWISE_MUL, delta_sum, unit, nullptr, delta));
 
   ops.push_back(g.matmul(q, kt, s));
-  ops.push_back(g.pointwise(CUDNN_POINTWISE_MUL, s, &scale, nullptr, s_scaled));
-  ops.push_back(g.pointwise(CUDNN_POINTWISE_GEN_INDEX, s_scaled, nullptr, nullptr, row, 2));
-  ops.push_back(g.pointwise(CUDNN_POINTWISE_GEN_INDEX, s_scaled, nullptr, nullptr, col, 3));
-  ops.push_back(g.pointwise(CUDNN_POINTWISE_CMP_GE, row, &col, nullptr, keep));
-  ops.push_back(g.pointwise(CUDNN_POINTWISE_BINARY_SELECT, s_scaled, &neg_inf, &keep, s_masked));
-  ops.push_back(g.pointwise(CUDNN_POINTWISE_SUB, s_masked, &stats, nullptr, shifted));
+  ops.push_back(g.pointwise(CUDNN_POINTWISE_MUL, s, scale, nullptr, s_scaled));
+  g.causal_mask(ops, s_scaled, fill, s_masked, scores, scores_strides, next);
+  ops.push_back(g.pointwise(CUDNN_POINTWISE_SUB, s_masked, stats, nullptr, shifted));
   ops.push_back(g.pointwise(CUDNN_POINTWISE_EXP, shifted, nullptr, nullptr, p));
   ops.push_back(g.reshape(p, p_t));
   ops.push_back(g.matmul(p_t, d_o, dv));
 
   ops.push_back(g.matmul(d_o, vt, dp));
-  ops.push_back(g.pointwise(CUDNN_POINTWISE_MUL, dp, &unit, nullptr, dp_kept));
-  ops.push_back(g.pointwise(CUDNN_POINTWISE_SUB, dp_kept, &delta, nullptr, dp_centered));
-  ops.push_back(g.pointwise(CUDNN_POINTWISE_MUL, dp_centered, &p, nullptr, ds_unscaled));
-  ops.push_back(g.pointwise(CUDNN_POINTWISE_MUL, ds_unscaled, &scale, nullptr, ds));
+  ops.push_back(g.pointwise(CUDNN_POINTWISE_SUB, dp, delta, nullptr, dp_centered));
+  ops.push_back(g.pointwise(CUDNN_POINTWISE_MUL, dp_centered, p, nullptr, ds_unscaled));
+  ops.push_back(g.pointwise(CUDNN_POINTWISE_MUL, ds_unscaled, scale, nullptr, ds));
   ops.push_back(g.reshape(ds, ds_t));
   ops.push_back(g.matmul(ds_t, q, dk));
 
@@ -423,12 +443,12 @@ std::string execute(const char* op, const Plan& plan, const std::array<i64, N>& 
   if (ss != CUDNN_STATUS_SUCCESS) return cat("cudnnSetStream: ", cudnnGetErrorString(ss));
   void* workspace = plan.workspace > 0 ? scratch(Scratch::cudnn_workspace, std::size_t(plan.workspace)) : nullptr;
   Builder g;
-  Desc pack = g.make(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, "variant pack");
+  const Ref pack = g.make(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, "variant pack");
   g.set(pack, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, i64(N), uids.data(), "variant pack ids");
   g.set(pack, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, i64(N), ptrs.data(), "variant pack pointers");
   g.set(pack, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &workspace, "variant pack workspace");
   g.finalize(pack, "variant pack");
-  if (g.ok()) g.check(cudnnBackendExecute(h, plan.plan.get(), pack.get()), "cudnnBackendExecute");
+  if (g.ok()) g.check(cudnnBackendExecute(h, plan.plan, pack), "cudnnBackendExecute");
   return g.why();
 }
 
@@ -449,10 +469,10 @@ bool cudnn_sdpa_forward(const kernels::AttentionDims& d, const std::uint16_t* q,
     return false;
   }
   const char* op = "attention_forward";
-  float scale = d.scale, neg_inf = -INFINITY;
-  const std::array<i64, 7> uids{kQ, kK, kV, kO, kStats, kScale, kNegInf};
+  float scale = d.scale, fill = mask_fill();
+  const std::array<i64, 7> uids{kQ, kK, kV, kO, kStats, kScale, kFill};
   const std::array<void*, 7> ptrs{const_cast<std::uint16_t*>(q), const_cast<std::uint16_t*>(k),
-                                  const_cast<std::uint16_t*>(v), out, lse, &scale, &neg_inf};
+                                  const_cast<std::uint16_t*>(v), out, lse, &scale, &fill};
   if (const std::string failed = execute(op, fp, uids, ptrs); !failed.empty()) {
     // Remember the failure: later calls go straight to the tiled kernel.
     (void)cudaGetLastError();  // an error cuDNN left behind must not be blamed on the next kernel
@@ -475,12 +495,14 @@ bool cudnn_sdpa_backward(const kernels::AttentionDims& d, const std::uint16_t* d
   const char* op = "attention_backward";
   const std::size_t accum_bytes = std::size_t(d.B * d.H * d.T * d.D) * sizeof(float);
   void* dq_accum = scratch(Scratch::cudnn_dq_accum, accum_bytes);
+  void* softmax_sum = scratch(Scratch::cudnn_softmax_sum, std::size_t(d.B * d.H * d.T) * sizeof(float));
   LLMTK_CUDA_CHECK(op, cudaMemsetAsync(dq_accum, 0, accum_bytes, stream()));
-  float scale = d.scale, neg_inf = -INFINITY, unit = 1.0f;
+  float scale = d.scale, fill = mask_fill(), unit = 1.0f;
   auto in = [](const void* p) { return const_cast<void*>(p); };
-  const std::array<i64, 13> uids{kQ, kK, kV, kO, kDO, kStats, kDQ, kDK, kDV, kDQAccum, kScale, kNegInf, kOne};
-  const std::array<void*, 13> ptrs{in(q), in(k), in(v), in(out), in(dout), in(lse), dq, dk, dv, dq_accum,
-                                   &scale, &neg_inf, &unit};
+  const std::array<i64, 14> uids{kQ,  kK,  kV,       kO,          kDO,    kStats, kDQ,
+                                 kDK, kDV, kDQAccum, kSoftmaxSum, kScale, kFill,  kOne};
+  const std::array<void*, 14> ptrs{in(q), in(k),    in(v),       in(out), in(dout), in(lse), dq,
+                                   dk,    dv,       dq_accum,    softmax_sum, &scale, &fill,   &unit};
   if (const std::string failed = execute(op, bp, uids, ptrs); !failed.empty()) {
     // As in the forward: remember it and let the tiled kernel (which writes dq, dk, dv whole) run.
     (void)cudaGetLastError();
