@@ -166,7 +166,7 @@ void export_hf(const AnyModel& m, const std::string& dir, const data::Tokenizer*
   Arena out("hf");
   const auto maps = mappings(m);
   for (const auto& mp : maps) out.add(mp.hf, mp.shape);
-  out.allocate();
+  out.allocate(host_memory());  // written here, on the host, then saved
   const Arena host = m.params().device() == Device::host ? Arena() : m.params().host_copy();  // GPU parameters
   const Arena& params = m.params().device() == Device::host ? m.params() : host;
   for (const auto& mp : maps) mp.to_hf(params, out[mp.hf].f32());
