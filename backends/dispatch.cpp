@@ -23,21 +23,25 @@ namespace ops {
 
 namespace {
 std::string runs_anywhere() { return {}; }
-// Each backend with the memory its ops compute on and its "can it run here?" check.
+// Each backend with the memory its ops compute on and its "can it run here?" check: the ones
+// built in, then any added with add_backend.
 struct Backend {
   const OpTable* table;
   const DeviceMemory& (*memory)();
   std::string (*unavailable)();
 };
-const Backend all[] = {{&reference::op_table, &host_memory, &runs_anywhere},
-                       {&cpu::op_table, &host_memory, &runs_anywhere},
-                       {&cuda::op_table, &cuda::device_memory, &cuda::unavailable}};
+std::vector<Backend>& all_backends() {
+  static std::vector<Backend> all = {{&reference::op_table, &host_memory, &runs_anywhere},
+                                     {&cpu::op_table, &host_memory, &runs_anywhere},
+                                     {&cuda::op_table, &cuda::device_memory, &cuda::unavailable}};
+  return all;
+}
 const OpTable* current = &reference::op_table;
 
 const Backend& backend_of(const OpTable* t) {
-  for (const Backend& b : all)
+  for (const Backend& b : all_backends())
     if (b.table == t) return b;
-  return all[0];
+  return all_backends()[0];
 }
 void activate(const OpTable* t) {
   current = t;
@@ -47,14 +51,20 @@ void activate(const OpTable* t) {
 
 std::vector<std::string> backends() {
   std::vector<std::string> names;
-  for (const Backend& b : all) names.emplace_back(b.table->backend);
+  for (const Backend& b : all_backends()) names.emplace_back(b.table->backend);
   return names;
 }
 
 const OpTable* find_backend(std::string_view name) {
-  for (const Backend& b : all)
+  for (const Backend& b : all_backends())
     if (name == b.table->backend) return b.table;
   return nullptr;
+}
+
+void add_backend(const OpTable& table, const DeviceMemory& (*memory)()) {
+  LLMTK_CHECK(find_backend(table.backend) == nullptr, "backend", "a backend named '", table.backend,
+              "' already exists");
+  all_backends().push_back({&table, memory, &runs_anywhere});
 }
 
 void use_backend(std::string_view name) {

@@ -144,8 +144,11 @@ std::string backend_info();  // active().info()
 // always computes in f32: it is the oracle. Default: f32.
 void set_matmul_precision(DType t);
 DType matmul_precision();
-std::vector<std::string> backends();  // names built into this binary
+std::vector<std::string> backends();  // names built into this binary, then those added
 const OpTable* find_backend(std::string_view name);
+// Adds a backend (a test's, or one a program brings) whose ops compute on `memory()`; selectable by
+// its table's name like the built-in ones. Names are unique.
+void add_backend(const OpTable& table, const DeviceMemory& (*memory)());
 
 // Sets a backend for one scope, then restores the previous one.
 class ScopedBackend {
