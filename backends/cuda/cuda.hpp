@@ -29,7 +29,7 @@ inline cudaStream_t stream() { return context().stream; }
 // Backend-owned device buffers that grow to the largest size asked for (during the first step)
 // and are then reused, so a step allocates nothing.
 enum class Scratch : int {
-  matmul_a, matmul_b, partials, embedding, slopes,
+  matmul_a, matmul_b, matmul_dy, partials, embedding, slopes,
   attn_q, attn_k, attn_v, attn_o, attn_delta, cudnn_workspace,
   attn_do, attn_dq, attn_dk, attn_dv, cudnn_dq_accum, cudnn_softmax_sum,
   count

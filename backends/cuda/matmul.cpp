@@ -7,6 +7,7 @@
 // scratch and multiplied with f32 accumulation into the f32 output, as on the CPU backend.
 // (A scratch slot holds either bf16 or f32 copies; each product converts before it runs.)
 // db is a deterministic column sum (cuBLASLt's BGRADB epilogue writes; the contract adds).
+#include <cstdint>
 #include <map>
 #include <tuple>
 
@@ -32,19 +33,23 @@ struct Plan {
   cublasLtMatmulAlgo_t algo{};
   bool algo_found = false;
 };
-// m, n, k, transa, transb, bf16 inputs, bias, accumulate, alignments of A, B, C, bias
-using PlanKey = std::tuple<i64, i64, i64, bool, bool, bool, bool, bool, std::uint32_t, std::uint32_t, std::uint32_t,
-                           std::uint32_t>;
+// m, n, k, transa, transb, bf16 inputs, TF32 tensor cores (f32 inputs holding bf16 values),
+// bias, accumulate, alignments of A, B, C, bias
+using PlanKey = std::tuple<i64, i64, i64, bool, bool, bool, bool, bool, bool, std::uint32_t, std::uint32_t,
+                           std::uint32_t, std::uint32_t>;
 
-// The plan for `key`, or null when cuBLASLt has no algorithm for it (remembered too).
-const Plan* plan_for(const char* op, const PlanKey& key) {
+// The plan for `key`, or null when cuBLASLt has no algorithm for it (remembered too). `bias` is
+// set on the descriptor before the heuristic runs: the preferences carry no bias alignment, and
+// cuBLASLt infers what it may assume from the pointer (callers pass only 16-byte aligned ones).
+const Plan* plan_for(const char* op, const PlanKey& key, const float* bias_ptr) {
   static std::map<PlanKey, Plan> plans;  // one per shape: a training step reuses a few dozen
   if (auto it = plans.find(key); it != plans.end()) return it->second.algo_found ? &it->second : nullptr;
-  const auto [m, n, k, ta, tb, bf16, bias, accumulate, al_a, al_b, al_c, al_bias] = key;
+  const auto [m, n, k, ta, tb, bf16, tf32, bias, accumulate, al_a, al_b, al_c, al_bias] = key;
   (void)accumulate;
   const cudaDataType ab = bf16 ? CUDA_R_16BF : CUDA_R_32F;
   Plan p;
-  LLMTK_CUBLAS_CHECK(op, cublasLtMatmulDescCreate(&p.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  LLMTK_CUBLAS_CHECK(op, cublasLtMatmulDescCreate(&p.desc, tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F,
+                                                  CUDA_R_32F));
   const cublasOperation_t opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
   LLMTK_CUBLAS_CHECK(op, cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa));
   LLMTK_CUBLAS_CHECK(op, cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb));
@@ -54,6 +59,8 @@ const Plan* plan_for(const char* op, const PlanKey& key) {
     const cudaDataType bias_type = CUDA_R_32F;
     LLMTK_CUBLAS_CHECK(op, cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type,
                                                           sizeof bias_type));
+    LLMTK_CUBLAS_CHECK(op, cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias_ptr,
+                                                          sizeof bias_ptr));
   }
   // Stored shapes (before op): A is m×k or k×m, B is k×n or n×k, C is m×n; leading dim = rows.
   const std::uint64_t ar = ta ? std::uint64_t(k) : std::uint64_t(m), ac = ta ? std::uint64_t(m) : std::uint64_t(k);
@@ -70,7 +77,7 @@ const Plan* plan_for(const char* op, const PlanKey& key) {
   LLMTK_CUBLAS_CHECK(op, cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al_b, sizeof al_b));
   LLMTK_CUBLAS_CHECK(op, cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_c, sizeof al_c));
   LLMTK_CUBLAS_CHECK(op, cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_c, sizeof al_c));
-  (void)al_bias;
+  (void)al_bias;  // in the key: a plan is reused only with a bias as aligned as the one it was chosen for
   cublasLtMatmulHeuristicResult_t result{};
   int found = 0;
   // NOT_SUPPORTED means "no algorithm for this shape" too: cache that, so the caller falls back.
@@ -80,7 +87,7 @@ const Plan* plan_for(const char* op, const PlanKey& key) {
   if (heuristic == CUBLAS_STATUS_NOT_SUPPORTED) found = 0;
   else LLMTK_CUBLAS_CHECK(op, heuristic);
   p.algo = result.algo;
-  p.algo_found = found > 0;
+  p.algo_found = found > 0 && result.state == CUBLAS_STATUS_SUCCESS;  // the result's fields are valid only then
   Plan& kept = plans.emplace(key, p).first->second;
   return kept.algo_found ? &kept : nullptr;
 }
@@ -104,21 +111,31 @@ Operand operand(const TensorRef& t) { return {t.data, t.dtype == DType::bf16, t.
 
 // D(m×n, f32, ld m) = op(A)·op(B) + beta·D (+ bias[m]). With bf16 precision, or when an input is
 // already bf16, the product has bf16 inputs (f32 ones are rounded into scratch first) and f32
-// accumulation; where cuBLASLt has no bf16 algorithm for the shape, the inputs are rounded to
-// bf16 values kept in f32 and multiplied in f32 (same result).
+// accumulation; where cuBLASLt has no bf16 algorithm for the shape (a leading dimension such as
+// GPT-2's vocabulary of 50257 may rule them out), the inputs are rounded to bf16 values kept in
+// f32 and multiplied with TF32 tensor cores, else in f32 (the same products either way).
 void gemm(const char* op, bool ta, bool tb, i64 m, i64 n, i64 k, Operand A, Operand B, float* D, float beta,
           const float* bias) {
   if (m == 0 || n == 0) return;
-  auto key = [&](bool bf16, const void* a, const void* b) {
-    return PlanKey{m, n, k, ta, tb, bf16, bias != nullptr, beta != 0.0f, alignment_of(a), alignment_of(b),
+  LLMTK_CHECK(m <= INT32_MAX && n <= INT32_MAX && k <= INT32_MAX, op, "cuBLASLt takes matrix sizes up to 2^31 - 1; m = ",
+              m, ", n = ", n, ", k = ", k);
+  // A bias that is not 16-byte aligned is added after the product instead of in the epilogue
+  // (cuBLASLt kernels may assume 16 bytes for it; arenas give 64, views of them may not).
+  if (bias && alignment_of(bias) < 16) {
+    gemm(op, ta, tb, m, n, k, A, B, D, beta, nullptr);
+    return kernels::positions_forward(D, D, bias, n, 1, m, 0, stream());  // bias[m] added to each of n rows
+  }
+  auto key = [&](bool bf16, bool tf32, const void* a, const void* b) {
+    return PlanKey{m, n, k, ta, tb, bf16, tf32, bias != nullptr, beta != 0.0f, alignment_of(a), alignment_of(b),
                    alignment_of(D), alignment_of(bias)};
   };
+  bool tf32 = false;
   if (ops::matmul_precision() == DType::bf16 || A.half || B.half) {
     const auto* a16 = A.half ? static_cast<const std::uint16_t*>(A.p)
                              : scratch_as<std::uint16_t>(Scratch::matmul_a, std::size_t(A.n));
     const auto* b16 = B.half ? static_cast<const std::uint16_t*>(B.p)
                              : scratch_as<std::uint16_t>(Scratch::matmul_b, std::size_t(B.n));
-    if (const Plan* p = plan_for(op, key(true, a16, b16))) {
+    if (const Plan* p = plan_for(op, key(true, false, a16, b16), bias)) {
       if (!A.half) kernels::to_bf16(const_cast<std::uint16_t*>(a16), static_cast<const float*>(A.p), A.n, stream());
       if (!B.half) kernels::to_bf16(const_cast<std::uint16_t*>(b16), static_cast<const float*>(B.p), B.n, stream());
       return run(op, *p, a16, b16, D, beta, bias);
@@ -130,8 +147,11 @@ void gemm(const char* op, bool ta, bool tb, i64 m, i64 n, i64 k, Operand A, Oper
     if (B.half) kernels::from_bf16(b32, static_cast<const std::uint16_t*>(B.p), B.n, stream());
     else kernels::round_to_bf16(b32, static_cast<const float*>(B.p), B.n, stream());
     A = {a32, false, A.n}, B = {b32, false, B.n};
+    // bf16 values are exact in TF32 (10 mantissa bits against 7), so TF32 tensor cores give
+    // the bf16 product with f32 accumulation; plain f32 if there is no TF32 algorithm either.
+    tf32 = plan_for(op, key(false, true, A.p, B.p), bias) != nullptr;
   }
-  const Plan* p = plan_for(op, key(false, A.p, B.p));
+  const Plan* p = plan_for(op, key(false, tf32, A.p, B.p), bias);
   LLMTK_CHECK(p != nullptr, op, "cuBLASLt has no f32 algorithm for m = ", m, ", n = ", n, ", k = ", k);
   run(op, *p, A.p, B.p, D, beta, bias);
 }
@@ -175,11 +195,19 @@ void matmul_backward(TensorRef dx, TensorRef dw, TensorRef db, TensorRef dy, Ten
     expect_f32(op, "db", db);
     LLMTK_CHECK(db.numel() == O, op, "db must have ", O, " elements");
   }
+  // With bf16 precision and both products, dy is rounded once for both (for the LM head it is
+  // the largest tensor of the step).
+  Operand g = operand(dy);
+  if (ops::matmul_precision() == DType::bf16 && dx && dw && N > 0 && O > 0) {
+    auto* dy16 = scratch_as<std::uint16_t>(Scratch::matmul_dy, std::size_t(g.n));
+    kernels::to_bf16(dy16, dy.f32(), g.n, stream());
+    g = {dy16, true, g.n};
+  }
   if (dx) {
     if (O == 0) LLMTK_CUDA_CHECK(op, cudaMemsetAsync(dx.data, 0, dx.bytes(), stream()));
-    else gemm(op, false, false, I, N, O, operand(w), operand(dy), dx.f32(), 0.0f, nullptr);
+    else gemm(op, false, false, I, N, O, operand(w), g, dx.f32(), 0.0f, nullptr);
   }
-  if (dw && N > 0) gemm(op, false, true, I, O, N, operand(x), operand(dy), dw.f32(), 1.0f, nullptr);
+  if (dw && N > 0) gemm(op, false, true, I, O, N, operand(x), g, dw.f32(), 1.0f, nullptr);
   if (db && N > 0) {
     auto* partial = scratch_as<float>(Scratch::partials, std::size_t(kernels::column_sum_scratch(N, O)));
     kernels::column_sum(db.f32(), dy.f32(), N, O, partial, stream());
