@@ -15,6 +15,7 @@ packages=(
   libtomlplusplus-dev            # toml++: data prepare configs and training recipes
   bible-kjv                      # the default corpus: the King James Bible (public domain)
   chromium                       # headless browser: the test that renders the HTML reports
+  python3-minimal                # rewrites CUDA kernel launches for the CPU-emulated CUDA tests
 )
 
 missing=()

@@ -1,0 +1,207 @@
+// The cuBLASLt calls the backend makes, on the host, for the emulated build. Descriptors keep
+// what was set on them and are checked the way the library checks them (attribute sizes, leading
+// dimensions, operand shapes that agree, the type combinations the backend may ask for), and
+// cublasLtMatmul computes D = alpha·op(A)·op(B) + beta·C (+ bias) in column-major order, so the
+// backend's row-major to column-major mapping is exercised, not assumed. To exercise the
+// fallbacks, bf16 products whose leading dimensions are not multiples of 8 elements get no
+// algorithm (a restriction the real library may or may not have for some shapes).
+#include <cublasLt.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+namespace {
+
+struct Desc {
+  cublasComputeType_t compute;
+  cudaDataType_t scale;
+  std::int32_t transa = CUBLAS_OP_N, transb = CUBLAS_OP_N;
+  std::uint32_t epilogue = CUBLASLT_EPILOGUE_DEFAULT;
+  const void* bias = nullptr;
+  std::int32_t bias_type = -1;  // -1: D's type
+};
+struct Layout {
+  cudaDataType_t type;
+  std::uint64_t rows, cols;
+  std::int64_t ld;
+};
+struct Preference {
+  std::uint64_t workspace = 0;
+};
+
+template <class T, class H>
+T* get(H handle) {
+  return reinterpret_cast<T*>(handle);
+}
+
+template <class V>
+bool set(void* field, const void* buf, std::size_t size) {
+  if (size != sizeof(V)) return false;
+  std::memcpy(field, buf, sizeof(V));
+  return true;
+}
+
+float to_float(const void* p, cudaDataType_t t, std::size_t i) {
+  if (t == CUDA_R_32F) return static_cast<const float*>(p)[i];
+  const std::uint32_t bits = std::uint32_t(static_cast<const std::uint16_t*>(p)[i]) << 16;  // bf16
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+// TF32: 10 mantissa bits, round to nearest even.
+float to_tf32(float x) {
+  std::uint32_t u;
+  std::memcpy(&u, &x, 4);
+  if ((u & 0x7f800000u) != 0x7f800000u) u = (u + 0xfffu + ((u >> 13) & 1u)) & ~0x1fffu;
+  std::memcpy(&x, &u, 4);
+  return x;
+}
+
+}  // namespace
+
+cublasStatus_t cublasLtCreate(cublasLtHandle_t* handle) {
+  static int dummy;
+  *handle = reinterpret_cast<cublasLtHandle_t>(&dummy);
+  return CUBLAS_STATUS_SUCCESS;
+}
+size_t cublasLtGetVersion() { return CUBLAS_VERSION; }
+const char* cublasLtGetStatusName(cublasStatus_t s) {
+  switch (s) {
+    case CUBLAS_STATUS_SUCCESS: return "CUBLAS_STATUS_SUCCESS";
+    case CUBLAS_STATUS_INVALID_VALUE: return "CUBLAS_STATUS_INVALID_VALUE";
+    case CUBLAS_STATUS_NOT_SUPPORTED: return "CUBLAS_STATUS_NOT_SUPPORTED";
+    default: return "CUBLAS_STATUS (emulated)";
+  }
+}
+
+cublasStatus_t cublasLtMatmulDescCreate(cublasLtMatmulDesc_t* desc, cublasComputeType_t compute, cudaDataType_t scale) {
+  if (compute != CUBLAS_COMPUTE_32F && compute != CUBLAS_COMPUTE_32F_FAST_TF32) return CUBLAS_STATUS_NOT_SUPPORTED;
+  *desc = reinterpret_cast<cublasLtMatmulDesc_t>(new Desc{compute, scale});
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t handle, cublasLtMatmulDescAttributes_t attr,
+                                              const void* buf, size_t size) {
+  Desc* d = get<Desc>(handle);
+  bool ok = false;
+  switch (attr) {
+    case CUBLASLT_MATMUL_DESC_TRANSA: ok = set<std::int32_t>(&d->transa, buf, size); break;
+    case CUBLASLT_MATMUL_DESC_TRANSB: ok = set<std::int32_t>(&d->transb, buf, size); break;
+    case CUBLASLT_MATMUL_DESC_EPILOGUE: ok = set<std::uint32_t>(&d->epilogue, buf, size); break;
+    case CUBLASLT_MATMUL_DESC_BIAS_POINTER: ok = set<const void*>(&d->bias, buf, size); break;
+    case CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE: ok = set<std::int32_t>(&d->bias_type, buf, size); break;
+    default: break;
+  }
+  return ok ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_INVALID_VALUE;
+}
+cublasStatus_t cublasLtMatrixLayoutCreate(cublasLtMatrixLayout_t* layout, cudaDataType type, uint64_t rows,
+                                          uint64_t cols, int64_t ld) {
+  if (ld < std::int64_t(rows) || ld < 1) return CUBLAS_STATUS_INVALID_VALUE;
+  *layout = reinterpret_cast<cublasLtMatrixLayout_t>(new Layout{type, rows, cols, ld});
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulPreferenceCreate(cublasLtMatmulPreference_t* pref) {
+  *pref = reinterpret_cast<cublasLtMatmulPreference_t>(new Preference);
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulPreferenceSetAttribute(cublasLtMatmulPreference_t pref,
+                                                    cublasLtMatmulPreferenceAttributes_t attr, const void* buf,
+                                                    size_t size) {
+  std::uint32_t alignment = 0;
+  switch (attr) {
+    case CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES:
+      return set<std::uint64_t>(&get<Preference>(pref)->workspace, buf, size) ? CUBLAS_STATUS_SUCCESS
+                                                                               : CUBLAS_STATUS_INVALID_VALUE;
+    case CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES:
+    case CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES:
+    case CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES:
+    case CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES:
+      return set<std::uint32_t>(&alignment, buf, size) ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_INVALID_VALUE;
+    default: return CUBLAS_STATUS_INVALID_VALUE;
+  }
+}
+cublasStatus_t cublasLtMatmulPreferenceDestroy(cublasLtMatmulPreference_t pref) {
+  delete get<Preference>(pref);
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+namespace {
+// Shapes after the transposes: op(A) is m×k, op(B) k×n, C and D m×n.
+bool shapes(const Desc& d, const Layout& a, const Layout& b, const Layout& c, std::uint64_t& m, std::uint64_t& n,
+            std::uint64_t& k) {
+  m = d.transa == CUBLAS_OP_N ? a.rows : a.cols;
+  k = d.transa == CUBLAS_OP_N ? a.cols : a.rows;
+  const std::uint64_t kb = d.transb == CUBLAS_OP_N ? b.rows : b.cols;
+  n = d.transb == CUBLAS_OP_N ? b.cols : b.rows;
+  return kb == k && c.rows == m && c.cols == n;
+}
+}  // namespace
+
+cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t, cublasLtMatmulDesc_t desc, cublasLtMatrixLayout_t A,
+                                              cublasLtMatrixLayout_t B, cublasLtMatrixLayout_t C,
+                                              cublasLtMatrixLayout_t D, cublasLtMatmulPreference_t,
+                                              int requested, cublasLtMatmulHeuristicResult_t* results, int* returned) {
+  if (requested <= 0) return CUBLAS_STATUS_INVALID_VALUE;
+  const Desc& d = *get<Desc>(desc);
+  const Layout &a = *get<Layout>(A), &b = *get<Layout>(B), &c = *get<Layout>(C), &dd = *get<Layout>(D);
+  std::uint64_t m, n, k;
+  *returned = 0;
+  if (!shapes(d, a, b, c, m, n, k) || dd.rows != c.rows || dd.cols != c.cols) return CUBLAS_STATUS_INVALID_VALUE;
+  // The combinations the backend asks for: A = B in f32 or bf16, C = D in f32, f32 scale; TF32
+  // compute only on f32 inputs; a bias epilogue with an f32 bias.
+  const bool inputs_ok = a.type == b.type && (a.type == CUDA_R_32F || a.type == CUDA_R_16BF);
+  const bool output_ok = c.type == CUDA_R_32F && dd.type == CUDA_R_32F && d.scale == CUDA_R_32F;
+  const bool compute_ok = d.compute == CUBLAS_COMPUTE_32F || a.type == CUDA_R_32F;
+  const bool bias_ok = d.epilogue == CUBLASLT_EPILOGUE_DEFAULT ||
+                       (d.epilogue == CUBLASLT_EPILOGUE_BIAS && (d.bias_type == -1 || d.bias_type == CUDA_R_32F));
+  if (!inputs_ok || !output_ok || !compute_ok || !bias_ok) return CUBLAS_STATUS_NOT_SUPPORTED;
+  if (a.type == CUDA_R_16BF && (a.ld % 8 != 0 || b.ld % 8 != 0)) return CUBLAS_STATUS_SUCCESS;  // no algorithm
+  results[0] = cublasLtMatmulHeuristicResult_t{};
+  results[0].state = CUBLAS_STATUS_SUCCESS;
+  *returned = 1;
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t desc, const void* alpha, const void* A,
+                              cublasLtMatrixLayout_t Adesc, const void* B, cublasLtMatrixLayout_t Bdesc,
+                              const void* beta, const void* C, cublasLtMatrixLayout_t Cdesc, void* D,
+                              cublasLtMatrixLayout_t Ddesc, const cublasLtMatmulAlgo_t* algo, void*, size_t,
+                              cudaStream_t) {
+  const Desc& d = *get<Desc>(desc);
+  const Layout &a = *get<Layout>(Adesc), &b = *get<Layout>(Bdesc), &c = *get<Layout>(Cdesc), &dd = *get<Layout>(Ddesc);
+  std::uint64_t m, n, k;
+  if (!algo || !shapes(d, a, b, c, m, n, k) || dd.rows != m || dd.cols != n) return CUBLAS_STATUS_INVALID_VALUE;
+  if (d.epilogue == CUBLASLT_EPILOGUE_BIAS && d.bias == nullptr) return CUBLAS_STATUS_INVALID_VALUE;
+  const float al = *static_cast<const float*>(alpha), be = *static_cast<const float*>(beta);
+  const bool tf32 = d.compute == CUBLAS_COMPUTE_32F_FAST_TF32;
+  // op(A) as m rows of k and op(B) as n rows of k, so each output is one contiguous dot product.
+  auto gather = [&](const void* p, const Layout& l, bool transposed, std::uint64_t rows, std::vector<float>& out) {
+    out.resize(rows * k);
+    for (std::uint64_t r = 0; r < rows; ++r)
+      for (std::uint64_t x = 0; x < k; ++x) {
+        const std::uint64_t at = transposed ? x + r * std::uint64_t(l.ld) : r + x * std::uint64_t(l.ld);
+        const float v = to_float(p, l.type, at);
+        out[r * k + x] = tf32 ? to_tf32(v) : v;
+      }
+  };
+  std::vector<float> ra, rb;
+  gather(A, a, d.transa != CUBLAS_OP_N, m, ra);  // op(A)(i, x) = A(i, x) or A(x, i)
+  gather(B, b, d.transb == CUBLAS_OP_N, n, rb);  // op(B)(x, j) = B(x, j) or B(j, x)
+  std::vector<float> out(m * n);
+  for (std::uint64_t j = 0; j < n; ++j)
+    for (std::uint64_t i = 0; i < m; ++i) {
+      const float* pa = &ra[i * k];
+      const float* pb = &rb[j * k];
+      double acc = 0;
+      for (std::uint64_t x = 0; x < k; ++x) acc += double(pa[x]) * double(pb[x]);
+      double v = al * acc;
+      if (be != 0.0f) v += double(be) * static_cast<const float*>(C)[i + j * std::uint64_t(c.ld)];
+      if (d.epilogue == CUBLASLT_EPILOGUE_BIAS) v += static_cast<const float*>(d.bias)[i];
+      out[i + j * m] = float(v);
+    }
+  for (std::uint64_t j = 0; j < n; ++j)
+    for (std::uint64_t i = 0; i < m; ++i) static_cast<float*>(D)[i + j * std::uint64_t(dd.ld)] = out[i + j * m];
+  return CUBLAS_STATUS_SUCCESS;
+}

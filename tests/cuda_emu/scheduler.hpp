@@ -1,0 +1,35 @@
+// The CUDA execution model on one CPU thread, for the emulated build of the CUDA backend
+// (tests/cuda_emu): each block of a launch runs on its own, its threads as fibers that switch at
+// __syncthreads and warp shuffles. Enough to run the backend's kernels unchanged and check what
+// they compute; nothing here says how fast they run on a GPU, and data races between barriers do
+// not show (threads run one at a time).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+
+#include <cuda_runtime.h>
+
+namespace cuda_emu {
+
+// What the running thread sees as threadIdx, blockIdx, blockDim and gridDim.
+struct Position {
+  uint3 thread{}, block{};
+  dim3 block_dim, grid_dim;
+};
+const Position& position();
+
+// Runs `thread` for every thread of every block of the grid; returns when all have finished.
+// With may_wait, threads are fibers, and threads that wait at different barriers (a
+// __syncthreads some threads never reach, a shuffle in divergent code) stop the program with a
+// message. Without, each thread is a plain call, and a barrier stops the program.
+void launch(dim3 grid, dim3 block, bool may_wait, const std::function<void()>& thread);
+
+// __syncthreads: waits until every thread of the block that has not exited arrives.
+void sync_block();
+// The warp-level exchange under __shfl_xor_sync: every lane of the warp publishes 8 bytes and
+// reads lane (lane ^ mask)'s, after all have published.
+std::uint64_t exchange_xor(std::uint64_t mine, int mask);
+
+}  // namespace cuda_emu
