@@ -24,10 +24,10 @@ ldd build-gpu/bin/llmtk build-gpu/bin/test_cuda | awk '/=> \//{print $1, $3}' | 
   while read -r name path; do
     case $name in
       libc.so* | libm.so* | libdl.so* | libpthread.so* | librt.so* | libstdc++.so* | libgcc_s.so* | ld-linux*) ;;
-      libcuda* | libcublas* | libcudnn* | libnccl*) ;;
+      libcuda.so* | libcublas* | libcudnn* | libnccl*) ;;  # the driver, and the large CUDA libraries PyTorch's wheels bring
       *) cp -L "$path" "build-gpu/shlib/$name" ;;
     esac
   done
 tar -C build-gpu -cJf build-gpu/shlib.tar.xz shlib
 du -sh build-gpu/bin/llmtk build-gpu/bin/test_cuda build-gpu/shlib.tar.xz
-echo "On the GPU machine: carry build-gpu/bin and build-gpu/shlib.tar.xz, then run benchmarks/cuda/run.sh --no-build"
+echo "On the GPU machine: carry build-gpu/bin/llmtk, build-gpu/bin/test_cuda and build-gpu/shlib.tar.xz, then run benchmarks/cuda/run.sh --no-build (results and the log land in \$OUT)"

@@ -3,7 +3,9 @@
 # CUDA for this GPU, run the CUDA tests, then time training steps of GPT-2 124M and a Llama-style
 # model of similar size (bf16, batch 16 x seq 1024) next to PyTorch (eager with
 # F.scaled_dot_product_attention, then torch.compile) on the same GPU, and write
-# benchmarks/results/cuda.{md,json}.
+# benchmarks/results/cuda.{md,json}. Every step runs under one deadline (BUDGET_S, default 450 s
+# from the start), the report is rewritten after every step, and when $OUT is set (the device
+# tool's folder that comes back) the log, the report and torch.compile's errors are copied there.
 #   benchmarks/cuda/run.sh [--no-build] [--no-tests] [--no-compile]
 # LLMTK_PREFIX: a prefix holding the build dependencies this machine lacks (see docs/cuda.md).
 set -euo pipefail
@@ -19,6 +21,25 @@ for arg in "$@"; do
 done
 t_start=$SECONDS
 say() { printf '[%4ds] %s\n' $((SECONDS - t_start)) "$*"; }
+out_dir=${OUT:-}
+[[ -n $out_dir ]] && exec > >(tee "$out_dir/run.log") 2>&1
+deadline=$((t_start + ${BUDGET_S:-450}))
+# tmo CAP CMD...: CMD with a time limit of CAP seconds or what is left before the deadline (less
+# 20 s for the report), killed 5 s after the TERM if it ignores it; skipped when under 15 s remain.
+tmo() {
+  local cap=$1 left=$((deadline - SECONDS - 20))
+  shift
+  ((left < 15)) && { echo "skipped (out of time): $*" >&2; return 124; }
+  timeout -k 5 $((left < cap ? left : cap)) "$@"
+}
+# json_of CMD...: the last line of CMD's output that is a JSON object, or an error object.
+json_of() {
+  local o
+  o=$("$@") || true
+  o=$(printf '%s\n' "$o" | grep '^{' | tail -1 || true)
+  local what="$*"
+  if [[ -n $o ]]; then printf '%s' "$o"; else printf '{"error": "failed or out of time: %s"}' "${what//\"/}"; fi
+}
 
 # ---- what this needs, checked up front with names ---------------------------------------------
 command -v nvidia-smi > /dev/null || { echo "run.sh: nvidia-smi not found: this script is for a machine with an NVIDIA GPU" >&2; exit 1; }
@@ -57,71 +78,69 @@ bin=build-gpu/bin
 [[ -x $bin/llmtk ]] || { echo "run.sh: $bin/llmtk is missing (build first, or drop --no-build, or carry the output of benchmarks/cuda/bundle.sh)" >&2; exit 1; }
 # A bundle built elsewhere (benchmarks/cuda/bundle.sh) brings its libraries in build-gpu/shlib.tar.xz;
 # cuDNN and cuBLAS may live only in PyTorch's wheels here.
-[[ -f build-gpu/shlib.tar.xz && ! -d build-gpu/shlib ]] && tar -C build-gpu -xJf build-gpu/shlib.tar.xz
+# (Unpacked afresh: a warm machine keeps an older copy.) PyTorch's CUDA 13 wheels keep cuBLAS and
+# cudart in nvidia/cu13/lib and cuDNN in nvidia/cudnn/lib: every nvidia/*/lib goes on the path.
+if [[ -f build-gpu/shlib.tar.xz ]]; then
+  rm -rf build-gpu/shlib
+  tar -C build-gpu -xJf build-gpu/shlib.tar.xz 2> /dev/null ||
+    $py -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' build-gpu/shlib.tar.xz build-gpu
+fi
 libs=$PWD/build-gpu/shlib
-for pkg in cudnn cublas cuda_runtime; do
-  d=$($py -c "import nvidia.$pkg as m, os; print(os.path.join(list(m.__path__)[0], 'lib'))" 2> /dev/null || true)
-  [[ -n $d && -d $d ]] && libs+=":$d"
-done
-export LD_LIBRARY_PATH=$libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-export LLMTK_GOLDEN_DIR=$PWD/tests/golden
-missing=$(ldd "$bin/llmtk" "$bin/test_cuda" 2>&1 | grep "not found" || true)
-[[ -z $missing ]] || { echo "run.sh: libraries not found (LD_LIBRARY_PATH=$LD_LIBRARY_PATH):" >&2; echo "$missing" >&2; exit 1; }
+while IFS= read -r d; do libs+=":$d"; done < <($py -c '
+import os, nvidia
+for root in nvidia.__path__:
+    for sub in sorted(os.listdir(root)):
+        if os.path.isdir(os.path.join(root, sub, "lib")): print(os.path.join(root, sub, "lib"))' 2> /dev/null || true)
+for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do [[ -d $d ]] && libs+=":$d"; done
+# Only llmtk's programs get these libraries (PyTorch keeps its own).
+llmtk_env=(env "LD_LIBRARY_PATH=$libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "LLMTK_GOLDEN_DIR=$PWD/tests/golden")
+missing=$("${llmtk_env[@]}" ldd "$bin/llmtk" "$bin/test_cuda" 2>&1 | grep "not found" || true)
+[[ -z $missing ]] || { echo "run.sh: libraries not found (LD_LIBRARY_PATH=$libs):" >&2; echo "$missing" >&2; exit 1; }
 
 # ---- tests -----------------------------------------------------------------------------------
+test_status=""
 if ((tests)); then
   for tag in ops models train; do
     say "test_cuda [$tag]"
-    timeout 180 "$bin/test_cuda" "[$tag]" 2>&1 | tail -15 || echo "test_cuda [$tag] FAILED (continuing to the benchmark)"
+    if tmo 90 "${llmtk_env[@]}" "$bin/test_cuda" "[$tag]" > "/tmp/test_cuda_$tag.log" 2>&1; then st=pass; else st="fail($?)"; fi
+    tail -25 "/tmp/test_cuda_$tag.log"
+    [[ -n $out_dir ]] && cp "/tmp/test_cuda_$tag.log" "$out_dir/"
+    test_status+="$tag=$st "
+    say "test_cuda [$tag]: $st"
   done
 fi
 
 # ---- benchmark ---------------------------------------------------------------------------------
 llama_sets=(--set model.d_model=768 --set model.n_layers=12 --set model.n_heads=12 --set model.n_kv_heads=4
             --set model.d_ff=2048 --set model.vocab=50257 --set model.max_seq=1024)
-rows_file=$(mktemp)
-for arch in gpt2 llama-124m; do
-  if [[ $arch == gpt2 ]]; then ours_args=(--arch gpt2); else ours_args=(--arch llama-tiny "${llama_sets[@]}"); fi
-  say "llmtk bench step $arch"
-  ours=$(timeout 240 "$bin/llmtk" bench step "${ours_args[@]}" --device cuda --precision bf16 --batch 16 --seq 1024 \
-         --steps 10 --warmup 2 --json || echo '{"error": "llmtk failed"}')
-  echo "$ours"
-  say "PyTorch eager $arch"
-  eager=$(timeout 180 $py benchmarks/cuda/torch_gpu_step.py --arch "$arch" || echo '{"error": "eager failed"}')
-  echo "$eager"
-  compiled='{"error": "skipped"}'
-  if ((compile)); then
-    say "PyTorch torch.compile $arch"
-    compiled=$(timeout 240 $py benchmarks/cuda/torch_gpu_step.py --arch "$arch" --compile 2> /dev/null | tail -1 ||
-               echo '{"error": "torch.compile failed or ran out of time"}')
-    echo "$compiled"
-  fi
-  printf '%s\t%s\t%s\t%s\n' "$arch" "$ours" "$eager" "$compiled" >> "$rows_file"
-done
-
-# The largest batch that fits (GPT-2 124M, seq 1024), llmtk only: the first of these that runs.
-big='{"error": "none of batch 48, 32, 24 fit"}'
-for batch in 48 32 24; do
-  say "llmtk bench step gpt2 batch $batch"
-  if out=$(timeout 120 "$bin/llmtk" bench step --arch gpt2 --device cuda --precision bf16 --batch "$batch" --seq 1024 \
-           --steps 5 --warmup 1 --json 2> /dev/null); then
-    big=$out
-    break
-  fi
-done
-echo "$big"
-
 mkdir -p benchmarks/results
-$py - "$gpu" "$rows_file" "$big" <<'PY'
+declare -A ours eager compiled
+big='{"error": "not run"}'
+archs=(gpt2 llama-124m)
+for arch in "${archs[@]}"; do ours[$arch]='{"error": "not run"}' eager[$arch]='{"error": "not run"}' compiled[$arch]='{"error": "skipped"}'; done
+
+# The report from what has run so far (rewritten after every step, so a run cut short keeps it).
+report() {
+  local rows_file
+  rows_file=$(mktemp)
+  for arch in "${archs[@]}"; do
+    printf '%s\t%s\t%s\t%s\n' "$arch" "${ours[$arch]}" "${eager[$arch]}" "${compiled[$arch]}" >> "$rows_file"
+  done
+  $py - "$gpu" "$rows_file" "$big" "$test_status" <<'PY'
 import json, sys
-gpu, rows_file, big = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+def parse(s):
+    try:
+        return json.loads(s)
+    except ValueError:
+        return {"error": s[:200]}
+gpu, rows_file, big, tests = sys.argv[1], sys.argv[2], parse(sys.argv[3]), sys.argv[4].split()
 # Dense bf16 tensor-core peaks (datasheet) for MFU against the GPU, next to llmtk's measured one.
 PEAKS = {"H100 80GB HBM3": 989e12, "H100 SXM": 989e12, "H100 PCIe": 756e12, "H200": 989e12, "A100": 312e12}
 spec = next((v for k, v in PEAKS.items() if k in gpu), None)
 rows = []
 for line in open(rows_file):
     arch, *parts = line.rstrip("\n").split("\t")
-    ours, eager, comp = (json.loads(p) for p in parts)
+    ours, eager, comp = (parse(p) for p in (parts + ["", "", ""])[:3])
     row = {"arch": arch, "llmtk": ours, "pytorch_eager": eager, "pytorch_compile": comp}
     if "tokens_per_s" in ours:
         for k, peer in (("vs_eager", eager), ("vs_compile", comp)):
@@ -130,13 +149,16 @@ for line in open(rows_file):
         if spec:
             row["mfu_vs_datasheet"] = ours["flops_per_token"] * ours["tokens_per_s"] / spec
     rows.append(row)
-json.dump({"gpu": gpu, "datasheet_bf16_flops": spec, "rows": rows, "largest_batch": big},
+status = dict(t.split("=", 1) for t in tests)
+json.dump({"gpu": gpu, "datasheet_bf16_flops": spec, "tests": status, "rows": rows, "largest_batch": big},
           open("benchmarks/results/cuda.json", "w"), indent=2)
 def tps(r):
     return f"{r['tokens_per_s']:.0f}" if "tokens_per_s" in r else r.get("error", "?")
-md = [f"# Training step on the GPU, llmtk vs PyTorch\n\n{gpu}; bf16, batch 16 x seq 1024, AdamW; median of 10 timed steps after warm-up.\n",
-      "| model | llmtk tokens/s | llmtk MFU (datasheet) | PyTorch eager tokens/s | torch.compile tokens/s | llmtk / eager | llmtk / compile |",
-      "|---|---:|---:|---:|---:|---:|---:|"]
+md = [f"# Training step on the GPU, llmtk vs PyTorch\n\n{gpu}; bf16, batch 16 x seq 1024, AdamW; median of 10 timed steps after warm-up.\n"]
+if status:
+    md.append("CUDA tests: " + ", ".join(f"[{k}] {v}" for k, v in status.items()) + "\n")
+md += ["| model | llmtk tokens/s | llmtk MFU (datasheet) | PyTorch eager tokens/s | torch.compile tokens/s | llmtk / eager | llmtk / compile |",
+       "|---|---:|---:|---:|---:|---:|---:|"]
 for r in rows:
     mfu = f"{100 * r['mfu_vs_datasheet']:.0f}%" if "mfu_vs_datasheet" in r else "?"
     ve = f"{r['vs_eager']:.2f}x" if "vs_eager" in r else "?"
@@ -153,6 +175,48 @@ else:
     md.append(f"\nLargest batch: {big.get('error', '?')}.")
 md.append("\nCommand: `benchmarks/cuda/run.sh`")
 open("benchmarks/results/cuda.md", "w").write("\n".join(md) + "\n")
-print("\n".join(md))
 PY
+  rm -f "$rows_file"
+  [[ -n $out_dir ]] && cp benchmarks/results/cuda.md benchmarks/results/cuda.json "$out_dir/"
+  return 0
+}
+report
+
+for arch in "${archs[@]}"; do
+  if [[ $arch == gpt2 ]]; then ours_args=(--arch gpt2); else ours_args=(--arch llama-tiny "${llama_sets[@]}"); fi
+  say "llmtk bench step $arch"
+  ours[$arch]=$(json_of tmo 90 "${llmtk_env[@]}" "$bin/llmtk" bench step "${ours_args[@]}" --device cuda --precision bf16 \
+                --batch 16 --seq 1024 --steps 10 --warmup 2 --json)
+  echo "${ours[$arch]}"
+  say "PyTorch eager $arch"
+  eager[$arch]=$(json_of tmo 90 $py benchmarks/cuda/torch_gpu_step.py --arch "$arch")
+  echo "${eager[$arch]}"
+  report
+done
+
+# The largest batch that fits (GPT-2 124M, seq 1024), llmtk only: the first of these that runs.
+big='{"error": "none of batch 48, 32, 24 fit"}'
+for batch in 48 32 24; do
+  say "llmtk bench step gpt2 batch $batch"
+  if out=$(tmo 60 "${llmtk_env[@]}" "$bin/llmtk" bench step --arch gpt2 --device cuda --precision bf16 --batch "$batch" \
+           --seq 1024 --steps 5 --warmup 1 --json 2> /tmp/big_batch.err); then
+    big=$out
+    break
+  fi
+  tail -2 /tmp/big_batch.err
+done
+echo "$big"
+report
+
+# torch.compile last: compiling costs a minute or two per model, and the numbers above matter more.
+if ((compile)); then
+  for arch in "${archs[@]}"; do
+    say "PyTorch torch.compile $arch"
+    compiled[$arch]=$(json_of tmo 180 $py benchmarks/cuda/torch_gpu_step.py --arch "$arch" --compile \
+                      2> "${out_dir:-/tmp}/compile_$arch.err")
+    echo "${compiled[$arch]}"
+    report
+  done
+fi
+cat benchmarks/results/cuda.md
 say "done"

@@ -74,6 +74,7 @@ class Block(nn.Module):
         k = self.k(h).view(B, T, KV, D).transpose(1, 2)
         v = self.v(h).view(B, T, KV, D).transpose(1, 2)
         if self.llama:
+            cos, sin = cos.to(q.dtype), sin.to(q.dtype)  # keep q, k in the autocast dtype
             q, k = rope(q, cos, sin), rope(k, cos, sin)
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=KV != H)
         x = x + self.o(y.transpose(1, 2).reshape(B, T, H * D))
