@@ -22,6 +22,7 @@
 #include "models/registry.hpp"
 #include "op_cases.hpp"
 #include "train/optimizer.hpp"
+#include "train_fixtures.hpp"
 
 namespace {
 
@@ -302,4 +303,33 @@ TEST_CASE("50 bf16 training steps on CUDA follow the cpu backend's losses", "[tr
     INFO(arch << ": loss " << gpu.front() << " -> " << gpu.back());
     CHECK(gpu.back() < 0.9 * gpu.front());
   }
+}
+
+TEST_CASE("the trainer on CUDA: the cpu backend's losses, and an exact resume from its checkpoint", "[train]") {
+  using namespace train_fixtures;
+  const auto d = tmp("cuda-trainer");
+  auto recipe_on = [&](const char* device) {
+    Recipe r = read_recipe(write_recipe(d, "sample_prompt = \"And God\"\nsample_tokens = 4\n"));
+    r.train.device = device;
+    return r;
+  };
+  const Recipe cpu = recipe_on("cpu"), gpu = recipe_on(kBackend);
+  const auto a = train::train(cpu, quiet(d / "cpu"));
+  const auto b = train::train(gpu, quiet(d / "gpu"));
+  const auto la = losses(a.run_dir), lb = losses(b.run_dir);
+  REQUIRE(lb.size() == la.size());
+  for (std::size_t s = 0; s < la.size(); ++s) {
+    INFO("step " << s + 1 << ": cpu " << la[s] << ", " << kBackend << " " << lb[s]);
+    CHECK(std::abs(lb[s] - la[s]) <= 1e-3 * std::abs(la[s]));  // fp32, another summation order
+  }
+  CHECK(std::abs(b.val_loss - a.val_loss) <= 1e-3 * std::abs(a.val_loss));
+  // Stopped halfway and resumed on the same device: the straight run's losses and weights exactly.
+  auto half = quiet(d / "resumed");
+  half.stop_after = 4;
+  train::train(gpu, half);
+  auto rest = quiet(d / "resumed");
+  rest.resume = (d / "resumed").string();
+  const auto c = train::train(gpu, rest);
+  CHECK(losses(c.run_dir) == lb);
+  CHECK(file_bytes(fs::path(c.checkpoint) / "model.safetensors") == file_bytes(fs::path(b.checkpoint) / "model.safetensors"));
 }

@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
@@ -56,6 +57,15 @@ std::int64_t peak_rss_bytes() {
 }  // namespace
 
 double measure_matmul_peak_flops() {
+  // LLMTK_MATMUL_PEAK_GFLOPS in the environment replaces the measurement (the same MFU
+  // denominator across runs on a shared machine; emulated devices, where timing means nothing).
+  if (const char* e = std::getenv("LLMTK_MATMUL_PEAK_GFLOPS"); e && *e) {
+    char* end = nullptr;
+    const double g = std::strtod(e, &end);
+    LLMTK_CHECK(end && *end == '\0' && g > 0, "LLMTK_MATMUL_PEAK_GFLOPS", "is '", e,
+                "'; set it to a positive number of GFLOP/s, or unset it to measure");
+    return g * 1e9;
+  }
   // In the active backend's memory and in the matmul precision, so that a bf16 peak is the bf16
   // product alone (no rounding of f32 inputs inside the timed call). The square product grows
   // from 1024 until one takes at least 2 ms (or reaches 8192): long enough to time and to reach
