@@ -317,6 +317,7 @@ TEST_CASE("the trainer on CUDA: the cpu backend's losses, and an exact resume fr
   const auto a = train::train(cpu, quiet(d / "cpu"));
   const auto b = train::train(gpu, quiet(d / "gpu"));
   const auto la = losses(a.run_dir), lb = losses(b.run_dir);
+  REQUIRE(la.size() == 8);
   REQUIRE(lb.size() == la.size());
   for (std::size_t s = 0; s < la.size(); ++s) {
     INFO("step " << s + 1 << ": cpu " << la[s] << ", " << kBackend << " " << lb[s]);
@@ -326,10 +327,16 @@ TEST_CASE("the trainer on CUDA: the cpu backend's losses, and an exact resume fr
   // Stopped halfway and resumed on the same device: the straight run's losses and weights exactly.
   auto half = quiet(d / "resumed");
   half.stop_after = 4;
-  train::train(gpu, half);
+  const auto h = train::train(gpu, half);
+  REQUIRE((h.interrupted && h.steps == 4));
   auto rest = quiet(d / "resumed");
   rest.resume = (d / "resumed").string();
+  std::string log;
+  rest.log = [&](const std::string& line) { log += line + "\n"; };
   const auto c = train::train(gpu, rest);
+  CHECK(log.find("resumed from") != std::string::npos);  // it resumed rather than starting over
   CHECK(losses(c.run_dir) == lb);
-  CHECK(file_bytes(fs::path(c.checkpoint) / "model.safetensors") == file_bytes(fs::path(b.checkpoint) / "model.safetensors"));
+  const auto weights = file_bytes(fs::path(b.checkpoint) / "model.safetensors");
+  REQUIRE(!weights.empty());
+  CHECK(file_bytes(fs::path(c.checkpoint) / "model.safetensors") == weights);
 }

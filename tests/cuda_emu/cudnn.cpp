@@ -192,7 +192,7 @@ cudnnStatus_t parse(const Descriptor* d, Op& op) {
       const Descriptor* pw = d->desc(CUDNN_ATTR_OPERATION_POINTWISE_PW_DESCRIPTOR);
       if (!pw) return complain("pointwise operation without a pointwise descriptor");
       op.mode = pw->get<int>(CUDNN_ATTR_POINTWISE_MODE);
-      op.axis = pw->get<i64>(CUDNN_ATTR_POINTWISE_AXIS);
+      op.axis = pw->get<i64>(CUDNN_ATTR_POINTWISE_AXIS, 0, -1);
       if (!tensor_of(d->desc(CUDNN_ATTR_OPERATION_POINTWISE_XDESC), op.x) ||
           !tensor_of(d->desc(CUDNN_ATTR_OPERATION_POINTWISE_YDESC), op.y))
         return complain("pointwise operation without x or y");
@@ -314,7 +314,10 @@ void run(const Op& op, Values& v) {
     }
     case CUDNN_BACKEND_OPERATION_MATMUL_DESCRIPTOR:
       for_each_index(op.y.dims, [&](const i64* idx) {
-        double acc = 0;
+        // A non-virtual f32 matmul output (the backward's dQ_accum) is accumulated into, as the
+        // engine does; cudnn-frontend zeroes it before every execution, and so must the caller.
+        const bool accumulates = !op.y.is_virtual && op.y.type == CUDNN_DATA_FLOAT;
+        double acc = accumulates ? double(v.read(op.y, offset(op.y, idx))) : 0.0;
         for (i64 k = 0; k < op.x.dims[3]; ++k) {
           const i64 ia[4] = {idx[0], idx[1], idx[2], k}, ib[4] = {idx[0], idx[1], k, idx[3]};
           acc += double(v.read(op.x, offset(op.x, ia))) * double(v.read(op.b, offset(op.b, ib)));
@@ -334,10 +337,17 @@ void run(const Op& op, Values& v) {
 }
 
 int g_handle;
+int executions = 0;
 
 }  // namespace
 
-size_t cudnnGetVersion() { return CUDNN_VERSION; }
+// How many graphs cudnnBackendExecute has run (tests/cuda_emu/test_emulation.cpp).
+int cuda_emu_cudnn_executions() { return executions; }
+
+// A fixed version, whatever headers the build has: the backend gates some shapes and values on
+// the version (before 9.15.1 the backward needs T a multiple of 128), and the tests must not
+// change with the toolkit installed.
+size_t cudnnGetVersion() { return 91900; }
 const char* cudnnGetErrorString(cudnnStatus_t s) {
   switch (s) {
     case CUDNN_STATUS_SUCCESS: return "CUDNN_STATUS_SUCCESS";
@@ -413,13 +423,22 @@ cudnnStatus_t cudnnBackendExecute(cudnnHandle_t, cudnnBackendDescriptor_t plan, 
   for (i64 i = 0; i < vp->count(CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS); ++i)
     v.pointers[vp->get<i64>(CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, i)] = vp->get<void*>(CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, i);
   const Descriptor& g = *p->graph;
-  for (i64 i = 0; i < g.count(CUDNN_ATTR_OPERATIONGRAPH_OPS); ++i) {
-    Op op;
-    parse(g.desc(CUDNN_ATTR_OPERATIONGRAPH_OPS, i), op);
+  std::vector<Op> ops(std::size_t(g.count(CUDNN_ATTR_OPERATIONGRAPH_OPS)));
+  for (std::size_t i = 0; i < ops.size(); ++i) {
+    Op& op = ops[i];
+    parse(g.desc(CUDNN_ATTR_OPERATIONGRAPH_OPS, i64(i)), op);
     for (const Tensor* t : {&op.x, &op.b, &op.t, &op.y})
       if (t->d && !t->is_virtual && !v.pointers.count(t->uid))
         return complain("the variant pack has no pointer for tensor " + std::to_string(t->uid));
-    run(op, v);
+    if (op.kind == CUDNN_BACKEND_OPERATION_MATMUL_DESCRIPTOR && !op.y.is_virtual && op.y.type == CUDNN_DATA_FLOAT) {
+      bool zero = true;
+      for_each_index(op.y.dims, [&](const i64* idx) { zero = zero && v.read(op.y, offset(op.y, idx)) == 0.0f; });
+      if (!zero)
+        return complain("matmul output tensor " + std::to_string(op.y.uid) +
+                        " (f32, accumulated into) is not zero at execution: zero it before every run");
+    }
   }
+  for (const Op& op : ops) run(op, v);
+  ++executions;
   return CUDNN_STATUS_SUCCESS;
 }

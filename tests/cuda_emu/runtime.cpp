@@ -41,8 +41,11 @@ cudaError_t cudaMemGetInfo(std::size_t* free_bytes, std::size_t* total_bytes) {
   return cudaSuccess;
 }
 cudaError_t cudaMalloc(void** p, std::size_t bytes) {
-  *p = std::aligned_alloc(256, (bytes + 255) / 256 * 256 + 256);
-  return *p ? cudaSuccess : fail(cudaErrorMemoryAllocation);
+  const std::size_t n = (bytes + 255) / 256 * 256 + 256;
+  *p = std::aligned_alloc(256, n);
+  if (!*p) return fail(cudaErrorMemoryAllocation);
+  std::memset(*p, 0xff, n);  // NaN floats: memory read before it is written shows
+  return cudaSuccess;
 }
 cudaError_t cudaFree(void* p) {
   std::free(p);

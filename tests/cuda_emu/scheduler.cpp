@@ -51,6 +51,7 @@ struct Fiber {
   int lane = 0, warp = 0;
   std::size_t color = 0;  // bytes left unused at the stack's top, different per fiber
   unsigned phase = 0;     // which of the warp's two shuffle slot sets this lane uses next
+  long exchanges = 0;     // shuffles this lane has published
 };
 
 // The block being run. Counters say who waits where, so a barrier is released the moment its last
@@ -207,7 +208,7 @@ void launch(dim3 grid, dim3 blk, bool may_wait, const std::function<void()>& thr
             for (unsigned tx = 0; tx < blk.x; ++tx, ++i) {
               Fiber& f = block.fibers[std::size_t(i)];
               f.pos = {{tx, ty, tz}, {bx, by, bz}, blk, grid};
-              f.lane = i % 32, f.warp = i / 32, f.phase = 0;
+              f.lane = i % 32, f.warp = i / 32, f.phase = 0, f.exchanges = 0;
               start(f);
             }
         run_block();
@@ -221,10 +222,19 @@ std::uint64_t exchange_xor(std::uint64_t mine, int mask) {
   // has passed the barrier of exchange i + 1, which every lane reaches only after reading exchange
   // i's values.
   Fiber* f = block.running;
+  if (f == nullptr) wait(State::at_warp_barrier);  // direct mode: reports the misjudged kernel
+  const int partner = f->warp * 32 + (f->lane ^ mask);
   const std::size_t base = (std::size_t(f->warp) * 2 + f->phase) * 32;
   f->phase ^= 1;
   block.exchange[base + std::size_t(f->lane)] = mine;
-  wait(State::at_warp_barrier);  // every lane has published
+  ++f->exchanges;
+  wait(State::at_warp_barrier);  // every live lane has published
+  if (partner >= block.count || block.fibers[std::size_t(partner)].exchanges < f->exchanges) {
+    // The partner exited before this shuffle (or does not exist): undefined on a GPU.
+    std::fprintf(stderr, "cuda_emu: lane %d of warp %d shuffles with lane %d, which has exited or does not exist\n",
+                 f->lane, f->warp, partner % 32);
+    std::abort();
+  }
   return block.exchange[base + std::size_t(f->lane ^ mask)];
 }
 

@@ -22,7 +22,8 @@ struct DeviceRadixSort {
     if (begin_bit != 0 || end_bit != int(sizeof(K) * 8)) return cudaErrorInvalidValue;  // not needed here
     std::vector<int> order(std::size_t(n > 0 ? n : 0));
     std::iota(order.begin(), order.end(), 0);
-    // Radix sort orders the keys' bits as unsigned integers.
+    // Ordered as unsigned bits, which is numeric order for the backend's keys (token ids are
+    // never negative; real CUB orders signed keys numerically too).
     using U = std::make_unsigned_t<K>;
     std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return U(keys_in[a]) < U(keys_in[b]); });
     std::vector<K> k(order.size());
