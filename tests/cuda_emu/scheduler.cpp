@@ -67,6 +67,7 @@ struct Block {
   void* scheduler_sp = nullptr;
   const std::function<void()>* thread = nullptr;
   std::vector<std::uint64_t> exchange;  // warp shuffles: two sets of one 8-byte slot per lane
+  std::vector<const void*> poisoned;    // __shared__ arrays filled with NaN bytes in this block
 } block;
 
 Position g_position;
@@ -140,6 +141,7 @@ void wait(State s) {
 }
 
 void run_block() {
+  block.poisoned.clear();
   block.live = block.count, block.at_block = 0;
   const int warps = (block.count + 31) / 32;
   block.warp_live.assign(std::size_t(warps), 0);
@@ -183,7 +185,7 @@ void launch(dim3 grid, dim3 blk, bool may_wait, const std::function<void()>& thr
     block.running = nullptr;
     for (unsigned bz = 0; bz < grid.z; ++bz)
       for (unsigned by = 0; by < grid.y; ++by)
-        for (unsigned bx = 0; bx < grid.x; ++bx)
+        for (unsigned bx = 0; bx < grid.x; ++bx, block.poisoned.clear())
           for (unsigned tz = 0; tz < blk.z; ++tz)
             for (unsigned ty = 0; ty < blk.y; ++ty)
               for (unsigned tx = 0; tx < blk.x; ++tx) {
@@ -216,6 +218,12 @@ void launch(dim3 grid, dim3 blk, bool may_wait, const std::function<void()>& thr
 }
 
 void sync_block() { wait(State::at_block_barrier); }
+
+void poison_shared(void* p, std::size_t bytes) {
+  if (std::find(block.poisoned.begin(), block.poisoned.end(), p) != block.poisoned.end()) return;
+  block.poisoned.push_back(p);
+  std::memset(p, 0xff, bytes);
+}
 
 std::uint64_t exchange_xor(std::uint64_t mine, int mask) {
   // Two slot sets used in turn: one barrier per exchange. A lane writing the set of exchange i + 2

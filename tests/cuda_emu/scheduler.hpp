@@ -32,4 +32,8 @@ void sync_block();
 // reads lane (lane ^ mask)'s, after all have published.
 std::uint64_t exchange_xor(std::uint64_t mine, int mask);
 
+// Fills a __shared__ array with NaN bytes when the first thread of a block reaches its
+// declaration (to_cpp.py puts the call there): shared memory read before it is written shows.
+void poison_shared(void* p, std::size_t bytes);
+
 }  // namespace cuda_emu

@@ -75,11 +75,34 @@ def rewrite(text):
         pos = close_at + 1
 
 
+def poison_shared(text):
+    """After each `__shared__ T a[..], b[..];`, a call that fills a and b with NaN bytes once per
+    block (the first thread to get there), so reading shared memory before writing it shows."""
+    def add(m):
+        names = [re.match(r"\s*(\w+)", d).group(1) for d in split_top(m.group(2))]
+        calls = " ".join(f"::cuda_emu::poison_shared({n}, sizeof({n}));" for n in names)
+        return m.group(0) + " " + calls
+    return re.sub(r"(__shared__\s+[\w:]+\s+)([^;]*);", add, text)
+
+
+def split_top(decls):
+    """Declarators separated by commas outside brackets."""
+    out, depth, cur = [], 0, ""
+    for ch in decls:
+        depth += {"[": 1, "(": 1, "]": -1, ")": -1}.get(ch, 0)
+        if ch == "," and depth == 0:
+            out.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    return out + [cur]
+
+
 def main():
     src, dst = sys.argv[1], sys.argv[2]
     with open(src, encoding="utf-8") as f:
         text = f.read()
-    body = rewrite(text)
+    body = poison_shared(rewrite(text))
     if "<<<" in body:
         raise SystemExit(f"{src}: a launch was not rewritten")
     with open(dst, "w", encoding="utf-8") as f:
