@@ -7,7 +7,9 @@
 // algorithm (a restriction the real library may or may not have for some shapes).
 #include <cublasLt.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -29,7 +31,14 @@ struct Layout {
 };
 struct Preference {
   std::uint64_t workspace = 0;
+  std::uint32_t alignment[4] = {256, 256, 256, 256};  // A, B, C, D: what the chosen algorithm may assume
 };
+
+std::uint32_t alignment_of(const void* p) {
+  std::uint32_t a = 256;
+  while (a > 1 && reinterpret_cast<std::uintptr_t>(p) % a != 0) a /= 2;
+  return a;
+}
 
 template <class T, class H>
 T* get(H handle) {
@@ -109,16 +118,17 @@ cublasStatus_t cublasLtMatmulPreferenceCreate(cublasLtMatmulPreference_t* pref) 
 cublasStatus_t cublasLtMatmulPreferenceSetAttribute(cublasLtMatmulPreference_t pref,
                                                     cublasLtMatmulPreferenceAttributes_t attr, const void* buf,
                                                     size_t size) {
-  std::uint32_t alignment = 0;
+  Preference* p = get<Preference>(pref);
+  auto alignment = [&](int i) {
+    return set<std::uint32_t>(&p->alignment[i], buf, size) ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_INVALID_VALUE;
+  };
   switch (attr) {
     case CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES:
-      return set<std::uint64_t>(&get<Preference>(pref)->workspace, buf, size) ? CUBLAS_STATUS_SUCCESS
-                                                                               : CUBLAS_STATUS_INVALID_VALUE;
-    case CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES:
-    case CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES:
-    case CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES:
-    case CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES:
-      return set<std::uint32_t>(&alignment, buf, size) ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_INVALID_VALUE;
+      return set<std::uint64_t>(&p->workspace, buf, size) ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_INVALID_VALUE;
+    case CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES: return alignment(0);
+    case CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES: return alignment(1);
+    case CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES: return alignment(2);
+    case CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES: return alignment(3);
     default: return CUBLAS_STATUS_INVALID_VALUE;
   }
 }
@@ -141,7 +151,7 @@ bool shapes(const Desc& d, const Layout& a, const Layout& b, const Layout& c, st
 
 cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t, cublasLtMatmulDesc_t desc, cublasLtMatrixLayout_t A,
                                               cublasLtMatrixLayout_t B, cublasLtMatrixLayout_t C,
-                                              cublasLtMatrixLayout_t D, cublasLtMatmulPreference_t,
+                                              cublasLtMatrixLayout_t D, cublasLtMatmulPreference_t pref,
                                               int requested, cublasLtMatmulHeuristicResult_t* results, int* returned) {
   if (requested <= 0) return CUBLAS_STATUS_INVALID_VALUE;
   const Desc& d = *get<Desc>(desc);
@@ -158,7 +168,14 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t, cublasLtMatmulDe
                        (d.epilogue == CUBLASLT_EPILOGUE_BIAS && (d.bias_type == -1 || d.bias_type == CUDA_R_32F));
   if (!inputs_ok || !output_ok || !compute_ok || !bias_ok) return CUBLAS_STATUS_NOT_SUPPORTED;
   if (a.type == CUDA_R_16BF && (a.ld % 8 != 0 || b.ld % 8 != 0)) return CUBLAS_STATUS_SUCCESS;  // no algorithm
+  // Like a real algorithm, this one assumes its operands are as aligned as the preferences said,
+  // and a bias epilogue's bias as aligned as the pointer on the descriptor at this time (the
+  // backend sets it first); cublasLtMatmul checks the pointers it gets against that.
+  if (d.epilogue == CUBLASLT_EPILOGUE_BIAS && d.bias == nullptr) return CUBLAS_STATUS_INVALID_VALUE;
   results[0] = cublasLtMatmulHeuristicResult_t{};
+  const Preference* p = get<Preference>(pref);
+  for (int i = 0; i < 4; ++i) results[0].algo.data[i] = p->alignment[i];
+  results[0].algo.data[4] = d.epilogue == CUBLASLT_EPILOGUE_BIAS ? alignment_of(d.bias) : 0;
   results[0].state = CUBLAS_STATUS_SUCCESS;
   *returned = 1;
   return CUBLAS_STATUS_SUCCESS;
@@ -174,6 +191,18 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t desc, const
   std::uint64_t m, n, k;
   if (!algo || !shapes(d, a, b, c, m, n, k) || dd.rows != m || dd.cols != n) return CUBLAS_STATUS_INVALID_VALUE;
   if (d.epilogue == CUBLASLT_EPILOGUE_BIAS && d.bias == nullptr) return CUBLAS_STATUS_INVALID_VALUE;
+  const void* operands[4] = {A, B, C, D};
+  for (int i = 0; i < 4; ++i)
+    if (alignment_of(operands[i]) < algo->data[i]) {
+      std::fprintf(stderr, "cuda_emu cuBLASLt: operand %c is %u-byte aligned; its algorithm assumed %u\n", "ABCD"[i],
+                   alignment_of(operands[i]), unsigned(algo->data[i]));
+      return CUBLAS_STATUS_INVALID_VALUE;
+    }
+  if (d.epilogue == CUBLASLT_EPILOGUE_BIAS && alignment_of(d.bias) < std::min<std::uint64_t>(algo->data[4], 16)) {
+    std::fprintf(stderr, "cuda_emu cuBLASLt: the bias is %u-byte aligned; its algorithm assumed %u\n",
+                 alignment_of(d.bias), unsigned(algo->data[4]));
+    return CUBLAS_STATUS_INVALID_VALUE;
+  }
   const float al = *static_cast<const float*>(alpha), be = *static_cast<const float*>(beta);
   const bool tf32 = d.compute == CUBLAS_COMPUTE_32F_FAST_TF32;
   // op(A) as m rows of k and op(B) as n rows of k, so each output is one contiguous dot product.
