@@ -7,6 +7,8 @@
 // algorithm (a restriction the real library may or may not have for some shapes).
 #include <cublasLt.h>
 
+#include "scheduler.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -203,6 +205,7 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t desc, const
                  alignment_of(d.bias), unsigned(algo->data[4]));
     return CUBLAS_STATUS_INVALID_VALUE;
   }
+  cuda_emu::DeviceAccess access;
   const float al = *static_cast<const float*>(alpha), be = *static_cast<const float*>(beta);
   const bool tf32 = d.compute == CUBLAS_COMPUTE_32F_FAST_TF32;
   // op(A) as m rows of k and op(B) as n rows of k, so each output is one contiguous dot product.

@@ -10,6 +10,8 @@
 // them is a question only a GPU answers. Anything the interpreter does not know fails loudly.
 #include <cudnn.h>
 
+#include "scheduler.hpp"
+
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -419,6 +421,7 @@ cudnnStatus_t cudnnBackendExecute(cudnnHandle_t, cudnnBackendDescriptor_t plan, 
   const auto* p = reinterpret_cast<const Descriptor*>(plan);
   const auto* vp = reinterpret_cast<const Descriptor*>(pack);
   if (!p || !p->finalized || !p->graph || !vp || !vp->finalized) return complain("execute without a finalized plan");
+  cuda_emu::DeviceAccess access;
   Values v;
   for (i64 i = 0; i < vp->count(CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS); ++i)
     v.pointers[vp->get<i64>(CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, i)] = vp->get<void*>(CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, i);

@@ -3,6 +3,11 @@
 // declarations are the toolkit's own (cuda_runtime.h), so the backend's host code compiles
 // exactly as for a GPU.
 #include <cuda_runtime.h>
+#include <sys/mman.h>
+
+#include <vector>
+
+#include "scheduler.hpp"
 
 #include <cstdint>
 #include <cstdio>
@@ -10,6 +15,21 @@
 #include <cstring>
 
 namespace {
+struct Region {
+  void* p;
+  std::size_t bytes;
+};
+std::vector<Region> regions;
+int access_depth = 0;
+
+void protect_all(int prot) {
+  for (const Region& r : regions)
+    if (mprotect(r.p, r.bytes, prot) != 0) {
+      std::perror("cuda_emu: mprotect");
+      std::abort();
+    }
+}
+
 cudaError_t last_error = cudaSuccess;
 cudaError_t fail(cudaError_t e) { return last_error = e; }
 CUstream_st* const kStream = reinterpret_cast<CUstream_st*>(std::uintptr_t(0x5157));
@@ -40,24 +60,35 @@ cudaError_t cudaMemGetInfo(std::size_t* free_bytes, std::size_t* total_bytes) {
   *free_bytes = *total_bytes = std::size_t(1) << 34;
   return cudaSuccess;
 }
+// Device memory: page-aligned mappings, PROT_NONE while no DeviceAccess is held.
 cudaError_t cudaMalloc(void** p, std::size_t bytes) {
-  const std::size_t n = (bytes + 255) / 256 * 256 + 256;
-  *p = std::aligned_alloc(256, n);
-  if (!*p) return fail(cudaErrorMemoryAllocation);
-  std::memset(*p, 0xff, n);  // NaN floats: memory read before it is written shows
+  const std::size_t n = (bytes + 4095) / 4096 * 4096 + 4096;
+  void* m = mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (m == MAP_FAILED) return fail(cudaErrorMemoryAllocation);
+  std::memset(m, 0xff, n);  // NaN floats: memory read before it is written shows
+  if (access_depth == 0 && mprotect(m, n, PROT_NONE) != 0) std::abort();
+  regions.push_back({m, n});
+  *p = m;
   return cudaSuccess;
 }
 cudaError_t cudaFree(void* p) {
-  std::free(p);
-  return cudaSuccess;
+  for (auto it = regions.begin(); it != regions.end(); ++it)
+    if (it->p == p) {
+      munmap(it->p, it->bytes);
+      regions.erase(it);
+      return cudaSuccess;
+    }
+  return p ? fail(cudaErrorInvalidValue) : cudaSuccess;
 }
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, std::size_t bytes, cudaMemcpyKind, cudaStream_t stream) {
   if (stream != kStream) return fail(cudaErrorInvalidResourceHandle);
+  cuda_emu::DeviceAccess access;
   if (bytes) std::memmove(dst, src, bytes);
   return cudaSuccess;
 }
 cudaError_t cudaMemsetAsync(void* p, int value, std::size_t bytes, cudaStream_t stream) {
   if (stream != kStream) return fail(cudaErrorInvalidResourceHandle);
+  cuda_emu::DeviceAccess access;
   std::memset(p, value, bytes);
   return cudaSuccess;
 }
@@ -84,3 +115,10 @@ const char* cudaGetErrorName(cudaError_t e) {
   }
 }
 const char* cudaGetErrorString(cudaError_t e) { return cudaGetErrorName(e); }
+
+cuda_emu::DeviceAccess::DeviceAccess() {
+  if (access_depth++ == 0) protect_all(PROT_READ | PROT_WRITE);
+}
+cuda_emu::DeviceAccess::~DeviceAccess() {
+  if (--access_depth == 0) protect_all(PROT_NONE);
+}

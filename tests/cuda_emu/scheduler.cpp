@@ -175,6 +175,7 @@ void run_block() {
 const Position& position() { return g_position; }
 
 void launch(dim3 grid, dim3 blk, bool may_wait, const std::function<void()>& thread) {
+  DeviceAccess access;
   const int count = int(blk.x * blk.y * blk.z);
   if (count <= 0 || count > 1024 || grid.x == 0 || grid.y == 0 || grid.z == 0) {
     std::fprintf(stderr, "cuda_emu: invalid launch: grid (%u, %u, %u), block (%u, %u, %u)\n", grid.x, grid.y, grid.z,

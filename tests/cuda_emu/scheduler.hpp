@@ -36,4 +36,14 @@ std::uint64_t exchange_xor(std::uint64_t mine, int mask);
 // declaration (to_cpp.py puts the call there): shared memory read before it is written shows.
 void poison_shared(void* p, std::size_t bytes);
 
+// Emulated device memory (runtime.cpp) is inaccessible to the host except while a kernel, a copy,
+// a memset, a library call or a sort runs; each of those holds a DeviceAccess. So the backend's
+// host code reading or writing device memory directly dies with SIGSEGV, as it would fail on a GPU.
+struct DeviceAccess {
+  DeviceAccess();
+  ~DeviceAccess();
+  DeviceAccess(const DeviceAccess&) = delete;
+  DeviceAccess& operator=(const DeviceAccess&) = delete;
+};
+
 }  // namespace cuda_emu

@@ -9,6 +9,8 @@
 #include <numeric>
 #include <vector>
 
+#include "scheduler.hpp"
+
 namespace cub {
 struct DeviceRadixSort {
   template <class K, class V>
@@ -20,6 +22,7 @@ struct DeviceRadixSort {
       return cudaSuccess;
     }
     if (begin_bit != 0 || end_bit != int(sizeof(K) * 8)) return cudaErrorInvalidValue;  // not needed here
+    cuda_emu::DeviceAccess access;
     std::vector<int> order(std::size_t(n > 0 ? n : 0));
     std::iota(order.begin(), order.end(), 0);
     // Ordered as unsigned bits, which is numeric order for the backend's keys (token ids are
