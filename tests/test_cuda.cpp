@@ -325,16 +325,7 @@ TEST_CASE("the trainer on CUDA: the cpu backend's losses, and an exact resume fr
   }
   CHECK(std::abs(b.val_loss - a.val_loss) <= 1e-3 * std::abs(a.val_loss));
   // Stopped halfway and resumed on the same device: the straight run's losses and weights exactly.
-  auto half = quiet(d / "resumed");
-  half.stop_after = 4;
-  const auto h = train::train(gpu, half);
-  REQUIRE((h.interrupted && h.steps == 4));
-  auto rest = quiet(d / "resumed");
-  rest.resume = (d / "resumed").string();
-  std::string log;
-  rest.log = [&](const std::string& line) { log += line + "\n"; };
-  const auto c = train::train(gpu, rest);
-  CHECK(log.find("resumed from") != std::string::npos);  // it resumed rather than starting over
+  const auto c = stop_and_resume(gpu, d / "resumed", 4);
   CHECK(losses(c.run_dir) == lb);
   const auto weights = file_bytes(fs::path(b.checkpoint) / "model.safetensors");
   REQUIRE(!weights.empty());

@@ -215,16 +215,7 @@ TEST_CASE("training on device memory: the cpu backend's losses, checkpoints and 
   CHECK(file_bytes(fs::path(b.run_dir) / "samples.txt") == file_bytes(fs::path(a.run_dir) / "samples.txt"));
 
   // Stop halfway and resume, on the device: the straight run's losses and weights.
-  auto half = quiet(d / "resumed");
-  half.stop_after = 4;
-  const auto h = train::train(dev_recipe, half);
-  REQUIRE((h.interrupted && h.steps == 4));
-  auto rest = quiet(d / "resumed");
-  rest.resume = (d / "resumed").string();
-  std::string log;
-  rest.log = [&](const std::string& line) { log += line + "\n"; };
-  const auto c = train::train(dev_recipe, rest);
-  CHECK(log.find("resumed from") != std::string::npos);  // it resumed rather than starting over
+  const auto c = stop_and_resume(dev_recipe, d / "resumed", 4);
   CHECK(losses(c.run_dir) == losses(a.run_dir));
   CHECK(file_bytes(fs::path(c.checkpoint) / "model.safetensors") == weights);
 

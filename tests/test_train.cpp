@@ -166,14 +166,7 @@ TEST_CASE("training is deterministic and resumes exactly", "[train][resume]") {
   CHECK(losses(a.run_dir).back() < losses(a.run_dir).front());
 
   // Half, then resume for the rest: the same losses and the same weights, byte for byte.
-  auto half = quiet(d / "c");
-  half.stop_after = 4;
-  const auto c1 = train::train(recipe, half);
-  CHECK(c1.interrupted);
-  CHECK(c1.steps == 4);
-  auto rest = quiet(d / "c");
-  rest.resume = (d / "c").string();
-  const auto c2 = train::train(recipe, rest);
+  const auto c2 = stop_and_resume(recipe, d / "c", 4);
   CHECK(c2.steps == 8);
   CHECK(losses(c2.run_dir) == losses(a.run_dir));
   CHECK(file_bytes(fs::path(a.checkpoint) / "model.safetensors") == file_bytes(fs::path(c2.checkpoint) / "model.safetensors"));

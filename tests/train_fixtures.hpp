@@ -3,6 +3,8 @@
 #pragma once
 #include <unistd.h>
 
+#include <catch2/catch.hpp>
+
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -77,6 +79,23 @@ inline TrainOptions quiet(const fs::path& run) {
   o.run_dir = run.string();
   o.log = [](const std::string&) {};
   return o;
+}
+
+// Trains `recipe` in `dir` for `half` steps (stopping with a checkpoint), then resumes it to the
+// end; checks that it stopped where asked and that the second run resumed rather than started
+// over. Returns the resumed run's result.
+inline TrainResult stop_and_resume(const Recipe& recipe, const fs::path& dir, std::int64_t half) {
+  auto first = quiet(dir);
+  first.stop_after = half;
+  const auto h = train::train(recipe, first);
+  REQUIRE((h.interrupted && h.steps == half));
+  auto rest = quiet(dir);
+  rest.resume = dir.string();
+  std::string log;
+  rest.log = [&](const std::string& line) { log += line + "\n"; };
+  const auto c = train::train(recipe, rest);
+  CHECK(log.find("resumed from") != std::string::npos);
+  return c;
 }
 
 }  // namespace train_fixtures
