@@ -89,6 +89,26 @@ void case_matmul_backward(Case& c) {
     c.keep("dx", dx), c.keep("dw", dw), c.keep("db", db);
   }
 }
+// Sizes with leading dimensions that are multiples of 8 (cuBLASLt fuses GELU) and odd ones.
+void case_matmul_gelu_forward(Case& c) {
+  for (auto [N, I, O] : {std::tuple{33, 31, 17}, std::tuple{64, 32, 48}}) {
+    auto x = c.make({N, I}), w = c.make({O, I}), b = c.make({O}), y = c.make({N, O}), h = c.make({N, O});
+    ops::matmul_gelu_forward(y, h, x, w, b);
+    c.keep("y", y), c.keep("h", h);
+    ops::matmul_gelu_forward(y, h, x, w, TensorRef{});
+    c.keep("y", y), c.keep("h", h);
+  }
+}
+void case_gelu_matmul_backward(Case& c) {
+  for (auto [N, I, O] : {std::tuple{33, 31, 17}, std::tuple{64, 48, 32}}) {
+    auto h = c.make({N, I}, 2.0), a = c.make({N, I}), w = c.make({O, I}), dy = c.make({N, O});
+    auto dh = c.make({N, I}), dw = c.make({O, I}), db = c.make({O});  // dw, db start non-zero: +=
+    ops::gelu_matmul_backward(dh, dw, db, dy, a, w, h);
+    c.keep("dh", dh), c.keep("dw", dw), c.keep("db", db);
+    ops::gelu_matmul_backward(dh, dw, TensorRef{}, dy, a, w, h);
+    c.keep("dh", dh), c.keep("dw", dw);
+  }
+}
 void case_add_forward(Case& c) {
   auto a = c.make({3, 37}), b = c.make({3, 37}), y = c.make({3, 37});
   ops::add_forward(y, a, b);

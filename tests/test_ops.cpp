@@ -89,6 +89,30 @@ void check_matmul_backward() {
   expect_gradient("dw", w, dw, f, &dw0);
   expect_gradient("db", b, db, f, &db0);
 }
+void check_matmul_gelu_forward() {
+  Buf x({1, 2}, {1, 2}), w({2, 2}, {1, 0, 1, -1}), b({2}, {0.5f, -0.5f}), y({1, 2}), h({1, 2});
+  ops::matmul_gelu_forward(y.t(), h.t(), x.t(), w.t(), b.t());
+  CHECK(h.v == std::vector<float>{1.5f, -1.5f});
+  CHECK(y[0] == Approx(1.3995715770));  // gelu(1.5) = 0.75·(1 + tanh(√(2/π)·(1.5 + 0.044715·3.375)))
+  CHECK(y[1] == Approx(1.3995715770 - 1.5));  // gelu(x) − gelu(−x) = x
+}
+void check_gelu_matmul_backward() {
+  // Against finite differences of f = r · (gelu(h)·wᵀ + b), with a = gelu(h) as the forward saves it.
+  Rng rng(11);
+  Buf h({5, 7}, &rng), a({5, 7}), w({3, 7}, &rng), b({3}, &rng), r({5, 3}, &rng), y({5, 3});
+  Buf dh({5, 7}), dw({3, 7}, &rng), db({3}, &rng);
+  const Buf dw0 = dw, db0 = db;
+  auto f = [&] {
+    ops::gelu_forward(a.t(), h.t());
+    ops::matmul_forward(y.t(), a.t(), w.t(), b.t());
+    return dot(y, r);
+  };
+  f();
+  ops::gelu_matmul_backward(dh.t(), dw.t(), db.t(), r.t(), a.t(), w.t(), h.t());
+  expect_gradient("dh", h, dh, f);
+  expect_gradient("dw", w, dw, f, &dw0);
+  expect_gradient("db", b, db, f, &db0);
+}
 void check_add_forward() {
   Buf a({3}, {1, 2, 3}), b({3}, {10, 20, 30}), y({3});
   ops::add_forward(y.t(), a.t(), b.t());

@@ -144,6 +144,19 @@ std::string unavailable() {
   return {};
 }
 
+bool gelu_epilogue() {
+  static const bool on = [] {
+    const char* e = std::getenv("LLMTK_CUBLASLT_GELU");
+    if (!e || !*e) return context().prop.major >= 9;
+    const std::string_view v(e);
+    LLMTK_CHECK(v == "0" || v == "1", "LLMTK_CUBLASLT_GELU", "is '", v,
+                "'; set it to 1 (fuse GELU into cuBLASLt's matmul epilogues) or 0 (separate GELU kernels), "
+                "or unset it for the default (fused on sm_90 and newer)");
+    return v == "1";
+  }();
+  return on;
+}
+
 std::string info() {
   const Context& c = context();
   int runtime = 0, driver = 0;
@@ -153,7 +166,7 @@ std::string info() {
   return cat(c.prop.name, ", sm_", c.prop.major, c.prop.minor, ", ", c.prop.multiProcessorCount, " SMs, ",
              gib(c.prop.totalGlobalMem), "; CUDA runtime ", runtime / 1000, ".", (runtime % 1000) / 10, ", driver ",
              driver / 1000, ".", (driver % 1000) / 10, "; cuBLASLt ", lt / 10000, ".", (lt / 100) % 100, ".", lt % 100,
-             "; cuDNN ", cudnn_version());
+             "; cuDNN ", cudnn_version(), "; GELU in cuBLASLt epilogues ", gelu_epilogue() ? "on" : "off");
 }
 
 }  // namespace llmtk::cuda

@@ -64,6 +64,10 @@ using backend::expect_same;
 // After every op: with LLMTK_CUDA_SYNC=1, wait for it and report a fault under its name.
 void finish_op(const char* op);
 
+// Whether matmul_gelu_forward / gelu_matmul_backward use cuBLASLt's GELU_AUX and DGELU epilogues
+// (else a matmul and a GELU kernel): LLMTK_CUBLASLT_GELU=0/1, by default on for sm_90 and newer.
+bool gelu_epilogue();
+
 // cudnn_attention.cpp: "9.19.0", or why cuDNN is not usable.
 std::string cudnn_version();
 

@@ -7,6 +7,10 @@
 // scratch and multiplied with f32 accumulation into the f32 output, as on the CPU backend.
 // (A scratch slot holds either bf16 or f32 copies; each product converts before it runs.)
 // db is a deterministic column sum (cuBLASLt's BGRADB epilogue writes; the contract adds).
+// matmul_gelu_forward and gelu_matmul_backward put GELU in the product's epilogue: GELU_AUX(_BIAS)
+// writes D = gelu(product + bias) and the aux matrix h = product + bias; DGELU writes
+// D = product ⊙ gelu'(aux) (both the tanh approximation). When fusion is off, or cuBLASLt has no
+// algorithm, they run the plain product and a GELU kernel.
 #include <cstdint>
 #include <map>
 #include <tuple>
@@ -27,6 +31,13 @@ std::uint32_t alignment_of(const void* p) {
   return al;
 }
 
+// What cuBLASLt does after the product besides an optional bias.
+enum class Act : std::uint8_t { none, gelu_aux, dgelu };
+struct Epilogue {
+  Act act = Act::none;
+  float* aux = nullptr;  // h: written by gelu_aux, read by dgelu; m×n like D, ld m
+};
+
 struct Plan {
   cublasLtMatmulDesc_t desc = nullptr;
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
@@ -34,17 +45,17 @@ struct Plan {
   bool algo_found = false;
 };
 // m, n, k, transa, transb, bf16 inputs, TF32 tensor cores (f32 inputs holding bf16 values),
-// bias, accumulate, alignments of A, B, C, bias
+// bias, accumulate, alignments of A, B, C, bias, epilogue activation, alignment of aux
 using PlanKey = std::tuple<i64, i64, i64, bool, bool, bool, bool, bool, bool, std::uint32_t, std::uint32_t,
-                           std::uint32_t, std::uint32_t>;
+                           std::uint32_t, std::uint32_t, Act, std::uint32_t>;
 
 // The plan for `key`, or null when cuBLASLt has no algorithm for it (remembered too). `bias` is
 // set on the descriptor before the heuristic runs: the preferences carry no bias alignment, and
 // cuBLASLt infers what it may assume from the pointer (callers pass only 16-byte aligned ones).
-const Plan* plan_for(const char* op, const PlanKey& key, const float* bias_ptr) {
+const Plan* plan_for(const char* op, const PlanKey& key, const float* bias_ptr, const float* aux_ptr) {
   static std::map<PlanKey, Plan> plans;  // one per shape: a training step reuses a few dozen
   if (auto it = plans.find(key); it != plans.end()) return it->second.algo_found ? &it->second : nullptr;
-  const auto [m, n, k, ta, tb, bf16, tf32, bias, accumulate, al_a, al_b, al_c, al_bias] = key;
+  const auto [m, n, k, ta, tb, bf16, tf32, bias, accumulate, al_a, al_b, al_c, al_bias, act, al_aux] = key;
   (void)accumulate;
   const cudaDataType ab = bf16 ? CUDA_R_16BF : CUDA_R_32F;
   Plan p;
@@ -53,8 +64,17 @@ const Plan* plan_for(const char* op, const PlanKey& key, const float* bias_ptr) 
   const cublasOperation_t opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
   LLMTK_CUBLAS_CHECK(op, cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa));
   LLMTK_CUBLAS_CHECK(op, cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb));
-  const cublasLtEpilogue_t epilogue = bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
+  cublasLtEpilogue_t epilogue = bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
+  if (act == Act::gelu_aux) epilogue = bias ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_AUX;
+  if (act == Act::dgelu) epilogue = CUBLASLT_EPILOGUE_DGELU;  // callers pass no bias with it
   LLMTK_CUBLAS_CHECK(op, cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof epilogue));
+  if (act != Act::none) {  // aux: f32 like D (its type must be D's), m×n with leading dimension m
+    const std::int64_t aux_ld = m;
+    LLMTK_CUBLAS_CHECK(op, cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &aux_ld,
+                                                          sizeof aux_ld));
+    LLMTK_CUBLAS_CHECK(op, cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux_ptr,
+                                                          sizeof aux_ptr));
+  }
   if (bias) {
     const cudaDataType bias_type = CUDA_R_32F;
     LLMTK_CUBLAS_CHECK(op, cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type,
@@ -77,7 +97,8 @@ const Plan* plan_for(const char* op, const PlanKey& key, const float* bias_ptr) 
   LLMTK_CUBLAS_CHECK(op, cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al_b, sizeof al_b));
   LLMTK_CUBLAS_CHECK(op, cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_c, sizeof al_c));
   LLMTK_CUBLAS_CHECK(op, cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_c, sizeof al_c));
-  (void)al_bias;  // in the key: a plan is reused only with a bias as aligned as the one it was chosen for
+  (void)al_bias, (void)al_aux;  // in the key: a plan is reused only with a bias and an aux as aligned as
+                                // the ones it was chosen for
   cublasLtMatmulHeuristicResult_t result{};
   int found = 0;
   // NOT_SUPPORTED means "no algorithm for this shape" too: cache that, so the caller falls back.
@@ -92,9 +113,13 @@ const Plan* plan_for(const char* op, const PlanKey& key, const float* bias_ptr) 
   return kept.algo_found ? &kept : nullptr;
 }
 
-void run(const char* op, const Plan& p, const void* A, const void* B, float* D, float beta, const float* bias) {
+void run(const char* op, const Plan& p, const void* A, const void* B, float* D, float beta, const float* bias,
+         const Epilogue& e) {
   if (bias)
     LLMTK_CUBLAS_CHECK(op, cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+  if (e.act != Act::none)
+    LLMTK_CUBLAS_CHECK(op, cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &e.aux,
+                                                          sizeof e.aux));
   const float alpha = 1.0f;
   const Context& c = context();
   LLMTK_CUBLAS_CHECK(op, cublasLtMatmul(c.lt, p.desc, &alpha, A, p.a, B, p.b, &beta, D, p.c, D, p.c, &p.algo,
@@ -114,20 +139,26 @@ Operand operand(const TensorRef& t) { return {t.data, t.dtype == DType::bf16, t.
 // accumulation; where cuBLASLt has no bf16 algorithm for the shape (a leading dimension such as
 // GPT-2's vocabulary of 50257 may rule them out), the inputs are rounded to bf16 values kept in
 // f32 and multiplied with TF32 tensor cores, else in f32 (the same products either way).
-void gemm(const char* op, bool ta, bool tb, i64 m, i64 n, i64 k, Operand A, Operand B, float* D, float beta,
-          const float* bias) {
-  if (m == 0 || n == 0) return;
+// With an epilogue activation, returns false (having written nothing) when cuBLASLt has no
+// algorithm for it or the bias or aux is not 16-byte aligned; the caller then runs the product
+// without it and the activation on its own.
+bool gemm(const char* op, bool ta, bool tb, i64 m, i64 n, i64 k, Operand A, Operand B, float* D, float beta,
+          const float* bias, const Epilogue& e = {}) {
+  if (m == 0 || n == 0) return true;
   LLMTK_CHECK(m <= INT32_MAX && n <= INT32_MAX && k <= INT32_MAX, op, "cuBLASLt takes matrix sizes up to 2^31 - 1; m = ",
               m, ", n = ", n, ", k = ", k);
   // A bias that is not 16-byte aligned is added after the product instead of in the epilogue
   // (cuBLASLt kernels may assume 16 bytes for it; arenas give 64, views of them may not).
+  const bool fused = e.act != Act::none;
+  if (fused && ((bias && alignment_of(bias) < 16) || alignment_of(e.aux) < 16)) return false;
   if (bias && alignment_of(bias) < 16) {
     gemm(op, ta, tb, m, n, k, A, B, D, beta, nullptr);
-    return kernels::positions_forward(D, D, bias, n, 1, m, 0, stream());  // bias[m] added to each of n rows
+    kernels::positions_forward(D, D, bias, n, 1, m, 0, stream());  // bias[m] added to each of n rows
+    return true;
   }
   auto key = [&](bool bf16, bool tf32, const void* a, const void* b) {
     return PlanKey{m, n, k, ta, tb, bf16, tf32, bias != nullptr, beta != 0.0f, alignment_of(a), alignment_of(b),
-                   alignment_of(D), alignment_of(bias)};
+                   alignment_of(D), alignment_of(bias), e.act, fused ? alignment_of(e.aux) : 0u};
   };
   bool tf32 = false;
   if (ops::matmul_precision() == DType::bf16 || A.half || B.half) {
@@ -135,10 +166,11 @@ void gemm(const char* op, bool ta, bool tb, i64 m, i64 n, i64 k, Operand A, Oper
                              : scratch_as<std::uint16_t>(Scratch::matmul_a, std::size_t(A.n));
     const auto* b16 = B.half ? static_cast<const std::uint16_t*>(B.p)
                              : scratch_as<std::uint16_t>(Scratch::matmul_b, std::size_t(B.n));
-    if (const Plan* p = plan_for(op, key(true, false, a16, b16), bias)) {
+    if (const Plan* p = plan_for(op, key(true, false, a16, b16), bias, e.aux)) {
       if (!A.half) kernels::to_bf16(const_cast<std::uint16_t*>(a16), static_cast<const float*>(A.p), A.n, stream());
       if (!B.half) kernels::to_bf16(const_cast<std::uint16_t*>(b16), static_cast<const float*>(B.p), B.n, stream());
-      return run(op, *p, a16, b16, D, beta, bias);
+      run(op, *p, a16, b16, D, beta, bias, e);
+      return true;
     }
     auto* a32 = scratch_as<float>(Scratch::matmul_a, std::size_t(A.n));
     auto* b32 = scratch_as<float>(Scratch::matmul_b, std::size_t(B.n));
@@ -149,17 +181,18 @@ void gemm(const char* op, bool ta, bool tb, i64 m, i64 n, i64 k, Operand A, Oper
     A = {a32, false, A.n}, B = {b32, false, B.n};
     // bf16 values are exact in TF32 (10 mantissa bits against 7), so TF32 tensor cores give
     // the bf16 product with f32 accumulation; plain f32 if there is no TF32 algorithm either.
-    tf32 = plan_for(op, key(false, true, A.p, B.p), bias) != nullptr;
+    tf32 = plan_for(op, key(false, true, A.p, B.p), bias, e.aux) != nullptr;
   }
-  const Plan* p = plan_for(op, key(false, tf32, A.p, B.p), bias);
+  const Plan* p = plan_for(op, key(false, tf32, A.p, B.p), bias, e.aux);
+  if (!p && fused) return false;
   LLMTK_CHECK(p != nullptr, op, "cuBLASLt has no f32 algorithm for m = ", m, ", n = ", n, ", k = ", k);
-  run(op, *p, A.p, B.p, D, beta, bias);
+  run(op, *p, A.p, B.p, D, beta, bias, e);
+  return true;
 }
 
-}  // namespace
-
-void matmul_forward(TensorRef y, TensorRef x, TensorRef w, TensorRef b) {
-  const char* op = "matmul_forward";
+// Checks y[N, O] = x[N, I] · w[O, I]ᵀ + b[O]; returns {N, I, O}.
+std::tuple<i64, i64, i64> check_forward(const char* op, const TensorRef& y, const TensorRef& x, const TensorRef& w,
+                                        const TensorRef& b) {
   expect_f32(op, "y", y), expect_f32_or_bf16(op, "x", x), expect_f32_or_bf16(op, "w", w);
   const i64 N = x.rows(), I = x.size(-1), O = w.size(0);
   LLMTK_CHECK(w.rank == 2 && w.size(1) == I, op, "w ", w.shape_str(), " must be [O, I] with I = ", I, " (x is ",
@@ -169,17 +202,26 @@ void matmul_forward(TensorRef y, TensorRef x, TensorRef w, TensorRef b) {
     expect_f32(op, "b", b);
     LLMTK_CHECK(b.numel() == O, op, "b has ", b.numel(), " elements, expected ", O);
   }
-  if (I == 0) {  // an empty sum: y = b (or 0)
-    LLMTK_CUDA_CHECK(op, cudaMemsetAsync(y.data, 0, y.bytes(), stream()));  // not 0·y: y may hold NaN
-    if (b) kernels::positions_forward(y.f32(), y.f32(), b.f32(), N, 1, O, 0, stream());  // b added to each of N rows
-    return finish_op(op);
-  }
-  gemm(op, true, false, O, N, I, operand(w), operand(x), y.f32(), 0.0f, b ? b.f32() : nullptr);
-  finish_op(op);
+  return {N, I, O};
 }
 
-void matmul_backward(TensorRef dx, TensorRef dw, TensorRef db, TensorRef dy, TensorRef x, TensorRef w) {
-  const char* op = "matmul_backward";
+// y = x·wᵀ + b, with an epilogue activation when e asks for one; false when that could not be
+// fused (nothing written then).
+bool forward(const char* op, TensorRef y, TensorRef x, TensorRef w, TensorRef b, const Epilogue& e) {
+  const auto [N, I, O] = check_forward(op, y, x, w, b);
+  if (I == 0) {  // an empty sum: y = b (or 0)
+    if (e.act != Act::none) return false;
+    LLMTK_CUDA_CHECK(op, cudaMemsetAsync(y.data, 0, y.bytes(), stream()));  // not 0·y: y may hold NaN
+    if (b) kernels::positions_forward(y.f32(), y.f32(), b.f32(), N, 1, O, 0, stream());  // b added to each of N rows
+    return true;
+  }
+  return gemm(op, true, false, O, N, I, operand(w), operand(x), y.f32(), 0.0f, b ? b.f32() : nullptr, e);
+}
+
+// matmul_backward; with e.act == dgelu, dx = (dy·w) ⊙ gelu'(e.aux) in the dx product's
+// epilogue, or in a GELU kernel after it when cuBLASLt cannot fuse it.
+void backward(const char* op, TensorRef dx, TensorRef dw, TensorRef db, TensorRef dy, TensorRef x, TensorRef w,
+              const Epilogue& e) {
   expect_f32(op, "dy", dy), expect_f32_or_bf16(op, "x", x), expect_f32_or_bf16(op, "w", w);
   const i64 N = x.rows(), I = x.size(-1), O = w.size(0);
   LLMTK_CHECK(dy.rows() == N && dy.size(-1) == O, op, "dy ", dy.shape_str(), " must be [", N, ", ", O, "]");
@@ -204,13 +246,56 @@ void matmul_backward(TensorRef dx, TensorRef dw, TensorRef db, TensorRef dy, Ten
     g = {dy16, true, g.n};
   }
   if (dx) {
-    if (O == 0) LLMTK_CUDA_CHECK(op, cudaMemsetAsync(dx.data, 0, dx.bytes(), stream()));
-    else gemm(op, false, false, I, N, O, operand(w), g, dx.f32(), 0.0f, nullptr);
+    bool done = false;
+    if (O > 0 && e.act == Act::dgelu) done = gemm(op, false, false, I, N, O, operand(w), g, dx.f32(), 0.0f, nullptr, e);
+    if (!done) {
+      if (O == 0) LLMTK_CUDA_CHECK(op, cudaMemsetAsync(dx.data, 0, dx.bytes(), stream()));
+      else gemm(op, false, false, I, N, O, operand(w), g, dx.f32(), 0.0f, nullptr);
+      if (e.act == Act::dgelu) kernels::unary_backward(kernels::Unary::gelu, dx.f32(), dx.f32(), e.aux, N * I, stream());
+    }
   }
   if (dw && N > 0) gemm(op, false, true, I, O, N, operand(x), g, dw.f32(), 1.0f, nullptr);
   if (db && N > 0) {
     auto* partial = scratch_as<float>(Scratch::partials, std::size_t(kernels::column_sum_scratch(N, O)));
     kernels::column_sum(db.f32(), dy.f32(), N, O, partial, stream());
+  }
+}
+
+}  // namespace
+
+void matmul_forward(TensorRef y, TensorRef x, TensorRef w, TensorRef b) {
+  forward("matmul_forward", y, x, w, b, {});
+  finish_op("matmul_forward");
+}
+
+void matmul_backward(TensorRef dx, TensorRef dw, TensorRef db, TensorRef dy, TensorRef x, TensorRef w) {
+  backward("matmul_backward", dx, dw, db, dy, x, w, {});
+  finish_op("matmul_backward");
+}
+
+void matmul_gelu_forward(TensorRef y, TensorRef h, TensorRef x, TensorRef w, TensorRef b) {
+  const char* op = "matmul_gelu_forward";
+  expect_f32(op, "h", h), expect_same(op, "y", y, "h", h);
+  LLMTK_CHECK(y.data != h.data, op, "y and h must be different tensors (h is kept for the backward)");
+  if (!gelu_epilogue() || !forward(op, y, x, w, b, {Act::gelu_aux, h.f32()})) {
+    forward(op, h, x, w, b, {});
+    kernels::unary_forward(kernels::Unary::gelu, y.f32(), h.f32(), y.numel(), stream());
+  }
+  finish_op(op);
+}
+
+void gelu_matmul_backward(TensorRef dh, TensorRef dw, TensorRef db, TensorRef dy, TensorRef a, TensorRef w,
+                          TensorRef h) {
+  const char* op = "gelu_matmul_backward";
+  LLMTK_CHECK(dh, op, "dh is required (it is the op's activation gradient)");
+  expect_f32(op, "h", h), expect_same(op, "dh", dh, "h", h);
+  LLMTK_CHECK(dh.data != h.data, op, "dh and h must be different tensors (h is read after dh is written)");
+  const Epilogue e{Act::dgelu, const_cast<float*>(h.f32())};
+  if (gelu_epilogue()) {
+    backward(op, dh, dw, db, dy, a, w, e);
+  } else {  // the plain product, then the GELU gradient in place
+    backward(op, dh, dw, db, dy, a, w, {});
+    kernels::unary_backward(kernels::Unary::gelu, dh.f32(), dh.f32(), h.f32(), dh.numel(), stream());
   }
   finish_op(op);
 }

@@ -116,6 +116,7 @@ llama_sets=(--set model.d_model=768 --set model.n_layers=12 --set model.n_heads=
 mkdir -p benchmarks/results
 declare -A ours eager compiled
 big='{"error": "not run"}'
+gelu_off='{"error": "not run"}'
 archs=(gpt2 llama-124m)
 for arch in "${archs[@]}"; do ours[$arch]='{"error": "not run"}' eager[$arch]='{"error": "not run"}' compiled[$arch]='{"error": "skipped"}'; done
 
@@ -126,7 +127,7 @@ report() {
   for arch in "${archs[@]}"; do
     printf '%s\t%s\t%s\t%s\n' "$arch" "${ours[$arch]}" "${eager[$arch]}" "${compiled[$arch]}" >> "$rows_file"
   done
-  $py - "$gpu" "$rows_file" "$big" "$test_status" <<'PY'
+  $py - "$gpu" "$rows_file" "$big" "$test_status" "$gelu_off" <<'PY'
 import json, sys
 def parse(s):
     try:
@@ -134,6 +135,7 @@ def parse(s):
     except ValueError:
         return {"error": s[:200]}
 gpu, rows_file, big, tests = sys.argv[1], sys.argv[2], parse(sys.argv[3]), sys.argv[4].split()
+gelu_off = parse(sys.argv[5])
 # Dense bf16 tensor-core peaks (datasheet) for MFU against the GPU, next to llmtk's measured one.
 PEAKS = {"H100 80GB HBM3": 989e12, "H100 SXM": 989e12, "H100 PCIe": 756e12, "H200": 989e12, "A100": 312e12}
 spec = next((v for k, v in PEAKS.items() if k in gpu), None)
@@ -150,7 +152,8 @@ for line in open(rows_file):
             row["mfu_vs_datasheet"] = ours["flops_per_token"] * ours["tokens_per_s"] / spec
     rows.append(row)
 status = dict(t.split("=", 1) for t in tests)
-json.dump({"gpu": gpu, "datasheet_bf16_flops": spec, "tests": status, "rows": rows, "largest_batch": big},
+json.dump({"gpu": gpu, "datasheet_bf16_flops": spec, "tests": status, "rows": rows, "largest_batch": big,
+           "gpt2_gelu_epilogues_off": gelu_off},
           open("benchmarks/results/cuda.json", "w"), indent=2)
 def tps(r):
     return f"{r['tokens_per_s']:.0f}" if "tokens_per_s" in r else r.get("error", "?")
@@ -173,6 +176,9 @@ if "tokens_per_s" in big:
     md.append(f"\nLargest batch tried that fits, GPT-2 124M x seq 1024: batch {big['batch']}, {big['tokens_per_s']:.0f} tokens/s{mfu}.")
 else:
     md.append(f"\nLargest batch: {big.get('error', '?')}.")
+if rows and "tokens_per_s" in rows[0]["llmtk"]:
+    md.append(f"\nGPT-2 124M with LLMTK_CUBLASLT_GELU=0 (matmul, then a GELU kernel): {tps(gelu_off)} tokens/s, "
+              f"against {tps(rows[0]['llmtk'])} with the default above.")
 md.append("\nCommand: `benchmarks/cuda/run.sh`")
 open("benchmarks/results/cuda.md", "w").write("\n".join(md) + "\n")
 PY
@@ -193,6 +199,13 @@ for arch in "${archs[@]}"; do
   echo "${eager[$arch]}"
   report
 done
+
+# GPT-2 again without the GELU epilogues, to check the default (on from sm_90) against a number.
+say "llmtk bench step gpt2, LLMTK_CUBLASLT_GELU=0"
+gelu_off=$(json_of tmo 90 "${llmtk_env[@]}" LLMTK_CUBLASLT_GELU=0 "$bin/llmtk" bench step --arch gpt2 --device cuda \
+           --precision bf16 --batch 16 --seq 1024 --steps 10 --warmup 2 --json)
+echo "$gelu_off"
+report
 
 # The largest batch that fits (GPT-2 124M, seq 1024), llmtk only: the first of these that runs.
 big='{"error": "none of batch 48, 32, 24 fit"}'

@@ -84,4 +84,14 @@ concept Activation = requires(TensorRef t) {
   A::backward(t, t, t);
 };
 
+// An activation that also names ops fusing it with the matmuls around it (GELU: cuBLASLt's
+// epilogues on CUDA): matmul_forward(y, h, x, w, b) is h = x·wᵀ + b, y = act(h);
+// matmul_backward(dh, dw, db, dy, a, w, h) is the backward of y = act(h)·wᵀ + b. MLP<Act> uses
+// them when present.
+template <class A>
+concept FusedActivation = Activation<A> && requires(TensorRef t) {
+  A::matmul_forward(t, t, t, t, t);
+  A::matmul_backward(t, t, t, t, t, t, t);
+};
+
 }  // namespace llmtk

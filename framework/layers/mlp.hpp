@@ -1,5 +1,7 @@
 // MLP<Act>: y = w_proj · act(w_fc · x + b_fc) + b_proj, the GPT-2 feed-forward. Act is GELU
-// (tanh approximation), ReLU or SiLU.
+// (tanh approximation), ReLU or SiLU. GELU also names fused ops (a matmul and GELU in one op,
+// which cuBLASLt runs as one kernel); the MLP uses them when the activation has them, and the
+// unfused path below shows the same computation step by step.
 #pragma once
 #include "common.hpp"  // ops::matmul_*, ops::gelu_*, ops::relu_*, ops::silu_*
 
@@ -8,6 +10,15 @@ namespace llmtk {
 struct GELU {
   static void forward(TensorRef y, TensorRef x) { ops::gelu_forward(y, x); }
   static void backward(TensorRef dx, TensorRef dy, TensorRef x) { ops::gelu_backward(dx, dy, x); }
+  // h = x·wᵀ + b, y = gelu(h)
+  static void matmul_forward(TensorRef y, TensorRef h, TensorRef x, TensorRef w, TensorRef b) {
+    ops::matmul_gelu_forward(y, h, x, w, b);
+  }
+  // backward of y = gelu(h)·wᵀ + b, a = gelu(h): dh = (dy·w) ⊙ gelu'(h); dw, db accumulate
+  static void matmul_backward(TensorRef dh, TensorRef dw, TensorRef db, TensorRef dy, TensorRef a, TensorRef w,
+                              TensorRef h) {
+    ops::gelu_matmul_backward(dh, dw, db, dy, a, w, h);
+  }
 };
 struct ReLU {
   static void forward(TensorRef y, TensorRef x) { ops::relu_forward(y, x); }
@@ -39,15 +50,23 @@ struct MLP {
   // y, x: [B, T, C]
   void forward(Ctx& c, TensorRef y, TensorRef x) {
     const std::int64_t N = c.B * c.T, C = c.dims.d_model;
-    ops::matmul_forward(c.a(h), x.view({N, C}), c.p(w_fc), c.p(b_fc));
-    Act::forward(c.a(a), c.a(h));
+    if constexpr (FusedActivation<Act>) {
+      Act::matmul_forward(c.a(a), c.a(h), x.view({N, C}), c.p(w_fc), c.p(b_fc));
+    } else {
+      ops::matmul_forward(c.a(h), x.view({N, C}), c.p(w_fc), c.p(b_fc));
+      Act::forward(c.a(a), c.a(h));
+    }
     ops::matmul_forward(y.view({N, C}), c.a(a), c.p(w_proj), c.p(b_proj));
   }
   // dx, dy, x: [B, T, C]
   void backward(Ctx& c, TensorRef dx, TensorRef dy, TensorRef x) {
     const std::int64_t N = c.B * c.T, C = c.dims.d_model;
-    ops::matmul_backward(c.a(da), c.g(w_proj), c.g(b_proj), dy.view({N, C}), c.a(a), c.p(w_proj));
-    Act::backward(c.a(da), c.a(da), c.a(h));  // in place: da becomes dh
+    if constexpr (FusedActivation<Act>) {  // da holds dh
+      Act::matmul_backward(c.a(da), c.g(w_proj), c.g(b_proj), dy.view({N, C}), c.a(a), c.p(w_proj), c.a(h));
+    } else {
+      ops::matmul_backward(c.a(da), c.g(w_proj), c.g(b_proj), dy.view({N, C}), c.a(a), c.p(w_proj));
+      Act::backward(c.a(da), c.a(da), c.a(h));  // in place: da becomes dh
+    }
     ops::matmul_backward(dx.view({N, C}), c.g(w_fc), c.g(b_fc), c.a(da), x.view({N, C}), c.p(w_fc));
   }
   static double flops_per_token(const Dims& d, std::int64_t) {

@@ -8,6 +8,10 @@
   X(matmul_forward,  (TensorRef y, TensorRef x, TensorRef w, TensorRef b), (y, x, w, b))          \
   X(matmul_backward, (TensorRef dx, TensorRef dw, TensorRef db, TensorRef dy, TensorRef x,       \
                       TensorRef w), (dx, dw, db, dy, x, w))                                       \
+  X(matmul_gelu_forward,  (TensorRef y, TensorRef h, TensorRef x, TensorRef w, TensorRef b),        \
+                          (y, h, x, w, b))                                                        \
+  X(gelu_matmul_backward, (TensorRef dh, TensorRef dw, TensorRef db, TensorRef dy, TensorRef a,   \
+                           TensorRef w, TensorRef h), (dh, dw, db, dy, a, w, h))                  \
   X(add_forward,     (TensorRef y, TensorRef a, TensorRef b), (y, a, b))                          \
   X(layernorm_forward,  (TensorRef y, TensorRef mean, TensorRef rstd, TensorRef x, TensorRef w,  \
                          TensorRef b, float eps), (y, mean, rstd, x, w, b, eps))                  \

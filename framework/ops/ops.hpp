@@ -60,6 +60,12 @@ namespace ops {
 //                  x and w may be bf16 (then the product has bf16 inputs, f32 accumulation)
 // matmul_backward: dx[N, I] = dy · w  (skipped when dx is null)
 //                  dw[O, I] += dyᵀ · x;  db[O] += Σ_n dy[n, :]  (db may be null)
+// matmul_gelu_forward:  h = x · wᵀ + b (as matmul_forward, saved for backward), y = gelu(h):
+//                       a matmul with GELU after it, one op so a backend can fuse the two
+//                       (cuBLASLt's GELU_AUX epilogue); y, h: [N, O]
+// gelu_matmul_backward: the backward of y = gelu(h) · wᵀ + b with a = gelu(h) saved: dw, db as
+//                       matmul_backward with x = a; dh[N, I] = (dy · w) ⊙ gelu'(h) (cuBLASLt's
+//                       DGELU epilogue fuses the product and the GELU gradient)
 // add_forward:     y = a + b, all the same shape
 //
 // ---- norms (rows of x are the last axis C; N = all other axes) -----------------------------

@@ -4,7 +4,10 @@
 // cublasLtMatmul computes D = alpha·op(A)·op(B) + beta·C (+ bias) in column-major order, so the
 // backend's row-major to column-major mapping is exercised, not assumed. To exercise the
 // fallbacks, bf16 products whose leading dimensions are not multiples of 8 elements get no
-// algorithm (a restriction the real library may or may not have for some shapes).
+// algorithm (a restriction the real library may or may not have for some shapes). The GELU
+// epilogues follow what the real library was seen to do: GELU_AUX(_BIAS) writes the GELU input to
+// the aux matrix (its type D's, its leading dimension at least m) and D = gelu(input), DGELU writes
+// D = product · gelu'(aux), both with GELU's tanh approximation.
 #include <cublasLt.h>
 
 #include "scheduler.hpp"
@@ -25,6 +28,14 @@ struct Desc {
   std::uint32_t epilogue = CUBLASLT_EPILOGUE_DEFAULT;
   const void* bias = nullptr;
   std::int32_t bias_type = -1;  // -1: D's type
+  void* aux = nullptr;
+  std::int64_t aux_ld = 0;
+  std::int32_t aux_type = -1;  // -1: D's type
+  bool gelu() const {
+    return epilogue == CUBLASLT_EPILOGUE_GELU_AUX || epilogue == CUBLASLT_EPILOGUE_GELU_AUX_BIAS ||
+           epilogue == CUBLASLT_EPILOGUE_DGELU;
+  }
+  bool has_bias() const { return epilogue == CUBLASLT_EPILOGUE_BIAS || epilogue == CUBLASLT_EPILOGUE_GELU_AUX_BIAS; }
 };
 struct Layout {
   cudaDataType_t type;
@@ -103,6 +114,9 @@ cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t handle, cubla
     case CUBLASLT_MATMUL_DESC_EPILOGUE: ok = set<std::uint32_t>(&d->epilogue, buf, size); break;
     case CUBLASLT_MATMUL_DESC_BIAS_POINTER: ok = set<const void*>(&d->bias, buf, size); break;
     case CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE: ok = set<std::int32_t>(&d->bias_type, buf, size); break;
+    case CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER: ok = set<void*>(&d->aux, buf, size); break;
+    case CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD: ok = set<std::int64_t>(&d->aux_ld, buf, size); break;
+    case CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_DATA_TYPE: ok = set<std::int32_t>(&d->aux_type, buf, size); break;
     default: break;
   }
   return ok ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_INVALID_VALUE;
@@ -149,6 +163,18 @@ bool shapes(const Desc& d, const Layout& a, const Layout& b, const Layout& c, st
   n = d.transb == CUBLAS_OP_N ? b.cols : b.rows;
   return kb == k && c.rows == m && c.cols == n;
 }
+
+int gelu_epilogues = 0;  // matmuls run with a GELU epilogue (test_emulation.cpp checks they happen)
+
+// GELU's tanh approximation and its derivative, in float as a kernel computes them.
+float gelu(float x) {
+  const float u = 0.7978845608f * (x + 0.044715f * x * x * x);
+  return 0.5f * x * (1.0f + std::tanh(u));
+}
+float gelu_grad(float x) {
+  const float t = std::tanh(0.7978845608f * (x + 0.044715f * x * x * x));
+  return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * 0.7978845608f * (1.0f + 3.0f * 0.044715f * x * x);
+}
 }  // namespace
 
 cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t, cublasLtMatmulDesc_t desc, cublasLtMatrixLayout_t A,
@@ -166,18 +192,23 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t, cublasLtMatmulDe
   const bool inputs_ok = a.type == b.type && (a.type == CUDA_R_32F || a.type == CUDA_R_16BF);
   const bool output_ok = c.type == CUDA_R_32F && dd.type == CUDA_R_32F && d.scale == CUDA_R_32F;
   const bool compute_ok = d.compute == CUBLAS_COMPUTE_32F || a.type == CUDA_R_32F;
-  const bool bias_ok = d.epilogue == CUBLASLT_EPILOGUE_DEFAULT ||
-                       (d.epilogue == CUBLASLT_EPILOGUE_BIAS && (d.bias_type == -1 || d.bias_type == CUDA_R_32F));
-  if (!inputs_ok || !output_ok || !compute_ok || !bias_ok) return CUBLAS_STATUS_NOT_SUPPORTED;
+  const bool epilogue_ok = d.epilogue == CUBLASLT_EPILOGUE_DEFAULT || d.has_bias() || d.gelu();
+  const bool bias_ok = !d.has_bias() || d.bias_type == -1 || d.bias_type == CUDA_R_32F;
+  if (!inputs_ok || !output_ok || !compute_ok || !epilogue_ok || !bias_ok) return CUBLAS_STATUS_NOT_SUPPORTED;
+  // The aux matrix: m×n in D's type with a leading dimension of at least m (the library answers
+  // INVALID_VALUE otherwise); a missing pointer fails only in cublasLtMatmul.
+  if (d.gelu() && (d.aux_ld < std::int64_t(m) || (d.aux_type != -1 && d.aux_type != dd.type)))
+    return CUBLAS_STATUS_INVALID_VALUE;
   if (a.type == CUDA_R_16BF && (a.ld % 8 != 0 || b.ld % 8 != 0)) return CUBLAS_STATUS_SUCCESS;  // no algorithm
   // Like a real algorithm, this one assumes its operands are as aligned as the preferences said,
   // and a bias epilogue's bias as aligned as the pointer on the descriptor at this time (the
   // backend sets it first); cublasLtMatmul checks the pointers it gets against that.
-  if (d.epilogue == CUBLASLT_EPILOGUE_BIAS && d.bias == nullptr) return CUBLAS_STATUS_INVALID_VALUE;
+  if (d.has_bias() && d.bias == nullptr) return CUBLAS_STATUS_INVALID_VALUE;
   results[0] = cublasLtMatmulHeuristicResult_t{};
   const Preference* p = get<Preference>(pref);
   for (int i = 0; i < 4; ++i) results[0].algo.data[i] = p->alignment[i];
-  results[0].algo.data[4] = d.epilogue == CUBLASLT_EPILOGUE_BIAS ? alignment_of(d.bias) : 0;
+  results[0].algo.data[4] = d.has_bias() ? alignment_of(d.bias) : 0;
+  results[0].algo.data[5] = d.gelu() && d.aux ? alignment_of(d.aux) : 0;  // likewise the aux matrix
   results[0].state = CUBLAS_STATUS_SUCCESS;
   *returned = 1;
   return CUBLAS_STATUS_SUCCESS;
@@ -192,7 +223,14 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t desc, const
   const Layout &a = *get<Layout>(Adesc), &b = *get<Layout>(Bdesc), &c = *get<Layout>(Cdesc), &dd = *get<Layout>(Ddesc);
   std::uint64_t m, n, k;
   if (!algo || !shapes(d, a, b, c, m, n, k) || dd.rows != m || dd.cols != n) return CUBLAS_STATUS_INVALID_VALUE;
-  if (d.epilogue == CUBLASLT_EPILOGUE_BIAS && d.bias == nullptr) return CUBLAS_STATUS_INVALID_VALUE;
+  if (d.has_bias() && d.bias == nullptr) return CUBLAS_STATUS_INVALID_VALUE;
+  if (d.gelu() && d.aux == nullptr)
+    return d.epilogue == CUBLASLT_EPILOGUE_DGELU ? CUBLAS_STATUS_INVALID_VALUE : CUBLAS_STATUS_NOT_SUPPORTED;
+  if (d.gelu() && alignment_of(d.aux) < std::min<std::uint64_t>(algo->data[5], 16)) {
+    std::fprintf(stderr, "cuda_emu cuBLASLt: the aux matrix is %u-byte aligned; its algorithm assumed %u\n",
+                 alignment_of(d.aux), unsigned(algo->data[5]));
+    return CUBLAS_STATUS_INVALID_VALUE;
+  }
   const void* operands[4] = {A, B, C, D};
   for (int i = 0; i < 4; ++i)
     if (alignment_of(operands[i]) < algo->data[i]) {
@@ -200,12 +238,13 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t desc, const
                    alignment_of(operands[i]), unsigned(algo->data[i]));
       return CUBLAS_STATUS_INVALID_VALUE;
     }
-  if (d.epilogue == CUBLASLT_EPILOGUE_BIAS && alignment_of(d.bias) < std::min<std::uint64_t>(algo->data[4], 16)) {
+  if (d.has_bias() && alignment_of(d.bias) < std::min<std::uint64_t>(algo->data[4], 16)) {
     std::fprintf(stderr, "cuda_emu cuBLASLt: the bias is %u-byte aligned; its algorithm assumed %u\n",
                  alignment_of(d.bias), unsigned(algo->data[4]));
     return CUBLAS_STATUS_INVALID_VALUE;
   }
   cuda_emu::DeviceAccess access;
+  if (d.gelu()) ++gelu_epilogues;
   const float al = *static_cast<const float*>(alpha), be = *static_cast<const float*>(beta);
   const bool tf32 = d.compute == CUBLAS_COMPUTE_32F_FAST_TF32;
   // op(A) as m rows of k and op(B) as n rows of k, so each output is one contiguous dot product.
@@ -230,10 +269,20 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t desc, const
       for (std::uint64_t x = 0; x < k; ++x) acc += double(pa[x]) * double(pb[x]);
       double v = al * acc;
       if (be != 0.0f) v += double(be) * static_cast<const float*>(C)[i + j * std::uint64_t(c.ld)];
-      if (d.epilogue == CUBLASLT_EPILOGUE_BIAS) v += static_cast<const float*>(d.bias)[i];
-      out[i + j * m] = float(v);
+      if (d.has_bias()) v += static_cast<const float*>(d.bias)[i];
+      float r = float(v);
+      float* aux = static_cast<float*>(d.aux) + i + j * std::uint64_t(d.aux_ld);
+      if (d.epilogue == CUBLASLT_EPILOGUE_DGELU) {
+        r *= gelu_grad(*aux);
+      } else if (d.gelu()) {
+        *aux = r;
+        r = gelu(r);
+      }
+      out[i + j * m] = r;
     }
   for (std::uint64_t j = 0; j < n; ++j)
     for (std::uint64_t i = 0; i < m; ++i) static_cast<float*>(D)[i + j * std::uint64_t(dd.ld)] = out[i + j * m];
   return CUBLAS_STATUS_SUCCESS;
 }
+
+int cuda_emu_gelu_epilogues() { return gelu_epilogues; }

@@ -1,5 +1,6 @@
 // Checks of the emulation itself, built into test_cuda_emu only: the fused-attention tests in
-// tests/test_cuda.cpp prove something about the cuDNN graphs only if the graphs ran.
+// tests/test_cuda.cpp prove something about the cuDNN graphs only if the graphs ran, and the
+// matmul + GELU cases something about the GELU epilogues only if cuBLASLt ran them.
 #include <catch2/catch.hpp>
 
 #include "core/arena.hpp"
@@ -9,6 +10,7 @@
 using namespace llmtk;
 
 int cuda_emu_cudnn_executions();  // cudnn.cpp
+int cuda_emu_gelu_epilogues();    // cublaslt.cpp
 
 TEST_CASE("the emulated cuDNN runs the backend's SDPA forward and backward graphs", "[ops]") {
   ops::ScopedBackend scope("cuda");
@@ -30,4 +32,27 @@ TEST_CASE("the emulated cuDNN runs the backend's SDPA forward and backward graph
   ops::attention_backward(a[dq], a[dk], a[dv], a[dout], a[q], a[k], a[v], a[o], a[lse], causal);
   ops::set_matmul_precision(DType::f32);
   CHECK(cuda_emu_cudnn_executions() == before + 2);
+}
+
+TEST_CASE("the emulated cuBLASLt runs the GELU epilogues of the MLP's fused ops", "[ops]") {
+  ops::ScopedBackend scope("cuda");
+  Arena a("mlp");
+  const int x = a.add("x", {24, 16}), w = a.add("w", {32, 16}), b = a.add("b", {32}), h = a.add("h", {24, 32});
+  const int y = a.add("y", {24, 32}), w2 = a.add("w2", {8, 32}), dy = a.add("dy", {24, 8}), dh = a.add("dh", {24, 32});
+  const int dw2 = a.add("dw2", {8, 32});
+  a.allocate();
+  Rng rng(5);
+  for (int id : {x, w, b, w2, dy}) {
+    std::vector<float> v(std::size_t(a.entries()[std::size_t(id)].numel));
+    for (auto& e : v) e = float(rng.normal());
+    a.write(id, v.data());
+  }
+  for (DType precision : {DType::f32, DType::bf16}) {
+    ops::set_matmul_precision(precision);
+    const int before = cuda_emu_gelu_epilogues();
+    ops::matmul_gelu_forward(a[y], a[h], a[x], a[w], a[b]);
+    ops::gelu_matmul_backward(a[dh], a[dw2], TensorRef{}, a[dy], a[y], a[w2], a[h]);
+    CHECK(cuda_emu_gelu_epilogues() == before + 2);
+  }
+  ops::set_matmul_precision(DType::f32);
 }
