@@ -211,11 +211,17 @@ std::string known_unsupported(bool backward, i64 T) {
   return "";
 }
 
+// Set while plans are built for a device described in JSON rather than the one present
+// (cudnn_sdpa_plan_offline): heuristics and plans then take it instead of the handle.
+Ref g_offline_device = nullptr;
+
 // Tensor ids in the variant pack.
 enum : i64 { kQ = 1, kK, kV, kO, kStats, kScale, kFill, kDO, kDQ, kDK, kDV, kDQAccum, kSoftmaxSum, kOne };
 
 struct Plan {
   std::string why;  // empty: usable
+  i64 offered = 0;                       // engine configurations the heuristics offered
+  std::map<std::string, int> failures;  // how those that did not finalize failed
   std::vector<Desc> descriptors;  // the graph's, kept alive with the plan
   Ref plan = nullptr;
   i64 workspace = 0;
@@ -225,20 +231,23 @@ struct Plan {
 // heuristics offer that finalizes into an execution plan; a failure leaves the reason in `why`.
 std::unique_ptr<Plan> make_plan(Builder& g, const std::vector<Ref>& ops) {
   auto out = std::make_unique<Plan>();
-  const cudnnHandle_t h = handle();
-  if (!h) {
+  const Ref device = g_offline_device;
+  const cudnnHandle_t h = device ? nullptr : handle();
+  if (!h && !device) {
     out->why = cat("cudnnCreate failed: ", cudnnGetErrorString(create_status()));
     return out;
   }
   const Ref graph = g.make(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR, "operation graph");
   g.set(graph, CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, i64(ops.size()), ops.data(), "graph ops");
-  g.set(graph, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &h, "graph handle");
+  if (h) g.set(graph, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &h, "graph handle");
   g.finalize(graph, "operation graph");
 
   const Ref heur = g.make(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR, "heuristics");
   const cudnnBackendHeurMode_t mode = CUDNN_HEUR_MODE_A;
   g.set(heur, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &graph, "heuristics graph");
   g.set(heur, CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &mode, "heuristics mode");
+  if (device)
+    g.set(heur, CUDNN_ATTR_ENGINEHEUR_DEVICEPROP, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &device, "heuristics device");
   g.finalize(heur, "heuristics");
   i64 count = 0;
   if (g.ok())
@@ -253,33 +262,43 @@ std::unique_ptr<Plan> make_plan(Builder& g, const std::vector<Ref>& ops) {
     g.check(cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR, count, &got,
                                      configs.data()),
             "heuristics results");
-  std::string last;
+  std::map<std::string, int>& failures = out->failures;
+  out->offered = got;
   for (i64 i = 0; g.ok() && i < got; ++i) {
     Desc plan(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR);
-    if (plan.created() != CUDNN_STATUS_SUCCESS) continue;
+    if (plan.created() != CUDNN_STATUS_SUCCESS) {
+      ++failures[cat("creating the plan: ", cudnnGetErrorString(plan.created()))];
+      continue;
+    }
     const Ref cfg = configs[std::size_t(i)];
-    cudnnStatus_t st = cudnnBackendSetAttribute(plan.get(), CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &h);
+    cudnnStatus_t st =
+        device ? cudnnBackendSetAttribute(plan.get(), CUDNN_ATTR_EXECUTION_PLAN_DEVICEPROP, CUDNN_TYPE_BACKEND_DESCRIPTOR,
+                                          1, &device)
+               : cudnnBackendSetAttribute(plan.get(), CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &h);
     if (st == CUDNN_STATUS_SUCCESS)
       st = cudnnBackendSetAttribute(plan.get(), CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
                                     &cfg);
     if (st == CUDNN_STATUS_SUCCESS) st = cudnnBackendFinalize(plan.get());
     if (st != CUDNN_STATUS_SUCCESS) {
-      last = cudnnGetErrorString(st);
+      ++failures[cudnnGetErrorString(st)];
       continue;
     }
     i64 ws = 0, n = 0;
-    if (cudnnBackendGetAttribute(plan.get(), CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1, &n, &ws) !=
-        CUDNN_STATUS_SUCCESS)
+    if (const cudnnStatus_t ws_st =
+            cudnnBackendGetAttribute(plan.get(), CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1, &n, &ws);
+        ws_st != CUDNN_STATUS_SUCCESS) {
+      ++failures[cat("its workspace size: ", cudnnGetErrorString(ws_st))];
       continue;
+    }
     out->plan = plan.get();
     out->workspace = ws;
     out->descriptors = g.release();
     out->descriptors.push_back(std::move(plan));
     return out;
   }
-  out->why = g.ok() ? cat("no engine configuration finalizes (", count, " offered", last.empty() ? "" : "; last: ",
-                          last, ")")
-                    : g.why();
+  std::string how;
+  for (const auto& [status, n] : failures) how += cat(how.empty() ? ": " : ", ", status, " x", n);
+  out->why = g.ok() ? cat("no engine configuration finalizes (", got, " offered", how, ")") : g.why();
   return out;
 }
 
@@ -453,6 +472,33 @@ std::string execute(const char* op, const Plan& plan, const std::array<i64, N>& 
 }
 
 }  // namespace
+
+OfflinePlan cudnn_sdpa_plan_offline(const std::string& device_json, bool backward, std::int64_t B, std::int64_t H,
+                                    std::int64_t T, std::int64_t D) {
+  OfflinePlan r;
+  if (cudnnGetVersion() < 90800) {
+    r.why = cat("cuDNN ", cudnn_version(), " cannot plan without a GPU (needs 9.8 or newer)");
+    return r;
+  }
+  Desc device(CUDNN_BACKEND_DEVICEPROP_DESCRIPTOR);
+  cudnnStatus_t st = device.created();
+  if (st == CUDNN_STATUS_SUCCESS)
+    st = cudnnBackendSetAttribute(device.get(), CUDNN_ATTR_DEVICEPROP_JSON_REPRESENTATION, CUDNN_TYPE_CHAR,
+                                  i64(device_json.size()), device_json.data());
+  if (st == CUDNN_STATUS_SUCCESS) st = cudnnBackendFinalize(device.get());
+  if (st != CUDNN_STATUS_SUCCESS) {
+    r.why = cat("cuDNN refused the device description: ", cudnnGetErrorString(st));
+    return r;
+  }
+  g_offline_device = device.get();
+  const std::unique_ptr<Plan> p = backward ? build_backward(B, H, T, D) : build_forward(B, H, T, D);
+  g_offline_device = nullptr;
+  r.finalized = p->why.empty();
+  r.offered = p->offered;
+  r.failures = p->failures;
+  r.why = p->why;
+  return r;
+}
 
 bool cudnn_sdpa_usable(bool backward, const kernels::AttentionDims& d, std::string& why) {
   const Plan& p = backward ? plan_for(backward_plans(), build_backward, d) : plan_for(forward_plans(), build_forward, d);

@@ -9,6 +9,7 @@
 // it on first use), so a caller converts its inputs to bf16 only when cuDNN will use them.
 #pragma once
 #include <cstdint>
+#include <map>
 #include <string>
 
 #include "kernels.hpp"
@@ -22,4 +23,18 @@ bool cudnn_sdpa_forward(const kernels::AttentionDims& d, const std::uint16_t* q,
 bool cudnn_sdpa_backward(const kernels::AttentionDims& d, const std::uint16_t* dout, const std::uint16_t* q,
                          const std::uint16_t* k, const std::uint16_t* v, const std::uint16_t* out, const float* lse,
                          std::uint16_t* dq, std::uint16_t* dk, std::uint16_t* dv, std::string& why);
+
+// Builds the forward or backward plan for (B, H, T, D) for the GPU that `device_json` describes
+// (cuDNN's device-properties JSON, cuDNN 9.8+) instead of the one present, so whether cuDNN has
+// engines for these graphs on an H100 can be checked without one: its heuristics pick engine
+// configurations and finalizing compiles their kernels; only loading the compiled kernels needs
+// the GPU's driver. (tests/test_cudnn_plans.cpp)
+struct OfflinePlan {
+  bool finalized = false;               // a plan finalized (possible only with a driver for the device)
+  std::int64_t offered = 0;             // engine configurations cuDNN's heuristics offered
+  std::map<std::string, int> failures;  // status → how many of them failed to finalize with it
+  std::string why;                      // why no plan finalized
+};
+OfflinePlan cudnn_sdpa_plan_offline(const std::string& device_json, bool backward, std::int64_t B, std::int64_t H,
+                                    std::int64_t T, std::int64_t D);
 }  // namespace llmtk::cuda

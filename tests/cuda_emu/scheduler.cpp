@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <vector>
 
@@ -72,13 +73,29 @@ struct Block {
 
 Position g_position;
 
+// CUDA_EMU_ORDER=reverse runs threads (and blocks) last to first; see set_reverse_order.
+bool g_reverse = [] {
+  const char* e = std::getenv("CUDA_EMU_ORDER");
+  if (e == nullptr || *e == 0 || std::strcmp(e, "forward") == 0) return false;
+  if (std::strcmp(e, "reverse") == 0) return true;
+  std::fprintf(stderr, "cuda_emu: CUDA_EMU_ORDER is '%s'; set it to forward or reverse\n", e);
+  std::exit(2);
+}();
+
+// Makes fibers [first, first + n) with the given state ready, in the current order.
+void make_ready(int first, int n, State s) {
+  for (int k = 0; k < n; ++k) {
+    const int i = g_reverse ? first + n - 1 - k : first + k;
+    Fiber& f = block.fibers[std::size_t(i)];
+    if (f.state != s) continue;
+    f.state = State::ready;
+    block.ready.push_back(i);
+  }
+}
+
 void release_warp(int w) {
   block.warp_waiting[std::size_t(w)] = 0;
-  for (int i = w * 32; i < std::min(block.count, w * 32 + 32); ++i)
-    if (block.fibers[std::size_t(i)].state == State::at_warp_barrier) {
-      block.fibers[std::size_t(i)].state = State::ready;
-      block.ready.push_back(i);
-    }
+  make_ready(w * 32, std::min(block.count, w * 32 + 32) - w * 32, State::at_warp_barrier);
 }
 
 // Called in the scheduler after a fiber stopped: releases whatever barrier it completed.
@@ -98,11 +115,7 @@ void arrived(Fiber& f) {
   }
   if (block.live > 0 && block.at_block == block.live) {
     block.at_block = 0;
-    for (int i = 0; i < block.count; ++i)
-      if (block.fibers[std::size_t(i)].state == State::at_block_barrier) {
-        block.fibers[std::size_t(i)].state = State::ready;
-        block.ready.push_back(i);
-      }
+    make_ready(0, block.count, State::at_block_barrier);
   }
 }
 
@@ -148,10 +161,8 @@ void run_block() {
   block.warp_waiting.assign(std::size_t(warps), 0);
   block.ready.clear();
   block.next = 0;
-  for (int i = 0; i < block.count; ++i) {
-    ++block.warp_live[std::size_t(i / 32)];
-    block.ready.push_back(i);
-  }
+  for (int i = 0; i < block.count; ++i) ++block.warp_live[std::size_t(i / 32)];
+  make_ready(0, block.count, State::ready);
   while (block.next < block.ready.size()) {
     Fiber& f = block.fibers[std::size_t(block.ready[block.next++])];
     block.running = &f;
@@ -174,6 +185,9 @@ void run_block() {
 
 const Position& position() { return g_position; }
 
+// Coordinates of linear index i (x fastest) in a grid or block of extent e.
+uint3 coords(unsigned i, dim3 e) { return {i % e.x, (i / e.x) % e.y, i / (e.x * e.y)}; }
+
 void launch(dim3 grid, dim3 blk, bool may_wait, const std::function<void()>& thread) {
   DeviceAccess access;
   const int count = int(blk.x * blk.y * blk.z);
@@ -182,17 +196,15 @@ void launch(dim3 grid, dim3 blk, bool may_wait, const std::function<void()>& thr
                  blk.x, blk.y, blk.z);
     std::abort();
   }
+  const unsigned blocks = grid.x * grid.y * grid.z, threads = unsigned(count);
+  auto nth = [](unsigned k, unsigned n) { return g_reverse ? n - 1 - k : k; };  // the k-th to run of n
   if (!may_wait) {
     block.running = nullptr;
-    for (unsigned bz = 0; bz < grid.z; ++bz)
-      for (unsigned by = 0; by < grid.y; ++by)
-        for (unsigned bx = 0; bx < grid.x; ++bx, block.poisoned.clear())
-          for (unsigned tz = 0; tz < blk.z; ++tz)
-            for (unsigned ty = 0; ty < blk.y; ++ty)
-              for (unsigned tx = 0; tx < blk.x; ++tx) {
-                g_position = {{tx, ty, tz}, {bx, by, bz}, blk, grid};
-                thread();
-              }
+    for (unsigned kb = 0; kb < blocks; ++kb, block.poisoned.clear())
+      for (unsigned kt = 0; kt < threads; ++kt) {
+        g_position = {coords(nth(kt, threads), blk), coords(nth(kb, blocks), grid), blk, grid};
+        thread();
+      }
     return;
   }
   while (block.fibers.size() < std::size_t(count)) {
@@ -202,21 +214,20 @@ void launch(dim3 grid, dim3 blk, bool may_wait, const std::function<void()>& thr
   block.count = count;
   block.thread = &thread;
   block.exchange.assign(std::size_t((count + 31) / 32) * 2 * 32, 0);
-  for (unsigned bz = 0; bz < grid.z; ++bz)
-    for (unsigned by = 0; by < grid.y; ++by)
-      for (unsigned bx = 0; bx < grid.x; ++bx) {
-        int i = 0;
-        for (unsigned tz = 0; tz < blk.z; ++tz)
-          for (unsigned ty = 0; ty < blk.y; ++ty)
-            for (unsigned tx = 0; tx < blk.x; ++tx, ++i) {
-              Fiber& f = block.fibers[std::size_t(i)];
-              f.pos = {{tx, ty, tz}, {bx, by, bz}, blk, grid};
-              f.lane = i % 32, f.warp = i / 32, f.phase = 0, f.exchanges = 0;
-              start(f);
-            }
-        run_block();
-      }
+  for (unsigned kb = 0; kb < blocks; ++kb) {
+    const uint3 b = coords(nth(kb, blocks), grid);
+    for (unsigned t = 0; t < threads; ++t) {  // fiber t is thread t (lane t % 32 of warp t / 32)
+      Fiber& f = block.fibers[t];
+      f.pos = {coords(t, blk), b, blk, grid};
+      f.lane = int(t % 32), f.warp = int(t / 32), f.phase = 0, f.exchanges = 0;
+      start(f);
+    }
+    run_block();
+  }
 }
+
+void set_reverse_order(bool reverse) { g_reverse = reverse; }
+bool reverse_order() { return g_reverse; }
 
 void sync_block() { wait(State::at_block_barrier); }
 

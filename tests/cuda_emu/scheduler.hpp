@@ -1,8 +1,10 @@
 // The CUDA execution model on one CPU thread, for the emulated build of the CUDA backend
 // (tests/cuda_emu): each block of a launch runs on its own, its threads as fibers that switch at
 // __syncthreads and warp shuffles. Enough to run the backend's kernels unchanged and check what
-// they compute; nothing here says how fast they run on a GPU, and data races between barriers do
-// not show (threads run one at a time).
+// they compute; nothing here says how fast they run on a GPU. Threads run one at a time, from a
+// barrier to the next, in thread order or in reverse (CUDA_EMU_ORDER=reverse). Of two threads
+// that write and read the same memory between two barriers, one order runs the reader first, so
+// a missing barrier gives stale (or NaN-poisoned) values in at least one of the two orders.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -25,6 +27,11 @@ const Position& position();
 // __syncthreads some threads never reach, a shuffle in divergent code) stop the program with a
 // message. Without, each thread is a plain call, and a barrier stops the program.
 void launch(dim3 grid, dim3 block, bool may_wait, const std::function<void()>& thread);
+
+// The order threads and blocks run in: first to last, or last to first (the initial value comes
+// from CUDA_EMU_ORDER=forward|reverse).
+void set_reverse_order(bool reverse);
+bool reverse_order();
 
 // __syncthreads: waits until every thread of the block that has not exited arrives.
 void sync_block();

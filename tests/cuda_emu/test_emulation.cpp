@@ -6,6 +6,7 @@
 #include "core/arena.hpp"
 #include "core/rng.hpp"
 #include "ops/ops.hpp"
+#include "scheduler.hpp"
 
 using namespace llmtk;
 
@@ -55,4 +56,31 @@ TEST_CASE("the emulated cuBLASLt runs the GELU epilogues of the MLP's fused ops"
     CHECK(cuda_emu_gelu_epilogues() == before + 2);
   }
   ops::set_matmul_precision(DType::f32);
+}
+
+// A broadcast without a barrier: thread 0 writes a shared value that every thread then reads.
+// Run first to last it looks right; run last to first the other threads read before the write.
+// CTest runs the kernel tests in both orders (test_cuda_emu.*_reversed) for this reason.
+TEST_CASE("the emulation's two thread orders expose a missing barrier that one order hides", "[ops]") {
+  const bool was = cuda_emu::reverse_order();
+  auto broadcast_without_barrier = [] {
+    static float shared_value;
+    static float seen[64];
+    shared_value = -1.0f;  // the value before this launch
+    cuda_emu::launch(dim3(1), dim3(64), true, [] {
+      const unsigned t = cuda_emu::position().thread.x;
+      if (t == 0) shared_value = 42.0f;
+      // a __syncthreads belongs here
+      seen[t] = shared_value;
+      cuda_emu::sync_block();
+    });
+    int wrong = 0;
+    for (float v : seen) wrong += v != 42.0f;
+    return wrong;
+  };
+  cuda_emu::set_reverse_order(false);
+  CHECK(broadcast_without_barrier() == 0);
+  cuda_emu::set_reverse_order(true);
+  CHECK(broadcast_without_barrier() == 63);
+  cuda_emu::set_reverse_order(was);
 }
