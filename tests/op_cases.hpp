@@ -89,7 +89,8 @@ void case_matmul_backward(Case& c) {
     c.keep("dx", dx), c.keep("dw", dw), c.keep("db", db);
   }
 }
-// Sizes with leading dimensions that are multiples of 8 (cuBLASLt fuses GELU) and odd ones.
+// Sizes whose GELU side (O forward, I backward) is a multiple of 8, so cuBLASLt fuses GELU, and
+// odd ones, which take the unfused path.
 void case_matmul_gelu_forward(Case& c) {
   for (auto [N, I, O] : {std::tuple{33, 31, 17}, std::tuple{64, 32, 48}}) {
     auto x = c.make({N, I}), w = c.make({O, I}), b = c.make({O}), y = c.make({N, O}), h = c.make({N, O});

@@ -126,6 +126,12 @@ __global__ void to_bf16_kernel(std::uint16_t* out, const float* in, i64 n) {
     out[i] = __bfloat16_as_ushort(__float2bfloat16_rn(in[i]));
   }
 }
+__global__ void to_bf16_padded_kernel(std::uint16_t* out, const float* in, i64 rows, i64 cols, i64 ld) {
+  GRID_STRIDE(i, rows * ld) {
+    const i64 r = i / ld, c = i % ld;
+    out[i] = c < cols ? __bfloat16_as_ushort(__float2bfloat16_rn(in[r * cols + c])) : std::uint16_t(0);
+  }
+}
 __global__ void from_bf16_kernel(float* out, const std::uint16_t* in, i64 n) {
   GRID_STRIDE(i, n) out[i] = __uint_as_float(static_cast<unsigned>(in[i]) << 16);
 }
@@ -222,6 +228,11 @@ void to_bf16(std::uint16_t* out, const float* in, i64 n, cudaStream_t s) {
   if (n == 0) return;
   to_bf16_kernel<<<grid_for(n), kThreads, 0, s>>>(out, in, n);
   LLMTK_CUDA_LAUNCHED("to_bf16");
+}
+void to_bf16_padded(std::uint16_t* out, const float* in, i64 rows, i64 cols, i64 ld, cudaStream_t s) {
+  if (rows * ld == 0) return;
+  to_bf16_padded_kernel<<<grid_for(rows * ld), kThreads, 0, s>>>(out, in, rows, cols, ld);
+  LLMTK_CUDA_LAUNCHED("to_bf16_padded");
 }
 void from_bf16(float* out, const std::uint16_t* in, i64 n, cudaStream_t s) {
   if (n == 0) return;

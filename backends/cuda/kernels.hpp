@@ -32,6 +32,9 @@ void rope(float* y, const float* x, i64 B, i64 T, i64 H, i64 D, float base, i64 
 void embedding_forward(float* y, const std::int32_t* ids, const float* table, i64 N, i64 C, i64 V, cudaStream_t s);
 // bf16 (as raw 16-bit words, round to nearest even) from f32 and back
 void to_bf16(std::uint16_t* out, const float* in, i64 n, cudaStream_t s);
+// out[r·ld + c] = bf16(in[r·cols + c]) for rows × cols, the ld − cols columns after each row
+// zeroed: a matmul operand whose rows start 16-byte aligned (ld a multiple of 8).
+void to_bf16_padded(std::uint16_t* out, const float* in, i64 rows, i64 cols, i64 ld, cudaStream_t s);
 void from_bf16(float* out, const std::uint16_t* in, i64 n, cudaStream_t s);
 // out = in rounded to bf16 precision, kept as f32 (matmuls cuBLASLt cannot run in bf16 for a shape)
 void round_to_bf16(float* out, const float* in, i64 n, cudaStream_t s);

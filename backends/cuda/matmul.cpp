@@ -4,7 +4,10 @@
 //   dx[N, I] = dy·w      → D = dxᵀ (I×N): A = w (I×O),             B = dy (O×N)
 //   dw[O, I] += dyᵀ·x    → D = dwᵀ (I×O): A = x (I×N),             B = dy (O×N, transposed); beta 1
 // fp32: CUBLAS_COMPUTE_32F (no TF32). bf16 precision: the two inputs are rounded to bf16 in
-// scratch and multiplied with f32 accumulation into the f32 output, as on the CPU backend.
+// scratch and multiplied with f32 accumulation into the f32 output, as on the CPU backend. The
+// bf16 copies get a leading dimension rounded up to 8 elements, so every column starts 16-byte
+// aligned whatever the shape (GPT-2's vocabulary of 50257 makes the LM head's dy rows odd):
+// cuBLASLt's tensor-core kernels want that, and llm.c pads its vocabulary to 50304 for it.
 // (A scratch slot holds either bf16 or f32 copies; each product converts before it runs.)
 // db is a deterministic column sum (cuBLASLt's BGRADB epilogue writes; the contract adds).
 // matmul_gelu_forward and gelu_matmul_backward put GELU in the product's epilogue: GELU_AUX(_BIAS)
@@ -45,9 +48,10 @@ struct Plan {
   bool algo_found = false;
 };
 // m, n, k, transa, transb, bf16 inputs, TF32 tensor cores (f32 inputs holding bf16 values),
-// bias, accumulate, alignments of A, B, C, bias, epilogue activation, alignment of aux
+// bias, accumulate, alignments of A, B, C, bias, epilogue activation, alignment of aux, leading
+// dimensions of A and B
 using PlanKey = std::tuple<i64, i64, i64, bool, bool, bool, bool, bool, bool, std::uint32_t, std::uint32_t,
-                           std::uint32_t, std::uint32_t, Act, std::uint32_t>;
+                           std::uint32_t, std::uint32_t, Act, std::uint32_t, i64, i64>;
 
 // The plan for `key`, or null when cuBLASLt has no algorithm for it (remembered too). `bias` is
 // set on the descriptor before the heuristic runs: the preferences carry no bias alignment, and
@@ -55,7 +59,7 @@ using PlanKey = std::tuple<i64, i64, i64, bool, bool, bool, bool, bool, bool, st
 const Plan* plan_for(const char* op, const PlanKey& key, const float* bias_ptr, const float* aux_ptr) {
   static std::map<PlanKey, Plan> plans;  // one per shape: a training step reuses a few dozen
   if (auto it = plans.find(key); it != plans.end()) return it->second.algo_found ? &it->second : nullptr;
-  const auto [m, n, k, ta, tb, bf16, tf32, bias, accumulate, al_a, al_b, al_c, al_bias, act, al_aux] = key;
+  const auto [m, n, k, ta, tb, bf16, tf32, bias, accumulate, al_a, al_b, al_c, al_bias, act, al_aux, lda, ldb] = key;
   (void)accumulate;
   const cudaDataType ab = bf16 ? CUDA_R_16BF : CUDA_R_32F;
   Plan p;
@@ -82,11 +86,11 @@ const Plan* plan_for(const char* op, const PlanKey& key, const float* bias_ptr, 
     LLMTK_CUBLAS_CHECK(op, cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias_ptr,
                                                           sizeof bias_ptr));
   }
-  // Stored shapes (before op): A is m×k or k×m, B is k×n or n×k, C is m×n; leading dim = rows.
+  // Stored shapes (before op): A is m×k or k×m, B is k×n or n×k, C is m×n (leading dim m).
   const std::uint64_t ar = ta ? std::uint64_t(k) : std::uint64_t(m), ac = ta ? std::uint64_t(m) : std::uint64_t(k);
   const std::uint64_t br = tb ? std::uint64_t(n) : std::uint64_t(k), bc = tb ? std::uint64_t(k) : std::uint64_t(n);
-  LLMTK_CUBLAS_CHECK(op, cublasLtMatrixLayoutCreate(&p.a, ab, ar, ac, std::int64_t(ar)));
-  LLMTK_CUBLAS_CHECK(op, cublasLtMatrixLayoutCreate(&p.b, ab, br, bc, std::int64_t(br)));
+  LLMTK_CUBLAS_CHECK(op, cublasLtMatrixLayoutCreate(&p.a, ab, ar, ac, lda));
+  LLMTK_CUBLAS_CHECK(op, cublasLtMatrixLayoutCreate(&p.b, ab, br, bc, ldb));
   LLMTK_CUBLAS_CHECK(op, cublasLtMatrixLayoutCreate(&p.c, CUDA_R_32F, std::uint64_t(m), std::uint64_t(n), m));
 
   cublasLtMatmulPreference_t pref = nullptr;
@@ -126,13 +130,17 @@ void run(const char* op, const Plan& p, const void* A, const void* B, float* D, 
                                         c.workspace, c.workspace_bytes, c.stream));
 }
 
-// A product's input: device memory holding f32 or bf16 values, n elements.
+// A product's input: device memory holding f32 or bf16 values, and its leading dimension (the
+// distance between the starts of its rows, in elements; 0: the rows are contiguous).
 struct Operand {
   const void* p;
   bool half;
-  i64 n;
+  i64 ld = 0;
 };
-Operand operand(const TensorRef& t) { return {t.data, t.dtype == DType::bf16, t.numel()}; }
+Operand operand(const TensorRef& t) { return {t.data, t.dtype == DType::bf16}; }
+
+// The leading dimension of a bf16 copy made here: rows padded to a multiple of 16 bytes.
+i64 padded(i64 row) { return (row + 7) / 8 * 8; }
 
 // D(m×n, f32, ld m) = op(A)·op(B) + beta·D (+ bias[m]). With bf16 precision, or when an input is
 // already bf16, the product has bf16 inputs (f32 ones are rounded into scratch first) and f32
@@ -140,8 +148,8 @@ Operand operand(const TensorRef& t) { return {t.data, t.dtype == DType::bf16, t.
 // GPT-2's vocabulary of 50257 may rule them out), the inputs are rounded to bf16 values kept in
 // f32 and multiplied with TF32 tensor cores, else in f32 (the same products either way).
 // With an epilogue activation, returns false (having written nothing) when cuBLASLt has no
-// algorithm for it or the bias or aux is not 16-byte aligned; the caller then runs the product
-// without it and the activation on its own.
+// algorithm for it, m is not a multiple of 8, or the bias or aux is not 16-byte aligned; the
+// caller then runs the product without it and the activation on its own.
 bool gemm(const char* op, bool ta, bool tb, i64 m, i64 n, i64 k, Operand A, Operand B, float* D, float beta,
           const float* bias, const Epilogue& e = {}) {
   if (m == 0 || n == 0) return true;
@@ -149,41 +157,51 @@ bool gemm(const char* op, bool ta, bool tb, i64 m, i64 n, i64 k, Operand A, Oper
               m, ", n = ", n, ", k = ", k);
   // A bias that is not 16-byte aligned is added after the product instead of in the epilogue
   // (cuBLASLt kernels may assume 16 bytes for it; arenas give 64, views of them may not).
+  // The aux matrix's leading dimension (m) must be a multiple of 8 (cuBLASLt's documentation of
+  // CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD).
   const bool fused = e.act != Act::none;
-  if (fused && ((bias && alignment_of(bias) < 16) || alignment_of(e.aux) < 16)) return false;
+  if (fused && ((bias && alignment_of(bias) < 16) || alignment_of(e.aux) < 16 || m % 8 != 0)) return false;
   if (bias && alignment_of(bias) < 16) {
     gemm(op, ta, tb, m, n, k, A, B, D, beta, nullptr);
     kernels::positions_forward(D, D, bias, n, 1, m, 0, stream());  // bias[m] added to each of n rows
     return true;
   }
-  auto key = [&](bool bf16, bool tf32, const void* a, const void* b) {
+  // Stored A: ac rows of ar contiguous elements (column-major ar×ac); B: bc rows of br.
+  const i64 ar = ta ? k : m, ac = ta ? m : k, br = tb ? n : k, bc = tb ? k : n;
+  if (A.ld == 0) A.ld = ar;
+  if (B.ld == 0) B.ld = br;
+  auto key = [&](bool bf16, bool tf32, const void* a, const void* b, i64 lda, i64 ldb) {
     return PlanKey{m, n, k, ta, tb, bf16, tf32, bias != nullptr, beta != 0.0f, alignment_of(a), alignment_of(b),
-                   alignment_of(D), alignment_of(bias), e.act, fused ? alignment_of(e.aux) : 0u};
+                   alignment_of(D), alignment_of(bias), e.act, fused ? alignment_of(e.aux) : 0u, lda, ldb};
   };
   bool tf32 = false;
   if (ops::matmul_precision() == DType::bf16 || A.half || B.half) {
+    const i64 lda = A.half ? A.ld : padded(ar), ldb = B.half ? B.ld : padded(br);
     const auto* a16 = A.half ? static_cast<const std::uint16_t*>(A.p)
-                             : scratch_as<std::uint16_t>(Scratch::matmul_a, std::size_t(A.n));
+                             : scratch_as<std::uint16_t>(Scratch::matmul_a, std::size_t(ac * lda));
     const auto* b16 = B.half ? static_cast<const std::uint16_t*>(B.p)
-                             : scratch_as<std::uint16_t>(Scratch::matmul_b, std::size_t(B.n));
-    if (const Plan* p = plan_for(op, key(true, false, a16, b16), bias, e.aux)) {
-      if (!A.half) kernels::to_bf16(const_cast<std::uint16_t*>(a16), static_cast<const float*>(A.p), A.n, stream());
-      if (!B.half) kernels::to_bf16(const_cast<std::uint16_t*>(b16), static_cast<const float*>(B.p), B.n, stream());
+                             : scratch_as<std::uint16_t>(Scratch::matmul_b, std::size_t(bc * ldb));
+    if (const Plan* p = plan_for(op, key(true, false, a16, b16, lda, ldb), bias, e.aux)) {
+      if (!A.half)
+        kernels::to_bf16_padded(const_cast<std::uint16_t*>(a16), static_cast<const float*>(A.p), ac, ar, lda, stream());
+      if (!B.half)
+        kernels::to_bf16_padded(const_cast<std::uint16_t*>(b16), static_cast<const float*>(B.p), bc, br, ldb, stream());
       run(op, *p, a16, b16, D, beta, bias, e);
       return true;
     }
-    auto* a32 = scratch_as<float>(Scratch::matmul_a, std::size_t(A.n));
-    auto* b32 = scratch_as<float>(Scratch::matmul_b, std::size_t(B.n));
-    if (A.half) kernels::from_bf16(a32, static_cast<const std::uint16_t*>(A.p), A.n, stream());
-    else kernels::round_to_bf16(a32, static_cast<const float*>(A.p), A.n, stream());
-    if (B.half) kernels::from_bf16(b32, static_cast<const std::uint16_t*>(B.p), B.n, stream());
-    else kernels::round_to_bf16(b32, static_cast<const float*>(B.p), B.n, stream());
-    A = {a32, false, A.n}, B = {b32, false, B.n};
+    // The f32 copies keep each operand's layout: a bf16 operand's leading dimension, or dense.
+    auto* a32 = scratch_as<float>(Scratch::matmul_a, std::size_t(ac * A.ld));
+    auto* b32 = scratch_as<float>(Scratch::matmul_b, std::size_t(bc * B.ld));
+    if (A.half) kernels::from_bf16(a32, static_cast<const std::uint16_t*>(A.p), ac * A.ld, stream());
+    else kernels::round_to_bf16(a32, static_cast<const float*>(A.p), ac * A.ld, stream());
+    if (B.half) kernels::from_bf16(b32, static_cast<const std::uint16_t*>(B.p), bc * B.ld, stream());
+    else kernels::round_to_bf16(b32, static_cast<const float*>(B.p), bc * B.ld, stream());
+    A = {a32, false, A.ld}, B = {b32, false, B.ld};
     // bf16 values are exact in TF32 (10 mantissa bits against 7), so TF32 tensor cores give
     // the bf16 product with f32 accumulation; plain f32 if there is no TF32 algorithm either.
-    tf32 = plan_for(op, key(false, true, A.p, B.p), bias, e.aux) != nullptr;
+    tf32 = plan_for(op, key(false, true, A.p, B.p, A.ld, B.ld), bias, e.aux) != nullptr;
   }
-  const Plan* p = plan_for(op, key(false, tf32, A.p, B.p), bias, e.aux);
+  const Plan* p = plan_for(op, key(false, tf32, A.p, B.p, A.ld, B.ld), bias, e.aux);
   if (!p && fused) return false;
   LLMTK_CHECK(p != nullptr, op, "cuBLASLt has no f32 algorithm for m = ", m, ", n = ", n, ", k = ", k);
   run(op, *p, A.p, B.p, D, beta, bias, e);
@@ -241,9 +259,10 @@ void backward(const char* op, TensorRef dx, TensorRef dw, TensorRef db, TensorRe
   // the largest tensor of the step).
   Operand g = operand(dy);
   if (ops::matmul_precision() == DType::bf16 && dx && dw && N > 0 && O > 0) {
-    auto* dy16 = scratch_as<std::uint16_t>(Scratch::matmul_dy, std::size_t(g.n));
-    kernels::to_bf16(dy16, dy.f32(), g.n, stream());
-    g = {dy16, true, g.n};
+    const i64 ld = padded(O);
+    auto* dy16 = scratch_as<std::uint16_t>(Scratch::matmul_dy, std::size_t(N * ld));
+    kernels::to_bf16_padded(dy16, dy.f32(), N, O, ld, stream());
+    g = {dy16, true, ld};
   }
   if (dx) {
     bool done = false;

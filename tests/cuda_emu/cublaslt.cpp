@@ -5,8 +5,9 @@
 // backend's row-major to column-major mapping is exercised, not assumed. To exercise the
 // fallbacks, bf16 products whose leading dimensions are not multiples of 8 elements get no
 // algorithm (a restriction the real library may or may not have for some shapes). The GELU
-// epilogues follow what the real library was seen to do: GELU_AUX(_BIAS) writes the GELU input to
-// the aux matrix (its type D's, its leading dimension at least m) and D = gelu(input), DGELU writes
+// epilogues follow the documentation and what the real library was seen to do: GELU_AUX(_BIAS)
+// writes the GELU input to the aux matrix (its type D's, its leading dimension at least m and a
+// multiple of 8) and D = gelu(input), DGELU writes
 // D = product · gelu'(aux), both with GELU's tanh approximation.
 #include <cublasLt.h>
 
@@ -195,9 +196,10 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t, cublasLtMatmulDe
   const bool epilogue_ok = d.epilogue == CUBLASLT_EPILOGUE_DEFAULT || d.has_bias() || d.gelu();
   const bool bias_ok = !d.has_bias() || d.bias_type == -1 || d.bias_type == CUDA_R_32F;
   if (!inputs_ok || !output_ok || !compute_ok || !epilogue_ok || !bias_ok) return CUBLAS_STATUS_NOT_SUPPORTED;
-  // The aux matrix: m×n in D's type with a leading dimension of at least m (the library answers
-  // INVALID_VALUE otherwise); a missing pointer fails only in cublasLtMatmul.
-  if (d.gelu() && (d.aux_ld < std::int64_t(m) || (d.aux_type != -1 && d.aux_type != dd.type)))
+  // The aux matrix: m×n in D's type with a leading dimension of at least m and divisible by 8
+  // (the documented rule; the library answers INVALID_VALUE otherwise); a missing pointer fails
+  // only in cublasLtMatmul.
+  if (d.gelu() && (d.aux_ld < std::int64_t(m) || d.aux_ld % 8 != 0 || (d.aux_type != -1 && d.aux_type != dd.type)))
     return CUBLAS_STATUS_INVALID_VALUE;
   if (a.type == CUDA_R_16BF && (a.ld % 8 != 0 || b.ld % 8 != 0)) return CUBLAS_STATUS_SUCCESS;  // no algorithm
   // Like a real algorithm, this one assumes its operands are as aligned as the preferences said,
