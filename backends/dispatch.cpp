@@ -81,7 +81,8 @@ void require_backend(std::string_view name) {
   const OpTable* t = find_backend(name);
   if (t) {
     const std::string why = backend_of(t).unavailable();
-    LLMTK_CHECK(why.empty(), "backend", why, "; use device = \"cpu\"");
+    LLMTK_CHECK(why.empty(), "backend", why,
+                "; to run on the CPU instead use device = \"cpu\" (in a recipe, or --device cpu)");
   }
   use_backend(name);
 }

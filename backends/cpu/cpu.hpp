@@ -27,7 +27,7 @@ float* scratch(std::size_t n);
 int max_threads();
 
 // Sums per-thread partials in thread order: the result is the same on every run with the same
-// thread count (DESIGN.md: deterministic on the same machine and thread count).
+// thread count (the project's rule: deterministic on the same machine and thread count).
 inline void reduce_partials(float* out, const float* parts, int threads, std::int64_t n) {
   for (int t = 0; t < threads; ++t)
     for (std::int64_t c = 0; c < n; ++c) out[c] += parts[std::int64_t(t) * n + c];

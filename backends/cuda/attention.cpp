@@ -27,13 +27,16 @@ void check_limits(const char* op, const kernels::AttentionDims& d) {
   LLMTK_CHECK(d.B * d.H <= 65535, op, "batch × heads = ", d.B * d.H, " exceeds 65535 (one grid axis)");
 }
 
+}  // namespace
+
 bool cudnn_enabled() {
-  static const bool on = [] {
-    const char* e = std::getenv("LLMTK_CUDNN_ATTENTION");
-    return !(e && std::string_view(e) == "0");
-  }();
+  static const bool on = env_switch("LLMTK_CUDNN_ATTENTION", "cuDNN's fused attention where it applies",
+                                    "the tiled kernel always", "the default: cuDNN where it applies")
+                             .value_or(true);
   return on;
 }
+
+namespace {
 
 // cuDNN runs bf16 with these masks only; everything else takes the tiled kernel.
 bool cudnn_applies(const kernels::AttentionDims& d, const AttentionMask& m) {

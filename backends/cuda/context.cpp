@@ -10,15 +10,23 @@
 
 namespace llmtk::cuda {
 
-namespace {
+std::optional<bool> env_switch(const char* name, const char* on, const char* off, const char* unset) {
+  const char* e = std::getenv(name);
+  if (!e || !*e) return std::nullopt;
+  const std::string_view v(e);
+  LLMTK_CHECK(v == "0" || v == "1", name, "is '", v, "'; set it to 1 (", on, ") or 0 (", off, "), or unset it (",
+              unset, ")");
+  return v == "1";
+}
 
 bool sync_after_ops() {
-  static const bool on = [] {
-    const char* e = std::getenv("LLMTK_CUDA_SYNC");
-    return e && *e && std::string_view(e) != "0";
-  }();
+  static const bool on = env_switch("LLMTK_CUDA_SYNC", "wait after every op and report a fault under its name",
+                                    "ops run asynchronously", "the default: asynchronous")
+                             .value_or(false);
   return on;
 }
+
+namespace {
 
 std::string gib(std::size_t bytes) { return cat(static_cast<double>(bytes >> 20) / 1024.0, " GiB"); }
 
@@ -129,10 +137,19 @@ const DeviceMemory kMemory{Device::cuda, &device_allocate, &device_release, &dev
 const DeviceMemory& device_memory() { return kMemory; }
 
 std::string unavailable() {
+  // The switches first: a bad value is reported even on a machine that cannot run the backend.
+  (void)sync_after_ops(), (void)cudnn_enabled(), (void)gelu_switch();
   int n = 0;
   const cudaError_t e = cudaGetDeviceCount(&n);
   if (e != cudaSuccess) {
     cudaGetLastError();
+    if (e == cudaErrorInsufficientDriver) {
+      int runtime = 0;
+      cudaRuntimeGetVersion(&runtime);
+      return cat("no CUDA device is usable: the NVIDIA driver is missing or too old for the CUDA ", runtime / 1000, ".",
+                 (runtime % 1000) / 10, " runtime of this build (cudaGetDeviceCount: ", cudaGetErrorName(e),
+                 "); install an NVIDIA driver for CUDA ", runtime / 1000, ".", (runtime % 1000) / 10, " or newer");
+    }
     return cat("no CUDA device found (cudaGetDeviceCount: ", cudaGetErrorName(e), ": ", cudaGetErrorString(e), ")");
   }
   if (n == 0) return "no CUDA device found (cudaGetDeviceCount: 0 devices)";
@@ -144,16 +161,15 @@ std::string unavailable() {
   return {};
 }
 
+std::optional<bool> gelu_switch() {
+  static const std::optional<bool> s =
+      env_switch("LLMTK_CUBLASLT_GELU", "fuse GELU into cuBLASLt's matmul epilogues", "separate GELU kernels",
+                 "the default: fused on sm_90 and newer");
+  return s;
+}
+
 bool gelu_epilogue() {
-  static const bool on = [] {
-    const char* e = std::getenv("LLMTK_CUBLASLT_GELU");
-    if (!e || !*e) return context().prop.major >= 9;
-    const std::string_view v(e);
-    LLMTK_CHECK(v == "0" || v == "1", "LLMTK_CUBLASLT_GELU", "is '", v,
-                "'; set it to 1 (fuse GELU into cuBLASLt's matmul epilogues) or 0 (separate GELU kernels), "
-                "or unset it for the default (fused on sm_90 and newer)");
-    return v == "1";
-  }();
+  static const bool on = gelu_switch().value_or(context().prop.major >= 9);
   return on;
 }
 

@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 
 #include <cstddef>
+#include <optional>
 #include <string>
 
 #include "check.hpp"
@@ -64,9 +65,17 @@ using backend::expect_same;
 // After every op: with LLMTK_CUDA_SYNC=1, wait for it and report a fault under its name.
 void finish_op(const char* op);
 
+// An on/off environment variable: unset (or empty) gives nullopt, "1" true, "0" false; any
+// other value fails naming the variable, what 1 and 0 do, and the default. All of the backend's
+// switches are read at start-up (unavailable()), so a bad value stops a run before any work.
+std::optional<bool> env_switch(const char* name, const char* on, const char* off, const char* unset);
+bool sync_after_ops();  // LLMTK_CUDA_SYNC
+bool cudnn_enabled();   // LLMTK_CUDNN_ATTENTION (attention.cpp)
+
 // Whether matmul_gelu_forward / gelu_matmul_backward use cuBLASLt's GELU_AUX and DGELU epilogues
 // (else a matmul and a GELU kernel): LLMTK_CUBLASLT_GELU=0/1, by default on for sm_90 and newer.
 bool gelu_epilogue();
+std::optional<bool> gelu_switch();  // LLMTK_CUBLASLT_GELU as set, if set
 
 // cudnn_attention.cpp: "9.19.0", or why cuDNN is not usable.
 std::string cudnn_version();

@@ -56,16 +56,20 @@ std::int64_t peak_rss_bytes() {
 
 }  // namespace
 
+std::optional<double> matmul_peak_override() {
+  const char* e = std::getenv("LLMTK_MATMUL_PEAK_GFLOPS");
+  if (!e || !*e) return std::nullopt;
+  char* end = nullptr;
+  const double g = std::strtod(e, &end);
+  LLMTK_CHECK(end && *end == '\0' && g > 0, "LLMTK_MATMUL_PEAK_GFLOPS", "is '", e,
+              "'; set it to a positive number of GFLOP/s, or unset it to measure");
+  return g * 1e9;
+}
+
 double measure_matmul_peak_flops() {
   // LLMTK_MATMUL_PEAK_GFLOPS in the environment replaces the measurement (the same MFU
   // denominator across runs on a shared machine; emulated devices, where timing means nothing).
-  if (const char* e = std::getenv("LLMTK_MATMUL_PEAK_GFLOPS"); e && *e) {
-    char* end = nullptr;
-    const double g = std::strtod(e, &end);
-    LLMTK_CHECK(end && *end == '\0' && g > 0, "LLMTK_MATMUL_PEAK_GFLOPS", "is '", e,
-                "'; set it to a positive number of GFLOP/s, or unset it to measure");
-    return g * 1e9;
-  }
+  if (const auto peak = matmul_peak_override()) return *peak;
   // In the active backend's memory and in the matmul precision, so that a bf16 peak is the bf16
   // product alone (no rounding of f32 inputs inside the timed call). The square product grows
   // from 1024 until one takes at least 2 ms (or reaches 8192): long enough to time and to reach
@@ -152,6 +156,7 @@ TrainResult train(const Recipe& r, const TrainOptions& opt) {
   } restore_signals;
 
   // ---- setup: backend, threads, data, model, optimizer ----
+  (void)matmul_peak_override();  // a bad value stops here, before the run directory exists
   ops::require_backend(r.train.device);
   // bf16: matmuls round their inputs to bf16 and accumulate in f32; weights, gradients and the
   // optimizer state stay f32 (the reference backend ignores it).

@@ -8,6 +8,7 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 
 #include "recipe.hpp"
@@ -32,9 +33,13 @@ struct TrainResult {
 
 TrainResult train(const Recipe& recipe, const TrainOptions& options);
 
-// This machine's matmul throughput on the active backend and precision (1024³, best of 12), in
-// FLOP/s: the denominator of MFU for the trainer and `llmtk bench step`.
+// This machine's matmul throughput on the active backend and precision, in FLOP/s: the
+// denominator of MFU for the trainer and `llmtk bench step`. LLMTK_MATMUL_PEAK_GFLOPS replaces
+// the measurement.
 double measure_matmul_peak_flops();
+// LLMTK_MATMUL_PEAK_GFLOPS in FLOP/s, if set; a value that is not a positive number fails, naming
+// the variable. Commands call it at start-up so a bad value stops them before any work.
+std::optional<double> matmul_peak_override();
 
 // The directory of the newest checkpoint under a run directory (or DIR itself if it is one).
 std::string find_checkpoint(const std::string& dir);

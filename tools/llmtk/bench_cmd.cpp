@@ -37,6 +37,7 @@ void bench(const BenchArgs& a) {
     kv_set |= s.starts_with("model.n_kv_heads=");
   }
   resolve_dims(dims, info.traits, kv_set);
+  (void)train::matmul_peak_override();  // a bad value stops here, not after the timed steps
   ops::require_backend(a.device);
   ops::set_matmul_precision(a.precision == "bf16" ? DType::bf16 : DType::f32);
   auto model = info.make(dims);
@@ -93,7 +94,7 @@ void add_bench_commands(CLI::App& app) {
   st->add_option("--steps", ba->steps, "Timed steps")->check(CLI::Range(1, 100000));
   st->add_option("--warmup", ba->warmup, "Untimed steps first")->check(CLI::Range(0, 1000));
   st->add_option("--precision", ba->precision, "fp32 or bf16")->check(CLI::IsMember({"fp32", "bf16"}));
-  st->add_option("--device", ba->device, "cpu, reference or cuda")->check(CLI::IsMember({"cpu", "reference", "cuda"}));
+  st->add_option("--device", ba->device, "cpu, reference or cuda")->check(device_names());
   st->add_option("--set", ba->sets, "Override a size: --set model.n_layers=2");
   st->add_flag("--json", ba->json, "Print one JSON object");
   st->callback([ba] { bench(*ba); });

@@ -7,6 +7,8 @@
 int main(int argc, char** argv) {
   CLI::App app{"llmtk: the LLM Training Toolkit"};
   app.require_subcommand(1);
+  app.set_version_flag("--version", "llmtk " LLMTK_VERSION);
+  app.footer("Guides: README.md and docs/ (training.md, cuda.md, ...). `llmtk VERB --help` for a verb's options.");
   llmtk::cli::add_arch_commands(app);
   llmtk::cli::add_tokenizer_commands(app);
   llmtk::cli::add_data_commands(app);
