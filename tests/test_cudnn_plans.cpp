@@ -54,7 +54,8 @@ TEST_CASE("cuDNN offers, supports and compiles engines for the SDPA graphs on an
   const Shape shapes[] = {{16, 12, 1024, 64, "GPT-2 124M and the Llama-style benchmark model, batch 16 x 1024"},
                           {2, 4, 256, 64, "test_cuda's attention at T = 256"},
                           {2, 4, 127, 64, "test_cuda's attention at T = 127"},
-                          {4, 2, 64, 128, "head dim 128"}};
+                          {4, 2, 64, 128, "head dim 128"},
+                          {8, 8, 512, 32, "the quickstart's llama-tiny (head dim 32)"}};
   for (const char* device : {"h100_sxm.json", "a100_sxm.json"}) {
     const std::string json = read_device(device);
     for (const Shape& s : shapes)

@@ -85,13 +85,16 @@ if [[ -f build-gpu/shlib.tar.xz ]]; then
   tar -C build-gpu -xJf build-gpu/shlib.tar.xz 2> /dev/null ||
     $py -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' build-gpu/shlib.tar.xz build-gpu
 fi
+# The toolkit's own libraries come before the wheels': where both have a library of the same
+# version (soname), llmtk gets the one of the toolkit it was built against (and whose cuDNN
+# tests/test_cudnn_plans.cpp checked); the wheels fill in what the toolkit lacks.
 libs=$PWD/build-gpu/shlib
+for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do [[ -d $d ]] && libs+=":$d"; done
 while IFS= read -r d; do libs+=":$d"; done < <($py -c '
 import os, nvidia
 for root in nvidia.__path__:
     for sub in sorted(os.listdir(root)):
         if os.path.isdir(os.path.join(root, sub, "lib")): print(os.path.join(root, sub, "lib"))' 2> /dev/null || true)
-for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do [[ -d $d ]] && libs+=":$d"; done
 # Only llmtk's programs get these libraries (PyTorch keeps its own).
 llmtk_env=(env "LD_LIBRARY_PATH=$libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "LLMTK_GOLDEN_DIR=$PWD/tests/golden")
 missing=$("${llmtk_env[@]}" ldd "$bin/llmtk" "$bin/test_cuda" 2>&1 | grep "not found" || true)
