@@ -15,7 +15,9 @@
 // D = product ⊙ gelu'(aux) (both the tanh approximation). When fusion is off, or cuBLASLt has no
 // algorithm, they run the plain product and a GELU kernel.
 #include <cstdint>
+#include <cstdio>
 #include <map>
+#include <set>
 #include <tuple>
 
 #include "cuda.hpp"
@@ -109,8 +111,21 @@ const Plan* plan_for(const char* op, const PlanKey& key, const float* bias_ptr, 
   const cublasStatus_t heuristic =
       cublasLtMatmulAlgoGetHeuristic(context().lt, p.desc, p.a, p.b, p.c, p.c, pref, 1, &result, &found);
   LLMTK_CUBLAS_CHECK(op, cublasLtMatmulPreferenceDestroy(pref));
-  if (heuristic == CUBLAS_STATUS_NOT_SUPPORTED) found = 0;
-  else LLMTK_CUBLAS_CHECK(op, heuristic);
+  if (heuristic == CUBLAS_STATUS_NOT_SUPPORTED) {
+    found = 0;
+  } else if (heuristic != CUBLAS_STATUS_SUCCESS && act != Act::none) {
+    // A GELU epilogue this cuBLASLt refuses outright: the product runs without it (and a GELU
+    // kernel after it), said once. Without an epilogue, a refusal is a bug here and stops the op.
+    found = 0;
+    static std::set<std::tuple<i64, i64, i64, Act>> said;  // once per shape, whatever the input types
+    if (said.emplace(m, n, k, act).second)
+      std::fprintf(stderr, "[%s] cuBLASLt refused the GELU epilogue for m = %lld, n = %lld, k = %lld (%s); using a "
+                           "separate GELU kernel for this shape\n",
+                   op, static_cast<long long>(m), static_cast<long long>(n), static_cast<long long>(k),
+                   cublasLtGetStatusName(heuristic));
+  } else {
+    LLMTK_CUBLAS_CHECK(op, heuristic);
+  }
   p.algo = result.algo;
   p.algo_found = found > 0 && result.state == CUBLAS_STATUS_SUCCESS;  // the result's fields are valid only then
   Plan& kept = plans.emplace(key, p).first->second;

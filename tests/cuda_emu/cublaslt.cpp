@@ -166,6 +166,7 @@ bool shapes(const Desc& d, const Layout& a, const Layout& b, const Layout& c, st
 }
 
 int gelu_epilogues = 0;  // matmuls run with a GELU epilogue (test_emulation.cpp checks they happen)
+bool refuse_gelu = false;  // test_emulation.cpp: the heuristic refuses GELU epilogues (INVALID_VALUE)
 
 // GELU's tanh approximation and its derivative, in float as a kernel computes them.
 float gelu(float x) {
@@ -193,6 +194,7 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t, cublasLtMatmulDe
   const bool inputs_ok = a.type == b.type && (a.type == CUDA_R_32F || a.type == CUDA_R_16BF);
   const bool output_ok = c.type == CUDA_R_32F && dd.type == CUDA_R_32F && d.scale == CUDA_R_32F;
   const bool compute_ok = d.compute == CUBLAS_COMPUTE_32F || a.type == CUDA_R_32F;
+  if (refuse_gelu && d.gelu()) return CUBLAS_STATUS_INVALID_VALUE;
   const bool epilogue_ok = d.epilogue == CUBLASLT_EPILOGUE_DEFAULT || d.has_bias() || d.gelu();
   const bool bias_ok = !d.has_bias() || d.bias_type == -1 || d.bias_type == CUDA_R_32F;
   if (!inputs_ok || !output_ok || !compute_ok || !epilogue_ok || !bias_ok) return CUBLAS_STATUS_NOT_SUPPORTED;
@@ -288,3 +290,4 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t desc, const
 }
 
 int cuda_emu_gelu_epilogues() { return gelu_epilogues; }
+void cuda_emu_refuse_gelu(bool refuse) { refuse_gelu = refuse; }

@@ -12,6 +12,7 @@ using namespace llmtk;
 
 int cuda_emu_cudnn_executions();  // cudnn.cpp
 int cuda_emu_gelu_epilogues();    // cublaslt.cpp
+void cuda_emu_refuse_gelu(bool);  // cublaslt.cpp
 
 TEST_CASE("the emulated cuDNN runs the backend's SDPA forward and backward graphs", "[ops]") {
   ops::ScopedBackend scope("cuda");
@@ -83,4 +84,40 @@ TEST_CASE("the emulation's two thread orders expose a missing barrier that one o
   cuda_emu::set_reverse_order(true);
   CHECK(broadcast_without_barrier() == 63);
   cuda_emu::set_reverse_order(was);
+}
+
+// A cuBLASLt that refuses the GELU epilogues outright (INVALID_VALUE from the heuristic, not just
+// no algorithm): the fused ops run the plain product and the GELU kernel, and still match the
+// reference backend.
+TEST_CASE("the fused matmul + GELU ops fall back when cuBLASLt refuses the epilogue", "[ops]") {
+  auto run = [](const char* backend) {
+    ops::ScopedBackend scope(backend);
+    Arena a("refused");
+    const int x = a.add("x", {40, 24}), w = a.add("w", {56, 24}), b = a.add("b", {56}), h = a.add("h", {40, 56});
+    const int y = a.add("y", {40, 56}), w2 = a.add("w2", {16, 56}), dy = a.add("dy", {40, 16});
+    const int dh = a.add("dh", {40, 56}), dw2 = a.add("dw2", {16, 56});
+    a.allocate();
+    Rng rng(9);
+    for (int id : {x, w, b, w2, dy, dw2}) {
+      std::vector<float> v(std::size_t(a.entries()[std::size_t(id)].numel));
+      for (auto& e : v) e = float(rng.normal());
+      a.write(id, v.data());
+    }
+    ops::matmul_gelu_forward(a[y], a[h], a[x], a[w], a[b]);
+    ops::gelu_matmul_backward(a[dh], a[dw2], TensorRef{}, a[dy], a[y], a[w2], a[h]);
+    std::vector<std::vector<float>> out;
+    for (int id : {y, h, dh, dw2}) {
+      out.emplace_back(std::size_t(a.entries()[std::size_t(id)].numel));
+      a.read(id, out.back().data());
+    }
+    return out;
+  };
+  cuda_emu_refuse_gelu(true);
+  const int before = cuda_emu_gelu_epilogues();
+  const auto got = run("cuda");
+  cuda_emu_refuse_gelu(false);
+  CHECK(cuda_emu_gelu_epilogues() == before);  // no epilogue ran
+  const auto want = run("reference");
+  for (std::size_t k = 0; k < want.size(); ++k)
+    for (std::size_t i = 0; i < want[k].size(); ++i) REQUIRE(got[k][i] == Approx(want[k][i]).margin(1e-4).epsilon(1e-4));
 }
