@@ -1,5 +1,6 @@
-// Shared by every backend: argument checks (each message starts with the op's name) and the
-// attention shape rules and ALiBi slopes, so that backends cannot disagree on them.
+// Shared by every backend: argument checks (each message starts with the op's name), the
+// attention shape rules and ALiBi slopes, and the fused ops as compositions, so that backends
+// cannot disagree on them.
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -32,6 +33,34 @@ inline void expect_rank(const char* op, const char* what, const TensorRef& t, in
 inline void expect_same(const char* op, const char* a, const TensorRef& x, const char* b, const TensorRef& y) {
   LLMTK_CHECK(x.numel() == y.numel() && x.size(-1) == y.size(-1), op, a, " ", x.shape_str(), " and ", b, " ",
               y.shape_str(), " must have the same shape");
+}
+
+// matmul_gelu_forward / gelu_matmul_backward: the checks every backend makes, and the two ops
+// as the composition of a backend's own matmul and GELU ops (the contract; the reference and CPU
+// backends run them this way, the CUDA backend fuses them).
+inline void check_matmul_gelu_forward(const TensorRef& y, const TensorRef& h) {
+  expect_same("matmul_gelu_forward", "y", y, "h", h);
+  LLMTK_CHECK(y.data != h.data, "matmul_gelu_forward",
+              "y and h must be different tensors (h is kept for the backward)");
+}
+inline void check_gelu_matmul_backward(const TensorRef& dh, const TensorRef& h) {
+  LLMTK_CHECK(dh, "gelu_matmul_backward", "dh is required (it is the op's activation gradient)");
+  expect_same("gelu_matmul_backward", "dh", dh, "h", h);
+  LLMTK_CHECK(dh.data != h.data, "gelu_matmul_backward",
+              "dh and h must be different tensors (h is read after dh is written)");
+}
+template <auto matmul_forward, auto gelu_forward>
+void matmul_gelu_forward_composed(TensorRef y, TensorRef h, TensorRef x, TensorRef w, TensorRef b) {
+  check_matmul_gelu_forward(y, h);
+  matmul_forward(h, x, w, b);
+  gelu_forward(y, h);
+}
+template <auto matmul_backward, auto gelu_backward>
+void gelu_matmul_backward_composed(TensorRef dh, TensorRef dw, TensorRef db, TensorRef dy, TensorRef a, TensorRef w,
+                                   TensorRef h) {
+  check_gelu_matmul_backward(dh, h);
+  matmul_backward(dh, dw, db, dy, a, w);
+  gelu_backward(dh, dh, h);  // in place: dh becomes (dy·w) ⊙ gelu'(h)
 }
 
 struct AttentionShape {

@@ -136,6 +136,21 @@ const DeviceMemory kMemory{Device::cuda, &device_allocate, &device_release, &dev
 
 const DeviceMemory& device_memory() { return kMemory; }
 
+namespace {
+// LLMTK_CUBLASLT_GELU as set, if set.
+std::optional<bool> gelu_switch() {
+  static const std::optional<bool> s =
+      env_switch("LLMTK_CUBLASLT_GELU", "fuse GELU into cuBLASLt's matmul epilogues", "separate GELU kernels",
+                 "the default: fused on sm_90 and newer");
+  return s;
+}
+}  // namespace
+
+bool gelu_epilogue() {
+  static const bool on = gelu_switch().value_or(context().prop.major >= 9);
+  return on;
+}
+
 std::string unavailable() {
   // The switches first: a bad value is reported even on a machine that cannot run the backend.
   (void)sync_after_ops(), (void)cudnn_enabled(), (void)gelu_switch();
@@ -159,18 +174,6 @@ std::string unavailable() {
     return cat("CUDA device 0 (", p.name, ") has compute capability ", p.major, ".", p.minor,
                "; the cuda backend needs 8.0 or newer (built for sm_80 and sm_90)");
   return {};
-}
-
-std::optional<bool> gelu_switch() {
-  static const std::optional<bool> s =
-      env_switch("LLMTK_CUBLASLT_GELU", "fuse GELU into cuBLASLt's matmul epilogues", "separate GELU kernels",
-                 "the default: fused on sm_90 and newer");
-  return s;
-}
-
-bool gelu_epilogue() {
-  static const bool on = gelu_switch().value_or(context().prop.major >= 9);
-  return on;
 }
 
 std::string info() {

@@ -75,7 +75,6 @@ bool cudnn_enabled();   // LLMTK_CUDNN_ATTENTION (attention.cpp)
 // Whether matmul_gelu_forward / gelu_matmul_backward use cuBLASLt's GELU_AUX and DGELU epilogues
 // (else a matmul and a GELU kernel): LLMTK_CUBLASLT_GELU=0/1, by default on for sm_90 and newer.
 bool gelu_epilogue();
-std::optional<bool> gelu_switch();  // LLMTK_CUBLASLT_GELU as set, if set
 
 // cudnn_attention.cpp: "9.19.0", or why cuDNN is not usable.
 std::string cudnn_version();

@@ -211,10 +211,6 @@ std::string known_unsupported(bool backward, i64 T) {
   return "";
 }
 
-// Set while plans are built for a device described in JSON rather than the one present
-// (cudnn_sdpa_plan_offline): heuristics and plans then take it instead of the handle.
-Ref g_offline_device = nullptr;
-
 // Tensor ids in the variant pack.
 enum : i64 { kQ = 1, kK, kV, kO, kStats, kScale, kFill, kDO, kDQ, kDK, kDV, kDQAccum, kSoftmaxSum, kOne };
 
@@ -229,9 +225,10 @@ struct Plan {
 
 // Finalizes the operation graph of `ops` and picks the first engine configuration cuDNN's
 // heuristics offer that finalizes into an execution plan; a failure leaves the reason in `why`.
-std::unique_ptr<Plan> make_plan(Builder& g, const std::vector<Ref>& ops) {
+// `device`: a device-properties descriptor to plan for instead of the GPU present
+// (cudnn_sdpa_plan_offline); heuristics and plans then take it in place of the handle.
+std::unique_ptr<Plan> make_plan(Builder& g, const std::vector<Ref>& ops, Ref device) {
   auto out = std::make_unique<Plan>();
-  const Ref device = g_offline_device;
   const cudnnHandle_t h = device ? nullptr : handle();
   if (!h && !device) {
     out->why = cat("cudnnCreate failed: ", cudnnGetErrorString(create_status()));
@@ -308,8 +305,8 @@ std::unique_ptr<Plan> refused(std::string why) {
   return out;
 }
 
-// The forward graph for (B, H, T, D).
-std::unique_ptr<Plan> build_forward(i64 B, i64 H, i64 T, i64 D) {
+// The forward graph for (B, H, T, D), planned for `device` (null: the GPU present).
+std::unique_ptr<Plan> build_forward(i64 B, i64 H, i64 T, i64 D, Ref device) {
   if (std::string why = known_unsupported(false, T); !why.empty()) return refused(why);
   Builder g;
   const cudnnDataType_t bf16 = CUDNN_DATA_BFLOAT16, f32 = CUDNN_DATA_FLOAT;
@@ -351,14 +348,14 @@ std::unique_ptr<Plan> build_forward(i64 B, i64 H, i64 T, i64 D) {
   ops.push_back(g.pointwise(CUDNN_POINTWISE_ADD, m, log_z, nullptr, stats));
   ops.push_back(g.pointwise(CUDNN_POINTWISE_DIV, e, z, nullptr, p));
   ops.push_back(g.matmul(p, v, o));
-  return make_plan(g, ops);
+  return make_plan(g, ops, device);
 }
 
 // The backward graph for (B, H, T, D), node for node cudnn-frontend's sdpa_backward without
 // dropout or bias. As there, Kᵀ and Vᵀ are the graph's inputs (K for dQ is a reshape of Kᵀ); Δ
 // (the frontend's softmax_sum, [B, H, T, 1] f32) and dQ_accum ([B, H, T, D] f32, zeroed before
 // each run) are real tensors in scratch memory, dense, not reordered: dQ accumulates in f32.
-std::unique_ptr<Plan> build_backward(i64 B, i64 H, i64 T, i64 D) {
+std::unique_ptr<Plan> build_backward(i64 B, i64 H, i64 T, i64 D, Ref device) {
   if (std::string why = known_unsupported(true, T); !why.empty()) return refused(why);
   Builder g;
   const cudnnDataType_t bf16 = CUDNN_DATA_BFLOAT16, f32 = CUDNN_DATA_FLOAT;
@@ -425,16 +422,17 @@ std::unique_ptr<Plan> build_backward(i64 B, i64 H, i64 T, i64 D) {
   ops.push_back(g.reshape(kt, k));
   ops.push_back(g.matmul(ds, k, dq_accum));
   ops.push_back(g.pointwise(CUDNN_POINTWISE_IDENTITY, dq_accum, nullptr, nullptr, dq));
-  return make_plan(g, ops);
+  return make_plan(g, ops, device);
 }
 
 // The plan for one shape, built on first use. Never destroyed: descriptors outlive every call,
 // and exit needs no cuDNN teardown order.
 using PlanCache = std::map<std::tuple<i64, i64, i64, i64>, std::unique_ptr<Plan>>;
-Plan& plan_for(PlanCache& plans, std::unique_ptr<Plan> (*build)(i64, i64, i64, i64), const kernels::AttentionDims& d) {
+Plan& plan_for(PlanCache& plans, std::unique_ptr<Plan> (*build)(i64, i64, i64, i64, Ref),
+               const kernels::AttentionDims& d) {
   const auto key = std::make_tuple(d.B, d.H, d.T, d.D);
   auto it = plans.find(key);
-  if (it == plans.end()) it = plans.emplace(key, build(d.B, d.H, d.T, d.D)).first;
+  if (it == plans.end()) it = plans.emplace(key, build(d.B, d.H, d.T, d.D, nullptr)).first;
   return *it->second;
 }
 
@@ -490,9 +488,8 @@ OfflinePlan cudnn_sdpa_plan_offline(const std::string& device_json, bool backwar
     r.why = cat("cuDNN refused the device description: ", cudnnGetErrorString(st));
     return r;
   }
-  g_offline_device = device.get();
-  const std::unique_ptr<Plan> p = backward ? build_backward(B, H, T, D) : build_forward(B, H, T, D);
-  g_offline_device = nullptr;
+  const std::unique_ptr<Plan> p =
+      backward ? build_backward(B, H, T, D, device.get()) : build_forward(B, H, T, D, device.get());
   r.finalized = p->why.empty();
   r.offered = p->offered;
   r.failures = p->failures;

@@ -162,9 +162,10 @@ i64 padded(i64 row) { return (row + 7) / 8 * 8; }
 // accumulation; where cuBLASLt has no bf16 algorithm for the shape (a leading dimension such as
 // GPT-2's vocabulary of 50257 may rule them out), the inputs are rounded to bf16 values kept in
 // f32 and multiplied with TF32 tensor cores, else in f32 (the same products either way).
-// With an epilogue activation, returns false (having written nothing) when cuBLASLt has no
-// algorithm for it, m is not a multiple of 8, or the bias or aux is not 16-byte aligned; the
-// caller then runs the product without it and the activation on its own.
+// With an epilogue activation, returns false (having written nothing) when fusion is off
+// (gelu_epilogue()), cuBLASLt has no algorithm for it, m is not a multiple of 8, or the bias or
+// aux is not 16-byte aligned; the caller then runs the product without it and the activation on
+// its own.
 bool gemm(const char* op, bool ta, bool tb, i64 m, i64 n, i64 k, Operand A, Operand B, float* D, float beta,
           const float* bias, const Epilogue& e = {}) {
   if (m == 0 || n == 0) return true;
@@ -175,7 +176,8 @@ bool gemm(const char* op, bool ta, bool tb, i64 m, i64 n, i64 k, Operand A, Oper
   // The aux matrix's leading dimension (m) must be a multiple of 8 (cuBLASLt's documentation of
   // CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD).
   const bool fused = e.act != Act::none;
-  if (fused && ((bias && alignment_of(bias) < 16) || alignment_of(e.aux) < 16 || m % 8 != 0)) return false;
+  if (fused && (!gelu_epilogue() || (bias && alignment_of(bias) < 16) || alignment_of(e.aux) < 16 || m % 8 != 0))
+    return false;
   if (bias && alignment_of(bias) < 16) {
     gemm(op, ta, tb, m, n, k, A, B, D, beta, nullptr);
     kernels::positions_forward(D, D, bias, n, 1, m, 0, stream());  // bias[m] added to each of n rows
@@ -309,9 +311,8 @@ void matmul_backward(TensorRef dx, TensorRef dw, TensorRef db, TensorRef dy, Ten
 
 void matmul_gelu_forward(TensorRef y, TensorRef h, TensorRef x, TensorRef w, TensorRef b) {
   const char* op = "matmul_gelu_forward";
-  expect_f32(op, "h", h), expect_same(op, "y", y, "h", h);
-  LLMTK_CHECK(y.data != h.data, op, "y and h must be different tensors (h is kept for the backward)");
-  if (!gelu_epilogue() || !forward(op, y, x, w, b, {Act::gelu_aux, h.f32()})) {
+  expect_f32(op, "h", h), backend::check_matmul_gelu_forward(y, h);
+  if (!forward(op, y, x, w, b, {Act::gelu_aux, h.f32()})) {  // unfused: the product, then GELU
     forward(op, h, x, w, b, {});
     kernels::unary_forward(kernels::Unary::gelu, y.f32(), h.f32(), y.numel(), stream());
   }
@@ -321,16 +322,9 @@ void matmul_gelu_forward(TensorRef y, TensorRef h, TensorRef x, TensorRef w, Ten
 void gelu_matmul_backward(TensorRef dh, TensorRef dw, TensorRef db, TensorRef dy, TensorRef a, TensorRef w,
                           TensorRef h) {
   const char* op = "gelu_matmul_backward";
-  LLMTK_CHECK(dh, op, "dh is required (it is the op's activation gradient)");
-  expect_f32(op, "h", h), expect_same(op, "dh", dh, "h", h);
-  LLMTK_CHECK(dh.data != h.data, op, "dh and h must be different tensors (h is read after dh is written)");
-  const Epilogue e{Act::dgelu, const_cast<float*>(h.f32())};
-  if (gelu_epilogue()) {
-    backward(op, dh, dw, db, dy, a, w, e);
-  } else {  // the plain product, then the GELU gradient in place
-    backward(op, dh, dw, db, dy, a, w, {});
-    kernels::unary_backward(kernels::Unary::gelu, dh.f32(), dh.f32(), h.f32(), dh.numel(), stream());
-  }
+  backend::check_gelu_matmul_backward(dh, h);
+  expect_f32(op, "h", h);
+  backward(op, dh, dw, db, dy, a, w, {Act::dgelu, const_cast<float*>(h.f32())});
   finish_op(op);
 }
 
