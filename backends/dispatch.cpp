@@ -109,7 +109,9 @@ ScopedBackend::ScopedBackend(std::string_view name) : previous_(current) { use_b
 ScopedBackend::~ScopedBackend() { activate(previous_); }
 
 // LLMTK_PROFILE=1 in the environment: time every op (wall clock, by name) and print a table to
-// stderr at exit, slowest first. Off, the check is one branch per op call.
+// stderr at exit, slowest first. Off, the check is one branch per op call. The device is waited
+// for before and after each op, so an asynchronous backend's op is charged its own device time
+// (plus one launch and one wait), not that of the work queued before it.
 namespace {
 struct Profile {
   bool on = [] {
@@ -136,14 +138,27 @@ struct Profile {
 struct OpTimer {
   int op;
   std::chrono::steady_clock::time_point t0;
-  explicit OpTimer(int o) : op(o), t0(profile.on ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{}) {}
+  explicit OpTimer(int o) : op(o) {
+    if (!profile.on) return;
+    current_memory().synchronize();
+    t0 = std::chrono::steady_clock::now();
+  }
   ~OpTimer() {
     if (!profile.on) return;
+    current_memory().synchronize();
     profile.seconds[op] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     ++profile.calls[op];
   }
 };
 
+}  // namespace
+
+void profile_reset() {
+  std::fill(std::begin(profile.seconds), std::end(profile.seconds), 0.0);
+  std::fill(std::begin(profile.calls), std::end(profile.calls), 0L);
+}
+
+namespace {
 enum OpIndex {
 #define LLMTK_X(name, params, args) op_index_##name,
   LLMTK_OPS(LLMTK_X)

@@ -30,9 +30,9 @@ inline cudaStream_t stream() { return context().stream; }
 // Backend-owned device buffers that grow to the largest size asked for (during the first step)
 // and are then reused, so a step allocates nothing.
 enum class Scratch : int {
-  matmul_a, matmul_b, matmul_dy, partials, embedding, slopes,
+  matmul_a, matmul_b, matmul_dy, matmul_d, partials, embedding, slopes,
   attn_q, attn_k, attn_v, attn_o, attn_delta, cudnn_workspace,
-  attn_do, attn_dq, attn_dk, attn_dv, cudnn_dq_accum, cudnn_softmax_sum,
+  attn_do, attn_dq, attn_dk, attn_dv, cudnn_dq_accum, cudnn_softmax_sum, rope_table, loss_lse,
   count
 };
 void* scratch(Scratch slot, std::size_t bytes);
@@ -73,7 +73,7 @@ bool sync_after_ops();  // LLMTK_CUDA_SYNC
 bool cudnn_enabled();   // LLMTK_CUDNN_ATTENTION (attention.cpp)
 
 // Whether matmul_gelu_forward / gelu_matmul_backward use cuBLASLt's GELU_AUX and DGELU epilogues
-// (else a matmul and a GELU kernel): LLMTK_CUBLASLT_GELU=0/1, by default on for sm_90 and newer.
+// (else a matmul and a GELU kernel): LLMTK_CUBLASLT_GELU=0/1, by default off (measured slower).
 bool gelu_epilogue();
 
 // cudnn_attention.cpp: "9.19.0", or why cuDNN is not usable.

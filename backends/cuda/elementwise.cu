@@ -2,6 +2,8 @@
 // lookup, bf16 conversion. Grid-stride loops over 64-bit indices; every launch is checked.
 #include <cuda_bf16.h>
 
+#include <cstdint>
+
 #include "check.hpp"
 #include "grid_stride.cuh"
 #include "kernels.hpp"
@@ -66,7 +68,23 @@ __global__ void gated_backward_kernel(float* dgate, float* dup, const float* dy,
   }
 }
 
+// Vectorised forms of the memory-bound kernels: each thread moves 16 bytes per access (4 floats or
+// 8 bf16) where every pointer is 16-byte aligned (arenas and scratch are; views may not be), with a
+// scalar tail; otherwise the scalar loop.
+bool aligned16(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
+
 __global__ void add_kernel(float* y, const float* a, const float* b, i64 n) { GRID_STRIDE(i, n) y[i] = a[i] + b[i]; }
+__global__ void add4_kernel(float* y, const float* a, const float* b, i64 n) {
+  GRID_STRIDE(i, (n + 3) / 4) {
+    const i64 j = 4 * i;
+    if (j + 4 <= n) {
+      const float4 u = reinterpret_cast<const float4*>(a)[i], v = reinterpret_cast<const float4*>(b)[i];
+      reinterpret_cast<float4*>(y)[i] = make_float4(u.x + v.x, u.y + v.y, u.z + v.z, u.w + v.w);
+    } else {
+      for (i64 k = j; k < n; ++k) y[k] = a[k] + b[k];
+    }
+  }
+}
 __global__ void scale_kernel(float* y, const float* x, float k, i64 n) { GRID_STRIDE(i, n) y[i] = k * x[i]; }
 
 __global__ void positions_forward_kernel(float* y, const float* x, const float* table, i64 B, i64 T, i64 C,
@@ -99,14 +117,24 @@ __global__ void sinusoidal_kernel(float* y, const float* x, i64 B, i64 T, i64 C,
 }
 // One thread per (b, t, h, pair i): rotates (x_i, x_{i + D/2}) by angle (pos0 + t)·base^(-2i/D).
 // y may alias x: each thread reads its pair before writing it.
-__global__ void rope_kernel(float* y, const float* x, i64 B, i64 T, i64 H, i64 D, float base, i64 pos0, float sign) {
+// The angle p · base^(−2i/D) in double, as the reference computes it, once per position and pair.
+__global__ void rope_table_kernel(float* tab, i64 P, i64 D, float base) {
+  const i64 half = D / 2;
+  GRID_STRIDE(i, P * half) {
+    const i64 pair = i % half, p = i / half;
+    const double a = double(p) * pow(double(base), -2.0 * double(pair) / double(D));
+    double sn, cs;
+    sincos(a, &sn, &cs);
+    tab[2 * i] = float(cs), tab[2 * i + 1] = float(sn);
+  }
+}
+__global__ void rope_kernel(float* y, const float* x, const float* tab, i64 B, i64 T, i64 H, i64 D, i64 pos0,
+                            float sign) {
   const i64 half = D / 2;
   GRID_STRIDE(i, B * T * H * half) {
     const i64 pair = i % half, head_row = i / half, t = (head_row / H) % T;
-    const double a = double(pos0 + t) * pow(double(base), -2.0 * double(pair) / double(D));
-    double sn, cs;
-    sincos(a, &sn, &cs);
-    const float c = float(cs), s = sign * float(sn);
+    const float* cs = tab + 2 * ((pos0 + t) * half + pair);
+    const float c = cs[0], s = sign * cs[1];
     const i64 o = head_row * D + pair;
     const float x0 = x[o], x1 = x[o + half];
     y[o] = x0 * c - x1 * s;
@@ -121,9 +149,29 @@ __global__ void embedding_forward_kernel(float* y, const std::int32_t* ids, cons
   }
 }
 
+__device__ unsigned bf16_bits(float x) { return __bfloat16_as_ushort(__float2bfloat16_rn(x)); }
+// Eight floats as eight bf16 in one 16-byte word (element 0 in the low half of .x).
+__device__ uint4 pack_bf16(float4 a, float4 b) {
+  return make_uint4(bf16_bits(a.x) | bf16_bits(a.y) << 16, bf16_bits(a.z) | bf16_bits(a.w) << 16,
+                    bf16_bits(b.x) | bf16_bits(b.y) << 16, bf16_bits(b.z) | bf16_bits(b.w) << 16);
+}
+__device__ float low_bf16(unsigned w) { return __uint_as_float(w << 16); }
+__device__ float high_bf16(unsigned w) { return __uint_as_float(w & 0xffff0000u); }
+
 __global__ void to_bf16_kernel(std::uint16_t* out, const float* in, i64 n) {
   GRID_STRIDE(i, n) {
     out[i] = __bfloat16_as_ushort(__float2bfloat16_rn(in[i]));
+  }
+}
+__global__ void to_bf16_8_kernel(std::uint16_t* out, const float* in, i64 n) {
+  GRID_STRIDE(i, (n + 7) / 8) {
+    const i64 j = 8 * i;
+    if (j + 8 <= n) {
+      const float4* src = reinterpret_cast<const float4*>(in + j);
+      reinterpret_cast<uint4*>(out)[i] = pack_bf16(src[0], src[1]);
+    } else {
+      for (i64 k = j; k < n; ++k) out[k] = static_cast<std::uint16_t>(bf16_bits(in[k]));
+    }
   }
 }
 __global__ void to_bf16_padded_kernel(std::uint16_t* out, const float* in, i64 rows, i64 cols, i64 ld) {
@@ -132,8 +180,48 @@ __global__ void to_bf16_padded_kernel(std::uint16_t* out, const float* in, i64 r
     out[i] = c < cols ? __bfloat16_as_ushort(__float2bfloat16_rn(in[r * cols + c])) : std::uint16_t(0);
   }
 }
+// ld a multiple of 8 and out 16-byte aligned: one thread per 8 outputs of a row (one index
+// division per 8 elements instead of per element); the loads are 16 bytes wide when every row of
+// `in` starts 16-byte aligned (vec_in: cols a multiple of 4, in aligned).
+template <bool vec_in>
+__global__ void to_bf16_padded_8_kernel(std::uint16_t* out, const float* in, i64 rows, i64 cols, i64 ld) {
+  const i64 per_row = ld / 8;
+  GRID_STRIDE(i, rows * per_row) {
+    const i64 r = i / per_row, c = (i - r * per_row) * 8;
+    const float* src = in + r * cols + c;
+    float4 a, b;
+    if (vec_in && c + 8 <= cols) {
+      a = reinterpret_cast<const float4*>(src)[0], b = reinterpret_cast<const float4*>(src)[1];
+    } else {
+      float v[8];
+      for (int k = 0; k < 8; ++k) v[k] = c + k < cols ? src[k] : 0.0f;
+      a = make_float4(v[0], v[1], v[2], v[3]), b = make_float4(v[4], v[5], v[6], v[7]);
+    }
+    reinterpret_cast<uint4*>(out)[i] = pack_bf16(a, b);  // out row r starts at r·ld, a multiple of 8
+  }
+}
 __global__ void from_bf16_kernel(float* out, const std::uint16_t* in, i64 n) {
   GRID_STRIDE(i, n) out[i] = __uint_as_float(static_cast<unsigned>(in[i]) << 16);
+}
+__global__ void from_bf16_8_kernel(float* out, const std::uint16_t* in, i64 n) {
+  GRID_STRIDE(i, (n + 7) / 8) {
+    const i64 j = 8 * i;
+    if (j + 8 <= n) {
+      const uint4 w = reinterpret_cast<const uint4*>(in)[i];
+      float4* dst = reinterpret_cast<float4*>(out + j);
+      dst[0] = make_float4(low_bf16(w.x), high_bf16(w.x), low_bf16(w.y), high_bf16(w.y));
+      dst[1] = make_float4(low_bf16(w.z), high_bf16(w.z), low_bf16(w.w), high_bf16(w.w));
+    } else {
+      for (i64 k = j; k < n; ++k) out[k] = __uint_as_float(static_cast<unsigned>(in[k]) << 16);
+    }
+  }
+}
+// dst[r·ld_dst + c] = src[r·ld_src + c] for rows × cols: one row per grid row, a grid-stride loop
+// along it (no index division).
+__global__ void copy_rows_kernel(float* dst, i64 ld_dst, const float* src, i64 ld_src, i64 rows, i64 cols) {
+  for (i64 r = blockIdx.y; r < rows; r += gridDim.y)
+    for (i64 c = i64(blockIdx.x) * blockDim.x + threadIdx.x; c < cols; c += i64(gridDim.x) * blockDim.x)
+      dst[r * ld_dst + c] = src[r * ld_src + c];
 }
 
 __global__ void round_to_bf16_kernel(float* out, const float* in, i64 n) {
@@ -191,7 +279,8 @@ void gated_backward(Gate f, float* dgate, float* dup, const float* dy, const flo
 }
 void add(float* y, const float* a, const float* b, i64 n, cudaStream_t s) {
   if (n == 0) return;
-  add_kernel<<<grid_for(n), kThreads, 0, s>>>(y, a, b, n);
+  if (aligned16(y) && aligned16(a) && aligned16(b)) add4_kernel<<<grid_for((n + 3) / 4), kThreads, 0, s>>>(y, a, b, n);
+  else add_kernel<<<grid_for(n), kThreads, 0, s>>>(y, a, b, n);
   LLMTK_CUDA_LAUNCHED("add");
 }
 void scale(float* y, const float* x, float k, i64 n, cudaStream_t s) {
@@ -214,9 +303,15 @@ void sinusoidal_forward(float* y, const float* x, i64 B, i64 T, i64 C, i64 pos0,
   sinusoidal_kernel<<<grid_for(B * T * C / 2), kThreads, 0, s>>>(y, x, B, T, C, pos0);
   LLMTK_CUDA_LAUNCHED("sinusoidal_forward");
 }
-void rope(float* y, const float* x, i64 B, i64 T, i64 H, i64 D, float base, i64 pos0, float sign, cudaStream_t s) {
+void rope_table(float* tab, i64 P, i64 D, float base, cudaStream_t s) {
+  if (P * D == 0) return;
+  rope_table_kernel<<<grid_for(P * D / 2), kThreads, 0, s>>>(tab, P, D, base);
+  LLMTK_CUDA_LAUNCHED("rope");
+}
+void rope(float* y, const float* x, const float* tab, i64 B, i64 T, i64 H, i64 D, i64 pos0, float sign,
+          cudaStream_t s) {
   if (B * T * H * D == 0) return;
-  rope_kernel<<<grid_for(B * T * H * D / 2), kThreads, 0, s>>>(y, x, B, T, H, D, base, pos0, sign);
+  rope_kernel<<<grid_for(B * T * H * D / 2), kThreads, 0, s>>>(y, x, tab, B, T, H, D, pos0, sign);
   LLMTK_CUDA_LAUNCHED("rope");
 }
 void embedding_forward(float* y, const std::int32_t* ids, const float* table, i64 N, i64 C, i64 V, cudaStream_t s) {
@@ -226,18 +321,33 @@ void embedding_forward(float* y, const std::int32_t* ids, const float* table, i6
 }
 void to_bf16(std::uint16_t* out, const float* in, i64 n, cudaStream_t s) {
   if (n == 0) return;
-  to_bf16_kernel<<<grid_for(n), kThreads, 0, s>>>(out, in, n);
+  if (aligned16(out) && aligned16(in)) to_bf16_8_kernel<<<grid_for((n + 7) / 8), kThreads, 0, s>>>(out, in, n);
+  else to_bf16_kernel<<<grid_for(n), kThreads, 0, s>>>(out, in, n);
   LLMTK_CUDA_LAUNCHED("to_bf16");
 }
 void to_bf16_padded(std::uint16_t* out, const float* in, i64 rows, i64 cols, i64 ld, cudaStream_t s) {
   if (rows * ld == 0) return;
-  to_bf16_padded_kernel<<<grid_for(rows * ld), kThreads, 0, s>>>(out, in, rows, cols, ld);
+  if (ld % 8 != 0 || !aligned16(out))
+    to_bf16_padded_kernel<<<grid_for(rows * ld), kThreads, 0, s>>>(out, in, rows, cols, ld);
+  else if (cols % 4 == 0 && aligned16(in))
+    to_bf16_padded_8_kernel<true><<<grid_for(rows * ld / 8), kThreads, 0, s>>>(out, in, rows, cols, ld);
+  else
+    to_bf16_padded_8_kernel<false><<<grid_for(rows * ld / 8), kThreads, 0, s>>>(out, in, rows, cols, ld);
   LLMTK_CUDA_LAUNCHED("to_bf16_padded");
 }
 void from_bf16(float* out, const std::uint16_t* in, i64 n, cudaStream_t s) {
   if (n == 0) return;
-  from_bf16_kernel<<<grid_for(n), kThreads, 0, s>>>(out, in, n);
+  if (aligned16(out) && aligned16(in)) from_bf16_8_kernel<<<grid_for((n + 7) / 8), kThreads, 0, s>>>(out, in, n);
+  else from_bf16_kernel<<<grid_for(n), kThreads, 0, s>>>(out, in, n);
   LLMTK_CUDA_LAUNCHED("from_bf16");
+}
+
+void copy_rows(float* dst, i64 ld_dst, const float* src, i64 ld_src, i64 rows, i64 cols, cudaStream_t s) {
+  if (rows * cols == 0) return;
+  const i64 gx = (cols + kThreads - 1) / kThreads;
+  const dim3 grid(static_cast<unsigned>(gx < 64 ? gx : 64), static_cast<unsigned>(rows < 65535 ? rows : 65535));
+  copy_rows_kernel<<<grid, kThreads, 0, s>>>(dst, ld_dst, src, ld_src, rows, cols);
+  LLMTK_CUDA_LAUNCHED("copy_rows");
 }
 
 void round_to_bf16(float* out, const float* in, i64 n, cudaStream_t s) {

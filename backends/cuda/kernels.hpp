@@ -26,8 +26,13 @@ void scale(float* y, const float* x, float k, i64 n, cudaStream_t s);
 void positions_forward(float* y, const float* x, const float* table, i64 B, i64 T, i64 C, i64 pos0, cudaStream_t s);
 void positions_backward(float* dtable, const float* dy, i64 B, i64 T, i64 C, cudaStream_t s);
 void sinusoidal_forward(float* y, const float* x, i64 B, i64 T, i64 C, i64 pos0, cudaStream_t s);
-// x, y: [B, T, H, D]; sign −1 rotates backwards (rope_backward)
-void rope(float* y, const float* x, i64 B, i64 T, i64 H, i64 D, float base, i64 pos0, float sign, cudaStream_t s);
+// tab[2·(p·D/2 + i) + 0/1] = cos/sin of p · base^(−2i/D) for positions p < P (computed in double):
+// the rope kernel reads it instead of evaluating pow and sincos for every element.
+void rope_table(float* tab, i64 P, i64 D, float base, cudaStream_t s);
+// x, y: [B, T, H, D], rotated by the angles of positions pos0 … pos0 + T − 1 in tab (rope_table
+// with P ≥ pos0 + T); sign −1 rotates backwards (rope_backward)
+void rope(float* y, const float* x, const float* tab, i64 B, i64 T, i64 H, i64 D, i64 pos0, float sign,
+          cudaStream_t s);
 // y[n, :] = table[ids[n], :] (zeros for an id outside [0, V))
 void embedding_forward(float* y, const std::int32_t* ids, const float* table, i64 N, i64 C, i64 V, cudaStream_t s);
 // bf16 (as raw 16-bit words, round to nearest even) from f32 and back
@@ -36,6 +41,8 @@ void to_bf16(std::uint16_t* out, const float* in, i64 n, cudaStream_t s);
 // zeroed: a matmul operand whose rows start 16-byte aligned (ld a multiple of 8).
 void to_bf16_padded(std::uint16_t* out, const float* in, i64 rows, i64 cols, i64 ld, cudaStream_t s);
 void from_bf16(float* out, const std::uint16_t* in, i64 n, cudaStream_t s);
+// dst[r·ld_dst + c] = src[r·ld_src + c] for r < rows, c < cols (a matrix between leading dimensions)
+void copy_rows(float* dst, i64 ld_dst, const float* src, i64 ld_src, i64 rows, i64 cols, cudaStream_t s);
 // out = in rounded to bf16 precision, kept as f32 (matmuls cuBLASLt cannot run in bf16 for a shape)
 void round_to_bf16(float* out, const float* in, i64 n, cudaStream_t s);
 // [rows, KV, D] f32 → [rows, H, D] bf16: kv head h / (H / KV) repeated for each query head h.
@@ -71,8 +78,9 @@ void column_sum_normed(float* out, const float* dy, const float* x, const float*
 // losses[n] = logsumexp(logits[n]) − logits[n, t] (0 when ignored, NaN for a target outside [0, V))
 void cross_entropy_forward(float* losses, const float* logits, const std::int32_t* targets, i64 N, i64 V,
                            int ignore_index, cudaStream_t s);
+// dlogits = dloss · (softmax(logits) − onehot(t)) (may alias logits); lse: N floats of scratch
 void cross_entropy_backward(float* dlogits, const float* logits, const std::int32_t* targets, i64 N, i64 V,
-                            float dloss, int ignore_index, cudaStream_t s);
+                            float dloss, int ignore_index, float* lse, cudaStream_t s);
 
 // ---- optimizer.cu ---------------------------------------------------------------------------
 void adamw(float* p, const float* g, float* m, float* v, i64 n, float lr, float beta1, float beta2, float eps,

@@ -1,5 +1,6 @@
-// Cross-entropy with the softmax fused in: one block per row of logits. Each thread keeps an
-// online (max, sum of exp) over its strided columns; the block merges them in a fixed order.
+// Cross-entropy with the softmax fused in: one block per row of logits computes its log-sum-exp
+// (each thread keeps an online (max, sum of exp) over its strided columns; the block merges them
+// in a fixed order). The backward then writes the gradient element-wise from each row's value.
 #include <math_constants.h>
 
 #include "check.hpp"
@@ -10,6 +11,7 @@ namespace llmtk::cuda::kernels {
 namespace {
 
 constexpr int kThreads = 512;
+constexpr int kUnroll = 4;
 
 struct MaxSum {
   float m, s;  // running max and Σ exp(z − m)
@@ -25,14 +27,25 @@ __device__ MaxSum merge(MaxSum a, MaxSum b) {
 __device__ float row_logsumexp(const float* z, long long V) {
   __shared__ MaxSum parts[kThreads / 32];
   MaxSum t{-CUDART_INF_F, 0.0f};
-  for (long long v = threadIdx.x; v < V; v += blockDim.x) {
-    const float x = z[v];
-    if (x == -CUDART_INF_F) continue;  // a masked logit adds exp(−inf) = 0 (and −inf − −inf would be NaN)
-    if (x > t.m) {
-      t.s = t.s * expf(t.m - x) + 1.0f;  // exp(−inf) = 0 on the first element
-      t.m = x;
-    } else {
-      t.s += expf(x - t.m);
+  // kUnroll loads issued before they are used: the running max makes each element depend on the
+  // one before, so with one load at a time a thread waits a memory latency per element.
+  for (long long v0 = threadIdx.x; v0 < V; v0 += kUnroll * blockDim.x) {
+    float xs[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const long long v = v0 + u * (long long)blockDim.x;
+      xs[u] = v < V ? z[v] : -CUDART_INF_F;
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const float x = xs[u];
+      if (x == -CUDART_INF_F) continue;  // a masked logit adds exp(−inf) = 0 (and −inf − −inf would be NaN)
+      if (x > t.m) {
+        t.s = t.s * expf(t.m - x) + 1.0f;  // exp(−inf) = 0 on the first element
+        t.m = x;
+      } else {
+        t.s += expf(x - t.m);
+      }
     }
   }
   for (int o = 16; o > 0; o >>= 1) {
@@ -60,22 +73,34 @@ __global__ void cross_entropy_forward_kernel(float* losses, const float* logits,
   if (threadIdx.x == 0) losses[n] = t >= 0 && t < V ? lse - z[t] : CUDART_NAN_F;
 }
 
-// dlogits = dloss · (softmax(z) − onehot(t)); may alias logits (each element is read, then written
-// by the same thread).
-__global__ void cross_entropy_backward_kernel(float* dlogits, const float* logits, const std::int32_t* targets, i64 V,
-                                              float dloss, int ignore_index) {
+// lse[n] = log Σ exp(logits[n, :]) (0 for an ignored row).
+__global__ void row_logsumexp_kernel(float* lse, const float* logits, const std::int32_t* targets, i64 V,
+                                     int ignore_index) {
   const i64 n = blockIdx.x;
-  const std::int32_t t = targets[n];
-  float* dz = dlogits + n * V;
-  if (t == ignore_index) {
-    for (i64 v = threadIdx.x; v < V; v += blockDim.x) dz[v] = 0.0f;
+  if (targets[n] == ignore_index) {
+    if (threadIdx.x == 0) lse[n] = 0.0f;
     return;
   }
-  const float* z = logits + n * V;
-  const float lse = row_logsumexp(z, V);
-  const bool valid = t >= 0 && t < V;
-  for (i64 v = threadIdx.x; v < V; v += blockDim.x)
-    dz[v] = valid ? dloss * (expf(z[v] - lse) - (v == t ? 1.0f : 0.0f)) : CUDART_NAN_F;
+  const float l = row_logsumexp(logits + n * V, V);
+  if (threadIdx.x == 0) lse[n] = l;
+}
+
+// dlogits = dloss · (softmax(z) − onehot(t)) = dloss · (exp(z − lse) − onehot(t)), element-wise
+// once the row's lse is known: rows along the grid's y, each row's columns spread over the
+// blocks along x. May alias logits (each element is read, then written by the same thread).
+__global__ void cross_entropy_backward_kernel(float* dlogits, const float* logits, const float* lse,
+                                              const std::int32_t* targets, i64 N, i64 V, float dloss,
+                                              int ignore_index) {
+  for (i64 n = blockIdx.y; n < N; n += gridDim.y) {
+    const std::int32_t t = targets[n];
+    const bool ignored = t == ignore_index, valid = t >= 0 && t < V;
+    const float l = lse[n];
+    float* dz = dlogits + n * V;
+    const float* z = logits + n * V;
+#pragma unroll 4
+    for (i64 v = i64(blockIdx.x) * blockDim.x + threadIdx.x; v < V; v += i64(gridDim.x) * blockDim.x)
+      dz[v] = ignored ? 0.0f : valid ? dloss * (expf(z[v] - l) - (v == t ? 1.0f : 0.0f)) : CUDART_NAN_F;
+  }
 }
 
 }  // namespace
@@ -87,10 +112,15 @@ void cross_entropy_forward(float* losses, const float* logits, const std::int32_
   LLMTK_CUDA_LAUNCHED("cross_entropy_forward");
 }
 void cross_entropy_backward(float* dlogits, const float* logits, const std::int32_t* targets, i64 N, i64 V,
-                            float dloss, int ignore_index, cudaStream_t s) {
+                            float dloss, int ignore_index, float* lse, cudaStream_t s) {
   if (N == 0) return;
-  cross_entropy_backward_kernel<<<static_cast<unsigned>(N), kThreads, 0, s>>>(dlogits, logits, targets, V, dloss,
-                                                                             ignore_index);
+  row_logsumexp_kernel<<<static_cast<unsigned>(N), kThreads, 0, s>>>(lse, logits, targets, V, ignore_index);
+  LLMTK_CUDA_LAUNCHED("cross_entropy_backward");
+  // About 8 elements per thread along a row; rows beyond 65535 loop.
+  constexpr int kGradThreads = 256;
+  const i64 gx = (V + 8 * kGradThreads - 1) / (8 * kGradThreads);
+  const dim3 grid(static_cast<unsigned>(gx < 1 ? 1 : gx), static_cast<unsigned>(N < 65535 ? N : 65535));
+  cross_entropy_backward_kernel<<<grid, kGradThreads, 0, s>>>(dlogits, logits, lse, targets, N, V, dloss, ignore_index);
   LLMTK_CUDA_LAUNCHED("cross_entropy_backward");
 }
 

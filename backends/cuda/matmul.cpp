@@ -151,6 +151,7 @@ struct Operand {
   const void* p;
   bool half;
   i64 ld = 0;
+  bool zero_pad = false;  // bf16 with the ld − extent elements after each row zero (to_bf16_padded)
 };
 Operand operand(const TensorRef& t) { return {t.data, t.dtype == DType::bf16}; }
 
@@ -187,23 +188,56 @@ bool gemm(const char* op, bool ta, bool tb, i64 m, i64 n, i64 k, Operand A, Oper
   const i64 ar = ta ? k : m, ac = ta ? m : k, br = tb ? n : k, bc = tb ? k : n;
   if (A.ld == 0) A.ld = ar;
   if (B.ld == 0) B.ld = br;
-  auto key = [&](bool bf16, bool tf32, const void* a, const void* b, i64 lda, i64 ldb) {
-    return PlanKey{m, n, k, ta, tb, bf16, tf32, bias != nullptr, beta != 0.0f, alignment_of(a), alignment_of(b),
-                   alignment_of(D), alignment_of(bias), e.act, fused ? alignment_of(e.aux) : 0u, lda, ldb};
+  auto key = [&](i64 km, i64 kn, i64 kk, bool bf16, bool tf32, const void* a, const void* b, const float* d, i64 lda,
+                 i64 ldb) {
+    return PlanKey{km, kn, kk, ta, tb, bf16, tf32, bias != nullptr, beta != 0.0f, alignment_of(a), alignment_of(b),
+                   alignment_of(d), alignment_of(bias), e.act, fused ? alignment_of(e.aux) : 0u, lda, ldb};
   };
   bool tf32 = false;
   if (ops::matmul_precision() == DType::bf16 || A.half || B.half) {
+    // m or k not a multiple of 8 (GPT-2's vocabulary of 50257 as the LM head's m forward, its k
+    // for dx) leaves cuBLASLt only slow kernels that assume 1-element alignment (on an H200 they
+    // took about 5 times the time of the aligned product). They are rounded up to m' and k' here
+    // where that cannot change the result:
+    //   k' > k: the extra products must be 0 · 0. An operand whose k is contiguous needs zeroed
+    //     padding up to k' (copies made here have it, and dy's rounded copy: zero_pad); one whose
+    //     k counts its columns must be a copy made here, which gets k' − k zero columns.
+    //   m' > m: D's extra rows are computed into a scratch D with leading dimension m' and
+    //     dropped when it is copied into D; A needs m' rows (contiguous: its padding, or a copy
+    //     made here with m' − m zero columns). Only for a plain product (beta 0, no bias or
+    //     epilogue), where the copy is all that is needed.
+    //   n' > n where n is B's contiguous extent (the LM head's dw): B's padding gives the extra
+    //     rows; D's extra columns go to a scratch D whose first n columns are then copied or
+    //     (beta 1) added into D.
+    const bool k_contig_a = ta, k_contig_b = !tb;
+    const bool pad_k = k % 8 != 0 && (k_contig_a ? !A.half || (A.zero_pad && A.ld >= padded(k)) : !A.half) &&
+                       (k_contig_b ? !B.half || (B.zero_pad && B.ld >= padded(k)) : !B.half);
+    const bool pad_m = m % 8 != 0 && beta == 0.0f && !bias && !fused && (ta ? !A.half : !A.half || A.ld >= padded(m));
+    const bool pad_n = n % 8 != 0 && tb && (beta == 0.0f || beta == 1.0f) && !bias && !fused &&
+                       (!B.half || B.ld >= padded(n));
+    const i64 mp = pad_m ? padded(m) : m, np = pad_n ? padded(n) : n, kp = pad_k ? padded(k) : k;
+    const i64 acp = ta ? mp : kp, bcp = tb ? kp : n;  // columns of the copies, with the zero ones
     const i64 lda = A.half ? A.ld : padded(ar), ldb = B.half ? B.ld : padded(br);
     const auto* a16 = A.half ? static_cast<const std::uint16_t*>(A.p)
-                             : scratch_as<std::uint16_t>(Scratch::matmul_a, std::size_t(ac * lda));
+                             : scratch_as<std::uint16_t>(Scratch::matmul_a, std::size_t(acp * lda));
     const auto* b16 = B.half ? static_cast<const std::uint16_t*>(B.p)
-                             : scratch_as<std::uint16_t>(Scratch::matmul_b, std::size_t(bc * ldb));
-    if (const Plan* p = plan_for(op, key(true, false, a16, b16, lda, ldb), bias, e.aux)) {
-      if (!A.half)
-        kernels::to_bf16_padded(const_cast<std::uint16_t*>(a16), static_cast<const float*>(A.p), ac, ar, lda, stream());
-      if (!B.half)
-        kernels::to_bf16_padded(const_cast<std::uint16_t*>(b16), static_cast<const float*>(B.p), bc, br, ldb, stream());
-      run(op, *p, a16, b16, D, beta, bias, e);
+                             : scratch_as<std::uint16_t>(Scratch::matmul_b, std::size_t(bcp * ldb));
+    float* d = pad_m || pad_n ? scratch_as<float>(Scratch::matmul_d, std::size_t(mp * np)) : D;
+    if (const Plan* p = plan_for(op, key(mp, np, kp, true, false, a16, b16, d, lda, ldb), bias, e.aux)) {
+      auto convert = [](const Operand& x, const std::uint16_t* x16, i64 cols, i64 rows, i64 ld, i64 cols_padded) {
+        auto* out = const_cast<std::uint16_t*>(x16);
+        kernels::to_bf16_padded(out, static_cast<const float*>(x.p), cols, rows, ld, stream());
+        if (cols_padded > cols)
+          LLMTK_CUDA_CHECK("matmul", cudaMemsetAsync(out + cols * ld, 0, std::size_t((cols_padded - cols) * ld) * 2,
+                                                     stream()));
+      };
+      if (!A.half) convert(A, a16, ac, ar, lda, acp);
+      if (!B.half) convert(B, b16, bc, br, ldb, bcp);
+      run(op, *p, a16, b16, d, d != D ? 0.0f : beta, bias, e);
+      if (pad_m) kernels::copy_rows(D, m, d, mp, n, m, stream());  // beta is 0 here
+      else if (pad_n && beta == 0.0f)
+        LLMTK_CUDA_CHECK(op, cudaMemcpyAsync(D, d, std::size_t(m * n) * sizeof(float), cudaMemcpyDeviceToDevice, stream()));
+      else if (pad_n) kernels::add(D, D, d, m * n, stream());
       return true;
     }
     // The f32 copies keep each operand's layout: a bf16 operand's leading dimension, or dense.
@@ -216,9 +250,9 @@ bool gemm(const char* op, bool ta, bool tb, i64 m, i64 n, i64 k, Operand A, Oper
     A = {a32, false, A.ld}, B = {b32, false, B.ld};
     // bf16 values are exact in TF32 (10 mantissa bits against 7), so TF32 tensor cores give
     // the bf16 product with f32 accumulation; plain f32 if there is no TF32 algorithm either.
-    tf32 = plan_for(op, key(false, true, A.p, B.p, A.ld, B.ld), bias, e.aux) != nullptr;
+    tf32 = plan_for(op, key(m, n, k, false, true, A.p, B.p, D, A.ld, B.ld), bias, e.aux) != nullptr;
   }
-  const Plan* p = plan_for(op, key(false, tf32, A.p, B.p, A.ld, B.ld), bias, e.aux);
+  const Plan* p = plan_for(op, key(m, n, k, false, tf32, A.p, B.p, D, A.ld, B.ld), bias, e.aux);
   if (!p && fused) return false;
   LLMTK_CHECK(p != nullptr, op, "cuBLASLt has no f32 algorithm for m = ", m, ", n = ", n, ", k = ", k);
   run(op, *p, A.p, B.p, D, beta, bias, e);
@@ -279,7 +313,7 @@ void backward(const char* op, TensorRef dx, TensorRef dw, TensorRef db, TensorRe
     const i64 ld = padded(O);
     auto* dy16 = scratch_as<std::uint16_t>(Scratch::matmul_dy, std::size_t(N * ld));
     kernels::to_bf16_padded(dy16, dy.f32(), N, O, ld, stream());
-    g = {dy16, true, ld};
+    g = {dy16, true, ld, true};
   }
   if (dx) {
     bool done = false;

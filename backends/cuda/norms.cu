@@ -124,12 +124,22 @@ __global__ void column_partial_kernel(float* partial, const float* a, const floa
   }
 }
 
+// out[c] += Σ_g partial[g, c]: 32 columns per block, kColLanes lanes each summing every
+// kColLanes-th group, then the lanes in order (a fixed order, so the sum is deterministic). With
+// one thread per column the groups were a serial chain of loads; this spreads them over the lanes.
 __global__ void column_finish_kernel(float* out, const float* partial, i64 groups, i64 C) {
-  const i64 c = i64(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (c >= C) return;
+  __shared__ float acc[kColLanes][33];
+  const i64 c = i64(blockIdx.x) * 32 + threadIdx.x;
   float t = 0.0f;
-  for (i64 g = 0; g < groups; ++g) t += partial[g * C + c];
-  out[c] += t;
+  if (c < C)
+    for (i64 g = threadIdx.y; g < groups; g += kColLanes) t += partial[g * C + c];
+  acc[threadIdx.y][threadIdx.x] = t;
+  __syncthreads();
+  if (threadIdx.y == 0 && c < C) {
+    float sum = 0.0f;
+    for (int l = 0; l < kColLanes; ++l) sum += acc[l][threadIdx.x];
+    out[c] += sum;
+  }
 }
 
 template <ColTerm K>
@@ -140,7 +150,7 @@ void column_sum_any(float* out, const float* a, const float* x, const float* mea
   const dim3 grid(static_cast<unsigned>((C + 31) / 32), static_cast<unsigned>(groups));
   column_partial_kernel<K><<<grid, dim3(32, kColLanes), 0, s>>>(partial, a, x, mean, rstd, N, C, rows_per_group);
   LLMTK_CUDA_LAUNCHED("column_sum");
-  column_finish_kernel<<<static_cast<unsigned>((C + 255) / 256), 256, 0, s>>>(out, partial, groups, C);
+  column_finish_kernel<<<static_cast<unsigned>((C + 31) / 32), dim3(32, kColLanes), 0, s>>>(out, partial, groups, C);
   LLMTK_CUDA_LAUNCHED("column_sum");
 }
 

@@ -114,7 +114,19 @@ void rotate(const char* op, TensorRef y, TensorRef x, float base, int pos0, floa
   expect_same(op, "y", y, "x", x);
   const i64 D = x.size(3);
   LLMTK_CHECK(D % 2 == 0, op, "head dim ", D, " must be even");
-  kernels::rope(y.f32(), x.f32(), x.size(0), x.size(1), x.size(2), D, base, pos0, sign, stream());
+  const i64 T = x.size(1), P = pos0 + T;
+  // The angle table, kept while positions, head dim and base stay the same (one per run, usually).
+  static struct {
+    const float* tab = nullptr;
+    i64 P = 0, D = 0;
+    float base = 0.0f;
+  } cached;
+  auto* tab = scratch_as<float>(Scratch::rope_table, std::size_t(P * D));
+  if (tab != cached.tab || P > cached.P || D != cached.D || base != cached.base) {
+    kernels::rope_table(tab, P, D, base, stream());
+    cached = {tab, P, D, base};
+  }
+  kernels::rope(y.f32(), x.f32(), tab, x.size(0), T, x.size(2), D, pos0, sign, stream());
   finish_op(op);
 }
 }  // namespace
@@ -210,7 +222,8 @@ void cross_entropy_backward(TensorRef dlogits, TensorRef logits, TensorRef targe
   expect_same(op, "dlogits", dlogits, "logits", logits);
   const i64 N = logits.rows(), V = logits.size(-1);
   LLMTK_CHECK(targets.numel() == N, op, "targets must be ", N, " i32 values");
-  kernels::cross_entropy_backward(dlogits.f32(), logits.f32(), targets.i32(), N, V, dloss, ignore_index, stream());
+  kernels::cross_entropy_backward(dlogits.f32(), logits.f32(), targets.i32(), N, V, dloss, ignore_index,
+                                  scratch_as<float>(Scratch::loss_lse, std::size_t(N)), stream());
   finish_op(op);
 }
 

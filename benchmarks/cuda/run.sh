@@ -74,53 +74,30 @@ if ((build)); then
     { tail -30 build-gpu.log >&2; exit 1; }
   cmake --build build-gpu -j"$(nproc)" --target llmtk test_cuda >> build-gpu.log 2>&1 || { tail -40 build-gpu.log >&2; exit 1; }
 fi
-bin=build-gpu/bin
-[[ -x $bin/llmtk ]] || { echo "run.sh: $bin/llmtk is missing (build first, or drop --no-build, or carry the output of benchmarks/cuda/bundle.sh)" >&2; exit 1; }
-# A bundle built elsewhere (benchmarks/cuda/bundle.sh) brings its libraries in build-gpu/shlib.tar.xz;
-# cuDNN and cuBLAS may live only in PyTorch's wheels here.
-# (Unpacked afresh: a warm machine keeps an older copy.) PyTorch's CUDA 13 wheels keep cuBLAS and
-# cudart in nvidia/cu13/lib and cuDNN in nvidia/cudnn/lib: every nvidia/*/lib goes on the path.
-if [[ -f build-gpu/shlib.tar.xz ]]; then
-  rm -rf build-gpu/shlib
-  tar -C build-gpu -xJf build-gpu/shlib.tar.xz 2> /dev/null ||
-    $py -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' build-gpu/shlib.tar.xz build-gpu
-fi
-# The toolkit's own libraries come before the wheels': where both have a library of the same
-# version (soname), llmtk gets the one of the toolkit it was built against (and whose cuDNN
-# tests/test_cudnn_plans.cpp checked); the wheels fill in what the toolkit lacks.
-libs=$PWD/build-gpu/shlib
-for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do [[ -d $d ]] && libs+=":$d"; done
-while IFS= read -r d; do libs+=":$d"; done < <($py -c '
-import os, nvidia
-for root in nvidia.__path__:
-    for sub in sorted(os.listdir(root)):
-        if os.path.isdir(os.path.join(root, sub, "lib")): print(os.path.join(root, sub, "lib"))' 2> /dev/null || true)
-# Only llmtk's programs get these libraries (PyTorch keeps its own).
-llmtk_env=(env "LD_LIBRARY_PATH=$libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "LLMTK_GOLDEN_DIR=$PWD/tests/golden")
-missing=$("${llmtk_env[@]}" ldd "$bin/llmtk" "$bin/test_cuda" 2>&1 | grep "not found" || true)
-[[ -z $missing ]] || { echo "run.sh: libraries not found (LD_LIBRARY_PATH=$libs):" >&2; echo "$missing" >&2; exit 1; }
+source benchmarks/cuda/libs.sh
 
 # ---- tests -----------------------------------------------------------------------------------
 test_status=""
 if ((tests)); then
-  for tag in ops models train; do
-    say "test_cuda [$tag]"
-    if tmo 90 "${llmtk_env[@]}" "$bin/test_cuda" "[$tag]" > "/tmp/test_cuda_$tag.log" 2>&1; then st=pass
+  # [ops] twice: with the default separate GELU kernels, then with GELU in cuBLASLt's epilogues.
+  for run in ops models train ops,gelu-epilogues; do
+    tag=${run%%,*} extra=()
+    [[ $run == *gelu-epilogues ]] && extra=(LLMTK_CUBLASLT_GELU=1)
+    say "test_cuda [$tag] ${extra[*]}"
+    if tmo 90 "${llmtk_env[@]}" "${extra[@]}" "$bin/test_cuda" "[$tag]" > "/tmp/test_cuda_$run.log" 2>&1; then st=pass
     else rc=$?; if ((rc == 77)); then st=skipped; else st="fail($rc)"; fi; fi
-    tail -25 "/tmp/test_cuda_$tag.log"
-    [[ -n $out_dir ]] && cp "/tmp/test_cuda_$tag.log" "$out_dir/"
-    test_status+="$tag=$st "
-    say "test_cuda [$tag]: $st"
+    tail -25 "/tmp/test_cuda_$run.log"
+    [[ -n $out_dir ]] && { echo "==== test_cuda [$tag] ${extra[*]}"; cat "/tmp/test_cuda_$run.log"; } >> "$out_dir/test_cuda.log"
+    test_status+="$run=$st "
+    say "test_cuda [$tag] ${extra[*]}: $st"
   done
 fi
 
 # ---- benchmark ---------------------------------------------------------------------------------
-llama_sets=(--set model.d_model=768 --set model.n_layers=12 --set model.n_heads=12 --set model.n_kv_heads=4
-            --set model.d_ff=2048 --set model.vocab=50257 --set model.max_seq=1024)
 mkdir -p benchmarks/results
 declare -A ours eager compiled
 big='{"error": "not run"}'
-gelu_off='{"error": "not run"}'
+gelu_on='{"error": "not run"}'
 archs=(gpt2 llama-124m)
 for arch in "${archs[@]}"; do ours[$arch]='{"error": "not run"}' eager[$arch]='{"error": "not run"}' compiled[$arch]='{"error": "skipped"}'; done
 
@@ -131,7 +108,7 @@ report() {
   for arch in "${archs[@]}"; do
     printf '%s\t%s\t%s\t%s\n' "$arch" "${ours[$arch]}" "${eager[$arch]}" "${compiled[$arch]}" >> "$rows_file"
   done
-  $py - "$gpu" "$rows_file" "$big" "$test_status" "$gelu_off" <<'PY'
+  $py - "$gpu" "$rows_file" "$big" "$test_status" "$gelu_on" <<'PY'
 import json, sys
 def parse(s):
     try:
@@ -139,7 +116,7 @@ def parse(s):
     except ValueError:
         return {"error": s[:200]}
 gpu, rows_file, big, tests = sys.argv[1], sys.argv[2], parse(sys.argv[3]), sys.argv[4].split()
-gelu_off = parse(sys.argv[5])
+gelu_on = parse(sys.argv[5])
 # Dense bf16 tensor-core peaks (datasheet) for MFU against the GPU, next to llmtk's measured one.
 PEAKS = {"H100 80GB HBM3": 989e12, "H100 SXM": 989e12, "H100 PCIe": 756e12, "H200": 989e12, "A100": 312e12}
 spec = next((v for k, v in PEAKS.items() if k in gpu), None)
@@ -157,7 +134,7 @@ for line in open(rows_file):
     rows.append(row)
 status = dict(t.split("=", 1) for t in tests)
 json.dump({"gpu": gpu, "datasheet_bf16_flops": spec, "tests": status, "rows": rows, "largest_batch": big,
-           "gpt2_gelu_epilogues_off": gelu_off},
+           "gpt2_gelu_epilogues_on": gelu_on},
           open("benchmarks/results/cuda.json", "w"), indent=2)
 def tps(r):
     return f"{r['tokens_per_s']:.0f}" if "tokens_per_s" in r else r.get("error", "?")
@@ -181,8 +158,8 @@ if "tokens_per_s" in big:
 else:
     md.append(f"\nLargest batch: {big.get('error', '?')}.")
 if rows and "tokens_per_s" in rows[0]["llmtk"]:
-    md.append(f"\nGPT-2 124M with LLMTK_CUBLASLT_GELU=0 (matmul, then a GELU kernel): {tps(gelu_off)} tokens/s, "
-              f"against {tps(rows[0]['llmtk'])} with the default above.")
+    md.append(f"\nGPT-2 124M with LLMTK_CUBLASLT_GELU=1 (GELU in cuBLASLt's matmul epilogues): {tps(gelu_on)} tokens/s, "
+              f"against {tps(rows[0]['llmtk'])} with the default above (a separate GELU kernel).")
 md.append("\nCommand: `benchmarks/cuda/run.sh`")
 open("benchmarks/results/cuda.md", "w").write("\n".join(md) + "\n")
 PY
@@ -204,11 +181,11 @@ for arch in "${archs[@]}"; do
   report
 done
 
-# GPT-2 again without the GELU epilogues, to check the default (on from sm_90) against a number.
-say "llmtk bench step gpt2, LLMTK_CUBLASLT_GELU=0"
-gelu_off=$(json_of tmo 90 "${llmtk_env[@]}" LLMTK_CUBLASLT_GELU=0 "$bin/llmtk" bench step --arch gpt2 --device cuda \
-           --precision bf16 --batch 16 --seq 1024 --steps 10 --warmup 2 --json)
-echo "$gelu_off"
+# GPT-2 again with the GELU epilogues (off by default), to keep the default resting on a number.
+say "llmtk bench step gpt2, LLMTK_CUBLASLT_GELU=1"
+gelu_on=$(json_of tmo 90 "${llmtk_env[@]}" LLMTK_CUBLASLT_GELU=1 "$bin/llmtk" bench step --arch gpt2 --device cuda \
+          --precision bf16 --batch 16 --seq 1024 --steps 10 --warmup 2 --json)
+echo "$gelu_on"
 report
 
 # The largest batch that fits (GPT-2 124M, seq 1024), llmtk only: the first of these that runs.

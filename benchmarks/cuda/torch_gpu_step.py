@@ -17,6 +17,7 @@ p.add_argument("--steps", type=int, default=10)
 p.add_argument("--warmup", type=int, default=3)
 p.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])
 p.add_argument("--compile", action="store_true")
+p.add_argument("--profile", action="store_true", help="also print the GPU time per kernel of one step (stderr)")
 a = p.parse_args()
 
 # gpt2: llmtk's preset. llama-124m: llmtk's llama-tiny with the sizes run.sh sets
@@ -124,6 +125,17 @@ for s in range(a.warmup + a.steps):
     dt = (time.perf_counter() - t0) * 1000
     if s >= a.warmup:
         times.append(dt)
+if a.profile:  # one more step under the profiler: where PyTorch's GPU time goes, for comparison
+    import sys
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=a.precision == "bf16"):
+            loss = step_model(ids, tg)
+        loss.backward()
+        opt.step()
+        torch.cuda.synchronize()
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=30, max_name_column_width=90), file=sys.stderr)
 times.sort()
 ms = times[len(times) // 2]
 mode = "torch.compile" if a.compile else "eager"

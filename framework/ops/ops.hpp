@@ -144,6 +144,11 @@ void require_backend(std::string_view name);
 std::string backend_unavailable(std::string_view name);
 const OpTable& active();
 std::string backend_info();  // active().info()
+// LLMTK_PROFILE=1: ops are timed one by one (on an asynchronous backend such as cuda each op is
+// waited for before and after, so the times are device times plus a launch each) and a table is
+// printed at exit. profile_reset() forgets what was timed so far (bench calls it after warm-up,
+// so plan building and first-use compilation stay out of the table).
+void profile_reset();
 
 // Mixed precision: with DType::bf16, backends that support it round matmul inputs to bf16 and
 // accumulate in f32 (outputs, parameters and optimizer state stay f32). The reference backend
