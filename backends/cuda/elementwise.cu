@@ -68,6 +68,74 @@ __global__ void gated_backward_kernel(float* dgate, float* dup, const float* dy,
   }
 }
 
+// Four consecutive floats through one 16-byte access (the vectorised kernels below).
+struct F4 {
+  float v[4];
+};
+__device__ F4 ld4(const float* p, i64 i) {
+  const float4 t = reinterpret_cast<const float4*>(p)[i];
+  return {{t.x, t.y, t.z, t.w}};
+}
+__device__ void st4(float* p, i64 i, const F4& a) {
+  reinterpret_cast<float4*>(p)[i] = make_float4(a.v[0], a.v[1], a.v[2], a.v[3]);
+}
+// The element after the n / 4 groups of four that a vectorised kernel's thread handles, if any
+// (the first n % 4 threads of block 0 take the tail).
+__device__ i64 tail_index(i64 n) { return n / 4 * 4 + i64(blockIdx.x) * blockDim.x + threadIdx.x; }
+
+template <Unary F>
+__global__ void unary_forward4_kernel(float* y, const float* x, i64 n) {
+  GRID_STRIDE(i, n / 4) {
+    F4 a = ld4(x, i);
+    for (float& e : a.v) e = apply<F>(e);
+    st4(y, i, a);
+  }
+  if (const i64 t = tail_index(n); t < n) y[t] = apply<F>(x[t]);
+}
+// dx may alias dy: each group is read before it is written.
+template <Unary F>
+__global__ void unary_backward4_kernel(float* dx, const float* dy, const float* x, i64 n) {
+  GRID_STRIDE(i, n / 4) {
+    F4 d = ld4(dy, i);
+    const F4 a = ld4(x, i);
+    for (int k = 0; k < 4; ++k) d.v[k] *= derivative<F>(a.v[k]);
+    st4(dx, i, d);
+  }
+  if (const i64 t = tail_index(n); t < n) dx[t] = dy[t] * derivative<F>(x[t]);
+}
+template <Gate F>
+__global__ void gated_forward4_kernel(float* y, const float* gate, const float* up, i64 n) {
+  GRID_STRIDE(i, n / 4) {
+    F4 g = ld4(gate, i);
+    const F4 u = ld4(up, i);
+    for (int k = 0; k < 4; ++k) g.v[k] = (F == Gate::silu ? silu(g.v[k]) : gelu(g.v[k])) * u.v[k];
+    st4(y, i, g);
+  }
+  if (const i64 t = tail_index(n); t < n) y[t] = (F == Gate::silu ? silu(gate[t]) : gelu(gate[t])) * up[t];
+}
+template <Gate F>
+__global__ void gated_backward4_kernel(float* dgate, float* dup, const float* dy, const float* gate, const float* up,
+                                       i64 n) {
+  GRID_STRIDE(i, n / 4) {
+    const F4 g = ld4(gate, i), u = ld4(up, i), d = ld4(dy, i);
+    F4 dg, du;
+    for (int k = 0; k < 4; ++k) {
+      const float x = g.v[k];
+      const float a = F == Gate::silu ? silu(x) : gelu(x), da = F == Gate::silu ? silu_grad(x) : gelu_grad(x);
+      dg.v[k] = d.v[k] * u.v[k] * da;
+      du.v[k] = d.v[k] * a;
+    }
+    st4(dgate, i, dg);
+    st4(dup, i, du);
+  }
+  if (const i64 t = tail_index(n); t < n) {
+    const float x = gate[t], u = up[t], d = dy[t];
+    const float a = F == Gate::silu ? silu(x) : gelu(x), da = F == Gate::silu ? silu_grad(x) : gelu_grad(x);
+    dgate[t] = d * u * da;
+    dup[t] = d * a;
+  }
+}
+
 // Vectorised forms of the memory-bound kernels: each thread moves 16 bytes per access (4 floats or
 // 8 bf16) where every pointer is 16-byte aligned (arenas and scratch are; views may not be), with a
 // scalar tail; otherwise the scalar loop.
@@ -218,6 +286,18 @@ __global__ void from_bf16_8_kernel(float* out, const std::uint16_t* in, i64 n) {
 }
 // dst[r·ld_dst + c] = src[r·ld_src + c] for rows × cols: one row per grid row, a grid-stride loop
 // along it (no index division).
+// The same into a dense destination (ld_dst = cols ≥ 4), 16-byte aligned: each thread gathers 4
+// consecutive destination elements (they may run into the next row) and stores them at once.
+__global__ void copy_rows_dense4_kernel(float* dst, const float* src, i64 ld_src, i64 rows, i64 cols) {
+  const i64 n = rows * cols;
+  GRID_STRIDE(i, n / 4) {
+    const i64 j = 4 * i, r = j / cols, c = j - r * cols;
+    float v[4];
+    for (int k = 0; k < 4; ++k) v[k] = c + k < cols ? src[r * ld_src + c + k] : src[(r + 1) * ld_src + c + k - cols];
+    reinterpret_cast<float4*>(dst)[i] = make_float4(v[0], v[1], v[2], v[3]);
+  }
+  if (const i64 t = tail_index(n); t < n) dst[t] = src[t / cols * ld_src + t % cols];
+}
 __global__ void copy_rows_kernel(float* dst, i64 ld_dst, const float* src, i64 ld_src, i64 rows, i64 cols) {
   for (i64 r = blockIdx.y; r < rows; r += gridDim.y)
     for (i64 c = i64(blockIdx.x) * blockDim.x + threadIdx.x; c < cols; c += i64(gridDim.x) * blockDim.x)
@@ -246,35 +326,58 @@ __global__ void from_bf16_sum_heads_kernel(float* out, const std::uint16_t* in, 
 
 }  // namespace
 
+// Each launcher takes the vectorised kernel when every pointer is 16-byte aligned.
 void unary_forward(Unary f, float* y, const float* x, i64 n, cudaStream_t s) {
   if (n == 0) return;
-  switch (f) {
-    case Unary::gelu: unary_forward_kernel<Unary::gelu><<<grid_for(n), kThreads, 0, s>>>(y, x, n); break;
-    case Unary::relu: unary_forward_kernel<Unary::relu><<<grid_for(n), kThreads, 0, s>>>(y, x, n); break;
-    case Unary::silu: unary_forward_kernel<Unary::silu><<<grid_for(n), kThreads, 0, s>>>(y, x, n); break;
+  const unsigned g = grid_for(n), g4 = grid_for(n / 4);
+  if (aligned16(y) && aligned16(x)) {
+    if (f == Unary::gelu) unary_forward4_kernel<Unary::gelu><<<g4, kThreads, 0, s>>>(y, x, n);
+    else if (f == Unary::relu) unary_forward4_kernel<Unary::relu><<<g4, kThreads, 0, s>>>(y, x, n);
+    else unary_forward4_kernel<Unary::silu><<<g4, kThreads, 0, s>>>(y, x, n);
+  } else {
+    if (f == Unary::gelu) unary_forward_kernel<Unary::gelu><<<g, kThreads, 0, s>>>(y, x, n);
+    else if (f == Unary::relu) unary_forward_kernel<Unary::relu><<<g, kThreads, 0, s>>>(y, x, n);
+    else unary_forward_kernel<Unary::silu><<<g, kThreads, 0, s>>>(y, x, n);
   }
   LLMTK_CUDA_LAUNCHED("unary_forward");
 }
 void unary_backward(Unary f, float* dx, const float* dy, const float* x, i64 n, cudaStream_t s) {
   if (n == 0) return;
-  switch (f) {
-    case Unary::gelu: unary_backward_kernel<Unary::gelu><<<grid_for(n), kThreads, 0, s>>>(dx, dy, x, n); break;
-    case Unary::relu: unary_backward_kernel<Unary::relu><<<grid_for(n), kThreads, 0, s>>>(dx, dy, x, n); break;
-    case Unary::silu: unary_backward_kernel<Unary::silu><<<grid_for(n), kThreads, 0, s>>>(dx, dy, x, n); break;
+  const unsigned g = grid_for(n), g4 = grid_for(n / 4);
+  if (aligned16(dx) && aligned16(dy) && aligned16(x)) {
+    if (f == Unary::gelu) unary_backward4_kernel<Unary::gelu><<<g4, kThreads, 0, s>>>(dx, dy, x, n);
+    else if (f == Unary::relu) unary_backward4_kernel<Unary::relu><<<g4, kThreads, 0, s>>>(dx, dy, x, n);
+    else unary_backward4_kernel<Unary::silu><<<g4, kThreads, 0, s>>>(dx, dy, x, n);
+  } else {
+    if (f == Unary::gelu) unary_backward_kernel<Unary::gelu><<<g, kThreads, 0, s>>>(dx, dy, x, n);
+    else if (f == Unary::relu) unary_backward_kernel<Unary::relu><<<g, kThreads, 0, s>>>(dx, dy, x, n);
+    else unary_backward_kernel<Unary::silu><<<g, kThreads, 0, s>>>(dx, dy, x, n);
   }
   LLMTK_CUDA_LAUNCHED("unary_backward");
 }
 void gated_forward(Gate f, float* y, const float* gate, const float* up, i64 n, cudaStream_t s) {
   if (n == 0) return;
-  if (f == Gate::silu) gated_forward_kernel<Gate::silu><<<grid_for(n), kThreads, 0, s>>>(y, gate, up, n);
-  else gated_forward_kernel<Gate::gelu><<<grid_for(n), kThreads, 0, s>>>(y, gate, up, n);
+  const unsigned g = grid_for(n), g4 = grid_for(n / 4);
+  if (aligned16(y) && aligned16(gate) && aligned16(up)) {
+    if (f == Gate::silu) gated_forward4_kernel<Gate::silu><<<g4, kThreads, 0, s>>>(y, gate, up, n);
+    else gated_forward4_kernel<Gate::gelu><<<g4, kThreads, 0, s>>>(y, gate, up, n);
+  } else {
+    if (f == Gate::silu) gated_forward_kernel<Gate::silu><<<g, kThreads, 0, s>>>(y, gate, up, n);
+    else gated_forward_kernel<Gate::gelu><<<g, kThreads, 0, s>>>(y, gate, up, n);
+  }
   LLMTK_CUDA_LAUNCHED("gated_forward");
 }
 void gated_backward(Gate f, float* dgate, float* dup, const float* dy, const float* gate, const float* up, i64 n,
                     cudaStream_t s) {
   if (n == 0) return;
-  if (f == Gate::silu) gated_backward_kernel<Gate::silu><<<grid_for(n), kThreads, 0, s>>>(dgate, dup, dy, gate, up, n);
-  else gated_backward_kernel<Gate::gelu><<<grid_for(n), kThreads, 0, s>>>(dgate, dup, dy, gate, up, n);
+  const unsigned g = grid_for(n), g4 = grid_for(n / 4);
+  if (aligned16(dgate) && aligned16(dup) && aligned16(dy) && aligned16(gate) && aligned16(up)) {
+    if (f == Gate::silu) gated_backward4_kernel<Gate::silu><<<g4, kThreads, 0, s>>>(dgate, dup, dy, gate, up, n);
+    else gated_backward4_kernel<Gate::gelu><<<g4, kThreads, 0, s>>>(dgate, dup, dy, gate, up, n);
+  } else {
+    if (f == Gate::silu) gated_backward_kernel<Gate::silu><<<g, kThreads, 0, s>>>(dgate, dup, dy, gate, up, n);
+    else gated_backward_kernel<Gate::gelu><<<g, kThreads, 0, s>>>(dgate, dup, dy, gate, up, n);
+  }
   LLMTK_CUDA_LAUNCHED("gated_backward");
 }
 void add(float* y, const float* a, const float* b, i64 n, cudaStream_t s) {
@@ -344,6 +447,11 @@ void from_bf16(float* out, const std::uint16_t* in, i64 n, cudaStream_t s) {
 
 void copy_rows(float* dst, i64 ld_dst, const float* src, i64 ld_src, i64 rows, i64 cols, cudaStream_t s) {
   if (rows * cols == 0) return;
+  if (ld_dst == cols && cols >= 4 && aligned16(dst)) {  // a dense destination: 16-byte stores
+    copy_rows_dense4_kernel<<<grid_for(rows * cols / 4), kThreads, 0, s>>>(dst, src, ld_src, rows, cols);
+    LLMTK_CUDA_LAUNCHED("copy_rows");
+    return;
+  }
   const i64 gx = (cols + kThreads - 1) / kThreads;
   const dim3 grid(static_cast<unsigned>(gx < 64 ? gx : 64), static_cast<unsigned>(rows < 65535 ? rows : 65535));
   copy_rows_kernel<<<grid, kThreads, 0, s>>>(dst, ld_dst, src, ld_src, rows, cols);

@@ -1,6 +1,8 @@
 // LayerNorm and RMSNorm, forward and backward, and the deterministic column sums that give
 // their dw/db (and the matmul bias gradient). One warp per row; statistics in f32 with a
 // two-pass variance. Parameter gradients accumulate (+=), dx is written.
+#include <cstdint>
+
 #include "check.hpp"
 #include "kernels.hpp"
 
@@ -16,76 +18,141 @@ __device__ float warp_sum(float v) {
 }
 unsigned row_blocks(i64 N) { return static_cast<unsigned>((N + kRowsPerBlock - 1) / kRowsPerBlock); }
 
+// W = 4: rows read and written 16 bytes at a time (C a multiple of 4 and every pointer 16-byte
+// aligned); W = 1 otherwise. Lane l of a row's warp takes the W-wide groups l, l + 32, ...
+template <int W>
+struct Vec {
+  float v[W];
+};
+template <int W>
+__device__ Vec<W> load(const float* p, i64 j) {  // elements W·j … W·j + W − 1
+  if constexpr (W == 4) {
+    const float4 t = reinterpret_cast<const float4*>(p)[j];
+    return {{t.x, t.y, t.z, t.w}};
+  } else {
+    return {{p[j]}};
+  }
+}
+template <int W>
+__device__ void store(float* p, i64 j, const Vec<W>& a) {
+  if constexpr (W == 4) reinterpret_cast<float4*>(p)[j] = make_float4(a.v[0], a.v[1], a.v[2], a.v[3]);
+  else p[j] = a.v[0];
+}
+
+template <int W>
 __global__ void layernorm_forward_kernel(float* y, float* mean, float* rstd, const float* x, const float* w,
                                          const float* b, i64 N, i64 C, float eps) {
   const i64 row = i64(blockIdx.x) * kRowsPerBlock + threadIdx.y;
   if (row >= N) return;
   const int lane = threadIdx.x;
+  const i64 G = C / W;
   const float* xr = x + row * C;
   float s = 0.0f;
-  for (i64 c = lane; c < C; c += 32) s += xr[c];
+  for (i64 c = lane; c < G; c += 32) {
+    const Vec<W> a = load<W>(xr, c);
+    for (int k = 0; k < W; ++k) s += a.v[k];
+  }
   const float m = warp_sum(s) / float(C);
   float v = 0.0f;
-  for (i64 c = lane; c < C; c += 32) {
-    const float d = xr[c] - m;
-    v += d * d;
+  for (i64 c = lane; c < G; c += 32) {
+    const Vec<W> a = load<W>(xr, c);
+    for (int k = 0; k < W; ++k) v += (a.v[k] - m) * (a.v[k] - m);
   }
   const float r = rsqrtf(warp_sum(v) / float(C) + eps);
   float* yr = y + row * C;
-  for (i64 c = lane; c < C; c += 32) yr[c] = (xr[c] - m) * r * w[c] + (b ? b[c] : 0.0f);
+  for (i64 c = lane; c < G; c += 32) {
+    Vec<W> a = load<W>(xr, c);
+    const Vec<W> wc = load<W>(w, c), bc = b ? load<W>(b, c) : Vec<W>{};
+    for (int k = 0; k < W; ++k) a.v[k] = (a.v[k] - m) * r * wc.v[k] + bc.v[k];
+    store<W>(yr, c, a);
+  }
   if (lane == 0) mean[row] = m, rstd[row] = r;
 }
 
 // dx = rstd · (g − mean(g) − x̂ · mean(g · x̂)), g = dy · w, x̂ = (x − mean) · rstd
+template <int W>
 __global__ void layernorm_backward_dx_kernel(float* dx, const float* dy, const float* x, const float* w,
                                              const float* mean, const float* rstd, i64 N, i64 C) {
   const i64 row = i64(blockIdx.x) * kRowsPerBlock + threadIdx.y;
   if (row >= N) return;
   const int lane = threadIdx.x;
+  const i64 G = C / W;
   const float* xr = x + row * C;
   const float* dyr = dy + row * C;
   const float m = mean[row], r = rstd[row];
   float sg = 0.0f, sgx = 0.0f;
-  for (i64 c = lane; c < C; c += 32) {
-    const float g = dyr[c] * w[c];
-    sg += g, sgx += g * (xr[c] - m) * r;
+  for (i64 c = lane; c < G; c += 32) {
+    const Vec<W> d = load<W>(dyr, c), xc = load<W>(xr, c), wc = load<W>(w, c);
+    for (int k = 0; k < W; ++k) {
+      const float g = d.v[k] * wc.v[k];
+      sg += g, sgx += g * (xc.v[k] - m) * r;
+    }
   }
   const float mg = warp_sum(sg) / float(C), mgx = warp_sum(sgx) / float(C);
   float* dxr = dx + row * C;
-  for (i64 c = lane; c < C; c += 32) {
-    const float g = dyr[c] * w[c];
-    dxr[c] = r * (g - mg - (xr[c] - m) * r * mgx);
+  for (i64 c = lane; c < G; c += 32) {
+    Vec<W> d = load<W>(dyr, c);
+    const Vec<W> xc = load<W>(xr, c), wc = load<W>(w, c);
+    for (int k = 0; k < W; ++k) d.v[k] = r * (d.v[k] * wc.v[k] - mg - (xc.v[k] - m) * r * mgx);
+    store<W>(dxr, c, d);
   }
 }
 
+template <int W>
 __global__ void rmsnorm_forward_kernel(float* y, float* rstd, const float* x, const float* w, i64 N, i64 C,
                                        float eps) {
   const i64 row = i64(blockIdx.x) * kRowsPerBlock + threadIdx.y;
   if (row >= N) return;
   const int lane = threadIdx.x;
+  const i64 G = C / W;
   const float* xr = x + row * C;
   float s = 0.0f;
-  for (i64 c = lane; c < C; c += 32) s += xr[c] * xr[c];
+  for (i64 c = lane; c < G; c += 32) {
+    const Vec<W> a = load<W>(xr, c);
+    for (int k = 0; k < W; ++k) s += a.v[k] * a.v[k];
+  }
   const float r = rsqrtf(warp_sum(s) / float(C) + eps);
   float* yr = y + row * C;
-  for (i64 c = lane; c < C; c += 32) yr[c] = xr[c] * r * w[c];
+  for (i64 c = lane; c < G; c += 32) {
+    Vec<W> a = load<W>(xr, c);
+    const Vec<W> wc = load<W>(w, c);
+    for (int k = 0; k < W; ++k) a.v[k] = a.v[k] * r * wc.v[k];
+    store<W>(yr, c, a);
+  }
   if (lane == 0) rstd[row] = r;
 }
 
 // dx = rstd · (g − x · rstd² · mean(g · x)), g = dy · w
+template <int W>
 __global__ void rmsnorm_backward_dx_kernel(float* dx, const float* dy, const float* x, const float* w,
                                            const float* rstd, i64 N, i64 C) {
   const i64 row = i64(blockIdx.x) * kRowsPerBlock + threadIdx.y;
   if (row >= N) return;
   const int lane = threadIdx.x;
+  const i64 G = C / W;
   const float* xr = x + row * C;
   const float* dyr = dy + row * C;
   const float r = rstd[row];
   float sgx = 0.0f;
-  for (i64 c = lane; c < C; c += 32) sgx += dyr[c] * w[c] * xr[c];
-  const float k = r * r * warp_sum(sgx) / float(C);
+  for (i64 c = lane; c < G; c += 32) {
+    const Vec<W> d = load<W>(dyr, c), xc = load<W>(xr, c), wc = load<W>(w, c);
+    for (int k = 0; k < W; ++k) sgx += d.v[k] * wc.v[k] * xc.v[k];
+  }
+  const float q = r * r * warp_sum(sgx) / float(C);
   float* dxr = dx + row * C;
-  for (i64 c = lane; c < C; c += 32) dxr[c] = r * (dyr[c] * w[c] - xr[c] * k);
+  for (i64 c = lane; c < G; c += 32) {
+    Vec<W> d = load<W>(dyr, c);
+    const Vec<W> xc = load<W>(xr, c), wc = load<W>(w, c);
+    for (int k = 0; k < W; ++k) d.v[k] = r * (d.v[k] * wc.v[k] - xc.v[k] * q);
+    store<W>(dxr, c, d);
+  }
+}
+
+bool aligned16(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
+// W = 4 for rows of a multiple of 4 elements with every pointer (null ones too) 16-byte aligned.
+template <class... P>
+bool rows_of_4(i64 C, const P*... p) {
+  return C % 4 == 0 && (aligned16(p) && ...);
 }
 
 // Column sums: block (column tile of 32, row group g) sums rows [g·R, (g+1)·R) of 32 columns
@@ -159,24 +226,36 @@ void column_sum_any(float* out, const float* a, const float* x, const float* mea
 void layernorm_forward(float* y, float* mean, float* rstd, const float* x, const float* w, const float* b, i64 N,
                        i64 C, float eps, cudaStream_t s) {
   if (N == 0) return;
-  layernorm_forward_kernel<<<row_blocks(N), dim3(32, kRowsPerBlock), 0, s>>>(y, mean, rstd, x, w, b, N, C, eps);
+  if (rows_of_4(C, y, x, w, b))
+    layernorm_forward_kernel<4><<<row_blocks(N), dim3(32, kRowsPerBlock), 0, s>>>(y, mean, rstd, x, w, b, N, C, eps);
+  else
+    layernorm_forward_kernel<1><<<row_blocks(N), dim3(32, kRowsPerBlock), 0, s>>>(y, mean, rstd, x, w, b, N, C, eps);
   LLMTK_CUDA_LAUNCHED("layernorm_forward");
 }
 void layernorm_backward_dx(float* dx, const float* dy, const float* x, const float* w, const float* mean,
                            const float* rstd, i64 N, i64 C, cudaStream_t s) {
   if (N == 0) return;
-  layernorm_backward_dx_kernel<<<row_blocks(N), dim3(32, kRowsPerBlock), 0, s>>>(dx, dy, x, w, mean, rstd, N, C);
+  if (rows_of_4(C, dx, dy, x, w))
+    layernorm_backward_dx_kernel<4><<<row_blocks(N), dim3(32, kRowsPerBlock), 0, s>>>(dx, dy, x, w, mean, rstd, N, C);
+  else
+    layernorm_backward_dx_kernel<1><<<row_blocks(N), dim3(32, kRowsPerBlock), 0, s>>>(dx, dy, x, w, mean, rstd, N, C);
   LLMTK_CUDA_LAUNCHED("layernorm_backward");
 }
 void rmsnorm_forward(float* y, float* rstd, const float* x, const float* w, i64 N, i64 C, float eps, cudaStream_t s) {
   if (N == 0) return;
-  rmsnorm_forward_kernel<<<row_blocks(N), dim3(32, kRowsPerBlock), 0, s>>>(y, rstd, x, w, N, C, eps);
+  if (rows_of_4(C, y, x, w))
+    rmsnorm_forward_kernel<4><<<row_blocks(N), dim3(32, kRowsPerBlock), 0, s>>>(y, rstd, x, w, N, C, eps);
+  else
+    rmsnorm_forward_kernel<1><<<row_blocks(N), dim3(32, kRowsPerBlock), 0, s>>>(y, rstd, x, w, N, C, eps);
   LLMTK_CUDA_LAUNCHED("rmsnorm_forward");
 }
 void rmsnorm_backward_dx(float* dx, const float* dy, const float* x, const float* w, const float* rstd, i64 N, i64 C,
                          cudaStream_t s) {
   if (N == 0) return;
-  rmsnorm_backward_dx_kernel<<<row_blocks(N), dim3(32, kRowsPerBlock), 0, s>>>(dx, dy, x, w, rstd, N, C);
+  if (rows_of_4(C, dx, dy, x, w))
+    rmsnorm_backward_dx_kernel<4><<<row_blocks(N), dim3(32, kRowsPerBlock), 0, s>>>(dx, dy, x, w, rstd, N, C);
+  else
+    rmsnorm_backward_dx_kernel<1><<<row_blocks(N), dim3(32, kRowsPerBlock), 0, s>>>(dx, dy, x, w, rstd, N, C);
   LLMTK_CUDA_LAUNCHED("rmsnorm_backward");
 }
 
