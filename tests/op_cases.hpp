@@ -149,6 +149,8 @@ void case_rope_forward(Case& c) {
   c.keep("y in place", x);
   ops::rope_forward(y, x, 10000.0f, 97);  // decoding at position 97
   c.keep("y at pos0 97", y);
+  ops::rope_forward(y, x, 10000.0f, -40);  // negative positions: the contract allows them
+  c.keep("y at pos0 -40", y);
 }
 void case_rope_backward(Case& c) {
   auto dy = c.make({2, 31, 2, 8}), dx = c.make({2, 31, 2, 8});

@@ -185,23 +185,24 @@ __global__ void sinusoidal_kernel(float* y, const float* x, i64 B, i64 T, i64 C,
 }
 // One thread per (b, t, h, pair i): rotates (x_i, x_{i + D/2}) by angle (pos0 + t)·base^(-2i/D).
 // y may alias x: each thread reads its pair before writing it.
-// The angle p · base^(−2i/D) in double, as the reference computes it, once per position and pair.
-__global__ void rope_table_kernel(float* tab, i64 P, i64 D, float base) {
+// The angle p · base^(−2i/D) in double, as the reference computes it, once per position and pair
+// (row j of the table is position lo + j).
+__global__ void rope_table_kernel(float* tab, i64 lo, i64 P, i64 D, float base) {
   const i64 half = D / 2;
   GRID_STRIDE(i, P * half) {
-    const i64 pair = i % half, p = i / half;
+    const i64 pair = i % half, p = lo + i / half;
     const double a = double(p) * pow(double(base), -2.0 * double(pair) / double(D));
     double sn, cs;
     sincos(a, &sn, &cs);
     tab[2 * i] = float(cs), tab[2 * i + 1] = float(sn);
   }
 }
-__global__ void rope_kernel(float* y, const float* x, const float* tab, i64 B, i64 T, i64 H, i64 D, i64 pos0,
+__global__ void rope_kernel(float* y, const float* x, const float* tab, i64 lo, i64 B, i64 T, i64 H, i64 D, i64 pos0,
                             float sign) {
   const i64 half = D / 2;
   GRID_STRIDE(i, B * T * H * half) {
     const i64 pair = i % half, head_row = i / half, t = (head_row / H) % T;
-    const float* cs = tab + 2 * ((pos0 + t) * half + pair);
+    const float* cs = tab + 2 * ((pos0 + t - lo) * half + pair);
     const float c = cs[0], s = sign * cs[1];
     const i64 o = head_row * D + pair;
     const float x0 = x[o], x1 = x[o + half];
@@ -406,15 +407,15 @@ void sinusoidal_forward(float* y, const float* x, i64 B, i64 T, i64 C, i64 pos0,
   sinusoidal_kernel<<<grid_for(B * T * C / 2), kThreads, 0, s>>>(y, x, B, T, C, pos0);
   LLMTK_CUDA_LAUNCHED("sinusoidal_forward");
 }
-void rope_table(float* tab, i64 P, i64 D, float base, cudaStream_t s) {
+void rope_table(float* tab, i64 lo, i64 P, i64 D, float base, cudaStream_t s) {
   if (P * D == 0) return;
-  rope_table_kernel<<<grid_for(P * D / 2), kThreads, 0, s>>>(tab, P, D, base);
+  rope_table_kernel<<<grid_for(P * D / 2), kThreads, 0, s>>>(tab, lo, P, D, base);
   LLMTK_CUDA_LAUNCHED("rope");
 }
-void rope(float* y, const float* x, const float* tab, i64 B, i64 T, i64 H, i64 D, i64 pos0, float sign,
+void rope(float* y, const float* x, const float* tab, i64 lo, i64 B, i64 T, i64 H, i64 D, i64 pos0, float sign,
           cudaStream_t s) {
   if (B * T * H * D == 0) return;
-  rope_kernel<<<grid_for(B * T * H * D / 2), kThreads, 0, s>>>(y, x, tab, B, T, H, D, pos0, sign);
+  rope_kernel<<<grid_for(B * T * H * D / 2), kThreads, 0, s>>>(y, x, tab, lo, B, T, H, D, pos0, sign);
   LLMTK_CUDA_LAUNCHED("rope");
 }
 void embedding_forward(float* y, const std::int32_t* ids, const float* table, i64 N, i64 C, i64 V, cudaStream_t s) {

@@ -26,12 +26,13 @@ void scale(float* y, const float* x, float k, i64 n, cudaStream_t s);
 void positions_forward(float* y, const float* x, const float* table, i64 B, i64 T, i64 C, i64 pos0, cudaStream_t s);
 void positions_backward(float* dtable, const float* dy, i64 B, i64 T, i64 C, cudaStream_t s);
 void sinusoidal_forward(float* y, const float* x, i64 B, i64 T, i64 C, i64 pos0, cudaStream_t s);
-// tab[2·(p·D/2 + i) + 0/1] = cos/sin of p · base^(−2i/D) for positions p < P (computed in double):
-// the rope kernel reads it instead of evaluating pow and sincos for every element.
-void rope_table(float* tab, i64 P, i64 D, float base, cudaStream_t s);
-// x, y: [B, T, H, D], rotated by the angles of positions pos0 … pos0 + T − 1 in tab (rope_table
-// with P ≥ pos0 + T); sign −1 rotates backwards (rope_backward)
-void rope(float* y, const float* x, const float* tab, i64 B, i64 T, i64 H, i64 D, i64 pos0, float sign,
+// tab[2·(j·D/2 + i) + 0/1] = cos/sin of p · base^(−2i/D) for positions p = lo + j, j < P
+// (computed in double): the rope kernel reads it instead of evaluating pow and sincos for every
+// element.
+void rope_table(float* tab, i64 lo, i64 P, i64 D, float base, cudaStream_t s);
+// x, y: [B, T, H, D], rotated by the angles of positions pos0 … pos0 + T − 1 in tab (a rope_table
+// from position lo that covers them); sign −1 rotates backwards (rope_backward)
+void rope(float* y, const float* x, const float* tab, i64 lo, i64 B, i64 T, i64 H, i64 D, i64 pos0, float sign,
           cudaStream_t s);
 // y[n, :] = table[ids[n], :] (zeros for an id outside [0, V))
 void embedding_forward(float* y, const std::int32_t* ids, const float* table, i64 N, i64 C, i64 V, cudaStream_t s);

@@ -1,6 +1,7 @@
 // Every op of the CUDA backend except matmul (matmul.cpp) and attention (attention.cpp): the
 // contract's argument checks, then one kernel launcher (kernels.hpp). Activation outputs and
 // activation gradients are written; parameter gradients accumulate (+=).
+#include <bit>
 #include <cmath>
 
 #include "cuda.hpp"
@@ -114,19 +115,24 @@ void rotate(const char* op, TensorRef y, TensorRef x, float base, int pos0, floa
   expect_same(op, "y", y, "x", x);
   const i64 D = x.size(3);
   LLMTK_CHECK(D % 2 == 0, op, "head dim ", D, " must be even");
-  const i64 T = x.size(1), P = pos0 + T;
-  // The angle table, kept while positions, head dim and base stay the same (one per run, usually).
+  const i64 T = x.size(1);
+  // The angle table for positions lo … hi − 1, kept while it covers pos0 … pos0 + T − 1 and head
+  // dim and base stay the same. hi is rounded up to a power of two, so decoding (one position
+  // more per step) rebuilds it only when the position count doubles; lo is 0 unless pos0 < 0.
   static struct {
     const float* tab = nullptr;
-    i64 P = 0, D = 0;
+    i64 lo = 0, hi = 0, D = 0;
     float base = 0.0f;
   } cached;
-  auto* tab = scratch_as<float>(Scratch::rope_table, std::size_t(P * D));
-  if (tab != cached.tab || P > cached.P || D != cached.D || base != cached.base) {
-    kernels::rope_table(tab, P, D, base, stream());
-    cached = {tab, P, D, base};
+  const i64 lo = pos0 < 0 ? pos0 : 0, end = pos0 + T > 1 ? pos0 + T : 1;
+  const bool covers = cached.D == D && cached.base == base && cached.lo <= lo && cached.hi >= end;
+  const i64 first = covers ? cached.lo : lo, hi = covers ? cached.hi : i64(std::bit_ceil(std::uint64_t(end)));
+  auto* tab = scratch_as<float>(Scratch::rope_table, std::size_t((hi - first) * D));
+  if (tab != cached.tab || first != cached.lo || hi != cached.hi || D != cached.D || base != cached.base) {
+    kernels::rope_table(tab, first, hi - first, D, base, stream());
+    cached = {tab, first, hi, D, base};
   }
-  kernels::rope(y.f32(), x.f32(), tab, x.size(0), T, x.size(2), D, pos0, sign, stream());
+  kernels::rope(y.f32(), x.f32(), tab, first, x.size(0), T, x.size(2), D, pos0, sign, stream());
   finish_op(op);
 }
 }  // namespace
