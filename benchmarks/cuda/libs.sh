@@ -7,7 +7,7 @@ bin=build-gpu/bin
 [[ -x $bin/llmtk ]] || { echo "${0##*/}: $bin/llmtk is missing (build first, or drop --no-build, or carry the output of benchmarks/cuda/bundle.sh)" >&2; exit 1; }
 # A bundle built elsewhere (benchmarks/cuda/bundle.sh) brings its libraries in build-gpu/shlib.tar.xz;
 # cuDNN and cuBLAS may live only in PyTorch's wheels here.
-# (Unpacked afresh: a warm machine keeps an older copy.) PyTorch's CUDA 13 wheels keep cuBLAS and
+# (Unpacked afresh: a machine used before may hold an older copy.) PyTorch's CUDA 13 wheels keep cuBLAS and
 # cudart in nvidia/cu13/lib and cuDNN in nvidia/cudnn/lib: every nvidia/*/lib goes on the path.
 if [[ -f build-gpu/shlib.tar.xz ]]; then
   rm -rf build-gpu/shlib

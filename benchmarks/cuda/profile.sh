@@ -4,8 +4,8 @@
 #   1. llmtk's time per op (LLMTK_PROFILE=1: each op waited for) for GPT-2 and the Llama-style model
 #   2. PyTorch eager's GPU time per kernel for the same GPT-2 step (torch.profiler)
 #   3. the GPU time of every kernel of one llmtk GPT-2 step, summed by kernel name (Nsight Compute)
-# Batch 16 x seq 1024, bf16, as in run.sh. Output on stdout and, when $OUT is set (the device
-# tool's folder that comes back), in $OUT/profile.log with Nsight Compute's per-launch CSV.
+# Batch 16 x seq 1024, bf16, as in run.sh. Output on stdout and, when $OUT is set (a folder to
+# collect results in), in $OUT/profile.log with Nsight Compute's per-launch CSV.
 #   benchmarks/cuda/profile.sh [--no-ncu]
 set -euo pipefail
 cd "$(dirname "$0")/../.."

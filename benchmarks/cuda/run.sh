@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# The CUDA backend on a GPU machine, in one run (must finish inside 8 minutes): build llmtk with
+# The CUDA backend on a GPU machine, in one run (about 3 minutes on an H100 with --no-build): build llmtk with
 # CUDA for this GPU, run the CUDA tests, then time training steps of GPT-2 124M and a Llama-style
 # model of similar size (bf16, batch 16 x seq 1024) next to PyTorch (eager with
 # F.scaled_dot_product_attention, then torch.compile) on the same GPU, and write
 # benchmarks/results/cuda.{md,json}. Every step runs under one deadline (BUDGET_S, default 450 s
-# from the start), the report is rewritten after every step, and when $OUT is set (the device
-# tool's folder that comes back) the log, the report and torch.compile's errors are copied there.
+# from the start), the report is rewritten after every step, and when $OUT is set (a folder to
+# collect results in) the log, the report and torch.compile's errors are copied there.
 #   benchmarks/cuda/run.sh [--no-build] [--no-tests] [--no-compile]
 # LLMTK_PREFIX: a prefix holding the build dependencies this machine lacks (see docs/cuda.md).
 set -euo pipefail

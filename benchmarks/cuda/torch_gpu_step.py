@@ -112,16 +112,22 @@ opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
 step_model = torch.compile(model) if a.compile else model
 ids = torch.randint(0, V, (a.batch, a.seq), device=dev)
 tg = torch.roll(ids, -1, 1)
-times = []
-for s in range(a.warmup + a.steps):
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
+
+
+def step():
     opt.zero_grad(set_to_none=True)
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=a.precision == "bf16"):
         loss = step_model(ids, tg)
     loss.backward()
     opt.step()
     torch.cuda.synchronize()
+
+
+times = []
+for s in range(a.warmup + a.steps):
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    step()
     dt = (time.perf_counter() - t0) * 1000
     if s >= a.warmup:
         times.append(dt)
@@ -129,12 +135,7 @@ if a.profile:  # one more step under the profiler: where PyTorch's GPU time goes
     import sys
     from torch.profiler import ProfilerActivity, profile
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=a.precision == "bf16"):
-            loss = step_model(ids, tg)
-        loss.backward()
-        opt.step()
-        torch.cuda.synchronize()
+        step()
     print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=30, max_name_column_width=90), file=sys.stderr)
 times.sort()
 ms = times[len(times) // 2]
