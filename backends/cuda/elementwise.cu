@@ -2,8 +2,6 @@
 // lookup, bf16 conversion. Grid-stride loops over 64-bit indices; every launch is checked.
 #include <cuda_bf16.h>
 
-#include <cstdint>
-
 #include "check.hpp"
 #include "grid_stride.cuh"
 #include "kernels.hpp"
@@ -68,17 +66,6 @@ __global__ void gated_backward_kernel(float* dgate, float* dup, const float* dy,
   }
 }
 
-// Four consecutive floats through one 16-byte access (the vectorised kernels below).
-struct F4 {
-  float v[4];
-};
-__device__ F4 ld4(const float* p, i64 i) {
-  const float4 t = reinterpret_cast<const float4*>(p)[i];
-  return {{t.x, t.y, t.z, t.w}};
-}
-__device__ void st4(float* p, i64 i, const F4& a) {
-  reinterpret_cast<float4*>(p)[i] = make_float4(a.v[0], a.v[1], a.v[2], a.v[3]);
-}
 // The element after the n / 4 groups of four that a vectorised kernel's thread handles, if any
 // (the first n % 4 threads of block 0 take the tail).
 __device__ i64 tail_index(i64 n) { return n / 4 * 4 + i64(blockIdx.x) * blockDim.x + threadIdx.x; }
@@ -86,9 +73,9 @@ __device__ i64 tail_index(i64 n) { return n / 4 * 4 + i64(blockIdx.x) * blockDim
 template <Unary F>
 __global__ void unary_forward4_kernel(float* y, const float* x, i64 n) {
   GRID_STRIDE(i, n / 4) {
-    F4 a = ld4(x, i);
+    Vec<4> a = load<4>(x, i);
     for (float& e : a.v) e = apply<F>(e);
-    st4(y, i, a);
+    store<4>(y, i, a);
   }
   if (const i64 t = tail_index(n); t < n) y[t] = apply<F>(x[t]);
 }
@@ -96,20 +83,20 @@ __global__ void unary_forward4_kernel(float* y, const float* x, i64 n) {
 template <Unary F>
 __global__ void unary_backward4_kernel(float* dx, const float* dy, const float* x, i64 n) {
   GRID_STRIDE(i, n / 4) {
-    F4 d = ld4(dy, i);
-    const F4 a = ld4(x, i);
+    Vec<4> d = load<4>(dy, i);
+    const Vec<4> a = load<4>(x, i);
     for (int k = 0; k < 4; ++k) d.v[k] *= derivative<F>(a.v[k]);
-    st4(dx, i, d);
+    store<4>(dx, i, d);
   }
   if (const i64 t = tail_index(n); t < n) dx[t] = dy[t] * derivative<F>(x[t]);
 }
 template <Gate F>
 __global__ void gated_forward4_kernel(float* y, const float* gate, const float* up, i64 n) {
   GRID_STRIDE(i, n / 4) {
-    F4 g = ld4(gate, i);
-    const F4 u = ld4(up, i);
+    Vec<4> g = load<4>(gate, i);
+    const Vec<4> u = load<4>(up, i);
     for (int k = 0; k < 4; ++k) g.v[k] = (F == Gate::silu ? silu(g.v[k]) : gelu(g.v[k])) * u.v[k];
-    st4(y, i, g);
+    store<4>(y, i, g);
   }
   if (const i64 t = tail_index(n); t < n) y[t] = (F == Gate::silu ? silu(gate[t]) : gelu(gate[t])) * up[t];
 }
@@ -117,16 +104,16 @@ template <Gate F>
 __global__ void gated_backward4_kernel(float* dgate, float* dup, const float* dy, const float* gate, const float* up,
                                        i64 n) {
   GRID_STRIDE(i, n / 4) {
-    const F4 g = ld4(gate, i), u = ld4(up, i), d = ld4(dy, i);
-    F4 dg, du;
+    const Vec<4> g = load<4>(gate, i), u = load<4>(up, i), d = load<4>(dy, i);
+    Vec<4> dg, du;
     for (int k = 0; k < 4; ++k) {
       const float x = g.v[k];
       const float a = F == Gate::silu ? silu(x) : gelu(x), da = F == Gate::silu ? silu_grad(x) : gelu_grad(x);
       dg.v[k] = d.v[k] * u.v[k] * da;
       du.v[k] = d.v[k] * a;
     }
-    st4(dgate, i, dg);
-    st4(dup, i, du);
+    store<4>(dgate, i, dg);
+    store<4>(dup, i, du);
   }
   if (const i64 t = tail_index(n); t < n) {
     const float x = gate[t], u = up[t], d = dy[t];
@@ -139,15 +126,16 @@ __global__ void gated_backward4_kernel(float* dgate, float* dup, const float* dy
 // Vectorised forms of the memory-bound kernels: each thread moves 16 bytes per access (4 floats or
 // 8 bf16) where every pointer is 16-byte aligned (arenas and scratch are; views may not be), with a
 // scalar tail; otherwise the scalar loop.
-bool aligned16(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
 
 __global__ void add_kernel(float* y, const float* a, const float* b, i64 n) { GRID_STRIDE(i, n) y[i] = a[i] + b[i]; }
 __global__ void add4_kernel(float* y, const float* a, const float* b, i64 n) {
   GRID_STRIDE(i, (n + 3) / 4) {
     const i64 j = 4 * i;
     if (j + 4 <= n) {
-      const float4 u = reinterpret_cast<const float4*>(a)[i], v = reinterpret_cast<const float4*>(b)[i];
-      reinterpret_cast<float4*>(y)[i] = make_float4(u.x + v.x, u.y + v.y, u.z + v.z, u.w + v.w);
+      Vec<4> u = load<4>(a, i);
+      const Vec<4> v = load<4>(b, i);
+      for (int k = 0; k < 4; ++k) u.v[k] += v.v[k];
+      store<4>(y, i, u);
     } else {
       for (i64 k = j; k < n; ++k) y[k] = a[k] + b[k];
     }

@@ -209,9 +209,10 @@ bool gemm(const char* op, bool ta, bool tb, i64 m, i64 n, i64 k, Operand A, Oper
     //   n' > n where n is B's contiguous extent (the LM head's dw): B's padding gives the extra
     //     rows; D's extra columns go to a scratch D whose first n columns are then copied or
     //     (beta 1) added into D.
-    const bool k_contig_a = ta, k_contig_b = !tb;
-    const bool pad_k = k % 8 != 0 && (k_contig_a ? !A.half || (A.zero_pad && A.ld >= padded(k)) : !A.half) &&
-                       (k_contig_b ? !B.half || (B.zero_pad && B.ld >= padded(k)) : !B.half);
+    auto takes_k_padding = [&](const Operand& x, bool k_contiguous) {
+      return !x.half || (k_contiguous && x.zero_pad && x.ld >= padded(k));
+    };
+    const bool pad_k = k % 8 != 0 && takes_k_padding(A, ta) && takes_k_padding(B, !tb);
     const bool pad_m = m % 8 != 0 && beta == 0.0f && !bias && !fused && (ta ? !A.half : !A.half || A.ld >= padded(m));
     const bool pad_n = n % 8 != 0 && tb && (beta == 0.0f || beta == 1.0f) && !bias && !fused &&
                        (!B.half || B.ld >= padded(n));

@@ -1,9 +1,8 @@
 // LayerNorm and RMSNorm, forward and backward, and the deterministic column sums that give
 // their dw/db (and the matmul bias gradient). One warp per row; statistics in f32 with a
 // two-pass variance. Parameter gradients accumulate (+=), dx is written.
-#include <cstdint>
-
 #include "check.hpp"
+#include "grid_stride.cuh"
 #include "kernels.hpp"
 
 namespace llmtk::cuda::kernels {
@@ -20,25 +19,6 @@ unsigned row_blocks(i64 N) { return static_cast<unsigned>((N + kRowsPerBlock - 1
 
 // W = 4: rows read and written 16 bytes at a time (C a multiple of 4 and every pointer 16-byte
 // aligned); W = 1 otherwise. Lane l of a row's warp takes the W-wide groups l, l + 32, ...
-template <int W>
-struct Vec {
-  float v[W];
-};
-template <int W>
-__device__ Vec<W> load(const float* p, i64 j) {  // elements W·j … W·j + W − 1
-  if constexpr (W == 4) {
-    const float4 t = reinterpret_cast<const float4*>(p)[j];
-    return {{t.x, t.y, t.z, t.w}};
-  } else {
-    return {{p[j]}};
-  }
-}
-template <int W>
-__device__ void store(float* p, i64 j, const Vec<W>& a) {
-  if constexpr (W == 4) reinterpret_cast<float4*>(p)[j] = make_float4(a.v[0], a.v[1], a.v[2], a.v[3]);
-  else p[j] = a.v[0];
-}
-
 template <int W>
 __global__ void layernorm_forward_kernel(float* y, float* mean, float* rstd, const float* x, const float* w,
                                          const float* b, i64 N, i64 C, float eps) {
@@ -148,7 +128,6 @@ __global__ void rmsnorm_backward_dx_kernel(float* dx, const float* dy, const flo
   }
 }
 
-bool aligned16(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
 // W = 4 for rows of a multiple of 4 elements with every pointer (null ones too) 16-byte aligned.
 template <class... P>
 bool rows_of_4(i64 C, const P*... p) {

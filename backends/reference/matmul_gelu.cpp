@@ -1,5 +1,6 @@
 // matmul_gelu_forward / gelu_matmul_backward: a matmul and GELU as one op. Here they are exactly
-// their composition, which is the contract; the CUDA backend fuses them in cuBLASLt epilogues.
+// their composition, which is the contract; the CUDA backend can fuse them into cuBLASLt's
+// epilogues.
 #include "reference.hpp"
 
 namespace llmtk::reference {
