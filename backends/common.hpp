@@ -83,7 +83,37 @@ inline AttentionShape check_attention(const char* op, TensorRef out, TensorRef l
   LLMTK_CHECK(lse.numel() == s.B * s.H * s.T, op, "lse must be [B, H, T]");
   LLMTK_CHECK(m.q_offset >= 0 && s.Tk >= m.q_offset + s.T, op, "k has ", s.Tk, " rows, fewer than q_offset ",
               m.q_offset, " + ", s.T, " queries");
+  LLMTK_CHECK(m.window >= 0, op, "window is ", m.window, "; 0 means no window");
+  LLMTK_CHECK(!(m.lengths && m.segments), op, "lengths and segments cannot be combined: pack documents with "
+              "segments (padding as a document of its own) or pad rows with lengths");
+  if (m.lengths) {
+    LLMTK_CHECK(m.lengths.dtype == DType::i32 && m.lengths.numel() == s.B, op, "lengths must be [B] = [", s.B,
+                "] i32, got ", m.lengths.shape_str());
+    LLMTK_CHECK(m.lengths.device == where, op, "lengths is not in the memory this backend computes on");
+  }
+  if (m.segments) {
+    LLMTK_CHECK(m.segments.dtype == DType::i32 && m.segments.numel() == s.B * s.Tk, op, "segments must be [B, T] = [",
+                s.B, ", ", s.Tk, "] i32, got ", m.segments.shape_str());
+    LLMTK_CHECK(m.segments.device == where, op, "segments is not in the memory this backend computes on");
+    LLMTK_CHECK(m.q_offset == 0 && s.Tk == s.T, op, "segments need as many keys as queries and q_offset 0");
+  }
+  // Values are checked where they are readable (host memory); a device backend trusts the caller.
+  if (m.lengths && where == Device::host)
+    for (std::int64_t b = 0; b < s.B; ++b) {
+      const std::int32_t n = m.lengths.i32()[b];
+      LLMTK_CHECK(n >= 1 && n <= s.Tk, op, "lengths[", b, "] = ", n, " is outside [1, ", s.Tk, "]");
+    }
   return s;
+}
+
+// Whether key j (position among the keys) is visible to the query at position i of batch row b:
+// AttentionMask's rules in one place for the host backends.
+inline bool attention_visible(const AttentionMask& m, std::int64_t b, std::int64_t i, std::int64_t j, std::int64_t Tk) {
+  if (m.causal && j > i) return false;
+  if (m.window > 0 && (i - j >= m.window || j - i >= m.window)) return false;
+  if (m.lengths && j >= m.lengths.i32()[b]) return false;
+  if (m.segments && m.segments.i32()[b * Tk + i] != m.segments.i32()[b * Tk + j]) return false;
+  return true;
 }
 
 // ALiBi slopes: 2^(-8(h+1)/H) for H a power of two; otherwise the closest power of two n below H

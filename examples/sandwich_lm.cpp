@@ -8,6 +8,7 @@
 #include "layers/glu.hpp"
 #include "models/llama.hpp"
 #include "models/model.hpp"
+#include "train/objective.hpp"
 
 using namespace llmtk;
 
@@ -24,9 +25,12 @@ int main() {
   model.init(/*seed*/ 1);
   std::vector<std::int32_t> ids(32), targets(32);
   for (int i = 0; i < 32; ++i) ids[i] = (7 * i) % 256, targets[i] = (7 * i + 7) % 256;
-  const float loss = model.forward(TensorRef(ids.data(), DType::i32, {2, 16}),
-                                   TensorRef(targets.data(), DType::i32, {2, 16}));
-  model.backward();
+  // The model returns logits; the objective turns them into a loss and seeds their gradient.
+  NextTokenLoss objective;
+  const TensorRef logits = model.forward(TensorRef(ids.data(), DType::i32, {2, 16}));
+  const float loss = objective.forward(logits, {TensorRef(targets.data(), DType::i32, {2, 16}), {}});
+  objective.backward(logits);  // d loss / d logits, in place
+  model.backward(logits);      // every parameter's gradient +=
   for (const auto& line : model.structure()) std::printf("%s\n", line.c_str());
   std::printf("parameters: %lld\nloss at init: %.4f (log vocab = %.4f)\n",
               static_cast<long long>(model.param_count()), loss, std::log(256.0));

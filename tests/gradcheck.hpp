@@ -19,6 +19,7 @@
 #include "core/rng.hpp"
 #include "dsl/combinators.hpp"
 #include "models/model.hpp"
+#include "train/step.hpp"
 
 namespace llmtk::test {
 
@@ -161,10 +162,10 @@ inline GradReport gradcheck_model(AnyModel& m, std::int64_t B, std::int64_t T, s
   prefill.allocate();
   for (std::size_t i = 0; i < params.entries().size(); ++i) fill_normal(prefill[int(i)], rng, 1.0);
   std::memcpy(m.grads().data(), prefill.data(), prefill.bytes());
-  m.forward(tid, ttg);
-  m.backward();
+  NextTokenLoss objective;
+  train::forward_backward(m, objective, train::lm_batch(tid, ttg));
 
-  auto f = [&] { return double(m.forward(tid, ttg)); };
+  auto f = [&] { return double(train::forward_loss(m, objective, train::lm_batch(tid, ttg))); };
   GradReport rep;
   for (std::size_t i = 0; i < params.entries().size(); ++i) {
     const auto& e = params.entries()[i];

@@ -17,11 +17,13 @@
 #include "layers/embedding.hpp"
 #include "layers/glu.hpp"
 #include "layers/layernorm.hpp"
+#include "layers/lm_head.hpp"
 #include "layers/mlp.hpp"
 #include "layers/rmsnorm.hpp"
 #include "models/registry.hpp"
 #include "op_cases.hpp"
 #include "train/optimizer.hpp"
+#include "train/step.hpp"
 #include "train_fixtures.hpp"
 
 namespace {
@@ -181,11 +183,13 @@ void run_golden(const std::string& file, const std::string& arch) {
   }
   auto ids = g.at("ids").get<std::vector<std::int32_t>>();
   auto targets = g.at("targets").get<std::vector<std::int32_t>>();
-  const float loss = m->forward(TensorRef(ids.data(), DType::i32, {B, T}), TensorRef(targets.data(), DType::i32, {B, T}));
+  NextTokenLoss objective;
+  const float loss = train::forward_loss(
+      *m, objective, train::lm_batch(TensorRef(ids.data(), DType::i32, {B, T}), TensorRef(targets.data(), DType::i32, {B, T})));
   std::vector<float> logits(std::size_t(m->logits().numel()));
   copy_bytes(logits.data(), Device::host, m->logits().data, m->logits().device, m->logits().bytes());
   expect_close("logits", logits, g.at("logits").at("data").get<std::vector<float>>(), 1e-5, 1e-5);
-  m->backward();  // overwrites the logits with their gradient
+  train::backward_from_loss(*m, objective);  // overwrites the logits with their gradient
   const double ref_loss = g.at("loss");
   INFO("loss " << loss << " vs PyTorch " << ref_loss);
   CHECK(std::abs(loss - ref_loss) <= 1e-5 * std::abs(ref_loss));
@@ -218,8 +222,9 @@ StepResult one_step(const char* backend, const std::function<std::unique_ptr<Any
   for (auto& v : tg) v = std::int32_t(rng.next() % std::uint64_t(m->dims().vocab));
   tg[3] = kIgnoreIndex;
   StepResult r;
-  r.loss = m->forward(TensorRef(ids.data(), DType::i32, {B, T}), TensorRef(tg.data(), DType::i32, {B, T}));
-  m->backward();
+  NextTokenLoss objective;
+  r.loss = train::forward_backward(
+      *m, objective, train::lm_batch(TensorRef(ids.data(), DType::i32, {B, T}), TensorRef(tg.data(), DType::i32, {B, T})));
   for (std::size_t i = 0; i < m->grads().entries().size(); ++i) r.grads.push_back(read_all(m->grads(), int(i)));
   return r;
 }
@@ -304,6 +309,7 @@ std::vector<double> train_losses(const char* backend, const std::string& arch, i
   train::Recipe::Optim oc;
   oc.lr = 3e-3;
   train::Optimizer opt(oc, m->params());
+  NextTokenLoss objective;
   // A learnable stream: each token is a fixed function of the one before, plus a little noise.
   Rng rng(11);
   std::vector<double> losses;
@@ -314,8 +320,8 @@ std::vector<double> train_losses(const char* backend, const std::string& arch, i
       tg[i] = rng.next() % 8 == 0 ? std::int32_t(rng.next() % 257) : (ids[i] * 7 + 3) % 257;
     }
     m->zero_grad();
-    losses.push_back(m->forward(TensorRef(ids.data(), DType::i32, {B, T}), TensorRef(tg.data(), DType::i32, {B, T})));
-    m->backward();
+    losses.push_back(train::forward_backward(
+        *m, objective, train::lm_batch(TensorRef(ids.data(), DType::i32, {B, T}), TensorRef(tg.data(), DType::i32, {B, T}))));
     opt.step(m->params(), m->grads(), oc.lr, s + 1);
   }
   return losses;

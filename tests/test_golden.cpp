@@ -11,6 +11,7 @@
 
 #include "models/registry.hpp"
 #include "ops/ops.hpp"
+#include "train/step.hpp"
 
 using namespace llmtk;
 using nlohmann::json;
@@ -64,9 +65,10 @@ void run_golden(const std::string& file, const std::string& arch) {
   auto targets = g.at("targets").get<std::vector<std::int32_t>>();
   TensorRef tid(ids.data(), DType::i32, {B, T}), ttg(targets.data(), DType::i32, {B, T});
 
-  const float loss = m->forward(tid, ttg);
+  NextTokenLoss objective;
+  const float loss = train::forward_loss(*m, objective, train::lm_batch(tid, ttg));
   expect_close("logits", m->logits().f32(), g.at("logits"), 1e-6, 1e-6);
-  m->backward();  // overwrites the logits with their gradient
+  train::backward_from_loss(*m, objective);  // overwrites the logits with their gradient
 
   const double ref_loss = g.at("loss");
   INFO("loss " << loss << " vs PyTorch " << ref_loss);

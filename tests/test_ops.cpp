@@ -355,12 +355,23 @@ void check_cross_entropy_backward() {
     ops::cross_entropy_forward(losses.t(), logits.t(), targets.t(), -100);
     return 0.5 * (losses[0] + losses[1] + losses[2] + losses[3]);
   };
-  ops::cross_entropy_backward(dlogits.t(), logits.t(), targets.t(), 0.5f, -100);
+  ops::cross_entropy_backward(dlogits.t(), logits.t(), targets.t(), TensorRef{}, 0.5f, -100);
   expect_gradient("dlogits", logits, dlogits, f);
   for (int v = 0; v < 7; ++v) CHECK(dlogits[7 + std::size_t(v)] == 0.0f);  // the ignored row
   Buf inplace = logits;  // dlogits may alias logits
-  ops::cross_entropy_backward(inplace.t(), inplace.t(), targets.t(), 0.5f, -100);
+  ops::cross_entropy_backward(inplace.t(), inplace.t(), targets.t(), TensorRef{}, 0.5f, -100);
   CHECK(inplace.v == dlogits.v);
+  // Per-token weights: f = 0.5 · Σ w_n · loss_n; a zero weight leaves its row's gradient 0.
+  Buf weights({4}, {2.0f, 1.0f, 0.0f, 0.25f});
+  auto fw = [&] {
+    ops::cross_entropy_forward(losses.t(), logits.t(), targets.t(), -100);
+    double s = 0;
+    for (std::size_t n = 0; n < 4; ++n) s += 0.5 * weights[n] * losses[n];
+    return s;
+  };
+  ops::cross_entropy_backward(dlogits.t(), logits.t(), targets.t(), weights.t(), 0.5f, -100);
+  expect_gradient("dlogits (weighted)", logits, dlogits, fw);
+  for (int v = 0; v < 7; ++v) CHECK(dlogits[14 + std::size_t(v)] == 0.0f);  // weight 0
 }
 
 // ---- optimizer ------------------------------------------------------------------------------

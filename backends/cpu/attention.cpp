@@ -124,19 +124,30 @@ void load_transposed(float* tile, const float* src, std::int64_t stride, int row
     for (int d = 0; d < D; ++d) tile[d * kBK + r] = src[r * stride + d];
 }
 
-// The mask and ALiBi as one rule: score adjustment for query position i and key position j,
-// or -inf when j is not visible (or beyond the keys, j ≥ Tk).
+// The mask and ALiBi as one rule (AttentionMask): score adjustment for query position i and key
+// position j, or -inf when j is not visible (or beyond the row's keys, j ≥ Tk).
 struct Visibility {
   bool causal;
   int window;
-  float slope;  // ALiBi slope of this head (0 without ALiBi)
-  std::int64_t Tk;
+  float slope;          // ALiBi slope of this head (0 without ALiBi)
+  std::int64_t Tk;      // keys of this batch row: all of them, or its padding length
+  const std::int32_t* seg;  // this batch row's document ids, or null
+  Visibility(const AttentionMask& m, const Shape& S, std::int64_t b, std::int64_t h)
+      : causal(m.causal), window(m.window), slope(m.alibi ? float(backend::alibi_slope(h, S.H)) : 0.0f),
+        Tk(m.lengths ? std::min<std::int64_t>(S.Tk, m.lengths.i32()[b]) : S.Tk),
+        seg(m.segments ? m.segments.i32() + b * S.Tk : nullptr) {}
   // Row r of a tile: scores s[j] (key j0 + j) scaled, shifted by ALiBi and masked in place.
   void apply(float* s, std::int64_t i, std::int64_t j0, float scale) const {
+    if (seg) {
+      const std::int32_t doc = seg[i];
+      for (int j = 0; j < kBK; ++j)
+        if (j0 + j < Tk && seg[j0 + j] != doc) s[j] = kNegInf;  // another document: hidden below
+    }
 #pragma omp simd
     for (int j = 0; j < kBK; ++j) {
       const std::int64_t key = j0 + j;
-      const bool hidden = key >= Tk || (causal && key > i) || (window > 0 && i - key >= window);
+      const bool hidden = key >= Tk || (causal && key > i) || (window > 0 && (i - key >= window || key - i >= window)) ||
+                          s[j] == kNegInf;
       const float v = s[j] * scale - slope * float(i - key);
       s[j] = hidden ? kNegInf : v;
     }
@@ -146,7 +157,7 @@ struct Visibility {
 // The keys [lo, hi) that some query in positions [p0, p1] may see.
 void key_range(const AttentionMask& m, std::int64_t p0, std::int64_t p1, std::int64_t Tk, std::int64_t& lo,
                std::int64_t& hi) {
-  hi = m.causal ? std::min(Tk, p1 + 1) : Tk;
+  hi = m.causal ? std::min(Tk, p1 + 1) : m.window > 0 ? std::min(Tk, p1 + m.window) : Tk;
   lo = m.window > 0 ? std::max<std::int64_t>(0, p0 - m.window + 1) : 0;
 }
 
@@ -183,13 +194,13 @@ void attention_forward(TensorRef out, TensorRef lse, TensorRef q, TensorRef k, T
         const float* Q = q.f32() + (b * S.T + i0) * qstride + h * S.D;
         const float* K = k.f32() + b * S.Tk * kstride + g * S.D;
         const float* V = v.f32() + b * S.Tk * kstride + g * S.D;
-        const Visibility vis{mask.causal, mask.window, mask.alibi ? float(backend::alibi_slope(h, S.H)) : 0.0f, S.Tk};
+        const Visibility vis(mask, S, b, h);
         load_rows(Qs, Q, qstride, rows, rows4, D, Dp);
         std::memset(O, 0, sizeof(float) * std::size_t(rows4) * std::size_t(Dp));
         std::fill(mx, mx + kBQ, kNegInf);
         std::fill(sum, sum + kBQ, 0.0f);
         std::int64_t lo, hi;
-        key_range(mask, p0, p0 + rows - 1, S.Tk, lo, hi);
+        key_range(mask, p0, p0 + rows - 1, vis.Tk, lo, hi);
         for (std::int64_t j0 = lo / kBK * kBK; j0 < hi; j0 += kBK) {
           const int keys = int(std::min<std::int64_t>(kBK, S.Tk - j0));
           load_transposed(Kt, K + j0 * kstride, kstride, keys, D, Dp);
@@ -220,9 +231,10 @@ void attention_forward(TensorRef out, TensorRef lse, TensorRef q, TensorRef k, T
         float* dst = out.f32() + (b * S.T + i0) * qstride + h * S.D;
         float* lse_row = lse.f32() + (b * S.H + h) * S.T + i0;
         for (int r = 0; r < rows; ++r) {
-          const float inv = 1.0f / sum[r];
+          // A query that saw no key (padding with a window): out 0, lse −inf (AttentionMask).
+          const float inv = sum[r] > 0 ? 1.0f / sum[r] : 0.0f;
           for (int d = 0; d < D; ++d) dst[r * qstride + d] = O[r * Dp + d] * inv;
-          lse_row[r] = mx[r] + std::log(sum[r]);
+          lse_row[r] = sum[r] > 0 ? mx[r] + std::log(sum[r]) : kNegInf;
         }
       }
 }
@@ -282,11 +294,11 @@ void attention_backward(TensorRef dq, TensorRef dk, TensorRef dv, TensorRef dout
         std::memset(dVs, 0, sizeof(float) * std::size_t(kBK) * std::size_t(Dp));
         // The queries that see some key of this tile: [qlo, qhi).
         const std::int64_t last = j0 + keys - 1;
-        const std::int64_t qlo = mask.causal ? j0 : 0;
+        const std::int64_t qlo = mask.causal ? j0 : mask.window > 0 ? std::max<std::int64_t>(0, j0 - mask.window + 1) : 0;
         const std::int64_t qhi = mask.window > 0 ? std::min(T, last + mask.window) : T;
         for (std::int64_t hh = 0; hh < group; ++hh) {
           const std::int64_t h = h0 + hh;
-          const Visibility vis{mask.causal, mask.window, mask.alibi ? float(backend::alibi_slope(h, S.H)) : 0.0f, T};
+          const Visibility vis(mask, S, b, h);
           for (std::int64_t i0 = qlo / kBQ * kBQ; i0 < qhi; i0 += kBQ) {
             const int rows = int(std::min<std::int64_t>(kBQ, T - i0)), rows4 = (rows + 3) & ~3;
             const std::int64_t row0 = (b * T + i0) * qstride + h * S.D;
@@ -304,6 +316,10 @@ void attention_backward(TensorRef dq, TensorRef dk, TensorRef dv, TensorRef dout
               }
               vis.apply(p, i0 + r, j0, scale);
               const float l = lse_row[r], dl = delta[hh * T + i0 + r];
+              if (l == kNegInf) {  // a query that saw no key contributes nothing
+                std::fill(p, p + kBK, 0.0f), std::fill(ds, ds + kBK, 0.0f);
+                continue;
+              }
 #pragma omp simd
               for (int j = 0; j < kBK; ++j) {
                 const float pj = fast_exp(p[j] - l);  // masked: exp(−inf) = 0

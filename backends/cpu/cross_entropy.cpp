@@ -54,25 +54,30 @@ void cross_entropy_forward(TensorRef losses, TensorRef logits, TensorRef targets
   }
 }
 
-void cross_entropy_backward(TensorRef dlogits, TensorRef logits, TensorRef targets, float dloss, int ignore_index) {
+void cross_entropy_backward(TensorRef dlogits, TensorRef logits, TensorRef targets, TensorRef weights, float dloss,
+                            int ignore_index) {
   const char* op = "cross_entropy_backward";
   expect_f32(op, "dlogits", dlogits), expect_f32(op, "logits", logits);
   expect_same(op, "dlogits", dlogits, "logits", logits);
   const std::int64_t N = logits.rows(), V = logits.size(-1);
   check_targets(op, targets, N, V, ignore_index);
+  if (weights) expect_f32(op, "weights", weights);
+  LLMTK_CHECK(!weights || weights.numel() == N, op, "weights must be ", N, " f32 values");
+  const float* w = weights ? weights.f32() : nullptr;
 #pragma omp parallel for schedule(static)
   for (std::int64_t n = 0; n < N; ++n) {
     const std::int32_t t = targets.i32()[n];
     const float* z = logits.f32() + n * V;
     float* dz = dlogits.f32() + n * V;
+    const float g = w ? dloss * w[n] : dloss;
     if (t == ignore_index) {
       std::fill(dz, dz + V, 0.0f);
       continue;
     }
     const float lse = logsumexp(z, V);
 #pragma omp simd
-    for (std::int64_t v = 0; v < V; ++v) dz[v] = dloss * fast_exp(z[v] - lse);
-    dz[t] -= dloss;
+    for (std::int64_t v = 0; v < V; ++v) dz[v] = g * fast_exp(z[v] - lse);
+    dz[t] -= g;
   }
 }
 

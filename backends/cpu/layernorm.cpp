@@ -38,9 +38,10 @@ void layernorm_backward(TensorRef dx, TensorRef dw, TensorRef db, TensorRef dy, 
                         TensorRef mean, TensorRef rstd) {
   const char* op = "layernorm_backward";
   expect_f32(op, "dx", dx), expect_f32(op, "dy", dy), expect_f32(op, "x", x), expect_f32(op, "w", w);
-  expect_f32(op, "dw", dw), expect_same(op, "dx", dx, "x", x), expect_same(op, "dy", dy, "x", x);
+  if (dw) expect_f32(op, "dw", dw);
+  expect_same(op, "dx", dx, "x", x), expect_same(op, "dy", dy, "x", x);
   const std::int64_t N = x.rows(), C = x.size(-1);
-  LLMTK_CHECK(w.numel() == C && dw.numel() == C && (!db || db.numel() == C), op, "w, dw and db must have ", C, " elements");
+  LLMTK_CHECK(w.numel() == C && (!dw || dw.numel() == C) && (!db || db.numel() == C), op, "w, dw and db must have ", C, " elements");
   LLMTK_CHECK(mean.numel() == N && rstd.numel() == N, op, "mean and rstd must have ", N, " elements");
   const float* W = w.f32();
   const int threads = max_threads();
@@ -70,7 +71,7 @@ void layernorm_backward(TensorRef dx, TensorRef dw, TensorRef db, TensorRef dy, 
       }
     }
   }
-  reduce_partials(dw.f32(), parts, threads, C);
+  if (dw) reduce_partials(dw.f32(), parts, threads, C);
   if (db) reduce_partials(db.f32(), parts + std::int64_t(threads) * C, threads, C);
 }
 

@@ -1,5 +1,6 @@
 // attention_forward / attention_backward: cuDNN's fused SDPA (cudnn_attention.cpp) when the
-// precision is bf16 and the mask is one cuDNN expresses (causal, no window, no ALiBi), else the
+// precision is bf16 and the mask is one the graphs express (causal, no window, no ALiBi, no
+// padding lengths or segments), else the
 // tiled kernel (attention.cu), which implements every mask and is the reference the cuDNN path is
 // tested against. Either backward takes the lse either forward saved (cuDNN's softmax statistics
 // are the same log-sum-exp).
@@ -18,7 +19,9 @@ namespace {
 using i64 = std::int64_t;
 
 kernels::AttentionDims dims_of(const backend::AttentionShape& s, const AttentionMask& m) {
-  return {s.B, s.T, s.Tk, s.H, s.KV, s.D, m.causal, m.window, m.q_offset, static_cast<float>(1.0 / std::sqrt(double(s.D)))};
+  return {s.B,        s.T,        s.Tk,       s.H, s.KV, s.D, m.causal, m.window, m.q_offset,
+          static_cast<float>(1.0 / std::sqrt(double(s.D))), m.lengths ? m.lengths.i32() : nullptr,
+          m.segments ? m.segments.i32() : nullptr};
 }
 
 void check_limits(const char* op, const kernels::AttentionDims& d) {
@@ -41,7 +44,7 @@ namespace {
 // cuDNN runs bf16 with these masks only; everything else takes the tiled kernel.
 bool cudnn_applies(const kernels::AttentionDims& d, const AttentionMask& m) {
   return cudnn_enabled() && ops::matmul_precision() == DType::bf16 && m.causal && m.window == 0 && !m.alibi &&
-         m.q_offset == 0 && d.T == d.Tk && d.D % 8 == 0 && d.D <= 128;
+         !m.lengths && !m.segments && m.q_offset == 0 && d.T == d.Tk && d.D % 8 == 0 && d.D <= 128;
 }
 
 // Once per op: the forward and the backward graphs can fail for different reasons.

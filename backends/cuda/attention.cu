@@ -1,5 +1,6 @@
 // The tiled attention kernel: fp32, online softmax in FlashAttention-2 order, every mask of
-// AttentionMask (causal, sliding window, ALiBi, q_offset) and grouped kv heads by index (query
+// AttentionMask (causal or bidirectional, sliding window, ALiBi, q_offset, padding lengths,
+// document segments) and grouped kv heads by index (query
 // head h reads kv head h / (H / KV); nothing is copied). The fallback for cuDNN's fused SDPA and
 // the reference it is tested against on the GPU.
 //
@@ -25,8 +26,16 @@ __device__ __forceinline__ float row_sum4(float v) {
   return v;
 }
 
-__device__ __forceinline__ bool visible(const AttentionDims& d, i64 qpos, i64 kj) {
-  return kj < d.Tk && (!d.causal || kj <= qpos) && (d.window <= 0 || qpos - kj < d.window);
+__device__ __forceinline__ bool visible(const AttentionDims& d, i64 b, i64 qpos, i64 kj) {
+  return kj < d.Tk && (!d.causal || kj <= qpos) &&
+         (d.window <= 0 || (qpos - kj < d.window && kj - qpos < d.window)) && (!d.lengths || kj < d.lengths[b]) &&
+         (!d.segments || d.segments[b * d.Tk + qpos] == d.segments[b * d.Tk + kj]);
+}
+// Keys past q_last + window are hidden from every query of a block when the mask is
+// bidirectional with a window (causal: past q_last).
+__device__ __forceinline__ i64 key_end(const AttentionDims& d, i64 q_last) {
+  const i64 e = d.causal ? q_last + 1 : d.window > 0 ? q_last + d.window : d.Tk;
+  return e < d.Tk ? e : d.Tk;
 }
 
 // Loads rows [r0, r0 + BK) of a [B, rows, heads, D] tensor at (b, head) into dst[BK][DMAX],
@@ -60,7 +69,7 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(float* out, float* ls
   float m = -CUDART_INF_F, l = 0.0f;
   const i64 q_first = d.q_offset + i64(blockIdx.x) * kRows;
   const i64 q_last = d.q_offset + (i64(blockIdx.x) * kRows + kRows < d.T ? i64(blockIdx.x) * kRows + kRows : d.T) - 1;
-  const i64 k_end = d.causal ? (q_last + 1 < d.Tk ? q_last + 1 : d.Tk) : d.Tk;
+  const i64 k_end = key_end(d, q_last);
   i64 k_begin = d.window > 0 && q_first - d.window + 1 > 0 ? q_first - d.window + 1 : 0;
   k_begin = k_begin / BK * BK;
   for (i64 k0 = k_begin; k0 < k_end; k0 += BK) {
@@ -77,7 +86,7 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(float* out, float* ls
       for (int p = 0; p < P; ++p) part += qr[p] * ks[j * DMAX + sub + 4 * p];
       const float dot = row_sum4(part);
       const i64 kj = k0 + j;
-      s[j] = row_ok && visible(d, qpos, kj) ? dot - slope * float(qpos - kj) : -CUDART_INF_F;
+      s[j] = row_ok && visible(d, b, qpos, kj) ? dot - slope * float(qpos - kj) : -CUDART_INF_F;
       tile_max = fmaxf(tile_max, s[j]);
     }
     const float m_new = fmaxf(m, tile_max);
@@ -141,7 +150,7 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(float* dq, const float* do
   const float delta_i = row_ok ? delta[(b * d.H + h) * d.T + i] : 0.0f;
   const i64 q_first = d.q_offset + i64(blockIdx.x) * kRows;
   const i64 q_last = d.q_offset + (i64(blockIdx.x) * kRows + kRows < d.T ? i64(blockIdx.x) * kRows + kRows : d.T) - 1;
-  const i64 k_end = d.causal ? (q_last + 1 < d.Tk ? q_last + 1 : d.Tk) : d.Tk;
+  const i64 k_end = key_end(d, q_last);
   i64 k_begin = d.window > 0 && q_first - d.window + 1 > 0 ? q_first - d.window + 1 : 0;
   k_begin = k_begin / BK * BK;
   for (i64 k0 = k_begin; k0 < k_end; k0 += BK) {
@@ -159,7 +168,7 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(float* dq, const float* do
       }
       const float dot = row_sum4(ps), dp = row_sum4(pd);
       const i64 kj = k0 + j;
-      if (!row_ok || !visible(d, qpos, kj)) continue;
+      if (!row_ok || !visible(d, b, qpos, kj)) continue;
       const float pij = expf(dot * d.scale - slope * float(qpos - kj) - lse_i);
       const float ds = pij * (dp - delta_i);
 #pragma unroll
@@ -199,6 +208,7 @@ __global__ void __launch_bounds__(kThreads) dkdv_kernel(float* dk, float* dv, co
   const i64 k_first = i64(blockIdx.x) * kRows;
   const i64 k_last = (k_first + kRows < d.Tk ? k_first + kRows : d.Tk) - 1;
   i64 i_begin = d.causal && k_first - d.q_offset > 0 ? k_first - d.q_offset : 0;
+  if (!d.causal && d.window > 0 && k_first - d.window + 1 - d.q_offset > 0) i_begin = k_first - d.window + 1 - d.q_offset;
   i_begin = i_begin / BK * BK;
   i64 i_end = d.T;
   if (d.window > 0 && k_last + d.window - d.q_offset < i_end) i_end = k_last + d.window - d.q_offset;
@@ -225,7 +235,7 @@ __global__ void __launch_bounds__(kThreads) dkdv_kernel(float* dk, float* dv, co
         }
         const float dot = row_sum4(ps), dp = row_sum4(pd);
         const i64 i = i0 + j, qpos = d.q_offset + i;
-        if (!row_ok || i >= d.T || !visible(d, qpos, kj)) continue;
+        if (!row_ok || i >= d.T || !visible(d, b, qpos, kj)) continue;
         const float pij = expf(dot * d.scale - slope * float(qpos - kj) - lse_s[j]);
         const float ds = pij * (dp - delta_s[j]);
 #pragma unroll

@@ -79,8 +79,9 @@ void column_sum_normed(float* out, const float* dy, const float* x, const float*
 // losses[n] = logsumexp(logits[n]) − logits[n, t] (0 when ignored, NaN for a target outside [0, V))
 void cross_entropy_forward(float* losses, const float* logits, const std::int32_t* targets, i64 N, i64 V,
                            int ignore_index, cudaStream_t s);
-// dlogits = dloss · (softmax(logits) − onehot(t)) (may alias logits); lse: N floats of scratch
-void cross_entropy_backward(float* dlogits, const float* logits, const std::int32_t* targets, i64 N, i64 V,
+// dlogits = dloss · w[n] · (softmax(logits) − onehot(t)) (may alias logits; weights may be null:
+// w = 1); lse: N floats of scratch
+void cross_entropy_backward(float* dlogits, const float* logits, const std::int32_t* targets, const float* weights, i64 N, i64 V,
                             float dloss, int ignore_index, float* lse, cudaStream_t s);
 
 // ---- optimizer.cu ---------------------------------------------------------------------------
@@ -102,6 +103,8 @@ struct AttentionDims {
   int window;
   int q_offset;
   float scale;  // 1/sqrt(D)
+  const std::int32_t* lengths;   // [B] keys per row (padding after), or null
+  const std::int32_t* segments;  // [B, Tk] document of each position, or null
 };
 // Largest head dim the tiled kernel takes.
 inline constexpr int kAttentionMaxHeadDim = 128;

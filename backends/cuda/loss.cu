@@ -85,14 +85,16 @@ __global__ void row_logsumexp_kernel(float* lse, const float* logits, const std:
   if (threadIdx.x == 0) lse[n] = l;
 }
 
-// dlogits = dloss · (softmax(z) − onehot(t)) = dloss · (exp(z − lse) − onehot(t)), element-wise
+// dlogits = g · (softmax(z) − onehot(t)) = g · (exp(z − lse) − onehot(t)), g = dloss · w[n] (w = 1
+// without weights), element-wise
 // once the row's lse is known: rows along the grid's y, each row's columns spread over the
 // blocks along x. May alias logits (each element is read, then written by the same thread).
 __global__ void cross_entropy_backward_kernel(float* dlogits, const float* logits, const float* lse,
-                                              const std::int32_t* targets, i64 N, i64 V, float dloss,
-                                              int ignore_index) {
+                                              const std::int32_t* targets, const float* weights, i64 N, i64 V,
+                                              float dloss, int ignore_index) {
   for (i64 n = blockIdx.y; n < N; n += gridDim.y) {
     const std::int32_t t = targets[n];
+    const float g = weights ? dloss * weights[n] : dloss;
     const bool ignored = t == ignore_index, valid = t >= 0 && t < V;
     const float l = lse[n];
     float* dz = dlogits + n * V;
@@ -108,7 +110,7 @@ __global__ void cross_entropy_backward_kernel(float* dlogits, const float* logit
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
         const i64 v = v0 + u * stride;
-        if (v < V) dz[v] = ignored ? 0.0f : valid ? dloss * (expf(zs[u] - l) - (v == t ? 1.0f : 0.0f)) : CUDART_NAN_F;
+        if (v < V) dz[v] = ignored ? 0.0f : valid ? g * (expf(zs[u] - l) - (v == t ? 1.0f : 0.0f)) : CUDART_NAN_F;
       }
     }
   }
@@ -122,8 +124,8 @@ void cross_entropy_forward(float* losses, const float* logits, const std::int32_
   cross_entropy_forward_kernel<<<static_cast<unsigned>(N), kThreads, 0, s>>>(losses, logits, targets, V, ignore_index);
   LLMTK_CUDA_LAUNCHED("cross_entropy_forward");
 }
-void cross_entropy_backward(float* dlogits, const float* logits, const std::int32_t* targets, i64 N, i64 V,
-                            float dloss, int ignore_index, float* lse, cudaStream_t s) {
+void cross_entropy_backward(float* dlogits, const float* logits, const std::int32_t* targets, const float* weights,
+                            i64 N, i64 V, float dloss, int ignore_index, float* lse, cudaStream_t s) {
   if (N == 0) return;
   row_logsumexp_kernel<<<static_cast<unsigned>(N), kThreads, 0, s>>>(lse, logits, targets, V, ignore_index);
   LLMTK_CUDA_LAUNCHED("cross_entropy_backward");
@@ -131,7 +133,8 @@ void cross_entropy_backward(float* dlogits, const float* logits, const std::int3
   constexpr int kGradThreads = 256;
   const i64 gx = (V + 8 * kGradThreads - 1) / (8 * kGradThreads);
   const dim3 grid(static_cast<unsigned>(gx < 1 ? 1 : gx), static_cast<unsigned>(N < 65535 ? N : 65535));
-  cross_entropy_backward_kernel<<<grid, kGradThreads, 0, s>>>(dlogits, logits, lse, targets, N, V, dloss, ignore_index);
+  cross_entropy_backward_kernel<<<grid, kGradThreads, 0, s>>>(dlogits, logits, lse, targets, weights, N, V, dloss,
+                                                              ignore_index);
   LLMTK_CUDA_LAUNCHED("cross_entropy_backward");
 }
 

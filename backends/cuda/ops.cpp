@@ -69,16 +69,17 @@ void layernorm_backward(TensorRef dx, TensorRef dw, TensorRef db, TensorRef dy, 
                         TensorRef mean, TensorRef rstd) {
   const char* op = "layernorm_backward";
   expect_f32(op, "dx", dx), expect_f32(op, "dy", dy), expect_f32(op, "x", x);
-  expect_f32(op, "w", w), expect_f32(op, "dw", dw), expect_f32(op, "mean", mean), expect_f32(op, "rstd", rstd);
+  expect_f32(op, "w", w), expect_f32(op, "mean", mean), expect_f32(op, "rstd", rstd);
+  if (dw) expect_f32(op, "dw", dw);
   if (db) expect_f32(op, "db", db);
   expect_same(op, "dx", dx, "x", x), expect_same(op, "dy", dy, "x", x);
   const i64 N = x.rows(), C = x.size(-1);
-  LLMTK_CHECK(w.numel() == C && dw.numel() == C && (!db || db.numel() == C), op, "w, dw and db must have ", C,
+  LLMTK_CHECK(w.numel() == C && (!dw || dw.numel() == C) && (!db || db.numel() == C), op, "w, dw and db must have ", C,
               " elements");
   LLMTK_CHECK(mean.numel() == N && rstd.numel() == N, op, "mean and rstd must have ", N, " elements");
   // Parameter gradients first: they read dy, which dx could share memory with in a caller.
   float* partial = partials_for(N, C);
-  kernels::column_sum_normed(dw.f32(), dy.f32(), x.f32(), mean.f32(), rstd.f32(), N, C, partial, stream());
+  if (dw) kernels::column_sum_normed(dw.f32(), dy.f32(), x.f32(), mean.f32(), rstd.f32(), N, C, partial, stream());
   if (db) kernels::column_sum(db.f32(), dy.f32(), N, C, partial, stream());
   kernels::layernorm_backward_dx(dx.f32(), dy.f32(), x.f32(), w.f32(), mean.f32(), rstd.f32(), N, C, stream());
   finish_op(op);
@@ -98,12 +99,13 @@ void rmsnorm_forward(TensorRef y, TensorRef rstd, TensorRef x, TensorRef w, floa
 void rmsnorm_backward(TensorRef dx, TensorRef dw, TensorRef dy, TensorRef x, TensorRef w, TensorRef rstd) {
   const char* op = "rmsnorm_backward";
   expect_f32(op, "dx", dx), expect_f32(op, "dy", dy), expect_f32(op, "x", x);
-  expect_f32(op, "w", w), expect_f32(op, "dw", dw), expect_f32(op, "rstd", rstd);
+  expect_f32(op, "w", w), expect_f32(op, "rstd", rstd);
+  if (dw) expect_f32(op, "dw", dw);
   expect_same(op, "dx", dx, "x", x), expect_same(op, "dy", dy, "x", x);
   const i64 N = x.rows(), C = x.size(-1);
-  LLMTK_CHECK(w.numel() == C && dw.numel() == C, op, "w and dw must have ", C, " elements");
+  LLMTK_CHECK(w.numel() == C && (!dw || dw.numel() == C), op, "w and dw must have ", C, " elements");
   LLMTK_CHECK(rstd.numel() == N, op, "rstd must have ", N, " elements");
-  kernels::column_sum_normed(dw.f32(), dy.f32(), x.f32(), nullptr, rstd.f32(), N, C, partials_for(N, C), stream());
+  if (dw) kernels::column_sum_normed(dw.f32(), dy.f32(), x.f32(), nullptr, rstd.f32(), N, C, partials_for(N, C), stream());
   kernels::rmsnorm_backward_dx(dx.f32(), dy.f32(), x.f32(), w.f32(), rstd.f32(), N, C, stream());
   finish_op(op);
 }
@@ -222,13 +224,17 @@ void cross_entropy_forward(TensorRef losses, TensorRef logits, TensorRef targets
   finish_op(op);
 }
 
-void cross_entropy_backward(TensorRef dlogits, TensorRef logits, TensorRef targets, float dloss, int ignore_index) {
+void cross_entropy_backward(TensorRef dlogits, TensorRef logits, TensorRef targets, TensorRef weights, float dloss,
+                            int ignore_index) {
   const char* op = "cross_entropy_backward";
   expect_f32(op, "dlogits", dlogits), expect_f32(op, "logits", logits), expect_i32(op, "targets", targets);
   expect_same(op, "dlogits", dlogits, "logits", logits);
   const i64 N = logits.rows(), V = logits.size(-1);
   LLMTK_CHECK(targets.numel() == N, op, "targets must be ", N, " i32 values");
-  kernels::cross_entropy_backward(dlogits.f32(), logits.f32(), targets.i32(), N, V, dloss, ignore_index,
+  if (weights) expect_f32(op, "weights", weights);
+  LLMTK_CHECK(!weights || weights.numel() == N, op, "weights must be ", N, " f32 values");
+  kernels::cross_entropy_backward(dlogits.f32(), logits.f32(), targets.i32(), weights ? weights.f32() : nullptr, N, V,
+                                  dloss, ignore_index,
                                   scratch_as<float>(Scratch::loss_lse, std::size_t(N)), stream());
   finish_op(op);
 }

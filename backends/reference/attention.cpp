@@ -1,5 +1,6 @@
-// attention_forward / attention_backward: causal scaled-dot-product attention with grouped
-// kv heads, an optional sliding window and ALiBi. Materialises one row of probabilities at a time.
+// attention_forward / attention_backward: scaled-dot-product attention with grouped kv heads and
+// every rule of AttentionMask (causal or bidirectional, sliding window, ALiBi, padding lengths,
+// document segments). Materialises one row of probabilities at a time.
 #include <limits>
 #include <vector>
 
@@ -12,12 +13,6 @@ namespace {
 using Shape = backend::AttentionShape;
 using backend::alibi_slope;
 
-bool visible(const AttentionMask& m, std::int64_t i, std::int64_t j) {
-  if (m.causal && j > i) return false;
-  if (m.window > 0 && i - j >= m.window) return false;
-  return true;
-}
-
 // Scores of query (b, i, h) against every key, −inf where masked.
 void scores(std::vector<double>& s, const Shape& S, TensorRef q, TensorRef k, AttentionMask mask,
             std::int64_t b, std::int64_t i, std::int64_t h) {
@@ -27,7 +22,7 @@ void scores(std::vector<double>& s, const Shape& S, TensorRef q, TensorRef k, At
   const float* Q = q.f32() + ((b * S.T + i) * S.H + h) * S.D;
   const std::int64_t at = mask.q_offset + i;  // the query's position among the keys
   for (std::int64_t j = 0; j < S.Tk; ++j) {
-    if (!visible(mask, at, j)) {
+    if (!backend::attention_visible(mask, b, at, j, S.Tk)) {
       s[j] = -std::numeric_limits<double>::infinity();
       continue;
     }
@@ -50,6 +45,12 @@ void attention_forward(TensorRef out, TensorRef lse, TensorRef q, TensorRef k, T
         scores(s, S, q, k, mask, b, i, h);
         double mx = -std::numeric_limits<double>::infinity();
         for (double x : s) mx = std::max(mx, x);
+        float* O = out.f32() + ((b * S.T + i) * S.H + h) * S.D;
+        if (mx == -std::numeric_limits<double>::infinity()) {  // no visible key: out 0, lse -inf
+          for (std::int64_t d = 0; d < S.D; ++d) O[d] = 0.0f;
+          lse.f32()[(b * S.H + h) * S.T + i] = -std::numeric_limits<float>::infinity();
+          continue;
+        }
         double sum = 0;
         for (double& x : s) sum += (x = std::exp(x - mx));  // masked scores become 0
         std::fill(acc.begin(), acc.end(), 0.0);
@@ -59,7 +60,6 @@ void attention_forward(TensorRef out, TensorRef lse, TensorRef q, TensorRef k, T
           const float* V = v.f32() + ((b * S.Tk + j) * S.KV + g) * S.D;
           for (std::int64_t d = 0; d < S.D; ++d) acc[d] += s[j] / sum * V[d];
         }
-        float* O = out.f32() + ((b * S.T + i) * S.H + h) * S.D;
         for (std::int64_t d = 0; d < S.D; ++d) O[d] = static_cast<float>(acc[d]);
         lse.f32()[(b * S.H + h) * S.T + i] = static_cast<float>(mx + std::log(sum));
       }
@@ -85,6 +85,11 @@ void attention_backward(TensorRef dq, TensorRef dk, TensorRef dv, TensorRef dout
         const std::int64_t g = h / (S.H / S.KV);
         scores(p, S, q, k, mask, b, i, h);
         const double l = lse.f32()[(b * S.H + h) * S.T + i];
+        float* DQ = dq.f32() + ((b * S.T + i) * S.H + h) * S.D;
+        if (l == -std::numeric_limits<double>::infinity()) {  // a query that saw no key
+          for (std::int64_t d = 0; d < S.D; ++d) DQ[d] = 0.0f;
+          continue;
+        }
         for (double& x : p) x = std::exp(x - l);
         const float* dO = dout.f32() + ((b * S.T + i) * S.H + h) * S.D;
         const float* O = out.f32() + ((b * S.T + i) * S.H + h) * S.D;
@@ -106,7 +111,6 @@ void attention_backward(TensorRef dq, TensorRef dk, TensorRef dv, TensorRef dout
             dV[kv + d] += p[j] * dO[d];
           }
         }
-        float* DQ = dq.f32() + ((b * S.T + i) * S.H + h) * S.D;
         for (std::int64_t d = 0; d < S.D; ++d) DQ[d] = static_cast<float>(dqrow[d]);
       }
   for (std::size_t n = 0; n < dK.size(); ++n) {

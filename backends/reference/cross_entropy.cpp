@@ -33,13 +33,15 @@ void cross_entropy_forward(TensorRef losses, TensorRef logits, TensorRef targets
   }
 }
 
-void cross_entropy_backward(TensorRef dlogits, TensorRef logits, TensorRef targets, float dloss,
-                            int ignore_index) {
+void cross_entropy_backward(TensorRef dlogits, TensorRef logits, TensorRef targets, TensorRef weights,
+                            float dloss, int ignore_index) {
   const char* op = "cross_entropy_backward";
   expect_f32(op, "dlogits", dlogits), expect_f32(op, "logits", logits);
   expect_same(op, "dlogits", dlogits, "logits", logits);
   const std::int64_t N = logits.rows(), V = logits.size(-1);
   LLMTK_CHECK(targets.dtype == DType::i32 && targets.numel() == N, op, "targets must be ", N, " i32 values");
+  if (weights) expect_f32(op, "weights", weights);
+  LLMTK_CHECK(!weights || weights.numel() == N, op, "weights must be ", N, " f32 values");
   for (std::int64_t n = 0; n < N; ++n) {
     const std::int32_t t = targets.i32()[n];
     check_target(op, t, n, V, ignore_index);
@@ -49,9 +51,9 @@ void cross_entropy_backward(TensorRef dlogits, TensorRef logits, TensorRef targe
       for (std::int64_t v = 0; v < V; ++v) dz[v] = 0.0f;
       continue;
     }
-    const double lse = logsumexp(z, V);
+    const double lse = logsumexp(z, V), g = double(dloss) * (weights ? weights.f32()[n] : 1.0f);
     for (std::int64_t v = 0; v < V; ++v)
-      dz[v] = static_cast<float>(dloss * (std::exp(z[v] - lse) - (v == t ? 1.0 : 0.0)));
+      dz[v] = static_cast<float>(g * (std::exp(z[v] - lse) - (v == t ? 1.0 : 0.0)));
   }
 }
 

@@ -34,10 +34,11 @@ void layernorm_backward(TensorRef dx, TensorRef dw, TensorRef db, TensorRef dy, 
                         TensorRef w, TensorRef mean, TensorRef rstd) {
   const char* op = "layernorm_backward";
   expect_f32(op, "dx", dx), expect_f32(op, "dy", dy), expect_f32(op, "x", x);
-  expect_f32(op, "w", w), expect_f32(op, "dw", dw);
+  expect_f32(op, "w", w);
+  if (dw) expect_f32(op, "dw", dw);
   expect_same(op, "dx", dx, "x", x), expect_same(op, "dy", dy, "x", x);
   const std::int64_t N = x.rows(), C = x.size(-1);
-  LLMTK_CHECK(w.numel() == C && dw.numel() == C && (!db || db.numel() == C), op, "w, dw and db must have ", C, " elements");
+  LLMTK_CHECK(w.numel() == C && (!dw || dw.numel() == C) && (!db || db.numel() == C), op, "w, dw and db must have ", C, " elements");
   LLMTK_CHECK(mean.numel() == N && rstd.numel() == N, op, "mean and rstd must have ", N, " elements");
   for (std::int64_t n = 0; n < N; ++n) {
     const float *X = x.f32() + n * C, *DY = dy.f32() + n * C;
@@ -52,7 +53,7 @@ void layernorm_backward(TensorRef dx, TensorRef dw, TensorRef db, TensorRef dy, 
     for (std::int64_t c = 0; c < C; ++c) {
       const double xh = (X[c] - m) * r, g = double(DY[c]) * w.f32()[c];
       dx.f32()[n * C + c] = static_cast<float>(r * (g - mg - xh * mgx));
-      dw.f32()[c] += static_cast<float>(double(DY[c]) * xh);
+      if (dw) dw.f32()[c] += static_cast<float>(double(DY[c]) * xh);
       if (db) db.f32()[c] += DY[c];
     }
   }

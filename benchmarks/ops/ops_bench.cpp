@@ -152,7 +152,7 @@ void bench_model(std::vector<Row>& rows, const std::string& model, std::int64_t 
     const double nv = double(N * V) * 4;
     memory_op("cross_entropy_forward", nv, [&] { ops::cross_entropy_forward(losses.t(), logits.t(), tt, -100); });
     memory_op("cross_entropy_backward", 2 * nv,
-              [&] { ops::cross_entropy_backward(dlogits.t(), logits.t(), tt, 1.0f / float(N), -100); });
+              [&] { ops::cross_entropy_backward(dlogits.t(), logits.t(), tt, TensorRef{}, 1.0f / float(N), -100); });
   }
   {
     // One step over a tensor the size of the MLP's two matrices: reads p, g, m, v; writes p, m, v.

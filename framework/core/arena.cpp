@@ -10,7 +10,7 @@ std::size_t round_up(std::size_t n) { return (n + kAlign - 1) / kAlign * kAlign;
 
 void Arena::Free::operator()(std::byte* p) const { memory->release(p); }
 
-int Arena::add(std::string name, std::vector<std::int64_t> shape, DType dtype, ParamKind kind) {
+int Arena::add(std::string name, std::vector<std::int64_t> shape, DType dtype, ParamKind kind, bool frozen) {
   LLMTK_CHECK(!allocated(), name_, "cannot add '", name, "' after the arena is allocated");
   LLMTK_CHECK(find(name) < 0, name_, "'", name, "' is planned twice");
   LLMTK_CHECK(!shape.empty() && shape.size() <= TensorRef::kMaxRank, name_, "'", name,
@@ -24,7 +24,8 @@ int Arena::add(std::string name, std::vector<std::int64_t> shape, DType dtype, P
   LLMTK_CHECK(n < (std::int64_t(1) << 56) &&
                   !__builtin_add_overflow(bytes_, round_up(std::size_t(n) * size_of(dtype)), &end),
               name_, "'", name, "' makes the arena larger than 2^56 bytes; are the sizes right?");
-  Entry e{std::move(name), std::move(shape), dtype, bytes_, n, kind};
+  Entry e{std::move(name), std::move(shape), dtype, bytes_, n, kind, frozen, -1};
+  if (!frozen) e.grad = trainable_++;
   bytes_ = end;
   index_.emplace(e.name, static_cast<int>(entries_.size()));
   entries_.push_back(std::move(e));
@@ -41,7 +42,21 @@ Arena Arena::like(std::string name) const {
   a.entries_ = entries_;
   a.index_ = index_;
   a.bytes_ = bytes_;
+  a.trainable_ = trainable_;
   return a;
+}
+
+Arena Arena::trainable_like(std::string name) const {
+  Arena a(std::move(name));
+  for (const auto& e : entries_)
+    if (!e.frozen) a.add(e.name, e.shape, e.dtype, e.kind);
+  return a;
+}
+
+std::int64_t Arena::trainable_numel() const {
+  std::int64_t n = 0;
+  for (const auto& e : entries_) n += e.frozen ? 0 : e.numel;
+  return n;
 }
 
 // Parameters lie in memory by how the optimizer treats them: matrices (always decayed), then
@@ -49,9 +64,11 @@ Arena Arena::like(std::string name) const {
 // the embeddings go, each weight-decay group is one contiguous range, so the optimizer updates
 // every parameter with one op per group (train/optimizer.cpp). Within a group, and in arenas
 // without parameter kinds (activations), tensors keep their planning order. The layout is a
-// function of the table alone, so arenas made with like() lay out identically.
+// function of the table alone, so arenas made with like() lay out identically. Frozen parameters
+// come last, so the arenas of trainable_like() (gradients, moments) match the trainable prefix.
 namespace {
-int layout_group(ParamKind k) {
+int layout_group(ParamKind k, bool frozen) {
+  if (frozen) return 3;
   switch (k) {
     case ParamKind::none:
     case ParamKind::matrix:
@@ -66,9 +83,9 @@ int layout_group(ParamKind k) {
 
 void Arena::lay_out() {
   std::size_t offset = 0;
-  for (int group = 0; group < 3; ++group)
+  for (int group = 0; group < 4; ++group)
     for (auto& e : entries_)
-      if (layout_group(e.kind) == group) {
+      if (layout_group(e.kind, e.frozen) == group) {
         e.offset = offset;
         offset += round_up(std::size_t(e.numel) * size_of(e.dtype));
       }

@@ -34,17 +34,23 @@ class Arena {
     std::size_t offset = 0;  // bytes from the start of the arena; final once allocated
     std::int64_t numel = 0;
     ParamKind kind = ParamKind::none;
+    bool frozen = false;  // a parameter without gradient or optimizer state
+    int grad = -1;        // its index in trainable_like()'s arena; -1 when frozen
   };
 
   explicit Arena(std::string name = "arena") : name_(std::move(name)) {}
 
   // Plans a tensor; returns its index. Names are unique within an arena.
   int add(std::string name, std::vector<std::int64_t> shape, DType dtype = DType::f32,
-          ParamKind kind = ParamKind::none);
+          ParamKind kind = ParamKind::none, bool frozen = false);
   // Index of `name`, or -1.
   int find(std::string_view name) const;
   // A new, unallocated arena with the same table (gradients and optimizer moments mirror params).
   Arena like(std::string name) const;
+  // The same, without frozen entries: gradients and optimizer moments. Frozen tensors lie last in
+  // memory, so the trainable tensors have the same offsets here as in this arena.
+  Arena trainable_like(std::string name) const;
+  std::int64_t trainable_numel() const;
   // One zero-filled, 64-byte-aligned allocation for every planned tensor, from `memory` (by
   // default the active backend's: host, or the GPU for device = "cuda"). Adding after this fails.
   // Parameters are grouped by weight-decay treatment (matrices, embeddings, norms and biases),
@@ -82,6 +88,7 @@ class Arena {
   std::vector<Entry> entries_;
   std::unordered_map<std::string, int> index_;  // name → entry, so planning stays linear
   std::size_t bytes_ = 0;
+  int trainable_ = 0;  // entries that are not frozen
   std::unique_ptr<std::byte, Free> base_;
 };
 

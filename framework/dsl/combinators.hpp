@@ -1,7 +1,7 @@
 // Generic combinators: Residual<F> (y = x + F(x)) and Chain<A, B> (y = B(A(x))). Their backward
 // comes from their parts. Placements and Block build on the same pattern.
 #pragma once
-#include "../layers/common.hpp"
+#include "../protocol/part.hpp"
 
 namespace llmtk {
 

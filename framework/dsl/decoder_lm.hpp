@@ -2,8 +2,7 @@
 // token ids [B, T] to logits [B, T, V]. Checks at compile time that its parts connect and that
 // it uses one position scheme.
 #pragma once
-#include "../layers/common.hpp"
-#include "../layers/lm_head.hpp"
+#include "../protocol/part.hpp"
 
 namespace llmtk {
 

@@ -4,7 +4,7 @@
 //   SandwichNorm: y = x + norm_out(F(norm_in(x)))    (CogView, Gemma 2)
 // Each provides Wrap<Norm, F>, a part that maps [B, T, C] to [B, T, C].
 #pragma once
-#include "../layers/common.hpp"
+#include "../protocol/part.hpp"
 
 namespace llmtk {
 

@@ -4,7 +4,7 @@
 #include <string>
 #include <vector>
 
-#include "../layers/common.hpp"
+#include "../protocol/part.hpp"
 
 namespace llmtk {
 

@@ -1,16 +1,31 @@
-// Causal self-attention with grouped kv heads: GQA<Pos>, and its two special cases MHA<Pos>
-// (n_kv_heads = n_heads) and MQA<Pos> (n_kv_heads = 1). Pos is an attention position scheme
-// (NoPE, RoPE, ALiBi); dims.window > 0 limits each query to the last `window` keys.
+// Self-attention with grouped kv heads: GQA<Pos, Mask>, and its two special cases MHA<Pos, Mask>
+// (n_kv_heads = n_heads) and MQA<Pos, Mask> (n_kv_heads = 1). Pos is an attention position scheme
+// (NoPE, RoPE, ALiBi); Mask is Causal (a decoder's) or Bidirectional (an encoder's). dims.window > 0
+// limits each query to keys within `window` positions. What flows with the batch (Flow: padding
+// lengths, document segments) narrows the mask further at run time.
 #pragma once
-#include "common.hpp"  // ops::matmul_*, ops::attention_*, ops::add_forward
+#include "common.hpp"  // ops::attention_*, ops::add_forward
+#include "linear.hpp"
 #include "positions.hpp"
 
 namespace llmtk {
 
 enum class KvGrouping { grouped, all, one };
 
-template <class Pos, KvGrouping Grouping = KvGrouping::grouped>
+// The mask kind is part of the mixer's type.
+struct Causal {
+  static constexpr bool causal = true;  // query i sees keys j <= i
+};
+struct Bidirectional {
+  static constexpr bool causal = false;  // every query sees every key
+};
+template <class M>
+concept MaskKind = requires { { M::causal } -> std::convertible_to<bool>; };
+
+template <class Pos, class Mask = Causal, KvGrouping Grouping = KvGrouping::grouped>
 struct GQA {
+  static_assert(MaskKind<Mask>, "attention_mask_kind: the mixer's second argument is a mask kind, Causal or "
+                                "Bidirectional");
   static_assert(AttentionPositions<Pos>,
                 "attention_positions: the mixer takes an attention position scheme (NoPE, RoPE, "
                 "ALiBi); additive ones (LearnedPositions, Sinusoidal) go in Embedding<...>");
@@ -18,6 +33,7 @@ struct GQA {
   using In = Hidden;
   using Out = Hidden;
   using Positions = Pos;
+  using MaskT = Mask;
 
   static constexpr void add_traits(ArchTraits& t) {
     llmtk::add_traits<Pos>(t);
@@ -25,7 +41,7 @@ struct GQA {
     if (Grouping == KvGrouping::one) t.mqa = true;
   }
 
-  ParamSlot wq, bq, wk, bk, wv, bv, wo, bo;  // wq: [H·D, C], wk, wv: [KV·D, C], wo: [C, H·D]
+  Linear wq, wk, wv, wo;                     // wq: [H·D, C], wk, wv: [KV·D, C], wo: [C, H·D]; biases bq, bk, bv, bo
   ActSlot q, k, v, o, lse;                   // saved: q, o [B, T, H, D]; k, v [B, T, KV, D]; lse [B, H, T]
   ActSlot dq, dk, dv, dout, dx_part;         // backward scratch
   ActSlot kcache, vcache;                    // decoding only: [cache length, KV·D] keys and values so far
@@ -34,14 +50,10 @@ struct GQA {
     const auto& d = p.dims;
     const std::int64_t C = d.d_model, QD = std::int64_t(d.n_heads) * d.head_dim(), KD = d.kv_dim();
     const std::int64_t N = p.B * p.T;
-    wq = p.param("wq", {QD, C}, ParamKind::matrix);
-    if (d.bias) bq = p.param("bq", {QD}, ParamKind::bias);
-    wk = p.param("wk", {KD, C}, ParamKind::matrix);
-    if (d.bias) bk = p.param("bk", {KD}, ParamKind::bias);
-    wv = p.param("wv", {KD, C}, ParamKind::matrix);
-    if (d.bias) bv = p.param("bv", {KD}, ParamKind::bias);
-    wo = p.param("wo", {C, QD}, ParamKind::residual_matrix);
-    if (d.bias) bo = p.param("bo", {C}, ParamKind::bias);
+    wq.declare(p, "wq", "bq", QD, C, ParamKind::matrix, d.bias);
+    wk.declare(p, "wk", "bk", KD, C, ParamKind::matrix, d.bias);
+    wv.declare(p, "wv", "bv", KD, C, ParamKind::matrix, d.bias);
+    wo.declare(p, "wo", "bo", C, QD, ParamKind::residual_matrix, d.bias);
     q = p.act("q", {N, QD}), k = p.act("k", {N, KD}), v = p.act("v", {N, KD});
     o = p.act("o", {N, QD}), lse = p.act("lse", {p.B * d.n_heads * p.T});
     dq = p.act("dq", {N, QD}), dk = p.act("dk", {N, KD}), dv = p.act("dv", {N, KD});
@@ -55,9 +67,9 @@ struct GQA {
   // y, x: [B, T, C]
   void forward(Ctx& c, TensorRef y, TensorRef x) {
     const auto x2 = rows(c, x, c.dims.d_model);
-    ops::matmul_forward(c.a(q), x2, c.p(wq), c.p(bq));
-    ops::matmul_forward(c.a(k), x2, c.p(wk), c.p(bk));
-    ops::matmul_forward(c.a(v), x2, c.p(wv), c.p(bv));
+    wq.forward(c, c.a(q), x2);
+    wk.forward(c, c.a(k), x2);
+    wv.forward(c, c.a(v), x2);
     Pos::rotate(c, heads(c, q, c.dims.n_heads), heads(c, k, c.dims.n_kv_heads));
     if (kcache.id >= 0) {
       // Decoding: append this step's keys and values at rows [pos0, pos0 + T) of the cache and
@@ -77,23 +89,23 @@ struct GQA {
       ops::attention_forward(heads(c, o, c.dims.n_heads), c.a(lse), heads(c, q, c.dims.n_heads),
                              heads(c, k, c.dims.n_kv_heads), heads(c, v, c.dims.n_kv_heads), mask(c));
     }
-    ops::matmul_forward(rows(c, y, c.dims.d_model), c.a(o), c.p(wo), c.p(bo));
+    wo.forward(c, rows(c, y, c.dims.d_model), c.a(o));
   }
 
   // dx, dy, x: [B, T, C]; every parameter gradient +=
   void backward(Ctx& c, TensorRef dx, TensorRef dy, TensorRef x) {
     const int H = c.dims.n_heads, KV = c.dims.n_kv_heads;
     const auto x2 = rows(c, x, c.dims.d_model), dx2 = rows(c, dx, c.dims.d_model);
-    ops::matmul_backward(c.a(dout), c.g(wo), c.g(bo), rows(c, dy, c.dims.d_model), c.a(o), c.p(wo));
+    wo.backward(c, c.a(dout), rows(c, dy, c.dims.d_model), c.a(o));
     ops::attention_backward(heads(c, dq, H), heads(c, dk, KV), heads(c, dv, KV), heads(c, dout, H),
                             heads(c, q, H), heads(c, k, KV), heads(c, v, KV), heads(c, o, H),
                             c.a(lse), mask(c));
     Pos::rotate_backward(c, heads(c, dq, H), heads(c, dk, KV));
     // x feeds three projections: dx = dq·wq + dk·wk + dv·wv
-    ops::matmul_backward(dx2, c.g(wq), c.g(bq), c.a(dq), x2, c.p(wq));
-    ops::matmul_backward(c.a(dx_part), c.g(wk), c.g(bk), c.a(dk), x2, c.p(wk));
+    wq.backward(c, dx2, c.a(dq), x2);
+    wk.backward(c, c.a(dx_part), c.a(dk), x2);
     ops::add_forward(dx2, dx2, c.a(dx_part));
-    ops::matmul_backward(c.a(dx_part), c.g(wv), c.g(bv), c.a(dv), x2, c.p(wv));
+    wv.backward(c, c.a(dx_part), c.a(dv), x2);
     ops::add_forward(dx2, dx2, c.a(dx_part));
   }
 
@@ -105,7 +117,9 @@ struct GQA {
   }
 
  private:
-  static AttentionMask mask(const Ctx& c) { return {true, c.dims.window, Pos::alibi, int(c.pos0)}; }
+  static AttentionMask mask(const Ctx& c) {
+    return {Mask::causal, c.dims.window, Pos::alibi, int(c.pos0), c.flow.lengths, c.flow.segments};
+  }
   static TensorRef rows(const Ctx& c, TensorRef t, std::int64_t width) {
     return t.view({c.B * c.T, width});
   }
@@ -115,10 +129,10 @@ struct GQA {
 };
 
 // Multi-head attention: one kv head per query head (n_kv_heads must equal n_heads).
-template <class Pos>
-struct MHA final : GQA<Pos, KvGrouping::all> {};
+template <class Pos, class Mask = Causal>
+struct MHA final : GQA<Pos, Mask, KvGrouping::all> {};
 // Multi-query attention: one kv head shared by all query heads (n_kv_heads must be 1).
-template <class Pos>
-struct MQA final : GQA<Pos, KvGrouping::one> {};
+template <class Pos, class Mask = Causal>
+struct MQA final : GQA<Pos, Mask, KvGrouping::one> {};
 
 }  // namespace llmtk

@@ -1,19 +1,11 @@
-// What every part header needs: the concepts, the planner and the ops.
+// What every part header in layers/ needs: the part protocol (concepts, planner, ops) and a few
+// helpers the layers share.
 #pragma once
 #include <cstdint>
 
-#include "../core/axes.hpp"
-#include "../dsl/concepts.hpp"
-#include "../dsl/plan.hpp"
-#include "../ops/ops.hpp"
+#include "../protocol/part.hpp"
 
 namespace llmtk {
-
-// Parts that have no influence on ArchTraits skip add_traits; combinators call this helper.
-template <class P>
-constexpr void add_traits(ArchTraits& t) {
-  if constexpr (requires { P::add_traits(t); }) P::add_traits(t);
-}
 
 // Average number of keys a query sees: causal over T positions, limited to `window` if set.
 constexpr double visible_keys(std::int64_t T, int window) {

@@ -35,7 +35,7 @@ struct Embedding {
   }
   // dy: [B, T, C]; ids have no gradient (dx is ignored); dtokens, dpositions +=
   void backward(Ctx& c, TensorRef /*dx*/, TensorRef dy, TensorRef ids) {
-    ops::embedding_backward(c.g(tokens), dy, ids);
+    if (const TensorRef g = c.g(tokens)) ops::embedding_backward(g, dy, ids);  // null: frozen
     if constexpr (adds_positions) positions.backward(c, dy);
   }
   static double flops_per_token(const Dims&, std::int64_t) { return 0.0; }

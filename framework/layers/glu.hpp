@@ -1,7 +1,8 @@
 // Gated feed-forwards: y = w_down · (act(w_gate · x) ⊙ (w_up · x)). SwiGLU (act = SiLU, Llama's)
 // and GeGLU (act = GELU). Biases b_gate, b_up, b_down exist when dims.bias is set.
 #pragma once
-#include "common.hpp"  // ops::matmul_*, ops::swiglu_*, ops::geglu_*, ops::add_forward
+#include "common.hpp"  // ops::swiglu_*, ops::geglu_*, ops::add_forward
+#include "linear.hpp"
 
 namespace llmtk {
 
@@ -24,37 +25,34 @@ struct GatedFeedForward {
   using In = Hidden;
   using Out = Hidden;
 
-  ParamSlot w_gate, b_gate, w_up, b_up, w_down, b_down;  // w_gate, w_up: [F, C]; w_down: [C, F]
+  Linear gate, up, down;       // w_gate, w_up: [F, C]; w_down: [C, F]; biases b_gate, b_up, b_down
   ActSlot g, u, a;             // saved: [B·T, F]
   ActSlot da, du, dx_part;     // backward scratch: da (becomes dgate) and du [B·T, F], [B·T, C]
 
   void declare(Planner& p) {
     const std::int64_t C = p.dims.d_model, F = p.dims.d_ff, N = p.B * p.T;
-    w_gate = p.param("w_gate", {F, C}, ParamKind::matrix);
-    if (p.dims.bias) b_gate = p.param("b_gate", {F}, ParamKind::bias);
-    w_up = p.param("w_up", {F, C}, ParamKind::matrix);
-    if (p.dims.bias) b_up = p.param("b_up", {F}, ParamKind::bias);
-    w_down = p.param("w_down", {C, F}, ParamKind::residual_matrix);
-    if (p.dims.bias) b_down = p.param("b_down", {C}, ParamKind::bias);
+    gate.declare(p, "w_gate", "b_gate", F, C, ParamKind::matrix, p.dims.bias);
+    up.declare(p, "w_up", "b_up", F, C, ParamKind::matrix, p.dims.bias);
+    down.declare(p, "w_down", "b_down", C, F, ParamKind::residual_matrix, p.dims.bias);
     g = p.act("g", {N, F}), u = p.act("u", {N, F}), a = p.act("a", {N, F});
     da = p.act("da", {N, F}), du = p.act("du", {N, F}), dx_part = p.act("dx_part", {N, C});
   }
   // y, x: [B, T, C]
   void forward(Ctx& c, TensorRef y, TensorRef x) {
     const auto x2 = x.view({c.B * c.T, c.dims.d_model});
-    ops::matmul_forward(c.a(g), x2, c.p(w_gate), c.p(b_gate));
-    ops::matmul_forward(c.a(u), x2, c.p(w_up), c.p(b_up));
+    gate.forward(c, c.a(g), x2);
+    up.forward(c, c.a(u), x2);
     Gate::forward(c.a(a), c.a(g), c.a(u));
-    ops::matmul_forward(y.view({c.B * c.T, c.dims.d_model}), c.a(a), c.p(w_down), c.p(b_down));
+    down.forward(c, y.view({c.B * c.T, c.dims.d_model}), c.a(a));
   }
   // dx, dy, x: [B, T, C]
   void backward(Ctx& c, TensorRef dx, TensorRef dy, TensorRef x) {
     const std::int64_t N = c.B * c.T, C = c.dims.d_model;
     const auto x2 = x.view({N, C}), dx2 = dx.view({N, C});
-    ops::matmul_backward(c.a(da), c.g(w_down), c.g(b_down), dy.view({N, C}), c.a(a), c.p(w_down));
+    down.backward(c, c.a(da), dy.view({N, C}), c.a(a));
     Gate::backward(c.a(da), c.a(du), c.a(da), c.a(g), c.a(u));  // da becomes dgate in place
-    ops::matmul_backward(dx2, c.g(w_gate), c.g(b_gate), c.a(da), x2, c.p(w_gate));
-    ops::matmul_backward(c.a(dx_part), c.g(w_up), c.g(b_up), c.a(du), x2, c.p(w_up));
+    gate.backward(c, dx2, c.a(da), x2);
+    up.backward(c, c.a(dx_part), c.a(du), x2);
     ops::add_forward(dx2, dx2, c.a(dx_part));
   }
   static double flops_per_token(const Dims& d, std::int64_t) {

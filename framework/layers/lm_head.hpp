@@ -1,7 +1,8 @@
 // LMHead<Tied|Untied>: logits = x · Wᵀ. Tied reads the embedding's token table (and adds its
 // gradient there); Untied owns head.weight [V, C].
 #pragma once
-#include "common.hpp"  // ops::matmul_forward, ops::matmul_backward
+#include "common.hpp"
+#include "linear.hpp"
 
 namespace llmtk {
 
@@ -17,24 +18,22 @@ struct LMHead {
   using In = Hidden;
   using Out = Logits;
 
-  ParamSlot weight;  // [V, C]: its own (Untied) or the embedding's tokens (Tied, set by tie())
+  Linear proj;  // weight [V, C]: its own (Untied) or the embedding's tokens (Tied, set by tie())
 
   void declare(Planner& p) {
-    if constexpr (!tied) weight = p.param("weight", {p.dims.vocab, p.dims.d_model}, ParamKind::matrix);
+    if constexpr (!tied) proj.declare(p, "weight", "", p.dims.vocab, p.dims.d_model, ParamKind::matrix, false);
   }
   void tie(ParamSlot embedding_tokens) {
-    if constexpr (tied) weight = embedding_tokens;
+    if constexpr (tied) proj.w = embedding_tokens;
   }
   // logits: [B, T, V]; x: [B, T, C]
   void forward(Ctx& c, TensorRef logits, TensorRef x) {
-    ops::matmul_forward(logits.view({c.B * c.T, c.dims.vocab}), x.view({c.B * c.T, c.dims.d_model}),
-                        c.p(weight), TensorRef{});
+    proj.forward(c, logits.view({c.B * c.T, c.dims.vocab}), x.view({c.B * c.T, c.dims.d_model}));
   }
-  // dx: [B, T, C]; dlogits: [B, T, V]; dweight +=
+  // dx: [B, T, C]; dlogits: [B, T, V]; dweight += (unless frozen)
   void backward(Ctx& c, TensorRef dx, TensorRef dlogits, TensorRef x) {
     const std::int64_t N = c.B * c.T;
-    ops::matmul_backward(dx.view({N, c.dims.d_model}), c.g(weight), TensorRef{},
-                         dlogits.view({N, c.dims.vocab}), x.view({N, c.dims.d_model}), c.p(weight));
+    proj.backward(c, dx.view({N, c.dims.d_model}), dlogits.view({N, c.dims.vocab}), x.view({N, c.dims.d_model}));
   }
   static double flops_per_token(const Dims& d, std::int64_t) { return 2.0 * d.d_model * d.vocab; }
 };

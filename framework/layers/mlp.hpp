@@ -3,7 +3,8 @@
 // which cuBLASLt runs as one kernel); the MLP uses them when the activation has them, and the
 // unfused path below shows the same computation step by step.
 #pragma once
-#include "common.hpp"  // ops::matmul_*, ops::gelu_*, ops::relu_*, ops::silu_*
+#include "common.hpp"  // ops::gelu_*, ops::relu_*, ops::silu_*
+#include "linear.hpp"
 
 namespace llmtk {
 
@@ -35,39 +36,44 @@ struct MLP {
   using In = Hidden;
   using Out = Hidden;
 
-  ParamSlot w_fc, b_fc, w_proj, b_proj;  // w_fc: [F, C], w_proj: [C, F]
+  Linear fc, proj;                       // w_fc: [F, C], w_proj: [C, F]; biases b_fc, b_proj
   ActSlot h, a;                          // saved: pre- and post-activation [B·T, F]
   ActSlot da;                            // backward scratch [B·T, F]
 
   void declare(Planner& p) {
     const std::int64_t C = p.dims.d_model, F = p.dims.d_ff, N = p.B * p.T;
-    w_fc = p.param("w_fc", {F, C}, ParamKind::matrix);
-    if (p.dims.bias) b_fc = p.param("b_fc", {F}, ParamKind::bias);
-    w_proj = p.param("w_proj", {C, F}, ParamKind::residual_matrix);
-    if (p.dims.bias) b_proj = p.param("b_proj", {C}, ParamKind::bias);
+    fc.declare(p, "w_fc", "b_fc", F, C, ParamKind::matrix, p.dims.bias);
+    proj.declare(p, "w_proj", "b_proj", C, F, ParamKind::residual_matrix, p.dims.bias);
     h = p.act("h", {N, F}), a = p.act("a", {N, F}), da = p.act("da", {N, F});
   }
   // y, x: [B, T, C]
   void forward(Ctx& c, TensorRef y, TensorRef x) {
     const std::int64_t N = c.B * c.T, C = c.dims.d_model;
     if constexpr (FusedActivation<Act>) {
-      Act::matmul_forward(c.a(a), c.a(h), x.view({N, C}), c.p(w_fc), c.p(b_fc));
-    } else {
-      ops::matmul_forward(c.a(h), x.view({N, C}), c.p(w_fc), c.p(b_fc));
-      Act::forward(c.a(a), c.a(h));
+      if (!fc.adapter) {  // an adapter adds to the pre-activation, between the two fused steps
+        Act::matmul_forward(c.a(a), c.a(h), x.view({N, C}), fc.weight(c), fc.bias(c));
+        return proj.forward(c, y.view({N, C}), c.a(a));
+      }
     }
-    ops::matmul_forward(y.view({N, C}), c.a(a), c.p(w_proj), c.p(b_proj));
+    fc.forward(c, c.a(h), x.view({N, C}));
+    Act::forward(c.a(a), c.a(h));
+    proj.forward(c, y.view({N, C}), c.a(a));
   }
   // dx, dy, x: [B, T, C]
   void backward(Ctx& c, TensorRef dx, TensorRef dy, TensorRef x) {
     const std::int64_t N = c.B * c.T, C = c.dims.d_model;
-    if constexpr (FusedActivation<Act>) {  // da holds dh
-      Act::matmul_backward(c.a(da), c.g(w_proj), c.g(b_proj), dy.view({N, C}), c.a(a), c.p(w_proj), c.a(h));
-    } else {
-      ops::matmul_backward(c.a(da), c.g(w_proj), c.g(b_proj), dy.view({N, C}), c.a(a), c.p(w_proj));
+    bool done = false;
+    if constexpr (FusedActivation<Act>) {
+      if (!proj.adapter) {  // da holds dh
+        Act::matmul_backward(c.a(da), proj.dweight(c), proj.dbias(c), dy.view({N, C}), c.a(a), proj.weight(c), c.a(h));
+        done = true;
+      }
+    }
+    if (!done) {
+      proj.backward(c, c.a(da), dy.view({N, C}), c.a(a));
       Act::backward(c.a(da), c.a(da), c.a(h));  // in place: da becomes dh
     }
-    ops::matmul_backward(dx.view({N, C}), c.g(w_fc), c.g(b_fc), c.a(da), x.view({N, C}), c.p(w_fc));
+    fc.backward(c, dx.view({N, C}), c.a(da), x.view({N, C}));
   }
   static double flops_per_token(const Dims& d, std::int64_t) {
     return 2.0 * 2.0 * d.d_model * d.d_ff;

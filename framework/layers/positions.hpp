@@ -48,7 +48,9 @@ struct LearnedPositions {
     table = p.param("positions", {p.dims.max_seq, p.dims.d_model}, ParamKind::embedding);
   }
   void forward(Ctx& c, TensorRef y) { ops::positions_forward(y, y, c.p(table), int(c.pos0)); }  // y: [B, T, C]
-  void backward(Ctx& c, TensorRef dy) { ops::positions_backward(c.g(table), dy); }
+  void backward(Ctx& c, TensorRef dy) {
+    if (const TensorRef g = c.g(table)) ops::positions_backward(g, dy);  // null: frozen
+  }
 };
 
 // Fixed sin/cos vectors (Vaswani et al.), no parameters; the gradient passes through unchanged.

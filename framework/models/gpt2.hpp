@@ -7,6 +7,7 @@
 #include "../layers/attention.hpp"
 #include "../layers/embedding.hpp"
 #include "../layers/layernorm.hpp"
+#include "../layers/lm_head.hpp"
 #include "../layers/mlp.hpp"
 
 namespace llmtk {

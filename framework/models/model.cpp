@@ -44,16 +44,26 @@ void AnyModel::plan(std::int64_t B, std::int64_t T, bool recompute) {
   const bool had_memory = acts_.allocated();
   acts_ = Arena("activations");
   io_ = Arena("io");
-  io_ids_ = io_.add("ids", {B, T}, DType::i32), io_targets_ = io_.add("targets", {B, T}, DType::i32);
+  io_ids_ = io_.add("ids", {B, T}, DType::i32), io_lengths_ = io_.add("lengths", {B}, DType::i32);
+  io_segments_ = io_.add("segments", {B, T}, DType::i32);
   Planner p(dims_, B, T, params_, acts_, planned_);
+  p.freeze = freeze_;
+  p.adapters = adapters_;
   p.recompute_blocks = recompute;
   p.kv_cache = kv_cache_;
   decoding_ = kv_cache_ > 0;
   recompute_ = recompute;
   declare(p);
   logits_ = p.act("logits", {B, T, dims_.vocab});
-  losses_ = p.act("losses", {B * T});
-  if (!planned_) grads_ = params_.like("grads");
+  if (!planned_) {
+    for (const auto& f : freeze_) {
+      bool any = false;
+      for (const auto& e : params_.entries()) any |= Planner::glob(f, e.name);
+      LLMTK_CHECK(any, name_, "freeze pattern '", f, "' matches no parameter; names look like ",
+                  params_.entries().front().name, " or ", params_.entries().back().name, " (llmtk arch show lists the parts)");
+    }
+    grads_ = params_.trainable_like("grads");
+  }
   planned_ = true;
   B_ = B, T_ = T;
   if (had_memory) {
@@ -68,7 +78,17 @@ TensorRef AnyModel::on_device(TensorRef t, int io_slot) {
   if (!t || t.device == acts_.device()) return t;
   LLMTK_CHECK(t.device == Device::host, name_, "ids and targets must be in host memory or on the model's device");
   io_.write(io_slot, t.data);
-  return io_[io_slot].view({B_, T_});
+  return io_[io_slot];
+}
+
+void AnyModel::set_adapters(AdapterFactory factory) {
+  LLMTK_CHECK(!planned_, name_, "set_adapters() comes before the first plan()");
+  adapters_ = std::move(factory);
+}
+
+void AnyModel::freeze(std::vector<std::string> patterns) {
+  LLMTK_CHECK(!planned_, name_, "freeze() comes before the first plan()");
+  freeze_ = std::move(patterns);
 }
 
 void AnyModel::plan_decode(std::int64_t cache_len) {
@@ -127,51 +147,30 @@ void AnyModel::init(std::uint64_t seed) {
   grads_.zero();
 }
 
-float AnyModel::forward(TensorRef ids, TensorRef targets) {
+TensorRef AnyModel::forward(const ModelInputs& in) {
   LLMTK_CHECK(acts_.allocated(), name_, "forward() before allocate()");
-  LLMTK_CHECK(ids.dtype == DType::i32 && ids.numel() == B_ * T_, name_, "ids must be [", B_, ", ",
-              T_, "] i32 (the planned batch and sequence), got ", ids.shape_str());
-  LLMTK_CHECK(!targets || (targets.dtype == DType::i32 && targets.numel() == B_ * T_), name_,
-              "targets must be [", B_, ", ", T_, "] i32, got ", targets.shape_str());
-  const TensorRef host_targets = targets;
-  ids_ = on_device(ids, io_ids_).view({B_, T_});
-  targets = on_device(targets, io_targets_);
-  targets_ = targets;
+  LLMTK_CHECK(in.ids.dtype == DType::i32 && in.ids.numel() == B_ * T_, name_, "ids must be [", B_, ", ", T_,
+              "] i32 (the planned batch and sequence), got ", in.ids.shape_str());
+  LLMTK_CHECK(!in.lengths || (in.lengths.dtype == DType::i32 && in.lengths.numel() == B_), name_,
+              "lengths must be [", B_, "] i32 (real tokens per row), got ", in.lengths.shape_str());
+  LLMTK_CHECK(!in.segments || (in.segments.dtype == DType::i32 && in.segments.numel() == B_ * T_), name_,
+              "segments must be [", B_, ", ", T_, "] i32 (the document of each token), got ", in.segments.shape_str());
+  in_.ids = on_device(in.ids, io_ids_).view({B_, T_});
+  in_.lengths = in.lengths ? on_device(in.lengths, io_lengths_).view({B_}) : TensorRef{};
+  in_.segments = in.segments ? on_device(in.segments, io_segments_).view({B_, T_}) : TensorRef{};
   Ctx c = ctx();
-  run_forward(c, c.a(logits_), ids_);
-  if (!targets) return 0.0f;
-  ops::cross_entropy_forward(c.a(losses_), c.a(logits_).view({B_ * T_, dims_.vocab}),
-                             targets.view({B_ * T_}), kIgnoreIndex);
-  double sum = 0;
-  counted_ = 0;
-  const float* l = c.a(losses_).f32();
-  const std::int32_t* tg = targets.i32();
-  if (c.a(losses_).device != Device::host) {  // the mean is taken on the host: B·T floats come back
-    host_losses_.resize(std::size_t(B_ * T_));
-    c.acts.read(losses_.id, host_losses_.data());
-    l = host_losses_.data();
-    if (host_targets.device != Device::host) {
-      host_targets_.resize(std::size_t(B_ * T_));
-      copy_bytes(host_targets_.data(), Device::host, host_targets.data, host_targets.device, host_targets.bytes());
-      tg = host_targets_.data();
-    } else {
-      tg = host_targets.i32();
-    }
-  }
-  for (std::int64_t i = 0; i < B_ * T_; ++i)
-    if (tg[i] != kIgnoreIndex) sum += l[i], ++counted_;
-  return counted_ ? static_cast<float>(sum / double(counted_)) : 0.0f;
+  c.flow = {in_.lengths, in_.segments};
+  run_forward(c, c.a(logits_), in_.ids);
+  return c.a(logits_);
 }
 
-void AnyModel::backward() {
-  LLMTK_CHECK(targets_, name_, "backward() needs a forward() with targets");
+void AnyModel::backward(TensorRef doutputs) {
+  LLMTK_CHECK(in_.ids, name_, "backward() needs a forward() first");
+  LLMTK_CHECK(doutputs.numel() == B_ * T_ * dims_.vocab && doutputs.device == acts_.device(), name_,
+              "doutputs must be [", B_, ", ", T_, ", ", dims_.vocab, "] in the model's memory, got ", doutputs.shape_str());
   Ctx c = ctx();
-  const float dloss = counted_ ? 1.0f / static_cast<float>(counted_) : 0.0f;
-  // The gradient overwrites the logits in place: nothing needs them after the loss, and a
-  // [B, T, vocab] buffer is the largest activation of a small model (412 MB for GPT-2 at 8 × 256).
-  const TensorRef logits = c.a(logits_).view({B_ * T_, dims_.vocab});
-  ops::cross_entropy_backward(logits, logits, targets_.view({B_ * T_}), dloss, kIgnoreIndex);
-  run_backward(c, c.a(logits_), ids_);
+  c.flow = {in_.lengths, in_.segments};
+  run_backward(c, doutputs.view({B_, T_, dims_.vocab}), in_.ids);
 }
 
 TensorRef AnyModel::logits() const { return acts_[logits_.id]; }

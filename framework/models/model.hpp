@@ -3,16 +3,23 @@
 // every layer stays a template resolved at compile time.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "../core/type_name.hpp"
-#include "../dsl/plan.hpp"
+#include "../protocol/plan.hpp"
 
 namespace llmtk {
 
-inline constexpr int kIgnoreIndex = -100;  // targets equal to this are left out of the loss
+// What a forward pass reads: token ids and what flows with them (see Flow in protocol/plan.hpp).
+// Host or device memory.
+struct ModelInputs {
+  TensorRef ids;       // [B, T] i32
+  TensorRef lengths;   // [B] i32 or null: real tokens per row, padding after them
+  TensorRef segments;  // [B, T] i32 or null: documents packed in each row (attention stays within one)
+};
 
 // One row of a model's parameter breakdown (llmtk arch show).
 struct PartInfo {
@@ -66,19 +73,34 @@ class AnyModel {
   void init(std::uint64_t seed);
   void zero_grad() { grads_.zero(); }
 
-  // ids, targets: [B, T] i32 (targets may be null: logits only). Returns the mean cross-entropy
-  // over targets that are not kIgnoreIndex.
-  float forward(TensorRef ids, TensorRef targets = {});
-  // d(mean loss)/d(every parameter), accumulated (+=) into grads(). Needs forward with targets.
-  void backward();
+  // Freezes every parameter whose name matches one of `patterns` (globs: "embed.*",
+  // "blocks.*.attn.w*"): frozen parameters keep their values and get no gradient buffer and no
+  // optimizer state. Before the first plan(); a pattern that matches nothing fails then.
+  void freeze(std::vector<std::string> patterns);
+  const std::vector<std::string>& frozen_patterns() const { return freeze_; }
+  // Adapters beside Linears (LoRA and its kin): the factory is asked once per Linear with its
+  // weight's full name and shape (protocol/plan.hpp). Before the first plan().
+  using AdapterFactory = std::function<std::shared_ptr<LinearAdapter>(std::string_view, std::int64_t, std::int64_t)>;
+  void set_adapters(AdapterFactory factory);
 
-  TensorRef logits() const;  // [B, T, V] from the last forward (backward() overwrites them with their gradient)
+  // Runs the model and returns its outputs: logits [B, T, V] in the model's memory, valid until
+  // the next forward. An objective (train/objective.hpp) turns them into a loss.
+  TensorRef forward(const ModelInputs& in);
+  TensorRef forward(TensorRef ids) { return forward(ModelInputs{ids, {}, {}}); }
+  // Back-propagates d(loss)/d(outputs) from `doutputs` ([B, T, V], in the model's memory; it may
+  // be the outputs' own buffer, which the objective overwrites in place) and accumulates (+=)
+  // every trainable parameter's gradient into grads().
+  void backward(TensorRef doutputs);
+
+  TensorRef logits() const;  // [B, T, V] from the last forward
   Arena& params() { return params_; }
   Arena& grads() { return grads_; }
   Arena& acts() { return acts_; }
   const Arena& params() const { return params_; }
   const Arena& acts() const { return acts_; }
   std::int64_t param_count() const { return params_.numel(); }
+  std::int64_t trainable_count() const { return params_.trainable_numel(); }
+  std::size_t grads_bytes() const { return grads_.bytes(); }
 
  protected:
   virtual void declare(Planner& p) = 0;
@@ -86,7 +108,7 @@ class AnyModel {
   virtual void run_backward(Ctx& c, TensorRef dlogits, TensorRef ids) = 0;
 
  private:
-  Ctx ctx() { return Ctx{params_, grads_, acts_, dims_, B_, T_, 0}; }
+  Ctx ctx() { return Ctx{params_, grads_, acts_, dims_, B_, T_, 0, {}}; }
 
   std::string name_;
   Dims dims_;
@@ -95,18 +117,18 @@ class AnyModel {
   // On a device: the step's ids and targets copied from the host, and host copies of what
   // forward and decode hand back (planned with the activations, so a step allocates nothing).
   Arena io_{"io"};
-  int io_ids_ = -1, io_targets_ = -1;
-  std::vector<float> host_losses_, host_logits_;
-  std::vector<std::int32_t> host_targets_;
+  int io_ids_ = -1, io_lengths_ = -1, io_segments_ = -1;
+  std::vector<float> host_logits_;
   TensorRef on_device(TensorRef t, int io_slot);
+  std::vector<std::string> freeze_;
+  AdapterFactory adapters_;
   bool planned_ = false;
   std::int64_t B_ = 0, T_ = 0;
   bool recompute_ = false;
   std::int64_t kv_cache_ = 0;
   bool decoding_ = false;
-  ActSlot logits_, losses_;
-  TensorRef ids_, targets_;
-  std::int64_t counted_ = 0;  // targets in the last forward that count toward the loss
+  ActSlot logits_;
+  ModelInputs in_;  // the last forward's inputs, in the model's memory
 };
 
 template <class Arch>

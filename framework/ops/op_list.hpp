@@ -49,8 +49,8 @@
   X(cross_entropy_forward,  (TensorRef losses, TensorRef logits, TensorRef targets,               \
                              int ignore_index), (losses, logits, targets, ignore_index))          \
   X(cross_entropy_backward, (TensorRef dlogits, TensorRef logits, TensorRef targets,              \
-                             float dloss, int ignore_index),                                      \
-                            (dlogits, logits, targets, dloss, ignore_index))                      \
+                             TensorRef weights, float dloss, int ignore_index),                   \
+                            (dlogits, logits, targets, weights, dloss, ignore_index))             \
   X(adamw_step, (TensorRef param, TensorRef grad, TensorRef m, TensorRef v, AdamWArgs args),      \
                 (param, grad, m, v, args))                                                        \
   X(sgd_step,   (TensorRef param, TensorRef grad, TensorRef buf, SgdArgs args),                   \

@@ -2,7 +2,8 @@
 // the last axis contiguous) and dispatches to the active backend. Conventions:
 //   - outputs first, then inputs; gradients are prefixed d;
 //   - activation outputs and activation gradients are written (=);
-//   - parameter gradients (dw, db, dtable) are accumulated (+=);
+//   - parameter gradients (dw, db, dtable) are accumulated (+=); a null one (a frozen parameter,
+//     or an absent bias) is skipped, and the op still writes its activation gradient;
 //   - an absent optional tensor (a bias the model does not have) is a null TensorRef;
 //   - y may alias x in element-wise ops (rope, positions, sinusoidal, add, activations), and dx
 //     may alias dy in element-wise backward ops (rope, activations; swiglu/geglu: dgate may
@@ -21,15 +22,30 @@
 
 namespace llmtk {
 
-// Which keys a query may see. causal: key j <= query i. window > 0: also i - j < window.
-// alibi: scores get -slope_h * (i - j) (ALiBi, slopes from the head count).
-// q_offset: query row i is at position q_offset + i among the keys (decoding with a KV cache:
-// one new query against every cached key). Backward needs q_offset = 0.
+// Which keys a query may see, every rule at once (each backend's kernel implements all of them):
+//   causal:   key j <= query i (false: bidirectional, every key);
+//   window:   > 0: also |i - j| < window (i - j < window when causal): a sliding window;
+//   alibi:    scores get -slope_h * (i - j) (ALiBi, slopes from the head count);
+//   q_offset: query row i is at position q_offset + i among the keys (decoding with a KV cache:
+//             one new query against every cached key). Backward needs q_offset = 0;
+//   lengths:  [B] i32 or null: row b has lengths[b] real tokens (1 ≤ lengths[b] ≤ Tk), and keys
+//             j ≥ lengths[b] (padding) are hidden from every query;
+//   segments: [B, Tk] i32 or null: the document of each position in a packed row; query i sees key
+//             j only when they are in the same document (per-document resets). Needs q_offset = 0
+//             and Tq = Tk; not combined with lengths (give padding its own document instead).
+// A query that sees no key at all (possible only with lengths and a window) gets out = 0 and
+// lse = -inf, and contributes nothing in backward.
 struct AttentionMask {
   bool causal = true;
   int window = 0;
   bool alibi = false;
   int q_offset = 0;
+  TensorRef lengths;
+  TensorRef segments;
+  // Positional, like an aggregate: AttentionMask{true, 5} is causal with a window of 5.
+  AttentionMask(bool causal_ = true, int window_ = 0, bool alibi_ = false, int q_offset_ = 0, TensorRef lengths_ = {},
+                TensorRef segments_ = {})
+      : causal(causal_), window(window_), alibi(alibi_), q_offset(q_offset_), lengths(lengths_), segments(segments_) {}
 };
 
 // Hyper-parameters of one AdamW update (decoupled weight decay); step counts from 1.
@@ -101,8 +117,9 @@ namespace ops {
 // embedding_backward: dtable[ids[b, t], :] += dy[b, t, :]
 // cross_entropy_forward:  losses[N] = logsumexp(logits[n, :]) − logits[n, targets[n]],
 //                         0 where targets[n] == ignore_index. logits [N, V], targets [N] i32
-// cross_entropy_backward: dlogits[N, V] = dloss · (softmax(logits[n]) − onehot(targets[n])),
-//                         0 rows where ignored. dloss is d(total loss)/d(losses[n]).
+// cross_entropy_backward: dlogits[N, V] = dloss · w[n] · (softmax(logits[n]) − onehot(targets[n])),
+//                         0 rows where ignored. weights: [N] f32, or null for w = 1 (a loss mask
+//                         or per-token weights). dloss is d(total loss)/d(w[n] · losses[n]).
 //
 // ---- optimizer ----------------------------------------------------------------------------
 // adamw_step: m = β1 m + (1-β1) g; v = β2 v + (1-β2) g²; m̂ = m/(1-β1^t); v̂ = v/(1-β2^t);

@@ -8,7 +8,8 @@
 namespace llmtk::train {
 
 Optimizer::Optimizer(const Recipe::Optim& config, const Arena& params)
-    : c_(config), m_(params.like(config.name == "sgd" ? "buf" : "m")), v_(params.like("v")) {
+    : c_(config), m_(params.trainable_like(config.name == "sgd" ? "buf" : "m")),
+      v_(params.trainable_like("v")) {
   m_.allocate();
   if (c_.name == "adamw") v_.allocate();
 }
@@ -36,6 +37,7 @@ std::vector<Optimizer::Range> Optimizer::ranges(const Arena& params) const {
   std::vector<Range> out;
   for (std::size_t i : order) {
     const auto& e = entries[i];
+    if (e.frozen) continue;  // laid out last: the ranges cover the trainable prefix
     const float wd = decays(e) ? float(c_.weight_decay) : 0.0f;
     const std::size_t end = e.offset + std::size_t(e.numel) * sizeof(float);
     if (!out.empty() && out.back().weight_decay == wd) out.back().end = end;

@@ -1,5 +1,6 @@
 // Optimizers over a model's parameter arena: AdamW, SGD with momentum (Nesterov optional), Lion.
-// State (moments) lives in arenas that mirror the parameters, allocated once. Weight decay is
+// State (moments) lives in arenas that mirror the trainable parameters (frozen ones have none),
+// allocated once. Weight decay is
 // applied to matrices, never to norms and biases, and to embeddings only when asked.
 #pragma once
 #include <string>

@@ -11,6 +11,7 @@
 #include <optional>
 #include <string>
 
+#include "checkpoint.hpp"  // find_checkpoint
 #include "recipe.hpp"
 
 namespace llmtk::train {
@@ -40,8 +41,5 @@ double measure_matmul_peak_flops();
 // LLMTK_MATMUL_PEAK_GFLOPS in FLOP/s, if set; a value that is not a positive number fails, naming
 // the variable. Commands call it at start-up so a bad value stops them before any work.
 std::optional<double> matmul_peak_override();
-
-// The directory of the newest checkpoint under a run directory (or DIR itself if it is one).
-std::string find_checkpoint(const std::string& dir);
 
 }  // namespace llmtk::train

@@ -12,6 +12,7 @@
 #include "models/registry.hpp"
 #include "ops/ops.hpp"
 #include "train/optimizer.hpp"
+#include "train/step.hpp"
 #include "train/trainer.hpp"
 
 namespace llmtk::cli {
@@ -45,18 +46,18 @@ void bench(const BenchArgs& a) {
   model->init(1);
   train::Recipe::Optim oc;
   train::Optimizer opt(oc, model->params());
+  NextTokenLoss objective;
+  train::TrainStep step(*model, objective, opt, 0.0);  // what `llmtk train` runs, without clipping
   Rng rng(7);
   std::vector<std::int32_t> ids(std::size_t(a.batch * a.seq)), tg(ids.size());
   for (auto& v : ids) v = std::int32_t(rng.next() % std::uint64_t(dims.vocab));
   for (std::size_t i = 0; i < ids.size(); ++i) tg[i] = ids[(i + 1) % ids.size()];
-  TensorRef tid(ids.data(), DType::i32, {a.batch, a.seq}), ttg(tg.data(), DType::i32, {a.batch, a.seq});
+  const train::Batch batch{{TensorRef(ids.data(), DType::i32, {a.batch, a.seq}), {}, {}},
+                           {TensorRef(tg.data(), DType::i32, {a.batch, a.seq}), {}}};
   std::vector<double> ms;
   for (int s = 0; s < a.warmup + a.steps; ++s) {
     const auto t0 = std::chrono::steady_clock::now();
-    model->zero_grad();
-    model->forward(tid, ttg);
-    model->backward();
-    opt.step(model->params(), model->grads(), 1e-4, s + 1);
+    step.run([&] { return batch; }, 1, 1e-4, s + 1);
     current_memory().synchronize();  // a GPU runs the step asynchronously
     const double dt = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     if (s >= a.warmup) ms.push_back(dt);
@@ -88,7 +89,7 @@ void add_bench_commands(CLI::App& app) {
   auto* b = app.add_subcommand("bench", "Measure speed");
   b->require_subcommand(1);
   auto ba = std::make_shared<BenchArgs>();
-  auto* st = b->add_subcommand("step", "Time full training steps (forward, backward, AdamW) on random tokens");
+  auto* st = b->add_subcommand("step", "Time full training steps (forward, loss, backward, gradient norm, AdamW) on random tokens");
   st->add_option("--arch", ba->arch, "Architecture (llmtk arch list)")->required();
   st->add_option("--batch", ba->batch, "Batch size")->check(CLI::Range(1, 1 << 16));
   st->add_option("--seq", ba->seq, "Sequence length")->check(CLI::Range(1, 1 << 20));

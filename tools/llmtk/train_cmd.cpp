@@ -11,10 +11,11 @@
 #include "data/loader.hpp"
 #include "models/registry.hpp"
 #include "ops/ops.hpp"
+#include "train/checkpoint.hpp"
 #include "train/generate.hpp"
 #include "train/hf.hpp"
 #include "train/run_report.hpp"
-#include "train/safetensors.hpp"
+#include "train/step.hpp"
 #include "train/trainer.hpp"
 
 namespace llmtk::cli {
@@ -27,34 +28,6 @@ struct TrainArgs {
   std::string recipe, run_dir, resume, init, device;
   std::vector<std::string> sets;
 };
-
-// A trained model and its tokenizer, from a run or checkpoint directory.
-struct Loaded {
-  std::unique_ptr<AnyModel> model;
-  std::unique_ptr<data::Tokenizer> tok;
-  std::string checkpoint;
-  nlohmann::json state;
-};
-
-Loaded load_run(const std::string& dir, const std::string& device) {
-  Loaded l;
-  // Prefer the best checkpoint by validation loss, else the newest.
-  const fs::path best = fs::path(dir) / "checkpoints" / "best";
-  l.checkpoint = fs::exists(best / "state.json") ? best.string() : train::find_checkpoint(dir);
-  std::ifstream in(fs::path(l.checkpoint) / "state.json");
-  l.state = nlohmann::json::parse(in);
-  Dims dims = find_arch(l.state.at("arch").get<std::string>()).dims;
-  for (auto& [k, v] : l.state.at("dims").items()) set_dim(dims, k, v.get<std::string>());
-  ops::require_backend(device);
-  l.model = make_model(l.state.at("arch").get<std::string>(), dims);
-  l.model->plan(1, 1);
-  l.model->allocate();
-  train::load_safetensors((fs::path(l.checkpoint) / "model.safetensors").string(), l.model->params());
-  l.tok = data::load_tokenizer(l.state.at("tokenizer").get<std::string>());
-  LLMTK_CHECK(std::to_string(l.tok->hash()) == l.state.at("tokenizer_hash").get<std::string>(), "generate",
-              "the tokenizer at ", l.state.at("tokenizer").get<std::string>(), " changed since the model was trained");
-  return l;
-}
 
 struct GenArgs {
   std::string run, prompt, device = "cpu";
@@ -122,16 +95,17 @@ void add_train_commands(CLI::App& app) {
   gen->add_option("--seed", ga->o.seed, "Random seed");
   gen->add_option("--device", ga->device, "cpu, reference or cuda")->check(device_names());
   gen->callback([ga] {
-    auto l = load_run(ga->run, ga->device);
-    std::vector<data::TokenId> prompt = ga->prompt.empty() ? std::vector<data::TokenId>{l.tok->eot()} : l.tok->encode(ga->prompt);
+    auto l = train::load_run(ga->run, ga->device);
+    const data::Tokenizer& tok = *l.tokenizer;
+    std::vector<data::TokenId> prompt = ga->prompt.empty() ? std::vector<data::TokenId>{tok.eot()} : tok.encode(ga->prompt);
     train::GenerateOptions o = ga->o;
-    o.stop_token = l.tok->eot();
+    o.stop_token = tok.eot();
     fmt::print("{}", ga->prompt);
     std::fflush(stdout);
     // Print as tokens arrive; a token can end mid-character, so print whole UTF-8 sequences only.
     std::string pending;
     train::generate(*l.model, prompt, o, [&](data::TokenId id) {
-      pending += l.tok->token_bytes(id);
+      pending += tok.token_bytes(id);
       std::size_t cut = pending.size();
       while (cut > 0 && (static_cast<unsigned char>(pending[cut - 1]) & 0xC0) == 0x80) --cut;
       if (cut > 0 && static_cast<unsigned char>(pending[cut - 1]) >= 0xC0) --cut;
@@ -157,8 +131,8 @@ void add_train_commands(CLI::App& app) {
   ex->add_option("--hf", xa->second, "Directory for a Hugging Face Transformers checkpoint "
                                      "(config.json, model.safetensors, tokenizer.json)")->required();
   ex->callback([xa] {
-    auto l = load_run(xa->first, "cpu");
-    train::export_hf(*l.model, xa->second, l.tok.get());
+    auto l = train::load_run(xa->first, "cpu");
+    train::export_hf(*l.model, xa->second, l.tokenizer.get());
     fmt::print("exported {} ({} checkpoint {}) to {}\n", l.model->name(), train::hf_family(*l.model), l.checkpoint, xa->second);
   });
 
@@ -171,19 +145,15 @@ void add_train_commands(CLI::App& app) {
   ev->add_option("--batches", ea->batches, "Batches to evaluate (default: all)")->check(CLI::Range(1, 1 << 30));
   ev->add_option("--device", ea->device, "cpu, reference or cuda")->check(device_names());
   ev->callback([ea] {
-    auto l = load_run(ea->run, ea->device);
+    auto l = train::load_run(ea->run, ea->device);
     const std::int64_t T = ea->seq ? ea->seq : l.model->dims().max_seq;
-    data::DataLoader loader(ea->shards, l.tok->hash(), data::LoaderOptions{ea->batch, T, data::DataOrder::sequential, 0, 0, 1});
+    data::DataLoader loader(ea->shards, l.tokenizer->hash(),
+                            data::LoaderOptions{ea->batch, T, data::DataOrder::sequential, 0, 0, 1});
     const std::int64_t n = ea->batches ? std::min<std::int64_t>(ea->batches, std::int64_t(loader.batches_per_epoch()))
                                        : std::int64_t(loader.batches_per_epoch());
     l.model->plan(ea->batch, T);
-    std::vector<std::int32_t> ids(std::size_t(ea->batch * T)), tg(ids.size());
-    double sum = 0;
-    for (std::int64_t i = 0; i < n; ++i) {
-      loader.next(ids, tg);
-      sum += l.model->forward(TensorRef(ids.data(), DType::i32, {ea->batch, T}), TensorRef(tg.data(), DType::i32, {ea->batch, T}));
-    }
-    const double loss = sum / double(n);
+    NextTokenLoss objective;
+    const double loss = train::evaluate(*l.model, objective, loader, n);
     fmt::print("checkpoint {}\n{} tokens in {} batches\nloss {:.4f}\nperplexity {:.2f}\n", l.checkpoint, n * ea->batch * T, n,
                loss, std::exp(loss));
   });

@@ -4,6 +4,8 @@
 //   forward/backward(Ctx&, ...) read them back through the slots declare returned.
 #pragma once
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -13,12 +15,30 @@
 
 namespace llmtk {
 
+// A parameter: its entry in the parameter arena and, unless it is frozen, in the gradient arena
+// (which holds trainable parameters only).
 struct ParamSlot {
   int id = -1;
+  int grad = -1;
   explicit operator bool() const { return id >= 0; }
 };
 struct ActSlot {
   int id = -1;
+};
+
+class Planner;
+struct Ctx;
+
+// A part beside a Linear (layers/linear.hpp) that adds to its output: LoRA and its kin. It declares
+// its own parameters (under the linear's scope) and accumulates its own gradients.
+class LinearAdapter {
+ public:
+  virtual ~LinearAdapter() = default;
+  virtual void declare(Planner& p) = 0;
+  // y: [N, out] += the adapter's contribution; x: [N, in]
+  virtual void forward(Ctx& c, TensorRef y, TensorRef x) = 0;
+  // dx: [N, in] += the adapter's input gradient (dx may be null); its parameter gradients +=
+  virtual void backward(Ctx& c, TensorRef dx, TensorRef dy, TensorRef x) = 0;
 };
 
 class Planner {
@@ -32,13 +52,43 @@ class Planner {
   const Dims& dims;
   const std::int64_t B, T;
 
+  // A parameter is frozen when its full name matches one of the model's freeze patterns
+  // (AnyModel::freeze): it keeps its values but gets no gradient and no optimizer state.
   ParamSlot param(std::string_view name, std::vector<std::int64_t> shape, ParamKind kind) {
     std::string full = prefix_ + std::string(name);
-    if (!fixed_) return {params_.add(std::move(full), std::move(shape), DType::f32, kind)};
+    if (!fixed_) {
+      const bool frozen = matches_any(full);
+      const int id = params_.add(std::move(full), std::move(shape), DType::f32, kind, frozen);
+      return {id, params_.entries()[id].grad};
+    }
     int id = params_.find(full);
     LLMTK_CHECK(id >= 0 && params_.entries()[id].shape == shape, "plan", "parameter '", full,
                 "' changed between plans");
-    return {id};
+    return {id, params_.entries()[id].grad};
+  }
+  // Adapters: called by every Linear with its weight's full name and shape; returns the adapter to
+  // put beside it, or null. Set by the strategy that adds adapters (LoRA); none by default.
+  std::function<std::shared_ptr<LinearAdapter>(std::string_view weight, std::int64_t out, std::int64_t in)> adapters;
+  std::shared_ptr<LinearAdapter> adapter_for(std::string_view weight, std::int64_t out, std::int64_t in) {
+    if (!adapters) return nullptr;
+    auto a = adapters(prefix_ + std::string(weight), out, in);
+    if (a) {
+      auto s = scope(std::string(weight) + "_adapter");
+      a->declare(*this);
+    }
+    return a;
+  }
+  // Glob patterns over full parameter names ('*' matches any run of characters, dots included):
+  // "embed.*", "blocks.*.attn.w?"... set before the first plan.
+  std::vector<std::string> freeze;
+  static bool glob(std::string_view pattern, std::string_view name) {
+    if (pattern.empty()) return name.empty();
+    if (pattern[0] == '*') {
+      for (std::size_t i = 0; i <= name.size(); ++i)
+        if (glob(pattern.substr(1), name.substr(i))) return true;
+      return false;
+    }
+    return !name.empty() && (pattern[0] == '?' || pattern[0] == name[0]) && glob(pattern.substr(1), name.substr(1));
   }
   ActSlot act(std::string_view name, std::vector<std::int64_t> shape, DType dtype = DType::f32) {
     std::string full = prefix_ + std::string(name);
@@ -83,6 +133,22 @@ class Planner {
   Arena& acts_;
   bool fixed_;
   std::string prefix_, share_from_, share_to_;
+  bool matches_any(std::string_view name) const {
+    for (const auto& f : freeze)
+      if (glob(f, name)) return true;
+    return false;
+  }
+};
+
+// What flows with the batch besides the hidden stream. A part reads the fields it uses and
+// ignores the rest; combinators hand Ctx on unchanged, so a new input is a field here and the
+// part that reads it, never an edit to Block, Repeat or a placement. Absent inputs are null.
+struct Flow {
+  // [B] i32: row b holds lengths[b] real tokens, then padding. Attention hides padding keys.
+  TensorRef lengths;
+  // [B, T] i32: the document of each token in a packed row (non-decreasing). Attention stays
+  // within a document, so packed documents do not see each other.
+  TensorRef segments;
 };
 
 // What forward and backward see: the arenas, the sizes, this plan's batch and sequence length.
@@ -93,9 +159,11 @@ struct Ctx {
   const Dims& dims;
   std::int64_t B, T;
   std::int64_t pos0 = 0;  // position of the first token (non-zero only when decoding with a KV cache)
+  Flow flow{};            // inputs beyond the hidden stream: padding, document boundaries
 
   TensorRef p(ParamSlot s) const { return params[s.id]; }
-  TensorRef g(ParamSlot s) const { return grads[s.id]; }
+  // A parameter's gradient (+=), or null when the parameter is frozen or absent.
+  TensorRef g(ParamSlot s) const { return grads[s.grad]; }
   TensorRef a(ActSlot s) const { return acts[s.id]; }
   // The residual stream's shape [B, T, C] over an activation slot, and one with another width.
   TensorRef hidden(ActSlot s) const { return a(s).view({B, T, dims.d_model}); }

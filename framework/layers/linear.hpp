@@ -1,0 +1,60 @@
+// Linear: y[N, O] = x[N, I] · wᵀ + b, the one place a weight matrix lives. Every part with a
+// matmul holds Linears (attention's q, k, v and o; the feed-forwards; the LM head), so what the
+// later stages of training need from a linear map has one home:
+//   - frozen: a parameter matching the model's freeze patterns has no gradient; backward then
+//     skips dw and db and still writes dx;
+//   - adapter: an optional part beside the map (LoRA and its kin) that adds to y and dx and owns
+//     its own parameters, created by the planner's adapter factory at declare time;
+//   - working_dtype and split: the dtype of the copy the matmul reads and the tensor-parallel
+//     split of the weight, recorded here for the stages that set them (f32 and none today).
+// Parameter names and layouts are the caller's (docs/engine.md): weight [O, I] row-major, bias [O].
+#pragma once
+#include <memory>
+#include <string_view>
+
+#include "common.hpp"  // ops::matmul_forward, ops::matmul_backward
+
+namespace llmtk {
+
+// How a tensor-parallel run splits a weight over ranks: by output rows (column-parallel in
+// Megatron's terms) or by input columns (row-parallel).
+enum class LinearSplit { none, rows, columns };
+
+struct Linear {
+  ParamSlot w, b;  // w: [out, in]; b: [out] or absent
+  std::int64_t in = 0, out = 0;
+  DType working_dtype = DType::f32;
+  LinearSplit split = LinearSplit::none;
+  std::shared_ptr<LinearAdapter> adapter;  // null: none
+
+  // Declares the weight `weight_name` [out, in] and, when `with_bias`, the bias `bias_name` [out].
+  void declare(Planner& p, std::string_view weight_name, std::string_view bias_name, std::int64_t out_features,
+               std::int64_t in_features, ParamKind kind, bool with_bias) {
+    in = in_features, out = out_features;
+    w = p.param(weight_name, {out, in}, kind);
+    if (with_bias) b = p.param(bias_name, {out}, ParamKind::bias);
+    adapter = p.adapter_for(weight_name, out, in);
+  }
+
+  TensorRef weight(const Ctx& c) const { return c.p(w); }
+  TensorRef bias(const Ctx& c) const { return c.p(b); }
+  TensorRef dweight(const Ctx& c) const { return c.g(w); }  // null when frozen
+  TensorRef dbias(const Ctx& c) const { return c.g(b); }
+  bool frozen(const Ctx& c) const { return !c.g(w); }
+
+  // y: [N, out] written; x: [N, in]
+  void forward(Ctx& c, TensorRef y, TensorRef x) {
+    ops::matmul_forward(y, x, weight(c), bias(c));
+    if (adapter) adapter->forward(c, y, x);
+  }
+  // dx: [N, in] written (may be null when nobody needs it); dw, db += unless frozen
+  void backward(Ctx& c, TensorRef dx, TensorRef dy, TensorRef x) {
+    ops::matmul_backward(dx, dweight(c), dbias(c), dy, x, weight(c));
+    if (adapter) adapter->backward(c, dx, dy, x);
+  }
+  static double flops_per_row(std::int64_t out_features, std::int64_t in_features) {
+    return 2.0 * double(out_features) * double(in_features);
+  }
+};
+
+}  // namespace llmtk

@@ -1,0 +1,144 @@
+#include "checkpoint.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "../core/error.hpp"
+#include "../models/registry.hpp"
+#include "../ops/ops.hpp"
+#include "safetensors.hpp"
+
+namespace llmtk::train {
+
+namespace fs = std::filesystem;
+using json = nlohmann::ordered_json;
+
+namespace {
+void write_text(const fs::path& path, const std::string& s) {
+  const fs::path tmp = path.string() + ".tmp";
+  {
+    std::ofstream out(tmp);
+    LLMTK_CHECK(out.good(), "checkpoint", "cannot write '", tmp.string(), "'");
+    out << s;
+  }
+  fs::rename(tmp, path);
+}
+json number_or_null(double v) { return std::isfinite(v) ? json(v) : json(nullptr); }
+}  // namespace
+
+std::string step_checkpoint_name(std::int64_t step) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "step_%08lld", static_cast<long long>(step));
+  return buf;
+}
+
+std::string save_checkpoint(const std::string& dir_name, const AnyModel& model, Optimizer* optimizer,
+                            const CheckpointState& s) {
+  const fs::path dir(dir_name), tmp = dir_name + ".tmp";
+  fs::remove_all(tmp);
+  fs::create_directories(tmp);
+  save_safetensors((tmp / "model.safetensors").string(), model.params(),
+                   {{"format", "pt"}, {"arch", s.arch}, {"step", std::to_string(s.step)}});
+  if (optimizer)
+    for (Arena* a : optimizer->state()) save_safetensors((tmp / ("optimizer." + a->name() + ".safetensors")).string(), *a);
+  json st;
+  st["step"] = s.step;
+  st["arch"] = s.arch;
+  st["dims"] = json::object();
+  for (const auto& [k, v] : dims_as_keys(s.dims)) st["dims"][k] = v;
+  if (!s.frozen.empty()) st["frozen"] = s.frozen;
+  st["data"] = {{"epoch", s.data_epoch}, {"step", s.data_step}, {"dir", s.data_dir}};
+  st["tokenizer"] = s.tokenizer;
+  st["tokenizer_hash"] = s.tokenizer_hash;
+  st["val_loss"] = number_or_null(s.val_loss);
+  st["best_val_loss"] = number_or_null(s.best_val_loss);
+  st["recipe"] = s.recipe;
+  write_text(tmp / "state.json", st.dump(2) + "\n");
+  fs::remove_all(dir);
+  fs::rename(tmp, dir);  // the checkpoint appears whole or not at all
+  return dir.string();
+}
+
+CheckpointState read_checkpoint_state(const std::string& dir) {
+  const fs::path path = fs::path(dir) / "state.json";
+  std::ifstream in(path);
+  LLMTK_CHECK(in.good(), "checkpoint", "cannot read '", path.string(), "'");
+  json st;
+  try {
+    st = json::parse(in);
+    CheckpointState s;
+    s.step = st.at("step");
+    s.arch = st.at("arch");
+    s.dims = find_arch(s.arch).dims;
+    for (auto& [k, v] : st.at("dims").items()) set_dim(s.dims, k, v.get<std::string>());
+    if (st.contains("frozen")) s.frozen = st["frozen"].get<std::vector<std::string>>();
+    s.data_epoch = st.at("data").at("epoch");
+    s.data_step = st.at("data").at("step");
+    s.data_dir = st.at("data").value("dir", "");
+    s.tokenizer = st.at("tokenizer");
+    s.tokenizer_hash = st.at("tokenizer_hash");
+    // null when no evaluation ran before the checkpoint
+    if (st.contains("val_loss") && st["val_loss"].is_number()) s.val_loss = st["val_loss"];
+    if (st.contains("best_val_loss") && st["best_val_loss"].is_number()) s.best_val_loss = st["best_val_loss"];
+    s.recipe = st.value("recipe", "");
+    return s;
+  } catch (const json::exception& e) {
+    fail("checkpoint", "'", path.string(), "' is not a checkpoint's state: ", e.what());
+  }
+}
+
+void load_checkpoint(const std::string& dir, AnyModel& model, Optimizer* optimizer) {
+  load_safetensors((fs::path(dir) / "model.safetensors").string(), model.params());
+  if (!optimizer) return;
+  for (Arena* a : optimizer->state())
+    load_safetensors((fs::path(dir) / ("optimizer." + a->name() + ".safetensors")).string(), *a);
+}
+
+std::string find_checkpoint(const std::string& dir) {
+  LLMTK_CHECK(fs::is_directory(dir), "resume", "'", dir, "' is not a directory");
+  if (fs::exists(fs::path(dir) / "state.json")) return dir;
+  const fs::path ckpts = fs::path(dir) / "checkpoints";
+  std::string newest;
+  if (fs::is_directory(ckpts))
+    for (const auto& e : fs::directory_iterator(ckpts)) {
+      const auto name = e.path().filename().string();
+      if (name.starts_with("step_") && fs::exists(e.path() / "state.json") && name > fs::path(newest).filename().string())
+        newest = e.path().string();
+    }
+  LLMTK_CHECK(!newest.empty(), "resume", "no checkpoint in '", dir, "' (looked for checkpoints/step_*/state.json)");
+  return newest;
+}
+
+std::string best_or_newest_checkpoint(const std::string& dir) {
+  const fs::path best = fs::path(dir) / "checkpoints" / "best";
+  return fs::exists(best / "state.json") ? best.string() : find_checkpoint(dir);
+}
+
+void prune_checkpoints(const std::string& run_dir, std::int64_t keep) {
+  std::vector<std::string> steps;
+  for (const auto& e : fs::directory_iterator(fs::path(run_dir) / "checkpoints"))
+    if (e.path().filename().string().starts_with("step_") && !e.path().filename().string().ends_with(".tmp"))
+      steps.push_back(e.path().string());
+  std::sort(steps.begin(), steps.end());
+  for (std::size_t i = 0; i + std::size_t(keep) < steps.size(); ++i) fs::remove_all(steps[i]);
+}
+
+LoadedRun load_run(const std::string& dir, const std::string& device) {
+  LoadedRun l;
+  l.checkpoint = best_or_newest_checkpoint(dir);
+  l.state = read_checkpoint_state(l.checkpoint);
+  ops::require_backend(device);
+  l.model = make_model(l.state.arch, l.state.dims);
+  l.model->plan(1, 1);
+  l.model->allocate();
+  load_checkpoint(l.checkpoint, *l.model, nullptr);
+  l.tokenizer = data::load_tokenizer(l.state.tokenizer);
+  LLMTK_CHECK(std::to_string(l.tokenizer->hash()) == l.state.tokenizer_hash, "checkpoint", "the tokenizer at ",
+              l.state.tokenizer, " changed since the model was trained");
+  return l;
+}
+
+}  // namespace llmtk::train

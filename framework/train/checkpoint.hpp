@@ -1,0 +1,61 @@
+// Checkpoints: one directory per checkpoint with model.safetensors, optimizer.<state>.safetensors
+// and state.json (step, data position, architecture and sizes, tokenizer and its hash, losses, the
+// resolved recipe). This module is the only code that writes or reads state.json; the trainer and
+// the command line call it.
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "../core/dims.hpp"
+#include "../data/tokenizer.hpp"
+#include "../models/model.hpp"
+#include "optimizer.hpp"
+
+namespace llmtk::train {
+
+// What state.json records.
+struct CheckpointState {
+  std::int64_t step = 0;
+  std::string arch;
+  Dims dims;
+  std::vector<std::string> frozen;      // the model's freeze patterns
+  std::int64_t data_epoch = 0, data_step = 0;
+  std::string data_dir;
+  std::string tokenizer;                // path of tokenizer.json
+  std::string tokenizer_hash;
+  double val_loss = NAN, best_val_loss = NAN;  // NaN: no evaluation yet
+  std::string recipe;                   // the resolved recipe as TOML
+};
+
+// Writes `dir` whole or not at all (a temporary directory, renamed): the model's parameters, the
+// optimizer's state (when given) and state.json. Returns `dir`.
+std::string save_checkpoint(const std::string& dir, const AnyModel& model, Optimizer* optimizer,
+                            const CheckpointState& state);
+// state.json of a checkpoint directory; fails naming the file and what is missing.
+CheckpointState read_checkpoint_state(const std::string& dir);
+// Parameters (and, when given, the optimizer's state) from a checkpoint directory.
+void load_checkpoint(const std::string& dir, AnyModel& model, Optimizer* optimizer);
+
+// "step_00000042", the directory name of a step's checkpoint.
+std::string step_checkpoint_name(std::int64_t step);
+// The newest checkpoint under a run directory (or DIR itself if it is one).
+std::string find_checkpoint(const std::string& dir);
+// The best checkpoint by validation loss if the run kept one, else the newest.
+std::string best_or_newest_checkpoint(const std::string& dir);
+// Deletes all but the newest `keep` step checkpoints under run_dir/checkpoints.
+void prune_checkpoints(const std::string& run_dir, std::int64_t keep);
+
+// A trained model with its tokenizer, for generate, eval and export: the best or newest
+// checkpoint of a run, loaded on `device` and planned for batch 1 × seq 1.
+struct LoadedRun {
+  std::unique_ptr<AnyModel> model;
+  std::unique_ptr<data::Tokenizer> tokenizer;
+  std::string checkpoint;
+  CheckpointState state;
+};
+LoadedRun load_run(const std::string& dir, const std::string& device);
+
+}  // namespace llmtk::train

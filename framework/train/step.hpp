@@ -1,0 +1,80 @@
+// TrainStep: one optimizer step — forward, objective, backward over grad_accum micro-batches,
+// the gradient's global norm, clipping, the update — shared by `llmtk train`, `llmtk bench step`
+// and the tests, so that fine-tuning, data parallel and RL loops plug into one step instead of
+// copying it.
+#pragma once
+#include <cstdint>
+#include <functional>
+
+#include <vector>
+
+#include "../core/arena.hpp"
+#include "../data/loader.hpp"
+#include "../models/model.hpp"
+#include "objective.hpp"
+#include "optimizer.hpp"
+
+namespace llmtk::train {
+
+// One micro-batch: what the model reads and what the objective compares its outputs with.
+struct Batch {
+  ModelInputs inputs;
+  Labels labels;
+};
+
+// A language-modelling batch: ids, next-token targets, optional per-token weights ([B, T] each).
+inline Batch lm_batch(TensorRef ids, TensorRef targets, TensorRef weights = {}) {
+  return {{ids, {}, {}}, {targets, weights}};
+}
+
+// forward → objective: the loss of one batch (no gradients).
+float forward_loss(AnyModel& model, Objective& objective, const Batch& batch);
+// objective → backward after forward_loss: every trainable gradient accumulated (+=). The
+// outputs' gradient overwrites the outputs.
+void backward_from_loss(AnyModel& model, Objective& objective);
+// forward → objective → backward: the loss, with every trainable gradient accumulated (+=).
+float forward_backward(AnyModel& model, Objective& objective, const Batch& batch);
+
+// Host buffers for the [B, T] batches a loader produces (ids and next-token targets).
+class LoaderBatches {
+ public:
+  explicit LoaderBatches(data::DataLoader& loader);
+  Batch next();  // the loader's next batch, valid until the next call
+  data::DataLoader& loader() { return loader_; }
+
+ private:
+  data::DataLoader& loader_;
+  std::vector<std::int32_t> ids_, targets_;
+};
+
+// The mean loss over the first `batches` batches of `loader` (fewer if an epoch has fewer),
+// read from its start: the validation loss of `llmtk train` and `llmtk eval`.
+double evaluate(AnyModel& model, Objective& objective, data::DataLoader& loader, std::int64_t batches);
+
+struct StepStats {
+  double loss = 0;       // mean over the micro-batches
+  double grad_norm = 0;  // global L2 norm before clipping
+  bool finite = true;    // false: the loss or a gradient was not finite, and nothing was updated
+};
+
+class TrainStep {
+ public:
+  // grad_clip > 0 rescales the gradient to that global norm when it is larger.
+  TrainStep(AnyModel& model, Objective& objective, Optimizer& optimizer, double grad_clip);
+  // Zeroes the gradients, runs `grad_accum` micro-batches from `next`, and updates the trainable
+  // parameters at learning rate `lr` (`step` counts from 1) unless something was not finite.
+  StepStats run(const std::function<Batch()>& next, std::int64_t grad_accum, double lr, std::int64_t step);
+
+  AnyModel& model() { return model_; }
+
+ private:
+  double grad_norm();
+  void scale_grads(float s);
+  AnyModel& model_;
+  Objective& objective_;
+  Optimizer& optimizer_;
+  double clip_;
+  Arena scalars_{"scalars"};  // the gradient norm² accumulates where the gradients are
+};
+
+}  // namespace llmtk::train
