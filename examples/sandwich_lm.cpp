@@ -18,7 +18,7 @@ struct SandwichLM final : DecoderLM<TokenEmbedding, Repeat<SandwichBlock>, RMSNo
 int main() {
   constexpr Dims dims{.d_model = 64, .n_layers = 2, .n_heads = 4, .n_kv_heads = 2, .d_ff = 128,
                       .vocab = 256, .max_seq = 32};
-  static_assert(dims_hold<dims, SandwichLM::traits>());  // the size rules, at compile time
+  static_assert(dims_hold<dims, SandwichLM>());  // the size rules (core and every part's), at compile time
 
   ModelOf<SandwichLM> model("sandwich", dims);
   model.plan(/*batch*/ 2, /*seq*/ 16);

@@ -14,16 +14,13 @@
 using namespace llmtk;
 
 // ---- positive static tests: one per rule, and per concept ----
-// Traits that switch on the rules no preset exercises (MQA, sinusoidal positions).
-constexpr ArchTraits kMqaSinusoidal{.sinusoidal = true, .mqa = true};
+// Every rule of every preset holds (the registry also checks this when it registers them), and
+// the rules no preset exercises (MQA, sinusoidal positions) hold for a composition that has them.
+struct MqaSinusoidalBlock final : Block<RMSNorm, MQA<NoPE>, SwiGLU, PreNorm> {};
+struct MqaSinusoidalLM final : DecoderLM<Embedding<Sinusoidal>, Repeat<MqaSinusoidalBlock>, RMSNorm, LMHead<Tied>> {};
 constexpr Dims kMqaDims = [] { Dims d = LlamaTiny::dims; d.n_kv_heads = 1; return d; }();
-#define LLMTK_X(rule, keys, msg)                                        \
-  static_assert(rules::rule(Gpt2Small::dims, Gpt2::traits), #rule);     \
-  static_assert(rules::rule(LlamaTiny::dims, Llama::traits), #rule);    \
-  static_assert(rules::rule(Llama3_1B::dims, Llama::traits), #rule);    \
-  static_assert(rules::rule(kMqaDims, kMqaSinusoidal), #rule);
-LLMTK_DIMS_RULES(LLMTK_X)
-#undef LLMTK_X
+static_assert(dims_hold<Gpt2Small::dims, Gpt2>() && dims_hold<LlamaTiny::dims, Llama>() &&
+              dims_hold<Llama3_1B::dims, Llama>() && dims_hold<kMqaDims, MqaSinusoidalLM>());
 static_assert(Norm<LayerNorm> && Norm<RMSNorm>);
 static_assert(Mixer<GQA<RoPE>> && Mixer<MHA<NoPE>> && Mixer<MQA<ALiBi>>);
 static_assert(FeedForward<MLP<GELU>> && FeedForward<SwiGLU> && FeedForward<GeGLU>);
@@ -31,27 +28,27 @@ static_assert(Placement<PreNorm> && Placement<PostNorm> && Placement<SandwichNor
 static_assert(AttentionPositions<RoPE> && AdditivePositions<LearnedPositions> && AdditivePositions<Sinusoidal>);
 static_assert(Layer<Gpt2Block> && Layer<LlamaBlock> && Layer<Gpt2> && Layer<Llama>);
 static_assert(std::same_as<Gpt2::Out, Logits> && std::same_as<Llama::In, Tokens>);
-static_assert(Llama::traits.rope && !Llama::traits.learned_positions && Gpt2::traits.learned_positions);
-static_assert(Gpt2::traits.mha && !Llama::traits.mha);
+static_assert(has_tag<Llama>("rope") && !has_tag<Llama>("learned_positions") && has_tag<Gpt2>("learned_positions"));
+static_assert(has_tag<Gpt2>("mha") && !has_tag<Llama>("mha") && has_tag<MqaSinusoidalLM>("mqa"));
 // ...and the negative side of each concept, without a compile error:
 static_assert(!Norm<SwiGLU> && !Mixer<RMSNorm> && !FeedForward<GQA<RoPE>> && !Placement<RMSNorm>);
 
 TEST_CASE("run-time dims checks name every broken rule and its keys", "[dims]") {
   Dims d = LlamaTiny::dims;
-  CHECK(check_dims(d, Llama::traits).empty());
+  CHECK(check_dims(d, rules_of<Llama>()).empty());
   d.n_kv_heads = 3;
-  auto v = check_dims(d, Llama::traits);
+  auto v = check_dims(d, rules_of<Llama>());
   REQUIRE(v.size() == 1);
   CHECK(v[0].rule == "kv_heads_divide_heads");
   CHECK(v[0].keys == "model.n_kv_heads, model.n_heads");
   d.d_model = 264;  // head_dim 33: odd, RoPE cannot pair it
-  v = check_dims(d, Llama::traits);
+  v = check_dims(d, rules_of<Llama>());
   REQUIRE(v.size() == 2);
   CHECK(v[1].rule == "rope_even_head_dim");
   // GPT-2 has no RoPE, so an odd head dim is fine there.
   Dims g = Gpt2Tiny::dims;
   g.d_model = 132, g.n_heads = g.n_kv_heads = 4;
-  CHECK(check_dims(g, Gpt2::traits).empty());
+  CHECK(check_dims(g, rules_of<Gpt2>()).empty());
 }
 
 TEST_CASE("make_model refuses invalid dims with the rule's name", "[dims]") {
@@ -76,8 +73,12 @@ TEST_CASE("recipe keys set dims and explain mistakes", "[dims]") {
   // MHA derives n_kv_heads from n_heads unless the user set it.
   Dims g = Gpt2Small::dims;
   g.n_heads = 16;
-  resolve_dims(g, Gpt2::traits, false);
+  find_arch("gpt2").resolve(g, {});
   CHECK(g.n_kv_heads == 16);
+  g.n_kv_heads = 4;
+  find_arch("gpt2").resolve(g, {"model.n_kv_heads"});
+  CHECK(g.n_kv_heads == 4);  // set by the user: kept, and then refused by MHA's rule
+  CHECK(check_dims(g, find_arch("gpt2").rules).size() == 1);
 }
 
 TEST_CASE("presets have the published parameter counts", "[registry]") {

@@ -6,7 +6,16 @@
 #include <cstring>
 #include <vector>
 
+#include "dsl/block.hpp"
+#include "dsl/decoder_lm.hpp"
+#include "dsl/repeat.hpp"
 #include "gradcheck.hpp"
+#include "layers/attention.hpp"
+#include "layers/embedding.hpp"
+#include "layers/glu.hpp"
+#include "layers/lm_head.hpp"
+#include "layers/qk_norm.hpp"
+#include "layers/rmsnorm.hpp"
 #include "models/registry.hpp"
 #include "ops/ops.hpp"
 #include "train/optimizer.hpp"
@@ -193,5 +202,157 @@ TEST_CASE("adapters beside Linear: declared by a factory, trained through the wh
     CHECK(m->params().find("blocks.1.attn.wq_adapter.a") >= 0);
     CHECK(m->params().find(std::string_view(arch) == "gpt2" ? "blocks.0.mlp.w_fc_adapter.b" : "blocks.0.mlp.w_down_adapter.b") >= 0);
     CHECK(std::find(seen.begin(), seen.end(), "blocks.0.attn.wk") != seen.end());
+  }
+}
+
+// ---- compositions the engine gains without editing any existing part ---------------------------
+namespace {
+struct QkBlock final : Block<RMSNorm, GQA<QKNorm<RoPE>>, SwiGLU, PreNorm> {};
+struct QkLM final : DecoderLM<TokenEmbedding, Repeat<QkBlock>, RMSNorm, LMHead<Tied>> {};
+struct EncoderBlock final : Block<RMSNorm, GQA<RoPE, Bidirectional>, SwiGLU, PreNorm> {};
+struct EncoderLM final : DecoderLM<TokenEmbedding, Repeat<EncoderBlock>, RMSNorm, LMHead<Tied>> {};
+
+llmtk::test::GradTolerance model_tolerance() {
+  llmtk::test::GradTolerance tol;
+  tol.atol = 1e-4;  // the loss is a mean: its gradients are small, so is the bound
+  return tol;
+}
+
+// Logits of a [1, T] row, copied to the host.
+std::vector<float> logits_of(AnyModel& m, const std::vector<std::int32_t>& ids, ModelInputs in = {}) {
+  in.ids = TensorRef(const_cast<std::int32_t*>(ids.data()), DType::i32, {1, std::int64_t(ids.size())});
+  const TensorRef l = m.forward(in);
+  std::vector<float> out(std::size_t(l.numel()));
+  copy_bytes(out.data(), Device::host, l.data, l.device, l.bytes());
+  return out;
+}
+}  // namespace
+
+TEST_CASE("a parallel block (GPT-J, PaLM) is one header and a preset", "[engine][parallel]") {
+  const ArchInfo& info = find_arch("parallel-tiny");
+  REQUIRE(info.structure.size() == 2);
+  CHECK(info.structure[1] == "ParallelLMBlock = ParallelBlock<LayerNorm, MHA<RoPE>, MLP<GELU>>");
+  Dims d = info.dims;
+  d.d_model = 16, d.n_layers = 2, d.n_heads = d.n_kv_heads = 4, d.d_ff = 24, d.vocab = 13, d.max_seq = 8;
+  auto m = make_model("parallel-tiny", d);
+  REQUIRE_GRADIENTS(llmtk::test::gradcheck_model(*m, 2, 6, 31, model_tolerance()));
+  CHECK(m->params().find("blocks.1.norm.weight") >= 0);
+  CHECK(m->params().find("blocks.1.attn.wq") >= 0);
+  CHECK(m->params().find("blocks.1.mlp.w_fc") >= 0);
+  const auto parts = m->parts();
+  CHECK(std::any_of(parts.begin(), parts.end(), [](const PartInfo& p) { return p.path == "blocks.N.norm"; }));
+  // Neither Transformers family: export refuses it by name instead of writing a wrong model.
+  CHECK_FALSE(m->has_tag("sequential_block"));
+}
+
+TEST_CASE("QK-norm attention is a composition: GQA<QKNorm<RoPE>>", "[engine][qknorm]") {
+  const Dims d = tiny_llama();
+  ModelOf<QkLM> m("qk", d);
+  REQUIRE_GRADIENTS(llmtk::test::gradcheck_model(m, 2, 6, 33, model_tolerance()));
+  CHECK(m.params().find("blocks.0.attn.q_norm.weight") >= 0);
+  CHECK(m.params()["blocks.0.attn.k_norm.weight"].numel() == d.head_dim());
+  CHECK((m.has_tag("qk_norm") && m.has_tag("rope")));
+  // The RoPE rules still hold inside the composition.
+  Dims odd = d;
+  odd.d_model = 20;  // head_dim 5
+  CHECK_THROWS_WITH(ModelOf<QkLM>("qk", odd), Catch::Contains("rule rope_even_head_dim"));
+  // Decoding with a KV cache gives the full forward's logits.
+  ModelOf<QkLM> full("qk", d), step("qk", d);
+  full.plan(1, 7), full.init(4);
+  step.plan_decode(7), step.allocate();
+  step.params().copy_from(full.params());
+  const std::vector<std::int32_t> ids = {3, 1, 4, 1, 5, 9, 2};
+  const auto want = logits_of(full, ids);
+  for (int t = 0; t < 7; ++t) {
+    std::int32_t id = ids[std::size_t(t)];
+    const float* got = step.decode(TensorRef(&id, DType::i32, {1, 1}), t);
+    for (int v = 0; v < d.vocab; ++v) REQUIRE(got[v] == Approx(want[std::size_t(t * d.vocab + v)]).margin(1e-5));
+  }
+}
+
+TEST_CASE("padding: a bidirectional model's real positions never see the padding", "[engine][mask]") {
+  const auto backend = GENERATE(as<std::string>{}, "reference", "cpu");
+  INFO(backend);
+  ops::ScopedBackend scope(backend);
+  const Dims d = tiny_llama();
+  ModelOf<EncoderLM> padded("enc", d), exact("enc", d);
+  padded.plan(2, 8), exact.plan(1, 5);
+  padded.init(6), exact.allocate();
+  exact.params().copy_from(padded.params());
+  // Row 0: 5 real tokens, then 3 of padding (any ids); row 1: 8 real tokens.
+  std::vector<std::int32_t> ids = {3, 7, 1, 9, 4, 12, 12, 12, 2, 5, 8, 1, 0, 6, 11, 3};
+  std::vector<std::int32_t> lengths = {5, 8};
+  const TensorRef tid(ids.data(), DType::i32, {2, 8});
+  const TensorRef len(lengths.data(), DType::i32, {2});
+  const TensorRef l = padded.forward({tid, len, {}});
+  std::vector<float> got(std::size_t(l.numel()));
+  copy_bytes(got.data(), Device::host, l.data, l.device, l.bytes());
+  const auto want = logits_of(exact, {3, 7, 1, 9, 4});
+  for (std::size_t i = 0; i < want.size(); ++i) REQUIRE(got[i] == Approx(want[i]).margin(1e-5));
+  // Without the lengths, the padding changes the real positions (the test can fail).
+  const TensorRef lu = padded.forward(tid);
+  std::vector<float> unmasked(std::size_t(lu.numel()));
+  copy_bytes(unmasked.data(), Device::host, lu.data, lu.device, lu.bytes());
+  double diff = 0;
+  for (std::size_t i = 0; i < want.size(); ++i) diff = std::max(diff, double(std::abs(unmasked[i] - want[i])));
+  CHECK(diff > 1e-3);
+}
+
+TEST_CASE("packed documents: segments make each document attend only to itself", "[engine][mask]") {
+  const auto backend = GENERATE(as<std::string>{}, "reference", "cpu");
+  INFO(backend);
+  ops::ScopedBackend scope(backend);
+  const Dims d = tiny_llama();
+  auto packed = make_model("llama-tiny", d), alone = make_model("llama-tiny", d);
+  packed->plan(1, 8), alone->plan(1, 3);
+  packed->init(8), alone->allocate();
+  alone->params().copy_from(packed->params());
+  // Two documents in one row: 5 tokens, then 3. RoPE sees relative positions only, so the second
+  // document gives the same logits packed at offset 5 as alone at offset 0.
+  const std::vector<std::int32_t> ids = {3, 7, 1, 9, 4, 10, 2, 6};
+  std::vector<std::int32_t> segments = {0, 0, 0, 0, 0, 1, 1, 1};
+  const auto got = logits_of(*packed, ids, {{}, {}, TensorRef(segments.data(), DType::i32, {1, 8})});
+  const auto want = logits_of(*alone, {10, 2, 6});
+  for (std::size_t i = 0; i < want.size(); ++i) REQUIRE(got[5 * std::size_t(d.vocab) + i] == Approx(want[i]).margin(1e-4));
+}
+
+TEST_CASE("attention backward with padding and segments matches finite differences", "[engine][mask]") {
+  ops::ScopedBackend scope("reference");
+  const std::int64_t B = 2, T = 9, H = 4, KV = 2, D = 8;
+  Rng rng(17);
+  auto make = [&](std::int64_t n) {
+    std::vector<float> out(static_cast<std::size_t>(n));
+    for (auto& x : out) x = float(rng.normal());
+    return out;
+  };
+  std::vector<float> q = make(B * T * H * D), k = make(B * T * KV * D), v = make(B * T * KV * D), r = make(B * T * H * D);
+  std::vector<std::int32_t> lengths = {6, 9}, segments = {0, 0, 0, 1, 1, 2, 2, 2, 2, 0, 0, 0, 0, 0, 1, 1, 1, 1};
+  auto t4 = [&](std::vector<float>& x, std::int64_t heads) { return TensorRef(x.data(), DType::f32, {B, T, heads, D}); };
+  const AttentionMask masks[] = {{false, 0, false, 0, TensorRef(lengths.data(), DType::i32, {B})},
+                                 {true, 3, true, 0, TensorRef(lengths.data(), DType::i32, {B})},
+                                 {false, 0, false, 0, {}, TensorRef(segments.data(), DType::i32, {B, T})},
+                                 {true, 0, false, 0, {}, TensorRef(segments.data(), DType::i32, {B, T})}};
+  for (const auto& m : masks) {
+    std::vector<float> out(q.size()), lse(std::size_t(B * H * T));
+    auto f = [&] {  // Σ r · attention(q, k, v)
+      ops::attention_forward(t4(out, H), TensorRef(lse.data(), DType::f32, {B * H * T}), t4(q, H), t4(k, KV), t4(v, KV), m);
+      double s = 0;
+      for (std::size_t i = 0; i < out.size(); ++i) s += double(r[i]) * out[i];
+      return s;
+    };
+    f();
+    std::vector<float> dq(q.size()), dk(k.size()), dv(v.size());
+    ops::attention_backward(t4(dq, H), t4(dk, KV), t4(dv, KV), t4(r, H), t4(q, H), t4(k, KV), t4(v, KV), t4(out, H),
+                            TensorRef(lse.data(), DType::f32, {B * H * T}), m);
+    for (auto [x, dx] : {std::pair{&q, &dq}, std::pair{&k, &dk}, std::pair{&v, &dv}})
+      for (std::size_t i = 0; i < x->size(); i += 7) {
+        const float keep = (*x)[i];
+        (*x)[i] = keep + 1e-2f;
+        const double up = f();
+        (*x)[i] = keep - 1e-2f;
+        const double down = f();
+        (*x)[i] = keep;
+        REQUIRE((*dx)[i] == Approx((up - down) / 2e-2).margin(2e-3).epsilon(1e-2));
+      }
   }
 }

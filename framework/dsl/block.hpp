@@ -8,6 +8,7 @@ namespace llmtk {
 template <Norm N, Mixer M, FeedForward F, Placement P>
 struct Block {
   static constexpr Role role = Role::block;
+  static constexpr std::string_view tags[] = {"sequential_block"};
   using In = Hidden;
   using Out = Hidden;
   using Composition = Block;  // what a strong name (struct LlamaBlock final : Block<...>) stands for
@@ -15,10 +16,7 @@ struct Block {
   using Mlp = typename P::template Wrap<N, F>;
   static_assert(AxesConnect<Mlp, typename Mlp::In, typename Attn::Out>::value);
 
-  static constexpr void add_traits(ArchTraits& t) {
-    llmtk::add_traits<Attn>(t);
-    llmtk::add_traits<Mlp>(t);
-  }
+  using Parts = PartList<Child<"attn", Attn>, Child<"mlp", Mlp>>;
 
   Attn attn;
   Mlp mlp;

@@ -30,7 +30,7 @@ struct Residual {
   static constexpr Role role = Role::other;
   using In = typename F::In;
   using Out = typename F::Out;
-  static constexpr void add_traits(ArchTraits& t) { llmtk::add_traits<F>(t); }
+  using Parts = PartList<Child<"", F>>;
 
   F f;
   void declare(Planner& p) { f.declare(p); }
@@ -54,10 +54,7 @@ struct Chain {
   static constexpr Role role = Role::other;
   using In = typename A::In;
   using Out = typename B::Out;
-  static constexpr void add_traits(ArchTraits& t) {
-    llmtk::add_traits<A>(t);
-    llmtk::add_traits<B>(t);
-  }
+  using Parts = PartList<Child<"0", A>, Child<"1", B>>;
 
   A a;
   B b;

@@ -27,15 +27,8 @@ struct DecoderLM {
   static_assert(AxesConnect<FinalNorm, typename FinalNorm::In, typename S::Out>::value);
   static_assert(AxesConnect<H, typename H::In, typename FinalNorm::Out>::value);
 
-  static constexpr ArchTraits traits = [] {
-    ArchTraits t;
-    llmtk::add_traits<E>(t);
-    llmtk::add_traits<S>(t);
-    llmtk::add_traits<FinalNorm>(t);
-    llmtk::add_traits<H>(t);
-    return t;
-  }();
-  static_assert(rules::single_position_scheme(Dims{}, traits),
+  using Parts = PartList<Child<"embed", E>, Child<"blocks", S>, Child<"final_norm", FinalNorm>, Child<"head", H>>;
+  static_assert(!(has_tag<E>("additive_positions") && has_tag<S>("attention_positions")),
                 "single_position_scheme: an embedding that adds positions (LearnedPositions, "
                 "Sinusoidal) cannot be combined with RoPE or ALiBi in the mixer");
 

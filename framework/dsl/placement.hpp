@@ -18,9 +18,10 @@ struct PreNorm {
     requires NormThenPart<N, F>
   struct Wrap {
     static constexpr Role role = Role::other;
+    static constexpr std::string_view tags[] = {"prenorm"};
     using In = Hidden;
     using Out = Hidden;
-    static constexpr void add_traits(ArchTraits& t) { llmtk::add_traits<N>(t), llmtk::add_traits<F>(t); }
+    using Parts = PartList<Child<"norm", N>, Child<"", F>>;
 
     N norm;
     F f;
@@ -54,9 +55,10 @@ struct PostNorm {
     requires NormThenPart<N, F>
   struct Wrap {
     static constexpr Role role = Role::other;
+    static constexpr std::string_view tags[] = {"postnorm"};
     using In = Hidden;
     using Out = Hidden;
-    static constexpr void add_traits(ArchTraits& t) { llmtk::add_traits<N>(t), llmtk::add_traits<F>(t); }
+    using Parts = PartList<Child<"norm", N>, Child<"", F>>;
 
     N norm;
     F f;
@@ -90,9 +92,10 @@ struct SandwichNorm {
     requires NormThenPart<N, F>
   struct Wrap {
     static constexpr Role role = Role::other;
+    static constexpr std::string_view tags[] = {"sandwichnorm"};
     using In = Hidden;
     using Out = Hidden;
-    static constexpr void add_traits(ArchTraits& t) { llmtk::add_traits<N>(t), llmtk::add_traits<F>(t); }
+    using Parts = PartList<Child<"norm_in", N>, Child<"", F>, Child<"norm_out", N>>;
 
     N norm_in, norm_out;
     F f;

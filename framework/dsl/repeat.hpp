@@ -16,7 +16,7 @@ struct Repeat {
   using In = typename B::In;
   using Out = typename B::Out;
   using Item = B;
-  static constexpr void add_traits(ArchTraits& t) { llmtk::add_traits<B>(t); }
+  using Parts = PartList<Child<"N", B>>;  // kEach: blocks 0 .. n_layers-1
 
   std::vector<B> blocks;
   std::vector<ActSlot> outs;  // outputs of blocks 0 .. n-2 (saved); the last writes y

@@ -35,16 +35,29 @@ struct GQA {
   using Positions = Pos;
   using MaskT = Mask;
 
-  static constexpr void add_traits(ArchTraits& t) {
-    llmtk::add_traits<Pos>(t);
-    if (Grouping == KvGrouping::all) t.mha = true;
-    if (Grouping == KvGrouping::one) t.mqa = true;
+  using Parts = PartList<Child<"", Pos>>;  // q/k transform: its parameters, rules and tags
+  static constexpr std::string_view tags[] = {Grouping == KvGrouping::all   ? "mha"
+                                              : Grouping == KvGrouping::one ? "mqa"
+                                                                            : "gqa"};
+  LLMTK_DIMS_RULE(mha_kv_heads_equal_heads, "model.n_kv_heads, model.n_heads",
+                  "MHA has one kv head per query head: n_kv_heads must equal n_heads",
+                  d.n_kv_heads == d.n_heads);
+  LLMTK_DIMS_RULE(mqa_one_kv_head, "model.n_kv_heads", "MQA shares one kv head: n_kv_heads must be 1",
+                  d.n_kv_heads == 1);
+  using Rules = std::conditional_t<Grouping == KvGrouping::all, RuleList<mha_kv_heads_equal_heads>,
+                                   std::conditional_t<Grouping == KvGrouping::one, RuleList<mqa_one_kv_head>, RuleList<>>>;
+  // MHA and MQA fix n_kv_heads: when the user did not set it, it follows from n_heads.
+  static constexpr void resolve(Dims& d, const SetKeys& set) {
+    if (key_set(set, "n_kv_heads")) return;
+    if (Grouping == KvGrouping::all) d.n_kv_heads = d.n_heads;
+    if (Grouping == KvGrouping::one) d.n_kv_heads = 1;
   }
 
   Linear wq, wk, wv, wo;                     // wq: [H·D, C], wk, wv: [KV·D, C], wo: [C, H·D]; biases bq, bk, bv, bo
   ActSlot q, k, v, o, lse;                   // saved: q, o [B, T, H, D]; k, v [B, T, KV, D]; lse [B, H, T]
   ActSlot dq, dk, dv, dout, dx_part;         // backward scratch
   ActSlot kcache, vcache;                    // decoding only: [cache length, KV·D] keys and values so far
+  Pos pos;                                   // transforms q and k before the scores (RoPE...)
 
   void declare(Planner& p) {
     const auto& d = p.dims;
@@ -58,6 +71,7 @@ struct GQA {
     o = p.act("o", {N, QD}), lse = p.act("lse", {p.B * d.n_heads * p.T});
     dq = p.act("dq", {N, QD}), dk = p.act("dk", {N, KD}), dv = p.act("dv", {N, KD});
     dout = p.act("dout", {N, QD}), dx_part = p.act("dx_part", {N, C});
+    if constexpr (requires { pos.declare(p); }) pos.declare(p);
     if (p.kv_cache > 0) {
       LLMTK_CHECK(p.B == 1, "kv cache", "decoding with a KV cache takes batch 1");
       kcache = p.act("kcache", {p.kv_cache, KD}), vcache = p.act("vcache", {p.kv_cache, KD});
@@ -70,7 +84,7 @@ struct GQA {
     wq.forward(c, c.a(q), x2);
     wk.forward(c, c.a(k), x2);
     wv.forward(c, c.a(v), x2);
-    Pos::rotate(c, heads(c, q, c.dims.n_heads), heads(c, k, c.dims.n_kv_heads));
+    pos.rotate(c, heads(c, q, c.dims.n_heads), heads(c, k, c.dims.n_kv_heads));
     if (kcache.id >= 0) {
       // Decoding: append this step's keys and values at rows [pos0, pos0 + T) of the cache and
       // attend over every cached row so far.
@@ -100,7 +114,7 @@ struct GQA {
     ops::attention_backward(heads(c, dq, H), heads(c, dk, KV), heads(c, dv, KV), heads(c, dout, H),
                             heads(c, q, H), heads(c, k, KV), heads(c, v, KV), heads(c, o, H),
                             c.a(lse), mask(c));
-    Pos::rotate_backward(c, heads(c, dq, H), heads(c, dk, KV));
+    pos.rotate_backward(c, heads(c, dq, H), heads(c, dk, KV));
     // x feeds three projections: dx = dq·wq + dk·wk + dv·wv
     wq.backward(c, dx2, c.a(dq), x2);
     wk.backward(c, c.a(dx_part), c.a(dk), x2);

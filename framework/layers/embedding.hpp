@@ -19,7 +19,7 @@ struct Embedding {
   using Out = Hidden;
   static constexpr bool adds_positions = !std::same_as<Pos, NoPE>;
 
-  static constexpr void add_traits(ArchTraits& t) { llmtk::add_traits<Pos>(t); }
+  using Parts = PartList<Child<"", Pos>>;  // the position scheme's rules and tags
 
   ParamSlot tokens;  // [V, C]
   [[no_unique_address]] std::conditional_t<adds_positions, Pos, std::monostate> positions;

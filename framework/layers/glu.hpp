@@ -22,6 +22,7 @@ struct GeluGate {
 template <class Gate>
 struct GatedFeedForward {
   static constexpr Role role = Role::feedforward;
+  static constexpr std::string_view tags[] = {std::same_as<Gate, SiluGate> ? "swiglu" : "geglu"};
   using In = Hidden;
   using Out = Hidden;
 

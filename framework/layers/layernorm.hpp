@@ -6,6 +6,7 @@ namespace llmtk {
 
 struct LayerNorm {
   static constexpr Role role = Role::norm;
+  static constexpr std::string_view tags[] = {"layernorm"};
   using In = Hidden;
   using Out = Hidden;
 

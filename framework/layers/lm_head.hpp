@@ -15,6 +15,7 @@ struct LMHead {
                 "lm_head_tying: LMHead takes Tied or Untied");
   static constexpr Role role = Role::head;
   static constexpr bool tied = std::same_as<Tying, Tied>;
+  static std::string note(const Dims&) { return tied ? "shares embed.tokens" : ""; }
   using In = Hidden;
   using Out = Logits;
 

@@ -33,6 +33,9 @@ struct SiLU {
 template <Activation Act>
 struct MLP {
   static constexpr Role role = Role::feedforward;
+  static constexpr std::string_view tags[] = {std::same_as<Act, GELU>   ? "gelu_mlp"
+                                              : std::same_as<Act, ReLU> ? "relu_mlp"
+                                                                        : "mlp"};
   using In = Hidden;
   using Out = Hidden;
 

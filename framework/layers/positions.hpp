@@ -2,6 +2,8 @@
 // and add a vector per position to the token embeddings; attention ones (NoPE, RoPE, ALiBi) are
 // an argument of GQA<> and act on q, k or the scores.
 #pragma once
+#include <string_view>
+
 #include "common.hpp"  // ops::positions_*, ops::sinusoidal_forward, ops::rope_*
 
 namespace llmtk {
@@ -18,7 +20,12 @@ struct NoPE {
 struct RoPE {
   static constexpr PositionKind kind = PositionKind::attention;
   static constexpr bool alibi = false;
-  static constexpr void add_traits(ArchTraits& t) { t.rope = true; }
+  static constexpr std::string_view tags[] = {"rope", "attention_positions"};
+  LLMTK_DIMS_RULE(rope_even_head_dim, "model.d_model, model.n_heads",
+                  "RoPE rotates pairs, so head_dim = d_model / n_heads must be even", d.head_dim() % 2 == 0);
+  LLMTK_DIMS_RULE(rope_base_above_one, "model.rope_base", "RoPE's base must be above 1 (10000 is usual)",
+                  d.rope_base > 1.0 && d.rope_base < 1e12);  // also false for NaN
+  using Rules = RuleList<rope_even_head_dim, rope_base_above_one>;
   // q: [B, T, H, D], k: [B, T, KV, D], rotated in place
   static void rotate(Ctx& c, TensorRef q, TensorRef k) {
     ops::rope_forward(q, q, float(c.dims.rope_base), int(c.pos0));
@@ -34,7 +41,7 @@ struct RoPE {
 struct ALiBi {
   static constexpr PositionKind kind = PositionKind::attention;
   static constexpr bool alibi = true;
-  static constexpr void add_traits(ArchTraits& t) { t.alibi = true; }
+  static constexpr std::string_view tags[] = {"alibi", "attention_positions"};
   static void rotate(Ctx&, TensorRef, TensorRef) {}
   static void rotate_backward(Ctx&, TensorRef, TensorRef) {}
 };
@@ -42,7 +49,7 @@ struct ALiBi {
 // A trained vector per position: table [max_seq, C].
 struct LearnedPositions {
   static constexpr PositionKind kind = PositionKind::additive;
-  static constexpr void add_traits(ArchTraits& t) { t.learned_positions = true; }
+  static constexpr std::string_view tags[] = {"learned_positions", "additive_positions"};
   ParamSlot table;  // [max_seq, C]
   void declare(Planner& p) {
     table = p.param("positions", {p.dims.max_seq, p.dims.d_model}, ParamKind::embedding);
@@ -56,7 +63,10 @@ struct LearnedPositions {
 // Fixed sin/cos vectors (Vaswani et al.), no parameters; the gradient passes through unchanged.
 struct Sinusoidal {
   static constexpr PositionKind kind = PositionKind::additive;
-  static constexpr void add_traits(ArchTraits& t) { t.sinusoidal = true; }
+  static constexpr std::string_view tags[] = {"sinusoidal", "additive_positions"};
+  LLMTK_DIMS_RULE(sinusoidal_even_model, "model.d_model", "position vectors pair sin and cos, so d_model must be even",
+                  d.d_model % 2 == 0);
+  using Rules = RuleList<sinusoidal_even_model>;
   void declare(Planner&) {}
   void forward(Ctx& c, TensorRef y) { ops::sinusoidal_forward(y, y, int(c.pos0)); }
   void backward(Ctx&, TensorRef) {}

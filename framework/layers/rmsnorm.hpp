@@ -6,6 +6,7 @@ namespace llmtk {
 
 struct RMSNorm {
   static constexpr Role role = Role::norm;
+  static constexpr std::string_view tags[] = {"rmsnorm"};
   using In = Hidden;
   using Out = Hidden;
 

@@ -1,5 +1,6 @@
 #include "model.hpp"
 
+#include <algorithm>
 #include <cmath>
 
 #include "../core/rng.hpp"
@@ -26,14 +27,18 @@ std::string current_values(const Dims& dims, std::string_view keys) {
 }
 }  // namespace
 
-AnyModel::AnyModel(std::string name, const Dims& dims, const ArchTraits& traits)
-    : name_(std::move(name)), dims_(dims), traits_(traits) {
-  auto broken = check_dims(dims, traits);
+AnyModel::AnyModel(std::string name, const Dims& dims, std::vector<DimsRule> rules, std::vector<std::string_view> tags)
+    : name_(std::move(name)), dims_(dims), rules_(std::move(rules)), tags_(std::move(tags)) {
+  auto broken = check_dims(dims, rules_);
   if (!broken.empty()) {
     std::string msg;
     for (const auto& v : broken) msg += cat("\n  rule ", v.rule, ": ", v.message, " (", current_values(dims, v.keys), ")");
     fail(name_, "invalid dims:", msg);
   }
+}
+
+bool AnyModel::has_tag(std::string_view tag) const {
+  return std::find(tags_.begin(), tags_.end(), tag) != tags_.end();
 }
 
 void AnyModel::plan(std::int64_t B, std::int64_t T, bool recompute) {

@@ -2,6 +2,7 @@
 // (AnyModel) so the CLI, the trainer and tests pick an architecture by name at run time while
 // every layer stays a template resolved at compile time.
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -9,6 +10,7 @@
 #include <vector>
 
 #include "../core/type_name.hpp"
+#include "../protocol/visit.hpp"
 #include "../protocol/plan.hpp"
 
 namespace llmtk {
@@ -41,20 +43,24 @@ std::string pretty_type_name() {
 
 class AnyModel {
  public:
-  AnyModel(std::string name, const Dims& dims, const ArchTraits& traits);
+  // Checks `dims` against every size rule of the composition (core and its parts').
+  AnyModel(std::string name, const Dims& dims, std::vector<DimsRule> rules, std::vector<std::string_view> tags);
   virtual ~AnyModel() = default;
   AnyModel(const AnyModel&) = delete;
   AnyModel& operator=(const AnyModel&) = delete;
 
   const std::string& name() const { return name_; }
   const Dims& dims() const { return dims_; }
-  const ArchTraits& traits() const { return traits_; }
+  // What the composition's parts say about themselves: "rope", "mha", "learned_positions"...
+  bool has_tag(std::string_view tag) const;
+  const std::vector<DimsRule>& rules() const { return rules_; }
   std::int64_t batch() const { return B_; }
   std::int64_t seq() const { return T_; }
 
   // The structure as the types read, one "Name = Composition<...>" line per strong name.
   virtual std::vector<std::string> structure() const = 0;
-  virtual std::vector<PartInfo> parts() const = 0;
+  // The part tree down to `max_depth` (0: the model's own parts), from the visitor.
+  virtual std::vector<PartInfo> parts(int max_depth = 2) const = 0;
   // Forward FLOPs per token at sequence length T (a training step is about 3x this).
   virtual double forward_flops_per_token(std::int64_t T) const = 0;
 
@@ -112,7 +118,8 @@ class AnyModel {
 
   std::string name_;
   Dims dims_;
-  ArchTraits traits_;
+  std::vector<DimsRule> rules_;
+  std::vector<std::string_view> tags_;
   Arena params_{"params"}, grads_{"grads"}, acts_{"activations"};
   // On a device: the step's ids and targets copied from the host, and host copies of what
   // forward and decode hand back (planned with the activations, so a step allocates nothing).
@@ -134,15 +141,19 @@ class AnyModel {
 template <class Arch>
 class ModelOf final : public AnyModel {
  public:
-  ModelOf(std::string name, const Dims& dims) : AnyModel(std::move(name), dims, Arch::traits) {}
+  ModelOf(std::string name, const Dims& dims) : AnyModel(std::move(name), dims, rules_of<Arch>(), tags_of<Arch>()) {}
 
+  // One line per strong name in the tree, outermost first.
   std::vector<std::string> structure() const override {
     std::vector<std::string> lines;
-    add_line<Arch>(lines);
-    add_line<typename Arch::StackT::Item>(lines);
+    add_lines<Arch>(lines);
     return lines;
   }
-  std::vector<PartInfo> parts() const override;
+  std::vector<PartInfo> parts(int max_depth = 2) const override {
+    std::vector<PartInfo> rows;
+    add_rows<Arch>(rows, "", "", 0, max_depth);
+    return rows;
+  }
   double forward_flops_per_token(std::int64_t T) const override {
     return Arch::flops_per_token(dims(), T);
   }
@@ -155,37 +166,38 @@ class ModelOf final : public AnyModel {
   }
 
  private:
-  // "LlamaBlock = Block<RMSNorm, GQA<RoPE>, SwiGLU, PreNorm>" when T is a strong name.
+  // "LlamaBlock = Block<RMSNorm, GQA<RoPE>, SwiGLU, PreNorm>" for each strong name T.
   template <class T>
-  static void add_line(std::vector<std::string>& lines) {
-    std::string name = pretty_type_name<T>();
+  static void add_lines(std::vector<std::string>& lines) {
     if constexpr (requires { typename T::Composition; }) {
-      std::string comp = pretty_type_name<typename T::Composition>();
-      if (comp != name) name += " = " + comp;
+      const std::string name = pretty_type_name<T>(), comp = pretty_type_name<typename T::Composition>();
+      const std::string line = comp == name ? name : name + " = " + comp;
+      if (std::find(lines.begin(), lines.end(), line) == lines.end()) lines.push_back(line);
     }
-    lines.push_back(std::move(name));
+    for_each_child<T>([&]<class C>() { add_lines<typename C::type>(lines); });
+  }
+  // The rows of P's children: path "blocks.N.attn", parameter prefix "blocks.0.attn.". A child
+  // named "" shares its parent's scope, so its own children show at the parent's level.
+  template <class P>
+  void add_rows(std::vector<PartInfo>& rows, const std::string& path, const std::string& prefix, int depth,
+                int max_depth) const {
+    for_each_child<P>([&]<class C>() {
+      using T = typename C::type;
+      if (C::name.empty()) return add_rows<T>(rows, path, prefix, depth, max_depth);
+      if (depth > max_depth) return;
+      const bool each = C::name == kEach;
+      const std::string name(C::name), child_path = path.empty() ? name : path + "." + name;
+      const std::string child_prefix = prefix + (each ? std::string("0") : name) + ".";
+      std::string note = each ? "each block" : "";
+      if constexpr (requires { T::note(dims()); }) note = T::note(dims());
+      for_each_child<T>([&]<class G>() {
+        if (G::name == kEach) note = std::to_string(dims().n_layers) + " x " + pretty_type_name<typename G::type>();
+      });
+      rows.push_back({child_path, pretty_type_name<T>(), count_params(params(), child_prefix), depth, note});
+      add_rows<T>(rows, child_path, child_prefix, depth + 1, max_depth);
+    });
   }
   Arch arch_;
 };
-
-template <class Arch>
-std::vector<PartInfo> ModelOf<Arch>::parts() const {
-  using Stack = typename Arch::StackT;
-  using BlockT = typename Stack::Item;
-  const Arena& p = params();
-  std::vector<PartInfo> rows;
-  rows.push_back({"embed", pretty_type_name<typename Arch::EmbeddingT>(), count_params(p, "embed."), 0, ""});
-  rows.push_back({"blocks", pretty_type_name<Stack>(), count_params(p, "blocks."), 0,
-                  std::to_string(dims().n_layers) + " x " + pretty_type_name<BlockT>()});
-  rows.push_back({"blocks.N", pretty_type_name<BlockT>(), count_params(p, "blocks.0."), 1, "each block"});
-  rows.push_back({"blocks.N.attn", pretty_type_name<typename BlockT::Attn>(),
-                  count_params(p, "blocks.0.attn."), 2, ""});
-  rows.push_back({"blocks.N.mlp", pretty_type_name<typename BlockT::Mlp>(),
-                  count_params(p, "blocks.0.mlp."), 2, ""});
-  rows.push_back({"final_norm", pretty_type_name<typename Arch::FinalNormT>(), count_params(p, "final_norm."), 0, ""});
-  rows.push_back({"head", pretty_type_name<typename Arch::HeadT>(), count_params(p, "head."), 0,
-                  Arch::HeadT::tied ? "shares embed.tokens" : ""});
-  return rows;
-}
 
 }  // namespace llmtk

@@ -7,6 +7,7 @@
 #include "../core/text.hpp"
 #include "gpt2.hpp"
 #include "llama.hpp"
+#include "parallel.hpp"
 
 namespace llmtk {
 
@@ -16,6 +17,7 @@ const std::vector<ArchInfo>& architectures() {
       preset_entry<Gpt2Tiny>(),
       preset_entry<LlamaTiny>(),
       preset_entry<Llama3_1B>(),
+      preset_entry<ParallelTiny>(),
   };
   return list;
 }
@@ -117,10 +119,5 @@ std::vector<std::pair<std::string, std::string>> dims_as_keys(const Dims& dims) 
   return out;
 }
 
-void resolve_dims(Dims& dims, const ArchTraits& traits, bool kv_heads_set) {
-  if (kv_heads_set) return;
-  if (traits.mha) dims.n_kv_heads = dims.n_heads;
-  if (traits.mqa) dims.n_kv_heads = 1;
-}
 
 }  // namespace llmtk

@@ -14,7 +14,10 @@ struct ArchInfo {
   std::string name;
   std::string about;
   Dims dims;            // the preset's sizes; recipes and --set change them by value
-  ArchTraits traits;
+  std::vector<DimsRule> rules;          // the core size rules and every part's
+  std::vector<std::string_view> tags;   // what the parts say about themselves ("rope", "mha"...)
+  // Sizes a part derives from others the user did not set (MHA: n_kv_heads = n_heads).
+  std::function<void(Dims&, const SetKeys&)> resolve;
   std::vector<std::string> structure;
   std::function<std::unique_ptr<AnyModel>(const Dims&)> make;
 };
@@ -28,15 +31,14 @@ std::unique_ptr<AnyModel> make_model(std::string_view arch, const Dims& dims);
 // Recipe keys of Dims ("model.d_model" or "d_model"): set one from text, read all back.
 void set_dim(Dims& dims, std::string_view key, std::string_view value);
 std::vector<std::pair<std::string, std::string>> dims_as_keys(const Dims& dims);
-// MHA and MQA fix n_kv_heads: when the user did not set it, derive it from n_heads.
-void resolve_dims(Dims& dims, const ArchTraits& traits, bool kv_heads_set);
 
 // Registers a preset; its constexpr dims are checked rule by rule at compile time.
 template <class Preset>
 ArchInfo preset_entry() {
   using Arch = typename Preset::Arch;
-  static_assert(dims_hold<Preset::dims, Arch::traits>());
-  ArchInfo info{Preset::name, Preset::about, Preset::dims, Arch::traits, {}, {}};
+  static_assert(dims_hold<Preset::dims, Arch>());
+  ArchInfo info{Preset::name, Preset::about, Preset::dims, rules_of<Arch>(), tags_of<Arch>(),
+                [](Dims& d, const SetKeys& set) { resolve_dims<Arch>(d, set); }, {}, {}};
   info.make = [name = std::string(Preset::name)](const Dims& d) -> std::unique_ptr<AnyModel> {
     return std::make_unique<ModelOf<Arch>>(name, d);
   };

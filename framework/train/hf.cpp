@@ -14,11 +14,19 @@ namespace fs = std::filesystem;
 using json = nlohmann::ordered_json;
 
 std::string hf_family(const AnyModel& m) {
-  const auto& t = m.traits();
   LLMTK_CHECK(m.dims().window == 0, "export --hf", "model '", m.name(), "' uses a sliding window (model.window = ",
               m.dims().window, "), which GPT2LMHeadModel and LlamaForCausalLM do not have; their outputs would differ");
-  if (t.learned_positions && t.mha && !t.rope) return "gpt2";
-  if (t.rope && !t.learned_positions && !t.alibi) return "llama";
+  auto has = [&](std::initializer_list<std::string_view> yes, std::initializer_list<std::string_view> no) {
+    for (auto t : yes)
+      if (!m.has_tag(t)) return false;
+    for (auto t : no)
+      if (m.has_tag(t)) return false;
+    return true;
+  };
+  if (has({"learned_positions", "mha", "layernorm", "gelu_mlp", "prenorm", "sequential_block"}, {"rope", "alibi", "qk_norm"}))
+    return "gpt2";
+  if (has({"rope", "rmsnorm", "swiglu", "prenorm", "sequential_block"}, {"learned_positions", "alibi", "layernorm", "qk_norm"}))
+    return "llama";
   fail("export --hf", "model '", m.name(), "' is neither GPT-2 nor Llama shaped; Transformers interop covers those two families");
 }
 

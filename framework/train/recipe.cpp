@@ -50,9 +50,8 @@ Recipe read_recipe(const std::string& path, const std::vector<std::string>& sets
     set_dim(r.model.dims, key, text);
     r.model.set_keys.push_back(key);
   }
-  const bool kv_set = std::find(r.model.set_keys.begin(), r.model.set_keys.end(), "n_kv_heads") != r.model.set_keys.end();
-  resolve_dims(r.model.dims, arch->traits, kv_set);
-  auto broken = check_dims(r.model.dims, arch->traits);
+  arch->resolve(r.model.dims, r.model.set_keys);
+  auto broken = check_dims(r.model.dims, arch->rules);
   if (!broken.empty())
     fail(path, "[model] breaks rule ", broken[0].rule, ": ", broken[0].message, " (", broken[0].keys, ")");
 

@@ -69,8 +69,8 @@ constexpr Dims edit(Dims d, F f) {
 }  // namespace
 
 // The sanity case: valid presets and compositions compile.
-static_assert(dims_hold<Gpt2Small::dims, Gpt2::traits>());
-static_assert(dims_hold<LlamaTiny::dims, Llama::traits>());
+static_assert(dims_hold<Gpt2Small::dims, Gpt2>());
+static_assert(dims_hold<LlamaTiny::dims, Llama>());
 static_assert(Norm<RMSNorm> && Mixer<GQA<RoPE>> && FeedForward<SwiGLU>);
 [[maybe_unused]] Chain<RMSNorm, SwiGLU> sanity_chain;
 
@@ -79,33 +79,33 @@ static_assert(sizeof(int) == 0, "harness_sees_failure: this case exists to fail"
 
 // ---- size rules -------------------------------------------------------------------------------
 #elif defined(CASE_sizes_within_limits)
-static_assert(dims_hold<edit(Gpt2Tiny::dims, [](Dims& d) { d.n_layers = 5000; }), Gpt2::traits>());
+static_assert(dims_hold<edit(Gpt2Tiny::dims, [](Dims& d) { d.n_layers = 5000; }), Gpt2>());
 #elif defined(CASE_norm_eps_in_range)
-static_assert(dims_hold<edit(Gpt2Tiny::dims, [](Dims& d) { d.norm_eps = 0; }), Gpt2::traits>());
+static_assert(dims_hold<edit(Gpt2Tiny::dims, [](Dims& d) { d.norm_eps = 0; }), Gpt2>());
 #elif defined(CASE_rope_base_above_one)
-static_assert(dims_hold<edit(LlamaTiny::dims, [](Dims& d) { d.rope_base = 0.5; }), Llama::traits>());
+static_assert(dims_hold<edit(LlamaTiny::dims, [](Dims& d) { d.rope_base = 0.5; }), Llama>());
 #elif defined(CASE_positive_sizes)
-static_assert(dims_hold<edit(Gpt2Tiny::dims, [](Dims& d) { d.d_ff = 0; }), Gpt2::traits>());
+static_assert(dims_hold<edit(Gpt2Tiny::dims, [](Dims& d) { d.d_ff = 0; }), Gpt2>());
 #elif defined(CASE_heads_tile_model)
-static_assert(dims_hold<edit(Gpt2Tiny::dims, [](Dims& d) { d.n_heads = d.n_kv_heads = 3; }), Gpt2::traits>());
+static_assert(dims_hold<edit(Gpt2Tiny::dims, [](Dims& d) { d.n_heads = d.n_kv_heads = 3; }), Gpt2>());
 #elif defined(CASE_kv_heads_divide_heads)
-static_assert(dims_hold<edit(LlamaTiny::dims, [](Dims& d) { d.n_kv_heads = 3; }), Llama::traits>());
+static_assert(dims_hold<edit(LlamaTiny::dims, [](Dims& d) { d.n_kv_heads = 3; }), Llama>());
 #elif defined(CASE_rope_even_head_dim)
-static_assert(dims_hold<edit(LlamaTiny::dims, [](Dims& d) { d.d_model = 264; }), Llama::traits>());
+static_assert(dims_hold<edit(LlamaTiny::dims, [](Dims& d) { d.d_model = 264; }), Llama>());
 #elif defined(CASE_sinusoidal_even_model)
 static_assert(dims_hold<edit(Gpt2Tiny::dims, [](Dims& d) { d.d_model = 255, d.n_heads = d.n_kv_heads = 3; }),
-                        SinusoidalLM::traits>());
+                        SinusoidalLM>());
 #elif defined(CASE_window_within_context)
-static_assert(dims_hold<edit(LlamaTiny::dims, [](Dims& d) { d.window = 1000; }), Llama::traits>());
+static_assert(dims_hold<edit(LlamaTiny::dims, [](Dims& d) { d.window = 1000; }), Llama>());
 #elif defined(CASE_mha_kv_heads_equal_heads)
-static_assert(dims_hold<edit(Gpt2Tiny::dims, [](Dims& d) { d.n_kv_heads = 2; }), Gpt2::traits>());
+static_assert(dims_hold<edit(Gpt2Tiny::dims, [](Dims& d) { d.n_kv_heads = 2; }), Gpt2>());
 #elif defined(CASE_mqa_one_kv_head)
-static_assert(dims_hold<LlamaTiny::dims, MqaLM::traits>());
+static_assert(dims_hold<LlamaTiny::dims, MqaLM>());
 
 // ---- type rules -------------------------------------------------------------------------------
 #elif defined(CASE_single_position_scheme)
 struct Mixed final : DecoderLM<Embedding<LearnedPositions>, Repeat<LlamaBlock>, RMSNorm, LMHead<Tied>> {};
-constexpr ArchTraits t = Mixed::traits;
+Mixed m;
 #elif defined(CASE_attention_positions)
 GQA<LearnedPositions> g;
 #elif defined(CASE_embedding_positions)

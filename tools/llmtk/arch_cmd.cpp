@@ -44,7 +44,7 @@ struct ShowArgs {
 void show(const ShowArgs& a) {
   const ArchInfo& info = find_arch(a.name);
   Dims dims = info.dims;
-  bool kv_set = false;
+  SetKeys set;
   for (const auto& s : a.sets) {
     auto eq = s.find('=');
     LLMTK_CHECK(eq != std::string::npos, "--set", "'", s, "' must be KEY=VALUE, e.g. model.n_layers=6");
@@ -52,9 +52,9 @@ void show(const ShowArgs& a) {
     LLMTK_CHECK(key.starts_with("model."), "--set", "'", key,
                 "': arch show takes model.* keys only, e.g. --set model.n_layers=6");
     set_dim(dims, key, std::string_view(s).substr(eq + 1));
-    kv_set |= key == "model.n_kv_heads";
+    set.push_back(key);
   }
-  resolve_dims(dims, info.traits, kv_set);
+  info.resolve(dims, set);
   const std::int64_t B = a.batch, T = a.seq > 0 ? a.seq : dims.max_seq;
   auto model = info.make(dims);  // checks every size rule
   model->plan(B, T);

@@ -30,14 +30,14 @@ struct BenchArgs {
 void bench(const BenchArgs& a) {
   const ArchInfo& info = find_arch(a.arch);
   Dims dims = info.dims;
-  bool kv_set = false;
+  SetKeys set;
   for (const auto& s : a.sets) {
     const auto eq = s.find('=');
     LLMTK_CHECK(eq != std::string::npos && s.starts_with("model."), "--set", "'", s, "' must be model.KEY=VALUE");
     set_dim(dims, s.substr(0, eq), std::string_view(s).substr(eq + 1));
-    kv_set |= s.starts_with("model.n_kv_heads=");
+    set.push_back(s.substr(0, eq));
   }
-  resolve_dims(dims, info.traits, kv_set);
+  info.resolve(dims, set);
   (void)train::matmul_peak_override();  // a bad value stops here, not after the timed steps
   ops::require_backend(a.device);
   ops::set_matmul_precision(a.precision == "bf16" ? DType::bf16 : DType::f32);
