@@ -204,6 +204,13 @@ struct PostNormBlock final : Block<LayerNorm, MHA<ALiBi>, MLP<ReLU>, PostNorm> {
 struct PostNormLM final : DecoderLM<TokenEmbedding, Repeat<PostNormBlock>, LayerNorm, LMHead<Tied>> {};
 struct SandwichBlock final : Block<RMSNorm, MQA<NoPE>, GeGLU, SandwichNorm> {};
 struct SinusoidalLM final : DecoderLM<Embedding<Sinusoidal>, Repeat<SandwichBlock>, RMSNorm, LMHead<Untied>> {};
+struct EncoderBlock final : Block<RMSNorm, GQA<RoPE, Bidirectional>, SwiGLU, PreNorm> {};
+struct EncoderLM final : DecoderLM<TokenEmbedding, Repeat<EncoderBlock>, RMSNorm, LMHead<Tied>> {};
+
+// What flows with a step's batch besides the ids: padding lengths [B] or document segments [B, T].
+struct StepInputs {
+  std::vector<std::int32_t> lengths, segments;
+};
 
 // Loss and every parameter gradient of one step on `backend`, from the same seeded weights and tokens.
 struct StepResult {
@@ -211,7 +218,7 @@ struct StepResult {
   std::vector<std::vector<float>> grads;
 };
 StepResult one_step(const char* backend, const std::function<std::unique_ptr<AnyModel>()>& make, std::int64_t B,
-                    std::int64_t T, std::uint64_t seed) {
+                    std::int64_t T, std::uint64_t seed, const StepInputs& extra = {}) {
   ops::ScopedBackend scope(backend);
   auto m = make();
   m->plan(B, T);
@@ -223,14 +230,18 @@ StepResult one_step(const char* backend, const std::function<std::unique_ptr<Any
   tg[3] = kIgnoreIndex;
   StepResult r;
   NextTokenLoss objective;
-  r.loss = train::forward_backward(
-      *m, objective, train::lm_batch(TensorRef(ids.data(), DType::i32, {B, T}), TensorRef(tg.data(), DType::i32, {B, T})));
+  train::Batch batch = train::lm_batch(TensorRef(ids.data(), DType::i32, {B, T}), TensorRef(tg.data(), DType::i32, {B, T}));
+  std::vector<std::int32_t> lengths = extra.lengths, segments = extra.segments;
+  if (!lengths.empty()) batch.inputs.lengths = TensorRef(lengths.data(), DType::i32, {B});
+  if (!segments.empty()) batch.inputs.segments = TensorRef(segments.data(), DType::i32, {B, T});
+  r.loss = train::forward_backward(*m, objective, batch);
   for (std::size_t i = 0; i < m->grads().entries().size(); ++i) r.grads.push_back(read_all(m->grads(), int(i)));
   return r;
 }
 
-void compare_with_reference(const std::function<std::unique_ptr<AnyModel>()>& make, std::int64_t B, std::int64_t T) {
-  const StepResult want = one_step("reference", make, B, T, 31), got = one_step(kBackend, make, B, T, 31);
+void compare_with_reference(const std::function<std::unique_ptr<AnyModel>()>& make, std::int64_t B, std::int64_t T,
+                            const StepInputs& extra = {}) {
+  const StepResult want = one_step("reference", make, B, T, 31, extra), got = one_step(kBackend, make, B, T, 31, extra);
   CHECK(std::abs(got.loss - want.loss) <= 1e-5 * std::abs(want.loss));
   REQUIRE(got.grads.size() == want.grads.size());
   for (std::size_t i = 0; i < want.grads.size(); ++i)
@@ -265,6 +276,17 @@ TEST_CASE("whole-model gradients on CUDA match the reference backend", "[models]
   SECTION("sandwich norms, MQA, GeGLU, sinusoidal positions, untied head") {
     Dims d{.d_model = 32, .n_layers = 2, .n_heads = 4, .n_kv_heads = 1, .d_ff = 48, .vocab = 29, .max_seq = 40};
     compare_with_reference([d] { return std::make_unique<ModelOf<SinusoidalLM>>("sandwich", d); }, 2, 33);
+  }
+  SECTION("bidirectional attention over a padded batch") {
+    compare_with_reference([] { return std::make_unique<ModelOf<EncoderLM>>("encoder", tiny("llama-tiny")); }, 3, 33,
+                           {{33, 5, 20}, {}});
+  }
+  SECTION("causal attention with a window over packed documents") {
+    Dims d = tiny("llama-tiny");
+    d.window = 7;
+    std::vector<std::int32_t> segments(2 * 33);
+    for (std::size_t i = 0; i < segments.size(); ++i) segments[i] = std::int32_t(i % 33 < 4 ? 0 : i % 33 < 19 ? 1 : 2);
+    compare_with_reference([d] { return make_model("llama-tiny", d); }, 2, 33, {{}, segments});
   }
 }
 

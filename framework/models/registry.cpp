@@ -103,6 +103,22 @@ void set_dim(Dims& dims, std::string_view key, std::string_view value) {
   }
 }
 
+Dims dims_with_overrides(const ArchInfo& arch, const std::vector<std::string>& sets, std::string_view command) {
+  Dims dims = arch.dims;
+  SetKeys set;
+  for (const auto& s : sets) {
+    const auto eq = s.find('=');
+    LLMTK_CHECK(eq != std::string::npos, "--set", "'", s, "' must be KEY=VALUE, e.g. model.n_layers=6");
+    const std::string key = s.substr(0, eq);
+    LLMTK_CHECK(key.starts_with("model."), "--set", "'", key, "': ", command,
+                " takes model.* keys only, e.g. --set model.n_layers=6");
+    set_dim(dims, key, std::string_view(s).substr(eq + 1));
+    set.push_back(key);
+  }
+  arch.resolve(dims, set);
+  return dims;
+}
+
 std::vector<std::pair<std::string, std::string>> dims_as_keys(const Dims& dims) {
   std::vector<std::pair<std::string, std::string>> out;
   for (const auto& k : kDimKeys) {

@@ -28,6 +28,10 @@ const ArchInfo& find_arch(std::string_view name);
 // A planned (not allocated) model; fails naming every size rule `dims` breaks.
 std::unique_ptr<AnyModel> make_model(std::string_view arch, const Dims& dims);
 
+// The preset's sizes with `--set model.KEY=VALUE` overrides applied, then the sizes its parts
+// derive (MHA's n_kv_heads); `command` names the command in errors ("arch show"). The rules are
+// checked when the model is made.
+Dims dims_with_overrides(const ArchInfo& arch, const std::vector<std::string>& sets, std::string_view command);
 // Recipe keys of Dims ("model.d_model" or "d_model"): set one from text, read all back.
 void set_dim(Dims& dims, std::string_view key, std::string_view value);
 std::vector<std::pair<std::string, std::string>> dims_as_keys(const Dims& dims);

@@ -45,8 +45,8 @@ double evaluate(AnyModel& model, Objective& objective, data::DataLoader& loader,
   return n > 0 ? sum / double(n) : NAN;
 }
 
-TrainStep::TrainStep(AnyModel& model, Objective& objective, Optimizer& optimizer, double grad_clip)
-    : model_(model), objective_(objective), optimizer_(optimizer), clip_(grad_clip) {
+TrainStep::TrainStep(AnyModel& model, Objective& objective, Optimizer& optimizer, StepOptions options)
+    : model_(model), objective_(objective), optimizer_(optimizer), options_(options) {
   scalars_.add("grad_norm2", {1});
   scalars_.allocate();
 }
@@ -71,10 +71,16 @@ StepStats TrainStep::run(const std::function<Batch()>& next, std::int64_t grad_a
   for (std::int64_t micro = 0; micro < grad_accum; ++micro) s.loss += forward_backward(model_, objective_, next());
   s.loss /= double(grad_accum);
   if (grad_accum > 1) scale_grads(1.0f / float(grad_accum));
-  s.grad_norm = grad_norm();
-  s.finite = std::isfinite(s.loss) && std::isfinite(s.grad_norm);
+  if (!options_.measure_norm) {
+    s.grad_norm = NAN;
+    s.finite = std::isfinite(s.loss);
+  } else {
+    s.grad_norm = grad_norm();
+    s.finite = std::isfinite(s.loss) && std::isfinite(s.grad_norm);
+  }
   if (!s.finite) return s;
-  if (clip_ > 0 && s.grad_norm > clip_) scale_grads(float(clip_ / s.grad_norm));
+  const double clip = options_.grad_clip;
+  if (clip > 0 && options_.measure_norm && s.grad_norm > clip) scale_grads(float(clip / s.grad_norm));
   optimizer_.step(model_.params(), model_.grads(), lr, step);
   return s;
 }

@@ -53,14 +53,19 @@ double evaluate(AnyModel& model, Objective& objective, data::DataLoader& loader,
 
 struct StepStats {
   double loss = 0;       // mean over the micro-batches
-  double grad_norm = 0;  // global L2 norm before clipping
+  double grad_norm = 0;  // global L2 norm before clipping (NaN when not measured)
   bool finite = true;    // false: the loss or a gradient was not finite, and nothing was updated
+};
+
+struct StepOptions {
+  double grad_clip = 0;       // > 0: rescale the gradient to this global norm when it is larger
+  bool measure_norm = true;   // the global norm (one pass over the gradients): the non-finite
+                              // guard, clipping and the logged norm need it; a bare timing does not
 };
 
 class TrainStep {
  public:
-  // grad_clip > 0 rescales the gradient to that global norm when it is larger.
-  TrainStep(AnyModel& model, Objective& objective, Optimizer& optimizer, double grad_clip);
+  TrainStep(AnyModel& model, Objective& objective, Optimizer& optimizer, StepOptions options);
   // Zeroes the gradients, runs `grad_accum` micro-batches from `next`, and updates the trainable
   // parameters at learning rate `lr` (`step` counts from 1) unless something was not finite.
   StepStats run(const std::function<Batch()>& next, std::int64_t grad_accum, double lr, std::int64_t step);
@@ -73,7 +78,7 @@ class TrainStep {
   AnyModel& model_;
   Objective& objective_;
   Optimizer& optimizer_;
-  double clip_;
+  StepOptions options_;
   Arena scalars_{"scalars"};  // the gradient norm² accumulates where the gradients are
 };
 

@@ -400,7 +400,7 @@ TrainResult train(const Recipe& r, const TrainOptions& opt) {
   Hook* hooks[] = {&guard, &logger, &evaluator, &checkpointer};
 
   NextTokenLoss objective;
-  TrainStep stepper(*s.model, objective, *s.optimizer, r.optim.grad_clip);
+  TrainStep stepper(*s.model, objective, *s.optimizer, {r.optim.grad_clip, true});
   LoaderBatches batches(*s.loader);
   const Schedule sched{r.schedule.name, r.optim.lr, r.schedule.min_lr, r.schedule.warmup, run.total, r.schedule.decay_fraction};
   while (s.step < run.total && !run.stop) {

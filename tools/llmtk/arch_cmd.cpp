@@ -43,18 +43,7 @@ struct ShowArgs {
 
 void show(const ShowArgs& a) {
   const ArchInfo& info = find_arch(a.name);
-  Dims dims = info.dims;
-  SetKeys set;
-  for (const auto& s : a.sets) {
-    auto eq = s.find('=');
-    LLMTK_CHECK(eq != std::string::npos, "--set", "'", s, "' must be KEY=VALUE, e.g. model.n_layers=6");
-    std::string key = s.substr(0, eq);
-    LLMTK_CHECK(key.starts_with("model."), "--set", "'", key,
-                "': arch show takes model.* keys only, e.g. --set model.n_layers=6");
-    set_dim(dims, key, std::string_view(s).substr(eq + 1));
-    set.push_back(key);
-  }
-  info.resolve(dims, set);
+  const Dims dims = dims_with_overrides(info, a.sets, "arch show");
   const std::int64_t B = a.batch, T = a.seq > 0 ? a.seq : dims.max_seq;
   auto model = info.make(dims);  // checks every size rule
   model->plan(B, T);

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Training-step speed of this checkout next to another commit's, on the same CPU in the same run:
+# a refactoring that should not change speed is measured against the commit before it.
+#   benchmarks/step/compare_commits.sh BASE [NAME]
+# builds `llmtk` at BASE in a temporary worktree (build-compare/), then times `llmtk bench step`
+# for both builds, alternating, ROUNDS times each (the faster run counts: noise only slows a run
+# down), and writes benchmarks/results/step_vs_NAME.{md,json} (NAME defaults to BASE's short hash).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+base=${1:?usage: benchmarks/step/compare_commits.sh BASE [NAME]}
+base_sha=$(git rev-parse --short "$base")
+name=${2:-$base_sha}
+head_sha=$(git rev-parse --short HEAD)
+tree=build-compare/src-$base_sha
+if [[ ! -d $tree ]]; then
+  git worktree add --detach "$tree" "$base" > /dev/null
+fi
+cmake -S "$tree" -B "$tree/build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLLMTK_TESTS=OFF -DLLMTK_BENCHMARKS=OFF > /dev/null
+cmake --build "$tree/build" -j2 --target llmtk > /dev/null
+cmake --build build -j2 --target llmtk > /dev/null
+threads=$(nproc)
+configs=("llama-tiny 16 128 5" "gpt2-tiny 8 256 5" "parallel-tiny 8 128 5" "gpt2 4 64 3")
+rounds=${ROUNDS:-3}
+faster() {
+  python3 -c 'import json,sys; a,b=(json.loads(x) for x in sys.argv[1:]); print(json.dumps(a if a["tokens_per_s"]>=b["tokens_per_s"] else b))' "$1" "$2"
+}
+rows=()
+for c in "${configs[@]}"; do
+  read -r arch batch seq steps <<< "$c"
+  # An architecture the base commit does not have is timed on this checkout only.
+  has_base=1
+  "$tree/build/bin/llmtk" arch show "$arch" > /dev/null 2>&1 || has_base=0
+  new='{"tokens_per_s": 0}'; old='{"tokens_per_s": 0}'
+  for ((r = 0; r < rounds; ++r)); do
+    n=$(OMP_NUM_THREADS=$threads build/bin/llmtk bench step --arch "$arch" --batch "$batch" --seq "$seq" --steps "$steps" --json)
+    new=$(faster "$new" "$n")
+    if ((has_base)); then
+      o=$(OMP_NUM_THREADS=$threads "$tree/build/bin/llmtk" bench step --arch "$arch" --batch "$batch" --seq "$seq" --steps "$steps" --json)
+      old=$(faster "$old" "$o")
+    fi
+  done
+  rows+=("$new|$old")
+done
+mkdir -p benchmarks/results
+cpu=$(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -1)
+rows_file=$(mktemp)
+printf '%s\n' "${rows[@]}" > "$rows_file"
+python3 - "$cpu" "$threads" "$rows_file" "$rounds" "$base_sha" "$head_sha" "$name" <<'PY'
+import json, sys
+cpu, threads, rows_file, rounds, base, head, name = sys.argv[1:8]
+rows = []
+for line in open(rows_file):
+    new, old = (json.loads(x) for x in line.strip().split("|"))
+    rows.append({"head": new, "base": old, "ratio": new["tokens_per_s"] / old["tokens_per_s"] if old["tokens_per_s"] else None})
+json.dump({"cpu": cpu, "threads": threads, "base": base, "head": head, "rows": rows}, open(f"benchmarks/results/step_vs_{name}.json", "w"), indent=2)
+md = [f"# Training step: {head} against {base} (same CPU, same run)\n",
+      f"{cpu}, {threads} threads, fp32, AdamW; `llmtk bench step` (median of timed steps after a warm-up); each build ran {rounds} times, alternating, and the faster run is shown.\n",
+      f"| model | batch x seq | {head} tokens/s | {base} tokens/s | {head} / {base} |", "|---|---|---:|---:|---:|"]
+for r in rows:
+    n, o = r["head"], r["base"]
+    ratio = f"{r['ratio']:.3f}" if r["ratio"] else "(not in the base)"
+    base_tps = f"{o['tokens_per_s']:.0f}" if o["tokens_per_s"] else "-"
+    md.append(f"| {n['arch']} ({n['params']/1e6:.1f}M) | {n['batch']} x {n['seq']} | {n['tokens_per_s']:.0f} | {base_tps} | {ratio} |")
+md.append(f"\nCommand: `benchmarks/step/compare_commits.sh {base} {name}`")
+open(f"benchmarks/results/step_vs_{name}.md", "w").write("\n".join(md) + "\n")
+print("\n".join(md))
+PY
