@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "ops/checks.hpp"
 #include "ops/ops.hpp"
 
 namespace llmtk {
@@ -166,9 +167,11 @@ enum OpIndex {
 };
 }  // namespace
 
-// Every op forwards to the active table.
+// Every op checks its arguments against its contract (checks.cpp), then forwards to the active
+// table. The check runs before the timer starts: it is host work, not the op's.
 #define LLMTK_X(name, params, args) \
   void name params {                \
+    op_checks.name args;            \
     OpTimer timer(op_index_##name); \
     current->name args;             \
   }

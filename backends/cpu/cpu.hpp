@@ -16,11 +16,6 @@ LLMTK_OPS(LLMTK_X)
 
 extern const ops::OpTable op_table;
 
-// Argument checks shared with the other backends.
-using backend::expect_f32;
-using backend::expect_rank;
-using backend::expect_same;
-
 // A buffer of at least n floats, reused across calls (grown, never shrunk): per-thread partial
 // sums live here so that a step allocates nothing once shapes are known. Not for nested use.
 float* scratch(std::size_t n);

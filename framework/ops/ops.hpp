@@ -9,7 +9,7 @@
 //     may alias dy in element-wise backward ops (rope, activations; swiglu/geglu: dgate may
 //     alias dy), and dlogits may alias logits in cross_entropy_backward (the model computes the
 //     loss gradient in place). Layers rely on this to work in place; tests/test_ops.cpp checks it.
-// The reference backend (backends/reference) is the executable form of these contracts.
+// checks.cpp checks each op's arguments against these contracts; backends/reference runs them.
 #pragma once
 #include <cstdint>
 #include <iterator>
