@@ -15,6 +15,7 @@ LLMTK_OPS(LLMTK_X)
 #undef LLMTK_X
 
 extern const ops::OpTable op_table;
+extern const ops::BackendInfo backend;  // table.cpp: its registration
 
 // A buffer of at least n floats, reused across calls (grown, never shrunk): per-thread partial
 // sums live here so that a step allocates nothing once shapes are known. Not for nested use.

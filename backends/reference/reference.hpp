@@ -16,5 +16,6 @@ LLMTK_OPS(LLMTK_X)
 #undef LLMTK_X
 
 extern const ops::OpTable op_table;
+extern const ops::BackendInfo backend;  // table.cpp: its registration
 
 }  // namespace llmtk::reference
