@@ -19,7 +19,15 @@ struct Op {
     if (memory == Device::host) LLMTK_CHECK(t.device == Device::host, name, what, " is not in host memory");
     else
       LLMTK_CHECK(t.device == memory, name, what, " is in host memory; the ", active().backend,
-                  " backend needs device tensors (allocate arenas after use_backend(\"", active().backend, "\"))");
+                  " backend needs device tensors (allocate arenas after use_backend(\"", active().backend, "\"))",
+                  why_not_here());
+  }
+  // Why the active backend cannot run on this machine, if it cannot (a build without CUDA): the
+  // likelier cause of host tensors handed to it. Asked only once a check has failed.
+  static std::string why_not_here() {
+    const BackendInfo& b = *context().backend;
+    const std::string why = b.unavailable ? b.unavailable() : std::string();
+    return why.empty() ? why : "; " + why;
   }
   void f32(const char* what, const TensorRef& t) const {
     LLMTK_CHECK(t.data != nullptr, name, what, " is null");
