@@ -54,3 +54,45 @@ TEST_CASE("cpu matmuls take bf16 inputs as they are", "[backend][cpu][bf16]") {
   for (std::int64_t i = 0; i < N * O; ++i) y_err = std::max(y_err, double(std::abs(want[std::size_t(i)] - got[std::size_t(i)])));
   CHECK(y_err <= 1e-5 * max_ref + 1e-5);
 }
+
+TEST_CASE("backends register themselves, in order, with what they run on", "[backend]") {
+  const auto names = ops::backends();
+  REQUIRE(names.size() >= 3);
+  CHECK(std::vector<std::string>(names.begin(), names.begin() + 3) == std::vector<std::string>{"reference", "cpu", "cuda"});
+  for (const auto& name : names) {
+    INFO(name);
+    const ops::BackendInfo* b = ops::find_backend_info(name);
+    REQUIRE(b != nullptr);
+    CHECK(b->table == ops::find_backend(name));
+    CHECK(std::string_view(b->description).starts_with("runs "));
+  }
+  CHECK(ops::find_backend_info("cpu")->memory().device == Device::host);
+  CHECK(ops::find_backend_info("cuda")->memory().device == Device::cuda);
+  CHECK(ops::backend_unavailable("cpu").empty());
+  // A mistake names the backend it most likely means: by what it runs on, else by spelling.
+  CHECK(ops::suggest_backend("gpu") == "cuda");
+  CHECK(ops::suggest_backend("refrence") == "reference");
+  CHECK(ops::suggest_backend("cdua") == "cuda");
+  CHECK(ops::suggest_backend("tensorflow").empty());
+  CHECK(ops::unknown_backend("GPU") == "unknown backend 'GPU' (did you mean cuda?); this build has: reference, cpu, cuda");
+}
+
+TEST_CASE("the op context: backend, matmul precision and threads in one place", "[backend]") {
+  {
+    ops::ScopedBackend use("cpu");
+    CHECK(ops::context().backend == ops::find_backend_info("cpu"));
+    CHECK(&ops::active() == ops::find_backend("cpu"));
+    ops::set_matmul_precision(DType::bf16);
+    CHECK(ops::context().matmul_dtype == DType::bf16);
+    ops::set_matmul_precision(DType::f32);
+    // The cpu backend's thread setter is OpenMP's; its info() reports the count.
+    const std::string before = ops::backend_info();  // "…, 2 OpenMP threads"
+    const int threads = std::stoi(before.substr(before.rfind(", ") + 2));
+    ops::set_threads(1);
+    CHECK(ops::context().threads == 1);
+    CHECK(ops::backend_info().ends_with(", 1 OpenMP threads"));
+    CHECK_THROWS_WITH(ops::set_threads(0), Catch::Contains("at least 1"));
+    ops::set_threads(threads);
+  }
+  CHECK(ops::context().backend == ops::find_backend_info("reference"));
+}

@@ -456,6 +456,14 @@ TEST_CASE("ops reject bad arguments with the op's name", "[ops]") {
   Buf q({1, 2, 3, 4}), k({1, 2, 2, 4}), o({1, 2, 3, 4}), lse({6});
   CHECK_THROWS_WITH(ops::attention_forward(o.t(), lse.t(), q.t(), k.t(), k.t(), AttentionMask{}),
                     Catch::StartsWith("[attention_forward] KV = 2 kv heads must divide H = 3"));
+  // The checks are the contract's, run before any backend's op: the same on every backend.
+  Buf g({2, 3}), dg({2, 3}), du({2, 4});
+  CHECK_THROWS_WITH(ops::swiglu_backward(dg.t(), du.t(), g.t(), g.t(), g.t()),
+                    Catch::StartsWith("[swiglu_backward] dup [2, 4] and gate [2, 3] must have the same shape"));
+  TensorRef elsewhere = g.t();
+  elsewhere.device = Device::cuda;  // not the memory of a host backend
+  CHECK_THROWS_WITH(ops::scale_forward(elsewhere, elsewhere, 2.0f),
+                    Catch::StartsWith("[scale_forward] y is not in host memory"));
   CHECK_THROWS_WITH(ops::use_backend("tpu"), Catch::Contains("unknown backend 'tpu'"));
 }
 

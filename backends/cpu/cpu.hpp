@@ -15,11 +15,7 @@ LLMTK_OPS(LLMTK_X)
 #undef LLMTK_X
 
 extern const ops::OpTable op_table;
-
-// Argument checks shared with the other backends.
-using backend::expect_f32;
-using backend::expect_rank;
-using backend::expect_same;
+extern const ops::BackendInfo backend;  // table.cpp: its registration
 
 // A buffer of at least n floats, reused across calls (grown, never shrunk): per-thread partial
 // sums live here so that a step allocates nothing once shapes are known. Not for nested use.

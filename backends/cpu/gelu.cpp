@@ -5,9 +5,9 @@ namespace llmtk::cpu {
 
 using namespace elementwise;
 
-void gelu_forward(TensorRef y, TensorRef x) { unary("gelu_forward", y, x, [](float v) { return gelu(v); }); }
+void gelu_forward(TensorRef y, TensorRef x) { unary(y, x, [](float v) { return gelu(v); }); }
 void gelu_backward(TensorRef dx, TensorRef dy, TensorRef x) {
-  unary_backward("gelu_backward", dx, dy, x, [](float v) { return gelu_grad(v); });
+  unary_backward(dx, dy, x, [](float v) { return gelu_grad(v); });
 }
 
 }  // namespace llmtk::cpu

@@ -6,10 +6,10 @@ namespace llmtk::cpu {
 using namespace elementwise;
 
 void relu_forward(TensorRef y, TensorRef x) {
-  unary("relu_forward", y, x, [](float v) { return v > 0 ? v : 0.0f; });
+  unary(y, x, [](float v) { return v > 0 ? v : 0.0f; });
 }
 void relu_backward(TensorRef dx, TensorRef dy, TensorRef x) {
-  unary_backward("relu_backward", dx, dy, x, [](float v) { return v > 0 ? 1.0f : 0.0f; });
+  unary_backward(dx, dy, x, [](float v) { return v > 0 ? 1.0f : 0.0f; });
 }
 
 }  // namespace llmtk::cpu

@@ -5,12 +5,8 @@
 namespace llmtk::cpu {
 
 namespace {
-void rotate(const char* op, TensorRef y, TensorRef x, float base, int pos0, float sign) {
-  expect_f32(op, "y", y), expect_f32(op, "x", x);
-  expect_rank(op, "x", x, 4, "[B, T, heads, D]");
-  expect_same(op, "y", y, "x", x);
+void rotate(TensorRef y, TensorRef x, float base, int pos0, float sign) {
   const std::int64_t B = x.size(0), T = x.size(1), H = x.size(2), D = x.size(3), half = D / 2;
-  LLMTK_CHECK(D % 2 == 0, op, "head dim ", D, " must be even");
   // cos and sin of every (position, pair) once per call, shared by all batches and heads. The
   // angle is computed in double: t·freq reaches thousands of radians at long contexts.
   float* cs = scratch(std::size_t(2 * T * half));
@@ -38,7 +34,7 @@ void rotate(const char* op, TensorRef y, TensorRef x, float base, int pos0, floa
 }
 }  // namespace
 
-void rope_forward(TensorRef y, TensorRef x, float base, int pos0) { rotate("rope_forward", y, x, base, pos0, 1.0f); }
-void rope_backward(TensorRef dx, TensorRef dy, float base, int pos0) { rotate("rope_backward", dx, dy, base, pos0, -1.0f); }
+void rope_forward(TensorRef y, TensorRef x, float base, int pos0) { rotate(y, x, base, pos0, 1.0f); }
+void rope_backward(TensorRef dx, TensorRef dy, float base, int pos0) { rotate(dx, dy, base, pos0, -1.0f); }
 
 }  // namespace llmtk::cpu

@@ -4,9 +4,6 @@
 namespace llmtk::cpu {
 
 void sgd_step(TensorRef param, TensorRef grad, TensorRef buf, SgdArgs a) {
-  const char* op = "sgd_step";
-  expect_f32(op, "param", param), expect_f32(op, "grad", grad), expect_f32(op, "buf", buf);
-  expect_same(op, "param", param, "grad", grad), expect_same(op, "buf", buf, "param", param);
   float *P = param.f32(), *Bf = buf.f32();
   const float* G = grad.f32();
   const std::int64_t n = param.numel();

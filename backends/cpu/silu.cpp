@@ -5,9 +5,9 @@ namespace llmtk::cpu {
 
 using namespace elementwise;
 
-void silu_forward(TensorRef y, TensorRef x) { unary("silu_forward", y, x, [](float v) { return silu(v); }); }
+void silu_forward(TensorRef y, TensorRef x) { unary(y, x, [](float v) { return silu(v); }); }
 void silu_backward(TensorRef dx, TensorRef dy, TensorRef x) {
-  unary_backward("silu_backward", dx, dy, x, [](float v) { return silu_grad(v); });
+  unary_backward(dx, dy, x, [](float v) { return silu_grad(v); });
 }
 
 }  // namespace llmtk::cpu

@@ -6,10 +6,10 @@ namespace llmtk::cpu {
 using namespace elementwise;
 
 void swiglu_forward(TensorRef y, TensorRef gate, TensorRef up) {
-  gated("swiglu_forward", y, gate, up, [](float v) { return silu(v); });
+  gated(y, gate, up, [](float v) { return silu(v); });
 }
 void swiglu_backward(TensorRef dgate, TensorRef dup, TensorRef dy, TensorRef gate, TensorRef up) {
-  gated_backward("swiglu_backward", dgate, dup, dy, gate, up, [](float v) { return silu(v); },
+  gated_backward(dgate, dup, dy, gate, up, [](float v) { return silu(v); },
                  [](float v) { return silu_grad(v); });
 }
 

@@ -1,6 +1,7 @@
 // Host side of the CUDA backend (C++20): the context every op runs in (device, stream, cuBLASLt
-// handle and workspace), grow-once scratch, argument checks for device tensors, and the op
-// entry points the table points at. Kernels are in the .cu files, behind kernels.hpp.
+// handle and workspace), grow-once scratch, and the op entry points the table points at (the
+// dispatcher has checked their arguments against each op's contract). Kernels are in the .cu
+// files, behind kernels.hpp.
 #pragma once
 #include <cublasLt.h>
 #include <cuda_runtime.h>
@@ -10,7 +11,7 @@
 #include <string>
 
 #include "check.hpp"
-#include "../common.hpp"  // expect_f32, expect_rank, expect_same, check_attention, alibi_slope
+#include "../common.hpp"  // attention_shape, alibi_slope
 #include "kernels.hpp"
 
 namespace llmtk::cuda {
@@ -47,20 +48,6 @@ const float* alibi_slopes(std::int64_t H);
 // cuBLASLt status check naming the op, the call, the file and the line.
 void check_cublas(cublasStatus_t s, const char* op, const char* call, const char* file, int line);
 #define LLMTK_CUBLAS_CHECK(op, call) ::llmtk::cuda::check_cublas((call), (op), #call, __FILE__, __LINE__)
-
-// Argument checks: f32 tensors in device memory.
-inline void expect_f32(const char* op, const char* what, const TensorRef& t) {
-  backend::expect_f32(op, what, t, Device::cuda);
-}
-inline void expect_f32_or_bf16(const char* op, const char* what, const TensorRef& t) {
-  backend::expect_f32_or_bf16(op, what, t, Device::cuda);
-}
-inline void expect_i32(const char* op, const char* what, const TensorRef& t) {
-  LLMTK_CHECK(t.data != nullptr && t.dtype == DType::i32, op, what, " must be i32");
-  LLMTK_CHECK(t.device == Device::cuda, op, what, " is in host memory; the cuda backend needs device tensors");
-}
-using backend::expect_rank;
-using backend::expect_same;
 
 // After every op: with LLMTK_CUDA_SYNC=1, wait for it and report a fault under its name.
 void finish_op(const char* op);

@@ -260,25 +260,10 @@ bool gemm(const char* op, bool ta, bool tb, i64 m, i64 n, i64 k, Operand A, Oper
   return true;
 }
 
-// Checks y[N, O] = x[N, I] · w[O, I]ᵀ + b[O]; returns {N, I, O}.
-std::tuple<i64, i64, i64> check_forward(const char* op, const TensorRef& y, const TensorRef& x, const TensorRef& w,
-                                        const TensorRef& b) {
-  expect_f32(op, "y", y), expect_f32_or_bf16(op, "x", x), expect_f32_or_bf16(op, "w", w);
-  const i64 N = x.rows(), I = x.size(-1), O = w.size(0);
-  LLMTK_CHECK(w.rank == 2 && w.size(1) == I, op, "w ", w.shape_str(), " must be [O, I] with I = ", I, " (x is ",
-              x.shape_str(), ")");
-  LLMTK_CHECK(y.rows() == N && y.size(-1) == O, op, "y ", y.shape_str(), " must be [", N, ", ", O, "]");
-  if (b) {
-    expect_f32(op, "b", b);
-    LLMTK_CHECK(b.numel() == O, op, "b has ", b.numel(), " elements, expected ", O);
-  }
-  return {N, I, O};
-}
-
 // y = x·wᵀ + b, with an epilogue activation when e asks for one; false when that could not be
 // fused (nothing written then).
 bool forward(const char* op, TensorRef y, TensorRef x, TensorRef w, TensorRef b, const Epilogue& e) {
-  const auto [N, I, O] = check_forward(op, y, x, w, b);
+  const i64 N = x.rows(), I = x.size(-1), O = w.size(0);
   if (I == 0) {  // an empty sum: y = b (or 0)
     if (e.act != Act::none) return false;
     LLMTK_CUDA_CHECK(op, cudaMemsetAsync(y.data, 0, y.bytes(), stream()));  // not 0·y: y may hold NaN
@@ -292,21 +277,7 @@ bool forward(const char* op, TensorRef y, TensorRef x, TensorRef w, TensorRef b,
 // epilogue, or in a GELU kernel after it when cuBLASLt cannot fuse it.
 void backward(const char* op, TensorRef dx, TensorRef dw, TensorRef db, TensorRef dy, TensorRef x, TensorRef w,
               const Epilogue& e) {
-  expect_f32(op, "dy", dy), expect_f32_or_bf16(op, "x", x), expect_f32_or_bf16(op, "w", w);
   const i64 N = x.rows(), I = x.size(-1), O = w.size(0);
-  LLMTK_CHECK(dy.rows() == N && dy.size(-1) == O, op, "dy ", dy.shape_str(), " must be [", N, ", ", O, "]");
-  if (dx) {
-    expect_f32(op, "dx", dx);
-    LLMTK_CHECK(dx.rows() == N && dx.size(-1) == I, op, "dx ", dx.shape_str(), " must be [", N, ", ", I, "]");
-  }
-  if (dw) {
-    expect_f32(op, "dw", dw);
-    LLMTK_CHECK(dw.numel() == O * I, op, "dw must be [", O, ", ", I, "]");
-  }
-  if (db) {
-    expect_f32(op, "db", db);
-    LLMTK_CHECK(db.numel() == O, op, "db must have ", O, " elements");
-  }
   // With bf16 precision and both products, dy is rounded once for both (for the LM head it is
   // the largest tensor of the step).
   Operand g = operand(dy);
@@ -346,7 +317,6 @@ void matmul_backward(TensorRef dx, TensorRef dw, TensorRef db, TensorRef dy, Ten
 
 void matmul_gelu_forward(TensorRef y, TensorRef h, TensorRef x, TensorRef w, TensorRef b) {
   const char* op = "matmul_gelu_forward";
-  expect_f32(op, "h", h), backend::check_matmul_gelu_forward(y, h);
   if (!forward(op, y, x, w, b, {Act::gelu_aux, h.f32()})) {  // unfused: the product, then GELU
     forward(op, h, x, w, b, {});
     kernels::unary_forward(kernels::Unary::gelu, y.f32(), h.f32(), y.numel(), stream());
@@ -357,8 +327,6 @@ void matmul_gelu_forward(TensorRef y, TensorRef h, TensorRef x, TensorRef w, Ten
 void gelu_matmul_backward(TensorRef dh, TensorRef dw, TensorRef db, TensorRef dy, TensorRef a, TensorRef w,
                           TensorRef h) {
   const char* op = "gelu_matmul_backward";
-  backend::check_gelu_matmul_backward(dh, h);
-  expect_f32(op, "h", h);
   backward(op, dh, dw, db, dy, a, w, {Act::dgelu, const_cast<float*>(h.f32())});
   finish_op(op);
 }

@@ -1,5 +1,6 @@
 // The CUDA backend in a build without the CUDA toolkit: every op fails with a message naming
-// itself, and use_backend("cuda") fails at start-up saying how to get a CUDA build.
+// itself, and use_backend("cuda") fails at start-up saying how to get a CUDA build. It registers
+// under the same name as the real backend, so recipes and scripts that name it get that message.
 #include "ops/ops.hpp"
 
 #pragma GCC diagnostic ignored "-Wunused-parameter"  // the stubs take every op's arguments
@@ -18,10 +19,11 @@ void no_release(void*) {}
 [[noreturn]] void no_copy(void*, Device, const void*, Device, std::size_t) { fail("memory", kWhy); }
 void no_synchronize() {}
 const DeviceMemory kMemory{Device::cuda, &no_allocate, &no_release, &no_zero, &no_copy, &no_synchronize};
-}  // namespace
-
 const DeviceMemory& device_memory() { return kMemory; }
-std::string unavailable() { return kWhy; }
+std::string unavailable() {
+  return cat(kWhy, "; to run on the CPU instead use device = \"cpu\" (in a recipe, or --device cpu)");
+}
+}  // namespace
 
 extern const ops::OpTable op_table;
 const ops::OpTable op_table = {
@@ -31,5 +33,10 @@ const ops::OpTable op_table = {
     LLMTK_OPS(LLMTK_X)
 #undef LLMTK_X
 };
+
+extern const ops::BackendInfo backend;
+constinit const ops::BackendInfo backend = {
+    &op_table, &device_memory, &unavailable, nullptr,
+    "runs on the first NVIDIA GPU, but is not in this build: the CUDA toolkit was not found when it was configured"};
 
 }  // namespace llmtk::cuda

@@ -4,9 +4,6 @@
 namespace llmtk::reference {
 
 void add_forward(TensorRef y, TensorRef a, TensorRef b) {
-  const char* op = "add_forward";
-  expect_f32(op, "y", y), expect_f32(op, "a", a), expect_f32(op, "b", b);
-  expect_same(op, "a", a, "b", b), expect_same(op, "y", y, "a", a);
   const float *A = a.f32(), *B = b.f32();
   float* Y = y.f32();
   for (std::int64_t i = 0, n = y.numel(); i < n; ++i) Y[i] = static_cast<float>(double(A[i]) + B[i]);

@@ -6,10 +6,10 @@ namespace llmtk::reference {
 using namespace elementwise;
 
 void geglu_forward(TensorRef y, TensorRef gate, TensorRef up) {
-  gated("geglu_forward", y, gate, up, gelu);
+  gated(y, gate, up, gelu);
 }
 void geglu_backward(TensorRef dgate, TensorRef dup, TensorRef dy, TensorRef gate, TensorRef up) {
-  gated_backward("geglu_backward", dgate, dup, dy, gate, up, gelu, gelu_grad);
+  gated_backward(dgate, dup, dy, gate, up, gelu, gelu_grad);
 }
 
 }  // namespace llmtk::reference

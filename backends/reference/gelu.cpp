@@ -5,9 +5,9 @@ namespace llmtk::reference {
 
 using namespace elementwise;
 
-void gelu_forward(TensorRef y, TensorRef x) { unary("gelu_forward", y, x, gelu); }
+void gelu_forward(TensorRef y, TensorRef x) { unary(y, x, gelu); }
 void gelu_backward(TensorRef dx, TensorRef dy, TensorRef x) {
-  unary_backward("gelu_backward", dx, dy, x, gelu_grad);
+  unary_backward(dx, dy, x, gelu_grad);
 }
 
 }  // namespace llmtk::reference

@@ -1,6 +1,7 @@
 // The reference backend: every op in plain loops with fp64 accumulation. Obviously correct
 // rather than fast; the oracle every other backend is tested against. One op (forward and
-// backward) per file; contracts in framework/ops/ops.hpp.
+// backward) per file; contracts in framework/ops/ops.hpp, checked before an op runs here
+// (framework/ops/checks.cpp).
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -15,10 +16,6 @@ LLMTK_OPS(LLMTK_X)
 #undef LLMTK_X
 
 extern const ops::OpTable op_table;
-
-// Argument checks shared with the other backends.
-using backend::expect_f32;
-using backend::expect_rank;
-using backend::expect_same;
+extern const ops::BackendInfo backend;  // table.cpp: its registration
 
 }  // namespace llmtk::reference

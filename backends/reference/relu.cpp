@@ -6,10 +6,10 @@ namespace llmtk::reference {
 using namespace elementwise;
 
 void relu_forward(TensorRef y, TensorRef x) {
-  unary("relu_forward", y, x, [](double v) { return v > 0 ? v : 0.0; });
+  unary(y, x, [](double v) { return v > 0 ? v : 0.0; });
 }
 void relu_backward(TensorRef dx, TensorRef dy, TensorRef x) {
-  unary_backward("relu_backward", dx, dy, x, [](double v) { return v > 0 ? 1.0 : 0.0; });
+  unary_backward(dx, dy, x, [](double v) { return v > 0 ? 1.0 : 0.0; });
 }
 
 }  // namespace llmtk::reference

@@ -5,12 +5,8 @@ namespace llmtk::reference {
 
 namespace {
 // Rotates every (i, i + D/2) pair of x by angle t·base^(-2i/D), times `sign` (−1 inverts).
-void rotate(const char* op, TensorRef y, TensorRef x, float base, int pos0, double sign) {
-  expect_f32(op, "y", y), expect_f32(op, "x", x);
-  expect_rank(op, "x", x, 4, "[B, T, heads, D]");
-  expect_same(op, "y", y, "x", x);
+void rotate(TensorRef y, TensorRef x, float base, int pos0, double sign) {
   const std::int64_t B = x.size(0), T = x.size(1), H = x.size(2), D = x.size(3), half = D / 2;
-  LLMTK_CHECK(D % 2 == 0, op, "head dim ", D, " must be even");
   for (std::int64_t b = 0; b < B; ++b)
     for (std::int64_t t = 0; t < T; ++t)
       for (std::int64_t h = 0; h < H; ++h) {
@@ -26,11 +22,11 @@ void rotate(const char* op, TensorRef y, TensorRef x, float base, int pos0, doub
 }
 }  // namespace
 
-void rope_forward(TensorRef y, TensorRef x, float base, int pos0) { rotate("rope_forward", y, x, base, pos0, 1.0); }
+void rope_forward(TensorRef y, TensorRef x, float base, int pos0) { rotate(y, x, base, pos0, 1.0); }
 
 // The rotation is orthogonal, so the gradient is the inverse rotation.
 void rope_backward(TensorRef dx, TensorRef dy, float base, int pos0) {
-  rotate("rope_backward", dx, dy, base, pos0, -1.0);
+  rotate(dx, dy, base, pos0, -1.0);
 }
 
 }  // namespace llmtk::reference

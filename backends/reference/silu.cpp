@@ -5,9 +5,9 @@ namespace llmtk::reference {
 
 using namespace elementwise;
 
-void silu_forward(TensorRef y, TensorRef x) { unary("silu_forward", y, x, silu); }
+void silu_forward(TensorRef y, TensorRef x) { unary(y, x, silu); }
 void silu_backward(TensorRef dx, TensorRef dy, TensorRef x) {
-  unary_backward("silu_backward", dx, dy, x, silu_grad);
+  unary_backward(dx, dy, x, silu_grad);
 }
 
 }  // namespace llmtk::reference

@@ -1,5 +1,6 @@
 // The reference backend's op table, generated from the op list: an op missing here is a
-// compile error naming it ("'foo_forward' is not a member of 'llmtk::reference'").
+// compile error naming it ("'foo_forward' is not a member of 'llmtk::reference'"). And its
+// registration (backends/CMakeLists.txt lists it first).
 #include "reference.hpp"
 
 namespace llmtk::reference {
@@ -11,5 +12,10 @@ const ops::OpTable op_table = {
     LLMTK_OPS(LLMTK_X)
 #undef LLMTK_X
 };
+
+// Host memory, anywhere, always one thread.
+constinit const ops::BackendInfo backend = {
+    &op_table, &host_memory, nullptr, nullptr,
+    "runs every op as plain loops with fp64 accumulation on one thread: the oracle the others are tested against"};
 
 }  // namespace llmtk::reference

@@ -9,7 +9,7 @@
 //     may alias dy in element-wise backward ops (rope, activations; swiglu/geglu: dgate may
 //     alias dy), and dlogits may alias logits in cross_entropy_backward (the model computes the
 //     loss gradient in place). Layers rely on this to work in place; tests/test_ops.cpp checks it.
-// The reference backend (backends/reference) is the executable form of these contracts.
+// checks.cpp checks each op's arguments against these contracts; backends/reference runs them.
 #pragma once
 #include <cstdint>
 #include <iterator>
@@ -141,6 +141,29 @@ struct OpTable {
 #undef LLMTK_X
 };
 
+// A backend as it registers itself, from its own files (backends/<name>/table.cpp): its op table,
+// whose name selects it; the memory its ops compute on; why it cannot run on this machine ("" or
+// null: it can); how to set the number of host threads it computes with (null: it has none to
+// set); and one line on what it runs, starting with a verb ("runs on the first NVIDIA GPU; ...")
+// for help texts and hints.
+struct BackendInfo {
+  const OpTable* table;
+  const DeviceMemory& (*memory)();
+  std::string (*unavailable)();
+  void (*set_threads)(int threads);
+  const char* description;
+};
+
+// The process-wide state of the ops in one object: the backend ops dispatch to, the matmul
+// precision, the host thread count asked for (0: backends' defaults). The free functions below
+// are its accessors; a backend's own device state stays with it (cuda: backends/cuda/context.cpp).
+struct Context {
+  const BackendInfo* backend;
+  DType matmul_dtype = DType::f32;
+  int threads = 0;
+};
+const Context& context();
+
 // The op names, in op-list order (tests iterate over them).
 inline constexpr std::string_view kOpNames[] = {
 #define LLMTK_X(name, params, args) #name,
@@ -149,9 +172,9 @@ inline constexpr std::string_view kOpNames[] = {
 };
 inline constexpr int kOpCount = static_cast<int>(std::size(kOpNames));
 
-// Select the backend every op dispatches to ("reference", "cpu", "cuda"). Unknown names fail
-// with the list of backends built into this binary. The backend's memory becomes
-// current_memory(), so arenas allocated afterwards live where its ops compute.
+// Select the backend every op dispatches to (one of backends()). Unknown names fail with the
+// list of backends built into this binary. The backend's memory becomes current_memory(), so
+// arenas allocated afterwards live where its ops compute.
 void use_backend(std::string_view name);
 // use_backend for a run (train, bench, generate): a backend that cannot run on this machine
 // (cuda without a GPU, or a build without CUDA) fails here, at start-up, naming the problem
@@ -159,6 +182,11 @@ void use_backend(std::string_view name);
 void require_backend(std::string_view name);
 // Why `name` cannot run on this machine, or "" when it can (tests skip on it).
 std::string backend_unavailable(std::string_view name);
+// For a name that is no backend: the one it most likely means (a word of a backend's description,
+// "gpu"; else the closest name, "cdua"), or "".
+std::string suggest_backend(std::string_view name);
+// "unknown backend 'gpu' (did you mean cuda?); this build has: reference, cpu, cuda"
+std::string unknown_backend(std::string_view name);
 const OpTable& active();
 std::string backend_info();  // active().info()
 // LLMTK_PROFILE=1: ops are timed one by one (on an asynchronous backend such as cuda each op is
@@ -172,10 +200,14 @@ void profile_reset();
 // always computes in f32: it is the oracle. Default: f32.
 void set_matmul_precision(DType t);
 DType matmul_precision();
+// The number of host threads backends compute with (at least 1; the trainer's train.threads):
+// handed to the active backend's thread setter now, and to each backend made active later.
+void set_threads(int threads);
 std::vector<std::string> backends();  // names built into this binary, then those added
 const OpTable* find_backend(std::string_view name);
+const BackendInfo* find_backend_info(std::string_view name);
 // Adds a backend (a test's, or one a program brings) whose ops compute on `memory()`; selectable by
-// its table's name like the built-in ones. Names are unique.
+// its table's name like the built-in ones, and runs anywhere. Names are unique.
 void add_backend(const OpTable& table, const DeviceMemory& (*memory)());
 
 // Sets a backend for one scope, then restores the previous one.
@@ -187,7 +219,7 @@ class ScopedBackend {
   ScopedBackend& operator=(const ScopedBackend&) = delete;
 
  private:
-  const OpTable* previous_;
+  const BackendInfo* previous_;
 };
 
 }  // namespace ops

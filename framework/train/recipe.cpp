@@ -8,6 +8,7 @@
 #include "../config/config.hpp"
 #include "../core/error.hpp"
 #include "../models/registry.hpp"
+#include "../ops/ops.hpp"
 
 namespace llmtk::train {
 
@@ -67,7 +68,8 @@ Recipe read_recipe(const std::string& path, const std::vector<std::string>& sets
   r.train.grad_accum = t.integer("grad_accum", r.train.grad_accum, 1, 1 << 16);
   r.train.precision = t.string("precision", r.train.precision, {"fp32", "bf16"});
   r.train.seed = std::uint64_t(t.integer("seed", 1, 0, INT64_MAX));
-  r.train.device = t.string("device", r.train.device, {"cpu", "reference", "cuda"});
+  r.train.device = t.string("device", r.train.device);
+  if (!ops::find_backend(r.train.device)) fail(path, "train.device: ", ops::unknown_backend(r.train.device));
   r.train.threads = int(t.integer("threads", 0, 0, 4096));
   r.train.recompute = t.string("recompute", r.train.recompute, {"none", "blocks"});
   r.train.max_bad_steps = int(t.integer("max_bad_steps", r.train.max_bad_steps, 1, 1000));

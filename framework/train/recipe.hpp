@@ -30,8 +30,8 @@ struct Recipe {
     std::int64_t grad_accum = 1;        // micro-batches per optimizer step
     std::string precision = "fp32";
     std::uint64_t seed = 1;
-    std::string device = "cpu";         // cpu | reference | cuda
-    int threads = 0;                    // 0: OpenMP's default
+    std::string device = "cpu";         // a backend of this build (ops::backends())
+    int threads = 0;                    // host threads of the backend (ops::set_threads); 0: its default
     std::string recompute = "none";
     int max_bad_steps = 3;              // NaN/Inf steps in a row before stopping
   } train;

@@ -1,6 +1,5 @@
 #include "trainer.hpp"
 
-#include <omp.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -159,7 +158,7 @@ Setup set_up(const Recipe& r, const TrainOptions& opt, const std::function<void(
   // bf16: matmuls round their inputs to bf16 and accumulate in f32; weights, gradients and the
   // optimizer state stay f32 (the reference backend ignores it).
   ops::set_matmul_precision(r.train.precision == "bf16" ? DType::bf16 : DType::f32);
-  if (r.train.threads > 0) omp_set_num_threads(r.train.threads);
+  if (r.train.threads > 0) ops::set_threads(r.train.threads);  // through the backend's own setter
   s.tok_path = (fs::path(r.data.dir) / "tokenizer.json").string();
   LLMTK_CHECK(!shards(r.data.dir, "train_").empty(), r.file, "data.dir = \"", r.data.dir,
               "\" holds no train_*.bin shards; run llmtk data prepare first (see recipes/data/)");

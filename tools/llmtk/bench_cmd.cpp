@@ -91,7 +91,7 @@ void add_bench_commands(CLI::App& app) {
   st->add_option("--steps", ba->steps, "Timed steps")->check(CLI::Range(1, 100000));
   st->add_option("--warmup", ba->warmup, "Untimed steps first")->check(CLI::Range(0, 1000));
   st->add_option("--precision", ba->precision, "fp32 or bf16")->check(CLI::IsMember({"fp32", "bf16"}));
-  st->add_option("--device", ba->device, "cpu, reference or cuda")->check(device_names());
+  st->add_option("--device", ba->device, device_list())->check(device_names());
   st->add_option("--set", ba->sets, "Override a size: --set model.n_layers=2");
   st->add_flag("--json", ba->json, "Print one JSON object");
   st->add_flag("--grad-norm", ba->grad_norm, "Also measure the global gradient norm, as llmtk train does");

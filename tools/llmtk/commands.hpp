@@ -2,6 +2,8 @@
 #pragma once
 #include <CLI/CLI.hpp>
 
+#include "ops/ops.hpp"
+
 namespace llmtk::cli {
 
 void add_arch_commands(CLI::App& app);
@@ -10,17 +12,26 @@ void add_data_commands(CLI::App& app);
 void add_train_commands(CLI::App& app);
 void add_bench_commands(CLI::App& app);
 
-// The check of every --device option: cpu, reference or cuda, and a hint for the usual mistakes.
+// The backends this build has, as help text lists them: "reference, cpu or cuda".
+inline std::string device_list() {
+  const std::vector<std::string> names = ops::backends();
+  std::string list;
+  for (std::size_t i = 0; i < names.size(); ++i)
+    list += (i == 0 ? "" : i + 1 == names.size() ? " or " : ", ") + names[i];
+  return list;
+}
+
+// The check of every --device option: a backend of this build, and for a mistake the backend it
+// most likely means, with what that one runs ("gpu": "cuda runs on the first NVIDIA GPU; ...").
 inline CLI::Validator device_names() {
   return CLI::Validator(
       [](std::string& v) -> std::string {
-        if (v == "cpu" || v == "reference" || v == "cuda") return "";
-        const bool gpu = v == "gpu" || v == "nvidia" || v.starts_with("cuda:");
-        return "'" + v + "' is not a device: use cpu, reference or cuda" +
-               (gpu ? std::string(" (cuda runs on the first NVIDIA GPU; pick another with CUDA_VISIBLE_DEVICES)")
-                    : std::string());
+        if (ops::find_backend(v)) return "";
+        const ops::BackendInfo* meant = ops::find_backend_info(ops::suggest_backend(v));
+        return "'" + v + "' is not a device: use " + device_list() +
+               (meant ? " (" + std::string(meant->table->backend) + " " + meant->description + ")" : std::string());
       },
-      "cpu, reference or cuda");
+      device_list());
 }
 
 }  // namespace llmtk::cli

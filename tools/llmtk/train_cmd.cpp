@@ -49,7 +49,7 @@ void add_train_commands(CLI::App& app) {
   tr->add_option("--run-dir", ta->run_dir, "Where the run goes (default: runs/<recipe name>/)");
   tr->add_option("--resume", ta->resume, "Continue exactly from a run or checkpoint directory");
   tr->add_option("--set", ta->sets, "Override a recipe key: --set optim.lr=3e-4 (repeatable)");
-  tr->add_option("--device", ta->device, "cpu, reference or cuda: the recipe's train.device (--set train.device=...)")
+  tr->add_option("--device", ta->device, device_list() + ": the recipe's train.device (--set train.device=...)")
       ->check(device_names());
   tr->add_option("--init", ta->init, "Start from a Hugging Face Transformers checkpoint directory")->check(CLI::ExistingDirectory);
   tr->callback([ta] {
@@ -93,7 +93,7 @@ void add_train_commands(CLI::App& app) {
   gen->add_option("--top-k", ga->o.top_k, "Keep the k most likely tokens (0: all)")->check(CLI::Range(0, 1 << 24));
   gen->add_option("--top-p", ga->o.top_p, "Keep the smallest set with this much probability")->check(CLI::Range(0.0, 1.0));
   gen->add_option("--seed", ga->o.seed, "Random seed");
-  gen->add_option("--device", ga->device, "cpu, reference or cuda")->check(device_names());
+  gen->add_option("--device", ga->device, device_list())->check(device_names());
   gen->callback([ga] {
     auto l = train::load_run(ga->run, ga->device);
     const data::Tokenizer& tok = *l.tokenizer;
@@ -143,7 +143,7 @@ void add_train_commands(CLI::App& app) {
   ev->add_option("--batch", ea->batch, "Batch size")->check(CLI::Range(1, 1 << 16));
   ev->add_option("--seq", ea->seq, "Sequence length (default: the model's max_seq)")->check(CLI::Range(1, 1 << 24));
   ev->add_option("--batches", ea->batches, "Batches to evaluate (default: all)")->check(CLI::Range(1, 1 << 30));
-  ev->add_option("--device", ea->device, "cpu, reference or cuda")->check(device_names());
+  ev->add_option("--device", ea->device, device_list())->check(device_names());
   ev->callback([ea] {
     auto l = train::load_run(ea->run, ea->device);
     const std::int64_t T = ea->seq ? ea->seq : l.model->dims().max_seq;

@@ -1,0 +1,413 @@
+// Each op's argument checks, in the order and sections of the contracts in ops.hpp (each check
+// quotes the contract it holds the arguments to). Messages start with the op's name. Values
+// (token ids, targets, attention lengths) are checked where the host can read them; a device
+// backend trusts the caller with them (the trainer's non-finite guard catches a bad target).
+#include "checks.hpp"
+
+#include "../core/memory.hpp"
+
+namespace llmtk::ops {
+
+namespace {
+
+// The op being checked, and the memory its tensors must be in: the active backend's.
+struct Op {
+  const char* name;
+  Device memory = current_memory().device;
+
+  void in_memory(const char* what, const TensorRef& t) const {
+    if (memory == Device::host) LLMTK_CHECK(t.device == Device::host, name, what, " is not in host memory");
+    else
+      LLMTK_CHECK(t.device == memory, name, what, " is in host memory; the ", active().backend,
+                  " backend needs device tensors (allocate arenas after use_backend(\"", active().backend, "\"))",
+                  why_not_here());
+  }
+  // Why the active backend cannot run on this machine, if it cannot (a build without CUDA): the
+  // likelier cause of host tensors handed to it. Asked only once a check has failed.
+  static std::string why_not_here() {
+    const BackendInfo& b = *context().backend;
+    const std::string why = b.unavailable ? b.unavailable() : std::string();
+    return why.empty() ? why : "; " + why;
+  }
+  void f32(const char* what, const TensorRef& t) const {
+    LLMTK_CHECK(t.data != nullptr, name, what, " is null");
+    LLMTK_CHECK(t.dtype == DType::f32, name, what, " is ", name_of(t.dtype), "; this backend computes in f32");
+    in_memory(what, t);
+  }
+  // Matmul inputs may be f32 or bf16 (a bf16 copy of the weights, or a bf16 matrix for the peak
+  // measurement); everything else is f32.
+  void f32_or_bf16(const char* what, const TensorRef& t) const {
+    LLMTK_CHECK(t.data != nullptr, name, what, " is null");
+    LLMTK_CHECK(t.dtype == DType::f32 || t.dtype == DType::bf16, name, what, " is ", name_of(t.dtype),
+                "; matmul inputs are f32 or bf16");
+    in_memory(what, t);
+  }
+  void i32(const char* what, const TensorRef& t) const {
+    LLMTK_CHECK(t.data != nullptr, name, what, " is null");
+    LLMTK_CHECK(t.dtype == DType::i32, name, what, " must be i32");
+    in_memory(what, t);
+  }
+  // An optional tensor: absent (null), or f32.
+  void f32_if(const char* what, const TensorRef& t) const {
+    if (t) f32(what, t);
+  }
+  void rank(const char* what, const TensorRef& t, int r, const char* axes) const {
+    LLMTK_CHECK(t.rank == r, name, what, " has ", t.rank, " axes ", t.shape_str(), ", expected ", axes);
+  }
+  void same(const char* a, const TensorRef& x, const char* b, const TensorRef& y) const {
+    LLMTK_CHECK(x.numel() == y.numel() && x.size(-1) == y.size(-1), name, a, " ", x.shape_str(), " and ", b, " ",
+                y.shape_str(), " must have the same shape");
+  }
+  // Whether the values of t can be read here.
+  static bool readable(const TensorRef& t) { return t.device == Device::host; }
+};
+
+// ---- linear maps --------------------------------------------------------------------------
+
+// y[N, O] = x[N, I] · w[O, I]ᵀ + b[O]; x and w may be bf16. Returns {N, I, O}.
+struct MatmulShape {
+  std::int64_t N, I, O;
+};
+MatmulShape matmul_product(const Op& op, TensorRef y, const char* y_name, TensorRef x, TensorRef w, TensorRef b) {
+  op.f32(y_name, y), op.f32_or_bf16("x", x), op.f32_or_bf16("w", w);
+  const std::int64_t N = x.rows(), I = x.size(-1), O = w.size(0);
+  LLMTK_CHECK(w.rank == 2 && w.size(1) == I, op.name, "w ", w.shape_str(), " must be [O, I] with I = ", I, " (x is ",
+              x.shape_str(), ")");
+  LLMTK_CHECK(y.rows() == N && y.size(-1) == O, op.name, y_name, " ", y.shape_str(), " must be [", N, ", ", O, "]");
+  if (b) {
+    op.f32("b", b);
+    LLMTK_CHECK(b.numel() == O, op.name, "b has ", b.numel(), " elements, expected ", O);
+  }
+  return {N, I, O};
+}
+// dx[N, I] = dy · w (dx may be null); dw[O, I] += dyᵀ · x; db[O] += Σ_n dy (dw, db may be null).
+void matmul_gradients(const Op& op, TensorRef dx, const char* dx_name, TensorRef dw, TensorRef db, TensorRef dy,
+                      TensorRef x, const char* x_name, TensorRef w) {
+  op.f32("dy", dy), op.f32_or_bf16(x_name, x), op.f32_or_bf16("w", w);
+  const std::int64_t N = x.rows(), I = x.size(-1), O = w.size(0);
+  LLMTK_CHECK(w.rank == 2 && w.size(1) == I, op.name, "w ", w.shape_str(), " must be [O, I] with I = ", I, " (",
+              x_name, " is ", x.shape_str(), ")");
+  LLMTK_CHECK(dy.rows() == N && dy.size(-1) == O, op.name, "dy ", dy.shape_str(), " must be [", N, ", ", O, "]");
+  if (dx) {
+    op.f32(dx_name, dx);
+    LLMTK_CHECK(dx.rows() == N && dx.size(-1) == I, op.name, dx_name, " ", dx.shape_str(), " must be [", N, ", ", I,
+                "]");
+  }
+  if (dw) {
+    op.f32("dw", dw);
+    LLMTK_CHECK(dw.numel() == O * I, op.name, "dw must be [", O, ", ", I, "]");
+  }
+  if (db) {
+    op.f32("db", db);
+    LLMTK_CHECK(db.numel() == O, op.name, "db must have ", O, " elements");
+  }
+}
+
+void check_matmul_forward(TensorRef y, TensorRef x, TensorRef w, TensorRef b) {
+  matmul_product(Op{"matmul_forward"}, y, "y", x, w, b);
+}
+void check_matmul_backward(TensorRef dx, TensorRef dw, TensorRef db, TensorRef dy, TensorRef x, TensorRef w) {
+  matmul_gradients(Op{"matmul_backward"}, dx, "dx", dw, db, dy, x, "x", w);
+}
+// h = x · wᵀ + b is saved for backward, y = gelu(h); y, h: [N, O] and distinct.
+void check_matmul_gelu_forward(TensorRef y, TensorRef h, TensorRef x, TensorRef w, TensorRef b) {
+  const Op op{"matmul_gelu_forward"};
+  op.f32("h", h);
+  op.same("y", y, "h", h);
+  LLMTK_CHECK(y.data != h.data, op.name, "y and h must be different tensors (h is kept for the backward)");
+  matmul_product(op, y, "y", x, w, b);
+}
+// dh[N, I] = (dy · w) ⊙ gelu'(h), written (required); dw, db as matmul_backward with x = a.
+void check_gelu_matmul_backward(TensorRef dh, TensorRef dw, TensorRef db, TensorRef dy, TensorRef a, TensorRef w,
+                                TensorRef h) {
+  const Op op{"gelu_matmul_backward"};
+  LLMTK_CHECK(dh, op.name, "dh is required (it is the op's activation gradient)");
+  op.same("dh", dh, "h", h);
+  LLMTK_CHECK(dh.data != h.data, op.name, "dh and h must be different tensors (h is read after dh is written)");
+  op.f32("h", h);
+  matmul_gradients(op, dh, "dh", dw, db, dy, a, "a", w);
+}
+// y = a + b, all the same shape (y may alias a or b).
+void check_add_forward(TensorRef y, TensorRef a, TensorRef b) {
+  const Op op{"add_forward"};
+  op.f32("y", y), op.f32("a", a), op.f32("b", b);
+  op.same("a", a, "b", b), op.same("y", y, "a", a);
+}
+
+// ---- norms (rows of x are the last axis C; N = all other axes) -----------------------------
+
+// y[N, C], mean[N], rstd[N]; w[C], b[C] or null.
+void check_layernorm_forward(TensorRef y, TensorRef mean, TensorRef rstd, TensorRef x, TensorRef w, TensorRef b,
+                             float) {
+  const Op op{"layernorm_forward"};
+  op.f32("y", y), op.f32("x", x), op.f32("w", w), op.f32_if("b", b);
+  op.f32("mean", mean), op.f32("rstd", rstd);
+  op.same("y", y, "x", x);
+  const std::int64_t N = x.rows(), C = x.size(-1);
+  LLMTK_CHECK(w.numel() == C && (!b || b.numel() == C), op.name, "w and b must have ", C, " elements");
+  LLMTK_CHECK(mean.numel() == N && rstd.numel() == N, op.name, "mean and rstd must have ", N, " elements");
+}
+// dx written (required); dw, db accumulate and may be null.
+void check_layernorm_backward(TensorRef dx, TensorRef dw, TensorRef db, TensorRef dy, TensorRef x, TensorRef w,
+                              TensorRef mean, TensorRef rstd) {
+  const Op op{"layernorm_backward"};
+  op.f32("dx", dx), op.f32("dy", dy), op.f32("x", x), op.f32("w", w);
+  op.f32("mean", mean), op.f32("rstd", rstd), op.f32_if("dw", dw), op.f32_if("db", db);
+  op.same("dx", dx, "x", x), op.same("dy", dy, "x", x);
+  const std::int64_t N = x.rows(), C = x.size(-1);
+  LLMTK_CHECK(w.numel() == C && (!dw || dw.numel() == C) && (!db || db.numel() == C), op.name,
+              "w, dw and db must have ", C, " elements");
+  LLMTK_CHECK(mean.numel() == N && rstd.numel() == N, op.name, "mean and rstd must have ", N, " elements");
+}
+// y[N, C], rstd[N], w[C].
+void check_rmsnorm_forward(TensorRef y, TensorRef rstd, TensorRef x, TensorRef w, float) {
+  const Op op{"rmsnorm_forward"};
+  op.f32("y", y), op.f32("x", x), op.f32("w", w), op.f32("rstd", rstd);
+  op.same("y", y, "x", x);
+  const std::int64_t N = x.rows(), C = x.size(-1);
+  LLMTK_CHECK(w.numel() == C, op.name, "w must have ", C, " elements");
+  LLMTK_CHECK(rstd.numel() == N, op.name, "rstd must have ", N, " elements");
+}
+// dx written (required); dw accumulates and may be null.
+void check_rmsnorm_backward(TensorRef dx, TensorRef dw, TensorRef dy, TensorRef x, TensorRef w, TensorRef rstd) {
+  const Op op{"rmsnorm_backward"};
+  op.f32("dx", dx), op.f32("dy", dy), op.f32("x", x), op.f32("w", w), op.f32("rstd", rstd), op.f32_if("dw", dw);
+  op.same("dx", dx, "x", x), op.same("dy", dy, "x", x);
+  const std::int64_t N = x.rows(), C = x.size(-1);
+  LLMTK_CHECK(w.numel() == C && (!dw || dw.numel() == C), op.name, "w and dw must have ", C, " elements");
+  LLMTK_CHECK(rstd.numel() == N, op.name, "rstd must have ", N, " elements");
+}
+
+// ---- positions ----------------------------------------------------------------------------
+
+// x, y: [B, T, heads, D], D even (y may alias x; in backward dx may alias dy).
+void rope(const Op& op, const char* y_name, TensorRef y, const char* x_name, TensorRef x) {
+  op.f32(y_name, y), op.f32(x_name, x);
+  op.rank(x_name, x, 4, "[B, T, heads, D]");
+  op.same(y_name, y, x_name, x);
+  LLMTK_CHECK(x.size(3) % 2 == 0, op.name, "head dim ", x.size(3), " must be even");
+}
+void check_rope_forward(TensorRef y, TensorRef x, float, int) { rope(Op{"rope_forward"}, "y", y, "x", x); }
+void check_rope_backward(TensorRef dx, TensorRef dy, float, int) { rope(Op{"rope_backward"}, "dx", dx, "dy", dy); }
+// y[B, T, C] = x + table[pos0 + t, :], table: [P ≥ pos0 + T, C].
+void check_positions_forward(TensorRef y, TensorRef x, TensorRef table, int pos0) {
+  const Op op{"positions_forward"};
+  op.f32("y", y), op.f32("x", x), op.f32("table", table);
+  op.rank("x", x, 3, "[B, T, C]"), op.same("y", y, "x", x);
+  const std::int64_t T = x.size(1), C = x.size(2);
+  LLMTK_CHECK(pos0 >= 0 && table.size(0) >= pos0 + T && table.size(-1) == C, op.name, "table ", table.shape_str(),
+              " must be [P >= ", pos0 + T, ", ", C, "]");
+}
+// dtable[t, :] += Σ_b dy[b, t, :]; dy: [B, T, C].
+void check_positions_backward(TensorRef dtable, TensorRef dy) {
+  const Op op{"positions_backward"};
+  op.f32("dtable", dtable), op.f32("dy", dy);
+  op.rank("dy", dy, 3, "[B, T, C]");
+  const std::int64_t T = dy.size(1), C = dy.size(2);
+  LLMTK_CHECK(dtable.size(0) >= T && dtable.size(-1) == C, op.name, "dtable ", dtable.shape_str(), " must be [P >= ",
+              T, ", ", C, "]");
+}
+// y[B, T, C] = x + PE[pos0 + t], C even (y may alias x).
+void check_sinusoidal_forward(TensorRef y, TensorRef x, int) {
+  const Op op{"sinusoidal_forward"};
+  op.f32("y", y), op.f32("x", x);
+  op.rank("x", x, 3, "[B, T, C]"), op.same("y", y, "x", x);
+  LLMTK_CHECK(x.size(2) % 2 == 0, op.name, "C = ", x.size(2), " must be even");
+}
+
+// ---- attention ----------------------------------------------------------------------------
+
+// q, out: [B, Tq, H, D]; k, v: [B, Tk, KV, D], Tk ≥ q_offset + Tq, H % KV == 0; lse: [B, H, Tq];
+// the mask's rules (AttentionMask): window ≥ 0, lengths [B] i32 in [1, Tk] or segments [B, Tk] i32
+// (not both; segments need q_offset = 0 and Tk = Tq).
+void attention(const Op& op, TensorRef out, TensorRef lse, TensorRef q, TensorRef k, TensorRef v,
+               const AttentionMask& m) {
+  op.f32("q", q), op.f32("k", k), op.f32("v", v), op.f32("out", out), op.f32("lse", lse);
+  op.rank("q", q, 4, "[B, T, H, D]");
+  op.rank("k", k, 4, "[B, T, KV, D]");
+  op.rank("v", v, 4, "[B, T, KV, D]");
+  const std::int64_t B = q.size(0), T = q.size(1), H = q.size(2), D = q.size(3), KV = k.size(2), Tk = k.size(1);
+  LLMTK_CHECK(k.size(0) == B && k.size(3) == D, op.name, "k ", k.shape_str(), " does not match q ", q.shape_str());
+  LLMTK_CHECK(v.numel() == k.numel() && v.size(2) == KV, op.name, "v ", v.shape_str(), " must match k ",
+              k.shape_str());
+  LLMTK_CHECK(H % KV == 0, op.name, "KV = ", KV, " kv heads must divide H = ", H);
+  LLMTK_CHECK(out.numel() == q.numel(), op.name, "out must have q's shape ", q.shape_str());
+  LLMTK_CHECK(lse.numel() == B * H * T, op.name, "lse must be [B, H, T]");
+  LLMTK_CHECK(m.q_offset >= 0 && Tk >= m.q_offset + T, op.name, "k has ", Tk, " rows, fewer than q_offset ",
+              m.q_offset, " + ", T, " queries");
+  LLMTK_CHECK(m.window >= 0, op.name, "window is ", m.window, "; 0 means no window");
+  LLMTK_CHECK(!(m.lengths && m.segments), op.name, "lengths and segments cannot be combined: pack documents with "
+              "segments (padding as a document of its own) or pad rows with lengths");
+  if (m.lengths) {
+    LLMTK_CHECK(m.lengths.dtype == DType::i32 && m.lengths.numel() == B, op.name, "lengths must be [B] = [", B,
+                "] i32, got ", m.lengths.shape_str());
+    LLMTK_CHECK(m.lengths.device == op.memory, op.name, "lengths is not in the memory this backend computes on");
+    if (Op::readable(m.lengths))
+      for (std::int64_t b = 0; b < B; ++b) {
+        const std::int32_t n = m.lengths.i32()[b];
+        LLMTK_CHECK(n >= 1 && n <= Tk, op.name, "lengths[", b, "] = ", n, " is outside [1, ", Tk, "]");
+      }
+  }
+  if (m.segments) {
+    LLMTK_CHECK(m.segments.dtype == DType::i32 && m.segments.numel() == B * Tk, op.name, "segments must be [B, T] = [",
+                B, ", ", Tk, "] i32, got ", m.segments.shape_str());
+    LLMTK_CHECK(m.segments.device == op.memory, op.name, "segments is not in the memory this backend computes on");
+    LLMTK_CHECK(m.q_offset == 0 && Tk == T, op.name, "segments need as many keys as queries and q_offset 0");
+  }
+}
+void check_attention_forward(TensorRef out, TensorRef lse, TensorRef q, TensorRef k, TensorRef v,
+                             AttentionMask mask) {
+  attention(Op{"attention_forward"}, out, lse, q, k, v, mask);
+}
+// dq, dk, dv written, shaped as q, k, v; backward needs q_offset = 0 (and Tk = Tq).
+void check_attention_backward(TensorRef dq, TensorRef dk, TensorRef dv, TensorRef dout, TensorRef q, TensorRef k,
+                              TensorRef v, TensorRef out, TensorRef lse, AttentionMask mask) {
+  const Op op{"attention_backward"};
+  attention(op, out, lse, q, k, v, mask);
+  LLMTK_CHECK(mask.q_offset == 0 && k.size(1) == q.size(1), op.name,
+              "backward needs as many keys as queries and q_offset 0");
+  op.f32("dq", dq), op.f32("dk", dk), op.f32("dv", dv), op.f32("dout", dout);
+  op.same("dq", dq, "q", q), op.same("dout", dout, "q", q);
+  op.same("dk", dk, "k", k), op.same("dv", dv, "v", v);
+}
+
+// ---- element-wise -------------------------------------------------------------------------
+
+// y = f(x) (y may alias x).
+void unary(const char* name, TensorRef y, TensorRef x) {
+  const Op op{name};
+  op.f32("y", y), op.f32("x", x), op.same("y", y, "x", x);
+}
+// dx = dy · f'(x) (dx may alias dy).
+void unary_backward(const char* name, TensorRef dx, TensorRef dy, TensorRef x) {
+  const Op op{name};
+  op.f32("dx", dx), op.f32("dy", dy), op.f32("x", x);
+  op.same("dx", dx, "x", x), op.same("dy", dy, "x", x);
+}
+// y[N, F] = f(gate) · up.
+void gated(const char* name, TensorRef y, TensorRef gate, TensorRef up) {
+  const Op op{name};
+  op.f32("y", y), op.f32("gate", gate), op.f32("up", up);
+  op.same("gate", gate, "up", up), op.same("y", y, "gate", gate);
+}
+// dgate, dup written (dgate may alias dy).
+void gated_backward(const char* name, TensorRef dgate, TensorRef dup, TensorRef dy, TensorRef gate, TensorRef up) {
+  const Op op{name};
+  op.f32("dgate", dgate), op.f32("dup", dup), op.f32("dy", dy), op.f32("gate", gate), op.f32("up", up);
+  op.same("gate", gate, "up", up), op.same("dy", dy, "gate", gate);
+  op.same("dgate", dgate, "gate", gate), op.same("dup", dup, "gate", gate);
+}
+void check_gelu_forward(TensorRef y, TensorRef x) { unary("gelu_forward", y, x); }
+void check_gelu_backward(TensorRef dx, TensorRef dy, TensorRef x) { unary_backward("gelu_backward", dx, dy, x); }
+void check_relu_forward(TensorRef y, TensorRef x) { unary("relu_forward", y, x); }
+void check_relu_backward(TensorRef dx, TensorRef dy, TensorRef x) { unary_backward("relu_backward", dx, dy, x); }
+void check_silu_forward(TensorRef y, TensorRef x) { unary("silu_forward", y, x); }
+void check_silu_backward(TensorRef dx, TensorRef dy, TensorRef x) { unary_backward("silu_backward", dx, dy, x); }
+void check_swiglu_forward(TensorRef y, TensorRef gate, TensorRef up) { gated("swiglu_forward", y, gate, up); }
+void check_swiglu_backward(TensorRef dgate, TensorRef dup, TensorRef dy, TensorRef gate, TensorRef up) {
+  gated_backward("swiglu_backward", dgate, dup, dy, gate, up);
+}
+void check_geglu_forward(TensorRef y, TensorRef gate, TensorRef up) { gated("geglu_forward", y, gate, up); }
+void check_geglu_backward(TensorRef dgate, TensorRef dup, TensorRef dy, TensorRef gate, TensorRef up) {
+  gated_backward("geglu_backward", dgate, dup, dy, gate, up);
+}
+
+// ---- embeddings and loss ------------------------------------------------------------------
+
+// ids: [B, T] i32 in [0, V) (checked when the host can read them).
+void token_ids(const Op& op, TensorRef ids, std::int64_t V) {
+  if (!Op::readable(ids)) return;
+  for (std::int64_t n = 0, N = ids.numel(); n < N; ++n) {
+    const std::int32_t id = ids.i32()[n];
+    LLMTK_CHECK(id >= 0 && id < V, op.name, "token id ", id, " at position ", n, " is outside the vocabulary [0, ", V,
+                ")");
+  }
+}
+// y[B, T, C] = table[ids[b, t], :]; table [V, C].
+void check_embedding_forward(TensorRef y, TensorRef ids, TensorRef table) {
+  const Op op{"embedding_forward"};
+  op.f32("y", y), op.f32("table", table);
+  op.i32("ids", ids);
+  const std::int64_t N = ids.numel(), C = table.size(-1);
+  LLMTK_CHECK(y.rows() == N && y.size(-1) == C, op.name, "y ", y.shape_str(), " must be [", N, ", ", C, "]");
+  token_ids(op, ids, table.size(0));
+}
+// dtable[ids[b, t], :] += dy[b, t, :].
+void check_embedding_backward(TensorRef dtable, TensorRef dy, TensorRef ids) {
+  const Op op{"embedding_backward"};
+  op.f32("dtable", dtable), op.f32("dy", dy);
+  op.i32("ids", ids);
+  const std::int64_t N = ids.numel(), C = dtable.size(-1);
+  LLMTK_CHECK(dy.rows() == N && dy.size(-1) == C, op.name, "dy ", dy.shape_str(), " must be [", N, ", ", C, "]");
+  token_ids(op, ids, dtable.size(0));
+}
+// targets [N] i32, each in [0, V) or ignore_index (checked when the host can read them).
+void targets_in_range(const Op& op, TensorRef targets, std::int64_t V, int ignore) {
+  if (!Op::readable(targets)) return;
+  for (std::int64_t n = 0, N = targets.numel(); n < N; ++n) {
+    const std::int32_t t = targets.i32()[n];
+    LLMTK_CHECK(t == ignore || (t >= 0 && t < V), op.name, "target ", t, " at row ", n, " is outside [0, ", V,
+                ") and is not ignore_index ", ignore);
+  }
+}
+// losses[N]; logits [N, V]; targets [N] i32.
+void check_cross_entropy_forward(TensorRef losses, TensorRef logits, TensorRef targets, int ignore_index) {
+  const Op op{"cross_entropy_forward"};
+  op.f32("losses", losses), op.f32("logits", logits), op.i32("targets", targets);
+  const std::int64_t N = logits.rows();
+  LLMTK_CHECK(targets.numel() == N && losses.numel() == N, op.name, "losses and targets need ", N, " rows");
+  targets_in_range(op, targets, logits.size(-1), ignore_index);
+}
+// dlogits [N, V] (may alias logits); weights [N] f32 or null.
+void check_cross_entropy_backward(TensorRef dlogits, TensorRef logits, TensorRef targets, TensorRef weights, float,
+                                  int ignore_index) {
+  const Op op{"cross_entropy_backward"};
+  op.f32("dlogits", dlogits), op.f32("logits", logits), op.i32("targets", targets), op.f32_if("weights", weights);
+  op.same("dlogits", dlogits, "logits", logits);
+  const std::int64_t N = logits.rows();
+  LLMTK_CHECK(targets.numel() == N, op.name, "targets must be ", N, " i32 values");
+  LLMTK_CHECK(!weights || weights.numel() == N, op.name, "weights must be ", N, " f32 values");
+  targets_in_range(op, targets, logits.size(-1), ignore_index);
+}
+
+// ---- optimizer ----------------------------------------------------------------------------
+
+// All f32, the same shape; step counts from 1.
+void check_adamw_step(TensorRef param, TensorRef grad, TensorRef m, TensorRef v, AdamWArgs a) {
+  const Op op{"adamw_step"};
+  op.f32("param", param), op.f32("grad", grad), op.f32("m", m), op.f32("v", v);
+  op.same("param", param, "grad", grad);
+  op.same("m", m, "param", param), op.same("v", v, "param", param);
+  LLMTK_CHECK(a.step >= 1, op.name, "step counts from 1, got ", a.step);
+}
+void check_sgd_step(TensorRef param, TensorRef grad, TensorRef buf, SgdArgs) {
+  const Op op{"sgd_step"};
+  op.f32("param", param), op.f32("grad", grad), op.f32("buf", buf);
+  op.same("param", param, "grad", grad), op.same("buf", buf, "param", param);
+}
+void check_lion_step(TensorRef param, TensorRef grad, TensorRef m, LionArgs) {
+  const Op op{"lion_step"};
+  op.f32("param", param), op.f32("grad", grad), op.f32("m", m);
+  op.same("param", param, "grad", grad), op.same("m", m, "param", param);
+}
+// out[0] += Σ x².
+void check_sum_squares(TensorRef out, TensorRef x) {
+  const Op op{"sum_squares"};
+  op.f32("out", out), op.f32("x", x);
+  LLMTK_CHECK(out.numel() >= 1, op.name, "out needs one element");
+}
+// y = s · x (y may alias x).
+void check_scale_forward(TensorRef y, TensorRef x, float) {
+  const Op op{"scale_forward"};
+  op.f32("y", y), op.f32("x", x), op.same("y", y, "x", x);
+}
+
+}  // namespace
+
+const OpChecks op_checks = {
+#define LLMTK_X(name, params, args) &check_##name,
+    LLMTK_OPS(LLMTK_X)
+#undef LLMTK_X
+};
+
+}  // namespace llmtk::ops
