@@ -55,6 +55,8 @@ TEST_CASE("bad recipes stop before a run, naming file, line and key", "[train][r
   check("[train]\nsteps = 10\n", "data.dir is required");
   check(ok + "[schedule]\nwarmup = 10\n", "schedule.warmup (10) must be shorter than the run");
   check(ok + "[train\n", "r.toml:5");
+  check("[data]\ndir = \"x\"\n[train]\nsteps = 10\ndevice = \"gpu\"\n", "r.toml:5");
+  check("[data]\ndir = \"x\"\n[train]\nsteps = 10\ndevice = \"gpu\"\n", "did you mean cuda?");
   // --set overrides go through the same checks.
   std::ofstream(d / "r.toml") << ok;
   CHECK_THROWS_WITH(read_recipe((d / "r.toml").string(), {"optim.lr=-1"}), Catch::Contains("optim.lr is -1"));

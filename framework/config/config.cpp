@@ -113,6 +113,16 @@ std::string ConfigFile::Table::string(std::string_view key, std::string fallback
   return v;
 }
 
+std::string ConfigFile::Table::string(std::string_view key, std::string fallback,
+                                      const std::function<std::string(const std::string&)>& check) {
+  auto* n = static_cast<const toml::node*>(find(key));
+  if (!n) return fallback;
+  if (!n->is_string()) bad(key, n, "must be a string");
+  std::string v = *n->value<std::string>();
+  if (const std::string why = check(v); !why.empty()) bad(key, n, why);
+  return v;
+}
+
 std::vector<std::string> ConfigFile::Table::strings(std::string_view key, std::vector<std::string> fallback) {
   auto* n = static_cast<const toml::node*>(find(key));
   if (!n) return fallback;

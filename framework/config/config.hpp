@@ -4,6 +4,7 @@
 // stays inside config.cpp.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <initializer_list>
 #include <memory>
 #include <string>
@@ -29,6 +30,8 @@ class ConfigFile {
     bool boolean(std::string_view key, bool fallback);
     // `allowed` empty: any string.
     std::string string(std::string_view key, std::string fallback, std::initializer_list<std::string_view> allowed = {});
+    // `check` returns "" for a good value, else why it is not (the error adds FILE:LINE and the key).
+    std::string string(std::string_view key, std::string fallback, const std::function<std::string(const std::string&)>& check);
     std::vector<std::string> strings(std::string_view key, std::vector<std::string> fallback);
     Table table(std::string_view key);  // an absent table reads as empty
     std::string path() const;            // "filter" or "" for the root

@@ -7,8 +7,8 @@
 //   - an absent optional tensor (a bias the model does not have) is a null TensorRef;
 //   - y may alias x in element-wise ops (rope, positions, sinusoidal, add, activations), and dx
 //     may alias dy in element-wise backward ops (rope, activations; swiglu/geglu: dgate may
-//     alias dy), and dlogits may alias logits in cross_entropy_backward (the model computes the
-//     loss gradient in place). Layers rely on this to work in place; tests/test_ops.cpp checks it.
+//     alias dy), and dlogits may alias logits in cross_entropy_backward (the objective computes
+//     the loss gradient in place). Layers rely on this to work in place; tests/test_ops.cpp checks it.
 // checks.cpp checks each op's arguments against these contracts; backends/reference runs them.
 #pragma once
 #include <cstdint>
