@@ -26,14 +26,22 @@ tree=build-compare/src-$base_sha
 [[ -d $tree ]] || git worktree add --detach "$tree" "$base" > /dev/null
 head_tree=build-compare/src-$head_sha
 [[ -d $head_tree ]] || git worktree add --detach "$head_tree" HEAD > /dev/null
-read -r base_wall base_cpu < <(measure "$tree" "$tree/build-time")
-read -r head_wall head_cpu < <(measure "$head_tree" "$head_tree/build-time")
+# A shared machine drifts over minutes: ORDER=head-first builds this checkout first, and a
+# second run in the other order shows how much of a difference is the machine.
+if [[ ${ORDER:-base-first} == head-first ]]; then
+  read -r head_wall head_cpu < <(measure "$head_tree" "$head_tree/build-time")
+  read -r base_wall base_cpu < <(measure "$tree" "$tree/build-time")
+else
+  read -r base_wall base_cpu < <(measure "$tree" "$tree/build-time")
+  read -r head_wall head_cpu < <(measure "$head_tree" "$head_tree/build-time")
+fi
 cpu=$(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -1)
 mkdir -p benchmarks/results
-cat > "benchmarks/results/build_vs_$name.md" <<MD
+out=benchmarks/results/build_vs_$name${ORDER:+_$ORDER}.md
+cat > "$out" <<MD
 # Full build: $head_sha against $base_sha (same machine, same run)
 
-$cpu, 2 jobs, Release, tests and the CUDA backend included, no compiler cache.
+$cpu, 2 jobs, Release, tests and the CUDA backend included, no compiler cache; built ${ORDER:-base-first}.
 
 | commit | wall | CPU (user + sys) |
 |---|---:|---:|
@@ -42,6 +50,6 @@ $cpu, 2 jobs, Release, tests and the CUDA backend included, no compiler cache.
 
 CPU time ratio: $(python3 -c "print(f'{$head_cpu/$base_cpu:.3f}')")
 
-Command: \`benchmarks/build/compare_build_time.sh $base $name\`
+Command: \`${ORDER:+ORDER=$ORDER }benchmarks/build/compare_build_time.sh $base $name\`
 MD
-cat "benchmarks/results/build_vs_$name.md"
+cat "$out"
