@@ -1,5 +1,5 @@
 # Fails if any file under ROOT includes a oneDNN, CUDA, cuDNN, cuBLAS, NCCL or MPI header:
-# framework/ is backend-agnostic (DESIGN.md section 2).
+# framework/ is backend-agnostic (docs/engine.md, "Layers of the build").
 file(GLOB_RECURSE files ${ROOT}/*.hpp ${ROOT}/*.cpp ${ROOT}/*.h)
 set(bad "")
 foreach(f ${files})

@@ -8,6 +8,7 @@
 # writes benchmarks/results/build_vs_NAME.md (NAME defaults to BASE's short hash).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+source benchmarks/compare.sh  # commit_tree
 base=${1:?usage: benchmarks/build/compare_build_time.sh BASE [NAME]}
 base_sha=$(git rev-parse --short "$base")
 name=${2:-$base_sha}
@@ -22,10 +23,8 @@ measure() {  # source dir, build dir -> "wall_s cpu_s"
   t1=$(date +%s.%N)
   python3 -c "import sys; u,s=map(float,'$times'.split()); print(f'{$t1-$t0:.0f} {u+s:.0f}')"
 }
-tree=build-compare/src-$base_sha
-[[ -d $tree ]] || git worktree add --detach "$tree" "$base" > /dev/null
-head_tree=build-compare/src-$head_sha
-[[ -d $head_tree ]] || git worktree add --detach "$head_tree" HEAD > /dev/null
+tree=$(commit_tree "$base")
+head_tree=$(commit_tree HEAD)
 # A shared machine drifts over minutes: ORDER=head-first builds this checkout first, and a
 # second run in the other order shows how much of a difference is the machine.
 if [[ ${ORDER:-base-first} == head-first ]]; then

@@ -7,23 +7,18 @@
 # down), and writes benchmarks/results/step_vs_NAME.{md,json} (NAME defaults to BASE's short hash).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+source benchmarks/compare.sh  # faster, commit_tree
 base=${1:?usage: benchmarks/step/compare_commits.sh BASE [NAME]}
 base_sha=$(git rev-parse --short "$base")
 name=${2:-$base_sha}
 head_sha=$(git rev-parse --short HEAD)
-tree=build-compare/src-$base_sha
-if [[ ! -d $tree ]]; then
-  git worktree add --detach "$tree" "$base" > /dev/null
-fi
+tree=$(commit_tree "$base")
 cmake -S "$tree" -B "$tree/build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLLMTK_TESTS=OFF -DLLMTK_BENCHMARKS=OFF > /dev/null
 cmake --build "$tree/build" -j2 --target llmtk > /dev/null
 cmake --build build -j2 --target llmtk > /dev/null
 threads=$(nproc)
 configs=("llama-tiny 16 128 5" "gpt2-tiny 8 256 5" "parallel-tiny 8 128 5" "gpt2 4 64 3")
 rounds=${ROUNDS:-3}
-faster() {
-  python3 -c 'import json,sys; a,b=(json.loads(x) for x in sys.argv[1:]); print(json.dumps(a if a["tokens_per_s"]>=b["tokens_per_s"] else b))' "$1" "$2"
-}
 rows=()
 for c in "${configs[@]}"; do
   read -r arch batch seq steps <<< "$c"

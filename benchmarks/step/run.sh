@@ -5,6 +5,7 @@
 #   benchmarks/step/run.sh [quick]     (quick: skip GPT-2 124M at batch 8 x seq 256)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+source benchmarks/compare.sh  # faster
 # The peer: Debian's PyTorch, with OpenBLAS (without it PyTorch falls back to a reference BLAS).
 need=()
 for p in python3-torch libopenblas0-openmp; do
@@ -28,9 +29,6 @@ configs=("llama-tiny 16 128 5 fp32" "gpt2 4 64 3 fp32")
 # A shared machine slows down for tens of seconds at a time, and noise only ever slows a run
 # down: each side runs ROUNDS times, alternating with the other, and keeps its fastest run.
 rounds=${ROUNDS:-2}
-faster() {  # the JSON object with the higher tokens_per_s
-  python3 -c 'import json,sys; a,b=(json.loads(x) for x in sys.argv[1:]); print(json.dumps(a if a["tokens_per_s"]>=b["tokens_per_s"] else b))' "$1" "$2"
-}
 rows=()
 for c in "${configs[@]}"; do
   read -r arch batch seq steps precision <<< "$c"

@@ -22,7 +22,6 @@ enum class LinearSplit { none, rows, columns };
 
 struct Linear {
   ParamSlot w, b;  // w: [out, in]; b: [out] or absent
-  std::int64_t in = 0, out = 0;
   DType working_dtype = DType::f32;
   LinearSplit split = LinearSplit::none;
   std::shared_ptr<LinearAdapter> adapter;  // null: none
@@ -30,17 +29,15 @@ struct Linear {
   // Declares the weight `weight_name` [out, in] and, when `with_bias`, the bias `bias_name` [out].
   void declare(Planner& p, std::string_view weight_name, std::string_view bias_name, std::int64_t out_features,
                std::int64_t in_features, ParamKind kind, bool with_bias) {
-    in = in_features, out = out_features;
-    w = p.param(weight_name, {out, in}, kind);
-    if (with_bias) b = p.param(bias_name, {out}, ParamKind::bias);
-    adapter = p.adapter_for(weight_name, out, in);
+    w = p.param(weight_name, {out_features, in_features}, kind);
+    if (with_bias) b = p.param(bias_name, {out_features}, ParamKind::bias);
+    adapter = p.adapter_for(weight_name, out_features, in_features);
   }
 
   TensorRef weight(const Ctx& c) const { return c.p(w); }
   TensorRef bias(const Ctx& c) const { return c.p(b); }
   TensorRef dweight(const Ctx& c) const { return c.g(w); }  // null when frozen
   TensorRef dbias(const Ctx& c) const { return c.g(b); }
-  bool frozen(const Ctx& c) const { return !c.g(w); }
 
   // y: [N, out] written; x: [N, in]
   void forward(Ctx& c, TensorRef y, TensorRef x) {

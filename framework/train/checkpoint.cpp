@@ -16,16 +16,17 @@ namespace llmtk::train {
 namespace fs = std::filesystem;
 using json = nlohmann::ordered_json;
 
-namespace {
-void write_text(const fs::path& path, const std::string& s) {
-  const fs::path tmp = path.string() + ".tmp";
+void write_file_atomically(const std::string& path, std::string_view text, const char* who) {
+  const std::string tmp = path + ".tmp";
   {
     std::ofstream out(tmp);
-    LLMTK_CHECK(out.good(), "checkpoint", "cannot write '", tmp.string(), "'");
-    out << s;
+    LLMTK_CHECK(out.good(), who, "cannot write '", tmp, "'");
+    out << text;
   }
   fs::rename(tmp, path);
 }
+
+namespace {
 json number_or_null(double v) { return std::isfinite(v) ? json(v) : json(nullptr); }
 }  // namespace
 
@@ -56,7 +57,7 @@ std::string save_checkpoint(const std::string& dir_name, const AnyModel& model, 
   st["val_loss"] = number_or_null(s.val_loss);
   st["best_val_loss"] = number_or_null(s.best_val_loss);
   st["recipe"] = s.recipe;
-  write_text(tmp / "state.json", st.dump(2) + "\n");
+  write_file_atomically((tmp / "state.json").string(), st.dump(2) + "\n", "checkpoint");
   fs::remove_all(dir);
   fs::rename(tmp, dir);  // the checkpoint appears whole or not at all
   return dir.string();

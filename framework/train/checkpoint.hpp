@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "../core/dims.hpp"
@@ -38,6 +39,9 @@ std::string save_checkpoint(const std::string& dir, const AnyModel& model, Optim
 CheckpointState read_checkpoint_state(const std::string& dir);
 // Parameters (and, when given, the optimizer's state) from a checkpoint directory.
 void load_checkpoint(const std::string& dir, AnyModel& model, Optimizer* optimizer);
+
+// Writes `text` to `path` whole or not at all (a temporary file, renamed); `who` starts the error.
+void write_file_atomically(const std::string& path, std::string_view text, const char* who);
 
 // "step_00000042", the directory name of a step's checkpoint.
 std::string step_checkpoint_name(std::int64_t step);

@@ -7,6 +7,7 @@
 
 #include "../core/error.hpp"
 #include "../report/svg.hpp"
+#include "checkpoint.hpp"  // write_file_atomically
 
 namespace llmtk::train {
 
@@ -90,13 +91,7 @@ std::string write_run_report(const std::vector<std::string>& dirs, const std::st
             fmt(r.final_loss) + "</td><td class=n>" + fmt(r.best_val) + "</td><td class=n>" + fmt(std::exp(r.best_val), "%.1f") +
             "</td><td class=n>" + fmt(r.tokens_per_s, "%.0f") + "</td><td class=n>" + fmt(r.elapsed, "%.0f s") + "</td></tr>";
   body += "</table>";
-  const std::string tmp = out + ".tmp";
-  {
-    std::ofstream f(tmp);
-    LLMTK_CHECK(f.good(), "report", "cannot write '", tmp, "'");
-    f << report::html_page("llmtk training report", body);
-  }
-  fs::rename(tmp, out);
+  write_file_atomically(out, report::html_page("llmtk training report", body), "report");
   return "report: " + out;
 }
 

@@ -121,21 +121,12 @@ double measure_matmul_peak_flops() {
 
 namespace {
 
-void write_text(const std::string& path, const std::string& s) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp);
-    LLMTK_CHECK(out.good(), "train", "cannot write '", tmp, "'");
-    out << s;
-  }
-  fs::rename(tmp, path);
-}
+void write_text(const std::string& path, const std::string& s) { write_file_atomically(path, s, "train"); }
 
 // ---- setup ---------------------------------------------------------------------------------
 
-std::unique_ptr<data::DataLoader> make_loader(const Recipe& r, const std::string& prefix, std::uint64_t tok_hash,
+std::unique_ptr<data::DataLoader> make_loader(const std::vector<std::string>& files, std::uint64_t tok_hash,
                                               data::LoaderOptions o) {
-  const auto files = shards(r.data.dir, prefix);
   if (files.empty()) return nullptr;
   return std::make_unique<data::DataLoader>(files, tok_hash, o);
 }
@@ -160,15 +151,16 @@ Setup set_up(const Recipe& r, const TrainOptions& opt, const std::function<void(
   ops::set_matmul_precision(r.train.precision == "bf16" ? DType::bf16 : DType::f32);
   if (r.train.threads > 0) ops::set_threads(r.train.threads);  // through the backend's own setter
   s.tok_path = (fs::path(r.data.dir) / "tokenizer.json").string();
-  LLMTK_CHECK(!shards(r.data.dir, "train_").empty(), r.file, "data.dir = \"", r.data.dir,
+  const auto train_files = shards(r.data.dir, "train_");
+  LLMTK_CHECK(!train_files.empty(), r.file, "data.dir = \"", r.data.dir,
               "\" holds no train_*.bin shards; run llmtk data prepare first (see recipes/data/)");
   s.tok = data::load_tokenizer(s.tok_path);
   LLMTK_CHECK(s.tok->vocab_size() <= r.model.dims.vocab, r.file, "the tokenizer in ", r.data.dir, " has ",
               s.tok->vocab_size(), " tokens but model.vocab is ", r.model.dims.vocab, "; set model.vocab = ",
               s.tok->vocab_size());
-  s.loader = make_loader(r, "train_", s.tok->hash(),
+  s.loader = make_loader(train_files, s.tok->hash(),
                          {r.train.batch, r.train.seq, data::parse_order(r.data.order), r.train.seed, 0, 1});
-  s.val_loader = make_loader(r, "val_", s.tok->hash(), {r.train.batch, r.train.seq, data::DataOrder::sequential, 0, 0, 1});
+  s.val_loader = make_loader(shards(r.data.dir, "val_"), s.tok->hash(), {r.train.batch, r.train.seq, data::DataOrder::sequential, 0, 0, 1});
   s.model = make_model(r.model.arch, r.model.dims);
   s.model->plan(r.train.batch, r.train.seq, r.train.recompute == "blocks");
   s.model->init(r.train.seed);
