@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One command from a fresh Debian machine to a running llmtk: installs the Debian packages it
-# needs, configures, builds, then runs the main job. `./setup.sh --no-run` stops after the build.
+# needs, configures, builds the command line, then runs the main job. `./setup.sh --no-run` stops
+# after the build. The tests, benchmarks and examples are left to ./test.sh, which builds them.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -19,7 +20,7 @@ preset=default
 # Configure every time (a second or two): a CI run on a build made without CI=true still gets
 # the ci preset's settings (warnings as errors).
 cmake --preset "$preset" > /dev/null
-cmake --build build -j2
+cmake --build build -j2 --target llmtk
 
 if ((run)); then
   # The default corpus: the King James Bible from Debian's bible-kjv (public domain), one verse
@@ -38,10 +39,13 @@ if ((run)); then
   fi
   echo
   if [[ -f runs/quickstart/checkpoints/best/state.json && -f runs/quickstart/report.html ]]; then
-    echo "== the quickstart is already trained in runs/quickstart/ (delete it to train again)"
+    echo "== the quickstart is already trained in runs/quickstart/ (train it again with --overwrite)"
+  elif compgen -G "runs/quickstart/checkpoints/step_*/state.json" > /dev/null; then
+    echo "== main job, continued where it stopped: llmtk train recipes/quickstart.toml --resume runs/quickstart"
+    build/bin/llmtk train recipes/quickstart.toml --resume runs/quickstart
   else
-    echo "== main job: llmtk train recipes/quickstart.toml (about 6 minutes on 2 cores)"
-    build/bin/llmtk train recipes/quickstart.toml
+    echo "== main job: llmtk train recipes/quickstart.toml (about 3½ minutes on 2 cores)"
+    build/bin/llmtk train recipes/quickstart.toml --overwrite  # a run that stopped before its first checkpoint
   fi
   echo
   echo "== a sample: llmtk generate runs/quickstart --prompt \"And God said\""

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-tools/install-deps.sh
+tools/install-deps.sh --tests
 preset=default
 [[ ${CI:-} == true ]] && preset=ci
 # Configure every time (a second or two): a CI run on a build made without CI=true still gets

@@ -237,6 +237,17 @@ TEST_CASE("prepare: end to end, with a report that counts every drop", "[data][p
   std::string page((std::istreambuf_iterator<char>(html)), {});
   CHECK(page.find("<svg") != std::string::npos);
   CHECK(page.find("exact_duplicate") != std::string::npos);
+
+  // With a given tokenizer (GPT-2's, from encoder.json + vocab.bpe) the output is self-contained:
+  // it holds tokenizer.json, which loads as the same tokenizer the shards were written with.
+  c.tokenizer.path = LLMTK_TEST_DATA_DIR "/gpt2";
+  c.output.dir = (dir / "out-gpt2").string();
+  const auto given = prepare(c, [](const std::string&) {});
+  CHECK(given.tokenizer_path == (dir / "out-gpt2" / "tokenizer.json").string());
+  REQUIRE(fs::exists(dir / "out-gpt2" / "tokenizer.json"));
+  const auto gpt2 = load_tokenizer(LLMTK_TEST_DATA_DIR "/gpt2");
+  CHECK(load_tokenizer((dir / "out-gpt2" / "tokenizer.json").string())->hash() == gpt2->hash());
+  CHECK_NOTHROW(Shard(given.train_shards.at(0)).expect_tokenizer(gpt2->hash()));
 }
 
 TEST_CASE("prepare: bad input stops with a clear message", "[data][prepare][errors]") {

@@ -8,6 +8,8 @@
 
 #include "core/rng.hpp"
 #include "data/prepare.hpp"
+#include "layers/mlp.hpp"
+#include "models/llama.hpp"
 #include "models/registry.hpp"
 #include "ops/ops.hpp"
 #include "train/generate.hpp"
@@ -47,6 +49,9 @@ TEST_CASE("bad recipes stop before a run, naming file, line and key", "[train][r
   check(ok + "[optim]\nlr_max = 1e-3\n", "r.toml:6");
   check(ok + "[optim]\nlr_max = 1e-3\n", "did you mean optim.lr?");
   check(ok + "[optim]\nlr = \"fast\"\n", "optim.lr must be a number");
+  // A bare word is not a TOML value: say so, and how to write a string, not what toml++ expected.
+  check(ok + "[optim]\nlr = fast\n", "r.toml:6:");
+  check(ok + "[optim]\nlr = fast\n", "'fast' is not a TOML value: a string needs quotes (lr = \"fast\")");
   check(ok + "[optim]\nlr = 50\n", "optim.lr is 50; it must be between 0 and 10");
   check(ok + "[optim]\nname = \"adam\"\n", "allowed: \"adamw\", \"sgd\", \"lion\"");
   check("[model]\narch = \"gpt5\"\n" + ok, "registered: gpt2, gpt2-tiny, llama-tiny");
@@ -246,20 +251,88 @@ TEST_CASE("checkpoints round-trip and corrupt files are rejected naming the tens
   CHECK_THROWS_WITH(load_safetensors((d / "tiny.safetensors").string(), b), Catch::Contains("too short"));
 }
 
-TEST_CASE("non-finite steps are skipped, then the run stops with the last good state", "[train][nan]") {
+TEST_CASE("non-finite steps are skipped, then the run stops naming a checkpoint whose weights are finite", "[train][nan]") {
   const auto d = tmp("nan");
-  // An absurd learning rate without clipping: SGD diverges to inf within a few steps.
+  // An absurd learning rate without clipping: SGD diverges to inf within a few steps, and the
+  // weights themselves become infinite, so the state at the last finite step is not good.
   const auto recipe = read_recipe(write_recipe(d), {"optim.name=sgd", "optim.lr=10", "optim.momentum=0.99",
                                                    "optim.grad_clip=0", "train.steps=60", "schedule.warmup=0",
-                                                   "model.norm_eps=1e-12"});
+                                                   "model.norm_eps=1e-12", "checkpoint.every=1", "checkpoint.keep=100"});
   std::vector<std::string> log;
   auto o = quiet(d / "run");
   o.log = [&](const std::string& s) { log.push_back(s); };
-  CHECK_THROWS_WITH(train::train(recipe, o), Catch::Contains("steps in a row had non-finite values") &&
-                                                 Catch::Contains("the last good state is saved in"));
+  std::string message;
+  try {
+    train::train(recipe, o);
+  } catch (const Error& e) {
+    message = e.what();
+  }
+  INFO(message);
+  CHECK(message.find("steps in a row had non-finite values") != std::string::npos);
   bool warned = false;
   for (const auto& l : log) warned |= l.find("skipped") != std::string::npos;
   CHECK(warned);
+  const auto named = [&](const std::string& before) {
+    const auto at = message.find(before);
+    if (at == std::string::npos) return std::string();
+    const auto start = at + before.size();
+    return message.substr(start, message.find_first_of(". ", start) - start);
+  };
+  const std::string good = !named("is saved in ").empty() ? named("is saved in ") : named("with finite weights is ");
+  REQUIRE_FALSE(good.empty());  // checkpoint.every = 1: the early, finite steps were saved
+  auto m = make_model("llama-tiny", recipe.model.dims);
+  m->plan(1, 1);
+  m->allocate();
+  load_safetensors((fs::path(good) / "model.safetensors").string(), m->params());
+  CHECK(all_finite(m->params()));
+  // ... and it is the newest such checkpoint: every later one holds non-finite weights.
+  for (const auto& e : fs::directory_iterator(d / "run" / "checkpoints"))
+    if (e.path().filename().string() > fs::path(good).filename().string() && e.path().filename().string().starts_with("step_")) {
+      load_safetensors((e.path() / "model.safetensors").string(), m->params());
+      CHECK_FALSE(all_finite(m->params()));
+    }
+}
+
+TEST_CASE("keeping checkpoints never deletes the newest state", "[train][checkpoint]") {
+  const auto d = tmp("prune");
+  for (const char* name : {"step_00000600", "step_00000050", "step_00000040", "step_00000030", "best"})
+    fs::create_directories(d / "checkpoints" / name);
+  // step_50 was just written; step_600 is from some other history: it is not counted, and step_50
+  // survives even with keep = 1.
+  prune_checkpoints(d.string(), 1, (d / "checkpoints" / "step_00000050").string());
+  std::vector<std::string> left;
+  for (const auto& e : fs::directory_iterator(d / "checkpoints")) left.push_back(e.path().filename().string());
+  std::sort(left.begin(), left.end());
+  CHECK(left == std::vector<std::string>{"best", "step_00000050", "step_00000600"});
+  fs::create_directories(d / "checkpoints" / "step_00000030");
+  prune_checkpoints(d.string(), 2, (d / "checkpoints" / "step_00000050").string());
+  CHECK(fs::exists(d / "checkpoints" / "step_00000030"));
+}
+
+TEST_CASE("--init starts a new run from an llmtk run's weights, checked against the recipe", "[train][init]") {
+  const auto d = tmp("init");
+  const auto recipe = read_recipe(write_recipe(d));
+  const auto a = train::train(recipe, quiet(d / "a"));
+  // Learning rate 0: after one step the weights are exactly the ones --init loaded.
+  const auto frozen = read_recipe(write_recipe(d), {"optim.lr=0", "schedule.min_lr=0", "train.steps=1", "schedule.warmup=0"});
+  auto o = quiet(d / "b");
+  o.init = a.run_dir;
+  std::string log;
+  o.log = [&](const std::string& line) { log += line + "\n"; };
+  const auto b = train::train(frozen, o);
+  CHECK(log.find("initialised from the weights of") != std::string::npos);
+  CHECK(b.steps == 1);
+  auto wa = make_model("llama-tiny", recipe.model.dims), wb = make_model("llama-tiny", recipe.model.dims);
+  wa->plan(1, 1), wb->plan(1, 1), wa->allocate(), wb->allocate();
+  load_safetensors((fs::path(best_or_newest_checkpoint(a.run_dir)) / "model.safetensors").string(), wa->params());
+  load_safetensors((fs::path(b.checkpoint) / "model.safetensors").string(), wb->params());
+  CHECK(std::memcmp(wa->params().data(), wb->params().data(), wa->params().bytes()) == 0);
+  // Other sizes are refused, naming the key and the value that would fit.
+  const auto wider = read_recipe(write_recipe(d), {"model.d_ff=48"});
+  auto o2 = quiet(d / "c");
+  o2.init = a.run_dir;
+  CHECK_THROWS_WITH(train::train(wider, o2), Catch::Contains("has model.d_ff = 32 and the recipe says 48; set model.d_ff = 32"));
+  CHECK_FALSE(fs::exists(d / "c"));
 }
 
 TEST_CASE("generation continues a prompt and the report draws every run", "[train][generate]") {
@@ -283,6 +356,18 @@ TEST_CASE("generation continues a prompt and the report draws every run", "[trai
   const auto page = file_bytes(html);
   CHECK(page.find("<polyline") != std::string::npos);
   CHECK(page.find("Final numbers") != std::string::npos);
+  // Comparing runs: a chart per curve, the second half on its own scale, and each run's
+  // architecture and size in the table.
+  write_run_report({r.run_dir, r.run_dir}, html);
+  const auto two = file_bytes(html);
+  CHECK(two.find("validation loss, second half") != std::string::npos);
+  CHECK(two.find("<td>llama-tiny</td>") != std::string::npos);
+  auto counted = make_model("llama-tiny", recipe.model.dims);
+  counted->plan(1, 1);
+  CHECK(counted->param_count() > 1000);
+  std::string grouped = std::to_string(counted->param_count());
+  for (int i = int(grouped.size()) - 3; i > 0; i -= 3) grouped.insert(std::size_t(i), ",");
+  CHECK(two.find("<td class=n>" + grouped + "</td>") != std::string::npos);
   CHECK_THROWS_WITH(write_run_report({d.string()}, html), Catch::Contains("has no metrics.jsonl"));
 }
 
@@ -324,4 +409,54 @@ TEST_CASE("Transformers export and import round-trip both families", "[train][hf
     c2->plan(1, 8), c2->allocate();
     CHECK_THROWS_WITH(import_hf(*c2, dir.string()), Catch::Contains("has d_ff = 24 but the model has 32"));
   }
+}
+
+namespace {
+// A Llama-shaped composition with a plain MLP<GELU>, which LlamaForCausalLM cannot hold (GeGLU,
+// which it holds as hidden_act gelu_pytorch_tanh, is the llama-geglu-tiny preset).
+struct MlpBlock final : Block<RMSNorm, GQA<RoPE>, MLP<GELU>, PreNorm> {};
+struct MlpLlama final : DecoderLM<TokenEmbedding, Repeat<MlpBlock>, RMSNorm, LMHead<Tied>> {};
+}  // namespace
+
+TEST_CASE("export writes only what the format holds, whole or not at all", "[train][hf]") {
+  Dims d = find_arch("llama-tiny").dims;
+  d.d_model = 16, d.n_layers = 1, d.n_heads = 2, d.n_kv_heads = 1, d.d_ff = 24, d.vocab = 29, d.max_seq = 8;
+  const auto dir = tmp("hf-parts");
+
+  // GeGLU is LlamaForCausalLM with hidden_act = gelu_pytorch_tanh; it imports back only into GeGLU.
+  ModelOf<GegluLlama> geglu("llama-geglu", d), back("llama-geglu", d);
+  geglu.plan(1, 8), back.plan(1, 8);
+  geglu.init(1), back.init(2);
+  export_hf(geglu, (dir / "geglu").string(), nullptr);
+  std::ifstream cfg(dir / "geglu" / "config.json");
+  CHECK(nlohmann::json::parse(cfg).at("hidden_act") == "gelu_pytorch_tanh");
+  CHECK_FALSE(fs::exists(dir / "geglu.tmp"));
+  import_hf(back, (dir / "geglu").string());
+  CHECK(std::memcmp(geglu.params().data(), back.params().data(), geglu.params().bytes()) == 0);
+  auto swiglu = make_model("llama-tiny", d);
+  swiglu->plan(1, 8), swiglu->allocate();
+  CHECK_THROWS_WITH(import_hf(*swiglu, (dir / "geglu").string()), Catch::Contains("hidden_act = \"gelu_pytorch_tanh\"") &&
+                                                                       Catch::Contains("feed-forward is SwiGLU"));
+
+  // MLP<GELU> has no place in LlamaForCausalLM: refused naming the part, and nothing is written.
+  ModelOf<MlpLlama> mlp("llama-mlp", d);
+  mlp.plan(1, 8), mlp.init(1);
+  CHECK_THROWS_WITH(export_hf(mlp, (dir / "mlp").string(), nullptr),
+                    Catch::Contains("has MLP<GELU>, which LlamaForCausalLM cannot hold") &&
+                        Catch::Contains("nothing was written"));
+  CHECK_FALSE(fs::exists(dir / "mlp"));
+  CHECK_FALSE(fs::exists(dir / "mlp.tmp"));
+  // ... and a refused export over an earlier one leaves the earlier one as it was.
+  const std::string before = file_bytes(dir / "geglu" / "model.safetensors");
+  CHECK_THROWS(export_hf(mlp, (dir / "geglu").string(), nullptr));
+  CHECK(file_bytes(dir / "geglu" / "model.safetensors") == before);
+}
+
+TEST_CASE("a split too small for one batch is named, with the keys that fix it", "[train][data]") {
+  const auto d = tmp("small-val");
+  const auto recipe = read_recipe(write_recipe(d), {"train.batch=64"});
+  CHECK_THROWS_WITH(train::train(recipe, quiet(d / "run")),
+                    Catch::Contains("the validation split (" + corpus() + "/val_*.bin) is too small") &&
+                        Catch::Contains("split.val_fraction"));
+  CHECK_FALSE(fs::exists(d / "run"));
 }

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages llmtk builds with; skips what is already installed (idempotent).
 # Used by ./setup.sh and ./test.sh, so a fresh machine and CI need nothing else.
+#   tools/install-deps.sh           what building and training need
+#   tools/install-deps.sh --tests   and the independent peers the test suite checks against
 set -euo pipefail
 
 packages=(
@@ -14,9 +16,17 @@ packages=(
   libutf8proc-dev                # utf8proc: Unicode NFC and character classes in corpus cleaning
   libtomlplusplus-dev            # toml++: data prepare configs and training recipes
   bible-kjv                      # the default corpus: the King James Bible (public domain)
-  chromium                       # headless browser: the test that renders the HTML reports
   python3-minimal                # rewrites CUDA kernel launches for the CPU-emulated CUDA tests
 )
+if [[ ${1:-} == --tests ]]; then
+  packages+=(
+    chromium                     # headless browser: the test that renders the HTML reports
+    python3-torch                # PyTorch 1.13: Transformers' formulas that check exports (tests/golden/)
+  )
+elif [[ -n ${1:-} ]]; then
+  echo "install-deps.sh: unknown option '$1' (usage: tools/install-deps.sh [--tests])" >&2
+  exit 2
+fi
 
 missing=()
 for p in "${packages[@]}"; do

@@ -1,7 +1,10 @@
 #include "config.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
+#include <fstream>
+#include <iterator>
 #include <functional>
 #include <set>
 #include <toml++/toml.h>
@@ -23,6 +26,35 @@ std::string where(const std::string& file, const toml::node* n) {
   return cat(file, ":", n->source().begin.line);
 }
 
+// toml++ describes a bad value by the token it hoped for ("Error while parsing boolean: expected
+// 'false', saw 'fas'" for `lr = fast`). When the line is `key = word`, say what is wrong in
+// TOML's terms instead, and keep toml++'s words after it.
+std::string describe_parse_error(std::string_view description, std::string_view text, std::size_t line) {
+  std::size_t start = 0;
+  for (std::size_t l = 1; l < line && start != std::string_view::npos; ++l) {
+    start = text.find('\n', start);
+    if (start != std::string_view::npos) ++start;
+  }
+  if (start == std::string_view::npos || start >= text.size()) return std::string(description);
+  std::string_view row = text.substr(start, text.find('\n', start) - start);
+  const auto eq = row.find('=');
+  if (eq == std::string_view::npos || row.find('[') < eq) return std::string(description);
+  auto trim = [](std::string_view v) {
+    while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
+    while (!v.empty() && (v.back() == ' ' || v.back() == '\t' || v.back() == '\r')) v.remove_suffix(1);
+    return v;
+  };
+  const std::string_view key = trim(row.substr(0, eq));
+  std::string_view value = trim(row.substr(eq + 1));
+  if (const auto hash = value.find(" #"); hash != std::string_view::npos) value = trim(value.substr(0, hash));
+  const bool word = !value.empty() && std::all_of(value.begin(), value.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.' || c == '/';
+  }) && std::isalpha(static_cast<unsigned char>(value.front()));
+  if (key.empty() || !word) return std::string(description);
+  return cat("'", value, "' is not a TOML value: a string needs quotes (", key, " = \"", value,
+             "\"); numbers are written like 3e-4 and switches as true or false (", description, ")");
+}
+
 std::string join(std::string_view path, std::string_view key) {
   return path.empty() ? std::string(key) : cat(path, ".", key);
 }
@@ -30,13 +62,14 @@ std::string join(std::string_view path, std::string_view key) {
 }  // namespace
 
 ConfigFile::ConfigFile(const std::string& path) : impl_(new Impl), name_(path) {
+  std::ifstream in(path, std::ios::binary);
+  LLMTK_CHECK(in.good(), path, "cannot open the file");
+  const std::string text((std::istreambuf_iterator<char>(in)), {});
   try {
-    impl_->root = toml::parse_file(path);
+    impl_->root = toml::parse(text, path);
   } catch (const toml::parse_error& e) {
     const auto& b = e.source().begin;
-    if (std::string(e.description()).find("File could not be opened") != std::string::npos)
-      fail(path, "cannot open the file");
-    fail(cat(path, ":", b.line, ":", b.column), e.description());
+    fail(cat(path, ":", b.line, ":", b.column), describe_parse_error(e.description(), text, b.line));
   }
 }
 
@@ -47,7 +80,8 @@ ConfigFile ConfigFile::from_string(std::string_view text, std::string name) {
   try {
     f.impl_->root = toml::parse(text, f.name_);
   } catch (const toml::parse_error& e) {
-    fail(cat(f.name_, ":", e.source().begin.line, ":", e.source().begin.column), e.description());
+    fail(cat(f.name_, ":", e.source().begin.line, ":", e.source().begin.column),
+         describe_parse_error(e.description(), text, e.source().begin.line));
   }
   return f;
 }

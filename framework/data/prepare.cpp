@@ -458,7 +458,16 @@ PrepareSummary prepare(const PrepareConfig& c, const std::function<void(const st
   std::unique_ptr<Tokenizer> tok;
   std::string tok_path = c.tokenizer.path;
   if (!tok_path.empty()) {
+    // A given tokenizer is saved into the output as well: the prepared folder is self-contained,
+    // as `llmtk train` expects (data.dir/tokenizer.json), and no later change to the source
+    // tokenizer can break the shards.
     tok = load_tokenizer(tok_path);
+    const std::string copy = (fs::path(c.output.dir) / "tokenizer.json").string();
+    tok->save(copy);
+    LLMTK_CHECK(load_tokenizer(copy)->hash() == tok->hash(), "data prepare", "the tokenizer from '", tok_path,
+                "' does not read back the same from ", copy, "; report this as a bug");
+    log(cat("using the ", tok->kind(), " tokenizer from ", tok_path, " (vocab ", tok->vocab_size(), "), saved as ", copy));
+    tok_path = copy;
   } else {
     std::vector<std::string> texts;
     for (const auto* d : train) texts.push_back(d->text);

@@ -25,6 +25,18 @@ struct LlamaTiny final {
                              .norm_eps = 1e-5};
 };
 
+// The same with GeGLU in place of SwiGLU (GELU gates the up projection, as in Gemma): the
+// feed-forward ablation as a preset. Transformers holds it as LlamaForCausalLM with
+// hidden_act = "gelu_pytorch_tanh".
+struct GegluLlamaBlock final : Block<RMSNorm, GQA<RoPE>, GeGLU, PreNorm> {};
+struct GegluLlama final : DecoderLM<TokenEmbedding, Repeat<GegluLlamaBlock>, RMSNorm, LMHead<Tied>> {};
+struct LlamaGegluTiny final {
+  using Arch = GegluLlama;
+  static constexpr const char* name = "llama-geglu-tiny";
+  static constexpr const char* about = "llama-tiny with GeGLU in place of SwiGLU (Gemma's gated GELU)";
+  static constexpr Dims dims = LlamaTiny::dims;
+};
+
 // The shape of Llama 3.2 1B (Meta, 2024): 16 layers of 2048, GQA 32/8, vocab 128256, tied head,
 // RoPE base 500000 (its long-context RoPE frequency scaling is not modelled).
 struct Llama3_1B final {

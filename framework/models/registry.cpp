@@ -16,6 +16,7 @@ const std::vector<ArchInfo>& architectures() {
       preset_entry<Gpt2Small>(),
       preset_entry<Gpt2Tiny>(),
       preset_entry<LlamaTiny>(),
+      preset_entry<LlamaGegluTiny>(),
       preset_entry<Llama3_1B>(),
       preset_entry<ParallelTiny>(),
   };

@@ -1,6 +1,7 @@
 #include "checkpoint.hpp"
 
 #include <algorithm>
+#include <cstring>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -118,13 +119,69 @@ std::string best_or_newest_checkpoint(const std::string& dir) {
   return fs::exists(best / "state.json") ? best.string() : find_checkpoint(dir);
 }
 
-void prune_checkpoints(const std::string& run_dir, std::int64_t keep) {
-  std::vector<std::string> steps;
-  for (const auto& e : fs::directory_iterator(fs::path(run_dir) / "checkpoints"))
-    if (e.path().filename().string().starts_with("step_") && !e.path().filename().string().ends_with(".tmp"))
-      steps.push_back(e.path().string());
-  std::sort(steps.begin(), steps.end());
-  for (std::size_t i = 0; i + std::size_t(keep) < steps.size(); ++i) fs::remove_all(steps[i]);
+void prune_checkpoints(const std::string& run_dir, std::int64_t keep, const std::string& newest) {
+  // Only checkpoints older than the one just written count against `keep`: whatever else the
+  // folder holds, the newest state is never the one deleted.
+  const std::string newest_name = fs::path(newest).filename().string();
+  std::vector<std::string> older;
+  for (const auto& e : fs::directory_iterator(fs::path(run_dir) / "checkpoints")) {
+    const auto name = e.path().filename().string();
+    if (name.starts_with("step_") && !name.ends_with(".tmp") && name < newest_name) older.push_back(e.path().string());
+  }
+  std::sort(older.begin(), older.end());
+  const std::size_t keep_older = std::size_t(std::max<std::int64_t>(keep - 1, 0));
+  for (std::size_t i = 0; i + keep_older < older.size(); ++i) fs::remove_all(older[i]);
+}
+
+std::int64_t checkpoint_step(const std::string& dir) {
+  const fs::path path = fs::path(dir) / "state.json";
+  std::ifstream in(path);
+  LLMTK_CHECK(in.good(), "checkpoint", "cannot read '", path.string(), "'");
+  try {
+    return json::parse(in).at("step").get<std::int64_t>();
+  } catch (const json::exception& e) {
+    fail("checkpoint", "'", path.string(), "' is not a checkpoint's state (", e.what(),
+         "); the checkpoint is damaged: resume from another one");
+  }
+}
+
+bool all_finite(const Arena& arena) {
+  const Arena host = arena.host_copy();
+  for (const auto& e : host.entries()) {
+    const std::byte* p = static_cast<const std::byte*>(host.data()) + e.offset;
+    for (std::int64_t i = 0; i < e.numel; ++i) {
+      float v = 0;
+      if (e.dtype == DType::f32) {
+        std::memcpy(&v, p + i * 4, 4);
+      } else if (e.dtype == DType::bf16) {
+        bf16 h;
+        std::memcpy(&h, p + i * 2, 2);
+        v = float(h);
+      } else {
+        break;  // integer tensors are always finite
+      }
+      if (!std::isfinite(v)) return false;
+    }
+  }
+  return true;
+}
+
+std::string newest_finite_checkpoint(const std::string& run_dir, const Arena& params) {
+  std::vector<fs::path> ckpts;
+  const fs::path root = fs::path(run_dir) / "checkpoints";
+  if (fs::is_directory(root))
+    for (const auto& e : fs::directory_iterator(root))
+      if (fs::exists(e.path() / "state.json") && !e.path().filename().string().ends_with(".tmp")) ckpts.push_back(e.path());
+  std::vector<std::pair<std::int64_t, fs::path>> by_step;
+  for (const auto& c : ckpts) by_step.emplace_back(checkpoint_step(c.string()), c);
+  std::sort(by_step.rbegin(), by_step.rend());
+  Arena scratch = params.like("finite check");
+  scratch.allocate(host_memory());
+  for (const auto& [step, dir] : by_step) {
+    load_safetensors((dir / "model.safetensors").string(), scratch);
+    if (all_finite(scratch)) return dir.string();
+  }
+  return "";
 }
 
 LoadedRun load_run(const std::string& dir, const std::string& device) {

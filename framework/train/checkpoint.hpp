@@ -49,8 +49,15 @@ std::string step_checkpoint_name(std::int64_t step);
 std::string find_checkpoint(const std::string& dir);
 // The best checkpoint by validation loss if the run kept one, else the newest.
 std::string best_or_newest_checkpoint(const std::string& dir);
-// Deletes all but the newest `keep` step checkpoints under run_dir/checkpoints.
-void prune_checkpoints(const std::string& run_dir, std::int64_t keep);
+// Deletes step checkpoints under run_dir/checkpoints older than `newest` (the one just written)
+// until `keep` remain, `newest` included; never deletes `newest` or anything after it.
+void prune_checkpoints(const std::string& run_dir, std::int64_t keep, const std::string& newest);
+// The step a checkpoint directory holds (from its state.json).
+std::int64_t checkpoint_step(const std::string& dir);
+// Whether every floating-point value in the arena is finite.
+bool all_finite(const Arena& arena);
+// The newest checkpoint of a run whose weights are all finite (shaped like `params`); "" if none.
+std::string newest_finite_checkpoint(const std::string& run_dir, const Arena& params);
 
 // A trained model with its tokenizer, for generate, eval and export: the best or newest
 // checkpoint of a run, loaded on `device` and planned for batch 1 × seq 1.

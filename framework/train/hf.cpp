@@ -13,21 +13,71 @@ namespace llmtk::train {
 namespace fs = std::filesystem;
 using json = nlohmann::ordered_json;
 
+namespace {
+
+// What each part the formats cannot hold is called in a recipe (its tag → the part).
+std::string part_named(std::string_view tag) {
+  static const std::pair<std::string_view, std::string_view> names[] = {
+      {"alibi", "ALiBi"},          {"sinusoidal", "Sinusoidal positions"}, {"qk_norm", "QKNorm"},
+      {"layernorm", "LayerNorm"},  {"rmsnorm", "RMSNorm"},                 {"gelu_mlp", "MLP<GELU>"},
+      {"relu_mlp", "MLP<ReLU>"},   {"mlp", "MLP"},                         {"swiglu", "SwiGLU"},
+      {"geglu", "GeGLU"},          {"postnorm", "PostNorm"},               {"sandwichnorm", "SandwichNorm"},
+      {"parallel_block", "ParallelBlock"}, {"mqa", "MQA"},                 {"gqa", "GQA"}};
+  for (const auto& [t, n] : names)
+    if (t == tag) return std::string(n);
+  return std::string(tag);
+}
+
+// Fails unless the model has every tag of `need` and none of `refuse`, naming the first part
+// the target cannot hold and what it holds instead.
+void require_parts(const AnyModel& m, const char* target, std::initializer_list<std::pair<std::string_view, const char*>> need,
+                   std::initializer_list<std::pair<std::string_view, const char*>> refuse) {
+  for (const auto& [tag, instead] : refuse)
+    LLMTK_CHECK(!m.has_tag(tag), "export --hf", "model '", m.name(), "' has ", part_named(tag), ", which ", target,
+                " cannot hold (it has ", instead, "); the exported model would compute something else, so nothing was written");
+  for (const auto& [tag, what] : need)
+    LLMTK_CHECK(m.has_tag(tag), "export --hf", "model '", m.name(), "' has no ", what, ", which ", target,
+                " requires; the exported model would compute something else, so nothing was written");
+}
+
+}  // namespace
+
 std::string hf_family(const AnyModel& m) {
   LLMTK_CHECK(m.dims().window == 0, "export --hf", "model '", m.name(), "' uses a sliding window (model.window = ",
               m.dims().window, "), which GPT2LMHeadModel and LlamaForCausalLM do not have; their outputs would differ");
-  auto has = [&](std::initializer_list<std::string_view> yes, std::initializer_list<std::string_view> no) {
-    for (auto t : yes)
-      if (!m.has_tag(t)) return false;
-    for (auto t : no)
-      if (m.has_tag(t)) return false;
-    return true;
-  };
-  if (has({"learned_positions", "mha", "layernorm", "gelu_mlp", "prenorm", "sequential_block"}, {"rope", "alibi", "qk_norm"}))
+  // The position scheme picks the family; then every other part must be one the family has.
+  if (m.has_tag("learned_positions")) {
+    require_parts(m, "GPT2LMHeadModel", {{"mha", "multi-head attention (MHA)"}, {"layernorm", "LayerNorm"},
+                                         {"gelu_mlp", "an MLP<GELU> feed-forward"}, {"prenorm", "PreNorm placement"},
+                                         {"sequential_block", "sequential Block"}},
+                  {{"alibi", "learned positions"}, {"rope", "learned positions"}, {"qk_norm", "no query/key norm"},
+                   {"parallel_block", "sequential blocks"}, {"rmsnorm", "LayerNorm"}, {"swiglu", "MLP<GELU>"},
+                   {"geglu", "MLP<GELU>"}, {"postnorm", "PreNorm"}, {"sandwichnorm", "PreNorm"}});
+    LLMTK_CHECK(m.dims().bias, "export --hf", "GPT2LMHeadModel has biases in every linear map and LayerNorm; this model has "
+                "model.bias = false, so nothing was written");
     return "gpt2";
-  if (has({"rope", "rmsnorm", "swiglu", "prenorm", "sequential_block"}, {"learned_positions", "alibi", "layernorm", "qk_norm"}))
+  }
+  if (m.has_tag("rope")) {
+    require_parts(m, "LlamaForCausalLM", {{"rmsnorm", "RMSNorm"}, {"prenorm", "PreNorm placement"},
+                                          {"sequential_block", "sequential Block"}},
+                  {{"alibi", "RoPE only"}, {"learned_positions", "RoPE only"}, {"qk_norm", "no query/key norm"},
+                   {"layernorm", "RMSNorm"}, {"gelu_mlp", "a gated feed-forward: SwiGLU, or GeGLU as hidden_act gelu_pytorch_tanh"},
+                   {"relu_mlp", "a gated feed-forward: SwiGLU or GeGLU"}, {"mlp", "a gated feed-forward: SwiGLU or GeGLU"},
+                   {"parallel_block", "sequential blocks"}, {"postnorm", "PreNorm"}, {"sandwichnorm", "PreNorm"}});
+    LLMTK_CHECK(m.has_tag("swiglu") || m.has_tag("geglu"), "export --hf", "model '", m.name(),
+                "' has no gated feed-forward (SwiGLU or GeGLU), which LlamaForCausalLM requires; nothing was written");
+    LLMTK_CHECK(!m.dims().bias, "export --hf", "model '", m.name(), "' has biases (model.bias = true), which this export "
+                "to LlamaForCausalLM does not write; nothing was written");
     return "llama";
-  fail("export --hf", "model '", m.name(), "' is neither GPT-2 nor Llama shaped; Transformers interop covers those two families");
+  }
+  fail("export --hf", "model '", m.name(), "' has ", m.has_tag("alibi") ? "ALiBi" : m.has_tag("sinusoidal") ? "Sinusoidal positions" : "a position scheme",
+       " and Transformers interop covers GPT-2 (learned positions) and Llama (RoPE) only; nothing was written");
+}
+
+std::string hf_hidden_act(const AnyModel& m) {
+  // LlamaMLP computes down(act(gate(x)) * up(x)): SwiGLU is act = silu, and GeGLU with llmtk's
+  // tanh-approximated GELU is act = gelu_pytorch_tanh (Gemma's name for it).
+  return m.has_tag("geglu") ? "gelu_pytorch_tanh" : "silu";
 }
 
 namespace {
@@ -99,7 +149,6 @@ std::vector<Mapping> mappings(const AnyModel& m) {
   const Dims& d = m.dims();
   std::vector<Mapping> out;
   if (fam == "gpt2") {
-    LLMTK_CHECK(d.bias, "export --hf", "GPT-2 checkpoints have biases; this model has model.bias = false");
     out.push_back(copy("transformer.wte.weight", "embed.tokens", p));
     out.push_back(copy("transformer.wpe.weight", "embed.positions", p));
     for (int l = 0; l < d.n_layers; ++l) {
@@ -120,7 +169,6 @@ std::vector<Mapping> mappings(const AnyModel& m) {
     out.push_back(copy("transformer.ln_f.weight", "final_norm.weight", p));
     out.push_back(copy("transformer.ln_f.bias", "final_norm.bias", p));
   } else {
-    LLMTK_CHECK(!d.bias, "export --hf", "this Llama-family model has biases, which LlamaForCausalLM's export here does not cover");
     out.push_back(copy("model.embed_tokens.weight", "embed.tokens", p));
     for (int l = 0; l < d.n_layers; ++l) {
       const std::string h = "model.layers." + std::to_string(l) + ".", b = "blocks." + std::to_string(l) + ".";
@@ -148,10 +196,17 @@ void write_json(const fs::path& path, const json& j) {
 
 }  // namespace
 
-void export_hf(const AnyModel& m, const std::string& dir, const data::Tokenizer* tok) {
-  const std::string fam = hf_family(m);
+void export_hf(const AnyModel& m, const std::string& out_dir, const data::Tokenizer* tok) {
+  const std::string fam = hf_family(m);  // refuses, before anything is written, what the format cannot hold
   const Dims& d = m.dims();
-  fs::create_directories(dir);
+  // Everything goes into DIR.tmp, renamed to DIR once complete: a failure leaves no partial export.
+  const fs::path target = fs::path(out_dir).lexically_normal();
+  const fs::path final_dir = target.filename().empty() ? target.parent_path() : target;
+  LLMTK_CHECK(!fs::exists(final_dir) || fs::is_directory(final_dir), "export --hf", "'", out_dir, "' is a file, not a directory");
+  const fs::path tmp = final_dir.string() + ".tmp";
+  fs::remove_all(tmp);
+  fs::create_directories(tmp);
+  const std::string dir = tmp.string();
   const bool tied = m.params().find("head.weight") < 0;
   json cfg;
   const int eot = tok ? int(tok->eot()) : d.vocab - 1;
@@ -167,7 +222,7 @@ void export_hf(const AnyModel& m, const std::string& dir, const data::Tokenizer*
            {"hidden_size", d.d_model}, {"intermediate_size", d.d_ff}, {"num_hidden_layers", d.n_layers},
            {"num_attention_heads", d.n_heads}, {"num_key_value_heads", d.n_kv_heads}, {"head_dim", d.head_dim()},
            {"max_position_embeddings", d.max_seq}, {"rms_norm_eps", d.norm_eps}, {"rope_theta", d.rope_base},
-           {"hidden_act", "silu"}, {"attention_bias", false}, {"mlp_bias", false}, {"tie_word_embeddings", tied},
+           {"hidden_act", hf_hidden_act(m)}, {"attention_bias", false}, {"mlp_bias", false}, {"tie_word_embeddings", tied},
            {"initializer_range", 0.02}, {"bos_token_id", eot}, {"eos_token_id", eot}, {"torch_dtype", "float32"}};
   }
   write_json(fs::path(dir) / "config.json", cfg);
@@ -186,6 +241,15 @@ void export_hf(const AnyModel& m, const std::string& dir, const data::Tokenizer*
                {{"tokenizer_class", "PreTrainedTokenizerFast"}, {"clean_up_tokenization_spaces", false},
                 {"bos_token", eos}, {"eos_token", eos}, {"model_max_length", d.max_seq}});
   }
+  if (!fs::exists(final_dir)) {
+    if (final_dir.has_parent_path()) fs::create_directories(final_dir.parent_path());
+    fs::rename(tmp, final_dir);  // the export appears whole or not at all
+    return;
+  }
+  // DIR exists (an earlier export, or a folder of the user's): replace the export's files only.
+  for (const char* f : {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"}) fs::remove(final_dir / f);
+  for (const auto& e : fs::directory_iterator(tmp)) fs::rename(e.path(), final_dir / e.path().filename());
+  fs::remove_all(tmp);
 }
 
 Dims hf_dims(const std::string& dir, std::string& family) {
@@ -228,6 +292,15 @@ void import_hf(AnyModel& m, const std::string& dir) {
   std::string family;
   const Dims d = hf_dims(dir, family);
   LLMTK_CHECK(family == hf_family(m), "--init", "'", dir, "' holds a ", family, " checkpoint; the model is ", hf_family(m));
+  if (family == "llama") {
+    std::ifstream in(fs::path(dir) / "config.json");
+    const std::string act = nlohmann::json::parse(in).value("hidden_act", "silu");
+    const bool tanh_gelu = act == "gelu_pytorch_tanh" || act == "gelu_new";
+    LLMTK_CHECK(act == "silu" ? m.has_tag("swiglu") : tanh_gelu && m.has_tag("geglu"), "--init", "'", dir,
+                "/config.json' has hidden_act = \"", act, "\" and the model's feed-forward is ",
+                m.has_tag("swiglu") ? "SwiGLU (silu)" : m.has_tag("geglu") ? "GeGLU (gelu_pytorch_tanh)" : "not gated",
+                act == "silu" || tanh_gelu ? "; use an architecture with the matching GLU" : "; llmtk has no such activation");
+  }
   const Dims& ours = m.dims();
   auto same = [&](const char* key, long a, long b) {
     LLMTK_CHECK(a == b, "--init", "'", dir, "/config.json' has ", key, " = ", a, " but the model has ", b,

@@ -13,9 +13,14 @@
 
 namespace llmtk::train {
 
-// "gpt2" or "llama": the Transformers family a model maps to; fails for other compositions.
+// "gpt2" or "llama": the Transformers family a model maps to. Fails, naming the part, for a
+// composition the family cannot hold exactly (it never writes an approximation).
 std::string hf_family(const AnyModel& model);
+// The Llama family's hidden_act: "silu" (SwiGLU) or "gelu_pytorch_tanh" (GeGLU).
+std::string hf_hidden_act(const AnyModel& model);
 
+// Writes DIR.tmp and renames it to DIR when complete: a failure leaves nothing behind. In an
+// existing DIR only the export's own files are replaced.
 void export_hf(const AnyModel& model, const std::string& dir, const data::Tokenizer* tokenizer);
 // Fills the model's parameters from a Transformers checkpoint directory (config.json +
 // model.safetensors). The config's sizes must equal the model's; the message names the key.

@@ -7,7 +7,8 @@
 
 #include "../core/error.hpp"
 #include "../report/svg.hpp"
-#include "checkpoint.hpp"  // write_file_atomically
+#include "../models/registry.hpp"
+#include "checkpoint.hpp"  // write_file_atomically, the runs' checkpoints
 
 namespace llmtk::train {
 
@@ -19,7 +20,27 @@ struct Run {
   report::Series loss, val, lr, grad, tps;
   double final_loss = NAN, best_val = NAN, tokens_per_s = NAN, elapsed = NAN;
   std::int64_t steps = 0;
+  std::string arch = "–", params = "–";  // from the run's newest checkpoint, when it has one
 };
+
+// "2,396,160"
+std::string grouped(std::int64_t n) {
+  const std::string d = std::to_string(n);
+  std::string out;
+  for (std::size_t i = 0; i < d.size(); ++i) {
+    if (i && (d.size() - i) % 3 == 0) out.push_back(',');
+    out.push_back(d[i]);
+  }
+  return out;
+}
+
+// The part of a series from step `from` on: where runs that start alike differ.
+report::Series from_step(const report::Series& s, double from) {
+  report::Series out{s.name, {}, {}};
+  for (std::size_t i = 0; i < s.x.size() && i < s.y.size(); ++i)
+    if (s.x[i] >= from) out.x.push_back(s.x[i]), out.y.push_back(s.y[i]);
+  return out;
+}
 
 std::string fmt(double v, const char* f = "%.4g") {
   if (!std::isfinite(v)) return "–";
@@ -62,6 +83,13 @@ std::string write_run_report(const std::vector<std::string>& dirs, const std::st
         r.best_val = std::isfinite(r.best_val) ? std::min(r.best_val, j["val_loss"].get<double>()) : j["val_loss"].get<double>();
       if (j.contains("elapsed_s")) r.elapsed = j["elapsed_s"];
     }
+    try {  // the architecture and its size, from the checkpoint (a run stopped before one has none)
+      const CheckpointState st = read_checkpoint_state(best_or_newest_checkpoint(d));
+      auto model = make_model(st.arch, st.dims);
+      model->plan(1, 1);
+      r.arch = st.arch, r.params = grouped(model->param_count());
+    } catch (const Error&) {
+    }
     if (!r.tps.y.empty()) {
       double s = 0;
       for (double v : r.tps.y) s += v;
@@ -77,20 +105,44 @@ std::string write_run_report(const std::vector<std::string>& dirs, const std::st
     }
     return s;
   };
-  std::vector<report::Series> losses = collect(&Run::loss, " train");
-  for (auto& v : collect(&Run::val, " val")) losses.push_back(v);
   std::string body = "<h1>Training report</h1><p>" + std::to_string(runs.size()) + " run(s)</p><div class=charts>";
-  body += report::line_chart("loss", losses, "step", "cross-entropy");
+  if (runs.size() == 1) {
+    std::vector<report::Series> losses = collect(&Run::loss, " train");
+    for (auto& v : collect(&Run::val, " val")) losses.push_back(v);
+    body += report::line_chart("loss", losses, "step", "cross-entropy");
+  } else {
+    // Several runs: one line per run and chart, and the second half again on its own scale, where
+    // runs that start alike differ by less than the first steps' drop.
+    double last = 0;
+    for (const auto& r : runs) last = std::max(last, double(r.steps));
+    std::vector<report::Series> late, late_val;
+    for (const auto& r : runs) late.push_back(from_step(r.loss, last / 2)), late_val.push_back(from_step(r.val, last / 2));
+    body += report::line_chart("training loss", collect(&Run::loss), "step", "cross-entropy");
+    body += report::line_chart("validation loss", collect(&Run::val), "step", "cross-entropy");
+    body += report::line_chart("training loss, second half", late, "step", "cross-entropy");
+    body += report::line_chart("validation loss, second half", late_val, "step", "cross-entropy");
+  }
   body += report::line_chart("learning rate", collect(&Run::lr), "step", "lr");
   body += report::line_chart("gradient norm (before clipping)", collect(&Run::grad), "step", "‖g‖", true);
   body += report::line_chart("throughput", collect(&Run::tps), "step", "tokens/s");
-  body += "</div><h2>Final numbers</h2><table><tr><th>run</th><th>steps</th><th>last train loss</th><th>best val loss</th>"
-          "<th>best val perplexity</th><th>mean tokens/s</th><th>time</th></tr>";
+  double best = INFINITY;
   for (const auto& r : runs)
-    body += "<tr><td>" + report::escape_html(r.name) + "</td><td class=n>" + std::to_string(r.steps) + "</td><td class=n>" +
-            fmt(r.final_loss) + "</td><td class=n>" + fmt(r.best_val) + "</td><td class=n>" + fmt(std::exp(r.best_val), "%.1f") +
-            "</td><td class=n>" + fmt(r.tokens_per_s, "%.0f") + "</td><td class=n>" + fmt(r.elapsed, "%.0f s") + "</td></tr>";
+    if (std::isfinite(r.best_val)) best = std::min(best, r.best_val);
+  body += "</div><h2>Final numbers</h2><table><tr><th>run</th><th>arch</th><th>params</th><th>steps</th><th>last train loss</th>"
+          "<th>best val loss</th><th>vs the best run</th><th>best val perplexity</th><th>mean tokens/s</th><th>time</th></tr>";
+  for (const auto& r : runs) {
+    const bool is_best = runs.size() > 1 && r.best_val == best;
+    body += "<tr><td>" + report::escape_html(r.name) + "</td><td>" + report::escape_html(r.arch) + "</td><td class=n>" +
+            r.params + "</td><td class=n>" + std::to_string(r.steps) + "</td><td class=n>" + fmt(r.final_loss) +
+            "</td><td class=n>" + (is_best ? "<b>" + fmt(r.best_val) + "</b>" : fmt(r.best_val)) + "</td><td class=n>" +
+            (std::isfinite(best) && std::isfinite(r.best_val) ? fmt(r.best_val - best, "%+.4f") : std::string("–")) +
+            "</td><td class=n>" + fmt(std::exp(r.best_val), "%.1f") + "</td><td class=n>" + fmt(r.tokens_per_s, "%.0f") +
+            "</td><td class=n>" + fmt(r.elapsed, "%.0f s") + "</td></tr>";
+  }
   body += "</table>";
+  if (runs.size() > 1)
+    body += "<p>One seed per run: a difference smaller than the spread between seeds of one recipe is noise (train each "
+            "with a few values of train.seed to see that spread).</p>";
   write_file_atomically(out, report::html_page("llmtk training report", body), "report");
   return "report: " + out;
 }

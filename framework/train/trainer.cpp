@@ -31,8 +31,8 @@ using clock_type = std::chrono::steady_clock;
 
 namespace {
 
-volatile std::sig_atomic_t g_stop = 0;
-extern "C" void on_signal(int) { g_stop = 1; }
+volatile std::sig_atomic_t g_stop = 0;  // the signal that asks the run to stop (or 1: stop_after)
+extern "C" void on_signal(int sig) { g_stop = sig; }
 
 // Ctrl-C and SIGTERM stop after the current step with a checkpoint, for as long as this lives.
 struct StopOnSignals {
@@ -123,12 +123,129 @@ namespace {
 
 void write_text(const std::string& path, const std::string& s) { write_file_atomically(path, s, "train"); }
 
+// ---- the run directory ---------------------------------------------------------------------
+
+// An absolute, normal path without a trailing separator: two spellings of one folder compare equal.
+fs::path normal_path(const std::string& p) {
+  fs::path a = fs::absolute(p).lexically_normal();
+  return a.filename().empty() ? a.parent_path() : a;
+}
+
+// The run a checkpoint belongs to, spelled as the user spelled the checkpoint: RUN for
+// RUN/checkpoints/NAME; "" for one kept elsewhere.
+std::string run_of(const std::string& checkpoint) {
+  if (normal_path(checkpoint).parent_path().filename() != "checkpoints") return "";
+  fs::path p = fs::path(checkpoint).lexically_normal();
+  if (p.filename().empty()) p = p.parent_path();
+  const fs::path run = p.parent_path().parent_path();
+  return run.empty() ? "." : run.string();
+}
+
+// What a run writes into its directory (trainer.hpp), and `llmtk train` its report.html.
+constexpr const char* kRunFiles[] = {"checkpoints", "metrics.jsonl", "recipe.toml", "samples.txt", "report.html"};
+
+// Where the run goes, what it resumes, and what --overwrite removes once set-up has succeeded.
+// Nothing is written here: a refusal leaves every folder as it was.
+struct RunDirPlan {
+  std::string dir;
+  std::string checkpoint;         // the checkpoint to resume from; "" for a new run
+  std::string history;            // the metrics.jsonl whose lines up to the resumed step continue
+  std::vector<fs::path> discard;  // removed before the first write (only with --overwrite)
+};
+
+RunDirPlan plan_run_dir(const Recipe& r, const TrainOptions& opt) {
+  RunDirPlan p;
+  std::string source;  // the run the resumed checkpoint belongs to
+  if (!opt.resume.empty()) {
+    p.checkpoint = find_checkpoint(opt.resume);
+    source = run_of(p.checkpoint);
+    if (!source.empty()) p.history = (fs::path(source) / "metrics.jsonl").string();
+  }
+  p.dir = !opt.run_dir.empty() ? opt.run_dir
+          : !source.empty()    ? source
+                               : (fs::path("runs") / fs::path(r.file).stem()).string();
+  const fs::path dir = normal_path(p.dir);
+  if (!source.empty() && normal_path(source) == dir) {
+    // Continuing a run in place. Checkpoints after the resumed one belong to a future this run
+    // is about to replace: keeping them would make the next --resume pick the abandoned one.
+    const std::int64_t from = checkpoint_step(p.checkpoint);
+    std::vector<std::string> later;
+    for (const auto& e : fs::directory_iterator(dir / "checkpoints"))
+      if (fs::exists(e.path() / "state.json") && normal_path(e.path()) != normal_path(p.checkpoint) &&
+          checkpoint_step(e.path().string()) > from) {
+        p.discard.push_back(e.path());
+        later.push_back(e.path().filename().string());
+      }
+    std::sort(later.begin(), later.end());
+    std::string names;
+    for (const auto& n : later) names += (names.empty() ? "" : ", ") + n;
+    LLMTK_CHECK(later.empty() || opt.overwrite, "train", "resuming ", p.dir, " from step ", from, " would abandon its later checkpoint",
+                later.size() > 1 ? "s " : " ", names, "; pass --overwrite to delete ", later.size() > 1 ? "them" : "it",
+                ", or --run-dir NEW to continue in a new directory and keep this run as it is");
+    if (!opt.overwrite) p.discard.clear();
+    return p;
+  }
+  // A new run, or a resumed one continuing elsewhere: the directory must not hold another run.
+  std::vector<std::string> found;
+  for (const char* f : kRunFiles)
+    if (fs::exists(dir / f)) found.push_back(f), p.discard.push_back(dir / f);
+  if (found.empty()) return p;
+  std::string what;
+  try {
+    what = "its newest checkpoint is " + fs::relative(find_checkpoint(dir.string()), dir).string();
+  } catch (const Error&) {
+    for (const auto& f : found) what += (what.empty() ? "it has " : ", ") + f;
+  }
+  LLMTK_CHECK(opt.overwrite, "train", "'", p.dir, "' already holds a run (", what, "). Continue it with --resume ", p.dir,
+              ", choose another directory with --run-dir, or pass --overwrite to replace it");
+  return p;
+}
+
 // ---- setup ---------------------------------------------------------------------------------
 
-std::unique_ptr<data::DataLoader> make_loader(const std::vector<std::string>& files, std::uint64_t tok_hash,
-                                              data::LoaderOptions o) {
+// A loader over one split; a split too small for one batch says which split and which keys fix it.
+std::unique_ptr<data::DataLoader> make_loader(const Recipe& r, const std::vector<std::string>& files, std::uint64_t tok_hash,
+                                              data::LoaderOptions o, bool validation) {
   if (files.empty()) return nullptr;
-  return std::make_unique<data::DataLoader>(files, tok_hash, o);
+  try {
+    return std::make_unique<data::DataLoader>(files, tok_hash, o);
+  } catch (const Error& e) {
+    std::string why = e.what();
+    if (why.starts_with("[data loader] ")) why.erase(0, 14);
+    const std::string split = validation ? "validation" : "training";
+    fail(r.file, "the ", split, " split (", r.data.dir, "/", validation ? "val" : "train", "_*.bin) is too small: ", why,
+         ". Lower train.batch or train.seq",
+         validation ? ", or prepare the data again with a larger split.val_fraction (llmtk data prepare --set split.val_fraction=0.05)"
+                    : ", or add text to the corpus");
+  }
+}
+
+// --init: a Transformers directory, or an llmtk run or checkpoint of the same architecture and
+// sizes trained with the data's tokenizer (its weights only; the run starts at step 0).
+void init_weights(const Recipe& r, const std::string& from, AnyModel& model, const data::Tokenizer& tok,
+                  const std::function<void(const std::string&)>& log) {
+  if (fs::exists(fs::path(from) / "config.json")) {
+    import_hf(model, from);
+    log("initialised from the Transformers checkpoint in " + from);
+    return;
+  }
+  LLMTK_CHECK(fs::exists(fs::path(from) / "state.json") || fs::is_directory(fs::path(from) / "checkpoints"), "--init", "'", from,
+              "' is neither a Transformers directory (config.json) nor an llmtk run or checkpoint (state.json)");
+  const std::string ck = best_or_newest_checkpoint(from);
+  const CheckpointState st = read_checkpoint_state(ck);
+  LLMTK_CHECK(st.arch == r.model.arch, "--init", ck, " is a ", st.arch, " model and the recipe asks for ", r.model.arch,
+              "; set model.arch = \"", st.arch, "\"");
+  const auto want = dims_as_keys(r.model.dims), have = dims_as_keys(st.dims);
+  for (const auto& [key, value] : have) {
+    const auto it = std::find_if(want.begin(), want.end(), [&](const auto& kv) { return kv.first == key; });
+    LLMTK_CHECK(it != want.end() && it->second == value, "--init", ck, " has model.", key, " = ", value,
+                " and the recipe says ", it == want.end() ? std::string("nothing") : it->second, "; set model.", key, " = ", value);
+  }
+  LLMTK_CHECK(st.tokenizer_hash == std::to_string(tok.hash()), "--init", ck, " was trained with the tokenizer ", st.tokenizer,
+              " and data.dir = \"", r.data.dir, "\" was prepared with another; prepare the data with [tokenizer] path = \"",
+              st.tokenizer, "\"");
+  load_checkpoint(ck, model, nullptr);
+  log("initialised from the weights of " + ck + " (step " + std::to_string(st.step) + ")");
 }
 
 // The backend, the data, the model, the optimizer and the resumed position of one run.
@@ -142,7 +259,8 @@ struct Setup {
   double best_val = INFINITY;
 };
 
-Setup set_up(const Recipe& r, const TrainOptions& opt, const std::function<void(const std::string&)>& log) {
+Setup set_up(const Recipe& r, const TrainOptions& opt, const std::string& resume_from,
+             const std::function<void(const std::string&)>& log) {
   Setup s;
   (void)matmul_peak_override();  // a bad value stops here, before the run directory exists
   ops::require_backend(r.train.device);
@@ -158,19 +276,17 @@ Setup set_up(const Recipe& r, const TrainOptions& opt, const std::function<void(
   LLMTK_CHECK(s.tok->vocab_size() <= r.model.dims.vocab, r.file, "the tokenizer in ", r.data.dir, " has ",
               s.tok->vocab_size(), " tokens but model.vocab is ", r.model.dims.vocab, "; set model.vocab = ",
               s.tok->vocab_size());
-  s.loader = make_loader(train_files, s.tok->hash(),
-                         {r.train.batch, r.train.seq, data::parse_order(r.data.order), r.train.seed, 0, 1});
-  s.val_loader = make_loader(shards(r.data.dir, "val_"), s.tok->hash(), {r.train.batch, r.train.seq, data::DataOrder::sequential, 0, 0, 1});
+  s.loader = make_loader(r, train_files, s.tok->hash(),
+                         {r.train.batch, r.train.seq, data::parse_order(r.data.order), r.train.seed, 0, 1}, false);
+  s.val_loader = make_loader(r, shards(r.data.dir, "val_"), s.tok->hash(),
+                             {r.train.batch, r.train.seq, data::DataOrder::sequential, 0, 0, 1}, true);
   s.model = make_model(r.model.arch, r.model.dims);
   s.model->plan(r.train.batch, r.train.seq, r.train.recompute == "blocks");
   s.model->init(r.train.seed);
-  if (!opt.init_hf.empty()) {
-    import_hf(*s.model, opt.init_hf);
-    log("initialised from the Transformers checkpoint in " + opt.init_hf);
-  }
+  if (!opt.init.empty()) init_weights(r, opt.init, *s.model, *s.tok, log);
   s.optimizer = std::make_unique<Optimizer>(r.optim, s.model->params());
-  if (opt.resume.empty()) return s;
-  const std::string ck = find_checkpoint(opt.resume);
+  if (resume_from.empty()) return s;
+  const std::string& ck = resume_from;
   const CheckpointState st = read_checkpoint_state(ck);
   LLMTK_CHECK(st.arch == r.model.arch, "resume", "checkpoint ", ck, " is a ", st.arch, " model, the recipe asks for ",
               r.model.arch);
@@ -198,8 +314,10 @@ struct Run {
   std::function<void(const std::string&)> log;
   std::int64_t total = 0;
   double val_loss = NAN, last_loss = NAN;
+  std::string history;     // resuming: the metrics.jsonl whose lines up to the resumed step continue
   std::string checkpoint;  // the last one written
   bool stop = false, interrupted = false;
+  int signal = 0;  // the signal that stopped the run
 
   std::string save(const std::string& name) {
     const auto pos = s.loader->position();
@@ -231,10 +349,21 @@ class BadStepGuard final : public Hook {
     run.log("warning: step " + std::to_string(run.s.step + 1) + " has a non-finite " +
             (std::isfinite(st.loss) ? "gradient" : "loss") + "; skipped (" + std::to_string(bad_) + " in a row)");
     if (bad_ < run.r.train.max_bad_steps) return;
-    run.checkpoint = run.save(step_checkpoint_name(run.s.step));
-    fail("train", bad_, " steps in a row had non-finite values at step ", run.s.step + 1,
-         "; the last good state is saved in ", run.checkpoint,
-         ". Lower optim.lr, raise schedule.warmup or set optim.grad_clip, then resume with --resume ", run.dir);
+    // The weights can be what went wrong: a huge update in the last finite step leaves them
+    // infinite, and every later loss NaN. Only finite weights are saved and called good.
+    std::string good, from;
+    if (all_finite(run.s.model->params())) {
+      from = run.checkpoint = run.save(step_checkpoint_name(run.s.step));
+      good = "the last good state (step " + std::to_string(run.s.step) + ") is saved in " + from;
+    } else {
+      from = newest_finite_checkpoint(run.dir, run.s.model->params());
+      good = "the weights themselves are no longer finite, so nothing was saved; " +
+             (from.empty() ? std::string("no checkpoint of this run holds finite weights")
+                           : "the newest checkpoint with finite weights is " + from);
+    }
+    fail("train", bad_, " steps in a row had non-finite values at step ", run.s.step + 1, "; ", good,
+         ". Lower optim.lr, raise schedule.warmup or set optim.grad_clip, then ",
+         from.empty() ? std::string("train again") : "resume with --resume " + from);
   }
 
  private:
@@ -250,15 +379,17 @@ class Logger final : public Hook {
  public:
   Logger(Run& run, double fwd_flops, double peak) : fwd_flops_(fwd_flops), peak_(peak) {
     const std::string path = (fs::path(run.dir) / "metrics.jsonl").string();
-    if (!run.opt.resume.empty() && fs::exists(path)) {  // keep the history up to the resumed step
-      std::ifstream in(path);
-      std::string line, kept;
-      while (std::getline(in, line))
-        if (!line.empty() && json::parse(line).value("step", 0) <= run.s.step) kept += line + "\n";
-      write_text(path, kept);
-    } else {
-      write_text(path, "");
+    // A resumed run keeps the history up to the resumed step, from the run it continues.
+    std::string kept;
+    if (!run.history.empty() && fs::exists(run.history)) {
+      std::ifstream in(run.history);
+      std::string line;
+      while (std::getline(in, line)) {
+        const json m = json::parse(line, nullptr, false);  // a torn last line (a crash mid-write) is dropped
+        if (!m.is_discarded() && m.is_object() && m.value("step", std::int64_t(0)) <= run.s.step) kept += line + "\n";
+      }
     }
+    write_text(path, kept);
     metrics_.open(path, std::ios::app);
   }
   void write(const json& m) { metrics_ << m.dump() << "\n" << std::flush; }
@@ -343,15 +474,16 @@ class Checkpointer final : public Hook {
     if (!st.finite) return;
     const Recipe& r = run.r;
     const std::int64_t step = run.s.step;
-    if (run.opt.stop_after > 0 && step >= run.opt.stop_after) g_stop = 1;
+    if (run.opt.stop_after > 0 && step >= run.opt.stop_after && !g_stop) g_stop = 1;
     if ((r.checkpoint.every > 0 && step % r.checkpoint.every == 0) || step == run.total || g_stop) {
       run.checkpoint = run.save(step_checkpoint_name(step));
-      prune_checkpoints(run.dir, r.checkpoint.keep);
+      prune_checkpoints(run.dir, r.checkpoint.keep, run.checkpoint);
     }
     if (!g_stop) return;
     if (run.opt.progress_bar) std::printf("\n");
     run.log("interrupted: checkpoint written to " + run.checkpoint + "; continue with --resume " + run.dir);
     run.stop = run.interrupted = true;
+    run.signal = g_stop > 1 ? int(g_stop) : 0;
   }
 };
 
@@ -376,9 +508,12 @@ void log_plan(const Run& run, double fwd_flops, double peak) {
 TrainResult train(const Recipe& r, const TrainOptions& opt) {
   auto log = opt.log ? opt.log : [](const std::string& s) { std::printf("%s\n", s.c_str()); std::fflush(stdout); };
   StopOnSignals signals;  // from here on, even during set-up
-  Setup s = set_up(r, opt, log);
-  Run run{r, opt, s, opt.run_dir.empty() ? (fs::path("runs") / fs::path(r.file).stem()).string() : opt.run_dir, log};
+  const RunDirPlan where = plan_run_dir(r, opt);  // refuses before anything is read or written
+  Setup s = set_up(r, opt, where.checkpoint, log);
+  Run run{r, opt, s, where.dir, log};
+  run.history = where.history;
   run.total = r.total_steps();
+  for (const auto& p : where.discard) fs::remove_all(p);  // --overwrite, now that set-up succeeded
   fs::create_directories(fs::path(run.dir) / "checkpoints");
   write_text((fs::path(run.dir) / "recipe.toml").string(), to_toml(r));
 
@@ -402,7 +537,7 @@ TrainResult train(const Recipe& r, const TrainOptions& opt) {
   }
   for (Hook* h : hooks) h->at_end(run);
   if (opt.progress_bar) std::printf("\n");
-  TrainResult res{s.step, run.last_loss, run.val_loss, run.dir, run.checkpoint, run.interrupted};
+  TrainResult res{s.step, run.last_loss, run.val_loss, run.dir, run.checkpoint, run.interrupted, run.signal};
   if (res.checkpoint.empty()) res.checkpoint = find_checkpoint(run.dir);
   return res;
 }

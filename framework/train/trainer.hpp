@@ -5,6 +5,10 @@
 //   checkpoints/step_N/    model.safetensors, optimizer.safetensors, state.json
 //   checkpoints/best/      the checkpoint with the lowest validation loss
 //   samples.txt            text sampled at each evaluation (when log.sample_prompt is set)
+// The run directory is TrainOptions::run_dir; else, resuming, the run the checkpoint belongs to;
+// else runs/<recipe name>/. A directory that holds another run (or, resuming from an earlier
+// checkpoint, later checkpoints of this one) is refused before anything is written unless
+// TrainOptions::overwrite is set (docs/training.md, "Run directories").
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -18,8 +22,12 @@ namespace llmtk::train {
 
 struct TrainOptions {
   std::string run_dir;   // default: runs/<recipe name>/
-  std::string resume;    // a run directory or a checkpoint directory
-  std::string init_hf;   // start from a Hugging Face Transformers checkpoint directory
+  std::string resume;    // a run directory or a checkpoint directory; the run continues in the
+                         // run it belongs to unless run_dir says otherwise
+  bool overwrite = false;  // replace a run already in run_dir (or, resuming from an earlier
+                           // checkpoint, the later checkpoints it would abandon)
+  std::string init;      // start from these weights: a Transformers directory (config.json) or an
+                         // llmtk run or checkpoint (weights only: a new run at step 0)
   std::function<void(const std::string&)> log;  // one line at a time; default: stdout
   bool progress_bar = false;                    // redraw one line on a terminal
   std::int64_t stop_after = 0;                  // stop (with a checkpoint) after this step; 0: run to the end
@@ -30,7 +38,9 @@ struct TrainResult {
   double loss = 0, val_loss = 0;
   std::string run_dir, checkpoint;
   bool interrupted = false;
+  int signal = 0;  // the signal that interrupted the run (SIGINT, SIGTERM), 0 if none
 };
+
 
 TrainResult train(const Recipe& recipe, const TrainOptions& options);
 

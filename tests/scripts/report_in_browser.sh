@@ -6,7 +6,7 @@ set -euo pipefail
 llmtk=$1
 chromium=$(command -v chromium || command -v chromium-browser || true)
 if [[ -z $chromium ]]; then
-  echo "SKIPPED: chromium is not installed (tools/install-deps.sh installs Debian's chromium)"
+  echo "SKIPPED: chromium is not installed (./test.sh installs Debian's chromium through tools/install-deps.sh --tests)"
   exit 77
 fi
 work=$(mktemp -d)

@@ -1,6 +1,8 @@
 // llmtk arch list | arch show NAME [--set model.KEY=VALUE ...] [--batch B --seq T] [--json]
 #include <fmt/core.h>
 
+#include <algorithm>
+
 #include <nlohmann/json.hpp>
 
 #include "commands.hpp"
@@ -107,11 +109,18 @@ void add_arch_commands(CLI::App& app) {
 
   auto* list = arch->add_subcommand("list", "List registered architectures");
   list->callback([] {
+    // Columns as wide as their longest entry, so that any registered name lines up.
+    std::vector<std::pair<std::string, std::string>> rows;
+    std::size_t name_w = 4, count_w = 6;
     for (const auto& a : architectures()) {
       auto m = a.make(a.dims);
       m->plan(1, 1);
-      fmt::print("{:<14} {:>15} params  {}\n", a.name, grouped(m->param_count()), a.about);
+      rows.emplace_back(a.name, grouped(m->param_count()));
+      name_w = std::max(name_w, a.name.size()), count_w = std::max(count_w, rows.back().second.size());
     }
+    fmt::print("{:<{}}  {:>{}}  {}\n", "name", name_w, "params", count_w, "about");
+    for (std::size_t i = 0; i < rows.size(); ++i)
+      fmt::print("{:<{}}  {:>{}}  {}\n", rows[i].first, name_w, rows[i].second, count_w, architectures()[i].about);
   });
 
   auto args = std::make_shared<ShowArgs>();

@@ -12,6 +12,12 @@ void add_data_commands(CLI::App& app);
 void add_train_commands(CLI::App& app);
 void add_bench_commands(CLI::App& app);
 
+// Thrown by a verb that finished its work but must exit with another status than 0 (a run
+// stopped by SIGINT exits 130, as shells expect, after writing its checkpoint); main returns it.
+struct ExitStatus {
+  int code;
+};
+
 // The backends this build has, as help text lists them: "reference, cpu or cuda".
 inline std::string device_list() {
   const std::vector<std::string> names = ops::backends();

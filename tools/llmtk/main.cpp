@@ -1,12 +1,15 @@
 // llmtk: the command line. `llmtk --help` lists the verbs.
 #include <fmt/core.h>
 
+#include <filesystem>
+
 #include "commands.hpp"
 #include "core/error.hpp"
 
 int main(int argc, char** argv) {
   CLI::App app{"llmtk: the LLM Training Toolkit"};
   app.require_subcommand(1);
+  app.option_defaults()->always_capture_default();  // --help shows every option's default
   app.set_version_flag("--version", "llmtk " LLMTK_VERSION);
   app.footer("Guides: README.md and docs/ (training.md, cuda.md, ...). `llmtk VERB --help` for a verb's options.");
   llmtk::cli::add_arch_commands(app);
@@ -18,7 +21,13 @@ int main(int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
+  } catch (const llmtk::cli::ExitStatus& s) {
+    return s.code;
   } catch (const llmtk::Error& e) {
+    fmt::print(stderr, "llmtk: error: {}\n", e.what());
+    return 2;
+  } catch (const std::filesystem::filesystem_error& e) {
+    // A folder or file the machine refused (permissions, a full disk): not a bug; its paths say where.
     fmt::print(stderr, "llmtk: error: {}\n", e.what());
     return 2;
   } catch (const std::bad_alloc&) {

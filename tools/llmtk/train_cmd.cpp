@@ -2,6 +2,8 @@
 #include <fmt/core.h>
 #include <unistd.h>
 
+#include <csignal>
+
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -27,6 +29,7 @@ namespace {
 struct TrainArgs {
   std::string recipe, run_dir, resume, init, device;
   std::vector<std::string> sets;
+  bool overwrite = false;
 };
 
 struct GenArgs {
@@ -47,17 +50,20 @@ void add_train_commands(CLI::App& app) {
   auto* tr = app.add_subcommand("train", "Train a model from a recipe");
   tr->add_option("recipe", ta->recipe, "A recipe TOML file (see recipes/)")->required()->check(CLI::ExistingFile);
   tr->add_option("--run-dir", ta->run_dir, "Where the run goes (default: runs/<recipe name>/)");
-  tr->add_option("--resume", ta->resume, "Continue exactly from a run or checkpoint directory");
+  tr->add_option("--resume", ta->resume,
+                 "Continue exactly from a run or checkpoint directory (in that run's directory unless --run-dir says otherwise)");
+  tr->add_flag("--overwrite", ta->overwrite,
+               "Replace the run already in the run directory (or, resuming from an earlier checkpoint, the later ones)");
   tr->add_option("--set", ta->sets, "Override a recipe key: --set optim.lr=3e-4 (repeatable)");
   tr->add_option("--device", ta->device, device_list() + ": the recipe's train.device (--set train.device=...)")
       ->check(device_names());
-  tr->add_option("--init", ta->init, "Start from a Hugging Face Transformers checkpoint directory")->check(CLI::ExistingDirectory);
+  tr->add_option("--init", ta->init, "Start from these weights: a Transformers directory, or an llmtk run or checkpoint (a new run at step 0)")->check(CLI::ExistingDirectory);
   tr->callback([ta] {
     std::vector<std::string> sets = ta->sets;
     if (!ta->device.empty()) sets.push_back("train.device=" + ta->device);  // after the --set entries: it wins
     const auto recipe = train::read_recipe(ta->recipe, sets);
     train::TrainOptions o;
-    o.run_dir = ta->run_dir, o.resume = ta->resume, o.init_hf = ta->init;
+    o.run_dir = ta->run_dir, o.resume = ta->resume, o.init = ta->init, o.overwrite = ta->overwrite;
     o.progress_bar = ::isatty(STDOUT_FILENO);
     const auto r = train::train(recipe, o);
     const std::string report = (fs::path(r.run_dir) / "report.html").string();
@@ -65,7 +71,13 @@ void add_train_commands(CLI::App& app) {
     fmt::print("\nrun:        {}\ncheckpoint: {}\nmetrics:    {}/metrics.jsonl\nreport:     {}\n", r.run_dir, r.checkpoint,
                r.run_dir, report);
     if (fs::exists(fs::path(r.run_dir) / "samples.txt")) fmt::print("samples:    {}/samples.txt\n", r.run_dir);
-    fmt::print("try:        build/bin/llmtk generate {} --prompt \"And God said\"\n", r.run_dir);
+    std::string prompt;  // the recipe's sample prompt, quoted for a shell
+    for (char c : recipe.log.sample_prompt) prompt += (c == '"' || c == '\\' || c == '$' || c == '`') ? std::string{'\\', c} : std::string{c};
+    if (r.interrupted) {
+      fmt::print("continue:   build/bin/llmtk train {} --resume {}\n", ta->recipe, r.run_dir);
+      throw ExitStatus{128 + (r.signal ? r.signal : SIGINT)};  // 130 after SIGINT, 143 after SIGTERM
+    }
+    fmt::print("try:        build/bin/llmtk generate {}{}\n", r.run_dir, prompt.empty() ? "" : " --prompt \"" + prompt + "\"");
   });
 
   auto* rc = app.add_subcommand("recipe", "Validate or print a recipe");
@@ -91,7 +103,8 @@ void add_train_commands(CLI::App& app) {
   gen->add_option("--max-tokens", ga->o.max_tokens, "Tokens to generate")->check(CLI::Range(1, 1 << 20));
   gen->add_option("--temperature", ga->o.temperature, "0 is greedy")->check(CLI::Range(0.0, 100.0));
   gen->add_option("--top-k", ga->o.top_k, "Keep the k most likely tokens (0: all)")->check(CLI::Range(0, 1 << 24));
-  gen->add_option("--top-p", ga->o.top_p, "Keep the smallest set with this much probability")->check(CLI::Range(0.0, 1.0));
+  gen->add_option("--top-p", ga->o.top_p, "Keep the smallest set with this much probability (1: all)")
+      ->check(CLI::Range(0.0, 1.0));
   gen->add_option("--seed", ga->o.seed, "Random seed");
   gen->add_option("--device", ga->device, device_list())->check(device_names());
   gen->callback([ga] {
@@ -154,7 +167,7 @@ void add_train_commands(CLI::App& app) {
     l.model->plan(ea->batch, T);
     NextTokenLoss objective;
     const double loss = train::evaluate(*l.model, objective, loader, n);
-    fmt::print("checkpoint {}\n{} tokens in {} batches\nloss {:.4f}\nperplexity {:.2f}\n", l.checkpoint, n * ea->batch * T, n,
+    fmt::print("checkpoint {}\n{} tokens in {} batches\nloss {:.6f}\nperplexity {:.2f}\n", l.checkpoint, n * ea->batch * T, n,
                loss, std::exp(loss));
   });
 }

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# `llmtk export --hf` checkpoints compute, under Transformers' model code, the loss `llmtk eval`
+# computes: tests/golden/check_hf_export.py re-implements GPT2LMHeadModel and LlamaForCausalLM in
+# PyTorch (Debian's python3-torch) and compares, for GPT-2, Llama (SwiGLU) and Llama with GeGLU
+# (hidden_act = gelu_pytorch_tanh). Skips (exit 77) where torch is missing.
+set -euo pipefail
+llmtk=$(realpath "$1")
+root=$(cd "$(dirname "$0")/../.." && pwd)
+if ! /usr/bin/python3 -c "import torch" 2> /dev/null; then
+  echo "SKIPPED: Debian's python3-torch is not installed (./test.sh installs it through tools/install-deps.sh --tests)"
+  exit 77
+fi
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cd "$work"
+bible -l 1000 Genesis1:1-Genesis50:26 > text.txt
+"$llmtk" data prepare "$root/recipes/data/kjv.toml" --input text.txt --out data --vocab-size 300 > /dev/null
+for arch in gpt2-tiny llama-tiny llama-geglu-tiny; do
+  heads=(--set model.n_kv_heads=2)
+  [[ $arch == gpt2-tiny ]] && heads=(--set model.n_kv_heads=4 --set model.bias=true)
+  "$llmtk" train "$root/recipes/quickstart.toml" --set model.arch="$arch" --set data.dir="$work/data" \
+    --set model.vocab=300 --set model.d_model=32 --set model.n_layers=2 --set model.n_heads=4 "${heads[@]}" \
+    --set model.d_ff=48 --set model.max_seq=32 --set train.batch=4 --set train.seq=32 --set train.steps=20 \
+    --set schedule.warmup=2 --set eval.every=0 --set eval.batches=1 --set log.sample_prompt= --set train.threads=1 \
+    --run-dir "run-$arch" > "train-$arch.txt" || { cat "train-$arch.txt"; exit 1; }
+  "$llmtk" export "run-$arch" --hf "hf-$arch" > /dev/null
+  echo "== $arch: $(grep -o '"hidden_act": "[a-z_]*"\|"activation_function": "[a-z_]*"' "hf-$arch/config.json")"
+  /usr/bin/python3 "$root/tests/golden/check_hf_export.py" "hf-$arch" data/val_000.bin --run "run-$arch" \
+    --llmtk "$llmtk" --batch 2 --seq 32 --batches 2 --tol 1e-5
+done
+echo "exports compute the same loss under Transformers' formulas: ok"
