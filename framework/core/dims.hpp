@@ -80,14 +80,6 @@ LLMTK_DIMS_RULE(window_within_context, "model.window, model.max_seq",
 using CoreRules = RuleList<rules::positive_sizes, rules::sizes_within_limits, rules::norm_eps_in_range,
                            rules::heads_tile_model, rules::kv_heads_divide_heads, rules::window_within_context>;
 
-inline std::vector<DimsRule> core_rules() {
-  return []<class... R>(RuleList<R...>) { return std::vector<DimsRule>{R::rule()...}; }(CoreRules{});
-}
-template <Dims D>
-consteval bool core_rules_hold() {
-  return []<class... R>(RuleList<R...>) { return (R::template check<D>() && ...); }(CoreRules{});
-}
-
 // The model.* keys a recipe or the command line set explicitly ("n_kv_heads"), for defaults a
 // part derives from the others (MHA: n_kv_heads = n_heads unless set).
 using SetKeys = std::vector<std::string>;

@@ -1,12 +1,23 @@
 // Block<Norm, Mixer, FeedForward, Placement>: a transformer block read in data-flow order. Two
 // sublayers, `attn` (Norm + Mixer) and `mlp` (Norm + FeedForward), each wrapped by the placement.
+//
+// Why two definitions: the block proper is defined for parts that fit their slots (the concepts
+// in its template head); any other parts pick the second definition, which only reports, with a
+// static_assert per slot in plain words, and stands in as a harmless part (Rejected). Written
+// the usual way, template <Norm N, ...> struct Block, a wrong part would make Block<...> no type
+// at all, and every use of it (Repeat, DecoderLM, ModelOf) would add errors of its own, a
+// cascade after the one that says it all. The other combinators follow the same pattern.
 #pragma once
 #include "placement.hpp"
 
 namespace llmtk {
 
+template <class N, class M, class F, class P>
+struct Block;
+
+// The block, when each part is what its slot needs.
 template <Norm N, Mixer M, FeedForward F, Placement P>
-struct Block {
+struct Block<N, M, F, P> {
   static constexpr Role role = Role::block;
   static constexpr std::string_view tags[] = {"sequential_block"};
   using In = Hidden;
@@ -40,6 +51,20 @@ struct Block {
   static double flops_per_token(const Dims& d, std::int64_t T) {
     return Attn::flops_per_token(d, T) + Mlp::flops_per_token(d, T);
   }
+};
+
+// Otherwise: each static_assert names a slot and what it needs in words, and the compiler's notes
+// under it the type it got and the requirement that type fails (protocol/concepts.hpp).
+template <class N, class M, class F, class P>
+struct Block : Rejected<Role::block> {
+  static_assert(Norm<N>, "Block<Norm, Mixer, FeedForward, Placement>: the first part must be a norm "
+                         "(RMSNorm, LayerNorm); the notes below name the type it got");
+  static_assert(Mixer<M>, "Block<Norm, Mixer, FeedForward, Placement>: the second part must be a mixer "
+                          "(GQA<...>, MHA<...>, MQA<...>); the notes below name the type it got");
+  static_assert(FeedForward<F>, "Block<Norm, Mixer, FeedForward, Placement>: the third part must be a "
+                                "feed-forward (MLP<...>, SwiGLU, GeGLU); the notes below name the type it got");
+  static_assert(Placement<P>, "Block<Norm, Mixer, FeedForward, Placement>: the fourth part must be a "
+                              "placement (PreNorm, PostNorm, SandwichNorm); the notes below name the type it got");
 };
 
 }  // namespace llmtk

@@ -22,11 +22,15 @@ std::vector<std::int64_t> shape_of(const Planner& p, Axes<A...>) {
   return {extent<A>(p)...};
 }
 
+// Each combinator is defined for parts that are what it needs; any other parts get a Rejected
+// stand-in whose static_assert names the rule (the pattern is explained at Block, block.hpp).
+
 // y = x + F(x). F must return the axes it takes.
-template <Layer F>
-struct Residual {
-  static_assert(KeepsAxes<F>, "residual_keeps_axes: Residual<F> adds F's output to its input, "
-                              "so F must return the axes it takes");
+template <class F>
+struct Residual;
+template <class F>
+  requires Layer<F> && KeepsAxes<F>
+struct Residual<F> {
   static constexpr Role role = Role::other;
   using In = typename F::In;
   using Out = typename F::Out;
@@ -46,10 +50,18 @@ struct Residual {
     return F::flops_per_token(d, T) + d.d_model;
   }
 };
+template <class F>
+struct Residual : Rejected<Role::other> {
+  static_assert(Layer<F> && KeepsAxes<F>,
+                "residual_keeps_axes: Residual<F> adds F's output to its input, so F must be a layer "
+                "that returns the axes it takes; the notes below name the type it got");
+};
 
 // y = B(A(x)); A's output axes must be B's input axes. Parts are named "0" and "1".
+template <class A, class B>
+struct Chain;
 template <Layer A, Layer B>
-struct Chain {
+struct Chain<A, B> {
   static_assert(AxesConnect<B, typename B::In, typename A::Out>::value);
   static constexpr Role role = Role::other;
   using In = typename A::In;
@@ -78,6 +90,11 @@ struct Chain {
   static double flops_per_token(const Dims& d, std::int64_t T) {
     return A::flops_per_token(d, T) + B::flops_per_token(d, T);
   }
+};
+template <class A, class B>
+struct Chain : Rejected<Role::other> {
+  static_assert(Layer<A>, "Chain<A, B>: the first part must be a layer; the notes below name the type it got");
+  static_assert(Layer<B>, "Chain<A, B>: the second part must be a layer; the notes below name the type it got");
 };
 
 }  // namespace llmtk

@@ -13,8 +13,13 @@ concept StackPart = Layer<S> && KeepsAxes<S>;
 template <class H>
 concept HeadPart = Layer<H> && IsHead<H>;
 
+template <class E, class S, class FinalNorm, class H>
+struct DecoderLM;
+
+// The model, when each part is what its slot needs; otherwise a Rejected stand-in (below) whose
+// static_asserts name the slot, as for Block (block.hpp).
 template <EmbeddingPart E, StackPart S, Norm FinalNorm, HeadPart H>
-struct DecoderLM {
+struct DecoderLM<E, S, FinalNorm, H> {
   static constexpr Role role = Role::model;
   using In = Tokens;
   using Out = Logits;
@@ -67,6 +72,19 @@ struct DecoderLM {
     return E::flops_per_token(d, T) + S::flops_per_token(d, T) +
            FinalNorm::flops_per_token(d, T) + H::flops_per_token(d, T);
   }
+};
+
+template <class E, class S, class FinalNorm, class H>
+struct DecoderLM : Rejected<Role::model, Tokens, Logits> {
+  static_assert(EmbeddingPart<E>, "DecoderLM<Embedding, Stack, FinalNorm, Head>: the first part must be an "
+                                  "embedding (TokenEmbedding, Embedding<...>); the notes below name the type it got");
+  static_assert(StackPart<S>, "DecoderLM<Embedding, Stack, FinalNorm, Head>: the second part must be a stack "
+                              "of blocks (Repeat<...>) that returns the axes it takes; the notes below name the "
+                              "type it got");
+  static_assert(Norm<FinalNorm>, "DecoderLM<Embedding, Stack, FinalNorm, Head>: the third part must be a norm "
+                                 "(RMSNorm, LayerNorm); the notes below name the type it got");
+  static_assert(HeadPart<H>, "DecoderLM<Embedding, Stack, FinalNorm, Head>: the fourth part must be a head "
+                             "(LMHead<Tied>, LMHead<Untied>); the notes below name the type it got");
 };
 
 }  // namespace llmtk

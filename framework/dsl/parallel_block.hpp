@@ -9,8 +9,13 @@
 
 namespace llmtk {
 
+template <class N, class M, class F>
+struct ParallelBlock;
+
+// The block, when each part is what its slot needs; otherwise a Rejected stand-in (below) whose
+// static_asserts name the slot, as for Block (block.hpp).
 template <Norm N, Mixer M, FeedForward F>
-struct ParallelBlock {
+struct ParallelBlock<N, M, F> {
   static constexpr Role role = Role::block;
   static constexpr std::string_view tags[] = {"parallel_block"};
   using In = Hidden;
@@ -50,6 +55,16 @@ struct ParallelBlock {
   static double flops_per_token(const Dims& d, std::int64_t T) {
     return N::flops_per_token(d, T) + M::flops_per_token(d, T) + F::flops_per_token(d, T) + 2.0 * d.d_model;
   }
+};
+
+template <class N, class M, class F>
+struct ParallelBlock : Rejected<Role::block> {
+  static_assert(Norm<N>, "ParallelBlock<Norm, Mixer, FeedForward>: the first part must be a norm "
+                         "(RMSNorm, LayerNorm); the notes below name the type it got");
+  static_assert(Mixer<M>, "ParallelBlock<Norm, Mixer, FeedForward>: the second part must be a mixer "
+                          "(GQA<...>, MHA<...>, MQA<...>); the notes below name the type it got");
+  static_assert(FeedForward<F>, "ParallelBlock<Norm, Mixer, FeedForward>: the third part must be a "
+                                "feed-forward (MLP<...>, SwiGLU, GeGLU); the notes below name the type it got");
 };
 
 }  // namespace llmtk

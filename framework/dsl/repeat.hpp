@@ -8,10 +8,13 @@
 
 namespace llmtk {
 
-template <Layer B>
-struct Repeat {
-  static_assert(KeepsAxes<B>, "repeat_keeps_axes: Repeat<B> feeds each block's output to the "
-                              "next, so B must return the axes it takes");
+template <class B>
+struct Repeat;
+
+// The stack, when B is a layer that returns the axes it takes.
+template <class B>
+  requires Layer<B> && KeepsAxes<B>
+struct Repeat<B> {
   static constexpr Role role = Role::stack;
   using In = typename B::In;
   using Out = typename B::Out;
@@ -65,6 +68,15 @@ struct Repeat {
   static double flops_per_token(const Dims& d, std::int64_t T) {
     return d.n_layers * B::flops_per_token(d, T);
   }
+};
+
+// Otherwise: the static_assert names the rule, and the stack stands in as a Rejected part
+// (protocol/concepts.hpp) so that the error is not followed by a cascade from the model.
+template <class B>
+struct Repeat : Rejected<Role::stack> {
+  static_assert(Layer<B> && KeepsAxes<B>,
+                "repeat_keeps_axes: Repeat<B> feeds each block's output to the next, so B must be a "
+                "layer that returns the axes it takes; the notes below name the type it got");
 };
 
 }  // namespace llmtk

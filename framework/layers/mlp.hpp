@@ -30,8 +30,11 @@ struct SiLU {
   static void backward(TensorRef dx, TensorRef dy, TensorRef x) { ops::silu_backward(dx, dy, x); }
 };
 
+template <class Act>
+struct MLP;
+
 template <Activation Act>
-struct MLP {
+struct MLP<Act> {
   static constexpr Role role = Role::feedforward;
   static constexpr std::string_view tags[] = {std::same_as<Act, GELU>   ? "gelu_mlp"
                                               : std::same_as<Act, ReLU> ? "relu_mlp"
@@ -81,6 +84,14 @@ struct MLP {
   static double flops_per_token(const Dims& d, std::int64_t) {
     return 2.0 * 2.0 * d.d_model * d.d_ff;
   }
+};
+
+// Any other Act: the static_assert names the rule, and the MLP stands in as a Rejected part
+// (protocol/concepts.hpp) so that the error is not followed by a cascade from the block and model.
+template <class Act>
+struct MLP : Rejected<Role::feedforward> {
+  static_assert(Activation<Act>, "mlp_activation: MLP<Act> takes an activation (GELU, ReLU, SiLU); the notes "
+                                 "below name the type it got");
 };
 
 }  // namespace llmtk

@@ -1,6 +1,7 @@
 // GPT-2: LayerNorm, multi-head attention without rotary positions, a GELU MLP, pre-norm blocks,
 // learned positions and a head tied to the token embedding.
 #pragma once
+#include "../core/dims.hpp"  // the presets' sizes
 #include "../dsl/block.hpp"
 #include "../dsl/decoder_lm.hpp"
 #include "../dsl/repeat.hpp"

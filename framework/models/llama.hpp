@@ -1,6 +1,7 @@
 // Llama family: RMSNorm, grouped-query attention with RoPE, SwiGLU, pre-norm blocks, token
 // embeddings without position vectors.
 #pragma once
+#include "../core/dims.hpp"  // the presets' sizes
 #include "../dsl/block.hpp"
 #include "../dsl/decoder_lm.hpp"
 #include "../dsl/repeat.hpp"

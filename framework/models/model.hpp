@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "../core/dims.hpp"
 #include "../core/type_name.hpp"
 #include "../protocol/visit.hpp"
 #include "../protocol/plan.hpp"

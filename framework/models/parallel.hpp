@@ -2,6 +2,7 @@
 // GELU, an untied head. Shows a new block shape as one header (dsl/parallel_block.hpp) and a
 // preset, with no change to any other part.
 #pragma once
+#include "../core/dims.hpp"  // the presets' sizes
 #include "../dsl/decoder_lm.hpp"
 #include "../dsl/parallel_block.hpp"
 #include "../dsl/repeat.hpp"

@@ -6,6 +6,7 @@
 #include <string_view>
 #include <vector>
 
+#include "../core/dims.hpp"  // Dims, DimsRule, SetKeys
 #include "model.hpp"
 
 namespace llmtk {

@@ -3,6 +3,7 @@
 #pragma once
 #include <concepts>
 #include <cstdint>
+#include <type_traits>
 
 #include "../core/axes.hpp"
 #include "../core/tensor.hpp"
@@ -15,11 +16,9 @@ namespace llmtk {
 enum class Role { norm, mixer, feedforward, embedding, head, block, stack, model, other };
 
 // ---- one rule each ----
+// (Two requires-expressions: a part that lacks both is told about In first, in one note.)
 template <class L>
-concept DeclaresAxes = requires {
-  typename L::In;
-  typename L::Out;
-};
+concept DeclaresAxes = requires { typename L::In; } && requires { typename L::Out; };
 template <class L>
 concept DeclaresMemory = requires(L& l, Planner& p) { l.declare(p); };
 template <class L>
@@ -32,10 +31,11 @@ concept CountsFlops = requires(const Dims& d, std::int64_t T) {
 };
 template <class L>
 concept HasRole = requires { { L::role } -> std::convertible_to<Role>; };
+// (is_same_v rather than std::same_as: a failure's note then shows these names, not libstdc++'s.)
 template <class L>
-concept KeepsAxes = std::same_as<typename L::In, typename L::Out>;
+concept KeepsAxes = std::is_same_v<typename L::In, typename L::Out>;
 template <class L>
-concept TakesHidden = std::same_as<typename L::In, Hidden>;
+concept TakesHidden = std::is_same_v<typename L::In, Hidden>;
 
 template <class L>
 concept IsNorm = L::role == Role::norm;
@@ -59,6 +59,21 @@ concept Mixer = Layer<L> && IsMixer<L> && TakesHidden<L> && KeepsAxes<L>;
 template <class L>
 concept FeedForward = Layer<L> && IsFeedForward<L> && TakesHidden<L> && KeepsAxes<L>;
 
+// What a composition that breaks a rule is instead of itself (Block<SwiGLU, ...>): its
+// static_asserts name the rule, and this stand-in is still a complete part with the axes its
+// slot needs, so the code that uses it (Repeat, DecoderLM, ModelOf) compiles on quietly instead
+// of burying the one error under a cascade of its own. It never runs: the build has failed.
+template <Role R, class In_ = Hidden, class Out_ = Hidden>
+struct Rejected {
+  static constexpr Role role = R;
+  using In = In_;
+  using Out = Out_;
+  void declare(Planner&) {}
+  void forward(Ctx&, TensorRef, TensorRef) {}
+  void backward(Ctx&, TensorRef, TensorRef, TensorRef) {}
+  static double flops_per_token(const Dims&, std::int64_t) { return 0; }
+};
+
 // Position schemes act where they belong: additive ones at the embedding, attention ones in
 // the mixer.
 enum class PositionKind { additive, attention };
@@ -77,12 +92,10 @@ concept IsPlacement = requires { { P::is_placement } -> std::convertible_to<bool
 template <class P>
 concept Placement = IsPlacement<P>;
 
-// An activation function for MLP<Act>: names the forward and backward ops.
+// An activation function for MLP<Act>: names the forward and backward ops (two requirements, as
+// DeclaresAxes, so that a type with neither gets one note).
 template <class A>
-concept Activation = requires(TensorRef t) {
-  A::forward(t, t);
-  A::backward(t, t, t);
-};
+concept Activation = requires(TensorRef t) { A::forward(t, t); } && requires(TensorRef t) { A::backward(t, t, t); };
 
 // An activation that also names ops fusing it with the matmuls around it (GELU: cuBLASLt's
 // epilogues on CUDA): matmul_forward(y, h, x, w, b) is h = x·wᵀ + b, y = act(h);

@@ -4,6 +4,7 @@
 #include <cstdint>
 
 #include "../core/axes.hpp"
+#include "../core/dims.hpp"
 #include "../ops/ops.hpp"
 #include "concepts.hpp"
 #include "plan.hpp"

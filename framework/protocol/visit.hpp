@@ -73,44 +73,49 @@ std::vector<std::string_view> tags_of() {
 
 // ---- size rules: each part owns the rules on the sizes it reads --------------------------------
 // A part lists them as `using Rules = RuleList<rules::rope_even_head_dim, ...>;` (core/dims.hpp).
+// all_rules<P>() gathers them into one flat RuleList, P's own first, then its children's.
+template <class... L, class... R>
+constexpr RuleList<L..., R...> operator+(RuleList<L...>, RuleList<R...>) {
+  return {};
+}
 template <class P>
-void collect_rules(std::vector<DimsRule>& out) {
-  if constexpr (requires { typename P::Rules; }) {
-    [&]<class... R>(RuleList<R...>) {
-      auto add = [&](const DimsRule& r) {
-        for (const auto& o : out)
-          if (o.name == r.name) return;
-        out.push_back(r);
-      };
-      (add(R::rule()), ...);
-      (void)add;  // an empty list (a part without rules of its own)
-    }(typename P::Rules{});
-  }
-  for_each_child<P>([&]<class C>() { collect_rules<typename C::type>(out); });
+constexpr auto all_rules() {
+  auto own = [] {
+    if constexpr (requires { typename P::Rules; }) return typename P::Rules{};
+    else return RuleList<>{};
+  }();
+  if constexpr (HasParts<P>)
+    return [&]<class... C>(PartList<C...>) { return (own + ... + all_rules<typename C::type>()); }(typename P::Parts{});
+  else
+    return own;
 }
 // Every rule of a composition: the core rules, then each part's, each once.
 template <class P>
 std::vector<DimsRule> rules_of() {
-  std::vector<DimsRule> out = core_rules();
-  collect_rules<P>(out);
+  std::vector<DimsRule> out;
+  auto add = [&](const DimsRule& r) {
+    for (const auto& o : out)
+      if (o.name == r.name) return;
+    out.push_back(r);
+  };
+  [&]<class... R>(RuleList<R...>) { (add(R::rule()), ...); }(CoreRules{} + all_rules<P>());
   return out;
 }
 
-// The static check of a constexpr Dims against a composition: one static_assert per rule (core
-// and every part's), each message naming its rule. Instantiated by every preset.
+// The static check of a constexpr Dims against a composition: dims_hold<D, P>() is true when D
+// keeps every size rule of P (core and every part's); a rule D breaks fails its own
+// static_assert, whose message names it. Instantiated by every preset.
+// dims_hold is an object whose call checks the flat list of rules rather than a function that
+// walks the parts: then a broken rule's error shows three lines of "required from" (the rule,
+// this list, the line that asked) instead of the whole walk.
+template <Dims D, class Rules>
+struct RulesHold;
+template <Dims D, class... R>
+struct RulesHold<D, RuleList<R...>> {
+  consteval bool operator()() const { return (R::template check<D>() && ... && true); }
+};
 template <Dims D, class P>
-consteval bool part_rules_hold() {
-  bool ok = true;
-  if constexpr (requires { typename P::Rules; }) {
-    ok = []<class... R>(RuleList<R...>) { return (R::template check<D>() && ... && true); }(typename P::Rules{});
-  }
-  for_each_child<P>([&]<class C>() { ok = part_rules_hold<D, typename C::type>() && ok; });
-  return ok;
-}
-template <Dims D, class P>
-consteval bool dims_hold() {
-  return core_rules_hold<D>() && part_rules_hold<D, P>();
-}
+inline constexpr RulesHold<D, decltype(CoreRules{} + all_rules<P>())> dims_hold{};
 
 // Defaults a part derives from the sizes the user set (MHA: n_kv_heads = n_heads unless set).
 template <class P>

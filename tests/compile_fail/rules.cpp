@@ -1,10 +1,12 @@
 // Compile-fail cases, one per rule. tests/CMakeLists.txt compiles this file once per rule with
-// -DCASE_<rule> and expects an error naming the rule; with no CASE it must compile (the sanity
-// case). Each case breaks exactly one rule.
+// -DCASE_<rule> and expects an error naming the rule, in fewer than 20 lines of compiler output;
+// with no CASE it must compile (the sanity case). Each case breaks exactly one rule.
 #include "dsl/combinators.hpp"
 #include "layers/positions.hpp"
 #include "models/gpt2.hpp"
 #include "models/llama.hpp"
+#include "models/parallel.hpp"
+#include "models/registry.hpp"
 
 using namespace llmtk;
 
@@ -110,6 +112,10 @@ Mixed m;
 GQA<LearnedPositions> g;
 #elif defined(CASE_embedding_positions)
 Embedding<RoPE> e;
+#elif defined(CASE_attention_mask_kind)
+GQA<RoPE, int> g;
+#elif defined(CASE_mlp_activation)
+MLP<int> m;
 #elif defined(CASE_axes_connect)
 Chain<UpProject, LMHead<Untied>> c;
 #elif defined(CASE_residual_keeps_axes)
@@ -120,10 +126,24 @@ Repeat<UpProject> r;
 LMHead<int> h;
 #elif defined(CASE_norm_role)
 Block<SwiGLU, GQA<RoPE>, SwiGLU, PreNorm> b;
+#elif defined(CASE_norm_role_in_model)
+// The same mistake as a user makes it: a named block in a full model, registered as a preset
+// (which size-checks it and builds a ModelOf). The one error is the block's; nothing cascades.
+struct Bad final : Block<SwiGLU, GQA<RoPE>, SwiGLU, PreNorm> {};
+struct BadLM final : DecoderLM<TokenEmbedding, Repeat<Bad>, RMSNorm, LMHead<Tied>> {};
+struct BadTiny final {
+  using Arch = BadLM;
+  static constexpr const char* name = "bad-tiny";
+  static constexpr const char* about = "a Llama whose blocks start with SwiGLU";
+  static constexpr Dims dims = LlamaTiny::dims;
+};
+ArchInfo bad_entry() { return preset_entry<BadTiny>(); }
 #elif defined(CASE_mixer_role)
 Block<RMSNorm, SwiGLU, SwiGLU, PreNorm> b;
 #elif defined(CASE_feedforward_role)
 Block<RMSNorm, GQA<RoPE>, RMSNorm, PreNorm> b;
+#elif defined(CASE_parallel_mixer_role)
+ParallelBlock<LayerNorm, MLP<GELU>, MLP<GELU>> b;
 #elif defined(CASE_placement)
 Block<RMSNorm, GQA<RoPE>, SwiGLU, RMSNorm> b;
 #elif defined(CASE_layer_needs_backward)
