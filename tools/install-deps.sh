@@ -16,6 +16,7 @@ packages=(
   libutf8proc-dev                # utf8proc: Unicode NFC and character classes in corpus cleaning
   libtomlplusplus-dev            # toml++: data prepare configs and training recipes
   bible-kjv                      # the default corpus: the King James Bible (public domain)
+  fortunes                       # a second domain for the fine-tuning recipes (recipes/finetune/)
   python3-minimal                # rewrites CUDA kernel launches for the CPU-emulated CUDA tests
 )
 if [[ ${1:-} == --tests ]]; then

@@ -72,7 +72,9 @@ int layout_group(ParamKind k, bool frozen) {
   switch (k) {
     case ParamKind::none:
     case ParamKind::matrix:
-    case ParamKind::residual_matrix: return 0;
+    case ParamKind::residual_matrix:
+    case ParamKind::lora_a:
+    case ParamKind::lora_b: return 0;
     case ParamKind::embedding: return 1;
     case ParamKind::norm:
     case ParamKind::bias: return 2;
@@ -108,6 +110,9 @@ void Arena::copy_from(const Arena& src) {
   LLMTK_CHECK(allocated() && src.allocated(), name_, "copy_from needs both arenas allocated");
   LLMTK_CHECK(src.bytes_ == bytes_ && src.entries_.size() == entries_.size(), name_, "cannot copy from '", src.name_,
               "': the tables differ");
+  for (std::size_t i = 0; i < entries_.size(); ++i)  // one table laid out alike (frozen entries move)
+    LLMTK_CHECK(src.entries_[i].name == entries_[i].name && src.entries_[i].offset == entries_[i].offset, name_,
+                "cannot copy from '", src.name_, "': '", entries_[i].name, "' lies elsewhere there");
   copy_bytes(base_.get(), device(), src.base_.get(), src.device(), bytes_);
 }
 

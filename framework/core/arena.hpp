@@ -23,6 +23,8 @@ enum class ParamKind : std::uint8_t {
   embedding,        // token or position table: normal(0, 0.02)
   norm,             // a norm's gain: ones
   bias,             // zeros
+  lora_a,           // LoRA's down-projection A [r, in]: uniform(±1/sqrt(in)), Kaiming-uniform as PEFT
+  lora_b,           // LoRA's up-projection B [out, r]: zeros, so training starts from the base exactly
 };
 
 class Arena {

@@ -141,7 +141,13 @@ void AnyModel::init(std::uint64_t seed) {
       switch (e.kind) {
         case ParamKind::norm: w[j] = 1.0f; break;
         case ParamKind::bias:
+        case ParamKind::lora_b:
         case ParamKind::none: w[j] = 0.0f; break;
+        case ParamKind::lora_a: {  // PEFT's kaiming_uniform_(a=sqrt(5)): bound 1/sqrt(fan_in)
+          const double bound = 1.0 / std::sqrt(double(e.shape.back()));
+          w[j] = static_cast<float>(bound * (2.0 * rng.uniform() - 1.0));
+          break;
+        }
         case ParamKind::residual_matrix: w[j] = static_cast<float>(residual_std * rng.normal()); break;
         case ParamKind::matrix:
         case ParamKind::embedding: w[j] = static_cast<float>(0.02 * rng.normal()); break;

@@ -74,7 +74,9 @@ class Planner {
     auto a = adapters(prefix_ + std::string(weight), out, in);
     if (a) {
       auto s = scope(std::string(weight) + "_adapter");
+      in_adapter_ = true;  // freeze patterns are for the model's own parameters: adapters train
       a->declare(*this);
+      in_adapter_ = false;
     }
     return a;
   }
@@ -133,7 +135,9 @@ class Planner {
   Arena& acts_;
   bool fixed_;
   std::string prefix_, share_from_, share_to_;
+  bool in_adapter_ = false;
   bool matches_any(std::string_view name) const {
+    if (in_adapter_) return false;
     for (const auto& f : freeze)
       if (glob(f, name)) return true;
     return false;

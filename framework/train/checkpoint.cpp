@@ -52,6 +52,8 @@ std::string save_checkpoint(const std::string& dir_name, const AnyModel& model, 
   st["dims"] = json::object();
   for (const auto& [k, v] : dims_as_keys(s.dims)) st["dims"][k] = v;
   if (!s.frozen.empty()) st["frozen"] = s.frozen;
+  if (s.lora.enabled())
+    st["lora"] = {{"rank", s.lora.rank}, {"alpha", s.lora.alpha}, {"rslora", s.lora.rslora}, {"targets", s.lora.targets}};
   st["data"] = {{"epoch", s.data_epoch}, {"step", s.data_step}, {"dir", s.data_dir}};
   st["tokenizer"] = s.tokenizer;
   st["tokenizer_hash"] = s.tokenizer_hash;
@@ -77,6 +79,11 @@ CheckpointState read_checkpoint_state(const std::string& dir) {
     s.dims = find_arch(s.arch).dims;
     for (auto& [k, v] : st.at("dims").items()) set_dim(s.dims, k, v.get<std::string>());
     if (st.contains("frozen")) s.frozen = st["frozen"].get<std::vector<std::string>>();
+    if (st.contains("lora")) {
+      const auto& l = st["lora"];
+      s.lora.rank = l.at("rank"), s.lora.alpha = l.at("alpha"), s.lora.rslora = l.at("rslora");
+      s.lora.targets = l.at("targets").get<std::vector<std::string>>();
+    }
     s.data_epoch = st.at("data").at("epoch");
     s.data_step = st.at("data").at("step");
     s.data_dir = st.at("data").value("dir", "");
@@ -190,6 +197,7 @@ LoadedRun load_run(const std::string& dir, const std::string& device) {
   l.state = read_checkpoint_state(l.checkpoint);
   ops::require_backend(device);
   l.model = make_model(l.state.arch, l.state.dims);
+  const auto lora = l.state.lora.enabled() ? apply_lora(*l.model, l.state.lora) : nullptr;
   l.model->plan(1, 1);
   l.model->allocate();
   load_checkpoint(l.checkpoint, *l.model, nullptr);

@@ -13,6 +13,7 @@
 #include "../core/dims.hpp"
 #include "../data/tokenizer.hpp"
 #include "../models/model.hpp"
+#include "finetune.hpp"
 #include "optimizer.hpp"
 
 namespace llmtk::train {
@@ -23,6 +24,7 @@ struct CheckpointState {
   std::string arch;
   Dims dims;
   std::vector<std::string> frozen;      // the model's freeze patterns
+  LoraConfig lora;                      // LoRA adapters the model carries (rank 0: none)
   std::int64_t data_epoch = 0, data_step = 0;
   std::string data_dir;
   std::string tokenizer;                // path of tokenizer.json

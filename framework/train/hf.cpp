@@ -198,6 +198,9 @@ void write_json(const fs::path& path, const json& j) {
 
 void export_hf(const AnyModel& m, const std::string& out_dir, const data::Tokenizer* tok) {
   const std::string fam = hf_family(m);  // refuses, before anything is written, what the format cannot hold
+  for (const auto& e : m.params().entries())
+    LLMTK_CHECK(e.name.find("_adapter.") == std::string::npos, "export --hf", "model '", m.name(), "' carries adapters ('",
+                e.name, "'), which a Transformers checkpoint has no place for; merge them first (export --merge); nothing was written");
   const Dims& d = m.dims();
   // Everything goes into DIR.tmp, renamed to DIR once complete: a failure leaves no partial export.
   const fs::path target = fs::path(out_dir).lexically_normal();

@@ -17,7 +17,9 @@ Optimizer::Optimizer(const Recipe::Optim& config, const Arena& params)
 bool Optimizer::decays(const Arena::Entry& e) const {
   switch (e.kind) {
     case ParamKind::matrix:
-    case ParamKind::residual_matrix: return true;
+    case ParamKind::residual_matrix:
+    case ParamKind::lora_a:
+    case ParamKind::lora_b: return true;
     case ParamKind::embedding: return c_.decay_embeddings;
     default: return false;  // norms and biases
   }

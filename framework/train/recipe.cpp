@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <optional>
 #include <filesystem>
 #include <sstream>
 
@@ -25,16 +26,31 @@ Recipe read_recipe(const std::string& path, const std::vector<std::string>& sets
   r.file = path;
   auto root = file.root();
 
+  // [finetune] from: the base decides the architecture and sizes; [model] may only repeat them.
+  auto ft = root.table("finetune");
+  r.finetune.from = ft.string("from", "");
+  std::optional<FinetuneBase> base;
+  if (!r.finetune.from.empty()) {
+    try {
+      base = read_finetune_base(r.finetune.from);
+    } catch (const Error& e) {
+      fail(path, e.what());  // "[finetune.from] ..." after the file
+    }
+  }
+
   auto m = root.table("model");
   std::string known;
   for (const auto& a : architectures()) known += (known.empty() ? "" : ", ") + a.name;
-  r.model.arch = m.string("arch", r.model.arch);
+  r.model.arch = m.string("arch", base ? base->arch : r.model.arch);
+  LLMTK_CHECK(!base || r.model.arch == base->arch, path, "model.arch = \"", r.model.arch, "\" but the base ",
+              r.finetune.from, " is a ", base ? base->arch : "", " model; remove model.arch (a fine-tuned model keeps its base's)");
   const ArchInfo* arch = nullptr;
   for (const auto& a : architectures())
     if (a.name == r.model.arch) arch = &a;
   if (!arch) fail(path, "model.arch = \"", r.model.arch, "\" is not a registered architecture; registered: ", known);
-  r.model.dims = arch->dims;
-  for (const auto& [key, value] : dims_as_keys(arch->dims)) {
+  r.model.dims = base ? base->dims : arch->dims;
+  const auto base_keys = dims_as_keys(r.model.dims);
+  for (const auto& [key, value] : base_keys) {
     if (!m.has(key)) {
       m.string(key, "");  // marks it known for the unknown-key check; absent, so nothing is read
       continue;
@@ -48,13 +64,30 @@ Recipe read_recipe(const std::string& path, const std::vector<std::string>& sets
     }
     else if (key == "bias") text = m.boolean(key, false) ? "true" : "false";
     else text = std::to_string(m.integer(key, 0, INT32_MIN, INT32_MAX));
+    if (base) {
+      Dims probe = r.model.dims;
+      set_dim(probe, key, text);
+      LLMTK_CHECK(probe == r.model.dims, path, "model.", key, " = ", text, " but the base ", r.finetune.from, " has model.",
+                  key, " = ", value, "; remove the key (a fine-tuned model keeps its base's sizes)");
+    }
     set_dim(r.model.dims, key, text);
     r.model.set_keys.push_back(key);
   }
-  arch->resolve(r.model.dims, r.model.set_keys);
+  if (!base) arch->resolve(r.model.dims, r.model.set_keys);
   auto broken = check_dims(r.model.dims, arch->rules);
   if (!broken.empty())
     fail(path, "[model] breaks rule ", broken[0].rule, ": ", broken[0].message, " (", broken[0].keys, ")");
+
+  // [lora]: adapters on the linear maps `targets` names; the base is frozen.
+  auto lo = root.table("lora");
+  r.lora.rank = lo.integer("rank", 0, 0, 1 << 16);
+  r.lora.alpha = lo.number("alpha", r.lora.alpha, 1e-6, 1e6);
+  r.lora.rslora = lo.boolean("rslora", r.lora.rslora);
+  r.lora.targets = lo.strings("targets", r.lora.targets);
+  const double dropout = lo.number("dropout", 0, 0, 1);
+  LLMTK_CHECK(dropout == 0, path, "lora.dropout = ", dropout, " is not supported yet: remove it (LoRA trains without dropout here)");
+  LLMTK_CHECK(!lo.has("alpha") || r.lora.enabled(), path, "[lora] without rank: set lora.rank (e.g. 8) to train adapters");
+  LLMTK_CHECK(!r.lora.enabled() || !r.lora.targets.empty(), path, "lora.targets is empty: name the linear maps to adapt, e.g. [\"attn.wq\", \"attn.wv\"]");
 
   auto d = root.table("data");
   r.data.dir = d.string("dir", "");
@@ -75,6 +108,9 @@ Recipe read_recipe(const std::string& path, const std::vector<std::string>& sets
   r.train.threads = int(t.integer("threads", 0, 0, 4096));
   r.train.recompute = t.string("recompute", r.train.recompute, {"none", "blocks"});
   r.train.max_bad_steps = int(t.integer("max_bad_steps", r.train.max_bad_steps, 1, 1000));
+  r.train.freeze = t.strings("freeze", {});
+  LLMTK_CHECK(r.train.freeze.empty() || !r.lora.enabled(), path,
+              "train.freeze and [lora] together: LoRA already freezes the whole base; remove train.freeze");
 
   auto o = root.table("optim");
   r.optim.name = o.string("name", r.optim.name, {"adamw", "sgd", "lion"});
@@ -121,7 +157,9 @@ Recipe read_recipe(const std::string& path, const std::vector<std::string>& sets
 
 std::string to_toml(const Recipe& r) {
   std::ostringstream o;
-  o << "# resolved from " << r.file << "\n[model]\narch = \"" << r.model.arch << "\"\n";
+  o << "# resolved from " << r.file << "\n";
+  if (!r.finetune.from.empty()) o << "[finetune]\nfrom = \"" << r.finetune.from << "\"\n\n";
+  o << "[model]\narch = \"" << r.model.arch << "\"\n";
   for (const auto& [k, v] : dims_as_keys(r.model.dims)) o << k << " = " << v << "\n";
   o << "\n[data]\ndir = \"" << r.data.dir << "\"\norder = \"" << r.data.order << "\"\n";
   o << "\n[train]\nbatch = " << r.train.batch << "\nseq = " << r.train.seq << "\n";
@@ -130,6 +168,15 @@ std::string to_toml(const Recipe& r) {
   o << "grad_accum = " << r.train.grad_accum << "\nprecision = \"" << r.train.precision << "\"\nseed = " << r.train.seed
     << "\ndevice = \"" << r.train.device << "\"\nthreads = " << r.train.threads << "\nrecompute = \""
     << r.train.recompute << "\"\nmax_bad_steps = " << r.train.max_bad_steps << "\n";
+  auto list = [](const std::vector<std::string>& v) {
+    std::string s = "[";
+    for (std::size_t i = 0; i < v.size(); ++i) s += (i ? ", \"" : "\"") + v[i] + "\"";
+    return s + "]";
+  };
+  if (!r.train.freeze.empty()) o << "freeze = " << list(r.train.freeze) << "\n";
+  if (r.lora.enabled())
+    o << "\n[lora]\nrank = " << r.lora.rank << "\nalpha = " << r.lora.alpha << "\nrslora = " << (r.lora.rslora ? "true" : "false")
+      << "\ntargets = " << list(r.lora.targets) << "\n";
   o << "\n[optim]\nname = \"" << r.optim.name << "\"\nlr = " << r.optim.lr << "\nbeta1 = " << r.optim.beta1
     << "\nbeta2 = " << r.optim.beta2 << "\neps = " << r.optim.eps << "\nweight_decay = " << r.optim.weight_decay
     << "\nmomentum = " << r.optim.momentum << "\nnesterov = " << (r.optim.nesterov ? "true" : "false")

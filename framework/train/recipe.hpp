@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "../core/dims.hpp"
+#include "finetune.hpp"
 
 namespace llmtk {
 class ConfigFile;
@@ -20,6 +21,10 @@ struct Recipe {
     Dims dims;                          // the preset's, with the recipe's keys applied
     std::vector<std::string> set_keys;  // which model.* keys the recipe set
   } model;
+  struct Finetune {
+    std::string from;                   // the base: an llmtk run or checkpoint, or a Transformers directory
+  } finetune;
+  LoraConfig lora;                      // [lora]; rank 0: none
   struct Data {
     std::string dir;                    // output of `llmtk data prepare`: tokenizer.json, train_*.bin, val_*.bin
     std::string order = "shuffled";     // shuffled | sequential | by_length | random
@@ -34,6 +39,7 @@ struct Recipe {
     int threads = 0;                    // host threads of the backend (ops::set_threads); 0: its default
     std::string recompute = "none";
     int max_bad_steps = 3;              // NaN/Inf steps in a row before stopping
+    std::vector<std::string> freeze;    // parameter-name patterns that get no gradient or optimizer state
   } train;
   struct Optim {
     std::string name = "adamw";         // adamw | sgd | lion

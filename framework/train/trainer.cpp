@@ -17,6 +17,7 @@
 #include "../models/registry.hpp"
 #include "../ops/ops.hpp"
 #include "checkpoint.hpp"
+#include "finetune.hpp"
 #include "generate.hpp"
 #include "hf.hpp"
 #include "optimizer.hpp"
@@ -220,32 +221,45 @@ std::unique_ptr<data::DataLoader> make_loader(const Recipe& r, const std::vector
   }
 }
 
-// --init: a Transformers directory, or an llmtk run or checkpoint of the same architecture and
-// sizes trained with the data's tokenizer (its weights only; the run starts at step 0).
+// --init and [finetune] from: a Transformers directory, or an llmtk run or checkpoint of the same
+// architecture and sizes trained with the data's tokenizer. The weights go into a model without
+// adapters first and then, by name, into this one (whose LoRA adapters keep their initial values);
+// the run starts at step 0 with a fresh optimizer.
 void init_weights(const Recipe& r, const std::string& from, AnyModel& model, const data::Tokenizer& tok,
                   const std::function<void(const std::string&)>& log) {
+  auto base = make_model(r.model.arch, r.model.dims);
+  base->plan(1, 1);
+  base->allocate();
   if (fs::exists(fs::path(from) / "config.json")) {
-    import_hf(model, from);
+    import_hf(*base, from);
     log("initialised from the Transformers checkpoint in " + from);
-    return;
+  } else {
+    LLMTK_CHECK(fs::exists(fs::path(from) / "state.json") || fs::is_directory(fs::path(from) / "checkpoints"), "--init", "'",
+                from, "' is neither a Transformers directory (config.json) nor an llmtk run or checkpoint (state.json)");
+    const std::string ck = best_or_newest_checkpoint(from);
+    const CheckpointState st = read_checkpoint_state(ck);
+    LLMTK_CHECK(st.arch == r.model.arch, "--init", ck, " is a ", st.arch, " model and the recipe asks for ", r.model.arch,
+                "; set model.arch = \"", st.arch, "\"");
+    const auto want = dims_as_keys(r.model.dims), have = dims_as_keys(st.dims);
+    for (const auto& [key, value] : have) {
+      const auto it = std::find_if(want.begin(), want.end(), [&](const auto& kv) { return kv.first == key; });
+      LLMTK_CHECK(it != want.end() && it->second == value, "--init", ck, " has model.", key, " = ", value,
+                  " and the recipe says ", it == want.end() ? std::string("nothing") : it->second, "; set model.", key, " = ", value);
+    }
+    LLMTK_CHECK(!st.lora.enabled(), "--init", ck, " holds LoRA adapters; export it merged first (llmtk export ", from,
+                " --hf DIR --merge) and start from DIR");
+    LLMTK_CHECK(st.tokenizer_hash == std::to_string(tok.hash()), "--init", ck, " was trained with the tokenizer ",
+                st.tokenizer, " and data.dir = \"", r.data.dir,
+                "\" was prepared with another; prepare the data with [tokenizer] path = \"", st.tokenizer, "\"");
+    load_checkpoint(ck, *base, nullptr);
+    log("initialised from the weights of " + ck + " (step " + std::to_string(st.step) + ")");
   }
-  LLMTK_CHECK(fs::exists(fs::path(from) / "state.json") || fs::is_directory(fs::path(from) / "checkpoints"), "--init", "'", from,
-              "' is neither a Transformers directory (config.json) nor an llmtk run or checkpoint (state.json)");
-  const std::string ck = best_or_newest_checkpoint(from);
-  const CheckpointState st = read_checkpoint_state(ck);
-  LLMTK_CHECK(st.arch == r.model.arch, "--init", ck, " is a ", st.arch, " model and the recipe asks for ", r.model.arch,
-              "; set model.arch = \"", st.arch, "\"");
-  const auto want = dims_as_keys(r.model.dims), have = dims_as_keys(st.dims);
-  for (const auto& [key, value] : have) {
-    const auto it = std::find_if(want.begin(), want.end(), [&](const auto& kv) { return kv.first == key; });
-    LLMTK_CHECK(it != want.end() && it->second == value, "--init", ck, " has model.", key, " = ", value,
-                " and the recipe says ", it == want.end() ? std::string("nothing") : it->second, "; set model.", key, " = ", value);
+  const Arena weights = base->params().host_copy();
+  for (const auto& e : weights.entries()) {
+    const int id = model.params().find(e.name);
+    LLMTK_CHECK(id >= 0, "--init", "the model has no parameter '", e.name, "'");
+    model.params().write(id, weights[e.name].data);
   }
-  LLMTK_CHECK(st.tokenizer_hash == std::to_string(tok.hash()), "--init", ck, " was trained with the tokenizer ", st.tokenizer,
-              " and data.dir = \"", r.data.dir, "\" was prepared with another; prepare the data with [tokenizer] path = \"",
-              st.tokenizer, "\"");
-  load_checkpoint(ck, model, nullptr);
-  log("initialised from the weights of " + ck + " (step " + std::to_string(st.step) + ")");
 }
 
 // The backend, the data, the model, the optimizer and the resumed position of one run.
@@ -281,9 +295,20 @@ Setup set_up(const Recipe& r, const TrainOptions& opt, const std::string& resume
   s.val_loader = make_loader(r, shards(r.data.dir, "val_"), s.tok->hash(),
                              {r.train.batch, r.train.seq, data::DataOrder::sequential, 0, 0, 1}, true);
   s.model = make_model(r.model.arch, r.model.dims);
+  const std::string from = !opt.init.empty() ? opt.init : r.finetune.from;
+  LLMTK_CHECK(opt.init.empty() || r.finetune.from.empty(), "--init", "the recipe names its base (finetune.from = \"",
+              r.finetune.from, "\"); drop --init or the key");
+  std::shared_ptr<LoraTargets> lora;
+  if (r.lora.enabled()) {
+    LLMTK_CHECK(!from.empty(), r.file, "[lora] trains adapters on a base model: set finetune.from (or pass --init)");
+    lora = apply_lora(*s.model, r.lora);
+  } else if (!r.train.freeze.empty()) {
+    s.model->freeze(r.train.freeze);
+  }
   s.model->plan(r.train.batch, r.train.seq, r.train.recompute == "blocks");
+  if (lora) check_lora_targets(r.lora, *lora);
   s.model->init(r.train.seed);
-  if (!opt.init.empty()) init_weights(r, opt.init, *s.model, *s.tok, log);
+  if (!from.empty() && resume_from.empty()) init_weights(r, from, *s.model, *s.tok, log);
   s.optimizer = std::make_unique<Optimizer>(r.optim, s.model->params());
   if (resume_from.empty()) return s;
   const std::string& ck = resume_from;
@@ -321,7 +346,7 @@ struct Run {
 
   std::string save(const std::string& name) {
     const auto pos = s.loader->position();
-    CheckpointState st{s.step, r.model.arch, r.model.dims, s.model->frozen_patterns(), std::int64_t(pos.epoch),
+    CheckpointState st{s.step, r.model.arch, r.model.dims, s.model->frozen_patterns(), r.lora, std::int64_t(pos.epoch),
                        std::int64_t(pos.step), r.data.dir, s.tok_path, std::to_string(s.tok->hash()), val_loss,
                        s.best_val, to_toml(r)};
     return save_checkpoint((fs::path(dir) / "checkpoints" / name).string(), *s.model, s.optimizer.get(), st);
@@ -452,7 +477,10 @@ class Evaluator final : public Hook {
   void sample(Run& run) {
     const Recipe& r = run.r;
     if (r.log.sample_prompt.empty()) return;
+    // The same parameter table as the trained model (adapters, frozen layout), so one copy moves it.
     auto gen = make_model(r.model.arch, r.model.dims);
+    if (r.lora.enabled()) apply_lora(*gen, r.lora);
+    else if (!r.train.freeze.empty()) gen->freeze(r.train.freeze);
     gen->plan(1, 1);
     gen->allocate();
     gen->params().copy_from(run.s.model->params());
@@ -492,7 +520,13 @@ void log_plan(const Run& run, double fwd_flops, double peak) {
   const AnyModel& m = *run.s.model;
   std::ostringstream s;
   s << "model " << r.model.arch << ": " << m.param_count() << " parameters";
-  if (m.trainable_count() != m.param_count()) s << " (" << m.trainable_count() << " trainable)";
+  if (m.trainable_count() != m.param_count()) {
+    // Frozen parameters have no gradient and no optimizer state: 4 bytes each per arena saved.
+    const std::int64_t frozen = m.param_count() - m.trainable_count();
+    const double saved = double(frozen) * 4.0 * double(1 + run.s.optimizer->state().size());
+    s << " (" << m.trainable_count() << " trainable, " << frozen << " frozen: " << saved / (1 << 20)
+      << " MiB of gradients and optimizer state saved)";
+  }
   s << ", " << (m.params().bytes() + m.grads_bytes() + run.s.optimizer->state_bytes() + m.acts().bytes()) / (1 << 20)
     << " MiB (parameters, gradients, optimizer state, activations), " << 3 * fwd_flops / 1e6
     << " MFLOP per token to train\n"

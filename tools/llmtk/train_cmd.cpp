@@ -14,6 +14,7 @@
 #include "models/registry.hpp"
 #include "ops/ops.hpp"
 #include "train/checkpoint.hpp"
+#include "train/finetune.hpp"
 #include "train/generate.hpp"
 #include "train/hf.hpp"
 #include "train/run_report.hpp"
@@ -138,15 +139,29 @@ void add_train_commands(CLI::App& app) {
     fmt::print("{}\n", train::write_run_report(ra->first, out));
   });
 
-  auto xa = std::make_shared<std::pair<std::string, std::string>>();
+  struct ExportArgs {
+    std::string run, hf;
+    bool merge = false;
+  };
+  auto xa = std::make_shared<ExportArgs>();
   auto* ex = app.add_subcommand("export", "Write a trained run in another format");
-  ex->add_option("run", xa->first, "A run or checkpoint directory")->required()->check(CLI::ExistingDirectory);
-  ex->add_option("--hf", xa->second, "Directory for a Hugging Face Transformers checkpoint "
-                                     "(config.json, model.safetensors, tokenizer.json)")->required();
+  ex->add_option("run", xa->run, "A run or checkpoint directory")->required()->check(CLI::ExistingDirectory);
+  ex->add_option("--hf", xa->hf, "Directory for a Hugging Face Transformers checkpoint "
+                                 "(config.json, model.safetensors, tokenizer.json)")->required();
+  ex->add_flag("--merge", xa->merge, "A LoRA run: write W + s·B·A, the base with its adapters merged in");
   ex->callback([xa] {
-    auto l = train::load_run(xa->first, "cpu");
-    train::export_hf(*l.model, xa->second, l.tokenizer.get());
-    fmt::print("exported {} ({} checkpoint {}) to {}\n", l.model->name(), train::hf_family(*l.model), l.checkpoint, xa->second);
+    auto l = train::load_run(xa->run, "cpu");
+    if (l.state.lora.enabled()) {
+      if (!xa->merge)
+        fail("export --hf", l.checkpoint, " holds LoRA adapters (rank ", l.state.lora.rank,
+             "), which a Transformers checkpoint has no place for; pass --merge to write the base with the adapters merged in");
+      auto merged = train::merge_lora(l.state.arch, l.state.dims, l.state.lora, *l.model);
+      train::export_hf(*merged, xa->hf, l.tokenizer.get());
+    } else {
+      train::export_hf(*l.model, xa->hf, l.tokenizer.get());
+    }
+    fmt::print("exported {} ({} checkpoint {}{}) to {}\n", l.model->name(), train::hf_family(*l.model), l.checkpoint,
+               l.state.lora.enabled() ? ", LoRA merged" : "", xa->hf);
   });
 
   auto ea = std::make_shared<EvalArgs>();
