@@ -2,7 +2,8 @@
 # `llmtk export --hf` checkpoints compute, under Transformers' model code, the loss `llmtk eval`
 # computes: tests/golden/check_hf_export.py re-implements GPT2LMHeadModel and LlamaForCausalLM in
 # PyTorch (Debian's python3-torch) and compares, for GPT-2, Llama (SwiGLU) and Llama with GeGLU
-# (hidden_act = gelu_pytorch_tanh). Skips (exit 77) where torch is missing.
+# (hidden_act = gelu_pytorch_tanh), and a LoRA run merged on export. Skips (exit 77) where torch
+# is missing.
 set -euo pipefail
 llmtk=$(realpath "$1")
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -28,4 +29,32 @@ for arch in gpt2-tiny llama-tiny llama-geglu-tiny; do
   /usr/bin/python3 "$root/tests/golden/check_hf_export.py" "hf-$arch" data/val_000.bin --run "run-$arch" \
     --llmtk "$llmtk" --batch 2 --seq 32 --batches 2 --tol 1e-5
 done
+# A LoRA run on the Llama base, merged on export (W + s·B·A), computes what base + adapters did.
+cat > lora.toml <<'TOML'
+[finetune]
+from = "run-llama-tiny"
+[lora]
+rank = 4
+alpha = 8
+targets = ["attn.*", "mlp.*"]
+[data]
+dir = "data"
+[train]
+batch = 4
+seq = 32
+steps = 20
+threads = 1
+[optim]
+lr = 3e-2
+[schedule]
+warmup = 2
+min_lr = 1e-3
+[eval]
+batches = 1
+TOML
+"$llmtk" train lora.toml --run-dir run-lora > train-lora.txt || { cat train-lora.txt; exit 1; }
+"$llmtk" export run-lora --hf hf-lora --merge > /dev/null
+echo "== LoRA merged into llama-tiny"
+/usr/bin/python3 "$root/tests/golden/check_hf_export.py" hf-lora data/val_000.bin --run run-lora \
+  --llmtk "$llmtk" --batch 2 --seq 32 --batches 2 --tol 1e-5
 echo "exports compute the same loss under Transformers' formulas: ok"
