@@ -45,12 +45,39 @@ struct Case {
     copy_bytes(p, mem.device, host, Device::host, bytes);
     return TensorRef(p, t, shape, mem.device);
   }
-  TensorRef make(std::initializer_list<std::int64_t> shape, double scale = 1.0, double offset = 0.0) {
+  // The dtype of activations and activation gradients in this run (docs/bf16.md); parameters,
+  // their gradients, statistics and optimizer state are f32 in every run.
+  DType act = DType::f32;
+  // f32 runs only: activations hold values a bf16 tensor can hold, so that an f32 run and a bf16
+  // run start from the same numbers.
+  bool bf16_values = false;
+
+  // Values in `t`'s dtype: f32 as they are, bf16 rounded.
+  TensorRef place_values(const std::vector<float>& v, DType t, std::initializer_list<std::int64_t> shape) {
+    if (t == DType::f32) return place(v.data(), t, shape, v.size() * sizeof(float));
+    std::vector<bf16> h(v.size());
+    for (std::size_t i = 0; i < v.size(); ++i) h[i] = bf16(v[i]);
+    return place(h.data(), t, shape, h.size() * sizeof(bf16));
+  }
+  std::vector<float> normal(std::initializer_list<std::int64_t> shape, double scale, double offset) {
     std::int64_t n = 1;
     for (auto e : shape) n *= e;
     std::vector<float> v(static_cast<std::size_t>(n));
     for (auto& x : v) x = float(offset + scale * rng.normal());
-    return place(v.data(), DType::f32, shape, v.size() * sizeof(float));
+    return v;
+  }
+  // An activation (or activation gradient): in this run's dtype.
+  TensorRef activation(std::vector<float> v, std::initializer_list<std::int64_t> shape) {
+    if (bf16_values)
+      for (auto& x : v) x = float(bf16(x));
+    return place_values(v, act, shape);
+  }
+  TensorRef make(std::initializer_list<std::int64_t> shape, double scale = 1.0, double offset = 0.0) {
+    return activation(normal(shape, scale, offset), shape);
+  }
+  // A parameter, parameter gradient, statistic or optimizer state: f32.
+  TensorRef param(std::initializer_list<std::int64_t> shape, double scale = 1.0, double offset = 0.0) {
+    return place_values(normal(shape, scale, offset), DType::f32, shape);
   }
   TensorRef ids(std::initializer_list<std::int64_t> shape, int vocab, bool some_ignored = false) {
     std::int64_t n = 1;
@@ -62,7 +89,13 @@ struct Case {
   }
   void keep(const char* name, TensorRef t) {
     std::vector<float> host(static_cast<std::size_t>(t.numel()));
-    copy_bytes(host.data(), Device::host, t.data, t.device, t.bytes());
+    if (t.dtype == DType::bf16) {
+      std::vector<bf16> h(host.size());
+      copy_bytes(h.data(), Device::host, t.data, t.device, t.bytes());
+      for (std::size_t i = 0; i < h.size(); ++i) host[i] = float(h[i]);
+    } else {
+      copy_bytes(host.data(), Device::host, t.data, t.device, t.bytes());
+    }
     out->f.push_back(std::move(host));
     out->names.emplace_back(name);
   }
@@ -74,7 +107,7 @@ LLMTK_OPS(LLMTK_X)
 
 void case_matmul_forward(Case& c) {
   for (auto [N, I, O] : {std::tuple{33, 31, 17}, std::tuple{1, 64, 127}, std::tuple{64, 1, 5}}) {
-    auto x = c.make({N, I}), w = c.make({O, I}), b = c.make({O}), y = c.make({N, O});
+    auto x = c.make({N, I}), w = c.param({O, I}), b = c.param({O}), y = c.make({N, O});
     ops::matmul_forward(y, x, w, b);
     c.keep("y", y);
     ops::matmul_forward(y, x, w, TensorRef{});
@@ -83,8 +116,8 @@ void case_matmul_forward(Case& c) {
 }
 void case_matmul_backward(Case& c) {
   for (auto [N, I, O] : {std::tuple{33, 31, 17}, std::tuple{127, 16, 1}}) {
-    auto x = c.make({N, I}), w = c.make({O, I}), dy = c.make({N, O});
-    auto dx = c.make({N, I}), dw = c.make({O, I}), db = c.make({O});  // dw, db start non-zero: +=
+    auto x = c.make({N, I}), w = c.param({O, I}), dy = c.make({N, O});
+    auto dx = c.make({N, I}), dw = c.param({O, I}), db = c.param({O});  // dw, db start non-zero: +=
     ops::matmul_backward(dx, dw, db, dy, x, w);
     c.keep("dx", dx), c.keep("dw", dw), c.keep("db", db);
   }
@@ -93,7 +126,7 @@ void case_matmul_backward(Case& c) {
 // odd ones, which take the unfused path.
 void case_matmul_gelu_forward(Case& c) {
   for (auto [N, I, O] : {std::tuple{33, 31, 17}, std::tuple{64, 32, 48}}) {
-    auto x = c.make({N, I}), w = c.make({O, I}), b = c.make({O}), y = c.make({N, O}), h = c.make({N, O});
+    auto x = c.make({N, I}), w = c.param({O, I}), b = c.param({O}), y = c.make({N, O}), h = c.make({N, O});
     ops::matmul_gelu_forward(y, h, x, w, b);
     c.keep("y", y), c.keep("h", h);
     ops::matmul_gelu_forward(y, h, x, w, TensorRef{});
@@ -102,8 +135,8 @@ void case_matmul_gelu_forward(Case& c) {
 }
 void case_gelu_matmul_backward(Case& c) {
   for (auto [N, I, O] : {std::tuple{33, 31, 17}, std::tuple{64, 48, 32}}) {
-    auto h = c.make({N, I}, 2.0), a = c.make({N, I}), w = c.make({O, I}), dy = c.make({N, O});
-    auto dh = c.make({N, I}), dw = c.make({O, I}), db = c.make({O});  // dw, db start non-zero: +=
+    auto h = c.make({N, I}, 2.0), a = c.make({N, I}), w = c.param({O, I}), dy = c.make({N, O});
+    auto dh = c.make({N, I}), dw = c.param({O, I}), db = c.param({O});  // dw, db start non-zero: +=
     ops::gelu_matmul_backward(dh, dw, db, dy, a, w, h);
     c.keep("dh", dh), c.keep("dw", dw), c.keep("db", db);
     ops::gelu_matmul_backward(dh, dw, TensorRef{}, dy, a, w, h);
@@ -116,28 +149,28 @@ void case_add_forward(Case& c) {
   c.keep("y", y);
 }
 void case_layernorm_forward(Case& c) {
-  auto x = c.make({31, 33}, 2.0, 0.5), w = c.make({33}), b = c.make({33}), y = c.make({31, 33}), m = c.make({31}), r = c.make({31});
+  auto x = c.make({31, 33}, 2.0, 0.5), w = c.param({33}), b = c.param({33}), y = c.make({31, 33}), m = c.param({31}), r = c.param({31});
   ops::layernorm_forward(y, m, r, x, w, b, 1e-5f);
   c.keep("y", y), c.keep("mean", m), c.keep("rstd", r);
   ops::layernorm_forward(y, m, r, x, w, TensorRef{}, 1e-5f);
   c.keep("y (no bias)", y);
 }
 void case_layernorm_backward(Case& c) {
-  auto x = c.make({31, 33}), w = c.make({33}), b = c.make({33}), y = c.make({31, 33}), m = c.make({31}), r = c.make({31});
+  auto x = c.make({31, 33}), w = c.param({33}), b = c.param({33}), y = c.make({31, 33}), m = c.param({31}), r = c.param({31});
   ops::layernorm_forward(y, m, r, x, w, b, 1e-5f);
-  auto dy = c.make({31, 33}), dx = c.make({31, 33}), dw = c.make({33}), db = c.make({33});
+  auto dy = c.make({31, 33}), dx = c.make({31, 33}), dw = c.param({33}), db = c.param({33});
   ops::layernorm_backward(dx, dw, db, dy, x, w, m, r);
   c.keep("dx", dx), c.keep("dw", dw), c.keep("db", db);
 }
 void case_rmsnorm_forward(Case& c) {
-  auto x = c.make({33, 127}), w = c.make({127}), y = c.make({33, 127}), r = c.make({33});
+  auto x = c.make({33, 127}), w = c.param({127}), y = c.make({33, 127}), r = c.param({33});
   ops::rmsnorm_forward(y, r, x, w, 1e-5f);
   c.keep("y", y), c.keep("rstd", r);
 }
 void case_rmsnorm_backward(Case& c) {
-  auto x = c.make({33, 127}), w = c.make({127}), y = c.make({33, 127}), r = c.make({33});
+  auto x = c.make({33, 127}), w = c.param({127}), y = c.make({33, 127}), r = c.param({33});
   ops::rmsnorm_forward(y, r, x, w, 1e-5f);
-  auto dy = c.make({33, 127}), dx = c.make({33, 127}), dw = c.make({127});
+  auto dy = c.make({33, 127}), dx = c.make({33, 127}), dw = c.param({127});
   ops::rmsnorm_backward(dx, dw, dy, x, w, r);
   c.keep("dx", dx), c.keep("dw", dw);
 }
@@ -164,11 +197,11 @@ void case_attention_forward(Case& c) {
   for (int kv : {1, 2, 4}) {  // group sizes 4, 2, 1 (full MHA) over 4 query heads
     for (const auto& m : kMasks) {
       auto q = c.make({2, 33, 4, 16}), k = c.make({2, 33, kv, 16}), v = c.make({2, 33, kv, 16});
-      auto o = c.make({2, 33, 4, 16}), lse = c.make({2 * 4 * 33});
+      auto o = c.make({2, 33, 4, 16}), lse = c.param({2 * 4 * 33});
       ops::attention_forward(o, lse, q, k, v, m);
       c.keep("out", o), c.keep("lse", lse);
       // Decoding: 3 new queries at positions 30..32 against all 33 keys.
-      auto q3 = c.make({2, 3, 4, 16}), o3 = c.make({2, 3, 4, 16}), lse3 = c.make({2 * 4 * 3});
+      auto q3 = c.make({2, 3, 4, 16}), o3 = c.make({2, 3, 4, 16}), lse3 = c.param({2 * 4 * 3});
       AttentionMask dm = m;
       dm.q_offset = 30;
       ops::attention_forward(o3, lse3, q3, k, v, dm);
@@ -182,7 +215,7 @@ const AttentionMask kLongMasks[] = {{true, 0, false}, {false, 0, false}, {true, 
 inline void long_attention_case(Case& c) {
   for (const auto& m : kLongMasks) {
     auto q = c.make({1, 131, 4, 24}), k = c.make({1, 131, 2, 24}), v = c.make({1, 131, 2, 24});
-    auto o = c.make({1, 131, 4, 24}), lse = c.make({4 * 131});
+    auto o = c.make({1, 131, 4, 24}), lse = c.param({4 * 131});
     ops::attention_forward(o, lse, q, k, v, m);
     c.keep("out (T 131)", o), c.keep("lse (T 131)", lse);
     auto dout = c.make({1, 131, 4, 24}), dq = c.make({1, 131, 4, 24}), dk = c.make({1, 131, 2, 24}),
@@ -190,7 +223,7 @@ inline void long_attention_case(Case& c) {
     ops::attention_backward(dq, dk, dv, dout, q, k, v, o, lse, m);
     c.keep("dq (T 131)", dq), c.keep("dk (T 131)", dk), c.keep("dv (T 131)", dv);
     if (!m.causal) continue;
-    auto q5 = c.make({1, 5, 4, 24}), o5 = c.make({1, 5, 4, 24}), lse5 = c.make({4 * 5});
+    auto q5 = c.make({1, 5, 4, 24}), o5 = c.make({1, 5, 4, 24}), lse5 = c.param({4 * 5});
     AttentionMask dm = m;
     dm.q_offset = 126;
     ops::attention_forward(o5, lse5, q5, k, v, dm);
@@ -217,7 +250,7 @@ inline void attention_inputs_case(Case& c, bool backward) {
                              {true, 6, false, 0, {}, seg}};
     for (const auto& m : masks) {
       auto q = c.make({B, T, 4, 24}), k = c.make({B, T, 2, 24}), v = c.make({B, T, 2, 24});
-      auto o = c.make({B, T, 4, 24}), lse = c.make({B * 4 * T});
+      auto o = c.make({B, T, 4, 24}), lse = c.param({B * 4 * T});
       ops::attention_forward(o, lse, q, k, v, m);
       c.keep("out (lengths or segments)", o), c.keep("lse (lengths or segments)", lse);
       if (!backward) continue;
@@ -233,7 +266,7 @@ void case_attention_backward(Case& c) {
   for (int kv : {1, 2, 4}) {
     for (const auto& m : kMasks) {
       auto q = c.make({2, 31, 4, 8}), k = c.make({2, 31, kv, 8}), v = c.make({2, 31, kv, 8});
-      auto o = c.make({2, 31, 4, 8}), lse = c.make({2 * 4 * 31});
+      auto o = c.make({2, 31, 4, 8}), lse = c.param({2 * 4 * 31});
       ops::attention_forward(o, lse, q, k, v, m);
       auto dout = c.make({2, 31, 4, 8}), dq = c.make({2, 31, 4, 8}), dk = c.make({2, 31, kv, 8}), dv = c.make({2, 31, kv, 8});
       ops::attention_backward(dq, dk, dv, dout, q, k, v, o, lse, m);
@@ -276,24 +309,24 @@ void case_swiglu_backward(Case& c) { gated_backward_case(c, ops::swiglu_backward
 void case_geglu_forward(Case& c) { gated_case(c, ops::geglu_forward); }
 void case_geglu_backward(Case& c) { gated_backward_case(c, ops::geglu_backward); }
 void case_embedding_forward(Case& c) {
-  auto table = c.make({11, 33}), y = c.make({3, 7, 33});
+  auto table = c.param({11, 33}), y = c.make({3, 7, 33});
   ops::embedding_forward(y, c.ids({3, 7}, 11), table);
   c.keep("y", y);
 }
 void case_embedding_backward(Case& c) {
-  auto dtable = c.make({11, 33}), dy = c.make({3, 7, 33});
+  auto dtable = c.param({11, 33}), dy = c.make({3, 7, 33});
   ops::embedding_backward(dtable, dy, c.ids({3, 7}, 11));
   c.keep("dtable", dtable);
 }
 void case_positions_forward(Case& c) {
-  auto x = c.make({3, 7, 33}), table = c.make({9, 33}), y = c.make({3, 7, 33});
+  auto x = c.make({3, 7, 33}), table = c.param({9, 33}), y = c.make({3, 7, 33});
   ops::positions_forward(y, x, table, 0);
   c.keep("y", y);
   ops::positions_forward(y, x, table, 2);  // decoding: positions 2 .. 8
   c.keep("y", y);
 }
 void case_positions_backward(Case& c) {
-  auto dy = c.make({3, 7, 33}), dtable = c.make({9, 33});
+  auto dy = c.make({3, 7, 33}), dtable = c.param({9, 33});
   ops::positions_backward(dtable, dy);
   c.keep("dtable", dtable);
 }
@@ -310,7 +343,7 @@ inline TensorRef masked_logits(Case& c, std::int64_t N, std::int64_t V, std::int
   std::vector<float> v(static_cast<std::size_t>(N * V));
   for (std::int64_t i = 0; i < N * V; ++i)
     v[static_cast<std::size_t>(i)] = i % V < masked ? -INFINITY : float(2.0 * c.rng.normal());
-  return c.place(v.data(), DType::f32, {N, V}, v.size() * sizeof(float));
+  return c.activation(std::move(v), {N, V});
 }
 inline TensorRef late_targets(Case& c, std::int64_t N, int V, int masked) {  // targets among the unmasked columns
   std::vector<std::int32_t> v(static_cast<std::size_t>(N));
@@ -318,10 +351,10 @@ inline TensorRef late_targets(Case& c, std::int64_t N, int V, int masked) {  // 
   return c.place(v.data(), DType::i32, {N}, v.size() * sizeof(std::int32_t));
 }
 void case_cross_entropy_forward(Case& c) {
-  auto logits = c.make({33, 127}, 3.0), losses = c.make({33});
+  auto logits = c.make({33, 127}, 3.0), losses = c.param({33});
   ops::cross_entropy_forward(losses, logits, c.ids({33}, 127, true), -100);
   c.keep("losses", losses);
-  auto masked = masked_logits(c, 3, 4200, 4100), losses3 = c.make({3});
+  auto masked = masked_logits(c, 3, 4200, 4100), losses3 = c.param({3});
   ops::cross_entropy_forward(losses3, masked, late_targets(c, 3, 4200, 4100), -100);
   c.keep("losses (first 4100 logits -inf)", losses3);
 }
@@ -330,7 +363,7 @@ void case_cross_entropy_backward(Case& c) {
   const TensorRef targets = c.ids({33}, 127, true);
   ops::cross_entropy_backward(dlogits, logits, targets, TensorRef{}, 1.0f / 32, -100);
   c.keep("dlogits", dlogits);
-  auto weights = c.make({33}, 0.5, 1.0);  // per-token weights around 1
+  auto weights = c.param({33}, 0.5, 1.0);  // per-token weights around 1
   ops::cross_entropy_backward(dlogits, logits, targets, weights, 1.0f / 32, -100);
   c.keep("dlogits (weighted)", dlogits);
   auto masked = masked_logits(c, 3, 4200, 4100), dmasked = c.make({3, 4200});
@@ -338,7 +371,7 @@ void case_cross_entropy_backward(Case& c) {
   c.keep("dlogits (first 4100 logits -inf)", dmasked);
 }
 void case_adamw_step(Case& c) {
-  auto p = c.make({1001}), g = c.make({1001}), m = c.make({1001}, 0.1), v = c.make({1001}, 0.01, 0.05);
+  auto p = c.param({1001}), g = c.param({1001}), m = c.param({1001}, 0.1), v = c.param({1001}, 0.01, 0.05);
   for (int step = 1; step <= 3; ++step)
     ops::adamw_step(p, g, m, v, AdamWArgs{.lr = 1e-2f, .weight_decay = 0.1f, .step = step});
   c.keep("param", p), c.keep("m", m), c.keep("v", v);
@@ -346,19 +379,19 @@ void case_adamw_step(Case& c) {
 
 void case_sgd_step(Case& c) {
   for (bool nesterov : {false, true}) {
-    auto p = c.make({1001}), g = c.make({1001}), buf = c.make({1001});
+    auto p = c.param({1001}), g = c.param({1001}), buf = c.param({1001});
     for (int step = 1; step <= 3; ++step)
       ops::sgd_step(p, g, buf, SgdArgs{.lr = 1e-2f, .momentum = 0.9f, .weight_decay = 0.1f, .nesterov = nesterov, .step = step});
     c.keep("param", p), c.keep("buf", buf);
   }
 }
 void case_lion_step(Case& c) {
-  auto p = c.make({1001}), g = c.make({1001}), m = c.make({1001});
+  auto p = c.param({1001}), g = c.param({1001}), m = c.param({1001});
   for (int step = 1; step <= 3; ++step) ops::lion_step(p, g, m, LionArgs{.lr = 1e-3f, .weight_decay = 0.1f});
   c.keep("param", p), c.keep("m", m);
 }
 void case_sum_squares(Case& c) {
-  auto x = c.make({100003}), out = c.make({1});
+  auto x = c.param({100003}), out = c.param({1});
   ops::sum_squares(out, x);
   c.keep("out", out);
 }
@@ -366,6 +399,18 @@ void case_scale_forward(Case& c) {
   auto x = c.make({1001}), y = c.make({1001});
   ops::scale_forward(y, x, 0.37f);
   c.keep("y", y);
+}
+// Both ways between f32 and bf16, odd sizes, values that round both ways, and in place within a
+// dtype; the backend's result is compared with the reference's.
+void case_convert(Case& c) {
+  auto x = c.param({1001}, 3.0), h = c.place_values(c.normal({1001}, 3.0, 0.0), DType::bf16, {1001});
+  auto y16 = c.place_values(c.normal({1001}, 1.0, 0.0), DType::bf16, {1001}), y32 = c.param({1001});
+  ops::convert(y16, x);
+  c.keep("f32 -> bf16", y16);
+  ops::convert(y32, h);
+  c.keep("bf16 -> f32", y32);
+  ops::convert(y32, x);
+  c.keep("f32 -> f32", y32);
 }
 
 struct OpCase {
@@ -379,39 +424,49 @@ constexpr OpCase kCases[] = {
 };
 static_assert(std::size(kCases) == ops::kOpCount);
 
-Outputs run_on(const char* backend, const OpCase& oc) {
+Outputs run_on(const char* backend, const OpCase& oc, DType act = DType::f32, bool bf16_values = false) {
   ops::ScopedBackend scope(backend);
   Outputs out;
   Case c;
+  c.act = act;
+  c.bf16_values = bf16_values;
   c.out = &out;
   oc.run(c);
   return out;
 }
 
+// Outputs of `want` and `got` agree within rel·max|want| and an NMSE bound.
+inline void expect_outputs_close(std::string_view op, const Outputs& want, const Outputs& got, double rel,
+                                 double nmse_max) {
+  REQUIRE(want.f.size() == got.f.size());
+  for (std::size_t k = 0; k < want.f.size(); ++k) {
+    double max_ref = 0, max_err = 0, err2 = 0, ref2 = 0;
+    for (std::size_t i = 0; i < want.f[k].size(); ++i) {
+      const double a = want.f[k][i], b = got.f[k][i];
+      if (a == b) {  // also equal infinities: the lse of a query that sees no key is -inf
+        if (std::isfinite(a)) max_ref = std::max(max_ref, std::abs(a)), ref2 += a * a;
+        continue;
+      }
+      max_ref = std::max(max_ref, std::abs(a));
+      max_err = std::max(max_err, std::abs(a - b));
+      err2 += (a - b) * (a - b), ref2 += a * a;
+    }
+    const double nmse = ref2 > 0 ? err2 / ref2 : err2;
+    INFO(op << " " << want.names[k] << ": max error " << max_err << " (max |ref| " << max_ref << "), NMSE " << nmse);
+    CHECK(max_err <= rel * max_ref + 1e-5);
+    CHECK(nmse <= nmse_max);
+  }
+}
+
+// act: the activations' dtype. In bf16 both backends get the same bf16 inputs; an output may
+// differ by the rounding of a bf16 result that lies near a rounding boundary (2^-8 relative).
 void compare_backend(const char* backend, double rel = 1e-4, double nmse_max = 1e-9,
-                     bool (*only)(std::string_view) = nullptr) {
+                     bool (*only)(std::string_view) = nullptr, DType act = DType::f32) {
   for (const auto& oc : kCases) {
     if (only && !only(oc.name)) continue;
     DYNAMIC_SECTION(oc.name) {
-      const Outputs want = run_on("reference", oc), got = run_on(backend, oc);
-      REQUIRE(want.f.size() == got.f.size());
-      for (std::size_t k = 0; k < want.f.size(); ++k) {
-        double max_ref = 0, max_err = 0, err2 = 0, ref2 = 0;
-        for (std::size_t i = 0; i < want.f[k].size(); ++i) {
-          const double a = want.f[k][i], b = got.f[k][i];
-          if (a == b) {  // also equal infinities: the lse of a query that sees no key is -inf
-            if (std::isfinite(a)) max_ref = std::max(max_ref, std::abs(a)), ref2 += a * a;
-            continue;
-          }
-          max_ref = std::max(max_ref, std::abs(a));
-          max_err = std::max(max_err, std::abs(a - b));
-          err2 += (a - b) * (a - b), ref2 += a * a;
-        }
-        const double nmse = ref2 > 0 ? err2 / ref2 : err2;
-        INFO(oc.name << " " << want.names[k] << ": max error " << max_err << " (max |ref| " << max_ref << "), NMSE " << nmse);
-        CHECK(max_err <= rel * max_ref + 1e-5);
-        CHECK(nmse <= nmse_max);
-      }
+      const Outputs want = run_on("reference", oc, act), got = run_on(backend, oc, act);
+      expect_outputs_close(oc.name, want, got, rel, nmse_max);
     }
   }
 }

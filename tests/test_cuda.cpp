@@ -85,13 +85,19 @@ TEST_CASE("cuda backend with bf16 matmuls stays within bf16 tolerance of the ref
   op_cases::compare_backend(kBackend, 2e-2, 1e-4, [](std::string_view op) { return op.find("matmul") != op.npos; });
 }
 
+TEST_CASE("cuda backend with bf16 activations matches the reference in bf16 op by op", "[ops][bf16]") {
+  // docs/bf16.md: the same bf16 inputs on both; outputs may differ by one bf16 rounding (2^-8)
+  // and by the matmuls' bf16 copy of f32 weights.
+  op_cases::compare_backend(kBackend, 2e-2, 1e-4, nullptr, DType::bf16);
+}
+
 TEST_CASE("cuda attention with bf16 precision (cuDNN where it applies) stays within bf16 tolerance", "[ops][bf16]") {
   Precision bf16(DType::bf16);
   op_cases::compare_backend(kBackend, 3e-2, 1e-3, [](std::string_view op) { return op.starts_with("attention"); });
 }
 
-// x and w stored as bf16 (the op contract allows it; the trainer's matmul peak measurement does
-// it): the products take them as they are, with their own leading dimensions. Rows of 32 and 48
+// x and w stored as bf16 (bf16 activations and the working copy of the weights; the trainer's
+// matmul peak measurement too): the products take them as they are, with their own leading dimensions. Rows of 32 and 48
 // elements are 16-byte aligned; rows of 31 and 17 are not, which cuBLASLt may refuse in bf16 (the
 // emulated one does), so those shapes also run the TF32 fallback on bf16 values.
 TEST_CASE("cuda matmuls with bf16-stored inputs match the reference, aligned and odd row lengths", "[ops]") {
@@ -108,7 +114,8 @@ TEST_CASE("cuda matmuls with bf16-stored inputs match the reference, aligned and
         return c.place(v.data(), DType::bf16, {rows, cols}, v.size() * sizeof(bf16));
       };
       auto x = half(N, I), w = half(O, I);
-      auto y = c.make({N, O}), dy = c.make({N, O}), dx = c.make({N, I}), dw = c.make({O, I});
+      c.act = DType::bf16;  // the activations share x's dtype; dw stays f32
+      auto y = c.make({N, O}), dy = c.make({N, O}), dx = c.make({N, I}), dw = c.param({O, I});
       ops::matmul_forward(y, x, w, TensorRef{});
       ops::matmul_backward(dx, dw, TensorRef{}, dy, x, w);
       c.keep("y", y), c.keep("dx", dx), c.keep("dw", dw);

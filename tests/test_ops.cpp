@@ -430,6 +430,22 @@ void check_scale_forward() {
   CHECK(x.v == std::vector<float>{2, -4, 8});
 }
 
+// Rounding to nearest even at the halfway points, NaN kept, bf16 → f32 exact.
+void check_convert() {
+  const float halfway_down = 1.0f + 1.0f / 256, halfway_up = 1.0f + 3.0f / 256, nan = std::nanf("");
+  Buf x({5}, {halfway_down, halfway_up, -2.5f, 1e-3f, nan});
+  std::vector<bf16> h(5);
+  ops::convert(TensorRef(h.data(), DType::bf16, {5}), x.t());
+  CHECK(float(h[0]) == 1.0f);              // ties to the even neighbour below
+  CHECK(float(h[1]) == 1.0f + 4.0f / 256);  // ties to the even neighbour above
+  CHECK(float(h[2]) == -2.5f);
+  CHECK(float(h[3]) == float(bf16(1e-3f)));
+  CHECK(std::isnan(float(h[4])));
+  Buf back({5});
+  ops::convert(back.t(), TensorRef(h.data(), DType::bf16, {5}));
+  for (int i = 0; i < 4; ++i) CHECK(back[i] == float(h[std::size_t(i)]));
+}
+
 struct OpCheck {
   std::string_view name;
   void (*run)();

@@ -200,16 +200,60 @@ TEST_CASE("recomputation trains to the same losses", "[train][recompute]") {
   CHECK(losses(a.run_dir) == losses(b.run_dir));
 }
 
-TEST_CASE("bf16 matmuls train like f32 within bf16 rounding", "[train][bf16]") {
+TEST_CASE("bf16 trains like f32 within bf16 rounding and resumes exactly", "[train][bf16]") {
   const auto d = tmp("bf16");
   const auto a = train::train(read_recipe(write_recipe(d), {"train.steps=6"}), quiet(d / "f32"));
-  const auto b = train::train(read_recipe(write_recipe(d), {"train.steps=6", "train.precision=bf16"}), quiet(d / "bf16"));
+  const auto bf = read_recipe(write_recipe(d), {"train.steps=6", "train.precision=bf16"});
+  const auto b = train::train(bf, quiet(d / "bf16"));
   const auto la = losses(a.run_dir), lb = losses(b.run_dir);
   REQUIRE(lb.size() == 6);
   CHECK(lb.front() == Approx(la.front()).epsilon(1e-2));  // same initial weights and data
   CHECK(lb.back() < lb.front());
   CHECK(lb != la);  // the rounding is really there
+  // Checkpoints hold the f32 master weights; the working copy is rebuilt from them on resume, so
+  // a bf16 run stopped and resumed is the same run, byte for byte.
+  const auto c = stop_and_resume(bf, d / "c", 3);
+  CHECK(losses(c.run_dir) == lb);
+  CHECK(file_bytes(fs::path(b.checkpoint) / "model.safetensors") == file_bytes(fs::path(c.checkpoint) / "model.safetensors"));
   ops::set_matmul_precision(DType::f32);
+}
+
+TEST_CASE("bf16 plans bf16 activations, f32 statistics and a working copy rebuilt when weights change", "[train][bf16]") {
+  auto m = make_model("llama-tiny", find_arch("llama-tiny").dims);
+  m->set_precision(DType::bf16);
+  m->plan(2, 8);
+  m->init(3);
+  int bf16_acts = 0, f32_acts = 0;
+  for (const auto& e : m->acts().entries()) {
+    const bool stat = e.name.ends_with("rstd") || e.name.ends_with("lse") || e.name.ends_with("mean");
+    INFO(e.name);
+    CHECK(e.dtype == (stat ? DType::f32 : DType::bf16));
+    (e.dtype == DType::bf16 ? bf16_acts : f32_acts)++;
+  }
+  CHECK(bf16_acts > 0);
+  CHECK(f32_acts > 0);
+  // Every matmul weight has one bf16 twin (the tied head shares the embedding's); norms have none.
+  const Arena& w = m->working();
+  CHECK(w.find("embed.tokens") >= 0);
+  CHECK(w.find("blocks.0.attn.wq") >= 0);
+  CHECK(w.find("final_norm.weight") < 0);
+  std::vector<std::int32_t> ids(16, 5);
+  const TensorRef in(ids.data(), DType::i32, {2, 8});
+  auto twin_is_master = [&] {
+    const int pi = m->params().find("blocks.0.attn.wq"), wi = w.find("blocks.0.attn.wq");
+    const TensorRef p = static_cast<const AnyModel&>(*m).params()[pi];
+    const auto* h = static_cast<const bf16*>(w[wi].data);
+    for (std::int64_t i = 0; i < p.numel(); ++i)
+      if (h[i].bits != bf16(p.f32()[i]).bits) return false;
+    return true;
+  };
+  const TensorRef logits = m->forward(in);
+  CHECK(logits.dtype == DType::bf16);
+  CHECK(twin_is_master());
+  m->params()[m->params().find("blocks.0.attn.wq")].f32()[0] += 1.0f;  // as an optimizer step would
+  CHECK_FALSE(twin_is_master());
+  m->forward(in);
+  CHECK(twin_is_master());
 }
 
 TEST_CASE("checkpoints round-trip and corrupt files are rejected naming the tensor", "[train][checkpoint]") {

@@ -4,8 +4,10 @@
 //   dx        dx[N, I] = dy[N, O] · w[O, I]
 //   dw        dw[O, I] += dy[N, O]ᵀ · x[N, I]       a sum post-op accumulates into dw
 // In f32 the two backward products run on oneDNN's sgemm instead (see gemm()).
-// db is a column sum of dy, an OpenMP loop. With ops::set_matmul_precision(bf16) the products
-// take bf16 inputs and accumulate in f32.
+// db is a column sum of dy, an OpenMP loop. Products with a bf16 operand (bf16 activations, the
+// bf16 working copy of the weights) or under ops::set_matmul_precision(bf16) take bf16 inputs and
+// accumulate in f32; y and dx are stored in their own dtype (bf16 activations: rounded once by
+// oneDNN), dw in f32.
 #include <omp.h>
 
 #include <algorithm>
@@ -16,6 +18,7 @@
 #include <oneapi/dnnl/dnnl.hpp>
 #include <tuple>
 
+#include "bf16.hpp"
 #include "cpu.hpp"
 
 namespace llmtk::cpu {
@@ -28,13 +31,13 @@ using tag = dnnl::memory::format_tag;
 struct Context {
   dnnl::engine engine{dnnl::engine::kind::cpu, 0};
   dnnl::stream stream{engine};
-  // key: (M, K, N, a is transposed, b is transposed, bias, accumulate, bf16 inputs)
-  std::map<std::tuple<std::int64_t, std::int64_t, std::int64_t, bool, bool, bool, bool, bool>, dnnl::matmul> cache;
+  // key: (M, K, N, a is transposed, b is transposed, bias, accumulate, bf16 inputs, bf16 output)
+  std::map<std::tuple<std::int64_t, std::int64_t, std::int64_t, bool, bool, bool, bool, bool, bool>, dnnl::matmul> cache;
   std::mutex mutex;
   // Converted copies of the inputs (grown, reused). Not guarded by the mutex: ops run one at a
   // time (each op is parallel inside); concurrent matmul calls would need per-call buffers.
   std::vector<std::uint16_t> a16, b16, dy16;
-  std::vector<float> a32, b32;
+  std::vector<float> a32, b32, c32;
 };
 Context& context() {
   static Context c;
@@ -42,10 +45,10 @@ Context& context() {
 }
 
 dnnl::matmul make_matmul(Context& ctx, std::int64_t M, std::int64_t K, std::int64_t N, bool a_t, bool b_t, bool bias,
-                         bool accumulate, dt in_t) {
+                         bool accumulate, dt in_t, dt out_t = dt::f32) {
   dnnl::memory::desc a_md({M, K}, in_t, a_t ? tag::ba : tag::ab);
   dnnl::memory::desc b_md({K, N}, in_t, b_t ? tag::ba : tag::ab);
-  dnnl::memory::desc c_md({M, N}, dt::f32, tag::ab);
+  dnnl::memory::desc c_md({M, N}, out_t, tag::ab);
   dnnl::primitive_attr attr;
   if (accumulate) {
     dnnl::post_ops po;
@@ -72,28 +75,17 @@ bool bf16_available(Context& ctx) {
   return available;
 }
 
-// f32 → bf16, round to nearest even (as llmtk::bf16, NaN stays NaN), into a reused buffer.
-// Written with selects so that it vectorises (one pass at memory speed).
+// f32 → bf16 into a reused buffer (bf16.hpp: round to nearest even, NaN stays NaN).
 const std::uint16_t* to_bf16(std::vector<std::uint16_t>& buf, const float* x, std::int64_t n) {
   if (buf.size() < std::size_t(n)) buf.resize(std::size_t(n));
-  std::uint16_t* out = buf.data();
-  const auto* u = reinterpret_cast<const std::uint32_t*>(x);
-#pragma omp parallel for simd schedule(static)
-  for (std::int64_t i = 0; i < n; ++i) {
-    const std::uint32_t b = u[i];
-    const std::uint32_t rounded = (b + 0x7fffu + ((b >> 16) & 1u)) >> 16;
-    const bool nan = (b & 0x7fffffffu) > 0x7f800000u;
-    out[i] = static_cast<std::uint16_t>(nan ? ((b >> 16) | 0x40u) : rounded);
-  }
-  return out;
+  cpu::to_bf16(buf.data(), x, n);
+  return buf.data();
 }
 
 // bf16 → f32 (exact), for a bf16 input on a CPU without bf16 matmuls.
 const float* to_f32(std::vector<float>& buf, const std::uint16_t* x, std::int64_t n) {
   if (buf.size() < std::size_t(n)) buf.resize(std::size_t(n));
-  auto* out = reinterpret_cast<std::uint32_t*>(buf.data());
-#pragma omp parallel for simd schedule(static)
-  for (std::int64_t i = 0; i < n; ++i) out[i] = std::uint32_t(x[i]) << 16;
+  from_bf16(buf.data(), x, n);
   return buf.data();
 }
 
@@ -108,12 +100,24 @@ const void* prepare(const TensorRef& t, bool bf16_in, std::vector<std::uint16_t>
 // C[M, N] (+)= op(A)[M, K] · op(B)[K, N] (+ bias[N]). A is [M, K] row-major, or [K, M] when
 // a_t; B is [K, N] row-major, or [N, K] when b_t. All row-major in memory. The product runs
 // with bf16 inputs and f32 accumulation when the matmul precision is bf16 or an input is
-// already bf16 (and the CPU has bf16 kernels); otherwise in f32.
-void gemm(const TensorRef& A, const TensorRef& B, const float* bias, float* C, std::int64_t M, std::int64_t K,
-          std::int64_t N, bool a_t, bool b_t, bool accumulate) {
+// already bf16 (and the CPU has bf16 kernels); otherwise in f32. C is f32 or bf16 (then written,
+// never accumulated: only parameter gradients accumulate, and they are f32).
+void gemm(const TensorRef& A, const TensorRef& B, const float* bias, const TensorRef& C, std::int64_t M,
+          std::int64_t K, std::int64_t N, bool a_t, bool b_t, bool accumulate) {
   Context& ctx = context();
   const bool bf16_in =
       (ops::matmul_precision() == DType::bf16 || A.dtype == DType::bf16 || B.dtype == DType::bf16) && bf16_available(ctx);
+  // A bf16 result: oneDNN rounds it on store when it computes in bf16; the f32 paths write f32
+  // scratch, rounded here once.
+  const bool c_bf16 = C.dtype == DType::bf16;
+  LLMTK_CHECK(!(c_bf16 && accumulate), "matmul", "internal: a bf16 result is never accumulated");
+  if (c_bf16 && !bf16_in) {
+    if (ctx.c32.size() < std::size_t(M * N)) ctx.c32.resize(std::size_t(M * N));
+    const TensorRef c32(ctx.c32.data(), DType::f32, {M, N});
+    gemm(A, B, bias, c32, M, K, N, a_t, b_t, false);
+    cpu::to_bf16(static_cast<std::uint16_t*>(C.data), ctx.c32.data(), M * N);
+    return;
+  }
   // The f32 backward products (dx = dy·w, dw += dyᵀ·x) go to oneDNN's packed sgemm: it takes a
   // transposed or non-K-major operand at full speed, where the matmul primitive reorders it on
   // every call (benchmarks/results/ops.md: the backward products run as fast as the plain forward).
@@ -121,10 +125,13 @@ void gemm(const TensorRef& A, const TensorRef& B, const float* bias, float* C, s
   dnnl::matmul prim;
   if (bf16_in || !backward_product) {
     std::lock_guard lock(ctx.mutex);
-    const auto key = std::make_tuple(M, K, N, a_t, b_t, bias != nullptr, accumulate, bf16_in);
+    const auto key = std::make_tuple(M, K, N, a_t, b_t, bias != nullptr, accumulate, bf16_in, c_bf16);
     auto it = ctx.cache.find(key);
     if (it == ctx.cache.end())
-      it = ctx.cache.emplace(key, make_matmul(ctx, M, K, N, a_t, b_t, bias, accumulate, bf16_in ? dt::bf16 : dt::f32)).first;
+      it = ctx.cache
+               .emplace(key, make_matmul(ctx, M, K, N, a_t, b_t, bias, accumulate, bf16_in ? dt::bf16 : dt::f32,
+                                         c_bf16 ? dt::bf16 : dt::f32))
+               .first;
     prim = it->second;
   }
   const dt in_t = bf16_in ? dt::bf16 : dt::f32;
@@ -134,13 +141,13 @@ void gemm(const TensorRef& A, const TensorRef& B, const float* bias, float* C, s
     LLMTK_CHECK(bias == nullptr, "matmul", "internal: a backward product has no bias");
     const dnnl_status_t st = dnnl_sgemm(a_t ? 'T' : 'N', b_t ? 'T' : 'N', M, N, K, 1.0f, static_cast<const float*>(a_ptr),
                                         a_t ? M : K, static_cast<const float*>(b_ptr), b_t ? K : N,
-                                        accumulate ? 1.0f : 0.0f, C, N);
+                                        accumulate ? 1.0f : 0.0f, C.f32(), N);
     LLMTK_CHECK(st == dnnl_success, "matmul", "oneDNN sgemm failed with status ", int(st), " for ", M, "x", K, "x", N);
     return;
   }
   dnnl::memory a({{M, K}, in_t, a_t ? tag::ba : tag::ab}, ctx.engine, a_ptr);
   dnnl::memory b({{K, N}, in_t, b_t ? tag::ba : tag::ab}, ctx.engine, b_ptr);
-  dnnl::memory c({{M, N}, dt::f32, tag::ab}, ctx.engine, C);
+  dnnl::memory c({{M, N}, c_bf16 ? dt::bf16 : dt::f32, tag::ab}, ctx.engine, C.data);
   std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, a}, {DNNL_ARG_WEIGHTS, b}, {DNNL_ARG_DST, c}};
   if (bias) args.emplace(DNNL_ARG_BIAS, dnnl::memory({{1, N}, dt::f32, tag::ab}, ctx.engine, const_cast<float*>(bias)));
   prim.execute(ctx.stream, args);
@@ -151,7 +158,7 @@ void gemm(const TensorRef& A, const TensorRef& B, const float* bias, float* C, s
 
 void matmul_forward(TensorRef y, TensorRef x, TensorRef w, TensorRef b) {
   const std::int64_t N = x.rows(), I = x.size(-1), O = w.size(0);
-  gemm(x, w, b ? b.f32() : nullptr, y.f32(), N, I, O, false, true, false);
+  gemm(x, w, b ? b.f32() : nullptr, y, N, I, O, false, true, false);
 }
 
 void matmul_backward(TensorRef dx, TensorRef dw, TensorRef db, TensorRef dy, TensorRef x, TensorRef w) {
@@ -160,16 +167,15 @@ void matmul_backward(TensorRef dx, TensorRef dw, TensorRef db, TensorRef dy, Ten
   // tensor of the step).
   TensorRef dy_in = dy;
   Context& ctx = context();
-  if (ops::matmul_precision() == DType::bf16 && dx && dw && bf16_available(ctx)) {
+  if (ops::matmul_precision() == DType::bf16 && dy.dtype == DType::f32 && dx && dw && bf16_available(ctx)) {
     dy_in.data = const_cast<std::uint16_t*>(to_bf16(ctx.dy16, dy.f32(), dy.numel()));
     dy_in.dtype = DType::bf16;
   }
-  if (dx) gemm(dy_in, w, nullptr, dx.f32(), N, O, I, false, false, false);
-  if (dw) gemm(dy_in, x, nullptr, dw.f32(), O, N, I, true, false, true);
+  if (dx) gemm(dy_in, w, nullptr, dx, N, O, I, false, false, false);
+  if (dw) gemm(dy_in, x, nullptr, dw, O, N, I, true, false, true);
   if (db) {
     // Column sums of dy, read row by row (contiguous): each thread sums a block of rows into its
     // own partial vector; the partials are added in thread order (deterministic).
-    const float* DY = dy.f32();
     const int threads = max_threads();
     float* parts = scratch(std::size_t(threads) * std::size_t(O));
     std::fill(parts, parts + std::int64_t(threads) * O, 0.0f);
@@ -178,9 +184,15 @@ void matmul_backward(TensorRef dx, TensorRef dw, TensorRef db, TensorRef dy, Ten
       float* part = parts + std::int64_t(omp_get_thread_num()) * O;
 #pragma omp for schedule(static)
       for (std::int64_t n = 0; n < N; ++n) {
-        const float* row = DY + n * O;
+        if (dy.dtype == DType::bf16) {
+          const auto* row = static_cast<const std::uint16_t*>(dy.data) + n * O;
 #pragma omp simd
-        for (std::int64_t o = 0; o < O; ++o) part[o] += row[o];
+          for (std::int64_t o = 0; o < O; ++o) part[o] += bf16_value(row[o]);
+        } else {
+          const float* row = dy.f32() + n * O;
+#pragma omp simd
+          for (std::int64_t o = 0; o < O; ++o) part[o] += row[o];
+        }
       }
     }
     reduce_partials(db.f32(), parts, threads, O);

@@ -2,16 +2,36 @@
 // And its registration: host memory, OpenMP's thread count.
 #include <omp.h>
 
+#include <string_view>
+
+#include "../widen.hpp"
 #include "cpu.hpp"
 
 namespace llmtk::cpu {
 
 std::string info();  // scratch.cpp
 
+// The ops with bf16 code of their own; the others take bf16 through the fallback that widens
+// their inputs and rounds their outputs (backends/widen.hpp, docs/bf16.md).
+constexpr bool native_bf16(std::string_view op) {
+  constexpr std::string_view kNative[] = {
+      "matmul_forward", "matmul_backward", "convert",       "add_forward",     "scale_forward",
+      "gelu_forward",   "gelu_backward",   "relu_forward",  "relu_backward",   "silu_forward",
+      "silu_backward",  "swiglu_forward",  "swiglu_backward", "geglu_forward", "geglu_backward",
+      "matmul_gelu_forward", "gelu_matmul_backward",  // compositions of the native matmul and GELU
+      "rmsnorm_forward", "rmsnorm_backward", "layernorm_forward", "layernorm_backward",
+      "rope_forward", "rope_backward", "embedding_forward", "embedding_backward",
+      "cross_entropy_forward", "cross_entropy_backward",
+  };
+  for (auto n : kNative)
+    if (n == op) return true;
+  return false;
+}
+
 const ops::OpTable op_table = {
     "cpu",
     &info,
-#define LLMTK_X(name, params, args) &cpu::name,
+#define LLMTK_X(name, params, args) native_bf16(#name) ? &cpu::name : LLMTK_WIDENED(cpu, name),
     LLMTK_OPS(LLMTK_X)
 #undef LLMTK_X
 };

@@ -214,4 +214,17 @@ void scale_forward(TensorRef y, TensorRef x, float s) {
   finish_op(op);
 }
 
+void convert(TensorRef y, TensorRef x) {
+  const char* op = "convert";
+  if (x.dtype == y.dtype) {
+    if (x.data != y.data)
+      LLMTK_CUDA_CHECK(op, cudaMemcpyAsync(y.data, x.data, x.bytes(), cudaMemcpyDeviceToDevice, stream()));
+  } else if (y.dtype == DType::bf16) {
+    kernels::to_bf16(static_cast<std::uint16_t*>(y.data), x.f32(), x.numel(), stream());
+  } else {
+    kernels::from_bf16(y.f32(), static_cast<const std::uint16_t*>(x.data), x.numel(), stream());
+  }
+  finish_op(op);
+}
+
 }  // namespace llmtk::cuda

@@ -1,6 +1,9 @@
 // The CUDA backend's op table, generated from the op list: an op missing here is a compile error
 // naming it ("'foo_forward' is not a member of 'llmtk::cuda'"). And its registration: device
 // memory, and the start-up check that names a missing GPU. Its host side has no threads to set.
+#include <string_view>
+
+#include "../widen.hpp"
 #include "cuda.hpp"
 
 namespace llmtk::cuda {
@@ -9,11 +12,22 @@ std::string info();                   // context.cpp
 const DeviceMemory& device_memory();  // context.cpp
 std::string unavailable();            // context.cpp
 
+// The arguments of each matmul that its own code reads in bf16 (bit i: argument i).
+constexpr unsigned bf16_operands(std::string_view op) {
+  if (op == "matmul_forward") return 0b0110u;        // x, w
+  if (op == "matmul_gelu_forward") return 0b1100u;   // x, w
+  if (op == "matmul_backward" || op == "gelu_matmul_backward") return 0b110000u;  // x or a, w
+  return 0;
+}
+
 extern const ops::OpTable op_table;
 const ops::OpTable op_table = {
     "cuda",
     &info,
-#define LLMTK_X(name, params, args) &cuda::name,
+// Every op but convert takes bf16 through the fallback that widens its inputs and rounds its
+// outputs (backends/widen.hpp, docs/bf16.md) until it has bf16 kernels of its own. The matmuls
+// read bf16 operands themselves (x or a, and w stay as they are); their outputs and dy are widened.
+#define LLMTK_X(name, params, args) LLMTK_WIDENED_KEEP(cuda, name, bf16_operands(#name)),
     LLMTK_OPS(LLMTK_X)
 #undef LLMTK_X
 };

@@ -49,7 +49,7 @@ struct DecoderLM<E, S, FinalNorm, H> {
     { auto s = p.scope("blocks"); blocks.declare(p); }
     { auto s = p.scope("final_norm"); final_norm.declare(p); }
     { auto s = p.scope("head"); head.declare(p); }
-    if constexpr (H::tied) head.tie(embed.tokens);
+    if constexpr (H::tied) head.tie(p, embed.tokens);
     const std::vector<std::int64_t> h{p.B, p.T, p.dims.d_model};
     h0 = p.act("h0", h), hL = p.act("hL", h), hn = p.act("hn", h);
     dh0 = p.act("dh0", h), dhL = p.act("dhL", h), dhn = p.act("dhn", h);

@@ -68,7 +68,7 @@ struct GQA {
     wv.declare(p, "wv", "bv", KD, C, ParamKind::matrix, d.bias);
     wo.declare(p, "wo", "bo", C, QD, ParamKind::residual_matrix, d.bias);
     q = p.act("q", {N, QD}), k = p.act("k", {N, KD}), v = p.act("v", {N, KD});
-    o = p.act("o", {N, QD}), lse = p.act("lse", {p.B * d.n_heads * p.T});
+    o = p.act("o", {N, QD}), lse = p.stat("lse", {p.B * d.n_heads * p.T});
     dq = p.act("dq", {N, QD}), dk = p.act("dk", {N, KD}), dv = p.act("dv", {N, KD});
     dout = p.act("dout", {N, QD}), dx_part = p.act("dx_part", {N, C});
     if constexpr (requires { pos.declare(p); }) pos.declare(p);
@@ -92,8 +92,9 @@ struct GQA {
       LLMTK_CHECK(rows_so_far <= c.a(kcache).size(0), "kv cache", "position ", rows_so_far, " is past the cache of ",
                   c.a(kcache).size(0));
       auto at = [&](ActSlot s, std::int64_t row, std::int64_t n) {
-        return TensorRef(c.a(s).f32() + row * KD, DType::f32, {1, n, c.dims.n_kv_heads, c.dims.head_dim()},
-                         c.a(s).device);
+        const TensorRef cache = c.a(s);
+        return TensorRef(static_cast<char*>(cache.data) + row * KD * std::int64_t(size_of(cache.dtype)), cache.dtype,
+                         {1, n, c.dims.n_kv_heads, c.dims.head_dim()}, cache.device);
       };
       ops::scale_forward(at(kcache, c.pos0, c.T), heads(c, k, c.dims.n_kv_heads), 1.0f);
       ops::scale_forward(at(vcache, c.pos0, c.T), heads(c, v, c.dims.n_kv_heads), 1.0f);

@@ -16,8 +16,8 @@ struct LayerNorm {
   void declare(Planner& p) {
     w = p.param("weight", {p.dims.d_model}, ParamKind::norm);
     if (p.dims.bias) b = p.param("bias", {p.dims.d_model}, ParamKind::bias);
-    mean = p.act("mean", {p.B * p.T});
-    rstd = p.act("rstd", {p.B * p.T});
+    mean = p.stat("mean", {p.B * p.T});
+    rstd = p.stat("rstd", {p.B * p.T});
   }
   // y, x: [B, T, C]
   void forward(Ctx& c, TensorRef y, TensorRef x) {

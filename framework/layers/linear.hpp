@@ -5,8 +5,9 @@
 //     skips dw and db and still writes dx;
 //   - adapter: an optional part beside the map (LoRA and its kin) that adds to y and dx and owns
 //     its own parameters, created by the planner's adapter factory at declare time;
-//   - working_dtype and split: the dtype of the copy the matmul reads and the tensor-parallel
-//     split of the weight, recorded here for the stages that set them (f32 and none today).
+//   - working copy: in bf16 (docs/bf16.md) the matmul reads a bf16 copy of the weight that the
+//     model refreshes once per optimizer step; weight(c) returns it, dweight(c) the f32 gradient;
+//   - split: the tensor-parallel split of the weight, for the stage that sets it (none today).
 // Parameter names and layouts are the caller's (docs/engine.md): weight [O, I] row-major, bias [O].
 #pragma once
 #include <memory>
@@ -22,7 +23,6 @@ enum class LinearSplit { none, rows, columns };
 
 struct Linear {
   ParamSlot w, b;  // w: [out, in]; b: [out] or absent
-  DType working_dtype = DType::f32;
   LinearSplit split = LinearSplit::none;
   std::shared_ptr<LinearAdapter> adapter;  // null: none
 
@@ -31,10 +31,11 @@ struct Linear {
                std::int64_t in_features, ParamKind kind, bool with_bias) {
     w = p.param(weight_name, {out_features, in_features}, kind);
     if (with_bias) b = p.param(bias_name, {out_features}, ParamKind::bias);
+    p.read_by_matmul(w);
     adapter = p.adapter_for(weight_name, out_features, in_features);
   }
 
-  TensorRef weight(const Ctx& c) const { return c.p(w); }
+  TensorRef weight(const Ctx& c) const { return c.w(w); }  // the bf16 working copy in bf16
   TensorRef bias(const Ctx& c) const { return c.p(b); }
   TensorRef dweight(const Ctx& c) const { return c.g(w); }  // null when frozen
   TensorRef dbias(const Ctx& c) const { return c.g(b); }

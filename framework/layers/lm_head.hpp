@@ -24,8 +24,8 @@ struct LMHead {
   void declare(Planner& p) {
     if constexpr (!tied) proj.declare(p, "weight", "", p.dims.vocab, p.dims.d_model, ParamKind::matrix, false);
   }
-  void tie(ParamSlot embedding_tokens) {
-    if constexpr (tied) proj.w = embedding_tokens;
+  void tie(Planner& p, ParamSlot embedding_tokens) {
+    if constexpr (tied) proj.w = embedding_tokens, p.read_by_matmul(embedding_tokens);
   }
   // logits: [B, T, V]; x: [B, T, C]
   void forward(Ctx& c, TensorRef logits, TensorRef x) {

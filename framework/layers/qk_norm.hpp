@@ -29,7 +29,7 @@ struct QKNorm {
     wq = p.param("q_norm.weight", {D}, ParamKind::norm);
     wk = p.param("k_norm.weight", {D}, ParamKind::norm);
     q_in = p.act("q_in", {N * p.dims.n_heads, D}), k_in = p.act("k_in", {N * p.dims.n_kv_heads, D});
-    rstd_q = p.act("rstd_q", {N * p.dims.n_heads}), rstd_k = p.act("rstd_k", {N * p.dims.n_kv_heads});
+    rstd_q = p.stat("rstd_q", {N * p.dims.n_heads}), rstd_k = p.stat("rstd_k", {N * p.dims.n_kv_heads});
     dq_in = p.act("dq_in", {N * p.dims.n_heads, D}), dk_in = p.act("dk_in", {N * p.dims.n_kv_heads, D});
     if constexpr (requires { inner.declare(p); }) inner.declare(p);
   }

@@ -15,7 +15,7 @@ struct RMSNorm {
 
   void declare(Planner& p) {
     w = p.param("weight", {p.dims.d_model}, ParamKind::norm);
-    rstd = p.act("rstd", {p.B * p.T});
+    rstd = p.stat("rstd", {p.B * p.T});
   }
   // y, x: [B, T, C]
   void forward(Ctx& c, TensorRef y, TensorRef x) {

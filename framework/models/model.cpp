@@ -56,10 +56,14 @@ void AnyModel::plan(std::int64_t B, std::int64_t T, bool recompute) {
   p.adapters = adapters_;
   p.recompute_blocks = recompute;
   p.kv_cache = kv_cache_;
+  p.act_dtype = precision_;
+  std::vector<int> matmul_weights;
+  if (!planned_) p.matmul_weights = &matmul_weights;
   decoding_ = kv_cache_ > 0;
   recompute_ = recompute;
   declare(p);
   logits_ = p.act("logits", {B, T, dims_.vocab});
+  if (!planned_) matmul_weights_ = std::move(matmul_weights);
   if (!planned_) {
     for (const auto& f : freeze_) {
       bool any = false;
@@ -71,10 +75,42 @@ void AnyModel::plan(std::int64_t B, std::int64_t T, bool recompute) {
   }
   planned_ = true;
   B_ = B, T_ = T;
+  prepare_working();
   if (had_memory) {
     acts_.allocate();
     if (acts_.device() != Device::host) io_.allocate(memory_of(acts_.device()));
   }
+}
+
+void AnyModel::set_precision(DType activations) {
+  LLMTK_CHECK(activations == DType::f32 || activations == DType::bf16, name_, "activations are f32 or bf16, not ",
+              name_of(activations));
+  precision_ = activations;
+  prepare_working();
+}
+
+void AnyModel::prepare_working() {
+  if (precision_ != DType::bf16 || !planned_) return;
+  if (twin_.empty()) {
+    twin_.assign(params_.entries().size(), -1);
+    for (int id : matmul_weights_) {
+      if (twin_[std::size_t(id)] >= 0) continue;  // read by two matmuls (a tied head): one copy
+      const auto& e = params_.entries()[std::size_t(id)];
+      twin_[std::size_t(id)] = working_.add(e.name, e.shape, DType::bf16);
+    }
+  }
+  if (params_.allocated() && !working_.allocated()) {
+    working_.allocate(memory_of(params_.device()));
+    working_stale_ = true;
+  }
+}
+
+void AnyModel::refresh_working() {
+  if (precision_ != DType::bf16 || !working_stale_) return;
+  prepare_working();
+  for (std::size_t id = 0; id < twin_.size(); ++id)
+    if (twin_[id] >= 0) ops::convert(working_[twin_[id]], params_[static_cast<int>(id)]);
+  working_stale_ = false;
 }
 
 // The ids or targets as the ops need them: on the activations' device (copied from the host
@@ -107,14 +143,23 @@ void AnyModel::plan_decode(std::int64_t cache_len) {
 const float* AnyModel::decode(TensorRef ids, std::int64_t pos0) {
   LLMTK_CHECK(acts_.allocated() && decoding_, name_, "decode() needs plan_decode() and allocate()");
   LLMTK_CHECK(ids.dtype == DType::i32 && ids.numel() == T_ && B_ == 1, name_, "decode takes [1, ", T_, "] i32 ids");
+  refresh_working();
   Ctx c = ctx();
   c.pos0 = pos0;
   run_forward(c, c.a(logits_), on_device(ids, io_ids_).view({1, T_}));
   const TensorRef logits = c.a(logits_);
-  if (logits.device == Device::host) return logits.f32() + (T_ - 1) * dims_.vocab;
-  host_logits_.resize(std::size_t(dims_.vocab));
-  copy_bytes(host_logits_.data(), Device::host, logits.f32() + (T_ - 1) * dims_.vocab, logits.device,
-             std::size_t(dims_.vocab) * sizeof(float));
+  if (logits.device == Device::host && logits.dtype == DType::f32) return logits.f32() + (T_ - 1) * dims_.vocab;
+  // The last row on the host, in f32 (bf16 logits widened exactly).
+  const std::size_t V = std::size_t(dims_.vocab), bytes = V * size_of(logits.dtype);
+  host_logits_.resize(V);
+  const char* last = static_cast<const char*>(logits.data) + std::size_t(T_ - 1) * bytes;
+  if (logits.dtype == DType::f32) {
+    copy_bytes(host_logits_.data(), Device::host, last, logits.device, bytes);
+  } else {
+    std::vector<bf16> h(V);
+    copy_bytes(h.data(), Device::host, last, logits.device, bytes);
+    for (std::size_t i = 0; i < V; ++i) host_logits_[i] = float(h[i]);
+  }
   return host_logits_.data();
 }
 
@@ -124,6 +169,8 @@ void AnyModel::allocate() {
   grads_.allocate();
   acts_.allocate();
   if (acts_.device() != Device::host) io_.allocate(memory_of(acts_.device()));
+  prepare_working();
+  working_stale_ = true;
 }
 
 void AnyModel::init(std::uint64_t seed) {
@@ -169,6 +216,7 @@ TensorRef AnyModel::forward(const ModelInputs& in) {
   in_.ids = on_device(in.ids, io_ids_).view({B_, T_});
   in_.lengths = in.lengths ? on_device(in.lengths, io_lengths_).view({B_}) : TensorRef{};
   in_.segments = in.segments ? on_device(in.segments, io_segments_).view({B_, T_}) : TensorRef{};
+  refresh_working();
   Ctx c = ctx();
   c.flow = {in_.lengths, in_.segments};
   run_forward(c, c.a(logits_), in_.ids);

@@ -70,6 +70,12 @@ class AnyModel {
   // recompute: blocks keep only their inputs and recompute activations in backward (less memory,
   // about one more forward pass of compute).
   void plan(std::int64_t B, std::int64_t T, bool recompute = false);
+  // The dtype of activations and their gradients from the next plan() on (docs/bf16.md): f32, or
+  // bf16 — then every parameter a matmul reads also gets a bf16 working copy, rebuilt from the
+  // f32 master weights at the first forward after they may have changed (an optimizer step, a
+  // load: anything that took params() for writing).
+  void set_precision(DType activations);
+  DType precision() const { return precision_; }
   // Plans for decoding one token at a time (batch 1) with a KV cache of `cache_len` positions.
   void plan_decode(std::int64_t cache_len);
   // Decoding: runs `ids` ([1, T] i32) at positions pos0 .. pos0 + T − 1 against the cache, which
@@ -100,11 +106,15 @@ class AnyModel {
   void backward(TensorRef doutputs);
 
   TensorRef logits() const;  // [B, T, V] from the last forward
-  Arena& params() { return params_; }
+  Arena& params() {
+    working_stale_ = true;  // the caller may write: the working copy is rebuilt before next use
+    return params_;
+  }
   Arena& grads() { return grads_; }
   Arena& acts() { return acts_; }
   const Arena& params() const { return params_; }
   const Arena& acts() const { return acts_; }
+  const Arena& working() const { return working_; }  // bf16 copies of the matmul weights (bf16 only)
   std::int64_t param_count() const { return params_.numel(); }
   std::int64_t trainable_count() const { return params_.trainable_numel(); }
   std::size_t grads_bytes() const { return grads_.bytes(); }
@@ -115,7 +125,13 @@ class AnyModel {
   virtual void run_backward(Ctx& c, TensorRef dlogits, TensorRef ids) = 0;
 
  private:
-  Ctx ctx() { return Ctx{params_, grads_, acts_, dims_, B_, T_, 0, {}}; }
+  Ctx ctx() {
+    Ctx c{params_, grads_, acts_, dims_, B_, T_, 0, {}};
+    if (precision_ == DType::bf16) c.working = &working_, c.twin = &twin_;
+    return c;
+  }
+  void prepare_working();  // plans and allocates the working copy as the precision needs
+  void refresh_working();  // rebuilds it from the master weights if they may have changed
 
   std::string name_;
   Dims dims_;
@@ -136,6 +152,11 @@ class AnyModel {
   std::int64_t kv_cache_ = 0;
   bool decoding_ = false;
   ActSlot logits_;
+  DType precision_ = DType::f32;
+  std::vector<int> matmul_weights_;  // parameter ids a matmul reads (from the first plan)
+  Arena working_{"working"};
+  std::vector<int> twin_;  // parameter id → its entry in working_, or -1
+  bool working_stale_ = true;
   ModelInputs in_;  // the last forward's inputs, in the model's memory
 };
 

@@ -4,6 +4,8 @@
 // backend trusts the caller with them (the trainer's non-finite guard catches a bad target).
 #include "checks.hpp"
 
+#include <utility>
+
 #include "../core/memory.hpp"
 
 namespace llmtk::ops {
@@ -29,17 +31,31 @@ struct Op {
     const std::string why = b.unavailable ? b.unavailable() : std::string();
     return why.empty() ? why : "; " + why;
   }
+  // Parameters, their gradients, optimizer state and the statistics a backward reads: f32 in
+  // every precision (docs/bf16.md).
   void f32(const char* what, const TensorRef& t) const {
     LLMTK_CHECK(t.data != nullptr, name, what, " is null");
-    LLMTK_CHECK(t.dtype == DType::f32, name, what, " is ", name_of(t.dtype), "; this backend computes in f32");
+    LLMTK_CHECK(t.dtype == DType::f32, name, what, " is ", name_of(t.dtype),
+                "; it must be f32 (parameters, gradients, optimizer state and statistics stay f32 in bf16 mode)");
     in_memory(what, t);
   }
-  // Matmul inputs may be f32 or bf16 (a bf16 copy of the weights, or a bf16 matrix for the peak
-  // measurement); everything else is f32.
+  // Activations and their gradients: f32 or bf16, one dtype for all of an op call's activations.
+  mutable DType act_dtype = DType::f32;
+  mutable const char* first_act = nullptr;
+  void act(const char* what, const TensorRef& t) const {
+    LLMTK_CHECK(t.data != nullptr, name, what, " is null");
+    LLMTK_CHECK(t.dtype == DType::f32 || t.dtype == DType::bf16, name, what, " is ", name_of(t.dtype),
+                "; activations are f32 or bf16");
+    if (!first_act) first_act = what, act_dtype = t.dtype;
+    LLMTK_CHECK(t.dtype == act_dtype, name, what, " is ", name_of(t.dtype), " but ", first_act, " is ",
+                name_of(act_dtype), "; an op's activations and their gradients share one dtype");
+    in_memory(what, t);
+  }
+  // A matmul's weight: f32, or its bf16 working copy, whatever the activations are.
   void f32_or_bf16(const char* what, const TensorRef& t) const {
     LLMTK_CHECK(t.data != nullptr, name, what, " is null");
     LLMTK_CHECK(t.dtype == DType::f32 || t.dtype == DType::bf16, name, what, " is ", name_of(t.dtype),
-                "; matmul inputs are f32 or bf16");
+                "; a matmul's weight is f32 or bf16");
     in_memory(what, t);
   }
   void i32(const char* what, const TensorRef& t) const {
@@ -69,7 +85,7 @@ struct MatmulShape {
   std::int64_t N, I, O;
 };
 MatmulShape matmul_product(const Op& op, TensorRef y, const char* y_name, TensorRef x, TensorRef w, TensorRef b) {
-  op.f32(y_name, y), op.f32_or_bf16("x", x), op.f32_or_bf16("w", w);
+  op.act(y_name, y), op.act("x", x), op.f32_or_bf16("w", w);
   const std::int64_t N = x.rows(), I = x.size(-1), O = w.size(0);
   LLMTK_CHECK(w.rank == 2 && w.size(1) == I, op.name, "w ", w.shape_str(), " must be [O, I] with I = ", I, " (x is ",
               x.shape_str(), ")");
@@ -83,13 +99,13 @@ MatmulShape matmul_product(const Op& op, TensorRef y, const char* y_name, Tensor
 // dx[N, I] = dy · w (dx may be null); dw[O, I] += dyᵀ · x; db[O] += Σ_n dy (dw, db may be null).
 void matmul_gradients(const Op& op, TensorRef dx, const char* dx_name, TensorRef dw, TensorRef db, TensorRef dy,
                       TensorRef x, const char* x_name, TensorRef w) {
-  op.f32("dy", dy), op.f32_or_bf16(x_name, x), op.f32_or_bf16("w", w);
+  op.act("dy", dy), op.act(x_name, x), op.f32_or_bf16("w", w);
   const std::int64_t N = x.rows(), I = x.size(-1), O = w.size(0);
   LLMTK_CHECK(w.rank == 2 && w.size(1) == I, op.name, "w ", w.shape_str(), " must be [O, I] with I = ", I, " (",
               x_name, " is ", x.shape_str(), ")");
   LLMTK_CHECK(dy.rows() == N && dy.size(-1) == O, op.name, "dy ", dy.shape_str(), " must be [", N, ", ", O, "]");
   if (dx) {
-    op.f32(dx_name, dx);
+    op.act(dx_name, dx);
     LLMTK_CHECK(dx.rows() == N && dx.size(-1) == I, op.name, dx_name, " ", dx.shape_str(), " must be [", N, ", ", I,
                 "]");
   }
@@ -112,7 +128,7 @@ void check_matmul_backward(TensorRef dx, TensorRef dw, TensorRef db, TensorRef d
 // h = x · wᵀ + b is saved for backward, y = gelu(h); y, h: [N, O] and distinct.
 void check_matmul_gelu_forward(TensorRef y, TensorRef h, TensorRef x, TensorRef w, TensorRef b) {
   const Op op{"matmul_gelu_forward"};
-  op.f32("h", h);
+  op.act("h", h);
   op.same("y", y, "h", h);
   LLMTK_CHECK(y.data != h.data, op.name, "y and h must be different tensors (h is kept for the backward)");
   matmul_product(op, y, "y", x, w, b);
@@ -124,13 +140,13 @@ void check_gelu_matmul_backward(TensorRef dh, TensorRef dw, TensorRef db, Tensor
   LLMTK_CHECK(dh, op.name, "dh is required (it is the op's activation gradient)");
   op.same("dh", dh, "h", h);
   LLMTK_CHECK(dh.data != h.data, op.name, "dh and h must be different tensors (h is read after dh is written)");
-  op.f32("h", h);
+  op.act("h", h);
   matmul_gradients(op, dh, "dh", dw, db, dy, a, "a", w);
 }
 // y = a + b, all the same shape (y may alias a or b).
 void check_add_forward(TensorRef y, TensorRef a, TensorRef b) {
   const Op op{"add_forward"};
-  op.f32("y", y), op.f32("a", a), op.f32("b", b);
+  op.act("y", y), op.act("a", a), op.act("b", b);
   op.same("a", a, "b", b), op.same("y", y, "a", a);
 }
 
@@ -140,7 +156,7 @@ void check_add_forward(TensorRef y, TensorRef a, TensorRef b) {
 void check_layernorm_forward(TensorRef y, TensorRef mean, TensorRef rstd, TensorRef x, TensorRef w, TensorRef b,
                              float) {
   const Op op{"layernorm_forward"};
-  op.f32("y", y), op.f32("x", x), op.f32("w", w), op.f32_if("b", b);
+  op.act("y", y), op.act("x", x), op.f32("w", w), op.f32_if("b", b);
   op.f32("mean", mean), op.f32("rstd", rstd);
   op.same("y", y, "x", x);
   const std::int64_t N = x.rows(), C = x.size(-1);
@@ -151,7 +167,7 @@ void check_layernorm_forward(TensorRef y, TensorRef mean, TensorRef rstd, Tensor
 void check_layernorm_backward(TensorRef dx, TensorRef dw, TensorRef db, TensorRef dy, TensorRef x, TensorRef w,
                               TensorRef mean, TensorRef rstd) {
   const Op op{"layernorm_backward"};
-  op.f32("dx", dx), op.f32("dy", dy), op.f32("x", x), op.f32("w", w);
+  op.act("dx", dx), op.act("dy", dy), op.act("x", x), op.f32("w", w);
   op.f32("mean", mean), op.f32("rstd", rstd), op.f32_if("dw", dw), op.f32_if("db", db);
   op.same("dx", dx, "x", x), op.same("dy", dy, "x", x);
   const std::int64_t N = x.rows(), C = x.size(-1);
@@ -162,7 +178,7 @@ void check_layernorm_backward(TensorRef dx, TensorRef dw, TensorRef db, TensorRe
 // y[N, C], rstd[N], w[C].
 void check_rmsnorm_forward(TensorRef y, TensorRef rstd, TensorRef x, TensorRef w, float) {
   const Op op{"rmsnorm_forward"};
-  op.f32("y", y), op.f32("x", x), op.f32("w", w), op.f32("rstd", rstd);
+  op.act("y", y), op.act("x", x), op.f32("w", w), op.f32("rstd", rstd);
   op.same("y", y, "x", x);
   const std::int64_t N = x.rows(), C = x.size(-1);
   LLMTK_CHECK(w.numel() == C, op.name, "w must have ", C, " elements");
@@ -171,7 +187,7 @@ void check_rmsnorm_forward(TensorRef y, TensorRef rstd, TensorRef x, TensorRef w
 // dx written (required); dw accumulates and may be null.
 void check_rmsnorm_backward(TensorRef dx, TensorRef dw, TensorRef dy, TensorRef x, TensorRef w, TensorRef rstd) {
   const Op op{"rmsnorm_backward"};
-  op.f32("dx", dx), op.f32("dy", dy), op.f32("x", x), op.f32("w", w), op.f32("rstd", rstd), op.f32_if("dw", dw);
+  op.act("dx", dx), op.act("dy", dy), op.act("x", x), op.f32("w", w), op.f32("rstd", rstd), op.f32_if("dw", dw);
   op.same("dx", dx, "x", x), op.same("dy", dy, "x", x);
   const std::int64_t N = x.rows(), C = x.size(-1);
   LLMTK_CHECK(w.numel() == C && (!dw || dw.numel() == C), op.name, "w and dw must have ", C, " elements");
@@ -182,7 +198,7 @@ void check_rmsnorm_backward(TensorRef dx, TensorRef dw, TensorRef dy, TensorRef 
 
 // x, y: [B, T, heads, D], D even (y may alias x; in backward dx may alias dy).
 void rope(const Op& op, const char* y_name, TensorRef y, const char* x_name, TensorRef x) {
-  op.f32(y_name, y), op.f32(x_name, x);
+  op.act(y_name, y), op.act(x_name, x);
   op.rank(x_name, x, 4, "[B, T, heads, D]");
   op.same(y_name, y, x_name, x);
   LLMTK_CHECK(x.size(3) % 2 == 0, op.name, "head dim ", x.size(3), " must be even");
@@ -192,7 +208,7 @@ void check_rope_backward(TensorRef dx, TensorRef dy, float, int) { rope(Op{"rope
 // y[B, T, C] = x + table[pos0 + t, :], table: [P ≥ pos0 + T, C].
 void check_positions_forward(TensorRef y, TensorRef x, TensorRef table, int pos0) {
   const Op op{"positions_forward"};
-  op.f32("y", y), op.f32("x", x), op.f32("table", table);
+  op.act("y", y), op.act("x", x), op.f32("table", table);
   op.rank("x", x, 3, "[B, T, C]"), op.same("y", y, "x", x);
   const std::int64_t T = x.size(1), C = x.size(2);
   LLMTK_CHECK(pos0 >= 0 && table.size(0) >= pos0 + T && table.size(-1) == C, op.name, "table ", table.shape_str(),
@@ -201,7 +217,7 @@ void check_positions_forward(TensorRef y, TensorRef x, TensorRef table, int pos0
 // dtable[t, :] += Σ_b dy[b, t, :]; dy: [B, T, C].
 void check_positions_backward(TensorRef dtable, TensorRef dy) {
   const Op op{"positions_backward"};
-  op.f32("dtable", dtable), op.f32("dy", dy);
+  op.f32("dtable", dtable), op.act("dy", dy);
   op.rank("dy", dy, 3, "[B, T, C]");
   const std::int64_t T = dy.size(1), C = dy.size(2);
   LLMTK_CHECK(dtable.size(0) >= T && dtable.size(-1) == C, op.name, "dtable ", dtable.shape_str(), " must be [P >= ",
@@ -210,7 +226,7 @@ void check_positions_backward(TensorRef dtable, TensorRef dy) {
 // y[B, T, C] = x + PE[pos0 + t], C even (y may alias x).
 void check_sinusoidal_forward(TensorRef y, TensorRef x, int) {
   const Op op{"sinusoidal_forward"};
-  op.f32("y", y), op.f32("x", x);
+  op.act("y", y), op.act("x", x);
   op.rank("x", x, 3, "[B, T, C]"), op.same("y", y, "x", x);
   LLMTK_CHECK(x.size(2) % 2 == 0, op.name, "C = ", x.size(2), " must be even");
 }
@@ -222,7 +238,7 @@ void check_sinusoidal_forward(TensorRef y, TensorRef x, int) {
 // (not both; segments need q_offset = 0 and Tk = Tq).
 void attention(const Op& op, TensorRef out, TensorRef lse, TensorRef q, TensorRef k, TensorRef v,
                const AttentionMask& m) {
-  op.f32("q", q), op.f32("k", k), op.f32("v", v), op.f32("out", out), op.f32("lse", lse);
+  op.act("q", q), op.act("k", k), op.act("v", v), op.act("out", out), op.f32("lse", lse);
   op.rank("q", q, 4, "[B, T, H, D]");
   op.rank("k", k, 4, "[B, T, KV, D]");
   op.rank("v", v, 4, "[B, T, KV, D]");
@@ -266,7 +282,7 @@ void check_attention_backward(TensorRef dq, TensorRef dk, TensorRef dv, TensorRe
   attention(op, out, lse, q, k, v, mask);
   LLMTK_CHECK(mask.q_offset == 0 && k.size(1) == q.size(1), op.name,
               "backward needs as many keys as queries and q_offset 0");
-  op.f32("dq", dq), op.f32("dk", dk), op.f32("dv", dv), op.f32("dout", dout);
+  op.act("dq", dq), op.act("dk", dk), op.act("dv", dv), op.act("dout", dout);
   op.same("dq", dq, "q", q), op.same("dout", dout, "q", q);
   op.same("dk", dk, "k", k), op.same("dv", dv, "v", v);
 }
@@ -276,24 +292,24 @@ void check_attention_backward(TensorRef dq, TensorRef dk, TensorRef dv, TensorRe
 // y = f(x) (y may alias x).
 void unary(const char* name, TensorRef y, TensorRef x) {
   const Op op{name};
-  op.f32("y", y), op.f32("x", x), op.same("y", y, "x", x);
+  op.act("y", y), op.act("x", x), op.same("y", y, "x", x);
 }
 // dx = dy · f'(x) (dx may alias dy).
 void unary_backward(const char* name, TensorRef dx, TensorRef dy, TensorRef x) {
   const Op op{name};
-  op.f32("dx", dx), op.f32("dy", dy), op.f32("x", x);
+  op.act("dx", dx), op.act("dy", dy), op.act("x", x);
   op.same("dx", dx, "x", x), op.same("dy", dy, "x", x);
 }
 // y[N, F] = f(gate) · up.
 void gated(const char* name, TensorRef y, TensorRef gate, TensorRef up) {
   const Op op{name};
-  op.f32("y", y), op.f32("gate", gate), op.f32("up", up);
+  op.act("y", y), op.act("gate", gate), op.act("up", up);
   op.same("gate", gate, "up", up), op.same("y", y, "gate", gate);
 }
 // dgate, dup written (dgate may alias dy).
 void gated_backward(const char* name, TensorRef dgate, TensorRef dup, TensorRef dy, TensorRef gate, TensorRef up) {
   const Op op{name};
-  op.f32("dgate", dgate), op.f32("dup", dup), op.f32("dy", dy), op.f32("gate", gate), op.f32("up", up);
+  op.act("dgate", dgate), op.act("dup", dup), op.act("dy", dy), op.act("gate", gate), op.act("up", up);
   op.same("gate", gate, "up", up), op.same("dy", dy, "gate", gate);
   op.same("dgate", dgate, "gate", gate), op.same("dup", dup, "gate", gate);
 }
@@ -326,7 +342,7 @@ void token_ids(const Op& op, TensorRef ids, std::int64_t V) {
 // y[B, T, C] = table[ids[b, t], :]; table [V, C].
 void check_embedding_forward(TensorRef y, TensorRef ids, TensorRef table) {
   const Op op{"embedding_forward"};
-  op.f32("y", y), op.f32("table", table);
+  op.act("y", y), op.f32("table", table);
   op.i32("ids", ids);
   const std::int64_t N = ids.numel(), C = table.size(-1);
   LLMTK_CHECK(y.rows() == N && y.size(-1) == C, op.name, "y ", y.shape_str(), " must be [", N, ", ", C, "]");
@@ -335,7 +351,7 @@ void check_embedding_forward(TensorRef y, TensorRef ids, TensorRef table) {
 // dtable[ids[b, t], :] += dy[b, t, :].
 void check_embedding_backward(TensorRef dtable, TensorRef dy, TensorRef ids) {
   const Op op{"embedding_backward"};
-  op.f32("dtable", dtable), op.f32("dy", dy);
+  op.f32("dtable", dtable), op.act("dy", dy);
   op.i32("ids", ids);
   const std::int64_t N = ids.numel(), C = dtable.size(-1);
   LLMTK_CHECK(dy.rows() == N && dy.size(-1) == C, op.name, "dy ", dy.shape_str(), " must be [", N, ", ", C, "]");
@@ -353,7 +369,7 @@ void targets_in_range(const Op& op, TensorRef targets, std::int64_t V, int ignor
 // losses[N]; logits [N, V]; targets [N] i32.
 void check_cross_entropy_forward(TensorRef losses, TensorRef logits, TensorRef targets, int ignore_index) {
   const Op op{"cross_entropy_forward"};
-  op.f32("losses", losses), op.f32("logits", logits), op.i32("targets", targets);
+  op.f32("losses", losses), op.act("logits", logits), op.i32("targets", targets);
   const std::int64_t N = logits.rows();
   LLMTK_CHECK(targets.numel() == N && losses.numel() == N, op.name, "losses and targets need ", N, " rows");
   targets_in_range(op, targets, logits.size(-1), ignore_index);
@@ -362,7 +378,7 @@ void check_cross_entropy_forward(TensorRef losses, TensorRef logits, TensorRef t
 void check_cross_entropy_backward(TensorRef dlogits, TensorRef logits, TensorRef targets, TensorRef weights, float,
                                   int ignore_index) {
   const Op op{"cross_entropy_backward"};
-  op.f32("dlogits", dlogits), op.f32("logits", logits), op.i32("targets", targets), op.f32_if("weights", weights);
+  op.act("dlogits", dlogits), op.act("logits", logits), op.i32("targets", targets), op.f32_if("weights", weights);
   op.same("dlogits", dlogits, "logits", logits);
   const std::int64_t N = logits.rows();
   LLMTK_CHECK(targets.numel() == N, op.name, "targets must be ", N, " i32 values");
@@ -396,10 +412,22 @@ void check_sum_squares(TensorRef out, TensorRef x) {
   op.f32("out", out), op.f32("x", x);
   LLMTK_CHECK(out.numel() >= 1, op.name, "out needs one element");
 }
-// y = s · x (y may alias x).
+// y = s · x (y may alias x), in one dtype (gradients f32, or activations).
 void check_scale_forward(TensorRef y, TensorRef x, float) {
   const Op op{"scale_forward"};
-  op.f32("y", y), op.f32("x", x), op.same("y", y, "x", x);
+  op.act("y", y), op.act("x", x), op.same("y", y, "x", x);
+}
+// y = x in y's dtype; both f32 or bf16 with the same element count.
+void check_convert(TensorRef y, TensorRef x) {
+  const Op op{"convert"};
+  for (auto [what, t] : {std::pair{"y", &y}, std::pair{"x", &x}}) {
+    LLMTK_CHECK(t->data != nullptr, op.name, what, " is null");
+    LLMTK_CHECK(t->dtype == DType::f32 || t->dtype == DType::bf16, op.name, what, " is ", name_of(t->dtype),
+                "; convert goes between f32 and bf16");
+    op.in_memory(what, *t);
+  }
+  LLMTK_CHECK(y.numel() == x.numel(), op.name, "y ", y.shape_str(), " and x ", x.shape_str(),
+              " must have the same number of elements");
 }
 
 }  // namespace

@@ -57,5 +57,6 @@
                 (param, grad, buf, args))                                                         \
   X(lion_step,  (TensorRef param, TensorRef grad, TensorRef m, LionArgs args), (param, grad, m, args)) \
   X(sum_squares, (TensorRef out, TensorRef x), (out, x))                                          \
-  X(scale_forward, (TensorRef y, TensorRef x, float s), (y, x, s))
+  X(scale_forward, (TensorRef y, TensorRef x, float s), (y, x, s))                                 \
+  X(convert, (TensorRef y, TensorRef x), (y, x))
 // clang-format on

@@ -9,6 +9,12 @@
 //     may alias dy in element-wise backward ops (rope, activations; swiglu/geglu: dgate may
 //     alias dy), and dlogits may alias logits in cross_entropy_backward (the objective computes
 //     the loss gradient in place). Layers rely on this to work in place; tests/test_ops.cpp checks it.
+//   - dtypes (docs/bf16.md): activations and activation gradients are in the call's activation
+//     dtype, f32 or bf16, the same for all of them; statistics the backward reads (mean, rstd,
+//     lse, losses, cross-entropy weights), parameters, their gradients and optimizer state are
+//     f32. A matmul's w may be f32 or bf16 (the working copy) whatever the activations are. An
+//     op computes in f32 or wider and rounds once when it stores a bf16 result; nothing
+//     accumulates (+=) in bf16.
 // checks.cpp checks each op's arguments against these contracts; backends/reference runs them.
 #pragma once
 #include <cstdint>
@@ -73,7 +79,7 @@ namespace ops {
 
 // ---- linear maps --------------------------------------------------------------------------
 // matmul_forward:  y[N, O] = x[N, I] · w[O, I]ᵀ + b[O]   (w is K-major: its I axis is contiguous)
-//                  x and w may be bf16 (then the product has bf16 inputs, f32 accumulation)
+//                  x, y in the activation dtype; w f32 or bf16 (a bf16 product accumulates in f32)
 // matmul_backward: dx[N, I] = dy · w  (skipped when dx is null)
 //                  dw[O, I] += dyᵀ · x;  db[O] += Σ_n dy[n, :]  (db may be null)
 // matmul_gelu_forward:  h = x · wᵀ + b (as matmul_forward, saved for backward), y = gelu(h):
@@ -127,6 +133,8 @@ namespace ops {
 // sgd_step, lion_step: see SgdArgs and LionArgs above; buf / m are the optimizer state.
 // sum_squares: out[0] += Σ x² (accumulates, so one output gathers a global gradient norm²).
 // scale_forward: y = s · x (y may alias x): gradient clipping.
+// convert: y = x in y's dtype (f32 or bf16, same element count): bf16 → f32 is exact, f32 → bf16
+//          rounds to nearest even (NaN stays NaN). The working copy of the weights is made with it.
 
 #define LLMTK_X(name, params, args) void name params;
 LLMTK_OPS(LLMTK_X)

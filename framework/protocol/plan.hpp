@@ -92,7 +92,18 @@ class Planner {
     }
     return !name.empty() && (pattern[0] == '?' || pattern[0] == name[0]) && glob(pattern.substr(1), name.substr(1));
   }
-  ActSlot act(std::string_view name, std::vector<std::int64_t> shape, DType dtype = DType::f32) {
+  // The dtype of activations and activation gradients in this plan (f32, or bf16 with
+  // precision = "bf16"; docs/bf16.md). Statistics a backward reads are declared with stat().
+  DType act_dtype = DType::f32;
+  ActSlot act(std::string_view name, std::vector<std::int64_t> shape) { return act(name, std::move(shape), act_dtype); }
+  // A statistic saved for backward (norm means and rstd, attention's lse): f32 in every precision.
+  ActSlot stat(std::string_view name, std::vector<std::int64_t> shape) { return act(name, std::move(shape), DType::f32); }
+  // A matmul reads parameter `w` (Linear, a tied head): in bf16 it gets a bf16 working copy.
+  std::vector<int>* matmul_weights = nullptr;
+  void read_by_matmul(ParamSlot w) {
+    if (matmul_weights && w) matmul_weights->push_back(w.id);
+  }
+  ActSlot act(std::string_view name, std::vector<std::int64_t> shape, DType dtype) {
     std::string full = prefix_ + std::string(name);
     if (!share_from_.empty() && full.starts_with(share_to_)) {
       // Recomputation: this block reuses the first block's activation memory.
@@ -165,7 +176,16 @@ struct Ctx {
   std::int64_t pos0 = 0;  // position of the first token (non-zero only when decoding with a KV cache)
   Flow flow{};            // inputs beyond the hidden stream: padding, document boundaries
 
+  // Working copies (docs/bf16.md): twin[id] is parameter id's bf16 copy in `working`, or -1.
+  const Arena* working = nullptr;
+  const std::vector<int>* twin = nullptr;
+
   TensorRef p(ParamSlot s) const { return params[s.id]; }
+  // What a matmul reads for parameter s: its bf16 working copy when it has one, else itself.
+  TensorRef w(ParamSlot s) const {
+    const int t = twin && s.id >= 0 ? (*twin)[std::size_t(s.id)] : -1;
+    return t >= 0 ? (*working)[t] : params[s.id];
+  }
   // A parameter's gradient (+=), or null when the parameter is frozen or absent.
   TensorRef g(ParamSlot s) const { return grads[s.grad]; }
   TensorRef a(ActSlot s) const { return acts[s.id]; }

@@ -20,8 +20,8 @@ TensorRef NextTokenLoss::on_device(TensorRef t, int slot) {
 }
 
 float NextTokenLoss::forward(TensorRef logits, const Labels& labels) {
-  LLMTK_CHECK(logits && logits.dtype == DType::f32 && logits.rank >= 2, kWhere, "logits must be f32 [..., V], got ",
-              logits.shape_str());
+  LLMTK_CHECK(logits && (logits.dtype == DType::f32 || logits.dtype == DType::bf16) && logits.rank >= 2, kWhere,
+              "logits must be f32 or bf16 [..., V], got ", name_of(logits.dtype), " ", logits.shape_str());
   const std::int64_t N = logits.rows(), V = logits.size(-1);
   LLMTK_CHECK(labels.targets && labels.targets.dtype == DType::i32 && labels.targets.numel() == N, kWhere,
               "targets must be ", N, " i32 values (one per position), got ", labels.targets.shape_str());

@@ -96,7 +96,8 @@ double measure_matmul_peak_flops() {
     std::vector<float> a(half ? 0 : count, 0.5f), b(half ? 0 : count, 0.25f);
     std::vector<bf16> a16(half ? count : 0, bf16(0.5f)), b16(half ? count : 0, bf16(0.25f));
     Arena m("matmul peak");
-    const int ia = m.add("a", {n, n}, in), ib = m.add("b", {n, n}, in), ic = m.add("c", {n, n});
+    // bf16: the product of a bf16 step, bf16 operands and a bf16 result (f32 accumulation).
+    const int ia = m.add("a", {n, n}, in), ib = m.add("b", {n, n}, in), ic = m.add("c", {n, n}, in);
     m.allocate(mem);
     m.write(ia, half ? static_cast<const void*>(a16.data()) : a.data());
     m.write(ib, half ? static_cast<const void*>(b16.data()) : b.data());
@@ -278,8 +279,7 @@ Setup set_up(const Recipe& r, const TrainOptions& opt, const std::string& resume
   Setup s;
   (void)matmul_peak_override();  // a bad value stops here, before the run directory exists
   ops::require_backend(r.train.device);
-  // bf16: matmuls round their inputs to bf16 and accumulate in f32; weights, gradients and the
-  // optimizer state stay f32 (the reference backend ignores it).
+  // bf16: matmuls with f32 operands (the samples' model) round them to bf16 too.
   ops::set_matmul_precision(r.train.precision == "bf16" ? DType::bf16 : DType::f32);
   if (r.train.threads > 0) ops::set_threads(r.train.threads);  // through the backend's own setter
   s.tok_path = (fs::path(r.data.dir) / "tokenizer.json").string();
@@ -295,6 +295,9 @@ Setup set_up(const Recipe& r, const TrainOptions& opt, const std::string& resume
   s.val_loader = make_loader(r, shards(r.data.dir, "val_"), s.tok->hash(),
                              {r.train.batch, r.train.seq, data::DataOrder::sequential, 0, 0, 1}, true);
   s.model = make_model(r.model.arch, r.model.dims);
+  // bf16: activations and their gradients in bf16, matmuls read a bf16 working copy of the
+  // weights; master weights, gradients and optimizer state stay f32 (docs/bf16.md).
+  s.model->set_precision(r.train.precision == "bf16" ? DType::bf16 : DType::f32);
   const std::string from = !opt.init.empty() ? opt.init : r.finetune.from;
   LLMTK_CHECK(opt.init.empty() || r.finetune.from.empty(), "--init", "the recipe names its base (finetune.from = \"",
               r.finetune.from, "\"); drop --init or the key");

@@ -40,6 +40,7 @@ struct ShowArgs {
   std::string name;
   std::vector<std::string> sets;
   std::int64_t batch = 8, seq = 0;
+  std::string precision = "fp32";
   bool json = false;
 };
 
@@ -47,16 +48,20 @@ void show(const ShowArgs& a) {
   const ArchInfo& info = find_arch(a.name);
   const Dims dims = dims_with_overrides(info, a.sets, "arch show");
   const std::int64_t B = a.batch, T = a.seq > 0 ? a.seq : dims.max_seq;
+  const DType act_dtype = a.precision == "bf16" ? DType::bf16 : DType::f32;
   auto model = info.make(dims);  // checks every size rule
+  model->set_precision(act_dtype);
   model->plan(B, T);
 
   const double fwd = model->forward_flops_per_token(T);
-  // fp32 parameters and gradients; AdamW keeps two moments per parameter.
+  // f32 parameters and gradients; AdamW keeps two moments per parameter. bf16 (docs/bf16.md):
+  // activations in bf16, plus a bf16 working copy of every weight a matmul reads.
   const std::int64_t param_bytes = model->param_count() * 4, grad_bytes = param_bytes,
-                     optim_bytes = 2 * param_bytes;
+                     optim_bytes = 2 * param_bytes, working_bytes = std::int64_t(model->working().bytes());
   const std::int64_t act_bytes = std::int64_t(model->acts().bytes());
-  const std::int64_t total = param_bytes + grad_bytes + optim_bytes + act_bytes;
+  const std::int64_t total = param_bytes + grad_bytes + optim_bytes + working_bytes + act_bytes;
   auto recomputed = info.make(dims);  // the same model with train.recompute = "blocks"
+  recomputed->set_precision(act_dtype);
   recomputed->plan(B, T, true);
   const std::int64_t act_recompute = std::int64_t(recomputed->acts().bytes());
 
@@ -73,10 +78,10 @@ void show(const ShowArgs& a) {
     for (const auto& p : model->parts())
       parts.push_back({{"path", p.path}, {"type", p.type}, {"params", p.params}, {"note", p.note}});
     j["parts"] = parts;
-    j["batch"] = B, j["seq"] = T;
+    j["batch"] = B, j["seq"] = T, j["precision"] = a.precision;
     j["flops_per_token"] = {{"forward", fwd}, {"training", 3 * fwd}};
     j["memory_bytes"] = {{"params", param_bytes}, {"grads", grad_bytes},
-                         {"optimizer", optim_bytes}, {"activations", act_bytes},
+                         {"optimizer", optim_bytes}, {"working_copy", working_bytes}, {"activations", act_bytes},
                          {"activations_recompute_blocks", act_recompute}, {"total", total}};
     fmt::print("{}\n", j.dump(2));
     return;
@@ -94,10 +99,12 @@ void show(const ShowArgs& a) {
   fmt::print("  {:<18} {:<42} {:>15}\n", "total", "", grouped(model->param_count()));
   fmt::print("\ncompute per token at seq {}\n  forward   {}\n  training  {} (forward + backward, 3x)\n",
              T, human_flops(fwd), human_flops(3 * fwd));
-  fmt::print("\nmemory for one training step at batch {} x seq {} (fp32, AdamW)\n", B, T);
-  fmt::print("  parameters       {:>12}\n  gradients        {:>12}\n  optimizer state  {:>12}\n"
-             "  activations      {:>12}   ({} with train.recompute = \"blocks\")\n  total            {:>12}\n",
-             human_bytes(param_bytes), human_bytes(grad_bytes), human_bytes(optim_bytes),
+  fmt::print("\nmemory for one training step at batch {} x seq {} ({}, AdamW)\n", B, T,
+             act_dtype == DType::bf16 ? "bf16 activations, f32 master weights" : "fp32");
+  fmt::print("  parameters       {:>12}\n  gradients        {:>12}\n  optimizer state  {:>12}\n", human_bytes(param_bytes),
+             human_bytes(grad_bytes), human_bytes(optim_bytes));
+  if (working_bytes) fmt::print("  bf16 weights     {:>12}   (the matmuls' working copy)\n", human_bytes(working_bytes));
+  fmt::print("  activations      {:>12}   ({} with train.recompute = \"blocks\")\n  total            {:>12}\n",
              human_bytes(act_bytes), human_bytes(act_recompute), human_bytes(total));
 }
 
@@ -129,6 +136,9 @@ void add_arch_commands(CLI::App& app) {
   sh->add_option("--set", args->sets, "Override a size: --set model.n_layers=6 (repeatable)");
   sh->add_option("--batch", args->batch, "Batch size for the memory estimate")->check(CLI::Range(1, 1 << 20));
   sh->add_option("--seq", args->seq, "Sequence length (default: model.max_seq)")->check(CLI::Range(1, 1 << 24));
+  sh->add_option("--precision", args->precision, "fp32, or bf16: activations in bf16 (train.precision)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"fp32", "bf16"}));
   sh->add_flag("--json", args->json, "Print one JSON object");
   sh->callback([args] { show(*args); });
 }
