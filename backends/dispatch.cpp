@@ -138,6 +138,10 @@ void set_matmul_precision(DType t) {
 }
 DType matmul_precision() { return context().matmul_dtype; }
 
+DType activation_dtype(std::string_view precision) {
+  return precision == "bf16" && context().backend->bf16_activations ? DType::bf16 : DType::f32;
+}
+
 void set_threads(int threads) {
   LLMTK_CHECK(threads >= 1, "threads", "the thread count is ", threads, "; it must be at least 1");
   Context& c = mutable_context();

@@ -81,6 +81,16 @@ TEST_CASE("cpu matmuls take bf16 inputs as they are", "[backend][cpu][bf16]") {
   CHECK(dw_err <= 1e-5 * dw_max);
 }
 
+TEST_CASE("a bf16 run stores bf16 activations where the backend has bf16 kernels", "[backend][bf16]") {
+  for (const char* name : {"reference", "cpu"}) {
+    ops::ScopedBackend use(name);
+    CHECK(ops::activation_dtype("bf16") == DType::bf16);
+    CHECK(ops::activation_dtype("fp32") == DType::f32);
+  }
+  // cuda widens bf16 in separate passes until its kernels take bf16: f32 activations there.
+  CHECK_FALSE(ops::find_backend_info("cuda")->bf16_activations);
+}
+
 TEST_CASE("backends register themselves, in order, with what they run on", "[backend]") {
   const auto names = ops::backends();
   REQUIRE(names.size() >= 3);

@@ -17,16 +17,23 @@
 // floats (one AVX-512 register), K and V also transposed, so the three small products below run
 // on whole registers with the accumulators held in registers. The padding adds zeros to dot
 // products, so results are exact for any head size D ≤ 256.
+//
+// bf16 activations (docs/bf16.md): q, k, v, dout and out are widened as they are copied into the
+// f32 tiles, out, dk and dv are rounded as they are stored, and dq sums over key tiles in f32
+// rows of the thread's buffer before one rounding: no separate conversion pass.
 #include <omp.h>
 
 #include <algorithm>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 
-#include "cpu.hpp"
+#include "elementwise.hpp"  // by_dtype, ld, st: bf16 activations
 #include "fast_math.hpp"
 
 namespace llmtk::cpu {
+
+using namespace elementwise;
 
 namespace {
 
@@ -111,17 +118,26 @@ AccumulateFn accumulate_for(int Dp) {
   }
 }
 
-// Copies `rows` rows of D floats (source row stride `stride`) into a rows_padded × Dp tile,
-// zeros elsewhere.
-void load_rows(float* tile, const float* src, std::int64_t stride, int rows, int rows_padded, int D, int Dp) {
+// Copies `rows` rows of D values (source row stride `stride`, f32 or bf16: tiles are f32) into a
+// rows_padded × Dp tile, zeros elsewhere.
+template <class T>
+void load_rows(float* tile, const T* src, std::int64_t stride, int rows, int rows_padded, int D, int Dp) {
   std::memset(tile, 0, sizeof(float) * std::size_t(rows_padded) * std::size_t(Dp));
-  for (int r = 0; r < rows; ++r) std::memcpy(tile + r * Dp, src + r * stride, sizeof(float) * std::size_t(D));
+  for (int r = 0; r < rows; ++r) {
+    if constexpr (std::is_same_v<T, float>) {
+      std::memcpy(tile + r * Dp, src + r * stride, sizeof(float) * std::size_t(D));
+    } else {
+#pragma omp simd
+      for (int d = 0; d < D; ++d) tile[r * Dp + d] = ld(src + r * stride, d);
+    }
+  }
 }
 // The transpose: tile[d][r] = src[r][d], a Dp × kBK tile, zeros elsewhere.
-void load_transposed(float* tile, const float* src, std::int64_t stride, int rows, int D, int Dp) {
+template <class T>
+void load_transposed(float* tile, const T* src, std::int64_t stride, int rows, int D, int Dp) {
   std::memset(tile, 0, sizeof(float) * std::size_t(Dp) * kBK);
   for (int r = 0; r < rows; ++r)
-    for (int d = 0; d < D; ++d) tile[d * kBK + r] = src[r * stride + d];
+    for (int d = 0; d < D; ++d) tile[d * kBK + r] = ld(src + r * stride, d);
 }
 
 // The mask and ALiBi as one rule (AttentionMask): score adjustment for query position i and key
@@ -177,6 +193,7 @@ void attention_forward(TensorRef out, TensorRef lse, TensorRef q, TensorRef k, T
   // Per thread: Q tile, O accumulator, K transposed, V tile, scores, row max and sum.
   const std::size_t per_thread = std::size_t(2 * kBQ * Dp + kMaxD * kBK + kBK * Dp + kBQ * kBK + 2 * kBQ);
   float* buffers = scratch(std::size_t(max_threads()) * per_thread);
+  by_dtype(q.dtype, [&]<class E>() {  // E: the storage type of q, k, v and out (f32 or bf16)
 #pragma omp parallel for collapse(3) schedule(dynamic, 1)
   for (std::int64_t b = 0; b < S.B; ++b)
     for (std::int64_t h = 0; h < S.H; ++h)
@@ -191,9 +208,9 @@ void attention_forward(TensorRef out, TensorRef lse, TensorRef q, TensorRef k, T
         const std::int64_t g = h / group, i0 = qt * kBQ;
         const int rows = int(std::min<std::int64_t>(kBQ, S.T - i0)), rows4 = (rows + 3) & ~3;
         const std::int64_t p0 = mask.q_offset + i0;  // the first query's position among the keys
-        const float* Q = q.f32() + (b * S.T + i0) * qstride + h * S.D;
-        const float* K = k.f32() + b * S.Tk * kstride + g * S.D;
-        const float* V = v.f32() + b * S.Tk * kstride + g * S.D;
+        const E* Q = as<E>(q) + (b * S.T + i0) * qstride + h * S.D;
+        const E* K = as<E>(k) + b * S.Tk * kstride + g * S.D;
+        const E* V = as<E>(v) + b * S.Tk * kstride + g * S.D;
         const Visibility vis(mask, S, b, h);
         load_rows(Qs, Q, qstride, rows, rows4, D, Dp);
         std::memset(O, 0, sizeof(float) * std::size_t(rows4) * std::size_t(Dp));
@@ -228,15 +245,16 @@ void attention_forward(TensorRef out, TensorRef lse, TensorRef q, TensorRef k, T
           }
           accumulate(O, Ss, kBK, 1, rows4, kBK, Vs);
         }
-        float* dst = out.f32() + (b * S.T + i0) * qstride + h * S.D;
+        E* dst = as<E>(out) + (b * S.T + i0) * qstride + h * S.D;
         float* lse_row = lse.f32() + (b * S.H + h) * S.T + i0;
         for (int r = 0; r < rows; ++r) {
           // A query that saw no key (padding with a window): out 0, lse −inf (AttentionMask).
           const float inv = sum[r] > 0 ? 1.0f / sum[r] : 0.0f;
-          for (int d = 0; d < D; ++d) dst[r * qstride + d] = O[r * Dp + d] * inv;
+          for (int d = 0; d < D; ++d) st(dst + r * qstride, d, O[r * Dp + d] * inv);
           lse_row[r] = sum[r] > 0 ? mx[r] + std::log(sum[r]) : kNegInf;
         }
       }
+  });
 }
 
 void attention_backward(TensorRef dq, TensorRef dk, TensorRef dv, TensorRef dout, TensorRef q, TensorRef k,
@@ -249,10 +267,13 @@ void attention_backward(TensorRef dq, TensorRef dk, TensorRef dv, TensorRef dout
   const int D = int(S.D), Dp = padded(S.D);
   const AccumulateFn accumulate = accumulate_for(Dp);
   // Per thread: K, Kᵀ, Vᵀ, dK, dV tiles (key side); Q, dO, dQ tiles (query side); P and dS;
-  // δ for every query row of the group's heads (linear in T).
+  // δ for every query row of the group's heads (linear in T); with bf16 activations, dq of the
+  // group's heads in f32, summed over key tiles there and rounded once at the end.
+  const bool half = q.dtype == DType::bf16;
   const std::size_t per_thread = std::size_t(3 * kBK * Dp + 2 * kMaxD * kBK + 3 * kBQ * Dp + 2 * kBQ * kBK) +
-                                 std::size_t(group * T);
+                                 std::size_t(group * T) + (half ? std::size_t(group * T * D) : 0);
   float* buffers = scratch(std::size_t(max_threads()) * per_thread);
+  by_dtype(q.dtype, [&]<class E>() {  // E: the storage type of the activations (f32 or bf16)
 #pragma omp parallel for collapse(2) schedule(dynamic, 1)
   for (std::int64_t b = 0; b < S.B; ++b)
     for (std::int64_t g = 0; g < S.KV; ++g) {
@@ -268,19 +289,24 @@ void attention_backward(TensorRef dq, TensorRef dk, TensorRef dv, TensorRef dout
       float* dS = P + kBQ * kBK;
       float* delta = dS + kBQ * kBK;
       const std::int64_t h0 = g * group;
+      // Where dq of head h0 + hh, query i, sums: dq itself in f32, else f32 rows here.
+      float* dq32 = delta + group * T;
+      auto dq_row = [&](std::int64_t hh, std::int64_t i) {
+        return half ? dq32 + (hh * T + i) * D : dq.f32() + (b * T + i) * qstride + (h0 + hh) * S.D;
+      };
       // δ_i = dO_i · out_i per query head of the group; dq rows of these heads start at zero.
       for (std::int64_t hh = 0; hh < group; ++hh)
         for (std::int64_t i = 0; i < T; ++i) {
           const std::int64_t row = (b * T + i) * qstride + (h0 + hh) * S.D;
-          const float *dO = dout.f32() + row, *O = out.f32() + row;
+          const E *dO = as<E>(dout) + row, *O = as<E>(out) + row;
           float s = 0;
 #pragma omp simd reduction(+ : s)
-          for (int d = 0; d < D; ++d) s += dO[d] * O[d];
+          for (int d = 0; d < D; ++d) s += ld(dO, d) * ld(O, d);
           delta[hh * T + i] = s;
-          std::fill(dq.f32() + row, dq.f32() + row + D, 0.0f);
+          std::fill(dq_row(hh, i), dq_row(hh, i) + D, 0.0f);
         }
-      const float* K = k.f32() + b * T * kstride + g * S.D;
-      const float* V = v.f32() + b * T * kstride + g * S.D;
+      const E* K = as<E>(k) + b * T * kstride + g * S.D;
+      const E* V = as<E>(v) + b * T * kstride + g * S.D;
       for (std::int64_t j0 = 0; j0 < T; j0 += kBK) {
         const int keys = int(std::min<std::int64_t>(kBK, T - j0));
         load_rows(Ks, K + j0 * kstride, kstride, keys, kBK, D, Dp);
@@ -298,8 +324,8 @@ void attention_backward(TensorRef dq, TensorRef dk, TensorRef dv, TensorRef dout
           for (std::int64_t i0 = qlo / kBQ * kBQ; i0 < qhi; i0 += kBQ) {
             const int rows = int(std::min<std::int64_t>(kBQ, T - i0)), rows4 = (rows + 3) & ~3;
             const std::int64_t row0 = (b * T + i0) * qstride + h * S.D;
-            load_rows(Qs, q.f32() + row0, qstride, rows, rows4, D, Dp);
-            load_rows(dOs, dout.f32() + row0, qstride, rows, rows4, D, Dp);
+            load_rows(Qs, as<E>(q) + row0, qstride, rows, rows4, D, Dp);
+            load_rows(dOs, as<E>(dout) + row0, qstride, rows, rows4, D, Dp);
             product_abt(P, Qs, Kt, rows4, Dp);
             product_abt(dS, dOs, Vt, rows4, Dp);  // dP = dO·Vᵀ, turned into dS below
             const float* lse_row = lse.f32() + (b * S.H + h) * T + i0;
@@ -327,20 +353,24 @@ void attention_backward(TensorRef dq, TensorRef dk, TensorRef dv, TensorRef dout
             accumulate(dKs, dS, 1, kBK, kBK, rows4, Qs);  // dK += dSᵀ·Q
             std::memset(dQs, 0, sizeof(float) * std::size_t(rows4) * std::size_t(Dp));
             accumulate(dQs, dS, kBK, 1, rows4, kBK, Ks);  // dQ = dS·K
-            float* dst = dq.f32() + row0;
-            for (int r = 0; r < rows; ++r)
+            for (int r = 0; r < rows; ++r) {
+              float* dst = dq_row(hh, i0 + r);
 #pragma omp simd
-              for (int d = 0; d < D; ++d) dst[r * qstride + d] += dQs[r * Dp + d];
+              for (int d = 0; d < D; ++d) dst[d] += dQs[r * Dp + d];
+            }
           }
         }
-        float* dK = dk.f32() + (b * T + j0) * kstride + g * S.D;
-        float* dV = dv.f32() + (b * T + j0) * kstride + g * S.D;
-        for (int r = 0; r < keys; ++r) {
-          std::memcpy(dK + r * kstride, dKs + r * Dp, sizeof(float) * std::size_t(D));
-          std::memcpy(dV + r * kstride, dVs + r * Dp, sizeof(float) * std::size_t(D));
-        }
+        E* dK = as<E>(dk) + (b * T + j0) * kstride + g * S.D;
+        E* dV = as<E>(dv) + (b * T + j0) * kstride + g * S.D;
+        for (int r = 0; r < keys; ++r)
+          for (int d = 0; d < D; ++d) st(dK + r * kstride, d, dKs[r * Dp + d]), st(dV + r * kstride, d, dVs[r * Dp + d]);
       }
+      if (half)  // dq of the group's heads, rounded once
+        for (std::int64_t hh = 0; hh < group; ++hh)
+          for (std::int64_t i = 0; i < T; ++i)
+            to_bf16_serial(as<std::uint16_t>(dq) + (b * T + i) * qstride + (h0 + hh) * S.D, dq_row(hh, i), D);
     }
+  });
 }
 
 }  // namespace llmtk::cpu

@@ -37,7 +37,7 @@ struct Context {
   // Converted copies of the inputs (grown, reused). Not guarded by the mutex: ops run one at a
   // time (each op is parallel inside); concurrent matmul calls would need per-call buffers.
   std::vector<std::uint16_t> a16, b16, dy16;
-  std::vector<float> a32, b32, c32;
+  std::vector<float> a32, b32, c32, t32;
 };
 Context& context() {
   static Context c;
@@ -97,6 +97,16 @@ const void* prepare(const TensorRef& t, bool bf16_in, std::vector<std::uint16_t>
   return is_bf16 ? to_f32(b32, static_cast<const std::uint16_t*>(t.data), t.numel()) : t.data;
 }
 
+// C[M, N] += T[N, M]ᵀ, in 64 × 64 blocks so that both sides stay in cache.
+void add_transposed(float* C, const float* T, std::int64_t M, std::int64_t N) {
+  constexpr std::int64_t kBlock = 64;
+#pragma omp parallel for collapse(2) schedule(static)
+  for (std::int64_t m0 = 0; m0 < M; m0 += kBlock)
+    for (std::int64_t n0 = 0; n0 < N; n0 += kBlock)
+      for (std::int64_t m = m0; m < std::min(M, m0 + kBlock); ++m)
+        for (std::int64_t n = n0; n < std::min(N, n0 + kBlock); ++n) C[m * N + n] += T[n * M + m];
+}
+
 // C[M, N] (+)= op(A)[M, K] · op(B)[K, N] (+ bias[N]). A is [M, K] row-major, or [K, M] when
 // a_t; B is [K, N] row-major, or [N, K] when b_t. All row-major in memory. The product runs
 // with bf16 inputs and f32 accumulation when the matmul precision is bf16 or an input is
@@ -116,6 +126,16 @@ void gemm(const TensorRef& A, const TensorRef& B, const float* bias, const Tenso
     const TensorRef c32(ctx.c32.data(), DType::f32, {M, N});
     gemm(A, B, bias, c32, M, K, N, a_t, b_t, false);
     cpu::to_bf16(static_cast<std::uint16_t*>(C.data), ctx.c32.data(), M * N);
+    return;
+  }
+  // dw += dyᵀ·x with many more rows than columns (the LM head's [V, C]): oneDNN's bf16 product
+  // runs about 1.5x faster with the small operand as its source, so compute the transpose
+  // x ᵀ·dy into scratch and add it transposed (benchmarks/results/ops.md, lm head backward).
+  if (bf16_in && a_t && !b_t && accumulate && !c_bf16 && M >= 4 * N) {
+    if (ctx.t32.size() < std::size_t(M * N)) ctx.t32.resize(std::size_t(M * N));
+    const TensorRef t32(ctx.t32.data(), DType::f32, {N, M});
+    gemm(B, A, nullptr, t32, N, K, M, true, false, false);
+    add_transposed(C.f32(), ctx.t32.data(), M, N);
     return;
   }
   // The f32 backward products (dx = dy·w, dw += dyᵀ·x) go to oneDNN's packed sgemm: it takes a

@@ -21,7 +21,7 @@ constexpr bool native_bf16(std::string_view op) {
       "matmul_gelu_forward", "gelu_matmul_backward",  // compositions of the native matmul and GELU
       "rmsnorm_forward", "rmsnorm_backward", "layernorm_forward", "layernorm_backward",
       "rope_forward", "rope_backward", "embedding_forward", "embedding_backward",
-      "cross_entropy_forward", "cross_entropy_backward",
+      "cross_entropy_forward", "cross_entropy_backward", "attention_forward", "attention_backward",
   };
   for (auto n : kNative)
     if (n == op) return true;

@@ -37,6 +37,7 @@ const ops::OpTable op_table = {
 extern const ops::BackendInfo backend;
 constinit const ops::BackendInfo backend = {
     &op_table, &device_memory, &unavailable, nullptr,
-    "runs on the first NVIDIA GPU, but is not in this build: the CUDA toolkit was not found when it was configured"};
+    "runs on the first NVIDIA GPU, but is not in this build: the CUDA toolkit was not found when it was configured",
+    false};  // as the real backend (cuda/table.cpp)
 
 }  // namespace llmtk::cuda

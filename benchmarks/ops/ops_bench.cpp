@@ -36,6 +36,21 @@ struct Buf {
   }
 };
 
+// The same values in bf16 (activations of a bf16 step, or a weight's working copy).
+struct Half {
+  std::vector<bf16> v;
+  std::vector<std::int64_t> shape;
+  explicit Half(const Buf& b) : shape(b.shape) {
+    for (float x : b.v) v.push_back(bf16(x));
+  }
+  TensorRef t() {
+    TensorRef r;
+    r.data = v.data(), r.dtype = DType::bf16, r.rank = int(shape.size());
+    for (int i = 0; i < r.rank; ++i) r.ext[i] = shape[i];
+    return r;
+  }
+};
+
 // printf-style formatting into a std::string (GCC 12 reports a false -Wrestrict on long
 // chains of std::string + at -O3).
 template <class... Args>
@@ -58,7 +73,7 @@ double median_seconds(const std::function<void()>& f, int reps = 5) {
 }
 
 // oneDNN's matmul alone: y[N, O] = x[N, I] · w[O, I]ᵀ, primitive and memory made once, inputs
-// already in the data type (f32, or bf16 with f32 output).
+// and output in the data type (f32, or bf16 with f32 accumulation).
 double plain_onednn(std::int64_t N, std::int64_t I, std::int64_t O, bool bf16_inputs = false) {
   using dt = dnnl::memory::data_type;
   using tag = dnnl::memory::format_tag;
@@ -68,7 +83,7 @@ double plain_onednn(std::int64_t N, std::int64_t I, std::int64_t O, bool bf16_in
   // 0x3f003f00 is 0.5 as two bf16 values, or about 0.502 as one f32: either way finite data.
   std::vector<std::uint32_t> x(std::size_t(N * I), 0x3f003f00u), w(std::size_t(O * I), 0x3e803e80u);
   std::vector<float> y(std::size_t(N * O));
-  dnnl::memory::desc a({N, I}, in, tag::ab), b({I, O}, in, tag::ba), c({N, O}, dt::f32, tag::ab);
+  dnnl::memory::desc a({N, I}, in, tag::ab), b({I, O}, in, tag::ba), c({N, O}, in, tag::ab);
   dnnl::matmul prim(dnnl::matmul::primitive_desc(dnnl::matmul::desc(a, b, c), eng));
   dnnl::memory ma(a, eng, x.data()), mb(b, eng, w.data()), mc(c, eng, y.data());
   return median_seconds([&] {
@@ -80,7 +95,7 @@ double plain_onednn(std::int64_t N, std::int64_t I, std::int64_t O, bool bf16_in
 struct Row {
   std::string model, op, shape, unit;
   double rate, ceiling;
-  double rate_bf16 = 0, ceiling_bf16 = 0;  // matmuls: llmtk with bf16 matmul precision, oneDNN bf16 alone
+  double rate_bf16 = 0, ceiling_bf16 = 0;  // llmtk with bf16 activations; matmuls: oneDNN bf16 alone
 };
 
 void bench_model(std::vector<Row>& rows, const std::string& model, std::int64_t B, std::int64_t T, std::int64_t C,
@@ -93,10 +108,11 @@ void bench_model(std::vector<Row>& rows, const std::string& model, std::int64_t 
     const double f = median_seconds([&] { ops::matmul_forward(y.t(), x.t(), w.t(), TensorRef{}); });
     const double b = median_seconds([&] { ops::matmul_backward(dx.t(), dw.t(), TensorRef{}, dy.t(), x.t(), w.t()); });
     const double ceil = flops / plain_onednn(N, I, O) / 1e9;
-    ops::set_matmul_precision(DType::bf16);
-    const double f16 = median_seconds([&] { ops::matmul_forward(y.t(), x.t(), w.t(), TensorRef{}); });
-    const double b16 = median_seconds([&] { ops::matmul_backward(dx.t(), dw.t(), TensorRef{}, dy.t(), x.t(), w.t()); });
-    ops::set_matmul_precision(DType::f32);
+    // bf16 (docs/bf16.md): activations in bf16, the weight's bf16 working copy, dw in f32.
+    Half x16(x), w16(w), y16(y), dy16(dy), dx16(dx);
+    const double f16 = median_seconds([&] { ops::matmul_forward(y16.t(), x16.t(), w16.t(), TensorRef{}); });
+    const double b16 =
+        median_seconds([&] { ops::matmul_backward(dx16.t(), dw.t(), TensorRef{}, dy16.t(), x16.t(), w16.t()); });
     const double ceil16 = flops / plain_onednn(N, I, O, true) / 1e9;
     const std::string shape = format("%lld×%lld→%lld", (long long)N, (long long)I, (long long)O);
     rows.push_back({model, format("matmul_forward %s", name.c_str()), shape, "GFLOP/s", flops / f / 1e9, ceil,
@@ -115,10 +131,17 @@ void bench_model(std::vector<Row>& rows, const std::string& model, std::int64_t 
     const double f = median_seconds([&] { ops::attention_forward(o.t(), lse.t(), q.t(), k.t(), v.t(), AttentionMask{}); });
     const double b = median_seconds(
         [&] { ops::attention_backward(dq.t(), dk.t(), dv.t(), dout.t(), q.t(), k.t(), v.t(), o.t(), lse.t(), AttentionMask{}); });
+    Half q16(q), k16(k), v16(v), o16(o), dout16(dout), dq16(dq), dk16(dk), dv16(dv);
+    const double f16 =
+        median_seconds([&] { ops::attention_forward(o16.t(), lse.t(), q16.t(), k16.t(), v16.t(), AttentionMask{}); });
+    const double b16 = median_seconds([&] {
+      ops::attention_backward(dq16.t(), dk16.t(), dv16.t(), dout16.t(), q16.t(), k16.t(), v16.t(), o16.t(), lse.t(),
+                              AttentionMask{});
+    });
     const std::string shape = format("B%lld T%lld H%lld/%lld D%lld", (long long)B, (long long)T, (long long)H,
                                      (long long)KV, (long long)D);
-    rows.push_back({model, "attention_forward", shape, "GFLOP/s", flops / f / 1e9, 0});
-    rows.push_back({model, "attention_backward", shape, "GFLOP/s", 2.5 * flops / b / 1e9, 0});
+    rows.push_back({model, "attention_forward", shape, "GFLOP/s", flops / f / 1e9, 0, flops / f16 / 1e9, 0});
+    rows.push_back({model, "attention_backward", shape, "GFLOP/s", 2.5 * flops / b / 1e9, 0, 2.5 * flops / b16 / 1e9, 0});
   }
   auto memory_op = [&](const std::string& name, double bytes, const std::function<void()>& f) {
     rows.push_back({model, name, format("%lld rows", (long long)N), "GB/s", bytes / median_seconds(f) / 1e9, 0});
@@ -181,8 +204,9 @@ int main(int argc, char** argv) {
   for (const auto& r : rows)
     std::printf("| %s | %s | %s | %.1f %s | %s | %s | %s |\n", r.model.c_str(), r.op.c_str(), r.shape.c_str(), r.rate,
                 r.unit.c_str(), gf(r.ceiling).c_str(), gf(r.rate_bf16).c_str(), gf(r.ceiling_bf16).c_str());
-  std::printf("\nbf16: llmtk rounds f32 inputs to bf16 inside the call (f32 accumulation); \"oneDNN alone, bf16\" "
-              "is the product on inputs already in bf16. Attention is computed in f32 in both precisions.\n");
+  std::printf("\nbf16 (docs/bf16.md): activations and their gradients in bf16, matmuls on the weights' bf16 working "
+              "copy with f32 accumulation and f32 dw; \"oneDNN alone, bf16\" is the product with bf16 inputs and "
+              "output. Attention computes in f32 in both precisions (bf16 inputs widened).\n");
   std::printf("\nCommand: `benchmarks/ops/run.sh`\n");
   if (!json_path.empty()) {
     std::ofstream out(json_path);

@@ -58,7 +58,7 @@ md = [f"# Training step, llmtk vs PyTorch (CPU)\n\n{cpu}, {threads} threads, Ada
 for r in rows:
     o, p = r["llmtk"], r["pytorch"]
     md.append(f"| {o['arch']} ({o['params']/1e6:.1f}M) | {o['batch']} x {o['seq']} | {o['precision']} | {o['tokens_per_s']:.0f} | {o['achieved_gflops']:.0f} | {o['matmul_peak_gflops']:.0f} | {100*o['mfu']:.0f}% | {p['tokens_per_s']:.0f} | {r['ratio']:.2f}x |")
-md.append("\nbf16: llmtk runs the matmuls with bf16 inputs (rounded inside each call) and f32 accumulation; weights, activations, attention and optimizer state stay f32. PyTorch uses bf16 autocast.")
+md.append("\nbf16: llmtk stores activations and their gradients in bf16 and runs the matmuls on a bf16 working copy of the weights (made once per step) with f32 accumulation; master weights, gradients and optimizer state stay f32 (docs/bf16.md). PyTorch uses bf16 autocast.")
 md.append(f"\nMFU: achieved FLOP/s (6 x parameters + attention, per token) over the matmul peak measured in the same process and precision (oneDNN, 1024³, bf16 peak on bf16 inputs). PyTorch: {rows[0]['pytorch']['tool']} on OpenBLAS (OPENBLAS_CORETYPE={coretype}); attention written out, as torch 1.13 has no fused SDPA.")
 md.append("\nCommand: `benchmarks/step/run.sh`")
 open("benchmarks/results/step.md", "w").write("\n".join(md) + "\n")

@@ -153,14 +153,19 @@ struct OpTable {
 // whose name selects it; the memory its ops compute on; why it cannot run on this machine ("" or
 // null: it can); how to set the number of host threads it computes with (null: it has none to
 // set); and one line on what it runs, starting with a verb ("runs on the first NVIDIA GPU; ...")
-// for help texts and hints.
+// for help texts and hints. bf16_activations: whether a bf16 run stores its activations in bf16
+// on this backend (docs/bf16.md); a backend whose ops still widen bf16 in a separate pass says
+// false, and its bf16 runs keep f32 activations with bf16 matmuls until its kernels take bf16.
 struct BackendInfo {
   const OpTable* table;
   const DeviceMemory& (*memory)();
   std::string (*unavailable)();
   void (*set_threads)(int threads);
   const char* description;
+  bool bf16_activations = true;
 };
+// The activation dtype of a run in `precision` ("fp32" or "bf16") on the active backend.
+DType activation_dtype(std::string_view precision);
 
 // The process-wide state of the ops in one object: the backend ops dispatch to, the matmul
 // precision, the host thread count asked for (0: backends' defaults). The free functions below

@@ -296,8 +296,9 @@ Setup set_up(const Recipe& r, const TrainOptions& opt, const std::string& resume
                              {r.train.batch, r.train.seq, data::DataOrder::sequential, 0, 0, 1}, true);
   s.model = make_model(r.model.arch, r.model.dims);
   // bf16: activations and their gradients in bf16, matmuls read a bf16 working copy of the
-  // weights; master weights, gradients and optimizer state stay f32 (docs/bf16.md).
-  s.model->set_precision(r.train.precision == "bf16" ? DType::bf16 : DType::f32);
+  // weights; master weights, gradients and optimizer state stay f32 (docs/bf16.md). On a backend
+  // without bf16 activation kernels yet (cuda), f32 activations with bf16 matmuls.
+  s.model->set_precision(ops::activation_dtype(r.train.precision));
   const std::string from = !opt.init.empty() ? opt.init : r.finetune.from;
   LLMTK_CHECK(opt.init.empty() || r.finetune.from.empty(), "--init", "the recipe names its base (finetune.from = \"",
               r.finetune.from, "\"); drop --init or the key");

@@ -35,7 +35,7 @@ void bench(const BenchArgs& a) {
   ops::require_backend(a.device);
   ops::set_matmul_precision(a.precision == "bf16" ? DType::bf16 : DType::f32);
   auto model = info.make(dims);
-  model->set_precision(a.precision == "bf16" ? DType::bf16 : DType::f32);  // as train (docs/bf16.md)
+  model->set_precision(ops::activation_dtype(a.precision));  // as train (docs/bf16.md)
   model->plan(a.batch, a.seq);
   model->init(1);
   train::Recipe::Optim oc;
