@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "core/rng.hpp"
@@ -144,6 +145,54 @@ TEST_CASE("a whole model's parameters update in two ops, whichever way embedding
       CHECK(covered >= m->params().numel());
       CHECK(covered < m->params().numel() + 16 * std::int64_t(m->params().entries().size()));
     }
+}
+
+TEST_CASE("optim.lr_scale multiplies the learning rate of the parameters its patterns name", "[train][optim]") {
+  auto m = make_model("llama-tiny", find_arch("llama-tiny").dims);
+  m->plan(1, 8);
+  m->init(5);
+  Rng rng(11);
+  for (float *g = static_cast<float*>(m->grads().data()), *end = g + m->grads().bytes() / 4; g != end; ++g)
+    *g = float(rng.normal());
+  // One AdamW step without weight decay moves each weight by lr·m̂/(√v̂ + eps), about lr: with a
+  // multiplier the move is that many times the plain one, for exactly the parameters named.
+  auto step_with = [&](std::vector<std::pair<std::string, double>> scale) {
+    Recipe::Optim cfg;
+    cfg.weight_decay = 0, cfg.lr_scale = std::move(scale);
+    Arena p = m->params().host_copy(), g = m->grads().host_copy();
+    const Arena before = p.host_copy();
+    Optimizer(cfg, p).step(p, g, 1e-2, 1);
+    std::map<std::string, double> moved;
+    for (const auto& e : p.entries()) {
+      const int i = p.find(e.name);
+      double d = 0;
+      for (std::int64_t k = 0; k < e.numel; ++k) d += std::abs(p[i].f32()[k] - before[i].f32()[k]);
+      moved[e.name] = d;
+    }
+    return moved;
+  };
+  const auto plain = step_with({});
+  const auto scaled = step_with({{"embed.*", 0.0}, {"blocks.*.attn.*", 0.5}});
+  for (const auto& [name, d] : plain) {
+    INFO(name);
+    REQUIRE(d > 0);
+    const double want = name.starts_with("embed.") ? 0.0 : name.find(".attn.") != std::string::npos ? 0.5 : 1.0;
+    CHECK(scaled.at(name) == Approx(want * d).epsilon(1e-3));
+  }
+  // A pattern that names nothing, or two patterns naming one parameter, stop before training.
+  Recipe::Optim none;
+  none.lr_scale = {{"blocks.9.*", 0.1}};
+  CHECK_THROWS_WITH(Optimizer(none, m->params()), Catch::Contains("\"blocks.9.*\" matches no trainable parameter"));
+  Recipe::Optim both;
+  both.lr_scale = {{"blocks.*", 0.1}, {"*.attn.wq", 2.0}};
+  CHECK_THROWS_WITH(Optimizer(both, m->params()), Catch::Contains("matches both \"blocks.*\" and \"*.attn.wq\""));
+  // In a recipe: an inline table, written back into the run's recipe.toml.
+  const auto d = tmp("lr_scale");
+  const auto r = read_recipe(write_recipe(d), {"optim.lr_scale={ \"embed.*\" = 0.25 }"});
+  REQUIRE(r.optim.lr_scale.size() == 1);
+  CHECK(r.optim.lr_scale[0] == std::pair<std::string, double>{"embed.*", 0.25});
+  CHECK_THROWS_WITH(read_recipe(write_recipe(d), {"optim.lr_scale={ \"embed.*\" = \"fast\" }"}),
+                    Catch::Contains("optim.lr_scale [\"embed.*\"] must be a number"));
 }
 
 TEST_CASE("schedules: warmup, then constant, cosine, linear or warmup-stable-decay", "[train][schedule]") {

@@ -170,6 +170,24 @@ std::vector<std::string> ConfigFile::Table::strings(std::string_view key, std::v
   return out;
 }
 
+std::vector<std::pair<std::string, double>> ConfigFile::Table::numbers_by_name(std::string_view key, double min,
+                                                                               double max) {
+  auto* n = static_cast<const toml::node*>(find(key));
+  if (!n) return {};
+  if (!n->is_table()) bad(key, n, "must be a table of numbers by name, e.g. { \"embed.*\" = 0.1 }");
+  std::vector<std::pair<std::string, double>> out;
+  for (const auto& [k, v] : *n->as_table()) {
+    const std::string name(k.str());
+    file_->impl_->known.insert(join(join(path_, key), name));  // its keys are names, not settings
+    if (!v.is_number()) bad(key, &v, cat("[\"", name, "\"] must be a number"));
+    const double x = *v.value<double>();
+    if (!std::isfinite(x) || x < min || x > max)
+      bad(key, &v, cat("[\"", name, "\"] is ", x, "; it must be between ", min, " and ", max));
+    out.emplace_back(name, x);
+  }
+  return out;
+}
+
 ConfigFile::Table ConfigFile::Table::table(std::string_view key) {
   auto* n = static_cast<const toml::node*>(find(key));
   if (n && !n->is_table()) bad(key, n, "must be a table ([" + join(path_, key) + "])");

@@ -4,6 +4,7 @@
 #include <numeric>
 
 #include "../ops/ops.hpp"
+#include "../protocol/plan.hpp"  // Planner::glob
 
 namespace llmtk::train {
 
@@ -12,7 +13,24 @@ Optimizer::Optimizer(const Recipe::Optim& config, const Arena& params)
       v_(params.trainable_like("v")) {
   m_.allocate();
   if (c_.name == "adamw") v_.allocate();
+  // optim.lr_scale: each pattern names at least one trainable parameter, and no parameter is
+  // named by two patterns (so the multiplier never depends on their order).
+  const auto& entries = params.entries();
+  scale_.assign(entries.size(), 1.0f);
+  std::vector<std::string> matched_by(entries.size());
+  for (const auto& [pattern, scale] : c_.lr_scale) {
+    int hits = 0;
+    for (std::size_t i = 0; i < entries.size(); ++i) {
+      if (entries[i].frozen || !Planner::glob(pattern, entries[i].name)) continue;
+      LLMTK_CHECK(matched_by[i].empty(), "optim.lr_scale", "parameter ", entries[i].name, " matches both \"",
+                  matched_by[i], "\" and \"", pattern, "\"; give each parameter one multiplier");
+      matched_by[i] = pattern, scale_[i] = float(scale), ++hits;
+    }
+    LLMTK_CHECK(hits > 0, "optim.lr_scale", "\"", pattern, "\" matches no trainable parameter; names look like ",
+                entries.front().name, " or ", entries.back().name, " (llmtk arch show lists the parts)");
+  }
 }
+
 
 bool Optimizer::decays(const Arena::Entry& e) const {
   switch (e.kind) {
@@ -40,21 +58,23 @@ std::vector<Optimizer::Range> Optimizer::ranges(const Arena& params) const {
   for (std::size_t i : order) {
     const auto& e = entries[i];
     if (e.frozen) continue;  // laid out last: the ranges cover the trainable prefix
-    const float wd = decays(e) ? float(c_.weight_decay) : 0.0f;
+    const float wd = decays(e) ? float(c_.weight_decay) : 0.0f, scale = scale_[i];
     const std::size_t end = e.offset + std::size_t(e.numel) * sizeof(float);
-    if (!out.empty() && out.back().weight_decay == wd) out.back().end = end;
-    else out.push_back({e.offset, end, wd});
+    if (!out.empty() && out.back().weight_decay == wd && out.back().lr_scale == scale) out.back().end = end;
+    else out.push_back({e.offset, end, wd, scale});
   }
   return out;
 }
 
-void Optimizer::step(Arena& params, Arena& grads, double lr, std::int64_t step) {
+void Optimizer::step(Arena& params, Arena& grads, double base_lr, std::int64_t step) {
+  double lr = base_lr;
   for (const Range& r : ranges(params)) {
     const auto n = std::int64_t((r.end - r.begin) / sizeof(float));
     auto span = [&](const Arena& a) {
       return TensorRef(static_cast<std::byte*>(a.data()) + r.begin, DType::f32, {n}, a.device());
     };
     const float wd = r.weight_decay;
+    lr = base_lr * r.lr_scale;
     if (c_.name == "adamw") {
       ops::adamw_step(span(params), span(grads), span(m_), span(v_),
                       AdamWArgs{float(lr), float(c_.beta1), float(c_.beta2), float(c_.eps), wd, int(step)});

@@ -21,17 +21,22 @@ class Optimizer {
   std::vector<Arena*> state();
   bool decays(const Arena::Entry& e) const;
   // The contiguous byte ranges of an allocated parameter arena that one update op each covers:
-  // consecutive tensors (in memory) with the same weight decay. Two for any model.
+  // consecutive tensors (in memory) with the same weight decay and lr multiplier. Two for any
+  // model without optim.lr_scale.
   struct Range {
     std::size_t begin = 0, end = 0;
     float weight_decay = 0;
+    float lr_scale = 1;  // optim.lr_scale's multiplier for these tensors
   };
+  // The learning-rate multiplier of parameter entry i (optim.lr_scale; 1 when no pattern matches).
+  float lr_scale(std::size_t i) const { return scale_[i]; }
   std::vector<Range> ranges(const Arena& params) const;
   std::size_t state_bytes() const;
 
  private:
   Recipe::Optim c_;
   Arena m_, v_;
+  std::vector<float> scale_;  // per parameter entry: its lr multiplier
 };
 
 }  // namespace llmtk::train

@@ -123,6 +123,7 @@ Recipe read_recipe(const std::string& path, const std::vector<std::string>& sets
   r.optim.nesterov = o.boolean("nesterov", r.optim.nesterov);
   r.optim.decay_embeddings = o.boolean("decay_embeddings", r.optim.decay_embeddings);
   r.optim.grad_clip = o.number("grad_clip", r.optim.grad_clip, 0, 1e9);
+  r.optim.lr_scale = o.numbers_by_name("lr_scale", 0, 1e3);
 
   auto s = root.table("schedule");
   r.schedule.name = s.string("name", r.schedule.name, {"constant", "cosine", "linear", "wsd"});
@@ -181,6 +182,12 @@ std::string to_toml(const Recipe& r) {
     << "\nbeta2 = " << r.optim.beta2 << "\neps = " << r.optim.eps << "\nweight_decay = " << r.optim.weight_decay
     << "\nmomentum = " << r.optim.momentum << "\nnesterov = " << (r.optim.nesterov ? "true" : "false")
     << "\ndecay_embeddings = " << (r.optim.decay_embeddings ? "true" : "false") << "\ngrad_clip = " << r.optim.grad_clip << "\n";
+  if (!r.optim.lr_scale.empty()) {
+    o << "lr_scale = {";
+    for (std::size_t i = 0; i < r.optim.lr_scale.size(); ++i)
+      o << (i ? ", " : " ") << "\"" << r.optim.lr_scale[i].first << "\" = " << r.optim.lr_scale[i].second;
+    o << " }\n";
+  }
   o << "\n[schedule]\nname = \"" << r.schedule.name << "\"\nwarmup = " << r.schedule.warmup << "\nmin_lr = "
     << r.schedule.min_lr << "\ndecay_fraction = " << r.schedule.decay_fraction << "\n";
   o << "\n[eval]\nevery = " << r.eval.every << "\nbatches = " << r.eval.batches << "\n";

@@ -48,6 +48,9 @@ struct Recipe {
     bool nesterov = false;
     bool decay_embeddings = false;      // weight decay on embeddings (never on norms and biases)
     double grad_clip = 1.0;             // global-norm clipping; 0 turns it off
+    // Learning-rate multipliers by parameter-name pattern ({ "embed.*" = 0.1 }): a trainable
+    // parameter matched by a pattern trains at lr × its multiplier (at most one pattern each).
+    std::vector<std::pair<std::string, double>> lr_scale;
   } optim;
   struct Schedule {
     std::string name = "cosine";        // constant | cosine | linear | wsd

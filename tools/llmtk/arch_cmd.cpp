@@ -41,6 +41,7 @@ struct ShowArgs {
   std::vector<std::string> sets;
   std::int64_t batch = 8, seq = 0;
   std::string precision = "fp32";
+  std::vector<std::string> freeze;
   bool json = false;
 };
 
@@ -51,13 +52,15 @@ void show(const ShowArgs& a) {
   const DType act_dtype = a.precision == "bf16" ? DType::bf16 : DType::f32;
   auto model = info.make(dims);  // checks every size rule
   model->set_precision(act_dtype);
+  if (!a.freeze.empty()) model->freeze(a.freeze);  // train.freeze: no gradient, no optimizer state
   model->plan(B, T);
 
   const double fwd = model->forward_flops_per_token(T);
   // f32 parameters and gradients; AdamW keeps two moments per parameter. bf16 (docs/bf16.md):
   // activations in bf16, plus a bf16 working copy of every weight a matmul reads.
-  const std::int64_t param_bytes = model->param_count() * 4, grad_bytes = param_bytes,
-                     optim_bytes = 2 * param_bytes, working_bytes = std::int64_t(model->working().bytes());
+  const std::int64_t trainable = model->trainable_count(), frozen = model->param_count() - trainable;
+  const std::int64_t param_bytes = model->param_count() * 4, grad_bytes = trainable * 4, optim_bytes = 2 * grad_bytes,
+                     working_bytes = std::int64_t(model->working().bytes());
   const std::int64_t act_bytes = std::int64_t(model->acts().bytes());
   const std::int64_t total = param_bytes + grad_bytes + optim_bytes + working_bytes + act_bytes;
   auto recomputed = info.make(dims);  // the same model with train.recompute = "blocks"
@@ -74,6 +77,7 @@ void show(const ShowArgs& a) {
                  {"max_seq", dims.max_seq}, {"rope_base", dims.rope_base}, {"window", dims.window},
                  {"norm_eps", dims.norm_eps}, {"bias", dims.bias}};
     j["params"] = model->param_count();
+    j["trainable_params"] = trainable, j["frozen_params"] = frozen;
     nlohmann::json parts = nlohmann::json::array();
     for (const auto& p : model->parts())
       parts.push_back({{"path", p.path}, {"type", p.type}, {"params", p.params}, {"note", p.note}});
@@ -97,6 +101,9 @@ void show(const ShowArgs& a) {
     fmt::print("  {:<18} {:<42} {:>15}  {}\n", path, p.type, grouped(p.params), p.note);
   }
   fmt::print("  {:<18} {:<42} {:>15}\n", "total", "", grouped(model->param_count()));
+  if (frozen)
+    fmt::print("  {:<18} {:<42} {:>15}\n  {:<18} {:<42} {:>15}   (no gradient, no optimizer state: {} saved)\n",
+               "trainable", "", grouped(trainable), "frozen", "", grouped(frozen), human_bytes(3 * 4 * frozen));
   fmt::print("\ncompute per token at seq {}\n  forward   {}\n  training  {} (forward + backward, 3x)\n",
              T, human_flops(fwd), human_flops(3 * fwd));
   fmt::print("\nmemory for one training step at batch {} x seq {} ({}, AdamW)\n", B, T,
@@ -139,6 +146,8 @@ void add_arch_commands(CLI::App& app) {
   sh->add_option("--precision", args->precision, "fp32, or bf16: activations in bf16 (train.precision)")
       ->capture_default_str()
       ->check(CLI::IsMember({"fp32", "bf16"}));
+  sh->add_option("--freeze", args->freeze,
+                 "Freeze parameters matching a pattern, as train.freeze (repeatable): --freeze 'embed.*'");
   sh->add_flag("--json", args->json, "Print one JSON object");
   sh->callback([args] { show(*args); });
 }
