@@ -14,6 +14,7 @@
 #include "models/registry.hpp"
 #include "ops/ops.hpp"
 #include "train/generate.hpp"
+#include "train/gguf.hpp"
 #include "train/hf.hpp"
 #include "train/optimizer.hpp"
 #include "train/run_report.hpp"
@@ -543,6 +544,47 @@ TEST_CASE("export writes only what the format holds, whole or not at all", "[tra
   const std::string before = file_bytes(dir / "geglu" / "model.safetensors");
   CHECK_THROWS(export_hf(mlp, (dir / "geglu").string(), nullptr));
   CHECK(file_bytes(dir / "geglu" / "model.safetensors") == before);
+}
+
+TEST_CASE("GGUF export refuses what llama.cpp's llama architecture cannot hold, and writes whole files", "[train][gguf]") {
+  // The running check against llama.cpp itself is tests/scripts/gguf_llamacpp.sh.
+  const auto tok = data::load_tokenizer(corpus() + "/tokenizer.json");
+  Dims d = find_arch("llama-tiny").dims;
+  d.d_model = 16, d.n_layers = 1, d.n_heads = 2, d.n_kv_heads = 1, d.d_ff = 24, d.vocab = tok->vocab_size(), d.max_seq = 8;
+  const auto dir = tmp("gguf");
+  auto llama = make_model("llama-tiny", d);
+  llama->plan(1, 8), llama->init(1);
+  export_gguf(*llama, (dir / "m.gguf").string(), *tok, "f32");
+  const std::string bytes = file_bytes(dir / "m.gguf");
+  REQUIRE(bytes.size() > 24);
+  CHECK(bytes.substr(0, 4) == "GGUF");
+  std::uint32_t version = 0;
+  std::uint64_t tensors = 0;
+  std::memcpy(&version, bytes.data() + 4, 4), std::memcpy(&tensors, bytes.data() + 8, 8);
+  CHECK(version == 3);
+  const bool untied = llama->params().find("head.weight") >= 0;
+  CHECK(tensors == std::uint64_t(1 + 9 * d.n_layers + 1 + (untied ? 1 : 0)));
+  CHECK_FALSE(fs::exists(dir / "m.gguf.tmp"));
+
+  auto refused = [&](const AnyModel& m, const char* type, const std::string& why) {
+    INFO(m.name() << " as " << type);
+    CHECK_THROWS_WITH(export_gguf(m, (dir / "x.gguf").string(), *tok, type), Catch::Contains(why));
+    CHECK_FALSE(fs::exists(dir / "x.gguf"));
+    CHECK_FALSE(fs::exists(dir / "x.gguf.tmp"));
+  };
+  ModelOf<GegluLlama> geglu("llama-geglu", d);
+  geglu.plan(1, 8), geglu.init(1);
+  refused(geglu, "f32", "has GeGLU; llama.cpp's llama architecture computes SwiGLU");
+  ModelOf<MlpLlama> mlp("llama-mlp", d);
+  mlp.plan(1, 8), mlp.init(1);
+  refused(mlp, "f32", "has MLP<GELU>, which llama.cpp's llama architecture cannot hold");
+  Dims g = find_arch("gpt2-tiny").dims;
+  g.vocab = tok->vocab_size();
+  auto gpt2 = make_model("gpt2-tiny", g);
+  gpt2->plan(1, 8), gpt2->init(1);
+  refused(*gpt2, "f32", "writes the Llama family only so far");
+  refused(*llama, "q8_0", "q8_0 quantizes rows in blocks of 32");
+  refused(*llama, "q4", "--type q4 is not one of f32, f16, bf16, q8_0");
 }
 
 TEST_CASE("a split too small for one batch is named, with the keys that fix it", "[train][data]") {

@@ -30,47 +30,50 @@ std::string part_named(std::string_view tag) {
 
 // Fails unless the model has every tag of `need` and none of `refuse`, naming the first part
 // the target cannot hold and what it holds instead.
-void require_parts(const AnyModel& m, const char* target, std::initializer_list<std::pair<std::string_view, const char*>> need,
+void require_parts(const char* command, const AnyModel& m, const char* target,
+                   std::initializer_list<std::pair<std::string_view, const char*>> need,
                    std::initializer_list<std::pair<std::string_view, const char*>> refuse) {
   for (const auto& [tag, instead] : refuse)
-    LLMTK_CHECK(!m.has_tag(tag), "export --hf", "model '", m.name(), "' has ", part_named(tag), ", which ", target,
+    LLMTK_CHECK(!m.has_tag(tag), command, "model '", m.name(), "' has ", part_named(tag), ", which ", target,
                 " cannot hold (it has ", instead, "); the exported model would compute something else, so nothing was written");
   for (const auto& [tag, what] : need)
-    LLMTK_CHECK(m.has_tag(tag), "export --hf", "model '", m.name(), "' has no ", what, ", which ", target,
+    LLMTK_CHECK(m.has_tag(tag), command, "model '", m.name(), "' has no ", what, ", which ", target,
                 " requires; the exported model would compute something else, so nothing was written");
 }
 
 }  // namespace
 
-std::string hf_family(const AnyModel& m) {
-  LLMTK_CHECK(m.dims().window == 0, "export --hf", "model '", m.name(), "' uses a sliding window (model.window = ",
-              m.dims().window, "), which GPT2LMHeadModel and LlamaForCausalLM do not have; their outputs would differ");
+std::string hf_family(const AnyModel& m) { return model_family(m, "export --hf", "GPT2LMHeadModel", "LlamaForCausalLM"); }
+
+std::string model_family(const AnyModel& m, const char* command, const char* gpt2, const char* llama) {
+  LLMTK_CHECK(m.dims().window == 0, command, "model '", m.name(), "' uses a sliding window (model.window = ",
+              m.dims().window, "), which ", gpt2, " and ", llama, " do not have; their outputs would differ");
   // The position scheme picks the family; then every other part must be one the family has.
   if (m.has_tag("learned_positions")) {
-    require_parts(m, "GPT2LMHeadModel", {{"mha", "multi-head attention (MHA)"}, {"layernorm", "LayerNorm"},
+    require_parts(command, m, gpt2, {{"mha", "multi-head attention (MHA)"}, {"layernorm", "LayerNorm"},
                                          {"gelu_mlp", "an MLP<GELU> feed-forward"}, {"prenorm", "PreNorm placement"},
                                          {"sequential_block", "sequential Block"}},
                   {{"alibi", "learned positions"}, {"rope", "learned positions"}, {"qk_norm", "no query/key norm"},
                    {"parallel_block", "sequential blocks"}, {"rmsnorm", "LayerNorm"}, {"swiglu", "MLP<GELU>"},
                    {"geglu", "MLP<GELU>"}, {"postnorm", "PreNorm"}, {"sandwichnorm", "PreNorm"}});
-    LLMTK_CHECK(m.dims().bias, "export --hf", "GPT2LMHeadModel has biases in every linear map and LayerNorm; this model has "
+    LLMTK_CHECK(m.dims().bias, command, gpt2, " has biases in every linear map and LayerNorm; this model has "
                 "model.bias = false, so nothing was written");
     return "gpt2";
   }
   if (m.has_tag("rope")) {
-    require_parts(m, "LlamaForCausalLM", {{"rmsnorm", "RMSNorm"}, {"prenorm", "PreNorm placement"},
+    require_parts(command, m, llama, {{"rmsnorm", "RMSNorm"}, {"prenorm", "PreNorm placement"},
                                           {"sequential_block", "sequential Block"}},
                   {{"alibi", "RoPE only"}, {"learned_positions", "RoPE only"}, {"qk_norm", "no query/key norm"},
                    {"layernorm", "RMSNorm"}, {"gelu_mlp", "a gated feed-forward: SwiGLU, or GeGLU as hidden_act gelu_pytorch_tanh"},
                    {"relu_mlp", "a gated feed-forward: SwiGLU or GeGLU"}, {"mlp", "a gated feed-forward: SwiGLU or GeGLU"},
                    {"parallel_block", "sequential blocks"}, {"postnorm", "PreNorm"}, {"sandwichnorm", "PreNorm"}});
-    LLMTK_CHECK(m.has_tag("swiglu") || m.has_tag("geglu"), "export --hf", "model '", m.name(),
-                "' has no gated feed-forward (SwiGLU or GeGLU), which LlamaForCausalLM requires; nothing was written");
-    LLMTK_CHECK(!m.dims().bias, "export --hf", "model '", m.name(), "' has biases (model.bias = true), which this export "
-                "to LlamaForCausalLM does not write; nothing was written");
+    LLMTK_CHECK(m.has_tag("swiglu") || m.has_tag("geglu"), command, "model '", m.name(),
+                "' has no gated feed-forward (SwiGLU or GeGLU), which ", llama, " requires; nothing was written");
+    LLMTK_CHECK(!m.dims().bias, command, "model '", m.name(), "' has biases (model.bias = true), which this export "
+                "to ", llama, " does not write; nothing was written");
     return "llama";
   }
-  fail("export --hf", "model '", m.name(), "' has ", m.has_tag("alibi") ? "ALiBi" : m.has_tag("sinusoidal") ? "Sinusoidal positions" : "a position scheme",
+  fail(command, "model '", m.name(), "' has ", m.has_tag("alibi") ? "ALiBi" : m.has_tag("sinusoidal") ? "Sinusoidal positions" : "a position scheme",
        " and Transformers interop covers GPT-2 (learned positions) and Llama (RoPE) only; nothing was written");
 }
 

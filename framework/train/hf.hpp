@@ -16,6 +16,9 @@ namespace llmtk::train {
 // "gpt2" or "llama": the Transformers family a model maps to. Fails, naming the part, for a
 // composition the family cannot hold exactly (it never writes an approximation).
 std::string hf_family(const AnyModel& model);
+// The same rules for another format: `command` starts the messages, the targets name what the
+// format calls its two families (GGUF: llama.cpp's "llama" architecture).
+std::string model_family(const AnyModel& model, const char* command, const char* gpt2_target, const char* llama_target);
 // The Llama family's hidden_act: "silu" (SwiGLU) or "gelu_pytorch_tanh" (GeGLU).
 std::string hf_hidden_act(const AnyModel& model);
 

@@ -16,6 +16,7 @@
 #include "train/checkpoint.hpp"
 #include "train/finetune.hpp"
 #include "train/generate.hpp"
+#include "train/gguf.hpp"
 #include "train/hf.hpp"
 #include "train/run_report.hpp"
 #include "train/step.hpp"
@@ -36,6 +37,7 @@ struct TrainArgs {
 struct GenArgs {
   std::string run, prompt, device = "cpu";
   train::GenerateOptions o;
+  bool json = false;
 };
 
 struct EvalArgs {
@@ -108,12 +110,38 @@ void add_train_commands(CLI::App& app) {
       ->check(CLI::Range(0.0, 1.0));
   gen->add_option("--seed", ga->o.seed, "Random seed");
   gen->add_option("--device", ga->device, device_list())->check(device_names());
+  gen->add_flag("--json", ga->json,
+                "Print one JSON object: the prompt's token ids, the log-probabilities of every next token after it, "
+                "and exactly --max-tokens generated ids (no stop at end of text): for comparing with other runtimes");
   gen->callback([ga] {
     auto l = train::load_run(ga->run, ga->device);
     const data::Tokenizer& tok = *l.tokenizer;
     std::vector<data::TokenId> prompt = ga->prompt.empty() ? std::vector<data::TokenId>{tok.eot()} : tok.encode(ga->prompt);
     train::GenerateOptions o = ga->o;
     o.stop_token = tok.eot();
+    if (ga->json) {
+      // log softmax of the logits after the whole prompt, in double
+      LLMTK_CHECK(std::int64_t(prompt.size()) <= l.model->dims().max_seq, "generate --json", "the prompt has ",
+                  prompt.size(), " tokens, more than model.max_seq = ", l.model->dims().max_seq);
+      l.model->plan_decode(std::int64_t(prompt.size()));
+      l.model->allocate();
+      const float* z = nullptr;
+      for (std::size_t i = 0; i < prompt.size(); ++i) {  // one token at a time through the KV cache
+        std::int32_t id = prompt[i];
+        z = l.model->decode(TensorRef(&id, DType::i32, {1, 1}), std::int64_t(i));
+      }
+      const std::int64_t V = l.model->dims().vocab;
+      double mx = -INFINITY, sum = 0;
+      for (std::int64_t v = 0; v < V; ++v) mx = std::max(mx, double(z[v]));
+      for (std::int64_t v = 0; v < V; ++v) sum += std::exp(double(z[v]) - mx);
+      std::vector<double> logprobs(static_cast<std::size_t>(V));
+      for (std::int64_t v = 0; v < V; ++v) logprobs[std::size_t(v)] = double(z[v]) - mx - std::log(sum);
+      o.stop_token = -1;
+      const auto out = train::generate(*l.model, prompt, o);
+      nlohmann::json j = {{"prompt_ids", prompt}, {"next_logprobs", logprobs}, {"generated_ids", out}};
+      fmt::print("{}\n", j.dump());
+      return;
+    }
     fmt::print("{}", ga->prompt);
     std::fflush(stdout);
     // Print as tokens arrive; a token can end mid-character, so print whole UTF-8 sequences only.
@@ -140,28 +168,41 @@ void add_train_commands(CLI::App& app) {
   });
 
   struct ExportArgs {
-    std::string run, hf;
+    std::string run, hf, gguf, type = "f32";
     bool merge = false;
   };
   auto xa = std::make_shared<ExportArgs>();
   auto* ex = app.add_subcommand("export", "Write a trained run in another format");
   ex->add_option("run", xa->run, "A run or checkpoint directory")->required()->check(CLI::ExistingDirectory);
-  ex->add_option("--hf", xa->hf, "Directory for a Hugging Face Transformers checkpoint "
-                                 "(config.json, model.safetensors, tokenizer.json)")->required();
+  auto* hf = ex->add_option("--hf", xa->hf, "Directory for a Hugging Face Transformers checkpoint "
+                                            "(config.json, model.safetensors, tokenizer.json)");
+  auto* gguf = ex->add_option("--gguf", xa->gguf, "File for llama.cpp (GGUF, the llama architecture, tokenizer included)");
+  ex->add_option("--type", xa->type, "GGUF tensor type: f32, f16, bf16 or q8_0 (norms stay f32)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"f32", "f16", "bf16", "q8_0"}));
+  hf->excludes(gguf);
   ex->add_flag("--merge", xa->merge, "A LoRA run: write W + s·B·A, the base with its adapters merged in");
   ex->callback([xa] {
+    LLMTK_CHECK(!xa->hf.empty() || !xa->gguf.empty(), "export", "say where: --hf DIR (Transformers) or --gguf FILE (llama.cpp)");
+    const char* command = xa->hf.empty() ? "export --gguf" : "export --hf";
     auto l = train::load_run(xa->run, "cpu");
+    std::unique_ptr<AnyModel> merged;
     if (l.state.lora.enabled()) {
       if (!xa->merge)
-        fail("export --hf", l.checkpoint, " holds LoRA adapters (rank ", l.state.lora.rank,
-             "), which a Transformers checkpoint has no place for; pass --merge to write the base with the adapters merged in");
-      auto merged = train::merge_lora(l.state.arch, l.state.dims, l.state.lora, *l.model);
-      train::export_hf(*merged, xa->hf, l.tokenizer.get());
-    } else {
-      train::export_hf(*l.model, xa->hf, l.tokenizer.get());
+        fail(command, l.checkpoint, " holds LoRA adapters (rank ", l.state.lora.rank,
+             "), which the format has no place for; pass --merge to write the base with the adapters merged in");
+      merged = train::merge_lora(l.state.arch, l.state.dims, l.state.lora, *l.model);
     }
-    fmt::print("exported {} ({} checkpoint {}{}) to {}\n", l.model->name(), train::hf_family(*l.model), l.checkpoint,
-               l.state.lora.enabled() ? ", LoRA merged" : "", xa->hf);
+    const AnyModel& model = merged ? *merged : *l.model;
+    if (!xa->hf.empty()) {
+      train::export_hf(model, xa->hf, l.tokenizer.get());
+      fmt::print("exported {} ({} checkpoint {}{}) to {}\n", l.model->name(), train::hf_family(model), l.checkpoint,
+                 merged ? ", LoRA merged" : "", xa->hf);
+    } else {
+      train::export_gguf(model, xa->gguf, *l.tokenizer, xa->type);
+      fmt::print("exported {} (checkpoint {}{}) to {} (GGUF, llama architecture, {})\n", l.model->name(), l.checkpoint,
+                 merged ? ", LoRA merged" : "", xa->gguf, xa->type);
+    }
   });
 
   auto ea = std::make_shared<EvalArgs>();

@@ -1,0 +1,34 @@
+// GGUF export: the file llama.cpp (and everything built on it: Ollama, LM Studio, node-llama-cpp)
+// loads. A Llama-style model (RMSNorm, GQA with RoPE, SwiGLU, pre-norm; tied or untied head) is
+// written as llama.cpp's "llama" architecture with its hyper-parameters and the byte-level BPE
+// tokenizer in the metadata, so the one file is the whole model.
+//
+// Two layouts differ from llmtk's. GGUF lists a tensor's extents innermost first, so a [out, in]
+// weight is declared {in, out} with its bytes unchanged. And llama.cpp's "llama" RoPE rotates
+// adjacent pairs (x[2i], x[2i+1]) where llmtk (as Transformers) rotates the two halves of each
+// head (x[i], x[i + D/2]): the rows of wq and wk are interleaved per head, row 2i + j of a head
+// taking row j·D/2 + i, so q·k, and the model, are unchanged.
+//
+// The format is described in llama.cpp's docs (gguf.md); tests/scripts/gguf_llamacpp.sh checks a
+// file with llama.cpp itself (node-llama-cpp's prebuilt binary): tokens, next-token
+// log-probabilities and greedy text.
+#pragma once
+#include <string>
+#include <string_view>
+
+#include "../data/tokenizer.hpp"
+#include "../models/model.hpp"
+
+namespace llmtk::train {
+
+// The tensor types an export can write: "f32", "f16", "bf16", or "q8_0" (blocks of 32 weights,
+// one f16 scale each, as llama.cpp's reference quantizer). Norm weights are always f32.
+inline constexpr std::string_view kGgufTypes[] = {"f32", "f16", "bf16", "q8_0"};
+
+// Writes PATH.tmp and renames it to PATH when complete. Refuses, before writing anything, a model
+// whose parts llama.cpp's "llama" architecture cannot hold (naming the part), a tokenizer that is
+// not byte-level BPE with GPT-2's pre-tokenizer, and q8_0 for rows that are not a multiple of 32.
+void export_gguf(const AnyModel& model, const std::string& path, const data::Tokenizer& tokenizer,
+                 std::string_view type);
+
+}  // namespace llmtk::train

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# `llmtk export --gguf` files run in llama.cpp itself: node-llama-cpp's prebuilt CPU binary (npm,
+# pinned below, installed once into tests/.node) loads a trained Llama-style model exported as
+# f32, f16 and q8_0, and tests/gguf/check_llamacpp.mjs compares with llmtk: the token ids of 120
+# strings, the next-token log-probabilities after a prompt (f32 within 1e-4; f16 and q8_0 within
+# the bounds below) and, for f32, 32 tokens of greedy decoding. Skips (exit 77) with the reason
+# where Node.js 20 or the package cannot be had.
+set -euo pipefail
+llmtk=$(realpath "$1")
+root=$(cd "$(dirname "$0")/../.." && pwd)
+node_dir="$root/tests/.node"
+version=3.21.1
+if ! command -v node > /dev/null || (( $(node -p 'process.versions.node.split(".")[0]') < 20 )); then
+  echo "SKIPPED: node-llama-cpp needs Node.js 20 or newer ($(node --version 2> /dev/null || echo 'no node'))"
+  exit 77
+fi
+if [[ $(node -p "try { require('$node_dir/node_modules/node-llama-cpp/package.json').version } catch { '' }" 2> /dev/null) != "$version" ]]; then
+  command -v npm > /dev/null || { echo "SKIPPED: npm is needed to install node-llama-cpp $version"; exit 77; }
+  mkdir -p "$node_dir"
+  # The CPU binary only (the CUDA and Vulkan builds are optional packages of hundreds of MB), and
+  # never a source build: a missing binary fails here instead of compiling llama.cpp.
+  if ! NODE_LLAMA_CPP_SKIP_DOWNLOAD=true npm install --silent --save-exact --omit=optional --prefix "$node_dir" \
+      "node-llama-cpp@$version" "@node-llama-cpp/linux-x64@$version" > "$node_dir/install.log" 2>&1; then
+    echo "SKIPPED: npm could not install node-llama-cpp $version (offline?); see $node_dir/install.log"
+    exit 77
+  fi
+fi
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cd "$work"
+bible -l 1000 Genesis1:1-Exodus40:38 > text.txt
+"$llmtk" data prepare "$root/recipes/data/kjv.toml" --input text.txt --out data --vocab-size 300 > /dev/null
+# Rows of 64 and 96 (multiples of 32, as q8_0 needs), GQA with 2 kv heads, an untied head.
+"$llmtk" train "$root/recipes/quickstart.toml" --set model.arch=llama-tiny --set data.dir="$work/data" \
+  --set model.vocab=300 --set model.d_model=64 --set model.n_layers=2 --set model.n_heads=4 --set model.n_kv_heads=2 \
+  --set model.d_ff=96 --set model.max_seq=64 --set train.batch=8 --set train.seq=64 --set train.steps=400 \
+  --set schedule.warmup=5 --set eval.every=0 --set eval.batches=1 --set log.sample_prompt= --set train.threads=1 \
+  --run-dir run > train.txt || { cat train.txt; exit 1; }
+# 120 strings: verses the model never saw, and text llama.cpp's splitter must cut as GPT-2's does.
+bible -l 1000 Revelation1:1-Revelation5:14 | head -100 > verses.txt
+/usr/bin/python3 - "$llmtk" <<'PY'
+import json, subprocess, sys
+strings = [l.rstrip("\n") for l in open("verses.txt")]
+strings += ["Hello, world!", "  two  spaces", "tabs\tand\nnewlines\n\n", "don't won't I'll we've they're",
+            "3.14159 and 2,718 and 1e-9", "café naïve façade", "日本語のテキスト", "emoji 🙂 and ♥",
+            "x" * 50, "UPPER lower MiXeD", "a.b,c;d:e!f?g", "(brackets) [square] {curly}",
+            "    leading", "trailing    ", "#hash @at $dollar %percent", "under_score-dash",
+            "'quoted' \"double\"", "ünïcödé", "1234567890", " "]
+with open("strings.jsonl", "w") as f, open("ids.jsonl", "w") as g:
+    for s in strings:
+        ids = subprocess.run([sys.argv[1], "tokenizer", "encode", "--tokenizer", "data/tokenizer.json", "--text", s,
+                              "--json"], check=True, capture_output=True, text=True).stdout
+        f.write(json.dumps(s) + "\n")
+        g.write(ids.strip() + "\n")
+print(f"{len(strings)} strings")
+PY
+"$llmtk" generate run --prompt "And the LORD said unto Moses" --temperature 0 --max-tokens 32 --json > generate.json
+export NODE_PATH="$node_dir/node_modules"
+cp "$root/tests/gguf/check_llamacpp.mjs" "$node_dir/"  # ESM resolves packages next to the script
+status=0
+for spec in "f32 1e-4 exact" "f16 5e-3 skip" "q8_0 5e-2 skip"; do
+  read -r type tol greedy <<< "$spec"
+  "$llmtk" export run --gguf "model-$type.gguf" --type "$type" > /dev/null
+  echo "== $type ($(stat -c %s "model-$type.gguf") bytes)"
+  node "$node_dir/check_llamacpp.mjs" "$work/model-$type.gguf" strings.jsonl ids.jsonl generate.json "$tol" "$greedy" || status=1
+done
+exit $status
