@@ -206,7 +206,7 @@ int main(int argc, char** argv) {
                 r.unit.c_str(), gf(r.ceiling).c_str(), gf(r.rate_bf16).c_str(), gf(r.ceiling_bf16).c_str());
   std::printf("\nbf16 (docs/bf16.md): activations and their gradients in bf16, matmuls on the weights' bf16 working "
               "copy with f32 accumulation and f32 dw; \"oneDNN alone, bf16\" is the product with bf16 inputs and "
-              "output. Attention computes in f32 in both precisions (bf16 inputs widened).\n");
+              "output. Attention computes in f32 tiles in both precisions (bf16 loaded into them, rounded on store).\n");
   std::printf("\nCommand: `benchmarks/ops/run.sh`\n");
   if (!json_path.empty()) {
     std::ofstream out(json_path);
