@@ -587,6 +587,55 @@ TEST_CASE("GGUF export refuses what llama.cpp's llama architecture cannot hold, 
   refused(*llama, "q4", "--type q4 is not one of f32, f16, bf16, q8_0");
 }
 
+TEST_CASE("GGUF encodings: f16 rounding, a Q8_0 block, RoPE rows reordered to llama.cpp's pairs", "[train][gguf]") {
+  using gguf::half_bits;
+  CHECK(half_bits(1.0f) == 0x3c00);
+  CHECK(half_bits(-2.5f) == 0xc100);
+  CHECK(half_bits(65504.0f) == 0x7bff);                      // the largest half
+  CHECK(half_bits(65520.0f) == 0x7c00);                      // rounds up to inf
+  CHECK(half_bits(std::ldexp(1.0f, -24)) == 0x0001);         // the smallest subnormal
+  CHECK(half_bits(std::ldexp(1.0f, -25)) == 0x0000);         // a tie: to even, zero
+  CHECK(half_bits(1.0f + std::ldexp(1.0f, -11)) == 0x3c00);  // a tie below: to even
+  CHECK(half_bits(1.0f + 3 * std::ldexp(1.0f, -11)) == 0x3c02);
+  CHECK((half_bits(std::nanf("")) & 0x7e00) == 0x7e00);      // NaN stays a (quiet) NaN
+  // Q8_0: d = max|x| / 127 as f16, then round(x / d); dequantized within half a step.
+  std::vector<float> x(32);
+  for (int i = 0; i < 32; ++i) x[std::size_t(i)] = 0.37f * float(i - 13) + 0.01f * float(i % 5);
+  const auto block = gguf::q8_0_block(x.data());
+  REQUIRE(block.size() == 34);
+  const float amax = 0.37f * 18 + 0.01f * 1;  // x[31] = 0.37·18 + 0.01·1
+  const std::uint16_t d_bits = std::uint16_t(std::uint8_t(block[0]) | (std::uint8_t(block[1]) << 8));
+  CHECK(d_bits == half_bits(amax / 127.0f));
+  for (int i = 0; i < 32; ++i) {
+    const int q = std::int8_t(block[std::size_t(2 + i)]);
+    CHECK(q == int(std::round(x[std::size_t(i)] * 127.0f / amax)));
+  }
+  // Reordered rows under adjacent-pair RoPE give the half-split RoPE result of the original rows,
+  // reordered the same way: q·k, and the model, are unchanged.
+  const std::int64_t H = 2, D = 8, in = 5;
+  Rng rng(3);
+  std::vector<float> w(static_cast<std::size_t>(H * D * in)), v(static_cast<std::size_t>(in));
+  for (auto& e : w) e = float(rng.normal());
+  for (auto& e : v) e = float(rng.normal());
+  const auto wp = gguf::rope_pairs_adjacent(w, H, D, in);
+  auto times = [&](const std::vector<float>& m) {
+    std::vector<double> y(std::size_t(H * D));
+    for (std::int64_t r = 0; r < H * D; ++r)
+      for (std::int64_t c = 0; c < in; ++c) y[std::size_t(r)] += double(m[std::size_t(r * in + c)]) * v[std::size_t(c)];
+    return y;
+  };
+  const auto a = times(w), b = times(wp);
+  const double pos = 7;
+  for (std::int64_t h = 0; h < H; ++h)
+    for (std::int64_t i = 0; i < D / 2; ++i) {
+      const double t = pos * std::pow(10000.0, -2.0 * double(i) / double(D)), c = std::cos(t), s = std::sin(t);
+      const double a0 = a[std::size_t(h * D + i)], a1 = a[std::size_t(h * D + i + D / 2)];  // half-split pair
+      const double b0 = b[std::size_t(h * D + 2 * i)], b1 = b[std::size_t(h * D + 2 * i + 1)];  // adjacent pair
+      CHECK(b0 * c - b1 * s == Approx(a0 * c - a1 * s).margin(1e-9));
+      CHECK(b1 * c + b0 * s == Approx(a1 * c + a0 * s).margin(1e-9));
+    }
+}
+
 TEST_CASE("a split too small for one batch is named, with the keys that fix it", "[train][data]") {
   const auto d = tmp("small-val");
   const auto recipe = read_recipe(write_recipe(d), {"train.batch=64"});

@@ -131,7 +131,9 @@ void gemm(const TensorRef& A, const TensorRef& B, const float* bias, const Tenso
   // dw += dyᵀ·x with many more rows than columns (the LM head's [V, C]): oneDNN's bf16 product
   // runs about 1.5x faster with the small operand as its source, so compute the transpose
   // x ᵀ·dy into scratch and add it transposed (benchmarks/results/ops.md, lm head backward).
-  if (bf16_in && a_t && !b_t && accumulate && !c_bf16 && M >= 4 * N) {
+  // The scratch stays allocated for the next step; above 512 MB (a 128k × 1024 head) the direct
+  // product runs instead, so the scratch never grows past that.
+  if (bf16_in && a_t && !b_t && accumulate && !c_bf16 && M >= 4 * N && M * N <= (std::int64_t(1) << 27)) {
     if (ctx.t32.size() < std::size_t(M * N)) ctx.t32.resize(std::size_t(M * N));
     const TensorRef t32(ctx.t32.data(), DType::f32, {N, M});
     gemm(B, A, nullptr, t32, N, K, M, true, false, false);

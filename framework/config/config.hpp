@@ -34,8 +34,8 @@ class ConfigFile {
     // `check` returns "" for a good value, else why it is not (the error adds FILE:LINE and the key).
     std::string string(std::string_view key, std::string fallback, const std::function<std::string(const std::string&)>& check);
     std::vector<std::string> strings(std::string_view key, std::vector<std::string> fallback);
-    // An inline table of numbers keyed by free-form strings ({ "embed.*" = 0.1 }), in the file's
-    // key order; each number within [min, max]. Absent: empty.
+    // An inline table of numbers keyed by free-form strings ({ "embed.*" = 0.1 }), sorted by key;
+    // each number within [min, max]. Absent: empty.
     std::vector<std::pair<std::string, double>> numbers_by_name(std::string_view key, double min, double max);
     Table table(std::string_view key);  // an absent table reads as empty
     std::string path() const;            // "filter" or "" for the root

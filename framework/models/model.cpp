@@ -85,6 +85,7 @@ void AnyModel::plan(std::int64_t B, std::int64_t T, bool recompute) {
 void AnyModel::set_precision(DType activations) {
   LLMTK_CHECK(activations == DType::f32 || activations == DType::bf16, name_, "activations are f32 or bf16, not ",
               name_of(activations));
+  LLMTK_CHECK(!planned_, name_, "set_precision() comes before the first plan()");
   precision_ = activations;
   prepare_working();
 }

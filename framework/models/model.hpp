@@ -70,7 +70,7 @@ class AnyModel {
   // recompute: blocks keep only their inputs and recompute activations in backward (less memory,
   // about one more forward pass of compute).
   void plan(std::int64_t B, std::int64_t T, bool recompute = false);
-  // The dtype of activations and their gradients from the next plan() on (docs/bf16.md): f32, or
+  // The dtype of activations and their gradients (docs/bf16.md), before the first plan(): f32, or
   // bf16 — then every parameter a matmul reads also gets a bf16 working copy, rebuilt from the
   // f32 master weights at the first forward after they may have changed (an optimizer step, a
   // load: anything that took params() for writing).

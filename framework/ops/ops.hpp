@@ -13,8 +13,8 @@
 //     dtype, f32 or bf16, the same for all of them; statistics the backward reads (mean, rstd,
 //     lse, losses, cross-entropy weights), parameters, their gradients and optimizer state are
 //     f32. A matmul's w may be f32 or bf16 (the working copy) whatever the activations are. An
-//     op computes in f32 or wider and rounds once when it stores a bf16 result; nothing
-//     accumulates (+=) in bf16.
+//     op computes in f32 or wider and rounds once when it stores a bf16 result; no op's
+//     accumulated (+=) output is bf16.
 // checks.cpp checks each op's arguments against these contracts; backends/reference runs them.
 #pragma once
 #include <cstdint>

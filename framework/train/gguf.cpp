@@ -18,14 +18,7 @@ namespace llmtk::train {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
-namespace {
-
-constexpr const char* kCommand = "export --gguf";
-constexpr std::uint64_t kAlignment = 32;  // GGUF's default (general.alignment absent)
-
-// GGUF's metadata value types and ggml's tensor types (the ids the format fixes).
-enum class Value : std::uint32_t { u32 = 4, i32 = 5, f32 = 6, boolean = 7, string = 8, array = 9 };
-enum class Ggml : std::uint32_t { f32 = 0, f16 = 1, q8_0 = 8, bf16 = 30 };
+namespace gguf {
 
 // IEEE half precision from a float, round to nearest even (what a f16 tensor or a Q8_0 scale
 // holds). Written out because C++20 has no float16 type; subnormals and overflow handled.
@@ -42,6 +35,42 @@ std::uint16_t half_bits(float f) {
   const std::uint32_t rounded = abs + 0xfffu + ((abs >> 13) & 1u);  // to nearest even at bit 13
   return std::uint16_t(sign | ((rounded - 0x38000000u) >> 13));
 }
+
+// Rows of each head reordered from half-split RoPE pairs (i, i + D/2) to adjacent pairs
+// (2i, 2i + 1): new row h·D + 2i + j = old row h·D + j·D/2 + i.
+std::vector<float> rope_pairs_adjacent(const std::vector<float>& w, std::int64_t heads, std::int64_t D, std::int64_t in) {
+  std::vector<float> out(w.size());
+  for (std::int64_t h = 0; h < heads; ++h)
+    for (std::int64_t i = 0; i < D / 2; ++i)
+      for (std::int64_t j = 0; j < 2; ++j)
+        std::copy_n(w.data() + (h * D + j * (D / 2) + i) * in, in, out.data() + (h * D + 2 * i + j) * in);
+  return out;
+}
+
+std::vector<char> q8_0_block(const float* x) {
+  std::vector<char> out;
+  float amax = 0;
+  for (int i = 0; i < 32; ++i) amax = std::max(amax, std::abs(x[i]));
+  const float d = amax / 127.0f, id = d != 0 ? 1.0f / d : 0.0f;
+  const std::uint16_t h = half_bits(d);
+  out.push_back(char(h & 0xff)), out.push_back(char(h >> 8));
+  for (int i = 0; i < 32; ++i) out.push_back(char(std::int8_t(std::round(x[i] * id))));
+  return out;
+}
+
+}  // namespace gguf
+
+namespace {
+
+using gguf::half_bits;
+using gguf::rope_pairs_adjacent;
+
+constexpr const char* kCommand = "export --gguf";
+constexpr std::uint64_t kAlignment = 32;  // GGUF's default (general.alignment absent)
+
+// GGUF's metadata value types and ggml's tensor types (the ids the format fixes).
+enum class Value : std::uint32_t { u32 = 4, i32 = 5, f32 = 6, boolean = 7, string = 8, array = 9 };
+enum class Ggml : std::uint32_t { f32 = 0, f16 = 1, q8_0 = 8, bf16 = 30 };
 
 // The file's header and metadata, then its tensor infos, built in memory (a few MB for a
 // vocabulary), and the tensors' bytes streamed after them.
@@ -110,11 +139,8 @@ std::vector<char> encode(const Tensor& t) {
       break;
     case Ggml::q8_0:
       for (std::size_t b = 0; b < n; b += 32) {
-        float amax = 0;
-        for (std::size_t i = b; i < b + 32; ++i) amax = std::max(amax, std::abs(t.values[i]));
-        const float d = amax / 127.0f, id = d != 0 ? 1.0f / d : 0.0f;
-        put16(half_bits(d));
-        for (std::size_t i = b; i < b + 32; ++i) out.push_back(char(std::int8_t(std::round(t.values[i] * id))));
+        const std::vector<char> block = gguf::q8_0_block(t.values.data() + b);
+        out.insert(out.end(), block.begin(), block.end());
       }
       break;
   }
@@ -126,17 +152,6 @@ std::vector<float> values_of(const Arena& p, const std::string& name) {
   LLMTK_CHECK(id >= 0, kCommand, "internal: no parameter '", name, "'");
   const TensorRef t = p[id];
   return std::vector<float>(t.f32(), t.f32() + t.numel());
-}
-
-// Rows of each head reordered from half-split RoPE pairs (i, i + D/2) to adjacent pairs
-// (2i, 2i + 1): new row h·D + 2i + j = old row h·D + j·D/2 + i.
-std::vector<float> rope_pairs_adjacent(const std::vector<float>& w, std::int64_t heads, std::int64_t D, std::int64_t in) {
-  std::vector<float> out(w.size());
-  for (std::int64_t h = 0; h < heads; ++h)
-    for (std::int64_t i = 0; i < D / 2; ++i)
-      for (std::int64_t j = 0; j < 2; ++j)
-        std::copy_n(w.data() + (h * D + j * (D / 2) + i) * in, in, out.data() + (h * D + 2 * i + j) * in);
-  return out;
 }
 
 }  // namespace
@@ -165,11 +180,14 @@ void export_gguf(const AnyModel& m, const std::string& path, const data::Tokeniz
   // The tokenizer as Transformers writes it: vocabulary in byte-level form ("Ġthe"), merges, and
   // special tokens; llama.cpp's "gpt-2" pre-tokenizer is GPT-2's split.
   const fs::path tmp_tok = fs::path(path + ".tokenizer.tmp.json");
-  tok.save(tmp_tok.string());
   json tj;
-  {
+  try {
+    tok.save(tmp_tok.string());
     std::ifstream in(tmp_tok);
     tj = json::parse(in);
+  } catch (...) {
+    fs::remove(tmp_tok);
+    throw;
   }
   fs::remove(tmp_tok);
   const json& pre = tj["pre_tokenizer"];
@@ -184,22 +202,24 @@ void export_gguf(const AnyModel& m, const std::string& path, const data::Tokeniz
     LLMTK_CHECK(i >= 0 && i < V, kCommand, "token id ", i, " is outside model.vocab = ", V);
     tokens[std::size_t(i)] = text, types[std::size_t(i)] = 1;  // NORMAL
   }
-  std::int64_t eot = -1;
   for (const auto& a : tj["added_tokens"]) {
     const auto i = a["id"].get<std::int64_t>();
-    if (i < 0 || i >= V) continue;
+    LLMTK_CHECK(i >= 0 && i < V, kCommand, "special token id ", i, " is outside model.vocab = ", V);
     tokens[std::size_t(i)] = a["content"].get<std::string>();
     types[std::size_t(i)] = a.value("special", false) ? 3 : 4;  // CONTROL or USER_DEFINED
-    if (tokens[std::size_t(i)] == "<|endoftext|>") eot = i;
   }
+  const std::int64_t eot = tok.eot();  // fails, naming the fix, when the tokenizer has none
   for (std::int64_t i = 0; i < V; ++i)
     if (tokens[std::size_t(i)].empty()) tokens[std::size_t(i)] = "[PAD" + std::to_string(i) + "]";  // ids past the tokenizer
   std::vector<std::string> merges;
   for (const auto& mg : tj["model"]["merges"])
     merges.push_back(mg.is_string() ? mg.get<std::string>() : mg[0].get<std::string>() + " " + mg[1].get<std::string>());
 
-  // The tensors, named and laid out as llama.cpp's llama architecture reads them.
-  const Arena& p = m.params();
+  // The tensors, named and laid out as llama.cpp's llama architecture reads them (read through a
+  // host copy when the model lives on a device).
+  Arena host;
+  if (m.params().device() != Device::host) host = m.params().host_copy();
+  const Arena& p = m.params().device() == Device::host ? m.params() : host;
   const std::int64_t C = d.d_model, F = d.d_ff, D = d.head_dim(), H = d.n_heads, KV = d.n_kv_heads;
   std::vector<Tensor> ts;
   auto matrix = [&](std::string name, std::vector<float> v, std::int64_t out, std::int64_t in) {
@@ -246,10 +266,8 @@ void export_gguf(const AnyModel& m, const std::string& path, const data::Tokeniz
   w.kv_strings("tokenizer.ggml.merges", merges);
   // Without these llama.cpp assumes token 11; llmtk's documents are separated by <|endoftext|>,
   // and nothing is added before or after a text (as GPT-2).
-  if (eot >= 0) {
-    w.kv_u32("tokenizer.ggml.bos_token_id", std::uint32_t(eot));
-    w.kv_u32("tokenizer.ggml.eos_token_id", std::uint32_t(eot));
-  }
+  w.kv_u32("tokenizer.ggml.bos_token_id", std::uint32_t(eot));
+  w.kv_u32("tokenizer.ggml.eos_token_id", std::uint32_t(eot));
   w.kv_bool("tokenizer.ggml.add_bos_token", false);
   w.kv_bool("tokenizer.ggml.add_eos_token", false);
   const std::uint64_t kv_count = w.kv_count();
@@ -268,6 +286,14 @@ void export_gguf(const AnyModel& m, const std::string& path, const data::Tokeniz
 
   const fs::path final_path(path), tmp = fs::path(path + ".tmp");
   LLMTK_CHECK(!fs::is_directory(final_path), kCommand, "'", path, "' is a directory; give a file name such as model.gguf");
+  struct RemoveUnlessDone {  // a failure below leaves no PATH.tmp behind
+    const fs::path& p;
+    bool done = false;
+    ~RemoveUnlessDone() {
+      std::error_code ec;
+      if (!done) fs::remove(p, ec);
+    }
+  } cleanup{tmp};
   {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
     LLMTK_CHECK(out.good(), kCommand, "cannot write '", tmp.string(), "'");
@@ -291,6 +317,7 @@ void export_gguf(const AnyModel& m, const std::string& path, const data::Tokeniz
     LLMTK_CHECK(out.good(), kCommand, "writing '", tmp.string(), "' failed (disk full?); nothing was written at '", path, "'");
   }
   fs::rename(tmp, final_path);
+  cleanup.done = true;
 }
 
 }  // namespace llmtk::train

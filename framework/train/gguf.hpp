@@ -13,8 +13,10 @@
 // file with llama.cpp itself (node-llama-cpp's prebuilt binary): tokens, next-token
 // log-probabilities and greedy text.
 #pragma once
+#include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "../data/tokenizer.hpp"
 #include "../models/model.hpp"
@@ -30,5 +32,14 @@ inline constexpr std::string_view kGgufTypes[] = {"f32", "f16", "bf16", "q8_0"};
 // not byte-level BPE with GPT-2's pre-tokenizer, and q8_0 for rows that are not a multiple of 32.
 void export_gguf(const AnyModel& model, const std::string& path, const data::Tokenizer& tokenizer,
                  std::string_view type);
+
+// The encodings, for tests (gguf.cpp has their notes).
+namespace gguf {
+std::uint16_t half_bits(float f);  // IEEE binary16, round to nearest even
+// One Q8_0 block: 32 values → f16 scale d = max|x| / 127, then round(x / d) as int8 (34 bytes).
+std::vector<char> q8_0_block(const float* x);
+// Rows of each of `heads` heads of size D reordered from half-split RoPE pairs to adjacent ones.
+std::vector<float> rope_pairs_adjacent(const std::vector<float>& w, std::int64_t heads, std::int64_t D, std::int64_t in);
+}  // namespace gguf
 
 }  // namespace llmtk::train

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <iomanip>
 #include <optional>
 #include <filesystem>
 #include <sstream>
@@ -184,8 +185,15 @@ std::string to_toml(const Recipe& r) {
     << "\ndecay_embeddings = " << (r.optim.decay_embeddings ? "true" : "false") << "\ngrad_clip = " << r.optim.grad_clip << "\n";
   if (!r.optim.lr_scale.empty()) {
     o << "lr_scale = {";
-    for (std::size_t i = 0; i < r.optim.lr_scale.size(); ++i)
-      o << (i ? ", " : " ") << "\"" << r.optim.lr_scale[i].first << "\" = " << r.optim.lr_scale[i].second;
+    for (std::size_t i = 0; i < r.optim.lr_scale.size(); ++i) {
+      std::string pattern;  // a TOML basic string: quotes and backslashes escaped
+      for (char ch : r.optim.lr_scale[i].first) {
+        if (ch == '"' || ch == '\\') pattern.push_back('\\');
+        pattern.push_back(ch);
+      }
+      o << (i ? ", " : " ") << "\"" << pattern << "\" = " << std::setprecision(17) << r.optim.lr_scale[i].second
+        << std::setprecision(6);
+    }
     o << " }\n";
   }
   o << "\n[schedule]\nname = \"" << r.schedule.name << "\"\nwarmup = " << r.schedule.warmup << "\nmin_lr = "

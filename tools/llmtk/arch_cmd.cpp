@@ -107,7 +107,8 @@ void show(const ShowArgs& a) {
   fmt::print("\ncompute per token at seq {}\n  forward   {}\n  training  {} (forward + backward, 3x)\n",
              T, human_flops(fwd), human_flops(3 * fwd));
   fmt::print("\nmemory for one training step at batch {} x seq {} ({}, AdamW)\n", B, T,
-             act_dtype == DType::bf16 ? "bf16 activations, f32 master weights" : "fp32");
+             act_dtype == DType::bf16 ? "bf16 activations, f32 master weights; on cuda a bf16 run keeps f32 activations for now"
+                                      : "fp32");
   fmt::print("  parameters       {:>12}\n  gradients        {:>12}\n  optimizer state  {:>12}\n", human_bytes(param_bytes),
              human_bytes(grad_bytes), human_bytes(optim_bytes));
   if (working_bytes) fmt::print("  bf16 weights     {:>12}   (the matmuls' working copy)\n", human_bytes(working_bytes));

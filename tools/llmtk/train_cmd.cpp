@@ -121,8 +121,10 @@ void add_train_commands(CLI::App& app) {
     o.stop_token = tok.eot();
     if (ga->json) {
       // log softmax of the logits after the whole prompt, in double
-      LLMTK_CHECK(std::int64_t(prompt.size()) <= l.model->dims().max_seq, "generate --json", "the prompt has ",
-                  prompt.size(), " tokens, more than model.max_seq = ", l.model->dims().max_seq);
+      // No context shift in this mode: what it prints must be plain decoding of the prompt.
+      LLMTK_CHECK(std::int64_t(prompt.size()) + o.max_tokens <= l.model->dims().max_seq, "generate --json",
+                  "the prompt's ", prompt.size(), " tokens and --max-tokens ", o.max_tokens,
+                  " exceed model.max_seq = ", l.model->dims().max_seq, "; shorten one of them");
       l.model->plan_decode(std::int64_t(prompt.size()));
       l.model->allocate();
       const float* z = nullptr;
@@ -179,7 +181,8 @@ void add_train_commands(CLI::App& app) {
   auto* gguf = ex->add_option("--gguf", xa->gguf, "File for llama.cpp (GGUF, the llama architecture, tokenizer included)");
   ex->add_option("--type", xa->type, "GGUF tensor type: f32, f16, bf16 or q8_0 (norms stay f32)")
       ->capture_default_str()
-      ->check(CLI::IsMember({"f32", "f16", "bf16", "q8_0"}));
+      ->check(CLI::IsMember({"f32", "f16", "bf16", "q8_0"}))
+      ->needs(gguf);
   hf->excludes(gguf);
   ex->add_flag("--merge", xa->merge, "A LoRA run: write W + s·B·A, the base with its adapters merged in");
   ex->callback([xa] {
