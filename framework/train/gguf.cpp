@@ -7,6 +7,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <vector>
 
@@ -109,13 +110,23 @@ class Writer {
   std::uint64_t kv_ = 0;
 };
 
-// One tensor of the file: its GGUF name, extents innermost first, type, and its values in
-// llmtk's row-major order (already permuted where the layout differs).
+// One tensor of the file: its GGUF name, extents innermost first, type, and how to get its values
+// in llmtk's row-major order (permuted where the layout differs) when it is written, so that the
+// export holds one tensor in memory at a time, not a second copy of the model.
 struct Tensor {
   std::string name;
   std::vector<std::int64_t> ne;
   Ggml type;
-  std::vector<float> values;
+  std::function<std::vector<float>()> values;
+  std::uint64_t numel() const {
+    std::uint64_t n = 1;
+    for (auto e : ne) n *= std::uint64_t(e);
+    return n;
+  }
+  std::uint64_t bytes() const {
+    const std::uint64_t n = numel();
+    return type == Ggml::f32 ? n * 4 : type == Ggml::q8_0 ? n / 32 * 34 : n * 2;
+  }
 };
 
 std::uint64_t padded(std::uint64_t n) { return (n + kAlignment - 1) / kAlignment * kAlignment; }
@@ -123,23 +134,24 @@ std::uint64_t padded(std::uint64_t n) { return (n + kAlignment - 1) / kAlignment
 // The tensor's bytes in its type. Q8_0: per block of 32 along a row, d = max|x| / 127 stored as
 // f16, then the 32 values round(x / d) as int8 (llama.cpp's reference quantizer).
 std::vector<char> encode(const Tensor& t) {
-  const std::size_t n = t.values.size();
+  const std::vector<float> values = t.values();
+  const std::size_t n = values.size();
   std::vector<char> out;
   auto put16 = [&](std::uint16_t h) { out.push_back(char(h & 0xff)), out.push_back(char(h >> 8)); };
   switch (t.type) {
     case Ggml::f32:
       out.resize(n * 4);
-      std::memcpy(out.data(), t.values.data(), n * 4);
+      std::memcpy(out.data(), values.data(), n * 4);
       break;
     case Ggml::f16:
-      for (float v : t.values) put16(half_bits(v));
+      for (float v : values) put16(half_bits(v));
       break;
     case Ggml::bf16:
-      for (float v : t.values) put16(bf16(v).bits);
+      for (float v : values) put16(bf16(v).bits);
       break;
     case Ggml::q8_0:
       for (std::size_t b = 0; b < n; b += 32) {
-        const std::vector<char> block = gguf::q8_0_block(t.values.data() + b);
+        const std::vector<char> block = gguf::q8_0_block(values.data() + b);
         out.insert(out.end(), block.begin(), block.end());
       }
       break;
@@ -222,27 +234,33 @@ void export_gguf(const AnyModel& m, const std::string& path, const data::Tokeniz
   const Arena& p = m.params().device() == Device::host ? m.params() : host;
   const std::int64_t C = d.d_model, F = d.d_ff, D = d.head_dim(), H = d.n_heads, KV = d.n_kv_heads;
   std::vector<Tensor> ts;
-  auto matrix = [&](std::string name, std::vector<float> v, std::int64_t out, std::int64_t in) {
-    ts.push_back({std::move(name), {in, out}, matrix_type, std::move(v)});
+  // rope_heads > 0: the rows of that many heads reordered for llama.cpp's RoPE pairs.
+  auto matrix = [&](std::string name, std::string ours, std::int64_t out, std::int64_t in, std::int64_t rope_heads = 0) {
+    LLMTK_CHECK(p.find(ours) >= 0, kCommand, "internal: no parameter '", ours, "'");
+    ts.push_back({std::move(name), {in, out}, matrix_type, [&p, ours, rope_heads, D, in] {
+                    auto v = values_of(p, ours);
+                    return rope_heads ? rope_pairs_adjacent(v, rope_heads, D, in) : v;
+                  }});
   };
-  auto norm = [&](std::string name, const std::string& ours) {
-    ts.push_back({std::move(name), {C}, Ggml::f32, values_of(p, ours)});
+  auto norm = [&](std::string name, std::string ours) {
+    LLMTK_CHECK(p.find(ours) >= 0, kCommand, "internal: no parameter '", ours, "'");
+    ts.push_back({std::move(name), {C}, Ggml::f32, [&p, ours] { return values_of(p, ours); }});
   };
-  matrix("token_embd.weight", values_of(p, "embed.tokens"), V, C);
+  matrix("token_embd.weight", "embed.tokens", V, C);
   for (int l = 0; l < d.n_layers; ++l) {
     const std::string b = "blocks." + std::to_string(l) + ".", g = "blk." + std::to_string(l) + ".";
     norm(g + "attn_norm.weight", b + "attn.norm.weight");
-    matrix(g + "attn_q.weight", rope_pairs_adjacent(values_of(p, b + "attn.wq"), H, D, C), H * D, C);
-    matrix(g + "attn_k.weight", rope_pairs_adjacent(values_of(p, b + "attn.wk"), KV, D, C), KV * D, C);
-    matrix(g + "attn_v.weight", values_of(p, b + "attn.wv"), KV * D, C);
-    matrix(g + "attn_output.weight", values_of(p, b + "attn.wo"), C, H * D);
+    matrix(g + "attn_q.weight", b + "attn.wq", H * D, C, H);
+    matrix(g + "attn_k.weight", b + "attn.wk", KV * D, C, KV);
+    matrix(g + "attn_v.weight", b + "attn.wv", KV * D, C);
+    matrix(g + "attn_output.weight", b + "attn.wo", C, H * D);
     norm(g + "ffn_norm.weight", b + "mlp.norm.weight");
-    matrix(g + "ffn_gate.weight", values_of(p, b + "mlp.w_gate"), F, C);
-    matrix(g + "ffn_up.weight", values_of(p, b + "mlp.w_up"), F, C);
-    matrix(g + "ffn_down.weight", values_of(p, b + "mlp.w_down"), C, F);
+    matrix(g + "ffn_gate.weight", b + "mlp.w_gate", F, C);
+    matrix(g + "ffn_up.weight", b + "mlp.w_up", F, C);
+    matrix(g + "ffn_down.weight", b + "mlp.w_down", C, F);
   }
   norm("output_norm.weight", "final_norm.weight");
-  if (p.find("head.weight") >= 0) matrix("output.weight", values_of(p, "head.weight"), V, C);  // absent: tied
+  if (p.find("head.weight") >= 0) matrix("output.weight", "head.weight", V, C);  // absent: tied
 
   Writer w;
   w.kv_str("general.architecture", "llama");
@@ -277,10 +295,8 @@ void export_gguf(const AnyModel& m, const std::string& path, const data::Tokeniz
     w.str(t.name), w.u32(std::uint32_t(t.ne.size()));
     for (auto e : t.ne) w.u64(std::uint64_t(e));
     w.u32(std::uint32_t(t.type)), w.u64(offset);
-    const std::uint64_t n = t.values.size();
-    const std::uint64_t bytes = t.type == Ggml::f32 ? n * 4 : t.type == Ggml::q8_0 ? n / 32 * 34 : n * 2;
-    sizes.push_back(bytes);
-    offset += padded(bytes);
+    sizes.push_back(t.bytes());
+    offset += padded(t.bytes());
   }
   const std::vector<char> body = w.take();
 
