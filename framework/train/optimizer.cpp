@@ -67,14 +67,13 @@ std::vector<Optimizer::Range> Optimizer::ranges(const Arena& params) const {
 }
 
 void Optimizer::step(Arena& params, Arena& grads, double base_lr, std::int64_t step) {
-  double lr = base_lr;
   for (const Range& r : ranges(params)) {
     const auto n = std::int64_t((r.end - r.begin) / sizeof(float));
     auto span = [&](const Arena& a) {
       return TensorRef(static_cast<std::byte*>(a.data()) + r.begin, DType::f32, {n}, a.device());
     };
     const float wd = r.weight_decay;
-    lr = base_lr * r.lr_scale;
+    const double lr = base_lr * r.lr_scale;
     if (c_.name == "adamw") {
       ops::adamw_step(span(params), span(grads), span(m_), span(v_),
                       AdamWArgs{float(lr), float(c_.beta1), float(c_.beta2), float(c_.eps), wd, int(step)});
