@@ -17,6 +17,7 @@ packages=(
   libtomlplusplus-dev            # toml++: data prepare configs and training recipes
   bible-kjv                      # the default corpus: the King James Bible (public domain)
   fortunes                       # a second domain for the fine-tuning recipes (recipes/finetune/)
+  wordnet-base                   # WordNet glosses: the definition task of llmtk data synth (docs/sft.md)
   python3-minimal                # rewrites CUDA kernel launches for the CPU-emulated CUDA tests
 )
 if [[ ${1:-} == --tests ]]; then

@@ -205,6 +205,15 @@ std::optional<TokenId> BpeTokenizer::special(std::string_view text) const {
   return std::nullopt;
 }
 
+TokenId BpeTokenizer::add_special(const std::string& text) {
+  if (auto id = special(text)) return *id;
+  LLMTK_CHECK(!text.empty(), "tokenizer", "a special token cannot be empty");
+  const TokenId id = vocab_size();
+  tokens_.push_back(text);  // like the end-of-text token: not reachable by merges, so not in ids_
+  specials_.emplace_back(text, id);
+  return id;
+}
+
 std::uint64_t BpeTokenizer::hash() const {
   Fnv1a h;
   h.add("bpe;");

@@ -37,6 +37,7 @@ class BpeTokenizer final : public Tokenizer {
   std::string token_bytes(TokenId id) const override;
   std::optional<TokenId> special(std::string_view text) const override;
   std::vector<std::pair<std::string, TokenId>> specials() const override { return specials_; }
+  TokenId add_special(const std::string& text) override;
   std::uint64_t hash() const override;
   // Writes a Hugging Face tokenizer.json (loads with tokenizers.Tokenizer.from_file).
   void save(const std::string& path) const override;

@@ -60,6 +60,14 @@ std::optional<TokenId> CharTokenizer::special(std::string_view text) const {
   return std::nullopt;
 }
 
+TokenId CharTokenizer::add_special(const std::string& text) {
+  if (auto id = special(text)) return *id;
+  // The unknown token's id follows the specials, so a new special would renumber it and break
+  // every shard and model made with this tokenizer.
+  fail("tokenizer", "cannot add the special token '", text, "' to a character tokenizer (its unknown-character id ",
+       "would move); prepare the data with a BPE tokenizer ([tokenizer] kind = \"bpe\")");
+}
+
 std::uint64_t CharTokenizer::hash() const {
   Fnv1a h;
   h.add("char;");

@@ -21,6 +21,7 @@ class CharTokenizer final : public Tokenizer {
   std::string token_bytes(TokenId id) const override;
   std::optional<TokenId> special(std::string_view text) const override;
   std::vector<std::pair<std::string, TokenId>> specials() const override { return specials_; }
+  TokenId add_special(const std::string& text) override;
   std::uint64_t hash() const override;
   void save(const std::string& path) const override;
   TokenId unknown() const { return static_cast<TokenId>(chars_.size() + specials_.size()); }

@@ -31,6 +31,41 @@ DataLoader::DataLoader(const std::vector<std::string>& paths, std::uint64_t toke
     total_ += shards_.back().size();
   }
   const auto T = std::uint64_t(o.seq), B = std::uint64_t(o.batch), W = std::uint64_t(o.world);
+  const bool masked = shards_[0].has_mask();
+  for (const auto& sh : shards_)
+    LLMTK_CHECK(sh.has_mask() == masked, "data loader", "'", sh.path(), "' and '", shards_[0].path(),
+                "' mix instruction examples and plain documents; prepare them into separate directories");
+  if (masked) {
+    LLMTK_CHECK(o.order == DataOrder::shuffled || o.order == DataOrder::sequential, "data loader", "data.order = \"",
+                name_of(o.order), "\" reads windows of plain text; instruction data is read by example: use shuffled or sequential");
+    // Examples start at each EOT. Rows: packed greedily in file order (once, so an epoch always
+    // has the same number of rows), or one example each; the rows are shuffled every epoch.
+    const std::uint32_t eot = shards_[0].header().eot;
+    std::uint64_t start = 0;
+    for (std::uint64_t i = 1; i <= total_; ++i)
+      if (i == total_ || std::uint32_t(raw(i)) == eot) examples_.emplace_back(start, i - start), start = i;
+    std::uint64_t first = 0, used = 0, learnable = 0;
+    for (std::uint64_t e = 0; e < examples_.size(); ++e) {
+      const auto [at, len] = examples_[e];
+      truncated_ += len > T;
+      for (std::uint64_t k = 1; k < std::min(len, T); ++k)
+        if (counts(at + k)) {
+          ++learnable;
+          break;
+        }
+      if (e > first && (!o.packing || used + len > T)) rows_.emplace_back(first, e), first = e, used = 0;
+      used += len;
+    }
+    rows_.emplace_back(first, examples_.size());
+    LLMTK_CHECK(learnable > 0, "data loader", "none of the ", examples_.size(), " examples has a token to learn within its first ",
+                T, " tokens (the answers come later); raise train.seq, or shorten the prompts");
+    windows_ = rows_.size();
+    batches_per_epoch_ = windows_ / (B * W);
+    LLMTK_CHECK(batches_per_epoch_ > 0, "data loader", "the shards hold ", examples_.size(), " examples in ", windows_,
+                " rows of ", T, " tokens, fewer than one global batch of ", B * W, "; lower train.batch or add examples");
+    start_epoch();
+    return;
+  }
   LLMTK_CHECK(total_ > T, "data loader", "the shards hold ", total_, " tokens, fewer than one window of ",
               T + 1, "; use a shorter train.seq or more data");
   windows_ = (total_ - 1) / T;
@@ -72,12 +107,43 @@ void DataLoader::start_epoch() {
   for (std::uint64_t i = windows_ - 1; i > 0; --i) std::swap(perm_[i], perm_[rng.next() % (i + 1)]);
 }
 
-void DataLoader::next(std::span<TokenId> ids, std::span<TokenId> targets) {
+bool DataLoader::counts(std::uint64_t i) const {
+  auto it = std::upper_bound(shard_start_.begin(), shard_start_.end(), i);
+  const std::size_t s = std::size_t(it - shard_start_.begin()) - 1;
+  return shards_[s].counts(i - shard_start_[s]);
+}
+
+void DataLoader::fill_row(std::uint64_t row, std::span<TokenId> ids, std::span<TokenId> targets,
+                          std::span<TokenId> segments) const {
+  const std::uint64_t T = ids.size();
+  const auto eot = TokenId(shards_[0].header().eot);
+  std::uint64_t t = 0;
+  TokenId seg = 0;
+  for (std::uint64_t e = rows_[row].first; e < rows_[row].second && t < T; ++e, ++seg) {
+    const auto [start, len] = examples_[e];
+    for (std::uint64_t k = 0; k < len && t < T; ++k, ++t) {
+      ids[t] = raw(start + k);
+      targets[t] = k + 1 < len && counts(start + k + 1) ? raw(start + k + 1) : kIgnoreTarget;
+      if (!segments.empty()) segments[t] = seg;
+    }
+  }
+  for (; t < T; ++t) {  // padding: end-of-text tokens that nothing reads, in a document of their own
+    ids[t] = eot, targets[t] = kIgnoreTarget;
+    if (!segments.empty()) segments[t] = seg;
+  }
+}
+
+void DataLoader::next(std::span<TokenId> ids, std::span<TokenId> targets, std::span<TokenId> segments) {
   const auto B = std::uint64_t(opt_.batch), T = std::uint64_t(opt_.seq);
-  LLMTK_CHECK(ids.size() == B * T && targets.size() == B * T, "data loader", "ids and targets must hold ",
-              B * T, " tokens (batch ", B, " x seq ", T, ")");
+  LLMTK_CHECK(ids.size() == B * T && targets.size() == B * T && (segments.empty() || segments.size() == B * T),
+              "data loader", "ids, targets (and segments) must hold ", B * T, " tokens (batch ", B, " x seq ", T, ")");
   for (std::uint64_t b = 0; b < B; ++b) {
     const std::uint64_t w = (pos_.step * std::uint64_t(opt_.world) + std::uint64_t(opt_.rank)) * B + b;
+    if (examples()) {
+      fill_row(opt_.order == DataOrder::shuffled ? perm_[w] : w, ids.subspan(b * T, T), targets.subspan(b * T, T),
+               segments.empty() ? segments : segments.subspan(b * T, T));
+      continue;
+    }
     std::uint64_t start;
     if (opt_.order == DataOrder::random) {
       Rng rng(opt_.seed ^ (pos_.epoch * 0x9e3779b97f4a7c15ull) ^ (w * 0xbf58476d1ce4e5b9ull));

@@ -28,6 +28,11 @@ using ojson = nlohmann::ordered_json;
 PrepareConfig read_prepare_config(ConfigFile& file) {
   PrepareConfig c;
   auto root = file.root();
+  c.kind = root.string("kind", c.kind, {"text", "sft"});
+  auto sft = root.table("sft");
+  c.sft.chat_template = sft.string("template", c.sft.chat_template, {"chatml"});
+  c.sft.train_on_prompt = sft.boolean("train_on_prompt", c.sft.train_on_prompt);
+  c.sft.max_tokens = sft.integer("max_tokens", c.sft.max_tokens, 0, std::int64_t(1) << 30);
   auto in = root.table("input");
   c.input.paths = in.strings("paths", {});
   c.input.format = in.string("format", c.input.format, {"auto", "text", "jsonl"});
@@ -102,24 +107,6 @@ std::string read_file(const std::string& path) {
   std::ostringstream ss;
   ss << in.rdbuf();
   return ss.str();
-}
-
-std::vector<std::string> expand(const std::vector<std::string>& paths) {
-  std::vector<std::string> files;
-  for (const auto& p : paths) {
-    LLMTK_CHECK(fs::exists(p), "data prepare", "input '", p, "' does not exist");
-    if (fs::is_directory(p)) {
-      std::vector<std::string> found;
-      for (const auto& e : fs::recursive_directory_iterator(p))
-        if (e.is_regular_file()) found.push_back(e.path().string());
-      std::sort(found.begin(), found.end());
-      LLMTK_CHECK(!found.empty(), "data prepare", "input directory '", p, "' holds no files");
-      files.insert(files.end(), found.begin(), found.end());
-    } else {
-      files.push_back(p);
-    }
-  }
-  return files;
 }
 
 // Splits plain text into documents: the whole file, paragraphs (blank-line separated) or lines.
@@ -283,7 +270,26 @@ std::string visible_token(const std::string& bytes) {
 
 }  // namespace
 
+std::vector<std::string> input_files(const std::vector<std::string>& paths) {
+  std::vector<std::string> files;
+  for (const auto& p : paths) {
+    LLMTK_CHECK(fs::exists(p), "data prepare", "input '", p, "' does not exist");
+    if (fs::is_directory(p)) {
+      std::vector<std::string> found;
+      for (const auto& e : fs::recursive_directory_iterator(p))
+        if (e.is_regular_file()) found.push_back(e.path().string());
+      std::sort(found.begin(), found.end());
+      LLMTK_CHECK(!found.empty(), "data prepare", "input directory '", p, "' holds no files");
+      files.insert(files.end(), found.begin(), found.end());
+    } else {
+      files.push_back(p);
+    }
+  }
+  return files;
+}
+
 PrepareSummary prepare(const PrepareConfig& c, const std::function<void(const std::string&)>& log) {
+  if (c.kind == "sft") return prepare_sft(c, log);
   using clock = std::chrono::steady_clock;
   LLMTK_CHECK(!c.input.paths.empty(), "data prepare", "no input: set input.paths (files or directories)");
   LLMTK_CHECK(!c.output.dir.empty(), "data prepare", "no output directory: set output.dir");
@@ -314,7 +320,7 @@ PrepareSummary prepare(const PrepareConfig& c, const std::function<void(const st
 
   // 1. Collect.
   std::vector<Doc> docs;
-  const auto files = expand(c.input.paths);
+  const auto files = input_files(c.input.paths);
   for (const auto& f : files) {
     const std::string text = read_file(f);
     const bool jsonl = c.input.format == "jsonl" ||

@@ -16,6 +16,7 @@ class ConfigFile;
 namespace llmtk::data {
 
 struct PrepareConfig {
+  std::string kind = "text";               // text (pre-training documents) or sft (instruction data, docs/sft.md)
   struct Input {
     std::vector<std::string> paths;        // files and directories (read recursively, sorted)
     std::string format = "auto";           // auto (by extension: .jsonl/.json are JSONL), text, jsonl
@@ -53,6 +54,11 @@ struct PrepareConfig {
     std::string dir;
     std::int64_t shard_tokens = 100'000'000;
   } output;
+  struct Sft {
+    std::string chat_template = "chatml";
+    bool train_on_prompt = false;          // false: only the assistant's tokens count in the loss
+    std::int64_t max_tokens = 0;           // > 0: longer examples are dropped (counted in the report)
+  } sft;
   int threads = 0;  // tokenizer threads; 0: one per core
 };
 
@@ -65,8 +71,13 @@ struct PrepareSummary {
   std::string tokenizer_path, report_json, report_html;
 };
 
+// The files named by `paths`: files as given, directories read recursively (sorted).
+std::vector<std::string> input_files(const std::vector<std::string>& paths);
+
 // Runs the pipeline; `log` receives one line per stage. Fails (after writing the report) when no
 // document survives.
 PrepareSummary prepare(const PrepareConfig& config, const std::function<void(const std::string&)>& log);
+// kind = "sft": instruction JSONL → the chat template → shards with a loss mask (sft.cpp).
+PrepareSummary prepare_sft(const PrepareConfig& config, const std::function<void(const std::string&)>& log);
 
 }  // namespace llmtk::data

@@ -33,18 +33,36 @@ ShardWriter::~ShardWriter() {
   }
 }
 
+void ShardWriter::put(TokenId t) {
+  LLMTK_CHECK(t >= 0 && std::uint32_t(t) < header_.vocab_size, "shard", "token ", t,
+              " is outside the tokenizer's vocabulary of ", header_.vocab_size);
+  if (header_.token_bytes == 2) {
+    const auto v = static_cast<std::uint16_t>(t);
+    std::fwrite(&v, 2, 1, file_);
+  } else {
+    const auto v = static_cast<std::uint32_t>(t);
+    std::fwrite(&v, 4, 1, file_);
+  }
+}
+
+void ShardWriter::add_example(std::span<const TokenId> tokens, std::span<const std::uint8_t> mask) {
+  LLMTK_CHECK(mask.size() == tokens.size(), "shard", "an example's mask has ", mask.size(), " entries for ",
+              tokens.size(), " tokens");
+  LLMTK_CHECK(header_.doc_count == 0 || (header_.flags & kHasLossMask), "shard", "'", path_,
+              "' holds documents; examples with a loss mask go into a shard of their own");
+  header_.flags |= kHasLossMask;
+  header_.version = 2;
+  put(TokenId(header_.eot));
+  mask_.push_back(0);
+  for (std::size_t i = 0; i < tokens.size(); ++i) put(tokens[i]), mask_.push_back(mask[i] ? 1 : 0);
+  header_.token_count += tokens.size() + 1;
+  header_.doc_count += 1;
+  LLMTK_CHECK(!std::ferror(file_), "shard", "writing '", tmp_, "' failed (disk full?)");
+}
+
 void ShardWriter::add_document(std::span<const TokenId> tokens) {
-  auto put = [&](TokenId t) {
-    LLMTK_CHECK(t >= 0 && std::uint32_t(t) < header_.vocab_size, "shard", "token ", t,
-                " is outside the tokenizer's vocabulary of ", header_.vocab_size);
-    if (header_.token_bytes == 2) {
-      const auto v = static_cast<std::uint16_t>(t);
-      std::fwrite(&v, 2, 1, file_);
-    } else {
-      const auto v = static_cast<std::uint32_t>(t);
-      std::fwrite(&v, 4, 1, file_);
-    }
-  };
+  LLMTK_CHECK(!(header_.flags & kHasLossMask), "shard", "'", path_,
+              "' holds examples with a loss mask; plain documents go into a shard of their own");
   put(TokenId(header_.eot));
   for (TokenId t : tokens) put(t);
   header_.token_count += tokens.size() + 1;
@@ -54,8 +72,9 @@ void ShardWriter::add_document(std::span<const TokenId> tokens) {
 
 void ShardWriter::close() {
   LLMTK_CHECK(file_ != nullptr, "shard", "'", path_, "' is already closed");
+  const bool mask_ok = mask_.empty() || std::fwrite(mask_.data(), 1, mask_.size(), file_) == mask_.size();
   std::fseek(file_, 0, SEEK_SET);
-  const bool ok = std::fwrite(&header_, sizeof header_, 1, file_) == 1 && std::fflush(file_) == 0;
+  const bool ok = mask_ok && std::fwrite(&header_, sizeof header_, 1, file_) == 1 && std::fflush(file_) == 0;
   std::fclose(file_);
   file_ = nullptr;
   LLMTK_CHECK(ok, "shard", "writing '", tmp_, "' failed (disk full?)");
@@ -81,18 +100,27 @@ Shard::Shard(const std::string& path) : path_(path) {
   const ShardHeader fresh;
   LLMTK_CHECK(std::memcmp(header_.magic, fresh.magic, 8) == 0, "shard", "'", path,
               "' is not an llmtk token shard (bad magic)");
-  LLMTK_CHECK(header_.version == 1, "shard", "'", path, "' has format version ", header_.version,
-              "; this llmtk reads version 1");
+  LLMTK_CHECK(header_.version == 1 || header_.version == 2, "shard", "'", path, "' has format version ",
+              header_.version, "; this llmtk reads versions 1 and 2");
+  LLMTK_CHECK((header_.version == 2) == bool(header_.flags & kHasLossMask) && (header_.flags & ~kHasLossMask) == 0,
+              "shard", "'", path, "' has flags ", header_.flags, " that do not fit its version ", header_.version,
+              ": corrupt; re-run data prepare");
   LLMTK_CHECK(header_.token_bytes == 2 || header_.token_bytes == 4, "shard", "'", path,
               "' has token width ", header_.token_bytes, " bytes; expected 2 or 4");
-  const std::size_t want = sizeof header_ + header_.token_count * header_.token_bytes;
+  LLMTK_CHECK(header_.token_count <= size, "shard", "'", path, "' promises ", header_.token_count,
+              " tokens in ", size, " bytes: corrupt; re-run data prepare");
+  const std::size_t want = sizeof header_ + header_.token_count * header_.token_bytes +
+                           (header_.flags & kHasLossMask ? header_.token_count : 0);
   LLMTK_CHECK(size == want, "shard", "'", path, "' is ", size, " bytes but its header promises ",
               header_.token_count, " tokens (", want, " bytes): truncated or corrupt; re-run data prepare");
   tokens_ = static_cast<const char*>(map_) + sizeof header_;
+  if (header_.flags & kHasLossMask)
+    mask_ = static_cast<const std::uint8_t*>(tokens_) + header_.token_count * header_.token_bytes;
 }
 
 Shard::Shard(Shard&& o) noexcept
-    : path_(std::move(o.path_)), header_(o.header_), map_(o.map_), map_size_(o.map_size_), tokens_(o.tokens_) {
+    : path_(std::move(o.path_)), header_(o.header_), map_(o.map_), map_size_(o.map_size_), tokens_(o.tokens_),
+      mask_(o.mask_) {
   o.map_ = nullptr;
 }
 

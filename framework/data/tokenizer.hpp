@@ -28,6 +28,9 @@ class Tokenizer {
   virtual std::string token_bytes(TokenId id) const = 0;
   virtual std::optional<TokenId> special(std::string_view text) const = 0;
   virtual std::vector<std::pair<std::string, TokenId>> specials() const = 0;
+  // Appends a special token (a chat template's markers) with the next free id, or returns the id
+  // it already has. A model trained with the smaller vocabulary grows by one row per new token.
+  virtual TokenId add_special(const std::string& text) = 0;
   // A fingerprint of everything that decides the ids: shards record it so that a shard is never
   // read with a tokenizer other than the one that wrote it.
   virtual std::uint64_t hash() const = 0;

@@ -46,17 +46,27 @@ struct ALiBi {
   static void rotate_backward(Ctx&, TensorRef, TensorRef) {}
 };
 
-// A trained vector per position: table [max_seq, C].
+// A trained vector per position: table [max_seq, C]. In packed rows (c.flow.positions) each
+// token reads the row of its position within its document, as an embedding lookup.
 struct LearnedPositions {
   static constexpr PositionKind kind = PositionKind::additive;
   static constexpr std::string_view tags[] = {"learned_positions", "additive_positions"};
   ParamSlot table;  // [max_seq, C]
+  ActSlot looked_up;  // [B, T, C]: table[positions] in packed rows
   void declare(Planner& p) {
     table = p.param("positions", {p.dims.max_seq, p.dims.d_model}, ParamKind::embedding);
+    looked_up = p.act("packed_positions", {p.B, p.T, p.dims.d_model});
   }
-  void forward(Ctx& c, TensorRef y) { ops::positions_forward(y, y, c.p(table), int(c.pos0)); }  // y: [B, T, C]
+  void forward(Ctx& c, TensorRef y) {  // y: [B, T, C]
+    if (!c.flow.positions) return ops::positions_forward(y, y, c.p(table), int(c.pos0));
+    ops::embedding_forward(c.a(looked_up), c.flow.positions, c.p(table));
+    ops::add_forward(y, y, c.a(looked_up));
+  }
   void backward(Ctx& c, TensorRef dy) {
-    if (const TensorRef g = c.g(table)) ops::positions_backward(g, dy);  // null: frozen
+    const TensorRef g = c.g(table);
+    if (!g) return;  // frozen
+    if (c.flow.positions) return ops::embedding_backward(g, dy, c.flow.positions);
+    ops::positions_backward(g, dy);
   }
 };
 
@@ -68,7 +78,11 @@ struct Sinusoidal {
                   d.d_model % 2 == 0);
   using Rules = RuleList<sinusoidal_even_model>;
   void declare(Planner&) {}
-  void forward(Ctx& c, TensorRef y) { ops::sinusoidal_forward(y, y, int(c.pos0)); }
+  void forward(Ctx& c, TensorRef y) {
+    LLMTK_CHECK(!c.flow.positions, "sinusoidal positions", "packed rows (documents that restart their positions) ",
+                "are not supported with sinusoidal positions yet; set data.packing = false");
+    ops::sinusoidal_forward(y, y, int(c.pos0));
+  }
   void backward(Ctx&, TensorRef) {}
 };
 

@@ -50,7 +50,7 @@ void AnyModel::plan(std::int64_t B, std::int64_t T, bool recompute) {
   acts_ = Arena("activations");
   io_ = Arena("io");
   io_ids_ = io_.add("ids", {B, T}, DType::i32), io_lengths_ = io_.add("lengths", {B}, DType::i32);
-  io_segments_ = io_.add("segments", {B, T}, DType::i32);
+  io_segments_ = io_.add("segments", {B, T}, DType::i32), io_positions_ = io_.add("positions", {B, T}, DType::i32);
   Planner p(dims_, B, T, params_, acts_, planned_);
   p.freeze = freeze_;
   p.adapters = adapters_;
@@ -67,7 +67,8 @@ void AnyModel::plan(std::int64_t B, std::int64_t T, bool recompute) {
   if (!planned_) {
     for (const auto& f : freeze_) {
       bool any = false;
-      for (const auto& e : params_.entries()) any |= Planner::glob(f, e.name);
+      const std::string_view pattern = !f.empty() && f[0] == '!' ? std::string_view(f).substr(1) : std::string_view(f);
+      for (const auto& e : params_.entries()) any |= Planner::glob(pattern, e.name);
       LLMTK_CHECK(any, name_, "freeze pattern '", f, "' matches no parameter; names look like ",
                   params_.entries().front().name, " or ", params_.entries().back().name, " (llmtk arch show lists the parts)");
     }
@@ -217,9 +218,21 @@ TensorRef AnyModel::forward(const ModelInputs& in) {
   in_.ids = on_device(in.ids, io_ids_).view({B_, T_});
   in_.lengths = in.lengths ? on_device(in.lengths, io_lengths_).view({B_}) : TensorRef{};
   in_.segments = in.segments ? on_device(in.segments, io_segments_).view({B_, T_}) : TensorRef{};
+  in_positions_ = {};
+  if (in_.segments) {  // positions restart at each document (segments are contiguous runs)
+    host_positions_.resize(std::size_t(B_ * T_));
+    std::vector<std::int32_t> seg(host_positions_.size());
+    copy_bytes(seg.data(), Device::host, in.segments.data, in.segments.device, seg.size() * sizeof(std::int32_t));
+    for (std::int64_t b = 0; b < B_; ++b)
+      for (std::int64_t t = 0; t < T_; ++t) {
+        const std::size_t i = std::size_t(b * T_ + t);
+        host_positions_[i] = t > 0 && seg[i] == seg[i - 1] ? host_positions_[i - 1] + 1 : 0;
+      }
+    in_positions_ = on_device(TensorRef(host_positions_.data(), DType::i32, {B_, T_}), io_positions_).view({B_, T_});
+  }
   refresh_working();
   Ctx c = ctx();
-  c.flow = {in_.lengths, in_.segments};
+  c.flow = {in_.lengths, in_.segments, in_positions_};
   run_forward(c, c.a(logits_), in_.ids);
   return c.a(logits_);
 }
@@ -229,7 +242,7 @@ void AnyModel::backward(TensorRef doutputs) {
   LLMTK_CHECK(doutputs.numel() == B_ * T_ * dims_.vocab && doutputs.device == acts_.device(), name_,
               "doutputs must be [", B_, ", ", T_, ", ", dims_.vocab, "] in the model's memory, got ", doutputs.shape_str());
   Ctx c = ctx();
-  c.flow = {in_.lengths, in_.segments};
+  c.flow = {in_.lengths, in_.segments, in_positions_};
   run_backward(c, doutputs.view({B_, T_, dims_.vocab}), in_.ids);
 }
 

@@ -141,7 +141,7 @@ class AnyModel {
   // On a device: the step's ids and targets copied from the host, and host copies of what
   // forward and decode hand back (planned with the activations, so a step allocates nothing).
   Arena io_{"io"};
-  int io_ids_ = -1, io_lengths_ = -1, io_segments_ = -1;
+  int io_ids_ = -1, io_lengths_ = -1, io_segments_ = -1, io_positions_ = -1;
   std::vector<float> host_logits_;
   TensorRef on_device(TensorRef t, int io_slot);
   std::vector<std::string> freeze_;
@@ -158,6 +158,8 @@ class AnyModel {
   std::vector<int> twin_;  // parameter id → its entry in working_, or -1
   bool working_stale_ = true;
   ModelInputs in_;  // the last forward's inputs, in the model's memory
+  TensorRef in_positions_;  // with segments: each token's position in its document
+  std::vector<std::int32_t> host_positions_;
 };
 
 template <class Arch>

@@ -53,7 +53,8 @@ class Planner {
   const std::int64_t B, T;
 
   // A parameter is frozen when its full name matches one of the model's freeze patterns
-  // (AnyModel::freeze): it keeps its values but gets no gradient and no optimizer state.
+  // (AnyModel::freeze) and none of its "!pattern" exceptions: it keeps its values but gets no
+  // gradient and no optimizer state.
   ParamSlot param(std::string_view name, std::vector<std::int64_t> shape, ParamKind kind) {
     std::string full = prefix_ + std::string(name);
     if (!fixed_) {
@@ -149,9 +150,15 @@ class Planner {
   bool in_adapter_ = false;
   bool matches_any(std::string_view name) const {
     if (in_adapter_) return false;
-    for (const auto& f : freeze)
-      if (glob(f, name)) return true;
-    return false;
+    bool frozen = false;
+    for (const auto& f : freeze) {
+      if (!f.empty() && f[0] == '!') {
+        if (glob(std::string_view(f).substr(1), name)) return false;
+      } else {
+        frozen = frozen || glob(f, name);
+      }
+    }
+    return frozen;
   }
 };
 
@@ -164,6 +171,10 @@ struct Flow {
   // [B, T] i32: the document of each token in a packed row (non-decreasing). Attention stays
   // within a document, so packed documents do not see each other.
   TensorRef segments;
+  // [B, T] i32, given with segments: each token's position within its document (0 at each
+  // document's start). Absolute position schemes read it; RoPE and ALiBi see only distances
+  // between a query and a key of one document, which restarting would not change.
+  TensorRef positions;
 };
 
 // What forward and backward see: the arenas, the sizes, this plan's batch and sequence length.

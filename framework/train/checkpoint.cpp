@@ -54,6 +54,7 @@ std::string save_checkpoint(const std::string& dir_name, const AnyModel& model, 
   if (!s.frozen.empty()) st["frozen"] = s.frozen;
   if (s.lora.enabled())
     st["lora"] = {{"rank", s.lora.rank}, {"alpha", s.lora.alpha}, {"rslora", s.lora.rslora}, {"targets", s.lora.targets}};
+  if (s.lora.enabled() && !s.lora.modules_to_save.empty()) st["lora"]["modules_to_save"] = s.lora.modules_to_save;
   st["data"] = {{"epoch", s.data_epoch}, {"step", s.data_step}, {"dir", s.data_dir}};
   st["tokenizer"] = s.tokenizer;
   st["tokenizer_hash"] = s.tokenizer_hash;
@@ -83,6 +84,7 @@ CheckpointState read_checkpoint_state(const std::string& dir) {
       const auto& l = st["lora"];
       s.lora.rank = l.at("rank"), s.lora.alpha = l.at("alpha"), s.lora.rslora = l.at("rslora");
       s.lora.targets = l.at("targets").get<std::vector<std::string>>();
+      if (l.contains("modules_to_save")) s.lora.modules_to_save = l["modules_to_save"].get<std::vector<std::string>>();
     }
     s.data_epoch = st.at("data").at("epoch");
     s.data_step = st.at("data").at("step");

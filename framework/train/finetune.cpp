@@ -6,6 +6,7 @@
 
 #include "../core/error.hpp"
 #include "../layers/lora.hpp"
+#include "../models/model.hpp"
 #include "../models/registry.hpp"
 #include "checkpoint.hpp"
 #include "hf.hpp"
@@ -33,7 +34,10 @@ std::shared_ptr<LoraTargets> apply_lora(AnyModel& model, const LoraConfig& lora)
                 ", ", in, "] can use (at most ", std::min(out, in), "); lower lora.rank or drop the target");
     return std::make_shared<LoRA>(out, in, lora.rank, scale);
   });
-  model.freeze({"*"});  // the model's own parameters; adapters always train (Planner::adapter_for)
+  // The model's own parameters, but for modules_to_save; adapters always train (Planner::adapter_for).
+  std::vector<std::string> frozen = {"*"};
+  for (const auto& m : lora.modules_to_save) frozen.push_back("!" + m);
+  model.freeze(frozen);
   return seen;
 }
 
@@ -113,6 +117,39 @@ FinetuneBase read_finetune_base(const std::string& from) {
               " holds LoRA adapters; export it merged first (llmtk export RUN --hf DIR --merge) and start from DIR");
   b.arch = st.arch, b.dims = st.dims, b.tokenizer_hash = st.tokenizer_hash;
   return b;
+}
+
+std::vector<std::string> load_weights(const Arena& weights, AnyModel& model, int base_vocab) {
+  std::vector<std::string> grown;
+  const std::int64_t vocab = model.dims().vocab;
+  for (const auto& e : weights.entries()) {
+    const int id = model.params().find(e.name);
+    LLMTK_CHECK(id >= 0, "--init", "the model has no parameter '", e.name, "'");
+    const auto& shape = model.params().entries()[std::size_t(id)].shape;
+    if (shape == e.shape) {
+      model.params().write(id, weights[e.name].data);
+      continue;
+    }
+    // A row per token: the base's rows, then one per added token, each the mean of the base's
+    // rows, which gives the new tokens no preference the base's output would single out (Hewitt
+    // 2021, "Initializing new word embeddings for pretrained language models").
+    LLMTK_CHECK(base_vocab > 0 && !shape.empty() && e.shape[0] == base_vocab && shape[0] == vocab &&
+                    std::equal(shape.begin() + 1, shape.end(), e.shape.begin() + 1, e.shape.end()),
+                "--init", "parameter '", e.name, "' has ", e.shape[0], " rows in the base and ", shape[0],
+                " here; only a vocabulary that grows (a chat template's tokens) may change a shape");
+    const std::int64_t rows = e.shape[0], width = e.numel / rows;
+    const float* src = static_cast<const float*>(weights[e.name].data);
+    std::vector<float> out(std::size_t(shape[0] * width));
+    std::copy_n(src, e.numel, out.begin());
+    std::vector<double> mean(std::size_t(width), 0.0);
+    for (std::int64_t i = 0; i < rows; ++i)
+      for (std::int64_t j = 0; j < width; ++j) mean[std::size_t(j)] += src[i * width + j];
+    for (std::int64_t i = rows; i < shape[0]; ++i)
+      for (std::int64_t j = 0; j < width; ++j) out[std::size_t(i * width + j)] = float(mean[std::size_t(j)] / double(rows));
+    model.params().write(id, out.data());
+    grown.push_back(e.name);
+  }
+  return grown;
 }
 
 }  // namespace llmtk::train

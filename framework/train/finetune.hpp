@@ -11,6 +11,7 @@
 
 namespace llmtk {
 class AnyModel;
+class Arena;
 }
 
 namespace llmtk::train {
@@ -21,6 +22,9 @@ struct LoraConfig {
   double alpha = 16;              // the update is scaled by alpha / rank (alpha / √rank with rslora)
   bool rslora = false;
   std::vector<std::string> targets = {"attn.wq", "attn.wv"};  // patterns over linear weight names
+  // Parameters of the model that train in full beside the adapters (PEFT's modules_to_save), e.g.
+  // "embed.tokens" when a chat template added tokens whose rows must learn.
+  std::vector<std::string> modules_to_save;
   bool enabled() const { return rank > 0; }
   double scale() const { return rslora ? alpha / std::sqrt(double(rank)) : alpha / double(rank); }
   bool operator==(const LoraConfig&) const = default;
@@ -57,5 +61,11 @@ struct FinetuneBase {
   std::string tokenizer_hash;  // "" for Transformers
 };
 FinetuneBase read_finetune_base(const std::string& from);
+
+// Writes a base's parameters (host, by name) into `model`. With base_vocab > 0 a parameter whose
+// first axis is the base's vocabulary may have more rows in `model` (a chat template's tokens
+// were added): the base's rows are copied and each new row starts at the mean of the base's
+// rows. Returns the names of the parameters that grew.
+std::vector<std::string> load_weights(const Arena& weights, AnyModel& model, int base_vocab = 0);
 
 }  // namespace llmtk::train

@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "../config/config.hpp"
+#include "../data/tokenizer.hpp"
 #include "../core/error.hpp"
 #include "../models/registry.hpp"
 #include "../ops/ops.hpp"
@@ -19,6 +20,8 @@ std::int64_t Recipe::total_steps() const {
   const std::int64_t per_step = train.batch * train.seq * train.grad_accum;
   return (train.tokens + per_step - 1) / per_step;
 }
+
+namespace fs = std::filesystem;
 
 Recipe read_recipe(const std::string& path, const std::vector<std::string>& sets) {
   ConfigFile file(path);
@@ -85,6 +88,9 @@ Recipe read_recipe(const std::string& path, const std::vector<std::string>& sets
   r.lora.alpha = lo.number("alpha", r.lora.alpha, 1e-6, 1e6);
   r.lora.rslora = lo.boolean("rslora", r.lora.rslora);
   r.lora.targets = lo.strings("targets", r.lora.targets);
+  r.lora.modules_to_save = lo.strings("modules_to_save", {});
+  for (const auto& module : r.lora.modules_to_save)
+    LLMTK_CHECK(!module.empty() && module[0] != '!', path, "lora.modules_to_save: '", module, "' must be a parameter name pattern, e.g. \"embed.tokens\"");
   const double dropout = lo.number("dropout", 0, 0, 1);
   LLMTK_CHECK(dropout == 0, path, "lora.dropout = ", dropout, " is not supported yet: remove it (LoRA trains without dropout here)");
   LLMTK_CHECK(!lo.has("alpha") || r.lora.enabled(), path, "[lora] without rank: set lora.rank (e.g. 8) to train adapters");
@@ -93,6 +99,13 @@ Recipe read_recipe(const std::string& path, const std::vector<std::string>& sets
   auto d = root.table("data");
   r.data.dir = d.string("dir", "");
   r.data.order = d.string("order", r.data.order, {"shuffled", "sequential", "by_length", "random"});
+  r.data.packing = d.boolean("packing", r.data.packing);
+  // Instruction data adds a chat template's tokens to the base's tokenizer: the fine-tuned model
+  // has as many more rows in its embedding (and head), initialised when the base is loaded.
+  if (base && !r.data.dir.empty() && fs::exists(fs::path(r.data.dir) / "tokenizer.json")) {
+    const int grown = (data::load_tokenizer((fs::path(r.data.dir) / "tokenizer.json").string())->vocab_size());
+    if (grown > r.model.dims.vocab) r.finetune.base_vocab = r.model.dims.vocab, r.model.dims.vocab = grown;
+  }
 
   auto t = root.table("train");
   r.train.batch = t.integer("batch", r.train.batch, 1, 1 << 20);
@@ -164,6 +177,7 @@ std::string to_toml(const Recipe& r) {
   o << "[model]\narch = \"" << r.model.arch << "\"\n";
   for (const auto& [k, v] : dims_as_keys(r.model.dims)) o << k << " = " << v << "\n";
   o << "\n[data]\ndir = \"" << r.data.dir << "\"\norder = \"" << r.data.order << "\"\n";
+  if (!r.data.packing) o << "packing = false\n";
   o << "\n[train]\nbatch = " << r.train.batch << "\nseq = " << r.train.seq << "\n";
   if (r.train.steps) o << "steps = " << r.train.steps << "\n";
   else o << "tokens = " << r.train.tokens << "\n";
@@ -179,6 +193,7 @@ std::string to_toml(const Recipe& r) {
   if (r.lora.enabled())
     o << "\n[lora]\nrank = " << r.lora.rank << "\nalpha = " << r.lora.alpha << "\nrslora = " << (r.lora.rslora ? "true" : "false")
       << "\ntargets = " << list(r.lora.targets) << "\n";
+  if (r.lora.enabled() && !r.lora.modules_to_save.empty()) o << "modules_to_save = " << list(r.lora.modules_to_save) << "\n";
   o << "\n[optim]\nname = \"" << r.optim.name << "\"\nlr = " << r.optim.lr << "\nbeta1 = " << r.optim.beta1
     << "\nbeta2 = " << r.optim.beta2 << "\neps = " << r.optim.eps << "\nweight_decay = " << r.optim.weight_decay
     << "\nmomentum = " << r.optim.momentum << "\nnesterov = " << (r.optim.nesterov ? "true" : "false")

@@ -23,11 +23,14 @@ struct Recipe {
   } model;
   struct Finetune {
     std::string from;                   // the base: an llmtk run or checkpoint, or a Transformers directory
+    int base_vocab = 0;                 // > 0: the data's tokenizer adds tokens (a chat template's), and
+                                        // model.vocab grew from this (docs/sft.md)
   } finetune;
   LoraConfig lora;                      // [lora]; rank 0: none
   struct Data {
     std::string dir;                    // output of `llmtk data prepare`: tokenizer.json, train_*.bin, val_*.bin
     std::string order = "shuffled";     // shuffled | sequential | by_length | random
+    bool packing = true;                // instruction data: several examples per row (false: one, padded)
   } data;
   struct Train {
     std::int64_t batch = 8, seq = 128;  // micro-batch

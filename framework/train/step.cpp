@@ -25,15 +25,19 @@ float forward_backward(AnyModel& model, Objective& objective, const Batch& batch
   return loss;
 }
 
+static_assert(data::kIgnoreTarget == kIgnoreIndex, "the loader's ignored target is the objective's ignore index");
+
 LoaderBatches::LoaderBatches(data::DataLoader& loader)
     : loader_(loader),
       ids_(std::size_t(loader.options().batch * loader.options().seq)),
-      targets_(ids_.size()) {}
+      targets_(ids_.size()),
+      segments_(loader.packed() ? ids_.size() : 0) {}
 
 Batch LoaderBatches::next() {
-  loader_.next(ids_, targets_);
+  loader_.next(ids_, targets_, segments_);
   const std::int64_t B = loader_.options().batch, T = loader_.options().seq;
-  return {{TensorRef(ids_.data(), DType::i32, {B, T}), {}, {}}, {TensorRef(targets_.data(), DType::i32, {B, T}), {}}};
+  const TensorRef segments = segments_.empty() ? TensorRef{} : TensorRef(segments_.data(), DType::i32, {B, T});
+  return {{TensorRef(ids_.data(), DType::i32, {B, T}), {}, segments}, {TensorRef(targets_.data(), DType::i32, {B, T}), {}}};
 }
 
 double evaluate(AnyModel& model, Objective& objective, data::DataLoader& loader, std::int64_t batches) {

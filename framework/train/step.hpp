@@ -35,7 +35,8 @@ void backward_from_loss(AnyModel& model, Objective& objective);
 // forward → objective → backward: the loss, with every trainable gradient accumulated (+=).
 float forward_backward(AnyModel& model, Objective& objective, const Batch& batch);
 
-// Host buffers for the [B, T] batches a loader produces (ids and next-token targets).
+// Host buffers for the [B, T] batches a loader produces (ids and next-token targets, and the
+// documents of packed instruction rows).
 class LoaderBatches {
  public:
   explicit LoaderBatches(data::DataLoader& loader);
@@ -44,7 +45,7 @@ class LoaderBatches {
 
  private:
   data::DataLoader& loader_;
-  std::vector<std::int32_t> ids_, targets_;
+  std::vector<std::int32_t> ids_, targets_, segments_;
 };
 
 // The mean loss over the first `batches` batches of `loader` (fewer if an epoch has fewer),

@@ -228,7 +228,11 @@ std::unique_ptr<data::DataLoader> make_loader(const Recipe& r, const std::vector
 // the run starts at step 0 with a fresh optimizer.
 void init_weights(const Recipe& r, const std::string& from, AnyModel& model, const data::Tokenizer& tok,
                   const std::function<void(const std::string&)>& log) {
-  auto base = make_model(r.model.arch, r.model.dims);
+  // The base as it was trained: with a chat template's tokens added, the data's vocabulary (and
+  // this model's) is larger than the base's by those tokens.
+  Dims base_dims = r.model.dims;
+  if (r.finetune.base_vocab > 0) base_dims.vocab = r.finetune.base_vocab;
+  auto base = make_model(r.model.arch, base_dims);
   base->plan(1, 1);
   base->allocate();
   if (fs::exists(fs::path(from) / "config.json")) {
@@ -241,7 +245,7 @@ void init_weights(const Recipe& r, const std::string& from, AnyModel& model, con
     const CheckpointState st = read_checkpoint_state(ck);
     LLMTK_CHECK(st.arch == r.model.arch, "--init", ck, " is a ", st.arch, " model and the recipe asks for ", r.model.arch,
                 "; set model.arch = \"", st.arch, "\"");
-    const auto want = dims_as_keys(r.model.dims), have = dims_as_keys(st.dims);
+    const auto want = dims_as_keys(base_dims), have = dims_as_keys(st.dims);
     for (const auto& [key, value] : have) {
       const auto it = std::find_if(want.begin(), want.end(), [&](const auto& kv) { return kv.first == key; });
       LLMTK_CHECK(it != want.end() && it->second == value, "--init", ck, " has model.", key, " = ", value,
@@ -249,17 +253,26 @@ void init_weights(const Recipe& r, const std::string& from, AnyModel& model, con
     }
     LLMTK_CHECK(!st.lora.enabled(), "--init", ck, " holds LoRA adapters; export it merged first (llmtk export ", from,
                 " --hf DIR --merge) and start from DIR");
-    LLMTK_CHECK(st.tokenizer_hash == std::to_string(tok.hash()), "--init", ck, " was trained with the tokenizer ",
-                st.tokenizer, " and data.dir = \"", r.data.dir,
-                "\" was prepared with another; prepare the data with [tokenizer] path = \"", st.tokenizer, "\"");
+    bool same_tokenizer = st.tokenizer_hash == std::to_string(tok.hash());
+    if (!same_tokenizer && r.finetune.base_vocab > 0 && fs::exists(st.tokenizer)) {
+      // The data's tokenizer may be the base's plus special tokens (data prepare, kind = "sft").
+      auto extended = data::load_tokenizer(st.tokenizer);
+      for (const auto& [text, id] : tok.specials())
+        if (id >= extended->vocab_size()) extended->add_special(text);
+      same_tokenizer = extended->hash() == tok.hash();
+    }
+    LLMTK_CHECK(same_tokenizer, "--init", ck, " was trained with the tokenizer ", st.tokenizer, " and data.dir = \"",
+                r.data.dir, "\" was prepared with another; prepare the data with [tokenizer] path = \"", st.tokenizer, "\"");
     load_checkpoint(ck, *base, nullptr);
     log("initialised from the weights of " + ck + " (step " + std::to_string(st.step) + ")");
   }
   const Arena weights = base->params().host_copy();
-  for (const auto& e : weights.entries()) {
-    const int id = model.params().find(e.name);
-    LLMTK_CHECK(id >= 0, "--init", "the model has no parameter '", e.name, "'");
-    model.params().write(id, weights[e.name].data);
+  const std::vector<std::string> grown = load_weights(weights, model, r.finetune.base_vocab);
+  if (!grown.empty()) {
+    std::string names;
+    for (const auto& g : grown) names += (names.empty() ? "" : ", ") + g;
+    log("vocabulary " + std::to_string(r.finetune.base_vocab) + " -> " + std::to_string(r.model.dims.vocab) +
+        ": new rows of " + names + " start at the mean of the base's rows");
   }
 }
 
@@ -291,9 +304,16 @@ Setup set_up(const Recipe& r, const TrainOptions& opt, const std::string& resume
               s.tok->vocab_size(), " tokens but model.vocab is ", r.model.dims.vocab, "; set model.vocab = ",
               s.tok->vocab_size());
   s.loader = make_loader(r, train_files, s.tok->hash(),
-                         {r.train.batch, r.train.seq, data::parse_order(r.data.order), r.train.seed, 0, 1}, false);
+                         {r.train.batch, r.train.seq, data::parse_order(r.data.order), r.train.seed, 0, 1, r.data.packing}, false);
   s.val_loader = make_loader(r, shards(r.data.dir, "val_"), s.tok->hash(),
-                             {r.train.batch, r.train.seq, data::DataOrder::sequential, 0, 0, 1}, true);
+                             {r.train.batch, r.train.seq, data::DataOrder::sequential, 0, 0, 1, r.data.packing}, true);
+  if (s.loader->examples())
+    log(cat("instruction data: ", s.loader->example_count(), " training examples in ", s.loader->batches_per_epoch() * std::uint64_t(r.train.batch),
+            " rows (", r.data.packing ? "packed, attention and positions restart at each example" : "one per row, padded",
+            "); only the tokens the loss mask marks are learned",
+            s.loader->truncated() ? cat("; ", s.loader->truncated(), " examples are longer than train.seq = ", r.train.seq,
+                                        " and are cut (raise train.seq or prepare with sft.max_tokens)")
+                                  : std::string()));
   s.model = make_model(r.model.arch, r.model.dims);
   // bf16: activations and their gradients in bf16, matmuls read a bf16 working copy of the
   // weights; master weights, gradients and optimizer state stay f32 (docs/bf16.md). On a backend

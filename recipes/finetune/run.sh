@@ -1,34 +1,35 @@
 #!/usr/bin/env bash
-# Fine-tuning the quickstart model on a new domain, three ways, measured side by side:
-# full fine-tuning, LoRA rank 16 and LoRA rank 4, each 300 steps of 2,048 tokens of Debian's
-# fortunes. Reports validation loss on the new domain (what was learned) and on the King James
-# Bible (what was kept), trainable parameters, speed and memory, in
+# Instruction tuning of the quickstart model, measured: full fine-tuning, LoRA rank 16 and LoRA
+# rank 4 on two verse tasks generated from Debian's bible-kjv (docs/sft.md), each 600 steps of
+# 16 x 128 tokens, then `llmtk eval --task` on held-out verses before and after. Writes
 # benchmarks/results/finetune.md. Needs ./setup.sh first (the base runs/quickstart and data/kjv).
-#   recipes/finetune/run.sh        (about 5 minutes on 2 cores)
+#   recipes/finetune/run.sh        (about 7 minutes on 2 cores)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 llmtk=build/bin/llmtk
-[[ -x $llmtk && -f runs/quickstart/checkpoints/best/state.json && -f data/kjv/tokenizer.json ]] ||
-  { echo "run ./setup.sh first: this needs build/bin/llmtk, the base model runs/quickstart and data/kjv" >&2; exit 2; }
-[[ -d /usr/share/games/fortunes ]] || { echo "Debian's fortunes package is missing: tools/install-deps.sh installs it" >&2; exit 2; }
+[[ -x $llmtk && -f runs/quickstart/checkpoints/best/state.json && -f data/kjv/tokenizer.json && -s data/corpus/kjv.txt ]] ||
+  { echo "run ./setup.sh first: this needs build/bin/llmtk, the base model runs/quickstart, data/kjv and data/corpus/kjv.txt" >&2; exit 2; }
+limit=${LIMIT:-300}  # held-out records evaluated per task, evenly spaced through the test split
 
-# The corpus: every fortune of the fortunes package, one per paragraph ('%' lines end a fortune).
-if [[ ! -s data/corpus/fortunes.txt ]]; then
-  mkdir -p data/corpus
-  for f in /usr/share/games/fortunes/*; do
-    [[ -f $f && $f != *.dat && $f != *.u8 ]] && sed -e 's/^%$//' "$f" && echo
-  done > data/corpus/fortunes.txt.tmp
-  mv data/corpus/fortunes.txt.tmp data/corpus/fortunes.txt
-fi
-[[ -f data/fortunes/report.json ]] || $llmtk data prepare recipes/data/fortunes.toml > /dev/null
+# The instruction data: two tasks, train and test splits that never share a verse.
+mkdir -p data/sft
+for task in kjv-continue kjv-book; do
+  [[ -s data/sft/$task.jsonl ]] || $llmtk data synth $task --out data/sft/$task.jsonl
+  [[ -s data/sft/$task.test.jsonl ]] || $llmtk data synth $task --split test --out data/sft/$task.test.jsonl
+done
+[[ data/sft-kjv/report.json -nt recipes/data/sft-kjv.toml ]] || $llmtk data prepare recipes/data/sft-kjv.toml
 
-# Loss of a run's best checkpoint on both domains' validation shards.
-val_loss() { printf '%.3f' "$($llmtk eval "$1" --data "$2"/val_*.bin --batch 16 --batches 16 | sed -n 's/^loss //p')"; }
+# eval_task RUN TASK [--template chatml] -> "exact token_accuracy answer_loss"
+eval_task() {
+  local run=$1 task=$2; shift 2
+  $llmtk eval "$run" --task data/sft/$task.test.jsonl --limit "$limit" --show 0 "$@" |
+    awk '/^exact_match/ {e=$2} /^token_accuracy/ {a=$2} /^answer_loss/ {l=$2} END {printf "%.3f %.3f %.3f", e, a, l}'
+}
 
 rows=()
-add_row() {  # add_row NAME RUN TRAIN_LOG
-  local name=$1 run=$2 log=$3
-  local trainable="all" tps="–" mem="–" secs="–"
+add_row() {  # add_row NAME RUN TRAIN_LOG [eval options]
+  local name=$1 run=$2 log=$3; shift 3
+  local trainable="–" tps="–" mem="–" secs="–"
   if [[ -n $log ]]; then
     trainable=$(sed -n 's/^model [^:]*: \([0-9]*\) parameters (\([0-9]*\) trainable.*/\2 of \1/p; s/^model [^:]*: \([0-9]*\) parameters,.*/\1 of \1/p' "$log" | head -1)
     read -r tps mem secs < <(python3 - "$run/metrics.jsonl" <<'PY'
@@ -40,42 +41,43 @@ print(f"{tps:.0f} {max(r['peak_memory_bytes'] for r in steps) / 2**20:.0f} {step
 PY
 )
   fi
-  rows+=("| $name | $trainable | $(val_loss "$run" data/fortunes) | $(val_loss "$run" data/kjv) | $tps | $mem | $secs |")
+
+  read -r ce ca cl < <(eval_task "$run" kjv-continue "$@")
+  read -r be ba bl < <(eval_task "$run" kjv-book "$@")
+  rows+=("| $name | $trainable | $ce | $ca | $cl | $be | $ba | $bl | $tps | $mem | $secs |")
+  echo "${rows[-1]}"
 }
 
-add_row "base (runs/quickstart, not fine-tuned)" runs/quickstart ""
+echo "== the base, before fine-tuning (the template's tokens added as fine-tuning adds them)"
+add_row "base (runs/quickstart)" runs/quickstart "" --template chatml
 run() {  # run NAME RUN_DIR RECIPE [--set ...]
   local name=$1 dir=$2 recipe=$3; shift 3
   echo "== $name: llmtk train $recipe $* --run-dir $dir"
-  $llmtk train "$recipe" "$@" --set log.sample_prompt= --run-dir "$dir" --overwrite > "$dir.log" 2>&1 ||
-    { cat "$dir.log"; exit 1; }
+  $llmtk train "$recipe" "$@" --run-dir "$dir" --overwrite > "$dir.log" 2>&1 || { cat "$dir.log"; exit 1; }
   add_row "$name" "$dir" "$dir.log"
 }
 mkdir -p runs
-run "full fine-tuning" runs/ft-full recipes/finetune/full.toml
-run "LoRA rank 16, attention + MLP" runs/ft-lora16 recipes/finetune/lora.toml
-run "LoRA rank 4, attention + MLP" runs/ft-lora4 recipes/finetune/lora.toml --set lora.rank=4 --set lora.alpha=8
+run "full fine-tuning" runs/sft-full recipes/finetune/full.toml
+run "LoRA rank 16, attention + MLP, + token table" runs/sft-lora16 recipes/finetune/lora.toml
+run "LoRA rank 4, attention + MLP, + token table" runs/sft-lora4 recipes/finetune/lora.toml --set lora.rank=4 --set lora.alpha=8
 
 cpu=$(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -1)
 mkdir -p benchmarks/results
 {
-  echo "# Fine-tuning the quickstart model on a new domain"
+  echo "# Instruction tuning the quickstart model on two verse tasks"
   echo
   echo "Base: \`runs/quickstart\` (2.4M-parameter Llama-style model trained on the King James Bible by \`./setup.sh\`)."
-  echo "Fine-tuning data: Debian's \`fortunes\` (\`recipes/data/fortunes.toml\`, the base's tokenizer), 300 steps of"
-  echo "16 x 128 tokens each, AdamW with cosine decay (\`recipes/finetune/{full,lora}.toml\`). Validation loss on both"
-  echo "domains' held-out splits (best checkpoint, 16 batches of 16 x 128); tokens/s is the median logged rate and"
-  echo "memory the process's peak resident set. $cpu, $(nproc) threads."
+  echo "Data: \`llmtk data synth kjv-continue\` and \`kjv-book\` (39,570 examples after deduplication, ChatML, loss on"
+  echo "the answers only: \`recipes/data/sft-kjv.toml\`), 600 steps of 16 packed rows of 128 tokens, AdamW with cosine"
+  echo "decay (\`recipes/finetune/{full,lora}.toml\`). Evaluation: \`llmtk eval RUN --task\` on $limit held-out verses per"
+  echo "task (verses never in the fine-tuning data), greedy answers of up to 32 tokens. Exact match: the whole answer;"
+  echo "token accuracy: the answer's tokens (and the end-of-turn marker) that are the most likely next token with the"
+  echo "reference fed in; loss: mean cross-entropy on those tokens. Tokens/s is the median logged rate, memory the"
+  echo "process's peak resident set. $cpu, $(nproc) threads."
   echo
-  echo "| method | trainable parameters | val loss, fortunes (learned) | val loss, KJV (kept) | tokens/s | peak memory MiB | time s |"
-  echo "|---|---:|---:|---:|---:|---:|---:|"
+  echo "| method | trainable parameters | continue: exact | continue: token acc. | continue: loss | book: exact | book: token acc. | book: loss | tokens/s | peak memory MiB | time s |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
   printf '%s\n' "${rows[@]}"
-  echo
-  echo "What to read in it: full fine-tuning moves every weight, so it learns the new domain furthest and"
-  echo "forgets the old one most; LoRA changes a low-rank slice of a few maps, learns less and keeps more,"
-  echo "and a smaller rank is a tighter leash. LoRA's step is faster (no weight gradients for the base), but"
-  echo "at this size it does not save memory: the base's gradients and AdamW moments it avoids are 27 MiB,"
-  echo "while each adapter keeps full-width activation buffers (its output and input gradient) for backward."
   echo
   echo "Command: \`recipes/finetune/run.sh\`"
 } > benchmarks/results/finetune.md

@@ -1,4 +1,4 @@
-// llmtk data prepare | inspect
+// llmtk data prepare | inspect | synth
 #include <fmt/core.h>
 
 #include <algorithm>
@@ -10,6 +10,7 @@
 #include "core/error.hpp"
 #include "data/prepare.hpp"
 #include "data/shard.hpp"
+#include "data/synth.hpp"
 
 namespace llmtk::cli {
 
@@ -50,6 +51,11 @@ void inspect(const InspectArgs& a) {
   fmt::print("{}\n  format version {}, {}-bit tokens\n  tokens     {}\n  documents  {}\n  vocab      {}\n"
              "  eot        {}\n  tokenizer  hash {}\n",
              a.shard, h.version, h.token_bytes * 8, h.token_count, h.doc_count, h.vocab_size, h.eot, h.tokenizer_hash);
+  if (s.has_mask()) {
+    std::uint64_t learned = 0;
+    for (std::uint64_t i = 0; i < s.size(); ++i) learned += s.counts(i);
+    fmt::print("  loss mask  {} of {} tokens are learned (shown in [brackets] below)\n", learned, s.size());
+  }
   // Document lengths from the EOT positions.
   std::vector<std::uint64_t> lengths;
   std::map<data::TokenId, std::uint64_t> freq;
@@ -86,13 +92,36 @@ void inspect(const InspectArgs& a) {
   for (std::uint64_t i = 1; i <= s.size() && shown < a.samples; ++i) {
     if (i == s.size() || std::uint32_t(s[i]) == h.eot) {
       std::vector<data::TokenId> ids;
-      for (std::uint64_t j = start + 1; j < i; ++j) ids.push_back(s[j]);
-      std::string text = tok->decode(ids);
+      std::string text;
+      for (std::uint64_t j = start + 1; j < i; ++j) {
+        ids.push_back(s[j]);
+        // Instruction shards: the tokens the loss learns are shown in [brackets].
+        const bool open = s.has_mask() && s.counts(j) && !s.counts(j - 1), close = s.has_mask() && s.counts(j) && (j + 1 == i || !s.counts(j + 1));
+        if (open) text += "[";
+        text += tok->token_bytes(s[j]);
+        if (close) text += "]";
+      }
       if (int(text.size()) > a.chars) text = text.substr(0, std::size_t(a.chars)) + " […]";
       fmt::print("\n--- document {} ({} tokens) ---\n{}\n", shown, ids.size(), text);
       ++shown, start = i;
     }
   }
+}
+
+struct SynthArgs {
+  data::SynthOptions o;
+  std::string out;
+  bool list = false;
+};
+
+void synth(const SynthArgs& a) {
+  if (a.list || a.o.task.empty()) {
+    for (const auto& t : data::synth_tasks()) fmt::print("{}\n  source: {}\n  {}\n", t.name, t.source, t.measures);
+    if (!a.list) fail("data synth", "name a task (one of the above) and --out FILE.jsonl");
+    return;
+  }
+  LLMTK_CHECK(!a.out.empty(), "data synth", "--out FILE.jsonl is required");
+  data::synth(a.o, a.out, [](const std::string& line) { fmt::print("{}\n", line); });
 }
 
 }  // namespace
@@ -118,6 +147,19 @@ void add_data_commands(CLI::App& app) {
   in->add_option("--samples", ia->samples, "Documents to show")->check(CLI::Range(0, 1000));
   in->add_option("--chars", ia->chars, "Characters to show per document")->check(CLI::Range(1, 1 << 20));
   in->callback([ia] { inspect(*ia); });
+
+  auto sa = std::make_shared<SynthArgs>();
+  auto* sy = d->add_subcommand("synth", "Generate an instruction set from Debian's text packages (train/test split by reference)");
+  sy->add_option("task", sa->o.task, "kjv-continue, kjv-book or wordnet-define (--list describes them)");
+  sy->add_option("--out", sa->out, "The JSONL file to write (Alpaca records)");
+  sy->add_option("--split", sa->o.split, "train or test: the two never share a reference (a verse, a word)")
+      ->check(CLI::IsMember({"train", "test"}));
+  sy->add_option("--source", sa->o.source, "The source text (default: the task's)");
+  sy->add_option("--test-fraction", sa->o.test_fraction, "Share of references held out for testing")->check(CLI::Range(0.001, 0.999));
+  sy->add_option("--seed", sa->o.seed, "Decides the split");
+  sy->add_option("--limit", sa->o.limit, "At most this many records")->check(CLI::Range(std::int64_t(1), std::int64_t(1) << 40));
+  sy->add_flag("--list", sa->list, "Describe the tasks");
+  sy->callback([sa] { synth(*sa); });
 }
 
 }  // namespace llmtk::cli

@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <nlohmann/json.hpp>
 
 #include "commands.hpp"
@@ -20,6 +21,7 @@
 #include "train/hf.hpp"
 #include "train/run_report.hpp"
 #include "train/step.hpp"
+#include "train/task_eval.hpp"
 #include "train/trainer.hpp"
 
 namespace llmtk::cli {
@@ -35,16 +37,103 @@ struct TrainArgs {
 };
 
 struct GenArgs {
-  std::string run, prompt, device = "cpu";
+  std::string run, prompt, device = "cpu", system;
   train::GenerateOptions o;
-  bool json = false;
+  bool json = false, chat = false;
 };
 
 struct EvalArgs {
   std::string run, device = "cpu";
   std::vector<std::string> shards;
   std::int64_t batch = 8, seq = 0, batches = 0;
+  std::string task, chat_template, out;
+  int max_tokens = 32, show = 3;
+  std::int64_t limit = 0;
 };
+
+// The run's chat template (saved beside its tokenizer by data prepare, kind = "sft"). A base model
+// trained without one gets `fallback`'s markers as fine-tuning would give them: new tokens whose
+// embedding rows start at the mean of the base's (docs/sft.md) — the model at step 0 of SFT.
+data::ChatTemplate chat_template_of(train::LoadedRun& l, const std::string& fallback, const char* command) {
+  data::ChatTemplate tmpl = data::ChatTemplate::named("chatml");
+  if (data::ChatTemplate::saved_beside(l.state.tokenizer, tmpl)) return tmpl;
+  LLMTK_CHECK(!fallback.empty(), command, l.checkpoint, " was trained without a chat template (its tokenizer ", l.state.tokenizer,
+              " has none beside it); fine-tune it on instruction data first (docs/sft.md)",
+              std::string(command) == "eval --task" ? ", or pass --template chatml to add the template's tokens as fine-tuning "
+                                                      "would (the base model before fine-tuning)" : "");
+  LLMTK_CHECK(!l.state.lora.enabled(), command, "--template on a LoRA run: export it merged first (llmtk export --hf DIR --merge)");
+  tmpl = data::ChatTemplate::named(fallback);
+  const int base_vocab = l.tokenizer->vocab_size();
+  for (const auto& sp : tmpl.special_tokens()) l.tokenizer->add_special(sp);
+  if (l.tokenizer->vocab_size() > l.model->dims().vocab) {
+    Dims dims = l.state.dims;
+    dims.vocab = l.tokenizer->vocab_size();
+    auto grown = make_model(l.state.arch, dims);
+    grown->plan(1, 1);
+    grown->allocate();
+    train::load_weights(l.model->params().host_copy(), *grown, base_vocab);
+    l.model = std::move(grown);
+  }
+  return tmpl;
+}
+
+// `llmtk chat RUN`: one user turn per line of standard input (a prompt on a terminal), the
+// model's reply after each, the whole conversation kept as context.
+void chat(const GenArgs& a) {
+  auto l = train::load_run(a.run, a.device);
+  const data::ChatTemplate tmpl = chat_template_of(l, "", "chat");
+  data::Conversation conv;
+  if (!a.system.empty()) conv.push_back({"system", a.system});
+  train::GenerateOptions o = a.o;
+  o.stop_token = tmpl.end_of_turn(*l.tokenizer);
+  const bool tty = ::isatty(STDIN_FILENO) != 0;
+  if (tty) fmt::print("chatting with {} (Ctrl-D ends)\n", l.checkpoint);
+  for (std::string line;;) {
+    if (tty) fmt::print("> "), std::fflush(stdout);
+    if (!std::getline(std::cin, line)) break;
+    if (line.empty()) continue;
+    conv.push_back({"user", line});
+    auto prompt = tmpl.prompt(*l.tokenizer, conv);
+    prompt.insert(prompt.begin(), l.tokenizer->eot());
+    const std::string reply = l.tokenizer->decode(train::generate(*l.model, prompt, o));
+    fmt::print("{}\n", reply);
+    std::fflush(stdout);
+    conv.push_back({"assistant", reply});
+  }
+}
+
+void eval_task(const EvalArgs& a) {
+  auto l = train::load_run(a.run, a.device);
+  const data::ChatTemplate tmpl = chat_template_of(l, a.chat_template, "eval --task");
+  auto records = data::read_conversations(a.task);
+  LLMTK_CHECK(!records.empty(), "eval --task", "'", a.task, "' holds no records");
+  if (a.limit > 0 && std::int64_t(records.size()) > a.limit) {  // evenly spaced: sources are often sorted
+    std::vector<data::Conversation> some;
+    for (std::int64_t i = 0; i < a.limit; ++i) some.push_back(records[std::size_t(i * std::int64_t(records.size()) / a.limit)]);
+    records = std::move(some);
+  }
+  train::TaskEvalOptions o;
+  o.max_tokens = a.max_tokens, o.batch = a.batch;
+  const auto res = train::evaluate_task(*l.model, *l.tokenizer, tmpl, records, o);
+  for (int i = 0; i < a.show && i < int(res.items.size()); ++i) {
+    const auto& it = res.items[std::size_t(i)];
+    fmt::print("--- {} ({})\nprompt:    {}\nreference: {}\noutput:    {}\n", i + 1, it.exact ? "exact" : "differs", it.prompt,
+               it.reference, it.output);
+  }
+  fmt::print("checkpoint {}\ntask {}: {} records{}\nexact_match {:.4f}\ntoken_accuracy {:.4f}\nanswer_loss {:.4f}\n", l.checkpoint,
+             a.task, res.items.size(),
+             res.skipped ? fmt::format(" ({} longer than the model's max_seq skipped)", res.skipped) : std::string(),
+             res.exact_match(), res.token_accuracy(), res.answer_loss());
+  if (!a.out.empty()) {
+    std::ofstream f(a.out);
+    for (const auto& it : res.items)
+      f << nlohmann::json{{"prompt", it.prompt}, {"reference", it.reference}, {"output", it.output}, {"exact", it.exact},
+                          {"answer_tokens", it.tokens}, {"correct_tokens", it.correct}, {"answer_loss", it.loss}}
+               .dump()
+        << "\n";
+    LLMTK_CHECK(f.good(), "eval --task", "writing '", a.out, "' failed");
+  }
+}
 
 }  // namespace
 
@@ -113,12 +202,28 @@ void add_train_commands(CLI::App& app) {
   gen->add_flag("--json", ga->json,
                 "Print one JSON object: the prompt's token ids, the log-probabilities of every next token after it, "
                 "and exactly --max-tokens generated ids (no stop at end of text): for comparing with other runtimes");
+  gen->add_flag("--chat", ga->chat, "The prompt is a user's message: render it with the run's chat template and stop "
+                "at the end of the reply");
+  gen->add_option("--system", ga->system, "--chat: a system message first");
   gen->callback([ga] {
     auto l = train::load_run(ga->run, ga->device);
     const data::Tokenizer& tok = *l.tokenizer;
     std::vector<data::TokenId> prompt = ga->prompt.empty() ? std::vector<data::TokenId>{tok.eot()} : tok.encode(ga->prompt);
     train::GenerateOptions o = ga->o;
     o.stop_token = tok.eot();
+    if (ga->chat) {
+      LLMTK_CHECK(!ga->json, "generate", "--chat and --json do not go together");
+      LLMTK_CHECK(!ga->prompt.empty(), "generate --chat", "give the user's message with --prompt");
+      const data::ChatTemplate tmpl = chat_template_of(l, "", "generate --chat");
+      data::Conversation conv;
+      if (!ga->system.empty()) conv.push_back({"system", ga->system});
+      conv.push_back({"user", ga->prompt});
+      prompt = tmpl.prompt(tok, conv);
+      prompt.insert(prompt.begin(), tok.eot());
+      o.stop_token = tmpl.end_of_turn(tok);
+      fmt::print("{}\n", tok.decode(train::generate(*l.model, prompt, o)));
+      return;
+    }
     if (ga->json) {
       // log softmax of the logits after the whole prompt, in double
       // No context shift in this mode: what it prints must be plain decoding of the prompt.
@@ -159,6 +264,19 @@ void add_train_commands(CLI::App& app) {
     });
     fmt::print("{}\n", pending);
   });
+
+  auto ca = std::make_shared<GenArgs>();
+  ca->o.temperature = 0;
+  auto* ch = app.add_subcommand("chat", "Talk to an instruction-tuned run: one message per line (a prompt on a terminal)");
+  ch->add_option("run", ca->run, "A run or checkpoint directory fine-tuned on instruction data (docs/sft.md)")
+      ->required()
+      ->check(CLI::ExistingDirectory);
+  ch->add_option("--system", ca->system, "A system message first");
+  ch->add_option("--max-tokens", ca->o.max_tokens, "Tokens per reply at most")->check(CLI::Range(1, 1 << 20));
+  ch->add_option("--temperature", ca->o.temperature, "0 (the default) is greedy")->check(CLI::Range(0.0, 100.0));
+  ch->add_option("--seed", ca->o.seed, "Random seed");
+  ch->add_option("--device", ca->device, device_list())->check(device_names());
+  ch->callback([ca] { chat(*ca); });
 
   auto ra = std::make_shared<std::pair<std::vector<std::string>, std::string>>();
   auto* rep = app.add_subcommand("report", "One HTML page with plots of one or more runs");
@@ -209,14 +327,25 @@ void add_train_commands(CLI::App& app) {
   });
 
   auto ea = std::make_shared<EvalArgs>();
-  auto* ev = app.add_subcommand("eval", "Loss and perplexity of a trained run on shards");
+  auto* ev = app.add_subcommand("eval", "Loss and perplexity of a trained run on shards, or its answers to a task");
   ev->add_option("run", ea->run, "A run or checkpoint directory")->required()->check(CLI::ExistingDirectory);
-  ev->add_option("--data", ea->shards, "Shard files (.bin)")->required()->check(CLI::ExistingFile);
+  auto* data_opt = ev->add_option("--data", ea->shards, "Shard files (.bin)")->check(CLI::ExistingFile);
+  auto* task_opt = ev->add_option("--task", ea->task, "Instruction JSONL (llmtk data synth ... --split test): exact match, "
+                                  "token accuracy and loss of the answers")->check(CLI::ExistingFile);
+  data_opt->excludes(task_opt);
+  ev->add_option("--max-tokens", ea->max_tokens, "--task: tokens generated per answer")->check(CLI::Range(1, 1 << 16));
+  ev->add_option("--limit", ea->limit, "--task: N records, evenly spaced through the file")->check(CLI::Range(std::int64_t(1), std::int64_t(1) << 40));
+  ev->add_option("--show", ea->show, "--task: print the first N answers")->check(CLI::Range(0, 1 << 20));
+  ev->add_option("--out", ea->out, "--task: write every answer as JSONL");
+  ev->add_option("--template", ea->chat_template, "--task on a model trained without a chat template: add this one's "
+                 "tokens as fine-tuning would (chatml)")->check(CLI::IsMember({"chatml"}));
   ev->add_option("--batch", ea->batch, "Batch size")->check(CLI::Range(1, 1 << 16));
   ev->add_option("--seq", ea->seq, "Sequence length (default: the model's max_seq)")->check(CLI::Range(1, 1 << 24));
   ev->add_option("--batches", ea->batches, "Batches to evaluate (default: all)")->check(CLI::Range(1, 1 << 30));
   ev->add_option("--device", ea->device, device_list())->check(device_names());
   ev->callback([ea] {
+    if (!ea->task.empty()) return eval_task(*ea);
+    LLMTK_CHECK(!ea->shards.empty(), "eval", "say what to evaluate on: --data SHARDS (loss) or --task FILE.jsonl (answers)");
     auto l = train::load_run(ea->run, ea->device);
     const std::int64_t T = ea->seq ? ea->seq : l.model->dims().max_seq;
     data::DataLoader loader(ea->shards, l.tokenizer->hash(),

@@ -1,0 +1,172 @@
+#include "synth.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+
+#include "../core/error.hpp"
+#include "../core/rng.hpp"
+#include "tokenizer.hpp"  // Fnv1a
+
+namespace llmtk::data {
+
+namespace fs = std::filesystem;
+
+const std::vector<SynthTask>& synth_tasks() {
+  static const std::vector<SynthTask> tasks = {
+      {"kjv-continue", "data/corpus/kjv.txt",
+       "recall: the last words of a verse (of 6 to 30 words) from its beginning; the base model read the verse in "
+       "pre-training, so the task measures following the format and recalling, not understanding"},
+      {"kjv-book", "data/corpus/kjv.txt",
+       "classification: the book a verse (of at most 30 words) comes from, out of 66; test verses are unseen, so it "
+       "measures what in a verse's words marks its book (names, style), not recall"},
+      {"wordnet-define", "/usr/share/wordnet/data.noun",
+       "a new domain: the gloss of a one-word noun from WordNet (glosses of at most 12 words); the base model never "
+       "read WordNet, so exact answers are rare and the loss on the answers is the measure"},
+  };
+  return tasks;
+}
+
+namespace {
+
+struct Item {
+  std::string ref, instruction, input, output;
+};
+
+std::vector<std::string> words_of(const std::string& s) {
+  std::vector<std::string> w;
+  std::istringstream in(s);
+  for (std::string x; in >> x;) w.push_back(x);
+  return w;
+}
+
+std::string join(const std::vector<std::string>& w, std::size_t from, std::size_t to) {
+  std::string s;
+  for (std::size_t i = from; i < to; ++i) s += (i > from ? " " : "") + w[i];
+  return s;
+}
+
+// The output of `bible -l 1000 Genesis1:1-Revelation22:21` (what ./setup.sh writes): a line
+// "Book N" starts a chapter, "  V text" is verse V.
+struct Verse {
+  std::string book, ref, text;
+};
+std::vector<Verse> read_kjv(const std::string& path) {
+  std::ifstream in(path);
+  LLMTK_CHECK(in.good(), "data synth", "cannot read '", path, "'; ./setup.sh writes it (from Debian's bible-kjv), or pass --source");
+  std::vector<Verse> out;
+  std::string line, book, chapter;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    if (line[0] != ' ') {  // "1 Samuel 3", "Song of Solomon 2"
+      const auto sp = line.rfind(' ');
+      LLMTK_CHECK(sp != std::string::npos && sp + 1 < line.size() && std::isdigit(static_cast<unsigned char>(line[sp + 1])),
+                  "data synth", "'", path, "': '", line, "' is neither a chapter heading (\"Genesis 1\") nor a verse; "
+                  "expected the output of: bible -l 1000 Genesis1:1-Revelation22:21");
+      book = line.substr(0, sp), chapter = line.substr(sp + 1);
+      continue;
+    }
+    const auto a = line.find_first_not_of(' ');
+    const auto b = line.find(' ', a);
+    if (b == std::string::npos || book.empty()) continue;
+    out.push_back({book, book + " " + chapter + ":" + line.substr(a, b - a), line.substr(b + 1)});
+  }
+  LLMTK_CHECK(!out.empty(), "data synth", "'", path, "' holds no verses");
+  return out;
+}
+
+std::vector<Item> kjv_continue(const std::string& path) {
+  std::vector<Item> items;
+  for (const auto& v : read_kjv(path)) {
+    const auto w = words_of(v.text);
+    if (w.size() < 6 || w.size() > 30) continue;
+    const std::size_t k = std::clamp<std::size_t>(w.size() / 4, 2, 6);
+    items.push_back({v.ref, "Continue the verse: " + join(w, 0, w.size() - k), "", join(w, w.size() - k, w.size())});
+  }
+  return items;
+}
+
+std::vector<Item> kjv_book(const std::string& path) {
+  std::vector<Item> items;
+  for (const auto& v : read_kjv(path))
+    if (words_of(v.text).size() <= 30)
+      items.push_back({v.ref, "Which book of the Bible is this verse from?", v.text, v.book});
+  return items;
+}
+
+// WordNet's data.* files: "offset lex_filenum ss_type w_cnt word lex_id ... | gloss"; lines that
+// start with spaces are the licence. One item per one-word lemma, its first synset's gloss up to
+// the first ';' (the definition, without the examples).
+std::vector<Item> wordnet_define(const std::string& path) {
+  std::ifstream in(path);
+  LLMTK_CHECK(in.good(), "data synth", "cannot read '", path, "'; install Debian's wordnet-base (tools/install-deps.sh does), or pass --source");
+  std::vector<Item> items;
+  std::set<std::string> seen;
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty() || line[0] == ' ') continue;
+    const auto bar = line.find(" | ");
+    if (bar == std::string::npos) continue;
+    std::istringstream head(line.substr(0, bar));
+    std::string offset, lexfile, type, count, word;
+    head >> offset >> lexfile >> type >> count >> word;
+    if (word.empty() || !std::all_of(word.begin(), word.end(), [](char c) { return c >= 'a' && c <= 'z'; })) continue;
+    if (!seen.insert(word).second) continue;
+    std::string gloss = line.substr(bar + 3);
+    gloss = gloss.substr(0, gloss.find(';'));
+    while (!gloss.empty() && gloss.back() == ' ') gloss.pop_back();
+    const auto n = words_of(gloss).size();
+    if (n == 0 || n > 12 || gloss.find('"') != std::string::npos) continue;
+    items.push_back({word, "Define: " + word, "", gloss});
+  }
+  LLMTK_CHECK(!items.empty(), "data synth", "'", path, "' holds no WordNet synsets (expected a data.noun file)");
+  return items;
+}
+
+}  // namespace
+
+std::int64_t synth(const SynthOptions& o, const std::string& out, const std::function<void(const std::string&)>& log) {
+  const auto& tasks = synth_tasks();
+  const auto task = std::find_if(tasks.begin(), tasks.end(), [&](const SynthTask& t) { return t.name == o.task; });
+  if (task == tasks.end()) {
+    std::string names;
+    for (const auto& t : tasks) names += (names.empty() ? "" : ", ") + t.name;
+    fail("data synth", "unknown task '", o.task, "'; known: ", names);
+  }
+  LLMTK_CHECK(o.split == "train" || o.split == "test", "data synth", "--split must be train or test, got '", o.split, "'");
+  LLMTK_CHECK(o.test_fraction > 0 && o.test_fraction < 1, "data synth", "the test fraction must be in (0, 1), got ", o.test_fraction);
+  const std::string source = o.source.empty() ? task->source : o.source;
+  const std::vector<Item> items = o.task == "kjv-continue" ? kjv_continue(source)
+                                  : o.task == "kjv-book"   ? kjv_book(source)
+                                                           : wordnet_define(source);
+  const std::string tmp = out + ".tmp";
+  if (fs::path(out).has_parent_path()) fs::create_directories(fs::path(out).parent_path());
+  std::int64_t n = 0;
+  {
+    std::ofstream f(tmp, std::ios::binary);
+    LLMTK_CHECK(f.good(), "data synth", "cannot write '", tmp, "'");
+    for (const auto& it : items) {
+      Fnv1a h;
+      h.add(std::to_string(o.seed) + ";" + it.ref);
+      // FNV-1a's top bits barely depend on a string's last characters ("Genesis 1:1" and "Genesis
+      // 1:2"), so the hash goes through SplitMix64's mixing before it is read as a fraction.
+      const bool test = Rng(h.h).uniform() < o.test_fraction;
+      if (test != (o.split == "test")) continue;
+      if (o.limit > 0 && n >= o.limit) break;
+      const nlohmann::ordered_json j = {{"instruction", it.instruction}, {"input", it.input}, {"output", it.output}, {"ref", it.ref}};
+      f << j.dump() << "\n";
+      ++n;
+    }
+    LLMTK_CHECK(f.good(), "data synth", "writing '", tmp, "' failed (disk full?)");
+  }
+  fs::rename(tmp, out);
+  log(cat(o.task, ": ", n, " ", o.split, " records from ", source, " -> ", out, " (split by reference with seed ", o.seed,
+          ": ", o.test_fraction * 100, "% of references are test-only)"));
+  return n;
+}
+
+}  // namespace llmtk::data
