@@ -263,7 +263,7 @@ TEST_CASE("data synth: deterministic, and train and test never share a reference
       kjv += std::string(book) + " " + std::to_string(ch) + "\n\n";
       for (int v = 1; v <= 12; ++v)
         kjv += "  " + std::to_string(v) + " And the word " + std::to_string(ch * 100 + v) + " came unto the prophet of " + book + " saying this.\n";
-      kjv += "\n";
+      kjv += "  13 And the LORD spake unto Moses and unto Aaron, saying this.\n\n";  // the same verse, 9 references
     }
   write(d / "kjv.txt", kjv);
   auto run = [&](const std::string& task, const std::string& split, const std::string& out) {
@@ -272,7 +272,7 @@ TEST_CASE("data synth: deterministic, and train and test never share a reference
     return synth(o, (d / out).string(), [](const std::string&) {});
   };
   const auto n_train = run("kjv-continue", "train", "a.jsonl"), n_test = run("kjv-continue", "test", "b.jsonl");
-  CHECK(n_train + n_test == 3 * 3 * 12);
+  CHECK(n_train + n_test == 3 * 3 * 13);
   CHECK(n_test > 0);
   run("kjv-continue", "train", "a2.jsonl");
   CHECK(file_bytes(d / "a.jsonl") == file_bytes(d / "a2.jsonl"));
@@ -285,6 +285,11 @@ TEST_CASE("data synth: deterministic, and train and test never share a reference
   const auto a = refs("a.jsonl"), b = refs("b.jsonl");
   for (const auto& r : b) CHECK(a.count(r) == 0);
   CHECK(a.count("Song of Solomon 2:5") + b.count("Song of Solomon 2:5") == 1);
+  // A verse that recurs word for word is on one side only, whatever its reference.
+  int repeated_in_test = 0;
+  for (const char* ref : {"Genesis 1:13", "Genesis 2:13", "1 Samuel 3:13", "Song of Solomon 1:13", "Song of Solomon 3:13"})
+    repeated_in_test += int(b.count(ref));
+  CHECK((repeated_in_test == 0 || repeated_in_test == 5));
   run("kjv-book", "test", "c.jsonl");
   CHECK(refs("c.jsonl") == b);  // the same verses are held out in every verse task
   const auto first = read_conversations((d / "a.jsonl").string());

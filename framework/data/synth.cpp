@@ -19,7 +19,7 @@ namespace fs = std::filesystem;
 const std::vector<SynthTask>& synth_tasks() {
   static const std::vector<SynthTask> tasks = {
       {"kjv-continue", "data/corpus/kjv.txt",
-       "recall: the last words of a verse (of 6 to 30 words) from its beginning; the base model read the verse in "
+       "recall: the last 1-3 words of a verse (of 6 to 30 words) from its beginning; the base model read the verse in "
        "pre-training, so the task measures following the format and recalling, not understanding"},
       {"kjv-book", "data/corpus/kjv.txt",
        "classification: the book a verse (of at most 30 words) comes from, out of 66; test verses are unseen, so it "
@@ -35,6 +35,7 @@ namespace {
 
 struct Item {
   std::string ref, instruction, input, output;
+  std::string key;  // decides the split: the verse's text (identical verses fall together), or the word
 };
 
 std::vector<std::string> words_of(const std::string& s) {
@@ -84,8 +85,10 @@ std::vector<Item> kjv_continue(const std::string& path) {
   for (const auto& v : read_kjv(path)) {
     const auto w = words_of(v.text);
     if (w.size() < 6 || w.size() > 30) continue;
-    const std::size_t k = std::clamp<std::size_t>(w.size() / 4, 2, 6);
-    items.push_back({v.ref, "Continue the verse: " + join(w, 0, w.size() - k), "", join(w, w.size() - k, w.size())});
+    // The last 1 to 3 words: short enough that a 2M-parameter model's recall can get some
+    // exactly right (with the last quarter, 2 to 6 words, it got none in 600 steps).
+    const std::size_t k = std::clamp<std::size_t>(w.size() / 8, 1, 3);
+    items.push_back({v.ref, "Continue the verse: " + join(w, 0, w.size() - k), "", join(w, w.size() - k, w.size()), v.text});
   }
   return items;
 }
@@ -94,7 +97,7 @@ std::vector<Item> kjv_book(const std::string& path) {
   std::vector<Item> items;
   for (const auto& v : read_kjv(path))
     if (words_of(v.text).size() <= 30)
-      items.push_back({v.ref, "Which book of the Bible is this verse from?", v.text, v.book});
+      items.push_back({v.ref, "Which book of the Bible is this verse from?", v.text, v.book, v.text});
   return items;
 }
 
@@ -121,7 +124,7 @@ std::vector<Item> wordnet_define(const std::string& path) {
     while (!gloss.empty() && gloss.back() == ' ') gloss.pop_back();
     const auto n = words_of(gloss).size();
     if (n == 0 || n > 12 || gloss.find('"') != std::string::npos) continue;
-    items.push_back({word, "Define: " + word, "", gloss});
+    items.push_back({word, "Define: " + word, "", gloss, word});
   }
   LLMTK_CHECK(!items.empty(), "data synth", "'", path, "' holds no WordNet synsets (expected a data.noun file)");
   return items;
@@ -151,7 +154,7 @@ std::int64_t synth(const SynthOptions& o, const std::string& out, const std::fun
     LLMTK_CHECK(f.good(), "data synth", "cannot write '", tmp, "'");
     for (const auto& it : items) {
       Fnv1a h;
-      h.add(std::to_string(o.seed) + ";" + it.ref);
+      h.add(std::to_string(o.seed) + ";" + it.key);
       // FNV-1a's top bits barely depend on a string's last characters ("Genesis 1:1" and "Genesis
       // 1:2"), so the hash goes through SplitMix64's mixing before it is read as a fraction.
       const bool test = Rng(h.h).uniform() < o.test_fraction;
@@ -164,8 +167,8 @@ std::int64_t synth(const SynthOptions& o, const std::string& out, const std::fun
     LLMTK_CHECK(f.good(), "data synth", "writing '", tmp, "' failed (disk full?)");
   }
   fs::rename(tmp, out);
-  log(cat(o.task, ": ", n, " ", o.split, " records from ", source, " -> ", out, " (split by reference with seed ", o.seed,
-          ": ", o.test_fraction * 100, "% of references are test-only)"));
+  log(cat(o.task, ": ", n, " ", o.split, " records from ", source, " -> ", out, " (split by text with seed ", o.seed,
+          ": ", o.test_fraction * 100, "% of verses or words are test-only)"));
   return n;
 }
 

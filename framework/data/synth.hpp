@@ -1,10 +1,11 @@
 // Instruction sets generated from Debian's text packages (`llmtk data synth`, docs/sft.md).
 // No instruction data ships with Debian, so the tasks are built deterministically from texts that
 // do: the King James Bible (bible-kjv) and WordNet's glosses (wordnet-base). Each item carries a
-// reference (a verse, a word); a seeded hash of the reference puts it in the training or the test
-// split, so no test prompt ever appears in fine-tuning data, whatever the order of the source.
+// reference ("Genesis 1:1", a word); a seeded hash of the verse's text (or the word) puts it in the
+// training or the test split, so no test prompt ever appears in fine-tuning data — a verse that
+// recurs word for word under other references falls on the same side — whatever the order.
 //
-//   kjv-continue    "Continue the verse: And God said, Let there be" → "light: and there was light."
+//   kjv-continue    "Continue the verse: And God said, Let there be light: and there was" → "light."
 //                   recall of text the base model saw in pre-training, and following the format
 //   kjv-book        "Which book of the Bible is this verse from? ..." → "Genesis"
 //                   a classification that generalises to verses never seen in fine-tuning

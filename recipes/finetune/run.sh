@@ -23,7 +23,7 @@ done
 eval_task() {
   local run=$1 task=$2; shift 2
   $llmtk eval "$run" --task data/sft/$task.test.jsonl --limit "$limit" --show 0 "$@" |
-    awk '/^exact_match/ {e=$2} /^token_accuracy/ {a=$2} /^answer_loss/ {l=$2} END {printf "%.3f %.3f %.3f", e, a, l}'
+    awk '/^exact_match/ {e=$2} /^token_accuracy/ {a=$2} /^answer_loss/ {l=$2} END {printf "%.3f %.3f %.3f\n", e, a, l}'
 }
 
 rows=()
@@ -61,13 +61,14 @@ run "full fine-tuning" runs/sft-full recipes/finetune/full.toml
 run "LoRA rank 16, attention + MLP, + token table" runs/sft-lora16 recipes/finetune/lora.toml
 run "LoRA rank 4, attention + MLP, + token table" runs/sft-lora4 recipes/finetune/lora.toml --set lora.rank=4 --set lora.alpha=8
 
+examples=$(python3 -c "import json; e = json.load(open('data/sft-kjv/report.json'))['examples']; print(f\"{e['train']:,} training examples, {e['val']:,} validation\")")
 cpu=$(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -1)
 mkdir -p benchmarks/results
 {
   echo "# Instruction tuning the quickstart model on two verse tasks"
   echo
   echo "Base: \`runs/quickstart\` (2.4M-parameter Llama-style model trained on the King James Bible by \`./setup.sh\`)."
-  echo "Data: \`llmtk data synth kjv-continue\` and \`kjv-book\` (39,570 examples after deduplication, ChatML, loss on"
+  echo "Data: \`llmtk data synth kjv-continue\` and \`kjv-book\` ($examples after deduplication, ChatML, loss on"
   echo "the answers only: \`recipes/data/sft-kjv.toml\`), 600 steps of 16 packed rows of 128 tokens, AdamW with cosine"
   echo "decay (\`recipes/finetune/{full,lora}.toml\`). Evaluation: \`llmtk eval RUN --task\` on $limit held-out verses per"
   echo "task (verses never in the fine-tuning data), greedy answers of up to 32 tokens. Exact match: the whole answer;"
@@ -78,6 +79,12 @@ mkdir -p benchmarks/results
   echo "| method | trainable parameters | continue: exact | continue: token acc. | continue: loss | book: exact | book: token acc. | book: loss | tokens/s | peak memory MiB | time s |"
   echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
   printf '%s\n' "${rows[@]}"
+  echo
+  echo "What to read in it: before fine-tuning the model has never seen the template and answers nothing; after"
+  echo "600 steps it names the book of one unseen verse in four and, on the continuation task, gets nearly half the"
+  echo "answer tokens right but few whole answers: its recall of the Bible is that of a 2M-parameter model. LoRA with"
+  echo "the token table trainable (the template's two new tokens need rows that learn: \`lora.modules_to_save\`)"
+  echo "matches full fine-tuning here at 40% of the trainable parameters; most of them are the token table."
   echo
   echo "Command: \`recipes/finetune/run.sh\`"
 } > benchmarks/results/finetune.md
