@@ -18,6 +18,8 @@
 #include "models/registry.hpp"
 #include "train/finetune.hpp"
 #include "train/generate.hpp"
+#include "train/gguf.hpp"
+#include "train/hf.hpp"
 #include "train/step.hpp"
 #include "train/task_eval.hpp"
 #include "train_fixtures.hpp"
@@ -423,4 +425,16 @@ TEST_CASE("SFT from a base run: the vocabulary grows, only answers are learned, 
   CHECK(l.back() < l.front());  // the answer is the same every time: it is learned quickly
   const auto resumed = stop_and_resume(recipe, d / "resumed", 6);
   CHECK(losses(resumed.run_dir) == l);
+
+  // The run knows its template, and exports carry it: Transformers' chat_template and end of turn,
+  // GGUF's tokenizer.chat_template.
+  auto run = load_run(r.run_dir, "cpu");
+  ChatTemplate tmpl = ChatTemplate::named("chatml");
+  REQUIRE(ChatTemplate::saved_beside(run.state.tokenizer, tmpl));
+  export_hf(*run.model, (d / "hf").string(), run.tokenizer.get(), &tmpl);
+  const auto cfg = nlohmann::json::parse(file_bytes(d / "hf" / "tokenizer_config.json"));
+  CHECK(cfg["chat_template"] == tmpl.jinja());
+  CHECK(cfg["eos_token"] == "<|im_end|>");
+  export_gguf(*run.model, (d / "m.gguf").string(), *run.tokenizer, "f32", &tmpl);
+  CHECK(file_bytes(d / "m.gguf").find("tokenizer.chat_template") != std::string::npos);
 }

@@ -168,7 +168,8 @@ std::vector<float> values_of(const Arena& p, const std::string& name) {
 
 }  // namespace
 
-void export_gguf(const AnyModel& m, const std::string& path, const data::Tokenizer& tok, std::string_view type) {
+void export_gguf(const AnyModel& m, const std::string& path, const data::Tokenizer& tok, std::string_view type,
+                 const data::ChatTemplate* chat) {
   // Refuse first, before anything is written.
   LLMTK_CHECK(std::find(std::begin(kGgufTypes), std::end(kGgufTypes), type) != std::end(kGgufTypes), kCommand,
               "--type ", type, " is not one of f32, f16, bf16, q8_0");
@@ -285,7 +286,8 @@ void export_gguf(const AnyModel& m, const std::string& path, const data::Tokeniz
   // Without these llama.cpp assumes token 11; llmtk's documents are separated by <|endoftext|>,
   // and nothing is added before or after a text (as GPT-2).
   w.kv_u32("tokenizer.ggml.bos_token_id", std::uint32_t(eot));
-  w.kv_u32("tokenizer.ggml.eos_token_id", std::uint32_t(eot));
+  w.kv_u32("tokenizer.ggml.eos_token_id", std::uint32_t(chat ? chat->end_of_turn(tok) : eot));
+  if (chat) w.kv_str("tokenizer.chat_template", chat->jinja());
   w.kv_bool("tokenizer.ggml.add_bos_token", false);
   w.kv_bool("tokenizer.ggml.add_eos_token", false);
   const std::uint64_t kv_count = w.kv_count();

@@ -18,6 +18,7 @@
 #include <string_view>
 #include <vector>
 
+#include "../data/chat.hpp"
 #include "../data/tokenizer.hpp"
 #include "../models/model.hpp"
 
@@ -30,8 +31,10 @@ inline constexpr std::string_view kGgufTypes[] = {"f32", "f16", "bf16", "q8_0"};
 // Writes PATH.tmp and renames it to PATH when complete. Refuses, before writing anything, a model
 // whose parts llama.cpp's "llama" architecture cannot hold (naming the part), a tokenizer that is
 // not byte-level BPE with GPT-2's pre-tokenizer, and q8_0 for rows that are not a multiple of 32.
+// With a chat template: tokenizer.chat_template (Jinja) and the end-of-turn token as eos, where
+// llama.cpp's chat stops.
 void export_gguf(const AnyModel& model, const std::string& path, const data::Tokenizer& tokenizer,
-                 std::string_view type);
+                 std::string_view type, const data::ChatTemplate* chat = nullptr);
 
 // The encodings, for tests (gguf.cpp has their notes).
 namespace gguf {

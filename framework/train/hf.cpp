@@ -199,7 +199,7 @@ void write_json(const fs::path& path, const json& j) {
 
 }  // namespace
 
-void export_hf(const AnyModel& m, const std::string& out_dir, const data::Tokenizer* tok) {
+void export_hf(const AnyModel& m, const std::string& out_dir, const data::Tokenizer* tok, const data::ChatTemplate* chat) {
   const std::string fam = hf_family(m);  // refuses, before anything is written, what the format cannot hold
   for (const auto& e : m.params().entries())
     LLMTK_CHECK(e.name.find("_adapter.") == std::string::npos, "export --hf", "model '", m.name(), "' carries adapters ('",
@@ -242,10 +242,14 @@ void export_hf(const AnyModel& m, const std::string& out_dir, const data::Tokeni
   save_safetensors((fs::path(dir) / "model.safetensors").string(), out, {{"format", "pt"}});
   if (tok) {
     tok->save((fs::path(dir) / "tokenizer.json").string());
-    const std::string eos = tok->specials().empty() ? "" : tok->specials().front().first;
-    write_json(fs::path(dir) / "tokenizer_config.json",
-               {{"tokenizer_class", "PreTrainedTokenizerFast"}, {"clean_up_tokenization_spaces", false},
-                {"bos_token", eos}, {"eos_token", eos}, {"model_max_length", d.max_seq}});
+    const std::string eot_text = tok->specials().empty() ? "" : tok->specials().front().first;
+    nlohmann::json tok_cfg = {{"tokenizer_class", "PreTrainedTokenizerFast"}, {"clean_up_tokenization_spaces", false},
+                          {"bos_token", eot_text}, {"eos_token", eot_text}, {"model_max_length", d.max_seq}};
+    if (chat) {
+      tok_cfg["chat_template"] = chat->jinja();
+      tok_cfg["eos_token"] = tok->token_bytes(chat->end_of_turn(*tok));
+    }
+    write_json(fs::path(dir) / "tokenizer_config.json", tok_cfg);
   }
   if (!fs::exists(final_dir)) {
     if (final_dir.has_parent_path()) fs::create_directories(final_dir.parent_path());

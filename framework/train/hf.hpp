@@ -8,6 +8,7 @@
 #pragma once
 #include <string>
 
+#include "../data/chat.hpp"
 #include "../data/tokenizer.hpp"
 #include "../models/model.hpp"
 
@@ -24,7 +25,11 @@ std::string hf_hidden_act(const AnyModel& model);
 
 // Writes DIR.tmp and renames it to DIR when complete: a failure leaves nothing behind. In an
 // existing DIR only the export's own files are replaced.
-void export_hf(const AnyModel& model, const std::string& dir, const data::Tokenizer* tokenizer);
+// With a chat template (an instruction-tuned run), tokenizer_config.json carries its Jinja
+// chat_template and ends a turn at its end-of-turn token, so Transformers' apply_chat_template and
+// generate() work as llmtk's chat does.
+void export_hf(const AnyModel& model, const std::string& dir, const data::Tokenizer* tokenizer,
+               const data::ChatTemplate* chat = nullptr);
 // Fills the model's parameters from a Transformers checkpoint directory (config.json +
 // model.safetensors). The config's sizes must equal the model's; the message names the key.
 void import_hf(AnyModel& model, const std::string& dir);

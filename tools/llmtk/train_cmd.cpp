@@ -315,12 +315,14 @@ void add_train_commands(CLI::App& app) {
       merged = train::merge_lora(l.state.arch, l.state.dims, l.state.lora, *l.model);
     }
     const AnyModel& model = merged ? *merged : *l.model;
+    data::ChatTemplate tmpl = data::ChatTemplate::named("chatml");
+    const data::ChatTemplate* chat = data::ChatTemplate::saved_beside(l.state.tokenizer, tmpl) ? &tmpl : nullptr;
     if (!xa->hf.empty()) {
-      train::export_hf(model, xa->hf, l.tokenizer.get());
+      train::export_hf(model, xa->hf, l.tokenizer.get(), chat);
       fmt::print("exported {} ({} checkpoint {}{}) to {}\n", l.model->name(), train::hf_family(model), l.checkpoint,
                  merged ? ", LoRA merged" : "", xa->hf);
     } else {
-      train::export_gguf(model, xa->gguf, *l.tokenizer, xa->type);
+      train::export_gguf(model, xa->gguf, *l.tokenizer, xa->type, chat);
       fmt::print("exported {} (checkpoint {}{}) to {} (GGUF, llama architecture, {})\n", l.model->name(), l.checkpoint,
                  merged ? ", LoRA merged" : "", xa->gguf, xa->type);
     }
