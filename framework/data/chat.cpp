@@ -58,7 +58,7 @@ Conversation parse_conversation(std::string_view line, const std::string& where)
   }
   bool assistant = false;
   for (const auto& msg : c) assistant |= msg.role == "assistant";
-  LLMTK_CHECK(assistant, where, "the conversation has no assistant turn, so there is nothing to learn from it");
+  LLMTK_CHECK(assistant, where, "the conversation has no assistant turn: training needs one to learn from, evaluation one to compare with");
   return c;
 }
 
