@@ -11,6 +11,7 @@
 #include "models/registry.hpp"
 #include "train/finetune.hpp"
 #include "train/hf.hpp"
+#include "train/peft.hpp"
 #include "train/safetensors.hpp"
 #include "train/step.hpp"
 #include "train_fixtures.hpp"
@@ -43,9 +44,11 @@ std::vector<float> logits_of(AnyModel& m, const std::vector<std::int32_t>& ids) 
 std::unique_ptr<AnyModel> load(const std::string& arch, const Dims& d, const std::string& checkpoint, const LoraConfig& lora = {}) {
   auto m = make_model(arch, d);
   if (lora.enabled()) apply_lora(*m, lora);
+  const CheckpointState st = read_checkpoint_state(checkpoint);
+  if (!st.frozen.empty()) m->freeze(st.frozen);  // a checkpoint with a base holds only what trained
   m->plan(1, 8);
   m->allocate();
-  load_safetensors((fs::path(checkpoint) / "model.safetensors").string(), m->params());
+  load_checkpoint(checkpoint, *m, nullptr);
   return m;
 }
 
@@ -197,6 +200,27 @@ TEST_CASE("LoRA starts from the base exactly, trains only its adapters, and merg
   CHECK(loaded.model->params().find("blocks.0.mlp.w_down_adapter.lora_A") >= 0);
   CHECK_THROWS_WITH(export_hf(*loaded.model, (d / "hf").string(), nullptr), Catch::Contains("carries adapters"));
   CHECK_FALSE(fs::exists(d / "hf"));
+
+  // The checkpoint holds the adapters alone and names its base by path and fingerprint.
+  const CheckpointState st = read_checkpoint_state(r.checkpoint);
+  CHECK(st.base.path == base_ckpt);
+  CHECK(st.base.hash.size() == 16);
+  const SafetensorsFile file((fs::path(r.checkpoint) / "model.safetensors").string());
+  CHECK(file.names().size() == 2 * 3 * std::size_t(recipe.model.dims.n_layers));  // A and B of 3 maps per layer
+  for (const auto& n : file.names()) CHECK(n.find("_adapter.lora_") != std::string::npos);
+  // A base that changed since is refused by name, as is one that is gone.
+  const fs::path weights_file = fs::path(base_ckpt) / "model.safetensors";
+  fs::copy_file(weights_file, d / "saved.safetensors");
+  {
+    std::fstream f(weights_file, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(-4, std::ios::end);
+    f.write("\x01\x02\x03\x04", 4);
+  }
+  CHECK_THROWS_WITH(load_run(r.run_dir, "cpu"), Catch::Contains("whose weights have changed since"));
+  fs::remove(weights_file);
+  CHECK_THROWS_WITH(load_run(r.run_dir, "cpu"), Catch::Contains("which is gone"));
+  fs::copy_file(d / "saved.safetensors", weights_file);
+  CHECK(load_run(r.run_dir, "cpu").model->params().find("blocks.0.attn.wq_adapter.lora_A") >= 0);
 }
 
 TEST_CASE("train.freeze: frozen parameters keep their values through a run", "[finetune][freeze]") {
@@ -238,4 +262,111 @@ TEST_CASE("bad fine-tuning recipes stop before training, naming the problem and 
   fails(from + "\n[lora]\nrank = 4\n", {"train.freeze=[\"embed.*\"]"}, "LoRA already freezes the whole base");
   fails(from + "\n[lora]\nrank = 4\ndropout = 0.1\n", {}, "lora.dropout = 0.1 is not supported yet");
   fails(from, {"train.freeze=[\"block.*\"]"}, "freeze pattern 'block.*' matches no parameter");
+}
+
+TEST_CASE("PEFT layout: adapters go out in PEFT's names and come back as they were", "[finetune][peft]") {
+  const auto d = tmp("peft");
+  for (const char* arch : {"gpt2", "llama-tiny"}) {
+    INFO(arch);
+    const bool gpt2 = std::string(arch) == "gpt2";
+    Dims dims = tiny(arch);
+    if (gpt2) dims.bias = true;
+    LoraConfig lora;
+    lora.rank = 3, lora.alpha = 6;
+    lora.targets = gpt2 ? std::vector<std::string>{"attn.wq", "attn.wv", "mlp.w_fc"} : std::vector<std::string>{"attn.*", "mlp.w_up"};
+    lora.rank_pattern = {{"blocks.1.attn.wv", 2}};  // a rank that differs in one layer
+    auto m = make_model(arch, dims);
+    apply_lora(*m, lora);
+    m->plan(1, 8);
+    m->allocate();
+    Rng rng(4);
+    for (std::size_t i = 0; i < m->params().entries().size(); ++i) llmtk::test::fill_normal(m->params()[int(i)], rng, 0.3, 0.0);
+    const std::string out = (d / arch).string();
+    export_peft(*m, lora, out, "base-dir");
+    const SafetensorsFile f(out + "/adapter_model.safetensors");
+    const std::string q = gpt2 ? "base_model.model.transformer.h.0.attn.c_attn" : "base_model.model.model.layers.0.self_attn.q_proj";
+    REQUIRE(f.has(q + ".lora_A.weight"));
+    // GPT-2: wq and wv (rank 3 each) fused into c_attn, rank 6, B [3·16, 6]; layer 1 has 3 + 2.
+    CHECK(f.shape(q + ".lora_A.weight") == std::vector<std::int64_t>{gpt2 ? 6 : 3, 16});
+    CHECK(f.shape(q + ".lora_B.weight") == std::vector<std::int64_t>{gpt2 ? 48 : 16, gpt2 ? 6 : 3});
+    if (gpt2) CHECK(f.shape("base_model.model.transformer.h.1.attn.c_attn.lora_A.weight") == std::vector<std::int64_t>{5, 16});
+
+    // Read back: the same maps, ranks, scales and values (the fused c_attn split at B's zero blocks).
+    fs::create_directories(fs::path(out) / "base-dir");  // base_model_name_or_path, found beside the adapter
+    const PeftAdapter back = read_peft(out, gpt2 ? "gpt2" : "llama", dims.n_layers);
+    const Arena host = m->params().host_copy();
+    std::size_t adapters = 0;
+    for (const auto& e : host.entries())
+      if (e.name.find("_adapter.") != std::string::npos) {
+        ++adapters;
+        INFO(e.name);
+        const std::string w = e.name.substr(0, e.name.find("_adapter."));
+        CHECK(back.lora.rank_of(w) == e.shape[e.name.ends_with("lora_A") ? 0 : 1]);
+        const auto it = std::find_if(back.tensors.begin(), back.tensors.end(), [&](const auto& t) { return t.first == e.name; });
+        REQUIRE(it != back.tensors.end());
+        const double s0 = lora.scale_of(w), s1 = back.lora.scale_of(w);
+        if (e.name.ends_with("lora_A") || s0 == s1) {
+          CHECK(std::memcmp(it->second.data(), host[e.name].data, std::size_t(e.numel) * 4) == 0);
+        } else {
+          // Parts of one c_attn with different scales: PEFT has one scale per module, so each
+          // part's scale went into its B (layer 1 here: wq 6/3, wv 6/2); s·B is what it was.
+          CHECK((gpt2 && w == "blocks.1.attn.wq") + (gpt2 && w == "blocks.1.attn.wv") == 1);
+          for (std::int64_t i = 0; i < e.numel; ++i) CHECK(s1 * it->second[std::size_t(i)] == Approx(s0 * host[e.name].f32()[i]).epsilon(1e-6));
+        }
+      }
+    CHECK(back.tensors.size() == adapters);
+    auto again = make_model(arch, dims);
+    apply_lora(*again, back.lora);
+    again->plan(1, 8);
+    again->allocate();
+    load_peft(back, *again);
+    const Arena h2 = again->params().host_copy();
+    for (const auto& e : h2.entries())
+      if (e.name.find("_adapter.") != std::string::npos) CHECK(host.find(e.name) >= 0);
+  }
+
+  // An adapter trained in PEFT on c_attn has a dense B: exact rank-R adapters on wq, wk and wv,
+  // sharing A, each with its third of B.
+  {
+    const std::string dir = (d / "dense").string();
+    fs::create_directories(dir + "/base-dir");
+    fs::copy_file(d / "gpt2" / "adapter_config.json", dir + "/adapter_config.json");
+    Arena t("dense");
+    const std::string a = "base_model.model.transformer.h.0.attn.c_attn.lora_A.weight", b = "base_model.model.transformer.h.0.attn.c_attn.lora_B.weight";
+    t.add(a, {6, 16}), t.add(b, {48, 6});
+    t.allocate(host_memory());
+    Rng rng(8);
+    llmtk::test::fill_normal(t[a], rng, 0.3, 0.0), llmtk::test::fill_normal(t[b], rng, 0.3, 0.0);
+    save_safetensors(dir + "/adapter_model.safetensors", t);
+    const PeftAdapter dense = read_peft(dir, "gpt2", 2);
+    CHECK(dense.lora.targets == std::vector<std::string>{"blocks.0.attn.wk", "blocks.0.attn.wq", "blocks.0.attn.wv"});
+    for (int part = 0; part < 3; ++part) {
+      const std::string w = std::string("blocks.0.attn.w") + "qkv"[part];
+      INFO(w);
+      CHECK(dense.lora.rank_of(w) == 6);
+      const auto B = std::find_if(dense.tensors.begin(), dense.tensors.end(), [&](const auto& x) { return x.first == w + "_adapter.lora_B"; });
+      REQUIRE(B != dense.tensors.end());
+      CHECK(std::equal(B->second.begin(), B->second.end(), t[b].f32() + part * 16 * 6));
+    }
+  }
+
+  // What PEFT files llmtk cannot read say so, naming the file.
+  auto bad_config = [&](const std::string& json_text, const std::string& expect) {
+    const std::string dir = (d / "bad").string();
+    fs::remove_all(dir);
+    fs::create_directories(dir + "/base-dir");
+    fs::copy_file(d / "gpt2" / "adapter_model.safetensors", dir + "/adapter_model.safetensors");
+    std::ofstream(dir + "/adapter_config.json") << json_text;
+    CHECK_THROWS_WITH(read_peft(dir, "gpt2", 2), Catch::Contains(expect));
+  };
+  bad_config(R"({"peft_type": "IA3", "base_model_name_or_path": "base-dir"})", "has peft_type \"IA3\"; llmtk reads LoRA adapters");
+  bad_config(R"({"peft_type": "LORA", "base_model_name_or_path": "base-dir", "use_dora": true, "r": 3})", "DoRA");
+  bad_config(R"({"peft_type": "LORA", "base_model_name_or_path": "/nowhere/base", "r": 3})", "names the base \"/nowhere/base\", which is not a directory here");
+  bad_config(R"({"peft_type": "LORA", "base_model_name_or_path": "base-dir", "r": 8, "lora_alpha": 6})", "rank 8 but its tensors have rank");
+  // Adapters on a model with nothing PEFT can name.
+  auto none = make_model("llama-tiny", tiny("llama-tiny"));
+  none->plan(1, 8);
+  none->allocate();
+  CHECK_THROWS_WITH(export_peft(*none, {}, (d / "none").string(), ""), Catch::Contains("carries no LoRA adapters"));
+  CHECK_FALSE(fs::exists(d / "none"));
 }

@@ -42,8 +42,17 @@ std::string save_checkpoint(const std::string& dir_name, const AnyModel& model, 
   const fs::path dir(dir_name), tmp = dir_name + ".tmp";
   fs::remove_all(tmp);
   fs::create_directories(tmp);
-  save_safetensors((tmp / "model.safetensors").string(), model.params(),
-                   {{"format", "pt"}, {"arch", s.arch}, {"step", std::to_string(s.step)}});
+  const std::map<std::string, std::string> meta = {{"format", "pt"}, {"arch", s.arch}, {"step", std::to_string(s.step)}};
+  if (s.base.empty()) {
+    save_safetensors((tmp / "model.safetensors").string(), model.params(), meta);
+  } else {
+    // Only what trains: the trainable tensors lie first, at the same offsets (Arena::trainable_like).
+    const Arena all = model.params().host_copy();
+    Arena trained = all.trainable_like("trained");
+    trained.allocate(host_memory());
+    std::memcpy(trained.data(), all.data(), trained.bytes());
+    save_safetensors((tmp / "model.safetensors").string(), trained, meta);
+  }
   if (optimizer)
     for (Arena* a : optimizer->state()) save_safetensors((tmp / ("optimizer." + a->name() + ".safetensors")).string(), *a);
   json st;
@@ -55,12 +64,15 @@ std::string save_checkpoint(const std::string& dir_name, const AnyModel& model, 
   if (s.lora.enabled())
     st["lora"] = {{"rank", s.lora.rank}, {"alpha", s.lora.alpha}, {"rslora", s.lora.rslora}, {"targets", s.lora.targets}};
   if (s.lora.enabled() && !s.lora.modules_to_save.empty()) st["lora"]["modules_to_save"] = s.lora.modules_to_save;
+  if (s.lora.enabled() && !s.lora.rank_pattern.empty()) st["lora"]["rank_pattern"] = s.lora.rank_pattern;
+  if (s.lora.enabled() && !s.lora.alpha_pattern.empty()) st["lora"]["alpha_pattern"] = s.lora.alpha_pattern;
   st["data"] = {{"epoch", s.data_epoch}, {"step", s.data_step}, {"dir", s.data_dir}};
   st["tokenizer"] = s.tokenizer;
   st["tokenizer_hash"] = s.tokenizer_hash;
   st["val_loss"] = number_or_null(s.val_loss);
   st["best_val_loss"] = number_or_null(s.best_val_loss);
   st["recipe"] = s.recipe;
+  if (!s.base.empty()) st["base"] = {{"path", s.base.path}, {"hash", s.base.hash}, {"vocab", s.base.vocab}};
   write_file_atomically((tmp / "state.json").string(), st.dump(2) + "\n", "checkpoint");
   fs::remove_all(dir);
   fs::rename(tmp, dir);  // the checkpoint appears whole or not at all
@@ -85,6 +97,8 @@ CheckpointState read_checkpoint_state(const std::string& dir) {
       s.lora.rank = l.at("rank"), s.lora.alpha = l.at("alpha"), s.lora.rslora = l.at("rslora");
       s.lora.targets = l.at("targets").get<std::vector<std::string>>();
       if (l.contains("modules_to_save")) s.lora.modules_to_save = l["modules_to_save"].get<std::vector<std::string>>();
+      if (l.contains("rank_pattern")) s.lora.rank_pattern = l["rank_pattern"].get<std::map<std::string, std::int64_t>>();
+      if (l.contains("alpha_pattern")) s.lora.alpha_pattern = l["alpha_pattern"].get<std::map<std::string, double>>();
     }
     s.data_epoch = st.at("data").at("epoch");
     s.data_step = st.at("data").at("step");
@@ -95,6 +109,8 @@ CheckpointState read_checkpoint_state(const std::string& dir) {
     if (st.contains("val_loss") && st["val_loss"].is_number()) s.val_loss = st["val_loss"];
     if (st.contains("best_val_loss") && st["best_val_loss"].is_number()) s.best_val_loss = st["best_val_loss"];
     s.recipe = st.value("recipe", "");
+    if (st.contains("base"))
+      s.base = {st["base"].at("path"), st["base"].at("hash"), st["base"].value("vocab", 0)};
     return s;
   } catch (const json::exception& e) {
     fail("checkpoint", "'", path.string(), "' is not a checkpoint's state: ", e.what());
@@ -102,7 +118,17 @@ CheckpointState read_checkpoint_state(const std::string& dir) {
 }
 
 void load_checkpoint(const std::string& dir, AnyModel& model, Optimizer* optimizer) {
-  load_safetensors((fs::path(dir) / "model.safetensors").string(), model.params());
+  const std::string file = (fs::path(dir) / "model.safetensors").string();
+  const CheckpointState st = read_checkpoint_state(dir);
+  if (st.base.empty()) {
+    load_safetensors(file, model.params());
+  } else {
+    load_base(st.base, st.arch, model.dims(), model, dir);
+    Arena trained = model.params().trainable_like("trained");
+    trained.allocate(host_memory());
+    load_safetensors(file, trained);
+    for (const auto& e : trained.entries()) model.params().write(model.params().find(e.name), trained[e.name].data);
+  }
   if (!optimizer) return;
   for (Arena* a : optimizer->state())
     load_safetensors((fs::path(dir) / ("optimizer." + a->name() + ".safetensors")).string(), *a);
@@ -186,7 +212,15 @@ std::string newest_finite_checkpoint(const std::string& run_dir, const Arena& pa
   std::sort(by_step.rbegin(), by_step.rend());
   Arena scratch = params.like("finite check");
   scratch.allocate(host_memory());
+  Arena trained = params.trainable_like("finite check");
+  trained.allocate(host_memory());
   for (const auto& [step, dir] : by_step) {
+    // A checkpoint with a base holds the trained parameters only, and the base is finite.
+    if (!read_checkpoint_state(dir.string()).base.empty()) {
+      load_safetensors((dir / "model.safetensors").string(), trained);
+      if (all_finite(trained)) return dir.string();
+      continue;
+    }
     load_safetensors((dir / "model.safetensors").string(), scratch);
     if (all_finite(scratch)) return dir.string();
   }
@@ -199,7 +233,8 @@ LoadedRun load_run(const std::string& dir, const std::string& device) {
   l.state = read_checkpoint_state(l.checkpoint);
   ops::require_backend(device);
   l.model = make_model(l.state.arch, l.state.dims);
-  const auto lora = l.state.lora.enabled() ? apply_lora(*l.model, l.state.lora) : nullptr;
+  if (l.state.lora.enabled()) apply_lora(*l.model, l.state.lora);
+  if (!l.state.frozen.empty()) l.model->freeze(l.state.frozen);  // the layout the checkpoint was saved with
   l.model->plan(1, 1);
   l.model->allocate();
   load_checkpoint(l.checkpoint, *l.model, nullptr);

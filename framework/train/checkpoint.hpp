@@ -31,6 +31,9 @@ struct CheckpointState {
   std::string tokenizer_hash;
   double val_loss = NAN, best_val_loss = NAN;  // NaN: no evaluation yet
   std::string recipe;                   // the resolved recipe as TOML
+  // Set when the run has a base and frozen parameters: model.safetensors then holds only the
+  // parameters that train, and the rest are read from the base (docs/finetune.md).
+  BaseIdentity base;
 };
 
 // Writes `dir` whole or not at all (a temporary directory, renamed): the model's parameters, the
@@ -39,7 +42,8 @@ std::string save_checkpoint(const std::string& dir, const AnyModel& model, Optim
                             const CheckpointState& state);
 // state.json of a checkpoint directory; fails naming the file and what is missing.
 CheckpointState read_checkpoint_state(const std::string& dir);
-// Parameters (and, when given, the optimizer's state) from a checkpoint directory.
+// Parameters (and, when given, the optimizer's state) from a checkpoint directory; a checkpoint
+// that holds only the trained parameters reads the rest from its base.
 void load_checkpoint(const std::string& dir, AnyModel& model, Optimizer* optimizer);
 
 // Writes `text` to `path` whole or not at all (a temporary file, renamed); `who` starts the error.

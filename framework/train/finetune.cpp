@@ -5,11 +5,14 @@
 #include <nlohmann/json.hpp>
 
 #include "../core/error.hpp"
+#include "../data/tokenizer.hpp"
 #include "../layers/lora.hpp"
 #include "../models/model.hpp"
 #include "../models/registry.hpp"
 #include "checkpoint.hpp"
 #include "hf.hpp"
+#include "peft.hpp"
+#include "safetensors.hpp"
 
 namespace llmtk::train {
 
@@ -19,20 +22,33 @@ bool lora_target_matches(const std::string& target, const std::string& weight) {
   return Planner::glob(target, weight) || Planner::glob("*." + target, weight);
 }
 
+std::int64_t LoraConfig::rank_of(const std::string& weight) const {
+  for (const auto& [pattern, r] : rank_pattern)
+    if (lora_target_matches(pattern, weight)) return r;
+  return rank;
+}
+
+double LoraConfig::scale_of(const std::string& weight) const {
+  double a = alpha;
+  for (const auto& [pattern, v] : alpha_pattern)
+    if (lora_target_matches(pattern, weight)) a = v;
+  return scale_for(rank_of(weight), a);
+}
+
 std::shared_ptr<LoraTargets> apply_lora(AnyModel& model, const LoraConfig& lora) {
   auto seen = std::make_shared<LoraTargets>();
   seen->hits.assign(lora.targets.size(), 0);
-  const float scale = float(lora.scale());
-  model.set_adapters([seen, lora, scale](std::string_view name, std::int64_t out, std::int64_t in) -> std::shared_ptr<LinearAdapter> {
+  model.set_adapters([seen, lora](std::string_view name, std::int64_t out, std::int64_t in) -> std::shared_ptr<LinearAdapter> {
     const std::string weight(name);
     seen->weights.push_back(weight);
     bool hit = false;
     for (std::size_t t = 0; t < lora.targets.size(); ++t)
       if (lora_target_matches(lora.targets[t], weight)) ++seen->hits[t], hit = true;
     if (!hit) return nullptr;
-    LLMTK_CHECK(lora.rank <= std::min(out, in), "lora", "lora.rank = ", lora.rank, " is larger than ", weight, " [", out,
+    const std::int64_t rank = lora.rank_of(weight);
+    LLMTK_CHECK(rank <= std::min(out, in), "lora", "lora.rank = ", rank, " is larger than ", weight, " [", out,
                 ", ", in, "] can use (at most ", std::min(out, in), "); lower lora.rank or drop the target");
-    return std::make_shared<LoRA>(out, in, lora.rank, scale);
+    return std::make_shared<LoRA>(out, in, rank, float(lora.scale_of(weight)));
   });
   // The model's own parameters, but for modules_to_save; adapters always train (Planner::adapter_for).
   std::vector<std::string> frozen = {"*"};
@@ -72,13 +88,13 @@ std::unique_ptr<AnyModel> merge_lora(const std::string& arch, const Dims& dims, 
   base->allocate();
   const Arena src = lora_model.params().host_copy();
   Arena dst = base->params().host_copy();
-  const double s = lora.scale();
   for (const auto& e : dst.entries()) {
     const int from = src.find(e.name);
     LLMTK_CHECK(from >= 0, "merge", "the LoRA model has no parameter '", e.name, "'");
     std::copy_n(src[from].f32(), e.numel, dst[e.name].f32());
     const int a = src.find(e.name + "_adapter.lora_A"), b = src.find(e.name + "_adapter.lora_B");
     if (a < 0 || b < 0) continue;
+    const double s = lora.scale_of(e.name);
     // W[o, i] += s · Σ_r B[o, r] · A[r, i], in double: the merged weight is rounded once.
     const std::int64_t O = e.shape[0], I = e.shape[1], R = src.entries()[std::size_t(a)].shape[0];
     const float* A = src[a].f32();
@@ -97,7 +113,13 @@ std::unique_ptr<AnyModel> merge_lora(const std::string& arch, const Dims& dims, 
 
 FinetuneBase read_finetune_base(const std::string& from) {
   LLMTK_CHECK(fs::is_directory(from), "finetune.from", "'", from,
-              "' does not exist; name an llmtk run (runs/NAME), a checkpoint, or a Transformers directory");
+              "' does not exist; name an llmtk run (runs/NAME), a checkpoint, a Transformers directory or PEFT adapters");
+  if (is_peft_dir(from)) {
+    FinetuneBase b = read_finetune_base(peft_base(from));
+    LLMTK_CHECK(b.peft.empty(), "finetune.from", from, " names as its base other adapters (", b.peft, ")");
+    b.peft = from;
+    return b;
+  }
   FinetuneBase b;
   if (fs::exists(fs::path(from) / "config.json")) {
     std::string family;
@@ -117,6 +139,55 @@ FinetuneBase read_finetune_base(const std::string& from) {
               " holds LoRA adapters; export it merged first (llmtk export RUN --hf DIR --merge) and start from DIR");
   b.arch = st.arch, b.dims = st.dims, b.tokenizer_hash = st.tokenizer_hash;
   return b;
+}
+
+namespace {
+std::string file_fingerprint(const fs::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  LLMTK_CHECK(in.good(), "finetune", "cannot read '", file.string(), "'");
+  data::Fnv1a h;
+  std::vector<char> buf(1 << 20);
+  while (in) {
+    in.read(buf.data(), std::streamsize(buf.size()));
+    h.add(std::string_view(buf.data(), std::size_t(in.gcount())));
+  }
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h.h));
+  return hex;
+}
+}  // namespace
+
+BaseIdentity identify_base(const std::string& from, int base_vocab) {
+  BaseIdentity b;
+  b.path = fs::exists(fs::path(from) / "config.json") ? from : best_or_newest_checkpoint(from);
+  b.hash = file_fingerprint(fs::path(b.path) / "model.safetensors");
+  b.vocab = base_vocab;
+  return b;
+}
+
+Arena read_base_weights(const std::string& arch, const Dims& dims, const std::string& dir) {
+  auto base = make_model(arch, dims);
+  base->plan(1, 1);
+  base->allocate();
+  if (fs::exists(fs::path(dir) / "config.json"))
+    import_hf(*base, dir);
+  else
+    load_checkpoint(dir, *base, nullptr);
+  return base->params().host_copy();
+}
+
+void load_base(const BaseIdentity& base, const std::string& arch, const Dims& dims, AnyModel& model,
+               const std::string& who) {
+  const fs::path file = fs::path(base.path) / "model.safetensors";
+  LLMTK_CHECK(fs::exists(file), "checkpoint", who, " holds only the parameters that trained; the rest are its base's, in ",
+              base.path, ", which is gone. Put the base back there (or link it) to use this checkpoint");
+  LLMTK_CHECK(file_fingerprint(file) == base.hash, "checkpoint", who, " was trained on the base in ", base.path,
+              ", whose weights have changed since (", file.string(), " fingerprint ", file_fingerprint(file),
+              ", expected ", base.hash, "); restore that base, or fine-tune again from the new one");
+  Dims base_dims = dims;
+  if (base.vocab > 0) base_dims.vocab = base.vocab;
+  const Arena weights = read_base_weights(arch, base_dims, base.path);
+  load_weights(weights, model, base.vocab);
 }
 
 std::vector<std::string> load_weights(const Arena& weights, AnyModel& model, int base_vocab) {

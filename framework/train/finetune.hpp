@@ -3,15 +3,16 @@
 #pragma once
 #include <cmath>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "../core/arena.hpp"
 #include "../core/dims.hpp"
 
 namespace llmtk {
 class AnyModel;
-class Arena;
 }
 
 namespace llmtk::train {
@@ -25,8 +26,16 @@ struct LoraConfig {
   // Parameters of the model that train in full beside the adapters (PEFT's modules_to_save), e.g.
   // "embed.tokens" when a chat template added tokens whose rows must learn.
   std::vector<std::string> modules_to_save;
+  // Per-map exceptions (PEFT's options of the same names): a target pattern → its rank or alpha.
+  // An adapter read from PEFT needs them where one fused map (GPT-2's c_attn) carried several.
+  std::map<std::string, std::int64_t> rank_pattern;
+  std::map<std::string, double> alpha_pattern;
   bool enabled() const { return rank > 0; }
-  double scale() const { return rslora ? alpha / std::sqrt(double(rank)) : alpha / double(rank); }
+  double scale() const { return scale_for(rank, alpha); }
+  double scale_for(std::int64_t r, double a) const { return rslora ? a / std::sqrt(double(r)) : a / double(r); }
+  // The rank and the scale of the adapter on `weight` (a full parameter name).
+  std::int64_t rank_of(const std::string& weight) const;
+  double scale_of(const std::string& weight) const;
   bool operator==(const LoraConfig&) const = default;
 };
 
@@ -52,15 +61,37 @@ void check_lora_targets(const LoraConfig& lora, const LoraTargets& seen);
 std::unique_ptr<AnyModel> merge_lora(const std::string& arch, const Dims& dims, const LoraConfig& lora,
                                      const AnyModel& lora_model);
 
-// The base of `[finetune] from`: a run or checkpoint (state.json) or a Transformers directory
-// (config.json). `checkpoint` is the llmtk checkpoint it reads ("" for Transformers).
+// The base of `[finetune] from`: a run or checkpoint (state.json), a Transformers directory
+// (config.json), or PEFT LoRA adapters (adapter_config.json) on either (train/peft.hpp). `checkpoint` is the llmtk checkpoint it reads ("" for Transformers).
 struct FinetuneBase {
   std::string arch;
   Dims dims;
   std::string checkpoint;
   std::string tokenizer_hash;  // "" for Transformers
+  std::string peft;            // `from` is a PEFT adapter on this base: its directory (else "")
 };
 FinetuneBase read_finetune_base(const std::string& from);
+
+// Where the frozen weights of a fine-tuning run live. A checkpoint of a run with a base and frozen
+// parameters holds only what trained (adapters, soft prompts, modules_to_save) plus this: the
+// base's directory (an llmtk checkpoint or a Transformers directory) and a fingerprint of its
+// weights file, so a base that moved or changed is an error, never a silently different model.
+struct BaseIdentity {
+  std::string path;  // "" : the checkpoint holds every parameter
+  std::string hash;  // FNV-1a 64 of the base's model.safetensors, hex
+  int vocab = 0;     // the base's vocabulary when this run's grew (a chat template's tokens), else 0
+  bool empty() const { return path.empty(); }
+  bool operator==(const BaseIdentity&) const = default;
+};
+// The identity of `from` (a run resolves to its best, else newest, checkpoint).
+BaseIdentity identify_base(const std::string& from, int base_vocab);
+// The base's parameters as a host arena (a model of `arch` with `dims`, the vocabulary the base's
+// own), read from an llmtk checkpoint or a Transformers directory.
+Arena read_base_weights(const std::string& arch, const Dims& dims, const std::string& dir);
+// Loads the base into `model` after checking its fingerprint; `who` names the checkpoint that
+// needs it in errors.
+void load_base(const BaseIdentity& base, const std::string& arch, const Dims& dims, AnyModel& model,
+               const std::string& who);
 
 // Writes a base's parameters (host, by name) into `model`. With base_vocab > 0 a parameter whose
 // first axis is the base's vocabulary may have more rows in `model` (a chat template's tokens

@@ -240,17 +240,7 @@ void export_hf(const AnyModel& m, const std::string& out_dir, const data::Tokeni
   const Arena& params = m.params().device() == Device::host ? m.params() : host;
   for (const auto& mp : maps) mp.to_hf(params, out[mp.hf].f32());
   save_safetensors((fs::path(dir) / "model.safetensors").string(), out, {{"format", "pt"}});
-  if (tok) {
-    tok->save((fs::path(dir) / "tokenizer.json").string());
-    const std::string eot_text = tok->specials().empty() ? "" : tok->specials().front().first;
-    nlohmann::json tok_cfg = {{"tokenizer_class", "PreTrainedTokenizerFast"}, {"clean_up_tokenization_spaces", false},
-                          {"bos_token", eot_text}, {"eos_token", eot_text}, {"model_max_length", d.max_seq}};
-    if (chat) {
-      tok_cfg["chat_template"] = chat->jinja();
-      tok_cfg["eos_token"] = tok->token_bytes(chat->end_of_turn(*tok));
-    }
-    write_json(fs::path(dir) / "tokenizer_config.json", tok_cfg);
-  }
+  if (tok) write_hf_tokenizer(dir, *tok, chat, d.max_seq);
   if (!fs::exists(final_dir)) {
     if (final_dir.has_parent_path()) fs::create_directories(final_dir.parent_path());
     fs::rename(tmp, final_dir);  // the export appears whole or not at all
@@ -260,6 +250,18 @@ void export_hf(const AnyModel& m, const std::string& out_dir, const data::Tokeni
   for (const char* f : {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"}) fs::remove(final_dir / f);
   for (const auto& e : fs::directory_iterator(tmp)) fs::rename(e.path(), final_dir / e.path().filename());
   fs::remove_all(tmp);
+}
+
+void write_hf_tokenizer(const std::string& dir, const data::Tokenizer& tok, const data::ChatTemplate* chat, int max_seq) {
+  tok.save((fs::path(dir) / "tokenizer.json").string());
+  const std::string eot_text = tok.specials().empty() ? "" : tok.specials().front().first;
+  nlohmann::json tok_cfg = {{"tokenizer_class", "PreTrainedTokenizerFast"}, {"clean_up_tokenization_spaces", false},
+                            {"bos_token", eot_text}, {"eos_token", eot_text}, {"model_max_length", max_seq}};
+  if (chat) {
+    tok_cfg["chat_template"] = chat->jinja();
+    tok_cfg["eos_token"] = tok.token_bytes(chat->end_of_turn(tok));
+  }
+  write_json(fs::path(dir) / "tokenizer_config.json", tok_cfg);
 }
 
 Dims hf_dims(const std::string& dir, std::string& family) {

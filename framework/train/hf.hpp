@@ -30,6 +30,8 @@ std::string hf_hidden_act(const AnyModel& model);
 // generate() work as llmtk's chat does.
 void export_hf(const AnyModel& model, const std::string& dir, const data::Tokenizer* tokenizer,
                const data::ChatTemplate* chat = nullptr);
+// tokenizer.json and tokenizer_config.json (with the chat template's Jinja and end of turn).
+void write_hf_tokenizer(const std::string& dir, const data::Tokenizer& tokenizer, const data::ChatTemplate* chat, int max_seq);
 // Fills the model's parameters from a Transformers checkpoint directory (config.json +
 // model.safetensors). The config's sizes must equal the model's; the message names the key.
 void import_hf(AnyModel& model, const std::string& dir);

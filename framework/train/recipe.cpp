@@ -12,6 +12,8 @@
 #include "../core/error.hpp"
 #include "../models/registry.hpp"
 #include "../ops/ops.hpp"
+#include "hf.hpp"
+#include "peft.hpp"
 
 namespace llmtk::train {
 
@@ -91,6 +93,20 @@ Recipe read_recipe(const std::string& path, const std::vector<std::string>& sets
   r.lora.modules_to_save = lo.strings("modules_to_save", {});
   for (const auto& module : r.lora.modules_to_save)
     LLMTK_CHECK(!module.empty() && module[0] != '!', path, "lora.modules_to_save: '", module, "' must be a parameter name pattern, e.g. \"embed.tokens\"");
+  for (const auto& [pattern, v] : lo.numbers_by_name("rank_pattern", 1, 1 << 16)) r.lora.rank_pattern[pattern] = std::int64_t(v);
+  for (const auto& [pattern, v] : lo.numbers_by_name("alpha_pattern", 1e-6, 1e6)) r.lora.alpha_pattern[pattern] = v;
+  if (base && !base->peft.empty()) {
+    // PEFT adapters to continue from decide [lora]: their maps, ranks and scales.
+    LoraConfig peft;
+    try {
+      peft = read_peft(base->peft, hf_family(*make_model(r.model.arch, r.model.dims)), r.model.dims.n_layers).lora;
+    } catch (const Error& e) {
+      fail(path, e.what());
+    }
+    LLMTK_CHECK(!lo.has("rank") || r.lora == peft, path, "[lora] differs from the adapters in ", base->peft,
+                ", which decide it; remove [lora] from the recipe");
+    r.lora = peft;
+  }
   const double dropout = lo.number("dropout", 0, 0, 1);
   LLMTK_CHECK(dropout == 0, path, "lora.dropout = ", dropout, " is not supported yet: remove it (LoRA trains without dropout here)");
   LLMTK_CHECK(!lo.has("alpha") || r.lora.enabled(), path, "[lora] without rank: set lora.rank (e.g. 8) to train adapters");
@@ -194,6 +210,14 @@ std::string to_toml(const Recipe& r) {
     o << "\n[lora]\nrank = " << r.lora.rank << "\nalpha = " << r.lora.alpha << "\nrslora = " << (r.lora.rslora ? "true" : "false")
       << "\ntargets = " << list(r.lora.targets) << "\n";
   if (r.lora.enabled() && !r.lora.modules_to_save.empty()) o << "modules_to_save = " << list(r.lora.modules_to_save) << "\n";
+  auto pattern_table = [&](const char* key, const auto& map) {
+    if (map.empty()) return;
+    o << key << " = {";
+    bool first = true;
+    for (const auto& [pattern, v] : map) o << (first ? " \"" : ", \"") << pattern << "\" = " << std::setprecision(17) << v, first = false;
+    o << " }\n";
+  };
+  if (r.lora.enabled()) pattern_table("rank_pattern", r.lora.rank_pattern), pattern_table("alpha_pattern", r.lora.alpha_pattern);
   o << "\n[optim]\nname = \"" << r.optim.name << "\"\nlr = " << r.optim.lr << "\nbeta1 = " << r.optim.beta1
     << "\nbeta2 = " << r.optim.beta2 << "\neps = " << r.optim.eps << "\nweight_decay = " << r.optim.weight_decay
     << "\nmomentum = " << r.optim.momentum << "\nnesterov = " << (r.optim.nesterov ? "true" : "false")

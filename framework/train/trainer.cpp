@@ -21,6 +21,7 @@
 #include "generate.hpp"
 #include "hf.hpp"
 #include "optimizer.hpp"
+#include "peft.hpp"
 #include "schedule.hpp"
 #include "step.hpp"
 
@@ -226,17 +227,17 @@ std::unique_ptr<data::DataLoader> make_loader(const Recipe& r, const std::vector
 // architecture and sizes trained with the data's tokenizer. The weights go into a model without
 // adapters first and then, by name, into this one (whose LoRA adapters keep their initial values);
 // the run starts at step 0 with a fresh optimizer.
-void init_weights(const Recipe& r, const std::string& from, AnyModel& model, const data::Tokenizer& tok,
-                  const std::function<void(const std::string&)>& log) {
+std::string init_weights(const Recipe& r, const std::string& from_arg, AnyModel& model, const data::Tokenizer& tok,
+                         const std::function<void(const std::string&)>& log) {
+  // PEFT adapters: the base they name, then the adapters themselves.
+  const bool peft = is_peft_dir(from_arg);
+  const std::string from = peft ? peft_base(from_arg) : from_arg;
   // The base as it was trained: with a chat template's tokens added, the data's vocabulary (and
   // this model's) is larger than the base's by those tokens.
   Dims base_dims = r.model.dims;
   if (r.finetune.base_vocab > 0) base_dims.vocab = r.finetune.base_vocab;
-  auto base = make_model(r.model.arch, base_dims);
-  base->plan(1, 1);
-  base->allocate();
+  std::string dir = from;
   if (fs::exists(fs::path(from) / "config.json")) {
-    import_hf(*base, from);
     log("initialised from the Transformers checkpoint in " + from);
   } else {
     LLMTK_CHECK(fs::exists(fs::path(from) / "state.json") || fs::is_directory(fs::path(from) / "checkpoints"), "--init", "'",
@@ -263,10 +264,10 @@ void init_weights(const Recipe& r, const std::string& from, AnyModel& model, con
     }
     LLMTK_CHECK(same_tokenizer, "--init", ck, " was trained with the tokenizer ", st.tokenizer, " and data.dir = \"",
                 r.data.dir, "\" was prepared with another; prepare the data with [tokenizer] path = \"", st.tokenizer, "\"");
-    load_checkpoint(ck, *base, nullptr);
+    dir = ck;
     log("initialised from the weights of " + ck + " (step " + std::to_string(st.step) + ")");
   }
-  const Arena weights = base->params().host_copy();
+  const Arena weights = read_base_weights(r.model.arch, base_dims, dir);
   const std::vector<std::string> grown = load_weights(weights, model, r.finetune.base_vocab);
   if (!grown.empty()) {
     std::string names;
@@ -274,6 +275,14 @@ void init_weights(const Recipe& r, const std::string& from, AnyModel& model, con
     log("vocabulary " + std::to_string(r.finetune.base_vocab) + " -> " + std::to_string(r.model.dims.vocab) +
         ": new rows of " + names + " start at the mean of the base's rows");
   }
+  if (peft) {
+    const PeftAdapter adapter = read_peft(from_arg, hf_family(model), model.dims().n_layers);
+    LLMTK_CHECK(adapter.lora == r.lora, "--init", "the adapters in ", from_arg, " are not the recipe's [lora]; name them as "
+                "finetune.from (the adapters then decide [lora]) instead of passing --init");
+    load_peft(adapter, model);
+    log("adapters from the PEFT directory " + from_arg + " (" + std::to_string(adapter.tensors.size()) + " tensors)");
+  }
+  return from;
 }
 
 // The backend, the data, the model, the optimizer and the resumed position of one run.
@@ -285,6 +294,7 @@ struct Setup {
   std::unique_ptr<Optimizer> optimizer;
   std::int64_t step = 0;
   double best_val = INFINITY;
+  BaseIdentity base;  // set when checkpoints hold only the trained parameters
 };
 
 Setup set_up(const Recipe& r, const TrainOptions& opt, const std::string& resume_from,
@@ -332,7 +342,11 @@ Setup set_up(const Recipe& r, const TrainOptions& opt, const std::string& resume
   s.model->plan(r.train.batch, r.train.seq, r.train.recompute == "blocks");
   if (lora) check_lora_targets(r.lora, *lora);
   s.model->init(r.train.seed);
-  if (!from.empty() && resume_from.empty()) init_weights(r, from, *s.model, *s.tok, log);
+  if (!from.empty() && resume_from.empty()) {
+    const std::string base_dir = init_weights(r, from, *s.model, *s.tok, log);
+    // With part of the model frozen, checkpoints keep only what trains and name the base.
+    if (s.model->params().trainable_numel() < s.model->params().numel()) s.base = identify_base(base_dir, r.finetune.base_vocab);
+  }
   s.optimizer = std::make_unique<Optimizer>(r.optim, s.model->params());
   if (resume_from.empty()) return s;
   const std::string& ck = resume_from;
@@ -342,6 +356,7 @@ Setup set_up(const Recipe& r, const TrainOptions& opt, const std::string& resume
   LLMTK_CHECK(st.tokenizer_hash == std::to_string(s.tok->hash()), "resume", "checkpoint ", ck,
               " was trained with another tokenizer than ", s.tok_path);
   load_checkpoint(ck, *s.model, s.optimizer.get());
+  s.base = st.base;
   s.step = st.step;
   s.best_val = std::isfinite(st.best_val_loss) ? st.best_val_loss : INFINITY;
   s.loader->seek({std::uint64_t(st.data_epoch), std::uint64_t(st.data_step)});
@@ -372,7 +387,7 @@ struct Run {
     const auto pos = s.loader->position();
     CheckpointState st{s.step, r.model.arch, r.model.dims, s.model->frozen_patterns(), r.lora, std::int64_t(pos.epoch),
                        std::int64_t(pos.step), r.data.dir, s.tok_path, std::to_string(s.tok->hash()), val_loss,
-                       s.best_val, to_toml(r)};
+                       s.best_val, to_toml(r), s.base};
     return save_checkpoint((fs::path(dir) / "checkpoints" / name).string(), *s.model, s.optimizer.get(), st);
   }
 };

@@ -7,7 +7,13 @@ GPT2LMHeadModel and LlamaForCausalLM from Transformers' own naming, weight layou
 (not llmtk's), reading config.json and model.safetensors with plain Python. It imports no project code.
 
   /usr/bin/python3 tests/golden/check_hf_export.py HF_DIR SHARD --run RUN [--llmtk build/bin/llmtk]
-      [--batch 4] [--seq 128] [--batches 4] [--dtype float64] [--tol 1e-4]
+      [--peft ADAPTER_DIR] [--batch 4] [--seq 128] [--batches 4] [--dtype float64] [--tol 1e-4]
+
+With --peft, HF_DIR is the base and ADAPTER_DIR holds LoRA adapters written by `llmtk export RUN
+--peft DIR`; they are applied as PEFT applies them (apply_peft below: which modules its
+target_modules wrap, the tensor names and shapes it expects, rank_pattern / alpha_pattern, the
+scale lora_alpha / r, fan_in_fan_out for GPT-2's Conv1D, modules_to_save), and the result must
+compute RUN's loss.
 
 It prints the reference loss, the loss `llmtk eval` prints for RUN (6 decimals), and their absolute
 difference, and exits 1 if the difference exceeds --tol (2 on a load/config problem).
@@ -271,6 +277,65 @@ def llama_forward(cfg, W, ids, dt):
 
 
 # ---------------------------------------------------------------------------------------------
+# PEFT's LoRA (peft/tuners/lora): a wrapped module computes base(x) + scale * lora_B(lora_A(x)),
+# i.e. its weight plus scale * B @ A (transposed for fan_in_fan_out modules), which is what
+# merge_and_unload writes; modules_to_save replace a module's weight with the saved one.
+
+
+def pattern_value(patterns, module, default):
+    # peft.utils.other.get_pattern_key: a key matches a module whose name ends with it (as a regex)
+    for key, value in patterns.items():
+        if re.match(rf"(.*\.)?({key})$", module):
+            return value
+    return default
+
+
+def apply_peft(cfg, W, peft_dir):
+    conf = json.load(open(os.path.join(peft_dir, "adapter_config.json")))
+    if conf.get("peft_type") != "LORA":
+        raise SystemExit(f"peft_type {conf.get('peft_type')!r}: only LORA is implemented")
+    if conf.get("use_dora") or conf.get("bias", "none") != "none" or conf.get("layers_to_transform"):
+        raise SystemExit("use_dora / bias / layers_to_transform are not implemented")
+    A = read_safetensors(os.path.join(peft_dir, "adapter_model.safetensors"))
+    targets = conf["target_modules"]
+    if isinstance(targets, str):
+        raise SystemExit("target_modules as a regex is not implemented")
+    pre = "base_model.model."
+    # The modules PEFT wraps: every linear/Conv1D module whose name is a target or ends with "." + target.
+    modules = sorted(k[:-7] for k in W if k.endswith(".weight") and W[k].dim() == 2 and "wte" not in k
+                     and "wpe" not in k and "embed_tokens" not in k)
+    if not cfg["tie_word_embeddings"] or "lm_head.weight" in W:
+        modules.append("lm_head")
+    wrapped = [m for m in modules if any(m == t or m.endswith("." + t) for t in targets)]
+    saved = []
+    for name in conf.get("modules_to_save") or []:
+        saved += [m for m in sorted({k[:-7] for k in W if k.endswith(".weight")} | {"lm_head"})
+                  if m == name or m.endswith("." + name)]
+    expected = {pre + m + s for m in wrapped for s in (".lora_A.weight", ".lora_B.weight")} | {pre + m + ".weight" for m in saved}
+    missing, unexpected = sorted(expected - set(A)), sorted(set(A) - expected)
+    if missing or unexpected:
+        raise SystemExit(f"{peft_dir}: PEFT would wrap {len(wrapped)} modules; adapter tensors missing {missing[:4]}, "
+                         f"unexpected {unexpected[:4]}")
+    fifo = conf.get("fan_in_fan_out", False)
+    for m in wrapped:
+        r = pattern_value(conf.get("rank_pattern") or {}, m, conf["r"])
+        alpha = pattern_value(conf.get("alpha_pattern") or {}, m, conf["lora_alpha"])
+        scale = alpha / (math.sqrt(r) if conf.get("use_rslora") else r)
+        w = W[m + ".weight"]
+        in_f, out_f = (w.shape[0], w.shape[1]) if fifo else (w.shape[1], w.shape[0])
+        a, b = A[pre + m + ".lora_A.weight"], A[pre + m + ".lora_B.weight"]
+        if list(a.shape) != [r, in_f] or list(b.shape) != [out_f, r]:
+            raise SystemExit(f"{m}: lora_A {list(a.shape)}, lora_B {list(b.shape)}; PEFT creates [{r}, {in_f}] and [{out_f}, {r}]")
+        delta = (b.double() @ a.double()) * scale
+        W[m + ".weight"] = (w.double() + (delta.T if fifo else delta)).to(w.dtype)
+    for m in saved:
+        W[m + ".weight"] = A[pre + m + ".weight"]
+        if m == "lm_head":
+            cfg["tie_word_embeddings"] = False  # the wrapper holds its own copy: the head no longer follows the embedding
+    return len(wrapped), saved
+
+
+# ---------------------------------------------------------------------------------------------
 
 
 def llmtk_eval(llmtk, run, shard, B, T, N):
@@ -292,6 +357,7 @@ def main():
     ap.add_argument("shard", help="llmtk token shard (.bin)")
     ap.add_argument("--run", required=True, help="the run (or checkpoint) directory that was exported")
     ap.add_argument("--llmtk", default="build/bin/llmtk", help="llmtk binary (default: build/bin/llmtk)")
+    ap.add_argument("--peft", help="LoRA adapters in PEFT's layout to apply to HF_DIR (llmtk export RUN --peft DIR)")
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--seq", type=int, default=None, help="default: the config's context length")
     ap.add_argument("--batches", type=int, default=4)
@@ -312,6 +378,9 @@ def main():
         raise SystemExit(f"model_type {mt!r}: only gpt2 and llama are implemented")
     dt = getattr(torch, a.dtype)
     B, T = a.batch, a.seq or ctx
+    if a.peft:
+        n_wrapped, saved = apply_peft(cfg, W, a.peft)
+        print(f"peft        {a.peft}: LoRA on {n_wrapped} modules, modules_to_save {saved}")
 
     toks = read_shard(a.shard)
     if toks.numel() and int(toks.max()) >= cfg["vocab_size"]:

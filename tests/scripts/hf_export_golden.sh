@@ -2,8 +2,9 @@
 # `llmtk export --hf` checkpoints compute, under Transformers' model code, the loss `llmtk eval`
 # computes: tests/golden/check_hf_export.py re-implements GPT2LMHeadModel and LlamaForCausalLM in
 # PyTorch (Debian's python3-torch) and compares, for GPT-2, Llama (SwiGLU) and Llama with GeGLU
-# (hidden_act = gelu_pytorch_tanh), and a LoRA run merged on export. Skips (exit 77) where torch
-# is missing.
+# (hidden_act = gelu_pytorch_tanh), a LoRA run merged on export, and LoRA runs exported as PEFT
+# adapters (applied to the base's export as PEFT applies them) and read back. Skips (exit 77)
+# where torch is missing.
 set -euo pipefail
 llmtk=$(realpath "$1")
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -57,4 +58,28 @@ TOML
 echo "== LoRA merged into llama-tiny"
 /usr/bin/python3 "$root/tests/golden/check_hf_export.py" hf-lora data/val_000.bin --run run-lora \
   --llmtk "$llmtk" --batch 2 --seq 32 --batches 2 --tol 1e-5
+# The same adapters in PEFT's layout on the base's Transformers export: Llama (unfused maps) and
+# GPT-2 (wq and wv fused into c_attn, the embedding trained in full as modules_to_save).
+"$llmtk" export run-lora --peft peft-llama --base hf-llama-tiny > /dev/null
+echo "== LoRA as PEFT adapters on llama-tiny"
+/usr/bin/python3 "$root/tests/golden/check_hf_export.py" hf-llama-tiny data/val_000.bin --run run-lora --peft peft-llama \
+  --llmtk "$llmtk" --batch 2 --seq 32 --batches 2 --tol 1e-5
+sed -e 's/run-llama-tiny/run-gpt2-tiny/' -e 's/targets = .*/targets = ["attn.wq", "attn.wv", "attn.wo", "mlp.w_fc"]\nmodules_to_save = ["embed.tokens"]/' \
+  lora.toml > lora-gpt2.toml
+"$llmtk" train lora-gpt2.toml --run-dir run-lora-gpt2 > train-lora-gpt2.txt || { cat train-lora-gpt2.txt; exit 1; }
+"$llmtk" export run-lora-gpt2 --peft peft-gpt2 --base hf-gpt2-tiny > /dev/null
+echo "== LoRA as PEFT adapters on gpt2-tiny (fused c_attn, modules_to_save)"
+/usr/bin/python3 "$root/tests/golden/check_hf_export.py" hf-gpt2-tiny data/val_000.bin --run run-lora-gpt2 --peft peft-gpt2 \
+  --llmtk "$llmtk" --batch 2 --seq 32 --batches 2 --tol 1e-5
+# Read back: a run that starts from the PEFT directory (and does not move: lr = 0) computes the same loss.
+for fam in llama gpt2; do
+  printf '[finetune]\nfrom = "peft-%s"\n[data]\ndir = "data"\n[train]\nbatch = 4\nseq = 32\nsteps = 1\nthreads = 1\n[optim]\nlr = 0\n[eval]\nbatches = 1\n' \
+    "$fam" > "back-$fam.toml"
+  "$llmtk" train "back-$fam.toml" --run-dir "back-$fam" > "train-back-$fam.txt" || { cat "train-back-$fam.txt"; exit 1; }
+  run=run-lora; [[ $fam == gpt2 ]] && run=run-lora-gpt2
+  want=$("$llmtk" eval "$run" --data data/val_000.bin --batch 2 --seq 32 --batches 2 | grep '^loss')
+  got=$("$llmtk" eval "back-$fam" --data data/val_000.bin --batch 2 --seq 32 --batches 2 | grep '^loss')
+  echo "== PEFT adapters read back ($fam): $want (exported run), $got (run started from the adapters)"
+  [[ "$want" == "$got" ]] || { echo "MISMATCH"; exit 1; }
+done
 echo "exports compute the same loss under Transformers' formulas: ok"

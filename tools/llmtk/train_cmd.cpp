@@ -18,6 +18,7 @@
 #include "train/finetune.hpp"
 #include "train/generate.hpp"
 #include "train/gguf.hpp"
+#include "train/peft.hpp"
 #include "train/hf.hpp"
 #include "train/run_report.hpp"
 #include "train/step.hpp"
@@ -288,7 +289,7 @@ void add_train_commands(CLI::App& app) {
   });
 
   struct ExportArgs {
-    std::string run, hf, gguf, type = "f32";
+    std::string run, hf, gguf, peft, base, type = "f32";
     bool merge = false;
   };
   auto xa = std::make_shared<ExportArgs>();
@@ -301,10 +302,29 @@ void add_train_commands(CLI::App& app) {
       ->capture_default_str()
       ->check(CLI::IsMember({"f32", "f16", "bf16", "q8_0"}))
       ->needs(gguf);
+  auto* peft = ex->add_option("--peft", xa->peft, "A LoRA run: directory for its adapters in PEFT's layout "
+                                                "(adapter_config.json, adapter_model.safetensors, the tokenizer)");
+  ex->add_option("--base", xa->base, "With --peft: the base_model_name_or_path to record (default: the run's base, "
+                                     "e.g. the directory of `llmtk export BASE --hf DIR`)")
+      ->needs(peft);
   hf->excludes(gguf);
+  peft->excludes(hf)->excludes(gguf);
   ex->add_flag("--merge", xa->merge, "A LoRA run: write W + s·B·A, the base with its adapters merged in");
   ex->callback([xa] {
-    LLMTK_CHECK(!xa->hf.empty() || !xa->gguf.empty(), "export", "say where: --hf DIR (Transformers) or --gguf FILE (llama.cpp)");
+    LLMTK_CHECK(!xa->hf.empty() || !xa->gguf.empty() || !xa->peft.empty(), "export",
+                "say where: --hf DIR (Transformers), --gguf FILE (llama.cpp) or --peft DIR (LoRA adapters for PEFT)");
+    if (!xa->peft.empty()) {
+      auto l = train::load_run(xa->run, "cpu");
+      LLMTK_CHECK(l.state.lora.enabled(), "export --peft", l.checkpoint, " holds no LoRA adapters; export the whole model "
+                  "with --hf DIR");
+      data::ChatTemplate tmpl = data::ChatTemplate::named("chatml");
+      const data::ChatTemplate* chat = data::ChatTemplate::saved_beside(l.state.tokenizer, tmpl) ? &tmpl : nullptr;
+      const std::string base = xa->base.empty() ? l.state.base.path : xa->base;
+      train::export_peft(*l.model, l.state.lora, xa->peft, base, l.tokenizer.get(), chat);
+      fmt::print("exported the LoRA adapters of {} (checkpoint {}) to {} (PEFT, base_model_name_or_path \"{}\")\n",
+                 l.model->name(), l.checkpoint, xa->peft, base);
+      return;
+    }
     const char* command = xa->hf.empty() ? "export --gguf" : "export --hf";
     auto l = train::load_run(xa->run, "cpu");
     std::unique_ptr<AnyModel> merged;
