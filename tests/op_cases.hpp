@@ -400,6 +400,14 @@ void case_scale_forward(Case& c) {
   ops::scale_forward(y, x, 0.37f);
   c.keep("y", y);
 }
+// The mask is a function of (seed, index): every backend drops the same elements, in place too.
+void case_dropout(Case& c) {
+  auto x = c.make({1001}), y = c.make({1001});
+  ops::dropout(y, x, 0.3f, 0x1234abcdull);
+  c.keep("y", y);
+  ops::dropout(x, x, 0.5f, 7);
+  c.keep("x in place", x);
+}
 // Both ways between f32 and bf16, odd sizes, values that round both ways, and in place within a
 // dtype; the backend's result is compared with the reference's.
 void case_convert(Case& c) {

@@ -84,6 +84,42 @@ TEST_CASE("LoRA's gradients (A, B and through them the input) by the generic che
   }
 }
 
+TEST_CASE("LoRA dropout: gradients through the mask, and no dropout outside training", "[finetune][lora]") {
+  // With the seed held, the masks are fixed and the loss is a smooth function of every parameter:
+  // the generic checker sees the gradient through dropout(x) into A and, via dx, the layers below.
+  const Dims d = tiny("llama-tiny");
+  auto factory = [](float p) {
+    return [p](std::string_view name, std::int64_t out, std::int64_t in) -> std::shared_ptr<LinearAdapter> {
+      const std::string w(name);
+      if (!lora_target_matches("attn.wq", w) && !lora_target_matches("mlp.w_up", w)) return nullptr;
+      return std::make_shared<LoRA>(out, in, 3, 0.5f, p);
+    };
+  };
+  auto m = make_model("llama-tiny", d);
+  m->set_adapters(factory(0.4f));
+  m->set_dropout_seed(0x5eed);
+  llmtk::test::GradTolerance tol;
+  tol.atol = 1e-4;
+  REQUIRE_GRADIENTS(llmtk::test::gradcheck_model(*m, 2, 6, 43, tol));
+
+  // Outside training (seed 0) the adapter sees x whole: the same logits as without dropout.
+  auto plain = make_model("llama-tiny", d);
+  plain->set_adapters(factory(0.0f));
+  plain->plan(1, 6);
+  plain->allocate();
+  m->plan(1, 6);
+  plain->params().copy_from(m->params());
+  const std::vector<std::int32_t> ids = {3, 17, 2, 9, 11, 7};
+  m->set_dropout_seed(0);
+  CHECK(logits_of(*m, ids) == logits_of(*plain, ids));
+  m->set_dropout_seed(77);
+  const auto a = logits_of(*m, ids);
+  CHECK(a != logits_of(*plain, ids));
+  CHECK(a == logits_of(*m, ids));  // a seed is a mask
+  m->set_dropout_seed(78);
+  CHECK(a != logits_of(*m, ids));
+}
+
 TEST_CASE("LoRA's gradients are the merged model's, through the chain rule", "[finetune][lora]") {
   // The LoRA model and its merge compute one function, so every shared parameter has the same
   // gradient, and with W' = W + s·B·A: dB = s·dW'·Aᵀ and dA = s·Bᵀ·dW' (no finite differences).
@@ -260,7 +296,7 @@ TEST_CASE("bad fine-tuning recipes stop before training, naming the problem and 
   fails(from + "\n[lora]\nrank = 40\n", {}, "lora.rank = 40 is larger than blocks.0.attn.wq [16, 16] can use (at most 16)");
   fails("\n[lora]\nrank = 4\n", {}, "[lora] trains adapters on a base model: set finetune.from");
   fails(from + "\n[lora]\nrank = 4\n", {"train.freeze=[\"embed.*\"]"}, "LoRA already freezes the whole base");
-  fails(from + "\n[lora]\nrank = 4\ndropout = 0.1\n", {}, "lora.dropout = 0.1 is not supported yet");
+  fails(from + "\n[lora]\nrank = 4\ndropout = 1.5\n", {}, "lora.dropout");
   fails(from, {"train.freeze=[\"block.*\"]"}, "freeze pattern 'block.*' matches no parameter");
 }
 
@@ -369,4 +405,106 @@ TEST_CASE("PEFT layout: adapters go out in PEFT's names and come back as they we
   none->allocate();
   CHECK_THROWS_WITH(export_peft(*none, {}, (d / "none").string(), ""), Catch::Contains("carries no LoRA adapters"));
   CHECK_FALSE(fs::exists(d / "none"));
+}
+
+TEST_CASE("prompt tuning: gradients, the prompt as token rows, and decoding through the cache", "[finetune][prompt]") {
+  for (const char* arch : {"llama-tiny", "gpt2"}) {
+    INFO(arch);
+    Dims d = tiny(arch);
+    d.max_seq = 12;
+    // Every parameter's gradient, the prompt's with the base's (nothing frozen here).
+    auto g = make_model(arch, d);
+    g->set_soft_prompt(3);
+    llmtk::test::GradTolerance tol;
+    tol.atol = 1e-4;
+    REQUIRE_GRADIENTS(llmtk::test::gradcheck_model(*g, 2, 5, 47, tol));
+    CHECK(g->params().find("embed.prompt") >= 0);
+
+    // With the prompt set to the token rows of ids u, the model computes on x what the plain
+    // model computes on u then x: the logits of x's positions, exactly.
+    auto m = make_model(arch, d);
+    m->set_soft_prompt(3);
+    m->plan(2, 5);
+    m->init(3);
+    auto plain = make_model(arch, d);
+    plain->plan(2, 8);
+    plain->allocate();
+    const Arena w = m->params().host_copy();
+    for (const auto& e : plain->params().entries()) plain->params().write(plain->params().find(e.name), w[e.name].data);
+    const std::vector<std::int32_t> u = {5, 11, 2};
+    std::vector<float> rows;
+    for (auto id : u) rows.insert(rows.end(), w["embed.tokens"].f32() + id * d.d_model, w["embed.tokens"].f32() + (id + 1) * d.d_model);
+    m->params().write(m->params().find("embed.prompt"), rows.data());
+    std::vector<std::int32_t> x = {3, 17, 2, 9, 11, 7, 1, 20, 4, 6}, ux;
+    for (int b = 0; b < 2; ++b) ux.insert(ux.end(), u.begin(), u.end()), ux.insert(ux.end(), x.begin() + b * 5, x.begin() + b * 5 + 5);
+    const TensorRef lm = m->forward(TensorRef(x.data(), DType::i32, {2, 5}));
+    REQUIRE(lm.numel() == 2 * 5 * d.vocab);
+    const std::vector<float> got(lm.f32(), lm.f32() + lm.numel());
+    const TensorRef lp = plain->forward(TensorRef(ux.data(), DType::i32, {2, 8}));
+    double worst = 0;
+    for (int b = 0; b < 2; ++b)
+      for (std::int64_t i = 0; i < 5 * d.vocab; ++i)
+        worst = std::max(worst, double(std::abs(got[std::size_t(b * 5 * d.vocab + i)] - lp.f32()[(b * 8 + 3) * d.vocab + i])));
+    CHECK(worst < 1e-5);
+
+    // Decoding: the prompt goes into the cache first; each step's logits are the full forward's.
+    auto dec = make_model(arch, d);
+    dec->set_soft_prompt(3);
+    dec->plan_decode(5);
+    dec->allocate();
+    dec->params().copy_from(m->params());
+    for (std::int64_t t = 0; t < 5; ++t) {
+      std::int32_t id = x[std::size_t(t)];
+      const float* l = dec->decode(TensorRef(&id, DType::i32, {1, 1}), t);
+      double err = 0;
+      for (std::int64_t v = 0; v < d.vocab; ++v) err = std::max(err, double(std::abs(l[v] - got[std::size_t(t * d.vocab + v)])));
+      INFO("position " << t);
+      CHECK(err < 1e-5);
+    }
+  }
+}
+
+TEST_CASE("prompt tuning from a base run: only the prompt trains and is saved", "[finetune][prompt]") {
+  const auto& base = base_run();
+  const auto d = tmp("prompt");
+  const auto recipe = read_recipe(write_recipe(d, "\n[finetune]\nfrom = \"" + base.run_dir + "\"\n\n[prompt_tuning]\nn_tokens = 4\n"),
+                                  {"train.seq=12"});
+  REQUIRE(recipe.prompt_tuning.n_tokens == 4);
+  std::string log;
+  auto o = quiet(d / "run");
+  o.log = [&](const std::string& line) { log += line + "\n"; };
+  const auto r = train::train(recipe, o);
+  INFO(log);
+  const SafetensorsFile f((fs::path(r.checkpoint) / "model.safetensors").string());
+  CHECK(f.names() == std::vector<std::string>{"embed.prompt"});
+  const auto before = load("llama-tiny", recipe.model.dims, best_or_newest_checkpoint(base.run_dir));
+  const auto run = load_run(r.run_dir, "cpu");
+  CHECK(run.model->soft_prompt() == 4);
+  const Arena after = run.model->params().host_copy();
+  for (const auto& e : before->params().entries()) {
+    INFO(e.name);
+    CHECK(std::memcmp(after[e.name].data, before->params()[e.name].data, std::size_t(e.numel) * 4) == 0);
+  }
+  // The vectors moved from where they started (rows of the token table).
+  const float* p = after["embed.prompt"].f32();
+  bool is_a_row = false;
+  for (std::int64_t v = 0; v < recipe.model.dims.vocab && !is_a_row; ++v)
+    is_a_row = std::equal(p, p + recipe.model.dims.d_model, before->params()["embed.tokens"].f32() + v * recipe.model.dims.d_model);
+  CHECK_FALSE(is_a_row);
+  CHECK_THROWS_WITH(export_hf(*run.model, (d / "hf").string(), nullptr), Catch::Contains("has a soft prompt"));
+  export_peft_prompt(*run.model, (d / "peft").string(), "base");
+  CHECK(SafetensorsFile((d / "peft" / "adapter_model.safetensors").string()).shape("prompt_embeddings") ==
+        std::vector<std::int64_t>{4, recipe.model.dims.d_model});
+
+  // What cannot work stops before anything is written.
+  auto fails = [&](const std::string& extra, const std::vector<std::string>& sets, const std::string& expect) {
+    INFO(extra);
+    CHECK_THROWS_WITH(train::train(read_recipe(write_recipe(d, extra), sets), quiet(d / "bad")), Catch::Contains(expect));
+    CHECK_FALSE(fs::exists(d / "bad"));
+  };
+  const std::string from = "\n[finetune]\nfrom = \"" + base.run_dir + "\"\n";
+  fails("\n[prompt_tuning]\nn_tokens = 4\n", {"train.seq=12"}, "[prompt_tuning] trains a soft prompt for a base model: set finetune.from");
+  fails(from + "\n[prompt_tuning]\nn_tokens = 4\n\n[lora]\nrank = 2\n", {"train.seq=12"}, "[prompt_tuning] and [lora] together");
+  fails(from + "\n[prompt_tuning]\nn_tokens = 4\n", {}, "train.seq = 16 plus prompt_tuning.n_tokens = 4 exceeds model.max_seq = 16");
+  fails(from + "\n[prompt_tuning]\nn_tokens = 4\ninit = \"words\"\n", {"train.seq=12"}, "is not \"vocab\", \"random\" or \"text:...\"");
 }

@@ -430,6 +430,37 @@ void check_scale_forward() {
   CHECK(x.v == std::vector<float>{2, -4, 8});
 }
 
+// The mask is SplitMix64 of (seed, index): element 0 at seed 0 draws SplitMix64's first output
+// from state 0, 0xE220A8397B1DCDAF (published with the generator), whose top 24 bits are
+// 0xE220A8 / 2²⁴ = 0.88330; about p of the elements drop, the rest are scaled by 1 / (1 − p), and a
+// seed gives the same mask every time (backward reuses it) and another seed another.
+void check_dropout() {
+  Buf one({1}, {2.0f}), out({1});
+  ops::dropout(out.t(), one.t(), 0.8833f, 0);
+  CHECK(out.v[0] == 2.0f * float(1.0 / (1.0 - double(0.8833f))));
+  ops::dropout(out.t(), one.t(), 0.8834f, 0);
+  CHECK(out.v[0] == 0.0f);
+  const std::int64_t n = 100000;
+  Buf x({n}, std::vector<float>(std::size_t(n), 1.0f)), y({n}), y2({n}), z({n});
+  ops::dropout(y.t(), x.t(), 0.25f, 99);
+  ops::dropout(y2.t(), x.t(), 0.25f, 99);
+  ops::dropout(z.t(), x.t(), 0.25f, 100);
+  CHECK(y.v == y2.v);
+  std::int64_t dropped = 0, both = 0, runs = 0;
+  for (std::int64_t i = 0; i < n; ++i) {
+    const bool d = y.v[std::size_t(i)] == 0;
+    dropped += d, both += d && z.v[std::size_t(i)] == 0;
+    runs += i > 0 && d && y.v[std::size_t(i - 1)] == 0;
+    if (!d) CHECK(y.v[std::size_t(i)] == float(1.0 / 0.75));
+  }
+  CHECK(std::abs(double(dropped) / double(n) - 0.25) < 0.006);  // 4.4 standard deviations
+  CHECK(std::abs(double(both) / double(n) - 0.0625) < 0.004);   // independent seeds: p²
+  CHECK(std::abs(double(runs) / double(n) - 0.0625) < 0.004);   // neighbours independent: p²
+  ops::dropout(y.t(), x.t(), 0.0f, 5);
+  CHECK(y.v == x.v);
+  CHECK_THROWS_WITH(ops::dropout(y.t(), x.t(), 1.0f, 5), Catch::Contains("p = 1 is outside [0, 1)"));
+}
+
 // Rounding to nearest even at the halfway points, NaN kept, bf16 → f32 exact.
 void check_convert() {
   const float halfway_down = 1.0f + 1.0f / 256, halfway_up = 1.0f + 3.0f / 256, nan = std::nanf("");

@@ -15,7 +15,7 @@ std::string info();  // scratch.cpp
 // their inputs and rounds their outputs (backends/widen.hpp, docs/bf16.md).
 constexpr bool native_bf16(std::string_view op) {
   constexpr std::string_view kNative[] = {
-      "matmul_forward", "matmul_backward", "convert",       "add_forward",     "scale_forward",
+      "matmul_forward", "matmul_backward", "convert",       "add_forward",     "scale_forward", "dropout",
       "gelu_forward",   "gelu_backward",   "relu_forward",  "relu_backward",   "silu_forward",
       "silu_backward",  "swiglu_forward",  "swiglu_backward", "geglu_forward", "geglu_backward",
       "matmul_gelu_forward", "gelu_matmul_backward",  // compositions of the native matmul and GELU

@@ -2,6 +2,7 @@
 // lookup, bf16 conversion. Grid-stride loops over 64-bit indices; every launch is checked.
 #include <cuda_bf16.h>
 
+#include "../../framework/ops/dropout_mask.hpp"
 #include "check.hpp"
 #include "grid_stride.cuh"
 #include "kernels.hpp"
@@ -142,6 +143,10 @@ __global__ void add4_kernel(float* y, const float* a, const float* b, i64 n) {
   }
 }
 __global__ void scale_kernel(float* y, const float* x, float k, i64 n) { GRID_STRIDE(i, n) y[i] = k * x[i]; }
+// The mask is a function of (seed, i) (ops/dropout_mask.hpp): the same elements as on the host.
+__global__ void dropout_kernel(float* y, const float* x, float p, float k, std::uint64_t seed, i64 n) {
+  GRID_STRIDE(i, n) y[i] = dropout::keep(seed, i, p) ? k * x[i] : 0.0f;
+}
 
 __global__ void positions_forward_kernel(float* y, const float* x, const float* table, i64 B, i64 T, i64 C,
                                          i64 pos0) {
@@ -379,6 +384,11 @@ void scale(float* y, const float* x, float k, i64 n, cudaStream_t s) {
   if (n == 0) return;
   scale_kernel<<<grid_for(n), kThreads, 0, s>>>(y, x, k, n);
   LLMTK_CUDA_LAUNCHED("scale");
+}
+void dropout(float* y, const float* x, float p, std::uint64_t seed, i64 n, cudaStream_t s) {
+  if (n == 0) return;
+  dropout_kernel<<<grid_for(n), kThreads, 0, s>>>(y, x, p, llmtk::dropout::kept_scale(p), seed, n);
+  LLMTK_CUDA_LAUNCHED("dropout");
 }
 void positions_forward(float* y, const float* x, const float* table, i64 B, i64 T, i64 C, i64 pos0, cudaStream_t s) {
   if (B * T * C == 0) return;

@@ -22,6 +22,7 @@ void gated_backward(Gate f, float* dgate, float* dup, const float* dy, const flo
                     cudaStream_t s);
 void add(float* y, const float* a, const float* b, i64 n, cudaStream_t s);
 void scale(float* y, const float* x, float k, i64 n, cudaStream_t s);
+void dropout(float* y, const float* x, float p, std::uint64_t seed, i64 n, cudaStream_t s);
 // y[b, t, :] = x[b, t, :] + table[pos0 + t, :]; dtable[t, :] += Σ_b dy[b, t, :]
 void positions_forward(float* y, const float* x, const float* table, i64 B, i64 T, i64 C, i64 pos0, cudaStream_t s);
 void positions_backward(float* dtable, const float* dy, i64 B, i64 T, i64 C, cudaStream_t s);

@@ -214,6 +214,12 @@ void scale_forward(TensorRef y, TensorRef x, float s) {
   finish_op(op);
 }
 
+void dropout(TensorRef y, TensorRef x, float p, std::uint64_t seed) {
+  const char* op = "dropout";
+  kernels::dropout(y.f32(), x.f32(), p, seed, x.numel(), stream());
+  finish_op(op);
+}
+
 void convert(TensorRef y, TensorRef x) {
   const char* op = "convert";
   if (x.dtype == y.dtype) {

@@ -1,7 +1,7 @@
 // LoRA (Hu et al. 2021, "LoRA: Low-Rank Adaptation of Large Language Models"): beside a frozen
 // linear map y = x·Wᵀ (W: [out, in]), a trainable update of rank r,
 //
-//   y = x·Wᵀ + s · (x·Aᵀ)·Bᵀ,     A: [r, in], B: [out, r],   s = alpha / r
+//   y = x·Wᵀ + s · (dropout(x)·Aᵀ)·Bᵀ,     A: [r, in], B: [out, r],   s = alpha / r
 //
 // (s = alpha / √r with rsLoRA, Kalajdzievski 2023, which keeps the update's scale as r grows).
 // B starts at zero, so training starts from the base model exactly; A starts Kaiming-uniform, as
@@ -17,10 +17,17 @@ namespace llmtk {
 
 class LoRA final : public LinearAdapter {
  public:
-  LoRA(std::int64_t out, std::int64_t in, std::int64_t rank, float scale) : out_(out), in_(in), rank_(rank), scale_(scale) {}
+  // dropout: the probability of zeroing each input element on the adapter's path in training
+  // (PEFT's lora_dropout: B·A·dropout(x); the frozen product sees x whole).
+  LoRA(std::int64_t out, std::int64_t in, std::int64_t rank, float scale, float dropout = 0)
+      : out_(out), in_(in), rank_(rank), scale_(scale), dropout_(dropout) {}
 
   void declare(Planner& p) override {
     const std::int64_t N = p.B * p.T;
+    // Each adapter draws its own masks: the step's seed mixed with a hash of its name (FNV-1a).
+    salt_ = 0xcbf29ce484222325ull;
+    for (unsigned char ch : p.prefix()) salt_ = (salt_ ^ ch) * 0x100000001b3ull;
+    if (dropout_ > 0) xd_ = p.act("x_dropped", {N, in_});
     a_ = p.param("lora_A", {rank_, in_}, ParamKind::lora_a);
     b_ = p.param("lora_B", {out_, rank_}, ParamKind::lora_b);
     h_ = p.act("h", {N, rank_});     // s · x·Aᵀ, saved for backward
@@ -32,7 +39,7 @@ class LoRA final : public LinearAdapter {
   // y += s · (x·Aᵀ)·Bᵀ; x: [N, in], y: [N, out]
   void forward(Ctx& c, TensorRef y, TensorRef x) override {
     const TensorRef h = c.a(h_);
-    ops::matmul_forward(h, flat(x, in_), c.p(a_), {});
+    ops::matmul_forward(h, input(c, x), c.p(a_), {});
     ops::scale_forward(h, h, scale_);
     ops::matmul_forward(c.a(u_), h, c.p(b_), {});
     const TensorRef y2 = flat(y, out_);
@@ -44,8 +51,10 @@ class LoRA final : public LinearAdapter {
     const TensorRef dh = c.a(dh_);
     ops::matmul_backward(dh, c.g(b_), {}, flat(dy, out_), c.a(h_), c.p(b_));
     ops::scale_forward(dh, dh, scale_);
-    ops::matmul_backward(dx ? c.a(dx_) : TensorRef{}, c.g(a_), {}, dh, flat(x, in_), c.p(a_));
+    ops::matmul_backward(dx ? c.a(dx_) : TensorRef{}, c.g(a_), {}, dh, dropping(c) ? c.a(xd_) : flat(x, in_), c.p(a_));
     if (dx) {
+      // Through the mask: the same seed draws the same elements (ops/dropout_mask.hpp).
+      if (dropping(c)) ops::dropout(c.a(dx_), c.a(dx_), dropout_, c.dropout_seed ^ salt_);
       const TensorRef dx2 = flat(dx, in_);
       ops::add_forward(dx2, dx2, c.a(dx_));
     }
@@ -55,13 +64,21 @@ class LoRA final : public LinearAdapter {
   float scale() const { return scale_; }
 
  private:
+  bool dropping(const Ctx& c) const { return dropout_ > 0 && c.dropout_seed != 0; }
+  // What A reads: x, or in training with dropout x with elements zeroed (kept ones scaled).
+  TensorRef input(Ctx& c, TensorRef x) {
+    if (!dropping(c)) return flat(x, in_);
+    ops::dropout(c.a(xd_), flat(x, in_), dropout_, c.dropout_seed ^ salt_);
+    return c.a(xd_);
+  }
   // [..., width] as [N, width]: Linear hands over [B·T, width] or [B, T, width].
   static TensorRef flat(TensorRef t, std::int64_t width) { return t.view({t.numel() / width, width}); }
 
   std::int64_t out_, in_, rank_;
-  float scale_;
+  float scale_, dropout_;
+  std::uint64_t salt_ = 0;
   ParamSlot a_, b_;
-  ActSlot h_, u_, dh_, dx_;
+  ActSlot h_, u_, dh_, dx_, xd_;
 };
 
 }  // namespace llmtk

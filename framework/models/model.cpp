@@ -44,14 +44,18 @@ bool AnyModel::has_tag(std::string_view tag) const {
 void AnyModel::plan(std::int64_t B, std::int64_t T, bool recompute) {
   LLMTK_CHECK(B > 0 && T > 0, name_, "batch and sequence length must be positive, got batch ", B,
               ", seq ", T);
-  LLMTK_CHECK(T <= dims_.max_seq, name_, "sequence length ", T, " exceeds model.max_seq = ",
+  // Prompt tuning: the prompt's n positions run before the tokens (decoding feeds them one by one).
+  const std::int64_t n = kv_cache_ > 0 ? 0 : prompt_n_, Tp = T + n;
+  LLMTK_CHECK(T + prompt_n_ <= dims_.max_seq, name_, "sequence length ", T,
+              prompt_n_ ? cat(" after the soft prompt's ", prompt_n_, " positions") : std::string(), " exceeds model.max_seq = ",
               dims_.max_seq);
   const bool had_memory = acts_.allocated();
   acts_ = Arena("activations");
   io_ = Arena("io");
-  io_ids_ = io_.add("ids", {B, T}, DType::i32), io_lengths_ = io_.add("lengths", {B}, DType::i32);
+  io_ids_ = io_.add("ids", {B, Tp}, DType::i32), io_lengths_ = io_.add("lengths", {B}, DType::i32);
   io_segments_ = io_.add("segments", {B, T}, DType::i32), io_positions_ = io_.add("positions", {B, T}, DType::i32);
-  Planner p(dims_, B, T, params_, acts_, planned_);
+  Planner p(dims_, B, Tp, params_, acts_, planned_);
+  p.soft_prompt = prompt_n_;
   p.freeze = freeze_;
   p.adapters = adapters_;
   p.recompute_blocks = recompute;
@@ -62,7 +66,11 @@ void AnyModel::plan(std::int64_t B, std::int64_t T, bool recompute) {
   decoding_ = kv_cache_ > 0;
   recompute_ = recompute;
   declare(p);
-  logits_ = p.act("logits", {B, T, dims_.vocab});
+  logits_ = p.act("logits", {B, Tp, dims_.vocab});
+  if (n > 0) {
+    prompt_logits_ = p.act("prompt_tuning.token_logits", {B, T, dims_.vocab});
+    prompt_zeros_ = p.act("prompt_tuning.zeros", {n, dims_.vocab});  // never written: the arena starts zeroed
+  }
   if (!planned_) matmul_weights_ = std::move(matmul_weights);
   if (!planned_) {
     for (const auto& f : freeze_) {
@@ -75,7 +83,7 @@ void AnyModel::plan(std::int64_t B, std::int64_t T, bool recompute) {
     grads_ = params_.trainable_like("grads");
   }
   planned_ = true;
-  B_ = B, T_ = T;
+  B_ = B, T_ = T, Tp_ = Tp;
   prepare_working();
   if (had_memory) {
     acts_.allocate();
@@ -129,15 +137,29 @@ void AnyModel::set_adapters(AdapterFactory factory) {
   adapters_ = std::move(factory);
 }
 
+void AnyModel::set_soft_prompt(std::int64_t n) {
+  LLMTK_CHECK(!planned_, name_, "set_soft_prompt() comes before the first plan()");
+  LLMTK_CHECK(n >= 0 && n < dims_.max_seq, name_, "a soft prompt of ", n, " vectors does not fit model.max_seq = ", dims_.max_seq);
+  prompt_n_ = n;
+}
+
+namespace {
+// `count` elements of t from element `offset` on, as a flat tensor in t's memory.
+TensorRef span(TensorRef t, std::int64_t offset, std::int64_t count) {
+  return TensorRef(static_cast<std::byte*>(t.data) + offset * std::int64_t(size_of(t.dtype)), t.dtype, {count}, t.device);
+}
+}  // namespace
+
 void AnyModel::freeze(std::vector<std::string> patterns) {
   LLMTK_CHECK(!planned_, name_, "freeze() comes before the first plan()");
   freeze_ = std::move(patterns);
 }
 
 void AnyModel::plan_decode(std::int64_t cache_len) {
-  LLMTK_CHECK(cache_len > 0 && cache_len <= dims_.max_seq, name_, "a KV cache of ", cache_len,
-              " positions is outside [1, model.max_seq = ", dims_.max_seq, "]");
-  kv_cache_ = cache_len;
+  LLMTK_CHECK(cache_len > 0 && cache_len + prompt_n_ <= dims_.max_seq, name_, "a KV cache of ", cache_len,
+              " positions", prompt_n_ ? cat(" after the soft prompt's ", prompt_n_) : std::string(), " is outside [1, model.max_seq = ",
+              dims_.max_seq, "]");
+  kv_cache_ = cache_len + prompt_n_;
   plan(1, 1);
   kv_cache_ = 0;  // later plan() calls are for training unless asked again
 }
@@ -147,7 +169,16 @@ const float* AnyModel::decode(TensorRef ids, std::int64_t pos0) {
   LLMTK_CHECK(ids.dtype == DType::i32 && ids.numel() == T_ && B_ == 1, name_, "decode takes [1, ", T_, "] i32 ids");
   refresh_working();
   Ctx c = ctx();
-  c.pos0 = pos0;
+  if (prompt_n_ > 0 && pos0 == 0) {
+    // A new sequence: the soft prompt's vectors go into the cache first, at positions 0 .. n − 1
+    // (the embedding puts them in place of the placeholder ids).
+    std::vector<std::int32_t> placeholder(std::size_t(T_), 0);
+    for (std::int64_t i = 0; i < prompt_n_; i += T_) {
+      c.pos0 = i;
+      run_forward(c, c.a(logits_), on_device(TensorRef(placeholder.data(), DType::i32, {1, T_}), io_ids_).view({1, T_}));
+    }
+  }
+  c.pos0 = pos0 + prompt_n_;
   run_forward(c, c.a(logits_), on_device(ids, io_ids_).view({1, T_}));
   const TensorRef logits = c.a(logits_);
   if (logits.device == Device::host && logits.dtype == DType::f32) return logits.f32() + (T_ - 1) * dims_.vocab;
@@ -215,8 +246,27 @@ TensorRef AnyModel::forward(const ModelInputs& in) {
               "lengths must be [", B_, "] i32 (real tokens per row), got ", in.lengths.shape_str());
   LLMTK_CHECK(!in.segments || (in.segments.dtype == DType::i32 && in.segments.numel() == B_ * T_), name_,
               "segments must be [", B_, ", ", T_, "] i32 (the document of each token), got ", in.segments.shape_str());
-  in_.ids = on_device(in.ids, io_ids_).view({B_, T_});
-  in_.lengths = in.lengths ? on_device(in.lengths, io_lengths_).view({B_}) : TensorRef{};
+  TensorRef ids = in.ids, lengths = in.lengths;
+  if (Tp_ > T_) {
+    // Prompt tuning: placeholder ids (0) at the prompt's positions, then the row's tokens.
+    const std::int64_t n = Tp_ - T_;
+    LLMTK_CHECK(!in.segments, name_, "prompt tuning runs one example per row (the soft prompt before it); set "
+                "data.packing = false");
+    host_ids_.assign(std::size_t(B_ * Tp_), 0);
+    std::vector<std::int32_t> given(std::size_t(B_ * T_));
+    copy_bytes(given.data(), Device::host, in.ids.data, in.ids.device, given.size() * sizeof(std::int32_t));
+    for (std::int64_t b = 0; b < B_; ++b)
+      std::copy_n(given.begin() + b * T_, T_, host_ids_.begin() + b * Tp_ + n);
+    ids = TensorRef(host_ids_.data(), DType::i32, {B_, Tp_});
+    if (in.lengths) {
+      host_lengths_.resize(std::size_t(B_));
+      copy_bytes(host_lengths_.data(), Device::host, in.lengths.data, in.lengths.device, host_lengths_.size() * sizeof(std::int32_t));
+      for (auto& l : host_lengths_) l += std::int32_t(n);
+      lengths = TensorRef(host_lengths_.data(), DType::i32, {B_});
+    }
+  }
+  in_.ids = on_device(ids, io_ids_).view({B_, Tp_});
+  in_.lengths = lengths ? on_device(lengths, io_lengths_).view({B_}) : TensorRef{};
   in_.segments = in.segments ? on_device(in.segments, io_segments_).view({B_, T_}) : TensorRef{};
   in_positions_ = {};
   if (in_.segments) {  // positions restart at each document (segments are contiguous runs)
@@ -234,7 +284,12 @@ TensorRef AnyModel::forward(const ModelInputs& in) {
   Ctx c = ctx();
   c.flow = {in_.lengths, in_.segments, in_positions_};
   run_forward(c, c.a(logits_), in_.ids);
-  return c.a(logits_);
+  if (Tp_ == T_) return c.a(logits_);
+  // The tokens' logits: each row's last T positions.
+  const std::int64_t V = dims_.vocab, n = Tp_ - T_;
+  for (std::int64_t b = 0; b < B_; ++b)
+    ops::convert(span(c.a(prompt_logits_), b * T_ * V, T_ * V), span(c.a(logits_), (b * Tp_ + n) * V, T_ * V));
+  return c.a(prompt_logits_);
 }
 
 void AnyModel::backward(TensorRef doutputs) {
@@ -243,10 +298,18 @@ void AnyModel::backward(TensorRef doutputs) {
               "doutputs must be [", B_, ", ", T_, ", ", dims_.vocab, "] in the model's memory, got ", doutputs.shape_str());
   Ctx c = ctx();
   c.flow = {in_.lengths, in_.segments, in_positions_};
-  run_backward(c, doutputs.view({B_, T_, dims_.vocab}), in_.ids);
+  if (Tp_ == T_) return run_backward(c, doutputs.view({B_, T_, dims_.vocab}), in_.ids);
+  // Prompt tuning: no loss at the prompt's positions (zeros), the tokens' gradient after them.
+  const std::int64_t V = dims_.vocab, n = Tp_ - T_;
+  const TensorRef full = c.a(logits_);
+  for (std::int64_t b = 0; b < B_; ++b) {
+    ops::convert(span(full, b * Tp_ * V, n * V), span(c.a(prompt_zeros_), 0, n * V));
+    ops::convert(span(full, (b * Tp_ + n) * V, T_ * V), span(doutputs, b * T_ * V, T_ * V));
+  }
+  run_backward(c, full.view({B_, Tp_, dims_.vocab}), in_.ids);
 }
 
-TensorRef AnyModel::logits() const { return acts_[logits_.id]; }
+TensorRef AnyModel::logits() const { return acts_[Tp_ > T_ ? prompt_logits_.id : logits_.id]; }
 
 std::int64_t count_params(const Arena& params, std::string_view prefix) {
   std::int64_t n = 0;

@@ -85,6 +85,9 @@ class AnyModel {
   // Initialises parameters from `seed` by their kind (see ParamKind); zeroes gradients.
   void init(std::uint64_t seed);
   void zero_grad() { grads_.zero(); }
+  // Dropout (LoRA's): the seed of the next forward and backward, set per micro-batch by the
+  // trainer, which resets it to 0 (no dropout: evaluation, generation) after the step.
+  void set_dropout_seed(std::uint64_t seed) { dropout_seed_ = seed; }
 
   // Freezes every parameter whose name matches one of `patterns` (globs: "embed.*",
   // "blocks.*.attn.w*"): frozen parameters keep their values and get no gradient buffer and no
@@ -95,6 +98,12 @@ class AnyModel {
   // weight's full name and shape (protocol/plan.hpp). Before the first plan().
   using AdapterFactory = std::function<std::shared_ptr<LinearAdapter>(std::string_view, std::int64_t, std::int64_t)>;
   void set_adapters(AdapterFactory factory);
+  // Prompt tuning: `n` trainable vectors ("embed.prompt", [n, C]) before every row's tokens.
+  // Before the first plan(). plan(B, T) then runs rows of n + T positions, while forward still
+  // takes [B, T] ids and returns [B, T, V] logits (those of the row's own tokens); decoding runs
+  // the n vectors into the cache first, so position 0 of a generation is position n inside.
+  void set_soft_prompt(std::int64_t n);
+  std::int64_t soft_prompt() const { return prompt_n_; }
 
   // Runs the model and returns its outputs: logits [B, T, V] in the model's memory, valid until
   // the next forward. An objective (train/objective.hpp) turns them into a loss.
@@ -126,7 +135,7 @@ class AnyModel {
 
  private:
   Ctx ctx() {
-    Ctx c{params_, grads_, acts_, dims_, B_, T_, 0, {}};
+    Ctx c{params_, grads_, acts_, dims_, B_, Tp_, 0, {}, dropout_seed_};
     if (precision_ == DType::bf16) c.working = &working_, c.twin = &twin_;
     return c;
   }
@@ -148,6 +157,10 @@ class AnyModel {
   AdapterFactory adapters_;
   bool planned_ = false;
   std::int64_t B_ = 0, T_ = 0;
+  // Prompt tuning: n vectors per row; Tp_ = T_ + n positions run in training (T_ when decoding).
+  std::int64_t prompt_n_ = 0, Tp_ = 0;
+  ActSlot prompt_logits_, prompt_zeros_;  // [B, T, V] the tokens' logits; [n, V] zeros (backward)
+  std::vector<std::int32_t> host_ids_, host_lengths_;
   bool recompute_ = false;
   std::int64_t kv_cache_ = 0;
   bool decoding_ = false;
@@ -157,6 +170,7 @@ class AnyModel {
   Arena working_{"working"};
   std::vector<int> twin_;  // parameter id → its entry in working_, or -1
   bool working_stale_ = true;
+  std::uint64_t dropout_seed_ = 0;
   ModelInputs in_;  // the last forward's inputs, in the model's memory
   TensorRef in_positions_;  // with segments: each token's position in its document
   std::vector<std::int32_t> host_positions_;

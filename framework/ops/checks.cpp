@@ -417,6 +417,12 @@ void check_scale_forward(TensorRef y, TensorRef x, float) {
   const Op op{"scale_forward"};
   op.act("y", y), op.act("x", x), op.same("y", y, "x", x);
 }
+// y = x · mask / (1 − p) (y may alias x), in one dtype, 0 ≤ p < 1.
+void check_dropout(TensorRef y, TensorRef x, float p, std::uint64_t) {
+  const Op op{"dropout"};
+  op.act("y", y), op.act("x", x), op.same("y", y, "x", x);
+  LLMTK_CHECK(p >= 0 && p < 1, op.name, "p = ", p, " is outside [0, 1)");
+}
 // y = x in y's dtype; both f32 or bf16 with the same element count.
 void check_convert(TensorRef y, TensorRef x) {
   const Op op{"convert"};

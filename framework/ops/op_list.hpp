@@ -58,5 +58,6 @@
   X(lion_step,  (TensorRef param, TensorRef grad, TensorRef m, LionArgs args), (param, grad, m, args)) \
   X(sum_squares, (TensorRef out, TensorRef x), (out, x))                                          \
   X(scale_forward, (TensorRef y, TensorRef x, float s), (y, x, s))                                 \
+  X(dropout, (TensorRef y, TensorRef x, float p, std::uint64_t seed), (y, x, p, seed))             \
   X(convert, (TensorRef y, TensorRef x), (y, x))
 // clang-format on

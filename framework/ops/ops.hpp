@@ -133,6 +133,8 @@ namespace ops {
 // sgd_step, lion_step: see SgdArgs and LionArgs above; buf / m are the optimizer state.
 // sum_squares: out[0] += Σ x² (accumulates, so one output gathers a global gradient norm²).
 // scale_forward: y = s · x (y may alias x): gradient clipping.
+// dropout: y = x · keep(seed, i) / (1 − p), 0 ≤ p < 1 (y may alias x; ops/dropout_mask.hpp). The
+//          mask is a function of (seed, i), so backward is the same op on dy with the same seed.
 // convert: y = x in y's dtype (f32 or bf16, same element count): bf16 → f32 is exact, f32 → bf16
 //          rounds to nearest even (NaN stays NaN). The working copy of the weights is made with it.
 

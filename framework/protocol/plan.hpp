@@ -122,6 +122,9 @@ class Planner {
   bool recompute_blocks = false;
   // Decoding: each attention layer keeps keys and values of up to this many positions (0: none).
   std::int64_t kv_cache = 0;
+  // Prompt tuning: this many trainable vectors stand at positions 0 .. soft_prompt − 1 of every
+  // row, before its tokens (the embedding owns them; AnyModel::set_soft_prompt).
+  std::int64_t soft_prompt = 0;
   // While set, activations declared under `to` reuse the same-named ones under `from`.
   void share_activations(std::string from, std::string to) { share_from_ = std::move(from), share_to_ = std::move(to); }
 
@@ -186,6 +189,9 @@ struct Ctx {
   std::int64_t B, T;
   std::int64_t pos0 = 0;  // position of the first token (non-zero only when decoding with a KV cache)
   Flow flow{};            // inputs beyond the hidden stream: padding, document boundaries
+  // Training: this forward and backward's dropout seed (a part mixes in its own name); 0 outside
+  // training, where dropout is the identity.
+  std::uint64_t dropout_seed = 0;
 
   // Working copies (docs/bf16.md): twin[id] is parameter id's bf16 copy in `working`, or -1.
   const Arena* working = nullptr;

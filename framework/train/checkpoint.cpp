@@ -64,8 +64,10 @@ std::string save_checkpoint(const std::string& dir_name, const AnyModel& model, 
   if (s.lora.enabled())
     st["lora"] = {{"rank", s.lora.rank}, {"alpha", s.lora.alpha}, {"rslora", s.lora.rslora}, {"targets", s.lora.targets}};
   if (s.lora.enabled() && !s.lora.modules_to_save.empty()) st["lora"]["modules_to_save"] = s.lora.modules_to_save;
+  if (s.lora.enabled() && s.lora.dropout > 0) st["lora"]["dropout"] = s.lora.dropout;
   if (s.lora.enabled() && !s.lora.rank_pattern.empty()) st["lora"]["rank_pattern"] = s.lora.rank_pattern;
   if (s.lora.enabled() && !s.lora.alpha_pattern.empty()) st["lora"]["alpha_pattern"] = s.lora.alpha_pattern;
+  if (s.soft_prompt > 0) st["prompt_tuning"] = {{"n_tokens", s.soft_prompt}};
   st["data"] = {{"epoch", s.data_epoch}, {"step", s.data_step}, {"dir", s.data_dir}};
   st["tokenizer"] = s.tokenizer;
   st["tokenizer_hash"] = s.tokenizer_hash;
@@ -97,9 +99,11 @@ CheckpointState read_checkpoint_state(const std::string& dir) {
       s.lora.rank = l.at("rank"), s.lora.alpha = l.at("alpha"), s.lora.rslora = l.at("rslora");
       s.lora.targets = l.at("targets").get<std::vector<std::string>>();
       if (l.contains("modules_to_save")) s.lora.modules_to_save = l["modules_to_save"].get<std::vector<std::string>>();
+      s.lora.dropout = l.value("dropout", 0.0);
       if (l.contains("rank_pattern")) s.lora.rank_pattern = l["rank_pattern"].get<std::map<std::string, std::int64_t>>();
       if (l.contains("alpha_pattern")) s.lora.alpha_pattern = l["alpha_pattern"].get<std::map<std::string, double>>();
     }
+    if (st.contains("prompt_tuning")) s.soft_prompt = st["prompt_tuning"].at("n_tokens");
     s.data_epoch = st.at("data").at("epoch");
     s.data_step = st.at("data").at("step");
     s.data_dir = st.at("data").value("dir", "");
@@ -234,6 +238,7 @@ LoadedRun load_run(const std::string& dir, const std::string& device) {
   ops::require_backend(device);
   l.model = make_model(l.state.arch, l.state.dims);
   if (l.state.lora.enabled()) apply_lora(*l.model, l.state.lora);
+  if (l.state.soft_prompt > 0) l.model->set_soft_prompt(l.state.soft_prompt);
   if (!l.state.frozen.empty()) l.model->freeze(l.state.frozen);  // the layout the checkpoint was saved with
   l.model->plan(1, 1);
   l.model->allocate();

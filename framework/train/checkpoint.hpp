@@ -25,6 +25,7 @@ struct CheckpointState {
   Dims dims;
   std::vector<std::string> frozen;      // the model's freeze patterns
   LoraConfig lora;                      // LoRA adapters the model carries (rank 0: none)
+  std::int64_t soft_prompt = 0;         // prompt tuning's vectors before every row (0: none)
   std::int64_t data_epoch = 0, data_step = 0;
   std::string data_dir;
   std::string tokenizer;                // path of tokenizer.json

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "../core/error.hpp"
+#include "../core/rng.hpp"
 #include "../data/tokenizer.hpp"
 #include "../layers/lora.hpp"
 #include "../models/model.hpp"
@@ -20,6 +21,30 @@ namespace fs = std::filesystem;
 
 bool lora_target_matches(const std::string& target, const std::string& weight) {
   return Planner::glob(target, weight) || Planner::glob("*." + target, weight);
+}
+
+void init_soft_prompt(AnyModel& model, const PromptTuningConfig& config, const data::Tokenizer& tok, std::uint64_t seed) {
+  const int id = model.params().find("embed.prompt");
+  LLMTK_CHECK(id >= 0, "prompt_tuning", "the model has no soft prompt (embed.prompt)");
+  if (config.init == "random") return;  // as planned: N(0, 0.02²)
+  const std::int64_t n = config.n_tokens, C = model.dims().d_model, V = model.dims().vocab;
+  std::vector<std::int32_t> rows;
+  if (config.init == "vocab") {
+    Rng rng(seed);
+    for (std::int64_t i = 0; i < n; ++i) rows.push_back(std::int32_t(rng.next() % std::uint64_t(std::min<std::int64_t>(V, tok.vocab_size()))));
+  } else {
+    const std::string text = config.init.substr(5);
+    for (auto t : tok.encode(text)) rows.push_back(std::int32_t(t));
+    LLMTK_CHECK(!rows.empty(), "prompt_tuning", "prompt_tuning.init = \"", config.init, "\" has no text to embed");
+    const std::size_t words = rows.size();
+    while (std::int64_t(rows.size()) < n) rows.push_back(rows[rows.size() % words]);
+    rows.resize(std::size_t(n));
+  }
+  const Arena host = model.params().host_copy();
+  const float* table = host["embed.tokens"].f32();
+  std::vector<float> values(std::size_t(n * C));
+  for (std::int64_t i = 0; i < n; ++i) std::copy_n(table + rows[std::size_t(i)] * C, C, values.begin() + i * C);
+  model.params().write(id, values.data());
 }
 
 std::int64_t LoraConfig::rank_of(const std::string& weight) const {
@@ -48,7 +73,7 @@ std::shared_ptr<LoraTargets> apply_lora(AnyModel& model, const LoraConfig& lora)
     const std::int64_t rank = lora.rank_of(weight);
     LLMTK_CHECK(rank <= std::min(out, in), "lora", "lora.rank = ", rank, " is larger than ", weight, " [", out,
                 ", ", in, "] can use (at most ", std::min(out, in), "); lower lora.rank or drop the target");
-    return std::make_shared<LoRA>(out, in, rank, float(lora.scale_of(weight)));
+    return std::make_shared<LoRA>(out, in, rank, float(lora.scale_of(weight)), float(lora.dropout));
   });
   // The model's own parameters, but for modules_to_save; adapters always train (Planner::adapter_for).
   std::vector<std::string> frozen = {"*"};

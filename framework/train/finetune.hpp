@@ -14,6 +14,9 @@
 namespace llmtk {
 class AnyModel;
 }
+namespace llmtk::data {
+class Tokenizer;
+}
 
 namespace llmtk::train {
 
@@ -22,6 +25,7 @@ struct LoraConfig {
   std::int64_t rank = 0;
   double alpha = 16;              // the update is scaled by alpha / rank (alpha / √rank with rslora)
   bool rslora = false;
+  double dropout = 0;             // on the adapter's input, in training (PEFT's lora_dropout)
   std::vector<std::string> targets = {"attn.wq", "attn.wv"};  // patterns over linear weight names
   // Parameters of the model that train in full beside the adapters (PEFT's modules_to_save), e.g.
   // "embed.tokens" when a chat template added tokens whose rows must learn.
@@ -38,6 +42,19 @@ struct LoraConfig {
   double scale_of(const std::string& weight) const;
   bool operator==(const LoraConfig&) const = default;
 };
+
+// [prompt_tuning] (Lester et al. 2021): n trainable vectors before every row, the model frozen.
+struct PromptTuningConfig {
+  std::int64_t n_tokens = 0;
+  // Their first values: "vocab" (rows of the token table, drawn at random: the paper's best),
+  // "random" (N(0, 0.02²), as the model's embeddings start), or "text:..." (the embeddings of
+  // that text's tokens, repeated to n).
+  std::string init = "vocab";
+  bool enabled() const { return n_tokens > 0; }
+  bool operator==(const PromptTuningConfig&) const = default;
+};
+// Sets the soft prompt's first values in `model` (whose base weights are loaded), as `init` says.
+void init_soft_prompt(AnyModel& model, const PromptTuningConfig& config, const data::Tokenizer& tok, std::uint64_t seed);
 
 // Whether a target pattern names a weight: a glob over the full name ("blocks.*.attn.wq") or
 // over its tail after a dot ("attn.wq", "mlp.*").

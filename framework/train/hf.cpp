@@ -201,6 +201,9 @@ void write_json(const fs::path& path, const json& j) {
 
 void export_hf(const AnyModel& m, const std::string& out_dir, const data::Tokenizer* tok, const data::ChatTemplate* chat) {
   const std::string fam = hf_family(m);  // refuses, before anything is written, what the format cannot hold
+  LLMTK_CHECK(m.soft_prompt() == 0, "export --hf", "model '", m.name(), "' has a soft prompt (prompt tuning), which a "
+              "Transformers checkpoint has no place for; export it with --peft DIR (PEFT's prompt-tuning layout) and the "
+              "base with --hf; nothing was written");
   for (const auto& e : m.params().entries())
     LLMTK_CHECK(e.name.find("_adapter.") == std::string::npos, "export --hf", "model '", m.name(), "' carries adapters ('",
                 e.name, "'), which a Transformers checkpoint has no place for; merge them first (export --merge); nothing was written");

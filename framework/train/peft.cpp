@@ -303,6 +303,7 @@ PeftAdapter read_peft(const std::string& dir, const std::string& family, int n_l
   out.lora.rank = most_common(ranks);
   out.lora.alpha = most_common(alphas);
   out.lora.rslora = false;
+  out.lora.dropout = cfg.value("lora_dropout", 0.0);
   out.lora.rank_pattern = as_patterns(ranks, out.lora.rank, llmtk_tail);
   out.lora.alpha_pattern = as_patterns(alphas, out.lora.alpha, llmtk_tail);
   return out;
@@ -318,6 +319,60 @@ void load_peft(const PeftAdapter& adapter, AnyModel& model) {
                 " values and the model's has ", e.numel, " (the adapter was trained on a base of another shape)");
     model.params().write(id, values.data());
   }
+}
+
+namespace {
+// Writes DIR whole or not at all (DIR.tmp, renamed); in an existing DIR only these files change.
+void write_peft_dir(const std::string& out_dir, const json& cfg, const Arena& tensors, const AnyModel& m,
+                    const data::Tokenizer* tok, const data::ChatTemplate* chat) {
+  const fs::path target = fs::path(out_dir).lexically_normal();
+  const fs::path final_dir = target.filename().empty() ? target.parent_path() : target;
+  LLMTK_CHECK(!fs::exists(final_dir) || fs::is_directory(final_dir), "export --peft", "'", out_dir, "' is a file, not a directory");
+  const fs::path tmp = final_dir.string() + ".tmp";
+  fs::remove_all(tmp);
+  fs::create_directories(tmp);
+  {
+    std::ofstream f(tmp / "adapter_config.json");
+    LLMTK_CHECK(f.good(), "export --peft", "cannot write '", (tmp / "adapter_config.json").string(), "'");
+    f << cfg.dump(2) << "\n";
+  }
+  save_safetensors((tmp / "adapter_model.safetensors").string(), tensors, {{"format", "pt"}});
+  if (tok) write_hf_tokenizer(tmp.string(), *tok, chat, m.dims().max_seq);
+  if (!fs::exists(final_dir)) {
+    if (final_dir.has_parent_path()) fs::create_directories(final_dir.parent_path());
+    fs::rename(tmp, final_dir);
+    return;
+  }
+  for (const auto& e : fs::directory_iterator(tmp)) {
+    fs::remove(final_dir / e.path().filename());
+    fs::rename(e.path(), final_dir / e.path().filename());
+  }
+  fs::remove_all(tmp);
+}
+}  // namespace
+
+void export_peft_prompt(const AnyModel& m, const std::string& out_dir, const std::string& base_name,
+                        const data::Tokenizer* tok, const data::ChatTemplate* chat) {
+  LLMTK_CHECK(m.soft_prompt() > 0, "export --peft", "the model has no soft prompt");
+  const Arena host = m.params().host_copy();
+  Arena out("peft");
+  out.add("prompt_embeddings", host.entries()[std::size_t(host.find("embed.prompt"))].shape);
+  out.allocate(host_memory());
+  std::copy_n(host["embed.prompt"].f32(), host["embed.prompt"].numel(), out["prompt_embeddings"].f32());
+  const json cfg = {{"peft_type", "PROMPT_TUNING"},
+                    {"task_type", "CAUSAL_LM"},
+                    {"base_model_name_or_path", base_name.empty() ? json(nullptr) : json(base_name)},
+                    {"revision", nullptr},
+                    {"inference_mode", true},
+                    {"num_virtual_tokens", m.soft_prompt()},
+                    {"token_dim", m.dims().d_model},
+                    {"num_transformer_submodules", 1},
+                    {"num_attention_heads", m.dims().n_heads},
+                    {"num_layers", m.dims().n_layers},
+                    {"prompt_tuning_init", "RANDOM"},
+                    {"prompt_tuning_init_text", nullptr},
+                    {"tokenizer_name_or_path", nullptr}};
+  write_peft_dir(out_dir, cfg, out, m, tok, chat);
 }
 
 void export_peft(const AnyModel& m, const LoraConfig& lora, const std::string& out_dir, const std::string& base_name,
@@ -412,7 +467,7 @@ void export_peft(const AnyModel& m, const LoraConfig& lora, const std::string& o
               {"inference_mode", true},
               {"r", r},
               {"lora_alpha", alpha},
-              {"lora_dropout", 0.0},
+              {"lora_dropout", lora.dropout},
               {"target_modules", as_targets(names, module_tail, m.dims().n_layers)},
               {"rank_pattern", as_patterns(ranks, r, module_tail)},
               {"alpha_pattern", as_patterns(alphas, alpha, module_tail)},
@@ -425,29 +480,7 @@ void export_peft(const AnyModel& m, const LoraConfig& lora, const std::string& o
               {"layers_to_transform", nullptr},
               {"layers_pattern", nullptr}};
 
-  const fs::path target = fs::path(out_dir).lexically_normal();
-  const fs::path final_dir = target.filename().empty() ? target.parent_path() : target;
-  LLMTK_CHECK(!fs::exists(final_dir) || fs::is_directory(final_dir), "export --peft", "'", out_dir, "' is a file, not a directory");
-  const fs::path tmp = final_dir.string() + ".tmp";
-  fs::remove_all(tmp);
-  fs::create_directories(tmp);
-  {
-    std::ofstream f(tmp / "adapter_config.json");
-    LLMTK_CHECK(f.good(), "export --peft", "cannot write '", (tmp / "adapter_config.json").string(), "'");
-    f << cfg.dump(2) << "\n";
-  }
-  save_safetensors((tmp / "adapter_model.safetensors").string(), out, {{"format", "pt"}});
-  if (tok) write_hf_tokenizer(tmp.string(), *tok, chat, m.dims().max_seq);
-  if (!fs::exists(final_dir)) {
-    if (final_dir.has_parent_path()) fs::create_directories(final_dir.parent_path());
-    fs::rename(tmp, final_dir);
-    return;
-  }
-  for (const auto& e : fs::directory_iterator(tmp)) {
-    fs::remove(final_dir / e.path().filename());
-    fs::rename(e.path(), final_dir / e.path().filename());
-  }
-  fs::remove_all(tmp);
+  write_peft_dir(out_dir, cfg, out, m, tok, chat);
 }
 
 }  // namespace llmtk::train

@@ -50,4 +50,9 @@ void load_peft(const PeftAdapter& adapter, AnyModel& model);
 void export_peft(const AnyModel& model, const LoraConfig& lora, const std::string& dir, const std::string& base_name,
                  const data::Tokenizer* tokenizer = nullptr, const data::ChatTemplate* chat = nullptr);
 
+// Prompt tuning in PEFT's layout (peft_type "PROMPT_TUNING"): adapter_model.safetensors holds
+// "prompt_embeddings" [n, C], the vectors a PeftModel puts before the input embeddings.
+void export_peft_prompt(const AnyModel& model, const std::string& dir, const std::string& base_name,
+                        const data::Tokenizer* tokenizer = nullptr, const data::ChatTemplate* chat = nullptr);
+
 }  // namespace llmtk::train

@@ -95,22 +95,33 @@ Recipe read_recipe(const std::string& path, const std::vector<std::string>& sets
     LLMTK_CHECK(!module.empty() && module[0] != '!', path, "lora.modules_to_save: '", module, "' must be a parameter name pattern, e.g. \"embed.tokens\"");
   for (const auto& [pattern, v] : lo.numbers_by_name("rank_pattern", 1, 1 << 16)) r.lora.rank_pattern[pattern] = std::int64_t(v);
   for (const auto& [pattern, v] : lo.numbers_by_name("alpha_pattern", 1e-6, 1e6)) r.lora.alpha_pattern[pattern] = v;
+  r.lora.dropout = lo.number("dropout", r.lora.dropout, 0, 0.99);
   if (base && !base->peft.empty()) {
-    // PEFT adapters to continue from decide [lora]: their maps, ranks and scales.
+    // PEFT adapters to continue from decide [lora]: their maps, ranks and scales (dropout, how
+    // they train on, is the recipe's when it says, else the adapter's lora_dropout).
     LoraConfig peft;
     try {
       peft = read_peft(base->peft, hf_family(*make_model(r.model.arch, r.model.dims)), r.model.dims.n_layers).lora;
     } catch (const Error& e) {
       fail(path, e.what());
     }
+    if (lo.has("dropout")) peft.dropout = r.lora.dropout;
     LLMTK_CHECK(!lo.has("rank") || r.lora == peft, path, "[lora] differs from the adapters in ", base->peft,
                 ", which decide it; remove [lora] from the recipe");
     r.lora = peft;
   }
-  const double dropout = lo.number("dropout", 0, 0, 1);
-  LLMTK_CHECK(dropout == 0, path, "lora.dropout = ", dropout, " is not supported yet: remove it (LoRA trains without dropout here)");
   LLMTK_CHECK(!lo.has("alpha") || r.lora.enabled(), path, "[lora] without rank: set lora.rank (e.g. 8) to train adapters");
   LLMTK_CHECK(!r.lora.enabled() || !r.lora.targets.empty(), path, "lora.targets is empty: name the linear maps to adapt, e.g. [\"attn.wq\", \"attn.wv\"]");
+
+  // [prompt_tuning]: n trainable vectors before every row; the base is frozen.
+  auto pt = root.table("prompt_tuning");
+  r.prompt_tuning.n_tokens = pt.integer("n_tokens", 0, 0, r.model.dims.max_seq - 1);
+  r.prompt_tuning.init = pt.string("init", r.prompt_tuning.init, [](const std::string& v) {
+    return v == "vocab" || v == "random" || v.starts_with("text:") ? std::string()
+                                                                   : "is not \"vocab\", \"random\" or \"text:...\" (the text whose token embeddings start the prompt)";
+  });
+  LLMTK_CHECK(!pt.has("init") || r.prompt_tuning.enabled(), path, "[prompt_tuning] without n_tokens: set prompt_tuning.n_tokens (e.g. 20)");
+  LLMTK_CHECK(!r.prompt_tuning.enabled() || !r.lora.enabled(), path, "[prompt_tuning] and [lora] together: choose one strategy");
 
   auto d = root.table("data");
   r.data.dir = d.string("dir", "");
@@ -141,6 +152,11 @@ Recipe read_recipe(const std::string& path, const std::vector<std::string>& sets
   r.train.freeze = t.strings("freeze", {});
   LLMTK_CHECK(r.train.freeze.empty() || !r.lora.enabled(), path,
               "train.freeze and [lora] together: LoRA already freezes the whole base; remove train.freeze");
+  LLMTK_CHECK(r.train.freeze.empty() || !r.prompt_tuning.enabled(), path,
+              "train.freeze and [prompt_tuning] together: prompt tuning already freezes the whole base; remove train.freeze");
+  LLMTK_CHECK(!r.prompt_tuning.enabled() || r.train.seq + r.prompt_tuning.n_tokens <= r.model.dims.max_seq, path,
+              "train.seq = ", r.train.seq, " plus prompt_tuning.n_tokens = ", r.prompt_tuning.n_tokens, " exceeds model.max_seq = ",
+              r.model.dims.max_seq, "; lower train.seq to ", r.model.dims.max_seq - r.prompt_tuning.n_tokens);
 
   auto o = root.table("optim");
   r.optim.name = o.string("name", r.optim.name, {"adamw", "sgd", "lion"});
@@ -207,7 +223,7 @@ std::string to_toml(const Recipe& r) {
   };
   if (!r.train.freeze.empty()) o << "freeze = " << list(r.train.freeze) << "\n";
   if (r.lora.enabled())
-    o << "\n[lora]\nrank = " << r.lora.rank << "\nalpha = " << r.lora.alpha << "\nrslora = " << (r.lora.rslora ? "true" : "false")
+    o << "\n[lora]\nrank = " << r.lora.rank << "\nalpha = " << r.lora.alpha << "\ndropout = " << r.lora.dropout << "\nrslora = " << (r.lora.rslora ? "true" : "false")
       << "\ntargets = " << list(r.lora.targets) << "\n";
   if (r.lora.enabled() && !r.lora.modules_to_save.empty()) o << "modules_to_save = " << list(r.lora.modules_to_save) << "\n";
   auto pattern_table = [&](const char* key, const auto& map) {
@@ -218,6 +234,12 @@ std::string to_toml(const Recipe& r) {
     o << " }\n";
   };
   if (r.lora.enabled()) pattern_table("rank_pattern", r.lora.rank_pattern), pattern_table("alpha_pattern", r.lora.alpha_pattern);
+  if (r.prompt_tuning.enabled())
+  {
+    std::string init;
+    for (char ch : r.prompt_tuning.init) init += ch == '"' || ch == '\\' ? std::string("\\") + ch : std::string(1, ch);
+    o << "\n[prompt_tuning]\nn_tokens = " << r.prompt_tuning.n_tokens << "\ninit = \"" << init << "\"\n";
+  }
   o << "\n[optim]\nname = \"" << r.optim.name << "\"\nlr = " << r.optim.lr << "\nbeta1 = " << r.optim.beta1
     << "\nbeta2 = " << r.optim.beta2 << "\neps = " << r.optim.eps << "\nweight_decay = " << r.optim.weight_decay
     << "\nmomentum = " << r.optim.momentum << "\nnesterov = " << (r.optim.nesterov ? "true" : "false")

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "../core/rng.hpp"
 #include "../ops/ops.hpp"
 
 namespace llmtk::train {
@@ -72,7 +73,13 @@ void TrainStep::scale_grads(float s) {
 StepStats TrainStep::run(const std::function<Batch()>& next, std::int64_t grad_accum, double lr, std::int64_t step) {
   StepStats s;
   model_.zero_grad();
-  for (std::int64_t micro = 0; micro < grad_accum; ++micro) s.loss += forward_backward(model_, objective_, next());
+  for (std::int64_t micro = 0; micro < grad_accum; ++micro) {
+    // A new dropout mask per micro-batch, reproducible from (seed, step, micro): resuming a run
+    // draws the masks it would have drawn. Never 0, which means no dropout.
+    model_.set_dropout_seed(Rng(options_.seed ^ (std::uint64_t(step) * 0x100000001b3ull + std::uint64_t(micro))).next() | 1);
+    s.loss += forward_backward(model_, objective_, next());
+  }
+  model_.set_dropout_seed(0);
   s.loss /= double(grad_accum);
   if (grad_accum > 1) scale_grads(1.0f / float(grad_accum));
   if (!options_.measure_norm) {

@@ -62,6 +62,7 @@ struct StepOptions {
   double grad_clip = 0;       // > 0: rescale the gradient to this global norm when it is larger
   bool measure_norm = true;   // the global norm (one pass over the gradients): the non-finite
                               // guard, clipping and the logged norm need it; a bare timing does not
+  std::uint64_t seed = 1;     // dropout's masks: a function of this, the step and the micro-batch
 };
 
 class TrainStep {

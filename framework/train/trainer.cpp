@@ -336,6 +336,11 @@ Setup set_up(const Recipe& r, const TrainOptions& opt, const std::string& resume
   if (r.lora.enabled()) {
     LLMTK_CHECK(!from.empty(), r.file, "[lora] trains adapters on a base model: set finetune.from (or pass --init)");
     lora = apply_lora(*s.model, r.lora);
+  } else if (r.prompt_tuning.enabled()) {
+    LLMTK_CHECK(!from.empty(), r.file, "[prompt_tuning] trains a soft prompt for a base model: set finetune.from (or pass --init)");
+    LLMTK_CHECK(!s.loader->packed(), r.file, "prompt tuning puts its vectors before one example per row; set data.packing = false");
+    s.model->set_soft_prompt(r.prompt_tuning.n_tokens);
+    s.model->freeze({"*", "!embed.prompt"});
   } else if (!r.train.freeze.empty()) {
     s.model->freeze(r.train.freeze);
   }
@@ -344,6 +349,7 @@ Setup set_up(const Recipe& r, const TrainOptions& opt, const std::string& resume
   s.model->init(r.train.seed);
   if (!from.empty() && resume_from.empty()) {
     const std::string base_dir = init_weights(r, from, *s.model, *s.tok, log);
+    if (r.prompt_tuning.enabled()) init_soft_prompt(*s.model, r.prompt_tuning, *s.tok, r.train.seed);
     // With part of the model frozen, checkpoints keep only what trains and name the base.
     if (s.model->params().trainable_numel() < s.model->params().numel()) s.base = identify_base(base_dir, r.finetune.base_vocab);
   }
@@ -385,7 +391,7 @@ struct Run {
 
   std::string save(const std::string& name) {
     const auto pos = s.loader->position();
-    CheckpointState st{s.step, r.model.arch, r.model.dims, s.model->frozen_patterns(), r.lora, std::int64_t(pos.epoch),
+    CheckpointState st{s.step, r.model.arch, r.model.dims, s.model->frozen_patterns(), r.lora, r.prompt_tuning.n_tokens, std::int64_t(pos.epoch),
                        std::int64_t(pos.step), r.data.dir, s.tok_path, std::to_string(s.tok->hash()), val_loss,
                        s.best_val, to_toml(r), s.base};
     return save_checkpoint((fs::path(dir) / "checkpoints" / name).string(), *s.model, s.optimizer.get(), st);
@@ -520,6 +526,7 @@ class Evaluator final : public Hook {
     auto gen = make_model(r.model.arch, r.model.dims);
     if (r.lora.enabled()) apply_lora(*gen, r.lora);
     else if (!r.train.freeze.empty()) gen->freeze(r.train.freeze);
+    if (r.prompt_tuning.enabled()) gen->set_soft_prompt(r.prompt_tuning.n_tokens), gen->freeze(run.s.model->frozen_patterns());
     gen->plan(1, 1);
     gen->allocate();
     gen->params().copy_from(run.s.model->params());
@@ -599,7 +606,7 @@ TrainResult train(const Recipe& r, const TrainOptions& opt) {
   Hook* hooks[] = {&guard, &logger, &evaluator, &checkpointer};
 
   NextTokenLoss objective;
-  TrainStep stepper(*s.model, objective, *s.optimizer, {r.optim.grad_clip, true});
+  TrainStep stepper(*s.model, objective, *s.optimizer, {r.optim.grad_clip, true, r.train.seed});
   LoaderBatches batches(*s.loader);
   const Schedule sched{r.schedule.name, r.optim.lr, r.schedule.min_lr, r.schedule.warmup, run.total, r.schedule.decay_fraction};
   while (s.step < run.total && !run.stop) {

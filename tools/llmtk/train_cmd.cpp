@@ -315,14 +315,15 @@ void add_train_commands(CLI::App& app) {
                 "say where: --hf DIR (Transformers), --gguf FILE (llama.cpp) or --peft DIR (LoRA adapters for PEFT)");
     if (!xa->peft.empty()) {
       auto l = train::load_run(xa->run, "cpu");
-      LLMTK_CHECK(l.state.lora.enabled(), "export --peft", l.checkpoint, " holds no LoRA adapters; export the whole model "
-                  "with --hf DIR");
+      LLMTK_CHECK(l.state.lora.enabled() || l.state.soft_prompt > 0, "export --peft", l.checkpoint, " holds no LoRA adapters "
+                  "and no soft prompt; export the whole model with --hf DIR");
       data::ChatTemplate tmpl = data::ChatTemplate::named("chatml");
       const data::ChatTemplate* chat = data::ChatTemplate::saved_beside(l.state.tokenizer, tmpl) ? &tmpl : nullptr;
       const std::string base = xa->base.empty() ? l.state.base.path : xa->base;
-      train::export_peft(*l.model, l.state.lora, xa->peft, base, l.tokenizer.get(), chat);
-      fmt::print("exported the LoRA adapters of {} (checkpoint {}) to {} (PEFT, base_model_name_or_path \"{}\")\n",
-                 l.model->name(), l.checkpoint, xa->peft, base);
+      if (l.state.soft_prompt > 0) train::export_peft_prompt(*l.model, xa->peft, base, l.tokenizer.get(), chat);
+      else train::export_peft(*l.model, l.state.lora, xa->peft, base, l.tokenizer.get(), chat);
+      fmt::print("exported the {} of {} (checkpoint {}) to {} (PEFT, base_model_name_or_path \"{}\")\n",
+                 l.state.soft_prompt > 0 ? "soft prompt" : "LoRA adapters", l.model->name(), l.checkpoint, xa->peft, base);
       return;
     }
     const char* command = xa->hf.empty() ? "export --gguf" : "export --hf";
