@@ -273,6 +273,16 @@ void case_attention_backward(Case& c) {
       c.keep("dq", dq), c.keep("dk", dk), c.keep("dv", dv);
     }
   }
+  // Keys before the queries (a prefix, as prefix tuning trains): 40 keys, the 31 queries at
+  // positions 9 .. 39; causal, with padding lengths, and a window reaching into the prefix.
+  for (const AttentionMask& m : {AttentionMask(true, 0, false, 9), AttentionMask(true, 12, true, 9)}) {
+    auto q = c.make({2, 31, 4, 8}), k = c.make({2, 40, 2, 8}), v = c.make({2, 40, 2, 8});
+    auto o = c.make({2, 31, 4, 8}), lse = c.param({2 * 4 * 31});
+    ops::attention_forward(o, lse, q, k, v, m);
+    auto dout = c.make({2, 31, 4, 8}), dq = c.make({2, 31, 4, 8}), dk = c.make({2, 40, 2, 8}), dv = c.make({2, 40, 2, 8});
+    ops::attention_backward(dq, dk, dv, dout, q, k, v, o, lse, m);
+    c.keep("prefix dq", dq), c.keep("prefix dk", dk), c.keep("prefix dv", dv);
+  }
 }
 template <class F>
 void unary_case(Case& c, F f) {

@@ -508,3 +508,110 @@ TEST_CASE("prompt tuning from a base run: only the prompt trains and is saved", 
   fails(from + "\n[prompt_tuning]\nn_tokens = 4\n", {}, "train.seq = 16 plus prompt_tuning.n_tokens = 4 exceeds model.max_seq = 16");
   fails(from + "\n[prompt_tuning]\nn_tokens = 4\ninit = \"words\"\n", {"train.seq=12"}, "is not \"vocab\", \"random\" or \"text:...\"");
 }
+
+TEST_CASE("prefix tuning: gradients, prefixes as a cache of earlier positions, and decoding", "[finetune][prefix]") {
+  for (const char* arch : {"llama-tiny", "gpt2"}) {
+    INFO(arch);
+    Dims d = tiny(arch);
+    d.max_seq = 12;
+    auto g = make_model(arch, d);
+    g->set_prefix(3);
+    llmtk::test::GradTolerance tol;
+    tol.atol = 1e-4;
+    REQUIRE_GRADIENTS(llmtk::test::gradcheck_model(*g, 2, 5, 53, tol));
+    CHECK(g->params().find("blocks.1.attn.prefix_v") >= 0);
+
+    // With each layer's prefix set to the keys and values the plain model computes for tokens u
+    // (after RoPE, as a cache holds them), the model on x computes what the plain model computes
+    // on u then x, at x's positions.
+    auto plain = make_model(arch, d);
+    plain->plan(2, 8);
+    plain->init(5);
+    const std::vector<std::int32_t> u = {5, 11, 2}, x = {3, 17, 2, 9, 11, 7, 1, 20, 4, 6};
+    std::vector<std::int32_t> ux;
+    for (int b = 0; b < 2; ++b) ux.insert(ux.end(), u.begin(), u.end()), ux.insert(ux.end(), x.begin() + b * 5, x.begin() + b * 5 + 5);
+    const TensorRef lp = plain->forward(TensorRef(ux.data(), DType::i32, {2, 8}));
+    const std::vector<float> want(lp.f32(), lp.f32() + lp.numel());
+    auto m = make_model(arch, d);
+    m->set_prefix(3);
+    m->plan(2, 5);
+    m->allocate();
+    const Arena w = plain->params().host_copy();
+    for (const auto& e : w.entries()) m->params().write(m->params().find(e.name), w[e.name].data);
+    const std::int64_t KD = d.kv_dim();
+    for (int l = 0; l < d.n_layers; ++l)
+      for (const char* kv : {"k", "v"}) {
+        const std::string layer = "blocks." + std::to_string(l) + ".attn.";
+        const TensorRef act = plain->acts()[layer + kv];  // row 0's first 3 positions
+        REQUIRE(act.numel() == 2 * 8 * KD);
+        m->params().write(m->params().find(layer + "prefix_" + kv), act.f32());
+      }
+    const TensorRef lm = m->forward(TensorRef(const_cast<std::int32_t*>(x.data()), DType::i32, {2, 5}));
+    const std::vector<float> got(lm.f32(), lm.f32() + lm.numel());
+    double worst = 0;
+    for (int b = 0; b < 2; ++b)
+      for (std::int64_t i = 0; i < 5 * d.vocab; ++i)
+        worst = std::max(worst, double(std::abs(got[std::size_t(b * 5 * d.vocab + i)] - want[std::size_t((b * 8 + 3) * d.vocab + i)])));
+    CHECK(worst < 1e-5);
+
+    // Decoding: the prefix fills the cache's first rows; each step's logits are the full forward's.
+    auto dec = make_model(arch, d);
+    dec->set_prefix(3);
+    dec->plan_decode(5);
+    dec->allocate();
+    dec->params().copy_from(m->params());
+    for (std::int64_t t = 0; t < 5; ++t) {
+      std::int32_t id = x[std::size_t(t)];
+      const float* l = dec->decode(TensorRef(&id, DType::i32, {1, 1}), t);
+      double err = 0;
+      for (std::int64_t v = 0; v < d.vocab; ++v) err = std::max(err, double(std::abs(l[v] - got[std::size_t(t * d.vocab + v)])));
+      INFO("position " << t);
+      CHECK(err < 1e-5);
+    }
+  }
+}
+
+TEST_CASE("prefix tuning from a base run: only the prefixes train and are saved", "[finetune][prefix]") {
+  const auto& base = base_run();
+  const auto d = tmp("prefix");
+  const auto recipe = read_recipe(write_recipe(d, "\n[finetune]\nfrom = \"" + base.run_dir + "\"\n\n[prefix_tuning]\nn_tokens = 4\n"),
+                                  {"train.seq=12"});
+  REQUIRE(recipe.prefix_tuning.n_tokens == 4);
+  std::string log;
+  auto o = quiet(d / "run");
+  o.log = [&](const std::string& line) { log += line + "\n"; };
+  const auto r = train::train(recipe, o);
+  INFO(log);
+  const SafetensorsFile f((fs::path(r.checkpoint) / "model.safetensors").string());
+  CHECK(f.names().size() == 2 * std::size_t(recipe.model.dims.n_layers));
+  for (const auto& n : f.names()) CHECK(n.find(".attn.prefix_") != std::string::npos);
+  const auto before = load("llama-tiny", recipe.model.dims, best_or_newest_checkpoint(base.run_dir));
+  const auto run = load_run(r.run_dir, "cpu");
+  CHECK(run.model->prefix() == 4);
+  const Arena after = run.model->params().host_copy();
+  for (const auto& e : before->params().entries()) {
+    INFO(e.name);
+    CHECK(std::memcmp(after[e.name].data, before->params()[e.name].data, std::size_t(e.numel) * 4) == 0);
+  }
+  CHECK_THROWS_WITH(export_hf(*run.model, (d / "hf").string(), nullptr), Catch::Contains("has prefix keys and values"));
+  export_peft_prefix(*run.model, (d / "peft").string(), "base");
+  const SafetensorsFile pf((d / "peft" / "adapter_model.safetensors").string());
+  const std::int64_t KD = recipe.model.dims.kv_dim(), L = recipe.model.dims.n_layers;
+  REQUIRE(pf.shape("prompt_embeddings") == std::vector<std::int64_t>{4, L * 2 * KD});
+  // PEFT's order: position i, layer l, key then value.
+  std::vector<float> pe(std::size_t(4 * L * 2 * KD));
+  pf.read("prompt_embeddings", pe.data(), {4, L * 2 * KD});
+  const std::int64_t l = L - 1;  // position 1, the last layer, its value
+  CHECK(std::equal(pe.begin() + (2 * L + 2 * l + 1) * KD, pe.begin() + (2 * L + 2 * l + 2) * KD,
+                   after["blocks." + std::to_string(l) + ".attn.prefix_v"].f32() + 1 * KD));
+
+  auto fails = [&](const std::string& extra, const std::vector<std::string>& sets, const std::string& expect) {
+    INFO(extra);
+    CHECK_THROWS_WITH(train::train(read_recipe(write_recipe(d, extra), sets), quiet(d / "bad")), Catch::Contains(expect));
+    CHECK_FALSE(fs::exists(d / "bad"));
+  };
+  const std::string from = "\n[finetune]\nfrom = \"" + base.run_dir + "\"\n";
+  fails("\n[prefix_tuning]\nn_tokens = 4\n", {"train.seq=12"}, "[prefix_tuning] trains keys and values for a base model");
+  fails(from + "\n[prefix_tuning]\nn_tokens = 4\n\n[lora]\nrank = 2\n", {"train.seq=12"}, "[prefix_tuning] with [lora]");
+  fails(from + "\n[prefix_tuning]\nn_tokens = 4\n", {}, "train.seq = 16 plus prefix_tuning.n_tokens = 4 exceeds model.max_seq = 16");
+}

@@ -261,6 +261,19 @@ void check_attention_backward() {
     expect_gradient("dk", k, dk, f);
     expect_gradient("dv", v, dv, f);
   }
+  // Keys before the queries (q_offset 4: a prefix): finite differences reach the prefix's keys too.
+  for (AttentionMask mask : {AttentionMask{true, 0, false, 4}, AttentionMask{true, 3, true, 4}}) {
+    INFO("prefix of 4, window " << mask.window << ", alibi " << mask.alibi);
+    Rng rng(6);
+    Buf q({2, 5, 4, 3}, &rng), k({2, 9, 2, 3}, &rng), v({2, 9, 2, 3}, &rng), r({2, 5, 4, 3}, &rng);
+    Buf o({2, 5, 4, 3}), lse({2 * 4 * 5}), dq({2, 5, 4, 3}), dk({2, 9, 2, 3}), dv({2, 9, 2, 3});
+    auto f = [&] { ops::attention_forward(o.t(), lse.t(), q.t(), k.t(), v.t(), mask); return dot(o, r); };
+    f();
+    ops::attention_backward(dq.t(), dk.t(), dv.t(), r.t(), q.t(), k.t(), v.t(), o.t(), lse.t(), mask);
+    expect_gradient("dq", q, dq, f);
+    expect_gradient("dk", k, dk, f);
+    expect_gradient("dv", v, dv, f);
+  }
 }
 
 // ---- element-wise ---------------------------------------------------------------------------

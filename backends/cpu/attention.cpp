@@ -264,6 +264,9 @@ void attention_backward(TensorRef dq, TensorRef dk, TensorRef dv, TensorRef dout
   LLMTK_CHECK(S.D <= kMaxD, op, "head size ", S.D, " is larger than ", kMaxD, ", the most the cpu backend's tiles hold");
   const float scale = 1.0f / std::sqrt(float(S.D));
   const std::int64_t qstride = S.H * S.D, kstride = S.KV * S.D, group = S.H / S.KV, T = S.T;
+  // Queries stand at positions qoff .. qoff + T − 1 among Tk = qoff + T keys (qoff > 0: keys
+  // before the queries' own, a prefix's).
+  const std::int64_t qoff = mask.q_offset, Tk = S.Tk;
   const int D = int(S.D), Dp = padded(S.D);
   const AccumulateFn accumulate = accumulate_for(Dp);
   // Per thread: K, Kᵀ, Vᵀ, dK, dV tiles (key side); Q, dO, dQ tiles (query side); P and dS;
@@ -305,19 +308,21 @@ void attention_backward(TensorRef dq, TensorRef dk, TensorRef dv, TensorRef dout
           delta[hh * T + i] = s;
           std::fill(dq_row(hh, i), dq_row(hh, i) + D, 0.0f);
         }
-      const E* K = as<E>(k) + b * T * kstride + g * S.D;
-      const E* V = as<E>(v) + b * T * kstride + g * S.D;
-      for (std::int64_t j0 = 0; j0 < T; j0 += kBK) {
-        const int keys = int(std::min<std::int64_t>(kBK, T - j0));
+      const E* K = as<E>(k) + b * Tk * kstride + g * S.D;
+      const E* V = as<E>(v) + b * Tk * kstride + g * S.D;
+      for (std::int64_t j0 = 0; j0 < Tk; j0 += kBK) {
+        const int keys = int(std::min<std::int64_t>(kBK, Tk - j0));
         load_rows(Ks, K + j0 * kstride, kstride, keys, kBK, D, Dp);
         load_transposed(Kt, K + j0 * kstride, kstride, keys, D, Dp);
         load_transposed(Vt, V + j0 * kstride, kstride, keys, D, Dp);
         std::memset(dKs, 0, sizeof(float) * std::size_t(kBK) * std::size_t(Dp));
         std::memset(dVs, 0, sizeof(float) * std::size_t(kBK) * std::size_t(Dp));
-        // The queries that see some key of this tile: [qlo, qhi).
+        // The queries that see some key of this tile: [qlo, qhi) (query i stands at qoff + i).
         const std::int64_t last = j0 + keys - 1;
-        const std::int64_t qlo = mask.causal ? j0 : mask.window > 0 ? std::max<std::int64_t>(0, j0 - mask.window + 1) : 0;
-        const std::int64_t qhi = mask.window > 0 ? std::min(T, last + mask.window) : T;
+        const std::int64_t qlo = mask.causal ? std::max<std::int64_t>(0, j0 - qoff)
+                                 : mask.window > 0 ? std::max<std::int64_t>(0, j0 - mask.window + 1 - qoff)
+                                                   : 0;
+        const std::int64_t qhi = mask.window > 0 ? std::min(T, last + mask.window - qoff) : T;
         for (std::int64_t hh = 0; hh < group; ++hh) {
           const std::int64_t h = h0 + hh;
           const Visibility vis(mask, S, b, h);
@@ -336,7 +341,7 @@ void attention_backward(TensorRef dq, TensorRef dk, TensorRef dv, TensorRef dout
                 std::fill(p, p + kBK, 0.0f), std::fill(ds, ds + kBK, 0.0f);
                 continue;
               }
-              vis.apply(p, i0 + r, j0, scale);
+              vis.apply(p, qoff + i0 + r, j0, scale);
               const float l = lse_row[r], dl = delta[hh * T + i0 + r];
               if (l == kNegInf) {  // a query that saw no key contributes nothing
                 std::fill(p, p + kBK, 0.0f), std::fill(ds, ds + kBK, 0.0f);
@@ -360,8 +365,8 @@ void attention_backward(TensorRef dq, TensorRef dk, TensorRef dv, TensorRef dout
             }
           }
         }
-        E* dK = as<E>(dk) + (b * T + j0) * kstride + g * S.D;
-        E* dV = as<E>(dv) + (b * T + j0) * kstride + g * S.D;
+        E* dK = as<E>(dk) + (b * Tk + j0) * kstride + g * S.D;
+        E* dV = as<E>(dv) + (b * Tk + j0) * kstride + g * S.D;
         for (int r = 0; r < keys; ++r)
           for (int d = 0; d < D; ++d) st(dK + r * kstride, d, dKs[r * Dp + d]), st(dV + r * kstride, d, dVs[r * Dp + d]);
       }

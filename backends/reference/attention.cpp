@@ -71,7 +71,7 @@ void attention_backward(TensorRef dq, TensorRef dk, TensorRef dv, TensorRef dout
   const Shape S = backend::attention_shape(q, k);
   // dk and dv gather from several query heads, so sum in fp64 and write once at the end.
   std::vector<double> dK(static_cast<std::size_t>(k.numel()), 0.0), dV(dK.size(), 0.0);
-  std::vector<double> p(S.T), dqrow(S.D);
+  std::vector<double> p(S.Tk), dqrow(S.D);
   const double scale = 1.0 / std::sqrt(double(S.D));
   for (std::int64_t b = 0; b < S.B; ++b)
     for (std::int64_t h = 0; h < S.H; ++h)
@@ -92,9 +92,9 @@ void attention_backward(TensorRef dq, TensorRef dk, TensorRef dv, TensorRef dout
         double delta = 0;
         for (std::int64_t d = 0; d < S.D; ++d) delta += double(dO[d]) * O[d];
         std::fill(dqrow.begin(), dqrow.end(), 0.0);
-        for (std::int64_t j = 0; j < S.T; ++j) {
+        for (std::int64_t j = 0; j < S.Tk; ++j) {
           if (p[j] == 0) continue;
-          const std::int64_t kv = ((b * S.T + j) * S.KV + g) * S.D;
+          const std::int64_t kv = ((b * S.Tk + j) * S.KV + g) * S.D;
           const float *K = k.f32() + kv, *V = v.f32() + kv;
           double dp = 0;
           for (std::int64_t d = 0; d < S.D; ++d) dp += double(dO[d]) * V[d];

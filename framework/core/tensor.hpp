@@ -2,6 +2,7 @@
 // extents, device). Ops take TensorRefs; arenas own the memory.
 #pragma once
 #include <array>
+#include <cstddef>
 #include <cstdint>
 #include <initializer_list>
 #include <string>
@@ -51,6 +52,14 @@ struct TensorRef {
     LLMTK_CHECK(t.numel() == numel(), "TensorRef::view", "cannot view ", numel(),
                 " elements as ", t.numel());
     return t;
+  }
+
+  // Elements [offset, offset + count) of the tensor's memory, as a flat tensor: a row block of a
+  // batch, a prefix's rows (the same memory; nothing is copied).
+  TensorRef span(std::int64_t offset, std::int64_t count) const {
+    LLMTK_CHECK(offset >= 0 && count >= 0 && offset + count <= numel(), "TensorRef::span", "elements [", offset, ", ",
+                offset + count, ") are outside the tensor's ", numel());
+    return TensorRef(static_cast<std::byte*>(data) + offset * std::int64_t(size_of(dtype)), dtype, {count}, device);
   }
 
   std::string shape_str() const {

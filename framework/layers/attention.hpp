@@ -58,6 +58,12 @@ struct GQA {
   ActSlot dq, dk, dv, dout, dx_part;         // backward scratch
   ActSlot kcache, vcache;                    // decoding only: [cache length, KV·D] keys and values so far
   Pos pos;                                   // transforms q and k before the scores (RoPE...)
+  // Prefix tuning (Li and Liang 2021): P keys and values [P, KV·D] every query sees before the
+  // tokens' own, as a cache of P earlier positions would hold them (used as they are: no position
+  // transform). In training the tokens' keys and values go after them in k_prefixed, v_prefixed.
+  ParamSlot prefix_k, prefix_v;
+  ActSlot kp, vp, dkp, dvp, dprefix;         // [B·(P + T), KV·D]; dprefix [P, KV·D] f32
+  std::int64_t n_prefix = 0;
 
   void declare(Planner& p) {
     const auto& d = p.dims;
@@ -75,6 +81,17 @@ struct GQA {
     if (p.kv_cache > 0) {
       LLMTK_CHECK(p.B == 1, "kv cache", "decoding with a KV cache takes batch 1");
       kcache = p.act("kcache", {p.kv_cache, KD}), vcache = p.act("vcache", {p.kv_cache, KD});
+    }
+    if (p.prefix_tokens > 0) {
+      n_prefix = p.prefix_tokens;
+      prefix_k = p.param("prefix_k", {n_prefix, KD}, ParamKind::embedding);
+      prefix_v = p.param("prefix_v", {n_prefix, KD}, ParamKind::embedding);
+      if (p.kv_cache == 0) {
+        const std::int64_t rows = p.B * (n_prefix + p.T);
+        kp = p.act("k_prefixed", {rows, KD}), vp = p.act("v_prefixed", {rows, KD});
+        dkp = p.act("dk_prefixed", {rows, KD}), dvp = p.act("dv_prefixed", {rows, KD});
+        dprefix = p.stat("dprefix", {n_prefix, KD});
+      }
     }
   }
 
@@ -98,8 +115,24 @@ struct GQA {
       };
       ops::scale_forward(at(kcache, c.pos0, c.T), heads(c, k, c.dims.n_kv_heads), 1.0f);
       ops::scale_forward(at(vcache, c.pos0, c.T), heads(c, v, c.dims.n_kv_heads), 1.0f);
+      if (n_prefix > 0) {  // the prefix holds the cache's first rows (the tokens start at pos0 ≥ P)
+        ops::convert(c.a(kcache).span(0, n_prefix * KD), c.p(prefix_k).span(0, n_prefix * KD));
+        ops::convert(c.a(vcache).span(0, n_prefix * KD), c.p(prefix_v).span(0, n_prefix * KD));
+      }
       ops::attention_forward(heads(c, o, c.dims.n_heads), c.a(lse), heads(c, q, c.dims.n_heads),
                              at(kcache, 0, rows_so_far), at(vcache, 0, rows_so_far), mask(c));
+    } else if (n_prefix > 0) {
+      // Each row's keys: the prefix's, then its tokens' (which stand at positions P .. P + T − 1:
+      // c.pos0 = P, so the mask's query offset is P).
+      const std::int64_t KD = c.dims.kv_dim(), P = n_prefix, T = c.T;
+      for (std::int64_t b = 0; b < c.B; ++b) {
+        ops::convert(c.a(kp).span(b * (P + T) * KD, P * KD), c.p(prefix_k).span(0, P * KD));
+        ops::convert(c.a(vp).span(b * (P + T) * KD, P * KD), c.p(prefix_v).span(0, P * KD));
+        ops::convert(c.a(kp).span((b * (P + T) + P) * KD, T * KD), c.a(k).span(b * T * KD, T * KD));
+        ops::convert(c.a(vp).span((b * (P + T) + P) * KD, T * KD), c.a(v).span(b * T * KD, T * KD));
+      }
+      ops::attention_forward(heads(c, o, c.dims.n_heads), c.a(lse), heads(c, q, c.dims.n_heads), prefixed(c, kp),
+                             prefixed(c, vp), mask(c));
     } else {
       ops::attention_forward(heads(c, o, c.dims.n_heads), c.a(lse), heads(c, q, c.dims.n_heads),
                              heads(c, k, c.dims.n_kv_heads), heads(c, v, c.dims.n_kv_heads), mask(c));
@@ -112,9 +145,25 @@ struct GQA {
     const int H = c.dims.n_heads, KV = c.dims.n_kv_heads;
     const auto x2 = rows(c, x, c.dims.d_model), dx2 = rows(c, dx, c.dims.d_model);
     wo.backward(c, c.a(dout), rows(c, dy, c.dims.d_model), c.a(o));
-    ops::attention_backward(heads(c, dq, H), heads(c, dk, KV), heads(c, dv, KV), heads(c, dout, H),
-                            heads(c, q, H), heads(c, k, KV), heads(c, v, KV), heads(c, o, H),
-                            c.a(lse), mask(c));
+    if (n_prefix > 0) {
+      ops::attention_backward(heads(c, dq, H), prefixed(c, dkp), prefixed(c, dvp), heads(c, dout, H), heads(c, q, H),
+                              prefixed(c, kp), prefixed(c, vp), heads(c, o, H), c.a(lse), mask(c));
+      // The prefix's gradient sums over the rows; the tokens' keys and values take the rest.
+      const std::int64_t KD = c.dims.kv_dim(), P = n_prefix, T = c.T;
+      for (std::int64_t b = 0; b < c.B; ++b) {
+        for (auto [param, grad] : {std::pair{prefix_k, dkp}, std::pair{prefix_v, dvp}})
+          if (const TensorRef g = c.g(param)) {
+            ops::convert(c.a(dprefix), c.a(grad).span(b * (P + T) * KD, P * KD).view({P, KD}));
+            ops::add_forward(g, g, c.a(dprefix));
+          }
+        ops::convert(c.a(dk).span(b * T * KD, T * KD), c.a(dkp).span((b * (P + T) + P) * KD, T * KD));
+        ops::convert(c.a(dv).span(b * T * KD, T * KD), c.a(dvp).span((b * (P + T) + P) * KD, T * KD));
+      }
+    } else {
+      ops::attention_backward(heads(c, dq, H), heads(c, dk, KV), heads(c, dv, KV), heads(c, dout, H),
+                              heads(c, q, H), heads(c, k, KV), heads(c, v, KV), heads(c, o, H),
+                              c.a(lse), mask(c));
+    }
     pos.rotate_backward(c, heads(c, dq, H), heads(c, dk, KV));
     // x feeds three projections: dx = dq·wq + dk·wk + dv·wv
     wq.backward(c, dx2, c.a(dq), x2);
@@ -140,6 +189,9 @@ struct GQA {
   }
   TensorRef heads(const Ctx& c, ActSlot s, int n) const {
     return c.a(s).view({c.B, c.T, n, c.dims.head_dim()});
+  }
+  TensorRef prefixed(const Ctx& c, ActSlot s) const {
+    return c.a(s).view({c.B, n_prefix + c.T, c.dims.n_kv_heads, c.dims.head_dim()});
   }
 };
 

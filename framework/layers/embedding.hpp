@@ -49,7 +49,7 @@ struct Embedding {
     if (prompt && c.pos0 < n_prompt) {
       const std::int64_t rows = std::min(c.T, n_prompt - c.pos0), C = c.dims.d_model;
       for (std::int64_t b = 0; b < c.B; ++b)
-        ops::convert(span(y, b * c.T * C, rows * C), span(c.p(prompt), c.pos0 * C, rows * C));
+        ops::convert(y.span(b * c.T * C, rows * C), c.p(prompt).span(c.pos0 * C, rows * C));
     }
     if constexpr (adds_positions) positions.forward(c, y);
   }
@@ -62,16 +62,12 @@ struct Embedding {
       const std::int64_t C = c.dims.d_model;
       const TensorRef g = c.g(prompt);
       for (std::int64_t b = 0; b < c.B; ++b) {
-        const TensorRef rows = span(dy, b * c.T * C, n_prompt * C);
+        const TensorRef rows = dy.span(b * c.T * C, n_prompt * C);
         if (g) ops::convert(c.a(dprompt), rows.view({n_prompt, C})), ops::add_forward(g, g, c.a(dprompt));
         ops::scale_forward(rows, rows, 0.0f);
       }
     }
     if (const TensorRef g = c.g(tokens)) ops::embedding_backward(g, dy, ids);  // null: frozen
-  }
-  // `count` elements of t from element `offset` on, as a flat tensor in t's memory.
-  static TensorRef span(TensorRef t, std::int64_t offset, std::int64_t count) {
-    return TensorRef(static_cast<std::byte*>(t.data) + offset * std::int64_t(size_of(t.dtype)), t.dtype, {count}, t.device);
   }
   static double flops_per_token(const Dims&, std::int64_t) { return 0.0; }
 };

@@ -66,7 +66,9 @@ struct LearnedPositions {
     const TensorRef g = c.g(table);
     if (!g) return;  // frozen
     if (c.flow.positions) return ops::embedding_backward(g, dy, c.flow.positions);
-    ops::positions_backward(g, dy);
+    // Tokens at positions pos0 .. pos0 + T − 1 (after a prefix): the table's rows from pos0 on.
+    const std::int64_t C = c.dims.d_model, rows = g.size(0) - c.pos0;
+    ops::positions_backward(c.pos0 ? g.span(c.pos0 * C, rows * C).view({rows, C}) : g, dy);
   }
 };
 

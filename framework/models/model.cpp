@@ -46,9 +46,10 @@ void AnyModel::plan(std::int64_t B, std::int64_t T, bool recompute) {
               ", seq ", T);
   // Prompt tuning: the prompt's n positions run before the tokens (decoding feeds them one by one).
   const std::int64_t n = kv_cache_ > 0 ? 0 : prompt_n_, Tp = T + n;
-  LLMTK_CHECK(T + prompt_n_ <= dims_.max_seq, name_, "sequence length ", T,
-              prompt_n_ ? cat(" after the soft prompt's ", prompt_n_, " positions") : std::string(), " exceeds model.max_seq = ",
-              dims_.max_seq);
+  const std::int64_t before = prompt_n_ + prefix_n_;
+  LLMTK_CHECK(T + before <= dims_.max_seq, name_, "sequence length ", T,
+              before ? cat(" after the ", before, " positions of the soft prompt or prefix") : std::string(),
+              " exceeds model.max_seq = ", dims_.max_seq);
   const bool had_memory = acts_.allocated();
   acts_ = Arena("activations");
   io_ = Arena("io");
@@ -56,6 +57,7 @@ void AnyModel::plan(std::int64_t B, std::int64_t T, bool recompute) {
   io_segments_ = io_.add("segments", {B, T}, DType::i32), io_positions_ = io_.add("positions", {B, T}, DType::i32);
   Planner p(dims_, B, Tp, params_, acts_, planned_);
   p.soft_prompt = prompt_n_;
+  p.prefix_tokens = prefix_n_;
   p.freeze = freeze_;
   p.adapters = adapters_;
   p.recompute_blocks = recompute;
@@ -137,18 +139,17 @@ void AnyModel::set_adapters(AdapterFactory factory) {
   adapters_ = std::move(factory);
 }
 
+void AnyModel::set_prefix(std::int64_t n) {
+  LLMTK_CHECK(!planned_, name_, "set_prefix() comes before the first plan()");
+  LLMTK_CHECK(n >= 0 && n < dims_.max_seq, name_, "a prefix of ", n, " positions does not fit model.max_seq = ", dims_.max_seq);
+  prefix_n_ = n;
+}
+
 void AnyModel::set_soft_prompt(std::int64_t n) {
   LLMTK_CHECK(!planned_, name_, "set_soft_prompt() comes before the first plan()");
   LLMTK_CHECK(n >= 0 && n < dims_.max_seq, name_, "a soft prompt of ", n, " vectors does not fit model.max_seq = ", dims_.max_seq);
   prompt_n_ = n;
 }
-
-namespace {
-// `count` elements of t from element `offset` on, as a flat tensor in t's memory.
-TensorRef span(TensorRef t, std::int64_t offset, std::int64_t count) {
-  return TensorRef(static_cast<std::byte*>(t.data) + offset * std::int64_t(size_of(t.dtype)), t.dtype, {count}, t.device);
-}
-}  // namespace
 
 void AnyModel::freeze(std::vector<std::string> patterns) {
   LLMTK_CHECK(!planned_, name_, "freeze() comes before the first plan()");
@@ -156,10 +157,11 @@ void AnyModel::freeze(std::vector<std::string> patterns) {
 }
 
 void AnyModel::plan_decode(std::int64_t cache_len) {
-  LLMTK_CHECK(cache_len > 0 && cache_len + prompt_n_ <= dims_.max_seq, name_, "a KV cache of ", cache_len,
-              " positions", prompt_n_ ? cat(" after the soft prompt's ", prompt_n_) : std::string(), " is outside [1, model.max_seq = ",
-              dims_.max_seq, "]");
-  kv_cache_ = cache_len + prompt_n_;
+  const std::int64_t before = prompt_n_ + prefix_n_;
+  LLMTK_CHECK(cache_len > 0 && cache_len + before <= dims_.max_seq, name_, "a KV cache of ", cache_len,
+              " positions", before ? cat(" after the soft prompt's or prefix's ", before) : std::string(),
+              " is outside [1, model.max_seq = ", dims_.max_seq, "]");
+  kv_cache_ = cache_len + before;
   plan(1, 1);
   kv_cache_ = 0;  // later plan() calls are for training unless asked again
 }
@@ -178,7 +180,7 @@ const float* AnyModel::decode(TensorRef ids, std::int64_t pos0) {
       run_forward(c, c.a(logits_), on_device(TensorRef(placeholder.data(), DType::i32, {1, T_}), io_ids_).view({1, T_}));
     }
   }
-  c.pos0 = pos0 + prompt_n_;
+  c.pos0 = pos0 + prompt_n_ + prefix_n_;  // a prefix fills the cache's first rows (layers/attention.hpp)
   run_forward(c, c.a(logits_), on_device(ids, io_ids_).view({1, T_}));
   const TensorRef logits = c.a(logits_);
   if (logits.device == Device::host && logits.dtype == DType::f32) return logits.f32() + (T_ - 1) * dims_.vocab;
@@ -247,6 +249,17 @@ TensorRef AnyModel::forward(const ModelInputs& in) {
   LLMTK_CHECK(!in.segments || (in.segments.dtype == DType::i32 && in.segments.numel() == B_ * T_), name_,
               "segments must be [", B_, ", ", T_, "] i32 (the document of each token), got ", in.segments.shape_str());
   TensorRef ids = in.ids, lengths = in.lengths;
+  if (prefix_n_ > 0) {
+    // The prefix's keys come first in every row: attention counts them in a row's keys.
+    LLMTK_CHECK(!in.segments, name_, "prefix tuning runs one example per row (the prefix before it); set "
+                "data.packing = false");
+    if (in.lengths) {
+      host_lengths_.resize(std::size_t(B_));
+      copy_bytes(host_lengths_.data(), Device::host, in.lengths.data, in.lengths.device, host_lengths_.size() * sizeof(std::int32_t));
+      for (auto& l : host_lengths_) l += std::int32_t(prefix_n_);
+      lengths = TensorRef(host_lengths_.data(), DType::i32, {B_});
+    }
+  }
   if (Tp_ > T_) {
     // Prompt tuning: placeholder ids (0) at the prompt's positions, then the row's tokens.
     const std::int64_t n = Tp_ - T_;
@@ -288,7 +301,7 @@ TensorRef AnyModel::forward(const ModelInputs& in) {
   // The tokens' logits: each row's last T positions.
   const std::int64_t V = dims_.vocab, n = Tp_ - T_;
   for (std::int64_t b = 0; b < B_; ++b)
-    ops::convert(span(c.a(prompt_logits_), b * T_ * V, T_ * V), span(c.a(logits_), (b * Tp_ + n) * V, T_ * V));
+    ops::convert(c.a(prompt_logits_).span(b * T_ * V, T_ * V), c.a(logits_).span((b * Tp_ + n) * V, T_ * V));
   return c.a(prompt_logits_);
 }
 
@@ -303,8 +316,8 @@ void AnyModel::backward(TensorRef doutputs) {
   const std::int64_t V = dims_.vocab, n = Tp_ - T_;
   const TensorRef full = c.a(logits_);
   for (std::int64_t b = 0; b < B_; ++b) {
-    ops::convert(span(full, b * Tp_ * V, n * V), span(c.a(prompt_zeros_), 0, n * V));
-    ops::convert(span(full, (b * Tp_ + n) * V, T_ * V), span(doutputs, b * T_ * V, T_ * V));
+    ops::convert(full.span(b * Tp_ * V, n * V), c.a(prompt_zeros_).span(0, n * V));
+    ops::convert(full.span((b * Tp_ + n) * V, T_ * V), doutputs.span(b * T_ * V, T_ * V));
   }
   run_backward(c, full.view({B_, Tp_, dims_.vocab}), in_.ids);
 }

@@ -104,6 +104,13 @@ class AnyModel {
   // the n vectors into the cache first, so position 0 of a generation is position n inside.
   void set_soft_prompt(std::int64_t n);
   std::int64_t soft_prompt() const { return prompt_n_; }
+  // Prefix tuning: every attention layer gets `n` trainable keys and values
+  // ("blocks.N.attn.prefix_k", "prefix_v", [n, KV·D]) that its queries see before the tokens' own,
+  // which stand at positions n .. n + T − 1, as after n cached positions. Before the first plan().
+  void set_prefix(std::int64_t n);
+  std::int64_t prefix() const { return prefix_n_; }
+  // The positions a row's tokens can have: model.max_seq less a soft prompt's or prefix's.
+  std::int64_t context() const { return dims_.max_seq - prompt_n_ - prefix_n_; }
 
   // Runs the model and returns its outputs: logits [B, T, V] in the model's memory, valid until
   // the next forward. An objective (train/objective.hpp) turns them into a loss.
@@ -135,7 +142,7 @@ class AnyModel {
 
  private:
   Ctx ctx() {
-    Ctx c{params_, grads_, acts_, dims_, B_, Tp_, 0, {}, dropout_seed_};
+    Ctx c{params_, grads_, acts_, dims_, B_, Tp_, decoding_ ? 0 : prefix_n_, {}, dropout_seed_};
     if (precision_ == DType::bf16) c.working = &working_, c.twin = &twin_;
     return c;
   }
@@ -159,6 +166,7 @@ class AnyModel {
   std::int64_t B_ = 0, T_ = 0;
   // Prompt tuning: n vectors per row; Tp_ = T_ + n positions run in training (T_ when decoding).
   std::int64_t prompt_n_ = 0, Tp_ = 0;
+  std::int64_t prefix_n_ = 0;  // prefix tuning's keys and values per layer
   ActSlot prompt_logits_, prompt_zeros_;  // [B, T, V] the tokens' logits; [n, V] zeros (backward)
   std::vector<std::int32_t> host_ids_, host_lengths_;
   bool recompute_ = false;

@@ -275,13 +275,14 @@ void check_attention_forward(TensorRef out, TensorRef lse, TensorRef q, TensorRe
                              AttentionMask mask) {
   attention(Op{"attention_forward"}, out, lse, q, k, v, mask);
 }
-// dq, dk, dv written, shaped as q, k, v; backward needs q_offset = 0 (and Tk = Tq).
+// dq, dk, dv written, shaped as q, k, v; backward needs Tk = q_offset + Tq (every key before the
+// queries, a prefix's, and theirs).
 void check_attention_backward(TensorRef dq, TensorRef dk, TensorRef dv, TensorRef dout, TensorRef q, TensorRef k,
                               TensorRef v, TensorRef out, TensorRef lse, AttentionMask mask) {
   const Op op{"attention_backward"};
   attention(op, out, lse, q, k, v, mask);
-  LLMTK_CHECK(mask.q_offset == 0 && k.size(1) == q.size(1), op.name,
-              "backward needs as many keys as queries and q_offset 0");
+  LLMTK_CHECK(k.size(1) == mask.q_offset + q.size(1), op.name, "backward needs q_offset + Tq keys (", mask.q_offset,
+              " + ", q.size(1), "), got ", k.size(1));
   op.act("dq", dq), op.act("dk", dk), op.act("dv", dv), op.act("dout", dout);
   op.same("dq", dq, "q", q), op.same("dout", dout, "q", q);
   op.same("dk", dk, "k", k), op.same("dv", dv, "v", v);

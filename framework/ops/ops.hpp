@@ -112,6 +112,7 @@ namespace ops {
 //   kv head h / (H / KV). s_ij = q_i·k_j / sqrt(D) (+ ALiBi), masked by `mask`, p = softmax_j(s),
 //   out_i = Σ_j p_ij v_j. lse: [B, H, Tq] = log Σ_j exp(s_ij), saved for backward.
 // attention_backward: dq, dk, dv written (same shapes as q, k, v); recomputes p from q, k, lse.
+//   Tk = q_offset + Tq: the keys before the queries' own (a prefix's) get gradients too.
 //
 // ---- element-wise -------------------------------------------------------------------------
 // gelu (tanh approximation, GPT-2's), relu, silu: y = f(x); backward dx = dy · f'(x).

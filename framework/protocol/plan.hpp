@@ -125,6 +125,9 @@ class Planner {
   // Prompt tuning: this many trainable vectors stand at positions 0 .. soft_prompt − 1 of every
   // row, before its tokens (the embedding owns them; AnyModel::set_soft_prompt).
   std::int64_t soft_prompt = 0;
+  // Prefix tuning: each attention layer's queries see this many trainable keys and values first;
+  // the tokens stand at positions prefix .. prefix + T − 1 (AnyModel::set_prefix).
+  std::int64_t prefix_tokens = 0;
   // While set, activations declared under `to` reuse the same-named ones under `from`.
   void share_activations(std::string from, std::string to) { share_from_ = std::move(from), share_to_ = std::move(to); }
 

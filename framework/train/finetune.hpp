@@ -53,6 +53,14 @@ struct PromptTuningConfig {
   bool enabled() const { return n_tokens > 0; }
   bool operator==(const PromptTuningConfig&) const = default;
 };
+// [prefix_tuning] (Li and Liang 2021): n trainable keys and values per attention layer, the model
+// frozen. They start N(0, 0.02²) (PEFT's default, without the reparameterisation MLP).
+struct PrefixTuningConfig {
+  std::int64_t n_tokens = 0;
+  bool enabled() const { return n_tokens > 0; }
+  bool operator==(const PrefixTuningConfig&) const = default;
+};
+
 // Sets the soft prompt's first values in `model` (whose base weights are loaded), as `init` says.
 void init_soft_prompt(AnyModel& model, const PromptTuningConfig& config, const data::Tokenizer& tok, std::uint64_t seed);
 

@@ -15,7 +15,7 @@ std::vector<data::TokenId> generate(AnyModel& model, std::vector<data::TokenId> 
   // The cache holds what this call can use: the prompt plus the new tokens, at most max_seq
   // (a model with a 128k context would otherwise reserve gigabytes for a short sample).
   const std::int64_t V = model.dims().vocab;
-  const std::int64_t max_seq = std::min<std::int64_t>(model.dims().max_seq, std::int64_t(prompt.size()) + o.max_tokens);
+  const std::int64_t max_seq = std::min<std::int64_t>(model.context(), std::int64_t(prompt.size()) + o.max_tokens);
   Rng rng(o.seed);
   std::vector<data::TokenId> out;
   std::vector<float> probs(static_cast<std::size_t>(V));

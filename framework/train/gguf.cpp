@@ -178,6 +178,8 @@ void export_gguf(const AnyModel& m, const std::string& path, const data::Tokeniz
               "MLP<GELU>); this export writes the Llama family only so far (export --hf writes GPT-2)");
   LLMTK_CHECK(m.has_tag("swiglu"), kCommand, "model '", m.name(), "' has GeGLU; llama.cpp's llama architecture "
               "computes SwiGLU (silu), so the file would compute something else; nothing was written");
+  LLMTK_CHECK(m.prefix() == 0, kCommand, "model '", m.name(), "' has prefix keys and values (prefix tuning), which GGUF "
+              "has no place for; export them with --peft DIR; nothing was written");
   LLMTK_CHECK(m.soft_prompt() == 0, kCommand, "model '", m.name(), "' has a soft prompt (prompt tuning), which GGUF "
               "has no place for; export it with --peft DIR; nothing was written");
   for (const auto& e : m.params().entries())

@@ -201,6 +201,9 @@ void write_json(const fs::path& path, const json& j) {
 
 void export_hf(const AnyModel& m, const std::string& out_dir, const data::Tokenizer* tok, const data::ChatTemplate* chat) {
   const std::string fam = hf_family(m);  // refuses, before anything is written, what the format cannot hold
+  LLMTK_CHECK(m.prefix() == 0, "export --hf", "model '", m.name(), "' has prefix keys and values (prefix tuning), which a "
+              "Transformers checkpoint has no place for; export them with --peft DIR (PEFT's prefix-tuning layout) and the "
+              "base with --hf; nothing was written");
   LLMTK_CHECK(m.soft_prompt() == 0, "export --hf", "model '", m.name(), "' has a soft prompt (prompt tuning), which a "
               "Transformers checkpoint has no place for; export it with --peft DIR (PEFT's prompt-tuning layout) and the "
               "base with --hf; nothing was written");

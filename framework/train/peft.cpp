@@ -375,6 +375,36 @@ void export_peft_prompt(const AnyModel& m, const std::string& out_dir, const std
   write_peft_dir(out_dir, cfg, out, m, tok, chat);
 }
 
+void export_peft_prefix(const AnyModel& m, const std::string& out_dir, const std::string& base_name,
+                        const data::Tokenizer* tok, const data::ChatTemplate* chat) {
+  LLMTK_CHECK(m.prefix() > 0, "export --peft", "the model has no prefix keys and values");
+  (void)hf_family(m);  // the base must be one PEFT's models can be
+  const Arena host = m.params().host_copy();
+  const std::int64_t P = m.prefix(), L = m.dims().n_layers, KD = m.dims().kv_dim();
+  Arena out("peft");
+  out.add("prompt_embeddings", {P, L * 2 * KD});
+  out.allocate(host_memory());
+  float* dst = out["prompt_embeddings"].f32();
+  for (std::int64_t l = 0; l < L; ++l)
+    for (int kv = 0; kv < 2; ++kv) {
+      const float* src = host["blocks." + std::to_string(l) + ".attn.prefix_" + (kv ? "v" : "k")].f32();
+      for (std::int64_t i = 0; i < P; ++i) std::copy_n(src + i * KD, KD, dst + (i * L * 2 + 2 * l + kv) * KD);
+    }
+  const json cfg = {{"peft_type", "PREFIX_TUNING"},
+                    {"task_type", "CAUSAL_LM"},
+                    {"base_model_name_or_path", base_name.empty() ? json(nullptr) : json(base_name)},
+                    {"revision", nullptr},
+                    {"inference_mode", true},
+                    {"num_virtual_tokens", P},
+                    {"token_dim", KD},  // grouped kv heads: the keys' width, as PEFT sets it for such models
+                    {"num_transformer_submodules", 1},
+                    {"num_attention_heads", m.dims().n_kv_heads},
+                    {"num_layers", L},
+                    {"encoder_hidden_size", m.dims().d_model},
+                    {"prefix_projection", false}};
+  write_peft_dir(out_dir, cfg, out, m, tok, chat);
+}
+
 void export_peft(const AnyModel& m, const LoraConfig& lora, const std::string& out_dir, const std::string& base_name,
                  const data::Tokenizer* tok, const data::ChatTemplate* chat) {
   const std::string family = hf_family(m);  // refuses, before anything is written, what the format cannot hold

@@ -122,6 +122,11 @@ Recipe read_recipe(const std::string& path, const std::vector<std::string>& sets
   });
   LLMTK_CHECK(!pt.has("init") || r.prompt_tuning.enabled(), path, "[prompt_tuning] without n_tokens: set prompt_tuning.n_tokens (e.g. 20)");
   LLMTK_CHECK(!r.prompt_tuning.enabled() || !r.lora.enabled(), path, "[prompt_tuning] and [lora] together: choose one strategy");
+  // [prefix_tuning]: n trainable keys and values per attention layer; the base is frozen.
+  auto px = root.table("prefix_tuning");
+  r.prefix_tuning.n_tokens = px.integer("n_tokens", 0, 0, r.model.dims.max_seq - 1);
+  LLMTK_CHECK(!r.prefix_tuning.enabled() || (!r.lora.enabled() && !r.prompt_tuning.enabled()), path,
+              "[prefix_tuning] with ", r.lora.enabled() ? "[lora]" : "[prompt_tuning]", ": choose one strategy");
 
   auto d = root.table("data");
   r.data.dir = d.string("dir", "");
@@ -154,9 +159,11 @@ Recipe read_recipe(const std::string& path, const std::vector<std::string>& sets
               "train.freeze and [lora] together: LoRA already freezes the whole base; remove train.freeze");
   LLMTK_CHECK(r.train.freeze.empty() || !r.prompt_tuning.enabled(), path,
               "train.freeze and [prompt_tuning] together: prompt tuning already freezes the whole base; remove train.freeze");
-  LLMTK_CHECK(!r.prompt_tuning.enabled() || r.train.seq + r.prompt_tuning.n_tokens <= r.model.dims.max_seq, path,
-              "train.seq = ", r.train.seq, " plus prompt_tuning.n_tokens = ", r.prompt_tuning.n_tokens, " exceeds model.max_seq = ",
-              r.model.dims.max_seq, "; lower train.seq to ", r.model.dims.max_seq - r.prompt_tuning.n_tokens);
+  LLMTK_CHECK(r.train.freeze.empty() || !r.prefix_tuning.enabled(), path,
+              "train.freeze and [prefix_tuning] together: prefix tuning already freezes the whole base; remove train.freeze");
+  for (const auto& [key, n] : {std::pair{"prompt_tuning", r.prompt_tuning.n_tokens}, std::pair{"prefix_tuning", r.prefix_tuning.n_tokens}})
+    LLMTK_CHECK(r.train.seq + n <= r.model.dims.max_seq, path, "train.seq = ", r.train.seq, " plus ", key, ".n_tokens = ", n,
+                " exceeds model.max_seq = ", r.model.dims.max_seq, "; lower train.seq to ", r.model.dims.max_seq - n);
 
   auto o = root.table("optim");
   r.optim.name = o.string("name", r.optim.name, {"adamw", "sgd", "lion"});
@@ -240,6 +247,7 @@ std::string to_toml(const Recipe& r) {
     for (char ch : r.prompt_tuning.init) init += ch == '"' || ch == '\\' ? std::string("\\") + ch : std::string(1, ch);
     o << "\n[prompt_tuning]\nn_tokens = " << r.prompt_tuning.n_tokens << "\ninit = \"" << init << "\"\n";
   }
+  if (r.prefix_tuning.enabled()) o << "\n[prefix_tuning]\nn_tokens = " << r.prefix_tuning.n_tokens << "\n";
   o << "\n[optim]\nname = \"" << r.optim.name << "\"\nlr = " << r.optim.lr << "\nbeta1 = " << r.optim.beta1
     << "\nbeta2 = " << r.optim.beta2 << "\neps = " << r.optim.eps << "\nweight_decay = " << r.optim.weight_decay
     << "\nmomentum = " << r.optim.momentum << "\nnesterov = " << (r.optim.nesterov ? "true" : "false")

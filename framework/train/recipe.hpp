@@ -28,6 +28,7 @@ struct Recipe {
   } finetune;
   LoraConfig lora;                      // [lora]; rank 0: none
   PromptTuningConfig prompt_tuning;     // [prompt_tuning]; n_tokens 0: none
+  PrefixTuningConfig prefix_tuning;     // [prefix_tuning]; n_tokens 0: none
   struct Data {
     std::string dir;                    // output of `llmtk data prepare`: tokenizer.json, train_*.bin, val_*.bin
     std::string order = "shuffled";     // shuffled | sequential | by_length | random

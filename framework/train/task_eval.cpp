@@ -48,7 +48,7 @@ double TaskResult::answer_loss() const {
 
 TaskResult evaluate_task(AnyModel& model, const data::Tokenizer& tok, const data::ChatTemplate& tmpl,
                          const std::vector<data::Conversation>& records, const TaskEvalOptions& o) {
-  const std::int64_t T = model.dims().max_seq, V = model.dims().vocab, B = o.batch;
+  const std::int64_t T = model.context(), V = model.dims().vocab, B = o.batch;
   TaskResult res;
   std::vector<Rendered> seqs;
   for (std::size_t r = 0; r < records.size(); ++r) {

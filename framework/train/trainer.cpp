@@ -341,6 +341,11 @@ Setup set_up(const Recipe& r, const TrainOptions& opt, const std::string& resume
     LLMTK_CHECK(!s.loader->packed(), r.file, "prompt tuning puts its vectors before one example per row; set data.packing = false");
     s.model->set_soft_prompt(r.prompt_tuning.n_tokens);
     s.model->freeze({"*", "!embed.prompt"});
+  } else if (r.prefix_tuning.enabled()) {
+    LLMTK_CHECK(!from.empty(), r.file, "[prefix_tuning] trains keys and values for a base model: set finetune.from (or pass --init)");
+    LLMTK_CHECK(!s.loader->packed(), r.file, "prefix tuning puts its keys before one example per row; set data.packing = false");
+    s.model->set_prefix(r.prefix_tuning.n_tokens);
+    s.model->freeze({"*", "!*.attn.prefix_k", "!*.attn.prefix_v"});
   } else if (!r.train.freeze.empty()) {
     s.model->freeze(r.train.freeze);
   }
@@ -391,7 +396,7 @@ struct Run {
 
   std::string save(const std::string& name) {
     const auto pos = s.loader->position();
-    CheckpointState st{s.step, r.model.arch, r.model.dims, s.model->frozen_patterns(), r.lora, r.prompt_tuning.n_tokens, std::int64_t(pos.epoch),
+    CheckpointState st{s.step, r.model.arch, r.model.dims, s.model->frozen_patterns(), r.lora, r.prompt_tuning.n_tokens, r.prefix_tuning.n_tokens, std::int64_t(pos.epoch),
                        std::int64_t(pos.step), r.data.dir, s.tok_path, std::to_string(s.tok->hash()), val_loss,
                        s.best_val, to_toml(r), s.base};
     return save_checkpoint((fs::path(dir) / "checkpoints" / name).string(), *s.model, s.optimizer.get(), st);
@@ -527,6 +532,7 @@ class Evaluator final : public Hook {
     if (r.lora.enabled()) apply_lora(*gen, r.lora);
     else if (!r.train.freeze.empty()) gen->freeze(r.train.freeze);
     if (r.prompt_tuning.enabled()) gen->set_soft_prompt(r.prompt_tuning.n_tokens), gen->freeze(run.s.model->frozen_patterns());
+    if (r.prefix_tuning.enabled()) gen->set_prefix(r.prefix_tuning.n_tokens), gen->freeze(run.s.model->frozen_patterns());
     gen->plan(1, 1);
     gen->allocate();
     gen->params().copy_from(run.s.model->params());

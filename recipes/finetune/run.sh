@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Instruction tuning of the quickstart model, measured: full fine-tuning, LoRA rank 16 and LoRA
-# rank 4, and prompt tuning on two verse tasks generated from Debian's bible-kjv (docs/sft.md), each 600 steps of
-# 16 x 128 tokens, then `llmtk eval --task` on held-out verses before and after. Writes
-# benchmarks/results/finetune.md. Needs ./setup.sh first (the base runs/quickstart and data/kjv).
-#   recipes/finetune/run.sh        (about 9 minutes on 2 cores)
+# Instruction tuning of the quickstart model, measured: full fine-tuning (packed and padded rows),
+# LoRA rank 16 and rank 4, prompt tuning and prefix tuning on two verse tasks generated from
+# Debian's bible-kjv (docs/sft.md), each 600 steps of 16 x 128 tokens, then `llmtk eval --task` on
+# held-out verses before and after. Writes benchmarks/results/finetune.md. Needs ./setup.sh first
+# (the base runs/quickstart and data/kjv).
+#   recipes/finetune/run.sh        (about 13 minutes on 2 cores)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 llmtk=build/bin/llmtk
@@ -62,6 +63,7 @@ run "full fine-tuning, padded rows (data.packing = false)" runs/sft-full-padded 
 run "LoRA rank 16, attention + MLP, + token table" runs/sft-lora16 recipes/finetune/lora.toml
 run "LoRA rank 4, attention + MLP, + token table" runs/sft-lora4 recipes/finetune/lora.toml --set lora.rank=4 --set lora.alpha=8
 run "prompt tuning, 20 vectors (padded rows)" runs/sft-prompt recipes/finetune/prompt.toml
+run "prefix tuning, 20 keys and values per layer (padded rows)" runs/sft-prefix recipes/finetune/prefix.toml
 
 examples=$(python3 -c "import json; e = json.load(open('data/sft-kjv/report.json'))['examples']; print(f\"{e['train']:,} training examples, {e['val']:,} validation\")")
 cpu=$(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -1)
@@ -72,7 +74,7 @@ mkdir -p benchmarks/results
   echo "Base: \`runs/quickstart\` (2.4M-parameter Llama-style model trained on the King James Bible by \`./setup.sh\`)."
   echo "Data: \`llmtk data synth kjv-continue\` and \`kjv-book\` ($examples after deduplication, ChatML, loss on"
   echo "the answers only: \`recipes/data/sft-kjv.toml\`), 600 steps of 16 packed rows of 128 tokens, AdamW with cosine"
-  echo "decay (\`recipes/finetune/{full,lora,prompt}.toml\`). Evaluation: \`llmtk eval RUN --task\` on $limit held-out verses per"
+  echo "decay (\`recipes/finetune/{full,lora,prompt,prefix}.toml\`). Evaluation: \`llmtk eval RUN --task\` on $limit held-out verses per"
   echo "task (verses never in the fine-tuning data), greedy answers of up to 32 tokens. Exact match: the whole answer;"
   echo "token accuracy: the answer's tokens (and the end-of-turn marker) that are the most likely next token with the"
   echo "reference fed in; loss: mean cross-entropy on those tokens. Tokens/s is the median logged rate, memory the"

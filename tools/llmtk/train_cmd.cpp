@@ -228,9 +228,9 @@ void add_train_commands(CLI::App& app) {
     if (ga->json) {
       // log softmax of the logits after the whole prompt, in double
       // No context shift in this mode: what it prints must be plain decoding of the prompt.
-      LLMTK_CHECK(std::int64_t(prompt.size()) + o.max_tokens <= l.model->dims().max_seq, "generate --json",
+      LLMTK_CHECK(std::int64_t(prompt.size()) + o.max_tokens <= l.model->context(), "generate --json",
                   "the prompt's ", prompt.size(), " tokens and --max-tokens ", o.max_tokens,
-                  " exceed model.max_seq = ", l.model->dims().max_seq, "; shorten one of them");
+                  " exceed the model's context of ", l.model->context(), " positions; shorten one of them");
       l.model->plan_decode(std::int64_t(prompt.size()));
       l.model->allocate();
       const float* z = nullptr;
@@ -315,15 +315,17 @@ void add_train_commands(CLI::App& app) {
                 "say where: --hf DIR (Transformers), --gguf FILE (llama.cpp) or --peft DIR (LoRA adapters for PEFT)");
     if (!xa->peft.empty()) {
       auto l = train::load_run(xa->run, "cpu");
-      LLMTK_CHECK(l.state.lora.enabled() || l.state.soft_prompt > 0, "export --peft", l.checkpoint, " holds no LoRA adapters "
-                  "and no soft prompt; export the whole model with --hf DIR");
+      LLMTK_CHECK(l.state.lora.enabled() || l.state.soft_prompt > 0 || l.state.prefix > 0, "export --peft", l.checkpoint,
+                  " holds no LoRA adapters, soft prompt or prefix; export the whole model with --hf DIR");
       data::ChatTemplate tmpl = data::ChatTemplate::named("chatml");
       const data::ChatTemplate* chat = data::ChatTemplate::saved_beside(l.state.tokenizer, tmpl) ? &tmpl : nullptr;
       const std::string base = xa->base.empty() ? l.state.base.path : xa->base;
       if (l.state.soft_prompt > 0) train::export_peft_prompt(*l.model, xa->peft, base, l.tokenizer.get(), chat);
+      else if (l.state.prefix > 0) train::export_peft_prefix(*l.model, xa->peft, base, l.tokenizer.get(), chat);
       else train::export_peft(*l.model, l.state.lora, xa->peft, base, l.tokenizer.get(), chat);
       fmt::print("exported the {} of {} (checkpoint {}) to {} (PEFT, base_model_name_or_path \"{}\")\n",
-                 l.state.soft_prompt > 0 ? "soft prompt" : "LoRA adapters", l.model->name(), l.checkpoint, xa->peft, base);
+                 l.state.soft_prompt > 0 ? "soft prompt" : l.state.prefix > 0 ? "prefix" : "LoRA adapters", l.model->name(),
+                 l.checkpoint, xa->peft, base);
       return;
     }
     const char* command = xa->hf.empty() ? "export --gguf" : "export --hf";
@@ -370,7 +372,7 @@ void add_train_commands(CLI::App& app) {
     if (!ea->task.empty()) return eval_task(*ea);
     LLMTK_CHECK(!ea->shards.empty(), "eval", "say what to evaluate on: --data SHARDS (loss) or --task FILE.jsonl (answers)");
     auto l = train::load_run(ea->run, ea->device);
-    const std::int64_t T = ea->seq ? ea->seq : l.model->dims().max_seq;
+    const std::int64_t T = ea->seq ? ea->seq : l.model->context();
     data::DataLoader loader(ea->shards, l.tokenizer->hash(),
                             data::LoaderOptions{ea->batch, T, data::DataOrder::sequential, 0, 0, 1});
     const std::int64_t n = ea->batches ? std::min<std::int64_t>(ea->batches, std::int64_t(loader.batches_per_epoch()))
