@@ -102,6 +102,19 @@ TEST_CASE("LoRA dropout: gradients through the mask, and no dropout outside trai
   tol.atol = 1e-4;
   REQUIRE_GRADIENTS(llmtk::test::gradcheck_model(*m, 2, 6, 43, tol));
 
+  // A run with dropout resumes exactly: the masks are a function of the seed, the step and the
+  // micro-batch, so the resumed half draws the ones it would have drawn.
+  {
+    const auto& base = base_run();
+    const auto dir = tmp("lora-dropout");
+    const auto recipe = read_recipe(write_recipe(dir, "\n[finetune]\nfrom = \"" + base.run_dir + "\"\n\n[lora]\nrank = 4\ndropout = 0.2\n"));
+    const auto whole = train::train(recipe, quiet(dir / "run"));
+    const auto l = losses(whole.run_dir);
+    CHECK(l == losses(stop_and_resume(recipe, dir / "resumed", 4).run_dir));
+    const auto no_dropout = read_recipe(write_recipe(dir, "\n[finetune]\nfrom = \"" + base.run_dir + "\"\n\n[lora]\nrank = 4\n"));
+    CHECK(l != losses(train::train(no_dropout, quiet(dir / "plain")).run_dir));  // dropout did act
+  }
+
   // Outside training (seed 0) the adapter sees x whole: the same logits as without dropout.
   auto plain = make_model("llama-tiny", d);
   plain->set_adapters(factory(0.0f));
@@ -492,9 +505,18 @@ TEST_CASE("prompt tuning from a base run: only the prompt trains and is saved", 
     is_a_row = std::equal(p, p + recipe.model.dims.d_model, before->params()["embed.tokens"].f32() + v * recipe.model.dims.d_model);
   CHECK_FALSE(is_a_row);
   CHECK_THROWS_WITH(export_hf(*run.model, (d / "hf").string(), nullptr), Catch::Contains("has a soft prompt"));
-  export_peft_prompt(*run.model, (d / "peft").string(), "base");
+  CHECK(losses(stop_and_resume(recipe, d / "resumed", 4).run_dir) == losses(r.run_dir));
+  export_peft_prompt(*run.model, (d / "peft").string(), best_or_newest_checkpoint(base.run_dir));
   CHECK(SafetensorsFile((d / "peft" / "adapter_model.safetensors").string()).shape("prompt_embeddings") ==
         std::vector<std::int64_t>{4, recipe.model.dims.d_model});
+  // Read back: a run from the PEFT directory (lr 0: nothing moves) holds the same vectors.
+  {
+    const auto back = read_recipe(write_recipe(d, "\n[finetune]\nfrom = \"" + (d / "peft").string() + "\"\n"),
+                                  {"train.seq=12", "optim.lr=0", "schedule.min_lr=0", "train.steps=3"});
+    CHECK(back.prompt_tuning.n_tokens == 4);
+    const auto again = load_run(train::train(back, quiet(d / "back")).run_dir, "cpu");
+    CHECK(std::memcmp(again.model->params().host_copy()["embed.prompt"].data, after["embed.prompt"].data, 4 * 4 * std::size_t(recipe.model.dims.d_model)) == 0);
+  }
 
   // What cannot work stops before anything is written.
   auto fails = [&](const std::string& extra, const std::vector<std::string>& sets, const std::string& expect) {
@@ -594,7 +616,9 @@ TEST_CASE("prefix tuning from a base run: only the prefixes train and are saved"
     CHECK(std::memcmp(after[e.name].data, before->params()[e.name].data, std::size_t(e.numel) * 4) == 0);
   }
   CHECK_THROWS_WITH(export_hf(*run.model, (d / "hf").string(), nullptr), Catch::Contains("has prefix keys and values"));
-  export_peft_prefix(*run.model, (d / "peft").string(), "base");
+  // Stopped halfway and resumed (base + prefixes + optimizer state), the run goes on exactly.
+  CHECK(losses(stop_and_resume(recipe, d / "resumed", 4).run_dir) == losses(r.run_dir));
+  export_peft_prefix(*run.model, (d / "peft").string(), best_or_newest_checkpoint(base.run_dir));
   const SafetensorsFile pf((d / "peft" / "adapter_model.safetensors").string());
   const std::int64_t KD = recipe.model.dims.kv_dim(), L = recipe.model.dims.n_layers;
   REQUIRE(pf.shape("prompt_embeddings") == std::vector<std::int64_t>{4, L * 2 * KD});
@@ -604,6 +628,17 @@ TEST_CASE("prefix tuning from a base run: only the prefixes train and are saved"
   const std::int64_t l = L - 1;  // position 1, the last layer, its value
   CHECK(std::equal(pe.begin() + (2 * L + 2 * l + 1) * KD, pe.begin() + (2 * L + 2 * l + 2) * KD,
                    after["blocks." + std::to_string(l) + ".attn.prefix_v"].f32() + 1 * KD));
+  {  // read back, as for prompt tuning: every layer's prefix as it was
+    const auto back = read_recipe(write_recipe(d, "\n[finetune]\nfrom = \"" + (d / "peft").string() + "\"\n"),
+                                  {"train.seq=12", "optim.lr=0", "schedule.min_lr=0", "train.steps=3"});
+    CHECK(back.prefix_tuning.n_tokens == 4);
+    const Arena again = load_run(train::train(back, quiet(d / "back")).run_dir, "cpu").model->params().host_copy();
+    for (std::int64_t i = 0; i < L; ++i)
+      for (const char* kv : {"k", "v"}) {
+        const std::string name = "blocks." + std::to_string(i) + ".attn.prefix_" + kv;
+        CHECK(std::memcmp(again[name].data, after[name].data, std::size_t(4 * KD) * 4) == 0);
+      }
+  }
 
   auto fails = [&](const std::string& extra, const std::vector<std::string>& sets, const std::string& expect) {
     INFO(extra);

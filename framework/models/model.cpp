@@ -249,34 +249,25 @@ TensorRef AnyModel::forward(const ModelInputs& in) {
   LLMTK_CHECK(!in.segments || (in.segments.dtype == DType::i32 && in.segments.numel() == B_ * T_), name_,
               "segments must be [", B_, ", ", T_, "] i32 (the document of each token), got ", in.segments.shape_str());
   TensorRef ids = in.ids, lengths = in.lengths;
-  if (prefix_n_ > 0) {
-    // The prefix's keys come first in every row: attention counts them in a row's keys.
-    LLMTK_CHECK(!in.segments, name_, "prefix tuning runs one example per row (the prefix before it); set "
-                "data.packing = false");
+  // Positions before the row's tokens: a soft prompt's (in this plan's rows) and a prefix's (in
+  // every attention layer's keys). Attention counts both among a row's keys.
+  const std::int64_t n = Tp_ - T_, before = n + prefix_n_;
+  if (before > 0) {
+    LLMTK_CHECK(!in.segments, name_, n ? "prompt" : "prefix", " tuning runs one example per row (its vectors before it); "
+                "set data.packing = false");
     if (in.lengths) {
       host_lengths_.resize(std::size_t(B_));
       copy_bytes(host_lengths_.data(), Device::host, in.lengths.data, in.lengths.device, host_lengths_.size() * sizeof(std::int32_t));
-      for (auto& l : host_lengths_) l += std::int32_t(prefix_n_);
+      for (auto& l : host_lengths_) l += std::int32_t(before);
       lengths = TensorRef(host_lengths_.data(), DType::i32, {B_});
     }
   }
-  if (Tp_ > T_) {
-    // Prompt tuning: placeholder ids (0) at the prompt's positions, then the row's tokens.
-    const std::int64_t n = Tp_ - T_;
-    LLMTK_CHECK(!in.segments, name_, "prompt tuning runs one example per row (the soft prompt before it); set "
-                "data.packing = false");
+  if (n > 0) {  // prompt tuning: placeholder ids (0) at the prompt's positions, then the row's tokens
     host_ids_.assign(std::size_t(B_ * Tp_), 0);
     std::vector<std::int32_t> given(std::size_t(B_ * T_));
     copy_bytes(given.data(), Device::host, in.ids.data, in.ids.device, given.size() * sizeof(std::int32_t));
-    for (std::int64_t b = 0; b < B_; ++b)
-      std::copy_n(given.begin() + b * T_, T_, host_ids_.begin() + b * Tp_ + n);
+    for (std::int64_t b = 0; b < B_; ++b) std::copy_n(given.begin() + b * T_, T_, host_ids_.begin() + b * Tp_ + n);
     ids = TensorRef(host_ids_.data(), DType::i32, {B_, Tp_});
-    if (in.lengths) {
-      host_lengths_.resize(std::size_t(B_));
-      copy_bytes(host_lengths_.data(), Device::host, in.lengths.data, in.lengths.device, host_lengths_.size() * sizeof(std::int32_t));
-      for (auto& l : host_lengths_) l += std::int32_t(n);
-      lengths = TensorRef(host_lengths_.data(), DType::i32, {B_});
-    }
   }
   in_.ids = on_device(ids, io_ids_).view({B_, Tp_});
   in_.lengths = lengths ? on_device(lengths, io_lengths_).view({B_}) : TensorRef{};
@@ -297,9 +288,9 @@ TensorRef AnyModel::forward(const ModelInputs& in) {
   Ctx c = ctx();
   c.flow = {in_.lengths, in_.segments, in_positions_};
   run_forward(c, c.a(logits_), in_.ids);
-  if (Tp_ == T_) return c.a(logits_);
+  if (n == 0) return c.a(logits_);
   // The tokens' logits: each row's last T positions.
-  const std::int64_t V = dims_.vocab, n = Tp_ - T_;
+  const std::int64_t V = dims_.vocab;
   for (std::int64_t b = 0; b < B_; ++b)
     ops::convert(c.a(prompt_logits_).span(b * T_ * V, T_ * V), c.a(logits_).span((b * Tp_ + n) * V, T_ * V));
   return c.a(prompt_logits_);

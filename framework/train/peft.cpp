@@ -144,11 +144,21 @@ json read_adapter_config(const std::string& dir) {
 }
 }  // namespace
 
+std::string peft_type(const std::string& dir) {
+  const json cfg = read_adapter_config(dir);
+  const std::string type = cfg.value("peft_type", "");
+  const std::string path = (fs::path(dir) / "adapter_config.json").string();
+  LLMTK_CHECK(type == "LORA" || type == "PROMPT_TUNING" || type == "PREFIX_TUNING", "finetune.from", path, " has peft_type \"",
+              type, "\"; llmtk reads LoRA adapters (\"LORA\"), soft prompts (\"PROMPT_TUNING\") and prefixes (\"PREFIX_TUNING\")");
+  LLMTK_CHECK(type != "PREFIX_TUNING" || !cfg.value("prefix_projection", false), "finetune.from", path, " is prefix tuning "
+              "with prefix_projection = true (an MLP makes the prefix), which llmtk does not implement");
+  return type;
+}
+
 std::string peft_base(const std::string& dir) {
   const json cfg = read_adapter_config(dir);
   const fs::path path = fs::path(dir) / "adapter_config.json";
-  LLMTK_CHECK(cfg.value("peft_type", "") == "LORA", "finetune.from", path.string(), " has peft_type \"",
-              cfg.value("peft_type", ""), "\"; llmtk reads LoRA adapters (peft_type \"LORA\") only");
+  (void)peft_type(dir);  // refuses, by name, what llmtk cannot read
   const std::string base = cfg.contains("base_model_name_or_path") && cfg["base_model_name_or_path"].is_string()
                                ? cfg["base_model_name_or_path"].get<std::string>()
                                : "";
@@ -162,12 +172,51 @@ std::string peft_base(const std::string& dir) {
        "adapter); put the base model there or change base_model_name_or_path to its directory");
 }
 
+PeftVirtualTokens read_peft_virtual_tokens(const std::string& dir) {
+  PeftVirtualTokens out;
+  out.type = peft_type(dir);
+  LLMTK_CHECK(out.type != "LORA", "finetune.from", dir, " holds LoRA adapters, not virtual tokens");
+  const json cfg = read_adapter_config(dir);
+  out.n = cfg.value("num_virtual_tokens", std::int64_t(0));
+  const std::string file = (fs::path(dir) / "adapter_model.safetensors").string();
+  LLMTK_CHECK(fs::exists(file), "finetune.from", "'", dir, "' has no adapter_model.safetensors");
+  SafetensorsFile f(file);
+  LLMTK_CHECK(f.has("prompt_embeddings"), "finetune.from", file, " has no tensor 'prompt_embeddings'");
+  out.shape = f.shape("prompt_embeddings");
+  LLMTK_CHECK(out.shape.size() == 2 && out.shape[0] == out.n && out.n > 0, "finetune.from", file, ": prompt_embeddings is [",
+              out.shape.size() ? out.shape[0] : 0, ", ...] but num_virtual_tokens is ", out.n);
+  out.values.resize(std::size_t(out.shape[0] * out.shape[1]));
+  f.read("prompt_embeddings", out.values.data(), out.shape);
+  return out;
+}
+
+void load_peft_virtual_tokens(const PeftVirtualTokens& t, AnyModel& model) {
+  if (t.type == "PROMPT_TUNING") {
+    const int id = model.params().find("embed.prompt");
+    LLMTK_CHECK(id >= 0 && model.soft_prompt() == t.n && t.shape[1] == model.dims().d_model, "finetune.from",
+                "the soft prompt [", t.n, ", ", t.shape[1], "] does not fit this model's [", model.soft_prompt(), ", ",
+                model.dims().d_model, "]");
+    return model.params().write(id, t.values.data());
+  }
+  const std::int64_t L = model.dims().n_layers, KD = model.dims().kv_dim();
+  LLMTK_CHECK(model.prefix() == t.n && t.shape[1] == L * 2 * KD, "finetune.from", "the prefix [", t.n, ", ", t.shape[1],
+              "] does not fit this model's [", model.prefix(), ", ", L * 2 * KD, "] (", L, " layers × key and value × ", KD, ")");
+  std::vector<float> layer(std::size_t(t.n * KD));
+  for (std::int64_t l = 0; l < L; ++l)
+    for (int kv = 0; kv < 2; ++kv) {
+      for (std::int64_t i = 0; i < t.n; ++i)
+        std::copy_n(t.values.begin() + (i * L * 2 + 2 * l + kv) * KD, KD, layer.begin() + i * KD);
+      model.params().write(model.params().find("blocks." + std::to_string(l) + ".attn.prefix_" + (kv ? "v" : "k")), layer.data());
+    }
+}
+
 PeftAdapter read_peft(const std::string& dir, const std::string& family, int n_layers) {
   PeftAdapter out;
   out.dir = dir;
   out.base = peft_base(dir);
   const json cfg = read_adapter_config(dir);
   const std::string cfg_path = (fs::path(dir) / "adapter_config.json").string();
+  LLMTK_CHECK(peft_type(dir) == "LORA", "finetune.from", cfg_path, " is ", peft_type(dir), ", not LoRA adapters");
   LLMTK_CHECK(!cfg.value("use_dora", false), "finetune.from", cfg_path, " is a DoRA adapter (use_dora = true), which llmtk "
               "does not implement");
   const bool rslora = cfg.value("use_rslora", false);
@@ -240,11 +289,20 @@ PeftAdapter read_peft(const std::string& dir, const std::string& family, int n_l
     const std::int64_t R = ash[0], I = ash[1], O = bsh[0];
     std::vector<float> A(std::size_t(R * I)), B(std::size_t(O * R));
     f.read(n, A.data(), ash), f.read(bname, B.data(), bsh);
-    // PEFT's scale for this module: rank_pattern / alpha_pattern by the longest matching key.
+    // PEFT's scale for this module: the first rank_pattern / alpha_pattern key that is the module's
+    // name or its tail (keys in sorted order: JSON objects carry no order llmtk keeps).
     std::int64_t mr = r;
     double ma = alpha;
-    for (const auto& [k, v] : rank_pattern) if (key_matches(k, module)) mr = v;
-    for (const auto& [k, v] : alpha_pattern) if (key_matches(k, module)) ma = v;
+    for (const auto& [k, v] : rank_pattern)
+      if (key_matches(k, module)) {
+        mr = v;
+        break;
+      }
+    for (const auto& [k, v] : alpha_pattern)
+      if (key_matches(k, module)) {
+        ma = v;
+        break;
+      }
     LLMTK_CHECK(mr == R, "finetune.from", cfg_path, " gives ", module, " rank ", mr, " but its tensors have rank ", R);
     const double s = rslora ? ma / std::sqrt(double(mr)) : ma / double(mr);
     if (ws.size() == 1 && ws[0].second < 0) {

@@ -25,6 +25,8 @@ namespace llmtk::train {
 
 // Whether `dir` holds a PEFT adapter (adapter_config.json).
 bool is_peft_dir(const std::string& dir);
+// Its peft_type: "LORA", "PROMPT_TUNING" or "PREFIX_TUNING"; any other is refused by name.
+std::string peft_type(const std::string& dir);
 
 // A PEFT LoRA adapter read into llmtk's names.
 struct PeftAdapter {
@@ -43,6 +45,19 @@ std::string peft_base(const std::string& dir);
 
 // Writes the adapter's tensors into `model`, which was planned with `adapter.lora`.
 void load_peft(const PeftAdapter& adapter, AnyModel& model);
+
+// Prompt or prefix tuning's vectors from a PEFT directory (the layouts export_peft_prompt and
+// export_peft_prefix write): how many virtual tokens, and prompt_embeddings.
+struct PeftVirtualTokens {
+  std::string type;  // "PROMPT_TUNING" or "PREFIX_TUNING"
+  std::int64_t n = 0;
+  std::vector<std::int64_t> shape;
+  std::vector<float> values;
+};
+PeftVirtualTokens read_peft_virtual_tokens(const std::string& dir);
+// Writes them into `model`, set up with a soft prompt or prefix of as many positions; the shapes
+// must be the model's (the message names what differs).
+void load_peft_virtual_tokens(const PeftVirtualTokens& tokens, AnyModel& model);
 
 // Writes DIR (whole or not at all: DIR.tmp, renamed) with adapter_config.json,
 // adapter_model.safetensors and, when given, the tokenizer (tokenizer.json, tokenizer_config.json

@@ -96,19 +96,20 @@ Recipe read_recipe(const std::string& path, const std::vector<std::string>& sets
   for (const auto& [pattern, v] : lo.numbers_by_name("rank_pattern", 1, 1 << 16)) r.lora.rank_pattern[pattern] = std::int64_t(v);
   for (const auto& [pattern, v] : lo.numbers_by_name("alpha_pattern", 1e-6, 1e6)) r.lora.alpha_pattern[pattern] = v;
   r.lora.dropout = lo.number("dropout", r.lora.dropout, 0, 0.99);
-  if (base && !base->peft.empty()) {
+  const std::string peft = base && !base->peft.empty() ? peft_type(base->peft) : "";
+  if (peft == "LORA") {
     // PEFT adapters to continue from decide [lora]: their maps, ranks and scales (dropout, how
     // they train on, is the recipe's when it says, else the adapter's lora_dropout).
-    LoraConfig peft;
+    LoraConfig adapters;
     try {
-      peft = read_peft(base->peft, hf_family(*make_model(r.model.arch, r.model.dims)), r.model.dims.n_layers).lora;
+      adapters = read_peft(base->peft, hf_family(*make_model(r.model.arch, r.model.dims)), r.model.dims.n_layers).lora;
     } catch (const Error& e) {
       fail(path, e.what());
     }
-    if (lo.has("dropout")) peft.dropout = r.lora.dropout;
-    LLMTK_CHECK(!lo.has("rank") || r.lora == peft, path, "[lora] differs from the adapters in ", base->peft,
+    if (lo.has("dropout")) adapters.dropout = r.lora.dropout;
+    LLMTK_CHECK(!lo.has("rank") || r.lora == adapters, path, "[lora] differs from the adapters in ", base->peft,
                 ", which decide it; remove [lora] from the recipe");
-    r.lora = peft;
+    r.lora = adapters;
   }
   LLMTK_CHECK(!lo.has("alpha") || r.lora.enabled(), path, "[lora] without rank: set lora.rank (e.g. 8) to train adapters");
   LLMTK_CHECK(!r.lora.enabled() || !r.lora.targets.empty(), path, "lora.targets is empty: name the linear maps to adapt, e.g. [\"attn.wq\", \"attn.wv\"]");
@@ -125,6 +126,20 @@ Recipe read_recipe(const std::string& path, const std::vector<std::string>& sets
   // [prefix_tuning]: n trainable keys and values per attention layer; the base is frozen.
   auto px = root.table("prefix_tuning");
   r.prefix_tuning.n_tokens = px.integer("n_tokens", 0, 0, r.model.dims.max_seq - 1);
+  if (peft == "PROMPT_TUNING" || peft == "PREFIX_TUNING") {
+    // A PEFT soft prompt or prefix to continue from decides how many positions it has.
+    PeftVirtualTokens t;
+    try {
+      t = read_peft_virtual_tokens(base->peft);
+    } catch (const Error& e) {
+      fail(path, e.what());
+    }
+    auto& n = peft == "PROMPT_TUNING" ? r.prompt_tuning.n_tokens : r.prefix_tuning.n_tokens;
+    const char* table = peft == "PROMPT_TUNING" ? "prompt_tuning" : "prefix_tuning";
+    LLMTK_CHECK(n == 0 || n == t.n, path, table, ".n_tokens = ", n, " but the ", table, " in ", base->peft, " has ", t.n,
+                " (num_virtual_tokens); remove the key");
+    n = t.n;
+  }
   LLMTK_CHECK(!r.prefix_tuning.enabled() || (!r.lora.enabled() && !r.prompt_tuning.enabled()), path,
               "[prefix_tuning] with ", r.lora.enabled() ? "[lora]" : "[prompt_tuning]", ": choose one strategy");
 

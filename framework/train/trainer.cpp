@@ -275,7 +275,10 @@ std::string init_weights(const Recipe& r, const std::string& from_arg, AnyModel&
     log("vocabulary " + std::to_string(r.finetune.base_vocab) + " -> " + std::to_string(r.model.dims.vocab) +
         ": new rows of " + names + " start at the mean of the base's rows");
   }
-  if (peft) {
+  if (peft && peft_type(from_arg) != "LORA") {
+    load_peft_virtual_tokens(read_peft_virtual_tokens(from_arg), model);
+    log("the " + std::string(model.soft_prompt() ? "soft prompt" : "prefix") + " from the PEFT directory " + from_arg);
+  } else if (peft) {
     const PeftAdapter adapter = read_peft(from_arg, hf_family(model), model.dims().n_layers);
     LLMTK_CHECK(adapter.lora == r.lora, "--init", "the adapters in ", from_arg, " are not the recipe's [lora]; name them as "
                 "finetune.from (the adapters then decide [lora]) instead of passing --init");
@@ -354,7 +357,7 @@ Setup set_up(const Recipe& r, const TrainOptions& opt, const std::string& resume
   s.model->init(r.train.seed);
   if (!from.empty() && resume_from.empty()) {
     const std::string base_dir = init_weights(r, from, *s.model, *s.tok, log);
-    if (r.prompt_tuning.enabled()) init_soft_prompt(*s.model, r.prompt_tuning, *s.tok, r.train.seed);
+    if (r.prompt_tuning.enabled() && !is_peft_dir(from)) init_soft_prompt(*s.model, r.prompt_tuning, *s.tok, r.train.seed);
     // With part of the model frozen, checkpoints keep only what trains and name the base.
     if (s.model->params().trainable_numel() < s.model->params().numel()) s.base = identify_base(base_dir, r.finetune.base_vocab);
   }

@@ -8,6 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 llmtk=build/bin/llmtk
+source recipes/finetune/lib.sh
 [[ -x $llmtk && -f runs/quickstart/checkpoints/best/state.json && -f data/kjv/tokenizer.json ]] ||
   { echo "run ./setup.sh first: this needs build/bin/llmtk, the base model runs/quickstart and data/kjv" >&2; exit 2; }
 [[ -d /usr/share/games/fortunes ]] || { echo "Debian's fortunes package is missing: tools/install-deps.sh installs it" >&2; exit 2; }
@@ -30,15 +31,7 @@ add_row() {  # add_row NAME RUN TRAIN_LOG
   local name=$1 run=$2 log=$3
   local trainable="all" tps="–" mem="–" secs="–"
   if [[ -n $log ]]; then
-    trainable=$(sed -n 's/^model [^:]*: \([0-9]*\) parameters (\([0-9]*\) trainable.*/\2 of \1/p; s/^model [^:]*: \([0-9]*\) parameters,.*/\1 of \1/p' "$log" | head -1)
-    read -r tps mem secs < <(python3 - "$run/metrics.jsonl" <<'PY'
-import json, sys
-rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-steps = [r for r in rows if "tokens_per_s" in r]
-tps = sorted(r["tokens_per_s"] for r in steps)[len(steps) // 2]
-print(f"{tps:.0f} {max(r['peak_memory_bytes'] for r in steps) / 2**20:.0f} {steps[-1]['elapsed_s']:.0f}")
-PY
-)
+    read -r tps mem secs trainable < <(run_stats "$run" "$log")
   fi
   rows+=("| $name | $trainable | $(val_loss "$run" data/fortunes) | $(val_loss "$run" data/kjv) | $tps | $mem | $secs |")
 }

@@ -8,6 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 llmtk=build/bin/llmtk
+source recipes/finetune/lib.sh
 [[ -x $llmtk && -f runs/quickstart/checkpoints/best/state.json && -f data/kjv/tokenizer.json && -s data/corpus/kjv.txt ]] ||
   { echo "run ./setup.sh first: this needs build/bin/llmtk, the base model runs/quickstart, data/kjv and data/corpus/kjv.txt" >&2; exit 2; }
 limit=${LIMIT:-300}  # held-out records evaluated per task, evenly spaced through the test split
@@ -32,15 +33,7 @@ add_row() {  # add_row NAME RUN TRAIN_LOG [eval options]
   local name=$1 run=$2 log=$3; shift 3
   local trainable="–" tps="–" mem="–" secs="–"
   if [[ -n $log ]]; then
-    trainable=$(sed -n 's/^model [^:]*: \([0-9]*\) parameters (\([0-9]*\) trainable.*/\2 of \1/p; s/^model [^:]*: \([0-9]*\) parameters,.*/\1 of \1/p' "$log" | head -1)
-    read -r tps mem secs < <(python3 - "$run/metrics.jsonl" <<'PY'
-import json, sys
-rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-steps = [r for r in rows if "tokens_per_s" in r]
-tps = sorted(r["tokens_per_s"] for r in steps)[len(steps) // 2]
-print(f"{tps:.0f} {max(r['peak_memory_bytes'] for r in steps) / 2**20:.0f} {steps[-1]['elapsed_s']:.0f}")
-PY
-)
+    read -r tps mem secs trainable < <(run_stats "$run" "$log")
   fi
 
   read -r ce ca cl < <(eval_task "$run" kjv-continue "$@")
