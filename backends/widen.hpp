@@ -34,7 +34,7 @@ constexpr int outputs_of(std::string_view op) {
       {"sinusoidal_forward", 1},    {"cross_entropy_forward", 1}, {"cross_entropy_backward", 1},
       {"adamw_step", 0},            {"sgd_step", 0},              {"lion_step", 0},
       {"sum_squares", 0},           {"scale_forward", 1},         {"convert", -1},
-      {"dropout", 1},
+      {"dropout", 1},               {"tanh_forward", 1},          {"tanh_backward", 1},
   };
   for (const auto& [name, n] : kOutputs)
     if (name == op) return n;

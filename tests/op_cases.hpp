@@ -302,6 +302,8 @@ void case_relu_forward(Case& c) { unary_case(c, ops::relu_forward); }
 void case_relu_backward(Case& c) { unary_backward_case(c, ops::relu_backward); }
 void case_silu_forward(Case& c) { unary_case(c, ops::silu_forward); }
 void case_silu_backward(Case& c) { unary_backward_case(c, ops::silu_backward); }
+void case_tanh_forward(Case& c) { unary_case(c, ops::tanh_forward); }
+void case_tanh_backward(Case& c) { unary_backward_case(c, ops::tanh_backward); }
 template <class F>
 void gated_case(Case& c, F f) {
   auto g = c.make({5, 31}, 2.0), u = c.make({5, 31}), y = c.make({5, 31});

@@ -85,6 +85,9 @@ TEST_CASE("LoRA's gradients (A, B and through them the input) by the generic che
 }
 
 TEST_CASE("LoRA dropout: gradients through the mask, and no dropout outside training", "[finetune][lora]") {
+  // On the reference backend, whatever an earlier training left active (a recipe's train.device):
+  // finite differences need its exact functions (the cpu backend's tanh and exp are approximations).
+  ops::ScopedBackend on_reference("reference");
   // With the seed held, the masks are fixed and the loss is a smooth function of every parameter:
   // the generic checker sees the gradient through dropout(x) into A and, via dx, the layers below.
   const Dims d = tiny("llama-tiny");
@@ -421,6 +424,9 @@ TEST_CASE("PEFT layout: adapters go out in PEFT's names and come back as they we
 }
 
 TEST_CASE("prompt tuning: gradients, the prompt as token rows, and decoding through the cache", "[finetune][prompt]") {
+  // On the reference backend, whatever an earlier training left active (a recipe's train.device):
+  // finite differences need its exact functions (the cpu backend's tanh and exp are approximations).
+  ops::ScopedBackend on_reference("reference");
   for (const char* arch : {"llama-tiny", "gpt2"}) {
     INFO(arch);
     Dims d = tiny(arch);
@@ -532,6 +538,9 @@ TEST_CASE("prompt tuning from a base run: only the prompt trains and is saved", 
 }
 
 TEST_CASE("prefix tuning: gradients, prefixes as a cache of earlier positions, and decoding", "[finetune][prefix]") {
+  // On the reference backend, whatever an earlier training left active (a recipe's train.device):
+  // finite differences need its exact functions (the cpu backend's tanh and exp are approximations).
+  ops::ScopedBackend on_reference("reference");
   for (const char* arch : {"llama-tiny", "gpt2"}) {
     INFO(arch);
     Dims d = tiny(arch);
@@ -542,6 +551,14 @@ TEST_CASE("prefix tuning: gradients, prefixes as a cache of earlier positions, a
     tol.atol = 1e-4;
     REQUIRE_GRADIENTS(llmtk::test::gradcheck_model(*g, 2, 5, 53, tol));
     CHECK(g->params().find("blocks.1.attn.prefix_v") >= 0);
+    // The reparameterisation: every layer's prefix made by one MLP from a shared embedding; the
+    // shared parameters gather every layer's gradient.
+    auto gp = make_model(arch, d);
+    gp->set_prefix(3, 6);
+    REQUIRE_GRADIENTS(llmtk::test::gradcheck_model(*gp, 2, 5, 59, tol));
+    CHECK(gp->params().find("prefix.w1") >= 0);
+    CHECK(gp->params().find("blocks.1.attn.prefix_wv") >= 0);
+    CHECK(gp->params().find("blocks.1.attn.prefix_v") < 0);
 
     // With each layer's prefix set to the keys and values the plain model computes for tokens u
     // (after RoPE, as a cache holds them), the model on x computes what the plain model computes
@@ -575,6 +592,25 @@ TEST_CASE("prefix tuning: gradients, prefixes as a cache of earlier positions, a
       for (std::int64_t i = 0; i < 5 * d.vocab; ++i)
         worst = std::max(worst, double(std::abs(got[std::size_t(b * 5 * d.vocab + i)] - want[std::size_t((b * 8 + 3) * d.vocab + i)])));
     CHECK(worst < 1e-5);
+
+    // Decoding with the MLP's prefix equals the full forward too.
+    {
+      gp->plan(1, 5);
+      const TensorRef full = gp->forward(TensorRef(const_cast<std::int32_t*>(x.data()), DType::i32, {1, 5}));
+      const std::vector<float> ref(full.f32(), full.f32() + full.numel());
+      auto dp = make_model(arch, d);
+      dp->set_prefix(3, 6);
+      dp->plan_decode(5);
+      dp->allocate();
+      dp->params().copy_from(gp->params());
+      double err = 0;
+      for (std::int64_t t = 0; t < 5; ++t) {
+        std::int32_t id = x[std::size_t(t)];
+        const float* l = dp->decode(TensorRef(&id, DType::i32, {1, 1}), t);
+        for (std::int64_t v = 0; v < d.vocab; ++v) err = std::max(err, double(std::abs(l[v] - ref[std::size_t(t * d.vocab + v)])));
+      }
+      CHECK(err < 1e-5);
+    }
 
     // Decoding: the prefix fills the cache's first rows; each step's logits are the full forward's.
     auto dec = make_model(arch, d);
@@ -649,4 +685,23 @@ TEST_CASE("prefix tuning from a base run: only the prefixes train and are saved"
   fails("\n[prefix_tuning]\nn_tokens = 4\n", {"train.seq=12"}, "[prefix_tuning] trains keys and values for a base model");
   fails(from + "\n[prefix_tuning]\nn_tokens = 4\n\n[lora]\nrank = 2\n", {"train.seq=12"}, "[prefix_tuning] with [lora]");
   fails(from + "\n[prefix_tuning]\nn_tokens = 4\n", {}, "train.seq = 16 plus prefix_tuning.n_tokens = 4 exceeds model.max_seq = 16");
+
+  // With the reparameterisation: the MLP trains and is saved; PEFT gets the prefixes it makes.
+  const auto mlp = read_recipe(write_recipe(d, from + "\n[prefix_tuning]\nn_tokens = 4\nprojection = 8\n"), {"train.seq=12"});
+  const auto rm = train::train(mlp, quiet(d / "mlp"));
+  const SafetensorsFile fm((fs::path(rm.checkpoint) / "model.safetensors").string());
+  CHECK(fm.names().size() == 3 + 4 * std::size_t(L));  // E, W1, b1; Wk, bk, Wv, bv per layer
+  auto made = load_run(rm.run_dir, "cpu");
+  CHECK(made.model->prefix_projection() == 8);
+  std::vector<std::int32_t> one = {1, 2, 3};
+  made.model->plan(1, 3);
+  made.model->forward(TensorRef(one.data(), DType::i32, {1, 3}));
+  const std::vector<float> made_v(made.model->acts()["blocks." + std::to_string(l) + ".attn.prefix_v_made"].f32(),
+                                  made.model->acts()["blocks." + std::to_string(l) + ".attn.prefix_v_made"].f32() + 4 * KD);
+  export_peft_prefix(*made.model, (d / "peft-mlp").string(), best_or_newest_checkpoint(base.run_dir));
+  std::vector<float> pm(std::size_t(4 * L * 2 * KD));
+  SafetensorsFile((d / "peft-mlp" / "adapter_model.safetensors").string()).read("prompt_embeddings", pm.data(), {4, L * 2 * KD});
+  double err = 0;
+  for (std::int64_t k = 0; k < KD; ++k) err = std::max(err, double(std::abs(pm[std::size_t((2 * L + 2 * l + 1) * KD + k)] - made_v[std::size_t(KD + k)])));
+  CHECK(err < 1e-5);
 }

@@ -309,6 +309,14 @@ void check_silu_forward() {
   CHECK(y[1] == Approx(-2 / (1 + std::exp(2.0))));
 }
 void check_silu_backward() { unary_gradient(ops::silu_forward, ops::silu_backward, 8); }
+void check_tanh_forward() {
+  Buf x({3}, {-1, 0, 0.5f}), y({3});
+  ops::tanh_forward(y.t(), x.t());
+  CHECK(y[0] == Approx(-0.7615941559557649));  // tanh(1) = (e² − 1) / (e² + 1)
+  CHECK(y[1] == 0.0f);
+  CHECK(y[2] == Approx(0.46211715726000974));
+}
+void check_tanh_backward() { unary_gradient(ops::tanh_forward, ops::tanh_backward, 9); }
 template <class Fwd, class Bwd>
 void gated_gradient(Fwd fwd, Bwd bwd, std::uint64_t seed) {
   Rng rng(seed);

@@ -17,7 +17,7 @@ constexpr bool native_bf16(std::string_view op) {
   constexpr std::string_view kNative[] = {
       "matmul_forward", "matmul_backward", "convert",       "add_forward",     "scale_forward", "dropout",
       "gelu_forward",   "gelu_backward",   "relu_forward",  "relu_backward",   "silu_forward",
-      "silu_backward",  "swiglu_forward",  "swiglu_backward", "geglu_forward", "geglu_backward",
+      "silu_backward",  "tanh_forward",    "tanh_backward", "swiglu_forward",  "swiglu_backward", "geglu_forward", "geglu_backward",
       "matmul_gelu_forward", "gelu_matmul_backward",  // compositions of the native matmul and GELU
       "rmsnorm_forward", "rmsnorm_backward", "layernorm_forward", "layernorm_backward",
       "rope_forward", "rope_backward", "embedding_forward", "embedding_backward",

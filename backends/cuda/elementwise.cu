@@ -30,13 +30,17 @@ template <Unary F>
 __device__ float apply(float x) {
   if constexpr (F == Unary::gelu) return gelu(x);
   else if constexpr (F == Unary::relu) return x > 0.0f ? x : 0.0f;
+  else if constexpr (F == Unary::tanh) return tanhf(x);
   else return silu(x);
 }
 template <Unary F>
 __device__ float derivative(float x) {
   if constexpr (F == Unary::gelu) return gelu_grad(x);
   else if constexpr (F == Unary::relu) return x > 0.0f ? 1.0f : 0.0f;
-  else return silu_grad(x);
+  else if constexpr (F == Unary::tanh) {
+    const float t = tanhf(x);
+    return 1.0f - t * t;
+  } else return silu_grad(x);
 }
 
 template <Unary F>
@@ -327,10 +331,12 @@ void unary_forward(Unary f, float* y, const float* x, i64 n, cudaStream_t s) {
   if (aligned16(y) && aligned16(x)) {
     if (f == Unary::gelu) unary_forward4_kernel<Unary::gelu><<<g4, kThreads, 0, s>>>(y, x, n);
     else if (f == Unary::relu) unary_forward4_kernel<Unary::relu><<<g4, kThreads, 0, s>>>(y, x, n);
+    else if (f == Unary::tanh) unary_forward4_kernel<Unary::tanh><<<g4, kThreads, 0, s>>>(y, x, n);
     else unary_forward4_kernel<Unary::silu><<<g4, kThreads, 0, s>>>(y, x, n);
   } else {
     if (f == Unary::gelu) unary_forward_kernel<Unary::gelu><<<g, kThreads, 0, s>>>(y, x, n);
     else if (f == Unary::relu) unary_forward_kernel<Unary::relu><<<g, kThreads, 0, s>>>(y, x, n);
+    else if (f == Unary::tanh) unary_forward_kernel<Unary::tanh><<<g, kThreads, 0, s>>>(y, x, n);
     else unary_forward_kernel<Unary::silu><<<g, kThreads, 0, s>>>(y, x, n);
   }
   LLMTK_CUDA_LAUNCHED("unary_forward");
@@ -341,10 +347,12 @@ void unary_backward(Unary f, float* dx, const float* dy, const float* x, i64 n, 
   if (aligned16(dx) && aligned16(dy) && aligned16(x)) {
     if (f == Unary::gelu) unary_backward4_kernel<Unary::gelu><<<g4, kThreads, 0, s>>>(dx, dy, x, n);
     else if (f == Unary::relu) unary_backward4_kernel<Unary::relu><<<g4, kThreads, 0, s>>>(dx, dy, x, n);
+    else if (f == Unary::tanh) unary_backward4_kernel<Unary::tanh><<<g4, kThreads, 0, s>>>(dx, dy, x, n);
     else unary_backward4_kernel<Unary::silu><<<g4, kThreads, 0, s>>>(dx, dy, x, n);
   } else {
     if (f == Unary::gelu) unary_backward_kernel<Unary::gelu><<<g, kThreads, 0, s>>>(dx, dy, x, n);
     else if (f == Unary::relu) unary_backward_kernel<Unary::relu><<<g, kThreads, 0, s>>>(dx, dy, x, n);
+    else if (f == Unary::tanh) unary_backward_kernel<Unary::tanh><<<g, kThreads, 0, s>>>(dx, dy, x, n);
     else unary_backward_kernel<Unary::silu><<<g, kThreads, 0, s>>>(dx, dy, x, n);
   }
   LLMTK_CUDA_LAUNCHED("unary_backward");

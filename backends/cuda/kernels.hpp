@@ -13,7 +13,7 @@ namespace llmtk::cuda::kernels {
 using i64 = std::int64_t;
 
 // ---- elementwise.cu -------------------------------------------------------------------------
-enum class Unary { gelu, relu, silu };
+enum class Unary { gelu, relu, silu, tanh };
 void unary_forward(Unary f, float* y, const float* x, i64 n, cudaStream_t s);              // y = f(x)
 void unary_backward(Unary f, float* dx, const float* dy, const float* x, i64 n, cudaStream_t s);  // dx = dy·f'(x)
 enum class Gate { silu, gelu };

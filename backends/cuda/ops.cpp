@@ -106,6 +106,8 @@ void rope_backward(TensorRef dx, TensorRef dy, float base, int pos0) {
 }
 
 void gelu_forward(TensorRef y, TensorRef x) { unary("gelu_forward", Unary::gelu, y, x); }
+void tanh_forward(TensorRef y, TensorRef x) { unary("tanh_forward", Unary::tanh, y, x); }
+void tanh_backward(TensorRef dx, TensorRef dy, TensorRef x) { unary_backward("tanh_backward", Unary::tanh, dx, dy, x); }
 void gelu_backward(TensorRef dx, TensorRef dy, TensorRef x) { unary_backward("gelu_backward", Unary::gelu, dx, dy, x); }
 void relu_forward(TensorRef y, TensorRef x) { unary("relu_forward", Unary::relu, y, x); }
 void relu_backward(TensorRef dx, TensorRef dy, TensorRef x) { unary_backward("relu_backward", Unary::relu, dx, dy, x); }

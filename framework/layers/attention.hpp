@@ -4,6 +4,8 @@
 // limits each query to keys within `window` positions. What flows with the batch (Flow: padding
 // lengths, document segments) narrows the mask further at run time.
 #pragma once
+#include <tuple>
+#include <utility>
 #include "common.hpp"  // ops::attention_*, ops::add_forward
 #include "linear.hpp"
 #include "positions.hpp"
@@ -64,6 +66,12 @@ struct GQA {
   ParamSlot prefix_k, prefix_v;
   ActSlot kp, vp, dkp, dvp, dprefix;         // [B·(P + T), KV·D]; dprefix [P, KV·D] f32
   std::int64_t n_prefix = 0;
+  // The reparameterisation (prefix_tuning.projection = H): the prefixes are made, not stored,
+  //   u = E·W1ᵀ + b1,  h = tanh(u),  prefix_k = h·Wkᵀ + bk,  prefix_v = h·Wvᵀ + bv
+  // with E [P, C], W1 [H, C], b1 shared by every layer ("prefix.*") and Wk, Wv [KV·D, H] this
+  // layer's rows of the second map (PEFT's prefix_projection: Embedding, Linear, Tanh, Linear).
+  ParamSlot pre_e, pre_w1, pre_b1, pre_wk, pre_bk, pre_wv, pre_bv;
+  ActSlot pre_u, pre_h, pre_k, pre_v, dpre_k, dpre_v, dpre_h, dpre_tmp, dpre_e;  // f32
 
   void declare(Planner& p) {
     const auto& d = p.dims;
@@ -84,8 +92,23 @@ struct GQA {
     }
     if (p.prefix_tokens > 0) {
       n_prefix = p.prefix_tokens;
-      prefix_k = p.param("prefix_k", {n_prefix, KD}, ParamKind::embedding);
-      prefix_v = p.param("prefix_v", {n_prefix, KD}, ParamKind::embedding);
+      if (const std::int64_t H = p.prefix_projection; H > 0) {
+        pre_e = p.shared_param("prefix.embedding", {n_prefix, C}, ParamKind::embedding);
+        pre_w1 = p.shared_param("prefix.w1", {H, C}, ParamKind::matrix);
+        pre_b1 = p.shared_param("prefix.b1", {H}, ParamKind::bias);
+        pre_wk = p.param("prefix_wk", {KD, H}, ParamKind::matrix), pre_bk = p.param("prefix_bk", {KD}, ParamKind::bias);
+        pre_wv = p.param("prefix_wv", {KD, H}, ParamKind::matrix), pre_bv = p.param("prefix_bv", {KD}, ParamKind::bias);
+        pre_u = p.stat("prefix_u", {n_prefix, H}), pre_h = p.stat("prefix_h", {n_prefix, H});
+        pre_k = p.stat("prefix_k_made", {n_prefix, KD}), pre_v = p.stat("prefix_v_made", {n_prefix, KD});
+        if (p.kv_cache == 0) {
+          dpre_k = p.stat("dprefix_k", {n_prefix, KD}), dpre_v = p.stat("dprefix_v", {n_prefix, KD});
+          dpre_h = p.stat("dprefix_h", {n_prefix, H}), dpre_tmp = p.stat("dprefix_h_v", {n_prefix, H});
+          dpre_e = p.stat("dprefix_e", {n_prefix, C});
+        }
+      } else {
+        prefix_k = p.param("prefix_k", {n_prefix, KD}, ParamKind::embedding);
+        prefix_v = p.param("prefix_v", {n_prefix, KD}, ParamKind::embedding);
+      }
       if (p.kv_cache == 0) {
         const std::int64_t rows = p.B * (n_prefix + p.T);
         kp = p.act("k_prefixed", {rows, KD}), vp = p.act("v_prefixed", {rows, KD});
@@ -116,8 +139,9 @@ struct GQA {
       ops::scale_forward(at(kcache, c.pos0, c.T), heads(c, k, c.dims.n_kv_heads), 1.0f);
       ops::scale_forward(at(vcache, c.pos0, c.T), heads(c, v, c.dims.n_kv_heads), 1.0f);
       if (n_prefix > 0) {  // the prefix holds the cache's first rows (the tokens start at pos0 ≥ P)
-        ops::convert(c.a(kcache).span(0, n_prefix * KD), c.p(prefix_k).span(0, n_prefix * KD));
-        ops::convert(c.a(vcache).span(0, n_prefix * KD), c.p(prefix_v).span(0, n_prefix * KD));
+        const auto [pk, pv] = prefix(c);
+        ops::convert(c.a(kcache).span(0, n_prefix * KD), pk.span(0, n_prefix * KD));
+        ops::convert(c.a(vcache).span(0, n_prefix * KD), pv.span(0, n_prefix * KD));
       }
       ops::attention_forward(heads(c, o, c.dims.n_heads), c.a(lse), heads(c, q, c.dims.n_heads),
                              at(kcache, 0, rows_so_far), at(vcache, 0, rows_so_far), mask(c));
@@ -125,9 +149,10 @@ struct GQA {
       // Each row's keys: the prefix's, then its tokens' (which stand at positions P .. P + T − 1:
       // c.pos0 = P, so the mask's query offset is P).
       const std::int64_t KD = c.dims.kv_dim(), P = n_prefix, T = c.T;
+      const auto [pk, pv] = prefix(c);
       for (std::int64_t b = 0; b < c.B; ++b) {
-        ops::convert(c.a(kp).span(b * (P + T) * KD, P * KD), c.p(prefix_k).span(0, P * KD));
-        ops::convert(c.a(vp).span(b * (P + T) * KD, P * KD), c.p(prefix_v).span(0, P * KD));
+        ops::convert(c.a(kp).span(b * (P + T) * KD, P * KD), pk.span(0, P * KD));
+        ops::convert(c.a(vp).span(b * (P + T) * KD, P * KD), pv.span(0, P * KD));
         ops::convert(c.a(kp).span((b * (P + T) + P) * KD, T * KD), c.a(k).span(b * T * KD, T * KD));
         ops::convert(c.a(vp).span((b * (P + T) + P) * KD, T * KD), c.a(v).span(b * T * KD, T * KD));
       }
@@ -150,14 +175,25 @@ struct GQA {
                               prefixed(c, kp), prefixed(c, vp), heads(c, o, H), c.a(lse), mask(c));
       // The prefix's gradient sums over the rows; the tokens' keys and values take the rest.
       const std::int64_t KD = c.dims.kv_dim(), P = n_prefix, T = c.T;
+      if (pre_e) ops::scale_forward(c.a(dpre_k), c.a(dpre_k), 0.0f), ops::scale_forward(c.a(dpre_v), c.a(dpre_v), 0.0f);
       for (std::int64_t b = 0; b < c.B; ++b) {
-        for (auto [param, grad] : {std::pair{prefix_k, dkp}, std::pair{prefix_v, dvp}})
-          if (const TensorRef g = c.g(param)) {
+        for (auto [param, made, grad] : {std::tuple{prefix_k, dpre_k, dkp}, std::tuple{prefix_v, dpre_v, dvp}})
+          if (const TensorRef g = pre_e ? c.a(made) : c.g(param)) {
             ops::convert(c.a(dprefix), c.a(grad).span(b * (P + T) * KD, P * KD).view({P, KD}));
             ops::add_forward(g, g, c.a(dprefix));
           }
         ops::convert(c.a(dk).span(b * T * KD, T * KD), c.a(dkp).span((b * (P + T) + P) * KD, T * KD));
         ops::convert(c.a(dv).span(b * T * KD, T * KD), c.a(dvp).span((b * (P + T) + P) * KD, T * KD));
+      }
+      if (pre_e) {
+        // Back through the MLP: dWk, dWv, then dh, tanh, dW1 and dE (E and W1 gather every layer's).
+        ops::matmul_backward(c.a(dpre_h), c.g(pre_wk), c.g(pre_bk), c.a(dpre_k), c.a(pre_h), c.p(pre_wk));
+        ops::matmul_backward(c.a(dpre_tmp), c.g(pre_wv), c.g(pre_bv), c.a(dpre_v), c.a(pre_h), c.p(pre_wv));
+        ops::add_forward(c.a(dpre_h), c.a(dpre_h), c.a(dpre_tmp));
+        ops::tanh_backward(c.a(dpre_h), c.a(dpre_h), c.a(pre_u));
+        const TensorRef ge = c.g(pre_e);
+        ops::matmul_backward(ge ? c.a(dpre_e) : TensorRef{}, c.g(pre_w1), c.g(pre_b1), c.a(dpre_h), c.p(pre_e), c.p(pre_w1));
+        if (ge) ops::add_forward(ge, ge, c.a(dpre_e));
       }
     } else {
       ops::attention_backward(heads(c, dq, H), heads(c, dk, KV), heads(c, dv, KV), heads(c, dout, H),
@@ -189,6 +225,15 @@ struct GQA {
   }
   TensorRef heads(const Ctx& c, ActSlot s, int n) const {
     return c.a(s).view({c.B, c.T, n, c.dims.head_dim()});
+  }
+  // This layer's prefix keys and values [P, KV·D]: the parameters, or made by the MLP now.
+  std::pair<TensorRef, TensorRef> prefix(Ctx& c) const {
+    if (!pre_e) return {c.p(prefix_k), c.p(prefix_v)};
+    ops::matmul_forward(c.a(pre_u), c.p(pre_e), c.p(pre_w1), c.p(pre_b1));
+    ops::tanh_forward(c.a(pre_h), c.a(pre_u));
+    ops::matmul_forward(c.a(pre_k), c.a(pre_h), c.p(pre_wk), c.p(pre_bk));
+    ops::matmul_forward(c.a(pre_v), c.a(pre_h), c.p(pre_wv), c.p(pre_bv));
+    return {c.a(pre_k), c.a(pre_v)};
   }
   TensorRef prefixed(const Ctx& c, ActSlot s) const {
     return c.a(s).view({c.B, n_prefix + c.T, c.dims.n_kv_heads, c.dims.head_dim()});

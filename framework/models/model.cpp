@@ -58,6 +58,7 @@ void AnyModel::plan(std::int64_t B, std::int64_t T, bool recompute) {
   Planner p(dims_, B, Tp, params_, acts_, planned_);
   p.soft_prompt = prompt_n_;
   p.prefix_tokens = prefix_n_;
+  p.prefix_projection = prefix_projection_;
   p.freeze = freeze_;
   p.adapters = adapters_;
   p.recompute_blocks = recompute;
@@ -139,10 +140,11 @@ void AnyModel::set_adapters(AdapterFactory factory) {
   adapters_ = std::move(factory);
 }
 
-void AnyModel::set_prefix(std::int64_t n) {
+void AnyModel::set_prefix(std::int64_t n, std::int64_t projection) {
   LLMTK_CHECK(!planned_, name_, "set_prefix() comes before the first plan()");
   LLMTK_CHECK(n >= 0 && n < dims_.max_seq, name_, "a prefix of ", n, " positions does not fit model.max_seq = ", dims_.max_seq);
-  prefix_n_ = n;
+  LLMTK_CHECK(projection >= 0, name_, "the prefix's projection width must be positive (0: none), got ", projection);
+  prefix_n_ = n, prefix_projection_ = projection;
 }
 
 void AnyModel::set_soft_prompt(std::int64_t n) {

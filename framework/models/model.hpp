@@ -106,9 +106,12 @@ class AnyModel {
   std::int64_t soft_prompt() const { return prompt_n_; }
   // Prefix tuning: every attention layer gets `n` trainable keys and values
   // ("blocks.N.attn.prefix_k", "prefix_v", [n, KV·D]) that its queries see before the tokens' own,
-  // which stand at positions n .. n + T − 1, as after n cached positions. Before the first plan().
-  void set_prefix(std::int64_t n);
+  // which stand at positions n .. n + T − 1, as after n cached positions. With projection = H > 0
+  // they are made by an MLP of hidden width H from one shared embedding ("prefix.*", and each
+  // layer's "prefix_w[kv]", "prefix_b[kv]"). Before the first plan().
+  void set_prefix(std::int64_t n, std::int64_t projection = 0);
   std::int64_t prefix() const { return prefix_n_; }
+  std::int64_t prefix_projection() const { return prefix_projection_; }
   // The positions a row's tokens can have: model.max_seq less a soft prompt's or prefix's.
   std::int64_t context() const { return dims_.max_seq - prompt_n_ - prefix_n_; }
 
@@ -166,7 +169,7 @@ class AnyModel {
   std::int64_t B_ = 0, T_ = 0;
   // Prompt tuning: n vectors per row; Tp_ = T_ + n positions run in training (T_ when decoding).
   std::int64_t prompt_n_ = 0, Tp_ = 0;
-  std::int64_t prefix_n_ = 0;  // prefix tuning's keys and values per layer
+  std::int64_t prefix_n_ = 0, prefix_projection_ = 0;  // prefix tuning's keys and values per layer
   ActSlot prompt_logits_, prompt_zeros_;  // [B, T, V] the tokens' logits; [n, V] zeros (backward)
   std::vector<std::int32_t> host_ids_, host_lengths_;
   bool recompute_ = false;

@@ -320,6 +320,8 @@ void check_relu_forward(TensorRef y, TensorRef x) { unary("relu_forward", y, x);
 void check_relu_backward(TensorRef dx, TensorRef dy, TensorRef x) { unary_backward("relu_backward", dx, dy, x); }
 void check_silu_forward(TensorRef y, TensorRef x) { unary("silu_forward", y, x); }
 void check_silu_backward(TensorRef dx, TensorRef dy, TensorRef x) { unary_backward("silu_backward", dx, dy, x); }
+void check_tanh_forward(TensorRef y, TensorRef x) { unary("tanh_forward", y, x); }
+void check_tanh_backward(TensorRef dx, TensorRef dy, TensorRef x) { unary_backward("tanh_backward", dx, dy, x); }
 void check_swiglu_forward(TensorRef y, TensorRef gate, TensorRef up) { gated("swiglu_forward", y, gate, up); }
 void check_swiglu_backward(TensorRef dgate, TensorRef dup, TensorRef dy, TensorRef gate, TensorRef up) {
   gated_backward("swiglu_backward", dgate, dup, dy, gate, up);

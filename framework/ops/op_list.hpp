@@ -35,6 +35,8 @@
   X(relu_backward, (TensorRef dx, TensorRef dy, TensorRef x), (dx, dy, x))                        \
   X(silu_forward,  (TensorRef y, TensorRef x), (y, x))                                            \
   X(silu_backward, (TensorRef dx, TensorRef dy, TensorRef x), (dx, dy, x))                        \
+  X(tanh_forward,  (TensorRef y, TensorRef x), (y, x))                                            \
+  X(tanh_backward, (TensorRef dx, TensorRef dy, TensorRef x), (dx, dy, x))                        \
   X(swiglu_forward,  (TensorRef y, TensorRef gate, TensorRef up), (y, gate, up))                  \
   X(swiglu_backward, (TensorRef dgate, TensorRef dup, TensorRef dy, TensorRef gate,               \
                       TensorRef up), (dgate, dup, dy, gate, up))                                  \

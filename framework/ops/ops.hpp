@@ -115,7 +115,7 @@ namespace ops {
 //   Tk = q_offset + Tq: the keys before the queries' own (a prefix's) get gradients too.
 //
 // ---- element-wise -------------------------------------------------------------------------
-// gelu (tanh approximation, GPT-2's), relu, silu: y = f(x); backward dx = dy · f'(x).
+// gelu (tanh approximation, GPT-2's), relu, silu, tanh: y = f(x); backward dx = dy · f'(x).
 // swiglu_forward: y[N, F] = silu(gate) · up;  geglu_forward: y = gelu(gate) · up
 // swiglu/geglu_backward: dgate, dup written.
 //

@@ -128,6 +128,22 @@ class Planner {
   // Prefix tuning: each attention layer's queries see this many trainable keys and values first;
   // the tokens stand at positions prefix .. prefix + T − 1 (AnyModel::set_prefix).
   std::int64_t prefix_tokens = 0;
+  // Prefix tuning's reparameterisation (Li and Liang 2021): the hidden width of the MLP that makes
+  // every layer's prefix from one shared embedding (0: the prefixes are parameters themselves).
+  std::int64_t prefix_projection = 0;
+  // A parameter several parts share, under its full name (no scope): the first part to ask
+  // declares it, the others find it; its gradient accumulates from every part that reads it.
+  ParamSlot shared_param(std::string_view full_name, std::vector<std::int64_t> shape, ParamKind kind) {
+    const int id = params_.find(full_name);
+    if (id >= 0) {
+      LLMTK_CHECK(params_.entries()[std::size_t(id)].shape == shape, "plan", "shared parameter '", full_name,
+                  "' is asked for with another shape");
+      return {id, params_.entries()[std::size_t(id)].grad};
+    }
+    LLMTK_CHECK(!fixed_, "plan", "shared parameter '", full_name, "' changed between plans");
+    const int nid = params_.add(std::string(full_name), std::move(shape), DType::f32, kind, matches_any(full_name));
+    return {nid, params_.entries()[std::size_t(nid)].grad};
+  }
   // While set, activations declared under `to` reuse the same-named ones under `from`.
   void share_activations(std::string from, std::string to) { share_from_ = std::move(from), share_to_ = std::move(to); }
 

@@ -68,7 +68,7 @@ std::string save_checkpoint(const std::string& dir_name, const AnyModel& model, 
   if (s.lora.enabled() && !s.lora.rank_pattern.empty()) st["lora"]["rank_pattern"] = s.lora.rank_pattern;
   if (s.lora.enabled() && !s.lora.alpha_pattern.empty()) st["lora"]["alpha_pattern"] = s.lora.alpha_pattern;
   if (s.soft_prompt > 0) st["prompt_tuning"] = {{"n_tokens", s.soft_prompt}};
-  if (s.prefix > 0) st["prefix_tuning"] = {{"n_tokens", s.prefix}};
+  if (s.prefix > 0) st["prefix_tuning"] = {{"n_tokens", s.prefix}, {"projection", s.prefix_projection}};
   st["data"] = {{"epoch", s.data_epoch}, {"step", s.data_step}, {"dir", s.data_dir}};
   st["tokenizer"] = s.tokenizer;
   st["tokenizer_hash"] = s.tokenizer_hash;
@@ -105,7 +105,8 @@ CheckpointState read_checkpoint_state(const std::string& dir) {
       if (l.contains("alpha_pattern")) s.lora.alpha_pattern = l["alpha_pattern"].get<std::map<std::string, double>>();
     }
     if (st.contains("prompt_tuning")) s.soft_prompt = st["prompt_tuning"].at("n_tokens");
-    if (st.contains("prefix_tuning")) s.prefix = st["prefix_tuning"].at("n_tokens");
+    if (st.contains("prefix_tuning"))
+      s.prefix = st["prefix_tuning"].at("n_tokens"), s.prefix_projection = st["prefix_tuning"].value("projection", 0);
     s.data_epoch = st.at("data").at("epoch");
     s.data_step = st.at("data").at("step");
     s.data_dir = st.at("data").value("dir", "");
@@ -241,7 +242,7 @@ LoadedRun load_run(const std::string& dir, const std::string& device) {
   l.model = make_model(l.state.arch, l.state.dims);
   if (l.state.lora.enabled()) apply_lora(*l.model, l.state.lora);
   if (l.state.soft_prompt > 0) l.model->set_soft_prompt(l.state.soft_prompt);
-  if (l.state.prefix > 0) l.model->set_prefix(l.state.prefix);
+  if (l.state.prefix > 0) l.model->set_prefix(l.state.prefix, l.state.prefix_projection);
   if (!l.state.frozen.empty()) l.model->freeze(l.state.frozen);  // the layout the checkpoint was saved with
   l.model->plan(1, 1);
   l.model->allocate();

@@ -27,6 +27,7 @@ struct CheckpointState {
   LoraConfig lora;                      // LoRA adapters the model carries (rank 0: none)
   std::int64_t soft_prompt = 0;         // prompt tuning's vectors before every row (0: none)
   std::int64_t prefix = 0;              // prefix tuning's keys and values per layer (0: none)
+  std::int64_t prefix_projection = 0;   // and its reparameterisation MLP's width (0: none)
   std::int64_t data_epoch = 0, data_step = 0;
   std::string data_dir;
   std::string tokenizer;                // path of tokenizer.json

@@ -54,9 +54,10 @@ struct PromptTuningConfig {
   bool operator==(const PromptTuningConfig&) const = default;
 };
 // [prefix_tuning] (Li and Liang 2021): n trainable keys and values per attention layer, the model
-// frozen. They start N(0, 0.02²) (PEFT's default, without the reparameterisation MLP).
+// frozen. They start N(0, 0.02²); with `projection` an MLP makes them from a shared embedding.
 struct PrefixTuningConfig {
   std::int64_t n_tokens = 0;
+  std::int64_t projection = 0;  // > 0: the reparameterisation MLP's hidden width (PEFT's encoder_hidden_size)
   bool enabled() const { return n_tokens > 0; }
   bool operator==(const PrefixTuningConfig&) const = default;
 };

@@ -199,6 +199,8 @@ void load_peft_virtual_tokens(const PeftVirtualTokens& t, AnyModel& model) {
     return model.params().write(id, t.values.data());
   }
   const std::int64_t L = model.dims().n_layers, KD = model.dims().kv_dim();
+  LLMTK_CHECK(model.prefix_projection() == 0, "finetune.from", "a PEFT prefix holds the prefixes' values, and this model "
+              "makes them with an MLP (prefix_tuning.projection); remove prefix_tuning.projection to continue from it");
   LLMTK_CHECK(model.prefix() == t.n && t.shape[1] == L * 2 * KD, "finetune.from", "the prefix [", t.n, ", ", t.shape[1],
               "] does not fit this model's [", model.prefix(), ", ", L * 2 * KD, "] (", L, " layers × key and value × ", KD, ")");
   std::vector<float> layer(std::size_t(t.n * KD));
@@ -443,9 +445,38 @@ void export_peft_prefix(const AnyModel& m, const std::string& out_dir, const std
   out.add("prompt_embeddings", {P, L * 2 * KD});
   out.allocate(host_memory());
   float* dst = out["prompt_embeddings"].f32();
+  // With the reparameterisation the prefixes are made, here as in layers/attention.hpp (in
+  // double): h = tanh(E·W1ᵀ + b1), prefix = h·Wᵀ + b; PEFT gets the values (no projection).
+  std::vector<double> h;
+  if (m.prefix_projection() > 0) {
+    const std::int64_t H = m.prefix_projection(), C = m.dims().d_model;
+    const float *E = host["prefix.embedding"].f32(), *W1 = host["prefix.w1"].f32(), *b1 = host["prefix.b1"].f32();
+    h.resize(std::size_t(P * H));
+    for (std::int64_t i = 0; i < P; ++i)
+      for (std::int64_t j = 0; j < H; ++j) {
+        double u = b1[j];
+        for (std::int64_t k = 0; k < C; ++k) u += double(E[i * C + k]) * double(W1[j * C + k]);
+        h[std::size_t(i * H + j)] = std::tanh(u);
+      }
+  }
+  std::vector<float> made(std::size_t(P * KD));
   for (std::int64_t l = 0; l < L; ++l)
     for (int kv = 0; kv < 2; ++kv) {
-      const float* src = host["blocks." + std::to_string(l) + ".attn.prefix_" + (kv ? "v" : "k")].f32();
+      const std::string layer = "blocks." + std::to_string(l) + ".attn.prefix_";
+      const float* src = nullptr;
+      if (h.empty()) {
+        src = host[layer + (kv ? "v" : "k")].f32();
+      } else {
+        const std::int64_t H = m.prefix_projection();
+        const float *W = host[layer + (kv ? "wv" : "wk")].f32(), *b = host[layer + (kv ? "bv" : "bk")].f32();
+        for (std::int64_t i = 0; i < P; ++i)
+          for (std::int64_t o = 0; o < KD; ++o) {
+            double acc = b[o];
+            for (std::int64_t j = 0; j < H; ++j) acc += h[std::size_t(i * H + j)] * double(W[o * H + j]);
+            made[std::size_t(i * KD + o)] = float(acc);
+          }
+        src = made.data();
+      }
       for (std::int64_t i = 0; i < P; ++i) std::copy_n(src + i * KD, KD, dst + (i * L * 2 + 2 * l + kv) * KD);
     }
   const json cfg = {{"peft_type", "PREFIX_TUNING"},

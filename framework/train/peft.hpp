@@ -73,6 +73,8 @@ void export_peft_prompt(const AnyModel& model, const std::string& dir, const std
 // Prefix tuning in PEFT's layout (peft_type "PREFIX_TUNING", no projection): "prompt_embeddings"
 // [n, L · 2 · KV·D], for each virtual position every layer's key then value (PEFT views it as
 // [n, 2L, KV, D] and hands layer l the entries 2l and 2l + 1 as its cached keys and values).
+// A model that makes its prefixes with the reparameterisation MLP exports the values it makes
+// (what PEFT's own prefix_projection computes at inference).
 void export_peft_prefix(const AnyModel& model, const std::string& dir, const std::string& base_name,
                         const data::Tokenizer* tokenizer = nullptr, const data::ChatTemplate* chat = nullptr);
 

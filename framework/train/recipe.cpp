@@ -126,6 +126,8 @@ Recipe read_recipe(const std::string& path, const std::vector<std::string>& sets
   // [prefix_tuning]: n trainable keys and values per attention layer; the base is frozen.
   auto px = root.table("prefix_tuning");
   r.prefix_tuning.n_tokens = px.integer("n_tokens", 0, 0, r.model.dims.max_seq - 1);
+  r.prefix_tuning.projection = px.integer("projection", 0, 0, 1 << 16);
+  LLMTK_CHECK(!px.has("projection") || r.prefix_tuning.enabled(), path, "[prefix_tuning] without n_tokens: set prefix_tuning.n_tokens (e.g. 20)");
   if (peft == "PROMPT_TUNING" || peft == "PREFIX_TUNING") {
     // A PEFT soft prompt or prefix to continue from decides how many positions it has.
     PeftVirtualTokens t;
@@ -262,7 +264,8 @@ std::string to_toml(const Recipe& r) {
     for (char ch : r.prompt_tuning.init) init += ch == '"' || ch == '\\' ? std::string("\\") + ch : std::string(1, ch);
     o << "\n[prompt_tuning]\nn_tokens = " << r.prompt_tuning.n_tokens << "\ninit = \"" << init << "\"\n";
   }
-  if (r.prefix_tuning.enabled()) o << "\n[prefix_tuning]\nn_tokens = " << r.prefix_tuning.n_tokens << "\n";
+  if (r.prefix_tuning.enabled())
+    o << "\n[prefix_tuning]\nn_tokens = " << r.prefix_tuning.n_tokens << "\nprojection = " << r.prefix_tuning.projection << "\n";
   o << "\n[optim]\nname = \"" << r.optim.name << "\"\nlr = " << r.optim.lr << "\nbeta1 = " << r.optim.beta1
     << "\nbeta2 = " << r.optim.beta2 << "\neps = " << r.optim.eps << "\nweight_decay = " << r.optim.weight_decay
     << "\nmomentum = " << r.optim.momentum << "\nnesterov = " << (r.optim.nesterov ? "true" : "false")

@@ -347,8 +347,10 @@ Setup set_up(const Recipe& r, const TrainOptions& opt, const std::string& resume
   } else if (r.prefix_tuning.enabled()) {
     LLMTK_CHECK(!from.empty(), r.file, "[prefix_tuning] trains keys and values for a base model: set finetune.from (or pass --init)");
     LLMTK_CHECK(!s.loader->packed(), r.file, "prefix tuning puts its keys before one example per row; set data.packing = false");
-    s.model->set_prefix(r.prefix_tuning.n_tokens);
-    s.model->freeze({"*", "!*.attn.prefix_k", "!*.attn.prefix_v"});
+    s.model->set_prefix(r.prefix_tuning.n_tokens, r.prefix_tuning.projection);
+    std::vector<std::string> frozen = {"*", "!*.attn.prefix_*"};
+    if (r.prefix_tuning.projection > 0) frozen.push_back("!prefix.*");  // the MLP's shared parameters
+    s.model->freeze(frozen);
   } else if (!r.train.freeze.empty()) {
     s.model->freeze(r.train.freeze);
   }
@@ -399,7 +401,7 @@ struct Run {
 
   std::string save(const std::string& name) {
     const auto pos = s.loader->position();
-    CheckpointState st{s.step, r.model.arch, r.model.dims, s.model->frozen_patterns(), r.lora, r.prompt_tuning.n_tokens, r.prefix_tuning.n_tokens, std::int64_t(pos.epoch),
+    CheckpointState st{s.step, r.model.arch, r.model.dims, s.model->frozen_patterns(), r.lora, r.prompt_tuning.n_tokens, r.prefix_tuning.n_tokens, r.prefix_tuning.projection, std::int64_t(pos.epoch),
                        std::int64_t(pos.step), r.data.dir, s.tok_path, std::to_string(s.tok->hash()), val_loss,
                        s.best_val, to_toml(r), s.base};
     return save_checkpoint((fs::path(dir) / "checkpoints" / name).string(), *s.model, s.optimizer.get(), st);
@@ -535,7 +537,8 @@ class Evaluator final : public Hook {
     if (r.lora.enabled()) apply_lora(*gen, r.lora);
     else if (!r.train.freeze.empty()) gen->freeze(r.train.freeze);
     if (r.prompt_tuning.enabled()) gen->set_soft_prompt(r.prompt_tuning.n_tokens), gen->freeze(run.s.model->frozen_patterns());
-    if (r.prefix_tuning.enabled()) gen->set_prefix(r.prefix_tuning.n_tokens), gen->freeze(run.s.model->frozen_patterns());
+    if (r.prefix_tuning.enabled())
+      gen->set_prefix(r.prefix_tuning.n_tokens, r.prefix_tuning.projection), gen->freeze(run.s.model->frozen_patterns());
     gen->plan(1, 1);
     gen->allocate();
     gen->params().copy_from(run.s.model->params());
