@@ -254,12 +254,16 @@ std::string to_toml(const Recipe& r) {
     if (map.empty()) return;
     o << key << " = {";
     bool first = true;
-    for (const auto& [pattern, v] : map) o << (first ? " \"" : ", \"") << pattern << "\" = " << std::setprecision(17) << v, first = false;
-    o << " }\n";
+    const auto precision = o.precision();
+    for (const auto& [pattern, v] : map) {
+      std::string quoted;  // a TOML basic string: quotes and backslashes escaped
+      for (char ch : pattern) quoted += ch == '"' || ch == '\\' ? std::string("\\") + ch : std::string(1, ch);
+      o << (first ? " \"" : ", \"") << quoted << "\" = " << std::setprecision(17) << v, first = false;
+    }
+    o << std::setprecision(int(precision)) << " }\n";
   };
   if (r.lora.enabled()) pattern_table("rank_pattern", r.lora.rank_pattern), pattern_table("alpha_pattern", r.lora.alpha_pattern);
-  if (r.prompt_tuning.enabled())
-  {
+  if (r.prompt_tuning.enabled()) {
     std::string init;
     for (char ch : r.prompt_tuning.init) init += ch == '"' || ch == '\\' ? std::string("\\") + ch : std::string(1, ch);
     o << "\n[prompt_tuning]\nn_tokens = " << r.prompt_tuning.n_tokens << "\ninit = \"" << init << "\"\n";
