@@ -140,32 +140,26 @@ GradReport gradcheck_part(L& part, const Dims& dims, std::int64_t B, std::int64_
   return rep;
 }
 
-// Checks d(loss)/dθ for every parameter of a whole model.
-inline GradReport gradcheck_model(AnyModel& m, std::int64_t B, std::int64_t T, std::uint64_t seed,
+// Checks d(loss)/dθ for every parameter of a whole model, planned for the batch, under any
+// objective: random parameters from `rng`, then the batch `make_batch` draws from it.
+template <class MakeBatch>
+inline GradReport gradcheck_model(AnyModel& m, Objective& objective, MakeBatch&& make_batch, Rng& rng,
                                   GradTolerance tol = {}) {
-  m.plan(B, T);
   m.allocate();
-  Rng rng(seed);
   Arena& params = m.params();
   for (std::size_t i = 0; i < params.entries().size(); ++i) {
     const auto kind = params.entries()[i].kind;
     fill_normal(params[int(i)], rng, kind == ParamKind::norm ? 0.2 : 0.4,
                 kind == ParamKind::norm ? 1.0 : 0.0);
   }
-  std::vector<std::int32_t> ids(std::size_t(B * T)), targets(ids.size());
-  for (auto& v : ids) v = std::int32_t(rng.next() % std::uint64_t(m.dims().vocab));
-  for (auto& v : targets) v = std::int32_t(rng.next() % std::uint64_t(m.dims().vocab));
-  targets[1] = kIgnoreIndex;  // the ignore index must drop out of loss and gradient
-  TensorRef tid(ids.data(), DType::i32, {B, T}), ttg(targets.data(), DType::i32, {B, T});
-
+  const train::Batch batch = make_batch(rng);
   Arena prefill = params.like("prefill");
   prefill.allocate();
   for (std::size_t i = 0; i < params.entries().size(); ++i) fill_normal(prefill[int(i)], rng, 1.0);
   std::memcpy(m.grads().data(), prefill.data(), prefill.bytes());
-  NextTokenLoss objective;
-  train::forward_backward(m, objective, train::lm_batch(tid, ttg));
+  train::forward_backward(m, objective, batch);
 
-  auto f = [&] { return double(train::forward_loss(m, objective, train::lm_batch(tid, ttg))); };
+  auto f = [&] { return double(train::forward_loss(m, objective, batch)); };
   GradReport rep;
   for (std::size_t i = 0; i < params.entries().size(); ++i) {
     const auto& e = params.entries()[i];
@@ -174,6 +168,24 @@ inline GradReport gradcheck_model(AnyModel& m, std::int64_t B, std::int64_t T, s
                   prefill[int(i)].f32());
   }
   return rep;
+}
+
+// Checks d(loss)/dθ for every parameter of a whole model under next-token cross-entropy.
+inline GradReport gradcheck_model(AnyModel& m, std::int64_t B, std::int64_t T, std::uint64_t seed,
+                                  GradTolerance tol = {}) {
+  m.plan(B, T);
+  Rng rng(seed);
+  std::vector<std::int32_t> ids(std::size_t(B * T)), targets(ids.size());
+  NextTokenLoss objective;
+  return gradcheck_model(
+      m, objective,
+      [&](Rng& r) {
+        for (auto& v : ids) v = std::int32_t(r.next() % std::uint64_t(m.dims().vocab));
+        for (auto& v : targets) v = std::int32_t(r.next() % std::uint64_t(m.dims().vocab));
+        targets[1] = kIgnoreIndex;  // the ignore index must drop out of loss and gradient
+        return train::lm_batch(TensorRef(ids.data(), DType::i32, {B, T}), TensorRef(targets.data(), DType::i32, {B, T}));
+      },
+      rng, tol);
 }
 
 }  // namespace llmtk::test

@@ -27,6 +27,12 @@ const std::vector<SynthTask>& synth_tasks() {
       {"wordnet-define", "/usr/share/wordnet/data.noun",
        "a new domain: the gloss of a one-word noun from WordNet (glosses of at most 12 words); the base model never "
        "read WordNet, so exact answers are rare and the loss on the answers is the measure"},
+      {"kjv-continue-pref", "data/corpus/kjv.txt",
+       "preferences: kjv-continue's prompts with the right ending chosen and a neighbouring verse's ending (as many "
+       "words) rejected; the same verses are held out as in kjv-continue"},
+      {"kjv-book-pref", "data/corpus/kjv.txt",
+       "preferences: kjv-book's prompts with the right book chosen and a neighbouring book of the canon rejected (the "
+       "plausible mistake: its style is closest); the same verses are held out as in kjv-book"},
   };
   return tasks;
 }
@@ -35,7 +41,8 @@ namespace {
 
 struct Item {
   std::string ref, instruction, input, output;
-  std::string key;  // decides the split: the verse's text (identical verses fall together), or the word
+  std::string key;       // decides the split: the verse's text (identical verses fall together), or the word
+  std::string rejected;  // preference tasks: the plausible wrong answer (output is the chosen one)
 };
 
 std::vector<std::string> words_of(const std::string& s) {
@@ -88,7 +95,7 @@ std::vector<Item> kjv_continue(const std::string& path) {
     // The last 1 to 3 words: short enough that a 2M-parameter model's recall can get some
     // exactly right (with the last quarter, 2 to 6 words, it got none in 600 steps).
     const std::size_t k = std::clamp<std::size_t>(w.size() / 8, 1, 3);
-    items.push_back({v.ref, "Continue the verse: " + join(w, 0, w.size() - k), "", join(w, w.size() - k, w.size()), v.text});
+    items.push_back({v.ref, "Continue the verse: " + join(w, 0, w.size() - k), "", join(w, w.size() - k, w.size()), v.text, ""});
   }
   return items;
 }
@@ -97,7 +104,53 @@ std::vector<Item> kjv_book(const std::string& path) {
   std::vector<Item> items;
   for (const auto& v : read_kjv(path))
     if (words_of(v.text).size() <= 30)
-      items.push_back({v.ref, "Which book of the Bible is this verse from?", v.text, v.book, v.text});
+      items.push_back({v.ref, "Which book of the Bible is this verse from?", v.text, v.book, v.text, ""});
+  return items;
+}
+
+// The preference tasks: the same prompts and split keys as their instruction tasks, each with a
+// wrong answer a model could plausibly give, chosen deterministically from the verse's neighbours.
+std::vector<Item> kjv_continue_pref(const std::string& path) {
+  const auto verses = read_kjv(path);
+  std::vector<Item> items;
+  for (std::size_t i = 0; i < verses.size(); ++i) {
+    const auto w = words_of(verses[i].text);
+    if (w.size() < 6 || w.size() > 30) continue;
+    const std::size_t k = std::clamp<std::size_t>(w.size() / 8, 1, 3);
+    const std::string chosen = join(w, w.size() - k, w.size());
+    // The next verse's last k words (the previous one's at a book's end, or when they are the same).
+    std::string rejected;
+    for (const std::size_t j : {i + 1, i - 1}) {
+      if (j >= verses.size() || verses[j].book != verses[i].book) continue;
+      const auto o = words_of(verses[j].text);
+      if (o.size() < k) continue;
+      const std::string r = join(o, o.size() - k, o.size());
+      if (r != chosen) {
+        rejected = r;
+        break;
+      }
+    }
+    if (rejected.empty()) continue;
+    items.push_back({verses[i].ref, "Continue the verse: " + join(w, 0, w.size() - k), "", chosen, verses[i].text, rejected});
+  }
+  return items;
+}
+
+std::vector<Item> kjv_book_pref(const std::string& path) {
+  const auto verses = read_kjv(path);
+  std::vector<std::string> canon;  // the books in the order they come
+  for (const auto& v : verses)
+    if (canon.empty() || canon.back() != v.book) canon.push_back(v.book);
+  std::vector<Item> items;
+  for (const auto& v : verses) {
+    if (words_of(v.text).size() > 30) continue;
+    const auto at = std::size_t(std::find(canon.begin(), canon.end(), v.book) - canon.begin());
+    // The book before or after it, as a hash of the verse decides (the first and last have one neighbour).
+    Fnv1a h;
+    h.add(v.text);
+    const bool after = at == 0 || (at + 1 < canon.size() && (Rng(h.h).next() & 1));
+    items.push_back({v.ref, "Which book of the Bible is this verse from?", v.text, v.book, v.text, canon[after ? at + 1 : at - 1]});
+  }
   return items;
 }
 
@@ -124,7 +177,7 @@ std::vector<Item> wordnet_define(const std::string& path) {
     while (!gloss.empty() && gloss.back() == ' ') gloss.pop_back();
     const auto n = words_of(gloss).size();
     if (n == 0 || n > 12 || gloss.find('"') != std::string::npos) continue;
-    items.push_back({word, "Define: " + word, "", gloss, word});
+    items.push_back({word, "Define: " + word, "", gloss, word, ""});
   }
   LLMTK_CHECK(!items.empty(), "data synth", "'", path, "' holds no WordNet synsets (expected a data.noun file)");
   return items;
@@ -143,9 +196,11 @@ std::int64_t synth(const SynthOptions& o, const std::string& out, const std::fun
   LLMTK_CHECK(o.split == "train" || o.split == "test", "data synth", "--split must be train or test, got '", o.split, "'");
   LLMTK_CHECK(o.test_fraction > 0 && o.test_fraction < 1, "data synth", "the test fraction must be in (0, 1), got ", o.test_fraction);
   const std::string source = o.source.empty() ? task->source : o.source;
-  const std::vector<Item> items = o.task == "kjv-continue" ? kjv_continue(source)
-                                  : o.task == "kjv-book"   ? kjv_book(source)
-                                                           : wordnet_define(source);
+  const std::vector<Item> items = o.task == "kjv-continue"        ? kjv_continue(source)
+                                  : o.task == "kjv-book"          ? kjv_book(source)
+                                  : o.task == "kjv-continue-pref" ? kjv_continue_pref(source)
+                                  : o.task == "kjv-book-pref"     ? kjv_book_pref(source)
+                                                                  : wordnet_define(source);
   const std::string tmp = out + ".tmp";
   if (fs::path(out).has_parent_path()) fs::create_directories(fs::path(out).parent_path());
   std::int64_t n = 0;
@@ -160,7 +215,12 @@ std::int64_t synth(const SynthOptions& o, const std::string& out, const std::fun
       const bool test = Rng(h.h).uniform() < o.test_fraction;
       if (test != (o.split == "test")) continue;
       if (o.limit > 0 && n >= o.limit) break;
-      const nlohmann::ordered_json j = {{"instruction", it.instruction}, {"input", it.input}, {"output", it.output}, {"ref", it.ref}};
+      // Preference records in the convention of TRL and torchtune: prompt, chosen, rejected.
+      const nlohmann::ordered_json j =
+          it.rejected.empty()
+              ? nlohmann::ordered_json{{"instruction", it.instruction}, {"input", it.input}, {"output", it.output}, {"ref", it.ref}}
+              : nlohmann::ordered_json{{"prompt", it.input.empty() ? it.instruction : it.instruction + "\n\n" + it.input},
+                                       {"chosen", it.output}, {"rejected", it.rejected}, {"ref", it.ref}};
       f << j.dump() << "\n";
       ++n;
     }

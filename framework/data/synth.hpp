@@ -9,6 +9,9 @@
 //                   recall of text the base model saw in pre-training, and following the format
 //   kjv-book        "Which book of the Bible is this verse from? ..." → "Genesis"
 //                   a classification that generalises to verses never seen in fine-tuning
+//   kjv-continue-pref, kjv-book-pref
+//                   the same prompts as preference pairs (docs/alignment.md): the right answer
+//                   chosen, a neighbouring verse's ending or book rejected
 //   wordnet-define  "Define: lighthouse" → "a tower with a light that gives warning of shoals to passing ships"
 //                   a new domain: the quickstart model never read WordNet
 #pragma once
@@ -33,8 +36,8 @@ struct SynthOptions {
   std::int64_t limit = 0;        // > 0: at most this many records (the first, in source order)
 };
 
-// Writes Alpaca JSONL ({"instruction", "input", "output", "ref"}) to `out` (via a temporary file);
-// returns the number of records.
+// Writes Alpaca JSONL ({"instruction", "input", "output", "ref"}), or for the preference tasks
+// {"prompt", "chosen", "rejected", "ref"}, to `out` (via a temporary file); returns the number of records.
 std::int64_t synth(const SynthOptions& o, const std::string& out, const std::function<void(const std::string&)>& log);
 
 }  // namespace llmtk::data

@@ -85,3 +85,146 @@ void NextTokenLoss::backward(TensorRef dlogits) {
 }
 
 }  // namespace llmtk
+
+namespace llmtk {
+
+void accumulate(Metrics& sum, const Metrics& m) {
+  if (sum.empty()) {
+    sum = m;
+    return;
+  }
+  for (std::size_t i = 0; i < m.size() && i < sum.size(); ++i) sum[i].second += m[i].second;
+}
+
+// ---- per-position losses ---------------------------------------------------------------------
+
+const std::vector<float>& TokenLosses::forward(TensorRef logits, TensorRef targets, const char* where) {
+  LLMTK_CHECK(logits && (logits.dtype == DType::f32 || logits.dtype == DType::bf16) && logits.rank >= 2, where,
+              "logits must be f32 or bf16 [..., V], got ", name_of(logits.dtype), " ", logits.shape_str());
+  const std::int64_t N = logits.rows(), V = logits.size(-1);
+  LLMTK_CHECK(targets && targets.dtype == DType::i32 && targets.numel() == N && targets.device == Device::host, where,
+              "targets must be ", N, " i32 values in host memory (one per position), got ", targets.shape_str());
+  if (N != rows_ || !io_.allocated() || io_.device() != logits.device) {
+    io_ = Arena("token losses");
+    losses_ = io_.add("losses", {N});
+    targets_ = io_.add("targets", {N}, DType::i32);
+    weights_ = io_.add("weights", {N});
+    io_.allocate(memory_of(logits.device));
+    rows_ = N;
+  }
+  logits_ = logits.view({N, V});
+  io_.write(targets_, targets.data);
+  ops::cross_entropy_forward(io_[losses_], logits_, io_[targets_], kIgnoreIndex);
+  host_.resize(std::size_t(N));
+  io_.read(losses_, host_.data());
+  return host_;
+}
+
+void TokenLosses::backward(TensorRef dlogits, const std::vector<float>& weights) {
+  LLMTK_CHECK(logits_ && std::int64_t(weights.size()) == rows_ && dlogits.numel() == logits_.numel(), "token losses",
+              "backward() needs a forward() first, one weight per position and dlogits of the logits' shape");
+  io_.write(weights_, weights.data());
+  ops::cross_entropy_backward(dlogits.view({logits_.size(0), logits_.size(1)}), logits_, io_[targets_], io_[weights_], 1.0f,
+                              kIgnoreIndex);
+}
+
+void row_logps(const std::vector<float>& losses, const std::int32_t* targets, std::int64_t rows, std::int64_t T,
+               std::vector<double>& logp, std::vector<std::int64_t>& length) {
+  logp.assign(std::size_t(rows), 0.0);
+  length.assign(std::size_t(rows), 0);
+  for (std::int64_t r = 0; r < rows; ++r) {
+    double sum = 0;
+    for (std::int64_t t = 0; t < T; ++t) {
+      const std::size_t n = std::size_t(r * T + t);
+      if (targets[n] == kIgnoreIndex) continue;
+      sum -= double(losses[n]);
+      ++length[std::size_t(r)];
+    }
+    // Rounded to f32, the precision a reference's log-probabilities are kept in: a policy equal to
+    // its reference then has log-ratios of exactly 0 (and DPO's loss is exactly log 2).
+    logp[std::size_t(r)] = double(static_cast<float>(sum));
+  }
+}
+
+// ---- preference losses -----------------------------------------------------------------------
+
+namespace {
+// log σ(x) without overflow for large |x|.
+double log_sigmoid(double x) { return x >= 0 ? -std::log1p(std::exp(-x)) : x - std::log1p(std::exp(x)); }
+double sigmoid(double x) { return x >= 0 ? 1.0 / (1.0 + std::exp(-x)) : std::exp(x) / (1.0 + std::exp(x)); }
+}  // namespace
+
+PreferenceLoss::PreferenceLoss(PreferenceLossOptions o) : options_(std::move(o)) {
+  const auto& l = options_.loss;
+  LLMTK_CHECK(l == "dpo" || l == "ipo" || l == "simpo", "preference loss", "unknown loss '", l, "'; known: dpo, ipo, simpo");
+  LLMTK_CHECK(options_.beta > 0, "preference loss", "beta must be > 0, got ", options_.beta);
+  LLMTK_CHECK(options_.label_smoothing >= 0 && options_.label_smoothing < 0.5, "preference loss",
+              "label_smoothing must be in [0, 0.5), got ", options_.label_smoothing);
+}
+
+float PreferenceLoss::forward(TensorRef logits, const Labels& labels) {
+  constexpr const char* where = "preference loss";
+  LLMTK_CHECK(labels.targets.rank == 2 && labels.targets.size(0) % 2 == 0, where,
+              "targets must be [2P, T]: P chosen rows, then the P rejected rows of the same prompts; got ",
+              labels.targets.shape_str());
+  const std::int64_t R = labels.targets.size(0), T = labels.targets.size(1), P = R / 2;
+  const auto& losses = losses_.forward(logits, labels.targets, where);
+  row_logps(losses, labels.targets.i32(), R, T, logp_, length_);
+  const bool ref = options_.needs_reference();
+  LLMTK_CHECK(!ref || (labels.reference && labels.reference.dtype == DType::f32 && labels.reference.numel() == R &&
+                       labels.reference.device == Device::host),
+              where, options_.loss, " compares with a reference model: labels.reference must be ", R,
+              " f32 host values (its log-probability of each row)");
+  const float* lref = ref ? labels.reference.f32() : nullptr;
+  const double beta = options_.beta, eps = options_.label_smoothing;
+  std::vector<double> dlogp(std::size_t(R), 0.0);  // d(batch loss) / d log π(row)
+  double total = 0, correct = 0, margin = 0, rc_sum = 0, rr_sum = 0, lc_sum = 0, lr_sum = 0;
+  for (std::int64_t j = 0; j < P; ++j) {
+    const std::size_t c = std::size_t(j), r = std::size_t(P + j);
+    LLMTK_CHECK(length_[c] > 0 && length_[r] > 0, where, "pair ", j, " has a reply with no counted target");
+    const double pc = logp_[c], pr = logp_[r];
+    double loss = 0, gc = 0, gr = 0, reward_c = 0, reward_r = 0;
+    if (options_.loss == "simpo") {
+      const double nc = double(length_[c]), nr = double(length_[r]);
+      const double h = beta * (pc / nc - pr / nr) - options_.simpo_gamma;
+      loss = -(1 - eps) * log_sigmoid(h) - eps * log_sigmoid(-h);
+      const double dh = -(1 - eps) * sigmoid(-h) + eps * sigmoid(h);
+      gc = dh * beta / nc, gr = -dh * beta / nr;
+      reward_c = beta * pc / nc, reward_r = beta * pr / nr;
+    } else {
+      const double ratio_c = pc - double(lref[c]), ratio_r = pr - double(lref[r]);
+      reward_c = beta * ratio_c, reward_r = beta * ratio_r;
+      if (options_.loss == "dpo") {
+        const double h = beta * (ratio_c - ratio_r);
+        loss = -(1 - eps) * log_sigmoid(h) - eps * log_sigmoid(-h);
+        const double dh = -(1 - eps) * sigmoid(-h) + eps * sigmoid(h);
+        gc = dh * beta, gr = -dh * beta;
+      } else {  // ipo: the squared distance of the log-ratio margin from 1/(2β)
+        const double h = ratio_c - ratio_r, d = h - 1.0 / (2.0 * beta);
+        loss = d * d;
+        gc = 2 * d, gr = -2 * d;
+      }
+    }
+    total += loss;
+    dlogp[c] = gc / double(P), dlogp[r] = gr / double(P);
+    correct += reward_c > reward_r, margin += reward_c - reward_r;
+    rc_sum += reward_c, rr_sum += reward_r, lc_sum += pc, lr_sum += pr;
+  }
+  // log π(row) = −Σ losses[n] over its counted positions, so d loss / d losses[n] = −d loss / d log π.
+  weights_.assign(std::size_t(R * T), 0.0f);
+  const std::int32_t* tg = labels.targets.i32();
+  for (std::int64_t n = 0; n < R * T; ++n)
+    if (tg[n] != kIgnoreIndex) weights_[std::size_t(n)] = static_cast<float>(-dlogp[std::size_t(n / T)]);
+  const double p = double(P);
+  metrics_ = {{"reward_accuracy", correct / p}, {"reward_margin", margin / p}, {"reward_chosen", rc_sum / p},
+              {"reward_rejected", rr_sum / p},  {"logp_chosen", lc_sum / p},  {"logp_rejected", lr_sum / p}};
+  ready_ = true;
+  return static_cast<float>(total / p);
+}
+
+void PreferenceLoss::backward(TensorRef dlogits) {
+  LLMTK_CHECK(ready_, "preference loss", "backward() needs a forward() first");
+  losses_.backward(dlogits, weights_);
+}
+
+}  // namespace llmtk

@@ -6,11 +6,13 @@
 //   objective.backward(logits);                      // d loss / d logits, here in place
 //   model.backward(logits);                          // parameter gradients +=
 //
-// NextTokenLoss is the language-modelling objective; MLM, span corruption, DPO, reward and RL
-// objectives are further implementations of the same interface.
+// NextTokenLoss is the language-modelling objective, PreferenceLoss the preference objectives
+// (DPO, IPO, SimPO); MLM, span corruption, reward and RL objectives are further implementations
+// of the same interface.
 #pragma once
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "../core/arena.hpp"
@@ -19,10 +21,18 @@ namespace llmtk {
 
 inline constexpr int kIgnoreIndex = -100;  // targets equal to this are left out of the loss
 
+// Named measurements besides the loss (reward accuracy, margins...), in a fixed order.
+using Metrics = std::vector<std::pair<std::string, double>>;
+// Adds `m` into `sum` by name (the first call sets the names); divide by the count for the mean.
+void accumulate(Metrics& sum, const Metrics& m);
+
 // What an objective compares the outputs with. Objectives document which fields they read.
 struct Labels {
-  TensorRef targets;  // [B, T] i32: the token each position should predict, or kIgnoreIndex
-  TensorRef weights;  // [B, T] f32 or null: how much each position counts (a loss mask: 0 or 1)
+  Labels(TensorRef t = {}, TensorRef w = {}, TensorRef ref = {}) : targets(t), weights(w), reference(ref) {}
+  TensorRef targets;    // [B, T] i32: the token each position should predict, or kIgnoreIndex
+  TensorRef weights;    // [B, T] f32 or null: how much each position counts (a loss mask: 0 or 1)
+  TensorRef reference;  // [B] f32 host or null: a frozen reference model's log-probability of
+                        // each row's counted targets (preference objectives)
 };
 
 class Objective {
@@ -33,7 +43,76 @@ class Objective {
   virtual float forward(TensorRef outputs, const Labels& labels) = 0;
   // Writes d(loss)/d(outputs) into `doutputs`, which may be the outputs' own buffer.
   virtual void backward(TensorRef doutputs) = 0;
+  // What the last forward measured besides the loss (name, value), for metrics.jsonl.
+  virtual Metrics metrics() const { return {}; }
 };
+
+// Per-position cross-entropy on the logits' device, brought back to the host: the piece shared by
+// objectives built on each reply's log-probability.
+class TokenLosses {
+ public:
+  // losses[n] = −log p(targets[n] | logits[n]), 0 where targets[n] is kIgnoreIndex. `targets`
+  // ([N] i32) in host memory; the result stays valid until the next call.
+  const std::vector<float>& forward(TensorRef logits, TensorRef targets, const char* where);
+  // dlogits[n] = weights[n] · d losses[n] / d logits[n] (weights: N host values), in place allowed.
+  void backward(TensorRef dlogits, const std::vector<float>& weights);
+
+ private:
+  Arena io_{"token losses"};  // losses, targets and weights on the logits' device
+  int losses_ = -1, targets_ = -1, weights_ = -1;
+  std::int64_t rows_ = 0;
+  TensorRef logits_;
+  std::vector<float> host_;
+};
+
+// The preference losses of one batch of pairs: rows [0, P) are the chosen replies and rows
+// [P, 2P) the rejected ones to the same prompts; log π(y) is the sum of a row's counted targets'
+// log-probabilities. With h the pair's score and σ the logistic function (docs/alignment.md):
+//   dpo    h = β·((log π(y_c) − log π_ref(y_c)) − (log π(y_r) − log π_ref(y_r)))
+//          loss = −(1−ε)·log σ(h) − ε·log σ(−h)           (ε: label smoothing, cDPO)
+//   ipo    h = (log π(y_c) − log π_ref(y_c)) − (log π(y_r) − log π_ref(y_r))
+//          loss = (h − 1/(2β))²
+//   simpo  h = β·(log π(y_c)/|y_c| − log π(y_r)/|y_r|) − γ   (no reference model)
+//          loss = −(1−ε)·log σ(h) − ε·log σ(−h)
+// The batch's loss is the mean over its pairs. Rewards, as the metrics report them: β·(log π −
+// log π_ref) per reply (simpo: β·log π/|y|).
+struct PreferenceLossOptions {
+  std::string loss = "dpo";     // dpo | ipo | simpo
+  double beta = 0.1;
+  double label_smoothing = 0;   // ε in [0, 0.5)
+  double simpo_gamma = 0.5;     // γ, SimPO's target reward margin
+  bool needs_reference() const { return loss != "simpo"; }
+  bool operator==(const PreferenceLossOptions&) const = default;
+};
+
+class PreferenceLoss final : public Objective {
+ public:
+  explicit PreferenceLoss(PreferenceLossOptions o);
+  std::string name() const override { return options_.loss; }
+  // labels.targets [2P, T] in host memory; labels.reference [2P] when the loss needs a reference.
+  float forward(TensorRef logits, const Labels& labels) override;
+  void backward(TensorRef dlogits) override;
+  // reward_accuracy (share of pairs whose chosen reward is higher), reward_margin, reward_chosen,
+  // reward_rejected, logp_chosen, logp_rejected (means over the pairs).
+  Metrics metrics() const override { return metrics_; }
+  // The last forward's log π of every row (summed over its counted targets) and its counted targets.
+  const std::vector<double>& logps() const { return logp_; }
+  const std::vector<std::int64_t>& lengths() const { return length_; }
+
+ private:
+  PreferenceLossOptions options_;
+  TokenLosses losses_;
+  std::vector<double> logp_;
+  std::vector<std::int64_t> length_;
+  std::vector<float> weights_;  // −d loss / d log π of each position's row, 0 where not counted
+  Metrics metrics_;
+  bool ready_ = false;
+};
+
+// Σ over each row of −losses[n] where targets[n] is counted: the log-probability of each row's
+// counted targets (rows of T positions; summed in double, rounded to f32), and how many there are.
+void row_logps(const std::vector<float>& losses, const std::int32_t* targets, std::int64_t rows, std::int64_t T,
+               std::vector<double>& logp, std::vector<std::int64_t>& length);
 
 // Next-token cross-entropy: loss = Σ_n w_n · ce_n / Σ_n w_n over the positions whose target is not
 // kIgnoreIndex, with w_n = 1 when there are no weights (the mean over counted positions). A

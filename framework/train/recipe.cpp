@@ -145,6 +145,30 @@ Recipe read_recipe(const std::string& path, const std::vector<std::string>& sets
   LLMTK_CHECK(!r.prefix_tuning.enabled() || (!r.lora.enabled() && !r.prompt_tuning.enabled()), path,
               "[prefix_tuning] with ", r.lora.enabled() ? "[lora]" : "[prompt_tuning]", ": choose one strategy");
 
+  // [preference]: pairs of replies and the loss that learns from them; the model starts from the base.
+  auto pf = root.table("preference");
+  r.preference.train = pf.string("train", "");
+  r.preference.test = pf.string("test", "");
+  r.preference.reference = pf.string("reference", "");
+  r.preference.loss.loss = pf.string("loss", r.preference.loss.loss, {"dpo", "ipo", "simpo"});
+  r.preference.loss.beta = pf.number("beta", r.preference.loss.beta, 1e-6, 1e6);
+  r.preference.loss.label_smoothing = pf.number("label_smoothing", r.preference.loss.label_smoothing, 0, 0.499);
+  r.preference.loss.simpo_gamma = pf.number("simpo_gamma", r.preference.loss.simpo_gamma, -1e6, 1e6);
+  if (r.preference.enabled()) {
+    LLMTK_CHECK(!r.finetune.from.empty(), path, "[preference] aligns a trained model: set finetune.from (an instruction-tuned run)");
+    LLMTK_CHECK(r.preference.loss.needs_reference() || r.preference.reference.empty(), path,
+                "preference.loss = \"simpo\" compares with no reference model; remove preference.reference");
+    LLMTK_CHECK(!r.prompt_tuning.enabled() && !r.prefix_tuning.enabled(), path,
+                "[preference] with [", r.prompt_tuning.enabled() ? "prompt_tuning" : "prefix_tuning",
+                "]: preference training supports full training and [lora] so far");
+    for (const auto& [key, f] : {std::pair{"train", r.preference.train}, std::pair{"test", r.preference.test}})
+      LLMTK_CHECK(f.empty() || fs::exists(f), path, "preference.", key, " = \"", f, "\" does not exist; llmtk data synth ",
+                  "kjv-book-pref --out FILE writes an example set (recipes/align/run.sh makes them)");
+  } else {
+    for (const char* key : {"test", "reference", "loss", "beta", "label_smoothing", "simpo_gamma"})
+      LLMTK_CHECK(!pf.has(key), path, "preference.", key, " without preference.train: name the pairs to train on");
+  }
+
   auto d = root.table("data");
   r.data.dir = d.string("dir", "");
   r.data.order = d.string("order", r.data.order, {"shuffled", "sequential", "by_length", "random"});
@@ -270,6 +294,13 @@ std::string to_toml(const Recipe& r) {
   }
   if (r.prefix_tuning.enabled())
     o << "\n[prefix_tuning]\nn_tokens = " << r.prefix_tuning.n_tokens << "\nprojection = " << r.prefix_tuning.projection << "\n";
+  if (r.preference.enabled()) {
+    o << "\n[preference]\ntrain = \"" << r.preference.train << "\"\n";
+    if (!r.preference.test.empty()) o << "test = \"" << r.preference.test << "\"\n";
+    if (!r.preference.reference.empty()) o << "reference = \"" << r.preference.reference << "\"\n";
+    o << "loss = \"" << r.preference.loss.loss << "\"\nbeta = " << r.preference.loss.beta << "\nlabel_smoothing = "
+      << r.preference.loss.label_smoothing << "\nsimpo_gamma = " << r.preference.loss.simpo_gamma << "\n";
+  }
   o << "\n[optim]\nname = \"" << r.optim.name << "\"\nlr = " << r.optim.lr << "\nbeta1 = " << r.optim.beta1
     << "\nbeta2 = " << r.optim.beta2 << "\neps = " << r.optim.eps << "\nweight_decay = " << r.optim.weight_decay
     << "\nmomentum = " << r.optim.momentum << "\nnesterov = " << (r.optim.nesterov ? "true" : "false")

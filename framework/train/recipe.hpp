@@ -7,6 +7,7 @@
 
 #include "../core/dims.hpp"
 #include "finetune.hpp"
+#include "objective.hpp"  // PreferenceLossOptions
 
 namespace llmtk {
 class ConfigFile;
@@ -29,13 +30,19 @@ struct Recipe {
   LoraConfig lora;                      // [lora]; rank 0: none
   PromptTuningConfig prompt_tuning;     // [prompt_tuning]; n_tokens 0: none
   PrefixTuningConfig prefix_tuning;     // [prefix_tuning]; n_tokens 0: none
+  struct Preference {                   // [preference]: train on pairs of replies (docs/alignment.md)
+    PreferenceLossOptions loss;         // loss, beta, label_smoothing, simpo_gamma
+    std::string train, test;            // JSONL pair files (test: the validation pairs)
+    std::string reference;              // the frozen reference model; default: finetune.from
+    bool enabled() const { return !train.empty(); }
+  } preference;
   struct Data {
     std::string dir;                    // output of `llmtk data prepare`: tokenizer.json, train_*.bin, val_*.bin
     std::string order = "shuffled";     // shuffled | sequential | by_length | random
     bool packing = true;                // instruction data: several examples per row (false: one, padded)
   } data;
   struct Train {
-    std::int64_t batch = 8, seq = 128;  // micro-batch
+    std::int64_t batch = 8, seq = 128;  // micro-batch (with [preference]: pairs, two rows each)
     std::int64_t steps = 0, tokens = 0; // one of them: optimizer steps, or tokens to see
     std::int64_t grad_accum = 1;        // micro-batches per optimizer step
     std::string precision = "fp32";

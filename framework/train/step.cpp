@@ -38,16 +38,27 @@ Batch LoaderBatches::next() {
   loader_.next(ids_, targets_, segments_);
   const std::int64_t B = loader_.options().batch, T = loader_.options().seq;
   const TensorRef segments = segments_.empty() ? TensorRef{} : TensorRef(segments_.data(), DType::i32, {B, T});
-  return {{TensorRef(ids_.data(), DType::i32, {B, T}), {}, segments}, {TensorRef(targets_.data(), DType::i32, {B, T}), {}}};
+  return {{TensorRef(ids_.data(), DType::i32, {B, T}), {}, segments}, {TensorRef(targets_.data(), DType::i32, {B, T}), {}, {}}};
+}
+
+EvalStats evaluate(AnyModel& model, Objective& objective, BatchSource& source, std::int64_t batches) {
+  source.seek({0, 0});
+  const std::int64_t n = std::min<std::int64_t>(batches, std::int64_t(source.batches_per_epoch()));
+  EvalStats e;
+  double sum = 0;
+  for (std::int64_t i = 0; i < n; ++i) {
+    sum += forward_loss(model, objective, source.next());
+    accumulate(e.metrics, objective.metrics());
+  }
+  if (n == 0) return e;
+  e.loss = sum / double(n);
+  for (auto& m : e.metrics) m.second /= double(n);
+  return e;
 }
 
 double evaluate(AnyModel& model, Objective& objective, data::DataLoader& loader, std::int64_t batches) {
-  loader.seek({0, 0});
   LoaderBatches source(loader);
-  const std::int64_t n = std::min<std::int64_t>(batches, std::int64_t(loader.batches_per_epoch()));
-  double sum = 0;
-  for (std::int64_t i = 0; i < n; ++i) sum += forward_loss(model, objective, source.next());
-  return n > 0 ? sum / double(n) : NAN;
+  return evaluate(model, objective, source, batches).loss;
 }
 
 TrainStep::TrainStep(AnyModel& model, Objective& objective, Optimizer& optimizer, StepOptions options)
@@ -78,9 +89,11 @@ StepStats TrainStep::run(const std::function<Batch()>& next, std::int64_t grad_a
     // draws the masks it would have drawn. Never 0, which means no dropout.
     model_.set_dropout_seed(Rng(options_.seed ^ (std::uint64_t(step) * 0x100000001b3ull + std::uint64_t(micro))).next() | 1);
     s.loss += forward_backward(model_, objective_, next());
+    accumulate(s.metrics, objective_.metrics());
   }
   model_.set_dropout_seed(0);
   s.loss /= double(grad_accum);
+  for (auto& m : s.metrics) m.second /= double(grad_accum);
   if (grad_accum > 1) scale_grads(1.0f / float(grad_accum));
   if (!options_.measure_norm) {
     s.grad_norm = NAN;

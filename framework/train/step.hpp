@@ -3,6 +3,7 @@
 // and the tests, so that fine-tuning, data parallel and RL loops plug into one step instead of
 // copying it.
 #pragma once
+#include <cmath>
 #include <cstdint>
 #include <functional>
 
@@ -24,7 +25,7 @@ struct Batch {
 
 // A language-modelling batch: ids, next-token targets, optional per-token weights ([B, T] each).
 inline Batch lm_batch(TensorRef ids, TensorRef targets, TensorRef weights = {}) {
-  return {{ids, {}, {}}, {targets, weights}};
+  return {{ids, {}, {}}, {targets, weights, {}}};
 }
 
 // forward → objective: the loss of one batch (no gradients).
@@ -35,12 +36,28 @@ void backward_from_loss(AnyModel& model, Objective& objective);
 // forward → objective → backward: the loss, with every trainable gradient accumulated (+=).
 float forward_backward(AnyModel& model, Objective& objective, const Batch& batch);
 
+// Where a run's batches come from: a loader of token shards (LoaderBatches) or of preference
+// pairs (PreferenceBatches, preference.hpp). The position is what a checkpoint saves.
+class BatchSource {
+ public:
+  virtual ~BatchSource() = default;
+  virtual Batch next() = 0;  // valid until the next call
+  virtual data::LoaderPosition position() const = 0;
+  virtual void seek(data::LoaderPosition p) = 0;
+  virtual std::uint64_t batches_per_epoch() const = 0;
+  virtual std::uint64_t tokens() const = 0;  // what an epoch holds
+};
+
 // Host buffers for the [B, T] batches a loader produces (ids and next-token targets, and the
 // documents of packed instruction rows).
-class LoaderBatches {
+class LoaderBatches final : public BatchSource {
  public:
   explicit LoaderBatches(data::DataLoader& loader);
-  Batch next();  // the loader's next batch, valid until the next call
+  Batch next() override;  // the loader's next batch, valid until the next call
+  data::LoaderPosition position() const override { return loader_.position(); }
+  void seek(data::LoaderPosition p) override { loader_.seek(p); }
+  std::uint64_t batches_per_epoch() const override { return loader_.batches_per_epoch(); }
+  std::uint64_t tokens() const override { return loader_.tokens(); }
   data::DataLoader& loader() { return loader_; }
 
  private:
@@ -48,14 +65,20 @@ class LoaderBatches {
   std::vector<std::int32_t> ids_, targets_, segments_;
 };
 
-// The mean loss over the first `batches` batches of `loader` (fewer if an epoch has fewer),
-// read from its start: the validation loss of `llmtk train` and `llmtk eval`.
+// The mean loss (and objective metrics) over the first `batches` batches of `source` (fewer if an
+// epoch has fewer), read from its start: the validation of `llmtk train` and `llmtk eval`.
+struct EvalStats {
+  double loss = NAN;
+  Metrics metrics;
+};
+EvalStats evaluate(AnyModel& model, Objective& objective, BatchSource& source, std::int64_t batches);
 double evaluate(AnyModel& model, Objective& objective, data::DataLoader& loader, std::int64_t batches);
 
 struct StepStats {
   double loss = 0;       // mean over the micro-batches
   double grad_norm = 0;  // global L2 norm before clipping (NaN when not measured)
   bool finite = true;    // false: the loss or a gradient was not finite, and nothing was updated
+  Metrics metrics;       // the objective's, averaged over the micro-batches
 };
 
 struct StepOptions {

@@ -22,6 +22,7 @@
 #include "hf.hpp"
 #include "optimizer.hpp"
 #include "peft.hpp"
+#include "preference.hpp"
 #include "schedule.hpp"
 #include "step.hpp"
 
@@ -262,8 +263,9 @@ std::string init_weights(const Recipe& r, const std::string& from_arg, AnyModel&
         if (id >= extended->vocab_size()) extended->add_special(text);
       same_tokenizer = extended->hash() == tok.hash();
     }
-    LLMTK_CHECK(same_tokenizer, "--init", ck, " was trained with the tokenizer ", st.tokenizer, " and data.dir = \"",
-                r.data.dir, "\" was prepared with another; prepare the data with [tokenizer] path = \"", st.tokenizer, "\"");
+    LLMTK_CHECK(same_tokenizer, "--init", ck, " was trained with the tokenizer ", st.tokenizer, " (hash ", st.tokenizer_hash,
+                ") and data.dir = \"", r.data.dir, "\" was prepared with another (hash ", tok.hash(),
+                "); prepare the data with [tokenizer] path = \"", st.tokenizer, "\"");
     dir = ck;
     log("initialised from the weights of " + ck + " (step " + std::to_string(st.step) + ")");
   }
@@ -288,17 +290,69 @@ std::string init_weights(const Recipe& r, const std::string& from_arg, AnyModel&
   return from;
 }
 
+// [preference]: the reference model (loaded like the base, frozen), the pairs through the chat
+// template, and the preference loss (docs/alignment.md).
+struct Setup;
+void set_up_preference(const Recipe& r, const std::string& from, Setup& s, const std::function<void(const std::string&)>& log);
+
 // The backend, the data, the model, the optimizer and the resumed position of one run.
 struct Setup {
   std::unique_ptr<data::Tokenizer> tok;
   std::string tok_path;
-  std::unique_ptr<data::DataLoader> loader, val_loader;
+  std::unique_ptr<data::DataLoader> loader, val_loader;  // token shards (not with [preference])
+  std::unique_ptr<BatchSource> batches, val_batches;      // what the steps and the evaluation read
+  std::unique_ptr<Objective> objective, val_objective;
+  std::unique_ptr<AnyModel> reference;  // [preference]: the frozen model the policy is compared with
+  std::int64_t rows = 0;                // rows of one micro-batch (two per pair with [preference])
   std::unique_ptr<AnyModel> model;
   std::unique_ptr<Optimizer> optimizer;
   std::int64_t step = 0;
   double best_val = INFINITY;
   BaseIdentity base;  // set when checkpoints hold only the trained parameters
 };
+
+void set_up_preference(const Recipe& r, const std::string& from, Setup& s, const std::function<void(const std::string&)>& log) {
+  const auto& p = r.preference;
+  data::ChatTemplate tmpl;
+  LLMTK_CHECK(data::ChatTemplate::saved_beside(s.tok_path, tmpl), r.file, "data.dir = \"", r.data.dir,
+              "\" has no chat template beside its tokenizer; name the instruction data the base was tuned on (prepared with kind = \"sft\")");
+  AnyModel* reference = nullptr;
+  if (p.loss.needs_reference()) {
+    const std::string ref = p.reference.empty() ? from : p.reference;
+    LLMTK_CHECK(!is_peft_dir(ref), r.file, "the reference model ", ref, " is a PEFT adapter directory; set preference.reference ",
+                "to an llmtk run or a Transformers directory (llmtk export RUN --hf DIR --merge)");
+    s.reference = make_model(r.model.arch, r.model.dims);
+    s.reference->set_precision(s.model->precision());
+    s.reference->freeze({"*"});  // no gradients, no optimizer state: it only scores
+    s.reference->plan(s.rows, r.train.seq);
+    s.reference->init(r.train.seed);
+    init_weights(r, ref, *s.reference, *s.tok, [&](const std::string& line) { log("reference model: " + line); });
+    reference = s.reference.get();
+  }
+  auto load = [&](const std::string& file, const char* split) {
+    const PreferenceFile f = read_preferences(file);
+    if (f.identical)
+      log(cat("warning: ", f.identical, " ", split, " records have chosen equal to rejected and are left out (the first at ",
+              f.first_identical, ")"));
+    EncodedPairs e = encode_pairs(*s.tok, tmpl, f.pairs, r.train.seq);
+    LLMTK_CHECK(!e.pairs.empty(), r.file, "no ", split, " pair in ", file, " fits in train.seq = ", r.train.seq, " tokens; raise train.seq");
+    log(cat("preference data: ", e.pairs.size(), " ", split, " pairs from ", file,
+            e.too_long ? cat(" (", e.too_long, " longer than train.seq = ", r.train.seq, " are left out)") : std::string()));
+    return std::move(e.pairs);
+  };
+  s.batches = std::make_unique<PreferenceBatches>(load(p.train, "training"), r.train.batch, r.train.seq,
+                                                  r.data.order != "sequential", r.train.seed, s.tok->eot(), reference);
+  // Validation reads eval.batches batches from the start of one fixed shuffle: a sample of every
+  // part of a file that may be sorted (by book, by task), the same sample at every evaluation.
+  if (!p.test.empty())
+    s.val_batches = std::make_unique<PreferenceBatches>(load(p.test, "validation"), r.train.batch, r.train.seq, true, 0,
+                                                        s.tok->eot(), reference);
+  s.objective = std::make_unique<PreferenceLoss>(p.loss);
+  s.val_objective = std::make_unique<PreferenceLoss>(p.loss);
+  log(cat("objective: ", p.loss.loss, " (beta ", p.loss.beta, p.loss.label_smoothing > 0 ? cat(", label smoothing ", p.loss.label_smoothing) : "",
+          p.loss.loss == "simpo" ? cat(", gamma ", p.loss.simpo_gamma) : "", "), ", r.train.batch, " pairs (",
+          s.rows, " rows) per micro-batch", reference ? "; the reference model scores every batch" : ""));
+}
 
 Setup set_up(const Recipe& r, const TrainOptions& opt, const std::string& resume_from,
              const std::function<void(const std::string&)>& log) {
@@ -309,18 +363,26 @@ Setup set_up(const Recipe& r, const TrainOptions& opt, const std::string& resume
   ops::set_matmul_precision(r.train.precision == "bf16" ? DType::bf16 : DType::f32);
   if (r.train.threads > 0) ops::set_threads(r.train.threads);  // through the backend's own setter
   s.tok_path = (fs::path(r.data.dir) / "tokenizer.json").string();
-  const auto train_files = shards(r.data.dir, "train_");
-  LLMTK_CHECK(!train_files.empty(), r.file, "data.dir = \"", r.data.dir,
+  const auto train_files = r.preference.enabled() ? std::vector<std::string>{} : shards(r.data.dir, "train_");
+  LLMTK_CHECK(r.preference.enabled() || !train_files.empty(), r.file, "data.dir = \"", r.data.dir,
               "\" holds no train_*.bin shards; run llmtk data prepare first (see recipes/data/)");
+  LLMTK_CHECK(fs::exists(s.tok_path), r.file, "data.dir = \"", r.data.dir, "\" holds no tokenizer.json; run llmtk data prepare first");
   s.tok = data::load_tokenizer(s.tok_path);
   LLMTK_CHECK(s.tok->vocab_size() <= r.model.dims.vocab, r.file, "the tokenizer in ", r.data.dir, " has ",
               s.tok->vocab_size(), " tokens but model.vocab is ", r.model.dims.vocab, "; set model.vocab = ",
               s.tok->vocab_size());
-  s.loader = make_loader(r, train_files, s.tok->hash(),
-                         {r.train.batch, r.train.seq, data::parse_order(r.data.order), r.train.seed, 0, 1, r.data.packing}, false);
-  s.val_loader = make_loader(r, shards(r.data.dir, "val_"), s.tok->hash(),
-                             {r.train.batch, r.train.seq, data::DataOrder::sequential, 0, 0, 1, r.data.packing}, true);
-  if (s.loader->examples())
+  s.rows = r.preference.enabled() ? 2 * r.train.batch : r.train.batch;
+  if (!r.preference.enabled()) {
+    s.loader = make_loader(r, train_files, s.tok->hash(),
+                           {r.train.batch, r.train.seq, data::parse_order(r.data.order), r.train.seed, 0, 1, r.data.packing}, false);
+    s.val_loader = make_loader(r, shards(r.data.dir, "val_"), s.tok->hash(),
+                               {r.train.batch, r.train.seq, data::DataOrder::sequential, 0, 0, 1, r.data.packing}, true);
+    s.batches = std::make_unique<LoaderBatches>(*s.loader);
+    if (s.val_loader) s.val_batches = std::make_unique<LoaderBatches>(*s.val_loader);
+    s.objective = std::make_unique<NextTokenLoss>();
+    s.val_objective = std::make_unique<NextTokenLoss>();
+  }
+  if (s.loader && s.loader->examples())
     log(cat("instruction data: ", s.loader->example_count(), " training examples in ", s.loader->batches_per_epoch() * std::uint64_t(r.train.batch),
             " rows (", r.data.packing ? "packed, attention and positions restart at each example" : "one per row, padded",
             "); only the tokens the loss mask marks are learned",
@@ -341,12 +403,12 @@ Setup set_up(const Recipe& r, const TrainOptions& opt, const std::string& resume
     lora = apply_lora(*s.model, r.lora);
   } else if (r.prompt_tuning.enabled()) {
     LLMTK_CHECK(!from.empty(), r.file, "[prompt_tuning] trains a soft prompt for a base model: set finetune.from (or pass --init)");
-    LLMTK_CHECK(!s.loader->packed(), r.file, "prompt tuning puts its vectors before one example per row; set data.packing = false");
+    LLMTK_CHECK(!s.loader || !s.loader->packed(), r.file, "prompt tuning puts its vectors before one example per row; set data.packing = false");
     s.model->set_soft_prompt(r.prompt_tuning.n_tokens);
     s.model->freeze({"*", "!embed.prompt"});
   } else if (r.prefix_tuning.enabled()) {
     LLMTK_CHECK(!from.empty(), r.file, "[prefix_tuning] trains keys and values for a base model: set finetune.from (or pass --init)");
-    LLMTK_CHECK(!s.loader->packed(), r.file, "prefix tuning puts its keys before one example per row; set data.packing = false");
+    LLMTK_CHECK(!s.loader || !s.loader->packed(), r.file, "prefix tuning puts its keys before one example per row; set data.packing = false");
     s.model->set_prefix(r.prefix_tuning.n_tokens, r.prefix_tuning.projection);
     std::vector<std::string> frozen = {"*", "!*.attn.prefix_*"};
     if (r.prefix_tuning.projection > 0) frozen.push_back("!prefix.*");  // the MLP's shared parameters
@@ -354,7 +416,7 @@ Setup set_up(const Recipe& r, const TrainOptions& opt, const std::string& resume
   } else if (!r.train.freeze.empty()) {
     s.model->freeze(r.train.freeze);
   }
-  s.model->plan(r.train.batch, r.train.seq, r.train.recompute == "blocks");
+  s.model->plan(s.rows, r.train.seq, r.train.recompute == "blocks");
   if (lora) check_lora_targets(r.lora, *lora);
   s.model->init(r.train.seed);
   if (!from.empty() && resume_from.empty()) {
@@ -364,6 +426,7 @@ Setup set_up(const Recipe& r, const TrainOptions& opt, const std::string& resume
     if (s.model->params().trainable_numel() < s.model->params().numel()) s.base = identify_base(base_dir, r.finetune.base_vocab);
   }
   s.optimizer = std::make_unique<Optimizer>(r.optim, s.model->params());
+  if (r.preference.enabled()) set_up_preference(r, from, s, log);
   if (resume_from.empty()) return s;
   const std::string& ck = resume_from;
   const CheckpointState st = read_checkpoint_state(ck);
@@ -375,7 +438,7 @@ Setup set_up(const Recipe& r, const TrainOptions& opt, const std::string& resume
   s.base = st.base;
   s.step = st.step;
   s.best_val = std::isfinite(st.best_val_loss) ? st.best_val_loss : INFINITY;
-  s.loader->seek({std::uint64_t(st.data_epoch), std::uint64_t(st.data_step)});
+  s.batches->seek({std::uint64_t(st.data_epoch), std::uint64_t(st.data_step)});
   log("resumed from " + ck + " at step " + std::to_string(s.step));
   return s;
 }
@@ -400,7 +463,7 @@ struct Run {
   int signal = 0;  // the signal that stopped the run
 
   std::string save(const std::string& name) {
-    const auto pos = s.loader->position();
+    const auto pos = s.batches->position();
     CheckpointState st{s.step, r.model.arch, r.model.dims, s.model->frozen_patterns(), r.lora, r.prompt_tuning.n_tokens, r.prefix_tuning.n_tokens, r.prefix_tuning.projection, std::int64_t(pos.epoch),
                        std::int64_t(pos.step), r.data.dir, s.tok_path, std::to_string(s.tok->hash()), val_loss,
                        s.best_val, to_toml(r), s.base};
@@ -476,18 +539,27 @@ class Logger final : public Hook {
   void after_step(Run& run, const StepStats& st, double lr) override {
     if (!st.finite) return;
     const Recipe& r = run.r;
-    const std::int64_t step = run.s.step, tokens_per_step = r.train.batch * r.train.seq * r.train.grad_accum;
+    const std::int64_t step = run.s.step, tokens_per_step = run.s.rows * r.train.seq * r.train.grad_accum;
     tokens_ += tokens_per_step;
     if (!(step % r.log.every == 0 || step == run.total || eval_due(run))) return;
     const auto now = clock_type::now();
     const double tps = double(tokens_) / std::max(std::chrono::duration<double>(now - t_log_).count(), 1e-9);
-    write({{"step", step}, {"loss", st.loss}, {"lr", lr}, {"grad_norm", st.grad_norm}, {"tokens_per_s", tps},
-           {"mfu", 3 * fwd_flops_ * tps / peak_}, {"peak_memory_bytes", peak_rss_bytes()},
-           {"elapsed_s", std::chrono::duration<double>(now - t_start_).count()}});
+    json m = {{"step", step}, {"loss", st.loss}};
+    for (const auto& [name, value] : st.metrics) m[name] = value;
+    m.update(json{{"lr", lr}, {"grad_norm", st.grad_norm}, {"tokens_per_s", tps}, {"mfu", 3 * fwd_flops_ * tps / peak_},
+                  {"peak_memory_bytes", peak_rss_bytes()}, {"elapsed_s", std::chrono::duration<double>(now - t_start_).count()}});
+    write(m);
     const double eta = double(run.total - step) * double(tokens_per_step) / std::max(tps, 1e-9);
-    char line[256];
-    std::snprintf(line, sizeof line, "step %6lld/%lld  loss %.4f  lr %.2e  grad %.3f  %.0f tok/s  eta %.0fs",
-                  static_cast<long long>(step), static_cast<long long>(run.total), st.loss, lr, st.grad_norm, tps, eta);
+    // The objective's first two measurements (a preference loss's reward accuracy and margin).
+    std::string extra;
+    for (std::size_t i = 0; i < std::min<std::size_t>(2, st.metrics.size()); ++i) {
+      char v[64];
+      std::snprintf(v, sizeof v, "  %s %.3f", st.metrics[i].first.c_str(), st.metrics[i].second);
+      extra += v;
+    }
+    char line[384];
+    std::snprintf(line, sizeof line, "step %6lld/%lld  loss %.4f%s  lr %.2e  grad %.3f  %.0f tok/s  eta %.0fs",
+                  static_cast<long long>(step), static_cast<long long>(run.total), st.loss, extra.c_str(), lr, st.grad_norm, tps, eta);
     if (run.opt.progress_bar) {
       const int width = 24, done = int(double(width) * double(step) / double(run.total));
       std::printf("\r[%s%s] %s", std::string(std::size_t(done), '#').c_str(),
@@ -514,12 +586,29 @@ class Evaluator final : public Hook {
   void after_step(Run& run, const StepStats& st, double) override {
     if (!st.finite || !eval_due(run)) return;
     const Recipe& r = run.r;
-    run.val_loss = run.s.val_loader ? evaluate(*run.s.model, objective_, *run.s.val_loader, r.eval.batches) : NAN;
-    logger_.write({{"step", run.s.step}, {"val_loss", run.val_loss}, {"val_ppl", std::exp(run.val_loss)}});
+    const EvalStats e = run.s.val_batches ? evaluate(*run.s.model, *run.s.val_objective, *run.s.val_batches, r.eval.batches)
+                                          : EvalStats{};
+    run.val_loss = e.loss;
+    // Perplexity is the exponential of a next-token loss only; a preference loss reports its measurements.
+    const bool lm = e.metrics.empty();
+    json m = {{"step", run.s.step}, {"val_loss", run.val_loss}};
+    if (lm) m["val_ppl"] = std::exp(run.val_loss);
+    std::string extra;
+    for (const auto& [name, value] : e.metrics) {
+      m["val_" + name] = value;
+      char v[64];
+      std::snprintf(v, sizeof v, "  %s %.3f", name.c_str(), value);
+      extra += v;
+    }
+    logger_.write(m);
     if (run.opt.progress_bar) std::printf("\n");
-    char line[128];
-    std::snprintf(line, sizeof line, "eval  step %lld  val loss %.4f  perplexity %.1f",
-                  static_cast<long long>(run.s.step), run.val_loss, std::exp(run.val_loss));
+    char line[512];
+    if (lm)
+      std::snprintf(line, sizeof line, "eval  step %lld  val loss %.4f  perplexity %.1f", static_cast<long long>(run.s.step),
+                    run.val_loss, std::exp(run.val_loss));
+    else
+      std::snprintf(line, sizeof line, "eval  step %lld  val loss %.4f%s", static_cast<long long>(run.s.step), run.val_loss,
+                    extra.c_str());
     run.log(line);
     sample(run);
     if (r.checkpoint.keep_best && std::isfinite(run.val_loss) && run.val_loss < run.s.best_val) {
@@ -549,7 +638,6 @@ class Evaluator final : public Hook {
     f << "--- step " << run.s.step << " ---\n" << r.log.sample_prompt << run.s.tok->decode(out) << "\n";
   }
   Logger& logger_;
-  NextTokenLoss objective_;
 };
 
 // Checkpoints every checkpoint.every steps, at the end, and when asked to stop (a signal or
@@ -588,8 +676,8 @@ void log_plan(const Run& run, double fwd_flops, double peak) {
   s << ", " << (m.params().bytes() + m.grads_bytes() + run.s.optimizer->state_bytes() + m.acts().bytes()) / (1 << 20)
     << " MiB (parameters, gradients, optimizer state, activations), " << 3 * fwd_flops / 1e6
     << " MFLOP per token to train\n"
-    << "data: " << run.s.loader->tokens() << " training tokens, " << run.s.loader->batches_per_epoch()
-    << " batches per epoch; " << run.total << " steps of " << r.train.batch * r.train.seq * r.train.grad_accum
+    << "data: " << run.s.batches->tokens() << " training tokens, " << run.s.batches->batches_per_epoch()
+    << " batches per epoch; " << run.total << " steps of " << run.s.rows * r.train.seq * r.train.grad_accum
     << " tokens on " << r.train.device << " (" << ops::backend_info() << "); matmul peak here " << peak / 1e9
     << " GFLOP/s";
   run.log(s.str());
@@ -617,13 +705,11 @@ TrainResult train(const Recipe& r, const TrainOptions& opt) {
   Checkpointer checkpointer;
   Hook* hooks[] = {&guard, &logger, &evaluator, &checkpointer};
 
-  NextTokenLoss objective;
-  TrainStep stepper(*s.model, objective, *s.optimizer, {r.optim.grad_clip, true, r.train.seed});
-  LoaderBatches batches(*s.loader);
+  TrainStep stepper(*s.model, *s.objective, *s.optimizer, {r.optim.grad_clip, true, r.train.seed});
   const Schedule sched{r.schedule.name, r.optim.lr, r.schedule.min_lr, r.schedule.warmup, run.total, r.schedule.decay_fraction};
   while (s.step < run.total && !run.stop) {
     const double lr = sched.at(s.step);
-    const StepStats st = stepper.run([&] { return batches.next(); }, r.train.grad_accum, lr, s.step + 1);
+    const StepStats st = stepper.run([&] { return s.batches->next(); }, r.train.grad_accum, lr, s.step + 1);
     if (st.finite) ++s.step, run.last_loss = st.loss;
     for (Hook* h : hooks) h->after_step(run, st, lr);
   }

@@ -22,6 +22,7 @@
 #include "train/hf.hpp"
 #include "train/run_report.hpp"
 #include "train/step.hpp"
+#include "train/preference.hpp"
 #include "train/task_eval.hpp"
 #include "train/trainer.hpp"
 
@@ -47,7 +48,7 @@ struct EvalArgs {
   std::string run, device = "cpu";
   std::vector<std::string> shards;
   std::int64_t batch = 8, seq = 0, batches = 0;
-  std::string task, chat_template, out;
+  std::string task, pairs, chat_template, out;
   int max_tokens = 32, show = 3;
   std::int64_t limit = 0;
 };
@@ -60,7 +61,7 @@ data::ChatTemplate chat_template_of(train::LoadedRun& l, const std::string& fall
   if (data::ChatTemplate::saved_beside(l.state.tokenizer, tmpl)) return tmpl;
   LLMTK_CHECK(!fallback.empty(), command, l.checkpoint, " was trained without a chat template (its tokenizer ", l.state.tokenizer,
               " has none beside it); fine-tune it on instruction data first (docs/sft.md)",
-              std::string(command) == "eval --task" ? ", or pass --template chatml to add the template's tokens as fine-tuning "
+              std::string(command).starts_with("eval --") ? ", or pass --template chatml to add the template's tokens as fine-tuning "
                                                       "would (the base model before fine-tuning)" : "");
   LLMTK_CHECK(!l.state.lora.enabled(), command, "--template on a LoRA run: export it merged first (llmtk export --hf DIR --merge)");
   tmpl = data::ChatTemplate::named(fallback);
@@ -134,6 +135,27 @@ void eval_task(const EvalArgs& a) {
         << "\n";
     LLMTK_CHECK(f.good(), "eval --task", "writing '", a.out, "' failed");
   }
+}
+
+// `llmtk eval RUN --pairs FILE`: how often the model itself gives the chosen reply the higher
+// log-probability (docs/alignment.md).
+void eval_pairs(const EvalArgs& a) {
+  auto l = train::load_run(a.run, a.device);
+  const data::ChatTemplate tmpl = chat_template_of(l, a.chat_template, "eval --pairs");
+  const train::PreferenceFile f = train::read_preferences(a.pairs);
+  std::vector<train::PreferencePair> pairs = f.pairs;
+  if (a.limit > 0 && std::int64_t(pairs.size()) > a.limit) {  // evenly spaced, as --task
+    std::vector<train::PreferencePair> some;
+    for (std::int64_t i = 0; i < a.limit; ++i) some.push_back(pairs[std::size_t(i * std::int64_t(pairs.size()) / a.limit)]);
+    pairs = std::move(some);
+  }
+  const auto res = train::evaluate_pairs(*l.model, *l.tokenizer, tmpl, pairs, a.batch);
+  fmt::print("checkpoint {}\npairs {}: {}{}{}\npreference_accuracy {:.4f}\nnormalized_accuracy {:.4f}\nlogp_margin {:.4f}\n"
+             "logp_chosen {:.4f}\nlogp_rejected {:.4f}\n",
+             l.checkpoint, a.pairs, res.pairs,
+             res.skipped ? fmt::format(" ({} longer than the model's context skipped)", res.skipped) : std::string(),
+             f.identical ? fmt::format(" ({} with chosen equal to rejected left out)", f.identical) : std::string(),
+             res.accuracy, res.normalized_accuracy, res.margin, res.logp_chosen, res.logp_rejected);
 }
 
 }  // namespace
@@ -352,14 +374,17 @@ void add_train_commands(CLI::App& app) {
   });
 
   auto ea = std::make_shared<EvalArgs>();
-  auto* ev = app.add_subcommand("eval", "Loss and perplexity of a trained run on shards, or its answers to a task");
+  auto* ev = app.add_subcommand("eval", "Loss and perplexity of a trained run on shards, its answers to a task, or its preferences");
   ev->add_option("run", ea->run, "A run or checkpoint directory")->required()->check(CLI::ExistingDirectory);
   auto* data_opt = ev->add_option("--data", ea->shards, "Shard files (.bin)")->check(CLI::ExistingFile);
   auto* task_opt = ev->add_option("--task", ea->task, "Instruction JSONL (llmtk data synth ... --split test): exact match, "
                                   "token accuracy and loss of the answers")->check(CLI::ExistingFile);
+  auto* pairs_opt = ev->add_option("--pairs", ea->pairs, "Preference JSONL ({prompt, chosen, rejected}): how often the model "
+                                    "gives the chosen reply the higher log-probability")->check(CLI::ExistingFile);
   data_opt->excludes(task_opt);
+  pairs_opt->excludes(task_opt)->excludes(data_opt);
   ev->add_option("--max-tokens", ea->max_tokens, "--task: tokens generated per answer")->check(CLI::Range(1, 1 << 16));
-  ev->add_option("--limit", ea->limit, "--task: N records, evenly spaced through the file")->check(CLI::Range(std::int64_t(1), std::int64_t(1) << 40));
+  ev->add_option("--limit", ea->limit, "--task, --pairs: N records, evenly spaced through the file")->check(CLI::Range(std::int64_t(1), std::int64_t(1) << 40));
   ev->add_option("--show", ea->show, "--task: print the first N answers")->check(CLI::Range(0, 1 << 20));
   ev->add_option("--out", ea->out, "--task: write every answer as JSONL");
   ev->add_option("--template", ea->chat_template, "--task on a model trained without a chat template: add this one's "
@@ -370,7 +395,9 @@ void add_train_commands(CLI::App& app) {
   ev->add_option("--device", ea->device, device_list())->check(device_names());
   ev->callback([ea] {
     if (!ea->task.empty()) return eval_task(*ea);
-    LLMTK_CHECK(!ea->shards.empty(), "eval", "say what to evaluate on: --data SHARDS (loss) or --task FILE.jsonl (answers)");
+    if (!ea->pairs.empty()) return eval_pairs(*ea);
+    LLMTK_CHECK(!ea->shards.empty(), "eval", "say what to evaluate on: --data SHARDS (loss), --task FILE.jsonl (answers) or "
+                "--pairs FILE.jsonl (preferences)");
     auto l = train::load_run(ea->run, ea->device);
     const std::int64_t T = ea->seq ? ea->seq : l.model->context();
     data::DataLoader loader(ea->shards, l.tokenizer->hash(),

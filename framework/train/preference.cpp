@@ -1,0 +1,215 @@
+#include "preference.hpp"
+
+#include <algorithm>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "../core/error.hpp"
+#include "../core/rng.hpp"
+
+namespace llmtk::train {
+
+namespace {
+
+using json = nlohmann::json;
+
+constexpr const char* kFormat =
+    "a preference record is {\"prompt\": TEXT or [messages ending with a user turn], \"chosen\": TEXT or "
+    "[one assistant message], \"rejected\": the same}";
+
+// A reply: a string, or a list holding one assistant message (TRL's conversational format).
+std::string reply_field(const json& j, const char* key, const std::string& where) {
+  LLMTK_CHECK(j.contains(key) && !j[key].is_null(), where, "no field \"", key, "\"; ", kFormat);
+  const json& v = j[key];
+  std::string text;
+  if (v.is_string()) {
+    text = v.get<std::string>();
+  } else {
+    LLMTK_CHECK(v.is_array() && v.size() == 1 && v[0].is_object() && v[0].value("role", "") == "assistant" &&
+                    v[0].contains("content") && v[0]["content"].is_string(),
+                where, "field \"", key, "\" must be a string or [{\"role\": \"assistant\", \"content\": TEXT}]; ", kFormat);
+    text = v[0]["content"].get<std::string>();
+  }
+  LLMTK_CHECK(!text.empty(), where, "field \"", key, "\" is empty: a reply needs at least one token to compare");
+  return text;
+}
+
+}  // namespace
+
+PreferencePair parse_preference(std::string_view line, const std::string& where) {
+  json j;
+  try {
+    j = json::parse(line);
+  } catch (const json::exception& e) {
+    fail(where, "not valid JSON: ", e.what());
+  }
+  LLMTK_CHECK(j.is_object(), where, "a record must be a JSON object, got ", j.type_name(), "; ", kFormat);
+  PreferencePair p;
+  LLMTK_CHECK(j.contains("prompt") && !j["prompt"].is_null(), where, "no field \"prompt\"; ", kFormat);
+  const json& prompt = j["prompt"];
+  if (prompt.is_string()) {
+    if (j.contains("system") && j["system"].is_string() && !j["system"].get<std::string>().empty())
+      p.prompt.push_back({"system", j["system"].get<std::string>()});
+    p.prompt.push_back({"user", prompt.get<std::string>()});
+  } else {
+    LLMTK_CHECK(prompt.is_array(), where, "field \"prompt\" must be a string or a list of messages; ", kFormat);
+    // The chat record's parser checks the messages (roles, fields); it wants an assistant turn,
+    // so one is added for the check and removed.
+    json c = {{"messages", prompt}};
+    c["messages"].push_back({{"role", "assistant"}, {"content", ""}});
+    p.prompt = data::parse_conversation(c.dump(), where + " prompt");
+    p.prompt.pop_back();
+  }
+  LLMTK_CHECK(!p.prompt.empty() && p.prompt.back().role == "user", where,
+              "the prompt must end with a user turn (the replies answer it)");
+  p.chosen = reply_field(j, "chosen", where);
+  p.rejected = reply_field(j, "rejected", where);
+  return p;
+}
+
+PreferenceFile read_preferences(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  LLMTK_CHECK(in.good(), "preference data", "cannot read '", path, "'; llmtk data synth kjv-book-pref --out FILE writes an example set");
+  PreferenceFile f;
+  std::string line;
+  std::int64_t n = 0;
+  while (std::getline(in, line)) {
+    ++n;
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    const std::string where = path + ":" + std::to_string(n);
+    PreferencePair p = parse_preference(line, where);
+    if (p.chosen == p.rejected) {
+      if (f.identical++ == 0) f.first_identical = where;
+      continue;
+    }
+    f.pairs.push_back(std::move(p));
+  }
+  LLMTK_CHECK(!f.pairs.empty(), "preference data", "'", path, "' holds no pairs with different replies",
+              f.identical ? " (every record's chosen equals its rejected)" : "");
+  return f;
+}
+
+EncodedPair encode_pair(const data::Tokenizer& tok, const data::ChatTemplate& tmpl, const PreferencePair& pair) {
+  EncodedPair e;
+  // Only the last reply is compared: earlier assistant turns in the prompt are context.
+  const std::size_t first = tmpl.prompt(tok, pair.prompt).size() + 1;  // + the leading end-of-text
+  for (int side = 0; side < 2; ++side) {
+    data::Conversation c = pair.prompt;
+    c.push_back({"assistant", side == 0 ? pair.chosen : pair.rejected});
+    const data::EncodedChat chat = tmpl.encode(tok, c);
+    auto& ids = e.ids[side];
+    std::vector<std::uint8_t> mask = {0};
+    ids.push_back(tok.eot());  // every sequence starts with end-of-text, as instruction examples do
+    ids.insert(ids.end(), chat.ids.begin(), chat.ids.end());
+    mask.insert(mask.end(), chat.mask.begin(), chat.mask.end());
+    auto& tg = e.targets[side];
+    tg.assign(ids.size(), kIgnoreIndex);
+    for (std::size_t t = 0; t + 1 < ids.size(); ++t)
+      if (t + 1 >= first && mask[t + 1]) tg[t] = ids[t + 1];
+  }
+  return e;
+}
+
+EncodedPairs encode_pairs(const data::Tokenizer& tok, const data::ChatTemplate& tmpl, const std::vector<PreferencePair>& pairs,
+                          std::int64_t seq) {
+  EncodedPairs out;
+  for (const auto& p : pairs) {
+    EncodedPair e = encode_pair(tok, tmpl, p);
+    if (std::int64_t(e.longest()) > seq) {
+      ++out.too_long;
+      continue;
+    }
+    out.pairs.push_back(std::move(e));
+  }
+  return out;
+}
+
+void fill_pair_rows(const std::vector<const EncodedPair*>& pairs, std::int64_t P, std::int64_t T, std::int32_t pad,
+                    std::vector<std::int32_t>& ids, std::vector<std::int32_t>& targets) {
+  ids.assign(std::size_t(2 * P * T), pad);
+  targets.assign(ids.size(), kIgnoreIndex);
+  for (std::size_t j = 0; j < pairs.size() && std::int64_t(j) < P; ++j)
+    for (int side = 0; side < 2; ++side) {
+      const std::size_t row = std::size_t(side) * std::size_t(P) + j, at = row * std::size_t(T);
+      const auto& x = pairs[j]->ids[side];
+      const auto& y = pairs[j]->targets[side];
+      std::copy(x.begin(), x.end(), ids.begin() + std::ptrdiff_t(at));
+      std::copy(y.begin(), y.end(), targets.begin() + std::ptrdiff_t(at));
+    }
+}
+
+PreferenceBatches::PreferenceBatches(std::vector<EncodedPair> pairs, std::int64_t batch, std::int64_t seq, bool shuffle,
+                                     std::uint64_t seed, std::int32_t pad, AnyModel* reference)
+    : pairs_(std::move(pairs)), batch_(batch), seq_(seq), shuffle_(shuffle), seed_(seed), pad_(pad), reference_(reference) {
+  LLMTK_CHECK(batches_per_epoch() > 0, "preference data", pairs_.size(), " pairs fit in rows of ", seq, " tokens, fewer than one batch of ",
+              batch, "; lower train.batch or raise train.seq");
+}
+
+void PreferenceBatches::seek(data::LoaderPosition p) { pos_ = p; }
+
+void PreferenceBatches::order_epoch() {
+  if (ordered_epoch_ == pos_.epoch) return;
+  order_.resize(pairs_.size());
+  for (std::size_t i = 0; i < order_.size(); ++i) order_[i] = i;
+  if (shuffle_) {  // Fisher–Yates from (seed, epoch): the same order on every machine and on resume
+    Rng rng(seed_ * 0x9e3779b97f4a7c15ull + pos_.epoch);
+    for (std::size_t i = order_.size(); i > 1; --i) std::swap(order_[i - 1], order_[std::size_t(rng.next() % i)]);
+  }
+  ordered_epoch_ = pos_.epoch;
+}
+
+Batch PreferenceBatches::next() {
+  if (pos_.step >= batches_per_epoch()) pos_ = {pos_.epoch + 1, 0};
+  order_epoch();
+  std::vector<const EncodedPair*> chosen;
+  for (std::int64_t j = 0; j < batch_; ++j) chosen.push_back(&pairs_[order_[pos_.step * std::uint64_t(batch_) + std::uint64_t(j)]]);
+  ++pos_.step;
+  fill_pair_rows(chosen, batch_, seq_, pad_, ids_, targets_);
+  const std::int64_t R = 2 * batch_;
+  const TensorRef ids(ids_.data(), DType::i32, {R, seq_}), targets(targets_.data(), DType::i32, {R, seq_});
+  TensorRef reference;
+  if (reference_) {
+    // The frozen reference's log-probability of each row, from the same ids (no gradient).
+    const auto& losses = reference_losses_.forward(reference_->forward({ids, {}, {}}), targets, "reference model");
+    row_logps(losses, targets_.data(), R, seq_, logp_, length_);
+    reference_logp_.assign(logp_.begin(), logp_.end());
+    reference = TensorRef(reference_logp_.data(), DType::f32, {R});
+  }
+  return {{ids, {}, {}}, {targets, {}, reference}};
+}
+
+PairsResult evaluate_pairs(AnyModel& model, const data::Tokenizer& tok, const data::ChatTemplate& tmpl,
+                           const std::vector<PreferencePair>& pairs, std::int64_t batch) {
+  const std::int64_t T = model.context();
+  const EncodedPairs enc = encode_pairs(tok, tmpl, pairs, T);
+  PairsResult res;
+  res.skipped = enc.too_long;
+  model.plan(2 * batch, T);
+  model.allocate();
+  TokenLosses losses;
+  std::vector<std::int32_t> ids, targets;
+  std::vector<double> logp;
+  std::vector<std::int64_t> length;
+  double hit = 0, hit_norm = 0, margin = 0, lc = 0, lr = 0;
+  for (std::size_t s = 0; s < enc.pairs.size(); s += std::size_t(batch)) {
+    std::vector<const EncodedPair*> chunk;
+    for (std::size_t j = s; j < std::min(enc.pairs.size(), s + std::size_t(batch)); ++j) chunk.push_back(&enc.pairs[j]);
+    fill_pair_rows(chunk, batch, T, tok.eot(), ids, targets);
+    const TensorRef x(ids.data(), DType::i32, {2 * batch, T}), y(targets.data(), DType::i32, {2 * batch, T});
+    row_logps(losses.forward(model.forward({x, {}, {}}), y, "eval --pairs"), targets.data(), 2 * batch, T, logp, length);
+    for (std::size_t j = 0; j < chunk.size(); ++j) {
+      const std::size_t c = j, r = std::size_t(batch) + j;
+      hit += logp[c] > logp[r];
+      hit_norm += logp[c] / double(length[c]) > logp[r] / double(length[r]);
+      margin += logp[c] - logp[r], lc += logp[c], lr += logp[r];
+    }
+  }
+  res.pairs = std::int64_t(enc.pairs.size());
+  if (res.pairs == 0) return res;
+  const double n = double(res.pairs);
+  res.accuracy = hit / n, res.normalized_accuracy = hit_norm / n, res.margin = margin / n;
+  res.logp_chosen = lc / n, res.logp_rejected = lr / n;
+  return res;
+}
+
+}  // namespace llmtk::train

@@ -1,0 +1,340 @@
+// Alignment (docs/alignment.md): preference records and their errors, pairs through the chat
+// template, the preference losses against values computed here by hand (and their gradients by
+// finite differences of that computation), log 2 with the policy equal to its reference, DPO and
+// SimPO through a whole model by the gradient checker, and preference training from a base run.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+#include "data/bpe.hpp"
+#include "data/chat.hpp"
+#include "data/prepare.hpp"
+#include "gradcheck.hpp"
+#include "models/registry.hpp"
+#include "ops/ops.hpp"
+#include "train/preference.hpp"
+#include "train_fixtures.hpp"
+
+using namespace llmtk;
+using namespace llmtk::train;
+using namespace train_fixtures;
+namespace fs = std::filesystem;
+
+namespace {
+
+// The preference losses written out again, in double, from the logits (docs/alignment.md).
+struct Direct {
+  std::int64_t P, T, V;
+  const std::vector<std::int32_t>& targets;
+  const std::vector<float>& reference;
+
+  // log π of row r and its counted targets.
+  std::pair<double, double> logp(const std::vector<double>& z, std::int64_t r) const {
+    double s = 0, n = 0;
+    for (std::int64_t t = 0; t < T; ++t) {
+      const std::int32_t y = targets[std::size_t(r * T + t)];
+      if (y == kIgnoreIndex) continue;
+      const double* row = z.data() + (r * T + t) * V;
+      double mx = row[0], sum = 0;
+      for (std::int64_t v = 1; v < V; ++v) mx = std::max(mx, row[v]);
+      for (std::int64_t v = 0; v < V; ++v) sum += std::exp(row[v] - mx);
+      s += row[y] - mx - std::log(sum), n += 1;
+    }
+    return {s, n};
+  }
+  double loss(const std::vector<double>& z, const PreferenceLossOptions& o) const {
+    auto log_sigmoid = [](double x) { return -std::log(1 + std::exp(-x)); };
+    const double b = o.beta, e = o.label_smoothing;
+    double total = 0;
+    for (std::int64_t j = 0; j < P; ++j) {
+      const auto [lc, nc] = logp(z, j);
+      const auto [lr, nr] = logp(z, P + j);
+      const double ratio = (lc - reference[std::size_t(j)]) - (lr - reference[std::size_t(P + j)]);
+      if (o.loss == "dpo") total += -(1 - e) * log_sigmoid(b * ratio) - e * log_sigmoid(-b * ratio);
+      if (o.loss == "ipo") total += (ratio - 1 / (2 * b)) * (ratio - 1 / (2 * b));
+      if (o.loss == "simpo") {
+        const double h = b * (lc / nc - lr / nr) - o.simpo_gamma;
+        total += -(1 - e) * log_sigmoid(h) - e * log_sigmoid(-h);
+      }
+    }
+    return total / double(P);
+  }
+};
+
+std::vector<PreferenceLossOptions> loss_cases() {
+  PreferenceLossOptions dpo, cdpo, ipo, simpo;
+  dpo.beta = 0.1;
+  cdpo.beta = 0.5, cdpo.label_smoothing = 0.2;
+  ipo.loss = "ipo", ipo.beta = 0.5;
+  simpo.loss = "simpo", simpo.beta = 2.0, simpo.simpo_gamma = 0.3, simpo.label_smoothing = 0.1;
+  return {dpo, cdpo, ipo, simpo};
+}
+
+// Logits and targets for P pairs of T positions over V tokens: the first position of every row
+// and a few more are not counted, as a prompt's would not be.
+struct PairBatch {
+  std::int64_t P = 3, T = 5, V = 7;
+  std::vector<float> logits, reference;
+  std::vector<std::int32_t> targets;
+  explicit PairBatch(std::uint64_t seed) {
+    Rng rng(seed);
+    logits.resize(std::size_t(2 * P * T * V));
+    for (auto& x : logits) x = float(1.5 * rng.normal());
+    targets.resize(std::size_t(2 * P * T));
+    for (std::size_t n = 0; n < targets.size(); ++n)
+      targets[n] = n % std::size_t(T) == 0 || n % 7 == 3 ? kIgnoreIndex : std::int32_t(rng.next() % std::uint64_t(V));
+    for (std::int64_t r = 0; r < 2 * P; ++r) reference.push_back(float(-4.0 + rng.normal()));
+  }
+  Labels labels() { return {TensorRef(targets.data(), DType::i32, {2 * P, T}), {}, TensorRef(reference.data(), DType::f32, {2 * P})}; }
+  TensorRef logits_ref() { return TensorRef(logits.data(), DType::f32, {2 * P, T, V}); }
+};
+
+void write(const fs::path& p, const std::string& s) { std::ofstream(p, std::ios::binary) << s; }
+
+double metric(const Metrics& m, const std::string& name) {
+  for (const auto& [k, v] : m)
+    if (k == name) return v;
+  FAIL("no metric " << name);
+  return NAN;
+}
+
+}  // namespace
+
+TEST_CASE("preference losses: values and gradients against a direct computation", "[align][loss]") {
+  ops::ScopedBackend on_reference("reference");
+  for (const auto& o : loss_cases()) {
+    INFO(o.loss << " beta " << o.beta << " label smoothing " << o.label_smoothing);
+    PairBatch b(11);
+    const Direct direct{b.P, b.T, b.V, b.targets, b.reference};
+    std::vector<double> z(b.logits.begin(), b.logits.end());
+    PreferenceLoss loss(o);
+    const float value = loss.forward(b.logits_ref(), b.labels());
+    CHECK(value == Approx(direct.loss(z, o)).epsilon(1e-6));
+    for (std::int64_t r = 0; r < 2 * b.P; ++r) CHECK(loss.logps()[std::size_t(r)] == Approx(direct.logp(z, r).first).epsilon(1e-6));
+
+    // d loss / d logits by central differences of the direct computation.
+    std::vector<float> grad = b.logits;
+    loss.backward(TensorRef(grad.data(), DType::f32, {2 * b.P, b.T, b.V}));
+    double worst = 0;
+    for (std::size_t i = 0; i < z.size(); ++i) {
+      const double h = 1e-4, x = z[i];
+      z[i] = x + h;
+      const double up = direct.loss(z, o);
+      z[i] = x - h;
+      const double down = direct.loss(z, o);
+      z[i] = x;
+      const double numeric = (up - down) / (2 * h);
+      worst = std::max(worst, std::abs(numeric - grad[i]) / (1e-6 + 1e-3 * std::abs(numeric)));
+    }
+    CHECK(worst < 1);
+  }
+}
+
+TEST_CASE("a policy equal to its reference: DPO's loss is log 2 exactly, IPO's 1/(4 beta^2)", "[align][loss]") {
+  ops::ScopedBackend on_reference("reference");
+  PairBatch b(5);
+  PreferenceLossOptions o;
+  PreferenceLoss probe(o);
+  probe.forward(b.logits_ref(), b.labels());
+  for (std::size_t r = 0; r < b.reference.size(); ++r) b.reference[r] = float(probe.logps()[r]);  // the reference is the policy
+  PreferenceLoss dpo(o);
+  CHECK(dpo.forward(b.logits_ref(), b.labels()) == float(std::log(2.0)));
+  CHECK(metric(dpo.metrics(), "reward_margin") == 0.0);
+  CHECK(metric(dpo.metrics(), "reward_accuracy") == 0.0);
+  o.loss = "ipo", o.beta = 0.25;
+  PreferenceLoss ipo(o);
+  CHECK(ipo.forward(b.logits_ref(), b.labels()) == float(1 / (4 * 0.25 * 0.25)));
+}
+
+TEST_CASE("DPO and SimPO through a whole model: gradients by the generic checker", "[align][loss]") {
+  ops::ScopedBackend on_reference("reference");
+  Dims d = find_arch("llama-tiny").dims;
+  d.d_model = 16, d.n_layers = 2, d.n_heads = 4, d.n_kv_heads = 2, d.d_ff = 24, d.vocab = 23, d.max_seq = 8;
+  for (const auto& o : {loss_cases()[1], loss_cases()[3]}) {
+    INFO(o.loss);
+    auto m = make_model("llama-tiny", d);
+    const std::int64_t P = 2, T = 6;
+    m->plan(2 * P, T);
+    PreferenceLoss loss(o);
+    std::vector<std::int32_t> ids(std::size_t(2 * P * T)), targets(ids.size());
+    std::vector<float> reference(std::size_t(2 * P));
+    Rng rng(3);
+    const auto rep = test::gradcheck_model(
+        *m, loss,
+        [&](Rng& r) {
+          for (auto& v : ids) v = std::int32_t(r.next() % 23);
+          for (std::size_t n = 0; n < targets.size(); ++n)  // the first 2 positions are the prompt
+            targets[n] = n % std::size_t(T) < 2 ? kIgnoreIndex : std::int32_t(r.next() % 23);
+          for (auto& v : reference) v = float(-12 + r.normal());
+          return train::Batch{{TensorRef(ids.data(), DType::i32, {2 * P, T}), {}, {}},
+                       {TensorRef(targets.data(), DType::i32, {2 * P, T}), {}, TensorRef(reference.data(), DType::f32, {2 * P})}};
+        },
+        rng);
+    REQUIRE_GRADIENTS(rep);
+  }
+}
+
+TEST_CASE("preference records: both formats, and errors naming FILE:LINE", "[align][data][errors]") {
+  const auto p = parse_preference(R"({"prompt": "Name a day.", "chosen": "Monday", "rejected": "Red", "system": "Be brief."})", "f:1");
+  REQUIRE(p.prompt.size() == 2);
+  CHECK(p.prompt[0].role == "system");
+  CHECK(p.prompt[1].content == "Name a day.");
+  CHECK(p.chosen == "Monday");
+  CHECK(p.rejected == "Red");
+  const auto c = parse_preference(
+      R"({"prompt": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}, {"role": "user", "content": "Day?"}],
+          "chosen": [{"role": "assistant", "content": "Monday"}], "rejected": [{"role": "assistant", "content": "Blue"}]})",
+      "f:2");
+  REQUIRE(c.prompt.size() == 3);
+  CHECK(c.chosen == "Monday");
+  CHECK(c.rejected == "Blue");
+
+  auto fails = [](const std::string& line, const std::string& what) {
+    INFO(line);
+    CHECK_THROWS_WITH(parse_preference(line, "pairs.jsonl:7"), Catch::Contains("pairs.jsonl:7") && Catch::Contains(what));
+  };
+  fails(R"({"prompt": "x", "chosen": "a"})", "no field \"rejected\"");
+  fails(R"({"chosen": "a", "rejected": "b"})", "no field \"prompt\"");
+  fails(R"({"prompt": "x", "chosen": "", "rejected": "b"})", "\"chosen\" is empty");
+  fails(R"({"prompt": "x", "chosen": 3, "rejected": "b"})", "must be a string or");
+  fails(R"({"prompt": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}], "chosen": "a", "rejected": "b"})",
+        "must end with a user turn");
+  fails(R"({"prompt": [{"role": "robot", "content": "x"}], "chosen": "a", "rejected": "b"})", "role \"robot\"");
+  fails("not json", "not valid JSON");
+
+  const auto d = tmp("pref-records");
+  write(d / "p.jsonl", "{\"prompt\": \"a\", \"chosen\": \"x\", \"rejected\": \"y\"}\n\n"
+                       "{\"prompt\": \"b\", \"chosen\": \"same\", \"rejected\": \"same\"}\n"
+                       "{\"prompt\": \"c\", \"chosen\": \"x\", \"rejected\": \"z\"}\n");
+  const auto f = read_preferences((d / "p.jsonl").string());
+  CHECK(f.pairs.size() == 2);
+  CHECK(f.identical == 1);
+  CHECK(f.first_identical == (d / "p.jsonl").string() + ":3");
+  write(d / "bad.jsonl", "{\"prompt\": \"a\", \"chosen\": \"x\", \"rejected\": \"y\"}\n{\"prompt\": \"a\", \"chosen\": \"x\"}\n");
+  CHECK_THROWS_WITH(read_preferences((d / "bad.jsonl").string()), Catch::Contains("bad.jsonl:2") && Catch::Contains("rejected"));
+}
+
+TEST_CASE("a pair through the chat template: only the last reply and its end marker count", "[align][data]") {
+  std::vector<std::string> texts = {"Hi Hello Day? Monday Blue user assistant system. Name a day of the week."};
+  data::BpeTrainOptions bo;
+  bo.vocab_size = 300;
+  auto tok = data::BpeTokenizer::train(texts, bo);
+  const auto tmpl = data::ChatTemplate::named("chatml");
+  for (const auto& s : tmpl.special_tokens()) tok.add_special(s);
+  PreferencePair p{{{"user", "Hi"}, {"assistant", "Hello"}, {"user", "Day?"}}, "Monday", "Blue"};
+  const auto e = encode_pair(tok, tmpl, p);
+  for (int side = 0; side < 2; ++side) {
+    std::string counted;
+    for (std::size_t t = 0; t < e.ids[side].size(); ++t)
+      if (e.targets[side][t] != kIgnoreIndex) {
+        CHECK(e.targets[side][t] == e.ids[side][t + 1]);  // next-token targets
+        counted += tok.token_bytes(e.targets[side][t]);
+      }
+    CHECK(counted == std::string(side == 0 ? "Monday" : "Blue") + "<|im_end|>");  // not "Hello", the earlier reply
+    CHECK(e.ids[side][0] == tok.eot());
+  }
+}
+
+TEST_CASE("preference training from a base run: log 2 at the start, nothing moves at lr 0, DPO learns, "
+          "resume is exact, another tokenizer is refused",
+          "[align][train]") {
+  const auto d = tmp("align-run");
+  const auto base = train::train(read_recipe(write_recipe(d), {"model.max_seq=48", "train.seq=48"}), quiet(d / "base"));
+  // The template's tokenizer (data prepare kind = "sft"), as instruction tuning leaves it.
+  write(d / "sft.jsonl", "{\"instruction\": \"Say it\", \"output\": \"light.\"}\n");
+  data::PrepareConfig c;
+  c.kind = "sft";
+  c.input.paths = {(d / "sft.jsonl").string()};
+  c.tokenizer.path = (fs::path(corpus()) / "tokenizer.json").string();
+  c.output.dir = (d / "sft").string();
+  c.split.val_fraction = 0.0;
+  data::prepare(c, [](const std::string&) {});
+  std::string pairs;
+  for (int i = 0; i < 40; ++i)
+    pairs += "{\"prompt\": \"Which came first, " + std::to_string(i) + "?\", \"chosen\": \"light.\", \"rejected\": \"darkness.\"}\n";
+  pairs += "{\"prompt\": \"Same?\", \"chosen\": \"light.\", \"rejected\": \"light.\"}\n";
+  write(d / "pairs.jsonl", pairs);
+  const auto path = d / "dpo.toml";
+  std::ofstream(path) << "[finetune]\nfrom = \"" << base.run_dir << "\"\n\n[data]\ndir = \"" << c.output.dir
+                      << "\"\n\n[preference]\ntrain = \"" << (d / "pairs.jsonl").string() << "\"\ntest = \""
+                      << (d / "pairs.jsonl").string() << "\"\nbeta = 0.5\n\n"
+                         "[train]\nbatch = 4\nseq = 48\nsteps = 8\ndevice = \"cpu\"\nthreads = 2\n\n"
+                         "[optim]\nlr = 1e-2\nweight_decay = 0\n\n[eval]\nevery = 4\nbatches = 2\n\n[checkpoint]\nevery = 4\n\n[log]\nevery = 1\n";
+  const auto recipe = read_recipe(path.string());
+  std::string log;
+  auto o = quiet(d / "run");
+  o.log = [&](const std::string& line) { log += line + "\n"; };
+  const auto r = train::train(recipe, o);
+  INFO(log);
+  CHECK(log.find("warning: 1 training records have chosen equal to rejected") != std::string::npos);
+  CHECK(log.find("reference model: ") != std::string::npos);
+  const auto l = losses(r.run_dir);
+  REQUIRE(l.size() == 8);
+  CHECK(float(l[0]) == float(std::log(2.0)));  // the policy starts as its reference
+  CHECK(l.back() < 0.5);                       // and learns to prefer "light."
+  std::ifstream metrics(fs::path(r.run_dir) / "metrics.jsonl");
+  std::string line, last_eval;
+  while (std::getline(metrics, line))
+    if (line.find("val_reward_accuracy") != std::string::npos) last_eval = line;
+  REQUIRE(!last_eval.empty());
+  CHECK(nlohmann::json::parse(last_eval)["val_reward_accuracy"] == 1.0);
+
+  // Resuming from the middle gives the same losses: the pair order and the reference come back.
+  const auto resumed = stop_and_resume(recipe, d / "resumed", 4);
+  CHECK(losses(resumed.run_dir) == l);
+
+  // At lr 0 nothing moves: every step's loss is log 2 and the weights are the base's.
+  const auto still = train::train(read_recipe(path.string(), {"optim.lr=0", "train.steps=3", "eval.every=0"}), quiet(d / "lr0"));
+  for (double x : losses(still.run_dir)) CHECK(float(x) == float(std::log(2.0)));
+  auto a = load_run(still.run_dir, "cpu"), b = load_run(base.run_dir, "cpu");
+  const auto& pa = a.model->params();
+  for (std::size_t i = 0; i < pa.entries().size(); ++i) {
+    const auto& e = pa.entries()[i];
+    if (e.name == "embed.tokens" || e.name == "head.w") continue;  // two rows longer: the template's tokens
+    const int j = b.model->params().find(e.name);
+    REQUIRE(j >= 0);
+    CHECK(std::memcmp(pa[int(i)].data, b.model->params()[j].data, pa[int(i)].bytes()) == 0);
+  }
+
+  // A reference trained with another tokenizer is refused, naming both tokenizers' hashes.
+  const auto other_corpus = d / "other";
+  fs::create_directories(other_corpus);
+  std::string text;
+  for (int i = 0; i < 200; ++i) text += "Another text about the sea and ships number " + std::to_string(i) + ".\n\n";
+  write(other_corpus / "t.txt", text);
+  data::PrepareConfig oc;
+  oc.input.paths = {(other_corpus / "t.txt").string()};
+  oc.dedup.near = false;
+  oc.split.val_fraction = 0.2;
+  oc.tokenizer.vocab_size = 300;
+  oc.output.dir = (other_corpus / "out").string();
+  data::prepare(oc, [](const std::string&) {});
+  const auto other = train::train(read_recipe(write_recipe(d), {"model.max_seq=48", "train.seq=48", "data.dir=" + oc.output.dir}),
+                                  quiet(d / "other-base"));
+  CHECK_THROWS_WITH(train::train(read_recipe(path.string(), {"preference.reference=" + other.run_dir}), quiet(d / "bad-ref")),
+                    Catch::Contains("tokenizer") && Catch::Contains("hash"));
+  CHECK(!fs::exists(d / "bad-ref" / "checkpoints"));
+}
+
+// The inputs and outputs of each preference loss, for the independent PyTorch check
+// (tests/golden/check_preference.py, run by tests/scripts/preference_golden.sh).
+TEST_CASE("preference losses for the PyTorch golden check", "[.golden]") {
+  const char* out = std::getenv("LLMTK_PREFERENCE_DUMP");
+  REQUIRE(out);
+  ops::ScopedBackend on_reference("reference");
+  nlohmann::json cases = nlohmann::json::array();
+  for (const auto& o : loss_cases()) {
+    PairBatch b(23);
+    PreferenceLoss loss(o);
+    const float value = loss.forward(b.logits_ref(), b.labels());
+    std::vector<float> grad = b.logits;
+    loss.backward(TensorRef(grad.data(), DType::f32, {2 * b.P, b.T, b.V}));
+    cases.push_back({{"loss_type", o.loss}, {"beta", o.beta}, {"label_smoothing", o.label_smoothing}, {"simpo_gamma", o.simpo_gamma},
+                     {"shape", {2 * b.P, b.T, b.V}}, {"logits", b.logits}, {"targets", b.targets}, {"reference", b.reference},
+                     {"loss", value}, {"dlogits", grad}});
+  }
+  std::ofstream(out) << cases.dump();
+}
