@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <set>
 
 #include "data/bpe.hpp"
 #include "data/chat.hpp"
@@ -15,7 +16,9 @@
 #include "gradcheck.hpp"
 #include "models/registry.hpp"
 #include "ops/ops.hpp"
+#include "train/generate.hpp"
 #include "train/preference.hpp"
+#include "train/rollout.hpp"
 #include "train_fixtures.hpp"
 
 using namespace llmtk;
@@ -93,6 +96,33 @@ struct PairBatch {
 };
 
 void write(const fs::path& p, const std::string& s) { std::ofstream(p, std::ios::binary) << s; }
+
+// A tiny base run and the instruction data directory whose tokenizer carries the chat template,
+// as instruction tuning leaves them: what alignment starts from.
+struct AlignedBase {
+  std::string run, data;
+};
+AlignedBase aligned_base(const fs::path& d) {
+  const auto base = train::train(read_recipe(write_recipe(d), {"model.max_seq=48", "train.seq=48"}), quiet(d / "base"));
+  write(d / "sft.jsonl", "{\"instruction\": \"Say it\", \"output\": \"light.\"}\n");
+  data::PrepareConfig c;
+  c.kind = "sft";
+  c.input.paths = {(d / "sft.jsonl").string()};
+  c.tokenizer.path = (fs::path(corpus()) / "tokenizer.json").string();
+  c.output.dir = (d / "sft").string();
+  c.split.val_fraction = 0.0;
+  data::prepare(c, [](const std::string&) {});
+  return {base.run_dir, c.output.dir};
+}
+
+std::vector<double> metric_values(const std::string& run, const std::string& key) {
+  std::vector<double> out;
+  std::ifstream in(fs::path(run) / "metrics.jsonl");
+  std::string line;
+  while (std::getline(in, line))
+    if (auto j = nlohmann::json::parse(line); j.contains(key)) out.push_back(j[key]);
+  return out;
+}
 
 double metric(const Metrics& m, const std::string& name) {
   for (const auto& [k, v] : m)
@@ -242,23 +272,14 @@ TEST_CASE("preference training from a base run: log 2 at the start, nothing move
           "resume is exact, another tokenizer is refused",
           "[align][train]") {
   const auto d = tmp("align-run");
-  const auto base = train::train(read_recipe(write_recipe(d), {"model.max_seq=48", "train.seq=48"}), quiet(d / "base"));
-  // The template's tokenizer (data prepare kind = "sft"), as instruction tuning leaves it.
-  write(d / "sft.jsonl", "{\"instruction\": \"Say it\", \"output\": \"light.\"}\n");
-  data::PrepareConfig c;
-  c.kind = "sft";
-  c.input.paths = {(d / "sft.jsonl").string()};
-  c.tokenizer.path = (fs::path(corpus()) / "tokenizer.json").string();
-  c.output.dir = (d / "sft").string();
-  c.split.val_fraction = 0.0;
-  data::prepare(c, [](const std::string&) {});
+  const AlignedBase base = aligned_base(d);
   std::string pairs;
   for (int i = 0; i < 40; ++i)
     pairs += "{\"prompt\": \"Which came first, " + std::to_string(i) + "?\", \"chosen\": \"light.\", \"rejected\": \"darkness.\"}\n";
   pairs += "{\"prompt\": \"Same?\", \"chosen\": \"light.\", \"rejected\": \"light.\"}\n";
   write(d / "pairs.jsonl", pairs);
   const auto path = d / "dpo.toml";
-  std::ofstream(path) << "[finetune]\nfrom = \"" << base.run_dir << "\"\n\n[data]\ndir = \"" << c.output.dir
+  std::ofstream(path) << "[finetune]\nfrom = \"" << base.run << "\"\n\n[data]\ndir = \"" << base.data
                       << "\"\n\n[preference]\ntrain = \"" << (d / "pairs.jsonl").string() << "\"\ntest = \""
                       << (d / "pairs.jsonl").string() << "\"\nbeta = 0.5\n\n"
                          "[train]\nbatch = 4\nseq = 48\nsteps = 8\ndevice = \"cpu\"\nthreads = 2\n\n"
@@ -289,7 +310,7 @@ TEST_CASE("preference training from a base run: log 2 at the start, nothing move
   // At lr 0 nothing moves: every step's loss is log 2 and the weights are the base's.
   const auto still = train::train(read_recipe(path.string(), {"optim.lr=0", "train.steps=3", "eval.every=0"}), quiet(d / "lr0"));
   for (double x : losses(still.run_dir)) CHECK(float(x) == float(std::log(2.0)));
-  auto a = load_run(still.run_dir, "cpu"), b = load_run(base.run_dir, "cpu");
+  auto a = load_run(still.run_dir, "cpu"), b = load_run(base.run, "cpu");
   const auto& pa = a.model->params();
   for (std::size_t i = 0; i < pa.entries().size(); ++i) {
     const auto& e = pa.entries()[i];
@@ -317,6 +338,145 @@ TEST_CASE("preference training from a base run: log 2 at the start, nothing move
   CHECK_THROWS_WITH(train::train(read_recipe(path.string(), {"preference.reference=" + other.run_dir}), quiet(d / "bad-ref")),
                     Catch::Contains("tokenizer") && Catch::Contains("hash"));
   CHECK(!fs::exists(d / "bad-ref" / "checkpoints"));
+}
+
+TEST_CASE("GRPO's pieces on hand-made numbers: rewards, group advantages, the clipped loss and its gradient", "[align][grpo]") {
+  CHECK(verifiable_reward("exact_match", " Genesis ", "Genesis") == 1.0);
+  CHECK(verifiable_reward("exact_match", "Genesis 1", "Genesis") == 0.0);
+  CHECK(verifiable_reward("contains", "It is Genesis.", "Genesis") == 1.0);
+  CHECK(verifiable_reward("contains", "Exodus", "Genesis") == 0.0);
+  CHECK_THROWS_WITH(verifiable_reward("f1", "a", "b"), Catch::Contains("exact_match, contains"));
+
+  const auto a = group_advantages({1, 0, 0, 1, 1, 1, 1, 1, 0, 0, 0, 3}, 4);
+  const double sd = std::sqrt(4 * 0.25 / 3);  // the sample standard deviation of {1, 0, 0, 1}
+  CHECK(a[0] == Approx(0.5 / (sd + 1e-4)));
+  CHECK(a[1] == Approx(-0.5 / (sd + 1e-4)));
+  for (int i = 4; i < 8; ++i) CHECK(a[std::size_t(i)] == 0.0f);  // all equal: nothing to learn
+  CHECK(a[11] == Approx((3 - 0.75) / (1.5 + 1e-4)));             // {0, 0, 0, 3}: mean 0.75, sd 1.5
+  CHECK(a[8] + a[9] + a[10] + a[11] == Approx(0).margin(1e-6));
+
+  // The loss against a direct computation, with a behaviour policy far enough from the current one
+  // that some ratios are clipped, and its gradient by central differences of that computation.
+  ops::ScopedBackend on_reference("reference");
+  const std::int64_t R = 4, T = 4, V = 5;
+  Rng rng(9);
+  std::vector<float> logits(std::size_t(R * T * V)), behaviour(std::size_t(R * T)), reference(std::size_t(R * T));
+  std::vector<std::int32_t> targets(std::size_t(R * T));
+  for (auto& x : logits) x = float(rng.normal());
+  for (std::size_t n = 0; n < targets.size(); ++n) targets[n] = n % 4 == 0 ? kIgnoreIndex : std::int32_t(rng.next() % 5);
+  for (auto& x : behaviour) x = float(-1.6 + 0.8 * rng.normal());
+  for (auto& x : reference) x = float(-1.6 + 0.5 * rng.normal());
+  std::vector<float> adv = {1.2f, -0.7f, 0.4f, -1.5f};
+  GrpoLossOptions o;
+  o.beta = 0.3, o.clip = 0.2;
+  auto direct = [&](const std::vector<double>& z, int* clipped = nullptr) {
+    double total = 0;
+    for (std::int64_t i = 0; i < R; ++i) {
+      double sum = 0, n = 0;
+      for (std::int64_t t = 0; t < T; ++t) {
+        const std::size_t k = std::size_t(i * T + t);
+        if (targets[k] == kIgnoreIndex) continue;
+        const double* row = z.data() + k * std::size_t(V);
+        double mx = row[0], e = 0;
+        for (std::int64_t v = 1; v < V; ++v) mx = std::max(mx, row[v]);
+        for (std::int64_t v = 0; v < V; ++v) e += std::exp(row[v] - mx);
+        const double lp = row[targets[k]] - mx - std::log(e), rho = std::exp(lp - behaviour[k]), A = adv[std::size_t(i)];
+        const double clipped_rho = std::clamp(rho, 1 - o.clip, 1 + o.clip);
+        if (clipped) *clipped += rho * A > clipped_rho * A;
+        const double d = reference[k] - lp;
+        sum += -std::min(rho * A, clipped_rho * A) + o.beta * (std::exp(d) - d - 1), n += 1;
+      }
+      total += sum / n;
+    }
+    return total / double(R);
+  };
+  Labels labels(TensorRef(targets.data(), DType::i32, {R, T}), {}, TensorRef(reference.data(), DType::f32, {R, T}));
+  labels.advantages = TensorRef(adv.data(), DType::f32, {R});
+  labels.behaviour = TensorRef(behaviour.data(), DType::f32, {R, T});
+  GrpoLoss loss(o);
+  std::vector<double> z(logits.begin(), logits.end());
+  int clipped = 0;
+  CHECK(loss.forward(TensorRef(logits.data(), DType::f32, {R, T, V}), labels) == Approx(direct(z, &clipped)).epsilon(1e-6));
+  REQUIRE(clipped > 0);  // the case exercises the clip
+  CHECK(metric(loss.metrics(), "clip_fraction") == Approx(clipped / 12.0));
+  std::vector<float> grad = logits;
+  loss.backward(TensorRef(grad.data(), DType::f32, {R, T, V}));
+  double worst = 0;
+  for (std::size_t i = 0; i < z.size(); ++i) {
+    const double h = 1e-5, x = z[i];
+    z[i] = x + h;
+    const double up = direct(z);
+    z[i] = x - h;
+    const double down = direct(z);
+    z[i] = x;
+    worst = std::max(worst, std::abs((up - down) / (2 * h) - grad[i]) / (1e-6 + 1e-3 * std::abs(grad[i])));
+  }
+  CHECK(worst < 1);
+}
+
+TEST_CASE("replies to one prompt read once: generate_group samples what generate samples", "[align][grpo]") {
+  Dims d = find_arch("llama-tiny").dims;
+  d.d_model = 16, d.n_layers = 2, d.n_heads = 4, d.n_kv_heads = 2, d.d_ff = 24, d.vocab = 30, d.max_seq = 24;
+  auto m = make_model("llama-tiny", d);
+  m->plan(1, 1);
+  m->init(4);
+  GenerateOptions o;
+  o.max_tokens = 6, o.temperature = 1.5, o.top_k = 0, o.stop_token = 3;
+  const std::vector<data::TokenId> prompt = {1, 5, 7, 2, 9, 11};
+  const std::vector<std::uint64_t> seeds = {1, 2, 3, 4, 5, 6};
+  const auto group = generate_group(*m, prompt, o, seeds);
+  REQUIRE(group.size() == seeds.size());
+  std::set<std::vector<data::TokenId>> distinct;
+  for (std::size_t i = 0; i < seeds.size(); ++i) {
+    o.seed = seeds[i];
+    CHECK(group[i] == generate(*m, prompt, o));
+    distinct.insert(group[i]);
+  }
+  CHECK(distinct.size() > 1);  // different seeds, different replies: the cache was restored, not reused
+}
+
+TEST_CASE("GRPO from a base run: reproducible, resumes exactly, and nothing moves at lr 0", "[align][grpo][train]") {
+  const auto d = tmp("grpo-run");
+  const AlignedBase base = aligned_base(d);
+  std::string tasks;
+  // Rewarded when the reply contains an "e": the tiny base's samples earn it about half the time,
+  // so groups differ and there is something to learn.
+  for (int i = 0; i < 24; ++i) tasks += "{\"instruction\": \"Say e " + std::to_string(i) + "\", \"output\": \"e\"}\n";
+  write(d / "tasks.jsonl", tasks);
+  const auto path = d / "grpo.toml";
+  std::ofstream(path) << "[finetune]\nfrom = \"" << base.run << "\"\n\n[data]\ndir = \"" << base.data
+                      << "\"\n\n[rl]\ntask = \"" << (d / "tasks.jsonl").string() << "\"\ntest = \"" << (d / "tasks.jsonl").string()
+                      << "\"\nreward = \"contains\"\ngroup = 4\nmax_tokens = 4\ntemperature = 1.5\nbeta = 0.1\nsample_every = 2\n\n"
+                         "[train]\nbatch = 2\nseq = 32\nsteps = 6\ndevice = \"cpu\"\nthreads = 2\n\n"
+                         "[optim]\nlr = 1e-2\nweight_decay = 0\n\n[eval]\nevery = 3\nbatches = 2\n\n[checkpoint]\nevery = 3\n\n[log]\nevery = 1\n";
+  const auto recipe = read_recipe(path.string());
+  const auto r = train::train(recipe, quiet(d / "run"));
+  const auto l = losses(r.run_dir);
+  REQUIRE(l.size() == 6);
+  const auto rewards = metric_values(r.run_dir, "reward");
+  REQUIRE(rewards.size() == 6);
+  CHECK(std::count_if(rewards.begin(), rewards.end(), [](double x) { return x > 0 && x < 1; }) >= 3);
+  CHECK(std::count_if(l.begin(), l.end(), [](double x) { return x != 0; }) >= 3);
+  CHECK(metric_values(r.run_dir, "val_exact_match").size() == 2);
+  CHECK(file_bytes(fs::path(r.run_dir) / "samples.txt").find("reference: e\n") != std::string::npos);
+  // The same seed samples and learns the same, bit for bit; resuming restores the sampling too.
+  const auto again = train::train(recipe, quiet(d / "again"));
+  CHECK(losses(again.run_dir) == l);
+  CHECK(metric_values(again.run_dir, "reward") == metric_values(r.run_dir, "reward"));
+  const auto resumed = stop_and_resume(recipe, d / "resumed", 3);
+  CHECK(losses(resumed.run_dir) == l);
+  CHECK(metric_values(resumed.run_dir, "reward") == metric_values(r.run_dir, "reward"));
+
+  // At lr 0 the policy stays its reference: KL exactly 0 at every step, the weights the base's.
+  const auto still = train::train(read_recipe(path.string(), {"optim.lr=0", "train.steps=3", "eval.every=0"}), quiet(d / "lr0"));
+  for (double kl : metric_values(still.run_dir, "kl")) CHECK(kl == 0.0);
+  auto a = load_run(still.run_dir, "cpu"), b = load_run(base.run, "cpu");
+  for (std::size_t i = 0; i < a.model->params().entries().size(); ++i) {
+    const auto& e = a.model->params().entries()[i];
+    if (e.name == "embed.tokens" || e.name == "head.w") continue;  // two rows longer: the template's tokens
+    CHECK(std::memcmp(a.model->params()[int(i)].data, b.model->params()[b.model->params().find(e.name)].data,
+                      a.model->params()[int(i)].bytes()) == 0);
+  }
 }
 
 // The inputs and outputs of each preference loss, for the independent PyTorch check

@@ -27,4 +27,10 @@ struct GenerateOptions {
 std::vector<data::TokenId> generate(AnyModel& model, std::vector<data::TokenId> prompt, const GenerateOptions& o,
                                     const std::function<void(data::TokenId)>& on_token = {});
 
+// Several replies to one prompt, one per seed (each as generate() with o.seed = that seed would
+// sample it): the prompt is read once and the KV cache after it restored for every reply, which
+// makes RL's groups of replies cheap.
+std::vector<std::vector<data::TokenId>> generate_group(AnyModel& model, const std::vector<data::TokenId>& prompt,
+                                                       const GenerateOptions& o, const std::vector<std::uint64_t>& seeds);
+
 }  // namespace llmtk::train

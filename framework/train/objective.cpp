@@ -1,5 +1,6 @@
 #include "objective.hpp"
 
+#include <algorithm>
 #include <cmath>
 
 #include "../core/error.hpp"
@@ -224,6 +225,68 @@ float PreferenceLoss::forward(TensorRef logits, const Labels& labels) {
 
 void PreferenceLoss::backward(TensorRef dlogits) {
   LLMTK_CHECK(ready_, "preference loss", "backward() needs a forward() first");
+  losses_.backward(dlogits, weights_);
+}
+
+// ---- GRPO ----------------------------------------------------------------------------------------
+
+GrpoLoss::GrpoLoss(GrpoLossOptions o) : options_(o) {
+  LLMTK_CHECK(options_.beta >= 0, "grpo loss", "beta must be >= 0, got ", options_.beta);
+  LLMTK_CHECK(options_.clip > 0 && options_.clip < 1, "grpo loss", "clip must be in (0, 1), got ", options_.clip);
+}
+
+float GrpoLoss::forward(TensorRef logits, const Labels& labels) {
+  constexpr const char* where = "grpo loss";
+  LLMTK_CHECK(labels.targets.rank == 2, where, "targets must be [R, T], got ", labels.targets.shape_str());
+  const std::int64_t R = labels.targets.size(0), T = labels.targets.size(1);
+  auto host_f32 = [&](TensorRef t, std::int64_t n, const char* what) {
+    LLMTK_CHECK(t && t.dtype == DType::f32 && t.numel() == n && t.device == Device::host, where, what, " must be ", n,
+                " f32 host values");
+    return t.f32();
+  };
+  const float* adv = host_f32(labels.advantages, R, "labels.advantages");
+  const float* ref = options_.beta > 0 ? host_f32(labels.reference, R * T, "labels.reference (per position)") : nullptr;
+  const float* old = labels.behaviour ? host_f32(labels.behaviour, R * T, "labels.behaviour") : nullptr;
+  const auto& losses = losses_.forward(logits, labels.targets, where);
+  const std::int32_t* tg = labels.targets.i32();
+  weights_.assign(std::size_t(R * T), 0.0f);
+  double total = 0, kl = 0, clipped = 0, entropy = 0, tokens = 0;
+  for (std::int64_t i = 0; i < R; ++i) {
+    std::int64_t n = 0;
+    for (std::int64_t t = 0; t < T; ++t) n += tg[i * T + t] != kIgnoreIndex;
+    if (n == 0) continue;  // a row with nothing to learn (padding)
+    const double a = adv[i], scale = 1.0 / (double(n) * double(R));
+    for (std::int64_t t = 0; t < T; ++t) {
+      const std::size_t k = std::size_t(i * T + t);
+      if (tg[k] == kIgnoreIndex) continue;
+      const double lp = -double(losses[k]);
+      const double rho = old ? std::exp(lp - double(old[k])) : 1.0;
+      const double lo = 1 - options_.clip, hi = 1 + options_.clip;
+      // min(ρA, clip(ρ)A) takes the clipped term (whose gradient is 0) when ρ is outside the
+      // range on the side where the advantage would push it further.
+      const bool clip = (a > 0 && rho > hi) || (a < 0 && rho < lo);
+      const double surrogate = std::min(rho * a, std::clamp(rho, lo, hi) * a);
+      double l = -surrogate, dl = clip ? 0.0 : -a * rho;  // d l / d log π
+      if (ref) {
+        const double d = double(ref[k]) - lp;  // log(π_ref / π)
+        l += options_.beta * (std::exp(d) - d - 1);
+        dl += options_.beta * (1 - std::exp(d));
+        kl += std::exp(d) - d - 1;
+      }
+      total += scale * l;
+      // log π = −losses[k], so d loss / d losses[k] = −d loss / d log π.
+      weights_[k] = static_cast<float>(-scale * dl);
+      clipped += clip, entropy += -lp, tokens += 1;
+    }
+  }
+  metrics_ = {{"kl", tokens ? kl / tokens : 0.0}, {"clip_fraction", tokens ? clipped / tokens : 0.0},
+              {"entropy", tokens ? entropy / tokens : 0.0}};
+  ready_ = true;
+  return static_cast<float>(total);
+}
+
+void GrpoLoss::backward(TensorRef dlogits) {
+  LLMTK_CHECK(ready_, "grpo loss", "backward() needs a forward() first");
   losses_.backward(dlogits, weights_);
 }
 

@@ -29,10 +29,13 @@ void accumulate(Metrics& sum, const Metrics& m);
 // What an objective compares the outputs with. Objectives document which fields they read.
 struct Labels {
   Labels(TensorRef t = {}, TensorRef w = {}, TensorRef ref = {}) : targets(t), weights(w), reference(ref) {}
-  TensorRef targets;    // [B, T] i32: the token each position should predict, or kIgnoreIndex
-  TensorRef weights;    // [B, T] f32 or null: how much each position counts (a loss mask: 0 or 1)
-  TensorRef reference;  // [B] f32 host or null: a frozen reference model's log-probability of
-                        // each row's counted targets (preference objectives)
+  TensorRef targets;     // [B, T] i32: the token each position should predict, or kIgnoreIndex
+  TensorRef weights;     // [B, T] f32 or null: how much each position counts (a loss mask: 0 or 1)
+  TensorRef reference;   // f32 host or null: a frozen reference model's log-probabilities of the
+                         // counted targets, [B] summed per row (preference) or [B, T] (RL)
+  TensorRef advantages;  // [B] f32 host (RL): how much better each row's reply was than its group's
+  TensorRef behaviour;   // [B, T] f32 host or null (RL): log-probabilities under the policy that
+                         // sampled the replies; null: the current policy's (a ratio of 1)
 };
 
 class Objective {
@@ -105,6 +108,39 @@ class PreferenceLoss final : public Objective {
   std::vector<double> logp_;
   std::vector<std::int64_t> length_;
   std::vector<float> weights_;  // −d loss / d log π of each position's row, 0 where not counted
+  Metrics metrics_;
+  bool ready_ = false;
+};
+
+// GRPO's loss (Shao et al. 2024, "DeepSeekMath"), per sampled reply i of R and its tokens t:
+//   ρ = π(t) / π_behaviour(t)                          the ratio to the policy that sampled it
+//   l_t = −min(ρ·A_i, clip(ρ, 1−ε, 1+ε)·A_i) + β·k3_t   k3_t = π_ref/π − log(π_ref/π) − 1 ≥ 0
+//   loss = (1/R) Σ_i (1/|o_i|) Σ_t l_t
+// A_i is the reply's advantage (its reward standardised within its prompt's group, rollout.hpp);
+// k3 is Schulman's unbiased, always positive estimator of KL(π ‖ π_ref). With one update per
+// rollout (the default) ρ = 1 and the clip never binds; it matters when a rollout is reused.
+struct GrpoLossOptions {
+  double beta = 0.04;  // the KL penalty's weight
+  double clip = 0.2;   // ε
+};
+
+class GrpoLoss final : public Objective {
+ public:
+  explicit GrpoLoss(GrpoLossOptions o);
+  std::string name() const override { return "grpo"; }
+  // labels.targets [R, T] host, labels.advantages [R], labels.reference [R, T] (per-token log-probs
+  // of the reference; needed when beta > 0), labels.behaviour [R, T] or null.
+  float forward(TensorRef logits, const Labels& labels) override;
+  void backward(TensorRef dlogits) override;
+  // kl (mean k3 per token), clip_fraction (share of tokens whose ratio was clipped against their
+  // advantage), entropy (mean −log π of the sampled tokens: an estimate of the policy's entropy
+  // at temperature 1).
+  Metrics metrics() const override { return metrics_; }
+
+ private:
+  GrpoLossOptions options_;
+  TokenLosses losses_;
+  std::vector<float> weights_;
   Metrics metrics_;
   bool ready_ = false;
 };

@@ -169,6 +169,33 @@ Recipe read_recipe(const std::string& path, const std::vector<std::string>& sets
       LLMTK_CHECK(!pf.has(key), path, "preference.", key, " without preference.train: name the pairs to train on");
   }
 
+  // [rl]: prompts with verifiable answers; the policy samples, a reward scores, GRPO learns.
+  auto rl = root.table("rl");
+  r.rl.task = rl.string("task", "");
+  r.rl.test = rl.string("test", "");
+  r.rl.algorithm = rl.string("algorithm", r.rl.algorithm, {"grpo"});
+  r.rl.reward = rl.string("reward", r.rl.reward, {"exact_match", "contains"});
+  r.rl.reference = rl.string("reference", "");
+  r.rl.group = rl.integer("group", r.rl.group, 2, 1 << 12);
+  r.rl.max_tokens = int(rl.integer("max_tokens", r.rl.max_tokens, 1, 1 << 16));
+  r.rl.temperature = rl.number("temperature", r.rl.temperature, 1e-3, 100);
+  r.rl.top_p = rl.number("top_p", r.rl.top_p, 1e-3, 1);
+  r.rl.loss.beta = rl.number("beta", r.rl.loss.beta, 0, 1e3);
+  r.rl.loss.clip = rl.number("clip", r.rl.loss.clip, 1e-3, 0.999);
+  r.rl.sample_every = rl.integer("sample_every", r.rl.sample_every, 0, std::int64_t(1) << 40);
+  if (r.rl.enabled()) {
+    LLMTK_CHECK(!r.finetune.from.empty(), path, "[rl] improves a trained model: set finetune.from (an instruction-tuned run)");
+    LLMTK_CHECK(!r.preference.enabled(), path, "[rl] and [preference] together: choose one objective");
+    LLMTK_CHECK(!r.prompt_tuning.enabled() && !r.prefix_tuning.enabled(), path,
+                "[rl] with [", r.prompt_tuning.enabled() ? "prompt_tuning" : "prefix_tuning", "]: RL supports full training and [lora] so far");
+    for (const auto& [key, f] : {std::pair{"task", r.rl.task}, std::pair{"test", r.rl.test}})
+      LLMTK_CHECK(f.empty() || fs::exists(f), path, "rl.", key, " = \"", f, "\" does not exist; llmtk data synth kjv-book --out FILE ",
+                  "writes an example task (recipes/align/run.sh makes them)");
+  } else {
+    for (const char* key : {"test", "algorithm", "reward", "reference", "group", "max_tokens", "temperature", "top_p", "beta", "clip", "sample_every"})
+      LLMTK_CHECK(!rl.has(key), path, "rl.", key, " without rl.task: name the prompts to learn from");
+  }
+
   auto d = root.table("data");
   r.data.dir = d.string("dir", "");
   r.data.order = d.string("order", r.data.order, {"shuffled", "sequential", "by_length", "random"});
@@ -300,6 +327,14 @@ std::string to_toml(const Recipe& r) {
     if (!r.preference.reference.empty()) o << "reference = \"" << r.preference.reference << "\"\n";
     o << "loss = \"" << r.preference.loss.loss << "\"\nbeta = " << r.preference.loss.beta << "\nlabel_smoothing = "
       << r.preference.loss.label_smoothing << "\nsimpo_gamma = " << r.preference.loss.simpo_gamma << "\n";
+  }
+  if (r.rl.enabled()) {
+    o << "\n[rl]\nalgorithm = \"" << r.rl.algorithm << "\"\ntask = \"" << r.rl.task << "\"\n";
+    if (!r.rl.test.empty()) o << "test = \"" << r.rl.test << "\"\n";
+    if (!r.rl.reference.empty()) o << "reference = \"" << r.rl.reference << "\"\n";
+    o << "reward = \"" << r.rl.reward << "\"\ngroup = " << r.rl.group << "\nmax_tokens = " << r.rl.max_tokens
+      << "\ntemperature = " << r.rl.temperature << "\ntop_p = " << r.rl.top_p << "\nbeta = " << r.rl.loss.beta
+      << "\nclip = " << r.rl.loss.clip << "\nsample_every = " << r.rl.sample_every << "\n";
   }
   o << "\n[optim]\nname = \"" << r.optim.name << "\"\nlr = " << r.optim.lr << "\nbeta1 = " << r.optim.beta1
     << "\nbeta2 = " << r.optim.beta2 << "\neps = " << r.optim.eps << "\nweight_decay = " << r.optim.weight_decay

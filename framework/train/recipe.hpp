@@ -36,13 +36,26 @@ struct Recipe {
     std::string reference;              // the frozen reference model; default: finetune.from
     bool enabled() const { return !train.empty(); }
   } preference;
+  struct Rl {                           // [rl]: learn from the policy's own samples (docs/alignment.md)
+    std::string algorithm = "grpo";     // grpo (ppo: not yet)
+    std::string task, test;             // instruction JSONL: prompts and their reference answers
+    std::string reward = "exact_match"; // exact_match | contains
+    std::string reference;              // the frozen reference model (KL); default: finetune.from
+    std::int64_t group = 8;             // replies sampled per prompt
+    int max_tokens = 16;                // per reply
+    double temperature = 1.0, top_p = 1.0;
+    GrpoLossOptions loss;               // beta (KL weight), clip
+    std::int64_t sample_every = 50;     // write the rollouts to samples.txt every this many steps (0: never)
+    bool enabled() const { return !task.empty(); }
+  } rl;
   struct Data {
     std::string dir;                    // output of `llmtk data prepare`: tokenizer.json, train_*.bin, val_*.bin
     std::string order = "shuffled";     // shuffled | sequential | by_length | random
     bool packing = true;                // instruction data: several examples per row (false: one, padded)
   } data;
   struct Train {
-    std::int64_t batch = 8, seq = 128;  // micro-batch (with [preference]: pairs, two rows each)
+    std::int64_t batch = 8, seq = 128;  // micro-batch (with [preference]: pairs, two rows each; with
+                                        // [rl]: prompts, rl.group rows each)
     std::int64_t steps = 0, tokens = 0; // one of them: optimizer steps, or tokens to see
     std::int64_t grad_accum = 1;        // micro-batches per optimizer step
     std::string precision = "fp32";

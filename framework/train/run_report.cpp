@@ -1,5 +1,6 @@
 #include "run_report.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -21,7 +22,35 @@ struct Run {
   double final_loss = NAN, best_val = NAN, tokens_per_s = NAN, elapsed = NAN;
   std::int64_t steps = 0;
   std::string arch = "–", params = "–";  // from the run's newest checkpoint, when it has one
+  bool perplexity = false;                // its validation loss is a next-token loss (val_ppl logged)
+  // The objective's own measurements (metrics.jsonl keys beyond the trainer's), in order of appearance.
+  std::vector<std::pair<std::string, report::Series>> extra;
 };
+
+// Keys every run writes; any other numeric key is an objective's measurement and gets a chart.
+bool trainer_key(const std::string& k) {
+  for (const char* t : {"step", "loss", "lr", "grad_norm", "tokens_per_s", "mfu", "peak_memory_bytes", "elapsed_s", "val_loss", "val_ppl"})
+    if (k == t) return true;
+  return false;
+}
+
+// The chart a measurement goes on: "val_" and "_chosen"/"_rejected" removed, so training and
+// validation, chosen and rejected share one (reward_accuracy, val_reward_accuracy → reward_accuracy).
+std::string chart_of(std::string k) {
+  if (k.starts_with("val_")) k.erase(0, 4);
+  for (const char* suffix : {"_chosen", "_rejected"})
+    if (k.ends_with(suffix)) k.erase(k.size() - std::string(suffix).size());
+  return k;
+}
+
+std::string chart_title(const std::string& chart) {
+  if (chart == "reward") return "rewards of chosen and rejected replies";
+  if (chart == "logp") return "log-probability of chosen and rejected replies";
+  std::string t = chart;
+  for (char& c : t)
+    if (c == '_') c = ' ';
+  return t;
+}
 
 // "2,396,160"
 std::string grouped(std::int64_t n) {
@@ -82,6 +111,13 @@ std::string write_run_report(const std::vector<std::string>& dirs, const std::st
       if (j.contains("val_loss") && j["val_loss"].is_number())
         r.best_val = std::isfinite(r.best_val) ? std::min(r.best_val, j["val_loss"].get<double>()) : j["val_loss"].get<double>();
       if (j.contains("elapsed_s")) r.elapsed = j["elapsed_s"];
+      r.perplexity |= j.contains("val_ppl");
+      for (const auto& [key, value] : j.items()) {
+        if (trainer_key(key) || !value.is_number()) continue;
+        auto it = std::find_if(r.extra.begin(), r.extra.end(), [&](const auto& e) { return e.first == key; });
+        if (it == r.extra.end()) it = r.extra.insert(r.extra.end(), {key, report::Series{r.name + " " + key, {}, {}}});
+        it->second.x.push_back(step), it->second.y.push_back(value.get<double>());
+      }
     }
     try {  // the architecture and its size, from the checkpoint (a run stopped before one has none)
       const CheckpointState st = read_checkpoint_state(best_or_newest_checkpoint(d));
@@ -122,6 +158,19 @@ std::string write_run_report(const std::vector<std::string>& dirs, const std::st
     body += report::line_chart("training loss, second half", late, "step", "cross-entropy");
     body += report::line_chart("validation loss, second half", late_val, "step", "cross-entropy");
   }
+  // The objectives' measurements: one chart per quantity, every run's training and validation
+  // series (and chosen and rejected) on it.
+  std::vector<std::string> charts;
+  for (const auto& r : runs)
+    for (const auto& [key, series] : r.extra)
+      if (std::find(charts.begin(), charts.end(), chart_of(key)) == charts.end()) charts.push_back(chart_of(key));
+  for (const auto& chart : charts) {
+    std::vector<report::Series> lines;
+    for (const auto& r : runs)
+      for (const auto& [key, series] : r.extra)
+        if (chart_of(key) == chart) lines.push_back(series);
+    body += report::line_chart(chart_title(chart), lines, "step", chart);
+  }
   body += report::line_chart("learning rate", collect(&Run::lr), "step", "lr");
   body += report::line_chart("gradient norm (before clipping)", collect(&Run::grad), "step", "‖g‖", true);
   body += report::line_chart("throughput", collect(&Run::tps), "step", "tokens/s");
@@ -136,7 +185,7 @@ std::string write_run_report(const std::vector<std::string>& dirs, const std::st
             r.params + "</td><td class=n>" + std::to_string(r.steps) + "</td><td class=n>" + fmt(r.final_loss) +
             "</td><td class=n>" + (is_best ? "<b>" + fmt(r.best_val) + "</b>" : fmt(r.best_val)) + "</td><td class=n>" +
             (std::isfinite(best) && std::isfinite(r.best_val) ? fmt(r.best_val - best, "%+.4f") : std::string("–")) +
-            "</td><td class=n>" + fmt(std::exp(r.best_val), "%.1f") + "</td><td class=n>" + fmt(r.tokens_per_s, "%.0f") +
+            "</td><td class=n>" + (r.perplexity ? fmt(std::exp(r.best_val), "%.1f") : std::string("–")) + "</td><td class=n>" + fmt(r.tokens_per_s, "%.0f") +
             "</td><td class=n>" + fmt(r.elapsed, "%.0f s") + "</td></tr>";
   }
   body += "</table>";

@@ -46,6 +46,8 @@ class BatchSource {
   virtual void seek(data::LoaderPosition p) = 0;
   virtual std::uint64_t batches_per_epoch() const = 0;
   virtual std::uint64_t tokens() const = 0;  // what an epoch holds
+  // What making the batches measured since the last call (RL: the rewards), as means.
+  virtual Metrics take_metrics() { return {}; }
 };
 
 // Host buffers for the [B, T] batches a loader produces (ids and next-token targets, and the

@@ -23,6 +23,8 @@
 #include "optimizer.hpp"
 #include "peft.hpp"
 #include "preference.hpp"
+#include "rollout.hpp"
+#include "task_eval.hpp"
 #include "schedule.hpp"
 #include "step.hpp"
 
@@ -290,10 +292,27 @@ std::string init_weights(const Recipe& r, const std::string& from_arg, AnyModel&
   return from;
 }
 
-// [preference]: the reference model (loaded like the base, frozen), the pairs through the chat
-// template, and the preference loss (docs/alignment.md).
+// A model with the trained model's parameter table (adapters, frozen layout, soft prompt or
+// prefix), planned for one token and allocated: one copy of params() moves the weights into it.
+// Samples, rollouts and RL's validation decode with it, leaving the trained model's plan alone.
+std::unique_ptr<AnyModel> make_twin(const Recipe& r, const AnyModel& trained) {
+  auto gen = make_model(r.model.arch, r.model.dims);
+  gen->set_precision(trained.precision());
+  if (r.lora.enabled()) apply_lora(*gen, r.lora);
+  else if (!r.train.freeze.empty()) gen->freeze(r.train.freeze);
+  if (r.prompt_tuning.enabled()) gen->set_soft_prompt(r.prompt_tuning.n_tokens), gen->freeze(trained.frozen_patterns());
+  if (r.prefix_tuning.enabled())
+    gen->set_prefix(r.prefix_tuning.n_tokens, r.prefix_tuning.projection), gen->freeze(trained.frozen_patterns());
+  gen->plan(1, 1);
+  gen->allocate();
+  return gen;
+}
+
+// [preference] and [rl]: the reference model (loaded like the base, frozen), the data through the
+// chat template, and the objective (docs/alignment.md).
 struct Setup;
 void set_up_preference(const Recipe& r, const std::string& from, Setup& s, const std::function<void(const std::string&)>& log);
+void set_up_rl(const Recipe& r, const std::string& from, Setup& s, const std::function<void(const std::string&)>& log);
 
 // The backend, the data, the model, the optimizer and the resumed position of one run.
 struct Setup {
@@ -302,8 +321,10 @@ struct Setup {
   std::unique_ptr<data::DataLoader> loader, val_loader;  // token shards (not with [preference])
   std::unique_ptr<BatchSource> batches, val_batches;      // what the steps and the evaluation read
   std::unique_ptr<Objective> objective, val_objective;
-  std::unique_ptr<AnyModel> reference;  // [preference]: the frozen model the policy is compared with
+  std::unique_ptr<AnyModel> reference;  // [preference], [rl]: the frozen model the policy is compared with
   std::int64_t rows = 0;                // rows of one micro-batch (two per pair with [preference])
+  // [rl]: validation by generating (exact match on held-out prompts) instead of val_batches.
+  std::function<EvalStats(AnyModel&)> validate;
   std::unique_ptr<AnyModel> model;
   std::unique_ptr<Optimizer> optimizer;
   std::int64_t step = 0;
@@ -311,24 +332,70 @@ struct Setup {
   BaseIdentity base;  // set when checkpoints hold only the trained parameters
 };
 
-void set_up_preference(const Recipe& r, const std::string& from, Setup& s, const std::function<void(const std::string&)>& log) {
-  const auto& p = r.preference;
+// The frozen reference: loaded as the base is, planned for the batch's rows, no gradients.
+AnyModel* load_reference(const Recipe& r, const std::string& ref, const char* key, Setup& s,
+                         const std::function<void(const std::string&)>& log) {
+  LLMTK_CHECK(!is_peft_dir(ref), r.file, "the reference model ", ref, " is a PEFT adapter directory; set ", key,
+              " to an llmtk run or a Transformers directory (llmtk export RUN --hf DIR --merge)");
+  s.reference = make_model(r.model.arch, r.model.dims);
+  s.reference->set_precision(s.model->precision());
+  s.reference->freeze({"*"});  // no gradients, no optimizer state: it only scores
+  s.reference->plan(s.rows, r.train.seq);
+  s.reference->init(r.train.seed);
+  init_weights(r, ref, *s.reference, *s.tok, [&](const std::string& line) { log("reference model: " + line); });
+  return s.reference.get();
+}
+
+data::ChatTemplate template_of(const Recipe& r, const Setup& s) {
   data::ChatTemplate tmpl;
   LLMTK_CHECK(data::ChatTemplate::saved_beside(s.tok_path, tmpl), r.file, "data.dir = \"", r.data.dir,
               "\" has no chat template beside its tokenizer; name the instruction data the base was tuned on (prepared with kind = \"sft\")");
-  AnyModel* reference = nullptr;
-  if (p.loss.needs_reference()) {
-    const std::string ref = p.reference.empty() ? from : p.reference;
-    LLMTK_CHECK(!is_peft_dir(ref), r.file, "the reference model ", ref, " is a PEFT adapter directory; set preference.reference ",
-                "to an llmtk run or a Transformers directory (llmtk export RUN --hf DIR --merge)");
-    s.reference = make_model(r.model.arch, r.model.dims);
-    s.reference->set_precision(s.model->precision());
-    s.reference->freeze({"*"});  // no gradients, no optimizer state: it only scores
-    s.reference->plan(s.rows, r.train.seq);
-    s.reference->init(r.train.seed);
-    init_weights(r, ref, *s.reference, *s.tok, [&](const std::string& line) { log("reference model: " + line); });
-    reference = s.reference.get();
-  }
+  return tmpl;
+}
+
+void set_up_rl(const Recipe& r, const std::string& from, Setup& s, const std::function<void(const std::string&)>& log) {
+  const auto& rl = r.rl;
+  const data::ChatTemplate tmpl = template_of(r, s);
+  AnyModel* reference = rl.loss.beta > 0 ? load_reference(r, rl.reference.empty() ? from : rl.reference, "rl.reference", s, log) : nullptr;
+  auto tasks = [&](const std::string& file) {
+    std::vector<data::TaskRecord> out;
+    const auto records = data::read_conversations(file);
+    for (std::size_t i = 0; i < records.size(); ++i) out.push_back(data::split_last_answer(records[i], file + ": record " + std::to_string(i + 1)));
+    LLMTK_CHECK(!out.empty(), r.file, "'", file, "' holds no records");
+    return out;
+  };
+  RolloutOptions o;
+  o.prompts = r.train.batch, o.group = rl.group, o.seq = r.train.seq, o.max_tokens = rl.max_tokens;
+  o.temperature = rl.temperature, o.top_p = rl.top_p, o.reward = rl.reward, o.seed = r.train.seed, o.sample_every = rl.sample_every;
+  auto rollouts = std::make_unique<RolloutBatches>(tasks(rl.task), *s.tok, tmpl, *s.model, reference,
+                                                   [&r, &s] { return make_twin(r, *s.model); }, o);
+  log(cat("rl: ", rollouts->size(), " prompts from ", rl.task,
+          rollouts->too_long() ? cat(" (", rollouts->too_long(), " too long for train.seq = ", r.train.seq, " with rl.max_tokens = ", rl.max_tokens, " left out)") : "",
+          "; ", rl.group, " replies sampled per prompt (temperature ", rl.temperature, ", top-p ", rl.top_p, ", up to ", rl.max_tokens,
+          " tokens), reward ", rl.reward, ", KL weight ", rl.loss.beta, ", clip ", rl.loss.clip));
+  s.batches = std::move(rollouts);
+  s.objective = std::make_unique<GrpoLoss>(rl.loss);
+  if (rl.test.empty()) return;
+  // Validation: greedy answers to the first held-out prompts, scored as `llmtk eval --task` scores them.
+  const auto records = data::read_conversations(rl.test);
+  LLMTK_CHECK(!records.empty(), r.file, "'", rl.test, "' holds no records");
+  const std::size_t n = std::min(records.size(), std::size_t(r.eval.batches * r.train.batch));
+  std::vector<data::Conversation> held_out;
+  for (std::size_t i = 0; i < n; ++i) held_out.push_back(records[i * records.size() / n]);  // evenly spaced
+  s.validate = [&r, &s, tmpl, held_out](AnyModel& policy) {
+    auto twin = make_twin(r, policy);
+    twin->params().copy_from(policy.params());
+    TaskEvalOptions eo;
+    eo.max_tokens = r.rl.max_tokens, eo.batch = r.train.batch;
+    const TaskResult res = evaluate_task(*twin, *s.tok, tmpl, held_out, eo);
+    return EvalStats{res.answer_loss(), {{"exact_match", res.exact_match()}, {"token_accuracy", res.token_accuracy()}}};
+  };
+}
+
+void set_up_preference(const Recipe& r, const std::string& from, Setup& s, const std::function<void(const std::string&)>& log) {
+  const auto& p = r.preference;
+  const data::ChatTemplate tmpl = template_of(r, s);
+  AnyModel* reference = p.loss.needs_reference() ? load_reference(r, p.reference.empty() ? from : p.reference, "preference.reference", s, log) : nullptr;
   auto load = [&](const std::string& file, const char* split) {
     const PreferenceFile f = read_preferences(file);
     if (f.identical)
@@ -363,16 +430,17 @@ Setup set_up(const Recipe& r, const TrainOptions& opt, const std::string& resume
   ops::set_matmul_precision(r.train.precision == "bf16" ? DType::bf16 : DType::f32);
   if (r.train.threads > 0) ops::set_threads(r.train.threads);  // through the backend's own setter
   s.tok_path = (fs::path(r.data.dir) / "tokenizer.json").string();
-  const auto train_files = r.preference.enabled() ? std::vector<std::string>{} : shards(r.data.dir, "train_");
-  LLMTK_CHECK(r.preference.enabled() || !train_files.empty(), r.file, "data.dir = \"", r.data.dir,
+  const bool aligned = r.preference.enabled() || r.rl.enabled();  // no token shards: pairs, or prompts
+  const auto train_files = aligned ? std::vector<std::string>{} : shards(r.data.dir, "train_");
+  LLMTK_CHECK(aligned || !train_files.empty(), r.file, "data.dir = \"", r.data.dir,
               "\" holds no train_*.bin shards; run llmtk data prepare first (see recipes/data/)");
   LLMTK_CHECK(fs::exists(s.tok_path), r.file, "data.dir = \"", r.data.dir, "\" holds no tokenizer.json; run llmtk data prepare first");
   s.tok = data::load_tokenizer(s.tok_path);
   LLMTK_CHECK(s.tok->vocab_size() <= r.model.dims.vocab, r.file, "the tokenizer in ", r.data.dir, " has ",
               s.tok->vocab_size(), " tokens but model.vocab is ", r.model.dims.vocab, "; set model.vocab = ",
               s.tok->vocab_size());
-  s.rows = r.preference.enabled() ? 2 * r.train.batch : r.train.batch;
-  if (!r.preference.enabled()) {
+  s.rows = r.preference.enabled() ? 2 * r.train.batch : r.rl.enabled() ? r.train.batch * r.rl.group : r.train.batch;
+  if (!aligned) {
     s.loader = make_loader(r, train_files, s.tok->hash(),
                            {r.train.batch, r.train.seq, data::parse_order(r.data.order), r.train.seed, 0, 1, r.data.packing}, false);
     s.val_loader = make_loader(r, shards(r.data.dir, "val_"), s.tok->hash(),
@@ -427,6 +495,7 @@ Setup set_up(const Recipe& r, const TrainOptions& opt, const std::string& resume
   }
   s.optimizer = std::make_unique<Optimizer>(r.optim, s.model->params());
   if (r.preference.enabled()) set_up_preference(r, from, s, log);
+  if (r.rl.enabled()) set_up_rl(r, from, s, log);
   if (resume_from.empty()) return s;
   const std::string& ck = resume_from;
   const CheckpointState st = read_checkpoint_state(ck);
@@ -586,8 +655,10 @@ class Evaluator final : public Hook {
   void after_step(Run& run, const StepStats& st, double) override {
     if (!st.finite || !eval_due(run)) return;
     const Recipe& r = run.r;
-    const EvalStats e = run.s.val_batches ? evaluate(*run.s.model, *run.s.val_objective, *run.s.val_batches, r.eval.batches)
-                                          : EvalStats{};
+    if (!run.s.validate && !run.s.val_batches) return sample(run);  // nothing held out to measure
+    const EvalStats e = run.s.validate      ? run.s.validate(*run.s.model)
+                        : run.s.val_batches ? evaluate(*run.s.model, *run.s.val_objective, *run.s.val_batches, r.eval.batches)
+                                            : EvalStats{};
     run.val_loss = e.loss;
     // Perplexity is the exponential of a next-token loss only; a preference loss reports its measurements.
     const bool lm = e.metrics.empty();
@@ -621,15 +692,7 @@ class Evaluator final : public Hook {
   void sample(Run& run) {
     const Recipe& r = run.r;
     if (r.log.sample_prompt.empty()) return;
-    // The same parameter table as the trained model (adapters, frozen layout), so one copy moves it.
-    auto gen = make_model(r.model.arch, r.model.dims);
-    if (r.lora.enabled()) apply_lora(*gen, r.lora);
-    else if (!r.train.freeze.empty()) gen->freeze(r.train.freeze);
-    if (r.prompt_tuning.enabled()) gen->set_soft_prompt(r.prompt_tuning.n_tokens), gen->freeze(run.s.model->frozen_patterns());
-    if (r.prefix_tuning.enabled())
-      gen->set_prefix(r.prefix_tuning.n_tokens, r.prefix_tuning.projection), gen->freeze(run.s.model->frozen_patterns());
-    gen->plan(1, 1);
-    gen->allocate();
+    auto gen = make_twin(r, *run.s.model);
     gen->params().copy_from(run.s.model->params());
     GenerateOptions g;
     g.max_tokens = r.log.sample_tokens, g.seed = r.train.seed;
@@ -694,6 +757,8 @@ TrainResult train(const Recipe& r, const TrainOptions& opt) {
   run.history = where.history;
   run.total = r.total_steps();
   for (const auto& p : where.discard) fs::remove_all(p);  // --overwrite, now that set-up succeeded
+  if (auto* rollouts = dynamic_cast<RolloutBatches*>(s.batches.get()))
+    rollouts->set_samples_file((fs::path(run.dir) / "samples.txt").string());
   fs::create_directories(fs::path(run.dir) / "checkpoints");
   write_text((fs::path(run.dir) / "recipe.toml").string(), to_toml(r));
 
@@ -709,7 +774,14 @@ TrainResult train(const Recipe& r, const TrainOptions& opt) {
   const Schedule sched{r.schedule.name, r.optim.lr, r.schedule.min_lr, r.schedule.warmup, run.total, r.schedule.decay_fraction};
   while (s.step < run.total && !run.stop) {
     const double lr = sched.at(s.step);
-    const StepStats st = stepper.run([&] { return s.batches->next(); }, r.train.grad_accum, lr, s.step + 1);
+    StepStats st = stepper.run([&] { return s.batches->next(); }, r.train.grad_accum, lr, s.step + 1);
+    // What making the batches measured (RL: the rewards) goes first, the objective's after it.
+    if (Metrics made = s.batches->take_metrics(); !made.empty()) {
+      Metrics all = {made.front()};
+      all.insert(all.end(), st.metrics.begin(), st.metrics.end());
+      all.insert(all.end(), made.begin() + 1, made.end());
+      st.metrics = std::move(all);
+    }
     if (st.finite) ++s.step, run.last_loss = st.loss;
     for (Hook* h : hooks) h->after_step(run, st, lr);
   }

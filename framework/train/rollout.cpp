@@ -1,0 +1,163 @@
+#include "rollout.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+
+#include "../core/error.hpp"
+#include "../core/rng.hpp"
+#include "generate.hpp"
+
+namespace llmtk::train {
+
+namespace {
+std::string trimmed(const std::string& s) {
+  const auto a = s.find_first_not_of(" \t\r\n");
+  if (a == std::string::npos) return {};
+  return s.substr(a, s.find_last_not_of(" \t\r\n") - a + 1);
+}
+}  // namespace
+
+double verifiable_reward(const std::string& kind, const std::string& reply, const std::string& reference) {
+  const std::string r = trimmed(reply), ref = trimmed(reference);
+  if (kind == "exact_match") return r == ref ? 1.0 : 0.0;
+  if (kind == "contains") return !ref.empty() && r.find(ref) != std::string::npos ? 1.0 : 0.0;
+  fail("reward", "unknown reward '", kind, "'; known: exact_match, contains");
+}
+
+std::vector<float> group_advantages(const std::vector<double>& rewards, std::int64_t group) {
+  LLMTK_CHECK(group >= 2 && rewards.size() % std::size_t(group) == 0, "advantages", "rewards come in groups of ", group,
+              " (at least 2), got ", rewards.size());
+  std::vector<float> a(rewards.size());
+  for (std::size_t g = 0; g < rewards.size(); g += std::size_t(group)) {
+    double mean = 0, var = 0;
+    for (std::size_t i = g; i < g + std::size_t(group); ++i) mean += rewards[i];
+    mean /= double(group);
+    for (std::size_t i = g; i < g + std::size_t(group); ++i) var += (rewards[i] - mean) * (rewards[i] - mean);
+    const double sd = std::sqrt(var / double(group - 1));
+    for (std::size_t i = g; i < g + std::size_t(group); ++i) a[i] = static_cast<float>((rewards[i] - mean) / (sd + 1e-4));
+  }
+  return a;
+}
+
+RolloutBatches::RolloutBatches(std::vector<data::TaskRecord> records, const data::Tokenizer& tok, const data::ChatTemplate& tmpl,
+                               AnyModel& policy, AnyModel* reference, std::function<std::unique_ptr<AnyModel>()> sampler,
+                               RolloutOptions o)
+    : tok_(tok), stop_(tmpl.end_of_turn(tok)), policy_(policy), reference_(reference), sampler_(sampler()), o_(std::move(o)) {
+  LLMTK_CHECK(o_.group >= 2, "rl", "a group needs at least 2 replies per prompt to compare, got rl.group = ", o_.group);
+  (void)verifiable_reward(o_.reward, "", "");  // an unknown reward stops here
+  for (const auto& r : records) {
+    Prompt p;
+    p.ids = tmpl.prompt(tok, r.prompt);
+    p.ids.insert(p.ids.begin(), tok.eot());  // as instruction examples start
+    if (std::int64_t(p.ids.size()) + o_.max_tokens + 1 > o_.seq) {
+      ++too_long_;
+      continue;
+    }
+    for (const auto& m : r.prompt)
+      if (m.role == "user") p.text = m.content;
+    p.reference = r.answer;
+    prompts_.push_back(std::move(p));
+  }
+  LLMTK_CHECK(batches_per_epoch() > 0, "rl", prompts_.size(), " prompts fit in rows of ", o_.seq, " tokens with rl.max_tokens = ",
+              o_.max_tokens, ", fewer than one batch of ", o_.prompts, "; lower train.batch or raise train.seq");
+}
+
+Batch RolloutBatches::next() {
+  if (pos_.step >= batches_per_epoch()) pos_ = {pos_.epoch + 1, 0};
+  if (ordered_epoch_ != pos_.epoch) {  // the prompts' order: shuffled per epoch from the seed
+    order_.resize(prompts_.size());
+    for (std::size_t i = 0; i < order_.size(); ++i) order_[i] = i;
+    Rng rng(o_.seed * 0x9e3779b97f4a7c15ull + pos_.epoch);
+    for (std::size_t i = order_.size(); i > 1; --i) std::swap(order_[i - 1], order_[std::size_t(rng.next() % i)]);
+    ordered_epoch_ = pos_.epoch;
+  }
+  const std::uint64_t batch_index = pos_.epoch * batches_per_epoch() + pos_.step;
+  const std::size_t first = std::size_t(pos_.step * std::uint64_t(o_.prompts));
+  ++pos_.step;
+
+  // Sample G replies per prompt with the policy's current weights.
+  sampler_->params().copy_from(policy_.params());
+  const std::int64_t P = o_.prompts, G = o_.group, R = P * G, T = o_.seq;
+  ids_.assign(std::size_t(R * T), tok_.eot());
+  targets_.assign(ids_.size(), kIgnoreIndex);
+  std::vector<double> rewards(static_cast<std::size_t>(R));
+  std::vector<std::string> replies(static_cast<std::size_t>(R));
+  double length = 0;
+  for (std::int64_t i = 0; i < P; ++i) {
+    const Prompt& p = prompts_[order_[first + std::size_t(i)]];
+    GenerateOptions go;
+    go.max_tokens = o_.max_tokens, go.temperature = o_.temperature, go.top_k = 0, go.top_p = o_.top_p;
+    go.stop_token = stop_;
+    // Every reply's randomness is a function of (seed, batch, row): a resumed run samples what it would have.
+    std::vector<std::uint64_t> seeds;
+    for (std::int64_t g = 0; g < G; ++g)
+      seeds.push_back(Rng(o_.seed ^ (batch_index * 0x100000001b3ull + std::uint64_t(i * G + g) * 0x9e3779b97f4a7c15ull)).next());
+    auto group = generate_group(*sampler_, p.ids, go, seeds);  // the prompt read once for all G
+    for (std::int64_t g = 0; g < G; ++g) {
+      const std::int64_t row = i * G + g;
+      std::vector<std::int32_t>& reply = group[std::size_t(g)];
+      replies[std::size_t(row)] = tok_.decode(reply);
+      rewards[std::size_t(row)] = verifiable_reward(o_.reward, replies[std::size_t(row)], p.reference);
+      if (std::int64_t(reply.size()) < o_.max_tokens) reply.push_back(stop_);  // it stopped: the marker is learned too
+      length += double(reply.size());
+      // The row: prompt then reply; position t predicts token t + 1, so the reply's targets start
+      // at the prompt's last position.
+      std::int32_t* x = ids_.data() + row * T;
+      std::int32_t* y = targets_.data() + row * T;
+      std::copy(p.ids.begin(), p.ids.end(), x);
+      std::copy(reply.begin(), reply.end(), x + p.ids.size());
+      for (std::size_t k = 0; k < reply.size(); ++k) y[p.ids.size() - 1 + k] = reply[k];
+    }
+  }
+  const std::vector<float> adv = group_advantages(rewards, G);
+  advantages_.assign(adv.begin(), adv.end());
+
+  const TensorRef ids(ids_.data(), DType::i32, {R, T}), targets(targets_.data(), DType::i32, {R, T});
+  TensorRef reference;
+  if (reference_) {  // the frozen reference's log-probability of every sampled token
+    const auto& losses = reference_losses_.forward(reference_->forward({ids, {}, {}}), targets, "reference model");
+    reference_logp_.resize(losses.size());
+    for (std::size_t k = 0; k < losses.size(); ++k) reference_logp_[k] = -losses[k];
+    reference = TensorRef(reference_logp_.data(), DType::f32, {R, T});
+  }
+
+  double mean = 0, spread = 0, solved = 0;
+  for (std::int64_t i = 0; i < P; ++i) {
+    double m = 0, best = 0;
+    for (std::int64_t g = 0; g < G; ++g) m += rewards[std::size_t(i * G + g)], best = std::max(best, rewards[std::size_t(i * G + g)]);
+    m /= double(G);
+    double v = 0;
+    for (std::int64_t g = 0; g < G; ++g) v += (rewards[std::size_t(i * G + g)] - m) * (rewards[std::size_t(i * G + g)] - m);
+    mean += m, spread += std::sqrt(v / double(G - 1)), solved += best > 0;
+  }
+  accumulate(sums_, {{"reward", mean / double(P)}, {"reward_std", spread / double(P)}, {"response_length", length / double(R)},
+                     {"solved", solved / double(P)}});
+  ++batches_since_;
+
+  if (o_.sample_every > 0 && !o_.samples_file.empty() && batch_index % std::uint64_t(o_.sample_every) == 0) {
+    std::ofstream f(o_.samples_file, std::ios::app);
+    f << "--- batch " << batch_index << " (step " << batch_index + 1 << " without gradient accumulation) ---\n";
+    for (std::int64_t i = 0; i < std::min<std::int64_t>(P, 2); ++i) {
+      const Prompt& p = prompts_[order_[first + std::size_t(i)]];
+      f << "prompt:    " << p.text << "\nreference: " << p.reference << "\n";
+      for (std::int64_t g = 0; g < G; ++g)
+        f << "  reward " << rewards[std::size_t(i * G + g)] << "  advantage " << advantages_[std::size_t(i * G + g)] << "  | "
+          << replies[std::size_t(i * G + g)] << "\n";
+    }
+  }
+
+  Labels labels(targets, {}, reference);
+  labels.advantages = TensorRef(advantages_.data(), DType::f32, {R});
+  return {{ids, {}, {}}, labels};
+}
+
+Metrics RolloutBatches::take_metrics() {
+  Metrics m = sums_;
+  for (auto& [name, v] : m) v /= double(std::max<std::int64_t>(batches_since_, 1));
+  sums_.clear();
+  batches_since_ = 0;
+  return m;
+}
+
+}  // namespace llmtk::train

@@ -1,0 +1,83 @@
+// Rollouts for RL fine-tuning (docs/alignment.md): the policy answers each prompt G times by
+// sampling, with the KV cache on the active backend; a verifiable reward scores each answer
+// against the task's reference; the rewards become advantages within each prompt's group (GRPO);
+// the frozen reference model scores every sampled token (for the KL penalty). The result is a
+// batch of G·P rows for GrpoLoss: EOT + prompt + answer, with targets on the answer (and the
+// end-of-turn marker when the policy stopped by itself).
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "../data/chat.hpp"
+#include "../models/model.hpp"
+#include "step.hpp"
+
+namespace llmtk::train {
+
+// Rewards a reply earns against the reference answer (both trimmed of surrounding spaces):
+//   exact_match  1 when they are equal, else 0
+//   contains     1 when the reply contains the reference, else 0
+double verifiable_reward(const std::string& kind, const std::string& reply, const std::string& reference);
+
+// GRPO's advantages: each reward minus its group's mean, over the group's standard deviation
+// (the sample standard deviation, n − 1, + 1e-4): rewards [P·G] in groups of G consecutive replies.
+// A group whose replies all earned the same has advantages 0: nothing to learn from it.
+std::vector<float> group_advantages(const std::vector<double>& rewards, std::int64_t group);
+
+struct RolloutOptions {
+  std::int64_t prompts = 8;    // P per batch
+  std::int64_t group = 8;      // G replies per prompt
+  std::int64_t seq = 128;      // row length: prompt + max_tokens + 1 must fit
+  int max_tokens = 16;
+  double temperature = 1.0, top_p = 1.0;
+  std::string reward = "exact_match";
+  std::uint64_t seed = 1;
+  std::int64_t sample_every = 0;  // > 0: every this many batches, write the rollouts to samples_file
+  std::string samples_file;
+};
+
+class RolloutBatches final : public BatchSource {
+ public:
+  // `sampler` makes a model with the policy's parameter layout (adapters, frozen parameters),
+  // into which the policy's weights are copied before each rollout.
+  RolloutBatches(std::vector<data::TaskRecord> records, const data::Tokenizer& tok, const data::ChatTemplate& tmpl,
+                 AnyModel& policy, AnyModel* reference, std::function<std::unique_ptr<AnyModel>()> sampler, RolloutOptions o);
+  Batch next() override;
+  data::LoaderPosition position() const override { return pos_; }
+  void seek(data::LoaderPosition p) override { pos_ = p; }
+  std::uint64_t batches_per_epoch() const override { return prompts_.size() / std::uint64_t(o_.prompts); }
+  std::uint64_t tokens() const override { return batches_per_epoch() * std::uint64_t(o_.prompts * o_.group * o_.seq); }
+  // reward (mean), reward_std (within groups), response_length (tokens), solved (share of
+  // prompts with at least one rewarded reply), since the last call.
+  Metrics take_metrics() override;
+  std::int64_t too_long() const { return too_long_; }
+  std::size_t size() const { return prompts_.size(); }
+  void set_samples_file(std::string path) { o_.samples_file = std::move(path); }
+
+ private:
+  struct Prompt {
+    std::vector<std::int32_t> ids;  // EOT + the rendered prompt + the assistant's header
+    std::string text, reference;
+  };
+  std::vector<Prompt> prompts_;
+  const data::Tokenizer& tok_;
+  std::int32_t stop_;
+  AnyModel& policy_;
+  AnyModel* reference_;
+  std::unique_ptr<AnyModel> sampler_;
+  RolloutOptions o_;
+  std::int64_t too_long_ = 0;
+  data::LoaderPosition pos_{};
+  std::uint64_t ordered_epoch_ = ~std::uint64_t(0);
+  std::vector<std::size_t> order_;
+  std::vector<std::int32_t> ids_, targets_;
+  std::vector<float> advantages_, reference_logp_;
+  TokenLosses reference_losses_;
+  Metrics sums_;
+  std::int64_t batches_since_ = 0;
+};
+
+}  // namespace llmtk::train
