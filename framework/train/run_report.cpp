@@ -43,9 +43,9 @@ std::string chart_of(std::string k) {
   return k;
 }
 
-std::string chart_title(const std::string& chart) {
-  if (chart == "reward") return "rewards of chosen and rejected replies";
-  if (chart == "logp") return "log-probability of chosen and rejected replies";
+std::string chart_title(const std::string& chart, bool pairs) {
+  if (chart == "reward" && pairs) return "rewards of chosen and rejected replies";
+  if (chart == "logp" && pairs) return "log-probability of chosen and rejected replies";
   std::string t = chart;
   for (char& c : t)
     if (c == '_') c = ' ';
@@ -142,10 +142,14 @@ std::string write_run_report(const std::vector<std::string>& dirs, const std::st
     return s;
   };
   std::string body = "<h1>Training report</h1><p>" + std::to_string(runs.size()) + " run(s)</p><div class=charts>";
+  // A next-token loss is a cross-entropy; a preference or RL objective's loss is its own quantity.
+  bool lm = true;
+  for (const auto& r : runs) lm &= r.perplexity || r.extra.empty();
+  const char* loss_axis = lm ? "cross-entropy" : "loss";
   if (runs.size() == 1) {
     std::vector<report::Series> losses = collect(&Run::loss, " train");
     for (auto& v : collect(&Run::val, " val")) losses.push_back(v);
-    body += report::line_chart("loss", losses, "step", "cross-entropy");
+    body += report::line_chart("loss", losses, "step", loss_axis);
   } else {
     // Several runs: one line per run and chart, and the second half again on its own scale, where
     // runs that start alike differ by less than the first steps' drop.
@@ -153,10 +157,10 @@ std::string write_run_report(const std::vector<std::string>& dirs, const std::st
     for (const auto& r : runs) last = std::max(last, double(r.steps));
     std::vector<report::Series> late, late_val;
     for (const auto& r : runs) late.push_back(from_step(r.loss, last / 2)), late_val.push_back(from_step(r.val, last / 2));
-    body += report::line_chart("training loss", collect(&Run::loss), "step", "cross-entropy");
-    body += report::line_chart("validation loss", collect(&Run::val), "step", "cross-entropy");
-    body += report::line_chart("training loss, second half", late, "step", "cross-entropy");
-    body += report::line_chart("validation loss, second half", late_val, "step", "cross-entropy");
+    body += report::line_chart("training loss", collect(&Run::loss), "step", loss_axis);
+    body += report::line_chart("validation loss", collect(&Run::val), "step", loss_axis);
+    body += report::line_chart("training loss, second half", late, "step", loss_axis);
+    body += report::line_chart("validation loss, second half", late_val, "step", loss_axis);
   }
   // The objectives' measurements: one chart per quantity, every run's training and validation
   // series (and chosen and rejected) on it.
@@ -165,11 +169,18 @@ std::string write_run_report(const std::vector<std::string>& dirs, const std::st
     for (const auto& [key, series] : r.extra)
       if (std::find(charts.begin(), charts.end(), chart_of(key)) == charts.end()) charts.push_back(chart_of(key));
   for (const auto& chart : charts) {
+    // Several runs: their held-out series where they have them (the comparison that matters, and
+    // half the lines).
+    bool held_out = false;
+    for (const auto& r : runs)
+      for (const auto& [key, series] : r.extra) held_out |= runs.size() > 1 && chart_of(key) == chart && key.starts_with("val_");
     std::vector<report::Series> lines;
     for (const auto& r : runs)
       for (const auto& [key, series] : r.extra)
-        if (chart_of(key) == chart) lines.push_back(series);
-    body += report::line_chart(chart_title(chart), lines, "step", chart);
+        if (chart_of(key) == chart && (!held_out || key.starts_with("val_"))) lines.push_back(series);
+    bool pairs = false;  // chosen and rejected series: a preference objective's
+    for (const auto& l : lines) pairs |= l.name.ends_with("_chosen") || l.name.ends_with("_rejected");
+    body += report::line_chart(chart_title(chart, pairs), lines, "step", chart);
   }
   body += report::line_chart("learning rate", collect(&Run::lr), "step", "lr");
   body += report::line_chart("gradient norm (before clipping)", collect(&Run::grad), "step", "‖g‖", true);

@@ -296,8 +296,7 @@ std::string init_weights(const Recipe& r, const std::string& from_arg, AnyModel&
 // prefix), planned for one token and allocated: one copy of params() moves the weights into it.
 // Samples, rollouts and RL's validation decode with it, leaving the trained model's plan alone.
 std::unique_ptr<AnyModel> make_twin(const Recipe& r, const AnyModel& trained) {
-  auto gen = make_model(r.model.arch, r.model.dims);
-  gen->set_precision(trained.precision());
+  auto gen = make_model(r.model.arch, r.model.dims);  // f32 activations: decoding reads f32 logits
   if (r.lora.enabled()) apply_lora(*gen, r.lora);
   else if (!r.train.freeze.empty()) gen->freeze(r.train.freeze);
   if (r.prompt_tuning.enabled()) gen->set_soft_prompt(r.prompt_tuning.n_tokens), gen->freeze(trained.frozen_patterns());
@@ -368,7 +367,7 @@ void set_up_rl(const Recipe& r, const std::string& from, Setup& s, const std::fu
   o.prompts = r.train.batch, o.group = rl.group, o.seq = r.train.seq, o.max_tokens = rl.max_tokens;
   o.temperature = rl.temperature, o.top_p = rl.top_p, o.reward = rl.reward, o.seed = r.train.seed, o.sample_every = rl.sample_every;
   auto rollouts = std::make_unique<RolloutBatches>(tasks(rl.task), *s.tok, tmpl, *s.model, reference,
-                                                   [&r, &s] { return make_twin(r, *s.model); }, o);
+                                                   [&r, policy = s.model.get()] { return make_twin(r, *policy); }, o);
   log(cat("rl: ", rollouts->size(), " prompts from ", rl.task,
           rollouts->too_long() ? cat(" (", rollouts->too_long(), " too long for train.seq = ", r.train.seq, " with rl.max_tokens = ", rl.max_tokens, " left out)") : "",
           "; ", rl.group, " replies sampled per prompt (temperature ", rl.temperature, ", top-p ", rl.top_p, ", up to ", rl.max_tokens,
@@ -382,13 +381,15 @@ void set_up_rl(const Recipe& r, const std::string& from, Setup& s, const std::fu
   const std::size_t n = std::min(records.size(), std::size_t(r.eval.batches * r.train.batch));
   std::vector<data::Conversation> held_out;
   for (std::size_t i = 0; i < n; ++i) held_out.push_back(records[i * records.size() / n]);  // evenly spaced
-  s.validate = [&r, &s, tmpl, held_out](AnyModel& policy) {
+  // Captures what outlives this Setup's move to the caller: the recipe and the tokenizer object.
+  s.validate = [&r, tok = s.tok.get(), tmpl, held_out](AnyModel& policy) {
     auto twin = make_twin(r, policy);
     twin->params().copy_from(policy.params());
     TaskEvalOptions eo;
     eo.max_tokens = r.rl.max_tokens, eo.batch = r.train.batch;
-    const TaskResult res = evaluate_task(*twin, *s.tok, tmpl, held_out, eo);
-    return EvalStats{res.answer_loss(), {{"exact_match", res.exact_match()}, {"token_accuracy", res.token_accuracy()}}};
+    const TaskResult res = evaluate_task(*twin, *tok, tmpl, held_out, eo);
+    // No loss of the objective's kind here: RL's loss is not measured on held-out data.
+    return EvalStats{NAN, {{"exact_match", res.exact_match()}, {"token_accuracy", res.token_accuracy()}, {"answer_loss", res.answer_loss()}}};
   };
 }
 
@@ -662,7 +663,8 @@ class Evaluator final : public Hook {
     run.val_loss = e.loss;
     // Perplexity is the exponential of a next-token loss only; a preference loss reports its measurements.
     const bool lm = e.metrics.empty();
-    json m = {{"step", run.s.step}, {"val_loss", run.val_loss}};
+    json m = {{"step", run.s.step}};
+    if (std::isfinite(run.val_loss)) m["val_loss"] = run.val_loss;
     if (lm) m["val_ppl"] = std::exp(run.val_loss);
     std::string extra;
     for (const auto& [name, value] : e.metrics) {
@@ -677,9 +679,11 @@ class Evaluator final : public Hook {
     if (lm)
       std::snprintf(line, sizeof line, "eval  step %lld  val loss %.4f  perplexity %.1f", static_cast<long long>(run.s.step),
                     run.val_loss, std::exp(run.val_loss));
-    else
+    else if (std::isfinite(run.val_loss))
       std::snprintf(line, sizeof line, "eval  step %lld  val loss %.4f%s", static_cast<long long>(run.s.step), run.val_loss,
                     extra.c_str());
+    else
+      std::snprintf(line, sizeof line, "eval  step %lld %s", static_cast<long long>(run.s.step), extra.c_str());
     run.log(line);
     sample(run);
     if (r.checkpoint.keep_best && std::isfinite(run.val_loss) && run.val_loss < run.s.best_val) {

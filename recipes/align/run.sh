@@ -41,7 +41,7 @@ pref_acc() {  # pref_acc RUN TASK -> preference accuracy on held-out pairs
 }
 exact() {  # exact RUN TASK -> "exact_match token_accuracy"
   $llmtk eval "$1" --task data/sft/$2.test.jsonl --limit "$task_limit" --show 0 |
-    awk '/^exact_match/ {e=$2} /^token_accuracy/ {a=$2} END {printf "%.3f %.3f", e, a}'
+    awk '/^exact_match/ {e=$2} /^token_accuracy/ {a=$2} END {printf "%.3f %.3f\n", e, a}'
 }
 rows=()
 add_row() {  # add_row NAME RUN TRAIN_LOG
