@@ -285,6 +285,9 @@ TEST_CASE("preference training from a base run: log 2 at the start, nothing move
                          "[train]\nbatch = 4\nseq = 48\nsteps = 8\ndevice = \"cpu\"\nthreads = 2\n\n"
                          "[optim]\nlr = 1e-2\nweight_decay = 0\n\n[eval]\nevery = 4\nbatches = 2\n\n[checkpoint]\nevery = 4\n\n[log]\nevery = 1\n";
   const auto recipe = read_recipe(path.string());
+  CHECK(recipe.rows() == 8);  // two rows per pair
+  CHECK_THROWS_WITH(read_recipe(path.string(), {"data.order=by_length"}), Catch::Contains("\"shuffled\"") && Catch::Contains("\"sequential\""));
+  CHECK_THROWS_WITH(read_recipe(path.string(), {"preference.test=" + (d / "missing.jsonl").string()}), Catch::Contains("does not exist"));
   std::string log;
   auto o = quiet(d / "run");
   o.log = [&](const std::string& line) { log += line + "\n"; };
@@ -433,6 +436,10 @@ TEST_CASE("replies to one prompt read once: generate_group samples what generate
     distinct.insert(group[i]);
   }
   CHECK(distinct.size() > 1);  // different seeds, different replies: the cache was restored, not reused
+  // A vocabulary padded past the tokenizer's: only ids below the limit are sampled.
+  o.vocab_limit = 8, o.stop_token = -1, o.temperature = 3.0;
+  for (const auto& reply : generate_group(*m, prompt, o, seeds))
+    for (const auto id : reply) CHECK(id < 8);
 }
 
 TEST_CASE("GRPO from a base run: reproducible, resumes exactly, and nothing moves at lr 0", "[align][grpo][train]") {
@@ -450,6 +457,9 @@ TEST_CASE("GRPO from a base run: reproducible, resumes exactly, and nothing move
                          "[train]\nbatch = 2\nseq = 32\nsteps = 6\ndevice = \"cpu\"\nthreads = 2\n\n"
                          "[optim]\nlr = 1e-2\nweight_decay = 0\n\n[eval]\nevery = 3\nbatches = 2\n\n[checkpoint]\nevery = 3\n\n[log]\nevery = 1\n";
   const auto recipe = read_recipe(path.string());
+  CHECK(recipe.rows() == 8);  // rl.group rows per prompt
+  CHECK(!recipe.checkpoint.keep_best);  // RL measures no validation loss to rank checkpoints by
+  CHECK_THROWS_WITH(read_recipe(path.string(), {"checkpoint.keep_best=true"}), Catch::Contains("keep_best"));
   const auto r = train::train(recipe, quiet(d / "run"));
   const auto l = losses(r.run_dir);
   REQUIRE(l.size() == 6);

@@ -141,6 +141,7 @@ std::vector<Item> kjv_book_pref(const std::string& path) {
   std::vector<std::string> canon;  // the books in the order they come
   for (const auto& v : verses)
     if (canon.empty() || canon.back() != v.book) canon.push_back(v.book);
+  LLMTK_CHECK(canon.size() >= 2, "data synth", "'", path, "' holds one book; kjv-book-pref needs at least two to reject one");
   std::vector<Item> items;
   for (const auto& v : verses) {
     if (words_of(v.text).size() > 30) continue;

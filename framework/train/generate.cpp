@@ -69,7 +69,7 @@ struct Decoder {
   }
   // Samples up to max_tokens after what was fed (until stop_token, which is not returned).
   std::vector<data::TokenId> reply(const GenerateOptions& o, const std::function<void(data::TokenId)>& on_token) {
-    const std::int64_t V = model.dims().vocab;
+    const std::int64_t V = o.vocab_limit > 0 ? std::min<std::int64_t>(o.vocab_limit, model.dims().vocab) : model.dims().vocab;
     Rng rng(o.seed);
     std::vector<float> probs(static_cast<std::size_t>(V));
     std::vector<int> order(static_cast<std::size_t>(V));

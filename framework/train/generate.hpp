@@ -19,6 +19,8 @@ struct GenerateOptions {
   double top_p = 0.95;       // 1: off
   std::uint64_t seed = 1;
   int stop_token = -1;       // stop when sampled (e.g. end of text)
+  std::int64_t vocab_limit = 0;  // > 0: sample only ids below it (a model whose vocabulary is
+                                 // padded past its tokenizer's)
 };
 
 // Continues `prompt` with up to max_tokens tokens; on_token is called for each as it is sampled.

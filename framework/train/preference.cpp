@@ -139,10 +139,10 @@ void fill_pair_rows(const std::vector<const EncodedPair*>& pairs, std::int64_t P
 }
 
 PreferenceBatches::PreferenceBatches(std::vector<EncodedPair> pairs, std::int64_t batch, std::int64_t seq, bool shuffle,
-                                     std::uint64_t seed, std::int32_t pad, AnyModel* reference)
+                                     std::uint64_t seed, std::int32_t pad, AnyModel* reference, const std::string& source)
     : pairs_(std::move(pairs)), batch_(batch), seq_(seq), shuffle_(shuffle), seed_(seed), pad_(pad), reference_(reference) {
-  LLMTK_CHECK(batches_per_epoch() > 0, "preference data", pairs_.size(), " pairs fit in rows of ", seq, " tokens, fewer than one batch of ",
-              batch, "; lower train.batch or raise train.seq");
+  LLMTK_CHECK(batches_per_epoch() > 0, source, "only ", pairs_.size(), " pairs fit in rows of ", seq, " tokens, fewer than one batch of ",
+              batch, " (train.batch); lower train.batch, add pairs, or raise train.seq if pairs were left out as too long");
 }
 
 void PreferenceBatches::seek(data::LoaderPosition p) { pos_ = p; }

@@ -61,8 +61,9 @@ void fill_pair_rows(const std::vector<const EncodedPair*>& pairs, std::int64_t P
 // batch carries its log-probability of each row (labels.reference), computed as the batch is made.
 class PreferenceBatches final : public BatchSource {
  public:
+  // `source` names the pairs' file in errors.
   PreferenceBatches(std::vector<EncodedPair> pairs, std::int64_t batch, std::int64_t seq, bool shuffle, std::uint64_t seed,
-                    std::int32_t pad, AnyModel* reference = nullptr);
+                    std::int32_t pad, AnyModel* reference = nullptr, const std::string& source = "preference data");
   Batch next() override;
   data::LoaderPosition position() const override { return pos_; }
   void seek(data::LoaderPosition p) override;

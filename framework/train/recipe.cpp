@@ -17,9 +17,13 @@
 
 namespace llmtk::train {
 
+std::int64_t Recipe::rows() const {
+  return preference.enabled() ? 2 * train.batch : rl.enabled() ? train.batch * rl.group : train.batch;
+}
+
 std::int64_t Recipe::total_steps() const {
   if (train.steps > 0) return train.steps;
-  const std::int64_t per_step = train.batch * train.seq * train.grad_accum;
+  const std::int64_t per_step = rows() * train.seq * train.grad_accum;
   return (train.tokens + per_step - 1) / per_step;
 }
 
@@ -199,6 +203,9 @@ Recipe read_recipe(const std::string& path, const std::vector<std::string>& sets
   auto d = root.table("data");
   r.data.dir = d.string("dir", "");
   r.data.order = d.string("order", r.data.order, {"shuffled", "sequential", "by_length", "random"});
+  if (r.preference.enabled() || r.rl.enabled())
+    LLMTK_CHECK(r.data.order == "shuffled" || r.data.order == "sequential", path, "data.order = \"", r.data.order,
+                "\": pairs and prompts are read \"shuffled\" (every epoch) or \"sequential\"");
   r.data.packing = d.boolean("packing", r.data.packing);
   // Instruction data adds a chat template's tokens to the base's tokenizer: the fine-tuned model
   // has as many more rows in its embedding (and head), initialised when the base is loaded.
@@ -259,6 +266,12 @@ Recipe read_recipe(const std::string& path, const std::vector<std::string>& sets
   r.checkpoint.every = c.integer("every", r.checkpoint.every, 0, std::int64_t(1) << 40);
   r.checkpoint.keep = int(c.integer("keep", r.checkpoint.keep, 1, 1000));
   r.checkpoint.keep_best = c.boolean("keep_best", r.checkpoint.keep_best);
+  if (r.rl.enabled()) {
+    // The best checkpoint is the one with the lowest validation loss, which RL does not measure.
+    LLMTK_CHECK(!c.has("keep_best") || !r.checkpoint.keep_best, path, "checkpoint.keep_best ranks checkpoints by validation loss, "
+                "which [rl] does not measure (it reports exact match); remove the key or set it to false");
+    r.checkpoint.keep_best = false;
+  }
   auto l = root.table("log");
   r.log.every = l.integer("every", r.log.every, 1, std::int64_t(1) << 40);
   r.log.sample_prompt = l.string("sample_prompt", "");

@@ -97,7 +97,8 @@ struct Recipe {
     int sample_tokens = 64;
   } log;
 
-  std::int64_t total_steps() const;     // steps, or tokens / (batch · seq · grad_accum)
+  std::int64_t rows() const;            // rows of a micro-batch: batch, 2·batch ([preference]), batch·group ([rl])
+  std::int64_t total_steps() const;     // steps, or tokens / (rows · seq · grad_accum)
 };
 
 // Reads and validates a recipe; `sets` are --set KEY=VALUE overrides applied before validation.

@@ -69,7 +69,8 @@ Batch RolloutBatches::next() {
     order_.resize(prompts_.size());
     for (std::size_t i = 0; i < order_.size(); ++i) order_[i] = i;
     Rng rng(o_.seed * 0x9e3779b97f4a7c15ull + pos_.epoch);
-    for (std::size_t i = order_.size(); i > 1; --i) std::swap(order_[i - 1], order_[std::size_t(rng.next() % i)]);
+    if (o_.shuffle)
+      for (std::size_t i = order_.size(); i > 1; --i) std::swap(order_[i - 1], order_[std::size_t(rng.next() % i)]);
     ordered_epoch_ = pos_.epoch;
   }
   const std::uint64_t batch_index = pos_.epoch * batches_per_epoch() + pos_.step;
@@ -88,7 +89,7 @@ Batch RolloutBatches::next() {
     const Prompt& p = prompts_[order_[first + std::size_t(i)]];
     GenerateOptions go;
     go.max_tokens = o_.max_tokens, go.temperature = o_.temperature, go.top_k = 0, go.top_p = o_.top_p;
-    go.stop_token = stop_;
+    go.stop_token = stop_, go.vocab_limit = tok_.vocab_size();  // never an id the tokenizer cannot decode
     // Every reply's randomness is a function of (seed, batch, row): a resumed run samples what it would have.
     std::vector<std::uint64_t> seeds;
     for (std::int64_t g = 0; g < G; ++g)

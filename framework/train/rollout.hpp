@@ -35,7 +35,9 @@ struct RolloutOptions {
   double temperature = 1.0, top_p = 1.0;
   std::string reward = "exact_match";
   std::uint64_t seed = 1;
-  std::int64_t sample_every = 0;  // > 0: every this many batches, write the rollouts to samples_file
+  bool shuffle = true;            // the prompts' order: shuffled every epoch, or the file's
+  std::int64_t sample_every = 0;  // > 0: every this many batches (steps without gradient
+                                  // accumulation), write the rollouts to samples_file
   std::string samples_file;
 };
 

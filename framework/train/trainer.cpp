@@ -366,6 +366,7 @@ void set_up_rl(const Recipe& r, const std::string& from, Setup& s, const std::fu
   RolloutOptions o;
   o.prompts = r.train.batch, o.group = rl.group, o.seq = r.train.seq, o.max_tokens = rl.max_tokens;
   o.temperature = rl.temperature, o.top_p = rl.top_p, o.reward = rl.reward, o.seed = r.train.seed, o.sample_every = rl.sample_every;
+  o.shuffle = r.data.order != "sequential";
   auto rollouts = std::make_unique<RolloutBatches>(tasks(rl.task), *s.tok, tmpl, *s.model, reference,
                                                    [&r, policy = s.model.get()] { return make_twin(r, *policy); }, o);
   log(cat("rl: ", rollouts->size(), " prompts from ", rl.task,
@@ -409,12 +410,12 @@ void set_up_preference(const Recipe& r, const std::string& from, Setup& s, const
     return std::move(e.pairs);
   };
   s.batches = std::make_unique<PreferenceBatches>(load(p.train, "training"), r.train.batch, r.train.seq,
-                                                  r.data.order != "sequential", r.train.seed, s.tok->eot(), reference);
+                                                  r.data.order != "sequential", r.train.seed, s.tok->eot(), reference, p.train);
   // Validation reads eval.batches batches from the start of one fixed shuffle: a sample of every
   // part of a file that may be sorted (by book, by task), the same sample at every evaluation.
   if (!p.test.empty())
     s.val_batches = std::make_unique<PreferenceBatches>(load(p.test, "validation"), r.train.batch, r.train.seq, true, 0,
-                                                        s.tok->eot(), reference);
+                                                        s.tok->eot(), reference, p.test);
   s.objective = std::make_unique<PreferenceLoss>(p.loss);
   s.val_objective = std::make_unique<PreferenceLoss>(p.loss);
   log(cat("objective: ", p.loss.loss, " (beta ", p.loss.beta, p.loss.label_smoothing > 0 ? cat(", label smoothing ", p.loss.label_smoothing) : "",
@@ -440,7 +441,7 @@ Setup set_up(const Recipe& r, const TrainOptions& opt, const std::string& resume
   LLMTK_CHECK(s.tok->vocab_size() <= r.model.dims.vocab, r.file, "the tokenizer in ", r.data.dir, " has ",
               s.tok->vocab_size(), " tokens but model.vocab is ", r.model.dims.vocab, "; set model.vocab = ",
               s.tok->vocab_size());
-  s.rows = r.preference.enabled() ? 2 * r.train.batch : r.rl.enabled() ? r.train.batch * r.rl.group : r.train.batch;
+  s.rows = r.rows();
   if (!aligned) {
     s.loader = make_loader(r, train_files, s.tok->hash(),
                            {r.train.batch, r.train.seq, data::parse_order(r.data.order), r.train.seed, 0, 1, r.data.packing}, false);
@@ -664,7 +665,7 @@ class Evaluator final : public Hook {
     // Perplexity is the exponential of a next-token loss only; a preference loss reports its measurements.
     const bool lm = e.metrics.empty();
     json m = {{"step", run.s.step}};
-    if (std::isfinite(run.val_loss)) m["val_loss"] = run.val_loss;
+    if (lm || std::isfinite(run.val_loss)) m["val_loss"] = run.val_loss;
     if (lm) m["val_ppl"] = std::exp(run.val_loss);
     std::string extra;
     for (const auto& [name, value] : e.metrics) {
