@@ -5,7 +5,7 @@
 # prefers the chosen reply (`llmtk eval --pairs`) and how often it answers exactly (`eval --task`).
 # Writes benchmarks/results/align.md. Needs ./setup.sh first; trains the SFT base
 # (recipes/finetune/full.toml) if runs/sft-full is missing.
-#   recipes/align/run.sh        (about 20 minutes on 2 cores)
+#   recipes/align/run.sh        (about 18 minutes on 2 cores, the SFT base included when missing)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 llmtk=build/bin/llmtk
