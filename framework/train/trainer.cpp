@@ -684,7 +684,7 @@ class Evaluator final : public Hook {
       std::snprintf(line, sizeof line, "eval  step %lld  val loss %.4f%s", static_cast<long long>(run.s.step), run.val_loss,
                     extra.c_str());
     else
-      std::snprintf(line, sizeof line, "eval  step %lld %s", static_cast<long long>(run.s.step), extra.c_str());
+      std::snprintf(line, sizeof line, "eval  step %lld%s", static_cast<long long>(run.s.step), extra.c_str());
     run.log(line);
     sample(run);
     if (r.checkpoint.keep_best && std::isfinite(run.val_loss) && run.val_loss < run.s.best_val) {
