@@ -5,6 +5,7 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <cstring>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -491,6 +492,147 @@ TEST_CASE("GRPO from a base run: reproducible, resumes exactly, and nothing move
 
 // The inputs and outputs of each preference loss, for the independent PyTorch check
 // (tests/golden/check_preference.py, run by tests/scripts/preference_golden.sh).
+// ---- reward model -------------------------------------------------------------------------------
+
+TEST_CASE("Bradley-Terry loss on hand-made scores: the positions it reads, its value and its gradient", "[align][reward]") {
+  const std::int64_t P = 2, T = 5, R = 2 * P;
+  std::vector<std::int32_t> targets(std::size_t(R * T), kIgnoreIndex);
+  targets[0 * T + 1] = 3, targets[0 * T + 2] = 4;  // row 0: the last target at 2, so its score at 3
+  for (int t = 1; t <= 3; ++t) targets[std::size_t(1 * T + t)] = 2;  // row 1: at 4
+  targets[2 * T + 4] = 1;  // row 2: a target at the row's last position: the score there, 4
+  targets[3 * T + 0] = 5;  // row 3: at 1
+  CHECK(score_positions(targets.data(), R, T) == std::vector<std::int64_t>{3, 4, 4, 1});
+  std::vector<float> scores(std::size_t(R * T));
+  Rng rng(7);
+  for (auto& x : scores) x = float(rng.normal());
+  const TensorRef s(scores.data(), DType::f32, {R, T, 1});
+  const Labels labels(TensorRef(targets.data(), DType::i32, {R, T}));
+  auto direct = [&](const std::vector<float>& v) {
+    const double m0 = double(v[0 * T + 3]) - v[2 * T + 4], m1 = double(v[1 * T + 4]) - v[3 * T + 1];
+    return (std::log1p(std::exp(-m0)) + std::log1p(std::exp(-m1))) / 2;
+  };
+  BradleyTerryLoss loss;
+  CHECK(loss.forward(s, labels) == Approx(direct(scores)).epsilon(1e-6));
+  const double acc = ((scores[0 * T + 3] > scores[2 * T + 4]) + (scores[1 * T + 4] > scores[3 * T + 1])) / 2.0;
+  CHECK(metric(loss.metrics(), "reward_accuracy") == acc);
+  std::vector<float> grad(scores.size(), 99.0f);
+  loss.backward(TensorRef(grad.data(), DType::f32, {R, T, 1}));
+  for (std::size_t i = 0; i < scores.size(); ++i) {
+    std::vector<float> up = scores, down = scores;
+    up[i] += 1e-3f, down[i] -= 1e-3f;
+    INFO("score " << i);
+    CHECK(grad[i] == Approx((direct(up) - direct(down)) / 2e-3).margin(1e-4));  // 0 where no score is read
+  }
+  // Equal scores: −log σ(0) = log 2, accuracy 0 (a tie is not a win).
+  std::vector<float> flat(scores.size(), 0.25f);
+  BradleyTerryLoss tie;
+  CHECK(tie.forward(TensorRef(flat.data(), DType::f32, {R, T, 1}), labels) == float(std::log(2.0)));
+  CHECK(metric(tie.metrics(), "reward_accuracy") == 0.0);
+  // A row with nothing counted, or outputs of a language model, are named.
+  std::fill(targets.begin() + 3 * T, targets.end(), kIgnoreIndex);
+  CHECK_THROWS_WITH(BradleyTerryLoss().forward(s, labels), Catch::Contains("pair 1 has a reply with no counted target"));
+  std::vector<float> logits(std::size_t(R * T * 7));
+  CHECK_THROWS_WITH(BradleyTerryLoss().forward(TensorRef(logits.data(), DType::f32, {R, T, 7}), labels),
+                    Catch::Contains("scores [4, 5, 1]") && Catch::Contains("+score"));
+}
+
+TEST_CASE("a reward model: a score head in the LM head's place, its gradients by the generic checker", "[align][reward]") {
+  ops::ScopedBackend on_reference("reference");
+  Dims d = find_arch("llama-tiny").dims;
+  d.d_model = 16, d.n_layers = 2, d.n_heads = 4, d.n_kv_heads = 2, d.d_ff = 24, d.vocab = 23, d.max_seq = 8;
+  auto m = make_model("llama-tiny+score", d);
+  CHECK(m->scorer());
+  CHECK(m->outputs() == 1);
+  CHECK(m->structure()[0] == "WithScoreHead<Llama> = DecoderLM<TokenEmbedding, Repeat<LlamaBlock>, RMSNorm, ScoreHead>");
+  CHECK_THROWS_WITH(m->plan_decode(4), Catch::Contains("cannot generate"));
+  CHECK_THROWS_WITH(make_model("gpt5+score", d), Catch::Contains("registered: gpt2+score"));
+  const std::int64_t P = 2, T = 6;
+  m->plan(2 * P, T);
+  CHECK(m->params().entries().back().name == "head.weight");
+  CHECK(m->params().entries().back().shape == std::vector<std::int64_t>{1, 16});
+  BradleyTerryLoss loss;
+  std::vector<std::int32_t> ids(std::size_t(2 * P * T)), targets(ids.size());
+  Rng rng(5);
+  const auto rep = test::gradcheck_model(
+      *m, loss,
+      [&](Rng& r) {
+        for (auto& v : ids) v = std::int32_t(r.next() % 23);
+        for (std::size_t n = 0; n < targets.size(); ++n)  // replies of different lengths after a 2-token prompt
+          targets[n] = n % std::size_t(T) < 2 || n % std::size_t(T) > 2 + (n / std::size_t(T)) % 3 ? kIgnoreIndex : 1;
+        return train::Batch{{TensorRef(ids.data(), DType::i32, {2 * P, T}), {}, {}},
+                            {TensorRef(targets.data(), DType::i32, {2 * P, T})}};
+      },
+      rng);
+  REQUIRE_GRADIENTS(rep);
+}
+
+TEST_CASE("reward model training from a base run: learns the preference, resumes exactly, scores pairs and replies",
+          "[align][reward][train]") {
+  const auto d = tmp("align-reward");
+  const AlignedBase base = aligned_base(d);
+  std::string pairs;
+  for (int i = 0; i < 40; ++i)
+    pairs += "{\"prompt\": \"Which came first, " + std::to_string(i) + "?\", \"chosen\": \"light.\", \"rejected\": \"darkness.\"}\n";
+  write(d / "pairs.jsonl", pairs);
+  const auto path = d / "reward.toml";
+  std::ofstream(path) << "[finetune]\nfrom = \"" << base.run << "\"\n\n[data]\ndir = \"" << base.data
+                      << "\"\n\n[reward]\ntrain = \"" << (d / "pairs.jsonl").string() << "\"\ntest = \""
+                      << (d / "pairs.jsonl").string() << "\"\n\n"
+                         "[train]\nbatch = 4\nseq = 48\nsteps = 24\ndevice = \"cpu\"\nthreads = 2\n\n"
+                         "[optim]\nlr = 3e-2\nweight_decay = 0\n\n[eval]\nevery = 12\nbatches = 2\n\n[checkpoint]\nevery = 12\n\n[log]\nevery = 1\n";
+  const auto recipe = read_recipe(path.string());
+  CHECK(recipe.model.arch == "llama-tiny+score");
+  CHECK(recipe.rows() == 8);
+  std::string log;
+  auto o = quiet(d / "run");
+  o.log = [&](const std::string& line) { log += line + "\n"; };
+  const auto r = train::train(recipe, o);
+  INFO(log);
+  CHECK(log.find("the score head (head.weight) starts at random") != std::string::npos);
+  const auto l = losses(r.run_dir);
+  REQUIRE(l.size() == 24);
+  CHECK(l.back() < 0.1);  // from about log 2: "light." scores above "darkness."
+  CHECK(metric_values(r.run_dir, "val_reward_accuracy").back() == 1.0);
+
+  // Every parameter but the head starts as the base's: at lr 0 they stay so.
+  const auto still = train::train(read_recipe(path.string(), {"optim.lr=0", "train.steps=2", "eval.every=0"}), quiet(d / "lr0"));
+  auto a = load_run(still.run_dir, "cpu"), b = load_run(base.run, "cpu");
+  for (const auto& e : a.model->params().entries()) {
+    if (e.name == "head.weight" || e.name == "embed.tokens") continue;  // new; two rows longer (the template's tokens)
+    const int j = b.model->params().find(e.name);
+    REQUIRE(j >= 0);
+    CHECK(std::memcmp(a.model->params()[e.name].data, b.model->params()[j].data, e.numel * 4) == 0);
+  }
+
+  // Resuming from the middle gives the same losses.
+  CHECK(losses(stop_and_resume(recipe, d / "resumed", 12).run_dir) == l);
+
+  // Scores of pairs and of single replies, as `llmtk reward` prints them.
+  auto rm = load_run(r.run_dir, "cpu");
+  data::ChatTemplate tmpl;
+  REQUIRE(data::ChatTemplate::saved_beside(rm.state.tokenizer, tmpl));
+  const auto res = evaluate_reward_pairs(*rm.model, *rm.tokenizer, tmpl, read_preferences((d / "pairs.jsonl").string()).pairs, 3);
+  CHECK(res.pairs == 40);
+  CHECK(res.accuracy == 1.0);
+  CHECK(res.margin > 2.0);
+  write(d / "replies.jsonl", "{\"prompt\": \"Which came first, 3?\", \"completion\": \"light.\"}\n"
+                             "{\"instruction\": \"Which came first, 3?\", \"output\": \"darkness.\"}\n");
+  const auto scores = score_replies(*rm.model, *rm.tokenizer, tmpl, read_replies((d / "replies.jsonl").string()), 2);
+  REQUIRE(scores.size() == 2);
+  CHECK(scores[0] - scores[1] == Approx(res.margin).epsilon(0.2));
+  write(d / "bad.jsonl", "{\"prompt\": \"x\"}\n");
+  CHECK_THROWS_WITH(read_replies((d / "bad.jsonl").string()), Catch::Contains("bad.jsonl:1"));
+  CHECK_THROWS_WITH(score_replies(*b.model, *rm.tokenizer, tmpl, read_replies((d / "replies.jsonl").string()), 2),
+                    Catch::Contains("is a language model"));
+
+  // Recipes that cannot work say why.
+  CHECK_THROWS_WITH(read_recipe(path.string(), {"preference.train=" + (d / "pairs.jsonl").string()}),
+                    Catch::Contains("[preference] and [reward] together"));
+  CHECK_THROWS_WITH(read_recipe(path.string(), {"log.sample_prompt=In"}), Catch::Contains("cannot write any"));
+  CHECK_THROWS_WITH(read_recipe(path.string(), {"finetune.from="}), Catch::Contains("[reward] trains a reward model from a trained one"));
+  CHECK_THROWS_WITH(read_recipe(path.string(), {"model.arch=llama-tiny"}), Catch::Contains("(a reward model: llama-tiny+score)"));
+}
+
 TEST_CASE("preference losses for the PyTorch golden check", "[.golden]") {
   const char* out = std::getenv("LLMTK_PREFERENCE_DUMP");
   REQUIRE(out);

@@ -22,7 +22,7 @@ template <EmbeddingPart E, StackPart S, Norm FinalNorm, HeadPart H>
 struct DecoderLM<E, S, FinalNorm, H> {
   static constexpr Role role = Role::model;
   using In = Tokens;
-  using Out = Logits;
+  using Out = typename H::Out;  // Logits from an LM head, Scores from a score head
   using Composition = DecoderLM;
   using EmbeddingT = E;
   using StackT = S;
@@ -68,6 +68,8 @@ struct DecoderLM<E, S, FinalNorm, H> {
     blocks.backward(c, c.a(dh0), c.a(dhL), c.a(h0));
     embed.backward(c, TensorRef{}, c.a(dh0), ids);
   }
+  // The width of each position's output: the vocabulary (LM head) or 1 (score head).
+  static std::int64_t outputs(const Dims& d) { return H::outputs(d); }
   static double flops_per_token(const Dims& d, std::int64_t T) {
     return E::flops_per_token(d, T) + S::flops_per_token(d, T) +
            FinalNorm::flops_per_token(d, T) + H::flops_per_token(d, T);
@@ -84,7 +86,7 @@ struct DecoderLM : Rejected<Role::model, Tokens, Logits> {
   static_assert(Norm<FinalNorm>, "DecoderLM<Embedding, Stack, FinalNorm, Head>: the third part must be a norm "
                                  "(RMSNorm, LayerNorm); the notes below name the type it got");
   static_assert(HeadPart<H>, "DecoderLM<Embedding, Stack, FinalNorm, Head>: the fourth part must be a head "
-                             "(LMHead<Tied>, LMHead<Untied>); the notes below name the type it got");
+                             "(LMHead<Tied>, LMHead<Untied>, ScoreHead); the notes below name the type it got");
 };
 
 }  // namespace llmtk

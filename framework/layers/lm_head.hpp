@@ -36,6 +36,7 @@ struct LMHead {
     const std::int64_t N = c.B * c.T;
     proj.backward(c, dx.view({N, c.dims.d_model}), dlogits.view({N, c.dims.vocab}), x.view({N, c.dims.d_model}));
   }
+  static std::int64_t outputs(const Dims& d) { return d.vocab; }  // per position
   static double flops_per_token(const Dims& d, std::int64_t) { return 2.0 * d.d_model * d.vocab; }
 };
 

@@ -27,8 +27,9 @@ std::string current_values(const Dims& dims, std::string_view keys) {
 }
 }  // namespace
 
-AnyModel::AnyModel(std::string name, const Dims& dims, std::vector<DimsRule> rules, std::vector<std::string_view> tags)
-    : name_(std::move(name)), dims_(dims), rules_(std::move(rules)), tags_(std::move(tags)) {
+AnyModel::AnyModel(std::string name, const Dims& dims, std::vector<DimsRule> rules, std::vector<std::string_view> tags,
+                   bool scorer)
+    : name_(std::move(name)), dims_(dims), scorer_(scorer), rules_(std::move(rules)), tags_(std::move(tags)) {
   auto broken = check_dims(dims, rules_);
   if (!broken.empty()) {
     std::string msg;
@@ -69,10 +70,10 @@ void AnyModel::plan(std::int64_t B, std::int64_t T, bool recompute) {
   decoding_ = kv_cache_ > 0;
   recompute_ = recompute;
   declare(p);
-  logits_ = p.act("logits", {B, Tp, dims_.vocab});
+  logits_ = p.act("logits", {B, Tp, outputs()});
   if (n > 0) {
-    prompt_logits_ = p.act("prompt_tuning.token_logits", {B, T, dims_.vocab});
-    prompt_zeros_ = p.act("prompt_tuning.zeros", {n, dims_.vocab});  // never written: the arena starts zeroed
+    prompt_logits_ = p.act("prompt_tuning.token_logits", {B, T, outputs()});
+    prompt_zeros_ = p.act("prompt_tuning.zeros", {n, outputs()});  // never written: the arena starts zeroed
   }
   if (!planned_) matmul_weights_ = std::move(matmul_weights);
   if (!planned_) {
@@ -159,6 +160,8 @@ void AnyModel::freeze(std::vector<std::string> patterns) {
 }
 
 void AnyModel::plan_decode(std::int64_t cache_len) {
+  LLMTK_CHECK(!scorer_, name_, "is a reward or value model (a score head, one number per position): it scores text "
+              "and cannot generate any; generate with the policy it was trained for");
   const std::int64_t before = prompt_n_ + prefix_n_;
   LLMTK_CHECK(cache_len > 0 && cache_len + before <= dims_.max_seq, name_, "a KV cache of ", cache_len,
               " positions", before ? cat(" after the soft prompt's or prefix's ", before) : std::string(),
@@ -292,7 +295,7 @@ TensorRef AnyModel::forward(const ModelInputs& in) {
   run_forward(c, c.a(logits_), in_.ids);
   if (n == 0) return c.a(logits_);
   // The tokens' logits: each row's last T positions.
-  const std::int64_t V = dims_.vocab;
+  const std::int64_t V = outputs();
   for (std::int64_t b = 0; b < B_; ++b)
     ops::convert(c.a(prompt_logits_).span(b * T_ * V, T_ * V), c.a(logits_).span((b * Tp_ + n) * V, T_ * V));
   return c.a(prompt_logits_);
@@ -300,19 +303,19 @@ TensorRef AnyModel::forward(const ModelInputs& in) {
 
 void AnyModel::backward(TensorRef doutputs) {
   LLMTK_CHECK(in_.ids, name_, "backward() needs a forward() first");
-  LLMTK_CHECK(doutputs.numel() == B_ * T_ * dims_.vocab && doutputs.device == acts_.device(), name_,
-              "doutputs must be [", B_, ", ", T_, ", ", dims_.vocab, "] in the model's memory, got ", doutputs.shape_str());
+  LLMTK_CHECK(doutputs.numel() == B_ * T_ * outputs() && doutputs.device == acts_.device(), name_,
+              "doutputs must be [", B_, ", ", T_, ", ", outputs(), "] in the model's memory, got ", doutputs.shape_str());
   Ctx c = ctx();
   c.flow = {in_.lengths, in_.segments, in_positions_};
-  if (Tp_ == T_) return run_backward(c, doutputs.view({B_, T_, dims_.vocab}), in_.ids);
+  if (Tp_ == T_) return run_backward(c, doutputs.view({B_, T_, outputs()}), in_.ids);
   // Prompt tuning: no loss at the prompt's positions (zeros), the tokens' gradient after them.
-  const std::int64_t V = dims_.vocab, n = Tp_ - T_;
+  const std::int64_t V = outputs(), n = Tp_ - T_;
   const TensorRef full = c.a(logits_);
   for (std::int64_t b = 0; b < B_; ++b) {
     ops::convert(full.span(b * Tp_ * V, n * V), c.a(prompt_zeros_).span(0, n * V));
     ops::convert(full.span((b * Tp_ + n) * V, T_ * V), doutputs.span(b * T_ * V, T_ * V));
   }
-  run_backward(c, full.view({B_, Tp_, dims_.vocab}), in_.ids);
+  run_backward(c, full.view({B_, Tp_, outputs()}), in_.ids);
 }
 
 TensorRef AnyModel::logits() const { return acts_[Tp_ > T_ ? prompt_logits_.id : logits_.id]; }

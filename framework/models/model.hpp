@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "../core/axes.hpp"  // Scores
 #include "../core/dims.hpp"
 #include "../core/type_name.hpp"
 #include "../protocol/visit.hpp"
@@ -45,7 +46,9 @@ std::string pretty_type_name() {
 class AnyModel {
  public:
   // Checks `dims` against every size rule of the composition (core and its parts').
-  AnyModel(std::string name, const Dims& dims, std::vector<DimsRule> rules, std::vector<std::string_view> tags);
+  // `scorer`: the head is a score head (one number per position) rather than an LM head.
+  AnyModel(std::string name, const Dims& dims, std::vector<DimsRule> rules, std::vector<std::string_view> tags,
+           bool scorer = false);
   virtual ~AnyModel() = default;
   AnyModel(const AnyModel&) = delete;
   AnyModel& operator=(const AnyModel&) = delete;
@@ -55,6 +58,10 @@ class AnyModel {
   // What the composition's parts say about themselves: "rope", "mha", "learned_positions"...
   bool has_tag(std::string_view tag) const;
   const std::vector<DimsRule>& rules() const { return rules_; }
+  // The width of each position's output: dims().vocab for a language model (logits), 1 for a
+  // score head (a reward or value model, layers/score_head.hpp).
+  std::int64_t outputs() const { return scorer_ ? 1 : dims_.vocab; }
+  bool scorer() const { return scorer_; }
   std::int64_t batch() const { return B_; }
   std::int64_t seq() const { return T_; }
 
@@ -154,6 +161,7 @@ class AnyModel {
 
   std::string name_;
   Dims dims_;
+  bool scorer_;
   std::vector<DimsRule> rules_;
   std::vector<std::string_view> tags_;
   Arena params_{"params"}, grads_{"grads"}, acts_{"activations"};
@@ -190,7 +198,8 @@ class AnyModel {
 template <class Arch>
 class ModelOf final : public AnyModel {
  public:
-  ModelOf(std::string name, const Dims& dims) : AnyModel(std::move(name), dims, rules_of<Arch>(), tags_of<Arch>()) {}
+  ModelOf(std::string name, const Dims& dims)
+      : AnyModel(std::move(name), dims, rules_of<Arch>(), tags_of<Arch>(), std::same_as<typename Arch::Out, Scores>) {}
 
   // One line per strong name in the tree, outermost first.
   std::vector<std::string> structure() const override {

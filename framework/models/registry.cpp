@@ -23,13 +23,29 @@ const std::vector<ArchInfo>& architectures() {
   return list;
 }
 
+// Every preset again with a score head, found by find_arch only (arch list shows the language models).
+const std::vector<ArchInfo>& scored_architectures() {
+  static const std::vector<ArchInfo> list = {
+      preset_entry<Gpt2Small, true>(),  preset_entry<Gpt2Tiny, true>(),   preset_entry<LlamaTiny, true>(),
+      preset_entry<LlamaGegluTiny, true>(), preset_entry<Llama3_1B, true>(), preset_entry<ParallelTiny, true>(),
+  };
+  return list;
+}
+
+std::string_view lm_arch(std::string_view name) {
+  if (name.ends_with(kScoreSuffix)) name.remove_suffix(kScoreSuffix.size());
+  return name;
+}
+
 const ArchInfo& find_arch(std::string_view name) {
   std::string known;
-  for (const auto& a : architectures()) {
+  const bool scored = name.ends_with(kScoreSuffix);
+  for (const auto& a : scored ? scored_architectures() : architectures()) {
     if (a.name == name) return a;
     known += (known.empty() ? "" : ", ") + a.name;
   }
-  fail("model.arch", "unknown architecture '", name, "'; registered: ", known);
+  fail("model.arch", "unknown architecture '", name, "'; registered: ", known,
+       scored ? "" : cat(" (each also as NAME", kScoreSuffix, ": a reward or value model)"));
 }
 
 std::unique_ptr<AnyModel> make_model(std::string_view arch, const Dims& dims) {

@@ -7,6 +7,8 @@
 #include <vector>
 
 #include "../core/dims.hpp"  // Dims, DimsRule, SetKeys
+#include "../dsl/decoder_lm.hpp"
+#include "../layers/score_head.hpp"
 #include "model.hpp"
 
 namespace llmtk {
@@ -24,8 +26,12 @@ struct ArchInfo {
 };
 
 const std::vector<ArchInfo>& architectures();
-// The entry for `name`; fails with the list of registered names.
+// The entry for `name`; fails with the list of registered names. "NAME+score" is NAME with a
+// score head in place of its LM head (a reward or value model: layers/score_head.hpp).
 const ArchInfo& find_arch(std::string_view name);
+inline constexpr std::string_view kScoreSuffix = "+score";
+// "llama-tiny+score" → "llama-tiny"; other names unchanged.
+std::string_view lm_arch(std::string_view name);
 // A planned (not allocated) model; fails naming every size rule `dims` breaks.
 std::unique_ptr<AnyModel> make_model(std::string_view arch, const Dims& dims);
 
@@ -37,17 +43,25 @@ Dims dims_with_overrides(const ArchInfo& arch, const std::vector<std::string>& s
 void set_dim(Dims& dims, std::string_view key, std::string_view value);
 std::vector<std::pair<std::string, std::string>> dims_as_keys(const Dims& dims);
 
-// Registers a preset; its constexpr dims are checked rule by rule at compile time.
-template <class Preset>
+// A language model's parts with a score head in place of its LM head: the same embedding, blocks
+// and final norm (so an instruction-tuned model's weights load into it, all but the head).
+template <class LM>
+struct WithScoreHead final
+    : DecoderLM<typename LM::EmbeddingT, typename LM::StackT, typename LM::FinalNormT, ScoreHead> {};
+
+// Registers a preset; its constexpr dims are checked rule by rule at compile time. `Scored`:
+// the preset as NAME+score (WithScoreHead).
+template <class Preset, bool Scored = false>
 ArchInfo preset_entry() {
-  using Arch = typename Preset::Arch;
+  using Arch = std::conditional_t<Scored, WithScoreHead<typename Preset::Arch>, typename Preset::Arch>;
   static_assert(dims_hold<Preset::dims, Arch>());
-  ArchInfo info{Preset::name, Preset::about, Preset::dims, rules_of<Arch>(), tags_of<Arch>(),
+  const std::string name = std::string(Preset::name) + (Scored ? std::string(kScoreSuffix) : std::string());
+  const std::string about = Scored ? std::string(Preset::name) + " with a score head: a reward or value model"
+                                   : std::string(Preset::about);
+  ArchInfo info{name, about, Preset::dims, rules_of<Arch>(), tags_of<Arch>(),
                 [](Dims& d, const SetKeys& set) { resolve_dims<Arch>(d, set); }, {}, {}};
-  info.make = [name = std::string(Preset::name)](const Dims& d) -> std::unique_ptr<AnyModel> {
-    return std::make_unique<ModelOf<Arch>>(name, d);
-  };
-  info.structure = ModelOf<Arch>(Preset::name, Preset::dims).structure();
+  info.make = [name](const Dims& d) -> std::unique_ptr<AnyModel> { return std::make_unique<ModelOf<Arch>>(name, d); };
+  info.structure = ModelOf<Arch>(name, Preset::dims).structure();
   return info;
 }
 

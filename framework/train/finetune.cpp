@@ -215,10 +215,11 @@ void load_base(const BaseIdentity& base, const std::string& arch, const Dims& di
   load_weights(weights, model, base.vocab);
 }
 
-std::vector<std::string> load_weights(const Arena& weights, AnyModel& model, int base_vocab) {
+std::vector<std::string> load_weights(const Arena& weights, AnyModel& model, int base_vocab, std::string_view skip) {
   std::vector<std::string> grown;
   const std::int64_t vocab = model.dims().vocab;
   for (const auto& e : weights.entries()) {
+    if (!skip.empty() && std::string_view(e.name).starts_with(skip)) continue;
     const int id = model.params().find(e.name);
     LLMTK_CHECK(id >= 0, "--init", "the model has no parameter '", e.name, "'");
     const auto& shape = model.params().entries()[std::size_t(id)].shape;

@@ -122,7 +122,8 @@ void load_base(const BaseIdentity& base, const std::string& arch, const Dims& di
 // Writes a base's parameters (host, by name) into `model`. With base_vocab > 0 a parameter whose
 // first axis is the base's vocabulary may have more rows in `model` (a chat template's tokens
 // were added): the base's rows are copied and each new row starts at the mean of the base's
-// rows. Returns the names of the parameters that grew.
-std::vector<std::string> load_weights(const Arena& weights, AnyModel& model, int base_vocab = 0);
+// rows. Parameters whose names start with `skip` are left as they are (a language model's head,
+// loaded into a reward model). Returns the names of the parameters that grew.
+std::vector<std::string> load_weights(const Arena& weights, AnyModel& model, int base_vocab = 0, std::string_view skip = {});
 
 }  // namespace llmtk::train

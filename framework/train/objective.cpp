@@ -291,3 +291,80 @@ void GrpoLoss::backward(TensorRef dlogits) {
 }
 
 }  // namespace llmtk
+
+namespace llmtk {
+
+// ---- reward model: Bradley–Terry ------------------------------------------------------------
+
+std::vector<float> outputs_on_host(TensorRef outputs) {
+  const std::size_t n = std::size_t(outputs.numel());
+  std::vector<float> out(n);
+  if (outputs.dtype == DType::f32) {
+    copy_bytes(out.data(), Device::host, outputs.data, outputs.device, n * sizeof(float));
+  } else {
+    LLMTK_CHECK(outputs.dtype == DType::bf16, "outputs", "f32 or bf16 expected, got ", name_of(outputs.dtype));
+    std::vector<bf16> h(n);
+    copy_bytes(h.data(), Device::host, outputs.data, outputs.device, n * sizeof(bf16));
+    for (std::size_t i = 0; i < n; ++i) out[i] = float(h[i]);
+  }
+  return out;
+}
+
+void write_outputs(TensorRef dst, const std::vector<float>& values) {
+  LLMTK_CHECK(std::int64_t(values.size()) == dst.numel(), "outputs", values.size(), " values for ", dst.shape_str());
+  if (dst.dtype == DType::f32) return copy_bytes(dst.data, dst.device, values.data(), Device::host, values.size() * sizeof(float));
+  std::vector<bf16> h(values.size());
+  for (std::size_t i = 0; i < values.size(); ++i) h[i] = bf16(values[i]);
+  copy_bytes(dst.data, dst.device, h.data(), Device::host, h.size() * sizeof(bf16));
+}
+
+std::vector<std::int64_t> score_positions(const std::int32_t* targets, std::int64_t rows, std::int64_t T) {
+  std::vector<std::int64_t> at(std::size_t(rows), -1);
+  for (std::int64_t r = 0; r < rows; ++r)
+    for (std::int64_t t = T - 1; t >= 0; --t)
+      if (targets[r * T + t] != kIgnoreIndex) {
+        at[std::size_t(r)] = t + 1 < T ? t + 1 : t;  // a row cut at T: its last position
+        break;
+      }
+  return at;
+}
+
+float BradleyTerryLoss::forward(TensorRef scores, const Labels& labels) {
+  constexpr const char* where = "bradley_terry loss";
+  LLMTK_CHECK(labels.targets && labels.targets.rank == 2 && labels.targets.size(0) % 2 == 0 &&
+                  labels.targets.device == Device::host,
+              where, "targets must be [2P, T] in host memory: P chosen rows, then the P rejected rows of the same prompts; got ",
+              labels.targets.shape_str());
+  const std::int64_t R = labels.targets.size(0), T = labels.targets.size(1), P = R / 2;
+  LLMTK_CHECK(scores.numel() == R * T, where, "the model's outputs must be scores [", R, ", ", T,
+              ", 1] (a score head: model.arch NAME", "+score), got ", scores.shape_str());
+  const std::vector<float> s = outputs_on_host(scores);
+  at_ = score_positions(labels.targets.i32(), R, T);
+  reward_.assign(std::size_t(R), 0.0);
+  for (std::int64_t r = 0; r < R; ++r)
+    if (at_[std::size_t(r)] >= 0) reward_[std::size_t(r)] = s[std::size_t(r * T + at_[std::size_t(r)])];
+  dscores_.assign(std::size_t(R * T), 0.0f);
+  double total = 0, correct = 0, margin = 0, rc = 0, rr = 0;
+  for (std::int64_t j = 0; j < P; ++j) {
+    const std::size_t c = std::size_t(j), r = std::size_t(P + j);
+    LLMTK_CHECK(at_[c] >= 0 && at_[r] >= 0, where, "pair ", j, " has a reply with no counted target");
+    const double m = reward_[c] - reward_[r];
+    total += -log_sigmoid(m);
+    const double g = -sigmoid(-m) / double(P);  // d loss / d r_c; d loss / d r_r = −g
+    dscores_[std::size_t(std::int64_t(c) * T + at_[c])] = static_cast<float>(g);
+    dscores_[std::size_t(std::int64_t(r) * T + at_[r])] = static_cast<float>(-g);
+    correct += m > 0, margin += m, rc += reward_[c], rr += reward_[r];
+  }
+  const double p = double(P);
+  metrics_ = {{"reward_accuracy", correct / p}, {"reward_margin", margin / p}, {"reward_chosen", rc / p},
+              {"reward_rejected", rr / p}};
+  ready_ = true;
+  return static_cast<float>(total / p);
+}
+
+void BradleyTerryLoss::backward(TensorRef dscores) {
+  LLMTK_CHECK(ready_, "bradley_terry loss", "backward() needs a forward() first");
+  write_outputs(dscores, dscores_);
+}
+
+}  // namespace llmtk

@@ -7,8 +7,8 @@
 //   model.backward(logits);                          // parameter gradients +=
 //
 // NextTokenLoss is the language-modelling objective, PreferenceLoss the preference objectives
-// (DPO, IPO, SimPO); MLM, span corruption, reward and RL objectives are further implementations
-// of the same interface.
+// (DPO, IPO, SimPO), BradleyTerryLoss a reward model's, GrpoLoss the RL policy's; MLM and span
+// corruption are further implementations of the same interface.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -144,6 +144,37 @@ class GrpoLoss final : public Objective {
   Metrics metrics_;
   bool ready_ = false;
 };
+
+// A reward model's loss on pairs (Bradley and Terry 1952; Ouyang et al. 2022): the model's
+// outputs are scores [2P, T, 1] (a score head), rows [0, P) the chosen replies and [P, 2P) the
+// rejected ones, and r(y) is the score at the reply's last token, its end-of-turn marker (the
+// position after the row's last counted target: score_positions):
+//   loss = (1/P) Σ_j −log σ(r(y_c) − r(y_r))
+// so that σ(r_c − r_r) is the modelled probability that people prefer y_c.
+class BradleyTerryLoss final : public Objective {
+ public:
+  std::string name() const override { return "bradley_terry"; }
+  // scores [2P, T, 1] (host or device, f32 or bf16); labels.targets [2P, T] in host memory.
+  float forward(TensorRef scores, const Labels& labels) override;
+  void backward(TensorRef dscores) override;
+  // reward_accuracy (share of pairs with r_c > r_r), reward_margin, reward_chosen, reward_rejected.
+  Metrics metrics() const override { return metrics_; }
+  const std::vector<double>& rewards() const { return reward_; }  // the last forward's r of every row
+
+ private:
+  std::vector<std::int64_t> at_;  // each row's score position
+  std::vector<double> reward_;
+  std::vector<float> dscores_;
+  Metrics metrics_;
+  bool ready_ = false;
+};
+
+// Where a reward model reads each row's score: one past the row's last counted target (the last
+// token the targets name), or −1 for a row with nothing counted.
+std::vector<std::int64_t> score_positions(const std::int32_t* targets, std::int64_t rows, std::int64_t T);
+// A model's outputs in host f32 (bf16 widened exactly), and the way back into `dst`'s memory and dtype.
+std::vector<float> outputs_on_host(TensorRef outputs);
+void write_outputs(TensorRef dst, const std::vector<float>& values);
 
 // Σ over each row of −losses[n] where targets[n] is counted: the log-probability of each row's
 // counted targets (rows of T positions; summed in double, rounded to f32), and how many there are.

@@ -1,6 +1,7 @@
 #include "preference.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -209,6 +210,93 @@ PairsResult evaluate_pairs(AnyModel& model, const data::Tokenizer& tok, const da
   const double n = double(res.pairs);
   res.accuracy = hit / n, res.normalized_accuracy = hit_norm / n, res.margin = margin / n;
   res.logp_chosen = lc / n, res.logp_rejected = lr / n;
+  return res;
+}
+
+std::vector<Reply> read_replies(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  LLMTK_CHECK(in.good(), "replies", "cannot read '", path, "'");
+  std::vector<Reply> out;
+  std::string line;
+  std::int64_t n = 0;
+  while (std::getline(in, line)) {
+    ++n;
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    const std::string where = path + ":" + std::to_string(n);
+    json j;
+    try {
+      j = json::parse(line);
+    } catch (const json::exception& e) {
+      fail(where, "not valid JSON: ", e.what());
+    }
+    if (j.is_object() && j.contains("completion")) {
+      // The prompt and the reply as a preference record checks them.
+      const json pair = {{"prompt", j.value("prompt", json())}, {"chosen", j["completion"]}, {"rejected", j["completion"]}};
+      PreferencePair p = parse_preference(pair.dump(), where);
+      out.push_back({std::move(p.prompt), std::move(p.chosen)});
+      continue;
+    }
+    LLMTK_CHECK(!(j.is_object() && j.contains("chosen")), where, "a preference pair; score pairs with --data on the whole file ",
+                "of pairs (every line {prompt, chosen, rejected}), or replies as {\"prompt\", \"completion\"}");
+    const data::TaskRecord t = data::split_last_answer(data::parse_conversation(line, where), where);
+    out.push_back({t.prompt, t.answer});
+  }
+  LLMTK_CHECK(!out.empty(), "replies", "'", path, "' holds no replies");
+  return out;
+}
+
+std::vector<double> score_replies(AnyModel& model, const data::Tokenizer& tok, const data::ChatTemplate& tmpl,
+                                  const std::vector<Reply>& replies, std::int64_t batch) {
+  LLMTK_CHECK(model.scorer(), model.name(), "is a language model; scores come from a reward model (a score head, trained "
+              "with [reward]: docs/alignment.md)");
+  const std::int64_t T = model.context();
+  model.plan(batch, T);
+  model.allocate();
+  std::vector<double> scores(replies.size(), NAN);
+  std::vector<std::size_t> fits;
+  std::vector<EncodedPair> enc;  // side 0 holds the reply
+  for (std::size_t i = 0; i < replies.size(); ++i) {
+    EncodedPair e = encode_pair(tok, tmpl, {replies[i].prompt, replies[i].text, replies[i].text});
+    if (std::int64_t(e.ids[0].size()) > T) continue;
+    fits.push_back(i), enc.push_back(std::move(e));
+  }
+  std::vector<std::int32_t> ids, targets;
+  for (std::size_t s = 0; s < enc.size(); s += std::size_t(batch)) {
+    ids.assign(std::size_t(batch * T), tok.eot());
+    targets.assign(ids.size(), kIgnoreIndex);
+    const std::size_t end = std::min(enc.size(), s + std::size_t(batch));
+    for (std::size_t j = s; j < end; ++j) {
+      const std::size_t at = (j - s) * std::size_t(T);
+      std::copy(enc[j].ids[0].begin(), enc[j].ids[0].end(), ids.begin() + std::ptrdiff_t(at));
+      std::copy(enc[j].targets[0].begin(), enc[j].targets[0].end(), targets.begin() + std::ptrdiff_t(at));
+    }
+    const std::vector<float> out = outputs_on_host(model.forward(TensorRef(ids.data(), DType::i32, {batch, T})));
+    const auto at = score_positions(targets.data(), batch, T);
+    for (std::size_t j = s; j < end; ++j) {
+      const std::size_t row = j - s;
+      scores[fits[j]] = out[row * std::size_t(T) + std::size_t(at[row])];
+    }
+  }
+  return scores;
+}
+
+RewardPairsResult evaluate_reward_pairs(AnyModel& model, const data::Tokenizer& tok, const data::ChatTemplate& tmpl,
+                                        const std::vector<PreferencePair>& pairs, std::int64_t batch) {
+  std::vector<Reply> chosen, rejected;
+  for (const auto& p : pairs) chosen.push_back({p.prompt, p.chosen}), rejected.push_back({p.prompt, p.rejected});
+  const auto rc = score_replies(model, tok, tmpl, chosen, batch), rr = score_replies(model, tok, tmpl, rejected, batch);
+  RewardPairsResult res;
+  double hit = 0, margin = 0, c = 0, r = 0;
+  for (std::size_t i = 0; i < pairs.size(); ++i) {
+    if (std::isnan(rc[i]) || std::isnan(rr[i])) {
+      ++res.skipped;
+      continue;
+    }
+    ++res.pairs, hit += rc[i] > rr[i], margin += rc[i] - rr[i], c += rc[i], r += rr[i];
+  }
+  if (res.pairs == 0) return res;
+  const double n = double(res.pairs);
+  res.accuracy = hit / n, res.margin = margin / n, res.chosen = c / n, res.rejected = r / n;
   return res;
 }
 

@@ -100,4 +100,29 @@ struct PairsResult {
 PairsResult evaluate_pairs(AnyModel& model, const data::Tokenizer& tok, const data::ChatTemplate& tmpl,
                            const std::vector<PreferencePair>& pairs, std::int64_t batch);
 
+// A reply to score: the conversation before it (ending with the user's turn) and the reply.
+struct Reply {
+  data::Conversation prompt;
+  std::string text;
+};
+// Replies from JSONL: {"prompt", "completion"} (TRL's prompt-completion format; the prompt as in
+// a preference record) or an instruction record (Alpaca or chat messages: the last assistant turn
+// is the reply). Errors name FILE:LINE.
+std::vector<Reply> read_replies(const std::string& path);
+
+// A reward model's score of each reply (layers/score_head.hpp): the row EOT + prompt + reply +
+// end-of-turn through the template, the score read at the end-of-turn marker. A reply longer than
+// the model's context gets NaN.
+std::vector<double> score_replies(AnyModel& model, const data::Tokenizer& tok, const data::ChatTemplate& tmpl,
+                                  const std::vector<Reply>& replies, std::int64_t batch);
+
+// `llmtk reward RUN --data PAIRS`: how often the reward model scores the chosen reply higher.
+struct RewardPairsResult {
+  std::int64_t pairs = 0, skipped = 0;  // evaluated; longer than the model's context
+  double accuracy = NAN;                // share with r(chosen) > r(rejected)
+  double margin = NAN, chosen = NAN, rejected = NAN;  // mean r(chosen) − r(rejected), r(chosen), r(rejected)
+};
+RewardPairsResult evaluate_reward_pairs(AnyModel& model, const data::Tokenizer& tok, const data::ChatTemplate& tmpl,
+                                        const std::vector<PreferencePair>& pairs, std::int64_t batch);
+
 }  // namespace llmtk::train

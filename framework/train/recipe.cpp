@@ -18,7 +18,7 @@
 namespace llmtk::train {
 
 std::int64_t Recipe::rows() const {
-  return preference.enabled() ? 2 * train.batch : rl.enabled() ? train.batch * rl.group : train.batch;
+  return preference.enabled() || reward.enabled() ? 2 * train.batch : rl.enabled() ? train.batch * rl.group : train.batch;
 }
 
 std::int64_t Recipe::total_steps() const {
@@ -48,15 +48,35 @@ Recipe read_recipe(const std::string& path, const std::vector<std::string>& sets
     }
   }
 
+  // [reward]: the base's architecture with a score head in place of its LM head ("NAME+score").
+  auto rw = root.table("reward");
+  r.reward.train = rw.string("train", "");
+  r.reward.test = rw.string("test", "");
+  if (r.reward.enabled()) {
+    LLMTK_CHECK(base, path, "[reward] trains a reward model from a trained one: set finetune.from (an instruction-tuned run)");
+    for (const auto& [key, f] : {std::pair{"train", r.reward.train}, std::pair{"test", r.reward.test}})
+      LLMTK_CHECK(f.empty() || fs::exists(f), path, "reward.", key, " = \"", f, "\" does not exist; llmtk data synth ",
+                  "kjv-book-pref --out FILE writes an example set (recipes/align/run.sh makes them)");
+  } else {
+    LLMTK_CHECK(!rw.has("test"), path, "reward.test without reward.train: name the pairs to train on");
+  }
+  const std::string base_arch = !base ? r.model.arch
+                                : r.reward.enabled() && !base->arch.ends_with(kScoreSuffix) ? base->arch + std::string(kScoreSuffix)
+                                                                                          : base->arch;
+
   auto m = root.table("model");
   std::string known;
   for (const auto& a : architectures()) known += (known.empty() ? "" : ", ") + a.name;
-  r.model.arch = m.string("arch", base ? base->arch : r.model.arch);
-  LLMTK_CHECK(!base || r.model.arch == base->arch, path, "model.arch = \"", r.model.arch, "\" but the base ",
-              r.finetune.from, " is a ", base ? base->arch : "", " model; remove model.arch (a fine-tuned model keeps its base's)");
+  r.model.arch = m.string("arch", base_arch);
+  LLMTK_CHECK(!base || r.model.arch == base_arch, path, "model.arch = \"", r.model.arch, "\" but the base ",
+              r.finetune.from, " is a ", base ? base->arch : "", " model", r.reward.enabled() ? " (a reward model: " + base_arch + ")" : "",
+              "; remove model.arch (a fine-tuned model keeps its base's)");
+  LLMTK_CHECK(!r.model.arch.ends_with(kScoreSuffix) || r.reward.enabled(), path, "model.arch = \"", r.model.arch,
+              "\" is a reward model (a score head): it scores replies and is trained with [reward] on pairs, not as a language model",
+              base ? "; to use it in RL name it as rl.reward_model" : "");
   const ArchInfo* arch = nullptr;
   for (const auto& a : architectures())
-    if (a.name == r.model.arch) arch = &a;
+    if (a.name == lm_arch(r.model.arch)) arch = &a;
   if (!arch) fail(path, "model.arch = \"", r.model.arch, "\" is not a registered architecture; registered: ", known);
   r.model.dims = base ? base->dims : arch->dims;
   const auto base_keys = dims_as_keys(r.model.dims);
@@ -160,6 +180,7 @@ Recipe read_recipe(const std::string& path, const std::vector<std::string>& sets
   r.preference.loss.simpo_gamma = pf.number("simpo_gamma", r.preference.loss.simpo_gamma, -1e6, 1e6);
   if (r.preference.enabled()) {
     LLMTK_CHECK(!r.finetune.from.empty(), path, "[preference] aligns a trained model: set finetune.from (an instruction-tuned run)");
+    LLMTK_CHECK(!r.reward.enabled(), path, "[preference] and [reward] together: choose one objective");
     LLMTK_CHECK(r.preference.loss.needs_reference() || r.preference.reference.empty(), path,
                 "preference.loss = \"simpo\" compares with no reference model; remove preference.reference");
     LLMTK_CHECK(!r.prompt_tuning.enabled() && !r.prefix_tuning.enabled(), path,
@@ -189,7 +210,8 @@ Recipe read_recipe(const std::string& path, const std::vector<std::string>& sets
   r.rl.sample_every = rl.integer("sample_every", r.rl.sample_every, 0, std::int64_t(1) << 40);
   if (r.rl.enabled()) {
     LLMTK_CHECK(!r.finetune.from.empty(), path, "[rl] improves a trained model: set finetune.from (an instruction-tuned run)");
-    LLMTK_CHECK(!r.preference.enabled(), path, "[rl] and [preference] together: choose one objective");
+    LLMTK_CHECK(!r.preference.enabled() && !r.reward.enabled(), path, "[rl] and [", r.reward.enabled() ? "reward" : "preference",
+                "] together: choose one objective");
     LLMTK_CHECK(!r.prompt_tuning.enabled() && !r.prefix_tuning.enabled(), path,
                 "[rl] with [", r.prompt_tuning.enabled() ? "prompt_tuning" : "prefix_tuning", "]: RL supports full training and [lora] so far");
     for (const auto& [key, f] : {std::pair{"task", r.rl.task}, std::pair{"test", r.rl.test}})
@@ -203,7 +225,7 @@ Recipe read_recipe(const std::string& path, const std::vector<std::string>& sets
   auto d = root.table("data");
   r.data.dir = d.string("dir", "");
   r.data.order = d.string("order", r.data.order, {"shuffled", "sequential", "by_length", "random"});
-  if (r.preference.enabled() || r.rl.enabled())
+  if (r.preference.enabled() || r.rl.enabled() || r.reward.enabled())
     LLMTK_CHECK(r.data.order == "shuffled" || r.data.order == "sequential", path, "data.order = \"", r.data.order,
                 "\": pairs and prompts are read \"shuffled\" (every epoch) or \"sequential\"");
   r.data.packing = d.boolean("packing", r.data.packing);
@@ -275,6 +297,8 @@ Recipe read_recipe(const std::string& path, const std::vector<std::string>& sets
   auto l = root.table("log");
   r.log.every = l.integer("every", r.log.every, 1, std::int64_t(1) << 40);
   r.log.sample_prompt = l.string("sample_prompt", "");
+  LLMTK_CHECK(r.log.sample_prompt.empty() || !r.reward.enabled(), path,
+              "log.sample_prompt with [reward]: a reward model scores text and cannot write any; remove the key");
   r.log.sample_tokens = int(l.integer("sample_tokens", r.log.sample_tokens, 1, 1 << 16));
 
   file.reject_unknown_keys();
@@ -340,6 +364,10 @@ std::string to_toml(const Recipe& r) {
     if (!r.preference.reference.empty()) o << "reference = \"" << r.preference.reference << "\"\n";
     o << "loss = \"" << r.preference.loss.loss << "\"\nbeta = " << r.preference.loss.beta << "\nlabel_smoothing = "
       << r.preference.loss.label_smoothing << "\nsimpo_gamma = " << r.preference.loss.simpo_gamma << "\n";
+  }
+  if (r.reward.enabled()) {
+    o << "\n[reward]\ntrain = \"" << r.reward.train << "\"\n";
+    if (!r.reward.test.empty()) o << "test = \"" << r.reward.test << "\"\n";
   }
   if (r.rl.enabled()) {
     o << "\n[rl]\nalgorithm = \"" << r.rl.algorithm << "\"\ntask = \"" << r.rl.task << "\"\n";

@@ -36,6 +36,10 @@ struct Recipe {
     std::string reference;              // the frozen reference model; default: finetune.from
     bool enabled() const { return !train.empty(); }
   } preference;
+  struct Reward {                       // [reward]: a reward model on pairs of replies (docs/alignment.md)
+    std::string train, test;            // JSONL pair files, as [preference] reads them
+    bool enabled() const { return !train.empty(); }
+  } reward;
   struct Rl {                           // [rl]: learn from the policy's own samples (docs/alignment.md)
     std::string algorithm = "grpo";     // grpo (ppo: not yet)
     std::string task, test;             // instruction JSONL: prompts and their reference answers
@@ -97,7 +101,8 @@ struct Recipe {
     int sample_tokens = 64;
   } log;
 
-  std::int64_t rows() const;            // rows of a micro-batch: batch, 2·batch ([preference]), batch·group ([rl])
+  std::int64_t rows() const;            // rows of a micro-batch: batch, 2·batch ([preference], [reward]),
+                                        // batch·group ([rl])
   std::int64_t total_steps() const;     // steps, or tokens / (rows · seq · grad_accum)
 };
 

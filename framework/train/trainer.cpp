@@ -239,7 +239,7 @@ std::string init_weights(const Recipe& r, const std::string& from_arg, AnyModel&
   // this model's) is larger than the base's by those tokens.
   Dims base_dims = r.model.dims;
   if (r.finetune.base_vocab > 0) base_dims.vocab = r.finetune.base_vocab;
-  std::string dir = from;
+  std::string dir = from, base_arch(lm_arch(r.model.arch));
   if (fs::exists(fs::path(from) / "config.json")) {
     log("initialised from the Transformers checkpoint in " + from);
   } else {
@@ -247,8 +247,10 @@ std::string init_weights(const Recipe& r, const std::string& from_arg, AnyModel&
                 from, "' is neither a Transformers directory (config.json) nor an llmtk run or checkpoint (state.json)");
     const std::string ck = best_or_newest_checkpoint(from);
     const CheckpointState st = read_checkpoint_state(ck);
-    LLMTK_CHECK(st.arch == r.model.arch, "--init", ck, " is a ", st.arch, " model and the recipe asks for ", r.model.arch,
-                "; set model.arch = \"", st.arch, "\"");
+    // A reward model starts from a language model of its architecture (all but the head).
+    LLMTK_CHECK(st.arch == r.model.arch || (model.scorer() && lm_arch(st.arch) == lm_arch(r.model.arch)), "--init", ck, " is a ",
+                st.arch, " model and the recipe asks for ", r.model.arch, "; set model.arch = \"", st.arch, "\"");
+    base_arch = st.arch;
     const auto want = dims_as_keys(base_dims), have = dims_as_keys(st.dims);
     for (const auto& [key, value] : have) {
       const auto it = std::find_if(want.begin(), want.end(), [&](const auto& kv) { return kv.first == key; });
@@ -271,8 +273,10 @@ std::string init_weights(const Recipe& r, const std::string& from_arg, AnyModel&
     dir = ck;
     log("initialised from the weights of " + ck + " (step " + std::to_string(st.step) + ")");
   }
-  const Arena weights = read_base_weights(r.model.arch, base_dims, dir);
-  const std::vector<std::string> grown = load_weights(weights, model, r.finetune.base_vocab);
+  const Arena weights = read_base_weights(base_arch, base_dims, dir);
+  const bool new_head = model.scorer() && !base_arch.ends_with(kScoreSuffix);
+  const std::vector<std::string> grown = load_weights(weights, model, r.finetune.base_vocab, new_head ? "head." : "");
+  if (new_head) log("the score head (head.weight) starts at random, N(0, 0.02²); every other parameter is the base's");
   if (!grown.empty()) {
     std::string names;
     for (const auto& g : grown) names += (names.empty() ? "" : ", ") + g;
@@ -312,6 +316,7 @@ std::unique_ptr<AnyModel> make_twin(const Recipe& r, const AnyModel& trained) {
 struct Setup;
 void set_up_preference(const Recipe& r, const std::string& from, Setup& s, const std::function<void(const std::string&)>& log);
 void set_up_rl(const Recipe& r, const std::string& from, Setup& s, const std::function<void(const std::string&)>& log);
+void set_up_reward(const Recipe& r, Setup& s, const std::function<void(const std::string&)>& log);
 
 // The backend, the data, the model, the optimizer and the resumed position of one run.
 struct Setup {
@@ -394,33 +399,50 @@ void set_up_rl(const Recipe& r, const std::string& from, Setup& s, const std::fu
   };
 }
 
+// A file of preference pairs through the chat template, with what was left out logged.
+std::vector<EncodedPair> load_pairs(const Recipe& r, const Setup& s, const data::ChatTemplate& tmpl, const std::string& file,
+                                    const char* split, const std::function<void(const std::string&)>& log) {
+  const PreferenceFile f = read_preferences(file);
+  if (f.identical)
+    log(cat("warning: ", f.identical, " ", split, " records have chosen equal to rejected and are left out (the first at ",
+            f.first_identical, ")"));
+  EncodedPairs e = encode_pairs(*s.tok, tmpl, f.pairs, r.train.seq);
+  LLMTK_CHECK(!e.pairs.empty(), r.file, "no ", split, " pair in ", file, " fits in train.seq = ", r.train.seq, " tokens; raise train.seq");
+  log(cat("preference data: ", e.pairs.size(), " ", split, " pairs from ", file,
+          e.too_long ? cat(" (", e.too_long, " longer than train.seq = ", r.train.seq, " are left out)") : std::string()));
+  return std::move(e.pairs);
+}
+
+// The training and validation pairs (`reference`: scores every batch, or null). Validation reads
+// eval.batches batches from the start of one fixed shuffle: a sample of every part of a file that
+// may be sorted (by book, by task), the same sample at every evaluation.
+void set_up_pairs(const Recipe& r, const std::string& train, const std::string& test, AnyModel* reference, Setup& s,
+                  const std::function<void(const std::string&)>& log) {
+  const data::ChatTemplate tmpl = template_of(r, s);
+  s.batches = std::make_unique<PreferenceBatches>(load_pairs(r, s, tmpl, train, "training", log), r.train.batch, r.train.seq,
+                                                  r.data.order != "sequential", r.train.seed, s.tok->eot(), reference, train);
+  if (!test.empty())
+    s.val_batches = std::make_unique<PreferenceBatches>(load_pairs(r, s, tmpl, test, "validation", log), r.train.batch, r.train.seq,
+                                                        true, 0, s.tok->eot(), reference, test);
+}
+
 void set_up_preference(const Recipe& r, const std::string& from, Setup& s, const std::function<void(const std::string&)>& log) {
   const auto& p = r.preference;
-  const data::ChatTemplate tmpl = template_of(r, s);
   AnyModel* reference = p.loss.needs_reference() ? load_reference(r, p.reference.empty() ? from : p.reference, "preference.reference", s, log) : nullptr;
-  auto load = [&](const std::string& file, const char* split) {
-    const PreferenceFile f = read_preferences(file);
-    if (f.identical)
-      log(cat("warning: ", f.identical, " ", split, " records have chosen equal to rejected and are left out (the first at ",
-              f.first_identical, ")"));
-    EncodedPairs e = encode_pairs(*s.tok, tmpl, f.pairs, r.train.seq);
-    LLMTK_CHECK(!e.pairs.empty(), r.file, "no ", split, " pair in ", file, " fits in train.seq = ", r.train.seq, " tokens; raise train.seq");
-    log(cat("preference data: ", e.pairs.size(), " ", split, " pairs from ", file,
-            e.too_long ? cat(" (", e.too_long, " longer than train.seq = ", r.train.seq, " are left out)") : std::string()));
-    return std::move(e.pairs);
-  };
-  s.batches = std::make_unique<PreferenceBatches>(load(p.train, "training"), r.train.batch, r.train.seq,
-                                                  r.data.order != "sequential", r.train.seed, s.tok->eot(), reference, p.train);
-  // Validation reads eval.batches batches from the start of one fixed shuffle: a sample of every
-  // part of a file that may be sorted (by book, by task), the same sample at every evaluation.
-  if (!p.test.empty())
-    s.val_batches = std::make_unique<PreferenceBatches>(load(p.test, "validation"), r.train.batch, r.train.seq, true, 0,
-                                                        s.tok->eot(), reference, p.test);
+  set_up_pairs(r, p.train, p.test, reference, s, log);
   s.objective = std::make_unique<PreferenceLoss>(p.loss);
   s.val_objective = std::make_unique<PreferenceLoss>(p.loss);
   log(cat("objective: ", p.loss.loss, " (beta ", p.loss.beta, p.loss.label_smoothing > 0 ? cat(", label smoothing ", p.loss.label_smoothing) : "",
           p.loss.loss == "simpo" ? cat(", gamma ", p.loss.simpo_gamma) : "", "), ", r.train.batch, " pairs (",
           s.rows, " rows) per micro-batch", reference ? "; the reference model scores every batch" : ""));
+}
+
+void set_up_reward(const Recipe& r, Setup& s, const std::function<void(const std::string&)>& log) {
+  set_up_pairs(r, r.reward.train, r.reward.test, nullptr, s, log);
+  s.objective = std::make_unique<BradleyTerryLoss>();
+  s.val_objective = std::make_unique<BradleyTerryLoss>();
+  log(cat("objective: bradley_terry (a reward model, ", r.model.arch, ": the score at each reply's last token), ", r.train.batch,
+          " pairs (", s.rows, " rows) per micro-batch"));
 }
 
 Setup set_up(const Recipe& r, const TrainOptions& opt, const std::string& resume_from,
@@ -432,7 +454,8 @@ Setup set_up(const Recipe& r, const TrainOptions& opt, const std::string& resume
   ops::set_matmul_precision(r.train.precision == "bf16" ? DType::bf16 : DType::f32);
   if (r.train.threads > 0) ops::set_threads(r.train.threads);  // through the backend's own setter
   s.tok_path = (fs::path(r.data.dir) / "tokenizer.json").string();
-  const bool aligned = r.preference.enabled() || r.rl.enabled();  // no token shards: pairs, or prompts
+  // No token shards: pairs, or prompts.
+  const bool aligned = r.preference.enabled() || r.rl.enabled() || r.reward.enabled();
   const auto train_files = aligned ? std::vector<std::string>{} : shards(r.data.dir, "train_");
   LLMTK_CHECK(aligned || !train_files.empty(), r.file, "data.dir = \"", r.data.dir,
               "\" holds no train_*.bin shards; run llmtk data prepare first (see recipes/data/)");
@@ -498,6 +521,7 @@ Setup set_up(const Recipe& r, const TrainOptions& opt, const std::string& resume
   s.optimizer = std::make_unique<Optimizer>(r.optim, s.model->params());
   if (r.preference.enabled()) set_up_preference(r, from, s, log);
   if (r.rl.enabled()) set_up_rl(r, from, s, log);
+  if (r.reward.enabled()) set_up_reward(r, s, log);
   if (resume_from.empty()) return s;
   const std::string& ck = resume_from;
   const CheckpointState st = read_checkpoint_state(ck);

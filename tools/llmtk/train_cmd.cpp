@@ -79,10 +79,19 @@ data::ChatTemplate chat_template_of(train::LoadedRun& l, const std::string& fall
   return tmpl;
 }
 
+// A run's model for a command that reads logits (generate, eval, export, chat): a reward model
+// (a score head) is refused with what to use instead.
+train::LoadedRun load_lm(const std::string& run, const std::string& device) {
+  auto l = train::load_run(run, device);
+  LLMTK_CHECK(!l.model->scorer(), run, "is a reward model (", l.state.arch, "): it scores replies and has no next-token "
+              "probabilities; use llmtk reward ", run, " --data FILE");
+  return l;
+}
+
 // `llmtk chat RUN`: one user turn per line of standard input (a prompt on a terminal), the
 // model's reply after each, the whole conversation kept as context.
 void chat(const GenArgs& a) {
-  auto l = train::load_run(a.run, a.device);
+  auto l = load_lm(a.run, a.device);
   const data::ChatTemplate tmpl = chat_template_of(l, "", "chat");
   data::Conversation conv;
   if (!a.system.empty()) conv.push_back({"system", a.system});
@@ -105,7 +114,7 @@ void chat(const GenArgs& a) {
 }
 
 void eval_task(const EvalArgs& a) {
-  auto l = train::load_run(a.run, a.device);
+  auto l = load_lm(a.run, a.device);
   const data::ChatTemplate tmpl = chat_template_of(l, a.chat_template, "eval --task");
   auto records = data::read_conversations(a.task);
   LLMTK_CHECK(!records.empty(), "eval --task", "'", a.task, "' holds no records");
@@ -140,7 +149,7 @@ void eval_task(const EvalArgs& a) {
 // `llmtk eval RUN --pairs FILE`: how often the model itself gives the chosen reply the higher
 // log-probability (docs/alignment.md).
 void eval_pairs(const EvalArgs& a) {
-  auto l = train::load_run(a.run, a.device);
+  auto l = load_lm(a.run, a.device);
   const data::ChatTemplate tmpl = chat_template_of(l, a.chat_template, "eval --pairs");
   const train::PreferenceFile f = train::read_preferences(a.pairs);
   std::vector<train::PreferencePair> pairs = f.pairs;
@@ -156,6 +165,61 @@ void eval_pairs(const EvalArgs& a) {
              res.skipped ? fmt::format(" ({} longer than the model's context skipped)", res.skipped) : std::string(),
              f.identical ? fmt::format(" ({} with chosen equal to rejected left out)", f.identical) : std::string(),
              res.accuracy, res.normalized_accuracy, res.margin, res.logp_chosen, res.logp_rejected);
+}
+
+// `llmtk reward RUN --data FILE`: a reward model's scores of pairs (accuracy) or of replies.
+struct RewardArgs {
+  std::string run, data, out, device = "cpu";
+  std::int64_t batch = 8, limit = 0;
+  int show = 5;
+};
+
+void reward(const RewardArgs& a) {
+  auto l = train::load_run(a.run, a.device);
+  LLMTK_CHECK(l.model->scorer(), "reward", l.checkpoint, " is a language model (", l.state.arch, "); score with a reward model, ",
+              "trained with [reward] (recipes/align/reward.toml)");
+  const data::ChatTemplate tmpl = chat_template_of(l, "", "reward");
+  std::string first;
+  {
+    std::ifstream in(a.data);
+    while (std::getline(in, first) && first.find_first_not_of(" \t\r") == std::string::npos) {}
+  }
+  auto some = [&](auto items) {  // --limit: evenly spaced, as eval --task
+    if (a.limit <= 0 || std::int64_t(items.size()) <= a.limit) return items;
+    decltype(items) out;
+    for (std::int64_t i = 0; i < a.limit; ++i) out.push_back(items[std::size_t(i * std::int64_t(items.size()) / a.limit)]);
+    return out;
+  };
+  if (first.find("\"chosen\"") != std::string::npos) {
+    const train::PreferenceFile f = train::read_preferences(a.data);
+    const auto res = train::evaluate_reward_pairs(*l.model, *l.tokenizer, tmpl, some(f.pairs), a.batch);
+    fmt::print("checkpoint {}\npairs {}: {}{}{}\nreward_accuracy {:.4f}\nreward_margin {:.4f}\nreward_chosen {:.4f}\n"
+               "reward_rejected {:.4f}\n",
+               l.checkpoint, a.data, res.pairs,
+               res.skipped ? fmt::format(" ({} longer than the model's context skipped)", res.skipped) : std::string(),
+               f.identical ? fmt::format(" ({} with chosen equal to rejected left out)", f.identical) : std::string(),
+               res.accuracy, res.margin, res.chosen, res.rejected);
+    return;
+  }
+  const auto replies = some(train::read_replies(a.data));
+  const auto scores = train::score_replies(*l.model, *l.tokenizer, tmpl, replies, a.batch);
+  double sum = 0;
+  std::int64_t n = 0;
+  std::ofstream out;
+  if (!a.out.empty()) out.open(a.out);
+  for (std::size_t i = 0; i < replies.size(); ++i) {
+    const std::string prompt = replies[i].prompt.back().content;
+    if (int(i) < a.show) fmt::print("{:>9.4f}  {} -> {}\n", scores[i], prompt, replies[i].text);
+    if (!std::isnan(scores[i])) sum += scores[i], ++n;
+    if (out.is_open())
+      out << nlohmann::json{{"prompt", prompt}, {"completion", replies[i].text},
+                            {"score", std::isnan(scores[i]) ? nlohmann::json() : nlohmann::json(scores[i])}}.dump() << "\n";
+  }
+  LLMTK_CHECK(a.out.empty() || out.good(), "reward", "writing '", a.out, "' failed");
+  fmt::print("checkpoint {}\nreplies {}: {}{}\nmean_score {:.4f}\n", l.checkpoint, a.data, n,
+             std::int64_t(replies.size()) > n ? fmt::format(" ({} longer than the model's context skipped)", std::int64_t(replies.size()) - n)
+                                             : std::string(),
+             n ? sum / double(n) : NAN);
 }
 
 }  // namespace
@@ -229,7 +293,7 @@ void add_train_commands(CLI::App& app) {
                 "at the end of the reply");
   gen->add_option("--system", ga->system, "--chat: a system message first");
   gen->callback([ga] {
-    auto l = train::load_run(ga->run, ga->device);
+    auto l = load_lm(ga->run, ga->device);
     const data::Tokenizer& tok = *l.tokenizer;
     std::vector<data::TokenId> prompt = ga->prompt.empty() ? std::vector<data::TokenId>{tok.eot()} : tok.encode(ga->prompt);
     train::GenerateOptions o = ga->o;
@@ -336,7 +400,7 @@ void add_train_commands(CLI::App& app) {
     LLMTK_CHECK(!xa->hf.empty() || !xa->gguf.empty() || !xa->peft.empty(), "export",
                 "say where: --hf DIR (Transformers), --gguf FILE (llama.cpp) or --peft DIR (LoRA adapters for PEFT)");
     if (!xa->peft.empty()) {
-      auto l = train::load_run(xa->run, "cpu");
+      auto l = load_lm(xa->run, "cpu");
       LLMTK_CHECK(l.state.lora.enabled() || l.state.soft_prompt > 0 || l.state.prefix > 0, "export --peft", l.checkpoint,
                   " holds no LoRA adapters, soft prompt or prefix; export the whole model with --hf DIR");
       data::ChatTemplate tmpl = data::ChatTemplate::named("chatml");
@@ -351,7 +415,7 @@ void add_train_commands(CLI::App& app) {
       return;
     }
     const char* command = xa->hf.empty() ? "export --gguf" : "export --hf";
-    auto l = train::load_run(xa->run, "cpu");
+    auto l = load_lm(xa->run, "cpu");
     std::unique_ptr<AnyModel> merged;
     if (l.state.lora.enabled()) {
       if (!xa->merge)
@@ -372,6 +436,18 @@ void add_train_commands(CLI::App& app) {
                  merged ? ", LoRA merged" : "", xa->gguf, xa->type);
     }
   });
+
+  auto wa = std::make_shared<RewardArgs>();
+  auto* rw = app.add_subcommand("reward", "A reward model's scores: its accuracy on preference pairs, or each reply's score");
+  rw->add_option("run", wa->run, "A reward model's run or checkpoint directory (trained with [reward])")->required()->check(CLI::ExistingDirectory);
+  rw->add_option("--data", wa->data, "JSONL of pairs ({prompt, chosen, rejected}: accuracy) or replies ({prompt, completion}, or "
+                 "instruction records: the last assistant turn is scored)")->required()->check(CLI::ExistingFile);
+  rw->add_option("--limit", wa->limit, "N records, evenly spaced through the file")->check(CLI::Range(std::int64_t(1), std::int64_t(1) << 40));
+  rw->add_option("--show", wa->show, "Replies: print the first N scores")->check(CLI::Range(0, 1 << 20));
+  rw->add_option("--out", wa->out, "Replies: write every score as JSONL {prompt, completion, score}");
+  rw->add_option("--batch", wa->batch, "Batch size")->check(CLI::Range(1, 1 << 16));
+  rw->add_option("--device", wa->device, device_list())->check(device_names());
+  rw->callback([wa] { reward(*wa); });
 
   auto ea = std::make_shared<EvalArgs>();
   auto* ev = app.add_subcommand("eval", "Loss and perplexity of a trained run on shards, its answers to a task, or its preferences");
@@ -398,7 +474,7 @@ void add_train_commands(CLI::App& app) {
     if (!ea->pairs.empty()) return eval_pairs(*ea);
     LLMTK_CHECK(!ea->shards.empty(), "eval", "say what to evaluate on: --data SHARDS (loss), --task FILE.jsonl (answers) or "
                 "--pairs FILE.jsonl (preferences)");
-    auto l = train::load_run(ea->run, ea->device);
+    auto l = load_lm(ea->run, ea->device);
     const std::int64_t T = ea->seq ? ea->seq : l.model->context();
     data::DataLoader loader(ea->shards, l.tokenizer->hash(),
                             data::LoaderOptions{ea->batch, T, data::DataOrder::sequential, 0, 0, 1});
