@@ -4,6 +4,7 @@
 // SimPO through a whole model by the gradient checker, and preference training from a base run.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <cstdlib>
@@ -631,6 +632,124 @@ TEST_CASE("reward model training from a base run: learns the preference, resumes
   CHECK_THROWS_WITH(read_recipe(path.string(), {"log.sample_prompt=In"}), Catch::Contains("cannot write any"));
   CHECK_THROWS_WITH(read_recipe(path.string(), {"finetune.from="}), Catch::Contains("[reward] trains a reward model from a trained one"));
   CHECK_THROWS_WITH(read_recipe(path.string(), {"model.arch=llama-tiny"}), Catch::Contains("(a reward model: llama-tiny+score)"));
+}
+
+// ---- PPO ----------------------------------------------------------------------------------------
+
+TEST_CASE("PPO's pieces on hand-made numbers: GAE, per-token advantages, the critic's loss", "[align][ppo]") {
+  std::vector<double> a, g;
+  gae({0, 0, 1}, {0.5, 0.2, 0.4}, 1.0, 0.95, a, g);
+  // δ = (−0.3, 0.2, 0.6); A_2 = 0.6, A_1 = 0.2 + 0.95·0.6, A_0 = −0.3 + 0.95·A_1; G = A + V.
+  CHECK(a[2] == Approx(0.6));
+  CHECK(a[1] == Approx(0.77));
+  CHECK(a[0] == Approx(0.4315));
+  CHECK(g[0] == Approx(0.9315));
+  CHECK(g[1] == Approx(0.97));
+  CHECK(g[2] == Approx(1.0));
+  gae({0, 0, 1}, {0.5, 0.2, 0.4}, 1.0, 1.0, a, g);  // λ = 1: the return minus the value
+  CHECK(a == std::vector<double>{0.5, 0.8, 0.6});
+  CHECK(g == std::vector<double>{1.0, 1.0, 1.0});
+  gae({1, 1}, {0, 0}, 0.5, 1.0, a, g);  // γ discounts: G_0 = 1 + 0.5·1
+  CHECK(g[0] == 1.5);
+
+  // Advantages per token equal to each row's: the same loss and gradient as per row.
+  ops::ScopedBackend on_reference("reference");
+  PairBatch b(3);
+  const std::int64_t R = 2 * b.P, T = b.T;
+  std::vector<float> per_row = {1.0f, -0.5f, 0.25f, 0.0f, 2.0f, -1.0f}, per_token(std::size_t(R * T));
+  for (std::int64_t k = 0; k < R * T; ++k) per_token[std::size_t(k)] = per_row[std::size_t(k / T)];
+  std::vector<float> ref(std::size_t(R * T), -2.0f);
+  auto run = [&](TensorRef adv, std::vector<float>& grad) {
+    Labels l(TensorRef(b.targets.data(), DType::i32, {R, T}), {}, TensorRef(ref.data(), DType::f32, {R, T}));
+    l.advantages = adv;
+    GrpoLoss loss({0.1, 0.2});
+    const float v = loss.forward(b.logits_ref(), l);
+    grad = b.logits;
+    loss.backward(TensorRef(grad.data(), DType::f32, {R, T, b.V}));
+    return v;
+  };
+  std::vector<float> g1, g2;
+  CHECK(run(TensorRef(per_row.data(), DType::f32, {R}), g1) == run(TensorRef(per_token.data(), DType::f32, {R, T}), g2));
+  CHECK(g1 == g2);
+  std::vector<float> wrong(std::size_t(R + 1));
+  CHECK_THROWS_WITH(run(TensorRef(wrong.data(), DType::f32, {R + 1}), g1), Catch::Contains("per token"));
+
+  // The critic's loss: ½ mean (V − G)² over counted positions; its gradient (V − G)/N there.
+  std::vector<std::int32_t> tg = {kIgnoreIndex, 4, 4, kIgnoreIndex};
+  std::vector<float> values = {9.0f, 0.5f, -1.0f, 9.0f}, returns = {0.0f, 1.0f, 1.0f, 0.0f};
+  Labels vl(TensorRef(tg.data(), DType::i32, {1, 4}));
+  vl.returns = TensorRef(returns.data(), DType::f32, {1, 4});
+  ValueLoss value;
+  CHECK(value.forward(TensorRef(values.data(), DType::f32, {1, 4, 1}), vl) == Approx(0.5 * (0.25 + 4.0) / 2));
+  std::vector<float> dv(4, 7.0f);
+  value.backward(TensorRef(dv.data(), DType::f32, {1, 4, 1}));
+  CHECK(dv == std::vector<float>{0.0f, -0.25f, -1.0f, 0.0f});
+  vl.returns = {};
+  CHECK_THROWS_WITH(value.forward(TensorRef(values.data(), DType::f32, {1, 4, 1}), vl), Catch::Contains("labels.returns"));
+}
+
+TEST_CASE("PPO with a reward model, and GRPO with one: reproducible, resume exactly (the critic too)", "[align][ppo][train]") {
+  const auto d = tmp("ppo-run");
+  const AlignedBase base = aligned_base(d);
+  // A reward model that prefers replies with "light" in them.
+  std::string pairs, tasks;
+  for (int i = 0; i < 40; ++i)
+    pairs += "{\"prompt\": \"Say it " + std::to_string(i) + "\", \"chosen\": \"light.\", \"rejected\": \"darkness.\"}\n";
+  for (int i = 0; i < 24; ++i) tasks += "{\"instruction\": \"Say it " + std::to_string(i) + "\", \"output\": \"light.\"}\n";
+  write(d / "pairs.jsonl", pairs);
+  write(d / "tasks.jsonl", tasks);
+  std::ofstream(d / "reward.toml") << "[finetune]\nfrom = \"" << base.run << "\"\n\n[data]\ndir = \"" << base.data
+                                   << "\"\n\n[reward]\ntrain = \"" << (d / "pairs.jsonl").string()
+                                   << "\"\n\n[train]\nbatch = 4\nseq = 48\nsteps = 12\ndevice = \"cpu\"\nthreads = 2\n\n"
+                                      "[optim]\nlr = 3e-2\nweight_decay = 0\n\n[log]\nevery = 1\n";
+  const auto rm = train::train(read_recipe((d / "reward.toml").string()), quiet(d / "rm"));
+  const auto path = d / "ppo.toml";
+  std::ofstream(path) << "[finetune]\nfrom = \"" << base.run << "\"\n\n[data]\ndir = \"" << base.data
+                      << "\"\n\n[rl]\nalgorithm = \"ppo\"\ntask = \"" << (d / "tasks.jsonl").string() << "\"\ntest = \""
+                      << (d / "tasks.jsonl").string() << "\"\nreward = \"model\"\nreward_model = \"" << rm.run_dir
+                      << "\"\ngroup = 2\nmax_tokens = 4\ntemperature = 1.5\nbeta = 0.1\ncritic_lr = 1e-2\nsample_every = 2\n\n"
+                         "[train]\nbatch = 2\nseq = 32\nsteps = 6\ndevice = \"cpu\"\nthreads = 2\n\n"
+                         "[optim]\nlr = 1e-2\nweight_decay = 0\n\n[eval]\nevery = 3\nbatches = 2\n\n[checkpoint]\nevery = 3\n\n[log]\nevery = 1\n";
+  const auto recipe = read_recipe(path.string());
+  CHECK(recipe.rows() == 4);
+  std::string log;
+  auto o = quiet(d / "run");
+  o.log = [&](const std::string& line) { log += line + "\n"; };
+  const auto r = train::train(recipe, o);
+  INFO(log);
+  CHECK(log.find("critic: initialised from the weights of " + rm.run_dir) != std::string::npos);
+  CHECK(log.find("reward model: initialised from the weights of " + rm.run_dir) != std::string::npos);
+  const auto l = losses(r.run_dir);
+  REQUIRE(l.size() == 6);
+  for (const char* key : {"reward", "value_loss", "explained_variance", "kl_penalty", "kl", "clip_fraction"})
+    CHECK(metric_values(r.run_dir, key).size() == 6);
+  CHECK(metric_values(r.run_dir, "solved").empty());  // a reward model's scores are not solved or not
+  const auto vloss = metric_values(r.run_dir, "value_loss");
+  CHECK(std::all_of(vloss.begin(), vloss.end(), [](double v) { return v > 0 && std::isfinite(v); }));
+  for (double c : metric_values(r.run_dir, "clip_fraction")) CHECK(c == 0.0);  // one update per rollout: ratio 1
+  CHECK(fs::exists(fs::path(r.run_dir) / "checkpoints" / "step_00000006" / "critic" / "model.safetensors"));
+  CHECK(fs::exists(fs::path(r.run_dir) / "checkpoints" / "step_00000006" / "critic" / "optimizer.m.safetensors"));
+  // Bit-reproducible; resuming restores the critic and its optimizer (the losses depend on them).
+  CHECK(losses(train::train(recipe, quiet(d / "again")).run_dir) == l);
+  const auto resumed = stop_and_resume(recipe, d / "resumed", 3);
+  CHECK(losses(resumed.run_dir) == l);
+  CHECK(metric_values(resumed.run_dir, "value_loss") == vloss);
+
+  // GRPO with the reward model's scores as rewards.
+  std::string text = file_bytes(path);
+  text.replace(text.find("critic_lr = 1e-2\n"), 17, "");
+  write(d / "grpo.toml", text);
+  const auto grpo = train::train(read_recipe((d / "grpo.toml").string(), {"rl.algorithm=grpo", "rl.group=4", "train.steps=2", "eval.every=0"}),
+                                 quiet(d / "grpo"));
+  CHECK(metric_values(grpo.run_dir, "reward").size() == 2);
+  CHECK(metric_values(grpo.run_dir, "value_loss").empty());
+
+  // What cannot work is named.
+  CHECK_THROWS_WITH(read_recipe(path.string(), {"rl.reward_model="}), Catch::Contains("needs rl.reward_model"));
+  CHECK_THROWS_WITH(read_recipe(path.string(), {"rl.algorithm=grpo"}), Catch::Contains("rl.critic_lr is PPO's"));
+  CHECK_THROWS_WITH(read_recipe(path.string(), {"rl.reward_model=" + (d / "nowhere").string()}), Catch::Contains("does not exist"));
+  CHECK_THROWS_WITH(train::train(read_recipe(path.string(), {"rl.reward_model=" + base.run}), quiet(d / "lm-as-rm")),
+                    Catch::Contains("score head"));
 }
 
 TEST_CASE("preference losses for the PyTorch golden check", "[.golden]") {

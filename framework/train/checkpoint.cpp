@@ -38,7 +38,7 @@ std::string step_checkpoint_name(std::int64_t step) {
 }
 
 std::string save_checkpoint(const std::string& dir_name, const AnyModel& model, Optimizer* optimizer,
-                            const CheckpointState& s) {
+                            const CheckpointState& s, const std::function<void(const std::string&)>& extra) {
   const fs::path dir(dir_name), tmp = dir_name + ".tmp";
   fs::remove_all(tmp);
   fs::create_directories(tmp);
@@ -76,6 +76,7 @@ std::string save_checkpoint(const std::string& dir_name, const AnyModel& model, 
   st["best_val_loss"] = number_or_null(s.best_val_loss);
   st["recipe"] = s.recipe;
   if (!s.base.empty()) st["base"] = {{"path", s.base.path}, {"hash", s.base.hash}, {"vocab", s.base.vocab}};
+  if (extra) extra(tmp.string());
   write_file_atomically((tmp / "state.json").string(), st.dump(2) + "\n", "checkpoint");
   fs::remove_all(dir);
   fs::rename(tmp, dir);  // the checkpoint appears whole or not at all

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdint>
 #include <memory>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -41,8 +42,10 @@ struct CheckpointState {
 
 // Writes `dir` whole or not at all (a temporary directory, renamed): the model's parameters, the
 // optimizer's state (when given) and state.json. Returns `dir`.
+// `extra` writes what else belongs to the checkpoint into the directory being made, before it
+// appears whole (PPO's critic: BatchSource::save).
 std::string save_checkpoint(const std::string& dir, const AnyModel& model, Optimizer* optimizer,
-                            const CheckpointState& state);
+                            const CheckpointState& state, const std::function<void(const std::string&)>& extra = {});
 // state.json of a checkpoint directory; fails naming the file and what is missing.
 CheckpointState read_checkpoint_state(const std::string& dir);
 // Parameters (and, when given, the optimizer's state) from a checkpoint directory; a checkpoint

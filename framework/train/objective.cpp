@@ -244,7 +244,10 @@ float GrpoLoss::forward(TensorRef logits, const Labels& labels) {
                 " f32 host values");
     return t.f32();
   };
-  const float* adv = host_f32(labels.advantages, R, "labels.advantages");
+  LLMTK_CHECK(labels.advantages && (labels.advantages.numel() == R || labels.advantages.numel() == R * T), where,
+              "labels.advantages must be [", R, "] (per reply) or [", R, ", ", T, "] (per token), got ", labels.advantages.shape_str());
+  const bool per_token = labels.advantages.numel() == R * T;
+  const float* adv = host_f32(labels.advantages, labels.advantages.numel(), "labels.advantages");
   const float* ref = options_.beta > 0 ? host_f32(labels.reference, R * T, "labels.reference (per position)") : nullptr;
   const float* old = labels.behaviour ? host_f32(labels.behaviour, R * T, "labels.behaviour") : nullptr;
   const auto& losses = losses_.forward(logits, labels.targets, where);
@@ -255,10 +258,11 @@ float GrpoLoss::forward(TensorRef logits, const Labels& labels) {
     std::int64_t n = 0;
     for (std::int64_t t = 0; t < T; ++t) n += tg[i * T + t] != kIgnoreIndex;
     if (n == 0) continue;  // a row with nothing to learn (padding)
-    const double a = adv[i], scale = 1.0 / (double(n) * double(R));
+    const double scale = 1.0 / (double(n) * double(R));
     for (std::int64_t t = 0; t < T; ++t) {
       const std::size_t k = std::size_t(i * T + t);
       if (tg[k] == kIgnoreIndex) continue;
+      const double a = per_token ? adv[k] : adv[i];
       const double lp = -double(losses[k]);
       const double rho = old ? std::exp(lp - double(old[k])) : 1.0;
       const double lo = 1 - options_.clip, hi = 1 + options_.clip;
@@ -365,6 +369,56 @@ float BradleyTerryLoss::forward(TensorRef scores, const Labels& labels) {
 void BradleyTerryLoss::backward(TensorRef dscores) {
   LLMTK_CHECK(ready_, "bradley_terry loss", "backward() needs a forward() first");
   write_outputs(dscores, dscores_);
+}
+
+}  // namespace llmtk
+
+namespace llmtk {
+
+// ---- PPO's critic --------------------------------------------------------------------------------
+
+float ValueLoss::forward(TensorRef values, const Labels& labels) {
+  constexpr const char* where = "value loss";
+  LLMTK_CHECK(labels.targets && labels.targets.rank == 2 && labels.targets.device == Device::host, where,
+              "targets must be [R, T] in host memory, got ", labels.targets.shape_str());
+  const std::int64_t R = labels.targets.size(0), T = labels.targets.size(1);
+  LLMTK_CHECK(values.numel() == R * T, where, "the critic's outputs must be values [", R, ", ", T, ", 1] (a score head), got ",
+              values.shape_str());
+  LLMTK_CHECK(labels.returns && labels.returns.dtype == DType::f32 && labels.returns.numel() == R * T &&
+                  labels.returns.device == Device::host,
+              where, "labels.returns must be ", R * T, " f32 host values");
+  values_ = outputs_on_host(values);
+  const std::int32_t* tg = labels.targets.i32();
+  const float* g = labels.returns.f32();
+  double n = 0, sum = 0, mean_g = 0;
+  for (std::int64_t k = 0; k < R * T; ++k)
+    if (tg[k] != kIgnoreIndex) n += 1, mean_g += g[k];
+  dvalues_.assign(std::size_t(R * T), 0.0f);
+  if (n == 0) {
+    metrics_ = {{"explained_variance", 0.0}};
+    ready_ = true;
+    return 0.0f;
+  }
+  mean_g /= n;
+  double var_g = 0, var_err = 0, mean_err = 0;
+  for (std::int64_t k = 0; k < R * T; ++k)
+    if (tg[k] != kIgnoreIndex) mean_err += double(g[k]) - values_[std::size_t(k)];
+  mean_err /= n;
+  for (std::int64_t k = 0; k < R * T; ++k) {
+    if (tg[k] == kIgnoreIndex) continue;
+    const double e = double(values_[std::size_t(k)]) - g[k];
+    sum += 0.5 * e * e;
+    dvalues_[std::size_t(k)] = static_cast<float>(e / n);
+    var_g += (g[k] - mean_g) * (g[k] - mean_g), var_err += (-e - mean_err) * (-e - mean_err);
+  }
+  metrics_ = {{"explained_variance", var_g > 0 ? 1 - var_err / var_g : 0.0}};
+  ready_ = true;
+  return static_cast<float>(sum / n);
+}
+
+void ValueLoss::backward(TensorRef dvalues) {
+  LLMTK_CHECK(ready_, "value loss", "backward() needs a forward() first");
+  write_outputs(dvalues, dvalues_);
 }
 
 }  // namespace llmtk

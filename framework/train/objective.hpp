@@ -33,9 +33,12 @@ struct Labels {
   TensorRef weights;     // [B, T] f32 or null: how much each position counts (a loss mask: 0 or 1)
   TensorRef reference;   // f32 host or null: a frozen reference model's log-probabilities of the
                          // counted targets, [B] summed per row (preference) or [B, T] (RL)
-  TensorRef advantages;  // [B] f32 host (RL): how much better each row's reply was than its group's
+  TensorRef advantages;  // f32 host (RL): how much better each reply was than expected: [B] per row
+                         // (GRPO: than its group's), or [B, T] per token (PPO: GAE)
   TensorRef behaviour;   // [B, T] f32 host or null (RL): log-probabilities under the policy that
                          // sampled the replies; null: the current policy's (a ratio of 1)
+  TensorRef returns;     // [B, T] f32 host (PPO's critic): the return each counted position's value
+                         // should predict
 };
 
 class Objective {
@@ -112,11 +115,14 @@ class PreferenceLoss final : public Objective {
   bool ready_ = false;
 };
 
-// GRPO's loss (Shao et al. 2024, "DeepSeekMath"), per sampled reply i of R and its tokens t:
+// The clipped policy loss of GRPO (Shao et al. 2024, "DeepSeekMath") and PPO (Schulman et al.
+// 2017), per sampled reply i of R and its tokens t:
 //   ρ = π(t) / π_behaviour(t)                          the ratio to the policy that sampled it
 //   l_t = −min(ρ·A_i, clip(ρ, 1−ε, 1+ε)·A_i) + β·k3_t   k3_t = π_ref/π − log(π_ref/π) − 1 ≥ 0
 //   loss = (1/R) Σ_i (1/|o_i|) Σ_t l_t
-// A_i is the reply's advantage (its reward standardised within its prompt's group, rollout.hpp);
+// A_i is the reply's advantage (GRPO: its reward standardised within its prompt's group,
+// rollout.hpp), or A_it each token's (PPO: GAE over the critic's values, with β = 0 here because
+// PPO puts its KL penalty into the rewards);
 // k3 is Schulman's unbiased, always positive estimator of KL(π ‖ π_ref). With one update per
 // rollout (the default) ρ = 1 and the clip never binds; it matters when a rollout is reused.
 struct GrpoLossOptions {
@@ -128,7 +134,7 @@ class GrpoLoss final : public Objective {
  public:
   explicit GrpoLoss(GrpoLossOptions o);
   std::string name() const override { return "grpo"; }
-  // labels.targets [R, T] host, labels.advantages [R], labels.reference [R, T] (per-token log-probs
+  // labels.targets [R, T] host, labels.advantages [R] or [R, T], labels.reference [R, T] (per-token log-probs
   // of the reference; needed when beta > 0), labels.behaviour [R, T] or null.
   float forward(TensorRef logits, const Labels& labels) override;
   void backward(TensorRef dlogits) override;
@@ -175,6 +181,26 @@ std::vector<std::int64_t> score_positions(const std::int32_t* targets, std::int6
 // A model's outputs in host f32 (bf16 widened exactly), and the way back into `dst`'s memory and dtype.
 std::vector<float> outputs_on_host(TensorRef outputs);
 void write_outputs(TensorRef dst, const std::vector<float>& values);
+
+// PPO's critic (a value model: a score head, whose output at position t is V(s_t), the value of the
+// text up to t before the token t + 1 is chosen) regressed on the returns:
+//   loss = (1/N) Σ_{counted t} ½ (V_t − G_t)²      over the N positions whose target is counted
+class ValueLoss final : public Objective {
+ public:
+  std::string name() const override { return "value"; }
+  // values [R, T, 1] (host or device); labels.targets [R, T] host (which positions count),
+  // labels.returns [R, T] host.
+  float forward(TensorRef values, const Labels& labels) override;
+  void backward(TensorRef dvalues) override;
+  // explained_variance: 1 − Var(G − V) / Var(G) over the counted positions (1: perfect, ≤ 0: no better than the mean).
+  Metrics metrics() const override { return metrics_; }
+  const std::vector<float>& values() const { return values_; }  // the last forward's, [R·T] on the host
+
+ private:
+  std::vector<float> values_, dvalues_;
+  Metrics metrics_;
+  bool ready_ = false;
+};
 
 // Σ over each row of −losses[n] where targets[n] is counted: the log-probability of each row's
 // counted targets (rows of T positions; summed in double, rounded to f32), and how many there are.

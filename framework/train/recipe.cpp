@@ -198,10 +198,14 @@ Recipe read_recipe(const std::string& path, const std::vector<std::string>& sets
   auto rl = root.table("rl");
   r.rl.task = rl.string("task", "");
   r.rl.test = rl.string("test", "");
-  r.rl.algorithm = rl.string("algorithm", r.rl.algorithm, {"grpo"});
-  r.rl.reward = rl.string("reward", r.rl.reward, {"exact_match", "contains"});
+  r.rl.algorithm = rl.string("algorithm", r.rl.algorithm, {"grpo", "ppo"});
+  r.rl.reward = rl.string("reward", r.rl.reward, {"exact_match", "contains", "model"});
+  r.rl.reward_model = rl.string("reward_model", "");
+  r.rl.gamma = rl.number("gamma", r.rl.gamma, 0, 1);
+  r.rl.lambda = rl.number("lambda", r.rl.lambda, 0, 1);
+  r.rl.critic_lr = rl.number("critic_lr", r.rl.critic_lr, 0, 10);
   r.rl.reference = rl.string("reference", "");
-  r.rl.group = rl.integer("group", r.rl.group, 2, 1 << 12);
+  r.rl.group = rl.integer("group", r.rl.algorithm == "ppo" ? 1 : r.rl.group, r.rl.algorithm == "ppo" ? 1 : 2, 1 << 12);
   r.rl.max_tokens = int(rl.integer("max_tokens", r.rl.max_tokens, 1, 1 << 16));
   r.rl.temperature = rl.number("temperature", r.rl.temperature, 1e-3, 100);
   r.rl.top_p = rl.number("top_p", r.rl.top_p, 1e-3, 1);
@@ -217,8 +221,17 @@ Recipe read_recipe(const std::string& path, const std::vector<std::string>& sets
     for (const auto& [key, f] : {std::pair{"task", r.rl.task}, std::pair{"test", r.rl.test}})
       LLMTK_CHECK(f.empty() || fs::exists(f), path, "rl.", key, " = \"", f, "\" does not exist; llmtk data synth kjv-book --out FILE ",
                   "writes an example task (recipes/align/run.sh makes them)");
+    LLMTK_CHECK(r.rl.reward != "model" || !r.rl.reward_model.empty(), path, "rl.reward = \"model\" needs rl.reward_model: ",
+                "a reward model's run (train one with [reward]: recipes/align/reward.toml)");
+    LLMTK_CHECK(r.rl.reward_model.empty() || r.rl.reward == "model" || r.rl.algorithm == "ppo", path, "rl.reward_model with rl.reward = \"",
+                r.rl.reward, "\": set rl.reward = \"model\" to use it");
+    LLMTK_CHECK(r.rl.reward_model.empty() || fs::is_directory(r.rl.reward_model), path, "rl.reward_model = \"", r.rl.reward_model,
+                "\" does not exist; train one with [reward] (recipes/align/reward.toml)");
+    for (const char* key : {"gamma", "lambda", "critic_lr"})
+      LLMTK_CHECK(r.rl.algorithm == "ppo" || !rl.has(key), path, "rl.", key, " is PPO's (the critic's); GRPO has no critic: remove it");
   } else {
-    for (const char* key : {"test", "algorithm", "reward", "reference", "group", "max_tokens", "temperature", "top_p", "beta", "clip", "sample_every"})
+    for (const char* key : {"test", "algorithm", "reward", "reward_model", "reference", "group", "max_tokens", "temperature", "top_p",
+                            "beta", "clip", "sample_every", "gamma", "lambda", "critic_lr"})
       LLMTK_CHECK(!rl.has(key), path, "rl.", key, " without rl.task: name the prompts to learn from");
   }
 
@@ -373,6 +386,8 @@ std::string to_toml(const Recipe& r) {
     o << "\n[rl]\nalgorithm = \"" << r.rl.algorithm << "\"\ntask = \"" << r.rl.task << "\"\n";
     if (!r.rl.test.empty()) o << "test = \"" << r.rl.test << "\"\n";
     if (!r.rl.reference.empty()) o << "reference = \"" << r.rl.reference << "\"\n";
+    if (!r.rl.reward_model.empty()) o << "reward_model = \"" << r.rl.reward_model << "\"\n";
+    if (r.rl.algorithm == "ppo") o << "gamma = " << r.rl.gamma << "\nlambda = " << r.rl.lambda << "\ncritic_lr = " << r.rl.critic_lr << "\n";
     o << "reward = \"" << r.rl.reward << "\"\ngroup = " << r.rl.group << "\nmax_tokens = " << r.rl.max_tokens
       << "\ntemperature = " << r.rl.temperature << "\ntop_p = " << r.rl.top_p << "\nbeta = " << r.rl.loss.beta
       << "\nclip = " << r.rl.loss.clip << "\nsample_every = " << r.rl.sample_every << "\n";

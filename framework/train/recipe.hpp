@@ -41,14 +41,17 @@ struct Recipe {
     bool enabled() const { return !train.empty(); }
   } reward;
   struct Rl {                           // [rl]: learn from the policy's own samples (docs/alignment.md)
-    std::string algorithm = "grpo";     // grpo (ppo: not yet)
+    std::string algorithm = "grpo";     // grpo | ppo
     std::string task, test;             // instruction JSONL: prompts and their reference answers
-    std::string reward = "exact_match"; // exact_match | contains
+    std::string reward = "exact_match"; // exact_match | contains | model
+    std::string reward_model;           // reward = "model": a reward model's run ([reward]); PPO's critic starts from it
     std::string reference;              // the frozen reference model (KL); default: finetune.from
     std::int64_t group = 8;             // replies sampled per prompt
     int max_tokens = 16;                // per reply
     double temperature = 1.0, top_p = 1.0;
-    GrpoLossOptions loss;               // beta (KL weight), clip
+    GrpoLossOptions loss;               // beta (KL weight: in the loss for GRPO, in the rewards for PPO), clip
+    double gamma = 1.0, lambda = 0.95;  // PPO: GAE's discount and λ
+    double critic_lr = 0;               // PPO: the critic's learning rate (0: optim.lr)
     std::int64_t sample_every = 50;     // write the rollouts to samples.txt every this many steps (0: never)
     bool enabled() const { return !task.empty(); }
   } rl;

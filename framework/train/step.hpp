@@ -48,6 +48,10 @@ class BatchSource {
   virtual std::uint64_t tokens() const = 0;  // what an epoch holds
   // What making the batches measured since the last call (RL: the rewards), as means.
   virtual Metrics take_metrics() { return {}; }
+  // State of its own a checkpoint keeps besides the position (PPO: the critic and its optimizer),
+  // written into and read from the checkpoint's directory.
+  virtual void save(const std::string& /*checkpoint_dir*/) const {}
+  virtual void load(const std::string& /*checkpoint_dir*/) {}
 };
 
 // Host buffers for the [B, T] batches a loader produces (ids and next-token targets, and the

@@ -238,7 +238,8 @@ std::string init_weights(const Recipe& r, const std::string& from_arg, AnyModel&
   // The base as it was trained: with a chat template's tokens added, the data's vocabulary (and
   // this model's) is larger than the base's by those tokens.
   Dims base_dims = r.model.dims;
-  if (r.finetune.base_vocab > 0) base_dims.vocab = r.finetune.base_vocab;
+  int base_vocab = r.finetune.base_vocab;
+  if (base_vocab > 0) base_dims.vocab = base_vocab;
   std::string dir = from, base_arch(lm_arch(r.model.arch));
   if (fs::exists(fs::path(from) / "config.json")) {
     log("initialised from the Transformers checkpoint in " + from);
@@ -247,6 +248,9 @@ std::string init_weights(const Recipe& r, const std::string& from_arg, AnyModel&
                 from, "' is neither a Transformers directory (config.json) nor an llmtk run or checkpoint (state.json)");
     const std::string ck = best_or_newest_checkpoint(from);
     const CheckpointState st = read_checkpoint_state(ck);
+    // A model tuned with the data's tokenizer already (a reward model, an SFT run named as a
+    // reference) has this model's vocabulary: nothing grows.
+    if (base_vocab > 0 && st.dims.vocab == r.model.dims.vocab) base_vocab = 0, base_dims.vocab = r.model.dims.vocab;
     // A reward model starts from a language model of its architecture (all but the head).
     LLMTK_CHECK(st.arch == r.model.arch || (model.scorer() && lm_arch(st.arch) == lm_arch(r.model.arch)), "--init", ck, " is a ",
                 st.arch, " model and the recipe asks for ", r.model.arch, "; set model.arch = \"", st.arch, "\"");
@@ -260,7 +264,7 @@ std::string init_weights(const Recipe& r, const std::string& from_arg, AnyModel&
     LLMTK_CHECK(!st.lora.enabled(), "--init", ck, " holds LoRA adapters; export it merged first (llmtk export ", from,
                 " --hf DIR --merge) and start from DIR");
     bool same_tokenizer = st.tokenizer_hash == std::to_string(tok.hash());
-    if (!same_tokenizer && r.finetune.base_vocab > 0 && fs::exists(st.tokenizer)) {
+    if (!same_tokenizer && base_vocab > 0 && fs::exists(st.tokenizer)) {
       // The data's tokenizer may be the base's plus special tokens (data prepare, kind = "sft").
       auto extended = data::load_tokenizer(st.tokenizer);
       for (const auto& [text, id] : tok.specials())
@@ -275,12 +279,12 @@ std::string init_weights(const Recipe& r, const std::string& from_arg, AnyModel&
   }
   const Arena weights = read_base_weights(base_arch, base_dims, dir);
   const bool new_head = model.scorer() && !base_arch.ends_with(kScoreSuffix);
-  const std::vector<std::string> grown = load_weights(weights, model, r.finetune.base_vocab, new_head ? "head." : "");
+  const std::vector<std::string> grown = load_weights(weights, model, base_vocab, new_head ? "head." : "");
   if (new_head) log("the score head (head.weight) starts at random, N(0, 0.02²); every other parameter is the base's");
   if (!grown.empty()) {
     std::string names;
     for (const auto& g : grown) names += (names.empty() ? "" : ", ") + g;
-    log("vocabulary " + std::to_string(r.finetune.base_vocab) + " -> " + std::to_string(r.model.dims.vocab) +
+    log("vocabulary " + std::to_string(base_vocab) + " -> " + std::to_string(r.model.dims.vocab) +
         ": new rows of " + names + " start at the mean of the base's rows");
   }
   if (peft && peft_type(from_arg) != "LORA") {
@@ -361,6 +365,7 @@ void set_up_rl(const Recipe& r, const std::string& from, Setup& s, const std::fu
   const auto& rl = r.rl;
   const data::ChatTemplate tmpl = template_of(r, s);
   AnyModel* reference = rl.loss.beta > 0 ? load_reference(r, rl.reference.empty() ? from : rl.reference, "rl.reference", s, log) : nullptr;
+  const bool ppo = rl.algorithm == "ppo";
   auto tasks = [&](const std::string& file) {
     std::vector<data::TaskRecord> out;
     const auto records = data::read_conversations(file);
@@ -372,14 +377,44 @@ void set_up_rl(const Recipe& r, const std::string& from, Setup& s, const std::fu
   o.prompts = r.train.batch, o.group = rl.group, o.seq = r.train.seq, o.max_tokens = rl.max_tokens;
   o.temperature = rl.temperature, o.top_p = rl.top_p, o.reward = rl.reward, o.seed = r.train.seed, o.sample_every = rl.sample_every;
   o.shuffle = r.data.order != "sequential";
+  o.algorithm = rl.algorithm, o.kl_coef = rl.loss.beta, o.gamma = rl.gamma, o.lambda = rl.lambda;
+  o.critic_lr = rl.critic_lr > 0 ? rl.critic_lr : r.optim.lr;
   auto rollouts = std::make_unique<RolloutBatches>(tasks(rl.task), *s.tok, tmpl, *s.model, reference,
                                                    [&r, policy = s.model.get()] { return make_twin(r, *policy); }, o);
+  // A score-headed model of the policy's shape, planned for the rollout's rows, with the weights of
+  // `dir` (a reward model's run; a language model's: all but the head).
+  auto scorer = [&](const std::string& dir, bool trains, const char* who) {
+    auto m = make_model(std::string(lm_arch(r.model.arch)) + std::string(kScoreSuffix), r.model.dims);
+    m->set_precision(s.model->precision());
+    if (!trains) m->freeze({"*"});
+    m->plan(s.rows, r.train.seq);
+    m->init(r.train.seed);
+    init_weights(r, dir, *m, *s.tok, [&](const std::string& line) { log(cat(who, ": ", line)); });
+    return m;
+  };
+  if (rl.reward == "model") {
+    const bool trained = !fs::exists(fs::path(rl.reward_model) / "config.json") &&
+                         read_checkpoint_state(best_or_newest_checkpoint(rl.reward_model)).arch.ends_with(kScoreSuffix);
+    LLMTK_CHECK(trained, r.file, "rl.reward_model = \"", rl.reward_model, "\" is a language model, not a reward model (a score head ",
+                "trained on preferences); train one with [reward] (recipes/align/reward.toml) and name its run");
+    rollouts->set_reward_model(scorer(rl.reward_model, false, "reward model"));
+  }
+  if (ppo) {
+    // The critic starts as the reward model (Ouyang et al. 2022), or as the policy with a new head.
+    auto critic = scorer(rl.reward_model.empty() ? from : rl.reward_model, true, "critic");
+    auto optimizer = std::make_unique<Optimizer>(r.optim, critic->params());
+    rollouts->set_critic(std::move(critic), std::move(optimizer));
+  }
   log(cat("rl: ", rollouts->size(), " prompts from ", rl.task,
           rollouts->too_long() ? cat(" (", rollouts->too_long(), " too long for train.seq = ", r.train.seq, " with rl.max_tokens = ", rl.max_tokens, " left out)") : "",
           "; ", rl.group, " replies sampled per prompt (temperature ", rl.temperature, ", top-p ", rl.top_p, ", up to ", rl.max_tokens,
-          " tokens), reward ", rl.reward, ", KL weight ", rl.loss.beta, ", clip ", rl.loss.clip));
+          " tokens), reward ", rl.reward == "model" ? "from the reward model " + rl.reward_model : rl.reward, ", KL weight ", rl.loss.beta,
+          ppo ? cat(" (in the rewards), GAE gamma ", rl.gamma, " lambda ", rl.lambda, ", critic lr ", o.critic_lr) : std::string(),
+          ", clip ", rl.loss.clip, "; ", rl.algorithm));
   s.batches = std::move(rollouts);
-  s.objective = std::make_unique<GrpoLoss>(rl.loss);
+  GrpoLossOptions policy_loss = rl.loss;
+  if (ppo) policy_loss.beta = 0;  // PPO's KL penalty is in the rewards
+  s.objective = std::make_unique<GrpoLoss>(policy_loss);
   if (rl.test.empty()) return;
   // Validation: greedy answers to the first held-out prompts, scored as `llmtk eval --task` scores them.
   const auto records = data::read_conversations(rl.test);
@@ -530,6 +565,7 @@ Setup set_up(const Recipe& r, const TrainOptions& opt, const std::string& resume
   LLMTK_CHECK(st.tokenizer_hash == std::to_string(s.tok->hash()), "resume", "checkpoint ", ck,
               " was trained with another tokenizer than ", s.tok_path);
   load_checkpoint(ck, *s.model, s.optimizer.get());
+  s.batches->load(ck);
   s.base = st.base;
   s.step = st.step;
   s.best_val = std::isfinite(st.best_val_loss) ? st.best_val_loss : INFINITY;
@@ -562,7 +598,8 @@ struct Run {
     CheckpointState st{s.step, r.model.arch, r.model.dims, s.model->frozen_patterns(), r.lora, r.prompt_tuning.n_tokens, r.prefix_tuning.n_tokens, r.prefix_tuning.projection, std::int64_t(pos.epoch),
                        std::int64_t(pos.step), r.data.dir, s.tok_path, std::to_string(s.tok->hash()), val_loss,
                        s.best_val, to_toml(r), s.base};
-    return save_checkpoint((fs::path(dir) / "checkpoints" / name).string(), *s.model, s.optimizer.get(), st);
+    return save_checkpoint((fs::path(dir) / "checkpoints" / name).string(), *s.model, s.optimizer.get(), st,
+                           [this](const std::string& d) { s.batches->save(d); });
   }
 };
 
