@@ -248,7 +248,8 @@ float GrpoLoss::forward(TensorRef logits, const Labels& labels) {
               "labels.advantages must be [", R, "] (per reply) or [", R, ", ", T, "] (per token), got ", labels.advantages.shape_str());
   const bool per_token = labels.advantages.numel() == R * T;
   const float* adv = host_f32(labels.advantages, labels.advantages.numel(), "labels.advantages");
-  const float* ref = options_.beta > 0 ? host_f32(labels.reference, R * T, "labels.reference (per position)") : nullptr;
+  // The reference's log-probabilities: the KL term when beta > 0, the kl metric whenever given (PPO).
+  const float* ref = options_.beta > 0 || labels.reference ? host_f32(labels.reference, R * T, "labels.reference (per position)") : nullptr;
   const float* old = labels.behaviour ? host_f32(labels.behaviour, R * T, "labels.behaviour") : nullptr;
   const auto& losses = losses_.forward(logits, labels.targets, where);
   const std::int32_t* tg = labels.targets.i32();

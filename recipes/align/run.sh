@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Alignment of the instruction-tuned quickstart model, measured (docs/alignment.md): DPO, IPO and
-# SimPO on preference pairs generated from Debian's bible-kjv, and GRPO with an exact-match reward
-# on the verse-book task; each evaluated before and after on held-out verses: how often the model
+# SimPO on preference pairs generated from Debian's bible-kjv, GRPO with an exact-match reward
+# on the verse-book task, a reward model on the same pairs and PPO with its rewards; each evaluated before and after on held-out verses: how often the model
 # prefers the chosen reply (`llmtk eval --pairs`) and how often it answers exactly (`eval --task`).
 # Writes benchmarks/results/align.md. Needs ./setup.sh first; trains the SFT base
 # (recipes/finetune/full.toml) if runs/sft-full is missing.
@@ -74,8 +74,21 @@ run "IPO, beta 0.5" runs/align-ipo recipes/align/dpo.toml --set preference.loss=
 run "SimPO, beta 2, gamma 0.5" runs/align-simpo recipes/align/dpo.toml --set preference.loss=simpo --set preference.beta=2 \
   --set preference.simpo_gamma=0.5
 run "GRPO, exact-match reward on kjv-book" runs/align-grpo recipes/align/grpo.toml
+
+# The reward model: scored by itself on the held-out pairs (llmtk reward); PPO learns from it.
+echo "== reward model: llmtk train recipes/align/reward.toml --run-dir runs/align-reward"
+$llmtk train recipes/align/reward.toml --run-dir runs/align-reward --overwrite > runs/align-reward.log 2>&1 ||
+  { cat runs/align-reward.log; exit 1; }
+rm_acc() {  # rm_acc TASK -> the reward model's accuracy on held-out pairs
+  $llmtk reward runs/align-reward --data data/pref/$1.test.jsonl --limit "$pairs_limit" | awk '/^reward_accuracy/ {printf "%.3f", $2}'
+}
+read -r tps mem secs trainable < <(run_stats runs/align-reward runs/align-reward.log)
+rm_row="| reward model (Bradley–Terry, recipes/align/reward.toml) | $(rm_acc kjv-continue-pref) | $(rm_acc kjv-book-pref) | $tps | $secs |"
+echo "$rm_row"
+run "PPO, reward model, kjv-book" runs/align-ppo recipes/align/ppo.toml
 $llmtk report runs/align-dpo runs/align-ipo runs/align-simpo --out benchmarks/results/align-preference.html > /dev/null
 $llmtk report runs/align-grpo --out benchmarks/results/align-grpo.html > /dev/null
+$llmtk report runs/align-ppo --out benchmarks/results/align-ppo.html > /dev/null
 
 cpu=$(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -1)
 mkdir -p benchmarks/results
@@ -87,20 +100,30 @@ mkdir -p benchmarks/results
   echo "(the right ending or book chosen, a neighbouring verse's ending or a neighbouring book rejected; 39,701 training"
   echo "pairs). DPO, IPO and SimPO: 300 steps of 16 pairs (\`recipes/align/dpo.toml\`, the loss changed with \`--set\`)."
   echo "GRPO: 200 steps of 8 kjv-book prompts with 8 sampled answers each, reward 1 for the exact book"
-  echo "(\`recipes/align/grpo.toml\`). Evaluation on verses never seen in any training: preference accuracy is the"
+  echo "(\`recipes/align/grpo.toml\`). Reward model: the SFT model with a score head, 300 steps of 16 pairs of the same"
+  echo "preference data (\`recipes/align/reward.toml\`). PPO: 150 steps of 16 kjv-book prompts with 4 sampled answers"
+  echo "each, scored by the reward model, a per-token KL penalty of 0.05, a critic starting as the reward model"
+  echo "(\`recipes/align/ppo.toml\`). Evaluation on verses never seen in any training: preference accuracy is the"
   echo "share of $pairs_limit held-out pairs per task where the model gives the chosen reply the higher log-probability"
   echo "(\`llmtk eval --pairs\`); exact match and token accuracy as in benchmarks/results/finetune.md, on $task_limit"
   echo "held-out records per task (\`llmtk eval --task\`, greedy). \"Last eval\" is the run's own held-out measure at its"
-  echo "end: the implicit reward accuracy on validation pairs (preference runs), exact match on 200 held-out prompts (GRPO)."
+  echo "end: the implicit reward accuracy on validation pairs (preference runs), exact match on about 200 held-out prompts"
+  echo "(GRPO, PPO)."
   echo "$cpu, $(nproc) threads."
   echo
   echo "| model | continue: pref. acc. | book: pref. acc. | continue: exact | continue: token acc. | book: exact | book: token acc. | last eval | tokens/s | time s |"
   echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
   printf '%s\n' "${rows[@]}"
   echo
+  echo "The reward model, on the same held-out pairs: the share where it scores the chosen reply higher (\`llmtk reward\`)."
+  echo
+  echo "| model | continue: accuracy | book: accuracy | tokens/s | time s |"
+  echo "|---|---:|---:|---:|---:|"
+  echo "$rm_row"
+  echo
   echo "Curves: benchmarks/results/align-preference.html (loss, reward accuracy and margin, chosen and rejected"
-  echo "log-probabilities of the three preference runs) and benchmarks/results/align-grpo.html (reward, KL, entropy,"
-  echo "held-out exact match)."
+  echo "log-probabilities of the three preference runs), benchmarks/results/align-grpo.html (reward, KL, entropy,"
+  echo "held-out exact match) and benchmarks/results/align-ppo.html (reward, KL penalty, value loss, explained variance)."
   echo
   echo "Command: \`recipes/align/run.sh\`"
 } > benchmarks/results/align.md

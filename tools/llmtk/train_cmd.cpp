@@ -256,7 +256,10 @@ void add_train_commands(CLI::App& app) {
       fmt::print("continue:   build/bin/llmtk train {} --resume {}\n", ta->recipe, r.run_dir);
       throw ExitStatus{128 + (r.signal ? r.signal : SIGINT)};  // 130 after SIGINT, 143 after SIGTERM
     }
-    fmt::print("try:        build/bin/llmtk generate {}{}\n", r.run_dir, prompt.empty() ? "" : " --prompt \"" + prompt + "\"");
+    if (recipe.reward.enabled())
+      fmt::print("try:        build/bin/llmtk reward {} --data {}\n", r.run_dir, recipe.reward.test.empty() ? recipe.reward.train : recipe.reward.test);
+    else
+      fmt::print("try:        build/bin/llmtk generate {}{}\n", r.run_dir, prompt.empty() ? "" : " --prompt \"" + prompt + "\"");
   });
 
   auto* rc = app.add_subcommand("recipe", "Validate or print a recipe");
