@@ -662,7 +662,7 @@ TEST_CASE("PPO's pieces on hand-made numbers: GAE, per-token advantages, the cri
   auto run = [&](TensorRef adv, std::vector<float>& grad) {
     Labels l(TensorRef(b.targets.data(), DType::i32, {R, T}), {}, TensorRef(ref.data(), DType::f32, {R, T}));
     l.advantages = adv;
-    GrpoLoss loss({0.1, 0.2});
+    GrpoLoss loss({0.1, 0.2, 1.0});
     const float v = loss.forward(b.logits_ref(), l);
     grad = b.logits;
     loss.backward(TensorRef(grad.data(), DType::f32, {R, T, b.V}));
@@ -673,6 +673,21 @@ TEST_CASE("PPO's pieces on hand-made numbers: GAE, per-token advantages, the cri
   CHECK(g1 == g2);
   std::vector<float> wrong(std::size_t(R + 1));
   CHECK_THROWS_WITH(run(TensorRef(wrong.data(), DType::f32, {R + 1}), g1), Catch::Contains("per token"));
+
+  // Sampled at temperature 0.5, π is the policy of logits / 0.5: the loss of 2z, the gradient 2·f'(2z).
+  {
+    Labels l(TensorRef(b.targets.data(), DType::i32, {R, T}), {}, TensorRef(ref.data(), DType::f32, {R, T}));
+    l.advantages = TensorRef(per_row.data(), DType::f32, {R});
+    std::vector<float> z = b.logits, doubled = b.logits;
+    for (auto& x : doubled) x *= 2;
+    GrpoLoss hot({0.1, 0.2, 0.5}), plain({0.1, 0.2, 1.0});
+    CHECK(hot.forward(TensorRef(z.data(), DType::f32, {R, T, b.V}), l) ==
+          plain.forward(TensorRef(doubled.data(), DType::f32, {R, T, b.V}), l));
+    hot.backward(TensorRef(z.data(), DType::f32, {R, T, b.V}));
+    plain.backward(TensorRef(doubled.data(), DType::f32, {R, T, b.V}));
+    for (auto& x : doubled) x *= 2;
+    CHECK(z == doubled);
+  }
 
   // The critic's loss: ½ mean (V − G)² over counted positions; its gradient (V − G)/N there.
   std::vector<std::int32_t> tg = {kIgnoreIndex, 4, 4, kIgnoreIndex};
@@ -734,6 +749,11 @@ TEST_CASE("PPO with a reward model, and GRPO with one: reproducible, resume exac
   const auto resumed = stop_and_resume(recipe, d / "resumed", 3);
   CHECK(losses(resumed.run_dir) == l);
   CHECK(metric_values(resumed.run_dir, "value_loss") == vloss);
+
+  // At lr 0 the policy stays its reference: no KL, in the loss's estimate or the rewards' penalty.
+  const auto still = train::train(read_recipe(path.string(), {"optim.lr=0", "train.steps=2", "eval.every=0"}), quiet(d / "lr0"));
+  for (const char* key : {"kl", "kl_penalty"})
+    for (double kl : metric_values(still.run_dir, key)) CHECK(kl == 0.0);
 
   // GRPO with the reward model's scores as rewards.
   std::string text = file_bytes(path);

@@ -99,7 +99,7 @@ void accumulate(Metrics& sum, const Metrics& m) {
 
 // ---- per-position losses ---------------------------------------------------------------------
 
-const std::vector<float>& TokenLosses::forward(TensorRef logits, TensorRef targets, const char* where) {
+const std::vector<float>& TokenLosses::forward(TensorRef logits, TensorRef targets, const char* where, double temperature) {
   LLMTK_CHECK(logits && (logits.dtype == DType::f32 || logits.dtype == DType::bf16) && logits.rank >= 2, where,
               "logits must be f32 or bf16 [..., V], got ", name_of(logits.dtype), " ", logits.shape_str());
   const std::int64_t N = logits.rows(), V = logits.size(-1);
@@ -114,6 +114,9 @@ const std::vector<float>& TokenLosses::forward(TensorRef logits, TensorRef targe
     rows_ = N;
   }
   logits_ = logits.view({N, V});
+  LLMTK_CHECK(temperature > 0, where, "temperature must be > 0, got ", temperature);
+  temperature_ = temperature;
+  if (temperature != 1.0) ops::scale_forward(logits_, logits_, static_cast<float>(1.0 / temperature));
   io_.write(targets_, targets.data);
   ops::cross_entropy_forward(io_[losses_], logits_, io_[targets_], kIgnoreIndex);
   host_.resize(std::size_t(N));
@@ -125,8 +128,10 @@ void TokenLosses::backward(TensorRef dlogits, const std::vector<float>& weights)
   LLMTK_CHECK(logits_ && std::int64_t(weights.size()) == rows_ && dlogits.numel() == logits_.numel(), "token losses",
               "backward() needs a forward() first, one weight per position and dlogits of the logits' shape");
   io_.write(weights_, weights.data());
-  ops::cross_entropy_backward(dlogits.view({logits_.size(0), logits_.size(1)}), logits_, io_[targets_], io_[weights_], 1.0f,
-                              kIgnoreIndex);
+  const TensorRef d = dlogits.view({logits_.size(0), logits_.size(1)});
+  ops::cross_entropy_backward(d, logits_, io_[targets_], io_[weights_], 1.0f, kIgnoreIndex);
+  // d/dz of f(z / T) is (1/T)·f'(z / T).
+  if (temperature_ != 1.0) ops::scale_forward(d, d, static_cast<float>(1.0 / temperature_));
 }
 
 void row_logps(const std::vector<float>& losses, const std::int32_t* targets, std::int64_t rows, std::int64_t T,
@@ -251,7 +256,7 @@ float GrpoLoss::forward(TensorRef logits, const Labels& labels) {
   // The reference's log-probabilities: the KL term when beta > 0, the kl metric whenever given (PPO).
   const float* ref = options_.beta > 0 || labels.reference ? host_f32(labels.reference, R * T, "labels.reference (per position)") : nullptr;
   const float* old = labels.behaviour ? host_f32(labels.behaviour, R * T, "labels.behaviour") : nullptr;
-  const auto& losses = losses_.forward(logits, labels.targets, where);
+  const auto& losses = losses_.forward(logits, labels.targets, where, options_.temperature);
   const std::int32_t* tg = labels.targets.i32();
   weights_.assign(std::size_t(R * T), 0.0f);
   double total = 0, kl = 0, clipped = 0, entropy = 0, tokens = 0;

@@ -57,9 +57,10 @@ class Objective {
 // objectives built on each reply's log-probability.
 class TokenLosses {
  public:
-  // losses[n] = −log p(targets[n] | logits[n]), 0 where targets[n] is kIgnoreIndex. `targets`
-  // ([N] i32) in host memory; the result stays valid until the next call.
-  const std::vector<float>& forward(TensorRef logits, TensorRef targets, const char* where);
+  // losses[n] = −log p(targets[n] | logits[n] / temperature), 0 where targets[n] is kIgnoreIndex.
+  // `targets` ([N] i32) in host memory; the result stays valid until the next call. A temperature
+  // other than 1 divides the logits in place (the policy that sampled at that temperature).
+  const std::vector<float>& forward(TensorRef logits, TensorRef targets, const char* where, double temperature = 1.0);
   // dlogits[n] = weights[n] · d losses[n] / d logits[n] (weights: N host values), in place allowed.
   void backward(TensorRef dlogits, const std::vector<float>& weights);
 
@@ -68,6 +69,7 @@ class TokenLosses {
   int losses_ = -1, targets_ = -1, weights_ = -1;
   std::int64_t rows_ = 0;
   TensorRef logits_;
+  double temperature_ = 1.0;
   std::vector<float> host_;
 };
 
@@ -128,6 +130,9 @@ class PreferenceLoss final : public Objective {
 struct GrpoLossOptions {
   double beta = 0.04;  // the KL penalty's weight
   double clip = 0.2;   // ε
+  // The sampling temperature: π is the policy at it (logits / temperature), as the replies were
+  // drawn from it; the reference's and behaviour log-probabilities must be taken at it too.
+  double temperature = 1.0;
 };
 
 class GrpoLoss final : public Objective {

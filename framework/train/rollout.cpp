@@ -168,7 +168,7 @@ Batch RolloutBatches::next() {
   }
   TensorRef reference;
   if (reference_) {  // the frozen reference's log-probability of every sampled token
-    const auto& losses = reference_losses_.forward(reference_->forward({ids, {}, {}}), targets, "reference model");
+    const auto& losses = reference_losses_.forward(reference_->forward({ids, {}, {}}), targets, "reference model", o_.temperature);
     reference_logp_.resize(losses.size());
     for (std::size_t k = 0; k < losses.size(); ++k) reference_logp_[k] = -losses[k];
     reference = TensorRef(reference_logp_.data(), DType::f32, {R, T});
@@ -182,7 +182,7 @@ Batch RolloutBatches::next() {
   } else {
     LLMTK_CHECK(critic_, "rl", "PPO needs a critic (RolloutBatches::set_critic)");
     // The policy's own log-probabilities of its samples (π_old), and the critic's values.
-    const auto& lp = policy_losses_.forward(policy_.forward({ids, {}, {}}), targets, "policy");
+    const auto& lp = policy_losses_.forward(policy_.forward({ids, {}, {}}), targets, "policy", o_.temperature);
     behaviour_logp_.resize(lp.size());
     for (std::size_t k = 0; k < lp.size(); ++k) behaviour_logp_[k] = -lp[k];
     const std::vector<float> values = outputs_on_host(critic_->forward({ids, {}, {}}));

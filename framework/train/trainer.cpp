@@ -413,6 +413,7 @@ void set_up_rl(const Recipe& r, const std::string& from, Setup& s, const std::fu
           ", clip ", rl.loss.clip, "; ", rl.algorithm));
   s.batches = std::move(rollouts);
   GrpoLossOptions policy_loss = rl.loss;
+  policy_loss.temperature = rl.temperature;  // π is the policy that sampled
   if (ppo) policy_loss.beta = 0;  // PPO's KL penalty is in the rewards
   s.objective = std::make_unique<GrpoLoss>(policy_loss);
   if (rl.test.empty()) return;
