@@ -157,10 +157,12 @@ std::string write_run_report(const std::vector<std::string>& dirs, const std::st
     for (const auto& r : runs) last = std::max(last, double(r.steps));
     std::vector<report::Series> late, late_val;
     for (const auto& r : runs) late.push_back(from_step(r.loss, last / 2)), late_val.push_back(from_step(r.val, last / 2));
+    // RL measures no held-out loss: no validation charts then, rather than empty ones.
+    const bool any_val = std::any_of(runs.begin(), runs.end(), [](const Run& r) { return !r.val.y.empty(); });
     body += report::line_chart("training loss", collect(&Run::loss), "step", loss_axis);
-    body += report::line_chart("validation loss", collect(&Run::val), "step", loss_axis);
+    if (any_val) body += report::line_chart("validation loss", collect(&Run::val), "step", loss_axis);
     body += report::line_chart("training loss, second half", late, "step", loss_axis);
-    body += report::line_chart("validation loss, second half", late_val, "step", loss_axis);
+    if (any_val) body += report::line_chart("validation loss, second half", late_val, "step", loss_axis);
   }
   // The objectives' measurements: one chart per quantity, every run's training and validation
   // series (and chosen and rejected) on it.

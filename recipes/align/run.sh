@@ -5,7 +5,7 @@
 # prefers the chosen reply (`llmtk eval --pairs`) and how often it answers exactly (`eval --task`).
 # Writes benchmarks/results/align.md. Needs ./setup.sh first; trains the SFT base
 # (recipes/finetune/full.toml) if runs/sft-full is missing.
-#   recipes/align/run.sh        (about 18 minutes on 2 cores, the SFT base included when missing)
+#   recipes/align/run.sh        (about 33 minutes on 2 cores; the SFT base, when missing, adds about 5)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 llmtk=build/bin/llmtk
@@ -39,8 +39,8 @@ cat data/pref/kjv-continue-pref.test.jsonl data/pref/kjv-book-pref.test.jsonl > 
 pref_acc() {  # pref_acc RUN TASK -> preference accuracy on held-out pairs
   $llmtk eval "$1" --pairs data/pref/$2.test.jsonl --limit "$pairs_limit" | awk '/^preference_accuracy/ {printf "%.3f", $2}'
 }
-exact() {  # exact RUN TASK -> "exact_match token_accuracy"
-  $llmtk eval "$1" --task data/sft/$2.test.jsonl --limit "$task_limit" --show 0 |
+exact() {  # exact RUN TASK -> "exact_match token_accuracy"; every answer into RUN.TASK.jsonl
+  $llmtk eval "$1" --task data/sft/$2.test.jsonl --limit "$task_limit" --show 0 --out "$1.$2.jsonl" |
     awk '/^exact_match/ {e=$2} /^token_accuracy/ {a=$2} END {printf "%.3f %.3f\n", e, a}'
 }
 rows=()
@@ -85,10 +85,29 @@ rm_acc() {  # rm_acc TASK -> the reward model's accuracy on held-out pairs
 read -r tps mem secs trainable < <(run_stats runs/align-reward runs/align-reward.log)
 rm_row="| reward model (Bradley–Terry, recipes/align/reward.toml) | $(rm_acc kjv-continue-pref) | $(rm_acc kjv-book-pref) | $tps | $secs |"
 echo "$rm_row"
-run "PPO, reward model, kjv-book" runs/align-ppo recipes/align/ppo.toml
+run "PPO, reward model, KL 0.3, kjv-book" runs/align-ppo recipes/align/ppo.toml
+run "PPO, reward model, KL 0.05, kjv-book" runs/align-ppo-kl005 recipes/align/ppo.toml --set rl.beta=0.05
 $llmtk report runs/align-dpo runs/align-ipo runs/align-simpo --out benchmarks/results/align-preference.html > /dev/null
 $llmtk report runs/align-grpo --out benchmarks/results/align-grpo.html > /dev/null
-$llmtk report runs/align-ppo --out benchmarks/results/align-ppo.html > /dev/null
+$llmtk report runs/align-ppo runs/align-ppo-kl005 --out benchmarks/results/align-ppo.html > /dev/null
+
+# Paired: the same held-out book questions answered by the SFT model and by each RL policy. An
+# exact sign test on the questions where they differ says whether a change is more than chance.
+paired() {  # paired RUN -> "| RUN | fixed | broken | p |"
+  python3 - "runs/sft-full.kjv-book.jsonl" "$1.kjv-book.jsonl" "$2" <<'PY'
+import json, math, sys
+a = [json.loads(l)["exact"] for l in open(sys.argv[1])]
+b = [json.loads(l)["exact"] for l in open(sys.argv[2])]
+fixed = sum(1 for x, y in zip(a, b) if not x and y)
+broken = sum(1 for x, y in zip(a, b) if x and not y)
+n, k = fixed + broken, min(fixed, broken)
+p = min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n) if n else 1.0
+print(f"| {sys.argv[3]} | {fixed} | {broken} | {p:.3f} |")
+PY
+}
+paired_rows=("$(paired runs/align-grpo "GRPO, exact-match reward")" "$(paired runs/align-ppo "PPO, reward model, KL 0.3")"
+             "$(paired runs/align-ppo-kl005 "PPO, reward model, KL 0.05")")
+printf '%s\n' "${paired_rows[@]}"
 
 cpu=$(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -1)
 mkdir -p benchmarks/results
@@ -99,10 +118,10 @@ mkdir -p benchmarks/results
   echo "\`recipes/finetune/full.toml\`). Preference data: \`llmtk data synth kjv-continue-pref\` and \`kjv-book-pref\`"
   echo "(the right ending or book chosen, a neighbouring verse's ending or a neighbouring book rejected; 39,701 training"
   echo "pairs). DPO, IPO and SimPO: 300 steps of 16 pairs (\`recipes/align/dpo.toml\`, the loss changed with \`--set\`)."
-  echo "GRPO: 200 steps of 8 kjv-book prompts with 8 sampled answers each, reward 1 for the exact book"
-  echo "(\`recipes/align/grpo.toml\`). Reward model: the SFT model with a score head, 300 steps of 16 pairs of the same"
+  echo "GRPO: 100 steps of 8 kjv-book prompts with 16 answers each sampled at temperature 0.7, reward 1 for the exact book"
+  echo "(\`recipes/align/grpo.toml\`). Reward model: the SFT model with a score head, 1,500 steps of 16 pairs of the same"
   echo "preference data (\`recipes/align/reward.toml\`). PPO: 150 steps of 16 kjv-book prompts with 4 sampled answers"
-  echo "each, scored by the reward model, a per-token KL penalty of 0.05, a critic starting as the reward model"
+  echo "each, scored by the reward model, a per-token KL penalty of 0.3 (and 0.05), a critic starting as the reward model"
   echo "(\`recipes/align/ppo.toml\`). Evaluation on verses never seen in any training: preference accuracy is the"
   echo "share of $pairs_limit held-out pairs per task where the model gives the chosen reply the higher log-probability"
   echo "(\`llmtk eval --pairs\`); exact match and token accuracy as in benchmarks/results/finetune.md, on $task_limit"
@@ -114,6 +133,13 @@ mkdir -p benchmarks/results
   echo "| model | continue: pref. acc. | book: pref. acc. | continue: exact | continue: token acc. | book: exact | book: token acc. | last eval | tokens/s | time s |"
   echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
   printf '%s\n' "${rows[@]}"
+  echo
+  echo "The RL policies against the SFT model, question by question, on the $task_limit held-out kjv-book records:"
+  echo "answers made right (wrong before) and made wrong (right before), and the two-sided sign test's p on those."
+  echo
+  echo "| policy | fixed | broken | p |"
+  echo "|---|---:|---:|---:|"
+  printf '%s\n' "${paired_rows[@]}"
   echo
   echo "The reward model, on the same held-out pairs: the share where it scores the chosen reply higher (\`llmtk reward\`)."
   echo
