@@ -236,6 +236,8 @@ std::vector<Reply> read_replies(const std::string& path) {
       out.push_back({std::move(p.prompt), std::move(p.chosen)});
       continue;
     }
+    LLMTK_CHECK(!(j.is_object() && j.contains("prompt") && !j.contains("chosen")), where, "no field \"completion\": a reply ",
+                "to score is {\"prompt\", \"completion\"}, or an instruction record (its last assistant turn is scored)");
     LLMTK_CHECK(!(j.is_object() && j.contains("chosen")), where, "a preference pair; score pairs with --data on the whole file ",
                 "of pairs (every line {prompt, chosen, rejected}), or replies as {\"prompt\", \"completion\"}");
     const data::TaskRecord t = data::split_last_answer(data::parse_conversation(line, where), where);

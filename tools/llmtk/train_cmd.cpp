@@ -209,7 +209,11 @@ void reward(const RewardArgs& a) {
   if (!a.out.empty()) out.open(a.out);
   for (std::size_t i = 0; i < replies.size(); ++i) {
     const std::string prompt = replies[i].prompt.back().content;
-    if (int(i) < a.show) fmt::print("{:>9.4f}  {} -> {}\n", scores[i], prompt, replies[i].text);
+    if (int(i) < a.show) {  // one line each: the prompt's line breaks shown as " / "
+      std::string line = prompt + " -> " + replies[i].text;
+      for (std::size_t k; (k = line.find('\n')) != std::string::npos;) line.replace(k, line.find_first_not_of('\n', k) - k, " / ");
+      fmt::print("{:>9.4f}  {}\n", scores[i], line);
+    }
     if (!std::isnan(scores[i])) sum += scores[i], ++n;
     if (out.is_open())
       out << nlohmann::json{{"prompt", prompt}, {"completion", replies[i].text},
