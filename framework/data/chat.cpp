@@ -62,17 +62,24 @@ Conversation parse_conversation(std::string_view line, const std::string& where)
   return c;
 }
 
-std::vector<Conversation> read_conversations(const std::string& path) {
+void for_each_jsonl_line(const std::string& path, const char* who, std::string_view hint,
+                         const std::function<void(std::string_view, const std::string&)>& fn) {
   std::ifstream in(path, std::ios::binary);
-  LLMTK_CHECK(in.good(), "instruction data", "cannot read '", path, "'");
-  std::vector<Conversation> out;
+  LLMTK_CHECK(in.good(), who, "cannot read '", path, "'", hint);
   std::string line;
   std::int64_t n = 0;
   while (std::getline(in, line)) {
     ++n;
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    out.push_back(parse_conversation(line, path + ":" + std::to_string(n)));
+    fn(line, path + ":" + std::to_string(n));
   }
+}
+
+std::vector<Conversation> read_conversations(const std::string& path) {
+  std::vector<Conversation> out;
+  for_each_jsonl_line(path, "instruction data", "", [&](std::string_view line, const std::string& where) {
+    out.push_back(parse_conversation(line, where));
+  });
   return out;
 }
 

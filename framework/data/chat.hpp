@@ -12,6 +12,7 @@
 // as plain text, so a user who types "<|im_start|>" cannot forge a turn.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -31,6 +32,10 @@ using Conversation = std::vector<Message>;
 Conversation parse_conversation(std::string_view line, const std::string& where);
 // Every non-blank line of a JSONL file, in order.
 std::vector<Conversation> read_conversations(const std::string& path);
+// Calls `fn(line, "FILE:LINE")` for every non-blank line of `path`; a file that cannot be read
+// fails as `who`, with `hint` after the reason.
+void for_each_jsonl_line(const std::string& path, const char* who, std::string_view hint,
+                         const std::function<void(std::string_view, const std::string&)>& fn);
 
 // The reference answer of a task record: the last assistant message; the prompt is what precedes it.
 struct TaskRecord {

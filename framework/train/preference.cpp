@@ -69,45 +69,45 @@ PreferencePair parse_preference(std::string_view line, const std::string& where)
 }
 
 PreferenceFile read_preferences(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  LLMTK_CHECK(in.good(), "preference data", "cannot read '", path, "'; llmtk data synth kjv-book-pref --out FILE writes an example set");
   PreferenceFile f;
-  std::string line;
-  std::int64_t n = 0;
-  while (std::getline(in, line)) {
-    ++n;
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    const std::string where = path + ":" + std::to_string(n);
-    PreferencePair p = parse_preference(line, where);
-    if (p.chosen == p.rejected) {
-      if (f.identical++ == 0) f.first_identical = where;
-      continue;
-    }
-    f.pairs.push_back(std::move(p));
-  }
+  data::for_each_jsonl_line(path, "preference data", "; llmtk data synth kjv-book-pref --out FILE writes an example set",
+                            [&](std::string_view line, const std::string& where) {
+                              PreferencePair p = parse_preference(line, where);
+                              if (p.chosen != p.rejected) return f.pairs.push_back(std::move(p));
+                              if (f.identical++ == 0) f.first_identical = where;
+                            });
   LLMTK_CHECK(!f.pairs.empty(), "preference data", "'", path, "' holds no pairs with different replies",
               f.identical ? " (every record's chosen equals its rejected)" : "");
   return f;
 }
 
+namespace {
+// EOT + prompt + reply through the template; targets on the reply and its end-of-turn marker
+// (positions whose next token is at or after `first`, the reply's first token).
+void encode_reply(const data::Tokenizer& tok, const data::ChatTemplate& tmpl, const data::Conversation& prompt,
+                  const std::string& reply, std::size_t first, std::vector<std::int32_t>& ids, std::vector<std::int32_t>& tg) {
+  data::Conversation c = prompt;
+  c.push_back({"assistant", reply});
+  const data::EncodedChat chat = tmpl.encode(tok, c);
+  std::vector<std::uint8_t> mask = {0};
+  ids.push_back(tok.eot());  // every sequence starts with end-of-text, as instruction examples do
+  ids.insert(ids.end(), chat.ids.begin(), chat.ids.end());
+  mask.insert(mask.end(), chat.mask.begin(), chat.mask.end());
+  tg.assign(ids.size(), kIgnoreIndex);
+  for (std::size_t t = 0; t + 1 < ids.size(); ++t)
+    if (t + 1 >= first && mask[t + 1]) tg[t] = ids[t + 1];
+}
+// Where a prompt's reply starts: only the last reply counts, earlier assistant turns are context.
+std::size_t reply_start(const data::Tokenizer& tok, const data::ChatTemplate& tmpl, const data::Conversation& prompt) {
+  return tmpl.prompt(tok, prompt).size() + 1;  // + the leading end-of-text
+}
+}  // namespace
+
 EncodedPair encode_pair(const data::Tokenizer& tok, const data::ChatTemplate& tmpl, const PreferencePair& pair) {
   EncodedPair e;
-  // Only the last reply is compared: earlier assistant turns in the prompt are context.
-  const std::size_t first = tmpl.prompt(tok, pair.prompt).size() + 1;  // + the leading end-of-text
-  for (int side = 0; side < 2; ++side) {
-    data::Conversation c = pair.prompt;
-    c.push_back({"assistant", side == 0 ? pair.chosen : pair.rejected});
-    const data::EncodedChat chat = tmpl.encode(tok, c);
-    auto& ids = e.ids[side];
-    std::vector<std::uint8_t> mask = {0};
-    ids.push_back(tok.eot());  // every sequence starts with end-of-text, as instruction examples do
-    ids.insert(ids.end(), chat.ids.begin(), chat.ids.end());
-    mask.insert(mask.end(), chat.mask.begin(), chat.mask.end());
-    auto& tg = e.targets[side];
-    tg.assign(ids.size(), kIgnoreIndex);
-    for (std::size_t t = 0; t + 1 < ids.size(); ++t)
-      if (t + 1 >= first && mask[t + 1]) tg[t] = ids[t + 1];
-  }
+  const std::size_t first = reply_start(tok, tmpl, pair.prompt);
+  encode_reply(tok, tmpl, pair.prompt, pair.chosen, first, e.ids[0], e.targets[0]);
+  encode_reply(tok, tmpl, pair.prompt, pair.rejected, first, e.ids[1], e.targets[1]);
   return e;
 }
 
@@ -214,15 +214,8 @@ PairsResult evaluate_pairs(AnyModel& model, const data::Tokenizer& tok, const da
 }
 
 std::vector<Reply> read_replies(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  LLMTK_CHECK(in.good(), "replies", "cannot read '", path, "'");
   std::vector<Reply> out;
-  std::string line;
-  std::int64_t n = 0;
-  while (std::getline(in, line)) {
-    ++n;
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    const std::string where = path + ":" + std::to_string(n);
+  data::for_each_jsonl_line(path, "replies", "", [&](std::string_view line, const std::string& where) {
     json j;
     try {
       j = json::parse(line);
@@ -233,8 +226,7 @@ std::vector<Reply> read_replies(const std::string& path) {
       // The prompt and the reply as a preference record checks them.
       const json pair = {{"prompt", j.value("prompt", json())}, {"chosen", j["completion"]}, {"rejected", j["completion"]}};
       PreferencePair p = parse_preference(pair.dump(), where);
-      out.push_back({std::move(p.prompt), std::move(p.chosen)});
-      continue;
+      return out.push_back({std::move(p.prompt), std::move(p.chosen)});
     }
     LLMTK_CHECK(!(j.is_object() && j.contains("prompt") && !j.contains("chosen")), where, "no field \"completion\": a reply ",
                 "to score is {\"prompt\", \"completion\"}, or an instruction record (its last assistant turn is scored)");
@@ -242,7 +234,7 @@ std::vector<Reply> read_replies(const std::string& path) {
                 "of pairs (every line {prompt, chosen, rejected}), or replies as {\"prompt\", \"completion\"}");
     const data::TaskRecord t = data::split_last_answer(data::parse_conversation(line, where), where);
     out.push_back({t.prompt, t.answer});
-  }
+  });
   LLMTK_CHECK(!out.empty(), "replies", "'", path, "' holds no replies");
   return out;
 }
@@ -256,21 +248,22 @@ std::vector<double> score_replies(AnyModel& model, const data::Tokenizer& tok, c
   model.allocate();
   std::vector<double> scores(replies.size(), NAN);
   std::vector<std::size_t> fits;
-  std::vector<EncodedPair> enc;  // side 0 holds the reply
+  std::vector<std::vector<std::int32_t>> enc_ids, enc_targets;
   for (std::size_t i = 0; i < replies.size(); ++i) {
-    EncodedPair e = encode_pair(tok, tmpl, {replies[i].prompt, replies[i].text, replies[i].text});
-    if (std::int64_t(e.ids[0].size()) > T) continue;
-    fits.push_back(i), enc.push_back(std::move(e));
+    std::vector<std::int32_t> x, y;
+    encode_reply(tok, tmpl, replies[i].prompt, replies[i].text, reply_start(tok, tmpl, replies[i].prompt), x, y);
+    if (std::int64_t(x.size()) > T) continue;
+    fits.push_back(i), enc_ids.push_back(std::move(x)), enc_targets.push_back(std::move(y));
   }
   std::vector<std::int32_t> ids, targets;
-  for (std::size_t s = 0; s < enc.size(); s += std::size_t(batch)) {
+  for (std::size_t s = 0; s < enc_ids.size(); s += std::size_t(batch)) {
     ids.assign(std::size_t(batch * T), tok.eot());
     targets.assign(ids.size(), kIgnoreIndex);
-    const std::size_t end = std::min(enc.size(), s + std::size_t(batch));
+    const std::size_t end = std::min(enc_ids.size(), s + std::size_t(batch));
     for (std::size_t j = s; j < end; ++j) {
       const std::size_t at = (j - s) * std::size_t(T);
-      std::copy(enc[j].ids[0].begin(), enc[j].ids[0].end(), ids.begin() + std::ptrdiff_t(at));
-      std::copy(enc[j].targets[0].begin(), enc[j].targets[0].end(), targets.begin() + std::ptrdiff_t(at));
+      std::copy(enc_ids[j].begin(), enc_ids[j].end(), ids.begin() + std::ptrdiff_t(at));
+      std::copy(enc_targets[j].begin(), enc_targets[j].end(), targets.begin() + std::ptrdiff_t(at));
     }
     const std::vector<float> out = outputs_on_host(model.forward(TensorRef(ids.data(), DType::i32, {batch, T})));
     const auto at = score_positions(targets.data(), batch, T);
@@ -284,9 +277,12 @@ std::vector<double> score_replies(AnyModel& model, const data::Tokenizer& tok, c
 
 RewardPairsResult evaluate_reward_pairs(AnyModel& model, const data::Tokenizer& tok, const data::ChatTemplate& tmpl,
                                         const std::vector<PreferencePair>& pairs, std::int64_t batch) {
-  std::vector<Reply> chosen, rejected;
-  for (const auto& p : pairs) chosen.push_back({p.prompt, p.chosen}), rejected.push_back({p.prompt, p.rejected});
-  const auto rc = score_replies(model, tok, tmpl, chosen, batch), rr = score_replies(model, tok, tmpl, rejected, batch);
+  std::vector<Reply> replies;  // the chosen replies, then the rejected ones: one pass of the model
+  for (const auto& p : pairs) replies.push_back({p.prompt, p.chosen});
+  for (const auto& p : pairs) replies.push_back({p.prompt, p.rejected});
+  const std::vector<double> scores = score_replies(model, tok, tmpl, replies, batch);
+  const double* rc = scores.data();
+  const double* rr = scores.data() + pairs.size();
   RewardPairsResult res;
   double hit = 0, margin = 0, c = 0, r = 0;
   for (std::size_t i = 0; i < pairs.size(); ++i) {
