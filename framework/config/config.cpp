@@ -7,6 +7,7 @@
 #include <iterator>
 #include <functional>
 #include <set>
+#include <charconv>
 #include <toml++/toml.h>
 
 #include "../core/error.hpp"
@@ -170,6 +171,21 @@ std::vector<std::string> ConfigFile::Table::strings(std::string_view key, std::v
   return out;
 }
 
+std::vector<std::int64_t> ConfigFile::Table::integers(std::string_view key, std::vector<std::int64_t> fallback,
+                                                     std::int64_t min, std::int64_t max) {
+  auto* n = static_cast<const toml::node*>(find(key));
+  if (!n) return fallback;
+  if (!n->is_array()) bad(key, n, "must be a list of whole numbers, e.g. [1, 2]");
+  std::vector<std::int64_t> out;
+  for (const auto& e : *n->as_array()) {
+    if (!e.is_integer()) bad(key, &e, "must hold only whole numbers");
+    const std::int64_t v = *e.value<std::int64_t>();
+    if (v < min || v > max) bad(key, &e, cat("holds ", v, "; each must be between ", min, " and ", max));
+    out.push_back(v);
+  }
+  return out;
+}
+
 std::vector<std::pair<std::string, double>> ConfigFile::Table::numbers_by_name(std::string_view key, double min,
                                                                                double max) {
   auto* n = static_cast<const toml::node*>(find(key));
@@ -184,6 +200,47 @@ std::vector<std::pair<std::string, double>> ConfigFile::Table::numbers_by_name(s
     if (!std::isfinite(x) || x < min || x > max)
       bad(key, &v, cat("[\"", name, "\"] is ", x, "; it must be between ", min, " and ", max));
     out.emplace_back(name, x);
+  }
+  return out;
+}
+
+std::vector<std::pair<std::string, std::vector<std::string>>> ConfigFile::Table::values_by_name(std::string_view key,
+                                                                                               bool lists) {
+  auto* n = static_cast<const toml::node*>(find(key));
+  if (!n) return {};
+  if (!n->is_table()) bad(key, n, "must be a table of values by key, e.g. { \"optim.lr\" = 3e-4 }");
+  auto text = [&](const std::string& name, const toml::node& v) -> std::string {
+    if (auto s = v.value_exact<std::string>()) return *s;
+    if (auto i = v.value_exact<std::int64_t>()) return std::to_string(*i);
+    if (auto b = v.value_exact<bool>()) return *b ? "true" : "false";
+    if (auto d = v.value_exact<double>()) {
+      char buf[64];
+      const auto r = std::to_chars(buf, buf + sizeof buf, *d);  // the shortest text that reads back exactly
+      std::string t(buf, r.ptr);
+      if (t.find_first_of(".eni") == std::string::npos) t += ".0";  // 2.0 stays a float in TOML
+      return t;
+    }
+    bad(key, &v, cat("[\"", name, "\"] must be a string, a number or a boolean", lists ? " (or a list of them)" : ""));
+  };
+  std::vector<std::pair<std::string, std::vector<std::string>>> out;
+  // toml++ keeps keys sorted; the file's order is the order a reader expects (axes vary in it).
+  std::vector<std::pair<const toml::key*, const toml::node*>> items;
+  for (const auto& [k, v] : *n->as_table()) items.emplace_back(&k, &v);
+  std::sort(items.begin(), items.end(), [](const auto& a, const auto& b) {
+    const auto &pa = a.first->source().begin, &pb = b.first->source().begin;
+    return pa.line != pb.line ? pa.line < pb.line : pa.column < pb.column;
+  });
+  for (const auto& [k, v] : items) {
+    const std::string name(k->str());
+    file_->impl_->known.insert(join(join(path_, key), name));  // its keys are names, not settings
+    std::vector<std::string> values;
+    if (const auto* arr = v->as_array()) {
+      if (!lists) bad(key, v, cat("[\"", name, "\"] must be one value, not a list"));
+      for (const auto& e : *arr) values.push_back(text(name, e));
+    } else {
+      values.push_back(text(name, *v));
+    }
+    out.emplace_back(name, std::move(values));
   }
   return out;
 }

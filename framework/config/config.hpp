@@ -34,9 +34,17 @@ class ConfigFile {
     // `check` returns "" for a good value, else why it is not (the error adds FILE:LINE and the key).
     std::string string(std::string_view key, std::string fallback, const std::function<std::string(const std::string&)>& check);
     std::vector<std::string> strings(std::string_view key, std::vector<std::string> fallback);
+    // A list of whole numbers, each within [min, max].
+    std::vector<std::int64_t> integers(std::string_view key, std::vector<std::int64_t> fallback, std::int64_t min,
+                                       std::int64_t max);
     // An inline table of numbers keyed by free-form strings ({ "embed.*" = 0.1 }), sorted by key;
     // each number within [min, max]. Absent: empty.
     std::vector<std::pair<std::string, double>> numbers_by_name(std::string_view key, double min, double max);
+    // A table of values by free-form names ({ "optim.lr" = [1e-3, 3e-3], "model.arch" = "x" }),
+    // in file order: each value as `--set` text (a string as is; numbers and booleans as TOML
+    // writes them), a single value as a list of one. Strings, numbers and booleans only; `lists`
+    // false: single values only. Absent: empty.
+    std::vector<std::pair<std::string, std::vector<std::string>>> values_by_name(std::string_view key, bool lists);
     Table table(std::string_view key);  // an absent table reads as empty
     std::string path() const;            // "filter" or "" for the root
 

@@ -83,9 +83,10 @@ using CoreRules = RuleList<rules::positive_sizes, rules::sizes_within_limits, ru
 // The model.* keys a recipe or the command line set explicitly ("n_kv_heads"), for defaults a
 // part derives from the others (MHA: n_kv_heads = n_heads unless set).
 using SetKeys = std::vector<std::string>;
-inline bool key_set(const SetKeys& keys, std::string_view key) {
-  for (const auto& k : keys)
-    if (k == key || k == "model." + std::string(key)) return true;
+constexpr bool key_set(const SetKeys& keys, std::string_view key) {
+  for (const std::string& k : keys)
+    if (std::string_view(k) == key || (std::string_view(k).starts_with("model.") && std::string_view(k).substr(6) == key))
+      return true;
   return false;
 }
 

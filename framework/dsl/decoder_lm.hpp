@@ -16,6 +16,10 @@ concept HeadPart = Layer<H> && IsHead<H>;
 template <class E, class S, class FinalNorm, class H>
 struct DecoderLM;
 
+// single_position_scheme: positions are added at the embedding or applied in the mixer, not both.
+template <class E, class S>
+inline constexpr bool one_position_scheme = !(has_tag<E>("additive_positions") && has_tag<S>("attention_positions"));
+
 // The model, when each part is what its slot needs; otherwise a Rejected stand-in (below) whose
 // static_asserts name the slot, as for Block (block.hpp).
 template <EmbeddingPart E, StackPart S, Norm FinalNorm, HeadPart H>
@@ -33,7 +37,7 @@ struct DecoderLM<E, S, FinalNorm, H> {
   static_assert(AxesConnect<H, typename H::In, typename FinalNorm::Out>::value);
 
   using Parts = PartList<Child<"embed", E>, Child<"blocks", S>, Child<"final_norm", FinalNorm>, Child<"head", H>>;
-  static_assert(!(has_tag<E>("additive_positions") && has_tag<S>("attention_positions")),
+  static_assert(one_position_scheme<E, S>,
                 "single_position_scheme: an embedding that adds positions (LearnedPositions, "
                 "Sinusoidal) cannot be combined with RoPE or ALiBi in the mixer");
 

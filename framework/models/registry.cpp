@@ -11,15 +11,57 @@
 
 namespace llmtk {
 
+namespace {
+
+// Architectures registered from outside the library (models/user.hpp), during static
+// initialisation; read once, by the first call to architectures().
+struct UserRegistry {
+  std::vector<ArchInfo> archs;
+  std::vector<std::string> skipped;
+  bool read = false;
+};
+UserRegistry& user_registry() {
+  static UserRegistry r;
+  return r;
+}
+
+}  // namespace
+
+bool register_architectures(std::vector<ArchInfo> archs, std::vector<std::string> skipped) {
+  UserRegistry& r = user_registry();
+  LLMTK_CHECK(!r.read, "register_architectures", "called after the registry was read; register from a header in "
+              "LLMTK_ARCH_DIRS with LLMTK_REGISTER_ARCH (models/user.hpp)");
+  for (auto& a : archs) r.archs.push_back(std::move(a));
+  for (auto& s : skipped) r.skipped.push_back(std::move(s));
+  return true;
+}
+
+const std::vector<std::string>& skipped_variants() {
+  architectures();
+  return user_registry().skipped;
+}
+
 const std::vector<ArchInfo>& architectures() {
-  static const std::vector<ArchInfo> list = {
-      preset_entry<Gpt2Small>(),
-      preset_entry<Gpt2Tiny>(),
-      preset_entry<LlamaTiny>(),
-      preset_entry<LlamaGegluTiny>(),
-      preset_entry<Llama3_1B>(),
-      preset_entry<ParallelTiny>(),
-  };
+  static const std::vector<ArchInfo> list = [] {
+    std::vector<ArchInfo> all = {
+        preset_entry<Gpt2Small>(),
+        preset_entry<Gpt2Tiny>(),
+        preset_entry<LlamaTiny>(),
+        preset_entry<LlamaGegluTiny>(),
+        preset_entry<Llama3_1B>(),
+        preset_entry<ParallelTiny>(),
+    };
+    UserRegistry& user = user_registry();
+    user.read = true;
+    for (auto& a : user.archs) {
+      for (const auto& b : all)
+        LLMTK_CHECK(b.name != a.name, "model.arch", "architecture '", a.name,
+                    "' is registered twice; give one of the presets another name");
+      all.push_back(std::move(a));
+    }
+    user.archs.clear();
+    return all;
+  }();
   return list;
 }
 
@@ -44,7 +86,11 @@ const ArchInfo& find_arch(std::string_view name) {
     if (a.name == name) return a;
     known += (known.empty() ? "" : ", ") + a.name;
   }
-  fail("model.arch", "unknown architecture '", name, "'; registered: ", known,
+  std::vector<std::string> names;
+  for (const auto& a : scored ? scored_architectures() : architectures()) names.push_back(a.name);
+  const std::string best = closest(name, names);
+  fail("model.arch", "unknown architecture '", name, "'", best.empty() ? std::string() : cat(" (did you mean ", best, "?)"),
+       "; registered: ", known,
        scored ? "" : cat(" (each also as NAME", kScoreSuffix, ": a reward or value model)"));
 }
 

@@ -16,6 +16,7 @@ namespace llmtk {
 struct ArchInfo {
   std::string name;
   std::string about;
+  std::string group;    // the ablation a variant belongs to ("llama-ffn"); empty for a preset
   Dims dims;            // the preset's sizes; recipes and --set change them by value
   std::vector<DimsRule> rules;          // the core size rules and every part's
   std::vector<std::string_view> tags;   // what the parts say about themselves ("rope", "mha"...)
@@ -25,7 +26,13 @@ struct ArchInfo {
   std::function<std::unique_ptr<AnyModel>(const Dims&)> make;
 };
 
+// The built-in presets, then the architectures registered outside the library (user_archs).
 const std::vector<ArchInfo>& architectures();
+// Adds architectures from outside the library (LLMTK_REGISTER_ARCH, models/user.hpp) before the
+// first call to architectures(); `skipped` lists ablation variants left out, with the reason.
+bool register_architectures(std::vector<ArchInfo> archs, std::vector<std::string> skipped = {});
+// The ablation variants registered with RuleBreak::skip that break a rule: "NAME[...]: rule (why)".
+const std::vector<std::string>& skipped_variants();
 // The entry for `name`; fails with the list of registered names. "NAME+score" is NAME with a
 // score head in place of its LM head (a reward or value model: layers/score_head.hpp).
 const ArchInfo& find_arch(std::string_view name);
@@ -49,20 +56,27 @@ template <class LM>
 struct WithScoreHead final
     : DecoderLM<typename LM::EmbeddingT, typename LM::StackT, typename LM::FinalNormT, ScoreHead> {};
 
+// The registry entry of the composition Arch named `name`, its sizes `D` checked rule by rule at
+// compile time unless `Check` is false (then they are checked when a model is made).
+template <class Arch, Dims D, bool Check = true>
+ArchInfo arch_entry(const std::string& name, const std::string& about) {
+  if constexpr (Check) static_assert(dims_hold<D, Arch>());
+  ArchInfo info{name, about, {}, D, rules_of<Arch>(), tags_of<Arch>(),
+                [](Dims& d, const SetKeys& set) { resolve_dims<Arch>(d, set); }, {}, {}};
+  info.make = [name](const Dims& d) -> std::unique_ptr<AnyModel> { return std::make_unique<ModelOf<Arch>>(name, d); };
+  info.structure = ModelOf<Arch>(name, D).structure();
+  return info;
+}
+
 // Registers a preset; its constexpr dims are checked rule by rule at compile time. `Scored`:
 // the preset as NAME+score (WithScoreHead).
 template <class Preset, bool Scored = false>
 ArchInfo preset_entry() {
   using Arch = std::conditional_t<Scored, WithScoreHead<typename Preset::Arch>, typename Preset::Arch>;
-  static_assert(dims_hold<Preset::dims, Arch>());
   const std::string name = std::string(Preset::name) + (Scored ? std::string(kScoreSuffix) : std::string());
   const std::string about = Scored ? std::string(Preset::name) + " with a score head: a reward or value model"
                                    : std::string(Preset::about);
-  ArchInfo info{name, about, Preset::dims, rules_of<Arch>(), tags_of<Arch>(),
-                [](Dims& d, const SetKeys& set) { resolve_dims<Arch>(d, set); }, {}, {}};
-  info.make = [name](const Dims& d) -> std::unique_ptr<AnyModel> { return std::make_unique<ModelOf<Arch>>(name, d); };
-  info.structure = ModelOf<Arch>(name, Preset::dims).structure();
-  return info;
+  return arch_entry<Arch, Preset::dims>(name, about);
 }
 
 }  // namespace llmtk

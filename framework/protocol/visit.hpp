@@ -119,9 +119,19 @@ inline constexpr RulesHold<D, decltype(CoreRules{} + all_rules<P>())> dims_hold{
 
 // Defaults a part derives from the sizes the user set (MHA: n_kv_heads = n_heads unless set).
 template <class P>
-void resolve_dims(Dims& d, const SetKeys& set) {
+constexpr void resolve_dims(Dims& d, const SetKeys& set) {
   if constexpr (requires { P::resolve(d, set); }) P::resolve(d, set);
   for_each_child<P>([&]<class C>() { resolve_dims<typename C::type>(d, set); });
 }
 
+}  // namespace llmtk
+
+namespace llmtk {
+// D with the sizes P's parts derive from the others (MHA: n_kv_heads = n_heads), at compile time.
+template <class P, Dims D>
+inline constexpr Dims resolved_dims = [] {
+  Dims d = D;
+  resolve_dims<P>(d, SetKeys{});
+  return d;
+}();
 }  // namespace llmtk

@@ -67,7 +67,12 @@ std::string bar_chart(const std::string& title, const std::vector<Bar>& bars, co
 
 std::string line_chart(const std::string& title, const std::vector<Series>& series, const std::string& x_label,
                        const std::string& y_label, bool log_y) {
-  const double W = 600, H = 300, left = 78, right = 120, top = 30, bottom = 44;
+  // The legend's column is as wide as its longest name (about 6.5 px a character at the axes' size).
+  std::size_t longest = 0;
+  for (const auto& se : series) longest = std::max(longest, se.name.size());
+  const double right = std::clamp(30.0 + 6.5 * double(longest), 120.0, 420.0);
+  const double W = 480 + right, H = std::max(300.0, 30.0 + 16.0 * double(series.size()) + 20), left = 78, top = 30,
+               bottom = 44;
   double x0 = INFINITY, x1 = -INFINITY, y0 = INFINITY, y1 = -INFINITY;
   auto ty = [&](double v) { return log_y ? std::log10(std::max(v, 1e-12)) : v; };
   for (const auto& se : series)
@@ -102,7 +107,16 @@ std::string line_chart(const std::string& title, const std::vector<Series>& seri
     for (std::size_t i = 0; i < se.x.size() && i < se.y.size(); ++i)
       if (std::isfinite(se.y[i])) pts += num(px(se.x[i])) + "," + num(py(se.y[i])) + " ";
     const char* c = kColors[k % 8];
-    s += "<polyline fill='none' stroke='" + std::string(c) + "' stroke-width='1.6' points='" + pts + "'/>";
+    // Past eight series the colours repeat, dashed: every line stays distinguishable.
+    const std::string dash = k >= 8 ? (k >= 16 ? " stroke-dasharray='2 3'" : " stroke-dasharray='6 3'") : "";
+    s += "<polyline fill='none' stroke='" + std::string(c) + "' stroke-width='1.6'" + dash + " points='" + pts + "'/>";
+    // Few points (an evaluation curve, a scaling plot): each marked, so a single one shows too.
+    std::size_t shown = 0;
+    for (std::size_t i = 0; i < se.x.size() && i < se.y.size(); ++i) shown += std::isfinite(se.y[i]);
+    if (shown <= 30)
+      for (std::size_t i = 0; i < se.x.size() && i < se.y.size(); ++i)
+        if (std::isfinite(se.y[i]))
+          s += "<circle cx='" + num(px(se.x[i])) + "' cy='" + num(py(se.y[i])) + "' r='2.2' fill='" + c + "'/>";
     s += "<rect x='" + num(W - right + 10) + "' y='" + num(top + 16 * double(k)) + "' width='10' height='10' fill='" + c + "'/>";
     s += "<text x='" + num(W - right + 24) + "' y='" + num(top + 9 + 16 * double(k)) + "' class='a'>" + escape_html(se.name) + "</text>";
   }

@@ -4,6 +4,7 @@
 #include "dsl/combinators.hpp"
 #include "layers/positions.hpp"
 #include "models/gpt2.hpp"
+#include "models/ablation.hpp"
 #include "models/llama.hpp"
 #include "models/parallel.hpp"
 #include "models/registry.hpp"
@@ -164,6 +165,26 @@ Block<RMSNorm, WideMixer, SwiGLU, PreNorm> b;
 Block<RMSNorm, WideningMixer, SwiGLU, PreNorm> b;
 #elif defined(CASE_embedding_role)
 DecoderLM<RMSNorm, Repeat<LlamaBlock>, RMSNorm, LMHead<Tied>> m;
+
+// ---- ablations: a variant that breaks a rule is named by its number V and its type -------------
+#elif defined(CASE_ablation_rule)
+struct OddHeads final {  // head size 33: RoPE needs an even one, NoPE does not
+  using Arch = DecoderLM<TokenEmbedding, Repeat<Block<RMSNorm, GQA<Ablate<NoPE, RoPE>>, SwiGLU, PreNorm>>, RMSNorm,
+                         LMHead<Tied>>;
+  static constexpr const char* name = "odd";
+  static constexpr const char* about = "";
+  static constexpr Dims dims = edit(LlamaTiny::dims, [](Dims& d) { d.d_model = 264; });
+};
+auto entries = ablation_entries<OddHeads>();
+#elif defined(CASE_ablation_positions)
+struct TwoSchemes final {  // variant 1 adds learned positions and rotates q and k
+  using Arch = DecoderLM<Embedding<Ablate<NoPE, LearnedPositions>>, Repeat<Block<RMSNorm, GQA<Ablate<NoPE, RoPE>>, SwiGLU, PreNorm>>,
+                         RMSNorm, LMHead<Tied>>;
+  static constexpr const char* name = "two";
+  static constexpr const char* about = "";
+  static constexpr Dims dims = LlamaTiny::dims;
+};
+auto entries = ablation_entries<TwoSchemes>();
 #elif defined(CASE_head_role)
 DecoderLM<TokenEmbedding, Repeat<LlamaBlock>, RMSNorm, RMSNorm> m;
 #endif

@@ -124,18 +124,32 @@ void add_arch_commands(CLI::App& app) {
 
   auto* list = arch->add_subcommand("list", "List registered architectures");
   list->callback([] {
-    // Columns as wide as their longest entry, so that any registered name lines up.
-    std::vector<std::pair<std::string, std::string>> rows;
+    // Columns as wide as their longest entry, so that any registered name lines up. The variants
+    // of an ablation (docs/experiments.md) follow their group's heading, indented.
+    std::vector<std::string> counts;
     std::size_t name_w = 4, count_w = 6;
     for (const auto& a : architectures()) {
       auto m = a.make(a.dims);
       m->plan(1, 1);
-      rows.emplace_back(a.name, grouped(m->param_count()));
-      name_w = std::max(name_w, a.name.size()), count_w = std::max(count_w, rows.back().second.size());
+      counts.push_back(grouped(m->param_count()));
+      name_w = std::max(name_w, a.name.size() + (a.group.empty() ? 0 : 2)), count_w = std::max(count_w, counts.back().size());
     }
     fmt::print("{:<{}}  {:>{}}  {}\n", "name", name_w, "params", count_w, "about");
-    for (std::size_t i = 0; i < rows.size(); ++i)
-      fmt::print("{:<{}}  {:>{}}  {}\n", rows[i].first, name_w, rows[i].second, count_w, architectures()[i].about);
+    const auto& all = architectures();
+    for (std::size_t i = 0; i < all.size(); ++i) {
+      const ArchInfo& a = all[i];
+      if (a.group.empty()) {
+        fmt::print("{:<{}}  {:>{}}  {}\n", a.name, name_w, counts[i], count_w, a.about);
+        continue;
+      }
+      if (i == 0 || all[i - 1].group != a.group) {
+        std::size_t n = 0;
+        for (const auto& b : all) n += b.group == a.group;
+        fmt::print("{}  ({} variants: {})\n", a.group, n, a.about);
+      }
+      fmt::print("  {:<{}}  {:>{}}\n", a.name, name_w - 2, counts[i], count_w);
+    }
+    for (const auto& s : skipped_variants()) fmt::print("skipped  {}\n", s);
   });
 
   auto args = std::make_shared<ShowArgs>();

@@ -11,6 +11,7 @@ void add_tokenizer_commands(CLI::App& app);
 void add_data_commands(CLI::App& app);
 void add_train_commands(CLI::App& app);
 void add_bench_commands(CLI::App& app);
+void add_experiment_commands(CLI::App& app);
 
 // Thrown by a verb that finished its work but must exit with another status than 0 (a run
 // stopped by SIGINT exits 130, as shells expect, after writing its checkpoint); main returns it.

@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
   llmtk::cli::add_data_commands(app);
   llmtk::cli::add_train_commands(app);
   llmtk::cli::add_bench_commands(app);
+  llmtk::cli::add_experiment_commands(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
