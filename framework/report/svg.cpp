@@ -15,7 +15,9 @@ std::string num(double v) {
 std::string short_num(double v) {
   char buf[32];
   const double a = std::abs(v);
-  if (a >= 1e9) std::snprintf(buf, sizeof buf, "%.3gG", v / 1e9);
+  if (a >= 1e15) std::snprintf(buf, sizeof buf, "%.3ge15", v / 1e15);
+  else if (a >= 1e12) std::snprintf(buf, sizeof buf, "%.3gT", v / 1e12);
+  else if (a >= 1e9) std::snprintf(buf, sizeof buf, "%.3gG", v / 1e9);
   else if (a >= 1e6) std::snprintf(buf, sizeof buf, "%.3gM", v / 1e6);
   else if (a >= 1e4) std::snprintf(buf, sizeof buf, "%.3gk", v / 1e3);
   else std::snprintf(buf, sizeof buf, "%.4g", v);

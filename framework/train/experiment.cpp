@@ -121,17 +121,19 @@ std::vector<ExperimentRun> plan_experiment(const ExperimentSpec& spec_in) {
     }
     axes.emplace_back(k, values);
   }
-  // Each key alone first, so that a bad key is named as the file's, not as a --set.
+  // Each key alone first, so that a bad key is named as the file's, not as a --set. The run's
+  // length is the budget's, so the base recipe needs none (a stand-in here).
+  const std::string length = "train.steps=1000000", no_tokens = "train.tokens=0";
   for (const auto& [k, v] : axes) {
     try {
-      (void)read_recipe(spec.recipe, {k + "=" + v.front()});
+      (void)read_recipe(spec.recipe, {length, no_tokens, k + "=" + v.front()});
     } catch (const Error& err) {
       fail(spec.file, "[axes] \"", k, "\": ", err.what());
     }
   }
   for (const auto& [k, v] : spec.sets) {
     try {
-      (void)read_recipe(spec.recipe, {k + "=" + v});
+      (void)read_recipe(spec.recipe, {length, no_tokens, k + "=" + v});
     } catch (const Error& err) {
       fail(spec.file, "[set] \"", k, "\": ", err.what());
     }
@@ -169,6 +171,7 @@ std::vector<ExperimentRun> plan_experiment(const ExperimentSpec& spec_in) {
       for (const auto& [k, v] : spec.sets) r.sets.push_back(k + "=" + v);
       for (const auto& [k, v] : points[i]) r.sets.push_back(k + "=" + v);
       r.sets.push_back("train.seed=" + std::to_string(seed));
+      r.sets.push_back(length), r.sets.push_back(no_tokens);  // replaced by the budget's below
       std::string where;
       for (const auto& [k, v] : points[i]) where += (where.empty() ? "" : ", ") + k + " = " + v;
       Recipe recipe;
@@ -198,6 +201,7 @@ std::vector<ExperimentRun> plan_experiment(const ExperimentSpec& spec_in) {
       LLMTK_CHECK(recipe.schedule.warmup < r.steps, spec.file, "the point ", where, " has ", r.steps,
                   " steps within the budget, not more than schedule.warmup (", recipe.schedule.warmup,
                   "); raise the budget or lower the warmup");
+      r.sets.pop_back(), r.sets.pop_back();
       r.sets.push_back("train.steps=" + std::to_string(r.steps));
       r.sets.push_back("train.tokens=0");
       runs.push_back(r);
@@ -539,7 +543,7 @@ std::string write_experiment_report(const ExperimentSpec& spec, const std::vecto
                        "from the best is smaller than the seed-to-seed spread, so this run does not tell them apart.\n\n";
 
   // Scaling: the fitted laws.
-  std::string scaling_md, scaling_html;
+  std::string scaling_md, scaling_html, scaling_svg;
   if (spec.scaling && rows.size() >= 3) {
     std::vector<double> n, c, l;
     for (const auto& r : rows)
@@ -570,9 +574,9 @@ std::string write_experiment_report(const ExperimentSpec& spec, const std::vecto
         }
         return report::line_chart(title, {pts, fit}, xl, "final val loss", true);
       };
+      scaling_svg = law_chart("loss against parameters", n, fn, "log10 parameters");
       scaling_html = "<h2>Scaling</h2><p>" + report::escape_html(law_text("N", fn)) + " (N: parameters)<br>" +
-                     report::escape_html(law_text("C", fc)) + " (C: training FLOPs)</p>" +
-                     law_chart("loss against parameters", n, fn, "log10 parameters") +
+                     report::escape_html(law_text("C", fc)) + " (C: training FLOPs)</p><div class='charts'>" + scaling_svg +
                      law_chart("loss against compute", c, fc, "log10 training FLOPs");
       // Iso-FLOP: each run's validation curve read at fixed compute levels; loss against size.
       std::vector<std::pair<double, Curve>> curves;  // (params, curve in FLOPs)
@@ -660,13 +664,24 @@ std::string write_experiment_report(const ExperimentSpec& spec, const std::vecto
             fmt_num(r.tps.mean, "%.0f") + "</td><td>" + fmt_num(r.seconds.mean, "%.1f") + "</td><td>" +
             std::to_string(r.runs) + "</td></tr>";
   }
-  body += "</table>" + scaling_html + "<h2>Curves</h2>";
-  body += report::line_chart("validation loss by step", by_step, "step", "val loss");
+  body += "</table>" + (scaling_html.empty() ? std::string() : scaling_html + "</div>") + "<h2>Curves</h2><div class='charts'>";
+  const std::string val_chart = report::line_chart("validation loss by step (mean over seeds)", by_step, "step", "val loss");
+  body += val_chart;
   body += report::line_chart("validation loss by tokens", by_tokens, "tokens", "val loss");
   body += report::line_chart("validation loss by training FLOPs", by_flops, "FLOPs", "val loss");
   body += report::line_chart("validation loss by wall time", by_time, "seconds", "val loss");
-  body += report::line_chart("training loss (smoothed)", train_loss, "step", "loss");
+  body += report::line_chart("training loss (smoothed)", train_loss, "step", "loss") + "</div>";
   fs::create_directories(out);
+  // The charts alone too, for pages that show results (docs/experiments.md), with the styles the
+  // HTML page would give them.
+  auto standalone = [](std::string svg) {
+    const auto end = svg.find('>');
+    return svg.insert(end + 1, "<style>text{font-family:system-ui,sans-serif}.t{font-size:13px;font-weight:600}"
+                               ".a{font-size:10px;fill:#444}.grid{stroke:#eee}</style><rect width='100%' "
+                               "height='100%' fill='white'/>");
+  };
+  std::ofstream(fs::path(out) / "val_loss.svg") << standalone(val_chart);
+  if (!scaling_svg.empty()) std::ofstream(fs::path(out) / "scaling.svg") << standalone(scaling_svg);
   {
     std::ofstream f(fs::path(out) / "report.html");
     f << report::html_page(title, body);
