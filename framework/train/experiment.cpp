@@ -180,6 +180,12 @@ std::vector<ExperimentRun> plan_experiment(const ExperimentSpec& spec_in) {
       } catch (const Error& err) {
         fail(spec.file, "the point ", where, ": ", err.what());
       }
+      // Recipes name their data relative to the folder llmtk runs in; a run would only find out after
+      // every run before it.
+      LLMTK_CHECK(recipe.data.dir.empty() || fs::is_directory(recipe.data.dir), spec.file, "the point ", where,
+                  ": data.dir = \"", recipe.data.dir, "\" is not a folder here (", fs::current_path().string(),
+                  "); run llmtk from the folder the recipe's paths are relative to (the repository's root for "
+                  "the shipped experiments, after ./setup.sh), or set \"data.dir\" in [set]");
       r.tokens_per_step = recipe.rows() * recipe.train.seq * recipe.train.grad_accum;
       std::unique_ptr<AnyModel> model;
       try {
