@@ -19,4 +19,20 @@ if [[ -f $log ]] && grep -q "^SKIPPED" "$log"; then
   echo "Why the skipped tests skipped:"
   grep "^SKIPPED" "$log" | sort | uniq -c | sed 's/^/ /'
 fi
+# CI, and LLMTK_ASAN=1 anywhere: the memory- and undefined-behaviour-sensitive part of the suite
+# again under AddressSanitizer and UBSan (the asan preset). A subset, to stay well inside CI's
+# time: the ops on every backend (test_ops: the kernels that index by hand), the parts and models
+# through the gradient checker (test_parts), the readers of outside input (test_data,
+# test_tokenizer), the registry and its ablations (test_experiment), and the command line around
+# signals and child processes (cli.interrupt_and_resume, cli.experiment). The rest (golden
+# comparisons, the emulated CUDA backend, exports) repeats the same kernels at ten times the cost.
+if [[ ${CI:-} == true || ${LLMTK_ASAN:-} == 1 ]]; then
+  echo "== the sanitizer pass: build-asan (AddressSanitizer + UBSan)"
+  cmake --preset asan > /dev/null
+  cmake --build build-asan -j2 --target llmtk test_core test_ops test_parts test_data test_tokenizer test_experiment
+  ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+    ctest --test-dir build-asan -j2 --output-on-failure \
+      -R '^(test_core|test_ops|test_ops\.cpu|test_parts|test_data|test_tokenizer|test_experiment|cli\.interrupt_and_resume|cli\.experiment)$' ||
+    status=$?
+fi
 exit "$status"
