@@ -35,6 +35,8 @@ constexpr int outputs_of(std::string_view op) {
       {"adamw_step", 0},            {"sgd_step", 0},              {"lion_step", 0},
       {"sum_squares", 0},           {"scale_forward", 1},         {"convert", -1},
       {"dropout", 1},               {"tanh_forward", 1},          {"tanh_backward", 1},
+      {"moe_route_forward", 4},     {"moe_route_backward", 1},    {"moe_gather", 1},
+      {"moe_combine_forward", 1},   {"moe_combine_backward", 2},
   };
   for (const auto& [name, n] : kOutputs)
     if (name == op) return n;

@@ -59,9 +59,25 @@ struct AttentionHeads final {
   static constexpr Dims dims = kSmall;
 };
 
+// Mixture of experts against the dense feed-forward it replaces: experiments/moe.toml sets d_ff per
+// variant so that top-2 of 8 experts reads the dense model's parameters per token (d_ff / 2 each),
+// Switch's top-1 likewise (d_ff each), and a dense model 4x wider has the top-2 model's total.
+struct Experts final {
+  using Arch = DecoderLM<TokenEmbedding,
+                         Repeat<Block<RMSNorm, GQA<RoPE>,
+                                      Ablate<Axis<"ffn">, Alt<"dense", SwiGLU>, Alt<"top2", MoE<SwiGLU, TopKRouter>>,
+                                             Alt<"switch", MoE<SwiGLU, SwitchRouter>>>,
+                                      PreNorm>>,
+                         RMSNorm, LMHead<Tied>>;
+  static constexpr const char* name = "moe";
+  static constexpr const char* about = "feed-forwards: dense SwiGLU, 8 SwiGLU experts top-2 (Mixtral), top-1 (Switch)";
+  static constexpr Dims dims = kSmall;
+};
+
 }  // namespace llmtk::experiments
 
 LLMTK_REGISTER_ABLATION(llmtk::experiments::Positions);
 LLMTK_REGISTER_ABLATION(llmtk::experiments::FeedForwards);
 LLMTK_REGISTER_ABLATION(llmtk::experiments::NormPlacements);
 LLMTK_REGISTER_ABLATION(llmtk::experiments::AttentionHeads);
+LLMTK_REGISTER_ABLATION(llmtk::experiments::Experts);

@@ -99,6 +99,15 @@ struct Case {
     out->f.push_back(std::move(host));
     out->names.emplace_back(name);
   }
+  void keep_i32(const char* name, TensorRef t) {  // indices, compared as exact floats
+    std::vector<std::int32_t> h(static_cast<std::size_t>(t.numel()));
+    copy_bytes(h.data(), Device::host, t.data, t.device, t.bytes());
+    out->f.emplace_back(h.begin(), h.end());
+    out->names.emplace_back(name);
+  }
+  TensorRef i32s(const std::vector<std::int32_t>& v, std::initializer_list<std::int64_t> shape) {
+    return place(v.data(), DType::i32, shape, v.size() * sizeof(std::int32_t));
+  }
 };
 
 #define LLMTK_X(name, params, args) void case_##name(Case& c);
@@ -381,6 +390,57 @@ void case_cross_entropy_backward(Case& c) {
   auto masked = masked_logits(c, 3, 4200, 4100), dmasked = c.make({3, 4200});
   ops::cross_entropy_backward(dmasked, masked, late_targets(c, 3, 4200, 4100), TensorRef{}, 1.0f / 3, -100);
   c.keep("dlogits (first 4100 logits -inf)", dmasked);
+}
+// Mixture of experts: 13 tokens, 8 experts, top-2 (normalised) and top-1 (Switch's raw probability).
+void case_moe_route_forward(Case& c) {
+  for (auto [K, normalize] : {std::pair{2, 1}, std::pair{1, 0}}) {
+    auto logits = c.make({13, 8}, 2.0), probs = c.param({13, 8}), lse = c.param({13}), gate = c.param({13, K});
+    auto index = c.ids({13, K}, 8);
+    ops::moe_route_forward(probs, lse, index, gate, logits, normalize);
+    c.keep("probs", probs), c.keep("lse", lse), c.keep_i32("index", index), c.keep("gate", gate);
+  }
+}
+void case_moe_route_backward(Case& c) {
+  for (auto [K, normalize] : {std::pair{2, 1}, std::pair{3, 0}}) {
+    auto logits = c.make({13, 8}, 2.0), probs = c.param({13, 8}), lse = c.param({13}), gate = c.param({13, K});
+    auto index = c.ids({13, K}, 8);
+    ops::moe_route_forward(probs, lse, index, gate, logits, normalize);
+    auto dgate = c.param({13, K}), dprobs = c.param({8}, 0.1), dlogits = c.make({13, 8});
+    ops::moe_route_backward(dlogits, dgate, dprobs, probs, lse, index, gate, 0.3f, normalize);
+    c.keep("dlogits", dlogits);
+    ops::moe_route_backward(dlogits, dgate, TensorRef{}, probs, lse, index, gate, 0.0f, normalize);
+    c.keep("dlogits (no aux, no z-loss)", dlogits);
+  }
+}
+// 13 tokens × 2 slots over 20 expert rows: slot (7·i) mod 26, the six beyond 19 dropped (−1).
+inline std::vector<std::int32_t> moe_slots() {
+  std::vector<std::int32_t> v(26);
+  for (int i = 0; i < 26; ++i) v[std::size_t(i)] = (7 * i) % 26 < 20 ? (7 * i) % 26 : -1;
+  return v;
+}
+void case_moe_gather(Case& c) {
+  std::vector<std::int32_t> token(20);
+  for (int m = 0; m < 20; ++m) token[std::size_t(m)] = (5 * m + 3) % 13;
+  auto x = c.make({13, 33}), xs = c.make({20, 33});
+  ops::moe_gather(xs, x, c.i32s(token, {20}));
+  c.keep("xs", xs);
+}
+void case_moe_combine_forward(Case& c) {
+  auto ys = c.make({20, 33}), gate = c.param({13, 2}), y = c.make({13, 33});
+  const TensorRef slot = c.i32s(moe_slots(), {13, 2});
+  ops::moe_combine_forward(y, ys, gate, slot);
+  c.keep("y", y);
+  ops::moe_combine_forward(y, ys, TensorRef{}, slot);
+  c.keep("y (weights 1)", y);
+}
+void case_moe_combine_backward(Case& c) {
+  auto ys = c.make({20, 33}), gate = c.param({13, 2}), dy = c.make({13, 33}), dys = c.make({20, 33});
+  auto dgate = c.param({13, 2});
+  const TensorRef slot = c.i32s(moe_slots(), {13, 2});
+  ops::moe_combine_backward(dys, dgate, dy, ys, gate, slot);
+  c.keep("dys", dys), c.keep("dgate", dgate);
+  ops::moe_combine_backward(dys, TensorRef{}, dy, ys, TensorRef{}, slot);
+  c.keep("dys (weights 1)", dys);
 }
 void case_adamw_step(Case& c) {
   auto p = c.param({1001}), g = c.param({1001}), m = c.param({1001}, 0.1), v = c.param({1001}, 0.01, 0.05);

@@ -176,6 +176,8 @@ void run_golden(const std::string& file, const std::string& arch) {
   d.n_heads = cfg.at("n_heads"), d.n_kv_heads = cfg.at("n_kv_heads"), d.d_ff = cfg.at("d_ff");
   d.max_seq = cfg.at("max_seq"), d.bias = cfg.at("bias"), d.norm_eps = cfg.at("norm_eps");
   d.rope_base = cfg.at("rope_base");
+  for (const char* key : {"moe_experts", "moe_top_k", "moe_aux_coef", "moe_z_coef"})
+    if (cfg.contains(key)) d.set(key, cfg.at(key).get<double>());
   const std::int64_t B = g.at("batch"), T = g.at("seq");
   ops::ScopedBackend scope(kBackend);
   auto m = make_model(arch, d);
@@ -266,6 +268,7 @@ Dims tiny(const std::string& arch) {
 
 TEST_CASE("GPT-2 style model on CUDA matches PyTorch", "[models][golden]") { run_golden("gpt2_tiny.json", "gpt2"); }
 TEST_CASE("Llama style model on CUDA matches PyTorch", "[models][golden]") { run_golden("llama_tiny.json", "llama-tiny"); }
+TEST_CASE("MoE model on CUDA matches PyTorch", "[models][golden]") { run_golden("moe_tiny.json", "moe-tiny"); }
 
 TEST_CASE("whole-model gradients on CUDA match the reference backend", "[models][gradients]") {
   SECTION("gpt2") { compare_with_reference([] { return make_model("gpt2", tiny("gpt2")); }, 2, 33); }
@@ -287,6 +290,12 @@ TEST_CASE("whole-model gradients on CUDA match the reference backend", "[models]
   SECTION("bidirectional attention over a padded batch") {
     compare_with_reference([] { return std::make_unique<ModelOf<EncoderLM>>("encoder", tiny("llama-tiny")); }, 3, 33,
                            {{33, 5, 20}, {}});
+  }
+  SECTION("mixture of experts: top-2 of 4 with a shared expert, and a capacity that drops tokens") {
+    const Dims d = tiny("llama-tiny").with("moe_experts", 4).with("moe_top_k", 2).with("moe_shared", 1);
+    compare_with_reference([d] { return make_model("moe-tiny", d); }, 2, 33);
+    const Dims dropping = d.with("moe_shared", 0).with("moe_capacity", 0.5);
+    compare_with_reference([dropping] { return make_model("moe-tiny", dropping); }, 2, 33);
   }
   SECTION("causal attention with a window over packed documents") {
     Dims d = tiny("llama-tiny");

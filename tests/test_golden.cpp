@@ -1,4 +1,4 @@
-// Golden test: tiny GPT-2- and Llama-style models with fixed weights; logits, loss and every
+// Golden test: tiny GPT-2-, Llama- and MoE-style models with fixed weights; logits, loss and every
 // parameter gradient compared with PyTorch (tests/golden/gen_golden.py computed them in float64).
 // The reference backend keeps f32 between ops. Measured on the reference backend: logits within
 // 6.4e-7 (|logits| ≤ 3.7), gradients within 1.1e-7 (|grad| ≤ 0.61); the tolerances below leave
@@ -39,13 +39,15 @@ void expect_close(const std::string& what, const float* a, const json& ref, doub
 
 void run_golden(const std::string& file, const std::string& arch) {
   const json g = load(file);
-  REQUIRE(g.at("arch") == (arch == "gpt2" ? "gpt2" : "llama"));
+  REQUIRE(g.at("arch") == (arch == "gpt2" ? "gpt2" : arch == "moe-tiny" ? "moe" : "llama"));
   const auto& cfg = g.at("config");
   Dims d = find_arch(arch).dims;
   d.vocab = cfg.at("vocab"), d.d_model = cfg.at("d_model"), d.n_layers = cfg.at("n_layers");
   d.n_heads = cfg.at("n_heads"), d.n_kv_heads = cfg.at("n_kv_heads"), d.d_ff = cfg.at("d_ff");
   d.max_seq = cfg.at("max_seq"), d.bias = cfg.at("bias"), d.norm_eps = cfg.at("norm_eps");
   d.rope_base = cfg.at("rope_base");
+  for (const char* key : {"moe_experts", "moe_top_k", "moe_aux_coef", "moe_z_coef"})
+    if (cfg.contains(key)) d.set(key, cfg.at(key).get<double>());
   const std::int64_t B = g.at("batch"), T = g.at("seq");
 
   auto m = make_model(arch, d);
@@ -68,6 +70,11 @@ void run_golden(const std::string& file, const std::string& arch) {
   NextTokenLoss objective;
   const float loss = train::forward_loss(*m, objective, train::lm_batch(tid, ttg));
   expect_close("logits", m->logits().f32(), g.at("logits"), 1e-6, 1e-6);
+  for (const auto& [name, value] : m->part_stats())  // an MoE's statistics, which its layers add to the loss
+    if (g.contains(name)) {
+      INFO(name << " " << value << " vs PyTorch " << g.at(name).get<double>());
+      CHECK(std::abs(value - g.at(name).get<double>()) <= 1e-6 * std::abs(g.at(name).get<double>()));
+    }
   train::backward_from_loss(*m, objective);  // overwrites the logits with their gradient
 
   const double ref_loss = g.at("loss");
@@ -85,4 +92,10 @@ TEST_CASE("GPT-2 style model matches PyTorch", "[golden]") {
 
 TEST_CASE("Llama style model matches PyTorch", "[golden]") {
   run_golden("llama_tiny.json", "llama-tiny");
+}
+
+// Mixture of experts: 4 SwiGLU experts, top-2 renormalised, the load-balancing and z-losses in
+// the gradients (docs/moe.md).
+TEST_CASE("MoE model matches PyTorch, auxiliary losses included", "[golden]") {
+  run_golden("moe_tiny.json", "moe-tiny");
 }

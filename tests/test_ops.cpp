@@ -395,6 +395,79 @@ void check_cross_entropy_backward() {
   for (int v = 0; v < 7; ++v) CHECK(dlogits[14 + std::size_t(v)] == 0.0f);  // weight 0
 }
 
+// ---- mixture of experts ----------------------------------------------------------------------
+void check_moe_route_forward() {
+  // Row 0: probabilities 0.1 .. 0.4; row 1: a tie between experts 0 and 1 (the lower first).
+  Buf logits({2, 4}, {0, float(std::log(2.0)), float(std::log(3.0)), float(std::log(4.0)), 1, 1, 0, 0});
+  Buf probs({2, 4}), lse({2}), gate({2, 2});
+  Ids index{{0, 0, 0, 0}, {2, 2}};
+  ops::moe_route_forward(probs.t(), lse.t(), index.t(), gate.t(), logits.t(), 1);
+  CHECK(probs[0] == Approx(0.1)); CHECK(probs[3] == Approx(0.4));
+  CHECK(lse[0] == Approx(std::log(10.0)));
+  CHECK(index.v == std::vector<std::int32_t>{3, 2, 0, 1});
+  CHECK(gate[0] == Approx(4.0 / 7)); CHECK(gate[1] == Approx(3.0 / 7)); CHECK(gate[2] == Approx(0.5));
+  ops::moe_route_forward(probs.t(), lse.t(), index.t(), gate.t(), logits.t(), 0);  // Switch: the probability itself
+  CHECK(gate[0] == Approx(0.4)); CHECK(gate[1] == Approx(0.3));
+  Ids too_many{{0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, {2, 5}};
+  Buf gate5({2, 5});
+  CHECK_THROWS_WITH(ops::moe_route_forward(probs.t(), lse.t(), too_many.t(), gate5.t(), logits.t(), 1),
+                    Catch::Contains("k = 5 must be between 1 and the 4 experts"));
+}
+void check_moe_route_backward() {
+  // f = Σ r·gate + Σ_n Σ_e dprobs[e]·probs[n, e] + z/2 · Σ lse², with logits far enough apart that
+  // the differences never change the top-k choice.
+  Rng rng(12);
+  const std::int64_t N = 5, E = 6, K = 2;
+  Buf logits({N, E}), probs({N, E}), lse({N}), gate({N, K}), r({N, K}, &rng), dprobs({E}, &rng), dlogits({N, E});
+  for (std::int64_t n = 0; n < N; ++n)
+    for (std::int64_t e = 0; e < E; ++e) logits[std::size_t(n * E + e)] = 0.5f * float((5 * e + n) % E) + 0.01f * float(rng.normal());
+  Ids index{std::vector<std::int32_t>(N * K), {N, K}};
+  for (int normalize : {1, 0}) {
+    auto f = [&] {
+      ops::moe_route_forward(probs.t(), lse.t(), index.t(), gate.t(), logits.t(), normalize);
+      double s = dot(gate, r);
+      for (std::int64_t n = 0; n < N; ++n) {
+        s += 0.15 * double(lse[std::size_t(n)]) * lse[std::size_t(n)];
+        for (std::int64_t e = 0; e < E; ++e) s += double(dprobs[std::size_t(e)]) * probs[std::size_t(n * E + e)];
+      }
+      return s;
+    };
+    f();
+    ops::moe_route_backward(dlogits.t(), r.t(), dprobs.t(), probs.t(), lse.t(), index.t(), gate.t(), 0.3f, normalize);
+    expect_gradient(normalize ? "dlogits (normalised top-2)" : "dlogits (raw probabilities)", logits, dlogits, f);
+  }
+}
+void check_moe_gather() {
+  Buf x({3, 2}, {1, 2, 3, 4, 5, 6}), xs({4, 2});
+  Ids token{{2, 0, 2, 1}, {4}};
+  ops::moe_gather(xs.t(), x.t(), token.t());
+  CHECK(xs.v == std::vector<float>{5, 6, 1, 2, 5, 6, 3, 4});
+  Ids bad{{2, 0, 3, 1}, {4}};
+  CHECK_THROWS_WITH(ops::moe_gather(xs.t(), x.t(), bad.t()), Catch::Contains("token 3 at 2 is outside [0, 3)"));
+}
+void check_moe_combine_forward() {
+  // Token 0 from rows 1 (0.75) and 0 (0.25); token 1 from row 2 only (its second slot dropped).
+  Buf ys({3, 2}, {1, 2, 3, 4, 5, 6}), gate({2, 2}, {0.75f, 0.25f, 0.5f, 0.5f}), y({2, 2});
+  Ids slot{{1, 0, 2, -1}, {2, 2}};
+  ops::moe_combine_forward(y.t(), ys.t(), gate.t(), slot.t());
+  CHECK(y.v == std::vector<float>{0.75f * 3 + 0.25f * 1, 0.75f * 4 + 0.25f * 2, 2.5f, 3});
+  ops::moe_combine_forward(y.t(), ys.t(), TensorRef{}, slot.t());  // weights 1: moe_gather's backward
+  CHECK(y.v == std::vector<float>{4, 6, 5, 6});
+}
+void check_moe_combine_backward() {
+  Rng rng(13);
+  Buf ys({5, 3}, &rng), gate({3, 2}, &rng), r({3, 3}, &rng), y({3, 3}), dys({5, 3}), dgate({3, 2});
+  Ids slot{{4, 1, -1, 0, 2, 3}, {3, 2}};
+  auto f = [&] {
+    ops::moe_combine_forward(y.t(), ys.t(), gate.t(), slot.t());
+    return dot(y, r);
+  };
+  ops::moe_combine_backward(dys.t(), dgate.t(), r.t(), ys.t(), gate.t(), slot.t());
+  expect_gradient("dys", ys, dys, f);
+  expect_gradient("dgate", gate, dgate, f);
+  CHECK(dgate[2] == 0.0f);  // the dropped slot
+}
+
 // ---- optimizer ------------------------------------------------------------------------------
 void check_adamw_step() {
   // Worked by hand: p = 1, g = 0.5, lr 0.1, betas (0.9, 0.999), wd 0.1.

@@ -95,6 +95,19 @@ void lion(float* p, const float* g, float* m, i64 n, float lr, float beta1, floa
 inline constexpr int kSumPartials = 1024;
 void sum_squares(float* out, const float* x, i64 n, float* partial, cudaStream_t s);
 
+// ---- moe.cu -----------------------------------------------------------------------------------
+// The router, gather and combine of ops.hpp's mixture-of-experts ops, on f32 rows.
+void moe_route_forward(float* probs, float* lse, std::int32_t* index, float* gate, const float* logits, i64 N, i64 E,
+                       i64 K, int normalize, cudaStream_t s);
+void moe_route_backward(float* dlogits, const float* dgate, const float* dprobs, const float* probs, const float* lse,
+                        const std::int32_t* index, const float* gate, i64 N, i64 E, i64 K, float z_scale, int normalize,
+                        cudaStream_t s);
+void moe_gather(float* xs, const float* x, const std::int32_t* token, i64 M, i64 C, cudaStream_t s);
+void moe_combine_forward(float* y, const float* ys, const float* gate, const std::int32_t* slot, i64 N, i64 K, i64 C,
+                         cudaStream_t s);
+void moe_combine_backward(float* dys, float* dgate, const float* dy, const float* ys, const float* gate,
+                          const std::int32_t* slot, i64 N, i64 K, i64 C, cudaStream_t s);
+
 // ---- attention.cu ---------------------------------------------------------------------------
 // q, out: [B, T, H, D]; k, v: [B, Tk, KV, D]; lse: [B, H, T]. window 0: none; q_offset: the
 // first query's position among the keys. slopes: H ALiBi slopes (device memory) or null.

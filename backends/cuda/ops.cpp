@@ -141,6 +141,36 @@ void embedding_backward(TensorRef dtable, TensorRef dy, TensorRef ids) {
   finish_op(op);
 }
 
+// The router's choices stay on the device; the layer copies index to the host to group tokens.
+void moe_route_forward(TensorRef probs, TensorRef lse, TensorRef index, TensorRef gate, TensorRef logits,
+                       int normalize) {
+  kernels::moe_route_forward(probs.f32(), lse.f32(), index.i32(), gate.f32(), logits.f32(), logits.rows(),
+                             logits.size(-1), index.size(-1), normalize, stream());
+  finish_op("moe_route_forward");
+}
+void moe_route_backward(TensorRef dlogits, TensorRef dgate, TensorRef dprobs, TensorRef probs, TensorRef lse,
+                        TensorRef index, TensorRef gate, float z_scale, int normalize) {
+  kernels::moe_route_backward(dlogits.f32(), dgate.f32(), dprobs ? dprobs.f32() : nullptr, probs.f32(), lse.f32(),
+                              index.i32(), gate.f32(), probs.rows(), probs.size(-1), index.size(-1), z_scale, normalize,
+                              stream());
+  finish_op("moe_route_backward");
+}
+void moe_gather(TensorRef xs, TensorRef x, TensorRef token) {
+  kernels::moe_gather(xs.f32(), x.f32(), token.i32(), token.numel(), x.size(-1), stream());
+  finish_op("moe_gather");
+}
+void moe_combine_forward(TensorRef y, TensorRef ys, TensorRef gate, TensorRef slot) {
+  kernels::moe_combine_forward(y.f32(), ys.f32(), gate ? gate.f32() : nullptr, slot.i32(), slot.rows(), slot.size(-1),
+                               y.size(-1), stream());
+  finish_op("moe_combine_forward");
+}
+void moe_combine_backward(TensorRef dys, TensorRef dgate, TensorRef dy, TensorRef ys, TensorRef gate, TensorRef slot) {
+  kernels::moe_combine_backward(dys.f32(), dgate ? dgate.f32() : nullptr, dy.f32(), ys.f32(),
+                                gate ? gate.f32() : nullptr, slot.i32(), slot.rows(), slot.size(-1), dy.size(-1),
+                                stream());
+  finish_op("moe_combine_backward");
+}
+
 void positions_forward(TensorRef y, TensorRef x, TensorRef table, int pos0) {
   const char* op = "positions_forward";
   const i64 B = x.size(0), T = x.size(1), C = x.size(2);

@@ -11,6 +11,27 @@
 
 namespace llmtk {
 
+// A configuration key a part owns (model.moe_experts belongs to MoE): parts list theirs as
+//   static constexpr KeySpec keys[] = {{"moe_experts", KeyKind::integer, 8, 1, 4096, "experts per layer"}};
+// and the visitor (protocol/visit.hpp) gathers them per architecture, so recipes, --set and
+// state.json accept exactly the keys the architecture's parts declare, with their ranges.
+enum class KeyKind { integer, real, boolean };
+struct KeySpec {
+  std::string_view name;  // without "model."
+  KeyKind kind;
+  double fallback;        // the value when a recipe or preset does not set it
+  double lo, hi;          // the accepted range, inclusive
+  std::string_view help;
+};
+
+// A part key's value as Dims stores it: a fixed-size name and a number (a boolean is 0 or 1), so
+// that Dims stays a literal type a preset passes as a template argument.
+struct PartValue {
+  char name[24]{};
+  double value = 0;
+  constexpr bool operator==(const PartValue&) const = default;
+};
+
 struct Dims {
   int d_model = 0;      // model.d_model: width of the residual stream (C)
   int n_layers = 0;     // model.n_layers: number of repeated blocks
@@ -23,8 +44,41 @@ struct Dims {
   int window = 0;       // model.window: sliding attention window in tokens, 0 = full attention
   double norm_eps = 1e-5;      // model.norm_eps: epsilon of LayerNorm / RMSNorm
   bool bias = false;    // model.bias: biases in linear maps and LayerNorm
+  // Keys owned by parts (KeySpec), by name; unused entries have an empty name.
+  PartValue part[8]{};
 
   constexpr int head_dim() const { return n_heads > 0 ? d_model / n_heads : 0; }
+  // A part key's value; `fallback` when it is not set.
+  constexpr double get(std::string_view key, double fallback = 0) const {
+    for (const auto& p : part)
+      if (std::string_view(p.name) == key) return p.value;
+    return fallback;
+  }
+  constexpr int get_int(std::string_view key, int fallback = 0) const { return int(get(key, fallback)); }
+  constexpr bool has(std::string_view key) const {
+    for (const auto& p : part)
+      if (p.name[0] != 0 && std::string_view(p.name) == key) return true;
+    return false;
+  }
+  // Sets a part key; false when the name is too long or the table is full.
+  constexpr bool set(std::string_view key, double value) {
+    if (key.empty() || key.size() >= sizeof part[0].name) return false;
+    for (auto& p : part)
+      if (std::string_view(p.name) == key) return p.value = value, true;
+    for (auto& p : part)
+      if (p.name[0] == 0) {
+        for (std::size_t i = 0; i < key.size(); ++i) p.name[i] = key[i];
+        p.value = value;
+        return true;
+      }
+    return false;
+  }
+  // The same sizes with part key `key` set: a preset writes with(kTiny, "moe_experts", 8).
+  constexpr Dims with(std::string_view key, double value) const {
+    Dims d = *this;
+    d.set(key, value);
+    return d;
+  }
   constexpr int kv_dim() const { return n_kv_heads * head_dim(); }
   constexpr bool operator==(const Dims&) const = default;
 };

@@ -62,6 +62,14 @@ struct TensorRef {
     return TensorRef(static_cast<std::byte*>(data) + offset * std::int64_t(size_of(dtype)), dtype, {count}, device);
   }
 
+  // Rows [begin, begin + count) of the tensor seen as a matrix [rows(), size(-1)]: [count, size(-1)].
+  TensorRef row_range(std::int64_t begin, std::int64_t count) const {
+    const std::int64_t C = rank == 0 ? 1 : ext[rank - 1];
+    TensorRef t = span(begin * C, count * C);
+    t.rank = 2, t.ext[0] = count, t.ext[1] = C;
+    return t;
+  }
+
   std::string shape_str() const {
     std::string s = "[";
     for (int i = 0; i < rank; ++i) s += (i ? ", " : "") + std::to_string(ext[i]);

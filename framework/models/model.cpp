@@ -292,6 +292,8 @@ TensorRef AnyModel::forward(const ModelInputs& in) {
   refresh_working();
   Ctx c = ctx();
   c.flow = {in_.lengths, in_.segments, in_positions_};
+  stats_.clear();
+  c.stats = &stats_;
   run_forward(c, c.a(logits_), in_.ids);
   if (n == 0) return c.a(logits_);
   // The tokens' logits: each row's last T positions.

@@ -69,8 +69,15 @@ class AnyModel {
   virtual std::vector<std::string> structure() const = 0;
   // The part tree down to `max_depth` (0: the model's own parts), from the visitor.
   virtual std::vector<PartInfo> parts(int max_depth = 2) const = 0;
-  // Forward FLOPs per token at sequence length T (a training step is about 3x this).
+  // Forward FLOPs per token at sequence length T (a training step is about 3x this); for a
+  // mixture of experts, those of the experts a token visits.
   virtual double forward_flops_per_token(std::int64_t T) const = 0;
+  // Parameters one token's forward reads: all of them, less the experts an MoE layer's router did
+  // not choose (after plan()).
+  virtual std::int64_t active_param_count() const = 0;
+  // What parts reported from the last forward (an MoE router's load and auxiliary losses), each a
+  // mean over the parts that reported it.
+  std::vector<std::pair<std::string, double>> part_stats() const { return stats_.means(); }
 
   // Plans memory for batch B and sequence T (parameters once, activations every time). Cheap:
   // nothing is allocated until allocate(), so the size of any model can be shown.
@@ -190,6 +197,7 @@ class AnyModel {
   std::vector<int> twin_;  // parameter id → its entry in working_, or -1
   bool working_stale_ = true;
   std::uint64_t dropout_seed_ = 0;
+  PartStats stats_;
   ModelInputs in_;  // the last forward's inputs, in the model's memory
   TensorRef in_positions_;  // with segments: each token's position in its document
   std::vector<std::int32_t> host_positions_;
@@ -214,6 +222,9 @@ class ModelOf final : public AnyModel {
   }
   double forward_flops_per_token(std::int64_t T) const override {
     return Arch::flops_per_token(dims(), T);
+  }
+  std::int64_t active_param_count() const override {
+    return param_count() - inactive_params<Arch>("", 1);
   }
 
  protected:
@@ -248,12 +259,27 @@ class ModelOf final : public AnyModel {
       const std::string child_prefix = prefix + (each ? std::string("0") : name) + ".";
       std::string note = each ? "each block" : "";
       if constexpr (requires { T::note(dims()); }) note = T::note(dims());
-      for_each_child<T>([&]<class G>() {
-        if (G::name == kEach) note = std::to_string(dims().n_layers) + " x " + pretty_type_name<typename G::type>();
-      });
+      else
+        for_each_child<T>([&]<class G>() {
+          if (G::name == kEach) note = std::to_string(dims().n_layers) + " x " + pretty_type_name<typename G::type>();
+        });
       rows.push_back({child_path, pretty_type_name<T>(), count_params(params(), child_prefix), depth, note});
       add_rows<T>(rows, child_path, child_prefix, depth + 1, max_depth);
     });
+  }
+  // Parameters of experts a token does not visit, under P at parameter prefix `prefix`, each part
+  // counted `times` times (a stack's blocks: its child 0, n_layers times).
+  template <class P>
+  std::int64_t inactive_params(const std::string& prefix, std::int64_t times) const {
+    std::int64_t n = 0;
+    if constexpr (requires { P::inactive_experts(dims()); })
+      return times * P::inactive_experts(dims()) * count_params(params(), prefix + "experts.0.");
+    for_each_child<P>([&]<class C>() {
+      const bool each = C::name == kEach;
+      const std::string child_prefix = C::name.empty() ? prefix : prefix + (each ? std::string("0") : std::string(C::name)) + ".";
+      n += inactive_params<typename C::type>(child_prefix, each ? times * dims().n_layers : times);
+    });
+    return n;
   }
   Arch arch_;
 };

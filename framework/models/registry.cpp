@@ -7,6 +7,7 @@
 #include "../core/text.hpp"
 #include "gpt2.hpp"
 #include "llama.hpp"
+#include "moe.hpp"
 #include "parallel.hpp"
 
 namespace llmtk {
@@ -50,6 +51,8 @@ const std::vector<ArchInfo>& architectures() {
         preset_entry<LlamaGegluTiny>(),
         preset_entry<Llama3_1B>(),
         preset_entry<ParallelTiny>(),
+        preset_entry<MoeTiny>(),
+        preset_entry<Mixtral8x7B>(),
     };
     UserRegistry& user = user_registry();
     user.read = true;
@@ -70,6 +73,7 @@ const std::vector<ArchInfo>& scored_architectures() {
   static const std::vector<ArchInfo> list = {
       preset_entry<Gpt2Small, true>(),  preset_entry<Gpt2Tiny, true>(),   preset_entry<LlamaTiny, true>(),
       preset_entry<LlamaGegluTiny, true>(), preset_entry<Llama3_1B, true>(), preset_entry<ParallelTiny, true>(),
+      preset_entry<MoeTiny, true>(),
   };
   return list;
 }
@@ -95,7 +99,9 @@ const ArchInfo& find_arch(std::string_view name) {
 }
 
 std::unique_ptr<AnyModel> make_model(std::string_view arch, const Dims& dims) {
-  return find_arch(arch).make(dims);
+  const ArchInfo& a = find_arch(arch);
+  check_part_keys(a, dims, "model");
+  return a.make(dims);
 }
 
 namespace {
@@ -125,7 +131,79 @@ const DimKey kDimKeys[] = {
 };
 // clang-format on
 
+// Every part key some registered architecture declares, each name once.
+const std::vector<KeySpec>& registered_part_keys() {
+  static const std::vector<KeySpec> keys = [] {
+    std::vector<KeySpec> out;
+    for (const auto& a : architectures())
+      for (const auto& k : a.keys) {
+        bool seen = false;
+        for (const auto& o : out) seen = seen || o.name == k.name;
+        if (!seen) out.push_back(k);
+      }
+    return out;
+  }();
+  return keys;
+}
+const KeySpec* find_part_key(std::string_view key) {
+  for (const auto& k : registered_part_keys())
+    if (k.name == key) return &k;
+  return nullptr;
+}
+std::string format_key_value(double v, KeyKind kind) {
+  if (kind == KeyKind::boolean) return v != 0 ? "true" : "false";
+  char buf[32];
+  auto [p, ec] = kind == KeyKind::integer ? std::to_chars(buf, buf + sizeof buf, std::int64_t(v))
+                                          : std::to_chars(buf, buf + sizeof buf, v);
+  return std::string(buf, p);
+}
+
+// A part key from text: its kind and range checked, named in errors with the part's help text.
+void set_part_key(Dims& dims, const KeySpec& k, const std::string& full, std::string_view value) {
+  const char* first = value.data();
+  const char* last = value.data() + value.size();
+  double v = 0;
+  if (k.kind == KeyKind::boolean) {
+    LLMTK_CHECK(value == "true" || value == "false", full, "'", value, "' is not true or false (", k.help, ")");
+    v = value == "true";
+  } else if (k.kind == KeyKind::integer) {
+    std::int64_t i = 0;
+    auto [p, ec] = std::from_chars(first, last, i);
+    LLMTK_CHECK(ec == std::errc() && p == last, full, "'", value, "' is not an integer (", k.help, ")");
+    v = double(i);
+  } else {
+    auto [p, ec] = std::from_chars(first, last, v);
+    LLMTK_CHECK(ec == std::errc() && p == last && std::isfinite(v), full, "'", value, "' is not a finite number (",
+                k.help, ")");
+  }
+  LLMTK_CHECK(v >= k.lo && v <= k.hi, full, "'", value, "' is out of range: ", k.help, " must be between ",
+              format_key_value(k.lo, k.kind), " and ", format_key_value(k.hi, k.kind));
+  LLMTK_CHECK(dims.set(k.name, v), full, "too many part keys in one model (at most ", std::size(dims.part), ")");
+}
+
 }  // namespace
+
+KeyKind dim_kind(std::string_view key) {
+  if (key.starts_with("model.")) key.remove_prefix(6);
+  for (const auto& d : kDimKeys)
+    if (key == d.name)
+      return d.type == DimKey::integer ? KeyKind::integer : d.type == DimKey::real ? KeyKind::real : KeyKind::boolean;
+  if (const KeySpec* k = find_part_key(key)) return k->kind;
+  return KeyKind::integer;
+}
+
+void check_part_keys(const ArchInfo& arch, const Dims& dims, std::string_view where) {
+  for (const auto& p : dims.part) {
+    if (p.name[0] == 0) continue;
+    bool known = false;
+    for (const auto& k : arch.keys) known = known || k.name == std::string_view(p.name);
+    if (known) continue;
+    std::string own;
+    for (const auto& k : arch.keys) own += cat(own.empty() ? "" : ", ", "model.", k.name);
+    fail(where, "model.", p.name, " belongs to a part that ", arch.name, " does not have; ",
+         own.empty() ? cat("its parts own no keys beyond the core ones") : cat("its parts' own keys are: ", own));
+  }
+}
 
 void set_dim(Dims& dims, std::string_view key, std::string_view value) {
   const std::string full(key);
@@ -134,15 +212,22 @@ void set_dim(Dims& dims, std::string_view key, std::string_view value) {
   for (const auto& d : kDimKeys)
     if (key == d.name) k = &d;
   if (!k) {
+    if (const KeySpec* part = find_part_key(key)) return set_part_key(dims, *part, full, value);
     std::string all;
     std::vector<std::string> names;
     for (const auto& d : kDimKeys) {
       all += cat(all.empty() ? "" : ", ", "model.", d.name);
       names.emplace_back(d.name);
     }
+    std::string parts;
+    for (const auto& p : registered_part_keys()) {
+      parts += cat(parts.empty() ? "" : ", ", "model.", p.name);
+      names.emplace_back(p.name);
+    }
     const std::string best = closest(key, names);
     std::string hint = best.empty() ? std::string() : cat(" (did you mean model.", best, "?)");
-    fail(full, "unknown key", hint, "; model keys are: ", all);
+    fail(full, "unknown key", hint, "; model keys are: ", all,
+         parts.empty() ? std::string() : cat("; keys parts own (where the architecture has the part): ", parts));
   }
   const char* first = value.data();
   const char* last = value.data() + value.size();
@@ -178,6 +263,7 @@ Dims dims_with_overrides(const ArchInfo& arch, const std::vector<std::string>& s
     set_dim(dims, key, std::string_view(s).substr(eq + 1));
     set.push_back(key);
   }
+  check_part_keys(arch, dims, "--set");
   arch.resolve(dims, set);
   return dims;
 }
@@ -195,6 +281,8 @@ std::vector<std::pair<std::string, std::string>> dims_as_keys(const Dims& dims) 
     }
     out.emplace_back(k.name, v);
   }
+  for (const auto& p : dims.part)
+    if (p.name[0] != 0) out.emplace_back(p.name, format_key_value(p.value, dim_kind(p.name)));
   return out;
 }
 

@@ -19,6 +19,7 @@ struct ArchInfo {
   std::string group;    // the ablation a variant belongs to ("llama-ffn"); empty for a preset
   Dims dims;            // the preset's sizes; recipes and --set change them by value
   std::vector<DimsRule> rules;          // the core size rules and every part's
+  std::vector<KeySpec> keys;            // the model.* keys its parts own (MoE's moe_experts...)
   std::vector<std::string_view> tags;   // what the parts say about themselves ("rope", "mha"...)
   // Sizes a part derives from others the user did not set (MHA: n_kv_heads = n_heads).
   std::function<void(Dims&, const SetKeys&)> resolve;
@@ -46,9 +47,15 @@ std::unique_ptr<AnyModel> make_model(std::string_view arch, const Dims& dims);
 // derive (MHA's n_kv_heads); `command` names the command in errors ("arch show"). The rules are
 // checked when the model is made.
 Dims dims_with_overrides(const ArchInfo& arch, const std::vector<std::string>& sets, std::string_view command);
-// Recipe keys of Dims ("model.d_model" or "d_model"): set one from text, read all back.
+// Recipe keys of Dims ("model.d_model" or "d_model"): set one from text, read all back. A key
+// owned by a part (KeySpec) is accepted when some registered architecture's parts declare it;
+// check_part_keys then says whether the architecture at hand does.
 void set_dim(Dims& dims, std::string_view key, std::string_view value);
 std::vector<std::pair<std::string, std::string>> dims_as_keys(const Dims& dims);
+// The kind of model key `key` (a core key or any registered part's); integer when unknown.
+KeyKind dim_kind(std::string_view key);
+// Fails naming the first part key set in `dims` that none of `arch`'s parts declares.
+void check_part_keys(const ArchInfo& arch, const Dims& dims, std::string_view where);
 
 // A language model's parts with a score head in place of its LM head: the same embedding, blocks
 // and final norm (so an instruction-tuned model's weights load into it, all but the head).
@@ -61,10 +68,10 @@ struct WithScoreHead final
 template <class Arch, Dims D, bool Check = true>
 ArchInfo arch_entry(const std::string& name, const std::string& about) {
   if constexpr (Check) static_assert(dims_hold<D, Arch>());
-  ArchInfo info{name, about, {}, D, rules_of<Arch>(), tags_of<Arch>(),
+  ArchInfo info{name, about, {}, with_key_defaults<Arch>(D), rules_of<Arch>(), keys_of<Arch>(), tags_of<Arch>(),
                 [](Dims& d, const SetKeys& set) { resolve_dims<Arch>(d, set); }, {}, {}};
   info.make = [name](const Dims& d) -> std::unique_ptr<AnyModel> { return std::make_unique<ModelOf<Arch>>(name, d); };
-  info.structure = ModelOf<Arch>(name, D).structure();
+  info.structure = ModelOf<Arch>(name, info.dims).structure();
   return info;
 }
 

@@ -33,12 +33,14 @@
 #include "../layers/layernorm.hpp"
 #include "../layers/lm_head.hpp"
 #include "../layers/mlp.hpp"
+#include "../layers/moe.hpp"
 #include "../layers/positions.hpp"
 #include "../layers/qk_norm.hpp"
 #include "../layers/rmsnorm.hpp"
 #include "ablation.hpp"
 #include "gpt2.hpp"
 #include "llama.hpp"
+#include "moe.hpp"
 #include "registry.hpp"
 
 #define LLMTK_USER_CAT2(a, b) a##b

@@ -389,6 +389,74 @@ void check_cross_entropy_backward(TensorRef dlogits, TensorRef logits, TensorRef
   targets_in_range(op, targets, logits.size(-1), ignore_index);
 }
 
+// ---- mixture of experts ----------------------------------------------------------------------
+
+// probs [N, E], lse [N], index and gate [N, k] with 1 ≤ k ≤ E; logits [N, E] (an activation).
+void check_moe_route_forward(TensorRef probs, TensorRef lse, TensorRef index, TensorRef gate, TensorRef logits, int) {
+  const Op op{"moe_route_forward"};
+  op.act("logits", logits), op.f32("probs", probs), op.f32("lse", lse), op.i32("index", index), op.f32("gate", gate);
+  const std::int64_t N = logits.rows(), E = logits.size(-1), K = index.size(-1);
+  op.same("probs", probs, "logits", logits);
+  LLMTK_CHECK(lse.numel() == N, op.name, "lse must have ", N, " elements (a row's log-sum-exp)");
+  LLMTK_CHECK(K >= 1 && K <= E, op.name, "index ", index.shape_str(), ": k = ", K, " must be between 1 and the ", E,
+              " experts");
+  LLMTK_CHECK(index.rows() == N && gate.rows() == N && gate.size(-1) == K, op.name, "index ", index.shape_str(),
+              " and gate ", gate.shape_str(), " must both be [", N, ", k]");
+}
+// dlogits [N, E] written; dgate, gate, index [N, k]; dprobs [E] or null.
+void check_moe_route_backward(TensorRef dlogits, TensorRef dgate, TensorRef dprobs, TensorRef probs, TensorRef lse,
+                              TensorRef index, TensorRef gate, float, int) {
+  const Op op{"moe_route_backward"};
+  op.act("dlogits", dlogits), op.f32("dgate", dgate), op.f32_if("dprobs", dprobs), op.f32("probs", probs);
+  op.f32("lse", lse), op.i32("index", index), op.f32("gate", gate);
+  const std::int64_t N = probs.rows(), E = probs.size(-1), K = index.size(-1);
+  op.same("dlogits", dlogits, "probs", probs);
+  LLMTK_CHECK(lse.numel() == N, op.name, "lse must have ", N, " elements");
+  LLMTK_CHECK(K >= 1 && K <= E && index.rows() == N, op.name, "index ", index.shape_str(), " must be [", N,
+              ", k] with 1 ≤ k ≤ ", E);
+  op.same("dgate", dgate, "index", index), op.same("gate", gate, "index", index);
+  LLMTK_CHECK(!dprobs || dprobs.numel() == E, op.name, "dprobs must have ", E, " elements (one per expert)");
+}
+// Slots and tokens are read where the host can: each in range.
+void indices_below(const Op& op, const char* what, TensorRef t, std::int64_t bound, bool allow_dropped) {
+  if (!Op::readable(t)) return;
+  for (std::int64_t i = 0, n = t.numel(); i < n; ++i) {
+    const std::int32_t v = t.i32()[i];
+    LLMTK_CHECK((v >= 0 && v < bound) || (allow_dropped && v == -1), op.name, what, " ", v, " at ", i,
+                " is outside [0, ", bound, ")", allow_dropped ? " and is not -1 (dropped)" : "");
+  }
+}
+// xs [M, C]; x [N, C]; token [M] i32 in [0, N).
+void check_moe_gather(TensorRef xs, TensorRef x, TensorRef token) {
+  const Op op{"moe_gather"};
+  op.act("xs", xs), op.act("x", x), op.i32("token", token);
+  LLMTK_CHECK(xs.rows() == token.numel() && xs.size(-1) == x.size(-1), op.name, "xs ", xs.shape_str(), " must be [",
+              token.numel(), ", ", x.size(-1), "] (a row per token index)");
+  indices_below(op, "token", token, x.rows(), false);
+}
+// y [N, C]; ys [M, C]; gate [N, k] f32 or null; slot [N, k] i32 in [0, M) or −1.
+void check_moe_combine_forward(TensorRef y, TensorRef ys, TensorRef gate, TensorRef slot) {
+  const Op op{"moe_combine_forward"};
+  op.act("y", y), op.act("ys", ys), op.f32_if("gate", gate), op.i32("slot", slot);
+  LLMTK_CHECK(slot.rows() == y.rows() && ys.size(-1) == y.size(-1), op.name, "y ", y.shape_str(), ", ys ",
+              ys.shape_str(), " and slot ", slot.shape_str(), " must be [N, C], [M, C] and [N, k]");
+  LLMTK_CHECK(!gate || gate.numel() == slot.numel(), op.name, "gate must have the shape of slot ", slot.shape_str());
+  indices_below(op, "slot", slot, ys.rows(), true);
+}
+// dys, ys [M, C]; dgate (or null), gate (or null), slot [N, k]; dy [N, C].
+void check_moe_combine_backward(TensorRef dys, TensorRef dgate, TensorRef dy, TensorRef ys, TensorRef gate,
+                                TensorRef slot) {
+  const Op op{"moe_combine_backward"};
+  op.act("dys", dys), op.act("dy", dy), op.act("ys", ys), op.f32_if("dgate", dgate), op.f32_if("gate", gate);
+  op.i32("slot", slot);
+  op.same("dys", dys, "ys", ys);
+  LLMTK_CHECK(slot.rows() == dy.rows() && ys.size(-1) == dy.size(-1), op.name, "dy ", dy.shape_str(), ", ys ",
+              ys.shape_str(), " and slot ", slot.shape_str(), " must be [N, C], [M, C] and [N, k]");
+  LLMTK_CHECK((!gate || gate.numel() == slot.numel()) && (!dgate || dgate.numel() == slot.numel()), op.name,
+              "gate and dgate must have the shape of slot ", slot.shape_str());
+  indices_below(op, "slot", slot, ys.rows(), true);
+}
+
 // ---- optimizer ----------------------------------------------------------------------------
 
 // All f32, the same shape; step counts from 1.

@@ -53,6 +53,16 @@
   X(cross_entropy_backward, (TensorRef dlogits, TensorRef logits, TensorRef targets,              \
                              TensorRef weights, float dloss, int ignore_index),                   \
                             (dlogits, logits, targets, weights, dloss, ignore_index))             \
+  X(moe_route_forward,  (TensorRef probs, TensorRef lse, TensorRef index, TensorRef gate,           \
+                         TensorRef logits, int normalize), (probs, lse, index, gate, logits, normalize)) \
+  X(moe_route_backward, (TensorRef dlogits, TensorRef dgate, TensorRef dprobs, TensorRef probs,       \
+                         TensorRef lse, TensorRef index, TensorRef gate, float z_scale, int normalize), \
+                        (dlogits, dgate, dprobs, probs, lse, index, gate, z_scale, normalize))       \
+  X(moe_gather, (TensorRef xs, TensorRef x, TensorRef token), (xs, x, token))                     \
+  X(moe_combine_forward,  (TensorRef y, TensorRef ys, TensorRef gate, TensorRef slot),            \
+                          (y, ys, gate, slot))                                                    \
+  X(moe_combine_backward, (TensorRef dys, TensorRef dgate, TensorRef dy, TensorRef ys,            \
+                           TensorRef gate, TensorRef slot), (dys, dgate, dy, ys, gate, slot))     \
   X(adamw_step, (TensorRef param, TensorRef grad, TensorRef m, TensorRef v, AdamWArgs args),      \
                 (param, grad, m, v, args))                                                        \
   X(sgd_step,   (TensorRef param, TensorRef grad, TensorRef buf, SgdArgs args),                   \

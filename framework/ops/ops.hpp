@@ -128,6 +128,24 @@ namespace ops {
 //                         0 rows where ignored. weights: [N] f32, or null for w = 1 (a loss mask
 //                         or per-token weights). dloss is d(total loss)/d(w[n] · losses[n]).
 //
+// ---- mixture of experts (layers/moe.hpp) ----------------------------------------------------
+// moe_route_forward:  the router: probs[N, E] = softmax(logits[N, E]) and lse[N] = logsumexp (f32,
+//                     saved); index[N, k] i32 the k most probable experts of each row in descending
+//                     order (the lower expert first among equal probabilities, on every backend);
+//                     gate[N, k] f32 their weights: probs[index] / Σ_j probs[index_j] (normalize,
+//                     Mixtral's) or probs[index] (Switch's).
+// moe_route_backward: dlogits[N, E] written, from dgate[N, k] (the gate weights' gradient),
+//                     dprobs[E] f32 or null (added to every row's probability gradient: the
+//                     load-balancing loss) and z_scale (the router z-loss Σ lse² gives
+//                     dlogits += z_scale · lse[n] · probs[n, :]).
+// moe_gather:         xs[m, :] = x[token[m], :]: tokens grouped by expert. token [M] i32 in [0, N).
+// moe_combine_forward:  y[n, :] = Σ_j gate[n, j] · ys[slot[n, j], :] (written; a slot of −1, a
+//                       token an expert at capacity dropped, adds nothing; gate null: weights 1,
+//                       which makes it the backward of moe_gather). slot [N, k] i32; gate [N, k] f32.
+// moe_combine_backward: dys[slot[n, j], :] = gate[n, j] · dy[n, :] (each expert row named by one
+//                       slot; rows no slot names are not written); dgate[n, j] = dy[n, :] ·
+//                       ys[slot[n, j], :] (0 for a dropped slot; dgate may be null).
+//
 // ---- optimizer ----------------------------------------------------------------------------
 // adamw_step: m = β1 m + (1-β1) g; v = β2 v + (1-β2) g²; m̂ = m/(1-β1^t); v̂ = v/(1-β2^t);
 //             p -= lr · (m̂ / (sqrt(v̂) + eps) + wd · p). All f32, same shape.

@@ -50,7 +50,23 @@ class Planner {
       : dims(sizes), B(batch), T(seq), params_(params), acts_(acts), fixed_(params_fixed) {}
 
   const Dims& dims;
-  const std::int64_t B, T;
+  // The rows activations are planned for: batch and sequence (a part planning per-token work on
+  // other rows, an MoE's experts, changes them for a scope with rows()).
+  std::int64_t B, T;
+
+  class Rows {
+   public:
+    Rows(Planner& p, std::int64_t b, std::int64_t t) : p_(p), B_(p.B), T_(p.T) { p.B = b, p.T = t; }
+    ~Rows() { p_.B = B_, p_.T = T_; }
+    Rows(const Rows&) = delete;
+    Rows& operator=(const Rows&) = delete;
+
+   private:
+    Planner& p_;
+    std::int64_t B_, T_;
+  };
+  // Activations declared in this scope are planned for b × t rows.
+  Rows rows(std::int64_t b, std::int64_t t) { return Rows(*this, b, t); }
 
   // A parameter is frozen when its full name matches one of the model's freeze patterns
   // (AnyModel::freeze) and none of its "!pattern" exceptions: it keeps its values but gets no
@@ -106,11 +122,13 @@ class Planner {
   }
   ActSlot act(std::string_view name, std::vector<std::int64_t> shape, DType dtype) {
     std::string full = prefix_ + std::string(name);
-    if (!share_from_.empty() && full.starts_with(share_to_)) {
-      // Recomputation: this block reuses the first block's activation memory.
-      const std::string first = share_from_ + full.substr(share_to_.size());
-      const int id = acts_.find(first);
-      LLMTK_CHECK(id >= 0 && acts_.entries()[id].shape == shape, "plan", "'", full, "' has no twin '", first,
+    // Shared memory (recomputed blocks, experts): the innermost sharing first, then the ones around it.
+    std::string twin = full;
+    for (auto it = shares_.rbegin(); it != shares_.rend(); ++it)
+      if (twin.starts_with(it->second)) twin = it->first + twin.substr(it->second.size());
+    if (twin != full) {
+      const int id = acts_.find(twin);
+      LLMTK_CHECK(id >= 0 && acts_.entries()[id].shape == shape, "plan", "'", full, "' has no twin '", twin,
                   "' to share memory with");
       return {id};
     }
@@ -144,8 +162,35 @@ class Planner {
     const int nid = params_.add(std::string(full_name), std::move(shape), DType::f32, kind, matches_any(full_name));
     return {nid, params_.entries()[std::size_t(nid)].grad};
   }
-  // While set, activations declared under `to` reuse the same-named ones under `from`.
-  void share_activations(std::string from, std::string to) { share_from_ = std::move(from), share_to_ = std::move(to); }
+  // While set, activations declared under `to` reuse the same-named ones under `from` (Repeat's
+  // recomputed blocks); share_activations("", "") ends it.
+  void share_activations(std::string from, std::string to) {
+    if (from.empty()) {
+      if (!shares_.empty()) shares_.erase(shares_.begin());
+    } else {
+      shares_.insert(shares_.begin(), {std::move(from), std::move(to)});
+    }
+  }
+  // The same for one scope, inside any sharing around it (an MoE's experts reuse expert 0's
+  // memory at other rows); `on` false: nothing is shared.
+  class Sharing {
+   public:
+    Sharing(Planner& p, std::string from, std::string to, bool on) : p_(p), on_(on) {
+      if (on_) p_.shares_.push_back({std::move(from), std::move(to)});
+    }
+    ~Sharing() {
+      if (on_) p_.shares_.pop_back();
+    }
+    Sharing(const Sharing&) = delete;
+    Sharing& operator=(const Sharing&) = delete;
+
+   private:
+    Planner& p_;
+    bool on_;
+  };
+  Sharing share_activations_within(std::string from, std::string to, bool on) {
+    return Sharing(*this, std::move(from), std::move(to), on);
+  }
 
   // Names declared inside a scope get "name." in front: blocks.3.attn.wq.
   class Scope {
@@ -168,7 +213,8 @@ class Planner {
   Arena& params_;
   Arena& acts_;
   bool fixed_;
-  std::string prefix_, share_from_, share_to_;
+  std::string prefix_;
+  std::vector<std::pair<std::string, std::string>> shares_;  // (from, to), outermost first
   bool in_adapter_ = false;
   bool matches_any(std::string_view name) const {
     if (in_adapter_) return false;
@@ -199,6 +245,32 @@ struct Flow {
   TensorRef positions;
 };
 
+// Statistics parts report from a forward (an MoE router's load, its auxiliary losses), by name;
+// the model clears them before each forward and reports each name's mean over the parts that
+// added it (AnyModel::part_stats).
+class PartStats {
+ public:
+  void add(std::string_view name, double value) {
+    for (auto& e : entries_)
+      if (e.name == name) return void((e.sum += value, ++e.count));
+    entries_.push_back({std::string(name), value, 1});
+  }
+  void clear() { entries_.clear(); }
+  std::vector<std::pair<std::string, double>> means() const {
+    std::vector<std::pair<std::string, double>> out;
+    for (const auto& e : entries_) out.emplace_back(e.name, e.sum / double(e.count));
+    return out;
+  }
+
+ private:
+  struct Entry {
+    std::string name;
+    double sum;
+    int count;
+  };
+  std::vector<Entry> entries_;
+};
+
 // What forward and backward see: the arenas, the sizes, this plan's batch and sequence length.
 struct Ctx {
   Arena& params;
@@ -224,7 +296,13 @@ struct Ctx {
   }
   // A parameter's gradient (+=), or null when the parameter is frozen or absent.
   TensorRef g(ParamSlot s) const { return grads[s.grad]; }
-  TensorRef a(ActSlot s) const { return acts[s.id]; }
+  // Forward only: where parts report statistics (null: nobody asked).
+  PartStats* stats = nullptr;
+  // A row window (an MoE expert's tokens): a(s) is rows row0 .. row0 + rows of each activation,
+  // which the part planned per row (Planner::rows); rows < 0: whole activations.
+  std::int64_t row0 = 0, rows = -1;
+
+  TensorRef a(ActSlot s) const { return rows < 0 ? acts[s.id] : acts[s.id].row_range(row0, rows); }
   // The residual stream's shape [B, T, C] over an activation slot, and one with another width.
   TensorRef hidden(ActSlot s) const { return a(s).view({B, T, dims.d_model}); }
 };

@@ -102,6 +102,34 @@ std::vector<DimsRule> rules_of() {
   return out;
 }
 
+// ---- keys: each part owns the configuration keys it reads ---------------------------------------
+// A part lists them as `static constexpr KeySpec keys[] = {...};` (core/dims.hpp). keys_of<P>()
+// gathers them (each name once, P's own first); with_key_defaults<P>(d) sets each one d lacks to
+// its fallback, so a part reads d.get("moe_experts") without knowing whether a recipe set it.
+template <class P, class F>
+constexpr void for_each_key(F&& f) {
+  if constexpr (requires { P::keys; })
+    for (const KeySpec& k : P::keys) f(k);
+  for_each_child<P>([&]<class C>() { for_each_key<typename C::type>(f); });
+}
+template <class P>
+std::vector<KeySpec> keys_of() {
+  std::vector<KeySpec> out;
+  for_each_key<P>([&](const KeySpec& k) {
+    for (const auto& o : out)
+      if (o.name == k.name) return;
+    out.push_back(k);
+  });
+  return out;
+}
+template <class P>
+constexpr Dims with_key_defaults(Dims d) {
+  for_each_key<P>([&](const KeySpec& k) {
+    if (!d.has(k.name)) d.set(k.name, k.fallback);
+  });
+  return d;
+}
+
 // The static check of a constexpr Dims against a composition: dims_hold<D, P>() is true when D
 // keeps every size rule of P (core and every part's); a rule D breaks fails its own
 // static_assert, whose message names it. Instantiated by every preset.
@@ -115,13 +143,14 @@ struct RulesHold<D, RuleList<R...>> {
   consteval bool operator()() const { return (R::template check<D>() && ... && true); }
 };
 template <Dims D, class P>
-inline constexpr RulesHold<D, decltype(CoreRules{} + all_rules<P>())> dims_hold{};
+inline constexpr RulesHold<with_key_defaults<P>(D), decltype(CoreRules{} + all_rules<P>())> dims_hold{};
 
 // Defaults a part derives from the sizes the user set (MHA: n_kv_heads = n_heads unless set).
 template <class P>
 constexpr void resolve_dims(Dims& d, const SetKeys& set) {
   if constexpr (requires { P::resolve(d, set); }) P::resolve(d, set);
   for_each_child<P>([&]<class C>() { resolve_dims<typename C::type>(d, set); });
+  d = with_key_defaults<P>(d);
 }
 
 }  // namespace llmtk

@@ -150,10 +150,15 @@ FinetuneBase read_finetune_base(const std::string& from) {
     std::string family;
     b.dims = hf_dims(from, family);
     std::ifstream in(fs::path(from) / "config.json");
-    const std::string act = nlohmann::json::parse(in).value("hidden_act", "silu");
-    b.arch = family == "gpt2" ? "gpt2" : act == "silu" ? "llama-tiny" : "llama-geglu-tiny";
+    const nlohmann::json cfg = nlohmann::json::parse(in);
+    const std::string act = cfg.value("hidden_act", "silu");
+    // Mixtral: the preset with the checkpoint's head (MixtralConfig ties no embeddings by default).
+    const std::string mixtral = cfg.value("tie_word_embeddings", false) ? "moe-tiny" : "mixtral-8x7b";
+    b.arch = family == "gpt2" ? "gpt2" : family == "mixtral" ? mixtral : act == "silu" ? "llama-tiny" : "llama-geglu-tiny";
     Dims preset = find_arch(b.arch).dims;  // keys a Transformers config does not carry keep the preset's
     b.dims.window = preset.window;
+    for (const auto& pv : preset.part)  // and so do part keys it lacks (moe_z_coef...)
+      if (pv.name[0] != 0 && !b.dims.has(pv.name)) b.dims.set(pv.name, pv.value);
     return b;
   }
   LLMTK_CHECK(fs::exists(fs::path(from) / "state.json") || fs::is_directory(fs::path(from) / "checkpoints"), "finetune.from",

@@ -174,6 +174,8 @@ void export_gguf(const AnyModel& m, const std::string& path, const data::Tokeniz
   LLMTK_CHECK(std::find(std::begin(kGgufTypes), std::end(kGgufTypes), type) != std::end(kGgufTypes), kCommand,
               "--type ", type, " is not one of f32, f16, bf16, q8_0");
   const std::string family = model_family(m, kCommand, "GGUF's gpt2 architecture", "llama.cpp's llama architecture");
+  LLMTK_CHECK(family != "mixtral", kCommand, "model '", m.name(), "' is a mixture of experts; this export writes the "
+              "Llama family only so far (export --hf writes it as MixtralForCausalLM)");
   LLMTK_CHECK(family == "llama", kCommand, "model '", m.name(), "' is GPT-2 style (learned positions, LayerNorm, "
               "MLP<GELU>); this export writes the Llama family only so far (export --hf writes GPT-2)");
   LLMTK_CHECK(m.has_tag("swiglu"), kCommand, "model '", m.name(), "' has GeGLU; llama.cpp's llama architecture "

@@ -71,6 +71,18 @@ std::string model_family(const AnyModel& m, const char* command, const char* gpt
                 "' has no gated feed-forward (SwiGLU or GeGLU), which ", llama, " requires; nothing was written");
     LLMTK_CHECK(!m.dims().bias, command, "model '", m.name(), "' has biases (model.bias = true), which this export "
                 "to ", llama, " does not write; nothing was written");
+    if (m.has_tag("moe")) {
+      // MixtralForCausalLM: Llama's attention, and an MoE of SwiGLU experts, top-k renormalised, dropless.
+      const Dims& d = m.dims();
+      LLMTK_CHECK(m.has_tag("topk_router") && m.has_tag("swiglu"), command, "model '", m.name(), "' routes ",
+                  m.has_tag("switch_router") ? "with Switch's router (the top expert weighted by its probability)"
+                                             : "to GeGLU experts",
+                  "; Mixtral renormalises the top-k probabilities over SwiGLU experts, so nothing was written");
+      LLMTK_CHECK(d.get("moe_shared") == 0 && d.get("moe_capacity") == 0, command, "model '", m.name(),
+                  "' has shared experts or a capacity (model.moe_shared, model.moe_capacity), which Mixtral does not; "
+                  "nothing was written");
+      return "mixtral";
+    }
     return "llama";
   }
   fail(command, "model '", m.name(), "' has ", m.has_tag("alibi") ? "ALiBi" : m.has_tag("sinusoidal") ? "Sinusoidal positions" : "a position scheme",
@@ -181,6 +193,17 @@ std::vector<Mapping> mappings(const AnyModel& m) {
       out.push_back(copy(h + "self_attn.v_proj.weight", b + "attn.wv", p));
       out.push_back(copy(h + "self_attn.o_proj.weight", b + "attn.wo", p));
       out.push_back(copy(h + "post_attention_layernorm.weight", b + "mlp.norm.weight", p));
+      if (fam == "mixtral") {  // MixtralSparseMoeBlock: gate (the router), experts.e.w1/w3/w2 (gate/up/down)
+        out.push_back(copy(h + "block_sparse_moe.gate.weight", b + "mlp.w_router", p));
+        for (int e = 0; e < d.get_int("moe_experts"); ++e) {
+          const std::string he = h + "block_sparse_moe.experts." + std::to_string(e) + ".",
+                            be = b + "mlp.experts." + std::to_string(e) + ".";
+          out.push_back(copy(he + "w1.weight", be + "w_gate", p));
+          out.push_back(copy(he + "w3.weight", be + "w_up", p));
+          out.push_back(copy(he + "w2.weight", be + "w_down", p));
+        }
+        continue;
+      }
       out.push_back(copy(h + "mlp.gate_proj.weight", b + "mlp.w_gate", p));
       out.push_back(copy(h + "mlp.up_proj.weight", b + "mlp.w_up", p));
       out.push_back(copy(h + "mlp.down_proj.weight", b + "mlp.w_down", p));
@@ -229,6 +252,15 @@ void export_hf(const AnyModel& m, const std::string& out_dir, const data::Tokeni
            {"layer_norm_epsilon", d.norm_eps}, {"resid_pdrop", 0.0}, {"embd_pdrop", 0.0}, {"attn_pdrop", 0.0},
            {"initializer_range", 0.02}, {"tie_word_embeddings", true}, {"bos_token_id", eot}, {"eos_token_id", eot},
            {"torch_dtype", "float32"}};
+  } else if (fam == "mixtral") {
+    cfg = {{"architectures", {"MixtralForCausalLM"}}, {"model_type", "mixtral"}, {"vocab_size", d.vocab},
+           {"hidden_size", d.d_model}, {"intermediate_size", d.d_ff}, {"num_hidden_layers", d.n_layers},
+           {"num_attention_heads", d.n_heads}, {"num_key_value_heads", d.n_kv_heads}, {"head_dim", d.head_dim()},
+           {"max_position_embeddings", d.max_seq}, {"rms_norm_eps", d.norm_eps}, {"rope_theta", d.rope_base},
+           {"hidden_act", "silu"}, {"num_local_experts", d.get_int("moe_experts")},
+           {"num_experts_per_tok", d.get_int("moe_top_k")}, {"router_aux_loss_coef", d.get("moe_aux_coef")},
+           {"output_router_logits", false}, {"sliding_window", nullptr}, {"tie_word_embeddings", tied},
+           {"initializer_range", 0.02}, {"bos_token_id", eot}, {"eos_token_id", eot}, {"torch_dtype", "float32"}};
   } else {
     cfg = {{"architectures", {"LlamaForCausalLM"}}, {"model_type", "llama"}, {"vocab_size", d.vocab},
            {"hidden_size", d.d_model}, {"intermediate_size", d.d_ff}, {"num_hidden_layers", d.n_layers},
@@ -291,7 +323,7 @@ Dims hf_dims(const std::string& dir, std::string& family) {
     d.n_kv_heads = d.n_heads, d.vocab = need("vocab_size"), d.max_seq = need("n_positions");
     d.d_ff = c.contains("n_inner") && c["n_inner"].is_number() ? c["n_inner"].get<int>() : 4 * d.d_model;
     d.norm_eps = c.value("layer_norm_epsilon", 1e-5), d.bias = true;
-  } else if (family == "llama") {
+  } else if (family == "llama" || family == "mixtral") {
     d.d_model = need("hidden_size"), d.n_layers = need("num_hidden_layers"), d.n_heads = need("num_attention_heads");
     d.n_kv_heads = c.value("num_key_value_heads", d.n_heads), d.d_ff = need("intermediate_size");
     d.vocab = need("vocab_size"), d.max_seq = need("max_position_embeddings");
@@ -301,7 +333,13 @@ Dims hf_dims(const std::string& dir, std::string& family) {
     LLMTK_CHECK(!c.contains("head_dim") || c["head_dim"] == d.d_model / d.n_heads, "--init", cfg_path.string(),
                 " has head_dim != hidden_size / num_attention_heads, which llmtk does not support");
   } else {
-    fail("--init", cfg_path.string(), " has model_type '", family, "'; supported: gpt2, llama");
+    fail("--init", cfg_path.string(), " has model_type '", family, "'; supported: gpt2, llama, mixtral");
+  }
+  if (family == "mixtral") {
+    d.set("moe_experts", need("num_local_experts")), d.set("moe_top_k", need("num_experts_per_tok"));
+    d.set("moe_aux_coef", c.value("router_aux_loss_coef", 0.001));
+    LLMTK_CHECK(!c.contains("sliding_window") || c["sliding_window"].is_null(), "--init", cfg_path.string(),
+                " has a sliding_window, which llmtk's Mixtral does not model");
   }
   return d;
 }
@@ -310,6 +348,13 @@ void import_hf(AnyModel& m, const std::string& dir) {
   std::string family;
   const Dims d = hf_dims(dir, family);
   LLMTK_CHECK(family == hf_family(m), "--init", "'", dir, "' holds a ", family, " checkpoint; the model is ", hf_family(m));
+  if (family == "mixtral") {
+    const Dims& ours = m.dims();
+    LLMTK_CHECK(d.get("moe_experts") == ours.get("moe_experts") && d.get("moe_top_k") == ours.get("moe_top_k"), "--init",
+                "'", dir, "/config.json' has ", d.get_int("moe_experts"), " experts, top-", d.get_int("moe_top_k"),
+                ", but the model has ", ours.get_int("moe_experts"), ", top-", ours.get_int("moe_top_k"),
+                "; make the recipe's model.moe_experts and model.moe_top_k match the checkpoint");
+  }
   if (family == "llama") {
     std::ifstream in(fs::path(dir) / "config.json");
     const std::string act = nlohmann::json::parse(in).value("hidden_act", "silu");

@@ -497,6 +497,8 @@ void export_peft_prefix(const AnyModel& m, const std::string& out_dir, const std
 void export_peft(const AnyModel& m, const LoraConfig& lora, const std::string& out_dir, const std::string& base_name,
                  const data::Tokenizer* tok, const data::ChatTemplate* chat) {
   const std::string family = hf_family(m);  // refuses, before anything is written, what the format cannot hold
+  LLMTK_CHECK(family != "mixtral", "export --peft", "model '", m.name(), "' is a mixture of experts; PEFT adapters are "
+              "written for GPT-2 and Llama bases; merge them instead (export --hf DIR --merge); nothing was written");
   const Arena host = m.params().host_copy();
   // Adapters grouped by the Transformers module they adapt.
   struct Part {

@@ -87,12 +87,13 @@ Recipe read_recipe(const std::string& path, const std::vector<std::string>& sets
     }
     // Read with the type the key has; set_dim validates and converts.
     std::string text;
-    if (key == "rope_base" || key == "norm_eps") {
+    const KeyKind kind = dim_kind(key);
+    if (kind == KeyKind::real) {
       char buf[32];
       auto res = std::to_chars(buf, buf + sizeof buf, m.number(key, 0, -1e300, 1e300));  // shortest round trip
       text.assign(buf, res.ptr);
     }
-    else if (key == "bias") text = m.boolean(key, false) ? "true" : "false";
+    else if (kind == KeyKind::boolean) text = m.boolean(key, false) ? "true" : "false";
     else text = std::to_string(m.integer(key, 0, INT32_MIN, INT32_MAX));
     if (base) {
       Dims probe = r.model.dims;

@@ -38,6 +38,9 @@ bool trainer_key(const std::string& k) {
 // validation, chosen and rejected share one (reward_accuracy, val_reward_accuracy → reward_accuracy).
 std::string chart_of(std::string k) {
   if (k.starts_with("val_")) k.erase(0, 4);
+  // An MoE router's load per expert (moe_load_0 ... moe_load_7): one chart, a line per expert.
+  if (k.starts_with("moe_load_") && k.size() > 9 && k.find_first_not_of("0123456789", 9) == std::string::npos)
+    return "moe_load";
   for (const char* suffix : {"_chosen", "_rejected"})
     if (k.ends_with(suffix)) k.erase(k.size() - std::string(suffix).size());
   return k;
@@ -46,6 +49,8 @@ std::string chart_of(std::string k) {
 std::string chart_title(const std::string& chart, bool pairs) {
   if (chart == "reward" && pairs) return "rewards of chosen and rejected replies";
   if (chart == "logp" && pairs) return "log-probability of chosen and rejected replies";
+  if (chart == "moe_load") return "router load per expert (share of tokens x experts: 1 = an even share)";
+  if (chart == "moe_aux") return "load-balancing statistic (k when even)";
   std::string t = chart;
   for (char& c : t)
     if (c == '_') c = ' ';

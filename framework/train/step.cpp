@@ -90,6 +90,7 @@ StepStats TrainStep::run(const std::function<Batch()>& next, std::int64_t grad_a
     model_.set_dropout_seed(Rng(options_.seed ^ (std::uint64_t(step) * 0x100000001b3ull + std::uint64_t(micro))).next() | 1);
     s.loss += forward_backward(model_, objective_, next());
     accumulate(s.metrics, objective_.metrics());
+    accumulate(s.metrics, model_.part_stats());  // an MoE router's load and auxiliary losses
   }
   model_.set_dropout_seed(0);
   s.loss /= double(grad_accum);

@@ -6,6 +6,7 @@
 #include "models/gpt2.hpp"
 #include "models/ablation.hpp"
 #include "models/llama.hpp"
+#include "models/moe.hpp"
 #include "models/parallel.hpp"
 #include "models/registry.hpp"
 
@@ -98,6 +99,8 @@ static_assert(dims_hold<edit(LlamaTiny::dims, [](Dims& d) { d.d_model = 264; }),
 #elif defined(CASE_sinusoidal_even_model)
 static_assert(dims_hold<edit(Gpt2Tiny::dims, [](Dims& d) { d.d_model = 255, d.n_heads = d.n_kv_heads = 3; }),
                         SinusoidalLM>());
+#elif defined(CASE_moe_top_k_within_experts)
+static_assert(dims_hold<MoeTiny::dims.with("moe_top_k", 9), TiedMixtral>());
 #elif defined(CASE_window_within_context)
 static_assert(dims_hold<edit(LlamaTiny::dims, [](Dims& d) { d.window = 1000; }), Llama>());
 #elif defined(CASE_mha_kv_heads_equal_heads)

@@ -3,8 +3,8 @@
 Transformers' model code, the same loss that `llmtk eval` computes from the run itself.
 
 Transformers is not installable here, so this script re-implements the forward pass of
-GPT2LMHeadModel and LlamaForCausalLM from Transformers' own naming, weight layout and formulas
-(not llmtk's), reading config.json and model.safetensors with plain Python. It imports no project code.
+GPT2LMHeadModel, LlamaForCausalLM and MixtralForCausalLM from Transformers' own naming, weight
+layout and formulas (not llmtk's), reading config.json and model.safetensors with plain Python. It imports no project code.
 
   /usr/bin/python3 tests/golden/check_hf_export.py HF_DIR SHARD --run RUN [--llmtk build/bin/llmtk]
       [--peft ADAPTER_DIR] [--batch 4] [--seq 128] [--batches 4] [--dtype float64] [--tol 1e-4]
@@ -98,6 +98,20 @@ def llama_config(c):
         cfg["num_key_value_heads"] = cfg["num_attention_heads"]
     if cfg["head_dim"] is None:
         cfg["head_dim"] = cfg["hidden_size"] // cfg["num_attention_heads"]
+    return cfg
+
+
+def mixtral_config(c):
+    # MixtralConfig's defaults (transformers/models/mixtral/configuration_mixtral.py)
+    cfg = dict(vocab_size=32000, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+               num_attention_heads=32, num_key_value_heads=8, head_dim=None, hidden_act="silu",
+               max_position_embeddings=4096 * 32, rms_norm_eps=1e-5, rope_theta=1e6, sliding_window=None,
+               num_experts_per_tok=2, num_local_experts=8, tie_word_embeddings=False)
+    cfg.update({k: v for k, v in c.items() if k in cfg})
+    if cfg["head_dim"] is None:
+        cfg["head_dim"] = cfg["hidden_size"] // cfg["num_attention_heads"]
+    # Mixtral's attention is Llama's (no biases, no rope_scaling): llama_forward reads these.
+    cfg.update(rope_scaling=None, attention_bias=False, mlp_bias=False, pretraining_tp=1)
     return cfg
 
 
@@ -206,6 +220,30 @@ def repeat_kv(x, n_rep):
     return x[:, :, None, :, :].expand(b, kv, n_rep, t, d).reshape(b, kv * n_rep, t, d)
 
 
+def mixtral_moe(cfg, w, p, x, act):
+    """MixtralSparseMoeBlock: router softmax in float32 (as Transformers computes it), top-k, renormalised; each
+    expert w2(act(w1 x) * w3 x); outputs weighted and summed. Computed densely per expert with a
+    mask (the result is the same as Transformers' index_add over routed tokens)."""
+    E, K = cfg["num_local_experts"], cfg["num_experts_per_tok"]
+    B, T, D = x.shape
+    h = x.reshape(-1, D)
+    logits = torch.nn.functional.linear(h, w[p + "block_sparse_moe.gate.weight"])
+    probs = torch.softmax(logits, dim=1, dtype=torch.float32)
+    weights, chosen = torch.topk(probs, K, dim=-1)
+    weights = (weights / weights.sum(dim=-1, keepdim=True)).to(h.dtype)
+    out = torch.zeros_like(h)
+    for e in range(E):
+        q = p + f"block_sparse_moe.experts.{e}."
+        rows, slot = torch.where(chosen == e)
+        if rows.numel() == 0:
+            continue
+        xe = h[rows]
+        ye = torch.nn.functional.linear(act(torch.nn.functional.linear(xe, w[q + "w1.weight"])) *
+                                        torch.nn.functional.linear(xe, w[q + "w3.weight"]), w[q + "w2.weight"])
+        out.index_add_(0, rows, ye * weights[rows, slot, None])
+    return out.reshape(B, T, D)
+
+
 def llama_forward(cfg, W, ids, dt):
     D, L, F, V = cfg["hidden_size"], cfg["num_hidden_layers"], cfg["intermediate_size"], cfg["vocab_size"]
     H, KV, hd, eps = cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["head_dim"], cfg["rms_norm_eps"]
@@ -226,9 +264,16 @@ def llama_forward(cfg, W, ids, dt):
         q = f"model.layers.{i}."
         shapes.update({q + "input_layernorm.weight": [D], q + "post_attention_layernorm.weight": [D],
                        q + "self_attn.q_proj.weight": [H * hd, D], q + "self_attn.k_proj.weight": [KV * hd, D],
-                       q + "self_attn.v_proj.weight": [KV * hd, D], q + "self_attn.o_proj.weight": [D, H * hd],
-                       q + "mlp.gate_proj.weight": [F, D], q + "mlp.up_proj.weight": [F, D],
-                       q + "mlp.down_proj.weight": [D, F]})
+                       q + "self_attn.v_proj.weight": [KV * hd, D], q + "self_attn.o_proj.weight": [D, H * hd]})
+        if "num_local_experts" in cfg:
+            E = cfg["num_local_experts"]
+            shapes[q + "block_sparse_moe.gate.weight"] = [E, D]
+            for e in range(E):
+                x = q + f"block_sparse_moe.experts.{e}."
+                shapes.update({x + "w1.weight": [F, D], x + "w3.weight": [F, D], x + "w2.weight": [D, F]})
+        else:
+            shapes.update({q + "mlp.gate_proj.weight": [F, D], q + "mlp.up_proj.weight": [F, D],
+                           q + "mlp.down_proj.weight": [D, F]})
         if ab:
             shapes.update({q + "self_attn.q_proj.bias": [H * hd], q + "self_attn.k_proj.bias": [KV * hd],
                            q + "self_attn.v_proj.bias": [KV * hd], q + "self_attn.o_proj.bias": [D]})
@@ -269,7 +314,10 @@ def llama_forward(cfg, W, ids, dt):
         o = torch.matmul(att, v).transpose(1, 2).reshape(B, T, H * hd)
         h = h + lin(o, p + "self_attn.o_proj")
         x = rms_norm(h, w[p + "post_attention_layernorm.weight"], eps)
-        x = lin(act(lin(x, p + "mlp.gate_proj")) * lin(x, p + "mlp.up_proj"), p + "mlp.down_proj")
+        if "num_local_experts" in cfg:
+            x = mixtral_moe(cfg, w, p, x, act)
+        else:
+            x = lin(act(lin(x, p + "mlp.gate_proj")) * lin(x, p + "mlp.up_proj"), p + "mlp.down_proj")
         h = h + x
     h = rms_norm(h, w["model.norm.weight"], eps)
     head = w["model.embed_tokens.weight"] if cfg["tie_word_embeddings"] else w["lm_head.weight"]
@@ -374,8 +422,13 @@ def main():
     elif mt == "llama":
         cfg, fwd = llama_config(cfg_raw), llama_forward
         ctx = cfg["max_position_embeddings"]
+    elif mt == "mixtral":  # Llama's attention with MixtralSparseMoeBlock for the MLP
+        cfg, fwd = mixtral_config(cfg_raw), llama_forward
+        ctx = cfg["max_position_embeddings"]
+        if cfg["sliding_window"] is not None:
+            raise SystemExit("sliding_window is not implemented")
     else:
-        raise SystemExit(f"model_type {mt!r}: only gpt2 and llama are implemented")
+        raise SystemExit(f"model_type {mt!r}: only gpt2, llama and mixtral are implemented")
     dt = getattr(torch, a.dtype)
     B, T = a.batch, a.seq or ctx
     if a.peft:

@@ -1,9 +1,10 @@
 #!/usr/bin/python3
 """Generate golden forward/backward data for llmtk's tiny GPT-2 and Llama models.
 
-Independent plain-PyTorch implementation of the formulas in docs/engine.md
-(imports no project code). Weights are drawn in float32 and the computation is
-done in float64. Writes tests/golden/gpt2_tiny.json and tests/golden/llama_tiny.json.
+Independent plain-PyTorch implementation of the formulas in docs/engine.md and
+docs/moe.md (imports no project code). Weights are drawn in float32 and the
+computation is done in float64. Writes tests/golden/gpt2_tiny.json,
+llama_tiny.json and moe_tiny.json.
 
 Run with Debian's PyTorch:  /usr/bin/python3 tests/golden/gen_golden.py
 Add --check to also run a float64 finite-difference check of a few gradients.
@@ -30,8 +31,11 @@ CONFIGS = {
     "llama": dict(vocab=64, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=48,
                   max_seq=16, bias=False, norm_eps=1e-5, rope_base=10000.0),
 }
-SEEDS = {"gpt2": 1234, "llama": 5678}
-OUTFILES = {"gpt2": "gpt2_tiny.json", "llama": "llama_tiny.json"}
+# The MoE model: Llama's with MoE<SwiGLU, TopKRouter> for the feed-forward (docs/moe.md), its
+# load-balancing and z-losses in the loss that is differentiated ("loss" stores the cross-entropy).
+CONFIGS["moe"] = dict(CONFIGS["llama"], d_ff=24, moe_experts=4, moe_top_k=2, moe_aux_coef=0.05, moe_z_coef=0.01)
+SEEDS = {"gpt2": 1234, "llama": 5678, "moe": 91011}
+OUTFILES = {"gpt2": "gpt2_tiny.json", "llama": "llama_tiny.json", "moe": "moe_tiny.json"}
 
 
 def param_specs(arch, cfg):
@@ -64,6 +68,12 @@ def param_specs(arch, cfg):
             specs += [(p + "mlp.w_proj", [C, Fd], "matrix")]
             if bias:
                 specs += [(p + "mlp.b_proj", [C], "bias")]
+        elif arch == "moe":
+            E = cfg["moe_experts"]
+            specs.append((p + "mlp.w_router", [E, C], "matrix"))
+            for e in range(E):
+                for w, shape in (("w_gate", [Fd, C]), ("w_up", [Fd, C]), ("w_down", [C, Fd])):
+                    specs.append((p + f"mlp.experts.{e}." + w, shape, "matrix"))
         else:
             for w, b, shape in (("w_gate", "b_gate", [Fd, C]), ("w_up", "b_up", [Fd, C]),
                                 ("w_down", "b_down", [C, Fd])):
@@ -137,7 +147,7 @@ def attention(arch, cfg, x, P, p):
     q = linear(x, P, p + "wq", p + "bq").view(Bn, Tn, H, D)
     k = linear(x, P, p + "wk", p + "bk").view(Bn, Tn, KV, D)
     v = linear(x, P, p + "wv", p + "bv").view(Bn, Tn, KV, D)
-    if arch == "llama":
+    if arch in ("llama", "moe"):
         q = rope(q, cfg["rope_base"])
         k = rope(k, cfg["rope_base"])
     group = H // KV
@@ -153,7 +163,41 @@ def attention(arch, cfg, x, P, p):
     return linear(out, P, p + "wo", p + "bo")
 
 
-def mlp(arch, cfg, x, P, p):
+def swiglu(x, P, p):
+    g = linear(x, P, p + "w_gate", p + "b_gate")
+    u = linear(x, P, p + "w_up", p + "b_up")
+    return linear(F.silu(g) * u, P, p + "w_down", p + "b_down")
+
+
+def moe(cfg, x, P, p, stats):
+    """Top-k of E experts, probabilities renormalised (Mixtral); each token's experts computed
+    on its own row. Adds the layer's load-balancing statistic E·Σ_e f_e·P_e (f_e: pairs routed
+    to e / N, a count without gradient) and mean lse² to `stats`."""
+    Bn, Tn, C = x.shape
+    E, K = cfg["moe_experts"], cfg["moe_top_k"]
+    h = x.reshape(-1, C)
+    N = h.shape[0]
+    logits = h @ P[p + "w_router"].t()
+    probs = torch.softmax(logits, dim=-1)
+    top, chosen = torch.topk(probs, K, dim=-1)          # descending
+    gates = top / top.sum(dim=-1, keepdim=True)
+    rows = []
+    for n in range(N):
+        y = torch.zeros(C, dtype=h.dtype)
+        for j in range(K):
+            y = y + gates[n, j] * swiglu(h[n], P, p + f"experts.{int(chosen[n, j])}.")
+        rows.append(y)
+    counts = torch.zeros(E, dtype=h.dtype)
+    for e in chosen.reshape(-1).tolist():
+        counts[e] += 1
+    stats["aux"].append(E * ((counts / N) * probs.mean(dim=0)).sum())
+    stats["z"].append(torch.logsumexp(logits, dim=-1).pow(2).mean())
+    return torch.stack(rows).reshape(Bn, Tn, C)
+
+
+def mlp(arch, cfg, x, P, p, stats=None):
+    if arch == "moe":
+        return moe(cfg, x, P, p, stats)
     if arch == "gpt2":
         h = F.gelu(linear(x, P, p + "w_fc", p + "b_fc"), approximate="tanh")
         return linear(h, P, p + "w_proj", p + "b_proj")
@@ -162,18 +206,23 @@ def mlp(arch, cfg, x, P, p):
     return linear(F.silu(g) * u, P, p + "w_down", p + "b_down")
 
 
-def forward(arch, cfg, P, ids, targets):
+def forward(arch, cfg, P, ids, targets, stats=None):
+    """logits and the loss training differentiates: the cross-entropy, plus each MoE layer's
+    moe_aux_coef · aux + moe_z_coef · z (the statistics go to `stats` when given)."""
+    stats = {"aux": [], "z": []} if stats is None else stats
     x = P["embed.tokens"][ids]                       # [B, T, C]
     if "embed.positions" in P:
         x = x + P["embed.positions"][: ids.shape[1]][None]
     for i in range(cfg["n_layers"]):
         p = f"blocks.{i}."
         x = x + attention(arch, cfg, norm(arch, cfg, x, P, p + "attn.norm"), P, p + "attn.")
-        x = x + mlp(arch, cfg, norm(arch, cfg, x, P, p + "mlp.norm"), P, p + "mlp.")
+        x = x + mlp(arch, cfg, norm(arch, cfg, x, P, p + "mlp.norm"), P, p + "mlp.", stats)
     x = norm(arch, cfg, x, P, "final_norm")
     logits = x @ P["embed.tokens"].t()               # tied head
     loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
                            ignore_index=IGNORE)
+    for a, z in zip(stats["aux"], stats["z"]):
+        loss = loss + cfg["moe_aux_coef"] * a + cfg["moe_z_coef"] * z
     return logits, loss
 
 
@@ -192,7 +241,7 @@ def dumps(obj):
     return json.dumps(obj, separators=(",", ":"))
 
 
-def write_json(path, arch, cfg, P, ids, targets, logits, loss, grads):
+def write_json(path, arch, cfg, P, ids, targets, logits, loss, grads, extra=None):
     lines = ["{"]
     lines.append(f'"arch":{dumps(arch)},')
     lines.append(f'"config":{dumps(cfg)},')
@@ -207,6 +256,8 @@ def write_json(path, arch, cfg, P, ids, targets, logits, loss, grads):
     lines.append("},")
     lines.append(f'"logits":{dumps({"shape": list(logits.shape), "data": sig10(logits)})},')
     lines.append(f'"loss":{dumps(float(loss))},')
+    for k, v in (extra or {}).items():
+        lines.append(f'{dumps(k)}:{dumps(v)},')
     lines.append('"grads":{')
     for j, n in enumerate(names):
         sep = "," if j + 1 < len(names) else ""
@@ -247,15 +298,23 @@ def fd_check(arch, cfg, P, ids, targets, grads, n_checks=6, h=1e-6):
 def main():
     check = "--check" in sys.argv[1:]
     here = os.path.dirname(os.path.abspath(__file__))
-    for arch in ("gpt2", "llama"):
+    for arch in ("gpt2", "llama", "moe"):
         cfg = CONFIGS[arch]
         P, ids, targets = make_params(arch, cfg)
         leaf = {n: v.clone().requires_grad_(True) for n, v in P.items()}
-        logits, loss = forward(arch, cfg, leaf, ids, targets)
+        stats = {"aux": [], "z": []}
+        logits, loss = forward(arch, cfg, leaf, ids, targets, stats)
         loss.backward()
         grads = {n: leaf[n].grad.detach() for n in P}
         path = os.path.join(here, OUTFILES[arch])
-        write_json(path, arch, cfg, P, ids, targets, logits.detach(), loss.item(), grads)
+        extra = None
+        if arch == "moe":  # "loss" is the cross-entropy; the statistics are means over the layers
+            aux = float(sum(stats["aux"]) / len(stats["aux"]))
+            z = float(sum(stats["z"]) / len(stats["z"]))
+            ce = loss.item() - cfg["n_layers"] * (cfg["moe_aux_coef"] * aux + cfg["moe_z_coef"] * z)
+            extra = {"moe_aux": aux, "moe_z": z}
+            loss = torch.tensor(ce)
+        write_json(path, arch, cfg, P, ids, targets, logits.detach(), loss.item(), grads, extra)
         count = sum(v.numel() for v in P.values())
         print(f"{arch}: {len(P)} tensors, {count} params, loss {loss.item():.10g} -> {path}")
         if check:

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # `llmtk export --hf` checkpoints compute, under Transformers' model code, the loss `llmtk eval`
 # computes: tests/golden/check_hf_export.py re-implements GPT2LMHeadModel and LlamaForCausalLM in
-# PyTorch (Debian's python3-torch) and compares, for GPT-2, Llama (SwiGLU) and Llama with GeGLU
-# (hidden_act = gelu_pytorch_tanh), a LoRA run merged on export, and LoRA runs exported as PEFT
+# PyTorch (Debian's python3-torch) and compares, for GPT-2, Llama (SwiGLU), Llama with GeGLU
+# (hidden_act = gelu_pytorch_tanh) and Mixtral (moe-tiny, 4 experts, top-2), a LoRA run merged on export, and LoRA runs exported as PEFT
 # adapters (applied to the base's export as PEFT applies them) and read back. Skips (exit 77)
 # where torch is missing.
 set -euo pipefail
@@ -17,9 +17,10 @@ trap 'rm -rf "$work"' EXIT
 cd "$work"
 bible -l 1000 Genesis1:1-Genesis50:26 > text.txt
 "$llmtk" data prepare "$root/recipes/data/kjv.toml" --input text.txt --out data --vocab-size 300 > /dev/null
-for arch in gpt2-tiny llama-tiny llama-geglu-tiny; do
+for arch in gpt2-tiny llama-tiny llama-geglu-tiny moe-tiny; do
   heads=(--set model.n_kv_heads=2)
   [[ $arch == gpt2-tiny ]] && heads=(--set model.n_kv_heads=4 --set model.bias=true)
+  [[ $arch == moe-tiny ]] && heads+=(--set model.moe_experts=4 --set model.moe_top_k=2)
   "$llmtk" train "$root/recipes/quickstart.toml" --set model.arch="$arch" --set data.dir="$work/data" \
     --set model.vocab=300 --set model.d_model=32 --set model.n_layers=2 --set model.n_heads=4 "${heads[@]}" \
     --set model.d_ff=48 --set model.max_seq=32 --set train.batch=4 --set train.seq=32 --set train.steps=20 \

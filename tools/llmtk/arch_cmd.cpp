@@ -76,7 +76,14 @@ void show(const ShowArgs& a) {
                  {"n_kv_heads", dims.n_kv_heads}, {"d_ff", dims.d_ff}, {"vocab", dims.vocab},
                  {"max_seq", dims.max_seq}, {"rope_base", dims.rope_base}, {"window", dims.window},
                  {"norm_eps", dims.norm_eps}, {"bias", dims.bias}};
+    for (const auto& pv : dims.part)  // keys the parts own (MoE's moe_experts...)
+      if (pv.name[0] != 0) {
+        if (dim_kind(pv.name) == KeyKind::boolean) j["dims"][pv.name] = pv.value != 0;
+        else if (dim_kind(pv.name) == KeyKind::integer) j["dims"][pv.name] = std::int64_t(pv.value);
+        else j["dims"][pv.name] = pv.value;
+      }
     j["params"] = model->param_count();
+    j["active_params"] = model->active_param_count();  // per token: an MoE's chosen experts only
     j["trainable_params"] = trainable, j["frozen_params"] = frozen;
     nlohmann::json parts = nlohmann::json::array();
     for (const auto& p : model->parts())
@@ -101,6 +108,9 @@ void show(const ShowArgs& a) {
     fmt::print("  {:<18} {:<42} {:>15}  {}\n", path, p.type, grouped(p.params), p.note);
   }
   fmt::print("  {:<18} {:<42} {:>15}\n", "total", "", grouped(model->param_count()));
+  if (model->active_param_count() != model->param_count())
+    fmt::print("  {:<18} {:<42} {:>15}   (what one token's forward reads: the experts its router chose)\n",
+               "active per token", "", grouped(model->active_param_count()));
   if (frozen)
     fmt::print("  {:<18} {:<42} {:>15}\n  {:<18} {:<42} {:>15}   (no gradient, no optimizer state: {} saved)\n",
                "trainable", "", grouped(trainable), "frozen", "", grouped(frozen), human_bytes(3 * 4 * frozen));

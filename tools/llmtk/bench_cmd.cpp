@@ -64,7 +64,8 @@ void bench(const BenchArgs& a) {
   const double tokens = double(a.batch * a.seq), tps = tokens / (median / 1000.0);
   const double flops = 3.0 * model->forward_flops_per_token(a.seq), peak = train::measure_matmul_peak_flops();
   nlohmann::ordered_json j = {{"tool", "llmtk"}, {"arch", a.arch}, {"device", a.device}, {"precision", a.precision},
-                              {"batch", a.batch}, {"seq", a.seq}, {"params", model->param_count()}, {"steps", a.steps},
+                              {"batch", a.batch}, {"seq", a.seq}, {"params", model->param_count()},
+                              {"active_params", model->active_param_count()}, {"steps", a.steps},
                               {"ms_per_step", median}, {"tokens_per_s", tps}, {"flops_per_token", flops},
                               {"achieved_gflops", flops * tps / 1e9}, {"matmul_peak_gflops", peak / 1e9},
                               {"mfu", flops * tps / peak}, {"backend_info", ops::backend_info()}};
