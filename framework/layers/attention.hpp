@@ -1,7 +1,8 @@
 // Self-attention with grouped kv heads: GQA<Pos, Mask>, and its two special cases MHA<Pos, Mask>
 // (n_kv_heads = n_heads) and MQA<Pos, Mask> (n_kv_heads = 1). Pos is an attention position scheme
-// (NoPE, RoPE, ALiBi); Mask is Causal (a decoder's) or Bidirectional (an encoder's). dims.window > 0
-// limits each query to keys within `window` positions. What flows with the batch (Flow: padding
+// (NoPE, RoPE, ALiBi); Mask is Causal (a decoder's), Bidirectional (an encoder's) or Local (causal
+// within model.local_window). dims.window > 0 limits each query of the others to keys within
+// `window` positions. What flows with the batch (Flow: padding
 // lengths, document segments) narrows the mask further at run time.
 #pragma once
 #include <tuple>
@@ -21,6 +22,16 @@ struct Causal {
 struct Bidirectional {
   static constexpr bool causal = false;  // every query sees every key
 };
+// Causal within a sliding window of model.local_window keys, whatever model.window says: the
+// local layers of a stack that alternates local and global attention (Gemma 2's, Pattern<...>).
+// A window longer than the context is plain causal attention.
+struct Local {
+  static constexpr bool causal = true;
+  static constexpr std::string_view tags[] = {"local_attention"};
+  static constexpr KeySpec keys[] = {
+      {"local_window", KeyKind::integer, 4096, 1, 1 << 24, "keys a local attention layer sees (its sliding window)"}};
+  static constexpr int window(const Dims& d) { return d.get_int("local_window"); }
+};
 template <class M>
 concept MaskKind = requires { { M::causal } -> std::convertible_to<bool>; };
 
@@ -37,7 +48,12 @@ struct GQA {
   using Positions = Pos;
   using MaskT = Mask;
 
-  using Parts = PartList<Child<"", Pos>>;  // q/k transform: its parameters, rules and tags
+  using Parts = PartList<Child<"", Pos>, Child<"", Mask>>;  // q/k transform and mask: parameters, rules, keys, tags
+  // The sliding window: the mask's own (Local), else model.window (0: none).
+  static constexpr int window_of(const Dims& d) {
+    if constexpr (requires { Mask::window(d); }) return Mask::window(d);
+    else return d.window;
+  }
   static constexpr std::string_view tags[] = {Grouping == KvGrouping::all   ? "mha"
                                               : Grouping == KvGrouping::one ? "mqa"
                                                                             : "gqa"};
@@ -212,13 +228,13 @@ struct GQA {
   static double flops_per_token(const Dims& d, std::int64_t T) {
     const double C = d.d_model, QD = double(d.n_heads) * d.head_dim(), KD = d.kv_dim();
     const double projections = 2 * C * (QD + 2 * KD) + 2 * QD * C;
-    const double scores_and_values = 2 * 2 * QD * visible_keys(T, d.window);
+    const double scores_and_values = 2 * 2 * QD * visible_keys(T, window_of(d));
     return projections + scores_and_values;
   }
 
  private:
   static AttentionMask mask(const Ctx& c) {
-    return {Mask::causal, c.dims.window, Pos::alibi, int(c.pos0), c.flow.lengths, c.flow.segments};
+    return {Mask::causal, window_of(c.dims), Pos::alibi, int(c.pos0), c.flow.lengths, c.flow.segments};
   }
   static TensorRef rows(const Ctx& c, TensorRef t, std::int64_t width) {
     return t.view({c.B * c.T, width});

@@ -70,6 +70,7 @@ struct ExpertList {
     return std::to_string(d.get_int("moe_experts")) + " x " + std::string(type_name<Expert>()) + ", top-" +
            std::to_string(d.get_int("moe_top_k")) + " per token";
   }
+  static std::string child_note(std::string_view, const Dims&) { return "each expert"; }
 };
 template <class Expert>
 struct SharedExperts {
@@ -80,6 +81,7 @@ struct SharedExperts {
   static std::string note(const Dims& d) {
     return std::to_string(d.get_int("moe_shared")) + " x " + std::string(type_name<Expert>()) + ", every token";
   }
+  static std::string child_note(std::string_view, const Dims&) { return "each shared expert"; }
 };
 
 template <class Expert, class R = TopKRouter>
@@ -251,19 +253,22 @@ struct MoE<Expert, R> {
     copy_bytes(h_probs.data(), Device::host, c.a(probs).data, c.a(probs).device, h_probs.size() * sizeof(float));
     copy_bytes(h_lse.data(), Device::host, c.a(lse).data, c.a(lse).device, h_lse.size() * sizeof(float));
     double balance = 0, z = 0, load_max = 0;
+    std::vector<double> load(static_cast<std::size_t>(E));
     for (std::int64_t e = 0; e < E; ++e) {
       double P = 0;
       for (std::int64_t n = 0; n < N; ++n) P += h_probs[std::size_t(n * E + e)];
       balance += double(routed[std::size_t(e)]) / double(N) * P / double(N);
-      const double load = double(routed[std::size_t(e)]) * double(E) / double(N * K);
-      load_max = std::max(load_max, load);
-      if (E <= 16) c.stats->add("moe_load_" + std::to_string(e), load);
+      load[std::size_t(e)] = double(routed[std::size_t(e)]) * double(E) / double(N * K);
+      load_max = std::max(load_max, load[std::size_t(e)]);
     }
     for (float l : h_lse) z += double(l) * l;
+    // In this order: the trainer's progress line shows the first two.
     c.stats->add("moe_aux", double(E) * balance);
-    c.stats->add("moe_z", z / double(N));
     c.stats->add("moe_load_max", load_max);
+    c.stats->add("moe_z", z / double(N));
     c.stats->add("moe_dropped", double(N * K - offset[std::size_t(E)]) / double(N * K));
+    if (E <= 16)
+      for (std::int64_t e = 0; e < E; ++e) c.stats->add("moe_load_" + std::to_string(e), load[std::size_t(e)]);
   }
 };
 

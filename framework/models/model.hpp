@@ -263,6 +263,12 @@ class ModelOf final : public AnyModel {
         for_each_child<T>([&]<class G>() {
           if (G::name == kEach) note = std::to_string(dims().n_layers) + " x " + pretty_type_name<typename G::type>();
         });
+      // A parent may say what each child stands for: a stack of several layer types which layers
+      // (dsl/pattern.hpp), an MoE's expert list "each expert".
+      if constexpr (requires { P::child_note(C::name, dims()); }) {
+        const std::string own = P::child_note(C::name, dims());
+        note = each || note.empty() ? own : own + "; " + note;
+      }
       rows.push_back({child_path, pretty_type_name<T>(), count_params(params(), child_prefix), depth, note});
       add_rows<T>(rows, child_path, child_prefix, depth + 1, max_depth);
     });
@@ -277,7 +283,9 @@ class ModelOf final : public AnyModel {
     for_each_child<P>([&]<class C>() {
       const bool each = C::name == kEach;
       const std::string child_prefix = C::name.empty() ? prefix : prefix + (each ? std::string("0") : std::string(C::name)) + ".";
-      n += inactive_params<typename C::type>(child_prefix, each ? times * dims().n_layers : times);
+      std::int64_t count = each ? dims().n_layers : 1;
+      if constexpr (requires { P::child_count(C::name, dims()); }) count = P::child_count(C::name, dims());
+      n += inactive_params<typename C::type>(child_prefix, times * count);
     });
     return n;
   }

@@ -25,6 +25,7 @@
 #include "../dsl/combinators.hpp"
 #include "../dsl/decoder_lm.hpp"
 #include "../dsl/parallel_block.hpp"
+#include "../dsl/pattern.hpp"
 #include "../dsl/placement.hpp"
 #include "../dsl/repeat.hpp"
 #include "../layers/attention.hpp"
@@ -40,6 +41,7 @@
 #include "ablation.hpp"
 #include "gpt2.hpp"
 #include "llama.hpp"
+#include "gemma.hpp"
 #include "moe.hpp"
 #include "registry.hpp"
 

@@ -48,6 +48,9 @@ std::string hf_family(const AnyModel& m) { return model_family(m, "export --hf",
 std::string model_family(const AnyModel& m, const char* command, const char* gpt2, const char* llama) {
   LLMTK_CHECK(m.dims().window == 0, command, "model '", m.name(), "' uses a sliding window (model.window = ",
               m.dims().window, "), which ", gpt2, " and ", llama, " do not have; their outputs would differ");
+  LLMTK_CHECK(!m.has_tag("local_attention"), command, "model '", m.name(), "' has local attention layers (a sliding "
+              "window of model.local_window in some layers), which ", gpt2, " and ", llama,
+              " do not have; their outputs would differ, so nothing was written");
   // The position scheme picks the family; then every other part must be one the family has.
   if (m.has_tag("learned_positions")) {
     require_parts(command, m, gpt2, {{"mha", "multi-head attention (MHA)"}, {"layernorm", "LayerNorm"},

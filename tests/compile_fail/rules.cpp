@@ -6,6 +6,7 @@
 #include "models/gpt2.hpp"
 #include "models/ablation.hpp"
 #include "models/llama.hpp"
+#include "models/gemma.hpp"
 #include "models/moe.hpp"
 #include "models/parallel.hpp"
 #include "models/registry.hpp"
@@ -99,6 +100,11 @@ static_assert(dims_hold<edit(LlamaTiny::dims, [](Dims& d) { d.d_model = 264; }),
 #elif defined(CASE_sinusoidal_even_model)
 static_assert(dims_hold<edit(Gpt2Tiny::dims, [](Dims& d) { d.d_model = 255, d.n_heads = d.n_kv_heads = 3; }),
                         SinusoidalLM>());
+#elif defined(CASE_pattern_divides_layers)
+static_assert(dims_hold<edit(GemmaTiny::dims, [](Dims& d) { d.n_layers = 5; }), Gemma>());
+#elif defined(CASE_pattern_axes_agree)
+// A layer that keeps its axes, but not the hidden stream's: fine in a stack of its own kind only.
+[[maybe_unused]] Pattern<LlamaBlock, Residual<WideMixer>> mixed_axes;
 #elif defined(CASE_moe_top_k_within_experts)
 static_assert(dims_hold<MoeTiny::dims.with("moe_top_k", 9), TiedMixtral>());
 #elif defined(CASE_window_within_context)
