@@ -74,6 +74,18 @@ struct Experts final {
   static constexpr Dims dims = kSmall;
 };
 
+// Sequence mixers: attention (GQA with RoPE) against a linear recurrence (minGRU), every layer the
+// same; benchmarks/recurrence/run.sh times them as the sequence grows.
+struct Mixers final {
+  using Arch = DecoderLM<TokenEmbedding,
+                         Repeat<Block<RMSNorm, Ablate<Axis<"mixer">, Alt<"gqa", GQA<RoPE>>, Alt<"mingru", MinGRU<>>>,
+                                      SwiGLU, PreNorm>>,
+                         RMSNorm, LMHead<Tied>>;
+  static constexpr const char* name = "mixer";
+  static constexpr const char* about = "sequence mixers: attention (GQA, RoPE) or a linear recurrence (minGRU)";
+  static constexpr Dims dims = kSmall;
+};
+
 }  // namespace llmtk::experiments
 
 LLMTK_REGISTER_ABLATION(llmtk::experiments::Positions);
@@ -81,3 +93,4 @@ LLMTK_REGISTER_ABLATION(llmtk::experiments::FeedForwards);
 LLMTK_REGISTER_ABLATION(llmtk::experiments::NormPlacements);
 LLMTK_REGISTER_ABLATION(llmtk::experiments::AttentionHeads);
 LLMTK_REGISTER_ABLATION(llmtk::experiments::Experts);
+LLMTK_REGISTER_ABLATION(llmtk::experiments::Mixers);

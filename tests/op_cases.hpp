@@ -442,6 +442,44 @@ void case_moe_combine_backward(Case& c) {
   ops::moe_combine_backward(dys, TensorRef{}, dy, ys, TensorRef{}, slot);
   c.keep("dys (weights 1)", dys);
 }
+// minGRU's gates, and the linear recurrence over 150 steps (three of the cuda backend's 64-step
+// chunks), with and without a starting state and documents restarting it.
+void case_mingru_gates_forward(Case& c) {
+  auto z = c.make({5, 33}, 2.0), h = c.make({5, 33}), a = c.make({5, 33}), u = c.make({5, 33});
+  ops::mingru_gates_forward(a, u, z, h);
+  c.keep("a", a), c.keep("u", u);
+}
+void case_mingru_gates_backward(Case& c) {
+  auto z = c.make({5, 33}, 2.0), h = c.make({5, 33}), da = c.make({5, 33}), du = c.make({5, 33});
+  auto dz = c.make({5, 33}), dh = c.make({5, 33});
+  ops::mingru_gates_backward(dz, dh, da, du, z, h);
+  c.keep("dz", dz), c.keep("dh", dh);
+}
+inline TensorRef scan_segments(Case& c) {
+  std::vector<std::int32_t> v(3 * 150, 0);
+  for (int t = 0; t < 150; ++t) v[std::size_t(150 + t)] = t < 50 ? 0 : t < 120 ? 1 : 2;  // row 1: three documents
+  return c.i32s(v, {3, 150});
+}
+void case_linear_scan_forward(Case& c) {
+  auto a = c.make({3, 150, 37}, 0.15, 0.6), x = c.make({3, 150, 37}), y = c.make({3, 150, 37});
+  auto h0 = c.param({3, 37});
+  ops::linear_scan_forward(y, a, x, TensorRef{}, TensorRef{});
+  c.keep("y", y);
+  ops::linear_scan_forward(y, a, x, h0, scan_segments(c));
+  c.keep("y (from h0, documents)", y);
+}
+void case_linear_scan_backward(Case& c) {
+  auto a = c.make({3, 150, 37}, 0.15, 0.6), x = c.make({3, 150, 37}), y = c.make({3, 150, 37});
+  auto dy = c.make({3, 150, 37}), da = c.make({3, 150, 37}), dx = c.make({3, 150, 37});
+  auto h0 = c.param({3, 37});
+  const TensorRef segments = scan_segments(c);
+  ops::linear_scan_forward(y, a, x, TensorRef{}, TensorRef{});
+  ops::linear_scan_backward(da, dx, dy, a, y, TensorRef{}, TensorRef{});
+  c.keep("da", da), c.keep("dx", dx);
+  ops::linear_scan_forward(y, a, x, h0, segments);
+  ops::linear_scan_backward(da, dx, dy, a, y, h0, segments);
+  c.keep("da (from h0, documents)", da), c.keep("dx (from h0, documents)", dx);
+}
 void case_adamw_step(Case& c) {
   auto p = c.param({1001}), g = c.param({1001}), m = c.param({1001}, 0.1), v = c.param({1001}, 0.01, 0.05);
   for (int step = 1; step <= 3; ++step)

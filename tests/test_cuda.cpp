@@ -269,6 +269,9 @@ Dims tiny(const std::string& arch) {
 TEST_CASE("GPT-2 style model on CUDA matches PyTorch", "[models][golden]") { run_golden("gpt2_tiny.json", "gpt2"); }
 TEST_CASE("Llama style model on CUDA matches PyTorch", "[models][golden]") { run_golden("llama_tiny.json", "llama-tiny"); }
 TEST_CASE("MoE model on CUDA matches PyTorch", "[models][golden]") { run_golden("moe_tiny.json", "moe-tiny"); }
+TEST_CASE("hybrid minGRU/attention model on CUDA matches PyTorch", "[models][golden]") {
+  run_golden("hybrid_tiny.json", "hybrid-tiny");
+}
 
 TEST_CASE("whole-model gradients on CUDA match the reference backend", "[models][gradients]") {
   SECTION("gpt2") { compare_with_reference([] { return make_model("gpt2", tiny("gpt2")); }, 2, 33); }
@@ -296,6 +299,13 @@ TEST_CASE("whole-model gradients on CUDA match the reference backend", "[models]
     compare_with_reference([d] { return make_model("moe-tiny", d); }, 2, 33);
     const Dims dropping = d.with("moe_shared", 0).with("moe_capacity", 0.5);
     compare_with_reference([dropping] { return make_model("moe-tiny", dropping); }, 2, 33);
+  }
+  SECTION("a hybrid of minGRU and attention over 150 positions (three scan chunks), packed documents") {
+    Dims d = tiny("llama-tiny");
+    d.n_layers = 3, d.max_seq = 160;
+    std::vector<std::int32_t> segments(2 * 150);
+    for (std::size_t i = 0; i < segments.size(); ++i) segments[i] = std::int32_t(i % 150 < 70 ? 0 : 1);
+    compare_with_reference([d] { return make_model("hybrid-tiny", d); }, 2, 150, {{}, segments});
   }
   SECTION("causal attention with a window over packed documents") {
     Dims d = tiny("llama-tiny");

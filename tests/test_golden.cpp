@@ -1,4 +1,4 @@
-// Golden test: tiny GPT-2-, Llama- and MoE-style models with fixed weights; logits, loss and every
+// Golden test: tiny GPT-2-, Llama-, MoE- and hybrid (minGRU + attention) models with fixed weights; logits, loss and every
 // parameter gradient compared with PyTorch (tests/golden/gen_golden.py computed them in float64).
 // The reference backend keeps f32 between ops. Measured on the reference backend: logits within
 // 6.4e-7 (|logits| ≤ 3.7), gradients within 1.1e-7 (|grad| ≤ 0.61); the tolerances below leave
@@ -39,7 +39,7 @@ void expect_close(const std::string& what, const float* a, const json& ref, doub
 
 void run_golden(const std::string& file, const std::string& arch) {
   const json g = load(file);
-  REQUIRE(g.at("arch") == (arch == "gpt2" ? "gpt2" : arch == "moe-tiny" ? "moe" : "llama"));
+  REQUIRE(g.at("arch") == (arch == "gpt2" ? "gpt2" : arch == "moe-tiny" ? "moe" : arch == "hybrid-tiny" ? "hybrid" : "llama"));
   const auto& cfg = g.at("config");
   Dims d = find_arch(arch).dims;
   d.vocab = cfg.at("vocab"), d.d_model = cfg.at("d_model"), d.n_layers = cfg.at("n_layers");
@@ -98,4 +98,10 @@ TEST_CASE("Llama style model matches PyTorch", "[golden]") {
 // the gradients (docs/moe.md).
 TEST_CASE("MoE model matches PyTorch, auxiliary losses included", "[golden]") {
   run_golden("moe_tiny.json", "moe-tiny");
+}
+
+// Two minGRU layers and an attention layer (Pattern<...>): the recurrence step by step in PyTorch,
+// a scan here.
+TEST_CASE("hybrid recurrent/attention model matches PyTorch", "[golden]") {
+  run_golden("hybrid_tiny.json", "hybrid-tiny");
 }

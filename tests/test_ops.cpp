@@ -468,6 +468,60 @@ void check_moe_combine_backward() {
   CHECK(dgate[2] == 0.0f);  // the dropped slot
 }
 
+// ---- linear recurrences ---------------------------------------------------------------------
+void check_mingru_gates_forward() {
+  Buf z({2}, {0, 2}), h({2}, {3, -1}), a({2}), u({2});
+  ops::mingru_gates_forward(a.t(), u.t(), z.t(), h.t());
+  const double s = 1 / (1 + std::exp(-2.0));
+  CHECK(a[0] == Approx(0.5)); CHECK(u[0] == Approx(1.5));
+  CHECK(a[1] == Approx(1 - s)); CHECK(u[1] == Approx(-s));
+}
+void check_mingru_gates_backward() {
+  Rng rng(14);
+  Buf z({3, 7}, &rng, 2.0), h({3, 7}, &rng), ra({3, 7}, &rng), ru({3, 7}, &rng), a({3, 7}), u({3, 7});
+  Buf dz({3, 7}), dh({3, 7});
+  auto f = [&] {
+    ops::mingru_gates_forward(a.t(), u.t(), z.t(), h.t());
+    return dot(a, ra) + dot(u, ru);
+  };
+  ops::mingru_gates_backward(dz.t(), dh.t(), ra.t(), ru.t(), z.t(), h.t());
+  expect_gradient("dz", z, dz, f);
+  expect_gradient("dh", h, dh, f);
+}
+void check_linear_scan_forward() {
+  Buf a({1, 3, 1}, {0.5f, 0.5f, 0.5f}), x({1, 3, 1}, {1, 1, 1}), y({1, 3, 1}), h0({1, 1}, {2});
+  ops::linear_scan_forward(y.t(), a.t(), x.t(), TensorRef{}, TensorRef{});
+  CHECK(y.v == std::vector<float>{1, 1.5f, 1.75f});
+  ops::linear_scan_forward(y.t(), a.t(), x.t(), h0.t(), TensorRef{});  // 0.5 · 2 + 1 = 2, and so on
+  CHECK(y.v == std::vector<float>{2, 2, 2});
+  Ids seg{{0, 0, 1}, {1, 3}};  // a document starts at step 2: the state restarts there
+  ops::linear_scan_forward(y.t(), a.t(), x.t(), h0.t(), seg.t());
+  CHECK(y.v == std::vector<float>{2, 2, 1});
+  Buf y2({1, 2, 1});
+  CHECK_THROWS_WITH(ops::linear_scan_forward(y2.t(), a.t(), x.t(), TensorRef{}, TensorRef{}),
+                    Catch::Contains("must have the same shape"));
+}
+void check_linear_scan_backward() {
+  // f = Σ r · scan(a, x) from a starting state, over two rows, the second with two documents.
+  Rng rng(15);
+  const std::int64_t B = 2, T = 6, D = 3;
+  Buf a({B, T, D}, &rng, 0.3), x({B, T, D}, &rng), r({B, T, D}, &rng), h0({B, D}, &rng), y({B, T, D});
+  for (auto& v : a.v) v += 0.5f;
+  Buf da({B, T, D}), dx({B, T, D});
+  Ids seg{{0, 0, 0, 0, 0, 0, 4, 4, 4, 7, 7, 7}, {B, T}};
+  for (const bool with_state : {false, true}) {
+    const TensorRef start = with_state ? h0.t() : TensorRef{}, docs = with_state ? seg.t() : TensorRef{};
+    auto f = [&] {
+      ops::linear_scan_forward(y.t(), a.t(), x.t(), start, docs);
+      return dot(y, r);
+    };
+    f();
+    ops::linear_scan_backward(da.t(), dx.t(), r.t(), a.t(), y.t(), start, docs);
+    expect_gradient(with_state ? "da (h0, documents)" : "da", a, da, f);
+    expect_gradient(with_state ? "dx (h0, documents)" : "dx", x, dx, f);
+  }
+}
+
 // ---- optimizer ------------------------------------------------------------------------------
 void check_adamw_step() {
   // Worked by hand: p = 1, g = 0.5, lr 0.1, betas (0.9, 0.999), wd 0.1.

@@ -11,6 +11,7 @@
 #include "data/prepare.hpp"
 #include "layers/mlp.hpp"
 #include "models/llama.hpp"
+#include "models/moe.hpp"
 #include "models/registry.hpp"
 #include "ops/ops.hpp"
 #include "train/generate.hpp"
@@ -509,6 +510,47 @@ TEST_CASE("Transformers export and import round-trip both families", "[train][hf
     c2->plan(1, 8), c2->allocate();
     CHECK_THROWS_WITH(import_hf(*c2, dir.string()), Catch::Contains("has d_ff = 24 but the model has 32"));
   }
+}
+
+TEST_CASE("Transformers export and import round-trip an MoE model as MixtralForCausalLM", "[train][hf][moe]") {
+  const Dims d = Dims{.d_model = 16, .n_layers = 2, .n_heads = 4, .n_kv_heads = 2, .d_ff = 12, .vocab = 29, .max_seq = 8}
+                     .with("moe_experts", 4)
+                     .with("moe_top_k", 2);
+  auto a = make_model("moe-tiny", with_key_defaults<TiedMixtral>(d)), b = make_model("moe-tiny", with_key_defaults<TiedMixtral>(d));
+  a->plan(1, 8), b->plan(1, 8);
+  a->init(1), b->init(2);
+  const auto dir = tmp("hf-moe");
+  export_hf(*a, dir.string(), nullptr);
+  std::ifstream cfg(dir / "config.json");
+  const auto c = nlohmann::json::parse(cfg);
+  CHECK(c.at("model_type") == "mixtral");
+  CHECK(c.at("num_local_experts") == 4);
+  CHECK(c.at("num_experts_per_tok") == 2);
+  SafetensorsFile f((dir / "model.safetensors").string());
+  CHECK(f.shape("model.layers.1.block_sparse_moe.gate.weight") == std::vector<std::int64_t>{4, 16});
+  CHECK(f.shape("model.layers.0.block_sparse_moe.experts.3.w2.weight") == std::vector<std::int64_t>{16, 12});
+  std::vector<float> w1(12 * 16);
+  f.read("model.layers.0.block_sparse_moe.experts.2.w1.weight", w1.data(), {12, 16});
+  CHECK(w1[5 * 16 + 3] == a->params()["blocks.0.mlp.experts.2.w_gate"].f32()[5 * 16 + 3]);  // w1 is the gate
+  import_hf(*b, dir.string());
+  CHECK(std::memcmp(a->params().data(), b->params().data(), a->params().bytes()) == 0);
+  // Another expert count is refused, naming the keys.
+  auto other = make_model("moe-tiny", with_key_defaults<TiedMixtral>(d.with("moe_experts", 8)));
+  other->plan(1, 8), other->allocate();
+  CHECK_THROWS_WITH(import_hf(*other, dir.string()), Catch::Contains("model.moe_experts and model.moe_top_k"));
+  // What Mixtral cannot hold is refused before anything is written.
+  auto shared = make_model("moe-tiny", with_key_defaults<TiedMixtral>(d.with("moe_shared", 1)));
+  shared->plan(1, 8), shared->allocate();
+  CHECK_THROWS_WITH(export_hf(*shared, tmp("hf-shared").string(), nullptr), Catch::Contains("shared experts"));
+  auto hybrid = make_model("hybrid-tiny", Dims{.d_model = 16, .n_layers = 3, .n_heads = 4, .n_kv_heads = 2, .d_ff = 12,
+                                               .vocab = 29, .max_seq = 8});
+  hybrid->plan(1, 8), hybrid->allocate();
+  CHECK_THROWS_WITH(export_hf(*hybrid, tmp("hf-hybrid").string(), nullptr), Catch::Contains("recurrent (minGRU) layers"));
+  auto gemma = make_model("gemma-tiny", Dims{.d_model = 16, .n_layers = 2, .n_heads = 4, .n_kv_heads = 2, .d_ff = 12,
+                                             .vocab = 29, .max_seq = 8}
+                                            .with("local_window", 4));
+  gemma->plan(1, 8), gemma->allocate();
+  CHECK_THROWS_WITH(export_hf(*gemma, tmp("hf-gemma").string(), nullptr), Catch::Contains("local attention layers"));
 }
 
 namespace {

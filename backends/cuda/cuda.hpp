@@ -33,7 +33,7 @@ inline cudaStream_t stream() { return context().stream; }
 enum class Scratch : int {
   matmul_a, matmul_b, matmul_dy, matmul_d, partials, embedding, slopes,
   attn_q, attn_k, attn_v, attn_o, attn_delta, cudnn_workspace,
-  attn_do, attn_dq, attn_dk, attn_dv, cudnn_dq_accum, cudnn_softmax_sum, rope_table, loss_lse,
+  attn_do, attn_dq, attn_dk, attn_dv, cudnn_dq_accum, cudnn_softmax_sum, rope_table, loss_lse, scan,
   count
 };
 void* scratch(Scratch slot, std::size_t bytes);

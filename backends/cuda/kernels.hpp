@@ -108,6 +108,19 @@ void moe_combine_forward(float* y, const float* ys, const float* gate, const std
 void moe_combine_backward(float* dys, float* dgate, const float* dy, const float* ys, const float* gate,
                           const std::int32_t* slot, i64 N, i64 K, i64 C, cudaStream_t s);
 
+// ---- recurrence.cu ----------------------------------------------------------------------------
+// minGRU's gates and the diagonal linear recurrence (ops.hpp), f32; the scan is chunked
+// (kScanChunk steps per chunk) and needs linear_scan_scratch(B, T, D) floats of scratch.
+inline constexpr int kScanChunk = 64;
+i64 linear_scan_scratch(i64 B, i64 T, i64 D);
+void mingru_gates_forward(float* a, float* u, const float* z, const float* h, i64 n, cudaStream_t s);
+void mingru_gates_backward(float* dz, float* dh, const float* da, const float* du, const float* z, const float* h, i64 n,
+                           cudaStream_t s);
+void linear_scan_forward(float* y, const float* a, const float* x, const float* h0, const std::int32_t* segments, i64 B,
+                         i64 T, i64 D, float* scratch, cudaStream_t s);
+void linear_scan_backward(float* da, float* dx, const float* dy, const float* a, const float* y, const float* h0,
+                          const std::int32_t* segments, i64 B, i64 T, i64 D, float* scratch, cudaStream_t s);
+
 // ---- attention.cu ---------------------------------------------------------------------------
 // q, out: [B, T, H, D]; k, v: [B, Tk, KV, D]; lse: [B, H, T]. window 0: none; q_offset: the
 // first query's position among the keys. slopes: H ALiBi slopes (device memory) or null.

@@ -171,6 +171,30 @@ void moe_combine_backward(TensorRef dys, TensorRef dgate, TensorRef dy, TensorRe
   finish_op("moe_combine_backward");
 }
 
+void mingru_gates_forward(TensorRef a, TensorRef u, TensorRef z, TensorRef h) {
+  kernels::mingru_gates_forward(a.f32(), u.f32(), z.f32(), h.f32(), z.numel(), stream());
+  finish_op("mingru_gates_forward");
+}
+void mingru_gates_backward(TensorRef dz, TensorRef dh, TensorRef da, TensorRef du, TensorRef z, TensorRef h) {
+  kernels::mingru_gates_backward(dz.f32(), dh.f32(), da.f32(), du.f32(), z.f32(), h.f32(), z.numel(), stream());
+  finish_op("mingru_gates_backward");
+}
+void linear_scan_forward(TensorRef y, TensorRef a, TensorRef x, TensorRef h0, TensorRef segments) {
+  const i64 B = a.size(0), T = a.size(1), D = a.size(2);
+  float* tmp = scratch_as<float>(Scratch::scan, std::size_t(kernels::linear_scan_scratch(B, T, D)));
+  kernels::linear_scan_forward(y.f32(), a.f32(), x.f32(), h0 ? h0.f32() : nullptr, segments ? segments.i32() : nullptr,
+                               B, T, D, tmp, stream());
+  finish_op("linear_scan_forward");
+}
+void linear_scan_backward(TensorRef da, TensorRef dx, TensorRef dy, TensorRef a, TensorRef y, TensorRef h0,
+                          TensorRef segments) {
+  const i64 B = a.size(0), T = a.size(1), D = a.size(2);
+  float* tmp = scratch_as<float>(Scratch::scan, std::size_t(kernels::linear_scan_scratch(B, T, D)));
+  kernels::linear_scan_backward(da.f32(), dx.f32(), dy.f32(), a.f32(), y.f32(), h0 ? h0.f32() : nullptr,
+                                segments ? segments.i32() : nullptr, B, T, D, tmp, stream());
+  finish_op("linear_scan_backward");
+}
+
 void positions_forward(TensorRef y, TensorRef x, TensorRef table, int pos0) {
   const char* op = "positions_forward";
   const i64 B = x.size(0), T = x.size(1), C = x.size(2);

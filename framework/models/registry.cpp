@@ -8,6 +8,7 @@
 #include "gpt2.hpp"
 #include "llama.hpp"
 #include "gemma.hpp"
+#include "hybrid.hpp"
 #include "moe.hpp"
 #include "parallel.hpp"
 
@@ -55,6 +56,7 @@ const std::vector<ArchInfo>& architectures() {
         preset_entry<MoeTiny>(),
         preset_entry<Mixtral8x7B>(),
         preset_entry<GemmaTiny>(),
+        preset_entry<HybridTiny>(),
     };
     UserRegistry& user = user_registry();
     user.read = true;
@@ -75,7 +77,7 @@ const std::vector<ArchInfo>& scored_architectures() {
   static const std::vector<ArchInfo> list = {
       preset_entry<Gpt2Small, true>(),  preset_entry<Gpt2Tiny, true>(),   preset_entry<LlamaTiny, true>(),
       preset_entry<LlamaGegluTiny, true>(), preset_entry<Llama3_1B, true>(), preset_entry<ParallelTiny, true>(),
-      preset_entry<MoeTiny, true>(),    preset_entry<GemmaTiny, true>(),
+      preset_entry<MoeTiny, true>(),    preset_entry<GemmaTiny, true>(),  preset_entry<HybridTiny, true>(),
   };
   return list;
 }

@@ -37,11 +37,13 @@
 #include "../layers/moe.hpp"
 #include "../layers/positions.hpp"
 #include "../layers/qk_norm.hpp"
+#include "../layers/recurrence.hpp"
 #include "../layers/rmsnorm.hpp"
 #include "ablation.hpp"
 #include "gpt2.hpp"
 #include "llama.hpp"
 #include "gemma.hpp"
+#include "hybrid.hpp"
 #include "moe.hpp"
 #include "registry.hpp"
 

@@ -457,6 +457,50 @@ void check_moe_combine_backward(TensorRef dys, TensorRef dgate, TensorRef dy, Te
   indices_below(op, "slot", slot, ys.rows(), true);
 }
 
+// ---- linear recurrences ---------------------------------------------------------------------
+
+// a, u, z, h: one shape.
+void check_mingru_gates_forward(TensorRef a, TensorRef u, TensorRef z, TensorRef h) {
+  const Op op{"mingru_gates_forward"};
+  op.act("a", a), op.act("u", u), op.act("z", z), op.act("h", h);
+  op.same("a", a, "z", z), op.same("u", u, "z", z), op.same("h", h, "z", z);
+}
+void check_mingru_gates_backward(TensorRef dz, TensorRef dh, TensorRef da, TensorRef du, TensorRef z, TensorRef h) {
+  const Op op{"mingru_gates_backward"};
+  op.act("dz", dz), op.act("dh", dh), op.act("da", da), op.act("du", du), op.act("z", z), op.act("h", h);
+  for (auto [what, t] : {std::pair{"dz", &dz}, std::pair{"dh", &dh}, std::pair{"da", &da}, std::pair{"du", &du},
+                         std::pair{"h", &h}})
+    op.same(what, *t, "z", z);
+}
+// [B, T, D] each; h0 [B, D] f32 or null; segments [B, T] i32 or null.
+void scan_shapes(const Op& op, TensorRef a, TensorRef h0, TensorRef segments) {
+  op.rank("a", a, 3, "[B, T, D]");
+  const std::int64_t B = a.size(0), T = a.size(1), D = a.size(2);
+  if (h0) {
+    op.f32("h0", h0);
+    LLMTK_CHECK(h0.numel() == B * D, op.name, "h0 ", h0.shape_str(), " must be [", B, ", ", D, "] (a row's state)");
+  }
+  if (segments) {
+    op.i32("segments", segments);
+    LLMTK_CHECK(segments.numel() == B * T, op.name, "segments ", segments.shape_str(), " must be [", B, ", ", T, "]");
+  }
+}
+void check_linear_scan_forward(TensorRef y, TensorRef a, TensorRef x, TensorRef h0, TensorRef segments) {
+  const Op op{"linear_scan_forward"};
+  op.act("y", y), op.act("a", a), op.act("x", x);
+  op.same("y", y, "a", a), op.same("x", x, "a", a);
+  scan_shapes(op, a, h0, segments);
+  LLMTK_CHECK(y.data != x.data && y.data != a.data, op.name, "y must be a tensor of its own (backward reads a and x's scan)");
+}
+void check_linear_scan_backward(TensorRef da, TensorRef dx, TensorRef dy, TensorRef a, TensorRef y, TensorRef h0,
+                                TensorRef segments) {
+  const Op op{"linear_scan_backward"};
+  op.act("da", da), op.act("dx", dx), op.act("dy", dy), op.act("a", a), op.act("y", y);
+  op.same("da", da, "a", a), op.same("dx", dx, "a", a), op.same("dy", dy, "a", a), op.same("y", y, "a", a);
+  scan_shapes(op, a, h0, segments);
+  LLMTK_CHECK(dx.data != dy.data && da.data != dy.data, op.name, "da and dx must not alias dy");
+}
+
 // ---- optimizer ----------------------------------------------------------------------------
 
 // All f32, the same shape; step counts from 1.

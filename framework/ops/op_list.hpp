@@ -63,6 +63,13 @@
                           (y, ys, gate, slot))                                                    \
   X(moe_combine_backward, (TensorRef dys, TensorRef dgate, TensorRef dy, TensorRef ys,            \
                            TensorRef gate, TensorRef slot), (dys, dgate, dy, ys, gate, slot))     \
+  X(mingru_gates_forward,  (TensorRef a, TensorRef u, TensorRef z, TensorRef h), (a, u, z, h))    \
+  X(mingru_gates_backward, (TensorRef dz, TensorRef dh, TensorRef da, TensorRef du, TensorRef z,  \
+                            TensorRef h), (dz, dh, da, du, z, h))                                 \
+  X(linear_scan_forward,  (TensorRef y, TensorRef a, TensorRef x, TensorRef h0,                   \
+                           TensorRef segments), (y, a, x, h0, segments))                          \
+  X(linear_scan_backward, (TensorRef da, TensorRef dx, TensorRef dy, TensorRef a, TensorRef y,    \
+                           TensorRef h0, TensorRef segments), (da, dx, dy, a, y, h0, segments))   \
   X(adamw_step, (TensorRef param, TensorRef grad, TensorRef m, TensorRef v, AdamWArgs args),      \
                 (param, grad, m, v, args))                                                        \
   X(sgd_step,   (TensorRef param, TensorRef grad, TensorRef buf, SgdArgs args),                   \

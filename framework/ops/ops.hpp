@@ -146,6 +146,18 @@ namespace ops {
 //                       slot; rows no slot names are not written); dgate[n, j] = dy[n, :] ·
 //                       ys[slot[n, j], :] (0 for a dropped slot; dgate may be null).
 //
+// ---- linear recurrences (layers/recurrence.hpp) ------------------------------------------
+// mingru_gates_forward:  minGRU's gates: a = 1 − σ(z) (what the state keeps), u = σ(z) · h (what
+//                        enters it); a, u, z, h all the same shape.
+// mingru_gates_backward: dz = (du · h − da) · σ(z)(1 − σ(z)), dh = du · σ(z) (written).
+// linear_scan_forward:   y[b, t] = a[b, t] ⊙ y[b, t − 1] + x[b, t] over t (a, x, y: [B, T, D]),
+//                        from y[b, −1] = h0[b] ([B, D] f32, or null: 0). segments [B, T] i32 or
+//                        null: where a row's document changes (segments[b, t] ≠ segments[b, t −
+//                        1]) the state restarts: y[b, t] = x[b, t].
+// linear_scan_backward:  da, dx written from dy (the same shapes): g[t] = dy[t] + a'[t + 1] ⊙
+//                        g[t + 1] (a' is a with 0 where a document starts), dx = g, da[t] =
+//                        g[t] ⊙ y[t − 1] (0 where a document starts; y[−1] = h0 or 0).
+//
 // ---- optimizer ----------------------------------------------------------------------------
 // adamw_step: m = β1 m + (1-β1) g; v = β2 v + (1-β2) g²; m̂ = m/(1-β1^t); v̂ = v/(1-β2^t);
 //             p -= lr · (m̂ / (sqrt(v̂) + eps) + wd · p). All f32, same shape.

@@ -48,6 +48,8 @@ std::string hf_family(const AnyModel& m) { return model_family(m, "export --hf",
 std::string model_family(const AnyModel& m, const char* command, const char* gpt2, const char* llama) {
   LLMTK_CHECK(m.dims().window == 0, command, "model '", m.name(), "' uses a sliding window (model.window = ",
               m.dims().window, "), which ", gpt2, " and ", llama, " do not have; their outputs would differ");
+  LLMTK_CHECK(!m.has_tag("recurrent"), command, "model '", m.name(), "' has recurrent (minGRU) layers, which ", gpt2,
+              " and ", llama, " do not have; nothing was written");
   LLMTK_CHECK(!m.has_tag("local_attention"), command, "model '", m.name(), "' has local attention layers (a sliding "
               "window of model.local_window in some layers), which ", gpt2, " and ", llama,
               " do not have; their outputs would differ, so nothing was written");

@@ -7,6 +7,7 @@
 #include "models/ablation.hpp"
 #include "models/llama.hpp"
 #include "models/gemma.hpp"
+#include "models/hybrid.hpp"
 #include "models/moe.hpp"
 #include "models/parallel.hpp"
 #include "models/registry.hpp"
@@ -105,6 +106,8 @@ static_assert(dims_hold<edit(GemmaTiny::dims, [](Dims& d) { d.n_layers = 5; }), 
 #elif defined(CASE_pattern_axes_agree)
 // A layer that keeps its axes, but not the hidden stream's: fine in a stack of its own kind only.
 [[maybe_unused]] Pattern<LlamaBlock, Residual<WideMixer>> mixed_axes;
+#elif defined(CASE_recurrent_positions)
+[[maybe_unused]] MinGRU<RoPE> recurrence_with_rope;
 #elif defined(CASE_moe_top_k_within_experts)
 static_assert(dims_hold<MoeTiny::dims.with("moe_top_k", 9), TiedMixtral>());
 #elif defined(CASE_window_within_context)

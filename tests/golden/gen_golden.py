@@ -4,7 +4,7 @@
 Independent plain-PyTorch implementation of the formulas in docs/engine.md and
 docs/moe.md (imports no project code). Weights are drawn in float32 and the
 computation is done in float64. Writes tests/golden/gpt2_tiny.json,
-llama_tiny.json and moe_tiny.json.
+llama_tiny.json, moe_tiny.json and hybrid_tiny.json.
 
 Run with Debian's PyTorch:  /usr/bin/python3 tests/golden/gen_golden.py
 Add --check to also run a float64 finite-difference check of a few gradients.
@@ -34,8 +34,15 @@ CONFIGS = {
 # The MoE model: Llama's with MoE<SwiGLU, TopKRouter> for the feed-forward (docs/moe.md), its
 # load-balancing and z-losses in the loss that is differentiated ("loss" stores the cross-entropy).
 CONFIGS["moe"] = dict(CONFIGS["llama"], d_ff=24, moe_experts=4, moe_top_k=2, moe_aux_coef=0.05, moe_z_coef=0.01)
-SEEDS = {"gpt2": 1234, "llama": 5678, "moe": 91011}
-OUTFILES = {"gpt2": "gpt2_tiny.json", "llama": "llama_tiny.json", "moe": "moe_tiny.json"}
+# The hybrid: minGRU layers (docs/engine.md, layers/recurrence.hpp) and attention, in the pattern
+# recurrent, recurrent, attention; Llama's blocks otherwise.
+CONFIGS["hybrid"] = dict(CONFIGS["llama"], n_layers=3, pattern=["mingru", "mingru", "attention"])
+SEEDS = {"gpt2": 1234, "llama": 5678, "moe": 91011, "hybrid": 121314}
+OUTFILES = {"gpt2": "gpt2_tiny.json", "llama": "llama_tiny.json", "moe": "moe_tiny.json", "hybrid": "hybrid_tiny.json"}
+
+
+def is_recurrent(cfg, i):
+    return "pattern" in cfg and cfg["pattern"][i % len(cfg["pattern"])] == "mingru"
 
 
 def param_specs(arch, cfg):
@@ -51,11 +58,15 @@ def param_specs(arch, cfg):
         specs.append((p + "attn.norm.weight", [C], "norm"))
         if arch == "gpt2" and bias:
             specs.append((p + "attn.norm.bias", [C], "bias"))
-        for w, b, out in (("wq", "bq", H * D), ("wk", "bk", KV * D), ("wv", "bv", KV * D)):
-            specs.append((p + "attn." + w, [out, C], "matrix"))
-            if bias:
-                specs.append((p + "attn." + b, [out], "bias"))
-        specs.append((p + "attn.wo", [C, H * D], "matrix"))
+        if is_recurrent(cfg, i):
+            specs += [(p + "attn.wz", [C, C], "matrix"), (p + "attn.wh", [C, C], "matrix"),
+                      (p + "attn.wo", [C, C], "matrix")]
+        else:
+            for w, b, out in (("wq", "bq", H * D), ("wk", "bk", KV * D), ("wv", "bv", KV * D)):
+                specs.append((p + "attn." + w, [out, C], "matrix"))
+                if bias:
+                    specs.append((p + "attn." + b, [out], "bias"))
+            specs.append((p + "attn.wo", [C, H * D], "matrix"))
         if bias:
             specs.append((p + "attn.bo", [C], "bias"))
         specs.append((p + "mlp.norm.weight", [C], "norm"))
@@ -147,7 +158,7 @@ def attention(arch, cfg, x, P, p):
     q = linear(x, P, p + "wq", p + "bq").view(Bn, Tn, H, D)
     k = linear(x, P, p + "wk", p + "bk").view(Bn, Tn, KV, D)
     v = linear(x, P, p + "wv", p + "bv").view(Bn, Tn, KV, D)
-    if arch in ("llama", "moe"):
+    if arch in ("llama", "moe", "hybrid"):
         q = rope(q, cfg["rope_base"])
         k = rope(k, cfg["rope_base"])
     group = H // KV
@@ -161,6 +172,21 @@ def attention(arch, cfg, x, P, p):
     att = torch.softmax(scores, dim=-1)
     out = (att @ v).transpose(1, 2).reshape(Bn, Tn, H * D)
     return linear(out, P, p + "wo", p + "bo")
+
+
+def mingru(x, P, p):
+    """minGRU (Feng et al. 2024): a = 1 - sigmoid(z), u = sigmoid(z) * h~, h_t = a_t h_{t-1} + u_t,
+    step by step from h_{-1} = 0; y = h W_o^T."""
+    z = x @ P[p + "wz"].t()
+    hh = x @ P[p + "wh"].t()
+    s = torch.sigmoid(z)
+    a, u = 1 - s, s * hh
+    h = torch.zeros_like(x[:, 0])
+    steps = []
+    for t in range(x.shape[1]):
+        h = a[:, t] * h + u[:, t]
+        steps.append(h)
+    return torch.stack(steps, dim=1) @ P[p + "wo"].t()
 
 
 def swiglu(x, P, p):
@@ -215,7 +241,8 @@ def forward(arch, cfg, P, ids, targets, stats=None):
         x = x + P["embed.positions"][: ids.shape[1]][None]
     for i in range(cfg["n_layers"]):
         p = f"blocks.{i}."
-        x = x + attention(arch, cfg, norm(arch, cfg, x, P, p + "attn.norm"), P, p + "attn.")
+        mixer = mingru if is_recurrent(cfg, i) else (lambda h, P_, q: attention(arch, cfg, h, P_, q))
+        x = x + mixer(norm(arch, cfg, x, P, p + "attn.norm"), P, p + "attn.")
         x = x + mlp(arch, cfg, norm(arch, cfg, x, P, p + "mlp.norm"), P, p + "mlp.", stats)
     x = norm(arch, cfg, x, P, "final_norm")
     logits = x @ P["embed.tokens"].t()               # tied head
@@ -278,7 +305,7 @@ def fd_check(arch, cfg, P, ids, targets, grads, n_checks=6, h=1e-6):
         for c in range(n_checks):
             n = names[int(torch.randint(0, len(names), (1,), generator=g))]
             if c < 2:
-                n = ["embed.tokens", "blocks.0.attn.wq"][c]
+                n = ["embed.tokens", "blocks.0.attn.wo"][c]
             flat = P[n].view(-1)
             idx = int(torch.randint(0, flat.numel(), (1,), generator=g))
             old = flat[idx].item()
@@ -298,7 +325,7 @@ def fd_check(arch, cfg, P, ids, targets, grads, n_checks=6, h=1e-6):
 def main():
     check = "--check" in sys.argv[1:]
     here = os.path.dirname(os.path.abspath(__file__))
-    for arch in ("gpt2", "llama", "moe"):
+    for arch in ("gpt2", "llama", "moe", "hybrid"):
         cfg = CONFIGS[arch]
         P, ids, targets = make_params(arch, cfg)
         leaf = {n: v.clone().requires_grad_(True) for n, v in P.items()}
