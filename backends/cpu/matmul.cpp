@@ -144,11 +144,18 @@ void gemm(const TensorRef& A, const TensorRef& B, const float* bias, const Tenso
   // transposed or non-K-major operand at full speed, where the matmul primitive reorders it on
   // every call (benchmarks/results/ops.md: the backward products run as fast as the plain forward).
   const bool backward_product = a_t || !b_t;
+  // A product whose row count changes from call to call (an MoE expert's tokens: layers/moe.hpp)
+  // creates a primitive for every count it meets; left alone the cache would grow for the whole
+  // run (by 350 MB over moe-tiny's 1,000 steps). It is emptied when it holds kMaxCached
+  // primitives (a dense model has a few dozen). A primitive made again for a shape computes what
+  // the first one did, so results do not depend on when the cache was emptied.
+  constexpr std::size_t kMaxCached = 256;
   dnnl::matmul prim;
   if (bf16_in || !backward_product) {
     std::lock_guard lock(ctx.mutex);
     const auto key = std::make_tuple(M, K, N, a_t, b_t, bias != nullptr, accumulate, bf16_in, c_bf16);
     auto it = ctx.cache.find(key);
+    if (it == ctx.cache.end() && ctx.cache.size() >= kMaxCached) ctx.cache.clear();
     if (it == ctx.cache.end())
       it = ctx.cache
                .emplace(key, make_matmul(ctx, M, K, N, a_t, b_t, bias, accumulate, bf16_in ? dt::bf16 : dt::f32,
