@@ -26,6 +26,13 @@ std::string short_num(double v) {
 const char* kColors[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"};
 }  // namespace
 
+std::string format_number(double v, const char* format) {
+  if (!std::isfinite(v)) return "–";
+  char b[64];
+  std::snprintf(b, sizeof b, format, v);
+  return b;
+}
+
 std::string escape_html(const std::string& s) {
   std::string out;
   for (char c : s) {

@@ -19,6 +19,9 @@ struct Series {
 std::string line_chart(const std::string& title, const std::vector<Series>& series,
                        const std::string& x_label, const std::string& y_label, bool log_y = false);
 
+// A number for a table cell: printf's `format` (e.g. "%.4f"), or "–" when it is not finite.
+std::string format_number(double v, const char* format);
+
 // Escapes &, <, >, " for HTML text and attributes.
 std::string escape_html(const std::string& s);
 // A page with the report's shared style; `body` is HTML.

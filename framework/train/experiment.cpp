@@ -218,36 +218,60 @@ std::vector<ExperimentRun> plan_experiment(const ExperimentSpec& spec_in) {
 
 // ---- results -------------------------------------------------------------------------------
 
-RunResult collect_run(const ExperimentRun& run, const std::string& run_dir) {
-  RunResult r;
-  r.id = run.id, r.point = run.point, r.seed = run.seed, r.keys = run.keys, r.sets = run.sets;
-  r.params = run.params, r.run_dir = run_dir;
+namespace {
+
+// What a run's metrics.jsonl says, read once: the training and validation curves and the time. A
+// resumed run's elapsed_s starts from 0 again: the time before each restart is added back.
+struct Curve {
+  std::vector<double> step, val, loss, loss_step, elapsed;  // val at step[i], elapsed[i] s into the run
+  std::int64_t steps = 0;
+  double tokens_per_s = 0;  // mean over the logged steps after the first
+  double seconds = 0;       // the whole run's time
+};
+Curve read_curve(const std::string& run_dir) {
   const std::string path = (fs::path(run_dir) / "metrics.jsonl").string();
   std::ifstream in(path);
   LLMTK_CHECK(in.good(), path, "cannot be read: the run did not write its metrics");
+  Curve c;
   std::string line;
-  double tps_sum = 0, last_elapsed = 0, seconds = 0;
+  double offset = 0, last = 0, tps_sum = 0;
   int tps_n = 0;
-  r.final_val_loss = r.best_val_loss = NAN;
   while (std::getline(in, line)) {
     const json m = json::parse(line, nullptr, false);
     if (m.is_discarded() || !m.is_object()) continue;
     const auto step = m.value("step", std::int64_t(0));
-    r.steps = std::max(r.steps, step);
-    if (m.contains("loss")) r.final_loss = m["loss"].get<double>();
-    if (m.contains("val_loss")) {
-      r.final_val_loss = m["val_loss"].get<double>();
-      if (!(r.best_val_loss <= r.final_val_loss)) r.best_val_loss = r.final_val_loss;
-    }
-    if (m.contains("tokens_per_s") && step > 1) tps_sum += m["tokens_per_s"].get<double>(), ++tps_n;
+    c.steps = std::max(c.steps, step);
     if (m.contains("elapsed_s")) {
       const double e = m["elapsed_s"].get<double>();
-      if (e < last_elapsed) seconds += last_elapsed;  // a resumed run counts its time from 0 again
-      last_elapsed = e;
+      if (e < last) offset += last;
+      last = e;
     }
+    if (m.contains("tokens_per_s") && step > 1) tps_sum += m["tokens_per_s"].get<double>(), ++tps_n;
+    if (m.contains("loss")) c.loss_step.push_back(double(step)), c.loss.push_back(m["loss"].get<double>());
+    if (m.contains("val_loss"))
+      c.step.push_back(double(step)), c.val.push_back(m["val_loss"].get<double>()), c.elapsed.push_back(offset + last);
   }
-  r.seconds = seconds + last_elapsed;
-  r.tokens_per_s = tps_n ? tps_sum / tps_n : 0;
+  c.seconds = offset + last;
+  c.tokens_per_s = tps_n ? tps_sum / tps_n : 0;
+  return c;
+}
+
+}  // namespace
+
+RunResult collect_run(const ExperimentRun& run, const std::string& run_dir) {
+  RunResult r;
+  r.id = run.id, r.point = run.point, r.seed = run.seed, r.keys = run.keys, r.sets = run.sets;
+  r.params = run.params, r.run_dir = run_dir;
+  const Curve c = read_curve(run_dir);
+  r.steps = c.steps;
+  if (!c.loss.empty()) r.final_loss = c.loss.back();
+  r.final_val_loss = r.best_val_loss = NAN;
+  for (double v : c.val) {  // a NaN (a diverged run) makes the best NaN too, as the table shows it
+    r.final_val_loss = v;
+    if (!(r.best_val_loss <= v)) r.best_val_loss = v;
+  }
+  r.seconds = c.seconds;
+  r.tokens_per_s = c.tokens_per_s;
   r.tokens = r.steps * run.tokens_per_step;
   r.flops = double(r.tokens) * run.train_flops_per_token;
   return r;
@@ -429,12 +453,7 @@ Stat stat_of(const std::vector<double>& v) {
   return s;
 }
 
-std::string fmt_num(double x, const char* f = "%.4f") {
-  if (!std::isfinite(x)) return "–";
-  char b[64];
-  std::snprintf(b, sizeof b, f, x);
-  return b;
-}
+std::string fmt_num(double x, const char* f = "%.4f") { return report::format_number(x, f); }
 std::string fmt_si(double x) {
   const char* units[] = {"", "K", "M", "G", "T", "P", "E"};
   int u = 0;
@@ -446,29 +465,6 @@ std::string fmt_si(double x) {
 std::string pm(const Stat& s) {
   if (!std::isfinite(s.mean)) return "–";
   return fmt_num(s.mean) + (std::isfinite(s.sd) ? " ± " + fmt_num(s.sd) : "");
-}
-
-struct Curve {
-  std::vector<double> step, val, loss, loss_step, elapsed;
-};
-Curve read_curve(const std::string& run_dir) {
-  Curve c;
-  std::ifstream in(fs::path(run_dir) / "metrics.jsonl");
-  std::string line;
-  double offset = 0, last = 0;
-  while (std::getline(in, line)) {
-    const json m = json::parse(line, nullptr, false);
-    if (m.is_discarded() || !m.is_object()) continue;
-    const double step = double(m.value("step", std::int64_t(0)));
-    if (m.contains("elapsed_s")) {
-      const double e = m["elapsed_s"].get<double>();
-      if (e < last) offset += last;
-      last = e;
-    }
-    if (m.contains("loss")) c.loss_step.push_back(step), c.loss.push_back(m["loss"].get<double>());
-    if (m.contains("val_loss")) c.step.push_back(step), c.val.push_back(m["val_loss"].get<double>()), c.elapsed.push_back(offset + last);
-  }
-  return c;
 }
 
 }  // namespace

@@ -76,12 +76,7 @@ report::Series from_step(const report::Series& s, double from) {
   return out;
 }
 
-std::string fmt(double v, const char* f = "%.4g") {
-  if (!std::isfinite(v)) return "–";
-  char b[64];
-  std::snprintf(b, sizeof b, f, v);
-  return b;
-}
+std::string fmt(double v, const char* f = "%.4g") { return report::format_number(v, f); }
 }  // namespace
 
 std::string write_run_report(const std::vector<std::string>& dirs, const std::string& out) {

@@ -63,11 +63,16 @@ std::string tail(const fs::path& p, int n) {
   return s;
 }
 
+// Whether a run directory holds a checkpoint to resume from.
+bool has_checkpoint(const fs::path& run_dir) {
+  return fs::exists(run_dir / "checkpoints") && !fs::is_empty(run_dir / "checkpoints");
+}
+
 // Starts `llmtk train` for one run, its output into `log`; returns the child's pid.
 pid_t start_run(const train::ExperimentSpec& spec, const train::ExperimentRun& run, const fs::path& run_dir,
                 const fs::path& log, int threads) {
   std::vector<std::string> args = {"llmtk", "train", spec.recipe, "--run-dir", run_dir.string()};
-  if (fs::exists(run_dir / "checkpoints") && !fs::is_empty(run_dir / "checkpoints")) {
+  if (has_checkpoint(run_dir)) {
     args.insert(args.end(), {"--resume", run_dir.string()});
   } else if (fs::exists(run_dir)) {
     args.push_back("--overwrite");  // stopped before its first checkpoint: nothing to keep
@@ -155,7 +160,7 @@ void run_experiment(const ExperimentArgs& a) {
       const auto* run = pending[next++];
       const fs::path run_dir = out / "runs" / run->id;
       { std::ofstream(out / "runs" / (run->id + ".sets")) << joined_sets(run->sets); }
-      const bool resuming = fs::exists(run_dir / "checkpoints") && !fs::is_empty(run_dir / "checkpoints");
+      const bool resuming = has_checkpoint(run_dir);
       const pid_t pid = start_run(spec, *run, run_dir, out / "logs" / (run->id + ".log"), threads);
       running[pid] = run;
       fmt::print("[{}/{}] {} {}  {}\n", finished + running.size(), plan.size(), run->id,
