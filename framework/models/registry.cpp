@@ -135,6 +135,8 @@ const DimKey kDimKeys[] = {
 };
 // clang-format on
 
+}  // namespace
+
 // Every part key some registered architecture declares, each name once.
 const std::vector<KeySpec>& registered_part_keys() {
   static const std::vector<KeySpec> keys = [] {
@@ -149,6 +151,8 @@ const std::vector<KeySpec>& registered_part_keys() {
   }();
   return keys;
 }
+namespace {
+
 const KeySpec* find_part_key(std::string_view key) {
   for (const auto& k : registered_part_keys())
     if (k.name == key) return &k;

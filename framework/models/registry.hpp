@@ -52,6 +52,8 @@ Dims dims_with_overrides(const ArchInfo& arch, const std::vector<std::string>& s
 // check_part_keys then says whether the architecture at hand does.
 void set_dim(Dims& dims, std::string_view key, std::string_view value);
 std::vector<std::pair<std::string, std::string>> dims_as_keys(const Dims& dims);
+// Every key some registered architecture's parts declare (MoE's moe_experts, Local's local_window...).
+const std::vector<KeySpec>& registered_part_keys();
 // The kind of model key `key` (a core key or any registered part's); integer when unknown.
 KeyKind dim_kind(std::string_view key);
 // Fails naming the first part key set in `dims` that none of `arch`'s parts declares.

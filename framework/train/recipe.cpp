@@ -104,6 +104,13 @@ Recipe read_recipe(const std::string& path, const std::vector<std::string>& sets
     set_dim(r.model.dims, key, text);
     r.model.set_keys.push_back(key);
   }
+  // A key another architecture's part owns (model.moe_experts for a dense model): say whose it is.
+  for (const auto& k : registered_part_keys())
+    if (m.has(k.name)) {
+      Dims probe = r.model.dims;
+      probe.set(k.name, 0);
+      check_part_keys(*arch, probe, path);
+    }
   if (!base) arch->resolve(r.model.dims, r.model.set_keys);
   auto broken = check_dims(r.model.dims, arch->rules);
   if (!broken.empty())
