@@ -50,6 +50,25 @@ struct HalfMoe final : DecoderLM<TokenEmbedding, Pattern<DenseBlock, MoeBlock>, 
 struct OneLocal final : DecoderLM<TokenEmbedding, Layers<GemmaLocalBlock>, RMSNorm, LMHead<Tied>> {};
 struct OneGlobal final : DecoderLM<TokenEmbedding, Layers<GemmaGlobalBlock>, RMSNorm, LMHead<Tied>> {};
 
+// Decoding `ids` one token at a time (a KV cache for attention, a state for minGRU) gives the
+// logits of one full forward pass over them.
+void expect_decode_matches_forward(const std::string& arch, const Dims& d, std::vector<std::int32_t> ids,
+                                   std::uint64_t seed) {
+  const std::int64_t T = std::int64_t(ids.size());
+  auto full = make_model(arch, d), step = make_model(arch, d);
+  full->plan(1, T);
+  full->init(seed);
+  step->plan_decode(T);
+  step->allocate();
+  std::memcpy(step->params().data(), full->params().data(), full->params().bytes());
+  full->forward(TensorRef(ids.data(), DType::i32, {1, T}));
+  for (std::int64_t t = 0; t < T; ++t) {
+    const float* got = step->decode(TensorRef(&ids[std::size_t(t)], DType::i32, {1, 1}), t);
+    const float* want = full->logits().f32() + t * d.vocab;
+    for (int v = 0; v < d.vocab; ++v) REQUIRE(got[v] == Approx(want[v]).margin(1e-5));
+  }
+}
+
 template <class Arch>
 void gradcheck(Dims d, std::uint64_t seed) {
   ModelOf<Arch> m("test", with_key_defaults<Arch>(d));
@@ -81,20 +100,8 @@ TEST_CASE("minGRU: the part's gradients, and a hybrid stack's", "[hybrid][recurr
 TEST_CASE("a hybrid decodes with its recurrent state and keeps packed documents apart", "[hybrid][recurrent][decode]") {
   Dims d = plain(6);
   d.max_seq = 16;
-  auto full = make_model("hybrid-tiny", d), step = make_model("hybrid-tiny", d);
-  full->plan(1, 11);
-  full->init(4);
-  step->plan_decode(11);
-  step->allocate();
-  std::memcpy(step->params().data(), full->params().data(), full->params().bytes());
-  std::vector<std::int32_t> ids = {3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5};
-  full->forward(TensorRef(ids.data(), DType::i32, {1, 11}));
   // One token at a time: the recurrent layers' state and the attention layer's cache carry what came before.
-  for (int t = 0; t < 11; ++t) {
-    const float* got = step->decode(TensorRef(&ids[std::size_t(t)], DType::i32, {1, 1}), t);
-    const float* want = full->logits().f32() + t * d.vocab;
-    for (int v = 0; v < d.vocab; ++v) REQUIRE(got[v] == Approx(want[v]).margin(1e-5));
-  }
+  expect_decode_matches_forward("hybrid-tiny", d, {3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5}, 4);
 
   // Two documents packed in one row: changing the first leaves the second's logits as they were.
   auto m = make_model("hybrid-tiny", d);
@@ -143,19 +150,7 @@ TEST_CASE("a local layer sees only its window; a global one sees every earlier t
 TEST_CASE("a pattern stack decodes with its KV cache and recomputes with its own layers", "[hybrid][decode]") {
   Dims d = with_key_defaults<Gemma>(small(4, 3));
   d.max_seq = 9;
-  auto full = make_model("gemma-tiny", d), step = make_model("gemma-tiny", d);
-  full->plan(1, 7);
-  full->init(9);
-  step->plan_decode(7);
-  step->allocate();
-  std::memcpy(step->params().data(), full->params().data(), full->params().bytes());
-  std::vector<std::int32_t> ids = {3, 1, 4, 1, 5, 9, 2};
-  full->forward(TensorRef(ids.data(), DType::i32, {1, 7}));
-  for (int t = 0; t < 7; ++t) {
-    const float* got = step->decode(TensorRef(&ids[std::size_t(t)], DType::i32, {1, 1}), t);
-    const float* want = full->logits().f32() + t * d.vocab;
-    for (int v = 0; v < d.vocab; ++v) REQUIRE(got[v] == Approx(want[v]).margin(1e-5));
-  }
+  expect_decode_matches_forward("gemma-tiny", d, {3, 1, 4, 1, 5, 9, 2}, 9);
 
   auto plain = make_model("gemma-tiny", d), saving = make_model("gemma-tiny", d);
   plain->plan(2, 6);

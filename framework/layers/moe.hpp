@@ -59,29 +59,21 @@ LLMTK_DIMS_RULE(moe_top_k_within_experts, "model.moe_top_k, model.moe_experts",
                 d.get("moe_top_k") >= 1 && d.get("moe_top_k") <= d.get("moe_experts"));
 }  // namespace rules
 
-// E copies of one expert type, as the visitor sees them: `arch show` prints "8 x SwiGLU".
-template <class Expert>
+// Copies of one expert type, as the visitor sees them: `arch show` prints "8 x SwiGLU, top-2 per
+// token" for the routed experts and "1 x SwiGLU, every token" for the shared ones.
+template <class Expert, bool Shared>
 struct ExpertList {
   static constexpr Role role = Role::other;
   using In = Hidden;
   using Out = Hidden;
   using Parts = PartList<Child<"N", Expert>>;
   static std::string note(const Dims& d) {
-    return std::to_string(d.get_int("moe_experts")) + " x " + std::string(type_name<Expert>()) + ", top-" +
-           std::to_string(d.get_int("moe_top_k")) + " per token";
+    const std::string each = std::string(type_name<Expert>());
+    if (Shared) return std::to_string(d.get_int("moe_shared")) + " x " + each + ", every token";
+    return std::to_string(d.get_int("moe_experts")) + " x " + each + ", top-" + std::to_string(d.get_int("moe_top_k")) +
+           " per token";
   }
-  static std::string child_note(std::string_view, const Dims&) { return "each expert"; }
-};
-template <class Expert>
-struct SharedExperts {
-  static constexpr Role role = Role::other;
-  using In = Hidden;
-  using Out = Hidden;
-  using Parts = PartList<Child<"N", Expert>>;
-  static std::string note(const Dims& d) {
-    return std::to_string(d.get_int("moe_shared")) + " x " + std::string(type_name<Expert>()) + ", every token";
-  }
-  static std::string child_note(std::string_view, const Dims&) { return "each shared expert"; }
+  static std::string child_note(std::string_view, const Dims&) { return Shared ? "each shared expert" : "each expert"; }
 };
 
 template <class Expert, class R = TopKRouter>
@@ -94,7 +86,7 @@ struct MoE<Expert, R> {
   using In = Hidden;
   using Out = Hidden;
   using Rules = RuleList<rules::moe_top_k_within_experts>;
-  using Parts = PartList<Child<"experts", ExpertList<Expert>>, Child<"shared", SharedExperts<Expert>>>;
+  using Parts = PartList<Child<"experts", ExpertList<Expert, false>>, Child<"shared", ExpertList<Expert, true>>>;
   // clang-format off
   static constexpr KeySpec keys[] = {
       {"moe_experts", KeyKind::integer, 8, 1, 4096, "experts per MoE layer"},
