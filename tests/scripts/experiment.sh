@@ -59,10 +59,14 @@ out=$work/out
 # ---- interrupted in the middle of the third run ----
 "$llmtk" experiment "$work/exp.toml" --out "$out" > "$work/log1.txt" 2>&1 &
 pid=$!
-for _ in $(seq 1200); do
+# Wait for progress, not for a fixed time: under the sanitizers, sharing two cores with another
+# test, the first two runs take minutes. 15 minutes at most, and not past the experiment's end.
+for _ in $(seq 9000); do
   [[ -f $out/results.jsonl ]] && (( $(wc -l < "$out/results.jsonl") >= 2 )) && grep -q "^step" "$out/logs/p01-s1.log" 2>/dev/null && break
+  kill -0 "$pid" 2> /dev/null || break
   sleep 0.1
 done
+[[ -f $out/results.jsonl ]] || { echo "no run finished while waiting (results.jsonl missing):"; kill -INT "$pid" 2> /dev/null; wait "$pid" || true; cat "$work/log1.txt"; exit 1; }
 kill -INT "$pid"
 status=0
 wait "$pid" || status=$?
