@@ -210,7 +210,7 @@ namespace {
 struct QkBlock final : Block<RMSNorm, GQA<QKNorm<RoPE>>, SwiGLU, PreNorm> {};
 struct QkLM final : DecoderLM<TokenEmbedding, Repeat<QkBlock>, RMSNorm, LMHead<Tied>> {};
 struct EncoderBlock final : Block<RMSNorm, GQA<RoPE, Bidirectional>, SwiGLU, PreNorm> {};
-struct EncoderLM final : DecoderLM<TokenEmbedding, Repeat<EncoderBlock>, RMSNorm, LMHead<Tied>> {};
+struct BidirectionalLM final : DecoderLM<TokenEmbedding, Repeat<EncoderBlock>, RMSNorm, LMHead<Tied>> {};
 
 llmtk::test::GradTolerance model_tolerance() {
   llmtk::test::GradTolerance tol;
@@ -275,7 +275,7 @@ TEST_CASE("padding: a bidirectional model's real positions never see the padding
   INFO(backend);
   ops::ScopedBackend scope(backend);
   const Dims d = tiny_llama();
-  ModelOf<EncoderLM> padded("enc", d), exact("enc", d);
+  ModelOf<BidirectionalLM> padded("enc", d), exact("enc", d);
   padded.plan(2, 8), exact.plan(1, 5);
   padded.init(6), exact.allocate();
   exact.params().copy_from(padded.params());

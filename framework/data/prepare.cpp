@@ -70,6 +70,10 @@ PrepareConfig read_prepare_config(ConfigFile& file) {
   c.tokenizer.kind = t.string("kind", c.tokenizer.kind, {"bpe", "char"});
   c.tokenizer.vocab_size = int(t.integer("vocab_size", c.tokenizer.vocab_size, 258, 1 << 20));
   c.tokenizer.pattern = t.string("pattern", c.tokenizer.pattern);
+  c.tokenizer.special = t.strings("special", {});
+  for (const auto& special : c.tokenizer.special)
+    LLMTK_CHECK(!special.empty() && std::count(c.tokenizer.special.begin(), c.tokenizer.special.end(), special) == 1, file.name(),
+                "tokenizer.special: '", special, "' ", special.empty() ? "is empty" : "is listed twice", "; list each special token once");
   auto o = root.table("output");
   c.output.dir = o.string("dir", "");
   c.output.shard_tokens = o.integer("shard_tokens", c.output.shard_tokens, 1024, std::int64_t(1) << 40);
@@ -468,6 +472,8 @@ PrepareSummary prepare(const PrepareConfig& c, const std::function<void(const st
     // as `llmtk train` expects (data.dir/tokenizer.json), and no later change to the source
     // tokenizer can break the shards.
     tok = load_tokenizer(tok_path);
+    for (const auto& sp : c.tokenizer.special)
+      if (!tok->special(sp)) tok->add_special(sp);
     const std::string copy = (fs::path(c.output.dir) / "tokenizer.json").string();
     tok->save(copy);
     LLMTK_CHECK(load_tokenizer(copy)->hash() == tok->hash(), "data prepare", "the tokenizer from '", tok_path,
@@ -478,12 +484,17 @@ PrepareSummary prepare(const PrepareConfig& c, const std::function<void(const st
     std::vector<std::string> texts;
     for (const auto* d : train) texts.push_back(d->text);
     if (c.tokenizer.kind == "char") {
-      tok = std::make_unique<CharTokenizer>(CharTokenizer::train(texts));
+      std::vector<std::string> specials = {std::string(kEndOfText)};  // fixed at training: ids come before unknown's
+      for (const auto& sp : c.tokenizer.special)
+        if (sp != kEndOfText) specials.push_back(sp);
+      tok = std::make_unique<CharTokenizer>(CharTokenizer::train(texts, specials));
     } else {
       BpeTrainOptions o;
       o.vocab_size = c.tokenizer.vocab_size, o.pattern = c.tokenizer.pattern;
       tok = std::make_unique<BpeTokenizer>(BpeTokenizer::train(texts, o));
     }
+    for (const auto& sp : c.tokenizer.special)
+      if (!tok->special(sp)) tok->add_special(sp);
     tok_path = (fs::path(c.output.dir) / "tokenizer.json").string();
     tok->save(tok_path);
     log(cat("trained a ", tok->kind(), " tokenizer: vocab ", tok->vocab_size(), " -> ", tok_path));

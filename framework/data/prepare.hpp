@@ -49,6 +49,9 @@ struct PrepareConfig {
     std::string kind = "bpe";              // bpe or char (when training)
     int vocab_size = 4096;
     std::string pattern = "gpt2";
+    // Special tokens appended to the tokenizer (given or trained) with the next free ids, e.g. the
+    // [PAD], [CLS], [SEP], [MASK] of a masked language model; ones it has already are kept.
+    std::vector<std::string> special;
   } tokenizer;
   struct Output {
     std::string dir;

@@ -43,6 +43,7 @@ PrepareSummary prepare_sft(const PrepareConfig& c, const std::function<void(cons
   auto tok = load_tokenizer(c.tokenizer.path);
   const int base_vocab = tok->vocab_size();
   for (const auto& s : tmpl.special_tokens()) tok->add_special(s);
+  for (const auto& s : c.tokenizer.special) tok->add_special(s);
   fs::create_directories(c.output.dir);
   const std::string tok_path = (fs::path(c.output.dir) / "tokenizer.json").string();
   tok->save(tok_path);

@@ -18,16 +18,18 @@ enum class KvGrouping { grouped, all, one };
 // The mask kind is part of the mixer's type.
 struct Causal {
   static constexpr bool causal = true;  // query i sees keys j <= i
+  static constexpr std::string_view tags[] = {"causal"};
 };
 struct Bidirectional {
-  static constexpr bool causal = false;  // every query sees every key
+  static constexpr bool causal = false;  // every query sees every key (but padding)
+  static constexpr std::string_view tags[] = {"bidirectional"};
 };
 // Causal within a sliding window of model.local_window keys, whatever model.window says: the
 // local layers of a stack that alternates local and global attention (Gemma 2's, Pattern<...>).
 // A window longer than the context is plain causal attention.
 struct Local {
   static constexpr bool causal = true;
-  static constexpr std::string_view tags[] = {"local_attention"};
+  static constexpr std::string_view tags[] = {"local_attention", "causal"};
   static constexpr KeySpec keys[] = {
       {"local_window", KeyKind::integer, 4096, 1, 1 << 24, "keys a local attention layer sees (its sliding window)"}};
   static constexpr int window(const Dims& d) { return d.get_int("local_window"); }

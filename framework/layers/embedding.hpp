@@ -11,20 +11,50 @@
 
 namespace llmtk {
 
-template <class Pos>
+// No token types: one kind of token (decoders).
+struct NoTokenTypes {};
+
+// A trained vector per token type, added to the token's embedding: BERT's segment embedding
+// (sentence A = 0, sentence B = 1), table "embed.types" [model.type_vocab, C]. The types come
+// with the batch (Flow::token_types; 0 everywhere when it names none).
+struct TokenTypes {
+  static constexpr std::string_view tags[] = {"token_types"};
+  static constexpr KeySpec keys[] = {
+      {"type_vocab", KeyKind::integer, 2, 1, 1 << 16, "token types (segments) the embedding tells apart (BERT: 2)"}};
+  ParamSlot table;    // [type_vocab, C]
+  ActSlot looked_up;  // [B, T, C]: table[types]
+  void declare(Planner& p) {
+    table = p.param("types", {p.dims.get_int("type_vocab"), p.dims.d_model}, ParamKind::embedding);
+    looked_up = p.act("types_looked_up", {p.B, p.T, p.dims.d_model});
+  }
+  void forward(Ctx& c, TensorRef y) {  // y: [B, T, C] += table[types]
+    ops::embedding_forward(c.a(looked_up), c.flow.token_types, c.p(table));
+    ops::add_forward(y, y, c.a(looked_up));
+  }
+  void backward(Ctx& c, TensorRef dy) {  // dtable[types[b, t]] += dy[b, t]
+    if (const TensorRef g = c.g(table)) ops::embedding_backward(g, dy, c.flow.token_types);
+  }
+};
+
+template <class Pos, class Types = NoTokenTypes>
 struct Embedding {
   static_assert(std::same_as<Pos, NoPE> || AdditivePositions<Pos>,
                 "embedding_positions: Embedding<...> takes an additive position scheme "
                 "(LearnedPositions, Sinusoidal) or NoPE; RoPE and ALiBi go in the mixer, GQA<...>");
+  static_assert(std::same_as<Types, NoTokenTypes> || std::same_as<Types, TokenTypes>,
+                "embedding_token_types: Embedding<Pos, Types> takes NoTokenTypes or TokenTypes");
   static constexpr Role role = Role::embedding;
   using In = Tokens;
   using Out = Hidden;
   static constexpr bool adds_positions = !std::same_as<Pos, NoPE>;
+  static constexpr bool adds_types = std::same_as<Types, TokenTypes>;
 
-  using Parts = PartList<Child<"", Pos>>;  // the position scheme's rules and tags
+  // The position scheme's and the token types' rules, keys and tags.
+  using Parts = PartList<Child<"", Pos>, Child<"", Types>>;
 
   ParamSlot tokens;  // [V, C]
   [[no_unique_address]] std::conditional_t<adds_positions, Pos, std::monostate> positions;
+  [[no_unique_address]] std::conditional_t<adds_types, Types, NoTokenTypes> types;
   // Prompt tuning (Lester et al. 2021): n vectors [n, C] that stand in for the token embeddings
   // at positions 0 .. n − 1 of every row (whose ids are placeholders); positions are added to
   // them as to tokens. Absent unless the planner asks (Planner::soft_prompt).
@@ -39,6 +69,7 @@ struct Embedding {
       prompt = p.param("prompt", {n_prompt, p.dims.d_model}, ParamKind::embedding);
       if (p.kv_cache == 0) dprompt = p.stat("dprompt", {n_prompt, p.dims.d_model});
     }
+    if constexpr (adds_types) types.declare(p);
     if constexpr (adds_positions) positions.declare(p);
   }
   // y: [B, T, C]; ids: [B, T] i32
@@ -51,11 +82,13 @@ struct Embedding {
       for (std::int64_t b = 0; b < c.B; ++b)
         ops::convert(y.span(b * c.T * C, rows * C), c.p(prompt).span(c.pos0 * C, rows * C));
     }
+    if constexpr (adds_types) types.forward(c, y);
     if constexpr (adds_positions) positions.forward(c, y);
   }
   // dy: [B, T, C]; ids have no gradient (dx is ignored); dtokens, dpositions, dprompt +=
   void backward(Ctx& c, TensorRef /*dx*/, TensorRef dy, TensorRef ids) {
     if constexpr (adds_positions) positions.backward(c, dy);
+    if constexpr (adds_types) types.backward(c, dy);
     if (prompt) {
       // dprompt += Σ_b dy[b, 0 .. n − 1]; then those rows are zeroed, since the placeholder ids
       // there never reached the output (dy is this backward's scratch).

@@ -56,6 +56,8 @@ void AnyModel::plan(std::int64_t B, std::int64_t T, bool recompute) {
   io_ = Arena("io");
   io_ids_ = io_.add("ids", {B, Tp}, DType::i32), io_lengths_ = io_.add("lengths", {B}, DType::i32);
   io_segments_ = io_.add("segments", {B, T}, DType::i32), io_positions_ = io_.add("positions", {B, T}, DType::i32);
+  token_types_ = has_tag("token_types");
+  if (token_types_) io_types_ = io_.add("token_types", {B, Tp}, DType::i32);
   Planner p(dims_, B, Tp, params_, acts_, planned_);
   p.soft_prompt = prompt_n_;
   p.prefix_tokens = prefix_n_;
@@ -162,6 +164,9 @@ void AnyModel::freeze(std::vector<std::string> patterns) {
 void AnyModel::plan_decode(std::int64_t cache_len) {
   LLMTK_CHECK(!scorer_, name_, "is a reward or value model (a score head, one number per position): it scores text "
               "and cannot generate any; generate with the policy it was trained for");
+  LLMTK_CHECK(!has_tag("encoder"), name_, "is an encoder (bidirectional attention, a masked language model): it fills "
+              "in [MASK] tokens instead of continuing text; write [MASK] in the prompt (llmtk generate RUN --prompt "
+              "\"... [MASK] ...\") to see its predictions");
   const std::int64_t before = prompt_n_ + prefix_n_;
   LLMTK_CHECK(cache_len > 0 && cache_len + before <= dims_.max_seq, name_, "a KV cache of ", cache_len,
               " positions", before ? cat(" after the soft prompt's or prefix's ", before) : std::string(),
@@ -289,9 +294,20 @@ TensorRef AnyModel::forward(const ModelInputs& in) {
       }
     in_positions_ = on_device(TensorRef(host_positions_.data(), DType::i32, {B_, T_}), io_positions_).view({B_, T_});
   }
+  in_.token_types = {};
+  if (token_types_) {  // type 0 everywhere unless the batch says otherwise
+    LLMTK_CHECK(!in.token_types || (in.token_types.dtype == DType::i32 && in.token_types.numel() == B_ * T_), name_,
+                "token_types must be [", B_, ", ", T_, "] i32, got ", in.token_types.shape_str());
+    LLMTK_CHECK(!in.token_types || n == 0, name_, "token types cannot be combined with prompt tuning");
+    TensorRef types = in.token_types;
+    if (!types) host_types_.assign(std::size_t(B_ * Tp_), 0), types = TensorRef(host_types_.data(), DType::i32, {B_, Tp_});
+    in_.token_types = on_device(types, io_types_).view({B_, Tp_});
+  } else {
+    LLMTK_CHECK(!in.token_types, name_, "token_types given, but ", name_, "'s embedding has no token types");
+  }
   refresh_working();
   Ctx c = ctx();
-  c.flow = {in_.lengths, in_.segments, in_positions_};
+  c.flow = {in_.lengths, in_.segments, in_positions_, in_.token_types};
   stats_.clear();
   c.stats = &stats_;
   run_forward(c, c.a(logits_), in_.ids);
@@ -308,7 +324,7 @@ void AnyModel::backward(TensorRef doutputs) {
   LLMTK_CHECK(doutputs.numel() == B_ * T_ * outputs() && doutputs.device == acts_.device(), name_,
               "doutputs must be [", B_, ", ", T_, ", ", outputs(), "] in the model's memory, got ", doutputs.shape_str());
   Ctx c = ctx();
-  c.flow = {in_.lengths, in_.segments, in_positions_};
+  c.flow = {in_.lengths, in_.segments, in_positions_, in_.token_types};
   if (Tp_ == T_) return run_backward(c, doutputs.view({B_, T_, outputs()}), in_.ids);
   // Prompt tuning: no loss at the prompt's positions (zeros), the tokens' gradient after them.
   const std::int64_t V = outputs(), n = Tp_ - T_;
@@ -331,7 +347,14 @@ std::int64_t count_params(const Arena& params, std::string_view prefix) {
 
 std::string tidy_type_name(std::string s) {
   for (auto p = s.find("> >"); p != std::string::npos; p = s.find("> >")) s.erase(p + 1, 1);
-  return s;
+  // Default arguments as the source leaves them out: Embedding<LearnedPositions>.
+  // (Copied into a new string: g++ 12 sees a false overlap in std::string::replace, -Wrestrict.)
+  constexpr std::string_view dflt = ", NoTokenTypes";
+  std::string out;
+  for (std::size_t i = 0; i < s.size();)
+    if (std::string_view(s).substr(i, dflt.size()) == dflt) i += dflt.size();
+    else out += s[i++];
+  return out;
 }
 
 }  // namespace llmtk

@@ -23,6 +23,7 @@ struct ModelInputs {
   TensorRef ids;       // [B, T] i32
   TensorRef lengths;   // [B] i32 or null: real tokens per row, padding after them
   TensorRef segments;  // [B, T] i32 or null: documents packed in each row (attention stays within one)
+  TensorRef token_types = {};  // [B, T] i32 or null (type 0 everywhere): BERT's segment A / B
 };
 
 // One row of a model's parameter breakdown (llmtk arch show).
@@ -175,7 +176,7 @@ class AnyModel {
   // On a device: the step's ids and targets copied from the host, and host copies of what
   // forward and decode hand back (planned with the activations, so a step allocates nothing).
   Arena io_{"io"};
-  int io_ids_ = -1, io_lengths_ = -1, io_segments_ = -1, io_positions_ = -1;
+  int io_ids_ = -1, io_lengths_ = -1, io_segments_ = -1, io_positions_ = -1, io_types_ = -1;
   std::vector<float> host_logits_;
   TensorRef on_device(TensorRef t, int io_slot);
   std::vector<std::string> freeze_;
@@ -201,6 +202,8 @@ class AnyModel {
   ModelInputs in_;  // the last forward's inputs, in the model's memory
   TensorRef in_positions_;  // with segments: each token's position in its document
   std::vector<std::int32_t> host_positions_;
+  std::vector<std::int32_t> host_types_;  // zeros: the token types of a batch that names none
+  bool token_types_ = false;              // the embedding adds token types (has_tag "token_types")
 };
 
 template <class Arch>

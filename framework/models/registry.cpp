@@ -10,6 +10,7 @@
 #include "gemma.hpp"
 #include "hybrid.hpp"
 #include "moe.hpp"
+#include "bert.hpp"
 #include "parallel.hpp"
 
 namespace llmtk {
@@ -57,6 +58,9 @@ const std::vector<ArchInfo>& architectures() {
         preset_entry<Mixtral8x7B>(),
         preset_entry<GemmaTiny>(),
         preset_entry<HybridTiny>(),
+        preset_entry<BertTiny>(),
+        preset_entry<BertBase>(),
+        preset_entry<BertPreNormTiny>(),
     };
     UserRegistry& user = user_registry();
     user.read = true;

@@ -243,6 +243,9 @@ struct Flow {
   // document's start). Absolute position schemes read it; RoPE and ALiBi see only distances
   // between a query and a key of one document, which restarting would not change.
   TensorRef positions;
+  // [B, T] i32: each token's type (BERT's segment A or B, Embedding<..., TokenTypes>); the model
+  // gives type 0 everywhere when the batch names none.
+  TensorRef token_types = {};
 };
 
 // Statistics parts report from a forward (an MoE router's load, its auxiliary losses), by name;

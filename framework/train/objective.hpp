@@ -41,6 +41,14 @@ struct Labels {
                          // should predict
 };
 
+// How the masked-language-model objective picks and replaces tokens (train/masked.hpp).
+struct MaskingOptions {
+  double rate = 0.15;   // objective.mask_rate: share of ordinary tokens selected
+  double mask = 0.8;    // objective.mask_token: of those, the share replaced by [MASK]
+  double random = 0.1;  // objective.random_token: the share replaced by a random ordinary token
+  bool operator==(const MaskingOptions&) const = default;
+};
+
 class Objective {
  public:
   virtual ~Objective() = default;

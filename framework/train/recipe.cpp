@@ -243,6 +243,25 @@ Recipe read_recipe(const std::string& path, const std::vector<std::string>& sets
       LLMTK_CHECK(!rl.has(key), path, "rl.", key, " without rl.task: name the prompts to learn from");
   }
 
+  // [objective]: an encoder learns to fill in masked tokens; the rates of BERT by default.
+  r.encoder = std::find(arch->tags.begin(), arch->tags.end(), "encoder") != arch->tags.end();
+  auto ob = root.table("objective");
+  if (r.encoder) {
+    r.masking.rate = ob.number("mask_rate", r.masking.rate, 1e-6, 1);
+    r.masking.mask = ob.number("mask_token", r.masking.mask, 0, 1);
+    r.masking.random = ob.number("random_token", r.masking.random, 0, 1);
+    LLMTK_CHECK(r.masking.mask + r.masking.random <= 1 + 1e-12, path, "objective.mask_token + objective.random_token = ",
+                r.masking.mask + r.masking.random, " is above 1: they are shares of the selected tokens (BERT: 0.8 and "
+                "0.1, the other 0.1 stay as they are)");
+    const char* other = r.preference.enabled() ? "[preference]" : r.rl.enabled() ? "[rl]" : r.reward.enabled() ? "[reward]" : nullptr;
+    LLMTK_CHECK(!other, path, other ? other : "", " with model.arch = \"", r.model.arch, "\", an encoder: alignment "
+                "trains a decoder that writes replies; choose a decoder architecture");
+  } else {
+    for (const char* key : {"mask_rate", "mask_token", "random_token"})
+      LLMTK_CHECK(!ob.has(key), path, "objective.", key, " is for encoders (masked language models, e.g. bert-tiny) and ",
+                  r.model.arch, " is a decoder, trained on next tokens; remove the key");
+  }
+
   auto d = root.table("data");
   r.data.dir = d.string("dir", "");
   r.data.order = d.string("order", r.data.order, {"shuffled", "sequential", "by_length", "random"});
@@ -321,6 +340,9 @@ Recipe read_recipe(const std::string& path, const std::vector<std::string>& sets
   LLMTK_CHECK(r.log.sample_prompt.empty() || !r.reward.enabled(), path,
               "log.sample_prompt with [reward]: a reward model scores text and cannot write any; remove the key");
   r.log.sample_tokens = int(l.integer("sample_tokens", r.log.sample_tokens, 1, 1 << 16));
+  LLMTK_CHECK(!r.encoder || r.log.sample_prompt.empty() || r.log.sample_prompt.find("[MASK]") != std::string::npos, path,
+              "log.sample_prompt = \"", r.log.sample_prompt, "\": an encoder fills in [MASK] tokens rather than "
+              "continuing text; write [MASK] where it should predict one (\"And God [MASK] unto Moses\")");
 
   file.reject_unknown_keys();
 
@@ -390,6 +412,9 @@ std::string to_toml(const Recipe& r) {
     o << "\n[reward]\ntrain = \"" << r.reward.train << "\"\n";
     if (!r.reward.test.empty()) o << "test = \"" << r.reward.test << "\"\n";
   }
+  if (r.encoder)
+    o << "\n[objective]\nmask_rate = " << r.masking.rate << "\nmask_token = " << r.masking.mask << "\nrandom_token = "
+      << r.masking.random << "\n";
   if (r.rl.enabled()) {
     o << "\n[rl]\nalgorithm = \"" << r.rl.algorithm << "\"\ntask = \"" << r.rl.task << "\"\n";
     if (!r.rl.test.empty()) o << "test = \"" << r.rl.test << "\"\n";

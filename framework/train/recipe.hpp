@@ -55,6 +55,9 @@ struct Recipe {
     std::int64_t sample_every = 50;     // write the rollouts to samples.txt every this many steps (0: never)
     bool enabled() const { return !task.empty(); }
   } rl;
+  // [objective]: the masked-language-model objective of an encoder (train/masked.hpp).
+  MaskingOptions masking;
+  bool encoder = false;                 // model.arch is an encoder (EncoderLM): it trains with [objective]
   struct Data {
     std::string dir;                    // output of `llmtk data prepare`: tokenizer.json, train_*.bin, val_*.bin
     std::string order = "shuffled";     // shuffled | sequential | by_length | random

@@ -27,6 +27,7 @@
 #include "task_eval.hpp"
 #include "schedule.hpp"
 #include "step.hpp"
+#include "masked.hpp"
 
 namespace llmtk::train {
 
@@ -501,7 +502,24 @@ Setup set_up(const Recipe& r, const TrainOptions& opt, const std::string& resume
               s.tok->vocab_size(), " tokens but model.vocab is ", r.model.dims.vocab, "; set model.vocab = ",
               s.tok->vocab_size());
   s.rows = r.rows();
-  if (!aligned) {
+  if (!aligned && r.encoder) {
+    // An encoder's rows: [CLS], train.seq − 2 tokens of text, [SEP]; masked as BERT masks (masked.hpp).
+    LLMTK_CHECK(r.train.seq >= 3, r.file, "train.seq = ", r.train.seq, " leaves no room for text between [CLS] and [SEP]; "
+                "set train.seq to 3 or more");
+    MlmTokens mlm = mlm_tokens(*s.tok, r.file);
+    const std::int64_t S = mlm_loader_seq(r.train.seq);
+    s.loader = make_loader(r, train_files, s.tok->hash(),
+                           {r.train.batch, S, data::parse_order(r.data.order), r.train.seed, 0, 1, r.data.packing}, false);
+    s.val_loader = make_loader(r, shards(r.data.dir, "val_"), s.tok->hash(),
+                               {r.train.batch, S, data::DataOrder::sequential, 0, 0, 1, r.data.packing}, true);
+    s.batches = std::make_unique<MaskedBatches>(*s.loader, mlm, r.masking, r.train.seed);
+    if (s.val_loader) s.val_batches = std::make_unique<MaskedBatches>(*s.val_loader, mlm, r.masking, kValidationMaskSeed);
+    s.objective = std::make_unique<MaskedTokenLoss>();
+    s.val_objective = std::make_unique<MaskedTokenLoss>();
+    log(cat("objective: masked language model (", r.model.arch, ": ", r.masking.rate * 100, "% of tokens selected; of those ",
+            r.masking.mask * 100, "% [MASK], ", r.masking.random * 100, "% a random token, the rest unchanged); rows are [CLS] + ",
+            S, " tokens + [SEP]"));
+  } else if (!aligned) {
     s.loader = make_loader(r, train_files, s.tok->hash(),
                            {r.train.batch, r.train.seq, data::parse_order(r.data.order), r.train.seed, 0, 1, r.data.packing}, false);
     s.val_loader = make_loader(r, shards(r.data.dir, "val_"), s.tok->hash(),
@@ -761,6 +779,11 @@ class Evaluator final : public Hook {
     if (r.log.sample_prompt.empty()) return;
     auto gen = make_twin(r, *run.s.model);
     gen->params().copy_from(run.s.model->params());
+    if (r.encoder) {  // the tokens it would put at each [MASK]
+      std::ofstream f(fs::path(run.dir) / "samples.txt", std::ios::app);
+      f << "--- step " << run.s.step << " ---\n" << fill_mask(*gen, *run.s.tok, r.log.sample_prompt).describe() << "\n";
+      return;
+    }
     GenerateOptions g;
     g.max_tokens = r.log.sample_tokens, g.seed = r.train.seed;
     const auto out = generate(*gen, run.s.tok->encode(r.log.sample_prompt), g);

@@ -14,6 +14,7 @@
 #include "data/loader.hpp"
 #include "models/registry.hpp"
 #include "ops/ops.hpp"
+#include "train/masked.hpp"
 #include "train/checkpoint.hpp"
 #include "train/finetune.hpp"
 #include "train/generate.hpp"
@@ -302,6 +303,18 @@ void add_train_commands(CLI::App& app) {
   gen->callback([ga] {
     auto l = load_lm(ga->run, ga->device);
     const data::Tokenizer& tok = *l.tokenizer;
+    if (l.model->has_tag("encoder")) {  // a masked language model: what it puts at each [MASK]
+      LLMTK_CHECK(!ga->chat, "generate", l.model->name(), " is an encoder: it fills in [MASK] tokens and has no chat; drop --chat");
+      const train::MaskFill fill = train::fill_mask(*l.model, tok, ga->prompt, ga->o.top_k > 0 ? ga->o.top_k : 5);
+      if (!ga->json) return fmt::print("{}\n", fill.describe());
+      nlohmann::json j = {{"text", fill.text}, {"masks", nlohmann::json::array()}};
+      for (const auto& guesses : fill.guesses) {
+        nlohmann::json g = nlohmann::json::array();
+        for (const auto& x : guesses) g.push_back({{"token", x.token}, {"probability", x.probability}});
+        j["masks"].push_back(g);
+      }
+      return fmt::print("{}\n", j.dump());
+    }
     std::vector<data::TokenId> prompt = ga->prompt.empty() ? std::vector<data::TokenId>{tok.eot()} : tok.encode(ga->prompt);
     train::GenerateOptions o = ga->o;
     o.stop_token = tok.eot();
@@ -483,11 +496,23 @@ void add_train_commands(CLI::App& app) {
                 "--pairs FILE.jsonl (preferences)");
     auto l = load_lm(ea->run, ea->device);
     const std::int64_t T = ea->seq ? ea->seq : l.model->context();
+    const bool encoder = l.model->has_tag("encoder");
+    LLMTK_CHECK(!encoder || T >= 3, "eval", "--seq ", T, " leaves an encoder no room for text between [CLS] and [SEP]");
     data::DataLoader loader(ea->shards, l.tokenizer->hash(),
-                            data::LoaderOptions{ea->batch, T, data::DataOrder::sequential, 0, 0, 1});
+                            data::LoaderOptions{ea->batch, encoder ? train::mlm_loader_seq(T) : T, data::DataOrder::sequential, 0, 0, 1});
     const std::int64_t n = ea->batches ? std::min<std::int64_t>(ea->batches, std::int64_t(loader.batches_per_epoch()))
                                        : std::int64_t(loader.batches_per_epoch());
     l.model->plan(ea->batch, T);
+    if (encoder) {  // the masked-token loss and accuracy, masked as validation in training is
+      const MaskingOptions rates;  // BERT's: 15% selected; 80% [MASK], 10% random, 10% unchanged
+      train::MaskedBatches batches(loader, train::mlm_tokens(*l.tokenizer, "eval"), rates, train::kValidationMaskSeed);
+      train::MaskedTokenLoss objective;
+      const train::EvalStats e = train::evaluate(*l.model, objective, batches, n);
+      fmt::print("checkpoint {}\n{} rows in {} batches, {:.0f}% of their tokens masked\nmasked-token loss {:.6f}\n"
+                 "masked-token accuracy {:.4f}\n", l.checkpoint, n * ea->batch, n, rates.rate * 100, e.loss,
+                 e.metrics.empty() ? 0.0 : e.metrics[0].second);
+      return;
+    }
     NextTokenLoss objective;
     const double loss = train::evaluate(*l.model, objective, loader, n);
     fmt::print("checkpoint {}\n{} tokens in {} batches\nloss {:.6f}\nperplexity {:.2f}\n", l.checkpoint, n * ea->batch * T, n,
