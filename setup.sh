@@ -37,6 +37,14 @@ if ((run)); then
     echo "== preparing the corpus: llmtk data prepare recipes/data/kjv.toml"
     build/bin/llmtk data prepare recipes/data/kjv.toml
   fi
+  # The same corpus for a masked language model (recipes/bert-mlm.toml): kjv's tokenizer plus
+  # [PAD], [CLS], [SEP], [MASK].
+  if [[ data/kjv-mlm/report.json -nt recipes/data/kjv-mlm.toml && data/kjv-mlm/report.json -nt data/kjv/report.json ]]; then
+    echo "== the encoder's corpus is already prepared in data/kjv-mlm/"
+  else
+    echo "== preparing the encoder's corpus: llmtk data prepare recipes/data/kjv-mlm.toml"
+    build/bin/llmtk data prepare recipes/data/kjv-mlm.toml > /dev/null
+  fi
   echo
   if [[ -f runs/quickstart/checkpoints/best/state.json && -f runs/quickstart/report.html ]]; then
     echo "== the quickstart is already trained in runs/quickstart/ (train it again with --overwrite)"

@@ -144,7 +144,9 @@ std::string MaskFill::describe() const {
     for (const auto& g : guesses[m]) {
       char p[32];
       std::snprintf(p, sizeof p, " %.3f", g.probability);
-      s += " '" + g.token + "'" + p;
+      std::string shown;  // control characters as escapes, so each guess stays on its line
+      for (const char ch : g.token) shown += ch == '\n' ? std::string("\\n") : ch == '\t' ? std::string("\\t") : std::string(1, ch);
+      s += " '" + shown + "'" + p;
     }
   }
   return s;

@@ -9,6 +9,7 @@
 #include "models/gemma.hpp"
 #include "models/hybrid.hpp"
 #include "models/moe.hpp"
+#include "models/bert.hpp"
 #include "models/parallel.hpp"
 #include "models/registry.hpp"
 
@@ -197,6 +198,12 @@ struct TwoSchemes final {  // variant 1 adds learned positions and rotates q and
   static constexpr Dims dims = LlamaTiny::dims;
 };
 auto entries = ablation_entries<TwoSchemes>();
+#elif defined(CASE_encoder_bidirectional)
+struct CausalEncoder final : EncoderLM<BertEmbedding, Repeat<Gpt2Block>, LayerNorm, MLMHead<Tied>> {};
+CausalEncoder m;
+#elif defined(CASE_mlm_head_needs_encoder)
+struct MaskedDecoder final : DecoderLM<Embedding<LearnedPositions>, Repeat<Gpt2Block>, LayerNorm, MLMHead<Tied>> {};
+MaskedDecoder m;
 #elif defined(CASE_head_role)
 DecoderLM<TokenEmbedding, Repeat<LlamaBlock>, RMSNorm, RMSNorm> m;
 #endif

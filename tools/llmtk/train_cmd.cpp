@@ -300,12 +300,13 @@ void add_train_commands(CLI::App& app) {
   gen->add_flag("--chat", ga->chat, "The prompt is a user's message: render it with the run's chat template and stop "
                 "at the end of the reply");
   gen->add_option("--system", ga->system, "--chat: a system message first");
-  gen->callback([ga] {
+  gen->callback([ga, gen] {
     auto l = load_lm(ga->run, ga->device);
     const data::Tokenizer& tok = *l.tokenizer;
     if (l.model->has_tag("encoder")) {  // a masked language model: what it puts at each [MASK]
       LLMTK_CHECK(!ga->chat, "generate", l.model->name(), " is an encoder: it fills in [MASK] tokens and has no chat; drop --chat");
-      const train::MaskFill fill = train::fill_mask(*l.model, tok, ga->prompt, ga->o.top_k > 0 ? ga->o.top_k : 5);
+      const train::MaskFill fill = train::fill_mask(*l.model, tok, ga->prompt,
+                                                        gen->count("--top-k") && ga->o.top_k > 0 ? ga->o.top_k : 5);
       if (!ga->json) return fmt::print("{}\n", fill.describe());
       nlohmann::json j = {{"text", fill.text}, {"masks", nlohmann::json::array()}};
       for (const auto& guesses : fill.guesses) {
@@ -313,7 +314,8 @@ void add_train_commands(CLI::App& app) {
         for (const auto& x : guesses) g.push_back({{"token", x.token}, {"probability", x.probability}});
         j["masks"].push_back(g);
       }
-      return fmt::print("{}\n", j.dump());
+      // A token may be part of a character's bytes: such bytes print as U+FFFD.
+      return fmt::print("{}\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
     }
     std::vector<data::TokenId> prompt = ga->prompt.empty() ? std::vector<data::TokenId>{tok.eot()} : tok.encode(ga->prompt);
     train::GenerateOptions o = ga->o;
