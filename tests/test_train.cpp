@@ -553,6 +553,56 @@ TEST_CASE("Transformers export and import round-trip an MoE model as MixtralForC
   CHECK_THROWS_WITH(export_hf(*gemma, tmp("hf-gemma").string(), nullptr), Catch::Contains("local attention layers"));
 }
 
+TEST_CASE("Transformers export and import round-trip a BERT encoder as BertForMaskedLM", "[train][hf][encoder]") {
+  Dims d = find_arch("bert-tiny").dims;
+  d.d_model = 16, d.n_layers = 2, d.n_heads = 4, d.n_kv_heads = 4, d.d_ff = 24, d.vocab = 29, d.max_seq = 8;
+  d.set("type_vocab", 3);
+  auto a = make_model("bert-tiny", d), b = make_model("bert-tiny", d);
+  a->plan(1, 8), b->plan(1, 8);
+  a->init(1), b->init(2);
+  const auto dir = tmp("hf-bert");
+  export_hf(*a, dir.string(), nullptr);
+  std::ifstream cfg(dir / "config.json");
+  const auto c = nlohmann::json::parse(cfg);
+  CHECK(c.at("model_type") == "bert");
+  CHECK(c.at("architectures")[0] == "BertForMaskedLM");
+  CHECK(c.at("hidden_act") == "gelu_new");  // llmtk's GELU is the tanh approximation
+  CHECK(c.at("type_vocab_size") == 3);
+  SafetensorsFile f((dir / "model.safetensors").string());
+  CHECK(f.shape("bert.embeddings.token_type_embeddings.weight") == std::vector<std::int64_t>{3, 16});
+  CHECK(f.shape("bert.encoder.layer.1.intermediate.dense.weight") == std::vector<std::int64_t>{24, 16});  // Linear: [out, in]
+  CHECK(f.shape("cls.predictions.bias") == std::vector<std::int64_t>{29});
+  CHECK_FALSE(f.has("cls.predictions.decoder.weight"));  // tied to the word embeddings
+  // Post-norm: the LayerNorm after attention's residual add is the attention sub-block's norm.
+  std::vector<float> ln(16);
+  f.read("bert.encoder.layer.1.attention.output.LayerNorm.bias", ln.data(), {16});
+  CHECK(ln[7] == a->params()["blocks.1.attn.norm.bias"].f32()[7]);
+  import_hf(*b, dir.string());
+  CHECK(std::memcmp(a->params().data(), b->params().data(), a->params().bytes()) == 0);
+  // The config's sizes and its activation must be the model's.
+  Dims two = d;
+  two.set("type_vocab", 2);
+  auto c2 = make_model("bert-tiny", two);
+  c2->plan(1, 8), c2->allocate();
+  CHECK_THROWS_WITH(import_hf(*c2, dir.string()), Catch::Contains("type_vocab_size = 3 but the model has 2"));
+  auto erf = c;
+  erf["hidden_act"] = "gelu";  // bert-base-uncased's exact GELU
+  std::ofstream(dir / "config.json") << erf.dump();
+  std::string family;
+  CHECK_THROWS_WITH(hf_dims(dir.string(), family), Catch::Contains("hidden_act = \"gelu\"") && Catch::Contains("tanh approximation"));
+  // What BertForMaskedLM cannot hold is refused before anything is written: pre-norm blocks.
+  auto pre = make_model("bert-prenorm-tiny", d);
+  pre->plan(1, 8), pre->allocate();
+  const auto pre_dir = tmp("hf-bert-pre") / "out";
+  CHECK_THROWS_WITH(export_hf(*pre, pre_dir.string(), nullptr),
+                    Catch::Contains("has PreNorm") && Catch::Contains("BertForMaskedLM") && Catch::Contains("nothing was written"));
+  CHECK_FALSE(fs::exists(pre_dir));
+  // GGUF and PEFT are written for decoders: an encoder is refused with the export it has.
+  const auto tok = data::load_tokenizer(corpus() + "/tokenizer.json");
+  CHECK_THROWS_WITH(export_gguf(*a, tmp("bert.gguf").string(), *tok, "f32"),
+                    Catch::Contains("is an encoder") && Catch::Contains("BertForMaskedLM with --hf DIR"));
+}
+
 namespace {
 // A Llama-shaped composition with a plain MLP<GELU>, which LlamaForCausalLM cannot hold (GeGLU,
 // which it holds as hidden_act gelu_pytorch_tanh, is the llama-geglu-tiny preset).

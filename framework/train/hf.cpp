@@ -21,7 +21,7 @@ std::string part_named(std::string_view tag) {
       {"alibi", "ALiBi"},          {"sinusoidal", "Sinusoidal positions"}, {"qk_norm", "QKNorm"},
       {"layernorm", "LayerNorm"},  {"rmsnorm", "RMSNorm"},                 {"gelu_mlp", "MLP<GELU>"},
       {"relu_mlp", "MLP<ReLU>"},   {"mlp", "MLP"},                         {"swiglu", "SwiGLU"},
-      {"geglu", "GeGLU"},          {"postnorm", "PostNorm"},               {"sandwichnorm", "SandwichNorm"},
+      {"geglu", "GeGLU"},          {"postnorm", "PostNorm"},               {"sandwichnorm", "SandwichNorm"}, {"prenorm", "PreNorm"},
       {"parallel_block", "ParallelBlock"}, {"mqa", "MQA"},                 {"gqa", "GQA"}};
   for (const auto& [t, n] : names)
     if (t == tag) return std::string(n);
@@ -43,9 +43,29 @@ void require_parts(const char* command, const AnyModel& m, const char* target,
 
 }  // namespace
 
-std::string hf_family(const AnyModel& m) { return model_family(m, "export --hf", "GPT2LMHeadModel", "LlamaForCausalLM"); }
+std::string hf_family(const AnyModel& m) {
+  if (m.has_tag("encoder")) {  // BertForMaskedLM: post-norm blocks, learned positions, token types, GELU, biases
+    const char* command = "export --hf";
+    const char* bert = "BertForMaskedLM";
+    require_parts(command, m, bert, {{"learned_positions", "learned positions"}, {"token_types", "token-type embedding (TokenTypes)"},
+                                     {"mha", "multi-head attention (MHA)"}, {"layernorm", "LayerNorm"},
+                                     {"gelu_mlp", "an MLP<GELU> feed-forward"}, {"postnorm", "PostNorm placement"},
+                                     {"sequential_block", "sequential Block"}, {"mlm_head", "MLMHead"}},
+                  {{"prenorm", "post-norm blocks"}, {"sandwichnorm", "post-norm blocks"}, {"rope", "learned positions"},
+                   {"alibi", "learned positions"}, {"qk_norm", "no query/key norm"}, {"rmsnorm", "LayerNorm"},
+                   {"swiglu", "MLP<GELU>"}, {"geglu", "MLP<GELU>"}, {"parallel_block", "sequential blocks"}});
+    LLMTK_CHECK(m.dims().bias, command, bert, " has biases in every linear map and LayerNorm; this model has "
+                "model.bias = false, so nothing was written");
+    LLMTK_CHECK(m.dims().window == 0, command, "model '", m.name(), "' uses a sliding window (model.window = ",
+                m.dims().window, "), which ", bert, " does not have; nothing was written");
+    return "bert";
+  }
+  return model_family(m, "export --hf", "GPT2LMHeadModel", "LlamaForCausalLM");
+}
 
 std::string model_family(const AnyModel& m, const char* command, const char* gpt2, const char* llama) {
+  LLMTK_CHECK(!m.has_tag("encoder"), command, "model '", m.name(), "' is an encoder (BERT-style), and ", gpt2, " and ", llama,
+              " are decoders; export it to Transformers' BertForMaskedLM with --hf DIR; nothing was written");
   LLMTK_CHECK(m.dims().window == 0, command, "model '", m.name(), "' uses a sliding window (model.window = ",
               m.dims().window, "), which ", gpt2, " and ", llama, " do not have; their outputs would differ");
   LLMTK_CHECK(!m.has_tag("recurrent"), command, "model '", m.name(), "' has recurrent (minGRU) layers, which ", gpt2,
@@ -168,7 +188,35 @@ std::vector<Mapping> mappings(const AnyModel& m) {
   const std::string fam = hf_family(m);
   const Dims& d = m.dims();
   std::vector<Mapping> out;
-  if (fam == "gpt2") {
+  if (fam == "bert") {  // BertForMaskedLM: nn.Linear everywhere, [out, in] as llmtk stores them
+    out.push_back(copy("bert.embeddings.word_embeddings.weight", "embed.tokens", p));
+    out.push_back(copy("bert.embeddings.position_embeddings.weight", "embed.positions", p));
+    out.push_back(copy("bert.embeddings.token_type_embeddings.weight", "embed.types", p));
+    out.push_back(copy("bert.embeddings.LayerNorm.weight", "embed_norm.weight", p));
+    out.push_back(copy("bert.embeddings.LayerNorm.bias", "embed_norm.bias", p));
+    for (int l = 0; l < d.n_layers; ++l) {
+      const std::string h = "bert.encoder.layer." + std::to_string(l) + ".", b = "blocks." + std::to_string(l) + ".";
+      struct Site { const char *hf, *w, *b; };
+      for (const Site& x : {Site{"attention.self.query", "attn.wq", "attn.bq"}, Site{"attention.self.key", "attn.wk", "attn.bk"},
+                            Site{"attention.self.value", "attn.wv", "attn.bv"}, Site{"attention.output.dense", "attn.wo", "attn.bo"},
+                            Site{"intermediate.dense", "mlp.w_fc", "mlp.b_fc"}, Site{"output.dense", "mlp.w_proj", "mlp.b_proj"}}) {
+        out.push_back(copy(h + x.hf + ".weight", b + x.w, p));
+        out.push_back(copy(h + x.hf + ".bias", b + x.b, p));
+      }
+      // Post-norm: the LayerNorm after each residual add is the sub-block's norm.
+      out.push_back(copy(h + "attention.output.LayerNorm.weight", b + "attn.norm.weight", p));
+      out.push_back(copy(h + "attention.output.LayerNorm.bias", b + "attn.norm.bias", p));
+      out.push_back(copy(h + "output.LayerNorm.weight", b + "mlp.norm.weight", p));
+      out.push_back(copy(h + "output.LayerNorm.bias", b + "mlp.norm.bias", p));
+    }
+    out.push_back(copy("cls.predictions.transform.dense.weight", "head.transform.weight", p));
+    out.push_back(copy("cls.predictions.transform.dense.bias", "head.transform.bias", p));
+    out.push_back(copy("cls.predictions.transform.LayerNorm.weight", "head.norm.weight", p));
+    out.push_back(copy("cls.predictions.transform.LayerNorm.bias", "head.norm.bias", p));
+    // The decoder's bias is tied to cls.predictions.bias; its weight to the word embeddings unless untied.
+    out.push_back(copy("cls.predictions.bias", "head.bias", p));
+    if (p.find("head.weight") >= 0) out.push_back(copy("cls.predictions.decoder.weight", "head.weight", p));
+  } else if (fam == "gpt2") {
     out.push_back(copy("transformer.wte.weight", "embed.tokens", p));
     out.push_back(copy("transformer.wpe.weight", "embed.positions", p));
     for (int l = 0; l < d.n_layers; ++l) {
@@ -225,6 +273,31 @@ void write_json(const fs::path& path, const json& j) {
   out << j.dump(2) << "\n";
 }
 
+// BERT reads [CLS] text [SEP] (and [CLS] a [SEP] b [SEP], the second segment type 1): the
+// tokenizer's TemplateProcessing post-processor adds them, as bert-base-uncased's does, so that
+// Transformers' tokenizer(text) gives the row llmtk's fill-mask reads.
+void add_bert_template(const fs::path& file, const data::Tokenizer& tok) {
+  const auto cls = tok.special("[CLS]"), sep = tok.special("[SEP]");
+  if (!cls || !sep) return;  // mlm_tokens refuses such a tokenizer before training; nothing to add
+  json j;
+  {
+    std::ifstream in(file);
+    j = json::parse(in);
+  }
+  auto special = [](const char* id, int type) { return json{{"SpecialToken", {{"id", id}, {"type_id", type}}}}; };
+  auto sequence = [](const char* id, int type) { return json{{"Sequence", {{"id", id}, {"type_id", type}}}}; };
+  j["post_processor"] = {
+      {"type", "TemplateProcessing"},
+      {"single", {special("[CLS]", 0), sequence("A", 0), special("[SEP]", 0)}},
+      {"pair", {special("[CLS]", 0), sequence("A", 0), special("[SEP]", 0), sequence("B", 1), special("[SEP]", 1)}},
+      {"special_tokens",
+       {{"[CLS]", {{"id", "[CLS]"}, {"ids", {*cls}}, {"tokens", {"[CLS]"}}}},
+        {"[SEP]", {{"id", "[SEP]"}, {"ids", {*sep}}, {"tokens", {"[SEP]"}}}}}}};
+  std::ofstream out(file);
+  LLMTK_CHECK(out.good(), "export --hf", "cannot write '", file.string(), "'");
+  out << j.dump(-1, ' ', false, json::error_handler_t::strict) << "\n";
+}
+
 }  // namespace
 
 void export_hf(const AnyModel& m, const std::string& out_dir, const data::Tokenizer* tok, const data::ChatTemplate* chat) {
@@ -250,7 +323,18 @@ void export_hf(const AnyModel& m, const std::string& out_dir, const data::Tokeni
   const bool tied = m.params().find("head.weight") < 0;
   json cfg;
   const int eot = tok ? int(tok->eot()) : d.vocab - 1;
-  if (fam == "gpt2") {
+  if (fam == "bert") {
+    // hidden_act gelu_new: llmtk's GELU is the tanh approximation (BERT's own checkpoints use "gelu", erf).
+    const auto pad = tok ? tok->special("[PAD]") : std::nullopt;
+    cfg = {{"architectures", {"BertForMaskedLM"}}, {"model_type", "bert"}, {"vocab_size", d.vocab},
+           {"hidden_size", d.d_model}, {"num_hidden_layers", d.n_layers}, {"num_attention_heads", d.n_heads},
+           {"intermediate_size", d.d_ff}, {"hidden_act", "gelu_new"}, {"hidden_dropout_prob", 0.0},
+           {"attention_probs_dropout_prob", 0.0}, {"max_position_embeddings", d.max_seq},
+           {"type_vocab_size", d.get_int("type_vocab")}, {"initializer_range", 0.02}, {"layer_norm_eps", d.norm_eps},
+           {"position_embedding_type", "absolute"}, {"is_decoder", false}, {"tie_word_embeddings", tied},
+           {"torch_dtype", "float32"}};
+    if (pad) cfg["pad_token_id"] = *pad;
+  } else if (fam == "gpt2") {
     cfg = {{"architectures", {"GPT2LMHeadModel"}}, {"model_type", "gpt2"}, {"vocab_size", d.vocab},
            {"n_positions", d.max_seq}, {"n_ctx", d.max_seq}, {"n_embd", d.d_model}, {"n_layer", d.n_layers},
            {"n_head", d.n_heads}, {"n_inner", d.d_ff}, {"activation_function", "gelu_new"},
@@ -284,6 +368,7 @@ void export_hf(const AnyModel& m, const std::string& out_dir, const data::Tokeni
   for (const auto& mp : maps) mp.to_hf(params, out[mp.hf].f32());
   save_safetensors((fs::path(dir) / "model.safetensors").string(), out, {{"format", "pt"}});
   if (tok) write_hf_tokenizer(dir, *tok, chat, d.max_seq);
+  if (tok && fam == "bert") add_bert_template(fs::path(dir) / "tokenizer.json", *tok);
   if (!fs::exists(final_dir)) {
     if (final_dir.has_parent_path()) fs::create_directories(final_dir.parent_path());
     fs::rename(tmp, final_dir);  // the export appears whole or not at all
@@ -300,6 +385,11 @@ void write_hf_tokenizer(const std::string& dir, const data::Tokenizer& tok, cons
   const std::string eot_text = tok.specials().empty() ? "" : tok.specials().front().first;
   nlohmann::json tok_cfg = {{"tokenizer_class", "PreTrainedTokenizerFast"}, {"clean_up_tokenization_spaces", false},
                             {"bos_token", eot_text}, {"eos_token", eot_text}, {"model_max_length", max_seq}};
+  // A masked language model's tokens, under the names Transformers' pipelines look for (fill-mask
+  // reads mask_token).
+  for (const auto& [key, text] : {std::pair<const char*, const char*>{"pad_token", "[PAD]"}, {"cls_token", "[CLS]"},
+                                  {"sep_token", "[SEP]"}, {"mask_token", "[MASK]"}})
+    if (tok.special(text)) tok_cfg[key] = text;
   if (chat) {
     tok_cfg["chat_template"] = chat->jinja();
     tok_cfg["eos_token"] = tok.token_bytes(chat->end_of_turn(tok));
@@ -337,8 +427,22 @@ Dims hf_dims(const std::string& dir, std::string& family) {
                 " uses rope_scaling, which llmtk's RoPE does not model");
     LLMTK_CHECK(!c.contains("head_dim") || c["head_dim"] == d.d_model / d.n_heads, "--init", cfg_path.string(),
                 " has head_dim != hidden_size / num_attention_heads, which llmtk does not support");
+  } else if (family == "bert") {
+    d.d_model = need("hidden_size"), d.n_layers = need("num_hidden_layers"), d.n_heads = need("num_attention_heads");
+    d.n_kv_heads = d.n_heads, d.d_ff = need("intermediate_size"), d.vocab = need("vocab_size");
+    d.max_seq = need("max_position_embeddings"), d.norm_eps = c.value("layer_norm_eps", 1e-12), d.bias = true;
+    d.set("type_vocab", c.value("type_vocab_size", 2));
+    const std::string act = c.value("hidden_act", "gelu");
+    LLMTK_CHECK(act == "gelu_new" || act == "gelu_pytorch_tanh", "--init", cfg_path.string(), " has hidden_act = \"", act,
+                "\"; llmtk's GELU is the tanh approximation (gelu_new), ",
+                act == "gelu" ? "and BERT's exact erf GELU differs from it by up to 1e-3 per unit, so the model would compute something else"
+                              : "and llmtk has no such activation");
+    LLMTK_CHECK(c.value("position_embedding_type", "absolute") == "absolute", "--init", cfg_path.string(),
+                " has position_embedding_type = \"", c.value("position_embedding_type", ""), "\"; llmtk's BERT has absolute (learned) positions");
+    LLMTK_CHECK(!c.value("is_decoder", false) && !c.value("add_cross_attention", false), "--init", cfg_path.string(),
+                " describes a BERT decoder (is_decoder / add_cross_attention), which llmtk does not model");
   } else {
-    fail("--init", cfg_path.string(), " has model_type '", family, "'; supported: gpt2, llama, mixtral");
+    fail("--init", cfg_path.string(), " has model_type '", family, "'; supported: gpt2, llama, mixtral, bert");
   }
   if (family == "mixtral") {
     d.set("moe_experts", need("num_local_experts")), d.set("moe_top_k", need("num_experts_per_tok"));
@@ -369,6 +473,15 @@ void import_hf(AnyModel& m, const std::string& dir) {
                 m.has_tag("swiglu") ? "SwiGLU (silu)" : m.has_tag("geglu") ? "GeGLU (gelu_pytorch_tanh)" : "not gated",
                 act == "silu" || tanh_gelu ? "; use an architecture with the matching GLU" : "; llmtk has no such activation");
   }
+  if (family == "bert") {
+    std::ifstream in(fs::path(dir) / "config.json");
+    const bool tied = nlohmann::json::parse(in).value("tie_word_embeddings", true);  // BertConfig ties by default
+    LLMTK_CHECK(tied == (m.params().find("head.weight") < 0), "--init", "'", dir, "/config.json' has tie_word_embeddings = ",
+                tied, " but the model's MLM head is ", tied ? "untied (MLMHead<Untied>)" : "tied (MLMHead<Tied>)",
+                "; use an architecture whose head matches the checkpoint");
+    LLMTK_CHECK(d.get("type_vocab") == m.dims().get("type_vocab"), "--init", "'", dir, "/config.json' has type_vocab_size = ",
+                d.get_int("type_vocab"), " but the model has ", m.dims().get_int("type_vocab"), "; set model.type_vocab to match");
+  }
   const Dims& ours = m.dims();
   auto same = [&](const char* key, long a, long b) {
     LLMTK_CHECK(a == b, "--init", "'", dir, "/config.json' has ", key, " = ", a, " but the model has ", b,
@@ -377,6 +490,7 @@ void import_hf(AnyModel& m, const std::string& dir) {
   same("d_model", d.d_model, ours.d_model), same("n_layers", d.n_layers, ours.n_layers);
   same("n_heads", d.n_heads, ours.n_heads), same("n_kv_heads", d.n_kv_heads, ours.n_kv_heads);
   same("d_ff", d.d_ff, ours.d_ff), same("vocab", d.vocab, ours.vocab);
+  if (family == "bert") same("max_seq", d.max_seq, ours.max_seq);  // position_embeddings has max_seq rows
   const fs::path file = fs::path(dir) / "model.safetensors";
   LLMTK_CHECK(fs::exists(file), "--init", "'", dir, "' has no model.safetensors",
               fs::exists(fs::path(dir) / "model.safetensors.index.json") ? " (sharded checkpoints are not supported yet)" : "");

@@ -119,6 +119,13 @@ MaskFill fill_mask(AnyModel& model, const data::Tokenizer& tok, const std::strin
       continue;
     }
     const float* z = logits.data() + t * V;
+    double zmax = -INFINITY, zsum = 0;  // the model's own distribution, every token
+    for (std::int64_t v = 0; v < V; ++v) zmax = std::max(zmax, double(z[v]));
+    for (std::int64_t v = 0; v < V; ++v) zsum += std::exp(double(z[v]) - zmax);
+    std::vector<double> lp(static_cast<std::size_t>(V));
+    for (std::int64_t v = 0; v < V; ++v) lp[std::size_t(v)] = double(z[v]) - zmax - std::log(zsum);
+    out.positions.push_back(t);
+    out.logprobs.push_back(std::move(lp));
     // Softmax over the ordinary tokens (the specials are not answers), the k largest first.
     double mx = -INFINITY, sum = 0;
     for (const std::int32_t v : mlm.ordinary) mx = std::max(mx, double(z[v]));
@@ -129,11 +136,12 @@ MaskFill fill_mask(AnyModel& model, const data::Tokenizer& tok, const std::strin
                       [&](std::int32_t a, std::int32_t b) { return z[a] > z[b] || (z[a] == z[b] && a < b); });
     std::vector<MaskFill::Guess> guesses;
     for (std::size_t i = 0; i < top; ++i)
-      guesses.push_back({tok.decode(std::vector<data::TokenId>{order[i]}), std::exp(double(z[order[i]]) - mx) / sum});
+      guesses.push_back({tok.decode(std::vector<data::TokenId>{order[i]}), order[i], std::exp(double(z[order[i]]) - mx) / sum});
     out.guesses.push_back(std::move(guesses));
     filled.push_back(order[0]);
   }
   out.text = tok.decode(filled);
+  out.ids = std::move(ids);
   return out;
 }
 

@@ -67,10 +67,14 @@ inline constexpr std::uint64_t kValidationMaskSeed = 0x76616c5f6d61736bull;  // 
 struct MaskFill {
   struct Guess {
     std::string token;
-    double probability = 0;
+    std::int32_t id = 0;
+    double probability = 0;  // among the ordinary tokens (specials are never answers)
   };
   std::string text;                        // the text with each [MASK] replaced by its most probable token
   std::vector<std::vector<Guess>> guesses; // per [MASK], the k most probable ordinary tokens
+  std::vector<std::int32_t> ids;           // the row the model read: [CLS] text [SEP]
+  std::vector<std::int64_t> positions;     // per [MASK], its position in ids
+  std::vector<std::vector<double>> logprobs;  // per [MASK], log-softmax over the whole vocabulary
   std::string describe() const;            // the text, then one line of guesses per [MASK]
 };
 MaskFill fill_mask(AnyModel& model, const data::Tokenizer& tok, const std::string& text, int k = 5);

@@ -218,6 +218,8 @@ PeftAdapter read_peft(const std::string& dir, const std::string& family, int n_l
   out.base = peft_base(dir);
   const json cfg = read_adapter_config(dir);
   const std::string cfg_path = (fs::path(dir) / "adapter_config.json").string();
+  LLMTK_CHECK(family == "gpt2" || family == "llama", "finetune.from", cfg_path, " adapts a ", family, " model; llmtk reads "
+              "LoRA adapters of GPT-2 and Llama bases");
   LLMTK_CHECK(peft_type(dir) == "LORA", "finetune.from", cfg_path, " is ", peft_type(dir), ", not LoRA adapters");
   LLMTK_CHECK(!cfg.value("use_dora", false), "finetune.from", cfg_path, " is a DoRA adapter (use_dora = true), which llmtk "
               "does not implement");
@@ -438,7 +440,9 @@ void export_peft_prompt(const AnyModel& m, const std::string& out_dir, const std
 void export_peft_prefix(const AnyModel& m, const std::string& out_dir, const std::string& base_name,
                         const data::Tokenizer* tok, const data::ChatTemplate* chat) {
   LLMTK_CHECK(m.prefix() > 0, "export --peft", "the model has no prefix keys and values");
-  (void)hf_family(m);  // the base must be one PEFT's models can be
+  const std::string family = hf_family(m);  // the base must be one PEFT's models can be
+  LLMTK_CHECK(family == "gpt2" || family == "llama", "export --peft", "model '", m.name(), "' is a ", family,
+              " model; PEFT prefix tuning is written for GPT-2 and Llama bases; nothing was written");
   const Arena host = m.params().host_copy();
   const std::int64_t P = m.prefix(), L = m.dims().n_layers, KD = m.dims().kv_dim();
   Arena out("peft");
@@ -497,8 +501,9 @@ void export_peft_prefix(const AnyModel& m, const std::string& out_dir, const std
 void export_peft(const AnyModel& m, const LoraConfig& lora, const std::string& out_dir, const std::string& base_name,
                  const data::Tokenizer* tok, const data::ChatTemplate* chat) {
   const std::string family = hf_family(m);  // refuses, before anything is written, what the format cannot hold
-  LLMTK_CHECK(family != "mixtral", "export --peft", "model '", m.name(), "' is a mixture of experts; PEFT adapters are "
-              "written for GPT-2 and Llama bases; merge them instead (export --hf DIR --merge); nothing was written");
+  LLMTK_CHECK(family == "gpt2" || family == "llama", "export --peft", "model '", m.name(), "' is ",
+              family == "mixtral" ? "a mixture of experts" : "a " + family + " model",
+              "; PEFT adapters are written for GPT-2 and Llama bases; merge them instead (export --hf DIR --merge); nothing was written");
   const Arena host = m.params().host_copy();
   // Adapters grouped by the Transformers module they adapt.
   struct Part {

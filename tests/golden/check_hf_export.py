@@ -3,7 +3,7 @@
 Transformers' model code, the same loss that `llmtk eval` computes from the run itself.
 
 Transformers is not installable here, so this script re-implements the forward pass of
-GPT2LMHeadModel, LlamaForCausalLM and MixtralForCausalLM from Transformers' own naming, weight
+GPT2LMHeadModel, LlamaForCausalLM, MixtralForCausalLM and BertForMaskedLM from Transformers' own naming, weight
 layout and formulas (not llmtk's), reading config.json and model.safetensors with plain Python. It imports no project code.
 
   /usr/bin/python3 tests/golden/check_hf_export.py HF_DIR SHARD --run RUN [--llmtk build/bin/llmtk]
@@ -14,6 +14,10 @@ With --peft, HF_DIR is the base and ADAPTER_DIR holds LoRA adapters written by `
 target_modules wrap, the tensor names and shapes it expects, rank_pattern / alpha_pattern, the
 scale lora_alpha / r, fan_in_fan_out for GPT-2's Conv1D, modules_to_save), and the result must
 compute RUN's loss.
+
+A BERT export (an encoder, which has no next-token loss) is checked with --fill-mask PROMPT: the
+log-probabilities `llmtk generate RUN --prompt PROMPT --json` prints at each [MASK], over the
+whole vocabulary, against BertForMaskedLM's on the same row.
 
 It prints the reference loss, the loss `llmtk eval` prints for RUN (6 decimals), and their absolute
 difference, and exits 1 if the difference exceeds --tol (2 on a load/config problem).
@@ -325,6 +329,108 @@ def llama_forward(cfg, W, ids, dt):
 
 
 # ---------------------------------------------------------------------------------------------
+# BertForMaskedLM (transformers/models/bert/modeling_bert.py): post-norm layers, the MLM head
+# (BertOnlyMLMHead: transform dense + act + LayerNorm, decoder tied to the word embeddings, its
+# bias cls.predictions.bias).
+
+
+def bert_config(c):
+    cfg = dict(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+               intermediate_size=3072, hidden_act="gelu", max_position_embeddings=512, type_vocab_size=2,
+               layer_norm_eps=1e-12, position_embedding_type="absolute", is_decoder=False,
+               tie_word_embeddings=True)
+    cfg.update({k: v for k, v in c.items() if k in cfg})
+    return cfg
+
+
+def bert_forward(cfg, W, ids, dt, types=None):
+    D, L, F, V = cfg["hidden_size"], cfg["num_hidden_layers"], cfg["intermediate_size"], cfg["vocab_size"]
+    H, P, TV, eps = cfg["num_attention_heads"], cfg["max_position_embeddings"], cfg["type_vocab_size"], cfg["layer_norm_eps"]
+    acts = {"gelu": torch.nn.functional.gelu, "gelu_new": gelu_new,
+            "gelu_pytorch_tanh": lambda x: torch.nn.functional.gelu(x, approximate="tanh")}
+    if cfg["hidden_act"] not in acts:
+        raise SystemExit(f"hidden_act {cfg['hidden_act']!r}: only {', '.join(acts)} are implemented")
+    if cfg["position_embedding_type"] != "absolute" or cfg["is_decoder"]:
+        raise SystemExit("only absolute positions and encoder (not is_decoder) BERT are implemented")
+    act = acts[cfg["hidden_act"]]
+    hd = D // H
+    e = "bert.embeddings."
+    shapes = {e + "word_embeddings.weight": [V, D], e + "position_embeddings.weight": [P, D],
+              e + "token_type_embeddings.weight": [TV, D], e + "LayerNorm.weight": [D], e + "LayerNorm.bias": [D],
+              "cls.predictions.transform.dense.weight": [D, D], "cls.predictions.transform.dense.bias": [D],
+              "cls.predictions.transform.LayerNorm.weight": [D], "cls.predictions.transform.LayerNorm.bias": [D],
+              "cls.predictions.bias": [V]}
+    for i in range(L):
+        q = f"bert.encoder.layer.{i}."
+        for m, (o, n) in {"attention.self.query": (D, D), "attention.self.key": (D, D), "attention.self.value": (D, D),
+                          "attention.output.dense": (D, D), "intermediate.dense": (F, D), "output.dense": (D, F)}.items():
+            shapes.update({q + m + ".weight": [o, n], q + m + ".bias": [o]})
+        for m in ("attention.output.LayerNorm", "output.LayerNorm"):
+            shapes.update({q + m + ".weight": [D], q + m + ".bias": [D]})
+    if not cfg["tie_word_embeddings"]:
+        shapes["cls.predictions.decoder.weight"] = [V, D]
+    optional = {"cls.predictions.decoder.weight", "cls.predictions.decoder.bias", "bert.embeddings.position_ids"}
+    missing, unexpected = check_keys(W, shapes, optional)
+    for k in shapes:
+        if k in W:
+            want_shape(W, k, shapes[k])
+    if missing:
+        raise SystemExit(f"missing tensors (Transformers would initialise them randomly): {missing}")
+    w = {k: v.to(dt) for k, v in W.items()}
+    lin = lambda x, name: torch.nn.functional.linear(x, w[name + ".weight"], w[name + ".bias"])
+    ln = lambda x, name: torch.nn.functional.layer_norm(x, (D,), w[name + ".weight"], w[name + ".bias"], eps)
+
+    B, T = ids.shape
+    if T > P:
+        raise SystemExit(f"seq {T} is longer than max_position_embeddings {P}")
+    types = torch.zeros_like(ids) if types is None else types
+    h = w[e + "word_embeddings.weight"][ids] + w[e + "token_type_embeddings.weight"][types] + \
+        w[e + "position_embeddings.weight"][torch.arange(T)][None]
+    h = ln(h, e + "LayerNorm")
+    for i in range(L):
+        p = f"bert.encoder.layer.{i}."
+        q, k, v = (lin(h, p + "attention.self." + n).view(B, T, H, hd).transpose(1, 2) for n in ("query", "key", "value"))
+        att = torch.softmax(torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(hd), dim=-1)  # every key: no mask
+        o = torch.matmul(att, v).transpose(1, 2).reshape(B, T, D)
+        h = ln(lin(o, p + "attention.output.dense") + h, p + "attention.output.LayerNorm")  # BertSelfOutput
+        x = act(lin(h, p + "intermediate.dense"))                                        # BertIntermediate
+        h = ln(lin(x, p + "output.dense") + h, p + "output.LayerNorm")                    # BertOutput
+    t = ln(act(lin(h, "cls.predictions.transform.dense")), "cls.predictions.transform.LayerNorm")
+    dec = w["cls.predictions.decoder.weight"] if not cfg["tie_word_embeddings"] else w[e + "word_embeddings.weight"]
+    return t @ dec.T + w["cls.predictions.bias"], unexpected
+
+
+def check_fill_mask(a, cfg, W, cfg_raw):
+    """BERT: for each --fill-mask prompt, `llmtk generate RUN --prompt P --json` prints the row it read
+    and its log-probabilities at every [MASK]; the reference computes them from the export."""
+    dt = getattr(torch, a.dtype)
+    worst = 0.0
+    print(f"export      {a.hf_dir} ({cfg_raw.get('architectures', ['?'])[0]}, {len(W)} tensors, "
+          f"{sum(t.numel() for t in W.values()):,} params)")
+    for prompt in a.fill_mask:
+        cmd = [a.llmtk, "generate", a.run, "--prompt", prompt, "--json"]
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode:
+            raise SystemExit(f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stdout}{r.stderr}")
+        j = json.loads(r.stdout)
+        ids = torch.tensor([j["ids"]], dtype=torch.int64)
+        logits, unexpected = bert_forward(cfg, W, ids, dt)
+        if unexpected:
+            print(f"unexpected  {len(unexpected)} tensors Transformers would ignore: {unexpected}")
+        ref = torch.log_softmax(logits.to(torch.float64)[0], dim=-1)
+        for pos, got in zip(j["positions"], j["logprobs"]):
+            diff = float((ref[pos] - torch.tensor(got, dtype=torch.float64)).abs().max())
+            worst = max(worst, diff)
+            top = int(ref[pos].argmax())
+            print(f"fill-mask   {prompt!r} position {pos}: max |log p diff| over {len(got)} tokens {diff:.3e}; "
+                  f"reference argmax {top}, llmtk's top ordinary guess {j['masks'][j['positions'].index(pos)][0]['id']}")
+    print(f"worst       {worst:.3e}  (tolerance {a.tol:g})")
+    ok = worst <= a.tol
+    print("OK" if ok else "MISMATCH")
+    sys.exit(0 if ok else 1)
+
+
+# ---------------------------------------------------------------------------------------------
 # PEFT's LoRA (peft/tuners/lora): a wrapped module computes base(x) + scale * lora_B(lora_A(x)),
 # i.e. its weight plus scale * B @ A (transposed for fan_in_fan_out modules), which is what
 # merge_and_unload writes; modules_to_save replace a module's weight with the saved one.
@@ -411,6 +517,8 @@ def main():
     ap.add_argument("--batches", type=int, default=4)
     ap.add_argument("--dtype", choices=["float64", "float32"], default="float64")
     ap.add_argument("--tol", type=float, default=1e-4)
+    ap.add_argument("--fill-mask", action="append", default=[],
+                    help="BERT: compare the log-probabilities at each [MASK] of this prompt (repeatable)")
     a = ap.parse_args()
 
     cfg_raw = json.load(open(os.path.join(a.hf_dir, "config.json")))
@@ -422,13 +530,17 @@ def main():
     elif mt == "llama":
         cfg, fwd = llama_config(cfg_raw), llama_forward
         ctx = cfg["max_position_embeddings"]
+    elif mt == "bert":
+        if not a.fill_mask:
+            raise SystemExit("a BERT export is checked through --fill-mask PROMPT (its masked-token log-probabilities)")
+        check_fill_mask(a, bert_config(cfg_raw), W, cfg_raw)
     elif mt == "mixtral":  # Llama's attention with MixtralSparseMoeBlock for the MLP
         cfg, fwd = mixtral_config(cfg_raw), llama_forward
         ctx = cfg["max_position_embeddings"]
         if cfg["sliding_window"] is not None:
             raise SystemExit("sliding_window is not implemented")
     else:
-        raise SystemExit(f"model_type {mt!r}: only gpt2, llama and mixtral are implemented")
+        raise SystemExit(f"model_type {mt!r}: only gpt2, llama, mixtral and bert are implemented")
     dt = getattr(torch, a.dtype)
     B, T = a.batch, a.seq or ctx
     if a.peft:

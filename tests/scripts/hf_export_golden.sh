@@ -3,7 +3,8 @@
 # computes: tests/golden/check_hf_export.py re-implements GPT2LMHeadModel and LlamaForCausalLM in
 # PyTorch (Debian's python3-torch) and compares, for GPT-2, Llama (SwiGLU), Llama with GeGLU
 # (hidden_act = gelu_pytorch_tanh) and Mixtral (moe-tiny, 4 experts, top-2), a LoRA run merged on export, and LoRA runs exported as PEFT
-# adapters (applied to the base's export as PEFT applies them) and read back. Skips (exit 77)
+# adapters (applied to the base's export as PEFT applies them) and read back; and BERT
+# (BertForMaskedLM, bert-tiny), by its log-probabilities at [MASK] and read back. Skips (exit 77)
 # where torch is missing.
 set -euo pipefail
 llmtk=$(realpath "$1")
@@ -83,4 +84,25 @@ for fam in llama gpt2; do
   echo "== PEFT adapters read back ($fam): $want (exported run), $got (run started from the adapters)"
   [[ "$want" == "$got" ]] || { echo "MISMATCH"; exit 1; }
 done
+# BERT (BertForMaskedLM): an encoder has no next-token loss, so the reference compares the
+# log-probabilities at each [MASK] (every token of the vocabulary) with `generate --json`'s.
+sed -e 's|^dir = .*|dir = "data-mlm"|' -e 's|^vocab_size = .*|vocab_size = 300\nspecial = ["[PAD]", "[CLS]", "[SEP]", "[MASK]"]|' \
+  -e "s|^paths = .*|paths = [\"$work/text.txt\"]|" "$root/recipes/data/kjv.toml" > mlm-data.toml
+"$llmtk" data prepare mlm-data.toml > /dev/null
+"$llmtk" train "$root/recipes/bert-mlm.toml" --set data.dir="$work/data-mlm" --set model.vocab=304 --set model.d_model=32 \
+  --set model.n_layers=2 --set model.n_heads=4 --set model.d_ff=48 --set model.max_seq=32 --set train.batch=4 \
+  --set train.seq=32 --set train.steps=20 --set schedule.warmup=2 --set eval.every=0 --set eval.batches=1 \
+  --set "log.sample_prompt=" --set train.threads=1 --run-dir run-bert > train-bert.txt || { cat train-bert.txt; exit 1; }
+"$llmtk" export run-bert --hf hf-bert > /dev/null
+echo "== bert-tiny: $(grep -o '"hidden_act": "[a-z_]*"' hf-bert/config.json)"
+/usr/bin/python3 "$root/tests/golden/check_hf_export.py" hf-bert data-mlm/val_000.bin --run run-bert --llmtk "$llmtk" \
+  --fill-mask "And God [MASK] the light" --fill-mask "[MASK] the beginning [MASK] created the heaven" \
+  --fill-mask "and the [MASK] was upon the face of the [MASK]." --tol 1e-5
+# Read back: a run that starts from the export (and does not move: lr = 0) computes the same masked loss.
+printf '[finetune]\nfrom = "hf-bert"\n[data]\ndir = "data-mlm"\n[train]\nbatch = 4\nseq = 32\nsteps = 1\nthreads = 1\n[optim]\nlr = 0\n[eval]\nbatches = 1\n[log]\nsample_prompt = ""\n' > back-bert.toml
+"$llmtk" train back-bert.toml --run-dir back-bert > train-back-bert.txt || { cat train-back-bert.txt; exit 1; }
+want=$("$llmtk" eval run-bert --data data-mlm/val_000.bin --batch 2 --seq 32 --batches 2 | grep '^masked-token loss')
+got=$("$llmtk" eval back-bert --data data-mlm/val_000.bin --batch 2 --seq 32 --batches 2 | grep '^masked-token loss')
+echo "== BERT read back: $want (exported run), $got (run started from the export)"
+[[ "$want" == "$got" ]] || { echo "MISMATCH"; exit 1; }
 echo "exports compute the same loss under Transformers' formulas: ok"

@@ -263,6 +263,8 @@ void add_train_commands(CLI::App& app) {
     }
     if (recipe.reward.enabled())
       fmt::print("try:        build/bin/llmtk reward {} --data {}\n", r.run_dir, recipe.reward.test.empty() ? recipe.reward.train : recipe.reward.test);
+    else if (recipe.encoder && prompt.empty())  // an encoder fills in masks: it needs a prompt with one
+      fmt::print("try:        build/bin/llmtk generate {} --prompt \"And God [MASK] unto Moses\"\n", r.run_dir);
     else
       fmt::print("try:        build/bin/llmtk generate {}{}\n", r.run_dir, prompt.empty() ? "" : " --prompt \"" + prompt + "\"");
   });
@@ -296,7 +298,8 @@ void add_train_commands(CLI::App& app) {
   gen->add_option("--device", ga->device, device_list())->check(device_names());
   gen->add_flag("--json", ga->json,
                 "Print one JSON object: the prompt's token ids, the log-probabilities of every next token after it, "
-                "and exactly --max-tokens generated ids (no stop at end of text): for comparing with other runtimes");
+                "and exactly --max-tokens generated ids (no stop at end of text): for comparing with other runtimes. "
+                "On an encoder: the top guesses per [MASK], the row's ids, each [MASK]'s position and its log-probabilities");
   gen->add_flag("--chat", ga->chat, "The prompt is a user's message: render it with the run's chat template and stop "
                 "at the end of the reply");
   gen->add_option("--system", ga->system, "--chat: a system message first");
@@ -308,10 +311,13 @@ void add_train_commands(CLI::App& app) {
       const train::MaskFill fill = train::fill_mask(*l.model, tok, ga->prompt,
                                                         gen->count("--top-k") && ga->o.top_k > 0 ? ga->o.top_k : 5);
       if (!ga->json) return fmt::print("{}\n", fill.describe());
-      nlohmann::json j = {{"text", fill.text}, {"masks", nlohmann::json::array()}};
+      // masks: the top-k per [MASK]; ids, positions and logprobs (over the whole vocabulary) let
+      // another implementation check the model (tests/golden/check_hf_export.py does).
+      nlohmann::json j = {{"text", fill.text}, {"masks", nlohmann::json::array()}, {"ids", fill.ids},
+                          {"positions", fill.positions}, {"logprobs", fill.logprobs}};
       for (const auto& guesses : fill.guesses) {
         nlohmann::json g = nlohmann::json::array();
-        for (const auto& x : guesses) g.push_back({{"token", x.token}, {"probability", x.probability}});
+        for (const auto& x : guesses) g.push_back({{"token", x.token}, {"id", x.id}, {"probability", x.probability}});
         j["masks"].push_back(g);
       }
       // A token may be part of a character's bytes: such bytes print as U+FFFD.
