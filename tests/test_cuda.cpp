@@ -214,7 +214,7 @@ struct PostNormLM final : DecoderLM<TokenEmbedding, Repeat<PostNormBlock>, Layer
 struct SandwichBlock final : Block<RMSNorm, MQA<NoPE>, GeGLU, SandwichNorm> {};
 struct SinusoidalLM final : DecoderLM<Embedding<Sinusoidal>, Repeat<SandwichBlock>, RMSNorm, LMHead<Untied>> {};
 struct EncoderBlock final : Block<RMSNorm, GQA<RoPE, Bidirectional>, SwiGLU, PreNorm> {};
-struct EncoderLM final : DecoderLM<TokenEmbedding, Repeat<EncoderBlock>, RMSNorm, LMHead<Tied>> {};
+struct BidirectionalLM final : DecoderLM<TokenEmbedding, Repeat<EncoderBlock>, RMSNorm, LMHead<Tied>> {};
 
 // What flows with a step's batch besides the ids: padding lengths [B] or document segments [B, T].
 struct StepInputs {
@@ -291,7 +291,7 @@ TEST_CASE("whole-model gradients on CUDA match the reference backend", "[models]
     compare_with_reference([d] { return std::make_unique<ModelOf<SinusoidalLM>>("sandwich", d); }, 2, 33);
   }
   SECTION("bidirectional attention over a padded batch") {
-    compare_with_reference([] { return std::make_unique<ModelOf<EncoderLM>>("encoder", tiny("llama-tiny")); }, 3, 33,
+    compare_with_reference([] { return std::make_unique<ModelOf<BidirectionalLM>>("encoder", tiny("llama-tiny")); }, 3, 33,
                            {{33, 5, 20}, {}});
   }
   SECTION("mixture of experts: top-2 of 4 with a shared expert, and a capacity that drops tokens") {

@@ -1,10 +1,13 @@
 // Encoders (dsl/encoder_lm.hpp, models/bert.hpp) and the masked-language-model objective
 // (train/masked.hpp): whole-model gradients against finite differences, token types, padding
-// against rows alone, and the masking's statistics and determinism.
+// against rows alone, the masking's statistics and determinism, and the sequence classifier (its
+// gradients, rows, batches and padding).
 #include <unistd.h>
 
 #include <cmath>
+#include <algorithm>
 #include <filesystem>
+#include <fstream>
 #include <set>
 
 #include "data/char_tokenizer.hpp"
@@ -14,6 +17,7 @@
 #include "models/bert.hpp"
 #include "models/registry.hpp"
 #include "ops/ops.hpp"
+#include "train/classify.hpp"
 #include "train/masked.hpp"
 
 using namespace llmtk;
@@ -279,4 +283,128 @@ TEST_CASE("MLM accuracy counts the selected positions whose most probable token 
   const double ce0 = std::log(std::exp(0.0) + std::exp(5.0) + std::exp(1.0) + std::exp(2.0)) - 5.0;
   const double ce1 = std::log(std::exp(3.0) + 2.0 + std::exp(1.0)) - 1.0;
   CHECK(l == Approx((ce0 + ce1) / 2).epsilon(1e-6));
+}
+
+// ---- sequence classification (train/classify.hpp, layers/class_head.hpp) -----------------------
+
+TEST_CASE("a classifier on [CLS]: every parameter gradient, through padding and a pair's token types", "[encoder][classify][gradcheck]") {
+  Dims d = tiny_bert();
+  d.set("n_labels", 3);
+  auto m = make_model("bert-tiny+classify", d);
+  REQUIRE(m->classifier());
+  REQUIRE(m->outputs() == 3);
+  const std::int64_t B = 2, T = 6;
+  m->plan(B, T);
+  std::vector<std::int32_t> ids(std::size_t(B * T)), targets(ids.size()), types(ids.size()), lengths = {4, 6};
+  train::MaskedTokenLoss objective("classify");
+  Rng rng(47);
+  auto batch = [&](Rng& r) {
+    for (auto& v : ids) v = std::int32_t(r.next() % 13);
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+      types[i] = std::int32_t(i % std::size_t(T) >= 2);  // A A B B (B B)
+      targets[i] = i % std::size_t(T) == 0 ? std::int32_t(r.next() % 3) : kIgnoreIndex;  // the label, at [CLS] only
+    }
+    train::Batch b = train::lm_batch(TensorRef(ids.data(), DType::i32, {B, T}), TensorRef(targets.data(), DType::i32, {B, T}));
+    b.inputs.token_types = TensorRef(types.data(), DType::i32, {B, T});
+    b.inputs.lengths = TensorRef(lengths.data(), DType::i32, {B});
+    return b;
+  };
+  REQUIRE_GRADIENTS(llmtk::test::gradcheck_model(*m, objective, batch, rng, model_tolerance()));
+  // The head's parameters are BertForSequenceClassification's: the pooler [C, C] and the classifier [K, C].
+  CHECK(m->params().entries()[std::size_t(m->params().find("head.pool.weight"))].shape == std::vector<std::int64_t>{16, 16});
+  CHECK(m->params().entries()[std::size_t(m->params().find("head.weight"))].shape == std::vector<std::int64_t>{3, 16});
+  CHECK(m->params().find("head.transform.weight") < 0);  // no MLM head
+}
+
+TEST_CASE("classification rows: [CLS] text [SEP] (pair [SEP]), padded, the label at [CLS] only, cut longest first", "[encoder][classify]") {
+  const auto& tok = mlm_letters();
+  const train::MlmTokens mlm = train::mlm_tokens(tok, "test");
+  const fs::path dir = fs::temp_directory_path() / ("llmtk-classify-" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  const std::string file = (dir / "x.jsonl").string();
+  std::ofstream(file) << "{\"text\": \"ab\", \"label\": \"yes\"}\n\n"
+                      << "{\"text\": \"abc\", \"text_pair\": \"de\", \"label\": \"no\"}\n"
+                      << "{\"text\": \"abcdefghij\", \"text_pair\": \"xyz\", \"label\": 7}\n";
+  const auto examples = train::read_labelled(file);
+  REQUIRE(examples.size() == 3);
+  CHECK(examples[2].label == "7");  // an integer label reads as its digits
+  CHECK(examples[1].where == file + ":3");
+  CHECK(train::labels_in(examples) == std::vector<std::string>{"yes", "no", "7"});
+  const auto enc = train::encode_examples(tok, mlm, examples, {"no", "yes", "7"}, 8);
+  REQUIRE(enc.examples.size() == 3);
+  auto id = [&](char c) { return std::int32_t(tok.encode(std::string(1, c))[0]); };
+  CHECK(enc.examples[0].ids == std::vector<std::int32_t>{mlm.cls, id('a'), id('b'), mlm.sep});
+  CHECK(enc.examples[0].label == 1);
+  CHECK(enc.examples[1].ids == std::vector<std::int32_t>{mlm.cls, id('a'), id('b'), id('c'), mlm.sep, id('d'), id('e'), mlm.sep});
+  CHECK(enc.examples[1].types == std::vector<std::int32_t>{0, 0, 0, 0, 0, 1, 1, 1});
+  // 10 + 3 letters in 8 − 3 places: the longer segment gives way until they fit (3 and 2).
+  CHECK(enc.truncated == 1);
+  CHECK(enc.examples[2].ids == std::vector<std::int32_t>{mlm.cls, id('a'), id('b'), id('c'), mlm.sep, id('x'), id('y'), mlm.sep});
+  // A label the recipe does not name is refused at its line.
+  CHECK_THROWS_WITH(train::encode_examples(tok, mlm, examples, {"no", "yes"}, 8),
+                    Catch::Contains(file + ":4") && Catch::Contains("label \"7\" is not one of classify.labels"));
+  // Rows: padded with [PAD] after the lengths; the label at [CLS] and nothing else counted.
+  std::vector<std::int32_t> ids, types, targets, lengths;
+  const train::Batch b = train::classify_rows({&enc.examples[0], &enc.examples[1]}, 3, 8, mlm.pad, ids, types, targets, lengths);
+  CHECK(lengths == std::vector<std::int32_t>{4, 8, 1});  // the third row is empty: one [CLS], not counted
+  CHECK(ids[4] == mlm.pad);
+  CHECK(targets[0] == 1);
+  CHECK(targets[8] == 0);
+  CHECK(std::count(targets.begin(), targets.end(), kIgnoreIndex) == 24 - 2);
+  CHECK(b.inputs.token_types.i32()[13] == 1);
+  // Bad lines name the file and line.
+  std::ofstream(file) << "{\"text\": \"ab\"}\n";
+  CHECK_THROWS_WITH(train::read_labelled(file), Catch::Contains(file + ":1") && Catch::Contains("needs \"label\""));
+  std::ofstream(file) << "{\"text\": 3, \"label\": \"a\"}\n";
+  CHECK_THROWS_WITH(train::read_labelled(file), Catch::Contains("needs \"text\", a string"));
+  fs::remove_all(dir);
+}
+
+TEST_CASE("classification batches: every example once an epoch, shuffled by (seed, epoch), the same after a seek", "[encoder][classify]") {
+  std::vector<train::EncodedExample> examples;
+  for (int i = 0; i < 10; ++i) examples.push_back({{0, i, 1}, {0, 0, 0}, i % 2});
+  train::ClassifyBatches a(examples, 2, 4, true, 9, 3, "test"), b(examples, 2, 4, true, 9, 3, "test");
+  REQUIRE(a.batches_per_epoch() == 5);
+  std::multiset<int> seen;
+  std::vector<std::int32_t> first_epoch;
+  for (int s = 0; s < 5; ++s) {
+    const train::Batch x = a.next();
+    for (int r = 0; r < 2; ++r) seen.insert(x.inputs.ids.i32()[r * 4 + 1]), first_epoch.push_back(x.inputs.ids.i32()[r * 4 + 1]);
+  }
+  CHECK(seen == std::multiset<int>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9});
+  CHECK(first_epoch != std::vector<std::int32_t>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9});  // shuffled
+  const train::Batch second = a.next();  // epoch 1, batch 0
+  b.seek({1, 0});
+  const train::Batch again = b.next();
+  CHECK(std::equal(second.inputs.ids.i32(), second.inputs.ids.i32() + 8, again.inputs.ids.i32()));
+  CHECK_THROWS_WITH(train::ClassifyBatches(examples, 11, 4, true, 9, 3, "few.jsonl"), Catch::Contains("fewer than one batch"));
+}
+
+TEST_CASE("a classifier's [CLS] logits: a padded row gives what the row alone gives", "[encoder][classify][mask]") {
+  const auto backend = GENERATE(as<std::string>{}, "reference", "cpu");
+  INFO(backend);
+  ops::ScopedBackend scope(backend);
+  Dims d = tiny_bert();
+  d.set("n_labels", 3);
+  auto padded = make_model("bert-tiny+classify", d), alone = make_model("bert-tiny+classify", d);
+  padded->plan(1, 8);
+  padded->init(3);
+  Rng rng(3);  // unit-scale weights, so that what the padding would change shows
+  for (std::size_t i = 0; i < padded->params().entries().size(); ++i) {
+    std::vector<float> v(std::size_t(padded->params()[int(i)].numel()));
+    const bool norm = padded->params().entries()[i].kind == ParamKind::norm;
+    for (auto& x : v) x = float(norm ? 1 + 0.2 * rng.normal() : 0.5 * rng.normal());
+    padded->params().write(int(i), v.data());
+  }
+  std::vector<std::int32_t> ids = {9, 3, 7, 1, 10, 0, 0, 0}, lengths = {5};
+  ModelInputs in{TensorRef(ids.data(), DType::i32, {1, 8}), TensorRef(lengths.data(), DType::i32, {1}), {}};
+  const auto with_padding = host(padded->forward(in));
+  alone->plan(1, 5);
+  alone->allocate();
+  alone->params().copy_from(padded->params());
+  const auto row = host(alone->forward(TensorRef(ids.data(), DType::i32, {1, 5})));
+  for (int k = 0; k < 3; ++k) CHECK(with_padding[std::size_t(k)] == Approx(row[std::size_t(k)]).margin(1e-5));
+  // Without the lengths the padding reaches [CLS] (the test can fail).
+  const auto leaked = host(padded->forward(TensorRef(ids.data(), DType::i32, {1, 8})));
+  CHECK(std::abs(leaked[0] - row[0]) + std::abs(leaked[1] - row[1]) > 1e-3);
 }

@@ -17,6 +17,7 @@ struct HeadDim { static constexpr std::string_view name = "HeadDim"; };
 struct Ffn     { static constexpr std::string_view name = "Ffn"; };
 struct Vocab   { static constexpr std::string_view name = "Vocab"; };
 struct Score   { static constexpr std::string_view name = "Score"; };
+struct Label   { static constexpr std::string_view name = "Label"; };
 // clang-format on
 
 template <class... A>
@@ -34,6 +35,7 @@ using Tokens = Axes<Batch, Seq>;               // token ids
 using Hidden = Axes<Batch, Seq, Model>;        // the residual stream
 using Logits = Axes<Batch, Seq, Vocab>;        // the LM head's output
 using Scores = Axes<Batch, Seq, Score>;        // a score head's output: one number per position
+using Classes = Axes<Batch, Seq, Label>;       // a classifier's output: one logit per class and position
 
 // `To` consumes what `From` produces. On failure the compiler's note shows both Axes<...> types,
 // which read as "takes [Batch, Seq, Model] but got [Batch, Seq, Ffn]".

@@ -33,6 +33,9 @@ const std::vector<SynthTask>& synth_tasks() {
       {"kjv-book-pref", "data/corpus/kjv.txt",
        "preferences: kjv-book's prompts with the right book chosen and a neighbouring book of the canon rejected (the "
        "plausible mistake: its style is closest); the same verses are held out as in kjv-book"},
+      {"kjv-testament", "data/corpus/kjv.txt",
+       "sequence classification (an encoder's [classify]): whether a verse (of at most 40 words) is from the Old or the "
+       "New Testament, as many of each (Old Testament verses are sampled down to the New's count); test verses are unseen"},
   };
   return tasks;
 }
@@ -43,6 +46,7 @@ struct Item {
   std::string ref, instruction, input, output;
   std::string key;       // decides the split: the verse's text (identical verses fall together), or the word
   std::string rejected;  // preference tasks: the plausible wrong answer (output is the chosen one)
+  std::string label = "";  // classification tasks: the class of `input`
 };
 
 std::vector<std::string> words_of(const std::string& s) {
@@ -105,6 +109,27 @@ std::vector<Item> kjv_book(const std::string& path) {
   for (const auto& v : read_kjv(path))
     if (words_of(v.text).size() <= 30)
       items.push_back({v.ref, "Which book of the Bible is this verse from?", v.text, v.book, v.text, ""});
+  return items;
+}
+
+// Old or New Testament: the New begins at Matthew. The Old has about three times as many verses;
+// each is kept with probability (New's count / Old's), decided by a hash of its text, so the two
+// classes come out about even and a classifier cannot score by always answering "old".
+std::vector<Item> kjv_testament(const std::string& path) {
+  const auto verses = read_kjv(path);
+  const auto first_new = std::find_if(verses.begin(), verses.end(), [](const Verse& v) { return v.book == "Matthew"; });
+  LLMTK_CHECK(first_new != verses.begin() && first_new != verses.end(), "data synth", "'", path,
+              "' does not hold both testaments (the New begins at Matthew); kjv-testament needs the whole Bible");
+  const double n_old = double(first_new - verses.begin()), n_new = double(verses.end() - first_new);
+  std::vector<Item> items;
+  for (auto v = verses.begin(); v != verses.end(); ++v) {
+    if (words_of(v->text).size() > 40) continue;
+    const bool is_new = v >= first_new;
+    Fnv1a h;
+    h.add("testament;" + v->text);
+    if (!is_new && Rng(h.h).uniform() >= n_new / n_old) continue;
+    items.push_back({v->ref, "", v->text, "", v->text, "", is_new ? "new" : "old"});
+  }
   return items;
 }
 
@@ -201,6 +226,7 @@ std::int64_t synth(const SynthOptions& o, const std::string& out, const std::fun
                                   : o.task == "kjv-book"          ? kjv_book(source)
                                   : o.task == "kjv-continue-pref" ? kjv_continue_pref(source)
                                   : o.task == "kjv-book-pref"     ? kjv_book_pref(source)
+                                  : o.task == "kjv-testament"     ? kjv_testament(source)
                                                                   : wordnet_define(source);
   const std::string tmp = out + ".tmp";
   if (fs::path(out).has_parent_path()) fs::create_directories(fs::path(out).parent_path());
@@ -218,7 +244,8 @@ std::int64_t synth(const SynthOptions& o, const std::string& out, const std::fun
       if (o.limit > 0 && n >= o.limit) break;
       // Preference records in the convention of TRL and torchtune: prompt, chosen, rejected.
       const nlohmann::ordered_json j =
-          it.rejected.empty()
+          !it.label.empty() ? nlohmann::ordered_json{{"text", it.input}, {"label", it.label}, {"ref", it.ref}}
+          : it.rejected.empty()
               ? nlohmann::ordered_json{{"instruction", it.instruction}, {"input", it.input}, {"output", it.output}, {"ref", it.ref}}
               : nlohmann::ordered_json{{"prompt", it.input.empty() ? it.instruction : it.instruction + "\n\n" + it.input},
                                        {"chosen", it.output}, {"rejected", it.rejected}, {"ref", it.ref}};

@@ -12,6 +12,8 @@
 //   kjv-continue-pref, kjv-book-pref
 //                   the same prompts as preference pairs (docs/alignment.md): the right answer
 //                   chosen, a neighbouring verse's ending or book rejected
+//   kjv-testament   {"text": "And God said, Let there be light: and there was light.", "label": "old"}
+//                   sequence classification for an encoder ([classify], docs/encoders.md), classes even
 //   wordnet-define  "Define: lighthouse" → "a tower with a light that gives warning of shoals to passing ships"
 //                   a new domain: the quickstart model never read WordNet
 #pragma once
@@ -36,8 +38,8 @@ struct SynthOptions {
   std::int64_t limit = 0;        // > 0: at most this many records (the first, in source order)
 };
 
-// Writes Alpaca JSONL ({"instruction", "input", "output", "ref"}), or for the preference tasks
-// {"prompt", "chosen", "rejected", "ref"}, to `out` (via a temporary file); returns the number of records.
+// Writes Alpaca JSONL ({"instruction", "input", "output", "ref"}), for the preference tasks
+// {"prompt", "chosen", "rejected", "ref"}, for the classification task {"text", "label", "ref"}, to `out` (via a temporary file); returns the number of records.
 std::int64_t synth(const SynthOptions& o, const std::string& out, const std::function<void(const std::string&)>& log);
 
 }  // namespace llmtk::data

@@ -28,8 +28,8 @@ std::string current_values(const Dims& dims, std::string_view keys) {
 }  // namespace
 
 AnyModel::AnyModel(std::string name, const Dims& dims, std::vector<DimsRule> rules, std::vector<std::string_view> tags,
-                   bool scorer)
-    : name_(std::move(name)), dims_(dims), scorer_(scorer), rules_(std::move(rules)), tags_(std::move(tags)) {
+                   bool scorer, std::int64_t outputs)
+    : name_(std::move(name)), dims_(dims), scorer_(scorer), outputs_(outputs > 0 ? outputs : dims.vocab), rules_(std::move(rules)), tags_(std::move(tags)) {
   auto broken = check_dims(dims, rules_);
   if (!broken.empty()) {
     std::string msg;

@@ -47,9 +47,10 @@ std::string pretty_type_name() {
 class AnyModel {
  public:
   // Checks `dims` against every size rule of the composition (core and its parts').
-  // `scorer`: the head is a score head (one number per position) rather than an LM head.
+  // `scorer`: the head is a score head (one number per position) rather than an LM head;
+  // `outputs`: the width of each position's output (0: dims.vocab, an LM head's).
   AnyModel(std::string name, const Dims& dims, std::vector<DimsRule> rules, std::vector<std::string_view> tags,
-           bool scorer = false);
+           bool scorer = false, std::int64_t outputs = 0);
   virtual ~AnyModel() = default;
   AnyModel(const AnyModel&) = delete;
   AnyModel& operator=(const AnyModel&) = delete;
@@ -60,9 +61,11 @@ class AnyModel {
   bool has_tag(std::string_view tag) const;
   const std::vector<DimsRule>& rules() const { return rules_; }
   // The width of each position's output: dims().vocab for a language model (logits), 1 for a
-  // score head (a reward or value model, layers/score_head.hpp).
-  std::int64_t outputs() const { return scorer_ ? 1 : dims_.vocab; }
+  // score head (a reward or value model, layers/score_head.hpp), model.n_labels for a classifier
+  // (layers/class_head.hpp).
+  std::int64_t outputs() const { return scorer_ ? 1 : outputs_; }
   bool scorer() const { return scorer_; }
+  bool classifier() const { return has_tag("class_head"); }
   std::int64_t batch() const { return B_; }
   std::int64_t seq() const { return T_; }
 
@@ -170,6 +173,7 @@ class AnyModel {
   std::string name_;
   Dims dims_;
   bool scorer_;
+  std::int64_t outputs_;
   std::vector<DimsRule> rules_;
   std::vector<std::string_view> tags_;
   Arena params_{"params"}, grads_{"grads"}, acts_{"activations"};
@@ -210,7 +214,8 @@ template <class Arch>
 class ModelOf final : public AnyModel {
  public:
   ModelOf(std::string name, const Dims& dims)
-      : AnyModel(std::move(name), dims, rules_of<Arch>(), tags_of<Arch>(), std::same_as<typename Arch::Out, Scores>) {}
+      : AnyModel(std::move(name), dims, rules_of<Arch>(), tags_of<Arch>(), std::same_as<typename Arch::Out, Scores>,
+                 head_outputs(dims)) {}
 
   // One line per strong name in the tree, outermost first.
   std::vector<std::string> structure() const override {
@@ -291,6 +296,10 @@ class ModelOf final : public AnyModel {
       n += inactive_params<typename C::type>(child_prefix, times * count);
     });
     return n;
+  }
+  static std::int64_t head_outputs(const Dims& d) {
+    if constexpr (requires { Arch::HeadT::outputs(d); }) return Arch::HeadT::outputs(d);
+    else return d.vocab;
   }
   Arch arch_;
 };

@@ -86,20 +86,29 @@ const std::vector<ArchInfo>& scored_architectures() {
   return list;
 }
 
+// The encoder presets again with a classification head ("NAME+classify").
+const std::vector<ArchInfo>& classifier_architectures() {
+  static const std::vector<ArchInfo> list = {classifier_entry<BertTiny>(), classifier_entry<BertBase>(),
+                                             classifier_entry<BertPreNormTiny>()};
+  return list;
+}
+
 std::string_view lm_arch(std::string_view name) {
   if (name.ends_with(kScoreSuffix)) name.remove_suffix(kScoreSuffix.size());
+  if (name.ends_with(kClassifySuffix)) name.remove_suffix(kClassifySuffix.size());
   return name;
 }
 
 const ArchInfo& find_arch(std::string_view name) {
   std::string known;
   const bool scored = name.ends_with(kScoreSuffix);
-  for (const auto& a : scored ? scored_architectures() : architectures()) {
+  const auto& list = scored ? scored_architectures() : name.ends_with(kClassifySuffix) ? classifier_architectures() : architectures();
+  for (const auto& a : list) {
     if (a.name == name) return a;
     known += (known.empty() ? "" : ", ") + a.name;
   }
   std::vector<std::string> names;
-  for (const auto& a : scored ? scored_architectures() : architectures()) names.push_back(a.name);
+  for (const auto& a : list) names.push_back(a.name);
   const std::string best = closest(name, names);
   fail("model.arch", "unknown architecture '", name, "'", best.empty() ? std::string() : cat(" (did you mean ", best, "?)"),
        "; registered: ", known,
@@ -145,8 +154,11 @@ const DimKey kDimKeys[] = {
 const std::vector<KeySpec>& registered_part_keys() {
   static const std::vector<KeySpec> keys = [] {
     std::vector<KeySpec> out;
-    for (const auto& a : architectures())
-      for (const auto& k : a.keys) {
+    std::vector<const ArchInfo*> all;
+    for (const auto& a : architectures()) all.push_back(&a);
+    for (const auto& a : classifier_architectures()) all.push_back(&a);  // model.n_labels
+    for (const ArchInfo* a : all)
+      for (const auto& k : a->keys) {
         bool seen = false;
         for (const auto& o : out) seen = seen || o.name == k.name;
         if (!seen) out.push_back(k);

@@ -8,6 +8,8 @@
 
 #include "../core/dims.hpp"  // Dims, DimsRule, SetKeys
 #include "../dsl/decoder_lm.hpp"
+#include "../dsl/encoder_lm.hpp"
+#include "../layers/class_head.hpp"
 #include "../layers/score_head.hpp"
 #include "model.hpp"
 
@@ -38,7 +40,10 @@ const std::vector<std::string>& skipped_variants();
 // score head in place of its LM head (a reward or value model: layers/score_head.hpp).
 const ArchInfo& find_arch(std::string_view name);
 inline constexpr std::string_view kScoreSuffix = "+score";
-// "llama-tiny+score" → "llama-tiny"; other names unchanged.
+// "NAME+classify" is an encoder NAME with a classification head on [CLS] in place of its MLM head
+// (layers/class_head.hpp): what [classify] fine-tunes.
+inline constexpr std::string_view kClassifySuffix = "+classify";
+// "llama-tiny+score" → "llama-tiny", "bert-tiny+classify" → "bert-tiny"; other names unchanged.
 std::string_view lm_arch(std::string_view name);
 // A planned (not allocated) model; fails naming every size rule `dims` breaks.
 std::unique_ptr<AnyModel> make_model(std::string_view arch, const Dims& dims);
@@ -65,6 +70,12 @@ template <class LM>
 struct WithScoreHead final
     : DecoderLM<typename LM::EmbeddingT, typename LM::StackT, typename LM::FinalNormT, ScoreHead> {};
 
+// An encoder's parts with a classification head in place of its MLM head: the same embedding,
+// blocks and norm, so a masked language model's weights load into it, all but the head.
+template <class Encoder>
+struct WithClassHead final
+    : EncoderLM<typename Encoder::EmbeddingT, typename Encoder::StackT, typename Encoder::NormT, ClassHead> {};
+
 // The registry entry of the composition Arch named `name`, its sizes `D` checked rule by rule at
 // compile time unless `Check` is false (then they are checked when a model is made).
 template <class Arch, Dims D, bool Check = true>
@@ -86,6 +97,14 @@ ArchInfo preset_entry() {
   const std::string about = Scored ? std::string(Preset::name) + " with a score head: a reward or value model"
                                    : std::string(Preset::about);
   return arch_entry<Arch, Preset::dims>(name, about);
+}
+
+// Registers an encoder preset as NAME+classify (WithClassHead), two classes unless a recipe says.
+template <class Preset>
+ArchInfo classifier_entry() {
+  return arch_entry<WithClassHead<typename Preset::Arch>, Preset::dims.with("n_labels", 2)>(
+      std::string(Preset::name) + std::string(kClassifySuffix),
+      std::string(Preset::name) + " with a classification head on [CLS] (BERT's pooler and a linear map): a sequence classifier");
 }
 
 }  // namespace llmtk

@@ -75,6 +75,7 @@ std::string save_checkpoint(const std::string& dir_name, const AnyModel& model, 
   st["val_loss"] = number_or_null(s.val_loss);
   st["best_val_loss"] = number_or_null(s.best_val_loss);
   st["recipe"] = s.recipe;
+  if (!s.labels.empty()) st["labels"] = s.labels;
   if (!s.base.empty()) st["base"] = {{"path", s.base.path}, {"hash", s.base.hash}, {"vocab", s.base.vocab}};
   if (extra) extra(tmp.string());
   write_file_atomically((tmp / "state.json").string(), st.dump(2) + "\n", "checkpoint");
@@ -117,6 +118,7 @@ CheckpointState read_checkpoint_state(const std::string& dir) {
     if (st.contains("val_loss") && st["val_loss"].is_number()) s.val_loss = st["val_loss"];
     if (st.contains("best_val_loss") && st["best_val_loss"].is_number()) s.best_val_loss = st["best_val_loss"];
     s.recipe = st.value("recipe", "");
+    if (st.contains("labels")) s.labels = st["labels"].get<std::vector<std::string>>();
     if (st.contains("base"))
       s.base = {st["base"].at("path"), st["base"].at("hash"), st["base"].value("vocab", 0)};
     return s;

@@ -38,6 +38,7 @@ struct CheckpointState {
   // Set when the run has a base and frozen parameters: model.safetensors then holds only the
   // parameters that train, and the rest are read from the base (docs/finetune.md).
   BaseIdentity base;
+  std::vector<std::string> labels;      // a classifier's class names, by id ([classify] labels)
 };
 
 // Writes `dir` whole or not at all (a temporary directory, renamed): the model's parameters, the

@@ -80,16 +80,20 @@ struct MaskFill {
 MaskFill fill_mask(AnyModel& model, const data::Tokenizer& tok, const std::string& text, int k = 5);
 
 // The MLM loss: the cross-entropy at the selected positions (NextTokenLoss reads targets as they
-// are, so the unshifted targets of MaskedBatches make it the MLM loss), and its accuracy.
+// are, so the unshifted targets of MaskedBatches make it the MLM loss), and its accuracy. A
+// classifier's loss is the same computation with one selected position per row, [CLS], whose
+// target is the label (train/classify.hpp): `name` says which.
 class MaskedTokenLoss final : public Objective {
  public:
-  std::string name() const override { return "mlm"; }
+  explicit MaskedTokenLoss(std::string name = "mlm") : name_(std::move(name)) {}
+  std::string name() const override { return name_; }
   float forward(TensorRef logits, const Labels& labels) override;
   void backward(TensorRef dlogits) override { loss_.backward(dlogits); }
   // accuracy: the share of selected positions whose most probable token is the original one.
   Metrics metrics() const override { return {{"accuracy", accuracy_}}; }
 
  private:
+  std::string name_;
   NextTokenLoss loss_;
   double accuracy_ = 0;
 };

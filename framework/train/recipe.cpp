@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <charconv>
 #include <iomanip>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <filesystem>
 #include <sstream>
@@ -12,6 +13,7 @@
 #include "../core/error.hpp"
 #include "../models/registry.hpp"
 #include "../ops/ops.hpp"
+#include "classify.hpp"
 #include "hf.hpp"
 #include "peft.hpp"
 
@@ -60,16 +62,49 @@ Recipe read_recipe(const std::string& path, const std::vector<std::string>& sets
   } else {
     LLMTK_CHECK(!rw.has("test"), path, "reward.test without reward.train: name the pairs to train on");
   }
-  const std::string base_arch = !base ? r.model.arch
-                                : r.reward.enabled() && !base->arch.ends_with(kScoreSuffix) ? base->arch + std::string(kScoreSuffix)
-                                                                                          : base->arch;
+  // [classify]: an encoder with a classification head in place of its MLM head ("NAME+classify").
+  auto cl = root.table("classify");
+  r.classify.train = cl.string("train", "");
+  r.classify.test = cl.string("test", "");
+  r.classify.labels = cl.strings("labels", {});
+  if (r.classify.enabled()) {
+    LLMTK_CHECK(!r.reward.enabled(), path, "[classify] and [reward] together: choose one objective");
+    for (const auto& [key, f] : {std::pair{"train", r.classify.train}, std::pair{"test", r.classify.test}})
+      LLMTK_CHECK(f.empty() || fs::exists(f), path, "classify.", key, " = \"", f, "\" does not exist; llmtk data synth ",
+                  "kjv-testament --out FILE writes an example set (recipes/finetune/bert-classify.toml names them)");
+    if (r.classify.labels.empty()) {
+      std::string found;
+      try {
+        for (const auto& l : labels_in(read_labelled(r.classify.train))) found += (found.empty() ? "\"" : ", \"") + l + "\"";
+      } catch (const Error& e) {
+        fail(path, e.what());
+      }
+      fail(path, "[classify] needs labels, the class names in the order of their ids: ", r.classify.train, " has labels = [", found, "]");
+    }
+    for (const auto& l : r.classify.labels) LLMTK_CHECK(!l.empty(), path, "classify.labels holds an empty name; name every class");
+    LLMTK_CHECK(r.classify.labels.size() >= 2, path, "classify.labels names one class; a classifier tells at least two apart");
+    for (std::size_t i = 0; i < r.classify.labels.size(); ++i)
+      for (std::size_t j = 0; j < i; ++j)
+        LLMTK_CHECK(r.classify.labels[i] != r.classify.labels[j], path, "classify.labels names \"", r.classify.labels[i], "\" twice");
+  } else {
+    for (const char* key : {"test", "labels"})
+      LLMTK_CHECK(!cl.has(key), path, "classify.", key, " without classify.train: name the examples to learn from");
+  }
+  const auto with_head = [&](const std::string& arch) {
+    if (r.reward.enabled() && !arch.ends_with(kScoreSuffix)) return arch + std::string(kScoreSuffix);
+    if (r.classify.enabled() && !arch.ends_with(kClassifySuffix)) return arch + std::string(kClassifySuffix);
+    return arch;
+  };
+  const std::string base_arch = !base ? r.model.arch : with_head(base->arch);
 
   auto m = root.table("model");
   std::string known;
   for (const auto& a : architectures()) known += (known.empty() ? "" : ", ") + a.name;
   r.model.arch = m.string("arch", base_arch);
+  if (!base) r.model.arch = with_head(r.model.arch);  // [classify] from scratch: model.arch = "bert-tiny" is enough
   LLMTK_CHECK(!base || r.model.arch == base_arch, path, "model.arch = \"", r.model.arch, "\" but the base ",
-              r.finetune.from, " is a ", base ? base->arch : "", " model", r.reward.enabled() ? " (a reward model: " + base_arch + ")" : "",
+              r.finetune.from, " is a ", base ? base->arch : "", " model",
+              r.reward.enabled() ? " (a reward model: " + base_arch + ")" : r.classify.enabled() ? " (a classifier: " + base_arch + ")" : "",
               "; remove model.arch (a fine-tuned model keeps its base's)");
   LLMTK_CHECK(!r.model.arch.ends_with(kScoreSuffix) || r.reward.enabled(), path, "model.arch = \"", r.model.arch,
               "\" is a reward model (a score head): it scores replies and is trained with [reward] on pairs, not as a language model",
@@ -79,6 +114,12 @@ Recipe read_recipe(const std::string& path, const std::vector<std::string>& sets
     if (a.name == lm_arch(r.model.arch)) arch = &a;
   if (!arch) fail(path, "model.arch = \"", r.model.arch, "\" is not a registered architecture; registered: ", known);
   r.model.dims = base ? base->dims : arch->dims;
+  if (r.classify.enabled()) {
+    LLMTK_CHECK(std::find(arch->tags.begin(), arch->tags.end(), "encoder") != arch->tags.end(), path,
+                "[classify] fine-tunes an encoder (bert-tiny, a masked language model's run) and ", arch->name,
+                " is a decoder; start from an encoder");
+    r.model.dims.set("n_labels", double(r.classify.labels.size()));  // ClassHead's classes
+  }
   const auto base_keys = dims_as_keys(r.model.dims);
   for (const auto& [key, value] : base_keys) {
     if (!m.has(key)) {
@@ -253,6 +294,9 @@ Recipe read_recipe(const std::string& path, const std::vector<std::string>& sets
     LLMTK_CHECK(r.masking.mask + r.masking.random <= 1 + 1e-12, path, "objective.mask_token + objective.random_token = ",
                 r.masking.mask + r.masking.random, " is above 1: they are shares of the selected tokens (BERT: 0.8 and "
                 "0.1, the other 0.1 stay as they are)");
+    for (const char* key : {"mask_rate", "mask_token", "random_token"})
+      LLMTK_CHECK(!r.classify.enabled() || !ob.has(key), path, "objective.", key, " with [classify]: a classifier learns "
+                  "from labels, not masked tokens; remove the key");
     const char* other = r.preference.enabled() ? "[preference]" : r.rl.enabled() ? "[rl]" : r.reward.enabled() ? "[reward]" : nullptr;
     LLMTK_CHECK(!other, path, other ? other : "", " with model.arch = \"", r.model.arch, "\", an encoder: alignment "
                 "trains a decoder that writes replies; choose a decoder architecture");
@@ -265,9 +309,9 @@ Recipe read_recipe(const std::string& path, const std::vector<std::string>& sets
   auto d = root.table("data");
   r.data.dir = d.string("dir", "");
   r.data.order = d.string("order", r.data.order, {"shuffled", "sequential", "by_length", "random"});
-  if (r.preference.enabled() || r.rl.enabled() || r.reward.enabled())
+  if (r.preference.enabled() || r.rl.enabled() || r.reward.enabled() || r.classify.enabled())
     LLMTK_CHECK(r.data.order == "shuffled" || r.data.order == "sequential", path, "data.order = \"", r.data.order,
-                "\": pairs and prompts are read \"shuffled\" (every epoch) or \"sequential\"");
+                "\": pairs, prompts and labelled examples are read \"shuffled\" (every epoch) or \"sequential\"");
   r.data.packing = d.boolean("packing", r.data.packing);
   // Instruction data adds a chat template's tokens to the base's tokenizer: the fine-tuned model
   // has as many more rows in its embedding (and head), initialised when the base is loaded.
@@ -340,7 +384,7 @@ Recipe read_recipe(const std::string& path, const std::vector<std::string>& sets
   LLMTK_CHECK(r.log.sample_prompt.empty() || !r.reward.enabled(), path,
               "log.sample_prompt with [reward]: a reward model scores text and cannot write any; remove the key");
   r.log.sample_tokens = int(l.integer("sample_tokens", r.log.sample_tokens, 1, 1 << 16));
-  LLMTK_CHECK(!r.encoder || r.log.sample_prompt.empty() || r.log.sample_prompt.find("[MASK]") != std::string::npos, path,
+  LLMTK_CHECK(!r.encoder || r.classify.enabled() || r.log.sample_prompt.empty() || r.log.sample_prompt.find("[MASK]") != std::string::npos, path,
               "log.sample_prompt = \"", r.log.sample_prompt, "\": an encoder fills in [MASK] tokens rather than "
               "continuing text; write [MASK] where it should predict one (\"And God [MASK] unto Moses\")");
 
@@ -412,7 +456,13 @@ std::string to_toml(const Recipe& r) {
     o << "\n[reward]\ntrain = \"" << r.reward.train << "\"\n";
     if (!r.reward.test.empty()) o << "test = \"" << r.reward.test << "\"\n";
   }
-  if (r.encoder)
+  if (r.classify.enabled()) {
+    o << "\n[classify]\ntrain = \"" << r.classify.train << "\"\n";
+    if (!r.classify.test.empty()) o << "test = \"" << r.classify.test << "\"\n";
+    o << "labels = [";
+    for (std::size_t i = 0; i < r.classify.labels.size(); ++i) o << (i ? ", " : "") << nlohmann::json(r.classify.labels[i]).dump();
+    o << "]\n";
+  } else if (r.encoder)
     o << "\n[objective]\nmask_rate = " << r.masking.rate << "\nmask_token = " << r.masking.mask << "\nrandom_token = "
       << r.masking.random << "\n";
   if (r.rl.enabled()) {

@@ -55,6 +55,11 @@ struct Recipe {
     std::int64_t sample_every = 50;     // write the rollouts to samples.txt every this many steps (0: never)
     bool enabled() const { return !task.empty(); }
   } rl;
+  struct Classify {                     // [classify]: an encoder fine-tuned as a sequence classifier (train/classify.hpp)
+    std::string train, test;            // JSONL {"text", "label"[, "text_pair"]}
+    std::vector<std::string> labels;    // the class names; their order gives the ids
+    bool enabled() const { return !train.empty(); }
+  } classify;
   // [objective]: the masked-language-model objective of an encoder (train/masked.hpp).
   MaskingOptions masking;
   bool encoder = false;                 // model.arch is an encoder (EncoderLM): it trains with [objective]

@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iomanip>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -17,6 +18,7 @@
 #include "../models/registry.hpp"
 #include "../ops/ops.hpp"
 #include "checkpoint.hpp"
+#include "classify.hpp"
 #include "finetune.hpp"
 #include "generate.hpp"
 #include "hf.hpp"
@@ -253,7 +255,8 @@ std::string init_weights(const Recipe& r, const std::string& from_arg, AnyModel&
     // reference) has this model's vocabulary: nothing grows.
     if (base_vocab > 0 && st.dims.vocab == r.model.dims.vocab) base_vocab = 0, base_dims.vocab = r.model.dims.vocab;
     // A reward model starts from a language model of its architecture (all but the head).
-    LLMTK_CHECK(st.arch == r.model.arch || (model.scorer() && lm_arch(st.arch) == lm_arch(r.model.arch)), "--init", ck, " is a ",
+    LLMTK_CHECK(st.arch == r.model.arch || ((model.scorer() || model.classifier()) && lm_arch(st.arch) == lm_arch(r.model.arch)),
+                "--init", ck, " is a ",
                 st.arch, " model and the recipe asks for ", r.model.arch, "; set model.arch = \"", st.arch, "\"");
     base_arch = st.arch;
     const auto want = dims_as_keys(base_dims), have = dims_as_keys(st.dims);
@@ -278,10 +281,16 @@ std::string init_weights(const Recipe& r, const std::string& from_arg, AnyModel&
     dir = ck;
     log("initialised from the weights of " + ck + " (step " + std::to_string(st.step) + ")");
   }
+  // A classifier's base is a masked language model, whose sizes lack the head's model.n_labels.
+  const bool new_class_head = model.classifier() && !base_arch.ends_with(kClassifySuffix);
+  if (new_class_head)
+    for (auto& pv : base_dims.part)
+      if (std::string_view(pv.name) == "n_labels") pv = PartValue{};
   const Arena weights = read_base_weights(base_arch, base_dims, dir);
-  const bool new_head = model.scorer() && !base_arch.ends_with(kScoreSuffix);
+  const bool new_head = (model.scorer() && !base_arch.ends_with(kScoreSuffix)) || new_class_head;
   const std::vector<std::string> grown = load_weights(weights, model, base_vocab, new_head ? "head." : "");
-  if (new_head) log("the score head (head.weight) starts at random, N(0, 0.02²); every other parameter is the base's");
+  if (new_head && model.scorer()) log("the score head (head.weight) starts at random, N(0, 0.02²); every other parameter is the base's");
+  if (new_class_head) log("the classification head (head.pool.*, head.weight, head.bias) starts at random; every other parameter is the base's");
   if (!grown.empty()) {
     std::string names;
     for (const auto& g : grown) names += (names.empty() ? "" : ", ") + g;
@@ -322,6 +331,7 @@ struct Setup;
 void set_up_preference(const Recipe& r, const std::string& from, Setup& s, const std::function<void(const std::string&)>& log);
 void set_up_rl(const Recipe& r, const std::string& from, Setup& s, const std::function<void(const std::string&)>& log);
 void set_up_reward(const Recipe& r, Setup& s, const std::function<void(const std::string&)>& log);
+void set_up_classify(const Recipe& r, Setup& s, const std::function<void(const std::string&)>& log);
 
 // The backend, the data, the model, the optimizer and the resumed position of one run.
 struct Setup {
@@ -482,6 +492,31 @@ void set_up_reward(const Recipe& r, Setup& s, const std::function<void(const std
           " pairs (", s.rows, " rows) per micro-batch"));
 }
 
+// [classify]: labelled examples as [CLS] text [SEP] rows; the loss and accuracy at [CLS].
+void set_up_classify(const Recipe& r, Setup& s, const std::function<void(const std::string&)>& log) {
+  const MlmTokens mlm = mlm_tokens(*s.tok, r.file);
+  auto load = [&](const std::string& file, const char* split) {
+    EncodedExamples e = encode_examples(*s.tok, mlm, read_labelled(file), r.classify.labels, r.train.seq);
+    std::vector<std::int64_t> count(r.classify.labels.size(), 0);
+    for (const auto& x : e.examples) ++count[std::size_t(x.label)];
+    std::string counts;
+    for (std::size_t k = 0; k < count.size(); ++k) counts += cat(k ? ", " : "", r.classify.labels[k], " ", count[k]);
+    log(cat("classification data: ", e.examples.size(), " ", split, " examples from ", file, " (", counts, ")",
+            e.truncated ? cat("; ", e.truncated, " longer than train.seq = ", r.train.seq, " are cut") : std::string()));
+    return std::move(e.examples);
+  };
+  s.batches = std::make_unique<ClassifyBatches>(load(r.classify.train, "training"), r.train.batch, r.train.seq,
+                                                r.data.order != "sequential", r.train.seed, mlm.pad, r.classify.train);
+  // Validation: eval.batches batches from the start of one fixed shuffle, the same at every evaluation.
+  if (!r.classify.test.empty())
+    s.val_batches = std::make_unique<ClassifyBatches>(load(r.classify.test, "validation"), r.train.batch, r.train.seq, true, 0,
+                                                      mlm.pad, r.classify.test);
+  s.objective = std::make_unique<MaskedTokenLoss>("classify");
+  s.val_objective = std::make_unique<MaskedTokenLoss>("classify");
+  log(cat("objective: classification (", r.model.arch, ": cross-entropy of the label at [CLS] over ", r.classify.labels.size(),
+          " classes), ", r.train.batch, " examples per micro-batch"));
+}
+
 Setup set_up(const Recipe& r, const TrainOptions& opt, const std::string& resume_from,
              const std::function<void(const std::string&)>& log) {
   Setup s;
@@ -492,7 +527,7 @@ Setup set_up(const Recipe& r, const TrainOptions& opt, const std::string& resume
   if (r.train.threads > 0) ops::set_threads(r.train.threads);  // through the backend's own setter
   s.tok_path = (fs::path(r.data.dir) / "tokenizer.json").string();
   // No token shards: pairs, or prompts.
-  const bool aligned = r.preference.enabled() || r.rl.enabled() || r.reward.enabled();
+  const bool aligned = r.preference.enabled() || r.rl.enabled() || r.reward.enabled() || r.classify.enabled();
   const auto train_files = aligned ? std::vector<std::string>{} : shards(r.data.dir, "train_");
   LLMTK_CHECK(aligned || !train_files.empty(), r.file, "data.dir = \"", r.data.dir,
               "\" holds no train_*.bin shards; run llmtk data prepare first (see recipes/data/)");
@@ -576,6 +611,7 @@ Setup set_up(const Recipe& r, const TrainOptions& opt, const std::string& resume
   if (r.preference.enabled()) set_up_preference(r, from, s, log);
   if (r.rl.enabled()) set_up_rl(r, from, s, log);
   if (r.reward.enabled()) set_up_reward(r, s, log);
+  if (r.classify.enabled()) set_up_classify(r, s, log);
   if (resume_from.empty()) return s;
   const std::string& ck = resume_from;
   const CheckpointState st = read_checkpoint_state(ck);
@@ -616,7 +652,7 @@ struct Run {
     const auto pos = s.batches->position();
     CheckpointState st{s.step, r.model.arch, r.model.dims, s.model->frozen_patterns(), r.lora, r.prompt_tuning.n_tokens, r.prefix_tuning.n_tokens, r.prefix_tuning.projection, std::int64_t(pos.epoch),
                        std::int64_t(pos.step), r.data.dir, s.tok_path, std::to_string(s.tok->hash()), val_loss,
-                       s.best_val, to_toml(r), s.base};
+                       s.best_val, to_toml(r), s.base, r.classify.labels};
     return save_checkpoint((fs::path(dir) / "checkpoints" / name).string(), *s.model, s.optimizer.get(), st,
                            [this](const std::string& d) { s.batches->save(d); });
   }
@@ -779,6 +815,14 @@ class Evaluator final : public Hook {
     if (r.log.sample_prompt.empty()) return;
     auto gen = make_twin(r, *run.s.model);
     gen->params().copy_from(run.s.model->params());
+    if (r.classify.enabled()) {  // each label's probability for the prompt
+      std::ofstream f(fs::path(run.dir) / "samples.txt", std::ios::app);
+      f << "--- step " << run.s.step << " ---\n" << r.log.sample_prompt << "\n ";
+      for (const auto& [label, p] : classify_text(*gen, *run.s.tok, r.log.sample_prompt, r.classify.labels))
+        f << " " << label << " " << std::fixed << std::setprecision(3) << p;
+      f << "\n";
+      return;
+    }
     if (r.encoder) {  // the tokens it would put at each [MASK]
       std::ofstream f(fs::path(run.dir) / "samples.txt", std::ios::app);
       f << "--- step " << run.s.step << " ---\n" << fill_mask(*gen, *run.s.tok, r.log.sample_prompt).describe() << "\n";

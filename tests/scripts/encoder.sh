@@ -61,6 +61,55 @@ assert len(j["masks"]) == 2 and all(len(m) == 5 for m in j["masks"]), j
 assert all(abs(sum(g["probability"] for g in m)) <= 1 + 1e-9 for m in j["masks"]), j
 print("fill-mask:", j["text"])'
 
+# ---- the encoder fine-tuned as a classifier: Old or New Testament ----
+bible -l 1000 Genesis1:1-Genesis20:18 Matthew1:1-Matthew10:42 > "$work/both.txt"
+"$llmtk" data synth kjv-testament --source "$work/both.txt" --out "$work/cls-train.jsonl" > /dev/null
+"$llmtk" data synth kjv-testament --source "$work/both.txt" --split test --out "$work/cls-test.jsonl" > /dev/null
+python3 - "$work/cls-train.jsonl" "$work/cls-test.jsonl" <<'PY'
+import json, sys
+train = [json.loads(l) for l in open(sys.argv[1])]
+test = [json.loads(l) for l in open(sys.argv[2])]
+assert {r["label"] for r in train} == {"old", "new"}, "both testaments"
+assert not {r["text"] for r in train} & {r["text"] for r in test}, "a test verse among the training examples"
+assert all(r["ref"].startswith("Matthew") == (r["label"] == "new") for r in train + test)
+PY
+cat > "$work/classify.toml" <<TOML
+[finetune]
+from = "$work/run"
+[classify]
+train = "$work/cls-train.jsonl"
+test = "$work/cls-test.jsonl"
+labels = ["old", "new"]
+[data]
+dir = "$work/data"
+[train]
+batch = 8
+seq = 32
+steps = 30
+[optim]
+lr = 1e-3
+[schedule]
+warmup = 3
+[eval]
+every = 15
+batches = 2
+[log]
+every = 15
+sample_prompt = "Jesus answered them"
+TOML
+"$llmtk" train "$work/classify.toml" --run-dir "$work/cls" > "$work/cls.txt" 2>&1 || { cat "$work/cls.txt"; exit 1; }
+grep -q "the classification head (head.pool.\*, head.weight, head.bias) starts at random" "$work/cls.txt" \
+  && grep -Eq "eval  step 30  val loss [0-9.]+  accuracy [0-9.]+" "$work/cls.txt" || { cat "$work/cls.txt"; exit 1; }
+grep -q "bert-tiny+classify" "$work/cls/checkpoints/best/state.json" && grep -q '"labels"' "$work/cls/checkpoints/best/state.json"
+"$llmtk" eval "$work/cls" --task "$work/cls-test.jsonl" > "$work/cls-eval.txt"
+grep -Eq "^accuracy [0-9.]+  \(always answering the most frequent label: [0-9.]+\)" "$work/cls-eval.txt" && grep -q "confusion" "$work/cls-eval.txt" \
+  || { cat "$work/cls-eval.txt"; exit 1; }
+"$llmtk" generate "$work/cls" --prompt "Jesus answered them" --json | python3 -c '
+import json, sys
+j = json.load(sys.stdin)
+assert set(j["probabilities"]) == {"old", "new"} and abs(sum(j["probabilities"].values()) - 1) < 1e-9, j
+print("classify:", j)'
+
 # ---- errors, each naming the problem and the fix ----
 expect_error() {  # PATTERN COMMAND...: the command must fail and print PATTERN
   local pattern=$1 status=0
@@ -77,4 +126,9 @@ expect_error "mask_token + objective.random_token" "$llmtk" train "$work/bert.to
 sed -e '/^special/d' -e "s|$work/data\"|$work/plain\"|" "$work/data.toml" > "$work/plain.toml"
 "$llmtk" data prepare "$work/plain.toml" > /dev/null
 expect_error "special = \[" "$llmtk" train "$work/bert.toml" --set "data.dir=$work/plain" --set model.vocab=301 --run-dir "$work/x"
-echo "encoder: trained, evaluated, filled in masks; 5 bad inputs refused"
+expect_error "needs labels, the class names" "$llmtk" train "$work/classify.toml" --set "classify.labels=[]" --run-dir "$work/x"
+expect_error "is not one of classify.labels" "$llmtk" train "$work/classify.toml" --set 'classify.labels=["old", "later"]' --run-dir "$work/x"
+expect_error "is a classifier" "$llmtk" eval "$work/cls" --data "$work/data"/val_*.bin
+expect_error "fine-tunes an encoder" "$llmtk" train "$work/classify.toml" --set finetune.from= --set model.arch=llama-tiny \
+  --set model.vocab=305 --run-dir "$work/x"
+echo "encoder: trained, evaluated, filled in masks, fine-tuned as a classifier; 9 bad inputs refused"

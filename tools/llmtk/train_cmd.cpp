@@ -16,6 +16,7 @@
 #include "ops/ops.hpp"
 #include "train/masked.hpp"
 #include "train/checkpoint.hpp"
+#include "train/classify.hpp"
 #include "train/finetune.hpp"
 #include "train/generate.hpp"
 #include "train/gguf.hpp"
@@ -114,8 +115,36 @@ void chat(const GenArgs& a) {
   }
 }
 
+// `eval --task` on a classifier: accuracy, loss and the confusion matrix over labelled examples.
+void eval_classify(const EvalArgs& a, train::LoadedRun& l) {
+  auto examples = train::read_labelled(a.task);
+  if (a.limit > 0 && std::int64_t(examples.size()) > a.limit) {  // evenly spaced: sources are often sorted
+    std::vector<train::LabelledText> some;
+    for (std::int64_t i = 0; i < a.limit; ++i) some.push_back(examples[std::size_t(i * std::int64_t(examples.size()) / a.limit)]);
+    examples = std::move(some);
+  }
+  const auto& labels = l.state.labels;
+  LLMTK_CHECK(!labels.empty(), "eval --task", l.checkpoint, " is a classifier without label names in its state.json");
+  const train::ClassifyResult r = train::evaluate_classifier(*l.model, *l.tokenizer, examples, labels, a.batch);
+  fmt::print("checkpoint {}\n{} examples from {}{}\naccuracy {:.4f}  (always answering the most frequent label: {:.4f})\n"
+             "loss {:.6f}\nconfusion (rows: the true label, columns: the model's)\n", l.checkpoint, r.examples, a.task,
+             r.truncated ? fmt::format(" ({} cut to the model's {} tokens)", r.truncated, l.model->context()) : "", r.accuracy,
+             r.majority, r.loss);
+  std::size_t w = 6;
+  for (const auto& x : labels) w = std::max(w, x.size() + 1);
+  fmt::print("  {:>{}}", "", w);
+  for (const auto& x : labels) fmt::print(" {:>{}}", x, w);
+  fmt::print("\n");
+  for (std::size_t i = 0; i < labels.size(); ++i) {
+    fmt::print("  {:>{}}", labels[i], w);
+    for (const auto c : r.confusion[i]) fmt::print(" {:>{}}", c, w);
+    fmt::print("\n");
+  }
+}
+
 void eval_task(const EvalArgs& a) {
   auto l = load_lm(a.run, a.device);
+  if (l.model->classifier()) return eval_classify(a, l);
   const data::ChatTemplate tmpl = chat_template_of(l, a.chat_template, "eval --task");
   auto records = data::read_conversations(a.task);
   LLMTK_CHECK(!records.empty(), "eval --task", "'", a.task, "' holds no records");
@@ -306,6 +335,19 @@ void add_train_commands(CLI::App& app) {
   gen->callback([ga, gen] {
     auto l = load_lm(ga->run, ga->device);
     const data::Tokenizer& tok = *l.tokenizer;
+    if (l.model->classifier()) {  // a classifier: each label's probability for the text
+      LLMTK_CHECK(!ga->chat, "generate", l.model->name(), " is a classifier: it labels a text and has no chat; drop --chat");
+      LLMTK_CHECK(!ga->prompt.empty(), "generate", l.model->name(), " is a classifier: give it the text to label with --prompt TEXT");
+      const auto probs = train::classify_text(*l.model, tok, ga->prompt, l.state.labels);
+      if (ga->json) {
+        nlohmann::json j = {{"label", probs.front().first}, {"probabilities", nlohmann::json::object()}};
+        for (const auto& [label, p] : probs) j["probabilities"][label] = p;
+        return fmt::print("{}\n", j.dump());
+      }
+      std::string line;
+      for (const auto& [label, p] : probs) line += fmt::format("  {} {:.3f}", label, p);
+      return fmt::print("{}\n{}\n", probs.front().first, line);
+    }
     if (l.model->has_tag("encoder")) {  // a masked language model: what it puts at each [MASK]
       LLMTK_CHECK(!ga->chat, "generate", l.model->name(), " is an encoder: it fills in [MASK] tokens and has no chat; drop --chat");
       const train::MaskFill fill = train::fill_mask(*l.model, tok, ga->prompt,
@@ -503,6 +545,8 @@ void add_train_commands(CLI::App& app) {
     LLMTK_CHECK(!ea->shards.empty(), "eval", "say what to evaluate on: --data SHARDS (loss), --task FILE.jsonl (answers) or "
                 "--pairs FILE.jsonl (preferences)");
     auto l = load_lm(ea->run, ea->device);
+    LLMTK_CHECK(!l.model->classifier(), "eval", l.checkpoint, " is a classifier (", l.state.arch, "): it has no token "
+                "probabilities to measure on shards; evaluate it on labelled examples with --task FILE.jsonl");
     const std::int64_t T = ea->seq ? ea->seq : l.model->context();
     const bool encoder = l.model->has_tag("encoder");
     LLMTK_CHECK(!encoder || T >= 3, "eval", "--seq ", T, " leaves an encoder no room for text between [CLS] and [SEP]");
