@@ -597,6 +597,29 @@ TEST_CASE("Transformers export and import round-trip a BERT encoder as BertForMa
   CHECK_THROWS_WITH(export_hf(*pre, pre_dir.string(), nullptr),
                     Catch::Contains("has PreNorm") && Catch::Contains("BertForMaskedLM") && Catch::Contains("nothing was written"));
   CHECK_FALSE(fs::exists(pre_dir));
+  // A classifier is BertForSequenceClassification, its class names in id2label; it reads back as one.
+  Dims dc = d;
+  dc.set("n_labels", 3);
+  auto cls = make_model("bert-tiny+classify", dc), cls_back = make_model("bert-tiny+classify", dc);
+  cls->plan(1, 8), cls_back->plan(1, 8);
+  cls->init(1), cls_back->init(2);
+  const std::vector<std::string> labels = {"old", "new", "apocrypha"};
+  CHECK_THROWS_WITH(export_hf(*cls, tmp("hf-cls-x").string() + "/out", nullptr), Catch::Contains("3 classes apart but 0 class names"));
+  const auto cdir = tmp("hf-cls");
+  export_hf(*cls, cdir.string(), nullptr, nullptr, &labels);
+  std::ifstream ccfg(cdir / "config.json");
+  const auto cc = nlohmann::json::parse(ccfg);
+  CHECK(cc.at("architectures")[0] == "BertForSequenceClassification");
+  CHECK(cc.at("id2label").at("2") == "apocrypha");
+  CHECK(cc.at("label2id").at("new") == 1);
+  SafetensorsFile fc((cdir / "model.safetensors").string());
+  CHECK(fc.shape("classifier.weight") == std::vector<std::int64_t>{3, 16});
+  CHECK(fc.shape("bert.pooler.dense.weight") == std::vector<std::int64_t>{16, 16});
+  std::string fam;
+  CHECK(hf_dims(cdir.string(), fam).get_int("n_labels") == 3);
+  import_hf(*cls_back, cdir.string());
+  CHECK(std::memcmp(cls->params().data(), cls_back->params().data(), cls->params().bytes()) == 0);
+  CHECK_THROWS_WITH(import_hf(*b, cdir.string()), Catch::Contains("is a classifier (BertForSequenceClassification)"));
   // GGUF and PEFT are written for decoders: an encoder is refused with the export it has.
   const auto tok = data::load_tokenizer(corpus() + "/tokenizer.json");
   CHECK_THROWS_WITH(export_gguf(*a, tmp("bert.gguf").string(), *tok, "f32"),

@@ -194,7 +194,7 @@ ClassifyResult evaluate_classifier(AnyModel& model, const data::Tokenizer& tok, 
 }
 
 std::vector<std::pair<std::string, double>> classify_text(AnyModel& model, const data::Tokenizer& tok, const std::string& text,
-                                                          const std::vector<std::string>& labels) {
+                                                          const std::vector<std::string>& labels, std::vector<std::int32_t>* row) {
   check_classifier(model, labels, "generate");
   const MlmTokens mlm = mlm_tokens(tok, "generate");
   const EncodedExamples enc = encode_examples(tok, mlm, {{text, "", labels.front(), "--prompt"}}, labels, model.context());
@@ -205,6 +205,7 @@ std::vector<std::pair<std::string, double>> classify_text(AnyModel& model, const
   const Batch b = classify_rows({&enc.examples.front()}, 1, T, mlm.pad, ids, types, targets, lengths);
   const std::vector<float> logits = outputs_on_host(model.forward(b.inputs));
   const auto lp = log_softmax(logits.data(), model.outputs());
+  if (row) *row = enc.examples.front().ids;
   std::vector<std::pair<std::string, double>> out;
   for (std::size_t k = 0; k < labels.size(); ++k) out.emplace_back(labels[k], std::exp(lp[k]));
   std::stable_sort(out.begin(), out.end(), [](const auto& x, const auto& y) { return x.second > y.second; });

@@ -83,8 +83,10 @@ struct ClassifyResult {
 ClassifyResult evaluate_classifier(AnyModel& model, const data::Tokenizer& tok, const std::vector<LabelledText>& examples,
                                    const std::vector<std::string>& labels, std::int64_t batch);
 
-// `llmtk generate RUN --prompt TEXT` on a classifier: each label's probability for one text.
+// `llmtk generate RUN --prompt TEXT` on a classifier: each label's probability for one text, most
+// probable first; `row`, when given, receives the ids the model read ([CLS] text [SEP]).
 std::vector<std::pair<std::string, double>> classify_text(AnyModel& model, const data::Tokenizer& tok, const std::string& text,
-                                                          const std::vector<std::string>& labels);
+                                                          const std::vector<std::string>& labels,
+                                                          std::vector<std::int32_t>* row = nullptr);
 
 }  // namespace llmtk::train

@@ -46,11 +46,14 @@ void require_parts(const char* command, const AnyModel& m, const char* target,
 std::string hf_family(const AnyModel& m) {
   if (m.has_tag("encoder")) {  // BertForMaskedLM: post-norm blocks, learned positions, token types, GELU, biases
     const char* command = "export --hf";
-    const char* bert = "BertForMaskedLM";
+    const bool classifier = m.has_tag("class_head");
+    const char* bert = classifier ? "BertForSequenceClassification" : "BertForMaskedLM";
     require_parts(command, m, bert, {{"learned_positions", "learned positions"}, {"token_types", "token-type embedding (TokenTypes)"},
                                      {"mha", "multi-head attention (MHA)"}, {"layernorm", "LayerNorm"},
                                      {"gelu_mlp", "an MLP<GELU> feed-forward"}, {"postnorm", "PostNorm placement"},
-                                     {"sequential_block", "sequential Block"}, {"mlm_head", "MLMHead"}},
+                                     {"sequential_block", "sequential Block"},
+                                     classifier ? std::pair<std::string_view, const char*>{"class_head", "ClassHead"}
+                                                : std::pair<std::string_view, const char*>{"mlm_head", "MLMHead"}},
                   {{"prenorm", "post-norm blocks"}, {"sandwichnorm", "post-norm blocks"}, {"rope", "learned positions"},
                    {"alibi", "learned positions"}, {"qk_norm", "no query/key norm"}, {"rmsnorm", "LayerNorm"},
                    {"swiglu", "MLP<GELU>"}, {"geglu", "MLP<GELU>"}, {"parallel_block", "sequential blocks"}});
@@ -209,6 +212,13 @@ std::vector<Mapping> mappings(const AnyModel& m) {
       out.push_back(copy(h + "output.LayerNorm.weight", b + "mlp.norm.weight", p));
       out.push_back(copy(h + "output.LayerNorm.bias", b + "mlp.norm.bias", p));
     }
+    if (m.has_tag("class_head")) {  // BertForSequenceClassification: the pooler on [CLS], then the classifier
+      out.push_back(copy("bert.pooler.dense.weight", "head.pool.weight", p));
+      out.push_back(copy("bert.pooler.dense.bias", "head.pool.bias", p));
+      out.push_back(copy("classifier.weight", "head.weight", p));
+      out.push_back(copy("classifier.bias", "head.bias", p));
+      return out;
+    }
     out.push_back(copy("cls.predictions.transform.dense.weight", "head.transform.weight", p));
     out.push_back(copy("cls.predictions.transform.dense.bias", "head.transform.bias", p));
     out.push_back(copy("cls.predictions.transform.LayerNorm.weight", "head.norm.weight", p));
@@ -300,7 +310,8 @@ void add_bert_template(const fs::path& file, const data::Tokenizer& tok) {
 
 }  // namespace
 
-void export_hf(const AnyModel& m, const std::string& out_dir, const data::Tokenizer* tok, const data::ChatTemplate* chat) {
+void export_hf(const AnyModel& m, const std::string& out_dir, const data::Tokenizer* tok, const data::ChatTemplate* chat,
+               const std::vector<std::string>* labels) {
   const std::string fam = hf_family(m);  // refuses, before anything is written, what the format cannot hold
   LLMTK_CHECK(m.prefix() == 0, "export --hf", "model '", m.name(), "' has prefix keys and values (prefix tuning), which a "
               "Transformers checkpoint has no place for; export them with --peft DIR (PEFT's prefix-tuning layout) and the "
@@ -334,6 +345,19 @@ void export_hf(const AnyModel& m, const std::string& out_dir, const data::Tokeni
            {"position_embedding_type", "absolute"}, {"is_decoder", false}, {"tie_word_embeddings", tied},
            {"torch_dtype", "float32"}};
     if (pad) cfg["pad_token_id"] = *pad;
+    if (m.has_tag("class_head")) {
+      // The class names, by id, as Transformers keeps them (id2label's keys are strings in JSON).
+      const std::int64_t K = m.outputs();
+      LLMTK_CHECK(labels && std::int64_t(labels->size()) == K, "export --hf", "model '", m.name(), "' tells ", K,
+                  " classes apart but ", labels ? labels->size() : 0, " class names were given; nothing was written");
+      cfg["architectures"] = {"BertForSequenceClassification"};
+      cfg["num_labels"] = K;
+      cfg["problem_type"] = "single_label_classification";
+      json id2label = json::object(), label2id = json::object();
+      for (std::int64_t k = 0; k < K; ++k) id2label[std::to_string(k)] = (*labels)[std::size_t(k)], label2id[(*labels)[std::size_t(k)]] = k;
+      cfg["id2label"] = id2label, cfg["label2id"] = label2id;
+      cfg.erase("tie_word_embeddings");
+    }
   } else if (fam == "gpt2") {
     cfg = {{"architectures", {"GPT2LMHeadModel"}}, {"model_type", "gpt2"}, {"vocab_size", d.vocab},
            {"n_positions", d.max_seq}, {"n_ctx", d.max_seq}, {"n_embd", d.d_model}, {"n_layer", d.n_layers},
@@ -428,6 +452,13 @@ Dims hf_dims(const std::string& dir, std::string& family) {
     LLMTK_CHECK(!c.contains("head_dim") || c["head_dim"] == d.d_model / d.n_heads, "--init", cfg_path.string(),
                 " has head_dim != hidden_size / num_attention_heads, which llmtk does not support");
   } else if (family == "bert") {
+    // A classifier (BertForSequenceClassification) has its classes in id2label (or num_labels).
+    if (c.contains("architectures") && c["architectures"].is_array() && !c["architectures"].empty() &&
+        c["architectures"][0] == "BertForSequenceClassification") {
+      const auto n = c.contains("id2label") && c["id2label"].is_object() ? c["id2label"].size() : c.value("num_labels", 2);
+      LLMTK_CHECK(n >= 2, "--init", cfg_path.string(), " describes a classifier of ", n, " classes; llmtk's needs 2 or more");
+      d.set("n_labels", double(n));
+    }
     d.d_model = need("hidden_size"), d.n_layers = need("num_hidden_layers"), d.n_heads = need("num_attention_heads");
     d.n_kv_heads = d.n_heads, d.d_ff = need("intermediate_size"), d.vocab = need("vocab_size");
     d.max_seq = need("max_position_embeddings"), d.norm_eps = c.value("layer_norm_eps", 1e-12), d.bias = true;
@@ -474,9 +505,16 @@ void import_hf(AnyModel& m, const std::string& dir) {
                 act == "silu" || tanh_gelu ? "; use an architecture with the matching GLU" : "; llmtk has no such activation");
   }
   if (family == "bert") {
+    LLMTK_CHECK(d.has("n_labels") == m.classifier(), "--init", "'", dir, "/config.json' is a ",
+                d.has("n_labels") ? "classifier (BertForSequenceClassification)" : "masked language model (BertForMaskedLM)",
+                " and the model is ", m.classifier() ? "a classifier" : "a masked language model", "; use a matching architecture",
+                m.classifier() ? "" : " (NAME+classify)");
+    if (m.classifier())
+      LLMTK_CHECK(d.get("n_labels") == m.dims().get("n_labels", 2), "--init", "'", dir, "/config.json' has ", d.get_int("n_labels"),
+                  " classes but the model has ", m.dims().get_int("n_labels", 2), "; the recipe's classify.labels must name as many");
     std::ifstream in(fs::path(dir) / "config.json");
     const bool tied = nlohmann::json::parse(in).value("tie_word_embeddings", true);  // BertConfig ties by default
-    LLMTK_CHECK(tied == (m.params().find("head.weight") < 0), "--init", "'", dir, "/config.json' has tie_word_embeddings = ",
+    LLMTK_CHECK(m.classifier() || tied == (m.params().find("head.weight") < 0), "--init", "'", dir, "/config.json' has tie_word_embeddings = ",
                 tied, " but the model's MLM head is ", tied ? "untied (MLMHead<Untied>)" : "tied (MLMHead<Tied>)",
                 "; use an architecture whose head matches the checkpoint");
     LLMTK_CHECK(d.get("type_vocab") == m.dims().get("type_vocab"), "--init", "'", dir, "/config.json' has type_vocab_size = ",

@@ -7,6 +7,7 @@
 // half-split pairs, which is llmtk's convention too, so Llama weights copy unchanged.
 #pragma once
 #include <string>
+#include <vector>
 
 #include "../data/chat.hpp"
 #include "../data/tokenizer.hpp"
@@ -28,8 +29,10 @@ std::string hf_hidden_act(const AnyModel& model);
 // With a chat template (an instruction-tuned run), tokenizer_config.json carries its Jinja
 // chat_template and ends a turn at its end-of-turn token, so Transformers' apply_chat_template and
 // generate() work as llmtk's chat does.
+// A classifier (NAME+classify) is written as BertForSequenceClassification with `labels` (its
+// class names by id, from the checkpoint) as id2label.
 void export_hf(const AnyModel& model, const std::string& dir, const data::Tokenizer* tokenizer,
-               const data::ChatTemplate* chat = nullptr);
+               const data::ChatTemplate* chat = nullptr, const std::vector<std::string>* labels = nullptr);
 // tokenizer.json and tokenizer_config.json (with the chat template's Jinja and end of turn).
 void write_hf_tokenizer(const std::string& dir, const data::Tokenizer& tokenizer, const data::ChatTemplate* chat, int max_seq);
 // Fills the model's parameters from a Transformers checkpoint directory (config.json +

@@ -245,6 +245,8 @@ std::string init_weights(const Recipe& r, const std::string& from_arg, AnyModel&
   if (base_vocab > 0) base_dims.vocab = base_vocab;
   std::string dir = from, base_arch(lm_arch(r.model.arch));
   if (fs::exists(fs::path(from) / "config.json")) {
+    std::string family;
+    if (model.classifier() && hf_dims(from, family).has("n_labels")) base_arch = r.model.arch;  // a classifier's export: its head too
     log("initialised from the Transformers checkpoint in " + from);
   } else {
     LLMTK_CHECK(fs::exists(fs::path(from) / "state.json") || fs::is_directory(fs::path(from) / "checkpoints"), "--init", "'",

@@ -17,7 +17,9 @@ compute RUN's loss.
 
 A BERT export (an encoder, which has no next-token loss) is checked with --fill-mask PROMPT: the
 log-probabilities `llmtk generate RUN --prompt PROMPT --json` prints at each [MASK], over the
-whole vocabulary, against BertForMaskedLM's on the same row.
+whole vocabulary, against BertForMaskedLM's on the same row; a classifier's export
+(BertForSequenceClassification) with --classify TEXT: the label probabilities against its pooler
+and classifier on the same row.
 
 It prints the reference loss, the loss `llmtk eval` prints for RUN (6 decimals), and their absolute
 difference, and exits 1 if the difference exceeds --tol (2 on a load/config problem).
@@ -343,7 +345,7 @@ def bert_config(c):
     return cfg
 
 
-def bert_forward(cfg, W, ids, dt, types=None):
+def bert_forward(cfg, W, ids, dt, types=None, classifier=False):
     D, L, F, V = cfg["hidden_size"], cfg["num_hidden_layers"], cfg["intermediate_size"], cfg["vocab_size"]
     H, P, TV, eps = cfg["num_attention_heads"], cfg["max_position_embeddings"], cfg["type_vocab_size"], cfg["layer_norm_eps"]
     acts = {"gelu": torch.nn.functional.gelu, "gelu_new": gelu_new,
@@ -357,9 +359,15 @@ def bert_forward(cfg, W, ids, dt, types=None):
     e = "bert.embeddings."
     shapes = {e + "word_embeddings.weight": [V, D], e + "position_embeddings.weight": [P, D],
               e + "token_type_embeddings.weight": [TV, D], e + "LayerNorm.weight": [D], e + "LayerNorm.bias": [D],
-              "cls.predictions.transform.dense.weight": [D, D], "cls.predictions.transform.dense.bias": [D],
-              "cls.predictions.transform.LayerNorm.weight": [D], "cls.predictions.transform.LayerNorm.bias": [D],
-              "cls.predictions.bias": [V]}
+              }
+    if classifier:  # BertForSequenceClassification: BertPooler and the classifier
+        K = cfg["num_labels"]
+        shapes.update({"bert.pooler.dense.weight": [D, D], "bert.pooler.dense.bias": [D],
+                       "classifier.weight": [K, D], "classifier.bias": [K]})
+    else:
+        shapes.update({"cls.predictions.transform.dense.weight": [D, D], "cls.predictions.transform.dense.bias": [D],
+                       "cls.predictions.transform.LayerNorm.weight": [D], "cls.predictions.transform.LayerNorm.bias": [D],
+                       "cls.predictions.bias": [V]})
     for i in range(L):
         q = f"bert.encoder.layer.{i}."
         for m, (o, n) in {"attention.self.query": (D, D), "attention.self.key": (D, D), "attention.self.value": (D, D),
@@ -367,7 +375,7 @@ def bert_forward(cfg, W, ids, dt, types=None):
             shapes.update({q + m + ".weight": [o, n], q + m + ".bias": [o]})
         for m in ("attention.output.LayerNorm", "output.LayerNorm"):
             shapes.update({q + m + ".weight": [D], q + m + ".bias": [D]})
-    if not cfg["tie_word_embeddings"]:
+    if not cfg["tie_word_embeddings"] and not classifier:
         shapes["cls.predictions.decoder.weight"] = [V, D]
     optional = {"cls.predictions.decoder.weight", "cls.predictions.decoder.bias", "bert.embeddings.position_ids"}
     missing, unexpected = check_keys(W, shapes, optional)
@@ -395,9 +403,39 @@ def bert_forward(cfg, W, ids, dt, types=None):
         h = ln(lin(o, p + "attention.output.dense") + h, p + "attention.output.LayerNorm")  # BertSelfOutput
         x = act(lin(h, p + "intermediate.dense"))                                        # BertIntermediate
         h = ln(lin(x, p + "output.dense") + h, p + "output.LayerNorm")                    # BertOutput
+    if classifier:  # BertPooler: tanh(dense(h[:, 0])), then the classifier (dropout is off in eval)
+        pooled = torch.tanh(lin(h[:, 0], "bert.pooler.dense"))
+        return lin(pooled, "classifier"), unexpected
     t = ln(act(lin(h, "cls.predictions.transform.dense")), "cls.predictions.transform.LayerNorm")
     dec = w["cls.predictions.decoder.weight"] if not cfg["tie_word_embeddings"] else w[e + "word_embeddings.weight"]
     return t @ dec.T + w["cls.predictions.bias"], unexpected
+
+
+def check_classify(a, cfg, W, cfg_raw):
+    """BertForSequenceClassification: for each --classify text, `llmtk generate RUN --prompt T --json`
+    prints the row it read and each label's probability; the reference computes them from the export."""
+    dt = getattr(torch, a.dtype)
+    id2label = {int(k): v for k, v in cfg_raw.get("id2label", {}).items()}
+    cfg["num_labels"] = len(id2label) if id2label else cfg_raw.get("num_labels", 2)
+    worst = 0.0
+    print(f"export      {a.hf_dir} ({cfg_raw.get('architectures', ['?'])[0]}, {len(W)} tensors, labels {id2label})")
+    for text in a.classify:
+        cmd = [a.llmtk, "generate", a.run, "--prompt", text, "--json"]
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode:
+            raise SystemExit(f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stdout}{r.stderr}")
+        j = json.loads(r.stdout)
+        logits, unexpected = bert_forward(cfg, W, torch.tensor([j["ids"]], dtype=torch.int64), dt, classifier=True)
+        if unexpected:
+            print(f"unexpected  {len(unexpected)} tensors Transformers would ignore: {unexpected}")
+        ref = torch.softmax(logits.to(torch.float64)[0], dim=-1)
+        diff = max(abs(float(ref[k]) - j["probabilities"][id2label[k]]) for k in range(cfg["num_labels"]))
+        worst = max(worst, diff)
+        print(f"classify    {text!r}: reference {[round(float(x), 6) for x in ref]}, llmtk {j['probabilities']}, max diff {diff:.3e}")
+    print(f"worst       {worst:.3e}  (tolerance {a.tol:g})")
+    ok = worst <= a.tol
+    print("OK" if ok else "MISMATCH")
+    sys.exit(0 if ok else 1)
 
 
 def check_fill_mask(a, cfg, W, cfg_raw):
@@ -517,6 +555,8 @@ def main():
     ap.add_argument("--batches", type=int, default=4)
     ap.add_argument("--dtype", choices=["float64", "float32"], default="float64")
     ap.add_argument("--tol", type=float, default=1e-4)
+    ap.add_argument("--classify", action="append", default=[],
+                    help="BertForSequenceClassification: compare the label probabilities for this text (repeatable)")
     ap.add_argument("--fill-mask", action="append", default=[],
                     help="BERT: compare the log-probabilities at each [MASK] of this prompt (repeatable)")
     a = ap.parse_args()
@@ -530,6 +570,10 @@ def main():
     elif mt == "llama":
         cfg, fwd = llama_config(cfg_raw), llama_forward
         ctx = cfg["max_position_embeddings"]
+    elif mt == "bert" and cfg_raw.get("architectures", [""])[0] == "BertForSequenceClassification":
+        if not a.classify:
+            raise SystemExit("a BERT classifier is checked through --classify TEXT (its label probabilities)")
+        check_classify(a, bert_config(cfg_raw), W, cfg_raw)
     elif mt == "bert":
         if not a.fill_mask:
             raise SystemExit("a BERT export is checked through --fill-mask PROMPT (its masked-token log-probabilities)")

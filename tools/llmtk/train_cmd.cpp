@@ -338,9 +338,10 @@ void add_train_commands(CLI::App& app) {
     if (l.model->classifier()) {  // a classifier: each label's probability for the text
       LLMTK_CHECK(!ga->chat, "generate", l.model->name(), " is a classifier: it labels a text and has no chat; drop --chat");
       LLMTK_CHECK(!ga->prompt.empty(), "generate", l.model->name(), " is a classifier: give it the text to label with --prompt TEXT");
-      const auto probs = train::classify_text(*l.model, tok, ga->prompt, l.state.labels);
-      if (ga->json) {
-        nlohmann::json j = {{"label", probs.front().first}, {"probabilities", nlohmann::json::object()}};
+      std::vector<std::int32_t> row;
+      const auto probs = train::classify_text(*l.model, tok, ga->prompt, l.state.labels, &row);
+      if (ga->json) {  // ids: the row the model read, for comparing with other implementations
+        nlohmann::json j = {{"label", probs.front().first}, {"probabilities", nlohmann::json::object()}, {"ids", row}};
         for (const auto& [label, p] : probs) j["probabilities"][label] = p;
         return fmt::print("{}\n", j.dump());
       }
@@ -497,7 +498,7 @@ void add_train_commands(CLI::App& app) {
     data::ChatTemplate tmpl = data::ChatTemplate::named("chatml");
     const data::ChatTemplate* chat = data::ChatTemplate::saved_beside(l.state.tokenizer, tmpl) ? &tmpl : nullptr;
     if (!xa->hf.empty()) {
-      train::export_hf(model, xa->hf, l.tokenizer.get(), chat);
+      train::export_hf(model, xa->hf, l.tokenizer.get(), chat, model.classifier() ? &l.state.labels : nullptr);
       fmt::print("exported {} ({} checkpoint {}{}) to {}\n", l.model->name(), train::hf_family(model), l.checkpoint,
                  merged ? ", LoRA merged" : "", xa->hf);
     } else {
