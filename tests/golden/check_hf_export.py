@@ -411,6 +411,15 @@ def bert_forward(cfg, W, ids, dt, types=None, classifier=False):
     return t @ dec.T + w["cls.predictions.bias"], unexpected
 
 
+def llmtk_generate_json(a, prompt):
+    """What `llmtk generate RUN --prompt PROMPT --json` prints, parsed."""
+    cmd = [a.llmtk, "generate", a.run, "--prompt", prompt, "--json"]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stdout}{r.stderr}")
+    return json.loads(r.stdout)
+
+
 def check_classify(a, cfg, W, cfg_raw):
     """BertForSequenceClassification: for each --classify text, `llmtk generate RUN --prompt T --json`
     prints the row it read and each label's probability; the reference computes them from the export."""
@@ -420,11 +429,7 @@ def check_classify(a, cfg, W, cfg_raw):
     worst = 0.0
     print(f"export      {a.hf_dir} ({cfg_raw.get('architectures', ['?'])[0]}, {len(W)} tensors, labels {id2label})")
     for text in a.classify:
-        cmd = [a.llmtk, "generate", a.run, "--prompt", text, "--json"]
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        if r.returncode:
-            raise SystemExit(f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stdout}{r.stderr}")
-        j = json.loads(r.stdout)
+        j = llmtk_generate_json(a, text)
         logits, unexpected = bert_forward(cfg, W, torch.tensor([j["ids"]], dtype=torch.int64), dt, classifier=True)
         if unexpected:
             print(f"unexpected  {len(unexpected)} tensors Transformers would ignore: {unexpected}")
@@ -446,11 +451,7 @@ def check_fill_mask(a, cfg, W, cfg_raw):
     print(f"export      {a.hf_dir} ({cfg_raw.get('architectures', ['?'])[0]}, {len(W)} tensors, "
           f"{sum(t.numel() for t in W.values()):,} params)")
     for prompt in a.fill_mask:
-        cmd = [a.llmtk, "generate", a.run, "--prompt", prompt, "--json"]
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        if r.returncode:
-            raise SystemExit(f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stdout}{r.stderr}")
-        j = json.loads(r.stdout)
+        j = llmtk_generate_json(a, prompt)
         ids = torch.tensor([j["ids"]], dtype=torch.int64)
         logits, unexpected = bert_forward(cfg, W, ids, dt)
         if unexpected:
