@@ -45,6 +45,14 @@ if ((run)); then
     echo "== preparing the encoder's corpus: llmtk data prepare recipes/data/kjv-mlm.toml"
     build/bin/llmtk data prepare recipes/data/kjv-mlm.toml > /dev/null
   fi
+  # And for an encoder-decoder trained on span corruption (recipes/t5-span.toml): kjv's tokenizer
+  # plus [PAD] and the sentinels <extra_id_0> ... <extra_id_99>.
+  if [[ data/kjv-t5/report.json -nt recipes/data/kjv-t5.toml && data/kjv-t5/report.json -nt data/kjv/report.json ]]; then
+    echo "== the encoder-decoder's corpus is already prepared in data/kjv-t5/"
+  else
+    echo "== preparing the encoder-decoder's corpus: llmtk data prepare recipes/data/kjv-t5.toml"
+    build/bin/llmtk data prepare recipes/data/kjv-t5.toml > /dev/null
+  fi
   echo
   if [[ -f runs/quickstart/checkpoints/best/state.json && -f runs/quickstart/report.html ]]; then
     echo "== the quickstart is already trained in runs/quickstart/ (train it again with --overwrite)"

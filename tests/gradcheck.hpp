@@ -11,6 +11,8 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <string>
@@ -72,6 +74,9 @@ void check_entries(GradReport& rep, const std::string& what, float* x, const flo
     ++rep.checked;
     rep.worst = std::max(rep.worst, std::isfinite(err) ? err / bound : 1e30);
     if (!(err <= bound)) {
+      if (std::getenv("LLMTK_GRADCHECK_VERBOSE"))  // every failure, to find the part that is wrong
+        std::fprintf(stderr, "gradcheck: %s[%lld]: numeric %g, analytic %g\n", what.c_str(), static_cast<long long>(i),
+                     num, ana);
       if (rep.failed++ == 0)
         rep.first_failure = what + "[" + std::to_string(i) + "]: numeric " + std::to_string(num) +
                             ", analytic " + std::to_string(ana);

@@ -201,8 +201,12 @@ void case_rope_backward(Case& c) {
 }
 const AttentionMask kMasks[] = {{true, 0, false}, {true, 5, false}, {true, 0, true}, {true, 7, true}};
 inline void attention_inputs_case(Case& c, bool backward);
+inline void cross_attention_case(Case& c, bool backward);
+inline void attention_bias_case(Case& c, bool backward);
 void case_attention_forward(Case& c) {
   attention_inputs_case(c, false);
+  attention_bias_case(c, false);
+  cross_attention_case(c, false);
   for (int kv : {1, 2, 4}) {  // group sizes 4, 2, 1 (full MHA) over 4 query heads
     for (const auto& m : kMasks) {
       auto q = c.make({2, 33, 4, 16}), k = c.make({2, 33, kv, 16}), v = c.make({2, 33, kv, 16});
@@ -269,8 +273,64 @@ inline void attention_inputs_case(Case& c, bool backward) {
     }
   }
 }
+// Cross-attention (layers/cross_attention.hpp): T queries against the S keys of another sequence,
+// shorter and longer than T (the 64-row tiles crossed on both sides), with the source's padding
+// lengths and without.
+inline void cross_attention_case(Case& c, bool backward) {
+  for (const auto& [T, S] : std::vector<std::pair<std::int64_t, std::int64_t>>{{7, 19}, {70, 5}, {33, 131}}) {
+    const std::int64_t B = 2;
+    std::vector<std::int32_t> lengths = {std::int32_t(S), std::int32_t(S / 2 + 1)};
+    const TensorRef len = c.place(lengths.data(), DType::i32, {B}, lengths.size() * 4);
+    for (const AttentionMask& m : {AttentionMask(false), AttentionMask(false, 0, false, 0, len)}) {
+      auto q = c.make({B, T, 4, 16}), k = c.make({B, S, 2, 16}), v = c.make({B, S, 2, 16});
+      auto o = c.make({B, T, 4, 16}), lse = c.param({B * 4 * T});
+      ops::attention_forward(o, lse, q, k, v, m);
+      c.keep("cross out", o), c.keep("cross lse", lse);
+      if (!backward) continue;
+      auto dout = c.make({B, T, 4, 16}), dq = c.make({B, T, 4, 16}), dk = c.make({B, S, 2, 16}), dv = c.make({B, S, 2, 16});
+      ops::attention_backward(dq, dk, dv, dout, q, k, v, o, lse, m);
+      c.keep("cross dq", dq), c.keep("cross dk", dk), c.keep("cross dv", dv);
+    }
+  }
+}
+// A learned bias on the scores (T5's relative positions): causal with padding, bidirectional, a
+// cross-attention's Tk ≠ Tq, and decoding's q_offset (forward); its gradient per batch row.
+inline void attention_bias_case(Case& c, bool backward) {
+  const std::int64_t B = 2;
+  std::vector<std::int32_t> lengths = {9, 70};
+  const TensorRef len = c.place(lengths.data(), DType::i32, {B}, lengths.size() * 4);
+  struct Shape {
+    std::int64_t T, Tk;
+    AttentionMask mask;
+  };
+  for (const Shape& sh : {Shape{70, 70, AttentionMask(true, 0, false, 0, len)}, Shape{33, 33, AttentionMask(false)},
+                          Shape{7, 70, AttentionMask(false, 0, false, 0, len)}}) {
+    const std::int64_t T = sh.T, Tk = sh.Tk;
+    auto q = c.make({B, T, 4, 16}), k = c.make({B, Tk, 2, 16}), v = c.make({B, Tk, 2, 16});
+    auto o = c.make({B, T, 4, 16}), lse = c.param({B * 4 * T}), bias = c.param({T, Tk, 4});
+    AttentionMask m = sh.mask;
+    m.bias = bias;
+    ops::attention_forward(o, lse, q, k, v, m);
+    c.keep("biased out", o), c.keep("biased lse", lse);
+    if (!backward) continue;
+    auto dout = c.make({B, T, 4, 16}), dq = c.make({B, T, 4, 16}), dk = c.make({B, Tk, 2, 16}), dv = c.make({B, Tk, 2, 16});
+    m.dbias = c.param({B, T, Tk, 4});
+    ops::attention_backward(dq, dk, dv, dout, q, k, v, o, lse, m);
+    c.keep("biased dq", dq), c.keep("biased dk", dk), c.keep("biased dv", dv), c.keep("dbias", m.dbias);
+  }
+  if (backward) return;
+  // Decoding: 1 query at position 40 against 41 keys, with the bias row for it.
+  auto q = c.make({1, 1, 4, 16}), k = c.make({1, 41, 4, 16}), v = c.make({1, 41, 4, 16});
+  auto o = c.make({1, 1, 4, 16}), lse = c.param({4}), bias = c.param({1, 41, 4});
+  AttentionMask m(true, 0, false, 40);
+  m.bias = bias;
+  ops::attention_forward(o, lse, q, k, v, m);
+  c.keep("biased out (q_offset 40)", o);
+}
 void case_attention_backward(Case& c) {
   attention_inputs_case(c, true);
+  attention_bias_case(c, true);
+  cross_attention_case(c, true);
   long_attention_case(c);
   for (int kv : {1, 2, 4}) {
     for (const auto& m : kMasks) {

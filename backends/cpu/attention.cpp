@@ -148,10 +148,13 @@ struct Visibility {
   float slope;          // ALiBi slope of this head (0 without ALiBi)
   std::int64_t Tk;      // keys of this batch row: all of them, or its padding length
   const std::int32_t* seg;  // this batch row's document ids, or null
+  const float* bias;        // the learned bias at (query 0, key 0) of this head, or null: [Tq, Tk, H]
+  std::int64_t keys, heads, qoff;  // all keys (Tk), H, and the first query's position
   Visibility(const AttentionMask& m, const Shape& S, std::int64_t b, std::int64_t h)
       : causal(m.causal), window(m.window), slope(m.alibi ? float(backend::alibi_slope(h, S.H)) : 0.0f),
         Tk(m.lengths ? std::min<std::int64_t>(S.Tk, m.lengths.i32()[b]) : S.Tk),
-        seg(m.segments ? m.segments.i32() + b * S.Tk : nullptr) {}
+        seg(m.segments ? m.segments.i32() + b * S.Tk : nullptr), bias(m.bias ? m.bias.f32() + h : nullptr), keys(S.Tk),
+        heads(S.H), qoff(m.q_offset) {}
   // Row r of a tile: scores s[j] (key j0 + j) scaled, shifted by ALiBi and masked in place.
   void apply(float* s, std::int64_t i, std::int64_t j0, float scale) const {
     if (seg) {
@@ -166,6 +169,11 @@ struct Visibility {
                           s[j] == kNegInf;
       const float v = s[j] * scale - slope * float(i - key);
       s[j] = hidden ? kNegInf : v;
+    }
+    if (bias) {  // after the scale, as the contract has it (keys past Tk are hidden already)
+      const float* row = bias + (i - qoff) * keys * heads;
+      const int n = int(std::min<std::int64_t>(kBK, keys - j0));
+      for (int j = 0; j < n; ++j) s[j] += row[(j0 + j) * heads];
     }
   }
 };
@@ -297,6 +305,10 @@ void attention_backward(TensorRef dq, TensorRef dk, TensorRef dv, TensorRef dout
       auto dq_row = [&](std::int64_t hh, std::int64_t i) {
         return half ? dq32 + (hh * T + i) * D : dq.f32() + (b * T + i) * qstride + (h0 + hh) * S.D;
       };
+      // dbias of this row's heads of the group starts at zero (keys no query sees keep it).
+      if (mask.dbias)
+        for (std::int64_t n = 0; n < T * Tk; ++n)
+          for (std::int64_t hh = 0; hh < group; ++hh) mask.dbias.f32()[(b * T * Tk + n) * S.H + h0 + hh] = 0.0f;
       // δ_i = dO_i · out_i per query head of the group; dq rows of these heads start at zero.
       for (std::int64_t hh = 0; hh < group; ++hh)
         for (std::int64_t i = 0; i < T; ++i) {
@@ -352,6 +364,10 @@ void attention_backward(TensorRef dq, TensorRef dk, TensorRef dv, TensorRef dout
                 const float pj = fast_exp(p[j] - l);  // masked: exp(−inf) = 0
                 p[j] = pj;
                 ds[j] = pj * (ds[j] - dl) * scale;
+              }
+              if (mask.dbias) {  // the bias's gradient: dS before the scale
+                float* row = mask.dbias.f32() + ((b * T + i0 + r) * Tk + j0) * S.H + h;
+                for (int j = 0; j < keys; ++j) row[j * S.H] = ds[j] / scale;
               }
             }
             accumulate(dVs, P, 1, kBK, kBK, rows4, dOs);  // dV += Pᵀ·dO

@@ -1,6 +1,6 @@
 // attention_forward / attention_backward: cuDNN's fused SDPA (cudnn_attention.cpp) when the
 // precision is bf16 and the mask is one the graphs express (causal, no window, no ALiBi, no
-// padding lengths or segments), else the
+// padding lengths, segments or learned bias), else the
 // tiled kernel (attention.cu), which implements every mask and is the reference the cuDNN path is
 // tested against. Either backward takes the lse either forward saved (cuDNN's softmax statistics
 // are the same log-sum-exp).
@@ -21,7 +21,7 @@ using i64 = std::int64_t;
 kernels::AttentionDims dims_of(const backend::AttentionShape& s, const AttentionMask& m) {
   return {s.B,        s.T,        s.Tk,       s.H, s.KV, s.D, m.causal, m.window, m.q_offset,
           static_cast<float>(1.0 / std::sqrt(double(s.D))), m.lengths ? m.lengths.i32() : nullptr,
-          m.segments ? m.segments.i32() : nullptr};
+          m.segments ? m.segments.i32() : nullptr, m.bias ? m.bias.f32() : nullptr, m.dbias ? m.dbias.f32() : nullptr};
 }
 
 void check_limits(const char* op, const kernels::AttentionDims& d) {
@@ -44,7 +44,7 @@ namespace {
 // cuDNN runs bf16 with these masks only; everything else takes the tiled kernel.
 bool cudnn_applies(const kernels::AttentionDims& d, const AttentionMask& m) {
   return cudnn_enabled() && ops::matmul_precision() == DType::bf16 && m.causal && m.window == 0 && !m.alibi &&
-         !m.lengths && !m.segments && m.q_offset == 0 && d.T == d.Tk && d.D % 8 == 0 && d.D <= 128;
+         !m.lengths && !m.segments && !m.bias && m.q_offset == 0 && d.T == d.Tk && d.D % 8 == 0 && d.D <= 128;
 }
 
 // Once per op: the forward and the backward graphs can fail for different reasons.
@@ -129,6 +129,7 @@ void attention_backward(TensorRef dq, TensorRef dk, TensorRef dv, TensorRef dout
   }
   check_limits(op, d);
   float* delta = scratch_as<float>(Scratch::attn_delta, std::size_t(s.B * s.H * s.T));
+  if (mask.dbias) LLMTK_CUDA_CHECK(op, cudaMemsetAsync(mask.dbias.data, 0, mask.dbias.bytes(), stream()));  // hidden keys: 0
   kernels::attention_backward(dq.f32(), dk.f32(), dv.f32(), dout.f32(), q.f32(), k.f32(), v.f32(), out.f32(),
                               lse.f32(), mask.alibi ? alibi_slopes(s.H) : nullptr, delta, d, stream());
   finish_op(op);

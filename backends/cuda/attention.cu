@@ -1,6 +1,6 @@
 // The tiled attention kernel: fp32, online softmax in FlashAttention-2 order, every mask of
 // AttentionMask (causal or bidirectional, sliding window, ALiBi, q_offset, padding lengths,
-// document segments) and grouped kv heads by index (query
+// document segments, a learned bias) and grouped kv heads by index (query
 // head h reads kv head h / (H / KV); nothing is copied). The fallback for cuDNN's fused SDPA and
 // the reference it is tested against on the GPU.
 //
@@ -30,6 +30,10 @@ __device__ __forceinline__ bool visible(const AttentionDims& d, i64 b, i64 qpos,
   return kj < d.Tk && (!d.causal || kj <= qpos) &&
          (d.window <= 0 || (qpos - kj < d.window && kj - qpos < d.window)) && (!d.lengths || kj < d.lengths[b]) &&
          (!d.segments || d.segments[b * d.Tk + qpos] == d.segments[b * d.Tk + kj]);
+}
+// The learned bias of query row i, key kj, head h (0 without one); kj < Tk.
+__device__ __forceinline__ float bias_at(const AttentionDims& d, i64 i, i64 kj, i64 h) {
+  return d.bias ? d.bias[(i * d.Tk + kj) * d.H + h] : 0.0f;
 }
 // Keys past q_last + window are hidden from every query of a block when the mask is
 // bidirectional with a window (causal: past q_last).
@@ -86,7 +90,7 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(float* out, float* ls
       for (int p = 0; p < P; ++p) part += qr[p] * ks[j * DMAX + sub + 4 * p];
       const float dot = row_sum4(part);
       const i64 kj = k0 + j;
-      s[j] = row_ok && visible(d, b, qpos, kj) ? dot - slope * float(qpos - kj) : -CUDART_INF_F;
+      s[j] = row_ok && visible(d, b, qpos, kj) ? dot - slope * float(qpos - kj) + bias_at(d, i, kj, h) : -CUDART_INF_F;
       tile_max = fmaxf(tile_max, s[j]);
     }
     const float m_new = fmaxf(m, tile_max);
@@ -169,8 +173,9 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(float* dq, const float* do
       const float dot = row_sum4(ps), dp = row_sum4(pd);
       const i64 kj = k0 + j;
       if (!row_ok || !visible(d, b, qpos, kj)) continue;
-      const float pij = expf(dot * d.scale - slope * float(qpos - kj) - lse_i);
+      const float pij = expf(dot * d.scale - slope * float(qpos - kj) + bias_at(d, i, kj, h) - lse_i);
       const float ds = pij * (dp - delta_i);
+      if (d.dbias && sub == 0) d.dbias[((b * d.T + i) * d.Tk + kj) * d.H + h] = ds;  // one writer per (b, i, kj, h)
 #pragma unroll
       for (int p = 0; p < P; ++p) acc[p] += ds * ks[j * DMAX + sub + 4 * p];
     }
@@ -236,7 +241,7 @@ __global__ void __launch_bounds__(kThreads) dkdv_kernel(float* dk, float* dv, co
         const float dot = row_sum4(ps), dp = row_sum4(pd);
         const i64 i = i0 + j, qpos = d.q_offset + i;
         if (!row_ok || i >= d.T || !visible(d, b, qpos, kj)) continue;
-        const float pij = expf(dot * d.scale - slope * float(qpos - kj) - lse_s[j]);
+        const float pij = expf(dot * d.scale - slope * float(qpos - kj) + bias_at(d, i, kj, h) - lse_s[j]);
         const float ds = pij * (dp - delta_s[j]);
 #pragma unroll
         for (int p = 0; p < P; ++p) {

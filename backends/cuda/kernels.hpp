@@ -132,6 +132,8 @@ struct AttentionDims {
   float scale;  // 1/sqrt(D)
   const std::int32_t* lengths;   // [B] keys per row (padding after), or null
   const std::int32_t* segments;  // [B, Tk] document of each position, or null
+  const float* bias = nullptr;   // [T, Tk, H] added to the scaled scores, or null
+  float* dbias = nullptr;        // [B, T, Tk, H] its gradient (backward; zeroed first, written where visible), or null
 };
 // Largest head dim the tiled kernel takes.
 inline constexpr int kAttentionMaxHeadDim = 128;

@@ -1,6 +1,6 @@
 // attention_forward / attention_backward: scaled-dot-product attention with grouped kv heads and
 // every rule of AttentionMask (causal or bidirectional, sliding window, ALiBi, padding lengths,
-// document segments). Materialises one row of probabilities at a time.
+// document segments, a learned bias). Materialises one row of probabilities at a time.
 #include <limits>
 #include <vector>
 
@@ -29,7 +29,7 @@ void scores(std::vector<double>& s, const Shape& S, TensorRef q, TensorRef k, At
     const float* K = k.f32() + ((b * S.Tk + j) * S.KV + g) * S.D;
     double dot = 0;
     for (std::int64_t d = 0; d < S.D; ++d) dot += double(Q[d]) * K[d];
-    s[j] = dot * scale - slope * double(at - j);
+    s[j] = dot * scale - slope * double(at - j) + (mask.bias ? double(mask.bias.f32()[(i * S.Tk + j) * S.H + h]) : 0.0);
   }
 }
 
@@ -73,6 +73,7 @@ void attention_backward(TensorRef dq, TensorRef dk, TensorRef dv, TensorRef dout
   std::vector<double> dK(static_cast<std::size_t>(k.numel()), 0.0), dV(dK.size(), 0.0);
   std::vector<double> p(S.Tk), dqrow(S.D);
   const double scale = 1.0 / std::sqrt(double(S.D));
+  if (mask.dbias) std::fill_n(mask.dbias.f32(), mask.dbias.numel(), 0.0f);  // hidden keys: 0
   for (std::int64_t b = 0; b < S.B; ++b)
     for (std::int64_t h = 0; h < S.H; ++h)
       for (std::int64_t i = 0; i < S.T; ++i) {
@@ -92,12 +93,14 @@ void attention_backward(TensorRef dq, TensorRef dk, TensorRef dv, TensorRef dout
         double delta = 0;
         for (std::int64_t d = 0; d < S.D; ++d) delta += double(dO[d]) * O[d];
         std::fill(dqrow.begin(), dqrow.end(), 0.0);
+        float* dB = mask.dbias ? mask.dbias.f32() + ((b * S.T + i) * S.Tk) * S.H + h : nullptr;  // [j · H]
         for (std::int64_t j = 0; j < S.Tk; ++j) {
           if (p[j] == 0) continue;
           const std::int64_t kv = ((b * S.Tk + j) * S.KV + g) * S.D;
           const float *K = k.f32() + kv, *V = v.f32() + kv;
           double dp = 0;
           for (std::int64_t d = 0; d < S.D; ++d) dp += double(dO[d]) * V[d];
+          if (dB) dB[j * S.H] = static_cast<float>(p[j] * (dp - delta));  // the bias adds to the score unscaled
           const double ds = p[j] * (dp - delta) * scale;
           for (std::int64_t d = 0; d < S.D; ++d) {
             dqrow[d] += ds * K[d];

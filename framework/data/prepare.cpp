@@ -71,6 +71,9 @@ PrepareConfig read_prepare_config(ConfigFile& file) {
   c.tokenizer.vocab_size = int(t.integer("vocab_size", c.tokenizer.vocab_size, 258, 1 << 20));
   c.tokenizer.pattern = t.string("pattern", c.tokenizer.pattern);
   c.tokenizer.special = t.strings("special", {});
+  // Span corruption's sentinels (train/span.hpp): <extra_id_0> ... <extra_id_{n-1}>, after the others.
+  c.tokenizer.sentinels = int(t.integer("sentinels", 0, 0, 100000));
+  for (int k = 0; k < c.tokenizer.sentinels; ++k) c.tokenizer.special.push_back("<extra_id_" + std::to_string(k) + ">");
   for (const auto& special : c.tokenizer.special)
     LLMTK_CHECK(!special.empty() && std::count(c.tokenizer.special.begin(), c.tokenizer.special.end(), special) == 1, file.name(),
                 "tokenizer.special: '", special, "' ", special.empty() ? "is empty" : "is listed twice", "; list each special token once");

@@ -52,6 +52,8 @@ struct PrepareConfig {
     // Special tokens appended to the tokenizer (given or trained) with the next free ids, e.g. the
     // [PAD], [CLS], [SEP], [MASK] of a masked language model; ones it has already are kept.
     std::vector<std::string> special;
+    // Span corruption's sentinels, <extra_id_0> ... <extra_id_{n-1}>, appended after `special`.
+    int sentinels = 0;
   } tokenizer;
   struct Output {
     std::string dir;

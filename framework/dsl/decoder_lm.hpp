@@ -40,6 +40,9 @@ struct DecoderLM<E, S, FinalNorm, H> {
   static_assert(one_position_scheme<E, S>,
                 "single_position_scheme: an embedding that adds positions (LearnedPositions, "
                 "Sinusoidal) cannot be combined with RoPE or ALiBi in the mixer");
+  static_assert(!has_tag<S>("cross_attention"),
+                "cross_attention_needs_memory: a decoder-only model has no encoder output for CrossAttention to "
+                "read; compose EncoderDecoderLM<...> with CrossBlock<...> in its decoder, or use self-attention");
   static_assert(!has_tag<H>("mlm_head"),
                 "mlm_head_needs_encoder: an MLM head predicts masked tokens from both sides, which a causal "
                 "stack cannot see; compose EncoderLM<..., MLMHead<Tied>> with bidirectional attention, or give "

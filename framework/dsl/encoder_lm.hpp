@@ -42,6 +42,9 @@ struct EncoderLM<E, S, N, H> {
   static_assert(sees_both_ways<S>,
                 "encoder_bidirectional: an encoder's attention sees the whole row; use GQA<Pos, Bidirectional> "
                 "(MHA<NoPE, Bidirectional> for BERT) instead of a causal mixer, or DecoderLM for a causal model");
+  static_assert(!has_tag<S>("cross_attention"),
+                "cross_attention_needs_memory: an encoder-only model has no encoder output for CrossAttention to "
+                "read; compose EncoderDecoderLM<...> with CrossBlock<...> in its decoder, or use self-attention");
   static_assert(one_position_scheme<E, S>,
                 "single_position_scheme: an embedding that adds positions (LearnedPositions, Sinusoidal) "
                 "cannot be combined with RoPE or ALiBi in the mixer");

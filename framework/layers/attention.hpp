@@ -1,6 +1,6 @@
 // Self-attention with grouped kv heads: GQA<Pos, Mask>, and its two special cases MHA<Pos, Mask>
 // (n_kv_heads = n_heads) and MQA<Pos, Mask> (n_kv_heads = 1). Pos is an attention position scheme
-// (NoPE, RoPE, ALiBi); Mask is Causal (a decoder's), Bidirectional (an encoder's) or Local (causal
+// (NoPE, RoPE, ALiBi, RelativeBias); Mask is Causal (a decoder's), Bidirectional (an encoder's) or Local (causal
 // within model.local_window). dims.window > 0 limits each query of the others to keys within
 // `window` positions. What flows with the batch (Flow: padding
 // lengths, document segments) narrows the mask further at run time.
@@ -43,7 +43,7 @@ struct GQA {
                                 "Bidirectional");
   static_assert(AttentionPositions<Pos>,
                 "attention_positions: the mixer takes an attention position scheme (NoPE, RoPE, "
-                "ALiBi); additive ones (LearnedPositions, Sinusoidal) go in Embedding<...>");
+                "ALiBi, RelativeBias); additive ones (LearnedPositions, Sinusoidal) go in Embedding<...>");
   static constexpr Role role = Role::mixer;
   using In = Hidden;
   using Out = Hidden;
@@ -162,7 +162,7 @@ struct GQA {
         ops::convert(c.a(vcache).span(0, n_prefix * KD), pv.span(0, n_prefix * KD));
       }
       ops::attention_forward(heads(c, o, c.dims.n_heads), c.a(lse), heads(c, q, c.dims.n_heads),
-                             at(kcache, 0, rows_so_far), at(vcache, 0, rows_so_far), mask(c));
+                             at(kcache, 0, rows_so_far), at(vcache, 0, rows_so_far), biased(c, rows_so_far));
     } else if (n_prefix > 0) {
       // Each row's keys: the prefix's, then its tokens' (which stand at positions P .. P + T − 1:
       // c.pos0 = P, so the mask's query offset is P).
@@ -178,7 +178,7 @@ struct GQA {
                              prefixed(c, vp), mask(c));
     } else {
       ops::attention_forward(heads(c, o, c.dims.n_heads), c.a(lse), heads(c, q, c.dims.n_heads),
-                             heads(c, k, c.dims.n_kv_heads), heads(c, v, c.dims.n_kv_heads), mask(c));
+                             heads(c, k, c.dims.n_kv_heads), heads(c, v, c.dims.n_kv_heads), biased(c, c.T));
     }
     wo.forward(c, rows(c, y, c.dims.d_model), c.a(o));
   }
@@ -214,9 +214,12 @@ struct GQA {
         if (ge) ops::add_forward(ge, ge, c.a(dpre_e));
       }
     } else {
+      AttentionMask m = mask(c);
+      if constexpr (learned_bias) pos.backward_bias(c, m, c.T);
       ops::attention_backward(heads(c, dq, H), heads(c, dk, KV), heads(c, dv, KV), heads(c, dout, H),
                               heads(c, q, H), heads(c, k, KV), heads(c, v, KV), heads(c, o, H),
-                              c.a(lse), mask(c));
+                              c.a(lse), m);
+      if constexpr (learned_bias) pos.bias_backward(c, c.T);
     }
     pos.rotate_backward(c, heads(c, dq, H), heads(c, dk, KV));
     // x feeds three projections: dx = dq·wq + dk·wk + dv·wv
@@ -237,6 +240,13 @@ struct GQA {
  private:
   static AttentionMask mask(const Ctx& c) {
     return {Mask::causal, window_of(c.dims), Pos::alibi, int(c.pos0), c.flow.lengths, c.flow.segments};
+  }
+  // A position scheme that adds a learned bias to the scores (RelativeBias) fills it in for Tk keys.
+  static constexpr bool learned_bias = requires(Pos ps, Ctx& c, AttentionMask& m) { ps.add_bias(c, m, true, 1); };
+  AttentionMask biased(Ctx& c, std::int64_t Tk) {
+    AttentionMask m = mask(c);
+    if constexpr (learned_bias) pos.add_bias(c, m, Mask::causal, Tk);
+    return m;
   }
   static TensorRef rows(const Ctx& c, TensorRef t, std::int64_t width) {
     return t.view({c.B * c.T, width});

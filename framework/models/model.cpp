@@ -42,9 +42,17 @@ bool AnyModel::has_tag(std::string_view tag) const {
   return std::find(tags_.begin(), tags_.end(), tag) != tags_.end();
 }
 
-void AnyModel::plan(std::int64_t B, std::int64_t T, bool recompute) {
+void AnyModel::plan(std::int64_t B, std::int64_t T, bool recompute, std::int64_t S) {
   LLMTK_CHECK(B > 0 && T > 0, name_, "batch and sequence length must be positive, got batch ", B,
               ", seq ", T);
+  const bool seq2seq = encoder_decoder();
+  LLMTK_CHECK(S >= 0 && (seq2seq || S == 0), name_, "a source length (", S, ") is for encoder-decoders only");
+  if (seq2seq) {
+    S = S > 0 ? S : T;
+    LLMTK_CHECK(S <= dims_.max_seq, name_, "source length ", S, " exceeds model.max_seq = ", dims_.max_seq);
+    LLMTK_CHECK(prompt_n_ == 0 && prefix_n_ == 0, name_, "is an encoder-decoder: prompt and prefix tuning are for "
+                "decoders (tune the encoder-decoder with LoRA or in full)");
+  }
   // Prompt tuning: the prompt's n positions run before the tokens (decoding feeds them one by one).
   const std::int64_t n = kv_cache_ > 0 ? 0 : prompt_n_, Tp = T + n;
   const std::int64_t before = prompt_n_ + prefix_n_;
@@ -58,7 +66,9 @@ void AnyModel::plan(std::int64_t B, std::int64_t T, bool recompute) {
   io_segments_ = io_.add("segments", {B, T}, DType::i32), io_positions_ = io_.add("positions", {B, T}, DType::i32);
   token_types_ = has_tag("token_types");
   if (token_types_) io_types_ = io_.add("token_types", {B, Tp}, DType::i32);
+  if (seq2seq) io_source_ = io_.add("source", {B, S}, DType::i32), io_source_lengths_ = io_.add("source_lengths", {B}, DType::i32);
   Planner p(dims_, B, Tp, params_, acts_, planned_);
+  p.S = S;
   p.soft_prompt = prompt_n_;
   p.prefix_tokens = prefix_n_;
   p.prefix_projection = prefix_projection_;
@@ -89,7 +99,8 @@ void AnyModel::plan(std::int64_t B, std::int64_t T, bool recompute) {
     grads_ = params_.trainable_like("grads");
   }
   planned_ = true;
-  B_ = B, T_ = T, Tp_ = Tp;
+  B_ = B, T_ = T, Tp_ = Tp, S_ = S;
+  encoded_ = false;
   prepare_working();
   if (had_memory) {
     acts_.allocate();
@@ -161,7 +172,7 @@ void AnyModel::freeze(std::vector<std::string> patterns) {
   freeze_ = std::move(patterns);
 }
 
-void AnyModel::plan_decode(std::int64_t cache_len) {
+void AnyModel::plan_decode(std::int64_t cache_len, std::int64_t source_len) {
   LLMTK_CHECK(!scorer_, name_, "is a reward or value model (a score head, one number per position): it scores text "
               "and cannot generate any; generate with the policy it was trained for");
   LLMTK_CHECK(!has_tag("encoder"), name_, "is an encoder (bidirectional attention, a masked language model): it fills "
@@ -171,14 +182,30 @@ void AnyModel::plan_decode(std::int64_t cache_len) {
   LLMTK_CHECK(cache_len > 0 && cache_len + before <= dims_.max_seq, name_, "a KV cache of ", cache_len,
               " positions", before ? cat(" after the soft prompt's or prefix's ", before) : std::string(),
               " is outside [1, model.max_seq = ", dims_.max_seq, "]");
+  LLMTK_CHECK(!encoder_decoder() || (source_len > 0 && source_len <= dims_.max_seq), name_,
+              "is an encoder-decoder: decoding needs the source's length, in [1, model.max_seq = ", dims_.max_seq,
+              "], got ", source_len);
   kv_cache_ = cache_len + before;
-  plan(1, 1);
+  plan(1, 1, false, encoder_decoder() ? source_len : 0);
   kv_cache_ = 0;  // later plan() calls are for training unless asked again
+}
+
+void AnyModel::encode(TensorRef source) {
+  LLMTK_CHECK(encoder_decoder(), name_, "has no encoder to run on its own: encode() is for encoder-decoders");
+  LLMTK_CHECK(acts_.allocated() && decoding_, name_, "encode() needs plan_decode() and allocate()");
+  LLMTK_CHECK(source.dtype == DType::i32 && source.numel() == S_, name_, "encode takes [1, ", S_,
+              "] i32 source ids (the length plan_decode was given), got ", source.shape_str());
+  refresh_working();
+  Ctx c = ctx();
+  c.flow.source = on_device(source, io_source_).view({1, S_});
+  run_encode(c);
+  encoded_ = true;
 }
 
 const float* AnyModel::decode(TensorRef ids, std::int64_t pos0) {
   LLMTK_CHECK(acts_.allocated() && decoding_, name_, "decode() needs plan_decode() and allocate()");
   LLMTK_CHECK(ids.dtype == DType::i32 && ids.numel() == T_ && B_ == 1, name_, "decode takes [1, ", T_, "] i32 ids");
+  LLMTK_CHECK(!encoder_decoder() || encoded_, name_, "is an encoder-decoder: encode() the source before decode()");
   refresh_working();
   Ctx c = ctx();
   if (prompt_n_ > 0 && pos0 == 0) {
@@ -294,6 +321,18 @@ TensorRef AnyModel::forward(const ModelInputs& in) {
       }
     in_positions_ = on_device(TensorRef(host_positions_.data(), DType::i32, {B_, T_}), io_positions_).view({B_, T_});
   }
+  in_.source = in_.source_lengths = {};
+  if (encoder_decoder()) {
+    LLMTK_CHECK(in.source && in.source.dtype == DType::i32 && in.source.numel() == B_ * S_, name_,
+                "is an encoder-decoder: source must be [", B_, ", ", S_, "] i32 (the planned batch and source length), got ",
+                in.source ? in.source.shape_str() : std::string("none"));
+    LLMTK_CHECK(!in.source_lengths || (in.source_lengths.dtype == DType::i32 && in.source_lengths.numel() == B_), name_,
+                "source_lengths must be [", B_, "] i32 (real source tokens per row), got ", in.source_lengths.shape_str());
+    in_.source = on_device(in.source, io_source_).view({B_, S_});
+    if (in.source_lengths) in_.source_lengths = on_device(in.source_lengths, io_source_lengths_).view({B_});
+  } else {
+    LLMTK_CHECK(!in.source && !in.source_lengths, name_, "source ids given, but ", name_, " has no encoder side");
+  }
   in_.token_types = {};
   if (token_types_) {  // type 0 everywhere unless the batch says otherwise
     LLMTK_CHECK(!in.token_types || (in.token_types.dtype == DType::i32 && in.token_types.numel() == B_ * T_), name_,
@@ -307,7 +346,7 @@ TensorRef AnyModel::forward(const ModelInputs& in) {
   }
   refresh_working();
   Ctx c = ctx();
-  c.flow = {in_.lengths, in_.segments, in_positions_, in_.token_types};
+  c.flow = {in_.lengths, in_.segments, in_positions_, in_.token_types, in_.source, in_.source_lengths};
   stats_.clear();
   c.stats = &stats_;
   run_forward(c, c.a(logits_), in_.ids);
@@ -324,7 +363,7 @@ void AnyModel::backward(TensorRef doutputs) {
   LLMTK_CHECK(doutputs.numel() == B_ * T_ * outputs() && doutputs.device == acts_.device(), name_,
               "doutputs must be [", B_, ", ", T_, ", ", outputs(), "] in the model's memory, got ", doutputs.shape_str());
   Ctx c = ctx();
-  c.flow = {in_.lengths, in_.segments, in_positions_, in_.token_types};
+  c.flow = {in_.lengths, in_.segments, in_positions_, in_.token_types, in_.source, in_.source_lengths};
   if (Tp_ == T_) return run_backward(c, doutputs.view({B_, T_, outputs()}), in_.ids);
   // Prompt tuning: no loss at the prompt's positions (zeros), the tokens' gradient after them.
   const std::int64_t V = outputs(), n = Tp_ - T_;

@@ -24,6 +24,10 @@ struct ModelInputs {
   TensorRef lengths;   // [B] i32 or null: real tokens per row, padding after them
   TensorRef segments;  // [B, T] i32 or null: documents packed in each row (attention stays within one)
   TensorRef token_types = {};  // [B, T] i32 or null (type 0 everywhere): BERT's segment A / B
+  // An encoder-decoder: the encoder's ids [B, S] i32 (then `ids` are the decoder's: the targets
+  // shifted right after the decoder start token) and their padding lengths [B] i32 or null.
+  TensorRef source = {};
+  TensorRef source_lengths = {};
 };
 
 // One row of a model's parameter breakdown (llmtk arch show).
@@ -66,8 +70,11 @@ class AnyModel {
   std::int64_t outputs() const { return scorer_ ? 1 : outputs_; }
   bool scorer() const { return scorer_; }
   bool classifier() const { return has_tag("class_head"); }
+  // An encoder-decoder (dsl/encoder_decoder_lm.hpp): forward reads ModelInputs::source too.
+  bool encoder_decoder() const { return has_tag("encoder_decoder"); }
   std::int64_t batch() const { return B_; }
   std::int64_t seq() const { return T_; }
+  std::int64_t source_len() const { return S_; }  // an encoder-decoder's planned source length
 
   // The structure as the types read, one "Name = Composition<...>" line per strong name.
   virtual std::vector<std::string> structure() const = 0;
@@ -87,15 +94,21 @@ class AnyModel {
   // nothing is allocated until allocate(), so the size of any model can be shown.
   // recompute: blocks keep only their inputs and recompute activations in backward (less memory,
   // about one more forward pass of compute).
-  void plan(std::int64_t B, std::int64_t T, bool recompute = false);
+  // An encoder-decoder's sources have S positions (0: S = T) while its targets have T.
+  void plan(std::int64_t B, std::int64_t T, bool recompute = false, std::int64_t S = 0);
   // The dtype of activations and their gradients (docs/bf16.md), before the first plan(): f32, or
   // bf16 — then every parameter a matmul reads also gets a bf16 working copy, rebuilt from the
   // f32 master weights at the first forward after they may have changed (an optimizer step, a
   // load: anything that took params() for writing).
   void set_precision(DType activations);
   DType precision() const { return precision_; }
-  // Plans for decoding one token at a time (batch 1) with a KV cache of `cache_len` positions.
-  void plan_decode(std::int64_t cache_len);
+  // Plans for decoding one token at a time (batch 1) with a KV cache of `cache_len` positions;
+  // an encoder-decoder's encoder for a source of `source_len` tokens (encode() runs it).
+  void plan_decode(std::int64_t cache_len, std::int64_t source_len = 0);
+  // An encoder-decoder, after plan_decode: runs the encoder once on `source` ([1, S] i32); every
+  // decode() until the next encode() reads its output (each cross-attention layer computes the
+  // memory's keys and values at the first decoded position and keeps them).
+  void encode(TensorRef source);
   // Decoding: runs `ids` ([1, T] i32) at positions pos0 .. pos0 + T − 1 against the cache, which
   // keeps their keys and values. Returns the logits of the last position ([vocab]).
   const float* decode(TensorRef ids, std::int64_t pos0);
@@ -160,6 +173,7 @@ class AnyModel {
   virtual void declare(Planner& p) = 0;
   virtual void run_forward(Ctx& c, TensorRef logits, TensorRef ids) = 0;
   virtual void run_backward(Ctx& c, TensorRef dlogits, TensorRef ids) = 0;
+  virtual void run_encode(Ctx& c) = 0;  // an encoder-decoder's encoder alone (decoding)
 
  private:
   Ctx ctx() {
@@ -181,6 +195,9 @@ class AnyModel {
   // forward and decode hand back (planned with the activations, so a step allocates nothing).
   Arena io_{"io"};
   int io_ids_ = -1, io_lengths_ = -1, io_segments_ = -1, io_positions_ = -1, io_types_ = -1;
+  int io_source_ = -1, io_source_lengths_ = -1;
+  std::int64_t S_ = 0;  // an encoder-decoder's source length (0: none)
+  bool encoded_ = false;  // decoding an encoder-decoder: encode() ran since the plan
   std::vector<float> host_logits_;
   TensorRef on_device(TensorRef t, int io_slot);
   std::vector<std::string> freeze_;
@@ -240,6 +257,10 @@ class ModelOf final : public AnyModel {
   void run_forward(Ctx& c, TensorRef logits, TensorRef ids) override { arch_.forward(c, logits, ids); }
   void run_backward(Ctx& c, TensorRef dlogits, TensorRef ids) override {
     arch_.backward(c, TensorRef{}, dlogits, ids);
+  }
+  void run_encode(Ctx& c) override {
+    if constexpr (requires { arch_.encode(c); }) arch_.encode(c);
+    else fail(name(), "has no encoder to run on its own: encode() is for encoder-decoders");
   }
 
  private:

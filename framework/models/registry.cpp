@@ -11,6 +11,8 @@
 #include "hybrid.hpp"
 #include "moe.hpp"
 #include "bert.hpp"
+#include "seq2seq.hpp"
+#include "t5.hpp"
 #include "parallel.hpp"
 
 namespace llmtk {
@@ -61,6 +63,9 @@ const std::vector<ArchInfo>& architectures() {
         preset_entry<BertTiny>(),
         preset_entry<BertBase>(),
         preset_entry<BertPreNormTiny>(),
+        preset_entry<TransformerTiny>(),
+        preset_entry<T5Tiny>(),
+        preset_entry<T5Small>(),
     };
     UserRegistry& user = user_registry();
     user.read = true;

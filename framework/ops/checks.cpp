@@ -233,7 +233,14 @@ void check_sinusoidal_forward(TensorRef y, TensorRef x, int) {
 
 // ---- attention ----------------------------------------------------------------------------
 
-// q, out: [B, Tq, H, D]; k, v: [B, Tk, KV, D], Tk ≥ q_offset + Tq, H % KV == 0; lse: [B, H, Tq];
+// Whether the mask never compares a query's position with a key's: bidirectional, no window, no
+// ALiBi, no segments, q_offset 0. Then keys are any other sequence (cross-attention reads an
+// encoder's output) and Tk is free.
+bool free_keys(const AttentionMask& m) {
+  return !m.causal && m.window == 0 && !m.alibi && !m.segments && m.q_offset == 0;
+}
+
+// q, out: [B, Tq, H, D]; k, v: [B, Tk, KV, D], Tk ≥ q_offset + Tq unless free_keys, H % KV == 0; lse: [B, H, Tq];
 // the mask's rules (AttentionMask): window ≥ 0, lengths [B] i32 in [1, Tk] or segments [B, Tk] i32
 // (not both; segments need q_offset = 0 and Tk = Tq).
 void attention(const Op& op, TensorRef out, TensorRef lse, TensorRef q, TensorRef k, TensorRef v,
@@ -249,8 +256,8 @@ void attention(const Op& op, TensorRef out, TensorRef lse, TensorRef q, TensorRe
   LLMTK_CHECK(H % KV == 0, op.name, "KV = ", KV, " kv heads must divide H = ", H);
   LLMTK_CHECK(out.numel() == q.numel(), op.name, "out must have q's shape ", q.shape_str());
   LLMTK_CHECK(lse.numel() == B * H * T, op.name, "lse must be [B, H, T]");
-  LLMTK_CHECK(m.q_offset >= 0 && Tk >= m.q_offset + T, op.name, "k has ", Tk, " rows, fewer than q_offset ",
-              m.q_offset, " + ", T, " queries");
+  LLMTK_CHECK(m.q_offset >= 0 && (free_keys(m) || Tk >= m.q_offset + T), op.name, "k has ", Tk,
+              " rows, fewer than q_offset ", m.q_offset, " + ", T, " queries");
   LLMTK_CHECK(m.window >= 0, op.name, "window is ", m.window, "; 0 means no window");
   LLMTK_CHECK(!(m.lengths && m.segments), op.name, "lengths and segments cannot be combined: pack documents with "
               "segments (padding as a document of its own) or pad rows with lengths");
@@ -264,6 +271,11 @@ void attention(const Op& op, TensorRef out, TensorRef lse, TensorRef q, TensorRe
         LLMTK_CHECK(n >= 1 && n <= Tk, op.name, "lengths[", b, "] = ", n, " is outside [1, ", Tk, "]");
       }
   }
+  if (m.bias) {
+    LLMTK_CHECK(m.bias.dtype == DType::f32 && m.bias.numel() == T * Tk * H, op.name, "bias must be [Tq, Tk, H] = [", T, ", ",
+                Tk, ", ", H, "] f32, got ", m.bias.shape_str(), " ", name_of(m.bias.dtype));
+    LLMTK_CHECK(m.bias.device == op.memory, op.name, "bias is not in the memory this backend computes on");
+  }
   if (m.segments) {
     LLMTK_CHECK(m.segments.dtype == DType::i32 && m.segments.numel() == B * Tk, op.name, "segments must be [B, T] = [",
                 B, ", ", Tk, "] i32, got ", m.segments.shape_str());
@@ -276,16 +288,23 @@ void check_attention_forward(TensorRef out, TensorRef lse, TensorRef q, TensorRe
   attention(Op{"attention_forward"}, out, lse, q, k, v, mask);
 }
 // dq, dk, dv written, shaped as q, k, v; backward needs Tk = q_offset + Tq (every key before the
-// queries, a prefix's, and theirs).
+// queries, a prefix's, and theirs), or a mask with free keys (cross-attention's).
 void check_attention_backward(TensorRef dq, TensorRef dk, TensorRef dv, TensorRef dout, TensorRef q, TensorRef k,
                               TensorRef v, TensorRef out, TensorRef lse, AttentionMask mask) {
   const Op op{"attention_backward"};
   attention(op, out, lse, q, k, v, mask);
-  LLMTK_CHECK(k.size(1) == mask.q_offset + q.size(1), op.name, "backward needs q_offset + Tq keys (", mask.q_offset,
-              " + ", q.size(1), "), got ", k.size(1));
+  LLMTK_CHECK(free_keys(mask) || k.size(1) == mask.q_offset + q.size(1), op.name, "backward needs q_offset + Tq keys (",
+              mask.q_offset, " + ", q.size(1), "), got ", k.size(1));
   op.act("dq", dq), op.act("dk", dk), op.act("dv", dv), op.act("dout", dout);
   op.same("dq", dq, "q", q), op.same("dout", dout, "q", q);
   op.same("dk", dk, "k", k), op.same("dv", dv, "v", v);
+  if (mask.dbias) {
+    const std::int64_t B = q.size(0), T = q.size(1), H = q.size(2), Tk = k.size(1);
+    LLMTK_CHECK(mask.bias, op.name, "dbias is the gradient of a bias: give the bias too");
+    LLMTK_CHECK(mask.dbias.dtype == DType::f32 && mask.dbias.numel() == B * T * Tk * H, op.name, "dbias must be [B, Tq, Tk, H] = [",
+                B, ", ", T, ", ", Tk, ", ", H, "] f32, got ", mask.dbias.shape_str());
+    LLMTK_CHECK(mask.dbias.device == op.memory, op.name, "dbias is not in the memory this backend computes on");
+  }
 }
 
 // ---- element-wise -------------------------------------------------------------------------

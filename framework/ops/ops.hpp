@@ -41,6 +41,9 @@ namespace llmtk {
 //             and Tq = Tk; not combined with lengths (give padding its own document instead).
 // A query that sees no key at all (possible only with lengths and a window) gets out = 0 and
 // lse = -inf, and contributes nothing in backward.
+// Cross-attention: a bidirectional mask with no window, ALiBi, segments or q_offset compares no
+// positions, so its keys may be another sequence of any length Tk (an encoder's output, whose
+// padding `lengths` hides).
 struct AttentionMask {
   bool causal = true;
   int window = 0;
@@ -48,6 +51,12 @@ struct AttentionMask {
   int q_offset = 0;
   TensorRef lengths;
   TensorRef segments;
+  // A learned bias on the scores (T5's relative positions, layers/positions.hpp): bias [Tq, Tk, H]
+  // f32 or null, added to query i's score of key j in head h after the 1/sqrt(D) scale, the same
+  // for every batch row; attention_backward then writes its gradient dbias [B, Tq, Tk, H] f32
+  // (=, per batch row: the caller sums the rows; 0 where a key is hidden).
+  TensorRef bias = {};
+  TensorRef dbias = {};
   // Positional, like an aggregate: AttentionMask{true, 5} is causal with a window of 5.
   AttentionMask(bool causal_ = true, int window_ = 0, bool alibi_ = false, int q_offset_ = 0, TensorRef lengths_ = {},
                 TensorRef segments_ = {})
@@ -108,11 +117,12 @@ namespace ops {
 //
 // ---- attention ----------------------------------------------------------------------------
 // attention_forward: q, out: [B, Tq, H, D]; k, v: [B, Tk, KV, D], Tk ≥ q_offset + Tq (Tk = Tq when
-//   training), H % KV == 0; query head h reads
+//   training; any Tk for cross-attention, see AttentionMask), H % KV == 0; query head h reads
 //   kv head h / (H / KV). s_ij = q_i·k_j / sqrt(D) (+ ALiBi), masked by `mask`, p = softmax_j(s),
 //   out_i = Σ_j p_ij v_j. lse: [B, H, Tq] = log Σ_j exp(s_ij), saved for backward.
 // attention_backward: dq, dk, dv written (same shapes as q, k, v); recomputes p from q, k, lse.
-//   Tk = q_offset + Tq: the keys before the queries' own (a prefix's) get gradients too.
+//   Tk = q_offset + Tq: the keys before the queries' own (a prefix's) get gradients too (any Tk
+//   for cross-attention).
 //
 // ---- element-wise -------------------------------------------------------------------------
 // gelu (tanh approximation, GPT-2's), relu, silu, tanh: y = f(x); backward dx = dy · f'(x).

@@ -53,6 +53,9 @@ class Planner {
   // The rows activations are planned for: batch and sequence (a part planning per-token work on
   // other rows, an MoE's experts, changes them for a scope with rows()).
   std::int64_t B, T;
+  // An encoder-decoder's source length: the encoder's rows and the keys its decoder's
+  // cross-attention reads (Flow::memory); 0 in a model without an encoder side.
+  std::int64_t S = 0;
 
   class Rows {
    public:
@@ -73,6 +76,14 @@ class Planner {
   // gradient and no optimizer state.
   ParamSlot param(std::string_view name, std::vector<std::int64_t> shape, ParamKind kind) {
     std::string full = prefix_ + std::string(name);
+    if (!alias_to_.empty() && full.starts_with(alias_to_)) {
+      // Another part's parameter under a second name (reuse_params): found, never added.
+      full = alias_from_ + full.substr(alias_to_.size());
+      const int id = params_.find(full);
+      LLMTK_CHECK(id >= 0 && params_.entries()[std::size_t(id)].shape == shape, "plan", "'", prefix_, name,
+                  "' reuses '", full, "', which is not planned with that shape");
+      return {id, params_.entries()[std::size_t(id)].grad};
+    }
     if (!fixed_) {
       const bool frozen = matches_any(full);
       const int id = params_.add(std::move(full), std::move(shape), DType::f32, kind, frozen);
@@ -162,6 +173,23 @@ class Planner {
     const int nid = params_.add(std::string(full_name), std::move(shape), DType::f32, kind, matches_any(full_name));
     return {nid, params_.entries()[std::size_t(nid)].grad};
   }
+  // While it lives, parameters declared under scope `to` are the same-named ones already declared
+  // under `from`: one part's parameters read by a second instance of it that plans its own
+  // activations (an encoder-decoder's embedding, run on the source and on the target rows).
+  // Their gradients accumulate from both.
+  class Reuse {
+   public:
+    Reuse(Planner& p, std::string from, std::string to) : p_(p) {
+      p_.alias_from_ = std::move(from) + ".", p_.alias_to_ = std::move(to) + ".";
+    }
+    ~Reuse() { p_.alias_from_.clear(), p_.alias_to_.clear(); }
+    Reuse(const Reuse&) = delete;
+    Reuse& operator=(const Reuse&) = delete;
+
+   private:
+    Planner& p_;
+  };
+  Reuse reuse_params(std::string from, std::string to) { return Reuse(*this, std::move(from), std::move(to)); }
   // While set, activations declared under `to` reuse the same-named ones under `from` (Repeat's
   // recomputed blocks); share_activations("", "") ends it.
   void share_activations(std::string from, std::string to) {
@@ -215,6 +243,7 @@ class Planner {
   bool fixed_;
   std::string prefix_;
   std::vector<std::pair<std::string, std::string>> shares_;  // (from, to), outermost first
+  std::string alias_from_, alias_to_;                         // reuse_params, with their dots
   bool in_adapter_ = false;
   bool matches_any(std::string_view name) const {
     if (in_adapter_) return false;
@@ -246,6 +275,15 @@ struct Flow {
   // [B, T] i32: each token's type (BERT's segment A or B, Embedding<..., TokenTypes>); the model
   // gives type 0 everywhere when the batch names none.
   TensorRef token_types = {};
+  // An encoder-decoder (dsl/encoder_decoder_lm.hpp): the source ids [B, S] i32 the encoder reads,
+  // and their padding lengths [B] i32 (null: no padding), which hide padded keys from the
+  // encoder's attention and from every cross-attention.
+  TensorRef source = {};
+  TensorRef source_lengths = {};
+  // The encoder's output [B, S, C] that the decoder's cross-attention layers read (their keys and
+  // values), and its gradient [B, S, C], into which each of them adds (+=) in backward.
+  TensorRef memory = {};
+  TensorRef dmemory = {};
 };
 
 // Statistics parts report from a forward (an MoE router's load, its auxiliary losses), by name;

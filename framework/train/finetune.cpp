@@ -154,7 +154,7 @@ FinetuneBase read_finetune_base(const std::string& from) {
     const std::string act = cfg.value("hidden_act", "silu");
     // Mixtral: the preset with the checkpoint's head (MixtralConfig ties no embeddings by default).
     const std::string mixtral = cfg.value("tie_word_embeddings", false) ? "moe-tiny" : "mixtral-8x7b";
-    b.arch = family == "gpt2" ? "gpt2" : family == "bert" ? (b.dims.has("n_labels") ? "bert-tiny+classify" : "bert-tiny") : family == "mixtral" ? mixtral : act == "silu" ? "llama-tiny" : "llama-geglu-tiny";
+    b.arch = family == "t5" ? "t5-tiny" : family == "gpt2" ? "gpt2" : family == "bert" ? (b.dims.has("n_labels") ? "bert-tiny+classify" : "bert-tiny") : family == "mixtral" ? mixtral : act == "silu" ? "llama-tiny" : "llama-geglu-tiny";
     Dims preset = find_arch(b.arch).dims;  // keys a Transformers config does not carry keep the preset's
     b.dims.window = preset.window;
     for (const auto& pv : preset.part)  // and so do part keys it lacks (moe_z_coef...)

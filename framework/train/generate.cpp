@@ -103,6 +103,22 @@ std::vector<data::TokenId> generate(AnyModel& model, std::vector<data::TokenId> 
   return d.reply(o, on_token);
 }
 
+std::vector<data::TokenId> generate_seq2seq(AnyModel& model, const std::vector<data::TokenId>& source, data::TokenId start,
+                                            const GenerateOptions& o, const std::function<void(data::TokenId)>& on_token) {
+  LLMTK_CHECK(model.encoder_decoder(), "generate", model.name(), " is not an encoder-decoder; continue a prompt with generate()");
+  LLMTK_CHECK(!source.empty(), "generate", "the source is empty; give the encoder at least one token");
+  LLMTK_CHECK(std::int64_t(source.size()) <= model.dims().max_seq, "generate", "the source is ", source.size(),
+              " tokens and the encoder reads at most model.max_seq = ", model.dims().max_seq, "; shorten it");
+  const std::int64_t max_seq = std::min<std::int64_t>(model.context(), 1 + std::int64_t(o.max_tokens));
+  model.plan_decode(max_seq, std::int64_t(source.size()));
+  model.allocate();
+  std::vector<std::int32_t> ids(source.begin(), source.end());
+  model.encode(TensorRef(ids.data(), DType::i32, {1, std::int64_t(ids.size())}));
+  Decoder d{model, {start}, max_seq};
+  d.start();
+  return d.reply(o, on_token);
+}
+
 std::vector<std::vector<data::TokenId>> generate_group(AnyModel& model, const std::vector<data::TokenId>& prompt,
                                                        const GenerateOptions& o, const std::vector<std::uint64_t>& seeds) {
   LLMTK_CHECK(!prompt.empty(), "generate", "the prompt is empty; give at least one token (or start from end-of-text)");

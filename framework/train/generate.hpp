@@ -29,6 +29,12 @@ struct GenerateOptions {
 std::vector<data::TokenId> generate(AnyModel& model, std::vector<data::TokenId> prompt, const GenerateOptions& o,
                                     const std::function<void(data::TokenId)>& on_token = {});
 
+// An encoder-decoder: the encoder reads `source` once, then the decoder writes up to max_tokens
+// tokens after `start` (its decoder start token), with its KV cache and each cross-attention
+// layer's keys and values of the source kept.
+std::vector<data::TokenId> generate_seq2seq(AnyModel& model, const std::vector<data::TokenId>& source, data::TokenId start,
+                                            const GenerateOptions& o, const std::function<void(data::TokenId)>& on_token = {});
+
 // Several replies to one prompt, one per seed (each as generate() with o.seed = that seed would
 // sample it): the prompt is read once and the KV cache after it restored for every reply, which
 // makes RL's groups of replies cheap.

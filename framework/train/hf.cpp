@@ -1,6 +1,7 @@
 #include "hf.hpp"
 
 #include <filesystem>
+#include <cmath>
 #include <fstream>
 #include <functional>
 #include <nlohmann/json.hpp>
@@ -63,12 +64,29 @@ std::string hf_family(const AnyModel& m) {
                 m.dims().window, "), which ", bert, " does not have; nothing was written");
     return "bert";
   }
+  if (m.has_tag("encoder_decoder")) {  // T5ForConditionalGeneration (v1.0): models/t5.hpp
+    const char* command = "export --hf";
+    const char* t5 = "T5ForConditionalGeneration";
+    require_parts(command, m, t5, {{"relative_bias", "a relative position bias (RelativeBias<32, 128>)"},
+                                   {"rmsnorm", "RMSNorm"}, {"relu_mlp", "an MLP<ReLU> feed-forward"}, {"prenorm", "PreNorm placement"},
+                                   {"mha", "multi-head attention (MHA)"}, {"scaled_head", "a tied head scaled by d_model^-1/2 (LMHead<TiedScaled>)"}},
+                  {{"postnorm", "pre-norm blocks"}, {"sandwichnorm", "pre-norm blocks"}, {"learned_positions", "no position embedding"},
+                   {"sinusoidal", "no position embedding"}, {"rope", "a relative position bias"}, {"alibi", "a relative position bias"},
+                   {"qk_norm", "no query/key norm"}, {"layernorm", "RMSNorm"}, {"swiglu", "MLP<ReLU>"}, {"geglu", "MLP<ReLU>"}});
+    LLMTK_CHECK(!m.dims().bias, command, t5, " has no biases; this model has model.bias = true, so nothing was written");
+    LLMTK_CHECK(m.dims().window == 0, command, "model '", m.name(), "' uses a sliding window (model.window = ",
+                m.dims().window, "), which ", t5, " does not have; nothing was written");
+    return "t5";
+  }
   return model_family(m, "export --hf", "GPT2LMHeadModel", "LlamaForCausalLM");
 }
 
 std::string model_family(const AnyModel& m, const char* command, const char* gpt2, const char* llama) {
   LLMTK_CHECK(!m.has_tag("encoder"), command, "model '", m.name(), "' is an encoder (BERT-style), and ", gpt2, " and ", llama,
               " are decoders; export it to Transformers' BertForMaskedLM with --hf DIR; nothing was written");
+  LLMTK_CHECK(!m.has_tag("encoder_decoder"), command, "model '", m.name(), "' is an encoder-decoder (T5-style), and ", gpt2,
+              " and ", llama, " are decoders; its Transformers export (T5ForConditionalGeneration) is not written yet "
+              "(docs/encoder-decoder.md), so nothing was written");
   LLMTK_CHECK(m.dims().window == 0, command, "model '", m.name(), "' uses a sliding window (model.window = ",
               m.dims().window, "), which ", gpt2, " and ", llama, " do not have; their outputs would differ");
   LLMTK_CHECK(!m.has_tag("recurrent"), command, "model '", m.name(), "' has recurrent (minGRU) layers, which ", gpt2,
@@ -140,6 +158,19 @@ Mapping copy(const std::string& hf, const std::string& ours, const Arena& p) {
           [=](Arena& a, const float* src) { std::copy_n(src, n, a[ours].f32()); }};
 }
 
+// A tensor multiplied by `factor` on the way out (divided on the way in).
+Mapping scaled(const std::string& hf, const std::string& ours, const Arena& p, float factor) {
+  const auto& e = p.entries()[std::size_t(p.find(ours))];
+  const std::int64_t n = e.numel;
+  return {hf, e.shape,
+          [=](const Arena& a, float* dst) {
+            for (std::int64_t i = 0; i < n; ++i) dst[i] = a[ours].f32()[i] * factor;
+          },
+          [=](Arena& a, const float* src) {
+            for (std::int64_t i = 0; i < n; ++i) a[ours].f32()[i] = src[i] / factor;
+          }};
+}
+
 // Conv1D weights: HF [in, out] ← llmtk [out, in].
 Mapping transposed(const std::string& hf, const std::string& ours, const Arena& p) {
   const auto& e = p.entries()[std::size_t(p.find(ours))];
@@ -191,7 +222,39 @@ std::vector<Mapping> mappings(const AnyModel& m) {
   const std::string fam = hf_family(m);
   const Dims& d = m.dims();
   std::vector<Mapping> out;
-  if (fam == "bert") {  // BertForMaskedLM: nn.Linear everywhere, [out, in] as llmtk stores them
+  if (fam == "t5") {
+    // T5ForConditionalGeneration: nn.Linear [out, in] everywhere, no biases. T5's attention does
+    // not scale its scores; llmtk's does by 1/sqrt(head_dim), so q goes out scaled by it and the
+    // scores agree. Each stack's relative bias lives in its block 0.
+    const float qs = float(1.0 / std::sqrt(double(d.head_dim())));
+    out.push_back(copy("shared.weight", "embed.tokens", p));
+    for (const char* side : {"encoder", "decoder"}) {
+      const bool dec = std::string_view(side) == "decoder";
+      out.push_back(copy(std::string(side) + ".block.0.layer.0.SelfAttention.relative_attention_bias.weight",
+                         std::string(side) + ".relative_bias", p));
+      for (int l = 0; l < d.n_layers; ++l) {
+        const std::string h = std::string(side) + ".block." + std::to_string(l) + ".layer.",
+                          b = std::string(side) + ".blocks." + std::to_string(l) + ".";
+        auto attention = [&](const std::string& hf, const std::string& ours) {
+          out.push_back(scaled(hf + ".q.weight", ours + ".wq", p, qs));
+          out.push_back(copy(hf + ".k.weight", ours + ".wk", p));
+          out.push_back(copy(hf + ".v.weight", ours + ".wv", p));
+          out.push_back(copy(hf + ".o.weight", ours + ".wo", p));
+        };
+        attention(h + "0.SelfAttention", b + "attn");
+        out.push_back(copy(h + "0.layer_norm.weight", b + "attn.norm.weight", p));
+        const std::string ff = h + (dec ? "2" : "1");
+        if (dec) {
+          attention(h + "1.EncDecAttention", b + "cross");
+          out.push_back(copy(h + "1.layer_norm.weight", b + "cross.norm.weight", p));
+        }
+        out.push_back(copy(ff + ".DenseReluDense.wi.weight", b + "mlp.w_fc", p));
+        out.push_back(copy(ff + ".DenseReluDense.wo.weight", b + "mlp.w_proj", p));
+        out.push_back(copy(ff + ".layer_norm.weight", b + "mlp.norm.weight", p));
+      }
+      out.push_back(copy(std::string(side) + ".final_layer_norm.weight", std::string(side) + ".final_norm.weight", p));
+    }
+  } else if (fam == "bert") {  // BertForMaskedLM: nn.Linear everywhere, [out, in] as llmtk stores them
     out.push_back(copy("bert.embeddings.word_embeddings.weight", "embed.tokens", p));
     out.push_back(copy("bert.embeddings.position_embeddings.weight", "embed.positions", p));
     out.push_back(copy("bert.embeddings.token_type_embeddings.weight", "embed.types", p));
@@ -358,6 +421,18 @@ void export_hf(const AnyModel& m, const std::string& out_dir, const data::Tokeni
       cfg["id2label"] = id2label, cfg["label2id"] = label2id;
       cfg.erase("tie_word_embeddings");
     }
+  } else if (fam == "t5") {
+    // The decoder starts from [PAD], as T5's does; sources and targets end with end of text.
+    int pad = 0;
+    if (tok)
+      if (const auto id = tok->special("[PAD]")) pad = int(*id);
+    cfg = {{"architectures", {"T5ForConditionalGeneration"}}, {"model_type", "t5"}, {"vocab_size", d.vocab},
+           {"d_model", d.d_model}, {"d_kv", d.head_dim()}, {"d_ff", d.d_ff}, {"num_layers", d.n_layers},
+           {"num_decoder_layers", d.n_layers}, {"num_heads", d.n_heads}, {"relative_attention_num_buckets", 32},
+           {"relative_attention_max_distance", 128}, {"dropout_rate", 0.0}, {"layer_norm_epsilon", d.norm_eps},
+           {"initializer_factor", 1.0}, {"feed_forward_proj", "relu"}, {"is_encoder_decoder", true},
+           {"tie_word_embeddings", true}, {"eos_token_id", eot}, {"pad_token_id", pad},
+           {"decoder_start_token_id", pad}, {"torch_dtype", "float32"}};
   } else if (fam == "gpt2") {
     cfg = {{"architectures", {"GPT2LMHeadModel"}}, {"model_type", "gpt2"}, {"vocab_size", d.vocab},
            {"n_positions", d.max_seq}, {"n_ctx", d.max_seq}, {"n_embd", d.d_model}, {"n_layer", d.n_layers},
@@ -472,8 +547,22 @@ Dims hf_dims(const std::string& dir, std::string& family) {
                 " has position_embedding_type = \"", c.value("position_embedding_type", ""), "\"; llmtk's BERT has absolute (learned) positions");
     LLMTK_CHECK(!c.value("is_decoder", false) && !c.value("add_cross_attention", false), "--init", cfg_path.string(),
                 " describes a BERT decoder (is_decoder / add_cross_attention), which llmtk does not model");
+  } else if (family == "t5") {
+    d.d_model = need("d_model"), d.n_layers = need("num_layers"), d.n_heads = need("num_heads");
+    d.n_kv_heads = d.n_heads, d.d_ff = need("d_ff"), d.vocab = need("vocab_size");
+    d.max_seq = 512, d.norm_eps = c.value("layer_norm_epsilon", 1e-6), d.bias = false;  // relative positions: no table to size
+    LLMTK_CHECK(c.value("num_decoder_layers", d.n_layers) == d.n_layers, "--init", cfg_path.string(), " has ",
+                c.value("num_decoder_layers", 0), " decoder layers and ", d.n_layers, " encoder layers; llmtk's T5 has as many of each");
+    LLMTK_CHECK(c.value("d_kv", d.d_model / d.n_heads) * d.n_heads == d.d_model, "--init", cfg_path.string(),
+                " has d_kv · num_heads != d_model, which llmtk does not support");
+    LLMTK_CHECK(c.value("feed_forward_proj", "relu") == "relu", "--init", cfg_path.string(), " has feed_forward_proj = \"",
+                c.value("feed_forward_proj", ""), "\" (T5 v1.1); llmtk's T5 preset is v1.0's ReLU feed-forward");
+    LLMTK_CHECK(c.value("tie_word_embeddings", true), "--init", cfg_path.string(), " has an untied head (T5 v1.1); llmtk's T5 "
+                "preset ties it");
+    LLMTK_CHECK(c.value("relative_attention_num_buckets", 32) == 32 && c.value("relative_attention_max_distance", 128) == 128,
+                "--init", cfg_path.string(), " has a relative bias of other than 32 buckets up to 128, T5Positions' shape");
   } else {
-    fail("--init", cfg_path.string(), " has model_type '", family, "'; supported: gpt2, llama, mixtral, bert");
+    fail("--init", cfg_path.string(), " has model_type '", family, "'; supported: gpt2, llama, mixtral, bert, t5");
   }
   if (family == "mixtral") {
     d.set("moe_experts", need("num_local_experts")), d.set("moe_top_k", need("num_experts_per_tok"));

@@ -49,6 +49,13 @@ struct MaskingOptions {
   bool operator==(const MaskingOptions&) const = default;
 };
 
+// How span corruption drops tokens (train/span.hpp): T5's defaults.
+struct SpanOptions {
+  double noise_density = 0.15;    // objective.noise_density: share of tokens dropped
+  double mean_span_length = 3.0;  // objective.mean_span_length: mean tokens per dropped span
+  bool operator==(const SpanOptions&) const = default;
+};
+
 class Objective {
  public:
   virtual ~Objective() = default;

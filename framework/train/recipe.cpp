@@ -286,6 +286,7 @@ Recipe read_recipe(const std::string& path, const std::vector<std::string>& sets
 
   // [objective]: an encoder learns to fill in masked tokens; the rates of BERT by default.
   r.encoder = std::find(arch->tags.begin(), arch->tags.end(), "encoder") != arch->tags.end();
+  r.seq2seq = std::find(arch->tags.begin(), arch->tags.end(), "encoder_decoder") != arch->tags.end();
   auto ob = root.table("objective");
   if (r.encoder) {
     r.masking.rate = ob.number("mask_rate", r.masking.rate, 1e-6, 1);
@@ -303,7 +304,26 @@ Recipe read_recipe(const std::string& path, const std::vector<std::string>& sets
   } else {
     for (const char* key : {"mask_rate", "mask_token", "random_token"})
       LLMTK_CHECK(!ob.has(key), path, "objective.", key, " is for encoders (masked language models, e.g. bert-tiny) and ",
-                  r.model.arch, " is a decoder, trained on next tokens; remove the key");
+                  r.model.arch, " is ", r.seq2seq ? "an encoder-decoder, trained on corrupted spans" : "a decoder, trained on next tokens",
+                  "; remove the key");
+  }
+  // An encoder-decoder learns to restore dropped spans; T5's rates by default.
+  if (r.seq2seq) {
+    r.span.noise_density = ob.number("noise_density", r.span.noise_density, 1e-6, 0.9);
+    r.span.mean_span_length = ob.number("mean_span_length", r.span.mean_span_length, 1, 1e6);
+    const char* other = r.preference.enabled() ? "[preference]" : r.rl.enabled() ? "[rl]" : r.reward.enabled() ? "[reward]"
+                        : r.classify.enabled() ? "[classify]" : nullptr;
+    LLMTK_CHECK(!other, path, other ? other : "", " with model.arch = \"", r.model.arch, "\", an encoder-decoder: ",
+                other && std::string_view(other) == "[classify]" ? "classification fine-tunes an encoder (bert-tiny)"
+                                                                 : "alignment trains a decoder that writes replies",
+                "; choose ", other && std::string_view(other) == "[classify]" ? "an encoder" : "a decoder", " architecture");
+    LLMTK_CHECK(!r.prompt_tuning.enabled() && !r.prefix_tuning.enabled(), path, "prompt and prefix tuning are for decoders; "
+                "tune the encoder-decoder ", r.model.arch, " in full or with [lora]");
+  } else {
+    for (const char* key : {"noise_density", "mean_span_length"})
+      LLMTK_CHECK(!ob.has(key), path, "objective.", key, " is for encoder-decoders (span corruption, e.g. t5-tiny) and ",
+                  r.model.arch, " is ", r.encoder ? "an encoder, trained on masked tokens" : "a decoder, trained on next tokens",
+                  "; remove the key");
   }
 
   auto d = root.table("data");
@@ -384,6 +404,10 @@ Recipe read_recipe(const std::string& path, const std::vector<std::string>& sets
   LLMTK_CHECK(r.log.sample_prompt.empty() || !r.reward.enabled(), path,
               "log.sample_prompt with [reward]: a reward model scores text and cannot write any; remove the key");
   r.log.sample_tokens = int(l.integer("sample_tokens", r.log.sample_tokens, 1, 1 << 16));
+  LLMTK_CHECK(!r.seq2seq || r.log.sample_prompt.empty() || r.log.sample_prompt.find("<extra_id_0>") != std::string::npos, path,
+              "log.sample_prompt = \"", r.log.sample_prompt, "\": an encoder-decoder trained on spans restores what sentinels "
+              "stand for; write <extra_id_0> (then <extra_id_1>...) where it should fill in (\"In the beginning <extra_id_0> the "
+              "heaven\")");
   LLMTK_CHECK(!r.encoder || r.classify.enabled() || r.log.sample_prompt.empty() || r.log.sample_prompt.find("[MASK]") != std::string::npos, path,
               "log.sample_prompt = \"", r.log.sample_prompt, "\": an encoder fills in [MASK] tokens rather than "
               "continuing text; write [MASK] where it should predict one (\"And God [MASK] unto Moses\")");
@@ -462,9 +486,12 @@ std::string to_toml(const Recipe& r) {
     o << "labels = [";
     for (std::size_t i = 0; i < r.classify.labels.size(); ++i) o << (i ? ", " : "") << nlohmann::json(r.classify.labels[i]).dump();
     o << "]\n";
-  } else if (r.encoder)
+  } else if (r.encoder) {
     o << "\n[objective]\nmask_rate = " << r.masking.rate << "\nmask_token = " << r.masking.mask << "\nrandom_token = "
       << r.masking.random << "\n";
+  } else if (r.seq2seq) {
+    o << "\n[objective]\nnoise_density = " << r.span.noise_density << "\nmean_span_length = " << r.span.mean_span_length << "\n";
+  }
   if (r.rl.enabled()) {
     o << "\n[rl]\nalgorithm = \"" << r.rl.algorithm << "\"\ntask = \"" << r.rl.task << "\"\n";
     if (!r.rl.test.empty()) o << "test = \"" << r.rl.test << "\"\n";

@@ -63,6 +63,9 @@ struct Recipe {
   // [objective]: the masked-language-model objective of an encoder (train/masked.hpp).
   MaskingOptions masking;
   bool encoder = false;                 // model.arch is an encoder (EncoderLM): it trains with [objective]
+  // [objective]: span corruption, the objective of an encoder-decoder (train/span.hpp).
+  SpanOptions span;
+  bool seq2seq = false;                 // model.arch is an encoder-decoder (EncoderDecoderLM)
   struct Data {
     std::string dir;                    // output of `llmtk data prepare`: tokenizer.json, train_*.bin, val_*.bin
     std::string order = "shuffled";     // shuffled | sequential | by_length | random

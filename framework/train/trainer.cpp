@@ -30,6 +30,7 @@
 #include "schedule.hpp"
 #include "step.hpp"
 #include "masked.hpp"
+#include "span.hpp"
 
 namespace llmtk::train {
 
@@ -344,6 +345,7 @@ struct Setup {
   std::unique_ptr<Objective> objective, val_objective;
   std::unique_ptr<AnyModel> reference;  // [preference], [rl]: the frozen model the policy is compared with
   std::int64_t rows = 0;                // rows of one micro-batch (two per pair with [preference])
+  std::int64_t seq = 0, source = 0;     // the model's planned length (an encoder-decoder's target's) and source length
   // [rl]: validation by generating (exact match on held-out prompts) instead of val_batches.
   std::function<EvalStats(AnyModel&)> validate;
   std::unique_ptr<AnyModel> model;
@@ -556,6 +558,28 @@ Setup set_up(const Recipe& r, const TrainOptions& opt, const std::string& resume
     log(cat("objective: masked language model (", r.model.arch, ": ", r.masking.rate * 100, "% of tokens selected; of those ",
             r.masking.mask * 100, "% [MASK], ", r.masking.random * 100, "% a random token, the rest unchanged); rows are [CLS] + ",
             S, " tokens + [SEP]"));
+  } else if (!aligned && r.seq2seq) {
+    // An encoder-decoder's rows: windows of L tokens, each corrupted into a source of at most
+    // train.seq tokens and a target (span.hpp).
+    SpanTokens st = span_tokens(*s.tok, r.file);
+    const SpanLengths l = span_lengths_for_source(r.train.seq, r.span);
+    LLMTK_CHECK(l.spans <= std::int64_t(st.sentinels.size()), r.file, "train.seq = ", r.train.seq, " gives rows with ", l.spans,
+                " spans but the tokenizer in ", r.data.dir, " has ", st.sentinels.size(), " sentinels; prepare the data with "
+                "[tokenizer] sentinels = ", l.spans, " or more, or lower train.seq");
+    LLMTK_CHECK(l.target <= r.model.dims.max_seq, r.file, "targets of ", l.target, " tokens exceed model.max_seq = ",
+                r.model.dims.max_seq);
+    s.loader = make_loader(r, train_files, s.tok->hash(),
+                           {r.train.batch, l.raw, data::parse_order(r.data.order), r.train.seed, 0, 1, r.data.packing}, false);
+    s.val_loader = make_loader(r, shards(r.data.dir, "val_"), s.tok->hash(),
+                               {r.train.batch, l.raw, data::DataOrder::sequential, 0, 0, 1, r.data.packing}, true);
+    s.objective = std::make_unique<SpanLoss>(st.is_sentinel);
+    s.val_objective = std::make_unique<SpanLoss>(st.is_sentinel);
+    s.batches = std::make_unique<SpanBatches>(*s.loader, st, r.span, r.train.seed);
+    if (s.val_loader) s.val_batches = std::make_unique<SpanBatches>(*s.val_loader, st, r.span, kValidationSpanSeed);
+    s.seq = l.target, s.source = l.source;
+    log(cat("objective: span corruption (", r.model.arch, ": ", r.span.noise_density * 100, "% of tokens dropped in spans of ",
+            r.span.mean_span_length, " on average); windows of ", l.raw, " tokens become sources of ", l.source, " tokens (",
+            l.spans, " sentinels) and targets of ", l.target));
   } else if (!aligned) {
     s.loader = make_loader(r, train_files, s.tok->hash(),
                            {r.train.batch, r.train.seq, data::parse_order(r.data.order), r.train.seed, 0, 1, r.data.packing}, false);
@@ -600,7 +624,8 @@ Setup set_up(const Recipe& r, const TrainOptions& opt, const std::string& resume
   } else if (!r.train.freeze.empty()) {
     s.model->freeze(r.train.freeze);
   }
-  s.model->plan(s.rows, r.train.seq, r.train.recompute == "blocks");
+  if (s.seq == 0) s.seq = r.train.seq;
+  s.model->plan(s.rows, s.seq, r.train.recompute == "blocks", s.source);
   if (lora) check_lora_targets(r.lora, *lora);
   s.model->init(r.train.seed);
   if (!from.empty() && resume_from.empty()) {
@@ -832,6 +857,14 @@ class Evaluator final : public Hook {
     }
     GenerateOptions g;
     g.max_tokens = r.log.sample_tokens, g.seed = r.train.seed;
+    if (r.seq2seq) {  // what it writes for each sentinel, greedily
+      g.temperature = 0;
+      const SpanFill fill = fill_spans(*gen, *run.s.tok, r.log.sample_prompt, g);
+      std::ofstream f(fs::path(run.dir) / "samples.txt", std::ios::app);
+      f << "--- step " << run.s.step << " ---\n" << r.log.sample_prompt << "\n  target: " << fill.target << "\n  filled: "
+        << fill.filled << "\n";
+      return;
+    }
     const auto out = generate(*gen, run.s.tok->encode(r.log.sample_prompt), g);
     std::ofstream f(fs::path(run.dir) / "samples.txt", std::ios::app);
     f << "--- step " << run.s.step << " ---\n" << r.log.sample_prompt << run.s.tok->decode(out) << "\n";

@@ -11,6 +11,8 @@
 #include "models/moe.hpp"
 #include "models/bert.hpp"
 #include "models/parallel.hpp"
+#include "models/seq2seq.hpp"
+#include "models/t5.hpp"
 #include "models/registry.hpp"
 
 using namespace llmtk;
@@ -204,6 +206,24 @@ CausalEncoder m;
 #elif defined(CASE_mlm_head_needs_encoder)
 struct MaskedDecoder final : DecoderLM<Embedding<LearnedPositions>, Repeat<Gpt2Block>, LayerNorm, MLMHead<Tied>> {};
 MaskedDecoder m;
+#elif defined(CASE_cross_attention_needs_memory)
+struct CrossEncoder final
+    : EncoderLM<BertEmbedding, Repeat<Block<LayerNorm, CrossAttention, MLP<GELU>, PostNorm>>, LayerNorm, MLMHead<Tied>> {};
+CrossEncoder m;
+#elif defined(CASE_decoder_causal)
+struct PeekingDecoder final
+    : EncoderDecoderLM<Embedding<Sinusoidal>, Repeat<TransformerEncoderBlock>, LayerNorm,
+                       Repeat<CrossBlock<LayerNorm, MHA<NoPE, Bidirectional>, CrossAttention, MLP<ReLU>, PostNorm>>,
+                       LayerNorm, LMHead<Tied>> {};
+PeekingDecoder m;
+#elif defined(CASE_decoder_reads_memory)
+struct DeafDecoder final : EncoderDecoderLM<Embedding<Sinusoidal>, Repeat<TransformerEncoderBlock>, LayerNorm,
+                                            Repeat<Gpt2Block>, LayerNorm, LMHead<Tied>> {};
+DeafDecoder m;
+#elif defined(CASE_relative_bias_positions)
+struct TwoPositions final : EncoderDecoderLM<Embedding<LearnedPositions>, Repeat<T5EncoderBlock>, RMSNorm,
+                                             Repeat<T5DecoderBlock>, RMSNorm, LMHead<TiedScaled>> {};
+TwoPositions m;
 #elif defined(CASE_head_role)
 DecoderLM<TokenEmbedding, Repeat<LlamaBlock>, RMSNorm, RMSNorm> m;
 #endif

@@ -3,7 +3,7 @@
 Transformers' model code, the same loss that `llmtk eval` computes from the run itself.
 
 Transformers is not installable here, so this script re-implements the forward pass of
-GPT2LMHeadModel, LlamaForCausalLM, MixtralForCausalLM and BertForMaskedLM from Transformers' own naming, weight
+GPT2LMHeadModel, LlamaForCausalLM, MixtralForCausalLM, BertForMaskedLM and T5ForConditionalGeneration from Transformers' own naming, weight
 layout and formulas (not llmtk's), reading config.json and model.safetensors with plain Python. It imports no project code.
 
   /usr/bin/python3 tests/golden/check_hf_export.py HF_DIR SHARD --run RUN [--llmtk build/bin/llmtk]
@@ -19,7 +19,9 @@ A BERT export (an encoder, which has no next-token loss) is checked with --fill-
 log-probabilities `llmtk generate RUN --prompt PROMPT --json` prints at each [MASK], over the
 whole vocabulary, against BertForMaskedLM's on the same row; a classifier's export
 (BertForSequenceClassification) with --classify TEXT: the label probabilities against its pooler
-and classifier on the same row.
+and classifier on the same row. A T5 export (T5ForConditionalGeneration) with --spans PROMPT: the
+decoder's log-probabilities at every position of what `llmtk generate --json` wrote for the
+prompt's sentinels, and the reference's greedy tokens against llmtk's.
 
 It prints the reference loss, the loss `llmtk eval` prints for RUN (6 decimals), and their absolute
 difference, and exits 1 if the difference exceeds --tol (2 on a load/config problem).
@@ -411,9 +413,133 @@ def bert_forward(cfg, W, ids, dt, types=None, classifier=False):
     return t @ dec.T + w["cls.predictions.bias"], unexpected
 
 
-def llmtk_generate_json(a, prompt):
+def t5_config(c):
+    cfg = dict(vocab_size=32128, d_model=512, d_kv=64, d_ff=2048, num_layers=6, num_decoder_layers=None, num_heads=8,
+               relative_attention_num_buckets=32, relative_attention_max_distance=128, layer_norm_epsilon=1e-6,
+               feed_forward_proj="relu", tie_word_embeddings=True, is_encoder_decoder=True)
+    cfg.update({k: v for k, v in c.items() if k in cfg})
+    if cfg["num_decoder_layers"] is None:
+        cfg["num_decoder_layers"] = cfg["num_layers"]
+    return cfg
+
+
+def t5_bucket(rel, bidirectional, num_buckets, max_distance):
+    """T5Attention._relative_position_bucket: rel = key position - query position."""
+    ret = torch.zeros_like(rel)
+    if bidirectional:
+        num_buckets //= 2
+        ret += (rel > 0).to(torch.long) * num_buckets
+        n = torch.abs(rel)
+    else:
+        n = -torch.min(rel, torch.zeros_like(rel))
+    max_exact = num_buckets // 2
+    is_small = n < max_exact
+    large = max_exact + (torch.log(n.float() / max_exact) / math.log(max_distance / max_exact)
+                         * (num_buckets - max_exact)).to(torch.long)
+    large = torch.min(large, torch.full_like(large, num_buckets - 1))
+    return ret + torch.where(is_small, n, large)
+
+
+def t5_forward(cfg, W, source, decoder_ids, dt):
+    """T5ForConditionalGeneration (v1.0: ReLU feed-forward, tied head) on one source and decoder row."""
+    D, F, H, dk, V = cfg["d_model"], cfg["d_ff"], cfg["num_heads"], cfg["d_kv"], cfg["vocab_size"]
+    L, Ld, eps = cfg["num_layers"], cfg["num_decoder_layers"], cfg["layer_norm_epsilon"]
+    NB, MD = cfg["relative_attention_num_buckets"], cfg["relative_attention_max_distance"]
+    if cfg["feed_forward_proj"] != "relu" or not cfg["tie_word_embeddings"]:
+        raise SystemExit("only T5 v1.0 (feed_forward_proj relu, tied head) is implemented")
+    shapes = {"shared.weight": [V, D], "encoder.final_layer_norm.weight": [D], "decoder.final_layer_norm.weight": [D],
+              "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight": [NB, H],
+              "decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight": [NB, H]}
+    for side, n, layers in (("encoder", L, ("SelfAttention",)), ("decoder", Ld, ("SelfAttention", "EncDecAttention"))):
+        for i in range(n):
+            for j, att in enumerate(layers):
+                p = f"{side}.block.{i}.layer.{j}."
+                shapes.update({p + att + ".q.weight": [H * dk, D], p + att + ".k.weight": [H * dk, D],
+                               p + att + ".v.weight": [H * dk, D], p + att + ".o.weight": [D, H * dk],
+                               p + "layer_norm.weight": [D]})
+            p = f"{side}.block.{i}.layer.{len(layers)}."
+            shapes.update({p + "DenseReluDense.wi.weight": [F, D], p + "DenseReluDense.wo.weight": [D, F],
+                           p + "layer_norm.weight": [D]})
+    optional = {"encoder.embed_tokens.weight", "decoder.embed_tokens.weight", "lm_head.weight"}
+    missing, unexpected = check_keys(W, shapes, optional)
+    for k in shapes:
+        if k in W:
+            want_shape(W, k, shapes[k])
+    if missing:
+        raise SystemExit(f"missing tensors (Transformers would initialise them randomly): {missing}")
+    w = {k: v.to(dt) for k, v in W.items()}
+
+    def norm(x, name):  # T5LayerNorm: no mean, no bias
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w[name]
+
+    def bias(name, q_len, k_len, bidirectional):
+        rel = torch.arange(k_len)[None, :] - torch.arange(q_len)[:, None]
+        return w[name][t5_bucket(rel, bidirectional, NB, MD)].permute(2, 0, 1)[None]  # [1, H, q, k]
+
+    def attention(x, kv, name, position_bias):
+        B, Tq, Tk = x.shape[0], x.shape[1], kv.shape[1]
+        q = (x @ w[name + ".q.weight"].T).view(B, Tq, H, dk).transpose(1, 2)
+        k = (kv @ w[name + ".k.weight"].T).view(B, Tk, H, dk).transpose(1, 2)
+        v = (kv @ w[name + ".v.weight"].T).view(B, Tk, H, dk).transpose(1, 2)
+        scores = q @ k.transpose(-1, -2) + position_bias  # T5 does not scale by 1/sqrt(d_kv)
+        o = torch.softmax(scores, dim=-1) @ v
+        return o.transpose(1, 2).reshape(B, Tq, H * dk) @ w[name + ".o.weight"].T
+
+    def ff(x, p):
+        return torch.relu(x @ w[p + "DenseReluDense.wi.weight"].T) @ w[p + "DenseReluDense.wo.weight"].T
+
+    S, T = source.shape[1], decoder_ids.shape[1]
+    h = w["shared.weight"][source]
+    enc_bias = bias("encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight", S, S, True)
+    for i in range(L):
+        p = f"encoder.block.{i}.layer."
+        h = h + attention(norm(h, p + "0.layer_norm.weight"), norm(h, p + "0.layer_norm.weight"), p + "0.SelfAttention", enc_bias)
+        h = h + ff(norm(h, p + "1.layer_norm.weight"), p + "1.")
+    memory = norm(h, "encoder.final_layer_norm.weight")
+    causal = torch.full((T, T), float("-inf"), dtype=dt).triu(1)[None, None]
+    dec_bias = bias("decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight", T, T, False) + causal
+    h = w["shared.weight"][decoder_ids]
+    for i in range(Ld):
+        p = f"decoder.block.{i}.layer."
+        x = norm(h, p + "0.layer_norm.weight")
+        h = h + attention(x, x, p + "0.SelfAttention", dec_bias)
+        h = h + attention(norm(h, p + "1.layer_norm.weight"), memory, p + "1.EncDecAttention", 0.0)  # no position bias
+        h = h + ff(norm(h, p + "2.layer_norm.weight"), p + "2.")
+    h = norm(h, "decoder.final_layer_norm.weight") * D ** -0.5  # the tied head's rescaling
+    return h @ w["shared.weight"].T, unexpected
+
+
+def check_spans(a, cfg, W, cfg_raw):
+    """T5: for each --spans prompt, `llmtk generate RUN --prompt P --json` prints the source it encoded,
+    the decoder row ([PAD] then what it wrote) and the decoder's log-probabilities at every position;
+    the reference computes them from the export."""
+    dt = getattr(torch, a.dtype)
+    worst = 0.0
+    print(f"export      {a.hf_dir} ({cfg_raw.get('architectures', ['?'])[0]}, {len(W)} tensors, "
+          f"{sum(t.numel() for t in W.values()):,} params)")
+    for prompt in a.spans:
+        j = llmtk_generate_json(a, prompt, ("--temperature", "0", "--max-tokens", "24"))
+        logits, unexpected = t5_forward(cfg, W, torch.tensor([j["source_ids"]], dtype=torch.int64),
+                                        torch.tensor([j["decoder_ids"]], dtype=torch.int64), dt)
+        if unexpected:
+            print(f"unexpected  {len(unexpected)} tensors Transformers would ignore: {unexpected}")
+        ref = torch.log_softmax(logits.to(torch.float64)[0], dim=-1)
+        got = torch.tensor(j["logprobs"], dtype=torch.float64)
+        diff = float((ref - got).abs().max())
+        worst = max(worst, diff)
+        greedy = ref[:-1].argmax(-1).tolist() == j["output_ids"]
+        print(f"spans       {prompt!r}: {len(j['source_ids'])} source tokens, {len(j['decoder_ids'])} decoder positions, "
+              f"max |log p diff| {diff:.3e}; reference's greedy tokens {'match' if greedy else 'DIFFER from'} llmtk's")
+        worst = worst if greedy else max(worst, float("inf"))
+    print(f"worst       {worst:.3e}  (tolerance {a.tol:g})")
+    ok = worst <= a.tol
+    print("OK" if ok else "MISMATCH")
+    sys.exit(0 if ok else 1)
+
+
+def llmtk_generate_json(a, prompt, extra=()):
     """What `llmtk generate RUN --prompt PROMPT --json` prints, parsed."""
-    cmd = [a.llmtk, "generate", a.run, "--prompt", prompt, "--json"]
+    cmd = [a.llmtk, "generate", a.run, "--prompt", prompt, "--json", *extra]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stdout}{r.stderr}")
@@ -558,6 +684,8 @@ def main():
     ap.add_argument("--tol", type=float, default=1e-4)
     ap.add_argument("--classify", action="append", default=[],
                     help="BertForSequenceClassification: compare the label probabilities for this text (repeatable)")
+    ap.add_argument("--spans", action="append", default=[],
+                    help="T5: compare the decoder's log-probabilities for this prompt with sentinels (repeatable)")
     ap.add_argument("--fill-mask", action="append", default=[],
                     help="BERT: compare the log-probabilities at each [MASK] of this prompt (repeatable)")
     a = ap.parse_args()
@@ -579,13 +707,17 @@ def main():
         if not a.fill_mask:
             raise SystemExit("a BERT export is checked through --fill-mask PROMPT (its masked-token log-probabilities)")
         check_fill_mask(a, bert_config(cfg_raw), W, cfg_raw)
+    elif mt == "t5":
+        if not a.spans:
+            raise SystemExit("a T5 export is checked through --spans PROMPT (its decoder's log-probabilities)")
+        check_spans(a, t5_config(cfg_raw), W, cfg_raw)
     elif mt == "mixtral":  # Llama's attention with MixtralSparseMoeBlock for the MLP
         cfg, fwd = mixtral_config(cfg_raw), llama_forward
         ctx = cfg["max_position_embeddings"]
         if cfg["sliding_window"] is not None:
             raise SystemExit("sliding_window is not implemented")
     else:
-        raise SystemExit(f"model_type {mt!r}: only gpt2, llama, mixtral and bert are implemented")
+        raise SystemExit(f"model_type {mt!r}: only gpt2, llama, mixtral, bert and t5 are implemented")
     dt = getattr(torch, a.dtype)
     B, T = a.batch, a.seq or ctx
     if a.peft:

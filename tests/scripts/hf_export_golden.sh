@@ -4,7 +4,8 @@
 # PyTorch (Debian's python3-torch) and compares, for GPT-2, Llama (SwiGLU), Llama with GeGLU
 # (hidden_act = gelu_pytorch_tanh) and Mixtral (moe-tiny, 4 experts, top-2), a LoRA run merged on export, and LoRA runs exported as PEFT
 # adapters (applied to the base's export as PEFT applies them) and read back; and BERT
-# (BertForMaskedLM, bert-tiny), by its log-probabilities at [MASK] and read back. Skips (exit 77)
+# (BertForMaskedLM, bert-tiny), by its log-probabilities at [MASK] and read back; and T5
+# (T5ForConditionalGeneration, t5-tiny), by its decoder's log-probabilities and read back. Skips (exit 77)
 # where torch is missing.
 set -euo pipefail
 llmtk=$(realpath "$1")
@@ -126,5 +127,22 @@ printf '[optim]\nlr = 0\n' >> back-cls.toml
 want=$("$llmtk" eval run-cls --task cls.jsonl --batch 4 | grep '^loss')
 got=$("$llmtk" eval back-cls --task cls.jsonl --batch 4 | grep '^loss')
 echo "== classifier read back: $want (exported run), $got (run started from the export)"
+[[ "$want" == "$got" ]] || { echo "MISMATCH"; exit 1; }
+# T5 (T5ForConditionalGeneration, t5-tiny): the decoder's log-probabilities for what it writes for
+# a prompt's sentinels, against a PyTorch T5 (relative position buckets, unscaled scores, the tied
+# head's rescaling); and a run started from the export evaluates the same span loss.
+printf '[input]\npaths = ["text.txt"]\n[split]\nval_fraction = 0.1\n[tokenizer]\nvocab_size = 300\nspecial = ["[PAD]"]\nsentinels = 20\n[output]\ndir = "data-t5"\n' > data-t5.toml
+"$llmtk" data prepare data-t5.toml > /dev/null
+printf '[model]\narch = "t5-tiny"\nd_model = 32\nn_layers = 2\nn_heads = 4\nd_ff = 48\nvocab = 321\nmax_seq = 64\n[data]\ndir = "data-t5"\n[train]\nbatch = 4\nseq = 48\nsteps = 30\nthreads = 1\n[schedule]\nwarmup = 2\n[eval]\nbatches = 1\n[log]\nsample_prompt = ""\n' > t5.toml
+"$llmtk" train t5.toml --run-dir run-t5 > train-t5.txt || { cat train-t5.txt; exit 1; }
+"$llmtk" export run-t5 --hf hf-t5 > /dev/null
+echo "== t5-tiny: $(python3 -c 'import json; c = json.load(open("hf-t5/config.json")); print(c["architectures"], c["relative_attention_num_buckets"], c["decoder_start_token_id"])')"
+/usr/bin/python3 "$root/tests/golden/check_hf_export.py" hf-t5 data-t5/val_000.bin --run run-t5 --llmtk "$llmtk" \
+  --spans "And God <extra_id_0> the light, that it was <extra_id_1>." --spans "the <extra_id_0> of the waters" --tol 1e-5
+printf '[finetune]\nfrom = "hf-t5"\n[data]\ndir = "data-t5"\n[train]\nbatch = 4\nseq = 48\nsteps = 1\nthreads = 1\n[optim]\nlr = 0\n[eval]\nbatches = 1\n[log]\nsample_prompt = ""\n' > back-t5.toml
+"$llmtk" train back-t5.toml --run-dir back-t5 > train-back-t5.txt || { cat train-back-t5.txt; exit 1; }
+want=$("$llmtk" eval run-t5 --data data-t5/val_000.bin --batch 2 --seq 48 --batches 2 | grep '^span loss')
+got=$("$llmtk" eval back-t5 --data data-t5/val_000.bin --batch 2 --seq 48 --batches 2 | grep '^span loss')
+echo "== T5 read back: $want (exported run), $got (run started from the export)"
 [[ "$want" == "$got" ]] || { echo "MISMATCH"; exit 1; }
 echo "exports compute the same loss under Transformers' formulas: ok"

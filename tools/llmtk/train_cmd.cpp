@@ -15,6 +15,7 @@
 #include "models/registry.hpp"
 #include "ops/ops.hpp"
 #include "train/masked.hpp"
+#include "train/span.hpp"
 #include "train/checkpoint.hpp"
 #include "train/classify.hpp"
 #include "train/finetune.hpp"
@@ -366,6 +367,22 @@ void add_train_commands(CLI::App& app) {
       // A token may be part of a character's bytes: such bytes print as U+FFFD.
       return fmt::print("{}\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
     }
+    if (l.model->encoder_decoder()) {  // the spans it writes for the prompt's sentinels
+      LLMTK_CHECK(!ga->chat, "generate", l.model->name(), " is an encoder-decoder trained on spans and has no chat; drop --chat");
+      LLMTK_CHECK(!ga->prompt.empty(), "generate", l.model->name(), " is an encoder-decoder: give the encoder a text with "
+                  "--prompt, with <extra_id_0> (then <extra_id_1>...) where it should fill in");
+      const train::SpanFill fill = train::fill_spans(*l.model, tok, ga->prompt, ga->o);
+      if (ga->json) {
+        // decoder_ids and logprobs (teacher-forced, the whole vocabulary) let another
+        // implementation check the model (tests/golden/check_hf_export.py does).
+        std::vector<data::TokenId> decoder_ids{train::span_tokens(tok, "generate").pad};
+        decoder_ids.insert(decoder_ids.end(), fill.output.begin(), fill.output.end());
+        nlohmann::json j = {{"target", fill.target}, {"filled", fill.filled}, {"source_ids", fill.source}, {"output_ids", fill.output},
+                            {"decoder_ids", decoder_ids}, {"logprobs", train::seq2seq_logprobs(*l.model, fill.source, decoder_ids)}};
+        return fmt::print("{}\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+      }
+      return fmt::print("{}\n  {}\n", fill.filled, fill.target);
+    }
     std::vector<data::TokenId> prompt = ga->prompt.empty() ? std::vector<data::TokenId>{tok.eot()} : tok.encode(ga->prompt);
     train::GenerateOptions o = ga->o;
     o.stop_token = tok.eot();
@@ -550,6 +567,28 @@ void add_train_commands(CLI::App& app) {
                 "probabilities to measure on shards; evaluate it on labelled examples with --task FILE.jsonl");
     const std::int64_t T = ea->seq ? ea->seq : l.model->context();
     const bool encoder = l.model->has_tag("encoder");
+    if (l.model->encoder_decoder()) {  // the span loss and recovery, corrupted as validation in training is
+      const SpanOptions rates;  // T5's: 15% dropped in spans of 3
+      const train::SpanLengths sl = train::span_lengths_for_source(T, rates);
+      data::DataLoader loader(ea->shards, l.tokenizer->hash(),
+                              data::LoaderOptions{ea->batch, sl.raw, data::DataOrder::sequential, 0, 0, 1});
+      const std::int64_t n = ea->batches ? std::min<std::int64_t>(ea->batches, std::int64_t(loader.batches_per_epoch()))
+                                         : std::int64_t(loader.batches_per_epoch());
+      const train::SpanTokens st = train::span_tokens(*l.tokenizer, "eval");
+      train::SpanBatches batches(loader, st, rates, train::kValidationSpanSeed);
+      train::SpanLoss objective(st.is_sentinel);
+      l.model->plan(ea->batch, sl.target, false, sl.source);
+      const train::EvalStats e = train::evaluate(*l.model, objective, batches, n);
+      auto metric = [&](const char* name) {
+        for (const auto& [k, v] : e.metrics)
+          if (k == name) return v;
+        return 0.0;
+      };
+      fmt::print("checkpoint {}\n{} rows in {} batches: sources of {} tokens, targets of {} ({} spans each)\nspan loss {:.6f}\n"
+                 "target-token accuracy {:.4f}\nexact spans {:.4f}\n", l.checkpoint, n * ea->batch, n, sl.source, sl.target,
+                 sl.spans, e.loss, metric("accuracy"), metric("span_exact"));
+      return;
+    }
     LLMTK_CHECK(!encoder || T >= 3, "eval", "--seq ", T, " leaves an encoder no room for text between [CLS] and [SEP]");
     data::DataLoader loader(ea->shards, l.tokenizer->hash(),
                             data::LoaderOptions{ea->batch, encoder ? train::mlm_loader_seq(T) : T, data::DataOrder::sequential, 0, 0, 1});
