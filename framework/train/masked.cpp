@@ -77,22 +77,31 @@ Batch MaskedBatches::next() {
   return {{TensorRef(ids_.data(), DType::i32, {B, T}), {}, {}}, {TensorRef(targets_.data(), DType::i32, {B, T}), {}, {}}};
 }
 
-float MaskedTokenLoss::forward(TensorRef logits, const Labels& labels) {
-  LLMTK_CHECK(labels.targets.device == Device::host, "mlm", "targets must be in host memory");
-  const float loss = loss_.forward(logits, labels);
-  // Accuracy on the host: the logits' rows are read once (on a device, copied back first).
+std::vector<std::int32_t> argmax_rows(TensorRef logits) {
+  // On the host: the logits' rows are read once (on a device, or in bf16, copied back first).
   const std::int64_t N = logits.rows(), V = logits.size(-1);
   std::vector<float> copy;
   const float* x = nullptr;
   if (logits.device == Device::host && logits.dtype == DType::f32) x = logits.f32();
   else copy = outputs_on_host(logits), x = copy.data();
+  std::vector<std::int32_t> best(static_cast<std::size_t>(N));
+  for (std::int64_t n = 0; n < N; ++n) {
+    const float* row = x + n * V;
+    best[std::size_t(n)] = std::int32_t(std::max_element(row, row + V) - row);
+  }
+  return best;
+}
+
+float MaskedTokenLoss::forward(TensorRef logits, const Labels& labels) {
+  LLMTK_CHECK(labels.targets.device == Device::host, "mlm", "targets must be in host memory");
+  const float loss = loss_.forward(logits, labels);
+  const std::vector<std::int32_t> best = argmax_rows(logits);
   const std::int32_t* target = labels.targets.i32();
   std::int64_t counted = 0, right = 0;
-  for (std::int64_t n = 0; n < N; ++n) {
+  for (std::size_t n = 0; n < best.size(); ++n) {
     if (target[n] == kIgnoreIndex) continue;
-    const float* row = x + n * V;
     ++counted;
-    right += std::max_element(row, row + V) - row == target[n];
+    right += best[n] == target[n];
   }
   accuracy_ = counted ? double(right) / double(counted) : 0.0;
   return loss;

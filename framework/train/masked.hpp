@@ -79,6 +79,10 @@ struct MaskFill {
 };
 MaskFill fill_mask(AnyModel& model, const data::Tokenizer& tok, const std::string& text, int k = 5);
 
+// The most probable output of each row of `logits` [N, V] (host or device memory): what the
+// accuracy of MaskedTokenLoss and SpanLoss (span.hpp) counts.
+std::vector<std::int32_t> argmax_rows(TensorRef logits);
+
 // The MLM loss: the cross-entropy at the selected positions (NextTokenLoss reads targets as they
 // are, so the unshifted targets of MaskedBatches make it the MLM loss), and its accuracy. A
 // classifier's loss is the same computation with one selected position per row, [CLS], whose

@@ -6,6 +6,7 @@
 #include "../core/error.hpp"
 #include "../core/rng.hpp"
 #include "generate.hpp"
+#include "masked.hpp"  // argmax_rows
 
 namespace llmtk::train {
 
@@ -123,11 +124,8 @@ Batch SpanBatches::next() {
 float SpanLoss::forward(TensorRef logits, const Labels& labels) {
   LLMTK_CHECK(labels.targets.device == Device::host, "span", "targets must be in host memory");
   const float loss = loss_.forward(logits, labels);
-  const std::int64_t N = logits.rows(), V = logits.size(-1);
-  std::vector<float> copy;
-  const float* x = nullptr;
-  if (logits.device == Device::host && logits.dtype == DType::f32) x = logits.f32();
-  else copy = outputs_on_host(logits), x = copy.data();
+  const std::vector<std::int32_t> best = argmax_rows(logits);
+  const std::int64_t N = std::int64_t(best.size());
   const std::int32_t* target = labels.targets.i32();
   const std::int64_t T = labels.targets.size(-1);
   std::int64_t counted = 0, right = 0, spans = 0, exact = 0;
@@ -137,8 +135,7 @@ float SpanLoss::forward(TensorRef logits, const Labels& labels) {
       const std::int64_t n = row * T + t;
       const std::int32_t want = target[n];
       if (want == kIgnoreIndex) continue;
-      const float* z = x + n * V;
-      const bool hit = std::max_element(z, z + V) - z == want;
+      const bool hit = best[std::size_t(n)] == want;
       ++counted, right += hit;
       // A span: the tokens after a sentinel, up to the next sentinel or the end.
       const bool boundary = (std::size_t(want) < is_sentinel_.size() && is_sentinel_[std::size_t(want)]) || t + 1 == T;
