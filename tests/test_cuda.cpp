@@ -13,6 +13,7 @@
 #include "dsl/block.hpp"
 #include "dsl/decoder_lm.hpp"
 #include "dsl/repeat.hpp"
+#include "golden_check.hpp"
 #include "layers/attention.hpp"
 #include "layers/embedding.hpp"
 #include "layers/glu.hpp"
@@ -163,50 +164,8 @@ namespace {
 // every gradient against PyTorch's float64 values. fp32 on a GPU sums in another order than the
 // reference backend, so the bounds are 10x the golden test's.
 void run_golden(const std::string& file, const std::string& arch) {
-  // LLMTK_GOLDEN_DIR in the environment overrides the source path compiled in, for a test binary
-  // built on one machine and run on another (benchmarks/cuda/bundle.sh).
-  const char* dir = std::getenv("LLMTK_GOLDEN_DIR");
-  std::ifstream in(std::string(dir && *dir ? dir : LLMTK_GOLDEN_DIR) + "/" + file);
-  INFO("golden file " << file << " (set LLMTK_GOLDEN_DIR to the folder holding it)");
-  REQUIRE(in.good());
-  const auto g = nlohmann::json::parse(in);
-  const auto& cfg = g.at("config");
-  Dims d = find_arch(arch).dims;
-  d.vocab = cfg.at("vocab"), d.d_model = cfg.at("d_model"), d.n_layers = cfg.at("n_layers");
-  d.n_heads = cfg.at("n_heads"), d.n_kv_heads = cfg.at("n_kv_heads"), d.d_ff = cfg.at("d_ff");
-  d.max_seq = cfg.at("max_seq"), d.bias = cfg.at("bias"), d.norm_eps = cfg.at("norm_eps");
-  d.rope_base = cfg.at("rope_base");
-  for (const char* key : {"moe_experts", "moe_top_k", "moe_aux_coef", "moe_z_coef"})
-    if (cfg.contains(key)) d.set(key, cfg.at(key).get<double>());
-  const std::int64_t B = g.at("batch"), T = g.at("seq");
   ops::ScopedBackend scope(kBackend);
-  auto m = make_model(arch, d);
-  m->plan(B, T);
-  m->allocate();
-  REQUIRE(m->params().device() == (kBackend == std::string_view("cuda") ? Device::cuda : Device::host));
-  for (std::size_t i = 0; i < m->params().entries().size(); ++i) {
-    const auto& e = m->params().entries()[i];
-    const auto data = g.at("params").at(e.name).at("data").get<std::vector<float>>();
-    REQUIRE(std::int64_t(data.size()) == e.numel);
-    m->params().write(int(i), data.data());
-  }
-  auto ids = g.at("ids").get<std::vector<std::int32_t>>();
-  auto targets = g.at("targets").get<std::vector<std::int32_t>>();
-  NextTokenLoss objective;
-  const float loss = train::forward_loss(
-      *m, objective, train::lm_batch(TensorRef(ids.data(), DType::i32, {B, T}), TensorRef(targets.data(), DType::i32, {B, T})));
-  std::vector<float> logits(std::size_t(m->logits().numel()));
-  copy_bytes(logits.data(), Device::host, m->logits().data, m->logits().device, m->logits().bytes());
-  expect_close("logits", logits, g.at("logits").at("data").get<std::vector<float>>(), 1e-5, 1e-5);
-  train::backward_from_loss(*m, objective);  // overwrites the logits with their gradient
-  const double ref_loss = g.at("loss");
-  INFO("loss " << loss << " vs PyTorch " << ref_loss);
-  CHECK(std::abs(loss - ref_loss) <= 1e-5 * std::abs(ref_loss));
-  for (std::size_t i = 0; i < m->params().entries().size(); ++i) {
-    const auto& e = m->params().entries()[i];
-    expect_close("grad " + e.name, read_all(m->grads(), int(i)), g.at("grads").at(e.name).at("data").get<std::vector<float>>(),
-                 1e-6, 2e-5);
-  }
+  llmtk::test::check_golden(file, arch, 10);
 }
 
 struct PostNormBlock final : Block<LayerNorm, MHA<ALiBi>, MLP<ReLU>, PostNorm> {};
@@ -272,6 +231,8 @@ TEST_CASE("MoE model on CUDA matches PyTorch", "[models][golden]") { run_golden(
 TEST_CASE("hybrid minGRU/attention model on CUDA matches PyTorch", "[models][golden]") {
   run_golden("hybrid_tiny.json", "hybrid-tiny");
 }
+TEST_CASE("BERT encoder on CUDA matches PyTorch", "[models][golden]") { run_golden("bert_tiny.json", "bert-tiny"); }
+TEST_CASE("T5 encoder-decoder on CUDA matches PyTorch", "[models][golden]") { run_golden("t5_tiny.json", "t5-tiny"); }
 
 TEST_CASE("whole-model gradients on CUDA match the reference backend", "[models][gradients]") {
   SECTION("gpt2") { compare_with_reference([] { return make_model("gpt2", tiny("gpt2")); }, 2, 33); }
