@@ -33,6 +33,10 @@ const std::vector<SynthTask>& synth_tasks() {
       {"kjv-book-pref", "data/corpus/kjv.txt",
        "preferences: kjv-book's prompts with the right book chosen and a neighbouring book of the canon rejected (the "
        "plausible mistake: its style is closest); the same verses are held out as in kjv-book"},
+      {"kjv-next-verse", "data/corpus/kjv.txt",
+       "multiple choice (llmtk eval --task): the verse that follows a verse, among four verses of its book of about its "
+       "length; the quickstart model read most verses in pre-training (95% of chapters), so it measures what it learned "
+       "of the text's order and content; chance is 25%"},
       {"kjv-testament", "data/corpus/kjv.txt",
        "sequence classification (an encoder's [classify]): whether a verse (of at most 40 words) is from the Old or the "
        "New Testament, as many of each (Old Testament verses are sampled down to the New's count); test verses are unseen"},
@@ -47,6 +51,8 @@ struct Item {
   std::string key;       // decides the split: the verse's text (identical verses fall together), or the word
   std::string rejected;  // preference tasks: the plausible wrong answer (output is the chosen one)
   std::string label = "";  // classification tasks: the class of `input`
+  std::vector<std::string> endings = {};  // multiple choice: the candidates after `input`, endings[answer] right
+  int answer = -1;
 };
 
 std::vector<std::string> words_of(const std::string& s) {
@@ -180,6 +186,46 @@ std::vector<Item> kjv_book_pref(const std::string& path) {
   return items;
 }
 
+// Multiple choice in HellaSwag's layout: the context is a verse as the corpus writes it ("  3 And God
+// said, ..."), the endings are the next verse and three other verses of the same book, all given the
+// next verse's number ("\n  4 ..."), so only the words tell them apart. The others are at least
+// three verses away and have within 30% of the next verse's words (a model cannot win on length);
+// a hash of the context picks them and the right ending's place.
+std::vector<Item> kjv_next_verse(const std::string& path) {
+  const auto verses = read_kjv(path);
+  std::vector<Item> items;
+  std::size_t book_begin = 0;
+  for (std::size_t i = 0; i + 1 < verses.size(); ++i) {
+    if (verses[i].book != verses[book_begin].book) book_begin = i;
+    if (verses[i + 1].book != verses[i].book) continue;
+    std::size_t book_end = i + 1;
+    while (book_end < verses.size() && verses[book_end].book == verses[i].book) ++book_end;
+    const auto nw = words_of(verses[i + 1].text).size();
+    if (nw > 40 || words_of(verses[i].text).size() > 40) continue;
+    const auto number = [](const std::string& ref) { return ref.substr(ref.rfind(':') + 1); };
+    Fnv1a h;
+    h.add("next-verse;" + verses[i].text);
+    Rng rng(h.h);
+    std::vector<std::string> endings;
+    for (int tries = 0; tries < 400 && endings.size() < 3; ++tries) {
+      const std::size_t j = book_begin + std::size_t(rng.next() % (book_end - book_begin));
+      const auto w = words_of(verses[j].text).size();
+      if ((j + 3 > i + 1 && j < i + 4) || double(w) < 0.7 * double(nw) || double(w) > 1.3 * double(nw)) continue;
+      if (verses[j].text == verses[i + 1].text || std::find(endings.begin(), endings.end(), verses[j].text) != endings.end())
+        continue;
+      endings.push_back(verses[j].text);
+    }
+    if (endings.size() < 3) continue;
+    const int answer = int(rng.next() % 4);
+    endings.insert(endings.begin() + answer, verses[i + 1].text);
+    for (auto& e : endings) e = "\n  " + number(verses[i + 1].ref) + " " + e;
+    Item it{verses[i].ref, "", "  " + number(verses[i].ref) + " " + verses[i].text, "", verses[i].text, ""};
+    it.endings = std::move(endings), it.answer = answer;
+    items.push_back(std::move(it));
+  }
+  return items;
+}
+
 // WordNet's data.* files: "offset lex_filenum ss_type w_cnt word lex_id ... | gloss"; lines that
 // start with spaces are the licence. One item per one-word lemma, its first synset's gloss up to
 // the first ';' (the definition, without the examples).
@@ -227,6 +273,7 @@ std::int64_t synth(const SynthOptions& o, const std::string& out, const std::fun
                                   : o.task == "kjv-continue-pref" ? kjv_continue_pref(source)
                                   : o.task == "kjv-book-pref"     ? kjv_book_pref(source)
                                   : o.task == "kjv-testament"     ? kjv_testament(source)
+                                  : o.task == "kjv-next-verse"    ? kjv_next_verse(source)
                                                                   : wordnet_define(source);
   const std::string tmp = out + ".tmp";
   if (fs::path(out).has_parent_path()) fs::create_directories(fs::path(out).parent_path());
@@ -244,7 +291,8 @@ std::int64_t synth(const SynthOptions& o, const std::string& out, const std::fun
       if (o.limit > 0 && n >= o.limit) break;
       // Preference records in the convention of TRL and torchtune: prompt, chosen, rejected.
       const nlohmann::ordered_json j =
-          !it.label.empty() ? nlohmann::ordered_json{{"text", it.input}, {"label", it.label}, {"ref", it.ref}}
+          it.answer >= 0 ? nlohmann::ordered_json{{"context", it.input}, {"endings", it.endings}, {"label", it.answer}, {"ref", it.ref}}
+          : !it.label.empty() ? nlohmann::ordered_json{{"text", it.input}, {"label", it.label}, {"ref", it.ref}}
           : it.rejected.empty()
               ? nlohmann::ordered_json{{"instruction", it.instruction}, {"input", it.input}, {"output", it.output}, {"ref", it.ref}}
               : nlohmann::ordered_json{{"prompt", it.input.empty() ? it.instruction : it.instruction + "\n\n" + it.input},

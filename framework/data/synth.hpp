@@ -14,6 +14,8 @@
 //                   chosen, a neighbouring verse's ending or book rejected
 //   kjv-testament   {"text": "And God said, Let there be light: and there was light.", "label": "old"}
 //                   sequence classification for an encoder ([classify], docs/encoders.md), classes even
+//   kjv-next-verse  {"context": "  3 And God said, ...", "endings": ["\n  4 And God saw ...", ...], "label": 0}
+//                   multiple choice for a base model (llmtk eval --task, docs/evaluation.md)
 //   wordnet-define  "Define: lighthouse" → "a tower with a light that gives warning of shoals to passing ships"
 //                   a new domain: the quickstart model never read WordNet
 #pragma once
@@ -39,7 +41,8 @@ struct SynthOptions {
 };
 
 // Writes Alpaca JSONL ({"instruction", "input", "output", "ref"}), for the preference tasks
-// {"prompt", "chosen", "rejected", "ref"}, for the classification task {"text", "label", "ref"}, to `out` (via a temporary file); returns the number of records.
+// {"prompt", "chosen", "rejected", "ref"}, for the classification task {"text", "label", "ref"}, for the
+// multiple-choice task {"context", "endings", "label", "ref"}, to `out` (via a temporary file); returns the number of records.
 std::int64_t synth(const SynthOptions& o, const std::string& out, const std::function<void(const std::string&)>& log);
 
 }  // namespace llmtk::data

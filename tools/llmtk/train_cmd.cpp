@@ -23,6 +23,7 @@
 #include "train/gguf.hpp"
 #include "train/peft.hpp"
 #include "train/hf.hpp"
+#include "train/lm_eval.hpp"
 #include "train/run_report.hpp"
 #include "train/step.hpp"
 #include "train/preference.hpp"
@@ -51,9 +52,10 @@ struct EvalArgs {
   std::string run, device = "cpu";
   std::vector<std::string> shards;
   std::int64_t batch = 8, seq = 0, batches = 0;
-  std::string task, pairs, chat_template, out;
+  std::string task, pairs, chat_template, out, text;
   int max_tokens = 32, show = 3;
-  std::int64_t limit = 0;
+  std::int64_t limit = 0, stride = 0;
+  bool json = false;
 };
 
 // The run's chat template (saved beside its tokenizer by data prepare, kind = "sft"). A base model
@@ -116,14 +118,18 @@ void chat(const GenArgs& a) {
   }
 }
 
+// Records evenly spaced through a file (--limit): sources are often sorted.
+template <class T>
+std::vector<T> evenly_spaced(std::vector<T> items, std::int64_t limit) {
+  if (limit <= 0 || std::int64_t(items.size()) <= limit) return items;
+  std::vector<T> some;
+  for (std::int64_t i = 0; i < limit; ++i) some.push_back(items[std::size_t(i * std::int64_t(items.size()) / limit)]);
+  return some;
+}
+
 // `eval --task` on a classifier: accuracy, loss and the confusion matrix over labelled examples.
 void eval_classify(const EvalArgs& a, train::LoadedRun& l) {
-  auto examples = train::read_labelled(a.task);
-  if (a.limit > 0 && std::int64_t(examples.size()) > a.limit) {  // evenly spaced: sources are often sorted
-    std::vector<train::LabelledText> some;
-    for (std::int64_t i = 0; i < a.limit; ++i) some.push_back(examples[std::size_t(i * std::int64_t(examples.size()) / a.limit)]);
-    examples = std::move(some);
-  }
+  const auto examples = evenly_spaced(train::read_labelled(a.task), a.limit);
   const auto& labels = l.state.labels;
   LLMTK_CHECK(!labels.empty(), "eval --task", l.checkpoint, " is a classifier without label names in its state.json");
   const train::ClassifyResult r = train::evaluate_classifier(*l.model, *l.tokenizer, examples, labels, a.batch);
@@ -143,17 +149,88 @@ void eval_classify(const EvalArgs& a, train::LoadedRun& l) {
   }
 }
 
+// `llmtk eval RUN --task FILE.jsonl` with {"context", "endings", "label"} records: multiple choice
+// (train/lm_eval.hpp), accuracy with its 95% Wilson interval.
+void eval_choices(const EvalArgs& a, train::LoadedRun& l) {
+  train::require_causal_lm(*l.model, l.checkpoint, "eval --task");
+  const auto items = evenly_spaced(train::read_choices(a.task), a.limit);
+  const auto r = train::evaluate_choices(*l.model, *l.tokenizer, items, a.batch);
+  LLMTK_CHECK(r.scored > 0, "eval --task", "none of the ", items.size(), " items of '", a.task, "' fits the model's context of ",
+              l.model->context(), " tokens");
+  const auto ci_mean = train::wilson_interval(r.correct_mean, r.scored), ci_total = train::wilson_interval(r.correct_total, r.scored);
+  if (a.json) {
+    fmt::print("{}\n", nlohmann::ordered_json{{"checkpoint", l.checkpoint}, {"task", a.task}, {"items", r.scored}, {"skipped", r.skipped},
+                                              {"accuracy", r.accuracy_mean()}, {"accuracy_ci95", {ci_mean.lo, ci_mean.hi}},
+                                              {"accuracy_total", r.accuracy_total()}, {"accuracy_total_ci95", {ci_total.lo, ci_total.hi}},
+                                              {"chance", r.chance}, {"seconds", r.seconds}}.dump());
+  } else {
+    for (int i = 0; i < a.show && i < int(items.size()); ++i) {
+      const auto& c = r.items[std::size_t(i)];
+      if (c.logp.empty()) continue;
+      // One line each, line breaks shown as "\n".
+      auto shown = [](std::string t) {
+        for (std::size_t k; (k = t.find('\n')) != std::string::npos;) t.replace(k, 1, "\\n");
+        return t;
+      };
+      fmt::print("--- {} ({})\ncontext: {}\n", i + 1, items[std::size_t(i)].where, shown(items[std::size_t(i)].context));
+      for (std::size_t k = 0; k < c.logp.size(); ++k)
+        fmt::print("  {} {} mean loss {:.4f}  total {:7.3f}  {}\n", int(k) == items[std::size_t(i)].label ? "right" : "     ",
+                   int(k) == c.by_mean ? "<-" : "  ", -c.logp[k] / double(c.tokens[k]), -c.logp[k],
+                   shown(items[std::size_t(i)].endings[k]));
+    }
+    fmt::print("checkpoint {}\ntask {}: {} items{}\naccuracy {:.4f}  95% interval [{:.4f}, {:.4f}]  (the ending with the lowest "
+               "mean loss per token)\naccuracy_total {:.4f}  95% interval [{:.4f}, {:.4f}]  (the lowest total loss)\nchance {:.4f}\n"
+               "{:.1f} s\n",
+               l.checkpoint, a.task, r.scored,
+               r.skipped ? fmt::format(" ({} with an ending longer than the model's context skipped)", r.skipped) : std::string(),
+               r.accuracy_mean(), ci_mean.lo, ci_mean.hi, r.accuracy_total(), ci_total.lo, ci_total.hi, r.chance, r.seconds);
+  }
+  if (!a.out.empty()) {
+    std::ofstream f(a.out);
+    for (std::size_t i = 0; i < items.size(); ++i) {
+      const auto& c = r.items[i];
+      if (c.logp.empty()) continue;
+      f << nlohmann::ordered_json{{"where", items[i].where}, {"label", items[i].label}, {"choice", c.by_mean},
+                                  {"choice_total", c.by_total}, {"logp", c.logp}, {"tokens", c.tokens}}.dump() << "\n";
+    }
+    LLMTK_CHECK(f.good(), "eval --task", "writing '", a.out, "' failed");
+  }
+}
+
+// `llmtk eval RUN --text FILE`: perplexity with a sliding window (train/lm_eval.hpp).
+void eval_text(const EvalArgs& a) {
+  auto l = load_lm(a.run, a.device);
+  train::require_causal_lm(*l.model, l.checkpoint, "eval --text");
+  const std::string text = train::read_text_file(a.text, "eval --text");
+  std::vector<data::TokenId> ids = {l.tokenizer->eot()};  // the text starts as a document does in the shards
+  const auto body = l.tokenizer->encode(text);
+  ids.insert(ids.end(), body.begin(), body.end());
+  train::PerplexityOptions o;
+  o.window = a.seq, o.stride = a.stride, o.batch = a.batch;
+  const auto r = train::perplexity(*l.model, ids, o);
+  const double bytes_per_token = double(text.size()) / double(body.size());
+  if (a.json) {
+    fmt::print("{}\n", nlohmann::ordered_json{{"checkpoint", l.checkpoint}, {"text", a.text}, {"bytes", text.size()},
+                                              {"tokens", r.tokens}, {"window", r.window}, {"stride", r.stride},
+                                              {"windows", r.windows}, {"loss", r.loss()}, {"perplexity", r.perplexity()},
+                                              {"bits_per_byte", r.nll / std::log(2.0) / double(text.size())},
+                                              {"tokens_per_second", r.tokens_per_second()}, {"seconds", r.seconds}}.dump());
+    return;
+  }
+  fmt::print("checkpoint {}\ntext {}: {} bytes, {} tokens ({:.2f} bytes/token)\nwindow {}, stride {}: {} windows\n"
+             "loss {:.6f}\nperplexity {:.4f}\nbits_per_byte {:.4f}\n{:.0f} tokens/s ({:.1f} s)\n",
+             l.checkpoint, a.text, text.size(), r.tokens, bytes_per_token, r.window, r.stride, r.windows, r.loss(), r.perplexity(),
+             r.nll / std::log(2.0) / double(text.size()), r.tokens_per_second(), r.seconds);
+}
+
 void eval_task(const EvalArgs& a) {
   auto l = load_lm(a.run, a.device);
   if (l.model->classifier()) return eval_classify(a, l);
+  if (train::is_choice_file(a.task)) return eval_choices(a, l);
   const data::ChatTemplate tmpl = chat_template_of(l, a.chat_template, "eval --task");
   auto records = data::read_conversations(a.task);
   LLMTK_CHECK(!records.empty(), "eval --task", "'", a.task, "' holds no records");
-  if (a.limit > 0 && std::int64_t(records.size()) > a.limit) {  // evenly spaced: sources are often sorted
-    std::vector<data::Conversation> some;
-    for (std::int64_t i = 0; i < a.limit; ++i) some.push_back(records[std::size_t(i * std::int64_t(records.size()) / a.limit)]);
-    records = std::move(some);
-  }
+  records = evenly_spaced(std::move(records), a.limit);
   train::TaskEvalOptions o;
   o.max_tokens = a.max_tokens, o.batch = a.batch;
   const auto res = train::evaluate_task(*l.model, *l.tokenizer, tmpl, records, o);
@@ -183,12 +260,7 @@ void eval_pairs(const EvalArgs& a) {
   auto l = load_lm(a.run, a.device);
   const data::ChatTemplate tmpl = chat_template_of(l, a.chat_template, "eval --pairs");
   const train::PreferenceFile f = train::read_preferences(a.pairs);
-  std::vector<train::PreferencePair> pairs = f.pairs;
-  if (a.limit > 0 && std::int64_t(pairs.size()) > a.limit) {  // evenly spaced, as --task
-    std::vector<train::PreferencePair> some;
-    for (std::int64_t i = 0; i < a.limit; ++i) some.push_back(pairs[std::size_t(i * std::int64_t(pairs.size()) / a.limit)]);
-    pairs = std::move(some);
-  }
+  const std::vector<train::PreferencePair> pairs = evenly_spaced(f.pairs, a.limit);
   const auto res = train::evaluate_pairs(*l.model, *l.tokenizer, tmpl, pairs, a.batch);
   fmt::print("checkpoint {}\npairs {}: {}{}{}\npreference_accuracy {:.4f}\nnormalized_accuracy {:.4f}\nlogp_margin {:.4f}\n"
              "logp_chosen {:.4f}\nlogp_rejected {:.4f}\n",
@@ -215,12 +287,7 @@ void reward(const RewardArgs& a) {
     std::ifstream in(a.data);
     while (std::getline(in, first) && first.find_first_not_of(" \t\r") == std::string::npos) {}
   }
-  auto some = [&](auto items) {  // --limit: evenly spaced, as eval --task
-    if (a.limit <= 0 || std::int64_t(items.size()) <= a.limit) return items;
-    decltype(items) out;
-    for (std::int64_t i = 0; i < a.limit; ++i) out.push_back(items[std::size_t(i * std::int64_t(items.size()) / a.limit)]);
-    return out;
-  };
+  auto some = [&](auto items) { return evenly_spaced(std::move(items), a.limit); };  // --limit, as eval --task
   if (first.find("\"chosen\"") != std::string::npos) {
     const train::PreferenceFile f = train::read_preferences(a.data);
     const auto res = train::evaluate_reward_pairs(*l.model, *l.tokenizer, tmpl, some(f.pairs), a.batch);
@@ -538,15 +605,22 @@ void add_train_commands(CLI::App& app) {
   rw->callback([wa] { reward(*wa); });
 
   auto ea = std::make_shared<EvalArgs>();
-  auto* ev = app.add_subcommand("eval", "Loss and perplexity of a trained run on shards, its answers to a task, or its preferences");
+  auto* ev = app.add_subcommand("eval", "Loss and perplexity of a trained run on shards or a text, its answers to a task "
+                                "(generated, or multiple choice), or its preferences");
   ev->add_option("run", ea->run, "A run or checkpoint directory")->required()->check(CLI::ExistingDirectory);
   auto* data_opt = ev->add_option("--data", ea->shards, "Shard files (.bin)")->check(CLI::ExistingFile);
   auto* task_opt = ev->add_option("--task", ea->task, "Instruction JSONL (llmtk data synth ... --split test): exact match, "
                                   "token accuracy and loss of the answers")->check(CLI::ExistingFile);
   auto* pairs_opt = ev->add_option("--pairs", ea->pairs, "Preference JSONL ({prompt, chosen, rejected}): how often the model "
                                     "gives the chosen reply the higher log-probability")->check(CLI::ExistingFile);
+  auto* text_opt = ev->add_option("--text", ea->text, "A UTF-8 text file: perplexity with a sliding window of --seq tokens "
+                                  "(default: the model's context) moved by --stride")->check(CLI::ExistingFile);
   data_opt->excludes(task_opt);
   pairs_opt->excludes(task_opt)->excludes(data_opt);
+  text_opt->excludes(task_opt)->excludes(data_opt)->excludes(pairs_opt);
+  ev->add_option("--stride", ea->stride, "--text: tokens between window starts (default: half the window); each window "
+                 "scores only the tokens no earlier one did")->check(CLI::Range(std::int64_t(1), std::int64_t(1) << 24));
+  ev->add_flag("--json", ea->json, "--text, multiple-choice --task: print one JSON object");
   ev->add_option("--max-tokens", ea->max_tokens, "--task: tokens generated per answer")->check(CLI::Range(1, 1 << 16));
   ev->add_option("--limit", ea->limit, "--task, --pairs: N records, evenly spaced through the file")->check(CLI::Range(std::int64_t(1), std::int64_t(1) << 40));
   ev->add_option("--show", ea->show, "--task: print the first N answers")->check(CLI::Range(0, 1 << 20));
@@ -558,10 +632,14 @@ void add_train_commands(CLI::App& app) {
   ev->add_option("--batches", ea->batches, "Batches to evaluate (default: all)")->check(CLI::Range(1, 1 << 30));
   ev->add_option("--device", ea->device, device_list())->check(device_names());
   ev->callback([ea] {
+    LLMTK_CHECK(ea->stride == 0 || !ea->text.empty(), "eval", "--stride is for --text (the sliding window's step)");
+    LLMTK_CHECK(!ea->json || !ea->text.empty() || (!ea->task.empty() && train::is_choice_file(ea->task)), "eval",
+                "--json is for --text and multiple-choice --task files");
+    if (!ea->text.empty()) return eval_text(*ea);
     if (!ea->task.empty()) return eval_task(*ea);
     if (!ea->pairs.empty()) return eval_pairs(*ea);
-    LLMTK_CHECK(!ea->shards.empty(), "eval", "say what to evaluate on: --data SHARDS (loss), --task FILE.jsonl (answers) or "
-                "--pairs FILE.jsonl (preferences)");
+    LLMTK_CHECK(!ea->shards.empty(), "eval", "say what to evaluate on: --data SHARDS (loss), --text FILE (perplexity), "
+                "--task FILE.jsonl (answers, or multiple choice) or --pairs FILE.jsonl (preferences)");
     auto l = load_lm(ea->run, ea->device);
     LLMTK_CHECK(!l.model->classifier(), "eval", l.checkpoint, " is a classifier (", l.state.arch, "): it has no token "
                 "probabilities to measure on shards; evaluate it on labelled examples with --task FILE.jsonl");
