@@ -15,6 +15,7 @@
 #include "../ops/ops.hpp"
 #include "classify.hpp"
 #include "hf.hpp"
+#include "lm_eval.hpp"
 #include "peft.hpp"
 
 namespace llmtk::train {
@@ -388,6 +389,19 @@ Recipe read_recipe(const std::string& path, const std::vector<std::string>& sets
   auto e = root.table("eval");
   r.eval.every = e.integer("every", r.eval.every, 0, std::int64_t(1) << 40);
   r.eval.batches = e.integer("batches", r.eval.batches, 1, 1 << 20);
+  r.eval.tasks = e.strings("tasks", {});
+  r.eval.task_limit = e.integer("task_limit", r.eval.task_limit, 1, std::int64_t(1) << 30);
+  LLMTK_CHECK(r.eval.tasks.empty() || !(r.encoder || r.seq2seq || r.classify.enabled() || r.reward.enabled()), path,
+              "eval.tasks scores a language model's next-token probabilities, and this run trains ",
+              r.encoder ? "an encoder" : r.seq2seq ? "an encoder-decoder" : r.classify.enabled() ? "a classifier" : "a reward model",
+              "; remove eval.tasks (evaluate with llmtk eval RUN after training, docs/evaluation.md)");
+  for (const auto& task : r.eval.tasks) {
+    LLMTK_CHECK(fs::is_regular_file(task), path, "eval.tasks: cannot read '", task, "'; make one with llmtk data synth kjv-next-verse "
+                "--split test --out FILE.jsonl (docs/evaluation.md)");
+    LLMTK_CHECK(is_choice_file(task), path, "eval.tasks: '", task, "' is not a multiple-choice file (JSONL {\"context\", "
+                "\"endings\", \"label\"}); instruction tasks are evaluated after training with llmtk eval RUN --task FILE");
+    read_choices(task);  // every line checked now, not at the first eval
+  }
   auto c = root.table("checkpoint");
   r.checkpoint.every = c.integer("every", r.checkpoint.every, 0, std::int64_t(1) << 40);
   r.checkpoint.keep = int(c.integer("keep", r.checkpoint.keep, 1, 1000));
@@ -522,6 +536,7 @@ std::string to_toml(const Recipe& r) {
   o << "\n[schedule]\nname = \"" << r.schedule.name << "\"\nwarmup = " << r.schedule.warmup << "\nmin_lr = "
     << r.schedule.min_lr << "\ndecay_fraction = " << r.schedule.decay_fraction << "\n";
   o << "\n[eval]\nevery = " << r.eval.every << "\nbatches = " << r.eval.batches << "\n";
+  if (!r.eval.tasks.empty()) o << "tasks = " << list(r.eval.tasks) << "\ntask_limit = " << r.eval.task_limit << "\n";
   o << "\n[checkpoint]\nevery = " << r.checkpoint.every << "\nkeep = " << r.checkpoint.keep << "\nkeep_best = "
     << (r.checkpoint.keep_best ? "true" : "false") << "\n";
   o << "\n[log]\nevery = " << r.log.every << "\nsample_prompt = \"" << r.log.sample_prompt << "\"\nsample_tokens = "

@@ -103,6 +103,11 @@ struct Recipe {
   } schedule;
   struct Eval {
     std::int64_t every = 0, batches = 8;  // 0: only at the end
+    // Multiple-choice task files (JSONL {context, endings, label}, docs/evaluation.md) scored at
+    // every eval: task_<file stem> = accuracy in metrics.jsonl and the report; at most task_limit
+    // items of each, evenly spaced.
+    std::vector<std::string> tasks;
+    std::int64_t task_limit = 200;
   } eval;
   struct Checkpoint {
     std::int64_t every = 0;             // 0: only at the end

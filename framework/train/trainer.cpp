@@ -22,6 +22,7 @@
 #include "finetune.hpp"
 #include "generate.hpp"
 #include "hf.hpp"
+#include "lm_eval.hpp"
 #include "optimizer.hpp"
 #include "peft.hpp"
 #include "preference.hpp"
@@ -817,6 +818,13 @@ class Evaluator final : public Hook {
       std::snprintf(v, sizeof v, "  %s %.3f", name.c_str(), value);
       extra += v;
     }
+    std::string tasks;
+    for (const auto& [name, accuracy] : score_tasks(run)) {
+      m["task_" + name] = accuracy;
+      char v[160];
+      std::snprintf(v, sizeof v, "  task %s %.3f", name.c_str(), accuracy);
+      tasks += v;
+    }
     logger_.write(m);
     if (run.opt.progress_bar) std::printf("\n");
     char line[512];
@@ -828,7 +836,7 @@ class Evaluator final : public Hook {
                     extra.c_str());
     else
       std::snprintf(line, sizeof line, "eval  step %lld%s", static_cast<long long>(run.s.step), extra.c_str());
-    run.log(line);
+    run.log(line + tasks);
     sample(run);
     if (r.checkpoint.keep_best && std::isfinite(run.val_loss) && run.val_loss < run.s.best_val) {
       run.s.best_val = run.val_loss;
@@ -837,6 +845,30 @@ class Evaluator final : public Hook {
   }
 
  private:
+  // [eval] tasks: each multiple-choice file's accuracy (the lowest mean loss per token) on a copy of
+  // the model, named by the file's stem. The items are read once, at the first eval.
+  std::vector<std::pair<std::string, double>> score_tasks(Run& run) {
+    const Recipe& r = run.r;
+    if (r.eval.tasks.empty()) return {};
+    if (tasks_.empty()) {
+      require_causal_lm(*run.s.model, r.model.arch, "eval.tasks");
+      for (const auto& path : r.eval.tasks) {
+        auto items = read_choices(path);
+        std::vector<ChoiceItem> some;
+        const auto n = std::int64_t(items.size()), k = std::min(n, r.eval.task_limit);
+        for (std::int64_t i = 0; i < k; ++i) some.push_back(items[std::size_t(i * n / k)]);
+        tasks_.emplace_back(fs::path(path).stem().string(), std::move(some));
+      }
+    }
+    auto twin = make_twin(r, *run.s.model);
+    twin->params().copy_from(run.s.model->params());
+    std::vector<std::pair<std::string, double>> out;
+    for (const auto& [name, items] : tasks_)
+      out.emplace_back(name, evaluate_choices(*twin, *run.s.tok, items, r.train.batch).accuracy_mean());
+    return out;
+  }
+  std::vector<std::pair<std::string, std::vector<ChoiceItem>>> tasks_;
+
   void sample(Run& run) {
     const Recipe& r = run.r;
     if (r.log.sample_prompt.empty()) return;
