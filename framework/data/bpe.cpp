@@ -269,7 +269,6 @@ BpeTokenizer BpeTokenizer::from_hf_json(const std::string& path) {
   LLMTK_CHECK(j.contains("model") && j["model"].value("type", "") == "BPE", what, "'", path,
               "' has no BPE model (model.type must be \"BPE\")");
   const auto& model = j["model"];
-  BpeTokenizer t;
   // The pre-tokenizer: ByteLevel with its built-in GPT-2 regex, or Sequence[Split(regex), ByteLevel].
   std::string pattern(kGpt2Pattern);
   bool byte_level = false;
@@ -288,7 +287,6 @@ BpeTokenizer BpeTokenizer::from_hf_json(const std::string& path) {
   }
   LLMTK_CHECK(byte_level, what, "'", path, "' is not byte-level BPE (no ByteLevel pre-tokenizer); "
               "only GPT-2-style byte-level BPE tokenizers are supported");
-  t.pre_ = Pretokenizer(pattern);
 
   const auto& vocab = model.at("vocab");
   std::vector<std::pair<TokenId, std::string>> by_id;
@@ -299,28 +297,57 @@ BpeTokenizer BpeTokenizer::from_hf_json(const std::string& path) {
   for (const auto& [id, s] : added)
     if (!vocab.contains(s)) by_id.emplace_back(id, s);
   std::sort(by_id.begin(), by_id.end());
+  std::vector<std::string> tokens;
+  std::vector<bool> special;
   for (std::size_t i = 0; i < by_id.size(); ++i) {
     LLMTK_CHECK(by_id[i].first == TokenId(i), what, "token ids must be 0..", by_id.size() - 1,
                 " without gaps; id ", i, " is missing");
-    if (added.count(TokenId(i))) {
-      t.specials_.emplace_back(by_id[i].second, TokenId(i));
-      t.tokens_.push_back(by_id[i].second);
-    } else {
-      t.add_token(unicode_to_bytes(by_id[i].second));
-    }
+    tokens.push_back(by_id[i].second);
+    special.push_back(added.count(TokenId(i)) > 0);
   }
+  std::vector<std::pair<std::string, std::string>> merges;
   for (const auto& m : model.at("merges")) {
-    std::string left, right;
     if (m.is_string()) {  // "Ġ t"
       const auto s = m.get<std::string>();
       auto sp = s.find(' ');
       LLMTK_CHECK(sp != std::string::npos, what, "merge '", s, "' must be 'left right'");
-      left = s.substr(0, sp), right = s.substr(sp + 1);
+      merges.emplace_back(s.substr(0, sp), s.substr(sp + 1));
     } else {  // ["Ġ", "t"] (tokenizers >= 0.20)
-      left = m.at(0).get<std::string>(), right = m.at(1).get<std::string>();
+      merges.emplace_back(m.at(0).get<std::string>(), m.at(1).get<std::string>());
     }
+  }
+  return build(pattern, tokens, special, merges, what, path);
+}
+
+BpeTokenizer BpeTokenizer::from_vocab(const std::vector<std::string>& tokens, const std::vector<bool>& special,
+                                      const std::vector<std::string>& merges, const std::string& where) {
+  const char* what = "tokenizer";
+  LLMTK_CHECK(special.size() == tokens.size(), what, where, ": ", tokens.size(), " tokens but ", special.size(), " token types");
+  std::vector<std::pair<std::string, std::string>> pairs;
+  for (const auto& m : merges) {
+    const auto sp = m.find(' ');
+    LLMTK_CHECK(sp != std::string::npos, what, where, ": merge '", m, "' must be 'left right'");
+    pairs.emplace_back(m.substr(0, sp), m.substr(sp + 1));
+  }
+  return build(std::string(kGpt2Pattern), tokens, special, pairs, what, where);
+}
+
+BpeTokenizer BpeTokenizer::build(std::string pattern, const std::vector<std::string>& tokens, const std::vector<bool>& special,
+                                 const std::vector<std::pair<std::string, std::string>>& merges, const char* what,
+                                 const std::string& where) {
+  BpeTokenizer t;
+  t.pre_ = Pretokenizer(pattern);
+  for (std::size_t i = 0; i < tokens.size(); ++i) {
+    if (special[i]) {
+      t.specials_.emplace_back(tokens[i], TokenId(i));
+      t.tokens_.push_back(tokens[i]);
+    } else {
+      t.add_token(unicode_to_bytes(tokens[i]));
+    }
+  }
+  for (const auto& [left, right] : merges) {
     auto a = t.ids_.find(unicode_to_bytes(left)), b = t.ids_.find(unicode_to_bytes(right));
-    LLMTK_CHECK(a != t.ids_.end() && b != t.ids_.end(), what, "merge '", left, " ", right,
+    LLMTK_CHECK(a != t.ids_.end() && b != t.ids_.end(), what, "'", where, "': merge '", left, " ", right,
                 "' names a token that is not in the vocabulary");
     t.add_merge(a->second, b->second);
   }

@@ -29,6 +29,11 @@ class BpeTokenizer final : public Tokenizer {
   static BpeTokenizer from_gpt2_files(const std::string& encoder_json, const std::string& vocab_bpe);
   // A Hugging Face tokenizer.json with a BPE model and a ByteLevel pre-tokenizer.
   static BpeTokenizer from_hf_json(const std::string& path);
+  // A vocabulary as GGUF's "gpt2" tokenizer model holds it (tokenizer.ggml.tokens in byte-level
+  // form, "Ġthe"; special[i] for CONTROL and USER_DEFINED tokens; merges "Ġ t" by rank), with GPT-2's
+  // pre-tokenizer. `where` names the source in errors.
+  static BpeTokenizer from_vocab(const std::vector<std::string>& tokens, const std::vector<bool>& special,
+                                 const std::vector<std::string>& merges, const std::string& where);
 
   std::string kind() const override { return "bpe"; }
   int vocab_size() const override { return static_cast<int>(tokens_.size()); }
@@ -53,6 +58,10 @@ class BpeTokenizer final : public Tokenizer {
 
  private:
   BpeTokenizer() = default;
+  // The tokens by id (byte-level form; special ones verbatim) and merges "left right" by rank.
+  static BpeTokenizer build(std::string pattern, const std::vector<std::string>& tokens, const std::vector<bool>& special,
+                            const std::vector<std::pair<std::string, std::string>>& merges, const char* what,
+                            const std::string& where);
   static std::uint64_t key(TokenId a, TokenId b) {
     return (std::uint64_t(std::uint32_t(a)) << 32) | std::uint32_t(b);
   }

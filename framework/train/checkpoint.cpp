@@ -10,6 +10,9 @@
 #include "../core/error.hpp"
 #include "../models/registry.hpp"
 #include "../ops/ops.hpp"
+#include "finetune.hpp"
+#include "gguf.hpp"
+#include "hf.hpp"
 #include "safetensors.hpp"
 
 namespace llmtk::train {
@@ -237,7 +240,57 @@ std::string newest_finite_checkpoint(const std::string& run_dir, const Arena& pa
   return "";
 }
 
+namespace {
+// A Transformers directory (config.json, model.safetensors, tokenizer.json) as llmtk's exports
+// write them and read_finetune_base reads them: the architecture from config.json, the weights
+// by import_hf, the tokenizer from the directory; a classifier's label names from id2label.
+LoadedRun load_transformers_dir(const std::string& dir, const std::string& device) {
+  LoadedRun l;
+  l.checkpoint = dir;
+  const FinetuneBase b = read_finetune_base(dir);
+  l.state.arch = b.arch, l.state.dims = b.dims, l.state.tokenizer = dir;
+  ops::require_backend(device);
+  l.model = make_model(l.state.arch, l.state.dims);
+  l.model->plan(1, 1);
+  l.model->allocate();
+  import_hf(*l.model, dir);
+  LLMTK_CHECK(fs::exists(fs::path(dir) / "tokenizer.json"), "load", "'", dir, "' has config.json but no tokenizer.json; "
+              "llmtk reads a Transformers directory with its byte-level BPE tokenizer.json (as llmtk export --hf writes it)");
+  l.tokenizer = data::load_tokenizer(dir);
+  l.state.tokenizer_hash = std::to_string(l.tokenizer->hash());
+  if (l.model->classifier()) {
+    std::ifstream in(fs::path(dir) / "config.json");
+    const auto cfg = nlohmann::json::parse(in);
+    if (cfg.contains("id2label") && cfg["id2label"].is_object()) {
+      l.state.labels.assign(std::size_t(l.model->outputs()), "");
+      for (const auto& [id, name] : cfg["id2label"].items()) {
+        LLMTK_CHECK(!id.empty() && id.size() < 10 && id.find_first_not_of("0123456789") == std::string::npos, "load", dir,
+                    "/config.json: id2label has the key '", id, "', which is not a label id");
+        const auto k = std::stoll(id);
+        LLMTK_CHECK(k >= 0 && k < std::int64_t(l.state.labels.size()) && name.is_string(), "load", dir,
+                    "/config.json: id2label has '", id, "', but the model has ", l.state.labels.size(), " labels");
+        l.state.labels[std::size_t(k)] = name.get<std::string>();
+      }
+    }
+  }
+  return l;
+}
+}  // namespace
+
 LoadedRun load_run(const std::string& dir, const std::string& device) {
+  if (fs::is_regular_file(dir)) {  // a GGUF file (llmtk export --gguf)
+    LLMTK_CHECK(is_gguf_file(dir), "load", "'", dir, "' is a file but not GGUF; give an llmtk run or checkpoint directory, a "
+                "Transformers directory or a GGUF file");
+    ops::require_backend(device);
+    GgufModel g = load_gguf(dir);
+    LoadedRun l;
+    l.checkpoint = dir, l.model = std::move(g.model), l.tokenizer = std::move(g.tokenizer);
+    l.state.arch = g.arch, l.state.dims = g.dims, l.state.tokenizer_hash = std::to_string(l.tokenizer->hash());
+    return l;
+  }
+  if (fs::exists(fs::path(dir) / "config.json") && !fs::exists(fs::path(dir) / "state.json") &&
+      !fs::is_directory(fs::path(dir) / "checkpoints"))
+    return load_transformers_dir(dir, device);
   LoadedRun l;
   l.checkpoint = best_or_newest_checkpoint(dir);
   l.state = read_checkpoint_state(l.checkpoint);

@@ -8,10 +8,13 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <vector>
 
 #include "../core/error.hpp"
+#include "../data/bpe.hpp"
+#include "../models/registry.hpp"
 #include "hf.hpp"  // model_family
 
 namespace llmtk::train {
@@ -46,6 +49,24 @@ std::vector<float> rope_pairs_adjacent(const std::vector<float>& w, std::int64_t
       for (std::int64_t j = 0; j < 2; ++j)
         std::copy_n(w.data() + (h * D + j * (D / 2) + i) * in, in, out.data() + (h * D + 2 * i + j) * in);
   return out;
+}
+
+// The inverse: adjacent pairs back to half-split (old row h·D + j·D/2 + i = new row h·D + 2i + j).
+std::vector<float> rope_pairs_half_split(const std::vector<float>& w, std::int64_t heads, std::int64_t D, std::int64_t in) {
+  std::vector<float> out(w.size());
+  for (std::int64_t h = 0; h < heads; ++h)
+    for (std::int64_t i = 0; i < D / 2; ++i)
+      for (std::int64_t j = 0; j < 2; ++j)
+        std::copy_n(w.data() + (h * D + 2 * i + j) * in, in, out.data() + (h * D + j * (D / 2) + i) * in);
+  return out;
+}
+
+// IEEE half to float, exactly (every half is a float).
+float half_to_float(std::uint16_t h) {
+  const std::uint32_t sign = std::uint32_t(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
+  if (e == 0) return std::bit_cast<float>(sign) + (sign ? -1.0f : 1.0f) * float(m) * 0x1p-24f;  // zero, subnormal
+  if (e == 31) return std::bit_cast<float>(sign | 0x7f800000u | (m << 13));                    // inf, NaN
+  return std::bit_cast<float>(sign | ((e + 112u) << 23) | (m << 13));
 }
 
 std::vector<char> q8_0_block(const float* x) {
@@ -342,6 +363,297 @@ void export_gguf(const AnyModel& m, const std::string& path, const data::Tokeniz
   }
   fs::rename(tmp, final_path);
   cleanup.done = true;
+}
+
+
+// ---- reading -----------------------------------------------------------------------------------
+
+namespace {
+
+// A GGUF file read through bounds checks: every length and count is compared with what is left of
+// the file before anything of that size is allocated, so a hostile header ends in an error.
+class GgufReader {
+ public:
+  explicit GgufReader(const std::string& path) : path_(path), in_(path, std::ios::binary) {
+    LLMTK_CHECK(in_.good(), kWhat, "cannot read '", path, "'");
+    std::error_code ec;
+    size_ = fs::file_size(path, ec);
+    LLMTK_CHECK(!ec, kWhat, "cannot read the size of '", path, "'");
+  }
+  std::uint64_t pos() const { return pos_; }
+  std::uint64_t size() const { return size_; }
+  void bytes(void* dst, std::uint64_t n) {
+    need(n, "data");
+    in_.read(static_cast<char*>(dst), std::streamsize(n));
+    LLMTK_CHECK(in_.good(), kWhat, "'", path_, "': read error at offset ", pos_);
+    pos_ += n;
+  }
+  template <class T>
+  T get() {
+    T v;
+    bytes(&v, sizeof v);
+    return v;
+  }
+  std::string str(const char* what) {
+    const auto n = get<std::uint64_t>();
+    need(n, what);
+    std::string s(std::size_t(n), '\0');
+    bytes(s.data(), n);
+    return s;
+  }
+  // A metadata value of GGUF type `type`, as JSON; arrays of arrays to `depth` 4.
+  json value(std::uint32_t type, const std::string& key, int depth = 0) {
+    switch (type) {
+      case 0: return get<std::uint8_t>();
+      case 1: return get<std::int8_t>();
+      case 2: return get<std::uint16_t>();
+      case 3: return get<std::int16_t>();
+      case 4: return get<std::uint32_t>();
+      case 5: return get<std::int32_t>();
+      case 6: return get<float>();
+      case 7: return get<std::uint8_t>() != 0;
+      case 8: return str("a string");
+      case 9: {
+        LLMTK_CHECK(depth < 4, kWhat, "'", path_, "': metadata '", key, "' nests arrays more than 4 deep");
+        const auto elem = get<std::uint32_t>();
+        const auto n = get<std::uint64_t>();
+        need(n, "an array");  // every element takes at least one byte
+        json a = json::array();
+        for (std::uint64_t i = 0; i < n; ++i) a.push_back(value(elem, key, depth + 1));
+        return a;
+      }
+      case 10: return get<std::uint64_t>();
+      case 11: return get<std::int64_t>();
+      case 12: return get<double>();
+      default: fail(kWhat, "'", path_, "': metadata '", key, "' has the unknown value type ", type, " at offset ", pos_);
+    }
+  }
+  void seek(std::uint64_t at) {
+    LLMTK_CHECK(at <= size_, kWhat, "'", path_, "': offset ", at, " is past the end of the file (", size_, " bytes)");
+    in_.clear();
+    in_.seekg(std::streamoff(at));
+    pos_ = at;
+  }
+
+  static constexpr const char* kWhat = "gguf";
+
+ private:
+  void need(std::uint64_t n, const char* what) {
+    LLMTK_CHECK(n <= size_ - pos_, kWhat, "'", path_, "': ", what, " of ", n, " bytes at offset ", pos_, " runs past the end "
+                "of the file (", size_, " bytes): the file is cut short or not GGUF");
+  }
+  std::string path_;
+  std::ifstream in_;
+  std::uint64_t size_ = 0, pos_ = 0;
+};
+
+struct TensorInfo {
+  std::vector<std::uint64_t> ne;
+  std::uint32_t type = 0;
+  std::uint64_t offset = 0, numel = 0, bytes = 0;
+  bool used = false;
+};
+
+}  // namespace
+
+bool is_gguf_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  char magic[4] = {};
+  in.read(magic, 4);
+  return in.good() && std::memcmp(magic, "GGUF", 4) == 0;
+}
+
+GgufModel load_gguf(const std::string& path) {
+  const char* what = GgufReader::kWhat;
+  GgufReader r(path);
+  char magic[4];
+  r.bytes(magic, 4);
+  LLMTK_CHECK(std::memcmp(magic, "GGUF", 4) == 0, what, "'", path, "' is not a GGUF file (it does not start with \"GGUF\")");
+  const auto version = r.get<std::uint32_t>();
+  LLMTK_CHECK(version == 2 || version == 3, what, "'", path, "' is GGUF version ", version, "; llmtk reads versions 2 and 3");
+  const auto n_tensors = r.get<std::uint64_t>(), n_kv = r.get<std::uint64_t>();
+  // Each key-value pair takes at least 12 bytes, each tensor info at least 24.
+  LLMTK_CHECK(n_kv <= r.size() / 12 && n_tensors <= r.size() / 24, what, "'", path, "' claims ", n_kv, " metadata entries and ",
+              n_tensors, " tensors, more than its ", r.size(), " bytes can hold");
+  json meta = json::object();
+  for (std::uint64_t i = 0; i < n_kv; ++i) {
+    const std::string key = r.str("a key");
+    const auto type = r.get<std::uint32_t>();
+    LLMTK_CHECK(!meta.contains(key), what, "'", path, "': metadata key '", key, "' appears twice");
+    meta[key] = r.value(type, key);
+  }
+  std::map<std::string, TensorInfo> tensors;
+  for (std::uint64_t i = 0; i < n_tensors; ++i) {
+    const std::string name = r.str("a tensor name");
+    TensorInfo t;
+    const auto dims = r.get<std::uint32_t>();
+    LLMTK_CHECK(dims >= 1 && dims <= 4, what, "'", path, "': tensor '", name, "' has ", dims, " dimensions (GGUF allows 1 to 4)");
+    t.numel = 1;
+    for (std::uint32_t k = 0; k < dims; ++k) {
+      t.ne.push_back(r.get<std::uint64_t>());
+      LLMTK_CHECK(t.ne.back() >= 1 && t.ne.back() <= r.size(), what, "'", path, "': tensor '", name, "' has the extent ",
+                  t.ne.back(), ", larger than the file");
+      t.numel *= t.ne.back();
+      LLMTK_CHECK(t.numel <= r.size(), what, "'", path, "': tensor '", name, "' has more elements than the file has bytes");
+    }
+    t.type = r.get<std::uint32_t>();
+    t.offset = r.get<std::uint64_t>();
+    switch (t.type) {
+      case 0: t.bytes = t.numel * 4; break;
+      case 1: case 30: t.bytes = t.numel * 2; break;
+      case 8:
+        LLMTK_CHECK(t.ne[0] % 32 == 0, what, "'", path, "': q8_0 tensor '", name, "' has rows of ", t.ne[0], " (not a multiple of 32)");
+        t.bytes = t.numel / 32 * 34;
+        break;
+      default:
+        fail(what, "'", path, "': tensor '", name, "' has ggml type ", t.type, "; llmtk reads f32 (0), f16 (1), q8_0 (8) and "
+             "bf16 (30), the types llmtk export --gguf writes");
+    }
+    LLMTK_CHECK(tensors.emplace(name, t).second, what, "'", path, "': tensor '", name, "' appears twice");
+  }
+  const std::uint64_t alignment = meta.contains("general.alignment") && meta["general.alignment"].is_number_unsigned()
+                                      ? meta["general.alignment"].get<std::uint64_t>() : kAlignment;
+  LLMTK_CHECK(alignment >= 1 && alignment <= 1024 && (alignment & (alignment - 1)) == 0, what, "'", path,
+              "': general.alignment ", alignment, " is not a power of two up to 1024");
+  const std::uint64_t data = (r.pos() + alignment - 1) / alignment * alignment;
+  for (const auto& [name, t] : tensors)
+    LLMTK_CHECK(t.offset % alignment == 0 && t.offset <= r.size() && data <= r.size() - t.offset &&
+                    t.bytes <= r.size() - data - t.offset,
+                what, "'", path, "': tensor '", name, "' (", t.bytes, " bytes at data offset ", t.offset,
+                ") lies outside the file (", r.size(), " bytes) or is misaligned");
+
+  // The llama architecture's hyper-parameters.
+  auto text = [&](const char* key) {
+    LLMTK_CHECK(meta.contains(key) && meta[key].is_string(), what, "'", path, "' has no string '", key, "'");
+    return meta[key].get<std::string>();
+  };
+  auto number = [&](const std::string& key) {
+    LLMTK_CHECK(meta.contains(key) && meta[key].is_number(), what, "'", path, "' has no number '", key, "'");
+    return meta[key].get<double>();
+  };
+  auto count = [&](const std::string& key) {
+    const double v = number(key);
+    LLMTK_CHECK(v >= 1 && v <= double(1 << 30) && v == std::floor(v), what, "'", path, "': ", key, " = ", v, " is not a size");
+    return int(v);
+  };
+  const std::string arch = text("general.architecture");
+  LLMTK_CHECK(arch == "llama", what, "'", path, "' is llama.cpp's '", arch, "' architecture; llmtk reads the 'llama' "
+              "architecture (as llmtk export --gguf writes it)");
+  GgufModel g;
+  g.arch = "llama-tiny";
+  Dims d = find_arch(g.arch).dims;
+  d.d_model = count("llama.embedding_length"), d.n_layers = count("llama.block_count");
+  d.d_ff = count("llama.feed_forward_length"), d.n_heads = count("llama.attention.head_count");
+  d.n_kv_heads = meta.contains("llama.attention.head_count_kv") ? count("llama.attention.head_count_kv") : d.n_heads;
+  d.max_seq = count("llama.context_length");
+  d.rope_base = meta.contains("llama.rope.freq_base") ? number("llama.rope.freq_base") : 10000.0;
+  d.norm_eps = number("llama.attention.layer_norm_rms_epsilon");
+  LLMTK_CHECK(text("tokenizer.ggml.model") == "gpt2", what, "'", path, "' has the '", text("tokenizer.ggml.model"),
+              "' tokenizer model; llmtk reads byte-level BPE ('gpt2')");
+  LLMTK_CHECK(meta.contains("tokenizer.ggml.tokens") && meta["tokenizer.ggml.tokens"].is_array(), what, "'", path,
+              "' has no tokenizer.ggml.tokens");
+  const auto& tok_list = meta["tokenizer.ggml.tokens"];
+  d.vocab = meta.contains("llama.vocab_size") ? count("llama.vocab_size") : int(tok_list.size());
+  LLMTK_CHECK(d.n_heads > 0 && d.d_model % d.n_heads == 0 && d.n_heads % d.n_kv_heads == 0, what, "'", path, "': ",
+              d.n_heads, " heads (", d.n_kv_heads, " for keys and values) do not tile a width of ", d.d_model);
+  LLMTK_CHECK(!meta.contains("llama.rope.dimension_count") || count("llama.rope.dimension_count") == d.head_dim(), what, "'",
+              path, "': RoPE over ", meta.value("llama.rope.dimension_count", 0), " of each head's ", d.head_dim(),
+              " dimensions; llmtk rotates whole heads");
+  LLMTK_CHECK(!tensors.contains("output.weight"), what, "'", path, "' has an untied head (output.weight); llmtk's llama "
+              "presets tie the head to the token embedding");
+  g.dims = d;
+  try {
+    g.model = make_model(g.arch, d);  // checks the sizes against the architecture's rules, naming them
+  } catch (const std::exception& e) {
+    fail(what, "'", path, "': its sizes do not make a llama-tiny: ", e.what());
+  }
+  g.model->plan(1, 1);
+  g.model->allocate();
+
+  // The tensors, each converted to f32 in llmtk's layout and written into its parameter.
+  std::map<std::uint32_t, int> types;
+  auto load = [&](const std::string& name, const std::string& ours, std::int64_t rope_heads) {
+    auto it = tensors.find(name);
+    LLMTK_CHECK(it != tensors.end(), what, "'", path, "' has no tensor '", name, "'");
+    TensorInfo& t = it->second;
+    const int id = g.model->params().find(ours);
+    const auto& e = g.model->params().entries()[std::size_t(id)];
+    // GGUF's extents are innermost first: [out, in] is {in, out}.
+    std::vector<std::uint64_t> want(e.shape.rbegin(), e.shape.rend());
+    LLMTK_CHECK(t.ne == want, what, "'", path, "': tensor '", name, "' has extents that do not match ", ours, " of this "
+                "model (the metadata's sizes)");
+    std::vector<char> raw(std::size_t(t.bytes));
+    r.seek(data + t.offset);
+    r.bytes(raw.data(), t.bytes);
+    std::vector<float> v(std::size_t(t.numel));
+    for (std::size_t i = 0; i < v.size(); ++i) {
+      std::uint16_t h;
+      switch (t.type) {
+        case 0: std::memcpy(&v[i], raw.data() + 4 * i, 4); break;
+        case 1: std::memcpy(&h, raw.data() + 2 * i, 2), v[i] = gguf::half_to_float(h); break;
+        case 30: std::memcpy(&h, raw.data() + 2 * i, 2), v[i] = std::bit_cast<float>(std::uint32_t(h) << 16); break;
+        default: {  // q8_0: per 32 values an f16 scale, then 32 int8
+          const char* block = raw.data() + i / 32 * 34;
+          std::memcpy(&h, block, 2);
+          v[i] = gguf::half_to_float(h) * float(std::int8_t(block[2 + i % 32]));
+        }
+      }
+    }
+    if (rope_heads) v = gguf::rope_pairs_half_split(v, rope_heads, d.head_dim(), d.d_model);
+    g.model->params().write(id, v.data());
+    t.used = true;
+    if (t.ne.size() == 2) ++types[t.type];
+  };
+  const std::int64_t H = d.n_heads, KV = d.n_kv_heads;
+  load("token_embd.weight", "embed.tokens", 0);
+  for (int l = 0; l < d.n_layers; ++l) {
+    const std::string b = "blocks." + std::to_string(l) + ".", gl = "blk." + std::to_string(l) + ".";
+    load(gl + "attn_norm.weight", b + "attn.norm.weight", 0);
+    load(gl + "attn_q.weight", b + "attn.wq", H);
+    load(gl + "attn_k.weight", b + "attn.wk", KV);
+    load(gl + "attn_v.weight", b + "attn.wv", 0);
+    load(gl + "attn_output.weight", b + "attn.wo", 0);
+    load(gl + "ffn_norm.weight", b + "mlp.norm.weight", 0);
+    load(gl + "ffn_gate.weight", b + "mlp.w_gate", 0);
+    load(gl + "ffn_up.weight", b + "mlp.w_up", 0);
+    load(gl + "ffn_down.weight", b + "mlp.w_down", 0);
+  }
+  load("output_norm.weight", "final_norm.weight", 0);
+  for (const auto& [name, t] : tensors)
+    LLMTK_CHECK(t.used, what, "'", path, "' has the tensor '", name, "', which llama-tiny at these sizes does not have");
+  const std::uint32_t main_type = types.empty() ? 0 : std::max_element(types.begin(), types.end(), [](auto& a, auto& b) {
+    return a.second < b.second;
+  })->first;
+  g.type = main_type == 1 ? "f16" : main_type == 30 ? "bf16" : main_type == 8 ? "q8_0" : "f32";
+
+  // The tokenizer: tokens in byte-level form, CONTROL (3) and USER_DEFINED (4) ones special, the
+  // UNUSED (5) filler past the tokenizer's end (export_gguf pads the vocabulary to model.vocab) left out.
+  std::vector<std::string> toks;
+  std::vector<bool> special;
+  const json types_list = meta.value("tokenizer.ggml.token_type", json::array());
+  LLMTK_CHECK(types_list.is_array() && types_list.size() == tok_list.size(), what, "'", path,
+              "': tokenizer.ggml.token_type does not give one type per token");
+  for (std::size_t i = 0; i < tok_list.size(); ++i) {
+    LLMTK_CHECK(tok_list[i].is_string() && types_list[i].is_number_integer(), what, "'", path, "': token ", i,
+                " is not a string with an integer type");
+    toks.push_back(tok_list[i].get<std::string>());
+    const int type = types_list[i].get<int>();
+    special.push_back(type == 3 || type == 4);
+  }
+  while (!toks.empty() && types_list[toks.size() - 1].get<int>() == 5) toks.pop_back(), special.pop_back();
+  std::vector<std::string> merges;
+  if (meta.contains("tokenizer.ggml.merges"))
+    for (const auto& m : meta["tokenizer.ggml.merges"]) {
+      LLMTK_CHECK(m.is_string(), what, "'", path, "': tokenizer.ggml.merges holds a non-string");
+      merges.push_back(m.get<std::string>());
+    }
+  LLMTK_CHECK(std::int64_t(toks.size()) <= d.vocab, what, "'", path, "': ", toks.size(), " tokens for a vocabulary of ", d.vocab);
+  try {
+    g.tokenizer = std::make_unique<data::BpeTokenizer>(data::BpeTokenizer::from_vocab(toks, special, merges, path));
+  } catch (const std::exception& e) {
+    fail(what, "'", path, "': its tokenizer cannot be read: ", e.what());
+  }
+  return g;
 }
 
 }  // namespace llmtk::train

@@ -14,6 +14,7 @@
 // log-probabilities and greedy text.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -36,6 +37,22 @@ inline constexpr std::string_view kGgufTypes[] = {"f32", "f16", "bf16", "q8_0"};
 void export_gguf(const AnyModel& model, const std::string& path, const data::Tokenizer& tokenizer,
                  std::string_view type, const data::ChatTemplate* chat = nullptr);
 
+// Reads a GGUF file of llama.cpp's "llama" architecture (as export_gguf writes it: f32, f16,
+// bf16 or q8_0 tensors, a tied head, the "gpt2" byte-level BPE tokenizer) back into a model —
+// "llama-tiny" at the file's sizes, the q/k rows returned to half-split RoPE order — and its
+// tokenizer. A hostile file ends with an error naming the file and what is wrong: every count,
+// length and offset is checked against the file's size before anything is allocated.
+struct GgufModel {
+  std::unique_ptr<AnyModel> model;
+  std::unique_ptr<data::Tokenizer> tokenizer;
+  std::string arch;
+  Dims dims;
+  std::string type;  // the matrices' type: "f32", "f16", "bf16" or "q8_0"
+};
+GgufModel load_gguf(const std::string& path);
+// Whether a file starts with GGUF's magic.
+bool is_gguf_file(const std::string& path);
+
 // The encodings, for tests (gguf.cpp has their notes).
 namespace gguf {
 std::uint16_t half_bits(float f);  // IEEE binary16, round to nearest even
@@ -43,6 +60,8 @@ std::uint16_t half_bits(float f);  // IEEE binary16, round to nearest even
 std::vector<char> q8_0_block(const float* x);
 // Rows of each of `heads` heads of size D reordered from half-split RoPE pairs to adjacent ones.
 std::vector<float> rope_pairs_adjacent(const std::vector<float>& w, std::int64_t heads, std::int64_t D, std::int64_t in);
+std::vector<float> rope_pairs_half_split(const std::vector<float>& w, std::int64_t heads, std::int64_t D, std::int64_t in);
+float half_to_float(std::uint16_t h);
 }  // namespace gguf
 
 }  // namespace llmtk::train

@@ -384,7 +384,8 @@ void add_train_commands(CLI::App& app) {
 
   auto ga = std::make_shared<GenArgs>();
   auto* gen = app.add_subcommand("generate", "Sample text from a trained run");
-  gen->add_option("run", ga->run, "A run directory (runs/NAME) or checkpoint directory")->required()->check(CLI::ExistingDirectory);
+  gen->add_option("run", ga->run, "A run directory (runs/NAME), a checkpoint directory, a Transformers directory "
+                  "(config.json, model.safetensors, tokenizer.json) or a GGUF file (llmtk export --gguf)")->required()->check(CLI::ExistingPath);
   gen->add_option("--prompt", ga->prompt, "Text to continue (default: start of a document)");
   gen->add_option("--max-tokens", ga->o.max_tokens, "Tokens to generate")->check(CLI::Range(1, 1 << 20));
   gen->add_option("--temperature", ga->o.temperature, "0 is greedy")->check(CLI::Range(0.0, 100.0));
@@ -535,7 +536,8 @@ void add_train_commands(CLI::App& app) {
   };
   auto xa = std::make_shared<ExportArgs>();
   auto* ex = app.add_subcommand("export", "Write a trained run in another format");
-  ex->add_option("run", xa->run, "A run or checkpoint directory")->required()->check(CLI::ExistingDirectory);
+  ex->add_option("run", xa->run, "A run or checkpoint directory, a Transformers directory or a GGUF file (to convert "
+                 "one to the other)")->required()->check(CLI::ExistingPath);
   auto* hf = ex->add_option("--hf", xa->hf, "Directory for a Hugging Face Transformers checkpoint "
                                             "(config.json, model.safetensors, tokenizer.json)");
   auto* gguf = ex->add_option("--gguf", xa->gguf, "File for llama.cpp (GGUF, the llama architecture, tokenizer included)");
@@ -607,7 +609,8 @@ void add_train_commands(CLI::App& app) {
   auto ea = std::make_shared<EvalArgs>();
   auto* ev = app.add_subcommand("eval", "Loss and perplexity of a trained run on shards or a text, its answers to a task "
                                 "(generated, or multiple choice), or its preferences");
-  ev->add_option("run", ea->run, "A run or checkpoint directory")->required()->check(CLI::ExistingDirectory);
+  ev->add_option("run", ea->run, "A run or checkpoint directory, a Transformers directory (config.json, model.safetensors, "
+                 "tokenizer.json) or a GGUF file (llmtk export --gguf)")->required()->check(CLI::ExistingPath);
   auto* data_opt = ev->add_option("--data", ea->shards, "Shard files (.bin)")->check(CLI::ExistingFile);
   auto* task_opt = ev->add_option("--task", ea->task, "Instruction JSONL (llmtk data synth ... --split test): exact match, "
                                   "token accuracy and loss of the answers")->check(CLI::ExistingFile);
