@@ -703,7 +703,13 @@ TEST_CASE("GGUF export refuses what llama.cpp's llama architecture cannot hold, 
   g.vocab = tok->vocab_size();
   auto gpt2 = make_model("gpt2-tiny", g);
   gpt2->plan(1, 8), gpt2->init(1);
-  refused(*gpt2, "f32", "writes the Llama family only so far");
+  // GPT-2 is llama.cpp's gpt2 architecture (tests/test_gguf.cpp reads it back); one without biases is not.
+  export_gguf(*gpt2, (dir / "gpt2.gguf").string(), *tok, "f32");
+  CHECK(fs::exists(dir / "gpt2.gguf"));
+  g.bias = false;
+  auto unbiased = make_model("gpt2-tiny", g);
+  unbiased->plan(1, 8), unbiased->init(1);
+  refused(*unbiased, "f32", "has biases in every linear map and LayerNorm");
   refused(*llama, "q8_0", "q8_0 quantizes rows in blocks of 32");
   refused(*llama, "q4", "--type q4 is not one of f32, f16, bf16, q8_0");
 }

@@ -197,9 +197,8 @@ void export_gguf(const AnyModel& m, const std::string& path, const data::Tokeniz
   const std::string family = model_family(m, kCommand, "GGUF's gpt2 architecture", "llama.cpp's llama architecture");
   LLMTK_CHECK(family != "mixtral", kCommand, "model '", m.name(), "' is a mixture of experts; this export writes the "
               "Llama family only so far (export --hf writes it as MixtralForCausalLM)");
-  LLMTK_CHECK(family == "llama", kCommand, "model '", m.name(), "' is GPT-2 style (learned positions, LayerNorm, "
-              "MLP<GELU>); this export writes the Llama family only so far (export --hf writes GPT-2)");
-  LLMTK_CHECK(m.has_tag("swiglu"), kCommand, "model '", m.name(), "' has GeGLU; llama.cpp's llama architecture "
+  const bool gpt2 = family == "gpt2";  // llama.cpp's "gpt2" architecture; otherwise its "llama"
+  LLMTK_CHECK(gpt2 || m.has_tag("swiglu"), kCommand, "model '", m.name(), "' has GeGLU; llama.cpp's llama architecture "
               "computes SwiGLU (silu), so the file would compute something else; nothing was written");
   LLMTK_CHECK(m.prefix() == 0, kCommand, "model '", m.name(), "' has prefix keys and values (prefix tuning), which GGUF "
               "has no place for; export them with --peft DIR; nothing was written");
@@ -270,12 +269,52 @@ void export_gguf(const AnyModel& m, const std::string& path, const data::Tokeniz
                     return rope_heads ? rope_pairs_adjacent(v, rope_heads, D, in) : v;
                   }});
   };
+  // Norm weights and biases: vectors, always f32.
   auto norm = [&](std::string name, std::string ours) {
     LLMTK_CHECK(p.find(ours) >= 0, kCommand, "internal: no parameter '", ours, "'");
-    ts.push_back({std::move(name), {C}, Ggml::f32, [&p, ours] { return values_of(p, ours); }});
+    const std::int64_t n = p.entries()[std::size_t(p.find(ours))].numel;
+    ts.push_back({std::move(name), {n}, Ggml::f32, [&p, ours] { return values_of(p, ours); }});
   };
   matrix("token_embd.weight", "embed.tokens", V, C);
-  for (int l = 0; l < d.n_layers; ++l) {
+  if (gpt2) {
+    // GPT-2 (llama.cpp's gpt2 architecture, as its convert_hf_to_gguf.py writes GPT2LMHeadModel):
+    // learned positions, LayerNorm with biases, one fused q|k|v map, GELU (tanh) feed-forward,
+    // and the head written out as output.weight (a copy of the tied embedding).
+    matrix("position_embd.weight", "embed.positions", d.max_seq, C);
+    for (int l = 0; l < d.n_layers; ++l) {
+      const std::string b = "blocks." + std::to_string(l) + ".", g = "blk." + std::to_string(l) + ".";
+      norm(g + "attn_norm.weight", b + "attn.norm.weight");
+      norm(g + "attn_norm.bias", b + "attn.norm.bias");
+      ts.push_back({g + "attn_qkv.weight", {C, 3 * C}, matrix_type, [&p, b] {
+                      std::vector<float> out;
+                      for (const char* w : {"attn.wq", "attn.wk", "attn.wv"}) {
+                        const auto v = values_of(p, b + w);
+                        out.insert(out.end(), v.begin(), v.end());
+                      }
+                      return out;
+                    }});
+      ts.push_back({g + "attn_qkv.bias", {3 * C}, Ggml::f32, [&p, b] {
+                      std::vector<float> out;
+                      for (const char* w : {"attn.bq", "attn.bk", "attn.bv"}) {
+                        const auto v = values_of(p, b + w);
+                        out.insert(out.end(), v.begin(), v.end());
+                      }
+                      return out;
+                    }});
+      matrix(g + "attn_output.weight", b + "attn.wo", C, C);
+      norm(g + "attn_output.bias", b + "attn.bo");
+      norm(g + "ffn_norm.weight", b + "mlp.norm.weight");
+      norm(g + "ffn_norm.bias", b + "mlp.norm.bias");
+      matrix(g + "ffn_up.weight", b + "mlp.w_fc", F, C);
+      norm(g + "ffn_up.bias", b + "mlp.b_fc");
+      matrix(g + "ffn_down.weight", b + "mlp.w_proj", C, F);
+      norm(g + "ffn_down.bias", b + "mlp.b_proj");
+    }
+    norm("output_norm.weight", "final_norm.weight");
+    norm("output_norm.bias", "final_norm.bias");
+    matrix("output.weight", p.find("head.weight") >= 0 ? "head.weight" : "embed.tokens", V, C);
+  }
+  for (int l = 0; l < (gpt2 ? 0 : d.n_layers); ++l) {
     const std::string b = "blocks." + std::to_string(l) + ".", g = "blk." + std::to_string(l) + ".";
     norm(g + "attn_norm.weight", b + "attn.norm.weight");
     matrix(g + "attn_q.weight", b + "attn.wq", H * D, C, H);
@@ -287,24 +326,31 @@ void export_gguf(const AnyModel& m, const std::string& path, const data::Tokeniz
     matrix(g + "ffn_up.weight", b + "mlp.w_up", F, C);
     matrix(g + "ffn_down.weight", b + "mlp.w_down", C, F);
   }
-  norm("output_norm.weight", "final_norm.weight");
-  if (p.find("head.weight") >= 0) matrix("output.weight", "head.weight", V, C);  // absent: tied
+  if (!gpt2) {
+    norm("output_norm.weight", "final_norm.weight");
+    if (p.find("head.weight") >= 0) matrix("output.weight", "head.weight", V, C);  // absent: tied
+  }
 
   Writer w;
-  w.kv_str("general.architecture", "llama");
+  const std::string arch = gpt2 ? "gpt2" : "llama";
+  w.kv_str("general.architecture", arch);
   w.kv_str("general.name", m.name());
   w.kv_u32("general.file_type", matrix_type == Ggml::f32 ? 0 : matrix_type == Ggml::f16 ? 1 : matrix_type == Ggml::q8_0 ? 7 : 32);
   w.kv_u32("general.quantization_version", 2);
-  w.kv_u32("llama.context_length", std::uint32_t(d.max_seq));
-  w.kv_u32("llama.embedding_length", std::uint32_t(C));
-  w.kv_u32("llama.block_count", std::uint32_t(d.n_layers));
-  w.kv_u32("llama.feed_forward_length", std::uint32_t(F));
-  w.kv_u32("llama.attention.head_count", std::uint32_t(H));
-  w.kv_u32("llama.attention.head_count_kv", std::uint32_t(KV));
-  w.kv_f32("llama.rope.freq_base", float(d.rope_base));
-  w.kv_u32("llama.rope.dimension_count", std::uint32_t(D));
-  w.kv_f32("llama.attention.layer_norm_rms_epsilon", float(d.norm_eps));
-  w.kv_u32("llama.vocab_size", std::uint32_t(V));
+  w.kv_u32(arch + ".context_length", std::uint32_t(d.max_seq));
+  w.kv_u32(arch + ".embedding_length", std::uint32_t(C));
+  w.kv_u32(arch + ".block_count", std::uint32_t(d.n_layers));
+  w.kv_u32(arch + ".feed_forward_length", std::uint32_t(F));
+  w.kv_u32(arch + ".attention.head_count", std::uint32_t(H));
+  if (gpt2) {
+    w.kv_f32("gpt2.attention.layer_norm_epsilon", float(d.norm_eps));
+  } else {
+    w.kv_u32("llama.attention.head_count_kv", std::uint32_t(KV));
+    w.kv_f32("llama.rope.freq_base", float(d.rope_base));
+    w.kv_u32("llama.rope.dimension_count", std::uint32_t(D));
+    w.kv_f32("llama.attention.layer_norm_rms_epsilon", float(d.norm_eps));
+  }
+  w.kv_u32(arch + ".vocab_size", std::uint32_t(V));
   w.kv_str("tokenizer.ggml.model", "gpt2");
   w.kv_str("tokenizer.ggml.pre", "gpt-2");
   w.kv_strings("tokenizer.ggml.tokens", tokens);
@@ -537,51 +583,54 @@ GgufModel load_gguf(const std::string& path) {
     return int(v);
   };
   const std::string arch = text("general.architecture");
-  LLMTK_CHECK(arch == "llama", what, "'", path, "' is llama.cpp's '", arch, "' architecture; llmtk reads the 'llama' "
-              "architecture (as llmtk export --gguf writes it)");
+  LLMTK_CHECK(arch == "llama" || arch == "gpt2", what, "'", path, "' is llama.cpp's '", arch, "' architecture; llmtk reads "
+              "the 'llama' and 'gpt2' architectures (as llmtk export --gguf writes them)");
+  const bool gpt2 = arch == "gpt2";
   GgufModel g;
-  g.arch = "llama-tiny";
+  g.arch = gpt2 ? "gpt2" : "llama-tiny";
   Dims d = find_arch(g.arch).dims;
-  d.d_model = count("llama.embedding_length"), d.n_layers = count("llama.block_count");
-  d.d_ff = count("llama.feed_forward_length"), d.n_heads = count("llama.attention.head_count");
-  d.n_kv_heads = meta.contains("llama.attention.head_count_kv") ? count("llama.attention.head_count_kv") : d.n_heads;
-  d.max_seq = count("llama.context_length");
-  d.rope_base = meta.contains("llama.rope.freq_base") ? number("llama.rope.freq_base") : 10000.0;
-  d.norm_eps = number("llama.attention.layer_norm_rms_epsilon");
+  d.d_model = count(arch + ".embedding_length"), d.n_layers = count(arch + ".block_count");
+  d.d_ff = count(arch + ".feed_forward_length"), d.n_heads = count(arch + ".attention.head_count");
+  d.n_kv_heads = meta.contains(arch + ".attention.head_count_kv") ? count(arch + ".attention.head_count_kv") : d.n_heads;
+  d.max_seq = count(arch + ".context_length");
+  if (gpt2) {
+    d.norm_eps = number("gpt2.attention.layer_norm_epsilon"), d.bias = true;
+    LLMTK_CHECK(d.n_kv_heads == d.n_heads, what, "'", path, "': GPT-2 has as many key/value heads as query heads");
+  } else {
+    d.rope_base = meta.contains("llama.rope.freq_base") ? number("llama.rope.freq_base") : 10000.0;
+    d.norm_eps = number("llama.attention.layer_norm_rms_epsilon");
+  }
   LLMTK_CHECK(text("tokenizer.ggml.model") == "gpt2", what, "'", path, "' has the '", text("tokenizer.ggml.model"),
               "' tokenizer model; llmtk reads byte-level BPE ('gpt2')");
   LLMTK_CHECK(meta.contains("tokenizer.ggml.tokens") && meta["tokenizer.ggml.tokens"].is_array(), what, "'", path,
               "' has no tokenizer.ggml.tokens");
   const auto& tok_list = meta["tokenizer.ggml.tokens"];
-  d.vocab = meta.contains("llama.vocab_size") ? count("llama.vocab_size") : int(tok_list.size());
+  d.vocab = meta.contains(arch + ".vocab_size") ? count(arch + ".vocab_size") : int(tok_list.size());
   LLMTK_CHECK(d.n_heads > 0 && d.d_model % d.n_heads == 0 && d.n_heads % d.n_kv_heads == 0, what, "'", path, "': ",
               d.n_heads, " heads (", d.n_kv_heads, " for keys and values) do not tile a width of ", d.d_model);
   LLMTK_CHECK(!meta.contains("llama.rope.dimension_count") || count("llama.rope.dimension_count") == d.head_dim(), what, "'",
               path, "': RoPE over ", meta.value("llama.rope.dimension_count", 0), " of each head's ", d.head_dim(),
               " dimensions; llmtk rotates whole heads");
-  LLMTK_CHECK(!tensors.contains("output.weight"), what, "'", path, "' has an untied head (output.weight); llmtk's llama "
-              "presets tie the head to the token embedding");
+  LLMTK_CHECK(gpt2 || !tensors.contains("output.weight"), what, "'", path, "' has an untied head (output.weight); llmtk's "
+              "llama presets tie the head to the token embedding");
   g.dims = d;
   try {
     g.model = make_model(g.arch, d);  // checks the sizes against the architecture's rules, naming them
   } catch (const std::exception& e) {
-    fail(what, "'", path, "': its sizes do not make a llama-tiny: ", e.what());
+    fail(what, "'", path, "': its sizes do not make a ", g.arch, ": ", e.what());
   }
   g.model->plan(1, 1);
   g.model->allocate();
 
   // The tensors, each converted to f32 in llmtk's layout and written into its parameter.
   std::map<std::uint32_t, int> types;
-  auto load = [&](const std::string& name, const std::string& ours, std::int64_t rope_heads) {
+  // A tensor's values in f32, its extents checked (GGUF lists them innermost first: [out, in] is {in, out}).
+  auto decode = [&](const std::string& name, std::vector<std::uint64_t> want) {
     auto it = tensors.find(name);
     LLMTK_CHECK(it != tensors.end(), what, "'", path, "' has no tensor '", name, "'");
     TensorInfo& t = it->second;
-    const int id = g.model->params().find(ours);
-    const auto& e = g.model->params().entries()[std::size_t(id)];
-    // GGUF's extents are innermost first: [out, in] is {in, out}.
-    std::vector<std::uint64_t> want(e.shape.rbegin(), e.shape.rend());
-    LLMTK_CHECK(t.ne == want, what, "'", path, "': tensor '", name, "' has extents that do not match ", ours, " of this "
-                "model (the metadata's sizes)");
+    std::reverse(want.begin(), want.end());
+    LLMTK_CHECK(t.ne == want, what, "'", path, "': tensor '", name, "' has extents that do not match the metadata's sizes");
     std::vector<char> raw(std::size_t(t.bytes));
     r.seek(data + t.offset);
     r.bytes(raw.data(), t.bytes);
@@ -599,28 +648,70 @@ GgufModel load_gguf(const std::string& path) {
         }
       }
     }
-    if (rope_heads) v = gguf::rope_pairs_half_split(v, rope_heads, d.head_dim(), d.d_model);
-    g.model->params().write(id, v.data());
     t.used = true;
     if (t.ne.size() == 2) ++types[t.type];
+    return v;
+  };
+  auto shape_of = [&](const std::string& ours) {
+    const auto& e = g.model->params().entries()[std::size_t(g.model->params().find(ours))];
+    return std::vector<std::uint64_t>(e.shape.begin(), e.shape.end());
+  };
+  auto load = [&](const std::string& name, const std::string& ours, std::int64_t rope_heads) {
+    auto v = decode(name, shape_of(ours));
+    if (rope_heads) v = gguf::rope_pairs_half_split(v, rope_heads, d.head_dim(), d.d_model);
+    g.model->params().write(g.model->params().find(ours), v.data());
   };
   const std::int64_t H = d.n_heads, KV = d.n_kv_heads;
   load("token_embd.weight", "embed.tokens", 0);
-  for (int l = 0; l < d.n_layers; ++l) {
-    const std::string b = "blocks." + std::to_string(l) + ".", gl = "blk." + std::to_string(l) + ".";
-    load(gl + "attn_norm.weight", b + "attn.norm.weight", 0);
-    load(gl + "attn_q.weight", b + "attn.wq", H);
-    load(gl + "attn_k.weight", b + "attn.wk", KV);
-    load(gl + "attn_v.weight", b + "attn.wv", 0);
-    load(gl + "attn_output.weight", b + "attn.wo", 0);
-    load(gl + "ffn_norm.weight", b + "mlp.norm.weight", 0);
-    load(gl + "ffn_gate.weight", b + "mlp.w_gate", 0);
-    load(gl + "ffn_up.weight", b + "mlp.w_up", 0);
-    load(gl + "ffn_down.weight", b + "mlp.w_down", 0);
+  if (gpt2) {
+    const auto C = std::uint64_t(d.d_model);
+    load("position_embd.weight", "embed.positions", 0);
+    for (int l = 0; l < d.n_layers; ++l) {
+      const std::string b = "blocks." + std::to_string(l) + ".", gl = "blk." + std::to_string(l) + ".";
+      load(gl + "attn_norm.weight", b + "attn.norm.weight", 0);
+      load(gl + "attn_norm.bias", b + "attn.norm.bias", 0);
+      const auto qkv = decode(gl + "attn_qkv.weight", {3 * C, C}), qkv_b = decode(gl + "attn_qkv.bias", {3 * C});
+      const char* ws[] = {"attn.wq", "attn.wk", "attn.wv"};
+      const char* bs[] = {"attn.bq", "attn.bk", "attn.bv"};
+      for (std::size_t k = 0; k < 3; ++k) {
+        g.model->params().write(g.model->params().find(b + ws[k]), qkv.data() + k * C * C);
+        g.model->params().write(g.model->params().find(b + bs[k]), qkv_b.data() + k * C);
+      }
+      load(gl + "attn_output.weight", b + "attn.wo", 0);
+      load(gl + "attn_output.bias", b + "attn.bo", 0);
+      load(gl + "ffn_norm.weight", b + "mlp.norm.weight", 0);
+      load(gl + "ffn_norm.bias", b + "mlp.norm.bias", 0);
+      load(gl + "ffn_up.weight", b + "mlp.w_fc", 0);
+      load(gl + "ffn_up.bias", b + "mlp.b_fc", 0);
+      load(gl + "ffn_down.weight", b + "mlp.w_proj", 0);
+      load(gl + "ffn_down.bias", b + "mlp.b_proj", 0);
+    }
+    load("output_norm.weight", "final_norm.weight", 0);
+    load("output_norm.bias", "final_norm.bias", 0);
+    // The head: GPT-2's is tied, so output.weight must hold the embedding again.
+    if (tensors.contains("output.weight")) {
+      const auto out = decode("output.weight", shape_of("embed.tokens")), emb = decode("token_embd.weight", shape_of("embed.tokens"));
+      LLMTK_CHECK(out == emb, what, "'", path, "' has an output.weight that differs from token_embd.weight (an untied head); "
+                  "llmtk's gpt2 preset ties the head to the token embedding");
+      --types[tensors["output.weight"].type], --types[tensors["token_embd.weight"].type];  // counted once each
+    }
+  } else {
+    for (int l = 0; l < d.n_layers; ++l) {
+      const std::string b = "blocks." + std::to_string(l) + ".", gl = "blk." + std::to_string(l) + ".";
+      load(gl + "attn_norm.weight", b + "attn.norm.weight", 0);
+      load(gl + "attn_q.weight", b + "attn.wq", H);
+      load(gl + "attn_k.weight", b + "attn.wk", KV);
+      load(gl + "attn_v.weight", b + "attn.wv", 0);
+      load(gl + "attn_output.weight", b + "attn.wo", 0);
+      load(gl + "ffn_norm.weight", b + "mlp.norm.weight", 0);
+      load(gl + "ffn_gate.weight", b + "mlp.w_gate", 0);
+      load(gl + "ffn_up.weight", b + "mlp.w_up", 0);
+      load(gl + "ffn_down.weight", b + "mlp.w_down", 0);
+    }
+    load("output_norm.weight", "final_norm.weight", 0);
   }
-  load("output_norm.weight", "final_norm.weight", 0);
   for (const auto& [name, t] : tensors)
-    LLMTK_CHECK(t.used, what, "'", path, "' has the tensor '", name, "', which llama-tiny at these sizes does not have");
+    LLMTK_CHECK(t.used, what, "'", path, "' has the tensor '", name, "', which ", g.arch, " at these sizes does not have");
   const std::uint32_t main_type = types.empty() ? 0 : std::max_element(types.begin(), types.end(), [](auto& a, auto& b) {
     return a.second < b.second;
   })->first;

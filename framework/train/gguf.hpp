@@ -1,7 +1,9 @@
 // GGUF export: the file llama.cpp (and everything built on it: Ollama, LM Studio, node-llama-cpp)
 // loads. A Llama-style model (RMSNorm, GQA with RoPE, SwiGLU, pre-norm; tied or untied head) is
-// written as llama.cpp's "llama" architecture with its hyper-parameters and the byte-level BPE
-// tokenizer in the metadata, so the one file is the whole model.
+// written as llama.cpp's "llama" architecture, a GPT-2-style one (learned positions, LayerNorm
+// and biases, GELU) as its "gpt2" architecture (q, k and v fused into attn_qkv, the tied head
+// written out as output.weight, as llama.cpp's converter does), each with its hyper-parameters
+// and the byte-level BPE tokenizer in the metadata, so the one file is the whole model.
 //
 // Two layouts differ from llmtk's. GGUF lists a tensor's extents innermost first, so a [out, in]
 // weight is declared {in, out} with its bytes unchanged. And llama.cpp's "llama" RoPE rotates
@@ -37,10 +39,10 @@ inline constexpr std::string_view kGgufTypes[] = {"f32", "f16", "bf16", "q8_0"};
 void export_gguf(const AnyModel& model, const std::string& path, const data::Tokenizer& tokenizer,
                  std::string_view type, const data::ChatTemplate* chat = nullptr);
 
-// Reads a GGUF file of llama.cpp's "llama" architecture (as export_gguf writes it: f32, f16,
-// bf16 or q8_0 tensors, a tied head, the "gpt2" byte-level BPE tokenizer) back into a model —
-// "llama-tiny" at the file's sizes, the q/k rows returned to half-split RoPE order — and its
-// tokenizer. A hostile file ends with an error naming the file and what is wrong: every count,
+// Reads a GGUF file of llama.cpp's "llama" or "gpt2" architecture (as export_gguf writes it: f32,
+// f16, bf16 or q8_0 tensors, a tied head, the "gpt2" byte-level BPE tokenizer) back into a model —
+// "llama-tiny" (the q/k rows returned to half-split RoPE order) or "gpt2" at the file's sizes —
+// and its tokenizer. A hostile file ends with an error naming the file and what is wrong: every count,
 // length and offset is checked against the file's size before anything is allocated.
 struct GgufModel {
   std::unique_ptr<AnyModel> model;

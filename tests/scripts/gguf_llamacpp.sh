@@ -31,7 +31,7 @@ trap 'rm -rf "$work"' EXIT
 cd "$work"
 bible -l 1000 Genesis1:1-Exodus40:38 > text.txt
 "$llmtk" data prepare "$root/recipes/data/kjv.toml" --input text.txt --out data --vocab-size 300 > /dev/null
-# Rows of 64 and 96 (multiples of 32, as q8_0 needs), GQA with 2 kv heads, the tied head of llama-tiny.
+# Llama: rows of 64 and 96 (multiples of 32, as q8_0 needs), GQA with 2 kv heads, the tied head of llama-tiny.
 "$llmtk" train "$root/recipes/quickstart.toml" --set model.arch=llama-tiny --set data.dir="$work/data" \
   --set model.vocab=300 --set model.d_model=64 --set model.n_layers=2 --set model.n_heads=4 --set model.n_kv_heads=2 \
   --set model.d_ff=96 --set model.max_seq=64 --set train.batch=8 --set train.seq=64 --set train.steps=400 \
@@ -64,5 +64,19 @@ for spec in "f32 1e-4 exact" "f16 5e-3 skip" "bf16 2e-2 skip" "q8_0 5e-2 skip"; 
   "$llmtk" export run --gguf "model-$type.gguf" --type "$type" > /dev/null
   echo "== $type ($(stat -c %s "model-$type.gguf") bytes)"
   node "$node_dir/check_llamacpp.mjs" "$work/model-$type.gguf" strings.jsonl ids.jsonl generate.json "$tol" "$greedy" || status=1
+done
+# GPT-2 (llama.cpp's gpt2 architecture): learned positions, LayerNorm with biases, fused q|k|v, GELU.
+"$llmtk" train "$root/recipes/quickstart.toml" --set model.arch=gpt2-tiny --set data.dir="$work/data" \
+  --set model.vocab=300 --set model.d_model=64 --set model.n_layers=2 --set model.n_heads=4 --set model.n_kv_heads=4 \
+  --set model.bias=true --set model.d_ff=128 --set model.max_seq=64 --set train.batch=8 --set train.seq=64 \
+  --set train.steps=200 --set schedule.warmup=5 --set eval.every=0 --set eval.batches=1 --set log.sample_prompt= \
+  --set train.threads=1 --run-dir run-gpt2 > train-gpt2.txt || { cat train-gpt2.txt; exit 1; }
+"$llmtk" generate run-gpt2 --prompt "And the LORD said unto Moses" --temperature 0 --max-tokens 32 --json > generate-gpt2.json
+# f32 to 3e-4: ggml computes GELU through a table of f16 values (6e-5 measured), where llmtk evaluates tanh.
+for spec in "f32 3e-4 exact" "q8_0 5e-2 skip"; do
+  read -r type tol greedy <<< "$spec"
+  "$llmtk" export run-gpt2 --gguf "gpt2-$type.gguf" --type "$type" > /dev/null
+  echo "== gpt2 $type ($(stat -c %s "gpt2-$type.gguf") bytes)"
+  node "$node_dir/check_llamacpp.mjs" "$work/gpt2-$type.gguf" strings.jsonl ids.jsonl generate-gpt2.json "$tol" "$greedy" || status=1
 done
 exit $status
