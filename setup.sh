@@ -21,6 +21,9 @@ preset=default
 # the ci preset's settings (warnings as errors).
 cmake --preset "$preset" > /dev/null
 cmake --build build -j2 --target llmtk
+# llama.cpp (npm's node-llama-cpp, prebuilt) for the test that runs GGUF exports in it; where it
+# cannot be had here that test skips, saying why, and nothing else needs it.
+tools/install-llamacpp.sh || true
 
 if ((run)); then
   # The default corpus: the King James Bible from Debian's bible-kjv (public domain), one verse

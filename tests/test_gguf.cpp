@@ -146,6 +146,55 @@ TEST_CASE("GGUF read back, GPT-2 (llama.cpp's gpt2 architecture): fused q|k|v, b
   }
 }
 
+TEST_CASE("GGUF read back, mixture of experts: the router, stacked experts, tied and untied heads", "[gguf][moe]") {
+  const auto tok = data::load_tokenizer(corpus() + "/tokenizer.json");
+  for (const char* arch : {"moe-tiny", "mixtral-8x7b"}) {  // tied head, untied head (output.weight)
+    INFO(arch);
+    Dims d = find_arch(arch).dims.with("moe_experts", 4).with("moe_top_k", 2);
+    d.d_model = 32, d.n_layers = 2, d.n_heads = 4, d.n_kv_heads = 2, d.d_ff = 64, d.vocab = tok->vocab_size(), d.max_seq = 16;
+    auto m = make_model(arch, d);
+    m->plan(1, 8);
+    m->init(11);
+    const auto dir = tmp(std::string("gguf-") + arch);
+    for (const char* type : {"f32", "q8_0"}) {
+      INFO(type);
+      const auto path = (dir / (std::string(type) + ".gguf")).string();
+      train::export_gguf(*m, path, *tok, type);
+      const auto g = train::load_gguf(path);
+      CHECK(g.arch == arch);
+      CHECK(g.type == type);
+      CHECK(g.dims.get_int("moe_experts") == 4);
+      CHECK(g.dims.get_int("moe_top_k") == 2);
+      REQUIRE(g.model->params().entries().size() == m->params().entries().size());
+      for (const auto& e : m->params().entries()) {
+        INFO(e.name);
+        std::vector<float> a(std::size_t(e.numel)), b(a.size());
+        m->params().read(m->params().find(e.name), a.data());
+        g.model->params().read(g.model->params().find(e.name), b.data());
+        // f32 exactly; in q8_0 vectors and the routers stay f32, the rest within half a step.
+        if (std::string(type) == "f32" || e.shape.size() == 1 || e.name.ends_with("w_router")) {
+          CHECK(a == b);
+        } else {
+          double worst = 0;
+          for (std::size_t i = 0; i < a.size(); ++i) worst = std::max(worst, std::abs(double(a[i]) - double(b[i])));
+          CHECK(worst <= 0.5 * 0.1 / 127);
+        }
+      }
+    }
+    // The f32 file computes the same logits.
+    const auto g = train::load_gguf((dir / "f32.gguf").string());
+    g.model->plan(1, 8);
+    std::vector<std::int32_t> ids = {1, 5, 9, 2, 7, 3, 8, 4};
+    const TensorRef ti(ids.data(), DType::i32, {1, 8});
+    std::vector<float> a(std::size_t(8 * d.vocab)), b(a.size());
+    const TensorRef la = m->forward({ti, {}, {}});
+    copy_bytes(a.data(), Device::host, la.data, la.device, a.size() * 4);
+    const TensorRef lb = g.model->forward({ti, {}, {}});
+    copy_bytes(b.data(), Device::host, lb.data, lb.device, b.size() * 4);
+    CHECK(a == b);
+  }
+}
+
 TEST_CASE("GGUF read: a damaged or hostile file is an error naming the file, never a crash", "[gguf][errors]") {
   auto e = exported_model();
   const auto good = (e.dir / "good.gguf").string();

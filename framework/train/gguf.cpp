@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <vector>
 
+#include "../core/durable.hpp"
 #include "../core/error.hpp"
 #include "../data/bpe.hpp"
 #include "../models/registry.hpp"
@@ -187,6 +188,97 @@ std::vector<float> values_of(const Arena& p, const std::string& name) {
   return std::vector<float>(t.f32(), t.f32() + t.numel());
 }
 
+// One tensor of the file and the llmtk parameters it holds, the one table the writer and the reader
+// both follow. Most hold one parameter; GPT-2's attn_qkv concatenates q, k and v along the rows, and
+// an MoE layer's ffn_{gate,up,down}_exps stack the experts' matrices along a new outer dimension (a
+// 3-d tensor, as llama.cpp's Mixtral layout). rope_heads > 0: each part's rows of that many heads
+// are reordered for llama.cpp's RoPE pairs. Vectors (norms, biases) and MoE routers stay f32 (as
+// llama.cpp's converter keeps them); matrices take the export's type.
+struct Slot {
+  std::string name;
+  std::vector<std::string> ours;
+  bool stacked = false;
+  bool in_type = false;
+  std::int64_t rope_heads = 0;
+};
+
+// The tensors of a model of the family "gpt2" (llama.cpp's gpt2 architecture), "llama" or "mixtral"
+// (its llama architecture, without and with experts) at sizes d; `untied`: it has its own head.weight.
+std::vector<Slot> layout(const Dims& d, const std::string& family, bool untied) {
+  const bool gpt2 = family == "gpt2", moe = family == "mixtral";
+  std::vector<Slot> s;
+  auto vec = [&](std::string name, std::string ours) { s.push_back({std::move(name), {std::move(ours)}}); };
+  auto mat = [&](std::string name, std::vector<std::string> ours, std::int64_t rope_heads = 0) {
+    s.push_back({std::move(name), std::move(ours), false, true, rope_heads});
+  };
+  mat("token_embd.weight", {"embed.tokens"});
+  if (gpt2) mat("position_embd.weight", {"embed.positions"});
+  for (int l = 0; l < d.n_layers; ++l) {
+    const std::string b = "blocks." + std::to_string(l) + ".", g = "blk." + std::to_string(l) + ".";
+    vec(g + "attn_norm.weight", b + "attn.norm.weight");
+    if (gpt2) {
+      vec(g + "attn_norm.bias", b + "attn.norm.bias");
+      mat(g + "attn_qkv.weight", {b + "attn.wq", b + "attn.wk", b + "attn.wv"});
+      s.push_back({g + "attn_qkv.bias", {b + "attn.bq", b + "attn.bk", b + "attn.bv"}});
+      mat(g + "attn_output.weight", {b + "attn.wo"});
+      vec(g + "attn_output.bias", b + "attn.bo");
+      vec(g + "ffn_norm.weight", b + "mlp.norm.weight");
+      vec(g + "ffn_norm.bias", b + "mlp.norm.bias");
+      mat(g + "ffn_up.weight", {b + "mlp.w_fc"});
+      vec(g + "ffn_up.bias", b + "mlp.b_fc");
+      mat(g + "ffn_down.weight", {b + "mlp.w_proj"});
+      vec(g + "ffn_down.bias", b + "mlp.b_proj");
+      continue;
+    }
+    mat(g + "attn_q.weight", {b + "attn.wq"}, d.n_heads);
+    mat(g + "attn_k.weight", {b + "attn.wk"}, d.n_kv_heads);
+    mat(g + "attn_v.weight", {b + "attn.wv"});
+    mat(g + "attn_output.weight", {b + "attn.wo"});
+    vec(g + "ffn_norm.weight", b + "mlp.norm.weight");
+    if (moe) {
+      vec(g + "ffn_gate_inp.weight", b + "mlp.w_router");
+      for (const char* w : {"gate", "up", "down"}) {
+        Slot e{g + "ffn_" + w + "_exps.weight", {}, true, true};
+        for (int x = 0; x < d.get_int("moe_experts"); ++x)
+          e.ours.push_back(b + "mlp.experts." + std::to_string(x) + ".w_" + w);
+        s.push_back(std::move(e));
+      }
+    } else {
+      mat(g + "ffn_gate.weight", {b + "mlp.w_gate"});
+      mat(g + "ffn_up.weight", {b + "mlp.w_up"});
+      mat(g + "ffn_down.weight", {b + "mlp.w_down"});
+    }
+  }
+  vec("output_norm.weight", "final_norm.weight");
+  if (gpt2) vec("output_norm.bias", "final_norm.bias");
+  // llama.cpp's gpt2 reads output.weight always (a copy of a tied embedding); its llama ties the
+  // head to token_embd when output.weight is absent.
+  if (untied || gpt2) mat("output.weight", {untied ? "head.weight" : "embed.tokens"});
+  return s;
+}
+
+// A slot's extents in llmtk's row-major order (outermost first), from its parts' shapes in `p`.
+std::vector<std::int64_t> slot_shape(const Arena& p, const Slot& s, const char* what) {
+  std::vector<std::int64_t> shape;
+  for (const auto& name : s.ours) {
+    const int id = p.find(name);
+    LLMTK_CHECK(id >= 0, what, "internal: no parameter '", name, "' for ", s.name);
+    const auto& e = p.entries()[std::size_t(id)];
+    std::vector<std::int64_t> part(e.shape.begin(), e.shape.end());
+    if (shape.empty()) {
+      shape = part;
+      if (s.stacked) shape.insert(shape.begin(), 1);
+      continue;
+    }
+    const bool same = s.stacked ? std::equal(part.begin(), part.end(), shape.begin() + 1, shape.end())
+                                : std::equal(part.begin() + 1, part.end(), shape.begin() + 1, shape.end());
+    LLMTK_CHECK(same && part.size() + (s.stacked ? 1 : 0) == shape.size(), what, "internal: the parts of ", s.name,
+                " differ in shape");
+    shape[0] += s.stacked ? 1 : part[0];
+  }
+  return shape;
+}
+
 }  // namespace
 
 void export_gguf(const AnyModel& m, const std::string& path, const data::Tokenizer& tok, std::string_view type,
@@ -195,8 +287,6 @@ void export_gguf(const AnyModel& m, const std::string& path, const data::Tokeniz
   LLMTK_CHECK(std::find(std::begin(kGgufTypes), std::end(kGgufTypes), type) != std::end(kGgufTypes), kCommand,
               "--type ", type, " is not one of f32, f16, bf16, q8_0");
   const std::string family = model_family(m, kCommand, "GGUF's gpt2 architecture", "llama.cpp's llama architecture");
-  LLMTK_CHECK(family != "mixtral", kCommand, "model '", m.name(), "' is a mixture of experts; this export writes the "
-              "Llama family only so far (export --hf writes it as MixtralForCausalLM)");
   const bool gpt2 = family == "gpt2";  // llama.cpp's "gpt2" architecture; otherwise its "llama"
   LLMTK_CHECK(gpt2 || m.has_tag("swiglu"), kCommand, "model '", m.name(), "' has GeGLU; llama.cpp's llama architecture "
               "computes SwiGLU (silu), so the file would compute something else; nothing was written");
@@ -259,76 +349,24 @@ void export_gguf(const AnyModel& m, const std::string& path, const data::Tokeniz
   Arena host;
   if (m.params().device() != Device::host) host = m.params().host_copy();
   const Arena& p = m.params().device() == Device::host ? m.params() : host;
-  const std::int64_t C = d.d_model, F = d.d_ff, D = d.head_dim(), H = d.n_heads, KV = d.n_kv_heads;
   std::vector<Tensor> ts;
-  // rope_heads > 0: the rows of that many heads reordered for llama.cpp's RoPE pairs.
-  auto matrix = [&](std::string name, std::string ours, std::int64_t out, std::int64_t in, std::int64_t rope_heads = 0) {
-    LLMTK_CHECK(p.find(ours) >= 0, kCommand, "internal: no parameter '", ours, "'");
-    ts.push_back({std::move(name), {in, out}, matrix_type, [&p, ours, rope_heads, D, in] {
-                    auto v = values_of(p, ours);
-                    return rope_heads ? rope_pairs_adjacent(v, rope_heads, D, in) : v;
+  const std::int64_t D = d.head_dim();
+  for (const Slot& slot : layout(d, family, p.find("head.weight") >= 0)) {
+    std::vector<std::int64_t> ne = slot_shape(p, slot, kCommand);
+    std::reverse(ne.begin(), ne.end());  // GGUF lists extents innermost first
+    const Ggml t = slot.in_type ? matrix_type : Ggml::f32;
+    LLMTK_CHECK(t != Ggml::q8_0 || ne[0] % 32 == 0, kCommand, "q8_0 quantizes rows in blocks of 32, and the rows of ",
+                slot.name, " (", slot.ours[0], ") have ", ne[0], " values; use --type f16 or f32, or sizes that are "
+                "multiples of 32");
+    ts.push_back({slot.name, ne, t, [&p, slot, D] {
+                    std::vector<float> out;
+                    for (const auto& name : slot.ours) {
+                      auto v = values_of(p, name);
+                      if (slot.rope_heads) v = rope_pairs_adjacent(v, slot.rope_heads, D, std::int64_t(v.size()) / (slot.rope_heads * D));
+                      out.insert(out.end(), v.begin(), v.end());
+                    }
+                    return out;
                   }});
-  };
-  // Norm weights and biases: vectors, always f32.
-  auto norm = [&](std::string name, std::string ours) {
-    LLMTK_CHECK(p.find(ours) >= 0, kCommand, "internal: no parameter '", ours, "'");
-    const std::int64_t n = p.entries()[std::size_t(p.find(ours))].numel;
-    ts.push_back({std::move(name), {n}, Ggml::f32, [&p, ours] { return values_of(p, ours); }});
-  };
-  matrix("token_embd.weight", "embed.tokens", V, C);
-  if (gpt2) {
-    // GPT-2 (llama.cpp's gpt2 architecture, as its convert_hf_to_gguf.py writes GPT2LMHeadModel):
-    // learned positions, LayerNorm with biases, one fused q|k|v map, GELU (tanh) feed-forward,
-    // and the head written out as output.weight (a copy of the tied embedding).
-    matrix("position_embd.weight", "embed.positions", d.max_seq, C);
-    for (int l = 0; l < d.n_layers; ++l) {
-      const std::string b = "blocks." + std::to_string(l) + ".", g = "blk." + std::to_string(l) + ".";
-      norm(g + "attn_norm.weight", b + "attn.norm.weight");
-      norm(g + "attn_norm.bias", b + "attn.norm.bias");
-      ts.push_back({g + "attn_qkv.weight", {C, 3 * C}, matrix_type, [&p, b] {
-                      std::vector<float> out;
-                      for (const char* w : {"attn.wq", "attn.wk", "attn.wv"}) {
-                        const auto v = values_of(p, b + w);
-                        out.insert(out.end(), v.begin(), v.end());
-                      }
-                      return out;
-                    }});
-      ts.push_back({g + "attn_qkv.bias", {3 * C}, Ggml::f32, [&p, b] {
-                      std::vector<float> out;
-                      for (const char* w : {"attn.bq", "attn.bk", "attn.bv"}) {
-                        const auto v = values_of(p, b + w);
-                        out.insert(out.end(), v.begin(), v.end());
-                      }
-                      return out;
-                    }});
-      matrix(g + "attn_output.weight", b + "attn.wo", C, C);
-      norm(g + "attn_output.bias", b + "attn.bo");
-      norm(g + "ffn_norm.weight", b + "mlp.norm.weight");
-      norm(g + "ffn_norm.bias", b + "mlp.norm.bias");
-      matrix(g + "ffn_up.weight", b + "mlp.w_fc", F, C);
-      norm(g + "ffn_up.bias", b + "mlp.b_fc");
-      matrix(g + "ffn_down.weight", b + "mlp.w_proj", C, F);
-      norm(g + "ffn_down.bias", b + "mlp.b_proj");
-    }
-    norm("output_norm.weight", "final_norm.weight");
-    norm("output_norm.bias", "final_norm.bias");
-    matrix("output.weight", p.find("head.weight") >= 0 ? "head.weight" : "embed.tokens", V, C);
-  }
-  for (int l = 0; l < (gpt2 ? 0 : d.n_layers); ++l) {
-    const std::string b = "blocks." + std::to_string(l) + ".", g = "blk." + std::to_string(l) + ".";
-    norm(g + "attn_norm.weight", b + "attn.norm.weight");
-    matrix(g + "attn_q.weight", b + "attn.wq", H * D, C, H);
-    matrix(g + "attn_k.weight", b + "attn.wk", KV * D, C, KV);
-    matrix(g + "attn_v.weight", b + "attn.wv", KV * D, C);
-    matrix(g + "attn_output.weight", b + "attn.wo", C, H * D);
-    norm(g + "ffn_norm.weight", b + "mlp.norm.weight");
-    matrix(g + "ffn_gate.weight", b + "mlp.w_gate", F, C);
-    matrix(g + "ffn_up.weight", b + "mlp.w_up", F, C);
-    matrix(g + "ffn_down.weight", b + "mlp.w_down", C, F);
-  }
-  if (!gpt2) {
-    norm("output_norm.weight", "final_norm.weight");
-    if (p.find("head.weight") >= 0) matrix("output.weight", "head.weight", V, C);  // absent: tied
   }
 
   Writer w;
@@ -338,19 +376,23 @@ void export_gguf(const AnyModel& m, const std::string& path, const data::Tokeniz
   w.kv_u32("general.file_type", matrix_type == Ggml::f32 ? 0 : matrix_type == Ggml::f16 ? 1 : matrix_type == Ggml::q8_0 ? 7 : 32);
   w.kv_u32("general.quantization_version", 2);
   w.kv_u32(arch + ".context_length", std::uint32_t(d.max_seq));
-  w.kv_u32(arch + ".embedding_length", std::uint32_t(C));
+  w.kv_u32(arch + ".embedding_length", std::uint32_t(d.d_model));
   w.kv_u32(arch + ".block_count", std::uint32_t(d.n_layers));
-  w.kv_u32(arch + ".feed_forward_length", std::uint32_t(F));
-  w.kv_u32(arch + ".attention.head_count", std::uint32_t(H));
+  w.kv_u32(arch + ".feed_forward_length", std::uint32_t(d.d_ff));  // each expert's, in an MoE
+  w.kv_u32(arch + ".attention.head_count", std::uint32_t(d.n_heads));
   if (gpt2) {
     w.kv_f32("gpt2.attention.layer_norm_epsilon", float(d.norm_eps));
   } else {
-    w.kv_u32("llama.attention.head_count_kv", std::uint32_t(KV));
+    w.kv_u32("llama.attention.head_count_kv", std::uint32_t(d.n_kv_heads));
     w.kv_f32("llama.rope.freq_base", float(d.rope_base));
     w.kv_u32("llama.rope.dimension_count", std::uint32_t(D));
     w.kv_f32("llama.attention.layer_norm_rms_epsilon", float(d.norm_eps));
   }
-  w.kv_u32(arch + ".vocab_size", std::uint32_t(V));
+  if (family == "mixtral") {  // llama.cpp routes as Mixtral: softmax, top-k, the k weights renormalised
+    w.kv_u32("llama.expert_count", std::uint32_t(d.get_int("moe_experts")));
+    w.kv_u32("llama.expert_used_count", std::uint32_t(d.get_int("moe_top_k")));
+  }
+  w.kv_u32(arch + ".vocab_size", std::uint32_t(d.vocab));
   w.kv_str("tokenizer.ggml.model", "gpt2");
   w.kv_str("tokenizer.ggml.pre", "gpt-2");
   w.kv_strings("tokenizer.ggml.tokens", tokens);
@@ -386,9 +428,8 @@ void export_gguf(const AnyModel& m, const std::string& path, const data::Tokeniz
     }
   } cleanup{tmp};
   {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    LLMTK_CHECK(out.good(), kCommand, "cannot write '", tmp.string(), "'");
-    auto write = [&](const void* data, std::size_t n) { out.write(static_cast<const char*>(data), std::streamsize(n)); };
+    durable::OutFile out(tmp.string(), kCommand);  // every write checked: a full disk is an error naming the file
+    auto write = [&](const void* data, std::size_t n) { out.write(data, n); };
     auto pad_to = [&](std::uint64_t at) {
       static const char zeros[kAlignment] = {};
       write(zeros, std::size_t(padded(at) - at));
@@ -404,8 +445,7 @@ void export_gguf(const AnyModel& m, const std::string& path, const data::Tokeniz
       write(bytes.data(), bytes.size());
       pad_to(bytes.size());
     }
-    out.flush();
-    LLMTK_CHECK(out.good(), kCommand, "writing '", tmp.string(), "' failed (disk full?); nothing was written at '", path, "'");
+    out.commit();
   }
   fs::rename(tmp, final_path);
   cleanup.done = true;
@@ -585,9 +625,14 @@ GgufModel load_gguf(const std::string& path) {
   const std::string arch = text("general.architecture");
   LLMTK_CHECK(arch == "llama" || arch == "gpt2", what, "'", path, "' is llama.cpp's '", arch, "' architecture; llmtk reads "
               "the 'llama' and 'gpt2' architectures (as llmtk export --gguf writes them)");
-  const bool gpt2 = arch == "gpt2";
+  const bool gpt2 = arch == "gpt2", moe = !gpt2 && meta.contains("llama.expert_count");
+  const bool untied = tensors.contains("output.weight") && !gpt2;
+  LLMTK_CHECK(moe || !untied, what, "'", path, "' has an untied head (output.weight); llmtk's llama presets tie the head to "
+              "the token embedding (its untied Llama-style presets are mixtures of experts)");
   GgufModel g;
-  g.arch = gpt2 ? "gpt2" : "llama-tiny";
+  // The preset of each family, at the file's sizes; an MoE's by its head (as a Mixtral directory reads).
+  g.arch = gpt2 ? "gpt2" : moe ? (untied ? "mixtral-8x7b" : "moe-tiny") : "llama-tiny";
+  const std::string family = gpt2 ? "gpt2" : moe ? "mixtral" : "llama";
   Dims d = find_arch(g.arch).dims;
   d.d_model = count(arch + ".embedding_length"), d.n_layers = count(arch + ".block_count");
   d.d_ff = count(arch + ".feed_forward_length"), d.n_heads = count(arch + ".attention.head_count");
@@ -600,6 +645,11 @@ GgufModel load_gguf(const std::string& path) {
     d.rope_base = meta.contains("llama.rope.freq_base") ? number("llama.rope.freq_base") : 10000.0;
     d.norm_eps = number("llama.attention.layer_norm_rms_epsilon");
   }
+  if (moe) {
+    d.set("moe_experts", count("llama.expert_count")), d.set("moe_top_k", count("llama.expert_used_count"));
+    LLMTK_CHECK(d.get("moe_top_k") <= d.get("moe_experts"), what, "'", path, "': llama.expert_used_count ",
+                d.get_int("moe_top_k"), " is more than llama.expert_count ", d.get_int("moe_experts"));
+  }
   LLMTK_CHECK(text("tokenizer.ggml.model") == "gpt2", what, "'", path, "' has the '", text("tokenizer.ggml.model"),
               "' tokenizer model; llmtk reads byte-level BPE ('gpt2')");
   LLMTK_CHECK(meta.contains("tokenizer.ggml.tokens") && meta["tokenizer.ggml.tokens"].is_array(), what, "'", path,
@@ -611,8 +661,6 @@ GgufModel load_gguf(const std::string& path) {
   LLMTK_CHECK(!meta.contains("llama.rope.dimension_count") || count("llama.rope.dimension_count") == d.head_dim(), what, "'",
               path, "': RoPE over ", meta.value("llama.rope.dimension_count", 0), " of each head's ", d.head_dim(),
               " dimensions; llmtk rotates whole heads");
-  LLMTK_CHECK(gpt2 || !tensors.contains("output.weight"), what, "'", path, "' has an untied head (output.weight); llmtk's "
-              "llama presets tie the head to the token embedding");
   g.dims = d;
   try {
     g.model = make_model(g.arch, d);  // checks the sizes against the architecture's rules, naming them
@@ -649,66 +697,34 @@ GgufModel load_gguf(const std::string& path) {
       }
     }
     t.used = true;
-    if (t.ne.size() == 2) ++types[t.type];
+    if (t.ne.size() >= 2) ++types[t.type];  // matrices and stacked experts
     return v;
   };
-  auto shape_of = [&](const std::string& ours) {
-    const auto& e = g.model->params().entries()[std::size_t(g.model->params().find(ours))];
-    return std::vector<std::uint64_t>(e.shape.begin(), e.shape.end());
-  };
-  auto load = [&](const std::string& name, const std::string& ours, std::int64_t rope_heads) {
-    auto v = decode(name, shape_of(ours));
-    if (rope_heads) v = gguf::rope_pairs_half_split(v, rope_heads, d.head_dim(), d.d_model);
-    g.model->params().write(g.model->params().find(ours), v.data());
-  };
-  const std::int64_t H = d.n_heads, KV = d.n_kv_heads;
-  load("token_embd.weight", "embed.tokens", 0);
-  if (gpt2) {
-    const auto C = std::uint64_t(d.d_model);
-    load("position_embd.weight", "embed.positions", 0);
-    for (int l = 0; l < d.n_layers; ++l) {
-      const std::string b = "blocks." + std::to_string(l) + ".", gl = "blk." + std::to_string(l) + ".";
-      load(gl + "attn_norm.weight", b + "attn.norm.weight", 0);
-      load(gl + "attn_norm.bias", b + "attn.norm.bias", 0);
-      const auto qkv = decode(gl + "attn_qkv.weight", {3 * C, C}), qkv_b = decode(gl + "attn_qkv.bias", {3 * C});
-      const char* ws[] = {"attn.wq", "attn.wk", "attn.wv"};
-      const char* bs[] = {"attn.bq", "attn.bk", "attn.bv"};
-      for (std::size_t k = 0; k < 3; ++k) {
-        g.model->params().write(g.model->params().find(b + ws[k]), qkv.data() + k * C * C);
-        g.model->params().write(g.model->params().find(b + bs[k]), qkv_b.data() + k * C);
+  // Each slot's parts written into their parameters; a parameter that two slots hold (GPT-2's tied
+  // head, written out as output.weight) must get the same values from both.
+  Arena& params = g.model->params();
+  const std::vector<Slot> slots = layout(d, family, untied);
+  std::map<std::string, int> holders;
+  for (const Slot& slot : slots)
+    for (const auto& ours : slot.ours) ++holders[ours];
+  std::map<std::string, std::vector<float>> written;  // those held twice, as first read
+  for (const Slot& slot : slots) {
+    const std::vector<std::int64_t> shape = slot_shape(params, slot, what);
+    const auto v = decode(slot.name, std::vector<std::uint64_t>(shape.begin(), shape.end()));
+    const std::size_t n = v.size() / slot.ours.size();
+    for (std::size_t k = 0; k < slot.ours.size(); ++k) {
+      std::vector<float> part(v.begin() + std::ptrdiff_t(k * n), v.begin() + std::ptrdiff_t((k + 1) * n));
+      if (slot.rope_heads)
+        part = gguf::rope_pairs_half_split(part, slot.rope_heads, d.head_dim(), std::int64_t(n) / (slot.rope_heads * d.head_dim()));
+      const std::string& ours = slot.ours[k];
+      if (auto it = written.find(ours); it != written.end()) {
+        LLMTK_CHECK(it->second == part, what, "'", path, "' has a ", slot.name, " that differs from the tensor holding '", ours,
+                    "' (an untied head); llmtk's ", g.arch, " preset ties the head to the token embedding");
+        continue;
       }
-      load(gl + "attn_output.weight", b + "attn.wo", 0);
-      load(gl + "attn_output.bias", b + "attn.bo", 0);
-      load(gl + "ffn_norm.weight", b + "mlp.norm.weight", 0);
-      load(gl + "ffn_norm.bias", b + "mlp.norm.bias", 0);
-      load(gl + "ffn_up.weight", b + "mlp.w_fc", 0);
-      load(gl + "ffn_up.bias", b + "mlp.b_fc", 0);
-      load(gl + "ffn_down.weight", b + "mlp.w_proj", 0);
-      load(gl + "ffn_down.bias", b + "mlp.b_proj", 0);
+      params.write(params.find(ours), part.data());
+      if (holders[ours] > 1) written.emplace(ours, std::move(part));
     }
-    load("output_norm.weight", "final_norm.weight", 0);
-    load("output_norm.bias", "final_norm.bias", 0);
-    // The head: GPT-2's is tied, so output.weight must hold the embedding again.
-    if (tensors.contains("output.weight")) {
-      const auto out = decode("output.weight", shape_of("embed.tokens")), emb = decode("token_embd.weight", shape_of("embed.tokens"));
-      LLMTK_CHECK(out == emb, what, "'", path, "' has an output.weight that differs from token_embd.weight (an untied head); "
-                  "llmtk's gpt2 preset ties the head to the token embedding");
-      --types[tensors["output.weight"].type], --types[tensors["token_embd.weight"].type];  // counted once each
-    }
-  } else {
-    for (int l = 0; l < d.n_layers; ++l) {
-      const std::string b = "blocks." + std::to_string(l) + ".", gl = "blk." + std::to_string(l) + ".";
-      load(gl + "attn_norm.weight", b + "attn.norm.weight", 0);
-      load(gl + "attn_q.weight", b + "attn.wq", H);
-      load(gl + "attn_k.weight", b + "attn.wk", KV);
-      load(gl + "attn_v.weight", b + "attn.wv", 0);
-      load(gl + "attn_output.weight", b + "attn.wo", 0);
-      load(gl + "ffn_norm.weight", b + "mlp.norm.weight", 0);
-      load(gl + "ffn_gate.weight", b + "mlp.w_gate", 0);
-      load(gl + "ffn_up.weight", b + "mlp.w_up", 0);
-      load(gl + "ffn_down.weight", b + "mlp.w_down", 0);
-    }
-    load("output_norm.weight", "final_norm.weight", 0);
   }
   for (const auto& [name, t] : tensors)
     LLMTK_CHECK(t.used, what, "'", path, "' has the tensor '", name, "', which ", g.arch, " at these sizes does not have");

@@ -1,6 +1,7 @@
 // GGUF export: the file llama.cpp (and everything built on it: Ollama, LM Studio, node-llama-cpp)
 // loads. A Llama-style model (RMSNorm, GQA with RoPE, SwiGLU, pre-norm; tied or untied head) is
-// written as llama.cpp's "llama" architecture, a GPT-2-style one (learned positions, LayerNorm
+// written as llama.cpp's "llama" architecture (a Mixtral-style mixture of experts too: the router
+// as ffn_gate_inp, the experts' matrices stacked in ffn_{gate,up,down}_exps), a GPT-2-style one (learned positions, LayerNorm
 // and biases, GELU) as its "gpt2" architecture (q, k and v fused into attn_qkv, the tied head
 // written out as output.weight, as llama.cpp's converter does), each with its hyper-parameters
 // and the byte-level BPE tokenizer in the metadata, so the one file is the whole model.
@@ -40,9 +41,9 @@ void export_gguf(const AnyModel& model, const std::string& path, const data::Tok
                  std::string_view type, const data::ChatTemplate* chat = nullptr);
 
 // Reads a GGUF file of llama.cpp's "llama" or "gpt2" architecture (as export_gguf writes it: f32,
-// f16, bf16 or q8_0 tensors, a tied head, the "gpt2" byte-level BPE tokenizer) back into a model —
-// "llama-tiny" (the q/k rows returned to half-split RoPE order) or "gpt2" at the file's sizes —
-// and its tokenizer. A hostile file ends with an error naming the file and what is wrong: every count,
+// f16, bf16 or q8_0 tensors, the "gpt2" byte-level BPE tokenizer) back into a model at the file's
+// sizes — "llama-tiny" (the q/k rows returned to half-split RoPE order; a tied head), "gpt2", or
+// with experts "moe-tiny" (tied) or "mixtral-8x7b" (untied) — and its tokenizer. A hostile file ends with an error naming the file and what is wrong: every count,
 // length and offset is checked against the file's size before anything is allocated.
 struct GgufModel {
   std::unique_ptr<AnyModel> model;

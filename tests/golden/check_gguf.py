@@ -11,11 +11,12 @@ project code. Usage:
 Checks:
 - magic "GGUF", version 3, the counts; the data section aligned to general.alignment (32);
 - general.architecture = llama, and llama.* against config.json (sizes, heads, context,
-  rope_theta, rms_norm_eps, vocabulary);
+  rope_theta, rms_norm_eps, vocabulary; a Mixtral's expert_count and expert_used_count);
 - tokenizer.ggml.model = gpt2, pre = gpt-2, tokens and merges equal to tokenizer.json's (by id),
   CONTROL type for special tokens, bos/eos = <|endoftext|>;
 - the tensor table: the names llama.cpp's llama loader looks up, extents innermost first,
-  offsets aligned, inside the file and not overlapping; norms f32, matrices of --type;
+  offsets aligned, inside the file and not overlapping; norms and routers f32, matrices of
+  --type; a Mixtral layer's experts stacked in ffn_{gate,up,down}_exps (3-d, expert outermost);
 - every tensor's values equal the Transformers tensor (q and k rows permuted to llama.cpp's
   adjacent RoPE pairs, as its convert_hf_to_gguf.py does): exactly in f32, within the type's
   rounding otherwise.
@@ -159,6 +160,9 @@ def main():
         "tokenizer.ggml.add_bos_token": False,
         "tokenizer.ggml.add_eos_token": False,
     }
+    moe = cfg.get("model_type") == "mixtral"
+    if moe:  # MixtralForCausalLM: llama.cpp's llama architecture with experts
+        want_meta.update({"llama.expert_count": cfg["num_local_experts"], "llama.expert_used_count": cfg["num_experts_per_tok"]})
     for k, v in want_meta.items():
         check(meta.get(k) == v, f"metadata {k} = {meta.get(k)!r}, want {v!r}")
     for k, v in (("llama.rope.freq_base", cfg["rope_theta"]), ("llama.attention.layer_norm_rms_epsilon", cfg["rms_norm_eps"])):
@@ -184,6 +188,8 @@ def main():
     # The tensor table.
     hf = read_safetensors(os.path.join(a.hf, "model.safetensors"))
     L, H, KV = cfg["num_hidden_layers"], cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    # GGUF name -> (Transformers name, rope heads); a list of names is stacked along a new outer
+    # dimension (the experts of a Mixtral layer, as convert_hf_to_gguf.py writes ffn_*_exps).
     names = {"token_embd.weight": ("model.embed_tokens.weight", None), "output_norm.weight": ("model.norm.weight", None)}
     for l in range(L):
         p, g = f"model.layers.{l}.", f"blk.{l}."
@@ -192,10 +198,16 @@ def main():
                       g + "attn_k.weight": (p + "self_attn.k_proj.weight", KV),
                       g + "attn_v.weight": (p + "self_attn.v_proj.weight", None),
                       g + "attn_output.weight": (p + "self_attn.o_proj.weight", None),
-                      g + "ffn_norm.weight": (p + "post_attention_layernorm.weight", None),
-                      g + "ffn_gate.weight": (p + "mlp.gate_proj.weight", None),
-                      g + "ffn_up.weight": (p + "mlp.up_proj.weight", None),
-                      g + "ffn_down.weight": (p + "mlp.down_proj.weight", None)})
+                      g + "ffn_norm.weight": (p + "post_attention_layernorm.weight", None)})
+        if moe:
+            e = p + "block_sparse_moe."
+            names[g + "ffn_gate_inp.weight"] = (e + "gate.weight", None)
+            for gg, w in (("gate", "w1"), ("up", "w3"), ("down", "w2")):
+                names[g + f"ffn_{gg}_exps.weight"] = ([f"{e}experts.{x}.{w}.weight" for x in range(cfg["num_local_experts"])], None)
+        else:
+            names.update({g + "ffn_gate.weight": (p + "mlp.gate_proj.weight", None),
+                          g + "ffn_up.weight": (p + "mlp.up_proj.weight", None),
+                          g + "ffn_down.weight": (p + "mlp.down_proj.weight", None)})
     if "lm_head.weight" in hf:
         names["output.weight"] = ("lm_head.weight", None)
     check(set(tensors) == set(names), f"tensors {sorted(set(tensors) ^ set(names))} differ from llama's")
@@ -207,9 +219,10 @@ def main():
         if name not in names:
             continue
         ref_name, rope_heads = names[name]
-        ref = hf[ref_name]
+        ref = np.stack([hf[n] for n in ref_name]) if isinstance(ref_name, list) else hf[ref_name]
         check(list(reversed(t["ne"])) == list(ref.shape), f"{name} has extents {t['ne']} for {list(ref.shape)}")
-        want_type = "f32" if ref.ndim == 1 else a.type
+        # Vectors and the router stay f32 (as llama.cpp's converter keeps ffn_gate_inp).
+        want_type = "f32" if ref.ndim == 1 or name.endswith("ffn_gate_inp.weight") else a.type
         check(GGML.get(t["type"]) == want_type, f"{name} is {GGML.get(t['type'], t['type'])}, want {want_type}")
         if rope_heads:
             ref = permute(ref, rope_heads)

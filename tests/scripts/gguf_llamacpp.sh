@@ -1,31 +1,19 @@
 #!/usr/bin/env bash
 # `llmtk export --gguf` files run in llama.cpp itself: node-llama-cpp's prebuilt CPU binary (npm,
-# pinned below, installed once into tests/.node) loads a trained Llama-style model exported as
-# f32, f16, bf16 and q8_0, and tests/gguf/check_llamacpp.mjs compares with llmtk: the token ids of 120
-# strings, the next-token log-probabilities after a prompt (f32 within 1e-4; f16, bf16 and q8_0 within
-# the bounds below) and, for f32, 32 tokens of greedy decoding. Skips (exit 77) with the reason
-# where Node.js 20 or the package cannot be had.
+# pinned in tools/install-llamacpp.sh, which ./setup.sh runs; installed into tests/.node) loads
+# three trained models — Llama-style (tied head) in f32, f16, bf16 and q8_0, GPT-2-style (the gpt2
+# architecture) and a mixture of experts (Mixtral's layout, untied head) in f32 and q8_0 — and
+# tests/gguf/check_llamacpp.mjs compares each with llmtk: the token ids of 120 strings, the
+# next-token log-probabilities after a prompt (within the bounds below) and, for f32, 32 tokens of
+# greedy decoding. Skips (exit 77) with the reason where Node.js 20 or the package cannot be had.
 set -euo pipefail
 llmtk=$(realpath "$1")
 root=$(cd "$(dirname "$0")/../.." && pwd)
 node_dir="$root/tests/.node"
-version=3.21.1
 command -v bible > /dev/null || { echo "bible (Debian's bible-kjv) is needed: ./setup.sh installs it" >&2; exit 1; }
-if ! command -v node > /dev/null || (( $(node -p 'process.versions.node.split(".")[0]') < 20 )); then
-  echo "SKIPPED: node-llama-cpp needs Node.js 20 or newer ($(node --version 2> /dev/null || echo 'no node'))"
-  exit 77
-fi
-if [[ $(node -p "try { require('$node_dir/node_modules/node-llama-cpp/package.json').version } catch { '' }" 2> /dev/null) != "$version" ]]; then
-  command -v npm > /dev/null || { echo "SKIPPED: npm is needed to install node-llama-cpp $version"; exit 77; }
-  mkdir -p "$node_dir"
-  # The CPU binary only (the CUDA and Vulkan builds are optional packages of hundreds of MB), and
-  # never a source build: a missing binary fails here instead of compiling llama.cpp.
-  if ! NODE_LLAMA_CPP_SKIP_DOWNLOAD=true npm install --silent --save-exact --omit=optional --prefix "$node_dir" \
-      "node-llama-cpp@$version" "@node-llama-cpp/linux-x64@$version" > "$node_dir/install.log" 2>&1; then
-    echo "SKIPPED: npm could not install node-llama-cpp $version (offline?); see $node_dir/install.log"
-    exit 77
-  fi
-fi
+status=0
+"$root/tools/install-llamacpp.sh" || status=$?
+((status == 0)) || exit "$status"  # 77: skipped, with the reason printed
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cd "$work"
@@ -78,5 +66,19 @@ for spec in "f32 3e-4 exact" "q8_0 5e-2 skip"; do
   "$llmtk" export run-gpt2 --gguf "gpt2-$type.gguf" --type "$type" > /dev/null
   echo "== gpt2 $type ($(stat -c %s "gpt2-$type.gguf") bytes)"
   node "$node_dir/check_llamacpp.mjs" "$work/gpt2-$type.gguf" strings.jsonl ids.jsonl generate-gpt2.json "$tol" "$greedy" || status=1
+done
+# A mixture of experts (llama.cpp's llama architecture with ffn_gate_inp and stacked ffn_*_exps:
+# softmax routing, top-2 renormalised) with an untied head (output.weight).
+"$llmtk" train "$root/recipes/quickstart.toml" --set model.arch=mixtral-8x7b --set data.dir="$work/data" \
+  --set model.vocab=300 --set model.d_model=64 --set model.n_layers=2 --set model.n_heads=4 --set model.n_kv_heads=2 \
+  --set model.d_ff=64 --set model.moe_experts=4 --set model.moe_top_k=2 --set model.max_seq=64 --set model.rope_base=10000 \
+  --set train.batch=8 --set train.seq=64 --set train.steps=200 --set schedule.warmup=5 --set eval.every=0 \
+  --set eval.batches=1 --set log.sample_prompt= --set train.threads=1 --run-dir run-moe > train-moe.txt || { cat train-moe.txt; exit 1; }
+"$llmtk" generate run-moe --prompt "And the LORD said unto Moses" --temperature 0 --max-tokens 32 --json > generate-moe.json
+for spec in "f32 1e-4 exact" "q8_0 5e-2 skip"; do
+  read -r type tol greedy <<< "$spec"
+  "$llmtk" export run-moe --gguf "moe-$type.gguf" --type "$type" > /dev/null
+  echo "== moe $type ($(stat -c %s "moe-$type.gguf") bytes)"
+  node "$node_dir/check_llamacpp.mjs" "$work/moe-$type.gguf" strings.jsonl ids.jsonl generate-moe.json "$tol" "$greedy" || status=1
 done
 exit $status
