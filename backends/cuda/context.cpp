@@ -6,6 +6,7 @@
 #include <string_view>
 #include <vector>
 
+#include "core/available_memory.hpp"
 #include "cuda.hpp"
 
 namespace llmtk::cuda {
@@ -132,9 +133,20 @@ void device_synchronize() { LLMTK_CUDA_CHECK("memory", cudaStreamSynchronize(str
 const DeviceMemory kMemory{Device::cuda, &device_allocate, &device_release, &device_zero, &device_copy,
                            &device_synchronize};
 
+// The trainer's pre-flight check (core/available_memory.hpp): the GPU's free bytes now.
+std::size_t device_available() {
+  context();
+  std::size_t free = 0, total = 0;
+  return cudaMemGetInfo(&free, &total) == cudaSuccess ? free : 0;
+}
+
 }  // namespace
 
-const DeviceMemory& device_memory() { return kMemory; }
+const DeviceMemory& device_memory() {
+  static const bool told = (set_available_memory_query(Device::cuda, &device_available), true);
+  (void)told;
+  return kMemory;
+}
 
 namespace {
 // LLMTK_CUBLASLT_GELU as set, if set.

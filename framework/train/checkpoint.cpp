@@ -7,6 +7,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "../core/durable.hpp"
 #include "../core/error.hpp"
 #include "../models/registry.hpp"
 #include "../ops/ops.hpp"
@@ -21,13 +22,7 @@ namespace fs = std::filesystem;
 using json = nlohmann::ordered_json;
 
 void write_file_atomically(const std::string& path, std::string_view text, const char* who) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp);
-    LLMTK_CHECK(out.good(), who, "cannot write '", tmp, "'");
-    out << text;
-  }
-  fs::rename(tmp, path);
+  durable::write_file(path, text, who);
 }
 
 namespace {
@@ -43,8 +38,16 @@ std::string step_checkpoint_name(std::int64_t step) {
 std::string save_checkpoint(const std::string& dir_name, const AnyModel& model, Optimizer* optimizer,
                             const CheckpointState& s, const std::function<void(const std::string&)>& extra) {
   const fs::path dir(dir_name), tmp = dir_name + ".tmp";
-  fs::remove_all(tmp);
+  fs::remove_all(tmp);  // what a killed writer left
   fs::create_directories(tmp);
+  struct RemoveUnlessPublished {  // a failed write (a full disk) leaves no partial NAME.tmp behind
+    const fs::path& p;
+    bool done = false;
+    ~RemoveUnlessPublished() {
+      std::error_code ec;
+      if (!done) fs::remove_all(p, ec);
+    }
+  } cleanup{tmp};
   const std::map<std::string, std::string> meta = {{"format", "pt"}, {"arch", s.arch}, {"step", std::to_string(s.step)}};
   if (s.base.empty()) {
     save_safetensors((tmp / "model.safetensors").string(), model.params(), meta);
@@ -81,9 +84,17 @@ std::string save_checkpoint(const std::string& dir_name, const AnyModel& model, 
   if (!s.labels.empty()) st["labels"] = s.labels;
   if (!s.base.empty()) st["base"] = {{"path", s.base.path}, {"hash", s.base.hash}, {"vocab", s.base.vocab}};
   if (extra) extra(tmp.string());
-  write_file_atomically((tmp / "state.json").string(), st.dump(2) + "\n", "checkpoint");
-  fs::remove_all(dir);
-  fs::rename(tmp, dir);  // the checkpoint appears whole or not at all
+  {
+    // state.json last: a directory holding it was written in full. Everything is synced to disk
+    // before the one step that publishes it (an exchange with the old one when it is replaced,
+    // as "best" is), so the checkpoint appears whole or not at all, even across a power cut.
+    durable::OutFile out((tmp / "state.json").string(), "checkpoint");
+    out.write(st.dump(2) + "\n");
+    out.commit();
+  }
+  durable::sync_tree(tmp.string(), "checkpoint");
+  durable::publish_dir(tmp.string(), dir.string(), "checkpoint");
+  cleanup.done = true;
   return dir.string();
 }
 
@@ -155,7 +166,9 @@ std::string find_checkpoint(const std::string& dir) {
   if (fs::is_directory(ckpts))
     for (const auto& e : fs::directory_iterator(ckpts)) {
       const auto name = e.path().filename().string();
-      if (name.starts_with("step_") && fs::exists(e.path() / "state.json") && name > fs::path(newest).filename().string())
+      // NAME.tmp: a checkpoint being written when its writer stopped (or an old one being replaced).
+      if (name.starts_with("step_") && !name.ends_with(".tmp") && fs::exists(e.path() / "state.json") &&
+          name > fs::path(newest).filename().string())
         newest = e.path().string();
     }
   LLMTK_CHECK(!newest.empty(), "resume", "no checkpoint in '", dir, "' (looked for checkpoints/step_*/state.json)");
@@ -178,7 +191,17 @@ void prune_checkpoints(const std::string& run_dir, std::int64_t keep, const std:
   }
   std::sort(older.begin(), older.end());
   const std::size_t keep_older = std::size_t(std::max<std::int64_t>(keep - 1, 0));
-  for (std::size_t i = 0; i + keep_older < older.size(); ++i) fs::remove_all(older[i]);
+  for (std::size_t i = 0; i + keep_older < older.size(); ++i) remove_checkpoint(older[i]);
+}
+
+void remove_checkpoint(const std::string& dir) {
+  // Renamed to NAME.tmp first, in one step, then deleted: a kill during the deletion leaves a
+  // directory readers skip, never a checkpoint with some of its files gone.
+  const std::string doomed = dir + ".tmp";
+  std::error_code ec;
+  fs::remove_all(doomed, ec);
+  fs::rename(dir, doomed);
+  fs::remove_all(doomed);
 }
 
 std::int64_t checkpoint_step(const std::string& dir) {

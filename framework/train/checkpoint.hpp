@@ -41,8 +41,11 @@ struct CheckpointState {
   std::vector<std::string> labels;      // a classifier's class names, by id ([classify] labels)
 };
 
-// Writes `dir` whole or not at all (a temporary directory, renamed): the model's parameters, the
-// optimizer's state (when given) and state.json. Returns `dir`.
+// Writes `dir` whole or not at all: the model's parameters, the optimizer's state (when given)
+// and state.json (last) into DIR.tmp, every file and the directory synced to disk, then published
+// in one step (core/durable.hpp: a rename, or an atomic exchange with an old `dir`). A kill, a
+// power cut or a full disk leaves the old `dir` or the new one, never a mixture; a failed write
+// is an error naming the file and the cause, and removes DIR.tmp. Returns `dir`.
 // `extra` writes what else belongs to the checkpoint into the directory being made, before it
 // appears whole (PPO's critic: BatchSource::save).
 std::string save_checkpoint(const std::string& dir, const AnyModel& model, Optimizer* optimizer,
@@ -53,7 +56,8 @@ CheckpointState read_checkpoint_state(const std::string& dir);
 // that holds only the trained parameters reads the rest from its base.
 void load_checkpoint(const std::string& dir, AnyModel& model, Optimizer* optimizer);
 
-// Writes `text` to `path` whole or not at all (a temporary file, renamed); `who` starts the error.
+// Writes `text` to `path` whole or not at all (a temporary file, synced, renamed; durable::write_file);
+// `who` starts the error.
 void write_file_atomically(const std::string& path, std::string_view text, const char* who);
 
 // "step_00000042", the directory name of a step's checkpoint.
@@ -65,6 +69,9 @@ std::string best_or_newest_checkpoint(const std::string& dir);
 // Deletes step checkpoints under run_dir/checkpoints older than `newest` (the one just written)
 // until `keep` remain, `newest` included; never deletes `newest` or anything after it.
 void prune_checkpoints(const std::string& run_dir, std::int64_t keep, const std::string& newest);
+// Deletes one checkpoint directory so that no moment of the deletion looks like a checkpoint:
+// renamed to NAME.tmp (which readers skip) first, then removed.
+void remove_checkpoint(const std::string& dir);
 // The step a checkpoint directory holds (from its state.json).
 std::int64_t checkpoint_step(const std::string& dir);
 // Whether every floating-point value in the arena is finite.

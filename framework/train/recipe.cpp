@@ -406,6 +406,7 @@ Recipe read_recipe(const std::string& path, const std::vector<std::string>& sets
   r.checkpoint.every = c.integer("every", r.checkpoint.every, 0, std::int64_t(1) << 40);
   r.checkpoint.keep = int(c.integer("keep", r.checkpoint.keep, 1, 1000));
   r.checkpoint.keep_best = c.boolean("keep_best", r.checkpoint.keep_best);
+  r.checkpoint.on_error = c.string("on_error", r.checkpoint.on_error, {"stop", "continue"});
   if (r.rl.enabled()) {
     // The best checkpoint is the one with the lowest validation loss, which RL does not measure.
     LLMTK_CHECK(!c.has("keep_best") || !r.checkpoint.keep_best, path, "checkpoint.keep_best ranks checkpoints by validation loss, "
@@ -538,7 +539,7 @@ std::string to_toml(const Recipe& r) {
   o << "\n[eval]\nevery = " << r.eval.every << "\nbatches = " << r.eval.batches << "\n";
   if (!r.eval.tasks.empty()) o << "tasks = " << list(r.eval.tasks) << "\ntask_limit = " << r.eval.task_limit << "\n";
   o << "\n[checkpoint]\nevery = " << r.checkpoint.every << "\nkeep = " << r.checkpoint.keep << "\nkeep_best = "
-    << (r.checkpoint.keep_best ? "true" : "false") << "\n";
+    << (r.checkpoint.keep_best ? "true" : "false") << "\non_error = \"" << r.checkpoint.on_error << "\"\n";
   o << "\n[log]\nevery = " << r.log.every << "\nsample_prompt = \"" << r.log.sample_prompt << "\"\nsample_tokens = "
     << r.log.sample_tokens << "\n";
   return o.str();

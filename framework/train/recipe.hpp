@@ -113,6 +113,7 @@ struct Recipe {
     std::int64_t every = 0;             // 0: only at the end
     int keep = 2;
     bool keep_best = true;
+    std::string on_error = "stop";      // a checkpoint that cannot be written: "stop" or "continue"
   } checkpoint;
   struct Log {
     std::int64_t every = 10;

@@ -6,6 +6,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "../core/durable.hpp"
 #include "../core/error.hpp"
 
 namespace llmtk::train {
@@ -33,18 +34,19 @@ void save_safetensors(const std::string& path, const Arena& arena, const std::ma
   }
   std::string header = h.dump();
   header.append((8 - header.size() % 8) % 8, ' ');  // align the data to 8 bytes, as the format recommends
+  // Written through durable::OutFile: every write checked (a full disk is an error naming the
+  // file), synced, then renamed into place.
   const std::string tmp = path + ".tmp";
   {
-    std::ofstream out(tmp, std::ios::binary);
-    LLMTK_CHECK(out.good(), "safetensors", "cannot write '", tmp, "'");
+    durable::OutFile out(tmp, "safetensors");
     const std::uint64_t len = header.size();
-    out.write(reinterpret_cast<const char*>(&len), 8);
-    out << header;
+    out.write(&len, 8);
+    out.write(header);
     for (int i = 0; i < int(arena.entries().size()); ++i) {
       const TensorRef t = arena[i];
-      out.write(static_cast<const char*>(t.data), std::streamsize(t.bytes()));
+      out.write(t.data, t.bytes());
     }
-    LLMTK_CHECK(out.good(), "safetensors", "writing '", tmp, "' failed (disk full?)");
+    out.commit();
   }
   std::filesystem::rename(tmp, path);
 }

@@ -2,11 +2,62 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <vector>
 
+#include "../core/faults.hpp"
 #include "../core/rng.hpp"
 #include "../ops/ops.hpp"
 
 namespace llmtk::train {
+
+namespace {
+
+// LLMTK_FAULTS (the reliability tests, docs/reliability.md). inf_act@N: the embedding row of the
+// batch's first token is +Inf for step N's forward and backward, as an activation that overflowed
+// would be, and restored after.
+class ActivationOverflow {
+ public:
+  ActivationOverflow(AnyModel& m, const Batch& b) : m_(m), id_(m.params().find("embed.tokens")) {
+    LLMTK_CHECK(id_ >= 0, "LLMTK_FAULTS", "inf_act needs a model with token embeddings (embed.tokens)");
+    const auto& e = m.params().entries()[std::size_t(id_)];
+    LLMTK_CHECK(e.dtype == DType::f32, "LLMTK_FAULTS", "inf_act needs f32 embeddings");
+    std::int32_t token = 0;
+    copy_bytes(&token, Device::host, b.inputs.ids.data, b.inputs.ids.device, sizeof token);
+    saved_.resize(std::size_t(e.numel));
+    m.params().read(id_, saved_.data());
+    std::vector<float> bad = saved_;
+    const std::int64_t C = e.shape.back();
+    std::fill(bad.begin() + token * C, bad.begin() + (token + 1) * C, INFINITY);
+    m.params().write(id_, bad.data());
+  }
+  ~ActivationOverflow() { m_.params().write(id_, saved_.data()); }
+  ActivationOverflow(const ActivationOverflow&) = delete;
+  ActivationOverflow& operator=(const ActivationOverflow&) = delete;
+
+ private:
+  AnyModel& m_;
+  int id_;
+  std::vector<float> saved_;
+};
+
+// nan_grad@N: the first gradient element is NaN after step N's backward.
+void poison_gradient(AnyModel& m) {
+  Arena& g = m.grads();
+  const auto& e = g.entries().front();
+  std::vector<std::byte> v(std::size_t(e.numel) * size_of(e.dtype));
+  g.read(0, v.data());
+  if (e.dtype == DType::f32) {
+    const float nan = NAN;
+    std::memcpy(v.data(), &nan, sizeof nan);
+  } else {
+    const std::uint16_t nan = 0x7fc0;  // bf16 quiet NaN
+    std::memcpy(v.data(), &nan, sizeof nan);
+  }
+  g.write(0, v.data());
+}
+
+}  // namespace
 
 float forward_loss(AnyModel& model, Objective& objective, const Batch& batch) {
   return objective.forward(model.forward(batch.inputs), batch.labels);
@@ -88,12 +139,20 @@ StepStats TrainStep::run(const std::function<Batch()>& next, std::int64_t grad_a
     // A new dropout mask per micro-batch, reproducible from (seed, step, micro): resuming a run
     // draws the masks it would have drawn. Never 0, which means no dropout.
     model_.set_dropout_seed(Rng(options_.seed ^ (std::uint64_t(step) * 0x100000001b3ull + std::uint64_t(micro))).next() | 1);
-    s.loss += forward_backward(model_, objective_, next());
+    const Batch batch = next();
+    if (micro == 0 && faults::at("inf_act", step)) {
+      ActivationOverflow overflow(model_, batch);
+      s.loss += forward_backward(model_, objective_, batch);
+    } else {
+      s.loss += forward_backward(model_, objective_, batch);
+    }
     accumulate(s.metrics, objective_.metrics());
     accumulate(s.metrics, model_.part_stats());  // an MoE router's load and auxiliary losses
   }
   model_.set_dropout_seed(0);
   s.loss /= double(grad_accum);
+  if (faults::at("nan_loss", step)) s.loss = NAN;
+  if (faults::at("nan_grad", step)) poison_gradient(model_);
   for (auto& m : s.metrics) m.second /= double(grad_accum);
   if (grad_accum > 1) scale_grads(1.0f / float(grad_accum));
   if (!options_.measure_norm) {

@@ -13,7 +13,10 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "../core/available_memory.hpp"
+#include "../core/durable.hpp"
 #include "../core/error.hpp"
+#include "../core/faults.hpp"
 #include "../data/loader.hpp"
 #include "../models/registry.hpp"
 #include "../ops/ops.hpp"
@@ -179,10 +182,15 @@ RunDirPlan plan_run_dir(const Recipe& r, const TrainOptions& opt) {
   if (!source.empty() && normal_path(source) == dir) {
     // Continuing a run in place. Checkpoints after the resumed one belong to a future this run
     // is about to replace: keeping them would make the next --resume pick the abandoned one.
+    // Resuming the run itself (its newest step checkpoint) after a crash, "best" may be newer:
+    // written at an eval the crash cut short of its step checkpoint. The resumed run replays
+    // exactly that trajectory and writes it again, so it is kept, not counted as abandoned.
     const std::int64_t from = checkpoint_step(p.checkpoint);
+    const bool newest_of_run = !fs::exists(fs::path(opt.resume) / "state.json");
     std::vector<std::string> later;
     for (const auto& e : fs::directory_iterator(dir / "checkpoints"))
-      if (fs::exists(e.path() / "state.json") && normal_path(e.path()) != normal_path(p.checkpoint) &&
+      if (fs::exists(e.path() / "state.json") && !e.path().filename().string().ends_with(".tmp") &&
+          normal_path(e.path()) != normal_path(p.checkpoint) && !(newest_of_run && e.path().filename() == "best") &&
           checkpoint_step(e.path().string()) > from) {
         p.discard.push_back(e.path());
         later.push_back(e.path().filename().string());
@@ -229,6 +237,33 @@ std::unique_ptr<data::DataLoader> make_loader(const Recipe& r, const std::vector
          validation ? ", or prepare the data again with a larger split.val_fraction (llmtk data prepare --set split.val_fraction=0.05)"
                     : ", or add text to the corpus");
   }
+}
+
+// Pre-flight: the memory the plan needs (what `llmtk arch show` prints: parameters, gradients,
+// optimizer state, a bf16 working copy, activations) against what the device has available now,
+// before anything is allocated. A run that cannot fit is refused with both figures and the keys
+// that shrink it, instead of being killed by the kernel (or the GPU's allocator) minutes in.
+void check_memory(const Recipe& r, const AnyModel& m) {
+  const Device device = current_memory().device;
+  const std::size_t available = available_memory(device);
+  if (available == 0) return;  // unknown here: nothing to compare with
+  const int states = r.optim.name == "adamw" ? 2 : 1;  // AdamW's m and v; SGD's buffer or Lion's m
+  const double gib = 1024.0 * 1024.0 * 1024.0, params = double(m.params().bytes()), grads = double(m.grads_bytes()),
+               optim = double(states) * 4.0 * double(m.trainable_count()), working = double(m.working().bytes()),
+               acts = double(m.acts().bytes()), total = params + grads + optim + working + acts;
+  if (total <= double(available)) return;
+  auto g = [&](double b) {
+    char s[32];
+    std::snprintf(s, sizeof s, "%.1f GiB", b / gib);
+    return std::string(s);
+  };
+  fail("train", "the run needs ", g(total), " (parameters ", g(params), ", gradients ", g(grads), ", optimizer state ",
+       g(optim), working > 0 ? ", bf16 weights " + g(working) : std::string(), ", activations ", g(acts), ") but ",
+       g(double(available)), " of memory is available ", device == Device::host ? "on this machine" : "on the GPU",
+       "; lower train.batch (now ", r.train.batch, ") or train.seq (now ", r.train.seq, ")",
+       r.train.recompute == "blocks" ? std::string() : ", set train.recompute = \"blocks\" (activations kept per block only)",
+       ", or choose a smaller model (model.d_model, model.n_layers, model.d_ff); llmtk arch show ARCH --batch B --seq T ",
+       "prints the plan's memory");
 }
 
 // --init and [finetune] from: a Transformers directory, or an llmtk run or checkpoint of the same
@@ -627,6 +662,7 @@ Setup set_up(const Recipe& r, const TrainOptions& opt, const std::string& resume
   }
   if (s.seq == 0) s.seq = r.train.seq;
   s.model->plan(s.rows, s.seq, r.train.recompute == "blocks", s.source);
+  check_memory(r, *s.model);
   if (lora) check_lora_targets(r.lora, *lora);
   s.model->init(r.train.seed);
   if (!from.empty() && resume_from.empty()) {
@@ -675,6 +711,7 @@ struct Run {
   std::string checkpoint;  // the last one written
   bool stop = false, interrupted = false;
   int signal = 0;  // the signal that stopped the run
+  std::int64_t skipped = 0;  // non-finite steps skipped since this process started the run
 
   std::string save(const std::string& name) {
     const auto pos = s.batches->position();
@@ -684,6 +721,30 @@ struct Run {
     return save_checkpoint((fs::path(dir) / "checkpoints" / name).string(), *s.model, s.optimizer.get(), st,
                            [this](const std::string& d) { s.batches->save(d); });
   }
+
+  // save(), where a checkpoint that cannot be written (a full disk, the file size limit) is not the
+  // end of the process: the checkpoints already written are intact (save_checkpoint publishes whole
+  // directories only), and checkpoint.on_error says whether the run stops ("stop": `failed` holds
+  // the error, which train() reports once the run has ended) or trains on, trying again at the
+  // next checkpoint ("continue"). Returns whether the checkpoint was written.
+  bool try_save(const std::string& name) {
+    try {
+      const std::string written = save(name);
+      if (name != "best") checkpoint = written;
+      return true;
+    } catch (const std::exception& e) {
+      const std::string why = e.what();
+      if (r.checkpoint.on_error == "continue") {
+        log("warning: the checkpoint " + name + " could not be written: " + why + "; training continues without it "
+            "(checkpoint.on_error = \"continue\"), and the next checkpoint is tried at its time");
+        return false;
+      }
+      failed = "the checkpoint " + name + " at step " + std::to_string(s.step) + " could not be written: " + why;
+      stop = true;
+      return false;
+    }
+  }
+  std::string failed;  // why the run stopped early, when it did (a checkpoint that could not be written)
 };
 
 // A hook acts after every step (`stats.finite` false: the step was skipped) and at the end.
@@ -703,7 +764,7 @@ class BadStepGuard final : public Hook {
       bad_ = 0;
       return;
     }
-    ++bad_;
+    ++bad_, ++run.skipped;
     run.log("warning: step " + std::to_string(run.s.step + 1) + " has a non-finite " +
             (std::isfinite(st.loss) ? "gradient" : "loss") + "; skipped (" + std::to_string(bad_) + " in a row)");
     if (bad_ < run.r.train.max_bad_steps) return;
@@ -761,6 +822,7 @@ class Logger final : public Hook {
     const double tps = double(tokens_) / std::max(std::chrono::duration<double>(now - t_log_).count(), 1e-9);
     json m = {{"step", step}, {"loss", st.loss}};
     for (const auto& [name, value] : st.metrics) m[name] = value;
+    if (run.skipped > 0) m["skipped_steps"] = run.skipped;
     m.update(json{{"lr", lr}, {"grad_norm", st.grad_norm}, {"tokens_per_s", tps}, {"mfu", 3 * fwd_flops_ * tps / peak_},
                   {"peak_memory_bytes", peak_rss_bytes()}, {"elapsed_s", std::chrono::duration<double>(now - t_start_).count()}});
     write(m);
@@ -840,7 +902,7 @@ class Evaluator final : public Hook {
     sample(run);
     if (r.checkpoint.keep_best && std::isfinite(run.val_loss) && run.val_loss < run.s.best_val) {
       run.s.best_val = run.val_loss;
-      run.save("best");
+      run.try_save("best");
     }
   }
 
@@ -914,10 +976,9 @@ class Checkpointer final : public Hook {
     const std::int64_t step = run.s.step;
     if (run.opt.stop_after > 0 && step >= run.opt.stop_after && !g_stop) g_stop = 1;
     if ((r.checkpoint.every > 0 && step % r.checkpoint.every == 0) || step == run.total || g_stop) {
-      run.checkpoint = run.save(step_checkpoint_name(step));
-      prune_checkpoints(run.dir, r.checkpoint.keep, run.checkpoint);
+      if (run.try_save(step_checkpoint_name(step))) prune_checkpoints(run.dir, r.checkpoint.keep, run.checkpoint);
     }
-    if (!g_stop) return;
+    if (!g_stop || !run.failed.empty()) return;
     if (run.opt.progress_bar) std::printf("\n");
     run.log("interrupted: checkpoint written to " + run.checkpoint + "; continue with --resume " + run.dir);
     run.stop = run.interrupted = true;
@@ -957,7 +1018,13 @@ TrainResult train(const Recipe& r, const TrainOptions& opt) {
   Run run{r, opt, s, where.dir, log};
   run.history = where.history;
   run.total = r.total_steps();
-  for (const auto& p : where.discard) fs::remove_all(p);  // --overwrite, now that set-up succeeded
+  // One trainer per run directory: a second one (another terminal, a scheduler's retry) is refused
+  // here, before it writes anything, instead of interleaving its checkpoints with this one's.
+  fs::create_directories(run.dir);
+  const durable::DirLock lock(run.dir, "train", "training a run");
+  for (const auto& p : where.discard)  // --overwrite, now that set-up succeeded
+    if (p.parent_path().filename() == "checkpoints") remove_checkpoint(p.string());
+    else fs::remove_all(p);
   if (auto* rollouts = dynamic_cast<RolloutBatches*>(s.batches.get()))
     rollouts->set_samples_file((fs::path(run.dir) / "samples.txt").string());
   fs::create_directories(fs::path(run.dir) / "checkpoints");
@@ -965,6 +1032,7 @@ TrainResult train(const Recipe& r, const TrainOptions& opt) {
 
   const double fwd_flops = s.model->forward_flops_per_token(r.train.seq), peak = measure_matmul_peak_flops();
   log_plan(run, fwd_flops, peak);
+  if (faults::any()) log(std::string("LLMTK_FAULTS=") + std::getenv("LLMTK_FAULTS") + ": injecting faults (a reliability test)");
   Logger logger(run, fwd_flops, peak);
   BadStepGuard guard;
   Evaluator evaluator(logger);
@@ -988,8 +1056,24 @@ TrainResult train(const Recipe& r, const TrainOptions& opt) {
   }
   for (Hook* h : hooks) h->at_end(run);
   if (opt.progress_bar) std::printf("\n");
+  if (!run.failed.empty()) {
+    std::string newest;
+    try {
+      newest = "; the newest complete checkpoint is " + find_checkpoint(run.dir) + " (continue with --resume " + run.dir +
+               " once there is room)";
+    } catch (const Error&) {
+      newest = "; no checkpoint of this run was written";
+    }
+    fail("train", run.failed, ". The run stopped at step ", s.step, " (checkpoint.on_error = \"stop\")", newest,
+         "; set checkpoint.on_error = \"continue\" to train on without checkpoints when one cannot be written");
+  }
   TrainResult res{s.step, run.last_loss, run.val_loss, run.dir, run.checkpoint, run.interrupted, run.signal};
-  if (res.checkpoint.empty()) res.checkpoint = find_checkpoint(run.dir);
+  if (res.checkpoint.empty()) {
+    try {
+      res.checkpoint = find_checkpoint(run.dir);
+    } catch (const Error&) {  // none could be written (checkpoint.on_error = "continue" on a full disk)
+    }
+  }
   return res;
 }
 

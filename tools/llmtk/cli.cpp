@@ -3,12 +3,16 @@
 
 #include <fmt/core.h>
 
+#include <csignal>
 #include <filesystem>
 
 #include "commands.hpp"
 #include "core/error.hpp"
 
 int llmtk::cli::run(int argc, char** argv) {
+  // A write past the file size limit (ulimit -f) fails with EFBIG, which the writers report as an
+  // error naming the file, instead of SIGXFSZ ending the process mid-write (docs/reliability.md).
+  std::signal(SIGXFSZ, SIG_IGN);
   CLI::App app{"llmtk: the LLM Training Toolkit"};
   app.require_subcommand(1);
   app.option_defaults()->always_capture_default();  // --help shows every option's default

@@ -347,10 +347,15 @@ void add_train_commands(CLI::App& app) {
     o.run_dir = ta->run_dir, o.resume = ta->resume, o.init = ta->init, o.overwrite = ta->overwrite;
     o.progress_bar = ::isatty(STDOUT_FILENO);
     const auto r = train::train(recipe, o);
-    const std::string report = (fs::path(r.run_dir) / "report.html").string();
-    train::write_run_report({r.run_dir}, report);
-    fmt::print("\nrun:        {}\ncheckpoint: {}\nmetrics:    {}/metrics.jsonl\nreport:     {}\n", r.run_dir, r.checkpoint,
-               r.run_dir, report);
+    std::string report = (fs::path(r.run_dir) / "report.html").string();
+    try {
+      train::write_run_report({r.run_dir}, report);
+    } catch (const Error& e) {  // a full disk: the run itself is done; the report can be made later
+      fmt::print(stderr, "warning: {}; make the report later with llmtk report {}\n", e.what(), r.run_dir);
+      report = "(not written)";
+    }
+    fmt::print("\nrun:        {}\ncheckpoint: {}\nmetrics:    {}/metrics.jsonl\nreport:     {}\n", r.run_dir,
+               r.checkpoint.empty() ? "(none could be written)" : r.checkpoint, r.run_dir, report);
     if (fs::exists(fs::path(r.run_dir) / "samples.txt")) fmt::print("samples:    {}/samples.txt\n", r.run_dir);
     std::string prompt;  // the recipe's sample prompt, quoted for a shell
     for (char c : recipe.log.sample_prompt) prompt += (c == '"' || c == '\\' || c == '$' || c == '`') ? std::string{'\\', c} : std::string{c};
