@@ -22,7 +22,7 @@ bible -l 1000 Genesis1:1-Genesis12:20 > text.txt
 "$llmtk" data prepare "$root/recipes/data/kjv.toml" --input text.txt --out data --vocab-size 300 > /dev/null
 recipe=(train "$root/recipes/quickstart.toml" --set data.dir="$work/data" --set model.vocab=300 --set model.d_model=32
         --set model.n_layers=2 --set model.n_heads=2 --set model.n_kv_heads=1 --set model.d_ff=64 --set model.max_seq=32
-        --set train.batch=4 --set train.seq=32 --set train.steps=60 --set schedule.warmup=2 --set eval.every=5
+        --set train.batch=4 --set train.seq=32 --set train.steps=100 --set schedule.warmup=2 --set eval.every=5
         --set eval.batches=1 --set log.sample_prompt= --set log.every=1 --set train.threads=1
         --set checkpoint.every=1 --set checkpoint.keep=2)
 "$llmtk" "${recipe[@]}" --run-dir straight > straight.txt || { cat straight.txt; exit 1; }
@@ -94,14 +94,14 @@ wait "$first" || true
 # Killed and resumed many times, the run ends exactly as the one never killed.
 unset LLMTK_FAULTS
 "$llmtk" "${recipe[@]}" --resume killed > last.txt 2>&1 || { cat last.txt; exit 1; }
-cmp straight/checkpoints/step_00000060/model.safetensors killed/checkpoints/step_00000060/model.safetensors ||
+cmp straight/checkpoints/step_00000100/model.safetensors killed/checkpoints/step_00000100/model.safetensors ||
   { echo "the killed and resumed run's final weights differ from the straight run's"; exit 1; }
 /usr/bin/python3 - straight/metrics.jsonl killed/metrics.jsonl <<'PY'
 import json, sys
 a, b = ({m["step"]: m for m in map(json.loads, open(p)) if "loss" in m} for p in sys.argv[1:])
-assert sorted(a) == sorted(b) == list(range(1, 61)), (sorted(a), sorted(b))
+assert sorted(a) == sorted(b) == list(range(1, 101)), (sorted(a), sorted(b))
 diff = [s for s in a if a[s]["loss"] != b[s]["loss"]]
 assert not diff, f"losses differ at steps {diff[:5]}"
 PY
 echo "kill test: $killed SIGKILLs ($inside inside checkpoint writes); every checkpoint left was whole, every resume loaded,"
-echo "and the final weights and all 60 losses equal the run that was never killed"
+echo "and the final weights and all 100 losses equal the run that was never killed"
