@@ -24,16 +24,17 @@ fi
 # time: the ops on every backend (test_ops: the kernels that index by hand), the parts and models
 # through the gradient checker (test_parts), the MoE's host-planned grouping and row windows and
 # the stacks of different layers (test_moe, test_hybrid), the readers of outside input (test_data,
-# test_tokenizer), the registry and its ablations (test_experiment), and the command line around
-# signals and child processes (cli.interrupt_and_resume, cli.experiment). The rest (golden
+# test_tokenizer), the registry and its ablations (test_experiment), the command line around
+# signals and child processes (cli.interrupt_and_resume, cli.experiment), and every fuzz target's
+# corpus replayed (fuzz.*: tests/fuzz/README.md). The rest (golden
 # comparisons, the emulated CUDA backend, exports) repeats the same kernels at ten times the cost.
 if [[ ${CI:-} == true || ${LLMTK_ASAN:-} == 1 ]]; then
   echo "== the sanitizer pass: build-asan (AddressSanitizer + UBSan)"
   cmake --preset asan > /dev/null
-  cmake --build build-asan -j2 --target llmtk test_core test_ops test_parts test_moe test_hybrid test_data test_tokenizer test_experiment
+  cmake --build build-asan -j2 --target llmtk test_core test_ops test_parts test_moe test_hybrid test_data test_tokenizer test_experiment fuzz_targets
   ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
     ctest --test-dir build-asan -j2 --output-on-failure \
-      -R '^(test_core|test_ops|test_ops\.cpu|test_parts|test_moe|test_moe\.cpu|test_hybrid|test_data|test_tokenizer|test_experiment|cli\.interrupt_and_resume|cli\.experiment)$' ||
+      -R '^(test_core|test_ops|test_ops\.cpu|test_parts|test_moe|test_moe\.cpu|test_hybrid|test_data|test_tokenizer|test_experiment|cli\.interrupt_and_resume|cli\.experiment|fuzz\..*)$' ||
     status=$?
 fi
 exit "$status"

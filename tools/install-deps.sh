@@ -3,6 +3,7 @@
 # Used by ./setup.sh and ./test.sh, so a fresh machine and CI need nothing else.
 #   tools/install-deps.sh           what building and training need
 #   tools/install-deps.sh --tests   and the independent peers the test suite checks against
+#   tools/install-deps.sh --fuzz    and clang with libFuzzer, for tests/fuzz/run.sh
 set -euo pipefail
 
 packages=(
@@ -25,8 +26,12 @@ if [[ ${1:-} == --tests ]]; then
     chromium                     # headless browser: the test that renders the HTML reports
     python3-torch                # PyTorch 1.13: Transformers' formulas that check exports (tests/golden/)
   )
+elif [[ ${1:-} == --fuzz ]]; then
+  packages+=(
+    clang-14 libclang-rt-14-dev  # libFuzzer and the sanitizers' runtime: the fuzz preset (tests/fuzz/)
+  )
 elif [[ -n ${1:-} ]]; then
-  echo "install-deps.sh: unknown option '$1' (usage: tools/install-deps.sh [--tests])" >&2
+  echo "install-deps.sh: unknown option '$1' (usage: tools/install-deps.sh [--tests | --fuzz])" >&2
   exit 2
 fi
 

@@ -1,6 +1,7 @@
 // Errors: every message starts with the name of what failed, "[rmsnorm_forward] x has ...".
 #pragma once
 #include <charconv>
+#include <new>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -41,6 +42,24 @@ std::string cat(const Parts&... parts) {
 template <class... Parts>
 [[noreturn]] void fail(std::string_view where, const Parts&... parts) {
   throw Error(cat("[", where, "] ", parts...));
+}
+
+// For readers of outside files: runs `read` and makes sure any failure names the file. An
+// llmtk::Error whose message lacks `path` is thrown again with "'PATH': " in front; any other
+// exception but bad_alloc (a JSON value of the wrong type, a number out of range) becomes an
+// llmtk::Error naming the file and what was wrong.
+template <class F>
+decltype(auto) reading_file(std::string_view where, const std::string& path, F&& read) {
+  try {
+    return read();
+  } catch (const Error& e) {
+    if (std::string_view(e.what()).find(path) != std::string_view::npos) throw;
+    fail(where, "'", path, "': ", e.what());
+  } catch (const std::bad_alloc&) {
+    throw;
+  } catch (const std::exception& e) {
+    fail(where, "'", path, "' is malformed: ", e.what());
+  }
 }
 
 }  // namespace llmtk

@@ -49,6 +49,14 @@ nlohmann::json parse_json(const std::string& path, const char* what) {
   }
 }
 
+// A token id from JSON: a whole number in [0, 2^31), checked before conversion (a float or a
+// number out of range would otherwise convert with undefined behaviour).
+TokenId json_id(const nlohmann::json& v, const char* what, const std::string& path, std::string_view token) {
+  LLMTK_CHECK(v.is_number_integer() && v.get<std::int64_t>() >= 0 && v.get<std::int64_t>() < (std::int64_t(1) << 31), what,
+              "'", path, "': the id of token '", token, "' is ", v.dump(), "; ids are whole numbers from 0");
+  return TokenId(v.get<std::int64_t>());
+}
+
 }  // namespace
 
 std::string byte_to_unicode(unsigned char b) {
@@ -231,7 +239,8 @@ BpeTokenizer BpeTokenizer::from_gpt2_files(const std::string& encoder_json, cons
   LLMTK_CHECK(enc.is_object(), "gpt2 encoder.json", "'", encoder_json, "' must map tokens to ids");
   BpeTokenizer t;
   std::vector<std::pair<TokenId, std::string>> by_id;
-  for (auto it = enc.begin(); it != enc.end(); ++it) by_id.emplace_back(it.value().get<TokenId>(), it.key());
+  for (auto it = enc.begin(); it != enc.end(); ++it)
+    by_id.emplace_back(json_id(it.value(), "gpt2 encoder.json", encoder_json, it.key()), it.key());
   std::sort(by_id.begin(), by_id.end());
   for (std::size_t i = 0; i < by_id.size(); ++i) {
     LLMTK_CHECK(by_id[i].first == TokenId(i), "gpt2 encoder.json", "ids must be 0..", by_id.size() - 1,
@@ -290,10 +299,13 @@ BpeTokenizer BpeTokenizer::from_hf_json(const std::string& path) {
 
   const auto& vocab = model.at("vocab");
   std::vector<std::pair<TokenId, std::string>> by_id;
-  for (auto it = vocab.begin(); it != vocab.end(); ++it) by_id.emplace_back(it.value().get<TokenId>(), it.key());
+  for (auto it = vocab.begin(); it != vocab.end(); ++it) by_id.emplace_back(json_id(it.value(), what, path, it.key()), it.key());
   std::unordered_map<TokenId, std::string> added;
   if (j.contains("added_tokens"))
-    for (const auto& a : j["added_tokens"]) added[a.at("id").get<TokenId>()] = a.at("content").get<std::string>();
+    for (const auto& a : j["added_tokens"]) {
+      const auto content = a.at("content").get<std::string>();
+      added[json_id(a.at("id"), what, path, content)] = content;
+    }
   for (const auto& [id, s] : added)
     if (!vocab.contains(s)) by_id.emplace_back(id, s);
   std::sort(by_id.begin(), by_id.end());

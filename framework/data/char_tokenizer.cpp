@@ -103,7 +103,11 @@ CharTokenizer CharTokenizer::from_json(const std::string& path) {
   }
   LLMTK_CHECK(j.value("type", "") == "llmtk-char", "tokenizer", "'", path, "' is not a character tokenizer");
   CharTokenizer tok;
-  for (auto cp : j.at("code_points").get<std::vector<std::uint32_t>>()) {
+  for (const auto& v : j.at("code_points")) {
+    LLMTK_CHECK(v.is_number_unsigned() && v.get<std::uint64_t>() <= 0x10FFFF, "tokenizer", "'", path, "': code point ",
+                v.dump(), " is not a Unicode code point (0 to 0x10FFFF)");
+    const auto cp = v.get<std::uint32_t>();
+    LLMTK_CHECK(!tok.ids_.count(cp), "tokenizer", "'", path, "': code point ", cp, " is listed twice");
     tok.ids_[cp] = TokenId(tok.chars_.size());
     tok.chars_.push_back(cp);
   }

@@ -27,6 +27,9 @@ DataLoader::DataLoader(const std::vector<std::string>& paths, std::uint64_t toke
   for (const auto& p : paths) {
     shards_.emplace_back(p);
     shards_.back().expect_tokenizer(tokenizer_hash);
+    LLMTK_CHECK(shards_.back().header().vocab_size == shards_[0].header().vocab_size, "data loader", "'", p, "' has a vocabulary of ",
+                shards_.back().header().vocab_size, " and '", shards_[0].path(), "' one of ", shards_[0].header().vocab_size,
+                ": shards of one tokenizer agree; re-run llmtk data prepare");
     shard_start_.push_back(total_);
     total_ += shards_.back().size();
   }
@@ -88,7 +91,13 @@ DataLoader::DataLoader(const std::vector<std::string>& paths, std::uint64_t toke
 TokenId DataLoader::raw(std::uint64_t i) const {
   auto it = std::upper_bound(shard_start_.begin(), shard_start_.end(), i);
   const std::size_t s = std::size_t(it - shard_start_.begin()) - 1;
-  return shards_[s][i - shard_start_[s]];
+  const Shard& shard = shards_[s];
+  const TokenId t = shard[i - shard_start_[s]];
+  // A damaged shard must not hand the model an id past its embedding table.
+  LLMTK_CHECK(std::uint32_t(t) < shard.header().vocab_size, "data loader", "'", shard.path(), "' holds token ", std::uint32_t(t),
+              " at position ", i - shard_start_[s], ", outside its vocabulary of ", shard.header().vocab_size,
+              ": corrupt; re-run llmtk data prepare");
+  return t;
 }
 
 TokenId DataLoader::token(std::uint64_t i) const {

@@ -107,6 +107,10 @@ Shard::Shard(const std::string& path) : path_(path) {
               ": corrupt; re-run data prepare");
   LLMTK_CHECK(header_.token_bytes == 2 || header_.token_bytes == 4, "shard", "'", path,
               "' has token width ", header_.token_bytes, " bytes; expected 2 or 4");
+  LLMTK_CHECK(header_.vocab_size >= 1 && header_.vocab_size <= 0x7FFFFFFF, "shard", "'", path, "' has a vocabulary of ",
+              header_.vocab_size, " tokens; token ids are 31-bit: corrupt; re-run data prepare");
+  LLMTK_CHECK(header_.eot < header_.vocab_size, "shard", "'", path, "' has end-of-text token ", header_.eot,
+              " outside its vocabulary of ", header_.vocab_size, ": corrupt; re-run data prepare");
   LLMTK_CHECK(header_.token_count <= size, "shard", "'", path, "' promises ", header_.token_count,
               " tokens in ", size, " bytes: corrupt; re-run data prepare");
   const std::size_t want = sizeof header_ + header_.token_count * header_.token_bytes +

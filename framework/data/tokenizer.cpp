@@ -15,13 +15,14 @@ TokenId Tokenizer::eot() const {
   return *id;
 }
 
-std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path) {
+namespace {
+std::unique_ptr<Tokenizer> load(const std::string& path) {
   namespace fs = std::filesystem;
   LLMTK_CHECK(fs::exists(path), "tokenizer", "'", path, "' does not exist; pass a tokenizer.json or a "
               "directory with tokenizer.json or encoder.json + vocab.bpe");
   if (fs::is_directory(path)) {
     const fs::path dir(path);
-    if (fs::exists(dir / "tokenizer.json")) return load_tokenizer((dir / "tokenizer.json").string());
+    if (fs::exists(dir / "tokenizer.json")) return load((dir / "tokenizer.json").string());
     if (fs::exists(dir / "encoder.json") && fs::exists(dir / "vocab.bpe"))
       return std::make_unique<BpeTokenizer>(
           BpeTokenizer::from_gpt2_files((dir / "encoder.json").string(), (dir / "vocab.bpe").string()));
@@ -34,6 +35,11 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path) {
   if (head.find("\"llmtk-char\"") != std::string::npos)
     return std::make_unique<CharTokenizer>(CharTokenizer::from_json(path));
   return std::make_unique<BpeTokenizer>(BpeTokenizer::from_hf_json(path));
+}
+}  // namespace
+
+std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path) {
+  return reading_file("tokenizer", path, [&] { return load(path); });
 }
 
 }  // namespace llmtk::data

@@ -98,7 +98,8 @@ std::string save_checkpoint(const std::string& dir_name, const AnyModel& model, 
   return dir.string();
 }
 
-CheckpointState read_checkpoint_state(const std::string& dir) {
+namespace {
+CheckpointState read_state(const std::string& dir) {
   const fs::path path = fs::path(dir) / "state.json";
   std::ifstream in(path);
   LLMTK_CHECK(in.good(), "checkpoint", "cannot read '", path.string(), "'");
@@ -139,6 +140,11 @@ CheckpointState read_checkpoint_state(const std::string& dir) {
   } catch (const json::exception& e) {
     fail("checkpoint", "'", path.string(), "' is not a checkpoint's state: ", e.what());
   }
+}
+}  // namespace
+
+CheckpointState read_checkpoint_state(const std::string& dir) {
+  return reading_file("checkpoint", (fs::path(dir) / "state.json").string(), [&] { return read_state(dir); });
 }
 
 void load_checkpoint(const std::string& dir, AnyModel& model, Optimizer* optimizer) {

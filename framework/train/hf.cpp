@@ -496,7 +496,8 @@ void write_hf_tokenizer(const std::string& dir, const data::Tokenizer& tok, cons
   write_json(fs::path(dir) / "tokenizer_config.json", tok_cfg);
 }
 
-Dims hf_dims(const std::string& dir, std::string& family) {
+namespace {
+Dims read_hf_dims(const std::string& dir, std::string& family) {
   const fs::path cfg_path = fs::path(dir) / "config.json";
   LLMTK_CHECK(fs::exists(cfg_path), "--init", "'", dir, "' has no config.json; expected a Transformers checkpoint directory");
   std::ifstream in(cfg_path);
@@ -571,6 +572,11 @@ Dims hf_dims(const std::string& dir, std::string& family) {
                 " has a sliding_window, which llmtk's Mixtral does not model");
   }
   return d;
+}
+}  // namespace
+
+Dims hf_dims(const std::string& dir, std::string& family) {
+  return reading_file("--init", (fs::path(dir) / "config.json").string(), [&] { return read_hf_dims(dir, family); });
 }
 
 void import_hf(AnyModel& m, const std::string& dir) {

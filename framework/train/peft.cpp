@@ -84,8 +84,10 @@ std::map<std::string, V> as_patterns(const std::map<std::string, V>& by_name, co
   std::map<std::string, std::vector<std::pair<std::string, V>>> by_tail;
   for (const auto& [name, v] : by_name) by_tail[tail_of(name)].emplace_back(name, v);
   std::map<std::string, V> out;
-  for (const auto& [tail, items] : by_tail) {
-    const bool uniform = std::all_of(items.begin(), items.end(), [&](const auto& it) { return it.second == items[0].second; });
+  for (const auto& entry : by_tail) {
+    const auto& [tail, items] = entry;
+    const auto& first = items[0].second;  // named: clang before 16 cannot capture a structured binding
+    const bool uniform = std::all_of(items.begin(), items.end(), [&](const auto& it) { return it.second == first; });
     if (uniform) {
       if (!(items[0].second == common)) out[tail] = items[0].second;
     } else {
@@ -528,7 +530,9 @@ void export_peft(const AnyModel& m, const LoraConfig& lora, const std::string& o
   std::map<std::string, std::int64_t> ranks;
   std::map<std::string, double> alphas;
   std::vector<std::function<void()>> fill;
-  for (auto& [module, parts] : modules) {
+  for (auto& entry : modules) {
+    const std::string& module = entry.first;
+    auto& parts = entry.second;  // a named reference, not a structured binding: lambdas capture it (clang < 16)
     std::sort(parts.begin(), parts.end(), [](const Part& a, const Part& b) { return a.part < b.part; });
     std::int64_t R = 0;
     for (const auto& p : parts) R += p.rank;

@@ -32,7 +32,8 @@ std::int64_t Recipe::total_steps() const {
 
 namespace fs = std::filesystem;
 
-Recipe read_recipe(const std::string& path, const std::vector<std::string>& sets) {
+namespace {
+Recipe read(const std::string& path, const std::vector<std::string>& sets) {
   ConfigFile file(path);
   for (const auto& s : sets) file.set(s);
   Recipe r;
@@ -438,6 +439,11 @@ Recipe read_recipe(const std::string& path, const std::vector<std::string>& sets
   LLMTK_CHECK(r.schedule.min_lr <= r.optim.lr, path, "schedule.min_lr (", r.schedule.min_lr,
               ") must not exceed optim.lr (", r.optim.lr, ")");
   return r;
+}
+}  // namespace
+
+Recipe read_recipe(const std::string& path, const std::vector<std::string>& sets) {
+  return reading_file("recipe", path, [&] { return read(path, sets); });
 }
 
 std::string to_toml(const Recipe& r) {

@@ -114,7 +114,7 @@ std::string write_run_report(const std::vector<std::string>& dirs, const std::st
       r.perplexity |= j.contains("val_ppl");
       for (const auto& [key, value] : j.items()) {
         if (trainer_key(key) || !value.is_number()) continue;
-        auto it = std::find_if(r.extra.begin(), r.extra.end(), [&](const auto& e) { return e.first == key; });
+        auto it = std::find_if(r.extra.begin(), r.extra.end(), [&k = key](const auto& e) { return e.first == k; });
         if (it == r.extra.end()) it = r.extra.insert(r.extra.end(), {key, report::Series{r.name + " " + key, {}, {}}});
         it->second.x.push_back(step), it->second.y.push_back(value.get<double>());
       }

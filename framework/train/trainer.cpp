@@ -300,7 +300,7 @@ std::string init_weights(const Recipe& r, const std::string& from_arg, AnyModel&
     base_arch = st.arch;
     const auto want = dims_as_keys(base_dims), have = dims_as_keys(st.dims);
     for (const auto& [key, value] : have) {
-      const auto it = std::find_if(want.begin(), want.end(), [&](const auto& kv) { return kv.first == key; });
+      const auto it = std::find_if(want.begin(), want.end(), [&k = key](const auto& kv) { return kv.first == k; });
       LLMTK_CHECK(it != want.end() && it->second == value, "--init", ck, " has model.", key, " = ", value,
                   " and the recipe says ", it == want.end() ? std::string("nothing") : it->second, "; set model.", key, " = ", value);
     }

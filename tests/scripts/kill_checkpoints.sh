@@ -57,7 +57,8 @@ RANDOM=20261205
 export LLMTK_FAULTS=slow_write=4
 inside=0 killed=0 finished=0
 for ((t = 1; t <= trials; ++t)); do
-  if compgen -G "killed/checkpoints/step_*/state.json" > /dev/null; then
+  # A complete checkpoint to resume from (not step_N.tmp/, which a kill can leave holding state.json).
+  if compgen -G "killed/checkpoints/step_[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]/state.json" > /dev/null; then
     args=(--resume killed)
   else
     args=(--run-dir killed --overwrite)  # killed before its first checkpoint: start again
