@@ -3,8 +3,10 @@
 // orders), config errors, and `prepare` end to end with bad input.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <nlohmann/json.hpp>
 #include <set>
 
@@ -112,6 +114,18 @@ TEST_CASE("shards round-trip and reject corruption and other tokenizers", "[data
   CHECK_THROWS_WITH(Shard((dir / "text.bin").string()), Catch::Contains("bad magic"));
   write(dir / "tiny.bin", "x");
   CHECK_THROWS_WITH(Shard((dir / "tiny.bin").string()), Catch::Contains("shorter than a shard header"));
+  // A rejected file leaves nothing mapped or open (found by fuzzing: each rejection leaked a
+  // mapping until the process ran out of them).
+  auto maps = [] {
+    std::ifstream in("/proc/self/maps");
+    return std::count(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>(), '\n');
+  };
+  const auto before = maps();
+  for (int i = 0; i < 200; ++i) {
+    CHECK_THROWS(Shard((dir / "text.bin").string()));
+    CHECK_THROWS(Shard((dir / "cut.bin").string()));
+  }
+  CHECK(maps() == before);
 }
 
 TEST_CASE("the loader is deterministic, resumes exactly and splits ranks", "[data][loader]") {

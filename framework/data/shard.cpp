@@ -85,18 +85,19 @@ void ShardWriter::close() {
 Shard::Shard(const std::string& path) : path_(path) {
   const int fd = ::open(path.c_str(), O_RDONLY);
   LLMTK_CHECK(fd >= 0, "shard", "cannot open '", path, "': ", std::strerror(errno));
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
   struct stat st {};
-  ::fstat(fd, &st);
+  LLMTK_CHECK(::fstat(fd, &st) == 0, "shard", "cannot read '", path, "': ", std::strerror(errno));
   const auto size = static_cast<std::size_t>(st.st_size);
-  if (size < sizeof(ShardHeader)) {
-    ::close(fd);
-    fail("shard", "'", path, "' is ", size, " bytes, shorter than a shard header; not an llmtk shard");
-  }
-  map_ = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
-  ::close(fd);
-  LLMTK_CHECK(map_ != MAP_FAILED, "shard", "cannot map '", path, "': ", std::strerror(errno));
-  map_size_ = size;
-  std::memcpy(&header_, map_, sizeof header_);
+  LLMTK_CHECK(size >= sizeof(ShardHeader), "shard", "'", path, "' is ", size,
+              " bytes, shorter than a shard header; not an llmtk shard");
+  // The header is read and checked before the file is mapped: a constructor that throws runs no
+  // destructor, so a mapping made first would leak with every rejected file.
+  LLMTK_CHECK(::pread(fd, &header_, sizeof header_, 0) == ssize_t(sizeof header_), "shard", "cannot read '", path,
+              "': ", std::strerror(errno));
   const ShardHeader fresh;
   LLMTK_CHECK(std::memcmp(header_.magic, fresh.magic, 8) == 0, "shard", "'", path,
               "' is not an llmtk token shard (bad magic)");
@@ -117,6 +118,9 @@ Shard::Shard(const std::string& path) : path_(path) {
                            (header_.flags & kHasLossMask ? header_.token_count : 0);
   LLMTK_CHECK(size == want, "shard", "'", path, "' is ", size, " bytes but its header promises ",
               header_.token_count, " tokens (", want, " bytes): truncated or corrupt; re-run data prepare");
+  void* map = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+  LLMTK_CHECK(map != MAP_FAILED, "shard", "cannot map '", path, "': ", std::strerror(errno));
+  map_ = map, map_size_ = size;
   tokens_ = static_cast<const char*>(map_) + sizeof header_;
   if (header_.flags & kHasLossMask)
     mask_ = static_cast<const std::uint8_t*>(tokens_) + header_.token_count * header_.token_bytes;
