@@ -111,8 +111,10 @@ void ConfigFile::Table::bad(std::string_view key, const void* node, std::string_
 std::int64_t ConfigFile::Table::integer(std::string_view key, std::int64_t fallback, std::int64_t min, std::int64_t max) {
   auto* n = static_cast<const toml::node*>(find(key));
   if (!n) return fallback;
-  auto v = n->value<std::int64_t>();
-  if (!n->is_integer() || !v) bad(key, n, "must be an integer");
+  // Checked before value<>(), which would convert a float (4e95) to an integer with undefined behaviour.
+  if (!n->is_integer()) bad(key, n, "must be an integer");
+  const auto v = n->value<std::int64_t>();
+  if (!v) bad(key, n, "must be an integer");
   if (*v < min || *v > max) bad(key, n, cat("is ", *v, "; it must be between ", min, " and ", max));
   return *v;
 }

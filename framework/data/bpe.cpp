@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "../core/error.hpp"
+#include "../core/json_number.hpp"
 #include "utf8.hpp"
 
 namespace llmtk::data {
@@ -49,12 +50,11 @@ nlohmann::json parse_json(const std::string& path, const char* what) {
   }
 }
 
-// A token id from JSON: a whole number in [0, 2^31), checked before conversion (a float or a
-// number out of range would otherwise convert with undefined behaviour).
+// A token id from JSON: a whole number in [0, 2^31) (core/json_number.hpp).
 TokenId json_id(const nlohmann::json& v, const char* what, const std::string& path, std::string_view token) {
-  LLMTK_CHECK(v.is_number_integer() && v.get<std::int64_t>() >= 0 && v.get<std::int64_t>() < (std::int64_t(1) << 31), what,
-              "'", path, "': the id of token '", token, "' is ", v.dump(), "; ids are whole numbers from 0");
-  return TokenId(v.get<std::int64_t>());
+  const auto id = whole<TokenId>(v, cat(what, ": '", path, "', the id of token '", token, "'"));
+  LLMTK_CHECK(id >= 0, what, "'", path, "': the id of token '", token, "' is ", id, "; ids are whole numbers from 0");
+  return id;
 }
 
 }  // namespace

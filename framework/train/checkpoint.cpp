@@ -9,6 +9,7 @@
 
 #include "../core/durable.hpp"
 #include "../core/error.hpp"
+#include "../core/json_number.hpp"
 #include "../models/registry.hpp"
 #include "../ops/ops.hpp"
 #include "finetune.hpp"
@@ -107,25 +108,27 @@ CheckpointState read_state(const std::string& dir) {
   try {
     st = json::parse(in);
     CheckpointState s;
-    s.step = st.at("step");
+    s.step = whole<std::int64_t>(st.at("step"), "step");
     s.arch = st.at("arch");
     s.dims = find_arch(s.arch).dims;
     for (auto& [k, v] : st.at("dims").items()) set_dim(s.dims, k, v.get<std::string>());
     if (st.contains("frozen")) s.frozen = st["frozen"].get<std::vector<std::string>>();
     if (st.contains("lora")) {
       const auto& l = st["lora"];
-      s.lora.rank = l.at("rank"), s.lora.alpha = l.at("alpha"), s.lora.rslora = l.at("rslora");
+      s.lora.rank = whole<std::int64_t>(l.at("rank"), "lora.rank"), s.lora.alpha = l.at("alpha"), s.lora.rslora = l.at("rslora");
       s.lora.targets = l.at("targets").get<std::vector<std::string>>();
       if (l.contains("modules_to_save")) s.lora.modules_to_save = l["modules_to_save"].get<std::vector<std::string>>();
       s.lora.dropout = l.value("dropout", 0.0);
-      if (l.contains("rank_pattern")) s.lora.rank_pattern = l["rank_pattern"].get<std::map<std::string, std::int64_t>>();
+      if (l.contains("rank_pattern"))
+        for (const auto& [k, v] : l["rank_pattern"].items()) s.lora.rank_pattern[k] = whole<std::int64_t>(v, "lora.rank_pattern");
       if (l.contains("alpha_pattern")) s.lora.alpha_pattern = l["alpha_pattern"].get<std::map<std::string, double>>();
     }
-    if (st.contains("prompt_tuning")) s.soft_prompt = st["prompt_tuning"].at("n_tokens");
+    if (st.contains("prompt_tuning")) s.soft_prompt = whole<std::int64_t>(st["prompt_tuning"].at("n_tokens"), "prompt_tuning.n_tokens");
     if (st.contains("prefix_tuning"))
-      s.prefix = st["prefix_tuning"].at("n_tokens"), s.prefix_projection = st["prefix_tuning"].value("projection", 0);
-    s.data_epoch = st.at("data").at("epoch");
-    s.data_step = st.at("data").at("step");
+      s.prefix = whole<std::int64_t>(st["prefix_tuning"].at("n_tokens"), "prefix_tuning.n_tokens"),
+      s.prefix_projection = whole<std::int64_t>(st["prefix_tuning"].value("projection", json(0)), "prefix_tuning.projection");
+    s.data_epoch = whole<std::int64_t>(st.at("data").at("epoch"), "data.epoch");
+    s.data_step = whole<std::int64_t>(st.at("data").at("step"), "data.step");
     s.data_dir = st.at("data").value("dir", "");
     s.tokenizer = st.at("tokenizer");
     s.tokenizer_hash = st.at("tokenizer_hash");
@@ -135,7 +138,7 @@ CheckpointState read_state(const std::string& dir) {
     s.recipe = st.value("recipe", "");
     if (st.contains("labels")) s.labels = st["labels"].get<std::vector<std::string>>();
     if (st.contains("base"))
-      s.base = {st["base"].at("path"), st["base"].at("hash"), st["base"].value("vocab", 0)};
+      s.base = {st["base"].at("path"), st["base"].at("hash"), whole<int>(st["base"].value("vocab", json(0)), "base.vocab")};
     return s;
   } catch (const json::exception& e) {
     fail("checkpoint", "'", path.string(), "' is not a checkpoint's state: ", e.what());

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "../core/error.hpp"
+#include "../core/json_number.hpp"
 #include "safetensors.hpp"
 
 namespace llmtk::train {
@@ -509,18 +510,23 @@ Dims read_hf_dims(const std::string& dir, std::string& family) {
   }
   family = c.value("model_type", "");
   Dims d;
+  // Sizes: whole numbers in [1, 2^28], checked before conversion (a float such as 1e300 would
+  // convert to int with undefined behaviour; the bound keeps products such as 4 · n_embd in range).
   auto need = [&](const char* key) {
     LLMTK_CHECK(c.contains(key) && c[key].is_number(), "--init", cfg_path.string(), " lacks the number '", key, "'");
-    return c[key];
+    const int v = whole<int>(c[key], cat("--init: ", cfg_path.string(), ", ", key));
+    LLMTK_CHECK(v >= 1 && v <= (1 << 28), "--init", cfg_path.string(), " has ", key, " = ", v, "; expected 1 to 2^28");
+    return v;
   };
+  auto opt = [&](const char* key, int fallback) { return c.contains(key) && !c[key].is_null() ? need(key) : fallback; };
   if (family == "gpt2") {
     d.d_model = need("n_embd"), d.n_layers = need("n_layer"), d.n_heads = need("n_head");
     d.n_kv_heads = d.n_heads, d.vocab = need("vocab_size"), d.max_seq = need("n_positions");
-    d.d_ff = c.contains("n_inner") && c["n_inner"].is_number() ? c["n_inner"].get<int>() : 4 * d.d_model;
+    d.d_ff = opt("n_inner", 4 * d.d_model);
     d.norm_eps = c.value("layer_norm_epsilon", 1e-5), d.bias = true;
   } else if (family == "llama" || family == "mixtral") {
     d.d_model = need("hidden_size"), d.n_layers = need("num_hidden_layers"), d.n_heads = need("num_attention_heads");
-    d.n_kv_heads = c.value("num_key_value_heads", d.n_heads), d.d_ff = need("intermediate_size");
+    d.n_kv_heads = opt("num_key_value_heads", d.n_heads), d.d_ff = need("intermediate_size");
     d.vocab = need("vocab_size"), d.max_seq = need("max_position_embeddings");
     d.norm_eps = c.value("rms_norm_eps", 1e-5), d.rope_base = c.value("rope_theta", 10000.0);
     LLMTK_CHECK(!c.contains("rope_scaling") || c["rope_scaling"].is_null(), "--init", cfg_path.string(),
@@ -531,14 +537,14 @@ Dims read_hf_dims(const std::string& dir, std::string& family) {
     // A classifier (BertForSequenceClassification) has its classes in id2label (or num_labels).
     if (c.contains("architectures") && c["architectures"].is_array() && !c["architectures"].empty() &&
         c["architectures"][0] == "BertForSequenceClassification") {
-      const auto n = c.contains("id2label") && c["id2label"].is_object() ? c["id2label"].size() : c.value("num_labels", 2);
+      const auto n = c.contains("id2label") && c["id2label"].is_object() ? c["id2label"].size() : std::size_t(opt("num_labels", 2));
       LLMTK_CHECK(n >= 2, "--init", cfg_path.string(), " describes a classifier of ", n, " classes; llmtk's needs 2 or more");
       d.set("n_labels", double(n));
     }
     d.d_model = need("hidden_size"), d.n_layers = need("num_hidden_layers"), d.n_heads = need("num_attention_heads");
     d.n_kv_heads = d.n_heads, d.d_ff = need("intermediate_size"), d.vocab = need("vocab_size");
     d.max_seq = need("max_position_embeddings"), d.norm_eps = c.value("layer_norm_eps", 1e-12), d.bias = true;
-    d.set("type_vocab", c.value("type_vocab_size", 2));
+    d.set("type_vocab", opt("type_vocab_size", 2));
     const std::string act = c.value("hidden_act", "gelu");
     LLMTK_CHECK(act == "gelu_new" || act == "gelu_pytorch_tanh", "--init", cfg_path.string(), " has hidden_act = \"", act,
                 "\"; llmtk's GELU is the tanh approximation (gelu_new), ",
@@ -552,15 +558,15 @@ Dims read_hf_dims(const std::string& dir, std::string& family) {
     d.d_model = need("d_model"), d.n_layers = need("num_layers"), d.n_heads = need("num_heads");
     d.n_kv_heads = d.n_heads, d.d_ff = need("d_ff"), d.vocab = need("vocab_size");
     d.max_seq = 512, d.norm_eps = c.value("layer_norm_epsilon", 1e-6), d.bias = false;  // relative positions: no table to size
-    LLMTK_CHECK(c.value("num_decoder_layers", d.n_layers) == d.n_layers, "--init", cfg_path.string(), " has ",
-                c.value("num_decoder_layers", 0), " decoder layers and ", d.n_layers, " encoder layers; llmtk's T5 has as many of each");
-    LLMTK_CHECK(c.value("d_kv", d.d_model / d.n_heads) * d.n_heads == d.d_model, "--init", cfg_path.string(),
+    LLMTK_CHECK(opt("num_decoder_layers", d.n_layers) == d.n_layers, "--init", cfg_path.string(), " has ",
+                opt("num_decoder_layers", 0), " decoder layers and ", d.n_layers, " encoder layers; llmtk's T5 has as many of each");
+    LLMTK_CHECK(std::int64_t(opt("d_kv", d.d_model / d.n_heads)) * d.n_heads == d.d_model, "--init", cfg_path.string(),
                 " has d_kv · num_heads != d_model, which llmtk does not support");
     LLMTK_CHECK(c.value("feed_forward_proj", "relu") == "relu", "--init", cfg_path.string(), " has feed_forward_proj = \"",
                 c.value("feed_forward_proj", ""), "\" (T5 v1.1); llmtk's T5 preset is v1.0's ReLU feed-forward");
     LLMTK_CHECK(c.value("tie_word_embeddings", true), "--init", cfg_path.string(), " has an untied head (T5 v1.1); llmtk's T5 "
                 "preset ties it");
-    LLMTK_CHECK(c.value("relative_attention_num_buckets", 32) == 32 && c.value("relative_attention_max_distance", 128) == 128,
+    LLMTK_CHECK(opt("relative_attention_num_buckets", 32) == 32 && opt("relative_attention_max_distance", 128) == 128,
                 "--init", cfg_path.string(), " has a relative bias of other than 32 buckets up to 128, T5Positions' shape");
   } else {
     fail("--init", cfg_path.string(), " has model_type '", family, "'; supported: gpt2, llama, mixtral, bert, t5");

@@ -1,5 +1,6 @@
 #include "safetensors.hpp"
 
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -8,6 +9,7 @@
 
 #include "../core/durable.hpp"
 #include "../core/error.hpp"
+#include "../core/json_number.hpp"
 
 namespace llmtk::train {
 
@@ -79,8 +81,12 @@ SafetensorsFile::SafetensorsFile(std::string path) : path_(std::move(path)) {
     Info info;
     try {
       info.dtype = v.at("dtype").get<std::string>();
-      info.shape = v.at("shape").get<std::vector<std::int64_t>>();
-      const auto off = v.at("data_offsets").get<std::vector<std::uint64_t>>();
+      LLMTK_CHECK(v.at("shape").is_array() && v.at("data_offsets").is_array(), "safetensors", "tensor '", k, "' in '", path_,
+                  "' needs \"shape\" and \"data_offsets\" as lists");
+      const std::string what = cat("safetensors: tensor '", k, "' in '", path_, "'");
+      for (const auto& e : v.at("shape")) info.shape.push_back(whole<std::int64_t>(e, what));
+      std::vector<std::uint64_t> off;
+      for (const auto& e : v.at("data_offsets")) off.push_back(whole<std::uint64_t>(e, what));
       LLMTK_CHECK(off.size() == 2 && off[1] >= off[0], "safetensors", "tensor '", k, "' in '", path_, "' has bad data offsets");
       info.begin = off[0], info.end = off[1];
     } catch (const nlohmann::json::exception& e) {
