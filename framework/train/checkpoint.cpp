@@ -218,7 +218,7 @@ std::int64_t checkpoint_step(const std::string& dir) {
   std::ifstream in(path);
   LLMTK_CHECK(in.good(), "checkpoint", "cannot read '", path.string(), "'");
   try {
-    return json::parse(in).at("step").get<std::int64_t>();
+    return whole<std::int64_t>(json::parse(in).at("step"), cat("checkpoint: ", path.string(), ", step"));
   } catch (const json::exception& e) {
     fail("checkpoint", "'", path.string(), "' is not a checkpoint's state (", e.what(),
          "); the checkpoint is damaged: resume from another one");
