@@ -83,6 +83,7 @@ struct LayerStack<End, L...> {
   std::vector<ActSlot> outs;  // outputs of layers 0 .. n-2 (saved); the last writes y
   ActSlot grad[2];            // ping-pong gradient buffers (scratch)
   bool recompute = false;     // layers share activation memory with their type's first layer
+  std::string scope;          // "blocks.": layer i's parameters are "blocks.i.*" (a probe's layer names)
 
   void declare(Planner& p) {
     const int n = p.dims.n_layers;
@@ -90,6 +91,7 @@ struct LayerStack<End, L...> {
     outs.assign(static_cast<std::size_t>(n > 0 ? n - 1 : 0), ActSlot{});
     recompute = p.recompute_blocks;
     const std::string base = p.prefix();
+    scope = base;
     for (int i = 0; i < n; ++i) {
       auto s = p.scope(std::to_string(i));
       // Recomputation: a layer reuses the memory of the first layer of its type (same shapes).
@@ -107,7 +109,9 @@ struct LayerStack<End, L...> {
     TensorRef in = x;
     for (int i = 0; i < n; ++i) {
       TensorRef out = i + 1 == n ? y : c.a(outs[std::size_t(i)]);
+      if (c.probe) c.probe->enter(scope + std::to_string(i));
       with_layer(i, [&](auto& block) { block.forward(c, out, in); });
+      if (c.probe) c.probe->block_output(out);
       in = out;
     }
   }

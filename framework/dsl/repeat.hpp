@@ -25,9 +25,11 @@ struct Repeat<B> {
   std::vector<ActSlot> outs;  // outputs of blocks 0 .. n-2 (saved); the last writes y
   ActSlot grad[2];            // ping-pong gradient buffers (scratch)
   bool recompute = false;     // blocks share activation memory and re-run forward in backward
+  std::string scope;          // "blocks.": block i's parameters are "blocks.i.*" (a probe's layer names)
 
   void declare(Planner& p) {
     const int n = p.dims.n_layers;
+    scope = p.prefix();
     blocks.assign(static_cast<std::size_t>(n), B{});
     outs.assign(static_cast<std::size_t>(n > 0 ? n - 1 : 0), ActSlot{});
     recompute = p.recompute_blocks;
@@ -48,7 +50,9 @@ struct Repeat<B> {
     TensorRef in = x;
     for (std::size_t i = 0; i < n; ++i) {
       TensorRef out = i + 1 == n ? y : c.a(outs[i]);
+      if (c.probe) c.probe->enter(scope + std::to_string(i));
       blocks[i].forward(c, out, in);
+      if (c.probe) c.probe->block_output(out);
       in = out;
     }
   }

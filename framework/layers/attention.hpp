@@ -177,8 +177,13 @@ struct GQA {
       ops::attention_forward(heads(c, o, c.dims.n_heads), c.a(lse), heads(c, q, c.dims.n_heads), prefixed(c, kp),
                              prefixed(c, vp), mask(c));
     } else {
+      const AttentionMask m = biased(c, c.T);
       ops::attention_forward(heads(c, o, c.dims.n_heads), c.a(lse), heads(c, q, c.dims.n_heads),
-                             heads(c, k, c.dims.n_kv_heads), heads(c, v, c.dims.n_kv_heads), biased(c, c.T));
+                             heads(c, k, c.dims.n_kv_heads), heads(c, v, c.dims.n_kv_heads), m);
+      // Attention entropy (train/internals.cpp) reads the scores through q and k: not measured
+      // where a bias is added to them (ALiBi, a learned relative bias).
+      if (c.probe && !Pos::alibi && !learned_bias)
+        c.probe->attention(heads(c, q, c.dims.n_heads), heads(c, k, c.dims.n_kv_heads), c.a(lse), m);
     }
     wo.forward(c, rows(c, y, c.dims.d_model), c.a(o));
   }

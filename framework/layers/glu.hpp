@@ -44,6 +44,7 @@ struct GatedFeedForward {
     gate.forward(c, c.a(g), x2);
     up.forward(c, c.a(u), x2);
     Gate::forward(c.a(a), c.a(g), c.a(u));
+    if (c.probe && c.rows < 0) c.probe->units(c.a(a));  // (an MoE expert's rows: not a layer's units)
     down.forward(c, y.view({c.B * c.T, c.dims.d_model}), c.a(a));
   }
   // dx, dy, x: [B, T, C]

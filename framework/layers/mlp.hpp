@@ -58,11 +58,13 @@ struct MLP<Act> {
     if constexpr (FusedActivation<Act>) {
       if (!fc.adapter) {  // an adapter adds to the pre-activation, between the two fused steps
         Act::matmul_forward(c.a(a), c.a(h), x.view({N, C}), fc.weight(c), fc.bias(c));
+        if (c.probe && c.rows < 0) c.probe->units(c.a(a));  // (an MoE expert's rows: not a layer's units)
         return proj.forward(c, y.view({N, C}), c.a(a));
       }
     }
     fc.forward(c, c.a(h), x.view({N, C}));
     Act::forward(c.a(a), c.a(h));
+    if (c.probe && c.rows < 0) c.probe->units(c.a(a));
     proj.forward(c, y.view({N, C}), c.a(a));
   }
   // dx, dy, x: [B, T, C]

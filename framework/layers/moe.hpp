@@ -257,6 +257,8 @@ struct MoE<Expert, R> {
     // In this order: the trainer's progress line shows the first two.
     c.stats->add("moe_aux", double(E) * balance);
     c.stats->add("moe_load_max", load_max);
+    // The share of tokens that visit the busiest expert (K / E when balanced, 1 when every token does).
+    if (c.probe) c.probe->value("router_top_share", load_max * double(K) / double(E));
     c.stats->add("moe_z", z / double(N));
     c.stats->add("moe_dropped", double(N * K - offset[std::size_t(E)]) / double(N * K));
     if (E <= 16)

@@ -349,6 +349,7 @@ TensorRef AnyModel::forward(const ModelInputs& in) {
   c.flow = {in_.lengths, in_.segments, in_positions_, in_.token_types, in_.source, in_.source_lengths};
   stats_.clear();
   c.stats = &stats_;
+  c.probe = probe_;
   run_forward(c, c.a(logits_), in_.ids);
   if (n == 0) return c.a(logits_);
   // The tokens' logits: each row's last T positions.

@@ -119,6 +119,9 @@ class AnyModel {
   // Dropout (LoRA's): the seed of the next forward and backward, set per micro-batch by the
   // trainer, which resets it to 0 (no dropout: evaluation, generation) after the step.
   void set_dropout_seed(std::uint64_t seed) { dropout_seed_ = seed; }
+  // Internals (train/internals.hpp): every forward() until the next call shows its parts' insides
+  // to `probe` (null: none, the default).
+  void set_probe(Probe* probe) { probe_ = probe; }
 
   // Freezes every parameter whose name matches one of `patterns` (globs: "embed.*",
   // "blocks.*.attn.w*"): frozen parameters keep their values and get no gradient buffer and no
@@ -184,6 +187,7 @@ class AnyModel {
   void prepare_working();  // plans and allocates the working copy as the precision needs
   void refresh_working();  // rebuilds it from the master weights if they may have changed
 
+  Probe* probe_ = nullptr;
   std::string name_;
   Dims dims_;
   bool scorer_;

@@ -8,4 +8,5 @@
 #include "../ops/ops.hpp"
 #include "concepts.hpp"
 #include "plan.hpp"
+#include "probe.hpp"
 #include "visit.hpp"

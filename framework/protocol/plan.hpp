@@ -28,6 +28,7 @@ struct ActSlot {
 
 class Planner;
 struct Ctx;
+class Probe;  // protocol/probe.hpp
 
 // A part beside a Linear (layers/linear.hpp) that adds to its output: LoRA and its kin. It declares
 // its own parameters (under the linear's scope) and accumulates its own gradients.
@@ -339,6 +340,9 @@ struct Ctx {
   TensorRef g(ParamSlot s) const { return grads[s.grad]; }
   // Forward only: where parts report statistics (null: nobody asked).
   PartStats* stats = nullptr;
+  // Forward only, when the trainer records internals: what parts show of their insides
+  // (protocol/probe.hpp); null otherwise.
+  Probe* probe = nullptr;
   // A row window (an MoE expert's tokens): a(s) is rows row0 .. row0 + rows of each activation,
   // which the part planned per row (Planner::rows); rows < 0: whole activations.
   std::int64_t row0 = 0, rows = -1;

@@ -132,6 +132,50 @@ std::string line_chart(const std::string& title, const std::vector<Series>& seri
   return s + "</svg>";
 }
 
+std::string heat_map(const std::string& title, const std::vector<std::string>& rows, const std::vector<double>& x,
+                     const std::vector<std::vector<double>>& values, const std::string& x_label, bool log_scale) {
+  const double W = 640, left = 110, right = 70, top = 30, bottom = 40;
+  const double cell_h = rows.empty() ? 0 : std::clamp(220.0 / double(rows.size()), 8.0, 24.0);
+  const double H = top + bottom + cell_h * double(rows.size());
+  auto scaled = [&](double v) { return log_scale ? (v > 0 ? std::log10(v) : NAN) : v; };
+  double lo = INFINITY, hi = -INFINITY;
+  for (const auto& r : values)
+    for (double v : r)
+      if (const double t = scaled(v); std::isfinite(t)) lo = std::min(lo, t), hi = std::max(hi, t);
+  if (!(hi > lo)) hi = lo + 1;  // one value (or none): one colour
+  std::string s = "<svg xmlns='http://www.w3.org/2000/svg' width='" + num(W) + "' height='" + num(H) +
+                  "' role='img'><title>" + escape_html(title) + "</title>";
+  s += "<text x='" + num(W / 2) + "' y='18' text-anchor='middle' class='t'>" + escape_html(title) + "</text>";
+  const double pw = W - left - right, cw = x.empty() ? 0 : pw / double(x.size());
+  for (std::size_t r = 0; r < rows.size(); ++r) {
+    const double y = top + cell_h * double(r);
+    s += "<text x='" + num(left - 6) + "' y='" + num(y + cell_h * 0.7) + "' text-anchor='end' class='a'>" + escape_html(rows[r]) +
+         "</text>";
+    for (std::size_t c = 0; c < x.size() && r < values.size() && c < values[r].size(); ++c) {
+      const double t = scaled(values[r][c]);
+      if (!std::isfinite(t)) continue;
+      // From a pale yellow (low) to a dark blue (high), through green: readable in print.
+      const double f = (t - lo) / (hi - lo);
+      const int red = int(255 - 230 * f), green = int(250 - 150 * f), blue = int(200 - 70 * f + 60 * f * f);
+      char colour[16];
+      std::snprintf(colour, sizeof colour, "#%02x%02x%02x", std::clamp(red, 0, 255), std::clamp(green, 0, 255), std::clamp(blue, 0, 255));
+      s += "<rect x='" + num(left + cw * double(c)) + "' y='" + num(y) + "' width='" + num(cw + 0.5) + "' height='" +
+           num(cell_h + 0.5) + "' fill='" + colour + "'><title>" + escape_html(rows[r]) + " at " + short_num(x[c]) + ": " +
+           short_num(values[r][c]) + "</title></rect>";
+    }
+  }
+  // The x axis: the first, middle and last x; the scale's ends on the right.
+  for (std::size_t c : {std::size_t(0), x.size() / 2, x.size() ? x.size() - 1 : 0})
+    if (c < x.size())
+      s += "<text x='" + num(left + cw * (double(c) + 0.5)) + "' y='" + num(H - bottom + 14) + "' text-anchor='middle' class='a'>" +
+           short_num(x[c]) + "</text>";
+  s += "<text x='" + num(left + pw / 2) + "' y='" + num(H - 6) + "' text-anchor='middle' class='a'>" + escape_html(x_label) + "</text>";
+  const std::string unit = log_scale ? "10^" : "";
+  s += "<text x='" + num(W - right + 6) + "' y='" + num(top + 10) + "' class='a'>" + unit + short_num(hi) + " dark</text>";
+  s += "<text x='" + num(W - right + 6) + "' y='" + num(H - bottom) + "' class='a'>" + unit + short_num(lo) + " light</text>";
+  return s + "</svg>";
+}
+
 std::string html_page(const std::string& title, const std::string& body) {
   return "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>" + escape_html(title) +
          "</title><style>body{font:14px system-ui,sans-serif;margin:24px;max-width:1400px;color:#222}"

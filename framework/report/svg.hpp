@@ -19,6 +19,12 @@ struct Series {
 std::string line_chart(const std::string& title, const std::vector<Series>& series,
                        const std::string& x_label, const std::string& y_label, bool log_y = false);
 
+// A heat map: one row per name (top to bottom in the order given), one column per x, each cell
+// coloured by its value on one scale (light: low, dark: high; log10 when log_scale). A value that
+// is not finite is left blank. values[row][column].
+std::string heat_map(const std::string& title, const std::vector<std::string>& rows, const std::vector<double>& x,
+                     const std::vector<std::vector<double>>& values, const std::string& x_label, bool log_scale = false);
+
 // A number for a table cell: printf's `format` (e.g. "%.4f"), or "–" when it is not finite.
 std::string format_number(double v, const char* format);
 

@@ -420,6 +420,8 @@ Recipe read(const std::string& path, const std::vector<std::string>& sets) {
   LLMTK_CHECK(r.log.sample_prompt.empty() || !r.reward.enabled(), path,
               "log.sample_prompt with [reward]: a reward model scores text and cannot write any; remove the key");
   r.log.sample_tokens = int(l.integer("sample_tokens", r.log.sample_tokens, 1, 1 << 16));
+  r.log.internals = l.boolean("internals", r.log.internals);
+  r.log.internals_every = l.integer("internals_every", r.log.internals_every, 1, std::int64_t(1) << 40);
   LLMTK_CHECK(!r.seq2seq || r.log.sample_prompt.empty() || r.log.sample_prompt.find("<extra_id_0>") != std::string::npos, path,
               "log.sample_prompt = \"", r.log.sample_prompt, "\": an encoder-decoder trained on spans restores what sentinels "
               "stand for; write <extra_id_0> (then <extra_id_1>...) where it should fill in (\"In the beginning <extra_id_0> the "
@@ -547,7 +549,8 @@ std::string to_toml(const Recipe& r) {
   o << "\n[checkpoint]\nevery = " << r.checkpoint.every << "\nkeep = " << r.checkpoint.keep << "\nkeep_best = "
     << (r.checkpoint.keep_best ? "true" : "false") << "\non_error = \"" << r.checkpoint.on_error << "\"\n";
   o << "\n[log]\nevery = " << r.log.every << "\nsample_prompt = \"" << r.log.sample_prompt << "\"\nsample_tokens = "
-    << r.log.sample_tokens << "\n";
+    << r.log.sample_tokens << "\ninternals = " << (r.log.internals ? "true" : "false") << "\ninternals_every = "
+    << r.log.internals_every << "\n";
   return o.str();
 }
 

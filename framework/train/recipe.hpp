@@ -119,6 +119,10 @@ struct Recipe {
     std::int64_t every = 10;
     std::string sample_prompt;          // when set, a sample is written at every eval
     int sample_tokens = 64;
+    // Training internals per layer (train/internals.hpp) into internals.jsonl every this many steps
+    // (and at the last step): what `llmtk report` draws and `llmtk doctor` reads.
+    bool internals = false;
+    std::int64_t internals_every = 25;
   } log;
 
   std::int64_t rows() const;            // rows of a micro-batch: batch, 2·batch ([preference], [reward]),

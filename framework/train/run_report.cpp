@@ -10,6 +10,7 @@
 #include "../report/svg.hpp"
 #include "../models/registry.hpp"
 #include "checkpoint.hpp"  // write_file_atomically, the runs' checkpoints
+#include "internals.hpp"
 
 namespace llmtk::train {
 
@@ -77,6 +78,59 @@ report::Series from_step(const report::Series& s, double from) {
 }
 
 std::string fmt(double v, const char* f = "%.4g") { return report::format_number(v, f); }
+
+// [log] internals: layer × step heat maps, per-layer lines of the gradient and update sizes, and
+// the last record's attention entropy per head (train/internals.hpp).
+std::string internals_section(const std::string& dir) {
+  const InternalsHistory h = read_internals(dir);
+  if (h.empty()) return {};
+  std::string name = fs::path(dir).filename().string();
+  if (name.empty()) name = fs::path(dir).parent_path().filename().string();
+  std::string body = "<h2>Training internals: " + report::escape_html(name) + "</h2><p>Recorded every " +
+                     (h.steps.size() > 1 ? fmt(h.steps[1] - h.steps[0], "%.0f") : std::string("–")) +
+                     " steps (<code>[log] internals</code>); rows are layers from the input (top) to the output, "
+                     "columns are steps. <code>llmtk doctor</code> reads the same numbers.</p><div class=charts>";
+  struct Map {
+    const char* key;
+    const char* title;
+    bool log;
+  };
+  for (const Map& m : {Map{"grad_norm", "gradient norm per layer (log scale)", true},
+                       Map{"update_ratio", "update / weight norm per layer (log scale; ~1e-3 is typical)", true},
+                       Map{"act_std", "standard deviation of each block's output", false},
+                       Map{"act_max", "largest |activation| of each block's output (log scale)", true},
+                       Map{"dead", "share of dead feed-forward units", false},
+                       Map{"attn_entropy", "attention entropy, mean over heads (nats)", false},
+                       Map{"router_top_share", "share of tokens at the busiest expert", false}}) {
+    const auto it = h.values.find(m.key);
+    if (it == h.values.end()) continue;
+    // Only the layers that measured the quantity (blocks have activations, the embedding does not).
+    std::vector<std::string> rows;
+    std::vector<std::vector<double>> values;
+    for (std::size_t l = 0; l < h.layers.size(); ++l)
+      if (std::any_of(it->second[l].begin(), it->second[l].end(), [](double v) { return std::isfinite(v); }))
+        rows.push_back(h.layers[l]), values.push_back(it->second[l]);
+    if (!rows.empty()) body += report::heat_map(m.title, rows, h.steps, values, "step", m.log);
+  }
+  for (const Map& m : {Map{"grad_norm", "gradient norm per layer", true}, Map{"update_ratio", "update / weight norm per layer", true}}) {
+    std::vector<report::Series> lines;
+    for (std::size_t l = 0; l < h.layers.size(); ++l)
+      if (const auto* row = h.row(m.key, l)) lines.push_back({h.layers[l], h.steps, *row});
+    if (!lines.empty()) body += report::line_chart(m.title, lines, "step", m.key, m.log);
+  }
+  std::vector<std::string> rows;
+  std::vector<std::vector<double>> per_head;
+  std::size_t heads = 0;
+  for (std::size_t l = 0; l < h.last_entropy.size(); ++l)
+    if (!h.last_entropy[l].empty()) rows.push_back(h.layers[l]), per_head.push_back(h.last_entropy[l]), heads = std::max(heads, h.last_entropy[l].size());
+  if (!rows.empty()) {
+    std::vector<double> x;
+    for (std::size_t i = 0; i < heads; ++i) x.push_back(double(i));
+    body += report::heat_map("attention entropy per head at step " + fmt(h.steps.back(), "%.0f") + " (nats; low: a head that looks at few tokens)",
+                             rows, x, per_head, "head");
+  }
+  return body + "</div>";
+}
 }  // namespace
 
 std::string write_run_report(const std::vector<std::string>& dirs, const std::string& out) {
@@ -202,6 +256,7 @@ std::string write_run_report(const std::vector<std::string>& dirs, const std::st
             "</td><td class=n>" + fmt(r.elapsed, "%.0f s") + "</td></tr>";
   }
   body += "</table>";
+  for (const auto& d : dirs) body += internals_section(d);
   if (runs.size() > 1)
     body += "<p>One seed per run: a difference smaller than the spread between seeds of one recipe is noise (train each "
             "with a few values of train.seed to see that spread).</p>";

@@ -155,6 +155,7 @@ StepStats TrainStep::run(const std::function<Batch()>& next, std::int64_t grad_a
   if (faults::at("nan_grad", step)) poison_gradient(model_);
   for (auto& m : s.metrics) m.second /= double(grad_accum);
   if (grad_accum > 1) scale_grads(1.0f / float(grad_accum));
+  if (observe_) observe_();
   if (!options_.measure_norm) {
     s.grad_norm = NAN;
     s.finite = std::isfinite(s.loss);

@@ -102,6 +102,9 @@ class TrainStep {
   StepStats run(const std::function<Batch()>& next, std::int64_t grad_accum, double lr, std::int64_t step);
 
   AnyModel& model() { return model_; }
+  // Called in run() after the micro-batches' backward (the gradient averaged over them), before
+  // clipping and the update: where the internals read the gradients (train/internals.hpp).
+  void set_gradient_observer(std::function<void()> f) { observe_ = std::move(f); }
 
  private:
   double grad_norm();
@@ -110,6 +113,7 @@ class TrainStep {
   Objective& objective_;
   Optimizer& optimizer_;
   StepOptions options_;
+  std::function<void()> observe_;
   Arena scalars_{"scalars"};  // the gradient norm² accumulates where the gradients are
 };
 

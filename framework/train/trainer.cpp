@@ -32,6 +32,7 @@
 #include "rollout.hpp"
 #include "task_eval.hpp"
 #include "schedule.hpp"
+#include "internals.hpp"
 #include "step.hpp"
 #include "masked.hpp"
 #include "span.hpp"
@@ -793,22 +794,60 @@ bool eval_due(const Run& run) {
   return (run.r.eval.every > 0 && run.s.step % run.r.eval.every == 0) || run.s.step == run.total;
 }
 
+// A resumed run keeps the history up to the resumed step, from the run it continues: the lines of
+// `path` (a metrics.jsonl or internals.jsonl) whose step is at most `step`.
+std::string history_up_to(const std::string& path, std::int64_t step) {
+  std::string kept;
+  if (path.empty() || !fs::exists(path)) return kept;
+  std::ifstream in(path);
+  std::string line;
+  while (std::getline(in, line)) {
+    const json m = json::parse(line, nullptr, false);  // a torn last line (a crash mid-write) is dropped
+    if (!m.is_discarded() && m.is_object() && m.value("step", std::int64_t(0)) <= step) kept += line + "\n";
+  }
+  return kept;
+}
+
+// [log] internals: every internals_every steps (and the last), what each layer is doing, one line
+// of internals.jsonl (train/internals.hpp).
+class InternalsLog {
+ public:
+  InternalsLog(Run& run, TrainStep& stepper) : run_(run) {
+    if (!run.r.log.internals) return;
+    const std::string path = (fs::path(run.dir) / "internals.jsonl").string();
+    const std::string from = run.history.empty() ? "" : (fs::path(run.history).parent_path() / "internals.jsonl").string();
+    write_text(path, history_up_to(from, run.s.step));
+    out_.open(path, std::ios::app);
+    stepper.set_gradient_observer([this] {
+      if (recording_) internals_.gradients(*run_.s.model);
+    });
+  }
+  // Before the step that will be step `next`.
+  void before(std::int64_t next) {
+    const auto& l = run_.r.log;
+    recording_ = l.internals && (next % l.internals_every == 0 || next == run_.total);
+    if (recording_) internals_.begin(*run_.s.model);
+  }
+  void after(const StepStats& st) {
+    if (!recording_) return;
+    recording_ = false;
+    const std::string line = internals_.end(*run_.s.model, run_.s.step);
+    if (st.finite) out_ << line << "\n" << std::flush;  // a skipped step changed nothing to measure
+  }
+
+ private:
+  Run& run_;
+  Internals internals_;
+  std::ofstream out_;
+  bool recording_ = false;
+};
+
 // metrics.jsonl and the progress line (a redrawn bar on a terminal, else one line per interval).
 class Logger final : public Hook {
  public:
   Logger(Run& run, double fwd_flops, double peak) : fwd_flops_(fwd_flops), peak_(peak) {
     const std::string path = (fs::path(run.dir) / "metrics.jsonl").string();
-    // A resumed run keeps the history up to the resumed step, from the run it continues.
-    std::string kept;
-    if (!run.history.empty() && fs::exists(run.history)) {
-      std::ifstream in(run.history);
-      std::string line;
-      while (std::getline(in, line)) {
-        const json m = json::parse(line, nullptr, false);  // a torn last line (a crash mid-write) is dropped
-        if (!m.is_discarded() && m.is_object() && m.value("step", std::int64_t(0)) <= run.s.step) kept += line + "\n";
-      }
-    }
-    write_text(path, kept);
+    write_text(path, history_up_to(run.history, run.s.step));
     metrics_.open(path, std::ios::app);
   }
   void write(const json& m) { metrics_ << m.dump() << "\n" << std::flush; }
@@ -1040,9 +1079,11 @@ TrainResult train(const Recipe& r, const TrainOptions& opt) {
   Hook* hooks[] = {&guard, &logger, &evaluator, &checkpointer};
 
   TrainStep stepper(*s.model, *s.objective, *s.optimizer, {r.optim.grad_clip, true, r.train.seed});
+  InternalsLog internals(run, stepper);
   const Schedule sched{r.schedule.name, r.optim.lr, r.schedule.min_lr, r.schedule.warmup, run.total, r.schedule.decay_fraction};
   while (s.step < run.total && !run.stop) {
     const double lr = sched.at(s.step);
+    internals.before(s.step + 1);
     StepStats st = stepper.run([&] { return s.batches->next(); }, r.train.grad_accum, lr, s.step + 1);
     // What making the batches measured (RL: the rewards) goes first, the objective's after it.
     if (Metrics made = s.batches->take_metrics(); !made.empty()) {
@@ -1052,6 +1093,7 @@ TrainResult train(const Recipe& r, const TrainOptions& opt) {
       st.metrics = std::move(all);
     }
     if (st.finite) ++s.step, run.last_loss = st.loss;
+    internals.after(st);
     for (Hook* h : hooks) h->after_step(run, st, lr);
   }
   for (Hook* h : hooks) h->at_end(run);

@@ -24,6 +24,7 @@
 #include "train/peft.hpp"
 #include "train/hf.hpp"
 #include "train/lm_eval.hpp"
+#include "train/doctor.hpp"
 #include "train/run_report.hpp"
 #include "train/step.hpp"
 #include "train/preference.hpp"
@@ -533,6 +534,20 @@ void add_train_commands(CLI::App& app) {
   rep->callback([ra] {
     const std::string out = ra->second.empty() ? (fs::path(ra->first.front()) / "report.html").string() : ra->second;
     fmt::print("{}\n", train::write_run_report(ra->first, out));
+  });
+
+  struct DoctorArgs {
+    std::string run;
+    bool json = false;
+  };
+  auto da = std::make_shared<DoctorArgs>();
+  auto* doc = app.add_subcommand("doctor", "Say what went wrong in a run and what to try, with the evidence "
+                                           "(docs/learn/07-diagnose.md)");
+  doc->add_option("run", da->run, "A run directory (runs/NAME)")->required()->check(CLI::ExistingDirectory);
+  doc->add_flag("--json", da->json, "One JSON object: findings (id, title, evidence, advice, page), checked, not_checked");
+  doc->callback([da] {
+    const train::Diagnosis d = train::diagnose(da->run);
+    fmt::print("{}\n", da->json ? train::to_json(d) : train::to_text(d));
   });
 
   struct ExportArgs {
