@@ -170,9 +170,11 @@ std::string heat_map(const std::string& title, const std::vector<std::string>& r
       s += "<text x='" + num(left + cw * (double(c) + 0.5)) + "' y='" + num(H - bottom + 14) + "' text-anchor='middle' class='a'>" +
            short_num(x[c]) + "</text>";
   s += "<text x='" + num(left + pw / 2) + "' y='" + num(H - 6) + "' text-anchor='middle' class='a'>" + escape_html(x_label) + "</text>";
-  const std::string unit = log_scale ? "10^" : "";
-  s += "<text x='" + num(W - right + 6) + "' y='" + num(top + 10) + "' class='a'>" + unit + short_num(hi) + " dark</text>";
-  s += "<text x='" + num(W - right + 6) + "' y='" + num(H - bottom) + "' class='a'>" + unit + short_num(lo) + " light</text>";
+  auto value = [&](double t) { return short_num(log_scale ? std::pow(10.0, t) : t); };
+  s += "<text x='" + num(W - right + 6) + "' y='" + num(top + 10) + "' class='a'>" + value(hi) + "</text>";
+  s += "<text x='" + num(W - right + 6) + "' y='" + num(top + 22) + "' class='a'>dark</text>";
+  s += "<text x='" + num(W - right + 6) + "' y='" + num(H - bottom - 12) + "' class='a'>" + value(lo) + "</text>";
+  s += "<text x='" + num(W - right + 6) + "' y='" + num(H - bottom) + "' class='a'>light</text>";
   return s + "</svg>";
 }
 

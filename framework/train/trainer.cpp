@@ -157,7 +157,7 @@ std::string run_of(const std::string& checkpoint) {
 }
 
 // What a run writes into its directory (trainer.hpp), and `llmtk train` its report.html.
-constexpr const char* kRunFiles[] = {"checkpoints", "metrics.jsonl", "recipe.toml", "samples.txt", "report.html"};
+constexpr const char* kRunFiles[] = {"checkpoints", "metrics.jsonl", "internals.jsonl", "recipe.toml", "samples.txt", "report.html"};
 
 // Where the run goes, what it resumes, and what --overwrite removes once set-up has succeeded.
 // Nothing is written here: a refusal leaves every folder as it was.
@@ -813,10 +813,12 @@ std::string history_up_to(const std::string& path, std::int64_t step) {
 class InternalsLog {
  public:
   InternalsLog(Run& run, TrainStep& stepper) : run_(run) {
-    if (!run.r.log.internals) return;
     const std::string path = (fs::path(run.dir) / "internals.jsonl").string();
     const std::string from = run.history.empty() ? "" : (fs::path(run.history).parent_path() / "internals.jsonl").string();
-    write_text(path, history_up_to(from, run.s.step));
+    // A resumed run keeps the records up to the resumed step (none of an abandoned later part),
+    // whether or not it records more.
+    if (run.r.log.internals || (!from.empty() && fs::exists(from))) write_text(path, history_up_to(from, run.s.step));
+    if (!run.r.log.internals) return;
     out_.open(path, std::ios::app);
     stepper.set_gradient_observer([this] {
       if (recording_) internals_.gradients(*run_.s.model);

@@ -2,6 +2,7 @@
 // eval / checkpoint, driven by a recipe. Writes into a run directory:
 //   recipe.toml            the resolved recipe
 //   metrics.jsonl          one JSON object per logged step and per evaluation
+//   internals.jsonl        per-layer internals every log.internals_every steps (train/internals.hpp)
 //   checkpoints/step_N/    model.safetensors, optimizer.safetensors, state.json
 //   checkpoints/best/      the checkpoint with the lowest validation loss
 //   samples.txt            text sampled at each evaluation (when log.sample_prompt is set)
