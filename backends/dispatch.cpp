@@ -11,6 +11,7 @@
 #include "core/text.hpp"
 #include "ops/checks.hpp"
 #include "ops/ops.hpp"
+#include "ops/profile.hpp"
 
 namespace llmtk::ops {
 
@@ -196,6 +197,16 @@ struct OpTimer {
 };
 
 }  // namespace
+
+bool profiling() { return profile.on; }
+
+std::vector<OpTime> profile_table() {
+  std::vector<OpTime> t;
+  for (int i = 0; i < kOpCount; ++i)
+    if (profile.calls[i]) t.push_back({std::string(kOpNames[i]), profile.seconds[i], profile.calls[i]});
+  std::sort(t.begin(), t.end(), [](const OpTime& a, const OpTime& b) { return a.seconds > b.seconds; });
+  return t;
+}
 
 void profile_reset() {
   std::fill(std::begin(profile.seconds), std::end(profile.seconds), 0.0);

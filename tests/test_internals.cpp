@@ -280,5 +280,16 @@ TEST_CASE("doctor names each problem from its evidence and finds none in a healt
   const json j = json::parse(to_json(layers));
   CHECK(j["findings"].size() == 3);
   CHECK(j["findings"][0]["id"] == "vanishing_gradients");
+  // Slow steps, and the op that dominates when the run was profiled (LLMTK_PROFILE=1: profile.json).
+  const fs::path slow = fake_run("slow", healthy);
+  {
+    std::ofstream m(slow / "metrics.jsonl");
+    for (auto [st, l] : healthy) m << json{{"step", st}, {"loss", l}, {"mfu", 0.04}, {"tokens_per_s", 900}}.dump() << "\n";
+  }
+  CHECK(ids_of(diagnose(slow.string())) == std::vector<std::string>{"slow"});
+  CHECK(diagnose(slow.string()).findings[0].advice.find("LLMTK_PROFILE=1") != std::string::npos);
+  std::ofstream(slow / "profile.json") << R"({"ops": [{"op": "attention_backward", "seconds": 3.0, "calls": 10},
+                                                     {"op": "matmul_forward", "seconds": 1.0, "calls": 40}]})";
+  CHECK(diagnose(slow.string()).findings[0].evidence.find("attention_backward (75% of the time in ops") != std::string::npos);
   CHECK_THROWS_WITH(diagnose(tmp("not-a-run").string()), Catch::Contains("has no metrics.jsonl"));
 }

@@ -309,17 +309,33 @@ void check_experts(const InternalsHistory& h, const Recipe* r, Diagnosis& d) {
                                "collapsed router makes an MoE a dense model with unused experts."));
 }
 
-void check_speed(const RunMetrics& m, const Recipe* r, Diagnosis& d) {
+void check_speed(const RunMetrics& m, const Recipe* r, const std::string& dir, Diagnosis& d) {
   if (m.mfu.v.size() < 3) return;
   const double mfu = median(std::vector<double>(m.mfu.v.begin() + 1, m.mfu.v.end()));  // the first interval includes set-up
   if (!(mfu < 0.15)) return;  // a well-shaped small model reaches 0.4 to 0.7 of the peak on a CPU
   std::string evidence = "the median step used " + num(100 * mfu, "%.1f") + "% of this machine's measured matmul peak (MFU), " +
                          num(median(m.tps.v), "%.0f") + " tokens/s";
   if (r) evidence += "; batch " + std::to_string(r->train.batch) + " x seq " + std::to_string(r->train.seq) + " of " + r->model.arch;
+  // A run trained with LLMTK_PROFILE=1 left its time per op (profile.json): name the op that dominates.
+  std::ifstream in(fs::path(dir) / "profile.json");
+  const json p = in ? json::parse(in, nullptr, false) : json();
+  bool profiled = false;
+  if (p.is_object() && p.contains("ops") && p["ops"].is_array() && !p["ops"].empty()) {
+    double total = 0;
+    for (const auto& o : p["ops"]) total += o.value("seconds", 0.0);
+    const auto& top = p["ops"][0];
+    if (total > 0 && top.contains("op") && top["op"].is_string()) {
+      evidence += "; the op that took most of the time: " + top["op"].get<std::string>() + " (" +
+                  num(100 * top.value("seconds", 0.0) / total, "%.0f") + "% of the time in ops, " +
+                  std::to_string(top.value("calls", 0L)) + " calls; profile.json)";
+      profiled = true;
+    }
+  }
   d.findings.push_back(finding("slow", "training runs far below the machine's speed", evidence,
-                               "Small matrices waste the machine: raise train.batch or train.seq (or model sizes), check "
-                               "train.threads, and see which op dominates with LLMTK_PROFILE=1 llmtk bench step --arch ARCH "
-                               "--batch B --seq T."));
+                               std::string("Small matrices waste the machine: raise train.batch or train.seq (or the model's "
+                                           "sizes), and check train.threads.") +
+                                   (profiled ? "" : " Train again with LLMTK_PROFILE=1 and doctor names the op the time goes "
+                                                    "to (profile.json in the run).")));
 }
 
 void check_tokenizer(const std::string& data_dir, const Recipe* r, Diagnosis& d) {
@@ -386,7 +402,7 @@ Diagnosis diagnose(const std::string& run_dir) {
     check_dead_units(h, d);
     check_experts(h, r, d);
   }
-  check_speed(m, r, d);
+  check_speed(m, r, run_dir, d);
   if (r) check_tokenizer(r->data.dir, r, d);
   return d;
 }

@@ -20,6 +20,7 @@
 #include "../data/loader.hpp"
 #include "../models/registry.hpp"
 #include "../ops/ops.hpp"
+#include "../ops/profile.hpp"
 #include "checkpoint.hpp"
 #include "classify.hpp"
 #include "finetune.hpp"
@@ -157,7 +158,7 @@ std::string run_of(const std::string& checkpoint) {
 }
 
 // What a run writes into its directory (trainer.hpp), and `llmtk train` its report.html.
-constexpr const char* kRunFiles[] = {"checkpoints", "metrics.jsonl", "internals.jsonl", "recipe.toml", "samples.txt", "report.html"};
+constexpr const char* kRunFiles[] = {"checkpoints", "metrics.jsonl", "internals.jsonl", "profile.json", "recipe.toml", "samples.txt", "report.html"};
 
 // Where the run goes, what it resumes, and what --overwrite removes once set-up has succeeded.
 // Nothing is written here: a refusal leaves every folder as it was.
@@ -1100,6 +1101,14 @@ TrainResult train(const Recipe& r, const TrainOptions& opt) {
   }
   for (Hook* h : hooks) h->at_end(run);
   if (opt.progress_bar) std::printf("\n");
+  // LLMTK_PROFILE=1: the run's time per op (set-up and evaluations included) as profile.json,
+  // where llmtk doctor finds which op a slow run spends its time in.
+  if (ops::profiling()) {
+    json table = json::array();
+    for (const auto& t : ops::profile_table()) table.push_back({{"op", t.op}, {"seconds", t.seconds}, {"calls", t.calls}});
+    write_text((fs::path(run.dir) / "profile.json").string(),
+               json{{"backend", ops::active().backend}, {"steps", s.step}, {"ops", table}}.dump(2) + "\n");
+  }
   if (!run.failed.empty()) {
     std::string newest;
     try {

@@ -6,6 +6,7 @@
 //   checkpoints/step_N/    model.safetensors, optimizer.safetensors, state.json
 //   checkpoints/best/      the checkpoint with the lowest validation loss
 //   samples.txt            text sampled at each evaluation (when log.sample_prompt is set)
+//   profile.json           seconds and calls per op (when LLMTK_PROFILE is set; ops/profile.hpp)
 // The run directory is TrainOptions::run_dir; else, resuming, the run the checkpoint belongs to;
 // else runs/<recipe name>/. A directory that holds another run (or, resuming from an earlier
 // checkpoint, later checkpoints of this one) is refused before anything is written unless

@@ -7,6 +7,7 @@
 # next-token log-probabilities after a prompt (within the bounds below) and, for f32, 32 tokens of
 # greedy decoding. Skips (exit 77) with the reason where Node.js 20 or the package cannot be had.
 set -euo pipefail
+[[ -z ${CI-x} ]] && unset CI  # node-llama-cpp refuses an empty CI variable
 llmtk=$(realpath "$1")
 root=$(cd "$(dirname "$0")/../.." && pwd)
 node_dir="$root/tests/.node"
