@@ -21,6 +21,7 @@ install(TARGETS llmtk_core llmtk_backends llmtk_models llmtk_config llmtk_data l
 install(TARGETS llmtk RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
 install(EXPORT llmtkTargets NAMESPACE llmtk:: DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/llmtk)
 set(LLMTK_CONFIG_CUDA ${LLMTK_CUDA})
+set(LLMTK_CONFIG_MPI ${LLMTK_MPI})
 configure_package_config_file(cmake/llmtkConfig.cmake.in ${CMAKE_CURRENT_BINARY_DIR}/llmtkConfig.cmake
                               INSTALL_DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/llmtk)
 write_basic_package_version_file(${CMAKE_CURRENT_BINARY_DIR}/llmtkConfigVersion.cmake COMPATIBILITY SameMinorVersion)

@@ -20,6 +20,7 @@ packages=(
   fortunes                       # a second domain for the fine-tuning recipes (recipes/finetune/)
   wordnet-base                   # WordNet glosses: the definition task of llmtk data synth (docs/sft.md)
   python3-minimal                # rewrites CUDA kernel launches for the CPU-emulated CUDA tests
+  openmpi-bin libopenmpi-dev     # Open MPI: mpirun and the MPI communicator (docs/distributed.md)
 )
 if [[ ${1:-} == --tests ]]; then
   packages+=(

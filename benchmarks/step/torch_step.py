@@ -15,9 +15,21 @@ p.add_argument("--steps", type=int, default=3)
 p.add_argument("--warmup", type=int, default=1)
 p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
 p.add_argument("--threads", type=int, default=0)
+p.add_argument("--ddp", action="store_true",
+               help="under mpirun: DistributedDataParallel over gloo, each rank --batch / ranks rows (the peer of "
+                    "benchmarks/distributed/run.sh)")
 a = p.parse_args()
 if a.threads:
     torch.set_num_threads(a.threads)
+rank, world = 0, 1
+if a.ddp:  # the launcher's rank and size (Open MPI's mpirun), and a rendezvous on this machine
+    import os
+    import torch.distributed as dist
+    rank = int(os.environ.get("OMPI_COMM_WORLD_RANK", os.environ.get("RANK", "0")))
+    world = int(os.environ.get("OMPI_COMM_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", "29517")
+    dist.init_process_group("gloo", rank=rank, world_size=world)
 
 # Sizes of the llmtk presets (framework/models/*.hpp).
 PRESETS = {
@@ -105,8 +117,10 @@ class LM(nn.Module):
 
 torch.manual_seed(0)
 model = LM(cfg["kind"] == "llama")
+if a.ddp:
+    model = nn.parallel.DistributedDataParallel(model)  # buckets of 25 MB, overlapped with the backward
 opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-ids = torch.randint(0, V, (a.batch, a.seq))
+ids = torch.randint(0, V, (a.batch // world, a.seq))
 tg = torch.roll(ids, -1, 1)
 times = []
 for s in range(a.warmup + a.steps):
@@ -121,7 +135,9 @@ for s in range(a.warmup + a.steps):
         times.append(dt)
 times.sort()
 ms = times[len(times) // 2]
-print(json.dumps({"tool": f"PyTorch {torch.__version__} (CPU, {torch.get_num_threads()} threads)", "arch": a.arch,
-                  "precision": a.precision, "batch": a.batch, "seq": a.seq,
+if rank != 0:
+    raise SystemExit(0)
+print(json.dumps({"tool": f"PyTorch {torch.__version__} (CPU, {torch.get_num_threads()} threads" + (f", DDP gloo, {world} ranks)" if a.ddp else ")"),
+                  "arch": a.arch, "precision": a.precision, "batch": a.batch, "seq": a.seq, "ranks": world,
                   "params": sum(p.numel() for p in model.parameters()), "ms_per_step": ms,
                   "tokens_per_s": a.batch * a.seq / (ms / 1000)}))

@@ -35,11 +35,11 @@ std::vector<Fault> parse(const char* env) {
     char* stop = nullptr;
     f.value = std::strtod(item.c_str() + k + 1, &stop);
     LLMTK_CHECK(stop && *stop == '\0', "LLMTK_FAULTS", "'", item, "': '", item.substr(k + 1), "' is not a number");
-    static constexpr std::string_view known[] = {"nan_grad", "inf_act", "nan_loss", "slow_write"};
+    static constexpr std::string_view known[] = {"nan_grad", "inf_act", "nan_loss", "slow_write", "kill", "hang"};
     bool ok = false;
     for (auto n : known) ok = ok || n == f.name;
     LLMTK_CHECK(ok, "LLMTK_FAULTS", "unknown fault '", f.name, "'; known: nan_grad@STEP, inf_act@STEP, nan_loss@STEP, "
-                "slow_write=MS");
+                "kill@STEP, hang@STEP, slow_write=MS");
     out.push_back(std::move(f));
   }
   return out;

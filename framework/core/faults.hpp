@@ -6,6 +6,8 @@
 //   inf_act@N     step N's forward sees an activation overflow (one embedding row is +Inf for
 //                 that forward and backward, then restored)
 //   nan_loss@N    step N's loss is NaN
+//   kill@N        the process kills itself (SIGKILL) as step N begins: a rank that dies
+//   hang@N        the process sleeps for ever as step N begins: a rank that stalls
 //   slow_write=MS every durable write (checkpoints, exports, run files) first waits MS
 //                 milliseconds, so that a kill lands inside a write
 // Unset, as in every real run, each query is one test of an empty list. Faults are a testing

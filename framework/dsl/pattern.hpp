@@ -127,6 +127,7 @@ struct LayerStack<End, L...> {
         if (recompute && i + K < n) block.forward(c, c.a(outs[std::size_t(i)]), in);
         block.backward(c, dst, g, in);
       });
+      if (c.gradient_hook) c.gradient_hook->layer_done(scope + std::to_string(i));
       g = dst;
     }
   }

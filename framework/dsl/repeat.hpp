@@ -66,6 +66,7 @@ struct Repeat<B> {
       // them from the block's input (its output, rewritten with the same values, is not read).
       if (recompute && i + 1 < n) blocks[i].forward(c, c.a(outs[i]), in);
       blocks[i].backward(c, dst, g, in);
+      if (c.gradient_hook) c.gradient_hook->layer_done(scope + std::to_string(i));
       g = dst;
     }
   }

@@ -365,6 +365,7 @@ void AnyModel::backward(TensorRef doutputs) {
               "doutputs must be [", B_, ", ", T_, ", ", outputs(), "] in the model's memory, got ", doutputs.shape_str());
   Ctx c = ctx();
   c.flow = {in_.lengths, in_.segments, in_positions_, in_.token_types, in_.source, in_.source_lengths};
+  c.gradient_hook = gradient_hook_;
   if (Tp_ == T_) return run_backward(c, doutputs.view({B_, T_, outputs()}), in_.ids);
   // Prompt tuning: no loss at the prompt's positions (zeros), the tokens' gradient after them.
   const std::int64_t V = outputs(), n = Tp_ - T_;

@@ -122,6 +122,9 @@ class AnyModel {
   // Internals (train/internals.hpp): every forward() until the next call shows its parts' insides
   // to `probe` (null: none, the default).
   void set_probe(Probe* probe) { probe_ = probe; }
+  // Data parallel (train/distributed.hpp): every backward() until the next call tells `hook` as
+  // each layer's backward finishes (null: none, the default).
+  void set_gradient_hook(GradientHook* hook) { gradient_hook_ = hook; }
 
   // Freezes every parameter whose name matches one of `patterns` (globs: "embed.*",
   // "blocks.*.attn.w*"): frozen parameters keep their values and get no gradient buffer and no
@@ -188,6 +191,7 @@ class AnyModel {
   void refresh_working();  // rebuilds it from the master weights if they may have changed
 
   Probe* probe_ = nullptr;
+  GradientHook* gradient_hook_ = nullptr;
   std::string name_;
   Dims dims_;
   bool scorer_;

@@ -28,7 +28,8 @@ struct ActSlot {
 
 class Planner;
 struct Ctx;
-class Probe;  // protocol/probe.hpp
+class Probe;         // protocol/probe.hpp
+class GradientHook;  // protocol/probe.hpp
 
 // A part beside a Linear (layers/linear.hpp) that adds to its output: LoRA and its kin. It declares
 // its own parameters (under the linear's scope) and accumulates its own gradients.
@@ -343,6 +344,9 @@ struct Ctx {
   // Forward only, when the trainer records internals: what parts show of their insides
   // (protocol/probe.hpp); null otherwise.
   Probe* probe = nullptr;
+  // Backward only, in data-parallel training: told as each layer's backward finishes
+  // (protocol/probe.hpp); null otherwise.
+  GradientHook* gradient_hook = nullptr;
   // A row window (an MoE expert's tokens): a(s) is rows row0 .. row0 + rows of each activation,
   // which the part planned per row (Planner::rows); rows < 0: whole activations.
   std::int64_t row0 = 0, rows = -1;

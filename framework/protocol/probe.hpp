@@ -28,4 +28,14 @@ class Probe {
   virtual void value(std::string_view name, double v) = 0;
 };
 
+// What a backward pass tells data-parallel training (train/distributed.hpp): stacks call it as
+// each layer's backward finishes, when that layer's parameters have their final gradients, so
+// that their sum across ranks can start while the layers below still run backward.
+class GradientHook {
+ public:
+  virtual ~GradientHook() = default;
+  // Layer `name` ("blocks.3", "decoder.blocks.0") is done.
+  virtual void layer_done(const std::string& name) = 0;
+};
+
 }  // namespace llmtk

@@ -163,8 +163,10 @@ void load_checkpoint(const std::string& dir, AnyModel& model, Optimizer* optimiz
     for (const auto& e : trained.entries()) model.params().write(model.params().find(e.name), trained[e.name].data);
   }
   if (!optimizer) return;
+  optimizer->begin_load();  // sharded (ZeRO-1): whole moments first, this rank's shard kept after
   for (Arena* a : optimizer->state())
     load_safetensors((fs::path(dir) / ("optimizer." + a->name() + ".safetensors")).string(), *a);
+  optimizer->end_load();
 }
 
 std::string find_checkpoint(const std::string& dir) {

@@ -1,6 +1,7 @@
 #include "optimizer.hpp"
 
 #include <algorithm>
+#include <cstdint>
 #include <numeric>
 
 #include "../ops/ops.hpp"
@@ -8,9 +9,24 @@
 
 namespace llmtk::train {
 
-Optimizer::Optimizer(const Recipe::Optim& config, const Arena& params)
-    : c_(config), m_(params.trainable_like(config.name == "sgd" ? "buf" : "m")),
-      v_(params.trainable_like("v")) {
+namespace {
+const char* first_state(const std::string& name) { return name == "sgd" ? "buf" : "m"; }
+}  // namespace
+
+Optimizer::Optimizer(const Recipe::Optim& config, const Arena& params, Communicator* shard_over)
+    : c_(config), m_(params.trainable_like(first_state(config.name))), v_(params.trainable_like("v")),
+      comm_(shard_over), table_(params.trainable_like("table")) {
+  if (comm_) {
+    // The trainable tensors lie first in memory (Arena::trainable_like): a prefix of floats,
+    // padding included, split among the ranks as collectives split tensors.
+    for (const auto& e : params.entries())
+      if (!e.frozen)
+        prefix_floats_ = std::max(prefix_floats_, std::int64_t((e.offset + std::size_t(e.numel) * sizeof(float)) / sizeof(float)));
+    shard_ = shard_range(prefix_floats_, comm_->rank(), comm_->size());
+    m_ = Arena(first_state(config.name)), v_ = Arena("v");
+    m_.add("shard", {std::max<std::int64_t>(1, shard_.size())});
+    v_.add("shard", {std::max<std::int64_t>(1, shard_.size())});
+  }
   m_.allocate();
   if (c_.name == "adamw") v_.allocate();
   // optim.lr_scale: each pattern names at least one trainable parameter, and no parameter is
@@ -67,10 +83,16 @@ std::vector<Optimizer::Range> Optimizer::ranges(const Arena& params) const {
 }
 
 void Optimizer::step(Arena& params, Arena& grads, double base_lr, std::int64_t step) {
-  for (const Range& r : ranges(params)) {
+  // Sharded: the byte range of this rank's floats; the moments' arenas start at its beginning.
+  const std::size_t lo = comm_ ? std::size_t(shard_.begin) * sizeof(float) : 0;
+  const std::size_t hi = comm_ ? std::size_t(shard_.end) * sizeof(float) : SIZE_MAX;
+  for (Range r : ranges(params)) {
+    r.begin = std::max(r.begin, lo), r.end = std::min(r.end, hi);
+    if (r.end <= r.begin) continue;
     const auto n = std::int64_t((r.end - r.begin) / sizeof(float));
     auto span = [&](const Arena& a) {
-      return TensorRef(static_cast<std::byte*>(a.data()) + r.begin, DType::f32, {n}, a.device());
+      const std::size_t at = &a == &m_ || &a == &v_ ? r.begin - lo : r.begin;
+      return TensorRef(static_cast<std::byte*>(a.data()) + at, DType::f32, {n}, a.device());
     };
     const float wd = r.weight_decay;
     const double lr = base_lr * r.lr_scale;
@@ -83,11 +105,51 @@ void Optimizer::step(Arena& params, Arena& grads, double base_lr, std::int64_t s
       ops::lion_step(span(params), span(grads), span(m_), LionArgs{float(lr), float(c_.beta1), float(c_.beta2), wd});
     }
   }
+  if (comm_) {
+    // Every rank's updated shard to every rank: the whole weights again.
+    const TensorRef all(params.data(), DType::f32, {prefix_floats_}, params.device());
+    comm_->all_gather(all.span(shard_.begin, shard_.size()), all, "the updated weights (ZeRO-1)");
+  }
 }
 
 std::vector<Arena*> Optimizer::state() {
+  if (comm_) {
+    LLMTK_CHECK(!whole_.empty(), "optimizer", "the sharded moments are read through gather_state() or begin_load()");
+    std::vector<Arena*> out;
+    for (auto& a : whole_) out.push_back(&a);
+    return out;
+  }
   if (c_.name == "adamw") return {&m_, &v_};
   return {&m_};
+}
+
+void Optimizer::gather_state() {
+  if (!comm_) return;
+  begin_load();  // whole arenas, allocated
+  Arena* shards[] = {&m_, &v_};
+  for (std::size_t k = 0; k < whole_.size(); ++k) {
+    const TensorRef all(whole_[k].data(), DType::f32, {prefix_floats_}, whole_[k].device());
+    comm_->all_gather((*shards[k])[0].span(0, shard_.size()), all, "the optimizer's " + whole_[k].name() + " (ZeRO-1)");
+  }
+}
+
+void Optimizer::release_state() { whole_.clear(); }
+
+void Optimizer::begin_load() {
+  if (!comm_) return;
+  whole_.clear();
+  whole_.push_back(table_.like(first_state(c_.name)));
+  if (c_.name == "adamw") whole_.push_back(table_.like("v"));
+  for (auto& a : whole_) a.allocate(host_memory());
+}
+
+void Optimizer::end_load() {
+  if (!comm_) return;
+  Arena* shards[] = {&m_, &v_};
+  for (std::size_t k = 0; k < whole_.size(); ++k)
+    copy_bytes(shards[k]->data(), shards[k]->device(), static_cast<const std::byte*>(whole_[k].data()) + shard_.begin * std::int64_t(sizeof(float)),
+               whole_[k].device(), std::size_t(shard_.size()) * sizeof(float));
+  release_state();
 }
 
 std::size_t Optimizer::state_bytes() const { return m_.bytes() + (c_.name == "adamw" ? v_.bytes() : 0); }

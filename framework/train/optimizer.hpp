@@ -7,18 +7,33 @@
 #include <vector>
 
 #include "../core/arena.hpp"
+#include "../core/communicator.hpp"
 #include "recipe.hpp"
 
 namespace llmtk::train {
 
 class Optimizer {
  public:
-  Optimizer(const Recipe::Optim& config, const Arena& params);
+  // `shard_over` (ZeRO-1, docs/distributed.md): the ranks of a data-parallel run among which the
+  // state is sharded; each rank keeps the moments of its shard_range of the trainable parameters'
+  // floats only, updates only those parameters, and an all-gather hands every rank the rest.
+  Optimizer(const Recipe::Optim& config, const Arena& params, Communicator* shard_over = nullptr);
 
   // One update of every parameter from its gradient at learning rate `lr`; `step` counts from 1.
   void step(Arena& params, Arena& grads, double lr, std::int64_t step);
-  // Moment arenas, for checkpoints: "m" and "v" (AdamW), "buf" (SGD), "m" (Lion).
+  // Moment arenas, for checkpoints: "m" and "v" (AdamW), "buf" (SGD), "m" (Lion), each mirroring
+  // the trainable parameters. Sharded, they are the gathered copies (gather_state(), or
+  // begin_load()), whatever the number of ranks: a checkpoint reads the same either way.
   std::vector<Arena*> state();
+  bool sharded() const { return comm_ != nullptr; }
+  // Sharded: every rank's moments gathered into whole arenas (a collective: every rank calls it),
+  // for state() until release_state().
+  void gather_state();
+  void release_state();
+  // Sharded: whole arenas for a checkpoint's moments to load into (state()), then this rank's
+  // shard taken from them.
+  void begin_load();
+  void end_load();
   bool decays(const Arena::Entry& e) const;
   // The contiguous byte ranges of an allocated parameter arena that one update op each covers:
   // consecutive tensors (in memory) with the same weight decay and lr multiplier. Two for any
@@ -36,6 +51,11 @@ class Optimizer {
  private:
   Recipe::Optim c_;
   Arena m_, v_;
+  Communicator* comm_ = nullptr;
+  ShardRange shard_;                  // sharded: this rank's floats of the trainable prefix
+  std::int64_t prefix_floats_ = 0;    // the trainable prefix of the parameter arena, in floats
+  Arena table_;                       // the trainable parameters' table (unallocated), for whole copies
+  std::vector<Arena> whole_;          // sharded: gathered or loaded whole moments
   std::vector<float> scale_;  // per parameter entry: its lr multiplier
 };
 

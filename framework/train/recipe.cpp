@@ -430,6 +430,17 @@ Recipe read(const std::string& path, const std::vector<std::string>& sets) {
               "log.sample_prompt = \"", r.log.sample_prompt, "\": an encoder fills in [MASK] tokens rather than "
               "continuing text; write [MASK] where it should predict one (\"And God [MASK] unto Moses\")");
 
+  auto dist = root.table("distributed");
+  r.distributed.strategy = dist.string("strategy", r.distributed.strategy, [](const std::string& v) {
+    if (v == "ddp" || v == "zero1") return std::string();
+    if (v == "zero2" || v == "tp")
+      return "= \"" + v + "\" is planned (docs/distributed.md) but not built yet; use \"ddp\" (data parallel)";
+    return "= \"" + v + "\" is not a strategy; use \"ddp\" (data parallel) or \"zero1\" (its optimizer state sharded)";
+  });
+  r.distributed.bucket_mb = dist.number("bucket_mb", r.distributed.bucket_mb, 0.001, 1024);
+  r.distributed.overlap = dist.boolean("overlap", r.distributed.overlap);
+  r.distributed.timeout_s = dist.number("timeout_s", r.distributed.timeout_s, 0.1, 1e7);
+
   file.reject_unknown_keys();
 
   // Rules across keys.
@@ -551,6 +562,8 @@ std::string to_toml(const Recipe& r) {
   o << "\n[log]\nevery = " << r.log.every << "\nsample_prompt = \"" << r.log.sample_prompt << "\"\nsample_tokens = "
     << r.log.sample_tokens << "\ninternals = " << (r.log.internals ? "true" : "false") << "\ninternals_every = "
     << r.log.internals_every << "\n";
+  o << "\n[distributed]\nstrategy = \"" << r.distributed.strategy << "\"\nbucket_mb = " << r.distributed.bucket_mb
+    << "\noverlap = " << (r.distributed.overlap ? "true" : "false") << "\ntimeout_s = " << r.distributed.timeout_s << "\n";
   return o.str();
 }
 

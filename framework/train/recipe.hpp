@@ -124,6 +124,15 @@ struct Recipe {
     bool internals = false;
     std::int64_t internals_every = 25;
   } log;
+  // [distributed]: how the processes of `mpirun -np N llmtk train` share the work
+  // (docs/distributed.md). One process ignores it.
+  struct Distributed {
+    std::string strategy = "ddp";       // ddp: every rank a copy of the model and a part of each batch;
+                                        // zero1: the same, each rank the optimizer state of a shard
+    double bucket_mb = 25;              // gradients are summed across ranks in buckets of this size
+    bool overlap = true;                // ... each as soon as its layers' backward is done
+    double timeout_s = 300;             // a collective that takes longer ends the job, naming the call
+  } distributed;
 
   std::int64_t rows() const;            // rows of a micro-batch: batch, 2·batch ([preference], [reward]),
                                         // batch·group ([rl])

@@ -1,6 +1,9 @@
 #include "step.hpp"
 
 #include <algorithm>
+#include <chrono>
+#include <csignal>
+#include <thread>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -8,6 +11,7 @@
 #include "../core/faults.hpp"
 #include "../core/rng.hpp"
 #include "../ops/ops.hpp"
+#include "distributed.hpp"
 
 namespace llmtk::train {
 
@@ -134,12 +138,16 @@ void TrainStep::scale_grads(float s) {
 
 StepStats TrainStep::run(const std::function<Batch()>& next, std::int64_t grad_accum, double lr, std::int64_t step) {
   StepStats s;
+  if (faults::at("kill", step)) std::raise(SIGKILL);
+  if (faults::at("hang", step))
+    for (;;) std::this_thread::sleep_for(std::chrono::hours(1));
   model_.zero_grad();
   for (std::int64_t micro = 0; micro < grad_accum; ++micro) {
     // A new dropout mask per micro-batch, reproducible from (seed, step, micro): resuming a run
     // draws the masks it would have drawn. Never 0, which means no dropout.
     model_.set_dropout_seed(Rng(options_.seed ^ (std::uint64_t(step) * 0x100000001b3ull + std::uint64_t(micro))).next() | 1);
     const Batch batch = next();
+    if (dp_ && micro + 1 == grad_accum) dp_->arm(model_);  // the last backward: gradients are summed as its layers finish
     if (micro == 0 && faults::at("inf_act", step)) {
       ActivationOverflow overflow(model_, batch);
       s.loss += forward_backward(model_, objective_, batch);
@@ -150,6 +158,7 @@ StepStats TrainStep::run(const std::function<Batch()>& next, std::int64_t grad_a
     accumulate(s.metrics, model_.part_stats());  // an MoE router's load and auxiliary losses
   }
   model_.set_dropout_seed(0);
+  if (dp_) dp_->finish(model_);  // every gradient is the mean over the ranks now
   s.loss /= double(grad_accum);
   if (faults::at("nan_loss", step)) s.loss = NAN;
   if (faults::at("nan_grad", step)) poison_gradient(model_);
@@ -163,6 +172,7 @@ StepStats TrainStep::run(const std::function<Batch()>& next, std::int64_t grad_a
     s.grad_norm = grad_norm();
     s.finite = std::isfinite(s.loss) && std::isfinite(s.grad_norm);
   }
+  if (dp_) dp_->agree(s.loss, s.finite, s.metrics);
   if (!s.finite) return s;
   const double clip = options_.grad_clip;
   if (clip > 0 && options_.measure_norm && s.grad_norm > clip) scale_grads(float(clip / s.grad_norm));

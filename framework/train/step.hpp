@@ -17,6 +17,8 @@
 
 namespace llmtk::train {
 
+class DataParallel;
+
 // One micro-batch: what the model reads and what the objective compares its outputs with.
 struct Batch {
   ModelInputs inputs;
@@ -105,6 +107,9 @@ class TrainStep {
   // Called in run() after the micro-batches' backward (the gradient averaged over them), before
   // clipping and the update: where the internals read the gradients (train/internals.hpp).
   void set_gradient_observer(std::function<void()> f) { observe_ = std::move(f); }
+  // Data parallel: the gradients, the loss and the metrics averaged over the ranks after the
+  // micro-batches, before the observer, clipping and the update (train/distributed.hpp).
+  void set_data_parallel(DataParallel* dp) { dp_ = dp; }
 
  private:
   double grad_norm();
@@ -114,6 +119,7 @@ class TrainStep {
   Optimizer& optimizer_;
   StepOptions options_;
   std::function<void()> observe_;
+  DataParallel* dp_ = nullptr;
   Arena scalars_{"scalars"};  // the gradient norm² accumulates where the gradients are
 };
 

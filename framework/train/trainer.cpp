@@ -5,15 +5,18 @@
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
+#include <exception>
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "../core/available_memory.hpp"
+#include "../core/communicator.hpp"
 #include "../core/durable.hpp"
 #include "../core/error.hpp"
 #include "../core/faults.hpp"
@@ -33,6 +36,7 @@
 #include "rollout.hpp"
 #include "task_eval.hpp"
 #include "schedule.hpp"
+#include "distributed.hpp"
 #include "internals.hpp"
 #include "step.hpp"
 #include "masked.hpp"
@@ -560,7 +564,8 @@ void set_up_classify(const Recipe& r, Setup& s, const std::function<void(const s
 }
 
 Setup set_up(const Recipe& r, const TrainOptions& opt, const std::string& resume_from,
-             const std::function<void(const std::string&)>& log) {
+             const std::function<void(const std::string&)>& log, int rank = 0, int world = 1,
+             Communicator* zero = nullptr) {
   Setup s;
   (void)matmul_peak_override();  // a bad value stops here, before the run directory exists
   ops::require_backend(r.train.device);
@@ -619,10 +624,13 @@ Setup set_up(const Recipe& r, const TrainOptions& opt, const std::string& resume
             r.span.mean_span_length, " on average); windows of ", l.raw, " tokens become sources of ", l.source, " tokens (",
             l.spans, " sentinels) and targets of ", l.target));
   } else if (!aligned) {
+    // Data parallel: this rank's rows of each global batch of train.batch rows (train() has
+    // checked that the ranks divide it), for training and validation alike.
+    s.rows = r.train.batch / world;
     s.loader = make_loader(r, train_files, s.tok->hash(),
-                           {r.train.batch, r.train.seq, data::parse_order(r.data.order), r.train.seed, 0, 1, r.data.packing}, false);
+                           {s.rows, r.train.seq, data::parse_order(r.data.order), r.train.seed, rank, world, r.data.packing}, false);
     s.val_loader = make_loader(r, shards(r.data.dir, "val_"), s.tok->hash(),
-                               {r.train.batch, r.train.seq, data::DataOrder::sequential, 0, 0, 1, r.data.packing}, true);
+                               {s.rows, r.train.seq, data::DataOrder::sequential, 0, rank, world, r.data.packing}, true);
     s.batches = std::make_unique<LoaderBatches>(*s.loader);
     if (s.val_loader) s.val_batches = std::make_unique<LoaderBatches>(*s.val_loader);
     s.objective = std::make_unique<NextTokenLoss>();
@@ -673,7 +681,8 @@ Setup set_up(const Recipe& r, const TrainOptions& opt, const std::string& resume
     // With part of the model frozen, checkpoints keep only what trains and name the base.
     if (s.model->params().trainable_numel() < s.model->params().numel()) s.base = identify_base(base_dir, r.finetune.base_vocab);
   }
-  s.optimizer = std::make_unique<Optimizer>(r.optim, s.model->params());
+  // ZeRO-1: each rank keeps the optimizer state of its shard of the parameters only.
+  s.optimizer = std::make_unique<Optimizer>(r.optim, s.model->params(), zero);
   if (r.preference.enabled()) set_up_preference(r, from, s, log);
   if (r.rl.enabled()) set_up_rl(r, from, s, log);
   if (r.reward.enabled()) set_up_reward(r, s, log);
@@ -714,14 +723,32 @@ struct Run {
   bool stop = false, interrupted = false;
   int signal = 0;  // the signal that stopped the run
   std::int64_t skipped = 0;  // non-finite steps skipped since this process started the run
+  // Data parallel: the ranks, and whether this one writes the run's files (rank 0; the others
+  // hold the same weights and write nothing).
+  Communicator* comm = nullptr;
+  bool writer = true;
+  int world() const { return comm ? comm->size() : 1; }
 
+  // Every rank calls it (ZeRO-1 gathers the optimizer's moments, a collective); rank 0 writes.
   std::string save(const std::string& name) {
-    const auto pos = s.batches->position();
-    CheckpointState st{s.step, r.model.arch, r.model.dims, s.model->frozen_patterns(), r.lora, r.prompt_tuning.n_tokens, r.prefix_tuning.n_tokens, r.prefix_tuning.projection, std::int64_t(pos.epoch),
-                       std::int64_t(pos.step), r.data.dir, s.tok_path, std::to_string(s.tok->hash()), val_loss,
-                       s.best_val, to_toml(r), s.base, r.classify.labels};
-    return save_checkpoint((fs::path(dir) / "checkpoints" / name).string(), *s.model, s.optimizer.get(), st,
-                           [this](const std::string& d) { s.batches->save(d); });
+    s.optimizer->gather_state();
+    const std::string path = (fs::path(dir) / "checkpoints" / name).string();
+    std::string written = path;
+    std::exception_ptr error;
+    if (writer) {
+      try {
+        const auto pos = s.batches->position();
+        CheckpointState st{s.step, r.model.arch, r.model.dims, s.model->frozen_patterns(), r.lora, r.prompt_tuning.n_tokens, r.prefix_tuning.n_tokens, r.prefix_tuning.projection, std::int64_t(pos.epoch),
+                           std::int64_t(pos.step), r.data.dir, s.tok_path, std::to_string(s.tok->hash()), val_loss,
+                           s.best_val, to_toml(r), s.base, r.classify.labels};
+        written = save_checkpoint(path, *s.model, s.optimizer.get(), st, [this](const std::string& d) { s.batches->save(d); });
+      } catch (...) {
+        error = std::current_exception();
+      }
+    }
+    s.optimizer->release_state();
+    if (error) std::rethrow_exception(error);
+    return written;
   }
 
   // save(), where a checkpoint that cannot be written (a full disk, the file size limit) is not the
@@ -730,12 +757,22 @@ struct Run {
   // the error, which train() reports once the run has ended) or trains on, trying again at the
   // next checkpoint ("continue"). Returns whether the checkpoint was written.
   bool try_save(const std::string& name) {
+    std::string why;
     try {
       const std::string written = save(name);
       if (name != "best") checkpoint = written;
-      return true;
     } catch (const std::exception& e) {
-      const std::string why = e.what();
+      why = e.what();
+      if (why.empty()) why = "unknown error";
+    }
+    // Every rank learns whether rank 0 wrote it, so that all stop together or all go on.
+    if (world() > 1) {
+      double failed_here = why.empty() ? 0 : 1;
+      comm->broadcast(&failed_here, sizeof failed_here, Device::host, 0, "whether checkpoint " + name + " was written");
+      if (failed_here != 0 && why.empty()) why = "rank 0 could not write it (its log says why)";
+    }
+    if (why.empty()) return true;
+    {
       if (r.checkpoint.on_error == "continue") {
         log("warning: the checkpoint " + name + " could not be written: " + why + "; training continues without it "
             "(checkpoint.on_error = \"continue\"), and the next checkpoint is tried at its time");
@@ -818,6 +855,7 @@ class InternalsLog {
     const std::string from = run.history.empty() ? "" : (fs::path(run.history).parent_path() / "internals.jsonl").string();
     // A resumed run keeps the records up to the resumed step (none of an abandoned later part),
     // whether or not it records more.
+    if (!run.writer) return;  // rank 0 records its rows' activations and the averaged gradients
     if (run.r.log.internals || (!from.empty() && fs::exists(from))) write_text(path, history_up_to(from, run.s.step));
     if (!run.r.log.internals) return;
     out_.open(path, std::ios::app);
@@ -848,24 +886,29 @@ class InternalsLog {
 // metrics.jsonl and the progress line (a redrawn bar on a terminal, else one line per interval).
 class Logger final : public Hook {
  public:
-  Logger(Run& run, double fwd_flops, double peak) : fwd_flops_(fwd_flops), peak_(peak) {
+  Logger(Run& run, double fwd_flops, double peak) : fwd_flops_(fwd_flops), peak_(peak), writer_(run.writer) {
+    if (!writer_) return;
     const std::string path = (fs::path(run.dir) / "metrics.jsonl").string();
     write_text(path, history_up_to(run.history, run.s.step));
     metrics_.open(path, std::ios::app);
   }
-  void write(const json& m) { metrics_ << m.dump() << "\n" << std::flush; }
+  void write(const json& m) {
+    if (writer_) metrics_ << m.dump() << "\n" << std::flush;
+  }
   void after_step(Run& run, const StepStats& st, double lr) override {
     if (!st.finite) return;
     const Recipe& r = run.r;
-    const std::int64_t step = run.s.step, tokens_per_step = run.s.rows * r.train.seq * r.train.grad_accum;
+    // The global batch: every rank's rows.
+    const std::int64_t step = run.s.step, tokens_per_step = run.s.rows * run.world() * r.train.seq * r.train.grad_accum;
     tokens_ += tokens_per_step;
-    if (!(step % r.log.every == 0 || step == run.total || eval_due(run))) return;
+    if (!writer_ || !(step % r.log.every == 0 || step == run.total || eval_due(run))) return;
     const auto now = clock_type::now();
     const double tps = double(tokens_) / std::max(std::chrono::duration<double>(now - t_log_).count(), 1e-9);
     json m = {{"step", step}, {"loss", st.loss}};
     for (const auto& [name, value] : st.metrics) m[name] = value;
     if (run.skipped > 0) m["skipped_steps"] = run.skipped;
-    m.update(json{{"lr", lr}, {"grad_norm", st.grad_norm}, {"tokens_per_s", tps}, {"mfu", 3 * fwd_flops_ * tps / peak_},
+    // MFU against the ranks' peaks together (each rank measured its own).
+    m.update(json{{"lr", lr}, {"grad_norm", st.grad_norm}, {"tokens_per_s", tps}, {"mfu", 3 * fwd_flops_ * tps / (peak_ * run.world())},
                   {"peak_memory_bytes", peak_rss_bytes()}, {"elapsed_s", std::chrono::duration<double>(now - t_start_).count()}});
     write(m);
     const double eta = double(run.total - step) * double(tokens_per_step) / std::max(tps, 1e-9);
@@ -893,6 +936,7 @@ class Logger final : public Hook {
  private:
   std::ofstream metrics_;
   double fwd_flops_, peak_;
+  bool writer_;
   const clock_type::time_point t_start_ = clock_type::now();
   clock_type::time_point t_log_ = clock_type::now();
   std::int64_t tokens_ = 0;
@@ -905,11 +949,27 @@ class Evaluator final : public Hook {
   void after_step(Run& run, const StepStats& st, double) override {
     if (!st.finite || !eval_due(run)) return;
     const Recipe& r = run.r;
-    if (!run.s.validate && !run.s.val_batches) return sample(run);  // nothing held out to measure
-    const EvalStats e = run.s.validate      ? run.s.validate(*run.s.model)
-                        : run.s.val_batches ? evaluate(*run.s.model, *run.s.val_objective, *run.s.val_batches, r.eval.batches)
-                                            : EvalStats{};
+    if (!run.s.validate && !run.s.val_batches) return run.writer ? sample(run) : void();  // nothing held out to measure
+    // Each rank measured its rows of the validation batches: the mean over ranks is the batches'.
+    EvalStats e = run.s.validate      ? run.s.validate(*run.s.model)
+                  : run.s.val_batches ? evaluate(*run.s.model, *run.s.val_objective, *run.s.val_batches, r.eval.batches)
+                                      : EvalStats{};
+    if (run.world() > 1) {
+      e.loss = all_reduce_sum(*run.comm, e.loss, "the validation loss") / run.world();
+      std::vector<double> v;
+      for (const auto& kv : e.metrics) v.push_back(kv.second);
+      if (!v.empty()) run.comm->all_reduce_sum(v.data(), std::int64_t(v.size()), "the validation metrics");
+      for (std::size_t i = 0; i < v.size(); ++i) e.metrics[i].second = v[i] / run.world();
+    }
     run.val_loss = e.loss;
+    if (!run.writer) {
+      // The best checkpoint: rank 0 writes it; every rank keeps the same best loss.
+      if (r.checkpoint.keep_best && std::isfinite(run.val_loss) && run.val_loss < run.s.best_val) {
+        run.s.best_val = run.val_loss;
+        run.try_save("best");
+      }
+      return;
+    }
     // Perplexity is the exponential of a next-token loss only; a preference loss reports its measurements.
     const bool lm = e.metrics.empty();
     json m = {{"step", run.s.step}};
@@ -1017,8 +1077,10 @@ class Checkpointer final : public Hook {
     const Recipe& r = run.r;
     const std::int64_t step = run.s.step;
     if (run.opt.stop_after > 0 && step >= run.opt.stop_after && !g_stop) g_stop = 1;
+    // A signal may reach the ranks at different steps: they stop at the same one.
+    if (run.world() > 1) g_stop = std::sig_atomic_t(all_reduce_max(*run.comm, double(g_stop), "whether to stop"));
     if ((r.checkpoint.every > 0 && step % r.checkpoint.every == 0) || step == run.total || g_stop) {
-      if (run.try_save(step_checkpoint_name(step))) prune_checkpoints(run.dir, r.checkpoint.keep, run.checkpoint);
+      if (run.try_save(step_checkpoint_name(step)) && run.writer) prune_checkpoints(run.dir, r.checkpoint.keep, run.checkpoint);
     }
     if (!g_stop || !run.failed.empty()) return;
     if (run.opt.progress_bar) std::printf("\n");
@@ -1027,6 +1089,21 @@ class Checkpointer final : public Hook {
     run.signal = g_stop > 1 ? int(g_stop) : 0;
   }
 };
+
+// What data parallel covers so far, checked on every rank before any work (each rank refuses with
+// the same message, and the launcher ends the job).
+void check_distributed(const Recipe& r, const Communicator& comm) {
+  const int n = comm.size();
+  LLMTK_CHECK(r.train.batch % n == 0, r.file, "train.batch = ", r.train.batch, " is the global batch and does not divide among the ",
+              n, " processes of this run; set train.batch to a multiple of ", n, " (each process then reads train.batch / ", n,
+              " rows of every batch), or launch another number of processes");
+  const char* what = r.preference.enabled() ? "[preference]" : r.rl.enabled() ? "[rl]" : r.reward.enabled() ? "[reward]"
+                     : r.classify.enabled() ? "[classify]" : r.encoder ? "an encoder" : r.seq2seq ? "an encoder-decoder" : nullptr;
+  LLMTK_CHECK(!what, r.file, "this run trains ", what ? what : "", " and ", n, " processes share it, but data parallel covers ",
+              "language models on token shards (pretraining, continued pretraining, instruction data) so far; run it as one process");
+  LLMTK_CHECK(r.train.device != "cuda", r.file, "train.device = \"cuda\" with ", n, " processes needs the NCCL communicator, ",
+              "which is not built yet; run one process per machine, or train on the CPU");
+}
 
 void log_plan(const Run& run, double fwd_flops, double peak) {
   const Recipe& r = run.r;
@@ -1044,7 +1121,7 @@ void log_plan(const Run& run, double fwd_flops, double peak) {
     << " MiB (parameters, gradients, optimizer state, activations), " << 3 * fwd_flops / 1e6
     << " MFLOP per token to train\n"
     << "data: " << run.s.batches->tokens() << " training tokens, " << run.s.batches->batches_per_epoch()
-    << " batches per epoch; " << run.total << " steps of " << run.s.rows * r.train.seq * r.train.grad_accum
+    << " batches per epoch; " << run.total << " steps of " << run.s.rows * run.world() * r.train.seq * r.train.grad_accum
     << " tokens on " << r.train.device << " (" << ops::backend_info() << "); matmul peak here " << peak / 1e9
     << " GFLOP/s";
   run.log(s.str());
@@ -1053,24 +1130,36 @@ void log_plan(const Run& run, double fwd_flops, double peak) {
 }  // namespace
 
 TrainResult train(const Recipe& r, const TrainOptions& opt) {
+  // The processes of this run: one, or the ranks an MPI launcher started (docs/distributed.md).
+  Communicator& comm = world({r.distributed.timeout_s});
+  const int ranks = comm.size();
+  const bool writer = comm.rank() == 0;
+  if (ranks > 1) check_distributed(r, comm);
   auto log = opt.log ? opt.log : [](const std::string& s) { std::printf("%s\n", s.c_str()); std::fflush(stdout); };
+  if (!writer) log = [](const std::string&) {};  // rank 0 speaks for the run
   StopOnSignals signals;  // from here on, even during set-up
   const RunDirPlan where = plan_run_dir(r, opt);  // refuses before anything is read or written
-  Setup s = set_up(r, opt, where.checkpoint, log);
+  Setup s = set_up(r, opt, where.checkpoint, log, comm.rank(), ranks,
+                   ranks > 1 && r.distributed.strategy == "zero1" ? &comm : nullptr);
+  if (ranks > 1 && r.train.threads == 0) ops::set_threads(threads_per_rank(comm));
   Run run{r, opt, s, where.dir, log};
   run.history = where.history;
   run.total = r.total_steps();
-  // One trainer per run directory: a second one (another terminal, a scheduler's retry) is refused
-  // here, before it writes anything, instead of interleaving its checkpoints with this one's.
-  fs::create_directories(run.dir);
-  const durable::DirLock lock(run.dir, "train", "training a run");
-  for (const auto& p : where.discard)  // --overwrite, now that set-up succeeded
-    if (p.parent_path().filename() == "checkpoints") remove_checkpoint(p.string());
-    else fs::remove_all(p);
-  if (auto* rollouts = dynamic_cast<RolloutBatches*>(s.batches.get()))
-    rollouts->set_samples_file((fs::path(run.dir) / "samples.txt").string());
-  fs::create_directories(fs::path(run.dir) / "checkpoints");
-  write_text((fs::path(run.dir) / "recipe.toml").string(), to_toml(r));
+  run.comm = &comm, run.writer = writer;
+  std::optional<durable::DirLock> lock;
+  if (writer) {
+    // One trainer per run directory: a second one (another terminal, a scheduler's retry) is refused
+    // here, before it writes anything, instead of interleaving its checkpoints with this one's.
+    fs::create_directories(run.dir);
+    lock.emplace(run.dir, "train", "training a run");
+    for (const auto& p : where.discard)  // --overwrite, now that set-up succeeded
+      if (p.parent_path().filename() == "checkpoints") remove_checkpoint(p.string());
+      else fs::remove_all(p);
+    if (auto* rollouts = dynamic_cast<RolloutBatches*>(s.batches.get()))
+      rollouts->set_samples_file((fs::path(run.dir) / "samples.txt").string());
+    fs::create_directories(fs::path(run.dir) / "checkpoints");
+    write_text((fs::path(run.dir) / "recipe.toml").string(), to_toml(r));
+  }
 
   const double fwd_flops = s.model->forward_flops_per_token(r.train.seq), peak = measure_matmul_peak_flops();
   log_plan(run, fwd_flops, peak);
@@ -1082,6 +1171,19 @@ TrainResult train(const Recipe& r, const TrainOptions& opt) {
   Hook* hooks[] = {&guard, &logger, &evaluator, &checkpointer};
 
   TrainStep stepper(*s.model, *s.objective, *s.optimizer, {r.optim.grad_clip, true, r.train.seed});
+  std::optional<DataParallel> dp;
+  if (ranks > 1) {
+    dp.emplace(comm, s.model->grads(), r.distributed.bucket_mb, r.distributed.overlap);
+    stepper.set_data_parallel(&*dp);
+    log(cat("distributed: ", ranks, " processes (", comm.name(), "), data parallel",
+            s.optimizer->sharded() ? cat(" with the optimizer state sharded (ZeRO-1: ", s.optimizer->state_bytes() >> 20,
+                                         " MiB of it per process)")
+                                   : std::string(),
+            ": ", s.rows, " rows of each batch of ",
+            r.train.batch, " per process, ", (r.train.threads > 0 ? r.train.threads : threads_per_rank(comm)), " threads each; gradients averaged in ", dp->buckets(),
+            " bucket", dp->buckets() > 1 ? "s" : "", " of up to ", r.distributed.bucket_mb, " MB",
+            dp->overlaps() ? ", each as soon as its layers' backward is done" : " after the backward"));
+  }
   InternalsLog internals(run, stepper);
   const Schedule sched{r.schedule.name, r.optim.lr, r.schedule.min_lr, r.schedule.warmup, run.total, r.schedule.decay_fraction};
   while (s.step < run.total && !run.stop) {
@@ -1103,7 +1205,7 @@ TrainResult train(const Recipe& r, const TrainOptions& opt) {
   if (opt.progress_bar) std::printf("\n");
   // LLMTK_PROFILE=1: the run's time per op (set-up and evaluations included) as profile.json,
   // where llmtk doctor finds which op a slow run spends its time in.
-  if (ops::profiling()) {
+  if (ops::profiling() && writer) {
     json table = json::array();
     for (const auto& t : ops::profile_table()) table.push_back({{"op", t.op}, {"seconds", t.seconds}, {"calls", t.calls}});
     write_text((fs::path(run.dir) / "profile.json").string(),
@@ -1120,7 +1222,9 @@ TrainResult train(const Recipe& r, const TrainOptions& opt) {
     fail("train", run.failed, ". The run stopped at step ", s.step, " (checkpoint.on_error = \"stop\")", newest,
          "; set checkpoint.on_error = \"continue\" to train on without checkpoints when one cannot be written");
   }
+  if (ranks > 1) comm.barrier("the end of training");  // rank 0's files are complete when every rank returns
   TrainResult res{s.step, run.last_loss, run.val_loss, run.dir, run.checkpoint, run.interrupted, run.signal};
+  res.writer = writer;
   if (res.checkpoint.empty()) {
     try {
       res.checkpoint = find_checkpoint(run.dir);

@@ -41,6 +41,7 @@ struct TrainResult {
   std::string run_dir, checkpoint;
   bool interrupted = false;
   int signal = 0;  // the signal that interrupted the run (SIGINT, SIGTERM), 0 if none
+  bool writer = true;  // this process wrote the run's files (false: a rank other than 0 of a distributed run)
 };
 
 

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <optional>
 #include <nlohmann/json.hpp>
 
 #include "commands.hpp"
@@ -12,6 +13,8 @@
 #include "models/registry.hpp"
 #include "ops/ops.hpp"
 #include "train/optimizer.hpp"
+#include "core/communicator.hpp"
+#include "train/distributed.hpp"
 #include "train/step.hpp"
 #include "train/trainer.hpp"
 
@@ -26,6 +29,8 @@ struct BenchArgs {
   std::vector<std::string> sets;
   bool json = false;
   bool grad_norm = false;
+  double bucket_mb = 25;
+  bool no_overlap = false;
 };
 
 void bench(const BenchArgs& a) {
@@ -34,9 +39,15 @@ void bench(const BenchArgs& a) {
   (void)train::matmul_peak_override();  // a bad value stops here, not after the timed steps
   ops::require_backend(a.device);
   ops::set_matmul_precision(a.precision == "bf16" ? DType::bf16 : DType::f32);
+  // Under mpirun: data parallel, each rank a part of the batch (docs/distributed.md).
+  Communicator& comm = world();
+  const int ranks = comm.size();
+  LLMTK_CHECK(a.batch % ranks == 0, "bench step", "--batch ", a.batch, " does not divide among ", ranks, " processes");
+  if (ranks > 1) ops::set_threads(train::threads_per_rank(comm));
+  const std::int64_t rows = a.batch / ranks;
   auto model = info.make(dims);
   model->set_precision(ops::activation_dtype(a.precision));  // as train (docs/bf16.md)
-  model->plan(a.batch, a.seq);
+  model->plan(rows, a.seq);
   model->init(1);
   train::Recipe::Optim oc;
   train::Optimizer opt(oc, model->params());
@@ -44,31 +55,38 @@ void bench(const BenchArgs& a) {
   // What `llmtk train` runs, without clipping; the gradient norm (one more pass over the
   // gradients, which the trainer's non-finite guard and clipping need) only with --grad-norm.
   train::TrainStep step(*model, objective, opt, {0.0, a.grad_norm});
-  Rng rng(7);
-  std::vector<std::int32_t> ids(std::size_t(a.batch * a.seq)), tg(ids.size());
+  std::optional<train::DataParallel> dp;
+  if (ranks > 1) dp.emplace(comm, model->grads(), a.bucket_mb, !a.no_overlap), step.set_data_parallel(&*dp);
+  Rng rng(7 + std::uint64_t(comm.rank()));
+  std::vector<std::int32_t> ids(std::size_t(rows * a.seq)), tg(ids.size());
   for (auto& v : ids) v = std::int32_t(rng.next() % std::uint64_t(dims.vocab));
   for (std::size_t i = 0; i < ids.size(); ++i) tg[i] = ids[(i + 1) % ids.size()];
-  const train::Batch batch{{TensorRef(ids.data(), DType::i32, {a.batch, a.seq}), {}, {}},
-                           {TensorRef(tg.data(), DType::i32, {a.batch, a.seq}), {}}};
-  std::vector<double> ms;
+  const train::Batch batch{{TensorRef(ids.data(), DType::i32, {rows, a.seq}), {}, {}},
+                           {TensorRef(tg.data(), DType::i32, {rows, a.seq}), {}}};
+  std::vector<double> ms, comm_ms;
   for (int s = 0; s < a.warmup + a.steps; ++s) {
+    const double c0 = dp ? dp->comm_seconds() : 0;
     const auto t0 = std::chrono::steady_clock::now();
     step.run([&] { return batch; }, 1, 1e-4, s + 1);
     current_memory().synchronize();  // a GPU runs the step asynchronously
     const double dt = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-    if (s >= a.warmup) ms.push_back(dt);
+    if (s >= a.warmup) ms.push_back(dt), comm_ms.push_back(dp ? 1000 * (dp->comm_seconds() - c0) : 0);
     if (s + 1 == a.warmup) ops::profile_reset();  // LLMTK_PROFILE: the timed steps only
   }
   std::sort(ms.begin(), ms.end());
+  std::sort(comm_ms.begin(), comm_ms.end());
   const double median = ms[ms.size() / 2];
   const double tokens = double(a.batch * a.seq), tps = tokens / (median / 1000.0);
-  const double flops = 3.0 * model->forward_flops_per_token(a.seq), peak = train::measure_matmul_peak_flops();
+  // MFU against every rank's peak (each measures its own, with its threads).
+  const double flops = 3.0 * model->forward_flops_per_token(a.seq), peak = train::measure_matmul_peak_flops() * ranks;
+  if (comm.rank() != 0) return;
   nlohmann::ordered_json j = {{"tool", "llmtk"}, {"arch", a.arch}, {"device", a.device}, {"precision", a.precision},
                               {"batch", a.batch}, {"seq", a.seq}, {"params", model->param_count()},
                               {"active_params", model->active_param_count()}, {"steps", a.steps},
                               {"ms_per_step", median}, {"tokens_per_s", tps}, {"flops_per_token", flops},
                               {"achieved_gflops", flops * tps / 1e9}, {"matmul_peak_gflops", peak / 1e9},
-                              {"mfu", flops * tps / peak}, {"backend_info", ops::backend_info()}};
+                              {"mfu", flops * tps / peak}, {"ranks", ranks},
+                              {"comm_ms_per_step", comm_ms[comm_ms.size() / 2]}, {"overlap", dp && dp->overlaps()}, {"backend_info", ops::backend_info()}};
   if (a.json) {
     fmt::print("{}\n", j.dump());
   } else {
@@ -76,6 +94,10 @@ void bench(const BenchArgs& a) {
                "MFU {:.1f}% of the measured {:.1f} GFLOP/s matmul peak\n",
                a.arch, a.device, a.precision, a.batch, a.seq, median, a.steps, tps, flops * tps / 1e9,
                100 * flops * tps / peak, peak / 1e9);
+    if (ranks > 1)
+      fmt::print("{} processes ({}), data parallel: {} rows each, {} buckets{}; waiting for gradient sums {:.1f} ms of the step "
+                 "(median)\n", ranks, comm.name(), rows, dp->buckets(), dp->overlaps() ? " overlapped with the backward" : "",
+                 comm_ms[comm_ms.size() / 2]);
     fmt::print("backend: {}\n", ops::backend_info());
   }
 }
@@ -97,6 +119,8 @@ void add_bench_commands(CLI::App& app) {
   st->add_option("--set", ba->sets, "Override a size: --set model.n_layers=2");
   st->add_flag("--json", ba->json, "Print one JSON object");
   st->add_flag("--grad-norm", ba->grad_norm, "Also measure the global gradient norm, as llmtk train does");
+  st->add_option("--bucket-mb", ba->bucket_mb, "Under mpirun: the gradient buckets' size (distributed.bucket_mb)")->check(CLI::Range(0.001, 1024.0));
+  st->add_flag("--no-overlap", ba->no_overlap, "Under mpirun: sum the gradients after the backward instead of during it");
   st->callback([ba] { bench(*ba); });
 }
 

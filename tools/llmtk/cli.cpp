@@ -7,7 +7,27 @@
 #include <filesystem>
 
 #include "commands.hpp"
+#include "core/communicator.hpp"
 #include "core/error.hpp"
+
+namespace {
+
+// Prints why the command failed and returns its exit code. In a distributed run the message names
+// the rank, and the whole job ends: the other ranks would otherwise wait for this one in their
+// next collective until the timeout.
+int failed(int code, const char* kind, const char* what) {
+  if (!llmtk::distributed()) {
+    fmt::print(stderr, "llmtk: {}{}\n", kind, what);
+    return code;
+  }
+  auto& w = llmtk::world();
+  fmt::print(stderr, "llmtk (rank {} of {}): {}{}\n", w.rank(), w.size(), kind, what);
+  std::fflush(stderr);
+  w.abort(code);
+  return code;  // abort() does not return
+}
+
+}  // namespace
 
 int llmtk::cli::run(int argc, char** argv) {
   // A write past the file size limit (ulimit -f) fails with EFBIG, which the writers report as an
@@ -31,18 +51,14 @@ int llmtk::cli::run(int argc, char** argv) {
   } catch (const llmtk::cli::ExitStatus& s) {
     return s.code;
   } catch (const llmtk::Error& e) {
-    fmt::print(stderr, "llmtk: error: {}\n", e.what());
-    return 2;
+    return failed(2, "error: ", e.what());
   } catch (const std::filesystem::filesystem_error& e) {
     // A folder or file the machine refused (permissions, a full disk): not a bug; its paths say where.
-    fmt::print(stderr, "llmtk: error: {}\n", e.what());
-    return 2;
+    return failed(2, "error: ", e.what());
   } catch (const std::bad_alloc&) {
-    fmt::print(stderr, "llmtk: error: out of memory; are the sizes right?\n");
-    return 3;
+    return failed(3, "error: ", "out of memory; are the sizes right?");
   } catch (const std::exception& e) {
-    fmt::print(stderr, "llmtk: internal error: {}\n", e.what());
-    return 4;
+    return failed(4, "internal error: ", e.what());
   }
   return 0;
 }

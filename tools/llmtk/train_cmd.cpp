@@ -25,6 +25,7 @@
 #include "train/hf.hpp"
 #include "train/lm_eval.hpp"
 #include "train/doctor.hpp"
+#include "core/communicator.hpp"
 #include "train/run_report.hpp"
 #include "train/step.hpp"
 #include "train/preference.hpp"
@@ -346,8 +347,10 @@ void add_train_commands(CLI::App& app) {
     const auto recipe = train::read_recipe(ta->recipe, sets);
     train::TrainOptions o;
     o.run_dir = ta->run_dir, o.resume = ta->resume, o.init = ta->init, o.overwrite = ta->overwrite;
-    o.progress_bar = ::isatty(STDOUT_FILENO);
+    // Under an MPI launcher stdout is its pseudo-terminal, shared by the ranks: lines, not a redrawn bar.
+    o.progress_bar = ::isatty(STDOUT_FILENO) && !launched_by_mpi();
     const auto r = train::train(recipe, o);
+    if (!r.writer) return;  // a distributed run's other ranks: rank 0 reports
     std::string report = (fs::path(r.run_dir) / "report.html").string();
     try {
       train::write_run_report({r.run_dir}, report);

@@ -1,0 +1,154 @@
+#!/usr/bin/env bash
+# Data parallel with MPI (docs/distributed.md), two ranks on this machine:
+# - equivalence: 2 processes with half the batch each give the losses and weights of 1 process
+#   with the whole batch, within fp32 reduction-order tolerance, over 20 steps;
+# - bit-reproducible: the same 2-process run twice gives identical weights and losses;
+# - resume across world sizes: 2 -> 2 is exact; 2 -> 1 and 1 -> 2 continue with the same losses;
+# - ZeRO-1 (the optimizer state sharded): the same bits as data parallel, its checkpoints resumed
+#   with data parallel's and in one process;
+# - refusals before any work: a batch the ranks cannot share, a strategy not built yet;
+# - faults: a rank killed mid-step, and a rank that hangs (the other times out, naming the call),
+#   each end the whole job within seconds.
+set -euo pipefail
+llmtk=$1
+root=$(cd "$(dirname "$0")/../.." && pwd)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cd "$work"
+command -v mpirun > /dev/null || { echo "mpirun is not installed (tools/install-deps.sh installs openmpi-bin)"; exit 1; }
+command -v bible > /dev/null || { echo "bible-kjv is not installed (tools/install-deps.sh installs it)"; exit 1; }
+export LLMTK_MATMUL_PEAK_GFLOPS=100
+# Open MPI refuses to start as root unless told; CI runs as root. --oversubscribe: 2 ranks even
+# where Open MPI counts fewer slots (one core); each rank computes with one thread.
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+mpi=(mpirun -np 2 --oversubscribe)
+bible -l 1000 Genesis1:1-Genesis20:18 > kjv.txt
+"$llmtk" data prepare "$root/recipes/data/kjv.toml" --input kjv.txt --out data --vocab-size 300 > /dev/null
+printf '[model]\narch = "llama-tiny"\nd_model = 32\nn_layers = 2\nn_heads = 2\nn_kv_heads = 1\nd_ff = 64\nvocab = 300\nmax_seq = 32\n[data]\ndir = "data"\n[train]\nbatch = 8\nseq = 32\nsteps = 20\nthreads = 1\n[optim]\nlr = 1e-3\n[schedule]\nwarmup = 2\n[eval]\nevery = 10\nbatches = 2\n[checkpoint]\nevery = 10\nkeep = 5\n[log]\nevery = 1\nsample_prompt = ""\n' > tiny.toml
+
+run() {  # run NAME LOG-ONLY-ON-FAILURE COMMAND...
+  local name=$1
+  shift
+  "$@" > "$name.txt" 2>&1 || { echo "== $name failed:"; cat "$name.txt"; exit 1; }
+}
+run one "$llmtk" train tiny.toml --run-dir one
+run two "${mpi[@]}" "$llmtk" train tiny.toml --run-dir two
+grep -q "distributed: 2 processes (mpi), data parallel: 4 rows of each batch of 8 per process" two.txt || { cat two.txt; exit 1; }
+run two-again "${mpi[@]}" "$llmtk" train tiny.toml --run-dir two-again
+# Summing each bucket after the backward instead of during it: the same sums, the same bits.
+run two-after "${mpi[@]}" "$llmtk" train tiny.toml --set distributed.overlap=false --run-dir two-after
+grep -q "each as soon as its layers' backward is done" two.txt && grep -q "after the backward" two-after.txt ||
+  { cat two.txt two-after.txt; exit 1; }
+# ZeRO-1: each rank updates its shard of the weights with its shard of the moments; the same
+# arithmetic per element as data parallel, so the same bits; its checkpoints hold the whole moments.
+run zero1 "${mpi[@]}" "$llmtk" train tiny.toml --set distributed.strategy=zero1 --run-dir zero1
+grep -q "data parallel with the optimizer state sharded (ZeRO-1" zero1.txt || { cat zero1.txt; exit 1; }
+for f in model optimizer.m optimizer.v; do
+  cmp two/checkpoints/step_00000020/$f.safetensors zero1/checkpoints/step_00000020/$f.safetensors
+done
+# Resume a data-parallel checkpoint with ZeRO-1 and a ZeRO-1 checkpoint in one process.
+run ddp-zero1 "${mpi[@]}" "$llmtk" train tiny.toml --set distributed.strategy=zero1 --resume two/checkpoints/step_00000010 --run-dir ddp-zero1
+run zero1-one "$llmtk" train tiny.toml --resume zero1/checkpoints/step_00000010 --run-dir zero1-one
+# Gradient accumulation: the ranks sum once per step, after the last micro-batch.
+run one-accum "$llmtk" train tiny.toml --set train.grad_accum=2 --set train.batch=4 --run-dir one-accum
+run two-accum "${mpi[@]}" "$llmtk" train tiny.toml --set train.grad_accum=2 --set train.batch=4 --set distributed.bucket_mb=0.01 --run-dir two-accum
+grep -q "gradients averaged in [2-9] buckets" two-accum.txt || { cat two-accum.txt; exit 1; }
+# Resume: from step 10 of the 2-process run with 2 processes (exact), with 1; and 1 -> 2.
+run two-two "${mpi[@]}" "$llmtk" train tiny.toml --resume two/checkpoints/step_00000010 --run-dir two-two
+run two-one "$llmtk" train tiny.toml --resume two/checkpoints/step_00000010 --run-dir two-one
+run one-two "${mpi[@]}" "$llmtk" train tiny.toml --resume one/checkpoints/step_00000010 --run-dir one-two
+
+python3 - <<'PY'
+import json, struct, sys
+
+def losses(run):
+    out = {}
+    for line in open(f"{run}/metrics.jsonl"):
+        m = json.loads(line)
+        if "loss" in m: out[m["step"]] = m["loss"]
+        if "val_loss" in m: out[("val", m["step"])] = m["val_loss"]
+    return out
+
+def weights(run):  # model.safetensors of the last checkpoint, read with the standard library
+    f = open(f"{run}/checkpoints/step_00000020/model.safetensors", "rb").read()
+    n = struct.unpack("<Q", f[:8])[0]
+    header = json.loads(f[8:8 + n])
+    out = {}
+    for name, t in header.items():
+        if name == "__metadata__": continue
+        a, b = t["data_offsets"]
+        assert t["dtype"] == "F32", (name, t["dtype"])
+        out[name] = struct.unpack(f"<{(b - a) // 4}f", f[8 + n + a:8 + n + b])
+    return out
+
+def close(a, b, rel, what):
+    assert a.keys() == b.keys(), (what, sorted(map(str, a.keys() ^ b.keys())))
+    worst = max(abs(a[k] - b[k]) / max(abs(a[k]), 1e-30) for k in a)
+    print(f"{what}: worst relative difference {worst:.2e} (tolerance {rel:.0e})")
+    assert worst <= rel, what
+
+def max_weight_diff(a, b):
+    assert a.keys() == b.keys()
+    return max(max(abs(x - y) for x, y in zip(a[k], b[k])) for k in a)
+
+one, two = losses("one"), losses("two")
+assert len([k for k in one if isinstance(k, int)]) == 20, sorted(map(str, one))
+# Only the order of float sums differs (each rank's 4 rows, then the two halves): a few ulps, which
+# Adam's normalised steps let grow slowly (4e-8 of the loss after 20 steps here).
+close({k: v for k, v in one.items() if isinstance(k, int) and k <= 3}, {k: v for k, v in two.items() if isinstance(k, int) and k <= 3}, 1e-6, "1 vs 2 processes, steps 1-3")
+close(one, two, 1e-6, "1 vs 2 processes, 20 steps and validation")
+d = max_weight_diff(weights("one"), weights("two"))
+print(f"1 vs 2 processes, weights after 20 steps: largest difference {d:.2e} (tolerance 1e-5)")
+assert d <= 1e-5
+assert losses("two") == losses("two-again"), "two identical 2-process runs differ"
+assert losses("two") == losses("two-after") and weights("two") == weights("two-after"), "overlap changes the result"
+assert losses("zero1") == two and losses("ddp-zero1") == two, "ZeRO-1 differs from data parallel"
+assert weights("ddp-zero1") == weights("two"), "resuming data parallel with ZeRO-1 changes the weights"
+close(losses("zero1-one"), two, 1e-6, "ZeRO-1 checkpoint resumed in 1 process vs 2 processes straight")
+close(losses("one-accum"), losses("two-accum"), 1e-6, "1 vs 2 processes with grad_accum = 2 and several buckets")
+assert weights("two") == weights("two-again"), "two identical 2-process runs end with different weights"
+# A resumed run's metrics hold the history up to step 10 and its own steps after.
+assert losses("two-two") == two, "2 -> 2 resume is not exact"
+assert weights("two-two") == weights("two"), "2 -> 2 resume ends with other weights"
+close(losses("two-one"), two, 1e-6, "2 -> 1 process resume vs 2 processes straight")
+close(losses("one-two"), one, 1e-6, "1 -> 2 processes resume vs 1 process straight")
+print("equivalence, reproducibility and resume: ok")
+PY
+cmp two/checkpoints/step_00000020/model.safetensors two-again/checkpoints/step_00000020/model.safetensors
+for f in model optimizer.m optimizer.v; do
+  cmp two/checkpoints/step_00000020/$f.safetensors two-two/checkpoints/step_00000020/$f.safetensors
+done
+
+# Refused before any work, by every rank, with the numbers to change.
+expect_refusal() {  # expect_refusal NAME TEXT COMMAND...
+  local name=$1 text=$2
+  shift 2
+  if "$@" > "$name.txt" 2>&1; then echo "== $name: expected a refusal"; cat "$name.txt"; exit 1; fi
+  grep -qF -- "$text" "$name.txt" || { echo "== $name: expected '$text' in:"; cat "$name.txt"; exit 1; }
+  [[ ! -e $name-run ]] || { echo "== $name: a refused run created its directory"; exit 1; }
+}
+expect_refusal odd-batch "train.batch = 8 is the global batch and does not divide among the 3 processes" \
+  mpirun -np 3 --oversubscribe "$llmtk" train tiny.toml --run-dir odd-batch-run
+expect_refusal zero2 "distributed.strategy = \"zero2\" is planned" "${mpi[@]}" "$llmtk" train tiny.toml --set distributed.strategy=zero2 --run-dir zero2-run
+expect_refusal encoder "this run trains an encoder and 2 processes share it, but data parallel covers language models on token shards" \
+  "${mpi[@]}" "$llmtk" train "$root/recipes/bert-mlm.toml" --set data.dir=data --run-dir encoder-run
+
+# A rank that dies mid-step: the launcher ends the job and names the rank.
+long=(--set train.steps=100000 --set eval.every=0 --set checkpoint.every=0)
+start=$SECONDS
+if mpirun --oversubscribe -np 1 "$llmtk" train tiny.toml "${long[@]}" --run-dir killed : \
+     -np 1 -x LLMTK_FAULTS=kill@5 "$llmtk" train tiny.toml "${long[@]}" --run-dir killed > killed.txt 2>&1; then
+  echo "== killed: the job went on"; cat killed.txt; exit 1
+fi
+grep -Eq "rank 1 .*(signal 9|Killed)" killed.txt || { echo "== killed: no message naming rank 1"; cat killed.txt; exit 1; }
+(( SECONDS - start < 60 )) || { echo "== killed: took $((SECONDS - start)) s"; exit 1; }
+# A rank that hangs: the other's collective times out, names the call, and the job ends.
+start=$SECONDS
+if mpirun --oversubscribe -np 1 "$llmtk" train tiny.toml "${long[@]}" --set distributed.timeout_s=5 --run-dir hung : \
+     -np 1 -x LLMTK_FAULTS=hang@5 "$llmtk" train tiny.toml "${long[@]}" --set distributed.timeout_s=5 --run-dir hung > hung.txt 2>&1; then
+  echo "== hung: the job went on"; cat hung.txt; exit 1
+fi
+grep -Eq "llmtk \(rank 0 of 2\): error: \[distributed\] rank 0 of 2: all_reduce \(reduce-scatter\) of gradient bucket [0-9]+ of [0-9]+ did not complete within 5 s: rank 1 has stopped" hung.txt ||
+  { echo "== hung: no timeout message"; cat hung.txt; exit 1; }
+(( SECONDS - start < 60 )) || { echo "== hung: took $((SECONDS - start)) s"; exit 1; }
+echo "faults: a killed rank and a hung rank each ended the job"
