@@ -8,26 +8,12 @@
 #   benchmarks/distributed/run.sh [quick]     (quick: skip GPT-2 124M at batch 8 x seq 256)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-source benchmarks/compare.sh  # faster
+source benchmarks/compare.sh  # faster, torch_peer
 cmake --build build -j2 --target llmtk > /dev/null
-# The peer: Debian's PyTorch with OpenBLAS (without it PyTorch falls back to a reference BLAS).
-need=()
-for p in python3-torch libopenblas0-openmp; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
-done
-if ((${#need[@]})); then
-  sudo=(); [[ $(id -u) -ne 0 ]] && sudo=(sudo)
-  "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${need[@]}"
-fi
+torch_peer  # the peer: Debian's PyTorch with OpenBLAS at its best
 command -v mpirun > /dev/null || { echo "mpirun is not installed (tools/install-deps.sh installs openmpi-bin)" >&2; exit 1; }
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 threads=$(nproc)
-# As benchmarks/step/run.sh: OpenBLAS (PyTorch's BLAS here) picks generic kernels on virtual CPUs
-# it does not recognise, at about an eighth of the speed; give it the core the CPU flags say it is.
-if [[ -z ${OPENBLAS_CORETYPE:-} ]]; then
-  if grep -qw avx512f /proc/cpuinfo; then export OPENBLAS_CORETYPE=SkylakeX
-  elif grep -qw avx2 /proc/cpuinfo; then export OPENBLAS_CORETYPE=Haswell; fi
-fi
 half=$(( threads / 2 > 0 ? threads / 2 : 1 ))
 configs=("llama-tiny 16 128 6")
 [[ ${1:-} == quick ]] || configs+=("gpt2 8 256 3")

@@ -5,25 +5,10 @@
 #   benchmarks/step/run.sh [quick]     (quick: skip GPT-2 124M at batch 8 x seq 256)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-source benchmarks/compare.sh  # faster
-# The peer: Debian's PyTorch, with OpenBLAS (without it PyTorch falls back to a reference BLAS).
-need=()
-for p in python3-torch libopenblas0-openmp; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
-done
-if ((${#need[@]})); then
-  sudo=(); [[ $(id -u) -ne 0 ]] && sudo=(sudo)
-  "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${need[@]}"
-fi
+source benchmarks/compare.sh  # faster, torch_peer
+torch_peer  # the peer: Debian's PyTorch with OpenBLAS at its best
 cmake --build build -j2 --target llmtk > /dev/null
 threads=$(nproc)
-# OpenBLAS picks its kernels from the CPU model; on virtual CPUs named "Intel Xeon Processor" it
-# falls back to generic (Prescott) kernels at about an eighth of the speed. Give it the core the
-# CPU flags say it is, so the peer runs at its best.
-if [[ -z ${OPENBLAS_CORETYPE:-} ]]; then
-  if grep -qw avx512f /proc/cpuinfo; then export OPENBLAS_CORETYPE=SkylakeX
-  elif grep -qw avx2 /proc/cpuinfo; then export OPENBLAS_CORETYPE=Haswell; fi
-fi
 configs=("llama-tiny 16 128 5 fp32" "gpt2 4 64 3 fp32")
 [[ ${1:-} == quick ]] || configs+=("gpt2 8 256 2 fp32" "gpt2 8 256 2 bf16")
 # A shared machine slows down for tens of seconds at a time, and noise only ever slows a run
