@@ -28,7 +28,10 @@ class SingleProcess final : public Communicator {
   std::string name() const override { return "single"; }
   void all_reduce_sum(TensorRef, const std::string&) override {}
   void all_reduce_sum(double*, std::int64_t, const std::string&) override {}
-  void reduce_scatter_sum(TensorRef in, TensorRef out, const std::string& what) override { copy(in, out, what); }
+  void reduce_scatter_sum(TensorRef in, TensorRef out, const std::vector<std::int64_t>& counts, const std::string& what) override {
+    LLMTK_CHECK(counts.size() == 1 && counts[0] == in.numel(), "communicator", what, ": one rank's count is the whole input");
+    copy(in, out.numel() == in.numel() ? out : out.span(0, in.numel()), what);
+  }
   void all_gather(TensorRef in, TensorRef out, const std::string& what) override { copy(in, out, what); }
   void broadcast(void*, std::size_t, Device, int, const std::string&) override {}
   void barrier(const std::string&) override {}

@@ -84,15 +84,18 @@ class Mpi final : public Communicator {
     sum(values, n, MPI_DOUBLE, sizeof(double), what);
   }
 
-  void reduce_scatter_sum(TensorRef in, TensorRef out, const std::string& what) override {
+  void reduce_scatter_sum(TensorRef in, TensorRef out, const std::vector<std::int64_t>& counts, const std::string& what) override {
     host(in.device, what), host(out.device, what);
     f32(in, what);
-    const MPI_Datatype type = MPI_FLOAT;
-    LLMTK_CHECK(out.dtype == in.dtype && out.numel() == shard_range(in.numel(), rank_, size_).size(), "mpi", what,
-                ": reduce-scatter's output holds this rank's shard of the input");
-    const auto [counts, displs] = layout(in.numel(), what);
+    LLMTK_CHECK(counts.size() == std::size_t(size_), "mpi", what, ": reduce-scatter needs one count per rank (", counts.size(),
+                " for ", size_, " ranks)");
+    std::int64_t total = 0;
+    std::vector<int> c(counts.size());
+    for (std::size_t r = 0; r < counts.size(); ++r) total += counts[r], c[r] = count_of(counts[r], what);
+    LLMTK_CHECK(total == in.numel() && out.dtype == in.dtype && out.numel() >= counts[std::size_t(rank_)], "mpi", what,
+                ": reduce-scatter's counts add up to its input, and its output holds this rank's count");
     MPI_Request req;
-    check(MPI_Ireduce_scatter(in.data, out.data, counts.data(), type, MPI_SUM, comm_, &req), "MPI_Ireduce_scatter", what);
+    check(MPI_Ireduce_scatter(in.data, out.data, c.data(), MPI_FLOAT, MPI_SUM, comm_, &req), "MPI_Ireduce_scatter", what);
     wait(req, "reduce_scatter", what);
   }
 

@@ -41,7 +41,8 @@ Arena Arena::like(std::string name) const {
   Arena a(std::move(name));
   a.entries_ = entries_;
   a.index_ = index_;
-  a.bytes_ = bytes_;
+  a.bytes_ = 0;
+  for (const auto& e : entries_) a.bytes_ += round_up(std::size_t(e.numel) * size_of(e.dtype));
   a.trainable_ = trainable_;
   return a;
 }
@@ -95,7 +96,7 @@ void Arena::lay_out() {
 
 void Arena::allocate(const DeviceMemory& memory) {
   if (allocated()) return;
-  lay_out();
+  if (!overlapping_) lay_out();
   std::size_t n = bytes_ == 0 ? kAlign : bytes_;
   auto* p = static_cast<std::byte*>(memory.allocate(n, name_.c_str()));
   base_ = std::unique_ptr<std::byte, Free>(p, Free{&memory});
@@ -134,6 +135,21 @@ void Arena::read(int id, void* dst) const {
 }
 
 void Arena::release() { base_.reset(); }
+
+void Arena::allocate_overlapping(const std::vector<std::size_t>& offsets, std::size_t bytes, const DeviceMemory& memory) {
+  LLMTK_CHECK(offsets.size() == entries_.size(), name_, "allocate_overlapping: ", offsets.size(), " offsets for ",
+              entries_.size(), " entries");
+  for (std::size_t i = 0; i < entries_.size(); ++i) {
+    const Entry& e = entries_[i];
+    LLMTK_CHECK(offsets[i] % kAlign == 0 && offsets[i] + std::size_t(e.numel) * size_of(e.dtype) <= bytes, name_,
+                "allocate_overlapping: '", e.name, "' at byte ", offsets[i], " is unaligned or ends past ", bytes);
+  }
+  release();
+  for (std::size_t i = 0; i < entries_.size(); ++i) entries_[i].offset = offsets[i];
+  bytes_ = bytes;
+  overlapping_ = true;
+  allocate(memory);
+}
 
 TensorRef Arena::operator[](int id) const {
   if (id < 0) return {};  // an absent optional tensor (a bias the model does not have)

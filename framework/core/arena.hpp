@@ -60,6 +60,13 @@ class Arena {
   void allocate(const DeviceMemory& memory = current_memory());
   void zero();
   void release();
+  // Allocates anew with entries at offsets the caller chose, where entries may share memory:
+  // ZeRO-2 keeps the layers' gradients in a ring of two buffers that the backward reuses as it
+  // moves down the model (train/distributed.cpp). Each offset is a multiple of 64 bytes and each
+  // entry lies inside `bytes`; the old contents are released, the new start zeroed. like() and
+  // trainable_like() copy the table with the usual layout.
+  void allocate_overlapping(const std::vector<std::size_t>& offsets, std::size_t bytes,
+                            const DeviceMemory& memory = current_memory());
 
   bool allocated() const { return base_ != nullptr; }
   // Where the memory is (host until allocated); every TensorRef from operator[] carries it.
@@ -91,6 +98,7 @@ class Arena {
   std::unordered_map<std::string, int> index_;  // name → entry, so planning stays linear
   std::size_t bytes_ = 0;
   int trainable_ = 0;  // entries that are not frozen
+  bool overlapping_ = false;  // allocate_overlapping() chose the offsets
   std::unique_ptr<std::byte, Free> base_;
 };
 

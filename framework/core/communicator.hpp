@@ -54,7 +54,15 @@ class Communicator {
   // The same for n doubles in host memory (losses, metrics, flags).
   virtual void all_reduce_sum(double* values, std::int64_t n, const std::string& what) = 0;
   // `in` (n f32 elements) summed over the ranks; this rank receives its shard_range(n) into `out`.
-  virtual void reduce_scatter_sum(TensorRef in, TensorRef out, const std::string& what) = 0;
+  void reduce_scatter_sum(TensorRef in, TensorRef out, const std::string& what) {
+    std::vector<std::int64_t> counts(static_cast<std::size_t>(size()), 0);
+    for (int r = 0; r < size(); ++r) counts[std::size_t(r)] = shard_range(in.numel(), r, size()).size();
+    reduce_scatter_sum(in, out, counts, what);
+  }
+  // The same with shards of any sizes: rank r receives counts[r] elements, those after the
+  // counts of the ranks before it (ZeRO-2 packs each bucket by the rank that owns each piece).
+  virtual void reduce_scatter_sum(TensorRef in, TensorRef out, const std::vector<std::int64_t>& counts,
+                                  const std::string& what) = 0;
   // Every rank's shard (`in`, shard_range(n) of this rank) into `out` (n elements) on every rank.
   virtual void all_gather(TensorRef in, TensorRef out, const std::string& what) = 0;
   // `bytes` bytes at `data` from rank `root` to every rank.

@@ -22,8 +22,61 @@ int threads_per_rank(const Communicator& comm) {
   return std::max(1, std::min(mine, share));
 }
 
-DataParallel::DataParallel(Communicator& comm, Arena& grads, double bucket_mb, bool overlap)
-    : comm_(comm), grads_(grads), overlap_(overlap && comm.size() > 1 && comm.calls_from_any_thread()) {
+std::vector<DataParallel::Bucket> DataParallel::make_buckets(const Arena& grads, double bucket_mb, bool zero2) {
+  const auto& entries = grads.entries();
+  const auto limit = std::max<std::int64_t>(1, std::int64_t(bucket_mb * 1e6 / double(sizeof(float))));
+  auto in_stack = [](const std::string& layer) { return layer.find("blocks.") != std::string::npos; };
+  std::vector<Bucket> buckets;
+  std::string last;
+  for (int i = int(entries.size()); i-- > 0;) {
+    const std::string layer = layer_of(entries[std::size_t(i)].name);
+    const bool full = !buckets.empty() && buckets.back().floats >= limit && (!zero2 || layer != last);
+    const bool fresh = buckets.empty() || full || in_stack(layer) != in_stack(*buckets.back().layers.begin());
+    if (fresh) buckets.emplace_back();
+    Bucket& b = buckets.back();
+    b.entries.push_back(i);
+    b.layers.insert(layer);
+    b.floats += entries[std::size_t(i)].numel;
+    last = layer;
+  }
+  if (!zero2) return buckets;
+  // The ring (lay_out_ring): the stacks' buckets, when no layer is split between two of them.
+  std::set<std::string> seen;
+  bool layers_apart = false;
+  for (const auto& b : buckets) {
+    if (b.layers.begin()->find("blocks.") == std::string::npos) continue;
+    for (const auto& l : b.layers) layers_apart |= !seen.insert(l).second;
+  }
+  int ring = 0;
+  for (auto& b : buckets)
+    if (!layers_apart && b.layers.begin()->find("blocks.") != std::string::npos) b.ring = ring++;
+  return buckets;
+}
+
+namespace {
+std::size_t aligned(std::size_t n) { return (n + 63) / 64 * 64; }
+}  // namespace
+
+std::size_t DataParallel::gradient_bytes(const Arena& grads, double bucket_mb, bool zero2, int ranks, int rank) {
+  if (!zero2 || ranks < 2) return grads.bytes();
+  const auto& entries = grads.entries();
+  std::size_t outside = 0, slot = 0, ring = 0;
+  for (const auto& b : make_buckets(grads, bucket_mb, true)) {
+    std::size_t bytes = 0;
+    for (int i : b.entries) bytes += aligned(std::size_t(entries[std::size_t(i)].numel) * sizeof(float));
+    if (b.ring < 0) outside += bytes;
+    else slot = std::max(slot, bytes), ++ring;
+  }
+  const std::int64_t floats = std::int64_t(grads.bytes() / sizeof(float));
+  return std::max<std::size_t>(64, outside + std::min<std::size_t>(2, ring) * slot) +
+         aligned(std::size_t(std::max<std::int64_t>(1, shard_range(floats, rank, ranks).size())) * sizeof(float));
+}
+
+DataParallel::DataParallel(Communicator& comm, Arena& grads, double bucket_mb, bool overlap, const ShardRange* gradient_shard)
+    : comm_(comm), grads_(grads), zero2_(gradient_shard && comm.size() > 1) {
+  // ZeRO-2 sums each bucket as its layers finish whatever `overlap` says (its ring needs it):
+  // without overlap on the main thread, before the backward goes on.
+  overlap_ = overlap && comm.size() > 1 && comm.calls_from_any_thread();
   LLMTK_CHECK(grads.allocated(), "data parallel", "the gradients are not allocated yet");
   LLMTK_CHECK(grads.device() == Device::host, "data parallel", "the gradients are in GPU memory; summing them across ranks "
               "needs the NCCL communicator, which is not built yet (docs/distributed.md)");
@@ -31,25 +84,77 @@ DataParallel::DataParallel(Communicator& comm, Arena& grads, double bucket_mb, b
   for (const auto& e : entries)
     LLMTK_CHECK(e.dtype == DType::f32, "data parallel", "gradient ", e.name, " is ", name_of(e.dtype), "; gradients are summed in f32");
   // Reverse planning order: the head and the last layer first (the first gradients backward
-  // finishes), the embedding last. A bucket is whole parameters up to bucket_mb; the parameters
-  // outside the stacks' layers ("embed", "norm_f", "head": the last a tied head shares with the
-  // embedding is final only at the end) get buckets of their own, which start after the backward.
-  const auto limit = std::max<std::int64_t>(1, std::int64_t(bucket_mb * 1e6 / double(sizeof(float))));
-  auto in_stack = [](const std::string& layer) { return layer.find("blocks.") != std::string::npos; };
-  for (int i = int(entries.size()); i-- > 0;) {
-    const std::string layer = layer_of(entries[std::size_t(i)].name);
-    const bool fresh = buckets_.empty() || buckets_.back().floats >= limit ||
-                       in_stack(layer) != in_stack(*buckets_.back().layers.begin());
-    if (fresh) buckets_.emplace_back();
-    Bucket& b = buckets_.back();
-    b.entries.push_back(i);
-    b.layers.insert(layer);
-    b.floats += entries[std::size_t(i)].numel;
-  }
+  // finishes), the embedding last. A bucket is whole parameters up to bucket_mb (ZeRO-2: whole
+  // layers, so that a layer's gradients lie in one place of the ring); the parameters outside the
+  // stacks' layers ("embed", "norm_f", "head": the last a tied head shares with the embedding is
+  // final only at the end) get buckets of their own, which start after the backward.
+  buckets_ = make_buckets(grads, bucket_mb, zero2_);
   std::int64_t largest = 0;
   for (const auto& b : buckets_) largest = std::max(largest, b.floats);
   pack_.resize(std::size_t(largest));
+  // The optimizer's layout: the trainable prefix of floats (the gradient arena mirrors it until
+  // ZeRO-2's lay_out_ring() moves the entries), split into shards as the optimizer splits it.
+  // Every strategy measures the gradient's norm over these shards (gradient_norm()).
+  std::int64_t prefix = 0;
+  for (const auto& e : entries) {
+    flat_.push_back(std::int64_t(e.offset / sizeof(float)));
+    prefix = std::max(prefix, flat_.back() + e.numel);
+  }
+  shard_ = shard_range(prefix, comm.rank(), comm.size());
+  if (zero2_) {
+    LLMTK_CHECK(gradient_shard->begin == shard_.begin && gradient_shard->end == shard_.end, "ZeRO-2", "the optimizer's shard [",
+                gradient_shard->begin, ", ", gradient_shard->end, ") is not this rank's part [", shard_.begin, ", ", shard_.end,
+                ") of the gradients");
+    std::int64_t mine = 1;
+    for (auto& b : buckets_) {
+      b.counts.assign(std::size_t(comm.size()), 0);
+      for (int r = 0; r < comm.size(); ++r) {
+        const ShardRange own = shard_range(prefix, r, comm.size());
+        for (int i : b.entries) {
+          const std::int64_t lo = std::max(flat_[std::size_t(i)], own.begin);
+          const std::int64_t hi = std::min(flat_[std::size_t(i)] + entries[std::size_t(i)].numel, own.end);
+          if (hi <= lo) continue;
+          b.pieces.push_back({i, lo - flat_[std::size_t(i)], hi - lo, r});
+          b.counts[std::size_t(r)] += hi - lo;
+        }
+      }
+      mine = std::max(mine, b.counts[std::size_t(comm.rank())]);
+    }
+    recv_.resize(std::size_t(mine));
+    shard_grads_.add("shard", {std::max<std::int64_t>(1, shard_.size())});
+    shard_grads_.allocate(host_memory());
+    lay_out_ring();
+  }
   if (overlap_) thread_ = std::thread([this] { serve(); });
+}
+
+// ZeRO-2's working gradients: the parameters outside the stacks keep their own memory (the tied
+// embedding's gradient is written at both ends of the backward); the stacks' buckets take turns
+// in a ring of two slots, each as large as the largest bucket. Bucket k is written while bucket
+// k − 1 is summed; before bucket k + 1 starts in the slot bucket k − 1 used, layer_done waits
+// for that sum and clears the slot. A layer whose parameters do not lie together in one bucket
+// (no model here has one) leaves every gradient its own memory, as data parallel does.
+void DataParallel::lay_out_ring() {
+  const auto& entries = grads_.entries();
+  for (std::size_t b = 0; b < buckets_.size(); ++b)
+    if (buckets_[b].ring >= 0) ring_.push_back(b);
+  std::vector<std::size_t> offsets(entries.size());
+  std::vector<bool> in_ring(entries.size(), false);
+  for (std::size_t b : ring_) {
+    std::size_t at = 0;
+    for (int i : buckets_[b].entries) in_ring[std::size_t(i)] = true, at += aligned(std::size_t(entries[std::size_t(i)].numel) * sizeof(float));
+    slot_bytes_ = std::max(slot_bytes_, at);
+  }
+  std::size_t at = 0;
+  for (std::size_t i = 0; i < entries.size(); ++i)
+    if (!in_ring[i]) offsets[i] = at, at += aligned(std::size_t(entries[i].numel) * sizeof(float));
+  ring_base_ = at;
+  for (std::size_t b : ring_) {
+    std::size_t in = ring_base_ + std::size_t(buckets_[b].ring % 2) * slot_bytes_;
+    for (int i : buckets_[b].entries) offsets[std::size_t(i)] = in, in += aligned(std::size_t(entries[std::size_t(i)].numel) * sizeof(float));
+  }
+  grads_.allocate_overlapping(offsets, std::max<std::size_t>(64, ring_base_ + std::min<std::size_t>(2, ring_.size()) * slot_bytes_),
+                              host_memory());
 }
 
 DataParallel::~DataParallel() {
@@ -62,29 +167,52 @@ DataParallel::~DataParallel() {
   thread_.join();
 }
 
+void DataParallel::start_step() {
+  if (zero2_) shard_grads_.zero();
+}
+
 void DataParallel::arm(AnyModel& model) {
   done_.clear();
-  for (auto& b : buckets_) b.launched = false;
+  for (auto& b : buckets_) b.launched = b.finished = false;
+  ring_launched_ = 0;
   armed_ = true;
-  if (overlap_) model.set_gradient_hook(this);
+  if (zero2_) grads_.zero();  // every micro-batch's gradients are summed by themselves
+  if (overlap_ || zero2_) model.set_gradient_hook(this);
 }
 
 void DataParallel::layer_done(const std::string& name) {
   if (!armed_) return;
   done_.insert(name);
   // In bucket order: every rank launches the same buckets in the same order.
+  const std::size_t ring_before = ring_launched_;
   for (std::size_t b = 0; b < buckets_.size(); ++b) {
     Bucket& k = buckets_[b];
     if (k.launched) continue;
     bool ready = true;
     for (const auto& l : k.layers) ready = ready && done_.count(l);
-    if (ready) launch(b);
+    if (!ready) continue;
+    launch(b);
+    if (k.ring >= 0) ++ring_launched_;
+  }
+  // ZeRO-2: the next bucket's slot, free once the bucket before the one just launched is summed.
+  if (ring_launched_ == ring_before || ring_launched_ >= ring_.size()) return;
+  const std::size_t next = ring_launched_;
+  if (next >= 2) {
+    const auto t0 = std::chrono::steady_clock::now();
+    wait_finished(ring_[next - 2]);
+    seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::memset(static_cast<std::byte*>(grads_.data()) + ring_base_ + (next % 2) * slot_bytes_, 0, slot_bytes_);
   }
 }
 
 void DataParallel::launch(std::size_t b) {
   buckets_[b].launched = true;
-  if (!overlap_) return sum_bucket(b);
+  if (!overlap_) {
+    if (zero2_) scatter_bucket(b);
+    else sum_bucket(b);
+    buckets_[b].finished = true;
+    return;
+  }
   {
     std::lock_guard<std::mutex> lock(mutex_);
     queue_.push_back(b);
@@ -92,11 +220,26 @@ void DataParallel::launch(std::size_t b) {
   work_.notify_one();
 }
 
+void DataParallel::wait_finished(std::size_t b) {
+  if (!overlap_) return;
+  std::unique_lock<std::mutex> lock(mutex_);
+  idle_.wait(lock, [&] { return buckets_[b].finished || error_; });
+  if (error_) {
+    std::exception_ptr e = error_;
+    error_ = nullptr;
+    std::rethrow_exception(e);
+  }
+}
+
 void DataParallel::finish(AnyModel& model) {
   model.set_gradient_hook(nullptr);
   armed_ = false;
   if (comm_.size() == 1) return;
   const auto t0 = std::chrono::steady_clock::now();
+  for (std::size_t b : ring_)
+    LLMTK_CHECK(buckets_[b].launched, "ZeRO-2", "the backward of ", *buckets_[b].layers.begin(), " did not report that it was done "
+                "(GradientHook), so its gradients may have been overwritten; its stack must call Ctx::gradient_hook "
+                "(dsl/repeat.hpp does), or train this model with strategy = \"zero1\"");
   for (std::size_t b = 0; b < buckets_.size(); ++b)
     if (!buckets_[b].launched) launch(b);
   if (overlap_) {
@@ -131,6 +274,27 @@ void DataParallel::sum_bucket(std::size_t b) {
   }
 }
 
+void DataParallel::scatter_bucket(std::size_t b) {
+  const Bucket& k = buckets_[b];
+  float* p = pack_.data();
+  for (const Piece& c : k.pieces) {
+    std::memcpy(p, static_cast<const float*>(grads_[c.entry].data) + c.begin, std::size_t(c.size) * sizeof(float));
+    p += c.size;
+  }
+  const int me = comm_.rank();
+  comm_.reduce_scatter_sum(TensorRef(pack_.data(), DType::f32, {k.floats}), TensorRef(recv_.data(), DType::f32, {std::int64_t(recv_.size())}),
+                           k.counts, "gradient bucket " + std::to_string(b + 1) + " of " + std::to_string(buckets_.size()) + " (ZeRO-2)");
+  const float inv = 1.0f / float(comm_.size());
+  float* shard = static_cast<float*>(shard_grads_.data());
+  const float* q = recv_.data();
+  for (const Piece& c : k.pieces) {
+    if (c.owner != me) continue;
+    float* d = shard + (flat_[std::size_t(c.entry)] + c.begin - shard_.begin);
+    for (std::int64_t j = 0; j < c.size; ++j) d[j] += q[j] * inv;
+    q += c.size;
+  }
+}
+
 void DataParallel::serve() {
   for (;;) {
     std::size_t b = 0;
@@ -146,7 +310,8 @@ void DataParallel::serve() {
     std::exception_ptr failed;
     if (!error_) {
       try {
-        sum_bucket(b);
+        if (zero2_) scatter_bucket(b);
+        else sum_bucket(b);
       } catch (...) {
         failed = std::current_exception();
       }
@@ -154,10 +319,35 @@ void DataParallel::serve() {
     {
       std::lock_guard<std::mutex> lock(mutex_);
       if (failed) error_ = failed;
+      buckets_[b].finished = true;
       busy_ = false;
     }
     idle_.notify_all();
   }
+}
+
+// Each rank sums the squares of its shard's floats (alignment padding included: zeros) in order,
+// in double, and the ranks' sums are summed: the same bits whether the rank holds the whole
+// averaged gradient (data parallel, ZeRO-1) or its shard only (ZeRO-2), so gradient clipping
+// scales by the same factor under every strategy and they train identically.
+double DataParallel::gradient_norm() {
+  const float* g = zero2_ ? static_cast<const float*>(shard_grads_.data()) : static_cast<const float*>(grads_.data()) + shard_.begin;
+  double sum = 0;
+  for (std::int64_t i = 0; i < shard_.size(); ++i) sum += double(g[i]) * double(g[i]);
+  comm_.all_reduce_sum(&sum, 1, "the gradient's norm (ZeRO-2)");
+  return std::sqrt(sum);
+}
+
+std::vector<double> DataParallel::gradient_squares() {
+  const auto& entries = grads_.entries();
+  const float* g = static_cast<const float*>(shard_grads_.data());
+  std::vector<double> out(entries.size(), 0.0);
+  for (std::size_t i = 0; i < entries.size(); ++i) {
+    const std::int64_t lo = std::max(flat_[i], shard_.begin), hi = std::min(flat_[i] + entries[i].numel, shard_.end);
+    for (std::int64_t j = lo; j < hi; ++j) out[i] += double(g[j - shard_.begin]) * double(g[j - shard_.begin]);
+  }
+  comm_.all_reduce_sum(out.data(), std::int64_t(out.size()), "each gradient's norm (ZeRO-2, training internals)");
+  return out;
 }
 
 void DataParallel::agree(double& loss, bool& finite, Metrics& metrics) {

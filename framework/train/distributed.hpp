@@ -37,16 +37,25 @@ class DataParallel final : public GradientHook {
  public:
   // `grads`: the model's gradient arena (allocated, f32, host memory); buckets of about bucket_mb
   // megabytes. `overlap`: sum buckets during the backward on a communication thread.
-  DataParallel(Communicator& comm, Arena& grads, double bucket_mb, bool overlap);
+  // `gradient_shard` (ZeRO-2): this rank's floats of the trainable prefix (the optimizer's
+  // shard); each bucket is then reduce-scattered, this rank keeping the summed gradient of its
+  // shard only (gradient_shard()), and `grads` is laid out anew so that the layers' gradients
+  // share a ring of two buckets' memory (docs/distributed.md).
+  DataParallel(Communicator& comm, Arena& grads, double bucket_mb, bool overlap, const ShardRange* gradient_shard = nullptr);
   ~DataParallel() override;
   DataParallel(const DataParallel&) = delete;
   DataParallel& operator=(const DataParallel&) = delete;
 
-  // Before the backward of a step's last micro-batch: with overlap, `model` tells this object as
-  // its layers finish, and their buckets start.
+  // At the start of a step (ZeRO-2: the gradient shard starts at zero).
+  void start_step();
+  // Whether every micro-batch's backward is summed (ZeRO-2), or only the step's last one.
+  bool every_micro_batch() const { return zero2_; }
+  // Before a backward whose gradients are summed: with overlap (always with ZeRO-2), `model`
+  // tells this object as its layers finish, and their buckets start.
   void arm(AnyModel& model);
-  // After that backward: sums what has not been summed, waits for all of it, and leaves every
-  // gradient the mean over the ranks. Rethrows an error of the communication thread.
+  // After that backward: sums what has not been summed and waits for all of it. Data parallel
+  // leaves every gradient the mean over the ranks; ZeRO-2 adds the mean of this rank's shard to
+  // gradient_shard(). Rethrows an error of the communication thread.
   void finish(AnyModel& model);
   void layer_done(const std::string& name) override;
 
@@ -54,6 +63,20 @@ class DataParallel final : public GradientHook {
   // measured its rows), and `finite` true only if it is on every rank, so that all ranks skip a
   // step or none does. One collective.
   void agree(double& loss, bool& finite, Metrics& metrics);
+
+  // ZeRO-2: this rank's summed gradients, as the optimizer's shard of the trainable prefix (a
+  // null TensorRef otherwise). The norm of the whole averaged gradient (every strategy; a
+  // collective), and per gradient entry the sum of its squares (ZeRO-2; a collective; training
+  // internals).
+  bool shards_gradients() const { return zero2_; }
+  TensorRef gradient_shard() const { return zero2_ ? shard_grads_[0] : TensorRef{}; }
+  double gradient_norm();
+  std::vector<double> gradient_squares();
+  // Bytes of gradient memory per rank: the working arena (ZeRO-2: the ring and the parameters
+  // outside the stacks) and the shard.
+  std::size_t gradient_bytes() const { return grads_.bytes() + (zero2_ ? shard_grads_.bytes() : 0); }
+  // The same, computed from a gradient table alone, for rank `rank` of `ranks` (arch show --ranks).
+  static std::size_t gradient_bytes(const Arena& grads, double bucket_mb, bool zero2, int ranks, int rank);
 
   Communicator& comm() { return comm_; }
   std::size_t buckets() const { return buckets_.size(); }
@@ -63,15 +86,28 @@ class DataParallel final : public GradientHook {
   double comm_seconds() const { return seconds_; }
 
  private:
+  struct Piece {                       // ZeRO-2: part of an entry owned by one rank
+    int entry = 0;
+    std::int64_t begin = 0, size = 0;  // floats within the entry
+    int owner = 0;
+  };
   struct Bucket {
     std::vector<int> entries;          // gradient arena entries, packed in this order
     std::set<std::string> layers;      // the layers whose backward must be done first
     std::int64_t floats = 0;
-    bool launched = false;
+    bool launched = false, finished = false;
+    // ZeRO-2
+    std::vector<Piece> pieces;         // packed by owner: rank 0's pieces first
+    std::vector<std::int64_t> counts;  // floats per owner
+    int ring = -1;                     // its place among the buckets sharing the ring, or -1
   };
+  static std::vector<Bucket> make_buckets(const Arena& grads, double bucket_mb, bool zero2);
   void launch(std::size_t b);          // hands bucket b to the communication thread (or sums it now)
   void sum_bucket(std::size_t b);      // pack, sum across ranks, unpack divided by the ranks
+  void scatter_bucket(std::size_t b);  // ZeRO-2: pack by owner, reduce-scatter, add to the shard
   void serve();                        // the communication thread
+  void wait_finished(std::size_t b);   // until bucket b is summed
+  void lay_out_ring();                 // ZeRO-2: the working gradient arena's ring
 
   Communicator& comm_;
   Arena& grads_;
@@ -81,6 +117,15 @@ class DataParallel final : public GradientHook {
   bool armed_ = false;
   std::set<std::string> done_;         // layers whose backward is done in this step
   double seconds_ = 0;
+  // ZeRO-2
+  bool zero2_ = false;
+  ShardRange shard_;
+  std::vector<std::int64_t> flat_;     // each entry's first float in the optimizer's layout
+  Arena shard_grads_{"gradient shard"};
+  std::vector<float> recv_;
+  std::vector<std::size_t> ring_;      // the ring's buckets, in order
+  std::size_t ring_launched_ = 0;
+  std::size_t slot_bytes_ = 0, ring_base_ = 0;
 
   std::thread thread_;
   std::mutex mutex_;

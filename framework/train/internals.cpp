@@ -46,12 +46,19 @@ void Internals::begin(AnyModel& model) {
   model.set_probe(this);
 }
 
-void Internals::gradients(AnyModel& model) {
+void Internals::gradients(AnyModel& model, const std::vector<double>* squares) {
   model.set_probe(nullptr);  // the step's forward passes are over
   const Arena& params = std::as_const(model).params();
   int j = 0;
-  for (const auto& e : params.entries())
-    if (!e.frozen) ops::sum_squares(sums_[3 * j++ + 1], model.grads()[e.grad]);
+  for (const auto& e : params.entries()) {
+    if (e.frozen) continue;
+    if (squares) {
+      const float g2 = float((*squares)[std::size_t(e.grad)]);
+      sums_.write(3 * j++ + 1, &g2);
+    } else {
+      ops::sum_squares(sums_[3 * j++ + 1], model.grads()[e.grad]);
+    }
+  }
 }
 
 std::string Internals::end(AnyModel& model, std::int64_t step) {

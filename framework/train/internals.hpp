@@ -54,8 +54,9 @@ class Internals final : public Probe {
  public:
   // Before a step: keeps the weights (for the update's size) and watches the model's forwards.
   void begin(AnyModel& model);
-  // After backward, before clipping and the update: the gradients' norms.
-  void gradients(AnyModel& model);
+  // After backward, before clipping and the update: the gradients' norms, or (ZeRO-2, where no
+  // rank holds them whole) `squares`, Σg² of each gradient entry.
+  void gradients(AnyModel& model, const std::vector<double>* squares = nullptr);
   // After the update: the update's size; stops watching. Returns the record for `step`: one line
   // of internals.jsonl (JSON, no newline).
   std::string end(AnyModel& model, std::int64_t step);

@@ -82,7 +82,8 @@ std::vector<Optimizer::Range> Optimizer::ranges(const Arena& params) const {
   return out;
 }
 
-void Optimizer::step(Arena& params, Arena& grads, double base_lr, std::int64_t step) {
+void Optimizer::step(Arena& params, Arena& grads, double base_lr, std::int64_t step, TensorRef grad_shard) {
+  LLMTK_CHECK(!grad_shard.data || comm_, "optimizer", "sharded gradients (ZeRO-2) need the sharded optimizer state");
   // Sharded: the byte range of this rank's floats; the moments' arenas start at its beginning.
   const std::size_t lo = comm_ ? std::size_t(shard_.begin) * sizeof(float) : 0;
   const std::size_t hi = comm_ ? std::size_t(shard_.end) * sizeof(float) : SIZE_MAX;
@@ -91,6 +92,8 @@ void Optimizer::step(Arena& params, Arena& grads, double base_lr, std::int64_t s
     if (r.end <= r.begin) continue;
     const auto n = std::int64_t((r.end - r.begin) / sizeof(float));
     auto span = [&](const Arena& a) {
+      if (&a == &grads && grad_shard.data)
+        return TensorRef(static_cast<std::byte*>(grad_shard.data) + (r.begin - lo), DType::f32, {n}, grad_shard.device);
       const std::size_t at = &a == &m_ || &a == &v_ ? r.begin - lo : r.begin;
       return TensorRef(static_cast<std::byte*>(a.data()) + at, DType::f32, {n}, a.device());
     };

@@ -20,7 +20,9 @@ class Optimizer {
   Optimizer(const Recipe::Optim& config, const Arena& params, Communicator* shard_over = nullptr);
 
   // One update of every parameter from its gradient at learning rate `lr`; `step` counts from 1.
-  void step(Arena& params, Arena& grads, double lr, std::int64_t step);
+  // `grad_shard` (ZeRO-2): the gradients of this rank's shard only, read instead of `grads`.
+  void step(Arena& params, Arena& grads, double lr, std::int64_t step, TensorRef grad_shard = {});
+  ShardRange shard() const { return shard_; }
   // Moment arenas, for checkpoints: "m" and "v" (AdamW), "buf" (SGD), "m" (Lion), each mirroring
   // the trainable parameters. Sharded, they are the gathered copies (gather_state(), or
   // begin_load()), whatever the number of ranks: a checkpoint reads the same either way.

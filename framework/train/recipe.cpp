@@ -432,10 +432,11 @@ Recipe read(const std::string& path, const std::vector<std::string>& sets) {
 
   auto dist = root.table("distributed");
   r.distributed.strategy = dist.string("strategy", r.distributed.strategy, [](const std::string& v) {
-    if (v == "ddp" || v == "zero1") return std::string();
-    if (v == "zero2" || v == "tp")
+    if (v == "ddp" || v == "zero1" || v == "zero2") return std::string();
+    if (v == "tp")
       return "= \"" + v + "\" is planned (docs/distributed.md) but not built yet; use \"ddp\" (data parallel)";
-    return "= \"" + v + "\" is not a strategy; use \"ddp\" (data parallel) or \"zero1\" (its optimizer state sharded)";
+    return "= \"" + v + "\" is not a strategy; use \"ddp\" (data parallel), \"zero1\" (its optimizer state sharded) "
+           "or \"zero2\" (the optimizer state and the gradients sharded)";
   });
   r.distributed.bucket_mb = dist.number("bucket_mb", r.distributed.bucket_mb, 0.001, 1024);
   r.distributed.overlap = dist.boolean("overlap", r.distributed.overlap);

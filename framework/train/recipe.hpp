@@ -129,6 +129,7 @@ struct Recipe {
   struct Distributed {
     std::string strategy = "ddp";       // ddp: every rank a copy of the model and a part of each batch;
                                         // zero1: the same, each rank the optimizer state of a shard
+                                        // zero2: and the summed gradients of that shard only
     double bucket_mb = 25;              // gradients are summed across ranks in buckets of this size
     bool overlap = true;                // ... each as soon as its layers' backward is done
     double timeout_s = 300;             // a collective that takes longer ends the job, naming the call

@@ -123,6 +123,7 @@ TrainStep::TrainStep(AnyModel& model, Objective& objective, Optimizer& optimizer
 }
 
 double TrainStep::grad_norm() {
+  if (dp_) return dp_->gradient_norm();  // data parallel: each rank measures its shard
   scalars_.zero();
   Arena& g = model_.grads();
   for (int i = 0; i < int(g.entries().size()); ++i) ops::sum_squares(scalars_[0], g[i]);
@@ -132,6 +133,11 @@ double TrainStep::grad_norm() {
 }
 
 void TrainStep::scale_grads(float s) {
+  if (dp_ && dp_->shards_gradients()) {
+    const TensorRef shard = dp_->gradient_shard();
+    ops::scale_forward(shard, shard, s);
+    return;
+  }
   Arena& g = model_.grads();
   for (int i = 0; i < int(g.entries().size()); ++i) ops::scale_forward(g[i], g[i], s);
 }
@@ -142,26 +148,36 @@ StepStats TrainStep::run(const std::function<Batch()>& next, std::int64_t grad_a
   if (faults::at("hang", step))
     for (;;) std::this_thread::sleep_for(std::chrono::hours(1));
   model_.zero_grad();
+  if (dp_) dp_->start_step();
   for (std::int64_t micro = 0; micro < grad_accum; ++micro) {
     // A new dropout mask per micro-batch, reproducible from (seed, step, micro): resuming a run
     // draws the masks it would have drawn. Never 0, which means no dropout.
     model_.set_dropout_seed(Rng(options_.seed ^ (std::uint64_t(step) * 0x100000001b3ull + std::uint64_t(micro))).next() | 1);
     const Batch batch = next();
-    if (dp_ && micro + 1 == grad_accum) dp_->arm(model_);  // the last backward: gradients are summed as its layers finish
+    // Data parallel sums the last backward's gradients as its layers finish; ZeRO-2 every backward's.
+    const bool sums = dp_ && (micro + 1 == grad_accum || dp_->every_micro_batch());
+    if (sums) dp_->arm(model_);
     if (micro == 0 && faults::at("inf_act", step)) {
       ActivationOverflow overflow(model_, batch);
       s.loss += forward_backward(model_, objective_, batch);
     } else {
       s.loss += forward_backward(model_, objective_, batch);
     }
+    if (sums) dp_->finish(model_);  // every gradient (ZeRO-2: of this rank's shard) is the mean over the ranks now
     accumulate(s.metrics, objective_.metrics());
     accumulate(s.metrics, model_.part_stats());  // an MoE router's load and auxiliary losses
   }
   model_.set_dropout_seed(0);
-  if (dp_) dp_->finish(model_);  // every gradient is the mean over the ranks now
   s.loss /= double(grad_accum);
   if (faults::at("nan_loss", step)) s.loss = NAN;
-  if (faults::at("nan_grad", step)) poison_gradient(model_);
+  if (faults::at("nan_grad", step)) {
+    if (dp_ && dp_->shards_gradients()) {
+      const float nan = NAN;
+      copy_bytes(dp_->gradient_shard().data, Device::host, &nan, Device::host, sizeof nan);
+    } else {
+      poison_gradient(model_);
+    }
+  }
   for (auto& m : s.metrics) m.second /= double(grad_accum);
   if (grad_accum > 1) scale_grads(1.0f / float(grad_accum));
   if (observe_) observe_();
@@ -176,7 +192,7 @@ StepStats TrainStep::run(const std::function<Batch()>& next, std::int64_t grad_a
   if (!s.finite) return s;
   const double clip = options_.grad_clip;
   if (clip > 0 && options_.measure_norm && s.grad_norm > clip) scale_grads(float(clip / s.grad_norm));
-  optimizer_.step(model_.params(), model_.grads(), lr, step);
+  optimizer_.step(model_.params(), model_.grads(), lr, step, dp_ ? dp_->gradient_shard() : TensorRef{});
   return s;
 }
 

@@ -110,6 +110,7 @@ class TrainStep {
   // Data parallel: the gradients, the loss and the metrics averaged over the ranks after the
   // micro-batches, before the observer, clipping and the update (train/distributed.hpp).
   void set_data_parallel(DataParallel* dp) { dp_ = dp; }
+  DataParallel* data_parallel() const { return dp_; }
 
  private:
   double grad_norm();

@@ -855,23 +855,31 @@ class InternalsLog {
     const std::string from = run.history.empty() ? "" : (fs::path(run.history).parent_path() / "internals.jsonl").string();
     // A resumed run keeps the records up to the resumed step (none of an abandoned later part),
     // whether or not it records more.
-    if (!run.writer) return;  // rank 0 records its rows' activations and the averaged gradients
-    if (run.r.log.internals || (!from.empty() && fs::exists(from))) write_text(path, history_up_to(from, run.s.step));
+    // Rank 0 records its rows' activations and the averaged gradients.
+    if (run.writer && (run.r.log.internals || (!from.empty() && fs::exists(from)))) write_text(path, history_up_to(from, run.s.step));
     if (!run.r.log.internals) return;
-    out_.open(path, std::ios::app);
-    stepper.set_gradient_observer([this] {
-      if (recording_) internals_.gradients(*run_.s.model);
+    if (run.writer) out_.open(path, std::ios::app);
+    stepper.set_gradient_observer([this, &stepper] {
+      if (!recording_) return;
+      // ZeRO-2: no rank holds the whole gradient; each parameter's Σg² is summed across the ranks.
+      if (DataParallel* dp = stepper.data_parallel(); dp && dp->shards_gradients()) {
+        const std::vector<double> squares = dp->gradient_squares();
+        if (run_.writer) internals_.gradients(*run_.s.model, &squares);
+      } else if (run_.writer) {
+        internals_.gradients(*run_.s.model);
+      }
     });
   }
   // Before the step that will be step `next`.
   void before(std::int64_t next) {
     const auto& l = run_.r.log;
     recording_ = l.internals && (next % l.internals_every == 0 || next == run_.total);
-    if (recording_) internals_.begin(*run_.s.model);
+    if (recording_ && run_.writer) internals_.begin(*run_.s.model);
   }
   void after(const StepStats& st) {
     if (!recording_) return;
     recording_ = false;
+    if (!run_.writer) return;
     const std::string line = internals_.end(*run_.s.model, run_.s.step);
     if (st.finite) out_ << line << "\n" << std::flush;  // a skipped step changed nothing to measure
   }
@@ -1140,7 +1148,7 @@ TrainResult train(const Recipe& r, const TrainOptions& opt) {
   StopOnSignals signals;  // from here on, even during set-up
   const RunDirPlan where = plan_run_dir(r, opt);  // refuses before anything is read or written
   Setup s = set_up(r, opt, where.checkpoint, log, comm.rank(), ranks,
-                   ranks > 1 && r.distributed.strategy == "zero1" ? &comm : nullptr);
+                   ranks > 1 && r.distributed.strategy != "ddp" ? &comm : nullptr);
   if (ranks > 1 && r.train.threads == 0) ops::set_threads(threads_per_rank(comm));
   Run run{r, opt, s, where.dir, log};
   run.history = where.history;
@@ -1173,16 +1181,25 @@ TrainResult train(const Recipe& r, const TrainOptions& opt) {
   TrainStep stepper(*s.model, *s.objective, *s.optimizer, {r.optim.grad_clip, true, r.train.seed});
   std::optional<DataParallel> dp;
   if (ranks > 1) {
-    dp.emplace(comm, s.model->grads(), r.distributed.bucket_mb, r.distributed.overlap);
+    const std::size_t whole_grads = s.model->grads().bytes();
+    const ShardRange shard = s.optimizer->shard();
+    dp.emplace(comm, s.model->grads(), r.distributed.bucket_mb, r.distributed.overlap,
+               r.distributed.strategy == "zero2" ? &shard : nullptr);
     stepper.set_data_parallel(&*dp);
     log(cat("distributed: ", ranks, " processes (", comm.name(), "), data parallel",
-            s.optimizer->sharded() ? cat(" with the optimizer state sharded (ZeRO-1: ", s.optimizer->state_bytes() >> 20,
-                                         " MiB of it per process)")
-                                   : std::string(),
+            dp->shards_gradients()
+                ? cat(" with the optimizer state and the gradients sharded (ZeRO-2: ", s.optimizer->state_bytes() >> 20,
+                      " MiB of optimizer state and ", dp->gradient_bytes() >> 20, " MiB of gradients per process, against ",
+                      whole_grads >> 20, " MiB unsharded)")
+            : s.optimizer->sharded() ? cat(" with the optimizer state sharded (ZeRO-1: ", s.optimizer->state_bytes() >> 20,
+                                           " MiB of it per process)")
+                                     : std::string(),
             ": ", s.rows, " rows of each batch of ",
             r.train.batch, " per process, ", (r.train.threads > 0 ? r.train.threads : threads_per_rank(comm)), " threads each; gradients averaged in ", dp->buckets(),
             " bucket", dp->buckets() > 1 ? "s" : "", " of up to ", r.distributed.bucket_mb, " MB",
-            dp->overlaps() ? ", each as soon as its layers' backward is done" : " after the backward"));
+            dp->overlaps()           ? ", each as soon as its layers' backward is done"
+            : dp->shards_gradients() ? ", each as soon as its layers' backward is done, before the backward goes on"
+                                     : " after the backward"));
   }
   InternalsLog internals(run, stepper);
   const Schedule sched{r.schedule.name, r.optim.lr, r.schedule.min_lr, r.schedule.warmup, run.total, r.schedule.decay_fraction};

@@ -4,8 +4,10 @@
 #   with the whole batch, within fp32 reduction-order tolerance, over 20 steps;
 # - bit-reproducible: the same 2-process run twice gives identical weights and losses;
 # - resume across world sizes: 2 -> 2 is exact; 2 -> 1 and 1 -> 2 continue with the same losses;
-# - ZeRO-1 (the optimizer state sharded): the same bits as data parallel, its checkpoints resumed
-#   with data parallel's and in one process;
+# - ZeRO-1 (the optimizer state sharded) and ZeRO-2 (the gradients too, the layers' gradients in a
+#   ring of two buckets): the same bits as data parallel, their checkpoints resumed with data
+#   parallel's and in one process; ZeRO-2 with gradient accumulation and training internals;
+# - arch show --ranks: the memory per process of each strategy;
 # - refusals before any work: a batch the ranks cannot share, a strategy not built yet;
 # - faults: a rank killed mid-step, and a rank that hangs (the other times out, naming the call),
 #   each end the whole job within seconds.
@@ -46,6 +48,32 @@ grep -q "data parallel with the optimizer state sharded (ZeRO-1" zero1.txt || { 
 for f in model optimizer.m optimizer.v; do
   cmp two/checkpoints/step_00000020/$f.safetensors zero1/checkpoints/step_00000020/$f.safetensors
 done
+# ZeRO-2: each bucket reduce-scattered, each rank keeping its shard's summed gradients; the same
+# sums, the same gradient norm (every strategy measures it shard by shard), the same bits. With 4
+# layers in buckets of one layer each, the ring's two slots are reused as the backward goes down.
+run zero2 "${mpi[@]}" "$llmtk" train tiny.toml --set distributed.strategy=zero2 --run-dir zero2
+grep -q "data parallel with the optimizer state and the gradients sharded (ZeRO-2" zero2.txt || { cat zero2.txt; exit 1; }
+ring=(--set model.n_layers=4 --set distributed.bucket_mb=0.001)
+run ddp-ring "${mpi[@]}" "$llmtk" train tiny.toml "${ring[@]}" --run-dir ddp-ring
+run zero2-ring "${mpi[@]}" "$llmtk" train tiny.toml "${ring[@]}" --set distributed.strategy=zero2 --run-dir zero2-ring
+run zero2-ring-after "${mpi[@]}" "$llmtk" train tiny.toml "${ring[@]}" --set distributed.strategy=zero2 --set distributed.overlap=false --run-dir zero2-ring-after
+grep -q "gradients averaged in 6 buckets" zero2-ring.txt && grep -q "before the backward goes on" zero2-ring-after.txt ||
+  { cat zero2-ring.txt zero2-ring-after.txt; exit 1; }
+for f in model optimizer.m optimizer.v; do
+  cmp two/checkpoints/step_00000020/$f.safetensors zero2/checkpoints/step_00000020/$f.safetensors
+  cmp ddp-ring/checkpoints/step_00000020/$f.safetensors zero2-ring/checkpoints/step_00000020/$f.safetensors
+  cmp ddp-ring/checkpoints/step_00000020/$f.safetensors zero2-ring-after/checkpoints/step_00000020/$f.safetensors
+done
+# ZeRO-2 sums every micro-batch into the shard: the same gradient as one process, in another order.
+run zero2-accum "${mpi[@]}" "$llmtk" train tiny.toml --set train.grad_accum=2 --set train.batch=4 --set distributed.strategy=zero2 \
+  "${ring[@]:2}" --run-dir zero2-accum
+# Training internals under ZeRO-2: each parameter's gradient norm summed from the ranks' shards.
+internals=(--set log.internals=true --set log.internals_every=5)
+run two-internals "${mpi[@]}" "$llmtk" train tiny.toml "${internals[@]}" --run-dir two-internals
+run zero2-internals "${mpi[@]}" "$llmtk" train tiny.toml "${internals[@]}" --set distributed.strategy=zero2 --run-dir zero2-internals
+# Resume data parallel's checkpoint with ZeRO-2, and ZeRO-2's in one process.
+run ddp-zero2 "${mpi[@]}" "$llmtk" train tiny.toml --set distributed.strategy=zero2 --resume two/checkpoints/step_00000010 --run-dir ddp-zero2
+run zero2-one "$llmtk" train tiny.toml --resume zero2/checkpoints/step_00000010 --run-dir zero2-one
 # Resume a data-parallel checkpoint with ZeRO-1 and a ZeRO-1 checkpoint in one process.
 run ddp-zero1 "${mpi[@]}" "$llmtk" train tiny.toml --set distributed.strategy=zero1 --resume two/checkpoints/step_00000010 --run-dir ddp-zero1
 run zero1-one "$llmtk" train tiny.toml --resume zero1/checkpoints/step_00000010 --run-dir zero1-one
@@ -104,6 +132,21 @@ assert losses("two") == losses("two-again"), "two identical 2-process runs diffe
 assert losses("two") == losses("two-after") and weights("two") == weights("two-after"), "overlap changes the result"
 assert losses("zero1") == two and losses("ddp-zero1") == two, "ZeRO-1 differs from data parallel"
 assert weights("ddp-zero1") == weights("two"), "resuming data parallel with ZeRO-1 changes the weights"
+assert losses("zero2") == two and losses("ddp-zero2") == two, "ZeRO-2 differs from data parallel"
+assert losses("zero2-ring") == losses("ddp-ring") == losses("zero2-ring-after"), "ZeRO-2's ring differs from data parallel"
+assert weights("ddp-zero2") == weights("two"), "resuming data parallel with ZeRO-2 changes the weights"
+close(losses("zero2-one"), two, 1e-6, "ZeRO-2 checkpoint resumed in 1 process vs 2 processes straight")
+close(losses("one-accum"), losses("zero2-accum"), 1e-6, "1 process vs ZeRO-2 with grad_accum = 2, a bucket per layer")
+def grad_norms(run):
+    out = {}
+    for line in open(f"{run}/internals.jsonl"):
+        r = json.loads(line)
+        for layer in r["layers"]:
+            if "grad_norm" in layer: out[(r["step"], layer["name"])] = layer["grad_norm"]
+    return out
+a, b = grad_norms("two-internals"), grad_norms("zero2-internals")
+assert len(a) >= 12, sorted(a)
+close(a, b, 1e-5, "each layer's gradient norm in the training internals, ZeRO-2 vs data parallel")
 close(losses("zero1-one"), two, 1e-6, "ZeRO-1 checkpoint resumed in 1 process vs 2 processes straight")
 close(losses("one-accum"), losses("two-accum"), 1e-6, "1 vs 2 processes with grad_accum = 2 and several buckets")
 assert weights("two") == weights("two-again"), "two identical 2-process runs end with different weights"
@@ -129,9 +172,31 @@ expect_refusal() {  # expect_refusal NAME TEXT COMMAND...
 }
 expect_refusal odd-batch "train.batch = 8 is the global batch and does not divide among the 3 processes" \
   mpirun -np 3 --oversubscribe "$llmtk" train tiny.toml --run-dir odd-batch-run
-expect_refusal zero2 "distributed.strategy = \"zero2\" is planned" "${mpi[@]}" "$llmtk" train tiny.toml --set distributed.strategy=zero2 --run-dir zero2-run
+expect_refusal tp "distributed.strategy = \"tp\" is planned" "${mpi[@]}" "$llmtk" train tiny.toml --set distributed.strategy=tp --run-dir tp-run
 expect_refusal encoder "this run trains an encoder and 2 processes share it, but data parallel covers language models on token shards" \
   "${mpi[@]}" "$llmtk" train "$root/recipes/bert-mlm.toml" --set data.dir=data --run-dir encoder-run
+
+# The memory of one process of 2 (and of 8): ZeRO-1 halves the optimizer state, ZeRO-2 shards the
+# gradients too, and each process plans activations for its rows.
+for s in ddp zero1 zero2; do
+  "$llmtk" arch show gpt2 --batch 8 --seq 256 --ranks 2 --strategy $s --json > arch-$s.json
+  "$llmtk" arch show gpt2 --batch 8 --seq 256 --ranks 8 --strategy $s --json > arch8-$s.json
+done
+"$llmtk" arch show gpt2 --batch 8 --seq 256 --json > arch-one.json
+python3 - <<'PY'
+import json
+m = {s: json.load(open(f"arch-{s}.json"))["memory_bytes"] for s in ("one", "ddp", "zero1", "zero2")}
+m8 = {s: json.load(open(f"arch8-{s}.json"))["memory_bytes"] for s in ("ddp", "zero1", "zero2")}
+params = json.load(open("arch-one.json"))["trainable_params"]
+assert m["ddp"]["optimizer"] == 8 * params and m["zero1"]["optimizer"] == 8 * ((params + 1) // 2), m
+assert m["zero2"]["optimizer"] == m["zero1"]["optimizer"] and m["zero1"]["grads"] == 4 * params, m
+assert 0 < m["zero2"]["grads"] < m["zero1"]["grads"] and m8["zero2"]["grads"] < 0.6 * m8["zero1"]["grads"], (m, m8)
+assert m8["zero1"]["optimizer"] == 8 * ((params + 7) // 8), m8
+assert abs(m["ddp"]["activations"] - m["one"]["activations"] / 2) < 0.01 * m["one"]["activations"], m
+print("arch show --ranks: ZeRO-1 optimizer %.0f of %.0f MiB; ZeRO-2 gradients %.0f (2 ranks), %.0f (8 ranks) of %.0f MiB"
+      % (m["zero1"]["optimizer"] / 2**20, m["ddp"]["optimizer"] / 2**20, m["zero2"]["grads"] / 2**20, m8["zero2"]["grads"] / 2**20,
+         m["ddp"]["grads"] / 2**20))
+PY
 
 # A rank that dies mid-step: the launcher ends the job and names the rank.
 long=(--set train.steps=100000 --set eval.every=0 --set checkpoint.every=0)

@@ -6,7 +6,10 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.hpp"
+#include "core/communicator.hpp"
+#include "core/error.hpp"
 #include "models/registry.hpp"
+#include "train/distributed.hpp"
 
 namespace llmtk::cli {
 
@@ -43,12 +46,20 @@ struct ShowArgs {
   std::string precision = "fp32";
   std::vector<std::string> freeze;
   bool json = false;
+  int ranks = 1;
+  std::string strategy = "ddp";
 };
 
 void show(const ShowArgs& a) {
   const ArchInfo& info = find_arch(a.name);
   const Dims dims = dims_with_overrides(info, a.sets, "arch show");
-  const std::int64_t B = a.batch, T = a.seq > 0 ? a.seq : dims.max_seq;
+  const std::int64_t T = a.seq > 0 ? a.seq : dims.max_seq;
+  // --ranks N: the memory of one of N data-parallel processes, each planned for its rows of the
+  // batch; ZeRO-1 shards the optimizer state, ZeRO-2 the gradients too (docs/distributed.md).
+  LLMTK_CHECK(a.batch % a.ranks == 0, "arch show", "--batch ", a.batch, " is the global batch and does not divide among --ranks ",
+              a.ranks, "; give a multiple of ", a.ranks);
+  LLMTK_CHECK(a.ranks > 1 || a.strategy == "ddp", "arch show", "--strategy ", a.strategy, " shards among ranks: give --ranks N (N > 1)");
+  const std::int64_t B = a.batch / a.ranks;
   const DType act_dtype = a.precision == "bf16" ? DType::bf16 : DType::f32;
   auto model = info.make(dims);  // checks every size rule
   model->set_precision(act_dtype);
@@ -59,8 +70,13 @@ void show(const ShowArgs& a) {
   // f32 parameters and gradients; AdamW keeps two moments per parameter. bf16 (docs/bf16.md):
   // activations in bf16, plus a bf16 working copy of every weight a matmul reads.
   const std::int64_t trainable = model->trainable_count(), frozen = model->param_count() - trainable;
-  const std::int64_t param_bytes = model->param_count() * 4, grad_bytes = trainable * 4, optim_bytes = 2 * grad_bytes,
-                     working_bytes = std::int64_t(model->working().bytes());
+  const bool sharded = a.ranks > 1 && a.strategy != "ddp";
+  const std::int64_t shard = shard_range(trainable, 0, a.ranks).size();  // the first rank's: the largest
+  const std::int64_t param_bytes = model->param_count() * 4,
+                     grad_bytes = a.ranks > 1 && a.strategy == "zero2"
+                                      ? std::int64_t(train::DataParallel::gradient_bytes(model->grads(), 25, true, a.ranks, 0))
+                                      : trainable * 4,
+                     optim_bytes = 2 * 4 * (sharded ? shard : trainable), working_bytes = std::int64_t(model->working().bytes());
   const std::int64_t act_bytes = std::int64_t(model->acts().bytes());
   const std::int64_t total = param_bytes + grad_bytes + optim_bytes + working_bytes + act_bytes;
   auto recomputed = info.make(dims);  // the same model with train.recompute = "blocks"
@@ -89,7 +105,8 @@ void show(const ShowArgs& a) {
     for (const auto& p : model->parts())
       parts.push_back({{"path", p.path}, {"type", p.type}, {"params", p.params}, {"note", p.note}});
     j["parts"] = parts;
-    j["batch"] = B, j["seq"] = T, j["precision"] = a.precision;
+    j["batch"] = a.batch, j["seq"] = T, j["precision"] = a.precision;
+    j["ranks"] = a.ranks, j["strategy"] = a.strategy, j["rows_per_rank"] = B;  // memory_bytes: per process
     j["flops_per_token"] = {{"forward", fwd}, {"training", 3 * fwd}};
     j["memory_bytes"] = {{"params", param_bytes}, {"grads", grad_bytes},
                          {"optimizer", optim_bytes}, {"working_copy", working_bytes}, {"activations", act_bytes},
@@ -116,9 +133,14 @@ void show(const ShowArgs& a) {
                "trainable", "", grouped(trainable), "frozen", "", grouped(frozen), human_bytes(3 * 4 * frozen));
   fmt::print("\ncompute per token at seq {}\n  forward   {}\n  training  {} (forward + backward, 3x)\n",
              T, human_flops(fwd), human_flops(3 * fwd));
-  fmt::print("\nmemory for one training step at batch {} x seq {} ({}, AdamW)\n", B, T,
+  fmt::print("\nmemory for one training step at batch {} x seq {} ({}, AdamW)\n", a.batch, T,
              act_dtype == DType::bf16 ? "bf16 activations, f32 master weights; on cuda a bf16 run keeps f32 activations for now"
                                       : "fp32");
+  if (a.ranks > 1)
+    fmt::print("  per process of {} ({}: {} rows each{})\n", a.ranks, a.strategy, B,
+               a.strategy == "zero2"   ? "; the optimizer state and the gradients sharded, the stacks' gradients in a ring of two buckets (distributed.bucket_mb = 25)"
+               : a.strategy == "zero1" ? "; the optimizer state sharded"
+                                       : "");
   fmt::print("  parameters       {:>12}\n  gradients        {:>12}\n  optimizer state  {:>12}\n", human_bytes(param_bytes),
              human_bytes(grad_bytes), human_bytes(optim_bytes));
   if (working_bytes) fmt::print("  bf16 weights     {:>12}   (the matmuls' working copy)\n", human_bytes(working_bytes));
@@ -174,6 +196,10 @@ void add_arch_commands(CLI::App& app) {
   sh->add_option("--freeze", args->freeze,
                  "Freeze parameters matching a pattern, as train.freeze (repeatable): --freeze 'embed.*'");
   sh->add_flag("--json", args->json, "Print one JSON object");
+  sh->add_option("--ranks", args->ranks, "Data-parallel processes: the memory per process, each planned for batch / ranks rows")
+      ->check(CLI::Range(1, 1 << 20));
+  sh->add_option("--strategy", args->strategy, "With --ranks: ddp, zero1 (the optimizer state sharded) or zero2 (and the gradients)")
+      ->check(CLI::IsMember({"ddp", "zero1", "zero2"}));
   sh->callback([args] { show(*args); });
 }
 

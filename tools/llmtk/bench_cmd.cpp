@@ -1,6 +1,7 @@
 // llmtk bench step: time full training steps (forward, backward, optimizer) of an architecture
 // on random tokens, after a warm-up, and print tokens/s, the median ms per step and MFU.
 #include <fmt/core.h>
+#include <sys/resource.h>
 
 #include <algorithm>
 #include <chrono>
@@ -31,6 +32,7 @@ struct BenchArgs {
   bool grad_norm = false;
   double bucket_mb = 25;
   bool no_overlap = false;
+  std::string strategy = "ddp";
 };
 
 void bench(const BenchArgs& a) {
@@ -50,13 +52,17 @@ void bench(const BenchArgs& a) {
   model->plan(rows, a.seq);
   model->init(1);
   train::Recipe::Optim oc;
-  train::Optimizer opt(oc, model->params());
+  // ZeRO-1 and ZeRO-2 shard the optimizer state (docs/distributed.md).
+  train::Optimizer opt(oc, model->params(), ranks > 1 && a.strategy != "ddp" ? &comm : nullptr);
+  const std::size_t whole_grads = model->grads().bytes();
   NextTokenLoss objective;
   // What `llmtk train` runs, without clipping; the gradient norm (one more pass over the
   // gradients, which the trainer's non-finite guard and clipping need) only with --grad-norm.
   train::TrainStep step(*model, objective, opt, {0.0, a.grad_norm});
   std::optional<train::DataParallel> dp;
-  if (ranks > 1) dp.emplace(comm, model->grads(), a.bucket_mb, !a.no_overlap), step.set_data_parallel(&*dp);
+  const ShardRange shard = opt.shard();
+  if (ranks > 1)
+    dp.emplace(comm, model->grads(), a.bucket_mb, !a.no_overlap, a.strategy == "zero2" ? &shard : nullptr), step.set_data_parallel(&*dp);
   Rng rng(7 + std::uint64_t(comm.rank()));
   std::vector<std::int32_t> ids(std::size_t(rows * a.seq)), tg(ids.size());
   for (auto& v : ids) v = std::int32_t(rng.next() % std::uint64_t(dims.vocab));
@@ -79,14 +85,27 @@ void bench(const BenchArgs& a) {
   const double tokens = double(a.batch * a.seq), tps = tokens / (median / 1000.0);
   // MFU against every rank's peak (each measures its own, with its threads).
   const double flops = 3.0 * model->forward_flops_per_token(a.seq), peak = train::measure_matmul_peak_flops() * ranks;
+  // Memory per process: what the arenas hold, and the largest resident set the process reached.
+  const double mib = 1024.0 * 1024.0;
+  const double grads = double(dp ? dp->gradient_bytes() : whole_grads);
+  struct rusage usage {};
+  getrusage(RUSAGE_SELF, &usage);
+  const double rss = double(usage.ru_maxrss) * 1024.0;  // KiB on Linux
+  double rss_max = rss;
+  if (ranks > 1) comm.all_reduce_sum(&rss_max, 1, "the resident sets");  // the sum; divided below
   if (comm.rank() != 0) return;
+  nlohmann::ordered_json memory = {{"params_mib", double(model->params().bytes()) / mib}, {"grads_mib", grads / mib},
+                                   {"grads_unsharded_mib", double(whole_grads) / mib},
+                                   {"optimizer_mib", double(opt.state_bytes()) / mib}, {"activations_mib", double(model->acts().bytes()) / mib},
+                                   {"max_rss_mib_mean", rss_max / ranks / mib}};
   nlohmann::ordered_json j = {{"tool", "llmtk"}, {"arch", a.arch}, {"device", a.device}, {"precision", a.precision},
                               {"batch", a.batch}, {"seq", a.seq}, {"params", model->param_count()},
                               {"active_params", model->active_param_count()}, {"steps", a.steps},
                               {"ms_per_step", median}, {"tokens_per_s", tps}, {"flops_per_token", flops},
                               {"achieved_gflops", flops * tps / 1e9}, {"matmul_peak_gflops", peak / 1e9},
                               {"mfu", flops * tps / peak}, {"ranks", ranks},
-                              {"comm_ms_per_step", comm_ms[comm_ms.size() / 2]}, {"overlap", dp && dp->overlaps()}, {"backend_info", ops::backend_info()}};
+                              {"comm_ms_per_step", comm_ms[comm_ms.size() / 2]}, {"overlap", dp && dp->overlaps()}, {"strategy", ranks > 1 ? a.strategy : "single"},
+                              {"memory_per_process", memory}, {"backend_info", ops::backend_info()}};
   if (a.json) {
     fmt::print("{}\n", j.dump());
   } else {
@@ -95,9 +114,12 @@ void bench(const BenchArgs& a) {
                a.arch, a.device, a.precision, a.batch, a.seq, median, a.steps, tps, flops * tps / 1e9,
                100 * flops * tps / peak, peak / 1e9);
     if (ranks > 1)
-      fmt::print("{} processes ({}), data parallel: {} rows each, {} buckets{}; waiting for gradient sums {:.1f} ms of the step "
-                 "(median)\n", ranks, comm.name(), rows, dp->buckets(), dp->overlaps() ? " overlapped with the backward" : "",
+      fmt::print("{} processes ({}), {}: {} rows each, {} buckets{}; waiting for gradient sums {:.1f} ms of the step "
+                 "(median)\n", ranks, comm.name(), a.strategy, rows, dp->buckets(), dp->overlaps() ? " overlapped with the backward" : "",
                  comm_ms[comm_ms.size() / 2]);
+    fmt::print("memory per process: parameters {:.1f} MiB, gradients {:.1f} MiB, optimizer state {:.1f} MiB, activations {:.1f} MiB; "
+               "largest resident set {:.1f} MiB (mean over processes)\n", memory["params_mib"].get<double>(), grads / mib,
+               memory["optimizer_mib"].get<double>(), memory["activations_mib"].get<double>(), rss_max / ranks / mib);
     fmt::print("backend: {}\n", ops::backend_info());
   }
 }
@@ -121,6 +143,8 @@ void add_bench_commands(CLI::App& app) {
   st->add_flag("--grad-norm", ba->grad_norm, "Also measure the global gradient norm, as llmtk train does");
   st->add_option("--bucket-mb", ba->bucket_mb, "Under mpirun: the gradient buckets' size (distributed.bucket_mb)")->check(CLI::Range(0.001, 1024.0));
   st->add_flag("--no-overlap", ba->no_overlap, "Under mpirun: sum the gradients after the backward instead of during it");
+  st->add_option("--strategy", ba->strategy, "Under mpirun: ddp, zero1 (the optimizer state sharded) or zero2 (and the gradients)")
+      ->check(CLI::IsMember({"ddp", "zero1", "zero2"}));
   st->callback([ba] { bench(*ba); });
 }
 
