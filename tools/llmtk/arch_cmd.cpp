@@ -48,6 +48,7 @@ struct ShowArgs {
   bool json = false;
   int ranks = 1;
   std::string strategy = "ddp";
+  double bucket_mb = 25;
 };
 
 void show(const ShowArgs& a) {
@@ -74,7 +75,7 @@ void show(const ShowArgs& a) {
   const std::int64_t shard = shard_range(trainable, 0, a.ranks).size();  // the first rank's: the largest
   const std::int64_t param_bytes = model->param_count() * 4,
                      grad_bytes = a.ranks > 1 && a.strategy == "zero2"
-                                      ? std::int64_t(train::DataParallel::gradient_bytes(model->grads(), 25, true, a.ranks, 0))
+                                      ? std::int64_t(train::DataParallel::gradient_bytes(model->grads(), a.bucket_mb, true, a.ranks, 0))
                                       : trainable * 4,
                      optim_bytes = 2 * 4 * (sharded ? shard : trainable), working_bytes = std::int64_t(model->working().bytes());
   const std::int64_t act_bytes = std::int64_t(model->acts().bytes());
@@ -138,9 +139,10 @@ void show(const ShowArgs& a) {
                                       : "fp32");
   if (a.ranks > 1)
     fmt::print("  per process of {} ({}: {} rows each{})\n", a.ranks, a.strategy, B,
-               a.strategy == "zero2"   ? "; the optimizer state and the gradients sharded, the stacks' gradients in a ring of two buckets (distributed.bucket_mb = 25)"
-               : a.strategy == "zero1" ? "; the optimizer state sharded"
-                                       : "");
+               a.strategy == "zero2"   ? fmt::format("; the optimizer state and the gradients sharded, the stacks' gradients in a ring of "
+                                                     "two buckets of {} MB or a layer", a.bucket_mb)
+               : a.strategy == "zero1" ? std::string("; the optimizer state sharded")
+                                       : std::string());
   fmt::print("  parameters       {:>12}\n  gradients        {:>12}\n  optimizer state  {:>12}\n", human_bytes(param_bytes),
              human_bytes(grad_bytes), human_bytes(optim_bytes));
   if (working_bytes) fmt::print("  bf16 weights     {:>12}   (the matmuls' working copy)\n", human_bytes(working_bytes));
@@ -200,6 +202,8 @@ void add_arch_commands(CLI::App& app) {
       ->check(CLI::Range(1, 1 << 20));
   sh->add_option("--strategy", args->strategy, "With --ranks: ddp, zero1 (the optimizer state sharded) or zero2 (and the gradients)")
       ->check(CLI::IsMember({"ddp", "zero1", "zero2"}));
+  sh->add_option("--bucket-mb", args->bucket_mb, "With --strategy zero2: the gradient buckets' size (distributed.bucket_mb)")
+      ->check(CLI::Range(0.001, 1024.0));
   sh->callback([args] { show(*args); });
 }
 
