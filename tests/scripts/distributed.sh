@@ -10,7 +10,8 @@
 # - arch show --ranks: the memory per process of each strategy;
 # - refusals before any work: a batch the ranks cannot share, a strategy not built yet;
 # - faults: a rank killed mid-step, and a rank that hangs (the other times out, naming the call),
-#   each end the whole job within seconds.
+#   each end the whole job within seconds; the writer killed while it checkpoints leaves no
+#   checkpoint half-written, and the run resumes to the same end.
 set -euo pipefail
 llmtk=$1
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -197,6 +198,60 @@ print("arch show --ranks: ZeRO-1 optimizer %.0f of %.0f MiB; ZeRO-2 gradients %.
       % (m["zero1"]["optimizer"] / 2**20, m["ddp"]["optimizer"] / 2**20, m["zero2"]["grads"] / 2**20, m8["zero2"]["grads"] / 2**20,
          m["ddp"]["grads"] / 2**20))
 PY
+
+# The writer (rank 0) killed at random moments while it checkpoints every step with slow writes:
+# the launcher ends the job within seconds, every checkpoint a reader would take is whole (none
+# half-written), and the run, resumed with 2 ranks after each kill, ends exactly as the one never killed.
+ck=(--set checkpoint.every=1 --set checkpoint.keep=2 --set eval.every=0 --set train.steps=40)
+run straight2 "${mpi[@]}" "$llmtk" train tiny.toml "${ck[@]}" --run-dir straight2
+whole() {  # whole RUN: every checkpoints/step_* and best is complete
+  python3 - "$1" <<'PY'
+import json, os, struct, sys
+root = os.path.join(sys.argv[1], "checkpoints")
+for name in sorted(os.listdir(root)) if os.path.isdir(root) else []:
+    d = os.path.join(root, name)
+    if name.endswith(".tmp") or not (name.startswith("step_") or name == "best"): continue
+    assert json.load(open(os.path.join(d, "state.json")))["step"] >= 1, d
+    for f in [f for f in os.listdir(d) if f.endswith(".safetensors")]:
+        with open(os.path.join(d, f), "rb") as fh:
+            (n,) = struct.unpack("<Q", fh.read(8)); header = json.loads(fh.read(n))
+        end = max(v["data_offsets"][1] for k, v in header.items() if k != "__metadata__")
+        assert os.path.getsize(os.path.join(d, f)) == 8 + n + end, (d, f)
+PY
+}
+rank0() {  # the pid of this job's rank 0, from the environment Open MPI gives each rank
+  for p in $(pgrep -f "llmtk train tiny.toml.*killed2" || true); do
+    tr '\0' '\n' < "/proc/$p/environ" 2> /dev/null | grep -qx OMPI_COMM_WORLD_RANK=0 && { echo "$p"; return; }
+  done
+}
+RANDOM=20261207
+kills=0 inside=0
+for ((t = 1; t <= 6; ++t)); do
+  if compgen -G "killed2/checkpoints/step_[0-9]*[0-9]/state.json" > /dev/null; then args=(--resume killed2); else args=(--run-dir killed2 --overwrite); fi
+  "${mpi[@]}" -x LLMTK_FAULTS=slow_write=5 "$llmtk" train tiny.toml "${ck[@]}" "${args[@]}" > "kill2-$t.txt" 2>&1 &
+  job=$!
+  for _ in $(seq 200); do grep -q "^step" "kill2-$t.txt" && break; sleep 0.05; done
+  sleep "$((RANDOM % 2)).$(printf '%03d' $((RANDOM % 1000)))"
+  pid=$(rank0)
+  [[ -n $pid ]] && kill -9 "$pid" 2> /dev/null && killed_at=$SECONDS
+  rc=0
+  wait "$job" || rc=$?
+  if ((rc == 0)); then break; fi
+  [[ -n $pid ]] || { echo "== kill2-$t: the job failed by itself"; cat "kill2-$t.txt"; exit 1; }
+  ((++kills))
+  if compgen -G "killed2/checkpoints/*.tmp" > /dev/null; then ((++inside)); fi
+  (( SECONDS - killed_at < 30 )) || { echo "== kill2-$t: the job outlived its rank 0 by $((SECONDS - killed_at)) s"; exit 1; }
+  whole killed2 || { echo "== kill2-$t: a checkpoint a reader would take is not whole"; ls -lR killed2/checkpoints; exit 1; }
+done
+((kills >= 3)) || { echo "only $kills kills of rank 0 landed"; exit 1; }
+run last2 "${mpi[@]}" "$llmtk" train tiny.toml "${ck[@]}" --resume killed2
+cmp straight2/checkpoints/step_00000040/model.safetensors killed2/checkpoints/step_00000040/model.safetensors
+python3 - <<'PY'
+import json
+a, b = ({m["step"]: m["loss"] for m in map(json.loads, open(f"{r}/metrics.jsonl")) if "loss" in m} for r in ("straight2", "killed2"))
+assert a == b and sorted(a) == list(range(1, 41)), "the run killed and resumed differs from the straight one"
+PY
+echo "rank 0 killed $kills times ($inside inside a checkpoint write): every checkpoint left was whole, and the resumed run ended as the straight one"
 
 # A rank that dies mid-step: the launcher ends the job and names the rank.
 long=(--set train.steps=100000 --set eval.every=0 --set checkpoint.every=0)
