@@ -350,6 +350,13 @@ std::vector<double> DataParallel::gradient_squares() {
   return out;
 }
 
+double DataParallel::loss_share(double weight) {
+  if (comm_.size() == 1) return 1.0;
+  double total = weight;
+  comm_.all_reduce_sum(&total, 1, "the loss's weight (targets counted)");
+  return total > 0 ? double(comm_.size()) * weight / total : 1.0;
+}
+
 void DataParallel::agree(double& loss, bool& finite, Metrics& metrics) {
   if (comm_.size() == 1) return;
   std::vector<double> v = {loss, finite ? 0.0 : 1.0};

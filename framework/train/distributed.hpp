@@ -59,6 +59,11 @@ class DataParallel final : public GradientHook {
   void finish(AnyModel& model);
   void layer_done(const std::string& name) override;
 
+  // After a micro-batch's forward, from the weight of what this rank's loss is a mean over
+  // (Objective::weight): the factor for its loss and gradient, ranks × weight / Σ weights, so that
+  // the ranks' mean is the mean over the whole batch (1 when every rank counts the same, or the
+  // objective's loss is no such mean). A collective: every rank calls it for every micro-batch.
+  double loss_share(double weight);
   // After the step's gradient norm: the loss and metrics become their means over the ranks (each
   // measured its rows), and `finite` true only if it is on every rank, so that all ranks skip a
   // step or none does. One collective.

@@ -69,9 +69,11 @@ Batch MaskedBatches::next() {
     row[0] = tokens_.cls;
     std::copy_n(raw_.begin() + b * S, S, row.begin() + 1);
     row[std::size_t(T - 1)] = tokens_.sep;
-    // One stream of choices per row of each batch: (seed, epoch, batch, row) mixed.
+    // One stream of choices per row of each batch: (seed, epoch, batch, row) mixed, the row
+    // counted in the global batch, so that data-parallel ranks mask their rows as one process would.
     std::uint64_t s = seed_ ^ 0x6d6c6d5f6d61736bull;  // "mlm_mask"
-    for (const std::uint64_t v : {at.epoch, at.step, std::uint64_t(b)}) s = Rng(s ^ (v * 0x9e3779b97f4a7c15ull)).next();
+    const auto global_row = std::uint64_t(loader_.options().rank * B + b);
+    for (const std::uint64_t v : {at.epoch, at.step, global_row}) s = Rng(s ^ (v * 0x9e3779b97f4a7c15ull)).next();
     mask_row(row, target, tokens_, options_, s);
   }
   return {{TensorRef(ids_.data(), DType::i32, {B, T}), {}, {}}, {TensorRef(targets_.data(), DType::i32, {B, T}), {}, {}}};

@@ -93,6 +93,7 @@ class MaskedTokenLoss final : public Objective {
   std::string name() const override { return name_; }
   float forward(TensorRef logits, const Labels& labels) override;
   void backward(TensorRef dlogits) override { loss_.backward(dlogits); }
+  double weight() const override { return loss_.weight(); }
   // accuracy: the share of selected positions whose most probable token is the original one.
   Metrics metrics() const override { return {{"accuracy", accuracy_}}; }
 

@@ -66,6 +66,11 @@ class Objective {
   virtual void backward(TensorRef doutputs) = 0;
   // What the last forward measured besides the loss (name, value), for metrics.jsonl.
   virtual Metrics metrics() const { return {}; }
+  // What the last forward's loss is a mean over (the weight of the targets it counted), or 0 for
+  // a loss that is not such a mean. Data parallel weights each rank's loss and gradient by its
+  // share of the total, so that ranks whose rows count different numbers of targets (loss masks,
+  // masked tokens) give the mean one process would take over the whole batch.
+  virtual double weight() const { return 0; }
 };
 
 // Per-position cross-entropy on the logits' device, brought back to the host: the piece shared by
@@ -238,6 +243,7 @@ class NextTokenLoss final : public Objective {
   // Positions that counted in the last forward, and the sum of their weights.
   std::int64_t counted() const { return counted_; }
   double weight_sum() const { return weight_sum_; }
+  double weight() const override { return weight_sum_; }
 
  private:
   TensorRef on_device(TensorRef t, int slot);

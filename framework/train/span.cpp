@@ -107,8 +107,10 @@ Batch SpanBatches::next() {
   loader_.next(raw_, raw_targets_);
   const std::int64_t B = loader_.options().batch, L = lengths_.raw, S = lengths_.source, T = lengths_.target;
   for (std::int64_t b = 0; b < B; ++b) {
-    std::uint64_t s = seed_ ^ 0x7370616e5f636f72ull;  // "span_cor": (seed, epoch, batch, row) mixed
-    for (const std::uint64_t v : {at.epoch, at.step, std::uint64_t(b)}) s = Rng(s ^ (v * 0x9e3779b97f4a7c15ull)).next();
+    // "span_cor": (seed, epoch, batch, row in the global batch) mixed, as MaskedBatches does.
+    std::uint64_t s = seed_ ^ 0x7370616e5f636f72ull;
+    const auto global_row = std::uint64_t(loader_.options().rank * B + b);
+    for (const std::uint64_t v : {at.epoch, at.step, global_row}) s = Rng(s ^ (v * 0x9e3779b97f4a7c15ull)).next();
     const std::span<std::int32_t> target(targets_.data() + b * T, std::size_t(T));
     corrupt_row(std::span<const std::int32_t>(raw_.data() + b * L, std::size_t(L)),
                 std::span<std::int32_t>(source_.data() + b * S, std::size_t(S)), target, tokens_, options_, s);

@@ -83,6 +83,7 @@ class SpanLoss final : public Objective {
   std::string name() const override { return "span"; }
   float forward(TensorRef logits, const Labels& labels) override;
   void backward(TensorRef dlogits) override { loss_.backward(dlogits); }
+  double weight() const override { return loss_.weight(); }
   Metrics metrics() const override { return {{"accuracy", accuracy_}, {"span_exact", span_exact_}}; }
 
  private:

@@ -96,13 +96,22 @@ Batch LoaderBatches::next() {
   return {{TensorRef(ids_.data(), DType::i32, {B, T}), {}, segments}, {TensorRef(targets_.data(), DType::i32, {B, T}), {}, {}}};
 }
 
-EvalStats evaluate(AnyModel& model, Objective& objective, BatchSource& source, std::int64_t batches) {
+EvalStats evaluate(AnyModel& model, Objective& objective, BatchSource& source, std::int64_t batches, Communicator* ranks) {
   source.seek({0, 0});
   const std::int64_t n = std::min<std::int64_t>(batches, std::int64_t(source.batches_per_epoch()));
   EvalStats e;
   double sum = 0;
   for (std::int64_t i = 0; i < n; ++i) {
-    sum += forward_loss(model, objective, source.next());
+    double loss = forward_loss(model, objective, source.next());
+    if (ranks) {
+      // Each rank measured its rows of the batch: their losses weighted by what each counted
+      // (Objective::weight), or their mean where the loss is not a mean over targets.
+      const double w = objective.weight();
+      double v[3] = {loss * w, w, loss};
+      ranks->all_reduce_sum(v, 3, "the validation loss");
+      loss = v[1] > 0 ? v[0] / v[1] : v[2] / ranks->size();
+    }
+    sum += loss;
     accumulate(e.metrics, objective.metrics());
   }
   if (n == 0) return e;
@@ -157,11 +166,22 @@ StepStats TrainStep::run(const std::function<Batch()>& next, std::int64_t grad_a
     // Data parallel sums the last backward's gradients as its layers finish; ZeRO-2 every backward's.
     const bool sums = dp_ && (micro + 1 == grad_accum || dp_->every_micro_batch());
     if (sums) dp_->arm(model_);
+    auto forward_and_backward = [&] {
+      if (!dp_) return double(forward_backward(model_, objective_, batch));
+      // Data parallel: this rank's share of the batch's mean (Objective::weight), found after the
+      // forward, weights its loss and gradient.
+      const double loss = forward_loss(model_, objective_, batch), share = dp_->loss_share(objective_.weight());
+      const TensorRef outputs = model_.logits();
+      objective_.backward(outputs);
+      if (share != 1.0) ops::scale_forward(outputs, outputs, float(share));
+      model_.backward(outputs);
+      return loss * share;
+    };
     if (micro == 0 && faults::at("inf_act", step)) {
       ActivationOverflow overflow(model_, batch);
-      s.loss += forward_backward(model_, objective_, batch);
+      s.loss += forward_and_backward();
     } else {
-      s.loss += forward_backward(model_, objective_, batch);
+      s.loss += forward_and_backward();
     }
     if (sums) dp_->finish(model_);  // every gradient (ZeRO-2: of this rank's shard) is the mean over the ranks now
     accumulate(s.metrics, objective_.metrics());

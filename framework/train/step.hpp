@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "../core/arena.hpp"
+#include "../core/communicator.hpp"
 #include "../data/loader.hpp"
 #include "../models/model.hpp"
 #include "objective.hpp"
@@ -79,7 +80,9 @@ struct EvalStats {
   double loss = NAN;
   Metrics metrics;
 };
-EvalStats evaluate(AnyModel& model, Objective& objective, BatchSource& source, std::int64_t batches);
+// `ranks` (data parallel): every rank evaluates its rows of each batch, and the loss returned is
+// the whole batches' on every rank (a collective per batch); the metrics stay this rank's.
+EvalStats evaluate(AnyModel& model, Objective& objective, BatchSource& source, std::int64_t batches, Communicator* ranks = nullptr);
 double evaluate(AnyModel& model, Objective& objective, data::DataLoader& loader, std::int64_t batches);
 
 struct StepStats {

@@ -590,10 +590,11 @@ Setup set_up(const Recipe& r, const TrainOptions& opt, const std::string& resume
                 "set train.seq to 3 or more");
     MlmTokens mlm = mlm_tokens(*s.tok, r.file);
     const std::int64_t S = mlm_loader_seq(r.train.seq);
+    s.rows = r.train.batch / world;  // data parallel: this rank's rows, as below
     s.loader = make_loader(r, train_files, s.tok->hash(),
-                           {r.train.batch, S, data::parse_order(r.data.order), r.train.seed, 0, 1, r.data.packing}, false);
+                           {s.rows, S, data::parse_order(r.data.order), r.train.seed, rank, world, r.data.packing}, false);
     s.val_loader = make_loader(r, shards(r.data.dir, "val_"), s.tok->hash(),
-                               {r.train.batch, S, data::DataOrder::sequential, 0, 0, 1, r.data.packing}, true);
+                               {s.rows, S, data::DataOrder::sequential, 0, rank, world, r.data.packing}, true);
     s.batches = std::make_unique<MaskedBatches>(*s.loader, mlm, r.masking, r.train.seed);
     if (s.val_loader) s.val_batches = std::make_unique<MaskedBatches>(*s.val_loader, mlm, r.masking, kValidationMaskSeed);
     s.objective = std::make_unique<MaskedTokenLoss>();
@@ -611,10 +612,11 @@ Setup set_up(const Recipe& r, const TrainOptions& opt, const std::string& resume
                 "[tokenizer] sentinels = ", l.spans, " or more, or lower train.seq");
     LLMTK_CHECK(l.target <= r.model.dims.max_seq, r.file, "targets of ", l.target, " tokens exceed model.max_seq = ",
                 r.model.dims.max_seq);
+    s.rows = r.train.batch / world;
     s.loader = make_loader(r, train_files, s.tok->hash(),
-                           {r.train.batch, l.raw, data::parse_order(r.data.order), r.train.seed, 0, 1, r.data.packing}, false);
+                           {s.rows, l.raw, data::parse_order(r.data.order), r.train.seed, rank, world, r.data.packing}, false);
     s.val_loader = make_loader(r, shards(r.data.dir, "val_"), s.tok->hash(),
-                               {r.train.batch, l.raw, data::DataOrder::sequential, 0, 0, 1, r.data.packing}, true);
+                               {s.rows, l.raw, data::DataOrder::sequential, 0, rank, world, r.data.packing}, true);
     s.objective = std::make_unique<SpanLoss>(st.is_sentinel);
     s.val_objective = std::make_unique<SpanLoss>(st.is_sentinel);
     s.batches = std::make_unique<SpanBatches>(*s.loader, st, r.span, r.train.seed);
@@ -959,11 +961,12 @@ class Evaluator final : public Hook {
     const Recipe& r = run.r;
     if (!run.s.validate && !run.s.val_batches) return run.writer ? sample(run) : void();  // nothing held out to measure
     // Each rank measured its rows of the validation batches: the mean over ranks is the batches'.
+    Communicator* ranks = run.world() > 1 ? run.comm : nullptr;  // evaluate() then weighs the ranks' losses itself
     EvalStats e = run.s.validate      ? run.s.validate(*run.s.model)
-                  : run.s.val_batches ? evaluate(*run.s.model, *run.s.val_objective, *run.s.val_batches, r.eval.batches)
+                  : run.s.val_batches ? evaluate(*run.s.model, *run.s.val_objective, *run.s.val_batches, r.eval.batches, ranks)
                                       : EvalStats{};
     if (run.world() > 1) {
-      e.loss = all_reduce_sum(*run.comm, e.loss, "the validation loss") / run.world();
+      if (!run.s.val_batches || run.s.validate) e.loss = all_reduce_sum(*run.comm, e.loss, "the validation loss") / run.world();
       std::vector<double> v;
       for (const auto& kv : e.metrics) v.push_back(kv.second);
       if (!v.empty()) run.comm->all_reduce_sum(v.data(), std::int64_t(v.size()), "the validation metrics");
@@ -1106,9 +1109,10 @@ void check_distributed(const Recipe& r, const Communicator& comm) {
               n, " processes of this run; set train.batch to a multiple of ", n, " (each process then reads train.batch / ", n,
               " rows of every batch), or launch another number of processes");
   const char* what = r.preference.enabled() ? "[preference]" : r.rl.enabled() ? "[rl]" : r.reward.enabled() ? "[reward]"
-                     : r.classify.enabled() ? "[classify]" : r.encoder ? "an encoder" : r.seq2seq ? "an encoder-decoder" : nullptr;
+                     : r.classify.enabled() ? "[classify]" : nullptr;
   LLMTK_CHECK(!what, r.file, "this run trains ", what ? what : "", " and ", n, " processes share it, but data parallel covers ",
-              "language models on token shards (pretraining, continued pretraining, instruction data) so far; run it as one process");
+              "models on token shards (pretraining, continued pretraining, instruction data, masked and span-corruption "
+              "objectives) so far; run it as one process");
   LLMTK_CHECK(r.train.device != "cuda", r.file, "train.device = \"cuda\" with ", n, " processes needs the NCCL communicator, ",
               "which is not built yet; run one process per machine, or train on the CPU");
 }
