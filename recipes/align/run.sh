@@ -5,7 +5,7 @@
 # prefers the chosen reply (`llmtk eval --pairs`) and how often it answers exactly (`eval --task`).
 # Writes benchmarks/results/align.md. Needs ./setup.sh first; trains the SFT base
 # (recipes/finetune/full.toml) if runs/sft-full is missing.
-#   recipes/align/run.sh        (about 33 minutes on 2 cores; the SFT base, when missing, adds about 5)
+#   recipes/align/run.sh        (about 36 minutes on 2 cores; the SFT base, when missing, adds about 5)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 llmtk=build/bin/llmtk
@@ -118,7 +118,7 @@ mkdir -p benchmarks/results
   echo "\`recipes/finetune/full.toml\`). Preference data: \`llmtk data synth kjv-continue-pref\` and \`kjv-book-pref\`"
   echo "(the right ending or book chosen, a neighbouring verse's ending or a neighbouring book rejected; 39,701 training"
   echo "pairs). DPO, IPO and SimPO: 300 steps of 16 pairs (\`recipes/align/dpo.toml\`, the loss changed with \`--set\`)."
-  echo "GRPO: 100 steps of 8 kjv-book prompts with 16 answers each sampled at temperature 0.7, reward 1 for the exact book"
+  echo "GRPO: 100 steps of 16 kjv-book prompts with 16 answers each sampled at temperature 0.7, reward 1 for the exact book"
   echo "(\`recipes/align/grpo.toml\`). Reward model: the SFT model with a score head, 1,500 steps of 16 pairs of the same"
   echo "preference data (\`recipes/align/reward.toml\`). PPO: 150 steps of 16 kjv-book prompts with 4 sampled answers"
   echo "each, scored by the reward model, a per-token KL penalty of 0.3 (and 0.05), a critic starting as the reward model"
@@ -126,8 +126,8 @@ mkdir -p benchmarks/results
   echo "share of $pairs_limit held-out pairs per task where the model gives the chosen reply the higher log-probability"
   echo "(\`llmtk eval --pairs\`); exact match and token accuracy as in benchmarks/results/finetune.md, on $task_limit"
   echo "held-out records per task (\`llmtk eval --task\`, greedy). \"Last eval\" is the run's own held-out measure at its"
-  echo "end: the implicit reward accuracy on validation pairs (preference runs), exact match on about 200 held-out prompts"
-  echo "(GRPO, PPO)."
+  echo "end: the implicit reward accuracy on validation pairs (preference runs), exact match on 400 (GRPO) or about 200 (PPO)"
+  echo "held-out prompts."
   echo "$cpu, $(nproc) threads."
   echo
   echo "| model | continue: pref. acc. | book: pref. acc. | continue: exact | continue: token acc. | book: exact | book: token acc. | last eval | tokens/s | time s |"
