@@ -10,6 +10,8 @@
 
 #include <chrono>
 #include <climits>
+#include <memory>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -58,6 +60,18 @@ class Mpi final : public Communicator {
     MPI_Comm_size(local, &local_size_);
     MPI_Comm_free(&local);
     timeout_s_ = options.timeout_s;
+  }
+  // A sub-communicator (split): MPI is running already and `comm` is this object's to free.
+  Mpi(MPI_Comm comm, double timeout_s, bool any_thread, std::string group) : comm_(comm), any_thread_(any_thread), group_(std::move(group)) {
+    MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);
+    MPI_Comm_rank(comm_, &rank_);
+    MPI_Comm_size(comm_, &size_);
+    MPI_Comm local;
+    check(MPI_Comm_split_type(comm_, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &local), "MPI_Comm_split_type", "start-up");
+    MPI_Comm_rank(local, &local_rank_);
+    MPI_Comm_size(local, &local_size_);
+    MPI_Comm_free(&local);
+    timeout_s_ = timeout_s;
   }
   ~Mpi() override {
     MPI_Comm_free(&comm_);
@@ -131,6 +145,12 @@ class Mpi final : public Communicator {
     wait(req, "barrier", what);
   }
 
+  std::unique_ptr<Communicator> split(int color, int key, const std::string& name) override {
+    MPI_Comm sub = MPI_COMM_NULL;
+    check(MPI_Comm_split(comm_, color, key, &sub), "MPI_Comm_split", name);
+    return std::make_unique<Mpi>(sub, timeout_s_, any_thread_, " of the " + name);
+  }
+
   [[noreturn]] void abort(int exit_code) override {
     MPI_Abort(MPI_COMM_WORLD, exit_code);
     std::_Exit(exit_code);  // MPI_Abort does not return; this is for the compiler
@@ -138,7 +158,7 @@ class Mpi final : public Communicator {
 
  private:
   void check(int code, const char* call, const std::string& what) const {
-    LLMTK_CHECK(code == MPI_SUCCESS, "mpi", "rank ", rank_, ": ", call, " (", what, ") failed: ", mpi_error(code));
+    LLMTK_CHECK(code == MPI_SUCCESS, "mpi", "rank ", rank_, group_, ": ", call, " (", what, ") failed: ", mpi_error(code));
   }
   void host(Device d, const std::string& what) const {
     LLMTK_CHECK(d == Device::host, "mpi", what, ": the MPI communicator carries host memory; distributed training on "
@@ -185,7 +205,7 @@ class Mpi final : public Communicator {
         // Which rank is missing is not known here (a collective does not say who has arrived);
         // with two ranks it can only be the other one.
         const std::string other = size_ == 2 ? cat("rank ", 1 - rank_) : std::string("another rank");
-        fail("distributed", "rank ", rank_, " of ", size_, ": ", call, " of ", what, " did not complete within ", timeout_s_,
+        fail("distributed", "rank ", rank_, " of ", size_, group_, ": ", call, " of ", what, " did not complete within ", timeout_s_,
              " s: ", other, " has stopped, hangs or died before reaching it (the launcher's messages name a rank that died). "
              "If the steps are just slow, raise distributed.timeout_s");
       }
@@ -196,6 +216,7 @@ class Mpi final : public Communicator {
   MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = 0, size_ = 1, local_rank_ = 0, local_size_ = 1;
   bool owns_ = false, any_thread_ = false;
+  std::string group_;  // a sub-communicator's " of the tensor-parallel group 1" in errors; empty for the world
 };
 
 }  // namespace

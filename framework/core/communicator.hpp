@@ -69,6 +69,11 @@ class Communicator {
   virtual void broadcast(void* data, std::size_t bytes, Device device, int root, const std::string& what) = 0;
   void broadcast(TensorRef t, int root, const std::string& what) { broadcast(t.data, t.bytes(), t.device, root, what); }
   virtual void barrier(const std::string& what) = 0;
+  // A collective: the ranks that pass the same `color` form a new communicator, ranked by `key`
+  // (then by this one's rank). Tensor parallel's 2-D layout makes one of each kind: the ranks
+  // that split a model's layers, and the ranks across which such groups are data-parallel.
+  // `name` goes into the new one's errors ("tensor-parallel group 1").
+  virtual std::unique_ptr<Communicator> split(int color, int key, const std::string& name) = 0;
   // Ends every rank of the job now (after this rank printed why): an error on one rank must not
   // leave the others waiting in a collective.
   [[noreturn]] virtual void abort(int exit_code) = 0;

@@ -46,8 +46,13 @@ struct Dims {
   bool bias = false;    // model.bias: biases in linear maps and LayerNorm
   // Keys owned by parts (KeySpec), by name; unused entries have an empty name.
   PartValue part[8]{};
+  // Tensor parallel (docs/distributed.md): the ranks among which n_heads, n_kv_heads and d_ff are
+  // divided. A model's own Dims keep 1 and the whole sizes; the dims a tensor-parallel rank plans
+  // and runs its parts with hold that rank's share of each (and tp), so a part sizes its split
+  // weights from n_heads, n_kv_heads and d_ff as it always does, and head_dim stays the model's.
+  int tp = 1;
 
-  constexpr int head_dim() const { return n_heads > 0 ? d_model / n_heads : 0; }
+  constexpr int head_dim() const { return n_heads > 0 ? d_model / (n_heads * tp) : 0; }
   // A part key's value; `fallback` when it is not set.
   constexpr double get(std::string_view key, double fallback = 0) const {
     for (const auto& p : part)

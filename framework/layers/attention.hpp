@@ -95,10 +95,12 @@ struct GQA {
     const auto& d = p.dims;
     const std::int64_t C = d.d_model, QD = std::int64_t(d.n_heads) * d.head_dim(), KD = d.kv_dim();
     const std::int64_t N = p.B * p.T;
-    wq.declare(p, "wq", "bq", QD, C, ParamKind::matrix, d.bias);
-    wk.declare(p, "wk", "bk", KD, C, ParamKind::matrix, d.bias);
-    wv.declare(p, "wv", "bv", KD, C, ParamKind::matrix, d.bias);
-    wo.declare(p, "wo", "bo", C, QD, ParamKind::residual_matrix, d.bias);
+    // Tensor parallel: QD and KD are this rank's heads (dims.tp), q, k, v column-parallel and the
+    // output map row-parallel, so each rank attends with its own heads alone.
+    wq.declare(p, "wq", "bq", QD, C, ParamKind::matrix, d.bias, LinearSplit::rows);
+    wk.declare(p, "wk", "bk", KD, C, ParamKind::matrix, d.bias, LinearSplit::rows);
+    wv.declare(p, "wv", "bv", KD, C, ParamKind::matrix, d.bias, LinearSplit::rows);
+    wo.declare(p, "wo", "bo", C, QD, ParamKind::residual_matrix, d.bias, LinearSplit::columns);
     q = p.act("q", {N, QD}), k = p.act("k", {N, KD}), v = p.act("v", {N, KD});
     o = p.act("o", {N, QD}), lse = p.stat("lse", {p.B * d.n_heads * p.T});
     dq = p.act("dq", {N, QD}), dk = p.act("dk", {N, KD}), dv = p.act("dv", {N, KD});
@@ -186,6 +188,7 @@ struct GQA {
         c.probe->attention(heads(c, q, c.dims.n_heads), heads(c, k, c.dims.n_kv_heads), c.a(lse), m);
     }
     wo.forward(c, rows(c, y, c.dims.d_model), c.a(o));
+    tp_sum(c, y, "the attention output (tensor parallel)");
   }
 
   // dx, dy, x: [B, T, C]; every parameter gradient +=
@@ -233,6 +236,7 @@ struct GQA {
     ops::add_forward(dx2, dx2, c.a(dx_part));
     wv.backward(c, c.a(dx_part), c.a(dv), x2);
     ops::add_forward(dx2, dx2, c.a(dx_part));
+    tp_sum(c, dx, "the attention input's gradient (tensor parallel)");
   }
 
   static double flops_per_token(const Dims& d, std::int64_t T) {

@@ -32,9 +32,10 @@ struct GatedFeedForward {
 
   void declare(Planner& p) {
     const std::int64_t C = p.dims.d_model, F = p.dims.d_ff, N = p.B * p.T;
-    gate.declare(p, "w_gate", "b_gate", F, C, ParamKind::matrix, p.dims.bias);
-    up.declare(p, "w_up", "b_up", F, C, ParamKind::matrix, p.dims.bias);
-    down.declare(p, "w_down", "b_down", C, F, ParamKind::residual_matrix, p.dims.bias);
+    // Tensor parallel: F is this rank's share (gate and up column-, down row-parallel).
+    gate.declare(p, "w_gate", "b_gate", F, C, ParamKind::matrix, p.dims.bias, LinearSplit::rows);
+    up.declare(p, "w_up", "b_up", F, C, ParamKind::matrix, p.dims.bias, LinearSplit::rows);
+    down.declare(p, "w_down", "b_down", C, F, ParamKind::residual_matrix, p.dims.bias, LinearSplit::columns);
     g = p.act("g", {N, F}), u = p.act("u", {N, F}), a = p.act("a", {N, F});
     da = p.act("da", {N, F}), du = p.act("du", {N, F}), dx_part = p.act("dx_part", {N, C});
   }
@@ -46,6 +47,7 @@ struct GatedFeedForward {
     Gate::forward(c.a(a), c.a(g), c.a(u));
     if (c.probe && c.rows < 0) c.probe->units(c.a(a));  // (an MoE expert's rows: not a layer's units)
     down.forward(c, y.view({c.B * c.T, c.dims.d_model}), c.a(a));
+    tp_sum(c, y, "the feed-forward output (tensor parallel)");
   }
   // dx, dy, x: [B, T, C]
   void backward(Ctx& c, TensorRef dx, TensorRef dy, TensorRef x) {
@@ -56,6 +58,7 @@ struct GatedFeedForward {
     gate.backward(c, dx2, c.a(da), x2);
     up.backward(c, c.a(dx_part), c.a(du), x2);
     ops::add_forward(dx2, dx2, c.a(dx_part));
+    tp_sum(c, dx, "the feed-forward input's gradient (tensor parallel)");
   }
   static double flops_per_token(const Dims& d, std::int64_t) {
     return 3.0 * 2.0 * d.d_model * d.d_ff;

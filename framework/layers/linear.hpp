@@ -7,7 +7,10 @@
 //     its own parameters, created by the planner's adapter factory at declare time;
 //   - working copy: in bf16 (docs/bf16.md) the matmul reads a bf16 copy of the weight that the
 //     model refreshes once per optimizer step; weight(c) returns it, dweight(c) the f32 gradient;
-//   - split: the tensor-parallel split of the weight, for the stage that sets it (none today).
+//   - split: how tensor parallel divides the map among ranks (docs/distributed.md): by output
+//     rows (Megatron's column-parallel: each rank computes some of y's columns, its bias rows
+//     with them) or by input columns (row-parallel: each rank a partial sum of all of y; the
+//     part sums them over the ranks, and only rank 0 adds the bias, which every rank keeps whole).
 // Parameter names and layouts are the caller's (docs/engine.md): weight [O, I] row-major, bias [O].
 #pragma once
 #include <memory>
@@ -28,15 +31,19 @@ struct Linear {
 
   // Declares the weight `weight_name` [out, in] and, when `with_bias`, the bias `bias_name` [out].
   void declare(Planner& p, std::string_view weight_name, std::string_view bias_name, std::int64_t out_features,
-               std::int64_t in_features, ParamKind kind, bool with_bias) {
+               std::int64_t in_features, ParamKind kind, bool with_bias, LinearSplit how = LinearSplit::none) {
     w = p.param(weight_name, {out_features, in_features}, kind);
     if (with_bias) b = p.param(bias_name, {out_features}, ParamKind::bias);
     p.read_by_matmul(w);
+    split = how;
+    if (how == LinearSplit::rows) p.split(w, 0), p.split(b, 0);
+    if (how == LinearSplit::columns) p.split(w, 1);
     adapter = p.adapter_for(weight_name, out_features, in_features);
   }
 
   TensorRef weight(const Ctx& c) const { return c.w(w); }  // the bf16 working copy in bf16
-  TensorRef bias(const Ctx& c) const { return c.p(b); }
+  // What the forward adds: a row-parallel map's bias on one rank only (the ranks' sum adds it once).
+  TensorRef bias(const Ctx& c) const { return split == LinearSplit::columns && c.tp_rank != 0 ? TensorRef{} : c.p(b); }
   TensorRef dweight(const Ctx& c) const { return c.g(w); }  // null when frozen
   TensorRef dbias(const Ctx& c) const { return c.g(b); }
 

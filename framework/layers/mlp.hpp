@@ -48,8 +48,9 @@ struct MLP<Act> {
 
   void declare(Planner& p) {
     const std::int64_t C = p.dims.d_model, F = p.dims.d_ff, N = p.B * p.T;
-    fc.declare(p, "w_fc", "b_fc", F, C, ParamKind::matrix, p.dims.bias);
-    proj.declare(p, "w_proj", "b_proj", C, F, ParamKind::residual_matrix, p.dims.bias);
+    // Tensor parallel: F is this rank's share of the hidden width (fc column-, proj row-parallel).
+    fc.declare(p, "w_fc", "b_fc", F, C, ParamKind::matrix, p.dims.bias, LinearSplit::rows);
+    proj.declare(p, "w_proj", "b_proj", C, F, ParamKind::residual_matrix, p.dims.bias, LinearSplit::columns);
     h = p.act("h", {N, F}), a = p.act("a", {N, F}), da = p.act("da", {N, F});
   }
   // y, x: [B, T, C]
@@ -59,13 +60,15 @@ struct MLP<Act> {
       if (!fc.adapter) {  // an adapter adds to the pre-activation, between the two fused steps
         Act::matmul_forward(c.a(a), c.a(h), x.view({N, C}), fc.weight(c), fc.bias(c));
         if (c.probe && c.rows < 0) c.probe->units(c.a(a));  // (an MoE expert's rows: not a layer's units)
-        return proj.forward(c, y.view({N, C}), c.a(a));
+        proj.forward(c, y.view({N, C}), c.a(a));
+        return tp_sum(c, y, "the feed-forward output (tensor parallel)");
       }
     }
     fc.forward(c, c.a(h), x.view({N, C}));
     Act::forward(c.a(a), c.a(h));
     if (c.probe && c.rows < 0) c.probe->units(c.a(a));
     proj.forward(c, y.view({N, C}), c.a(a));
+    tp_sum(c, y, "the feed-forward output (tensor parallel)");
   }
   // dx, dy, x: [B, T, C]
   void backward(Ctx& c, TensorRef dx, TensorRef dy, TensorRef x) {
@@ -82,6 +85,7 @@ struct MLP<Act> {
       Act::backward(c.a(da), c.a(da), c.a(h));  // in place: da becomes dh
     }
     fc.backward(c, dx.view({N, C}), c.a(da), x.view({N, C}));
+    tp_sum(c, dx, "the feed-forward input's gradient (tensor parallel)");
   }
   static double flops_per_token(const Dims& d, std::int64_t) {
     return 2.0 * 2.0 * d.d_model * d.d_ff;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "../core/communicator.hpp"
 #include "../core/rng.hpp"
 #include "../ops/ops.hpp"
 #include "registry.hpp"  // dims_as_keys
@@ -29,7 +30,7 @@ std::string current_values(const Dims& dims, std::string_view keys) {
 
 AnyModel::AnyModel(std::string name, const Dims& dims, std::vector<DimsRule> rules, std::vector<std::string_view> tags,
                    bool scorer, std::int64_t outputs)
-    : name_(std::move(name)), dims_(dims), scorer_(scorer), outputs_(outputs > 0 ? outputs : dims.vocab), rules_(std::move(rules)), tags_(std::move(tags)) {
+    : name_(std::move(name)), dims_(dims), run_dims_(dims), scorer_(scorer), outputs_(outputs > 0 ? outputs : dims.vocab), rules_(std::move(rules)), tags_(std::move(tags)) {
   auto broken = check_dims(dims, rules_);
   if (!broken.empty()) {
     std::string msg;
@@ -67,7 +68,9 @@ void AnyModel::plan(std::int64_t B, std::int64_t T, bool recompute, std::int64_t
   token_types_ = has_tag("token_types");
   if (token_types_) io_types_ = io_.add("token_types", {B, Tp}, DType::i32);
   if (seq2seq) io_source_ = io_.add("source", {B, S}, DType::i32), io_source_lengths_ = io_.add("source_lengths", {B}, DType::i32);
-  Planner p(dims_, B, Tp, params_, acts_, planned_);
+  Planner p(run_dims_, B, Tp, params_, acts_, planned_);
+  std::vector<std::pair<int, int>> splits;
+  if (!planned_) p.splits = &splits;
   p.S = S;
   p.soft_prompt = prompt_n_;
   p.prefix_tokens = prefix_n_;
@@ -88,6 +91,10 @@ void AnyModel::plan(std::int64_t B, std::int64_t T, bool recompute, std::int64_t
     prompt_zeros_ = p.act("prompt_tuning.zeros", {n, outputs()});  // never written: the arena starts zeroed
   }
   if (!planned_) matmul_weights_ = std::move(matmul_weights);
+  if (!planned_) {
+    split_.assign(params_.entries().size(), -1);
+    for (const auto& [id, dim] : splits) split_[std::size_t(id)] = dim;
+  }
   if (!planned_) {
     for (const auto& f : freeze_) {
       bool any = false;
@@ -112,6 +119,7 @@ void AnyModel::set_precision(DType activations) {
   LLMTK_CHECK(activations == DType::f32 || activations == DType::bf16, name_, "activations are f32 or bf16, not ",
               name_of(activations));
   LLMTK_CHECK(!planned_, name_, "set_precision() comes before the first plan()");
+  LLMTK_CHECK(!tp_ || activations == DType::f32, name_, "bf16 activations under tensor parallel are not built yet");
   precision_ = activations;
   prepare_working();
 }
@@ -172,7 +180,126 @@ void AnyModel::freeze(std::vector<std::string> patterns) {
   freeze_ = std::move(patterns);
 }
 
+namespace {
+// The parts tensor parallel covers: the split ones (attention with grouped, all or one kv heads;
+// the feed-forwards), and those every rank holds whole (norms, placements, additive positions,
+// RoPE, the LM head). Any other tag names a part that would be split wrongly or not at all.
+constexpr std::string_view kTensorParallelTags[] = {
+    "sequential_block", "prenorm", "postnorm", "sandwichnorm", "layernorm", "rmsnorm", "mha", "gqa", "mqa",
+    "causal", "local_attention", "rope", "attention_positions", "learned_positions", "additive_positions",
+    "sinusoidal", "lm_head", "scaled_head", "gelu_mlp", "relu_mlp", "mlp", "swiglu", "geglu"};
+}  // namespace
+
+void AnyModel::set_tensor_parallel(Communicator& ranks) {
+  LLMTK_CHECK(!planned_, name_, "set_tensor_parallel() comes before the first plan()");
+  const int P = ranks.size();
+  if (P == 1) return;
+  for (const auto tag : tags_)
+    LLMTK_CHECK(std::find(std::begin(kTensorParallelTags), std::end(kTensorParallelTags), tag) != std::end(kTensorParallelTags),
+                name_, ": tensor parallel splits decoders built of attention (MHA, GQA) and feed-forwards (MLP, SwiGLU, GeGLU), "
+                "but this model has a part tagged '", tag, "' (llmtk arch show ", name_, " lists them), which is not split "
+                "over ranks; train it with data parallel (distributed.strategy = \"ddp\", \"zero1\" or \"zero2\")");
+  const auto rule = [&](bool ok, const char* name, const char* key, int value) {
+    LLMTK_CHECK(ok, name_, "invalid dims for tensor parallel over ", P, " ranks:\n  rule ", name, ": each rank takes model.", key,
+                " / ", P, ", so ", key, " must be a multiple of the ", P, " tensor-parallel ranks (model.", key, " = ", value,
+                "); launch a number of processes that divides it, or change model.", key);
+  };
+  rule(dims_.n_heads % P == 0, "tp_divides_heads", "n_heads", dims_.n_heads);
+  rule(dims_.n_kv_heads % P == 0, "tp_divides_kv_heads", "n_kv_heads", dims_.n_kv_heads);
+  rule(dims_.d_ff % P == 0, "tp_divides_d_ff", "d_ff", dims_.d_ff);
+  LLMTK_CHECK(precision_ == DType::f32, name_, "tensor parallel sums f32 activations over the ranks; bf16 activations under ",
+              "tensor parallel are not built yet: set train.precision = \"fp32\" or use data parallel");
+  LLMTK_CHECK(!adapters_ && prompt_n_ == 0 && prefix_n_ == 0, name_, "tensor parallel trains whole models; LoRA, prompt and ",
+              "prefix tuning under it are not built: fine-tune with data parallel (distributed.strategy = \"ddp\")");
+  tp_ = &ranks, tp_rank_ = ranks.rank();
+  run_dims_.n_heads /= P, run_dims_.n_kv_heads /= P, run_dims_.d_ff /= P, run_dims_.tp = P;
+}
+
+int AnyModel::split_dim(int id) const {
+  return tp_ && id >= 0 && std::size_t(id) < split_.size() ? split_[std::size_t(id)] : -1;
+}
+
+namespace {
+// Rows × columns of a 1-D or 2-D entry around its split dimension: dimension 0 is contiguous in
+// the whole (rank r's rows follow rank r − 1's), dimension 1 interleaves (each row holds every
+// rank's columns in turn).
+struct SplitShape {
+  std::int64_t rows = 1, cols = 1;
+};
+SplitShape split_shape(const std::vector<std::int64_t>& shape) {
+  SplitShape s;
+  s.rows = shape.empty() ? 1 : shape[0];
+  for (std::size_t i = 1; i < shape.size(); ++i) s.cols *= shape[i];
+  return s;
+}
+}  // namespace
+
+Arena AnyModel::whole_like(const Arena& local, std::string name) const {
+  Arena whole(std::move(name));
+  for (const auto& e : local.entries()) {
+    auto shape = e.shape;
+    if (const int d = split_dim(params_.find(e.name)); d >= 0) shape[std::size_t(d)] *= tp_->size();
+    whole.add(e.name, shape, e.dtype, e.kind, e.frozen);
+  }
+  return whole;
+}
+
+void AnyModel::gather_whole(const Arena& local, Arena& whole) const {
+  LLMTK_CHECK(whole.allocated() && whole.device() == Device::host && whole.entries().size() == local.entries().size(), name_,
+              "gather_whole() fills an allocated host arena laid out by whole_like()");
+  const int P = tp_ ? tp_->size() : 1;
+  std::vector<float> part, all;
+  for (std::size_t i = 0; i < local.entries().size(); ++i) {
+    const auto& e = local.entries()[i];
+    LLMTK_CHECK(e.dtype == DType::f32, name_, "gather_whole() reads f32 entries, not ", e.name);
+    part.resize(std::size_t(e.numel));
+    local.read(int(i), part.data());
+    float* out = whole[int(i)].f32();
+    const int d = split_dim(params_.find(e.name));
+    if (d < 0) {
+      std::copy(part.begin(), part.end(), out);
+      continue;
+    }
+    all.resize(part.size() * std::size_t(P));
+    tp_->all_gather(TensorRef(part.data(), DType::f32, {e.numel}), TensorRef(all.data(), DType::f32, {e.numel * P}),
+                    "the shares of " + e.name + " (tensor parallel)");
+    if (d == 0) {
+      std::copy(all.begin(), all.end(), out);
+      continue;
+    }
+    const SplitShape s = split_shape(e.shape);  // this rank's rows × columns
+    for (int r = 0; r < P; ++r)
+      for (std::int64_t row = 0; row < s.rows; ++row)
+        std::copy_n(all.data() + r * e.numel + row * s.cols, s.cols, out + row * s.cols * P + r * s.cols);
+  }
+}
+
+void AnyModel::take_share(const Arena& whole, Arena& local) const {
+  LLMTK_CHECK(whole.device() == Device::host && whole.entries().size() == local.entries().size(), name_,
+              "take_share() reads a host arena laid out by whole_like()");
+  const int P = tp_ ? tp_->size() : 1;
+  std::vector<float> part;
+  for (std::size_t i = 0; i < local.entries().size(); ++i) {
+    const auto& e = local.entries()[i];
+    const float* in = whole[int(i)].f32();
+    const int d = split_dim(params_.find(e.name));
+    if (d < 0) {
+      local.write(int(i), in);
+      continue;
+    }
+    part.resize(std::size_t(e.numel));
+    const SplitShape s = split_shape(e.shape);
+    if (d == 0) std::copy_n(in + tp_rank_ * e.numel, e.numel, part.data());
+    else
+      for (std::int64_t row = 0; row < s.rows; ++row)
+        std::copy_n(in + row * s.cols * P + tp_rank_ * s.cols, s.cols, part.data() + row * s.cols);
+    local.write(int(i), part.data());
+  }
+}
+
 void AnyModel::plan_decode(std::int64_t cache_len, std::int64_t source_len) {
+  LLMTK_CHECK(!tp_, name_, "decoding under tensor parallel is not built: generate from a checkpoint in one process (llmtk generate "
+              "RUN), which loads the whole model");
   LLMTK_CHECK(!scorer_, name_, "is a reward or value model (a score head, one number per position): it scores text "
               "and cannot generate any; generate with the policy it was trained for");
   LLMTK_CHECK(!has_tag("encoder"), name_, "is an encoder (bidirectional attention, a masked language model): it fills "
@@ -250,13 +377,18 @@ void AnyModel::init(std::uint64_t seed) {
   Rng rng(seed);
   const double residual_std = 0.02 / std::sqrt(2.0 * dims_.n_layers);
   // Generated on the host in entry order, so every backend and device starts from the same weights.
-  std::vector<float> host;
+  // Tensor parallel: each entry is drawn whole, as one process draws it, and this rank keeps its
+  // share, so that the ranks together start from one process's weights.
+  std::vector<float> host, share;
+  const int P = tp_ ? tp_->size() : 1;
   for (std::size_t i = 0; i < params_.entries().size(); ++i) {
     const auto& e = params_.entries()[i];
-    const bool direct = params_.device() == Device::host;
-    if (!direct) host.resize(std::size_t(e.numel));
+    const int d = split_dim(int(i));
+    const bool direct = params_.device() == Device::host && d < 0;
+    const std::int64_t n = d < 0 ? e.numel : e.numel * P;
+    if (!direct) host.resize(std::size_t(n));
     float* w = direct ? params_[static_cast<int>(i)].f32() : host.data();
-    for (std::int64_t j = 0; j < e.numel; ++j) {
+    for (std::int64_t j = 0; j < n; ++j) {
       switch (e.kind) {
         case ParamKind::norm: w[j] = 1.0f; break;
         case ParamKind::bias:
@@ -272,7 +404,17 @@ void AnyModel::init(std::uint64_t seed) {
         case ParamKind::embedding: w[j] = static_cast<float>(0.02 * rng.normal()); break;
       }
     }
-    if (!direct) params_.write(static_cast<int>(i), host.data());
+    if (d >= 0) {
+      share.resize(std::size_t(e.numel));
+      const SplitShape sh = split_shape(e.shape);
+      if (d == 0) std::copy_n(host.data() + tp_rank_ * e.numel, e.numel, share.data());
+      else
+        for (std::int64_t row = 0; row < sh.rows; ++row)
+          std::copy_n(host.data() + row * sh.cols * P + tp_rank_ * sh.cols, sh.cols, share.data() + row * sh.cols);
+      params_.write(static_cast<int>(i), share.data());
+    } else if (!direct) {
+      params_.write(static_cast<int>(i), host.data());
+    }
   }
   grads_.zero();
 }

@@ -16,6 +16,10 @@
 #include "../protocol/plan.hpp"
 
 namespace llmtk {
+class Communicator;  // core/communicator.hpp
+}
+
+namespace llmtk {
 
 // What a forward pass reads: token ids and what flows with them (see Flow in protocol/plan.hpp).
 // Host or device memory.
@@ -126,6 +130,30 @@ class AnyModel {
   // each layer's backward finishes (null: none, the default).
   void set_gradient_hook(GradientHook* hook) { gradient_hook_ = hook; }
 
+  // Tensor parallel (docs/distributed.md), before the first plan(): the ranks of `ranks` divide
+  // every attention layer's heads and every feed-forward's hidden width among them (Megatron-LM's
+  // column-parallel then row-parallel maps, their partial sums added over the ranks once per
+  // sublayer in forward and once in backward); this process plans, holds and trains its share,
+  // and every other parameter (embeddings, norms, the head) whole. Refused, naming the reason,
+  // when a part of the model is not one that splits or a size does not divide (rules
+  // tp_divides_heads, tp_divides_kv_heads, tp_divides_d_ff).
+  void set_tensor_parallel(Communicator& ranks);
+  Communicator* tensor_parallel() const { return tp_; }
+  // The dims the parts are planned and run with: dims() with this rank's share of the heads and
+  // the hidden width under tensor parallel (Dims::tp > 1), else dims() itself.
+  const Dims& run_dims() const { return run_dims_; }
+  // Along which dimension parameter `id` is divided among the tensor-parallel ranks (0: rows,
+  // 1: columns), or -1: every rank holds all of it (always -1 without tensor parallel).
+  int split_dim(int id) const;
+  // Under tensor parallel: an arena of `local`'s entries (the parameters, or an arena mirroring
+  // them by name: gradients, optimizer moments) at the whole model's shapes, unallocated.
+  Arena whole_like(const Arena& local, std::string name) const;
+  // A collective: every rank's share of each entry of `local` gathered into `whole` (allocated,
+  // host memory, laid out by whole_like), the same on every rank.
+  void gather_whole(const Arena& local, Arena& whole) const;
+  // This rank's share of each entry of `whole` into `local`.
+  void take_share(const Arena& whole, Arena& local) const;
+
   // Freezes every parameter whose name matches one of `patterns` (globs: "embed.*",
   // "blocks.*.attn.w*"): frozen parameters keep their values and get no gradient buffer and no
   // optimizer state. Before the first plan(); a pattern that matches nothing fails then.
@@ -183,8 +211,9 @@ class AnyModel {
 
  private:
   Ctx ctx() {
-    Ctx c{params_, grads_, acts_, dims_, B_, Tp_, decoding_ ? 0 : prefix_n_, {}, dropout_seed_};
+    Ctx c{params_, grads_, acts_, run_dims_, B_, Tp_, decoding_ ? 0 : prefix_n_, {}, dropout_seed_};
     if (precision_ == DType::bf16) c.working = &working_, c.twin = &twin_;
+    c.tp = tp_, c.tp_rank = tp_rank_;
     return c;
   }
   void prepare_working();  // plans and allocates the working copy as the precision needs
@@ -194,6 +223,10 @@ class AnyModel {
   GradientHook* gradient_hook_ = nullptr;
   std::string name_;
   Dims dims_;
+  Dims run_dims_;                 // dims_, or this rank's share under tensor parallel
+  Communicator* tp_ = nullptr;    // tensor parallel's ranks (null: none)
+  int tp_rank_ = 0;
+  std::vector<int> split_;        // parameter id → the dimension split among them, or -1
   bool scorer_;
   std::int64_t outputs_;
   std::vector<DimsRule> rules_;

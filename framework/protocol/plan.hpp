@@ -28,6 +28,7 @@ struct ActSlot {
 
 class Planner;
 struct Ctx;
+class Communicator;  // core/communicator.hpp
 class Probe;         // protocol/probe.hpp
 class GradientHook;  // protocol/probe.hpp
 
@@ -132,6 +133,13 @@ class Planner {
   std::vector<int>* matmul_weights = nullptr;
   void read_by_matmul(ParamSlot w) {
     if (matmul_weights && w) matmul_weights->push_back(w.id);
+  }
+  // Tensor parallel (docs/distributed.md): parameter `s` is divided among the ranks along
+  // dimension `dim` (0: its rows, 1: its columns); dims.tp > 1 sized it as this rank's share.
+  // Parameters never named here are whole on every rank.
+  std::vector<std::pair<int, int>>* splits = nullptr;
+  void split(ParamSlot s, int dim) {
+    if (splits && s) splits->emplace_back(s.id, dim);
   }
   ActSlot act(std::string_view name, std::vector<std::int64_t> shape, DType dtype) {
     std::string full = prefix_ + std::string(name);
@@ -350,6 +358,11 @@ struct Ctx {
   // A row window (an MoE expert's tokens): a(s) is rows row0 .. row0 + rows of each activation,
   // which the part planned per row (Planner::rows); rows < 0: whole activations.
   std::int64_t row0 = 0, rows = -1;
+  // Tensor parallel (docs/distributed.md): the ranks that hold the other shares of the split
+  // parts (dims.tp of them; null: none) and this rank among them. A split part sums its output
+  // and its input gradient over them (layers/common.hpp, tp_sum).
+  Communicator* tp = nullptr;
+  int tp_rank = 0;
 
   TensorRef a(ActSlot s) const { return rows < 0 ? acts[s.id] : acts[s.id].row_range(row0, rows); }
   // The residual stream's shape [B, T, C] over an activation slot, and one with another width.

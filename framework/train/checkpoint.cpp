@@ -38,6 +38,13 @@ std::string step_checkpoint_name(std::int64_t step) {
 
 std::string save_checkpoint(const std::string& dir_name, const AnyModel& model, Optimizer* optimizer,
                             const CheckpointState& s, const std::function<void(const std::string&)>& extra) {
+  LLMTK_CHECK(!model.tensor_parallel(), "checkpoint", "a tensor-parallel rank holds a share of the model: gather the whole "
+              "(AnyModel::gather_whole) and save that");
+  return save_checkpoint(dir_name, model.params(), optimizer ? optimizer->state() : std::vector<Arena*>{}, s, extra);
+}
+
+std::string save_checkpoint(const std::string& dir_name, const Arena& params, const std::vector<Arena*>& optimizer_state,
+                            const CheckpointState& s, const std::function<void(const std::string&)>& extra) {
   const fs::path dir(dir_name), tmp = dir_name + ".tmp";
   fs::remove_all(tmp);  // what a killed writer left
   fs::create_directories(tmp);
@@ -51,17 +58,16 @@ std::string save_checkpoint(const std::string& dir_name, const AnyModel& model, 
   } cleanup{tmp};
   const std::map<std::string, std::string> meta = {{"format", "pt"}, {"arch", s.arch}, {"step", std::to_string(s.step)}};
   if (s.base.empty()) {
-    save_safetensors((tmp / "model.safetensors").string(), model.params(), meta);
+    save_safetensors((tmp / "model.safetensors").string(), params, meta);
   } else {
     // Only what trains: the trainable tensors lie first, at the same offsets (Arena::trainable_like).
-    const Arena all = model.params().host_copy();
+    const Arena all = params.host_copy();
     Arena trained = all.trainable_like("trained");
     trained.allocate(host_memory());
     std::memcpy(trained.data(), all.data(), trained.bytes());
     save_safetensors((tmp / "model.safetensors").string(), trained, meta);
   }
-  if (optimizer)
-    for (Arena* a : optimizer->state()) save_safetensors((tmp / ("optimizer." + a->name() + ".safetensors")).string(), *a);
+  for (Arena* a : optimizer_state) save_safetensors((tmp / ("optimizer." + a->name() + ".safetensors")).string(), *a);
   json st;
   st["step"] = s.step;
   st["arch"] = s.arch;
@@ -153,6 +159,23 @@ CheckpointState read_checkpoint_state(const std::string& dir) {
 void load_checkpoint(const std::string& dir, AnyModel& model, Optimizer* optimizer) {
   const std::string file = (fs::path(dir) / "model.safetensors").string();
   const CheckpointState st = read_checkpoint_state(dir);
+  if (model.tensor_parallel()) {
+    // Tensor parallel: the whole tensors, of which this rank keeps its share.
+    LLMTK_CHECK(st.base.empty(), "checkpoint", dir, " holds only the trained part of a fine-tuned model; tensor parallel ",
+                "resumes whole models only");
+    Arena whole = model.whole_like(model.params(), "params");
+    whole.allocate(host_memory());
+    load_safetensors(file, whole);
+    model.take_share(whole, model.params());
+    if (!optimizer) return;
+    for (Arena* a : optimizer->state()) {
+      Arena moments = model.whole_like(*a, a->name());
+      moments.allocate(host_memory());
+      load_safetensors((fs::path(dir) / ("optimizer." + a->name() + ".safetensors")).string(), moments);
+      model.take_share(moments, *a);
+    }
+    return;
+  }
   if (st.base.empty()) {
     load_safetensors(file, model.params());
   } else {

@@ -50,10 +50,15 @@ struct CheckpointState {
 // appears whole (PPO's critic: BatchSource::save).
 std::string save_checkpoint(const std::string& dir, const AnyModel& model, Optimizer* optimizer,
                             const CheckpointState& state, const std::function<void(const std::string&)>& extra = {});
+// The same from arenas the caller gathered: under tensor parallel, the whole model's parameters
+// and optimizer state (AnyModel::gather_whole), so that the checkpoint is one process's.
+std::string save_checkpoint(const std::string& dir, const Arena& params, const std::vector<Arena*>& optimizer_state,
+                            const CheckpointState& state, const std::function<void(const std::string&)>& extra = {});
 // state.json of a checkpoint directory; fails naming the file and what is missing.
 CheckpointState read_checkpoint_state(const std::string& dir);
 // Parameters (and, when given, the optimizer's state) from a checkpoint directory; a checkpoint
-// that holds only the trained parameters reads the rest from its base.
+// that holds only the trained parameters reads the rest from its base. Under tensor parallel each
+// rank reads the whole tensors and keeps its share, whatever number of ranks wrote them.
 void load_checkpoint(const std::string& dir, AnyModel& model, Optimizer* optimizer);
 
 // Writes `text` to `path` whole or not at all (a temporary file, synced, renamed; durable::write_file);

@@ -432,12 +432,11 @@ Recipe read(const std::string& path, const std::vector<std::string>& sets) {
 
   auto dist = root.table("distributed");
   r.distributed.strategy = dist.string("strategy", r.distributed.strategy, [](const std::string& v) {
-    if (v == "ddp" || v == "zero1" || v == "zero2") return std::string();
-    if (v == "tp")
-      return "= \"" + v + "\" is planned (docs/distributed.md) but not built yet; use \"ddp\" (data parallel)";
-    return "= \"" + v + "\" is not a strategy; use \"ddp\" (data parallel), \"zero1\" (its optimizer state sharded) "
-           "or \"zero2\" (the optimizer state and the gradients sharded)";
+    if (v == "ddp" || v == "zero1" || v == "zero2" || v == "tp") return std::string();
+    return "= \"" + v + "\" is not a strategy; use \"ddp\" (data parallel), \"zero1\" (its optimizer state sharded), "
+           "\"zero2\" (the optimizer state and the gradients sharded) or \"tp\" (tensor parallel: each layer split)";
   });
+  r.distributed.tp_size = int(dist.integer("tp_size", r.distributed.tp_size, 0, 1 << 16));
   r.distributed.bucket_mb = dist.number("bucket_mb", r.distributed.bucket_mb, 0.001, 1024);
   r.distributed.overlap = dist.boolean("overlap", r.distributed.overlap);
   r.distributed.timeout_s = dist.number("timeout_s", r.distributed.timeout_s, 0.1, 1e7);
@@ -563,7 +562,8 @@ std::string to_toml(const Recipe& r) {
   o << "\n[log]\nevery = " << r.log.every << "\nsample_prompt = \"" << r.log.sample_prompt << "\"\nsample_tokens = "
     << r.log.sample_tokens << "\ninternals = " << (r.log.internals ? "true" : "false") << "\ninternals_every = "
     << r.log.internals_every << "\n";
-  o << "\n[distributed]\nstrategy = \"" << r.distributed.strategy << "\"\nbucket_mb = " << r.distributed.bucket_mb
+  o << "\n[distributed]\nstrategy = \"" << r.distributed.strategy << "\"\ntp_size = " << r.distributed.tp_size
+    << "\nbucket_mb = " << r.distributed.bucket_mb
     << "\noverlap = " << (r.distributed.overlap ? "true" : "false") << "\ntimeout_s = " << r.distributed.timeout_s << "\n";
   return o.str();
 }

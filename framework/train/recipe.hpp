@@ -130,9 +130,11 @@ struct Recipe {
     std::string strategy = "ddp";       // ddp: every rank a copy of the model and a part of each batch;
                                         // zero1: the same, each rank the optimizer state of a shard
                                         // zero2: and the summed gradients of that shard only
+                                        // tp: every rank a share of each layer (heads, hidden width)
     double bucket_mb = 25;              // gradients are summed across ranks in buckets of this size
     bool overlap = true;                // ... each as soon as its layers' backward is done
     double timeout_s = 300;             // a collective that takes longer ends the job, naming the call
+    int tp_size = 0;                    // strategy "tp": ranks that split each layer (0: every process)
   } distributed;
 
   std::int64_t rows() const;            // rows of a micro-batch: batch, 2·batch ([preference], [reward]),

@@ -6,6 +6,7 @@
 #include <thread>
 #include <cmath>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include "../core/faults.hpp"
@@ -132,6 +133,23 @@ TrainStep::TrainStep(AnyModel& model, Objective& objective, Optimizer& optimizer
 }
 
 double TrainStep::grad_norm() {
+  if (Communicator* tp = model_.tensor_parallel()) {
+    // Tensor parallel: the squares of this rank's shares of the split parameters, and those of the
+    // whole ones (the same on every rank) from rank 0 alone, summed once over the ranks in double,
+    // so that every rank clips by the same norm. (In the 2-D layout the groups' data parallel has
+    // averaged the gradients already: every group measures the same.)
+    const Arena& g = model_.grads();
+    double sum = 0;
+    std::vector<float> host;
+    for (int i = 0; i < int(g.entries().size()); ++i) {
+      const auto& e = g.entries()[std::size_t(i)];
+      if (model_.split_dim(std::as_const(model_).params().find(e.name)) < 0 && tp->rank() != 0) continue;
+      host.resize(std::size_t(e.numel));
+      g.read(i, host.data());
+      for (const float v : host) sum += double(v) * double(v);
+    }
+    return std::sqrt(all_reduce_sum(*tp, sum, "the gradient norm (tensor parallel)"));
+  }
   if (dp_) return dp_->gradient_norm();  // data parallel: each rank measures its shard
   scalars_.zero();
   Arena& g = model_.grads();

@@ -565,7 +565,7 @@ void set_up_classify(const Recipe& r, Setup& s, const std::function<void(const s
 
 Setup set_up(const Recipe& r, const TrainOptions& opt, const std::string& resume_from,
              const std::function<void(const std::string&)>& log, int rank = 0, int world = 1,
-             Communicator* zero = nullptr) {
+             Communicator* zero = nullptr, Communicator* tensor = nullptr) {
   Setup s;
   (void)matmul_peak_override();  // a bad value stops here, before the run directory exists
   ops::require_backend(r.train.device);
@@ -650,6 +650,8 @@ Setup set_up(const Recipe& r, const TrainOptions& opt, const std::string& resume
   // weights; master weights, gradients and optimizer state stay f32 (docs/bf16.md). On a backend
   // without bf16 activation kernels yet (cuda), f32 activations with bf16 matmuls.
   s.model->set_precision(ops::activation_dtype(r.train.precision));
+  // Tensor parallel: this rank plans and holds its share of every attention and feed-forward layer.
+  if (tensor) s.model->set_tensor_parallel(*tensor);
   const std::string from = !opt.init.empty() ? opt.init : r.finetune.from;
   LLMTK_CHECK(opt.init.empty() || r.finetune.from.empty(), "--init", "the recipe names its base (finetune.from = \"",
               r.finetune.from, "\"); drop --init or the key");
@@ -730,10 +732,39 @@ struct Run {
   Communicator* comm = nullptr;
   bool writer = true;
   int world() const { return comm ? comm->size() : 1; }
+  // The ranks that each read a part of every batch (data parallel), or null: one process, or
+  // tensor parallel alone (every rank reads the whole batch and holds a share of the model). In
+  // tensor parallel's 2-D layout, the ranks that hold this rank's share in the other groups.
+  Communicator* data = nullptr;
+  bool tensor = false;  // this rank holds a share of the model (AnyModel::tensor_parallel)
+  int data_ranks() const { return data ? data->size() : 1; }
+  // Tensor parallel: the whole model's weights gathered from the ranks' shares (a collective),
+  // for what runs a whole copy of the model on rank 0 (samples, tasks); weights() is what to copy.
+  Arena whole{"whole parameters"};
+  void gather_whole() {
+    whole = s.model->whole_like(s.model->params(), "whole parameters");
+    whole.allocate(host_memory());
+    s.model->gather_whole(s.model->params(), whole);
+  }
+  const Arena& weights() const { return tensor ? whole : s.model->params(); }
 
   // Every rank calls it (ZeRO-1 gathers the optimizer's moments, a collective); rank 0 writes.
   std::string save(const std::string& name) {
     s.optimizer->gather_state();
+    // Tensor parallel: the whole parameters and moments, gathered from every rank's share, so that
+    // the checkpoint is the one a single process writes (and loads with any number of ranks).
+    std::vector<Arena> moments;
+    std::vector<Arena*> state = s.optimizer->state();
+    if (tensor) {
+      gather_whole();
+      for (Arena* a : state) {
+        moments.push_back(s.model->whole_like(*a, a->name()));
+        moments.back().allocate(host_memory());
+        s.model->gather_whole(*a, moments.back());
+      }
+      state.clear();
+      for (Arena& a : moments) state.push_back(&a);
+    }
     const std::string path = (fs::path(dir) / "checkpoints" / name).string();
     std::string written = path;
     std::exception_ptr error;
@@ -743,7 +774,7 @@ struct Run {
         CheckpointState st{s.step, r.model.arch, r.model.dims, s.model->frozen_patterns(), r.lora, r.prompt_tuning.n_tokens, r.prefix_tuning.n_tokens, r.prefix_tuning.projection, std::int64_t(pos.epoch),
                            std::int64_t(pos.step), r.data.dir, s.tok_path, std::to_string(s.tok->hash()), val_loss,
                            s.best_val, to_toml(r), s.base, r.classify.labels};
-        written = save_checkpoint(path, *s.model, s.optimizer.get(), st, [this](const std::string& d) { s.batches->save(d); });
+        written = save_checkpoint(path, weights(), state, st, [this](const std::string& d) { s.batches->save(d); });
       } catch (...) {
         error = std::current_exception();
       }
@@ -859,7 +890,9 @@ class InternalsLog {
     // whether or not it records more.
     // Rank 0 records its rows' activations and the averaged gradients.
     if (run.writer && (run.r.log.internals || (!from.empty() && fs::exists(from)))) write_text(path, history_up_to(from, run.s.step));
-    if (!run.r.log.internals) return;
+    // Tensor parallel: each rank sees a share of every layer's units, heads and gradients; the
+    // internals are not gathered from the shares yet (train() says so in the log).
+    if (!run.r.log.internals || run.tensor) return;
     if (run.writer) out_.open(path, std::ios::app);
     stepper.set_gradient_observer([this, &stepper] {
       if (!recording_) return;
@@ -875,7 +908,7 @@ class InternalsLog {
   // Before the step that will be step `next`.
   void before(std::int64_t next) {
     const auto& l = run_.r.log;
-    recording_ = l.internals && (next % l.internals_every == 0 || next == run_.total);
+    recording_ = l.internals && !run_.tensor && (next % l.internals_every == 0 || next == run_.total);
     if (recording_ && run_.writer) internals_.begin(*run_.s.model);
   }
   void after(const StepStats& st) {
@@ -909,7 +942,7 @@ class Logger final : public Hook {
     if (!st.finite) return;
     const Recipe& r = run.r;
     // The global batch: every rank's rows.
-    const std::int64_t step = run.s.step, tokens_per_step = run.s.rows * run.world() * r.train.seq * r.train.grad_accum;
+    const std::int64_t step = run.s.step, tokens_per_step = run.s.rows * run.data_ranks() * r.train.seq * r.train.grad_accum;
     tokens_ += tokens_per_step;
     if (!writer_ || !(step % r.log.every == 0 || step == run.total || eval_due(run))) return;
     const auto now = clock_type::now();
@@ -961,18 +994,20 @@ class Evaluator final : public Hook {
     const Recipe& r = run.r;
     if (!run.s.validate && !run.s.val_batches) return run.writer ? sample(run) : void();  // nothing held out to measure
     // Each rank measured its rows of the validation batches: the mean over ranks is the batches'.
-    Communicator* ranks = run.world() > 1 ? run.comm : nullptr;  // evaluate() then weighs the ranks' losses itself
+    Communicator* ranks = run.data_ranks() > 1 ? run.data : nullptr;  // evaluate() then weighs the ranks' losses itself
     EvalStats e = run.s.validate      ? run.s.validate(*run.s.model)
                   : run.s.val_batches ? evaluate(*run.s.model, *run.s.val_objective, *run.s.val_batches, r.eval.batches, ranks)
                                       : EvalStats{};
-    if (run.world() > 1) {
-      if (!run.s.val_batches || run.s.validate) e.loss = all_reduce_sum(*run.comm, e.loss, "the validation loss") / run.world();
+    if (run.data_ranks() > 1) {
+      if (!run.s.val_batches || run.s.validate) e.loss = all_reduce_sum(*run.data, e.loss, "the validation loss") / run.data_ranks();
       std::vector<double> v;
       for (const auto& kv : e.metrics) v.push_back(kv.second);
-      if (!v.empty()) run.comm->all_reduce_sum(v.data(), std::int64_t(v.size()), "the validation metrics");
-      for (std::size_t i = 0; i < v.size(); ++i) e.metrics[i].second = v[i] / run.world();
+      if (!v.empty()) run.data->all_reduce_sum(v.data(), std::int64_t(v.size()), "the validation metrics");
+      for (std::size_t i = 0; i < v.size(); ++i) e.metrics[i].second = v[i] / run.data_ranks();
     }
     run.val_loss = e.loss;
+    // Tensor parallel: samples and tasks run a whole copy of the model on rank 0.
+    if (run.tensor && (!r.log.sample_prompt.empty() || !r.eval.tasks.empty())) run.gather_whole();
     if (!run.writer) {
       // The best checkpoint: rank 0 writes it; every rank keeps the same best loss.
       if (r.checkpoint.keep_best && std::isfinite(run.val_loss) && run.val_loss < run.s.best_val) {
@@ -1036,7 +1071,7 @@ class Evaluator final : public Hook {
       }
     }
     auto twin = make_twin(r, *run.s.model);
-    twin->params().copy_from(run.s.model->params());
+    twin->params().copy_from(run.weights());
     std::vector<std::pair<std::string, double>> out;
     for (const auto& [name, items] : tasks_)
       out.emplace_back(name, evaluate_choices(*twin, *run.s.tok, items, r.train.batch).accuracy_mean());
@@ -1048,7 +1083,7 @@ class Evaluator final : public Hook {
     const Recipe& r = run.r;
     if (r.log.sample_prompt.empty()) return;
     auto gen = make_twin(r, *run.s.model);
-    gen->params().copy_from(run.s.model->params());
+    gen->params().copy_from(run.weights());
     if (r.classify.enabled()) {  // each label's probability for the prompt
       std::ofstream f(fs::path(run.dir) / "samples.txt", std::ios::app);
       f << "--- step " << run.s.step << " ---\n" << r.log.sample_prompt << "\n ";
@@ -1105,7 +1140,21 @@ class Checkpointer final : public Hook {
 // the same message, and the launcher ends the job).
 void check_distributed(const Recipe& r, const Communicator& comm) {
   const int n = comm.size();
-  LLMTK_CHECK(r.train.batch % n == 0, r.file, "train.batch = ", r.train.batch, " is the global batch and does not divide among the ",
+  const bool tensor = r.distributed.strategy == "tp";
+  const int tp = tensor && r.distributed.tp_size > 0 ? r.distributed.tp_size : tensor ? n : 1;
+  LLMTK_CHECK(n % tp == 0, r.file, "distributed.tp_size = ", tp, " does not divide the ", n, " processes: they form groups of ",
+              "tp_size ranks that each split the model, data-parallel across the groups; launch a multiple of ", tp,
+              " processes, or set tp_size to a divisor of ", n, " (0: all of them)");
+  LLMTK_CHECK(!tensor || (r.finetune.from.empty() && !r.lora.enabled() && !r.prompt_tuning.enabled() &&
+                          !r.prefix_tuning.enabled() && r.train.precision == "fp32"),
+              r.file, "distributed.strategy = \"tp\" trains a whole model from its initialisation in fp32 so far; ",
+              !r.finetune.from.empty() ? "finetune.from is" : r.train.precision != "fp32" ? "train.precision = \"bf16\" is"
+                                       : "a parameter-efficient method is",
+              " not built under it yet: run it with data parallel (\"ddp\", \"zero1\" or \"zero2\")");
+  LLMTK_CHECK(!tensor || r.train.batch % (n / tp) == 0, r.file, "train.batch = ", r.train.batch, " is the global batch and does not ",
+              "divide among the ", n / tp, " data-parallel groups of ", tp, " tensor-parallel ranks; set train.batch to a multiple of ",
+              n / tp, ", or change distributed.tp_size");
+  LLMTK_CHECK(tensor || r.train.batch % n == 0, r.file, "train.batch = ", r.train.batch, " is the global batch and does not divide among the ",
               n, " processes of this run; set train.batch to a multiple of ", n, " (each process then reads train.batch / ", n,
               " rows of every batch), or launch another number of processes");
   const char* what = r.preference.enabled() ? "[preference]" : r.rl.enabled() ? "[rl]" : r.reward.enabled() ? "[reward]"
@@ -1133,7 +1182,7 @@ void log_plan(const Run& run, double fwd_flops, double peak) {
     << " MiB (parameters, gradients, optimizer state, activations), " << 3 * fwd_flops / 1e6
     << " MFLOP per token to train\n"
     << "data: " << run.s.batches->tokens() << " training tokens, " << run.s.batches->batches_per_epoch()
-    << " batches per epoch; " << run.total << " steps of " << run.s.rows * run.world() * r.train.seq * r.train.grad_accum
+    << " batches per epoch; " << run.total << " steps of " << run.s.rows * run.data_ranks() * r.train.seq * r.train.grad_accum
     << " tokens on " << r.train.device << " (" << ops::backend_info() << "); matmul peak here " << peak / 1e9
     << " GFLOP/s";
   run.log(s.str());
@@ -1151,13 +1200,26 @@ TrainResult train(const Recipe& r, const TrainOptions& opt) {
   if (!writer) log = [](const std::string&) {};  // rank 0 speaks for the run
   StopOnSignals signals;  // from here on, even during set-up
   const RunDirPlan where = plan_run_dir(r, opt);  // refuses before anything is read or written
-  Setup s = set_up(r, opt, where.checkpoint, log, comm.rank(), ranks,
-                   ranks > 1 && r.distributed.strategy != "ddp" ? &comm : nullptr);
+  // Tensor parallel: every rank reads the whole batch (data rank 0 of 1) and holds a share of the model.
+  // Tensor parallel: groups of tp_size consecutive ranks each split the model (rank = group ×
+  // tp_size + share); the ranks holding the same share in each group are data-parallel (a 2-D
+  // layout), reading their group's part of every batch. Alone (tp_size = every process), every
+  // rank reads the whole batch.
+  const bool tensor = ranks > 1 && r.distributed.strategy == "tp";
+  const int tp_size = tensor ? (r.distributed.tp_size > 0 ? r.distributed.tp_size : ranks) : 1;
+  std::unique_ptr<Communicator> tp_group, data_group;
+  if (tensor) {
+    tp_group = comm.split(comm.rank() / tp_size, comm.rank(), cat("tensor-parallel group ", comm.rank() / tp_size));
+    if (ranks > tp_size) data_group = comm.split(comm.rank() % tp_size, comm.rank(), cat("data-parallel group ", comm.rank() % tp_size));
+  }
+  Communicator* data = tensor ? data_group.get() : ranks > 1 ? &comm : nullptr;
+  Setup s = set_up(r, opt, where.checkpoint, log, data ? data->rank() : 0, data ? data->size() : 1,
+                   ranks > 1 && !tensor && r.distributed.strategy != "ddp" ? &comm : nullptr, tp_group.get());
   if (ranks > 1 && r.train.threads == 0) ops::set_threads(threads_per_rank(comm));
   Run run{r, opt, s, where.dir, log};
   run.history = where.history;
   run.total = r.total_steps();
-  run.comm = &comm, run.writer = writer;
+  run.comm = &comm, run.writer = writer, run.tensor = tensor, run.data = data;
   std::optional<durable::DirLock> lock;
   if (writer) {
     // One trainer per run directory: a second one (another terminal, a scheduler's retry) is refused
@@ -1184,7 +1246,24 @@ TrainResult train(const Recipe& r, const TrainOptions& opt) {
 
   TrainStep stepper(*s.model, *s.objective, *s.optimizer, {r.optim.grad_clip, true, r.train.seed});
   std::optional<DataParallel> dp;
-  if (ranks > 1) {
+  if (tensor) {
+    const Dims& d = s.model->run_dims();
+    if (data) {
+      dp.emplace(*data, s.model->grads(), r.distributed.bucket_mb, r.distributed.overlap);
+      stepper.set_data_parallel(&*dp);
+    }
+    log(cat("distributed: ", ranks, " processes (", comm.name(), "), tensor parallel", data ? cat(" in ", data->size(), " groups of ", tp_size) : std::string(),
+            ": each holds ", d.n_heads, " of the ", s.model->dims().n_heads, " attention heads and ", d.d_ff, " of the ",
+            s.model->dims().d_ff, " feed-forward units of every layer (", s.model->param_count(), " of the model's ",
+            s.model->whole_like(s.model->params(), "whole").numel(), " parameters), reads ",
+            data ? cat(s.rows, " rows of each batch of ", r.train.batch, " (its group's)") : std::string("the whole batch"),
+            ", and sums each sublayer's output and input gradient with ", tp_size > 2 ? cat("the ", tp_size - 1, " others") : "the other",
+            data ? " of its group; the groups average their gradients (data parallel)" : "", "; ",
+            (r.train.threads > 0 ? r.train.threads : threads_per_rank(comm)), " threads each"));
+    if (r.log.internals)
+      log("log.internals: not recorded under tensor parallel (each rank sees a share of every layer's units, heads and "
+          "gradients, which are not gathered yet); train with data parallel or one process to record them");
+  } else if (ranks > 1) {
     const std::size_t whole_grads = s.model->grads().bytes();
     const ShardRange shard = s.optimizer->shard();
     dp.emplace(comm, s.model->grads(), r.distributed.bucket_mb, r.distributed.overlap,

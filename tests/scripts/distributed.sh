@@ -8,7 +8,7 @@
 #   ring of two buckets): the same bits as data parallel, their checkpoints resumed with data
 #   parallel's and in one process; ZeRO-2 with gradient accumulation and training internals;
 # - arch show --ranks: the memory per process of each strategy;
-# - refusals before any work: a batch the ranks cannot share, a strategy not built yet;
+# - refusals before any work: a batch the ranks cannot share, runs data parallel does not cover;
 # - faults: a rank killed mid-step, and a rank that hangs (the other times out, naming the call),
 #   each end the whole job within seconds; the writer killed while it checkpoints leaves no
 #   checkpoint half-written, and the run resumes to the same end.
@@ -193,7 +193,6 @@ expect_refusal() {  # expect_refusal NAME TEXT COMMAND...
 }
 expect_refusal odd-batch "train.batch = 8 is the global batch and does not divide among the 3 processes" \
   mpirun -np 3 --oversubscribe "$llmtk" train tiny.toml --run-dir odd-batch-run
-expect_refusal tp "distributed.strategy = \"tp\" is planned" "${mpi[@]}" "$llmtk" train tiny.toml --set distributed.strategy=tp --run-dir tp-run
 echo '{"prompt": "In the beginning", "chosen": "God", "rejected": "man"}' > pairs.jsonl
 expect_refusal pairs "this run trains [preference] and 2 processes share it, but data parallel covers models on token shards" \
   "${mpi[@]}" "$llmtk" train tiny.toml --set finetune.from=one --set preference.train=pairs.jsonl --run-dir pairs-run

@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# Tensor parallel with MPI (docs/distributed.md), two ranks on this machine, each holding half of
+# every layer's attention heads and feed-forward units and reading the whole batch:
+# - equivalence: 2 ranks give the losses, validation and weights of 1 process over 20 steps, for
+#   a Llama-shaped model (GQA, RoPE, RMSNorm, SwiGLU) and a GPT-2-shaped one (biases, LayerNorm,
+#   GELU MLP, learned positions, tied head), within fp32 reduction-order tolerance;
+# - bit-reproducible run to run;
+# - checkpoints hold the whole model: 2 -> 2 resume is exact, 2 -> 1 and 1 -> 2 continue with the
+#   same losses, and generate reads a tensor-parallel run's checkpoint in one process;
+# - the 2-D layout: 4 ranks in 2 groups of 2, data-parallel across the groups, against 1 process;
+# - refusals before any work: sizes the ranks do not divide (the rules by name), parts that do not
+#   split, a tp_size that does not divide the processes, a batch the groups cannot share.
+set -euo pipefail
+llmtk=$1
+root=$(cd "$(dirname "$0")/../.." && pwd)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cd "$work"
+command -v mpirun > /dev/null || { echo "mpirun is not installed (tools/install-deps.sh installs openmpi-bin)"; exit 1; }
+command -v bible > /dev/null || { echo "bible-kjv is not installed (tools/install-deps.sh installs it)"; exit 1; }
+export LLMTK_MATMUL_PEAK_GFLOPS=100
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+mpi=(mpirun -np 2 --oversubscribe)
+bible -l 1000 Genesis1:1-Genesis20:18 > kjv.txt
+"$llmtk" data prepare "$root/recipes/data/kjv.toml" --input kjv.txt --out data --vocab-size 300 > /dev/null
+printf '[model]\narch = "llama-tiny"\nd_model = 32\nn_layers = 2\nn_heads = 2\nn_kv_heads = 2\nd_ff = 64\nvocab = 300\nmax_seq = 32\n[data]\ndir = "data"\n[train]\nbatch = 8\nseq = 32\nsteps = 20\nthreads = 1\n[optim]\nlr = 1e-3\n[schedule]\nwarmup = 2\n[eval]\nevery = 10\nbatches = 2\n[checkpoint]\nevery = 10\nkeep = 5\n[log]\nevery = 1\nsample_prompt = ""\n' > tiny.toml
+
+run() {  # run NAME COMMAND...: its output in NAME.txt, shown only when it fails
+  local name=$1
+  shift
+  "$@" > "$name.txt" 2>&1 || { echo "== $name failed:"; cat "$name.txt"; exit 1; }
+}
+tp=(--set distributed.strategy=tp)
+gpt=(--set model.arch=gpt2-tiny --set model.bias=true --set log.sample_prompt=In)
+run one "$llmtk" train tiny.toml --run-dir one
+run tp "${mpi[@]}" "$llmtk" train tiny.toml "${tp[@]}" --run-dir tp
+grep -q "distributed: 2 processes (mpi), tensor parallel: each holds 1 of the 2 attention heads and 32 of the 64 feed-forward units" tp.txt ||
+  { cat tp.txt; exit 1; }
+run tp-again "${mpi[@]}" "$llmtk" train tiny.toml "${tp[@]}" --run-dir tp-again
+# The 2-D layout: 4 ranks in 2 groups of 2, each group splitting the model and reading half of
+# every batch, the groups averaging their gradients.
+mpi4=(mpirun -np 4 --oversubscribe)
+run tp4 "${mpi4[@]}" "$llmtk" train tiny.toml "${tp[@]}" --set distributed.tp_size=2 --run-dir tp4
+grep -q "tensor parallel in 2 groups of 2: each holds 1 of the 2 attention heads .* reads 4 rows of each batch of 8 (its group's)" tp4.txt ||
+  { cat tp4.txt; exit 1; }
+run tp4-again "${mpi4[@]}" "$llmtk" train tiny.toml "${tp[@]}" --set distributed.tp_size=2 --run-dir tp4-again
+run tp-tp4 "${mpi4[@]}" "$llmtk" train tiny.toml "${tp[@]}" --set distributed.tp_size=2 --resume tp/checkpoints/step_00000010 --run-dir tp-tp4
+# GPT-2's shape: row-parallel biases added once, the tied embedding whole on every rank; samples
+# from the whole weights gathered on rank 0.
+run gpt-one "$llmtk" train tiny.toml "${gpt[@]}" --run-dir gpt-one
+run gpt-tp "${mpi[@]}" "$llmtk" train tiny.toml "${gpt[@]}" "${tp[@]}" --run-dir gpt-tp
+# Resume: 2 -> 2 (exact), 2 -> 1, 1 -> 2.
+run tp-tp "${mpi[@]}" "$llmtk" train tiny.toml "${tp[@]}" --resume tp/checkpoints/step_00000010 --run-dir tp-tp
+run tp-one "$llmtk" train tiny.toml --resume tp/checkpoints/step_00000010 --run-dir tp-one
+run one-tp "${mpi[@]}" "$llmtk" train tiny.toml "${tp[@]}" --resume one/checkpoints/step_00000010 --run-dir one-tp
+run generate "$llmtk" generate gpt-tp --prompt "In the beginning" --max-tokens 8 --temperature 0
+for f in model optimizer.m optimizer.v; do
+  cmp tp/checkpoints/step_00000020/$f.safetensors tp-again/checkpoints/step_00000020/$f.safetensors
+  cmp tp/checkpoints/step_00000020/$f.safetensors tp-tp/checkpoints/step_00000020/$f.safetensors
+  cmp tp4/checkpoints/step_00000020/$f.safetensors tp4-again/checkpoints/step_00000020/$f.safetensors
+done
+
+python3 - <<'PY'
+import json, struct
+
+def losses(run):
+    out = {}
+    for line in open(f"{run}/metrics.jsonl"):
+        m = json.loads(line)
+        if "loss" in m: out[m["step"]] = m["loss"]
+        if "val_loss" in m: out[("val", m["step"])] = m["val_loss"]
+    return out
+
+def tensors(run, name="model"):  # a safetensors file of the last checkpoint, with the standard library
+    f = open(f"{run}/checkpoints/step_00000020/{name}.safetensors", "rb").read()
+    n = struct.unpack("<Q", f[:8])[0]
+    header = json.loads(f[8:8 + n])
+    out = {}
+    for key, t in header.items():
+        if key == "__metadata__": continue
+        a, b = t["data_offsets"]
+        out[key] = (tuple(t["shape"]), struct.unpack(f"<{(b - a) // 4}f", f[8 + n + a:8 + n + b]))
+    return out
+
+def close(a, b, rel, what):
+    assert a.keys() == b.keys() and len(a) >= 22, (what, sorted(map(str, a.keys() ^ b.keys())))
+    worst = max(abs(a[k] - b[k]) / max(abs(a[k]), 1e-30) for k in a)
+    print(f"{what}: worst relative difference {worst:.2e} (tolerance {rel:.0e})")
+    assert worst <= rel, what
+
+def weights_close(a, b, tol, what):
+    wa, wb = tensors(a), tensors(b)
+    assert wa.keys() == wb.keys() and all(wa[k][0] == wb[k][0] for k in wa), (what, "the checkpoints' tensors differ in name or shape")
+    d = max(max(abs(x - y) for x, y in zip(wa[k][1], wb[k][1])) for k in wa)
+    print(f"{what}, weights after 20 steps: largest difference {d:.2e} (tolerance {tol:.0e})")
+    assert d <= tol, what
+
+# Only the order of float sums differs (each rank's half of a row-parallel product, then the two
+# halves), a few ulps that Adam's normalised steps let grow slowly.
+close(losses("one"), losses("tp"), 1e-6, "llama-tiny, 1 process vs tensor parallel over 2")
+weights_close("one", "tp", 1e-5, "llama-tiny, 1 process vs tensor parallel over 2")
+close(losses("gpt-one"), losses("gpt-tp"), 1e-6, "gpt2-tiny with biases, 1 process vs tensor parallel over 2")
+weights_close("gpt-one", "gpt-tp", 1e-5, "gpt2-tiny with biases, 1 process vs tensor parallel over 2")
+assert losses("tp") == losses("tp-again"), "two identical tensor-parallel runs differ"
+close(losses("one"), losses("tp4"), 1e-6, "llama-tiny, 1 process vs 2 tensor-parallel groups of 2 (2-D)")
+weights_close("one", "tp4", 1e-5, "llama-tiny, 1 process vs 2 tensor-parallel groups of 2 (2-D)")
+assert losses("tp4") == losses("tp4-again"), "two identical 2-D runs differ"
+close(losses("tp-tp4"), losses("tp"), 1e-6, "tensor parallel over 2 resumed in 2 groups of 2 vs tensor parallel straight")
+assert losses("tp-tp") == losses("tp"), "2 -> 2 tensor-parallel resume is not exact"
+close(losses("tp-one"), losses("tp"), 1e-6, "tensor parallel's checkpoint resumed in 1 process vs tensor parallel straight")
+close(losses("one-tp"), losses("one"), 1e-6, "1 process's checkpoint resumed with tensor parallel vs 1 process straight")
+print("tensor parallel: equivalence, reproducibility and resume: ok")
+PY
+# Rank 0 wrote samples from the gathered weights, as one process writes them.
+cmp gpt-one/samples.txt gpt-tp/samples.txt || { echo "== samples differ"; diff gpt-one/samples.txt gpt-tp/samples.txt; exit 1; }
+
+# Refused before any work, by every rank, naming the rule or the part and what to change.
+expect_refusal() {  # expect_refusal NAME TEXT COMMAND...
+  local name=$1 text=$2
+  shift 2
+  if "$@" > "$name.txt" 2>&1; then echo "== $name: expected a refusal"; cat "$name.txt"; exit 1; fi
+  grep -qF -- "$text" "$name.txt" || { echo "== $name: expected '$text' in:"; cat "$name.txt"; exit 1; }
+  [[ ! -e $name-run ]] || { echo "== $name: a refused run created its directory"; exit 1; }
+}
+expect_refusal kv-heads "rule tp_divides_kv_heads: each rank takes model.n_kv_heads / 2, so n_kv_heads must be a multiple of the 2 tensor-parallel ranks (model.n_kv_heads = 1)" \
+  "${mpi[@]}" "$llmtk" train tiny.toml "${tp[@]}" --set model.n_kv_heads=1 --run-dir kv-heads-run
+expect_refusal d-ff "rule tp_divides_d_ff" "${mpi[@]}" "$llmtk" train tiny.toml "${tp[@]}" --set model.d_ff=65 --run-dir d-ff-run
+expect_refusal moe "but this model has a part tagged 'moe'" \
+  "${mpi[@]}" "$llmtk" train tiny.toml "${tp[@]}" --set model.arch=moe-tiny --run-dir moe-run
+expect_refusal tp-size "distributed.tp_size = 3 does not divide the 4 processes" \
+  "${mpi4[@]}" "$llmtk" train tiny.toml "${tp[@]}" --set distributed.tp_size=3 --run-dir tp-size-run
+expect_refusal tp-batch "train.batch = 6 is the global batch and does not divide among the 4 data-parallel groups of 1 tensor-parallel ranks" \
+  "${mpi4[@]}" "$llmtk" train tiny.toml "${tp[@]}" --set distributed.tp_size=1 --set train.batch=6 --run-dir tp-batch-run
+expect_refusal bf16 "train.precision = \"bf16\" is not built under it yet" \
+  "${mpi[@]}" "$llmtk" train tiny.toml "${tp[@]}" --set train.precision=bf16 --run-dir bf16-run
+echo "tensor parallel: refusals ok"
