@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <type_traits>
 #include <variant>  // std::monostate
+#include <vector>
 
 #include "common.hpp"  // ops::embedding_forward, ops::embedding_backward
 #include "positions.hpp"
@@ -61,9 +62,16 @@ struct Embedding {
   ParamSlot prompt;
   ActSlot dprompt;  // [n, C] f32: one row's share of the prompt's gradient
   std::int64_t n_prompt = 0;
+  // Tensor parallel (docs/distributed.md): the table's rows are divided among the ranks
+  // (vocabulary-parallel, Megatron-LM's); each rank's ids in its rows, or 0 where another rank
+  // holds the id (`mine` false), from the last forward.
+  std::vector<std::int32_t> local_ids;
+  std::vector<char> mine;
 
   void declare(Planner& p) {
-    tokens = p.param("tokens", {p.dims.vocab, p.dims.d_model}, ParamKind::embedding);
+    // Tensor parallel: this rank's dims.vocab / dims.tp rows (the rule tp_divides_vocab holds).
+    tokens = p.param("tokens", {p.dims.vocab / p.dims.tp, p.dims.d_model}, ParamKind::embedding);
+    p.split(tokens, 0);
     if (p.soft_prompt > 0) {
       n_prompt = p.soft_prompt;
       prompt = p.param("prompt", {n_prompt, p.dims.d_model}, ParamKind::embedding);
@@ -74,7 +82,8 @@ struct Embedding {
   }
   // y: [B, T, C]; ids: [B, T] i32
   void forward(Ctx& c, TensorRef y, TensorRef ids) {
-    ops::embedding_forward(y, ids, c.p(tokens));
+    if (c.tp) lookup_share(c, y, ids);
+    else ops::embedding_forward(y, ids, c.p(tokens));
     // Rows at positions below n take the prompt's vectors: rows 0 .. n − 1 in training, the row
     // at pos0 when decoding one position at a time.
     if (prompt && c.pos0 < n_prompt) {
@@ -100,7 +109,33 @@ struct Embedding {
         ops::scale_forward(rows, rows, 0.0f);
       }
     }
+    if (c.tp) {
+      // Tensor parallel: only the rows of this rank's ids reach its share of the table (dy is this
+      // backward's scratch, read by the positions and types above already).
+      const std::int64_t C = c.dims.d_model;
+      for (std::size_t n = 0; n < mine.size(); ++n)
+        if (!mine[n]) ops::scale_forward(dy.span(std::int64_t(n) * C, C), dy.span(std::int64_t(n) * C, C), 0.0f);
+      ids = TensorRef(local_ids.data(), DType::i32, {c.B, c.T});
+    }
     if (const TensorRef g = c.g(tokens)) ops::embedding_backward(g, dy, ids);  // null: frozen
+  }
+  // Tensor parallel: rows v0 .. v0 + V/tp of the vocabulary are this rank's. Each id in them is
+  // looked up, every other row left zero, and the ranks' sum gives every row its vector (one
+  // all-reduce). The ids are rewritten on the host: tensor parallel runs on the MPI communicator,
+  // whose tensors are in host memory.
+  void lookup_share(Ctx& c, TensorRef y, TensorRef ids) {
+    LLMTK_CHECK(ids.device == Device::host, "embedding", "tensor parallel reads the ids in host memory");
+    const std::int64_t V = c.dims.vocab / c.dims.tp, v0 = c.tp_rank * V, N = ids.numel(), C = c.dims.d_model;
+    local_ids.resize(std::size_t(N)), mine.resize(std::size_t(N));
+    for (std::int64_t n = 0; n < N; ++n) {
+      const std::int32_t id = ids.i32()[n];
+      mine[std::size_t(n)] = id >= v0 && id < v0 + V;
+      local_ids[std::size_t(n)] = mine[std::size_t(n)] ? std::int32_t(id - v0) : 0;
+    }
+    ops::embedding_forward(y, TensorRef(local_ids.data(), DType::i32, {c.B, c.T}), c.p(tokens));
+    for (std::int64_t n = 0; n < N; ++n)
+      if (!mine[std::size_t(n)]) ops::scale_forward(y.span(n * C, C), y.span(n * C, C), 0.0f);
+    tp_sum(c, y, "the token embedding (vocabulary-parallel)");
   }
   static double flops_per_token(const Dims&, std::int64_t) { return 0.0; }
 };

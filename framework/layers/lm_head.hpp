@@ -28,23 +28,27 @@ struct LMHead {
   ActSlot xs;   // TiedScaled: the scaled input [B, T, C] (saved)
 
   void declare(Planner& p) {
-    if constexpr (!tied) proj.declare(p, "weight", "", p.dims.vocab, p.dims.d_model, ParamKind::matrix, false);
+    // Tensor parallel: this rank's dims.vocab / dims.tp rows (a tied head reads the embedding's share).
+    if constexpr (!tied)
+      proj.declare(p, "weight", "", p.dims.vocab / p.dims.tp, p.dims.d_model, ParamKind::matrix, false, LinearSplit::rows);
     if constexpr (scaled) xs = p.act("scaled", {p.B, p.T, p.dims.d_model});
   }
   static float scale(const Dims& d) { return float(1.0 / std::sqrt(double(d.d_model))); }
   void tie(Planner& p, ParamSlot embedding_tokens) {
     if constexpr (tied) proj.w = embedding_tokens, p.read_by_matmul(embedding_tokens);
   }
-  // logits: [B, T, V]; x: [B, T, C]
+  // logits: [B, T, V] (tensor parallel: this rank's V / tp columns, for a parallel cross-entropy,
+  // train/objective.hpp's VocabParallelLoss); x: [B, T, C]
   void forward(Ctx& c, TensorRef logits, TensorRef x) {
     if constexpr (scaled) ops::scale_forward(c.a(xs), x, scale(c.dims)), x = c.a(xs);
-    proj.forward(c, logits.view({c.B * c.T, c.dims.vocab}), x.view({c.B * c.T, c.dims.d_model}));
+    proj.forward(c, logits.view({c.B * c.T, c.dims.vocab / c.dims.tp}), x.view({c.B * c.T, c.dims.d_model}));
   }
   // dx: [B, T, C]; dlogits: [B, T, V]; dweight += (unless frozen)
   void backward(Ctx& c, TensorRef dx, TensorRef dlogits, TensorRef x) {
     const std::int64_t N = c.B * c.T;
     if constexpr (scaled) x = c.a(xs);
-    proj.backward(c, dx.view({N, c.dims.d_model}), dlogits.view({N, c.dims.vocab}), x.view({N, c.dims.d_model}));
+    proj.backward(c, dx.view({N, c.dims.d_model}), dlogits.view({N, c.dims.vocab / c.dims.tp}), x.view({N, c.dims.d_model}));
+    tp_sum(c, dx, "the LM head input's gradient (vocabulary-parallel)");
     if constexpr (scaled) ops::scale_forward(dx, dx, scale(c.dims));
   }
   static std::int64_t outputs(const Dims& d) { return d.vocab; }  // per position

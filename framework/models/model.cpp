@@ -199,11 +199,14 @@ void AnyModel::set_tensor_parallel(Communicator& ranks) {
                 name_, ": tensor parallel splits decoders built of attention (MHA, GQA) and feed-forwards (MLP, SwiGLU, GeGLU), "
                 "but this model has a part tagged '", tag, "' (llmtk arch show ", name_, " lists them), which is not split "
                 "over ranks; train it with data parallel (distributed.strategy = \"ddp\", \"zero1\" or \"zero2\")");
-  const auto rule = [&](bool ok, const char* name, const char* key, int value) {
+  const auto rule = [&](bool ok, const char* name, const char* key, int value, const char* hint = "") {
     LLMTK_CHECK(ok, name_, "invalid dims for tensor parallel over ", P, " ranks:\n  rule ", name, ": each rank takes model.", key,
                 " / ", P, ", so ", key, " must be a multiple of the ", P, " tensor-parallel ranks (model.", key, " = ", value,
-                "); launch a number of processes that divides it, or change model.", key);
+                "); launch a number of processes that divides it, or change model.", key, hint);
   };
+  rule(dims_.vocab % P == 0, "tp_divides_vocab", "vocab", dims_.vocab,
+       " (a vocabulary may be padded: rows past the tokenizer's are tokens it never emits, as GPT-2's 50257 padded to "
+       "50304 = 393 x 128)");
   rule(dims_.n_heads % P == 0, "tp_divides_heads", "n_heads", dims_.n_heads);
   rule(dims_.n_kv_heads % P == 0, "tp_divides_kv_heads", "n_kv_heads", dims_.n_kv_heads);
   rule(dims_.d_ff % P == 0, "tp_divides_d_ff", "d_ff", dims_.d_ff);

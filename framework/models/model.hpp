@@ -71,7 +71,8 @@ class AnyModel {
   // The width of each position's output: dims().vocab for a language model (logits), 1 for a
   // score head (a reward or value model, layers/score_head.hpp), model.n_labels for a classifier
   // (layers/class_head.hpp).
-  std::int64_t outputs() const { return scorer_ ? 1 : outputs_; }
+  // Under tensor parallel, this rank's share of the logits (dims().vocab / tp columns).
+  std::int64_t outputs() const { return scorer_ ? 1 : outputs_ / run_dims_.tp; }
   bool scorer() const { return scorer_; }
   bool classifier() const { return has_tag("class_head"); }
   // An encoder-decoder (dsl/encoder_decoder_lm.hpp): forward reads ModelInputs::source too.

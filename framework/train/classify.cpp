@@ -128,9 +128,11 @@ Batch ClassifyBatches::next() {
     ordered_epoch_ = pos_.epoch;
   }
   std::vector<const EncodedExample*> chosen;
-  for (std::int64_t j = 0; j < batch_; ++j) chosen.push_back(&examples_[order_[pos_.step * std::uint64_t(batch_) + std::uint64_t(j)]]);
+  const std::int64_t b = batch_ / world_, first = rank_ * b;  // this rank's examples of the batch
+  for (std::int64_t j = 0; j < b; ++j)
+    chosen.push_back(&examples_[order_[pos_.step * std::uint64_t(batch_) + std::uint64_t(first + j)]]);
   ++pos_.step;
-  return classify_rows(chosen, batch_, seq_, pad_, ids_, types_, targets_, lengths_);
+  return classify_rows(chosen, b, seq_, pad_, ids_, types_, targets_, lengths_);
 }
 
 namespace {

@@ -51,6 +51,10 @@ class ClassifyBatches final : public BatchSource {
   Batch next() override;
   data::LoaderPosition position() const override { return pos_; }
   void seek(data::LoaderPosition p) override { pos_ = p; }
+  // Data parallel: this rank reads items [rank·batch/world, (rank+1)·batch/world) of every batch
+  // (batch stays the global one, which train() has checked the ranks divide); the order and the
+  // position are the same on every rank.
+  void split(int rank, int world) { rank_ = rank, world_ = world; }
   std::uint64_t batches_per_epoch() const override { return examples_.size() / std::uint64_t(batch_); }
   std::uint64_t tokens() const override { return batches_per_epoch() * std::uint64_t(batch_ * seq_); }
 
@@ -60,6 +64,7 @@ class ClassifyBatches final : public BatchSource {
   bool shuffle_;
   std::uint64_t seed_;
   std::int32_t pad_;
+  int rank_ = 0, world_ = 1;
   data::LoaderPosition pos_{};
   std::uint64_t ordered_epoch_ = ~std::uint64_t(0);
   std::vector<std::size_t> order_;

@@ -428,3 +428,98 @@ void ValueLoss::backward(TensorRef dvalues) {
 }
 
 }  // namespace llmtk
+
+namespace llmtk {
+
+float VocabParallelLoss::forward(TensorRef logits, const Labels& labels) {
+  constexpr const char* where = "parallel cross-entropy";
+  LLMTK_CHECK(logits && logits.dtype == DType::f32 && logits.device == Device::host && logits.rank >= 2, where,
+              "takes f32 logits in host memory [..., V / tp], got ", name_of(logits.dtype), " ", logits.shape_str());
+  const std::int64_t N = logits.rows(), V = logits.size(-1), v0 = V * ranks_.rank();
+  LLMTK_CHECK(labels.targets && labels.targets.dtype == DType::i32 && labels.targets.numel() == N, where,
+              "targets must be ", N, " i32 values (one per position), got ", labels.targets.shape_str());
+  LLMTK_CHECK(!labels.weights || (labels.weights.dtype == DType::f32 && labels.weights.numel() == N), where,
+              "weights must be ", N, " f32 values (one per position), got ", labels.weights.shape_str());
+  logits_ = logits.view({N, V});
+  targets_.resize(std::size_t(N));
+  copy_bytes(targets_.data(), Device::host, labels.targets.data, labels.targets.device, targets_.size() * sizeof(std::int32_t));
+  weights_.clear();
+  if (labels.weights) {
+    weights_.resize(std::size_t(N));
+    copy_bytes(weights_.data(), Device::host, labels.weights.data, labels.weights.device, weights_.size() * sizeof(float));
+  }
+  // This rank's columns of each row: their max and the sum of exp(z − max), then the target's
+  // logit where this rank holds the target (0 elsewhere: the sum over ranks is that one logit).
+  stats_.assign(std::size_t(2 * N), 0.0);
+  target_logit_.assign(std::size_t(N), 0.0);
+  const float* z = logits_.f32();
+  for (std::int64_t n = 0; n < N; ++n) {
+    const float* row = z + n * V;
+    float m = row[0];
+    for (std::int64_t j = 1; j < V; ++j) m = std::max(m, row[j]);
+    double sum = 0;
+    for (std::int64_t j = 0; j < V; ++j) sum += std::exp(double(row[j]) - double(m));
+    stats_[std::size_t(2 * n)] = m, stats_[std::size_t(2 * n + 1)] = sum;
+    const std::int32_t t = targets_[std::size_t(n)];
+    if (t != kIgnoreIndex && t >= v0 && t < v0 + V) target_logit_[std::size_t(n)] = row[t - v0];
+  }
+  const int P = ranks_.size();
+  gathered_.resize(stats_.size() * std::size_t(P));
+  // Doubles sent as pairs of floats' bytes would lose nothing, but all_gather moves any dtype:
+  // the statistics go as i32 pairs of each double's bytes.
+  ranks_.all_gather(TensorRef(stats_.data(), DType::i32, {std::int64_t(stats_.size()) * 2}),
+                    TensorRef(gathered_.data(), DType::i32, {std::int64_t(gathered_.size()) * 2}),
+                    "each row's max and sum of exponentials (parallel cross-entropy)");
+  ranks_.all_reduce_sum(target_logit_.data(), N, "the targets' logits (parallel cross-entropy)");
+  // Every rank combines the same numbers in the same order: the same log-sum-exp everywhere.
+  lse_.resize(std::size_t(N));
+  double sum = 0;
+  counted_ = 0, weight_sum_ = 0;
+  for (std::int64_t n = 0; n < N; ++n) {
+    double m = -INFINITY;
+    for (int r = 0; r < P; ++r) m = std::max(m, gathered_[std::size_t(r) * stats_.size() + std::size_t(2 * n)]);
+    double s = 0;
+    for (int r = 0; r < P; ++r) {
+      const double* st = &gathered_[std::size_t(r) * stats_.size() + std::size_t(2 * n)];
+      s += st[1] * std::exp(st[0] - m);
+    }
+    lse_[std::size_t(n)] = m + std::log(s);
+    const std::int32_t t = targets_[std::size_t(n)];
+    if (t == kIgnoreIndex) continue;
+    LLMTK_CHECK(t >= 0 && t < V * P, where, "target ", t, " at position ", n, " is outside the vocabulary of ", V * P);
+    ++counted_;
+    const double loss = lse_[std::size_t(n)] - target_logit_[std::size_t(n)];
+    if (weights_.empty()) {
+      sum += float(loss);
+      continue;
+    }
+    const float w = weights_[std::size_t(n)];
+    LLMTK_CHECK(std::isfinite(w) && w >= 0, where, "the weight of position ", n, " is ", w,
+                "; weights must be finite and >= 0 (0 leaves a position out)");
+    sum += double(w) * float(loss);
+    weight_sum_ += w;
+  }
+  if (weights_.empty()) weight_sum_ = double(counted_);
+  return weight_sum_ > 0 ? static_cast<float>(sum / weight_sum_) : 0.0f;
+}
+
+void VocabParallelLoss::backward(TensorRef dlogits) {
+  LLMTK_CHECK(logits_, "parallel cross-entropy", "backward() needs a forward() first");
+  LLMTK_CHECK(dlogits.numel() == logits_.numel() && dlogits.dtype == DType::f32 && dlogits.device == Device::host,
+              "parallel cross-entropy", "dlogits must have the logits' shape ", logits_.shape_str(), ", f32 in host memory");
+  const std::int64_t N = logits_.size(0), V = logits_.size(1), v0 = V * ranks_.rank();
+  const double dloss = weight_sum_ <= 0 ? 0.0 : weights_.empty() ? double(1.0f / float(counted_)) : 1.0 / weight_sum_;
+  const float* z = logits_.f32();
+  float* dz = dlogits.f32();  // may be the logits themselves: each element is read before it is written
+  for (std::int64_t n = 0; n < N; ++n) {
+    const std::int32_t t = targets_[std::size_t(n)];
+    const double scale = t == kIgnoreIndex ? 0.0 : dloss * (weights_.empty() ? 1.0 : double(weights_[std::size_t(n)]));
+    const double lse = lse_[std::size_t(n)];
+    for (std::int64_t j = 0; j < V; ++j) {
+      const double p = scale == 0 ? 0.0 : std::exp(double(z[n * V + j]) - lse);
+      dz[n * V + j] = float(scale * (p - (v0 + j == t ? 1.0 : 0.0)));
+    }
+  }
+}
+
+}  // namespace llmtk

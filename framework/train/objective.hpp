@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "../core/arena.hpp"
+#include "../core/communicator.hpp"
 
 namespace llmtk {
 
@@ -253,6 +254,33 @@ class NextTokenLoss final : public Objective {
   TensorRef logits_, targets_, weights_;
   std::vector<float> host_losses_, host_weights_;
   std::vector<std::int32_t> host_targets_;
+  std::int64_t counted_ = 0;
+  double weight_sum_ = 0;
+};
+
+// Next-token cross-entropy when the logits' columns are divided among tensor-parallel ranks
+// (Megatron-LM's parallel cross-entropy; docs/distributed.md): rank r holds columns
+// [r·V/tp, (r+1)·V/tp) of every row, and no rank ever holds a whole row. Per row, each rank
+// sends its columns' max m_r and Σ exp(z − m_r) (an all-gather of 2 numbers per row) and, where
+// it holds the target, the target's logit (an all-reduce); every rank then has the row's
+// log-sum-exp and loss, and writes its own columns' gradient, softmax − one-hot. The same loss,
+// weights (a loss mask), mean and gradient as NextTokenLoss; written on the host, since tensor
+// parallel runs on the MPI communicator's host memory (a device version would be two ops around
+// the collectives).
+class VocabParallelLoss final : public Objective {
+ public:
+  explicit VocabParallelLoss(Communicator& ranks) : ranks_(ranks) {}
+  std::string name() const override { return "next_token"; }
+  float forward(TensorRef logits, const Labels& labels) override;
+  void backward(TensorRef dlogits) override;
+  double weight() const override { return weight_sum_; }
+
+ private:
+  Communicator& ranks_;
+  TensorRef logits_;
+  std::vector<std::int32_t> targets_;
+  std::vector<float> weights_;
+  std::vector<double> lse_, stats_, gathered_, target_logit_;
   std::int64_t counted_ = 0;
   double weight_sum_ = 0;
 };

@@ -163,10 +163,12 @@ Batch PreferenceBatches::next() {
   if (pos_.step >= batches_per_epoch()) pos_ = {pos_.epoch + 1, 0};
   order_epoch();
   std::vector<const EncodedPair*> chosen;
-  for (std::int64_t j = 0; j < batch_; ++j) chosen.push_back(&pairs_[order_[pos_.step * std::uint64_t(batch_) + std::uint64_t(j)]]);
+  const std::int64_t b = batch_ / world_, first = rank_ * b;  // this rank's pairs of the batch
+  for (std::int64_t j = 0; j < b; ++j)
+    chosen.push_back(&pairs_[order_[pos_.step * std::uint64_t(batch_) + std::uint64_t(first + j)]]);
   ++pos_.step;
-  fill_pair_rows(chosen, batch_, seq_, pad_, ids_, targets_);
-  const std::int64_t R = 2 * batch_;
+  fill_pair_rows(chosen, b, seq_, pad_, ids_, targets_);
+  const std::int64_t R = 2 * b;
   const TensorRef ids(ids_.data(), DType::i32, {R, seq_}), targets(targets_.data(), DType::i32, {R, seq_});
   TensorRef reference;
   if (reference_) {

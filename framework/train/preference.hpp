@@ -67,6 +67,10 @@ class PreferenceBatches final : public BatchSource {
   Batch next() override;
   data::LoaderPosition position() const override { return pos_; }
   void seek(data::LoaderPosition p) override;
+  // Data parallel: this rank reads items [rank·batch/world, (rank+1)·batch/world) of every batch
+  // (batch stays the global one, which train() has checked the ranks divide); the order and the
+  // position are the same on every rank.
+  void split(int rank, int world) { rank_ = rank, world_ = world; }
   std::uint64_t batches_per_epoch() const override { return pairs_.size() / std::uint64_t(batch_); }
   std::uint64_t tokens() const override { return batches_per_epoch() * std::uint64_t(2 * batch_ * seq_); }
   std::size_t size() const { return pairs_.size(); }
@@ -79,6 +83,7 @@ class PreferenceBatches final : public BatchSource {
   std::uint64_t seed_;
   std::int32_t pad_;
   AnyModel* reference_;
+  int rank_ = 0, world_ = 1;
   data::LoaderPosition pos_{};
   std::uint64_t ordered_epoch_ = ~std::uint64_t(0);
   std::vector<std::size_t> order_;

@@ -527,7 +527,7 @@ void set_up_preference(const Recipe& r, const std::string& from, Setup& s, const
   s.val_objective = std::make_unique<PreferenceLoss>(p.loss);
   log(cat("objective: ", p.loss.loss, " (beta ", p.loss.beta, p.loss.label_smoothing > 0 ? cat(", label smoothing ", p.loss.label_smoothing) : "",
           p.loss.loss == "simpo" ? cat(", gamma ", p.loss.simpo_gamma) : "", "), ", r.train.batch, " pairs (",
-          s.rows, " rows) per micro-batch", reference ? "; the reference model scores every batch" : ""));
+          r.rows(), " rows) per micro-batch", reference ? "; the reference model scores every batch" : ""));
 }
 
 void set_up_reward(const Recipe& r, Setup& s, const std::function<void(const std::string&)>& log) {
@@ -535,7 +535,7 @@ void set_up_reward(const Recipe& r, Setup& s, const std::function<void(const std
   s.objective = std::make_unique<BradleyTerryLoss>();
   s.val_objective = std::make_unique<BradleyTerryLoss>();
   log(cat("objective: bradley_terry (a reward model, ", r.model.arch, ": the score at each reply's last token), ", r.train.batch,
-          " pairs (", s.rows, " rows) per micro-batch"));
+          " pairs (", r.rows(), " rows) per micro-batch"));
 }
 
 // [classify]: labelled examples as [CLS] text [SEP] rows; the loss and accuracy at [CLS].
@@ -583,7 +583,9 @@ Setup set_up(const Recipe& r, const TrainOptions& opt, const std::string& resume
   LLMTK_CHECK(s.tok->vocab_size() <= r.model.dims.vocab, r.file, "the tokenizer in ", r.data.dir, " has ",
               s.tok->vocab_size(), " tokens but model.vocab is ", r.model.dims.vocab, "; set model.vocab = ",
               s.tok->vocab_size());
-  s.rows = r.rows();
+  // Data parallel over pairs or labelled examples: this rank's rows of each global batch
+  // (check_distributed has checked that the ranks divide it).
+  s.rows = r.rows() / (r.rl.enabled() ? 1 : world);
   if (!aligned && r.encoder) {
     // An encoder's rows: [CLS], train.seq − 2 tokens of text, [SEP]; masked as BERT masks (masked.hpp).
     LLMTK_CHECK(r.train.seq >= 3, r.file, "train.seq = ", r.train.seq, " leaves no room for text between [CLS] and [SEP]; "
@@ -685,12 +687,20 @@ Setup set_up(const Recipe& r, const TrainOptions& opt, const std::string& resume
     // With part of the model frozen, checkpoints keep only what trains and name the base.
     if (s.model->params().trainable_numel() < s.model->params().numel()) s.base = identify_base(base_dir, r.finetune.base_vocab);
   }
+  // Tensor parallel: each rank holds its columns of the logits; the loss is the parallel
+  // cross-entropy (the only objective under it: check_distributed refuses the others).
+  if (tensor) s.objective = std::make_unique<VocabParallelLoss>(*tensor), s.val_objective = std::make_unique<VocabParallelLoss>(*tensor);
   // ZeRO-1: each rank keeps the optimizer state of its shard of the parameters only.
   s.optimizer = std::make_unique<Optimizer>(r.optim, s.model->params(), zero);
   if (r.preference.enabled()) set_up_preference(r, from, s, log);
   if (r.rl.enabled()) set_up_rl(r, from, s, log);
   if (r.reward.enabled()) set_up_reward(r, s, log);
   if (r.classify.enabled()) set_up_classify(r, s, log);
+  if (world > 1 && (r.preference.enabled() || r.reward.enabled() || r.classify.enabled()))
+    for (BatchSource* b : {s.batches.get(), s.val_batches.get()}) {
+      if (auto* pairs = dynamic_cast<PreferenceBatches*>(b)) pairs->split(rank, world);
+      if (auto* examples = dynamic_cast<ClassifyBatches*>(b)) examples->split(rank, world);
+    }
   if (resume_from.empty()) return s;
   const std::string& ck = resume_from;
   const CheckpointState st = read_checkpoint_state(ck);
@@ -1157,11 +1167,12 @@ void check_distributed(const Recipe& r, const Communicator& comm) {
   LLMTK_CHECK(tensor || r.train.batch % n == 0, r.file, "train.batch = ", r.train.batch, " is the global batch and does not divide among the ",
               n, " processes of this run; set train.batch to a multiple of ", n, " (each process then reads train.batch / ", n,
               " rows of every batch), or launch another number of processes");
-  const char* what = r.preference.enabled() ? "[preference]" : r.rl.enabled() ? "[rl]" : r.reward.enabled() ? "[reward]"
-                     : r.classify.enabled() ? "[classify]" : nullptr;
-  LLMTK_CHECK(!what, r.file, "this run trains ", what ? what : "", " and ", n, " processes share it, but data parallel covers ",
-              "models on token shards (pretraining, continued pretraining, instruction data, masked and span-corruption "
-              "objectives) so far; run it as one process");
+  LLMTK_CHECK(!r.rl.enabled(), r.file, "this run trains [rl] and ", n, " processes share it, but data parallel covers ",
+              "token shards (pretraining, instruction data, masked and span-corruption objectives), preference pairs, reward ",
+              "models and classifiers so far, not rollouts; run it as one process");
+  LLMTK_CHECK(!tensor || !(r.preference.enabled() || r.reward.enabled() || r.classify.enabled()), r.file,
+              "distributed.strategy = \"tp\" trains language models on token shards so far; run [preference], [reward] ",
+              "and [classify] with data parallel (\"ddp\", \"zero1\" or \"zero2\")");
   LLMTK_CHECK(r.train.device != "cuda", r.file, "train.device = \"cuda\" with ", n, " processes needs the NCCL communicator, ",
               "which is not built yet; run one process per machine, or train on the CPU");
 }
@@ -1246,6 +1257,8 @@ TrainResult train(const Recipe& r, const TrainOptions& opt) {
 
   TrainStep stepper(*s.model, *s.objective, *s.optimizer, {r.optim.grad_clip, true, r.train.seed});
   std::optional<DataParallel> dp;
+  const int threads = r.train.threads > 0 ? r.train.threads : threads_per_rank(comm);
+  const std::string threads_each = cat(threads, threads == 1 ? " thread each" : " threads each");
   if (tensor) {
     const Dims& d = s.model->run_dims();
     if (data) {
@@ -1254,12 +1267,14 @@ TrainResult train(const Recipe& r, const TrainOptions& opt) {
     }
     log(cat("distributed: ", ranks, " processes (", comm.name(), "), tensor parallel", data ? cat(" in ", data->size(), " groups of ", tp_size) : std::string(),
             ": each holds ", d.n_heads, " of the ", s.model->dims().n_heads, " attention heads and ", d.d_ff, " of the ",
-            s.model->dims().d_ff, " feed-forward units of every layer (", s.model->param_count(), " of the model's ",
+            s.model->dims().d_ff, " feed-forward units of every layer and ", d.vocab / d.tp, " of the ", d.vocab,
+            " vocabulary rows of the embedding and the head (", s.model->param_count(), " of the model's ",
             s.model->whole_like(s.model->params(), "whole").numel(), " parameters), reads ",
             data ? cat(s.rows, " rows of each batch of ", r.train.batch, " (its group's)") : std::string("the whole batch"),
             ", and sums each sublayer's output and input gradient with ", tp_size > 2 ? cat("the ", tp_size - 1, " others") : "the other",
+            "; the loss is a parallel cross-entropy over the vocabulary's shares",
             data ? " of its group; the groups average their gradients (data parallel)" : "", "; ",
-            (r.train.threads > 0 ? r.train.threads : threads_per_rank(comm)), " threads each"));
+            threads_each));
     if (r.log.internals)
       log("log.internals: not recorded under tensor parallel (each rank sees a share of every layer's units, heads and "
           "gradients, which are not gathered yet); train with data parallel or one process to record them");
@@ -1278,7 +1293,7 @@ TrainResult train(const Recipe& r, const TrainOptions& opt) {
                                            " MiB of it per process)")
                                      : std::string(),
             ": ", s.rows, " rows of each batch of ",
-            r.train.batch, " per process, ", (r.train.threads > 0 ? r.train.threads : threads_per_rank(comm)), " threads each; gradients averaged in ", dp->buckets(),
+            r.rows(), " per process, ", threads_each, "; gradients averaged in ", dp->buckets(),
             " bucket", dp->buckets() > 1 ? "s" : "", " of up to ", r.distributed.bucket_mb, " MB",
             dp->overlaps()           ? ", each as soon as its layers' backward is done"
             : dp->shards_gradients() ? ", each as soon as its layers' backward is done, before the backward goes on"

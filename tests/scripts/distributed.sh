@@ -8,7 +8,9 @@
 #   ring of two buckets): the same bits as data parallel, their checkpoints resumed with data
 #   parallel's and in one process; ZeRO-2 with gradient accumulation and training internals;
 # - arch show --ranks: the memory per process of each strategy;
-# - refusals before any work: a batch the ranks cannot share, runs data parallel does not cover;
+# - preference pairs (DPO with a reference model), a reward model and a classifier: 2 ranks, each
+#   with its pairs or examples of every batch, against 1 process;
+# - refusals before any work: a batch the ranks cannot share, runs data parallel does not cover (RL);
 # - faults: a rank killed mid-step, and a rank that hangs (the other times out, naming the call),
 #   each end the whole job within seconds; the writer killed while it checkpoints leaves no
 #   checkpoint half-written, and the run resumes to the same end.
@@ -98,6 +100,41 @@ run bert-one "$llmtk" "${bert[@]}" --run-dir bert-one
 run bert-two "${mpi[@]}" "$llmtk" "${bert[@]}" --run-dir bert-two
 run t5-one "$llmtk" "${t5[@]}" --run-dir t5-one
 run t5-two "${mpi[@]}" "$llmtk" "${t5[@]}" --set distributed.strategy=zero2 --run-dir t5-two
+# Preference pairs (DPO with its reference model), a reward model and a classifier: each rank
+# reads its pairs or examples of every batch, as one process reads the whole batch.
+printf '[input]\npaths = ["kjv.txt"]\n[split]\nval_fraction = 0.1\n[tokenizer]\nvocab_size = 300\nspecial = ["<|im_start|>", "<|im_end|>"]\n[output]\ndir = "chat"\n' > chat.toml
+"$llmtk" data prepare chat.toml > /dev/null
+printf '{"llmtk_chat_template": "chatml"}\n' > chat/tokenizer_config.json  # the template's name beside the tokenizer
+python3 - <<'PY'
+import json
+verses = [l.split(" ", 1)[1].split() for l in open("kjv.txt") if " " in l]
+verses = [v for v in verses if len(v) >= 10][:120]
+def pairs(vs, path):
+    with open(path, "w") as f:
+        for i, v in enumerate(vs):
+            other = vs[(7 * i + 3) % len(vs)]
+            f.write(json.dumps({"prompt": " ".join(v[:4]), "chosen": " ".join(v[4:10]), "rejected": " ".join(other[4:10])}) + "\n")
+def labelled(vs, path):
+    with open(path, "w") as f:
+        for i, v in enumerate(vs):
+            f.write(json.dumps({"text": " ".join(v[:8]), "label": "long" if len(v) > 20 else "short"}) + "\n")
+pairs(verses[:64], "pairs.jsonl"); pairs(verses[64:80], "pairs-val.jsonl")
+labelled(verses[:64], "labelled.jsonl"); labelled(verses[64:80], "labelled-val.jsonl")
+PY
+run base "$llmtk" train tiny.toml --set data.dir=chat --set model.vocab=302 --set model.max_seq=96 --set eval.every=0 --run-dir base
+printf '[finetune]\nfrom = "base"\n[data]\ndir = "chat"\n[preference]\ntrain = "pairs.jsonl"\ntest = "pairs-val.jsonl"\n[train]\nbatch = 8\nseq = 96\nsteps = 10\nthreads = 1\n[optim]\nlr = 1e-4\n[schedule]\nwarmup = 2\n[eval]\nevery = 5\nbatches = 2\n[checkpoint]\nevery = 10\n[log]\nevery = 1\nsample_prompt = ""\n' > dpo.toml
+sed 's/\[preference\]/[reward]/' dpo.toml > reward.toml
+run dpo-one "$llmtk" train dpo.toml --run-dir dpo-one
+run dpo-two "${mpi[@]}" "$llmtk" train dpo.toml --run-dir dpo-two
+grep -q "data parallel: 8 rows of each batch of 16 per process" dpo-two.txt || { cat dpo-two.txt; exit 1; }
+run reward-one "$llmtk" train reward.toml --run-dir reward-one
+run reward-two "${mpi[@]}" "$llmtk" train reward.toml --run-dir reward-two
+classify=(train "$root/recipes/finetune/bert-classify.toml" --set finetune.from=bert-one --set data.dir=mlm --set classify.train=labelled.jsonl
+          --set classify.test=labelled-val.jsonl --set 'classify.labels=["short", "long"]' --set train.batch=8 --set train.seq=16
+          --set train.steps=10 --set schedule.warmup=2 --set eval.every=5 --set eval.batches=2 --set checkpoint.every=0 --set log.every=1
+          --set train.threads=1 --set log.sample_prompt=)
+run classify-one "$llmtk" "${classify[@]}" --run-dir classify-one
+run classify-two "${mpi[@]}" "$llmtk" "${classify[@]}" --run-dir classify-two
 # Resume: from step 10 of the 2-process run with 2 processes (exact), with 1; and 1 -> 2.
 run two-two "${mpi[@]}" "$llmtk" train tiny.toml --resume two/checkpoints/step_00000010 --run-dir two-two
 run two-one "$llmtk" train tiny.toml --resume two/checkpoints/step_00000010 --run-dir two-one
@@ -172,6 +209,24 @@ assert losses("two-two") == two, "2 -> 2 resume is not exact"
 assert weights("two-two") == weights("two"), "2 -> 2 resume ends with other weights"
 close(losses("two-one"), two, 1e-6, "2 -> 1 process resume vs 2 processes straight")
 close(losses("one-two"), one, 1e-6, "1 -> 2 processes resume vs 1 process straight")
+def metrics(run):  # every measurement of every step and evaluation
+    out = {}
+    for line in open(f"{run}/metrics.jsonl"):
+        m = json.loads(line)
+        for k, v in m.items():
+            if k not in ("step", "lr", "tokens_per_s", "mfu", "peak_memory_bytes", "elapsed_s") and isinstance(v, float):
+                out[(k, m["step"])] = v
+    return out
+for a, b, what in (("dpo-one", "dpo-two", "DPO with a reference model"), ("reward-one", "reward-two", "a reward model"),
+                   ("classify-one", "classify-two", "a classifier")):
+    ma, mb = metrics(a), metrics(b)
+    assert len([k for k in ma if k[0] == "loss"]) == 10 and any(k[0] == "val_loss" for k in ma), sorted(map(str, ma))
+    # Rewards and margins are β × differences of log-probabilities near -100, whose float
+    # rounding (1e-6) is not small against a margin near zero: below 0.01 they are compared to 0.01.
+    worst = max(abs(ma[k] - mb[k]) / max(abs(ma[k]), 1e-2) for k in ma)
+    assert ma.keys() == mb.keys(), (what, sorted(map(str, ma.keys() ^ mb.keys())))
+    print(f"{what}, 1 vs 2 processes: every metric within {worst:.2e} relative (tolerance 1e-4)")
+    assert worst <= 1e-4, what
 for a, b in (("bert-one", "bert-two"), ("t5-one", "t5-two")):
     la, lb = losses(a), losses(b)
     assert len([k for k in la if isinstance(k, int)]) == 10 and any(isinstance(k, tuple) for k in la), sorted(map(str, la))
@@ -193,9 +248,10 @@ expect_refusal() {  # expect_refusal NAME TEXT COMMAND...
 }
 expect_refusal odd-batch "train.batch = 8 is the global batch and does not divide among the 3 processes" \
   mpirun -np 3 --oversubscribe "$llmtk" train tiny.toml --run-dir odd-batch-run
-echo '{"prompt": "In the beginning", "chosen": "God", "rejected": "man"}' > pairs.jsonl
-expect_refusal pairs "this run trains [preference] and 2 processes share it, but data parallel covers models on token shards" \
-  "${mpi[@]}" "$llmtk" train tiny.toml --set finetune.from=one --set preference.train=pairs.jsonl --run-dir pairs-run
+echo '{"messages": [{"role": "user", "content": "In the beginning"}, {"role": "assistant", "content": "God"}]}' > tasks.jsonl
+sed -e 's/^\[preference\]/[rl]/' -e 's/^train = "pairs.jsonl"/task = "tasks.jsonl"/' -e '/^test = /d' dpo.toml > rl.toml
+expect_refusal rl "this run trains [rl] and 2 processes share it, but data parallel covers token shards" \
+  "${mpi[@]}" "$llmtk" train rl.toml --run-dir rl-run
 
 # The memory of one process of 2 (and of 8): ZeRO-1 halves the optimizer state, ZeRO-2 shards the
 # gradients too, and each process plans activations for its rows.

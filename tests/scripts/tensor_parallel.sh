@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Tensor parallel with MPI (docs/distributed.md), two ranks on this machine, each holding half of
 # every layer's attention heads and feed-forward units and reading the whole batch:
+# - the embedding and the LM head split by vocabulary rows, the loss a parallel cross-entropy;
 # - equivalence: 2 ranks give the losses, validation and weights of 1 process over 20 steps, for
 #   a Llama-shaped model (GQA, RoPE, RMSNorm, SwiGLU) and a GPT-2-shaped one (biases, LayerNorm,
 #   GELU MLP, learned positions, tied head), within fp32 reduction-order tolerance;
@@ -34,7 +35,7 @@ tp=(--set distributed.strategy=tp)
 gpt=(--set model.arch=gpt2-tiny --set model.bias=true --set log.sample_prompt=In)
 run one "$llmtk" train tiny.toml --run-dir one
 run tp "${mpi[@]}" "$llmtk" train tiny.toml "${tp[@]}" --run-dir tp
-grep -q "distributed: 2 processes (mpi), tensor parallel: each holds 1 of the 2 attention heads and 32 of the 64 feed-forward units" tp.txt ||
+grep -q "distributed: 2 processes (mpi), tensor parallel: each holds 1 of the 2 attention heads and 32 of the 64 feed-forward units of every layer and 150 of the 300 vocabulary rows of the embedding and the head (15200 of the model's 30240 parameters)" tp.txt ||
   { cat tp.txt; exit 1; }
 run tp-again "${mpi[@]}" "$llmtk" train tiny.toml "${tp[@]}" --run-dir tp-again
 # The 2-D layout: 4 ranks in 2 groups of 2, each group splitting the model and reading half of
@@ -125,6 +126,8 @@ expect_refusal() {  # expect_refusal NAME TEXT COMMAND...
 expect_refusal kv-heads "rule tp_divides_kv_heads: each rank takes model.n_kv_heads / 2, so n_kv_heads must be a multiple of the 2 tensor-parallel ranks (model.n_kv_heads = 1)" \
   "${mpi[@]}" "$llmtk" train tiny.toml "${tp[@]}" --set model.n_kv_heads=1 --run-dir kv-heads-run
 expect_refusal d-ff "rule tp_divides_d_ff" "${mpi[@]}" "$llmtk" train tiny.toml "${tp[@]}" --set model.d_ff=65 --run-dir d-ff-run
+expect_refusal vocab "rule tp_divides_vocab: each rank takes model.vocab / 2, so vocab must be a multiple of the 2 tensor-parallel ranks (model.vocab = 301)" \
+  "${mpi[@]}" "$llmtk" train tiny.toml "${tp[@]}" --set model.vocab=301 --run-dir vocab-run
 expect_refusal moe "but this model has a part tagged 'moe'" \
   "${mpi[@]}" "$llmtk" train tiny.toml "${tp[@]}" --set model.arch=moe-tiny --run-dir moe-run
 expect_refusal tp-size "distributed.tp_size = 3 does not divide the 4 processes" \
