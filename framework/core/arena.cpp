@@ -4,8 +4,8 @@
 namespace llmtk {
 
 namespace {
-constexpr std::size_t kAlign = 64;  // a cache line; AVX-512 loads stay aligned
-std::size_t round_up(std::size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
+constexpr std::size_t kAlign = Arena::kAlign;
+constexpr std::size_t round_up(std::size_t n) { return Arena::round_up(n); }
 }  // namespace
 
 void Arena::Free::operator()(std::byte* p) const { memory->release(p); }

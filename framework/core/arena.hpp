@@ -42,6 +42,11 @@ class Arena {
 
   explicit Arena(std::string name = "arena") : name_(std::move(name)) {}
 
+  // Every entry starts at a multiple of kAlign bytes (a cache line; AVX-512 loads stay aligned):
+  // an entry of n bytes takes round_up(n) of the arena.
+  static constexpr std::size_t kAlign = 64;
+  static constexpr std::size_t round_up(std::size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
+
   // Plans a tensor; returns its index. Names are unique within an arena.
   int add(std::string name, std::vector<std::int64_t> shape, DType dtype = DType::f32,
           ParamKind kind = ParamKind::none, bool frozen = false);

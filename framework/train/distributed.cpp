@@ -13,6 +13,13 @@
 
 namespace llmtk::train {
 
+namespace {
+// Whether a layer lies in one of the model's stacks (Repeat's "blocks.N"): ZeRO-2's ring holds those.
+bool in_stack(const std::string& layer) { return layer.find("blocks.") != std::string::npos; }
+// The bytes an entry of n floats takes in an arena.
+std::size_t bytes_of(std::int64_t floats) { return Arena::round_up(std::size_t(floats) * sizeof(float)); }
+}  // namespace
+
 int threads_per_rank(const Communicator& comm) {
   cpu_set_t set;
   CPU_ZERO(&set);
@@ -25,7 +32,6 @@ int threads_per_rank(const Communicator& comm) {
 std::vector<DataParallel::Bucket> DataParallel::make_buckets(const Arena& grads, double bucket_mb, bool zero2) {
   const auto& entries = grads.entries();
   const auto limit = std::max<std::int64_t>(1, std::int64_t(bucket_mb * 1e6 / double(sizeof(float))));
-  auto in_stack = [](const std::string& layer) { return layer.find("blocks.") != std::string::npos; };
   std::vector<Bucket> buckets;
   std::string last;
   for (int i = int(entries.size()); i-- > 0;) {
@@ -44,32 +50,48 @@ std::vector<DataParallel::Bucket> DataParallel::make_buckets(const Arena& grads,
   std::set<std::string> seen;
   bool layers_apart = false;
   for (const auto& b : buckets) {
-    if (b.layers.begin()->find("blocks.") == std::string::npos) continue;
+    if (!in_stack(*b.layers.begin())) continue;
     for (const auto& l : b.layers) layers_apart |= !seen.insert(l).second;
   }
   int ring = 0;
   for (auto& b : buckets)
-    if (!layers_apart && b.layers.begin()->find("blocks.") != std::string::npos) b.ring = ring++;
+    if (!layers_apart && in_stack(*b.layers.begin())) b.ring = ring++;
   return buckets;
 }
 
-namespace {
-std::size_t aligned(std::size_t n) { return (n + 63) / 64 * 64; }
-}  // namespace
+// ZeRO-2's working gradients: the parameters outside the stacks keep their own memory (the tied
+// embedding's gradient is written at both ends of the backward); the stacks' buckets take turns
+// in a ring of two slots, each as large as the largest bucket. Every entry's offset, and the
+// arena's size; shared by the layout itself and by arch show's estimate.
+DataParallel::RingLayout DataParallel::ring_layout(const Arena& grads, const std::vector<Bucket>& buckets) {
+  const auto& entries = grads.entries();
+  RingLayout l;
+  l.offsets.assign(entries.size(), 0);
+  std::vector<bool> in_ring(entries.size(), false);
+  for (std::size_t b = 0; b < buckets.size(); ++b) {
+    if (buckets[b].ring < 0) continue;
+    l.ring.push_back(b);
+    std::size_t at = 0;
+    for (int i : buckets[b].entries) in_ring[std::size_t(i)] = true, at += bytes_of(entries[std::size_t(i)].numel);
+    l.slot_bytes = std::max(l.slot_bytes, at);
+  }
+  std::size_t at = 0;
+  for (std::size_t i = 0; i < entries.size(); ++i)
+    if (!in_ring[i]) l.offsets[i] = at, at += bytes_of(entries[i].numel);
+  l.base = at;
+  for (std::size_t b : l.ring) {
+    std::size_t in = l.base + std::size_t(buckets[b].ring % 2) * l.slot_bytes;
+    for (int i : buckets[b].entries) l.offsets[std::size_t(i)] = in, in += bytes_of(entries[std::size_t(i)].numel);
+  }
+  l.bytes = std::max<std::size_t>(Arena::kAlign, l.base + std::min<std::size_t>(2, l.ring.size()) * l.slot_bytes);
+  return l;
+}
 
 std::size_t DataParallel::gradient_bytes(const Arena& grads, double bucket_mb, bool zero2, int ranks, int rank) {
   if (!zero2 || ranks < 2) return grads.bytes();
-  const auto& entries = grads.entries();
-  std::size_t outside = 0, slot = 0, ring = 0;
-  for (const auto& b : make_buckets(grads, bucket_mb, true)) {
-    std::size_t bytes = 0;
-    for (int i : b.entries) bytes += aligned(std::size_t(entries[std::size_t(i)].numel) * sizeof(float));
-    if (b.ring < 0) outside += bytes;
-    else slot = std::max(slot, bytes), ++ring;
-  }
   const std::int64_t floats = std::int64_t(grads.bytes() / sizeof(float));
-  return std::max<std::size_t>(64, outside + std::min<std::size_t>(2, ring) * slot) +
-         aligned(std::size_t(std::max<std::int64_t>(1, shard_range(floats, rank, ranks).size())) * sizeof(float));
+  return ring_layout(grads, make_buckets(grads, bucket_mb, true)).bytes +
+         bytes_of(std::max<std::int64_t>(1, shard_range(floats, rank, ranks).size()));
 }
 
 DataParallel::DataParallel(Communicator& comm, Arena& grads, double bucket_mb, bool overlap, const ShardRange* gradient_shard)
@@ -128,33 +150,14 @@ DataParallel::DataParallel(Communicator& comm, Arena& grads, double bucket_mb, b
   if (overlap_) thread_ = std::thread([this] { serve(); });
 }
 
-// ZeRO-2's working gradients: the parameters outside the stacks keep their own memory (the tied
-// embedding's gradient is written at both ends of the backward); the stacks' buckets take turns
-// in a ring of two slots, each as large as the largest bucket. Bucket k is written while bucket
-// k − 1 is summed; before bucket k + 1 starts in the slot bucket k − 1 used, layer_done waits
-// for that sum and clears the slot. A layer whose parameters do not lie together in one bucket
-// (no model here has one) leaves every gradient its own memory, as data parallel does.
+// The ring (ring_layout) allocated: bucket k is written while bucket k − 1 is summed; before
+// bucket k + 1 starts in the slot bucket k − 1 used, layer_done waits for that sum and clears the
+// slot. A layer whose parameters do not lie together in one bucket (no model here has one) leaves
+// every gradient its own memory, as data parallel does.
 void DataParallel::lay_out_ring() {
-  const auto& entries = grads_.entries();
-  for (std::size_t b = 0; b < buckets_.size(); ++b)
-    if (buckets_[b].ring >= 0) ring_.push_back(b);
-  std::vector<std::size_t> offsets(entries.size());
-  std::vector<bool> in_ring(entries.size(), false);
-  for (std::size_t b : ring_) {
-    std::size_t at = 0;
-    for (int i : buckets_[b].entries) in_ring[std::size_t(i)] = true, at += aligned(std::size_t(entries[std::size_t(i)].numel) * sizeof(float));
-    slot_bytes_ = std::max(slot_bytes_, at);
-  }
-  std::size_t at = 0;
-  for (std::size_t i = 0; i < entries.size(); ++i)
-    if (!in_ring[i]) offsets[i] = at, at += aligned(std::size_t(entries[i].numel) * sizeof(float));
-  ring_base_ = at;
-  for (std::size_t b : ring_) {
-    std::size_t in = ring_base_ + std::size_t(buckets_[b].ring % 2) * slot_bytes_;
-    for (int i : buckets_[b].entries) offsets[std::size_t(i)] = in, in += aligned(std::size_t(entries[std::size_t(i)].numel) * sizeof(float));
-  }
-  grads_.allocate_overlapping(offsets, std::max<std::size_t>(64, ring_base_ + std::min<std::size_t>(2, ring_.size()) * slot_bytes_),
-                              host_memory());
+  const RingLayout l = ring_layout(grads_, buckets_);
+  ring_ = l.ring, slot_bytes_ = l.slot_bytes, ring_base_ = l.base;
+  grads_.allocate_overlapping(l.offsets, l.bytes, host_memory());
 }
 
 DataParallel::~DataParallel() {
@@ -224,11 +227,14 @@ void DataParallel::wait_finished(std::size_t b) {
   if (!overlap_) return;
   std::unique_lock<std::mutex> lock(mutex_);
   idle_.wait(lock, [&] { return buckets_[b].finished || error_; });
-  if (error_) {
-    std::exception_ptr e = error_;
-    error_ = nullptr;
-    std::rethrow_exception(e);
-  }
+  rethrow_error();
+}
+
+void DataParallel::rethrow_error() {
+  if (!error_) return;
+  std::exception_ptr e = error_;
+  error_ = nullptr;
+  std::rethrow_exception(e);
 }
 
 void DataParallel::finish(AnyModel& model) {
@@ -245,11 +251,7 @@ void DataParallel::finish(AnyModel& model) {
   if (overlap_) {
     std::unique_lock<std::mutex> lock(mutex_);
     idle_.wait(lock, [this] { return queue_.empty() && !busy_; });
-    if (error_) {
-      std::exception_ptr e = error_;
-      error_ = nullptr;
-      std::rethrow_exception(e);
-    }
+    rethrow_error();
   }
   seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }

@@ -107,11 +107,18 @@ class DataParallel final : public GradientHook {
     int ring = -1;                     // its place among the buckets sharing the ring, or -1
   };
   static std::vector<Bucket> make_buckets(const Arena& grads, double bucket_mb, bool zero2);
+  struct RingLayout {                  // ZeRO-2's working gradient arena
+    std::vector<std::size_t> offsets;  // each entry's
+    std::vector<std::size_t> ring;     // the ring's buckets, in order
+    std::size_t base = 0, slot_bytes = 0, bytes = 0;
+  };
+  static RingLayout ring_layout(const Arena& grads, const std::vector<Bucket>& buckets);
   void launch(std::size_t b);          // hands bucket b to the communication thread (or sums it now)
   void sum_bucket(std::size_t b);      // pack, sum across ranks, unpack divided by the ranks
   void scatter_bucket(std::size_t b);  // ZeRO-2: pack by owner, reduce-scatter, add to the shard
   void serve();                        // the communication thread
   void wait_finished(std::size_t b);   // until bucket b is summed
+  void rethrow_error();                // the communication thread's error, if any (the mutex held)
   void lay_out_ring();                 // ZeRO-2: the working gradient arena's ring
 
   Communicator& comm_;

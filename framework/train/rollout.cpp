@@ -127,21 +127,22 @@ Batch RolloutBatches::next() {
 
   // Sample G replies per prompt with the policy's current weights.
   sampler_->params().copy_from(policy_.params());
-  const std::int64_t P = o_.prompts, G = o_.group, R = P * G, T = o_.seq;
+  // This rank's prompts of the batch (all of them in one process); i0 is the first one's place.
+  const std::int64_t P = o_.prompts / world_, i0 = rank_ * P, G = o_.group, R = P * G, T = o_.seq;
   ids_.assign(std::size_t(R * T), tok_.eot());
   targets_.assign(ids_.size(), kIgnoreIndex);
   std::vector<double> rewards(static_cast<std::size_t>(R));
   std::vector<std::string> replies(static_cast<std::size_t>(R));
   double length = 0;
   for (std::int64_t i = 0; i < P; ++i) {
-    const Prompt& p = prompts_[order_[first + std::size_t(i)]];
+    const Prompt& p = prompts_[order_[first + std::size_t(i0 + i)]];
     GenerateOptions go;
     go.max_tokens = o_.max_tokens, go.temperature = o_.temperature, go.top_k = 0, go.top_p = o_.top_p;
     go.stop_token = stop_, go.vocab_limit = tok_.vocab_size();  // never an id the tokenizer cannot decode
     // Every reply's randomness is a function of (seed, batch, row): a resumed run samples what it would have.
     std::vector<std::uint64_t> seeds;
     for (std::int64_t g = 0; g < G; ++g)
-      seeds.push_back(Rng(o_.seed ^ (batch_index * 0x100000001b3ull + std::uint64_t(i * G + g) * 0x9e3779b97f4a7c15ull)).next());
+      seeds.push_back(Rng(o_.seed ^ (batch_index * 0x100000001b3ull + std::uint64_t((i0 + i) * G + g) * 0x9e3779b97f4a7c15ull)).next());
     auto group = generate_group(*sampler_, p.ids, go, seeds);  // the prompt read once for all G
     for (std::int64_t g = 0; g < G; ++g) {
       const std::int64_t row = i * G + g;

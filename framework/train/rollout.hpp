@@ -71,6 +71,10 @@ class RolloutBatches final : public BatchSource {
   void load(const std::string& checkpoint_dir) override;
   data::LoaderPosition position() const override { return pos_; }
   void seek(data::LoaderPosition p) override { pos_ = p; }
+  // Data parallel: this rank answers prompts [rank·P/world, (rank+1)·P/world) of every batch of P
+  // (o.prompts stays the global count, which train() has checked the ranks divide). Each reply's
+  // randomness is its row's in the whole batch, so the ranks sample what one process samples.
+  void split(int rank, int world) { rank_ = rank, world_ = world; }
   std::uint64_t batches_per_epoch() const override { return prompts_.size() / std::uint64_t(o_.prompts); }
   std::uint64_t tokens() const override { return batches_per_epoch() * std::uint64_t(o_.prompts * o_.group * o_.seq); }
   // reward (mean), reward_std (within groups), response_length (tokens), solved (share of
@@ -93,6 +97,7 @@ class RolloutBatches final : public BatchSource {
   AnyModel* reference_;
   std::unique_ptr<AnyModel> sampler_;
   RolloutOptions o_;
+  int rank_ = 0, world_ = 1;
   std::int64_t too_long_ = 0;
   data::LoaderPosition pos_{};
   std::uint64_t ordered_epoch_ = ~std::uint64_t(0);

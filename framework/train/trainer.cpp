@@ -585,7 +585,7 @@ Setup set_up(const Recipe& r, const TrainOptions& opt, const std::string& resume
               s.tok->vocab_size());
   // Data parallel over pairs or labelled examples: this rank's rows of each global batch
   // (check_distributed has checked that the ranks divide it).
-  s.rows = r.rows() / (r.rl.enabled() ? 1 : world);
+  s.rows = r.rows() / world;
   if (!aligned && r.encoder) {
     // An encoder's rows: [CLS], train.seq − 2 tokens of text, [SEP]; masked as BERT masks (masked.hpp).
     LLMTK_CHECK(r.train.seq >= 3, r.file, "train.seq = ", r.train.seq, " leaves no room for text between [CLS] and [SEP]; "
@@ -696,10 +696,11 @@ Setup set_up(const Recipe& r, const TrainOptions& opt, const std::string& resume
   if (r.rl.enabled()) set_up_rl(r, from, s, log);
   if (r.reward.enabled()) set_up_reward(r, s, log);
   if (r.classify.enabled()) set_up_classify(r, s, log);
-  if (world > 1 && (r.preference.enabled() || r.reward.enabled() || r.classify.enabled()))
+  if (world > 1 && aligned)
     for (BatchSource* b : {s.batches.get(), s.val_batches.get()}) {
       if (auto* pairs = dynamic_cast<PreferenceBatches*>(b)) pairs->split(rank, world);
       if (auto* examples = dynamic_cast<ClassifyBatches*>(b)) examples->split(rank, world);
+      if (auto* rollouts = dynamic_cast<RolloutBatches*>(b)) rollouts->split(rank, world);
     }
   if (resume_from.empty()) return s;
   const std::string& ck = resume_from;
@@ -1167,9 +1168,9 @@ void check_distributed(const Recipe& r, const Communicator& comm) {
   LLMTK_CHECK(tensor || r.train.batch % n == 0, r.file, "train.batch = ", r.train.batch, " is the global batch and does not divide among the ",
               n, " processes of this run; set train.batch to a multiple of ", n, " (each process then reads train.batch / ", n,
               " rows of every batch), or launch another number of processes");
-  LLMTK_CHECK(!r.rl.enabled(), r.file, "this run trains [rl] and ", n, " processes share it, but data parallel covers ",
-              "token shards (pretraining, instruction data, masked and span-corruption objectives), preference pairs, reward ",
-              "models and classifiers so far, not rollouts; run it as one process");
+  LLMTK_CHECK(!r.rl.enabled() || r.rl.algorithm != "ppo", r.file, "this run trains [rl] with PPO and ", n, " processes share it, ",
+              "but PPO's critic trains inside the rollouts, where data parallel does not average it yet; run PPO as one process, ",
+              "or GRPO (rl.algorithm = \"grpo\") with data parallel");
   LLMTK_CHECK(!tensor || !(r.preference.enabled() || r.reward.enabled() || r.classify.enabled()), r.file,
               "distributed.strategy = \"tp\" trains language models on token shards so far; run [preference], [reward] ",
               "and [classify] with data parallel (\"ddp\", \"zero1\" or \"zero2\")");
@@ -1307,6 +1308,13 @@ TrainResult train(const Recipe& r, const TrainOptions& opt) {
     StepStats st = stepper.run([&] { return s.batches->next(); }, r.train.grad_accum, lr, s.step + 1);
     // What making the batches measured (RL: the rewards) goes first, the objective's after it.
     if (Metrics made = s.batches->take_metrics(); !made.empty()) {
+      // Data parallel: each rank measured its rows (its prompts' rewards); the means over the ranks.
+      if (run.data_ranks() > 1) {
+        std::vector<double> v;
+        for (const auto& kv : made) v.push_back(kv.second);
+        run.data->all_reduce_sum(v.data(), std::int64_t(v.size()), "the batches' measurements");
+        for (std::size_t i = 0; i < v.size(); ++i) made[i].second = v[i] / run.data_ranks();
+      }
       Metrics all = {made.front()};
       all.insert(all.end(), st.metrics.begin(), st.metrics.end());
       all.insert(all.end(), made.begin() + 1, made.end());

@@ -8,9 +8,9 @@
 #   ring of two buckets): the same bits as data parallel, their checkpoints resumed with data
 #   parallel's and in one process; ZeRO-2 with gradient accumulation and training internals;
 # - arch show --ranks: the memory per process of each strategy;
-# - preference pairs (DPO with a reference model), a reward model and a classifier: 2 ranks, each
-#   with its pairs or examples of every batch, against 1 process;
-# - refusals before any work: a batch the ranks cannot share, runs data parallel does not cover (RL);
+# - preference pairs (DPO with a reference model), a reward model, a classifier and GRPO: 2 ranks,
+#   each with its pairs, examples or prompts of every batch, against 1 process;
+# - refusals before any work: a batch the ranks cannot share, PPO (its critic is not averaged);
 # - faults: a rank killed mid-step, and a rank that hangs (the other times out, naming the call),
 #   each end the whole job within seconds; the writer killed while it checkpoints leaves no
 #   checkpoint half-written, and the run resumes to the same end.
@@ -119,6 +119,11 @@ def labelled(vs, path):
         for i, v in enumerate(vs):
             f.write(json.dumps({"text": " ".join(v[:8]), "label": "long" if len(v) > 20 else "short"}) + "\n")
 pairs(verses[:64], "pairs.jsonl"); pairs(verses[64:80], "pairs-val.jsonl")
+# RL tasks whose rewards vary from the start: does the reply contain a frequent letter pair?
+with open("tasks.jsonl", "w") as f:
+    for i, v in enumerate(verses[:32]):
+        f.write(json.dumps({"messages": [{"role": "user", "content": " ".join(v[:4])},
+                                         {"role": "assistant", "content": ["th", "an", "e", "o"][i % 4]}]}) + "\n")
 labelled(verses[:64], "labelled.jsonl"); labelled(verses[64:80], "labelled-val.jsonl")
 PY
 run base "$llmtk" train tiny.toml --set data.dir=chat --set model.vocab=302 --set model.max_seq=96 --set eval.every=0 --run-dir base
@@ -133,6 +138,9 @@ classify=(train "$root/recipes/finetune/bert-classify.toml" --set finetune.from=
           --set classify.test=labelled-val.jsonl --set 'classify.labels=["short", "long"]' --set train.batch=8 --set train.seq=16
           --set train.steps=10 --set schedule.warmup=2 --set eval.every=5 --set eval.batches=2 --set checkpoint.every=0 --set log.every=1
           --set train.threads=1 --set log.sample_prompt=)
+printf '[finetune]\nfrom = "base"\n[data]\ndir = "chat"\n[rl]\ntask = "tasks.jsonl"\nreward = "contains"\ngroup = 4\nmax_tokens = 4\nbeta = 0.04\n[train]\nbatch = 4\nseq = 64\nsteps = 6\nthreads = 1\n[optim]\nlr = 1e-3\n[schedule]\nwarmup = 2\n[checkpoint]\nevery = 6\n[log]\nevery = 1\nsample_prompt = ""\n' > grpo.toml
+run grpo-one "$llmtk" train grpo.toml --run-dir grpo-one
+run grpo-two "${mpi[@]}" "$llmtk" train grpo.toml --run-dir grpo-two
 run classify-one "$llmtk" "${classify[@]}" --run-dir classify-one
 run classify-two "${mpi[@]}" "$llmtk" "${classify[@]}" --run-dir classify-two
 # Resume: from step 10 of the 2-process run with 2 processes (exact), with 1; and 1 -> 2.
@@ -152,7 +160,10 @@ def losses(run):
     return out
 
 def weights(run):  # model.safetensors of the last checkpoint, read with the standard library
-    f = open(f"{run}/checkpoints/step_00000020/model.safetensors", "rb").read()
+    return weights_at(run, 20)
+
+def weights_at(run, step):
+    f = open(f"{run}/checkpoints/step_{step:08d}/model.safetensors", "rb").read()
     n = struct.unpack("<Q", f[:8])[0]
     header = json.loads(f[8:8 + n])
     out = {}
@@ -227,6 +238,19 @@ for a, b, what in (("dpo-one", "dpo-two", "DPO with a reference model"), ("rewar
     assert ma.keys() == mb.keys(), (what, sorted(map(str, ma.keys() ^ mb.keys())))
     print(f"{what}, 1 vs 2 processes: every metric within {worst:.2e} relative (tolerance 1e-4)")
     assert worst <= 1e-4, what
+# GRPO: each rank samples its prompts' replies with the randomness of their rows in the whole
+# batch, so the rewards are one process's exactly; the loss is a mean over rows. (Its kl and
+# entropy are token means, which 2 ranks average per rank: they are not compared.)
+ma, mb = metrics("grpo-one"), metrics("grpo-two")
+same = [k for k in ma if k[0] in ("reward", "reward_std", "solved", "response_length")]
+assert len(same) == 24 and all(ma[k] == mb[k] for k in same), [(k, ma[k], mb[k]) for k in same if ma[k] != mb[k]]
+assert any(ma[k] > 0 for k in same if k[0] == "reward_std"), "no reward varied within a group: GRPO learned nothing"
+worst = max(abs(ma[k] - mb[k]) for k in ma if k[0] == "loss")
+print(f"GRPO, 1 vs 2 processes: rewards identical, losses within {worst:.1e} (tolerance 1e-8)")
+assert worst <= 1e-8
+d = max_weight_diff(weights_at("grpo-one", 6), weights_at("grpo-two", 6))
+print(f"GRPO, 1 vs 2 processes: weights after 6 steps within {d:.1e} (tolerance 1e-6)")
+assert d <= 1e-6
 for a, b in (("bert-one", "bert-two"), ("t5-one", "t5-two")):
     la, lb = losses(a), losses(b)
     assert len([k for k in la if isinstance(k, int)]) == 10 and any(isinstance(k, tuple) for k in la), sorted(map(str, la))
@@ -249,9 +273,8 @@ expect_refusal() {  # expect_refusal NAME TEXT COMMAND...
 expect_refusal odd-batch "train.batch = 8 is the global batch and does not divide among the 3 processes" \
   mpirun -np 3 --oversubscribe "$llmtk" train tiny.toml --run-dir odd-batch-run
 echo '{"messages": [{"role": "user", "content": "In the beginning"}, {"role": "assistant", "content": "God"}]}' > tasks.jsonl
-sed -e 's/^\[preference\]/[rl]/' -e 's/^train = "pairs.jsonl"/task = "tasks.jsonl"/' -e '/^test = /d' dpo.toml > rl.toml
-expect_refusal rl "this run trains [rl] and 2 processes share it, but data parallel covers token shards" \
-  "${mpi[@]}" "$llmtk" train rl.toml --run-dir rl-run
+expect_refusal ppo "this run trains [rl] with PPO and 2 processes share it, but PPO's critic trains inside the rollouts" \
+  "${mpi[@]}" "$llmtk" train grpo.toml --set rl.algorithm=ppo --run-dir ppo-run
 
 # The memory of one process of 2 (and of 8): ZeRO-1 halves the optimizer state, ZeRO-2 shards the
 # gradients too, and each process plans activations for its rows.
