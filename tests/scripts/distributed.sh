@@ -273,6 +273,9 @@ expect_refusal() {  # expect_refusal NAME TEXT COMMAND...
 expect_refusal odd-batch "train.batch = 8 is the global batch and does not divide among the 3 processes" \
   mpirun -np 3 --oversubscribe "$llmtk" train tiny.toml --run-dir odd-batch-run
 echo '{"messages": [{"role": "user", "content": "In the beginning"}, {"role": "assistant", "content": "God"}]}' > tasks.jsonl
+# A recipe's error, found before MPI opens: each rank's copy names the rank.
+expect_refusal warmup "schedule.warmup (50) must be shorter than the run" "${mpi[@]}" "$llmtk" train tiny.toml --set schedule.warmup=50 --run-dir warmup-run
+grep -Eq "^llmtk \(rank [01] of 2\): error: \[tiny.toml\] schedule.warmup" warmup.txt || { echo "== warmup: no rank named"; cat warmup.txt; exit 1; }
 expect_refusal ppo "this run trains [rl] with PPO and 2 processes share it, but PPO's critic trains inside the rollouts" \
   "${mpi[@]}" "$llmtk" train grpo.toml --set rl.algorithm=ppo --run-dir ppo-run
 

@@ -4,7 +4,10 @@
 #include <fmt/core.h>
 
 #include <csignal>
+#include <cstdlib>
 #include <filesystem>
+#include <string>
+#include <utility>
 
 #include "commands.hpp"
 #include "core/communicator.hpp"
@@ -17,7 +20,17 @@ namespace {
 // next collective until the timeout.
 int failed(int code, const char* kind, const char* what) {
   if (!llmtk::distributed()) {
-    fmt::print(stderr, "llmtk: {}{}\n", kind, what);
+    // Started by an MPI launcher but failing before MPI opened (a recipe's error): the launcher's
+    // environment names the rank, so that each rank's copy of the message says which it is.
+    std::string rank;
+    if (llmtk::launched_by_mpi()) {
+      auto env = [](const char* name) { const char* v = std::getenv(name); return v ? std::string(v) : std::string(); };
+      const std::pair<const char*, const char*> vars[] = {
+          {"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"}, {"PMI_RANK", "PMI_SIZE"}, {"SLURM_PROCID", "SLURM_NTASKS"}};
+      for (const auto& [r, n] : vars)
+        if (rank.empty() && !env(r).empty() && !env(n).empty()) rank = " (rank " + env(r) + " of " + env(n) + ")";
+    }
+    fmt::print(stderr, "llmtk{}: {}{}\n", rank, kind, what);
     return code;
   }
   auto& w = llmtk::world();
