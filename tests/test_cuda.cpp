@@ -10,6 +10,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 
+#include "core/communicator.hpp"
 #include "dsl/block.hpp"
 #include "dsl/decoder_lm.hpp"
 #include "dsl/repeat.hpp"
@@ -74,6 +75,42 @@ std::vector<float> read_all(const Arena& a, int id) {
 }  // namespace
 
 // ---- ops -------------------------------------------------------------------------------------
+
+// The communicator of the backend's memory on one rank (NCCL on cuda; the harness runs the same
+// calls on the cpu backend's host communicator): every collective's data path, on buffers in the
+// backend's memory, including the grouped path for shards of unequal sizes. Two ranks train
+// through NCCL in tests/scripts/nccl_emulated.sh.
+TEST_CASE("the communicator for the backend's memory carries each collective on one rank", "[ops][nccl]") {
+  ops::ScopedBackend scope(kBackend);
+  std::unique_ptr<Communicator> nccl;
+  if (std::string(kBackend) == "cuda") nccl = open_nccl(world());
+  Communicator& c = nccl ? *nccl : world();
+  INFO("communicator: " << c.name());
+  CHECK(c.name() == (nccl ? "nccl" : "single"));
+  Arena a;
+  a.add("x", {7});
+  a.add("y", {7});
+  a.allocate();
+  const std::vector<float> x = {1, -2, 3.5f, 4, 1e-3f, 6, -7};
+  a.write(0, x.data());
+  c.all_reduce_sum(a[0], "a test tensor");
+  CHECK(read_all(a, 0) == x);
+  c.reduce_scatter_sum(a[0], a[1], "a test tensor");  // one rank's shard is the whole
+  CHECK(read_all(a, 1) == x);
+  c.reduce_scatter_sum(a[0], a[1], std::vector<std::int64_t>{7}, "a test tensor");
+  CHECK(read_all(a, 1) == x);
+  const std::vector<float> zero(7, 0.0f);
+  a.write(1, zero.data());
+  c.all_gather(a[0], a[1], "a test tensor");
+  CHECK(read_all(a, 1) == x);
+  c.broadcast(a[0], 0, "a test tensor");
+  CHECK(read_all(a, 0) == x);
+  double h[2] = {1.5, -2};
+  c.all_reduce_sum(h, 2, "host values");
+  CHECK((h[0] == 1.5 && h[1] == -2));
+  c.barrier("the end of the test");
+}
+
 
 TEST_CASE("cuda backend matches the reference backend op by op (fp32)", "[ops]") {
   static const bool said = std::printf("%s backend: %s\n", kBackend, ops::find_backend(kBackend)->info().c_str()) > 0;

@@ -1,5 +1,6 @@
 // world(): the communicator of this process (core/communicator.hpp). A single process unless a
-// launcher started several; then MPI (backends/comm/mpi.cpp), when this build has it.
+// launcher started several; then MPI (backends/comm/mpi.cpp), when this build has it. NCCL
+// (comm/nccl.cpp, in builds with the CUDA backend) runs over it.
 #include "core/communicator.hpp"
 
 #include <cstdlib>
@@ -83,6 +84,14 @@ Communicator& world(const CommOptions& options) {
   w->set_timeout(options.timeout_s);
   return *w;
 }
+
+#ifndef LLMTK_HAVE_NCCL
+// With the CUDA backend this is comm/nccl.cpp's.
+std::unique_ptr<Communicator> open_nccl(Communicator&) {
+  fail("distributed", "NCCL carries GPU memory between ranks, and this build of llmtk has no CUDA backend (it was configured "
+       "without the CUDA toolkit, or with -DLLMTK_CUDA=OFF); build it with the toolkit, or train on the CPU");
+}
+#endif
 
 bool distributed() { return the_world() && the_world()->size() > 1; }
 

@@ -51,26 +51,12 @@ class Mpi final : public Communicator {
     MPI_Query_thread(&level);
     any_thread_ = level >= MPI_THREAD_SERIALIZED;
     check(MPI_Comm_dup(MPI_COMM_WORLD, &comm_), "MPI_Comm_dup", "start-up");
-    MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);  // errors come back as codes, checked below
-    MPI_Comm_rank(comm_, &rank_);
-    MPI_Comm_size(comm_, &size_);
-    MPI_Comm local;
-    check(MPI_Comm_split_type(comm_, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &local), "MPI_Comm_split_type", "start-up");
-    MPI_Comm_rank(local, &local_rank_);
-    MPI_Comm_size(local, &local_size_);
-    MPI_Comm_free(&local);
+    find_ranks();
     timeout_s_ = options.timeout_s;
   }
   // A sub-communicator (split): MPI is running already and `comm` is this object's to free.
   Mpi(MPI_Comm comm, double timeout_s, bool any_thread, std::string group) : comm_(comm), any_thread_(any_thread), group_(std::move(group)) {
-    MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);
-    MPI_Comm_rank(comm_, &rank_);
-    MPI_Comm_size(comm_, &size_);
-    MPI_Comm local;
-    check(MPI_Comm_split_type(comm_, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &local), "MPI_Comm_split_type", "start-up");
-    MPI_Comm_rank(local, &local_rank_);
-    MPI_Comm_size(local, &local_size_);
-    MPI_Comm_free(&local);
+    find_ranks();
     timeout_s_ = timeout_s;
   }
   ~Mpi() override {
@@ -157,12 +143,23 @@ class Mpi final : public Communicator {
   }
 
  private:
+  // comm_'s errors as codes (checked by check()), this rank and size, and those on this machine.
+  void find_ranks() {
+    MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);
+    MPI_Comm_rank(comm_, &rank_);
+    MPI_Comm_size(comm_, &size_);
+    MPI_Comm local;
+    check(MPI_Comm_split_type(comm_, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &local), "MPI_Comm_split_type", "start-up");
+    MPI_Comm_rank(local, &local_rank_);
+    MPI_Comm_size(local, &local_size_);
+    MPI_Comm_free(&local);
+  }
   void check(int code, const char* call, const std::string& what) const {
     LLMTK_CHECK(code == MPI_SUCCESS, "mpi", "rank ", rank_, group_, ": ", call, " (", what, ") failed: ", mpi_error(code));
   }
   void host(Device d, const std::string& what) const {
     LLMTK_CHECK(d == Device::host, "mpi", what, ": the MPI communicator carries host memory; distributed training on "
-                "device = \"cuda\" needs the NCCL communicator, which is not built yet (docs/distributed.md)");
+                "device = \"cuda\" sums GPU memory over the NCCL communicator (open_nccl), not this one");
   }
   static void f32(const TensorRef& t, const std::string& what) {
     LLMTK_CHECK(t.dtype == DType::f32, "mpi", what, ": sums are over f32 tensors, not ", name_of(t.dtype));

@@ -1,4 +1,4 @@
-// The CUDA backend's context (device 0, one stream, cuBLASLt handle and workspace), its scratch
+// The CUDA backend's context (one device, one stream, cuBLASLt handle and workspace), its scratch
 // buffers, its DeviceMemory (one cudaMalloc per arena; copies on the stream) and the start-up
 // check that names a missing GPU.
 #include <array>
@@ -52,10 +52,23 @@ void finish_op(const char* op) {
   if (sync_after_ops()) LLMTK_CUDA_CHECK(op, cudaStreamSynchronize(stream()));
 }
 
+namespace {
+int chosen_device = 0;
+bool context_created = false;
+}  // namespace
+
+void use_device(int device) {
+  LLMTK_CHECK(!context_created || context().device == device, "cuda", "this process runs on GPU ", context().device,
+              " already and cannot move to GPU ", device, "; choose the device before the first op runs");
+  chosen_device = device;
+}
+
 Context& context() {
   static Context* ctx = [] {
     const char* op = "cuda";
     auto* c = new Context;
+    c->device = chosen_device;
+    context_created = true;
     LLMTK_CUDA_CHECK(op, cudaSetDevice(c->device));
     LLMTK_CUDA_CHECK(op, cudaGetDeviceProperties(&c->prop, c->device));
     LLMTK_CUDA_CHECK(op, cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));

@@ -24,8 +24,12 @@ struct Context {
   void* workspace = nullptr;  // cuBLASLt's
   std::size_t workspace_bytes = 0;
 };
-// The context, created on first use on device 0. Never destroyed: the driver releases it at exit.
+// The context, created on first use on device 0, or the device use_device() chose. Never
+// destroyed: the driver releases it at exit.
 Context& context();
+// The GPU this process runs on (a distributed run's rank uses its local rank's: comm/nccl.cpp),
+// chosen before the context is created; choosing another after that fails naming both.
+void use_device(int device);
 inline cudaStream_t stream() { return context().stream; }
 
 // Backend-owned device buffers that grow to the largest size asked for (during the first step)

@@ -95,6 +95,11 @@ struct CommOptions {
 // else a single process. Later calls return the same object; `options` applies from the call
 // that passes it on.
 Communicator& world(const CommOptions& options = {});
+// The communicator for tensors in GPU memory (the CUDA backend): NCCL over `host` (world(), or a
+// split of it), which finds the ranks, hands NCCL's unique id around and still carries whatever
+// lies in host memory. Each rank runs on GPU local_rank(). A collective: every rank of `host`
+// calls it. Fails naming the fix in a build without the CUDA backend.
+std::unique_ptr<Communicator> open_nccl(Communicator& host);
 // Whether world() has been opened with more than one rank (errors then end the whole job).
 bool distributed();
 // Whether this process was started by a launcher for several processes (before world() opens).

@@ -235,6 +235,12 @@ SplitShape split_shape(const std::vector<std::int64_t>& shape) {
   for (std::size_t i = 1; i < shape.size(); ++i) s.cols *= shape[i];
   return s;
 }
+// Rank `rank`'s share (of local `shape`, split along `dim` among P) out of the whole tensor.
+void copy_share(const float* whole, float* share, const std::vector<std::int64_t>& shape, int dim, int P, int rank) {
+  const SplitShape s = split_shape(shape);
+  if (dim == 0) return void(std::copy_n(whole + rank * s.rows * s.cols, s.rows * s.cols, share));
+  for (std::int64_t row = 0; row < s.rows; ++row) std::copy_n(whole + row * s.cols * P + rank * s.cols, s.cols, share + row * s.cols);
+}
 }  // namespace
 
 Arena AnyModel::whole_like(const Arena& local, std::string name) const {
@@ -291,11 +297,7 @@ void AnyModel::take_share(const Arena& whole, Arena& local) const {
       continue;
     }
     part.resize(std::size_t(e.numel));
-    const SplitShape s = split_shape(e.shape);
-    if (d == 0) std::copy_n(in + tp_rank_ * e.numel, e.numel, part.data());
-    else
-      for (std::int64_t row = 0; row < s.rows; ++row)
-        std::copy_n(in + row * s.cols * P + tp_rank_ * s.cols, s.cols, part.data() + row * s.cols);
+    copy_share(in, part.data(), e.shape, d, P, tp_rank_);
     local.write(int(i), part.data());
   }
 }
@@ -409,11 +411,7 @@ void AnyModel::init(std::uint64_t seed) {
     }
     if (d >= 0) {
       share.resize(std::size_t(e.numel));
-      const SplitShape sh = split_shape(e.shape);
-      if (d == 0) std::copy_n(host.data() + tp_rank_ * e.numel, e.numel, share.data());
-      else
-        for (std::int64_t row = 0; row < sh.rows; ++row)
-          std::copy_n(host.data() + row * sh.cols * P + tp_rank_ * sh.cols, sh.cols, share.data() + row * sh.cols);
+      copy_share(host.data(), share.data(), e.shape, d, P, tp_rank_);
       params_.write(static_cast<int>(i), share.data());
     } else if (!direct) {
       params_.write(static_cast<int>(i), host.data());

@@ -6,9 +6,13 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <climits>
+#include <cstdint>
 #include <cstring>
 
 #include "../core/error.hpp"
+#include "../core/memory.hpp"
+#include "../ops/ops.hpp"
 #include "internals.hpp"  // layer_of
 
 namespace llmtk::train {
@@ -100,8 +104,9 @@ DataParallel::DataParallel(Communicator& comm, Arena& grads, double bucket_mb, b
   // without overlap on the main thread, before the backward goes on.
   overlap_ = overlap && comm.size() > 1 && comm.calls_from_any_thread();
   LLMTK_CHECK(grads.allocated(), "data parallel", "the gradients are not allocated yet");
-  LLMTK_CHECK(grads.device() == Device::host, "data parallel", "the gradients are in GPU memory; summing them across ranks "
-              "needs the NCCL communicator, which is not built yet (docs/distributed.md)");
+  device_ = grads.device() != Device::host;
+  LLMTK_CHECK(!device_ || !zero2_, "ZeRO-2", "the gradients are in GPU memory, and ZeRO-2's shards and ring are built in host "
+              "memory so far; train on the GPU with distributed.strategy = \"ddp\"");
   const auto& entries = grads.entries();
   for (const auto& e : entries)
     LLMTK_CHECK(e.dtype == DType::f32, "data parallel", "gradient ", e.name, " is ", name_of(e.dtype), "; gradients are summed in f32");
@@ -113,7 +118,7 @@ DataParallel::DataParallel(Communicator& comm, Arena& grads, double bucket_mb, b
   buckets_ = make_buckets(grads, bucket_mb, zero2_);
   std::int64_t largest = 0;
   for (const auto& b : buckets_) largest = std::max(largest, b.floats);
-  pack_.resize(std::size_t(largest));
+  if (!device_) pack_.resize(std::size_t(largest));
   // The optimizer's layout: the trainable prefix of floats (the gradient arena mirrors it until
   // ZeRO-2's lay_out_ring() moves the entries), split into shards as the optimizer splits it.
   // Every strategy measures the gradient's norm over these shards (gradient_norm()).
@@ -254,18 +259,43 @@ void DataParallel::finish(AnyModel& model) {
     rethrow_error();
   }
   seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (device_) {
+    // The sums into means, on the backend's stream (the host path scales each bucket as it
+    // unpacks it; the same product, s · x in f32).
+    const float inv = 1.0f / float(comm_.size());
+    for (int i = 0; i < int(grads_.entries().size()); ++i) ops::scale_forward(grads_[i], grads_[i], inv);
+  }
 }
 
 void DataParallel::sum_bucket(std::size_t b) {
   const Bucket& k = buckets_[b];
+  const std::string what = "gradient bucket " + std::to_string(b + 1) + " of " + std::to_string(buckets_.size());
+  if (device_) {
+    // In GPU memory the bucket is summed where it lies: its entries follow one another in the
+    // arena (the planner lays them out in order; the alignment padding between them is zero), so
+    // one call carries them, else one call each.
+    const auto& entries = grads_.entries();
+    std::size_t lo = SIZE_MAX, hi = 0, packed = 0;
+    for (int i : k.entries) {
+      const auto& e = entries[std::size_t(i)];
+      lo = std::min(lo, e.offset), hi = std::max(hi, e.offset + bytes_of(e.numel)), packed += bytes_of(e.numel);
+    }
+    if (hi - lo == packed) {
+      comm_.all_reduce_sum(TensorRef(static_cast<std::byte*>(grads_.data()) + lo, DType::f32, {std::int64_t((hi - lo) / sizeof(float))},
+                                     Device::cuda),
+                           what);
+    } else {
+      for (int i : k.entries) comm_.all_reduce_sum(grads_[i], what);
+    }
+    return;
+  }
   float* p = pack_.data();
   for (int i : k.entries) {
     const TensorRef g = grads_[i];
     std::memcpy(p, g.data, g.bytes());
     p += g.numel();
   }
-  comm_.all_reduce_sum(TensorRef(pack_.data(), DType::f32, {k.floats}),
-                       "gradient bucket " + std::to_string(b + 1) + " of " + std::to_string(buckets_.size()));
+  comm_.all_reduce_sum(TensorRef(pack_.data(), DType::f32, {k.floats}), what);
   const float inv = 1.0f / float(comm_.size());
   p = pack_.data();
   for (int i : k.entries) {
@@ -334,6 +364,14 @@ void DataParallel::serve() {
 // scales by the same factor under every strategy and they train identically.
 double DataParallel::gradient_norm() {
   const float* g = zero2_ ? static_cast<const float*>(shard_grads_.data()) : static_cast<const float*>(grads_.data()) + shard_.begin;
+  std::vector<float> staged;
+  if (device_) {
+    // The shard comes to the host to be summed in double, in order, as on the CPU: one copy of
+    // 1/ranks of the gradients per step.
+    staged.resize(std::size_t(shard_.size()));
+    copy_bytes(staged.data(), Device::host, g, Device::cuda, staged.size() * sizeof(float));
+    g = staged.data();
+  }
   double sum = 0;
   for (std::int64_t i = 0; i < shard_.size(); ++i) sum += double(g[i]) * double(g[i]);
   comm_.all_reduce_sum(&sum, 1, "the gradient's norm (ZeRO-2)");

@@ -35,8 +35,9 @@ int threads_per_rank(const Communicator& comm);
 
 class DataParallel final : public GradientHook {
  public:
-  // `grads`: the model's gradient arena (allocated, f32, host memory); buckets of about bucket_mb
-  // megabytes. `overlap`: sum buckets during the backward on a communication thread.
+  // `grads`: the model's gradient arena (allocated, f32; in host memory, or in GPU memory with a
+  // communicator that carries it, NCCL); buckets of about bucket_mb megabytes. `overlap`: sum
+  // buckets during the backward on a communication thread.
   // `gradient_shard` (ZeRO-2): this rank's floats of the trainable prefix (the optimizer's
   // shard); each bucket is then reduce-scattered, this rank keeping the summed gradient of its
   // shard only (gradient_shard()), and `grads` is laid out anew so that the layers' gradients
@@ -124,7 +125,8 @@ class DataParallel final : public GradientHook {
   Communicator& comm_;
   Arena& grads_;
   std::vector<Bucket> buckets_;
-  std::vector<float> pack_;            // one bucket at a time
+  std::vector<float> pack_;            // one bucket at a time (host memory)
+  bool device_ = false;                // the gradients are in GPU memory: summed in place, scaled in finish()
   bool overlap_ = false;
   bool armed_ = false;
   std::set<std::string> done_;         // layers whose backward is done in this step

@@ -138,15 +138,14 @@ double TrainStep::grad_norm() {
     // whole ones (the same on every rank) from rank 0 alone, summed once over the ranks in double,
     // so that every rank clips by the same norm. (In the 2-D layout the groups' data parallel has
     // averaged the gradients already: every group measures the same.)
+    // (In host memory, where tensor parallel runs: read in place.)
     const Arena& g = model_.grads();
     double sum = 0;
-    std::vector<float> host;
     for (int i = 0; i < int(g.entries().size()); ++i) {
       const auto& e = g.entries()[std::size_t(i)];
       if (model_.split_dim(std::as_const(model_).params().find(e.name)) < 0 && tp->rank() != 0) continue;
-      host.resize(std::size_t(e.numel));
-      g.read(i, host.data());
-      for (const float v : host) sum += double(v) * double(v);
+      const float* v = g[i].f32();
+      for (std::int64_t k = 0; k < e.numel; ++k) sum += double(v[k]) * double(v[k]);
     }
     return std::sqrt(all_reduce_sum(*tp, sum, "the gradient norm (tensor parallel)"));
   }

@@ -749,6 +749,14 @@ struct Run {
   Communicator* data = nullptr;
   bool tensor = false;  // this rank holds a share of the model (AnyModel::tensor_parallel)
   int data_ranks() const { return data ? data->size() : 1; }
+  // Data parallel: each rank measured its rows; `m` becomes the means over the ranks (a collective).
+  void mean_over_data_ranks(Metrics& m, const std::string& what) const {
+    if (data_ranks() < 2 || m.empty()) return;
+    std::vector<double> v;
+    for (const auto& kv : m) v.push_back(kv.second);
+    data->all_reduce_sum(v.data(), std::int64_t(v.size()), what);
+    for (std::size_t i = 0; i < v.size(); ++i) m[i].second = v[i] / data_ranks();
+  }
   // Tensor parallel: the whole model's weights gathered from the ranks' shares (a collective),
   // for what runs a whole copy of the model on rank 0 (samples, tasks); weights() is what to copy.
   Arena whole{"whole parameters"};
@@ -1011,10 +1019,7 @@ class Evaluator final : public Hook {
                                       : EvalStats{};
     if (run.data_ranks() > 1) {
       if (!run.s.val_batches || run.s.validate) e.loss = all_reduce_sum(*run.data, e.loss, "the validation loss") / run.data_ranks();
-      std::vector<double> v;
-      for (const auto& kv : e.metrics) v.push_back(kv.second);
-      if (!v.empty()) run.data->all_reduce_sum(v.data(), std::int64_t(v.size()), "the validation metrics");
-      for (std::size_t i = 0; i < v.size(); ++i) e.metrics[i].second = v[i] / run.data_ranks();
+      run.mean_over_data_ranks(e.metrics, "the validation metrics");
     }
     run.val_loss = e.loss;
     // Tensor parallel: samples and tasks run a whole copy of the model on rank 0.
@@ -1174,8 +1179,9 @@ void check_distributed(const Recipe& r, const Communicator& comm) {
   LLMTK_CHECK(!tensor || !(r.preference.enabled() || r.reward.enabled() || r.classify.enabled()), r.file,
               "distributed.strategy = \"tp\" trains language models on token shards so far; run [preference], [reward] ",
               "and [classify] with data parallel (\"ddp\", \"zero1\" or \"zero2\")");
-  LLMTK_CHECK(r.train.device != "cuda", r.file, "train.device = \"cuda\" with ", n, " processes needs the NCCL communicator, ",
-              "which is not built yet; run one process per machine, or train on the CPU");
+  LLMTK_CHECK(r.train.device != "cuda" || r.distributed.strategy == "ddp", r.file, "distributed.strategy = \"",
+              r.distributed.strategy, "\" runs on the CPU so far (its shards and split layers are built in host memory); on ",
+              "train.device = \"cuda\" use distributed.strategy = \"ddp\", or train on the CPU");
 }
 
 void log_plan(const Run& run, double fwd_flops, double peak) {
@@ -1208,6 +1214,11 @@ TrainResult train(const Recipe& r, const TrainOptions& opt) {
   const int ranks = comm.size();
   const bool writer = comm.rank() == 0;
   if (ranks > 1) check_distributed(r, comm);
+  // On GPUs the gradients travel over NCCL, which runs over the launcher's communicator (each
+  // rank on the GPU of its local rank, chosen before anything is allocated on one).
+  std::unique_ptr<Communicator> nccl;
+  if (ranks > 1 && r.train.device == "cuda") nccl = open_nccl(comm);
+  Communicator& link = nccl ? *nccl : comm;
   auto log = opt.log ? opt.log : [](const std::string& s) { std::printf("%s\n", s.c_str()); std::fflush(stdout); };
   if (!writer) log = [](const std::string&) {};  // rank 0 speaks for the run
   StopOnSignals signals;  // from here on, even during set-up
@@ -1224,9 +1235,9 @@ TrainResult train(const Recipe& r, const TrainOptions& opt) {
     tp_group = comm.split(comm.rank() / tp_size, comm.rank(), cat("tensor-parallel group ", comm.rank() / tp_size));
     if (ranks > tp_size) data_group = comm.split(comm.rank() % tp_size, comm.rank(), cat("data-parallel group ", comm.rank() % tp_size));
   }
-  Communicator* data = tensor ? data_group.get() : ranks > 1 ? &comm : nullptr;
+  Communicator* data = tensor ? data_group.get() : ranks > 1 ? &link : nullptr;
   Setup s = set_up(r, opt, where.checkpoint, log, data ? data->rank() : 0, data ? data->size() : 1,
-                   ranks > 1 && !tensor && r.distributed.strategy != "ddp" ? &comm : nullptr, tp_group.get());
+                   ranks > 1 && !tensor && r.distributed.strategy != "ddp" ? &link : nullptr, tp_group.get());
   if (ranks > 1 && r.train.threads == 0) ops::set_threads(threads_per_rank(comm));
   Run run{r, opt, s, where.dir, log};
   run.history = where.history;
@@ -1273,8 +1284,8 @@ TrainResult train(const Recipe& r, const TrainOptions& opt) {
             s.model->whole_like(s.model->params(), "whole").numel(), " parameters), reads ",
             data ? cat(s.rows, " rows of each batch of ", r.train.batch, " (its group's)") : std::string("the whole batch"),
             ", and sums each sublayer's output and input gradient with ", tp_size > 2 ? cat("the ", tp_size - 1, " others") : "the other",
-            "; the loss is a parallel cross-entropy over the vocabulary's shares",
-            data ? " of its group; the groups average their gradients (data parallel)" : "", "; ",
+            data ? " of its group; the groups average their gradients (data parallel)" : "",
+            "; the loss is a parallel cross-entropy over the vocabulary's shares; ",
             threads_each));
     if (r.log.internals)
       log("log.internals: not recorded under tensor parallel (each rank sees a share of every layer's units, heads and "
@@ -1282,10 +1293,10 @@ TrainResult train(const Recipe& r, const TrainOptions& opt) {
   } else if (ranks > 1) {
     const std::size_t whole_grads = s.model->grads().bytes();
     const ShardRange shard = s.optimizer->shard();
-    dp.emplace(comm, s.model->grads(), r.distributed.bucket_mb, r.distributed.overlap,
+    dp.emplace(link, s.model->grads(), r.distributed.bucket_mb, r.distributed.overlap,
                r.distributed.strategy == "zero2" ? &shard : nullptr);
     stepper.set_data_parallel(&*dp);
-    log(cat("distributed: ", ranks, " processes (", comm.name(), "), data parallel",
+    log(cat("distributed: ", ranks, " processes (", link.name(), "), data parallel",
             dp->shards_gradients()
                 ? cat(" with the optimizer state and the gradients sharded (ZeRO-2: ", s.optimizer->state_bytes() >> 20,
                       " MiB of optimizer state and ", dp->gradient_bytes() >> 20, " MiB of gradients per process, against ",
@@ -1308,13 +1319,7 @@ TrainResult train(const Recipe& r, const TrainOptions& opt) {
     StepStats st = stepper.run([&] { return s.batches->next(); }, r.train.grad_accum, lr, s.step + 1);
     // What making the batches measured (RL: the rewards) goes first, the objective's after it.
     if (Metrics made = s.batches->take_metrics(); !made.empty()) {
-      // Data parallel: each rank measured its rows (its prompts' rewards); the means over the ranks.
-      if (run.data_ranks() > 1) {
-        std::vector<double> v;
-        for (const auto& kv : made) v.push_back(kv.second);
-        run.data->all_reduce_sum(v.data(), std::int64_t(v.size()), "the batches' measurements");
-        for (std::size_t i = 0; i < v.size(); ++i) made[i].second = v[i] / run.data_ranks();
-      }
+      run.mean_over_data_ranks(made, "the batches' measurements");  // its prompts' rewards, per rank
       Metrics all = {made.front()};
       all.insert(all.end(), st.metrics.begin(), st.metrics.end());
       all.insert(all.end(), made.begin() + 1, made.end());

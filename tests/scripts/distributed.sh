@@ -17,25 +17,7 @@
 set -euo pipefail
 llmtk=$1
 root=$(cd "$(dirname "$0")/../.." && pwd)
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-cd "$work"
-command -v mpirun > /dev/null || { echo "mpirun is not installed (tools/install-deps.sh installs openmpi-bin)"; exit 1; }
-command -v bible > /dev/null || { echo "bible-kjv is not installed (tools/install-deps.sh installs it)"; exit 1; }
-export LLMTK_MATMUL_PEAK_GFLOPS=100
-# Open MPI refuses to start as root unless told; CI runs as root. --oversubscribe: 2 ranks even
-# where Open MPI counts fewer slots (one core); each rank computes with one thread.
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-mpi=(mpirun -np 2 --oversubscribe)
-bible -l 1000 Genesis1:1-Genesis20:18 > kjv.txt
-"$llmtk" data prepare "$root/recipes/data/kjv.toml" --input kjv.txt --out data --vocab-size 300 > /dev/null
-printf '[model]\narch = "llama-tiny"\nd_model = 32\nn_layers = 2\nn_heads = 2\nn_kv_heads = 1\nd_ff = 64\nvocab = 300\nmax_seq = 32\n[data]\ndir = "data"\n[train]\nbatch = 8\nseq = 32\nsteps = 20\nthreads = 1\n[optim]\nlr = 1e-3\n[schedule]\nwarmup = 2\n[eval]\nevery = 10\nbatches = 2\n[checkpoint]\nevery = 10\nkeep = 5\n[log]\nevery = 1\nsample_prompt = ""\n' > tiny.toml
-
-run() {  # run NAME LOG-ONLY-ON-FAILURE COMMAND...
-  local name=$1
-  shift
-  "$@" > "$name.txt" 2>&1 || { echo "== $name failed:"; cat "$name.txt"; exit 1; }
-}
+source "$root/tests/scripts/mpi_setup.sh" 1
 run one "$llmtk" train tiny.toml --run-dir one
 run two "${mpi[@]}" "$llmtk" train tiny.toml --run-dir two
 grep -q "distributed: 2 processes (mpi), data parallel: 4 rows of each batch of 8 per process" two.txt || { cat two.txt; exit 1; }
@@ -263,13 +245,6 @@ for f in model optimizer.m optimizer.v; do
 done
 
 # Refused before any work, by every rank, with the numbers to change.
-expect_refusal() {  # expect_refusal NAME TEXT COMMAND...
-  local name=$1 text=$2
-  shift 2
-  if "$@" > "$name.txt" 2>&1; then echo "== $name: expected a refusal"; cat "$name.txt"; exit 1; fi
-  grep -qF -- "$text" "$name.txt" || { echo "== $name: expected '$text' in:"; cat "$name.txt"; exit 1; }
-  [[ ! -e $name-run ]] || { echo "== $name: a refused run created its directory"; exit 1; }
-}
 expect_refusal odd-batch "train.batch = 8 is the global batch and does not divide among the 3 processes" \
   mpirun -np 3 --oversubscribe "$llmtk" train tiny.toml --run-dir odd-batch-run
 echo '{"messages": [{"role": "user", "content": "In the beginning"}, {"role": "assistant", "content": "God"}]}' > tasks.jsonl

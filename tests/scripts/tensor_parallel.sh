@@ -14,23 +14,7 @@
 set -euo pipefail
 llmtk=$1
 root=$(cd "$(dirname "$0")/../.." && pwd)
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-cd "$work"
-command -v mpirun > /dev/null || { echo "mpirun is not installed (tools/install-deps.sh installs openmpi-bin)"; exit 1; }
-command -v bible > /dev/null || { echo "bible-kjv is not installed (tools/install-deps.sh installs it)"; exit 1; }
-export LLMTK_MATMUL_PEAK_GFLOPS=100
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-mpi=(mpirun -np 2 --oversubscribe)
-bible -l 1000 Genesis1:1-Genesis20:18 > kjv.txt
-"$llmtk" data prepare "$root/recipes/data/kjv.toml" --input kjv.txt --out data --vocab-size 300 > /dev/null
-printf '[model]\narch = "llama-tiny"\nd_model = 32\nn_layers = 2\nn_heads = 2\nn_kv_heads = 2\nd_ff = 64\nvocab = 300\nmax_seq = 32\n[data]\ndir = "data"\n[train]\nbatch = 8\nseq = 32\nsteps = 20\nthreads = 1\n[optim]\nlr = 1e-3\n[schedule]\nwarmup = 2\n[eval]\nevery = 10\nbatches = 2\n[checkpoint]\nevery = 10\nkeep = 5\n[log]\nevery = 1\nsample_prompt = ""\n' > tiny.toml
-
-run() {  # run NAME COMMAND...: its output in NAME.txt, shown only when it fails
-  local name=$1
-  shift
-  "$@" > "$name.txt" 2>&1 || { echo "== $name failed:"; cat "$name.txt"; exit 1; }
-}
+source "$root/tests/scripts/mpi_setup.sh" 2
 tp=(--set distributed.strategy=tp)
 gpt=(--set model.arch=gpt2-tiny --set model.bias=true --set log.sample_prompt=In)
 run one "$llmtk" train tiny.toml --run-dir one
@@ -116,13 +100,6 @@ PY
 cmp gpt-one/samples.txt gpt-tp/samples.txt || { echo "== samples differ"; diff gpt-one/samples.txt gpt-tp/samples.txt; exit 1; }
 
 # Refused before any work, by every rank, naming the rule or the part and what to change.
-expect_refusal() {  # expect_refusal NAME TEXT COMMAND...
-  local name=$1 text=$2
-  shift 2
-  if "$@" > "$name.txt" 2>&1; then echo "== $name: expected a refusal"; cat "$name.txt"; exit 1; fi
-  grep -qF -- "$text" "$name.txt" || { echo "== $name: expected '$text' in:"; cat "$name.txt"; exit 1; }
-  [[ ! -e $name-run ]] || { echo "== $name: a refused run created its directory"; exit 1; }
-}
 expect_refusal kv-heads "rule tp_divides_kv_heads: each rank takes model.n_kv_heads / 2, so n_kv_heads must be a multiple of the 2 tensor-parallel ranks (model.n_kv_heads = 1)" \
   "${mpi[@]}" "$llmtk" train tiny.toml "${tp[@]}" --set model.n_kv_heads=1 --run-dir kv-heads-run
 expect_refusal d-ff "rule tp_divides_d_ff" "${mpi[@]}" "$llmtk" train tiny.toml "${tp[@]}" --set model.d_ff=65 --run-dir d-ff-run
