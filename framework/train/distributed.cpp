@@ -106,7 +106,7 @@ DataParallel::DataParallel(Communicator& comm, Arena& grads, double bucket_mb, b
   LLMTK_CHECK(grads.allocated(), "data parallel", "the gradients are not allocated yet");
   device_ = grads.device() != Device::host;
   LLMTK_CHECK(!device_ || !zero2_, "ZeRO-2", "the gradients are in GPU memory, and ZeRO-2's shards and ring are built in host "
-              "memory so far; train on the GPU with distributed.strategy = \"ddp\"");
+              "memory so far; train on the GPU with distributed.strategy = \"ddp\" or \"zero1\"");
   const auto& entries = grads.entries();
   for (const auto& e : entries)
     LLMTK_CHECK(e.dtype == DType::f32, "data parallel", "gradient ", e.name, " is ", name_of(e.dtype), "; gradients are summed in f32");

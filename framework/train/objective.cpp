@@ -400,6 +400,7 @@ float ValueLoss::forward(TensorRef values, const Labels& labels) {
   for (std::int64_t k = 0; k < R * T; ++k)
     if (tg[k] != kIgnoreIndex) n += 1, mean_g += g[k];
   dvalues_.assign(std::size_t(R * T), 0.0f);
+  weight_ = n;
   if (n == 0) {
     metrics_ = {{"explained_variance", 0.0}};
     ready_ = true;

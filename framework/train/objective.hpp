@@ -220,11 +220,14 @@ class ValueLoss final : public Objective {
   void backward(TensorRef dvalues) override;
   // explained_variance: 1 − Var(G − V) / Var(G) over the counted positions (1: perfect, ≤ 0: no better than the mean).
   Metrics metrics() const override { return metrics_; }
+  // The positions the last forward counted (N): data parallel weights each rank's mean by them.
+  double weight() const override { return weight_; }
   const std::vector<float>& values() const { return values_; }  // the last forward's, [R·T] on the host
 
  private:
   std::vector<float> values_, dvalues_;
   Metrics metrics_;
+  double weight_ = 0;
   bool ready_ = false;
 };
 

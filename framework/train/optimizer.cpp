@@ -143,7 +143,8 @@ void Optimizer::begin_load() {
   whole_.clear();
   whole_.push_back(table_.like(first_state(c_.name)));
   if (c_.name == "adamw") whole_.push_back(table_.like("v"));
-  for (auto& a : whole_) a.allocate(host_memory());
+  // In the shards' memory (GPU memory on cuda, where NCCL gathers the shards into them).
+  for (auto& a : whole_) a.allocate(memory_of(m_.device()));
 }
 
 void Optimizer::end_load() {

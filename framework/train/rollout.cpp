@@ -7,7 +7,9 @@
 
 #include "../core/error.hpp"
 #include "../core/rng.hpp"
+#include "../ops/ops.hpp"
 #include "checkpoint.hpp"
+#include "distributed.hpp"
 #include "generate.hpp"
 #include "optimizer.hpp"
 
@@ -63,6 +65,14 @@ RolloutBatches::~RolloutBatches() = default;
 void RolloutBatches::set_reward_model(std::unique_ptr<AnyModel> model) {
   LLMTK_CHECK(model && model->scorer(), "rl", "the reward model must have a score head (trained with [reward])");
   reward_model_ = std::move(model);
+}
+
+void RolloutBatches::set_data_parallel(Communicator& data, double bucket_mb) {
+  if (data.size() < 2) return;
+  data_ = &data;
+  // The critic's gradients summed after its backward, on this thread (no overlap: the critic is
+  // small next to the policy, and its step is inside the rollout).
+  if (critic_) critic_dp_ = std::make_unique<DataParallel>(data, critic_->grads(), bucket_mb, false);
 }
 
 void RolloutBatches::set_critic(std::unique_ptr<AnyModel> critic, std::unique_ptr<Optimizer> optimizer) {
@@ -210,7 +220,13 @@ Batch RolloutBatches::next() {
         sum += a_t[j], sq += a_t[j] * a_t[j], n += 1;
       }
     }
-    // Advantages whitened over the batch's tokens (mean 0, variance 1), as PPO implementations do.
+    // Advantages whitened over the batch's tokens (mean 0, variance 1), as PPO implementations do;
+    // under data parallel over the whole batch's, from the ranks' sums.
+    if (data_) {
+      double s[3] = {sum, sq, n};
+      data_->all_reduce_sum(s, 3, "PPO's advantage sums");
+      sum = s[0], sq = s[1], n = s[2];
+    }
     const double mean = n > 0 ? sum / n : 0, sd = n > 1 ? std::sqrt(std::max(0.0, sq / n - mean * mean)) : 1;
     for (std::int64_t k = 0; k < R * T; ++k)
       if (targets_[std::size_t(k)] != kIgnoreIndex) advantages_[std::size_t(k)] = float((advantages_[std::size_t(k)] - mean) / (sd + 1e-8));
@@ -221,7 +237,18 @@ Batch RolloutBatches::next() {
     critic_->zero_grad();
     const float v = value_loss.forward(critic_->logits(), vl);
     value_loss.backward(critic_->logits());
-    critic_->backward(critic_->logits());
+    if (critic_dp_) {
+      // As the trainer does for the policy: this rank's share of the whole batch's mean, then the
+      // ranks' gradients averaged.
+      const double share = critic_dp_->loss_share(value_loss.weight());
+      if (share != 1.0) ops::scale_forward(critic_->logits(), critic_->logits(), float(share));
+      critic_dp_->start_step();
+      critic_dp_->arm(*critic_);
+      critic_->backward(critic_->logits());
+      critic_dp_->finish(*critic_);
+    } else {
+      critic_->backward(critic_->logits());
+    }
     critic_optimizer_->step(critic_->params(), critic_->grads(), o_.critic_lr, ++critic_steps_);
     ppo = {{"value_loss", double(v)}, {"explained_variance", value_loss.metrics()[0].second}, {"kl_penalty", kl / double(R)}};
     labels.advantages = TensorRef(advantages_.data(), DType::f32, {R, T});

@@ -75,6 +75,11 @@ class RolloutBatches final : public BatchSource {
   // (o.prompts stays the global count, which train() has checked the ranks divide). Each reply's
   // randomness is its row's in the whole batch, so the ranks sample what one process samples.
   void split(int rank, int world) { rank_ = rank, world_ = world; }
+  // Data parallel, PPO: the advantages are whitened over the whole batch's tokens (their sums
+  // over `data`'s ranks), and the critic's gradients are averaged over the ranks before its step,
+  // each rank's value loss weighted by the positions it counts, so that the ranks' critics take
+  // one process's step and stay identical. A collective at every batch.
+  void set_data_parallel(Communicator& data, double bucket_mb);
   std::uint64_t batches_per_epoch() const override { return prompts_.size() / std::uint64_t(o_.prompts); }
   std::uint64_t tokens() const override { return batches_per_epoch() * std::uint64_t(o_.prompts * o_.group * o_.seq); }
   // reward (mean), reward_std (within groups), response_length (tokens), solved (share of
@@ -107,6 +112,8 @@ class RolloutBatches final : public BatchSource {
   TokenLosses reference_losses_, policy_losses_;
   std::unique_ptr<AnyModel> reward_model_, critic_;
   std::unique_ptr<Optimizer> critic_optimizer_;
+  Communicator* data_ = nullptr;              // data parallel (PPO's whitening and critic)
+  std::unique_ptr<DataParallel> critic_dp_;
   std::int64_t critic_steps_ = 0;
   Metrics sums_;
   std::int64_t batches_since_ = 0;

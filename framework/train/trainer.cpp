@@ -1173,15 +1173,14 @@ void check_distributed(const Recipe& r, const Communicator& comm) {
   LLMTK_CHECK(tensor || r.train.batch % n == 0, r.file, "train.batch = ", r.train.batch, " is the global batch and does not divide among the ",
               n, " processes of this run; set train.batch to a multiple of ", n, " (each process then reads train.batch / ", n,
               " rows of every batch), or launch another number of processes");
-  LLMTK_CHECK(!r.rl.enabled() || r.rl.algorithm != "ppo", r.file, "this run trains [rl] with PPO and ", n, " processes share it, ",
-              "but PPO's critic trains inside the rollouts, where data parallel does not average it yet; run PPO as one process, ",
-              "or GRPO (rl.algorithm = \"grpo\") with data parallel");
   LLMTK_CHECK(!tensor || !(r.preference.enabled() || r.reward.enabled() || r.classify.enabled()), r.file,
               "distributed.strategy = \"tp\" trains language models on token shards so far; run [preference], [reward] ",
               "and [classify] with data parallel (\"ddp\", \"zero1\" or \"zero2\")");
-  LLMTK_CHECK(r.train.device != "cuda" || r.distributed.strategy == "ddp", r.file, "distributed.strategy = \"",
-              r.distributed.strategy, "\" runs on the CPU so far (its shards and split layers are built in host memory); on ",
-              "train.device = \"cuda\" use distributed.strategy = \"ddp\", or train on the CPU");
+  LLMTK_CHECK(r.train.device != "cuda" || r.distributed.strategy == "ddp" || r.distributed.strategy == "zero1", r.file,
+              "distributed.strategy = \"", r.distributed.strategy, "\" runs on the CPU so far (its ",
+              r.distributed.strategy == "tp" ? "split layers and parallel cross-entropy are" : "gradient shards and ring are",
+              " built in host memory); on train.device = \"cuda\" use distributed.strategy = \"ddp\" or \"zero1\", or ",
+              "train on the CPU");
 }
 
 void log_plan(const Run& run, double fwd_flops, double peak) {
@@ -1239,6 +1238,8 @@ TrainResult train(const Recipe& r, const TrainOptions& opt) {
   Setup s = set_up(r, opt, where.checkpoint, log, data ? data->rank() : 0, data ? data->size() : 1,
                    ranks > 1 && !tensor && r.distributed.strategy != "ddp" ? &link : nullptr, tp_group.get());
   if (ranks > 1 && r.train.threads == 0) ops::set_threads(threads_per_rank(comm));
+  if (auto* rollouts = dynamic_cast<RolloutBatches*>(s.batches.get()); rollouts && data)
+    rollouts->set_data_parallel(*data, r.distributed.bucket_mb);
   Run run{r, opt, s, where.dir, log};
   run.history = where.history;
   run.total = r.total_steps();

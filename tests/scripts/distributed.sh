@@ -8,9 +8,10 @@
 #   ring of two buckets): the same bits as data parallel, their checkpoints resumed with data
 #   parallel's and in one process; ZeRO-2 with gradient accumulation and training internals;
 # - arch show --ranks: the memory per process of each strategy;
-# - preference pairs (DPO with a reference model), a reward model, a classifier and GRPO: 2 ranks,
-#   each with its pairs, examples or prompts of every batch, against 1 process;
-# - refusals before any work: a batch the ranks cannot share, PPO (its critic is not averaged);
+# - preference pairs (DPO with a reference model), a reward model, a classifier, GRPO and PPO (its
+#   critic averaged too): 2 ranks, each with its pairs, examples or prompts of every batch, against
+#   1 process;
+# - refusals before any work: a batch the ranks cannot share;
 # - faults: a rank killed mid-step, and a rank that hangs (the other times out, naming the call),
 #   each end the whole job within seconds; the writer killed while it checkpoints leaves no
 #   checkpoint half-written, and the run resumes to the same end.
@@ -123,6 +124,12 @@ classify=(train "$root/recipes/finetune/bert-classify.toml" --set finetune.from=
 printf '[finetune]\nfrom = "base"\n[data]\ndir = "chat"\n[rl]\ntask = "tasks.jsonl"\nreward = "contains"\ngroup = 4\nmax_tokens = 4\nbeta = 0.04\n[train]\nbatch = 4\nseq = 64\nsteps = 6\nthreads = 1\n[optim]\nlr = 1e-3\n[schedule]\nwarmup = 2\n[checkpoint]\nevery = 6\n[log]\nevery = 1\nsample_prompt = ""\n' > grpo.toml
 run grpo-one "$llmtk" train grpo.toml --run-dir grpo-one
 run grpo-two "${mpi[@]}" "$llmtk" train grpo.toml --run-dir grpo-two
+# PPO: the critic's gradients averaged over the ranks, the advantages whitened over the whole batch.
+# Replies of up to 8 tokens end at different lengths, so the ranks count different numbers of
+# positions and the value loss's weighting matters.
+ppo=(--set rl.algorithm=ppo --set rl.beta=0.04 --set rl.critic_lr=1e-3 --set rl.max_tokens=8)
+run ppo-one "$llmtk" train grpo.toml "${ppo[@]}" --run-dir ppo-one
+run ppo-two "${mpi[@]}" "$llmtk" train grpo.toml "${ppo[@]}" --run-dir ppo-two
 run classify-one "$llmtk" "${classify[@]}" --run-dir classify-one
 run classify-two "${mpi[@]}" "$llmtk" "${classify[@]}" --run-dir classify-two
 # Resume: from step 10 of the 2-process run with 2 processes (exact), with 1; and 1 -> 2.
@@ -230,6 +237,27 @@ assert any(ma[k] > 0 for k in same if k[0] == "reward_std"), "no reward varied w
 worst = max(abs(ma[k] - mb[k]) for k in ma if k[0] == "loss")
 print(f"GRPO, 1 vs 2 processes: rewards identical, losses within {worst:.1e} (tolerance 1e-8)")
 assert worst <= 1e-8
+# PPO: the same rewards; the policy's losses and both models' weights as one process's, within
+# fp32 reduction order: the critic's step is one process's when its gradients are averaged and each
+# rank's value loss is weighted by the positions it counts, and the advantages are whitened over
+# the whole batch (planting an unweighted mean of the ranks' critic gradients, or whitening per
+# rank, changes the replies sampled a few steps later: the rewards differ).
+ma, mb = metrics("ppo-one"), metrics("ppo-two")
+same = [k for k in ma if k[0] in ("reward", "reward_std", "solved", "response_length")]
+assert len(same) == 24 and all(ma[k] == mb[k] for k in same), [(k, ma[k], mb[k]) for k in same if ma[k] != mb[k]]
+worst = max(abs(ma[k] - mb[k]) / max(abs(ma[k]), 1e-2) for k in ma if k[0] == "loss")
+dp = max_weight_diff(weights_at("ppo-one", 6), weights_at("ppo-two", 6))
+def critic_at(run, step):  # the critic's weights, beside the policy's in the checkpoint
+    f = open(f"{run}/checkpoints/step_{step:08d}/critic/model.safetensors", "rb").read()
+    n = struct.unpack("<Q", f[:8])[0]
+    header = json.loads(f[8:8 + n])
+    return {k: struct.unpack(f"<{(t['data_offsets'][1] - t['data_offsets'][0]) // 4}f",
+                             f[8 + n + t["data_offsets"][0]:8 + n + t["data_offsets"][1]])
+            for k, t in header.items() if k != "__metadata__"}
+dc = max_weight_diff(critic_at("ppo-one", 6), critic_at("ppo-two", 6))
+print(f"PPO, 1 vs 2 processes: rewards identical, losses within {worst:.1e} relative (tolerance 1e-5), "
+      f"policy weights within {dp:.1e}, critic weights within {dc:.1e}")
+assert worst <= 1e-5 and dp < 1e-5 and dc < 1e-5
 d = max_weight_diff(weights_at("grpo-one", 6), weights_at("grpo-two", 6))
 print(f"GRPO, 1 vs 2 processes: weights after 6 steps within {d:.1e} (tolerance 1e-6)")
 assert d <= 1e-6
@@ -251,8 +279,6 @@ echo '{"messages": [{"role": "user", "content": "In the beginning"}, {"role": "a
 # A recipe's error, found before MPI opens: each rank's copy names the rank.
 expect_refusal warmup "schedule.warmup (50) must be shorter than the run" "${mpi[@]}" "$llmtk" train tiny.toml --set schedule.warmup=50 --run-dir warmup-run
 grep -Eq "^llmtk \(rank [01] of 2\): error: \[tiny.toml\] schedule.warmup" warmup.txt || { echo "== warmup: no rank named"; cat warmup.txt; exit 1; }
-expect_refusal ppo "this run trains [rl] with PPO and 2 processes share it, but PPO's critic trains inside the rollouts" \
-  "${mpi[@]}" "$llmtk" train grpo.toml --set rl.algorithm=ppo --run-dir ppo-run
 
 # The memory of one process of 2 (and of 8): ZeRO-1 halves the optimizer state, ZeRO-2 shards the
 # gradients too, and each process plans activations for its rows.

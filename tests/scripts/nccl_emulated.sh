@@ -9,7 +9,9 @@
 #   the whole batch (both on the emulated GPU), within fp32 reduction-order tolerance;
 # - bit-reproducible run to run, and the same bits with the buckets summed after the backward;
 # - a checkpoint of 2 ranks resumes in one process;
-# - refused before any work: more ranks than GPUs on a machine, and ZeRO on the GPU.
+# - ZeRO-1 (the optimizer state sharded, the weights gathered over NCCL): data parallel's bits, and
+#   its checkpoint resumed in one process;
+# - refused before any work: more ranks than GPUs on a machine, and ZeRO-2 on the GPU.
 # On a machine with 2 GPUs, `nccl_emulated.sh build/bin/llmtk` runs the same checks on them.
 set -euo pipefail
 llmtk=$1
@@ -22,7 +24,16 @@ run two "${mpi[@]}" "$llmtk" train tiny.toml "${gpu[@]}" --run-dir two
 grep -q "distributed: 2 processes (nccl), data parallel: 4 rows of each batch of 8 per process" two.txt || { cat two.txt; exit 1; }
 run two-again "${mpi[@]}" "$llmtk" train tiny.toml "${gpu[@]}" --run-dir two-again
 run two-after "${mpi[@]}" "$llmtk" train tiny.toml "${gpu[@]}" --set distributed.overlap=false --run-dir two-after
-for run in two-again two-after; do
+# ZeRO-1: each rank updates its shard of the weights (in GPU memory), NCCL gathers the shards; the
+# same arithmetic per element as data parallel, so the same bits, and its checkpoint holds the
+# whole moments (gathered into GPU memory, then written).
+run zero1 "${mpi[@]}" "$llmtk" train tiny.toml "${gpu[@]}" --set distributed.strategy=zero1 --run-dir zero1
+grep -q "with the optimizer state sharded (ZeRO-1" zero1.txt || { cat zero1.txt; exit 1; }
+for f in optimizer.m optimizer.v; do
+  cmp two/checkpoints/step_00000010/$f.safetensors zero1/checkpoints/step_00000010/$f.safetensors
+done
+run zero1-one "$llmtk" train tiny.toml "${gpu[@]}" --resume zero1/checkpoints/step_00000005 --run-dir zero1-one
+for run in two-again two-after zero1; do
   cmp two/checkpoints/step_00000010/model.safetensors $run/checkpoints/step_00000010/model.safetensors
   cmp <(grep -o '"loss":[^,]*' two/metrics.jsonl) <(grep -o '"loss":[^,]*' $run/metrics.jsonl)
 done
@@ -64,6 +75,7 @@ d = max(max(abs(x - y) for x, y in zip(wa[k], wb[k])) for k in wa)
 print(f"weights after 10 steps: max difference {d:.2e}")
 assert d < 1e-5
 close(losses("two-one"), two, 1e-6, "2 ranks -> 1 process resume at step 5 vs 2 ranks straight")
+close(losses("zero1-one"), two, 1e-6, "ZeRO-1 checkpoint of 2 ranks resumed in 1 process vs 2 ranks straight")
 PY
 
 # (With the real llmtk on a machine with 2 GPUs the same checks run; this one needs the emulation.)
@@ -71,6 +83,6 @@ if [[ $(basename "$llmtk") == llmtk_cuda_emu ]]; then
   expect_refusal too-many "2 ranks run on this machine and it has 1 GPU; NCCL takes one GPU per rank" \
     env CUDA_EMU_DEVICES=1 "${mpi[@]}" "$llmtk" train tiny.toml "${gpu[@]}" --run-dir too-many-run
 fi
-expect_refusal zero1 "on train.device = \"cuda\" use distributed.strategy = \"ddp\"" \
-  "${mpi[@]}" "$llmtk" train tiny.toml "${gpu[@]}" --set distributed.strategy=zero1 --run-dir zero1-run
+expect_refusal zero2 "on train.device = \"cuda\" use distributed.strategy = \"ddp\" or \"zero1\"" \
+  "${mpi[@]}" "$llmtk" train tiny.toml "${gpu[@]}" --set distributed.strategy=zero2 --run-dir zero2-run
 echo "nccl_emulated.sh: data parallel over NCCL on emulated GPUs passed"
