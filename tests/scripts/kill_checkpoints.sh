@@ -65,6 +65,16 @@ for ((t = 1; t <= trials; ++t)); do
   fi
   "$llmtk" "${recipe[@]}" "${args[@]}" > "trial-$t.txt" 2>&1 &
   pid=$!
+  if [[ ${args[0]} == --run-dir ]]; then
+    # A fresh start is let reach its first checkpoint before the random kill: on a loaded machine
+    # (the suite runs two tests at once) starting can take longer than the longest delay below,
+    # and then no kill would ever leave a checkpoint to resume from.
+    for _ in $(seq 600); do
+      compgen -G "killed/checkpoints/step_[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]/state.json" > /dev/null && break
+      kill -0 "$pid" 2> /dev/null || break
+      sleep 0.1
+    done
+  fi
   sleep "0.$(printf '%03d' $((150 + RANDOM % 850)))"
   kill -9 "$pid" 2> /dev/null || true
   rc=0
