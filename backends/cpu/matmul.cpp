@@ -11,12 +11,12 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdio>
 #include <map>
 #include <vector>
 #include <mutex>
 #include <oneapi/dnnl/dnnl.hpp>
-#include <tuple>
 
 #include "bf16.hpp"
 #include "cpu.hpp"
@@ -28,35 +28,49 @@ namespace {
 using dt = dnnl::memory::data_type;
 using tag = dnnl::memory::format_tag;
 
+// One product as a oneDNN primitive sees it: C[M, N] (+)= op(A)[M, K] · op(B)[K, N] (+ bias[N]),
+// each operand row-major with its own leading dimension (a chunk of a larger matrix has the
+// whole matrix's), A stored [K, M] when a_t and B stored [N, K] when b_t.
+struct Shape {
+  std::int64_t M, K, N, lda, ldb, ldc;
+  bool a_t, b_t, bias, accumulate, bf16_in, c_bf16;
+  auto operator<=>(const Shape&) const = default;
+};
+
 struct Context {
   dnnl::engine engine{dnnl::engine::kind::cpu, 0};
   dnnl::stream stream{engine};
-  // key: (M, K, N, a is transposed, b is transposed, bias, accumulate, bf16 inputs, bf16 output)
-  std::map<std::tuple<std::int64_t, std::int64_t, std::int64_t, bool, bool, bool, bool, bool, bool>, dnnl::matmul> cache;
+  std::map<Shape, dnnl::matmul> cache;
   std::mutex mutex;
   // Converted copies of the inputs (grown, reused). Not guarded by the mutex: ops run one at a
   // time (each op is parallel inside); concurrent matmul calls would need per-call buffers.
   std::vector<std::uint16_t> a16, b16, dy16;
-  std::vector<float> a32, b32, c32, t32;
+  std::vector<float> a32, b32, c32;
 };
 Context& context() {
   static Context c;
   return c;
 }
 
-dnnl::matmul make_matmul(Context& ctx, std::int64_t M, std::int64_t K, std::int64_t N, bool a_t, bool b_t, bool bias,
-                         bool accumulate, dt in_t, dt out_t = dt::f32) {
-  dnnl::memory::desc a_md({M, K}, in_t, a_t ? tag::ba : tag::ab);
-  dnnl::memory::desc b_md({K, N}, in_t, b_t ? tag::ba : tag::ab);
-  dnnl::memory::desc c_md({M, N}, out_t, tag::ab);
+// The memory layouts of A, B and C.
+std::array<dnnl::memory::desc, 3> layouts(const Shape& s) {
+  using dims = dnnl::memory::dims;
+  const dt in_t = s.bf16_in ? dt::bf16 : dt::f32;
+  return {dnnl::memory::desc({s.M, s.K}, in_t, s.a_t ? dims{1, s.lda} : dims{s.lda, 1}),
+          dnnl::memory::desc({s.K, s.N}, in_t, s.b_t ? dims{1, s.ldb} : dims{s.ldb, 1}),
+          dnnl::memory::desc({s.M, s.N}, s.c_bf16 ? dt::bf16 : dt::f32, dims{s.ldc, 1})};
+}
+
+dnnl::matmul make_matmul(Context& ctx, const Shape& s) {
+  const auto [a_md, b_md, c_md] = layouts(s);
   dnnl::primitive_attr attr;
-  if (accumulate) {
+  if (s.accumulate) {
     dnnl::post_ops po;
     po.append_sum(1.0f);
     attr.set_post_ops(po);
   }
-  auto desc = bias ? dnnl::matmul::desc(a_md, b_md, dnnl::memory::desc({1, N}, dt::f32, tag::ab), c_md)
-                   : dnnl::matmul::desc(a_md, b_md, c_md);
+  auto desc = s.bias ? dnnl::matmul::desc(a_md, b_md, dnnl::memory::desc({1, s.N}, dt::f32, tag::ab), c_md)
+                     : dnnl::matmul::desc(a_md, b_md, c_md);
   return dnnl::matmul(dnnl::matmul::primitive_desc(desc, attr, ctx.engine));
 }
 
@@ -65,7 +79,7 @@ dnnl::matmul make_matmul(Context& ctx, std::int64_t M, std::int64_t K, std::int6
 bool bf16_available(Context& ctx) {
   static const bool available = [&ctx] {
     try {
-      make_matmul(ctx, 16, 16, 16, false, false, false, false, dt::bf16);
+      make_matmul(ctx, Shape{16, 16, 16, 16, 16, 16, false, false, false, false, true, false});
       return true;
     } catch (const dnnl::error&) {
       std::fprintf(stderr, "llmtk: oneDNN has no bf16 matmul for this CPU; computing in f32\n");
@@ -97,14 +111,60 @@ const void* prepare(const TensorRef& t, bool bf16_in, std::vector<std::uint16_t>
   return is_bf16 ? to_f32(b32, static_cast<const std::uint16_t*>(t.data), t.numel()) : t.data;
 }
 
-// C[M, N] += T[N, M]ᵀ, in 64 × 64 blocks so that both sides stay in cache.
-void add_transposed(float* C, const float* T, std::int64_t M, std::int64_t N) {
-  constexpr std::int64_t kBlock = 64;
-#pragma omp parallel for collapse(2) schedule(static)
-  for (std::int64_t m0 = 0; m0 < M; m0 += kBlock)
-    for (std::int64_t n0 = 0; n0 < N; n0 += kBlock)
-      for (std::int64_t m = m0; m < std::min(M, m0 + kBlock); ++m)
-        for (std::int64_t n = n0; n < std::min(N, n0 + kBlock); ++n) C[m * N + n] += T[n * M + m];
+// Runs one product on its cached primitive. A product whose row count changes from call to call
+// (an MoE expert's tokens: layers/moe.hpp) creates a primitive for every count it meets; left
+// alone the cache would grow for the whole run (by 350 MB over moe-tiny's 1,000 steps). It is
+// emptied when it holds kMaxCached primitives (a dense model has a few dozen). A primitive made
+// again for a shape computes what the first one did, so results do not depend on when the cache
+// was emptied.
+void execute(Context& ctx, const Shape& s, const void* a, const void* b, void* c, const float* bias) {
+  constexpr std::size_t kMaxCached = 256;
+  dnnl::matmul prim;
+  {
+    std::lock_guard lock(ctx.mutex);
+    auto it = ctx.cache.find(s);
+    if (it == ctx.cache.end() && ctx.cache.size() >= kMaxCached) ctx.cache.clear();
+    if (it == ctx.cache.end()) it = ctx.cache.emplace(s, make_matmul(ctx, s)).first;
+    prim = it->second;
+  }
+  const auto [a_md, b_md, c_md] = layouts(s);
+  dnnl::memory am(a_md, ctx.engine, const_cast<void*>(a));
+  dnnl::memory bm(b_md, ctx.engine, const_cast<void*>(b));
+  dnnl::memory cm(c_md, ctx.engine, c);
+  std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}};
+  if (bias) args.emplace(DNNL_ARG_BIAS, dnnl::memory({{1, s.N}, dt::f32, tag::ab}, ctx.engine, const_cast<float*>(bias)));
+  prim.execute(ctx.stream, args);
+  ctx.stream.wait();
+}
+
+// A bf16 product whose rows or reduction are far longer than its other sizes (the LM head's
+// vocabulary: 50,257 for GPT-2) runs in chunks of about kChunk along that dimension: oneDNN 2.6's
+// bf16 kernel slows down on such a shape, most of all with a transposed source (the head's dw),
+// and in chunks each piece of the operands stays in cache. Measured on an AMD EPYC with
+// AVX512_BF16 (2 threads, GPT-2's head, 2048 tokens, in a training step): dw 326 → 629 GFLOP/s
+// in 9 chunks of its rows (before, dwᵀ was computed into scratch and added transposed), dx
+// 579 → 653 in 9 chunks of the reduction (summed in f32, rounded once). A chunk of rows computes
+// exactly what the whole product computes there; chunks of the reduction add partial sums in f32.
+// A product with many columns (the head's forward) runs whole: in chunks of columns it was no
+// faster in a step.
+constexpr std::int64_t kSplitAbove = 8192, kChunk = 6144;
+
+void product(Context& ctx, const Shape& s, const std::uint16_t* a, const std::uint16_t* b, void* c, const float* bias) {
+  const std::int64_t big = std::max(s.M, s.K);
+  if (big <= kSplitAbove || s.N >= big) return execute(ctx, s, a, b, c, bias);
+  const std::int64_t parts = (big + kChunk - 1) / kChunk, step = (big + parts - 1) / parts;
+  const std::size_t out_size = s.c_bf16 ? 2 : 4;
+  for (std::int64_t i0 = 0; i0 < big; i0 += step) {
+    const std::int64_t n = std::min(step, big - i0);
+    Shape p = s;
+    if (big == s.M) {  // rows of C and of op(A)
+      p.M = n;
+      execute(ctx, p, a + (s.a_t ? i0 : i0 * s.lda), b, static_cast<char*>(c) + i0 * s.ldc * out_size, bias);
+    } else {  // the reduction: partial products summed into C, which is f32 here (see gemm())
+      p.K = n, p.accumulate = s.accumulate || i0 > 0, p.bias = s.bias && i0 == 0;
+      execute(ctx, p, a + (s.a_t ? i0 * s.lda : i0), b + (s.b_t ? i0 : i0 * s.ldb), c, i0 == 0 ? bias : nullptr);
+    }
+  }
 }
 
 // C[M, N] (+)= op(A)[M, K] · op(B)[K, N] (+ bias[N]). A is [M, K] row-major, or [K, M] when
@@ -118,55 +178,27 @@ void gemm(const TensorRef& A, const TensorRef& B, const float* bias, const Tenso
   const bool bf16_in =
       (ops::matmul_precision() == DType::bf16 || A.dtype == DType::bf16 || B.dtype == DType::bf16) && bf16_available(ctx);
   // A bf16 result: oneDNN rounds it on store when it computes in bf16; the f32 paths write f32
-  // scratch, rounded here once.
+  // scratch, rounded here once. So does a bf16 product split along its reduction (product()).
   const bool c_bf16 = C.dtype == DType::bf16;
   LLMTK_CHECK(!(c_bf16 && accumulate), "matmul", "internal: a bf16 result is never accumulated");
-  if (c_bf16 && !bf16_in) {
+  const bool split_reduction = bf16_in && K > kSplitAbove && K > M && K > N;
+  if (c_bf16 && (!bf16_in || split_reduction)) {
     if (ctx.c32.size() < std::size_t(M * N)) ctx.c32.resize(std::size_t(M * N));
     const TensorRef c32(ctx.c32.data(), DType::f32, {M, N});
     gemm(A, B, bias, c32, M, K, N, a_t, b_t, false);
     cpu::to_bf16(static_cast<std::uint16_t*>(C.data), ctx.c32.data(), M * N);
     return;
   }
-  // dw += dyᵀ·x with many more rows than columns (the LM head's [V, C]): oneDNN's bf16 product
-  // runs about 1.5x faster with the small operand as its source, so compute the transpose
-  // x ᵀ·dy into scratch and add it transposed (benchmarks/results/ops.md, lm head backward).
-  // The scratch stays allocated for the next step; above 512 MB (a 128k × 1024 head) the direct
-  // product runs instead, so the scratch never grows past that.
-  if (bf16_in && a_t && !b_t && accumulate && !c_bf16 && M >= 4 * N && M * N <= (std::int64_t(1) << 27)) {
-    if (ctx.t32.size() < std::size_t(M * N)) ctx.t32.resize(std::size_t(M * N));
-    const TensorRef t32(ctx.t32.data(), DType::f32, {N, M});
-    gemm(B, A, nullptr, t32, N, K, M, true, false, false);
-    add_transposed(C.f32(), ctx.t32.data(), M, N);
-    return;
-  }
+  const void* a_ptr = prepare(A, bf16_in, ctx.a16, ctx.a32);
+  const void* b_ptr = prepare(B, bf16_in, ctx.b16, ctx.b32);
+  const Shape shape{M, K, N, a_t ? M : K, b_t ? K : N, N, a_t, b_t, bias != nullptr, accumulate, bf16_in, c_bf16};
+  if (bf16_in)
+    return product(ctx, shape, static_cast<const std::uint16_t*>(a_ptr), static_cast<const std::uint16_t*>(b_ptr), C.data,
+                   bias);
   // The f32 backward products (dx = dy·w, dw += dyᵀ·x) go to oneDNN's packed sgemm: it takes a
   // transposed or non-K-major operand at full speed, where the matmul primitive reorders it on
   // every call (benchmarks/results/ops.md: the backward products run as fast as the plain forward).
-  const bool backward_product = a_t || !b_t;
-  // A product whose row count changes from call to call (an MoE expert's tokens: layers/moe.hpp)
-  // creates a primitive for every count it meets; left alone the cache would grow for the whole
-  // run (by 350 MB over moe-tiny's 1,000 steps). It is emptied when it holds kMaxCached
-  // primitives (a dense model has a few dozen). A primitive made again for a shape computes what
-  // the first one did, so results do not depend on when the cache was emptied.
-  constexpr std::size_t kMaxCached = 256;
-  dnnl::matmul prim;
-  if (bf16_in || !backward_product) {
-    std::lock_guard lock(ctx.mutex);
-    const auto key = std::make_tuple(M, K, N, a_t, b_t, bias != nullptr, accumulate, bf16_in, c_bf16);
-    auto it = ctx.cache.find(key);
-    if (it == ctx.cache.end() && ctx.cache.size() >= kMaxCached) ctx.cache.clear();
-    if (it == ctx.cache.end())
-      it = ctx.cache
-               .emplace(key, make_matmul(ctx, M, K, N, a_t, b_t, bias, accumulate, bf16_in ? dt::bf16 : dt::f32,
-                                         c_bf16 ? dt::bf16 : dt::f32))
-               .first;
-    prim = it->second;
-  }
-  const dt in_t = bf16_in ? dt::bf16 : dt::f32;
-  void* a_ptr = const_cast<void*>(prepare(A, bf16_in, ctx.a16, ctx.a32));
-  void* b_ptr = const_cast<void*>(prepare(B, bf16_in, ctx.b16, ctx.b32));
-  if (!bf16_in && backward_product) {
+  if (a_t || !b_t) {
     LLMTK_CHECK(bias == nullptr, "matmul", "internal: a backward product has no bias");
     const dnnl_status_t st = dnnl_sgemm(a_t ? 'T' : 'N', b_t ? 'T' : 'N', M, N, K, 1.0f, static_cast<const float*>(a_ptr),
                                         a_t ? M : K, static_cast<const float*>(b_ptr), b_t ? K : N,
@@ -174,13 +206,7 @@ void gemm(const TensorRef& A, const TensorRef& B, const float* bias, const Tenso
     LLMTK_CHECK(st == dnnl_success, "matmul", "oneDNN sgemm failed with status ", int(st), " for ", M, "x", K, "x", N);
     return;
   }
-  dnnl::memory a({{M, K}, in_t, a_t ? tag::ba : tag::ab}, ctx.engine, a_ptr);
-  dnnl::memory b({{K, N}, in_t, b_t ? tag::ba : tag::ab}, ctx.engine, b_ptr);
-  dnnl::memory c({{M, N}, c_bf16 ? dt::bf16 : dt::f32, tag::ab}, ctx.engine, C.data);
-  std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, a}, {DNNL_ARG_WEIGHTS, b}, {DNNL_ARG_DST, c}};
-  if (bias) args.emplace(DNNL_ARG_BIAS, dnnl::memory({{1, N}, dt::f32, tag::ab}, ctx.engine, const_cast<float*>(bias)));
-  prim.execute(ctx.stream, args);
-  ctx.stream.wait();
+  execute(ctx, shape, a_ptr, b_ptr, C.data, bias);
 }
 
 }  // namespace
