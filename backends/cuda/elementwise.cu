@@ -43,31 +43,32 @@ __device__ float derivative(float x) {
   } else return silu_grad(x);
 }
 
-template <Unary F>
-__global__ void unary_forward_kernel(float* y, const float* x, i64 n) {
-  GRID_STRIDE(i, n) y[i] = apply<F>(x[i]);
+// E: the storage type of the activations (float, or std::uint16_t for bf16: grid_stride.cuh).
+template <Unary F, class E>
+__global__ void unary_forward_kernel(E* y, const E* x, i64 n) {
+  GRID_STRIDE(i, n) st(y, i, apply<F>(ld(x, i)));
 }
-template <Unary F>
-__global__ void unary_backward_kernel(float* dx, const float* dy, const float* x, i64 n) {
-  GRID_STRIDE(i, n) dx[i] = dy[i] * derivative<F>(x[i]);
+template <Unary F, class E>
+__global__ void unary_backward_kernel(E* dx, const E* dy, const E* x, i64 n) {
+  GRID_STRIDE(i, n) st(dx, i, ld(dy, i) * derivative<F>(ld(x, i)));
 }
 
 template <Gate F>
-__global__ void gated_forward_kernel(float* y, const float* gate, const float* up, i64 n) {
-  GRID_STRIDE(i, n) {
-    const float g = gate[i];
-    y[i] = (F == Gate::silu ? silu(g) : gelu(g)) * up[i];
-  }
+__device__ float gate_value(float g) { return F == Gate::silu ? silu(g) : gelu(g); }
+template <Gate F>
+__device__ float gate_grad(float g) { return F == Gate::silu ? silu_grad(g) : gelu_grad(g); }
+
+template <Gate F, class E>
+__global__ void gated_forward_kernel(E* y, const E* gate, const E* up, i64 n) {
+  GRID_STRIDE(i, n) st(y, i, gate_value<F>(ld(gate, i)) * ld(up, i));
 }
 // dgate may alias dy: everything is read before anything is written.
-template <Gate F>
-__global__ void gated_backward_kernel(float* dgate, float* dup, const float* dy, const float* gate, const float* up,
-                                      i64 n) {
+template <Gate F, class E>
+__global__ void gated_backward_kernel(E* dgate, E* dup, const E* dy, const E* gate, const E* up, i64 n) {
   GRID_STRIDE(i, n) {
-    const float g = gate[i], u = up[i], d = dy[i];
-    const float a = F == Gate::silu ? silu(g) : gelu(g), da = F == Gate::silu ? silu_grad(g) : gelu_grad(g);
-    dgate[i] = d * u * da;
-    dup[i] = d * a;
+    const float g = ld(gate, i), u = ld(up, i), d = ld(dy, i);
+    st(dgate, i, d * u * gate_grad<F>(g));
+    st(dup, i, d * gate_value<F>(g));
   }
 }
 
@@ -75,56 +76,52 @@ __global__ void gated_backward_kernel(float* dgate, float* dup, const float* dy,
 // (the first n % 4 threads of block 0 take the tail).
 __device__ i64 tail_index(i64 n) { return n / 4 * 4 + i64(blockIdx.x) * blockDim.x + threadIdx.x; }
 
-template <Unary F>
-__global__ void unary_forward4_kernel(float* y, const float* x, i64 n) {
+template <Unary F, class E>
+__global__ void unary_forward4_kernel(E* y, const E* x, i64 n) {
   GRID_STRIDE(i, n / 4) {
     Vec<4> a = load<4>(x, i);
     for (float& e : a.v) e = apply<F>(e);
     store<4>(y, i, a);
   }
-  if (const i64 t = tail_index(n); t < n) y[t] = apply<F>(x[t]);
+  if (const i64 t = tail_index(n); t < n) st(y, t, apply<F>(ld(x, t)));
 }
 // dx may alias dy: each group is read before it is written.
-template <Unary F>
-__global__ void unary_backward4_kernel(float* dx, const float* dy, const float* x, i64 n) {
+template <Unary F, class E>
+__global__ void unary_backward4_kernel(E* dx, const E* dy, const E* x, i64 n) {
   GRID_STRIDE(i, n / 4) {
     Vec<4> d = load<4>(dy, i);
     const Vec<4> a = load<4>(x, i);
     for (int k = 0; k < 4; ++k) d.v[k] *= derivative<F>(a.v[k]);
     store<4>(dx, i, d);
   }
-  if (const i64 t = tail_index(n); t < n) dx[t] = dy[t] * derivative<F>(x[t]);
+  if (const i64 t = tail_index(n); t < n) st(dx, t, ld(dy, t) * derivative<F>(ld(x, t)));
 }
-template <Gate F>
-__global__ void gated_forward4_kernel(float* y, const float* gate, const float* up, i64 n) {
+template <Gate F, class E>
+__global__ void gated_forward4_kernel(E* y, const E* gate, const E* up, i64 n) {
   GRID_STRIDE(i, n / 4) {
     Vec<4> g = load<4>(gate, i);
     const Vec<4> u = load<4>(up, i);
-    for (int k = 0; k < 4; ++k) g.v[k] = (F == Gate::silu ? silu(g.v[k]) : gelu(g.v[k])) * u.v[k];
+    for (int k = 0; k < 4; ++k) g.v[k] = gate_value<F>(g.v[k]) * u.v[k];
     store<4>(y, i, g);
   }
-  if (const i64 t = tail_index(n); t < n) y[t] = (F == Gate::silu ? silu(gate[t]) : gelu(gate[t])) * up[t];
+  if (const i64 t = tail_index(n); t < n) st(y, t, gate_value<F>(ld(gate, t)) * ld(up, t));
 }
-template <Gate F>
-__global__ void gated_backward4_kernel(float* dgate, float* dup, const float* dy, const float* gate, const float* up,
-                                       i64 n) {
+template <Gate F, class E>
+__global__ void gated_backward4_kernel(E* dgate, E* dup, const E* dy, const E* gate, const E* up, i64 n) {
   GRID_STRIDE(i, n / 4) {
     const Vec<4> g = load<4>(gate, i), u = load<4>(up, i), d = load<4>(dy, i);
     Vec<4> dg, du;
     for (int k = 0; k < 4; ++k) {
-      const float x = g.v[k];
-      const float a = F == Gate::silu ? silu(x) : gelu(x), da = F == Gate::silu ? silu_grad(x) : gelu_grad(x);
-      dg.v[k] = d.v[k] * u.v[k] * da;
-      du.v[k] = d.v[k] * a;
+      dg.v[k] = d.v[k] * u.v[k] * gate_grad<F>(g.v[k]);
+      du.v[k] = d.v[k] * gate_value<F>(g.v[k]);
     }
     store<4>(dgate, i, dg);
     store<4>(dup, i, du);
   }
   if (const i64 t = tail_index(n); t < n) {
-    const float x = gate[t], u = up[t], d = dy[t];
-    const float a = F == Gate::silu ? silu(x) : gelu(x), da = F == Gate::silu ? silu_grad(x) : gelu_grad(x);
-    dgate[t] = d * u * da;
-    dup[t] = d * a;
+    const float g = ld(gate, t), u = ld(up, t), d = ld(dy, t);
+    st(dgate, t, d * u * gate_grad<F>(g));
+    st(dup, t, d * gate_value<F>(g));
   }
 }
 
@@ -132,8 +129,12 @@ __global__ void gated_backward4_kernel(float* dgate, float* dup, const float* dy
 // 8 bf16) where every pointer is 16-byte aligned (arenas and scratch are; views may not be), with a
 // scalar tail; otherwise the scalar loop.
 
-__global__ void add_kernel(float* y, const float* a, const float* b, i64 n) { GRID_STRIDE(i, n) y[i] = a[i] + b[i]; }
-__global__ void add4_kernel(float* y, const float* a, const float* b, i64 n) {
+template <class E>
+__global__ void add_kernel(E* y, const E* a, const E* b, i64 n) {
+  GRID_STRIDE(i, n) st(y, i, ld(a, i) + ld(b, i));
+}
+template <class E>
+__global__ void add4_kernel(E* y, const E* a, const E* b, i64 n) {
   GRID_STRIDE(i, (n + 3) / 4) {
     const i64 j = 4 * i;
     if (j + 4 <= n) {
@@ -142,14 +143,18 @@ __global__ void add4_kernel(float* y, const float* a, const float* b, i64 n) {
       for (int k = 0; k < 4; ++k) u.v[k] += v.v[k];
       store<4>(y, i, u);
     } else {
-      for (i64 k = j; k < n; ++k) y[k] = a[k] + b[k];
+      for (i64 k = j; k < n; ++k) st(y, k, ld(a, k) + ld(b, k));
     }
   }
 }
-__global__ void scale_kernel(float* y, const float* x, float k, i64 n) { GRID_STRIDE(i, n) y[i] = k * x[i]; }
+template <class E>
+__global__ void scale_kernel(E* y, const E* x, float k, i64 n) {
+  GRID_STRIDE(i, n) st(y, i, k * ld(x, i));
+}
 // The mask is a function of (seed, i) (ops/dropout_mask.hpp): the same elements as on the host.
-__global__ void dropout_kernel(float* y, const float* x, float p, float k, std::uint64_t seed, i64 n) {
-  GRID_STRIDE(i, n) y[i] = dropout::keep(seed, i, p) ? k * x[i] : 0.0f;
+template <class E>
+__global__ void dropout_kernel(E* y, const E* x, float p, float k, std::uint64_t seed, i64 n) {
+  GRID_STRIDE(i, n) st(y, i, dropout::keep(seed, i, p) ? k * ld(x, i) : 0.0f);
 }
 
 __global__ void positions_forward_kernel(float* y, const float* x, const float* table, i64 B, i64 T, i64 C,
@@ -325,79 +330,105 @@ __global__ void from_bf16_sum_heads_kernel(float* out, const std::uint16_t* in, 
 }  // namespace
 
 // Each launcher takes the vectorised kernel when every pointer is 16-byte aligned.
-void unary_forward(Unary f, float* y, const float* x, i64 n, cudaStream_t s) {
+namespace {
+
+// The launchers of the element-wise kernels, for either storage type; the vectorised form where
+// every pointer is 16-byte aligned.
+template <Unary F, class E>
+void launch_unary_forward(E* y, const E* x, i64 n, cudaStream_t s) {
+  if (aligned16(y) && aligned16(x)) unary_forward4_kernel<F, E><<<grid_for(n / 4), kThreads, 0, s>>>(y, x, n);
+  else unary_forward_kernel<F, E><<<grid_for(n), kThreads, 0, s>>>(y, x, n);
+}
+template <class E>
+void unary_forward_any(Unary f, E* y, const E* x, i64 n, cudaStream_t s) {
   if (n == 0) return;
-  const unsigned g = grid_for(n), g4 = grid_for(n / 4);
-  if (aligned16(y) && aligned16(x)) {
-    if (f == Unary::gelu) unary_forward4_kernel<Unary::gelu><<<g4, kThreads, 0, s>>>(y, x, n);
-    else if (f == Unary::relu) unary_forward4_kernel<Unary::relu><<<g4, kThreads, 0, s>>>(y, x, n);
-    else if (f == Unary::tanh) unary_forward4_kernel<Unary::tanh><<<g4, kThreads, 0, s>>>(y, x, n);
-    else unary_forward4_kernel<Unary::silu><<<g4, kThreads, 0, s>>>(y, x, n);
-  } else {
-    if (f == Unary::gelu) unary_forward_kernel<Unary::gelu><<<g, kThreads, 0, s>>>(y, x, n);
-    else if (f == Unary::relu) unary_forward_kernel<Unary::relu><<<g, kThreads, 0, s>>>(y, x, n);
-    else if (f == Unary::tanh) unary_forward_kernel<Unary::tanh><<<g, kThreads, 0, s>>>(y, x, n);
-    else unary_forward_kernel<Unary::silu><<<g, kThreads, 0, s>>>(y, x, n);
-  }
+  if (f == Unary::gelu) launch_unary_forward<Unary::gelu>(y, x, n, s);
+  else if (f == Unary::relu) launch_unary_forward<Unary::relu>(y, x, n, s);
+  else if (f == Unary::tanh) launch_unary_forward<Unary::tanh>(y, x, n, s);
+  else launch_unary_forward<Unary::silu>(y, x, n, s);
   LLMTK_CUDA_LAUNCHED("unary_forward");
 }
-void unary_backward(Unary f, float* dx, const float* dy, const float* x, i64 n, cudaStream_t s) {
+template <Unary F, class E>
+void launch_unary_backward(E* dx, const E* dy, const E* x, i64 n, cudaStream_t s) {
+  if (aligned16(dx) && aligned16(dy) && aligned16(x))
+    unary_backward4_kernel<F, E><<<grid_for(n / 4), kThreads, 0, s>>>(dx, dy, x, n);
+  else unary_backward_kernel<F, E><<<grid_for(n), kThreads, 0, s>>>(dx, dy, x, n);
+}
+template <class E>
+void unary_backward_any(Unary f, E* dx, const E* dy, const E* x, i64 n, cudaStream_t s) {
   if (n == 0) return;
-  const unsigned g = grid_for(n), g4 = grid_for(n / 4);
-  if (aligned16(dx) && aligned16(dy) && aligned16(x)) {
-    if (f == Unary::gelu) unary_backward4_kernel<Unary::gelu><<<g4, kThreads, 0, s>>>(dx, dy, x, n);
-    else if (f == Unary::relu) unary_backward4_kernel<Unary::relu><<<g4, kThreads, 0, s>>>(dx, dy, x, n);
-    else if (f == Unary::tanh) unary_backward4_kernel<Unary::tanh><<<g4, kThreads, 0, s>>>(dx, dy, x, n);
-    else unary_backward4_kernel<Unary::silu><<<g4, kThreads, 0, s>>>(dx, dy, x, n);
-  } else {
-    if (f == Unary::gelu) unary_backward_kernel<Unary::gelu><<<g, kThreads, 0, s>>>(dx, dy, x, n);
-    else if (f == Unary::relu) unary_backward_kernel<Unary::relu><<<g, kThreads, 0, s>>>(dx, dy, x, n);
-    else if (f == Unary::tanh) unary_backward_kernel<Unary::tanh><<<g, kThreads, 0, s>>>(dx, dy, x, n);
-    else unary_backward_kernel<Unary::silu><<<g, kThreads, 0, s>>>(dx, dy, x, n);
-  }
+  if (f == Unary::gelu) launch_unary_backward<Unary::gelu>(dx, dy, x, n, s);
+  else if (f == Unary::relu) launch_unary_backward<Unary::relu>(dx, dy, x, n, s);
+  else if (f == Unary::tanh) launch_unary_backward<Unary::tanh>(dx, dy, x, n, s);
+  else launch_unary_backward<Unary::silu>(dx, dy, x, n, s);
   LLMTK_CUDA_LAUNCHED("unary_backward");
 }
-void gated_forward(Gate f, float* y, const float* gate, const float* up, i64 n, cudaStream_t s) {
+template <Gate F, class E>
+void launch_gated_forward(E* y, const E* gate, const E* up, i64 n, cudaStream_t s) {
+  if (aligned16(y) && aligned16(gate) && aligned16(up))
+    gated_forward4_kernel<F, E><<<grid_for(n / 4), kThreads, 0, s>>>(y, gate, up, n);
+  else gated_forward_kernel<F, E><<<grid_for(n), kThreads, 0, s>>>(y, gate, up, n);
+}
+template <class E>
+void gated_forward_any(Gate f, E* y, const E* gate, const E* up, i64 n, cudaStream_t s) {
   if (n == 0) return;
-  const unsigned g = grid_for(n), g4 = grid_for(n / 4);
-  if (aligned16(y) && aligned16(gate) && aligned16(up)) {
-    if (f == Gate::silu) gated_forward4_kernel<Gate::silu><<<g4, kThreads, 0, s>>>(y, gate, up, n);
-    else gated_forward4_kernel<Gate::gelu><<<g4, kThreads, 0, s>>>(y, gate, up, n);
-  } else {
-    if (f == Gate::silu) gated_forward_kernel<Gate::silu><<<g, kThreads, 0, s>>>(y, gate, up, n);
-    else gated_forward_kernel<Gate::gelu><<<g, kThreads, 0, s>>>(y, gate, up, n);
-  }
+  if (f == Gate::silu) launch_gated_forward<Gate::silu>(y, gate, up, n, s);
+  else launch_gated_forward<Gate::gelu>(y, gate, up, n, s);
   LLMTK_CUDA_LAUNCHED("gated_forward");
 }
-void gated_backward(Gate f, float* dgate, float* dup, const float* dy, const float* gate, const float* up, i64 n,
-                    cudaStream_t s) {
+template <Gate F, class E>
+void launch_gated_backward(E* dgate, E* dup, const E* dy, const E* gate, const E* up, i64 n, cudaStream_t s) {
+  if (aligned16(dgate) && aligned16(dup) && aligned16(dy) && aligned16(gate) && aligned16(up))
+    gated_backward4_kernel<F, E><<<grid_for(n / 4), kThreads, 0, s>>>(dgate, dup, dy, gate, up, n);
+  else gated_backward_kernel<F, E><<<grid_for(n), kThreads, 0, s>>>(dgate, dup, dy, gate, up, n);
+}
+template <class E>
+void gated_backward_any(Gate f, E* dgate, E* dup, const E* dy, const E* gate, const E* up, i64 n, cudaStream_t s) {
   if (n == 0) return;
-  const unsigned g = grid_for(n), g4 = grid_for(n / 4);
-  if (aligned16(dgate) && aligned16(dup) && aligned16(dy) && aligned16(gate) && aligned16(up)) {
-    if (f == Gate::silu) gated_backward4_kernel<Gate::silu><<<g4, kThreads, 0, s>>>(dgate, dup, dy, gate, up, n);
-    else gated_backward4_kernel<Gate::gelu><<<g4, kThreads, 0, s>>>(dgate, dup, dy, gate, up, n);
-  } else {
-    if (f == Gate::silu) gated_backward_kernel<Gate::silu><<<g, kThreads, 0, s>>>(dgate, dup, dy, gate, up, n);
-    else gated_backward_kernel<Gate::gelu><<<g, kThreads, 0, s>>>(dgate, dup, dy, gate, up, n);
-  }
+  if (f == Gate::silu) launch_gated_backward<Gate::silu>(dgate, dup, dy, gate, up, n, s);
+  else launch_gated_backward<Gate::gelu>(dgate, dup, dy, gate, up, n, s);
   LLMTK_CUDA_LAUNCHED("gated_backward");
 }
-void add(float* y, const float* a, const float* b, i64 n, cudaStream_t s) {
+template <class E>
+void add_any(E* y, const E* a, const E* b, i64 n, cudaStream_t s) {
   if (n == 0) return;
-  if (aligned16(y) && aligned16(a) && aligned16(b)) add4_kernel<<<grid_for((n + 3) / 4), kThreads, 0, s>>>(y, a, b, n);
-  else add_kernel<<<grid_for(n), kThreads, 0, s>>>(y, a, b, n);
+  if (aligned16(y) && aligned16(a) && aligned16(b)) add4_kernel<E><<<grid_for((n + 3) / 4), kThreads, 0, s>>>(y, a, b, n);
+  else add_kernel<E><<<grid_for(n), kThreads, 0, s>>>(y, a, b, n);
   LLMTK_CUDA_LAUNCHED("add");
 }
-void scale(float* y, const float* x, float k, i64 n, cudaStream_t s) {
+template <class E>
+void scale_any(E* y, const E* x, float k, i64 n, cudaStream_t s) {
   if (n == 0) return;
-  scale_kernel<<<grid_for(n), kThreads, 0, s>>>(y, x, k, n);
+  scale_kernel<E><<<grid_for(n), kThreads, 0, s>>>(y, x, k, n);
   LLMTK_CUDA_LAUNCHED("scale");
 }
-void dropout(float* y, const float* x, float p, std::uint64_t seed, i64 n, cudaStream_t s) {
+template <class E>
+void dropout_any(E* y, const E* x, float p, std::uint64_t seed, i64 n, cudaStream_t s) {
   if (n == 0) return;
-  dropout_kernel<<<grid_for(n), kThreads, 0, s>>>(y, x, p, llmtk::dropout::kept_scale(p), seed, n);
+  dropout_kernel<E><<<grid_for(n), kThreads, 0, s>>>(y, x, p, llmtk::dropout::kept_scale(p), seed, n);
   LLMTK_CUDA_LAUNCHED("dropout");
 }
+
+}  // namespace
+
+#define LLMTK_FOR_BOTH_STORAGE_TYPES(E)                                                                          \
+  void unary_forward(Unary f, E* y, const E* x, i64 n, cudaStream_t s) { unary_forward_any(f, y, x, n, s); }      \
+  void unary_backward(Unary f, E* dx, const E* dy, const E* x, i64 n, cudaStream_t s) {                          \
+    unary_backward_any(f, dx, dy, x, n, s);                                                                      \
+  }                                                                                                              \
+  void gated_forward(Gate f, E* y, const E* gate, const E* up, i64 n, cudaStream_t s) {                          \
+    gated_forward_any(f, y, gate, up, n, s);                                                                     \
+  }                                                                                                              \
+  void gated_backward(Gate f, E* dgate, E* dup, const E* dy, const E* gate, const E* up, i64 n, cudaStream_t s) { \
+    gated_backward_any(f, dgate, dup, dy, gate, up, n, s);                                                       \
+  }                                                                                                              \
+  void add(E* y, const E* a, const E* b, i64 n, cudaStream_t s) { add_any(y, a, b, n, s); }                      \
+  void scale(E* y, const E* x, float k, i64 n, cudaStream_t s) { scale_any(y, x, k, n, s); }                    \
+  void dropout(E* y, const E* x, float p, std::uint64_t seed, i64 n, cudaStream_t s) { dropout_any(y, x, p, seed, n, s); }
+LLMTK_FOR_BOTH_STORAGE_TYPES(float)
+LLMTK_FOR_BOTH_STORAGE_TYPES(std::uint16_t)
+#undef LLMTK_FOR_BOTH_STORAGE_TYPES
+
 void positions_forward(float* y, const float* x, const float* table, i64 B, i64 T, i64 C, i64 pos0, cudaStream_t s) {
   if (B * T * C == 0) return;
   positions_forward_kernel<<<grid_for(B * T * C), kThreads, 0, s>>>(y, x, table, B, T, C, pos0);

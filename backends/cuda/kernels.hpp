@@ -13,16 +13,22 @@ namespace llmtk::cuda::kernels {
 using i64 = std::int64_t;
 
 // ---- elementwise.cu -------------------------------------------------------------------------
+// The activation ops come in both storage types (docs/bf16.md): float, and std::uint16_t for bf16
+// (raw bits), which is read exactly, computed in f32 and rounded once on store.
 enum class Unary { gelu, relu, silu, tanh };
-void unary_forward(Unary f, float* y, const float* x, i64 n, cudaStream_t s);              // y = f(x)
-void unary_backward(Unary f, float* dx, const float* dy, const float* x, i64 n, cudaStream_t s);  // dx = dy·f'(x)
 enum class Gate { silu, gelu };
-void gated_forward(Gate f, float* y, const float* gate, const float* up, i64 n, cudaStream_t s);
-void gated_backward(Gate f, float* dgate, float* dup, const float* dy, const float* gate, const float* up, i64 n,
-                    cudaStream_t s);
-void add(float* y, const float* a, const float* b, i64 n, cudaStream_t s);
-void scale(float* y, const float* x, float k, i64 n, cudaStream_t s);
-void dropout(float* y, const float* x, float p, std::uint64_t seed, i64 n, cudaStream_t s);
+#define LLMTK_CUDA_ACTIVATION_KERNELS(E)                                                              \
+  void unary_forward(Unary f, E* y, const E* x, i64 n, cudaStream_t s);               /* y = f(x) */ \
+  void unary_backward(Unary f, E* dx, const E* dy, const E* x, i64 n, cudaStream_t s); /* dy·f'(x) */ \
+  void gated_forward(Gate f, E* y, const E* gate, const E* up, i64 n, cudaStream_t s);               \
+  void gated_backward(Gate f, E* dgate, E* dup, const E* dy, const E* gate, const E* up, i64 n,       \
+                      cudaStream_t s);                                                                \
+  void add(E* y, const E* a, const E* b, i64 n, cudaStream_t s);                                      \
+  void scale(E* y, const E* x, float k, i64 n, cudaStream_t s);                                       \
+  void dropout(E* y, const E* x, float p, std::uint64_t seed, i64 n, cudaStream_t s);
+LLMTK_CUDA_ACTIVATION_KERNELS(float)
+LLMTK_CUDA_ACTIVATION_KERNELS(std::uint16_t)
+#undef LLMTK_CUDA_ACTIVATION_KERNELS
 // y[b, t, :] = x[b, t, :] + table[pos0 + t, :]; dtable[t, :] += Σ_b dy[b, t, :]
 void positions_forward(float* y, const float* x, const float* table, i64 B, i64 T, i64 C, i64 pos0, cudaStream_t s);
 void positions_backward(float* dtable, const float* dy, i64 B, i64 T, i64 C, cudaStream_t s);

@@ -14,20 +14,39 @@ using i64 = std::int64_t;
 using kernels::Gate;
 using kernels::Unary;
 
+// Calls f(E{}) with E the storage type of an activation op's tensors: float, or std::uint16_t (the
+// raw bits) for bf16. The dispatcher has checked that they share one dtype (ops.hpp).
+template <class F>
+void by_storage(DType t, F&& f) {
+  if (t == DType::bf16) f(std::uint16_t{});
+  else f(float{});
+}
+template <class E>
+E* data(TensorRef t) {
+  return static_cast<E*>(t.data);
+}
+
 void unary(const char* op, Unary f, TensorRef y, TensorRef x) {
-  kernels::unary_forward(f, y.f32(), x.f32(), x.numel(), stream());
+  by_storage(y.dtype, [&]<class E>(E) { kernels::unary_forward(f, data<E>(y), data<E>(x), x.numel(), stream()); });
   finish_op(op);
 }
 void unary_backward(const char* op, Unary f, TensorRef dx, TensorRef dy, TensorRef x) {
-  kernels::unary_backward(f, dx.f32(), dy.f32(), x.f32(), x.numel(), stream());
+  by_storage(dx.dtype, [&]<class E>(E) {
+    kernels::unary_backward(f, data<E>(dx), data<E>(dy), data<E>(x), x.numel(), stream());
+  });
   finish_op(op);
 }
 void gated(const char* op, Gate f, TensorRef y, TensorRef gate, TensorRef up) {
-  kernels::gated_forward(f, y.f32(), gate.f32(), up.f32(), y.numel(), stream());
+  by_storage(y.dtype, [&]<class E>(E) {
+    kernels::gated_forward(f, data<E>(y), data<E>(gate), data<E>(up), y.numel(), stream());
+  });
   finish_op(op);
 }
 void gated_backward(const char* op, Gate f, TensorRef dgate, TensorRef dup, TensorRef dy, TensorRef gate, TensorRef up) {
-  kernels::gated_backward(f, dgate.f32(), dup.f32(), dy.f32(), gate.f32(), up.f32(), dy.numel(), stream());
+  by_storage(dy.dtype, [&]<class E>(E) {
+    kernels::gated_backward(f, data<E>(dgate), data<E>(dup), data<E>(dy), data<E>(gate), data<E>(up), dy.numel(),
+                            stream());
+  });
   finish_op(op);
 }
 float* partials_for(i64 N, i64 C) {
@@ -37,7 +56,7 @@ float* partials_for(i64 N, i64 C) {
 
 void add_forward(TensorRef y, TensorRef a, TensorRef b) {
   const char* op = "add_forward";
-  kernels::add(y.f32(), a.f32(), b.f32(), y.numel(), stream());
+  by_storage(y.dtype, [&]<class E>(E) { kernels::add(data<E>(y), data<E>(a), data<E>(b), y.numel(), stream()); });
   finish_op(op);
 }
 
@@ -266,13 +285,13 @@ void sum_squares(TensorRef out, TensorRef x) {
 
 void scale_forward(TensorRef y, TensorRef x, float s) {
   const char* op = "scale_forward";
-  kernels::scale(y.f32(), x.f32(), s, x.numel(), stream());
+  by_storage(y.dtype, [&]<class E>(E) { kernels::scale(data<E>(y), data<E>(x), s, x.numel(), stream()); });
   finish_op(op);
 }
 
 void dropout(TensorRef y, TensorRef x, float p, std::uint64_t seed) {
   const char* op = "dropout";
-  kernels::dropout(y.f32(), x.f32(), p, seed, x.numel(), stream());
+  by_storage(y.dtype, [&]<class E>(E) { kernels::dropout(data<E>(y), data<E>(x), p, seed, x.numel(), stream()); });
   finish_op(op);
 }
 

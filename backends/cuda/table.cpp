@@ -20,14 +20,28 @@ constexpr unsigned bf16_operands(std::string_view op) {
   return 0;
 }
 
+// The ops with bf16 kernels of their own (storage type as a template parameter, elementwise.cu).
+constexpr bool native_bf16(std::string_view op) {
+  constexpr std::string_view kNative[] = {
+      "convert",      "add_forward",   "scale_forward",  "dropout",        "gelu_forward",   "gelu_backward",
+      "relu_forward", "relu_backward", "silu_forward",   "silu_backward",  "tanh_forward",   "tanh_backward",
+      "swiglu_forward", "swiglu_backward", "geglu_forward", "geglu_backward",
+  };
+  for (auto n : kNative)
+    if (n == op) return true;
+  return false;
+}
+
 extern const ops::OpTable op_table;
 const ops::OpTable op_table = {
     "cuda",
     &info,
-// Every op but convert takes bf16 through the fallback that widens its inputs and rounds its
-// outputs (backends/widen.hpp, docs/bf16.md) until it has bf16 kernels of its own. The matmuls
-// read bf16 operands themselves (x or a, and w stay as they are); their outputs and dy are widened.
-#define LLMTK_X(name, params, args) LLMTK_WIDENED_KEEP(cuda, name, bf16_operands(#name)),
+// The element-wise ops run on bf16 as it is; every other op takes bf16 through the fallback that
+// widens its inputs and rounds its outputs (backends/widen.hpp, docs/bf16.md) until it has bf16
+// kernels of its own. The matmuls read bf16 operands themselves (x or a, and w stay as they are);
+// their outputs and dy are widened.
+#define LLMTK_X(name, params, args) \
+  native_bf16(#name) ? &cuda::name : LLMTK_WIDENED_KEEP(cuda, name, bf16_operands(#name)),
     LLMTK_OPS(LLMTK_X)
 #undef LLMTK_X
 };
