@@ -13,6 +13,9 @@
 //             nothing is shared and the result does not depend on scheduling.
 // GQA reads the kv head h / (H / KV) directly: K and V are never repeated per query head.
 //
+// The forward keeps the key tiles a thread has loaded for its batch row and kv head (up to 4,096
+// keys) while it walks that head's query tiles and the other heads of its GQA group.
+//
 // Tiles are copied into per-thread buffers whose rows are padded with zeros to a multiple of 16
 // floats (one AVX-512 register), K and V also transposed, so the three small products below run
 // on whole registers with the accumulators held in registers. The padding adds zeros to dot
@@ -27,6 +30,7 @@
 #include <cstring>
 #include <limits>
 #include <type_traits>
+#include <vector>
 
 #include "elementwise.hpp"  // by_dtype, ld, st: bf16 activations
 #include "fast_math.hpp"
@@ -197,23 +201,40 @@ void attention_forward(TensorRef out, TensorRef lse, TensorRef q, TensorRef k, T
   const std::int64_t qstride = S.H * S.D, kstride = S.KV * S.D, group = S.H / S.KV;
   const int D = int(S.D), Dp = padded(S.D);
   const AccumulateFn accumulate = accumulate_for(Dp);
-  const std::int64_t qtiles = (S.T + kBQ - 1) / kBQ;
-  // Per thread: Q tile, O accumulator, K transposed, V tile, scores, row max and sum.
-  const std::size_t per_thread = std::size_t(2 * kBQ * Dp + kMaxD * kBK + kBK * Dp + kBQ * kBK + 2 * kBQ);
-  float* buffers = scratch(std::size_t(max_threads()) * per_thread);
+  const std::int64_t qtiles = (S.T + kBQ - 1) / kBQ, ktiles = (S.Tk + kBK - 1) / kBK;
+  // A thread keeps the key tiles it has loaded (K transposed, V) of its current batch row and kv
+  // head: the query tiles of a head and the heads of a GQA group read them again. Up to
+  // kCachedKeys keys (per thread: 2 · Tk · Dp floats); beyond, each tile is loaded when used.
+  constexpr std::int64_t kCachedKeys = 4096;
+  const bool cache = S.Tk <= kCachedKeys;
+  const int threads = max_threads();
+  // Per thread: Q tile, O accumulator, K transposed, V tile, scores, row max and sum, and the cache.
+  const std::size_t per_thread = std::size_t(2 * kBQ * Dp + kMaxD * kBK + kBK * Dp + kBQ * kBK + 2 * kBQ) +
+                                 (cache ? std::size_t(ktiles) * std::size_t(2 * Dp * kBK) : 0);
+  float* buffers = scratch(std::size_t(threads) * per_thread);
+  std::vector<std::int64_t> cached_row(std::size_t(threads), -1);  // b · KV + g of the cached tiles
+  std::vector<std::uint8_t> loaded(cache ? std::size_t(threads) * std::size_t(ktiles) : 0);
   by_dtype(q.dtype, [&]<class E>() {  // E: the storage type of q, k, v and out (f32 or bf16)
-#pragma omp parallel for collapse(3) schedule(dynamic, 1)
+  // Static: a thread takes consecutive query tiles of the same heads, and finds their keys cached.
+#pragma omp parallel for collapse(3) schedule(static)
   for (std::int64_t b = 0; b < S.B; ++b)
     for (std::int64_t h = 0; h < S.H; ++h)
       for (std::int64_t qt = 0; qt < qtiles; ++qt) {
-        float* Qs = buffers + std::size_t(omp_get_thread_num()) * per_thread;
+        const int thread = omp_get_thread_num();
+        float* Qs = buffers + std::size_t(thread) * per_thread;
         float* O = Qs + kBQ * Dp;
         float* Kt = O + kBQ * Dp;
         float* Vs = Kt + kMaxD * kBK;
         float* Ss = Vs + kBK * Dp;
         float* mx = Ss + kBQ * kBK;
         float* sum = mx + kBQ;
+        float* key_cache = sum + kBQ;  // tile jt: Kᵀ at 2·jt·Dp·kBK, V after it
         const std::int64_t g = h / group, i0 = qt * kBQ;
+        std::uint8_t* tile_loaded = cache ? loaded.data() + std::size_t(thread) * std::size_t(ktiles) : nullptr;
+        if (cache && cached_row[std::size_t(thread)] != b * S.KV + g) {
+          cached_row[std::size_t(thread)] = b * S.KV + g;
+          std::fill(tile_loaded, tile_loaded + ktiles, std::uint8_t(0));
+        }
         const int rows = int(std::min<std::int64_t>(kBQ, S.T - i0)), rows4 = (rows + 3) & ~3;
         const std::int64_t p0 = mask.q_offset + i0;  // the first query's position among the keys
         const E* Q = as<E>(q) + (b * S.T + i0) * qstride + h * S.D;
@@ -228,9 +249,22 @@ void attention_forward(TensorRef out, TensorRef lse, TensorRef q, TensorRef k, T
         key_range(mask, p0, p0 + rows - 1, vis.Tk, lo, hi);
         for (std::int64_t j0 = lo / kBK * kBK; j0 < hi; j0 += kBK) {
           const int keys = int(std::min<std::int64_t>(kBK, S.Tk - j0));
-          load_transposed(Kt, K + j0 * kstride, kstride, keys, D, Dp);
-          load_rows(Vs, V + j0 * kstride, kstride, keys, kBK, D, Dp);
-          product_abt(Ss, Qs, Kt, rows4, Dp);
+          const float* Kt_tile = Kt;
+          const float* V_tile = Vs;
+          if (cache) {
+            const std::int64_t jt = j0 / kBK;
+            float* kt = key_cache + 2 * jt * Dp * kBK;
+            if (!tile_loaded[jt]) {
+              load_transposed(kt, K + j0 * kstride, kstride, keys, D, Dp);
+              load_rows(kt + Dp * kBK, V + j0 * kstride, kstride, keys, kBK, D, Dp);
+              tile_loaded[jt] = 1;
+            }
+            Kt_tile = kt, V_tile = kt + Dp * kBK;
+          } else {
+            load_transposed(Kt, K + j0 * kstride, kstride, keys, D, Dp);
+            load_rows(Vs, V + j0 * kstride, kstride, keys, kBK, D, Dp);
+          }
+          product_abt(Ss, Qs, Kt_tile, rows4, Dp);
           for (int r = 0; r < rows; ++r) {
             float* s = Ss + r * kBK;
             vis.apply(s, p0 + r, j0, scale);
@@ -251,7 +285,7 @@ void attention_forward(TensorRef out, TensorRef lse, TensorRef q, TensorRef k, T
 #pragma omp simd
             for (int d = 0; d < Dp; ++d) o[d] *= correction;
           }
-          accumulate(O, Ss, kBK, 1, rows4, kBK, Vs);
+          accumulate(O, Ss, kBK, 1, rows4, kBK, V_tile);
         }
         E* dst = as<E>(out) + (b * S.T + i0) * qstride + h * S.D;
         float* lse_row = lse.f32() + (b * S.H + h) * S.T + i0;
