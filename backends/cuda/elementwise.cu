@@ -157,23 +157,25 @@ __global__ void dropout_kernel(E* y, const E* x, float p, float k, std::uint64_t
   GRID_STRIDE(i, n) st(y, i, dropout::keep(seed, i, p) ? k * ld(x, i) : 0.0f);
 }
 
-__global__ void positions_forward_kernel(float* y, const float* x, const float* table, i64 B, i64 T, i64 C,
-                                         i64 pos0) {
+template <class E>
+__global__ void positions_forward_kernel(E* y, const E* x, const float* table, i64 B, i64 T, i64 C, i64 pos0) {
   GRID_STRIDE(i, B * T * C) {
     const i64 t = (i / C) % T, c = i % C;
-    y[i] = x[i] + table[(pos0 + t) * C + c];
+    st(y, i, ld(x, i) + table[(pos0 + t) * C + c]);
   }
 }
 // One thread per (t, c): the batch is summed in order, no atomics.
-__global__ void positions_backward_kernel(float* dtable, const float* dy, i64 B, i64 T, i64 C) {
+template <class E>
+__global__ void positions_backward_kernel(float* dtable, const E* dy, i64 B, i64 T, i64 C) {
   GRID_STRIDE(i, T * C) {
     float acc = 0.0f;
-    for (i64 b = 0; b < B; ++b) acc += dy[b * T * C + i];
+    for (i64 b = 0; b < B; ++b) acc += ld(dy, b * T * C + i);
     dtable[i] += acc;
   }
 }
 // Angles in double: positions reach 10^5 and the reference computes them exactly.
-__global__ void sinusoidal_kernel(float* y, const float* x, i64 B, i64 T, i64 C, i64 pos0) {
+template <class E>
+__global__ void sinusoidal_kernel(E* y, const E* x, i64 B, i64 T, i64 C, i64 pos0) {
   const i64 half = C / 2;
   GRID_STRIDE(i, B * T * half) {
     const i64 pair = i % half, row = i / half, t = row % T;
@@ -181,8 +183,8 @@ __global__ void sinusoidal_kernel(float* y, const float* x, i64 B, i64 T, i64 C,
     double sn, cs;
     sincos(a, &sn, &cs);
     const i64 o = row * C + 2 * pair;
-    y[o] = float(double(x[o]) + sn);
-    y[o + 1] = float(double(x[o + 1]) + cs);
+    st(y, o, float(double(ld(x, o)) + sn));
+    st(y, o + 1, float(double(ld(x, o + 1)) + cs));
   }
 }
 // One thread per (b, t, h, pair i): rotates (x_i, x_{i + D/2}) by angle (pos0 + t)·base^(-2i/D).
@@ -199,7 +201,8 @@ __global__ void rope_table_kernel(float* tab, i64 lo, i64 P, i64 D, float base) 
     tab[2 * i] = float(cs), tab[2 * i + 1] = float(sn);
   }
 }
-__global__ void rope_kernel(float* y, const float* x, const float* tab, i64 lo, i64 B, i64 T, i64 H, i64 D, i64 pos0,
+template <class E>
+__global__ void rope_kernel(E* y, const E* x, const float* tab, i64 lo, i64 B, i64 T, i64 H, i64 D, i64 pos0,
                             float sign) {
   const i64 half = D / 2;
   GRID_STRIDE(i, B * T * H * half) {
@@ -207,16 +210,17 @@ __global__ void rope_kernel(float* y, const float* x, const float* tab, i64 lo, 
     const float* cs = tab + 2 * ((pos0 + t - lo) * half + pair);
     const float c = cs[0], s = sign * cs[1];
     const i64 o = head_row * D + pair;
-    const float x0 = x[o], x1 = x[o + half];
-    y[o] = x0 * c - x1 * s;
-    y[o + half] = x1 * c + x0 * s;
+    const float x0 = ld(x, o), x1 = ld(x, o + half);
+    st(y, o, x0 * c - x1 * s);
+    st(y, o + half, x1 * c + x0 * s);
   }
 }
 
-__global__ void embedding_forward_kernel(float* y, const std::int32_t* ids, const float* table, i64 N, i64 C, i64 V) {
+template <class E>
+__global__ void embedding_forward_kernel(E* y, const std::int32_t* ids, const float* table, i64 N, i64 C, i64 V) {
   GRID_STRIDE(i, N * C) {
     const std::int32_t id = ids[i / C];
-    y[i] = id >= 0 && id < V ? table[i64(id) * C + i % C] : 0.0f;
+    st(y, i, id >= 0 && id < V ? table[i64(id) * C + i % C] : 0.0f);
   }
 }
 
@@ -429,36 +433,65 @@ LLMTK_FOR_BOTH_STORAGE_TYPES(float)
 LLMTK_FOR_BOTH_STORAGE_TYPES(std::uint16_t)
 #undef LLMTK_FOR_BOTH_STORAGE_TYPES
 
-void positions_forward(float* y, const float* x, const float* table, i64 B, i64 T, i64 C, i64 pos0, cudaStream_t s) {
+namespace {
+template <class E>
+void positions_forward_any(E* y, const E* x, const float* table, i64 B, i64 T, i64 C, i64 pos0, cudaStream_t s) {
   if (B * T * C == 0) return;
-  positions_forward_kernel<<<grid_for(B * T * C), kThreads, 0, s>>>(y, x, table, B, T, C, pos0);
+  positions_forward_kernel<E><<<grid_for(B * T * C), kThreads, 0, s>>>(y, x, table, B, T, C, pos0);
   LLMTK_CUDA_LAUNCHED("positions_forward");
 }
-void positions_backward(float* dtable, const float* dy, i64 B, i64 T, i64 C, cudaStream_t s) {
+template <class E>
+void positions_backward_any(float* dtable, const E* dy, i64 B, i64 T, i64 C, cudaStream_t s) {
   if (T * C == 0) return;
-  positions_backward_kernel<<<grid_for(T * C), kThreads, 0, s>>>(dtable, dy, B, T, C);
+  positions_backward_kernel<E><<<grid_for(T * C), kThreads, 0, s>>>(dtable, dy, B, T, C);
   LLMTK_CUDA_LAUNCHED("positions_backward");
 }
-void sinusoidal_forward(float* y, const float* x, i64 B, i64 T, i64 C, i64 pos0, cudaStream_t s) {
+template <class E>
+void sinusoidal_forward_any(E* y, const E* x, i64 B, i64 T, i64 C, i64 pos0, cudaStream_t s) {
   if (B * T * C == 0) return;
-  sinusoidal_kernel<<<grid_for(B * T * C / 2), kThreads, 0, s>>>(y, x, B, T, C, pos0);
+  sinusoidal_kernel<E><<<grid_for(B * T * C / 2), kThreads, 0, s>>>(y, x, B, T, C, pos0);
   LLMTK_CUDA_LAUNCHED("sinusoidal_forward");
 }
+template <class E>
+void rope_any(E* y, const E* x, const float* tab, i64 lo, i64 B, i64 T, i64 H, i64 D, i64 pos0, float sign,
+              cudaStream_t s) {
+  if (B * T * H * D == 0) return;
+  rope_kernel<E><<<grid_for(B * T * H * D / 2), kThreads, 0, s>>>(y, x, tab, lo, B, T, H, D, pos0, sign);
+  LLMTK_CUDA_LAUNCHED("rope");
+}
+template <class E>
+void embedding_forward_any(E* y, const std::int32_t* ids, const float* table, i64 N, i64 C, i64 V, cudaStream_t s) {
+  if (N * C == 0) return;
+  embedding_forward_kernel<E><<<grid_for(N * C), kThreads, 0, s>>>(y, ids, table, N, C, V);
+  LLMTK_CUDA_LAUNCHED("embedding_forward");
+}
+}  // namespace
+
+#define LLMTK_FOR_BOTH_STORAGE_TYPES(E)                                                                           \
+  void positions_forward(E* y, const E* x, const float* table, i64 B, i64 T, i64 C, i64 pos0, cudaStream_t s) {    \
+    positions_forward_any(y, x, table, B, T, C, pos0, s);                                                         \
+  }                                                                                                               \
+  void positions_backward(float* dtable, const E* dy, i64 B, i64 T, i64 C, cudaStream_t s) {                      \
+    positions_backward_any(dtable, dy, B, T, C, s);                                                               \
+  }                                                                                                               \
+  void sinusoidal_forward(E* y, const E* x, i64 B, i64 T, i64 C, i64 pos0, cudaStream_t s) {                      \
+    sinusoidal_forward_any(y, x, B, T, C, pos0, s);                                                               \
+  }                                                                                                               \
+  void rope(E* y, const E* x, const float* tab, i64 lo, i64 B, i64 T, i64 H, i64 D, i64 pos0, float sign,          \
+            cudaStream_t s) {                                                                                     \
+    rope_any(y, x, tab, lo, B, T, H, D, pos0, sign, s);                                                           \
+  }                                                                                                               \
+  void embedding_forward(E* y, const std::int32_t* ids, const float* table, i64 N, i64 C, i64 V, cudaStream_t s) { \
+    embedding_forward_any(y, ids, table, N, C, V, s);                                                             \
+  }
+LLMTK_FOR_BOTH_STORAGE_TYPES(float)
+LLMTK_FOR_BOTH_STORAGE_TYPES(std::uint16_t)
+#undef LLMTK_FOR_BOTH_STORAGE_TYPES
+
 void rope_table(float* tab, i64 lo, i64 P, i64 D, float base, cudaStream_t s) {
   if (P * D == 0) return;
   rope_table_kernel<<<grid_for(P * D / 2), kThreads, 0, s>>>(tab, lo, P, D, base);
   LLMTK_CUDA_LAUNCHED("rope");
-}
-void rope(float* y, const float* x, const float* tab, i64 lo, i64 B, i64 T, i64 H, i64 D, i64 pos0, float sign,
-          cudaStream_t s) {
-  if (B * T * H * D == 0) return;
-  rope_kernel<<<grid_for(B * T * H * D / 2), kThreads, 0, s>>>(y, x, tab, lo, B, T, H, D, pos0, sign);
-  LLMTK_CUDA_LAUNCHED("rope");
-}
-void embedding_forward(float* y, const std::int32_t* ids, const float* table, i64 N, i64 C, i64 V, cudaStream_t s) {
-  if (N * C == 0) return;
-  embedding_forward_kernel<<<grid_for(N * C), kThreads, 0, s>>>(y, ids, table, N, C, V);
-  LLMTK_CUDA_LAUNCHED("embedding_forward");
 }
 void to_bf16(std::uint16_t* out, const float* in, i64 n, cudaStream_t s) {
   if (n == 0) return;

@@ -34,19 +34,27 @@ __device__ inline float ld(const std::uint16_t* p, i64 i) { return bf16_word_val
 __device__ inline void st(float* p, i64 i, float v) { p[i] = v; }
 __device__ inline void st(std::uint16_t* p, i64 i, float v) { p[i] = static_cast<std::uint16_t>(bf16_word(v)); }
 
-// Group j of four bf16 (8 bytes, the pointer 8-byte aligned), widened; and stored rounded.
+// Group j of W = 4 bf16 (one 8-byte access, the pointer 8-byte aligned) or W = 1, widened; and
+// stored rounded.
 template <int W>
 __device__ Vec<W> load(const std::uint16_t* p, i64 j) {
-  static_assert(W == 4, "bf16 groups are four wide");
-  const uint2 t = reinterpret_cast<const uint2*>(p)[j];
-  return {{bf16_word_value(t.x & 0xffffu), bf16_word_value(t.x >> 16), bf16_word_value(t.y & 0xffffu),
-           bf16_word_value(t.y >> 16)}};
+  static_assert(W == 4 || W == 1, "bf16 groups are four or one wide");
+  if constexpr (W == 4) {
+    const uint2 t = reinterpret_cast<const uint2*>(p)[j];
+    return {{bf16_word_value(t.x & 0xffffu), bf16_word_value(t.x >> 16), bf16_word_value(t.y & 0xffffu),
+             bf16_word_value(t.y >> 16)}};
+  } else {
+    return {{bf16_word_value(p[j])}};
+  }
 }
 template <int W>
 __device__ void store(std::uint16_t* p, i64 j, const Vec<W>& a) {
-  static_assert(W == 4, "bf16 groups are four wide");
-  reinterpret_cast<uint2*>(p)[j] = make_uint2(bf16_word(a.v[0]) | bf16_word(a.v[1]) << 16,
-                                              bf16_word(a.v[2]) | bf16_word(a.v[3]) << 16);
+  static_assert(W == 4 || W == 1, "bf16 groups are four or one wide");
+  if constexpr (W == 4)
+    reinterpret_cast<uint2*>(p)[j] = make_uint2(bf16_word(a.v[0]) | bf16_word(a.v[1]) << 16,
+                                                bf16_word(a.v[2]) | bf16_word(a.v[3]) << 16);
+  else
+    p[j] = static_cast<std::uint16_t>(bf16_word(a.v[0]));
 }
 
 template <int W>

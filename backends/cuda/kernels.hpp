@@ -29,20 +29,25 @@ enum class Gate { silu, gelu };
 LLMTK_CUDA_ACTIVATION_KERNELS(float)
 LLMTK_CUDA_ACTIVATION_KERNELS(std::uint16_t)
 #undef LLMTK_CUDA_ACTIVATION_KERNELS
-// y[b, t, :] = x[b, t, :] + table[pos0 + t, :]; dtable[t, :] += Σ_b dy[b, t, :]
-void positions_forward(float* y, const float* x, const float* table, i64 B, i64 T, i64 C, i64 pos0, cudaStream_t s);
-void positions_backward(float* dtable, const float* dy, i64 B, i64 T, i64 C, cudaStream_t s);
-void sinusoidal_forward(float* y, const float* x, i64 B, i64 T, i64 C, i64 pos0, cudaStream_t s);
 // tab[2·(j·D/2 + i) + 0/1] = cos/sin of p · base^(−2i/D) for positions p = lo + j, j < P
 // (computed in double): the rope kernel reads it instead of evaluating pow and sincos for every
 // element.
 void rope_table(float* tab, i64 lo, i64 P, i64 D, float base, cudaStream_t s);
-// x, y: [B, T, H, D], rotated by the angles of positions pos0 … pos0 + T − 1 in tab (a rope_table
-// from position lo that covers them); sign −1 rotates backwards (rope_backward)
-void rope(float* y, const float* x, const float* tab, i64 lo, i64 B, i64 T, i64 H, i64 D, i64 pos0, float sign,
-          cudaStream_t s);
-// y[n, :] = table[ids[n], :] (zeros for an id outside [0, V))
-void embedding_forward(float* y, const std::int32_t* ids, const float* table, i64 N, i64 C, i64 V, cudaStream_t s);
+// Position schemes and the embedding lookup, activations in either storage type:
+// positions: y[b, t, :] = x[b, t, :] + table[pos0 + t, :]; dtable[t, :] += Σ_b dy[b, t, :].
+// rope: x, y [B, T, H, D], rotated by the angles of positions pos0 … pos0 + T − 1 in tab (a
+// rope_table from position lo that covers them); sign −1 rotates backwards (rope_backward).
+// embedding: y[n, :] = table[ids[n], :] (zeros for an id outside [0, V)).
+#define LLMTK_CUDA_POSITION_KERNELS(E)                                                                           \
+  void positions_forward(E* y, const E* x, const float* table, i64 B, i64 T, i64 C, i64 pos0, cudaStream_t s);    \
+  void positions_backward(float* dtable, const E* dy, i64 B, i64 T, i64 C, cudaStream_t s);                      \
+  void sinusoidal_forward(E* y, const E* x, i64 B, i64 T, i64 C, i64 pos0, cudaStream_t s);                      \
+  void rope(E* y, const E* x, const float* tab, i64 lo, i64 B, i64 T, i64 H, i64 D, i64 pos0, float sign,         \
+            cudaStream_t s);                                                                                     \
+  void embedding_forward(E* y, const std::int32_t* ids, const float* table, i64 N, i64 C, i64 V, cudaStream_t s);
+LLMTK_CUDA_POSITION_KERNELS(float)
+LLMTK_CUDA_POSITION_KERNELS(std::uint16_t)
+#undef LLMTK_CUDA_POSITION_KERNELS
 // bf16 (as raw 16-bit words, round to nearest even) from f32 and back
 void to_bf16(std::uint16_t* out, const float* in, i64 n, cudaStream_t s);
 // out[r·ld + c] = bf16(in[r·cols + c]) for rows × cols, the ld − cols columns after each row
@@ -62,34 +67,46 @@ void from_bf16_sum_heads(float* out, const std::uint16_t* in, i64 rows, i64 KV, 
 // ---- embedding_backward.cu ------------------------------------------------------------------
 // Scratch bytes embedding_backward needs for N positions.
 std::size_t embedding_backward_scratch(i64 N);
-// dtable[ids[n], :] += dy[n, :], summed per token in position order (deterministic).
+// dtable[ids[n], :] += dy[n, :], summed per token in position order (deterministic); dy f32 or bf16.
 void embedding_backward(float* dtable, const float* dy, const std::int32_t* ids, i64 N, i64 C, i64 V, void* scratch,
                         std::size_t scratch_bytes, cudaStream_t s);
+void embedding_backward(float* dtable, const std::uint16_t* dy, const std::int32_t* ids, i64 N, i64 C, i64 V,
+                        void* scratch, std::size_t scratch_bytes, cudaStream_t s);
 
 // ---- norms.cu -------------------------------------------------------------------------------
-void layernorm_forward(float* y, float* mean, float* rstd, const float* x, const float* w, const float* b, i64 N,
-                       i64 C, float eps, cudaStream_t s);
-void layernorm_backward_dx(float* dx, const float* dy, const float* x, const float* w, const float* mean,
-                           const float* rstd, i64 N, i64 C, cudaStream_t s);
-void rmsnorm_forward(float* y, float* rstd, const float* x, const float* w, i64 N, i64 C, float eps, cudaStream_t s);
-void rmsnorm_backward_dx(float* dx, const float* dy, const float* x, const float* w, const float* rstd, i64 N, i64 C,
-                         cudaStream_t s);
+// Activations (x, y, dy, dx, the summed a) in either storage type; w, b, mean, rstd, out f32.
 // Column sums over N rows of [N, C], added to out[C]; `partial` holds column_sum_scratch floats.
 // Deterministic: each block sums a fixed range of rows, then the partials are added in order.
 i64 column_sum_scratch(i64 N, i64 C);
-void column_sum(float* out, const float* a, i64 N, i64 C, float* partial, cudaStream_t s);  // Σ a
-// Σ dy · (x − mean) · rstd (LayerNorm dw); mean null: Σ dy · x · rstd (RMSNorm dw)
-void column_sum_normed(float* out, const float* dy, const float* x, const float* mean, const float* rstd, i64 N, i64 C,
-                       float* partial, cudaStream_t s);
+#define LLMTK_CUDA_NORM_KERNELS(E)                                                                                 \
+  void layernorm_forward(E* y, float* mean, float* rstd, const E* x, const float* w, const float* b, i64 N, i64 C,   \
+                         float eps, cudaStream_t s);                                                              \
+  void layernorm_backward_dx(E* dx, const E* dy, const E* x, const float* w, const float* mean, const float* rstd,   \
+                             i64 N, i64 C, cudaStream_t s);                                                       \
+  void rmsnorm_forward(E* y, float* rstd, const E* x, const float* w, i64 N, i64 C, float eps, cudaStream_t s);     \
+  void rmsnorm_backward_dx(E* dx, const E* dy, const E* x, const float* w, const float* rstd, i64 N, i64 C,         \
+                           cudaStream_t s);                                                                       \
+  void column_sum(float* out, const E* a, i64 N, i64 C, float* partial, cudaStream_t s); /* Σ a */                \
+  /* Σ dy · (x − mean) · rstd (LayerNorm dw); mean null: Σ dy · x · rstd (RMSNorm dw) */                          \
+  void column_sum_normed(float* out, const E* dy, const E* x, const float* mean, const float* rstd, i64 N, i64 C,   \
+                         float* partial, cudaStream_t s);
+LLMTK_CUDA_NORM_KERNELS(float)
+LLMTK_CUDA_NORM_KERNELS(std::uint16_t)
+#undef LLMTK_CUDA_NORM_KERNELS
 
 // ---- loss.cu --------------------------------------------------------------------------------
+// logits and dlogits in either storage type; losses, weights and lse f32.
 // losses[n] = logsumexp(logits[n]) − logits[n, t] (0 when ignored, NaN for a target outside [0, V))
-void cross_entropy_forward(float* losses, const float* logits, const std::int32_t* targets, i64 N, i64 V,
-                           int ignore_index, cudaStream_t s);
 // dlogits = dloss · w[n] · (softmax(logits) − onehot(t)) (may alias logits; weights may be null:
 // w = 1); lse: N floats of scratch
-void cross_entropy_backward(float* dlogits, const float* logits, const std::int32_t* targets, const float* weights, i64 N, i64 V,
-                            float dloss, int ignore_index, float* lse, cudaStream_t s);
+#define LLMTK_CUDA_LOSS_KERNELS(E)                                                                                \
+  void cross_entropy_forward(float* losses, const E* logits, const std::int32_t* targets, i64 N, i64 V,            \
+                             int ignore_index, cudaStream_t s);                                                    \
+  void cross_entropy_backward(E* dlogits, const E* logits, const std::int32_t* targets, const float* weights, i64 N, \
+                              i64 V, float dloss, int ignore_index, float* lse, cudaStream_t s);
+LLMTK_CUDA_LOSS_KERNELS(float)
+LLMTK_CUDA_LOSS_KERNELS(std::uint16_t)
+#undef LLMTK_CUDA_LOSS_KERNELS
 
 // ---- optimizer.cu ---------------------------------------------------------------------------
 void adamw(float* p, const float* g, float* m, float* v, i64 n, float lr, float beta1, float beta2, float eps,

@@ -1,9 +1,12 @@
 // Cross-entropy with the softmax fused in: one block per row of logits computes its log-sum-exp
 // (each thread keeps an online (max, sum of exp) over its strided columns; the block merges them
 // in a fixed order). The backward then writes the gradient element-wise from each row's value.
+// E: the storage type of logits and dlogits (float, or std::uint16_t for bf16: grid_stride.cuh);
+// the sums, losses and lse are f32.
 #include <math_constants.h>
 
 #include "check.hpp"
+#include "grid_stride.cuh"
 #include "kernels.hpp"
 
 namespace llmtk::cuda::kernels {
@@ -24,7 +27,8 @@ __device__ MaxSum merge(MaxSum a, MaxSum b) {
 }
 
 // log Σ exp(z) of one row, by the whole block (every thread gets the result).
-__device__ float row_logsumexp(const float* z, long long V) {
+template <class E>
+__device__ float row_logsumexp(const E* z, long long V) {
   __shared__ MaxSum parts[kThreads / 32];
   MaxSum t{-CUDART_INF_F, 0.0f};
   // kUnroll loads issued before they are used: the running max makes each element depend on the
@@ -34,7 +38,7 @@ __device__ float row_logsumexp(const float* z, long long V) {
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       const long long v = v0 + u * (long long)blockDim.x;
-      xs[u] = v < V ? z[v] : -CUDART_INF_F;
+      xs[u] = v < V ? ld(z, v) : -CUDART_INF_F;
     }
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
@@ -60,7 +64,8 @@ __device__ float row_logsumexp(const float* z, long long V) {
   return all.m + logf(all.s);
 }
 
-__global__ void cross_entropy_forward_kernel(float* losses, const float* logits, const std::int32_t* targets, i64 V,
+template <class E>
+__global__ void cross_entropy_forward_kernel(float* losses, const E* logits, const std::int32_t* targets, i64 V,
                                              int ignore_index) {
   const i64 n = blockIdx.x;
   const std::int32_t t = targets[n];
@@ -68,13 +73,14 @@ __global__ void cross_entropy_forward_kernel(float* losses, const float* logits,
     if (threadIdx.x == 0) losses[n] = 0.0f;
     return;
   }
-  const float* z = logits + n * V;
+  const E* z = logits + n * V;
   const float lse = row_logsumexp(z, V);
-  if (threadIdx.x == 0) losses[n] = t >= 0 && t < V ? lse - z[t] : CUDART_NAN_F;
+  if (threadIdx.x == 0) losses[n] = t >= 0 && t < V ? lse - ld(z, t) : CUDART_NAN_F;
 }
 
 // lse[n] = log Σ exp(logits[n, :]) (0 for an ignored row).
-__global__ void row_logsumexp_kernel(float* lse, const float* logits, const std::int32_t* targets, i64 V,
+template <class E>
+__global__ void row_logsumexp_kernel(float* lse, const E* logits, const std::int32_t* targets, i64 V,
                                      int ignore_index) {
   const i64 n = blockIdx.x;
   if (targets[n] == ignore_index) {
@@ -89,7 +95,8 @@ __global__ void row_logsumexp_kernel(float* lse, const float* logits, const std:
 // without weights), element-wise
 // once the row's lse is known: rows along the grid's y, each row's columns spread over the
 // blocks along x. May alias logits (each element is read, then written by the same thread).
-__global__ void cross_entropy_backward_kernel(float* dlogits, const float* logits, const float* lse,
+template <class E>
+__global__ void cross_entropy_backward_kernel(E* dlogits, const E* logits, const float* lse,
                                               const std::int32_t* targets, const float* weights, i64 N, i64 V,
                                               float dloss, int ignore_index) {
   for (i64 n = blockIdx.y; n < N; n += gridDim.y) {
@@ -97,8 +104,8 @@ __global__ void cross_entropy_backward_kernel(float* dlogits, const float* logit
     const float g = weights ? dloss * weights[n] : dloss;
     const bool ignored = t == ignore_index, valid = t >= 0 && t < V;
     const float l = lse[n];
-    float* dz = dlogits + n * V;
-    const float* z = logits + n * V;
+    E* dz = dlogits + n * V;
+    const E* z = logits + n * V;
     // kUnroll elements loaded before any is written: dz may alias z, so the compiler cannot move
     // a load above the store before it, and one at a time each thread would wait a memory
     // latency per element (seen on an H200: 1.5 TB/s).
@@ -106,36 +113,51 @@ __global__ void cross_entropy_backward_kernel(float* dlogits, const float* logit
     for (i64 v0 = i64(blockIdx.x) * blockDim.x + threadIdx.x; v0 < V; v0 += kUnroll * stride) {
       float zs[kUnroll];
 #pragma unroll
-      for (int u = 0; u < kUnroll; ++u) zs[u] = v0 + u * stride < V ? z[v0 + u * stride] : 0.0f;
+      for (int u = 0; u < kUnroll; ++u) zs[u] = v0 + u * stride < V ? ld(z, v0 + u * stride) : 0.0f;
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
         const i64 v = v0 + u * stride;
-        if (v < V) dz[v] = ignored ? 0.0f : valid ? g * (expf(zs[u] - l) - (v == t ? 1.0f : 0.0f)) : CUDART_NAN_F;
+        if (v < V) st(dz, v, ignored ? 0.0f : valid ? g * (expf(zs[u] - l) - (v == t ? 1.0f : 0.0f)) : CUDART_NAN_F);
       }
     }
   }
 }
 
-}  // namespace
-
-void cross_entropy_forward(float* losses, const float* logits, const std::int32_t* targets, i64 N, i64 V,
-                           int ignore_index, cudaStream_t s) {
+template <class E>
+void cross_entropy_forward_any(float* losses, const E* logits, const std::int32_t* targets, i64 N, i64 V,
+                               int ignore_index, cudaStream_t s) {
   if (N == 0) return;
-  cross_entropy_forward_kernel<<<static_cast<unsigned>(N), kThreads, 0, s>>>(losses, logits, targets, V, ignore_index);
+  cross_entropy_forward_kernel<E><<<static_cast<unsigned>(N), kThreads, 0, s>>>(losses, logits, targets, V, ignore_index);
   LLMTK_CUDA_LAUNCHED("cross_entropy_forward");
 }
-void cross_entropy_backward(float* dlogits, const float* logits, const std::int32_t* targets, const float* weights,
-                            i64 N, i64 V, float dloss, int ignore_index, float* lse, cudaStream_t s) {
+template <class E>
+void cross_entropy_backward_any(E* dlogits, const E* logits, const std::int32_t* targets, const float* weights, i64 N,
+                                i64 V, float dloss, int ignore_index, float* lse, cudaStream_t s) {
   if (N == 0) return;
-  row_logsumexp_kernel<<<static_cast<unsigned>(N), kThreads, 0, s>>>(lse, logits, targets, V, ignore_index);
+  row_logsumexp_kernel<E><<<static_cast<unsigned>(N), kThreads, 0, s>>>(lse, logits, targets, V, ignore_index);
   LLMTK_CUDA_LAUNCHED("cross_entropy_backward");
   // About 8 elements per thread along a row; rows beyond 65535 loop.
   constexpr int kGradThreads = 256;
   const i64 gx = (V + 8 * kGradThreads - 1) / (8 * kGradThreads);
   const dim3 grid(static_cast<unsigned>(gx < 1 ? 1 : gx), static_cast<unsigned>(N < 65535 ? N : 65535));
-  cross_entropy_backward_kernel<<<grid, kGradThreads, 0, s>>>(dlogits, logits, lse, targets, weights, N, V, dloss,
-                                                              ignore_index);
+  cross_entropy_backward_kernel<E><<<grid, kGradThreads, 0, s>>>(dlogits, logits, lse, targets, weights, N, V, dloss,
+                                                                 ignore_index);
   LLMTK_CUDA_LAUNCHED("cross_entropy_backward");
 }
+
+}  // namespace
+
+#define LLMTK_FOR_BOTH_STORAGE_TYPES(E)                                                                            \
+  void cross_entropy_forward(float* losses, const E* logits, const std::int32_t* targets, i64 N, i64 V,            \
+                             int ignore_index, cudaStream_t s) {                                                   \
+    cross_entropy_forward_any(losses, logits, targets, N, V, ignore_index, s);                                     \
+  }                                                                                                                \
+  void cross_entropy_backward(E* dlogits, const E* logits, const std::int32_t* targets, const float* weights, i64 N, \
+                              i64 V, float dloss, int ignore_index, float* lse, cudaStream_t s) {                  \
+    cross_entropy_backward_any(dlogits, logits, targets, weights, N, V, dloss, ignore_index, lse, s);              \
+  }
+LLMTK_FOR_BOTH_STORAGE_TYPES(float)
+LLMTK_FOR_BOTH_STORAGE_TYPES(std::uint16_t)
+#undef LLMTK_FOR_BOTH_STORAGE_TYPES
 
 }  // namespace llmtk::cuda::kernels

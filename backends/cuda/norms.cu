@@ -1,6 +1,8 @@
 // LayerNorm and RMSNorm, forward and backward, and the deterministic column sums that give
 // their dw/db (and the matmul bias gradient). One warp per row; statistics in f32 with a
-// two-pass variance. Parameter gradients accumulate (+=), dx is written.
+// two-pass variance. Parameter gradients accumulate (+=), dx is written. E: the storage type of
+// the activations x, y, dy, dx (float, or std::uint16_t for bf16: grid_stride.cuh); w, b, the
+// statistics and the parameter gradients are f32.
 #include "check.hpp"
 #include "grid_stride.cuh"
 #include "kernels.hpp"
@@ -19,14 +21,14 @@ unsigned row_blocks(i64 N) { return static_cast<unsigned>((N + kRowsPerBlock - 1
 
 // W = 4: rows read and written 16 bytes at a time (C a multiple of 4 and every pointer 16-byte
 // aligned); W = 1 otherwise. Lane l of a row's warp takes the W-wide groups l, l + 32, ...
-template <int W>
-__global__ void layernorm_forward_kernel(float* y, float* mean, float* rstd, const float* x, const float* w,
-                                         const float* b, i64 N, i64 C, float eps) {
+template <int W, class E>
+__global__ void layernorm_forward_kernel(E* y, float* mean, float* rstd, const E* x, const float* w, const float* b,
+                                         i64 N, i64 C, float eps) {
   const i64 row = i64(blockIdx.x) * kRowsPerBlock + threadIdx.y;
   if (row >= N) return;
   const int lane = threadIdx.x;
   const i64 G = C / W;
-  const float* xr = x + row * C;
+  const E* xr = x + row * C;
   float s = 0.0f;
   for (i64 c = lane; c < G; c += 32) {
     const Vec<W> a = load<W>(xr, c);
@@ -39,7 +41,7 @@ __global__ void layernorm_forward_kernel(float* y, float* mean, float* rstd, con
     for (int k = 0; k < W; ++k) v += (a.v[k] - m) * (a.v[k] - m);
   }
   const float r = rsqrtf(warp_sum(v) / float(C) + eps);
-  float* yr = y + row * C;
+  E* yr = y + row * C;
   for (i64 c = lane; c < G; c += 32) {
     Vec<W> a = load<W>(xr, c);
     const Vec<W> wc = load<W>(w, c), bc = b ? load<W>(b, c) : Vec<W>{};
@@ -50,15 +52,15 @@ __global__ void layernorm_forward_kernel(float* y, float* mean, float* rstd, con
 }
 
 // dx = rstd · (g − mean(g) − x̂ · mean(g · x̂)), g = dy · w, x̂ = (x − mean) · rstd
-template <int W>
-__global__ void layernorm_backward_dx_kernel(float* dx, const float* dy, const float* x, const float* w,
-                                             const float* mean, const float* rstd, i64 N, i64 C) {
+template <int W, class E>
+__global__ void layernorm_backward_dx_kernel(E* dx, const E* dy, const E* x, const float* w, const float* mean,
+                                             const float* rstd, i64 N, i64 C) {
   const i64 row = i64(blockIdx.x) * kRowsPerBlock + threadIdx.y;
   if (row >= N) return;
   const int lane = threadIdx.x;
   const i64 G = C / W;
-  const float* xr = x + row * C;
-  const float* dyr = dy + row * C;
+  const E* xr = x + row * C;
+  const E* dyr = dy + row * C;
   const float m = mean[row], r = rstd[row];
   float sg = 0.0f, sgx = 0.0f;
   for (i64 c = lane; c < G; c += 32) {
@@ -69,7 +71,7 @@ __global__ void layernorm_backward_dx_kernel(float* dx, const float* dy, const f
     }
   }
   const float mg = warp_sum(sg) / float(C), mgx = warp_sum(sgx) / float(C);
-  float* dxr = dx + row * C;
+  E* dxr = dx + row * C;
   for (i64 c = lane; c < G; c += 32) {
     Vec<W> d = load<W>(dyr, c);
     const Vec<W> xc = load<W>(xr, c), wc = load<W>(w, c);
@@ -78,21 +80,20 @@ __global__ void layernorm_backward_dx_kernel(float* dx, const float* dy, const f
   }
 }
 
-template <int W>
-__global__ void rmsnorm_forward_kernel(float* y, float* rstd, const float* x, const float* w, i64 N, i64 C,
-                                       float eps) {
+template <int W, class E>
+__global__ void rmsnorm_forward_kernel(E* y, float* rstd, const E* x, const float* w, i64 N, i64 C, float eps) {
   const i64 row = i64(blockIdx.x) * kRowsPerBlock + threadIdx.y;
   if (row >= N) return;
   const int lane = threadIdx.x;
   const i64 G = C / W;
-  const float* xr = x + row * C;
+  const E* xr = x + row * C;
   float s = 0.0f;
   for (i64 c = lane; c < G; c += 32) {
     const Vec<W> a = load<W>(xr, c);
     for (int k = 0; k < W; ++k) s += a.v[k] * a.v[k];
   }
   const float r = rsqrtf(warp_sum(s) / float(C) + eps);
-  float* yr = y + row * C;
+  E* yr = y + row * C;
   for (i64 c = lane; c < G; c += 32) {
     Vec<W> a = load<W>(xr, c);
     const Vec<W> wc = load<W>(w, c);
@@ -103,15 +104,15 @@ __global__ void rmsnorm_forward_kernel(float* y, float* rstd, const float* x, co
 }
 
 // dx = rstd · (g − x · rstd² · mean(g · x)), g = dy · w
-template <int W>
-__global__ void rmsnorm_backward_dx_kernel(float* dx, const float* dy, const float* x, const float* w,
-                                           const float* rstd, i64 N, i64 C) {
+template <int W, class E>
+__global__ void rmsnorm_backward_dx_kernel(E* dx, const E* dy, const E* x, const float* w, const float* rstd, i64 N,
+                                           i64 C) {
   const i64 row = i64(blockIdx.x) * kRowsPerBlock + threadIdx.y;
   if (row >= N) return;
   const int lane = threadIdx.x;
   const i64 G = C / W;
-  const float* xr = x + row * C;
-  const float* dyr = dy + row * C;
+  const E* xr = x + row * C;
+  const E* dyr = dy + row * C;
   const float r = rstd[row];
   float sgx = 0.0f;
   for (i64 c = lane; c < G; c += 32) {
@@ -119,7 +120,7 @@ __global__ void rmsnorm_backward_dx_kernel(float* dx, const float* dy, const flo
     for (int k = 0; k < W; ++k) sgx += d.v[k] * wc.v[k] * xc.v[k];
   }
   const float q = r * r * warp_sum(sgx) / float(C);
-  float* dxr = dx + row * C;
+  E* dxr = dx + row * C;
   for (i64 c = lane; c < G; c += 32) {
     Vec<W> d = load<W>(dyr, c);
     const Vec<W> xc = load<W>(xr, c), wc = load<W>(w, c);
@@ -146,9 +147,9 @@ i64 groups_for(i64 N) {
 
 enum class ColTerm { plain, layernorm, rmsnorm };
 
-template <ColTerm K>
-__global__ void column_partial_kernel(float* partial, const float* a, const float* x, const float* mean,
-                                      const float* rstd, i64 N, i64 C, i64 rows_per_group) {
+template <ColTerm K, class E>
+__global__ void column_partial_kernel(float* partial, const E* a, const E* x, const float* mean, const float* rstd,
+                                      i64 N, i64 C, i64 rows_per_group) {
   __shared__ float acc[kColLanes][33];
   const i64 c = i64(blockIdx.x) * 32 + threadIdx.x;
   const i64 r0 = i64(blockIdx.y) * rows_per_group;
@@ -157,9 +158,9 @@ __global__ void column_partial_kernel(float* partial, const float* a, const floa
   if (c < C)
     for (i64 r = r0 + threadIdx.y; r < r1; r += kColLanes) {
       const i64 i = r * C + c;
-      if constexpr (K == ColTerm::plain) s += a[i];
-      else if constexpr (K == ColTerm::layernorm) s += a[i] * (x[i] - mean[r]) * rstd[r];
-      else s += a[i] * x[i] * rstd[r];
+      if constexpr (K == ColTerm::plain) s += ld(a, i);
+      else if constexpr (K == ColTerm::layernorm) s += ld(a, i) * (ld(x, i) - mean[r]) * rstd[r];
+      else s += ld(a, i) * ld(x, i) * rstd[r];
     }
   acc[threadIdx.y][threadIdx.x] = s;
   __syncthreads();
@@ -188,64 +189,88 @@ __global__ void column_finish_kernel(float* out, const float* partial, i64 group
   }
 }
 
-template <ColTerm K>
-void column_sum_any(float* out, const float* a, const float* x, const float* mean, const float* rstd, i64 N, i64 C,
+template <ColTerm K, class E>
+void column_sum_any(float* out, const E* a, const E* x, const float* mean, const float* rstd, i64 N, i64 C,
                     float* partial, cudaStream_t s) {
   if (N == 0 || C == 0) return;
   const i64 groups = groups_for(N), rows_per_group = (N + groups - 1) / groups;
   const dim3 grid(static_cast<unsigned>((C + 31) / 32), static_cast<unsigned>(groups));
-  column_partial_kernel<K><<<grid, dim3(32, kColLanes), 0, s>>>(partial, a, x, mean, rstd, N, C, rows_per_group);
+  column_partial_kernel<K, E><<<grid, dim3(32, kColLanes), 0, s>>>(partial, a, x, mean, rstd, N, C, rows_per_group);
   LLMTK_CUDA_LAUNCHED("column_sum");
   column_finish_kernel<<<static_cast<unsigned>((C + 31) / 32), dim3(32, kColLanes), 0, s>>>(out, partial, groups, C);
   LLMTK_CUDA_LAUNCHED("column_sum");
 }
 
-}  // namespace
-
-void layernorm_forward(float* y, float* mean, float* rstd, const float* x, const float* w, const float* b, i64 N,
-                       i64 C, float eps, cudaStream_t s) {
+template <class E>
+void layernorm_forward_any(E* y, float* mean, float* rstd, const E* x, const float* w, const float* b, i64 N, i64 C,
+                           float eps, cudaStream_t s) {
   if (N == 0) return;
   if (rows_of_4(C, y, x, w, b))
-    layernorm_forward_kernel<4><<<row_blocks(N), dim3(32, kRowsPerBlock), 0, s>>>(y, mean, rstd, x, w, b, N, C, eps);
+    layernorm_forward_kernel<4, E><<<row_blocks(N), dim3(32, kRowsPerBlock), 0, s>>>(y, mean, rstd, x, w, b, N, C, eps);
   else
-    layernorm_forward_kernel<1><<<row_blocks(N), dim3(32, kRowsPerBlock), 0, s>>>(y, mean, rstd, x, w, b, N, C, eps);
+    layernorm_forward_kernel<1, E><<<row_blocks(N), dim3(32, kRowsPerBlock), 0, s>>>(y, mean, rstd, x, w, b, N, C, eps);
   LLMTK_CUDA_LAUNCHED("layernorm_forward");
 }
-void layernorm_backward_dx(float* dx, const float* dy, const float* x, const float* w, const float* mean,
-                           const float* rstd, i64 N, i64 C, cudaStream_t s) {
+template <class E>
+void layernorm_backward_dx_any(E* dx, const E* dy, const E* x, const float* w, const float* mean, const float* rstd,
+                               i64 N, i64 C, cudaStream_t s) {
   if (N == 0) return;
   if (rows_of_4(C, dx, dy, x, w))
-    layernorm_backward_dx_kernel<4><<<row_blocks(N), dim3(32, kRowsPerBlock), 0, s>>>(dx, dy, x, w, mean, rstd, N, C);
+    layernorm_backward_dx_kernel<4, E><<<row_blocks(N), dim3(32, kRowsPerBlock), 0, s>>>(dx, dy, x, w, mean, rstd, N, C);
   else
-    layernorm_backward_dx_kernel<1><<<row_blocks(N), dim3(32, kRowsPerBlock), 0, s>>>(dx, dy, x, w, mean, rstd, N, C);
+    layernorm_backward_dx_kernel<1, E><<<row_blocks(N), dim3(32, kRowsPerBlock), 0, s>>>(dx, dy, x, w, mean, rstd, N, C);
   LLMTK_CUDA_LAUNCHED("layernorm_backward");
 }
-void rmsnorm_forward(float* y, float* rstd, const float* x, const float* w, i64 N, i64 C, float eps, cudaStream_t s) {
+template <class E>
+void rmsnorm_forward_any(E* y, float* rstd, const E* x, const float* w, i64 N, i64 C, float eps, cudaStream_t s) {
   if (N == 0) return;
   if (rows_of_4(C, y, x, w))
-    rmsnorm_forward_kernel<4><<<row_blocks(N), dim3(32, kRowsPerBlock), 0, s>>>(y, rstd, x, w, N, C, eps);
+    rmsnorm_forward_kernel<4, E><<<row_blocks(N), dim3(32, kRowsPerBlock), 0, s>>>(y, rstd, x, w, N, C, eps);
   else
-    rmsnorm_forward_kernel<1><<<row_blocks(N), dim3(32, kRowsPerBlock), 0, s>>>(y, rstd, x, w, N, C, eps);
+    rmsnorm_forward_kernel<1, E><<<row_blocks(N), dim3(32, kRowsPerBlock), 0, s>>>(y, rstd, x, w, N, C, eps);
   LLMTK_CUDA_LAUNCHED("rmsnorm_forward");
 }
-void rmsnorm_backward_dx(float* dx, const float* dy, const float* x, const float* w, const float* rstd, i64 N, i64 C,
-                         cudaStream_t s) {
+template <class E>
+void rmsnorm_backward_dx_any(E* dx, const E* dy, const E* x, const float* w, const float* rstd, i64 N, i64 C,
+                             cudaStream_t s) {
   if (N == 0) return;
   if (rows_of_4(C, dx, dy, x, w))
-    rmsnorm_backward_dx_kernel<4><<<row_blocks(N), dim3(32, kRowsPerBlock), 0, s>>>(dx, dy, x, w, rstd, N, C);
+    rmsnorm_backward_dx_kernel<4, E><<<row_blocks(N), dim3(32, kRowsPerBlock), 0, s>>>(dx, dy, x, w, rstd, N, C);
   else
-    rmsnorm_backward_dx_kernel<1><<<row_blocks(N), dim3(32, kRowsPerBlock), 0, s>>>(dx, dy, x, w, rstd, N, C);
+    rmsnorm_backward_dx_kernel<1, E><<<row_blocks(N), dim3(32, kRowsPerBlock), 0, s>>>(dx, dy, x, w, rstd, N, C);
   LLMTK_CUDA_LAUNCHED("rmsnorm_backward");
 }
 
+}  // namespace
+
+#define LLMTK_FOR_BOTH_STORAGE_TYPES(E)                                                                          \
+  void layernorm_forward(E* y, float* mean, float* rstd, const E* x, const float* w, const float* b, i64 N, i64 C, \
+                         float eps, cudaStream_t s) {                                                            \
+    layernorm_forward_any(y, mean, rstd, x, w, b, N, C, eps, s);                                                 \
+  }                                                                                                              \
+  void layernorm_backward_dx(E* dx, const E* dy, const E* x, const float* w, const float* mean, const float* rstd, \
+                             i64 N, i64 C, cudaStream_t s) {                                                     \
+    layernorm_backward_dx_any(dx, dy, x, w, mean, rstd, N, C, s);                                                \
+  }                                                                                                              \
+  void rmsnorm_forward(E* y, float* rstd, const E* x, const float* w, i64 N, i64 C, float eps, cudaStream_t s) {  \
+    rmsnorm_forward_any(y, rstd, x, w, N, C, eps, s);                                                            \
+  }                                                                                                              \
+  void rmsnorm_backward_dx(E* dx, const E* dy, const E* x, const float* w, const float* rstd, i64 N, i64 C,       \
+                           cudaStream_t s) {                                                                     \
+    rmsnorm_backward_dx_any(dx, dy, x, w, rstd, N, C, s);                                                        \
+  }                                                                                                              \
+  void column_sum(float* out, const E* a, i64 N, i64 C, float* partial, cudaStream_t s) {                        \
+    column_sum_any<ColTerm::plain>(out, a, static_cast<const E*>(nullptr), nullptr, nullptr, N, C, partial, s);  \
+  }                                                                                                              \
+  void column_sum_normed(float* out, const E* dy, const E* x, const float* mean, const float* rstd, i64 N, i64 C,  \
+                         float* partial, cudaStream_t s) {                                                       \
+    if (mean) column_sum_any<ColTerm::layernorm>(out, dy, x, mean, rstd, N, C, partial, s);                      \
+    else column_sum_any<ColTerm::rmsnorm>(out, dy, x, nullptr, rstd, N, C, partial, s);                          \
+  }
+LLMTK_FOR_BOTH_STORAGE_TYPES(float)
+LLMTK_FOR_BOTH_STORAGE_TYPES(std::uint16_t)
+#undef LLMTK_FOR_BOTH_STORAGE_TYPES
+
 i64 column_sum_scratch(i64 N, i64 C) { return groups_for(N) * C; }
-void column_sum(float* out, const float* a, i64 N, i64 C, float* partial, cudaStream_t s) {
-  column_sum_any<ColTerm::plain>(out, a, nullptr, nullptr, nullptr, N, C, partial, s);
-}
-void column_sum_normed(float* out, const float* dy, const float* x, const float* mean, const float* rstd, i64 N, i64 C,
-                       float* partial, cudaStream_t s) {
-  if (mean) column_sum_any<ColTerm::layernorm>(out, dy, x, mean, rstd, N, C, partial, s);
-  else column_sum_any<ColTerm::rmsnorm>(out, dy, x, nullptr, rstd, N, C, partial, s);
-}
 
 }  // namespace llmtk::cuda::kernels

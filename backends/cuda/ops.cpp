@@ -63,8 +63,10 @@ void add_forward(TensorRef y, TensorRef a, TensorRef b) {
 void layernorm_forward(TensorRef y, TensorRef mean, TensorRef rstd, TensorRef x, TensorRef w, TensorRef b, float eps) {
   const char* op = "layernorm_forward";
   const i64 N = x.rows(), C = x.size(-1);
-  kernels::layernorm_forward(y.f32(), mean.f32(), rstd.f32(), x.f32(), w.f32(), b ? b.f32() : nullptr, N, C, eps,
-                             stream());
+  by_storage(x.dtype, [&]<class E>(E) {
+    kernels::layernorm_forward(data<E>(y), mean.f32(), rstd.f32(), data<E>(x), w.f32(), b ? b.f32() : nullptr, N, C, eps,
+                               stream());
+  });
   finish_op(op);
 }
 
@@ -74,24 +76,32 @@ void layernorm_backward(TensorRef dx, TensorRef dw, TensorRef db, TensorRef dy, 
   const i64 N = x.rows(), C = x.size(-1);
   // Parameter gradients first: they read dy, which dx could share memory with in a caller.
   float* partial = partials_for(N, C);
-  if (dw) kernels::column_sum_normed(dw.f32(), dy.f32(), x.f32(), mean.f32(), rstd.f32(), N, C, partial, stream());
-  if (db) kernels::column_sum(db.f32(), dy.f32(), N, C, partial, stream());
-  kernels::layernorm_backward_dx(dx.f32(), dy.f32(), x.f32(), w.f32(), mean.f32(), rstd.f32(), N, C, stream());
+  by_storage(x.dtype, [&]<class E>(E) {
+    if (dw) kernels::column_sum_normed(dw.f32(), data<E>(dy), data<E>(x), mean.f32(), rstd.f32(), N, C, partial, stream());
+    if (db) kernels::column_sum(db.f32(), data<E>(dy), N, C, partial, stream());
+    kernels::layernorm_backward_dx(data<E>(dx), data<E>(dy), data<E>(x), w.f32(), mean.f32(), rstd.f32(), N, C, stream());
+  });
   finish_op(op);
 }
 
 void rmsnorm_forward(TensorRef y, TensorRef rstd, TensorRef x, TensorRef w, float eps) {
   const char* op = "rmsnorm_forward";
   const i64 N = x.rows(), C = x.size(-1);
-  kernels::rmsnorm_forward(y.f32(), rstd.f32(), x.f32(), w.f32(), N, C, eps, stream());
+  by_storage(x.dtype, [&]<class E>(E) {
+    kernels::rmsnorm_forward(data<E>(y), rstd.f32(), data<E>(x), w.f32(), N, C, eps, stream());
+  });
   finish_op(op);
 }
 
 void rmsnorm_backward(TensorRef dx, TensorRef dw, TensorRef dy, TensorRef x, TensorRef w, TensorRef rstd) {
   const char* op = "rmsnorm_backward";
   const i64 N = x.rows(), C = x.size(-1);
-  if (dw) kernels::column_sum_normed(dw.f32(), dy.f32(), x.f32(), nullptr, rstd.f32(), N, C, partials_for(N, C), stream());
-  kernels::rmsnorm_backward_dx(dx.f32(), dy.f32(), x.f32(), w.f32(), rstd.f32(), N, C, stream());
+  by_storage(x.dtype, [&]<class E>(E) {
+    if (dw)
+      kernels::column_sum_normed(dw.f32(), data<E>(dy), data<E>(x), nullptr, rstd.f32(), N, C, partials_for(N, C),
+                                 stream());
+    kernels::rmsnorm_backward_dx(data<E>(dx), data<E>(dy), data<E>(x), w.f32(), rstd.f32(), N, C, stream());
+  });
   finish_op(op);
 }
 
@@ -115,7 +125,9 @@ void rotate(const char* op, TensorRef y, TensorRef x, float base, int pos0, floa
     kernels::rope_table(tab, first, hi - first, D, base, stream());
     cached = {tab, first, hi, D, base};
   }
-  kernels::rope(y.f32(), x.f32(), tab, first, x.size(0), T, x.size(2), D, pos0, sign, stream());
+  by_storage(x.dtype, [&]<class E>(E) {
+    kernels::rope(data<E>(y), data<E>(x), tab, first, x.size(0), T, x.size(2), D, pos0, sign, stream());
+  });
   finish_op(op);
 }
 }  // namespace
@@ -147,7 +159,7 @@ void geglu_backward(TensorRef dgate, TensorRef dup, TensorRef dy, TensorRef gate
 void embedding_forward(TensorRef y, TensorRef ids, TensorRef table) {
   const char* op = "embedding_forward";
   const i64 N = ids.numel(), V = table.size(0), C = table.size(-1);
-  kernels::embedding_forward(y.f32(), ids.i32(), table.f32(), N, C, V, stream());
+  by_storage(y.dtype, [&]<class E>(E) { kernels::embedding_forward(data<E>(y), ids.i32(), table.f32(), N, C, V, stream()); });
   finish_op(op);
 }
 
@@ -155,8 +167,10 @@ void embedding_backward(TensorRef dtable, TensorRef dy, TensorRef ids) {
   const char* op = "embedding_backward";
   const i64 N = ids.numel(), V = dtable.size(0), C = dtable.size(-1);
   const std::size_t bytes = kernels::embedding_backward_scratch(N);
-  kernels::embedding_backward(dtable.f32(), dy.f32(), ids.i32(), N, C, V, scratch(Scratch::embedding, bytes), bytes,
-                              stream());
+  void* work = scratch(Scratch::embedding, bytes);
+  by_storage(dy.dtype, [&]<class E>(E) {
+    kernels::embedding_backward(dtable.f32(), data<E>(dy), ids.i32(), N, C, V, work, bytes, stream());
+  });
   finish_op(op);
 }
 
@@ -217,21 +231,25 @@ void linear_scan_backward(TensorRef da, TensorRef dx, TensorRef dy, TensorRef a,
 void positions_forward(TensorRef y, TensorRef x, TensorRef table, int pos0) {
   const char* op = "positions_forward";
   const i64 B = x.size(0), T = x.size(1), C = x.size(2);
-  kernels::positions_forward(y.f32(), x.f32(), table.f32(), B, T, C, pos0, stream());
+  by_storage(x.dtype, [&]<class E>(E) {
+    kernels::positions_forward(data<E>(y), data<E>(x), table.f32(), B, T, C, pos0, stream());
+  });
   finish_op(op);
 }
 
 void positions_backward(TensorRef dtable, TensorRef dy) {
   const char* op = "positions_backward";
   const i64 B = dy.size(0), T = dy.size(1), C = dy.size(2);
-  kernels::positions_backward(dtable.f32(), dy.f32(), B, T, C, stream());
+  by_storage(dy.dtype, [&]<class E>(E) { kernels::positions_backward(dtable.f32(), data<E>(dy), B, T, C, stream()); });
   finish_op(op);
 }
 
 void sinusoidal_forward(TensorRef y, TensorRef x, int pos0) {
   const char* op = "sinusoidal_forward";
   const i64 C = x.size(2);
-  kernels::sinusoidal_forward(y.f32(), x.f32(), x.size(0), x.size(1), C, pos0, stream());
+  by_storage(x.dtype, [&]<class E>(E) {
+    kernels::sinusoidal_forward(data<E>(y), data<E>(x), x.size(0), x.size(1), C, pos0, stream());
+  });
   finish_op(op);
 }
 
@@ -240,7 +258,9 @@ void sinusoidal_forward(TensorRef y, TensorRef x, int pos0) {
 void cross_entropy_forward(TensorRef losses, TensorRef logits, TensorRef targets, int ignore_index) {
   const char* op = "cross_entropy_forward";
   const i64 N = logits.rows(), V = logits.size(-1);
-  kernels::cross_entropy_forward(losses.f32(), logits.f32(), targets.i32(), N, V, ignore_index, stream());
+  by_storage(logits.dtype, [&]<class E>(E) {
+    kernels::cross_entropy_forward(losses.f32(), data<E>(logits), targets.i32(), N, V, ignore_index, stream());
+  });
   finish_op(op);
 }
 
@@ -248,9 +268,11 @@ void cross_entropy_backward(TensorRef dlogits, TensorRef logits, TensorRef targe
                             int ignore_index) {
   const char* op = "cross_entropy_backward";
   const i64 N = logits.rows(), V = logits.size(-1);
-  kernels::cross_entropy_backward(dlogits.f32(), logits.f32(), targets.i32(), weights ? weights.f32() : nullptr, N, V,
-                                  dloss, ignore_index,
-                                  scratch_as<float>(Scratch::loss_lse, std::size_t(N)), stream());
+  float* lse = scratch_as<float>(Scratch::loss_lse, std::size_t(N));
+  by_storage(logits.dtype, [&]<class E>(E) {
+    kernels::cross_entropy_backward(data<E>(dlogits), data<E>(logits), targets.i32(), weights ? weights.f32() : nullptr, N,
+                                    V, dloss, ignore_index, lse, stream());
+  });
   finish_op(op);
 }
 

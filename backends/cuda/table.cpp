@@ -20,12 +20,16 @@ constexpr unsigned bf16_operands(std::string_view op) {
   return 0;
 }
 
-// The ops with bf16 kernels of their own (storage type as a template parameter, elementwise.cu).
+// The ops with bf16 kernels of their own (the storage type a template parameter: elementwise.cu,
+// norms.cu, loss.cu, embedding_backward.cu).
 constexpr bool native_bf16(std::string_view op) {
   constexpr std::string_view kNative[] = {
       "convert",      "add_forward",   "scale_forward",  "dropout",        "gelu_forward",   "gelu_backward",
       "relu_forward", "relu_backward", "silu_forward",   "silu_backward",  "tanh_forward",   "tanh_backward",
       "swiglu_forward", "swiglu_backward", "geglu_forward", "geglu_backward",
+      "layernorm_forward", "layernorm_backward", "rmsnorm_forward", "rmsnorm_backward",
+      "cross_entropy_forward", "cross_entropy_backward", "embedding_forward", "embedding_backward",
+      "positions_forward", "positions_backward", "sinusoidal_forward", "rope_forward", "rope_backward",
   };
   for (auto n : kNative)
     if (n == op) return true;
@@ -55,9 +59,10 @@ std::string unavailable_here() {
 }  // namespace
 
 extern const ops::BackendInfo backend;
-// bf16_activations false: until its element-wise, norm, attention and loss kernels take bf16, a
-// bf16 run on the GPU keeps f32 activations and bf16 matmuls, the measured fast path there
-// (docs/cuda.md); its ops still honour the bf16 contract through the fallback (tests/test_cuda.cpp).
+// bf16_activations false: until the matmuls write bf16 results and attention takes bf16 (the ops
+// still widened on a training step's path), a bf16 run on the GPU keeps f32 activations and bf16
+// matmuls, the measured fast path there (docs/cuda.md); its ops honour the bf16 contract natively
+// or through the fallback (tests/test_cuda.cpp).
 constinit const ops::BackendInfo backend = {&op_table, &device_memory, &unavailable_here, nullptr,
                                             "runs on the first NVIDIA GPU; pick another with CUDA_VISIBLE_DEVICES",
                                             false};
