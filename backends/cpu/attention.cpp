@@ -122,6 +122,131 @@ AccumulateFn accumulate_for(int Dp) {
   }
 }
 
+// ---- bf16 pairs (AVX512_BF16) ---------------------------------------------------------------
+// With bf16 activations on a CPU with AVX512_BF16, the forward's two products run on bf16:
+// vdpbf16ps multiplies 16 pairs of bf16 and adds each pair's two products to an f32 lane, twice
+// the multiply-adds of an f32 FMA per instruction, accumulating in f32. Its operands are tiles of
+// 32-bit words, each word a pair of bf16 next to each other along the product's reduction:
+//   S = Q·Kᵀ reduces over d: Q rows as they are (word p of a row = dims 2p, 2p + 1), and Kᵀ as a
+//            tile of words [D/2][kBK] (word p of key row j at [p][j]);
+//   O += P·V reduces over keys: P's rows rounded to bf16 pairs (keys 2t, 2t + 1), and V as words
+//            [kBK/2][Dp] (word [t][d] = V[2t][d], V[2t + 1][d]).
+// P is rounded to bf16 before it meets V, as GPU flash attention kernels do; the row max, the
+// sums and O stay f32.
+#if defined(__x86_64__) && defined(__GNUC__)
+#define LLMTK_PAIRS_TARGET __attribute__((target("avx512f,avx512bf16")))
+bool has_bf16_pairs() {
+  static const bool yes = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16");
+  return yes;
+}
+#else
+#define LLMTK_PAIRS_TARGET
+bool has_bf16_pairs() { return false; }
+#endif
+
+// Q rows as words: tile[r][0:W] = words of row r (W = Dp / 2), zeros elsewhere.
+void pair_rows(std::uint32_t* tile, const std::uint16_t* src, std::int64_t stride, int rows, int rows_padded, int D,
+               int W) {
+  std::memset(tile, 0, sizeof(std::uint32_t) * std::size_t(rows_padded) * std::size_t(W));
+  for (int r = 0; r < rows; ++r) std::memcpy(tile + r * W, src + r * stride, sizeof(std::uint16_t) * std::size_t(D));
+}
+// Kᵀ as words: tile[p][j] = word p of key row j, a W × kBK tile, zeros elsewhere.
+void pair_columns(std::uint32_t* tile, const std::uint16_t* src, std::int64_t stride, int keys, int D, int W) {
+  std::memset(tile, 0, sizeof(std::uint32_t) * std::size_t(W) * kBK);
+  for (int j = 0; j < keys; ++j) {
+    std::uint32_t row[kMaxD / 2];
+    std::memcpy(row, src + j * stride, sizeof(std::uint16_t) * std::size_t(D));
+    for (int p = 0; p < D / 2; ++p) tile[p * kBK + j] = row[p];
+  }
+}
+// V as words: tile[t][d] = V[2t][d] | V[2t + 1][d] << 16, a (kBK / 2) × Dp tile, zeros elsewhere.
+void pair_keys(std::uint32_t* tile, const std::uint16_t* src, std::int64_t stride, int keys, int D, int Dp) {
+  std::memset(tile, 0, sizeof(std::uint32_t) * std::size_t(kBK / 2) * std::size_t(Dp));
+  for (int j = 0; j < keys; ++j) {
+    const std::uint16_t* row = src + j * stride;
+    std::uint32_t* out = tile + (j / 2) * Dp;
+    const int shift = 16 * (j % 2);
+    for (int d = 0; d < D; ++d) out[d] |= std::uint32_t(row[d]) << shift;
+  }
+}
+// P's rows as bf16 pairs of keys: words[r][t] = bf16(P[r][2t]) | bf16(P[r][2t + 1]) << 16.
+void round_pairs(std::uint32_t* words, const float* P, int rows) {
+  for (int r = 0; r < rows; ++r)
+#pragma omp simd
+    for (int t = 0; t < kBK / 2; ++t)
+      words[r * (kBK / 2) + t] =
+          std::uint32_t(bf16_bits(P[r * kBK + 2 * t])) | std::uint32_t(bf16_bits(P[r * kBK + 2 * t + 1])) << 16;
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+// S[r][0:kBK] = Σ_p A[r][p] · Bt[p][0:kBK] as bf16 pairs, for r < rows (a multiple of 4).
+LLMTK_PAIRS_TARGET void pair_product_abt(float* S, const std::uint32_t* A, const std::uint32_t* Bt, int rows, int W) {
+  constexpr int NV = kBK / kVec;
+  for (int r0 = 0; r0 < rows; r0 += 4) {
+    __m512 acc[4][NV];
+    for (auto& row : acc)
+      for (auto& a : row) a = _mm512_setzero_ps();
+    for (int p = 0; p < W; ++p) {
+      __m512i b[NV];
+      for (int c = 0; c < NV; ++c) b[c] = _mm512_loadu_si512(Bt + p * kBK + c * kVec);
+      for (int r = 0; r < 4; ++r) {
+        const __m512i a = _mm512_set1_epi32(int(A[(r0 + r) * W + p]));
+        for (int c = 0; c < NV; ++c) acc[r][c] = _mm512_dpbf16_ps(acc[r][c], (__m512bh)a, (__m512bh)b[c]);
+      }
+    }
+    for (int r = 0; r < 4; ++r)
+      for (int c = 0; c < NV; ++c) _mm512_storeu_ps(S + (r0 + r) * kBK + c * kVec, acc[r][c]);
+  }
+}
+// C[r][0:Dp] += Σ_t M[r][t] · V[t][0:Dp] as bf16 pairs (M: rows of kBK / 2 words), Dp = NV · kVec.
+template <int NV>
+LLMTK_PAIRS_TARGET void pair_accumulate(float* C, const std::uint32_t* M, int nr, const std::uint32_t* V) {
+  constexpr int R = NV > 8 ? 1 : NV > 4 ? 2 : 4;
+  constexpr int Dp = NV * kVec, T = kBK / 2;
+  for (int r0 = 0; r0 < nr; r0 += R) {
+    __m512 acc[R][NV];
+    for (int r = 0; r < R; ++r)
+      for (int c = 0; c < NV; ++c) acc[r][c] = _mm512_loadu_ps(C + (r0 + r) * Dp + c * kVec);
+    for (int t = 0; t < T; ++t) {
+      __m512i v[NV];
+      for (int c = 0; c < NV; ++c) v[c] = _mm512_loadu_si512(V + t * Dp + c * kVec);
+      for (int r = 0; r < R; ++r) {
+        const __m512i m = _mm512_set1_epi32(int(M[(r0 + r) * T + t]));
+        for (int c = 0; c < NV; ++c) acc[r][c] = _mm512_dpbf16_ps(acc[r][c], (__m512bh)m, (__m512bh)v[c]);
+      }
+    }
+    for (int r = 0; r < R; ++r)
+      for (int c = 0; c < NV; ++c) _mm512_storeu_ps(C + (r0 + r) * Dp + c * kVec, acc[r][c]);
+  }
+}
+#else
+void pair_product_abt(float*, const std::uint32_t*, const std::uint32_t*, int, int) {}
+template <int NV>
+void pair_accumulate(float*, const std::uint32_t*, int, const std::uint32_t*) {}
+#endif
+using PairAccumulateFn = void (*)(float*, const std::uint32_t*, int, const std::uint32_t*);
+PairAccumulateFn pair_accumulate_for(int Dp) {
+  switch (Dp / kVec) {
+    case 1: return pair_accumulate<1>;
+    case 2: return pair_accumulate<2>;
+    case 3: return pair_accumulate<3>;
+    case 4: return pair_accumulate<4>;
+    case 5: return pair_accumulate<5>;
+    case 6: return pair_accumulate<6>;
+    case 7: return pair_accumulate<7>;
+    case 8: return pair_accumulate<8>;
+    case 9: return pair_accumulate<9>;
+    case 10: return pair_accumulate<10>;
+    case 11: return pair_accumulate<11>;
+    case 12: return pair_accumulate<12>;
+    case 13: return pair_accumulate<13>;
+    case 14: return pair_accumulate<14>;
+    case 15: return pair_accumulate<15>;
+    default: return pair_accumulate<16>;
+  }
+}
+
 // Copies `rows` rows of D values (source row stride `stride`, f32 or bf16: tiles are f32) into a
 // rows_padded × Dp tile, zeros elsewhere.
 template <class T>
@@ -208,8 +333,12 @@ void attention_forward(TensorRef out, TensorRef lse, TensorRef q, TensorRef k, T
   constexpr std::int64_t kCachedKeys = 4096;
   const bool cache = S.Tk <= kCachedKeys;
   const int threads = max_threads();
-  // Per thread: Q tile, O accumulator, K transposed, V tile, scores, row max and sum, and the cache.
-  const std::size_t per_thread = std::size_t(2 * kBQ * Dp + kMaxD * kBK + kBK * Dp + kBQ * kBK + 2 * kBQ) +
+  // bf16 pairs (above) for bf16 activations of an even head size on a CPU with AVX512_BF16.
+  const bool pairs = q.dtype == DType::bf16 && D % 2 == 0 && has_bf16_pairs();
+  const PairAccumulateFn pair_accumulate_dp = pair_accumulate_for(Dp);
+  // Per thread: Q tile, O accumulator, K transposed, V tile, scores, P as pairs, row max and sum,
+  // and the cache. (Tiles of pairs take the f32 tiles' places: as many 32-bit words or fewer.)
+  const std::size_t per_thread = std::size_t(2 * kBQ * Dp + kMaxD * kBK + kBK * Dp + kBQ * kBK + kBQ * kBK / 2 + 2 * kBQ) +
                                  (cache ? std::size_t(ktiles) * std::size_t(2 * Dp * kBK) : 0);
   float* buffers = scratch(std::size_t(threads) * per_thread);
   std::vector<std::int64_t> cached_row(std::size_t(threads), -1);  // b · KV + g of the cached tiles
@@ -226,7 +355,8 @@ void attention_forward(TensorRef out, TensorRef lse, TensorRef q, TensorRef k, T
         float* Kt = O + kBQ * Dp;
         float* Vs = Kt + kMaxD * kBK;
         float* Ss = Vs + kBK * Dp;
-        float* mx = Ss + kBQ * kBK;
+        auto* Pw = reinterpret_cast<std::uint32_t*>(Ss + kBQ * kBK);
+        float* mx = Ss + kBQ * kBK + kBQ * kBK / 2;
         float* sum = mx + kBQ;
         float* key_cache = sum + kBQ;  // tile jt: Kᵀ at 2·jt·Dp·kBK, V after it
         const std::int64_t g = h / group, i0 = qt * kBQ;
@@ -241,7 +371,13 @@ void attention_forward(TensorRef out, TensorRef lse, TensorRef q, TensorRef k, T
         const E* K = as<E>(k) + b * S.Tk * kstride + g * S.D;
         const E* V = as<E>(v) + b * S.Tk * kstride + g * S.D;
         const Visibility vis(mask, S, b, h);
-        load_rows(Qs, Q, qstride, rows, rows4, D, Dp);
+        auto words = [](float* f) { return reinterpret_cast<std::uint32_t*>(f); };
+        if constexpr (std::is_same_v<E, std::uint16_t>) {
+          if (pairs) pair_rows(words(Qs), Q, qstride, rows, rows4, D, Dp / 2);
+          else load_rows(Qs, Q, qstride, rows, rows4, D, Dp);
+        } else {
+          load_rows(Qs, Q, qstride, rows, rows4, D, Dp);
+        }
         std::memset(O, 0, sizeof(float) * std::size_t(rows4) * std::size_t(Dp));
         std::fill(mx, mx + kBQ, kNegInf);
         std::fill(sum, sum + kBQ, 0.0f);
@@ -249,22 +385,31 @@ void attention_forward(TensorRef out, TensorRef lse, TensorRef q, TensorRef k, T
         key_range(mask, p0, p0 + rows - 1, vis.Tk, lo, hi);
         for (std::int64_t j0 = lo / kBK * kBK; j0 < hi; j0 += kBK) {
           const int keys = int(std::min<std::int64_t>(kBK, S.Tk - j0));
-          const float* Kt_tile = Kt;
-          const float* V_tile = Vs;
+          float* Kt_tile = Kt;
+          float* V_tile = Vs;
+          bool load = true;
           if (cache) {
             const std::int64_t jt = j0 / kBK;
-            float* kt = key_cache + 2 * jt * Dp * kBK;
-            if (!tile_loaded[jt]) {
-              load_transposed(kt, K + j0 * kstride, kstride, keys, D, Dp);
-              load_rows(kt + Dp * kBK, V + j0 * kstride, kstride, keys, kBK, D, Dp);
-              tile_loaded[jt] = 1;
-            }
-            Kt_tile = kt, V_tile = kt + Dp * kBK;
-          } else {
-            load_transposed(Kt, K + j0 * kstride, kstride, keys, D, Dp);
-            load_rows(Vs, V + j0 * kstride, kstride, keys, kBK, D, Dp);
+            Kt_tile = key_cache + 2 * jt * Dp * kBK, V_tile = Kt_tile + Dp * kBK;
+            load = !tile_loaded[jt];
+            tile_loaded[jt] = 1;
           }
-          product_abt(Ss, Qs, Kt_tile, rows4, Dp);
+          if (load) {
+            if constexpr (std::is_same_v<E, std::uint16_t>) {
+              if (pairs) {
+                pair_columns(words(Kt_tile), K + j0 * kstride, kstride, keys, D, Dp / 2);
+                pair_keys(words(V_tile), V + j0 * kstride, kstride, keys, D, Dp);
+              } else {
+                load_transposed(Kt_tile, K + j0 * kstride, kstride, keys, D, Dp);
+                load_rows(V_tile, V + j0 * kstride, kstride, keys, kBK, D, Dp);
+              }
+            } else {
+              load_transposed(Kt_tile, K + j0 * kstride, kstride, keys, D, Dp);
+              load_rows(V_tile, V + j0 * kstride, kstride, keys, kBK, D, Dp);
+            }
+          }
+          if (pairs) pair_product_abt(Ss, words(Qs), words(Kt_tile), rows4, Dp / 2);
+          else product_abt(Ss, Qs, Kt_tile, rows4, Dp);
           for (int r = 0; r < rows; ++r) {
             float* s = Ss + r * kBK;
             vis.apply(s, p0 + r, j0, scale);
@@ -285,7 +430,12 @@ void attention_forward(TensorRef out, TensorRef lse, TensorRef q, TensorRef k, T
 #pragma omp simd
             for (int d = 0; d < Dp; ++d) o[d] *= correction;
           }
-          accumulate(O, Ss, kBK, 1, rows4, kBK, V_tile);
+          if (pairs) {
+            round_pairs(Pw, Ss, rows4);
+            pair_accumulate_dp(O, Pw, rows4, words(V_tile));
+          } else {
+            accumulate(O, Ss, kBK, 1, rows4, kBK, V_tile);
+          }
         }
         E* dst = as<E>(out) + (b * S.T + i0) * qstride + h * S.D;
         float* lse_row = lse.f32() + (b * S.H + h) * S.T + i0;
