@@ -178,6 +178,19 @@ void round_pairs(std::uint32_t* words, const float* P, int rows) {
           std::uint32_t(bf16_bits(P[r * kBK + 2 * t])) | std::uint32_t(bf16_bits(P[r * kBK + 2 * t + 1])) << 16;
 }
 
+// The transpose as pairs of rows: words[j][u] = bf16(M[2u][j]) | bf16(M[2u + 1][j]) << 16 for
+// j < kBK, u < kBQ / 2 (Pᵀ and dSᵀ in the backward; rows at and past `rows` give zeros).
+void round_column_pairs(std::uint32_t* words, const float* M, int rows) {
+  static_assert(kBQ == kBK, "the backward's pair tiles take query and key tiles of one size");
+  std::memset(words, 0, sizeof(std::uint32_t) * kBK * (kBQ / 2));
+  for (int u = 0; 2 * u < rows; ++u) {
+    const float* a = M + 2 * u * kBK;
+    const float* b = 2 * u + 1 < rows ? a + kBK : nullptr;
+    for (int j = 0; j < kBK; ++j)
+      words[j * (kBQ / 2) + u] = std::uint32_t(bf16_bits(a[j])) | (b ? std::uint32_t(bf16_bits(b[j])) << 16 : 0u);
+  }
+}
+
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 // S[r][0:kBK] = Σ_p A[r][p] · Bt[p][0:kBK] as bf16 pairs, for r < rows (a multiple of 4).
@@ -465,8 +478,15 @@ void attention_backward(TensorRef dq, TensorRef dk, TensorRef dv, TensorRef dout
   // δ for every query row of the group's heads (linear in T); with bf16 activations, dq of the
   // group's heads in f32, summed over key tiles there and rounded once at the end.
   const bool half = q.dtype == DType::bf16;
+  // bf16 pairs (as in the forward): the five products on bf16 pairs, P and dS rounded to bf16
+  // where they meet dO, Q and K (as GPU flash attention kernels do); dq, dk, dv sum in f32. The
+  // pair tiles take the f32 tiles' places (K pairs of keys in Ks, Kᵀ and Vᵀ as words in Kt and Vt,
+  // Q and dO as words and as pairs of rows in Qs and dOs), plus Pᵀ, dSᵀ and dS as words.
+  const bool pairs = half && D % 2 == 0 && has_bf16_pairs();
+  const PairAccumulateFn pair_accumulate_dp = pair_accumulate_for(Dp);
   const std::size_t per_thread = std::size_t(3 * kBK * Dp + 2 * kMaxD * kBK + 3 * kBQ * Dp + 2 * kBQ * kBK) +
-                                 std::size_t(group * T) + (half ? std::size_t(group * T * D) : 0);
+                                 std::size_t(group * T) + (half ? std::size_t(group * T * D) : 0) +
+                                 (pairs ? std::size_t(3 * kBQ * kBK / 2) : 0);
   float* buffers = scratch(std::size_t(max_threads()) * per_thread);
   by_dtype(q.dtype, [&]<class E>() {  // E: the storage type of the activations (f32 or bf16)
 #pragma omp parallel for collapse(2) schedule(dynamic, 1)
@@ -486,6 +506,10 @@ void attention_backward(TensorRef dq, TensorRef dk, TensorRef dv, TensorRef dout
       const std::int64_t h0 = g * group;
       // Where dq of head h0 + hh, query i, sums: dq itself in f32, else f32 rows here.
       float* dq32 = delta + group * T;
+      auto words = [](float* f) { return reinterpret_cast<std::uint32_t*>(f); };
+      std::uint32_t* PtW = words(dq32 + (half ? group * T * D : 0));  // Pᵀ, dSᵀ, dS as words
+      std::uint32_t* dStW = PtW + kBK * kBQ / 2;
+      std::uint32_t* dSw = dStW + kBK * kBQ / 2;
       auto dq_row = [&](std::int64_t hh, std::int64_t i) {
         return half ? dq32 + (hh * T + i) * D : dq.f32() + (b * T + i) * qstride + (h0 + hh) * S.D;
       };
@@ -508,9 +532,18 @@ void attention_backward(TensorRef dq, TensorRef dk, TensorRef dv, TensorRef dout
       const E* V = as<E>(v) + b * Tk * kstride + g * S.D;
       for (std::int64_t j0 = 0; j0 < Tk; j0 += kBK) {
         const int keys = int(std::min<std::int64_t>(kBK, Tk - j0));
-        load_rows(Ks, K + j0 * kstride, kstride, keys, kBK, D, Dp);
-        load_transposed(Kt, K + j0 * kstride, kstride, keys, D, Dp);
-        load_transposed(Vt, V + j0 * kstride, kstride, keys, D, Dp);
+        if constexpr (std::is_same_v<E, std::uint16_t>) {
+          if (pairs) {
+            pair_keys(words(Ks), K + j0 * kstride, kstride, keys, D, Dp);
+            pair_columns(words(Kt), K + j0 * kstride, kstride, keys, D, Dp / 2);
+            pair_columns(words(Vt), V + j0 * kstride, kstride, keys, D, Dp / 2);
+          }
+        }
+        if (!pairs) {
+          load_rows(Ks, K + j0 * kstride, kstride, keys, kBK, D, Dp);
+          load_transposed(Kt, K + j0 * kstride, kstride, keys, D, Dp);
+          load_transposed(Vt, V + j0 * kstride, kstride, keys, D, Dp);
+        }
         std::memset(dKs, 0, sizeof(float) * std::size_t(kBK) * std::size_t(Dp));
         std::memset(dVs, 0, sizeof(float) * std::size_t(kBK) * std::size_t(Dp));
         // The queries that see some key of this tile: [qlo, qhi) (query i stands at qoff + i).
@@ -525,10 +558,25 @@ void attention_backward(TensorRef dq, TensorRef dk, TensorRef dv, TensorRef dout
           for (std::int64_t i0 = qlo / kBQ * kBQ; i0 < qhi; i0 += kBQ) {
             const int rows = int(std::min<std::int64_t>(kBQ, T - i0)), rows4 = (rows + 3) & ~3;
             const std::int64_t row0 = (b * T + i0) * qstride + h * S.D;
-            load_rows(Qs, as<E>(q) + row0, qstride, rows, rows4, D, Dp);
-            load_rows(dOs, as<E>(dout) + row0, qstride, rows, rows4, D, Dp);
-            product_abt(P, Qs, Kt, rows4, Dp);
-            product_abt(dS, dOs, Vt, rows4, Dp);  // dP = dO·Vᵀ, turned into dS below
+            // With pairs: Q and dO as words (rows) at Qs and dOs, and as pairs of rows half a tile on.
+            std::uint32_t *Q2 = words(Qs) + kBQ * Dp / 2, *dO2 = words(dOs) + kBQ * Dp / 2;
+            if constexpr (std::is_same_v<E, std::uint16_t>) {
+              if (pairs) {
+                pair_rows(words(Qs), as<E>(q) + row0, qstride, rows, rows4, D, Dp / 2);
+                pair_rows(words(dOs), as<E>(dout) + row0, qstride, rows, rows4, D, Dp / 2);
+                pair_keys(Q2, as<E>(q) + row0, qstride, rows, D, Dp);
+                pair_keys(dO2, as<E>(dout) + row0, qstride, rows, D, Dp);
+              }
+            }
+            if (pairs) {
+              pair_product_abt(P, words(Qs), words(Kt), rows4, Dp / 2);
+              pair_product_abt(dS, words(dOs), words(Vt), rows4, Dp / 2);  // dP = dO·Vᵀ, turned into dS below
+            } else {
+              load_rows(Qs, as<E>(q) + row0, qstride, rows, rows4, D, Dp);
+              load_rows(dOs, as<E>(dout) + row0, qstride, rows, rows4, D, Dp);
+              product_abt(P, Qs, Kt, rows4, Dp);
+              product_abt(dS, dOs, Vt, rows4, Dp);  // dP = dO·Vᵀ, turned into dS below
+            }
             const float* lse_row = lse.f32() + (b * S.H + h) * T + i0;
             for (int r = 0; r < rows4; ++r) {
               float* p = P + r * kBK;
@@ -554,10 +602,19 @@ void attention_backward(TensorRef dq, TensorRef dk, TensorRef dv, TensorRef dout
                 for (int j = 0; j < keys; ++j) row[j * S.H] = ds[j] / scale;
               }
             }
-            accumulate(dVs, P, 1, kBK, kBK, rows4, dOs);  // dV += Pᵀ·dO
-            accumulate(dKs, dS, 1, kBK, kBK, rows4, Qs);  // dK += dSᵀ·Q
             std::memset(dQs, 0, sizeof(float) * std::size_t(rows4) * std::size_t(Dp));
-            accumulate(dQs, dS, kBK, 1, rows4, kBK, Ks);  // dQ = dS·K
+            if (pairs) {
+              round_column_pairs(PtW, P, rows4);
+              round_column_pairs(dStW, dS, rows4);
+              round_pairs(dSw, dS, rows4);
+              pair_accumulate_dp(dVs, PtW, kBK, dO2);         // dV += Pᵀ·dO
+              pair_accumulate_dp(dKs, dStW, kBK, Q2);         // dK += dSᵀ·Q
+              pair_accumulate_dp(dQs, dSw, rows4, words(Ks));  // dQ = dS·K
+            } else {
+              accumulate(dVs, P, 1, kBK, kBK, rows4, dOs);  // dV += Pᵀ·dO
+              accumulate(dKs, dS, 1, kBK, kBK, rows4, Qs);  // dK += dSᵀ·Q
+              accumulate(dQs, dS, kBK, 1, rows4, kBK, Ks);  // dQ = dS·K
+            }
             for (int r = 0; r < rows; ++r) {
               float* dst = dq_row(hh, i0 + r);
 #pragma omp simd
