@@ -21,14 +21,20 @@
 // on whole registers with the accumulators held in registers. The padding adds zeros to dot
 // products, so results are exact for any head size D ≤ 256.
 //
-// bf16 activations (docs/bf16.md): q, k, v, dout and out are widened as they are copied into the
-// f32 tiles, out, dk and dv are rounded as they are stored, and dq sums over key tiles in f32
+// bf16 activations (docs/bf16.md): on a CPU with AVX512_BF16 the products run on tiles of bf16
+// pairs ("bf16 pairs" below); elsewhere q, k, v, dout and out are widened as they are copied into
+// the f32 tiles. out, dk and dv are rounded as they are stored, and dq sums over key tiles in f32
 // rows of the thread's buffer before one rounding: no separate conversion pass.
 #include <omp.h>
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>  // AVX512_BF16's vdpbf16ps, for the bf16 pairs
+#endif
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <string_view>
 #include <type_traits>
 #include <vector>
 
@@ -133,11 +139,17 @@ AccumulateFn accumulate_for(int Dp) {
 //            [kBK/2][Dp] (word [t][d] = V[2t][d], V[2t + 1][d]).
 // P is rounded to bf16 before it meets V, as GPU flash attention kernels do; the row max, the
 // sums and O stay f32.
+// LLMTK_CPU_BF16_PAIRS=0 turns them off: the widening path that CPUs without AVX512_BF16 take
+// (tests/CMakeLists.txt runs the bf16 op cases that way too, test_backends.bf16_widened).
+bool pairs_allowed() {
+  const char* e = std::getenv("LLMTK_CPU_BF16_PAIRS");
+  return !(e && std::string_view(e) == "0");
+}
 #if defined(__x86_64__) && defined(__GNUC__)
 #define LLMTK_PAIRS_TARGET __attribute__((target("avx512f,avx512bf16")))
 bool has_bf16_pairs() {
-  static const bool yes = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16");
-  return yes;
+  static const bool cpu = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16");
+  return cpu && pairs_allowed();
 }
 #else
 #define LLMTK_PAIRS_TARGET
@@ -192,7 +204,6 @@ void round_column_pairs(std::uint32_t* words, const float* M, int rows) {
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
 // S[r][0:kBK] = Σ_p A[r][p] · Bt[p][0:kBK] as bf16 pairs, for r < rows (a multiple of 4).
 LLMTK_PAIRS_TARGET void pair_product_abt(float* S, const std::uint32_t* A, const std::uint32_t* Bt, int rows, int W) {
   constexpr int NV = kBK / kVec;
