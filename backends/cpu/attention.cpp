@@ -129,16 +129,17 @@ AccumulateFn accumulate_for(int Dp) {
 }
 
 // ---- bf16 pairs (AVX512_BF16) ---------------------------------------------------------------
-// With bf16 activations on a CPU with AVX512_BF16, the forward's two products run on bf16:
-// vdpbf16ps multiplies 16 pairs of bf16 and adds each pair's two products to an f32 lane, twice
-// the multiply-adds of an f32 FMA per instruction, accumulating in f32. Its operands are tiles of
-// 32-bit words, each word a pair of bf16 next to each other along the product's reduction:
+// With bf16 activations on a CPU with AVX512_BF16, the products (two in the forward, five in the
+// backward) run on bf16: vdpbf16ps multiplies 16 pairs of bf16 and adds each pair's two products
+// to an f32 lane, twice the multiply-adds of an f32 FMA per instruction, accumulating in f32. Its
+// operands are tiles of 32-bit words, each word a pair of bf16 next to each other along the
+// product's reduction (the lower half the even element). In the forward:
 //   S = Q·Kᵀ reduces over d: Q rows as they are (word p of a row = dims 2p, 2p + 1), and Kᵀ as a
 //            tile of words [D/2][kBK] (word p of key row j at [p][j]);
 //   O += P·V reduces over keys: P's rows rounded to bf16 pairs (keys 2t, 2t + 1), and V as words
 //            [kBK/2][Dp] (word [t][d] = V[2t][d], V[2t + 1][d]).
-// P is rounded to bf16 before it meets V, as GPU flash attention kernels do; the row max, the
-// sums and O stay f32.
+// The backward builds the same kinds of tiles (attention_backward). P is rounded to bf16 before
+// it meets V, as GPU flash attention kernels do; the row max, the sums and O stay f32.
 // LLMTK_CPU_BF16_PAIRS=0 turns them off: the widening path that CPUs without AVX512_BF16 take
 // (tests/CMakeLists.txt runs the bf16 op cases that way too, test_backends.bf16_widened).
 bool pairs_allowed() {
