@@ -49,6 +49,23 @@ constexpr int outputs_of(std::string_view op) {
 LLMTK_OPS(LLMTK_X)
 #undef LLMTK_X
 
+// Whether `op` names an op of op_list.hpp; all_ops: every name of a list does (a backend's list of
+// ops with bf16 code of its own is checked with it, so a misspelt name fails to compile instead
+// of leaving the op silently widened).
+constexpr bool is_op(std::string_view op) {
+#define LLMTK_X(name, params, args) \
+  if (op == #name) return true;
+  LLMTK_OPS(LLMTK_X)
+#undef LLMTK_X
+  return false;
+}
+template <std::size_t N>
+constexpr bool all_ops(const std::string_view (&names)[N]) {
+  for (auto n : names)
+    if (!is_op(n)) return false;
+  return true;
+}
+
 // Scratch for the widened copy in `slot` of the current op call: at least `count` floats in the
 // memory of `device`, grown once and reused (backends/widen.cpp). Ops run one at a time.
 float* widen_scratch(Device device, int slot, std::int64_t count);

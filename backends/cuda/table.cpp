@@ -22,16 +22,17 @@ constexpr unsigned bf16_operands(std::string_view op) {
 
 // The ops with bf16 kernels of their own (the storage type a template parameter: elementwise.cu,
 // norms.cu, loss.cu, embedding_backward.cu).
+constexpr std::string_view kNativeBf16[] = {
+    "convert",      "add_forward",   "scale_forward",  "dropout",        "gelu_forward",   "gelu_backward",
+    "relu_forward", "relu_backward", "silu_forward",   "silu_backward",  "tanh_forward",   "tanh_backward",
+    "swiglu_forward", "swiglu_backward", "geglu_forward", "geglu_backward",
+    "layernorm_forward", "layernorm_backward", "rmsnorm_forward", "rmsnorm_backward",
+    "cross_entropy_forward", "cross_entropy_backward", "embedding_forward", "embedding_backward",
+    "positions_forward", "positions_backward", "sinusoidal_forward", "rope_forward", "rope_backward",
+};
+static_assert(backend::all_ops(kNativeBf16), "table.cpp: a name in kNativeBf16 is not an op of op_list.hpp");
 constexpr bool native_bf16(std::string_view op) {
-  constexpr std::string_view kNative[] = {
-      "convert",      "add_forward",   "scale_forward",  "dropout",        "gelu_forward",   "gelu_backward",
-      "relu_forward", "relu_backward", "silu_forward",   "silu_backward",  "tanh_forward",   "tanh_backward",
-      "swiglu_forward", "swiglu_backward", "geglu_forward", "geglu_backward",
-      "layernorm_forward", "layernorm_backward", "rmsnorm_forward", "rmsnorm_backward",
-      "cross_entropy_forward", "cross_entropy_backward", "embedding_forward", "embedding_backward",
-      "positions_forward", "positions_backward", "sinusoidal_forward", "rope_forward", "rope_backward",
-  };
-  for (auto n : kNative)
+  for (auto n : kNativeBf16)
     if (n == op) return true;
   return false;
 }
