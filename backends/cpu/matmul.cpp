@@ -140,10 +140,9 @@ void execute(Context& ctx, const Shape& s, const void* a, const void* b, void* c
 // A bf16 product whose rows or reduction are far longer than its other sizes (the LM head's
 // vocabulary: 50,257 for GPT-2) runs in chunks of about kChunk along that dimension: oneDNN 2.6's
 // bf16 kernel slows down on such a shape, most of all with a transposed source (the head's dw),
-// and in chunks each piece of the operands stays in cache. Measured on an AMD EPYC with
-// AVX512_BF16 (2 threads, GPT-2's head, 2048 tokens, in a training step): dw 326 → 629 GFLOP/s
-// in 9 chunks of its rows (before, dwᵀ was computed into scratch and added transposed), dx
-// 579 → 653 in 9 chunks of the reduction (summed in f32, rounded once). A chunk of rows computes
+// and in chunks each piece of the operands stays in cache (benchmarks/results/ops.md, "lm head":
+// its bf16 backward next to oneDNN's plain product of the same shape). dw runs in chunks of its
+// rows, dx in chunks of the reduction (summed in f32, rounded once). A chunk of rows computes
 // exactly what the whole product computes there; chunks of the reduction add partial sums in f32.
 // A product with many columns (the head's forward) runs whole: in chunks of columns it was no
 // faster in a step.
