@@ -6,7 +6,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <deque>
+#include <optional>
 #include <span>
+#include <string>
 
 #include "core/text.hpp"
 #include "ops/checks.hpp"
@@ -139,8 +141,26 @@ void set_matmul_precision(DType t) {
 }
 DType matmul_precision() { return context().matmul_dtype; }
 
+// LLMTK_BF16_ACTIVATIONS=1 or 0 overrides the backend's bf16_activations (to measure one path
+// against the other on the same build); unset: the backend's choice.
+namespace {
+std::optional<bool> bf16_activations_override() {
+  static const std::optional<bool> v = []() -> std::optional<bool> {
+    const char* e = std::getenv("LLMTK_BF16_ACTIVATIONS");
+    if (!e || !*e) return std::nullopt;
+    const std::string_view s(e);
+    LLMTK_CHECK(s == "0" || s == "1", "LLMTK_BF16_ACTIVATIONS",
+                "is '", s, "'; use 1 (a bf16 run stores its activations in bf16), 0 (f32 activations, bf16 matmuls) "
+                "or leave it unset (the backend's default)");
+    return s == "1";
+  }();
+  return v;
+}
+}  // namespace
+
 DType activation_dtype(std::string_view precision) {
-  return precision == "bf16" && context().backend->bf16_activations ? DType::bf16 : DType::f32;
+  if (precision != "bf16") return DType::f32;
+  return bf16_activations_override().value_or(context().backend->bf16_activations) ? DType::bf16 : DType::f32;
 }
 
 void set_threads(int threads) {

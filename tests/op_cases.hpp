@@ -178,8 +178,14 @@ void case_layernorm_backward(Case& c) {
   auto x = c.make({31, 33}), w = c.param({33}), b = c.param({33}), y = c.make({31, 33}), m = c.param({31}), r = c.param({31});
   ops::layernorm_forward(y, m, r, x, w, b, 1e-5f);
   auto dy = c.make({31, 33}), dx = c.make({31, 33}), dw = c.param({33}), db = c.param({33});
-  ops::layernorm_backward(dx, dw, db, dy, x, w, m, r);
+  ops::layernorm_backward(dx, dw, db, dy, x, w, m, r, TensorRef{});
   c.keep("dx", dx), c.keep("dw", dw), c.keep("db", db);
+  // With the residual path's gradient fused in: from another tensor, then in place (dres = dx).
+  auto dres = c.make({31, 33}), dx2 = c.make({31, 33});
+  ops::layernorm_backward(dx2, TensorRef{}, TensorRef{}, dy, x, w, m, r, dres);
+  c.keep("dx + dres", dx2);
+  ops::layernorm_backward(dres, dw, db, dy, x, w, m, r, dres);
+  c.keep("dx + dres (in place)", dres), c.keep("dw", dw), c.keep("db", db);
 }
 void case_rmsnorm_forward(Case& c) {
   auto x = c.make({33, 127}), w = c.param({127}), y = c.make({33, 127}), r = c.param({33});
@@ -190,8 +196,14 @@ void case_rmsnorm_backward(Case& c) {
   auto x = c.make({33, 127}), w = c.param({127}), y = c.make({33, 127}), r = c.param({33});
   ops::rmsnorm_forward(y, r, x, w, 1e-5f);
   auto dy = c.make({33, 127}), dx = c.make({33, 127}), dw = c.param({127});
-  ops::rmsnorm_backward(dx, dw, dy, x, w, r);
+  ops::rmsnorm_backward(dx, dw, dy, x, w, r, TensorRef{});
   c.keep("dx", dx), c.keep("dw", dw);
+  // With the residual path's gradient fused in: from another tensor, then in place (dres = dx).
+  auto dres = c.make({33, 127}), dx2 = c.make({33, 127});
+  ops::rmsnorm_backward(dx2, TensorRef{}, dy, x, w, r, dres);
+  c.keep("dx + dres", dx2);
+  ops::rmsnorm_backward(dres, dw, dy, x, w, r, dres);
+  c.keep("dx + dres (in place)", dres), c.keep("dw", dw);
 }
 void case_rope_forward(Case& c) {
   auto x = c.make({2, 33, 3, 16}), y = c.make({2, 33, 3, 16});

@@ -139,10 +139,16 @@ void check_layernorm_backward() {
   const Buf dw0 = dw, db0 = db;
   auto f = [&] { ops::layernorm_forward(y.t(), mean.t(), rstd.t(), x.t(), w.t(), b.t(), 1e-5f); return dot(y, r); };
   f();
-  ops::layernorm_backward(dx.t(), dw.t(), db.t(), r.t(), x.t(), w.t(), mean.t(), rstd.t());
+  ops::layernorm_backward(dx.t(), dw.t(), db.t(), r.t(), x.t(), w.t(), mean.t(), rstd.t(), TensorRef{});
   expect_gradient("dx", x, dx, f);
   expect_gradient("dw", w, dw, f, &dw0);
   expect_gradient("db", b, db, f, &db0);
+  // The fused residual gradient: dx + dres, the composition of the backward and an add.
+  Buf res({6, 9}, &rng), sum({6, 9});
+  ops::layernorm_backward(sum.t(), TensorRef{}, TensorRef{}, r.t(), x.t(), w.t(), mean.t(), rstd.t(), res.t());
+  Buf want({6, 9});
+  ops::add_forward(want.t(), dx.t(), res.t());
+  for (std::int64_t i = 0; i < 54; ++i) CHECK(sum[i] == Approx(want[i]).epsilon(1e-6).margin(1e-6));
 }
 void check_rmsnorm_forward() {
   Buf x({1, 2}, {3, 4}), w({2}, {1, 2}), y({1, 2}), rstd({1});
@@ -157,9 +163,15 @@ void check_rmsnorm_backward() {
   const Buf dw0 = dw;
   auto f = [&] { ops::rmsnorm_forward(y.t(), rstd.t(), x.t(), w.t(), 1e-5f); return dot(y, r); };
   f();
-  ops::rmsnorm_backward(dx.t(), dw.t(), r.t(), x.t(), w.t(), rstd.t());
+  ops::rmsnorm_backward(dx.t(), dw.t(), r.t(), x.t(), w.t(), rstd.t(), TensorRef{});
   expect_gradient("dx", x, dx, f);
   expect_gradient("dw", w, dw, f, &dw0);
+  // The fused residual gradient: dx + dres, the composition of the backward and an add.
+  Buf res({5, 7}, &rng), sum({5, 7});
+  ops::rmsnorm_backward(sum.t(), TensorRef{}, r.t(), x.t(), w.t(), rstd.t(), res.t());
+  Buf want({5, 7});
+  ops::add_forward(want.t(), dx.t(), res.t());
+  for (std::int64_t i = 0; i < 35; ++i) CHECK(sum[i] == Approx(want[i]).epsilon(1e-6).margin(1e-6));
 }
 
 // ---- positions ------------------------------------------------------------------------------

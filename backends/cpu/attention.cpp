@@ -31,11 +31,13 @@
 #endif
 
 #include <algorithm>
+#include <array>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <string_view>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "elementwise.hpp"  // by_dtype, ld, st: bf16 activations
@@ -107,25 +109,19 @@ void accumulate_rows(float* C, const float* M, int rs, int ts, int nr, int nt, c
 }
 
 using AccumulateFn = void (*)(float*, const float*, int, int, int, int, const float*);
+
+// kernel<NV> for NV = Dp / kVec, 1 … 16 (head dims up to 256): a table built once from `make`,
+// which returns the instance for its std::integral_constant argument.
+template <class Fn, class Make>
+Fn for_width(int Dp, Make make) {
+  static const auto table = [&]<std::size_t... I>(std::index_sequence<I...>) {
+    return std::array<Fn, 16>{make(std::integral_constant<int, int(I) + 1>{})...};
+  }(std::make_index_sequence<16>{});
+  return table[std::size_t(std::clamp(Dp / kVec, 1, 16) - 1)];
+}
+
 AccumulateFn accumulate_for(int Dp) {
-  switch (Dp / kVec) {
-    case 1: return accumulate_rows<1>;
-    case 2: return accumulate_rows<2>;
-    case 3: return accumulate_rows<3>;
-    case 4: return accumulate_rows<4>;
-    case 5: return accumulate_rows<5>;
-    case 6: return accumulate_rows<6>;
-    case 7: return accumulate_rows<7>;
-    case 8: return accumulate_rows<8>;
-    case 9: return accumulate_rows<9>;
-    case 10: return accumulate_rows<10>;
-    case 11: return accumulate_rows<11>;
-    case 12: return accumulate_rows<12>;
-    case 13: return accumulate_rows<13>;
-    case 14: return accumulate_rows<14>;
-    case 15: return accumulate_rows<15>;
-    default: return accumulate_rows<16>;
-  }
+  return for_width<AccumulateFn>(Dp, [](auto nv) -> AccumulateFn { return &accumulate_rows<decltype(nv)::value>; });
 }
 
 // ---- bf16 pairs (AVX512_BF16) ---------------------------------------------------------------
@@ -252,24 +248,8 @@ void pair_accumulate(float*, const std::uint32_t*, int, const std::uint32_t*) {}
 #endif
 using PairAccumulateFn = void (*)(float*, const std::uint32_t*, int, const std::uint32_t*);
 PairAccumulateFn pair_accumulate_for(int Dp) {
-  switch (Dp / kVec) {
-    case 1: return pair_accumulate<1>;
-    case 2: return pair_accumulate<2>;
-    case 3: return pair_accumulate<3>;
-    case 4: return pair_accumulate<4>;
-    case 5: return pair_accumulate<5>;
-    case 6: return pair_accumulate<6>;
-    case 7: return pair_accumulate<7>;
-    case 8: return pair_accumulate<8>;
-    case 9: return pair_accumulate<9>;
-    case 10: return pair_accumulate<10>;
-    case 11: return pair_accumulate<11>;
-    case 12: return pair_accumulate<12>;
-    case 13: return pair_accumulate<13>;
-    case 14: return pair_accumulate<14>;
-    case 15: return pair_accumulate<15>;
-    default: return pair_accumulate<16>;
-  }
+  return for_width<PairAccumulateFn>(Dp,
+                                     [](auto nv) -> PairAccumulateFn { return &pair_accumulate<decltype(nv)::value>; });
 }
 
 // Copies `rows` rows of D values (source row stride `stride`, f32 or bf16: tiles are f32) into a

@@ -35,7 +35,7 @@ void layernorm_forward(TensorRef y, TensorRef mean, TensorRef rstd, TensorRef x,
 }
 
 void layernorm_backward(TensorRef dx, TensorRef dw, TensorRef db, TensorRef dy, TensorRef x, TensorRef w,
-                        TensorRef mean, TensorRef rstd) {
+                        TensorRef mean, TensorRef rstd, TensorRef dres) {
   const std::int64_t N = x.rows(), C = x.size(-1);
   const float* W = w.f32();
   const int threads = max_threads();
@@ -48,7 +48,7 @@ void layernorm_backward(TensorRef dx, TensorRef dw, TensorRef db, TensorRef dy, 
       float* db_part = parts + std::int64_t(threads + omp_get_thread_num()) * C;
 #pragma omp for schedule(static)
       for (std::int64_t n = 0; n < N; ++n) {
-        const T *X = as<T>(x) + n * C, *DY = as<T>(dy) + n * C;
+        const T *X = as<T>(x) + n * C, *DY = as<T>(dy) + n * C, *RES = dres ? as<T>(dres) + n * C : nullptr;
         T* DX = as<T>(dx) + n * C;
         const float m = mean.f32()[n], r = rstd.f32()[n];
         float mg = 0, mgx = 0;
@@ -60,7 +60,7 @@ void layernorm_backward(TensorRef dx, TensorRef dw, TensorRef db, TensorRef dy, 
         mg /= float(C), mgx /= float(C);
         for (std::int64_t c = 0; c < C; ++c) {
           const float xh = (ld(X, c) - m) * r, d = ld(DY, c);
-          st(DX, c, r * (d * W[c] - mg - xh * mgx));
+          st(DX, c, r * (d * W[c] - mg - xh * mgx) + (RES ? ld(RES, c) : 0.0f));  // RES may alias DX
           dw_part[c] += d * xh;
           db_part[c] += d;
         }

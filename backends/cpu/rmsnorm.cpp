@@ -29,7 +29,8 @@ void rmsnorm_forward(TensorRef y, TensorRef rstd, TensorRef x, TensorRef w, floa
   });
 }
 
-void rmsnorm_backward(TensorRef dx, TensorRef dw, TensorRef dy, TensorRef x, TensorRef w, TensorRef rstd) {
+void rmsnorm_backward(TensorRef dx, TensorRef dw, TensorRef dy, TensorRef x, TensorRef w, TensorRef rstd,
+                      TensorRef dres) {
   const std::int64_t N = x.rows(), C = x.size(-1);
   const float* W = w.f32();
   const int threads = max_threads();
@@ -41,7 +42,7 @@ void rmsnorm_backward(TensorRef dx, TensorRef dw, TensorRef dy, TensorRef x, Ten
       float* dw_part = parts + std::int64_t(omp_get_thread_num()) * C;
 #pragma omp for schedule(static)
       for (std::int64_t n = 0; n < N; ++n) {
-        const T *X = as<T>(x) + n * C, *DY = as<T>(dy) + n * C;
+        const T *X = as<T>(x) + n * C, *DY = as<T>(dy) + n * C, *RES = dres ? as<T>(dres) + n * C : nullptr;
         T* DX = as<T>(dx) + n * C;
         const float r = rstd.f32()[n];
         float mgx = 0;
@@ -50,7 +51,7 @@ void rmsnorm_backward(TensorRef dx, TensorRef dw, TensorRef dy, TensorRef x, Ten
         mgx /= float(C);
         for (std::int64_t c = 0; c < C; ++c) {
           const float xh = ld(X, c) * r, g = ld(DY, c);
-          st(DX, c, r * (g * W[c] - xh * mgx));
+          st(DX, c, r * (g * W[c] - xh * mgx) + (RES ? ld(RES, c) : 0.0f));  // RES may alias DX
           dw_part[c] += g * xh;
         }
       }

@@ -1,14 +1,17 @@
 // attention_forward / attention_backward: cuDNN's fused SDPA (cudnn_attention.cpp) when the
-// precision is bf16 and the mask is one the graphs express (causal, no window, no ALiBi, no
+// precision or the activations are bf16 and the mask is one the graphs express (causal, no window, no ALiBi, no
 // padding lengths, segments or learned bias), else the
 // tiled kernel (attention.cu), which implements every mask and is the reference the cuDNN path is
 // tested against. Either backward takes the lse either forward saved (cuDNN's softmax statistics
-// are the same log-sum-exp).
+// are the same log-sum-exp). bf16 activations go to cuDNN as they are; the tiled kernel computes
+// in f32, so it gets them widened and its outputs rounded once (backends/widen.hpp).
 #include <cmath>
 #include <cstdlib>
+#include <cstdint>
 #include <cstdio>
 #include <string_view>
 
+#include "../widen.hpp"
 #include "cudnn_attention.hpp"
 #include "cuda.hpp"
 
@@ -41,10 +44,13 @@ bool cudnn_enabled() {
 
 namespace {
 
-// cuDNN runs bf16 with these masks only; everything else takes the tiled kernel.
-bool cudnn_applies(const kernels::AttentionDims& d, const AttentionMask& m) {
-  return cudnn_enabled() && ops::matmul_precision() == DType::bf16 && m.causal && m.window == 0 && !m.alibi &&
-         !m.lengths && !m.segments && !m.bias && m.q_offset == 0 && d.T == d.Tk && d.D % 8 == 0 && d.D <= 128;
+// cuDNN runs bf16 with these masks only; everything else takes the tiled kernel. With f32
+// activations cuDNN is used when the precision is bf16 (q, k, v rounded into scratch); bf16
+// activations it takes as they are.
+bool cudnn_applies(const kernels::AttentionDims& d, const AttentionMask& m, DType act) {
+  return cudnn_enabled() && (ops::matmul_precision() == DType::bf16 || act == DType::bf16) && m.causal &&
+         m.window == 0 && !m.alibi && !m.lengths && !m.segments && !m.bias && m.q_offset == 0 && d.T == d.Tk &&
+         d.D % 8 == 0 && d.D <= 128;
 }
 
 // Once per op: the forward and the backward graphs can fail for different reasons.
@@ -57,24 +63,70 @@ void note_fallback(const char* op, const std::string& why) {
                why.c_str());
 }
 
-std::uint16_t* to_bf16(Scratch slot, const TensorRef& t) {
+// Whether cuDNN can read or write t in place: bf16 and 16-byte aligned.
+bool in_place(const TensorRef& t) {
+  return t.dtype == DType::bf16 && reinterpret_cast<std::uintptr_t>(t.data) % 16 == 0;
+}
+
+// q, out or dout as cuDNN reads it: bf16 [B, T, H, D], the tensor itself or a rounded copy in `slot`.
+const std::uint16_t* bf16_input(Scratch slot, const TensorRef& t) {
+  if (in_place(t)) return static_cast<const std::uint16_t*>(t.data);
   auto* out = scratch_as<std::uint16_t>(slot, std::size_t(t.numel()));
-  kernels::to_bf16(out, t.f32(), t.numel(), stream());
+  if (t.dtype == DType::bf16) {
+    LLMTK_CUDA_CHECK("attention", cudaMemcpyAsync(out, t.data, t.bytes(), cudaMemcpyDeviceToDevice, stream()));
+  } else {
+    kernels::to_bf16(out, t.f32(), t.numel(), stream());
+  }
   return out;
 }
 
-// k or v [B, Tk, KV, D] f32 → [B, Tk, H, D] bf16 for cuDNN: grouped kv heads are repeated.
-std::uint16_t* to_bf16_heads(Scratch slot, const TensorRef& t, const backend::AttentionShape& s) {
-  if (s.KV == s.H) return to_bf16(slot, t);
+// k or v [B, Tk, KV, D] → [B, Tk, H, D] bf16 for cuDNN: grouped kv heads are repeated (a copy);
+// with as many kv heads as query heads, as bf16_input.
+const std::uint16_t* bf16_heads(Scratch slot, const TensorRef& t, const backend::AttentionShape& s) {
+  if (s.KV == s.H) return bf16_input(slot, t);
   auto* out = scratch_as<std::uint16_t>(slot, std::size_t(s.B * s.Tk * s.H * s.D));
-  kernels::to_bf16_heads(out, t.f32(), s.B * s.Tk, s.KV, s.H, s.D, stream());
+  by_storage(t.dtype, [&]<class E>(E) { kernels::to_bf16_heads(out, data<E>(t), s.B * s.Tk, s.KV, s.H, s.D, stream()); });
   return out;
 }
 
-// The gradient of to_bf16_heads: [B, Tk, H, D] bf16 → dk or dv [B, Tk, KV, D] f32, written.
-void from_bf16_heads(const TensorRef& grad, const std::uint16_t* in, const backend::AttentionShape& s) {
-  if (s.KV == s.H) return kernels::from_bf16(grad.f32(), in, grad.numel(), stream());
-  kernels::from_bf16_sum_heads(grad.f32(), in, s.B * s.Tk, s.KV, s.H, s.D, stream());
+// Where cuDNN writes an output ([B, T, H, D] bf16, `elements` of them): the tensor itself when it
+// can (bf16, aligned, and for dk, dv as many kv heads as query heads), else scratch that
+// from_bf16_result then moves into it.
+std::uint16_t* bf16_output(Scratch slot, const TensorRef& t, std::int64_t elements) {
+  if (in_place(t) && t.numel() == elements) return static_cast<std::uint16_t*>(t.data);
+  return scratch_as<std::uint16_t>(slot, std::size_t(elements));
+}
+// out, dq: widened; dk, dv: summed over each group of query heads into the kv heads (the
+// gradient of bf16_heads' repeat), in f32 and stored in t's dtype.
+void from_bf16_result(const TensorRef& t, const std::uint16_t* in, const backend::AttentionShape& s, bool kv) {
+  if (in == t.data) return;
+  if (kv && s.KV != s.H) {
+    by_storage(t.dtype, [&]<class E>(E) { kernels::from_bf16_sum_heads(data<E>(t), in, s.B * s.Tk, s.KV, s.H, s.D, stream()); });
+  } else if (t.dtype == DType::bf16) {
+    LLMTK_CUDA_CHECK("attention", cudaMemcpyAsync(t.data, in, t.bytes(), cudaMemcpyDeviceToDevice, stream()));
+  } else {
+    kernels::from_bf16(t.f32(), in, t.numel(), stream());
+  }
+}
+
+// The tiled kernels (attention.cu) on f32 tensors; bf16 ones reach them widened (backends/widen.hpp).
+void tiled_forward(TensorRef out, TensorRef lse, TensorRef q, TensorRef k, TensorRef v, AttentionMask mask) {
+  const auto s = backend::attention_shape(q, k);
+  const auto d = dims_of(s, mask);
+  check_limits("attention_forward", d);
+  kernels::attention_forward(out.f32(), lse.f32(), q.f32(), k.f32(), v.f32(), mask.alibi ? alibi_slopes(s.H) : nullptr,
+                             d, stream());
+}
+void tiled_backward(TensorRef dq, TensorRef dk, TensorRef dv, TensorRef dout, TensorRef q, TensorRef k, TensorRef v,
+                    TensorRef out, TensorRef lse, AttentionMask mask) {
+  const auto s = backend::attention_shape(q, k);
+  const auto d = dims_of(s, mask);
+  check_limits("attention_backward", d);
+  float* delta = scratch_as<float>(Scratch::attn_delta, std::size_t(s.B * s.H * s.T));
+  if (mask.dbias)  // hidden keys: 0
+    LLMTK_CUDA_CHECK("attention_backward", cudaMemsetAsync(mask.dbias.data, 0, mask.dbias.bytes(), stream()));
+  kernels::attention_backward(dq.f32(), dk.f32(), dv.f32(), dout.f32(), q.f32(), k.f32(), v.f32(), out.f32(),
+                              lse.f32(), mask.alibi ? alibi_slopes(s.H) : nullptr, delta, d, stream());
 }
 
 }  // namespace
@@ -84,21 +136,19 @@ void attention_forward(TensorRef out, TensorRef lse, TensorRef q, TensorRef k, T
   const auto s = backend::attention_shape(q, k);
   const auto d = dims_of(s, mask);
   std::string unusable;
-  if (cudnn_applies(d, mask) && !cudnn_sdpa_usable(false, d, unusable)) note_fallback(op, unusable);
-  else if (cudnn_applies(d, mask)) {
-    const std::uint16_t *qb = to_bf16(Scratch::attn_q, q), *kb = to_bf16_heads(Scratch::attn_k, k, s),
-                        *vb = to_bf16_heads(Scratch::attn_v, v, s);
-    auto* ob = scratch_as<std::uint16_t>(Scratch::attn_o, std::size_t(out.numel()));
+  if (cudnn_applies(d, mask, q.dtype) && !cudnn_sdpa_usable(false, d, unusable)) note_fallback(op, unusable);
+  else if (cudnn_applies(d, mask, q.dtype)) {
+    const std::uint16_t *qb = bf16_input(Scratch::attn_q, q), *kb = bf16_heads(Scratch::attn_k, k, s),
+                        *vb = bf16_heads(Scratch::attn_v, v, s);
+    auto* ob = bf16_output(Scratch::attn_o, out, out.numel());
     std::string why;
     if (cudnn_sdpa_forward(d, qb, kb, vb, ob, lse.f32(), why)) {
-      kernels::from_bf16(out.f32(), ob, out.numel(), stream());
+      from_bf16_result(out, ob, s, false);
       return finish_op(op);
     }
     note_fallback(op, why);
   }
-  check_limits(op, d);
-  kernels::attention_forward(out.f32(), lse.f32(), q.f32(), k.f32(), v.f32(), mask.alibi ? alibi_slopes(s.H) : nullptr,
-                             d, stream());
+  backend::widened<&tiled_forward, 2, &cuda::convert, 0u>(out, lse, q, k, v, mask);
   finish_op(op);
 }
 
@@ -108,30 +158,26 @@ void attention_backward(TensorRef dq, TensorRef dk, TensorRef dv, TensorRef dout
   const auto s = backend::attention_shape(q, k);
   const auto d = dims_of(s, mask);
   std::string unusable;
-  if (cudnn_applies(d, mask) && !cudnn_sdpa_usable(true, d, unusable)) note_fallback(op, unusable);
-  else if (cudnn_applies(d, mask)) {
-    const std::uint16_t *qb = to_bf16(Scratch::attn_q, q), *kb = to_bf16_heads(Scratch::attn_k, k, s),
-                        *vb = to_bf16_heads(Scratch::attn_v, v, s), *ob = to_bf16(Scratch::attn_o, out),
-                        *dob = to_bf16(Scratch::attn_do, dout);
+  if (cudnn_applies(d, mask, q.dtype) && !cudnn_sdpa_usable(true, d, unusable)) note_fallback(op, unusable);
+  else if (cudnn_applies(d, mask, q.dtype)) {
+    const std::uint16_t *qb = bf16_input(Scratch::attn_q, q), *kb = bf16_heads(Scratch::attn_k, k, s),
+                        *vb = bf16_heads(Scratch::attn_v, v, s), *ob = bf16_input(Scratch::attn_o, out),
+                        *dob = bf16_input(Scratch::attn_do, dout);
     // dk, dv have H heads here, like kb and vb: summed over each group into the kv heads below.
-    const auto n_q = std::size_t(dq.numel()), n_kv = std::size_t(s.B * s.Tk * s.H * s.D);
-    auto* dqb = scratch_as<std::uint16_t>(Scratch::attn_dq, n_q);
-    auto* dkb = scratch_as<std::uint16_t>(Scratch::attn_dk, n_kv);
-    auto* dvb = scratch_as<std::uint16_t>(Scratch::attn_dv, n_kv);
+    const auto n_kv = s.B * s.Tk * s.H * s.D;
+    auto* dqb = bf16_output(Scratch::attn_dq, dq, dq.numel());
+    auto* dkb = bf16_output(Scratch::attn_dk, dk, n_kv);
+    auto* dvb = bf16_output(Scratch::attn_dv, dv, n_kv);
     std::string why;
     if (cudnn_sdpa_backward(d, dob, qb, kb, vb, ob, lse.f32(), dqb, dkb, dvb, why)) {
-      kernels::from_bf16(dq.f32(), dqb, dq.numel(), stream());
-      from_bf16_heads(dk, dkb, s);
-      from_bf16_heads(dv, dvb, s);
+      from_bf16_result(dq, dqb, s, false);
+      from_bf16_result(dk, dkb, s, true);
+      from_bf16_result(dv, dvb, s, true);
       return finish_op(op);
     }
     note_fallback(op, why);
   }
-  check_limits(op, d);
-  float* delta = scratch_as<float>(Scratch::attn_delta, std::size_t(s.B * s.H * s.T));
-  if (mask.dbias) LLMTK_CUDA_CHECK(op, cudaMemsetAsync(mask.dbias.data, 0, mask.dbias.bytes(), stream()));  // hidden keys: 0
-  kernels::attention_backward(dq.f32(), dk.f32(), dv.f32(), dout.f32(), q.f32(), k.f32(), v.f32(), out.f32(),
-                              lse.f32(), mask.alibi ? alibi_slopes(s.H) : nullptr, delta, d, stream());
+  backend::widened<&tiled_backward, 3, &cuda::convert, 0u>(dq, dk, dv, dout, q, k, v, out, lse, mask);
   finish_op(op);
 }
 

@@ -32,10 +32,22 @@ Context& context();
 void use_device(int device);
 inline cudaStream_t stream() { return context().stream; }
 
+// Calls f(E{}) with E the storage type of an activation op's tensors: float, or std::uint16_t (the
+// raw bits) for bf16. The dispatcher has checked that they share one dtype (ops.hpp).
+template <class F>
+void by_storage(DType t, F&& f) {
+  if (t == DType::bf16) f(std::uint16_t{});
+  else f(float{});
+}
+template <class E>
+E* data(TensorRef t) {
+  return static_cast<E*>(t.data);
+}
+
 // Backend-owned device buffers that grow to the largest size asked for (during the first step)
 // and are then reused, so a step allocates nothing.
 enum class Scratch : int {
-  matmul_a, matmul_b, matmul_dy, matmul_d, partials, embedding, slopes,
+  matmul_a, matmul_b, matmul_dy, matmul_d, matmul_out, matmul_bias, partials, embedding, slopes,
   attn_q, attn_k, attn_v, attn_o, attn_delta, cudnn_workspace,
   attn_do, attn_dq, attn_dk, attn_dv, cudnn_dq_accum, cudnn_softmax_sum, rope_table, loss_lse, scan,
   count

@@ -2,6 +2,8 @@
 // lookup, bf16 conversion. Grid-stride loops over 64-bit indices; every launch is checked.
 #include <cuda_bf16.h>
 
+#include <type_traits>
+
 #include "../../framework/ops/dropout_mask.hpp"
 #include "check.hpp"
 #include "grid_stride.cuh"
@@ -249,10 +251,12 @@ __global__ void to_bf16_8_kernel(std::uint16_t* out, const float* in, i64 n) {
     }
   }
 }
-__global__ void to_bf16_padded_kernel(std::uint16_t* out, const float* in, i64 rows, i64 cols, i64 ld) {
+template <class In>
+__global__ void to_bf16_padded_kernel(std::uint16_t* out, const In* in, i64 rows, i64 cols, i64 ld) {
   GRID_STRIDE(i, rows * ld) {
     const i64 r = i / ld, c = i % ld;
-    out[i] = c < cols ? __bfloat16_as_ushort(__float2bfloat16_rn(in[r * cols + c])) : std::uint16_t(0);
+    if constexpr (sizeof(In) == 2) out[i] = c < cols ? in[r * cols + c] : std::uint16_t(0);  // bf16: copied
+    else out[i] = c < cols ? __bfloat16_as_ushort(__float2bfloat16_rn(in[r * cols + c])) : std::uint16_t(0);
   }
 }
 // ld a multiple of 8 and out 16-byte aligned: one thread per 8 outputs of a row (one index
@@ -305,7 +309,8 @@ __global__ void copy_rows_dense4_kernel(float* dst, const float* src, i64 ld_src
   }
   if (const i64 t = tail_index(n); t < n) dst[t] = src[t / cols * ld_src + t % cols];
 }
-__global__ void copy_rows_kernel(float* dst, i64 ld_dst, const float* src, i64 ld_src, i64 rows, i64 cols) {
+template <class T>
+__global__ void copy_rows_kernel(T* dst, i64 ld_dst, const T* src, i64 ld_src, i64 rows, i64 cols) {
   for (i64 r = blockIdx.y; r < rows; r += gridDim.y)
     for (i64 c = i64(blockIdx.x) * blockDim.x + threadIdx.x; c < cols; c += i64(gridDim.x) * blockDim.x)
       dst[r * ld_dst + c] = src[r * ld_src + c];
@@ -314,20 +319,22 @@ __global__ void copy_rows_kernel(float* dst, i64 ld_dst, const float* src, i64 l
 __global__ void round_to_bf16_kernel(float* out, const float* in, i64 n) {
   GRID_STRIDE(i, n) out[i] = __bfloat162float(__float2bfloat16_rn(in[i]));
 }
-__global__ void to_bf16_heads_kernel(std::uint16_t* out, const float* in, i64 rows, i64 KV, i64 H, i64 D) {
+template <class In>
+__global__ void to_bf16_heads_kernel(std::uint16_t* out, const In* in, i64 rows, i64 KV, i64 H, i64 D) {
   GRID_STRIDE(i, rows * H * D) {
     const i64 d = i % D, h = (i / D) % H, r = i / (D * H);
-    out[i] = __bfloat16_as_ushort(__float2bfloat16_rn(in[(r * KV + h / (H / KV)) * D + d]));
+    st(out, i, ld(in, (r * KV + h / (H / KV)) * D + d));  // bf16 in: copied exactly
   }
 }
-__global__ void from_bf16_sum_heads_kernel(float* out, const std::uint16_t* in, i64 rows, i64 KV, i64 H, i64 D) {
+template <class Out>
+__global__ void from_bf16_sum_heads_kernel(Out* out, const std::uint16_t* in, i64 rows, i64 KV, i64 H, i64 D) {
   const i64 group = H / KV;
   GRID_STRIDE(i, rows * KV * D) {
     const i64 d = i % D, g = (i / D) % KV, r = i / (D * KV);
     const std::uint16_t* src = in + (r * H + g * group) * D + d;
     float sum = 0.0f;
     for (i64 j = 0; j < group; ++j) sum += __uint_as_float(static_cast<unsigned>(src[j * D]) << 16);
-    out[i] = sum;
+    st(out, i, sum);  // the f32 sum, rounded once for a bf16 gradient
   }
 }
 
@@ -343,13 +350,26 @@ void launch_unary_forward(E* y, const E* x, i64 n, cudaStream_t s) {
   if (aligned16(y) && aligned16(x)) unary_forward4_kernel<F, E><<<grid_for(n / 4), kThreads, 0, s>>>(y, x, n);
   else unary_forward_kernel<F, E><<<grid_for(n), kThreads, 0, s>>>(y, x, n);
 }
+// fn(std::integral_constant<Unary, F>{}) for the F that f names (or Gate): the one place a run-time
+// choice becomes the kernels' template parameter.
+template <class Fn>
+void with_unary(Unary f, Fn&& fn) {
+  switch (f) {
+    case Unary::gelu: return fn(std::integral_constant<Unary, Unary::gelu>{});
+    case Unary::relu: return fn(std::integral_constant<Unary, Unary::relu>{});
+    case Unary::tanh: return fn(std::integral_constant<Unary, Unary::tanh>{});
+    case Unary::silu: return fn(std::integral_constant<Unary, Unary::silu>{});
+  }
+}
+template <class Fn>
+void with_gate(Gate f, Fn&& fn) {
+  if (f == Gate::silu) fn(std::integral_constant<Gate, Gate::silu>{});
+  else fn(std::integral_constant<Gate, Gate::gelu>{});
+}
 template <class E>
 void unary_forward_any(Unary f, E* y, const E* x, i64 n, cudaStream_t s) {
   if (n == 0) return;
-  if (f == Unary::gelu) launch_unary_forward<Unary::gelu>(y, x, n, s);
-  else if (f == Unary::relu) launch_unary_forward<Unary::relu>(y, x, n, s);
-  else if (f == Unary::tanh) launch_unary_forward<Unary::tanh>(y, x, n, s);
-  else launch_unary_forward<Unary::silu>(y, x, n, s);
+  with_unary(f, [&](auto F) { launch_unary_forward<decltype(F)::value>(y, x, n, s); });
   LLMTK_CUDA_LAUNCHED("unary_forward");
 }
 template <Unary F, class E>
@@ -361,10 +381,7 @@ void launch_unary_backward(E* dx, const E* dy, const E* x, i64 n, cudaStream_t s
 template <class E>
 void unary_backward_any(Unary f, E* dx, const E* dy, const E* x, i64 n, cudaStream_t s) {
   if (n == 0) return;
-  if (f == Unary::gelu) launch_unary_backward<Unary::gelu>(dx, dy, x, n, s);
-  else if (f == Unary::relu) launch_unary_backward<Unary::relu>(dx, dy, x, n, s);
-  else if (f == Unary::tanh) launch_unary_backward<Unary::tanh>(dx, dy, x, n, s);
-  else launch_unary_backward<Unary::silu>(dx, dy, x, n, s);
+  with_unary(f, [&](auto F) { launch_unary_backward<decltype(F)::value>(dx, dy, x, n, s); });
   LLMTK_CUDA_LAUNCHED("unary_backward");
 }
 template <Gate F, class E>
@@ -376,8 +393,7 @@ void launch_gated_forward(E* y, const E* gate, const E* up, i64 n, cudaStream_t 
 template <class E>
 void gated_forward_any(Gate f, E* y, const E* gate, const E* up, i64 n, cudaStream_t s) {
   if (n == 0) return;
-  if (f == Gate::silu) launch_gated_forward<Gate::silu>(y, gate, up, n, s);
-  else launch_gated_forward<Gate::gelu>(y, gate, up, n, s);
+  with_gate(f, [&](auto F) { launch_gated_forward<decltype(F)::value>(y, gate, up, n, s); });
   LLMTK_CUDA_LAUNCHED("gated_forward");
 }
 template <Gate F, class E>
@@ -389,8 +405,7 @@ void launch_gated_backward(E* dgate, E* dup, const E* dy, const E* gate, const E
 template <class E>
 void gated_backward_any(Gate f, E* dgate, E* dup, const E* dy, const E* gate, const E* up, i64 n, cudaStream_t s) {
   if (n == 0) return;
-  if (f == Gate::silu) launch_gated_backward<Gate::silu>(dgate, dup, dy, gate, up, n, s);
-  else launch_gated_backward<Gate::gelu>(dgate, dup, dy, gate, up, n, s);
+  with_gate(f, [&](auto F) { launch_gated_backward<decltype(F)::value>(dgate, dup, dy, gate, up, n, s); });
   LLMTK_CUDA_LAUNCHED("gated_backward");
 }
 template <class E>
@@ -499,10 +514,15 @@ void to_bf16(std::uint16_t* out, const float* in, i64 n, cudaStream_t s) {
   else to_bf16_kernel<<<grid_for(n), kThreads, 0, s>>>(out, in, n);
   LLMTK_CUDA_LAUNCHED("to_bf16");
 }
+void to_bf16_padded(std::uint16_t* out, const std::uint16_t* in, i64 rows, i64 cols, i64 ld, cudaStream_t s) {
+  if (rows * ld == 0) return;
+  to_bf16_padded_kernel<std::uint16_t><<<grid_for(rows * ld), kThreads, 0, s>>>(out, in, rows, cols, ld);
+  LLMTK_CUDA_LAUNCHED("to_bf16_padded");
+}
 void to_bf16_padded(std::uint16_t* out, const float* in, i64 rows, i64 cols, i64 ld, cudaStream_t s) {
   if (rows * ld == 0) return;
   if (ld % 8 != 0 || !aligned16(out))
-    to_bf16_padded_kernel<<<grid_for(rows * ld), kThreads, 0, s>>>(out, in, rows, cols, ld);
+    to_bf16_padded_kernel<float><<<grid_for(rows * ld), kThreads, 0, s>>>(out, in, rows, cols, ld);
   else if (cols % 4 == 0 && aligned16(in))
     to_bf16_padded_8_kernel<true><<<grid_for(rows * ld / 8), kThreads, 0, s>>>(out, in, rows, cols, ld);
   else
@@ -516,6 +536,15 @@ void from_bf16(float* out, const std::uint16_t* in, i64 n, cudaStream_t s) {
   LLMTK_CUDA_LAUNCHED("from_bf16");
 }
 
+namespace {
+template <class T>
+void copy_rows_any(T* dst, i64 ld_dst, const T* src, i64 ld_src, i64 rows, i64 cols, cudaStream_t s) {
+  const i64 gx = (cols + kThreads - 1) / kThreads;
+  const dim3 grid(static_cast<unsigned>(gx < 64 ? gx : 64), static_cast<unsigned>(rows < 65535 ? rows : 65535));
+  copy_rows_kernel<T><<<grid, kThreads, 0, s>>>(dst, ld_dst, src, ld_src, rows, cols);
+  LLMTK_CUDA_LAUNCHED("copy_rows");
+}
+}  // namespace
 void copy_rows(float* dst, i64 ld_dst, const float* src, i64 ld_src, i64 rows, i64 cols, cudaStream_t s) {
   if (rows * cols == 0) return;
   if (ld_dst == cols && cols >= 4 && aligned16(dst)) {  // a dense destination: 16-byte stores
@@ -523,10 +552,12 @@ void copy_rows(float* dst, i64 ld_dst, const float* src, i64 ld_src, i64 rows, i
     LLMTK_CUDA_LAUNCHED("copy_rows");
     return;
   }
-  const i64 gx = (cols + kThreads - 1) / kThreads;
-  const dim3 grid(static_cast<unsigned>(gx < 64 ? gx : 64), static_cast<unsigned>(rows < 65535 ? rows : 65535));
-  copy_rows_kernel<<<grid, kThreads, 0, s>>>(dst, ld_dst, src, ld_src, rows, cols);
-  LLMTK_CUDA_LAUNCHED("copy_rows");
+  copy_rows_any(dst, ld_dst, src, ld_src, rows, cols, s);
+}
+void copy_rows(std::uint16_t* dst, i64 ld_dst, const std::uint16_t* src, i64 ld_src, i64 rows, i64 cols,
+               cudaStream_t s) {
+  if (rows * cols == 0) return;
+  copy_rows_any(dst, ld_dst, src, ld_src, rows, cols, s);
 }
 
 void round_to_bf16(float* out, const float* in, i64 n, cudaStream_t s) {
@@ -534,15 +565,19 @@ void round_to_bf16(float* out, const float* in, i64 n, cudaStream_t s) {
   round_to_bf16_kernel<<<grid_for(n), kThreads, 0, s>>>(out, in, n);
   LLMTK_CUDA_LAUNCHED("round_to_bf16");
 }
-void to_bf16_heads(std::uint16_t* out, const float* in, i64 rows, i64 KV, i64 H, i64 D, cudaStream_t s) {
-  if (rows * H * D == 0) return;
-  to_bf16_heads_kernel<<<grid_for(rows * H * D), kThreads, 0, s>>>(out, in, rows, KV, H, D);
-  LLMTK_CUDA_LAUNCHED("to_bf16_heads");
-}
-void from_bf16_sum_heads(float* out, const std::uint16_t* in, i64 rows, i64 KV, i64 H, i64 D, cudaStream_t s) {
-  if (rows * KV * D == 0) return;
-  from_bf16_sum_heads_kernel<<<grid_for(rows * KV * D), kThreads, 0, s>>>(out, in, rows, KV, H, D);
-  LLMTK_CUDA_LAUNCHED("from_bf16_sum_heads");
-}
+#define LLMTK_FOR_BOTH_STORAGE_TYPES(E)                                                                         \
+  void to_bf16_heads(std::uint16_t* out, const E* in, i64 rows, i64 KV, i64 H, i64 D, cudaStream_t s) {           \
+    if (rows * H * D == 0) return;                                                                              \
+    to_bf16_heads_kernel<E><<<grid_for(rows * H * D), kThreads, 0, s>>>(out, in, rows, KV, H, D);                \
+    LLMTK_CUDA_LAUNCHED("to_bf16_heads");                                                                       \
+  }                                                                                                             \
+  void from_bf16_sum_heads(E* out, const std::uint16_t* in, i64 rows, i64 KV, i64 H, i64 D, cudaStream_t s) {     \
+    if (rows * KV * D == 0) return;                                                                             \
+    from_bf16_sum_heads_kernel<E><<<grid_for(rows * KV * D), kThreads, 0, s>>>(out, in, rows, KV, H, D);         \
+    LLMTK_CUDA_LAUNCHED("from_bf16_sum_heads");                                                                 \
+  }
+LLMTK_FOR_BOTH_STORAGE_TYPES(float)
+LLMTK_FOR_BOTH_STORAGE_TYPES(std::uint16_t)
+#undef LLMTK_FOR_BOTH_STORAGE_TYPES
 
 }  // namespace llmtk::cuda::kernels

@@ -53,16 +53,22 @@ void to_bf16(std::uint16_t* out, const float* in, i64 n, cudaStream_t s);
 // out[r·ld + c] = bf16(in[r·cols + c]) for rows × cols, the ld − cols columns after each row
 // zeroed: a matmul operand whose rows start 16-byte aligned (ld a multiple of 8).
 void to_bf16_padded(std::uint16_t* out, const float* in, i64 rows, i64 cols, i64 ld, cudaStream_t s);
+void to_bf16_padded(std::uint16_t* out, const std::uint16_t* in, i64 rows, i64 cols, i64 ld, cudaStream_t s);  // copied
 void from_bf16(float* out, const std::uint16_t* in, i64 n, cudaStream_t s);
 // dst[r·ld_dst + c] = src[r·ld_src + c] for r < rows, c < cols (a matrix between leading dimensions)
 void copy_rows(float* dst, i64 ld_dst, const float* src, i64 ld_src, i64 rows, i64 cols, cudaStream_t s);
+void copy_rows(std::uint16_t* dst, i64 ld_dst, const std::uint16_t* src, i64 ld_src, i64 rows, i64 cols,
+               cudaStream_t s);
 // out = in rounded to bf16 precision, kept as f32 (matmuls cuBLASLt cannot run in bf16 for a shape)
 void round_to_bf16(float* out, const float* in, i64 n, cudaStream_t s);
-// [rows, KV, D] f32 → [rows, H, D] bf16: kv head h / (H / KV) repeated for each query head h.
+// [rows, KV, D] f32 or bf16 → [rows, H, D] bf16: kv head h / (H / KV) repeated for each query head h.
 void to_bf16_heads(std::uint16_t* out, const float* in, i64 rows, i64 KV, i64 H, i64 D, cudaStream_t s);
-// [rows, H, D] bf16 → [rows, KV, D] f32 written: kv head g is the sum of query heads
-// g·(H / KV) … (g + 1)·(H / KV) − 1 in order (the gradient of to_bf16_heads).
+void to_bf16_heads(std::uint16_t* out, const std::uint16_t* in, i64 rows, i64 KV, i64 H, i64 D, cudaStream_t s);
+// [rows, H, D] bf16 → [rows, KV, D] f32 or bf16 written: kv head g is the sum (in f32, rounded
+// once) of query heads g·(H / KV) … (g + 1)·(H / KV) − 1 in order (the gradient of to_bf16_heads).
 void from_bf16_sum_heads(float* out, const std::uint16_t* in, i64 rows, i64 KV, i64 H, i64 D, cudaStream_t s);
+void from_bf16_sum_heads(std::uint16_t* out, const std::uint16_t* in, i64 rows, i64 KV, i64 H, i64 D,
+                         cudaStream_t s);
 
 // ---- embedding_backward.cu ------------------------------------------------------------------
 // Scratch bytes embedding_backward needs for N positions.
@@ -75,6 +81,7 @@ void embedding_backward(float* dtable, const std::uint16_t* dy, const std::int32
 
 // ---- norms.cu -------------------------------------------------------------------------------
 // Activations (x, y, dy, dx, the summed a) in either storage type; w, b, mean, rstd, out f32.
+// The backward_dx kernels add res (the residual path's gradient; null: none; may alias dx) to dx.
 // Column sums over N rows of [N, C], added to out[C]; `partial` holds column_sum_scratch floats.
 // Deterministic: each block sums a fixed range of rows, then the partials are added in order.
 i64 column_sum_scratch(i64 N, i64 C);
@@ -82,10 +89,10 @@ i64 column_sum_scratch(i64 N, i64 C);
   void layernorm_forward(E* y, float* mean, float* rstd, const E* x, const float* w, const float* b, i64 N, i64 C,   \
                          float eps, cudaStream_t s);                                                              \
   void layernorm_backward_dx(E* dx, const E* dy, const E* x, const float* w, const float* mean, const float* rstd,   \
-                             i64 N, i64 C, cudaStream_t s);                                                       \
+                             const E* res, i64 N, i64 C, cudaStream_t s);                                         \
   void rmsnorm_forward(E* y, float* rstd, const E* x, const float* w, i64 N, i64 C, float eps, cudaStream_t s);     \
-  void rmsnorm_backward_dx(E* dx, const E* dy, const E* x, const float* w, const float* rstd, i64 N, i64 C,         \
-                           cudaStream_t s);                                                                       \
+  void rmsnorm_backward_dx(E* dx, const E* dy, const E* x, const float* w, const float* rstd, const E* res, i64 N,   \
+                           i64 C, cudaStream_t s);                                                                \
   void column_sum(float* out, const E* a, i64 N, i64 C, float* partial, cudaStream_t s); /* Σ a */                \
   /* Σ dy · (x − mean) · rstd (LayerNorm dw); mean null: Σ dy · x · rstd (RMSNorm dw) */                          \
   void column_sum_normed(float* out, const E* dy, const E* x, const float* mean, const float* rstd, i64 N, i64 C,   \

@@ -3,8 +3,12 @@
 //   y[N, O] = x·wᵀ + b   → D = yᵀ (O×N):  A = w (I×O, transposed), B = x (I×N);  bias epilogue
 //   dx[N, I] = dy·w      → D = dxᵀ (I×N): A = w (I×O),             B = dy (O×N)
 //   dw[O, I] += dyᵀ·x    → D = dwᵀ (I×O): A = x (I×N),             B = dy (O×N, transposed); beta 1
-// fp32: CUBLAS_COMPUTE_32F (no TF32). bf16 precision: the two inputs are rounded to bf16 in
-// scratch and multiplied with f32 accumulation into the f32 output, as on the CPU backend. The
+// fp32: CUBLAS_COMPUTE_32F (no TF32). bf16 precision: f32 inputs are rounded to bf16 in scratch
+// (bf16 ones, the working copy of the weights and bf16 activations, are read as they are) and
+// multiplied with f32 accumulation, as on the CPU backend. The output has the activations' dtype:
+// f32, or bf16 rounded once from the f32 accumulator in cuBLASLt's epilogue (y, dx; with it the
+// bias, whose type cuBLASLt takes to be D's, is rounded to bf16 into scratch, a vector per
+// product, as PyTorch's autocast does with a bias). dw is f32 and accumulates. The
 // bf16 copies get a leading dimension rounded up to 8 elements, so every column starts 16-byte
 // aligned whatever the shape (GPT-2's vocabulary of 50257 makes the LM head's dy rows odd):
 // cuBLASLt's tensor-core kernels want that, and llm.c pads its vocabulary to 50304 for it.
@@ -40,7 +44,7 @@ std::uint32_t alignment_of(const void* p) {
 enum class Act : std::uint8_t { none, gelu_aux, dgelu };
 struct Epilogue {
   Act act = Act::none;
-  float* aux = nullptr;  // h: written by gelu_aux, read by dgelu; m×n like D, ld m
+  void* aux = nullptr;  // h: written by gelu_aux, read by dgelu; m×n in D's type, ld m
 };
 
 struct Plan {
@@ -51,19 +55,20 @@ struct Plan {
 };
 // m, n, k, transa, transb, bf16 inputs, TF32 tensor cores (f32 inputs holding bf16 values),
 // bias, accumulate, alignments of A, B, C, bias, epilogue activation, alignment of aux, leading
-// dimensions of A and B
+// dimensions of A and B, bf16 output (C, D, bias and aux in bf16)
 using PlanKey = std::tuple<i64, i64, i64, bool, bool, bool, bool, bool, bool, std::uint32_t, std::uint32_t,
-                           std::uint32_t, std::uint32_t, Act, std::uint32_t, i64, i64>;
+                           std::uint32_t, std::uint32_t, Act, std::uint32_t, i64, i64, bool>;
 
 // The plan for `key`, or null when cuBLASLt has no algorithm for it (remembered too). `bias` is
 // set on the descriptor before the heuristic runs: the preferences carry no bias alignment, and
 // cuBLASLt infers what it may assume from the pointer (callers pass only 16-byte aligned ones).
-const Plan* plan_for(const char* op, const PlanKey& key, const float* bias_ptr, const float* aux_ptr) {
+const Plan* plan_for(const char* op, const PlanKey& key, const void* bias_ptr, const void* aux_ptr) {
   static std::map<PlanKey, Plan> plans;  // one per shape: a training step reuses a few dozen
   if (auto it = plans.find(key); it != plans.end()) return it->second.algo_found ? &it->second : nullptr;
-  const auto [m, n, k, ta, tb, bf16, tf32, bias, accumulate, al_a, al_b, al_c, al_bias, act, al_aux, lda, ldb] = key;
+  const auto [m, n, k, ta, tb, bf16, tf32, bias, accumulate, al_a, al_b, al_c, al_bias, act, al_aux, lda, ldb,
+              bf16_out] = key;
   (void)accumulate;
-  const cudaDataType ab = bf16 ? CUDA_R_16BF : CUDA_R_32F;
+  const cudaDataType ab = bf16 ? CUDA_R_16BF : CUDA_R_32F, cd = bf16_out ? CUDA_R_16BF : CUDA_R_32F;
   Plan p;
   LLMTK_CUBLAS_CHECK(op, cublasLtMatmulDescCreate(&p.desc, tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F,
                                                   CUDA_R_32F));
@@ -74,7 +79,7 @@ const Plan* plan_for(const char* op, const PlanKey& key, const float* bias_ptr, 
   if (act == Act::gelu_aux) epilogue = bias ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_AUX;
   if (act == Act::dgelu) epilogue = CUBLASLT_EPILOGUE_DGELU;  // callers pass no bias with it
   LLMTK_CUBLAS_CHECK(op, cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof epilogue));
-  if (act != Act::none) {  // aux: f32 like D (its type must be D's), m×n with leading dimension m
+  if (act != Act::none) {  // aux: in D's type (cuBLASLt's default for GELU), m×n with leading dimension m
     const std::int64_t aux_ld = m;
     LLMTK_CUBLAS_CHECK(op, cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &aux_ld,
                                                           sizeof aux_ld));
@@ -82,7 +87,7 @@ const Plan* plan_for(const char* op, const PlanKey& key, const float* bias_ptr, 
                                                           sizeof aux_ptr));
   }
   if (bias) {
-    const cudaDataType bias_type = CUDA_R_32F;
+    const cudaDataType bias_type = cd;  // D's type: the bf16 bias is a rounded copy (gemm)
     LLMTK_CUBLAS_CHECK(op, cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type,
                                                           sizeof bias_type));
     LLMTK_CUBLAS_CHECK(op, cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias_ptr,
@@ -93,7 +98,7 @@ const Plan* plan_for(const char* op, const PlanKey& key, const float* bias_ptr, 
   const std::uint64_t br = tb ? std::uint64_t(n) : std::uint64_t(k), bc = tb ? std::uint64_t(k) : std::uint64_t(n);
   LLMTK_CUBLAS_CHECK(op, cublasLtMatrixLayoutCreate(&p.a, ab, ar, ac, lda));
   LLMTK_CUBLAS_CHECK(op, cublasLtMatrixLayoutCreate(&p.b, ab, br, bc, ldb));
-  LLMTK_CUBLAS_CHECK(op, cublasLtMatrixLayoutCreate(&p.c, CUDA_R_32F, std::uint64_t(m), std::uint64_t(n), m));
+  LLMTK_CUBLAS_CHECK(op, cublasLtMatrixLayoutCreate(&p.c, cd, std::uint64_t(m), std::uint64_t(n), m));
 
   cublasLtMatmulPreference_t pref = nullptr;
   LLMTK_CUBLAS_CHECK(op, cublasLtMatmulPreferenceCreate(&pref));
@@ -132,7 +137,7 @@ const Plan* plan_for(const char* op, const PlanKey& key, const float* bias_ptr, 
   return kept.algo_found ? &kept : nullptr;
 }
 
-void run(const char* op, const Plan& p, const void* A, const void* B, float* D, float beta, const float* bias,
+void run(const char* op, const Plan& p, const void* A, const void* B, void* D, float beta, const void* bias,
          const Epilogue& e) {
   if (bias)
     LLMTK_CUBLAS_CHECK(op, cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
@@ -155,52 +160,72 @@ struct Operand {
 };
 Operand operand(const TensorRef& t) { return {t.data, t.dtype == DType::bf16}; }
 
+// A product's output: dense device memory (leading dimension m) in f32 or bf16.
+struct Result {
+  void* p;
+  bool half;
+};
+Result result(const TensorRef& t) { return {t.data, t.dtype == DType::bf16}; }
+
 // The leading dimension of a bf16 copy made here: rows padded to a multiple of 16 bytes.
 i64 padded(i64 row) { return (row + 7) / 8 * 8; }
 
-// D(m×n, f32, ld m) = op(A)·op(B) + beta·D (+ bias[m]). With bf16 precision, or when an input is
+// D(m×n, ld m) = op(A)·op(B) + beta·D (+ bias[m]), D in f32 or bf16 (then beta is 0: a bf16
+// result is written, never accumulated). With bf16 precision, or when an input is
 // already bf16, the product has bf16 inputs (f32 ones are rounded into scratch first) and f32
 // accumulation; where cuBLASLt has no bf16 algorithm for the shape (a leading dimension such as
 // GPT-2's vocabulary of 50257 may rule them out), the inputs are rounded to bf16 values kept in
-// f32 and multiplied with TF32 tensor cores, else in f32 (the same products either way).
+// f32 and multiplied with TF32 tensor cores, else in f32 (the same products either way); a bf16
+// D then gets the f32 result rounded once.
 // With an epilogue activation, returns false (having written nothing) when fusion is off
 // (gelu_epilogue()), cuBLASLt has no algorithm for it, m is not a multiple of 8, or the bias or
 // aux is not 16-byte aligned; the caller then runs the product without it and the activation on
 // its own.
-bool gemm(const char* op, bool ta, bool tb, i64 m, i64 n, i64 k, Operand A, Operand B, float* D, float beta,
+bool gemm(const char* op, bool ta, bool tb, i64 m, i64 n, i64 k, Operand A, Operand B, Result D, float beta,
           const float* bias, const Epilogue& e = {}) {
   if (m == 0 || n == 0) return true;
   LLMTK_CHECK(m <= INT32_MAX && n <= INT32_MAX && k <= INT32_MAX, op, "cuBLASLt takes matrix sizes up to 2^31 - 1; m = ",
               m, ", n = ", n, ", k = ", k);
+  LLMTK_CHECK(!D.half || beta == 0.0f, op, "a bf16 product result is written, never accumulated into");
   // A bias that is not 16-byte aligned is added after the product instead of in the epilogue
-  // (cuBLASLt kernels may assume 16 bytes for it; arenas give 64, views of them may not).
+  // (cuBLASLt kernels may assume 16 bytes for it; arenas give 64, views of them may not); a bf16
+  // D's bias is a copy in scratch, aligned.
   // The aux matrix's leading dimension (m) must be a multiple of 8 (cuBLASLt's documentation of
   // CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD).
   const bool fused = e.act != Act::none;
-  if (fused && (!gelu_epilogue() || (bias && alignment_of(bias) < 16) || alignment_of(e.aux) < 16 || m % 8 != 0))
-    return false;
-  if (bias && alignment_of(bias) < 16) {
+  const bool bias_unaligned = bias && !D.half && alignment_of(bias) < 16;
+  if (fused && (!gelu_epilogue() || bias_unaligned || alignment_of(e.aux) < 16 || m % 8 != 0)) return false;
+  if (bias_unaligned) {
     gemm(op, ta, tb, m, n, k, A, B, D, beta, nullptr);
-    kernels::positions_forward(D, D, bias, n, 1, m, 0, stream());  // bias[m] added to each of n rows
+    auto* d = static_cast<float*>(D.p);
+    kernels::positions_forward(d, d, bias, n, 1, m, 0, stream());  // bias[m] added to each of n rows
     return true;
   }
+  // No algorithm with a bf16 D (and no epilogue to fuse): the f32 product in scratch, rounded once.
+  auto via_f32 = [&]() {
+    if (fused) return false;
+    auto* d32 = scratch_as<float>(Scratch::matmul_out, std::size_t(m * n));
+    gemm(op, ta, tb, m, n, k, A, B, {d32, false}, 0.0f, bias);
+    kernels::to_bf16(static_cast<std::uint16_t*>(D.p), d32, m * n, stream());
+    return true;
+  };
   // Stored A: ac rows of ar contiguous elements (column-major ar×ac); B: bc rows of br.
   const i64 ar = ta ? k : m, ac = ta ? m : k, br = tb ? n : k, bc = tb ? k : n;
   if (A.ld == 0) A.ld = ar;
   if (B.ld == 0) B.ld = br;
-  auto key = [&](i64 km, i64 kn, i64 kk, bool bf16, bool tf32, const void* a, const void* b, const float* d, i64 lda,
-                 i64 ldb) {
+  auto key = [&](i64 km, i64 kn, i64 kk, bool bf16, bool tf32, const void* a, const void* b, const void* d,
+                 const void* bias_p, i64 lda, i64 ldb) {
     return PlanKey{km, kn, kk, ta, tb, bf16, tf32, bias != nullptr, beta != 0.0f, alignment_of(a), alignment_of(b),
-                   alignment_of(d), alignment_of(bias), e.act, fused ? alignment_of(e.aux) : 0u, lda, ldb};
+                   alignment_of(d), alignment_of(bias_p), e.act, fused ? alignment_of(e.aux) : 0u, lda, ldb, D.half};
   };
   bool tf32 = false;
-  if (ops::matmul_precision() == DType::bf16 || A.half || B.half) {
+  if (ops::matmul_precision() == DType::bf16 || A.half || B.half || D.half) {
     // m or k not a multiple of 8 (GPT-2's vocabulary of 50257 as the LM head's m forward, its k
     // for dx) leaves cuBLASLt only slow kernels that assume 1-element alignment (on an H200 they
     // took about 5 times the time of the aligned product). They are rounded up to m' and k' here
     // where that cannot change the result:
     //   k' > k: the extra products must be 0 · 0. An operand whose k is contiguous needs zeroed
-    //     padding up to k' (copies made here have it, and dy's rounded copy: zero_pad); one whose
+    //     padding up to k' (copies made here have it, and dy's padded copy: zero_pad); one whose
     //     k counts its columns must be a copy made here, which gets k' − k zero columns.
     //   m' > m: D's extra rows are computed into a scratch D with leading dimension m' and
     //     dropped when it is copied into D; A needs m' rows (contiguous: its padding, or a copy
@@ -208,13 +233,13 @@ bool gemm(const char* op, bool ta, bool tb, i64 m, i64 n, i64 k, Operand A, Oper
     //     epilogue), where the copy is all that is needed.
     //   n' > n where n is B's contiguous extent (the LM head's dw): B's padding gives the extra
     //     rows; D's extra columns go to a scratch D whose first n columns are then copied or
-    //     (beta 1) added into D.
+    //     (beta 1) added into D (f32: dw).
     auto takes_k_padding = [&](const Operand& x, bool k_contiguous) {
       return !x.half || (k_contiguous && x.zero_pad && x.ld >= padded(k));
     };
     const bool pad_k = k % 8 != 0 && takes_k_padding(A, ta) && takes_k_padding(B, !tb);
     const bool pad_m = m % 8 != 0 && beta == 0.0f && !bias && !fused && (ta ? !A.half : !A.half || A.ld >= padded(m));
-    const bool pad_n = n % 8 != 0 && tb && (beta == 0.0f || beta == 1.0f) && !bias && !fused &&
+    const bool pad_n = n % 8 != 0 && tb && !D.half && (beta == 0.0f || beta == 1.0f) && !bias && !fused &&
                        (!B.half || B.ld >= padded(n));
     const i64 mp = pad_m ? padded(m) : m, np = pad_n ? padded(n) : n, kp = pad_k ? padded(k) : k;
     const i64 acp = ta ? mp : kp, bcp = tb ? kp : n;  // columns of the copies, with the zero ones
@@ -223,8 +248,11 @@ bool gemm(const char* op, bool ta, bool tb, i64 m, i64 n, i64 k, Operand A, Oper
                              : scratch_as<std::uint16_t>(Scratch::matmul_a, std::size_t(acp * lda));
     const auto* b16 = B.half ? static_cast<const std::uint16_t*>(B.p)
                              : scratch_as<std::uint16_t>(Scratch::matmul_b, std::size_t(bcp * ldb));
-    float* d = pad_m || pad_n ? scratch_as<float>(Scratch::matmul_d, std::size_t(mp * np)) : D;
-    if (const Plan* p = plan_for(op, key(mp, np, kp, true, false, a16, b16, d, lda, ldb), bias, e.aux)) {
+    const std::size_t d_size = D.half ? 2 : 4;
+    void* d = pad_m || pad_n ? scratch(Scratch::matmul_d, std::size_t(mp * np) * d_size) : D.p;
+    const void* bias_p = bias;
+    if (bias && D.half) bias_p = scratch_as<std::uint16_t>(Scratch::matmul_bias, std::size_t(m));
+    if (const Plan* p = plan_for(op, key(mp, np, kp, true, false, a16, b16, d, bias_p, lda, ldb), bias_p, e.aux)) {
       auto convert = [](const Operand& x, const std::uint16_t* x16, i64 cols, i64 rows, i64 ld, i64 cols_padded) {
         auto* out = const_cast<std::uint16_t*>(x16);
         kernels::to_bf16_padded(out, static_cast<const float*>(x.p), cols, rows, ld, stream());
@@ -234,13 +262,21 @@ bool gemm(const char* op, bool ta, bool tb, i64 m, i64 n, i64 k, Operand A, Oper
       };
       if (!A.half) convert(A, a16, ac, ar, lda, acp);
       if (!B.half) convert(B, b16, bc, br, ldb, bcp);
-      run(op, *p, a16, b16, d, d != D ? 0.0f : beta, bias, e);
-      if (pad_m) kernels::copy_rows(D, m, d, mp, n, m, stream());  // beta is 0 here
+      if (bias_p != bias) kernels::to_bf16(static_cast<std::uint16_t*>(const_cast<void*>(bias_p)), bias, m, stream());
+      run(op, *p, a16, b16, d, d != D.p ? 0.0f : beta, bias_p, e);
+      if (pad_m && D.half)  // beta is 0 here
+        kernels::copy_rows(static_cast<std::uint16_t*>(D.p), m, static_cast<const std::uint16_t*>(d), mp, n, m, stream());
+      else if (pad_m)
+        kernels::copy_rows(static_cast<float*>(D.p), m, static_cast<const float*>(d), mp, n, m, stream());
       else if (pad_n && beta == 0.0f)
-        LLMTK_CUDA_CHECK(op, cudaMemcpyAsync(D, d, std::size_t(m * n) * sizeof(float), cudaMemcpyDeviceToDevice, stream()));
-      else if (pad_n) kernels::add(D, D, d, m * n, stream());
+        LLMTK_CUDA_CHECK(op, cudaMemcpyAsync(D.p, d, std::size_t(m * n) * sizeof(float), cudaMemcpyDeviceToDevice,
+                                             stream()));
+      else if (pad_n)
+        kernels::add(static_cast<float*>(D.p), static_cast<const float*>(D.p), static_cast<const float*>(d), m * n,
+                     stream());
       return true;
     }
+    if (D.half) return via_f32();
     // The f32 copies keep each operand's layout: a bf16 operand's leading dimension, or dense.
     auto* a32 = scratch_as<float>(Scratch::matmul_a, std::size_t(ac * A.ld));
     auto* b32 = scratch_as<float>(Scratch::matmul_b, std::size_t(bc * B.ld));
@@ -251,12 +287,12 @@ bool gemm(const char* op, bool ta, bool tb, i64 m, i64 n, i64 k, Operand A, Oper
     A = {a32, false, A.ld}, B = {b32, false, B.ld};
     // bf16 values are exact in TF32 (10 mantissa bits against 7), so TF32 tensor cores give
     // the bf16 product with f32 accumulation; plain f32 if there is no TF32 algorithm either.
-    tf32 = plan_for(op, key(m, n, k, false, true, A.p, B.p, D, A.ld, B.ld), bias, e.aux) != nullptr;
+    tf32 = plan_for(op, key(m, n, k, false, true, A.p, B.p, D.p, bias, A.ld, B.ld), bias, e.aux) != nullptr;
   }
-  const Plan* p = plan_for(op, key(m, n, k, false, tf32, A.p, B.p, D, A.ld, B.ld), bias, e.aux);
+  const Plan* p = plan_for(op, key(m, n, k, false, tf32, A.p, B.p, D.p, bias, A.ld, B.ld), bias, e.aux);
   if (!p && fused) return false;
   LLMTK_CHECK(p != nullptr, op, "cuBLASLt has no f32 algorithm for m = ", m, ", n = ", n, ", k = ", k);
-  run(op, *p, A.p, B.p, D, beta, bias, e);
+  run(op, *p, A.p, B.p, D.p, beta, bias, e);
   return true;
 }
 
@@ -267,10 +303,11 @@ bool forward(const char* op, TensorRef y, TensorRef x, TensorRef w, TensorRef b,
   if (I == 0) {  // an empty sum: y = b (or 0)
     if (e.act != Act::none) return false;
     LLMTK_CUDA_CHECK(op, cudaMemsetAsync(y.data, 0, y.bytes(), stream()));  // not 0·y: y may hold NaN
-    if (b) kernels::positions_forward(y.f32(), y.f32(), b.f32(), N, 1, O, 0, stream());  // b added to each of N rows
+    if (b)  // b added to each of N rows
+      by_storage(y.dtype, [&]<class E>(E) { kernels::positions_forward(data<E>(y), data<E>(y), b.f32(), N, 1, O, 0, stream()); });
     return true;
   }
-  return gemm(op, true, false, O, N, I, operand(w), operand(x), y.f32(), 0.0f, b ? b.f32() : nullptr, e);
+  return gemm(op, true, false, O, N, I, operand(w), operand(x), result(y), 0.0f, b ? b.f32() : nullptr, e);
 }
 
 // matmul_backward; with e.act == dgelu, dx = (dy·w) ⊙ gelu'(e.aux) in the dx product's
@@ -278,28 +315,38 @@ bool forward(const char* op, TensorRef y, TensorRef x, TensorRef w, TensorRef b,
 void backward(const char* op, TensorRef dx, TensorRef dw, TensorRef db, TensorRef dy, TensorRef x, TensorRef w,
               const Epilogue& e) {
   const i64 N = x.rows(), I = x.size(-1), O = w.size(0);
-  // With bf16 precision and both products, dy is rounded once for both (for the LM head it is
-  // the largest tensor of the step).
+  // dy as both products read it. With bf16 precision and both products, an f32 dy is rounded once
+  // for both (for the LM head it is the largest tensor of the step); a bf16 dy is read as it is,
+  // or copied with its rows padded to a multiple of 8 elements when they are not (the LM head's
+  // 50257: cuBLASLt's fast bf16 kernels want 16-byte aligned columns).
   Operand g = operand(dy);
-  if (ops::matmul_precision() == DType::bf16 && dx && dw && N > 0 && O > 0) {
+  const bool both = dx && dw && N > 0 && O > 0;
+  if (N > 0 && O > 0 && (g.half ? O % 8 != 0 && (dx || dw) : ops::matmul_precision() == DType::bf16 && both)) {
     const i64 ld = padded(O);
     auto* dy16 = scratch_as<std::uint16_t>(Scratch::matmul_dy, std::size_t(N * ld));
-    kernels::to_bf16_padded(dy16, dy.f32(), N, O, ld, stream());
+    if (g.half) kernels::to_bf16_padded(dy16, static_cast<const std::uint16_t*>(dy.data), N, O, ld, stream());
+    else kernels::to_bf16_padded(dy16, dy.f32(), N, O, ld, stream());
     g = {dy16, true, ld, true};
   }
   if (dx) {
     bool done = false;
-    if (O > 0 && e.act == Act::dgelu) done = gemm(op, false, false, I, N, O, operand(w), g, dx.f32(), 0.0f, nullptr, e);
+    if (O > 0 && e.act == Act::dgelu) done = gemm(op, false, false, I, N, O, operand(w), g, result(dx), 0.0f, nullptr, e);
     if (!done) {
       if (O == 0) LLMTK_CUDA_CHECK(op, cudaMemsetAsync(dx.data, 0, dx.bytes(), stream()));
-      else gemm(op, false, false, I, N, O, operand(w), g, dx.f32(), 0.0f, nullptr);
-      if (e.act == Act::dgelu) kernels::unary_backward(kernels::Unary::gelu, dx.f32(), dx.f32(), e.aux, N * I, stream());
+      else gemm(op, false, false, I, N, O, operand(w), g, result(dx), 0.0f, nullptr);
+      // Unfused with bf16 activations, the product is rounded before GELU's derivative scales
+      // it: two roundings where the epilogue has one (within the bf16 tolerance of the op test).
+      if (e.act == Act::dgelu)
+        by_storage(dx.dtype, [&]<class E>(E) {
+          kernels::unary_backward(kernels::Unary::gelu, data<E>(dx), data<E>(dx), static_cast<const E*>(e.aux), N * I,
+                                  stream());
+        });
     }
   }
-  if (dw && N > 0) gemm(op, false, true, I, O, N, operand(x), g, dw.f32(), 1.0f, nullptr);
+  if (dw && N > 0) gemm(op, false, true, I, O, N, operand(x), g, result(dw), 1.0f, nullptr);
   if (db && N > 0) {
     auto* partial = scratch_as<float>(Scratch::partials, std::size_t(kernels::column_sum_scratch(N, O)));
-    kernels::column_sum(db.f32(), dy.f32(), N, O, partial, stream());
+    by_storage(dy.dtype, [&]<class E>(E) { kernels::column_sum(db.f32(), data<E>(dy), N, O, partial, stream()); });
   }
 }
 
@@ -317,9 +364,11 @@ void matmul_backward(TensorRef dx, TensorRef dw, TensorRef db, TensorRef dy, Ten
 
 void matmul_gelu_forward(TensorRef y, TensorRef h, TensorRef x, TensorRef w, TensorRef b) {
   const char* op = "matmul_gelu_forward";
-  if (!forward(op, y, x, w, b, {Act::gelu_aux, h.f32()})) {  // unfused: the product, then GELU
+  if (!forward(op, y, x, w, b, {Act::gelu_aux, h.data})) {  // unfused: the product, then GELU
     forward(op, h, x, w, b, {});
-    kernels::unary_forward(kernels::Unary::gelu, y.f32(), h.f32(), y.numel(), stream());
+    by_storage(y.dtype, [&]<class E>(E) {
+      kernels::unary_forward(kernels::Unary::gelu, data<E>(y), data<E>(h), y.numel(), stream());
+    });
   }
   finish_op(op);
 }
@@ -327,7 +376,7 @@ void matmul_gelu_forward(TensorRef y, TensorRef h, TensorRef x, TensorRef w, Ten
 void gelu_matmul_backward(TensorRef dh, TensorRef dw, TensorRef db, TensorRef dy, TensorRef a, TensorRef w,
                           TensorRef h) {
   const char* op = "gelu_matmul_backward";
-  backward(op, dh, dw, db, dy, a, w, {Act::dgelu, const_cast<float*>(h.f32())});
+  backward(op, dh, dw, db, dy, a, w, {Act::dgelu, h.data});
   finish_op(op);
 }
 

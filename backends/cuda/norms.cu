@@ -51,10 +51,19 @@ __global__ void layernorm_forward_kernel(E* y, float* mean, float* rstd, const E
   if (lane == 0) mean[row] = m, rstd[row] = r;
 }
 
+// The fused residual gradient: group c of row `at` of res added to d (res may alias dx: each
+// thread reads the elements it then writes).
+template <int W, class E>
+__device__ void add_residual(Vec<W>& d, const E* res, i64 at, i64 c) {
+  if (!res) return;
+  const Vec<W> rv = load<W>(res + at, c);
+  for (int k = 0; k < W; ++k) d.v[k] += rv.v[k];
+}
+
 // dx = rstd · (g − mean(g) − x̂ · mean(g · x̂)), g = dy · w, x̂ = (x − mean) · rstd
 template <int W, class E>
 __global__ void layernorm_backward_dx_kernel(E* dx, const E* dy, const E* x, const float* w, const float* mean,
-                                             const float* rstd, i64 N, i64 C) {
+                                             const float* rstd, const E* res, i64 N, i64 C) {
   const i64 row = i64(blockIdx.x) * kRowsPerBlock + threadIdx.y;
   if (row >= N) return;
   const int lane = threadIdx.x;
@@ -76,6 +85,7 @@ __global__ void layernorm_backward_dx_kernel(E* dx, const E* dy, const E* x, con
     Vec<W> d = load<W>(dyr, c);
     const Vec<W> xc = load<W>(xr, c), wc = load<W>(w, c);
     for (int k = 0; k < W; ++k) d.v[k] = r * (d.v[k] * wc.v[k] - mg - (xc.v[k] - m) * r * mgx);
+    add_residual<W>(d, res, row * C, c);
     store<W>(dxr, c, d);
   }
 }
@@ -105,8 +115,8 @@ __global__ void rmsnorm_forward_kernel(E* y, float* rstd, const E* x, const floa
 
 // dx = rstd · (g − x · rstd² · mean(g · x)), g = dy · w
 template <int W, class E>
-__global__ void rmsnorm_backward_dx_kernel(E* dx, const E* dy, const E* x, const float* w, const float* rstd, i64 N,
-                                           i64 C) {
+__global__ void rmsnorm_backward_dx_kernel(E* dx, const E* dy, const E* x, const float* w, const float* rstd,
+                                           const E* res, i64 N, i64 C) {
   const i64 row = i64(blockIdx.x) * kRowsPerBlock + threadIdx.y;
   if (row >= N) return;
   const int lane = threadIdx.x;
@@ -125,6 +135,7 @@ __global__ void rmsnorm_backward_dx_kernel(E* dx, const E* dy, const E* x, const
     Vec<W> d = load<W>(dyr, c);
     const Vec<W> xc = load<W>(xr, c), wc = load<W>(w, c);
     for (int k = 0; k < W; ++k) d.v[k] = r * (d.v[k] * wc.v[k] - xc.v[k] * q);
+    add_residual<W>(d, res, row * C, c);
     store<W>(dxr, c, d);
   }
 }
@@ -213,12 +224,14 @@ void layernorm_forward_any(E* y, float* mean, float* rstd, const E* x, const flo
 }
 template <class E>
 void layernorm_backward_dx_any(E* dx, const E* dy, const E* x, const float* w, const float* mean, const float* rstd,
-                               i64 N, i64 C, cudaStream_t s) {
+                               const E* res, i64 N, i64 C, cudaStream_t s) {
   if (N == 0) return;
-  if (rows_of_4(C, dx, dy, x, w))
-    layernorm_backward_dx_kernel<4, E><<<row_blocks(N), dim3(32, kRowsPerBlock), 0, s>>>(dx, dy, x, w, mean, rstd, N, C);
+  if (rows_of_4(C, dx, dy, x, w, res))
+    layernorm_backward_dx_kernel<4, E><<<row_blocks(N), dim3(32, kRowsPerBlock), 0, s>>>(dx, dy, x, w, mean, rstd, res,
+                                                                                        N, C);
   else
-    layernorm_backward_dx_kernel<1, E><<<row_blocks(N), dim3(32, kRowsPerBlock), 0, s>>>(dx, dy, x, w, mean, rstd, N, C);
+    layernorm_backward_dx_kernel<1, E><<<row_blocks(N), dim3(32, kRowsPerBlock), 0, s>>>(dx, dy, x, w, mean, rstd, res,
+                                                                                        N, C);
   LLMTK_CUDA_LAUNCHED("layernorm_backward");
 }
 template <class E>
@@ -231,13 +244,13 @@ void rmsnorm_forward_any(E* y, float* rstd, const E* x, const float* w, i64 N, i
   LLMTK_CUDA_LAUNCHED("rmsnorm_forward");
 }
 template <class E>
-void rmsnorm_backward_dx_any(E* dx, const E* dy, const E* x, const float* w, const float* rstd, i64 N, i64 C,
-                             cudaStream_t s) {
+void rmsnorm_backward_dx_any(E* dx, const E* dy, const E* x, const float* w, const float* rstd, const E* res, i64 N,
+                             i64 C, cudaStream_t s) {
   if (N == 0) return;
-  if (rows_of_4(C, dx, dy, x, w))
-    rmsnorm_backward_dx_kernel<4, E><<<row_blocks(N), dim3(32, kRowsPerBlock), 0, s>>>(dx, dy, x, w, rstd, N, C);
+  if (rows_of_4(C, dx, dy, x, w, res))
+    rmsnorm_backward_dx_kernel<4, E><<<row_blocks(N), dim3(32, kRowsPerBlock), 0, s>>>(dx, dy, x, w, rstd, res, N, C);
   else
-    rmsnorm_backward_dx_kernel<1, E><<<row_blocks(N), dim3(32, kRowsPerBlock), 0, s>>>(dx, dy, x, w, rstd, N, C);
+    rmsnorm_backward_dx_kernel<1, E><<<row_blocks(N), dim3(32, kRowsPerBlock), 0, s>>>(dx, dy, x, w, rstd, res, N, C);
   LLMTK_CUDA_LAUNCHED("rmsnorm_backward");
 }
 
@@ -249,15 +262,15 @@ void rmsnorm_backward_dx_any(E* dx, const E* dy, const E* x, const float* w, con
     layernorm_forward_any(y, mean, rstd, x, w, b, N, C, eps, s);                                                 \
   }                                                                                                              \
   void layernorm_backward_dx(E* dx, const E* dy, const E* x, const float* w, const float* mean, const float* rstd, \
-                             i64 N, i64 C, cudaStream_t s) {                                                     \
-    layernorm_backward_dx_any(dx, dy, x, w, mean, rstd, N, C, s);                                                \
+                             const E* res, i64 N, i64 C, cudaStream_t s) {                                       \
+    layernorm_backward_dx_any(dx, dy, x, w, mean, rstd, res, N, C, s);                                           \
   }                                                                                                              \
   void rmsnorm_forward(E* y, float* rstd, const E* x, const float* w, i64 N, i64 C, float eps, cudaStream_t s) {  \
     rmsnorm_forward_any(y, rstd, x, w, N, C, eps, s);                                                            \
   }                                                                                                              \
-  void rmsnorm_backward_dx(E* dx, const E* dy, const E* x, const float* w, const float* rstd, i64 N, i64 C,       \
-                           cudaStream_t s) {                                                                     \
-    rmsnorm_backward_dx_any(dx, dy, x, w, rstd, N, C, s);                                                        \
+  void rmsnorm_backward_dx(E* dx, const E* dy, const E* x, const float* w, const float* rstd, const E* res, i64 N, \
+                           i64 C, cudaStream_t s) {                                                              \
+    rmsnorm_backward_dx_any(dx, dy, x, w, rstd, res, N, C, s);                                                   \
   }                                                                                                              \
   void column_sum(float* out, const E* a, i64 N, i64 C, float* partial, cudaStream_t s) {                        \
     column_sum_any<ColTerm::plain>(out, a, static_cast<const E*>(nullptr), nullptr, nullptr, N, C, partial, s);  \

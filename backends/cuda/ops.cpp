@@ -14,17 +14,6 @@ using i64 = std::int64_t;
 using kernels::Gate;
 using kernels::Unary;
 
-// Calls f(E{}) with E the storage type of an activation op's tensors: float, or std::uint16_t (the
-// raw bits) for bf16. The dispatcher has checked that they share one dtype (ops.hpp).
-template <class F>
-void by_storage(DType t, F&& f) {
-  if (t == DType::bf16) f(std::uint16_t{});
-  else f(float{});
-}
-template <class E>
-E* data(TensorRef t) {
-  return static_cast<E*>(t.data);
-}
 
 void unary(const char* op, Unary f, TensorRef y, TensorRef x) {
   by_storage(y.dtype, [&]<class E>(E) { kernels::unary_forward(f, data<E>(y), data<E>(x), x.numel(), stream()); });
@@ -71,7 +60,7 @@ void layernorm_forward(TensorRef y, TensorRef mean, TensorRef rstd, TensorRef x,
 }
 
 void layernorm_backward(TensorRef dx, TensorRef dw, TensorRef db, TensorRef dy, TensorRef x, TensorRef w,
-                        TensorRef mean, TensorRef rstd) {
+                        TensorRef mean, TensorRef rstd, TensorRef dres) {
   const char* op = "layernorm_backward";
   const i64 N = x.rows(), C = x.size(-1);
   // Parameter gradients first: they read dy, which dx could share memory with in a caller.
@@ -79,7 +68,8 @@ void layernorm_backward(TensorRef dx, TensorRef dw, TensorRef db, TensorRef dy, 
   by_storage(x.dtype, [&]<class E>(E) {
     if (dw) kernels::column_sum_normed(dw.f32(), data<E>(dy), data<E>(x), mean.f32(), rstd.f32(), N, C, partial, stream());
     if (db) kernels::column_sum(db.f32(), data<E>(dy), N, C, partial, stream());
-    kernels::layernorm_backward_dx(data<E>(dx), data<E>(dy), data<E>(x), w.f32(), mean.f32(), rstd.f32(), N, C, stream());
+    kernels::layernorm_backward_dx(data<E>(dx), data<E>(dy), data<E>(x), w.f32(), mean.f32(), rstd.f32(),
+                                   dres ? data<E>(dres) : nullptr, N, C, stream());
   });
   finish_op(op);
 }
@@ -93,14 +83,16 @@ void rmsnorm_forward(TensorRef y, TensorRef rstd, TensorRef x, TensorRef w, floa
   finish_op(op);
 }
 
-void rmsnorm_backward(TensorRef dx, TensorRef dw, TensorRef dy, TensorRef x, TensorRef w, TensorRef rstd) {
+void rmsnorm_backward(TensorRef dx, TensorRef dw, TensorRef dy, TensorRef x, TensorRef w, TensorRef rstd,
+                      TensorRef dres) {
   const char* op = "rmsnorm_backward";
   const i64 N = x.rows(), C = x.size(-1);
   by_storage(x.dtype, [&]<class E>(E) {
     if (dw)
       kernels::column_sum_normed(dw.f32(), data<E>(dy), data<E>(x), nullptr, rstd.f32(), N, C, partials_for(N, C),
                                  stream());
-    kernels::rmsnorm_backward_dx(data<E>(dx), data<E>(dy), data<E>(x), w.f32(), rstd.f32(), N, C, stream());
+    kernels::rmsnorm_backward_dx(data<E>(dx), data<E>(dy), data<E>(x), w.f32(), rstd.f32(),
+                                 dres ? data<E>(dres) : nullptr, N, C, stream());
   });
   finish_op(op);
 }

@@ -12,16 +12,9 @@ std::string info();                   // context.cpp
 const DeviceMemory& device_memory();  // context.cpp
 std::string unavailable();            // context.cpp
 
-// The arguments of each matmul that its own code reads in bf16 (bit i: argument i).
-constexpr unsigned bf16_operands(std::string_view op) {
-  if (op == "matmul_forward") return 0b0110u;        // x, w
-  if (op == "matmul_gelu_forward") return 0b1100u;   // x, w
-  if (op == "matmul_backward" || op == "gelu_matmul_backward") return 0b110000u;  // x or a, w
-  return 0;
-}
-
-// The ops with bf16 kernels of their own (the storage type a template parameter: elementwise.cu,
-// norms.cu, loss.cu, embedding_backward.cu).
+// The ops with bf16 code of their own (the storage type a template parameter: elementwise.cu,
+// norms.cu, loss.cu, embedding_backward.cu; the matmuls read and write bf16 in cuBLASLt, attention
+// in cuDNN: matmul.cpp, attention.cpp).
 constexpr std::string_view kNativeBf16[] = {
     "convert",      "add_forward",   "scale_forward",  "dropout",        "gelu_forward",   "gelu_backward",
     "relu_forward", "relu_backward", "silu_forward",   "silu_backward",  "tanh_forward",   "tanh_backward",
@@ -29,6 +22,8 @@ constexpr std::string_view kNativeBf16[] = {
     "layernorm_forward", "layernorm_backward", "rmsnorm_forward", "rmsnorm_backward",
     "cross_entropy_forward", "cross_entropy_backward", "embedding_forward", "embedding_backward",
     "positions_forward", "positions_backward", "sinusoidal_forward", "rope_forward", "rope_backward",
+    "matmul_forward", "matmul_backward", "matmul_gelu_forward", "gelu_matmul_backward",
+    "attention_forward", "attention_backward",
 };
 static_assert(backend::all_ops(kNativeBf16), "table.cpp: a name in kNativeBf16 is not an op of op_list.hpp");
 constexpr bool native_bf16(std::string_view op) {
@@ -41,12 +36,10 @@ extern const ops::OpTable op_table;
 const ops::OpTable op_table = {
     "cuda",
     &info,
-// The element-wise ops run on bf16 as it is; every other op takes bf16 through the fallback that
+// The ops of kNativeBf16 run on bf16 as it is; every other op takes bf16 through the fallback that
 // widens its inputs and rounds its outputs (backends/widen.hpp, docs/bf16.md) until it has bf16
-// kernels of its own. The matmuls read bf16 operands themselves (x or a, and w stay as they are);
-// their outputs and dy are widened.
-#define LLMTK_X(name, params, args) \
-  native_bf16(#name) ? &cuda::name : LLMTK_WIDENED_KEEP(cuda, name, bf16_operands(#name)),
+// kernels of its own.
+#define LLMTK_X(name, params, args) native_bf16(#name) ? &cuda::name : LLMTK_WIDENED(cuda, name),
     LLMTK_OPS(LLMTK_X)
 #undef LLMTK_X
 };

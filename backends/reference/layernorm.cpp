@@ -24,7 +24,8 @@ void layernorm_forward(TensorRef y, TensorRef mean, TensorRef rstd, TensorRef x,
 }
 
 void layernorm_backward(TensorRef dx, TensorRef dw, TensorRef db, TensorRef dy, TensorRef x,
-                        TensorRef w, TensorRef mean, TensorRef rstd) {
+                        TensorRef w, TensorRef mean, TensorRef rstd, TensorRef dres) {
+  std::vector<float> res = residual_copy(dres);
   const std::int64_t N = x.rows(), C = x.size(-1);
   for (std::int64_t n = 0; n < N; ++n) {
     const float *X = x.f32() + n * C, *DY = dy.f32() + n * C;
@@ -43,6 +44,7 @@ void layernorm_backward(TensorRef dx, TensorRef dw, TensorRef db, TensorRef dy, 
       if (db) db.f32()[c] += DY[c];
     }
   }
+  add_residual(dx, res);
 }
 
 }  // namespace llmtk::reference

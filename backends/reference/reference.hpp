@@ -5,6 +5,7 @@
 #pragma once
 #include <cmath>
 #include <cstdint>
+#include <vector>
 
 #include "../common.hpp"
 #include "ops/ops.hpp"
@@ -14,6 +15,17 @@ namespace llmtk::reference {
 #define LLMTK_X(name, params, args) void name params;
 LLMTK_OPS(LLMTK_X)
 #undef LLMTK_X
+
+// The norm backward ops' fused residual gradient (dres) as the composition it stands for: the
+// backward writes dx, then add_forward adds dres. dres is copied before the backward runs (it may
+// alias dx); an empty copy when there is none.
+inline std::vector<float> residual_copy(TensorRef dres) {
+  return dres ? std::vector<float>(dres.f32(), dres.f32() + dres.numel()) : std::vector<float>{};
+}
+inline void add_residual(TensorRef dx, std::vector<float>& res) {
+  if (res.empty()) return;
+  add_forward(dx, dx, TensorRef(res.data(), DType::f32, {dx.numel()}));
+}
 
 extern const ops::OpTable op_table;
 extern const ops::BackendInfo backend;  // table.cpp: its registration

@@ -15,8 +15,9 @@ void rmsnorm_forward(TensorRef y, TensorRef rstd, TensorRef x, TensorRef w, floa
   }
 }
 
-void rmsnorm_backward(TensorRef dx, TensorRef dw, TensorRef dy, TensorRef x, TensorRef w,
-                      TensorRef rstd) {
+void rmsnorm_backward(TensorRef dx, TensorRef dw, TensorRef dy, TensorRef x, TensorRef w, TensorRef rstd,
+                      TensorRef dres) {
+  std::vector<float> res = residual_copy(dres);
   const std::int64_t N = x.rows(), C = x.size(-1);
   for (std::int64_t n = 0; n < N; ++n) {
     const float *X = x.f32() + n * C, *DY = dy.f32() + n * C;
@@ -31,6 +32,7 @@ void rmsnorm_backward(TensorRef dx, TensorRef dw, TensorRef dy, TensorRef x, Ten
       if (dw) dw.f32()[c] += static_cast<float>(double(DY[c]) * xh);
     }
   }
+  add_residual(dx, res);
 }
 
 }  // namespace llmtk::reference

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Where a training step's GPU time goes, llmtk next to PyTorch, on a GPU machine (with the
 # programs of benchmarks/cuda/bundle.sh, or of run.sh's build, in build-gpu/):
-#   1. llmtk's time per op (LLMTK_PROFILE=1: each op waited for) for GPT-2 and the Llama-style model
+#   1. llmtk's time per op (LLMTK_PROFILE=1: each op waited for) for GPT-2 (f32 activations, the
+#      default, and bf16 activations) and the Llama-style model
 #   2. PyTorch eager's GPU time per kernel for the same GPT-2 step (torch.profiler)
 #   3. the GPU time of every kernel of one llmtk GPT-2 step, summed by kernel name (Nsight Compute)
 # Batch 16 x seq 1024, bf16, as in run.sh. Output on stdout and, when $OUT is set (a folder to
@@ -21,6 +22,9 @@ say() { printf '\n[%4ds] ---- %s\n' $((SECONDS - t0)) "$*"; }
 
 say "llmtk gpt2, time per op"
 LLMTK_PROFILE=1 timeout 60 "${llmtk_env[@]}" "$bin/llmtk" bench step --arch gpt2 "${step[@]}" --steps 5 --warmup 2 || true
+say "llmtk gpt2 with bf16 activations (LLMTK_BF16_ACTIVATIONS=1), time per op"
+LLMTK_BF16_ACTIVATIONS=1 LLMTK_PROFILE=1 timeout 60 "${llmtk_env[@]}" "$bin/llmtk" bench step --arch gpt2 "${step[@]}" \
+  --steps 5 --warmup 2 || true
 say "PyTorch eager gpt2, GPU time per kernel"
 timeout 60 $py benchmarks/cuda/torch_gpu_step.py --arch gpt2 --steps 3 --warmup 2 --profile || true
 say "llmtk llama-124m, time per op"

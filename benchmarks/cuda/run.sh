@@ -2,7 +2,9 @@
 # The CUDA backend on a GPU machine, in one run (about 3 minutes on an H100 with --no-build): build llmtk with
 # CUDA for this GPU, run the CUDA tests, then time training steps of GPT-2 124M and a Llama-style
 # model of similar size (bf16, batch 16 x seq 1024) next to PyTorch (eager with
-# F.scaled_dot_product_attention, then torch.compile) on the same GPU, and write
+# F.scaled_dot_product_attention, then torch.compile) on the same GPU, each with the backend's
+# default (f32 activations, bf16 matmuls) and with LLMTK_BF16_ACTIVATIONS=1 (activations stored
+# in bf16, docs/bf16.md: the measurement that decides the default), and write
 # benchmarks/results/cuda.{md,json}. Every step runs under one deadline (BUDGET_S, default 450 s
 # from the start), the report is rewritten after every step, and when $OUT is set (a folder to
 # collect results in) the log, the report and torch.compile's errors are copied there.
@@ -95,18 +97,19 @@ fi
 
 # ---- benchmark ---------------------------------------------------------------------------------
 mkdir -p benchmarks/results
-declare -A ours eager compiled
+declare -A ours act16 eager compiled
 big='{"error": "not run"}'
 gelu_on='{"error": "not run"}'
 archs=(gpt2 llama-124m)
-for arch in "${archs[@]}"; do ours[$arch]='{"error": "not run"}' eager[$arch]='{"error": "not run"}' compiled[$arch]='{"error": "skipped"}'; done
+for arch in "${archs[@]}"; do ours[$arch]='{"error": "not run"}' act16[$arch]='{"error": "not run"}' eager[$arch]='{"error": "not run"}' compiled[$arch]='{"error": "skipped"}'; done
 
 # The report from what has run so far (rewritten after every step, so a run cut short keeps it).
 report() {
   local rows_file
   rows_file=$(mktemp)
   for arch in "${archs[@]}"; do
-    printf '%s\t%s\t%s\t%s\n' "$arch" "${ours[$arch]}" "${eager[$arch]}" "${compiled[$arch]}" >> "$rows_file"
+    printf '%s\t%s\t%s\t%s\t%s\n' "$arch" "${ours[$arch]}" "${eager[$arch]}" "${compiled[$arch]}" "${act16[$arch]}" \
+      >> "$rows_file"
   done
   $py - "$gpu" "$rows_file" "$big" "$test_status" "$gelu_on" <<'PY'
 import json, sys
@@ -123,14 +126,20 @@ spec = next((v for k, v in PEAKS.items() if k in gpu), None)
 rows = []
 for line in open(rows_file):
     arch, *parts = line.rstrip("\n").split("\t")
-    ours, eager, comp = (parse(p) for p in (parts + ["", "", ""])[:3])
-    row = {"arch": arch, "llmtk": ours, "pytorch_eager": eager, "pytorch_compile": comp}
+    ours, eager, comp, act16 = (parse(p) for p in (parts + ["", "", "", ""])[:4])
+    row = {"arch": arch, "llmtk": ours, "pytorch_eager": eager, "pytorch_compile": comp,
+           "llmtk_bf16_activations": act16}
     if "tokens_per_s" in ours:
         for k, peer in (("vs_eager", eager), ("vs_compile", comp)):
             if "tokens_per_s" in peer:
                 row[k] = ours["tokens_per_s"] / peer["tokens_per_s"]
         if spec:
             row["mfu_vs_datasheet"] = ours["flops_per_token"] * ours["tokens_per_s"] / spec
+    if "tokens_per_s" in act16:
+        if "tokens_per_s" in comp:
+            row["bf16_activations_vs_compile"] = act16["tokens_per_s"] / comp["tokens_per_s"]
+        if spec:
+            row["bf16_activations_mfu_vs_datasheet"] = act16["flops_per_token"] * act16["tokens_per_s"] / spec
     rows.append(row)
 status = dict(t.split("=", 1) for t in tests)
 json.dump({"gpu": gpu, "datasheet_bf16_flops": spec, "tests": status, "rows": rows, "largest_batch": big,
@@ -141,13 +150,17 @@ def tps(r):
 md = [f"# Training step on the GPU, llmtk vs PyTorch\n\n{gpu}; bf16, batch 16 x seq 1024, AdamW; median of 10 timed steps after warm-up.\n"]
 if status:
     md.append("CUDA tests: " + ", ".join(f"[{k}] {v}" for k, v in status.items()) + "\n")
-md += ["| model | llmtk tokens/s | llmtk MFU (datasheet) | PyTorch eager tokens/s | torch.compile tokens/s | llmtk / eager | llmtk / compile |",
-       "|---|---:|---:|---:|---:|---:|---:|"]
+md += ["| model | llmtk tokens/s | llmtk MFU (datasheet) | PyTorch eager tokens/s | torch.compile tokens/s | llmtk / eager | llmtk / compile "
+       "| llmtk, bf16 activations: tokens/s | MFU | / compile |",
+       "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
 for r in rows:
-    mfu = f"{100 * r['mfu_vs_datasheet']:.0f}%" if "mfu_vs_datasheet" in r else "?"
-    ve = f"{r['vs_eager']:.2f}x" if "vs_eager" in r else "?"
-    vc = f"{r['vs_compile']:.2f}x" if "vs_compile" in r else "?"
-    md.append(f"| {r['arch']} | {tps(r['llmtk'])} | {mfu} | {tps(r['pytorch_eager'])} | {tps(r['pytorch_compile'])} | {ve} | {vc} |")
+    def pct(k):
+        return f"{100 * r[k]:.0f}%" if k in r else "?"
+    def x(k):
+        return f"{r[k]:.2f}x" if k in r else "?"
+    md.append(f"| {r['arch']} | {tps(r['llmtk'])} | {pct('mfu_vs_datasheet')} | {tps(r['pytorch_eager'])} | "
+              f"{tps(r['pytorch_compile'])} | {x('vs_eager')} | {x('vs_compile')} | {tps(r['llmtk_bf16_activations'])} | "
+              f"{pct('bf16_activations_mfu_vs_datasheet')} | {x('bf16_activations_vs_compile')} |")
 first = rows[0]["llmtk"] if rows else {}
 if "backend_info" in first:
     md.append(f"\nllmtk: {first['backend_info']}; measured matmul peak {first['matmul_peak_gflops'] / 1e3:.0f} TFLOP/s "
@@ -175,6 +188,10 @@ for arch in "${archs[@]}"; do
   ours[$arch]=$(json_of tmo 90 "${llmtk_env[@]}" "$bin/llmtk" bench step "${ours_args[@]}" --device cuda --precision bf16 \
                 --batch 16 --seq 1024 --steps 10 --warmup 2 --json)
   echo "${ours[$arch]}"
+  say "llmtk bench step $arch, LLMTK_BF16_ACTIVATIONS=1"
+  act16[$arch]=$(json_of tmo 90 "${llmtk_env[@]}" LLMTK_BF16_ACTIVATIONS=1 "$bin/llmtk" bench step "${ours_args[@]}" \
+                 --device cuda --precision bf16 --batch 16 --seq 1024 --steps 10 --warmup 2 --json)
+  echo "${act16[$arch]}"
   say "PyTorch eager $arch"
   eager[$arch]=$(json_of tmo 90 $py benchmarks/cuda/torch_gpu_step.py --arch "$arch")
   echo "${eager[$arch]}"

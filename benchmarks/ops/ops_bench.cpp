@@ -151,7 +151,7 @@ void bench_model(std::vector<Row>& rows, const std::string& model, std::int64_t 
   const double nc = double(N * C) * 4;
   if (gated) {
     memory_op("rmsnorm_forward", 2 * nc, [&] { ops::rmsnorm_forward(y.t(), rstd.t(), x.t(), w.t(), 1e-5f); });
-    memory_op("rmsnorm_backward", 3 * nc, [&] { ops::rmsnorm_backward(dx.t(), dw.t(), dy.t(), x.t(), w.t(), rstd.t()); });
+    memory_op("rmsnorm_backward", 3 * nc, [&] { ops::rmsnorm_backward(dx.t(), dw.t(), dy.t(), x.t(), w.t(), rstd.t(), TensorRef{}); });
     Buf g({N, F}, rng), u({N, F}, rng), a({N, F}, rng), da({N, F}, rng), du({N, F}, rng);
     const double nf = double(N * F) * 4;
     memory_op("swiglu_forward", 3 * nf, [&] { ops::swiglu_forward(a.t(), g.t(), u.t()); });
@@ -161,7 +161,7 @@ void bench_model(std::vector<Row>& rows, const std::string& model, std::int64_t 
   } else {
     memory_op("layernorm_forward", 2 * nc, [&] { ops::layernorm_forward(y.t(), mean.t(), rstd.t(), x.t(), w.t(), bb.t(), 1e-5f); });
     memory_op("layernorm_backward", 3 * nc,
-              [&] { ops::layernorm_backward(dx.t(), dw.t(), db.t(), dy.t(), x.t(), w.t(), mean.t(), rstd.t()); });
+              [&] { ops::layernorm_backward(dx.t(), dw.t(), db.t(), dy.t(), x.t(), w.t(), mean.t(), rstd.t(), TensorRef{}); });
     Buf h({N, F}, rng), a({N, F}, rng), da({N, F}, rng);
     const double nf = double(N * F) * 4;
     memory_op("gelu_forward", 2 * nf, [&] { ops::gelu_forward(a.t(), h.t()); });

@@ -6,6 +6,7 @@
 #pragma once
 #include "../protocol/part.hpp"
 #include "../protocol/visit.hpp"
+#include "placement.hpp"  // norm_backward_plus
 
 namespace llmtk {
 
@@ -49,8 +50,7 @@ struct ParallelBlock<N, M, F> {
     attn.backward(c, c.hidden(dnormed), dy, c.hidden(normed));
     mlp.backward(c, c.hidden(part), dy, c.hidden(normed));
     ops::add_forward(c.hidden(dnormed), c.hidden(dnormed), c.hidden(part));  // both read norm(x)
-    norm.backward(c, dx, c.hidden(dnormed), x);
-    ops::add_forward(dx, dx, dy);  // the residual path
+    norm_backward_plus(c, norm, dx, c.hidden(dnormed), x, dy);  // + dy: the residual path
   }
   static double flops_per_token(const Dims& d, std::int64_t T) {
     return N::flops_per_token(d, T) + M::flops_per_token(d, T) + F::flops_per_token(d, T) + 2.0 * d.d_model;

@@ -12,6 +12,18 @@ template <class N, class F>
 concept NormThenPart = Norm<N> && Layer<F> && AxesConnect<F, typename F::In, typename N::Out>::value &&
                        KeepsAxes<F>;
 
+// dx = the norm's gradient + dres. A norm whose backward takes the residual gradient (LayerNorm,
+// RMSNorm: the norm backward ops' dres) adds it in the same pass; any other norm is followed by an add.
+template <Norm N>
+void norm_backward_plus(Ctx& c, N& norm, TensorRef dx, TensorRef dy, TensorRef x, TensorRef dres) {
+  if constexpr (requires { norm.backward(c, dx, dy, x, dres); }) {
+    norm.backward(c, dx, dy, x, dres);
+  } else {
+    norm.backward(c, dx, dy, x);
+    ops::add_forward(dx, dx, dres);
+  }
+}
+
 struct PreNorm {
   static constexpr bool is_placement = true;
   template <Norm N, Layer F>
@@ -40,8 +52,7 @@ struct PreNorm {
     }
     void backward(Ctx& c, TensorRef dx, TensorRef dy, TensorRef x) {
       f.backward(c, c.a(dnormed), dy, c.a(normed));
-      norm.backward(c, dx, c.a(dnormed), x);
-      ops::add_forward(dx, dx, dy);  // the residual path
+      norm_backward_plus(c, norm, dx, c.a(dnormed), x, dy);  // + dy: the residual path
     }
     static double flops_per_token(const Dims& d, std::int64_t T) {
       return N::flops_per_token(d, T) + F::flops_per_token(d, T) + d.d_model;
@@ -119,8 +130,7 @@ struct SandwichNorm {
     void backward(Ctx& c, TensorRef dx, TensorRef dy, TensorRef x) {
       norm_out.backward(c, c.a(df_out), dy, c.a(f_out));
       f.backward(c, c.a(dnormed), c.a(df_out), c.a(normed));
-      norm_in.backward(c, dx, c.a(dnormed), x);
-      ops::add_forward(dx, dx, dy);
+      norm_backward_plus(c, norm_in, dx, c.a(dnormed), x, dy);  // + dy: the residual path
     }
     static double flops_per_token(const Dims& d, std::int64_t T) {
       return 2 * N::flops_per_token(d, T) + F::flops_per_token(d, T) + d.d_model;

@@ -23,9 +23,10 @@ struct LayerNorm {
   void forward(Ctx& c, TensorRef y, TensorRef x) {
     ops::layernorm_forward(y, c.a(mean), c.a(rstd), x, c.p(w), c.p(b), float(c.dims.norm_eps));
   }
-  // dx, dy, x: [B, T, C]; dw, db +=
-  void backward(Ctx& c, TensorRef dx, TensorRef dy, TensorRef x) {
-    ops::layernorm_backward(dx, c.g(w), c.g(b), dy, x, c.p(w), c.a(mean), c.a(rstd));
+  // dx, dy, x: [B, T, C]; dw, db +=. dres: a residual path's gradient added to dx in the same
+  // pass (a placement's fusion, dsl/placement.hpp; may alias dx).
+  void backward(Ctx& c, TensorRef dx, TensorRef dy, TensorRef x, TensorRef dres = {}) {
+    ops::layernorm_backward(dx, c.g(w), c.g(b), dy, x, c.p(w), c.a(mean), c.a(rstd), dres);
   }
   static double flops_per_token(const Dims& d, std::int64_t) { return 8.0 * d.d_model; }
 };

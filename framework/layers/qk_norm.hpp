@@ -54,7 +54,7 @@ struct QKNorm {
   }
   static void norm_backward(Ctx& c, TensorRef dt, ActSlot saved, ActSlot rstd, ParamSlot w, ActSlot scratch) {
     const TensorRef rows = dt.view({c.a(saved).size(0), c.a(saved).size(1)});
-    ops::rmsnorm_backward(c.a(scratch), c.g(w), rows, c.a(saved), c.p(w), c.a(rstd));
+    ops::rmsnorm_backward(c.a(scratch), c.g(w), rows, c.a(saved), c.p(w), c.a(rstd), TensorRef{});
     ops::scale_forward(rows, c.a(scratch), 1.0f);
   }
 };

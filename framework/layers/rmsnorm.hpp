@@ -21,9 +21,10 @@ struct RMSNorm {
   void forward(Ctx& c, TensorRef y, TensorRef x) {
     ops::rmsnorm_forward(y, c.a(rstd), x, c.p(w), float(c.dims.norm_eps));
   }
-  // dx, dy, x: [B, T, C]; dw +=
-  void backward(Ctx& c, TensorRef dx, TensorRef dy, TensorRef x) {
-    ops::rmsnorm_backward(dx, c.g(w), dy, x, c.p(w), c.a(rstd));
+  // dx, dy, x: [B, T, C]; dw +=. dres: a residual path's gradient added to dx in the same pass
+  // (a placement's fusion, dsl/placement.hpp; may alias dx).
+  void backward(Ctx& c, TensorRef dx, TensorRef dy, TensorRef x, TensorRef dres = {}) {
+    ops::rmsnorm_backward(dx, c.g(w), dy, x, c.p(w), c.a(rstd), dres);
   }
   static double flops_per_token(const Dims& d, std::int64_t) { return 5.0 * d.d_model; }
 };

@@ -165,9 +165,10 @@ void check_layernorm_forward(TensorRef y, TensorRef mean, TensorRef rstd, Tensor
 }
 // dx written (required); dw, db accumulate and may be null.
 void check_layernorm_backward(TensorRef dx, TensorRef dw, TensorRef db, TensorRef dy, TensorRef x, TensorRef w,
-                              TensorRef mean, TensorRef rstd) {
+                              TensorRef mean, TensorRef rstd, TensorRef dres) {
   const Op op{"layernorm_backward"};
   op.act("dx", dx), op.act("dy", dy), op.act("x", x), op.f32("w", w);
+  if (dres) op.act("dres", dres), op.same("dres", dres, "x", x);
   op.f32("mean", mean), op.f32("rstd", rstd), op.f32_if("dw", dw), op.f32_if("db", db);
   op.same("dx", dx, "x", x), op.same("dy", dy, "x", x);
   const std::int64_t N = x.rows(), C = x.size(-1);
@@ -185,9 +186,11 @@ void check_rmsnorm_forward(TensorRef y, TensorRef rstd, TensorRef x, TensorRef w
   LLMTK_CHECK(rstd.numel() == N, op.name, "rstd must have ", N, " elements");
 }
 // dx written (required); dw accumulates and may be null.
-void check_rmsnorm_backward(TensorRef dx, TensorRef dw, TensorRef dy, TensorRef x, TensorRef w, TensorRef rstd) {
+void check_rmsnorm_backward(TensorRef dx, TensorRef dw, TensorRef dy, TensorRef x, TensorRef w, TensorRef rstd,
+                            TensorRef dres) {
   const Op op{"rmsnorm_backward"};
   op.act("dx", dx), op.act("dy", dy), op.act("x", x), op.f32("w", w), op.f32("rstd", rstd), op.f32_if("dw", dw);
+  if (dres) op.act("dres", dres), op.same("dres", dres, "x", x);
   op.same("dx", dx, "x", x), op.same("dy", dy, "x", x);
   const std::int64_t N = x.rows(), C = x.size(-1);
   LLMTK_CHECK(w.numel() == C && (!dw || dw.numel() == C), op.name, "w and dw must have ", C, " elements");

@@ -16,12 +16,12 @@
   X(layernorm_forward,  (TensorRef y, TensorRef mean, TensorRef rstd, TensorRef x, TensorRef w,  \
                          TensorRef b, float eps), (y, mean, rstd, x, w, b, eps))                  \
   X(layernorm_backward, (TensorRef dx, TensorRef dw, TensorRef db, TensorRef dy, TensorRef x,    \
-                         TensorRef w, TensorRef mean, TensorRef rstd),                           \
-                        (dx, dw, db, dy, x, w, mean, rstd))                                       \
+                         TensorRef w, TensorRef mean, TensorRef rstd, TensorRef dres),           \
+                        (dx, dw, db, dy, x, w, mean, rstd, dres))                                 \
   X(rmsnorm_forward,  (TensorRef y, TensorRef rstd, TensorRef x, TensorRef w, float eps),         \
                       (y, rstd, x, w, eps))                                                       \
   X(rmsnorm_backward, (TensorRef dx, TensorRef dw, TensorRef dy, TensorRef x, TensorRef w,        \
-                       TensorRef rstd), (dx, dw, dy, x, w, rstd))                                 \
+                       TensorRef rstd, TensorRef dres), (dx, dw, dy, x, w, rstd, dres))           \
   X(rope_forward,  (TensorRef y, TensorRef x, float base, int pos0), (y, x, base, pos0))          \
   X(rope_backward, (TensorRef dx, TensorRef dy, float base, int pos0), (dx, dy, base, pos0))      \
   X(attention_forward,  (TensorRef out, TensorRef lse, TensorRef q, TensorRef k, TensorRef v,     \

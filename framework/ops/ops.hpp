@@ -102,9 +102,11 @@ namespace ops {
 // ---- norms (rows of x are the last axis C; N = all other axes) -----------------------------
 // layernorm_forward:  mean[N], rstd[N] = 1/sqrt(var + eps) (biased var) are saved for backward;
 //                     y[N, C] = (x - mean) · rstd · w + b   (b may be null)
-// layernorm_backward: dx written; dw += Σ_n dy · x̂; db += Σ_n dy
+// layernorm_backward: dx written; dw += Σ_n dy · x̂; db += Σ_n dy. dres (optional, may alias dx):
+//                     the residual path's gradient, added to dx in the same pass — a pre-norm
+//                     block's backward is norm_backward + dres in one op instead of an add after
 // rmsnorm_forward:    rstd[N] = 1/sqrt(mean(x²) + eps); y = x · rstd · w
-// rmsnorm_backward:   dx written; dw += Σ_n dy · x · rstd
+// rmsnorm_backward:   dx written; dw += Σ_n dy · x · rstd; dres as layernorm_backward's
 //
 // ---- positions ----------------------------------------------------------------------------
 // rope_forward:  x, y: [B, T, heads, D], D even. Half-split pairs (i, i + D/2), angle
@@ -199,6 +201,7 @@ struct OpTable {
 // for help texts and hints. bf16_activations: whether a bf16 run stores its activations in bf16
 // on this backend (docs/bf16.md); a backend whose ops still widen bf16 in a separate pass says
 // false, and its bf16 runs keep f32 activations with bf16 matmuls until its kernels take bf16.
+// LLMTK_BF16_ACTIVATIONS=1/0 in the environment overrides it (activation_dtype).
 struct BackendInfo {
   const OpTable* table;
   const DeviceMemory& (*memory)();

@@ -650,8 +650,9 @@ Setup set_up(const Recipe& r, const TrainOptions& opt, const std::string& resume
   s.model = make_model(r.model.arch, r.model.dims);
   // bf16: activations and their gradients in bf16, matmuls read a bf16 working copy of the
   // weights; master weights, gradients and optimizer state stay f32 (docs/bf16.md). On a backend
-  // without bf16 activation kernels yet (cuda), f32 activations with bf16 matmuls.
-  s.model->set_precision(ops::activation_dtype(r.train.precision));
+  // that keeps f32 activations for bf16 (cuda, for now), and under tensor parallel (whose
+  // sublayer sums and parallel cross-entropy exchange f32), f32 activations with bf16 matmuls.
+  s.model->set_precision(tensor ? DType::f32 : ops::activation_dtype(r.train.precision));
   // Tensor parallel: this rank plans and holds its share of every attention and feed-forward layer.
   if (tensor) s.model->set_tensor_parallel(*tensor);
   const std::string from = !opt.init.empty() ? opt.init : r.finetune.from;
@@ -1162,10 +1163,9 @@ void check_distributed(const Recipe& r, const Communicator& comm) {
               "tp_size ranks that each split the model, data-parallel across the groups; launch a multiple of ", tp,
               " processes, or set tp_size to a divisor of ", n, " (0: all of them)");
   LLMTK_CHECK(!tensor || (r.finetune.from.empty() && !r.lora.enabled() && !r.prompt_tuning.enabled() &&
-                          !r.prefix_tuning.enabled() && r.train.precision == "fp32"),
-              r.file, "distributed.strategy = \"tp\" trains a whole model from its initialisation in fp32 so far; ",
-              !r.finetune.from.empty() ? "finetune.from is" : r.train.precision != "fp32" ? "train.precision = \"bf16\" is"
-                                       : "a parameter-efficient method is",
+                          !r.prefix_tuning.enabled()),
+              r.file, "distributed.strategy = \"tp\" trains a whole model from its initialisation so far; ",
+              !r.finetune.from.empty() ? "finetune.from is" : "a parameter-efficient method is",
               " not built under it yet: run it with data parallel (\"ddp\", \"zero1\" or \"zero2\")");
   LLMTK_CHECK(!tensor || r.train.batch % (n / tp) == 0, r.file, "train.batch = ", r.train.batch, " is the global batch and does not ",
               "divide among the ", n / tp, " data-parallel groups of ", tp, " tensor-parallel ranks; set train.batch to a multiple of ",

@@ -8,7 +8,9 @@
 // epilogues follow the documentation and what the real library was seen to do: GELU_AUX(_BIAS)
 // writes the GELU input to the aux matrix (its type D's, its leading dimension at least m and a
 // multiple of 8) and D = gelu(input), DGELU writes
-// D = product · gelu'(aux), both with GELU's tanh approximation.
+// D = product · gelu'(aux), both with GELU's tanh approximation. C and D are f32 or bf16 (the
+// same type; D rounded to nearest even from the f32 result, the aux matrix too), and a bias has
+// D's type (the documented default; the backend sets it explicitly).
 #include <cublasLt.h>
 
 #include "scheduler.hpp"
@@ -66,6 +68,17 @@ bool set(void* field, const void* buf, std::size_t size) {
   return true;
 }
 
+void from_float(void* p, cudaDataType_t t, std::size_t i, float v) {
+  if (t == CUDA_R_32F) {
+    static_cast<float*>(p)[i] = v;
+    return;
+  }
+  std::uint32_t u;
+  std::memcpy(&u, &v, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) u |= 0x00400000u;  // NaN stays a (quiet) NaN
+  else u += 0x7fffu + ((u >> 16) & 1u);                   // round to nearest even
+  static_cast<std::uint16_t*>(p)[i] = static_cast<std::uint16_t>(u >> 16);
+}
 float to_float(const void* p, cudaDataType_t t, std::size_t i) {
   if (t == CUDA_R_32F) return static_cast<const float*>(p)[i];
   const std::uint32_t bits = std::uint32_t(static_cast<const std::uint16_t*>(p)[i]) << 16;  // bf16
@@ -189,14 +202,15 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t, cublasLtMatmulDe
   std::uint64_t m, n, k;
   *returned = 0;
   if (!shapes(d, a, b, c, m, n, k) || dd.rows != c.rows || dd.cols != c.cols) return CUBLAS_STATUS_INVALID_VALUE;
-  // The combinations the backend asks for: A = B in f32 or bf16, C = D in f32, f32 scale; TF32
-  // compute only on f32 inputs; a bias epilogue with an f32 bias.
+  // The combinations the backend asks for: A = B in f32 or bf16, C = D in f32 (or bf16 from bf16
+  // inputs), f32 scale; TF32 compute only on f32 inputs; a bias epilogue with a bias of D's type.
   const bool inputs_ok = a.type == b.type && (a.type == CUDA_R_32F || a.type == CUDA_R_16BF);
-  const bool output_ok = c.type == CUDA_R_32F && dd.type == CUDA_R_32F && d.scale == CUDA_R_32F;
+  const bool output_ok = c.type == dd.type && (dd.type == CUDA_R_32F || (dd.type == CUDA_R_16BF && a.type == CUDA_R_16BF)) &&
+                         d.scale == CUDA_R_32F;
   const bool compute_ok = d.compute == CUBLAS_COMPUTE_32F || a.type == CUDA_R_32F;
   if (refuse_gelu && d.gelu()) return CUBLAS_STATUS_INVALID_VALUE;
   const bool epilogue_ok = d.epilogue == CUBLASLT_EPILOGUE_DEFAULT || d.has_bias() || d.gelu();
-  const bool bias_ok = !d.has_bias() || d.bias_type == -1 || d.bias_type == CUDA_R_32F;
+  const bool bias_ok = !d.has_bias() || d.bias_type == -1 || d.bias_type == std::int32_t(dd.type);
   if (!inputs_ok || !output_ok || !compute_ok || !epilogue_ok || !bias_ok) return CUBLAS_STATUS_NOT_SUPPORTED;
   // The aux matrix: m×n in D's type with a leading dimension of at least m and divisible by 8
   // (the documented rule; the library answers INVALID_VALUE otherwise); a missing pointer fails
@@ -272,20 +286,20 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t desc, const
       double acc = 0;
       for (std::uint64_t x = 0; x < k; ++x) acc += double(pa[x]) * double(pb[x]);
       double v = al * acc;
-      if (be != 0.0f) v += double(be) * static_cast<const float*>(C)[i + j * std::uint64_t(c.ld)];
-      if (d.has_bias()) v += static_cast<const float*>(d.bias)[i];
+      if (be != 0.0f) v += double(be) * to_float(C, c.type, i + j * std::uint64_t(c.ld));
+      if (d.has_bias()) v += to_float(d.bias, dd.type, i);
       float r = float(v);
-      float* aux = static_cast<float*>(d.aux) + i + j * std::uint64_t(d.aux_ld);
+      const std::uint64_t at_aux = i + j * std::uint64_t(d.aux_ld);
       if (d.epilogue == CUBLASLT_EPILOGUE_DGELU) {
-        r *= gelu_grad(*aux);
+        r *= gelu_grad(to_float(d.aux, dd.type, at_aux));
       } else if (d.gelu()) {
-        *aux = r;
+        from_float(d.aux, dd.type, at_aux, r);
         r = gelu(r);
       }
       out[i + j * m] = r;
     }
   for (std::uint64_t j = 0; j < n; ++j)
-    for (std::uint64_t i = 0; i < m; ++i) static_cast<float*>(D)[i + j * std::uint64_t(dd.ld)] = out[i + j * m];
+    for (std::uint64_t i = 0; i < m; ++i) from_float(D, dd.type, i + j * std::uint64_t(dd.ld), out[i + j * m]);
   return CUBLAS_STATUS_SUCCESS;
 }
 
