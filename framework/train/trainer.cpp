@@ -1202,6 +1202,8 @@ void log_plan(const Run& run, double fwd_flops, double peak) {
     << " batches per epoch; " << run.total << " steps of " << run.s.rows * run.data_ranks() * r.train.seq * r.train.grad_accum
     << " tokens on " << r.train.device << " (" << ops::backend_info() << "); matmul peak here " << peak / 1e9
     << " GFLOP/s";
+  if (r.train.precision == "bf16")  // which of the two bf16 paths (docs/bf16.md)
+    s << "; bf16 matmuls, " << (m.precision() == DType::bf16 ? "bf16" : "f32") << " activations";
   run.log(s.str());
 }
 

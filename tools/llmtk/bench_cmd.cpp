@@ -99,7 +99,7 @@ void bench(const BenchArgs& a) {
                                    {"optimizer_mib", double(opt.state_bytes()) / mib}, {"activations_mib", double(model->acts().bytes()) / mib},
                                    {"max_rss_mib_mean", rss_max / ranks / mib}};
   nlohmann::ordered_json j = {{"tool", "llmtk"}, {"arch", a.arch}, {"device", a.device}, {"precision", a.precision},
-                              {"batch", a.batch}, {"seq", a.seq}, {"params", model->param_count()},
+                              {"activations", name_of(model->precision())}, {"batch", a.batch}, {"seq", a.seq}, {"params", model->param_count()},
                               {"active_params", model->active_param_count()}, {"steps", a.steps},
                               {"ms_per_step", median}, {"tokens_per_s", tps}, {"flops_per_token", flops},
                               {"achieved_gflops", flops * tps / 1e9}, {"matmul_peak_gflops", peak / 1e9},
@@ -109,9 +109,11 @@ void bench(const BenchArgs& a) {
   if (a.json) {
     fmt::print("{}\n", j.dump());
   } else {
+    // bf16 with f32 activations (the CUDA backend's default for now, or LLMTK_BF16_ACTIVATIONS=0) says so.
+    const std::string how = a.precision == "bf16" && model->precision() != DType::bf16 ? "bf16, f32 activations" : a.precision;
     fmt::print("{} on {} ({}), batch {} x seq {}: {:.1f} ms/step (median of {}), {:.0f} tokens/s, {:.1f} GFLOP/s, "
                "MFU {:.1f}% of the measured {:.1f} GFLOP/s matmul peak\n",
-               a.arch, a.device, a.precision, a.batch, a.seq, median, a.steps, tps, flops * tps / 1e9,
+               a.arch, a.device, how, a.batch, a.seq, median, a.steps, tps, flops * tps / 1e9,
                100 * flops * tps / peak, peak / 1e9);
     if (ranks > 1)
       fmt::print("{} processes ({}), {}: {} rows each, {} buckets{}; waiting for gradient sums {:.1f} ms of the step "
