@@ -104,17 +104,14 @@ class Widening {
   int n_ = 0;
 };
 
-// keep: a bit mask of arguments passed as they are (inputs the op's own code reads in bf16).
-template <auto fn, int outputs, auto convert, unsigned keep, class... A>
+// fn on widened copies of a's bf16 tensors, its first `outputs` arguments rounded back (a backend
+// may also call it for one path of an op: the CUDA attention's tiled kernel).
+template <auto fn, int outputs, auto convert, class... A>
 void widened(A... a) {
   Widening<convert> w;
   const std::tuple<A...> given{a...};
   [&]<std::size_t... I>(std::index_sequence<I...>) {
-    auto widen = [&]<std::size_t J>(std::integral_constant<std::size_t, J>) {
-      if constexpr ((keep >> J) & 1u) return std::get<J>(given);
-      else return w.widen(std::get<J>(given));
-    };
-    const std::tuple<A...> wide{widen(std::integral_constant<std::size_t, I>{})...};  // braced: left to right
+    const std::tuple<A...> wide{w.widen(std::get<I>(given))...};  // braced: left to right
     if (!w.any()) return fn(a...);
     std::apply(fn, wide);
     auto narrow = [&](const auto& out, const auto& computed) {
@@ -127,17 +124,14 @@ void widened(A... a) {
 
 // The table entry of a backend op with the bf16 fallback: widened<op> with the op's output count
 // (convert itself is entered as it is).
-template <auto fn, int outputs, auto convert, unsigned keep = 0, class... A>
+template <auto fn, int outputs, auto convert, class... A>
 constexpr auto widened_entry(void (*)(A...)) -> void (*)(A...) {
   if constexpr (outputs < 0) return fn;
-  else return &widened<fn, outputs, convert, keep, A...>;
+  else return &widened<fn, outputs, convert, A...>;
 }
 
 }  // namespace llmtk::backend
 
-// In a backend's table, `LLMTK_WIDENED(cpu, silu_forward)` in place of `&cpu::silu_forward`;
-// LLMTK_WIDENED_KEEP(cuda, matmul_forward, 0b0110) leaves arguments 1 and 2 as they are.
-#define LLMTK_WIDENED(ns, name) LLMTK_WIDENED_KEEP(ns, name, 0u)
-#define LLMTK_WIDENED_KEEP(ns, name, keep)                                                             \
-  ::llmtk::backend::widened_entry<&ns::name, ::llmtk::backend::outputs_of(#name), &ns::convert, keep>( \
-      &ns::name)
+// In a backend's table, `LLMTK_WIDENED(cpu, silu_forward)` in place of `&cpu::silu_forward`.
+#define LLMTK_WIDENED(ns, name) \
+  ::llmtk::backend::widened_entry<&ns::name, ::llmtk::backend::outputs_of(#name), &ns::convert>(&ns::name)

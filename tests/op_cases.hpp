@@ -125,8 +125,10 @@ void case_matmul_forward(Case& c) {
     c.keep("y (no bias)", y);
   }
 }
+// (16, 32, 17): rows of x aligned, of dy not (the LM head's shape: CUDA pads dy's rows).
 void case_matmul_backward(Case& c) {
-  for (auto [N, I, O] : {std::tuple{33, 31, 17}, std::tuple{127, 16, 1}, std::tuple{9001, 3, 2}, std::tuple{5, 3, 9001}}) {
+  for (auto [N, I, O] : {std::tuple{33, 31, 17}, std::tuple{127, 16, 1}, std::tuple{9001, 3, 2}, std::tuple{5, 3, 9001},
+                         std::tuple{16, 32, 17}}) {
     auto x = c.make({N, I}), w = c.param({O, I}), dy = c.make({N, O});
     auto dx = c.make({N, I}), dw = c.param({O, I}), db = c.param({O});  // dw, db start non-zero: +=
     ops::matmul_backward(dx, dw, db, dy, x, w);
@@ -174,36 +176,42 @@ void case_layernorm_forward(Case& c) {
   ops::layernorm_forward(y, m, r, x, w, TensorRef{}, 1e-5f);
   c.keep("y (no bias)", y);
 }
+// Rows of 33 and of 64 (a backend's vectorised path).
 void case_layernorm_backward(Case& c) {
-  auto x = c.make({31, 33}), w = c.param({33}), b = c.param({33}), y = c.make({31, 33}), m = c.param({31}), r = c.param({31});
-  ops::layernorm_forward(y, m, r, x, w, b, 1e-5f);
-  auto dy = c.make({31, 33}), dx = c.make({31, 33}), dw = c.param({33}), db = c.param({33});
-  ops::layernorm_backward(dx, dw, db, dy, x, w, m, r, TensorRef{});
-  c.keep("dx", dx), c.keep("dw", dw), c.keep("db", db);
-  // With the residual path's gradient fused in: from another tensor, then in place (dres = dx).
-  auto dres = c.make({31, 33}), dx2 = c.make({31, 33});
-  ops::layernorm_backward(dx2, TensorRef{}, TensorRef{}, dy, x, w, m, r, dres);
-  c.keep("dx + dres", dx2);
-  ops::layernorm_backward(dres, dw, db, dy, x, w, m, r, dres);
-  c.keep("dx + dres (in place)", dres), c.keep("dw", dw), c.keep("db", db);
+  for (auto [N, C] : {std::pair{31, 33}, std::pair{9, 64}}) {
+    auto x = c.make({N, C}), w = c.param({C}), b = c.param({C}), y = c.make({N, C}), m = c.param({N}), r = c.param({N});
+    ops::layernorm_forward(y, m, r, x, w, b, 1e-5f);
+    auto dy = c.make({N, C}), dx = c.make({N, C}), dw = c.param({C}), db = c.param({C});
+    ops::layernorm_backward(dx, dw, db, dy, x, w, m, r, TensorRef{});
+    c.keep("dx", dx), c.keep("dw", dw), c.keep("db", db);
+    // With the residual path's gradient fused in: from another tensor, then in place (dres = dx).
+    auto dres = c.make({N, C}), dx2 = c.make({N, C});
+    ops::layernorm_backward(dx2, TensorRef{}, TensorRef{}, dy, x, w, m, r, dres);
+    c.keep("dx + dres", dx2);
+    ops::layernorm_backward(dres, dw, db, dy, x, w, m, r, dres);
+    c.keep("dx + dres (in place)", dres), c.keep("dw", dw), c.keep("db", db);
+  }
 }
 void case_rmsnorm_forward(Case& c) {
   auto x = c.make({33, 127}), w = c.param({127}), y = c.make({33, 127}), r = c.param({33});
   ops::rmsnorm_forward(y, r, x, w, 1e-5f);
   c.keep("y", y), c.keep("rstd", r);
 }
+// Rows of 127 and of 64 (a backend's vectorised path).
 void case_rmsnorm_backward(Case& c) {
-  auto x = c.make({33, 127}), w = c.param({127}), y = c.make({33, 127}), r = c.param({33});
-  ops::rmsnorm_forward(y, r, x, w, 1e-5f);
-  auto dy = c.make({33, 127}), dx = c.make({33, 127}), dw = c.param({127});
-  ops::rmsnorm_backward(dx, dw, dy, x, w, r, TensorRef{});
-  c.keep("dx", dx), c.keep("dw", dw);
-  // With the residual path's gradient fused in: from another tensor, then in place (dres = dx).
-  auto dres = c.make({33, 127}), dx2 = c.make({33, 127});
-  ops::rmsnorm_backward(dx2, TensorRef{}, dy, x, w, r, dres);
-  c.keep("dx + dres", dx2);
-  ops::rmsnorm_backward(dres, dw, dy, x, w, r, dres);
-  c.keep("dx + dres (in place)", dres), c.keep("dw", dw);
+  for (auto [N, C] : {std::pair{33, 127}, std::pair{9, 64}}) {
+    auto x = c.make({N, C}), w = c.param({C}), y = c.make({N, C}), r = c.param({N});
+    ops::rmsnorm_forward(y, r, x, w, 1e-5f);
+    auto dy = c.make({N, C}), dx = c.make({N, C}), dw = c.param({C});
+    ops::rmsnorm_backward(dx, dw, dy, x, w, r, TensorRef{});
+    c.keep("dx", dx), c.keep("dw", dw);
+    // With the residual path's gradient fused in: from another tensor, then in place (dres = dx).
+    auto dres = c.make({N, C}), dx2 = c.make({N, C});
+    ops::rmsnorm_backward(dx2, TensorRef{}, dy, x, w, r, dres);
+    c.keep("dx + dres", dx2);
+    ops::rmsnorm_backward(dres, dw, dy, x, w, r, dres);
+    c.keep("dx + dres (in place)", dres), c.keep("dw", dw);
+  }
 }
 void case_rope_forward(Case& c) {
   auto x = c.make({2, 33, 3, 16}), y = c.make({2, 33, 3, 16});

@@ -137,9 +137,10 @@ TEST_CASE("cuda attention with bf16 precision (cuDNN where it applies) stays wit
 // x and w stored as bf16 (bf16 activations and the working copy of the weights; the trainer's
 // matmul peak measurement too): the products take them as they are, with their own leading dimensions. Rows of 32 and 48
 // elements are 16-byte aligned; rows of 31 and 17 are not, which cuBLASLt may refuse in bf16 (the
-// emulated one does), so those shapes also run the TF32 fallback on bf16 values.
+// emulated one does), so those shapes also run the TF32 fallback on bf16 values. (40, 32, 17) is the
+// LM head's case: aligned rows of x and w, an odd O, so w and dy are copied padded.
 TEST_CASE("cuda matmuls with bf16-stored inputs match the reference, aligned and odd row lengths", "[ops]") {
-  for (auto [N, I, O] : {std::tuple{64, 32, 48}, std::tuple{33, 31, 17}}) {
+  for (auto [N, I, O] : {std::tuple{64, 32, 48}, std::tuple{33, 31, 17}, std::tuple{40, 32, 17}}) {
     INFO("N " << N << ", I " << I << ", O " << O);
     auto run = [&](const char* backend) {
       ops::ScopedBackend scope(backend);
@@ -164,20 +165,25 @@ TEST_CASE("cuda matmuls with bf16-stored inputs match the reference, aligned and
   }
 }
 
+// fp32; bf16 precision with f32 activations (cuDNN on rounded copies); bf16 activations (cuDNN
+// reading and writing them in place, the tiled kernel on widened copies for the other masks).
 TEST_CASE("cuda attention at model sizes: T = 127 and 256, D = 64, GQA, every mask", "[ops]") {
   const AttentionMask masks[] = {{true, 0, false, 0}, {true, 50, false, 0}, {true, 0, true, 0}};
-  for (DType precision : {DType::f32, DType::bf16}) {
+  for (auto [precision, act] : {std::pair{DType::f32, DType::f32}, std::pair{DType::bf16, DType::f32},
+                                std::pair{DType::bf16, DType::bf16}}) {
     for (std::int64_t T : {127, 256}) {
       for (const auto& m : masks) {
-        INFO("T " << T << ", window " << m.window << ", alibi " << m.alibi << ", " << name_of(precision));
+        INFO("T " << T << ", window " << m.window << ", alibi " << m.alibi << ", " << name_of(precision) << ", "
+                  << name_of(act) << " activations");
         Precision p(precision);
         auto run = [&](const char* backend) {
           ops::ScopedBackend scope(backend);
           op_cases::Outputs out;
           op_cases::Case c;
           c.out = &out;
+          c.act = act;
           auto q = c.make({2, T, 8, 64}), k = c.make({2, T, 2, 64}), v = c.make({2, T, 2, 64});
-          auto o = c.make({2, T, 8, 64}), lse = c.make({2 * 8 * T});
+          auto o = c.make({2, T, 8, 64}), lse = c.param({2 * 8 * T});  // lse: f32 whatever the activations
           ops::attention_forward(o, lse, q, k, v, m);
           auto dout = c.make({2, T, 8, 64}), dq = c.make({2, T, 8, 64}), dk = c.make({2, T, 2, 64}),
                dv = c.make({2, T, 2, 64});

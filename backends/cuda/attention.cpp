@@ -148,7 +148,7 @@ void attention_forward(TensorRef out, TensorRef lse, TensorRef q, TensorRef k, T
     }
     note_fallback(op, why);
   }
-  backend::widened<&tiled_forward, 2, &cuda::convert, 0u>(out, lse, q, k, v, mask);
+  backend::widened<&tiled_forward, 2, &cuda::convert>(out, lse, q, k, v, mask);
   finish_op(op);
 }
 
@@ -177,7 +177,7 @@ void attention_backward(TensorRef dq, TensorRef dk, TensorRef dv, TensorRef dout
     }
     note_fallback(op, why);
   }
-  backend::widened<&tiled_backward, 3, &cuda::convert, 0u>(dq, dk, dv, dout, q, k, v, out, lse, mask);
+  backend::widened<&tiled_backward, 3, &cuda::convert>(dq, dk, dv, dout, q, k, v, out, lse, mask);
   finish_op(op);
 }
 

@@ -47,7 +47,7 @@ E* data(TensorRef t) {
 // Backend-owned device buffers that grow to the largest size asked for (during the first step)
 // and are then reused, so a step allocates nothing.
 enum class Scratch : int {
-  matmul_a, matmul_b, matmul_dy, matmul_d, matmul_out, matmul_bias, partials, embedding, slopes,
+  matmul_a, matmul_b, matmul_dy, matmul_d, matmul_out, matmul_bias, gelu_product, partials, embedding, slopes,
   attn_q, attn_k, attn_v, attn_o, attn_delta, cudnn_workspace,
   attn_do, attn_dq, attn_dk, attn_dv, cudnn_dq_accum, cudnn_softmax_sum, rope_table, loss_lse, scan,
   count

@@ -55,6 +55,19 @@ __global__ void unary_backward_kernel(E* dx, const E* dy, const E* x, i64 n) {
   GRID_STRIDE(i, n) st(dx, i, ld(dy, i) * derivative<F>(ld(x, i)));
 }
 
+// The unfused GELU matmuls with a bf16 result (matmul.cpp): from the f32 product p, h = p and
+// y = gelu(p), each rounded once; dx = p · gelu'(h).
+__global__ void gelu_from_product_kernel(std::uint16_t* y, std::uint16_t* h, const float* p, i64 n) {
+  GRID_STRIDE(i, n) {
+    const float v = p[i];
+    st(h, i, v);
+    st(y, i, gelu(v));
+  }
+}
+__global__ void gelu_backward_from_product_kernel(std::uint16_t* dx, const float* p, const std::uint16_t* h, i64 n) {
+  GRID_STRIDE(i, n) st(dx, i, p[i] * gelu_grad(ld(h, i)));
+}
+
 template <Gate F>
 __device__ float gate_value(float g) { return F == Gate::silu ? silu(g) : gelu(g); }
 template <Gate F>
@@ -502,6 +515,17 @@ void embedding_forward_any(E* y, const std::int32_t* ids, const float* table, i6
 LLMTK_FOR_BOTH_STORAGE_TYPES(float)
 LLMTK_FOR_BOTH_STORAGE_TYPES(std::uint16_t)
 #undef LLMTK_FOR_BOTH_STORAGE_TYPES
+
+void gelu_from_product(std::uint16_t* y, std::uint16_t* h, const float* p, i64 n, cudaStream_t s) {
+  if (n == 0) return;
+  gelu_from_product_kernel<<<grid_for(n), kThreads, 0, s>>>(y, h, p, n);
+  LLMTK_CUDA_LAUNCHED("gelu_from_product");
+}
+void gelu_backward_from_product(std::uint16_t* dx, const float* p, const std::uint16_t* h, i64 n, cudaStream_t s) {
+  if (n == 0) return;
+  gelu_backward_from_product_kernel<<<grid_for(n), kThreads, 0, s>>>(dx, p, h, n);
+  LLMTK_CUDA_LAUNCHED("gelu_backward_from_product");
+}
 
 void rope_table(float* tab, i64 lo, i64 P, i64 D, float base, cudaStream_t s) {
   if (P * D == 0) return;

@@ -29,6 +29,10 @@ enum class Gate { silu, gelu };
 LLMTK_CUDA_ACTIVATION_KERNELS(float)
 LLMTK_CUDA_ACTIVATION_KERNELS(std::uint16_t)
 #undef LLMTK_CUDA_ACTIVATION_KERNELS
+// The unfused GELU matmuls with bf16 results, from their f32 product p (each output rounded once):
+// h = p and y = gelu(p); dx = p · gelu'(h).
+void gelu_from_product(std::uint16_t* y, std::uint16_t* h, const float* p, i64 n, cudaStream_t s);
+void gelu_backward_from_product(std::uint16_t* dx, const float* p, const std::uint16_t* h, i64 n, cudaStream_t s);
 // tab[2·(j·D/2 + i) + 0/1] = cos/sin of p · base^(−2i/D) for positions p = lo + j, j < P
 // (computed in double): the rope kernel reads it instead of evaluating pow and sincos for every
 // element.

@@ -178,9 +178,9 @@ i64 padded(i64 row) { return (row + 7) / 8 * 8; }
 // f32 and multiplied with TF32 tensor cores, else in f32 (the same products either way); a bf16
 // D then gets the f32 result rounded once.
 // With an epilogue activation, returns false (having written nothing) when fusion is off
-// (gelu_epilogue()), cuBLASLt has no algorithm for it, m is not a multiple of 8, or the bias or
-// aux is not 16-byte aligned; the caller then runs the product without it and the activation on
-// its own.
+// (gelu_epilogue()), cuBLASLt has no algorithm for it, m is not a multiple of 8, or the aux (or,
+// for an f32 D, the bias) is not 16-byte aligned; the caller then runs the product without it and
+// the activation on its own.
 bool gemm(const char* op, bool ta, bool tb, i64 m, i64 n, i64 k, Operand A, Operand B, Result D, float beta,
           const float* bias, const Epilogue& e = {}) {
   if (m == 0 || n == 0) return true;
@@ -234,34 +234,43 @@ bool gemm(const char* op, bool ta, bool tb, i64 m, i64 n, i64 k, Operand A, Oper
     //   n' > n where n is B's contiguous extent (the LM head's dw): B's padding gives the extra
     //     rows; D's extra columns go to a scratch D whose first n columns are then copied or
     //     (beta 1) added into D (f32: dw).
-    auto takes_k_padding = [&](const Operand& x, bool k_contiguous) {
-      return !x.half || (k_contiguous && x.zero_pad && x.ld >= padded(k));
-    };
-    const bool pad_k = k % 8 != 0 && takes_k_padding(A, ta) && takes_k_padding(B, !tb);
-    const bool pad_m = m % 8 != 0 && beta == 0.0f && !bias && !fused && (ta ? !A.half : !A.half || A.ld >= padded(m));
+    // f32 operands are always copies made here. A bf16 operand is used as it is when it already
+    // has what the padding needs (dy's padded copy), else copied like an f32 one when it is dense
+    // (its leading dimension its row length: the weights' working copy, so the LM head's
+    // products keep their padding with bf16 weights), else the dimension is not padded.
+    auto dense = [](const Operand& x, i64 row) { return x.half && x.ld == row; };
+    const bool a_has_k = ta && A.zero_pad && A.ld >= padded(k), b_has_k = !tb && B.zero_pad && B.ld >= padded(k);
+    const bool a_has_m = !ta && A.ld >= padded(m), b_has_n = B.ld >= padded(n);
+    const bool pad_k = k % 8 != 0 && (!A.half || a_has_k || dense(A, ar)) && (!B.half || b_has_k || dense(B, br));
+    const bool pad_m = m % 8 != 0 && beta == 0.0f && !bias && !fused && (!A.half || a_has_m || dense(A, ar));
     const bool pad_n = n % 8 != 0 && tb && !D.half && (beta == 0.0f || beta == 1.0f) && !bias && !fused &&
-                       (!B.half || B.ld >= padded(n));
+                       (!B.half || b_has_n || dense(B, br));
+    const bool copy_a = !A.half || (pad_k && !a_has_k) || (pad_m && !a_has_m);
+    const bool copy_b = !B.half || (pad_k && !b_has_k) || (pad_n && !b_has_n);
     const i64 mp = pad_m ? padded(m) : m, np = pad_n ? padded(n) : n, kp = pad_k ? padded(k) : k;
     const i64 acp = ta ? mp : kp, bcp = tb ? kp : n;  // columns of the copies, with the zero ones
-    const i64 lda = A.half ? A.ld : padded(ar), ldb = B.half ? B.ld : padded(br);
-    const auto* a16 = A.half ? static_cast<const std::uint16_t*>(A.p)
-                             : scratch_as<std::uint16_t>(Scratch::matmul_a, std::size_t(acp * lda));
-    const auto* b16 = B.half ? static_cast<const std::uint16_t*>(B.p)
-                             : scratch_as<std::uint16_t>(Scratch::matmul_b, std::size_t(bcp * ldb));
+    const i64 lda = copy_a ? padded(ar) : A.ld, ldb = copy_b ? padded(br) : B.ld;
+    const auto* a16 = copy_a ? scratch_as<std::uint16_t>(Scratch::matmul_a, std::size_t(acp * lda))
+                             : static_cast<const std::uint16_t*>(A.p);
+    const auto* b16 = copy_b ? scratch_as<std::uint16_t>(Scratch::matmul_b, std::size_t(bcp * ldb))
+                             : static_cast<const std::uint16_t*>(B.p);
     const std::size_t d_size = D.half ? 2 : 4;
     void* d = pad_m || pad_n ? scratch(Scratch::matmul_d, std::size_t(mp * np) * d_size) : D.p;
     const void* bias_p = bias;
     if (bias && D.half) bias_p = scratch_as<std::uint16_t>(Scratch::matmul_bias, std::size_t(m));
     if (const Plan* p = plan_for(op, key(mp, np, kp, true, false, a16, b16, d, bias_p, lda, ldb), bias_p, e.aux)) {
+      // x's `cols` stored rows of `rows` elements into x16 with leading dimension ld (the rest of
+      // each row zero), then zero columns up to cols_padded.
       auto convert = [](const Operand& x, const std::uint16_t* x16, i64 cols, i64 rows, i64 ld, i64 cols_padded) {
         auto* out = const_cast<std::uint16_t*>(x16);
-        kernels::to_bf16_padded(out, static_cast<const float*>(x.p), cols, rows, ld, stream());
+        if (x.half) kernels::to_bf16_padded(out, static_cast<const std::uint16_t*>(x.p), cols, rows, ld, stream());
+        else kernels::to_bf16_padded(out, static_cast<const float*>(x.p), cols, rows, ld, stream());
         if (cols_padded > cols)
           LLMTK_CUDA_CHECK("matmul", cudaMemsetAsync(out + cols * ld, 0, std::size_t((cols_padded - cols) * ld) * 2,
                                                      stream()));
       };
-      if (!A.half) convert(A, a16, ac, ar, lda, acp);
-      if (!B.half) convert(B, b16, bc, br, ldb, bcp);
+      if (copy_a) convert(A, a16, ac, ar, lda, acp);
+      if (copy_b) convert(B, b16, bc, br, ldb, bcp);
       if (bias_p != bias) kernels::to_bf16(static_cast<std::uint16_t*>(const_cast<void*>(bias_p)), bias, m, stream());
       run(op, *p, a16, b16, d, d != D.p ? 0.0f : beta, bias_p, e);
       if (pad_m && D.half)  // beta is 0 here
@@ -331,16 +340,18 @@ void backward(const char* op, TensorRef dx, TensorRef dw, TensorRef db, TensorRe
   if (dx) {
     bool done = false;
     if (O > 0 && e.act == Act::dgelu) done = gemm(op, false, false, I, N, O, operand(w), g, result(dx), 0.0f, nullptr, e);
-    if (!done) {
+    if (!done && O > 0 && e.act == Act::dgelu && dx.dtype == DType::bf16) {
+      // Unfused with a bf16 dx: the f32 product, then GELU's derivative, rounded once.
+      auto* p = scratch_as<float>(Scratch::gelu_product, std::size_t(N * I));
+      gemm(op, false, false, I, N, O, operand(w), g, {p, false}, 0.0f, nullptr);
+      kernels::gelu_backward_from_product(static_cast<std::uint16_t*>(dx.data), p,
+                                          static_cast<const std::uint16_t*>(e.aux), N * I, stream());
+    } else if (!done) {
       if (O == 0) LLMTK_CUDA_CHECK(op, cudaMemsetAsync(dx.data, 0, dx.bytes(), stream()));
       else gemm(op, false, false, I, N, O, operand(w), g, result(dx), 0.0f, nullptr);
-      // Unfused with bf16 activations, the product is rounded before GELU's derivative scales
-      // it: two roundings where the epilogue has one (within the bf16 tolerance of the op test).
       if (e.act == Act::dgelu)
-        by_storage(dx.dtype, [&]<class E>(E) {
-          kernels::unary_backward(kernels::Unary::gelu, data<E>(dx), data<E>(dx), static_cast<const E*>(e.aux), N * I,
-                                  stream());
-        });
+        kernels::unary_backward(kernels::Unary::gelu, dx.f32(), dx.f32(), static_cast<const float*>(e.aux), N * I,
+                                stream());
     }
   }
   if (dw && N > 0) gemm(op, false, true, I, O, N, operand(x), g, result(dw), 1.0f, nullptr);
@@ -365,10 +376,17 @@ void matmul_backward(TensorRef dx, TensorRef dw, TensorRef db, TensorRef dy, Ten
 void matmul_gelu_forward(TensorRef y, TensorRef h, TensorRef x, TensorRef w, TensorRef b) {
   const char* op = "matmul_gelu_forward";
   if (!forward(op, y, x, w, b, {Act::gelu_aux, h.data})) {  // unfused: the product, then GELU
-    forward(op, h, x, w, b, {});
-    by_storage(y.dtype, [&]<class E>(E) {
-      kernels::unary_forward(kernels::Unary::gelu, data<E>(y), data<E>(h), y.numel(), stream());
-    });
+    if (y.dtype == DType::bf16) {  // the f32 product, then h and gelu(h) from it, each rounded once
+      TensorRef p = h;
+      p.dtype = DType::f32;
+      p.data = scratch_as<float>(Scratch::gelu_product, std::size_t(h.numel()));
+      forward(op, p, x, w, b, {});
+      kernels::gelu_from_product(static_cast<std::uint16_t*>(y.data), static_cast<std::uint16_t*>(h.data), p.f32(),
+                                 y.numel(), stream());
+    } else {
+      forward(op, h, x, w, b, {});
+      kernels::unary_forward(kernels::Unary::gelu, y.f32(), h.f32(), y.numel(), stream());
+    }
   }
   finish_op(op);
 }

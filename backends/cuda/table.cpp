@@ -53,10 +53,10 @@ std::string unavailable_here() {
 }  // namespace
 
 extern const ops::BackendInfo backend;
-// bf16_activations false: until the matmuls write bf16 results and attention takes bf16 (the ops
-// still widened on a training step's path), a bf16 run on the GPU keeps f32 activations and bf16
-// matmuls, the measured fast path there (docs/cuda.md); its ops honour the bf16 contract natively
-// or through the fallback (tests/test_cuda.cpp).
+// bf16_activations false: every op of a GPT-2 or Llama step takes bf16 natively, but that path has
+// not been measured on a GPU yet, so a bf16 run there keeps f32 activations and bf16 matmuls (the
+// path measured in docs/cuda.md) until benchmarks/cuda/run.sh, which times both, says otherwise;
+// LLMTK_BF16_ACTIVATIONS=1 runs the bf16 path (docs/bf16.md, tests/test_cuda.cpp).
 constinit const ops::BackendInfo backend = {&op_table, &device_memory, &unavailable_here, nullptr,
                                             "runs on the first NVIDIA GPU; pick another with CUDA_VISIBLE_DEVICES",
                                             false};

@@ -99,7 +99,7 @@ fi
 mkdir -p benchmarks/results
 declare -A ours act16 eager compiled
 big='{"error": "not run"}'
-gelu_on='{"error": "not run"}'
+gelu_on='{"error": "not run"}' gelu_on16='{"error": "not run"}'
 archs=(gpt2 llama-124m)
 for arch in "${archs[@]}"; do ours[$arch]='{"error": "not run"}' act16[$arch]='{"error": "not run"}' eager[$arch]='{"error": "not run"}' compiled[$arch]='{"error": "skipped"}'; done
 
@@ -111,7 +111,7 @@ report() {
     printf '%s\t%s\t%s\t%s\t%s\n' "$arch" "${ours[$arch]}" "${eager[$arch]}" "${compiled[$arch]}" "${act16[$arch]}" \
       >> "$rows_file"
   done
-  $py - "$gpu" "$rows_file" "$big" "$test_status" "$gelu_on" <<'PY'
+  $py - "$gpu" "$rows_file" "$big" "$test_status" "$gelu_on" "$gelu_on16" <<'PY'
 import json, sys
 def parse(s):
     try:
@@ -119,7 +119,7 @@ def parse(s):
     except ValueError:
         return {"error": s[:200]}
 gpu, rows_file, big, tests = sys.argv[1], sys.argv[2], parse(sys.argv[3]), sys.argv[4].split()
-gelu_on = parse(sys.argv[5])
+gelu_on, gelu_on16 = parse(sys.argv[5]), parse(sys.argv[6])
 # Dense bf16 tensor-core peaks (datasheet) for MFU against the GPU, next to llmtk's measured one.
 PEAKS = {"H100 80GB HBM3": 989e12, "H100 SXM": 989e12, "H100 PCIe": 756e12, "H200": 989e12, "A100": 312e12}
 spec = next((v for k, v in PEAKS.items() if k in gpu), None)
@@ -143,7 +143,7 @@ for line in open(rows_file):
     rows.append(row)
 status = dict(t.split("=", 1) for t in tests)
 json.dump({"gpu": gpu, "datasheet_bf16_flops": spec, "tests": status, "rows": rows, "largest_batch": big,
-           "gpt2_gelu_epilogues_on": gelu_on},
+           "gpt2_gelu_epilogues_on": gelu_on, "gpt2_gelu_epilogues_on_bf16_activations": gelu_on16},
           open("benchmarks/results/cuda.json", "w"), indent=2)
 def tps(r):
     return f"{r['tokens_per_s']:.0f}" if "tokens_per_s" in r else r.get("error", "?")
@@ -172,7 +172,8 @@ else:
     md.append(f"\nLargest batch: {big.get('error', '?')}.")
 if rows and "tokens_per_s" in rows[0]["llmtk"]:
     md.append(f"\nGPT-2 124M with LLMTK_CUBLASLT_GELU=1 (GELU in cuBLASLt's matmul epilogues): {tps(gelu_on)} tokens/s, "
-              f"against {tps(rows[0]['llmtk'])} with the default above (a separate GELU kernel).")
+              f"against {tps(rows[0]['llmtk'])} with the default above (a separate GELU kernel); with bf16 activations "
+              f"{tps(gelu_on16)}, against {tps(rows[0]['llmtk_bf16_activations'])} with the separate kernel.")
 md.append("\nCommand: `benchmarks/cuda/run.sh`")
 open("benchmarks/results/cuda.md", "w").write("\n".join(md) + "\n")
 PY
@@ -203,6 +204,10 @@ say "llmtk bench step gpt2, LLMTK_CUBLASLT_GELU=1"
 gelu_on=$(json_of tmo 90 "${llmtk_env[@]}" LLMTK_CUBLASLT_GELU=1 "$bin/llmtk" bench step --arch gpt2 --device cuda \
           --precision bf16 --batch 16 --seq 1024 --steps 10 --warmup 2 --json)
 echo "$gelu_on"
+say "llmtk bench step gpt2, LLMTK_CUBLASLT_GELU=1 LLMTK_BF16_ACTIVATIONS=1"
+gelu_on16=$(json_of tmo 90 "${llmtk_env[@]}" LLMTK_CUBLASLT_GELU=1 LLMTK_BF16_ACTIVATIONS=1 "$bin/llmtk" bench step \
+            --arch gpt2 --device cuda --precision bf16 --batch 16 --seq 1024 --steps 10 --warmup 2 --json)
+echo "$gelu_on16"
 report
 
 # The largest batch that fits (GPT-2 124M, seq 1024), llmtk only: the first of these that runs.

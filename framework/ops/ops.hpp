@@ -13,8 +13,9 @@
 //     dtype, f32 or bf16, the same for all of them; statistics the backward reads (mean, rstd,
 //     lse, losses, cross-entropy weights), parameters, their gradients and optimizer state are
 //     f32. A matmul's w may be f32 or bf16 (the working copy) whatever the activations are. An
-//     op computes in f32 or wider and rounds once when it stores a bf16 result; no op's
-//     accumulated (+=) output is bf16.
+//     op computes in f32 or wider and rounds once when it stores a bf16 result (one exception:
+//     the CUDA backend adds a matmul's bias to a bf16 result in bf16, cuBLASLt's rule for its
+//     epilogue; docs/cuda.md); no op's accumulated (+=) output is bf16.
 // checks.cpp checks each op's arguments against these contracts; backends/reference runs them.
 #pragma once
 #include <cstdint>
@@ -199,8 +200,8 @@ struct OpTable {
 // null: it can); how to set the number of host threads it computes with (null: it has none to
 // set); and one line on what it runs, starting with a verb ("runs on the first NVIDIA GPU; ...")
 // for help texts and hints. bf16_activations: whether a bf16 run stores its activations in bf16
-// on this backend (docs/bf16.md); a backend whose ops still widen bf16 in a separate pass says
-// false, and its bf16 runs keep f32 activations with bf16 matmuls until its kernels take bf16.
+// on this backend (docs/bf16.md); false keeps f32 activations with bf16 matmuls in a bf16 run (a
+// backend whose ops still widen bf16 in separate passes, or whose bf16 path is not measured yet).
 // LLMTK_BF16_ACTIVATIONS=1/0 in the environment overrides it (activation_dtype).
 struct BackendInfo {
   const OpTable* table;

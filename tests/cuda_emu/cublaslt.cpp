@@ -22,6 +22,8 @@
 #include <cstring>
 #include <vector>
 
+std::size_t cuda_emu_bytes_after(const void* p);  // runtime.cpp
+
 namespace {
 
 struct Desc {
@@ -261,6 +263,22 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t desc, const
                  alignment_of(d.bias), unsigned(algo->data[4]));
     return CUBLAS_STATUS_INVALID_VALUE;
   }
+  // Every matrix and vector the product reads or writes lies inside its allocation.
+  auto inside = [](const void* p, std::uint64_t rows, std::uint64_t cols, std::int64_t ld, cudaDataType_t t,
+                   const char* what) {
+    const std::uint64_t elements = cols == 0 || rows == 0 ? 0 : std::uint64_t(ld) * (cols - 1) + rows;
+    const std::uint64_t bytes = elements * (t == CUDA_R_32F ? 4 : 2), have = cuda_emu_bytes_after(p);
+    if (bytes <= have) return true;
+    std::fprintf(stderr, "cuda_emu cuBLASLt: %s spans %llu bytes; its allocation has %llu from there\n", what,
+                 static_cast<unsigned long long>(bytes), static_cast<unsigned long long>(have));
+    return false;
+  };
+  if (!inside(A, a.rows, a.cols, a.ld, a.type, "operand A") || !inside(B, b.rows, b.cols, b.ld, b.type, "operand B") ||
+      (*static_cast<const float*>(beta) != 0.0f && !inside(C, c.rows, c.cols, c.ld, c.type, "operand C")) ||
+      !inside(D, dd.rows, dd.cols, dd.ld, dd.type, "operand D") ||
+      (d.has_bias() && !inside(d.bias, m, 1, std::int64_t(m), dd.type, "the bias")) ||
+      (d.gelu() && !inside(d.aux, m, n, d.aux_ld, dd.type, "the aux matrix")))
+    return CUBLAS_STATUS_INVALID_VALUE;
   cuda_emu::DeviceAccess access;
   if (d.gelu()) ++gelu_epilogues;
   const float al = *static_cast<const float*>(alpha), be = *static_cast<const float*>(beta);

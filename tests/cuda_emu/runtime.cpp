@@ -18,7 +18,8 @@
 namespace {
 struct Region {
   void* p;
-  std::size_t bytes;
+  std::size_t bytes;      // mapped
+  std::size_t requested;  // asked for by cudaMalloc
 };
 std::vector<Region> regions;
 int access_depth = 0;
@@ -86,9 +87,21 @@ cudaError_t cudaMalloc(void** p, std::size_t bytes) {
   if (m == MAP_FAILED) return fail(cudaErrorMemoryAllocation);
   std::memset(m, 0xff, n);  // NaN floats: memory read before it is written shows
   if (access_depth == 0 && mprotect(m, n, PROT_NONE) != 0) std::abort();
-  regions.push_back({m, n});
+  regions.push_back({m, n, bytes});
   *p = m;
   return cudaSuccess;
+}
+// The bytes from p to the end of the cudaMalloc allocation holding it, 0 outside device memory:
+// the emulated libraries check that what they read and write lies inside (a real one would read
+// past the end silently).
+std::size_t cuda_emu_bytes_after(const void* p) {
+  std::lock_guard<std::recursive_mutex> lock(access_mutex());
+  const auto* a = static_cast<const char*>(p);
+  for (const Region& r : regions) {
+    const auto* begin = static_cast<const char*>(r.p);
+    if (a >= begin && a < begin + r.requested) return std::size_t(begin + r.requested - a);
+  }
+  return 0;
 }
 cudaError_t cudaFree(void* p) {
   std::lock_guard<std::recursive_mutex> lock(access_mutex());
