@@ -83,9 +83,13 @@ DataParallel::RingLayout DataParallel::ring_layout(const Arena& grads, const std
   for (std::size_t i = 0; i < entries.size(); ++i)
     if (!in_ring[i]) l.offsets[i] = at, at += bytes_of(entries[i].numel);
   l.base = at;
+  // Within its slot a bucket's entries lie in the parameters' order (the bucket lists them
+  // backwards), as in the optimizer's layout: on GPUs each bucket is then one reduce-scatter where
+  // it lies (scatter_in_place).
   for (std::size_t b : l.ring) {
     std::size_t in = l.base + std::size_t(buckets[b].ring % 2) * l.slot_bytes;
-    for (int i : buckets[b].entries) l.offsets[std::size_t(i)] = in, in += bytes_of(entries[std::size_t(i)].numel);
+    const auto& es = buckets[b].entries;
+    for (auto i = es.rbegin(); i != es.rend(); ++i) l.offsets[std::size_t(*i)] = in, in += bytes_of(entries[std::size_t(*i)].numel);
   }
   l.bytes = std::max<std::size_t>(Arena::kAlign, l.base + std::min<std::size_t>(2, l.ring.size()) * l.slot_bytes);
   return l;
@@ -105,8 +109,6 @@ DataParallel::DataParallel(Communicator& comm, Arena& grads, double bucket_mb, b
   overlap_ = overlap && comm.size() > 1 && comm.calls_from_any_thread();
   LLMTK_CHECK(grads.allocated(), "data parallel", "the gradients are not allocated yet");
   device_ = grads.device() != Device::host;
-  LLMTK_CHECK(!device_ || !zero2_, "ZeRO-2", "the gradients are in GPU memory, and ZeRO-2's shards and ring are built in host "
-              "memory so far; train on the GPU with distributed.strategy = \"ddp\" or \"zero1\"");
   const auto& entries = grads.entries();
   for (const auto& e : entries)
     LLMTK_CHECK(e.dtype == DType::f32, "data parallel", "gradient ", e.name, " is ", name_of(e.dtype), "; gradients are summed in f32");
@@ -122,11 +124,11 @@ DataParallel::DataParallel(Communicator& comm, Arena& grads, double bucket_mb, b
   // The optimizer's layout: the trainable prefix of floats (the gradient arena mirrors it until
   // ZeRO-2's lay_out_ring() moves the entries), split into shards as the optimizer splits it.
   // Every strategy measures the gradient's norm over these shards (gradient_norm()).
-  std::int64_t prefix = 0;
   for (const auto& e : entries) {
     flat_.push_back(std::int64_t(e.offset / sizeof(float)));
-    prefix = std::max(prefix, flat_.back() + e.numel);
+    prefix_ = std::max(prefix_, flat_.back() + e.numel);
   }
+  const std::int64_t prefix = prefix_;
   shard_ = shard_range(prefix, comm.rank(), comm.size());
   if (zero2_) {
     LLMTK_CHECK(gradient_shard->begin == shard_.begin && gradient_shard->end == shard_.end, "ZeRO-2", "the optimizer's shard [",
@@ -147,9 +149,9 @@ DataParallel::DataParallel(Communicator& comm, Arena& grads, double bucket_mb, b
       }
       mine = std::max(mine, b.counts[std::size_t(comm.rank())]);
     }
-    recv_.resize(std::size_t(mine));
+    if (!device_) recv_.resize(std::size_t(mine));
     shard_grads_.add("shard", {std::max<std::int64_t>(1, shard_.size())});
-    shard_grads_.allocate(host_memory());
+    shard_grads_.allocate(memory_of(grads.device()));
     lay_out_ring();
   }
   if (overlap_) thread_ = std::thread([this] { serve(); });
@@ -162,7 +164,7 @@ DataParallel::DataParallel(Communicator& comm, Arena& grads, double bucket_mb, b
 void DataParallel::lay_out_ring() {
   const RingLayout l = ring_layout(grads_, buckets_);
   ring_ = l.ring, slot_bytes_ = l.slot_bytes, ring_base_ = l.base;
-  grads_.allocate_overlapping(l.offsets, l.bytes, host_memory());
+  grads_.allocate_overlapping(l.offsets, l.bytes, memory_of(grads_.device()));
 }
 
 DataParallel::~DataParallel() {
@@ -177,6 +179,7 @@ DataParallel::~DataParallel() {
 
 void DataParallel::start_step() {
   if (zero2_) shard_grads_.zero();
+  first_ = true;
 }
 
 void DataParallel::arm(AnyModel& model) {
@@ -209,7 +212,9 @@ void DataParallel::layer_done(const std::string& name) {
     const auto t0 = std::chrono::steady_clock::now();
     wait_finished(ring_[next - 2]);
     seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    std::memset(static_cast<std::byte*>(grads_.data()) + ring_base_ + (next % 2) * slot_bytes_, 0, slot_bytes_);
+    // (In GPU memory on the backend's stream, after which the backward writes the slot; the
+    // sum that read it has run by now: the communicator's calls return when they have.)
+    memory_of(grads_.device()).zero(static_cast<std::byte*>(grads_.data()) + ring_base_ + (next % 2) * slot_bytes_, slot_bytes_);
   }
 }
 
@@ -261,10 +266,18 @@ void DataParallel::finish(AnyModel& model) {
   seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (device_) {
     // The sums into means, on the backend's stream (the host path scales each bucket as it
-    // unpacks it; the same product, s · x in f32).
+    // unpacks it; the same product, s · x in f32, and for ZeRO-2 the same sum d + s · x).
     const float inv = 1.0f / float(comm_.size());
-    for (int i = 0; i < int(grads_.entries().size()); ++i) ops::scale_forward(grads_[i], grads_[i], inv);
+    if (!zero2_) {
+      for (int i = 0; i < int(grads_.entries().size()); ++i) ops::scale_forward(grads_[i], grads_[i], inv);
+    } else if (first_) {
+      ops::scale_forward(shard_grads_[0], shard_grads_[0], inv);  // the step's first sums went to the shard itself
+    } else {
+      ops::scale_forward(shard_recv_[0], shard_recv_[0], inv);
+      ops::add_forward(shard_grads_[0], shard_recv_[0], shard_grads_[0]);
+    }
   }
+  first_ = false;
 }
 
 void DataParallel::sum_bucket(std::size_t b) {
@@ -307,6 +320,7 @@ void DataParallel::sum_bucket(std::size_t b) {
 }
 
 void DataParallel::scatter_bucket(std::size_t b) {
+  if (device_) return scatter_in_place(b);
   const Bucket& k = buckets_[b];
   float* p = pack_.data();
   for (const Piece& c : k.pieces) {
@@ -324,6 +338,43 @@ void DataParallel::scatter_bucket(std::size_t b) {
     float* d = shard + (flat_[std::size_t(c.entry)] + c.begin - shard_.begin);
     for (std::int64_t j = 0; j < c.size; ++j) d[j] += q[j] * inv;
     q += c.size;
+  }
+}
+
+// ZeRO-2 in GPU memory: no packing. The optimizer's shards are ranges of the parameters' layout
+// and a bucket holds consecutive parameters, laid out in that order (ring_layout), so a bucket is
+// one range of it: summed where it lies by one reduce-scatter whose counts are the bucket's overlap
+// with each rank's shard, this rank receiving its overlap straight into its place in the shard
+// (the step's first micro-batch; later ones into shard_recv_, added in finish()). The alignment
+// padding between parameters travels too (zeros). Parameters that do not lie so (none in the
+// models here) go in runs of those that do, one call each.
+void DataParallel::scatter_in_place(std::size_t b) {
+  const Bucket& k = buckets_[b];
+  const auto& entries = grads_.entries();
+  const std::vector<int> order(k.entries.rbegin(), k.entries.rend());  // the parameters' order
+  Arena& into = first_ ? shard_grads_ : shard_recv_;
+  if (!first_ && !shard_recv_.allocated()) {
+    shard_recv_.add("received", {std::max<std::int64_t>(1, shard_.size())});
+    shard_recv_.allocate(memory_of(grads_.device()));  // zero-filled: padding never received stays 0
+  }
+  const std::string what = "gradient bucket " + std::to_string(b + 1) + " of " + std::to_string(buckets_.size()) + " (ZeRO-2)";
+  for (std::size_t first = 0, last = 0; first < order.size(); first = last + 1) {
+    const auto at = [&](std::size_t j) { return entries[std::size_t(order[j])]; };
+    last = first;
+    while (last + 1 < order.size() && order[last + 1] == order[last] + 1 &&
+           at(last + 1).offset - at(first).offset == std::size_t(flat_[std::size_t(order[last + 1])] - flat_[std::size_t(order[first])]) * sizeof(float))
+      ++last;
+    // The floats [lo, hi) of the parameters' layout: whole parameters with the padding between them.
+    const std::int64_t lo = flat_[std::size_t(order[first])], hi = flat_[std::size_t(order[last])] + at(last).numel;
+    std::vector<std::int64_t> counts(std::size_t(comm_.size()), 0);
+    for (int r = 0; r < comm_.size(); ++r) {
+      const ShardRange own = shard_range(prefix_, r, comm_.size());
+      counts[std::size_t(r)] = std::max<std::int64_t>(0, std::min(hi, own.end) - std::max(lo, own.begin));
+    }
+    const std::int64_t mine = counts[std::size_t(comm_.rank())];
+    const std::int64_t place = mine ? std::max(lo, shard_.begin) - shard_.begin : 0;
+    comm_.reduce_scatter_sum(TensorRef(static_cast<std::byte*>(grads_.data()) + at(first).offset, DType::f32, {hi - lo}, grads_.device()),
+                             TensorRef(static_cast<float*>(into.data()) + place, DType::f32, {mine}, grads_.device()), counts, what);
   }
 }
 
@@ -369,7 +420,7 @@ double DataParallel::gradient_norm() {
     // The shard comes to the host to be summed in double, in order, as on the CPU: one copy of
     // 1/ranks of the gradients per step.
     staged.resize(std::size_t(shard_.size()));
-    copy_bytes(staged.data(), Device::host, g, Device::cuda, staged.size() * sizeof(float));
+    copy_bytes(staged.data(), Device::host, g, grads_.device(), staged.size() * sizeof(float));
     g = staged.data();
   }
   double sum = 0;
@@ -381,6 +432,12 @@ double DataParallel::gradient_norm() {
 std::vector<double> DataParallel::gradient_squares() {
   const auto& entries = grads_.entries();
   const float* g = static_cast<const float*>(shard_grads_.data());
+  std::vector<float> staged;
+  if (device_) {
+    staged.resize(std::size_t(shard_.size()));
+    copy_bytes(staged.data(), Device::host, g, grads_.device(), staged.size() * sizeof(float));
+    g = staged.data();
+  }
   std::vector<double> out(entries.size(), 0.0);
   for (std::size_t i = 0; i < entries.size(); ++i) {
     const std::int64_t lo = std::max(flat_[i], shard_.begin), hi = std::min(flat_[i] + entries[i].numel, shard_.end);

@@ -117,6 +117,7 @@ class DataParallel final : public GradientHook {
   void launch(std::size_t b);          // hands bucket b to the communication thread (or sums it now)
   void sum_bucket(std::size_t b);      // pack, sum across ranks, unpack divided by the ranks
   void scatter_bucket(std::size_t b);  // ZeRO-2: pack by owner, reduce-scatter, add to the shard
+  void scatter_in_place(std::size_t b);  // ZeRO-2 in GPU memory: reduce-scatter where the bucket lies
   void serve();                        // the communication thread
   void wait_finished(std::size_t b);   // until bucket b is summed
   void rethrow_error();                // the communication thread's error, if any (the mutex held)
@@ -135,7 +136,10 @@ class DataParallel final : public GradientHook {
   bool zero2_ = false;
   ShardRange shard_;
   std::vector<std::int64_t> flat_;     // each entry's first float in the optimizer's layout
+  std::int64_t prefix_ = 0;            // the floats of that layout (the trainable prefix)
   Arena shard_grads_{"gradient shard"};
+  Arena shard_recv_{"gradient shard (received)"};  // GPU memory, with gradient accumulation: a later micro-batch's sums
+  bool first_ = true;                  // the step's first micro-batch is being summed
   std::vector<float> recv_;
   std::vector<std::size_t> ring_;      // the ring's buckets, in order
   std::size_t ring_launched_ = 0;

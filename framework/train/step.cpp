@@ -210,7 +210,7 @@ StepStats TrainStep::run(const std::function<Batch()>& next, std::int64_t grad_a
   if (faults::at("nan_grad", step)) {
     if (dp_ && dp_->shards_gradients()) {
       const float nan = NAN;
-      copy_bytes(dp_->gradient_shard().data, Device::host, &nan, Device::host, sizeof nan);
+      copy_bytes(dp_->gradient_shard().data, dp_->gradient_shard().device, &nan, Device::host, sizeof nan);
     } else {
       poison_gradient(model_);
     }

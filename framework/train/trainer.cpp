@@ -1176,11 +1176,10 @@ void check_distributed(const Recipe& r, const Communicator& comm) {
   LLMTK_CHECK(!tensor || !(r.preference.enabled() || r.reward.enabled() || r.classify.enabled()), r.file,
               "distributed.strategy = \"tp\" trains language models on token shards so far; run [preference], [reward] ",
               "and [classify] with data parallel (\"ddp\", \"zero1\" or \"zero2\")");
-  LLMTK_CHECK(r.train.device != "cuda" || r.distributed.strategy == "ddp" || r.distributed.strategy == "zero1", r.file,
-              "distributed.strategy = \"", r.distributed.strategy, "\" runs on the CPU so far (its ",
-              r.distributed.strategy == "tp" ? "split layers and parallel cross-entropy are" : "gradient shards and ring are",
-              " built in host memory); on train.device = \"cuda\" use distributed.strategy = \"ddp\" or \"zero1\", or ",
-              "train on the CPU");
+  LLMTK_CHECK(r.train.device != "cuda" || !tensor, r.file,
+              "distributed.strategy = \"tp\" runs on the CPU so far (its split layers' sums and the parallel cross-entropy are ",
+              "built in host memory); on train.device = \"cuda\" use distributed.strategy = \"ddp\", \"zero1\" or \"zero2\", or ",
+              "train tensor parallel on the CPU");
 }
 
 void log_plan(const Run& run, double fwd_flops, double peak) {

@@ -11,7 +11,12 @@
 # - a checkpoint of 2 ranks resumes in one process;
 # - ZeRO-1 (the optimizer state sharded, the weights gathered over NCCL): data parallel's bits, and
 #   its checkpoint resumed in one process;
-# - refused before any work: more ranks than GPUs on a machine, and ZeRO-2 on the GPU.
+# - ZeRO-2 (each bucket reduce-scattered where it lies in GPU memory, the ring of two slots in GPU
+#   memory): data parallel's bits with one bucket and with a bucket per layer, summed during the
+#   backward and after each bucket's layers; with gradient accumulation (the later micro-batches'
+#   sums added to the shard) against one process; training internals from the shards; its
+#   checkpoint resumed in one process;
+# - refused before any work: more ranks than GPUs on a machine, and tensor parallel on the GPU.
 # On a machine with 2 GPUs, `nccl_emulated.sh build/bin/llmtk` runs the same checks on them.
 set -euo pipefail
 llmtk=$1
@@ -38,6 +43,35 @@ for run in two-again two-after zero1; do
   cmp <(grep -o '"loss":[^,]*' two/metrics.jsonl) <(grep -o '"loss":[^,]*' $run/metrics.jsonl)
 done
 run two-one "$llmtk" train tiny.toml "${gpu[@]}" --resume two/checkpoints/step_00000005 --run-dir two-one
+# ZeRO-2: with 2 ranks a sum of two floats is the same whichever rank adds them, so reduce-scatter
+# gives all-reduce's bits, and each rank's shard the same update: data parallel's bits. With 4
+# layers in buckets of one layer each the ring's two slots (GPU memory) are reused going down.
+run zero2 "${mpi[@]}" "$llmtk" train tiny.toml "${gpu[@]}" --set distributed.strategy=zero2 --run-dir zero2
+grep -q "distributed: 2 processes (nccl), data parallel with the optimizer state and the gradients sharded (ZeRO-2" zero2.txt ||
+  { cat zero2.txt; exit 1; }
+ring=(--set model.n_layers=4 --set distributed.bucket_mb=0.001)
+run ddp-ring "${mpi[@]}" "$llmtk" train tiny.toml "${gpu[@]}" "${ring[@]}" --run-dir ddp-ring
+run zero2-ring "${mpi[@]}" "$llmtk" train tiny.toml "${gpu[@]}" "${ring[@]}" --set distributed.strategy=zero2 --run-dir zero2-ring
+run zero2-ring-after "${mpi[@]}" "$llmtk" train tiny.toml "${gpu[@]}" "${ring[@]}" --set distributed.strategy=zero2 \
+  --set distributed.overlap=false --run-dir zero2-ring-after
+grep -q "gradients averaged in 6 buckets" zero2-ring.txt && grep -q "before the backward goes on" zero2-ring-after.txt ||
+  { cat zero2-ring.txt zero2-ring-after.txt; exit 1; }
+for f in model optimizer.m optimizer.v; do
+  cmp two/checkpoints/step_00000010/$f.safetensors zero2/checkpoints/step_00000010/$f.safetensors
+  cmp ddp-ring/checkpoints/step_00000010/$f.safetensors zero2-ring/checkpoints/step_00000010/$f.safetensors
+  cmp ddp-ring/checkpoints/step_00000010/$f.safetensors zero2-ring-after/checkpoints/step_00000010/$f.safetensors
+done
+cmp <(grep -o '"loss":[^,]*' two/metrics.jsonl) <(grep -o '"loss":[^,]*' zero2/metrics.jsonl)
+cmp <(grep -o '"loss":[^,]*' ddp-ring/metrics.jsonl) <(grep -o '"loss":[^,]*' zero2-ring/metrics.jsonl)
+# Gradient accumulation: every micro-batch's buckets summed into the shard (the second's through
+# the received shard, added after the backward); against one process with the same micro-batches.
+accum=(--set train.grad_accum=2 --set train.batch=4 --set distributed.bucket_mb=0.001)
+run one-accum "$llmtk" train tiny.toml "${gpu[@]}" "${accum[@]}" --run-dir one-accum
+run zero2-accum "${mpi[@]}" "$llmtk" train tiny.toml "${gpu[@]}" "${accum[@]}" --set distributed.strategy=zero2 \
+  --set log.internals=true --set log.internals_every=5 --run-dir zero2-accum
+run two-accum "${mpi[@]}" "$llmtk" train tiny.toml "${gpu[@]}" "${accum[@]}" --set log.internals=true --set log.internals_every=5 \
+  --run-dir two-accum
+run zero2-one "$llmtk" train tiny.toml "${gpu[@]}" --resume zero2/checkpoints/step_00000005 --run-dir zero2-one
 
 python3 - <<'PY'
 import json, struct
@@ -76,6 +110,19 @@ print(f"weights after 10 steps: max difference {d:.2e}")
 assert d < 1e-5
 close(losses("two-one"), two, 1e-6, "2 ranks -> 1 process resume at step 5 vs 2 ranks straight")
 close(losses("zero1-one"), two, 1e-6, "ZeRO-1 checkpoint of 2 ranks resumed in 1 process vs 2 ranks straight")
+close(losses("zero2-one"), two, 1e-6, "ZeRO-2 checkpoint of 2 ranks resumed in 1 process vs 2 ranks straight")
+close(losses("one-accum"), losses("zero2-accum"), 1e-6, "1 process vs ZeRO-2 with grad_accum = 2, a bucket per layer")
+
+def grad_norms(run):
+    out = {}
+    for line in open(f"{run}/internals.jsonl"):
+        rec = json.loads(line)
+        for layer in rec["layers"]:
+            if "grad_norm" in layer: out[(rec["step"], layer["name"])] = layer["grad_norm"]
+    return out
+a, b = grad_norms("two-accum"), grad_norms("zero2-accum")
+assert len(a) >= 8, sorted(a)
+close(a, b, 1e-5, "each layer's gradient norm in the training internals, ZeRO-2 (shards in GPU memory) vs data parallel")
 PY
 
 # (With the real llmtk on a machine with 2 GPUs the same checks run; this one needs the emulation.)
@@ -83,6 +130,6 @@ if [[ $(basename "$llmtk") == llmtk_cuda_emu ]]; then
   expect_refusal too-many "2 ranks run on this machine and it has 1 GPU; NCCL takes one GPU per rank" \
     env CUDA_EMU_DEVICES=1 "${mpi[@]}" "$llmtk" train tiny.toml "${gpu[@]}" --run-dir too-many-run
 fi
-expect_refusal zero2 "on train.device = \"cuda\" use distributed.strategy = \"ddp\" or \"zero1\"" \
-  "${mpi[@]}" "$llmtk" train tiny.toml "${gpu[@]}" --set distributed.strategy=zero2 --run-dir zero2-run
-echo "nccl_emulated.sh: data parallel over NCCL on emulated GPUs passed"
+expect_refusal tp "on train.device = \"cuda\" use distributed.strategy = \"ddp\", \"zero1\" or \"zero2\"" \
+  "${mpi[@]}" "$llmtk" train tiny.toml "${gpu[@]}" --set distributed.strategy=tp --run-dir tp-run
+echo "nccl_emulated.sh: data parallel, ZeRO-1 and ZeRO-2 over NCCL on emulated GPUs passed"
