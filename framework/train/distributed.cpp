@@ -454,15 +454,18 @@ double DataParallel::loss_share(double weight) {
   return total > 0 ? double(comm_.size()) * weight / total : 1.0;
 }
 
-void DataParallel::agree(double& loss, bool& finite, Metrics& metrics) {
+void DataParallel::agree(double& loss, bool& finite, Metrics& sums, double& weight, Metrics& means) {
   if (comm_.size() == 1) return;
-  std::vector<double> v = {loss, finite ? 0.0 : 1.0};
-  for (const auto& kv : metrics) v.push_back(kv.second);
+  std::vector<double> v = {loss, finite ? 0.0 : 1.0, weight};
+  for (const auto& kv : sums) v.push_back(kv.second);
+  for (const auto& kv : means) v.push_back(kv.second);
   comm_.all_reduce_sum(v.data(), std::int64_t(v.size()), "the step's loss and metrics");
   const double n = double(comm_.size());
   loss = v[0] / n;
   finite = v[1] == 0 && std::isfinite(loss);
-  for (std::size_t i = 0; i < metrics.size(); ++i) metrics[i].second = v[i + 2] / n;
+  weight = v[2];
+  for (std::size_t i = 0; i < sums.size(); ++i) sums[i].second = v[3 + i];
+  for (std::size_t i = 0; i < means.size(); ++i) means[i].second = v[3 + sums.size() + i] / n;
 }
 
 }  // namespace llmtk::train

@@ -65,10 +65,10 @@ class DataParallel final : public GradientHook {
   // the ranks' mean is the mean over the whole batch (1 when every rank counts the same, or the
   // objective's loss is no such mean). A collective: every rank calls it for every micro-batch.
   double loss_share(double weight);
-  // After the step's gradient norm: the loss and metrics become their means over the ranks (each
-  // measured its rows), and `finite` true only if it is on every rank, so that all ranks skip a
-  // step or none does. One collective.
-  void agree(double& loss, bool& finite, Metrics& metrics);
+  // After the step's gradient norm: the loss and `means` become their means over the ranks (each
+  // measured its rows), `sums` and `weight` (weighted metrics, TrainStep) their sums, and `finite`
+  // true only if it is on every rank, so that all ranks skip a step or none does. One collective.
+  void agree(double& loss, bool& finite, Metrics& sums, double& weight, Metrics& means);
 
   // ZeRO-2: this rank's summed gradients, as the optimizer's shard of the trainable prefix (a
   // null TensorRef otherwise). The norm of the whole averaged gradient (every strategy; a

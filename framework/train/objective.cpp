@@ -291,6 +291,7 @@ float GrpoLoss::forward(TensorRef logits, const Labels& labels) {
   }
   metrics_ = {{"kl", tokens ? kl / tokens : 0.0}, {"clip_fraction", tokens ? clipped / tokens : 0.0},
               {"entropy", tokens ? entropy / tokens : 0.0}};
+  tokens_ = tokens;
   ready_ = true;
   return static_cast<float>(total);
 }
@@ -396,31 +397,29 @@ float ValueLoss::forward(TensorRef values, const Labels& labels) {
   values_ = outputs_on_host(values);
   const std::int32_t* tg = labels.targets.i32();
   const float* g = labels.returns.f32();
-  double n = 0, sum = 0, mean_g = 0;
-  for (std::int64_t k = 0; k < R * T; ++k)
-    if (tg[k] != kIgnoreIndex) n += 1, mean_g += g[k];
+  double n = 0, sum = 0;
+  for (std::int64_t k = 0; k < R * T; ++k) n += tg[k] != kIgnoreIndex;
   dvalues_.assign(std::size_t(R * T), 0.0f);
   weight_ = n;
-  if (n == 0) {
-    metrics_ = {{"explained_variance", 0.0}};
-    ready_ = true;
-    return 0.0f;
-  }
-  mean_g /= n;
-  double var_g = 0, var_err = 0, mean_err = 0;
-  for (std::int64_t k = 0; k < R * T; ++k)
-    if (tg[k] != kIgnoreIndex) mean_err += double(g[k]) - values_[std::size_t(k)];
-  mean_err /= n;
+  sums_ = {n, 0, 0, 0, 0};
   for (std::int64_t k = 0; k < R * T; ++k) {
     if (tg[k] == kIgnoreIndex) continue;
     const double e = double(values_[std::size_t(k)]) - g[k];
     sum += 0.5 * e * e;
     dvalues_[std::size_t(k)] = static_cast<float>(e / n);
-    var_g += (g[k] - mean_g) * (g[k] - mean_g), var_err += (-e - mean_err) * (-e - mean_err);
+    sums_[1] += g[k], sums_[2] += double(g[k]) * g[k], sums_[3] -= e, sums_[4] += e * e;
   }
-  metrics_ = {{"explained_variance", var_g > 0 ? 1 - var_err / var_g : 0.0}};
   ready_ = true;
-  return static_cast<float>(sum / n);
+  return n > 0 ? static_cast<float>(sum / n) : 0.0f;
+}
+
+// Variances from sums (Σx² − (Σx)²/n): what ranks can add. In double, over returns and errors of
+// order one, the cancellation costs nothing measurable.
+Metrics ValueLoss::metrics_of(const Sums& s) {
+  const double n = s[0];
+  if (n == 0) return {{"value_loss", 0.0}, {"explained_variance", 0.0}};
+  const double var_g = s[2] - s[1] * s[1] / n, var_err = s[4] - s[3] * s[3] / n;
+  return {{"value_loss", 0.5 * s[4] / n}, {"explained_variance", var_g > 0 ? 1 - var_err / var_g : 0.0}};
 }
 
 void ValueLoss::backward(TensorRef dvalues) {

@@ -10,6 +10,7 @@
 // (DPO, IPO, SimPO), BradleyTerryLoss a reward model's, GrpoLoss the RL policy's; MLM and span
 // corruption are further implementations of the same interface.
 #pragma once
+#include <array>
 #include <cstdint>
 #include <string>
 #include <utility>
@@ -72,6 +73,11 @@ class Objective {
   // share of the total, so that ranks whose rows count different numbers of targets (loss masks,
   // masked tokens) give the mean one process would take over the whole batch.
   virtual double weight() const { return 0; }
+  // What the last forward's metrics are means over (GRPO's kl and entropy: the sampled tokens), or
+  // 1 when every batch counts the same (pairs: each rank and micro-batch holds as many). The step's
+  // metrics are the means weighted by it, over micro-batches and data-parallel ranks, as one
+  // process would measure them over the whole batch.
+  virtual double metrics_weight() const { return 1; }
 };
 
 // Per-position cross-entropy on the logits' device, brought back to the host: the piece shared by
@@ -168,12 +174,14 @@ class GrpoLoss final : public Objective {
   // advantage), entropy (mean −log π of the sampled tokens: an estimate of the policy's entropy
   // at temperature 1).
   Metrics metrics() const override { return metrics_; }
+  double metrics_weight() const override { return tokens_; }  // the sampled tokens counted
 
  private:
   GrpoLossOptions options_;
   TokenLosses losses_;
   std::vector<float> weights_;
   Metrics metrics_;
+  double tokens_ = 0;
   bool ready_ = false;
 };
 
@@ -218,15 +226,21 @@ class ValueLoss final : public Objective {
   // labels.returns [R, T] host.
   float forward(TensorRef values, const Labels& labels) override;
   void backward(TensorRef dvalues) override;
-  // explained_variance: 1 − Var(G − V) / Var(G) over the counted positions (1: perfect, ≤ 0: no better than the mean).
-  Metrics metrics() const override { return metrics_; }
+  // value_loss and explained_variance: 1 − Var(G − V) / Var(G) over the counted positions (1:
+  // perfect, ≤ 0: no better than the mean), from sums().
+  Metrics metrics() const override { return metrics_of(sums_); }
+  // What the metrics are made of, so that data-parallel ranks can add theirs and measure the
+  // whole batch: n, Σ G, Σ G², Σ (G − V), Σ (G − V)² over the counted positions.
+  using Sums = std::array<double, 5>;
+  const Sums& sums() const { return sums_; }
+  static Metrics metrics_of(const Sums& s);
   // The positions the last forward counted (N): data parallel weights each rank's mean by them.
   double weight() const override { return weight_; }
   const std::vector<float>& values() const { return values_; }  // the last forward's, [R·T] on the host
 
  private:
   std::vector<float> values_, dvalues_;
-  Metrics metrics_;
+  Sums sums_{};
   double weight_ = 0;
   bool ready_ = false;
 };

@@ -235,7 +235,7 @@ Batch RolloutBatches::next() {
     vl.returns = TensorRef(returns_.data(), DType::f32, {R, T});
     ValueLoss value_loss;
     critic_->zero_grad();
-    const float v = value_loss.forward(critic_->logits(), vl);
+    value_loss.forward(critic_->logits(), vl);
     value_loss.backward(critic_->logits());
     if (critic_dp_) {
       // As the trainer does for the policy: this rank's share of the whole batch's mean, then the
@@ -250,7 +250,12 @@ Batch RolloutBatches::next() {
       critic_->backward(critic_->logits());
     }
     critic_optimizer_->step(critic_->params(), critic_->grads(), o_.critic_lr, ++critic_steps_);
-    ppo = {{"value_loss", double(v)}, {"explained_variance", value_loss.metrics()[0].second}, {"kl_penalty", kl / double(R)}};
+    // The critic's metrics over the whole batch: the ranks' sums added (a mean of the ranks'
+    // means would weigh a rank with fewer counted positions as much as one with more).
+    ValueLoss::Sums sums = value_loss.sums();
+    if (data_) data_->all_reduce_sum(sums.data(), std::int64_t(sums.size()), "the critic's value sums (PPO's metrics)");
+    ppo = ValueLoss::metrics_of(sums);
+    ppo.push_back({"kl_penalty", kl / double(R)});
     labels.advantages = TensorRef(advantages_.data(), DType::f32, {R, T});
     labels.behaviour = TensorRef(behaviour_logp_.data(), DType::f32, {R, T});
   }

@@ -175,6 +175,10 @@ StepStats TrainStep::run(const std::function<Batch()>& next, std::int64_t grad_a
     for (;;) std::this_thread::sleep_for(std::chrono::hours(1));
   model_.zero_grad();
   if (dp_) dp_->start_step();
+  // The objective's metrics summed with their weights (Objective::metrics_weight), the model's
+  // parts' (an MoE router's load) as plain sums: means over the micro-batches (and ranks) below.
+  Metrics objective_sums, part_sums;
+  double metrics_weight = 0;
   for (std::int64_t micro = 0; micro < grad_accum; ++micro) {
     // A new dropout mask per micro-batch, reproducible from (seed, step, micro): resuming a run
     // draws the masks it would have drawn. Never 0, which means no dropout.
@@ -201,8 +205,12 @@ StepStats TrainStep::run(const std::function<Batch()>& next, std::int64_t grad_a
       s.loss += forward_and_backward();
     }
     if (sums) dp_->finish(model_);  // every gradient (ZeRO-2: of this rank's shard) is the mean over the ranks now
-    accumulate(s.metrics, objective_.metrics());
-    accumulate(s.metrics, model_.part_stats());  // an MoE router's load and auxiliary losses
+    Metrics m = objective_.metrics();
+    const double w = objective_.metrics_weight();
+    for (auto& kv : m) kv.second *= w;
+    accumulate(objective_sums, m);
+    metrics_weight += w;
+    accumulate(part_sums, model_.part_stats());  // an MoE router's load and auxiliary losses
   }
   model_.set_dropout_seed(0);
   s.loss /= double(grad_accum);
@@ -215,7 +223,7 @@ StepStats TrainStep::run(const std::function<Batch()>& next, std::int64_t grad_a
       poison_gradient(model_);
     }
   }
-  for (auto& m : s.metrics) m.second /= double(grad_accum);
+  for (auto& m : part_sums) m.second /= double(grad_accum);
   if (grad_accum > 1) scale_grads(1.0f / float(grad_accum));
   if (observe_) observe_();
   if (!options_.measure_norm) {
@@ -225,7 +233,10 @@ StepStats TrainStep::run(const std::function<Batch()>& next, std::int64_t grad_a
     s.grad_norm = grad_norm();
     s.finite = std::isfinite(s.loss) && std::isfinite(s.grad_norm);
   }
-  if (dp_) dp_->agree(s.loss, s.finite, s.metrics);
+  if (dp_) dp_->agree(s.loss, s.finite, objective_sums, metrics_weight, part_sums);
+  for (auto& m : objective_sums) m.second = metrics_weight > 0 ? m.second / metrics_weight : 0.0;
+  s.metrics = std::move(objective_sums);
+  s.metrics.insert(s.metrics.end(), part_sums.begin(), part_sums.end());
   if (!s.finite) return s;
   const double clip = options_.grad_clip;
   if (clip > 0 && options_.measure_norm && s.grad_norm > clip) scale_grads(float(clip / s.grad_norm));

@@ -228,9 +228,17 @@ for a, b, what in (("dpo-one", "dpo-two", "DPO with a reference model"), ("rewar
     print(f"{what}, 1 vs 2 processes: every metric within {worst:.2e} relative (tolerance 1e-4)")
     assert worst <= 1e-4, what
 # GRPO: each rank samples its prompts' replies with the randomness of their rows in the whole
-# batch, so the rewards are one process's exactly; the loss is a mean over rows. (Its kl and
-# entropy are token means, which 2 ranks average per rank: they are not compared.)
+# batch, so the rewards are one process's exactly; the loss is a mean over rows. Its kl, entropy
+# and clip_fraction are means over the sampled tokens, which the ranks weight by their tokens
+# (Objective::metrics_weight): one process's means over the whole batch.
+def token_metrics(ma, mb, keys, rel, what):
+    ks = [k for k in ma if k[0] in keys]
+    assert len(ks) >= 6, (what, sorted(ma))
+    worst = max(abs(ma[k] - mb[k]) / max(abs(ma[k]), 1e-2) for k in ks)
+    print(f"{what}, 1 vs 2 processes: {', '.join(keys)} within {worst:.1e} relative (tolerance {rel:.0e})")
+    assert worst <= rel, [(k, ma[k], mb[k]) for k in ks if abs(ma[k] - mb[k]) / max(abs(ma[k]), 1e-2) > rel]
 ma, mb = metrics("grpo-one"), metrics("grpo-two")
+token_metrics(ma, mb, ("kl", "entropy", "clip_fraction"), 1e-6, "GRPO's token means")
 same = [k for k in ma if k[0] in ("reward", "reward_std", "solved", "response_length")]
 assert len(same) == 24 and all(ma[k] == mb[k] for k in same), [(k, ma[k], mb[k]) for k in same if ma[k] != mb[k]]
 assert any(ma[k] > 0 for k in same if k[0] == "reward_std"), "no reward varied within a group: GRPO learned nothing"
@@ -243,6 +251,10 @@ assert worst <= 1e-8
 # the whole batch (planting an unweighted mean of the ranks' critic gradients, or whitening per
 # rank, changes the replies sampled a few steps later: the rewards differ).
 ma, mb = metrics("ppo-one"), metrics("ppo-two")
+# The critic's value_loss and explained_variance from the ranks' summed statistics; the policy's
+# token means weighted by tokens.
+token_metrics(ma, mb, ("value_loss", "explained_variance", "kl_penalty", "kl", "entropy", "clip_fraction"), 1e-5,
+              "PPO's metrics")
 same = [k for k in ma if k[0] in ("reward", "reward_std", "solved", "response_length")]
 assert len(same) == 24 and all(ma[k] == mb[k] for k in same), [(k, ma[k], mb[k]) for k in same if ma[k] != mb[k]]
 worst = max(abs(ma[k] - mb[k]) / max(abs(ma[k]), 1e-2) for k in ma if k[0] == "loss")

@@ -39,10 +39,14 @@ void bench(const BenchArgs& a) {
   const ArchInfo& info = find_arch(a.arch);
   const Dims dims = dims_with_overrides(info, a.sets, "bench step");
   (void)train::matmul_peak_override();  // a bad value stops here, not after the timed steps
+  // Under mpirun: data parallel, each rank a part of the batch (docs/distributed.md); on GPUs the
+  // gradients go over NCCL, opened (each rank on its local GPU) before the backend allocates.
+  Communicator& world_comm = world();
+  std::unique_ptr<Communicator> nccl;
+  if (world_comm.size() > 1 && a.device == "cuda") nccl = open_nccl(world_comm);
+  Communicator& comm = nccl ? *nccl : world_comm;
   ops::require_backend(a.device);
   ops::set_matmul_precision(a.precision == "bf16" ? DType::bf16 : DType::f32);
-  // Under mpirun: data parallel, each rank a part of the batch (docs/distributed.md).
-  Communicator& comm = world();
   const int ranks = comm.size();
   LLMTK_CHECK(a.batch % ranks == 0, "bench step", "--batch ", a.batch, " does not divide among ", ranks, " processes");
   if (ranks > 1) ops::set_threads(train::threads_per_rank(comm));
