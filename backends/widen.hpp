@@ -38,7 +38,7 @@ constexpr int outputs_of(std::string_view op) {
       {"moe_route_forward", 4},     {"moe_route_backward", 1},    {"moe_gather", 1},
       {"moe_combine_forward", 1},   {"moe_combine_backward", 2},
       {"mingru_gates_forward", 2},  {"mingru_gates_backward", 2}, {"linear_scan_forward", 1},
-      {"linear_scan_backward", 2},
+      {"linear_scan_backward", 2},  {"vocab_parallel_ce_forward", 1}, {"vocab_parallel_ce_backward", 1},
   };
   for (const auto& [name, n] : kOutputs)
     if (name == op) return n;

@@ -493,6 +493,22 @@ void case_cross_entropy_backward(Case& c) {
   ops::cross_entropy_backward(dmasked, masked, late_targets(c, 3, 4200, 4100), TensorRef{}, 1.0f / 3, -100);
   c.keep("dlogits (first 4100 logits -inf)", dmasked);
 }
+// Tensor parallel's cross-entropy: a rank holding columns [300, 427) of a vocabulary of 500,
+// targets anywhere in the vocabulary, one ignored.
+void case_vocab_parallel_ce_forward(Case& c) {
+  auto logits = c.make({33, 127}, 3.0), stats = c.param({33, 2});
+  ops::vocab_parallel_ce_forward(stats, logits, c.ids({33}, 500, true), 300, -100);
+  c.keep("stats", stats);
+}
+void case_vocab_parallel_ce_backward(Case& c) {
+  auto logits = c.make({33, 127}, 3.0), dlogits = c.make({33, 127});
+  std::vector<float> lse = c.normal({33}, 1.0, 6.0), scale = c.normal({33}, 0.01, 0.03);
+  scale[1] = 0;  // an ignored row
+  const TensorRef targets = c.ids({33}, 500, true);
+  ops::vocab_parallel_ce_backward(dlogits, logits, targets, c.place_values(lse, DType::f32, {33}),
+                                  c.place_values(scale, DType::f32, {33}), 300);
+  c.keep("dlogits", dlogits);
+}
 // Mixture of experts: 13 tokens, 8 experts, top-2 (normalised) and top-1 (Switch's raw probability).
 void case_moe_route_forward(Case& c) {
   for (auto [K, normalize] : {std::pair{2, 1}, std::pair{1, 0}}) {

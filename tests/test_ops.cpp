@@ -406,6 +406,66 @@ void check_cross_entropy_backward() {
   expect_gradient("dlogits (weighted)", logits, dlogits, fw);
   for (int v = 0; v < 7; ++v) CHECK(dlogits[14 + std::size_t(v)] == 0.0f);  // weight 0
 }
+// Tensor parallel's cross-entropy: a vocabulary of 7 split into columns [0, 3) and [3, 7). The two
+// ranks' statistics combine into cross_entropy_forward's loss, and their gradients, concatenated,
+// are cross_entropy_backward's.
+struct VocabSplit {
+  Rng rng{12};
+  Buf logits{{4, 7}, &rng, 2.0};
+  Ids targets{{3, -100, 0, 6}, {4}};
+  Buf part(int r) {  // rank r's columns
+    const std::int64_t v0 = r ? 3 : 0, V = r ? 4 : 3;
+    Buf p({4, V});
+    for (std::int64_t n = 0; n < 4; ++n)
+      for (std::int64_t j = 0; j < V; ++j) p[std::size_t(n * V + j)] = logits[std::size_t(n * 7 + v0 + j)];
+    return p;
+  }
+};
+void check_vocab_parallel_ce_forward() {
+  VocabSplit s;
+  Buf losses({4});
+  ops::cross_entropy_forward(losses.t(), s.logits.t(), s.targets.t(), -100);
+  Buf a = s.part(0), b = s.part(1), sa({4, 2}), sb({4, 2});
+  ops::vocab_parallel_ce_forward(sa.t(), a.t(), s.targets.t(), 0, -100);
+  ops::vocab_parallel_ce_forward(sb.t(), b.t(), s.targets.t(), 3, -100);
+  for (std::size_t n = 0; n < 4; ++n) {
+    if (n == 1) {  // ignored
+      CHECK(sa[2] == 0.0f); CHECK(sa[3] == 0.0f); CHECK(sb[2] == 0.0f); CHECK(sb[3] == 0.0f);
+      continue;
+    }
+    const double lse = std::log(std::exp(double(sa[2 * n])) + std::exp(double(sb[2 * n])));
+    // The target's logit from the rank that holds it; 0 from the other.
+    const int t = s.targets.v[n];
+    CHECK((t < 3 ? sb[2 * n + 1] : sa[2 * n + 1]) == 0.0f);
+    CHECK(sa[2 * n + 1] + sb[2 * n + 1] == s.logits[n * 7 + std::size_t(t)]);
+    CHECK(lse - (sa[2 * n + 1] + sb[2 * n + 1]) == Approx(losses[n]).epsilon(1e-6));
+  }
+}
+void check_vocab_parallel_ce_backward() {
+  VocabSplit s;
+  Buf weights({4}, {2.0f, 1.0f, 0.5f, 0.25f}), whole({4, 7});
+  ops::cross_entropy_backward(whole.t(), s.logits.t(), s.targets.t(), weights.t(), 0.5f, -100);
+  Buf lse({4}), scale({4});
+  for (std::size_t n = 0; n < 4; ++n) {
+    double m = -1e30, sum = 0;
+    for (std::size_t j = 0; j < 7; ++j) m = std::max(m, double(s.logits[n * 7 + j]));
+    for (std::size_t j = 0; j < 7; ++j) sum += std::exp(double(s.logits[n * 7 + j]) - m);
+    lse[n] = float(m + std::log(sum));
+    scale[n] = s.targets.v[n] == -100 ? 0.0f : 0.5f * weights[n];
+  }
+  for (int r = 0; r < 2; ++r) {
+    const std::int64_t v0 = r ? 3 : 0, V = r ? 4 : 3;
+    Buf p = s.part(r), dp({4, V});
+    ops::vocab_parallel_ce_backward(dp.t(), p.t(), s.targets.t(), lse.t(), scale.t(), int(v0));
+    for (std::int64_t n = 0; n < 4; ++n)
+      for (std::int64_t j = 0; j < V; ++j) {
+        INFO("rank " << r << ", row " << n << ", column " << v0 + j);
+        CHECK(dp[std::size_t(n * V + j)] == Approx(whole[std::size_t(n * 7 + v0 + j)]).margin(1e-7));
+      }
+    ops::vocab_parallel_ce_backward(p.t(), p.t(), s.targets.t(), lse.t(), scale.t(), int(v0));  // in place
+    CHECK(p.v == dp.v);
+  }
+}
 
 // ---- mixture of experts ----------------------------------------------------------------------
 void check_moe_route_forward() {

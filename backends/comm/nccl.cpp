@@ -38,15 +38,19 @@ class Nccl final : public Communicator {
  public:
   // `host` outlives this object, or `owned` is it (a split's sub-communicator). `group` names a
   // sub-communicator in errors (" of the tensor-parallel group 1"); empty for the world.
-  Nccl(Communicator& host, std::unique_ptr<Communicator> owned, std::string group)
+  // `device`: the GPU of a split (its parent's: a rank's local rank in a group is not its GPU),
+  // or −1 for the world's, chosen here from the local rank.
+  Nccl(Communicator& host, std::unique_ptr<Communicator> owned, std::string group, int device = -1)
       : owned_(std::move(owned)), host_(owned_ ? *owned_ : host), group_(std::move(group)) {
     timeout_s_ = host_.timeout();
-    int gpus = 0;
-    check_cuda(cudaGetDeviceCount(&gpus), "cudaGetDeviceCount", "start-up");
-    LLMTK_CHECK(host_.local_size() <= gpus, "nccl", host_.local_size(), " ranks run on this machine and it has ", gpus,
-                gpus == 1 ? " GPU" : " GPUs", "; NCCL takes one GPU per rank: launch at most ", gpus,
-                " processes per machine (mpirun -np ", gpus, ", or --map-by ppr:", gpus, ":node across machines)");
-    device_ = host_.local_rank();
+    if (device < 0) {
+      int gpus = 0;
+      check_cuda(cudaGetDeviceCount(&gpus), "cudaGetDeviceCount", "start-up");
+      LLMTK_CHECK(host_.local_size() <= gpus, "nccl", host_.local_size(), " ranks run on this machine and it has ", gpus,
+                  gpus == 1 ? " GPU" : " GPUs", "; NCCL takes one GPU per rank: launch at most ", gpus,
+                  " processes per machine (mpirun -np ", gpus, ", or --map-by ppr:", gpus, ":node across machines)");
+    }
+    device_ = device < 0 ? host_.local_rank() : device;
     cuda::use_device(device_);
     (void)cuda::context();  // the backend's stream on this device, before anything waits on it
     check_cuda(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreateWithFlags", "start-up");
@@ -168,7 +172,7 @@ class Nccl final : public Communicator {
   std::unique_ptr<Communicator> split(int color, int key, const std::string& name) override {
     std::unique_ptr<Communicator> sub = host_.split(color, key, name);
     Communicator& h = *sub;
-    return std::make_unique<Nccl>(h, std::move(sub), " of the " + name);
+    return std::make_unique<Nccl>(h, std::move(sub), " of the " + name, device_);
   }
 
   [[noreturn]] void abort(int exit_code) override {

@@ -71,4 +71,41 @@ void cross_entropy_backward(TensorRef dlogits, TensorRef logits, TensorRef targe
   });
 }
 
+void vocab_parallel_ce_forward(TensorRef stats, TensorRef logits, TensorRef targets, int v0, int ignore_index) {
+  const std::int64_t N = logits.rows(), V = logits.size(-1);
+  by_dtype(logits.dtype, [&]<class T>() {
+#pragma omp parallel for schedule(static)
+    for (std::int64_t n = 0; n < N; ++n) {
+      const std::int32_t t = targets.i32()[n];
+      const T* z = as<T>(logits) + n * V;
+      const bool ignored = t == ignore_index, here = !ignored && t >= v0 && t < v0 + V;
+      stats.f32()[2 * n] = ignored ? 0.0f : logsumexp(z, V);
+      stats.f32()[2 * n + 1] = here ? ld(z, t - v0) : 0.0f;
+    }
+  });
+}
+
+void vocab_parallel_ce_backward(TensorRef dlogits, TensorRef logits, TensorRef targets, TensorRef lse, TensorRef scale,
+                                int v0) {
+  const std::int64_t N = logits.rows(), V = logits.size(-1);
+  by_dtype(logits.dtype, [&]<class T>() {
+#pragma omp parallel for schedule(static)
+    for (std::int64_t n = 0; n < N; ++n) {
+      const std::int64_t t = std::int64_t(targets.i32()[n]) - v0;  // this rank's column of the target, if any
+      const T* z = as<T>(logits) + n * V;
+      T* dz = as<T>(dlogits) + n * V;
+      const float g = scale.f32()[n], l = lse.f32()[n];
+      if (g == 0) {
+        std::fill(dz, dz + V, T(0));
+        continue;
+      }
+      const bool here = t >= 0 && t < V;
+      const float zt = here ? ld(z, t) : 0.0f;  // read before the row is overwritten (dlogits may alias logits)
+#pragma omp simd
+      for (std::int64_t v = 0; v < V; ++v) st(dz, v, g * fast_exp(ld(z, v) - l));
+      if (here) st(dz, t, g * fast_exp(zt - l) - g);
+    }
+  });
+}
+
 }  // namespace llmtk::cpu

@@ -118,6 +118,11 @@ LLMTK_CUDA_NORM_KERNELS(std::uint16_t)
 LLMTK_CUDA_LOSS_KERNELS(float)
 LLMTK_CUDA_LOSS_KERNELS(std::uint16_t)
 #undef LLMTK_CUDA_LOSS_KERNELS
+// Tensor parallel's cross-entropy (ops.hpp): f32 logits, a rank's columns [v0, v0 + V).
+void vocab_parallel_ce_forward(float* stats, const float* logits, const std::int32_t* targets, i64 N, i64 V, i64 v0,
+                               int ignore_index, cudaStream_t s);
+void vocab_parallel_ce_backward(float* dlogits, const float* logits, const std::int32_t* targets, const float* lse,
+                                const float* scale, i64 N, i64 V, i64 v0, cudaStream_t s);
 
 // ---- optimizer.cu ---------------------------------------------------------------------------
 void adamw(float* p, const float* g, float* m, float* v, i64 n, float lr, float beta1, float beta2, float eps,

@@ -123,6 +123,42 @@ __global__ void cross_entropy_backward_kernel(E* dlogits, const E* logits, const
   }
 }
 
+// Tensor parallel's cross-entropy: one block per row of a rank's columns [v0, v0 + V).
+__global__ void vocab_parallel_ce_forward_kernel(float* stats, const float* logits, const std::int32_t* targets, i64 V,
+                                                 i64 v0, int ignore_index) {
+  const i64 n = blockIdx.x;
+  const std::int32_t t = targets[n];
+  if (t == ignore_index) {
+    if (threadIdx.x == 0) stats[2 * n] = stats[2 * n + 1] = 0.0f;
+    return;
+  }
+  const float* z = logits + n * V;
+  const float lse = row_logsumexp(z, V);
+  if (threadIdx.x == 0) stats[2 * n] = lse, stats[2 * n + 1] = t >= v0 && t < v0 + V ? z[t - v0] : 0.0f;
+}
+
+// dlogits = scale[n] · (exp(z − lse[n]) − onehot(t − v0)), element-wise as cross_entropy_backward_kernel.
+__global__ void vocab_parallel_ce_backward_kernel(float* dlogits, const float* logits, const std::int32_t* targets,
+                                                  const float* lse, const float* scale, i64 N, i64 V, i64 v0) {
+  for (i64 n = blockIdx.y; n < N; n += gridDim.y) {
+    const i64 t = i64(targets[n]) - v0;
+    const float g = scale[n], l = lse[n];
+    float* dz = dlogits + n * V;
+    const float* z = logits + n * V;
+    const i64 stride = i64(gridDim.x) * blockDim.x;
+    for (i64 c0 = i64(blockIdx.x) * blockDim.x + threadIdx.x; c0 < V; c0 += kUnroll * stride) {
+      float zs[kUnroll];
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) zs[u] = c0 + u * stride < V ? z[c0 + u * stride] : 0.0f;
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const i64 v = c0 + u * stride;
+        if (v < V) dz[v] = g == 0.0f ? 0.0f : g * (expf(zs[u] - l) - (v == t ? 1.0f : 0.0f));
+      }
+    }
+  }
+}
+
 template <class E>
 void cross_entropy_forward_any(float* losses, const E* logits, const std::int32_t* targets, i64 N, i64 V,
                                int ignore_index, cudaStream_t s) {
@@ -159,5 +195,22 @@ void cross_entropy_backward_any(E* dlogits, const E* logits, const std::int32_t*
 LLMTK_FOR_BOTH_STORAGE_TYPES(float)
 LLMTK_FOR_BOTH_STORAGE_TYPES(std::uint16_t)
 #undef LLMTK_FOR_BOTH_STORAGE_TYPES
+
+void vocab_parallel_ce_forward(float* stats, const float* logits, const std::int32_t* targets, i64 N, i64 V, i64 v0,
+                               int ignore_index, cudaStream_t s) {
+  if (N == 0) return;
+  vocab_parallel_ce_forward_kernel<<<static_cast<unsigned>(N), kThreads, 0, s>>>(stats, logits, targets, V, v0, ignore_index);
+  LLMTK_CUDA_LAUNCHED("vocab_parallel_ce_forward");
+}
+
+void vocab_parallel_ce_backward(float* dlogits, const float* logits, const std::int32_t* targets, const float* lse,
+                                const float* scale, i64 N, i64 V, i64 v0, cudaStream_t s) {
+  if (N == 0) return;
+  constexpr int kGradThreads = 256;
+  const i64 gx = (V + 8 * kGradThreads - 1) / (8 * kGradThreads);
+  const dim3 grid(static_cast<unsigned>(gx < 1 ? 1 : gx), static_cast<unsigned>(N < 65535 ? N : 65535));
+  vocab_parallel_ce_backward_kernel<<<grid, kGradThreads, 0, s>>>(dlogits, logits, targets, lse, scale, N, V, v0);
+  LLMTK_CUDA_LAUNCHED("vocab_parallel_ce_backward");
+}
 
 }  // namespace llmtk::cuda::kernels

@@ -268,6 +268,22 @@ void cross_entropy_backward(TensorRef dlogits, TensorRef logits, TensorRef targe
   finish_op(op);
 }
 
+// f32 logits (tensor parallel keeps f32 activations; bf16 comes widened through table.cpp).
+void vocab_parallel_ce_forward(TensorRef stats, TensorRef logits, TensorRef targets, int v0, int ignore_index) {
+  const char* op = "vocab_parallel_ce_forward";
+  kernels::vocab_parallel_ce_forward(stats.f32(), logits.f32(), targets.i32(), logits.rows(), logits.size(-1), v0, ignore_index,
+                                     stream());
+  finish_op(op);
+}
+
+void vocab_parallel_ce_backward(TensorRef dlogits, TensorRef logits, TensorRef targets, TensorRef lse, TensorRef scale,
+                                int v0) {
+  const char* op = "vocab_parallel_ce_backward";
+  kernels::vocab_parallel_ce_backward(dlogits.f32(), logits.f32(), targets.i32(), lse.f32(), scale.f32(), logits.rows(),
+                                      logits.size(-1), v0, stream());
+  finish_op(op);
+}
+
 void adamw_step(TensorRef param, TensorRef grad, TensorRef m, TensorRef v, AdamWArgs a) {
   const char* op = "adamw_step";
   const float bias1 = static_cast<float>(1.0 - std::pow(double(a.beta1), a.step));

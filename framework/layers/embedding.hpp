@@ -63,15 +63,23 @@ struct Embedding {
   ActSlot dprompt;  // [n, C] f32: one row's share of the prompt's gradient
   std::int64_t n_prompt = 0;
   // Tensor parallel (docs/distributed.md): the table's rows are divided among the ranks
-  // (vocabulary-parallel, Megatron-LM's); each rank's ids in its rows, or 0 where another rank
-  // holds the id (`mine` false), from the last forward.
-  std::vector<std::int32_t> local_ids;
-  std::vector<char> mine;
+  // (vocabulary-parallel, Megatron-LM's). From the last forward, on the host: each position's row
+  // of this rank's share, or −1 where another rank holds the id (`slot`); the positions this rank
+  // holds (`token`) and their rows (`local_ids`). The same in the activations' memory: tp_slot
+  // [N] for the forward, tp_token and tp_ids [N] (the first M used) and tp_dy [N, C] for the
+  // backward's gathered rows.
+  std::vector<std::int32_t> slot, token, local_ids;
+  ActSlot tp_slot, tp_token, tp_ids, tp_dy;
 
   void declare(Planner& p) {
     // Tensor parallel: this rank's dims.vocab / dims.tp rows (the rule tp_divides_vocab holds).
     tokens = p.param("tokens", {p.dims.vocab / p.dims.tp, p.dims.d_model}, ParamKind::embedding);
     p.split(tokens, 0);
+    if (p.dims.tp > 1) {
+      const std::int64_t N = p.B * p.T;
+      tp_slot = p.act("tp_slot", {N, 1}, DType::i32), tp_token = p.act("tp_token", {N}, DType::i32);
+      tp_ids = p.act("tp_ids", {N}, DType::i32), tp_dy = p.act("tp_dy", {N, p.dims.d_model});
+    }
     if (p.soft_prompt > 0) {
       n_prompt = p.soft_prompt;
       prompt = p.param("prompt", {n_prompt, p.dims.d_model}, ParamKind::embedding);
@@ -110,31 +118,39 @@ struct Embedding {
       }
     }
     if (c.tp) {
-      // Tensor parallel: only the rows of this rank's ids reach its share of the table (dy is this
-      // backward's scratch, read by the positions and types above already).
+      // Tensor parallel: only the rows of this rank's ids reach its share of the table: those M
+      // rows of dy gathered (moe_gather), then added to their rows of the share.
+      const TensorRef g = c.g(tokens);
+      const auto M = std::int64_t(token.size());
+      if (!g || M == 0) return;
       const std::int64_t C = c.dims.d_model;
-      for (std::size_t n = 0; n < mine.size(); ++n)
-        if (!mine[n]) ops::scale_forward(dy.span(std::int64_t(n) * C, C), dy.span(std::int64_t(n) * C, C), 0.0f);
-      ids = TensorRef(local_ids.data(), DType::i32, {c.B, c.T});
+      const TensorRef rows = c.a(tp_token).span(0, M), at = c.a(tp_ids).span(0, M), dys = c.a(tp_dy).span(0, M * C).view({1, M, C});
+      copy_bytes(rows.data, rows.device, token.data(), Device::host, std::size_t(M) * sizeof(std::int32_t));
+      copy_bytes(at.data, at.device, local_ids.data(), Device::host, std::size_t(M) * sizeof(std::int32_t));
+      ops::moe_gather(dys.view({M, C}), dy.view({c.B * c.T, C}), rows);
+      ops::embedding_backward(g, dys, at.view({1, M}));
+      return;
     }
     if (const TensorRef g = c.g(tokens)) ops::embedding_backward(g, dy, ids);  // null: frozen
   }
   // Tensor parallel: rows v0 .. v0 + V/tp of the vocabulary are this rank's. Each id in them is
-  // looked up, every other row left zero, and the ranks' sum gives every row its vector (one
-  // all-reduce). The ids are rewritten on the host: tensor parallel runs on the MPI communicator,
-  // whose tensors are in host memory.
+  // looked up, every other row written zero — moe_combine_forward with one slot per position and
+  // weight 1 is exactly that lookup, −1 adding nothing — and the ranks' sum gives every row its
+  // vector (one all-reduce). The slots are worked out on the host (N ids come back from a GPU).
   void lookup_share(Ctx& c, TensorRef y, TensorRef ids) {
-    LLMTK_CHECK(ids.device == Device::host, "embedding", "tensor parallel reads the ids in host memory");
     const std::int64_t V = c.dims.vocab / c.dims.tp, v0 = c.tp_rank * V, N = ids.numel(), C = c.dims.d_model;
-    local_ids.resize(std::size_t(N)), mine.resize(std::size_t(N));
+    std::vector<std::int32_t> host(static_cast<std::size_t>(N));
+    copy_bytes(host.data(), Device::host, ids.data, ids.device, host.size() * sizeof(std::int32_t));
+    slot.resize(std::size_t(N)), token.clear(), local_ids.clear();
     for (std::int64_t n = 0; n < N; ++n) {
-      const std::int32_t id = ids.i32()[n];
-      mine[std::size_t(n)] = id >= v0 && id < v0 + V;
-      local_ids[std::size_t(n)] = mine[std::size_t(n)] ? std::int32_t(id - v0) : 0;
+      const std::int32_t id = host[std::size_t(n)];
+      const bool mine = id >= v0 && id < v0 + V;
+      slot[std::size_t(n)] = mine ? std::int32_t(id - v0) : -1;
+      if (mine) token.push_back(std::int32_t(n)), local_ids.push_back(std::int32_t(id - v0));
     }
-    ops::embedding_forward(y, TensorRef(local_ids.data(), DType::i32, {c.B, c.T}), c.p(tokens));
-    for (std::int64_t n = 0; n < N; ++n)
-      if (!mine[std::size_t(n)]) ops::scale_forward(y.span(n * C, C), y.span(n * C, C), 0.0f);
+    const TensorRef s = c.a(tp_slot).span(0, N).view({N, 1});
+    copy_bytes(s.data, s.device, slot.data(), Device::host, slot.size() * sizeof(std::int32_t));
+    ops::moe_combine_forward(y.view({N, C}), c.p(tokens), TensorRef{}, s);
     tp_sum(c, y, "the token embedding (vocabulary-parallel)");
   }
   static double flops_per_token(const Dims&, std::int64_t) { return 0.0; }

@@ -410,6 +410,25 @@ void check_cross_entropy_backward(TensorRef dlogits, TensorRef logits, TensorRef
   LLMTK_CHECK(!weights || weights.numel() == N, op.name, "weights must be ", N, " f32 values");
   targets_in_range(op, targets, logits.size(-1), ignore_index);
 }
+// stats [N, 2] f32; logits [N, V]: a rank's columns [v0, v0 + V) of the vocabulary; targets [N]
+// i32, whole-vocabulary ids (any rank's), so only their sign is checked here.
+void check_vocab_parallel_ce_forward(TensorRef stats, TensorRef logits, TensorRef targets, int v0, int) {
+  const Op op{"vocab_parallel_ce_forward"};
+  op.f32("stats", stats), op.act("logits", logits), op.i32("targets", targets);
+  const std::int64_t N = logits.rows();
+  LLMTK_CHECK(targets.numel() == N && stats.numel() == 2 * N, op.name, "targets need ", N, " rows and stats [", N, ", 2]");
+  LLMTK_CHECK(v0 >= 0, op.name, "v0 (this rank's first column) is ", v0, "; it must be >= 0");
+}
+// dlogits [N, V] (may alias logits); lse, scale [N] f32.
+void check_vocab_parallel_ce_backward(TensorRef dlogits, TensorRef logits, TensorRef targets, TensorRef lse, TensorRef scale,
+                                      int v0) {
+  const Op op{"vocab_parallel_ce_backward"};
+  op.act("dlogits", dlogits), op.act("logits", logits), op.i32("targets", targets), op.f32("lse", lse), op.f32("scale", scale);
+  op.same("dlogits", dlogits, "logits", logits);
+  const std::int64_t N = logits.rows();
+  LLMTK_CHECK(targets.numel() == N && lse.numel() == N && scale.numel() == N, op.name, "targets, lse and scale need ", N, " rows");
+  LLMTK_CHECK(v0 >= 0, op.name, "v0 (this rank's first column) is ", v0, "; it must be >= 0");
+}
 
 // ---- mixture of experts ----------------------------------------------------------------------
 

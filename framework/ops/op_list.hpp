@@ -53,6 +53,11 @@
   X(cross_entropy_backward, (TensorRef dlogits, TensorRef logits, TensorRef targets,              \
                              TensorRef weights, float dloss, int ignore_index),                   \
                             (dlogits, logits, targets, weights, dloss, ignore_index))             \
+  X(vocab_parallel_ce_forward,  (TensorRef stats, TensorRef logits, TensorRef targets, int v0,    \
+                                 int ignore_index), (stats, logits, targets, v0, ignore_index))   \
+  X(vocab_parallel_ce_backward, (TensorRef dlogits, TensorRef logits, TensorRef targets,          \
+                                 TensorRef lse, TensorRef scale, int v0),                         \
+                                (dlogits, logits, targets, lse, scale, v0))                       \
   X(moe_route_forward,  (TensorRef probs, TensorRef lse, TensorRef index, TensorRef gate,           \
                          TensorRef logits, int normalize), (probs, lse, index, gate, logits, normalize)) \
   X(moe_route_backward, (TensorRef dlogits, TensorRef dgate, TensorRef dprobs, TensorRef probs,       \

@@ -140,6 +140,13 @@ namespace ops {
 // cross_entropy_backward: dlogits[N, V] = dloss · w[n] · (softmax(logits[n]) − onehot(targets[n])),
 //                         0 rows where ignored. weights: [N] f32, or null for w = 1 (a loss mask
 //                         or per-token weights). dloss is d(total loss)/d(w[n] · losses[n]).
+// vocab_parallel_ce_forward:  tensor parallel's cross-entropy (train/objective.hpp, VocabParallelLoss):
+//                         logits [N, V] are a rank's columns [v0, v0 + V) of the vocabulary;
+//                         stats [N, 2] f32: logsumexp(logits[n, :]) and logits[n, targets[n] − v0]
+//                         where v0 ≤ targets[n] < v0 + V, else 0 (both 0 where ignored)
+// vocab_parallel_ce_backward: dlogits[n, j] = scale[n] · (exp(logits[n, j] − lse[n]) − [v0 + j ==
+//                         targets[n]]), lse [N] the whole row's (over every rank's columns), scale
+//                         [N] = dloss · w[n]; a row with scale 0 is written 0 (may alias logits)
 //
 // ---- mixture of experts (layers/moe.hpp) ----------------------------------------------------
 // moe_route_forward:  the router: probs[N, E] = softmax(logits[N, E]) and lse[N] = logsumexp (f32,

@@ -433,62 +433,64 @@ namespace llmtk {
 
 float VocabParallelLoss::forward(TensorRef logits, const Labels& labels) {
   constexpr const char* where = "parallel cross-entropy";
-  LLMTK_CHECK(logits && logits.dtype == DType::f32 && logits.device == Device::host && logits.rank >= 2, where,
-              "takes f32 logits in host memory [..., V / tp], got ", name_of(logits.dtype), " ", logits.shape_str());
+  LLMTK_CHECK(logits && (logits.dtype == DType::f32 || logits.dtype == DType::bf16) && logits.rank >= 2, where,
+              "takes f32 or bf16 logits [..., V / tp], got ", name_of(logits.dtype), " ", logits.shape_str());
   const std::int64_t N = logits.rows(), V = logits.size(-1), v0 = V * ranks_.rank();
   LLMTK_CHECK(labels.targets && labels.targets.dtype == DType::i32 && labels.targets.numel() == N, where,
               "targets must be ", N, " i32 values (one per position), got ", labels.targets.shape_str());
   LLMTK_CHECK(!labels.weights || (labels.weights.dtype == DType::f32 && labels.weights.numel() == N), where,
               "weights must be ", N, " f32 values (one per position), got ", labels.weights.shape_str());
+  if (N != rows_ || !io_.allocated() || io_.device() != logits.device) {
+    io_ = Arena("parallel cross-entropy");
+    targets_io_ = io_.add("targets", {N}, DType::i32);
+    stats_io_ = io_.add("stats", {N, 2});
+    lse_io_ = io_.add("lse", {N});
+    scale_io_ = io_.add("scale", {N});
+    io_.allocate(memory_of(logits.device));
+    rows_ = N;
+  }
   logits_ = logits.view({N, V});
   targets_.resize(std::size_t(N));
   copy_bytes(targets_.data(), Device::host, labels.targets.data, labels.targets.device, targets_.size() * sizeof(std::int32_t));
+  for (std::int64_t n = 0; n < N; ++n) {
+    const std::int32_t t = targets_[std::size_t(n)];
+    LLMTK_CHECK(t == kIgnoreIndex || (t >= 0 && t < V * ranks_.size()), where, "target ", t, " at position ", n,
+                " is outside the vocabulary of ", V * ranks_.size());
+  }
+  io_.write(targets_io_, targets_.data());
   weights_.clear();
   if (labels.weights) {
     weights_.resize(std::size_t(N));
     copy_bytes(weights_.data(), Device::host, labels.weights.data, labels.weights.device, weights_.size() * sizeof(float));
   }
-  // This rank's columns of each row: their max and the sum of exp(z − max), then the target's
-  // logit where this rank holds the target (0 elsewhere: the sum over ranks is that one logit).
-  stats_.assign(std::size_t(2 * N), 0.0);
-  target_logit_.assign(std::size_t(N), 0.0);
-  const float* z = logits_.f32();
-  for (std::int64_t n = 0; n < N; ++n) {
-    const float* row = z + n * V;
-    float m = row[0];
-    for (std::int64_t j = 1; j < V; ++j) m = std::max(m, row[j]);
-    double sum = 0;
-    for (std::int64_t j = 0; j < V; ++j) sum += std::exp(double(row[j]) - double(m));
-    stats_[std::size_t(2 * n)] = m, stats_[std::size_t(2 * n + 1)] = sum;
-    const std::int32_t t = targets_[std::size_t(n)];
-    if (t != kIgnoreIndex && t >= v0 && t < v0 + V) target_logit_[std::size_t(n)] = row[t - v0];
-  }
+  // This rank's columns of each row: their log-sum-exp, and the target's logit where this rank
+  // holds the target (0 elsewhere: the sum over ranks is that one logit). 2N floats to the host.
+  ops::vocab_parallel_ce_forward(io_[stats_io_], logits_, io_[targets_io_], int(v0), kIgnoreIndex);
+  stats_.resize(std::size_t(2 * N));
+  io_.read(stats_io_, stats_.data());
+  local_lse_.resize(std::size_t(N));
+  target_logit_.resize(std::size_t(N));
+  for (std::int64_t n = 0; n < N; ++n) local_lse_[std::size_t(n)] = stats_[std::size_t(2 * n)], target_logit_[std::size_t(n)] = stats_[std::size_t(2 * n + 1)];
   const int P = ranks_.size();
-  gathered_.resize(stats_.size() * std::size_t(P));
-  // Doubles sent as pairs of floats' bytes would lose nothing, but all_gather moves any dtype:
-  // the statistics go as i32 pairs of each double's bytes.
-  ranks_.all_gather(TensorRef(stats_.data(), DType::i32, {std::int64_t(stats_.size()) * 2}),
-                    TensorRef(gathered_.data(), DType::i32, {std::int64_t(gathered_.size()) * 2}),
-                    "each row's max and sum of exponentials (parallel cross-entropy)");
+  gathered_.resize(std::size_t(N) * std::size_t(P));
+  ranks_.all_gather(TensorRef(local_lse_.data(), DType::f32, {N}), TensorRef(gathered_.data(), DType::f32, {N * P}),
+                    "each row's log-sum-exp over this rank's columns (parallel cross-entropy)");
   ranks_.all_reduce_sum(target_logit_.data(), N, "the targets' logits (parallel cross-entropy)");
   // Every rank combines the same numbers in the same order: the same log-sum-exp everywhere.
-  lse_.resize(std::size_t(N));
+  lse_.assign(std::size_t(N), 0.0f);
   double sum = 0;
   counted_ = 0, weight_sum_ = 0;
   for (std::int64_t n = 0; n < N; ++n) {
-    double m = -INFINITY;
-    for (int r = 0; r < P; ++r) m = std::max(m, gathered_[std::size_t(r) * stats_.size() + std::size_t(2 * n)]);
-    double s = 0;
-    for (int r = 0; r < P; ++r) {
-      const double* st = &gathered_[std::size_t(r) * stats_.size() + std::size_t(2 * n)];
-      s += st[1] * std::exp(st[0] - m);
-    }
-    lse_[std::size_t(n)] = m + std::log(s);
     const std::int32_t t = targets_[std::size_t(n)];
     if (t == kIgnoreIndex) continue;
-    LLMTK_CHECK(t >= 0 && t < V * P, where, "target ", t, " at position ", n, " is outside the vocabulary of ", V * P);
+    double m = -INFINITY;
+    for (int r = 0; r < P; ++r) m = std::max(m, double(gathered_[std::size_t(r) * std::size_t(N) + std::size_t(n)]));
+    double s = 0;
+    for (int r = 0; r < P; ++r) s += std::exp(double(gathered_[std::size_t(r) * std::size_t(N) + std::size_t(n)]) - m);
+    const double lse = m + std::log(s);
+    lse_[std::size_t(n)] = float(lse);
     ++counted_;
-    const double loss = lse_[std::size_t(n)] - target_logit_[std::size_t(n)];
+    const double loss = lse - target_logit_[std::size_t(n)];
     if (weights_.empty()) {
       sum += float(loss);
       continue;
@@ -505,21 +507,19 @@ float VocabParallelLoss::forward(TensorRef logits, const Labels& labels) {
 
 void VocabParallelLoss::backward(TensorRef dlogits) {
   LLMTK_CHECK(logits_, "parallel cross-entropy", "backward() needs a forward() first");
-  LLMTK_CHECK(dlogits.numel() == logits_.numel() && dlogits.dtype == DType::f32 && dlogits.device == Device::host,
-              "parallel cross-entropy", "dlogits must have the logits' shape ", logits_.shape_str(), ", f32 in host memory");
-  const std::int64_t N = logits_.size(0), V = logits_.size(1), v0 = V * ranks_.rank();
+  LLMTK_CHECK(dlogits.numel() == logits_.numel() && dlogits.dtype == logits_.dtype && dlogits.device == logits_.device,
+              "parallel cross-entropy", "dlogits must have the logits' shape ", logits_.shape_str(), ", dtype and device");
+  const std::int64_t N = logits_.size(0);
+  // Each row's factor, dloss · w[n] (0 where ignored), as NextTokenLoss's: 1 / counted as a float without weights.
   const double dloss = weight_sum_ <= 0 ? 0.0 : weights_.empty() ? double(1.0f / float(counted_)) : 1.0 / weight_sum_;
-  const float* z = logits_.f32();
-  float* dz = dlogits.f32();  // may be the logits themselves: each element is read before it is written
-  for (std::int64_t n = 0; n < N; ++n) {
-    const std::int32_t t = targets_[std::size_t(n)];
-    const double scale = t == kIgnoreIndex ? 0.0 : dloss * (weights_.empty() ? 1.0 : double(weights_[std::size_t(n)]));
-    const double lse = lse_[std::size_t(n)];
-    for (std::int64_t j = 0; j < V; ++j) {
-      const double p = scale == 0 ? 0.0 : std::exp(double(z[n * V + j]) - lse);
-      dz[n * V + j] = float(scale * (p - (v0 + j == t ? 1.0 : 0.0)));
-    }
-  }
+  scale_.assign(std::size_t(N), 0.0f);
+  for (std::int64_t n = 0; n < N; ++n)
+    if (targets_[std::size_t(n)] != kIgnoreIndex)
+      scale_[std::size_t(n)] = float(dloss * (weights_.empty() ? 1.0 : double(weights_[std::size_t(n)])));
+  io_.write(lse_io_, lse_.data());
+  io_.write(scale_io_, scale_.data());
+  ops::vocab_parallel_ce_backward(dlogits.view({N, logits_.size(1)}), logits_, io_[targets_io_], io_[lse_io_], io_[scale_io_],
+                                  int(logits_.size(1) * ranks_.rank()));
 }
 
 }  // namespace llmtk

@@ -278,12 +278,11 @@ class NextTokenLoss final : public Objective {
 // Next-token cross-entropy when the logits' columns are divided among tensor-parallel ranks
 // (Megatron-LM's parallel cross-entropy; docs/distributed.md): rank r holds columns
 // [r·V/tp, (r+1)·V/tp) of every row, and no rank ever holds a whole row. Per row, each rank
-// sends its columns' max m_r and Σ exp(z − m_r) (an all-gather of 2 numbers per row) and, where
-// it holds the target, the target's logit (an all-reduce); every rank then has the row's
-// log-sum-exp and loss, and writes its own columns' gradient, softmax − one-hot. The same loss,
-// weights (a loss mask), mean and gradient as NextTokenLoss; written on the host, since tensor
-// parallel runs on the MPI communicator's host memory (a device version would be two ops around
-// the collectives).
+// measures its columns' log-sum-exp and, where it holds the target, the target's logit (the op
+// vocab_parallel_ce_forward, on the logits' device); the ranks exchange those N + N numbers in
+// host memory (an all-gather and an all-reduce), and every rank then has the row's log-sum-exp
+// and loss, and writes its own columns' gradient, softmax − one-hot (vocab_parallel_ce_backward).
+// The same loss, weights (a loss mask), mean and gradient as NextTokenLoss, on any backend.
 class VocabParallelLoss final : public Objective {
  public:
   explicit VocabParallelLoss(Communicator& ranks) : ranks_(ranks) {}
@@ -294,10 +293,13 @@ class VocabParallelLoss final : public Objective {
 
  private:
   Communicator& ranks_;
+  Arena io_{"parallel cross-entropy"};  // on the logits' device: targets, statistics, lse, scale
+  int targets_io_ = -1, stats_io_ = -1, lse_io_ = -1, scale_io_ = -1;
+  std::int64_t rows_ = 0;
   TensorRef logits_;
   std::vector<std::int32_t> targets_;
-  std::vector<float> weights_;
-  std::vector<double> lse_, stats_, gathered_, target_logit_;
+  std::vector<float> weights_, stats_, local_lse_, gathered_, lse_, scale_;
+  std::vector<double> target_logit_;
   std::int64_t counted_ = 0;
   double weight_sum_ = 0;
 };

@@ -138,14 +138,26 @@ double TrainStep::grad_norm() {
     // whole ones (the same on every rank) from rank 0 alone, summed once over the ranks in double,
     // so that every rank clips by the same norm. (In the 2-D layout the groups' data parallel has
     // averaged the gradients already: every group measures the same.)
-    // (In host memory, where tensor parallel runs: read in place.)
+    // In host memory read in place, in double; in GPU memory summed there (sum_squares), one
+    // float per rank coming back.
     const Arena& g = model_.grads();
+    const bool device = g.device() != Device::host;
+    if (device) scalars_.zero();
     double sum = 0;
     for (int i = 0; i < int(g.entries().size()); ++i) {
       const auto& e = g.entries()[std::size_t(i)];
       if (model_.split_dim(std::as_const(model_).params().find(e.name)) < 0 && tp->rank() != 0) continue;
+      if (device) {
+        ops::sum_squares(scalars_[0], g[i]);
+        continue;
+      }
       const float* v = g[i].f32();
       for (std::int64_t k = 0; k < e.numel; ++k) sum += double(v[k]) * double(v[k]);
+    }
+    if (device) {
+      float norm2 = 0;
+      scalars_.read(0, &norm2);
+      sum = norm2;
     }
     return std::sqrt(all_reduce_sum(*tp, sum, "the gradient norm (tensor parallel)"));
   }

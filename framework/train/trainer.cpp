@@ -1176,10 +1176,6 @@ void check_distributed(const Recipe& r, const Communicator& comm) {
   LLMTK_CHECK(!tensor || !(r.preference.enabled() || r.reward.enabled() || r.classify.enabled()), r.file,
               "distributed.strategy = \"tp\" trains language models on token shards so far; run [preference], [reward] ",
               "and [classify] with data parallel (\"ddp\", \"zero1\" or \"zero2\")");
-  LLMTK_CHECK(r.train.device != "cuda" || !tensor, r.file,
-              "distributed.strategy = \"tp\" runs on the CPU so far (its split layers' sums and the parallel cross-entropy are ",
-              "built in host memory); on train.device = \"cuda\" use distributed.strategy = \"ddp\", \"zero1\" or \"zero2\", or ",
-              "train tensor parallel on the CPU");
 }
 
 void log_plan(const Run& run, double fwd_flops, double peak) {
@@ -1232,8 +1228,9 @@ TrainResult train(const Recipe& r, const TrainOptions& opt) {
   const int tp_size = tensor ? (r.distributed.tp_size > 0 ? r.distributed.tp_size : ranks) : 1;
   std::unique_ptr<Communicator> tp_group, data_group;
   if (tensor) {
-    tp_group = comm.split(comm.rank() / tp_size, comm.rank(), cat("tensor-parallel group ", comm.rank() / tp_size));
-    if (ranks > tp_size) data_group = comm.split(comm.rank() % tp_size, comm.rank(), cat("data-parallel group ", comm.rank() % tp_size));
+    // (On GPUs splits of the NCCL communicator: NCCL over each group's split of MPI.)
+    tp_group = link.split(comm.rank() / tp_size, comm.rank(), cat("tensor-parallel group ", comm.rank() / tp_size));
+    if (ranks > tp_size) data_group = link.split(comm.rank() % tp_size, comm.rank(), cat("data-parallel group ", comm.rank() % tp_size));
   }
   Communicator* data = tensor ? data_group.get() : ranks > 1 ? &link : nullptr;
   Setup s = set_up(r, opt, where.checkpoint, log, data ? data->rank() : 0, data ? data->size() : 1,
@@ -1279,7 +1276,7 @@ TrainResult train(const Recipe& r, const TrainOptions& opt) {
       dp.emplace(*data, s.model->grads(), r.distributed.bucket_mb, r.distributed.overlap);
       stepper.set_data_parallel(&*dp);
     }
-    log(cat("distributed: ", ranks, " processes (", comm.name(), "), tensor parallel", data ? cat(" in ", data->size(), " groups of ", tp_size) : std::string(),
+    log(cat("distributed: ", ranks, " processes (", link.name(), "), tensor parallel", data ? cat(" in ", data->size(), " groups of ", tp_size) : std::string(),
             ": each holds ", d.n_heads, " of the ", s.model->dims().n_heads, " attention heads and ", d.d_ff, " of the ",
             s.model->dims().d_ff, " feed-forward units of every layer and ", d.vocab / d.tp, " of the ", d.vocab,
             " vocabulary rows of the embedding and the head (", s.model->param_count(), " of the model's ",
