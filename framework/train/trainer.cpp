@@ -683,7 +683,23 @@ Setup set_up(const Recipe& r, const TrainOptions& opt, const std::string& resume
   if (lora) check_lora_targets(r.lora, *lora);
   s.model->init(r.train.seed);
   if (!from.empty() && resume_from.empty()) {
-    const std::string base_dir = init_weights(r, from, *s.model, *s.tok, log);
+    std::string base_dir;
+    if (tensor) {
+      // Tensor parallel: the base goes into a whole model first (every check, a grown vocabulary),
+      // and each rank takes its share of it, as a resumed checkpoint does.
+      auto whole = make_model(r.model.arch, r.model.dims);
+      if (!r.train.freeze.empty()) whole->freeze(r.train.freeze);
+      whole->plan(1, 1);
+      whole->allocate();
+      base_dir = init_weights(r, from, *whole, *s.tok, log);
+      const Arena host = whole->params().host_copy();
+      for (std::size_t i = 0; i < host.entries().size(); ++i)
+        LLMTK_CHECK(host.entries()[i].name == s.model->params().entries()[i].name, "tensor parallel", "the whole model's parameter ",
+                    host.entries()[i].name, " is not the share's ", s.model->params().entries()[i].name);
+      s.model->take_share(host, s.model->params());
+    } else {
+      base_dir = init_weights(r, from, *s.model, *s.tok, log);
+    }
     if (r.prompt_tuning.enabled() && !is_peft_dir(from)) init_soft_prompt(*s.model, r.prompt_tuning, *s.tok, r.train.seed);
     // With part of the model frozen, checkpoints keep only what trains and name the base.
     if (s.model->params().trainable_numel() < s.model->params().numel()) s.base = identify_base(base_dir, r.finetune.base_vocab);
@@ -1162,11 +1178,10 @@ void check_distributed(const Recipe& r, const Communicator& comm) {
   LLMTK_CHECK(n % tp == 0, r.file, "distributed.tp_size = ", tp, " does not divide the ", n, " processes: they form groups of ",
               "tp_size ranks that each split the model, data-parallel across the groups; launch a multiple of ", tp,
               " processes, or set tp_size to a divisor of ", n, " (0: all of them)");
-  LLMTK_CHECK(!tensor || (r.finetune.from.empty() && !r.lora.enabled() && !r.prompt_tuning.enabled() &&
-                          !r.prefix_tuning.enabled()),
-              r.file, "distributed.strategy = \"tp\" trains a whole model from its initialisation so far; ",
-              !r.finetune.from.empty() ? "finetune.from is" : "a parameter-efficient method is",
-              " not built under it yet: run it with data parallel (\"ddp\", \"zero1\" or \"zero2\")");
+  LLMTK_CHECK(!tensor || (!r.lora.enabled() && !r.prompt_tuning.enabled() && !r.prefix_tuning.enabled() &&
+                          !is_peft_dir(r.finetune.from)),
+              r.file, "distributed.strategy = \"tp\" trains whole models (from their initialisation or finetune.from) so far; ",
+              "a parameter-efficient method is not built under it yet: run it with data parallel (\"ddp\", \"zero1\" or \"zero2\")");
   LLMTK_CHECK(!tensor || r.train.batch % (n / tp) == 0, r.file, "train.batch = ", r.train.batch, " is the global batch and does not ",
               "divide among the ", n / tp, " data-parallel groups of ", tp, " tensor-parallel ranks; set train.batch to a multiple of ",
               n / tp, ", or change distributed.tp_size");

@@ -9,6 +9,7 @@
 # - checkpoints hold the whole model: 2 -> 2 resume is exact, 2 -> 1 and 1 -> 2 continue with the
 #   same losses, and generate reads a tensor-parallel run's checkpoint in one process;
 # - the 2-D layout: 4 ranks in 2 groups of 2, data-parallel across the groups, against 1 process;
+# - fine-tuning (finetune.from): the base loaded whole, each rank taking its share, against 1 process;
 # - bf16 (f32 activations under tensor parallel, bf16 matmuls) against 1 process with the same
 #   (LLMTK_BF16_ACTIVATIONS=0);
 # - refusals before any work: sizes the ranks do not divide (the rules by name), parts that do not
@@ -41,6 +42,10 @@ run tp-tp "${mpi[@]}" "$llmtk" train tiny.toml "${tp[@]}" --resume tp/checkpoint
 run tp-one "$llmtk" train tiny.toml --resume tp/checkpoints/step_00000010 --run-dir tp-one
 run one-tp "${mpi[@]}" "$llmtk" train tiny.toml "${tp[@]}" --resume one/checkpoints/step_00000010 --run-dir one-tp
 run generate "$llmtk" generate gpt-tp --prompt "In the beginning" --max-tokens 8 --temperature 0
+# Fine-tuning a trained run's weights: 1 process and tensor parallel from the same base.
+run ft-one "$llmtk" train tiny.toml --set finetune.from=one --set optim.lr=3e-4 --run-dir ft-one
+run ft-tp "${mpi[@]}" "$llmtk" train tiny.toml "${tp[@]}" --set finetune.from=one --set optim.lr=3e-4 --run-dir ft-tp
+grep -q "initialised from the weights of one/checkpoints/best (step 20)" ft-tp.txt || { cat ft-tp.txt; exit 1; }
 # bf16: tensor parallel keeps f32 activations (its sums and parallel cross-entropy exchange f32) and
 # runs the matmuls on bf16; one process does the same with LLMTK_BF16_ACTIVATIONS=0.
 run bf16-one env LLMTK_BF16_ACTIVATIONS=0 "$llmtk" train tiny.toml --set train.precision=bf16 --run-dir bf16-one
@@ -100,6 +105,8 @@ close(losses("tp-tp4"), losses("tp"), 1e-6, "tensor parallel over 2 resumed in 2
 assert losses("tp-tp") == losses("tp"), "2 -> 2 tensor-parallel resume is not exact"
 close(losses("tp-one"), losses("tp"), 1e-6, "tensor parallel's checkpoint resumed in 1 process vs tensor parallel straight")
 close(losses("one-tp"), losses("one"), 1e-6, "1 process's checkpoint resumed with tensor parallel vs 1 process straight")
+close(losses("ft-one"), losses("ft-tp"), 1e-6, "fine-tuning from a trained run, 1 process vs tensor parallel over 2")
+assert losses("ft-tp")[1] < losses("tp")[1] - 0.05, "the fine-tuned run did not start from the trained weights"
 # bf16 products of the same values; a sum order that differs in f32 can move an activation across a
 # bf16 rounding boundary (2^-8 for that element), so the bound is looser than fp32's (3.3e-6 seen).
 close(losses("bf16-one"), losses("bf16-tp"), 1e-4, "llama-tiny in bf16, 1 process vs tensor parallel over 2")
@@ -122,5 +129,5 @@ expect_refusal tp-size "distributed.tp_size = 3 does not divide the 4 processes"
 expect_refusal tp-batch "train.batch = 6 is the global batch and does not divide among the 4 data-parallel groups of 1 tensor-parallel ranks" \
   "${mpi4[@]}" "$llmtk" train tiny.toml "${tp[@]}" --set distributed.tp_size=1 --set train.batch=6 --run-dir tp-batch-run
 expect_refusal lora "a parameter-efficient method is not built under it yet" \
-  "${mpi[@]}" "$llmtk" train tiny.toml "${tp[@]}" --set lora.rank=4 --run-dir lora-run
+  "${mpi[@]}" "$llmtk" train tiny.toml "${tp[@]}" --set lora.rank=4 --set finetune.from=one --run-dir lora-run
 echo "tensor parallel: refusals ok"
