@@ -78,31 +78,46 @@ __global__ void cross_entropy_forward_kernel(float* losses, const E* logits, con
   if (threadIdx.x == 0) losses[n] = t >= 0 && t < V ? lse - ld(z, t) : CUDART_NAN_F;
 }
 
-// lse[n] = log Σ exp(logits[n, :]) (0 for an ignored row).
+// out[n · stride] = log Σ exp(logits[n, :]) and, with picked, out[n · stride + 1] = the target's
+// logit where its column lies in this row's [v0, v0 + V) (0 where another rank's share holds it);
+// 0 for an ignored row. The cross-entropy's backward reads the lse (stride 1); tensor parallel's
+// cross-entropy gathers both from every rank's share of the columns (stride 2).
 template <class E>
-__global__ void row_logsumexp_kernel(float* lse, const E* logits, const std::int32_t* targets, i64 V,
-                                     int ignore_index) {
+__global__ void row_logsumexp_kernel(float* out, int stride, bool picked, const E* logits, const std::int32_t* targets,
+                                     i64 V, i64 v0, int ignore_index) {
   const i64 n = blockIdx.x;
-  if (targets[n] == ignore_index) {
-    if (threadIdx.x == 0) lse[n] = 0.0f;
+  const std::int32_t t = targets[n];
+  if (t == ignore_index) {
+    if (threadIdx.x == 0) {
+      out[n * stride] = 0.0f;
+      if (picked) out[n * stride + 1] = 0.0f;
+    }
     return;
   }
-  const float l = row_logsumexp(logits + n * V, V);
-  if (threadIdx.x == 0) lse[n] = l;
+  const E* z = logits + n * V;
+  const float l = row_logsumexp(z, V);
+  if (threadIdx.x == 0) {
+    out[n * stride] = l;
+    if (picked) out[n * stride + 1] = t >= v0 && t < v0 + V ? ld(z, t - v0) : 0.0f;
+  }
 }
 
-// dlogits = g · (softmax(z) − onehot(t)) = g · (exp(z − lse) − onehot(t)), g = dloss · w[n] (w = 1
-// without weights), element-wise
-// once the row's lse is known: rows along the grid's y, each row's columns spread over the
-// blocks along x. May alias logits (each element is read, then written by the same thread).
+// dlogits = g · (softmax(z) − onehot(t)) = g · (exp(z − lse) − onehot(t)) element-wise once each
+// row's lse is known, g = dloss · scale[n] (dloss without scales): rows along the grid's y, each
+// row's columns spread over the blocks along x. One kernel for both ops: the plain cross-entropy
+// (the whole row: v0 = 0, an ignored row's gradient 0, a target outside the row NaN) and tensor
+// parallel's (a rank's share of the row's columns from v0: the target may lie in another share,
+// and a row with scale 0 — ignored — is 0). May alias logits (each element is read, then written
+// by the same thread).
 template <class E>
-__global__ void cross_entropy_backward_kernel(E* dlogits, const E* logits, const float* lse,
-                                              const std::int32_t* targets, const float* weights, i64 N, i64 V,
-                                              float dloss, int ignore_index) {
+__global__ void softmax_minus_onehot_kernel(E* dlogits, const E* logits, const float* lse, const std::int32_t* targets,
+                                            const float* scale, float dloss, i64 N, i64 V, i64 v0, int ignore_index,
+                                            bool share) {
   for (i64 n = blockIdx.y; n < N; n += gridDim.y) {
     const std::int32_t t = targets[n];
-    const float g = weights ? dloss * weights[n] : dloss;
-    const bool ignored = t == ignore_index, valid = t >= 0 && t < V;
+    const float g = scale ? dloss * scale[n] : dloss;
+    const bool zero = share ? g == 0.0f : t == ignore_index, valid = share || (t >= 0 && t < V);
+    const i64 hot = i64(t) - v0;  // the target's column in this row (may be outside it)
     const float l = lse[n];
     E* dz = dlogits + n * V;
     const E* z = logits + n * V;
@@ -110,53 +125,29 @@ __global__ void cross_entropy_backward_kernel(E* dlogits, const E* logits, const
     // a load above the store before it, and one at a time each thread would wait a memory
     // latency per element (seen on an H200: 1.5 TB/s).
     const i64 stride = i64(gridDim.x) * blockDim.x;
-    for (i64 v0 = i64(blockIdx.x) * blockDim.x + threadIdx.x; v0 < V; v0 += kUnroll * stride) {
-      float zs[kUnroll];
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) zs[u] = v0 + u * stride < V ? ld(z, v0 + u * stride) : 0.0f;
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        const i64 v = v0 + u * stride;
-        if (v < V) st(dz, v, ignored ? 0.0f : valid ? g * (expf(zs[u] - l) - (v == t ? 1.0f : 0.0f)) : CUDART_NAN_F);
-      }
-    }
-  }
-}
-
-// Tensor parallel's cross-entropy: one block per row of a rank's columns [v0, v0 + V).
-__global__ void vocab_parallel_ce_forward_kernel(float* stats, const float* logits, const std::int32_t* targets, i64 V,
-                                                 i64 v0, int ignore_index) {
-  const i64 n = blockIdx.x;
-  const std::int32_t t = targets[n];
-  if (t == ignore_index) {
-    if (threadIdx.x == 0) stats[2 * n] = stats[2 * n + 1] = 0.0f;
-    return;
-  }
-  const float* z = logits + n * V;
-  const float lse = row_logsumexp(z, V);
-  if (threadIdx.x == 0) stats[2 * n] = lse, stats[2 * n + 1] = t >= v0 && t < v0 + V ? z[t - v0] : 0.0f;
-}
-
-// dlogits = scale[n] · (exp(z − lse[n]) − onehot(t − v0)), element-wise as cross_entropy_backward_kernel.
-__global__ void vocab_parallel_ce_backward_kernel(float* dlogits, const float* logits, const std::int32_t* targets,
-                                                  const float* lse, const float* scale, i64 N, i64 V, i64 v0) {
-  for (i64 n = blockIdx.y; n < N; n += gridDim.y) {
-    const i64 t = i64(targets[n]) - v0;
-    const float g = scale[n], l = lse[n];
-    float* dz = dlogits + n * V;
-    const float* z = logits + n * V;
-    const i64 stride = i64(gridDim.x) * blockDim.x;
     for (i64 c0 = i64(blockIdx.x) * blockDim.x + threadIdx.x; c0 < V; c0 += kUnroll * stride) {
       float zs[kUnroll];
 #pragma unroll
-      for (int u = 0; u < kUnroll; ++u) zs[u] = c0 + u * stride < V ? z[c0 + u * stride] : 0.0f;
+      for (int u = 0; u < kUnroll; ++u) zs[u] = c0 + u * stride < V ? ld(z, c0 + u * stride) : 0.0f;
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
         const i64 v = c0 + u * stride;
-        if (v < V) dz[v] = g == 0.0f ? 0.0f : g * (expf(zs[u] - l) - (v == t ? 1.0f : 0.0f));
+        if (v < V) st(dz, v, zero ? 0.0f : valid ? g * (expf(zs[u] - l) - (v == hot ? 1.0f : 0.0f)) : CUDART_NAN_F);
       }
     }
   }
+}
+
+template <class E>
+void launch_softmax_minus_onehot(E* dlogits, const E* logits, const float* lse, const std::int32_t* targets,
+                                 const float* scale, float dloss, i64 N, i64 V, i64 v0, int ignore_index, bool share,
+                                 cudaStream_t s) {
+  // About 8 elements per thread along a row; rows beyond 65535 loop.
+  constexpr int kGradThreads = 256;
+  const i64 gx = (V + 8 * kGradThreads - 1) / (8 * kGradThreads);
+  const dim3 grid(static_cast<unsigned>(gx < 1 ? 1 : gx), static_cast<unsigned>(N < 65535 ? N : 65535));
+  softmax_minus_onehot_kernel<E><<<grid, kGradThreads, 0, s>>>(dlogits, logits, lse, targets, scale, dloss, N, V, v0,
+                                                               ignore_index, share);
 }
 
 template <class E>
@@ -170,14 +161,9 @@ template <class E>
 void cross_entropy_backward_any(E* dlogits, const E* logits, const std::int32_t* targets, const float* weights, i64 N,
                                 i64 V, float dloss, int ignore_index, float* lse, cudaStream_t s) {
   if (N == 0) return;
-  row_logsumexp_kernel<E><<<static_cast<unsigned>(N), kThreads, 0, s>>>(lse, logits, targets, V, ignore_index);
+  row_logsumexp_kernel<E><<<static_cast<unsigned>(N), kThreads, 0, s>>>(lse, 1, false, logits, targets, V, 0, ignore_index);
   LLMTK_CUDA_LAUNCHED("cross_entropy_backward");
-  // About 8 elements per thread along a row; rows beyond 65535 loop.
-  constexpr int kGradThreads = 256;
-  const i64 gx = (V + 8 * kGradThreads - 1) / (8 * kGradThreads);
-  const dim3 grid(static_cast<unsigned>(gx < 1 ? 1 : gx), static_cast<unsigned>(N < 65535 ? N : 65535));
-  cross_entropy_backward_kernel<E><<<grid, kGradThreads, 0, s>>>(dlogits, logits, lse, targets, weights, N, V, dloss,
-                                                                 ignore_index);
+  launch_softmax_minus_onehot(dlogits, logits, lse, targets, weights, dloss, N, V, 0, ignore_index, false, s);
   LLMTK_CUDA_LAUNCHED("cross_entropy_backward");
 }
 
@@ -199,17 +185,14 @@ LLMTK_FOR_BOTH_STORAGE_TYPES(std::uint16_t)
 void vocab_parallel_ce_forward(float* stats, const float* logits, const std::int32_t* targets, i64 N, i64 V, i64 v0,
                                int ignore_index, cudaStream_t s) {
   if (N == 0) return;
-  vocab_parallel_ce_forward_kernel<<<static_cast<unsigned>(N), kThreads, 0, s>>>(stats, logits, targets, V, v0, ignore_index);
+  row_logsumexp_kernel<float><<<static_cast<unsigned>(N), kThreads, 0, s>>>(stats, 2, true, logits, targets, V, v0, ignore_index);
   LLMTK_CUDA_LAUNCHED("vocab_parallel_ce_forward");
 }
 
 void vocab_parallel_ce_backward(float* dlogits, const float* logits, const std::int32_t* targets, const float* lse,
                                 const float* scale, i64 N, i64 V, i64 v0, cudaStream_t s) {
   if (N == 0) return;
-  constexpr int kGradThreads = 256;
-  const i64 gx = (V + 8 * kGradThreads - 1) / (8 * kGradThreads);
-  const dim3 grid(static_cast<unsigned>(gx < 1 ? 1 : gx), static_cast<unsigned>(N < 65535 ? N : 65535));
-  vocab_parallel_ce_backward_kernel<<<grid, kGradThreads, 0, s>>>(dlogits, logits, targets, lse, scale, N, V, v0);
+  launch_softmax_minus_onehot(dlogits, logits, lse, targets, scale, 1.0f, N, V, v0, 0, true, s);
   LLMTK_CUDA_LAUNCHED("vocab_parallel_ce_backward");
 }
 

@@ -168,12 +168,14 @@ void load_checkpoint(const std::string& dir, AnyModel& model, Optimizer* optimiz
     load_safetensors(file, whole);
     model.take_share(whole, model.params());
     if (!optimizer) return;
+    optimizer->begin_load();  // ZeRO in the 2-D layout: the share's whole moments, this rank's shard kept after
     for (Arena* a : optimizer->state()) {
       Arena moments = model.whole_like(*a, a->name());
       moments.allocate(host_memory());
       load_safetensors((fs::path(dir) / ("optimizer." + a->name() + ".safetensors")).string(), moments);
       model.take_share(moments, *a);
     }
+    optimizer->end_load();
     return;
   }
   if (st.base.empty()) {

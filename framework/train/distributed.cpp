@@ -431,7 +431,7 @@ double DataParallel::gradient_norm() {
 
 std::vector<double> DataParallel::gradient_squares() {
   const auto& entries = grads_.entries();
-  const float* g = static_cast<const float*>(shard_grads_.data());
+  const float* g = zero2_ ? static_cast<const float*>(shard_grads_.data()) : static_cast<const float*>(grads_.data()) + shard_.begin;
   std::vector<float> staged;
   if (device_) {
     staged.resize(std::size_t(shard_.size()));
@@ -443,7 +443,7 @@ std::vector<double> DataParallel::gradient_squares() {
     const std::int64_t lo = std::max(flat_[i], shard_.begin), hi = std::min(flat_[i] + entries[i].numel, shard_.end);
     for (std::int64_t j = lo; j < hi; ++j) out[i] += double(g[j - shard_.begin]) * double(g[j - shard_.begin]);
   }
-  comm_.all_reduce_sum(out.data(), std::int64_t(out.size()), "each gradient's norm (ZeRO-2, training internals)");
+  comm_.all_reduce_sum(out.data(), std::int64_t(out.size()), "each gradient's sum of squares");
   return out;
 }
 

@@ -72,8 +72,9 @@ class DataParallel final : public GradientHook {
 
   // ZeRO-2: this rank's summed gradients, as the optimizer's shard of the trainable prefix (a
   // null TensorRef otherwise). The norm of the whole averaged gradient (every strategy; a
-  // collective), and per gradient entry the sum of its squares (ZeRO-2; a collective; training
-  // internals).
+  // collective), and per gradient entry the sum of its squares (every strategy, from the shards
+  // as the norm; a collective; ZeRO-2's training internals, and tensor parallel's norm, which
+  // counts the whole parameters once).
   bool shards_gradients() const { return zero2_; }
   TensorRef gradient_shard() const { return zero2_ ? shard_grads_[0] : TensorRef{}; }
   double gradient_norm();

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <utility>
 
+#include "../core/communicator.hpp"
 #include "../core/error.hpp"
 #include "../core/memory.hpp"
 #include "../ops/ops.hpp"
@@ -75,6 +76,9 @@ std::string Internals::end(AnyModel& model, std::int64_t step) {
     ++j;
   }
   const Arena sums = sums_.host_copy();  // one copy back for every number
+  std::vector<double> sq(std::size_t(3 * j));
+  for (std::size_t k = 0; k < sq.size(); ++k) sq[k] = sums[int(k)].f32()[0];
+  if (Communicator* tp = model.tensor_parallel()) gather_shares(model, *tp, sq);
   // Per parameter, then per layer (the norms of its parameters together: √Σ).
   nlohmann::json per_param = nlohmann::json::object();
   std::vector<std::string> order;
@@ -82,7 +86,7 @@ std::string Internals::end(AnyModel& model, std::int64_t step) {
   j = 0;
   for (const auto& e : params.entries()) {
     if (e.frozen) continue;
-    const double w2 = sums[3 * j].f32()[0], g2 = sums[3 * j + 1].f32()[0], u2 = sums[3 * j + 2].f32()[0];
+    const double w2 = sq[std::size_t(3 * j)], g2 = sq[std::size_t(3 * j + 1)], u2 = sq[std::size_t(3 * j + 2)];
     ++j;
     const double w = std::sqrt(w2);
     per_param[e.name] = {std::sqrt(g2), w, w > 0 ? std::sqrt(u2) / w : 0.0};
@@ -116,6 +120,36 @@ std::string Internals::end(AnyModel& model, std::int64_t step) {
   }
   // Non-finite numbers (a diverging run) are written as null: JSON has no NaN.
   return nlohmann::json{{"step", step}, {"layers", std::move(layers)}, {"params", std::move(per_param)}}.dump();
+}
+
+// Tensor parallel: each rank measured its shares. A split parameter's sums of squares add over
+// the ranks (a whole one, the same on every rank, is counted once); a layer's dead share of units
+// is the mean of the ranks' (their shares of the units are equal); the heads' entropies are
+// concatenated in the ranks' order (rank r holds heads r·H/P ..). One collective of doubles, so
+// that every rank ends with one process's record.
+void Internals::gather_shares(const AnyModel& model, Communicator& tp, std::vector<double>& squares) {
+  const int P = tp.size(), me = tp.rank();
+  std::vector<double> v;
+  std::size_t k = 0;
+  for (const auto& e : model.params().entries()) {
+    if (e.frozen) continue;
+    const bool counted = model.split_dim(model.params().find(e.name)) >= 0 || me == 0;
+    for (int q = 0; q < 3; ++q, ++k) v.push_back(counted ? squares[k] : 0.0);
+  }
+  for (const auto& l : layers_) {
+    if (const auto it = l.values.find("dead"); it != l.values.end()) v.push_back(it->second / P);
+    for (int r = 0; r < P; ++r)
+      for (const double h : l.entropy) v.push_back(r == me ? h : 0.0);
+  }
+  tp.all_reduce_sum(v.data(), std::int64_t(v.size()), "the training internals' shares (tensor parallel)");
+  std::copy(v.begin(), v.begin() + std::ptrdiff_t(squares.size()), squares.begin());
+  std::size_t at = squares.size();
+  for (auto& l : layers_) {
+    if (const auto it = l.values.find("dead"); it != l.values.end()) it->second = v[at++];
+    const std::size_t H = l.entropy.size() * std::size_t(P);
+    l.entropy.assign(v.begin() + std::ptrdiff_t(at), v.begin() + std::ptrdiff_t(at + H));
+    at += H;
+  }
 }
 
 const std::vector<double>* InternalsHistory::row(const std::string& quantity, std::size_t layer) const {

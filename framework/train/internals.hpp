@@ -58,7 +58,8 @@ class Internals final : public Probe {
   // rank holds them whole) `squares`, Σg² of each gradient entry.
   void gradients(AnyModel& model, const std::vector<double>* squares = nullptr);
   // After the update: the update's size; stops watching. Returns the record for `step`: one line
-  // of internals.jsonl (JSON, no newline).
+  // of internals.jsonl (JSON, no newline). Tensor parallel: a collective of the model's
+  // tensor-parallel ranks, each returning the whole model's record.
   std::string end(AnyModel& model, std::int64_t step);
 
   void enter(std::string name) override;
@@ -74,6 +75,7 @@ class Internals final : public Probe {
     std::vector<double> entropy;  // per head
   };
   Layer* current();  // the layer entered last, or null once it has been measured in this step
+  void gather_shares(const AnyModel& model, Communicator& tp, std::vector<double>& squares);
   std::vector<float>& host(TensorRef t);  // t's elements as f32 on the host (a buffer reused)
 
   std::vector<Layer> layers_;       // in the order the forward pass met them

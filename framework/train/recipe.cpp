@@ -432,9 +432,10 @@ Recipe read(const std::string& path, const std::vector<std::string>& sets) {
 
   auto dist = root.table("distributed");
   r.distributed.strategy = dist.string("strategy", r.distributed.strategy, [](const std::string& v) {
-    if (v == "ddp" || v == "zero1" || v == "zero2" || v == "tp") return std::string();
+    if (v == "ddp" || v == "zero1" || v == "zero2" || v == "tp" || v == "tp+zero1" || v == "tp+zero2") return std::string();
     return "= \"" + v + "\" is not a strategy; use \"ddp\" (data parallel), \"zero1\" (its optimizer state sharded), "
-           "\"zero2\" (the optimizer state and the gradients sharded) or \"tp\" (tensor parallel: each layer split)";
+           "\"zero2\" (the optimizer state and the gradients sharded), \"tp\" (tensor parallel: each layer split), "
+           "or \"tp+zero1\" / \"tp+zero2\" (tensor parallel in groups of tp_size, the groups sharding as zero1 / zero2 do)";
   });
   r.distributed.tp_size = int(dist.integer("tp_size", r.distributed.tp_size, 0, 1 << 16));
   r.distributed.bucket_mb = dist.number("bucket_mb", r.distributed.bucket_mb, 0.001, 1024);

@@ -136,17 +136,24 @@ double TrainStep::grad_norm() {
   if (Communicator* tp = model_.tensor_parallel()) {
     // Tensor parallel: the squares of this rank's shares of the split parameters, and those of the
     // whole ones (the same on every rank) from rank 0 alone, summed once over the ranks in double,
-    // so that every rank clips by the same norm. (In the 2-D layout the groups' data parallel has
-    // averaged the gradients already: every group measures the same.)
+    // so that every rank clips by the same norm.
     // In host memory read in place, in double; in GPU memory summed there (sum_squares), one
     // float per rank coming back.
+    // In the 2-D layout each parameter's Σg² is summed over the data-parallel ranks' shards of it
+    // (gradient_squares), as data parallel measures its norm: every strategy across the groups
+    // (with ZeRO-2 no rank holds its share's whole gradient) clips by the same bits.
     const Arena& g = model_.grads();
-    const bool device = g.device() != Device::host;
+    const std::vector<double> squares = dp_ ? dp_->gradient_squares() : std::vector<double>{};
+    const bool device = squares.empty() && g.device() != Device::host;
     if (device) scalars_.zero();
     double sum = 0;
     for (int i = 0; i < int(g.entries().size()); ++i) {
       const auto& e = g.entries()[std::size_t(i)];
       if (model_.split_dim(std::as_const(model_).params().find(e.name)) < 0 && tp->rank() != 0) continue;
+      if (!squares.empty()) {
+        sum += squares[std::size_t(i)];
+        continue;
+      }
       if (device) {
         ops::sum_squares(scalars_[0], g[i]);
         continue;

@@ -924,19 +924,18 @@ class InternalsLog {
     const std::string from = run.history.empty() ? "" : (fs::path(run.history).parent_path() / "internals.jsonl").string();
     // A resumed run keeps the records up to the resumed step (none of an abandoned later part),
     // whether or not it records more.
-    // Rank 0 records its rows' activations and the averaged gradients.
+    // Rank 0 records its rows' activations and the averaged gradients. Under tensor parallel every
+    // rank measures its shares of the layers, and the record gathers them (Internals::end).
     if (run.writer && (run.r.log.internals || (!from.empty() && fs::exists(from)))) write_text(path, history_up_to(from, run.s.step));
-    // Tensor parallel: each rank sees a share of every layer's units, heads and gradients; the
-    // internals are not gathered from the shares yet (train() says so in the log).
-    if (!run.r.log.internals || run.tensor) return;
+    if (!run.r.log.internals) return;
     if (run.writer) out_.open(path, std::ios::app);
     stepper.set_gradient_observer([this, &stepper] {
       if (!recording_) return;
       // ZeRO-2: no rank holds the whole gradient; each parameter's Σg² is summed across the ranks.
       if (DataParallel* dp = stepper.data_parallel(); dp && dp->shards_gradients()) {
         const std::vector<double> squares = dp->gradient_squares();
-        if (run_.writer) internals_.gradients(*run_.s.model, &squares);
-      } else if (run_.writer) {
+        if (measures()) internals_.gradients(*run_.s.model, &squares);
+      } else if (measures()) {
         internals_.gradients(*run_.s.model);
       }
     });
@@ -944,18 +943,19 @@ class InternalsLog {
   // Before the step that will be step `next`.
   void before(std::int64_t next) {
     const auto& l = run_.r.log;
-    recording_ = l.internals && !run_.tensor && (next % l.internals_every == 0 || next == run_.total);
-    if (recording_ && run_.writer) internals_.begin(*run_.s.model);
+    recording_ = l.internals && (next % l.internals_every == 0 || next == run_.total);
+    if (recording_ && measures()) internals_.begin(*run_.s.model);
   }
   void after(const StepStats& st) {
     if (!recording_) return;
     recording_ = false;
-    if (!run_.writer) return;
+    if (!measures()) return;
     const std::string line = internals_.end(*run_.s.model, run_.s.step);
-    if (st.finite) out_ << line << "\n" << std::flush;  // a skipped step changed nothing to measure
+    if (run_.writer && st.finite) out_ << line << "\n" << std::flush;  // a skipped step changed nothing to measure
   }
 
  private:
+  bool measures() const { return run_.writer || run_.tensor; }
   Run& run_;
   Internals internals_;
   std::ofstream out_;
@@ -1173,14 +1173,20 @@ class Checkpointer final : public Hook {
 // the same message, and the launcher ends the job).
 void check_distributed(const Recipe& r, const Communicator& comm) {
   const int n = comm.size();
-  const bool tensor = r.distributed.strategy == "tp";
+  const bool tensor = r.distributed.tensor_parallel();
+  const std::string strategy = cat("distributed.strategy = \"", r.distributed.strategy, "\"");
   const int tp = tensor && r.distributed.tp_size > 0 ? r.distributed.tp_size : tensor ? n : 1;
   LLMTK_CHECK(n % tp == 0, r.file, "distributed.tp_size = ", tp, " does not divide the ", n, " processes: they form groups of ",
               "tp_size ranks that each split the model, data-parallel across the groups; launch a multiple of ", tp,
               " processes, or set tp_size to a divisor of ", n, " (0: all of them)");
+  LLMTK_CHECK(!tensor || r.distributed.zero() == 0 || n / tp > 1, r.file, strategy, " shards ",
+              r.distributed.zero() == 1 ? "the optimizer state" : "the optimizer state and the gradients",
+              " across tensor parallel's data-parallel groups, but tp_size = ", tp, " puts all ", n,
+              " processes in one group; set distributed.tp_size to a divisor of ", n, " below it (", n,
+              " / tp_size groups of tp_size ranks), or use strategy = \"tp\"");
   LLMTK_CHECK(!tensor || (!r.lora.enabled() && !r.prompt_tuning.enabled() && !r.prefix_tuning.enabled() &&
                           !is_peft_dir(r.finetune.from)),
-              r.file, "distributed.strategy = \"tp\" trains whole models (from their initialisation or finetune.from) so far; ",
+              r.file, strategy, " trains whole models (from their initialisation or finetune.from) so far; ",
               "a parameter-efficient method is not built under it yet: run it with data parallel (\"ddp\", \"zero1\" or \"zero2\")");
   LLMTK_CHECK(!tensor || r.train.batch % (n / tp) == 0, r.file, "train.batch = ", r.train.batch, " is the global batch and does not ",
               "divide among the ", n / tp, " data-parallel groups of ", tp, " tensor-parallel ranks; set train.batch to a multiple of ",
@@ -1188,9 +1194,9 @@ void check_distributed(const Recipe& r, const Communicator& comm) {
   LLMTK_CHECK(tensor || r.train.batch % n == 0, r.file, "train.batch = ", r.train.batch, " is the global batch and does not divide among the ",
               n, " processes of this run; set train.batch to a multiple of ", n, " (each process then reads train.batch / ", n,
               " rows of every batch), or launch another number of processes");
-  LLMTK_CHECK(!tensor || !(r.preference.enabled() || r.reward.enabled() || r.classify.enabled()), r.file,
-              "distributed.strategy = \"tp\" trains language models on token shards so far; run [preference], [reward] ",
-              "and [classify] with data parallel (\"ddp\", \"zero1\" or \"zero2\")");
+  LLMTK_CHECK(!tensor || !(r.preference.enabled() || r.reward.enabled() || r.classify.enabled() || r.rl.enabled()), r.file,
+              strategy, " trains language models on token shards so far; run [preference], [reward], ",
+              "[classify] and [rl] with data parallel (\"ddp\", \"zero1\" or \"zero2\")");
 }
 
 void log_plan(const Run& run, double fwd_flops, double peak) {
@@ -1239,7 +1245,7 @@ TrainResult train(const Recipe& r, const TrainOptions& opt) {
   // tp_size + share); the ranks holding the same share in each group are data-parallel (a 2-D
   // layout), reading their group's part of every batch. Alone (tp_size = every process), every
   // rank reads the whole batch.
-  const bool tensor = ranks > 1 && r.distributed.strategy == "tp";
+  const bool tensor = ranks > 1 && r.distributed.tensor_parallel();
   const int tp_size = tensor ? (r.distributed.tp_size > 0 ? r.distributed.tp_size : ranks) : 1;
   std::unique_ptr<Communicator> tp_group, data_group;
   if (tensor) {
@@ -1248,8 +1254,10 @@ TrainResult train(const Recipe& r, const TrainOptions& opt) {
     if (ranks > tp_size) data_group = link.split(comm.rank() % tp_size, comm.rank(), cat("data-parallel group ", comm.rank() % tp_size));
   }
   Communicator* data = tensor ? data_group.get() : ranks > 1 ? &link : nullptr;
+  // ZeRO: the optimizer state sharded among the data-parallel ranks (under tensor parallel, those
+  // holding the same share of the model in each group: each shards its share's state).
   Setup s = set_up(r, opt, where.checkpoint, log, data ? data->rank() : 0, data ? data->size() : 1,
-                   ranks > 1 && !tensor && r.distributed.strategy != "ddp" ? &link : nullptr, tp_group.get());
+                   data && r.distributed.zero() > 0 ? data : nullptr, tp_group.get());
   if (ranks > 1 && r.train.threads == 0) ops::set_threads(threads_per_rank(comm));
   if (auto* rollouts = dynamic_cast<RolloutBatches*>(s.batches.get()); rollouts && data)
     rollouts->set_data_parallel(*data, r.distributed.bucket_mb);
@@ -1287,8 +1295,15 @@ TrainResult train(const Recipe& r, const TrainOptions& opt) {
   const std::string threads_each = cat(threads, threads == 1 ? " thread each" : " threads each");
   if (tensor) {
     const Dims& d = s.model->run_dims();
+    const std::size_t share_grads = s.model->grads().bytes();
     if (data) {
-      dp.emplace(*data, s.model->grads(), r.distributed.bucket_mb, r.distributed.overlap);
+      // On GPUs the groups' sums stay on the main thread, in the backward's order: NCCL's kernels
+      // wait for their peers, so the collectives of two communicators (the tensor-parallel group's
+      // sums, the data-parallel group's buckets) must be issued in the same order on every rank,
+      // which a communication thread racing the main one cannot promise (it deadlocks).
+      const bool overlap = r.distributed.overlap && link.name() != "nccl";
+      const ShardRange shard = s.optimizer->shard();
+      dp.emplace(*data, s.model->grads(), r.distributed.bucket_mb, overlap, r.distributed.zero() == 2 ? &shard : nullptr);
       stepper.set_data_parallel(&*dp);
     }
     log(cat("distributed: ", ranks, " processes (", link.name(), "), tensor parallel", data ? cat(" in ", data->size(), " groups of ", tp_size) : std::string(),
@@ -1298,17 +1313,26 @@ TrainResult train(const Recipe& r, const TrainOptions& opt) {
             s.model->whole_like(s.model->params(), "whole").numel(), " parameters), reads ",
             data ? cat(s.rows, " rows of each batch of ", r.train.batch, " (its group's)") : std::string("the whole batch"),
             ", and sums each sublayer's output and input gradient with ", tp_size > 2 ? cat("the ", tp_size - 1, " others") : "the other",
-            data ? " of its group; the groups average their gradients (data parallel)" : "",
+            data ? " of its group; the groups average their gradients (data parallel" : "",
+            data && r.distributed.overlap && !dp->overlaps() ? ", in the backward's order on the main thread: NCCL's two groups' calls "
+                                                               "must come in one order on every rank"
+                                                             : "",
+            data ? ")" : "",
+            !dp ? ""
+            : dp->shards_gradients()
+                ? cat(", each rank keeping its part of its share's gradients and optimizer state (ZeRO-2: ", dp->gradient_bytes() >> 20,
+                      " MiB of gradients and ", s.optimizer->state_bytes() >> 20, " MiB of optimizer state per process, against ",
+                      share_grads >> 20, " MiB of its share's gradients)")
+            : s.optimizer->sharded() ? cat(", each rank keeping its part of its share's optimizer state (ZeRO-1: ",
+                                           s.optimizer->state_bytes() >> 20, " MiB of it per process)")
+                                     : std::string(),
             "; the loss is a parallel cross-entropy over the vocabulary's shares; ",
             threads_each));
-    if (r.log.internals)
-      log("log.internals: not recorded under tensor parallel (each rank sees a share of every layer's units, heads and "
-          "gradients, which are not gathered yet); train with data parallel or one process to record them");
   } else if (ranks > 1) {
     const std::size_t whole_grads = s.model->grads().bytes();
     const ShardRange shard = s.optimizer->shard();
     dp.emplace(link, s.model->grads(), r.distributed.bucket_mb, r.distributed.overlap,
-               r.distributed.strategy == "zero2" ? &shard : nullptr);
+               r.distributed.zero() == 2 ? &shard : nullptr);
     stepper.set_data_parallel(&*dp);
     log(cat("distributed: ", ranks, " processes (", link.name(), "), data parallel",
             dp->shards_gradients()

@@ -137,41 +137,12 @@ run two-two "${mpi[@]}" "$llmtk" train tiny.toml --resume two/checkpoints/step_0
 run two-one "$llmtk" train tiny.toml --resume two/checkpoints/step_00000010 --run-dir two-one
 run one-two "${mpi[@]}" "$llmtk" train tiny.toml --resume one/checkpoints/step_00000010 --run-dir one-two
 
-python3 - <<'PY'
-import json, struct, sys
+PYTHONPATH="$root/tests/scripts" python3 - <<'PY'
+import json
+from runs import close, grad_norms, losses, max_weight_diff, weights as weights_at
 
-def losses(run):
-    out = {}
-    for line in open(f"{run}/metrics.jsonl"):
-        m = json.loads(line)
-        if "loss" in m: out[m["step"]] = m["loss"]
-        if "val_loss" in m: out[("val", m["step"])] = m["val_loss"]
-    return out
-
-def weights(run):  # model.safetensors of the last checkpoint, read with the standard library
+def weights(run):  # the last checkpoint's
     return weights_at(run, 20)
-
-def weights_at(run, step):
-    f = open(f"{run}/checkpoints/step_{step:08d}/model.safetensors", "rb").read()
-    n = struct.unpack("<Q", f[:8])[0]
-    header = json.loads(f[8:8 + n])
-    out = {}
-    for name, t in header.items():
-        if name == "__metadata__": continue
-        a, b = t["data_offsets"]
-        assert t["dtype"] == "F32", (name, t["dtype"])
-        out[name] = struct.unpack(f"<{(b - a) // 4}f", f[8 + n + a:8 + n + b])
-    return out
-
-def close(a, b, rel, what):
-    assert a.keys() == b.keys(), (what, sorted(map(str, a.keys() ^ b.keys())))
-    worst = max(abs(a[k] - b[k]) / max(abs(a[k]), 1e-30) for k in a)
-    print(f"{what}: worst relative difference {worst:.2e} (tolerance {rel:.0e})")
-    assert worst <= rel, what
-
-def max_weight_diff(a, b):
-    assert a.keys() == b.keys()
-    return max(max(abs(x - y) for x, y in zip(a[k], b[k])) for k in a)
 
 one, two = losses("one"), losses("two")
 assert len([k for k in one if isinstance(k, int)]) == 20, sorted(map(str, one))
@@ -191,13 +162,6 @@ assert losses("zero2-ring") == losses("ddp-ring") == losses("zero2-ring-after"),
 assert weights("ddp-zero2") == weights("two"), "resuming data parallel with ZeRO-2 changes the weights"
 close(losses("zero2-one"), two, 1e-6, "ZeRO-2 checkpoint resumed in 1 process vs 2 processes straight")
 close(losses("one-accum"), losses("zero2-accum"), 1e-6, "1 process vs ZeRO-2 with grad_accum = 2, a bucket per layer")
-def grad_norms(run):
-    out = {}
-    for line in open(f"{run}/internals.jsonl"):
-        r = json.loads(line)
-        for layer in r["layers"]:
-            if "grad_norm" in layer: out[(r["step"], layer["name"])] = layer["grad_norm"]
-    return out
 a, b = grad_norms("two-internals"), grad_norms("zero2-internals")
 assert len(a) >= 12, sorted(a)
 close(a, b, 1e-5, "each layer's gradient norm in the training internals, ZeRO-2 vs data parallel")
@@ -259,14 +223,7 @@ same = [k for k in ma if k[0] in ("reward", "reward_std", "solved", "response_le
 assert len(same) == 24 and all(ma[k] == mb[k] for k in same), [(k, ma[k], mb[k]) for k in same if ma[k] != mb[k]]
 worst = max(abs(ma[k] - mb[k]) / max(abs(ma[k]), 1e-2) for k in ma if k[0] == "loss")
 dp = max_weight_diff(weights_at("ppo-one", 6), weights_at("ppo-two", 6))
-def critic_at(run, step):  # the critic's weights, beside the policy's in the checkpoint
-    f = open(f"{run}/checkpoints/step_{step:08d}/critic/model.safetensors", "rb").read()
-    n = struct.unpack("<Q", f[:8])[0]
-    header = json.loads(f[8:8 + n])
-    return {k: struct.unpack(f"<{(t['data_offsets'][1] - t['data_offsets'][0]) // 4}f",
-                             f[8 + n + t["data_offsets"][0]:8 + n + t["data_offsets"][1]])
-            for k, t in header.items() if k != "__metadata__"}
-dc = max_weight_diff(critic_at("ppo-one", 6), critic_at("ppo-two", 6))
+dc = max_weight_diff(weights_at("ppo-one", 6, "critic/model"), weights_at("ppo-two", 6, "critic/model"))
 print(f"PPO, 1 vs 2 processes: rewards identical, losses within {worst:.1e} relative (tolerance 1e-5), "
       f"policy weights within {dp:.1e}, critic weights within {dc:.1e}")
 assert worst <= 1e-5 and dp < 1e-5 and dc < 1e-5

@@ -39,6 +39,30 @@ std::string human_flops(double f) {
   return fmt::format("{:.2f} {}FLOP", f, units[u]);
 }
 
+// Tensor parallel planned without processes: the model laid out as rank 0 of `size` ranks (every
+// rank's sizes are the same), never communicating.
+class PlannedRanks final : public Communicator {
+ public:
+  explicit PlannedRanks(int size) : size_(size) {}
+  int rank() const override { return 0; }
+  int size() const override { return size_; }
+  int local_rank() const override { return 0; }
+  int local_size() const override { return size_; }
+  std::string name() const override { return "planned"; }
+  void all_reduce_sum(TensorRef, const std::string& what) override { refuse(what); }
+  void all_reduce_sum(double*, std::int64_t, const std::string& what) override { refuse(what); }
+  void reduce_scatter_sum(TensorRef, TensorRef, const std::vector<std::int64_t>&, const std::string& what) override { refuse(what); }
+  void all_gather(TensorRef, TensorRef, const std::string& what) override { refuse(what); }
+  void broadcast(void*, std::size_t, Device, int, const std::string& what) override { refuse(what); }
+  void barrier(const std::string& what) override { refuse(what); }
+  std::unique_ptr<Communicator> split(int, int, const std::string& what) override { refuse(what); }
+  [[noreturn]] void abort(int exit_code) override { std::exit(exit_code); }
+
+ private:
+  [[noreturn]] static void refuse(const std::string& what) { fail("arch show", "plans memory and never communicates (", what, ")"); }
+  int size_;
+};
+
 struct ShowArgs {
   std::string name;
   std::vector<std::string> sets;
@@ -48,6 +72,7 @@ struct ShowArgs {
   bool json = false;
   int ranks = 1;
   std::string strategy = "ddp";
+  int tp_size = 0;
   double bucket_mb = 25;
 };
 
@@ -57,13 +82,25 @@ void show(const ShowArgs& a) {
   const std::int64_t T = a.seq > 0 ? a.seq : dims.max_seq;
   // --ranks N: the memory of one of N data-parallel processes, each planned for its rows of the
   // batch; ZeRO-1 shards the optimizer state, ZeRO-2 the gradients too (docs/distributed.md).
-  LLMTK_CHECK(a.batch % a.ranks == 0, "arch show", "--batch ", a.batch, " is the global batch and does not divide among --ranks ",
-              a.ranks, "; give a multiple of ", a.ranks);
-  LLMTK_CHECK(a.ranks > 1 || a.strategy == "ddp", "arch show", "--strategy ", a.strategy, " shards among ranks: give --ranks N (N > 1)");
-  const std::int64_t B = a.batch / a.ranks;
-  const DType act_dtype = a.precision == "bf16" ? DType::bf16 : DType::f32;
+  // Tensor parallel: groups of tp_size ranks each hold a share of every layer, data-parallel
+  // across the groups (and sharding each share's state across them with tp+zero1, tp+zero2).
+  LLMTK_CHECK(a.ranks > 1 || a.strategy == "ddp", "arch show", "--strategy ", a.strategy, " works among ranks: give --ranks N (N > 1)");
+  const bool tensor = a.strategy.starts_with("tp");
+  LLMTK_CHECK(tensor || a.tp_size == 0, "arch show", "--tp-size goes with --strategy tp, tp+zero1 or tp+zero2");
+  const int tp = tensor ? (a.tp_size > 0 ? a.tp_size : a.ranks) : 1, data_ranks = a.ranks / tp;
+  LLMTK_CHECK(a.ranks % tp == 0, "arch show", "--tp-size ", tp, " does not divide --ranks ", a.ranks, "; give a divisor of ", a.ranks);
+  const int zero = a.strategy.ends_with("zero1") ? 1 : a.strategy.ends_with("zero2") ? 2 : 0;
+  LLMTK_CHECK(zero == 0 || data_ranks > 1, "arch show", "--strategy ", a.strategy, " shards across tensor parallel's data-parallel "
+              "groups, but --tp-size ", tp, " leaves one group of all ", a.ranks, " ranks; give --tp-size below --ranks");
+  LLMTK_CHECK(a.batch % data_ranks == 0, "arch show", "--batch ", a.batch, " is the global batch and does not divide among the ",
+              data_ranks, " data-parallel ", tensor ? "groups" : "ranks", "; give a multiple of ", data_ranks);
+  const std::int64_t B = a.batch / data_ranks;
+  // Tensor parallel keeps f32 activations in a bf16 run (its sums exchange f32), as training does.
+  const DType act_dtype = a.precision == "bf16" && !tensor ? DType::bf16 : DType::f32;
+  PlannedRanks shares(tp);
   auto model = info.make(dims);  // checks every size rule
   model->set_precision(act_dtype);
+  if (tp > 1) model->set_tensor_parallel(shares);  // the tp_divides_* rules
   if (!a.freeze.empty()) model->freeze(a.freeze);  // train.freeze: no gradient, no optimizer state
   model->plan(B, T);
 
@@ -71,17 +108,18 @@ void show(const ShowArgs& a) {
   // f32 parameters and gradients; AdamW keeps two moments per parameter. bf16 (docs/bf16.md):
   // activations in bf16, plus a bf16 working copy of every weight a matmul reads.
   const std::int64_t trainable = model->trainable_count(), frozen = model->param_count() - trainable;
-  const bool sharded = a.ranks > 1 && a.strategy != "ddp";
-  const std::int64_t shard = shard_range(trainable, 0, a.ranks).size();  // the first rank's: the largest
+  const bool sharded = zero > 0;
+  const std::int64_t shard = shard_range(trainable, 0, data_ranks).size();  // the first rank's: the largest
   const std::int64_t param_bytes = model->param_count() * 4,
-                     grad_bytes = a.ranks > 1 && a.strategy == "zero2"
-                                      ? std::int64_t(train::DataParallel::gradient_bytes(model->grads(), a.bucket_mb, true, a.ranks, 0))
-                                      : trainable * 4,
+                     grad_bytes = zero == 2 ? std::int64_t(train::DataParallel::gradient_bytes(model->grads(), a.bucket_mb, true,
+                                                                                               data_ranks, 0))
+                                            : trainable * 4,
                      optim_bytes = 2 * 4 * (sharded ? shard : trainable), working_bytes = std::int64_t(model->working().bytes());
   const std::int64_t act_bytes = std::int64_t(model->acts().bytes());
   const std::int64_t total = param_bytes + grad_bytes + optim_bytes + working_bytes + act_bytes;
   auto recomputed = info.make(dims);  // the same model with train.recompute = "blocks"
   recomputed->set_precision(act_dtype);
+  if (tp > 1) recomputed->set_tensor_parallel(shares);
   recomputed->plan(B, T, true);
   const std::int64_t act_recompute = std::int64_t(recomputed->acts().bytes());
 
@@ -107,7 +145,8 @@ void show(const ShowArgs& a) {
       parts.push_back({{"path", p.path}, {"type", p.type}, {"params", p.params}, {"note", p.note}});
     j["parts"] = parts;
     j["batch"] = a.batch, j["seq"] = T, j["precision"] = a.precision;
-    j["ranks"] = a.ranks, j["strategy"] = a.strategy, j["rows_per_rank"] = B;  // memory_bytes: per process
+    j["ranks"] = a.ranks, j["strategy"] = a.strategy, j["tp_size"] = tp, j["rows_per_rank"] = B;  // memory_bytes: per process
+    j["params_per_rank"] = model->param_count();  // tensor parallel: a share of the model
     j["flops_per_token"] = {{"forward", fwd}, {"training", 3 * fwd}};
     j["memory_bytes"] = {{"params", param_bytes}, {"grads", grad_bytes},
                          {"optimizer", optim_bytes}, {"working_copy", working_bytes}, {"activations", act_bytes},
@@ -136,13 +175,18 @@ void show(const ShowArgs& a) {
              T, human_flops(fwd), human_flops(3 * fwd));
   fmt::print("\nmemory for one training step at batch {} x seq {} ({}, AdamW)\n", a.batch, T,
              act_dtype == DType::bf16 ? "bf16 activations, f32 master weights; on cuda a bf16 run keeps f32 activations for now"
+             : a.precision == "bf16"  ? "bf16 matmuls, f32 activations under tensor parallel"
                                       : "fp32");
   if (a.ranks > 1)
-    fmt::print("  per process of {} ({}: {} rows each{})\n", a.ranks, a.strategy, B,
-               a.strategy == "zero2"   ? fmt::format("; the optimizer state and the gradients sharded, the stacks' gradients in a ring of "
-                                                     "two buckets of {} MB or a layer", a.bucket_mb)
-               : a.strategy == "zero1" ? std::string("; the optimizer state sharded")
-                                       : std::string());
+    fmt::print("  per process of {} ({}: {}{} rows each{})\n", a.ranks, a.strategy,
+               tensor ? fmt::format("{} of the model's {} parameters, ", grouped(model->param_count()),
+                                    grouped(model->whole_like(model->params(), "whole").numel()))
+                      : std::string(),
+               B,
+               zero == 2   ? fmt::format("; the optimizer state and the gradients sharded, the stacks' gradients in a ring of "
+                                         "two buckets of {} MB or a layer", a.bucket_mb)
+               : zero == 1 ? std::string("; the optimizer state sharded")
+                           : std::string());
   fmt::print("  parameters       {:>12}\n  gradients        {:>12}\n  optimizer state  {:>12}\n", human_bytes(param_bytes),
              human_bytes(grad_bytes), human_bytes(optim_bytes));
   if (working_bytes) fmt::print("  bf16 weights     {:>12}   (the matmuls' working copy)\n", human_bytes(working_bytes));
@@ -200,8 +244,12 @@ void add_arch_commands(CLI::App& app) {
   sh->add_flag("--json", args->json, "Print one JSON object");
   sh->add_option("--ranks", args->ranks, "Data-parallel processes: the memory per process, each planned for batch / ranks rows")
       ->check(CLI::Range(1, 1 << 20));
-  sh->add_option("--strategy", args->strategy, "With --ranks: ddp, zero1 (the optimizer state sharded) or zero2 (and the gradients)")
-      ->check(CLI::IsMember({"ddp", "zero1", "zero2"}));
+  sh->add_option("--strategy", args->strategy,
+                 "With --ranks: ddp, zero1 (the optimizer state sharded), zero2 (and the gradients), tp (each layer split), "
+                 "tp+zero1 or tp+zero2 (tensor parallel in groups of --tp-size, the groups sharding as zero1 or zero2)")
+      ->check(CLI::IsMember({"ddp", "zero1", "zero2", "tp", "tp+zero1", "tp+zero2"}));
+  sh->add_option("--tp-size", args->tp_size, "With --strategy tp...: the ranks that split each layer (distributed.tp_size; 0: all)")
+      ->check(CLI::Range(0, 1 << 16));
   sh->add_option("--bucket-mb", args->bucket_mb, "With --strategy zero2: the gradient buckets' size (distributed.bucket_mb)")
       ->check(CLI::Range(0.001, 1024.0));
   sh->callback([args] { show(*args); });
