@@ -136,7 +136,7 @@ struct Recipe {
     double bucket_mb = 25;              // gradients are summed across ranks in buckets of this size
     bool overlap = true;                // ... each as soon as its layers' backward is done
     double timeout_s = 300;             // a collective that takes longer ends the job, naming the call
-    int tp_size = 0;                    // strategy "tp": ranks that split each layer (0: every process)
+    int tp_size = 0;                    // strategy "tp", "tp+zero*": ranks that split each layer (0: every process)
     bool tensor_parallel() const { return strategy.starts_with("tp"); }
     // What the data-parallel ranks shard: 0 nothing (ddp, tp), 1 the optimizer state, 2 and the gradients.
     int zero() const { return strategy.ends_with("zero1") ? 1 : strategy.ends_with("zero2") ? 2 : 0; }

@@ -765,6 +765,7 @@ struct Run {
   // tensor parallel's 2-D layout, the ranks that hold this rank's share in the other groups.
   Communicator* data = nullptr;
   bool tensor = false;  // this rank holds a share of the model (AnyModel::tensor_parallel)
+  bool writer_group = false;  // tensor parallel: this rank is in rank 0's group (whose shares it writes)
   int data_ranks() const { return data ? data->size() : 1; }
   // Data parallel: each rank measured its rows; `m` becomes the means over the ranks (a collective).
   void mean_over_data_ranks(Metrics& m, const std::string& what) const {
@@ -955,7 +956,8 @@ class InternalsLog {
   }
 
  private:
-  bool measures() const { return run_.writer || run_.tensor; }
+  // Rank 0, and under tensor parallel the other ranks of its group, whose shares its record gathers.
+  bool measures() const { return run_.writer || run_.writer_group; }
   Run& run_;
   Internals internals_;
   std::ofstream out_;
@@ -1265,6 +1267,7 @@ TrainResult train(const Recipe& r, const TrainOptions& opt) {
   run.history = where.history;
   run.total = r.total_steps();
   run.comm = &comm, run.writer = writer, run.tensor = tensor, run.data = data;
+  run.writer_group = tensor && comm.rank() < tp_size && s.model->tensor_parallel();
   std::optional<durable::DirLock> lock;
   if (writer) {
     // One trainer per run directory: a second one (another terminal, a scheduler's retry) is refused
@@ -1297,11 +1300,12 @@ TrainResult train(const Recipe& r, const TrainOptions& opt) {
     const Dims& d = s.model->run_dims();
     const std::size_t share_grads = s.model->grads().bytes();
     if (data) {
-      // On GPUs the groups' sums stay on the main thread, in the backward's order: NCCL's kernels
-      // wait for their peers, so the collectives of two communicators (the tensor-parallel group's
-      // sums, the data-parallel group's buckets) must be issued in the same order on every rank,
-      // which a communication thread racing the main one cannot promise (it deadlocks).
-      const bool overlap = r.distributed.overlap && link.name() != "nccl";
+      // The groups' sums stay on the main thread, in the backward's order: the backward's own
+      // tensor-parallel sums run there too, and two threads may not call MPI at once (it is
+      // started MPI_THREAD_SERIALIZED), while NCCL's kernels wait for their peers, so the two
+      // groups' collectives must be issued in one order on every rank, which a communication
+      // thread racing the main one cannot promise (on NCCL it deadlocked 2 x 2 emulated ranks).
+      const bool overlap = false;
       const ShardRange shard = s.optimizer->shard();
       dp.emplace(*data, s.model->grads(), r.distributed.bucket_mb, overlap, r.distributed.zero() == 2 ? &shard : nullptr);
       stepper.set_data_parallel(&*dp);
@@ -1314,9 +1318,9 @@ TrainResult train(const Recipe& r, const TrainOptions& opt) {
             data ? cat(s.rows, " rows of each batch of ", r.train.batch, " (its group's)") : std::string("the whole batch"),
             ", and sums each sublayer's output and input gradient with ", tp_size > 2 ? cat("the ", tp_size - 1, " others") : "the other",
             data ? " of its group; the groups average their gradients (data parallel" : "",
-            data && r.distributed.overlap && !dp->overlaps() ? ", in the backward's order on the main thread: NCCL's two groups' calls "
-                                                               "must come in one order on every rank"
-                                                             : "",
+            !data ? ""
+            : dp->shards_gradients() ? ", each bucket summed on the main thread as its layers' backward is done"
+                                     : ", summed on the main thread after the backward",
             data ? ")" : "",
             !dp ? ""
             : dp->shards_gradients()

@@ -137,7 +137,9 @@ void show(const ShowArgs& a) {
         else if (dim_kind(pv.name) == KeyKind::integer) j["dims"][pv.name] = std::int64_t(pv.value);
         else j["dims"][pv.name] = pv.value;
       }
-    j["params"] = model->param_count();
+    // The whole model's parameters; under tensor parallel the rest (trainable and frozen counts,
+    // parts, memory) are one rank's share, params_per_rank.
+    j["params"] = tensor ? model->whole_like(model->params(), "whole").numel() : model->param_count();
     j["active_params"] = model->active_param_count();  // per token: an MoE's chosen experts only
     j["trainable_params"] = trainable, j["frozen_params"] = frozen;
     nlohmann::json parts = nlohmann::json::array();
@@ -242,7 +244,7 @@ void add_arch_commands(CLI::App& app) {
   sh->add_option("--freeze", args->freeze,
                  "Freeze parameters matching a pattern, as train.freeze (repeatable): --freeze 'embed.*'");
   sh->add_flag("--json", args->json, "Print one JSON object");
-  sh->add_option("--ranks", args->ranks, "Data-parallel processes: the memory per process, each planned for batch / ranks rows")
+  sh->add_option("--ranks", args->ranks, "Processes: the memory per process, each planned for its rows (batch / ranks; tensor parallel: its group's)")
       ->check(CLI::Range(1, 1 << 20));
   sh->add_option("--strategy", args->strategy,
                  "With --ranks: ddp, zero1 (the optimizer state sharded), zero2 (and the gradients), tp (each layer split), "
@@ -250,7 +252,7 @@ void add_arch_commands(CLI::App& app) {
       ->check(CLI::IsMember({"ddp", "zero1", "zero2", "tp", "tp+zero1", "tp+zero2"}));
   sh->add_option("--tp-size", args->tp_size, "With --strategy tp...: the ranks that split each layer (distributed.tp_size; 0: all)")
       ->check(CLI::Range(0, 1 << 16));
-  sh->add_option("--bucket-mb", args->bucket_mb, "With --strategy zero2: the gradient buckets' size (distributed.bucket_mb)")
+  sh->add_option("--bucket-mb", args->bucket_mb, "With --strategy zero2 or tp+zero2: the gradient buckets' size (distributed.bucket_mb)")
       ->check(CLI::Range(0.001, 1024.0));
   sh->callback([args] { show(*args); });
 }
